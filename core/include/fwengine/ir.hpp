@@ -1,0 +1,284 @@
+// fwengine/ir.hpp - the one intermediate representation every frontend produces and every backend
+// consumes. Its meaning is defined in docs/ir.md and, executably, by the reference evaluator (trace.hpp).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fwengine/diagnostics.hpp"
+
+namespace fwe::ir {
+
+// ---- closed vocabularies (vocab.def) ------------------------------------------------------------
+enum class Stage : std::uint8_t {
+#define FWE_STAGE(id, text) id,
+#include "fwengine/vocab.def"
+#undef FWE_STAGE
+};
+enum class Verdict : std::uint8_t {
+#define FWE_VERDICT(id, text) id,
+#include "fwengine/vocab.def"
+#undef FWE_VERDICT
+};
+enum class MatchKind : std::uint8_t {
+#define FWE_MATCH(id, text) id,
+#include "fwengine/vocab.def"
+#undef FWE_MATCH
+};
+enum class ActionKind : std::uint8_t {
+#define FWE_ACTION(id, text) id,
+#include "fwengine/vocab.def"
+#undef FWE_ACTION
+};
+enum class CtState : std::uint8_t {
+#define FWE_CTSTATE(id, text) id,
+#include "fwengine/vocab.def"
+#undef FWE_CTSTATE
+};
+
+inline constexpr std::size_t kStageCount = static_cast<std::size_t>(Stage::snat) + 1;
+inline constexpr std::size_t kMatchKindCount = static_cast<std::size_t>(MatchKind::rate_limit) + 1;
+inline constexpr std::size_t kActionKindCount = static_cast<std::size_t>(ActionKind::ct_helper) + 1;
+inline constexpr std::size_t kCtStateCount = static_cast<std::size_t>(CtState::untracked) + 1;
+
+std::string_view to_string(Stage);
+std::string_view to_string(Verdict);
+std::string_view to_string(MatchKind);
+std::string_view to_string(ActionKind);
+std::string_view to_string(CtState);
+std::optional<Stage> parse_stage(std::string_view);
+std::optional<Verdict> parse_verdict(std::string_view);
+std::optional<ActionKind> parse_action(std::string_view);
+std::optional<CtState> parse_ct_state(std::string_view);
+std::vector<std::string_view> stage_names();
+std::vector<std::string_view> action_names();
+std::vector<std::string_view> ct_state_names();
+constexpr std::size_t index(Stage s) { return static_cast<std::size_t>(s); }
+// Stages a packet meets before conntrack sees it.
+constexpr bool is_untracked(Stage s) { return s == Stage::untracked_in || s == Stage::untracked_out; }
+
+// ---- where every piece came from ----------------------------------------------------------------
+struct Origin {
+  SourceLoc loc;          // file indexes Ruleset::files
+  std::string policy;     // e.g. "GlobalNetworkPolicy default-rules", "zone public"
+  std::int32_t rule = -1; // index of the rule inside its policy, -1 if none
+};
+
+// ---- addresses and ports ------------------------------------------------------------------------
+enum class Family : std::uint8_t { any, ipv4, ipv6 };
+std::string_view to_string(Family);
+
+struct IpAddr {
+  Family family = Family::ipv4;            // ipv4 or ipv6, never any
+  std::array<std::uint8_t, 16> bytes{};     // network order; IPv4 uses the first 4 bytes
+  std::size_t width() const { return family == Family::ipv4 ? 32 : 128; }
+  friend auto operator<=>(const IpAddr&, const IpAddr&) = default;
+};
+std::optional<IpAddr> parse_ip(std::string_view);
+std::string to_string(const IpAddr&);
+
+struct Cidr {
+  IpAddr addr;               // host bits are zero
+  std::uint8_t prefix = 0;
+  friend auto operator<=>(const Cidr&, const Cidr&) = default;
+};
+// "10.0.0.0/8", "2001:db8::/32"; a bare address is a /32 or /128. With strict, host bits must be zero;
+// otherwise they are cleared.
+std::optional<Cidr> parse_cidr(std::string_view, bool strict = true);
+std::string to_string(const Cidr&);
+bool contains(const Cidr&, const IpAddr&);
+
+// A named set of CIDRs, IPv4 and IPv6 together. After core's normalise pass the list is sorted
+// (IPv4 first), without overlaps or mergeable neighbours - what the kernel's interval sets require.
+struct AddrSet {
+  std::string name;
+  std::vector<Cidr> cidrs;
+  Origin origin;
+  bool has(Family f) const;
+  bool contains(const IpAddr&) const;
+};
+
+struct PortRange {
+  std::uint16_t lo = 0, hi = 0;  // inclusive
+  friend auto operator<=>(const PortRange&, const PortRange&) = default;
+};
+using PortSet = std::vector<PortRange>;  // sorted and merged after normalise
+bool contains(const PortSet&, std::uint16_t port);
+
+// Interface name as nft/iptables know it: exact, or a prefix written "eth+" (prefix = true).
+struct IfacePattern {
+  std::string name;
+  bool prefix = false;
+  bool matches(std::string_view ifname) const;
+  friend bool operator==(const IfacePattern&, const IfacePattern&) = default;
+};
+std::string to_string(const IfacePattern&);
+IfacePattern parse_iface(std::string_view);  // "eth+" -> {eth, prefix}
+
+using MacAddr = std::array<std::uint8_t, 6>;
+std::optional<MacAddr> parse_mac(std::string_view);
+std::string to_string(const MacAddr&);
+
+// ---- rules --------------------------------------------------------------------------------------
+struct AddrMatch {
+  bool negate = false;
+  std::string set;  // a key of Ruleset::sets
+};
+struct PortMatch {
+  bool negate = false;
+  PortSet ports;
+};
+struct IcmpMatch {
+  bool negate = false;         // "icmp, but not this type/code": still only matches ICMP packets
+  bool v6 = false;             // ICMPv6 (protocol 58) rather than ICMP (protocol 1)
+  std::optional<std::uint8_t> type;
+  std::optional<std::uint8_t> code;  // only with type
+};
+struct RateLimit {
+  std::uint32_t rate = 0;
+  std::string unit = "second";  // second, minute, hour, day
+  std::uint32_t burst = 0;      // 0 = backend default
+  friend bool operator==(const RateLimit&, const RateLimit&) = default;
+};
+
+// All present criteria must hold. Lists of address and port matches are ANDed (Calico's nets and
+// notNets are two entries); inside one entry the set is an OR.
+struct Match {
+  std::optional<std::vector<IfacePattern>> iif, oif;  // any of the patterns
+  bool iif_negate = false, oif_negate = false;
+  Family family = Family::any;
+  std::optional<std::vector<std::uint8_t>> protocols;  // L4 protocol numbers, any of them
+  bool protocol_negate = false;
+  std::vector<AddrMatch> src_addr, dst_addr;
+  std::vector<PortMatch> src_port, dst_port;  // only match TCP/UDP/SCTP/UDPLite packets
+  std::optional<IcmpMatch> icmp;
+  std::optional<std::vector<CtState>> ct_states;
+  bool ct_negate = false;
+  std::optional<std::vector<MacAddr>> src_mac;
+  bool src_mac_negate = false;
+  std::optional<std::string> pkt_type;  // unicast, broadcast, multicast
+  std::optional<std::uint32_t> mark_value;
+  std::uint32_t mark_mask = 0xffffffff;
+  bool mark_negate = false;
+  std::optional<RateLimit> rate_limit;  // matches while under the rate
+};
+
+struct Action {
+  ActionKind kind = ActionKind::accept;
+  std::string reject_with;          // reject: icmp-port-unreachable (default), tcp-reset, icmp-host-prohibited,
+                                    //   icmp-net-prohibited, icmp-admin-prohibited, icmp6-adm-prohibited, ...
+  std::string log_prefix;           // log
+  std::uint8_t log_level = 4;       // log: syslog level (4 = warning)
+  std::string target;               // jump: chain name; ct-helper: helper name
+  std::uint32_t mark_value = 0;     // set-mark
+  std::uint32_t mark_mask = 0xffffffff;
+  std::optional<IpAddr> nat_addr;   // dnat, snat
+  std::optional<PortRange> nat_port;  // dnat, redirect, snat, masquerade
+};
+
+struct Rule {
+  Match match;
+  Action action;
+  Origin origin;
+};
+
+// A named, ordered list of rules: one policy in one direction, a zone's rules, a failsafe list.
+struct Chain {
+  std::string name;
+  std::vector<Rule> rules;
+  Origin origin;
+};
+
+// An ordered list of chains (Calico: a tier). `pass` leaves the group; a group whose chains all end
+// without verdict or pass ends with on_end (continue, or drop/reject for Calico's end-of-tier).
+struct Group {
+  std::string name;
+  std::vector<std::string> chains;  // keys of Ruleset::chains
+  Verdict on_end = Verdict::continue_;
+  std::string reject_with;
+  Origin origin;
+};
+
+// What the conntrack prelude of an endpoint does before anything else.
+enum class Conntrack : std::uint8_t {
+  none,                    // no prelude
+  accept_established,      // established/related -> accept
+  accept_established_drop_invalid,  // and invalid -> drop
+};
+std::string_view to_string(Conntrack);
+std::optional<Conntrack> parse_conntrack(std::string_view);
+
+struct EndpointMatch {
+  std::optional<IfacePattern> iif, oif;  // absent: any interface
+  std::optional<std::string> src_set, dst_set;  // keys of Ruleset::sets
+  std::optional<std::vector<MacAddr>> src_mac;
+};
+
+// A classifier plus what to do with the packets it classifies, for one stage and section.
+struct Endpoint {
+  std::string name;
+  EndpointMatch match;
+  Conntrack conntrack = Conntrack::none;
+  bool failsafe = false;          // core places this stage's failsafe chain after the prelude
+  std::string failsafe_chain;     // filled by core (inject_failsafe); empty = none
+  std::vector<Group> groups;
+  Verdict default_verdict = Verdict::continue_;
+  std::string reject_with;
+  Origin origin;
+};
+
+// Endpoints are tried in order and the first that matches classifies the packet. A section whose
+// endpoints all miss leaves the stage's verdict as it was. See docs/ir.md for how sections combine.
+struct Section {
+  std::string name;
+  bool honour_allow = false;  // a packet an earlier stage allowed is accepted here at once
+  std::vector<Endpoint> endpoints;
+};
+
+struct StageDef {
+  std::vector<Section> sections;
+  bool empty() const { return sections.empty(); }
+};
+
+// Ports that no policy can close (Calico's failsafe; firewalld has none). Core turns them into chains.
+struct FailsafeEntry {
+  std::uint8_t protocol = 6;
+  std::uint16_t port = 0;
+  std::optional<Cidr> net;  // inbound: source; outbound: destination
+  Origin origin;
+};
+struct Failsafe {
+  std::vector<FailsafeEntry> inbound, outbound;
+};
+
+struct Ruleset {
+  std::string frontend;                    // who made it (not part of the hash)
+  std::vector<std::string> files;          // Origin::loc.file indexes this (not part of the hash)
+  std::map<std::string, AddrSet> sets;
+  std::map<std::string, Chain> chains;
+  std::array<StageDef, kStageCount> stages;
+  Failsafe failsafe;
+
+  StageDef& stage(Stage s) { return stages[index(s)]; }
+  const StageDef& stage(Stage s) const { return stages[index(s)]; }
+  const AddrSet* find_set(std::string_view name) const;
+  const Chain* find_chain(std::string_view name) const;
+};
+
+// Well-known chain names core creates for the failsafe part.
+inline constexpr std::string_view kFailsafeIn = "failsafe-in";
+inline constexpr std::string_view kFailsafeOut = "failsafe-out";
+inline constexpr std::string_view kFailsafeUntrackedIn = "failsafe-untracked-in";
+inline constexpr std::string_view kFailsafeUntrackedOut = "failsafe-untracked-out";
+
+// Protocol names the IR prints and reads ("tcp" -> 6); numbers print as numbers.
+std::optional<std::uint8_t> parse_protocol(std::string_view);
+std::string protocol_name(std::uint8_t);
+bool protocol_has_ports(std::uint8_t);
+
+}  // namespace fwe::ir

@@ -1,0 +1,60 @@
+// fwengine/loader.hpp - finds, checks and loads plugins (Boost.DLL).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/dll/shared_library.hpp>
+
+#include "fwengine/plugin.hpp"
+
+namespace fwe {
+
+struct PluginInfo {
+  std::string path;
+  std::uint32_t abi_version = 0;
+  PluginKind kind = PluginKind::frontend;
+  std::string name, version, summary;
+  std::string problem;  // why it cannot be used; empty when it can
+};
+
+// A plugin object together with the library it came from; the object dies first.
+template <typename T>
+class Loaded {
+ public:
+  Loaded(boost::dll::shared_library lib, std::unique_ptr<T> object)
+      : library_(std::move(lib)), object_(std::move(object)) {}
+  Loaded(Loaded&&) noexcept = default;
+  Loaded& operator=(Loaded&&) noexcept = default;
+  ~Loaded() { object_.reset(); }
+  T* operator->() const { return object_.get(); }
+  T& operator*() const { return *object_; }
+
+ private:
+  boost::dll::shared_library library_;  // declared first: destroyed last
+  std::unique_ptr<T> object_;
+};
+
+class PluginLoader {
+ public:
+  // The installed plugin directory (relative to the executable) comes first, then extra_dirs.
+  explicit PluginLoader(std::vector<std::string> extra_dirs);
+  const std::vector<std::string>& directories() const { return dirs_; }
+  // Every libfwe_*.so found, with problems (wrong ABI, bad permissions, no factory) reported, not thrown.
+  std::vector<PluginInfo> discover() const;
+  // Throws UsageError for an unknown name and RuntimeError for a plugin that fails to load.
+  Loaded<Frontend> frontend(const std::string& name, const PluginContext& context) const;
+  Loaded<Backend> backend(const std::string& name, const PluginContext& context) const;
+  // Checks one file (exists, safe permissions, descriptor, ABI) without running any of its code.
+  static PluginInfo inspect(const std::string& path);
+
+ private:
+  const PluginInfo& find(const std::string& name, PluginKind kind, const std::vector<PluginInfo>& all) const;
+  std::vector<std::string> dirs_;
+};
+
+// The directory the running executable is in.
+std::string executable_dir();
+
+}  // namespace fwe

@@ -1,0 +1,65 @@
+// fwengine/trace.hpp - the reference evaluator: walks one packet through a ruleset's stages exactly as
+// docs/ir.md says. It is the oracle every backend is tested against.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fwengine/ir.hpp"
+
+namespace fwe::trace {
+
+enum class Path { input, forward, output };
+std::string_view to_string(Path);
+
+struct Packet {
+  std::string iif, oif;  // input path: iif; output path: oif; forward: both
+  ir::IpAddr src, dst;
+  std::uint8_t protocol = 6;
+  std::uint16_t sport = 0, dport = 0;                // TCP/UDP/SCTP/UDPLite
+  std::uint8_t icmp_type = 8, icmp_code = 0;        // ICMP/ICMPv6
+  ir::CtState ct = ir::CtState::new_;
+  std::optional<ir::MacAddr> src_mac;
+  std::uint32_t mark = 0;
+  std::string pkt_type = "unicast";
+};
+
+// One rule (or default, prelude, failsafe) that decided something, for people.
+struct Step {
+  ir::Stage stage;
+  std::string section, endpoint, group, chain;
+  std::int32_t rule_index = -1;  // index in chain, -1 for a default/prelude
+  const ir::Rule* rule = nullptr;
+  std::string what;              // "rule 3 (drop)", "conntrack: established", "endpoint default drop", ...
+};
+
+struct StageResult {
+  ir::Stage stage;
+  ir::Verdict verdict = ir::Verdict::continue_;
+  std::string endpoint;      // the endpoint of the deciding section, empty if none matched
+  std::vector<Step> steps;   // what was evaluated that mattered, in order; last one decided
+};
+
+struct Result {
+  Path path;
+  Packet packet;                 // as it left the last stage (after NAT)
+  std::vector<StageResult> stages;
+  bool delivered = true;         // no stage dropped or rejected
+  bool allow_mark = false;
+  bool untracked = false;        // a stage gave notrack
+  ir::Verdict final_verdict() const;  // drop/reject if not delivered, else accept or continue
+};
+
+// The path follows from the interfaces: iif only = input, oif only = output, both = forward.
+Path path_of(const Packet&);
+Result evaluate(const ir::Ruleset&, const Packet&);
+
+// The reply of a packet that was delivered: swapped addresses, ports, interfaces, on the reverse path;
+// established, or untracked if the original was untracked.
+Packet reply_of(const Packet& original, const Result& result);
+
+// "file:line:col" of a rule's origin, using the ruleset's file table.
+std::string where(const ir::Ruleset&, const ir::Origin&);
+
+}  // namespace fwe::trace

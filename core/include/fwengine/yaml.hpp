@@ -1,0 +1,76 @@
+// fwengine/yaml.hpp - the one YAML reader of every frontend and of the engine's config.
+//
+// Built on libyaml's event API (fast, and it gives a mark for every event). Every node carries its
+// file:line:column; duplicate mapping keys are errors; plain scalars resolve by YAML 1.2's core schema
+// (so `010` is the integer 10, `yes` is the string "yes", `0x1F` is 31, `0o17` is 15).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "fwengine/diagnostics.hpp"
+
+namespace fwe::yaml {
+
+enum class Kind { null, scalar, sequence, mapping };
+// What a scalar resolves to under the YAML 1.2 core schema; quoted scalars are always strings.
+enum class ScalarType { null, boolean, integer, floating, string };
+
+class Node {
+ public:
+  Node() = default;
+
+  Kind kind() const { return kind_; }
+  SourceLoc loc() const { return loc_; }
+  bool is_null() const { return kind_ == Kind::null; }
+  bool is_scalar() const { return kind_ == Kind::scalar; }
+  bool is_sequence() const { return kind_ == Kind::sequence; }
+  bool is_mapping() const { return kind_ == Kind::mapping; }
+  // The kind in words, for messages: "a mapping", "a list", "a string", "an integer", "null".
+  std::string describe() const;
+
+  // Scalars (a null node has empty text).
+  const std::string& text() const { return text_; }
+  bool quoted() const { return quoted_; }
+  ScalarType scalar_type() const;
+  std::optional<bool> as_bool() const;               // true/True/TRUE/false/False/FALSE, unquoted
+  std::optional<std::int64_t> as_int() const;        // decimal, 0o octal, 0x hex; unquoted; no overflow
+  std::optional<double> as_double() const;           // integers and core-schema floats, unquoted
+
+  // Sequences.
+  std::span<const Node> items() const { return children_; }
+  // Mappings: keys and values in document order. keys()[i] belongs to values()[i].
+  std::span<const Node> keys() const { return keys_; }
+  std::span<const Node> values() const { return children_; }
+  std::size_t size() const { return children_.size(); }
+  // The value for a scalar key, or nullptr.
+  const Node* find(std::string_view key) const;
+
+ private:
+  friend class Builder;
+  Kind kind_ = Kind::null;
+  SourceLoc loc_;
+  std::string text_;
+  bool quoted_ = false;
+  std::vector<Node> keys_;      // mapping keys
+  std::vector<Node> children_;  // sequence items, or mapping values
+};
+
+// Parses every document of a stream. On a syntax error, a duplicate key, an undefined alias or an
+// unsupported construct (complex keys), reports it through diag (with `file` as the location's file
+// index) and returns std::nullopt: a stream with an error yields no documents at all. An empty stream
+// gives an empty vector. Aliases are expanded (the copy keeps the anchor's location).
+std::optional<std::vector<Node>> parse(std::string_view text, std::uint32_t file, Diagnostics& diag);
+
+// Reads the file and parses it; an unreadable file is an error at loc (line 0) of that file.
+std::optional<std::vector<Node>> parse_file(const std::string& path, Diagnostics& diag);
+
+// Quoting a string for YAML output where yaml-cpp is not used (e.g. in messages).
+std::string quote(std::string_view s);
+
+}  // namespace fwe::yaml

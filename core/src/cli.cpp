@@ -1,0 +1,646 @@
+// cli.cpp - the command line of cli.md: option parsing, the compile pipeline, and each command.
+#include "cli.hpp"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <boost/program_options.hpp>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "fwengine/canonical.hpp"
+#include "fwengine/loader.hpp"
+#include "fwengine/passes.hpp"
+#include "fwengine/trace.hpp"
+#include "fwengine/yaml.hpp"
+
+namespace fwe::cli {
+
+namespace po = boost::program_options;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kDefaultConfig = "/etc/fwengine/fwengine.conf";
+
+struct CommandInfo {
+  std::string_view name;
+  std::string_view summary;
+};
+constexpr CommandInfo kCommands[] = {
+    {"apply", "replace fwengine's ruleset in the kernel atomically (the default command)"},
+    {"check", "parse, validate and compile; print diagnostics"},
+    {"ir", "print the final IR in its canonical form and its hash"},
+    {"render", "print what the backend would load"},
+    {"diff", "what apply would change against the kernel"},
+    {"trace", "evaluate one packet against the IR and explain the verdict"},
+    {"status", "what fwengine has in the kernel, with hit counters"},
+    {"flush", "remove everything fwengine owns, nothing else"},
+    {"migrate", "convert the input to another format that loads to the same IR"},
+    {"confirm", "keep a ruleset applied with --confirm"},
+    {"daemon", "service mode"},
+    {"plugins", "list the plugins found"},
+    {"version", "print the version"},
+    {"help", "print this help"},
+};
+
+// Options that belong to one command only; using them with another is a usage error.
+const std::map<std::string, std::set<std::string>>& command_options() {
+  static const std::map<std::string, std::set<std::string>> table = {
+      {"dry-run", {"apply"}}, {"full", {"apply"}},       {"confirm", {"apply"}},    {"exit-code", {"diff"}},
+      {"iif", {"trace"}},     {"oif", {"trace"}},        {"src", {"trace"}},        {"dst", {"trace"}},
+      {"proto", {"trace"}},   {"sport", {"trace"}},      {"dport", {"trace"}},      {"icmp-type", {"trace"}},
+      {"icmp-code", {"trace"}}, {"state", {"trace"}},    {"src-mac", {"trace"}},    {"to", {"migrate"}},
+      {"output", {"migrate"}},
+  };
+  return table;
+}
+
+struct Options {
+  std::string command = "apply";
+  std::string frontend, backend, netns, node, config;
+  std::vector<std::string> files, plugin_dirs, frontend_options;
+  bool json = false, verbose = false, quiet = false;
+  po::variables_map vm;
+};
+
+po::options_description describe_options() {
+  po::options_description global("Global options");
+  global.add_options()
+      ("frontend", po::value<std::string>(), "calico, yaml, firewalld (any installed frontend plugin)")
+      ("backend", po::value<std::string>(), "nft, iptables, ebpf (any installed backend plugin)")
+      ("file,f", po::value<std::vector<std::string>>()->composing(), "a file, a directory, or - for stdin; repeatable")
+      ("netns", po::value<std::string>(), "act inside the network namespace /run/netns/NAME")
+      ("node", po::value<std::string>(), "this host's node name (default: the host name)")
+      ("plugin-dir", po::value<std::vector<std::string>>()->composing(), "look for plugins there too")
+      ("config", po::value<std::string>(), "the engine's own config (default /etc/fwengine/fwengine.conf)")
+      ("frontend-option", po::value<std::vector<std::string>>()->composing(), "KEY=VALUE for the frontend; repeatable")
+      ("json", "machine-readable output")
+      ("verbose,v", "more output")
+      ("quiet,q", "less output")
+      ("help,h", "print help")
+      ("version", "print the version");
+  po::options_description commands("Command options");
+  commands.add_options()
+      ("dry-run", "apply: render and diff only")
+      ("full", "apply: replace everything, not only what changed")
+      ("confirm", po::value<unsigned>(), "apply: roll back after SECONDS unless confirmed")
+      ("exit-code", "diff: exit 3 when there is a difference")
+      ("iif", po::value<std::string>(), "trace: input interface")
+      ("oif", po::value<std::string>(), "trace: output interface")
+      ("src", po::value<std::string>(), "trace: source address")
+      ("dst", po::value<std::string>(), "trace: destination address")
+      ("proto", po::value<std::string>(), "trace: tcp, udp, icmp, icmpv6 or a number (default tcp)")
+      ("sport", po::value<unsigned>(), "trace: source port (default 40000)")
+      ("dport", po::value<unsigned>(), "trace: destination port")
+      ("icmp-type", po::value<unsigned>(), "trace: ICMP type (default echo-request)")
+      ("icmp-code", po::value<unsigned>(), "trace: ICMP code (default 0)")
+      ("state", po::value<std::string>(), "trace: new (default), established, related, invalid")
+      ("src-mac", po::value<std::string>(), "trace: source MAC address")
+      ("to", po::value<std::string>(), "migrate: yaml or calico (a frontend that can write)")
+      ("output,o", po::value<std::string>(), "migrate: output directory (default .)");
+  po::options_description all;
+  all.add(global).add(commands);
+  return all;
+}
+
+void print_help(std::ostream& out) {
+  out << "usage: fwengine [global options] [command] [command options]\n\n"
+      << "fwengine reads host firewall policy (Calico resources, firewalld configuration, or its own YAML),\n"
+      << "compiles it to one IR and loads it into the kernel (nftables, iptables-legacy or eBPF).\n\nCommands:\n";
+  for (const auto& c : kCommands) out << "  " << std::left << std::setw(10) << c.name << c.summary << '\n';
+  out << '\n' << describe_options() << '\n'
+      << "Exit codes: 0 done, 1 runtime failure (nothing changed), 2 bad input or usage (nothing changed),\n"
+      << "3 diff --exit-code found a difference.\n";
+}
+
+Options parse_options(int argc, char** argv) {
+  Options o;
+  po::positional_options_description positional;
+  positional.add("command", 1);
+  auto all = describe_options();
+  all.add_options()("command", po::value<std::string>());
+  try {
+    po::store(po::command_line_parser(argc, argv).options(all).positional(positional).run(), o.vm);
+    po::notify(o.vm);
+  } catch (const po::error& e) {
+    throw UsageError(std::string(e.what()) + " (see fwengine --help)");
+  }
+  auto& vm = o.vm;
+  if (vm.count("command")) o.command = vm["command"].as<std::string>();
+  if (vm.count("help")) o.command = "help";
+  if (vm.count("version")) o.command = "version";
+  bool known = std::any_of(std::begin(kCommands), std::end(kCommands), [&](auto& c) { return c.name == o.command; });
+  if (!known) {
+    std::vector<std::string_view> names;
+    for (const auto& c : kCommands) names.push_back(c.name);
+    auto hint = did_you_mean(o.command, names);
+    throw UsageError("unknown command '" + o.command + "'" + (hint.empty() ? "" : "; " + hint) + " (see fwengine --help)");
+  }
+  for (const auto& [option, commands] : command_options())
+    if (vm.count(option) && !commands.count(o.command))
+      throw UsageError("--" + option + " is an option of '" + *commands.begin() + "', not of '" + o.command + "'");
+  auto str = [&](const char* k) { return vm.count(k) ? vm[k].as<std::string>() : std::string{}; };
+  auto list = [&](const char* k) { return vm.count(k) ? vm[k].as<std::vector<std::string>>() : std::vector<std::string>{}; };
+  o.frontend = str("frontend");
+  o.backend = str("backend");
+  o.netns = str("netns");
+  o.node = str("node");
+  o.config = str("config");
+  o.files = list("file");
+  o.plugin_dirs = list("plugin-dir");
+  o.frontend_options = list("frontend-option");
+  o.json = vm.count("json") > 0;
+  o.verbose = vm.count("verbose") > 0;
+  o.quiet = vm.count("quiet") > 0;
+  if (o.verbose && o.quiet) throw UsageError("-v and -q contradict each other; give one");
+  return o;
+}
+
+// The engine's config supplies defaults that the command line overrides.
+void read_config(Options& o, Diagnostics& diag) {
+  std::string path = o.config.empty() ? kDefaultConfig : o.config;
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
+    if (!o.config.empty()) throw UsageError("config file " + path + " does not exist");
+    return;
+  }
+  auto docs = yaml::parse_file(path, diag);
+  if (!docs || docs->empty()) return;
+  const yaml::Node& root = docs->front();
+  if (!root.is_mapping()) {
+    diag.error(root.loc(), "the config must be a mapping, got " + root.describe(), "see fwengine.conf(5)");
+    return;
+  }
+  static const std::vector<std::string_view> kKeys = {"frontend", "backend", "sources", "node", "plugin-dirs"};
+  for (std::size_t i = 0; i < root.size(); ++i) {
+    const auto& key = root.keys()[i];
+    const auto& value = root.values()[i];
+    const std::string& k = key.text();
+    auto scalar = [&](std::string& into) {
+      if (!value.is_scalar()) return diag.error(value.loc(), k + " must be a string, got " + value.describe());
+      if (into.empty()) into = value.text();
+    };
+    auto strings = [&](std::vector<std::string>& into) {
+      if (!value.is_sequence()) return diag.error(value.loc(), k + " must be a list, got " + value.describe());
+      std::vector<std::string> items;
+      for (const auto& item : value.items()) {
+        if (!item.is_scalar()) return diag.error(item.loc(), k + " entries must be strings, got " + item.describe());
+        items.push_back(item.text());
+      }
+      if (into.empty()) into = std::move(items);
+    };
+    if (k == "frontend") scalar(o.frontend);
+    else if (k == "backend") scalar(o.backend);
+    else if (k == "node") scalar(o.node);
+    else if (k == "sources") strings(o.files);
+    else if (k == "plugin-dirs") strings(o.plugin_dirs);
+    else diag.error(key.loc(), "unknown key '" + k + "'", did_you_mean(k, kKeys));
+  }
+}
+
+void enter_netns(const std::string& name) {
+  if (name.empty()) return;
+  if (name.find('/') != std::string::npos) throw UsageError("--netns takes a name from 'ip netns list', not a path");
+  std::string path = "/run/netns/" + name;
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw UsageError("no network namespace '" + name + "' (" + path + " is missing; see 'ip netns list')");
+  int rc = setns(fd, CLONE_NEWNET);
+  close(fd);
+  if (rc != 0) throw RuntimeError("cannot enter network namespace '" + name + "': " + std::strerror(errno) + " (run as root)");
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  gethostname(buf, sizeof buf - 1);
+  return buf;
+}
+
+class Session {
+ public:
+  explicit Session(Options options) : o_(std::move(options)), loader_(o_.plugin_dirs) {}
+
+  int run() {
+    const std::string& c = o_.command;
+    if (c == "help") return print_help(std::cout), 0;
+    if (c == "version") return std::cout << "fwengine " << FWE_VERSION << '\n', 0;
+    read_config(o_, diag_);
+    if (diag_.has_errors()) return fail_input();
+    if (o_.frontend.empty()) o_.frontend = "yaml";
+    if (o_.backend.empty()) o_.backend = "nft";
+    if (o_.node.empty()) o_.node = host_name();
+    if (c == "plugins") return plugins();
+    if (c == "daemon" || c == "confirm" || o_.vm.count("confirm"))
+      throw RuntimeError("'" + (c == "apply" ? std::string("apply --confirm") : c) +
+                         "' is not implemented yet in this version of fwengine (tracked as issue #8)");
+    enter_netns(o_.netns);
+    if (c == "status") return status();
+    if (c == "flush") return flush();
+    if (!compile()) return fail_input();
+    if (c == "check") return check();
+    if (c == "ir") return ir();
+    if (c == "trace") return trace();
+    if (c == "migrate") return migrate();
+    if (c == "render") return render_only();
+    if (c == "diff") return diff();
+    return apply();
+  }
+
+ private:
+  int fail_input() {
+    print_diagnostics();
+    if (o_.json) std::cout << json{{"ok", false}, {"errors", diag_.error_count()}}.dump() << '\n';
+    return 2;
+  }
+
+  void print_diagnostics() const {
+    for (const auto& d : diag_.all())
+      if (d.severity == Severity::error || !o_.quiet) std::cerr << diag_.format(d) << '\n';
+  }
+
+  bool compile() {
+    auto fe = loader_.frontend(o_.frontend, {o_.netns});
+    FrontendRequest request;
+    request.sources = o_.files.empty() ? fe->default_sources() : o_.files;
+    request.node = o_.node;
+    request.netns = o_.netns;
+    for (const auto& kv : o_.frontend_options) {
+      auto eq = kv.find('=');
+      if (eq == std::string::npos || eq == 0) throw UsageError("--frontend-option takes KEY=VALUE, got '" + kv + "'");
+      request.options[kv.substr(0, eq)] = kv.substr(eq + 1);
+    }
+    ruleset_ = fe->load(request, diag_);
+    if (!diag_.has_errors()) passes::run_all(ruleset_, diag_);
+    if (diag_.has_errors()) return false;
+    if (!o_.quiet) print_diagnostics();
+    hash_ = canonical::hash(ruleset_);
+    return true;
+  }
+
+  std::pair<std::size_t, std::size_t> counts() const {
+    std::size_t rules = 0;
+    for (const auto& [n, c] : ruleset_.chains) rules += c.rules.size();
+    return {ruleset_.chains.size(), rules};
+  }
+
+  int check() {
+    auto [chains, rules] = counts();
+    if (o_.json)
+      std::cout << json{{"ok", true}, {"hash", hash_}, {"chains", chains}, {"rules", rules}}.dump() << '\n';
+    else
+      std::cout << "ok: " << chains << " chains, " << rules << " rules, " << ruleset_.sets.size()
+                << " sets; IR hash " << hash_ << '\n';
+    return 0;
+  }
+
+  int ir() {
+    if (o_.json)
+      std::cout << json{{"hash", hash_}, {"ir", canonical::to_json(ruleset_, true)}}.dump(2) << '\n';
+    else
+      std::cout << "# IR hash " << hash_ << '\n' << canonical::to_yaml(ruleset_, true);
+    return 0;
+  }
+
+  trace::Packet packet_from_options() const {
+    const auto& vm = o_.vm;
+    trace::Packet p;
+    auto str = [&](const char* k) { return vm.count(k) ? vm[k].as<std::string>() : std::string{}; };
+    p.iif = str("iif");
+    p.oif = str("oif");
+    if (p.iif.empty() && p.oif.empty()) throw UsageError("trace needs --iif (incoming) and/or --oif (outgoing)");
+    if (!vm.count("src") || !vm.count("dst")) throw UsageError("trace needs --src and --dst addresses");
+    auto src = ir::parse_ip(str("src"));
+    auto dst = ir::parse_ip(str("dst"));
+    if (!src) throw UsageError("--src '" + str("src") + "' is not an IPv4 or IPv6 address");
+    if (!dst) throw UsageError("--dst '" + str("dst") + "' is not an IPv4 or IPv6 address");
+    if (src->family != dst->family) throw UsageError("--src and --dst must be of the same family");
+    p.src = *src;
+    p.dst = *dst;
+    std::string proto = vm.count("proto") ? str("proto") : "tcp";
+    auto number = ir::parse_protocol(proto);
+    if (!number) throw UsageError("--proto '" + proto + "' is not a protocol (tcp, udp, icmp, icmpv6 or 0-255)");
+    p.protocol = *number;
+    if (p.protocol == 1 && p.src.family == ir::Family::ipv6) p.protocol = 58;  // "icmp" on IPv6 means ICMPv6
+    auto port = [&](const char* k, std::uint16_t dflt) -> std::uint16_t {
+      if (!vm.count(k)) return dflt;
+      unsigned v = vm[k].as<unsigned>();
+      if (v > 65535) throw UsageError("--" + std::string(k) + " must be 0-65535");
+      return static_cast<std::uint16_t>(v);
+    };
+    if (ir::protocol_has_ports(p.protocol)) {
+      if (!vm.count("dport")) throw UsageError("trace of " + ir::protocol_name(p.protocol) + " needs --dport");
+      p.dport = port("dport", 0);
+      p.sport = port("sport", 40000);
+    } else if (vm.count("dport") || vm.count("sport")) {
+      throw UsageError("--dport/--sport need a protocol with ports (tcp, udp, sctp, udplite)");
+    }
+    auto byte = [&](const char* k, std::uint8_t dflt) -> std::uint8_t {
+      if (!vm.count(k)) return dflt;
+      unsigned v = vm[k].as<unsigned>();
+      if (v > 255) throw UsageError("--" + std::string(k) + " must be 0-255");
+      return static_cast<std::uint8_t>(v);
+    };
+    p.icmp_type = byte("icmp-type", p.protocol == 58 ? 128 : 8);
+    p.icmp_code = byte("icmp-code", 0);
+    if (vm.count("state")) {
+      auto st = ir::parse_ct_state(str("state"));
+      if (!st || *st == ir::CtState::untracked)
+        throw UsageError("--state must be new, established, related or invalid");
+      p.ct = *st;
+    }
+    if (vm.count("src-mac")) {
+      auto mac = ir::parse_mac(str("src-mac"));
+      if (!mac) throw UsageError("--src-mac '" + str("src-mac") + "' is not a MAC address (aa:bb:cc:dd:ee:ff)");
+      p.src_mac = *mac;
+    }
+    return p;
+  }
+
+  std::string describe(const trace::Packet& p) const {
+    std::ostringstream s;
+    bool ports = ir::protocol_has_ports(p.protocol);
+    auto addr = [&](const ir::IpAddr& a, std::uint16_t port) {
+      std::string t = ir::to_string(a);
+      if (!ports) return t;
+      return (a.family == ir::Family::ipv6 ? "[" + t + "]" : t) + ":" + std::to_string(port);
+    };
+    s << ir::protocol_name(p.protocol) << ' ' << addr(p.src, p.sport) << " -> " << addr(p.dst, p.dport);
+    if (p.protocol == 1 || p.protocol == 58) s << " type " << int(p.icmp_type) << " code " << int(p.icmp_code);
+    if (!p.iif.empty()) s << " in " << p.iif;
+    if (!p.oif.empty()) s << " out " << p.oif;
+    s << " (" << trace::to_string(trace::path_of(p)) << ", " << ir::to_string(p.ct) << ")";
+    return s.str();
+  }
+
+  json step_json(const trace::Step& st) const {
+    json j = {{"what", st.what}};
+    if (!st.endpoint.empty()) j["endpoint"] = st.endpoint;
+    if (!st.chain.empty()) j["chain"] = st.chain;
+    if (st.rule_index >= 0) j["rule"] = st.rule_index;
+    if (st.rule) {
+      j["at"] = trace::where(ruleset_, st.rule->origin);
+      if (!st.rule->origin.policy.empty()) j["policy"] = st.rule->origin.policy;
+    }
+    return j;
+  }
+
+  json result_json(const trace::Packet& in, const trace::Result& r) const {
+    json stages = json::array();
+    for (const auto& s : r.stages) {
+      json steps = json::array();
+      for (const auto& st : s.steps) steps.push_back(step_json(st));
+      stages.push_back({{"stage", ir::to_string(s.stage)},
+                        {"verdict", ir::to_string(s.verdict)},
+                        {"endpoint", s.endpoint},
+                        {"steps", std::move(steps)}});
+    }
+    return {{"packet", describe(in)},
+            {"path", trace::to_string(r.path)},
+            {"delivered", r.delivered},
+            {"verdict", ir::to_string(r.final_verdict())},
+            {"stages", std::move(stages)}};
+  }
+
+  void print_result(const trace::Packet& in, const trace::Result& r, std::string_view title) const {
+    std::cout << title << describe(in) << '\n';
+    if (r.stages.empty()) std::cout << "  (no stage of this path has rules)\n";
+    for (const auto& s : r.stages) {
+      std::cout << "  " << std::left << std::setw(14) << ir::to_string(s.stage) << std::setw(9)
+                << ir::to_string(s.verdict);
+      if (s.steps.empty()) {
+        std::cout << "no endpoint matched\n";
+        continue;
+      }
+      auto shown = o_.verbose ? s.steps.size() : 1;
+      for (std::size_t i = s.steps.size() - shown; i < s.steps.size(); ++i) {
+        const auto& st = s.steps[i];
+        if (i != s.steps.size() - shown) std::cout << "  " << std::setw(23) << "";
+        std::cout << (st.endpoint.empty() ? "" : "[" + st.endpoint + "] ");
+        if (!st.chain.empty()) std::cout << st.chain << ' ';
+        std::cout << st.what;
+        if (st.rule) {
+          std::cout << "  " << trace::where(ruleset_, st.rule->origin);
+          if (!st.rule->origin.policy.empty()) std::cout << " (" << st.rule->origin.policy << ")";
+        }
+        std::cout << '\n';
+      }
+    }
+    std::cout << "  => " << (r.delivered ? "delivered" : "stopped") << " (" << ir::to_string(r.final_verdict())
+              << ")\n";
+  }
+
+  int trace() {
+    auto packet = packet_from_options();
+    auto result = trace::evaluate(ruleset_, packet);
+    std::optional<trace::Packet> reply;
+    std::optional<trace::Result> reply_result;
+    if (result.delivered && packet.ct == ir::CtState::new_) {
+      reply = trace::reply_of(packet, result);
+      reply_result = trace::evaluate(ruleset_, *reply);
+    }
+    bool open = result.delivered && (!reply_result || reply_result->delivered);
+    if (o_.json) {
+      json j = result_json(packet, result);
+      j["hash"] = hash_;
+      j["open"] = open;
+      if (reply_result) j["reply"] = result_json(*reply, *reply_result);
+      std::cout << j.dump(2) << '\n';
+      return 0;
+    }
+    print_result(packet, result, "packet: ");
+    if (reply_result) print_result(*reply, *reply_result, "reply:  ");
+    std::cout << "verdict: " << (open ? "open" : "closed") << '\n';
+    return 0;
+  }
+
+  int migrate() {
+    if (!o_.vm.count("to")) throw UsageError("migrate needs --to yaml|calico");
+    std::string to = o_.vm["to"].as<std::string>();
+    std::string out = o_.vm.count("output") ? o_.vm["output"].as<std::string>() : ".";
+    auto writer = loader_.frontend(to, {o_.netns});
+    if (!writer->can_write()) throw UsageError("the '" + to + "' frontend cannot write its format; try --to yaml");
+    std::error_code ec;
+    std::filesystem::create_directories(out, ec);
+    if (ec) throw RuntimeError("cannot create " + out + ": " + ec.message());
+    bool ok = writer->write(ruleset_, out, diag_);
+    print_diagnostics();
+    if (!ok || diag_.has_errors()) return 2;
+    if (o_.json)
+      std::cout << json{{"ok", true}, {"to", to}, {"output", out}, {"hash", hash_}}.dump() << '\n';
+    else
+      std::cout << "wrote " << to << " policy to " << out << " (IR hash " << hash_ << ")\n";
+    return 0;
+  }
+
+  Loaded<Backend> backend() { return loader_.backend(o_.backend, {o_.netns}); }
+
+  std::unique_ptr<Plan> render(Backend& be) {
+    passes::check_capabilities(ruleset_, be.capabilities(), o_.backend, diag_);
+    if (diag_.has_errors()) return nullptr;
+    auto plan = be.render(ruleset_, diag_);
+    if (diag_.has_errors()) return nullptr;
+    return plan;
+  }
+
+  int render_only() {
+    auto be = backend();
+    auto plan = render(*be);
+    if (!plan) return fail_input();
+    if (o_.json)
+      std::cout << json{{"backend", o_.backend}, {"hash", hash_}, {"text", plan->text()}}.dump(2) << '\n';
+    else
+      std::cout << plan->text();
+    return 0;
+  }
+
+  // A line-set difference of the backend's own listings: enough to see what an apply changes.
+  static std::vector<std::string> lines_of(const std::string& text) {
+    std::vector<std::string> lines;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);)
+      if (!line.empty()) lines.push_back(line);
+    return lines;
+  }
+
+  int diff() {
+    auto be = backend();
+    auto plan = render(*be);
+    if (!plan) return fail_input();
+    auto state = be->read_back();
+    bool same = state.present && state.ir_hash == hash_ && state.drift.empty();
+    if (o_.json) {
+      std::cout << json{{"same", same}, {"kernel-hash", state.ir_hash}, {"policy-hash", hash_},
+                        {"drift", state.drift}}.dump(2) << '\n';
+    } else if (same) {
+      std::cout << "no difference: the kernel holds IR " << hash_ << '\n';
+    } else {
+      std::cout << "kernel: " << (state.present ? "IR " + state.ir_hash : std::string("nothing of fwengine's"))
+                << "\npolicy: IR " << hash_ << '\n';
+      for (const auto& d : state.drift) std::cout << "drift: " << d << '\n';
+      auto want = lines_of(plan->text());
+      auto have = lines_of(state.text);
+      std::multiset<std::string> have_set(have.begin(), have.end()), want_set(want.begin(), want.end());
+      for (const auto& l : have)
+        if (!want_set.count(l)) std::cout << "- " << l << '\n';
+      for (const auto& l : want)
+        if (!have_set.count(l)) std::cout << "+ " << l << '\n';
+    }
+    return !same && o_.vm.count("exit-code") ? 3 : 0;
+  }
+
+  int apply() {
+    auto be = backend();
+    auto plan = render(*be);
+    if (!plan) return fail_input();
+    if (o_.vm.count("dry-run")) {
+      std::cout << plan->text();
+      return diff();
+    }
+    auto start = std::chrono::steady_clock::now();
+    be->apply(*plan, {o_.vm.count("full") > 0, hash_});
+    auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    auto [chains, rules] = counts();
+    if (o_.json)
+      std::cout << json{{"ok", true}, {"backend", o_.backend}, {"hash", hash_}, {"netns", o_.netns},
+                        {"chains", chains}, {"rules", rules}, {"ms", ms}}.dump() << '\n';
+    else if (!o_.quiet)
+      std::cout << "applied IR " << hash_.substr(0, 16) << " (" << chains << " chains, " << rules << " rules) with "
+                << o_.backend << (o_.netns.empty() ? "" : " in netns " + o_.netns) << " in " << std::fixed
+                << std::setprecision(1) << ms << " ms\n";
+    return 0;
+  }
+
+  int status() {
+    auto be = backend();
+    auto state = be->read_back();
+    if (o_.json) {
+      json counters = json::array();
+      for (const auto& c : state.counters)
+        counters.push_back({{"chain", c.chain}, {"rule", c.rule}, {"at", c.where}, {"packets", c.packets},
+                            {"bytes", c.bytes}});
+      std::cout << json{{"backend", o_.backend}, {"present", state.present}, {"hash", state.ir_hash},
+                        {"counters", counters}, {"drift", state.drift}}.dump(2) << '\n';
+      return 0;
+    }
+    if (!state.present) {
+      std::cout << "backend " << o_.backend << ": nothing of fwengine's is loaded\n";
+      return 0;
+    }
+    std::cout << "backend " << o_.backend << ": IR " << state.ir_hash << '\n';
+    for (const auto& c : state.counters)
+      if (c.packets > 0 || o_.verbose)
+        std::cout << "  " << std::right << std::setw(10) << c.packets << " pkts  " << c.chain << " #" << c.rule << "  "
+                  << c.where << '\n';
+    for (const auto& d : state.drift) std::cout << "drift: " << d << '\n';
+    return 0;
+  }
+
+  int flush() {
+    backend()->flush();
+    if (!o_.quiet && !o_.json) std::cout << "flushed everything fwengine owned (" << o_.backend << ")\n";
+    if (o_.json) std::cout << json{{"ok", true}}.dump() << '\n';
+    return 0;
+  }
+
+  int plugins() {
+    auto found = loader_.discover();
+    if (o_.json) {
+      json list = json::array();
+      for (const auto& p : found)
+        list.push_back({{"name", p.name}, {"kind", p.kind == PluginKind::frontend ? "frontend" : "backend"},
+                        {"version", p.version}, {"path", p.path}, {"problem", p.problem}});
+      std::cout << json{{"directories", loader_.directories()}, {"plugins", list}}.dump(2) << '\n';
+      return 0;
+    }
+    for (const auto& p : found) {
+      std::cout << std::left << std::setw(10) << p.name << std::setw(10)
+                << (p.problem.empty() ? (p.kind == PluginKind::frontend ? "frontend" : "backend") : "BROKEN")
+                << std::setw(8) << p.version << (p.problem.empty() ? p.summary : p.problem) << '\n';
+      if (p.problem.empty() && p.kind == PluginKind::backend && o_.verbose) {
+        auto be = loader_.backend(p.name, {});
+        auto caps = be->capabilities();
+        std::cout << "          stages:";
+        for (auto s : caps.stages) std::cout << ' ' << ir::to_string(s);
+        std::cout << "\n          actions:";
+        for (auto a : caps.actions) std::cout << ' ' << ir::to_string(a);
+        std::cout << '\n';
+      }
+    }
+    if (found.empty()) std::cout << "no plugins found in " << loader_.directories().front() << '\n';
+    return 0;
+  }
+
+  Options o_;
+  PluginLoader loader_;
+  Diagnostics diag_;
+  ir::Ruleset ruleset_;
+  std::string hash_;
+};
+
+}  // namespace
+
+int run(int argc, char** argv) {
+  try {
+    return Session(parse_options(argc, argv)).run();
+  } catch (const UsageError& e) {
+    std::cerr << "fwengine: error: " << e.msg << '\n';
+    return 2;
+  } catch (const RuntimeError& e) {
+    std::cerr << "fwengine: error: " << e.msg << '\n';
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "fwengine: error: " << e.what() << '\n';
+    return 1;
+  }
+}
+
+}  // namespace fwe::cli

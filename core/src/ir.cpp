@@ -1,0 +1,224 @@
+// ir.cpp - vocabulary names and the value types of the IR (addresses, CIDRs, ports, interfaces).
+#include "fwengine/ir.hpp"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cstdio>
+
+namespace fwe::ir {
+
+namespace {
+template <typename Enum, std::size_t N>
+std::optional<Enum> lookup(const std::array<std::string_view, N>& names, std::string_view word) {
+  for (std::size_t i = 0; i < N; ++i)
+    if (names[i] == word) return static_cast<Enum>(i);
+  return std::nullopt;
+}
+
+constexpr std::array<std::string_view, kStageCount> kStageNames = {
+#define FWE_STAGE(id, text) text,
+#include "fwengine/vocab.def"
+#undef FWE_STAGE
+};
+constexpr std::array kVerdictNames = {
+#define FWE_VERDICT(id, text) std::string_view(text),
+#include "fwengine/vocab.def"
+#undef FWE_VERDICT
+};
+constexpr std::array<std::string_view, kMatchKindCount> kMatchNames = {
+#define FWE_MATCH(id, text) text,
+#include "fwengine/vocab.def"
+#undef FWE_MATCH
+};
+constexpr std::array<std::string_view, kActionKindCount> kActionNames = {
+#define FWE_ACTION(id, text) text,
+#include "fwengine/vocab.def"
+#undef FWE_ACTION
+};
+constexpr std::array<std::string_view, kCtStateCount> kCtStateNames = {
+#define FWE_CTSTATE(id, text) text,
+#include "fwengine/vocab.def"
+#undef FWE_CTSTATE
+};
+constexpr std::array<std::string_view, 3> kConntrackNames = {"none", "accept-established",
+                                                             "accept-established-drop-invalid"};
+}  // namespace
+
+std::string_view to_string(Stage s) { return kStageNames[index(s)]; }
+std::string_view to_string(Verdict v) { return kVerdictNames[static_cast<std::size_t>(v)]; }
+std::string_view to_string(MatchKind m) { return kMatchNames[static_cast<std::size_t>(m)]; }
+std::string_view to_string(ActionKind a) { return kActionNames[static_cast<std::size_t>(a)]; }
+std::string_view to_string(CtState c) { return kCtStateNames[static_cast<std::size_t>(c)]; }
+std::string_view to_string(Conntrack c) { return kConntrackNames[static_cast<std::size_t>(c)]; }
+std::optional<Stage> parse_stage(std::string_view w) { return lookup<Stage>(kStageNames, w); }
+std::optional<Verdict> parse_verdict(std::string_view w) { return lookup<Verdict>(kVerdictNames, w); }
+std::optional<ActionKind> parse_action(std::string_view w) { return lookup<ActionKind>(kActionNames, w); }
+std::optional<CtState> parse_ct_state(std::string_view w) { return lookup<CtState>(kCtStateNames, w); }
+std::optional<Conntrack> parse_conntrack(std::string_view w) { return lookup<Conntrack>(kConntrackNames, w); }
+std::vector<std::string_view> stage_names() { return {kStageNames.begin(), kStageNames.end()}; }
+std::vector<std::string_view> action_names() { return {kActionNames.begin(), kActionNames.end()}; }
+std::vector<std::string_view> ct_state_names() { return {kCtStateNames.begin(), kCtStateNames.end()}; }
+
+std::string_view to_string(Family f) {
+  switch (f) {
+    case Family::ipv4: return "ipv4";
+    case Family::ipv6: return "ipv6";
+    case Family::any: break;
+  }
+  return "any";
+}
+
+// ---- addresses ----------------------------------------------------------------------------------
+std::optional<IpAddr> parse_ip(std::string_view text) {
+  if (text.empty() || text.size() > INET6_ADDRSTRLEN) return std::nullopt;
+  std::string s(text);
+  IpAddr a;
+  if (s.find(':') == std::string::npos) {
+    a.family = Family::ipv4;
+    if (inet_pton(AF_INET, s.c_str(), a.bytes.data()) != 1) return std::nullopt;
+  } else {
+    a.family = Family::ipv6;
+    if (inet_pton(AF_INET6, s.c_str(), a.bytes.data()) != 1) return std::nullopt;
+  }
+  return a;
+}
+
+std::string to_string(const IpAddr& a) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  inet_ntop(a.family == Family::ipv4 ? AF_INET : AF_INET6, a.bytes.data(), buf, sizeof buf);
+  return buf;
+}
+
+namespace {
+void clear_host_bits(IpAddr& a, std::size_t prefix) {
+  for (std::size_t bit = prefix; bit < a.width(); ++bit)
+    a.bytes[bit / 8] &= static_cast<std::uint8_t>(~(0x80u >> (bit % 8)));
+}
+bool has_host_bits(const IpAddr& a, std::size_t prefix) {
+  IpAddr masked = a;
+  clear_host_bits(masked, prefix);
+  return masked != a;
+}
+}  // namespace
+
+std::optional<Cidr> parse_cidr(std::string_view text, bool strict) {
+  auto slash = text.find('/');
+  auto addr = parse_ip(text.substr(0, slash));
+  if (!addr) return std::nullopt;
+  Cidr c{*addr, static_cast<std::uint8_t>(addr->width())};
+  if (slash != std::string_view::npos) {
+    auto digits = text.substr(slash + 1);
+    unsigned prefix = 0;
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), prefix);
+    if (ec != std::errc{} || end != digits.data() + digits.size() || digits.empty() || prefix > addr->width())
+      return std::nullopt;
+    c.prefix = static_cast<std::uint8_t>(prefix);
+  }
+  if (has_host_bits(c.addr, c.prefix)) {
+    if (strict) return std::nullopt;
+    clear_host_bits(c.addr, c.prefix);
+  }
+  return c;
+}
+
+std::string to_string(const Cidr& c) { return to_string(c.addr) + '/' + std::to_string(c.prefix); }
+
+bool contains(const Cidr& c, const IpAddr& a) {
+  if (c.addr.family != a.family) return false;
+  IpAddr masked = a;
+  clear_host_bits(masked, c.prefix);
+  return masked == c.addr;
+}
+
+bool AddrSet::has(Family f) const {
+  return std::any_of(cidrs.begin(), cidrs.end(), [f](const Cidr& c) { return c.addr.family == f; });
+}
+
+bool AddrSet::contains(const IpAddr& a) const {
+  return std::any_of(cidrs.begin(), cidrs.end(), [&a](const Cidr& c) { return ir::contains(c, a); });
+}
+
+bool contains(const PortSet& set, std::uint16_t port) {
+  return std::any_of(set.begin(), set.end(), [port](const PortRange& r) { return r.lo <= port && port <= r.hi; });
+}
+
+// ---- interfaces and MACs ------------------------------------------------------------------------
+bool IfacePattern::matches(std::string_view ifname) const {
+  return prefix ? ifname.substr(0, name.size()) == name : ifname == name;
+}
+
+std::string to_string(const IfacePattern& p) { return p.prefix ? p.name + '+' : p.name; }
+
+IfacePattern parse_iface(std::string_view text) {
+  if (!text.empty() && (text.back() == '+' || text.back() == '*'))
+    return {std::string(text.substr(0, text.size() - 1)), true};
+  return {std::string(text), false};
+}
+
+std::optional<MacAddr> parse_mac(std::string_view text) {
+  MacAddr mac{};
+  if (text.size() != 17) return std::nullopt;
+  for (std::size_t i = 0; i < 6; ++i) {
+    if (i > 0 && text[i * 3 - 1] != ':') return std::nullopt;
+    auto part = text.substr(i * 3, 2);
+    auto [end, ec] = std::from_chars(part.data(), part.data() + 2, mac[i], 16);
+    if (ec != std::errc{} || end != part.data() + 2) return std::nullopt;
+  }
+  return mac;
+}
+
+std::string to_string(const MacAddr& mac) {
+  char buf[18];
+  std::snprintf(buf, sizeof buf, "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
+  return buf;
+}
+
+// ---- protocols ----------------------------------------------------------------------------------
+namespace {
+struct ProtocolName {
+  std::string_view name;
+  std::uint8_t number;
+};
+constexpr ProtocolName kProtocols[] = {{"icmp", 1},  {"igmp", 2},   {"tcp", 6},       {"udp", 17},
+                                       {"gre", 47},  {"esp", 50},   {"ah", 51},       {"icmpv6", 58},
+                                       {"sctp", 132}, {"udplite", 136}, {"dccp", 33}, {"ipip", 4}};
+}  // namespace
+
+std::optional<std::uint8_t> parse_protocol(std::string_view text) {
+  std::string lower(text);
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char ch) { return std::tolower(ch); });
+  if (lower == "ipv6-icmp") lower = "icmpv6";
+  for (const auto& p : kProtocols)
+    if (p.name == lower) return p.number;
+  unsigned number = 0;
+  auto [end, ec] = std::from_chars(lower.data(), lower.data() + lower.size(), number);
+  if (ec == std::errc{} && end == lower.data() + lower.size() && !lower.empty() && number <= 255)
+    return static_cast<std::uint8_t>(number);
+  return std::nullopt;
+}
+
+std::string protocol_name(std::uint8_t number) {
+  for (const auto& p : kProtocols)
+    if (p.number == number) return std::string(p.name);
+  return std::to_string(number);
+}
+
+bool protocol_has_ports(std::uint8_t number) {
+  return number == 6 || number == 17 || number == 132 || number == 136;
+}
+
+// ---- ruleset ------------------------------------------------------------------------------------
+const AddrSet* Ruleset::find_set(std::string_view name) const {
+  auto it = sets.find(std::string(name));
+  return it == sets.end() ? nullptr : &it->second;
+}
+
+const Chain* Ruleset::find_chain(std::string_view name) const {
+  auto it = chains.find(std::string(name));
+  return it == chains.end() ? nullptr : &it->second;
+}
+
+}  // namespace fwe::ir

@@ -1,0 +1,166 @@
+// loader.cpp - plugin discovery and loading. A plugin is refused, with a message saying why, when its
+// file or directory could be changed by someone other than root or the caller, when it lacks the
+// exported descriptor or factory, or when it was built for another ABI version.
+#include "fwengine/loader.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <boost/dll/library_info.hpp>
+#include <boost/dll/runtime_symbol_info.hpp>
+#include <filesystem>
+
+namespace fwe {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kDescriptorAlias = "fwe_plugin_descriptor";
+constexpr const char* kFrontendAlias = "fwe_create_frontend";
+constexpr const char* kBackendAlias = "fwe_create_backend";
+
+std::string unsafe_reason(const std::string& path) {
+  struct stat st{};
+  if (stat(path.c_str(), &st) != 0) return "cannot stat " + path;
+  if (st.st_uid != 0 && st.st_uid != geteuid()) return path + " is owned by uid " + std::to_string(st.st_uid);
+  if (st.st_mode & (S_IWGRP | S_IWOTH)) return path + " is writable by group or others";
+  return {};
+}
+
+std::string kind_name(PluginKind k) { return k == PluginKind::frontend ? "frontend" : "backend"; }
+
+boost::dll::shared_library open_library(const std::string& path) {
+  try {
+    return boost::dll::shared_library(path, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
+  } catch (const std::exception& e) {
+    // Boost.DLL's text ends with a stale errno; keep only dlerror's message, which names the missing
+    // symbol or file.
+    std::string what = e.what();
+    constexpr std::string_view kMarker = "dlerror system message: ";
+    auto start = what.find(kMarker);
+    auto end = what.rfind("): ");
+    if (start != std::string::npos && end != std::string::npos && end > start)
+      what = what.substr(start + kMarker.size(), end - start - kMarker.size());
+    throw RuntimeError("plugin '" + path + "': cannot load it: " + what);
+  }
+}
+
+}  // namespace
+
+std::string executable_dir() {
+  return boost::dll::program_location().parent_path().string();
+}
+
+PluginLoader::PluginLoader(std::vector<std::string> extra_dirs) {
+  dirs_.push_back((fs::path(executable_dir()) / FWE_PLUGIN_RELDIR).lexically_normal().string());
+  for (auto& d : extra_dirs) dirs_.push_back(std::move(d));
+}
+
+PluginInfo PluginLoader::inspect(const std::string& path) {
+  PluginInfo info;
+  info.path = path;
+  info.name = fs::path(path).stem().string();
+  if (info.name.rfind("libfwe_", 0) == 0) info.name = info.name.substr(7);
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) {
+    info.problem = "file not found (check --plugin-dir)";
+    return info;
+  }
+  for (const auto& p : {fs::path(path).parent_path().string(), path}) {
+    if (auto why = unsafe_reason(p); !why.empty()) {
+      info.problem = "refused: " + why + " (plugins must be owned by root or you and not group/world-writable)";
+      return info;
+    }
+  }
+  std::vector<std::string> symbols;
+  try {
+    boost::dll::library_info elf(path);
+    symbols = elf.symbols("boostdll");
+  } catch (const std::exception&) {
+    info.problem = "not a loadable plugin (no ELF section 'boostdll')";
+    return info;
+  }
+  auto has = [&](const char* s) { return std::find(symbols.begin(), symbols.end(), s) != symbols.end(); };
+  if (!has(kDescriptorAlias)) {
+    info.problem = std::string("missing exported symbol '") + kDescriptorAlias + "'";
+    return info;
+  }
+  try {
+    auto lib = open_library(path);
+    const auto& d = lib.get_alias<const PluginDescriptor>(kDescriptorAlias);
+    info.abi_version = d.abi_version;
+    info.kind = d.kind;
+    info.name = d.name ? d.name : info.name;
+    info.version = d.version ? d.version : "";
+    info.summary = d.summary ? d.summary : "";
+  } catch (const RuntimeError& e) {
+    info.problem = e.msg;
+    return info;
+  }
+  if (info.abi_version != FWE_PLUGIN_ABI_VERSION) {
+    info.problem = "ABI version " + std::to_string(info.abi_version) + ", engine expects " +
+                   std::to_string(FWE_PLUGIN_ABI_VERSION) + " (rebuild the plugin against this fwengine)";
+    return info;
+  }
+  const char* factory = info.kind == PluginKind::frontend ? kFrontendAlias : kBackendAlias;
+  if (!has(factory)) info.problem = std::string("missing exported symbol '") + factory + "'";
+  return info;
+}
+
+std::vector<PluginInfo> PluginLoader::discover() const {
+  std::vector<PluginInfo> found;
+  for (const auto& dir : dirs_) {
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) continue;
+    std::vector<std::string> files;
+    for (const auto& entry : fs::directory_iterator(dir, ec)) {
+      auto name = entry.path().filename().string();
+      if (name.rfind("libfwe_", 0) == 0 && entry.path().extension() == ".so") files.push_back(entry.path().string());
+    }
+    std::sort(files.begin(), files.end());
+    for (const auto& f : files) found.push_back(inspect(f));
+  }
+  return found;
+}
+
+const PluginInfo& PluginLoader::find(const std::string& name, PluginKind kind,
+                                     const std::vector<PluginInfo>& all) const {
+  const PluginInfo* broken = nullptr;
+  std::vector<std::string_view> names;
+  for (const auto& p : all) {
+    if (p.kind != kind && p.problem.empty()) continue;
+    if (p.name == name) {
+      if (p.problem.empty()) return p;
+      broken = &p;
+    }
+    if (p.problem.empty()) names.push_back(p.name);
+  }
+  if (broken) throw RuntimeError("plugin '" + broken->path + "': " + broken->problem);
+  std::string known;
+  for (auto n : names) known += (known.empty() ? "" : ", ") + std::string(n);
+  std::string hint = did_you_mean(name, names);
+  throw UsageError("no " + kind_name(kind) + " plugin named '" + name + "' (installed: " +
+                   (known.empty() ? "none" : known) + ")" + (hint.empty() ? "" : "; " + hint));
+}
+
+Loaded<Frontend> PluginLoader::frontend(const std::string& name, const PluginContext& context) const {
+  const auto all = discover();
+  const auto& info = find(name, PluginKind::frontend, all);
+  auto lib = open_library(info.path);
+  auto& create = lib.get_alias<FrontendFactory>(kFrontendAlias);
+  auto object = create(context);
+  return Loaded<Frontend>(std::move(lib), std::move(object));
+}
+
+Loaded<Backend> PluginLoader::backend(const std::string& name, const PluginContext& context) const {
+  const auto all = discover();
+  const auto& info = find(name, PluginKind::backend, all);
+  auto lib = open_library(info.path);
+  auto& create = lib.get_alias<BackendFactory>(kBackendAlias);
+  auto object = create(context);
+  return Loaded<Backend>(std::move(lib), std::move(object));
+}
+
+}  // namespace fwe

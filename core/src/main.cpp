@@ -1,0 +1,4 @@
+// main.cpp - the fwengine executable.
+#include "cli.hpp"
+
+int main(int argc, char** argv) { return fwe::cli::run(argc, argv); }

@@ -1,0 +1,338 @@
+// passes.cpp - the core passes between frontends and backends (see passes.hpp).
+#include "fwengine/passes.hpp"
+
+#include <algorithm>
+#include <functional>
+#include <set>
+
+#include "fwengine/plugin.hpp"
+#include "fwengine/trace.hpp"
+
+namespace fwe::passes {
+
+using namespace fwe::ir;
+
+namespace {
+
+__extension__ typedef unsigned __int128 u128;
+
+// An address as a number in its family's width, so CIDRs become closed intervals.
+u128 to_number(const IpAddr& a) {
+  u128 n = 0;
+  for (std::size_t i = 0; i < a.width() / 8; ++i) n = (n << 8) | a.bytes[i];
+  return n;
+}
+
+IpAddr from_number(u128 n, Family family) {
+  IpAddr a;
+  a.family = family;
+  for (std::size_t i = a.width() / 8; i-- > 0;) {
+    a.bytes[i] = static_cast<std::uint8_t>(n & 0xff);
+    n >>= 8;
+  }
+  return a;
+}
+
+
+// The last address of the block of 2^bits addresses starting at lo.
+u128 block_last(u128 lo, std::size_t bits) { return bits == 128 ? ~u128{0} : lo + ((u128{1} << bits) - 1); }
+bool aligned(u128 lo, std::size_t bits) { return bits == 128 ? lo == 0 : (lo & ((u128{1} << bits) - 1)) == 0; }
+
+// The fewest CIDRs that cover exactly [lo, hi]: at each step the largest aligned block that fits.
+void cover(u128 lo, u128 hi, Family family, std::vector<Cidr>& out) {
+  const std::size_t width = family == Family::ipv4 ? 32 : 128;
+  while (true) {
+    std::size_t bits = 0;
+    while (bits < width && aligned(lo, bits + 1) && block_last(lo, bits + 1) <= hi) ++bits;
+    out.push_back({from_number(lo, family), static_cast<std::uint8_t>(width - bits)});
+    u128 last = block_last(lo, bits);
+    if (last >= hi) return;
+    lo = last + 1;
+  }
+}
+
+void normalise_cidrs(std::vector<Cidr>& cidrs) {
+  std::vector<Cidr> out;
+  for (Family family : {Family::ipv4, Family::ipv6}) {
+    std::vector<std::pair<u128, u128>> ranges;
+    for (const auto& c : cidrs)
+      if (c.addr.family == family) ranges.emplace_back(to_number(c.addr), block_last(to_number(c.addr), c.addr.width() - c.prefix));
+    std::sort(ranges.begin(), ranges.end());
+    std::vector<std::pair<u128, u128>> merged;
+    for (const auto& r : ranges) {
+      if (!merged.empty() && (merged.back().second == ~u128{0} || r.first <= merged.back().second + 1)) {
+        merged.back().second = std::max(merged.back().second, r.second);
+      } else {
+        merged.push_back(r);
+      }
+    }
+    for (const auto& [lo, hi] : merged) cover(lo, hi, family, out);
+  }
+  cidrs = std::move(out);
+}
+
+void normalise_ports(PortSet& ports) {
+  std::sort(ports.begin(), ports.end());
+  PortSet merged;
+  for (const auto& r : ports) {
+    if (!merged.empty() && static_cast<unsigned>(r.lo) <= static_cast<unsigned>(merged.back().hi) + 1)
+      merged.back().hi = std::max(merged.back().hi, r.hi);
+    else
+      merged.push_back(r);
+  }
+  ports = std::move(merged);
+}
+
+template <typename F>
+void for_each_rule(Ruleset& rs, F&& f) {
+  for (auto& [name, chain] : rs.chains)
+    for (auto& rule : chain.rules) f(chain, rule);
+}
+
+template <typename F>
+void for_each_endpoint(const Ruleset& rs, F&& f) {
+  for (std::size_t s = 0; s < kStageCount; ++s)
+    for (const auto& section : rs.stages[s].sections)
+      for (const auto& ep : section.endpoints) f(static_cast<Stage>(s), ep);
+}
+
+// For every chain, the stages from which it can be reached (through groups, failsafe and jumps).
+std::map<std::string, std::set<Stage>> reachability(const Ruleset& rs) {
+  std::map<std::string, std::set<Stage>> stages_of;
+  std::function<void(const std::string&, Stage, std::size_t)> visit = [&](const std::string& name, Stage st,
+                                                                             std::size_t depth) {
+    if (depth > 64 || !stages_of[name].insert(st).second) return;
+    if (const Chain* c = rs.find_chain(name))
+      for (const auto& r : c->rules)
+        if (r.action.kind == ActionKind::jump) visit(r.action.target, st, depth + 1);
+  };
+  for_each_endpoint(rs, [&](Stage st, const Endpoint& ep) {
+    if (!ep.failsafe_chain.empty()) visit(ep.failsafe_chain, st, 0);
+    for (const auto& g : ep.groups)
+      for (const auto& c : g.chains) visit(c, st, 0);
+  });
+  return stages_of;
+}
+
+SourceLoc loc_of(const Origin& o) { return o.loc; }
+
+}  // namespace
+
+void normalise(Ruleset& rs) {
+  for (auto& [name, set] : rs.sets) normalise_cidrs(set.cidrs);
+  for_each_rule(rs, [](Chain&, Rule& rule) {
+    for (auto& m : rule.match.src_port) normalise_ports(m.ports);
+    for (auto& m : rule.match.dst_port) normalise_ports(m.ports);
+  });
+}
+
+void verify(const Ruleset& rs, Diagnostics& diag) {
+  auto check_set = [&](const std::string& set, const Origin& o, std::string_view what) {
+    if (!rs.find_set(set)) diag.error(loc_of(o), std::string(what) + " refers to unknown address set '" + set + "'");
+  };
+  for (const auto& [name, chain] : rs.chains) {
+    for (const auto& rule : chain.rules) {
+      for (const auto& m : rule.match.src_addr) check_set(m.set, rule.origin, "rule");
+      for (const auto& m : rule.match.dst_addr) check_set(m.set, rule.origin, "rule");
+      if (rule.action.kind == ActionKind::jump && !rs.find_chain(rule.action.target))
+        diag.error(loc_of(rule.origin), "jump to unknown chain '" + rule.action.target + "'");
+      for (const auto* ports : {&rule.match.src_port, &rule.match.dst_port})
+        for (const auto& pm : *ports)
+          for (const auto& r : pm.ports)
+            if (r.lo > r.hi)
+              diag.error(loc_of(rule.origin), "port range " + std::to_string(r.lo) + "-" + std::to_string(r.hi) +
+                                                  " is empty", "write the lower port first");
+    }
+  }
+  for_each_endpoint(rs, [&](Stage, const Endpoint& ep) {
+    if (ep.match.src_set) check_set(*ep.match.src_set, ep.origin, "endpoint " + ep.name);
+    if (ep.match.dst_set) check_set(*ep.match.dst_set, ep.origin, "endpoint " + ep.name);
+    for (const auto& g : ep.groups)
+      for (const auto& c : g.chains)
+        if (!rs.find_chain(c)) diag.error(loc_of(g.origin), "group refers to unknown chain '" + c + "'");
+  });
+
+  // Jump cycles: the kernel refuses loops, and the evaluator would have to cut them.
+  std::map<std::string, int> state;  // 1 = on the stack, 2 = done
+  std::function<void(const Chain&)> dfs = [&](const Chain& c) {
+    state[c.name] = 1;
+    for (const auto& r : c.rules) {
+      if (r.action.kind != ActionKind::jump) continue;
+      const Chain* t = rs.find_chain(r.action.target);
+      if (!t) continue;
+      if (state[t->name] == 1)
+        diag.error(loc_of(r.origin), "jump to '" + t->name + "' makes a loop", "chains may not jump back to a caller");
+      else if (state[t->name] == 0)
+        dfs(*t);
+    }
+    state[c.name] = 2;
+  };
+  for (const auto& [name, chain] : rs.chains)
+    if (state[name] == 0) dfs(chain);
+
+  // Actions only where the kernel can do them.
+  for (const auto& [name, stages] : reachability(rs)) {
+    const Chain* c = rs.find_chain(name);
+    if (!c) continue;
+    for (const auto& r : c->rules) {
+      for (Stage st : stages) {
+        auto k = r.action.kind;
+        bool ok = true;
+        std::string need;
+        if (k == ActionKind::dnat || k == ActionKind::redirect) ok = st == Stage::dnat, need = "dnat";
+        if (k == ActionKind::snat || k == ActionKind::masquerade) ok = st == Stage::snat, need = "snat";
+        if (k == ActionKind::notrack) ok = is_untracked(st), need = "untracked-in or untracked-out";
+        if (!ok) {
+          diag.error(loc_of(r.origin),
+                     std::string(to_string(k)) + " cannot be used in stage " + std::string(to_string(st)),
+                     "move the rule to a chain used in stage " + need);
+          break;
+        }
+      }
+    }
+  }
+}
+
+void inject_failsafe(Ruleset& rs) {
+  const auto& fs = rs.failsafe;
+  int anonymous = 0;
+  // A failsafe entry's net becomes a set of its own; the family follows from the set.
+  auto net_match = [&](const FailsafeEntry& e) -> std::vector<AddrMatch> {
+    if (!e.net) return {};
+    std::string name = "failsafe-net-" + std::to_string(anonymous++);
+    rs.sets[name] = AddrSet{name, {*e.net}, e.origin};
+    return {AddrMatch{false, name}};
+  };
+  auto make_rule = [&](const FailsafeEntry& e, bool reverse, bool net_is_source) {
+    Rule r;
+    r.origin = e.origin;
+    r.match.protocols = std::vector<std::uint8_t>{e.protocol};
+    PortMatch pm{false, {{e.port, e.port}}};
+    (reverse ? r.match.src_port : r.match.dst_port).push_back(pm);
+    (net_is_source ? r.match.src_addr : r.match.dst_addr) = net_match(e);
+    r.action.kind = ActionKind::accept;
+    return r;
+  };
+  auto build = [&](std::string_view name, const std::vector<FailsafeEntry>& forward, bool forward_net_is_source,
+                   const std::vector<FailsafeEntry>* reversed) {
+    Chain c{std::string(name), {}, {}};
+    for (const auto& e : forward) c.rules.push_back(make_rule(e, false, forward_net_is_source));
+    if (reversed)
+      for (const auto& e : *reversed) c.rules.push_back(make_rule(e, true, forward_net_is_source));
+    if (!c.rules.empty()) rs.chains[c.name] = std::move(c);
+  };
+
+  bool wanted[kStageCount] = {};
+  for_each_endpoint(rs, [&](Stage st, const Endpoint& ep) { wanted[index(st)] |= ep.failsafe; });
+  if (wanted[index(Stage::prednat)] || wanted[index(Stage::input)]) build(kFailsafeIn, fs.inbound, true, nullptr);
+  if (wanted[index(Stage::output)]) build(kFailsafeOut, fs.outbound, false, nullptr);
+  if (wanted[index(Stage::untracked_in)]) build(kFailsafeUntrackedIn, fs.inbound, true, &fs.outbound);
+  if (wanted[index(Stage::untracked_out)]) build(kFailsafeUntrackedOut, fs.outbound, false, &fs.inbound);
+
+  for (std::size_t s = 0; s < kStageCount; ++s) {
+    std::string_view chain;
+    switch (static_cast<Stage>(s)) {
+      case Stage::untracked_in: chain = kFailsafeUntrackedIn; break;
+      case Stage::untracked_out: chain = kFailsafeUntrackedOut; break;
+      case Stage::prednat:
+      case Stage::input: chain = kFailsafeIn; break;
+      case Stage::output: chain = kFailsafeOut; break;
+      default: break;
+    }
+    for (auto& section : rs.stages[s].sections)
+      for (auto& ep : section.endpoints)
+        ep.failsafe_chain = ep.failsafe && !chain.empty() && rs.find_chain(chain) ? std::string(chain) : std::string{};
+  }
+}
+
+void optimise(Ruleset& rs) {
+  // Identical sets become one, so backends load each list of addresses once.
+  std::map<std::vector<Cidr>, std::string> first_with;
+  std::map<std::string, std::string> rename;
+  for (const auto& [name, set] : rs.sets) {
+    auto [it, inserted] = first_with.emplace(set.cidrs, name);
+    if (!inserted) rename[name] = it->second;
+  }
+  auto renamed = [&](std::string& n) {
+    if (auto it = rename.find(n); it != rename.end()) n = it->second;
+  };
+  for_each_rule(rs, [&](Chain&, Rule& r) {
+    for (auto& m : r.match.src_addr) renamed(m.set);
+    for (auto& m : r.match.dst_addr) renamed(m.set);
+  });
+  for (auto& def : rs.stages)
+    for (auto& section : def.sections)
+      for (auto& ep : section.endpoints) {
+        if (ep.match.src_set) renamed(*ep.match.src_set);
+        if (ep.match.dst_set) renamed(*ep.match.dst_set);
+      }
+  for (const auto& [from, to] : rename) rs.sets.erase(from);
+
+  // Chains nothing reaches, and sets nothing uses, are not loaded.
+  auto reach = reachability(rs);
+  for (auto it = rs.chains.begin(); it != rs.chains.end();)
+    it = reach.count(it->first) ? std::next(it) : rs.chains.erase(it);
+  std::set<std::string> used;
+  for_each_rule(rs, [&](Chain&, Rule& r) {
+    for (auto& m : r.match.src_addr) used.insert(m.set);
+    for (auto& m : r.match.dst_addr) used.insert(m.set);
+  });
+  for_each_endpoint(rs, [&](Stage, const Endpoint& ep) {
+    if (ep.match.src_set) used.insert(*ep.match.src_set);
+    if (ep.match.dst_set) used.insert(*ep.match.dst_set);
+  });
+  for (auto it = rs.sets.begin(); it != rs.sets.end();) it = used.count(it->first) ? std::next(it) : rs.sets.erase(it);
+}
+
+void check_capabilities(const Ruleset& rs, const Capabilities& caps, const std::string& backend, Diagnostics& diag) {
+  for (std::size_t s = 0; s < kStageCount; ++s) {
+    auto st = static_cast<Stage>(s);
+    if (!rs.stages[s].empty() && !caps.supports(st)) {
+      SourceLoc loc;
+      const auto& sec = rs.stages[s].sections.front();
+      if (!sec.endpoints.empty()) loc = sec.endpoints.front().origin.loc;
+      diag.error(loc, "backend '" + backend + "' cannot realise stage " + std::string(to_string(st)),
+                 "choose another --backend");
+    }
+  }
+  auto refuse = [&](const Rule& r, std::string_view what) {
+    diag.error(r.origin.loc,
+               "backend '" + backend + "' cannot do " + std::string(what) +
+                   (r.origin.policy.empty() ? "" : " (in " + r.origin.policy + ")"),
+               "choose another --backend or change the rule");
+  };
+  for (const auto& [name, chain] : rs.chains) {
+    for (const auto& r : chain.rules) {
+      if (!caps.supports(r.action.kind)) refuse(r, "action " + std::string(to_string(r.action.kind)));
+      const Match& m = r.match;
+      const std::pair<bool, MatchKind> used[] = {
+          {m.iif.has_value(), MatchKind::iif},
+          {m.oif.has_value(), MatchKind::oif},
+          {m.family != Family::any, MatchKind::family},
+          {m.protocols.has_value(), MatchKind::protocol},
+          {!m.src_addr.empty(), MatchKind::src_addr},
+          {!m.dst_addr.empty(), MatchKind::dst_addr},
+          {!m.src_port.empty(), MatchKind::src_port},
+          {!m.dst_port.empty(), MatchKind::dst_port},
+          {m.icmp.has_value(), MatchKind::icmp},
+          {m.ct_states.has_value(), MatchKind::ct_state},
+          {m.src_mac.has_value(), MatchKind::src_mac},
+          {m.pkt_type.has_value(), MatchKind::pkt_type},
+          {m.mark_value.has_value(), MatchKind::mark},
+          {m.rate_limit.has_value(), MatchKind::rate_limit},
+      };
+      for (const auto& [present, kind] : used)
+        if (present && !caps.supports(kind)) refuse(r, "match " + std::string(to_string(kind)));
+    }
+  }
+}
+
+void run_all(Ruleset& rs, Diagnostics& diag) {
+  normalise(rs);
+  verify(rs, diag);
+  if (diag.has_errors()) return;
+  inject_failsafe(rs);
+  optimise(rs);
+}
+
+}  // namespace fwe::passes

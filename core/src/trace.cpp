@@ -1,0 +1,309 @@
+// trace.cpp - the reference evaluator. Implements docs/ir.md literally; keep the two in step.
+#include "fwengine/trace.hpp"
+
+#include <algorithm>
+
+namespace fwe::trace {
+
+using namespace fwe::ir;
+
+std::string_view to_string(Path p) {
+  switch (p) {
+    case Path::input: return "input";
+    case Path::forward: return "forward";
+    case Path::output: return "output";
+  }
+  return "input";
+}
+
+Path path_of(const Packet& p) {
+  if (!p.iif.empty() && !p.oif.empty()) return Path::forward;
+  return p.iif.empty() ? Path::output : Path::input;
+}
+
+Verdict Result::final_verdict() const {
+  for (const auto& s : stages)
+    if (s.verdict == Verdict::drop || s.verdict == Verdict::reject) return s.verdict;
+  for (const auto& s : stages)
+    if (s.verdict == Verdict::accept || s.verdict == Verdict::allow) return Verdict::accept;
+  return Verdict::continue_;
+}
+
+std::string where(const Ruleset& rs, const Origin& o) {
+  std::string out = o.loc.file < rs.files.size() ? rs.files[o.loc.file] : "<unknown>";
+  if (o.loc.line > 0) out += ':' + std::to_string(o.loc.line) + ':' + std::to_string(o.loc.col);
+  return out;
+}
+
+namespace {
+
+constexpr std::size_t kMaxJumpDepth = 64;
+
+bool any_iface(const std::vector<IfacePattern>& patterns, const std::string& ifname) {
+  if (ifname.empty()) return false;
+  return std::any_of(patterns.begin(), patterns.end(), [&](const IfacePattern& p) { return p.matches(ifname); });
+}
+
+Family family_of(const Packet& p) { return p.src.family; }
+
+bool in_set(const Ruleset& rs, const std::string& set, const IpAddr& addr) {
+  const AddrSet* s = rs.find_set(set);
+  return s != nullptr && s->contains(addr);
+}
+
+bool ports_match(const std::vector<PortMatch>& matches, const Packet& p, std::uint16_t port) {
+  if (matches.empty()) return true;
+  if (!protocol_has_ports(p.protocol)) return false;
+  return std::all_of(matches.begin(), matches.end(),
+                     [&](const PortMatch& m) { return contains(m.ports, port) != m.negate; });
+}
+
+bool addrs_match(const Ruleset& rs, const std::vector<AddrMatch>& matches, const IpAddr& addr) {
+  return std::all_of(matches.begin(), matches.end(),
+                     [&](const AddrMatch& m) { return in_set(rs, m.set, addr) != m.negate; });
+}
+
+bool icmp_matches(const IcmpMatch& m, const Packet& p) {
+  if (p.protocol != (m.v6 ? 58 : 1)) return false;
+  bool same = (!m.type || *m.type == p.icmp_type) && (!m.code || *m.code == p.icmp_code);
+  return same != m.negate;
+}
+
+bool rule_matches(const Ruleset& rs, const Match& m, const Packet& p) {
+  if (m.iif && any_iface(*m.iif, p.iif) == m.iif_negate) return false;
+  if (m.oif && any_iface(*m.oif, p.oif) == m.oif_negate) return false;
+  if (m.family != Family::any && m.family != family_of(p)) return false;
+  if (m.protocols) {
+    bool in = std::find(m.protocols->begin(), m.protocols->end(), p.protocol) != m.protocols->end();
+    if (in == m.protocol_negate) return false;
+  }
+  if (!addrs_match(rs, m.src_addr, p.src) || !addrs_match(rs, m.dst_addr, p.dst)) return false;
+  if (!ports_match(m.src_port, p, p.sport) || !ports_match(m.dst_port, p, p.dport)) return false;
+  if (m.icmp && !icmp_matches(*m.icmp, p)) return false;
+  if (m.ct_states) {
+    bool in = std::find(m.ct_states->begin(), m.ct_states->end(), p.ct) != m.ct_states->end();
+    if (in == m.ct_negate) return false;
+  }
+  if (m.src_mac) {
+    bool in = p.src_mac && std::find(m.src_mac->begin(), m.src_mac->end(), *p.src_mac) != m.src_mac->end();
+    if (in == m.src_mac_negate) return false;
+  }
+  if (m.pkt_type && *m.pkt_type != p.pkt_type) return false;
+  if (m.mark_value && ((p.mark & m.mark_mask) == *m.mark_value) == m.mark_negate) return false;
+  // A rate limit matches while under its rate; one packet always is.
+  return true;
+}
+
+bool endpoint_matches(const Ruleset& rs, const EndpointMatch& m, const Packet& p) {
+  if (m.iif && (p.iif.empty() || !m.iif->matches(p.iif))) return false;
+  if (m.oif && (p.oif.empty() || !m.oif->matches(p.oif))) return false;
+  if (m.src_set && !in_set(rs, *m.src_set, p.src)) return false;
+  if (m.dst_set && !in_set(rs, *m.dst_set, p.dst)) return false;
+  if (m.src_mac && (!p.src_mac || std::find(m.src_mac->begin(), m.src_mac->end(), *p.src_mac) == m.src_mac->end()))
+    return false;
+  return true;
+}
+
+enum class Flow { fallthrough, verdict, pass };
+
+struct Outcome {
+  Flow flow = Flow::fallthrough;
+  Verdict verdict = Verdict::continue_;
+};
+
+// Walks one packet through one stage; owns the packet's mutable state while it does.
+class StageWalker {
+ public:
+  StageWalker(const Ruleset& rs, Stage stage, Packet& packet, Result& result, StageResult& out)
+      : rs_(rs), stage_(stage), packet_(packet), result_(result), out_(out) {}
+
+  Verdict run(const StageDef& def) {
+    Verdict stage_verdict = Verdict::continue_;
+    for (const auto& section : def.sections) {
+      section_ = &section;
+      if (section.honour_allow && result_.allow_mark) {
+        record({}, {}, -1, nullptr, "allowed by an earlier stage (allow mark)");
+        stage_verdict = Verdict::accept;
+        continue;
+      }
+      auto ep = std::find_if(section.endpoints.begin(), section.endpoints.end(),
+                             [&](const Endpoint& e) { return endpoint_matches(rs_, e.match, packet_); });
+      if (ep == section.endpoints.end()) continue;
+      endpoint_ = &*ep;
+      out_.endpoint = ep->name;
+      Verdict v = run_endpoint(*ep);
+      if (v == Verdict::drop || v == Verdict::reject) return v;
+      stage_verdict = v;
+    }
+    return stage_verdict;
+  }
+
+ private:
+  void record(const std::string& group, const std::string& chain, std::int32_t index, const Rule* rule,
+              std::string what) {
+    out_.steps.push_back({stage_, section_ ? section_->name : std::string{}, endpoint_ ? endpoint_->name : std::string{},
+                          group, chain, index, rule, std::move(what)});
+  }
+
+  Verdict run_endpoint(const Endpoint& ep) {
+    if (!is_untracked(stage_) && ep.conntrack != Conntrack::none) {
+      if (packet_.ct == CtState::established || packet_.ct == CtState::related) {
+        record({}, {}, -1, nullptr, "conntrack: " + std::string(ir::to_string(packet_.ct)) + " -> accept");
+        return Verdict::accept;
+      }
+      if (packet_.ct == CtState::invalid && ep.conntrack == Conntrack::accept_established_drop_invalid) {
+        record({}, {}, -1, nullptr, "conntrack: invalid -> drop");
+        return Verdict::drop;
+      }
+    }
+    if (!ep.failsafe_chain.empty()) {
+      if (const Chain* fs = rs_.find_chain(ep.failsafe_chain)) {
+        Outcome o = run_chain(*fs, {}, 0);
+        if (o.flow == Flow::verdict && o.verdict != Verdict::continue_) return o.verdict;
+      }
+    }
+    for (const auto& group : ep.groups) {
+      bool passed = false;
+      for (const auto& name : group.chains) {
+        const Chain* chain = rs_.find_chain(name);
+        if (chain == nullptr) continue;
+        Outcome o = run_chain(*chain, group.name, 0);
+        if (o.flow == Flow::verdict) return o.verdict;
+        if (o.flow == Flow::pass) {
+          passed = true;
+          break;
+        }
+      }
+      if (!passed && group.on_end != Verdict::continue_) {
+        record(group.name, {}, -1, nullptr, "end of group " + group.name + " -> " + std::string(ir::to_string(group.on_end)));
+        return settle(group.on_end);
+      }
+    }
+    record({}, {}, -1, nullptr, "endpoint " + ep.name + " default -> " + std::string(ir::to_string(ep.default_verdict)));
+    return settle(ep.default_verdict);
+  }
+
+  // allow is accept plus the mark later stages honour.
+  Verdict settle(Verdict v) {
+    if (v == Verdict::allow) result_.allow_mark = true;
+    return v;
+  }
+
+  Outcome run_chain(const Chain& chain, const std::string& group, std::size_t depth) {
+    if (depth > kMaxJumpDepth) return {};
+    for (std::size_t i = 0; i < chain.rules.size(); ++i) {
+      const Rule& rule = chain.rules[i];
+      if (!rule_matches(rs_, rule.match, packet_)) continue;
+      const auto index = static_cast<std::int32_t>(i);
+      const Action& a = rule.action;
+      std::string what = "rule " + std::to_string(i) + " (" + std::string(ir::to_string(a.kind)) + ")";
+      switch (a.kind) {
+        case ActionKind::accept:
+        case ActionKind::allow:
+        case ActionKind::drop:
+        case ActionKind::reject: {
+          record(group, chain.name, index, &rule, what);
+          Verdict v = a.kind == ActionKind::accept  ? Verdict::accept
+                      : a.kind == ActionKind::allow ? Verdict::allow
+                      : a.kind == ActionKind::drop  ? Verdict::drop
+                                                    : Verdict::reject;
+          return {Flow::verdict, settle(v)};
+        }
+        case ActionKind::log:
+        case ActionKind::ct_helper:
+          record(group, chain.name, index, &rule, what);
+          break;
+        case ActionKind::notrack:
+          record(group, chain.name, index, &rule, what);
+          result_.untracked = true;
+          packet_.ct = CtState::untracked;
+          break;
+        case ActionKind::set_mark:
+          record(group, chain.name, index, &rule, what);
+          packet_.mark = (packet_.mark & ~a.mark_mask) | (a.mark_value & a.mark_mask);
+          break;
+        case ActionKind::pass:
+          record(group, chain.name, index, &rule, what);
+          return {Flow::pass, Verdict::continue_};
+        case ActionKind::return_:
+          record(group, chain.name, index, &rule, what);
+          return {};
+        case ActionKind::jump: {
+          const Chain* target = rs_.find_chain(a.target);
+          if (target == nullptr) break;
+          Outcome o = run_chain(*target, group, depth + 1);
+          if (o.flow != Flow::fallthrough) return o;
+          break;
+        }
+        case ActionKind::dnat:
+        case ActionKind::redirect:
+          if (a.nat_addr) packet_.dst = *a.nat_addr;
+          if (a.nat_port) packet_.dport = a.nat_port->lo;
+          record(group, chain.name, index, &rule, what);
+          return {Flow::verdict, Verdict::accept};
+        case ActionKind::snat:
+        case ActionKind::masquerade:
+          if (a.nat_addr) packet_.src = *a.nat_addr;
+          if (a.nat_port) packet_.sport = a.nat_port->lo;
+          record(group, chain.name, index, &rule, what);
+          return {Flow::verdict, Verdict::accept};
+      }
+    }
+    return {};
+  }
+
+  const Ruleset& rs_;
+  Stage stage_;
+  Packet& packet_;
+  Result& result_;
+  StageResult& out_;
+  const Section* section_ = nullptr;
+  const Endpoint* endpoint_ = nullptr;
+};
+
+std::vector<Stage> stages_of(Path path) {
+  switch (path) {
+    case Path::input: return {Stage::untracked_in, Stage::prednat, Stage::dnat, Stage::input};
+    case Path::forward: return {Stage::untracked_in, Stage::prednat, Stage::dnat, Stage::forward, Stage::snat};
+    case Path::output: return {Stage::untracked_out, Stage::output, Stage::snat};
+  }
+  return {};
+}
+
+}  // namespace
+
+Result evaluate(const Ruleset& rs, const Packet& packet) {
+  Result result;
+  result.path = path_of(packet);
+  result.packet = packet;
+  for (Stage stage : stages_of(result.path)) {
+    const StageDef& def = rs.stage(stage);
+    if (def.empty()) continue;
+    StageResult& out = result.stages.emplace_back();
+    out.stage = stage;
+    out.verdict = StageWalker(rs, stage, result.packet, result, out).run(def);
+    if (out.verdict == Verdict::drop || out.verdict == Verdict::reject) {
+      result.delivered = false;
+      break;
+    }
+  }
+  return result;
+}
+
+Packet reply_of(const Packet& original, const Result& result) {
+  Packet reply = result.packet;
+  std::swap(reply.src, reply.dst);
+  std::swap(reply.sport, reply.dport);
+  reply.iif = original.oif;
+  reply.oif = original.iif;
+  reply.src = result.packet.dst;
+  reply.dst = original.src;
+  reply.ct = result.untracked ? CtState::untracked : CtState::established;
+  reply.mark = 0;
+  reply.src_mac.reset();
+  if (reply.protocol == 1 && reply.icmp_type == 8) reply.icmp_type = 0;       // echo-request -> echo-reply
+  if (reply.protocol == 58 && reply.icmp_type == 128) reply.icmp_type = 129;  // ICMPv6 likewise
+  return reply;
+}
+
+}  // namespace fwe::trace

@@ -1,0 +1,682 @@
+// yaml_reader.cpp - the one YAML reader: libyaml events to a located Node tree.
+//
+// libyaml's event API gives a start mark for every node and is much faster than building a libyaml
+// document first. Children of open collections are collected on one shared stack and moved into an
+// exactly sized vector when the collection closes, so a node costs about one allocation per collection.
+#include <yaml.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <iterator>
+#include <limits>
+#include <memory>
+#include <new>
+#include <unordered_map>
+
+#include "fwengine/yaml.hpp"
+
+namespace fwe::yaml {
+
+namespace {
+
+constexpr std::string_view kCoreTagPrefix = "tag:yaml.org,2002:";
+// Deeper nesting is certainly a mistake, and the recursive destruction of Node must not overflow the stack.
+constexpr std::size_t kMaxDepth = 1000;
+// Aliases are expanded by copy; this bounds "billion laughs" inputs.
+constexpr std::size_t kMaxAliasNodes = 1'000'000;
+// Mappings with more keys than this index their keys for the duplicate check instead of scanning.
+constexpr std::size_t kLinearKeyScanLimit = 16;
+
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+bool is_octal_digit(char c) {
+  return c >= '0' && c <= '7';
+}
+bool is_hex_digit(char c) {
+  return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+template <typename Predicate>
+bool all_of_nonempty(std::string_view s, Predicate predicate) {
+  if (s.empty()) return false;
+  for (char c : s)
+    if (!predicate(c)) return false;
+  return true;
+}
+
+std::string_view strip_sign(std::string_view s) {
+  if (!s.empty() && (s.front() == '+' || s.front() == '-')) s.remove_prefix(1);
+  return s;
+}
+
+bool is_null_text(std::string_view s) {
+  return s.empty() || s == "~" || s == "null" || s == "Null" || s == "NULL";
+}
+bool is_true_text(std::string_view s) {
+  return s == "true" || s == "True" || s == "TRUE";
+}
+bool is_false_text(std::string_view s) {
+  return s == "false" || s == "False" || s == "FALSE";
+}
+
+bool is_decimal_text(std::string_view s) {
+  return all_of_nonempty(strip_sign(s), is_digit);
+}
+bool is_octal_text(std::string_view s) {
+  return s.starts_with("0o") && all_of_nonempty(s.substr(2), is_octal_digit);
+}
+bool is_hex_text(std::string_view s) {
+  return s.starts_with("0x") && all_of_nonempty(s.substr(2), is_hex_digit);
+}
+bool is_integer_text(std::string_view s) {
+  return is_decimal_text(s) || is_octal_text(s) || is_hex_text(s);
+}
+
+bool is_infinity_text(std::string_view s) {
+  s = strip_sign(s);
+  return s == ".inf" || s == ".Inf" || s == ".INF";
+}
+bool is_nan_text(std::string_view s) {
+  return s == ".nan" || s == ".NaN" || s == ".NAN";
+}
+
+// [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?
+bool is_float_number_text(std::string_view s) {
+  s = strip_sign(s);
+  std::size_t i = 0;
+  auto skip_digits = [&] {
+    std::size_t start = i;
+    while (i < s.size() && is_digit(s[i])) ++i;
+    return i - start;
+  };
+  std::size_t integer_digits = skip_digits();
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    std::size_t fraction_digits = skip_digits();
+    if (integer_digits == 0 && fraction_digits == 0) return false;
+  } else if (integer_digits == 0) {
+    return false;
+  }
+  if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
+    ++i;
+    if (i < s.size() && (s[i] == '+' || s[i] == '-')) ++i;
+    if (skip_digits() == 0) return false;
+  }
+  return i == s.size();
+}
+
+bool is_float_text(std::string_view s) {
+  return is_float_number_text(s) || is_infinity_text(s) || is_nan_text(s);
+}
+
+ScalarType resolve_plain(std::string_view s) {
+  if (is_null_text(s)) return ScalarType::null;
+  if (is_true_text(s) || is_false_text(s)) return ScalarType::boolean;
+  if (is_integer_text(s)) return ScalarType::integer;
+  if (is_float_text(s)) return ScalarType::floating;
+  return ScalarType::string;
+}
+
+template <typename Number>
+std::optional<Number> parse_number(std::string_view s, int base = 10) {
+  Number value{};
+  auto [end, error] = std::from_chars(s.data(), s.data() + s.size(), value, base);
+  if (error != std::errc{} || end != s.data() + s.size()) return std::nullopt;
+  return value;
+}
+
+std::optional<std::int64_t> parse_integer(std::string_view s) {
+  if (is_octal_text(s)) return parse_number<std::int64_t>(s.substr(2), 8);
+  if (is_hex_text(s)) return parse_number<std::int64_t>(s.substr(2), 16);
+  if (!is_decimal_text(s)) return std::nullopt;
+  if (s.front() == '+') s.remove_prefix(1);  // from_chars takes '-' only
+  return parse_number<std::int64_t>(s);
+}
+
+std::optional<double> parse_floating(std::string_view s) {
+  if (is_nan_text(s)) return std::numeric_limits<double>::quiet_NaN();
+  if (is_infinity_text(s))
+    return s.front() == '-' ? -std::numeric_limits<double>::infinity()
+                            : std::numeric_limits<double>::infinity();
+  if (!is_float_number_text(s)) return std::nullopt;
+  if (s.front() == '+') s.remove_prefix(1);
+  double value = 0;
+  auto [end, error] = std::from_chars(s.data(), s.data() + s.size(), value, std::chars_format::general);
+  if (error != std::errc{} || end != s.data() + s.size()) return std::nullopt;
+  return value;
+}
+
+// "tag:yaml.org,2002:int" reads better as the "!!int" that was written.
+std::string short_tag(std::string_view tag) {
+  if (tag.starts_with(kCoreTagPrefix)) return "!!" + std::string(tag.substr(kCoreTagPrefix.size()));
+  return std::string(tag);
+}
+
+std::string_view as_view(const yaml_char_t* s) {
+  return s ? std::string_view(reinterpret_cast<const char*>(s)) : std::string_view{};
+}
+
+std::size_t count_nodes(const Node& node) {
+  std::size_t count = 1;
+  for (const Node& key : node.keys()) count += count_nodes(key);
+  for (const Node& child : node.values()) count += count_nodes(child);
+  return count;
+}
+
+// libyaml's problem texts, reworded for people who write firewall rules, with what to do about them.
+struct ProblemWording {
+  std::string_view problem;
+  std::string_view message;
+  std::string_view hint;
+};
+constexpr ProblemWording kProblemWordings[] = {
+    {"mapping values are not allowed in this context", "unexpected ':' (a mapping value is not allowed here)",
+     "check the indentation of this line, or quote the text if the ': ' belongs to it"},
+    {"could not find expected ':'", "expected ':' after a mapping key",
+     "write 'key: value' with a space after the colon; quote text that spans several lines"},
+    {"did not find expected key", "expected a mapping key at this indentation",
+     "keys of one mapping must start in the same column; check the indentation"},
+    {"did not find expected '-' indicator", "expected a '- ' list item at this indentation",
+     "items of one list must start in the same column; check the indentation"},
+    {"block sequence entries are not allowed in this context", "a '- ' list item is not allowed here",
+     "start the list on a new line below its key, or check the indentation"},
+    {"did not find expected node content", "expected a value here", "write a value, or quote the text"},
+    {"found unexpected end of stream", "the input ends too early",
+     "close the open quote, '[' list or '{' mapping"},
+    {"did not find expected ',' or ']'", "expected ',' or ']' in a '[...]' list",
+     "separate list items with ',' and close the list with ']'"},
+    {"did not find expected ',' or '}'", "expected ',' or '}' in a '{...}' mapping",
+     "separate entries with ',' and close the mapping with '}'"},
+    {"found unknown escape character", "unknown escape sequence in a double-quoted string",
+     "write a backslash as '\\\\', or use single quotes, which have no escapes"},
+    {"found a tab character that violates indentation", "tab character in the indentation",
+     "indent with spaces; YAML does not allow tabs there"},
+    {"found a tab character where an indentation space is expected", "tab character in the indentation",
+     "indent with spaces; YAML does not allow tabs there"},
+    {"found undefined tag handle", "unknown tag handle", "remove the tag; plain values need no tag"},
+    {"did not find expected alphabetic or numeric character", "an anchor or alias needs a name",
+     "write '&name' or '*name', or quote the value if '&' or '*' belongs to the text"},
+    {"found unexpected document indicator", "'---' or '...' inside a quoted string",
+     "close the quote before the document marker"},
+};
+
+std::string char_description(std::string_view text, std::size_t offset) {
+  if (offset >= text.size()) return "end of input";
+  unsigned char c = static_cast<unsigned char>(text[offset]);
+  if (c < 0x20 || c == 0x7f) {
+    char buffer[8];
+    std::snprintf(buffer, sizeof buffer, "0x%02x", c);
+    return buffer;
+  }
+  return "'" + std::string(1, static_cast<char>(c)) + "'";
+}
+
+}  // namespace
+
+// Builds Node trees from libyaml's events; a friend of Node so it can fill the private fields.
+class Builder {
+ public:
+  Builder(std::string_view text, std::uint32_t file, Diagnostics& diag)
+      : text_(text), file_(file), diag_(diag) {}
+  std::optional<std::vector<Node>> run();
+
+ private:
+  struct Frame {
+    Node node;  // kind and loc; children wait on the pending stacks until the collection ends
+    std::size_t first_value = 0;
+    std::size_t first_key = 0;
+    std::string anchor;
+    // Key text -> line of its first occurrence, built only for large mappings.
+    std::unique_ptr<std::unordered_map<std::string, std::uint32_t>> key_lines;
+  };
+  struct Anchored {
+    Node node;
+    std::size_t node_count = 0;
+  };
+
+  // Handles one event; false stops the parse (a fatal error was reported).
+  bool handle(const yaml_event_t& event);
+  void handle_scalar(const yaml_event_t& event);
+  bool handle_alias(const yaml_event_t& event);
+  bool open_collection(const yaml_event_t& event, Kind kind);
+  void close_collection();
+  // Whether the next finished node is a key of the innermost open collection, when `open` are open.
+  bool next_is_key(std::size_t open) const;
+  // Places a finished node into the open collection (or as the document root); `at` is its event's mark.
+  void add(Node&& node, SourceLoc at);
+  // Checks the key just placed last on pending_keys_.
+  void check_key(SourceLoc at);
+  void remember_anchor(std::string_view anchor, const Node& node);
+  bool apply_scalar_tag(std::string_view tag, Node& node);
+  void check_collection_tag(std::string_view tag, Kind kind, SourceLoc at);
+  void report_syntax_error(const yaml_parser_t& parser);
+
+  SourceLoc loc_of(const yaml_mark_t& mark) const {
+    return {file_, static_cast<std::uint32_t>(mark.line + 1), static_cast<std::uint32_t>(mark.column + 1)};
+  }
+  SourceLoc loc_of_offset(std::size_t offset) const;
+  void error(SourceLoc at, std::string message, std::string hint) {
+    ++errors_;
+    diag_.error(at, std::move(message), std::move(hint));
+  }
+
+  std::string_view text_;
+  std::uint32_t file_;
+  Diagnostics& diag_;
+  std::size_t errors_ = 0;
+  std::vector<Frame> frames_;
+  // Children of every open collection, innermost last: mapping keys, and sequence items or mapping values.
+  std::vector<Node> pending_keys_;
+  std::vector<Node> pending_values_;
+  std::vector<Node> documents_;
+  std::unordered_map<std::string, Anchored> anchors_;
+  std::size_t alias_nodes_ = 0;
+};
+
+std::optional<std::vector<Node>> Builder::run() {
+  yaml_parser_t parser;
+  if (!yaml_parser_initialize(&parser)) throw std::bad_alloc();
+  std::unique_ptr<yaml_parser_t, decltype(&yaml_parser_delete)> parser_guard(&parser, &yaml_parser_delete);
+  yaml_parser_set_input_string(&parser, reinterpret_cast<const unsigned char*>(text_.data()), text_.size());
+
+  for (bool more = true; more;) {
+    yaml_event_t event;
+    if (!yaml_parser_parse(&parser, &event)) {
+      report_syntax_error(parser);
+      return std::nullopt;
+    }
+    std::unique_ptr<yaml_event_t, decltype(&yaml_event_delete)> event_guard(&event, &yaml_event_delete);
+    if (event.type == YAML_STREAM_END_EVENT) more = false;
+    if (!handle(event)) return std::nullopt;
+  }
+  if (errors_ > 0) return std::nullopt;
+  return std::move(documents_);
+}
+
+bool Builder::handle(const yaml_event_t& event) {
+  switch (event.type) {
+    case YAML_DOCUMENT_START_EVENT:
+      anchors_.clear();  // anchors do not carry across documents
+      return true;
+    case YAML_DOCUMENT_END_EVENT:
+      documents_.push_back(std::move(pending_values_.back()));
+      pending_values_.clear();
+      return true;
+    case YAML_SCALAR_EVENT:
+      handle_scalar(event);
+      return true;
+    case YAML_ALIAS_EVENT:
+      return handle_alias(event);
+    case YAML_SEQUENCE_START_EVENT:
+      return open_collection(event, Kind::sequence);
+    case YAML_MAPPING_START_EVENT:
+      return open_collection(event, Kind::mapping);
+    case YAML_SEQUENCE_END_EVENT:
+    case YAML_MAPPING_END_EVENT:
+      close_collection();
+      return true;
+    default:  // stream start/end and the empty event carry nothing for the tree
+      return true;
+  }
+}
+
+void Builder::handle_scalar(const yaml_event_t& event) {
+  const auto& scalar = event.data.scalar;
+  SourceLoc at = loc_of(event.start_mark);
+  bool is_key = next_is_key(frames_.size());
+  Node& node = (is_key ? pending_keys_ : pending_values_).emplace_back();  // in place: most nodes are scalars
+  node.loc_ = at;
+  node.text_.assign(reinterpret_cast<const char*>(scalar.value), scalar.length);
+  node.quoted_ = scalar.style != YAML_PLAIN_SCALAR_STYLE;
+  std::string_view tag = as_view(scalar.tag);
+  if (!tag.empty() && !apply_scalar_tag(tag, node))
+    node.quoted_ = true;  // reported; keep the text as a string
+  if (!node.quoted_ && is_null_text(node.text_)) {
+    node.text_.clear();
+  } else {
+    node.kind_ = Kind::scalar;
+  }
+  if (scalar.anchor) remember_anchor(as_view(scalar.anchor), node);
+  if (is_key) check_key(at);
+}
+
+// Returns false when the tag is unsupported or does not fit the text (an error was reported).
+bool Builder::apply_scalar_tag(std::string_view tag, Node& node) {
+  if (tag == "!" || tag == "tag:yaml.org,2002:str") {
+    node.quoted_ = true;
+    return true;
+  }
+  ScalarType wanted;
+  if (tag == "tag:yaml.org,2002:int") {
+    wanted = ScalarType::integer;
+  } else if (tag == "tag:yaml.org,2002:float") {
+    wanted = ScalarType::floating;
+  } else if (tag == "tag:yaml.org,2002:bool") {
+    wanted = ScalarType::boolean;
+  } else if (tag == "tag:yaml.org,2002:null") {
+    wanted = ScalarType::null;
+  } else {
+    error(node.loc_, "unsupported tag '" + short_tag(tag) + "'",
+          "remove the tag; plain values need none, and quotes make a string");
+    return false;
+  }
+  ScalarType actual = resolve_plain(node.text_);
+  bool fits = actual == wanted || (wanted == ScalarType::floating && actual == ScalarType::integer);
+  if (!fits) {
+    error(node.loc_, quote(node.text_) + " is not a valid " + short_tag(tag),
+          "fix the value or remove the tag '" + short_tag(tag) + "'");
+    return false;
+  }
+  node.quoted_ = false;  // the tag asks for exactly what plain resolution gives
+  return true;
+}
+
+bool Builder::handle_alias(const yaml_event_t& event) {
+  SourceLoc at = loc_of(event.start_mark);
+  std::string_view name = as_view(event.data.alias.anchor);
+  auto found = anchors_.find(std::string(name));
+  if (found == anchors_.end()) {
+    bool inside_itself = false;
+    for (const Frame& frame : frames_) inside_itself = inside_itself || frame.anchor == name;
+    if (inside_itself) {
+      error(at, "alias '*" + std::string(name) + "' refers to a node that contains it",
+            "recursive structures are not supported; copy the values instead");
+    } else {
+      error(at, "undefined alias '*" + std::string(name) + "'",
+            "define the anchor '&" + std::string(name) +
+                "' earlier in the same document; anchors do not carry across '---'");
+    }
+    Node placeholder;  // keeps keys and values paired so later errors are still found
+    placeholder.loc_ = at;
+    add(std::move(placeholder), at);
+    return true;
+  }
+  alias_nodes_ += found->second.node_count;
+  if (alias_nodes_ > kMaxAliasNodes) {
+    error(at, "aliases expand to more than " + std::to_string(kMaxAliasNodes) + " nodes",
+          "use fewer nested aliases; each alias is a full copy of its anchor");
+    return false;
+  }
+  add(Node(found->second.node), at);
+  return true;
+}
+
+bool Builder::open_collection(const yaml_event_t& event, Kind kind) {
+  SourceLoc at = loc_of(event.start_mark);
+  if (frames_.size() >= kMaxDepth) {
+    error(at, "nesting deeper than " + std::to_string(kMaxDepth) + " levels", "flatten the structure");
+    return false;
+  }
+  const yaml_char_t* tag =
+      kind == Kind::mapping ? event.data.mapping_start.tag : event.data.sequence_start.tag;
+  const yaml_char_t* anchor =
+      kind == Kind::mapping ? event.data.mapping_start.anchor : event.data.sequence_start.anchor;
+  if (tag) check_collection_tag(as_view(tag), kind, at);
+  Frame& frame = frames_.emplace_back();
+  frame.node.kind_ = kind;
+  frame.node.loc_ = at;
+  frame.first_value = pending_values_.size();
+  frame.first_key = pending_keys_.size();
+  if (anchor) frame.anchor = as_view(anchor);
+  return true;
+}
+
+void Builder::check_collection_tag(std::string_view tag, Kind kind, SourceLoc at) {
+  std::string_view expected = kind == Kind::mapping ? "tag:yaml.org,2002:map" : "tag:yaml.org,2002:seq";
+  if (tag == "!" || tag == expected) return;
+  error(at, "unsupported tag '" + short_tag(tag) + "' on " + (kind == Kind::mapping ? "a mapping" : "a list"),
+        "remove the tag; mappings and lists need none");
+}
+
+void Builder::close_collection() {
+  Frame& frame = frames_.back();
+  Node& node = frame.node;
+  auto take = [](std::vector<Node>& pending, std::size_t first, std::vector<Node>& into) {
+    auto begin = pending.begin() + static_cast<std::ptrdiff_t>(first);
+    into.assign(std::make_move_iterator(begin),
+                std::make_move_iterator(pending.end()));  // one exact allocation
+    pending.erase(begin, pending.end());
+  };
+  take(pending_values_, frame.first_value, node.children_);
+  if (node.kind_ == Kind::mapping) take(pending_keys_, frame.first_key, node.keys_);
+  if (!frame.anchor.empty()) remember_anchor(frame.anchor, node);
+  SourceLoc at = node.loc_;
+  bool is_key = next_is_key(frames_.size() - 1);
+  (is_key ? pending_keys_ : pending_values_).push_back(std::move(node));
+  frames_.pop_back();
+  if (is_key) check_key(at);
+}
+
+void Builder::remember_anchor(std::string_view anchor, const Node& node) {
+  Anchored& anchored = anchors_[std::string(anchor)];
+  anchored.node = node;
+  anchored.node_count = count_nodes(node);
+}
+
+bool Builder::next_is_key(std::size_t open) const {
+  if (open == 0) return false;
+  const Frame& frame = frames_[open - 1];
+  return frame.node.kind_ == Kind::mapping &&
+         pending_keys_.size() - frame.first_key == pending_values_.size() - frame.first_value;
+}
+
+void Builder::add(Node&& node, SourceLoc at) {
+  bool is_key = next_is_key(frames_.size());
+  (is_key ? pending_keys_ : pending_values_).push_back(std::move(node));
+  if (is_key) check_key(at);
+}
+
+void Builder::check_key(SourceLoc at) {
+  Frame& frame = frames_.back();
+  const Node& key = pending_keys_.back();
+  if (key.is_mapping() || key.is_sequence()) {
+    error(at, std::string(key.is_mapping() ? "a mapping" : "a list") + " as a mapping key is not supported",
+          "use a plain string as the key");
+    return;
+  }
+  std::size_t first = frame.first_key;
+  std::size_t end = pending_keys_.size() - 1;  // the earlier keys of this mapping are [first, end)
+  auto report_duplicate = [&](std::uint32_t first_line) {
+    error(at, "duplicate key '" + key.text() + "' (first at line " + std::to_string(first_line) + ")",
+          "remove one of them or merge their values; a mapping cannot repeat a key");
+  };
+  if (!frame.key_lines && end - first < kLinearKeyScanLimit) {
+    for (std::size_t i = first; i < end; ++i) {
+      const Node& earlier = pending_keys_[i];
+      if (!earlier.is_sequence() && !earlier.is_mapping() && earlier.text_ == key.text_) {
+        report_duplicate(earlier.loc_.line);
+        return;
+      }
+    }
+    return;
+  }
+  if (!frame.key_lines) {
+    frame.key_lines = std::make_unique<std::unordered_map<std::string, std::uint32_t>>();
+    for (std::size_t i = first; i < end; ++i) {
+      const Node& earlier = pending_keys_[i];
+      if (!earlier.is_sequence() && !earlier.is_mapping())
+        frame.key_lines->emplace(earlier.text_, earlier.loc_.line);
+    }
+  }
+  auto [it, inserted] = frame.key_lines->emplace(key.text_, at.line);
+  if (!inserted) report_duplicate(it->second);
+}
+
+SourceLoc Builder::loc_of_offset(std::size_t offset) const {
+  offset = std::min(offset, text_.size());
+  SourceLoc loc{file_, 1, 1};
+  for (std::size_t i = 0; i < offset; ++i) {
+    if (text_[i] == '\n') {
+      ++loc.line;
+      loc.col = 1;
+    } else if ((static_cast<unsigned char>(text_[i]) & 0xC0) != 0x80) {
+      ++loc.col;  // columns count characters, as libyaml's marks do
+    }
+  }
+  return loc;
+}
+
+void Builder::report_syntax_error(const yaml_parser_t& parser) {
+  std::string_view problem = parser.problem ? parser.problem : "unknown problem";
+  if (parser.error == YAML_MEMORY_ERROR) throw std::bad_alloc();
+  if (parser.error == YAML_READER_ERROR) {
+    error(loc_of_offset(parser.problem_offset), "cannot read the input: " + std::string(problem),
+          "save the file as UTF-8 text; control characters other than tab and newline are not allowed");
+    return;
+  }
+  SourceLoc at = loc_of(parser.problem_mark);
+  std::string message = "YAML syntax error: " + std::string(problem);
+  std::string hint = "check the YAML syntax near this position";
+  for (const auto& wording : kProblemWordings) {
+    if (problem == wording.problem) {
+      message = wording.message;
+      hint = wording.hint;
+      break;
+    }
+  }
+  if (problem == "found character that cannot start any token") {
+    std::size_t offset = parser.problem_mark.index;
+    if (offset < text_.size() && text_[offset] == '\t') {
+      message = "tab character where YAML expects a value or indentation";
+      hint = "indent with spaces; YAML does not allow tabs there";
+    } else {
+      message = char_description(text_, offset) + " cannot start a plain value";
+      hint = "quote the value; '@' and '`' are reserved in YAML";
+    }
+  }
+  bool at_end = parser.problem_mark.index >= text_.size();
+  if (at_end && problem != "found unexpected end of stream") {
+    message += " at the end of the input";
+    hint = "close the open quote, '[' list or '{' mapping";
+  }
+  // "while scanning for the next token" says nothing that the position does not.
+  if (parser.context && std::string_view(parser.context) != "while scanning for the next token") {
+    message += " (" + std::string(parser.context) + " that started at line " +
+               std::to_string(parser.context_mark.line + 1) + ", column " +
+               std::to_string(parser.context_mark.column + 1) + ")";
+  }
+  error(at, std::move(message), std::move(hint));
+}
+
+std::string Node::describe() const {
+  switch (kind_) {
+    case Kind::null:
+      return "null";
+    case Kind::sequence:
+      return "a list";
+    case Kind::mapping:
+      return "a mapping";
+    case Kind::scalar:
+      break;
+  }
+  switch (scalar_type()) {
+    case ScalarType::boolean:
+      return "a boolean";
+    case ScalarType::integer:
+      return "an integer";
+    case ScalarType::floating:
+      return "a number";
+    case ScalarType::null:
+      return "null";
+    case ScalarType::string:
+      break;
+  }
+  return "a string";
+}
+
+// Collections have no scalar value; they answer null so that a string check never accepts them.
+ScalarType Node::scalar_type() const {
+  if (kind_ != Kind::scalar) return ScalarType::null;
+  if (quoted_) return ScalarType::string;
+  return resolve_plain(text_);
+}
+
+std::optional<bool> Node::as_bool() const {
+  if (kind_ != Kind::scalar || quoted_) return std::nullopt;
+  if (is_true_text(text_)) return true;
+  if (is_false_text(text_)) return false;
+  return std::nullopt;
+}
+
+std::optional<std::int64_t> Node::as_int() const {
+  if (kind_ != Kind::scalar || quoted_) return std::nullopt;
+  return parse_integer(text_);
+}
+
+std::optional<double> Node::as_double() const {
+  if (kind_ != Kind::scalar || quoted_) return std::nullopt;
+  if (auto integer = parse_integer(text_)) return static_cast<double>(*integer);
+  return parse_floating(text_);  // also takes decimal integers too large for int64
+}
+
+const Node* Node::find(std::string_view key) const {
+  for (std::size_t i = 0; i < keys_.size(); ++i)
+    if (keys_[i].kind_ == Kind::scalar && keys_[i].text_ == key) return &children_[i];
+  return nullptr;
+}
+
+std::optional<std::vector<Node>> parse(std::string_view text, std::uint32_t file, Diagnostics& diag) {
+  return Builder(text, file, diag).run();
+}
+
+std::optional<std::vector<Node>> parse_file(const std::string& path, Diagnostics& diag) {
+  std::uint32_t file = diag.add_file(path);
+  auto fail = [&](int error_number) -> std::optional<std::vector<Node>> {
+    diag.error({file, 0, 0}, "cannot read '" + path + "': " + std::strerror(error_number),
+               "check that the file exists and is readable");
+    return std::nullopt;
+  };
+  std::unique_ptr<std::FILE, decltype(&std::fclose)> stream(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!stream) return fail(errno);
+  std::string text;
+  char buffer[65536];
+  std::size_t read = 0;
+  while ((read = std::fread(buffer, 1, sizeof buffer, stream.get())) > 0) text.append(buffer, read);
+  if (std::ferror(stream.get())) return fail(errno);
+  return parse(text, file, diag);
+}
+
+std::string quote(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 2);
+  out += '"';
+  for (char c : s) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\0':
+        out += "\\0";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+          char escape[8];
+          std::snprintf(escape, sizeof escape, "\\x%02x", static_cast<unsigned char>(c));
+          out += escape;
+        } else {
+          out += c;  // UTF-8 passes through unchanged
+        }
+    }
+  }
+  out += '"';
+  return out;
+}
+
+}  // namespace fwe::yaml

@@ -1,0 +1,22 @@
+// A minimal backend for the loader's tests.
+#include "fwengine/plugin.hpp"
+
+namespace {
+class TextPlan : public fwe::Plan {
+ public:
+  std::string text() const override { return "nothing\n"; }
+};
+class TestBackend : public fwe::Backend {
+ public:
+  explicit TestBackend(const fwe::PluginContext&) {}
+  fwe::Capabilities capabilities() const override { return {{fwe::ir::Stage::input}, {}, {fwe::ir::ActionKind::accept}}; }
+  std::unique_ptr<fwe::Plan> render(const fwe::ir::Ruleset&, fwe::Diagnostics&) override {
+    return std::make_unique<TextPlan>();
+  }
+  void apply(const fwe::Plan&, const fwe::ApplyOptions&) override { throw fwe::RuntimeError("test backend refuses"); }
+  fwe::KernelState read_back() override { return {}; }
+  void flush() override {}
+};
+}  // namespace
+
+FWE_REGISTER_BACKEND("testbe", "1.0", "loader test backend", TestBackend)

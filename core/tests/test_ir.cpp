@@ -1,0 +1,39 @@
+#include <catch2/catch.hpp>
+
+#include "fwengine/ir.hpp"
+
+using namespace fwe::ir;
+
+TEST_CASE("CIDRs parse strictly and print canonically") {
+  CHECK(to_string(*parse_cidr("10.0.0.0/8")) == "10.0.0.0/8");
+  CHECK(to_string(*parse_cidr("2001:db8::/32")) == "2001:db8::/32");
+  CHECK(to_string(*parse_cidr("192.168.1.7")) == "192.168.1.7/32");
+  CHECK_FALSE(parse_cidr("10.0.0.1/8"));
+  CHECK(to_string(*parse_cidr("10.0.0.1/8", false)) == "10.0.0.0/8");
+  CHECK_FALSE(parse_cidr("10.0.0.0/33"));
+  CHECK_FALSE(parse_cidr("10.0.0/8"));
+  CHECK_FALSE(parse_cidr("10.0.0.0/"));
+  CHECK(contains(*parse_cidr("10.0.0.0/8"), *parse_ip("10.9.8.7")));
+  CHECK_FALSE(contains(*parse_cidr("10.0.0.0/8"), *parse_ip("11.0.0.1")));
+  CHECK_FALSE(contains(*parse_cidr("::/0"), *parse_ip("10.0.0.1")));
+}
+
+TEST_CASE("vocabulary words round-trip") {
+  for (auto name : stage_names()) CHECK(to_string(*parse_stage(name)) == name);
+  for (auto name : action_names()) CHECK(to_string(*parse_action(name)) == name);
+  CHECK_FALSE(parse_stage("inptu"));
+  CHECK(to_string(Verdict::continue_) == "continue");
+}
+
+TEST_CASE("protocols, interfaces and MACs") {
+  CHECK(*parse_protocol("TCP") == 6);
+  CHECK(*parse_protocol("ipv6-icmp") == 58);
+  CHECK(*parse_protocol("47") == 47);
+  CHECK_FALSE(parse_protocol("256"));
+  CHECK(protocol_name(17) == "udp");
+  CHECK(parse_iface("eth+").prefix);
+  CHECK(parse_iface("eth+").matches("eth0"));
+  CHECK_FALSE(parse_iface("eth0").matches("eth01"));
+  CHECK(to_string(*parse_mac("00:1A:2b:3c:4d:5e")) == "00:1a:2b:3c:4d:5e");
+  CHECK_FALSE(parse_mac("00:1a:2b:3c:4d"));
+}

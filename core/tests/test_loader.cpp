@@ -1,0 +1,75 @@
+// The plugin loader's refusals: each broken plugin is reported with why, never loaded blindly.
+#include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+
+#include <filesystem>
+
+#include "fwengine/loader.hpp"
+
+using namespace fwe;
+namespace fs = std::filesystem;
+
+namespace {
+const PluginInfo* named(const std::vector<PluginInfo>& all, const std::string& file_part) {
+  for (const auto& p : all)
+    if (p.path.find(file_part) != std::string::npos) return &p;
+  return nullptr;
+}
+}  // namespace
+
+TEST_CASE("the loader finds good plugins and says what is wrong with bad ones") {
+  PluginLoader loader({FWE_TEST_PLUGIN_DIR});
+  auto all = loader.discover();
+  const auto* good = named(all, "libfwe_good.so");
+  REQUIRE(good);
+  CHECK(good->problem.empty());
+  CHECK(good->name == "testbe");
+  CHECK(good->kind == PluginKind::backend);
+
+  const auto* old = named(all, "libfwe_old_abi.so");
+  REQUIRE(old);
+  CHECK(old->problem.rfind("ABI version " + std::to_string(FWE_PLUGIN_ABI_VERSION + 1) + ", engine expects", 0) == 0);
+
+  const auto* lonely = named(all, "libfwe_no_factory.so");
+  REQUIRE(lonely);
+  CHECK(lonely->problem == "missing exported symbol 'fwe_create_frontend'");
+
+  const auto* unresolved = named(all, "libfwe_unresolved.so");
+  REQUIRE(unresolved);
+  CHECK(unresolved->problem.find("undefined symbol") != std::string::npos);
+  CHECK(unresolved->problem.find("helper_from_missing_library") != std::string::npos);
+}
+
+TEST_CASE("a good plugin loads and its object works across the boundary") {
+  PluginLoader loader({FWE_TEST_PLUGIN_DIR});
+  auto be = loader.backend("testbe", {});
+  CHECK(be->capabilities().supports(ir::ActionKind::accept));
+  fwe::Diagnostics diag;
+  CHECK(be->render({}, diag)->text() == "nothing\n");
+  CHECK_THROWS_AS(be->apply(*be->render({}, diag), {}), RuntimeError);  // exceptions cross cleanly
+}
+
+TEST_CASE("unknown, broken and missing plugins are clear errors") {
+  PluginLoader loader({FWE_TEST_PLUGIN_DIR});
+  CHECK_THROWS_WITH(loader.backend("testbee", {}), Catch::Contains("did you mean 'testbe'?"));
+  CHECK_THROWS_AS(loader.frontend("nothere", {}), UsageError);
+  CHECK_THROWS_WITH(loader.backend("oldabi", {}), Catch::Contains("ABI version"));
+  CHECK(PluginLoader::inspect("/nonexistent/libfwe_x.so").problem == "file not found (check --plugin-dir)");
+}
+
+TEST_CASE("plugins others could write are refused") {
+  auto dir = fs::temp_directory_path() / ("fwe-loader-test-" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  auto copy = dir / "libfwe_good.so";
+  fs::copy_file(fs::path(FWE_TEST_PLUGIN_DIR) / "libfwe_good.so", copy, fs::copy_options::overwrite_existing);
+  chmod(dir.c_str(), 0755);
+  chmod(copy.c_str(), 0664);
+  auto info = PluginLoader::inspect(copy.string());
+  CHECK(info.problem.find("writable by group or others") != std::string::npos);
+  chmod(copy.c_str(), 0644);
+  chmod(dir.c_str(), 0777);
+  info = PluginLoader::inspect(copy.string());
+  CHECK(info.problem.find("writable by group or others") != std::string::npos);
+  fs::remove_all(dir);
+}

@@ -1,0 +1,111 @@
+// Core passes: CIDR and port normalisation, verification errors, set dedupe, capability refusals.
+#include <catch2/catch.hpp>
+
+#include "fwengine/passes.hpp"
+#include "fwengine/plugin.hpp"
+
+using namespace fwe;
+using namespace fwe::ir;
+
+namespace {
+std::vector<std::string> cidrs_after_normalise(std::vector<std::string> in) {
+  Ruleset rs;
+  AddrSet set{"s", {}, {}};
+  for (const auto& c : in) set.cidrs.push_back(*parse_cidr(c));
+  rs.sets["s"] = set;
+  passes::normalise(rs);
+  std::vector<std::string> out;
+  for (const auto& c : rs.sets["s"].cidrs) out.push_back(to_string(c));
+  return out;
+}
+}  // namespace
+
+TEST_CASE("CIDRs are merged into the fewest non-overlapping blocks") {
+  using V = std::vector<std::string>;
+  CHECK(cidrs_after_normalise({"10.0.0.0/8", "10.1.0.0/16"}) == V{"10.0.0.0/8"});
+  CHECK(cidrs_after_normalise({"10.0.0.0/25", "10.0.0.128/25"}) == V{"10.0.0.0/24"});
+  CHECK(cidrs_after_normalise({"10.0.0.1/32", "10.0.0.2/32"}) == V{"10.0.0.1/32", "10.0.0.2/32"});
+  CHECK(cidrs_after_normalise({"10.0.0.1", "10.0.0.2", "10.0.0.3"}) == V{"10.0.0.1/32", "10.0.0.2/31"});
+  CHECK(cidrs_after_normalise({"0.0.0.0/1", "128.0.0.0/1"}) == V{"0.0.0.0/0"});
+  CHECK(cidrs_after_normalise({"::/0", "2001:db8::/32", "1.2.3.4"}) == V{"1.2.3.4/32", "::/0"});
+  CHECK(cidrs_after_normalise({"224.0.0.0/3", "255.255.255.255"}) == V{"224.0.0.0/3"});
+  CHECK(cidrs_after_normalise({"2001:db8::/33", "2001:db8:8000::/33"}) == V{"2001:db8::/32"});
+}
+
+TEST_CASE("port sets are sorted and merged") {
+  Ruleset rs;
+  Rule r;
+  r.match.protocols = std::vector<std::uint8_t>{6};
+  r.match.dst_port.push_back({false, {{443, 443}, {80, 80}, {81, 90}, {8000, 8080}, {8081, 8081}}});
+  rs.chains["c"] = {"c", {r}, {}};
+  passes::normalise(rs);
+  CHECK(rs.chains["c"].rules[0].match.dst_port[0].ports == PortSet{{80, 90}, {443, 443}, {8000, 8081}});
+}
+
+TEST_CASE("verify reports unknown references, loops and misplaced actions at their origin") {
+  Diagnostics diag;
+  auto f = diag.add_file("p.yaml");
+  Ruleset rs;
+  Rule bad_set;
+  bad_set.match.src_addr.push_back({false, "nope"});
+  bad_set.origin.loc = {f, 3, 5};
+  Rule loop;
+  loop.action.kind = ActionKind::jump;
+  loop.action.target = "a";
+  loop.origin.loc = {f, 7, 5};
+  Rule nat;
+  nat.action.kind = ActionKind::masquerade;
+  nat.origin.loc = {f, 9, 5};
+  rs.chains["a"] = {"a", {bad_set, loop, nat}, {}};
+  Endpoint ep;
+  ep.name = "e";
+  ep.groups.push_back({"g", {"a", "missing"}, Verdict::continue_, {}, {}});
+  rs.stage(Stage::input).sections.push_back({"s", false, {ep}});
+  passes::verify(rs, diag);
+  std::vector<std::string> lines;
+  for (const auto& d : diag.all()) lines.push_back(diag.format(d));
+  CHECK(std::count_if(lines.begin(), lines.end(), [](auto& l) { return l.rfind("p.yaml:3:5: error: rule refers to unknown address set 'nope'", 0) == 0; }) == 1);
+  CHECK(std::count_if(lines.begin(), lines.end(), [](auto& l) { return l.rfind("p.yaml:7:5: error: jump to 'a' makes a loop", 0) == 0; }) == 1);
+  CHECK(std::count_if(lines.begin(), lines.end(), [](auto& l) { return l.rfind("p.yaml:9:5: error: masquerade cannot be used in stage input", 0) == 0; }) == 1);
+  CHECK(std::count_if(lines.begin(), lines.end(), [](auto& l) { return l.find("unknown chain 'missing'") != std::string::npos; }) == 1);
+}
+
+TEST_CASE("optimise merges identical sets and drops what nothing uses") {
+  Ruleset rs;
+  rs.sets["a"] = {"a", {*parse_cidr("10.0.0.0/8")}, {}};
+  rs.sets["b"] = {"b", {*parse_cidr("10.0.0.0/8")}, {}};
+  rs.sets["unused"] = {"unused", {*parse_cidr("192.0.2.0/24")}, {}};
+  Rule r;
+  r.match.src_addr.push_back({false, "b"});
+  rs.chains["c"] = {"c", {r}, {}};
+  rs.chains["orphan"] = {"orphan", {}, {}};
+  Endpoint ep;
+  ep.name = "e";
+  ep.groups.push_back({"g", {"c"}, Verdict::continue_, {}, {}});
+  rs.stage(Stage::input).sections.push_back({"s", false, {ep}});
+  passes::optimise(rs);
+  CHECK(rs.sets.size() == 1);
+  CHECK(rs.chains.count("orphan") == 0);
+  CHECK(rs.chains["c"].rules[0].match.src_addr[0].set == "a");
+}
+
+TEST_CASE("capabilities refuse what a backend cannot do, naming the rule") {
+  Diagnostics diag;
+  auto f = diag.add_file("p.yaml");
+  Ruleset rs;
+  Rule r;
+  r.action.kind = ActionKind::dnat;
+  r.origin = {{f, 4, 7}, "zone public", 2};
+  rs.chains["c"] = {"c", {r}, {}};
+  Endpoint ep;
+  ep.groups.push_back({"g", {"c"}, Verdict::continue_, {}, {}});
+  rs.stage(Stage::dnat).sections.push_back({"s", false, {ep}});
+  Capabilities caps;
+  caps.stages = {Stage::input};
+  caps.actions = {ActionKind::accept};
+  passes::check_capabilities(rs, caps, "ebpf", diag);
+  REQUIRE(diag.error_count() == 2);
+  CHECK(diag.format(diag.all()[0]).rfind("<command line>: error: backend 'ebpf' cannot realise stage dnat", 0) == 0);
+  CHECK(diag.format(diag.all()[1]) ==
+        "p.yaml:4:7: error: backend 'ebpf' cannot do action dnat (in zone public) (choose another --backend or change the rule)");
+}

@@ -1,0 +1,231 @@
+// The reference evaluator against docs/ir.md: ordering, pass/return/jump, groups, defaults, sections,
+// the allow mark, conntrack and failsafe precedence.
+#include <catch2/catch.hpp>
+
+#include "fwengine/passes.hpp"
+#include "fwengine/trace.hpp"
+
+using namespace fwe;
+using namespace fwe::ir;
+
+namespace {
+
+Rule rule(ActionKind action, std::optional<std::uint16_t> dport = std::nullopt) {
+  Rule r;
+  r.action.kind = action;
+  if (dport) {
+    r.match.protocols = std::vector<std::uint8_t>{6};
+    r.match.dst_port.push_back({false, {{*dport, *dport}}});
+  }
+  return r;
+}
+
+Rule jump(std::string target) {
+  Rule r = rule(ActionKind::jump);
+  r.action.target = std::move(target);
+  return r;
+}
+
+trace::Packet tcp_in(std::uint16_t dport, std::string iif = "eth0") {
+  trace::Packet p;
+  p.iif = std::move(iif);
+  p.src = *parse_ip("198.51.100.7");
+  p.dst = *parse_ip("10.0.0.10");
+  p.protocol = 6;
+  p.sport = 40000;
+  p.dport = dport;
+  return p;
+}
+
+// A ruleset with one input endpoint on eth0 running the given groups.
+Ruleset host(std::vector<Group> groups, Verdict dflt = Verdict::drop) {
+  Ruleset rs;
+  Endpoint ep;
+  ep.name = "eth0";
+  ep.match.iif = IfacePattern{"eth0", false};
+  ep.conntrack = Conntrack::accept_established_drop_invalid;
+  ep.groups = std::move(groups);
+  ep.default_verdict = dflt;
+  rs.stage(Stage::input).sections.push_back({"ingress", true, {ep}});
+  return rs;
+}
+
+Group group(std::vector<std::string> chains, Verdict on_end = Verdict::continue_) {
+  Group g;
+  g.name = chains.empty() ? "g" : chains.front();
+  g.chains = std::move(chains);
+  g.on_end = on_end;
+  return g;
+}
+
+Verdict verdict_of(const Ruleset& rs, const trace::Packet& p) { return trace::evaluate(rs, p).final_verdict(); }
+
+}  // namespace
+
+TEST_CASE("first matching rule decides, in chain and group order") {
+  Ruleset rs = host({group({"a", "b"})});
+  rs.chains["a"] = {"a", {rule(ActionKind::accept, 22), rule(ActionKind::drop, 80)}, {}};
+  rs.chains["b"] = {"b", {rule(ActionKind::accept, 80), rule(ActionKind::accept, 443)}, {}};
+  CHECK(verdict_of(rs, tcp_in(22)) == Verdict::accept);
+  CHECK(verdict_of(rs, tcp_in(80)) == Verdict::drop);
+  CHECK(verdict_of(rs, tcp_in(443)) == Verdict::accept);
+  CHECK(verdict_of(rs, tcp_in(8080)) == Verdict::drop);  // endpoint default
+}
+
+TEST_CASE("pass leaves the group and skips its end-of-group verdict") {
+  Ruleset rs = host({group({"tier1"}, Verdict::drop), group({"tier2"})}, Verdict::accept);
+  rs.chains["tier1"] = {"tier1", {rule(ActionKind::pass, 80), rule(ActionKind::accept, 22)}, {}};
+  rs.chains["tier2"] = {"tier2", {rule(ActionKind::drop, 81)}, {}};
+  CHECK(verdict_of(rs, tcp_in(80)) == Verdict::accept);   // passed to tier2, no match, default accept
+  CHECK(verdict_of(rs, tcp_in(22)) == Verdict::accept);
+  CHECK(verdict_of(rs, tcp_in(443)) == Verdict::drop);    // end of tier1
+}
+
+TEST_CASE("return leaves a chain; jump comes back when the target ends without verdict") {
+  Ruleset rs = host({group({"main", "next"})});
+  rs.chains["main"] = {"main", {rule(ActionKind::return_, 80), jump("sub"), rule(ActionKind::accept, 443)}, {}};
+  rs.chains["sub"] = {"sub", {rule(ActionKind::return_, 443), rule(ActionKind::accept, 22)}, {}};
+  rs.chains["next"] = {"next", {rule(ActionKind::accept, 80)}, {}};
+  CHECK(verdict_of(rs, tcp_in(80)) == Verdict::accept);   // returned from main, accepted by next
+  CHECK(verdict_of(rs, tcp_in(22)) == Verdict::accept);   // via sub
+  CHECK(verdict_of(rs, tcp_in(443)) == Verdict::accept);  // sub returned, main's next rule
+  CHECK(verdict_of(rs, tcp_in(25)) == Verdict::drop);
+}
+
+TEST_CASE("log continues; no endpoint means no verdict") {
+  Ruleset rs = host({group({"c"})});
+  Rule log = rule(ActionKind::log);
+  log.action.log_prefix = "x";
+  rs.chains["c"] = {"c", {log, rule(ActionKind::accept, 22)}, {}};
+  CHECK(verdict_of(rs, tcp_in(22)) == Verdict::accept);
+  CHECK(verdict_of(rs, tcp_in(22, "eth1")) == Verdict::continue_);
+}
+
+TEST_CASE("conntrack prelude comes before policy") {
+  Ruleset rs = host({});
+  auto p = tcp_in(9999);
+  p.ct = CtState::established;
+  CHECK(verdict_of(rs, p) == Verdict::accept);
+  p.ct = CtState::invalid;
+  CHECK(verdict_of(rs, p) == Verdict::drop);
+}
+
+TEST_CASE("failsafe beats policy, but does not give the allow mark") {
+  Ruleset rs = host({group({"deny"})});
+  rs.chains["deny"] = {"deny", {rule(ActionKind::drop)}, {}};
+  rs.stage(Stage::input).sections[0].endpoints[0].failsafe = true;
+  rs.failsafe.inbound.push_back({6, 22, std::nullopt, {}});
+  FailsafeEntry only_lan{6, 2379, parse_cidr("10.0.0.0/8"), {}};
+  rs.failsafe.inbound.push_back(only_lan);
+  Diagnostics diag;
+  passes::run_all(rs, diag);
+  REQUIRE_FALSE(diag.has_errors());
+  auto r = trace::evaluate(rs, tcp_in(22));
+  CHECK(r.final_verdict() == Verdict::accept);
+  CHECK_FALSE(r.allow_mark);
+  CHECK(verdict_of(rs, tcp_in(80)) == Verdict::drop);
+  CHECK(verdict_of(rs, tcp_in(2379)) == Verdict::drop);  // not from 10/8
+  auto lan = tcp_in(2379);
+  lan.src = *parse_ip("10.1.2.3");
+  CHECK(verdict_of(rs, lan) == Verdict::accept);
+}
+
+TEST_CASE("allow in an early stage is honoured by later sections that say so") {
+  Ruleset rs = host({group({"deny"})});
+  rs.chains["deny"] = {"deny", {rule(ActionKind::drop)}, {}};
+  rs.chains["pre"] = {"pre", {rule(ActionKind::allow, 80)}, {}};
+  Endpoint pre;
+  pre.name = "eth0-pre";
+  pre.match.iif = IfacePattern{"eth0", false};
+  pre.groups = {group({"pre"})};
+  rs.stage(Stage::prednat).sections.push_back({"pre", true, {pre}});
+  CHECK(verdict_of(rs, tcp_in(80)) == Verdict::accept);  // input section honours the mark
+  CHECK(verdict_of(rs, tcp_in(81)) == Verdict::drop);
+  rs.stage(Stage::input).sections[0].honour_allow = false;
+  CHECK(verdict_of(rs, tcp_in(80)) == Verdict::drop);
+}
+
+TEST_CASE("a later section's verdict replaces an earlier accept; drop ends the stage") {
+  Ruleset rs;
+  auto ep = [](std::string name, bool in, Verdict dflt) {
+    Endpoint e;
+    e.name = std::move(name);
+    (in ? e.match.iif : e.match.oif) = IfacePattern{in ? "eth0" : "eth1", false};
+    e.default_verdict = dflt;
+    return e;
+  };
+  rs.stage(Stage::forward).sections.push_back({"ingress", true, {ep("in", true, Verdict::accept)}});
+  rs.stage(Stage::forward).sections.push_back({"egress", false, {ep("out", false, Verdict::continue_)}});
+  auto p = tcp_in(80);
+  p.oif = "eth1";
+  p.dst = *parse_ip("172.16.0.9");
+  CHECK(verdict_of(rs, p) == Verdict::continue_);
+  rs.stage(Stage::forward).sections[1].endpoints[0].default_verdict = Verdict::drop;
+  CHECK(verdict_of(rs, p) == Verdict::drop);
+  p.oif = "eth2";  // egress section has no endpoint: ingress accept stands
+  CHECK(verdict_of(rs, p) == Verdict::accept);
+}
+
+TEST_CASE("address, port and ICMP matches, negations and families") {
+  Ruleset rs = host({group({"c"})});
+  rs.sets["lan"] = {"lan", {*parse_cidr("10.0.0.0/8")}, {}};
+  Rule not_lan = rule(ActionKind::drop);
+  not_lan.match.src_addr.push_back({true, "lan"});
+  Rule ping = rule(ActionKind::accept);
+  ping.match.icmp = IcmpMatch{false, false, 8, std::nullopt};
+  Rule not_8080 = rule(ActionKind::accept);
+  not_8080.match.protocols = std::vector<std::uint8_t>{6};
+  not_8080.match.dst_port.push_back({true, {{8080, 8080}}});
+  rs.chains["c"] = {"c", {ping, not_lan, not_8080}, {}};
+  auto icmp = tcp_in(0);
+  icmp.protocol = 1;
+  icmp.icmp_type = 8;
+  CHECK(verdict_of(rs, icmp) == Verdict::accept);
+  CHECK(verdict_of(rs, tcp_in(80)) == Verdict::drop);  // not from lan
+  auto lan = tcp_in(80);
+  lan.src = *parse_ip("10.2.3.4");
+  CHECK(verdict_of(rs, lan) == Verdict::accept);
+  lan.dport = 8080;
+  CHECK(verdict_of(rs, lan) == Verdict::drop);  // default
+  auto v6 = tcp_in(80);
+  v6.src = *parse_ip("2001:db8::5");
+  v6.dst = *parse_ip("2001:db8::10");
+  CHECK(verdict_of(rs, v6) == Verdict::drop);  // a v6 packet is never in a v4-only set: negation matches
+}
+
+TEST_CASE("notrack makes the reply untracked") {
+  Ruleset rs;
+  Endpoint e;
+  e.name = "raw";
+  e.match.iif = IfacePattern{"eth0", false};
+  e.groups = {group({"dnt"})};
+  rs.chains["dnt"] = {"dnt", {rule(ActionKind::notrack, 53), rule(ActionKind::allow, 53)}, {}};
+  rs.stage(Stage::untracked_in).sections.push_back({"raw", false, {e}});
+  auto p = tcp_in(53);
+  auto r = trace::evaluate(rs, p);
+  CHECK(r.untracked);
+  CHECK(r.allow_mark);
+  auto reply = trace::reply_of(p, r);
+  CHECK(reply.ct == CtState::untracked);
+  CHECK(reply.oif == "eth0");
+  CHECK(reply.iif.empty());
+  CHECK(reply.sport == 53);
+  CHECK(trace::path_of(reply) == trace::Path::output);
+}
+
+TEST_CASE("dnat rewrites the header later stages see") {
+  Ruleset rs = host({group({"c"})});
+  Rule dnat = rule(ActionKind::dnat, 30080);
+  dnat.action.nat_addr = parse_ip("172.16.0.9");
+  dnat.action.nat_port = PortRange{80, 80};
+  rs.chains["nat"] = {"nat", {dnat}, {}};
+  Endpoint e;
+  e.name = "nat";
+  e.groups = {group({"nat"})};
+  rs.stage(Stage::dnat).sections.push_back({"dnat", false, {e}});
+  rs.chains["c"] = {"c", {rule(ActionKind::accept, 80)}, {}};
+  auto r = trace::evaluate(rs, tcp_in(30080));
+  CHECK(r.final_verdict() == Verdict::accept);
+  CHECK(r.packet.dport == 80);
+  CHECK(to_string(r.packet.dst) == "172.16.0.9");
+}

@@ -1,0 +1,137 @@
+// fwengine/plugin.hpp - the plugin SDK: what a frontend or backend implements, and how it registers.
+//
+// A plugin is a shared library that exports two Boost.DLL aliases: a PluginDescriptor (checked before
+// any C++ type crosses the boundary) and a factory. Use FWE_REGISTER_FRONTEND / FWE_REGISTER_BACKEND.
+// Bump FWE_PLUGIN_ABI_VERSION whenever this header or the IR headers change: plugins are built with
+// the engine, from the same tree, and are not a stable C++ ABI.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/dll/alias.hpp>
+
+#include "fwengine/diagnostics.hpp"
+#include "fwengine/ir.hpp"
+
+#define FWE_PLUGIN_ABI_VERSION 1u
+
+#define FWE_API __attribute__((visibility("default")))
+
+namespace fwe {
+
+enum class PluginKind : std::uint32_t { frontend = 1, backend = 2 };
+
+extern "C" struct PluginDescriptor {
+  std::uint32_t abi_version;
+  PluginKind kind;
+  const char* name;
+  const char* version;
+  const char* summary;
+};
+
+// Given to a plugin when it is created.
+struct PluginContext {
+  std::string netns;  // the namespace the engine has entered ("" = the one it started in)
+};
+
+// ---- frontends ----------------------------------------------------------------------------------
+struct FrontendRequest {
+  std::vector<std::string> sources;            // files, directories or "-" (stdin); never empty
+  std::string node;                            // this host's node name
+  std::string netns;                           // namespace the ruleset is for ("" = current)
+  std::map<std::string, std::string> options;  // --option key=value, frontend-specific
+};
+
+class FWE_API Frontend {
+ public:
+  virtual ~Frontend();
+  // Where policy lives when the user names no source (e.g. /etc/fwengine/calico/).
+  virtual std::vector<std::string> default_sources() const = 0;
+  // Reads the sources into one ruleset. Errors go to diag (all of them, with locations); the caller
+  // checks diag.has_errors() and never applies a ruleset that had one.
+  virtual ir::Ruleset load(const FrontendRequest& request, Diagnostics& diag) = 0;
+  // Writes a ruleset in this frontend's own format (`migrate --to NAME`), one or more files in out_dir;
+  // returns false (with diagnostics) for what the format cannot express. Default: cannot write.
+  virtual bool can_write() const { return false; }
+  virtual bool write(const ir::Ruleset& ruleset, const std::string& out_dir, Diagnostics& diag);
+};
+
+// ---- backends -----------------------------------------------------------------------------------
+struct Capabilities {
+  std::vector<ir::Stage> stages;
+  std::vector<ir::MatchKind> matches;
+  std::vector<ir::ActionKind> actions;
+  bool ipv6 = true;
+  bool supports(ir::Stage s) const;
+  bool supports(ir::MatchKind m) const;
+  bool supports(ir::ActionKind a) const;
+};
+
+// What a backend would load: its own data, plus text for people (`render`).
+class FWE_API Plan {
+ public:
+  virtual ~Plan();
+  virtual std::string text() const = 0;
+};
+
+struct ApplyOptions {
+  bool full = false;  // replace everything even where an incremental change would do
+  std::string ir_hash;
+};
+
+struct RuleCounter {
+  std::string chain;
+  std::int32_t rule = -1;
+  ir::Origin origin;  // resolved against the applied ruleset by the backend when it can
+  std::string where;  // "file:line:col" as stamped into the kernel
+  std::uint64_t packets = 0, bytes = 0;
+};
+
+// What is in the kernel now, as far as fwengine owns it.
+struct KernelState {
+  bool present = false;
+  std::string ir_hash;                 // the hash stamped at apply time
+  std::string text;                    // the backend's own listing
+  std::vector<RuleCounter> counters;
+  std::vector<std::string> drift;      // differences between the kernel and what was applied
+};
+
+class FWE_API Backend {
+ public:
+  virtual ~Backend();
+  virtual Capabilities capabilities() const = 0;
+  // Translates a final, verified ruleset. Refuses (diagnostics with the rule's origin) what it
+  // cannot express; the ruleset's files name the origins' files.
+  virtual std::unique_ptr<Plan> render(const ir::Ruleset& ruleset, Diagnostics& diag) = 0;
+  // Loads a plan atomically: all of it or, on failure, none (throws RuntimeError, kernel unchanged).
+  virtual void apply(const Plan& plan, const ApplyOptions& options) = 0;
+  virtual KernelState read_back() = 0;
+  // Removes everything this backend owns, and nothing else.
+  virtual void flush() = 0;
+};
+
+using FrontendFactory = std::unique_ptr<Frontend>(const PluginContext&);
+using BackendFactory = std::unique_ptr<Backend>(const PluginContext&);
+
+}  // namespace fwe
+
+// Registration: one of these per plugin library, at namespace scope.
+#define FWE_REGISTER_PLUGIN_(kind_, name_, version_, summary_, Class, Base, alias_)               \
+  namespace fwe_plugin_registration {                                                           \
+  extern "C" FWE_API const ::fwe::PluginDescriptor fwe_descriptor_object{                       \
+      FWE_PLUGIN_ABI_VERSION, kind_, name_, version_, summary_};                                \
+  std::unique_ptr<::fwe::Base> fwe_create(const ::fwe::PluginContext& context) {               \
+    return std::make_unique<Class>(context);                                                    \
+  }                                                                                             \
+  }                                                                                             \
+  BOOST_DLL_ALIAS(fwe_plugin_registration::fwe_descriptor_object, fwe_plugin_descriptor)        \
+  BOOST_DLL_ALIAS(fwe_plugin_registration::fwe_create, alias_)
+
+#define FWE_REGISTER_FRONTEND(name, version, summary, Class) \
+  FWE_REGISTER_PLUGIN_(::fwe::PluginKind::frontend, name, version, summary, Class, Frontend, fwe_create_frontend)
+#define FWE_REGISTER_BACKEND(name, version, summary, Class) \
+  FWE_REGISTER_PLUGIN_(::fwe::PluginKind::backend, name, version, summary, Class, Backend, fwe_create_backend)
