@@ -279,6 +279,9 @@ class Session {
       request.options[kv.substr(0, eq)] = kv.substr(eq + 1);
     }
     ruleset_ = fe->load(request, diag_);
+    // migrate writes what the user wrote, not what core derived from it (e.g. failsafe chains); the
+    // written policy goes through the same passes when it is loaded, so the hash is the same.
+    if (o_.command == "migrate") as_written_ = ruleset_;
     if (!diag_.has_errors()) passes::run_all(ruleset_, diag_);
     if (diag_.has_errors()) return false;
     if (!o_.quiet) print_diagnostics();
@@ -471,7 +474,7 @@ class Session {
     std::error_code ec;
     std::filesystem::create_directories(out, ec);
     if (ec) throw RuntimeError("cannot create " + out + ": " + ec.message());
-    bool ok = writer->write(ruleset_, out, diag_);
+    bool ok = writer->write(as_written_, out, diag_);
     print_diagnostics();
     if (!ok || diag_.has_errors()) return 2;
     if (o_.json)
@@ -623,6 +626,7 @@ class Session {
   PluginLoader loader_;
   Diagnostics diag_;
   ir::Ruleset ruleset_;
+  ir::Ruleset as_written_;
   std::string hash_;
 };
 

@@ -1,0 +1,43 @@
+// plugin.cpp - the `yaml` frontend: our own plain-YAML policy format (docs/yaml-format.md).
+#include <filesystem>
+#include <fstream>
+
+#include "fwengine/plugin.hpp"
+#include "reader.hpp"
+#include "writer.hpp"
+
+namespace fwe::yamlfe {
+namespace {
+
+class YamlFrontend final : public Frontend {
+ public:
+  explicit YamlFrontend(const PluginContext& /*context*/) {}
+
+  std::vector<std::string> default_sources() const override { return {"/etc/fwengine/rules.d/"}; }
+
+  ir::Ruleset load(const FrontendRequest& request, Diagnostics& diag) override {
+    return read_policy(request.sources, diag);
+  }
+
+  bool can_write() const override { return true; }
+
+  bool write(const ir::Ruleset& ruleset, const std::string& out_dir, Diagnostics& diag) override {
+    auto text = write_policy(ruleset, diag);
+    if (!text) return false;
+    std::error_code ec;
+    std::filesystem::create_directories(out_dir, ec);
+    std::filesystem::path path = std::filesystem::path(out_dir) / "policy.yaml";
+    std::ofstream file(path);
+    if (ec || !(file << *text) || !file.flush()) {
+      diag.error({}, "cannot write '" + path.string() + "'" + (ec ? ": " + ec.message() : std::string()),
+                 "check that the output directory is writable");
+      return false;
+    }
+    return true;
+  }
+};
+
+}  // namespace
+}  // namespace fwe::yamlfe
+
+FWE_REGISTER_FRONTEND("yaml", "0.1.0", "fwengine's own plain-YAML policy format", fwe::yamlfe::YamlFrontend)

@@ -1,0 +1,90 @@
+// The worked examples in fixtures/yaml load cleanly and mean what their comments say.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+
+#include "reader.hpp"
+
+namespace {
+
+std::vector<std::string> fixture_files() {
+  std::vector<std::string> files;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(FWE_YAML_FIXTURES))
+    if (entry.path().extension() == ".yaml") files.push_back(entry.path());
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+std::string all_messages(const fwe::Diagnostics& diag) {
+  std::string text;
+  for (const auto& d : diag.all()) text += diag.format(d) + "\n";
+  return text;
+}
+
+}  // namespace
+
+TEST_CASE("every fixture loads without diagnostics", "[fixtures]") {
+  auto files = fixture_files();
+  REQUIRE(files.size() >= 4);
+  for (const auto& file : files) {
+    INFO(file);
+    fwe::Diagnostics diag;
+    fwe::yamlfe::read_policy({file}, diag);
+    CHECK(all_messages(diag).empty());
+  }
+}
+
+TEST_CASE("the example policy is a web server with failsafe SSH", "[fixtures]") {
+  using namespace fwe::ir;
+  fwe::Diagnostics diag;
+  auto ruleset = fwe::yamlfe::read_policy({std::string(FWE_YAML_FIXTURES) + "/example/policy.yaml"}, diag);
+  REQUIRE_FALSE(diag.has_errors());
+  CHECK(ruleset.frontend == "yaml");
+  CHECK(ruleset.files == diag.files());
+  REQUIRE(ruleset.failsafe.inbound.size() == 1);
+  CHECK(ruleset.failsafe.inbound[0].port == 22);
+
+  const auto& input = ruleset.stage(Stage::input);
+  REQUIRE(input.sections.size() == 1);
+  REQUIRE(input.sections[0].endpoints.size() == 2);
+  const Endpoint& uplink = input.sections[0].endpoints[1];
+  CHECK(uplink.name == "uplink");
+  CHECK_FALSE(uplink.match.iif);
+  CHECK(uplink.conntrack == Conntrack::accept_established_drop_invalid);
+  CHECK(uplink.failsafe);
+  CHECK(uplink.default_verdict == Verdict::drop);
+  REQUIRE(uplink.groups.size() == 1);
+  CHECK(uplink.groups[0].chains == std::vector<std::string>{"web-server", "ping", "log-drops"});
+
+  const Rule& https = ruleset.chains.at("web-server").rules.at(1);
+  CHECK(https.match.protocols == std::vector<std::uint8_t>{6});
+  REQUIRE(https.match.dst_port.size() == 1);
+  CHECK(https.match.dst_port[0].ports == PortSet{{80, 80}, {443, 443}});
+  CHECK(https.action.kind == ActionKind::accept);
+  CHECK(https.origin.policy == "web-server");
+  CHECK(https.origin.rule == 1);
+  CHECK(https.origin.loc.line == 23);
+  CHECK(https.origin.loc.col == 7);
+
+  const Rule& ping = ruleset.chains.at("ping").rules.at(0);
+  REQUIRE(ping.match.icmp);
+  CHECK(ping.match.icmp->type == 8);
+  CHECK_FALSE(ping.match.icmp->v6);
+  CHECK(ping.match.rate_limit == RateLimit{20, "second", 0});
+}
+
+TEST_CASE("the NAT example puts NAT in its stages", "[fixtures]") {
+  using namespace fwe::ir;
+  fwe::Diagnostics diag;
+  auto ruleset = fwe::yamlfe::read_policy({std::string(FWE_YAML_FIXTURES) + "/nat/policy.yaml"}, diag);
+  REQUIRE_FALSE(diag.has_errors());
+  const Rule& forward = ruleset.chains.at("port-forwards").rules.at(0);
+  CHECK(forward.action.kind == ActionKind::dnat);
+  CHECK(to_string(*forward.action.nat_addr) == "192.168.10.20");
+  CHECK(forward.action.nat_port == PortRange{80, 80});
+  CHECK(ruleset.stage(Stage::snat).sections.at(0).endpoints.at(0).match.oif == parse_iface("wan0"));
+  // An inline address becomes a set named after its place.
+  const Rule& snat = ruleset.chains.at("to-the-internet").rules.at(0);
+  CHECK(snat.match.src_addr.at(0).set == "to-the-internet.0.src");
+  CHECK(ruleset.sets.at("to-the-internet.0.src").cidrs.size() == 1);
+}
