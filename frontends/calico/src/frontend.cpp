@@ -1,0 +1,129 @@
+// frontend.cpp - reading the sources and running reader and mapping.
+#include "frontend.hpp"
+
+#include <ifaddrs.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <iterator>
+#include <system_error>
+
+#include "fwengine/yaml.hpp"
+#include "mapping.hpp"
+#include "reader.hpp"
+
+namespace fwe::calico {
+namespace {
+
+bool is_policy_file(const std::filesystem::path& path) {
+  const std::string ext = path.extension().string();
+  return ext == ".yaml" || ext == ".yml" || ext == ".json";
+}
+
+void read_source(const std::string& source, Reader& reader, Diagnostics& diag) {
+  if (source == "-") {
+    const std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+    const std::uint32_t file = diag.add_file("<stdin>");
+    if (auto documents = yaml::parse(text, file, diag)) reader.read_documents(*documents);
+    return;
+  }
+  std::error_code error;
+  if (std::filesystem::is_directory(source, error)) {
+    std::vector<std::filesystem::path> files;
+    for (const auto& entry : std::filesystem::directory_iterator(source, error)) {
+      if (entry.is_regular_file(error) && is_policy_file(entry.path())) files.push_back(entry.path());
+    }
+    if (error) {
+      diag.error({}, "cannot list directory " + source + ": " + error.message(),
+                 "check the path and permissions");
+      return;
+    }
+    std::sort(files.begin(), files.end());
+    if (files.empty()) {
+      diag.warning({}, "directory " + source + " has no *.yaml, *.yml or *.json files",
+                   "put the resources there");
+    }
+    for (const auto& file : files) {
+      if (auto documents = yaml::parse_file(file.string(), diag)) reader.read_documents(*documents);
+    }
+    return;
+  }
+  if (auto documents = yaml::parse_file(source, diag)) reader.read_documents(*documents);
+}
+
+std::string host_name() {
+  char buffer[256] = {};
+  if (gethostname(buffer, sizeof buffer - 1) != 0) return {};
+  return buffer;
+}
+
+TieBreak read_tie_break(const std::map<std::string, std::string>& options, Diagnostics& diag) {
+  TieBreak tie_break = TieBreak::v3_32;
+  for (const auto& [key, value] : options) {
+    if (key != "policy-tiebreak") {
+      std::string hint = did_you_mean(key, {"policy-tiebreak"});
+      if (hint.empty()) hint = "the calico frontend knows: policy-tiebreak=3.32|3.31";
+      diag.error({}, "unknown calico option '" + key + "'", hint);
+      continue;
+    }
+    if (value == "3.31") {
+      tie_break = TieBreak::v3_31;
+    } else if (value != "3.32") {
+      diag.error({}, "policy-tiebreak must be 3.32 or 3.31, not '" + value + "'",
+                 "3.32 orders equal-order policies by name/namespace/kind, 3.31 by bare name");
+    }
+  }
+  return tie_break;
+}
+
+}  // namespace
+
+std::map<std::string, std::vector<ir::IpAddr>> read_interface_addresses() {
+  std::map<std::string, std::vector<ir::IpAddr>> addresses;
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return addresses;
+  for (const ifaddrs* entry = list; entry; entry = entry->ifa_next) {
+    addresses[entry->ifa_name];  // interfaces without addresses exist too
+    if (!entry->ifa_addr) continue;
+    ir::IpAddr ip;
+    if (entry->ifa_addr->sa_family == AF_INET) {
+      const auto* in = reinterpret_cast<const sockaddr_in*>(entry->ifa_addr);
+      ip.family = ir::Family::ipv4;
+      std::memcpy(ip.bytes.data(), &in->sin_addr, 4);
+    } else if (entry->ifa_addr->sa_family == AF_INET6) {
+      const auto* in6 = reinterpret_cast<const sockaddr_in6*>(entry->ifa_addr);
+      ip.family = ir::Family::ipv6;
+      std::memcpy(ip.bytes.data(), &in6->sin6_addr, 16);
+    } else {
+      continue;
+    }
+    addresses[entry->ifa_name].push_back(ip);
+  }
+  freeifaddrs(list);
+  return addresses;
+}
+
+ir::Ruleset load(const LoadRequest& request, Diagnostics& diag) {
+  MappingOptions options;
+  options.node = request.node.empty() ? host_name() : request.node;
+  options.tie_break = read_tie_break(request.options, diag);
+  Model model;
+  Reader reader(model, diag);
+  for (const std::string& source : request.sources) read_source(source, reader, diag);
+  if (diag.has_errors()) {
+    ir::Ruleset empty;
+    empty.frontend = "calico";
+    empty.files = diag.files();
+    return empty;
+  }
+  options.interface_addresses =
+      request.interface_addresses ? *request.interface_addresses : read_interface_addresses();
+  return map_to_ir(model, options, diag);
+}
+
+}  // namespace fwe::calico

@@ -1,0 +1,713 @@
+// mapping.cpp - Felix's host-endpoint model (spec calico.md §4) expressed in the IR (docs/ir.md).
+//
+// Stage by stage (HEP = HostEndpoint bound to an interface of this node, HEP* = interfaceName "*"):
+//   untracked-in/out  named HEPs with doNotTrack policies; Allow = notrack + allow; tiers end in continue
+//   prednat           named HEPs, then HEP*, with preDNAT policies; Allow = allow; no default drop
+//   input/output      every named HEP, then HEP*; tiers end in drop; then profiles; default drop
+//   forward           section "ingress" by iif (honours allow), section "egress" by oif (replaces the
+//                     ingress verdict, as Felix's to-hep-forward chain clears the accept mark); default
+//                     accept when the HEP has no applyOnForward policy at all
+#include "mapping.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <regex>
+#include <set>
+#include <tuple>
+#include <utility>
+
+namespace fwe::calico {
+namespace {
+
+enum class PolicyClass { untracked, prednat, normal };
+
+std::string_view to_string(PolicyClass c) {
+  switch (c) {
+    case PolicyClass::untracked:
+      return "untracked";
+    case PolicyClass::prednat:
+      return "prednat";
+    case PolicyClass::normal:
+      return "normal";
+  }
+  return "";
+}
+std::string_view to_string(Direction d) {
+  return d == Direction::ingress ? "ingress" : "egress";
+}
+
+constexpr std::string_view kDefaultAllowProfile = "projectcalico-default-allow";
+constexpr double kDefaultTierOrder = 1000000;
+
+struct Settings {
+  std::vector<FailsafePort> failsafe_inbound, failsafe_outbound;
+  std::string failsafe_inbound_source = "Felix built-in failsafeInboundHostPorts";
+  std::string failsafe_outbound_source = "Felix built-in failsafeOutboundHostPorts";
+  bool conntrack_invalid_check = true;
+  bool deny_with_reject = false;
+  std::string log_prefix = "calico-packet";
+  std::vector<std::string> workload_prefixes = {"cali"};
+  std::vector<std::string> excluded_interfaces = {"kube-ipvs0"};
+};
+
+std::vector<FailsafePort> builtin_failsafe(bool inbound) {
+  // Felix's defaults (felix/config/config_params.go), spec §1.5.
+  const std::vector<std::pair<std::uint8_t, std::uint16_t>> in = {
+      {6, 22}, {17, 68}, {6, 179}, {6, 2379}, {6, 2380}, {6, 5473}, {6, 6443}, {6, 6666}, {6, 6667}};
+  const std::vector<std::pair<std::uint8_t, std::uint16_t>> out = {
+      {17, 53}, {17, 67}, {6, 179}, {6, 2379}, {6, 2380}, {6, 5473}, {6, 6443}, {6, 6666}, {6, 6667}};
+  std::vector<FailsafePort> ports;
+  for (const auto& [protocol, port] : inbound ? in : out) ports.push_back({protocol, port, std::nullopt, {}});
+  return ports;
+}
+
+// A HostEndpoint in charge of one interface of this node; iface empty = HEP* (every interface).
+struct Binding {
+  const HostEndpoint* hep = nullptr;
+  std::string iface;
+};
+
+// Policy-level namespaceSelector/serviceAccountSelector are label selectors on prefixed labels
+// (pcns./pcsa.); all() means "has the namespace/service-account label" (UP-GNP).
+bool scoped_match(const Selector& selector, const Labels& labels, std::string_view prefix,
+                  std::string_view all_label) {
+  if (selector.is_all()) return labels.contains(all_label);
+  Labels scoped;
+  for (const auto& [key, value] : labels) {
+    if (key.starts_with(prefix)) scoped[key.substr(prefix.size())] = value;
+  }
+  return selector.matches(scoped);
+}
+
+ir::Cidr host_cidr(const ir::IpAddr& ip) {
+  return {ip, static_cast<std::uint8_t>(ip.width())};
+}
+
+class Mapper {
+ public:
+  Mapper(const Model& model, const MappingOptions& options, Diagnostics& diag)
+      : model_(model), options_(options), diag_(diag) {}
+
+  ir::Ruleset run() {
+    settings_ = merge_settings();
+    for (const FailsafePort& port : settings_.failsafe_inbound) {
+      ruleset_.failsafe.inbound.push_back(failsafe_entry(port, settings_.failsafe_inbound_source));
+    }
+    for (const FailsafePort& port : settings_.failsafe_outbound) {
+      ruleset_.failsafe.outbound.push_back(failsafe_entry(port, settings_.failsafe_outbound_source));
+    }
+    collect_tiers();
+    check_policies();
+    sort_policies();
+    bind_host_endpoints();
+    build_untracked(ir::Stage::untracked_in, Direction::ingress);
+    build_untracked(ir::Stage::untracked_out, Direction::egress);
+    build_prednat();
+    build_normal(ir::Stage::input, Direction::ingress);
+    build_normal(ir::Stage::output, Direction::egress);
+    build_forward();
+    return std::move(ruleset_);
+  }
+
+ private:
+  // ---- configuration ------------------------------------------------------------------------------
+  Settings merge_settings() {
+    Settings settings;
+    settings.failsafe_inbound = builtin_failsafe(true);
+    settings.failsafe_outbound = builtin_failsafe(false);
+    const FelixConfig* global = nullptr;
+    const FelixConfig* node = nullptr;
+    for (const FelixConfig& config : model_.felix_configs) {
+      if (config.name == "default") global = &config;
+      if (config.name == "node." + options_.node) node = &config;
+    }
+    // node.<name> overrides default, field by field (D-FC precedence).
+    for (const FelixConfig* config : {global, node}) {
+      if (!config) continue;
+      const std::string source = "FelixConfiguration " + config->name;
+      if (config->failsafe_inbound) {
+        settings.failsafe_inbound = *config->failsafe_inbound;
+        settings.failsafe_inbound_source = source;
+      }
+      if (config->failsafe_outbound) {
+        settings.failsafe_outbound = *config->failsafe_outbound;
+        settings.failsafe_outbound_source = source;
+      }
+      if (config->disable_conntrack_invalid_check) {
+        settings.conntrack_invalid_check = !*config->disable_conntrack_invalid_check;
+      }
+      if (config->deny_with_reject) settings.deny_with_reject = *config->deny_with_reject;
+      if (config->log_prefix) settings.log_prefix = *config->log_prefix;
+      if (config->interface_prefix) settings.workload_prefixes = split_list(*config->interface_prefix);
+      if (config->interface_exclude) settings.excluded_interfaces = split_list(*config->interface_exclude);
+    }
+    return settings;
+  }
+
+  ir::FailsafeEntry failsafe_entry(const FailsafePort& port, const std::string& source) {
+    ir::FailsafeEntry entry;
+    entry.protocol = port.protocol;
+    entry.port = port.port;
+    entry.net = port.net;
+    entry.origin = {port.loc, source, -1};
+    return entry;
+  }
+
+  // ---- tiers and policy order ---------------------------------------------------------------------
+  void collect_tiers() {
+    tiers_.push_back({"default", {}, kDefaultTierOrder, false});  // exists without a resource
+    std::set<std::string> defined;
+    for (const Tier& tier : model_.tiers) {
+      if (!defined.insert(tier.name).second) {
+        diag_.error(tier.loc, "Tier '" + tier.name + "' is defined twice", "keep one definition");
+        continue;
+      }
+      Tier effective = tier;
+      if (tier.name == "default" && !effective.order) effective.order = kDefaultTierOrder;
+      if (tier.name == "default") {
+        tiers_.front() = effective;
+      } else {
+        tiers_.push_back(effective);
+      }
+    }
+    std::stable_sort(tiers_.begin(), tiers_.end(), [](const Tier& a, const Tier& b) {
+      const double oa = a.order.value_or(std::numeric_limits<double>::infinity());
+      const double ob = b.order.value_or(std::numeric_limits<double>::infinity());
+      return std::tie(oa, a.name) < std::tie(ob, b.name);
+    });
+  }
+
+  void check_policies() {
+    std::set<std::string> names;
+    for (const Policy& policy : model_.policies) {
+      if (!names.insert(policy.name).second) {
+        diag_.error(policy.loc, "GlobalNetworkPolicy '" + policy.name + "' is defined twice",
+                    "rename one of them or remove the duplicate");
+      }
+      if (std::none_of(tiers_.begin(), tiers_.end(), [&](const Tier& t) { return t.name == policy.tier; })) {
+        diag_.error(policy.loc,
+                    "GlobalNetworkPolicy '" + policy.name + "' is in tier '" + policy.tier +
+                        "', which is not defined",
+                    "add a Tier resource named '" + policy.tier + "' or remove spec.tier");
+      }
+    }
+  }
+
+  void sort_policies() {
+    for (const Policy& policy : model_.policies) sorted_.push_back(&policy);
+    // SORT PolKVLess: order ascending, no order = +inf; ties by "name/namespace/kind" (v3.32) or name.
+    auto key = [&](const Policy* p) {
+      return options_.tie_break == TieBreak::v3_32 ? p->name + "//GlobalNetworkPolicy" : p->name;
+    };
+    std::stable_sort(sorted_.begin(), sorted_.end(), [&](const Policy* a, const Policy* b) {
+      const double oa = a->order.value_or(std::numeric_limits<double>::infinity());
+      const double ob = b->order.value_or(std::numeric_limits<double>::infinity());
+      if (oa != ob) return oa < ob;
+      return key(a) < key(b);
+    });
+  }
+
+  // ---- which HostEndpoints are ours, on which interface (EPM resolveHostEndpoints) -----------------
+  void bind_host_endpoints() {
+    std::set<std::string> names;
+    for (const HostEndpoint& hep : model_.host_endpoints) {
+      if (!names.insert(hep.name).second) {
+        diag_.error(hep.loc, "HostEndpoint '" + hep.name + "' is defined twice",
+                    "rename one of them or remove the duplicate");
+      }
+    }
+    std::vector<const HostEndpoint*> ours;
+    for (const HostEndpoint& hep : model_.host_endpoints) {
+      if (hep.node == options_.node) ours.push_back(&hep);
+    }
+    std::sort(ours.begin(), ours.end(), [](auto* a, auto* b) { return a->name < b->name; });
+    if (ours.empty() && !model_.host_endpoints.empty()) {
+      std::set<std::string> nodes;
+      for (const HostEndpoint& hep : model_.host_endpoints) nodes.insert(hep.node);
+      std::string list;
+      for (const std::string& n : nodes) list += (list.empty() ? "" : ", ") + n;
+      diag_.warning(model_.host_endpoints.front().loc,
+                    "no HostEndpoint has spec.node '" + options_.node + "': nothing on this host is policed",
+                    "pass --node with this host's node name (HostEndpoints name: " + list + ")");
+    }
+    std::map<std::string, const HostEndpoint*> by_interface;
+    for (const HostEndpoint* hep : ours) {
+      if (hep->interface_name == "*") {
+        if (!wildcard_) wildcard_ = hep;
+        continue;
+      }
+      if (!hep->interface_name.empty()) {
+        by_interface.try_emplace(hep->interface_name, hep);  // smallest name first: ours is sorted
+        continue;
+      }
+      bool bound = false;
+      for (const auto& [iface, addresses] : options_.interface_addresses) {
+        if (!host_interface(iface)) continue;
+        const bool has_ip =
+            std::any_of(hep->expected_ips.begin(), hep->expected_ips.end(), [&](const ir::IpAddr& ip) {
+              return std::find(addresses.begin(), addresses.end(), ip) != addresses.end();
+            });
+        if (!has_ip) continue;
+        bound = true;
+        auto [it, inserted] = by_interface.try_emplace(iface, hep);
+        if (!inserted && hep->name < it->second->name) it->second = hep;
+      }
+      if (!bound) {
+        diag_.note(hep->loc,
+                   "HostEndpoint '" + hep->name +
+                       "' is not bound: none of its expectedIPs is on an interface of this host",
+                   "set spec.interfaceName, or check the addresses with 'ip addr'");
+      }
+    }
+    for (const auto& [iface, hep] : by_interface) named_.push_back({hep, iface});
+  }
+
+  // Interfaces Felix considers for HostEndpoints: not a workload interface, not excluded (EPM).
+  bool host_interface(const std::string& iface) const {
+    for (const std::string& prefix : settings_.workload_prefixes) {
+      if (iface.starts_with(prefix)) return false;
+    }
+    for (const std::string& entry : settings_.excluded_interfaces) {
+      if (entry.size() >= 2 && entry.front() == '/' && entry.back() == '/') {
+        if (std::regex_search(iface, std::regex(entry.substr(1, entry.size() - 2)))) return false;
+      } else if (iface == entry) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // ---- which policies apply where -----------------------------------------------------------------
+  bool selects(const Policy& policy, const HostEndpoint& hep) const {
+    if (!policy.selector.selector.matches(hep.labels)) return false;
+    if (policy.namespace_selector && !scoped_match(policy.namespace_selector->selector, hep.labels, "pcns.",
+                                                   "projectcalico.org/namespace")) {
+      return false;
+    }
+    if (policy.service_account_selector &&
+        !scoped_match(policy.service_account_selector->selector, hep.labels, "pcsa.",
+                      "projectcalico.org/serviceaccount")) {
+      return false;
+    }
+    return true;
+  }
+
+  static bool in_class(const Policy& policy, PolicyClass cls, bool forward) {
+    switch (cls) {
+      case PolicyClass::untracked:
+        return policy.do_not_track;
+      case PolicyClass::prednat:
+        return !policy.do_not_track && policy.pre_dnat;
+      case PolicyClass::normal:
+        return !policy.do_not_track && !policy.pre_dnat && (!forward || policy.apply_on_forward);
+    }
+    return false;
+  }
+
+  static bool governs(const Policy& policy, Direction direction) {
+    return direction == Direction::ingress ? policy.applies_ingress : policy.applies_egress;
+  }
+
+  bool has_policies(const HostEndpoint& hep, PolicyClass cls, bool forward) const {
+    return std::any_of(sorted_.begin(), sorted_.end(), [&](const Policy* p) {
+      return in_class(*p, cls, forward) && (p->applies_ingress || p->applies_egress) && selects(*p, hep);
+    });
+  }
+
+  // ---- stages -------------------------------------------------------------------------------------
+  void build_untracked(ir::Stage stage, Direction direction) {
+    if (wildcard_ && has_policies(*wildcard_, PolicyClass::untracked, false) &&
+        direction == Direction::ingress) {
+      diag_.warning(wildcard_->loc,
+                    "doNotTrack policies are ignored on HostEndpoint '" + wildcard_->name +
+                        "' (interfaceName \"*\"), as Felix ignores them",
+                    "give the HostEndpoint an interfaceName to use doNotTrack policy");
+    }
+    ir::Section section{"host-endpoints", false, {}};
+    for (const Binding& binding : named_) {
+      if (!has_policies(*binding.hep, PolicyClass::untracked, false)) continue;
+      section.endpoints.push_back(make_endpoint(binding, direction, PolicyClass::untracked, false));
+    }
+    add_section(stage, std::move(section));
+  }
+
+  void build_prednat() {
+    ir::Section section{"host-endpoints", true, {}};
+    for (const Binding& binding : named_) {
+      if (!has_policies(*binding.hep, PolicyClass::prednat, false)) continue;
+      section.endpoints.push_back(make_endpoint(binding, Direction::ingress, PolicyClass::prednat, false));
+    }
+    if (wildcard_ && has_policies(*wildcard_, PolicyClass::prednat, false)) {
+      section.endpoints.push_back(
+          make_endpoint({wildcard_, ""}, Direction::ingress, PolicyClass::prednat, false));
+    }
+    add_section(ir::Stage::prednat, std::move(section));
+  }
+
+  void build_normal(ir::Stage stage, Direction direction) {
+    ir::Section section{"host-endpoints", true, {}};
+    for (const Binding& binding : named_) {
+      section.endpoints.push_back(make_endpoint(binding, direction, PolicyClass::normal, false));
+    }
+    if (wildcard_) {
+      // Felix's filter OUTPUT returns traffic to local workloads before host-endpoint dispatch, so HEP*
+      // never polices it (ST, D-HEP).
+      if (direction == Direction::egress) {
+        for (const std::string& prefix : settings_.workload_prefixes) {
+          ir::Endpoint workloads;
+          workloads.name = "workload-interfaces/" + prefix;
+          workloads.match.oif = ir::IfacePattern{prefix, true};
+          workloads.origin = {wildcard_->loc, "FelixConfiguration interfacePrefix", -1};
+          section.endpoints.push_back(std::move(workloads));
+        }
+      }
+      section.endpoints.push_back(make_endpoint({wildcard_, ""}, direction, PolicyClass::normal, false));
+    }
+    add_section(stage, std::move(section));
+  }
+
+  void build_forward() {
+    ir::Section ingress{"ingress", true, {}};
+    ir::Section egress{"egress", false, {}};
+    for (const Binding& binding : all_bindings()) {
+      ingress.endpoints.push_back(make_endpoint(binding, Direction::ingress, PolicyClass::normal, true));
+      egress.endpoints.push_back(make_endpoint(binding, Direction::egress, PolicyClass::normal, true));
+    }
+    add_section(ir::Stage::forward, std::move(ingress));
+    add_section(ir::Stage::forward, std::move(egress));
+  }
+
+  std::vector<Binding> all_bindings() const {
+    std::vector<Binding> bindings = named_;
+    if (wildcard_) bindings.push_back({wildcard_, ""});
+    return bindings;
+  }
+
+  void add_section(ir::Stage stage, ir::Section section) {
+    if (section.endpoints.empty()) return;
+    ruleset_.stage(stage).sections.push_back(std::move(section));
+  }
+
+  ir::Verdict deny_verdict() const {
+    return settings_.deny_with_reject ? ir::Verdict::reject : ir::Verdict::drop;
+  }
+
+  ir::Endpoint make_endpoint(const Binding& binding, Direction direction, PolicyClass cls, bool forward) {
+    const HostEndpoint& hep = *binding.hep;
+    ir::Endpoint endpoint;
+    endpoint.name = hep.name;
+    if (!binding.iface.empty() && binding.iface != hep.interface_name) endpoint.name += "@" + binding.iface;
+    endpoint.origin = {hep.loc, "HostEndpoint " + hep.name, -1};
+    if (!binding.iface.empty()) {
+      (direction == Direction::ingress ? endpoint.match.iif : endpoint.match.oif) =
+          ir::IfacePattern{binding.iface, false};
+    }
+    if (cls != PolicyClass::untracked) {
+      endpoint.conntrack = settings_.conntrack_invalid_check ? ir::Conntrack::accept_established_drop_invalid
+                                                             : ir::Conntrack::accept_established;
+    }
+    endpoint.failsafe = !forward;
+    const bool filter = cls == PolicyClass::normal;
+    for (const Tier& tier : tiers_) {
+      ir::Group group;
+      group.name = "tier/" + tier.name;
+      group.origin = {tier.loc, "Tier " + tier.name, -1};
+      group.on_end = filter && !tier.default_pass ? deny_verdict() : ir::Verdict::continue_;
+      for (const Policy* policy : sorted_) {
+        if (policy->tier != tier.name || !in_class(*policy, cls, forward) || !governs(*policy, direction) ||
+            !selects(*policy, hep)) {
+          continue;
+        }
+        group.chains.push_back(policy_chain(*policy, direction, cls));
+      }
+      if (!group.chains.empty()) endpoint.groups.push_back(std::move(group));
+    }
+    if (cls == PolicyClass::normal && !forward) {
+      ir::Group profiles;
+      profiles.name = "profiles";
+      profiles.origin = endpoint.origin;
+      for (const std::string& profile : hep.profiles)
+        profiles.chains.push_back(profile_chain(profile, hep, direction));
+      if (!profiles.chains.empty()) endpoint.groups.push_back(std::move(profiles));
+      endpoint.default_verdict = deny_verdict();
+    } else if (forward) {
+      endpoint.default_verdict =
+          has_policies(hep, PolicyClass::normal, true) ? ir::Verdict::continue_ : ir::Verdict::accept;
+    }
+    return endpoint;
+  }
+
+  // ---- chains -------------------------------------------------------------------------------------
+  std::string profile_chain(const std::string& profile, const HostEndpoint& hep, Direction direction) {
+    const std::string name = "profile/" + profile + "/" + std::string(to_string(direction));
+    if (ruleset_.chains.contains(name)) return name;
+    ir::Chain chain;
+    chain.name = name;
+    chain.origin = {hep.loc, "Profile " + profile, -1};
+    ir::Rule rule;
+    rule.origin = chain.origin;
+    if (profile == kDefaultAllowProfile) {
+      rule.action.kind = ir::ActionKind::accept;
+    } else {
+      // ARC DummyDropRules: a profile Felix does not know drops in both directions.
+      if (direction == Direction::ingress) {
+        diag_.warning(hep.loc,
+                      "profile '" + profile + "' of HostEndpoint '" + hep.name +
+                          "' is not defined: Felix treats it as Deny",
+                      "use projectcalico-default-allow, or remove the profile");
+      }
+      rule.action.kind = settings_.deny_with_reject ? ir::ActionKind::reject : ir::ActionKind::drop;
+    }
+    chain.rules.push_back(std::move(rule));
+    ruleset_.chains.emplace(name, std::move(chain));
+    return name;
+  }
+
+  std::string policy_chain(const Policy& policy, Direction direction, PolicyClass cls) {
+    const std::string name =
+        "gnp/" + policy.name + "/" + std::string(to_string(direction)) + "/" + std::string(to_string(cls));
+    if (ruleset_.chains.contains(name)) return name;
+    ir::Chain chain;
+    chain.name = name;
+    chain.origin = {policy.loc, "GlobalNetworkPolicy " + policy.name, -1};
+    const auto& rules = direction == Direction::ingress ? policy.ingress : policy.egress;
+    for (std::size_t i = 0; i < rules.size(); ++i) {
+      append_rule(chain, policy, direction, cls, static_cast<std::int32_t>(i), rules[i]);
+    }
+    ruleset_.chains.emplace(name, std::move(chain));
+    return name;
+  }
+
+  std::vector<ir::ActionKind> actions_for(RuleAction action, PolicyClass cls) const {
+    switch (action) {
+      case RuleAction::allow:
+        if (cls == PolicyClass::untracked) return {ir::ActionKind::notrack, ir::ActionKind::allow};
+        return {cls == PolicyClass::prednat ? ir::ActionKind::allow : ir::ActionKind::accept};
+      case RuleAction::deny:
+        return {cls == PolicyClass::normal && settings_.deny_with_reject ? ir::ActionKind::reject
+                                                                         : ir::ActionKind::drop};
+      case RuleAction::pass:
+        return {ir::ActionKind::pass};
+      case RuleAction::log:
+        return {ir::ActionKind::log};
+    }
+    return {};
+  }
+
+  // The IP set a selector (with its namespaceSelector scope) stands for: expectedIPs of every matching
+  // HostEndpoint on any node, and the nets of every matching GlobalNetworkSet (NPI).
+  std::string selector_set(const SelectorField& selector,
+                           const std::optional<SelectorField>& namespace_selector, bool service_accounts,
+                           const ir::Origin& origin) {
+    std::string name = "sel:" + selector.selector.canonical();
+    if (namespace_selector) name += " ns:" + namespace_selector->selector.canonical();
+    if (service_accounts) name += " sa";
+    if (ruleset_.sets.contains(name)) return name;
+    auto selected = [&](const Labels& labels) {
+      if (service_accounts) return false;  // service-account labels never exist on hosts or network sets
+      if (!selector.selector.matches(labels)) return false;
+      if (!namespace_selector) return true;
+      if (namespace_selector->selector.root().op == Selector::Op::global) {
+        return !labels.contains("projectcalico.org/namespace");
+      }
+      return scoped_match(namespace_selector->selector, labels, "pcns.", "projectcalico.org/namespace");
+    };
+    ir::AddrSet set;
+    set.name = name;
+    set.origin = origin;
+    for (const HostEndpoint& hep : model_.host_endpoints) {
+      if (!selected(hep.labels)) continue;
+      for (const ir::IpAddr& ip : hep.expected_ips) set.cidrs.push_back(host_cidr(ip));
+    }
+    for (const NetworkSet& gns : model_.network_sets) {
+      if (selected(gns.labels)) set.cidrs.insert(set.cidrs.end(), gns.nets.begin(), gns.nets.end());
+    }
+    ruleset_.sets.emplace(name, std::move(set));
+    return name;
+  }
+
+  std::string net_set(const std::string& name, const std::vector<ir::Cidr>& nets, const ir::Origin& origin) {
+    ir::AddrSet set;
+    set.name = name;
+    set.cidrs = nets;
+    set.origin = origin;
+    ruleset_.sets.emplace(name, std::move(set));
+    return name;
+  }
+
+  // One way a side's ports can match: numbers (with the rule's protocol) or one named-port target.
+  struct PortAlternative {
+    std::optional<ir::PortMatch> numeric;
+    std::optional<std::string> named_set;
+    std::uint8_t protocol = 0;
+    std::uint16_t port = 0;
+  };
+
+  // Named ports in notPorts and icmp with notICMP are refused by the reader.
+  std::vector<PortAlternative> port_alternatives(const RuleSpec& rule, const EntitySpec& entity,
+                                                 const std::string& prefix, const ir::Origin& origin) {
+    std::vector<PortAlternative> alternatives;
+    if (entity.ports.empty()) {
+      alternatives.emplace_back();
+      return alternatives;
+    }
+    ir::PortMatch numeric;
+    std::set<std::string> names;
+    for (const PortSpec& port : entity.ports) {
+      if (port.name) {
+        names.insert(*port.name);
+      } else {
+        numeric.ports.push_back(port.range);
+      }
+    }
+    if (!numeric.ports.empty()) alternatives.push_back({numeric, std::nullopt, 0, 0});
+    // SCAN/NPI: (IP, protocol, port) of every endpoint with that port name, filtered by the rule's
+    // protocol and by the positive selector of the same side; HEPs contribute their expectedIPs.
+    for (const std::string& port_name : names) {
+      std::map<std::pair<std::uint8_t, std::uint16_t>, std::vector<ir::Cidr>> targets;
+      for (const HostEndpoint& hep : model_.host_endpoints) {
+        if (entity.selector && !entity.selector->selector.matches(hep.labels)) continue;
+        for (const NamedPort& named : hep.ports) {
+          if (named.name != port_name || (rule.protocol && *rule.protocol != named.protocol)) continue;
+          auto& ips = targets[{named.protocol, named.port}];
+          for (const ir::IpAddr& ip : hep.expected_ips) ips.push_back(host_cidr(ip));
+        }
+      }
+      for (const auto& [target, ips] : targets) {
+        if (ips.empty()) continue;
+        const std::string set_name = prefix + "-port-" + port_name + "-" + ir::protocol_name(target.first) +
+                                     "-" + std::to_string(target.second);
+        net_set(set_name, ips, origin);
+        alternatives.push_back({std::nullopt, set_name, target.first, target.second});
+      }
+    }
+    return alternatives;
+  }
+
+  void append_rule(ir::Chain& chain, const Policy& policy, Direction direction, PolicyClass cls,
+                   std::int32_t index, const RuleSpec& rule) {
+    const ir::Origin origin{rule.loc, "GlobalNetworkPolicy " + policy.name, index};
+    const std::string prefix =
+        "gnp/" + policy.name + "/" + std::string(to_string(direction)) + "/" + std::to_string(index);
+    if (rule.protocol && rule.not_protocol && *rule.protocol == *rule.not_protocol) return;  // never matches
+    ir::Match base;
+    if (rule.ip_version) base.family = *rule.ip_version == 4 ? ir::Family::ipv4 : ir::Family::ipv6;
+    if (rule.protocol) {
+      base.protocols = std::vector<std::uint8_t>{*rule.protocol};
+    } else if (rule.not_protocol) {
+      base.protocols = std::vector<std::uint8_t>{*rule.not_protocol};
+      base.protocol_negate = true;
+    }
+    // §2.1: positive nets of one family restrict the rule to that family.
+    for (const auto* nets : {&rule.source.nets, &rule.destination.nets}) {
+      if (!nets->empty()) base.family = nets->front().addr.family;
+    }
+    auto add_side = [&](const EntitySpec& entity, std::vector<ir::AddrMatch>& out, const char* side) {
+      if (!entity.nets.empty())
+        out.push_back({false, net_set(prefix + "/" + side + "-nets", entity.nets, origin)});
+      if (!entity.not_nets.empty()) {
+        out.push_back({true, net_set(prefix + "/" + side + "-not-nets", entity.not_nets, origin)});
+      }
+      if (entity.selector || entity.namespace_selector || entity.has_service_accounts) {
+        const SelectorField all_selector{};
+        out.push_back({false, selector_set(entity.selector ? *entity.selector : all_selector,
+                                           entity.namespace_selector, entity.has_service_accounts, origin)});
+      }
+      if (entity.not_selector) {
+        out.push_back({true, selector_set(*entity.not_selector, std::nullopt, false, origin)});
+      }
+    };
+    add_side(rule.source, base.src_addr, "src");
+    add_side(rule.destination, base.dst_addr, "dst");
+    auto not_ports = [](const EntitySpec& entity) {
+      ir::PortMatch match{true, {}};
+      for (const PortSpec& port : entity.not_ports) match.ports.push_back(port.range);
+      return match;
+    };
+    if (!rule.source.not_ports.empty()) base.src_port.push_back(not_ports(rule.source));
+    if (!rule.destination.not_ports.empty()) base.dst_port.push_back(not_ports(rule.destination));
+
+    std::vector<ir::Match> matches;
+    const std::optional<IcmpSpec>& icmp = rule.icmp ? rule.icmp : rule.not_icmp;
+    if (icmp) {
+      // ICMP for IPv4 packets, ICMPv6 for IPv6 (Felix renders the rule per family).
+      std::vector<ir::Family> families;
+      if (rule.protocol == 1 || base.family == ir::Family::ipv4) {
+        families = {ir::Family::ipv4};
+      } else if (rule.protocol == 58 || base.family == ir::Family::ipv6) {
+        families = {ir::Family::ipv6};
+      } else {
+        families = {ir::Family::ipv4, ir::Family::ipv6};
+      }
+      for (ir::Family family : families) {
+        ir::Match match = base;
+        if (families.size() > 1) match.family = family;
+        match.icmp =
+            ir::IcmpMatch{rule.not_icmp.has_value(), family == ir::Family::ipv6, icmp->type, icmp->code};
+        matches.push_back(std::move(match));
+      }
+    } else {
+      matches.push_back(base);
+    }
+
+    const auto src_alternatives = port_alternatives(rule, rule.source, prefix + "/src", origin);
+    const auto dst_alternatives = port_alternatives(rule, rule.destination, prefix + "/dst", origin);
+    const auto actions = actions_for(rule.action, cls);
+    for (const ir::Match& match : matches) {
+      for (const PortAlternative& src : src_alternatives) {
+        for (const PortAlternative& dst : dst_alternatives) {
+          ir::Match combined = match;
+          std::optional<std::uint8_t> named_protocol;
+          bool possible = true;
+          auto apply = [&](const PortAlternative& alt, std::vector<ir::AddrMatch>& addrs,
+                           std::vector<ir::PortMatch>& ports) {
+            if (alt.numeric) ports.push_back(*alt.numeric);
+            if (!alt.named_set) return;
+            if (named_protocol && *named_protocol != alt.protocol) possible = false;
+            if (rule.not_protocol && *rule.not_protocol == alt.protocol) possible = false;
+            named_protocol = alt.protocol;
+            addrs.push_back({false, *alt.named_set});
+            ports.push_back({false, {{alt.port, alt.port}}});
+          };
+          apply(src, combined.src_addr, combined.src_port);
+          apply(dst, combined.dst_addr, combined.dst_port);
+          if (!possible) continue;
+          if (named_protocol) {
+            combined.protocols = std::vector<std::uint8_t>{*named_protocol};
+            combined.protocol_negate = false;
+          }
+          for (ir::ActionKind kind : actions) {
+            ir::Rule out;
+            out.match = combined;
+            out.action.kind = kind;
+            if (kind == ir::ActionKind::log) out.action.log_prefix = settings_.log_prefix;
+            out.origin = origin;
+            chain.rules.push_back(std::move(out));
+          }
+        }
+      }
+    }
+  }
+
+  const Model& model_;
+  const MappingOptions& options_;
+  Diagnostics& diag_;
+  Settings settings_;
+  ir::Ruleset ruleset_;
+  std::vector<Tier> tiers_;
+  std::vector<const Policy*> sorted_;
+  std::vector<Binding> named_;
+  const HostEndpoint* wildcard_ = nullptr;
+};
+
+}  // namespace
+
+ir::Ruleset map_to_ir(const Model& model, const MappingOptions& options, Diagnostics& diag) {
+  ir::Ruleset ruleset = Mapper(model, options, diag).run();
+  ruleset.frontend = "calico";
+  ruleset.files = diag.files();
+  return ruleset;
+}
+
+}  // namespace fwe::calico

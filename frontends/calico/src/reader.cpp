@@ -1,0 +1,1322 @@
+// reader.cpp - envelopes, v1 normalisation, field checks and the validation of spec calico.md §1.7.
+#include "reader.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <set>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+#include <regex>
+
+namespace fwe::calico {
+
+namespace {
+
+constexpr std::string_view kApiV3 = "projectcalico.org/v3";
+constexpr std::string_view kApiV1 = "crd.projectcalico.org/v1";
+
+// Field names of each object, packed (clang-format would put one per line).
+// clang-format off
+const std::vector<std::string_view> kResourceFields = {"apiVersion", "kind", "metadata", "spec", "status"};
+const std::vector<std::string_view> kMetadataFields = {"name", "namespace", "labels", "annotations",
+    "resourceVersion", "uid", "creationTimestamp", "managedFields", "generation", "selfLink",
+    "ownerReferences", "finalizers", "deletionTimestamp", "deletionGracePeriodSeconds", "generateName"};
+const std::vector<std::string_view> kHostEndpointFields = {"node", "interfaceName", "expectedIPs", "profiles",
+    "ports"};
+const std::vector<std::string_view> kEndpointPortFields = {"name", "protocol", "port"};
+const std::vector<std::string_view> kPolicyFields = {"tier", "order", "ingress", "egress", "selector",
+    "types", "doNotTrack", "preDNAT", "applyOnForward", "serviceAccountSelector", "namespaceSelector",
+    "performanceHints"};
+const std::vector<std::string_view> kRuleFields = {"action", "ipVersion", "protocol", "icmp", "notProtocol",
+    "notICMP", "source", "destination", "http", "metadata"};
+const std::vector<std::string_view> kEntityFields = {"nets", "selector", "namespaceSelector", "services",
+    "ports", "notNets", "notSelector", "notPorts", "serviceAccounts"};
+const std::vector<std::string_view> kIcmpFields = {"type", "code"};
+const std::vector<std::string_view> kHttpFields = {"methods", "paths"};
+const std::vector<std::string_view> kRuleMetadataFields = {"annotations"};
+const std::vector<std::string_view> kServiceAccountFields = {"names", "selector"};
+const std::vector<std::string_view> kServiceFields = {"name", "namespace"};
+const std::vector<std::string_view> kNetworkSetFields = {"nets"};
+const std::vector<std::string_view> kTierFields = {"order", "defaultAction"};
+const std::vector<std::string_view> kProtoPortFields = {"protocol", "port", "net"};
+// FelixConfigurationSpec's JSON names (calico api/pkg/apis/projectcalico/v3/felixconfig.go); only a few
+// matter to host endpoints, the rest are accepted and have no effect here.
+const std::vector<std::string_view> kFelixFields = {"nodeSelector", "useInternalDataplaneDriver",
+    "dataplaneDriver", "dataplaneWatchdogTimeout", "ipv6Support", "routeRefreshInterval",
+    "interfaceRefreshInterval", "iptablesRefreshInterval", "iptablesPostWriteCheckInterval",
+    "iptablesLockFilePath", "iptablesLockTimeout", "iptablesLockProbeInterval", "featureDetectOverride",
+    "featureGates", "ipsetsRefreshInterval", "maxIpsetSize", "iptablesBackend", "xdpRefreshInterval",
+    "netlinkTimeout", "metadataAddr", "metadataPort", "openstackRegion", "interfacePrefix",
+    "interfaceExclude", "chainInsertMode", "defaultEndpointToHostAction", "iptablesFilterAllowAction",
+    "iptablesMangleAllowAction", "iptablesFilterDenyAction", "logPrefix", "logActionRateLimit",
+    "logActionRateLimitBurst", "logFilePath", "logSeverityFile", "logSeverityScreen", "logSeveritySys",
+    "logDebugFilenameRegex", "ipipEnabled", "ipipMTU", "vxlanEnabled", "vxlanMTU", "vxlanMTUV6", "vxlanPort",
+    "vxlanVNI", "allowVXLANPacketsFromWorkloads", "allowIPIPPacketsFromWorkloads", "reportingInterval",
+    "reportingTTL", "endpointReportingEnabled", "endpointReportingDelay", "endpointStatusPathPrefix",
+    "iptablesMarkMask", "disableConntrackInvalidCheck", "healthEnabled", "healthHost", "healthPort",
+    "healthTimeoutOverrides", "prometheusMetricsEnabled", "prometheusMetricsHost", "prometheusMetricsPort",
+    "prometheusGoMetricsEnabled", "prometheusProcessMetricsEnabled", "prometheusWireGuardMetricsEnabled",
+    "prometheusMetricsCAFile", "prometheusMetricsCertFile", "prometheusMetricsKeyFile",
+    "prometheusMetricsClientAuth", "failsafeInboundHostPorts", "failsafeOutboundHostPorts",
+    "kubeNodePortRanges", "policySyncPathPrefix", "usageReportingEnabled", "usageReportingInitialDelay",
+    "usageReportingInterval", "natPortRange", "natOutgoingAddress", "natOutgoingExclusions",
+    "deviceRouteSourceAddress", "deviceRouteSourceAddressIPv6", "deviceRouteProtocol", "removeExternalRoutes",
+    "programClusterRoutes", "ipForwarding", "externalNodesList", "debugMemoryProfilePath",
+    "debugDisableLogDropping", "debugSimulateCalcGraphHangAfter", "debugSimulateDataplaneHangAfter",
+    "debugSimulateDataplaneApplyDelay", "debugHost", "debugPort", "iptablesNATOutgoingInterfaceFilter",
+    "sidecarAccelerationEnabled", "xdpEnabled", "genericXDPEnabled", "nftablesMode",
+    "nftablesFlowTableOffload", "nftablesFlowTableDataIfacePattern", "nftablesRefreshInterval",
+    "nftablesFilterAllowAction", "nftablesMangleAllowAction", "nftablesFilterDenyAction", "nftablesMarkMask",
+    "bpfEnabled", "bpfOverlayHostSourceIP", "bpfDisableUnprivileged", "bpfJITHardening", "bpfLogLevel",
+    "bpfConntrackLogLevel", "bpfConntrackMode", "bpfConntrackTimeouts", "bpfIPFragTimeout", "bpfLogFilters",
+    "bpfCTLBLogFilter", "bpfDataIfacePattern", "bpfL3IfacePattern", "bpfConnectTimeLoadBalancingEnabled",
+    "bpfConnectTimeLoadBalancing", "bpfHostNetworkedNATWithoutCTLB", "bpfExternalServiceMode",
+    "bpfDSROptoutCIDRs", "bpfExtToServiceConnmark", "bpfKubeProxyIptablesCleanupEnabled",
+    "bpfKubeProxyMinSyncPeriod", "bpfKubeProxyHealthzPort", "bpfPSNATPorts", "bpfMapSizeNATFrontend",
+    "bpfMapSizeNATBackend", "bpfMapSizeNATAffinity", "bpfMapSizeRoute", "bpfMapSizeConntrack",
+    "bpfMapSizePerCpuConntrack", "bpfMapSizeConntrackScaling", "bpfMapSizeConntrackCleanupQueue",
+    "bpfMapSizeIPSets", "bpfMapSizeIfState", "bpfHostConntrackBypass", "bpfIPFragmentReassemblyEnabled",
+    "bpfEnforceRPF", "bpfPolicyDebugEnabled", "bpfForceTrackPacketsFromIfaces", "bpfDisableGROForIfaces",
+    "bpfExcludeCIDRsFromNAT", "bpfExportBufferSizeMB", "istioAmbientMode", "istioDSCPMark", "cgroupV2Path",
+    "flowLogsPolicyEvaluationMode", "bpfRedirectToPeer", "bpfAttachType", "flowLogsFlushInterval",
+    "flowLogsCollectorDebugTrace", "flowLogsGoldmaneServer", "flowLogsLocalReporter", "bpfProfiling",
+    "routeSource", "routeTableRanges", "routeTableRange", "routeSyncDisabled", "ipv4NormalRoutePriority",
+    "ipv4ElevatedRoutePriority", "ipv6NormalRoutePriority", "ipv6ElevatedRoutePriority",
+    "liveMigrationRouteConvergenceTime", "wireguardEnabled", "wireguardEnabledV6",
+    "wireguardThreadingEnabled", "wireguardListeningPort", "wireguardListeningPortV6",
+    "wireguardRoutingRulePriority", "wireguardInterfaceName", "wireguardInterfaceNameV6", "wireguardMTU",
+    "wireguardMTUV6", "wireguardHostEncryptionEnabled", "wireguardKeepAlive", "awsSrcDstCheck",
+    "serviceLoopPrevention", "workloadSourceSpoofing", "mtuIfacePattern", "floatingIPs",
+    "localSubnetL2Reachability", "localSubnetL2ReachabilityRefreshInterval", "windowsManageFirewallRules",
+    "goGCThreshold", "goMemoryLimitMB", "goMaxProcs", "requireMTUFile", "bpfMaglevMaxEndpointsPerService",
+    "bpfMaglevMaxServices"};
+const std::vector<std::string_view> kSupportedKinds = {"HostEndpoint", "GlobalNetworkPolicy",
+    "GlobalNetworkSet", "FelixConfiguration", "Tier"};
+// Namespaced kinds apply to workloads only; a cluster dump contains them.
+const std::vector<std::string_view> kNamespacedKinds = {"NetworkPolicy", "NetworkSet", "StagedNetworkPolicy",
+    "StagedKubernetesNetworkPolicy", "WorkloadEndpoint"};
+// Cluster-wide kinds with no effect on host-endpoint filtering.
+const std::vector<std::string_view> kIgnoredKinds = {"BGPConfiguration", "BGPPeer", "BGPFilter",
+    "ClusterInformation", "IPPool", "IPReservation", "IPAMConfiguration", "IPAMConfig", "IPAMBlock",
+    "IPAMHandle", "BlockAffinity", "KubeControllersConfiguration", "Node", "Profile", "CalicoNodeStatus",
+    "StagedGlobalNetworkPolicy"};
+// clang-format on
+
+bool one_of(std::string_view word, const std::vector<std::string_view>& list) {
+  return std::find(list.begin(), list.end(), word) != list.end();
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+bool is_dns_label(std::string_view s) {
+  if (s.empty() || s.size() > 63) return false;
+  auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  if (!alnum(s.front()) || !alnum(s.back())) return false;
+  return std::all_of(s.begin(), s.end(), [&](char c) { return alnum(c) || c == '-'; });
+}
+
+bool is_dns_subdomain(std::string_view s) {
+  if (s.empty() || s.size() > 253) return false;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t dot = s.find('.', start);
+    if (!is_dns_label(s.substr(start, dot == std::string_view::npos ? dot : dot - start))) return false;
+    if (dot == std::string_view::npos) return true;
+    start = dot + 1;
+  }
+}
+
+// GlobalNetworkPolicy names: an optional "<tier>." prefix and one DNS label (VAL
+// globalNetworkPolicyNameRegex).
+bool is_policy_name(std::string_view s) {
+  if (s.empty() || s.size() > 253) return false;
+  const std::size_t dot = s.find('.');
+  if (dot == std::string_view::npos) return is_dns_label(s);
+  return is_dns_label(s.substr(0, dot)) && is_dns_label(s.substr(dot + 1));
+}
+
+// Kubernetes label key: [prefix/]name; prefix a DNS subdomain, name <=63 alphanumerics with -_. inside.
+bool is_label_name(std::string_view s) {
+  if (s.empty() || s.size() > 63) return false;
+  auto alnum = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; };
+  if (!alnum(s.front()) || !alnum(s.back())) return false;
+  return std::all_of(s.begin(), s.end(),
+                     [&](char c) { return alnum(c) || c == '-' || c == '_' || c == '.'; });
+}
+bool is_label_key(std::string_view s) {
+  const std::size_t slash = s.find('/');
+  if (slash == std::string_view::npos) return is_label_name(s);
+  return is_dns_subdomain(s.substr(0, slash)) && is_label_name(s.substr(slash + 1));
+}
+bool is_label_value(std::string_view s) {
+  return s.empty() || is_label_name(s);
+}
+
+// Kubernetes IsValidPortName: <=15 chars of [a-z0-9-], at least one letter, no leading/trailing/double '-'.
+bool is_port_name(std::string_view s) {
+  if (s.empty() || s.size() > 15) return false;
+  if (s.front() == '-' || s.back() == '-' || s.find("--") != std::string_view::npos) return false;
+  bool letter = false;
+  for (char c : s) {
+    if (c >= 'a' && c <= 'z') {
+      letter = true;
+    } else if (!((c >= '0' && c <= '9') || c == '-')) {
+      return false;
+    }
+  }
+  return letter;
+}
+
+bool is_interface_name(std::string_view s) {
+  if (s.empty() || s.size() > 15) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '.' || c == '-';
+  });
+}
+
+bool all_digits(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+std::optional<long> to_number(std::string_view s) {
+  if (!all_digits(s) || s.size() > 9) return std::nullopt;
+  return std::stol(std::string(s));
+}
+
+bool supports_ports(std::uint8_t protocol) {
+  return protocol == 6 || protocol == 17 || protocol == 132;
+}
+
+bool is_catch_all(const ir::Cidr& cidr) {
+  return cidr.prefix == 0;
+}
+
+SourceLoc offset_loc(const yaml::Node& node, std::size_t offset) {
+  SourceLoc loc = node.loc();
+  loc.col += static_cast<std::uint32_t>(offset) + (node.quoted() ? 1 : 0);
+  return loc;
+}
+
+// did_you_mean, plus the common case of a right word in the wrong case (Calico's enums are exact).
+std::string spelling_hint(std::string_view word, const std::vector<std::string_view>& known) {
+  for (std::string_view candidate : known) {
+    if (lower(candidate) == lower(word)) {
+      return "did you mean '" + std::string(candidate) + "'? names are case-sensitive";
+    }
+  }
+  return did_you_mean(word, known);
+}
+
+std::string join(const std::vector<std::string_view>& words) {
+  std::string out;
+  for (std::string_view w : words) {
+    if (!out.empty()) out += ", ";
+    out += w;
+  }
+  return out;
+}
+
+}  // namespace
+
+struct Reader::Context {
+  bool v1 = false;  // crd.projectcalico.org/v1: enums compare case-insensitively, raw objects lack defaults
+  std::string kind;
+};
+
+struct Reader::Meta {
+  std::string name;
+  SourceLoc loc;       // of the resource
+  SourceLoc name_loc;  // of metadata.name, or of the resource when absent
+  Labels labels;
+  bool name_from_annotation = false;
+};
+
+// ---- generic helpers ------------------------------------------------------------------------------
+
+void Reader::check_fields(const yaml::Node& map, const std::vector<std::string_view>& known,
+                          std::string_view where) {
+  for (const yaml::Node& key : map.keys()) {
+    if (one_of(key.text(), known)) continue;
+    std::string hint = did_you_mean(key.text(), known);
+    if (hint.empty()) hint = "known fields: " + join(known);
+    diag_.error(key.loc(), "unknown field '" + key.text() + "' in " + std::string(where), hint);
+  }
+}
+
+bool Reader::expect(const yaml::Node& node, yaml::Kind kind, std::string_view what) {
+  if (node.kind() == kind) return true;
+  std::string wanted = kind == yaml::Kind::mapping    ? "a mapping"
+                       : kind == yaml::Kind::sequence ? "a list"
+                                                      : "a scalar";
+  diag_.error(node.loc(), std::string(what) + " must be " + wanted + ", not " + node.describe(),
+              "write " + std::string(what) + " as " + wanted);
+  return false;
+}
+
+std::optional<std::string> Reader::string_of(const yaml::Node& node, std::string_view what) {
+  if (node.is_scalar()) return node.text();
+  diag_.error(node.loc(), std::string(what) + " must be a string, not " + node.describe(),
+              "write " + std::string(what) + " as a single value");
+  return std::nullopt;
+}
+
+std::optional<bool> Reader::bool_of(const yaml::Node& node, std::string_view what) {
+  if (auto b = node.as_bool()) return b;
+  diag_.error(node.loc(), std::string(what) + " must be true or false, not " + node.describe(),
+              "write " + std::string(what) + ": true (unquoted)");
+  return std::nullopt;
+}
+
+// ---- envelopes -------------------------------------------------------------------------------------
+
+void Reader::read_documents(std::span<const yaml::Node> documents) {
+  for (const yaml::Node& doc : documents) {
+    if (doc.is_null()) continue;
+    if (doc.is_sequence()) {
+      for (const yaml::Node& item : doc.items()) read_item(item, true);
+    } else {
+      read_item(doc, false);
+    }
+  }
+}
+
+void Reader::read_item(const yaml::Node& node, bool in_list) {
+  if (!expect(node, yaml::Kind::mapping, in_list ? "a list item" : "a document")) return;
+  const yaml::Node* kind = node.find("kind");
+  if (kind && kind->is_scalar() && kind->text().ends_with("List")) {
+    check_fields(node, {"apiVersion", "kind", "metadata", "items"}, kind->text());
+    const yaml::Node* items = node.find("items");
+    if (!items) {
+      diag_.error(node.loc(), kind->text() + " without items", "a list resource needs 'items:'");
+      return;
+    }
+    if (items->is_null()) return;
+    if (!expect(*items, yaml::Kind::sequence, "items")) return;
+    for (const yaml::Node& item : items->items()) read_item(item, true);
+    return;
+  }
+  read_resource(node);
+}
+
+void Reader::read_resource(const yaml::Node& node) {
+  check_fields(node, kResourceFields, "a Calico resource");
+  const yaml::Node* api = node.find("apiVersion");
+  const yaml::Node* kind_node = node.find("kind");
+  if (!kind_node || !kind_node->is_scalar()) {
+    diag_.error(node.loc(), "resource without kind",
+                "add 'kind: HostEndpoint' (or GlobalNetworkPolicy, ...)");
+    return;
+  }
+  const std::string& kind = kind_node->text();
+  const std::string api_version = api && api->is_scalar() ? api->text() : "";
+  const bool calico_api = api_version == kApiV3 || api_version == kApiV1;
+
+  if (one_of(kind, kNamespacedKinds) || one_of(kind, kIgnoredKinds)) {
+    const yaml::Node* meta = node.find("metadata");
+    const yaml::Node* name = meta && meta->is_mapping() ? meta->find("name") : nullptr;
+    const std::string what = kind + (name && name->is_scalar() ? " '" + name->text() + "'" : std::string());
+    diag_.warning(kind_node->loc(), what + " skipped: " +
+                                        (one_of(kind, kNamespacedKinds)
+                                             ? "namespaced resources apply to workloads, not to hosts"
+                                             : "it has no effect on host endpoint filtering"));
+    return;
+  }
+  if (!one_of(kind, kSupportedKinds)) {
+    if (!calico_api) {
+      diag_.warning(kind_node->loc(),
+                    "kind " + kind + " (apiVersion '" + api_version + "') is not a Calico resource; skipped");
+      return;
+    }
+    std::vector<std::string_view> known = kSupportedKinds;
+    known.insert(known.end(), kNamespacedKinds.begin(), kNamespacedKinds.end());
+    known.insert(known.end(), kIgnoredKinds.begin(), kIgnoredKinds.end());
+    std::string hint = did_you_mean(kind, known);
+    if (hint.empty()) hint = "supported kinds: " + join(kSupportedKinds);
+    diag_.error(kind_node->loc(), "unknown kind '" + kind + "'", hint);
+    return;
+  }
+  if (!api) {
+    diag_.error(node.loc(), kind + " without apiVersion", "add 'apiVersion: projectcalico.org/v3'");
+    return;
+  }
+  if (!calico_api) {
+    diag_.error(api->loc(), "unsupported apiVersion '" + api_version + "' for " + kind,
+                "write 'apiVersion: projectcalico.org/v3' (or crd.projectcalico.org/v1)");
+    return;
+  }
+  Context ctx;
+  ctx.v1 = api_version == kApiV1;
+  ctx.kind = kind;
+  if (ctx.v1 && !noted_v1_) {
+    noted_v1_ = true;
+    diag_.note(api->loc(),
+               "crd.projectcalico.org/v1 is Calico's internal storage format; reading it like Felix does",
+               "write projectcalico.org/v3 resources: they are validated and defaulted by Calico's API");
+  }
+  auto meta = read_metadata(node, ctx);
+  if (!meta) return;
+  const yaml::Node* spec = node.find("spec");
+  if (spec && !spec->is_null() && !expect(*spec, yaml::Kind::mapping, "spec")) return;
+  if (spec && spec->is_null()) spec = nullptr;
+
+  if (kind == "HostEndpoint") {
+    if (!spec) {
+      diag_.error(node.loc(), "HostEndpoint '" + meta->name + "' without spec",
+                  "add spec with node and interfaceName or expectedIPs");
+      return;
+    }
+    read_host_endpoint(*spec, *meta, ctx);
+  } else if (kind == "GlobalNetworkPolicy") {
+    read_policy(spec, std::move(*meta), ctx);
+  } else if (kind == "GlobalNetworkSet") {
+    read_network_set(spec, *meta);
+  } else if (kind == "Tier") {
+    read_tier(spec, *meta, ctx);
+  } else {
+    read_felix_config(spec, *meta, ctx);
+  }
+}
+
+std::optional<Reader::Meta> Reader::read_metadata(const yaml::Node& resource, const Context& ctx) {
+  Meta meta;
+  meta.loc = resource.loc();
+  meta.name_loc = resource.loc();
+  const yaml::Node* node = resource.find("metadata");
+  if (!node || !expect(*node, yaml::Kind::mapping, "metadata")) {
+    if (!node) diag_.error(resource.loc(), ctx.kind + " without metadata", "add metadata: {name: ...}");
+    return std::nullopt;
+  }
+  check_fields(*node, kMetadataFields, "metadata");
+  bool ok = true;
+  if (const yaml::Node* name = node->find("name")) {
+    meta.name_loc = name->loc();
+    if (auto text = string_of(*name, "metadata.name")) meta.name = *text;
+  }
+  if (const yaml::Node* labels = node->find("labels"); labels && !labels->is_null()) {
+    if (expect(*labels, yaml::Kind::mapping, "metadata.labels")) {
+      for (std::size_t i = 0; i < labels->size(); ++i) {
+        const yaml::Node& key = labels->keys()[i];
+        const yaml::Node& value = labels->values()[i];
+        if (!is_label_key(key.text())) {
+          diag_.error(key.loc(), "invalid label key '" + key.text() + "'",
+                      "a label key is [prefix/]name: name <=63 letters, digits, '-', '_', '.'");
+          ok = false;
+        }
+        auto text = string_of(value, "a label value");
+        if (!text) continue;
+        if (!is_label_value(*text)) {
+          diag_.error(
+              value.loc(), "invalid label value '" + *text + "'",
+              "a label value is <=63 letters, digits, '-', '_', '.', starting and ending alphanumeric");
+          ok = false;
+        }
+        meta.labels[key.text()] = *text;
+      }
+    }
+  }
+  const yaml::Node* annotations = node->find("annotations");
+  if (annotations && !annotations->is_null() &&
+      expect(*annotations, yaml::Kind::mapping, "metadata.annotations")) {
+    const yaml::Node* calico_meta = annotations->find("projectcalico.org/metadata");
+    if (ctx.v1 && calico_meta && calico_meta->is_scalar()) {
+      // v1 objects written by Calico keep the user's labels (and for policies the name) in this annotation.
+      auto json = nlohmann::json::parse(calico_meta->text(), nullptr, false);
+      if (json.is_discarded() || !json.is_object()) {
+        diag_.error(calico_meta->loc(), "annotation projectcalico.org/metadata is not a JSON object",
+                    "remove the annotation or restore the JSON Calico wrote");
+        ok = false;
+      } else {
+        if (auto it = json.find("labels"); it != json.end() && it->is_object()) {
+          for (auto& [key, value] : it->items()) {
+            if (value.is_string()) meta.labels[key] = value.get<std::string>();
+          }
+        }
+        if (auto it = json.find("name"); it != json.end() && it->is_string()) {
+          meta.name = it->get<std::string>();
+          meta.name_from_annotation = true;
+        }
+      }
+    }
+  }
+  if (meta.name.empty()) {
+    diag_.error(meta.name_loc, ctx.kind + " without metadata.name", "add metadata: {name: ...}");
+    return std::nullopt;
+  }
+  if (!ok) return std::nullopt;
+  return meta;
+}
+
+// ---- HostEndpoint ----------------------------------------------------------------------------------
+
+void Reader::read_host_endpoint(const yaml::Node& spec, const Meta& meta, const Context& ctx) {
+  check_fields(spec, kHostEndpointFields, "HostEndpoint spec");
+  HostEndpoint hep;
+  hep.name = meta.name;
+  hep.loc = meta.loc;
+  hep.labels = meta.labels;
+  if (!is_dns_subdomain(hep.name)) {
+    diag_.error(meta.name_loc, "invalid HostEndpoint name '" + hep.name + "'",
+                "use lower-case letters, digits, '-' and '.' (a DNS subdomain, <=253 characters)");
+  }
+  if (const yaml::Node* node = spec.find("node")) {
+    if (auto text = string_of(*node, "spec.node")) hep.node = *text;
+  }
+  if (hep.node.empty()) {
+    diag_.error(spec.loc(), "HostEndpoint '" + hep.name + "' has no spec.node",
+                "set spec.node to the node name of the host the interface belongs to");
+  }
+  if (const yaml::Node* iface = spec.find("interfaceName")) {
+    if (auto text = string_of(*iface, "spec.interfaceName")) {
+      hep.interface_name = *text;
+      if (!hep.interface_name.empty() && hep.interface_name != "*" &&
+          !is_interface_name(hep.interface_name)) {
+        diag_.error(iface->loc(), "invalid interfaceName '" + hep.interface_name + "'",
+                    "write a Linux interface name (1-15 of letters, digits, '_', '.', '-') or \"*\" for all");
+      }
+    }
+  }
+  if (const yaml::Node* ips = spec.find("expectedIPs"); ips && !ips->is_null()) {
+    if (expect(*ips, yaml::Kind::sequence, "spec.expectedIPs")) {
+      for (const yaml::Node& item : ips->items()) {
+        auto text = string_of(item, "an expectedIPs entry");
+        if (!text) continue;
+        auto ip = ir::parse_ip(*text);
+        if (!ip) {
+          diag_.error(item.loc(), "expectedIPs entry '" + *text + "' is not an IP address",
+                      "write a bare IPv4 or IPv6 address, without /prefix");
+          continue;
+        }
+        hep.expected_ips.push_back(*ip);
+      }
+    }
+  }
+  if (hep.interface_name.empty() && hep.expected_ips.empty()) {
+    diag_.error(spec.loc(), "HostEndpoint '" + hep.name + "' has neither interfaceName nor expectedIPs",
+                "set spec.interfaceName (or \"*\") or list the interface's addresses in spec.expectedIPs");
+  }
+  if (const yaml::Node* profiles = spec.find("profiles"); profiles && !profiles->is_null()) {
+    if (expect(*profiles, yaml::Kind::sequence, "spec.profiles")) {
+      for (const yaml::Node& item : profiles->items()) {
+        if (auto text = string_of(item, "a profile name")) hep.profiles.push_back(*text);
+      }
+    }
+  }
+  if (const yaml::Node* ports = spec.find("ports"); ports && !ports->is_null()) {
+    if (expect(*ports, yaml::Kind::sequence, "spec.ports")) {
+      for (const yaml::Node& item : ports->items()) {
+        if (!expect(item, yaml::Kind::mapping, "a spec.ports entry")) continue;
+        check_fields(item, kEndpointPortFields, "a HostEndpoint port");
+        NamedPort port;
+        const yaml::Node* name = item.find("name");
+        const yaml::Node* protocol = item.find("protocol");
+        const yaml::Node* number = item.find("port");
+        if (!name || !is_port_name(name->text())) {
+          diag_.error(name ? name->loc() : item.loc(),
+                      name ? "invalid port name '" + name->text() + "'" : "HostEndpoint port without name",
+                      "a port name is 1-15 of a-z, 0-9 and '-', with at least one letter");
+        } else {
+          port.name = name->text();
+        }
+        if (!protocol) {
+          diag_.error(item.loc(), "HostEndpoint port without protocol", "add protocol: TCP (or UDP, SCTP)");
+        } else if (auto proto = read_protocol(*protocol, ctx)) {
+          if (!supports_ports(*proto)) {
+            diag_.error(protocol->loc(), "protocol " + protocol->text() + " has no ports",
+                        "use TCP, UDP or SCTP for a named port");
+          }
+          port.protocol = *proto;
+        }
+        auto value = number ? number->as_int() : std::nullopt;
+        if (!value || *value < 1 || *value > 65535) {
+          diag_.error(number ? number->loc() : item.loc(), "HostEndpoint port needs a port number 1-65535",
+                      "write port: 8443");
+        } else {
+          port.port = static_cast<std::uint16_t>(*value);
+        }
+        hep.ports.push_back(port);
+      }
+    }
+  }
+  model_.host_endpoints.push_back(std::move(hep));
+}
+
+// ---- selectors, protocols, ports -------------------------------------------------------------------
+
+std::optional<SelectorField> Reader::read_selector(const yaml::Node& node, std::string_view field) {
+  auto text = string_of(node, field);
+  if (!text) return std::nullopt;
+  SelectorError error;
+  auto selector = Selector::parse(*text, error);
+  if (!selector) {
+    diag_.error(offset_loc(node, error.offset), "invalid " + std::string(field) + ": " + error.message,
+                error.hint);
+    return std::nullopt;
+  }
+  return SelectorField{std::move(*selector), *text, node.loc()};
+}
+
+std::optional<std::uint8_t> Reader::read_protocol(const yaml::Node& node, const Context& ctx) {
+  static const std::vector<std::pair<std::string_view, std::uint8_t>> names = {
+      {"TCP", 6}, {"UDP", 17}, {"ICMP", 1}, {"ICMPv6", 58}, {"SCTP", 132}, {"UDPLite", 136}};
+  if (!node.is_scalar()) {
+    expect(node, yaml::Kind::scalar, "protocol");
+    return std::nullopt;
+  }
+  if (!node.quoted()) {
+    if (auto number = node.as_int()) {
+      if (*number < 1 || *number > 255) {
+        diag_.error(node.loc(), "protocol number " + node.text() + " is out of range",
+                    "use 1-255 or a name: TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite");
+        return std::nullopt;
+      }
+      return static_cast<std::uint8_t>(*number);
+    }
+  }
+  for (const auto& [name, number] : names) {
+    if (node.text() == name || (ctx.v1 && lower(node.text()) == lower(name))) return number;
+  }
+  std::vector<std::string_view> known;
+  for (const auto& entry : names) known.push_back(entry.first);
+  std::string hint = spelling_hint(node.text(), known);
+  if (hint.empty()) hint = "use TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite (exact case) or a number 1-255";
+  diag_.error(node.loc(), "unknown protocol '" + node.text() + "'", hint);
+  return std::nullopt;
+}
+
+void Reader::read_ports(const yaml::Node& node, std::vector<PortSpec>& ports) {
+  if (node.is_null() || !expect(node, yaml::Kind::sequence, "ports")) return;
+  for (const yaml::Node& item : node.items()) {
+    if (!item.is_scalar()) {
+      expect(item, yaml::Kind::scalar, "a port");
+      continue;
+    }
+    PortSpec port;
+    port.loc = item.loc();
+    const std::string& text = item.text();
+    auto bad = [&](const std::string& message, const std::string& hint) {
+      diag_.error(item.loc(), message, hint);
+    };
+    const std::size_t colon = text.find(':');
+    if (colon != std::string::npos) {
+      auto lo = to_number(text.substr(0, colon));
+      auto hi = to_number(text.substr(colon + 1));
+      if (!lo || !hi || *lo > 65535 || *hi > 65535) {
+        bad("invalid port range '" + text + "'", "write a range as \"min:max\" with numbers 1-65535");
+        continue;
+      }
+      if (*lo > *hi) {
+        bad("port range '" + text + "' has min > max", "write the smaller port first");
+        continue;
+      }
+      if (*lo == 0) {
+        bad("port 0 is not allowed", "ports start at 1");
+        continue;
+      }
+      port.range = {static_cast<std::uint16_t>(*lo), static_cast<std::uint16_t>(*hi)};
+    } else if (auto number = to_number(text)) {
+      if (*number < 1 || *number > 65535) {
+        bad("port " + text + " is out of range", "use a port 1-65535");
+        continue;
+      }
+      port.range = {static_cast<std::uint16_t>(*number), static_cast<std::uint16_t>(*number)};
+    } else {
+      if (!is_port_name(text)) {
+        bad("invalid named port '" + text + "'",
+            "a named port is 1-15 of a-z, 0-9 and '-', with at least one letter; ranges are \"min:max\"");
+        continue;
+      }
+      port.name = text;
+    }
+    ports.push_back(std::move(port));
+  }
+}
+
+std::optional<IcmpSpec> Reader::read_icmp(const yaml::Node& node) {
+  if (!expect(node, yaml::Kind::mapping, "icmp")) return std::nullopt;
+  check_fields(node, kIcmpFields, "icmp");
+  IcmpSpec icmp;
+  bool ok = true;
+  if (const yaml::Node* type = node.find("type")) {
+    auto value = type->as_int();
+    if (!value || *value < 0 || *value > 254) {
+      diag_.error(type->loc(), "ICMP type must be 0-254", "write e.g. type: 8 (echo request)");
+      ok = false;
+    } else {
+      icmp.type = static_cast<std::uint8_t>(*value);
+    }
+  }
+  if (const yaml::Node* code = node.find("code")) {
+    auto value = code->as_int();
+    if (!value || *value < 0 || *value > 255) {
+      diag_.error(code->loc(), "ICMP code must be 0-255", "write e.g. code: 0");
+      ok = false;
+    } else {
+      icmp.code = static_cast<std::uint8_t>(*value);
+    }
+    if (!node.find("type")) {
+      diag_.error(code->loc(), "ICMP code without type", "add the ICMP type the code belongs to");
+      ok = false;
+    }
+  }
+  if (!ok) return std::nullopt;
+  return icmp;
+}
+
+// ---- GlobalNetworkPolicy ---------------------------------------------------------------------------
+
+void Reader::read_entity(const yaml::Node& node, EntitySpec& entity) {
+  if (!expect(node, yaml::Kind::mapping, "source/destination")) return;
+  check_fields(node, kEntityFields, "a rule's source/destination");
+  auto read_nets = [&](const char* field, std::vector<ir::Cidr>& out) {
+    const yaml::Node* nets = node.find(field);
+    if (!nets || nets->is_null() || !expect(*nets, yaml::Kind::sequence, field)) return;
+    for (const yaml::Node& item : nets->items()) {
+      auto text = string_of(item, std::string("a ") + field + " entry");
+      if (!text) continue;
+      if (text->find('/') == std::string::npos) {
+        if (ir::parse_ip(*text)) {
+          diag_.error(item.loc(), "invalid CIDR '" + *text + "': a bare address is not a network",
+                      "write " + *text + (text->find(':') == std::string::npos ? "/32" : "/128"));
+        } else {
+          diag_.error(item.loc(), "invalid CIDR '" + *text + "'", "write a network as address/prefix");
+        }
+        continue;
+      }
+      auto cidr = ir::parse_cidr(*text, true);
+      if (!cidr) {
+        if (auto loose = ir::parse_cidr(*text, false)) {
+          diag_.error(item.loc(), "CIDR '" + *text + "' has host bits set",
+                      "write the network address: " + ir::to_string(*loose));
+        } else {
+          diag_.error(item.loc(), "invalid CIDR '" + *text + "'", "write a network as address/prefix");
+        }
+        continue;
+      }
+      out.push_back(*cidr);
+    }
+  };
+  read_nets("nets", entity.nets);
+  read_nets("notNets", entity.not_nets);
+  for (const ir::Cidr& cidr : entity.not_nets) {
+    if (is_catch_all(cidr)) {
+      diag_.error(node.find("notNets")->loc(),
+                  "notNets contains " + ir::to_string(cidr) + ", which excludes everything",
+                  "remove the rule, or use nets for what it should match");
+    }
+  }
+  auto read_sel = [&](const char* field, std::optional<SelectorField>& out) {
+    const yaml::Node* sel = node.find(field);
+    if (!sel || sel->is_null()) return;
+    out = read_selector(*sel, field);
+  };
+  read_sel("selector", entity.selector);
+  read_sel("notSelector", entity.not_selector);
+  read_sel("namespaceSelector", entity.namespace_selector);
+  for (const auto* field : {&entity.selector, &entity.not_selector}) {
+    if (*field && (*field)->selector.uses_global()) {
+      diag_.error((*field)->loc, "global() is only allowed in a rule's namespaceSelector",
+                  "remove global() from the selector");
+    }
+  }
+  if (entity.namespace_selector && entity.namespace_selector->selector.uses_global() &&
+      entity.namespace_selector->selector.root().op != Selector::Op::global) {
+    diag_.error(entity.namespace_selector->loc, "global() cannot be combined with other expressions",
+                "write namespaceSelector: global() on its own");
+  }
+  if (const yaml::Node* ports = node.find("ports")) read_ports(*ports, entity.ports);
+  if (const yaml::Node* ports = node.find("notPorts")) read_ports(*ports, entity.not_ports);
+  if (const yaml::Node* sa = node.find("serviceAccounts"); sa && !sa->is_null()) {
+    if (expect(*sa, yaml::Kind::mapping, "serviceAccounts")) {
+      check_fields(*sa, kServiceAccountFields, "serviceAccounts");
+      if (const yaml::Node* sel = sa->find("selector")) read_selector(*sel, "serviceAccounts.selector");
+      entity.has_service_accounts = true;
+      diag_.warning(sa->loc(),
+                    "serviceAccounts select pods only: this rule never matches host or network-set addresses",
+                    "remove the rule, or match the addresses with nets or a selector");
+    }
+  }
+  if (const yaml::Node* services = node.find("services"); services && !services->is_null()) {
+    if (expect(*services, yaml::Kind::mapping, "services"))
+      check_fields(*services, kServiceFields, "services");
+    diag_.error(services->loc(),
+                "services matches select Kubernetes Service endpoints, which a host does not have",
+                "match the service's addresses with nets instead");
+  }
+}
+
+std::optional<RuleSpec> Reader::read_rule(const yaml::Node& node, Direction direction, const Context& ctx) {
+  if (!expect(node, yaml::Kind::mapping, "a rule")) return std::nullopt;
+  check_fields(node, kRuleFields, "a rule");
+  RuleSpec rule;
+  rule.loc = node.loc();
+  const std::size_t errors_before = diag_.error_count();
+  const yaml::Node* action = node.find("action");
+  static const std::vector<std::string_view> actions = {"Allow", "Deny", "Log", "Pass"};
+  if (!action) {
+    diag_.error(node.loc(), "rule without action", "add action: Allow (or Deny, Log, Pass)");
+  } else {
+    std::string text = action->text();
+    if (ctx.v1 && !text.empty()) {
+      text = lower(text);
+      text[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(text[0])));
+    }
+    if (text == "Allow") {
+      rule.action = RuleAction::allow;
+    } else if (text == "Deny") {
+      rule.action = RuleAction::deny;
+    } else if (text == "Log") {
+      rule.action = RuleAction::log;
+    } else if (text == "Pass") {
+      rule.action = RuleAction::pass;
+    } else {
+      std::string hint = spelling_hint(action->text(), actions);
+      if (hint.empty()) hint = "use Allow, Deny, Log or Pass (exact case)";
+      diag_.error(action->loc(), "unknown action '" + action->text() + "'", hint);
+    }
+  }
+  if (const yaml::Node* version = node.find("ipVersion")) {
+    auto value = version->as_int();
+    if (!value || (*value != 4 && *value != 6)) {
+      diag_.error(version->loc(), "ipVersion must be 4 or 6",
+                  "write ipVersion: 4 or ipVersion: 6, or leave it out");
+    } else {
+      rule.ip_version = static_cast<int>(*value);
+    }
+  }
+  if (const yaml::Node* protocol = node.find("protocol")) rule.protocol = read_protocol(*protocol, ctx);
+  if (const yaml::Node* protocol = node.find("notProtocol"))
+    rule.not_protocol = read_protocol(*protocol, ctx);
+  if (const yaml::Node* icmp = node.find("icmp")) rule.icmp = read_icmp(*icmp);
+  if (const yaml::Node* icmp = node.find("notICMP")) rule.not_icmp = read_icmp(*icmp);
+  if (const yaml::Node* source = node.find("source"); source && !source->is_null()) {
+    read_entity(*source, rule.source);
+  }
+  if (const yaml::Node* destination = node.find("destination"); destination && !destination->is_null()) {
+    read_entity(*destination, rule.destination);
+  }
+  if (const yaml::Node* http = node.find("http"); http && !http->is_null()) {
+    if (expect(*http, yaml::Kind::mapping, "http")) check_fields(*http, kHttpFields, "http");
+    if (direction == Direction::egress) {
+      diag_.error(http->loc(), "http matches are not allowed in egress rules",
+                  "remove http from the egress rule");
+    } else if (rule.action != RuleAction::allow) {
+      diag_.error(http->loc(), "http matches are only allowed on Allow rules",
+                  "remove http or use action: Allow");
+    } else if (rule.protocol && *rule.protocol != 6) {
+      diag_.error(http->loc(), "http matches need protocol TCP", "set protocol: TCP or remove http");
+    } else {
+      diag_.warning(http->loc(),
+                    "http match ignored: Felix's iptables dataplane matches this rule on L3/L4 only",
+                    "remove http to say what is enforced");
+    }
+  }
+  if (const yaml::Node* meta = node.find("metadata"); meta && !meta->is_null()) {
+    if (expect(*meta, yaml::Kind::mapping, "rule metadata"))
+      check_fields(*meta, kRuleMetadataFields, "rule metadata");
+  }
+  if (diag_.error_count() != errors_before) return std::nullopt;
+  validate_rule(rule, node);
+  if (diag_.error_count() != errors_before) return std::nullopt;
+  return rule;
+}
+
+void Reader::validate_rule(const RuleSpec& rule, const yaml::Node& node) {
+  auto loc_of = [&](const char* field) {
+    const yaml::Node* n = node.find(field);
+    return n ? n->loc() : node.loc();
+  };
+  // §1.7 #12, #13: ports need a port-capable protocol.
+  auto numeric = [](const std::vector<PortSpec>& ports) {
+    return std::any_of(ports.begin(), ports.end(), [](const PortSpec& p) { return !p.name; });
+  };
+  const bool has_numeric = numeric(rule.source.ports) || numeric(rule.source.not_ports) ||
+                           numeric(rule.destination.ports) || numeric(rule.destination.not_ports);
+  const bool has_any_port = has_numeric || !rule.source.ports.empty() || !rule.source.not_ports.empty() ||
+                            !rule.destination.ports.empty() || !rule.destination.not_ports.empty();
+  if (!rule.protocol && has_numeric) {
+    diag_.error(node.loc(), "rules with numeric port or port range must set protocol to TCP or UDP or SCTP",
+                "add protocol: TCP (or UDP, SCTP) to the rule");
+  }
+  if (rule.protocol && !supports_ports(*rule.protocol) && has_any_port) {
+    diag_.error(loc_of("protocol"), "protocol " + ir::protocol_name(*rule.protocol) + " has no ports",
+                "use TCP, UDP or SCTP, or remove ports/notPorts");
+  }
+  // #14: icmp needs protocol ICMP/ICMPv6; #15: ICMP families.
+  if (rule.icmp && (!rule.protocol || (*rule.protocol != 1 && *rule.protocol != 58))) {
+    diag_.error(loc_of("icmp"), "icmp is only allowed with protocol ICMP or ICMPv6",
+                "add protocol: ICMP (or ICMPv6) to the rule");
+  }
+  for (const auto& [field, protocol] :
+       {std::pair{"protocol", rule.protocol}, std::pair{"notProtocol", rule.not_protocol}}) {
+    if (!protocol || !rule.ip_version) continue;
+    if (*protocol == 1 && *rule.ip_version != 4) {
+      diag_.error(loc_of(field), "protocol ICMP requires ipVersion 4", "set ipVersion: 4 or use ICMPv6");
+    }
+    if (*protocol == 58 && *rule.ip_version != 6) {
+      diag_.error(loc_of(field), "protocol ICMPv6 requires ipVersion 6", "set ipVersion: 6 or use ICMP");
+    }
+  }
+  // Beyond Calico's checks: what fwengine cannot express yet.
+  if (rule.icmp && rule.not_icmp) {
+    diag_.error(loc_of("notICMP"), "icmp together with notICMP in one rule is not supported",
+                "split the rule, or express it with icmp alone");
+  }
+  for (const auto* ports : {&rule.source.not_ports, &rule.destination.not_ports}) {
+    for (const PortSpec& port : *ports) {
+      if (port.name) {
+        diag_.error(port.loc, "named ports in notPorts are not supported",
+                    "list the port numbers instead of '" + *port.name + "'");
+      }
+    }
+  }
+  // #18: one family across nets and notNets, and the same as ipVersion.
+  std::optional<ir::Family> family;
+  bool mixed = false;
+  for (const auto* list :
+       {&rule.source.nets, &rule.source.not_nets, &rule.destination.nets, &rule.destination.not_nets}) {
+    for (const ir::Cidr& cidr : *list) {
+      if (family && *family != cidr.addr.family) mixed = true;
+      family = cidr.addr.family;
+    }
+  }
+  if (mixed) {
+    diag_.error(node.loc(), "rule mixes IPv4 and IPv6 networks",
+                "split it into one rule for IPv4 and one for IPv6");
+  } else if (family && rule.ip_version && (*rule.ip_version == 4) != (*family == ir::Family::ipv4)) {
+    diag_.error(loc_of("ipVersion"), "rule networks are not of ipVersion " + std::to_string(*rule.ip_version),
+                "remove ipVersion or use networks of that family");
+  }
+}
+
+void Reader::read_policy(const yaml::Node* spec, Meta meta, const Context& ctx) {
+  Policy policy;
+  policy.loc = meta.loc;
+  policy.selector.loc = meta.loc;
+  if (spec) check_fields(*spec, kPolicyFields, "GlobalNetworkPolicy spec");
+  const std::size_t errors_before = diag_.error_count();
+  if (spec) {
+    if (const yaml::Node* tier = spec->find("tier")) {
+      if (auto text = string_of(*tier, "spec.tier"); text && !text->empty()) policy.tier = *text;
+    }
+  }
+  // v1 objects stored by calicoctl <= 3.29 carry the tier prefix in the name (RES determinePolicyName).
+  if (ctx.v1 && !meta.name_from_annotation && policy.tier == "default" && meta.name.starts_with("default.")) {
+    meta.name = meta.name.substr(8);
+  }
+  policy.name = meta.name;
+  if (!is_policy_name(policy.name)) {
+    diag_.error(meta.name_loc, "invalid GlobalNetworkPolicy name '" + policy.name + "'",
+                "use lower-case letters, digits and '-' (optionally '<tier>.' in front), <=253 characters");
+  }
+  if (!spec) {
+    diag_.warning(
+        meta.loc,
+        "GlobalNetworkPolicy '" + policy.name + "' has no spec; it selects all endpoints with no rules",
+        "add a spec");
+  }
+  std::vector<std::pair<Direction, bool>> types;  // as written
+  bool types_written = false;
+  const yaml::Node* types_node = spec ? spec->find("types") : nullptr;
+  if (spec) {
+    if (const yaml::Node* order = spec->find("order"); order && !order->is_null()) {
+      auto value = order->quoted() ? std::nullopt : order->as_double();
+      if (!value || !std::isfinite(*value)) {
+        diag_.error(order->loc(), "order must be a number", "write order: 100 (unquoted)");
+      } else {
+        policy.order = value;
+      }
+    }
+    if (const yaml::Node* selector = spec->find("selector"); selector && !selector->is_null()) {
+      if (auto field = read_selector(*selector, "selector")) {
+        if (field->selector.uses_global()) {
+          diag_.error(field->loc, "global() is not allowed in a policy selector",
+                      "remove global(); an empty selector selects all endpoints");
+        }
+        policy.selector = std::move(*field);
+      }
+    }
+    for (const char* field : {"namespaceSelector", "serviceAccountSelector"}) {
+      const yaml::Node* node = spec->find(field);
+      if (!node || node->is_null()) continue;
+      auto sel = read_selector(*node, field);
+      if (!sel) continue;
+      if (sel->selector.uses_global()) {
+        diag_.error(sel->loc, std::string("global() is not allowed in ") + field, "remove global()");
+      }
+      (std::string_view(field) == "namespaceSelector" ? policy.namespace_selector
+                                                      : policy.service_account_selector) = std::move(*sel);
+    }
+    for (const auto& [field, target] :
+         {std::pair{"doNotTrack", &policy.do_not_track}, std::pair{"preDNAT", &policy.pre_dnat},
+          std::pair{"applyOnForward", &policy.apply_on_forward}}) {
+      if (const yaml::Node* node = spec->find(field); node && !node->is_null()) {
+        if (auto value = bool_of(*node, field)) *target = *value;
+      }
+    }
+    if (types_node && !types_node->is_null() && expect(*types_node, yaml::Kind::sequence, "spec.types")) {
+      types_written = types_node->size() > 0;
+      static const std::vector<std::string_view> names = {"Ingress", "Egress"};
+      for (const yaml::Node& item : types_node->items()) {
+        const std::string text = ctx.v1 ? lower(item.text()) : item.text();
+        std::optional<Direction> direction;
+        if (text == (ctx.v1 ? "ingress" : "Ingress")) direction = Direction::ingress;
+        if (text == (ctx.v1 ? "egress" : "Egress")) direction = Direction::egress;
+        if (!item.is_scalar() || !direction) {
+          std::string hint = spelling_hint(item.text(), names);
+          if (hint.empty()) hint = "use Ingress or Egress (exact case)";
+          diag_.error(item.loc(), "unknown policy type '" + item.text() + "'", hint);
+          continue;
+        }
+        bool& flag = *direction == Direction::ingress ? policy.applies_ingress : policy.applies_egress;
+        if (flag) {
+          diag_.error(item.loc(), "duplicate policy type '" + item.text() + "'", "list each type once");
+        }
+        flag = true;
+      }
+    }
+    for (auto [field, direction, rules] : {std::tuple{"ingress", Direction::ingress, &policy.ingress},
+                                           std::tuple{"egress", Direction::egress, &policy.egress}}) {
+      const yaml::Node* list = spec->find(field);
+      if (!list || list->is_null() || !expect(*list, yaml::Kind::sequence, field)) continue;
+      for (const yaml::Node& item : list->items()) {
+        if (auto rule = read_rule(item, direction, ctx)) rules->push_back(std::move(*rule));
+      }
+    }
+  }
+  // Types defaulting (spec §1.3): v3 as the API server does; raw v1 as Felix reads it.
+  if (!types_written) {
+    const bool has_egress_rules = spec && spec->find("egress") && spec->find("egress")->size() > 0;
+    const bool has_ingress_rules = spec && spec->find("ingress") && spec->find("ingress")->size() > 0;
+    if (ctx.v1 && !policy.pre_dnat) {
+      policy.applies_ingress = policy.applies_egress = true;
+      diag_.warning(
+          types_node ? types_node->loc() : meta.loc,
+          "GlobalNetworkPolicy '" + policy.name +
+              "' has no types: Felix applies a raw crd.projectcalico.org/v1 policy to Ingress and Egress",
+          "write types explicitly (Calico's API would have defaulted them from the rules)");
+    } else {
+      policy.applies_egress = has_egress_rules && !policy.pre_dnat;
+      policy.applies_ingress = !has_egress_rules || has_ingress_rules || policy.pre_dnat;
+    }
+  }
+  // §1.7 #1-#4.
+  auto loc_of = [&](const char* field) {
+    const yaml::Node* n = spec ? spec->find(field) : nullptr;
+    return n ? n->loc() : meta.loc;
+  };
+  if (policy.do_not_track && policy.pre_dnat) {
+    diag_.error(loc_of("preDNAT"), "PreDNAT and DoNotTrack cannot both be true",
+                "choose one: preDNAT (before DNAT, tracked) or doNotTrack (untracked)");
+  }
+  if (policy.pre_dnat && !policy.egress.empty()) {
+    diag_.error(loc_of("egress"), "preDNAT policy cannot have egress rules",
+                "move the egress rules into a policy without preDNAT");
+  }
+  if (policy.pre_dnat && types_written && policy.applies_egress) {
+    diag_.error(loc_of("types"), "preDNAT policy cannot have Egress in types", "write types: [Ingress]");
+  }
+  if ((policy.do_not_track || policy.pre_dnat) && !policy.apply_on_forward) {
+    diag_.error(
+        loc_of(policy.pre_dnat ? "preDNAT" : "doNotTrack"),
+        std::string(policy.pre_dnat ? "preDNAT" : "doNotTrack") + " policy needs applyOnForward: true",
+        "add applyOnForward: true to the policy");
+  }
+  if (diag_.error_count() != errors_before) return;
+  model_.policies.push_back(std::move(policy));
+}
+
+// ---- GlobalNetworkSet, Tier ------------------------------------------------------------------------
+
+void Reader::read_network_set(const yaml::Node* spec, const Meta& meta) {
+  NetworkSet set;
+  set.name = meta.name;
+  set.loc = meta.loc;
+  set.labels = meta.labels;
+  if (!is_dns_subdomain(set.name)) {
+    diag_.error(meta.name_loc, "invalid GlobalNetworkSet name '" + set.name + "'",
+                "use lower-case letters, digits, '-' and '.'");
+  }
+  if (set.labels.contains("projectcalico.org/namespace")) {
+    diag_.error(meta.loc, "GlobalNetworkSet must not have the label projectcalico.org/namespace",
+                "remove that label: it is reserved for namespaced resources");
+  }
+  if (spec) {
+    check_fields(*spec, kNetworkSetFields, "GlobalNetworkSet spec");
+    if (const yaml::Node* nets = spec->find("nets"); nets && !nets->is_null()) {
+      if (expect(*nets, yaml::Kind::sequence, "spec.nets")) {
+        for (const yaml::Node& item : nets->items()) {
+          auto text = string_of(item, "a nets entry");
+          if (!text) continue;
+          // Network sets are non-strict: host bits are cleared (spec §1.4).
+          auto cidr = ir::parse_cidr(*text, false);
+          if (!cidr) {
+            diag_.error(item.loc(), "invalid network '" + *text + "'", "write an address or address/prefix");
+            continue;
+          }
+          set.nets.push_back(*cidr);
+        }
+      }
+    }
+  }
+  model_.network_sets.push_back(std::move(set));
+}
+
+void Reader::read_tier(const yaml::Node* spec, const Meta& meta, const Context& ctx) {
+  Tier tier;
+  tier.name = meta.name;
+  tier.loc = meta.loc;
+  if (!is_dns_label(tier.name)) {
+    diag_.error(meta.name_loc, "invalid Tier name '" + tier.name + "'",
+                "use lower-case letters, digits and '-' (<=63 characters)");
+  }
+  if (spec) {
+    check_fields(*spec, kTierFields, "Tier spec");
+    if (const yaml::Node* order = spec->find("order"); order && !order->is_null()) {
+      auto value = order->quoted() ? std::nullopt : order->as_double();
+      if (!value) {
+        diag_.error(order->loc(), "order must be a number", "write order: 100");
+      } else {
+        tier.order = value;
+      }
+    }
+    if (const yaml::Node* action = spec->find("defaultAction"); action && !action->is_null()) {
+      const std::string text = ctx.v1 ? lower(action->text()) : action->text();
+      if (text == (ctx.v1 ? "pass" : "Pass")) {
+        tier.default_pass = true;
+      } else if (text != (ctx.v1 ? "deny" : "Deny")) {
+        diag_.error(action->loc(), "unknown Tier defaultAction '" + action->text() + "'", "use Deny or Pass");
+      }
+    }
+  }
+  model_.tiers.push_back(std::move(tier));
+}
+
+// ---- FelixConfiguration ----------------------------------------------------------------------------
+
+std::string failsafe_object_form(const FailsafePort& port) {
+  std::string out = "{protocol: " + std::string(port.protocol == 17 ? "UDP" : "TCP") +
+                    ", port: " + std::to_string(port.port);
+  if (port.net) out += ", net: " + ir::to_string(*port.net);
+  return out + "}";
+}
+
+std::optional<FailsafePort> Reader::read_failsafe_string(std::string_view text, SourceLoc loc) {
+  // Felix's PortListParam syntax: <port> | <proto>:<port> | <proto>:<cidr>:<port> |
+  // <proto>:[<v6cidr>]:<port>.
+  FailsafePort port;
+  port.loc = loc;
+  auto trim = [](std::string_view s) {
+    while (!s.empty() && s.front() == ' ') s.remove_prefix(1);
+    while (!s.empty() && s.back() == ' ') s.remove_suffix(1);
+    return s;
+  };
+  text = trim(text);
+  std::string_view rest = text;
+  const std::size_t first = rest.find(':');
+  if (first != std::string_view::npos) {
+    const std::string protocol = lower(rest.substr(0, first));
+    if (protocol == "tcp") {
+      port.protocol = 6;
+    } else if (protocol == "udp") {
+      port.protocol = 17;
+    } else {
+      diag_.error(loc, "failsafe entry '" + std::string(text) + "': protocol must be tcp or udp",
+                  "Felix accepts only tcp and udp failsafe ports");
+      return std::nullopt;
+    }
+    rest = rest.substr(first + 1);
+    const std::size_t last = rest.rfind(':');
+    if (last != std::string_view::npos) {
+      std::string_view net = rest.substr(0, last);
+      if (net.size() >= 2 && net.front() == '[' && net.back() == ']') net = net.substr(1, net.size() - 2);
+      port.net = ir::parse_cidr(net, false);
+      if (!port.net) {
+        diag_.error(loc,
+                    "failsafe entry '" + std::string(text) + "': invalid network '" + std::string(net) + "'",
+                    "write proto:cidr:port, with IPv6 networks in brackets: tcp:[fd00::/8]:22");
+        return std::nullopt;
+      }
+      rest = rest.substr(last + 1);
+    }
+  }
+  auto number = to_number(rest);
+  if (!number || *number > 65535) {
+    diag_.error(loc, "failsafe entry '" + std::string(text) + "': invalid port", "write a port 0-65535");
+    return std::nullopt;
+  }
+  port.port = static_cast<std::uint16_t>(*number);
+  return port;
+}
+
+std::optional<std::vector<FailsafePort>> Reader::read_failsafe(const yaml::Node& node, bool inbound,
+                                                               const Context& ctx) {
+  const char* field = inbound ? "failsafeInboundHostPorts" : "failsafeOutboundHostPorts";
+  std::vector<FailsafePort> ports;
+  bool ok = true;
+  std::vector<FailsafePort> from_strings;
+  SourceLoc first_string_loc;
+  auto read_string = [&](std::string_view text, SourceLoc loc) {
+    if (from_strings.empty()) first_string_loc = loc;
+    if (auto port = read_failsafe_string(text, loc)) {
+      from_strings.push_back(*port);
+      ports.push_back(*port);
+    } else {
+      ok = false;
+    }
+  };
+  if (node.is_scalar()) {
+    // Felix's environment-variable form as one string: "tcp:22,udp:68" or "none".
+    if (lower(node.text()) != "none") {
+      for (const std::string& entry : split_list(node.text())) read_string(entry, node.loc());
+    } else {
+      first_string_loc = node.loc();
+      diag_.warning(node.loc(), std::string(field) + ": \"none\" is Felix's environment-variable syntax",
+                    "write " + std::string(field) + ": [] to disable failsafe ports");
+    }
+  } else if (node.is_sequence()) {
+    const bool only_none =
+        node.size() == 1 && node.items()[0].is_scalar() && lower(node.items()[0].text()) == "none";
+    if (only_none) {
+      diag_.warning(node.items()[0].loc(),
+                    std::string(field) + ": \"none\" is Felix's environment-variable syntax",
+                    "write " + std::string(field) + ": [] to disable failsafe ports");
+      return ports;
+    }
+    for (const yaml::Node& item : node.items()) {
+      if (item.is_scalar()) {
+        read_string(item.text(), item.loc());
+        continue;
+      }
+      if (!expect(item, yaml::Kind::mapping, "a failsafe entry")) {
+        ok = false;
+        continue;
+      }
+      check_fields(item, kProtoPortFields, "a failsafe entry");
+      FailsafePort port;
+      port.loc = item.loc();
+      const yaml::Node* protocol = item.find("protocol");
+      const std::string text = protocol ? protocol->text() : "";
+      const std::string compare = ctx.v1 ? lower(text) : text;
+      if (compare == (ctx.v1 ? "tcp" : "TCP")) {
+        port.protocol = 6;
+      } else if (compare == (ctx.v1 ? "udp" : "UDP")) {
+        port.protocol = 17;
+      } else {
+        ok = false;
+        if (!protocol) {
+          diag_.error(item.loc(), "failsafe entry without protocol", "add protocol: TCP (or UDP)");
+        } else if (lower(text) == "sctp") {
+          diag_.error(protocol->loc(), "failsafe protocol SCTP is refused by Felix's parser",
+                      "use TCP or UDP failsafe entries only");
+        } else if (lower(text) == "tcp" || lower(text) == "udp") {
+          diag_.error(
+              protocol->loc(),
+              "failsafe protocol must be written " + std::string(lower(text) == "tcp" ? "TCP" : "UDP"),
+              "Calico's validator compares the protocol case-sensitively");
+        } else {
+          diag_.error(protocol->loc(), "unknown failsafe protocol '" + text + "'", "use TCP or UDP");
+        }
+      }
+      const yaml::Node* number = item.find("port");
+      auto value = number ? number->as_int() : std::nullopt;
+      if (!value || *value < 0 || *value > 65535) {
+        diag_.error(number ? number->loc() : item.loc(), "failsafe entry needs a port 0-65535",
+                    "write port: 22");
+        ok = false;
+      } else {
+        port.port = static_cast<std::uint16_t>(*value);
+      }
+      if (const yaml::Node* net = item.find("net"); net && !net->is_null()) {
+        if (net->text().empty()) {
+          port.net = ir::parse_cidr("0.0.0.0/0");
+        } else if (auto cidr = ir::parse_cidr(net->text(), false)) {
+          port.net = cidr;
+        } else {
+          diag_.error(net->loc(), "failsafe net '" + net->text() + "' is not a CIDR",
+                      "write net: 10.0.0.0/8");
+          ok = false;
+        }
+      }
+      ports.push_back(port);
+    }
+  } else {
+    expect(node, yaml::Kind::sequence, field);
+    return std::nullopt;
+  }
+  if (!from_strings.empty()) {
+    std::string objects;
+    for (const FailsafePort& port : from_strings) objects += "\n  - " + failsafe_object_form(port);
+    diag_.warning(first_string_loc,
+                  std::string(field) +
+                      " written as strings (Felix's environment-variable syntax): accepted, "
+                      "but Calico's API server would refuse this FelixConfiguration",
+                  "write the objects instead:" + objects);
+  }
+  if (!ok) return std::nullopt;
+  return ports;
+}
+
+void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const Context& ctx) {
+  FelixConfig config;
+  config.name = meta.name;
+  config.loc = meta.loc;
+  if (config.name != "default" && !config.name.starts_with("node.")) {
+    diag_.note(meta.name_loc,
+               "FelixConfiguration '" + config.name + "' is neither 'default' nor 'node.<name>'; ignored",
+               "name it default, or node.<node name> for one host");
+  }
+  if (spec) {
+    check_fields(*spec, kFelixFields, "FelixConfiguration spec");
+    if (const yaml::Node* node = spec->find("failsafeInboundHostPorts"); node && !node->is_null()) {
+      config.failsafe_inbound = read_failsafe(*node, true, ctx);
+    }
+    if (const yaml::Node* node = spec->find("failsafeOutboundHostPorts"); node && !node->is_null()) {
+      config.failsafe_outbound = read_failsafe(*node, false, ctx);
+    }
+    if (const yaml::Node* node = spec->find("disableConntrackInvalidCheck"); node && !node->is_null()) {
+      config.disable_conntrack_invalid_check = bool_of(*node, "disableConntrackInvalidCheck");
+    }
+    if (const yaml::Node* node = spec->find("iptablesFilterDenyAction"); node && !node->is_null()) {
+      const std::string value = lower(node->text());
+      if (value == "reject" || value == "drop") {
+        config.deny_with_reject = value == "reject";
+      } else {
+        diag_.error(node->loc(), "iptablesFilterDenyAction must be Drop or Reject", "write Drop or Reject");
+      }
+    }
+    for (const char* field : {"iptablesFilterAllowAction", "iptablesMangleAllowAction"}) {
+      if (const yaml::Node* node = spec->find(field); node && lower(node->text()) == "return") {
+        diag_.warning(node->loc(),
+                      std::string(field) + ": Return is not modelled; allowed packets are accepted",
+                      "remove the setting, or keep the host's own rules permissive for these packets");
+      }
+    }
+    if (const yaml::Node* node = spec->find("logPrefix"); node && node->is_scalar()) {
+      config.log_prefix = node->text();
+    }
+    if (const yaml::Node* node = spec->find("interfacePrefix"); node && node->is_scalar()) {
+      config.interface_prefix = node->text();
+    }
+    if (const yaml::Node* node = spec->find("interfaceExclude"); node && node->is_scalar()) {
+      config.interface_exclude = node->text();
+      for (const std::string& entry : split_list(node->text())) {
+        if (entry.size() < 2 || entry.front() != '/' || entry.back() != '/') continue;
+        try {
+          std::regex check(entry.substr(1, entry.size() - 2));
+        } catch (const std::regex_error&) {
+          diag_.error(node->loc(), "interfaceExclude: invalid regular expression " + entry,
+                      "fix the expression between the slashes");
+        }
+      }
+    }
+  }
+  model_.felix_configs.push_back(std::move(config));
+}
+
+}  // namespace fwe::calico

@@ -1,0 +1,140 @@
+// resources.hpp - the Calico resources the frontend understands, validated and normalised (v1 -> v3).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fwengine/diagnostics.hpp"
+#include "fwengine/ir.hpp"
+#include "selector.hpp"
+
+namespace fwe::calico {
+
+// Felix's comma-separated list parameters ("kube-ipvs0,/^veth/"): entries trimmed, empty ones dropped.
+inline std::vector<std::string> split_list(std::string_view text) {
+  std::vector<std::string> entries;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    std::size_t comma = text.find(',', start);
+    if (comma == std::string_view::npos) comma = text.size();
+    std::string_view entry = text.substr(start, comma - start);
+    while (!entry.empty() && entry.front() == ' ') entry.remove_prefix(1);
+    while (!entry.empty() && entry.back() == ' ') entry.remove_suffix(1);
+    if (!entry.empty()) entries.emplace_back(entry);
+    start = comma + 1;
+  }
+  return entries;
+}
+
+// A selector as written, parsed; text keeps the user's spelling for messages.
+struct SelectorField {
+  Selector selector;
+  std::string text;
+  SourceLoc loc;
+};
+
+struct PortSpec {
+  std::optional<std::string> name;  // a named port; otherwise the range
+  ir::PortRange range;
+  SourceLoc loc;
+};
+
+struct EntitySpec {
+  std::vector<ir::Cidr> nets, not_nets;
+  std::optional<SelectorField> selector, not_selector, namespace_selector;
+  bool has_service_accounts = false;
+  std::vector<PortSpec> ports, not_ports;
+};
+
+struct IcmpSpec {
+  std::optional<std::uint8_t> type, code;
+};
+
+enum class RuleAction { allow, deny, log, pass };
+
+struct RuleSpec {
+  RuleAction action = RuleAction::allow;
+  std::optional<int> ip_version;
+  std::optional<std::uint8_t> protocol, not_protocol;
+  std::optional<IcmpSpec> icmp, not_icmp;
+  EntitySpec source, destination;
+  SourceLoc loc;
+};
+
+enum class Direction { ingress, egress };
+
+struct Policy {
+  std::string name;
+  SourceLoc loc;
+  std::string tier = "default";
+  std::optional<double> order;  // absent = after every ordered policy
+  SelectorField selector;
+  std::optional<SelectorField> namespace_selector, service_account_selector;
+  bool applies_ingress = false, applies_egress = false;
+  std::vector<RuleSpec> ingress, egress;
+  bool do_not_track = false, pre_dnat = false, apply_on_forward = false;
+};
+
+struct NamedPort {
+  std::string name;
+  std::uint8_t protocol = 6;
+  std::uint16_t port = 0;
+};
+
+struct HostEndpoint {
+  std::string name;
+  SourceLoc loc;
+  Labels labels;
+  std::string node;
+  std::string interface_name;  // "*", a name, or empty (bound by expectedIPs)
+  std::vector<ir::IpAddr> expected_ips;
+  std::vector<std::string> profiles;
+  std::vector<NamedPort> ports;
+};
+
+struct NetworkSet {
+  std::string name;
+  SourceLoc loc;
+  Labels labels;
+  std::vector<ir::Cidr> nets;
+};
+
+struct Tier {
+  std::string name;
+  SourceLoc loc;
+  std::optional<double> order;
+  bool default_pass = false;  // defaultAction: Pass (else Deny)
+};
+
+struct FailsafePort {
+  std::uint8_t protocol = 6;
+  std::uint16_t port = 0;
+  std::optional<ir::Cidr> net;
+  SourceLoc loc;
+};
+
+// The fields of one FelixConfiguration that matter to host endpoints; absent = not set here.
+struct FelixConfig {
+  std::string name;
+  SourceLoc loc;
+  std::optional<std::vector<FailsafePort>> failsafe_inbound, failsafe_outbound;
+  std::optional<bool> disable_conntrack_invalid_check;
+  std::optional<bool> deny_with_reject;
+  std::optional<std::string> log_prefix;
+  std::optional<std::string> interface_prefix;   // workload interfaces, comma-separated prefixes
+  std::optional<std::string> interface_exclude;  // names or /regex/, comma-separated
+};
+
+struct Model {
+  std::vector<HostEndpoint> host_endpoints;
+  std::vector<Policy> policies;
+  std::vector<NetworkSet> network_sets;
+  std::vector<Tier> tiers;
+  std::vector<FelixConfig> felix_configs;
+};
+
+}  // namespace fwe::calico

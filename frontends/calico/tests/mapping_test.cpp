@@ -1,0 +1,295 @@
+// mapping_test.cpp - the shape of the IR the frontend produces: actions per stage, tiers, origins,
+// Felix settings, endpoint binding.
+#include <catch2/catch.hpp>
+
+#include "test_support.hpp"
+
+namespace fwe::calico::test {
+namespace {
+
+std::string gnp(const std::string& name, const std::string& spec) {
+  return "---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: " + name +
+         "}\nspec:\n" + spec;
+}
+
+std::string felix(const std::string& name, const std::string& spec) {
+  return "---\napiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: " + name +
+         "}\nspec:\n" + spec;
+}
+
+// Maps without core's passes, so the frontend's own output is what is inspected.
+ir::Ruleset map_only(const std::string& text, MappingOptions options = n1_options()) {
+  Diagnostics diag;
+  Model model = read_yaml(text, diag);
+  INFO(all_text(diag));
+  REQUIRE_FALSE(diag.has_errors());
+  ir::Ruleset ruleset = map_to_ir(model, options, diag);
+  REQUIRE_FALSE(diag.has_errors());
+  return ruleset;
+}
+
+std::vector<ir::ActionKind> actions(const ir::Ruleset& rs, const std::string& chain) {
+  const ir::Chain* c = rs.find_chain(chain);
+  REQUIRE(c);
+  std::vector<ir::ActionKind> out;
+  for (const ir::Rule& rule : c->rules) out.push_back(rule.action.kind);
+  return out;
+}
+
+using A = ir::ActionKind;
+
+}  // namespace
+
+TEST_CASE("actions per policy class", "[mapping]") {
+  const std::string rules = "  ingress: [{action: Allow}, {action: Deny}, {action: Pass}, {action: Log}]\n";
+  const ir::Ruleset rs =
+      map_only(kH0 + gnp("dnt", "  doNotTrack: true\n  applyOnForward: true\n" + rules) +
+               gnp("pre", "  preDNAT: true\n  applyOnForward: true\n" + rules) + gnp("normal", rules));
+  CHECK(actions(rs, "gnp/dnt/ingress/untracked") ==
+        std::vector{A::notrack, A::allow, A::drop, A::pass, A::log});
+  CHECK(actions(rs, "gnp/pre/ingress/prednat") == std::vector{A::allow, A::drop, A::pass, A::log});
+  CHECK(actions(rs, "gnp/normal/ingress/normal") == std::vector{A::accept, A::drop, A::pass, A::log});
+  CHECK(rs.find_chain("gnp/normal/ingress/normal")->rules[3].action.log_prefix == "calico-packet");
+}
+
+TEST_CASE("iptablesFilterDenyAction Reject and logPrefix", "[mapping]") {
+  const ir::Ruleset rs =
+      map_only(kH0 + felix("default", "  iptablesFilterDenyAction: Reject\n  logPrefix: fw\n") +
+               gnp("pre", "  preDNAT: true\n  applyOnForward: true\n  ingress: [{action: Deny}]\n") +
+               gnp("normal", "  ingress: [{action: Log}, {action: Deny}]\n"));
+  CHECK(actions(rs, "gnp/pre/ingress/prednat") == std::vector{A::drop});  // mangle has no REJECT
+  CHECK(actions(rs, "gnp/normal/ingress/normal") == std::vector{A::log, A::reject});
+  CHECK(rs.find_chain("gnp/normal/ingress/normal")->rules[0].action.log_prefix == "fw");
+  const ir::Endpoint& h0 = rs.stage(ir::Stage::input).sections.at(0).endpoints.at(0);
+  CHECK(h0.default_verdict == ir::Verdict::reject);
+  CHECK(h0.groups.at(0).on_end == ir::Verdict::reject);
+}
+
+TEST_CASE("rules keep their origin", "[mapping]") {
+  const ir::Ruleset rs = map_only(kH0 + gnp("p", "  ingress:\n  - action: Allow\n  - action: Deny\n"));
+  const ir::Chain* chain = rs.find_chain("gnp/p/ingress/normal");
+  REQUIRE(chain);
+  REQUIRE(chain->rules.size() == 2);
+  const ir::Origin& origin = chain->rules[1].origin;
+  CHECK(origin.policy == "GlobalNetworkPolicy p");
+  CHECK(origin.rule == 1);
+  CHECK(origin.loc.line == 18);
+  CHECK(origin.loc.col == 5);
+  CHECK(rs.frontend == "calico");
+  REQUIRE(rs.files.size() == 2);
+  CHECK(rs.files[origin.loc.file] == "test.yaml");
+  const ir::Endpoint& h0 = rs.stage(ir::Stage::input).sections.at(0).endpoints.at(0);
+  CHECK(h0.origin.policy == "HostEndpoint h0");
+}
+
+TEST_CASE("tiers: order, end-of-tier drop, Pass default action", "[mapping]") {
+  const std::string tier = R"(---
+apiVersion: projectcalico.org/v3
+kind: Tier
+metadata: {name: security}
+spec: {order: 10, defaultAction: ACTION}
+)";
+  auto with_action = [&](const std::string& action) {
+    std::string text = tier;
+    text.replace(text.find("ACTION"), 6, action);
+    return kH0 + text + gnp("security.log", "  tier: security\n  ingress: [{action: Log}]\n") +
+           gnp("allow", "  ingress: [{action: Allow}]\n");
+  };
+  const trace::Packet pkt = packet("eth0", "", "198.51.100.7", "10.0.0.10", 6, 80);
+  const ir::Ruleset pass = build(with_action("Pass"));
+  CHECK(to_string(verdict(pass, pkt)) == "ALLOW");
+  const ir::Endpoint& h0 = pass.stage(ir::Stage::input).sections.at(0).endpoints.at(0);
+  REQUIRE(h0.groups.size() == 2);
+  CHECK(h0.groups[0].name == "tier/security");
+  CHECK(h0.groups[0].on_end == ir::Verdict::continue_);
+  CHECK(h0.groups[1].name == "tier/default");
+  CHECK(to_string(verdict(build(with_action("Deny")), pkt)) == "DENY");
+}
+
+TEST_CASE("a Pass rule leaves the tier for the next one", "[mapping]") {
+  const std::string text = kH0 + R"(---
+apiVersion: projectcalico.org/v3
+kind: Tier
+metadata: {name: first}
+spec: {order: 1}
+)" + gnp("first.pass", "  tier: first\n  ingress: [{action: Pass, protocol: TCP}, {action: Deny}]\n") +
+                           gnp("allow", "  ingress: [{action: Allow}]\n");
+  const ir::Ruleset rs = build(text);
+  CHECK(to_string(verdict(rs, packet("eth0", "", "198.51.100.7", "10.0.0.10", 6, 80))) == "ALLOW");
+  CHECK(to_string(verdict(rs, packet("eth0", "", "198.51.100.7", "10.0.0.10", 17, 80))) == "DENY");
+}
+
+TEST_CASE("Felix settings: node.<name> over default, conntrack invalid check", "[mapping]") {
+  const ir::Ruleset rs = map_only(kH0 +
+                                  felix("default",
+                                        "  failsafeInboundHostPorts: [{protocol: TCP, port: 1}]\n"
+                                        "  failsafeOutboundHostPorts: [{protocol: UDP, port: 2}]\n") +
+                                  felix("node.n1",
+                                        "  failsafeInboundHostPorts: [{protocol: TCP, port: 3}]\n"
+                                        "  disableConntrackInvalidCheck: true\n") +
+                                  felix("node.n2", "  failsafeInboundHostPorts: []\n"));
+  REQUIRE(rs.failsafe.inbound.size() == 1);
+  CHECK(rs.failsafe.inbound[0].port == 3);
+  CHECK(rs.failsafe.inbound[0].origin.policy == "FelixConfiguration node.n1");
+  REQUIRE(rs.failsafe.outbound.size() == 1);
+  CHECK(rs.failsafe.outbound[0].port == 2);
+  const ir::Endpoint& h0 = rs.stage(ir::Stage::input).sections.at(0).endpoints.at(0);
+  CHECK(h0.conntrack == ir::Conntrack::accept_established);
+}
+
+TEST_CASE("built-in failsafe lists when no FelixConfiguration sets them", "[mapping]") {
+  const ir::Ruleset rs = map_only(kH0);
+  CHECK(rs.failsafe.inbound.size() == 9);
+  CHECK(rs.failsafe.outbound.size() == 9);
+  CHECK(rs.failsafe.outbound[0].protocol == 17);
+  CHECK(rs.failsafe.outbound[0].port == 53);
+}
+
+TEST_CASE("stages and sections", "[mapping]") {
+  const ir::Ruleset rs = map_only(kH0);
+  CHECK(rs.stage(ir::Stage::untracked_in).empty());
+  CHECK(rs.stage(ir::Stage::prednat).empty());
+  REQUIRE(rs.stage(ir::Stage::input).sections.size() == 1);
+  CHECK(rs.stage(ir::Stage::input).sections[0].honour_allow);
+  const auto& forward = rs.stage(ir::Stage::forward).sections;
+  REQUIRE(forward.size() == 2);
+  CHECK(forward[0].name == "ingress");
+  CHECK(forward[0].honour_allow);
+  CHECK(forward[1].name == "egress");
+  CHECK_FALSE(forward[1].honour_allow);
+  CHECK_FALSE(forward[0].endpoints.at(0).failsafe);
+  CHECK(forward[0].endpoints.at(0).default_verdict == ir::Verdict::accept);
+  const ir::Endpoint& output = rs.stage(ir::Stage::output).sections.at(0).endpoints.at(0);
+  REQUIRE(output.match.oif);
+  CHECK(output.match.oif->name == "eth0");
+}
+
+TEST_CASE("forward with applyOnForward policies only for the other direction gives no verdict", "[mapping]") {
+  const ir::Ruleset rs = build(kH0 + gnp("out",
+                                         "  applyOnForward: true\n  types: [Egress]\n"
+                                         "  egress: [{action: Allow}]\n"));
+  CHECK(to_string(verdict(rs, packet("eth0", "eth1", "198.51.100.7", "172.16.0.9", 6, 80))) == "NO-VERDICT");
+}
+
+TEST_CASE("a HostEndpoint bound by address is named after its interface", "[mapping]") {
+  const ir::Ruleset rs = map_only(R"(apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: by-ip}
+spec: {node: n1, expectedIPs: ["2001:db8::10"]}
+)");
+  const ir::Endpoint& endpoint = rs.stage(ir::Stage::input).sections.at(0).endpoints.at(0);
+  CHECK(endpoint.name == "by-ip@eth0");
+  REQUIRE(endpoint.match.iif);
+  CHECK(endpoint.match.iif->name == "eth0");
+}
+
+TEST_CASE("unknown profiles deny, as Felix's dummy drop rules do", "[mapping]") {
+  const ir::Ruleset rs = build(kH0 + "  profiles: [kns.default]\n");
+  CHECK(to_string(verdict(rs, packet("eth0", "", "198.51.100.7", "10.0.0.10", 6, 80))) == "DENY");
+}
+
+TEST_CASE("named ports: protocol filter, selector filter, numbers alongside", "[mapping]") {
+  const std::string heps =
+      kH0 + "  ports: [{name: web, protocol: TCP, port: 8443}, {name: dns, protocol: UDP, port: 53}]\n" +
+      R"(---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: other, labels: {role: other}}
+spec:
+  node: n2
+  interfaceName: eth0
+  expectedIPs: [10.0.0.20]
+  ports: [{name: web, protocol: TCP, port: 9443}]
+)";
+  const ir::Ruleset rs = build(heps + gnp("web", R"(  ingress:
+  - action: Allow
+    protocol: TCP
+    destination: {ports: [web, 80, dns]}
+)"));
+  auto in = [](std::uint8_t protocol, std::uint16_t port) {
+    return packet("eth0", "", "198.51.100.7", "10.0.0.10", protocol, port);
+  };
+  CHECK(to_string(verdict(rs, in(6, 8443))) == "ALLOW");
+  CHECK(to_string(verdict(rs, in(6, 80))) == "ALLOW");
+  CHECK(to_string(verdict(rs, in(6, 9443))) == "DENY");  // that port is named on another endpoint's address
+  CHECK(to_string(verdict(rs, in(17, 53))) == "DENY");   // protocol TCP filters out the UDP named port
+  const ir::Ruleset scoped = build(heps + gnp("web", R"(  ingress:
+  - action: Allow
+    destination: {selector: role == 'other', ports: [web]}
+)"));
+  CHECK(to_string(verdict(scoped, in(6, 8443))) == "DENY");
+}
+
+TEST_CASE("rule namespaceSelector scopes the selector", "[mapping]") {
+  const std::string peer = R"(---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: peer, labels: {role: peer}}
+spec: {node: n2, interfaceName: eth0, expectedIPs: [10.0.0.20]}
+)";
+  auto with_ns = [&](const std::string& ns) {
+    return build(kH0 + peer +
+                 gnp("p",
+                     "  ingress: [{action: Allow, source: {selector: role == 'peer', "
+                     "namespaceSelector: \"" +
+                         ns + "\"}}]\n"));
+  };
+  const trace::Packet from_peer = packet("eth0", "", "10.0.0.20", "10.0.0.10", 6, 80);
+  CHECK(to_string(verdict(with_ns("global()"), from_peer)) == "ALLOW");
+  CHECK(to_string(verdict(with_ns("all()"), from_peer)) == "DENY");
+  CHECK(to_string(verdict(with_ns("team == 'x'"), from_peer)) == "DENY");
+}
+
+TEST_CASE("notICMP without protocol is rendered per family", "[mapping]") {
+  const ir::Ruleset rs = map_only(kH0 + gnp("p", "  ingress: [{action: Deny, notICMP: {type: 8}}]\n"));
+  const ir::Chain* chain = rs.find_chain("gnp/p/ingress/normal");
+  REQUIRE(chain);
+  REQUIRE(chain->rules.size() == 2);
+  CHECK(chain->rules[0].match.family == ir::Family::ipv4);
+  CHECK_FALSE(chain->rules[0].match.icmp->v6);
+  CHECK(chain->rules[1].match.family == ir::Family::ipv6);
+  CHECK(chain->rules[1].match.icmp->v6);
+  CHECK(chain->rules[1].match.icmp->negate);
+}
+
+}  // namespace fwe::calico::test
+
+namespace fwe::calico::test {
+
+TEST_CASE("interfaceExclude and workload interfaces are never bound by address", "[mapping]") {
+  const std::string hep = R"(apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: lb}
+spec: {node: n1, expectedIPs: [192.0.2.1]}
+)";
+  MappingOptions options = n1_options();
+  options.interface_addresses["kube-ipvs0"] = {*ir::parse_ip("192.0.2.1")};
+  options.interface_addresses["cali0123"] = {*ir::parse_ip("192.0.2.1")};
+  options.interface_addresses["dummy7"] = {*ir::parse_ip("192.0.2.1")};
+  const ir::Ruleset rs = map_only(hep, options);
+  const auto& endpoints = rs.stage(ir::Stage::input).sections.at(0).endpoints;
+  REQUIRE(endpoints.size() == 1);
+  CHECK(endpoints[0].name == "lb@dummy7");
+  const ir::Ruleset excluded =
+      map_only(hep + felix("default", "  interfaceExclude: kube-ipvs0,/^dummy/\n"), options);
+  CHECK(excluded.stage(ir::Stage::input).empty());
+}
+
+TEST_CASE("HEP* does not police host traffic to local workloads", "[mapping]") {
+  const ir::Ruleset rs = build(R"(apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: hall}
+spec: {node: n1, interfaceName: "*"}
+)");
+  CHECK(to_string(verdict(rs, packet("", "cali12345", "10.0.0.10", "10.244.0.5", 6, 80))) == "NO-VERDICT");
+  CHECK(to_string(verdict(rs, packet("", "eth1", "10.0.0.10", "172.16.0.9", 6, 80))) == "DENY");
+}
+
+TEST_CASE("duplicate names are errors", "[mapping]") {
+  Diagnostics diag;
+  Model model = read_yaml(kH0 + "---" + kH0, diag);
+  map_to_ir(model, n1_options(), diag);
+  CHECK_THAT(all_text(diag), Catch::Contains("error: HostEndpoint 'h0' is defined twice"));
+}
+
+}  // namespace fwe::calico::test

@@ -1,0 +1,327 @@
+// validation_test.cpp - every check of spec calico.md §1.7 (and the HEP/GNS/FelixConfiguration rules):
+// bad input gives "file:line:col: error: message (hint)".
+#include <catch2/catch.hpp>
+
+#include "test_support.hpp"
+
+namespace fwe::calico::test {
+namespace {
+
+// A GlobalNetworkPolicy named p; body lines start at line 6 and are indented by two spaces.
+std::string gnp(const std::string& body) {
+  return "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:\n  name: p\nspec:\n" + body;
+}
+
+// A policy with one ingress rule; the rule's first line is line 7, its keys at column 5.
+std::string ingress_rule(const std::string& rule) {
+  return gnp("  ingress:\n  - " + rule);
+}
+std::string egress_rule(const std::string& rule) {
+  return gnp("  egress:\n  - " + rule);
+}
+
+// Reads (and, without read errors, maps) the text; returns every diagnostic as text.
+std::string diagnose(const std::string& text) {
+  Diagnostics diag;
+  Model model = read_yaml(text, diag);
+  if (!diag.has_errors()) map_to_ir(model, n1_options(), diag);
+  return all_text(diag);
+}
+
+void check_error(const std::string& text, const std::string& expected) {
+  const std::string out = diagnose(text);
+  INFO("input:\n" << text << "\ndiagnostics:\n" << out);
+  CHECK_THAT(out, Catch::Contains(expected));
+  // Every error carries a hint saying what to do.
+  Diagnostics diag;
+  Model model = read_yaml(text, diag);
+  for (const Diagnostic& d : diag.all()) {
+    if (d.severity == Severity::error) CHECK_FALSE(d.hint.empty());
+  }
+}
+
+}  // namespace
+
+TEST_CASE("policy flags (§1.7 #1-#4)", "[validation]") {
+  check_error(gnp("  doNotTrack: true\n  preDNAT: true\n  applyOnForward: true\n"),
+              "test.yaml:7:12: error: PreDNAT and DoNotTrack cannot both be true");
+  check_error(gnp("  preDNAT: true\n  applyOnForward: true\n  egress:\n  - action: Allow\n"),
+              "test.yaml:9:3: error: preDNAT policy cannot have egress rules");
+  check_error(gnp("  preDNAT: true\n  applyOnForward: true\n  types: [Ingress, Egress]\n"),
+              "test.yaml:8:10: error: preDNAT policy cannot have Egress in types");
+  check_error(gnp("  preDNAT: true\n"),
+              "test.yaml:6:12: error: preDNAT policy needs applyOnForward: true (add applyOnForward: true");
+  check_error(gnp("  doNotTrack: true\n"),
+              "test.yaml:6:15: error: doNotTrack policy needs applyOnForward: true");
+}
+
+TEST_CASE("policy types (§1.7 #5)", "[validation]") {
+  check_error(gnp("  types: [Ingress, Ingress]\n"), "test.yaml:6:20: error: duplicate policy type 'Ingress'");
+  check_error(gnp("  types: [ingress]\n"),
+              "test.yaml:6:11: error: unknown policy type 'ingress' (did you mean 'Ingress'? names are "
+              "case-sensitive)");
+}
+
+TEST_CASE("policy selectors (§1.7 #6)", "[validation]") {
+  check_error(gnp("  selector: a == x\n"),
+              "test.yaml:6:18: error: invalid selector: expected a quoted string");
+  check_error(gnp("  selector: \"a == x\"\n"),
+              "test.yaml:6:19: error: invalid selector: expected a quoted string");
+  check_error(gnp("  selector: global()\n"),
+              "test.yaml:6:13: error: global() is not allowed in a policy selector");
+  check_error(gnp("  namespaceSelector: has(\n"), "error: invalid namespaceSelector: expected a label name");
+  check_error(gnp("  serviceAccountSelector: a b\n"), "error: invalid serviceAccountSelector");
+}
+
+TEST_CASE("names, labels and tiers (§1.7 #7)", "[validation]") {
+  check_error("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:\n  name: Bad_Name\n",
+              "test.yaml:4:9: error: invalid GlobalNetworkPolicy name 'Bad_Name'");
+  check_error(
+      "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:\n  name: p\n"
+      "  labels:\n    bad key: x\n",
+      "test.yaml:6:5: error: invalid label key 'bad key'");
+  check_error(
+      "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:\n  name: p\n"
+      "  labels:\n    key: -x\n",
+      "test.yaml:6:10: error: invalid label value '-x'");
+  check_error(gnp("  tier: security\n"),
+              "test.yaml:1:1: error: GlobalNetworkPolicy 'p' is in tier 'security', which is not defined");
+  check_error("apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata:\n  name: Sec\n",
+              "test.yaml:4:9: error: invalid Tier name 'Sec'");
+}
+
+TEST_CASE("services and http (§1.7 #8, #21, #23)", "[validation]") {
+  check_error(egress_rule("action: Allow\n    http: {methods: [GET]}\n"),
+              "test.yaml:8:11: error: http matches are not allowed in egress rules");
+  check_error(ingress_rule("action: Deny\n    http: {methods: [GET]}\n"),
+              "test.yaml:8:11: error: http matches are only allowed on Allow rules");
+  check_error(ingress_rule("action: Allow\n    protocol: UDP\n    http: {methods: [GET]}\n"),
+              "error: http matches need protocol TCP");
+  check_error(ingress_rule("action: Allow\n    destination:\n      services: {name: web, namespace: x}\n"),
+              "test.yaml:9:17: error: services matches select Kubernetes Service endpoints");
+}
+
+TEST_CASE("rule action, ipVersion, protocol (§1.7 #9-#11)", "[validation]") {
+  check_error(
+      ingress_rule("action: allow\n"),
+      "test.yaml:7:13: error: unknown action 'allow' (did you mean 'Allow'? names are case-sensitive)");
+  check_error(ingress_rule("protocol: TCP\n"), "test.yaml:7:5: error: rule without action");
+  check_error(ingress_rule("action: Allow\n    ipVersion: 5\n"),
+              "test.yaml:8:16: error: ipVersion must be 4 or 6");
+  check_error(ingress_rule("action: Allow\n    protocol: 0\n"),
+              "test.yaml:8:15: error: protocol number 0 is out of range");
+  check_error(ingress_rule("action: Allow\n    protocol: tcp\n"),
+              "test.yaml:8:15: error: unknown protocol 'tcp' (did you mean 'TCP'? names are case-sensitive)");
+  check_error(ingress_rule("action: Allow\n    notProtocol: ICMPV6\n"), "error: unknown protocol 'ICMPV6'");
+}
+
+TEST_CASE("ports need a port protocol (§1.7 #12, #13)", "[validation]") {
+  check_error(
+      ingress_rule("action: Allow\n    destination:\n      ports: [80]\n"),
+      "test.yaml:7:5: error: rules with numeric port or port range must set protocol to TCP or UDP or SCTP");
+  check_error(ingress_rule("action: Allow\n    source:\n      notPorts: [\"1000:2000\"]\n"),
+              "error: rules with numeric port or port range must set protocol");
+  check_error(ingress_rule("action: Allow\n    protocol: ICMP\n    destination:\n      ports: [80]\n"),
+              "test.yaml:8:15: error: protocol icmp has no ports");
+  check_error(ingress_rule("action: Allow\n    protocol: UDPLite\n    destination:\n      ports: [80]\n"),
+              "error: protocol udplite has no ports");
+  // Named ports alone need no protocol.
+  CHECK_THAT(diagnose(ingress_rule("action: Allow\n    destination:\n      ports: [web]\n")),
+             !Catch::Contains("error"));
+}
+
+TEST_CASE("icmp fields (§1.7 #14-#16)", "[validation]") {
+  check_error(ingress_rule("action: Allow\n    protocol: TCP\n    icmp: {type: 8}\n"),
+              "test.yaml:9:11: error: icmp is only allowed with protocol ICMP or ICMPv6");
+  check_error(ingress_rule("action: Allow\n    protocol: ICMP\n    ipVersion: 6\n"),
+              "test.yaml:8:15: error: protocol ICMP requires ipVersion 4");
+  check_error(ingress_rule("action: Allow\n    notProtocol: ICMPv6\n    ipVersion: 4\n"),
+              "test.yaml:8:18: error: protocol ICMPv6 requires ipVersion 6");
+  check_error(ingress_rule("action: Allow\n    protocol: ICMP\n    icmp: {code: 1}\n"),
+              "error: ICMP code without type");
+  check_error(ingress_rule("action: Allow\n    protocol: ICMP\n    icmp: {type: 255}\n"),
+              "test.yaml:9:18: error: ICMP type must be 0-254");
+  check_error(ingress_rule("action: Allow\n    protocol: ICMP\n    icmp: {type: 3, code: 256}\n"),
+              "error: ICMP code must be 0-255");
+}
+
+TEST_CASE("nets (§1.7 #17-#19)", "[validation]") {
+  check_error(
+      ingress_rule("action: Allow\n    source:\n      nets: [10.0.0.1/24]\n"),
+      "test.yaml:9:14: error: CIDR '10.0.0.1/24' has host bits set (write the network address: 10.0.0.0/24)");
+  check_error(
+      ingress_rule("action: Allow\n    source:\n      nets: [10.0.0.1]\n"),
+      "test.yaml:9:14: error: invalid CIDR '10.0.0.1': a bare address is not a network (write 10.0.0.1/32)");
+  check_error(ingress_rule("action: Allow\n    source:\n      nets: [bogus]\n"),
+              "error: invalid CIDR 'bogus'");
+  check_error(ingress_rule("action: Allow\n    source:\n      nets: [10.0.0.0/8]\n    destination:\n"
+                           "      notNets: [2001:db8::/32]\n"),
+              "test.yaml:7:5: error: rule mixes IPv4 and IPv6 networks");
+  check_error(ingress_rule("action: Allow\n    ipVersion: 6\n    source:\n      nets: [10.0.0.0/8]\n"),
+              "test.yaml:8:16: error: rule networks are not of ipVersion 6");
+  check_error(ingress_rule("action: Allow\n    source:\n      notNets: [0.0.0.0/0]\n"),
+              "test.yaml:9:16: error: notNets contains 0.0.0.0/0, which excludes everything");
+  check_error(ingress_rule("action: Allow\n    source:\n      notNets: [\"::/0\"]\n"),
+              "error: notNets contains ::/0");
+}
+
+TEST_CASE("ports (§1.7 #20)", "[validation]") {
+  check_error(ingress_rule("action: Allow\n    protocol: TCP\n    destination:\n      ports: [\"90:80\"]\n"),
+              "test.yaml:10:15: error: port range '90:80' has min > max");
+  check_error(ingress_rule("action: Allow\n    protocol: TCP\n    destination:\n      ports: [0]\n"),
+              "test.yaml:10:15: error: port 0 is out of range");
+  check_error(ingress_rule("action: Allow\n    protocol: TCP\n    destination:\n      ports: [70000]\n"),
+              "error: port 70000 is out of range");
+  check_error(ingress_rule("action: Allow\n    protocol: TCP\n    destination:\n      ports: [Web_Port]\n"),
+              "test.yaml:10:15: error: invalid named port 'Web_Port'");
+  check_error(
+      ingress_rule(
+          "action: Allow\n    protocol: TCP\n    destination:\n      ports: [a-very-long-port-name]\n"),
+      "error: invalid named port 'a-very-long-port-name'");
+}
+
+TEST_CASE("global() in entity selectors (§1.7 #22)", "[validation]") {
+  check_error(ingress_rule("action: Allow\n    source:\n      selector: global()\n"),
+              "test.yaml:9:17: error: global() is only allowed in a rule's namespaceSelector");
+  check_error(ingress_rule("action: Allow\n    source:\n      namespaceSelector: global() && has(x)\n"),
+              "test.yaml:9:26: error: global() cannot be combined with other expressions");
+  CHECK_THAT(diagnose(ingress_rule("action: Allow\n    source:\n      namespaceSelector: global()\n")),
+             !Catch::Contains("error"));
+  check_error(ingress_rule("action: Allow\n    source:\n      selector: \"a in {'x'\"\n"),
+              "test.yaml:9:27: error: invalid selector: expected '}'");
+}
+
+TEST_CASE("what fwengine cannot express is refused", "[validation]") {
+  check_error(
+      ingress_rule(
+          "action: Allow\n    protocol: ICMP\n    icmp: {type: 8}\n    notICMP: {type: 8, code: 1}\n"),
+      "test.yaml:10:14: error: icmp together with notICMP in one rule is not supported");
+  check_error(ingress_rule("action: Allow\n    protocol: TCP\n    destination: {notPorts: [web]}\n"),
+              "test.yaml:9:30: error: named ports in notPorts are not supported");
+}
+
+TEST_CASE("unknown fields are errors with a did-you-mean hint", "[validation]") {
+  check_error(gnp("  selecter: all()\n"),
+              "test.yaml:6:3: error: unknown field 'selecter' in GlobalNetworkPolicy spec (did you mean "
+              "'selector'?)");
+  check_error(ingress_rule("action: Allow\n    destnation: {}\n"),
+              "test.yaml:8:5: error: unknown field 'destnation' in a rule (did you mean 'destination'?)");
+  check_error(ingress_rule("action: Allow\n    source: {net: [10.0.0.0/8]}\n"),
+              "error: unknown field 'net' in a rule's source/destination (did you mean 'nets'?)");
+  check_error(
+      "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata:\n  name: h\nspec:\n  node: n1\n"
+      "  interface: eth0\n",
+      "test.yaml:7:3: error: unknown field 'interface' in HostEndpoint spec (did you mean 'interfaceName'?)");
+  check_error(
+      "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n"
+      "  failsafeInboundHostPort: []\n",
+      "error: unknown field 'failsafeInboundHostPort' in FelixConfiguration spec (did you mean "
+      "'failsafeInboundHostPorts'?)");
+  check_error(
+      "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadta:\n  name: p\n",
+      "test.yaml:3:1: error: unknown field 'metadta' in a Calico resource (did you mean 'metadata'?)");
+  check_error("apiVersion: projectcalico.org/v3\nkind: HostEndPoint\nmetadata:\n  name: h\n",
+              "test.yaml:2:7: error: unknown kind 'HostEndPoint' (did you mean 'HostEndpoint'?)");
+  check_error("apiVersion: projectcalico.org/v2\nkind: HostEndpoint\nmetadata:\n  name: h\n",
+              "test.yaml:1:13: error: unsupported apiVersion 'projectcalico.org/v2' for HostEndpoint");
+}
+
+TEST_CASE("HostEndpoint checks (§1.2)", "[validation]") {
+  const std::string head =
+      "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata:\n  name: h\nspec:\n";
+  check_error(head + "  interfaceName: eth0\n", "test.yaml:6:3: error: HostEndpoint 'h' has no spec.node");
+  check_error(head + "  node: n1\n",
+              "test.yaml:6:3: error: HostEndpoint 'h' has neither interfaceName nor expectedIPs");
+  check_error(head + "  node: n1\n  interfaceName: eth0:1\n",
+              "test.yaml:7:18: error: invalid interfaceName 'eth0:1'");
+  check_error(head + "  node: n1\n  expectedIPs: [10.0.0.0/24]\n",
+              "test.yaml:7:17: error: expectedIPs entry '10.0.0.0/24' is not an IP address");
+  check_error(
+      head + "  node: n1\n  interfaceName: eth0\n  ports:\n  - {name: Web, protocol: TCP, port: 80}\n",
+      "test.yaml:9:12: error: invalid port name 'Web'");
+  check_error(
+      head + "  node: n1\n  interfaceName: eth0\n  ports:\n  - {name: web, protocol: ICMP, port: 80}\n",
+      "error: protocol ICMP has no ports");
+  check_error(head + "  node: n1\n  interfaceName: eth0\n  ports:\n  - {name: web, protocol: TCP, port: 0}\n",
+              "error: HostEndpoint port needs a port number 1-65535");
+  check_error(
+      "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata:\n  name: H\nspec:\n  node: n1\n"
+      "  interfaceName: eth0\n",
+      "test.yaml:4:9: error: invalid HostEndpoint name 'H'");
+}
+
+TEST_CASE("GlobalNetworkSet checks (§1.4)", "[validation]") {
+  check_error(
+      "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata:\n  name: s\n  labels:\n"
+      "    projectcalico.org/namespace: x\n",
+      "error: GlobalNetworkSet must not have the label projectcalico.org/namespace");
+  check_error(
+      "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata:\n  name: s\nspec:\n"
+      "  nets: [10.0.0.300/8]\n",
+      "test.yaml:6:10: error: invalid network '10.0.0.300/8'");
+}
+
+TEST_CASE("FelixConfiguration failsafe entries (§1.5)", "[validation]") {
+  const std::string head =
+      "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n";
+  check_error(head + "  failsafeInboundHostPorts:\n  - {protocol: tcp, port: 22}\n",
+              "test.yaml:7:16: error: failsafe protocol must be written TCP");
+  check_error(head + "  failsafeInboundHostPorts:\n  - {protocol: SCTP, port: 22}\n",
+              "error: failsafe protocol SCTP is refused by Felix's parser");
+  check_error(head + "  failsafeInboundHostPorts:\n  - {protocol: TCP}\n",
+              "test.yaml:7:5: error: failsafe entry needs a port 0-65535");
+  check_error(head + "  failsafeInboundHostPorts:\n  - {port: 22}\n",
+              "error: failsafe entry without protocol");
+  check_error(head + "  failsafeInboundHostPorts:\n  - {protocol: TCP, port: 22, net: 10.0.0/8}\n",
+              "error: failsafe net '10.0.0/8' is not a CIDR");
+  check_error(head + "  failsafeOutboundHostPorts:\n  - \"sctp:22\"\n",
+              "test.yaml:7:5: error: failsafe entry 'sctp:22': protocol must be tcp or udp");
+  check_error(head + "  failsafeOutboundHostPorts:\n  - \"tcp:[fd00::/8:22\"\n",
+              "error: failsafe entry 'tcp:[fd00::/8:22'");
+  check_error(head + "  iptablesFilterDenyAction: Block\n",
+              "error: iptablesFilterDenyAction must be Drop or Reject");
+}
+
+TEST_CASE("string failsafe entries are accepted with a warning naming the object form", "[validation]") {
+  Diagnostics diag;
+  Model model = read_yaml(
+      "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n"
+      "  failsafeInboundHostPorts: [\"tcp:22\", \"udp:[fd00::/8]:53\", \"8080\"]\n",
+      diag);
+  REQUIRE_FALSE(diag.has_errors());
+  const auto warnings = formatted(diag, Severity::warning);
+  REQUIRE(warnings.size() == 1);
+  CHECK_THAT(warnings[0], Catch::Contains("Calico's API server would refuse"));
+  CHECK_THAT(warnings[0], Catch::Contains("{protocol: TCP, port: 22}"));
+  CHECK_THAT(warnings[0], Catch::Contains("{protocol: UDP, port: 53, net: fd00::/8}"));
+  REQUIRE(model.felix_configs.size() == 1);
+  REQUIRE(model.felix_configs[0].failsafe_inbound);
+  const auto& ports = *model.felix_configs[0].failsafe_inbound;
+  REQUIRE(ports.size() == 3);
+  CHECK(ports[2].protocol == 6);
+  CHECK(ports[2].port == 8080);
+}
+
+TEST_CASE("all errors are reported at once", "[validation]") {
+  Diagnostics diag;
+  read_yaml(
+      ingress_rule("action: Alow\n    protocol: TPC\n    ipVersion: 7\n    source:\n      nets: [1.2.3.4]\n"),
+      diag);
+  CHECK(diag.error_count() == 4);
+}
+
+TEST_CASE("namespaced and unrelated kinds are skipped with one warning each", "[validation]") {
+  Diagnostics diag;
+  read_yaml(
+      "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata:\n  name: np\n  namespace: x\n"
+      "spec:\n  selector: all()\n---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n"
+      "  name: pool\nspec:\n  cidr: 10.0.0.0/8\n",
+      diag);
+  CHECK_FALSE(diag.has_errors());
+  const auto warnings = formatted(diag, Severity::warning);
+  REQUIRE(warnings.size() == 2);
+  CHECK_THAT(warnings[0], Catch::Contains("test.yaml:2:7: warning: NetworkPolicy 'np' skipped: namespaced"));
+  CHECK_THAT(warnings[1], Catch::Contains("IPPool 'pool' skipped"));
+}
+
+}  // namespace fwe::calico::test
