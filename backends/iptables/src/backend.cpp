@@ -1,0 +1,58 @@
+// backend.cpp - the `iptables` backend plugin: iptables-legacy + ipset, Felix-like chains (render.cpp).
+#include "fwengine/canonical.hpp"
+#include "fwengine/plugin.hpp"
+#include "kernel.hpp"
+#include "render.hpp"
+
+namespace fwe::iptables {
+
+namespace {
+
+class IptablesPlan : public Plan {
+ public:
+  IptablesPlan(Model model, std::string ir_hash) : model_(std::move(model)), ir_hash_(std::move(ir_hash)) {}
+  std::string text() const override { return plan_text(model_, ir_hash_); }
+  const Model& model() const { return model_; }
+  const std::string& ir_hash() const { return ir_hash_; }
+
+ private:
+  Model model_;
+  std::string ir_hash_;
+};
+
+class IptablesBackend : public Backend {
+ public:
+  explicit IptablesBackend(const PluginContext&) {}
+
+  Capabilities capabilities() const override {
+    Capabilities caps;
+    for (std::size_t s = 0; s < ir::kStageCount; ++s) caps.stages.push_back(static_cast<ir::Stage>(s));
+    for (std::size_t m = 0; m < ir::kMatchKindCount; ++m)
+      caps.matches.push_back(static_cast<ir::MatchKind>(m));
+    for (std::size_t a = 0; a < ir::kActionKindCount; ++a)
+      caps.actions.push_back(static_cast<ir::ActionKind>(a));
+    caps.ipv6 = true;
+    return caps;
+  }
+
+  std::unique_ptr<Plan> render(const ir::Ruleset& ruleset, Diagnostics& diag) override {
+    return std::make_unique<IptablesPlan>(iptables::render(ruleset, diag), canonical::hash(ruleset));
+  }
+
+  void apply(const Plan& plan, const ApplyOptions& options) override {
+    const auto* ours = dynamic_cast<const IptablesPlan*>(&plan);
+    if (ours == nullptr) throw RuntimeError("the iptables backend was given another backend's plan");
+    apply_model(ours->model(), options.ir_hash.empty() ? ours->ir_hash() : options.ir_hash, options.full);
+  }
+
+  KernelState read_back() override { return read_kernel(); }
+
+  void flush() override { flush_all(); }
+};
+
+}  // namespace
+
+}  // namespace fwe::iptables
+
+FWE_REGISTER_BACKEND("iptables", "0.1.0", "iptables-legacy and ipset, Felix-like fwe- chains",
+                     fwe::iptables::IptablesBackend)

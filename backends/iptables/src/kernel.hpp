@@ -1,0 +1,66 @@
+// kernel.hpp - the iptables-legacy and ipset tools: run them, read their output, move the kernel from
+// what it holds to what a model wants, and back when a step fails.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fwengine/plugin.hpp"
+#include "model.hpp"
+
+namespace fwe::iptables {
+
+struct ToolResult {
+  int status = 0;  // exit status; -1 when the tool could not be started or was killed
+  std::string out, err;
+};
+// Runs argv[0] (looked up in PATH) with input on its stdin; no shell is involved.
+ToolResult run_tool(const std::vector<std::string>& argv, std::string_view input = {});
+
+// ---- what iptables-legacy-save shows of ours ------------------------------------------------------
+struct KernelRule {
+  std::string spec;  // what follows "-A <chain> "
+  std::uint64_t packets = 0, bytes = 0;
+};
+struct KernelChain {
+  std::string name;
+  std::vector<KernelRule> rules;
+};
+// A rule of a built-in chain that jumps into one of ours.
+struct KernelHook {
+  std::string builtin;
+  std::size_t position = 0;  // 1-based, among the built-in chain's rules
+  std::string spec;
+  std::string target;
+};
+struct KernelTable {
+  std::string name;
+  std::vector<KernelChain> chains;  // fwe- chains only
+  std::vector<KernelHook> hooks;
+  const KernelChain* find(std::string_view chain) const;
+};
+// Tables holding something of ours; counters are read when the text has them (save -c).
+std::vector<KernelTable> parse_save(std::string_view text);
+// The same state as a model, to go back to it.
+std::vector<TableDef> to_defs(const std::vector<KernelTable>& tables);
+// iptables-restore --noflush input that turns `now` into `want` and touches nothing else: changed chains
+// redeclared (which flushes them) and filled, hooks inserted at the top or removed, chains no longer
+// wanted flushed and deleted. Unless full, chains whose rule stamps all match are left alone. Empty
+// when nothing has to change.
+std::string transition(const std::vector<KernelTable>& now, const std::vector<TableDef>& want, bool full);
+
+struct KernelSet {
+  std::string name, family;
+  std::vector<std::string> members;
+};
+// Our sets (fwe-*) in `ipset save` output.
+std::vector<KernelSet> parse_ipset_save(std::string_view text);
+
+// ---- operations -------------------------------------------------------------------------------------
+void apply_model(const Model& model, std::string_view ir_hash, bool full);
+void flush_all();
+KernelState read_kernel();
+
+}  // namespace fwe::iptables

@@ -1,0 +1,139 @@
+// model.cpp - text forms of the model and the per-rule stamps.
+#include "model.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+
+namespace fwe::iptables {
+
+namespace {
+constexpr std::string_view kCommentOpen = "-m comment --comment \"";
+}
+
+const ChainDef* TableDef::find(std::string_view chain) const {
+  auto it = std::find_if(chains.begin(), chains.end(), [&](const ChainDef& c) { return c.name == chain; });
+  return it == chains.end() ? nullptr : &*it;
+}
+
+std::string hook_spec(std::string_view target) {
+  return std::string(kCommentOpen) + "fwe:hook\" -j " + std::string(target);
+}
+
+std::string hash16(std::string_view text) {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : text) {
+    h ^= c;
+    h *= 0x100000001b3ull;
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+namespace {
+// The comment's text and where it sits in the spec.
+std::pair<std::size_t, std::size_t> comment_span(std::string_view spec) {
+  auto open = spec.find(kCommentOpen);
+  if (open == std::string_view::npos) return {std::string_view::npos, 0};
+  auto close = spec.find('"', open + kCommentOpen.size());
+  if (close == std::string_view::npos) return {std::string_view::npos, 0};
+  return {open, close + 1 - open};
+}
+
+std::string_view comment_of(std::string_view spec) {
+  auto [at, len] = comment_span(spec);
+  if (at == std::string_view::npos) return {};
+  return spec.substr(at + kCommentOpen.size(), len - kCommentOpen.size() - 1);
+}
+}  // namespace
+
+std::string stamp_of(std::string_view spec) {
+  auto comment = comment_of(spec);
+  if (comment.substr(0, 4) != "fwe:" || comment.size() < 20) return {};
+  auto hash = comment.substr(4, 16);
+  if (!std::all_of(hash.begin(), hash.end(),
+                   [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); }))
+    return {};
+  return "fwe:" + std::string(hash);
+}
+
+std::string where_of(std::string_view spec) {
+  auto comment = comment_of(spec);
+  auto space = comment.find(' ');
+  return space == std::string_view::npos ? std::string{} : std::string(comment.substr(space + 1));
+}
+
+std::string content_hash(std::string_view chain, std::string_view spec) {
+  std::string text(chain);
+  text += ' ';
+  auto [at, len] = comment_span(spec);
+  std::string rest(spec);
+  if (at != std::string_view::npos) rest.erase(at, len);
+  bool space = false;
+  for (char c : rest) {
+    if (c == '"' || c == '\\') continue;
+    if (c == ' ') {
+      space = true;
+      continue;
+    }
+    if (space && text.back() != ' ') text += ' ';
+    space = false;
+    text += c;
+  }
+  return hash16(text);
+}
+
+std::string restore_text(const std::vector<TableDef>& tables) {
+  std::string out;
+  for (const auto& table : tables) {
+    out += '*' + table.name + '\n';
+    for (const auto& chain : table.chains) out += ':' + chain.name + " - [0:0]\n";
+    for (const auto& chain : table.chains)
+      for (const auto& rule : chain.rules) out += "-A " + chain.name + ' ' + rule + '\n';
+    for (const auto& hook : table.hooks) out += "-I " + hook.builtin + " 1 " + hook_spec(hook.target) + '\n';
+    out += "COMMIT\n";
+  }
+  return out;
+}
+
+std::string_view family_name(IpFamily f) {
+  return f == IpFamily::v4 ? "inet" : "inet6";
+}
+
+std::string ipset_create_line(const SetDef& set, std::string_view name) {
+  // Room for every member: ipset refuses adds beyond maxelem.
+  std::size_t maxelem = std::max<std::size_t>(65536, set.members.size());
+  return "create " + std::string(name) + " hash:net family " + std::string(family_name(set.family)) +
+         " maxelem " + std::to_string(maxelem);
+}
+
+std::string ipset_text(const std::vector<SetDef>& sets) {
+  std::string out;
+  for (const auto& set : sets) {
+    out += ipset_create_line(set, set.name) + '\n';
+    for (const auto& m : set.members) out += "add " + set.name + ' ' + m + '\n';
+  }
+  return out;
+}
+
+std::string meta_rule(std::string_view ir_hash) {
+  return std::string(kCommentOpen) + "fwe:ir " +
+         (ir_hash.empty() ? std::string("unknown") : std::string(ir_hash)) + "\"";
+}
+
+std::string ir_hash_of(std::string_view meta_spec) {
+  auto comment = comment_of(meta_spec);
+  if (comment.substr(0, 7) != "fwe:ir ") return {};
+  return std::string(comment.substr(7));
+}
+
+std::vector<TableDef> with_meta(std::vector<TableDef> tables, std::string_view ir_hash) {
+  auto filter =
+      std::find_if(tables.begin(), tables.end(), [](const TableDef& t) { return t.name == "filter"; });
+  if (filter == tables.end()) filter = tables.insert(tables.end(), TableDef{"filter", {}, {}});
+  filter->chains.push_back({std::string(kMetaChain), {meta_rule(ir_hash)}});
+  return tables;
+}
+
+}  // namespace fwe::iptables

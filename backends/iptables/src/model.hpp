@@ -1,0 +1,87 @@
+// model.hpp - what the iptables backend loads: ipsets and, per address family, the fwe- chains of each
+// table with the jumps that hook them into the built-in chains. Rendering fills it (render.cpp), the
+// kernel code compares it with iptables-legacy-save output and loads the difference (kernel.cpp).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace fwe::iptables {
+
+enum class IpFamily : std::uint8_t { v4, v6 };
+
+// Packet-mark bits we own (Calico uses 0xffff0000 from the bottom up; kube-proxy 0x4000/0x8000).
+// IR set-mark actions and mark matches never touch these bits.
+inline constexpr std::uint32_t kAllowMark = 0x10000000;   // the IR's allow mark, kept across stages
+inline constexpr std::uint32_t kPassMark = 0x20000000;    // a `pass` is leaving the current group
+inline constexpr std::uint32_t kAcceptMark = 0x40000000;  // the stage result so far is accept
+inline constexpr std::uint32_t kDoneMark = 0x80000000;    // the endpoint has its verdict: unwind
+inline constexpr std::uint32_t kOurMarks = 0xf0000000;
+inline constexpr std::uint32_t kTransientMarks = kPassMark | kAcceptMark | kDoneMark;
+
+inline constexpr std::string_view kPrefix = "fwe-";
+inline constexpr std::size_t kMaxChainName = 28;            // iptables' limit (29 with the NUL)
+inline constexpr std::size_t kMaxSetName = 31;              // ipset's limit
+inline constexpr std::string_view kMetaChain = "fwe-meta";  // holds the IR hash in a comment
+inline constexpr std::string_view kTempSetPrefix = "fwe-t-";
+
+struct ChainDef {
+  std::string name;
+  std::vector<std::string> rules;  // each what follows "-A <name> " in iptables-restore input
+};
+
+// One built-in chain's jump into ours, inserted as its first rule.
+struct HookDef {
+  std::string builtin;  // PREROUTING, INPUT, ...
+  std::string target;   // fwe-input, ...
+};
+
+struct TableDef {
+  std::string name;  // raw, mangle, nat, filter
+  std::vector<ChainDef> chains;
+  std::vector<HookDef> hooks;
+  const ChainDef* find(std::string_view chain) const;
+};
+
+struct SetDef {
+  std::string name;  // fwe-4-<name> / fwe-6-<name>
+  IpFamily family = IpFamily::v4;
+  std::vector<std::string> members;  // "10.0.0.0/8", hosts without prefix (as ipset save prints them)
+};
+
+struct Model {
+  std::vector<SetDef> sets;
+  std::vector<TableDef> tables[2];  // by IpFamily, in the order raw, mangle, nat, filter
+  const std::vector<TableDef>& family(IpFamily f) const { return tables[static_cast<int>(f)]; }
+};
+
+inline constexpr std::string_view kTableOrder[] = {"raw", "mangle", "nat", "filter"};
+
+// The rule spec of a hook jump.
+std::string hook_spec(std::string_view target);
+// 16 hex digits of FNV-1a 64: rule stamps and shortened names.
+std::string hash16(std::string_view text);
+// The stamp a rule spec carries ("fwe:<hash16>"), or empty.
+std::string stamp_of(std::string_view spec);
+// The hash a rule should carry: over its chain and its spec without the comment and without quoting, so
+// that our text and iptables-save's text of the same rule give the same hash.
+std::string content_hash(std::string_view chain, std::string_view spec);
+// The "file:line:col" part of a rule's comment, or empty.
+std::string where_of(std::string_view spec);
+
+// iptables-restore input for a whole family as rendered (what `render` prints): every chain declared,
+// filled, and hooked.
+std::string restore_text(const std::vector<TableDef>& tables);
+// ipset restore input creating every set under its own name.
+std::string ipset_text(const std::vector<SetDef>& sets);
+std::string ipset_create_line(const SetDef& set, std::string_view name);
+std::string_view family_name(IpFamily f);  // inet / inet6
+// The tables plus fwe-meta in filter, whose one rule carries the IR hash for read_back.
+std::vector<TableDef> with_meta(std::vector<TableDef> tables, std::string_view ir_hash);
+std::string meta_rule(std::string_view ir_hash);
+// The IR hash in a fwe-meta rule, or empty.
+std::string ir_hash_of(std::string_view meta_spec);
+
+}  // namespace fwe::iptables

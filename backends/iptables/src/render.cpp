@@ -1,0 +1,936 @@
+// render.cpp - IR -> iptables model, per family, in a layout modelled on Felix's:
+//
+//   <built-in chain> -j fwe-<stage>        one hook per stage, first rule of the built-in chain
+//   fwe-<stage>      clears our transient mark bits, then per section: -j fwe-d-<section> (a section that
+//                    honours allow instead sets the accept bit when the allow bit is set); finally
+//                    accept bit -> fwe-accepted (clear, ACCEPT), else return to the built-in chain
+//   fwe-d-...        dispatch: one rule per endpoint classifier, -g fwe-e-<endpoint>; the first wins
+//   fwe-e-...        endpoint: clear transients; conntrack prelude; failsafe chain; groups (each IR chain
+//                    jumped while the pass bit is clear, returning as soon as the done bit is set); the
+//                    group's on_end; the default verdict
+//   fwe-c-<chain>    one per IR chain and table; accept/allow/pass `-g fwe-accept|fwe-allow|fwe-pass`,
+//                    helpers that set mark bits and return to the chain that jumped; after every jump a
+//                    rule returns while the done or pass bit is set
+//
+// drop and reject are terminal, so only accept, allow and pass travel back as mark bits (model.hpp).
+#include "render.hpp"
+
+#include <netdb.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <optional>
+#include <set>
+
+#include "fwengine/trace.hpp"
+
+namespace fwe::iptables {
+
+using namespace fwe::ir;
+
+namespace {
+
+constexpr std::size_t kInlineCidrs = 4;      // more addresses than this go into an ipset
+constexpr std::size_t kMultiportSlots = 15;  // multiport's limit; a range takes two
+constexpr std::size_t kMaxCommentWhere = 200;
+constexpr std::size_t kMaxLogPrefix = 29;
+
+const std::set<std::uint8_t> kPortProtocols = {6, 17, 132, 136};  // TCP, UDP, SCTP, UDPLite
+const std::set<std::uint8_t> kNatPortProtocols = {6, 17, 132};    // what NAT port options accept
+
+struct Place {
+  std::string_view table, builtin, abbrev;
+};
+
+Place place_of(Stage s) {
+  switch (s) {
+    case Stage::untracked_in:
+      return {"raw", "PREROUTING", "ui"};
+    case Stage::untracked_out:
+      return {"raw", "OUTPUT", "uo"};
+    case Stage::prednat:
+      return {"mangle", "PREROUTING", "pre"};
+    case Stage::dnat:
+      return {"nat", "PREROUTING", "dn"};
+    case Stage::input:
+      return {"filter", "INPUT", "in"};
+    case Stage::forward:
+      return {"filter", "FORWARD", "fw"};
+    case Stage::output:
+      return {"filter", "OUTPUT", "out"};
+    case Stage::snat:
+      return {"nat", "POSTROUTING", "sn"};
+  }
+  return {"filter", "INPUT", "in"};
+}
+
+// The mac match only loads in hooks that have a source MAC.
+bool has_source_mac(Stage s) {
+  return s != Stage::untracked_out && s != Stage::output && s != Stage::snat;
+}
+
+std::string hex(std::uint32_t v) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "0x%x", v);
+  return buf;
+}
+
+std::string mark_match(std::uint32_t value, std::uint32_t mask, bool negate = false) {
+  return std::string("-m mark ") + (negate ? "! " : "") + "--mark " + hex(value) + "/" + hex(mask);
+}
+std::string set_mark(std::uint32_t value, std::uint32_t mask) {
+  return "-j MARK --set-xmark " + hex(value) + "/" + hex(mask);
+}
+
+// As iptables-save prints it: /etc/protocols first, then iptables' own names, else the number.
+std::string lookup_protocol(std::uint8_t p) {
+  if (const protoent* e = getprotobynumber(p)) return e->p_name;
+  switch (p) {
+    case 6:
+      return "tcp";
+    case 17:
+      return "udp";
+    case 1:
+      return "icmp";
+    case 58:
+      return "ipv6-icmp";
+    case 132:
+      return "sctp";
+    case 136:
+      return "udplite";
+    case 50:
+      return "esp";
+    case 51:
+      return "ah";
+    default:
+      return std::to_string(p);
+  }
+}
+
+// getprotobynumber reads /etc/protocols on every call: look each number up once.
+const std::string& protocol_text(std::uint8_t p) {
+  static const std::array<std::string, 256> kNames = [] {
+    std::array<std::string, 256> names;
+    for (unsigned n = 0; n < names.size(); ++n) names[n] = lookup_protocol(static_cast<std::uint8_t>(n));
+    return names;
+  }();
+  return kNames[p];
+}
+
+std::string cidr_text(const Cidr& c) {
+  return to_string(c.addr) + "/" + std::to_string(c.prefix);
+}
+// ipset save prints single hosts without their prefix.
+std::string member_text(const Cidr& c) {
+  return c.prefix == c.addr.width() ? to_string(c.addr) : cidr_text(c);
+}
+
+std::string iface_text(const IfacePattern& p) {
+  return p.name + (p.prefix ? "+" : "");
+}
+
+std::string sanitise(std::string_view text, std::string_view keep) {
+  std::string out;
+  for (char c : text)
+    out += std::isalnum(static_cast<unsigned char>(c)) || keep.find(c) != std::string_view::npos ? c : '_';
+  return out;
+}
+
+// prefix + readable when it fits and needs no escaping, else a shortened form with a hash of it.
+std::string short_name(std::string_view prefix, std::string_view readable, std::size_t max) {
+  std::string clean = sanitise(readable, "_.-");
+  std::string full = std::string(prefix) + clean;
+  if (full.size() <= max && clean == readable) return full;
+  std::size_t keep = max - prefix.size() - 9;
+  return std::string(prefix) + clean.substr(0, keep) + "_" + hash16(readable).substr(0, 8);
+}
+
+struct RejectName {
+  std::string_view ir, v4, v6;
+};
+constexpr RejectName kRejects[] = {
+    {"icmp-port-unreachable", "icmp-port-unreachable", "icmp6-port-unreachable"},
+    {"port-unreachable", "icmp-port-unreachable", "icmp6-port-unreachable"},
+    {"icmp6-port-unreachable", "icmp-port-unreachable", "icmp6-port-unreachable"},
+    {"tcp-reset", "tcp-reset", "tcp-reset"},
+    {"icmp-host-prohibited", "icmp-host-prohibited", "icmp6-adm-prohibited"},
+    {"host-prohibited", "icmp-host-prohibited", "icmp6-adm-prohibited"},
+    {"icmp-net-prohibited", "icmp-net-prohibited", "icmp6-adm-prohibited"},
+    {"net-prohibited", "icmp-net-prohibited", "icmp6-adm-prohibited"},
+    {"icmp-admin-prohibited", "icmp-admin-prohibited", "icmp6-adm-prohibited"},
+    {"admin-prohibited", "icmp-admin-prohibited", "icmp6-adm-prohibited"},
+    {"icmp6-adm-prohibited", "icmp-admin-prohibited", "icmp6-adm-prohibited"},
+    {"icmp-net-unreachable", "icmp-net-unreachable", "icmp6-no-route"},
+    {"net-unreachable", "icmp-net-unreachable", "icmp6-no-route"},
+    {"icmp6-no-route", "icmp-net-unreachable", "icmp6-no-route"},
+    {"icmp-host-unreachable", "icmp-host-unreachable", "icmp6-addr-unreachable"},
+    {"host-unreachable", "icmp-host-unreachable", "icmp6-addr-unreachable"},
+    {"icmp6-addr-unreachable", "icmp-host-unreachable", "icmp6-addr-unreachable"},
+    {"icmp-proto-unreachable", "icmp-proto-unreachable", "icmp6-port-unreachable"},
+    {"prot-unreachable", "icmp-proto-unreachable", "icmp6-port-unreachable"},
+};
+
+// One rule's options before the target, in the order iptables-save prints them.
+struct Spec {
+  std::string src, dst, iif, oif, proto;
+  std::vector<std::string> matches;
+
+  std::string text() const {
+    std::string out;
+    for (const auto* part : {&src, &dst, &iif, &oif, &proto})
+      if (!part->empty()) out += (out.empty() ? "" : " ") + *part;
+    for (const auto& m : matches) out += (out.empty() ? "" : " ") + m;
+    return out;
+  }
+};
+using Specs = std::vector<Spec>;  // alternatives: the rule matches when any of them does
+
+void expand(Specs& specs, const std::vector<std::string>& alternatives, std::string Spec::*field) {
+  Specs out;
+  for (const auto& s : specs)
+    for (const auto& alt : alternatives) {
+      Spec copy = s;
+      copy.*field = alt;
+      out.push_back(std::move(copy));
+    }
+  specs = std::move(out);
+}
+
+void expand_match(Specs& specs, const std::vector<std::string>& alternatives) {
+  Specs out;
+  for (const auto& s : specs)
+    for (const auto& alt : alternatives) {
+      Spec copy = s;
+      copy.matches.push_back(alt);
+      out.push_back(std::move(copy));
+    }
+  specs = std::move(out);
+}
+
+void add_match(Specs& specs, const std::string& match) {
+  for (auto& s : specs) s.matches.push_back(match);
+}
+
+// A port set as multiport lists of at most 15 slots.
+std::vector<std::string> port_chunks(const PortSet& ports) {
+  std::vector<std::string> chunks;
+  std::string current;
+  std::size_t used = 0;
+  for (const auto& r : ports) {
+    std::size_t need = r.lo == r.hi ? 1 : 2;
+    if (used + need > kMultiportSlots) {
+      chunks.push_back(current);
+      current.clear();
+      used = 0;
+    }
+    current += (current.empty() ? "" : ",") + std::to_string(r.lo) +
+               (r.lo == r.hi ? "" : ":" + std::to_string(r.hi));
+    used += need;
+  }
+  if (!current.empty()) chunks.push_back(current);
+  return chunks;
+}
+
+// The rate as iptables-save prints it back: the kernel keeps an interval, and the printer picks the
+// unit, so 60/minute comes back as 1/sec. Empty when the limit match refuses the rate.
+std::optional<std::string> limit_rate(const RateLimit& limit) {
+  static const std::map<std::string, std::uint32_t> kSeconds = {
+      {"second", 1}, {"minute", 60}, {"hour", 3600}, {"day", 86400}};
+  constexpr std::uint32_t kScale = 10000;  // XT_LIMIT_SCALE
+  auto unit = kSeconds.find(limit.unit);
+  if (unit == kSeconds.end() || limit.rate == 0 || limit.rate / unit->second > kScale) return std::nullopt;
+  const std::uint32_t period = kScale * unit->second / limit.rate;
+  static const std::pair<std::string_view, std::uint32_t> kUnits[] = {
+      {"day", kScale * 86400}, {"hour", kScale * 3600}, {"min", kScale * 60}, {"sec", kScale}};
+  std::size_t i = 1;
+  for (; i < std::size(kUnits); ++i)
+    if (period > kUnits[i].second || kUnits[i].second / period < kUnits[i].second % period) break;
+  return std::to_string(kUnits[i - 1].second / period) + "/" + std::string(kUnits[i - 1].first);
+}
+
+std::string nat_ports(const PortRange& r) {
+  return std::to_string(r.lo) + (r.lo == r.hi ? "" : "-" + std::to_string(r.hi));
+}
+
+enum class Helper { accept, allow, pass, accepted };
+
+class FamilyRenderer {
+ public:
+  FamilyRenderer(const Ruleset& rs, Diagnostics& diag, std::set<std::string>& reported, IpFamily family,
+                 std::map<std::string, SetDef>& sets)
+      : rs_(rs), diag_(diag), reported_(reported), family_(family), sets_(sets) {
+    compute_reach();
+    for (const auto& def : rs.stages)
+      for (const auto& section : def.sections) honour_allow_ |= section.honour_allow;
+  }
+
+  std::vector<TableDef> run() {
+    for (std::size_t s = 0; s < kStageCount; ++s) stage(static_cast<Stage>(s));
+    std::vector<TableDef> out;
+    for (auto name : kTableOrder)
+      if (auto it = tables_.find(std::string(name)); it != tables_.end())
+        out.push_back(std::move(it->second.def));
+    return out;
+  }
+
+ private:
+  struct Table {
+    TableDef def;
+    std::map<std::string, std::size_t> index;  // chain name -> def.chains
+    std::set<std::string> ir_chains;           // IR chains already rendered here
+  };
+
+  // ---- diagnostics ------------------------------------------------------------------------------
+  void error(const Origin& o, const std::string& message, const std::string& hint) {
+    std::string key = std::to_string(o.loc.file) + ":" + std::to_string(o.loc.line) + ":" +
+                      std::to_string(o.loc.col) + message;
+    if (reported_.insert(key).second) diag_.error(o.loc, message, hint);
+  }
+  void warning(const Origin& o, const std::string& message, const std::string& hint) {
+    std::string key = "w" + std::to_string(o.loc.file) + ":" + std::to_string(o.loc.line) + message;
+    if (reported_.insert(key).second) diag_.warning(o.loc, message, hint);
+  }
+
+  std::string where(const Origin& o) const {
+    if (o.loc.line == 0) return {};
+    std::string w = sanitise(trace::where(rs_, o), "_.-:/+@,=~");
+    return w.size() > kMaxCommentWhere ? w.substr(w.size() - kMaxCommentWhere) : w;
+  }
+
+  // For every IR chain, the stages it can be reached from (groups, failsafe, jumps).
+  void compute_reach() {
+    std::function<void(const std::string&, Stage, std::size_t)> visit = [&](const std::string& name, Stage st,
+                                                                            std::size_t depth) {
+      if (depth > 64 || !reach_[name].insert(st).second) return;
+      if (const Chain* c = rs_.find_chain(name))
+        for (const auto& r : c->rules)
+          if (r.action.kind == ActionKind::jump) visit(r.action.target, st, depth + 1);
+    };
+    for (std::size_t s = 0; s < kStageCount; ++s)
+      for (const auto& section : rs_.stages[s].sections)
+        for (const auto& ep : section.endpoints) {
+          if (!ep.failsafe_chain.empty()) visit(ep.failsafe_chain, static_cast<Stage>(s), 0);
+          for (const auto& g : ep.groups)
+            for (const auto& c : g.chains) visit(c, static_cast<Stage>(s), 0);
+        }
+  }
+
+  // ---- tables and chains ------------------------------------------------------------------------
+  Table& table(std::string_view name) {
+    auto [it, inserted] = tables_.try_emplace(std::string(name));
+    if (inserted) it->second.def.name = std::string(name);
+    return it->second;
+  }
+
+  bool has_chain(const Table& t, const std::string& name) const { return t.index.count(name) > 0; }
+
+  void add_chain(Table& t, const std::string& name) {
+    t.index[name] = t.def.chains.size();
+    t.def.chains.push_back({name, {}});
+  }
+
+  // A name not yet used in the table, derived from readable.
+  std::string unique_chain(Table& t, std::string_view prefix, const std::string& readable) {
+    std::string name = short_name(prefix, readable, kMaxChainName);
+    for (int n = 2; has_chain(t, name); ++n)
+      name = short_name(prefix, readable + "#" + std::to_string(n), kMaxChainName);
+    add_chain(t, name);
+    return name;
+  }
+
+  void emit(Table& t, const std::string& chain, const Spec& spec, const std::string& target,
+            const std::string& where) {
+    std::string options = spec.text();
+    std::string hash = content_hash(chain, options + " " + target);
+    std::string comment = "-m comment --comment \"fwe:" + hash + (where.empty() ? "" : " " + where) + "\"";
+    std::string rule =
+        options + (options.empty() ? "" : " ") + comment + (target.empty() ? "" : " " + target);
+    t.def.chains[t.index.at(chain)].rules.push_back(std::move(rule));
+  }
+  void emit(Table& t, const std::string& chain, const std::string& match, const std::string& target,
+            const std::string& where = {}) {
+    Spec spec;
+    if (!match.empty()) spec.matches.push_back(match);
+    emit(t, chain, spec, target, where);
+  }
+
+  std::string helper(Table& t, Helper h) {
+    static const std::map<Helper, std::string> kNames = {{Helper::accept, "fwe-accept"},
+                                                         {Helper::allow, "fwe-allow"},
+                                                         {Helper::pass, "fwe-pass"},
+                                                         {Helper::accepted, "fwe-accepted"}};
+    const std::string& name = kNames.at(h);
+    if (has_chain(t, name)) return name;
+    add_chain(t, name);
+    switch (h) {
+      case Helper::accept:
+        emit(t, name, "", set_mark(kAcceptMark | kDoneMark, kAcceptMark | kDoneMark));
+        break;
+      case Helper::allow:
+        emit(t, name, "",
+             set_mark(kAllowMark | kAcceptMark | kDoneMark, kAllowMark | kAcceptMark | kDoneMark));
+        break;
+      case Helper::pass:
+        emit(t, name, "", set_mark(kPassMark, kPassMark));
+        break;
+      case Helper::accepted:
+        emit(t, name, "", set_mark(0, kTransientMarks));
+        emit(t, name, "", "-j ACCEPT");
+        break;
+    }
+    return name;
+  }
+
+  // ---- sets -------------------------------------------------------------------------------------
+  std::vector<Cidr> cidrs_of(const std::string& set) const {
+    std::vector<Cidr> out;
+    const Family want = family_ == IpFamily::v4 ? Family::ipv4 : Family::ipv6;
+    if (const AddrSet* s = rs_.find_set(set))
+      for (const auto& c : s->cidrs)
+        if (c.addr.family == want) out.push_back(c);
+    return out;
+  }
+
+  std::string ipset(const std::string& set, const std::vector<Cidr>& cidrs) {
+    std::string name = short_name(family_ == IpFamily::v4 ? "fwe-4-" : "fwe-6-", set, kMaxSetName);
+    auto [it, inserted] = sets_.try_emplace(name);
+    if (inserted) {
+      it->second.name = name;
+      it->second.family = family_;
+      for (const auto& c : cidrs) it->second.members.push_back(member_text(c));
+    }
+    return name;
+  }
+
+  // Address matches of one side, ANDed. One of them may use the rule's own -s/-d (a positive one with a
+  // few addresses, expanded into alternatives, or a negated single address); the others are ipsets.
+  // False when the side can never match in this family.
+  bool addresses(Specs& specs, const std::vector<AddrMatch>& matches, bool source) {
+    std::vector<std::pair<const AddrMatch*, std::vector<Cidr>>> present;
+    for (const auto& m : matches) {
+      auto cidrs = cidrs_of(m.set);
+      if (cidrs.empty()) {
+        if (!m.negate) return false;  // no address of this family is in the set
+        continue;                     // every address of this family is outside it
+      }
+      if (cidrs.front().prefix == 0) {  // the whole family (ipset cannot hold a /0)
+        if (m.negate) return false;
+        continue;
+      }
+      present.emplace_back(&m, std::move(cidrs));
+    }
+    auto inline_it = std::find_if(present.begin(), present.end(), [](const auto& p) {
+      return !p.first->negate && p.second.size() <= kInlineCidrs;
+    });
+    if (inline_it == present.end())
+      inline_it = std::find_if(present.begin(), present.end(),
+                               [](const auto& p) { return p.first->negate && p.second.size() == 1; });
+    std::string Spec::*field = source ? &Spec::src : &Spec::dst;
+    const std::string flag = source ? "-s " : "-d ";
+    for (auto it = present.begin(); it != present.end(); ++it) {
+      const auto& [m, cidrs] = *it;
+      if (it == inline_it) {
+        std::vector<std::string> alternatives;
+        for (const auto& c : cidrs) alternatives.push_back((m->negate ? "! " : "") + flag + cidr_text(c));
+        expand(specs, alternatives, field);
+      } else {
+        add_match(specs, std::string("-m set ") + (m->negate ? "! " : "") + "--match-set " +
+                             ipset(m->set, cidrs) + (source ? " src" : " dst"));
+      }
+    }
+    return true;
+  }
+
+  // ---- rules ------------------------------------------------------------------------------------
+  bool interfaces(Specs& specs, const std::optional<std::vector<IfacePattern>>& patterns, bool negate,
+                  bool input, const Origin& origin) {
+    if (!patterns) return true;
+    const std::string flag = input ? "-i " : "-o ";
+    if (negate) {
+      if (patterns->size() != 1) {
+        error(origin, "iptables cannot match 'none of several interfaces' in one rule",
+              "split the rule into one rule per interface, or use a chain that returns for them");
+        return false;
+      }
+      for (auto& s : specs) (input ? s.iif : s.oif) = "! " + flag + iface_text(patterns->front());
+      return true;
+    }
+    std::vector<std::string> alternatives;
+    for (const auto& p : *patterns) alternatives.push_back(flag + iface_text(p));
+    if (alternatives.empty()) return false;
+    expand(specs, alternatives, input ? &Spec::iif : &Spec::oif);
+    return true;
+  }
+
+  // Protocols the rule matches, restricted by what its other parts need (ports, ICMP, NAT ports).
+  bool protocols(Specs& specs, const Match& m, const std::optional<std::set<std::uint8_t>>& required,
+                 const Origin& origin) {
+    std::vector<std::uint8_t> list;
+    bool negate = false;
+    if (m.protocols) {
+      std::set<std::uint8_t> unique(m.protocols->begin(), m.protocols->end());
+      list.assign(unique.begin(), unique.end());
+      negate = m.protocol_negate;
+    }
+    if (required) {
+      std::vector<std::uint8_t> kept;
+      if (!m.protocols) {
+        kept.assign(required->begin(), required->end());
+      } else {
+        for (auto p : *required)
+          if ((std::find(list.begin(), list.end(), p) != list.end()) != negate) kept.push_back(p);
+      }
+      list = std::move(kept);
+      negate = false;
+      if (list.empty()) return false;
+    } else if (!m.protocols) {
+      return true;
+    }
+    if (negate) {
+      if (list.size() != 1) {
+        error(origin, "iptables cannot match 'none of several protocols' in one rule",
+              "list the protocols the rule should match instead");
+        return false;
+      }
+      for (auto& s : specs) s.proto = "! -p " + protocol_text(list.front());
+      return true;
+    }
+    if (list.empty()) return false;
+    std::vector<std::string> alternatives;
+    for (auto p : list) alternatives.push_back("-p " + protocol_text(p));
+    expand(specs, alternatives, &Spec::proto);
+    return true;
+  }
+
+  static std::optional<std::set<std::uint8_t>> intersect(const std::optional<std::set<std::uint8_t>>& a,
+                                                         const std::set<std::uint8_t>& b) {
+    if (!a) return b;
+    std::set<std::uint8_t> out;
+    std::set_intersection(a->begin(), a->end(), b.begin(), b.end(), std::inserter(out, out.begin()));
+    return out;
+  }
+
+  // The alternatives a rule's match expands to, or nullopt when it can never match in this family.
+  std::optional<Specs> match_specs(const Rule& rule, std::optional<std::set<std::uint8_t>> required,
+                                   const std::set<Stage>& stages) {
+    const Match& m = rule.match;
+    if (m.family == Family::ipv4 && family_ != IpFamily::v4) return std::nullopt;
+    if (m.family == Family::ipv6 && family_ != IpFamily::v6) return std::nullopt;
+    if (m.icmp) {
+      if (m.icmp->v6 != (family_ == IpFamily::v6)) return std::nullopt;
+      if (!m.icmp->type && m.icmp->negate) return std::nullopt;
+      required = intersect(required, {static_cast<std::uint8_t>(m.icmp->v6 ? 58 : 1)});
+    }
+    if (!m.src_port.empty() || !m.dst_port.empty()) required = intersect(required, kPortProtocols);
+    if (required && required->empty()) return std::nullopt;
+
+    Specs specs{Spec{}};
+    if (!addresses(specs, m.src_addr, true) || !addresses(specs, m.dst_addr, false)) return std::nullopt;
+    if (!interfaces(specs, m.iif, m.iif_negate, true, rule.origin)) return std::nullopt;
+    if (!interfaces(specs, m.oif, m.oif_negate, false, rule.origin)) return std::nullopt;
+    if (!protocols(specs, m, required, rule.origin)) return std::nullopt;
+    for (const auto& [ports, flag] :
+         {std::pair{&m.src_port, "--sports "}, std::pair{&m.dst_port, "--dports "}}) {
+      for (const auto& pm : *ports) {
+        auto chunks = port_chunks(pm.ports);
+        if (pm.negate) {
+          for (const auto& c : chunks) add_match(specs, "-m multiport ! " + std::string(flag) + c);
+        } else {
+          if (chunks.empty()) return std::nullopt;
+          std::vector<std::string> alternatives;
+          for (const auto& c : chunks) alternatives.push_back("-m multiport " + std::string(flag) + c);
+          expand_match(specs, alternatives);
+        }
+      }
+    }
+    if (m.icmp && m.icmp->type) {
+      std::string value =
+          std::to_string(*m.icmp->type) + (m.icmp->code ? "/" + std::to_string(*m.icmp->code) : "");
+      add_match(specs, std::string(m.icmp->v6 ? "-m icmp6 " : "-m icmp ") + (m.icmp->negate ? "! " : "") +
+                           (m.icmp->v6 ? "--icmpv6-type " : "--icmp-type ") + value);
+    }
+    if (m.ct_states) {
+      // iptables-save's order.
+      static const std::pair<CtState, std::string_view> kOrder[] = {{CtState::invalid, "INVALID"},
+                                                                    {CtState::new_, "NEW"},
+                                                                    {CtState::related, "RELATED"},
+                                                                    {CtState::established, "ESTABLISHED"},
+                                                                    {CtState::untracked, "UNTRACKED"}};
+      std::string states;
+      for (const auto& [state, name] : kOrder)
+        if (std::find(m.ct_states->begin(), m.ct_states->end(), state) != m.ct_states->end())
+          states += (states.empty() ? "" : ",") + std::string(name);
+      if (states.empty()) {
+        if (!m.ct_negate) return std::nullopt;
+      } else {
+        add_match(specs, std::string("-m conntrack ") + (m.ct_negate ? "! " : "") + "--ctstate " + states);
+      }
+    }
+    if (m.src_mac) {
+      if (std::any_of(stages.begin(), stages.end(), [](Stage s) { return !has_source_mac(s); })) {
+        error(rule.origin,
+              "iptables cannot match a source MAC in a chain used in untracked-out, output or snat",
+              "use the rule only in stages that receive packets (untracked-in, prednat, input, forward)");
+        return std::nullopt;
+      }
+      if (m.src_mac_negate) {
+        for (const auto& mac : *m.src_mac) add_match(specs, "-m mac ! --mac-source " + to_string(mac));
+      } else {
+        std::vector<std::string> alternatives;
+        for (const auto& mac : *m.src_mac) alternatives.push_back("-m mac --mac-source " + to_string(mac));
+        if (alternatives.empty()) return std::nullopt;
+        expand_match(specs, alternatives);
+      }
+    }
+    if (m.pkt_type) add_match(specs, "-m pkttype --pkt-type " + *m.pkt_type);
+    if (m.mark_value) {
+      std::uint32_t mask = m.mark_mask & ~kOurMarks;
+      if (*m.mark_value & m.mark_mask & kOurMarks)
+        warning(rule.origin,
+                "mark bits " + hex(kOurMarks) + " belong to fwengine's iptables backend; ignored here",
+                "use the lower 28 bits of the packet mark");
+      if (mask == 0) {
+        if (m.mark_negate) return std::nullopt;
+      } else {
+        add_match(specs, mark_match(*m.mark_value & mask, mask, m.mark_negate));
+      }
+    }
+    if (m.rate_limit) {
+      auto rate = limit_rate(*m.rate_limit);
+      if (!rate) {
+        error(rule.origin,
+              "iptables cannot limit to " + std::to_string(m.rate_limit->rate) + "/" + m.rate_limit->unit,
+              "use 1 to 10000 per second, minute, hour or day");
+        return std::nullopt;
+      }
+      std::string text = "-m limit --limit " + *rate;
+      if (m.rate_limit->burst != 0 && m.rate_limit->burst != 5)
+        text += " --limit-burst " + std::to_string(m.rate_limit->burst);
+      add_match(specs, text);
+    }
+    return specs;
+  }
+
+  std::string reject_target(const std::string& with, const Origin& origin) {
+    std::string_view name = with.empty() ? "icmp-port-unreachable" : std::string_view(with);
+    auto it = std::find_if(std::begin(kRejects), std::end(kRejects),
+                           [&](const RejectName& r) { return r.ir == name; });
+    if (it == std::end(kRejects)) {
+      error(origin, "iptables cannot reject with '" + with + "'",
+            "use icmp-port-unreachable, tcp-reset, icmp-host-prohibited, icmp-net-prohibited or "
+            "icmp-admin-prohibited");
+      it = std::begin(kRejects);
+    }
+    return "-j REJECT --reject-with " + std::string(family_ == IpFamily::v4 ? it->v4 : it->v6);
+  }
+
+  bool check_table(const Table& t, std::string_view what, std::initializer_list<std::string_view> tables,
+                   const Origin& origin, const std::string& hint) {
+    if (std::find(tables.begin(), tables.end(), t.def.name) != tables.end()) return true;
+    error(origin, "iptables cannot " + std::string(what) + " in the " + t.def.name + " table", hint);
+    return false;
+  }
+
+  std::string nat_address(const std::optional<IpAddr>& addr) {
+    if (!addr) return {};
+    return addr->family == Family::ipv6 ? "[" + to_string(*addr) + "]" : to_string(*addr);
+  }
+
+  // The rules of one IR rule appended to chain (several when its match expands to alternatives).
+  void rule(Table& t, const std::string& chain, const Rule& r, std::size_t index,
+            const std::set<Stage>& stages) {
+    const Action& a = r.action;
+    const std::string where = this->where(r.origin);
+    std::optional<std::set<std::uint8_t>> required;
+    const bool nat_port = (a.kind == ActionKind::dnat || a.kind == ActionKind::redirect ||
+                           a.kind == ActionKind::snat || a.kind == ActionKind::masquerade) &&
+                          a.nat_port;
+    if (nat_port) required = kNatPortProtocols;
+    const Family family = family_ == IpFamily::v4 ? Family::ipv4 : Family::ipv6;
+    if (a.nat_addr && a.nat_addr->family != family) return;  // NAT to the other family: not for us
+
+    std::string target;
+    bool verdict_like = true;  // ends the chain, so a packet matching two alternatives is harmless
+    switch (a.kind) {
+      case ActionKind::accept:
+        target = "-g " + helper(t, Helper::accept);
+        break;
+      case ActionKind::allow:
+        target = "-g " + helper(t, Helper::allow);
+        break;
+      case ActionKind::pass:
+        target = "-g " + helper(t, Helper::pass);
+        break;
+      case ActionKind::return_:
+        target = "-j RETURN";
+        break;
+      case ActionKind::drop:
+        if (!check_table(t, "drop", {"raw", "mangle", "filter"}, r.origin, "drop in another stage")) return;
+        target = "-j DROP";
+        break;
+      case ActionKind::reject:
+        if (!check_table(t, "reject", {"filter"}, r.origin,
+                         "reject in input, forward or output, or use drop"))
+          return;
+        if (a.reject_with == "tcp-reset") {
+          // TCP gets a reset, everything else the default ICMP error.
+          if (auto tcp = match_specs(r, intersect(required, {6}), stages))
+            for (const auto& s : *tcp) emit(t, chain, s, "-j REJECT --reject-with tcp-reset", where);
+          const auto& protocols = r.match.protocols;
+          bool tcp_only =
+              protocols && !r.match.protocol_negate &&
+              std::all_of(protocols->begin(), protocols->end(), [](std::uint8_t p) { return p == 6; });
+          if (auto rest = match_specs(r, required, stages); rest && !tcp_only)
+            for (const auto& s : *rest) emit(t, chain, s, reject_target({}, r.origin), where);
+          return;
+        }
+        target = reject_target(a.reject_with, r.origin);
+        break;
+      case ActionKind::log: {
+        std::string prefix = a.log_prefix.substr(0, kMaxLogPrefix);
+        std::replace(prefix.begin(), prefix.end(), '"', '\'');
+        std::replace(prefix.begin(), prefix.end(), '\\', '/');
+        target = "-j LOG";
+        if (!prefix.empty()) target += " --log-prefix \"" + prefix + "\"";
+        if (a.log_level != 4) target += " --log-level " + std::to_string(a.log_level);
+        verdict_like = false;
+        break;
+      }
+      case ActionKind::set_mark: {
+        std::uint32_t mask = a.mark_mask & ~kOurMarks;
+        if (a.mark_value & kOurMarks & a.mark_mask)
+          warning(r.origin, "mark bits " + hex(kOurMarks) + " belong to fwengine's iptables backend; not set",
+                  "use the lower 28 bits of the packet mark");
+        if (mask == 0) return;
+        target = set_mark(a.mark_value & mask, mask);
+        break;  // setting the same mark twice is harmless
+      }
+      case ActionKind::notrack:
+        if (!check_table(t, "notrack", {"raw"}, r.origin, "use notrack only in untracked-in/out")) return;
+        target = "-j CT --notrack";
+        break;
+      case ActionKind::ct_helper:
+        if (!check_table(t, "assign a conntrack helper", {"raw"}, r.origin,
+                         "assign helpers in untracked-in/out, before conntrack sees the packet"))
+          return;
+        target = "-j CT --helper " + a.target;
+        verdict_like = false;
+        break;
+      case ActionKind::jump:
+        target = "-j " + ir_chain(t, a.target);
+        verdict_like = false;
+        break;
+      case ActionKind::dnat:
+        if (!a.nat_addr && !a.nat_port) {
+          error(r.origin, "dnat needs an address or a port", "add to: ADDRESS[:PORT]");
+          return;
+        }
+        target = "-j DNAT --to-destination " + nat_address(a.nat_addr) +
+                 (a.nat_port ? ":" + nat_ports(*a.nat_port) : "");
+        break;
+      case ActionKind::redirect:
+        target = "-j REDIRECT" + (a.nat_port ? " --to-ports " + nat_ports(*a.nat_port) : "");
+        break;
+      case ActionKind::snat:
+        if (!a.nat_addr) {
+          error(r.origin, "iptables needs an address for snat", "add to: ADDRESS, or use masquerade");
+          return;
+        }
+        target = "-j SNAT --to-source " + nat_address(a.nat_addr) +
+                 (a.nat_port ? ":" + nat_ports(*a.nat_port) : "");
+        break;
+      case ActionKind::masquerade:
+        target = "-j MASQUERADE" + (a.nat_port ? " --to-ports " + nat_ports(*a.nat_port) : "");
+        break;
+    }
+    auto specs = match_specs(r, required, stages);
+    if (!specs) return;
+    if (specs->size() > 1 && !verdict_like) {
+      // The first matching alternative runs the action once: fwe-o- tries them, fwe-a- acts.
+      std::string id = hash16(t.def.name + "/" + chain + "#" + std::to_string(index));
+      std::string alternatives = "fwe-o-" + id, action = "fwe-a-" + id;
+      add_chain(t, alternatives);
+      add_chain(t, action);
+      emit(t, chain, Spec{}, "-j " + alternatives, where);
+      for (const auto& s : *specs) emit(t, alternatives, s, "-g " + action, where);
+      emit(t, action, Spec{}, target, where);
+    } else {
+      for (const auto& s : *specs) emit(t, chain, s, target, where);
+    }
+    if (a.kind == ActionKind::jump)
+      emit(t, chain, mark_match(0, kDoneMark | kPassMark, true), "-j RETURN", where);
+  }
+
+  std::string ir_chain(Table& t, const std::string& ir_name) {
+    std::string name = short_name("fwe-c-", ir_name, kMaxChainName);
+    if (!t.ir_chains.insert(ir_name).second) return name;
+    add_chain(t, name);
+    if (const Chain* c = rs_.find_chain(ir_name)) {
+      const auto& stages = reach_[ir_name];
+      std::set<Stage> here;
+      for (Stage s : stages)
+        if (place_of(s).table == t.def.name) here.insert(s);
+      for (std::size_t i = 0; i < c->rules.size(); ++i) rule(t, name, c->rules[i], i, here);
+    }
+    return name;
+  }
+
+  // ---- endpoints, sections, stages --------------------------------------------------------------
+  void verdict(Table& t, const std::string& chain, const std::string& match, Verdict v,
+               const std::string& reject_with, const Origin& origin) {
+    const std::string where = this->where(origin);
+    switch (v) {
+      case Verdict::continue_:
+        return;
+      case Verdict::accept:
+        emit(t, chain, match, "-g " + helper(t, Helper::accept), where);
+        return;
+      case Verdict::allow:
+        emit(t, chain, match, "-g " + helper(t, Helper::allow), where);
+        return;
+      case Verdict::drop:
+        if (check_table(t, "drop", {"raw", "mangle", "filter"}, origin, "drop in another stage"))
+          emit(t, chain, match, "-j DROP", where);
+        return;
+      case Verdict::reject:
+        if (!check_table(t, "reject", {"filter"}, origin, "reject in input, forward or output, or use drop"))
+          return;
+        if (reject_with == "tcp-reset") {
+          Spec tcp;
+          tcp.proto = "-p tcp";
+          if (!match.empty()) tcp.matches.push_back(match);
+          emit(t, chain, tcp, "-j REJECT --reject-with tcp-reset", where);
+          emit(t, chain, match, reject_target({}, origin), where);
+        } else {
+          emit(t, chain, match, reject_target(reject_with, origin), where);
+        }
+        return;
+    }
+  }
+
+  std::optional<Specs> classifier(const EndpointMatch& m, Stage stage, const Origin& origin) {
+    Specs specs{Spec{}};
+    if (m.iif)
+      for (auto& s : specs) s.iif = "-i " + iface_text(*m.iif);
+    if (m.oif)
+      for (auto& s : specs) s.oif = "-o " + iface_text(*m.oif);
+    if (m.src_set && !addresses(specs, {AddrMatch{false, *m.src_set}}, true)) return std::nullopt;
+    if (m.dst_set && !addresses(specs, {AddrMatch{false, *m.dst_set}}, false)) return std::nullopt;
+    if (m.src_mac) {
+      if (!has_source_mac(stage)) {
+        error(origin, "iptables cannot classify by source MAC in stage " + std::string(to_string(stage)),
+              "classify by interface or address instead");
+        return std::nullopt;
+      }
+      std::vector<std::string> alternatives;
+      for (const auto& mac : *m.src_mac) alternatives.push_back("-m mac --mac-source " + to_string(mac));
+      if (alternatives.empty()) return std::nullopt;
+      expand_match(specs, alternatives);
+    }
+    return specs;
+  }
+
+  void endpoint(Table& t, const std::string& chain, Stage stage, const Endpoint& ep) {
+    const std::string where = this->where(ep.origin);
+    emit(t, chain, "", set_mark(0, kTransientMarks), where);
+    // Established and invalid packets never reach the nat table, so its prelude would be dead code.
+    if (!is_untracked(stage) && t.def.name != "nat" && ep.conntrack != Conntrack::none) {
+      emit(t, chain, "-m conntrack --ctstate RELATED,ESTABLISHED", "-g " + helper(t, Helper::accept), where);
+      if (ep.conntrack == Conntrack::accept_established_drop_invalid)
+        emit(t, chain, "-m conntrack --ctstate INVALID", "-j DROP", where);
+    }
+    if (!ep.failsafe_chain.empty() && rs_.find_chain(ep.failsafe_chain)) {
+      emit(t, chain, "", "-j " + ir_chain(t, ep.failsafe_chain), where);
+      emit(t, chain, mark_match(kDoneMark, kDoneMark), "-j RETURN", where);
+    }
+    for (std::size_t g = 0; g < ep.groups.size(); ++g) {
+      const Group& group = ep.groups[g];
+      const std::string group_where = this->where(group.origin);
+      if (g > 0) emit(t, chain, "", set_mark(0, kPassMark), group_where);
+      for (const auto& name : group.chains) {
+        if (!rs_.find_chain(name)) continue;
+        emit(t, chain, mark_match(0, kPassMark), "-j " + ir_chain(t, name), group_where);
+        emit(t, chain, mark_match(kDoneMark, kDoneMark), "-j RETURN", group_where);
+      }
+      verdict(t, chain, mark_match(0, kPassMark), group.on_end, group.reject_with, group.origin);
+    }
+    verdict(t, chain, "", ep.default_verdict, ep.reject_with, ep.origin);
+  }
+
+  // The section's dispatch chain, or empty when none of its endpoints can match in this family.
+  std::string section(Table& t, Stage stage, std::size_t index, const Section& sec) {
+    const Place place = place_of(stage);
+    std::vector<std::pair<const Endpoint*, Specs>> matching;
+    for (const auto& ep : sec.endpoints)
+      if (auto specs = classifier(ep.match, stage, ep.origin)) matching.emplace_back(&ep, std::move(*specs));
+    if (matching.empty()) return {};
+    std::string tag = std::string(place.abbrev) + std::to_string(index);
+    std::string dispatch = unique_chain(t, "fwe-d-", tag + "-" + sec.name);
+    for (const auto& [ep, specs] : matching) {
+      std::string chain = unique_chain(t, "fwe-e-", tag + "-" + ep->name);
+      for (const auto& s : specs) emit(t, dispatch, s, "-g " + chain, where(ep->origin));
+      endpoint(t, chain, stage, *ep);
+    }
+    return dispatch;
+  }
+
+  void stage(Stage st) {
+    const StageDef& def = rs_.stage(st);
+    // The first stage of every path clears the allow bit a packet may carry in from elsewhere.
+    if (def.empty() && !(is_untracked(st) && honour_allow_)) return;
+    const Place place = place_of(st);
+    Table& t = table(place.table);
+    std::string chain = std::string(kPrefix) + std::string(to_string(st));
+    add_chain(t, chain);
+    t.def.hooks.push_back({std::string(place.builtin), chain});
+    emit(t, chain, "", set_mark(0, is_untracked(st) ? kOurMarks : kTransientMarks));
+    for (std::size_t i = 0; i < def.sections.size(); ++i) {
+      const Section& sec = def.sections[i];
+      std::string dispatch = section(t, st, i, sec);
+      if (sec.honour_allow) {
+        emit(t, chain, mark_match(kAllowMark, kAllowMark), set_mark(kAcceptMark, kAcceptMark));
+        if (!dispatch.empty()) emit(t, chain, mark_match(kAllowMark, kAllowMark, true), "-j " + dispatch);
+      } else if (!dispatch.empty()) {
+        emit(t, chain, "", "-j " + dispatch);
+      }
+    }
+    emit(t, chain, mark_match(kAcceptMark, kAcceptMark), "-j " + helper(t, Helper::accepted));
+    emit(t, chain, "", set_mark(0, kTransientMarks));
+  }
+
+  const Ruleset& rs_;
+  Diagnostics& diag_;
+  std::set<std::string>& reported_;
+  IpFamily family_;
+  std::map<std::string, SetDef>& sets_;
+  bool honour_allow_ = false;
+  std::map<std::string, std::set<Stage>> reach_;
+  std::map<std::string, Table> tables_;
+};
+
+}  // namespace
+
+Model render(const Ruleset& ruleset, Diagnostics& diag) {
+  Model model;
+  std::set<std::string> reported;
+  std::map<std::string, SetDef> sets;
+  for (IpFamily f : {IpFamily::v4, IpFamily::v6})
+    model.tables[static_cast<int>(f)] = FamilyRenderer(ruleset, diag, reported, f, sets).run();
+  for (auto& [name, set] : sets) model.sets.push_back(std::move(set));
+  return model;
+}
+
+std::string plan_text(const Model& model, std::string_view ir_hash) {
+  std::string out = "# ipset restore -exist\n" + ipset_text(model.sets);
+  for (IpFamily f : {IpFamily::v4, IpFamily::v6}) {
+    out += f == IpFamily::v4 ? "# iptables-legacy-restore --noflush\n"
+                             : "# ip6tables-legacy-restore --noflush\n";
+    out += restore_text(with_meta(model.family(f), ir_hash));
+  }
+  return out;
+}
+
+}  // namespace fwe::iptables

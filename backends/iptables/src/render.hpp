@@ -1,0 +1,17 @@
+// render.hpp - IR -> iptables model (Felix-like layout; see render.cpp for the chain structure).
+#pragma once
+
+#include "fwengine/diagnostics.hpp"
+#include "fwengine/ir.hpp"
+#include "model.hpp"
+
+namespace fwe::iptables {
+
+// Translates a final, verified ruleset for both families. What iptables cannot express is reported
+// through diag at the rule's origin; the model is then incomplete and must not be loaded.
+Model render(const ir::Ruleset& ruleset, Diagnostics& diag);
+
+// The text `fwengine render` prints: the ipset input, then each family's iptables-restore input.
+std::string plan_text(const Model& model, std::string_view ir_hash);
+
+}  // namespace fwe::iptables

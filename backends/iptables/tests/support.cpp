@@ -1,0 +1,248 @@
+// support.cpp - see support.hpp.
+#include "support.hpp"
+
+#include <sched.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <sstream>
+
+#include "fwengine/passes.hpp"
+#include "kernel.hpp"
+
+namespace fwe::iptables::test {
+
+using namespace fwe::ir;
+
+namespace {
+
+Origin at(std::uint32_t line) {
+  return Origin{SourceLoc{1, line, 3}, "test policy", -1};
+}
+
+Cidr cidr(std::string_view text) {
+  return *parse_cidr(text);
+}
+
+Rule rule(std::uint32_t line, ActionKind kind) {
+  Rule r;
+  r.origin = at(line);
+  r.action.kind = kind;
+  return r;
+}
+
+Rule tcp_port(std::uint32_t line, std::uint16_t port, ActionKind kind) {
+  Rule r = rule(line, kind);
+  r.match.protocols = std::vector<std::uint8_t>{6};
+  r.match.dst_port.push_back({false, {{port, port}}});
+  return r;
+}
+
+void finish(Ruleset& rs) {
+  Diagnostics diag;
+  passes::run_all(rs, diag);
+  if (diag.has_errors()) {
+    diag.print(std::cerr);
+    std::abort();
+  }
+}
+
+}  // namespace
+
+Ruleset sample_ruleset() {
+  Ruleset rs;
+  rs.frontend = "test";
+  rs.files = {"<command line>", "policy.yaml"};
+  rs.sets["small"] = {"small", {cidr("192.0.2.0/28"), cidr("2001:db8:10::/64")}, at(2)};
+  AddrSet big{"big", {}, at(3)};
+  for (int i = 0; i < 20; ++i) big.cidrs.push_back(cidr("198.51.100." + std::to_string(i * 8) + "/30"));
+  rs.sets["big"] = big;
+  rs.sets["v6only"] = {"v6only", {cidr("2001:db8:99::/48")}, at(4)};
+  rs.sets["lan"] = {"lan", {cidr("10.0.0.0/8")}, at(5)};
+
+  Chain web{"web", {}, at(10)};
+  web.rules.push_back(tcp_port(11, 22, ActionKind::accept));
+  Rule http = rule(12, ActionKind::allow);
+  http.match.protocols = std::vector<std::uint8_t>{6};
+  http.match.dst_port.push_back({false, {{80, 80}, {443, 443}, {8000, 8100}}});
+  web.rules.push_back(http);
+  Rule scrape = tcp_port(13, 9100, ActionKind::accept);
+  scrape.match.src_addr.push_back({false, "small"});
+  web.rules.push_back(scrape);
+  Rule blocked = rule(14, ActionKind::reject);
+  blocked.match.src_addr.push_back({false, "big"});
+  blocked.action.reject_with = "tcp-reset";
+  web.rules.push_back(blocked);
+  Rule ping = rule(15, ActionKind::accept);
+  ping.match.icmp = IcmpMatch{false, false, 8, std::nullopt};
+  ping.match.rate_limit = RateLimit{20, "second", 0};
+  web.rules.push_back(ping);
+  Rule ping6 = rule(16, ActionKind::accept);
+  ping6.match.icmp = IcmpMatch{false, true, 128, std::nullopt};
+  web.rules.push_back(ping6);
+  Rule v6 = rule(17, ActionKind::drop);
+  v6.match.src_addr.push_back({false, "v6only"});
+  web.rules.push_back(v6);
+  Rule to_pass = rule(18, ActionKind::jump);
+  to_pass.action.target = "passing";
+  to_pass.match.iif = std::vector<IfacePattern>{{"eth", true}, {"eth0", false}};
+  web.rules.push_back(to_pass);
+  rs.chains["web"] = web;
+
+  Chain passing{"passing", {}, at(20)};
+  Rule mark = rule(21, ActionKind::set_mark);
+  mark.action.mark_value = 0x10;
+  mark.action.mark_mask = 0xff;
+  passing.rules.push_back(mark);
+  Rule pass = rule(22, ActionKind::pass);
+  pass.match.src_addr.push_back({true, "lan"});
+  passing.rules.push_back(pass);
+  rs.chains["passing"] = passing;
+
+  Chain logging{"log-drops", {}, at(25)};
+  Rule log = rule(26, ActionKind::log);
+  log.action.log_prefix = "fwe drop: ";
+  log.match.rate_limit = RateLimit{5, "minute", 0};
+  logging.rules.push_back(log);
+  Rule quiet = rule(27, ActionKind::log);
+  quiet.match.rate_limit = RateLimit{60, "minute", 10};  // iptables-save prints 1/sec
+  quiet.action.log_level = 6;
+  logging.rules.push_back(quiet);
+  rs.chains["log-drops"] = logging;
+
+  Chain untracked{"untracked", {}, at(30)};
+  Rule notrack = tcp_port(31, 5353, ActionKind::notrack);
+  notrack.match.protocols = std::vector<std::uint8_t>{17};
+  untracked.rules.push_back(notrack);
+  rs.chains["untracked"] = untracked;
+
+  Chain prednat{"prednat-allow", {}, at(35)};
+  Rule lan_allow = rule(36, ActionKind::allow);
+  lan_allow.match.src_addr.push_back({false, "lan"});
+  prednat.rules.push_back(lan_allow);
+  rs.chains["prednat-allow"] = prednat;
+
+  Chain dnat{"port-forward", {}, at(40)};
+  Rule fwd = tcp_port(41, 8080, ActionKind::dnat);
+  fwd.action.nat_addr = parse_ip("10.1.2.3");
+  fwd.action.nat_port = PortRange{80, 80};
+  dnat.rules.push_back(fwd);
+  rs.chains["port-forward"] = dnat;
+
+  Chain snat{"masq", {}, at(45)};
+  Rule masq = rule(46, ActionKind::masquerade);
+  masq.match.oif = std::vector<IfacePattern>{{"uplink", false}};
+  snat.rules.push_back(masq);
+  rs.chains["masq"] = snat;
+
+  rs.failsafe.inbound.push_back({6, 22, std::nullopt, at(50)});
+  rs.failsafe.outbound.push_back({17, 53, std::nullopt, at(51)});
+
+  auto endpoint = [](std::string name, std::uint32_t line) {
+    Endpoint ep;
+    ep.name = std::move(name);
+    ep.origin = at(line);
+    return ep;
+  };
+  // input: loopback accepted, uplink policed.
+  Endpoint lo = endpoint("loopback", 60);
+  lo.match.iif = IfacePattern{"lo", false};
+  lo.default_verdict = Verdict::accept;
+  Endpoint up = endpoint("uplink", 61);
+  up.conntrack = Conntrack::accept_established_drop_invalid;
+  up.failsafe = true;
+  up.groups.push_back({"tier1", {"web"}, Verdict::drop, {}, at(62)});
+  up.groups.push_back({"tier2", {"log-drops"}, Verdict::continue_, {}, at(63)});
+  up.default_verdict = Verdict::reject;
+  Section host{"host", true, {lo, up}};
+  rs.stage(Stage::input).sections.push_back(host);
+
+  Endpoint fwd_in = endpoint("from-lan", 70);
+  fwd_in.match.src_set = "lan";
+  fwd_in.conntrack = Conntrack::accept_established;
+  fwd_in.default_verdict = Verdict::allow;
+  rs.stage(Stage::forward).sections.push_back({"from", true, {fwd_in}});
+  Endpoint fwd_out = endpoint("to-uplink", 71);
+  fwd_out.match.oif = IfacePattern{"uplink", false};
+  fwd_out.default_verdict = Verdict::continue_;
+  rs.stage(Stage::forward).sections.push_back({"to", false, {fwd_out}});
+
+  Endpoint out = endpoint("any", 75);
+  out.conntrack = Conntrack::accept_established;
+  out.failsafe = true;
+  out.default_verdict = Verdict::accept;
+  rs.stage(Stage::output).sections.push_back({"host", false, {out}});
+
+  Endpoint raw = endpoint("uplink-raw", 80);
+  raw.match.iif = IfacePattern{"uplink", false};
+  raw.groups.push_back({"untracked", {"untracked"}, Verdict::continue_, {}, at(81)});
+  rs.stage(Stage::untracked_in).sections.push_back({"untracked", false, {raw}});
+
+  Endpoint pre = endpoint("uplink-prednat", 85);
+  pre.match.iif = IfacePattern{"uplink", false};
+  pre.conntrack = Conntrack::accept_established_drop_invalid;
+  pre.groups.push_back({"prednat", {"prednat-allow"}, Verdict::continue_, {}, at(86)});
+  rs.stage(Stage::prednat).sections.push_back({"prednat", false, {pre}});
+
+  Endpoint dn = endpoint("dnat", 90);
+  dn.groups.push_back({"dnat", {"port-forward"}, Verdict::continue_, {}, at(91)});
+  rs.stage(Stage::dnat).sections.push_back({"dnat", false, {dn}});
+  Endpoint sn = endpoint("snat", 95);
+  sn.groups.push_back({"snat", {"masq"}, Verdict::continue_, {}, at(96)});
+  rs.stage(Stage::snat).sections.push_back({"snat", false, {sn}});
+
+  finish(rs);
+  return rs;
+}
+
+Ruleset tiny_ruleset(const std::string& port_chain_name) {
+  Ruleset rs;
+  rs.frontend = "test";
+  rs.files = {"<command line>", "tiny.yaml"};
+  AddrSet admins{"admins", {}, at(1)};
+  for (int i = 0; i < 8; ++i) admins.cidrs.push_back(cidr("203.0.113." + std::to_string(i * 2) + "/32"));
+  rs.sets["admins"] = admins;
+  Chain c{port_chain_name, {}, at(2)};
+  Rule ssh = tcp_port(3, 22, ActionKind::accept);
+  ssh.match.src_addr.push_back({false, "admins"});
+  c.rules.push_back(ssh);
+  c.rules.push_back(tcp_port(4, 80, ActionKind::accept));
+  rs.chains[port_chain_name] = c;
+  Endpoint ep;
+  ep.name = "all";
+  ep.origin = at(5);
+  ep.conntrack = Conntrack::accept_established;
+  ep.groups.push_back({"main", {port_chain_name}, Verdict::continue_, {}, at(6)});
+  ep.default_verdict = Verdict::drop;
+  rs.stage(Stage::input).sections.push_back({"host", false, {ep}});
+  finish(rs);
+  return rs;
+}
+
+void enter_scratch_netns() {
+  if (geteuid() != 0 || unshare(CLONE_NEWNET) != 0) {
+    std::cerr << "skipped: needs root and unshare(CLONE_NEWNET)\n";
+    std::exit(77);
+  }
+  // Only now, inside the new namespace, may the tools be tried.
+  if (run_tool({"iptables-legacy-save"}).status != 0 || run_tool({"ipset", "list"}).status != 0) {
+    std::cerr << "skipped: iptables-legacy-save or ipset do not work here\n";
+    std::exit(77);
+  }
+}
+
+std::string save_text(bool v6) {
+  auto r = run_tool({v6 ? "ip6tables-legacy-save" : "iptables-legacy-save"});
+  std::istringstream in(r.out);
+  std::string out;
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty() && line[0] != '#') out += line + '\n';
+  return out;
+}
+
+std::string ipset_text_now() {
+  return run_tool({"ipset", "save"}).out;
+}
+
+}  // namespace fwe::iptables::test

@@ -1,0 +1,270 @@
+// test_render.cpp - rendering and state transitions, without a kernel.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <sstream>
+
+#include "kernel.hpp"
+#include "render.hpp"
+#include "support.hpp"
+
+using namespace fwe;
+using namespace fwe::iptables;
+
+namespace {
+
+const TableDef& table(const Model& m, IpFamily f, std::string_view name) {
+  for (const auto& t : m.family(f))
+    if (t.name == name) return t;
+  FAIL("no table " << name);
+  throw;
+}
+
+const ChainDef& chain(const TableDef& t, std::string_view name) {
+  const ChainDef* c = t.find(name);
+  if (c == nullptr) FAIL("no chain " << name << " in " << t.name);
+  return *c;
+}
+
+// The rule specs without their comments: what the golden expectations below are about.
+std::vector<std::string> bare(const ChainDef& c) {
+  std::vector<std::string> out;
+  for (auto spec : c.rules) {
+    auto at = spec.find("-m comment --comment \"");
+    auto end = spec.find('"', at + 22);
+    spec.erase(at, end + 1 - at);
+    if (spec.size() && spec.front() == ' ') spec.erase(0, 1);
+    if (auto dbl = spec.find("  "); dbl != std::string::npos) spec.erase(dbl, 1);
+    if (spec.size() && spec.back() == ' ') spec.pop_back();
+    out.push_back(spec);
+  }
+  return out;
+}
+
+Model render_ok(const ir::Ruleset& rs) {
+  Diagnostics diag;
+  Model m = render(rs, diag);
+  if (diag.has_errors()) {
+    std::ostringstream out;
+    diag.print(out);
+    FAIL(out.str());
+  }
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("stage chains are hooked once at the top of their built-in chains") {
+  Model m = render_ok(test::sample_ruleset());
+  for (IpFamily f : {IpFamily::v4, IpFamily::v6}) {
+    std::vector<std::string> hooks;
+    for (const auto& t : m.family(f))
+      for (const auto& h : t.hooks) hooks.push_back(t.name + " " + h.builtin + " " + h.target);
+    CHECK(hooks == std::vector<std::string>{"raw PREROUTING fwe-untracked-in", "raw OUTPUT fwe-untracked-out",
+                                            "mangle PREROUTING fwe-prednat", "nat PREROUTING fwe-dnat",
+                                            "nat POSTROUTING fwe-snat", "filter INPUT fwe-input",
+                                            "filter FORWARD fwe-forward", "filter OUTPUT fwe-output"});
+  }
+}
+
+TEST_CASE("the input stage dispatches to endpoints and honours the allow mark") {
+  Model m = render_ok(test::sample_ruleset());
+  const auto& filter = table(m, IpFamily::v4, "filter");
+  CHECK(bare(chain(filter, "fwe-input")) ==
+        std::vector<std::string>{
+            "-j MARK --set-xmark 0x0/0xe0000000",
+            "-m mark --mark 0x10000000/0x10000000 -j MARK --set-xmark 0x40000000/0x40000000",
+            "-m mark ! --mark 0x10000000/0x10000000 -j fwe-d-in0-host",
+            "-m mark --mark 0x40000000/0x40000000 -j fwe-accepted", "-j MARK --set-xmark 0x0/0xe0000000"});
+  CHECK(bare(chain(filter, "fwe-d-in0-host")) ==
+        std::vector<std::string>{"-i lo -g fwe-e-in0-loopback", "-g fwe-e-in0-uplink"});
+  CHECK(bare(chain(filter, "fwe-e-in0-uplink")) ==
+        std::vector<std::string>{
+            "-j MARK --set-xmark 0x0/0xe0000000", "-m conntrack --ctstate RELATED,ESTABLISHED -g fwe-accept",
+            "-m conntrack --ctstate INVALID -j DROP", "-j fwe-c-failsafe-in",
+            "-m mark --mark 0x80000000/0x80000000 -j RETURN", "-m mark --mark 0x0/0x20000000 -j fwe-c-web",
+            "-m mark --mark 0x80000000/0x80000000 -j RETURN", "-m mark --mark 0x0/0x20000000 -j DROP",
+            "-j MARK --set-xmark 0x0/0x20000000", "-m mark --mark 0x0/0x20000000 -j fwe-c-log-drops",
+            "-m mark --mark 0x80000000/0x80000000 -j RETURN",
+            "-j REJECT --reject-with icmp-port-unreachable"});
+  CHECK(bare(chain(filter, "fwe-accept")) ==
+        std::vector<std::string>{"-j MARK --set-xmark 0xc0000000/0xc0000000"});
+  CHECK(bare(chain(filter, "fwe-allow")) ==
+        std::vector<std::string>{"-j MARK --set-xmark 0xd0000000/0xd0000000"});
+}
+
+TEST_CASE("IR rules become iptables rules: ports, sets, ICMP, reject, jumps") {
+  Model m = render_ok(test::sample_ruleset());
+  const auto& v4 = chain(table(m, IpFamily::v4, "filter"), "fwe-c-web");
+  auto rules = bare(v4);
+  REQUIRE(rules.size() >= 8);
+  CHECK(rules[0] == "-p tcp -m multiport --dports 22 -g fwe-accept");
+  CHECK(rules[1] == "-p tcp -m multiport --dports 80,443,8000:8100 -g fwe-allow");
+  CHECK(rules[2] == "-s 192.0.2.0/28 -p tcp -m multiport --dports 9100 -g fwe-accept");
+  CHECK(rules[3] == "-p tcp -m set --match-set fwe-4-big src -j REJECT --reject-with tcp-reset");
+  CHECK(rules[4] == "-m set --match-set fwe-4-big src -j REJECT --reject-with icmp-port-unreachable");
+  CHECK(rules[5] == "-p icmp -m icmp --icmp-type 8 -m limit --limit 20/sec -g fwe-accept");
+  // ICMPv6 and the IPv6-only set have no IPv4 rule; the jump with two interfaces goes through fwe-o-/fwe-a-.
+  CHECK(rules[6].find("-j fwe-o-") == 0);
+  CHECK(rules[7] == "-m mark ! --mark 0x0/0xa0000000 -j RETURN");
+  CHECK(rules.size() == 8);
+
+  auto v6 = bare(chain(table(m, IpFamily::v6, "filter"), "fwe-c-web"));
+  CHECK(std::find(v6.begin(), v6.end(),
+                  "-s 2001:db8:10::/64 -p tcp -m multiport --dports 9100 -g fwe-accept") != v6.end());
+  CHECK(std::find(v6.begin(), v6.end(), "-p ipv6-icmp -m icmp6 --icmpv6-type 128 -g fwe-accept") != v6.end());
+  CHECK(std::find(v6.begin(), v6.end(), "-s 2001:db8:99::/48 -j DROP") != v6.end());
+  CHECK(std::find(v6.begin(), v6.end(), "-p tcp -j REJECT --reject-with tcp-reset") ==
+        v6.end());  // big is IPv4-only
+
+  const auto& passing = bare(chain(table(m, IpFamily::v4, "filter"), "fwe-c-passing"));
+  CHECK(passing == std::vector<std::string>{"-j MARK --set-xmark 0x10/0xff", "! -s 10.0.0.0/8 -g fwe-pass"});
+  // The negated set has no IPv6 address: every IPv6 packet is outside it.
+  CHECK(bare(chain(table(m, IpFamily::v6, "filter"), "fwe-c-passing"))[1] == "-g fwe-pass");
+}
+
+TEST_CASE("big sets become ipsets per family, small ones stay inline") {
+  Model m = render_ok(test::sample_ruleset());
+  std::vector<std::string> names;
+  for (const auto& s : m.sets) names.push_back(s.name);
+  REQUIRE(names == std::vector<std::string>{"fwe-4-big"});
+  CHECK(m.sets[0].members.size() == 20);
+  CHECK(m.sets[0].members[0] == "198.51.100.0/30");
+}
+
+TEST_CASE("raw, mangle and nat get notrack, allow and NAT targets") {
+  Model m = render_ok(test::sample_ruleset());
+  CHECK(bare(chain(table(m, IpFamily::v4, "raw"), "fwe-c-untracked")) ==
+        std::vector<std::string>{"-p udp -m multiport --dports 5353 -j CT --notrack"});
+  CHECK(bare(chain(table(m, IpFamily::v4, "raw"), "fwe-untracked-in"))[0] ==
+        "-j MARK --set-xmark 0x0/0xf0000000");
+  CHECK(bare(chain(table(m, IpFamily::v4, "nat"), "fwe-c-port-forward")) ==
+        std::vector<std::string>{"-p tcp -m multiport --dports 8080 -j DNAT --to-destination 10.1.2.3:80"});
+  CHECK(bare(chain(table(m, IpFamily::v6, "nat"), "fwe-c-port-forward")).empty());  // an IPv4 target
+  CHECK(bare(chain(table(m, IpFamily::v4, "nat"), "fwe-c-masq")) ==
+        std::vector<std::string>{"-o uplink -j MASQUERADE"});
+  // No conntrack prelude in nat: established packets never get there.
+  const auto& dnat_ep = bare(chain(table(m, IpFamily::v4, "nat"), "fwe-e-dn0-dnat"));
+  CHECK(std::none_of(dnat_ep.begin(), dnat_ep.end(),
+                     [](const std::string& r) { return r.find("conntrack") != std::string::npos; }));
+  CHECK(bare(chain(table(m, IpFamily::v4, "mangle"), "fwe-c-prednat-allow")) ==
+        std::vector<std::string>{"-s 10.0.0.0/8 -g fwe-allow"});
+}
+
+TEST_CASE("every rule carries a stamp of its content and its origin") {
+  Model m = render_ok(test::sample_ruleset());
+  const auto& web = chain(table(m, IpFamily::v4, "filter"), "fwe-c-web");
+  CHECK(web.rules[0].find("-m comment --comment \"fwe:") != std::string::npos);
+  CHECK(where_of(web.rules[0]) == "policy.yaml:11:3");
+  for (const auto& t : m.family(IpFamily::v4))
+    for (const auto& c : t.chains)
+      for (const auto& r : c.rules) CHECK(stamp_of(r) == "fwe:" + content_hash(c.name, r));
+}
+
+TEST_CASE("chain names longer than 28 characters are shortened with a hash") {
+  auto rs = test::tiny_ruleset("a-very-long-policy-name-that-does-not-fit-anywhere");
+  Model m = render_ok(rs);
+  for (const auto& t : m.family(IpFamily::v4))
+    for (const auto& c : t.chains) CHECK(c.name.size() <= 28);
+  const auto& filter = table(m, IpFamily::v4, "filter");
+  CHECK(std::any_of(filter.chains.begin(), filter.chains.end(),
+                    [](const ChainDef& c) { return c.name.rfind("fwe-c-a-very-long-p", 0) == 0; }));
+}
+
+TEST_CASE("what iptables cannot do is refused at the rule's origin") {
+  auto rs = test::tiny_ruleset();
+  ir::Rule bad;
+  bad.origin = {SourceLoc{1, 42, 7}, "p", 0};
+  bad.action.kind = ir::ActionKind::reject;
+  rs.chains["port-forward"] = {"port-forward", {bad}, {}};
+  ir::Endpoint ep;
+  ep.name = "dn";
+  ep.groups.push_back({"g", {"port-forward"}, ir::Verdict::continue_, {}, {}});
+  rs.stage(ir::Stage::prednat).sections.push_back({"s", false, {ep}});
+  Diagnostics diag;
+  render(rs, diag);
+  REQUIRE(diag.error_count() == 1);
+  CHECK(diag.all()[0].loc.line == 42);
+  CHECK(diag.all()[0].message.find("reject in the mangle table") != std::string::npos);
+  CHECK(!diag.all()[0].hint.empty());
+}
+
+TEST_CASE("render text is the ipset and iptables-restore input") {
+  Model m = render_ok(test::tiny_ruleset());
+  std::string text = plan_text(m, "abc123");
+  CHECK(text.find("# ipset restore -exist\ncreate fwe-4-admins hash:net family inet maxelem 65536\n"
+                  "add fwe-4-admins 203.0.113.0\n") == 0);
+  CHECK(text.find("# iptables-legacy-restore --noflush\n*filter\n:fwe-input - [0:0]\n") != std::string::npos);
+  CHECK(text.find("-I INPUT 1 -m comment --comment \"fwe:hook\" -j fwe-input\nCOMMIT\n") !=
+        std::string::npos);
+  CHECK(text.find("-A fwe-meta -m comment --comment \"fwe:ir abc123\"\n") != std::string::npos);
+  CHECK(text.find("# ip6tables-legacy-restore --noflush\n*filter\n") != std::string::npos);
+}
+
+TEST_CASE("transition rewrites only what changed and removes what is gone") {
+  Model m = render_ok(test::tiny_ruleset());
+  auto want = with_meta(m.family(IpFamily::v4), "h1");
+  // As if iptables-legacy-save showed exactly what we loaded.
+  std::string saved = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n";
+  for (const auto& c : want[0].chains) saved += ":" + c.name + " - [0:0]\n";
+  saved += "-A INPUT -j DOCKER-USER\n-A INPUT " + hook_spec("fwe-input") + "\n";
+  for (const auto& c : want[0].chains)
+    for (const auto& r : c.rules) saved += "-A " + c.name + " " + r + "\n";
+  saved += ":fwe-old - [0:0]\n-A fwe-old -j ACCEPT\nCOMMIT\n";
+  auto now = parse_save(saved);
+  REQUIRE(now.size() == 1);
+  CHECK(now[0].hooks.size() == 1);
+  CHECK(now[0].hooks[0].position == 2);
+  // The hook is not first: it moves to the top; fwe-old goes; nothing else is rewritten.
+  CHECK(transition(now, want, false) ==
+        "*filter\n-D INPUT 2\n-I INPUT 1 " + hook_spec("fwe-input") + "\n-F fwe-old\n-X fwe-old\nCOMMIT\n");
+  // Everything away.
+  std::string gone = transition(now, {}, false);
+  CHECK(gone.find("-D INPUT 2\n") != std::string::npos);
+  CHECK(gone.find("-X fwe-input\n") != std::string::npos);
+  CHECK(gone.find("DOCKER") == std::string::npos);
+}
+
+TEST_CASE("long port lists, rates, IPv6 reject types and NAT addresses as iptables prints them") {
+  auto rs = test::tiny_ruleset();
+  ir::Rule many;
+  many.action.kind = ir::ActionKind::reject;
+  many.action.reject_with = "icmp-admin-prohibited";
+  many.match.protocols = std::vector<std::uint8_t>{17};
+  ir::PortSet twenty, others;
+  for (std::uint16_t p = 1; p <= 20; ++p)
+    twenty.push_back({static_cast<std::uint16_t>(p * 2), static_cast<std::uint16_t>(p * 2)});
+  many.match.dst_port.push_back({false, twenty});
+  many.match.src_port.push_back({true, twenty});
+  ir::Rule slow;
+  slow.action.kind = ir::ActionKind::accept;
+  slow.match.rate_limit = ir::RateLimit{120, "hour", 0};
+  rs.chains.begin()->second.rules = {many, slow};
+  Model m = render_ok(rs);
+  auto v4 = bare(chain(table(m, IpFamily::v4, "filter"), "fwe-c-web"));
+  const std::string first15 = "2,4,6,8,10,12,14,16,18,20,22,24,26,28,30", last5 = "32,34,36,38,40";
+  const std::string not_sports = "-m multiport ! --sports " + first15 + " -m multiport ! --sports " + last5;
+  CHECK(v4 == std::vector<std::string>{"-p udp " + not_sports + " -m multiport --dports " + first15 +
+                                           " -j REJECT --reject-with icmp-admin-prohibited",
+                                       "-p udp " + not_sports + " -m multiport --dports " + last5 +
+                                           " -j REJECT --reject-with icmp-admin-prohibited",
+                                       "-m limit --limit 2/min -g fwe-accept"});
+  auto v6 = bare(chain(table(m, IpFamily::v6, "filter"), "fwe-c-web"));
+  CHECK(v6[0].find("--reject-with icmp6-adm-prohibited") != std::string::npos);
+
+  ir::Rule dnat;
+  dnat.action.kind = ir::ActionKind::dnat;
+  dnat.action.nat_addr = ir::parse_ip("2001:db8::5");
+  dnat.action.nat_port = ir::PortRange{8080, 8090};
+  rs.chains["nat"] = {"nat", {dnat}, {}};
+  ir::Endpoint ep;
+  ep.name = "all";
+  ep.groups.push_back({"g", {"nat"}, ir::Verdict::continue_, {}, {}});
+  rs.stage(ir::Stage::dnat).sections.push_back({"s", false, {ep}});
+  Model nat = render_ok(rs);
+  CHECK(bare(chain(table(nat, IpFamily::v6, "nat"), "fwe-c-nat")) ==
+        std::vector<std::string>{"-p tcp -j DNAT --to-destination [2001:db8::5]:8080-8090",
+                                 "-p udp -j DNAT --to-destination [2001:db8::5]:8080-8090",
+                                 "-p sctp -j DNAT --to-destination [2001:db8::5]:8080-8090"});
+  CHECK(bare(chain(table(nat, IpFamily::v4, "nat"), "fwe-c-nat")).empty());
+}
