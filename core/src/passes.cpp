@@ -116,6 +116,8 @@ std::map<std::string, std::set<Stage>> reachability(const Ruleset& rs) {
 
 SourceLoc loc_of(const Origin& o) { return o.loc; }
 
+bool before_routing(Stage s) { return s == Stage::untracked_in || s == Stage::prednat || s == Stage::dnat; }
+
 }  // namespace
 
 void normalise(Ruleset& rs) {
@@ -144,7 +146,11 @@ void verify(const Ruleset& rs, Diagnostics& diag) {
                                                   " is empty", "write the lower port first");
     }
   }
-  for_each_endpoint(rs, [&](Stage, const Endpoint& ep) {
+  for_each_endpoint(rs, [&](Stage st, const Endpoint& ep) {
+    if (ep.match.oif && before_routing(st))
+      diag.error(loc_of(ep.origin), "endpoint " + ep.name + " classifies by oif in stage " +
+                                        std::string(to_string(st)) + ", before routing has chosen one",
+                 "classify by iif in this stage");
     if (ep.match.src_set) check_set(*ep.match.src_set, ep.origin, "endpoint " + ep.name);
     if (ep.match.dst_set) check_set(*ep.match.dst_set, ep.origin, "endpoint " + ep.name);
     for (const auto& g : ep.groups)
@@ -182,6 +188,12 @@ void verify(const Ruleset& rs, Diagnostics& diag) {
         if (k == ActionKind::dnat || k == ActionKind::redirect) ok = st == Stage::dnat, need = "dnat";
         if (k == ActionKind::snat || k == ActionKind::masquerade) ok = st == Stage::snat, need = "snat";
         if (k == ActionKind::notrack) ok = is_untracked(st), need = "untracked-in or untracked-out";
+        if (r.match.oif && before_routing(st)) {
+          diag.error(loc_of(r.origin), "oif cannot be matched in stage " + std::string(to_string(st)) +
+                                           ": the output interface is not known before routing",
+                     "match the output interface in forward, output or snat");
+          break;
+        }
         if (!ok) {
           diag.error(loc_of(r.origin),
                      std::string(to_string(k)) + " cannot be used in stage " + std::string(to_string(st)),

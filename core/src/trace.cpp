@@ -2,6 +2,7 @@
 #include "fwengine/trace.hpp"
 
 #include <algorithm>
+#include <utility>
 
 namespace fwe::trace {
 
@@ -261,6 +262,8 @@ class StageWalker {
   const Endpoint* endpoint_ = nullptr;
 };
 
+bool before_routing(Stage s) { return s == Stage::untracked_in || s == Stage::prednat || s == Stage::dnat; }
+
 std::vector<Stage> stages_of(Path path) {
   switch (path) {
     case Path::input: return {Stage::untracked_in, Stage::prednat, Stage::dnat, Stage::input};
@@ -281,7 +284,10 @@ Result evaluate(const Ruleset& rs, const Packet& packet) {
     if (def.empty()) continue;
     StageResult& out = result.stages.emplace_back();
     out.stage = stage;
+    // Before routing the kernel does not know the output interface yet.
+    std::string oif = before_routing(stage) ? std::exchange(result.packet.oif, {}) : std::string{};
     out.verdict = StageWalker(rs, stage, result.packet, result, out).run(def);
+    if (before_routing(stage)) result.packet.oif = std::move(oif);
     if (out.verdict == Verdict::drop || out.verdict == Verdict::reject) {
       result.delivered = false;
       break;

@@ -1,20 +1,26 @@
 // yaml_reader.cpp - the one YAML reader: libyaml events to a located Node tree.
 //
 // libyaml's event API gives a start mark for every node and is much faster than building a libyaml
-// document first. Children of open collections are collected on one shared stack and moved into an
-// exactly sized vector when the collection closes, so a node costs about one allocation per collection.
+// document first. Children of open collections wait on two shared stacks (mapping keys; items and
+// values) and are moved into exactly sized vectors when the collection closes, so building the tree
+// costs one allocation per list and two per mapping, and nothing per scalar beyond its long text.
 #include <yaml.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <iterator>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <new>
+#include <system_error>
+#include <thread>
 #include <unordered_map>
 
 #include "fwengine/yaml.hpp"
@@ -30,6 +36,9 @@ constexpr std::size_t kMaxDepth = 1000;
 constexpr std::size_t kMaxAliasNodes = 1'000'000;
 // Mappings with more keys than this index their keys for the duplicate check instead of scanning.
 constexpr std::size_t kLinearKeyScanLimit = 16;
+// From this input size on, libyaml runs on a second thread (see EventPipeline); below it, starting
+// a thread costs more than the overlap gains.
+constexpr std::size_t kPipelineMinBytes = 256 * 1024;
 
 bool is_digit(char c) {
   return c >= '0' && c <= '9';
@@ -198,6 +207,8 @@ constexpr ProblemWording kProblemWordings[] = {
      "indent with spaces; YAML does not allow tabs there"},
     {"found a tab character where an indentation space is expected", "tab character in the indentation",
      "indent with spaces; YAML does not allow tabs there"},
+    {"did not find expected <document start>", "expected '---' before the next document",
+     "start every document after a '...' with '---'"},
     {"found undefined tag handle", "unknown tag handle", "remove the tag; plain values need no tag"},
     {"did not find expected alphabetic or numeric character", "an anchor or alias needs a name",
      "write '&name' or '*name', or quote the value if '&' or '*' belongs to the text"},
@@ -205,16 +216,148 @@ constexpr ProblemWording kProblemWordings[] = {
      "close the quote before the document marker"},
 };
 
+// The character at `offset` for a message: quoted, or in hex when it is a control character.
 std::string char_description(std::string_view text, std::size_t offset) {
-  if (offset >= text.size()) return "end of input";
+  if (offset >= text.size()) return "the end of the input";
   unsigned char c = static_cast<unsigned char>(text[offset]);
   if (c < 0x20 || c == 0x7f) {
     char buffer[8];
     std::snprintf(buffer, sizeof buffer, "0x%02x", c);
     return buffer;
   }
-  return "'" + std::string(1, static_cast<char>(c)) + "'";
+  std::size_t end = offset + 1;  // a whole UTF-8 sequence, not its first byte
+  while (end < text.size() && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) ++end;
+  return "'" + std::string(text.substr(offset, end - offset)) + "'";
 }
+
+// Why libyaml stopped. Its texts are string literals, so this stays valid after the parser is gone.
+struct SyntaxProblem {
+  yaml_error_type_t error = YAML_NO_ERROR;
+  const char* problem = nullptr;
+  const char* context = nullptr;
+  yaml_mark_t problem_mark{};
+  yaml_mark_t context_mark{};
+  std::size_t problem_offset = 0;
+};
+
+// A libyaml parser reading one text.
+class Parser {
+ public:
+  explicit Parser(std::string_view text) {
+    if (!yaml_parser_initialize(&parser_)) throw std::bad_alloc();
+    yaml_parser_set_input_string(&parser_, reinterpret_cast<const unsigned char*>(text.data()), text.size());
+  }
+  ~Parser() { yaml_parser_delete(&parser_); }
+  Parser(const Parser&) = delete;
+  Parser& operator=(const Parser&) = delete;
+
+  // Fills `event` (to be freed with yaml_event_delete); false on a syntax error, see problem().
+  bool next(yaml_event_t& event) { return yaml_parser_parse(&parser_, &event) != 0; }
+  SyntaxProblem problem() const {
+    return {parser_.error,        parser_.problem,      parser_.context,
+            parser_.problem_mark, parser_.context_mark, parser_.problem_offset};
+  }
+
+ private:
+  yaml_parser_t parser_;
+};
+
+// Runs a Parser on a second thread that hands its events over in batches, so that building the tree
+// (its allocations and their first-touch page faults) overlaps libyaml's scanning. The events are
+// freed on the parser thread, which allocated them, once the consumer has handed their batch back.
+class EventPipeline {
+ public:
+  struct Batch {
+    std::array<yaml_event_t, 256> events;
+    std::size_t count = 0;
+    bool last = false;
+    std::optional<SyntaxProblem> problem;  // on the last batch when libyaml failed
+  };
+
+  explicit EventPipeline(Parser& parser) : parser_(parser) {
+    thread_ = std::thread(&EventPipeline::produce, this);
+  }
+  ~EventPipeline() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    slot_released_.notify_one();
+    thread_.join();
+    for (Batch& batch : slots_) free_events(batch);
+  }
+  EventPipeline(const EventPipeline&) = delete;
+  EventPipeline& operator=(const EventPipeline&) = delete;
+
+  // The next batch, in order; hands the previous one back. Do not call again after a `last` batch.
+  const Batch& next() {
+    std::unique_lock lock(mutex_);
+    if (holding_) {
+      ++released_;
+      slot_released_.notify_one();
+    }
+    batch_filled_.wait(lock, [&] { return released_ < produced_; });
+    holding_ = true;
+    return slots_[released_ % kSlots];
+  }
+
+ private:
+  static constexpr std::size_t kSlots = 8;
+
+  void produce() {
+    for (bool last = false; !last;) {
+      std::size_t slot = 0;
+      {
+        std::unique_lock lock(mutex_);
+        slot_released_.wait(lock, [&] { return stop_ || produced_ - released_ < kSlots; });
+        if (stop_) return;
+        slot = produced_ % kSlots;
+      }
+      Batch& batch = slots_[slot];
+      free_events(batch);  // from the slot's previous round
+      fill(batch);
+      last = batch.last;
+      {
+        std::lock_guard lock(mutex_);
+        ++produced_;
+      }
+      batch_filled_.notify_one();
+    }
+  }
+
+  void fill(Batch& batch) {
+    batch.problem.reset();
+    while (batch.count < batch.events.size()) {
+      yaml_event_t& event = batch.events[batch.count];
+      if (!parser_.next(event)) {
+        batch.problem = parser_.problem();
+        batch.last = true;
+        return;
+      }
+      ++batch.count;
+      if (event.type == YAML_STREAM_END_EVENT) {
+        batch.last = true;
+        return;
+      }
+    }
+  }
+
+  static void free_events(Batch& batch) {
+    for (std::size_t i = 0; i < batch.count; ++i) yaml_event_delete(&batch.events[i]);
+    batch.count = 0;
+  }
+
+  Parser& parser_;
+  std::vector<Batch> slots_ = std::vector<Batch>(kSlots);
+  std::mutex mutex_;
+  std::condition_variable batch_filled_;
+  std::condition_variable slot_released_;
+  std::size_t produced_ = 0;  // batches filled so far
+  std::size_t released_ = 0;  // batches the consumer is done with
+  bool holding_ = false;      // whether the consumer holds slots_[released_ % kSlots]
+  bool stop_ = false;
+  std::thread thread_;
+};
 
 }  // namespace
 
@@ -226,6 +369,9 @@ class Builder {
   std::optional<std::vector<Node>> run();
 
  private:
+  // Both return false when the parse stopped early (the errors are reported).
+  bool run_sequential(Parser& parser);
+  bool run_pipelined(EventPipeline& pipeline);
   struct Frame {
     Node node;  // kind and loc; children wait on the pending stacks until the collection ends
     std::size_t first_value = 0;
@@ -254,7 +400,7 @@ class Builder {
   void remember_anchor(std::string_view anchor, const Node& node);
   bool apply_scalar_tag(std::string_view tag, Node& node);
   void check_collection_tag(std::string_view tag, Kind kind, SourceLoc at);
-  void report_syntax_error(const yaml_parser_t& parser);
+  void report_syntax_error(const SyntaxProblem& syntax);
 
   SourceLoc loc_of(const yaml_mark_t& mark) const {
     return {file_, static_cast<std::uint32_t>(mark.line + 1), static_cast<std::uint32_t>(mark.column + 1)};
@@ -279,23 +425,44 @@ class Builder {
 };
 
 std::optional<std::vector<Node>> Builder::run() {
-  yaml_parser_t parser;
-  if (!yaml_parser_initialize(&parser)) throw std::bad_alloc();
-  std::unique_ptr<yaml_parser_t, decltype(&yaml_parser_delete)> parser_guard(&parser, &yaml_parser_delete);
-  yaml_parser_set_input_string(&parser, reinterpret_cast<const unsigned char*>(text_.data()), text_.size());
+  Parser parser(text_);
+  std::optional<EventPipeline> pipeline;
+  if (text_.size() >= kPipelineMinBytes) {
+    try {
+      pipeline.emplace(parser);
+    } catch (const std::system_error&) {
+      // no thread to be had: parse on this one
+    }
+  }
+  bool finished = pipeline ? run_pipelined(*pipeline) : run_sequential(parser);
+  if (!finished || errors_ > 0) return std::nullopt;
+  return std::move(documents_);
+}
 
-  for (bool more = true; more;) {
+bool Builder::run_sequential(Parser& parser) {
+  for (;;) {
     yaml_event_t event;
-    if (!yaml_parser_parse(&parser, &event)) {
-      report_syntax_error(parser);
-      return std::nullopt;
+    if (!parser.next(event)) {
+      report_syntax_error(parser.problem());
+      return false;
     }
     std::unique_ptr<yaml_event_t, decltype(&yaml_event_delete)> event_guard(&event, &yaml_event_delete);
-    if (event.type == YAML_STREAM_END_EVENT) more = false;
-    if (!handle(event)) return std::nullopt;
+    if (!handle(event)) return false;
+    if (event.type == YAML_STREAM_END_EVENT) return true;
   }
-  if (errors_ > 0) return std::nullopt;
-  return std::move(documents_);
+}
+
+bool Builder::run_pipelined(EventPipeline& pipeline) {
+  for (;;) {
+    const EventPipeline::Batch& batch = pipeline.next();
+    for (std::size_t i = 0; i < batch.count; ++i)
+      if (!handle(batch.events[i])) return false;
+    if (batch.problem) {
+      report_syntax_error(*batch.problem);
+      return false;
+    }
+    if (batch.last) return true;
+  }
 }
 
 bool Builder::handle(const yaml_event_t& event) {
@@ -381,8 +548,8 @@ bool Builder::handle_alias(const yaml_event_t& event) {
   std::string_view name = as_view(event.data.alias.anchor);
   auto found = anchors_.find(std::string(name));
   if (found == anchors_.end()) {
-    bool inside_itself = false;
-    for (const Frame& frame : frames_) inside_itself = inside_itself || frame.anchor == name;
+    bool inside_itself =
+        std::any_of(frames_.begin(), frames_.end(), [&](const Frame& frame) { return frame.anchor == name; });
     if (inside_itself) {
       error(at, "alias '*" + std::string(name) + "' refers to a node that contains it",
             "recursive structures are not supported; copy the values instead");
@@ -479,6 +646,10 @@ void Builder::check_key(SourceLoc at) {
           "use a plain string as the key");
     return;
   }
+  if (key.is_scalar() && !key.quoted_ && key.text_ == "<<") {
+    error(at, "merge keys ('<<') are not supported", "write the keys out, or quote '<<' if it is a real key");
+    return;
+  }
   std::size_t first = frame.first_key;
   std::size_t end = pending_keys_.size() - 1;  // the earlier keys of this mapping are [first, end)
   auto report_duplicate = [&](std::uint32_t first_line) {
@@ -521,15 +692,15 @@ SourceLoc Builder::loc_of_offset(std::size_t offset) const {
   return loc;
 }
 
-void Builder::report_syntax_error(const yaml_parser_t& parser) {
-  std::string_view problem = parser.problem ? parser.problem : "unknown problem";
-  if (parser.error == YAML_MEMORY_ERROR) throw std::bad_alloc();
-  if (parser.error == YAML_READER_ERROR) {
-    error(loc_of_offset(parser.problem_offset), "cannot read the input: " + std::string(problem),
+void Builder::report_syntax_error(const SyntaxProblem& syntax) {
+  std::string_view problem = syntax.problem ? syntax.problem : "unknown problem";
+  if (syntax.error == YAML_MEMORY_ERROR) throw std::bad_alloc();
+  if (syntax.error == YAML_READER_ERROR) {
+    error(loc_of_offset(syntax.problem_offset), "cannot read the input: " + std::string(problem),
           "save the file as UTF-8 text; control characters other than tab and newline are not allowed");
     return;
   }
-  SourceLoc at = loc_of(parser.problem_mark);
+  SourceLoc at = loc_of(syntax.problem_mark);
   std::string message = "YAML syntax error: " + std::string(problem);
   std::string hint = "check the YAML syntax near this position";
   for (const auto& wording : kProblemWordings) {
@@ -540,25 +711,26 @@ void Builder::report_syntax_error(const yaml_parser_t& parser) {
     }
   }
   if (problem == "found character that cannot start any token") {
-    std::size_t offset = parser.problem_mark.index;
+    std::size_t offset = syntax.problem_mark.index;
     if (offset < text_.size() && text_[offset] == '\t') {
       message = "tab character where YAML expects a value or indentation";
       hint = "indent with spaces; YAML does not allow tabs there";
     } else {
       message = char_description(text_, offset) + " cannot start a plain value";
-      hint = "quote the value; '@' and '`' are reserved in YAML";
+      bool reserved = offset < text_.size() && (text_[offset] == '@' || text_[offset] == '`');
+      hint = reserved ? "quote the value; '@' and '`' are reserved in YAML" : "quote the value";
     }
   }
-  bool at_end = parser.problem_mark.index >= text_.size();
+  bool at_end = syntax.problem_mark.index >= text_.size();
   if (at_end && problem != "found unexpected end of stream") {
     message += " at the end of the input";
     hint = "close the open quote, '[' list or '{' mapping";
   }
   // "while scanning for the next token" says nothing that the position does not.
-  if (parser.context && std::string_view(parser.context) != "while scanning for the next token") {
-    message += " (" + std::string(parser.context) + " that started at line " +
-               std::to_string(parser.context_mark.line + 1) + ", column " +
-               std::to_string(parser.context_mark.column + 1) + ")";
+  if (syntax.context && std::string_view(syntax.context) != "while scanning for the next token") {
+    message += " (" + std::string(syntax.context) + " that started at line " +
+               std::to_string(syntax.context_mark.line + 1) + ", column " +
+               std::to_string(syntax.context_mark.column + 1) + ")";
   }
   error(at, std::move(message), std::move(hint));
 }

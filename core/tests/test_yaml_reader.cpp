@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include <unistd.h>
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -550,6 +551,45 @@ std::string kubectl_style_policies(int count) {
 }
 
 }  // namespace
+
+// Inputs from 256 KB on are parsed by libyaml on a second thread; the results must not differ.
+TEST_CASE("yaml reader: large streams") {
+  std::string text = kubectl_style_policies(300);
+  REQUIRE(text.size() > 400 * 1024);
+  auto line_of = [&](std::string_view needle) {
+    auto offset = text.find(needle);
+    REQUIRE(offset != std::string::npos);
+    return static_cast<std::uint32_t>(std::count(text.begin(), text.begin() + offset, '\n') + 1);
+  };
+
+  SECTION("every document, with absolute lines") {
+    Parsed parsed(text);
+    INFO(parsed.messages());
+    REQUIRE(parsed.docs);
+    REQUIRE(parsed.docs->size() == 300);
+    const Node& metadata = *parsed.doc(257).find("metadata");
+    CHECK(metadata.find("name")->text() == "policy-257");
+    CHECK(metadata.find("name")->loc() == at(parsed.file, line_of("name: policy-257\n"), 9));
+    const Node& ingress = *parsed.doc(299).find("spec")->find("ingress");
+    CHECK(ingress.size() == 10);
+    CHECK(ingress.items()[9].find("destination")->find("ports")->items()[0].as_int() == 1009);
+  }
+  SECTION("errors anywhere are all reported, in order") {
+    std::string broken = text;
+    broken.replace(broken.find("  generation: 1\n  name: policy-100\n"), 15, "  name: twice\n");
+    broken += "---\nlast: [unclosed\n";
+    Parsed parsed(broken);
+    CHECK_FALSE(parsed.docs);
+    REQUIRE(parsed.diag.all().size() == 2);
+    CHECK(parsed.diag.all()[0].message ==
+          "duplicate key 'name' (first at line " + std::to_string(line_of("name: policy-100\n") - 1) + ")");
+    CHECK_THAT(parsed.diag.all()[1].message, Catch::Contains("end of the input"));
+  }
+  SECTION("a fatal error stops the parse early") {
+    auto error = only_error(Parsed(std::string(2000, '[') + "\n" + text));
+    CHECK_THAT(error.message, Catch::Contains("nesting deeper than"));
+  }
+}
 
 // The benchmark of the reader: 10,000 rules, about 1.6 MB. Hidden by default; run with
 // fwcore_tests "[.bench]" in an optimised build.
