@@ -34,7 +34,8 @@ struct Writer {
   }
   static json ports(const PortSet& set) {
     json out = json::array();
-    for (const auto& r : set) out.push_back(r.lo == r.hi ? std::to_string(r.lo) : std::to_string(r.lo) + "-" + std::to_string(r.hi));
+    for (const auto& r : set)
+      out.push_back(r.lo == r.hi ? std::to_string(r.lo) : std::to_string(r.lo) + "-" + std::to_string(r.hi));
     return out;
   }
   static json macs(const std::vector<MacAddr>& v) {
@@ -81,22 +82,28 @@ struct Writer {
     }
     if (m.src_mac) j["src-mac"] = {{"negate", m.src_mac_negate}, {"any", macs(*m.src_mac)}};
     if (m.pkt_type) j["pkt-type"] = *m.pkt_type;
-    if (m.mark_value) j["mark"] = {{"negate", m.mark_negate}, {"value", *m.mark_value}, {"mask", m.mark_mask}};
+    if (m.mark_value)
+      j["mark"] = {{"negate", m.mark_negate}, {"value", *m.mark_value}, {"mask", m.mark_mask}};
     if (m.rate_limit)
-      j["rate-limit"] = {{"rate", m.rate_limit->rate}, {"unit", m.rate_limit->unit}, {"burst", m.rate_limit->burst}};
+      j["rate-limit"] = {
+          {"rate", m.rate_limit->rate}, {"unit", m.rate_limit->unit}, {"burst", m.rate_limit->burst}};
     return j;
   }
 
   static json action(const Action& a) {
     json j = {{"kind", to_string(a.kind)}};
     switch (a.kind) {
-      case ActionKind::reject: j["with"] = a.reject_with; break;
+      case ActionKind::reject:
+        j["with"] = a.reject_with;
+        break;
       case ActionKind::log:
         j["prefix"] = a.log_prefix;
         j["level"] = a.log_level;
         break;
       case ActionKind::jump:
-      case ActionKind::ct_helper: j["target"] = a.target; break;
+      case ActionKind::ct_helper:
+        j["target"] = a.target;
+        break;
       case ActionKind::set_mark:
         j["value"] = a.mark_value;
         j["mask"] = a.mark_mask;
@@ -108,7 +115,8 @@ struct Writer {
         if (a.nat_addr) j["addr"] = to_string(*a.nat_addr);
         if (a.nat_port) j["port"] = ports({*a.nat_port});
         break;
-      default: break;
+      default:
+        break;
     }
     return j;
   }
@@ -176,7 +184,8 @@ struct Writer {
       for (const auto& sec : rs.stages[s].sections) {
         json eps = json::array();
         for (const auto& ep : sec.endpoints) eps.push_back(endpoint(ep));
-        sections.push_back({{"name", sec.name}, {"honour-allow", sec.honour_allow}, {"endpoints", std::move(eps)}});
+        sections.push_back(
+            {{"name", sec.name}, {"honour-allow", sec.honour_allow}, {"endpoints", std::move(eps)}});
       }
       stages[std::string(to_string(static_cast<Stage>(s)))] = std::move(sections);
     }
@@ -225,7 +234,9 @@ void emit(YAML::Emitter& out, const json& j) {
 
 }  // namespace
 
-json to_json(const Ruleset& rs, bool with_origins) { return Writer{rs, with_origins}.ruleset(); }
+json to_json(const Ruleset& rs, bool with_origins) {
+  return Writer{rs, with_origins}.ruleset();
+}
 
 std::string to_yaml(const Ruleset& rs, bool with_origins) {
   YAML::Emitter out;

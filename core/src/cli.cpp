@@ -56,10 +56,10 @@ constexpr CommandInfo kCommands[] = {
 // Options that belong to one command only; using them with another is a usage error.
 const std::map<std::string, std::set<std::string>>& command_options() {
   static const std::map<std::string, std::set<std::string>> table = {
-      {"dry-run", {"apply"}}, {"full", {"apply"}},       {"confirm", {"apply"}},    {"exit-code", {"diff"}},
-      {"iif", {"trace"}},     {"oif", {"trace"}},        {"src", {"trace"}},        {"dst", {"trace"}},
-      {"proto", {"trace"}},   {"sport", {"trace"}},      {"dport", {"trace"}},      {"icmp-type", {"trace"}},
-      {"icmp-code", {"trace"}}, {"state", {"trace"}},    {"src-mac", {"trace"}},    {"to", {"migrate"}},
+      {"dry-run", {"apply"}},   {"full", {"apply"}},  {"confirm", {"apply"}}, {"exit-code", {"diff"}},
+      {"iif", {"trace"}},       {"oif", {"trace"}},   {"src", {"trace"}},     {"dst", {"trace"}},
+      {"proto", {"trace"}},     {"sport", {"trace"}}, {"dport", {"trace"}},   {"icmp-type", {"trace"}},
+      {"icmp-code", {"trace"}}, {"state", {"trace"}}, {"src-mac", {"trace"}}, {"to", {"migrate"}},
       {"output", {"migrate"}},
   };
   return table;
@@ -75,39 +75,37 @@ struct Options {
 
 po::options_description describe_options() {
   po::options_description global("Global options");
-  global.add_options()
-      ("frontend", po::value<std::string>(), "calico, yaml, firewalld (any installed frontend plugin)")
-      ("backend", po::value<std::string>(), "nft, iptables, ebpf (any installed backend plugin)")
-      ("file,f", po::value<std::vector<std::string>>()->composing(), "a file, a directory, or - for stdin; repeatable")
-      ("netns", po::value<std::string>(), "act inside the network namespace /run/netns/NAME")
-      ("node", po::value<std::string>(), "this host's node name (default: the host name)")
-      ("plugin-dir", po::value<std::vector<std::string>>()->composing(), "look for plugins there too")
-      ("config", po::value<std::string>(), "the engine's own config (default /etc/fwengine/fwengine.conf)")
-      ("frontend-option", po::value<std::vector<std::string>>()->composing(), "KEY=VALUE for the frontend; repeatable")
-      ("json", "machine-readable output")
-      ("verbose,v", "more output")
-      ("quiet,q", "less output")
-      ("help,h", "print help")
-      ("version", "print the version");
+  global.add_options()("frontend", po::value<std::string>(),
+                       "calico, yaml, firewalld (any installed frontend plugin)")(
+      "backend", po::value<std::string>(), "nft, iptables, ebpf (any installed backend plugin)")(
+      "file,f", po::value<std::vector<std::string>>()->composing(),
+      "a file, a directory, or - for stdin; repeatable")("netns", po::value<std::string>(),
+                                                         "act inside the network namespace /run/netns/NAME")(
+      "node", po::value<std::string>(), "this host's node name (default: the host name)")(
+      "plugin-dir", po::value<std::vector<std::string>>()->composing(), "look for plugins there too")(
+      "config", po::value<std::string>(), "the engine's own config (default /etc/fwengine/fwengine.conf)")(
+      "frontend-option", po::value<std::vector<std::string>>()->composing(),
+      "KEY=VALUE for the frontend; repeatable")("json", "machine-readable output")(
+      "verbose,v", "more output")("quiet,q", "less output")("help,h", "print help")("version",
+                                                                                    "print the version");
   po::options_description commands("Command options");
-  commands.add_options()
-      ("dry-run", "apply: render and diff only")
-      ("full", "apply: replace everything, not only what changed")
-      ("confirm", po::value<unsigned>(), "apply: roll back after SECONDS unless confirmed")
-      ("exit-code", "diff: exit 3 when there is a difference")
-      ("iif", po::value<std::string>(), "trace: input interface")
-      ("oif", po::value<std::string>(), "trace: output interface")
-      ("src", po::value<std::string>(), "trace: source address")
-      ("dst", po::value<std::string>(), "trace: destination address")
-      ("proto", po::value<std::string>(), "trace: tcp, udp, icmp, icmpv6 or a number (default tcp)")
-      ("sport", po::value<unsigned>(), "trace: source port (default 40000)")
-      ("dport", po::value<unsigned>(), "trace: destination port")
-      ("icmp-type", po::value<unsigned>(), "trace: ICMP type (default echo-request)")
-      ("icmp-code", po::value<unsigned>(), "trace: ICMP code (default 0)")
-      ("state", po::value<std::string>(), "trace: new (default), established, related, invalid")
-      ("src-mac", po::value<std::string>(), "trace: source MAC address")
-      ("to", po::value<std::string>(), "migrate: yaml or calico (a frontend that can write)")
-      ("output,o", po::value<std::string>(), "migrate: output directory (default .)");
+  commands.add_options()("dry-run", "apply: render and diff only")(
+      "full", "apply: replace everything, not only what changed")(
+      "confirm", po::value<unsigned>(), "apply: roll back after SECONDS unless confirmed")(
+      "exit-code", "diff: exit 3 when there is a difference")(
+      "iif", po::value<std::string>(), "trace: input interface")("oif", po::value<std::string>(),
+                                                                 "trace: output interface")(
+      "src", po::value<std::string>(), "trace: source address")("dst", po::value<std::string>(),
+                                                                "trace: destination address")(
+      "proto", po::value<std::string>(), "trace: tcp, udp, icmp, icmpv6 or a number (default tcp)")(
+      "sport", po::value<unsigned>(), "trace: source port (default 40000)")(
+      "dport", po::value<unsigned>(), "trace: destination port")("icmp-type", po::value<unsigned>(),
+                                                                 "trace: ICMP type (default echo-request)")(
+      "icmp-code", po::value<unsigned>(), "trace: ICMP code (default 0)")(
+      "state", po::value<std::string>(), "trace: new (default), established, related, invalid")(
+      "src-mac", po::value<std::string>(), "trace: source MAC address")(
+      "to", po::value<std::string>(), "migrate: yaml or calico (a frontend that can write)")(
+      "output,o", po::value<std::string>(), "migrate: output directory (default .)");
   po::options_description all;
   all.add(global).add(commands);
   return all;
@@ -116,9 +114,11 @@ po::options_description describe_options() {
 void print_help(std::ostream& out) {
   out << "usage: fwengine [global options] [command] [command options]\n\n"
       << "fwengine reads host firewall policy (Calico resources, firewalld configuration, or its own YAML),\n"
-      << "compiles it to one IR and loads it into the kernel (nftables, iptables-legacy or eBPF).\n\nCommands:\n";
+      << "compiles it to one IR and loads it into the kernel (nftables, iptables-legacy or "
+         "eBPF).\n\nCommands:\n";
   for (const auto& c : kCommands) out << "  " << std::left << std::setw(10) << c.name << c.summary << '\n';
-  out << '\n' << describe_options() << '\n'
+  out << '\n'
+      << describe_options() << '\n'
       << "Exit codes: 0 done, 1 runtime failure (nothing changed), 2 bad input or usage (nothing changed),\n"
       << "3 diff --exit-code found a difference.\n";
 }
@@ -139,18 +139,23 @@ Options parse_options(int argc, char** argv) {
   if (vm.count("command")) o.command = vm["command"].as<std::string>();
   if (vm.count("help")) o.command = "help";
   if (vm.count("version")) o.command = "version";
-  bool known = std::any_of(std::begin(kCommands), std::end(kCommands), [&](auto& c) { return c.name == o.command; });
+  bool known =
+      std::any_of(std::begin(kCommands), std::end(kCommands), [&](auto& c) { return c.name == o.command; });
   if (!known) {
     std::vector<std::string_view> names;
     for (const auto& c : kCommands) names.push_back(c.name);
     auto hint = did_you_mean(o.command, names);
-    throw UsageError("unknown command '" + o.command + "'" + (hint.empty() ? "" : "; " + hint) + " (see fwengine --help)");
+    throw UsageError("unknown command '" + o.command + "'" + (hint.empty() ? "" : "; " + hint) +
+                     " (see fwengine --help)");
   }
   for (const auto& [option, commands] : command_options())
     if (vm.count(option) && !commands.count(o.command))
-      throw UsageError("--" + option + " is an option of '" + *commands.begin() + "', not of '" + o.command + "'");
+      throw UsageError("--" + option + " is an option of '" + *commands.begin() + "', not of '" + o.command +
+                       "'");
   auto str = [&](const char* k) { return vm.count(k) ? vm[k].as<std::string>() : std::string{}; };
-  auto list = [&](const char* k) { return vm.count(k) ? vm[k].as<std::vector<std::string>>() : std::vector<std::string>{}; };
+  auto list = [&](const char* k) {
+    return vm.count(k) ? vm[k].as<std::vector<std::string>>() : std::vector<std::string>{};
+  };
   o.frontend = str("frontend");
   o.backend = str("backend");
   o.netns = str("netns");
@@ -181,42 +186,56 @@ void read_config(Options& o, Diagnostics& diag) {
     diag.error(root.loc(), "the config must be a mapping, got " + root.describe(), "see fwengine.conf(5)");
     return;
   }
-  static const std::vector<std::string_view> kKeys = {"frontend", "backend", "sources", "node", "plugin-dirs"};
+  static const std::vector<std::string_view> kKeys = {"frontend", "backend", "sources", "node",
+                                                      "plugin-dirs"};
   for (std::size_t i = 0; i < root.size(); ++i) {
     const auto& key = root.keys()[i];
     const auto& value = root.values()[i];
     const std::string& k = key.text();
     auto scalar = [&](std::string& into) {
-      if (!value.is_scalar()) return diag.error(value.loc(), k + " must be a string, got " + value.describe());
+      if (!value.is_scalar())
+        return diag.error(value.loc(), k + " must be a string, got " + value.describe());
       if (into.empty()) into = value.text();
     };
     auto strings = [&](std::vector<std::string>& into) {
-      if (!value.is_sequence()) return diag.error(value.loc(), k + " must be a list, got " + value.describe());
+      if (!value.is_sequence())
+        return diag.error(value.loc(), k + " must be a list, got " + value.describe());
       std::vector<std::string> items;
       for (const auto& item : value.items()) {
-        if (!item.is_scalar()) return diag.error(item.loc(), k + " entries must be strings, got " + item.describe());
+        if (!item.is_scalar())
+          return diag.error(item.loc(), k + " entries must be strings, got " + item.describe());
         items.push_back(item.text());
       }
       if (into.empty()) into = std::move(items);
     };
-    if (k == "frontend") scalar(o.frontend);
-    else if (k == "backend") scalar(o.backend);
-    else if (k == "node") scalar(o.node);
-    else if (k == "sources") strings(o.files);
-    else if (k == "plugin-dirs") strings(o.plugin_dirs);
-    else diag.error(key.loc(), "unknown key '" + k + "'", did_you_mean(k, kKeys));
+    if (k == "frontend")
+      scalar(o.frontend);
+    else if (k == "backend")
+      scalar(o.backend);
+    else if (k == "node")
+      scalar(o.node);
+    else if (k == "sources")
+      strings(o.files);
+    else if (k == "plugin-dirs")
+      strings(o.plugin_dirs);
+    else
+      diag.error(key.loc(), "unknown key '" + k + "'", did_you_mean(k, kKeys));
   }
 }
 
 void enter_netns(const std::string& name) {
   if (name.empty()) return;
-  if (name.find('/') != std::string::npos) throw UsageError("--netns takes a name from 'ip netns list', not a path");
+  if (name.find('/') != std::string::npos)
+    throw UsageError("--netns takes a name from 'ip netns list', not a path");
   std::string path = "/run/netns/" + name;
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw UsageError("no network namespace '" + name + "' (" + path + " is missing; see 'ip netns list')");
+  if (fd < 0)
+    throw UsageError("no network namespace '" + name + "' (" + path + " is missing; see 'ip netns list')");
   int rc = setns(fd, CLONE_NEWNET);
   close(fd);
-  if (rc != 0) throw RuntimeError("cannot enter network namespace '" + name + "': " + std::strerror(errno) + " (run as root)");
+  if (rc != 0)
+    throw RuntimeError("cannot enter network namespace '" + name + "': " + std::strerror(errno) +
+                       " (run as root)");
 }
 
 std::string host_name() {
@@ -275,7 +294,8 @@ class Session {
     request.netns = o_.netns;
     for (const auto& kv : o_.frontend_options) {
       auto eq = kv.find('=');
-      if (eq == std::string::npos || eq == 0) throw UsageError("--frontend-option takes KEY=VALUE, got '" + kv + "'");
+      if (eq == std::string::npos || eq == 0)
+        throw UsageError("--frontend-option takes KEY=VALUE, got '" + kv + "'");
       request.options[kv.substr(0, eq)] = kv.substr(eq + 1);
     }
     ruleset_ = fe->load(request, diag_);
@@ -319,7 +339,8 @@ class Session {
     auto str = [&](const char* k) { return vm.count(k) ? vm[k].as<std::string>() : std::string{}; };
     p.iif = str("iif");
     p.oif = str("oif");
-    if (p.iif.empty() && p.oif.empty()) throw UsageError("trace needs --iif (incoming) and/or --oif (outgoing)");
+    if (p.iif.empty() && p.oif.empty())
+      throw UsageError("trace needs --iif (incoming) and/or --oif (outgoing)");
     if (!vm.count("src") || !vm.count("dst")) throw UsageError("trace needs --src and --dst addresses");
     auto src = ir::parse_ip(str("src"));
     auto dst = ir::parse_ip(str("dst"));
@@ -330,7 +351,8 @@ class Session {
     p.dst = *dst;
     std::string proto = vm.count("proto") ? str("proto") : "tcp";
     auto number = ir::parse_protocol(proto);
-    if (!number) throw UsageError("--proto '" + proto + "' is not a protocol (tcp, udp, icmp, icmpv6 or 0-255)");
+    if (!number)
+      throw UsageError("--proto '" + proto + "' is not a protocol (tcp, udp, icmp, icmpv6 or 0-255)");
     p.protocol = *number;
     if (p.protocol == 1 && p.src.family == ir::Family::ipv6) p.protocol = 58;  // "icmp" on IPv6 means ICMPv6
     auto port = [&](const char* k, std::uint16_t dflt) -> std::uint16_t {
@@ -340,7 +362,8 @@ class Session {
       return static_cast<std::uint16_t>(v);
     };
     if (ir::protocol_has_ports(p.protocol)) {
-      if (!vm.count("dport")) throw UsageError("trace of " + ir::protocol_name(p.protocol) + " needs --dport");
+      if (!vm.count("dport"))
+        throw UsageError("trace of " + ir::protocol_name(p.protocol) + " needs --dport");
       p.dport = port("dport", 0);
       p.sport = port("sport", 40000);
     } else if (vm.count("dport") || vm.count("sport")) {
@@ -362,7 +385,8 @@ class Session {
     }
     if (vm.count("src-mac")) {
       auto mac = ir::parse_mac(str("src-mac"));
-      if (!mac) throw UsageError("--src-mac '" + str("src-mac") + "' is not a MAC address (aa:bb:cc:dd:ee:ff)");
+      if (!mac)
+        throw UsageError("--src-mac '" + str("src-mac") + "' is not a MAC address (aa:bb:cc:dd:ee:ff)");
       p.src_mac = *mac;
     }
     return p;
@@ -377,7 +401,8 @@ class Session {
       return (a.family == ir::Family::ipv6 ? "[" + t + "]" : t) + ":" + std::to_string(port);
     };
     s << ir::protocol_name(p.protocol) << ' ' << addr(p.src, p.sport) << " -> " << addr(p.dst, p.dport);
-    if (p.protocol == 1 || p.protocol == 58) s << " type " << int(p.icmp_type) << " code " << int(p.icmp_code);
+    if (p.protocol == 1 || p.protocol == 58)
+      s << " type " << int(p.icmp_type) << " code " << int(p.icmp_code);
     if (!p.iif.empty()) s << " in " << p.iif;
     if (!p.oif.empty()) s << " out " << p.oif;
     s << " (" << trace::to_string(trace::path_of(p)) << ", " << ir::to_string(p.ct) << ")";
@@ -437,8 +462,8 @@ class Session {
         std::cout << '\n';
       }
     }
-    std::cout << "  => " << (r.delivered ? "delivered" : "stopped") << " (" << ir::to_string(r.final_verdict())
-              << ")\n";
+    std::cout << "  => " << (r.delivered ? "delivered" : "stopped") << " ("
+              << ir::to_string(r.final_verdict()) << ")\n";
   }
 
   int trace() {
@@ -470,7 +495,8 @@ class Session {
     std::string to = o_.vm["to"].as<std::string>();
     std::string out = o_.vm.count("output") ? o_.vm["output"].as<std::string>() : ".";
     auto writer = loader_.frontend(to, {o_.netns});
-    if (!writer->can_write()) throw UsageError("the '" + to + "' frontend cannot write its format; try --to yaml");
+    if (!writer->can_write())
+      throw UsageError("the '" + to + "' frontend cannot write its format; try --to yaml");
     std::error_code ec;
     std::filesystem::create_directories(out, ec);
     if (ec) throw RuntimeError("cannot create " + out + ": " + ec.message());
@@ -521,12 +547,17 @@ class Session {
     auto state = be->read_back();
     bool same = state.present && state.ir_hash == hash_ && state.drift.empty();
     if (o_.json) {
-      std::cout << json{{"same", same}, {"kernel-hash", state.ir_hash}, {"policy-hash", hash_},
-                        {"drift", state.drift}}.dump(2) << '\n';
+      std::cout << json{{"same", same},
+                        {"kernel-hash", state.ir_hash},
+                        {"policy-hash", hash_},
+                        {"drift", state.drift}}
+                       .dump(2)
+                << '\n';
     } else if (same) {
       std::cout << "no difference: the kernel holds IR " << hash_ << '\n';
     } else {
-      std::cout << "kernel: " << (state.present ? "IR " + state.ir_hash : std::string("nothing of fwengine's"))
+      std::cout << "kernel: "
+                << (state.present ? "IR " + state.ir_hash : std::string("nothing of fwengine's"))
                 << "\npolicy: IR " << hash_ << '\n';
       for (const auto& d : state.drift) std::cout << "drift: " << d << '\n';
       auto want = lines_of(plan->text());
@@ -553,12 +584,14 @@ class Session {
     auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     auto [chains, rules] = counts();
     if (o_.json)
-      std::cout << json{{"ok", true}, {"backend", o_.backend}, {"hash", hash_}, {"netns", o_.netns},
-                        {"chains", chains}, {"rules", rules}, {"ms", ms}}.dump() << '\n';
+      std::cout << json{{"ok", true},       {"backend", o_.backend}, {"hash", hash_}, {"netns", o_.netns},
+                        {"chains", chains}, {"rules", rules},        {"ms", ms}}
+                       .dump()
+                << '\n';
     else if (!o_.quiet)
-      std::cout << "applied IR " << hash_.substr(0, 16) << " (" << chains << " chains, " << rules << " rules) with "
-                << o_.backend << (o_.netns.empty() ? "" : " in netns " + o_.netns) << " in " << std::fixed
-                << std::setprecision(1) << ms << " ms\n";
+      std::cout << "applied IR " << hash_.substr(0, 16) << " (" << chains << " chains, " << rules
+                << " rules) with " << o_.backend << (o_.netns.empty() ? "" : " in netns " + o_.netns)
+                << " in " << std::fixed << std::setprecision(1) << ms << " ms\n";
     return 0;
   }
 
@@ -568,10 +601,18 @@ class Session {
     if (o_.json) {
       json counters = json::array();
       for (const auto& c : state.counters)
-        counters.push_back({{"chain", c.chain}, {"rule", c.rule}, {"at", c.where}, {"packets", c.packets},
+        counters.push_back({{"chain", c.chain},
+                            {"rule", c.rule},
+                            {"at", c.where},
+                            {"packets", c.packets},
                             {"bytes", c.bytes}});
-      std::cout << json{{"backend", o_.backend}, {"present", state.present}, {"hash", state.ir_hash},
-                        {"counters", counters}, {"drift", state.drift}}.dump(2) << '\n';
+      std::cout << json{{"backend", o_.backend},
+                        {"present", state.present},
+                        {"hash", state.ir_hash},
+                        {"counters", counters},
+                        {"drift", state.drift}}
+                       .dump(2)
+                << '\n';
       return 0;
     }
     if (!state.present) {
@@ -581,8 +622,8 @@ class Session {
     std::cout << "backend " << o_.backend << ": IR " << state.ir_hash << '\n';
     for (const auto& c : state.counters)
       if (c.packets > 0 || o_.verbose)
-        std::cout << "  " << std::right << std::setw(10) << c.packets << " pkts  " << c.chain << " #" << c.rule << "  "
-                  << c.where << '\n';
+        std::cout << "  " << std::right << std::setw(10) << c.packets << " pkts  " << c.chain << " #"
+                  << c.rule << "  " << c.where << '\n';
     for (const auto& d : state.drift) std::cout << "drift: " << d << '\n';
     return 0;
   }
@@ -599,8 +640,11 @@ class Session {
     if (o_.json) {
       json list = json::array();
       for (const auto& p : found)
-        list.push_back({{"name", p.name}, {"kind", p.kind == PluginKind::frontend ? "frontend" : "backend"},
-                        {"version", p.version}, {"path", p.path}, {"problem", p.problem}});
+        list.push_back({{"name", p.name},
+                        {"kind", p.kind == PluginKind::frontend ? "frontend" : "backend"},
+                        {"version", p.version},
+                        {"path", p.path},
+                        {"problem", p.problem}});
       std::cout << json{{"directories", loader_.directories()}, {"plugins", list}}.dump(2) << '\n';
       return 0;
     }

@@ -6,7 +6,9 @@
 
 namespace fwe {
 
-Diagnostics::Diagnostics() { files_.emplace_back("<command line>"); }
+Diagnostics::Diagnostics() {
+  files_.emplace_back("<command line>");
+}
 
 std::uint32_t Diagnostics::add_file(std::string name) {
   auto it = std::find(files_.begin(), files_.end(), name);

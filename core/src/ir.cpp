@@ -47,26 +47,57 @@ constexpr std::array<std::string_view, 3> kConntrackNames = {"none", "accept-est
                                                              "accept-established-drop-invalid"};
 }  // namespace
 
-std::string_view to_string(Stage s) { return kStageNames[index(s)]; }
-std::string_view to_string(Verdict v) { return kVerdictNames[static_cast<std::size_t>(v)]; }
-std::string_view to_string(MatchKind m) { return kMatchNames[static_cast<std::size_t>(m)]; }
-std::string_view to_string(ActionKind a) { return kActionNames[static_cast<std::size_t>(a)]; }
-std::string_view to_string(CtState c) { return kCtStateNames[static_cast<std::size_t>(c)]; }
-std::string_view to_string(Conntrack c) { return kConntrackNames[static_cast<std::size_t>(c)]; }
-std::optional<Stage> parse_stage(std::string_view w) { return lookup<Stage>(kStageNames, w); }
-std::optional<Verdict> parse_verdict(std::string_view w) { return lookup<Verdict>(kVerdictNames, w); }
-std::optional<ActionKind> parse_action(std::string_view w) { return lookup<ActionKind>(kActionNames, w); }
-std::optional<CtState> parse_ct_state(std::string_view w) { return lookup<CtState>(kCtStateNames, w); }
-std::optional<Conntrack> parse_conntrack(std::string_view w) { return lookup<Conntrack>(kConntrackNames, w); }
-std::vector<std::string_view> stage_names() { return {kStageNames.begin(), kStageNames.end()}; }
-std::vector<std::string_view> action_names() { return {kActionNames.begin(), kActionNames.end()}; }
-std::vector<std::string_view> ct_state_names() { return {kCtStateNames.begin(), kCtStateNames.end()}; }
+std::string_view to_string(Stage s) {
+  return kStageNames[index(s)];
+}
+std::string_view to_string(Verdict v) {
+  return kVerdictNames[static_cast<std::size_t>(v)];
+}
+std::string_view to_string(MatchKind m) {
+  return kMatchNames[static_cast<std::size_t>(m)];
+}
+std::string_view to_string(ActionKind a) {
+  return kActionNames[static_cast<std::size_t>(a)];
+}
+std::string_view to_string(CtState c) {
+  return kCtStateNames[static_cast<std::size_t>(c)];
+}
+std::string_view to_string(Conntrack c) {
+  return kConntrackNames[static_cast<std::size_t>(c)];
+}
+std::optional<Stage> parse_stage(std::string_view w) {
+  return lookup<Stage>(kStageNames, w);
+}
+std::optional<Verdict> parse_verdict(std::string_view w) {
+  return lookup<Verdict>(kVerdictNames, w);
+}
+std::optional<ActionKind> parse_action(std::string_view w) {
+  return lookup<ActionKind>(kActionNames, w);
+}
+std::optional<CtState> parse_ct_state(std::string_view w) {
+  return lookup<CtState>(kCtStateNames, w);
+}
+std::optional<Conntrack> parse_conntrack(std::string_view w) {
+  return lookup<Conntrack>(kConntrackNames, w);
+}
+std::vector<std::string_view> stage_names() {
+  return {kStageNames.begin(), kStageNames.end()};
+}
+std::vector<std::string_view> action_names() {
+  return {kActionNames.begin(), kActionNames.end()};
+}
+std::vector<std::string_view> ct_state_names() {
+  return {kCtStateNames.begin(), kCtStateNames.end()};
+}
 
 std::string_view to_string(Family f) {
   switch (f) {
-    case Family::ipv4: return "ipv4";
-    case Family::ipv6: return "ipv6";
-    case Family::any: break;
+    case Family::ipv4:
+      return "ipv4";
+    case Family::ipv6:
+      return "ipv6";
+    case Family::any:
+      break;
   }
   return "any";
 }
@@ -124,7 +155,9 @@ std::optional<Cidr> parse_cidr(std::string_view text, bool strict) {
   return c;
 }
 
-std::string to_string(const Cidr& c) { return to_string(c.addr) + '/' + std::to_string(c.prefix); }
+std::string to_string(const Cidr& c) {
+  return to_string(c.addr) + '/' + std::to_string(c.prefix);
+}
 
 bool contains(const Cidr& c, const IpAddr& a) {
   if (c.addr.family != a.family) return false;
@@ -142,7 +175,8 @@ bool AddrSet::contains(const IpAddr& a) const {
 }
 
 bool contains(const PortSet& set, std::uint16_t port) {
-  return std::any_of(set.begin(), set.end(), [port](const PortRange& r) { return r.lo <= port && port <= r.hi; });
+  return std::any_of(set.begin(), set.end(),
+                     [port](const PortRange& r) { return r.lo <= port && port <= r.hi; });
 }
 
 // ---- interfaces and MACs ------------------------------------------------------------------------
@@ -150,7 +184,9 @@ bool IfacePattern::matches(std::string_view ifname) const {
   return prefix ? ifname.substr(0, name.size()) == name : ifname == name;
 }
 
-std::string to_string(const IfacePattern& p) { return p.prefix ? p.name + '+' : p.name; }
+std::string to_string(const IfacePattern& p) {
+  return p.prefix ? p.name + '+' : p.name;
+}
 
 IfacePattern parse_iface(std::string_view text) {
   if (!text.empty() && (text.back() == '+' || text.back() == '*'))
@@ -172,7 +208,8 @@ std::optional<MacAddr> parse_mac(std::string_view text) {
 
 std::string to_string(const MacAddr& mac) {
   char buf[18];
-  std::snprintf(buf, sizeof buf, "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
+  std::snprintf(buf, sizeof buf, "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3], mac[4],
+                mac[5]);
   return buf;
 }
 
@@ -182,14 +219,15 @@ struct ProtocolName {
   std::string_view name;
   std::uint8_t number;
 };
-constexpr ProtocolName kProtocols[] = {{"icmp", 1},  {"igmp", 2},   {"tcp", 6},       {"udp", 17},
-                                       {"gre", 47},  {"esp", 50},   {"ah", 51},       {"icmpv6", 58},
+constexpr ProtocolName kProtocols[] = {{"icmp", 1},   {"igmp", 2},      {"tcp", 6},   {"udp", 17},
+                                       {"gre", 47},   {"esp", 50},      {"ah", 51},   {"icmpv6", 58},
                                        {"sctp", 132}, {"udplite", 136}, {"dccp", 33}, {"ipip", 4}};
 }  // namespace
 
 std::optional<std::uint8_t> parse_protocol(std::string_view text) {
   std::string lower(text);
-  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char ch) { return std::tolower(ch); });
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char ch) { return std::tolower(ch); });
   if (lower == "ipv6-icmp") lower = "icmpv6";
   for (const auto& p : kProtocols)
     if (p.name == lower) return p.number;

@@ -22,18 +22,21 @@ constexpr const char* kFrontendAlias = "fwe_create_frontend";
 constexpr const char* kBackendAlias = "fwe_create_backend";
 
 std::string unsafe_reason(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   if (stat(path.c_str(), &st) != 0) return "cannot stat " + path;
   if (st.st_uid != 0 && st.st_uid != geteuid()) return path + " is owned by uid " + std::to_string(st.st_uid);
   if (st.st_mode & (S_IWGRP | S_IWOTH)) return path + " is writable by group or others";
   return {};
 }
 
-std::string kind_name(PluginKind k) { return k == PluginKind::frontend ? "frontend" : "backend"; }
+std::string kind_name(PluginKind k) {
+  return k == PluginKind::frontend ? "frontend" : "backend";
+}
 
 boost::dll::shared_library open_library(const std::string& path) {
   try {
-    return boost::dll::shared_library(path, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
+    return boost::dll::shared_library(path,
+                                      boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
   } catch (const std::exception& e) {
     // Boost.DLL's text ends with a stale errno; keep only dlerror's message, which names the missing
     // symbol or file.
@@ -70,7 +73,8 @@ PluginInfo PluginLoader::inspect(const std::string& path) {
   }
   for (const auto& p : {fs::path(path).parent_path().string(), path}) {
     if (auto why = unsafe_reason(p); !why.empty()) {
-      info.problem = "refused: " + why + " (plugins must be owned by root or you and not group/world-writable)";
+      info.problem =
+          "refused: " + why + " (plugins must be owned by root or you and not group/world-writable)";
       return info;
     }
   }
@@ -117,7 +121,8 @@ std::vector<PluginInfo> PluginLoader::discover() const {
     std::vector<std::string> files;
     for (const auto& entry : fs::directory_iterator(dir, ec)) {
       auto name = entry.path().filename().string();
-      if (name.rfind("libfwe_", 0) == 0 && entry.path().extension() == ".so") files.push_back(entry.path().string());
+      if (name.rfind("libfwe_", 0) == 0 && entry.path().extension() == ".so")
+        files.push_back(entry.path().string());
     }
     std::sort(files.begin(), files.end());
     for (const auto& f : files) found.push_back(inspect(f));

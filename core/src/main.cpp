@@ -1,4 +1,6 @@
 // main.cpp - the fwengine executable.
 #include "cli.hpp"
 
-int main(int argc, char** argv) { return fwe::cli::run(argc, argv); }
+int main(int argc, char** argv) {
+  return fwe::cli::run(argc, argv);
+}

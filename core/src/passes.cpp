@@ -33,10 +33,13 @@ IpAddr from_number(u128 n, Family family) {
   return a;
 }
 
-
 // The last address of the block of 2^bits addresses starting at lo.
-u128 block_last(u128 lo, std::size_t bits) { return bits == 128 ? ~u128{0} : lo + ((u128{1} << bits) - 1); }
-bool aligned(u128 lo, std::size_t bits) { return bits == 128 ? lo == 0 : (lo & ((u128{1} << bits) - 1)) == 0; }
+u128 block_last(u128 lo, std::size_t bits) {
+  return bits == 128 ? ~u128{0} : lo + ((u128{1} << bits) - 1);
+}
+bool aligned(u128 lo, std::size_t bits) {
+  return bits == 128 ? lo == 0 : (lo & ((u128{1} << bits) - 1)) == 0;
+}
 
 // The fewest CIDRs that cover exactly [lo, hi]: at each step the largest aligned block that fits.
 void cover(u128 lo, u128 hi, Family family, std::vector<Cidr>& out) {
@@ -56,7 +59,8 @@ void normalise_cidrs(std::vector<Cidr>& cidrs) {
   for (Family family : {Family::ipv4, Family::ipv6}) {
     std::vector<std::pair<u128, u128>> ranges;
     for (const auto& c : cidrs)
-      if (c.addr.family == family) ranges.emplace_back(to_number(c.addr), block_last(to_number(c.addr), c.addr.width() - c.prefix));
+      if (c.addr.family == family)
+        ranges.emplace_back(to_number(c.addr), block_last(to_number(c.addr), c.addr.width() - c.prefix));
     std::sort(ranges.begin(), ranges.end());
     std::vector<std::pair<u128, u128>> merged;
     for (const auto& r : ranges) {
@@ -100,7 +104,7 @@ void for_each_endpoint(const Ruleset& rs, F&& f) {
 std::map<std::string, std::set<Stage>> reachability(const Ruleset& rs) {
   std::map<std::string, std::set<Stage>> stages_of;
   std::function<void(const std::string&, Stage, std::size_t)> visit = [&](const std::string& name, Stage st,
-                                                                             std::size_t depth) {
+                                                                          std::size_t depth) {
     if (depth > 64 || !stages_of[name].insert(st).second) return;
     if (const Chain* c = rs.find_chain(name))
       for (const auto& r : c->rules)
@@ -114,9 +118,13 @@ std::map<std::string, std::set<Stage>> reachability(const Ruleset& rs) {
   return stages_of;
 }
 
-SourceLoc loc_of(const Origin& o) { return o.loc; }
+SourceLoc loc_of(const Origin& o) {
+  return o.loc;
+}
 
-bool before_routing(Stage s) { return s == Stage::untracked_in || s == Stage::prednat || s == Stage::dnat; }
+bool before_routing(Stage s) {
+  return s == Stage::untracked_in || s == Stage::prednat || s == Stage::dnat;
+}
 
 }  // namespace
 
@@ -130,7 +138,8 @@ void normalise(Ruleset& rs) {
 
 void verify(const Ruleset& rs, Diagnostics& diag) {
   auto check_set = [&](const std::string& set, const Origin& o, std::string_view what) {
-    if (!rs.find_set(set)) diag.error(loc_of(o), std::string(what) + " refers to unknown address set '" + set + "'");
+    if (!rs.find_set(set))
+      diag.error(loc_of(o), std::string(what) + " refers to unknown address set '" + set + "'");
   };
   for (const auto& [name, chain] : rs.chains) {
     for (const auto& rule : chain.rules) {
@@ -142,14 +151,16 @@ void verify(const Ruleset& rs, Diagnostics& diag) {
         for (const auto& pm : *ports)
           for (const auto& r : pm.ports)
             if (r.lo > r.hi)
-              diag.error(loc_of(rule.origin), "port range " + std::to_string(r.lo) + "-" + std::to_string(r.hi) +
-                                                  " is empty", "write the lower port first");
+              diag.error(loc_of(rule.origin),
+                         "port range " + std::to_string(r.lo) + "-" + std::to_string(r.hi) + " is empty",
+                         "write the lower port first");
     }
   }
   for_each_endpoint(rs, [&](Stage st, const Endpoint& ep) {
     if (ep.match.oif && before_routing(st))
-      diag.error(loc_of(ep.origin), "endpoint " + ep.name + " classifies by oif in stage " +
-                                        std::string(to_string(st)) + ", before routing has chosen one",
+      diag.error(loc_of(ep.origin),
+                 "endpoint " + ep.name + " classifies by oif in stage " + std::string(to_string(st)) +
+                     ", before routing has chosen one",
                  "classify by iif in this stage");
     if (ep.match.src_set) check_set(*ep.match.src_set, ep.origin, "endpoint " + ep.name);
     if (ep.match.dst_set) check_set(*ep.match.dst_set, ep.origin, "endpoint " + ep.name);
@@ -167,7 +178,8 @@ void verify(const Ruleset& rs, Diagnostics& diag) {
       const Chain* t = rs.find_chain(r.action.target);
       if (!t) continue;
       if (state[t->name] == 1)
-        diag.error(loc_of(r.origin), "jump to '" + t->name + "' makes a loop", "chains may not jump back to a caller");
+        diag.error(loc_of(r.origin), "jump to '" + t->name + "' makes a loop",
+                   "chains may not jump back to a caller");
       else if (state[t->name] == 0)
         dfs(*t);
     }
@@ -189,8 +201,9 @@ void verify(const Ruleset& rs, Diagnostics& diag) {
         if (k == ActionKind::snat || k == ActionKind::masquerade) ok = st == Stage::snat, need = "snat";
         if (k == ActionKind::notrack) ok = is_untracked(st), need = "untracked-in or untracked-out";
         if (r.match.oif && before_routing(st)) {
-          diag.error(loc_of(r.origin), "oif cannot be matched in stage " + std::string(to_string(st)) +
-                                           ": the output interface is not known before routing",
+          diag.error(loc_of(r.origin),
+                     "oif cannot be matched in stage " + std::string(to_string(st)) +
+                         ": the output interface is not known before routing",
                      "match the output interface in forward, output or snat");
           break;
         }
@@ -225,8 +238,8 @@ void inject_failsafe(Ruleset& rs) {
     r.action.kind = ActionKind::accept;
     return r;
   };
-  auto build = [&](std::string_view name, const std::vector<FailsafeEntry>& forward, bool forward_net_is_source,
-                   const std::vector<FailsafeEntry>* reversed) {
+  auto build = [&](std::string_view name, const std::vector<FailsafeEntry>& forward,
+                   bool forward_net_is_source, const std::vector<FailsafeEntry>* reversed) {
     Chain c{std::string(name), {}, {}};
     for (const auto& e : forward) c.rules.push_back(make_rule(e, false, forward_net_is_source));
     if (reversed)
@@ -236,7 +249,8 @@ void inject_failsafe(Ruleset& rs) {
 
   bool wanted[kStageCount] = {};
   for_each_endpoint(rs, [&](Stage st, const Endpoint& ep) { wanted[index(st)] |= ep.failsafe; });
-  if (wanted[index(Stage::prednat)] || wanted[index(Stage::input)]) build(kFailsafeIn, fs.inbound, true, nullptr);
+  if (wanted[index(Stage::prednat)] || wanted[index(Stage::input)])
+    build(kFailsafeIn, fs.inbound, true, nullptr);
   if (wanted[index(Stage::output)]) build(kFailsafeOut, fs.outbound, false, nullptr);
   if (wanted[index(Stage::untracked_in)]) build(kFailsafeUntrackedIn, fs.inbound, true, &fs.outbound);
   if (wanted[index(Stage::untracked_out)]) build(kFailsafeUntrackedOut, fs.outbound, false, &fs.inbound);
@@ -244,16 +258,26 @@ void inject_failsafe(Ruleset& rs) {
   for (std::size_t s = 0; s < kStageCount; ++s) {
     std::string_view chain;
     switch (static_cast<Stage>(s)) {
-      case Stage::untracked_in: chain = kFailsafeUntrackedIn; break;
-      case Stage::untracked_out: chain = kFailsafeUntrackedOut; break;
+      case Stage::untracked_in:
+        chain = kFailsafeUntrackedIn;
+        break;
+      case Stage::untracked_out:
+        chain = kFailsafeUntrackedOut;
+        break;
       case Stage::prednat:
-      case Stage::input: chain = kFailsafeIn; break;
-      case Stage::output: chain = kFailsafeOut; break;
-      default: break;
+      case Stage::input:
+        chain = kFailsafeIn;
+        break;
+      case Stage::output:
+        chain = kFailsafeOut;
+        break;
+      default:
+        break;
     }
     for (auto& section : rs.stages[s].sections)
       for (auto& ep : section.endpoints)
-        ep.failsafe_chain = ep.failsafe && !chain.empty() && rs.find_chain(chain) ? std::string(chain) : std::string{};
+        ep.failsafe_chain =
+            ep.failsafe && !chain.empty() && rs.find_chain(chain) ? std::string(chain) : std::string{};
   }
 }
 
@@ -293,10 +317,12 @@ void optimise(Ruleset& rs) {
     if (ep.match.src_set) used.insert(*ep.match.src_set);
     if (ep.match.dst_set) used.insert(*ep.match.dst_set);
   });
-  for (auto it = rs.sets.begin(); it != rs.sets.end();) it = used.count(it->first) ? std::next(it) : rs.sets.erase(it);
+  for (auto it = rs.sets.begin(); it != rs.sets.end();)
+    it = used.count(it->first) ? std::next(it) : rs.sets.erase(it);
 }
 
-void check_capabilities(const Ruleset& rs, const Capabilities& caps, const std::string& backend, Diagnostics& diag) {
+void check_capabilities(const Ruleset& rs, const Capabilities& caps, const std::string& backend,
+                        Diagnostics& diag) {
   for (std::size_t s = 0; s < kStageCount; ++s) {
     auto st = static_cast<Stage>(s);
     if (!rs.stages[s].empty() && !caps.supports(st)) {
@@ -318,20 +344,13 @@ void check_capabilities(const Ruleset& rs, const Capabilities& caps, const std::
       if (!caps.supports(r.action.kind)) refuse(r, "action " + std::string(to_string(r.action.kind)));
       const Match& m = r.match;
       const std::pair<bool, MatchKind> used[] = {
-          {m.iif.has_value(), MatchKind::iif},
-          {m.oif.has_value(), MatchKind::oif},
-          {m.family != Family::any, MatchKind::family},
-          {m.protocols.has_value(), MatchKind::protocol},
-          {!m.src_addr.empty(), MatchKind::src_addr},
-          {!m.dst_addr.empty(), MatchKind::dst_addr},
-          {!m.src_port.empty(), MatchKind::src_port},
-          {!m.dst_port.empty(), MatchKind::dst_port},
-          {m.icmp.has_value(), MatchKind::icmp},
-          {m.ct_states.has_value(), MatchKind::ct_state},
-          {m.src_mac.has_value(), MatchKind::src_mac},
-          {m.pkt_type.has_value(), MatchKind::pkt_type},
-          {m.mark_value.has_value(), MatchKind::mark},
-          {m.rate_limit.has_value(), MatchKind::rate_limit},
+          {m.iif.has_value(), MatchKind::iif},          {m.oif.has_value(), MatchKind::oif},
+          {m.family != Family::any, MatchKind::family}, {m.protocols.has_value(), MatchKind::protocol},
+          {!m.src_addr.empty(), MatchKind::src_addr},   {!m.dst_addr.empty(), MatchKind::dst_addr},
+          {!m.src_port.empty(), MatchKind::src_port},   {!m.dst_port.empty(), MatchKind::dst_port},
+          {m.icmp.has_value(), MatchKind::icmp},        {m.ct_states.has_value(), MatchKind::ct_state},
+          {m.src_mac.has_value(), MatchKind::src_mac},  {m.pkt_type.has_value(), MatchKind::pkt_type},
+          {m.mark_value.has_value(), MatchKind::mark},  {m.rate_limit.has_value(), MatchKind::rate_limit},
       };
       for (const auto& [present, kind] : used)
         if (present && !caps.supports(kind)) refuse(r, "match " + std::string(to_string(kind)));

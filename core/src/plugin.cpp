@@ -15,7 +15,9 @@ bool Frontend::write(const ir::Ruleset&, const std::string&, Diagnostics& diag) 
   return false;
 }
 
-bool Capabilities::supports(ir::Stage s) const { return std::find(stages.begin(), stages.end(), s) != stages.end(); }
+bool Capabilities::supports(ir::Stage s) const {
+  return std::find(stages.begin(), stages.end(), s) != stages.end();
+}
 bool Capabilities::supports(ir::MatchKind m) const {
   return std::find(matches.begin(), matches.end(), m) != matches.end();
 }

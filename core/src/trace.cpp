@@ -10,9 +10,12 @@ using namespace fwe::ir;
 
 std::string_view to_string(Path p) {
   switch (p) {
-    case Path::input: return "input";
-    case Path::forward: return "forward";
-    case Path::output: return "output";
+    case Path::input:
+      return "input";
+    case Path::forward:
+      return "forward";
+    case Path::output:
+      return "output";
   }
   return "input";
 }
@@ -42,10 +45,13 @@ constexpr std::size_t kMaxJumpDepth = 64;
 
 bool any_iface(const std::vector<IfacePattern>& patterns, const std::string& ifname) {
   if (ifname.empty()) return false;
-  return std::any_of(patterns.begin(), patterns.end(), [&](const IfacePattern& p) { return p.matches(ifname); });
+  return std::any_of(patterns.begin(), patterns.end(),
+                     [&](const IfacePattern& p) { return p.matches(ifname); });
 }
 
-Family family_of(const Packet& p) { return p.src.family; }
+Family family_of(const Packet& p) {
+  return p.src.family;
+}
 
 bool in_set(const Ruleset& rs, const std::string& set, const IpAddr& addr) {
   const AddrSet* s = rs.find_set(set);
@@ -100,7 +106,8 @@ bool endpoint_matches(const Ruleset& rs, const EndpointMatch& m, const Packet& p
   if (m.oif && (p.oif.empty() || !m.oif->matches(p.oif))) return false;
   if (m.src_set && !in_set(rs, *m.src_set, p.src)) return false;
   if (m.dst_set && !in_set(rs, *m.dst_set, p.dst)) return false;
-  if (m.src_mac && (!p.src_mac || std::find(m.src_mac->begin(), m.src_mac->end(), *p.src_mac) == m.src_mac->end()))
+  if (m.src_mac &&
+      (!p.src_mac || std::find(m.src_mac->begin(), m.src_mac->end(), *p.src_mac) == m.src_mac->end()))
     return false;
   return true;
 }
@@ -142,8 +149,9 @@ class StageWalker {
  private:
   void record(const std::string& group, const std::string& chain, std::int32_t index, const Rule* rule,
               std::string what) {
-    out_.steps.push_back({stage_, section_ ? section_->name : std::string{}, endpoint_ ? endpoint_->name : std::string{},
-                          group, chain, index, rule, std::move(what)});
+    out_.steps.push_back({stage_, section_ ? section_->name : std::string{},
+                          endpoint_ ? endpoint_->name : std::string{}, group, chain, index, rule,
+                          std::move(what)});
   }
 
   Verdict run_endpoint(const Endpoint& ep) {
@@ -176,11 +184,13 @@ class StageWalker {
         }
       }
       if (!passed && group.on_end != Verdict::continue_) {
-        record(group.name, {}, -1, nullptr, "end of group " + group.name + " -> " + std::string(ir::to_string(group.on_end)));
+        record(group.name, {}, -1, nullptr,
+               "end of group " + group.name + " -> " + std::string(ir::to_string(group.on_end)));
         return settle(group.on_end);
       }
     }
-    record({}, {}, -1, nullptr, "endpoint " + ep.name + " default -> " + std::string(ir::to_string(ep.default_verdict)));
+    record({}, {}, -1, nullptr,
+           "endpoint " + ep.name + " default -> " + std::string(ir::to_string(ep.default_verdict)));
     return settle(ep.default_verdict);
   }
 
@@ -262,13 +272,18 @@ class StageWalker {
   const Endpoint* endpoint_ = nullptr;
 };
 
-bool before_routing(Stage s) { return s == Stage::untracked_in || s == Stage::prednat || s == Stage::dnat; }
+bool before_routing(Stage s) {
+  return s == Stage::untracked_in || s == Stage::prednat || s == Stage::dnat;
+}
 
 std::vector<Stage> stages_of(Path path) {
   switch (path) {
-    case Path::input: return {Stage::untracked_in, Stage::prednat, Stage::dnat, Stage::input};
-    case Path::forward: return {Stage::untracked_in, Stage::prednat, Stage::dnat, Stage::forward, Stage::snat};
-    case Path::output: return {Stage::untracked_out, Stage::output, Stage::snat};
+    case Path::input:
+      return {Stage::untracked_in, Stage::prednat, Stage::dnat, Stage::input};
+    case Path::forward:
+      return {Stage::untracked_in, Stage::prednat, Stage::dnat, Stage::forward, Stage::snat};
+    case Path::output:
+      return {Stage::untracked_out, Stage::output, Stage::snat};
   }
   return {};
 }

@@ -29,7 +29,8 @@ TEST_CASE("the loader finds good plugins and says what is wrong with bad ones") 
 
   const auto* old = named(all, "libfwe_old_abi.so");
   REQUIRE(old);
-  CHECK(old->problem.rfind("ABI version " + std::to_string(FWE_PLUGIN_ABI_VERSION + 1) + ", engine expects", 0) == 0);
+  CHECK(old->problem.rfind("ABI version " + std::to_string(FWE_PLUGIN_ABI_VERSION + 1) + ", engine expects",
+                           0) == 0);
 
   const auto* lonely = named(all, "libfwe_no_factory.so");
   REQUIRE(lonely);

@@ -64,10 +64,17 @@ TEST_CASE("verify reports unknown references, loops and misplaced actions at the
   passes::verify(rs, diag);
   std::vector<std::string> lines;
   for (const auto& d : diag.all()) lines.push_back(diag.format(d));
-  CHECK(std::count_if(lines.begin(), lines.end(), [](auto& l) { return l.rfind("p.yaml:3:5: error: rule refers to unknown address set 'nope'", 0) == 0; }) == 1);
-  CHECK(std::count_if(lines.begin(), lines.end(), [](auto& l) { return l.rfind("p.yaml:7:5: error: jump to 'a' makes a loop", 0) == 0; }) == 1);
-  CHECK(std::count_if(lines.begin(), lines.end(), [](auto& l) { return l.rfind("p.yaml:9:5: error: masquerade cannot be used in stage input", 0) == 0; }) == 1);
-  CHECK(std::count_if(lines.begin(), lines.end(), [](auto& l) { return l.find("unknown chain 'missing'") != std::string::npos; }) == 1);
+  CHECK(std::count_if(lines.begin(), lines.end(), [](auto& l) {
+          return l.rfind("p.yaml:3:5: error: rule refers to unknown address set 'nope'", 0) == 0;
+        }) == 1);
+  CHECK(std::count_if(lines.begin(), lines.end(), [](auto& l) {
+          return l.rfind("p.yaml:7:5: error: jump to 'a' makes a loop", 0) == 0;
+        }) == 1);
+  CHECK(std::count_if(lines.begin(), lines.end(), [](auto& l) {
+          return l.rfind("p.yaml:9:5: error: masquerade cannot be used in stage input", 0) == 0;
+        }) == 1);
+  CHECK(std::count_if(lines.begin(), lines.end(),
+                      [](auto& l) { return l.find("unknown chain 'missing'") != std::string::npos; }) == 1);
 }
 
 TEST_CASE("optimise merges identical sets and drops what nothing uses") {
@@ -105,7 +112,9 @@ TEST_CASE("capabilities refuse what a backend cannot do, naming the rule") {
   caps.actions = {ActionKind::accept};
   passes::check_capabilities(rs, caps, "ebpf", diag);
   REQUIRE(diag.error_count() == 2);
-  CHECK(diag.format(diag.all()[0]).rfind("<command line>: error: backend 'ebpf' cannot realise stage dnat", 0) == 0);
+  CHECK(diag.format(diag.all()[0])
+            .rfind("<command line>: error: backend 'ebpf' cannot realise stage dnat", 0) == 0);
   CHECK(diag.format(diag.all()[1]) ==
-        "p.yaml:4:7: error: backend 'ebpf' cannot do action dnat (in zone public) (choose another --backend or change the rule)");
+        "p.yaml:4:7: error: backend 'ebpf' cannot do action dnat (in zone public) (choose another --backend "
+        "or change the rule)");
 }

@@ -58,7 +58,9 @@ Group group(std::vector<std::string> chains, Verdict on_end = Verdict::continue_
   return g;
 }
 
-Verdict verdict_of(const Ruleset& rs, const trace::Packet& p) { return trace::evaluate(rs, p).final_verdict(); }
+Verdict verdict_of(const Ruleset& rs, const trace::Packet& p) {
+  return trace::evaluate(rs, p).final_verdict();
+}
 
 }  // namespace
 
@@ -76,14 +78,15 @@ TEST_CASE("pass leaves the group and skips its end-of-group verdict") {
   Ruleset rs = host({group({"tier1"}, Verdict::drop), group({"tier2"})}, Verdict::accept);
   rs.chains["tier1"] = {"tier1", {rule(ActionKind::pass, 80), rule(ActionKind::accept, 22)}, {}};
   rs.chains["tier2"] = {"tier2", {rule(ActionKind::drop, 81)}, {}};
-  CHECK(verdict_of(rs, tcp_in(80)) == Verdict::accept);   // passed to tier2, no match, default accept
+  CHECK(verdict_of(rs, tcp_in(80)) == Verdict::accept);  // passed to tier2, no match, default accept
   CHECK(verdict_of(rs, tcp_in(22)) == Verdict::accept);
-  CHECK(verdict_of(rs, tcp_in(443)) == Verdict::drop);    // end of tier1
+  CHECK(verdict_of(rs, tcp_in(443)) == Verdict::drop);  // end of tier1
 }
 
 TEST_CASE("return leaves a chain; jump comes back when the target ends without verdict") {
   Ruleset rs = host({group({"main", "next"})});
-  rs.chains["main"] = {"main", {rule(ActionKind::return_, 80), jump("sub"), rule(ActionKind::accept, 443)}, {}};
+  rs.chains["main"] = {
+      "main", {rule(ActionKind::return_, 80), jump("sub"), rule(ActionKind::accept, 443)}, {}};
   rs.chains["sub"] = {"sub", {rule(ActionKind::return_, 443), rule(ActionKind::accept, 22)}, {}};
   rs.chains["next"] = {"next", {rule(ActionKind::accept, 80)}, {}};
   CHECK(verdict_of(rs, tcp_in(80)) == Verdict::accept);   // returned from main, accepted by next

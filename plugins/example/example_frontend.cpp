@@ -30,8 +30,10 @@ class ExampleFrontend : public fwe::Frontend {
         std::string verb, proto;
         unsigned port = 0;
         if (line.empty() || line[0] == '#') continue;
-        if (!(words >> verb >> proto >> port) || verb != "allow" || proto != "tcp" || port == 0 || port > 65535) {
-          diag.error({file, number, 1}, "expected 'allow tcp PORT'", "one rule per line, e.g. 'allow tcp 22'");
+        if (!(words >> verb >> proto >> port) || verb != "allow" || proto != "tcp" || port == 0 ||
+            port > 65535) {
+          diag.error({file, number, 1}, "expected 'allow tcp PORT'",
+                     "one rule per line, e.g. 'allow tcp 22'");
           continue;
         }
         Rule rule;

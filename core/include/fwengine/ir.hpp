@@ -58,15 +58,19 @@ std::optional<CtState> parse_ct_state(std::string_view);
 std::vector<std::string_view> stage_names();
 std::vector<std::string_view> action_names();
 std::vector<std::string_view> ct_state_names();
-constexpr std::size_t index(Stage s) { return static_cast<std::size_t>(s); }
+constexpr std::size_t index(Stage s) {
+  return static_cast<std::size_t>(s);
+}
 // Stages a packet meets before conntrack sees it.
-constexpr bool is_untracked(Stage s) { return s == Stage::untracked_in || s == Stage::untracked_out; }
+constexpr bool is_untracked(Stage s) {
+  return s == Stage::untracked_in || s == Stage::untracked_out;
+}
 
 // ---- where every piece came from ----------------------------------------------------------------
 struct Origin {
-  SourceLoc loc;          // file indexes Ruleset::files
-  std::string policy;     // e.g. "GlobalNetworkPolicy default-rules", "zone public"
-  std::int32_t rule = -1; // index of the rule inside its policy, -1 if none
+  SourceLoc loc;           // file indexes Ruleset::files
+  std::string policy;      // e.g. "GlobalNetworkPolicy default-rules", "zone public"
+  std::int32_t rule = -1;  // index of the rule inside its policy, -1 if none
 };
 
 // ---- addresses and ports ------------------------------------------------------------------------
@@ -74,8 +78,8 @@ enum class Family : std::uint8_t { any, ipv4, ipv6 };
 std::string_view to_string(Family);
 
 struct IpAddr {
-  Family family = Family::ipv4;            // ipv4 or ipv6, never any
-  std::array<std::uint8_t, 16> bytes{};     // network order; IPv4 uses the first 4 bytes
+  Family family = Family::ipv4;          // ipv4 or ipv6, never any
+  std::array<std::uint8_t, 16> bytes{};  // network order; IPv4 uses the first 4 bytes
   std::size_t width() const { return family == Family::ipv4 ? 32 : 128; }
   friend auto operator<=>(const IpAddr&, const IpAddr&) = default;
 };
@@ -83,7 +87,7 @@ std::optional<IpAddr> parse_ip(std::string_view);
 std::string to_string(const IpAddr&);
 
 struct Cidr {
-  IpAddr addr;               // host bits are zero
+  IpAddr addr;  // host bits are zero
   std::uint8_t prefix = 0;
   friend auto operator<=>(const Cidr&, const Cidr&) = default;
 };
@@ -134,8 +138,8 @@ struct PortMatch {
   PortSet ports;
 };
 struct IcmpMatch {
-  bool negate = false;         // "icmp, but not this type/code": still only matches ICMP packets
-  bool v6 = false;             // ICMPv6 (protocol 58) rather than ICMP (protocol 1)
+  bool negate = false;  // "icmp, but not this type/code": still only matches ICMP packets
+  bool v6 = false;      // ICMPv6 (protocol 58) rather than ICMP (protocol 1)
   std::optional<std::uint8_t> type;
   std::optional<std::uint8_t> code;  // only with type
 };
@@ -170,14 +174,14 @@ struct Match {
 
 struct Action {
   ActionKind kind = ActionKind::accept;
-  std::string reject_with;          // reject: icmp-port-unreachable (default), tcp-reset, icmp-host-prohibited,
-                                    //   icmp-net-prohibited, icmp-admin-prohibited, icmp6-adm-prohibited, ...
-  std::string log_prefix;           // log
-  std::uint8_t log_level = 4;       // log: syslog level (4 = warning)
-  std::string target;               // jump: chain name; ct-helper: helper name
-  std::uint32_t mark_value = 0;     // set-mark
+  std::string reject_with;       // reject: icmp-port-unreachable (default), tcp-reset, icmp-host-prohibited,
+                                 //   icmp-net-prohibited, icmp-admin-prohibited, icmp6-adm-prohibited, ...
+  std::string log_prefix;        // log
+  std::uint8_t log_level = 4;    // log: syslog level (4 = warning)
+  std::string target;            // jump: chain name; ct-helper: helper name
+  std::uint32_t mark_value = 0;  // set-mark
   std::uint32_t mark_mask = 0xffffffff;
-  std::optional<IpAddr> nat_addr;   // dnat, snat
+  std::optional<IpAddr> nat_addr;     // dnat, snat
   std::optional<PortRange> nat_port;  // dnat, redirect, snat, masquerade
 };
 
@@ -206,15 +210,15 @@ struct Group {
 
 // What the conntrack prelude of an endpoint does before anything else.
 enum class Conntrack : std::uint8_t {
-  none,                    // no prelude
-  accept_established,      // established/related -> accept
+  none,                             // no prelude
+  accept_established,               // established/related -> accept
   accept_established_drop_invalid,  // and invalid -> drop
 };
 std::string_view to_string(Conntrack);
 std::optional<Conntrack> parse_conntrack(std::string_view);
 
 struct EndpointMatch {
-  std::optional<IfacePattern> iif, oif;  // absent: any interface
+  std::optional<IfacePattern> iif, oif;         // absent: any interface
   std::optional<std::string> src_set, dst_set;  // keys of Ruleset::sets
   std::optional<std::vector<MacAddr>> src_mac;
 };
@@ -224,8 +228,8 @@ struct Endpoint {
   std::string name;
   EndpointMatch match;
   Conntrack conntrack = Conntrack::none;
-  bool failsafe = false;          // core places this stage's failsafe chain after the prelude
-  std::string failsafe_chain;     // filled by core (inject_failsafe); empty = none
+  bool failsafe = false;       // core places this stage's failsafe chain after the prelude
+  std::string failsafe_chain;  // filled by core (inject_failsafe); empty = none
   std::vector<Group> groups;
   Verdict default_verdict = Verdict::continue_;
   std::string reject_with;
@@ -257,8 +261,8 @@ struct Failsafe {
 };
 
 struct Ruleset {
-  std::string frontend;                    // who made it (not part of the hash)
-  std::vector<std::string> files;          // Origin::loc.file indexes this (not part of the hash)
+  std::string frontend;            // who made it (not part of the hash)
+  std::vector<std::string> files;  // Origin::loc.file indexes this (not part of the hash)
   std::map<std::string, AddrSet> sets;
   std::map<std::string, Chain> chains;
   std::array<StageDef, kStageCount> stages;

@@ -17,8 +17,8 @@ struct Packet {
   std::string iif, oif;  // input path: iif; output path: oif; forward: both
   ir::IpAddr src, dst;
   std::uint8_t protocol = 6;
-  std::uint16_t sport = 0, dport = 0;                // TCP/UDP/SCTP/UDPLite
-  std::uint8_t icmp_type = 8, icmp_code = 0;        // ICMP/ICMPv6
+  std::uint16_t sport = 0, dport = 0;         // TCP/UDP/SCTP/UDPLite
+  std::uint8_t icmp_type = 8, icmp_code = 0;  // ICMP/ICMPv6
   ir::CtState ct = ir::CtState::new_;
   std::optional<ir::MacAddr> src_mac;
   std::uint32_t mark = 0;
@@ -31,23 +31,23 @@ struct Step {
   std::string section, endpoint, group, chain;
   std::int32_t rule_index = -1;  // index in chain, -1 for a default/prelude
   const ir::Rule* rule = nullptr;
-  std::string what;              // "rule 3 (drop)", "conntrack: established", "endpoint default drop", ...
+  std::string what;  // "rule 3 (drop)", "conntrack: established", "endpoint default drop", ...
 };
 
 struct StageResult {
   ir::Stage stage;
   ir::Verdict verdict = ir::Verdict::continue_;
-  std::string endpoint;      // the endpoint of the deciding section, empty if none matched
-  std::vector<Step> steps;   // what was evaluated that mattered, in order; last one decided
+  std::string endpoint;     // the endpoint of the deciding section, empty if none matched
+  std::vector<Step> steps;  // what was evaluated that mattered, in order; last one decided
 };
 
 struct Result {
   Path path;
-  Packet packet;                 // as it left the last stage (after NAT)
+  Packet packet;  // as it left the last stage (after NAT)
   std::vector<StageResult> stages;
-  bool delivered = true;         // no stage dropped or rejected
+  bool delivered = true;  // no stage dropped or rejected
   bool allow_mark = false;
-  bool untracked = false;        // a stage gave notrack
+  bool untracked = false;             // a stage gave notrack
   ir::Verdict final_verdict() const;  // drop/reject if not delivered, else accept or continue
 };
 

@@ -38,9 +38,9 @@ class Node {
   const std::string& text() const { return text_; }
   bool quoted() const { return quoted_; }
   ScalarType scalar_type() const;
-  std::optional<bool> as_bool() const;               // true/True/TRUE/false/False/FALSE, unquoted
-  std::optional<std::int64_t> as_int() const;        // decimal, 0o octal, 0x hex; unquoted; no overflow
-  std::optional<double> as_double() const;           // integers and core-schema floats, unquoted
+  std::optional<bool> as_bool() const;         // true/True/TRUE/false/False/FALSE, unquoted
+  std::optional<std::int64_t> as_int() const;  // decimal, 0o octal, 0x hex; unquoted; no overflow
+  std::optional<double> as_double() const;     // integers and core-schema floats, unquoted
 
   // Sequences.
   std::span<const Node> items() const { return children_; }

@@ -9,11 +9,15 @@ class TextPlan : public fwe::Plan {
 class TestBackend : public fwe::Backend {
  public:
   explicit TestBackend(const fwe::PluginContext&) {}
-  fwe::Capabilities capabilities() const override { return {{fwe::ir::Stage::input}, {}, {fwe::ir::ActionKind::accept}}; }
+  fwe::Capabilities capabilities() const override {
+    return {{fwe::ir::Stage::input}, {}, {fwe::ir::ActionKind::accept}};
+  }
   std::unique_ptr<fwe::Plan> render(const fwe::ir::Ruleset&, fwe::Diagnostics&) override {
     return std::make_unique<TextPlan>();
   }
-  void apply(const fwe::Plan&, const fwe::ApplyOptions&) override { throw fwe::RuntimeError("test backend refuses"); }
+  void apply(const fwe::Plan&, const fwe::ApplyOptions&) override {
+    throw fwe::RuntimeError("test backend refuses");
+  }
   fwe::KernelState read_back() override { return {}; }
   void flush() override {}
 };

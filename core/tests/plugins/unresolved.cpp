@@ -2,7 +2,9 @@
 #include "fwengine/plugin.hpp"
 
 void helper_from_missing_library();
-extern "C" FWE_API const fwe::PluginDescriptor unresolved_descriptor{FWE_PLUGIN_ABI_VERSION, fwe::PluginKind::backend,
-                                                                     "unresolved", "1.0", "missing dependency"};
+extern "C" FWE_API const fwe::PluginDescriptor unresolved_descriptor{
+    FWE_PLUGIN_ABI_VERSION, fwe::PluginKind::backend, "unresolved", "1.0", "missing dependency"};
 BOOST_DLL_ALIAS(unresolved_descriptor, fwe_plugin_descriptor)
-extern "C" FWE_API void fwe_touch() { helper_from_missing_library(); }
+extern "C" FWE_API void fwe_touch() {
+  helper_from_missing_library();
+}

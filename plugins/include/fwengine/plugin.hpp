@@ -94,10 +94,10 @@ struct RuleCounter {
 // What is in the kernel now, as far as fwengine owns it.
 struct KernelState {
   bool present = false;
-  std::string ir_hash;                 // the hash stamped at apply time
-  std::string text;                    // the backend's own listing
+  std::string ir_hash;  // the hash stamped at apply time
+  std::string text;     // the backend's own listing
   std::vector<RuleCounter> counters;
-  std::vector<std::string> drift;      // differences between the kernel and what was applied
+  std::vector<std::string> drift;  // differences between the kernel and what was applied
 };
 
 class FWE_API Backend {
@@ -120,18 +120,19 @@ using BackendFactory = std::unique_ptr<Backend>(const PluginContext&);
 }  // namespace fwe
 
 // Registration: one of these per plugin library, at namespace scope.
-#define FWE_REGISTER_PLUGIN_(kind_, name_, version_, summary_, Class, Base, alias_)               \
-  namespace fwe_plugin_registration {                                                           \
-  extern "C" FWE_API const ::fwe::PluginDescriptor fwe_descriptor_object{                       \
-      FWE_PLUGIN_ABI_VERSION, kind_, name_, version_, summary_};                                \
-  std::unique_ptr<::fwe::Base> fwe_create(const ::fwe::PluginContext& context) {               \
-    return std::make_unique<Class>(context);                                                    \
-  }                                                                                             \
-  }                                                                                             \
-  BOOST_DLL_ALIAS(fwe_plugin_registration::fwe_descriptor_object, fwe_plugin_descriptor)        \
+#define FWE_REGISTER_PLUGIN_(kind_, name_, version_, summary_, Class, Base, alias_)                     \
+  namespace fwe_plugin_registration {                                                                   \
+  extern "C" FWE_API const ::fwe::PluginDescriptor fwe_descriptor_object{FWE_PLUGIN_ABI_VERSION, kind_, \
+                                                                         name_, version_, summary_};    \
+  std::unique_ptr<::fwe::Base> fwe_create(const ::fwe::PluginContext& context) {                        \
+    return std::make_unique<Class>(context);                                                            \
+  }                                                                                                     \
+  }                                                                                                     \
+  BOOST_DLL_ALIAS(fwe_plugin_registration::fwe_descriptor_object, fwe_plugin_descriptor)                \
   BOOST_DLL_ALIAS(fwe_plugin_registration::fwe_create, alias_)
 
-#define FWE_REGISTER_FRONTEND(name, version, summary, Class) \
-  FWE_REGISTER_PLUGIN_(::fwe::PluginKind::frontend, name, version, summary, Class, Frontend, fwe_create_frontend)
+#define FWE_REGISTER_FRONTEND(name, version, summary, Class)                                 \
+  FWE_REGISTER_PLUGIN_(::fwe::PluginKind::frontend, name, version, summary, Class, Frontend, \
+                       fwe_create_frontend)
 #define FWE_REGISTER_BACKEND(name, version, summary, Class) \
   FWE_REGISTER_PLUGIN_(::fwe::PluginKind::backend, name, version, summary, Class, Backend, fwe_create_backend)
