@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -20,6 +21,7 @@
 #include "fwengine/canonical.hpp"
 #include "fwengine/loader.hpp"
 #include "fwengine/passes.hpp"
+#include "fwengine/state.hpp"
 #include "fwengine/trace.hpp"
 #include "fwengine/yaml.hpp"
 
@@ -74,38 +76,44 @@ struct Options {
 };
 
 po::options_description describe_options() {
+  // clang-format off
   po::options_description global("Global options");
-  global.add_options()("frontend", po::value<std::string>(),
-                       "calico, yaml, firewalld (any installed frontend plugin)")(
-      "backend", po::value<std::string>(), "nft, iptables, ebpf (any installed backend plugin)")(
-      "file,f", po::value<std::vector<std::string>>()->composing(),
-      "a file, a directory, or - for stdin; repeatable")("netns", po::value<std::string>(),
-                                                         "act inside the network namespace /run/netns/NAME")(
-      "node", po::value<std::string>(), "this host's node name (default: the host name)")(
-      "plugin-dir", po::value<std::vector<std::string>>()->composing(), "look for plugins there too")(
-      "config", po::value<std::string>(), "the engine's own config (default /etc/fwengine/fwengine.conf)")(
-      "frontend-option", po::value<std::vector<std::string>>()->composing(),
-      "KEY=VALUE for the frontend; repeatable")("json", "machine-readable output")(
-      "verbose,v", "more output")("quiet,q", "less output")("help,h", "print help")("version",
-                                                                                    "print the version");
+  global.add_options()
+      ("frontend", po::value<std::string>(), "calico, yaml, firewalld (any installed frontend plugin)")
+      ("backend", po::value<std::string>(), "nft, iptables, ebpf (any installed backend plugin)")
+      ("file,f", po::value<std::vector<std::string>>()->composing(), "a file, a directory, or - for stdin; repeatable")
+      ("netns", po::value<std::string>(), "act inside the network namespace /run/netns/NAME")
+      ("node", po::value<std::string>(), "this host's node name (default: the host name)")
+      ("plugin-dir", po::value<std::vector<std::string>>()->composing(), "look for plugins there too")
+      ("config", po::value<std::string>(), "the engine's own config (default /etc/fwengine/fwengine.conf)")
+      ("frontend-option", po::value<std::vector<std::string>>()->composing(), "KEY=VALUE for the frontend; repeatable")
+      ("lock-timeout", po::value<unsigned>()->default_value(30),
+       "seconds to wait while another fwengine changes the same namespace")
+      ("json", "machine-readable output")
+      ("verbose,v", "more output")
+      ("quiet,q", "less output")
+      ("help,h", "print help")
+      ("version", "print the version");
   po::options_description commands("Command options");
-  commands.add_options()("dry-run", "apply: render and diff only")(
-      "full", "apply: replace everything, not only what changed")(
-      "confirm", po::value<unsigned>(), "apply: roll back after SECONDS unless confirmed")(
-      "exit-code", "diff: exit 3 when there is a difference")(
-      "iif", po::value<std::string>(), "trace: input interface")("oif", po::value<std::string>(),
-                                                                 "trace: output interface")(
-      "src", po::value<std::string>(), "trace: source address")("dst", po::value<std::string>(),
-                                                                "trace: destination address")(
-      "proto", po::value<std::string>(), "trace: tcp, udp, icmp, icmpv6 or a number (default tcp)")(
-      "sport", po::value<unsigned>(), "trace: source port (default 40000)")(
-      "dport", po::value<unsigned>(), "trace: destination port")("icmp-type", po::value<unsigned>(),
-                                                                 "trace: ICMP type (default echo-request)")(
-      "icmp-code", po::value<unsigned>(), "trace: ICMP code (default 0)")(
-      "state", po::value<std::string>(), "trace: new (default), established, related, invalid")(
-      "src-mac", po::value<std::string>(), "trace: source MAC address")(
-      "to", po::value<std::string>(), "migrate: yaml or calico (a frontend that can write)")(
-      "output,o", po::value<std::string>(), "migrate: output directory (default .)");
+  commands.add_options()
+      ("dry-run", "apply: render and diff only")
+      ("full", "apply: replace everything, not only what changed")
+      ("confirm", po::value<unsigned>(), "apply: roll back after SECONDS unless confirmed")
+      ("exit-code", "diff: exit 3 when there is a difference")
+      ("iif", po::value<std::string>(), "trace: input interface")
+      ("oif", po::value<std::string>(), "trace: output interface")
+      ("src", po::value<std::string>(), "trace: source address")
+      ("dst", po::value<std::string>(), "trace: destination address")
+      ("proto", po::value<std::string>(), "trace: tcp, udp, icmp, icmpv6 or a number (default tcp)")
+      ("sport", po::value<unsigned>(), "trace: source port (default 40000)")
+      ("dport", po::value<unsigned>(), "trace: destination port")
+      ("icmp-type", po::value<unsigned>(), "trace: ICMP type (default echo-request)")
+      ("icmp-code", po::value<unsigned>(), "trace: ICMP code (default 0)")
+      ("state", po::value<std::string>(), "trace: new (default), established, related, invalid")
+      ("src-mac", po::value<std::string>(), "trace: source MAC address")
+      ("to", po::value<std::string>(), "migrate: yaml or calico (a frontend that can write)")
+      ("output,o", po::value<std::string>(), "migrate: output directory (default .)");
+  // clang-format on
   po::options_description all;
   all.add(global).add(commands);
   return all;
@@ -512,6 +520,26 @@ class Session {
 
   Loaded<Backend> backend() { return loader_.backend(o_.backend, {o_.netns}); }
 
+  std::unique_ptr<state::WriterLock> writer_lock() const {
+    auto seconds = o_.vm["lock-timeout"].as<unsigned>();
+    return std::make_unique<state::WriterLock>(o_.netns, std::chrono::seconds(seconds));
+  }
+
+  void remember_applied() const {
+    auto [chains, rules] = counts();
+    char when[32] = {};
+    std::time_t now = std::time(nullptr);
+    std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+    state::Applied a{o_.backend, o_.frontend,         hash_, o_.node, when, o_.files, chains,
+                     rules,      ruleset_.sets.size()};
+    for (auto& source : a.sources) {
+      std::error_code ec;
+      auto absolute = std::filesystem::absolute(source, ec);
+      if (!ec && source != "-") source = absolute.lexically_normal().string();
+    }
+    state::save(o_.netns, a);
+  }
+
   std::unique_ptr<Plan> render(Backend& be) {
     passes::check_capabilities(ruleset_, be.capabilities(), o_.backend, diag_);
     if (diag_.has_errors()) return nullptr;
@@ -529,6 +557,12 @@ class Session {
     else
       std::cout << plan->text();
     return 0;
+  }
+
+  static std::string join(const std::vector<std::string>& v) {
+    std::string out;
+    for (const auto& s : v) out += (out.empty() ? "" : ", ") + s;
+    return out;
   }
 
   // A line-set difference of the backend's own listings: enough to see what an apply changes.
@@ -579,9 +613,11 @@ class Session {
       std::cout << plan->text();
       return diff();
     }
+    auto lock = writer_lock();
     auto start = std::chrono::steady_clock::now();
     be->apply(*plan, {o_.vm.count("full") > 0, hash_});
     auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    remember_applied();
     auto [chains, rules] = counts();
     if (o_.json)
       std::cout << json{{"ok", true},       {"backend", o_.backend}, {"hash", hash_}, {"netns", o_.netns},
@@ -598,6 +634,7 @@ class Session {
   int status() {
     auto be = backend();
     auto state = be->read_back();
+    auto applied = state::load(o_.netns);
     if (o_.json) {
       json counters = json::array();
       for (const auto& c : state.counters)
@@ -610,7 +647,13 @@ class Session {
                         {"present", state.present},
                         {"hash", state.ir_hash},
                         {"counters", counters},
-                        {"drift", state.drift}}
+                        {"drift", state.drift},
+                        {"applied", applied ? json{{"frontend", applied->frontend},
+                                                   {"sources", applied->sources},
+                                                   {"time", applied->time},
+                                                   {"hash", applied->hash},
+                                                   {"rules", applied->rules}}
+                                            : json(nullptr)}}
                        .dump(2)
                 << '\n';
       return 0;
@@ -620,6 +663,15 @@ class Session {
       return 0;
     }
     std::cout << "backend " << o_.backend << ": IR " << state.ir_hash << '\n';
+    if (applied && applied->hash == state.ir_hash)
+      std::cout << "applied " << applied->time << " from " << applied->frontend << " ("
+                << (applied->sources.empty() ? std::string("default sources") : join(applied->sources))
+                << "): " << applied->chains << " chains, " << applied->rules << " rules, " << applied->sets
+                << " sets\n";
+    else if (applied)
+      std::cout << "warning: the kernel does not hold what fwengine last applied ("
+                << applied->hash.substr(0, 16) << " at " << applied->time
+                << "); someone changed it, or it was applied elsewhere\n";
     for (const auto& c : state.counters)
       if (c.packets > 0 || o_.verbose)
         std::cout << "  " << std::right << std::setw(10) << c.packets << " pkts  " << c.chain << " #"
@@ -629,7 +681,10 @@ class Session {
   }
 
   int flush() {
-    backend()->flush();
+    auto be = backend();
+    auto lock = writer_lock();
+    be->flush();
+    state::forget(o_.netns);
     if (!o_.quiet && !o_.json) std::cout << "flushed everything fwengine owned (" << o_.backend << ")\n";
     if (o_.json) std::cout << json{{"ok", true}}.dump() << '\n';
     return 0;

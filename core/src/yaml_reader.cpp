@@ -4,6 +4,7 @@
 // document first. Children of open collections wait on two shared stacks (mapping keys; items and
 // values) and are moved into exactly sized vectors when the collection closes, so building the tree
 // costs one allocation per list and two per mapping, and nothing per scalar beyond its long text.
+// Large inputs are scanned by libyaml on a second thread while this one builds the tree.
 #include <yaml.h>
 
 #include <algorithm>
@@ -268,7 +269,7 @@ class Parser {
 class EventPipeline {
  public:
   struct Batch {
-    std::array<yaml_event_t, 256> events;
+    std::array<yaml_event_t, 1024> events;
     std::size_t count = 0;
     bool last = false;
     std::optional<SyntaxProblem> problem;  // on the last batch when libyaml failed
@@ -284,7 +285,7 @@ class EventPipeline {
     }
     slot_released_.notify_one();
     thread_.join();
-    for (Batch& batch : slots_) free_events(batch);
+    for (std::size_t slot = 0; slot < kSlots; ++slot) free_events(slots_[slot]);
   }
   EventPipeline(const EventPipeline&) = delete;
   EventPipeline& operator=(const EventPipeline&) = delete;
@@ -302,7 +303,7 @@ class EventPipeline {
   }
 
  private:
-  static constexpr std::size_t kSlots = 8;
+  static constexpr std::size_t kSlots = 4;
 
   void produce() {
     for (bool last = false; !last;) {
@@ -326,6 +327,7 @@ class EventPipeline {
   }
 
   void fill(Batch& batch) {
+    batch.last = false;
     batch.problem.reset();
     while (batch.count < batch.events.size()) {
       yaml_event_t& event = batch.events[batch.count];
@@ -348,7 +350,8 @@ class EventPipeline {
   }
 
   Parser& parser_;
-  std::vector<Batch> slots_ = std::vector<Batch>(kSlots);
+  // Not zero-filled: pages of the event arrays are touched only as far as they are used.
+  std::unique_ptr<Batch[]> slots_ = std::make_unique_for_overwrite<Batch[]>(kSlots);
   std::mutex mutex_;
   std::condition_variable batch_filled_;
   std::condition_variable slot_released_;

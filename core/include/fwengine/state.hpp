@@ -1,0 +1,38 @@
+// fwengine/state.hpp - what fwengine remembers about what it applied, and the one-writer lock.
+// Both live under /run/fwengine/<netns>/ (tmpfs: gone at reboot, like the ruleset they describe).
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace fwe::state {
+
+// /run/fwengine/<netns, or "default" for the namespace fwengine started in>.
+std::string run_dir(const std::string& netns);
+
+// Serialises apply, flush and reloads per namespace. A second writer waits up to timeout, then gets a
+// RuntimeError naming the holder's pid.
+class WriterLock {
+ public:
+  WriterLock(const std::string& netns, std::chrono::milliseconds timeout);
+  ~WriterLock();
+  WriterLock(const WriterLock&) = delete;
+  WriterLock& operator=(const WriterLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+struct Applied {
+  std::string backend, frontend, hash, node, time;
+  std::vector<std::string> sources;
+  std::size_t chains = 0, rules = 0, sets = 0;
+};
+
+void save(const std::string& netns, const Applied&);
+std::optional<Applied> load(const std::string& netns);
+void forget(const std::string& netns);
+
+}  // namespace fwe::state

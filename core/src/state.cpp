@@ -1,0 +1,105 @@
+// state.cpp - the applied-state file and the writer lock under /run/fwengine.
+#include "fwengine/state.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "fwengine/diagnostics.hpp"
+
+namespace fwe::state {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+constexpr const char* kRunRoot = "/run/fwengine";
+
+std::string ensure_dir(const std::string& netns) {
+  std::string dir = run_dir(netns);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw RuntimeError("cannot create " + dir + ": " + ec.message());
+  return dir;
+}
+}  // namespace
+
+std::string run_dir(const std::string& netns) {
+  return std::string(kRunRoot) + "/" + (netns.empty() ? "default" : netns);
+}
+
+WriterLock::WriterLock(const std::string& netns, std::chrono::milliseconds timeout) {
+  std::string path = ensure_dir(netns) + "/lock";
+  fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd_ < 0) throw RuntimeError("cannot open " + path + ": " + std::strerror(errno));
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      char holder[32] = {};
+      ssize_t n = pread(fd_, holder, sizeof holder - 1, 0);
+      close(fd_);
+      fd_ = -1;
+      throw RuntimeError("another fwengine (pid " + std::string(n > 0 ? holder : "?") +
+                         ") is changing the firewall" + (netns.empty() ? "" : " of netns " + netns) +
+                         "; gave up after " + std::to_string(timeout.count() / 1000) +
+                         " s (try again, or raise --lock-timeout)");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::string pid = std::to_string(getpid());
+  if (ftruncate(fd_, 0) == 0 && pwrite(fd_, pid.data(), pid.size(), 0) < 0) {
+    // The pid is only a courtesy for the next waiter's message; the lock itself is held.
+  }
+}
+
+WriterLock::~WriterLock() {
+  if (fd_ >= 0) close(fd_);  // closing releases the flock
+}
+
+void save(const std::string& netns, const Applied& a) {
+  std::string dir = ensure_dir(netns);
+  json j = {{"backend", a.backend}, {"frontend", a.frontend}, {"hash", a.hash},
+            {"node", a.node},       {"time", a.time},         {"sources", a.sources},
+            {"chains", a.chains},   {"rules", a.rules},       {"sets", a.sets}};
+  std::string tmp = dir + "/state.json.tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << j.dump(2) << '\n';
+    if (!out) throw RuntimeError("cannot write " + tmp);
+  }
+  std::error_code ec;
+  fs::rename(tmp, dir + "/state.json", ec);  // atomic: a reader sees the old or the new file
+  if (ec) throw RuntimeError("cannot write " + dir + "/state.json: " + ec.message());
+}
+
+std::optional<Applied> load(const std::string& netns) {
+  std::ifstream in(run_dir(netns) + "/state.json");
+  if (!in) return std::nullopt;
+  json j = json::parse(in, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return std::nullopt;
+  Applied a;
+  a.backend = j.value("backend", "");
+  a.frontend = j.value("frontend", "");
+  a.hash = j.value("hash", "");
+  a.node = j.value("node", "");
+  a.time = j.value("time", "");
+  a.sources = j.value("sources", std::vector<std::string>{});
+  a.chains = j.value("chains", std::size_t{0});
+  a.rules = j.value("rules", std::size_t{0});
+  a.sets = j.value("sets", std::size_t{0});
+  return a;
+}
+
+void forget(const std::string& netns) {
+  std::error_code ec;
+  fs::remove(run_dir(netns) + "/state.json", ec);
+}
+
+}  // namespace fwe::state

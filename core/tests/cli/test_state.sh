@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The applied-state file and the one-writer lock, in a throwaway network namespace (needs root and the
+# nft backend): status tells what was applied; a second writer waits, then gives up with a clear message.
+set -uo pipefail
+FWE=$1 ROOT=$2
+[ "$(id -u)" = 0 ] || exit 77
+"$FWE" plugins | grep -q '^nft .*backend' || { echo "nft backend not built"; exit 77; }
+ns=fwe-state-$$
+holder=
+cleanup() {
+  [ -n "$holder" ] && kill "$holder" 2>/dev/null
+  ip netns del "$ns" 2>/dev/null
+  rm -rf "/run/fwengine/$ns"
+}
+trap cleanup EXIT
+ip netns add "$ns"
+policy="$ROOT/fixtures/yaml/example/policy.yaml"
+failures=0 passes=0
+expect() {  # expect NAME CONDITION-COMMAND...
+  local name=$1; shift
+  if "$@"; then echo "ok   $name"; passes=$((passes + 1)); else echo "FAIL $name"; echo "$out" | sed 's/^/    /'; failures=$((failures + 1)); fi
+}
+
+out=$("$FWE" --netns "$ns" -f "$policy" apply 2>&1); rc=$?
+expect "apply succeeds" test "$rc" = 0
+out=$("$FWE" --netns "$ns" status 2>&1)
+expect "status names the source and frontend" grep -q "from yaml ($policy)" <<<"$out"
+hash=$("$FWE" -f "$policy" --json check | sed -n 's/.*"hash":"\([0-9a-f]*\)".*/\1/p')
+expect "status shows the applied hash" grep -q "IR $hash" <<<"$out"
+
+flock "/run/fwengine/$ns/lock" sleep 5 &
+holder=$!
+sleep 0.3
+out=$("$FWE" --netns "$ns" -f "$policy" --lock-timeout 1 apply 2>&1); rc=$?
+expect "a second writer gives up with exit 1" test "$rc" = 1
+expect "and says why" grep -q "another fwengine .* is changing the firewall of netns $ns" <<<"$out"
+kill "$holder"; wait "$holder" 2>/dev/null; holder=
+
+out=$("$FWE" --netns "$ns" flush 2>&1)
+expect "flush forgets the state" test ! -e "/run/fwengine/$ns/state.json"
+out=$("$FWE" --netns "$ns" status 2>&1)
+expect "status after flush" grep -q "nothing of fwengine's is loaded" <<<"$out"
+echo "$passes passed, $failures failed"
+[ "$failures" = 0 ]
