@@ -1,0 +1,31 @@
+// backend.hpp - the `nft` backend: render = translate to the nftables object model, apply = one netlink
+// transaction replacing table inet fwengine, read_back = list it with counters and origin stamps.
+#pragma once
+
+#include "fwengine/plugin.hpp"
+#include "model.hpp"
+
+namespace fwe::nft {
+
+class NftPlan : public Plan {
+ public:
+  explicit NftPlan(Table table) : table_(std::move(table)) {}
+  std::string text() const override { return table_.text(); }
+  const Table& table() const { return table_; }
+
+ private:
+  Table table_;
+};
+
+class NftBackend : public Backend {
+ public:
+  explicit NftBackend(const PluginContext&) {}
+  Capabilities capabilities() const override;
+  std::unique_ptr<Plan> render(const ir::Ruleset& ruleset, Diagnostics& diag) override;
+  // Stamps "fwengine ir=<hash> rules=<n> digest=<hex>" into the table comment for read_back.
+  void apply(const Plan& plan, const ApplyOptions& options) override;
+  KernelState read_back() override;
+  void flush() override;
+};
+
+}  // namespace fwe::nft

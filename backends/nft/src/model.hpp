@@ -1,0 +1,115 @@
+// model.hpp - the nftables objects the backend sends: one table with sets, chains and rules, each rule
+// held twice in lockstep: as the kernel's expressions (what apply sends) and as `nft -f` text (render).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace fwe::nft {
+
+using Bytes = std::vector<std::uint8_t>;
+
+inline constexpr const char* kTableName = "fwengine";
+// Packet mark bits the ruleset uses for itself. The allow mark survives from one stage to the next
+// (honour_allow sections test it); the pass bit lives only while a group is being evaluated. IR mark
+// matches and set-mark actions are masked so that they neither see nor change these two bits.
+inline constexpr std::uint32_t kAllowMark = 0x40000000;
+inline constexpr std::uint32_t kPassMark = 0x20000000;
+// nft limits rule comments to this many characters.
+inline constexpr std::size_t kMaxComment = 128;
+
+// nft's own datatype ids: the kernel ignores them, but `nft list` needs them to print set elements.
+enum class KeyType : std::uint32_t {
+  ipv4_addr = 7,
+  ipv6_addr = 8,
+  ether_addr = 9,
+  inet_proto = 12,
+  inet_service = 13,
+  ifname = 41,
+};
+
+struct Element {
+  Bytes key{};
+  bool interval_end = false;
+};
+
+// A named set (an IR address set, one per family) or an anonymous one bound to a single rule.
+struct Set {
+  std::string name{};  // anonymous: "__set%d", the kernel picks the number
+  KeyType key_type = KeyType::ipv4_addr;
+  std::uint32_t key_len = 4;
+  bool interval = false;
+  bool anonymous = false;
+  std::uint32_t id = 0;  // batch-local id the rule's lookup refers to
+  std::vector<Element> elements{};
+  std::vector<std::string> element_text{};  // the same elements as nft writes them
+};
+
+// One kernel expression; which fields count depends on kind (mirrors libnftnl's expression types).
+struct Expr {
+  enum class Kind {
+    meta_load,  // key -> reg 1
+    meta_set,   // key <- reg 1
+    ct_load,    // key -> reg 1
+    payload,    // base, offset, len -> reg 1
+    cmp,        // op, data
+    range,      // op, data .. data_to
+    bitwise,    // len, data = mask, data_to = xor
+    lookup,     // set_name/set_id, invert
+    immediate,  // dreg, data
+    verdict,    // code, chain
+    counter,
+    limit,   // rate, unit (seconds), burst
+    log,     // text = prefix, level (when has_level)
+    reject,  // type, code
+    nat,     // nat_type, family, regs
+    redir,   // regs
+    masq,    // regs
+    notrack,
+  };
+  Kind kind = Kind::counter;
+  std::uint32_t key = 0;  // meta/ct key, payload base, cmp/range op, reject type, nat type, verdict code
+  std::uint32_t offset = 0, len = 0;
+  std::uint32_t dreg = 1;
+  Bytes data{}, data_to{};
+  std::string text{};  // lookup set name, jump/goto chain, log prefix
+  std::uint32_t set_id = 0;
+  bool invert = false;
+  std::uint64_t rate = 0, unit = 0;
+  std::uint32_t burst = 0, level = 0, code = 0, family = 0;
+  bool has_level = false;
+  std::uint32_t reg_addr = 0, reg_proto_min = 0, reg_proto_max = 0;  // nat/redir/masq; 0 = absent
+};
+
+struct Rule {
+  std::vector<Set> anon_sets{};  // created in the same batch, just before the rule
+  std::vector<Expr> exprs{};
+  std::vector<std::string> words{};  // nft syntax, joined by spaces
+  std::string comment{};             // "file:line:col policy#rule": ties the rule to its IR origin
+  std::string text() const;
+};
+
+struct Hook {
+  std::string type{};  // filter, nat
+  std::uint32_t hooknum = 0;
+  std::int32_t priority = 0;
+};
+
+struct Chain {
+  std::string name{};
+  std::optional<Hook> hook{};  // base chains only; their policy is always accept
+  std::vector<Rule> rules{};
+};
+
+struct Table {
+  std::vector<Set> sets;
+  std::vector<Chain> chains;
+  // The whole table in `nft -f` syntax, starting with add/delete/add so that loading it replaces ours.
+  std::string text() const;
+};
+
+std::string hook_name(std::uint32_t hooknum);
+
+}  // namespace fwe::nft

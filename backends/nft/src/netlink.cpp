@@ -1,0 +1,769 @@
+// netlink.cpp - the transaction: libnftnl objects -> one batch -> all ACKs drained -> errors mapped.
+#include "netlink.hpp"
+
+#include <arpa/inet.h>  // before linux/netfilter.h (redefinition of in_addr otherwise)
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <libmnl/libmnl.h>
+#include <libnftnl/batch.h>
+#include <libnftnl/chain.h>
+#include <libnftnl/common.h>
+#include <libnftnl/expr.h>
+#include <libnftnl/gen.h>
+#include <libnftnl/rule.h>
+#include <libnftnl/set.h>
+#include <libnftnl/table.h>
+#include <libnftnl/udata.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netlink.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <set>
+
+#include "fwengine/diagnostics.hpp"
+
+namespace fwe::nft {
+namespace {
+
+template <auto Free>
+struct Deleter {
+  template <class T>
+  void operator()(T* p) const {
+    Free(p);
+  }
+};
+using TablePtr = std::unique_ptr<nftnl_table, Deleter<nftnl_table_free>>;
+using ChainPtr = std::unique_ptr<nftnl_chain, Deleter<nftnl_chain_free>>;
+using SetPtr = std::unique_ptr<nftnl_set, Deleter<nftnl_set_free>>;
+using RulePtr = std::unique_ptr<nftnl_rule, Deleter<nftnl_rule_free>>;
+using BatchPtr = std::unique_ptr<nftnl_batch, Deleter<nftnl_batch_free>>;
+using UdataPtr = std::unique_ptr<nftnl_udata_buf, Deleter<nftnl_udata_buf_free>>;
+using GenPtr = std::unique_ptr<nftnl_gen, Deleter<nftnl_gen_free>>;
+
+constexpr std::uint32_t kBatchPage = 2 * 1024 * 1024;
+constexpr std::uint32_t kBatchOverrun = 256 * 1024;
+constexpr std::size_t kElementsPerMessage = 512;  // the element list nest has a 16-bit length
+constexpr int kGenidRetries = 5;
+constexpr std::size_t kAckTruesize = 2048;  // what one ACK costs in the receive buffer (skb overhead)
+constexpr std::uint32_t kNftHostEndian = 1, kNftBigEndian = 2;  // nft's enum byteorder
+constexpr std::size_t kRequestBuffer = 8192;                    // one small request message
+
+[[noreturn]] void fail(const std::string& what) {
+  throw RuntimeError("nft: " + what + ": " + std::strerror(errno));
+}
+
+class Socket {
+ public:
+  Socket() : nl_(mnl_socket_open(NETLINK_NETFILTER)) {
+    if (!nl_) fail("cannot open a netlink socket");
+    if (mnl_socket_bind(nl_.get(), 0, MNL_SOCKET_AUTOPID) < 0) fail("cannot bind the netlink socket");
+    int on = 1;
+    mnl_socket_setsockopt(nl_.get(), NETLINK_EXT_ACK, &on, sizeof on);
+    timeval timeout{10, 0};  // safety net: the kernel answers every message, a hang is a bug
+    setsockopt(fd(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  }
+  int fd() const { return mnl_socket_get_fd(nl_.get()); }
+  std::uint32_t portid() const { return mnl_socket_get_portid(nl_.get()); }
+  mnl_socket* get() const { return nl_.get(); }
+  // Big batches get one ACK per message; they must all fit while the kernel works.
+  void size_buffers(std::size_t send_bytes, std::size_t replies) {
+    int snd = static_cast<int>(send_bytes + 65536),
+        rcv = static_cast<int>(replies * kAckTruesize + (1 << 20));
+    setsockopt(fd(), SOL_SOCKET, SO_SNDBUFFORCE, &snd, sizeof snd);
+    setsockopt(fd(), SOL_SOCKET, SO_RCVBUFFORCE, &rcv, sizeof rcv);
+  }
+
+ private:
+  std::unique_ptr<mnl_socket, Deleter<mnl_socket_close>> nl_;
+};
+
+// Sends one request and runs cb on each reply until the kernel says done (or acknowledges).
+void request(Socket& sock, nlmsghdr* nlh, mnl_cb_t cb, void* data) {
+  if (mnl_socket_sendto(sock.get(), nlh, nlh->nlmsg_len) < 0) fail("netlink send failed");
+  std::vector<char> buf(1 << 16);
+  for (;;) {
+    ssize_t n = mnl_socket_recvfrom(sock.get(), buf.data(), buf.size());
+    if (n < 0) fail("netlink receive failed");
+    int ret = mnl_cb_run(buf.data(), static_cast<std::size_t>(n), nlh->nlmsg_seq, sock.portid(), cb, data);
+    if (ret < 0) fail("kernel refused the request");
+    if (ret == MNL_CB_STOP) return;
+  }
+}
+
+std::uint32_t generation(Socket& sock, std::uint32_t seq) {
+  char buf[kRequestBuffer];
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETGEN, AF_UNSPEC, NLM_F_ACK, seq);
+  std::uint32_t genid = 0;
+  request(
+      sock, nlh,
+      [](const nlmsghdr* reply, void* data) {
+        GenPtr gen(nftnl_gen_alloc());
+        if (nftnl_gen_nlmsg_parse(reply, gen.get()) == 0)
+          *static_cast<std::uint32_t*>(data) = nftnl_gen_get_u32(gen.get(), NFTNL_GEN_ID);
+        return MNL_CB_OK;
+      },
+      &genid);
+  return genid;
+}
+
+std::string udata_bytes(const nftnl_udata_buf* buf) {
+  return std::string(static_cast<const char*>(nftnl_udata_buf_data(buf)), nftnl_udata_buf_len(buf));
+}
+UdataPtr comment_buffer(std::uint8_t type, const std::string& comment) {
+  UdataPtr buf(nftnl_udata_buf_alloc(NFT_USERDATA_MAXLEN));
+  nftnl_udata_put_strz(buf.get(), type, comment.c_str());
+  return buf;
+}
+std::string parse_comment(const void* data, std::uint32_t len, std::uint8_t type) {
+  struct Want {
+    std::uint8_t type;
+    std::string text;
+  } want{type, {}};
+  nftnl_udata_parse(
+      data, len,
+      [](const nftnl_udata* attr, void* arg) {
+        auto* w = static_cast<Want*>(arg);
+        if (nftnl_udata_type(attr) == w->type && nftnl_udata_len(attr) > 0)
+          w->text.assign(static_cast<const char*>(nftnl_udata_get(attr)), nftnl_udata_len(attr) - 1);
+        return 0;
+      },
+      &want);
+  return want.text;
+}
+
+void set_reg(nftnl_expr* e, std::uint16_t attr, std::uint32_t reg) {
+  if (reg) nftnl_expr_set_u32(e, attr, reg);
+}
+
+nftnl_expr* build_expr(const Expr& x, const std::vector<std::uint32_t>& anon_ids) {
+  auto make = [](const char* name) { return nftnl_expr_alloc(name); };
+  nftnl_expr* e = nullptr;
+  switch (x.kind) {
+    case Expr::Kind::meta_load:
+      e = make("meta");
+      nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, x.key);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_META_DREG, NFT_REG_1);
+      break;
+    case Expr::Kind::meta_set:
+      e = make("meta");
+      nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, x.key);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_META_SREG, NFT_REG_1);
+      break;
+    case Expr::Kind::ct_load:
+      e = make("ct");
+      nftnl_expr_set_u32(e, NFTNL_EXPR_CT_KEY, x.key);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_CT_DREG, NFT_REG_1);
+      break;
+    case Expr::Kind::payload:
+      e = make("payload");
+      nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, x.key);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, x.offset);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, x.len);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, NFT_REG_1);
+      break;
+    case Expr::Kind::cmp:
+      e = make("cmp");
+      nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_SREG, NFT_REG_1);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_OP, x.key);
+      nftnl_expr_set(e, NFTNL_EXPR_CMP_DATA, x.data.data(), static_cast<std::uint32_t>(x.data.size()));
+      break;
+    case Expr::Kind::range:
+      e = make("range");
+      nftnl_expr_set_u32(e, NFTNL_EXPR_RANGE_SREG, NFT_REG_1);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_RANGE_OP, x.key);
+      nftnl_expr_set(e, NFTNL_EXPR_RANGE_FROM_DATA, x.data.data(), static_cast<std::uint32_t>(x.data.size()));
+      nftnl_expr_set(e, NFTNL_EXPR_RANGE_TO_DATA, x.data_to.data(),
+                     static_cast<std::uint32_t>(x.data_to.size()));
+      break;
+    case Expr::Kind::bitwise:
+      e = make("bitwise");
+      nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, x.len);
+      nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, x.data.data(), static_cast<std::uint32_t>(x.data.size()));
+      nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, x.data_to.data(),
+                     static_cast<std::uint32_t>(x.data_to.size()));
+      break;
+    case Expr::Kind::lookup:
+      e = make("lookup");
+      nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1);
+      nftnl_expr_set_str(e, NFTNL_EXPR_LOOKUP_SET, x.text.c_str());
+      if (x.text == "__set%d") nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SET_ID, anon_ids.at(x.set_id));
+      if (x.invert) nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
+      break;
+    case Expr::Kind::immediate:
+      e = make("immediate");
+      nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, x.dreg);
+      nftnl_expr_set(e, NFTNL_EXPR_IMM_DATA, x.data.data(), static_cast<std::uint32_t>(x.data.size()));
+      break;
+    case Expr::Kind::verdict:
+      e = make("immediate");
+      nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_VERDICT, x.key);
+      if (!x.text.empty()) nftnl_expr_set_str(e, NFTNL_EXPR_IMM_CHAIN, x.text.c_str());
+      break;
+    case Expr::Kind::counter:
+      e = make("counter");
+      break;
+    case Expr::Kind::limit:
+      e = make("limit");
+      nftnl_expr_set_u64(e, NFTNL_EXPR_LIMIT_RATE, x.rate);
+      nftnl_expr_set_u64(e, NFTNL_EXPR_LIMIT_UNIT, x.unit);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_LIMIT_BURST, x.burst);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_LIMIT_TYPE, NFT_LIMIT_PKTS);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_LIMIT_FLAGS, 0);
+      break;
+    case Expr::Kind::log:
+      e = make("log");
+      if (!x.text.empty()) nftnl_expr_set_str(e, NFTNL_EXPR_LOG_PREFIX, x.text.c_str());
+      if (x.has_level) nftnl_expr_set_u32(e, NFTNL_EXPR_LOG_LEVEL, x.level);
+      break;
+    case Expr::Kind::reject:
+      e = make("reject");
+      nftnl_expr_set_u32(e, NFTNL_EXPR_REJECT_TYPE, x.key);
+      nftnl_expr_set_u8(e, NFTNL_EXPR_REJECT_CODE, static_cast<std::uint8_t>(x.code));
+      break;
+    case Expr::Kind::nat:
+      e = make("nat");
+      nftnl_expr_set_u32(e, NFTNL_EXPR_NAT_TYPE, x.key);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_NAT_FAMILY, x.family);
+      set_reg(e, NFTNL_EXPR_NAT_REG_ADDR_MIN, x.reg_addr);
+      set_reg(e, NFTNL_EXPR_NAT_REG_PROTO_MIN, x.reg_proto_min);
+      set_reg(e, NFTNL_EXPR_NAT_REG_PROTO_MAX, x.reg_proto_max);
+      if (x.code) nftnl_expr_set_u32(e, NFTNL_EXPR_NAT_FLAGS, x.code);
+      break;
+    case Expr::Kind::redir:
+      e = make("redir");
+      set_reg(e, NFTNL_EXPR_REDIR_REG_PROTO_MIN, x.reg_proto_min);
+      set_reg(e, NFTNL_EXPR_REDIR_REG_PROTO_MAX, x.reg_proto_max);
+      if (x.code) nftnl_expr_set_u32(e, NFTNL_EXPR_REDIR_FLAGS, x.code);
+      break;
+    case Expr::Kind::masq:
+      e = make("masq");
+      set_reg(e, NFTNL_EXPR_MASQ_REG_PROTO_MIN, x.reg_proto_min);
+      set_reg(e, NFTNL_EXPR_MASQ_REG_PROTO_MAX, x.reg_proto_max);
+      if (x.code) nftnl_expr_set_u32(e, NFTNL_EXPR_MASQ_FLAGS, x.code);
+      break;
+    case Expr::Kind::notrack:
+      e = make("notrack");
+      break;
+  }
+  return e;
+}
+
+const char* kind_name(Expr::Kind kind) {
+  static constexpr const char* kNames[] = {
+      "meta",      "meta",    "ct",    "payload", "cmp",    "range", "bitwise", "lookup", "immediate",
+      "immediate", "counter", "limit", "log",     "reject", "nat",   "redir",   "masq",   "notrack"};
+  return kNames[static_cast<std::size_t>(kind)];
+}
+
+RulePtr build_rule(const Rule& rule, const std::string& chain, const std::vector<std::uint32_t>& anon_ids) {
+  RulePtr r(nftnl_rule_alloc());
+  nftnl_rule_set_u32(r.get(), NFTNL_RULE_FAMILY, NFPROTO_INET);
+  nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, kTableName);
+  nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, chain.c_str());
+  for (const auto& x : rule.exprs) nftnl_rule_add_expr(r.get(), build_expr(x, anon_ids));
+  if (!rule.comment.empty()) {
+    UdataPtr udata = comment_buffer(NFTNL_UDATA_RULE_COMMENT, rule.comment);
+    std::string bytes = udata_bytes(udata.get());
+    nftnl_rule_set_data(r.get(), NFTNL_RULE_USERDATA, bytes.data(), static_cast<std::uint32_t>(bytes.size()));
+  }
+  return r;
+}
+
+SetPtr build_set(const Set& set, std::uint32_t id) {
+  SetPtr s(nftnl_set_alloc());
+  nftnl_set_set_u32(s.get(), NFTNL_SET_FAMILY, NFPROTO_INET);
+  nftnl_set_set_str(s.get(), NFTNL_SET_TABLE, kTableName);
+  nftnl_set_set_str(s.get(), NFTNL_SET_NAME, set.name.c_str());
+  nftnl_set_set_u32(s.get(), NFTNL_SET_ID, id);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE, static_cast<std::uint32_t>(set.key_type));
+  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, set.key_len);
+  std::uint32_t flags =
+      (set.interval ? static_cast<std::uint32_t>(NFT_SET_INTERVAL) : 0u) |
+      (set.anonymous ? static_cast<std::uint32_t>(NFT_SET_ANONYMOUS | NFT_SET_CONSTANT) : 0u);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_FLAGS, flags);
+  if (set.anonymous)
+    nftnl_set_set_u32(s.get(), NFTNL_SET_DESC_SIZE, static_cast<std::uint32_t>(set.elements.size()));
+  // nft reads the key byte order from here to print elements; interface names are host-order strings.
+  UdataPtr udata(nftnl_udata_buf_alloc(NFT_USERDATA_MAXLEN));
+  nftnl_udata_put_u32(udata.get(), NFTNL_UDATA_SET_KEYBYTEORDER,
+                      set.key_type == KeyType::ifname ? kNftHostEndian : kNftBigEndian);
+  std::string bytes = udata_bytes(udata.get());
+  nftnl_set_set_data(s.get(), NFTNL_SET_USERDATA, bytes.data(), static_cast<std::uint32_t>(bytes.size()));
+  return s;
+}
+
+// One batch under construction; remembers which object each sequence number carries.
+class Transaction {
+ public:
+  Transaction(std::uint32_t first_seq, std::uint32_t genid)
+      : batch_(nftnl_batch_alloc(kBatchPage, kBatchOverrun)), begin_seq_(first_seq), seq_(first_seq) {
+    nlmsghdr* nlh = nftnl_batch_begin(static_cast<char*>(nftnl_batch_buffer(batch_.get())), seq_++);
+    mnl_attr_put_u32(nlh, NFNL_BATCH_GENID, htonl(genid));
+    next();
+  }
+
+  nlmsghdr* message(std::uint16_t type, std::uint16_t flags, std::string what) {
+    what_[seq_] = std::move(what);
+    return nftnl_nlmsg_build_hdr(static_cast<char*>(nftnl_batch_buffer(batch_.get())), type, NFPROTO_INET,
+                                 flags | NLM_F_ACK, seq_++);
+  }
+  void next() {
+    if (nftnl_batch_update(batch_.get()) < 0) fail("cannot grow the netlink batch");
+  }
+
+  void table(std::uint16_t type, std::uint16_t flags) {
+    TablePtr t(nftnl_table_alloc());
+    nftnl_table_set_u32(t.get(), NFTNL_TABLE_FAMILY, NFPROTO_INET);
+    nftnl_table_set_str(t.get(), NFTNL_TABLE_NAME, kTableName);
+    nftnl_table_nlmsg_build_payload(message(type, flags, std::string("table inet ") + kTableName), t.get());
+    next();
+  }
+
+  // Deletes every rule of a chain (a DELRULE without handle).
+  void flush_chain(const std::string& name) {
+    RulePtr r(nftnl_rule_alloc());
+    nftnl_rule_set_u32(r.get(), NFTNL_RULE_FAMILY, NFPROTO_INET);
+    nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, kTableName);
+    nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, name.c_str());
+    nftnl_rule_nlmsg_build_payload(message(NFT_MSG_DELRULE, 0, "flush of chain " + name), r.get());
+    next();
+  }
+
+  void delete_chain(const std::string& name) {
+    ChainPtr c(nftnl_chain_alloc());
+    nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_FAMILY, NFPROTO_INET);
+    nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, kTableName);
+    nftnl_chain_set_str(c.get(), NFTNL_CHAIN_NAME, name.c_str());
+    nftnl_chain_nlmsg_build_payload(message(NFT_MSG_DELCHAIN, 0, "deletion of chain " + name), c.get());
+    next();
+  }
+
+  void delete_set(const std::string& name) {
+    SetPtr s(nftnl_set_alloc());
+    nftnl_set_set_u32(s.get(), NFTNL_SET_FAMILY, NFPROTO_INET);
+    nftnl_set_set_str(s.get(), NFTNL_SET_TABLE, kTableName);
+    nftnl_set_set_str(s.get(), NFTNL_SET_NAME, name.c_str());
+    nftnl_set_nlmsg_build_payload(message(NFT_MSG_DELSET, 0, "deletion of set " + name), s.get());
+    next();
+  }
+
+  void set(const Set& set, std::uint32_t id, const std::string& what) {
+    SetPtr s = build_set(set, id);
+    nftnl_set_nlmsg_build_payload(message(NFT_MSG_NEWSET, NLM_F_CREATE, what), s.get());
+    next();
+    elements(set, id, "elements of " + what);
+  }
+
+  // The elements, in messages small enough for the element list nest.
+  void elements(const Set& set, std::uint32_t id, const std::string& what) {
+    for (std::size_t first = 0; first < set.elements.size(); first += kElementsPerMessage) {
+      SetPtr chunk = build_set(set, id);
+      for (std::size_t i = first; i < std::min(set.elements.size(), first + kElementsPerMessage); ++i) {
+        const Element& element = set.elements[i];
+        nftnl_set_elem* e = nftnl_set_elem_alloc();
+        nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, element.key.data(),
+                           static_cast<std::uint32_t>(element.key.size()));
+        if (element.interval_end) nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
+        nftnl_set_elem_add(chunk.get(), e);
+      }
+      nftnl_set_elems_nlmsg_build_payload(message(NFT_MSG_NEWSETELEM, NLM_F_CREATE, what), chunk.get());
+      next();
+    }
+  }
+
+  void chain(const Chain& chain) {
+    ChainPtr c(nftnl_chain_alloc());
+    nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_FAMILY, NFPROTO_INET);
+    nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, kTableName);
+    nftnl_chain_set_str(c.get(), NFTNL_CHAIN_NAME, chain.name.c_str());
+    if (chain.hook) {
+      nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_HOOKNUM, chain.hook->hooknum);
+      nftnl_chain_set_s32(c.get(), NFTNL_CHAIN_PRIO, chain.hook->priority);
+      nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TYPE, chain.hook->type.c_str());
+      nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_POLICY, NF_ACCEPT);
+    }
+    nftnl_chain_nlmsg_build_payload(message(NFT_MSG_NEWCHAIN, NLM_F_CREATE, "chain " + chain.name), c.get());
+    next();
+  }
+
+  void rule(const Rule& rule, const std::string& chain, std::size_t index) {
+    std::vector<std::uint32_t> anon_ids;
+    for (const auto& set : rule.anon_sets) {
+      anon_ids.push_back(next_set_id_++);
+      this->set(set, anon_ids.back(),
+                "anonymous set of rule #" + std::to_string(index) + " in chain " + chain);
+    }
+    RulePtr r = build_rule(rule, chain, anon_ids);
+    std::string what = "rule #" + std::to_string(index) + " in chain " + chain;
+    if (!rule.comment.empty()) what = rule.comment + ": " + what;
+    std::uint32_t seq = seq_;
+    nlmsghdr* nlh = message(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, what);
+    nftnl_rule_nlmsg_build_payload(nlh, r.get());
+    sent_rules_[seq] = {&rule, expression_offsets(nlh)};
+    next();
+  }
+
+  std::uint32_t named_set_id() { return next_set_id_++; }
+
+  // Sends the batch and drains every reply. Returns false when the generation changed (retry).
+  bool commit(Socket& sock) {
+    nftnl_batch_end(static_cast<char*>(nftnl_batch_buffer(batch_.get())), seq_);
+    next();
+    std::vector<iovec> iov(static_cast<std::size_t>(nftnl_batch_iovec_len(batch_.get())));
+    nftnl_batch_iovec(batch_.get(), iov.data(), static_cast<std::uint32_t>(iov.size()));
+    sock.size_buffers(nftnl_batch_buffer_len(batch_.get()) + iov.size() * kBatchPage, what_.size());
+    sockaddr_nl kernel{};
+    kernel.nl_family = AF_NETLINK;
+    msghdr msg{};
+    msg.msg_name = &kernel;
+    msg.msg_namelen = sizeof kernel;
+    msg.msg_iov = iov.data();
+    msg.msg_iovlen = iov.size();
+    if (sendmsg(sock.fd(), &msg, 0) < 0) fail("cannot send the netlink batch");
+
+    Replies replies{this, {}, what_.size(), false};
+    std::vector<char> buf(1 << 20);
+    while (replies.pending > 0 && !replies.restart) {
+      ssize_t n = mnl_socket_recvfrom(sock.get(), buf.data(), buf.size());
+      if (n < 0 && !replies.errors.empty()) break;  // refused: report what we have, not the silence
+      if (n < 0) fail("no answer from the kernel for the netlink batch");
+      for (const char* p = buf.data(); p < buf.data() + n;) {
+        const auto* nlh = reinterpret_cast<const nlmsghdr*>(p);
+        if (!NLMSG_OK(nlh, static_cast<unsigned>(buf.data() + n - p))) break;
+        if (nlh->nlmsg_type == NLMSG_ERROR) replies.take(nlh);
+        p += NLMSG_ALIGN(nlh->nlmsg_len);
+      }
+    }
+    if (replies.restart) return false;
+    if (!replies.errors.empty()) {
+      std::string text = "nft: the kernel refused the transaction, nothing was applied:";
+      for (const auto& e : replies.errors) text += "\n  " + e;
+      throw RuntimeError(text);
+    }
+    return true;
+  }
+
+ private:
+  struct Replies {
+    Transaction* tx;
+    std::vector<std::string> errors;
+    std::size_t pending;
+    bool restart;
+
+    void take(const nlmsghdr* nlh) {
+      const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
+      if (err->msg.nlmsg_seq == tx->begin_seq_) {  // refused before any message: generation changed
+        if (-err->error == ERESTART) {
+          restart = true;
+          return;
+        }
+        errors.push_back(std::string("batch: ") + std::strerror(-err->error));
+        pending = 0;
+        return;
+      }
+      if (pending > 0) --pending;
+      if (err->error == 0) return;
+      std::string text;
+      auto it = tx->what_.find(err->msg.nlmsg_seq);
+      text = (it != tx->what_.end() ? it->second : "message " + std::to_string(err->msg.nlmsg_seq)) + ": " +
+             std::strerror(-err->error);
+      ExtAck ack = extended_ack(nlh, err);
+      std::string detail = ack.message;
+      if (auto rule = tx->sent_rules_.find(err->msg.nlmsg_seq); rule != tx->sent_rules_.end()) {
+        const auto& offsets = rule->second.expression_offsets;
+        std::size_t k = 0;
+        while (ack.offset && k + 1 < offsets.size() && offsets[k + 1] <= ack.offset) ++k;
+        if (ack.offset && !offsets.empty() && offsets[0] <= ack.offset)
+          detail += (detail.empty() ? "" : ", ") + std::string("at expression #") + std::to_string(k + 1) +
+                    " '" + kind_name(rule->second.rule->exprs.at(k).kind) + "'";
+        detail += (detail.empty() ? "" : ", ") + std::string("in: ") + rule->second.rule->text();
+      } else if (ack.offset) {
+        detail += (detail.empty() ? "" : ", ") + std::string("at byte ") + std::to_string(ack.offset);
+      }
+      if (!detail.empty()) text += " (" + detail + ")";
+      errors.push_back(text);
+    }
+  };
+
+  // NLMSGERR_ATTR_MSG and NLMSGERR_ATTR_OFFS after the (possibly capped) echo of our message.
+  struct ExtAck {
+    std::string message;
+    std::uint32_t offset = 0;  // from the start of our message
+  };
+  static ExtAck extended_ack(const nlmsghdr* nlh, const nlmsgerr* err) {
+    ExtAck found;
+    if (!(nlh->nlmsg_flags & NLM_F_ACK_TLVS)) return found;
+    std::size_t skip = sizeof(nlmsgerr);
+    if (!(nlh->nlmsg_flags & NLM_F_CAPPED)) skip += err->msg.nlmsg_len - sizeof(nlmsghdr);
+    mnl_attr_parse(
+        nlh, static_cast<unsigned>(skip),
+        [](const nlattr* attr, void* data) {
+          auto* f = static_cast<ExtAck*>(data);
+          if (mnl_attr_get_type(attr) == NLMSGERR_ATTR_MSG) f->message = mnl_attr_get_str(attr);
+          if (mnl_attr_get_type(attr) == NLMSGERR_ATTR_OFFS) f->offset = mnl_attr_get_u32(attr);
+          return MNL_CB_OK;
+        },
+        &found);
+    return found;
+  }
+
+  // Where each expression of a rule message starts: the kernel's error offset points into one.
+  static std::vector<std::uint32_t> expression_offsets(const nlmsghdr* nlh) {
+    struct Walk {
+      const nlmsghdr* nlh;
+      std::vector<std::uint32_t> offsets;
+    } walk{nlh, {}};
+    mnl_attr_parse(
+        nlh, sizeof(nfgenmsg),
+        [](const nlattr* attr, void* data) {
+          if (mnl_attr_get_type(attr) != NFTA_RULE_EXPRESSIONS) return MNL_CB_OK;
+          return mnl_attr_parse_nested(
+              attr,
+              [](const nlattr* element, void* inner) {
+                auto* w = static_cast<Walk*>(inner);
+                w->offsets.push_back(static_cast<std::uint32_t>(reinterpret_cast<const char*>(element) -
+                                                                reinterpret_cast<const char*>(w->nlh)));
+                return MNL_CB_OK;
+              },
+              data);
+        },
+        &walk);
+    return walk.offsets;
+  }
+
+  struct SentRule {
+    const Rule* rule;
+    std::vector<std::uint32_t> expression_offsets;
+  };
+
+  BatchPtr batch_;
+  std::uint32_t begin_seq_, seq_;
+  std::uint32_t next_set_id_ = 1;
+  std::map<std::uint32_t, std::string> what_;
+  std::map<std::uint32_t, SentRule> sent_rules_;
+};
+
+std::uint32_t first_seq() {
+  return static_cast<std::uint32_t>(time(nullptr)) & 0x7fffffff;
+}
+
+// Whether table inet fwengine exists: GETTABLE answers with the table or with ENOENT.
+bool table_exists(Socket& sock, std::uint32_t seq) {
+  char buf[kRequestBuffer];
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETTABLE, NFPROTO_INET, 0, seq);
+  TablePtr t(nftnl_table_alloc());
+  nftnl_table_set_str(t.get(), NFTNL_TABLE_NAME, kTableName);
+  nftnl_table_nlmsg_build_payload(nlh, t.get());
+  if (mnl_socket_sendto(sock.get(), nlh, nlh->nlmsg_len) < 0) fail("netlink send failed");
+  std::vector<char> reply(1 << 16);
+  ssize_t n = mnl_socket_recvfrom(sock.get(), reply.data(), reply.size());
+  if (n < 0) fail("netlink receive failed");
+  int ret = mnl_cb_run(reply.data(), static_cast<std::size_t>(n), seq, sock.portid(), nullptr, nullptr);
+  if (ret >= 0) return true;
+  if (errno == ENOENT) return false;
+  fail("cannot read table inet fwengine");
+}
+
+void list_names(Socket& sock, std::uint32_t seq, Listing& out) {
+  char buf[kRequestBuffer];
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETCHAIN, NFPROTO_INET, NLM_F_DUMP, seq);
+  ChainPtr chain_filter(nftnl_chain_alloc());
+  nftnl_chain_set_str(chain_filter.get(), NFTNL_CHAIN_TABLE, kTableName);
+  nftnl_chain_nlmsg_build_payload(nlh, chain_filter.get());
+  request(
+      sock, nlh,
+      [](const nlmsghdr* reply, void* data) {
+        ChainPtr chain(nftnl_chain_alloc());
+        if (nftnl_chain_nlmsg_parse(reply, chain.get()) < 0) return MNL_CB_ERROR;
+        if (std::strcmp(nftnl_chain_get_str(chain.get(), NFTNL_CHAIN_TABLE), kTableName) == 0)
+          static_cast<Listing*>(data)->chains.emplace_back(
+              nftnl_chain_get_str(chain.get(), NFTNL_CHAIN_NAME));
+        return MNL_CB_OK;
+      },
+      &out);
+  nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSET, NFPROTO_INET, NLM_F_DUMP, seq + 1);
+  SetPtr set_filter(nftnl_set_alloc());
+  nftnl_set_set_str(set_filter.get(), NFTNL_SET_TABLE, kTableName);
+  nftnl_set_nlmsg_build_payload(nlh, set_filter.get());
+  request(
+      sock, nlh,
+      [](const nlmsghdr* reply, void* data) {
+        SetPtr set(nftnl_set_alloc());
+        if (nftnl_set_nlmsg_parse(reply, set.get()) < 0) return MNL_CB_ERROR;
+        bool ours = std::strcmp(nftnl_set_get_str(set.get(), NFTNL_SET_TABLE), kTableName) == 0;
+        if (ours && !(nftnl_set_get_u32(set.get(), NFTNL_SET_FLAGS) & NFT_SET_ANONYMOUS))
+          static_cast<Listing*>(data)->sets.emplace_back(nftnl_set_get_str(set.get(), NFTNL_SET_NAME));
+        return MNL_CB_OK;
+      },
+      &out);
+}
+
+void list_rules(Socket& sock, std::uint32_t seq, Listing& out) {
+  char buf[kRequestBuffer];
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETRULE, NFPROTO_INET, NLM_F_DUMP, seq);
+  RulePtr filter(nftnl_rule_alloc());
+  nftnl_rule_set_str(filter.get(), NFTNL_RULE_TABLE, kTableName);
+  nftnl_rule_nlmsg_build_payload(nlh, filter.get());
+  request(
+      sock, nlh,
+      [](const nlmsghdr* reply, void* data) {
+        auto* listing = static_cast<Listing*>(data);
+        RulePtr rule(nftnl_rule_alloc());
+        if (nftnl_rule_nlmsg_parse(reply, rule.get()) < 0) return MNL_CB_ERROR;
+        ListedRule listed;
+        listed.chain = nftnl_rule_get_str(rule.get(), NFTNL_RULE_CHAIN);
+        if (nftnl_rule_is_set(rule.get(), NFTNL_RULE_USERDATA)) {
+          std::uint32_t len = 0;
+          const void* udata = nftnl_rule_get_data(rule.get(), NFTNL_RULE_USERDATA, &len);
+          listed.comment = parse_comment(udata, len, NFTNL_UDATA_RULE_COMMENT);
+        }
+        nftnl_expr_iter* iter = nftnl_expr_iter_create(rule.get());
+        for (nftnl_expr* e = nftnl_expr_iter_next(iter); e; e = nftnl_expr_iter_next(iter))
+          if (std::strcmp(nftnl_expr_get_str(e, NFTNL_EXPR_NAME), "counter") == 0) {
+            listed.packets = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_PACKETS);
+            listed.bytes = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_BYTES);
+          }
+        nftnl_expr_iter_destroy(iter);
+        listed.index = listing->rules.empty() || listing->rules.back().chain != listed.chain
+                           ? 0
+                           : listing->rules.back().index + 1;
+        listing->rules.push_back(std::move(listed));
+        return MNL_CB_OK;
+      },
+      &out);
+}
+
+// Runs fill(tx, sock) against the current generation; rebuilds and resends when it moved meanwhile.
+template <class Fill>
+void run_transaction(Fill fill) {
+  Socket sock;
+  for (int attempt = 0;; ++attempt) {
+    std::uint32_t seq = first_seq();
+    Transaction tx(seq + 1, generation(sock, seq));
+    fill(tx, sock);
+    if (tx.commit(sock)) return;
+    if (attempt + 1 == kGenidRetries)
+      throw RuntimeError("nft: the ruleset kept changing under us; try again");
+  }
+}
+
+void fill_replace(Transaction& tx, const Table& table, const std::string& marker) {
+  tx.table(NFT_MSG_NEWTABLE, NLM_F_CREATE);
+  tx.table(NFT_MSG_DELTABLE, 0);
+  tx.table(NFT_MSG_NEWTABLE, NLM_F_CREATE);
+  for (const auto& set : table.sets) tx.set(set, tx.named_set_id(), "set " + set.name);
+  for (const auto& chain : table.chains) tx.chain(chain);
+  if (!marker.empty()) tx.chain({marker, {}, {}});
+  for (const auto& chain : table.chains)
+    for (std::size_t i = 0; i < chain.rules.size(); ++i) tx.rule(chain.rules[i], chain.name, i);
+}
+
+}  // namespace
+
+void apply_table(const Table& table, const std::string& marker) {
+  run_transaction([&](Transaction& tx, Socket&) { fill_replace(tx, table, marker); });
+}
+
+void apply_table_incremental(const Table& table, const std::string& marker) {
+  run_transaction([&](Transaction& tx, Socket& sock) {
+    // Listed after the generation was read: a change in between makes the kernel refuse the batch.
+    if (!table_exists(sock, first_seq())) return fill_replace(tx, table, marker);
+    Listing kernel;
+    list_names(sock, first_seq(), kernel);
+    std::set<std::string> have_chains(kernel.chains.begin(), kernel.chains.end());
+    std::set<std::string> have_sets(kernel.sets.begin(), kernel.sets.end());
+    std::set<std::string> want_chains, want_sets;
+    if (!marker.empty()) {
+      want_chains.insert(marker);
+      if (!have_chains.count(marker)) tx.chain({marker, {}, {}});
+    }
+    for (const auto& set : table.sets) {
+      want_sets.insert(set.name);
+      if (!have_sets.count(set.name)) tx.set(set, tx.named_set_id(), "set " + set.name);
+    }
+    for (const auto& chain : table.chains) {
+      want_chains.insert(chain.name);
+      if (!have_chains.count(chain.name))
+        tx.chain(chain);
+      else if (chain.hook)  // base chains keep their names: refill them
+        tx.flush_chain(chain.name);
+    }
+    for (const auto& chain : table.chains)
+      if (chain.hook || !have_chains.count(chain.name))
+        for (std::size_t i = 0; i < chain.rules.size(); ++i) tx.rule(chain.rules[i], chain.name, i);
+    // What is gone: empty every such chain first, so that none is still jumped to when deleted.
+    std::vector<std::string> gone;
+    for (const auto& name : kernel.chains)
+      if (!want_chains.count(name)) gone.push_back(name);
+    for (const auto& name : gone) tx.flush_chain(name);
+    for (const auto& name : gone) tx.delete_chain(name);
+    for (const auto& name : kernel.sets)
+      if (!want_sets.count(name)) tx.delete_set(name);
+  });
+}
+
+void delete_table() {
+  run_transaction([](Transaction& tx, Socket&) {
+    tx.table(NFT_MSG_NEWTABLE, NLM_F_CREATE);
+    tx.table(NFT_MSG_DELTABLE, 0);
+  });
+}
+
+Listing list_table() {
+  Socket sock;
+  Listing out;
+  std::uint32_t seq = first_seq();
+  out.present = table_exists(sock, seq);
+  if (!out.present) return out;
+  list_names(sock, seq + 1, out);
+  list_rules(sock, seq + 3, out);
+  return out;
+}
+
+std::string rules_digest(std::vector<std::pair<std::string, std::string>> chain_and_comment) {
+  // The kernel lists chains in creation order, which incremental applies change: sort by chain.
+  std::stable_sort(chain_and_comment.begin(), chain_and_comment.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::uint64_t h = 1469598103934665603ull;
+  auto mix = [&](std::string_view s) {
+    for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+    h = (h ^ 0xff) * 1099511628211ull;
+  };
+  for (const auto& [chain, comment] : chain_and_comment) {
+    mix(chain);
+    mix(comment);
+  }
+  char out[24];
+  std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(h));
+  return out;
+}
+
+std::string bytecode(const Rule& rule, const std::string& chain) {
+  std::vector<std::uint32_t> anon_ids;
+  for (std::size_t i = 0; i < rule.anon_sets.size(); ++i)
+    anon_ids.push_back(static_cast<std::uint32_t>(i + 1));
+  RulePtr r = build_rule(rule, chain, anon_ids);
+  std::string out;
+  nftnl_expr_iter* iter = nftnl_expr_iter_create(r.get());
+  for (nftnl_expr* e = nftnl_expr_iter_next(iter); e; e = nftnl_expr_iter_next(iter)) {
+    char buf[512];
+    nftnl_expr_snprintf(buf, sizeof buf, e, NFTNL_OUTPUT_DEFAULT, 0);
+    out += std::string("[ ") + nftnl_expr_get_str(e, NFTNL_EXPR_NAME) + " " + buf + "]\n";
+  }
+  nftnl_expr_iter_destroy(iter);
+  return out;
+}
+
+}  // namespace fwe::nft

@@ -1,0 +1,1017 @@
+// translate.cpp - IR -> nftables object model. Every helper appends the kernel expressions and the nft
+// words of one statement together, so the rendered text and what apply sends cannot drift apart.
+#include "translate.hpp"
+
+#include <netinet/in.h>  // before linux/netfilter.h (redefinition of in_addr otherwise)
+
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_nat.h>
+#include <linux/netfilter/nf_tables.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <set>
+
+namespace fwe::nft {
+namespace {
+
+using ir::Family;
+
+constexpr std::uint8_t kTcp = 6, kIcmp = 1, kIcmpV6 = 58;
+const std::vector<std::uint8_t> kPortProtocols = {6, 17, 132, 136};  // TCP, UDP, SCTP, UDPLite
+constexpr std::uint32_t kCtStateBits[] = {8, 2, 4, 1, 64};           // vocab.def order: new .. untracked
+constexpr std::uint32_t kAllCtStates = 8 | 2 | 4 | 1 | 64;
+constexpr std::size_t kIfNameSize = 16;
+constexpr std::size_t kMaxWhere = 80;  // of an origin stamp's 128 characters, for "file:line:col"
+// Policy marks neither see nor change the bits the ruleset keeps for itself.
+constexpr std::uint32_t kOwnMarks = kAllowMark | kPassMark;
+
+std::string hex32(std::uint32_t v) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "0x%08x", v);
+  return buf;
+}
+Bytes host32(std::uint32_t v) {
+  Bytes b(4);
+  std::copy_n(reinterpret_cast<const std::uint8_t*>(&v), 4, b.begin());
+  return b;
+}
+Bytes be16(std::uint16_t v) {
+  return {static_cast<std::uint8_t>(v >> 8), static_cast<std::uint8_t>(v)};
+}
+Bytes addr_bytes(const ir::IpAddr& a) {
+  return Bytes(a.bytes.begin(), a.bytes.begin() + a.width() / 8);
+}
+
+std::uint64_t fnv1a(std::string_view s) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+// ---- expression builders ------------------------------------------------------------------------
+Expr meta_load(std::uint32_t key) {
+  return {.kind = Expr::Kind::meta_load, .key = key};
+}
+Expr cmp(std::uint32_t op, Bytes data) {
+  return {.kind = Expr::Kind::cmp, .key = op, .data = std::move(data)};
+}
+Expr payload(std::uint32_t base, std::uint32_t offset, std::uint32_t len) {
+  return {.kind = Expr::Kind::payload, .key = base, .offset = offset, .len = len};
+}
+Expr bitwise(std::uint32_t mask, std::uint32_t xor_value) {
+  return {.kind = Expr::Kind::bitwise, .len = 4, .data = host32(mask), .data_to = host32(xor_value)};
+}
+Expr verdict(std::int32_t code, std::string chain = {}) {
+  return {.kind = Expr::Kind::verdict, .key = static_cast<std::uint32_t>(code), .text = std::move(chain)};
+}
+Expr immediate(std::uint32_t reg, Bytes data) {
+  return {.kind = Expr::Kind::immediate, .dreg = reg, .data = std::move(data)};
+}
+
+void add(Rule& r, std::string words, std::initializer_list<Expr> exprs) {
+  r.words.push_back(std::move(words));
+  r.exprs.insert(r.exprs.end(), exprs);
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& item : items) out += (out.empty() ? "" : ", ") + item;
+  return out;
+}
+
+// Appends an anonymous set and the lookup of register 1 in it.
+void lookup_anon(Rule& r, Set set, bool invert, const std::string& subject) {
+  set.name = "__set%d";
+  set.anonymous = true;
+  r.words.push_back(subject + (invert ? " != { " : " { ") + join(set.element_text) + " }");
+  r.exprs.push_back({.kind = Expr::Kind::lookup,
+                     .text = set.name,
+                     .set_id = static_cast<std::uint32_t>(r.anon_sets.size()),
+                     .invert = invert});
+  r.anon_sets.push_back(std::move(set));
+}
+
+// Interval elements as nft writes them: a leading end marker at zero unless the first range starts
+// there, then each range as start + exclusive end (left out when the end wraps past the last key).
+void add_interval(Set& set, const Bytes& first, const Bytes& last) {
+  if (set.elements.empty() && std::any_of(first.begin(), first.end(), [](auto b) { return b != 0; }))
+    set.elements.push_back({Bytes(first.size(), 0), true});
+  set.elements.push_back({first, false});
+  Bytes end = last;
+  for (auto it = end.rbegin(); it != end.rend(); ++it)
+    if (++*it != 0) {
+      set.elements.push_back({end, true});
+      return;
+    }
+}
+
+Set port_set(const ir::PortSet& ports) {
+  Set set{.key_type = KeyType::inet_service, .key_len = 2};
+  set.interval = std::any_of(ports.begin(), ports.end(), [](const auto& p) { return p.lo != p.hi; });
+  for (const auto& p : ports) {
+    if (set.interval)
+      add_interval(set, be16(p.lo), be16(p.hi));
+    else
+      set.elements.push_back({be16(p.lo)});
+    set.element_text.push_back(p.lo == p.hi ? std::to_string(p.lo)
+                                            : std::to_string(p.lo) + "-" + std::to_string(p.hi));
+  }
+  return set;
+}
+
+void match_nfproto(Rule& r, Family f) {
+  bool v4 = f == Family::ipv4;
+  add(r, v4 ? "meta nfproto ipv4" : "meta nfproto ipv6",
+      {meta_load(NFT_META_NFPROTO),
+       cmp(NFT_CMP_EQ, {static_cast<std::uint8_t>(v4 ? NFPROTO_IPV4 : NFPROTO_IPV6)})});
+}
+
+void match_l4proto(Rule& r, const std::vector<std::uint8_t>& protocols, bool negate) {
+  if (protocols.size() == 1) {
+    add(r, std::string("meta l4proto ") + (negate ? "!= " : "") + std::to_string(protocols[0]),
+        {meta_load(NFT_META_L4PROTO), cmp(negate ? NFT_CMP_NEQ : NFT_CMP_EQ, {protocols[0]})});
+    return;
+  }
+  Set set{.key_type = KeyType::inet_proto, .key_len = 1};
+  for (auto p : protocols) {
+    set.elements.push_back({{p}});
+    set.element_text.push_back(std::to_string(p));
+  }
+  r.exprs.push_back(meta_load(NFT_META_L4PROTO));
+  lookup_anon(r, std::move(set), negate, "meta l4proto");
+}
+
+Bytes ifname_bytes(const ir::IfacePattern& p) {
+  Bytes b(p.name.begin(), p.name.end());
+  if (!p.prefix) b.resize(kIfNameSize, 0);
+  return b;
+}
+std::string ifname_text(const ir::IfacePattern& p) {
+  return '"' + p.name + (p.prefix ? "*\"" : "\"");
+}
+
+// Returns false when nftables cannot express it in one rule (several patterns, one of them a prefix).
+bool match_iface(Rule& r, bool input, const std::vector<ir::IfacePattern>& patterns, bool negate) {
+  std::uint32_t key = input ? NFT_META_IIFNAME : NFT_META_OIFNAME;
+  std::string word = input ? "iifname" : "oifname";
+  bool any_prefix = std::any_of(patterns.begin(), patterns.end(), [](const auto& p) { return p.prefix; });
+  if (patterns.size() > 1 && !any_prefix) {
+    Set set{.key_type = KeyType::ifname, .key_len = kIfNameSize};
+    for (const auto& p : patterns) {
+      set.elements.push_back({ifname_bytes(p)});
+      set.element_text.push_back(ifname_text(p));
+    }
+    r.exprs.push_back(meta_load(key));
+    lookup_anon(r, std::move(set), negate, word);
+    return true;
+  }
+  if (patterns.size() > 1 && !negate) return false;
+  for (const auto& p : patterns)  // negated: not any of them = none of them
+    add(r, word + (negate ? " != " : " ") + ifname_text(p),
+        {meta_load(key), cmp(negate ? NFT_CMP_NEQ : NFT_CMP_EQ, ifname_bytes(p))});
+  return true;
+}
+
+void match_ports(Rule& r, bool source, const ir::PortSet& ports, bool negate) {
+  std::string subject = source ? "th sport" : "th dport";
+  r.exprs.push_back(payload(NFT_PAYLOAD_TRANSPORT_HEADER, source ? 0 : 2, 2));
+  if (ports.size() == 1 && ports[0].lo == ports[0].hi) {
+    r.words.push_back(subject + (negate ? " != " : " ") + std::to_string(ports[0].lo));
+    r.exprs.push_back(cmp(negate ? NFT_CMP_NEQ : NFT_CMP_EQ, be16(ports[0].lo)));
+  } else if (ports.size() == 1) {  // nft turns a single range into compares (or one range expression)
+    r.words.push_back(subject + (negate ? " != " : " ") + std::to_string(ports[0].lo) + "-" +
+                      std::to_string(ports[0].hi));
+    if (negate) {
+      r.exprs.push_back({.kind = Expr::Kind::range,
+                         .key = NFT_RANGE_NEQ,
+                         .data = be16(ports[0].lo),
+                         .data_to = be16(ports[0].hi)});
+    } else {
+      r.exprs.push_back(cmp(NFT_CMP_GTE, be16(ports[0].lo)));
+      r.exprs.push_back(cmp(NFT_CMP_LTE, be16(ports[0].hi)));
+    }
+  } else {
+    lookup_anon(r, port_set(ports), negate, subject);
+  }
+}
+
+void match_addr(Rule& r, Family f, bool source, const std::string& set_name, bool negate) {
+  bool v4 = f == Family::ipv4;
+  std::uint32_t offset = v4 ? (source ? 12 : 16) : (source ? 8 : 24);
+  std::string subject = std::string(v4 ? "ip " : "ip6 ") + (source ? "saddr" : "daddr");
+  add(r, subject + (negate ? " != @" : " @") + set_name,
+      {payload(NFT_PAYLOAD_NETWORK_HEADER, offset, v4 ? 4 : 16),
+       {.kind = Expr::Kind::lookup, .text = set_name, .invert = negate}});
+}
+
+void match_icmp(Rule& r, const ir::IcmpMatch& m) {
+  std::string proto = m.v6 ? "icmpv6" : "icmp";
+  add(r, "meta l4proto " + std::to_string(m.v6 ? kIcmpV6 : kIcmp),
+      {meta_load(NFT_META_L4PROTO), cmp(NFT_CMP_EQ, {m.v6 ? kIcmpV6 : kIcmp})});
+  if (!m.type) return;
+  std::uint32_t op = m.negate ? NFT_CMP_NEQ : NFT_CMP_EQ;
+  if (m.code) {  // nft merges type and code into one two-byte compare; "differ" means either differs
+    char raw[8];
+    std::snprintf(raw, sizeof raw, "0x%02x%02x", *m.type, *m.code);
+    add(r,
+        m.negate
+            ? std::string("@th,0,16 != ") + raw
+            : proto + " type " + std::to_string(*m.type) + " " + proto + " code " + std::to_string(*m.code),
+        {payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 2), cmp(op, {*m.type, *m.code})});
+  } else {
+    add(r, proto + " type " + (m.negate ? "!= " : "") + std::to_string(*m.type),
+        {payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1), cmp(op, {*m.type})});
+  }
+}
+
+// Each packet has exactly one conntrack state, so "not these" is "one of the others".
+bool match_ct(Rule& r, const std::vector<ir::CtState>& states, bool negate) {
+  std::uint32_t mask = 0;
+  for (auto s : states) mask |= kCtStateBits[static_cast<std::size_t>(s)];
+  if (negate) mask = kAllCtStates & ~mask;
+  if (mask == 0) return false;
+  std::vector<std::string> names;
+  for (std::size_t i = 0; i < ir::kCtStateCount; ++i)
+    if (mask & kCtStateBits[i]) names.emplace_back(ir::to_string(static_cast<ir::CtState>(i)));
+  std::string text = "ct state ";
+  for (std::size_t i = 0; i < names.size(); ++i) text += (i ? "," : "") + names[i];
+  add(r, text,
+      {{.kind = Expr::Kind::ct_load, .key = NFT_CT_STATE}, bitwise(mask, 0), cmp(NFT_CMP_NEQ, host32(0))});
+  return true;
+}
+
+void match_mac(Rule& r, const std::vector<ir::MacAddr>& macs, bool negate) {
+  std::uint16_t ether = 1;  // ARPHRD_ETHER, host order: nft's implicit dependency of `ether saddr`
+  Bytes ether_bytes(2);
+  std::copy_n(reinterpret_cast<const std::uint8_t*>(&ether), 2, ether_bytes.begin());
+  r.exprs.push_back(meta_load(NFT_META_IIFTYPE));
+  r.exprs.push_back(cmp(NFT_CMP_EQ, ether_bytes));
+  r.exprs.push_back(payload(NFT_PAYLOAD_LL_HEADER, 6, 6));
+  if (macs.size() == 1) {
+    r.words.push_back(std::string("ether saddr ") + (negate ? "!= " : "") + ir::to_string(macs[0]));
+    r.exprs.push_back(cmp(negate ? NFT_CMP_NEQ : NFT_CMP_EQ, Bytes(macs[0].begin(), macs[0].end())));
+    return;
+  }
+  Set set{.key_type = KeyType::ether_addr, .key_len = 6};
+  for (const auto& mac : macs) {
+    set.elements.push_back({Bytes(mac.begin(), mac.end())});
+    set.element_text.push_back(ir::to_string(mac));
+  }
+  lookup_anon(r, std::move(set), negate, "ether saddr");
+}
+
+void match_mark(Rule& r, std::uint32_t value, std::uint32_t mask, bool negate) {
+  std::uint32_t op = negate ? NFT_CMP_NEQ : NFT_CMP_EQ;
+  if (mask == 0xffffffff) {
+    add(r, std::string("meta mark ") + (negate ? "!= " : "") + hex32(value),
+        {meta_load(NFT_META_MARK), cmp(op, host32(value))});
+  } else {
+    add(r, "meta mark & " + hex32(mask) + (negate ? " != " : " == ") + hex32(value & mask),
+        {meta_load(NFT_META_MARK), bitwise(mask, 0), cmp(op, host32(value & mask))});
+  }
+}
+
+// (mark & ~clear) ^ set, written as nft does.
+void set_mark(Rule& r, std::uint32_t keep, std::uint32_t value) {
+  if (keep == 0) {
+    add(r, "meta mark set " + hex32(value),
+        {immediate(1, host32(value)), {.kind = Expr::Kind::meta_set, .key = NFT_META_MARK}});
+    return;
+  }
+  std::string text = "meta mark set meta mark";
+  if (keep != 0xffffffff && value == 0)
+    text += " & " + hex32(keep);
+  else if ((keep | value) == 0xffffffff)
+    text += " | " + hex32(value);
+  else
+    text += " & " + hex32(keep) + " | " + hex32(value);
+  add(r, text,
+      {meta_load(NFT_META_MARK), bitwise(keep, value), {.kind = Expr::Kind::meta_set, .key = NFT_META_MARK}});
+}
+
+void test_mark_bit(Rule& r, std::uint32_t bit) {
+  add(r, "meta mark & " + hex32(bit) + " == " + hex32(bit),
+      {meta_load(NFT_META_MARK), bitwise(bit, 0), cmp(NFT_CMP_EQ, host32(bit))});
+}
+
+void counter(Rule& r) {
+  add(r, "counter", {{.kind = Expr::Kind::counter}});
+}
+
+constexpr const char* kLogLevels[] = {"emerg", "alert", "crit", "err", "warn", "notice", "info", "debug"};
+
+// ---- reject: nft's `inet` reject types; v4-only codes get a v4 rule plus an icmpx fallback --------
+struct RejectForm {
+  std::optional<Family> only;      // guard for a family-specific form
+  std::optional<std::uint8_t> l4;  // guard for tcp reset
+  std::uint32_t type, code;
+  std::string text;
+};
+std::optional<std::vector<RejectForm>> reject_forms(std::string_view with) {
+  // Always spelt out: a bare `reject` means a family-specific ICMP type when nft knows the family.
+  RejectForm port_unreachable{{},
+                              {},
+                              NFT_REJECT_ICMPX_UNREACH,
+                              NFT_REJECT_ICMPX_PORT_UNREACH,
+                              "reject with icmpx type port-unreachable"};
+  RejectForm admin{{},
+                   {},
+                   NFT_REJECT_ICMPX_UNREACH,
+                   NFT_REJECT_ICMPX_ADMIN_PROHIBITED,
+                   "reject with icmpx type admin-prohibited"};
+  auto v4_then_admin = [&](std::uint32_t code, const char* name) {
+    return std::vector<RejectForm>{
+        {Family::ipv4, {}, NFT_REJECT_ICMP_UNREACH, code, std::string("reject with icmp type ") + name},
+        admin};
+  };
+  if (with.empty() || with == "icmp-port-unreachable" || with == "icmp6-port-unreachable" ||
+      with == "port-unreachable")
+    return std::vector<RejectForm>{port_unreachable};
+  if (with == "tcp-reset")
+    return std::vector<RejectForm>{{{}, kTcp, NFT_REJECT_TCP_RST, 0, "reject with tcp reset"},
+                                   port_unreachable};
+  if (with == "icmp-host-unreachable" || with == "icmp6-addr-unreachable")
+    return std::vector<RejectForm>{{{},
+                                    {},
+                                    NFT_REJECT_ICMPX_UNREACH,
+                                    NFT_REJECT_ICMPX_HOST_UNREACH,
+                                    "reject with icmpx type host-unreachable"}};
+  if (with == "icmp-net-unreachable" || with == "icmp6-no-route")
+    return std::vector<RejectForm>{
+        {{}, {}, NFT_REJECT_ICMPX_UNREACH, NFT_REJECT_ICMPX_NO_ROUTE, "reject with icmpx type no-route"}};
+  if (with == "icmp-admin-prohibited" || with == "icmp6-adm-prohibited" || with == "admin-prohibited")
+    return std::vector<RejectForm>{admin};
+  if (with == "icmp-host-prohibited") return v4_then_admin(10, "host-prohibited");
+  if (with == "icmp-net-prohibited") return v4_then_admin(9, "net-prohibited");
+  if (with == "icmp-proto-unreachable") return v4_then_admin(2, "prot-unreachable");
+  return std::nullopt;
+}
+
+// The end of a rule after its matches: extra guard (reject forms), then statements and verdict.
+struct Tail {
+  Rule guard, action;
+};
+
+void content_address(Table& table);
+
+class NameAllocator {
+ public:
+  // nft names: letters, digits, '_', '.', '-'; long or rewritten names keep a hash of the original.
+  std::string make(const std::string& prefix, std::string_view wanted) {
+    std::string name = prefix;
+    for (char c : wanted)
+      name += (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-') ? c : '_';
+    if (name.size() > 200) {
+      char hash[24];
+      std::snprintf(hash, sizeof hash, "-%016llx", static_cast<unsigned long long>(fnv1a(wanted)));
+      name = name.substr(0, 180) + hash;
+    }
+    std::string unique = name;
+    for (int n = 2; !used_.insert(unique).second; ++n) unique = name + "-" + std::to_string(n);
+    return unique;
+  }
+
+ private:
+  std::set<std::string> used_;
+};
+
+struct StagePlace {
+  const char* type;
+  std::uint32_t hook;
+  std::int32_t priority;
+};
+constexpr StagePlace kStagePlaces[] = {
+    {"filter", NF_INET_PRE_ROUTING, -300},  // untracked-in (raw)
+    {"filter", NF_INET_LOCAL_OUT, -300},    // untracked-out (raw)
+    {"filter", NF_INET_PRE_ROUTING, -150},  // prednat (mangle)
+    {"nat", NF_INET_PRE_ROUTING, -100},     // dnat (dstnat)
+    {"filter", NF_INET_LOCAL_IN, 0},        // input
+    {"filter", NF_INET_FORWARD, 0},         // forward
+    {"filter", NF_INET_LOCAL_OUT, 0},       // output
+    {"nat", NF_INET_POST_ROUTING, 100},     // snat (srcnat)
+};
+static_assert(std::size(kStagePlaces) == ir::kStageCount);
+
+class Translator {
+ public:
+  Translator(const ir::Ruleset& rs, Diagnostics& diag) : rs_(rs), diag_(diag) {}
+
+  Table run() {
+    for (const auto& [name, set] : rs_.sets) add_address_set(set);
+    for (const auto& [name, chain] : rs_.chains) chain_names_[name] = names_.make("c-", name);
+    std::vector<Chain> ir_chains;
+    for (const auto& [name, chain] : rs_.chains) {
+      Chain out{chain_names_[name], {}, {}};
+      for (const auto& rule : chain.rules) emit_rule(out, rule);
+      ir_chains.push_back(std::move(out));
+    }
+    for (std::size_t s = 0; s < ir::kStageCount; ++s) emit_stage(static_cast<ir::Stage>(s));
+    for (auto& chain : ir_chains) table_.chains.push_back(std::move(chain));
+    content_address(table_);
+    return std::move(table_);
+  }
+
+ private:
+  struct FamilySets {
+    std::string v4, v6;  // empty: the set has no entries of that family
+    const std::string& of(Family f) const { return f == Family::ipv4 ? v4 : v6; }
+  };
+
+  void add_address_set(const ir::AddrSet& set) {
+    FamilySets& names = set_names_[set.name];
+    for (Family f : {Family::ipv4, Family::ipv6}) {
+      if (!set.has(f)) continue;
+      bool v4 = f == Family::ipv4;
+      Set out{.name = names_.make("s-", set.name + (v4 ? "_v4" : "_v6")),
+              .key_type = v4 ? KeyType::ipv4_addr : KeyType::ipv6_addr,
+              .key_len = v4 ? 4u : 16u,
+              .interval = true};
+      for (const auto& cidr : set.cidrs) {
+        if (cidr.addr.family != f) continue;
+        Bytes first = addr_bytes(cidr.addr), last = first;
+        for (std::size_t bit = cidr.prefix; bit < cidr.addr.width(); ++bit)
+          last[bit / 8] |= static_cast<std::uint8_t>(0x80 >> (bit % 8));
+        add_interval(out, first, last);
+        out.element_text.push_back(ir::to_string(cidr));
+      }
+      (v4 ? names.v4 : names.v6) = out.name;
+      table_.sets.push_back(std::move(out));
+    }
+  }
+
+  const FamilySets& family_sets(const std::string& name) {
+    static const FamilySets none;
+    auto it = set_names_.find(name);
+    return it == set_names_.end() ? none : it->second;
+  }
+
+  // The families a rule must be written for: nullopt = one rule for both, without a family guard.
+  std::vector<std::optional<Family>> variants(Family only_family, const std::vector<ir::AddrMatch>& src,
+                                              const std::vector<ir::AddrMatch>& dst) {
+    bool specific = only_family != Family::any;
+    std::vector<std::optional<Family>> out;
+    for (Family f : {Family::ipv4, Family::ipv6}) {
+      bool allowed = only_family == Family::any || only_family == f;
+      for (const auto* side : {&src, &dst})
+        for (const auto& m : *side) {
+          bool has = !family_sets(m.set).of(f).empty();
+          specific = specific || has;
+          if (!m.negate && !has) allowed = false;
+        }
+      if (allowed) out.emplace_back(f);
+    }
+    if (out.size() == 2 && !specific) return {std::nullopt};
+    return out;
+  }
+
+  void emit_addresses(Rule& r, Family f, const std::vector<ir::AddrMatch>& src,
+                      const std::vector<ir::AddrMatch>& dst) {
+    for (bool source : {true, false})
+      for (const auto& m : source ? src : dst)
+        if (const auto& name = family_sets(m.set).of(f); !name.empty())
+          match_addr(r, f, source, name, m.negate);
+  }
+
+  void refuse(const ir::Origin& origin, std::string message, std::string hint) {
+    diag_.error(origin.loc, std::move(message), std::move(hint));
+  }
+
+  // Emits one IR rule as nft rules (one per family when it needs family-specific matches).
+  void emit_rule(Chain& out, const ir::Rule& rule) {
+    const ir::Match& m = rule.match;
+    Family only_family = m.family;
+    auto narrow = [&](Family f) {
+      if (only_family != Family::any && only_family != f) return false;
+      only_family = f;
+      return true;
+    };
+    if (m.icmp && !narrow(m.icmp->v6 ? Family::ipv6 : Family::ipv4)) return;
+    bool nat = rule.action.kind == ir::ActionKind::dnat || rule.action.kind == ir::ActionKind::snat;
+    if (nat && rule.action.nat_addr && !narrow(rule.action.nat_addr->family)) return;
+
+    if ((m.iif && !valid_ifaces(*m.iif, rule.origin)) || (m.oif && !valid_ifaces(*m.oif, rule.origin)))
+      return;
+    Rule common;
+    if (m.iif && !match_iface(common, true, *m.iif, m.iif_negate)) return refuse_iface(rule.origin);
+    if (m.oif && !match_iface(common, false, *m.oif, m.oif_negate)) return refuse_iface(rule.origin);
+    bool has_ports = !m.src_port.empty() || !m.dst_port.empty();
+    bool needs_port_protocol = has_ports || (rule.action.nat_port.has_value());
+    if (needs_port_protocol) {
+      // Port matches (and port mappings) only apply to protocols that have ports.
+      std::vector<std::uint8_t> protocols;
+      for (auto p : kPortProtocols) {
+        bool listed =
+            m.protocols && std::find(m.protocols->begin(), m.protocols->end(), p) != m.protocols->end();
+        if (!m.protocols || listed != m.protocol_negate) protocols.push_back(p);
+      }
+      if (protocols.empty() || (m.icmp && has_ports)) return;  // never matches
+      match_l4proto(common, protocols, false);
+    } else if (m.protocols) {
+      match_l4proto(common, *m.protocols, m.protocol_negate);
+    }
+    Rule after_addresses;
+    for (bool source : {true, false})
+      for (const auto& pm : source ? m.src_port : m.dst_port) {
+        if (pm.ports.empty()) {
+          if (!pm.negate) return;  // an empty positive port list never matches
+          continue;
+        }
+        match_ports(after_addresses, source, pm.ports, pm.negate);
+      }
+    if (m.icmp) match_icmp(after_addresses, *m.icmp);
+    if (m.ct_states && !match_ct(after_addresses, *m.ct_states, m.ct_negate)) return;
+    if (m.src_mac && !m.src_mac->empty()) match_mac(after_addresses, *m.src_mac, m.src_mac_negate);
+    if (m.pkt_type && !match_pkt_type(after_addresses, *m.pkt_type, rule.origin)) return;
+    if (m.mark_value) match_mark(after_addresses, *m.mark_value, m.mark_mask & ~kOwnMarks, m.mark_negate);
+    if (m.rate_limit && !match_limit(after_addresses, *m.rate_limit, rule.origin)) return;
+
+    auto tails = action_tails(rule.action, rule.origin);
+    if (tails.empty()) return;
+    std::string stamp = origin_stamp(rs_, rule.origin);
+    for (const auto& variant : variants(only_family, m.src_addr, m.dst_addr)) {
+      for (const auto& tail : tails) {
+        Rule r;
+        if (variant) match_nfproto(r, *variant);
+        append(r, common);
+        if (variant) emit_addresses(r, *variant, m.src_addr, m.dst_addr);
+        append(r, after_addresses);
+        append(r, tail.guard);
+        counter(r);
+        append(r, tail.action);
+        r.comment = stamp;
+        out.rules.push_back(std::move(r));
+      }
+    }
+    if (rule.action.kind == ir::ActionKind::jump && may_pass(rule.action.target)) {
+      Rule r;
+      test_mark_bit(r, kPassMark);
+      counter(r);
+      add(r, "return", {verdict(NFT_RETURN)});
+      r.comment = stamp;
+      out.rules.push_back(std::move(r));
+    }
+  }
+
+  bool valid_ifaces(const std::vector<ir::IfacePattern>& patterns, const ir::Origin& origin) {
+    for (const auto& p : patterns) {
+      bool bad_char = p.name.find_first_of("\"\\") != std::string::npos;
+      if (p.name.size() < kIfNameSize && !bad_char && (p.prefix || !p.name.empty())) continue;
+      refuse(origin, "nft backend: bad interface name '" + ir::to_string(p) + "'",
+             "Linux interface names have 1 to 15 characters and no quotes");
+      return false;
+    }
+    return true;
+  }
+
+  void refuse_iface(const ir::Origin& origin) {
+    refuse(origin, "nft backend: several interface patterns including a prefix (name+) in one match",
+           "split the rule into one rule per interface pattern");
+  }
+
+  bool match_pkt_type(Rule& r, const std::string& type, const ir::Origin& origin) {
+    static const std::map<std::string, std::pair<std::uint8_t, const char*>> kTypes = {
+        {"unicast", {0, "host"}}, {"broadcast", {1, "broadcast"}}, {"multicast", {2, "multicast"}}};
+    auto it = kTypes.find(type);
+    if (it == kTypes.end()) {
+      refuse(origin, "nft backend: unknown packet type '" + type + "'",
+             "use unicast, broadcast or multicast");
+      return false;
+    }
+    add(r, std::string("meta pkttype ") + it->second.second,
+        {meta_load(NFT_META_PKTTYPE), cmp(NFT_CMP_EQ, {it->second.first})});
+    return true;
+  }
+
+  bool match_limit(Rule& r, const ir::RateLimit& limit, const ir::Origin& origin) {
+    static const std::map<std::string, std::uint64_t> kUnits = {
+        {"second", 1}, {"minute", 60}, {"hour", 3600}, {"day", 86400}};
+    auto it = kUnits.find(limit.unit);
+    if (it == kUnits.end() || limit.rate == 0) {
+      refuse(origin, "nft backend: bad rate limit " + std::to_string(limit.rate) + "/" + limit.unit,
+             "use a positive rate per second, minute, hour or day");
+      return false;
+    }
+    std::uint32_t burst = limit.burst ? limit.burst : 5;  // nft's default
+    r.words.push_back("limit rate " + std::to_string(limit.rate) + "/" + limit.unit + " burst " +
+                      std::to_string(burst) + " packets");
+    r.exprs.push_back({.kind = Expr::Kind::limit, .rate = limit.rate, .unit = it->second, .burst = burst});
+    return true;
+  }
+
+  static void append(Rule& to, const Rule& from) {
+    std::size_t base = to.anon_sets.size();
+    to.words.insert(to.words.end(), from.words.begin(), from.words.end());
+    for (Expr e : from.exprs) {
+      if (e.kind == Expr::Kind::lookup && e.text == "__set%d") e.set_id += static_cast<std::uint32_t>(base);
+      to.exprs.push_back(std::move(e));
+    }
+    to.anon_sets.insert(to.anon_sets.end(), from.anon_sets.begin(), from.anon_sets.end());
+  }
+
+  std::vector<Tail> verdict_tails(ir::Verdict v, const std::string& reject_with, const ir::Origin& origin) {
+    Tail tail;
+    switch (v) {
+      case ir::Verdict::accept:
+        add(tail.action, "accept", {verdict(NF_ACCEPT)});
+        break;
+      case ir::Verdict::drop:
+        add(tail.action, "drop", {verdict(NF_DROP)});
+        break;
+      case ir::Verdict::allow:
+        set_mark(tail.action, ~kAllowMark, kAllowMark);
+        add(tail.action, "accept", {verdict(NF_ACCEPT)});
+        break;
+      case ir::Verdict::reject:
+        return reject_tails(reject_with, origin);
+      case ir::Verdict::continue_:
+        return {};
+    }
+    return {std::move(tail)};
+  }
+
+  std::vector<Tail> reject_tails(const std::string& with, const ir::Origin& origin) {
+    auto forms = reject_forms(with);
+    if (!forms) {
+      refuse(origin, "nft backend: unknown reject type '" + with + "'",
+             "use icmp-port-unreachable, tcp-reset, icmp-host-prohibited, icmp-net-prohibited or "
+             "icmp-admin-prohibited");
+      return {};
+    }
+    std::vector<Tail> tails;
+    for (const auto& form : *forms) {
+      Tail tail;
+      if (form.only) match_nfproto(tail.guard, *form.only);
+      if (form.l4) match_l4proto(tail.guard, {*form.l4}, false);
+      add(tail.action, form.text, {{.kind = Expr::Kind::reject, .key = form.type, .code = form.code}});
+      tails.push_back(std::move(tail));
+    }
+    return tails;
+  }
+
+  void nat_port(Rule& r, const ir::PortRange& port, std::uint32_t first_reg, Expr& nat) {
+    r.exprs.push_back(immediate(first_reg, be16(port.lo)));
+    nat.reg_proto_min = first_reg;
+    if (port.hi != port.lo) {
+      r.exprs.push_back(immediate(first_reg + 1, be16(port.hi)));
+      nat.reg_proto_max = first_reg + 1;
+    }
+    nat.code = NF_NAT_RANGE_PROTO_SPECIFIED;  // nat flags
+  }
+  static std::string port_text(const ir::PortRange& p) {
+    return ":" + std::to_string(p.lo) + (p.hi != p.lo ? "-" + std::to_string(p.hi) : "");
+  }
+
+  std::vector<Tail> action_tails(const ir::Action& a, const ir::Origin& origin) {
+    Tail tail;
+    Rule& r = tail.action;
+    switch (a.kind) {
+      case ir::ActionKind::accept:
+        return verdict_tails(ir::Verdict::accept, {}, origin);
+      case ir::ActionKind::allow:
+        return verdict_tails(ir::Verdict::allow, {}, origin);
+      case ir::ActionKind::drop:
+        return verdict_tails(ir::Verdict::drop, {}, origin);
+      case ir::ActionKind::reject:
+        return reject_tails(a.reject_with, origin);
+      case ir::ActionKind::log: {
+        std::string prefix;
+        for (char c : a.log_prefix.substr(0, 127)) prefix += (c == '"' || c == '\\' || c < ' ') ? '_' : c;
+        Expr log{.kind = Expr::Kind::log, .text = prefix};
+        std::string text = "log";
+        if (!prefix.empty()) text += " prefix \"" + prefix + "\"";
+        if (a.log_level != 4 && a.log_level < 8) {  // warn is nft's default and is not sent
+          log.has_level = true;
+          log.level = a.log_level;
+          text += std::string(" level ") + kLogLevels[a.log_level];
+        }
+        r.words.push_back(text);
+        r.exprs.push_back(log);
+        break;
+      }
+      case ir::ActionKind::pass:
+        set_mark(r, ~kPassMark, kPassMark);
+        add(r, "return", {verdict(NFT_RETURN)});
+        break;
+      case ir::ActionKind::jump: {
+        auto it = chain_names_.find(a.target);
+        if (it == chain_names_.end()) {
+          refuse(origin, "nft backend: jump to unknown chain '" + a.target + "'",
+                 "run core's verify pass first");
+          return {};
+        }
+        add(r, "jump " + it->second, {verdict(NFT_JUMP, it->second)});
+        break;
+      }
+      case ir::ActionKind::return_:
+        add(r, "return", {verdict(NFT_RETURN)});
+        break;
+      case ir::ActionKind::set_mark: {
+        std::uint32_t mask = a.mark_mask & ~kOwnMarks;
+        set_mark(r, ~mask, a.mark_value & mask);
+        break;
+      }
+      case ir::ActionKind::notrack:
+        add(r, "notrack", {{.kind = Expr::Kind::notrack}});
+        break;
+      case ir::ActionKind::dnat:
+      case ir::ActionKind::snat: {
+        bool dnat = a.kind == ir::ActionKind::dnat;
+        if (!a.nat_addr) {
+          refuse(origin, std::string("nft backend: ") + (dnat ? "dnat" : "snat") + " without an address",
+                 dnat ? "give an address, or use redirect for the host itself"
+                      : "give an address, or use masquerade");
+          return {};
+        }
+        bool v4 = a.nat_addr->family == Family::ipv4;
+        Expr nat{.kind = Expr::Kind::nat,
+                 .key = static_cast<std::uint32_t>(dnat ? NFT_NAT_DNAT : NFT_NAT_SNAT),
+                 .family = static_cast<std::uint32_t>(v4 ? NFPROTO_IPV4 : NFPROTO_IPV6),
+                 .reg_addr = 1};
+        r.exprs.push_back(immediate(1, addr_bytes(*a.nat_addr)));
+        std::string addr = ir::to_string(*a.nat_addr);
+        std::string text = std::string(dnat ? "dnat" : "snat") + (v4 ? " ip to " : " ip6 to ");
+        if (a.nat_port) {
+          nat_port(r, *a.nat_port, 2, nat);
+          text += (v4 ? addr : "[" + addr + "]") + port_text(*a.nat_port);
+        } else {
+          text += addr;
+        }
+        r.words.push_back(text);
+        r.exprs.push_back(nat);
+        break;
+      }
+      case ir::ActionKind::redirect:
+      case ir::ActionKind::masquerade: {
+        bool redirect = a.kind == ir::ActionKind::redirect;
+        Expr e{.kind = redirect ? Expr::Kind::redir : Expr::Kind::masq};
+        std::string text = redirect ? "redirect" : "masquerade";
+        if (a.nat_port) {
+          nat_port(r, *a.nat_port, 1, e);
+          text += " to " + port_text(*a.nat_port);
+        }
+        r.words.push_back(text);
+        r.exprs.push_back(e);
+        break;
+      }
+      case ir::ActionKind::ct_helper:
+        refuse(origin, "nft backend: ct-helper is not supported",
+               "load the helper with a separate nft table");
+        return {};
+    }
+    return {std::move(tail)};
+  }
+
+  bool may_pass(const std::string& chain_name) {
+    if (auto it = may_pass_.find(chain_name); it != may_pass_.end()) return it->second;
+    may_pass_[chain_name] = false;  // cycles are refused by core; this only stops recursion
+    const ir::Chain* chain = rs_.find_chain(chain_name);
+    bool result = false;
+    for (const auto& rule : chain ? chain->rules : std::vector<ir::Rule>{})
+      result = result || rule.action.kind == ir::ActionKind::pass ||
+               (rule.action.kind == ir::ActionKind::jump && may_pass(rule.action.target));
+    return may_pass_[chain_name] = result;
+  }
+
+  // A verdict rule (endpoint default, group on_end) for internal chains.
+  void emit_verdict(Chain& out, ir::Verdict v, const std::string& reject_with, const ir::Origin& origin) {
+    for (auto& tail : verdict_tails(v, reject_with, origin)) {
+      Rule r;
+      append(r, tail.guard);
+      counter(r);
+      append(r, tail.action);
+      r.comment = origin_stamp(rs_, origin);
+      out.rules.push_back(std::move(r));
+    }
+  }
+
+  void emit_stage(ir::Stage stage) {
+    const auto& sections = rs_.stage(stage).sections;
+    const StagePlace& place = kStagePlaces[ir::index(stage)];
+    std::string stage_name(ir::to_string(stage));
+    for (std::size_t s = 0; s < sections.size(); ++s) {
+      const ir::Section& section = sections[s];
+      Chain base{names_.make("", stage_name + "-" + std::to_string(s)),
+                 Hook{place.type, place.hook, place.priority + static_cast<std::int32_t>(s)},
+                 {}};
+      if (section.honour_allow) {
+        Rule r;
+        test_mark_bit(r, kAllowMark);
+        counter(r);
+        add(r, "accept", {verdict(NF_ACCEPT)});
+        r.comment = "section " + sanitize_comment(section.name) + " honours allow";
+        base.rules.push_back(std::move(r));
+      }
+      std::vector<Chain> endpoint_chains;
+      for (const auto& ep : section.endpoints)
+        emit_dispatch(
+            base, ep,
+            emit_endpoint(stage, stage_name + "-" + std::to_string(s) + "-" + ep.name, ep, endpoint_chains));
+      table_.chains.push_back(std::move(base));
+      for (auto& chain : endpoint_chains) table_.chains.push_back(std::move(chain));
+    }
+  }
+
+  void emit_dispatch(Chain& base, const ir::Endpoint& ep, const std::string& target) {
+    const ir::EndpointMatch& m = ep.match;
+    if ((m.iif && !valid_ifaces({*m.iif}, ep.origin)) || (m.oif && !valid_ifaces({*m.oif}, ep.origin)))
+      return;
+    Rule common;
+    if (m.iif) match_iface(common, true, {*m.iif}, false);
+    if (m.oif) match_iface(common, false, {*m.oif}, false);
+    Rule mac;
+    if (m.src_mac && !m.src_mac->empty()) match_mac(mac, *m.src_mac, false);
+    std::vector<ir::AddrMatch> src, dst;
+    if (m.src_set) src.push_back({false, *m.src_set});
+    if (m.dst_set) dst.push_back({false, *m.dst_set});
+    for (const auto& variant : variants(Family::any, src, dst)) {
+      Rule r;
+      if (variant) match_nfproto(r, *variant);
+      append(r, common);
+      if (variant) emit_addresses(r, *variant, src, dst);
+      append(r, mac);
+      counter(r);
+      add(r, "goto " + target, {verdict(NFT_GOTO, target)});
+      r.comment = origin_stamp(rs_, ep.origin);
+      base.rules.push_back(std::move(r));
+    }
+  }
+
+  // Appends the endpoint's chain and its group chains to out; returns the endpoint chain's name.
+  std::string emit_endpoint(ir::Stage stage, const std::string& id, const ir::Endpoint& ep,
+                            std::vector<Chain>& out) {
+    Chain chain{names_.make("e-", id), {}, {}};
+    std::string stamp = origin_stamp(rs_, ep.origin);
+    if (!ir::is_untracked(stage) && ep.conntrack != ir::Conntrack::none) {
+      Rule established;
+      match_ct(established, {ir::CtState::established, ir::CtState::related}, false);
+      counter(established);
+      add(established, "accept", {verdict(NF_ACCEPT)});
+      established.comment = stamp;
+      chain.rules.push_back(std::move(established));
+      if (ep.conntrack == ir::Conntrack::accept_established_drop_invalid) {
+        Rule invalid;
+        match_ct(invalid, {ir::CtState::invalid}, false);
+        counter(invalid);
+        add(invalid, "drop", {verdict(NF_DROP)});
+        invalid.comment = stamp;
+        chain.rules.push_back(std::move(invalid));
+      }
+    }
+    if (!ep.failsafe_chain.empty() && jump_rule(chain, ep.failsafe_chain, ep.origin) &&
+        may_pass(ep.failsafe_chain)) {
+      Rule r;  // a pass outside any group means nothing: forget it before the groups run
+      counter(r);
+      set_mark(r, ~kPassMark, 0);
+      r.comment = stamp;
+      chain.rules.push_back(std::move(r));
+    }
+    std::vector<Chain> groups;
+    for (std::size_t g = 0; g < ep.groups.size(); ++g) {
+      const ir::Group& group = ep.groups[g];
+      Chain group_chain{names_.make("g-", id + "-" + std::to_string(g) + "-" + group.name), {}, {}};
+      for (const auto& name : group.chains) {
+        if (!jump_rule(group_chain, name, group.origin)) continue;
+        if (!may_pass(name)) continue;
+        Rule r;  // pass: leave the group without its on_end
+        test_mark_bit(r, kPassMark);
+        set_mark(r, ~kPassMark, 0);
+        counter(r);
+        add(r, "return", {verdict(NFT_RETURN)});
+        r.comment = origin_stamp(rs_, group.origin);
+        group_chain.rules.push_back(std::move(r));
+      }
+      emit_verdict(group_chain, group.on_end, group.reject_with, group.origin);
+      Rule call;
+      counter(call);
+      add(call, "jump " + group_chain.name, {verdict(NFT_JUMP, group_chain.name)});
+      call.comment = origin_stamp(rs_, group.origin);
+      chain.rules.push_back(std::move(call));
+      groups.push_back(std::move(group_chain));
+    }
+    emit_verdict(chain, ep.default_verdict, ep.reject_with, ep.origin);
+    std::string name = chain.name;
+    out.push_back(std::move(chain));
+    for (auto& group_chain : groups) out.push_back(std::move(group_chain));
+    return name;
+  }
+
+  bool jump_rule(Chain& chain, const std::string& target, const ir::Origin& origin) {
+    auto it = chain_names_.find(target);
+    if (it == chain_names_.end()) {
+      refuse(origin, "nft backend: unknown chain '" + target + "'", "run core's verify pass first");
+      return false;
+    }
+    Rule r;
+    counter(r);
+    add(r, "jump " + it->second, {verdict(NFT_JUMP, it->second)});
+    r.comment = origin_stamp(rs_, origin);
+    chain.rules.push_back(std::move(r));
+    return true;
+  }
+
+  static std::string sanitize_comment(std::string_view text) {
+    std::string out;
+    for (char c : text) out += (c == '"' || c == '\\' || static_cast<unsigned char>(c) < ' ') ? '_' : c;
+    return out;
+  }
+
+  const ir::Ruleset& rs_;
+  Diagnostics& diag_;
+  Table table_;
+  NameAllocator names_;
+  std::map<std::string, FamilySets> set_names_;
+  std::map<std::string, std::string> chain_names_;
+  std::map<std::string, bool> may_pass_;
+};
+
+std::string hex8(std::uint64_t h) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%08x", static_cast<unsigned>(h & 0xffffffffu));
+  return buf;
+}
+
+void rename_references(Rule& rule, const std::map<std::string, std::string>& renamed) {
+  auto lookup = [&](const std::string& old) {
+    auto it = renamed.find(old);
+    return it == renamed.end() ? old : it->second;
+  };
+  for (auto& e : rule.exprs)
+    if (e.kind == Expr::Kind::verdict || (e.kind == Expr::Kind::lookup && e.text != "__set%d"))
+      e.text = lookup(e.text);
+  for (auto& word : rule.words) {
+    if (word.rfind("jump ", 0) == 0 || word.rfind("goto ", 0) == 0)
+      word = word.substr(0, 5) + lookup(word.substr(5));
+    else if (auto at = word.find(" @"); at != std::string::npos)
+      word = word.substr(0, at + 2) + lookup(word.substr(at + 2));
+  }
+}
+
+// Every set and regular chain gets a name ending in a digest of its content, which (through the
+// names it refers to) covers everything it reaches. Unchanged objects keep their names from one apply
+// to the next, so an incremental apply adds what is new, refills base chains and deletes what is gone.
+// A changed set is created anew rather than patched: reading a large interval set back from the
+// kernel to compute element deltas costs more than loading it again.
+void content_address(Table& table) {
+  std::map<std::string, std::string> renamed;
+  for (auto& set : table.sets) {
+    std::string content = std::to_string(static_cast<std::uint32_t>(set.key_type));
+    for (const auto& e : set.element_text) content += "," + e;
+    renamed[set.name] = set.name + "." + hex8(fnv1a(content));
+    set.name = renamed[set.name];
+  }
+  std::map<std::string, Chain*> regular;
+  for (auto& chain : table.chains)
+    if (!chain.hook) regular[chain.name] = &chain;
+  std::set<std::string> visiting;
+  std::function<void(const std::string&)> resolve = [&](const std::string& name) {
+    auto it = regular.find(name);
+    if (it == regular.end() || renamed.count(name) || !visiting.insert(name).second) return;
+    Chain& chain = *it->second;
+    for (const auto& rule : chain.rules)
+      for (const auto& e : rule.exprs)
+        if (e.kind == Expr::Kind::verdict && !e.text.empty()) resolve(e.text);
+    std::string content;
+    for (auto& rule : chain.rules) {
+      rename_references(rule, renamed);
+      content += rule.text() + "\n";
+    }
+    renamed[name] = chain.name = name + "." + hex8(fnv1a(content));
+  };
+  for (const auto& [name, chain] : std::map<std::string, Chain*>(regular)) resolve(name);
+  for (auto& chain : table.chains)
+    if (chain.hook)
+      for (auto& rule : chain.rules) rename_references(rule, renamed);
+}
+
+}  // namespace
+
+std::string origin_stamp(const ir::Ruleset& rs, const ir::Origin& origin) {
+  std::string where;
+  if (origin.loc.line > 0) {
+    std::string file = origin.loc.file < rs.files.size() ? rs.files[origin.loc.file] : "?";
+    std::string pos = ":" + std::to_string(origin.loc.line) + ":" + std::to_string(origin.loc.col);
+    if (file.size() + pos.size() > kMaxWhere)
+      file = "..." + file.substr(file.size() - kMaxWhere + 3 + pos.size());
+    where = file + pos;
+  }
+  std::string what = origin.policy;
+  if (origin.rule >= 0) what += "#" + std::to_string(origin.rule);
+  std::string stamp = where.empty() ? what : what.empty() ? where : where + " " + what;
+  if (stamp.size() > kMaxComment) {
+    std::size_t cut = kMaxComment;
+    while (cut > 0 && (static_cast<unsigned char>(stamp[cut]) & 0xc0) == 0x80) --cut;  // whole UTF-8 only
+    stamp.resize(cut);
+  }
+  std::string out;
+  for (char c : stamp) out += (c == '"' || c == '\\' || static_cast<unsigned char>(c) < ' ') ? '_' : c;
+  return out;
+}
+
+Table translate(const ir::Ruleset& ruleset, Diagnostics& diag) {
+  return Translator(ruleset, diag).run();
+}
+
+}  // namespace fwe::nft

@@ -1,0 +1,26 @@
+// translate.hpp - IR ruleset -> nftables object model (docs/ir.md realised in one `inet` table).
+//
+// Layout: each section of a stage is its own base chain (stage priority + section index), so an
+// nft `accept` ends only that section and the next section still sees the packet, exactly as the IR's
+// "verdict replaces the stage result" (accept and continue both let the packet go on in nftables).
+// A base chain `goto`s the chain of the first endpoint whose classifier matches; the endpoint chain
+// runs the conntrack prelude, the failsafe chain, one chain per group and the default verdict. A group
+// chain jumps its IR chains in order and ends with on_end. `allow` sets kAllowMark; `pass` sets
+// kPassMark and returns, every caller returns while it is set and the group chain clears it.
+#pragma once
+
+#include <string>
+
+#include "fwengine/diagnostics.hpp"
+#include "fwengine/ir.hpp"
+#include "model.hpp"
+
+namespace fwe::nft {
+
+// Refusals (what nftables cannot express this way) go to diag with the rule's origin.
+Table translate(const ir::Ruleset& ruleset, Diagnostics& diag);
+
+// "file:line:col policy#rule", at most kMaxComment characters, safe inside nft's double quotes.
+std::string origin_stamp(const ir::Ruleset& ruleset, const ir::Origin& origin);
+
+}  // namespace fwe::nft

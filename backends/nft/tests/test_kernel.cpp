@@ -1,0 +1,305 @@
+// test_kernel.cpp - [root] tests: every body runs in a forked child inside a fresh network namespace.
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+
+#include "backend.hpp"
+#include "netlink.hpp"
+#include "test_support.hpp"
+#include "translate.hpp"
+
+using namespace fwe;
+using nft_test::in_scratch_netns;
+using nft_test::shell;
+
+namespace {
+
+std::string list_ours() {
+  return shell("nft list table inet fwengine 2>&1");
+}
+
+void load_with_nft(const std::string& text) {
+  char path[] = "/tmp/fwe-nft-test-XXXXXX";
+  int fd = mkstemp(path);
+  REQUIRE(fd >= 0);
+  close(fd);
+  std::ofstream(path) << text;
+  try {
+    shell(std::string("nft -f ") + path + " 2>&1");
+  } catch (...) {
+    std::remove(path);
+    throw;
+  }
+  std::remove(path);
+}
+
+nft::Table small_table() {
+  Diagnostics diag;
+  auto table = nft::translate(nft_test::small_ruleset(), diag);
+  REQUIRE_FALSE(diag.has_errors());
+  return table;
+}
+
+std::unique_ptr<nft::NftBackend> backend() {
+  return std::make_unique<nft::NftBackend>(PluginContext{});
+}
+
+constexpr const char* kForeignTable = R"(table ip kube-proxy-like {
+	chain prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+		ip daddr 10.96.0.1 tcp dport 443 counter dnat to 192.168.0.10:6443
+	}
+}
+)";
+
+}  // namespace
+
+TEST_CASE("apply sends what nft -f of the rendered text loads", "[root]") {
+  nft_test::require_root();
+  bool sink = GENERATE(false, true);
+  Diagnostics diag;
+  nft::Table table =
+      nft::translate(sink ? nft_test::kitchen_sink_ruleset() : nft_test::small_ruleset(), diag);
+  REQUIRE_FALSE(diag.has_errors());
+  auto applied = in_scratch_netns([&] {
+    nft::apply_table(table);
+    return list_ours();
+  });
+  REQUIRE(applied.exit_code == 0);
+  auto loaded = in_scratch_netns([&] {
+    load_with_nft(table.text());
+    return list_ours();
+  });
+  REQUIRE(loaded.exit_code == 0);
+  CHECK(applied.output == loaded.output);
+  CHECK(applied.output.find("ip saddr @s-admins_v4.74c6c603 tcp dport 22 counter packets 0 bytes 0") !=
+        std::string::npos);
+  CHECK(applied.output.find("__set") == std::string::npos);
+}
+
+TEST_CASE("apply twice replaces the table, read_back finds hash and counters", "[root]") {
+  nft_test::require_root();
+  auto result = in_scratch_netns([] {
+    auto nft = backend();
+    Diagnostics diag;
+    auto plan = nft->render(nft_test::small_ruleset(), diag);
+    nft->apply(*plan, {false, "abc123"});
+    nft->apply(*plan, {false, "abc123"});
+    KernelState state = nft->read_back();
+    std::string out = state.present ? "present" : "absent";
+    out += " hash=" + state.ir_hash + " rules=" + std::to_string(state.counters.size()) +
+           " drift=" + std::to_string(state.drift.size());
+    for (const auto& c : state.counters)
+      if (c.chain.rfind("c-allow-ssh.", 0) == 0) out += " where=" + c.where;
+    return out;
+  });
+  INFO(result.output);
+  REQUIRE(result.exit_code == 0);
+  CHECK(result.output == "present hash=abc123 rules=9 drift=0 where=policy.yaml:7:3");
+}
+
+TEST_CASE("read_back reports drift after someone edits our table", "[root]") {
+  nft_test::require_root();
+  auto result = in_scratch_netns([] {
+    auto nft = backend();
+    Diagnostics diag;
+    nft->apply(*nft->render(nft_test::small_ruleset(), diag), {});
+    for (const auto& c : nft->read_back().counters)
+      if (c.chain.rfind("c-allow-ssh.", 0) == 0)
+        shell("nft add rule inet fwengine " + c.chain + " counter accept");
+    KernelState state = nft->read_back();
+    return std::to_string(state.drift.size()) + (state.drift.empty() ? "" : ": " + state.drift[0]);
+  });
+  INFO(result.output);
+  REQUIRE(result.exit_code == 0);
+  CHECK(result.output.rfind("1: applied 9 rules, the kernel holds 10", 0) == 0);
+}
+
+TEST_CASE("apply and flush leave other tables byte-for-byte alone", "[root]") {
+  nft_test::require_root();
+  auto result = in_scratch_netns([] {
+    load_with_nft(kForeignTable);
+    std::string before = shell("nft list ruleset");
+    auto nft = backend();
+    Diagnostics diag;
+    nft->apply(*nft->render(nft_test::small_ruleset(), diag), {});
+    std::string during = shell("nft list table ip kube-proxy-like");
+    nft->flush();
+    nft->flush();  // absent table: still fine
+    std::string after = shell("nft list ruleset");
+    return std::string(before == after ? "same" : "changed") + " " +
+           (during == shell("nft list table ip kube-proxy-like") ? "same" : "changed") + " " +
+           (nft->read_back().present ? "present" : "absent");
+  });
+  INFO(result.output);
+  REQUIRE(result.exit_code == 0);
+  CHECK(result.output == "same same absent");
+}
+
+TEST_CASE("a refused transaction names the origin and leaves the previous ruleset", "[root]") {
+  nft_test::require_root();
+  auto result = in_scratch_netns([] {
+    nft::Table good = small_table();
+    nft::apply_table(good);
+    std::string before = list_ours();
+    nft::Table bad = good;
+    nft::Rule broken;
+    broken.words = {"jump", "nowhere"};
+    broken.exprs.push_back(
+        {.kind = nft::Expr::Kind::verdict, .key = static_cast<std::uint32_t>(-3), .text = "nowhere"});
+    broken.comment = "policy.yaml:42:7 GlobalNetworkPolicy broken#3";
+    bad.chains.back().rules.push_back(broken);
+    std::string error;
+    try {
+      nft::apply_table(bad);
+    } catch (const RuntimeError& e) {
+      error = e.what();
+    }
+    return (before == list_ours() ? std::string("unchanged\n") : std::string("changed\n")) + error;
+  });
+  INFO(result.output);
+  REQUIRE(result.exit_code == 0);
+  CHECK(result.output.rfind("unchanged\n", 0) == 0);
+  CHECK(
+      result.output.find("policy.yaml:42:7 GlobalNetworkPolicy broken#3: rule #1 in chain c-failsafe-in.") !=
+      std::string::npos);
+  CHECK(result.output.find(": No such file or directory (at expression #1 'immediate', in: jump nowhere") !=
+        std::string::npos);
+}
+
+namespace {
+
+// Section 0 accepts (or allows) TCP to port 7 on lo; section 1 honours the allow mark and drops the rest
+// of what is new. Replies are let through by section 1's conntrack prelude.
+ir::Ruleset two_sections(ir::ActionKind port7) {
+  using namespace ir;
+  Ruleset rs;
+  rs.files = {"<command line>", "lo.yaml"};
+  Rule rule;
+  rule.match.protocols = std::vector<std::uint8_t>{6};
+  rule.match.dst_port.push_back({false, {{7, 7}}});
+  rule.action.kind = port7;
+  rule.origin = nft_test::origin(5, "port7", 0);
+  rs.chains["port7"] = Chain{"port7", {rule}, nft_test::origin(4, "port7")};
+  Endpoint first;
+  first.name = "lo";
+  first.match.iif = IfacePattern{"lo", false};
+  first.groups.push_back(Group{"tier", {"port7"}, Verdict::continue_, {}, nft_test::origin(3, "tier")});
+  Endpoint second;
+  second.name = "lo";
+  second.match.iif = IfacePattern{"lo", false};
+  second.conntrack = Conntrack::accept_established;
+  second.default_verdict = Verdict::drop;
+  rs.stage(Stage::input).sections.push_back(Section{"policy", false, {first}});
+  rs.stage(Stage::input).sections.push_back(Section{"after", true, {second}});
+  return rs;
+}
+
+// "refused" when the SYN reached the (closed) port and the RST came back, "timeout" when dropped.
+std::string connect_port7() {
+  try {
+    shell("timeout 2 bash -c 'echo > /dev/tcp/127.0.0.1/7' 2>/dev/null");
+    return "open";
+  } catch (const std::exception& e) {
+    return std::string(e.what()).find("(31744)") != std::string::npos ? "timeout" : "refused";
+  }
+}
+
+}  // namespace
+
+TEST_CASE("real traffic: allow carries over to an honour_allow section, accept does not", "[root]") {
+  nft_test::require_root();
+  auto kind = GENERATE(ir::ActionKind::allow, ir::ActionKind::accept);
+  auto result = in_scratch_netns([&] {
+    shell("ip link set lo up");
+    auto nft = backend();
+    Diagnostics diag;
+    nft->apply(*nft->render(two_sections(kind), diag), {});
+    std::string outcome = connect_port7();
+    std::uint64_t hits = 0;
+    for (const auto& c : nft->read_back().counters)
+      if (c.where == "lo.yaml:5:3") hits += c.packets;
+    return outcome + (hits > 0 ? " counted" : " not counted");  // SYNs are retransmitted: at least one
+  });
+  INFO(result.output);
+  REQUIRE(result.exit_code == 0);
+  CHECK(result.output == (kind == ir::ActionKind::allow ? "refused counted" : "timeout counted"));
+}
+
+namespace {
+
+// `nft list` prints sets and chains in creation order, which incremental applies change.
+std::vector<std::string> sorted_blocks(std::string listing) {
+  if (auto close = listing.rfind("\n}"); close != std::string::npos) listing.erase(close);  // the table's
+  listing.erase(0, listing.find('\n') + 1);                                                 // braces
+  std::vector<std::string> blocks;
+  std::size_t start = 0;
+  for (std::size_t end; (end = listing.find("\n\n", start)) != std::string::npos; start = end + 2)
+    blocks.push_back(listing.substr(start, end - start));
+  blocks.push_back(listing.substr(start));
+  std::sort(blocks.begin(), blocks.end());
+  return blocks;
+}
+
+}  // namespace
+
+TEST_CASE("an incremental apply reaches what a full apply loads, keeping unchanged chains", "[root]") {
+  nft_test::require_root();
+  ir::Ruleset before = two_sections(ir::ActionKind::allow), after = before;
+  after.stage(ir::Stage::input).sections[1].endpoints[0].default_verdict = ir::Verdict::reject;
+  after.sets["new"] = ir::AddrSet{"new", {*ir::parse_cidr("10.9.0.0/16")}, nft_test::origin(1, "set")};
+  ir::Rule from_new = after.chains["port7"].rules[0];
+  from_new.match.dst_port = {};
+  from_new.match.src_addr.push_back({false, "new"});
+  from_new.origin.loc.line = 6;
+  after.chains["other"] = ir::Chain{"other", {from_new}, nft_test::origin(9, "other")};
+  after.stage(ir::Stage::input).sections[0].endpoints[0].groups[0].chains.push_back("other");
+  before.sets["shrinks"] = ir::AddrSet{
+      "shrinks",
+      {*ir::parse_cidr("10.0.0.0/8"), *ir::parse_cidr("192.168.1.0/24"), *ir::parse_cidr("2001:db8::/32")},
+      nft_test::origin(1, "set")};
+  after.sets["shrinks"] = ir::AddrSet{"shrinks",
+                                      {*ir::parse_cidr("10.0.0.0/9"), *ir::parse_cidr("172.16.0.0/12"),
+                                       *ir::parse_cidr("192.168.2.0/24"), *ir::parse_cidr("224.0.0.0/3")},
+                                      nft_test::origin(1, "set")};
+  for (auto* rs : {&before, &after}) {  // a rule that keeps the set in use while its elements change
+    ir::Rule uses = rs->chains["port7"].rules[0];
+    uses.match.src_addr = {{false, "shrinks"}};
+    uses.action.kind = ir::ActionKind::log;
+    uses.origin.loc.line = 8;
+    (*rs).chains["uses"] = ir::Chain{"uses", {uses}, nft_test::origin(7, "uses")};
+    rs->stage(ir::Stage::input).sections[0].endpoints[0].groups[0].chains.push_back("uses");
+  }
+
+  auto incremental = in_scratch_netns([&] {
+    shell("ip link set lo up");
+    auto nft = backend();
+    Diagnostics diag;
+    nft->apply(*nft->render(before, diag), {false, "aaaa"});
+    connect_port7();
+    nft->apply(*nft->render(after, diag), {false, "bbbb"});
+    KernelState state = nft->read_back();
+    std::uint64_t hits = 0;
+    for (const auto& c : state.counters)
+      if (c.where == "lo.yaml:5:3") hits += c.packets;
+    return std::string(hits > 0 ? "kept" : "lost") + " drift=" + std::to_string(state.drift.size()) + " " +
+           state.ir_hash + "\n" +
+           shell("nft list table inet fwengine | sed 's/packets [0-9]* bytes [0-9]*//'");
+  });
+  INFO(incremental.output);
+  REQUIRE(incremental.exit_code == 0);
+  auto full = in_scratch_netns([&] {
+    auto nft = backend();
+    Diagnostics diag;
+    nft->apply(*nft->render(after, diag), {true, "bbbb"});
+    return shell("nft list table inet fwengine | sed 's/packets [0-9]* bytes [0-9]*//'");
+  });
+  REQUIRE(full.exit_code == 0);
+  std::string head = incremental.output.substr(0, incremental.output.find('\n'));
+  CHECK(head == "kept drift=0 bbbb");
+  CHECK(sorted_blocks(incremental.output.substr(head.size() + 1)) == sorted_blocks(full.output));
+}

@@ -1,0 +1,289 @@
+// test_render.cpp - golden tests of the translation (nft text and kernel expressions), no kernel needed.
+#include <catch2/catch.hpp>
+
+#include <linux/netfilter.h>
+
+#include <regex>
+
+#include "backend.hpp"
+#include "netlink.hpp"
+#include "test_support.hpp"
+#include "translate.hpp"
+
+using namespace fwe;
+using nft_test::origin;
+
+namespace {
+
+nft::Table render(const ir::Ruleset& rs) {
+  Diagnostics diag;
+  nft::Table table = nft::translate(rs, diag);
+  for (const auto& d : diag.all()) FAIL_CHECK(d.message);
+  return table;
+}
+
+// Names end in ".<8 hex digits>" (a digest of the content); most tests do not care which.
+std::string without_digests(const std::string& text) {
+  return std::regex_replace(text, std::regex("\\.[0-9a-f]{8}\\b"), "");
+}
+
+const nft::Chain& chain(const nft::Table& table, const std::string& name) {
+  for (const auto& c : table.chains)
+    if (without_digests(c.name) == name) return c;
+  FAIL("no chain " + name);
+  throw;
+}
+
+std::vector<std::string> texts(const nft::Chain& c) {
+  std::vector<std::string> out;
+  for (const auto& rule : c.rules) out.push_back(without_digests(rule.text()));
+  return out;
+}
+
+ir::Ruleset one_rule(ir::Rule rule) {
+  ir::Ruleset rs;
+  rs.files = {"<command line>", "policy.yaml"};
+  rule.origin = origin(9, "p", 0);
+  rs.chains["c"] = ir::Chain{"c", {rule}, origin(8, "p")};
+  return rs;
+}
+
+}  // namespace
+
+TEST_CASE("the small ruleset renders to the golden nft text") {
+  CHECK(render(nft_test::small_ruleset()).text() == R"(table inet fwengine
+delete table inet fwengine
+table inet fwengine {
+	set s-admins_v4.74c6c603 {
+		type ipv4_addr
+		flags interval
+		elements = { 10.0.0.0/8, 192.168.1.0/24 }
+	}
+	chain input-0 {
+		type filter hook input priority 0; policy accept;
+		iifname "eth0" counter goto e-input-0-eth0.2d263271 comment "policy.yaml:3:3 HostEndpoint eth0"
+	}
+	chain e-input-0-eth0.2d263271 {
+		ct state established,related counter accept comment "policy.yaml:3:3 HostEndpoint eth0"
+		ct state invalid counter drop comment "policy.yaml:3:3 HostEndpoint eth0"
+		counter jump c-failsafe-in.e6e1492a comment "policy.yaml:3:3 HostEndpoint eth0"
+		counter jump g-input-0-eth0-0-tier.8bd639f3 comment "policy.yaml:4:3 tier default"
+		counter drop comment "policy.yaml:3:3 HostEndpoint eth0"
+	}
+	chain g-input-0-eth0-0-tier.8bd639f3 {
+		counter jump c-allow-ssh.8005757b comment "policy.yaml:4:3 tier default"
+	}
+	chain c-allow-ssh.8005757b {
+		meta nfproto ipv4 meta l4proto 6 ip saddr @s-admins_v4.74c6c603 th dport 22 counter meta mark set meta mark | 0x40000000 accept comment "policy.yaml:7:3 GlobalNetworkPolicy allow-ssh#0"
+	}
+	chain c-failsafe-in.e6e1492a {
+		meta l4proto 6 th dport 2222 counter accept comment "policy.yaml:20:3 failsafe#0"
+	}
+}
+)");
+}
+
+TEST_CASE("stages get the hooks and priorities of docs/ir.md, one base chain per section") {
+  ir::Ruleset rs;
+  for (std::size_t s = 0; s < ir::kStageCount; ++s) {
+    ir::Endpoint ep;
+    ep.name = "all";
+    rs.stages[s].sections.push_back(ir::Section{"a", false, {ep}});
+  }
+  rs.stage(ir::Stage::forward).sections.push_back(ir::Section{"b", true, {}});
+  nft::Table table = render(rs);
+  std::vector<std::string> hooks;
+  for (const auto& c : table.chains)
+    if (c.hook)
+      hooks.push_back(c.name + " " + c.hook->type + " " + nft::hook_name(c.hook->hooknum) + " " +
+                      std::to_string(c.hook->priority));
+  CHECK(hooks == std::vector<std::string>{
+                     "untracked-in-0 filter prerouting -300", "untracked-out-0 filter output -300",
+                     "prednat-0 filter prerouting -150", "dnat-0 nat prerouting -100",
+                     "input-0 filter input 0", "forward-0 filter forward 0", "forward-1 filter forward 1",
+                     "output-0 filter output 0", "snat-0 nat postrouting 100"});
+  CHECK(texts(chain(table, "forward-1")) ==
+        std::vector<std::string>{
+            "meta mark & 0x40000000 == 0x40000000 counter accept comment \"section b honours allow\""});
+}
+
+TEST_CASE("an address set with both families gives one rule per family; missing families are skipped") {
+  nft::Table table = render(nft_test::kitchen_sink_ruleset());
+  auto rules = texts(chain(table, "c-everything"));
+  CHECK(rules[1] ==
+        "meta nfproto ipv4 ip saddr @s-mixed_v4 ip daddr != @s-v4only_v4 counter drop comment "
+        "\"policy.yaml:41:3 "
+        "GlobalNetworkPolicy sink#41\"");
+  // v4only has no IPv6 entries: a negated match on it holds for every IPv6 packet.
+  CHECK(rules[2] ==
+        "meta nfproto ipv6 ip6 saddr @s-mixed_v6 counter drop comment \"policy.yaml:41:3 GlobalNetworkPolicy "
+        "sink#41\"");
+  auto dispatch = texts(chain(table, "forward-0"));
+  CHECK(dispatch[0].rfind(
+            "meta nfproto ipv4 oifname \"cali*\" ip saddr @s-mixed_v4 counter goto e-forward-0-pods", 0) ==
+        0);
+  CHECK(dispatch[1].rfind(
+            "meta nfproto ipv6 oifname \"cali*\" ip6 saddr @s-mixed_v6 counter goto e-forward-0-pods", 0) ==
+        0);
+}
+
+TEST_CASE("pass sets the pass bit; callers return while it is set and the group clears it") {
+  nft::Table table = render(nft_test::kitchen_sink_ruleset());
+  CHECK(texts(chain(table, "c-passer")) ==
+        std::vector<std::string>{
+            "counter meta mark set meta mark | 0x20000000 return comment \"policy.yaml:60:3 "
+            "GlobalNetworkPolicy sink#60\""});
+  auto everything = texts(chain(table, "c-everything"));
+  CHECK(
+      everything.at(everything.size() - 2).rfind("meta mark & 0x20000000 == 0x20000000 counter return", 0) ==
+      0);
+  CHECK(
+      texts(chain(table, "g-forward-0-pods-0-tier")) ==
+      std::vector<std::string>{
+          "counter jump c-everything comment \"policy.yaml:90:3 tier\"",
+          "meta mark & 0x20000000 == 0x20000000 meta mark set meta mark & 0xdfffffff counter return comment "
+          "\"policy.yaml:90:3 tier\"",
+          "counter jump c-passer comment \"policy.yaml:90:3 tier\"",
+          "meta mark & 0x20000000 == 0x20000000 meta mark set meta mark & 0xdfffffff counter return comment "
+          "\"policy.yaml:90:3 tier\"",
+          "counter drop comment \"policy.yaml:90:3 tier\""});
+}
+
+TEST_CASE("matches and actions render as nft writes them") {
+  nft::Table table = render(nft_test::kitchen_sink_ruleset());
+  auto rules = texts(chain(table, "c-everything"));
+  auto starts = [&](std::size_t i, const std::string& prefix) {
+    INFO(rules.at(i));
+    CHECK(rules.at(i).rfind(prefix, 0) == 0);
+  };
+  starts(0, "meta nfproto ipv6 meta l4proto 17 th sport 1000-2000 th dport 53 counter accept");
+  starts(3, "meta nfproto ipv4 meta l4proto 1 icmp type 8 icmp code 0 counter accept");
+  starts(
+      4,
+      "meta nfproto ipv6 meta l4proto 58 icmpv6 type != 128 counter reject with icmpx type port-unreachable");
+  starts(5, "ct state established,related,invalid,untracked counter log prefix \"ct \" level info");
+  starts(6,
+         "iifname { \"eth0\", \"eth1\" } oifname != \"veth*\" oifname != \"lo\" counter meta mark set meta "
+         "mark & "
+         "0xffffff00 | 0x00000010");
+  starts(7, "ether saddr { 02:00:00:00:00:01, 02:00:00:00:00:02 } counter return");
+  starts(8, "meta pkttype broadcast meta mark & 0x000000ff != 0x00000005 counter drop");
+  starts(9, "limit rate 10/minute burst 20 packets counter accept");
+  starts(10, "meta l4proto != { 6, 17 } meta l4proto 6 counter reject with tcp reset");
+  starts(11, "meta l4proto != { 6, 17 } counter reject with icmpx type port-unreachable");
+  starts(
+      12,
+      "meta l4proto { 6, 17, 132, 136 } th dport != { 22, 80-90 } meta nfproto ipv4 counter reject with icmp "
+      "type host-prohibited");
+  starts(13,
+         "meta l4proto { 6, 17, 132, 136 } th dport != { 22, 80-90 } counter reject with icmpx type "
+         "admin-prohibited");
+  starts(14, "counter meta mark set meta mark & 0x60000000 | 0x00000007");
+  CHECK(texts(chain(table, "c-nat-in")) ==
+        std::vector<std::string>{"meta nfproto ipv4 meta l4proto 6 th dport 80 counter dnat ip to "
+                                 "10.0.0.1:8080 comment \"policy.yaml:70:3 "
+                                 "GlobalNetworkPolicy sink#70\"",
+                                 "meta nfproto ipv6 meta l4proto { 6, 17, 132, 136 } counter dnat ip6 to "
+                                 "[2001:db8::1]:80-90 comment "
+                                 "\"policy.yaml:71:3 GlobalNetworkPolicy sink#71\"",
+                                 "meta l4proto 17 counter redirect to :5353 comment \"policy.yaml:72:3 "
+                                 "GlobalNetworkPolicy sink#72\""});
+}
+
+TEST_CASE("rules carry the kernel expressions nft itself generates") {
+  ir::Rule rule;
+  rule.match.protocols = std::vector<std::uint8_t>{6};
+  rule.match.dst_port.push_back({false, {{22, 22}}});
+  rule.action.kind = ir::ActionKind::accept;
+  nft::Table table = render(one_rule(rule));
+  // `nft --debug=netlink` for "tcp dport 22 counter accept" (nftables 1.0.6)
+  CHECK(nft::bytecode(chain(table, "c-c").rules.at(0), "c-c") == R"([ meta load l4proto => reg 1 ]
+[ cmp eq reg 1 0x00000006 ]
+[ payload load 2b @ transport header + 2 => reg 1 ]
+[ cmp eq reg 1 0x00001600 ]
+[ counter pkts 0 bytes 0 ]
+[ immediate reg 0 accept ]
+)");
+}
+
+TEST_CASE("interval sets: exclusive end elements, a zero marker, no end past the last address") {
+  nft::Table table = render(nft_test::kitchen_sink_ruleset());
+  const nft::Set* v4only = nullptr;
+  for (const auto& s : table.sets)
+    if (without_digests(s.name) == "s-v4only_v4") v4only = &s;
+  REQUIRE(v4only);
+  std::vector<std::pair<nft::Bytes, bool>> elements;
+  for (const auto& e : v4only->elements) elements.emplace_back(e.key, e.interval_end);
+  CHECK(elements == std::vector<std::pair<nft::Bytes, bool>>{{{0, 0, 0, 0}, true},
+                                                             {{192, 168, 0, 0}, false},
+                                                             {{192, 169, 0, 0}, true},
+                                                             {{224, 0, 0, 0}, false}});
+}
+
+TEST_CASE("a changed rule renames its chain and the chains that reach it, nothing else") {
+  ir::Ruleset before = nft_test::small_ruleset(), after = before;
+  after.chains["allow-ssh"].rules[0].match.dst_port[0].ports = {{2022, 2022}};
+  std::vector<std::string> changed;
+  nft::Table old_table = render(before), new_table = render(after);
+  REQUIRE(old_table.chains.size() == new_table.chains.size());
+  for (std::size_t i = 0; i < old_table.chains.size(); ++i)
+    if (old_table.chains[i].name != new_table.chains[i].name)
+      changed.push_back(without_digests(new_table.chains[i].name));
+  CHECK(changed == std::vector<std::string>{"e-input-0-eth0", "g-input-0-eth0-0-tier", "c-allow-ssh"});
+  CHECK(old_table.sets[0].name == new_table.sets[0].name);
+}
+
+TEST_CASE("names are sanitised, bounded and unique") {
+  ir::Rule rule;
+  rule.action.kind = ir::ActionKind::accept;
+  ir::Ruleset rs = one_rule(rule);
+  rs.chains["a b/c"] = ir::Chain{"a b/c", {}, {}};
+  rs.chains["a_b_c"] = ir::Chain{"a_b_c", {}, {}};
+  rs.chains[std::string(300, 'x')] = ir::Chain{std::string(300, 'x'), {}, {}};
+  std::vector<std::string> names;
+  for (const auto& c : render(rs).chains) names.push_back(without_digests(c.name));
+  REQUIRE(names.size() == 4);
+  CHECK(names[0] == "c-a_b_c");
+  CHECK(names[1] == "c-a_b_c-2");
+  CHECK(names[2] == "c-c");
+  CHECK(names[3].size() == 197);
+  CHECK(names[3].rfind("c-xxxx", 0) == 0);
+}
+
+TEST_CASE("origin stamps fit nft's 128-character comments and stay quote-free") {
+  ir::Ruleset rs;
+  rs.files = {"<command line>", "/very/" + std::string(200, 'd') + "/policy.yaml"};
+  std::string stamp = nft::origin_stamp(rs, ir::Origin{{1, 12, 5}, "GlobalNetworkPolicy \"quoted\"", 3});
+  CHECK(stamp.size() <= nft::kMaxComment);
+  CHECK(stamp.find('"') == std::string::npos);
+  CHECK(stamp.find("/policy.yaml:12:5 GlobalNetworkPolicy _quoted_#3") != std::string::npos);
+  CHECK(nft::origin_stamp(rs, ir::Origin{{}, "zone public", -1}) == "zone public");
+}
+
+TEST_CASE("what nft cannot do here is refused with the rule's origin") {
+  ir::Rule helper;
+  helper.action.kind = ir::ActionKind::ct_helper;
+  helper.action.target = "ftp";
+  ir::Rule bad_reject;
+  bad_reject.action.kind = ir::ActionKind::reject;
+  bad_reject.action.reject_with = "icmp-bogus";
+  ir::Rule long_iface;
+  long_iface.match.iif = std::vector<ir::IfacePattern>{{"an-interface-name-too-long", false}};
+  for (const auto& rule : {helper, bad_reject, long_iface}) {
+    Diagnostics diag;
+    nft::translate(one_rule(rule), diag);
+    REQUIRE(diag.error_count() == 1);
+    CHECK(diag.all()[0].loc.line == 9);
+    CHECK_FALSE(diag.all()[0].hint.empty());
+  }
+}
+
+TEST_CASE("capabilities: every stage and match, every action but ct-helper") {
+  nft::NftBackend backend{PluginContext{}};
+  Capabilities caps = backend.capabilities();
+  CHECK(caps.stages.size() == ir::kStageCount);
+  CHECK(caps.matches.size() == ir::kMatchKindCount);
+  CHECK(caps.actions.size() == ir::kActionKindCount - 1);
+  CHECK_FALSE(caps.supports(ir::ActionKind::ct_helper));
+  CHECK(caps.ipv6);
+}
