@@ -1,0 +1,207 @@
+/* fwe_shared.h - the tables shared by the BPF programs and the C++ loader. The loader flattens every
+ * stage of the IR into one forward-only list of rules; the BPF side walks that list with bpf_loop.
+ * Layouts are checked on the C++ side with static_assert; change both sides together. */
+#ifndef FWE_SHARED_H
+#define FWE_SHARED_H
+
+#include <linux/types.h>
+
+/* Fixed limits, refused at render time when a ruleset exceeds them. */
+#define FWE_MAX_RULES 32768    /* flattened rules per generation, all stages together */
+#define FWE_MAX_PORTSETS 256   /* multi-range port sets (bitmaps) per generation */
+#define FWE_MAX_CHAINS 4096    /* chain names kept for counters, per generation */
+#define FWE_MAX_ADDR_MATCHES 2 /* address matches per side of one rule (Calico: nets + notNets) */
+#define FWE_MAX_PORT_MATCHES 2 /* port matches per side of one rule */
+#define FWE_MAX_MACS 4         /* source MACs listed in one rule or endpoint */
+#define FWE_CT_ENTRIES 65536
+#define FWE_NAME_LEN 64
+#define FWE_HASH_LEN 96
+#define FWE_WHERE_LEN 128
+#define FWE_GENERATIONS 2
+#define FWE_PORTSET_BYTES 8192 /* one bit per port */
+
+/* Stages in the order of vocab.def. */
+enum fwe_stage {
+  FWE_STAGE_UNTRACKED_IN,
+  FWE_STAGE_UNTRACKED_OUT,
+  FWE_STAGE_PREDNAT,
+  FWE_STAGE_DNAT,
+  FWE_STAGE_INPUT,
+  FWE_STAGE_FORWARD,
+  FWE_STAGE_OUTPUT,
+  FWE_STAGE_SNAT,
+  FWE_STAGE_COUNT,
+};
+
+/* Conntrack states as bits of fwe_rule.ct_mask, in the order of vocab.def. */
+enum fwe_ct_state {
+  FWE_CT_NEW,
+  FWE_CT_ESTABLISHED,
+  FWE_CT_RELATED,
+  FWE_CT_INVALID,
+  FWE_CT_UNTRACKED,
+};
+
+/* What a rule does when its match holds. */
+enum fwe_op {
+  FWE_OP_NEXT, /* side effects only (log counter, set-mark, notrack), then the next rule */
+  FWE_OP_GOTO, /* go on at target (always forward) */
+  FWE_OP_DONE, /* the endpoint has its verdict (accept/continue): go on at target, the next section */
+  FWE_OP_DROP, /* drop or reject: the packet ends here */
+};
+
+enum fwe_rule_flags {
+  FWE_F_INVERT = 1 << 0,     /* the rule fires when its match does NOT hold (inlined jumps) */
+  FWE_F_NEED_ALLOW = 1 << 1, /* match also needs the allow mark (honour_allow sections) */
+  FWE_F_GIVE_ALLOW = 1 << 2, /* DONE gives the allow mark */
+  FWE_F_NOTRACK = 1 << 3,
+  FWE_F_SET_MARK = 1 << 4,
+  FWE_F_RUN_HEAD =
+      1 << 5, /* first rule of a port run: jump straight to the first rule for the packet's dport */
+  FWE_F_IN_RUN = 1 << 6, /* rule of a port run: when only the rest of its match fails, go on at next_same */
+};
+
+enum fwe_icmp_flags {
+  FWE_ICMP_PRESENT = 1 << 0,
+  FWE_ICMP_V6 = 1 << 1,
+  FWE_ICMP_TYPE = 1 << 2,
+  FWE_ICMP_CODE = 1 << 3,
+  FWE_ICMP_NEGATE = 1 << 4,
+};
+
+enum fwe_tristate { FWE_TRI_NONE, FWE_TRI_IS, FWE_TRI_NOT };
+
+#define FWE_NO_BITMAP 0xffff
+
+struct fwe_addr_match {
+  __u32 set_id; /* generation << 24 | set index */
+  __u8 used;
+  __u8 negate;
+  __u8 pad[2];
+};
+
+struct fwe_port_match {
+  __u16 lo, hi; /* inclusive, when bitmap == FWE_NO_BITMAP */
+  __u16 bitmap; /* index into fwe_portsets */
+  __u8 used;
+  __u8 negate;
+};
+
+struct fwe_rule {
+  __u8 op;
+  __u8 flags;
+  __u8 family;     /* 0 any, 4, 6 */
+  __u8 proto_mode; /* fwe_tristate: in proto_bits / not in proto_bits */
+  __u32 target;    /* absolute rule index inside the generation */
+  __u32 iif_list;  /* 0 none, else id of an interface list in fwe_iflists */
+  __u32 oif_list;
+  __u8 iif_negate;
+  __u8 oif_negate;
+  __u8 ct_mask; /* bits of fwe_ct_state, 0 = no ct match */
+  __u8 ct_negate;
+  __u8 icmp_flags;
+  __u8 icmp_type;
+  __u8 icmp_code;
+  __u8 mac_mode; /* fwe_tristate */
+  __u8 mac_count;
+  __u8 mark_mode; /* fwe_tristate */
+  __u8 pad[2];
+  __u32 mark_value;
+  __u32 mark_mask;
+  __u32 set_mark_value;
+  __u32 set_mark_mask;
+  __u32 chain_id;   /* for counters: index into fwe_chains */
+  __s32 rule_index; /* for counters: rule inside the chain, -1 for rules core or the loader made up */
+  __u64 proto_bits[4];
+  struct fwe_addr_match src[FWE_MAX_ADDR_MATCHES];
+  struct fwe_addr_match dst[FWE_MAX_ADDR_MATCHES];
+  struct fwe_port_match sport[FWE_MAX_PORT_MATCHES];
+  struct fwe_port_match dport[FWE_MAX_PORT_MATCHES];
+  __u8 macs[FWE_MAX_MACS][6];
+  __u64 limit_cost_ns;  /* rate limit: credit one packet costs, 0 = no limit */
+  __u64 limit_burst_ns; /* rate limit: most credit a rule saves up */
+  /* Port runs: consecutive rules that each need one destination port. A packet can only match the
+   * rules of the run that name its port, so the walk skips the others (see fwe_portindex). */
+  __u32 run_id;    /* FWE_F_RUN_HEAD: key into fwe_portindex */
+  __u32 run_end;   /* FWE_F_RUN_HEAD: first rule after the run */
+  __u32 next_same; /* FWE_F_IN_RUN: next rule of the run with the same port, or run_end */
+  __u32 pad2;
+};
+
+struct fwe_portindex_key {
+  __u32 gen;
+  __u32 run_id;
+  __u32 port;
+};
+
+/* Where a stage's rules live in fwe_rules: key generation * FWE_STAGE_COUNT + stage. */
+struct fwe_stage_span {
+  __u32 start;
+  __u32 count;
+};
+
+struct fwe_config {
+  __u32 active_gen;
+  __u32 pad;
+};
+
+struct fwe_meta {
+  char ir_hash[FWE_HASH_LEN];
+};
+
+/* LPM keys: prefixlen counts the 32 bits of set_id plus the CIDR's prefix. */
+struct fwe_lpm4_key {
+  __u32 prefixlen;
+  __u32 set_id; /* big endian, so it is the leading bits */
+  __u8 addr[4];
+};
+struct fwe_lpm6_key {
+  __u32 prefixlen;
+  __u32 set_id;
+  __u8 addr[16];
+};
+
+struct fwe_iflist_key {
+  __u32 gen;
+  __u32 list_id;
+  __u32 ifindex;
+};
+
+struct fwe_ct_key {
+  __u8 family;
+  __u8 proto;
+  __u16 sport, dport; /* network order; ICMP echo: the identifier in both */
+  __u8 src[16];
+  __u8 dst[16];
+};
+
+struct fwe_ct_value {
+  __u8 reply;      /* this entry is the reply direction of an allowed flow */
+  __u8 seen_reply; /* original direction: a reply has been seen, later packets are established */
+  __u8 untracked;  /* reply of a flow a stage marked notrack */
+  __u8 pad[5];
+  __u64 last_seen_ns;
+};
+
+/* Token bucket of a rate-limited rule, in nanoseconds of credit (same key as fwe_rules). */
+struct fwe_limit {
+  __u64 credit;
+  __u64 last_ns;
+};
+
+/* Where a rule came from ("file:line:col"), for status; read by the loader only. */
+struct fwe_where_key {
+  __u32 gen;
+  __u32 chain_id;
+  __s32 rule_index;
+};
+struct fwe_where {
+  char text[FWE_WHERE_LEN];
+};
+
+struct fwe_counter {
+  __u64 packets;
+  __u64 bytes;
+};
+
+#endif

@@ -1,0 +1,533 @@
+// SPDX-License-Identifier: GPL-2.0
+/* fwengine.bpf.c - tc programs that evaluate a compiled fwengine ruleset held in maps.
+ *
+ * fwe_ingress (clsact ingress of every interface) runs untracked-in, prednat and then input or
+ * forward, telling the two apart with bpf_fib_lookup. fwe_egress (clsact egress) runs untracked-out
+ * and output for packets the host sends; forwarded packets were decided at ingress. Each stage is a
+ * flat, forward-only list of rules (see fwe_shared.h) walked with bpf_loop, so the verifier checks
+ * the rule step once whatever the size of the ruleset. Needs Linux >= 5.17 (bpf_loop). */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/pkt_cls.h>
+#include <linux/socket.h>
+
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "fwe_shared.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+
+char LICENSE[] SEC("license") = "GPL";
+
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, FWE_GENERATIONS* FWE_MAX_RULES);
+  __type(key, __u32);
+  __type(value, struct fwe_rule);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} fwe_rules SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, FWE_GENERATIONS* FWE_STAGE_COUNT);
+  __type(key, __u32);
+  __type(value, struct fwe_stage_span);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} fwe_stages SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct fwe_config);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} fwe_config SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, FWE_GENERATIONS);
+  __type(key, __u32);
+  __type(value, struct fwe_meta);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} fwe_meta SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_LPM_TRIE);
+  __uint(max_entries, 262144);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, struct fwe_lpm4_key);
+  __type(value, __u8);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} fwe_set4 SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_LPM_TRIE);
+  __uint(max_entries, 262144);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, struct fwe_lpm6_key);
+  __type(value, __u8);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} fwe_set6 SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 16384);
+  __type(key, struct fwe_iflist_key);
+  __type(value, __u8);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} fwe_iflists SEC(".maps");
+
+struct fwe_portset {
+  __u8 bits[FWE_PORTSET_BYTES];
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, FWE_GENERATIONS* FWE_MAX_PORTSETS);
+  __type(key, __u32);
+  __type(value, struct fwe_portset);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} fwe_portsets SEC(".maps");
+
+struct fwe_chain_name {
+  char name[FWE_NAME_LEN];
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, FWE_GENERATIONS* FWE_MAX_CHAINS);
+  __type(key, __u32);
+  __type(value, struct fwe_chain_name);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} fwe_chains SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, FWE_GENERATIONS* FWE_MAX_RULES);
+  __type(key, __u32);
+  __type(value, struct fwe_counter);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} fwe_counters SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, FWE_GENERATIONS* FWE_MAX_RULES);
+  __type(key, __u32);
+  __type(value, struct fwe_limit);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} fwe_limits SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, FWE_CT_ENTRIES);
+  __type(key, struct fwe_ct_key);
+  __type(value, struct fwe_ct_value);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} fwe_ct SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, FWE_GENERATIONS* FWE_MAX_RULES);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, struct fwe_where_key);
+  __type(value, struct fwe_where);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} fwe_wheres SEC(".maps");
+
+/* (generation, port run, destination port) -> the run's first rule that names that port. */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, FWE_GENERATIONS* FWE_MAX_RULES);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, struct fwe_portindex_key);
+  __type(value, __u32);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} fwe_portindex SEC(".maps");
+
+/* Interfaces whose clsact qdisc fwengine created (value 1), so flush removes only those. */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 4096);
+  __type(key, __u32);
+  __type(value, __u8);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} fwe_hooks SEC(".maps");
+
+struct fwe_pkt {
+  __u8 family; /* 4 or 6 */
+  __u8 proto;
+  __u8 has_ports;
+  __u8 ct;
+  __u16 sport, dport;       /* host order */
+  __u16 ct_sport, ct_dport; /* network order, as in fwe_ct_key */
+  __u8 icmp_type, icmp_code;
+  __u8 has_mac; /* ingress: the Ethernet source is the sender's */
+  __u8 pad;
+  __u32 iif, oif, mark;
+  __u8 src[16], dst[16];
+  __u8 smac[6];
+  __u8 pad2[2];
+};
+
+struct fwe_eval {
+  struct fwe_pkt pkt;
+  __u32 gen;
+  __u32 pc, end;
+  __u32 bytes;
+  __u8 dropped, allow_mark, untracked, mark_changed;
+  __u8 ct_known; /* the flow's original direction is in fwe_ct already */
+};
+
+static __always_inline int has_ports(__u8 proto) {
+  return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP || proto == IPPROTO_UDPLITE;
+}
+
+/* Fills pkt from the headers; returns -1 for what is not IPv4/IPv6 (let through untouched). */
+static __always_inline int parse(struct __sk_buff* skb, struct fwe_pkt* pkt) {
+  __u32 l4 = 0;
+  if (bpf_skb_load_bytes(skb, 6, pkt->smac, 6) < 0) return -1;
+  if (skb->protocol == bpf_htons(ETH_P_IP)) {
+    struct iphdr ip;
+    if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof ip) < 0) return -1;
+    pkt->family = 4;
+    pkt->proto = ip.protocol;
+    __builtin_memcpy(pkt->src, &ip.saddr, 4);
+    __builtin_memcpy(pkt->dst, &ip.daddr, 4);
+    if (ip.frag_off & bpf_htons(0x1fff)) return 0; /* a later fragment carries no L4 header */
+    l4 = ETH_HLEN + ip.ihl * 4;
+  } else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+    struct ipv6hdr ip6;
+    if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof ip6) < 0) return -1;
+    pkt->family = 6;
+    pkt->proto = ip6.nexthdr;
+    __builtin_memcpy(pkt->src, &ip6.saddr, 16);
+    __builtin_memcpy(pkt->dst, &ip6.daddr, 16);
+    l4 = ETH_HLEN + sizeof ip6;
+  } else {
+    return -1;
+  }
+  if (has_ports(pkt->proto)) {
+    __u16 ports[2];
+    if (bpf_skb_load_bytes(skb, l4, ports, sizeof ports) < 0) return 0;
+    pkt->has_ports = 1;
+    pkt->ct_sport = ports[0];
+    pkt->ct_dport = ports[1];
+    pkt->sport = bpf_ntohs(ports[0]);
+    pkt->dport = bpf_ntohs(ports[1]);
+  } else if (pkt->proto == IPPROTO_ICMP || pkt->proto == IPPROTO_ICMPV6) {
+    __u8 head[6];
+    if (bpf_skb_load_bytes(skb, l4, head, sizeof head) < 0) return 0;
+    pkt->icmp_type = head[0];
+    pkt->icmp_code = head[1];
+    int echo =
+        pkt->proto == IPPROTO_ICMP ? (head[0] == 8 || head[0] == 0) : (head[0] == 128 || head[0] == 129);
+    if (echo) { /* the identifier pairs a request with its reply */
+      __u16 id;
+      __builtin_memcpy(&id, &head[4], 2);
+      pkt->ct_sport = id;
+      pkt->ct_dport = id;
+    }
+  }
+  return 0;
+}
+
+static __always_inline int in_set(__u32 set_id, const struct fwe_pkt* pkt, const __u8* addr) {
+  if (pkt->family == 4) {
+    struct fwe_lpm4_key key = {.prefixlen = 64, .set_id = bpf_htonl(set_id)};
+    __builtin_memcpy(key.addr, addr, 4);
+    return bpf_map_lookup_elem(&fwe_set4, &key) != 0;
+  }
+  struct fwe_lpm6_key key = {.prefixlen = 160, .set_id = bpf_htonl(set_id)};
+  __builtin_memcpy(key.addr, addr, 16);
+  return bpf_map_lookup_elem(&fwe_set6, &key) != 0;
+}
+
+static __always_inline int in_iflist(__u32 gen, __u32 list_id, __u32 ifindex) {
+  if (ifindex == 0) return 0;
+  struct fwe_iflist_key key = {.gen = gen, .list_id = list_id, .ifindex = ifindex};
+  return bpf_map_lookup_elem(&fwe_iflists, &key) != 0;
+}
+
+static __always_inline int port_in(__u32 gen, const struct fwe_port_match* m, __u16 port) {
+  if (m->bitmap == FWE_NO_BITMAP) return port >= m->lo && port <= m->hi;
+  __u32 key = gen * FWE_MAX_PORTSETS + m->bitmap;
+  struct fwe_portset* set = bpf_map_lookup_elem(&fwe_portsets, &key);
+  if (!set) return 0;
+  return (set->bits[(port >> 3) & (FWE_PORTSET_BYTES - 1)] >> (port & 7)) & 1;
+}
+
+static __always_inline int addrs_match(const struct fwe_addr_match* m, const struct fwe_pkt* pkt,
+                                       const __u8* addr) {
+  for (int i = 0; i < FWE_MAX_ADDR_MATCHES; i++)
+    if (m[i].used && in_set(m[i].set_id, pkt, addr) == m[i].negate) return 0;
+  return 1;
+}
+
+static __always_inline int ports_match(__u32 gen, const struct fwe_port_match* m, const struct fwe_pkt* pkt,
+                                       __u16 port) {
+  for (int i = 0; i < FWE_MAX_PORT_MATCHES; i++) {
+    if (!m[i].used) continue;
+    if (!pkt->has_ports) return 0;
+    if (port_in(gen, &m[i], port) == m[i].negate) return 0;
+  }
+  return 1;
+}
+
+static __always_inline int same_mac(const __u8* a, const __u8* b) {
+  int same = 1;
+  for (int i = 0; i < 6; i++) same &= a[i] == b[i];
+  return same;
+}
+
+/* Token bucket: a packet matches while the rule has credit for it; credit grows with time. Last of
+ * the criteria, so only packets that match otherwise spend credit. Races between CPUs may let a
+ * packet or two more through; a limit here is a rate, not an exact count. */
+static __always_inline int under_limit(const struct fwe_rule* r, const struct fwe_eval* ev) {
+  __u32 key = ev->gen * FWE_MAX_RULES + ev->pc;
+  struct fwe_limit* limit = bpf_map_lookup_elem(&fwe_limits, &key);
+  if (!limit) return 0;
+  __u64 now = bpf_ktime_get_ns();
+  __u64 credit = limit->credit + (now - limit->last_ns);
+  if (credit > r->limit_burst_ns) credit = r->limit_burst_ns;
+  limit->last_ns = now;
+  if (credit < r->limit_cost_ns) {
+    limit->credit = credit;
+    return 0;
+  }
+  limit->credit = credit - r->limit_cost_ns;
+  return 1;
+}
+
+/* A global function: the verifier checks it once, on its own, instead of along every path of step(). */
+__attribute__((noinline)) int fwe_rule_matches(const struct fwe_rule* r, const struct fwe_eval* ev) {
+  if (!r || !ev) return 0;
+  const struct fwe_pkt* pkt = &ev->pkt;
+  if ((r->flags & FWE_F_NEED_ALLOW) && !ev->allow_mark) return 0;
+  if (r->family && r->family != pkt->family) return 0;
+  if (r->proto_mode != FWE_TRI_NONE) {
+    int in = (r->proto_bits[(pkt->proto >> 6) & 3] >> (pkt->proto & 63)) & 1;
+    if (in != (r->proto_mode == FWE_TRI_IS)) return 0;
+  }
+  if (r->iif_list && in_iflist(ev->gen, r->iif_list, pkt->iif) == r->iif_negate) return 0;
+  if (r->oif_list && in_iflist(ev->gen, r->oif_list, pkt->oif) == r->oif_negate) return 0;
+  if (!addrs_match(r->src, pkt, pkt->src) || !addrs_match(r->dst, pkt, pkt->dst)) return 0;
+  if (!ports_match(ev->gen, r->sport, pkt, pkt->sport) || !ports_match(ev->gen, r->dport, pkt, pkt->dport))
+    return 0;
+  if (r->icmp_flags & FWE_ICMP_PRESENT) {
+    if (pkt->proto != ((r->icmp_flags & FWE_ICMP_V6) ? IPPROTO_ICMPV6 : IPPROTO_ICMP)) return 0;
+    int same = (!(r->icmp_flags & FWE_ICMP_TYPE) || r->icmp_type == pkt->icmp_type) &&
+               (!(r->icmp_flags & FWE_ICMP_CODE) || r->icmp_code == pkt->icmp_code);
+    if (same == !!(r->icmp_flags & FWE_ICMP_NEGATE)) return 0;
+  }
+  if (r->ct_mask && ((r->ct_mask >> (pkt->ct & 7)) & 1) == r->ct_negate) return 0;
+  if (r->mac_mode != FWE_TRI_NONE) {
+    int in = 0;
+    for (int i = 0; i < FWE_MAX_MACS; i++)
+      if (pkt->has_mac && i < r->mac_count && same_mac(r->macs[i], pkt->smac)) in = 1;
+    if (in != (r->mac_mode == FWE_TRI_IS)) return 0;
+  }
+  if (r->mark_mode != FWE_TRI_NONE &&
+      ((pkt->mark & r->mark_mask) == r->mark_value) != (r->mark_mode == FWE_TRI_IS))
+    return 0;
+  return !r->limit_cost_ns || under_limit(r, ev);
+}
+
+static __always_inline void count(__u32 key, __u32 bytes) {
+  struct fwe_counter* c = bpf_map_lookup_elem(&fwe_counters, &key);
+  if (!c) return;
+  c->packets++;
+  c->bytes += bytes;
+}
+
+/* One rule of the current stage; returns 1 to stop the walk. */
+static long step(__u32 index, void* data) {
+  struct fwe_eval* ev = data;
+  __u32 pc = ev->pc;
+  (void)index;
+  if (pc >= ev->end || pc >= FWE_MAX_RULES) return 1;
+  __u32 key = ev->gen * FWE_MAX_RULES + pc;
+  struct fwe_rule* r = bpf_map_lookup_elem(&fwe_rules, &key);
+  if (!r) return 1;
+  if (r->flags & FWE_F_RUN_HEAD) {
+    __u32 first = r->run_end;
+    if (ev->pkt.has_ports) {
+      struct fwe_portindex_key index = {.gen = ev->gen, .run_id = r->run_id, .port = ev->pkt.dport};
+      __u32* found = bpf_map_lookup_elem(&fwe_portindex, &index);
+      if (found) first = *found;
+    }
+    if (first != pc) { /* no rule before first can match this packet */
+      if (first <= pc) return 1;
+      ev->pc = first;
+      return 0;
+    }
+  }
+  int hit = fwe_rule_matches(r, ev);
+  if (hit && r->rule_index >= 0) count(key, ev->bytes);
+  if (r->flags & FWE_F_INVERT) hit = !hit;
+  if (!hit) {
+    int same_port = (r->flags & FWE_F_IN_RUN) && ev->pkt.has_ports && r->dport[0].lo == ev->pkt.dport;
+    ev->pc = same_port && r->next_same > pc ? r->next_same : pc + 1;
+    return 0;
+  }
+  switch (r->op) {
+    case FWE_OP_NEXT:
+      if (r->flags & FWE_F_SET_MARK) {
+        ev->pkt.mark = (ev->pkt.mark & ~r->set_mark_mask) | (r->set_mark_value & r->set_mark_mask);
+        ev->mark_changed = 1;
+      }
+      if (r->flags & FWE_F_NOTRACK) {
+        ev->untracked = 1;
+        ev->pkt.ct = FWE_CT_UNTRACKED;
+      }
+      ev->pc = pc + 1;
+      return 0;
+    case FWE_OP_DONE:
+      if (r->flags & FWE_F_GIVE_ALLOW) ev->allow_mark = 1;
+      /* fall through */
+    case FWE_OP_GOTO:
+      if (r->target <= pc) return 1; /* never backwards: the loader emits forward jumps only */
+      ev->pc = r->target;
+      return 0;
+    default:
+      ev->dropped = 1;
+      return 1;
+  }
+}
+
+/* Runs one stage; returns 1 if it dropped the packet. */
+static __always_inline int run_stage(struct fwe_eval* ev, __u32 stage) {
+  __u32 key = ev->gen * FWE_STAGE_COUNT + stage;
+  struct fwe_stage_span* span = bpf_map_lookup_elem(&fwe_stages, &key);
+  if (!span || span->count == 0 || span->count > FWE_MAX_RULES) return 0;
+  ev->pc = span->start;
+  ev->end = span->start + span->count;
+  bpf_loop(span->count, step, ev, 0);
+  return ev->dropped;
+}
+
+static __always_inline void ct_key_of(const struct fwe_pkt* pkt, struct fwe_ct_key* key, int reverse) {
+  key->family = pkt->family;
+  key->proto = pkt->proto;
+  if (reverse) {
+    key->sport = pkt->ct_dport;
+    key->dport = pkt->ct_sport;
+    __builtin_memcpy(key->src, pkt->dst, 16);
+    __builtin_memcpy(key->dst, pkt->src, 16);
+  } else {
+    key->sport = pkt->ct_sport;
+    key->dport = pkt->ct_dport;
+    __builtin_memcpy(key->src, pkt->src, 16);
+    __builtin_memcpy(key->dst, pkt->dst, 16);
+  }
+}
+
+/* Our own conntrack: a reply of an allowed flow is established; the original direction becomes
+ * established once a reply has been seen, as in the kernel's conntrack. Everything else is new. */
+static __always_inline __u8 ct_state_of(struct fwe_eval* ev) {
+  const struct fwe_pkt* pkt = &ev->pkt;
+  struct fwe_ct_key key = {};
+  ct_key_of(pkt, &key, 0);
+  struct fwe_ct_value* v = bpf_map_lookup_elem(&fwe_ct, &key);
+  if (!v) return FWE_CT_NEW;
+  v->last_seen_ns = bpf_ktime_get_ns();
+  if (!v->reply) {
+    ev->ct_known = 1;
+    return v->seen_reply ? FWE_CT_ESTABLISHED : FWE_CT_NEW;
+  }
+  if (v->untracked) return FWE_CT_UNTRACKED;
+  struct fwe_ct_key original = {};
+  ct_key_of(pkt, &original, 1);
+  struct fwe_ct_value* o = bpf_map_lookup_elem(&fwe_ct, &original);
+  if (o && !o->seen_reply) o->seen_reply = 1;
+  return FWE_CT_ESTABLISHED;
+}
+
+static __always_inline void ct_commit(const struct fwe_eval* ev) {
+  struct fwe_ct_key key = {};
+  struct fwe_ct_value value = {.last_seen_ns = bpf_ktime_get_ns()};
+  if (ev->untracked) {
+    ct_key_of(&ev->pkt, &key, 1);
+    value.reply = 1;
+    value.untracked = 1;
+    bpf_map_update_elem(&fwe_ct, &key, &value, BPF_ANY);
+    return;
+  }
+  if (ev->pkt.ct != FWE_CT_NEW || ev->ct_known) return; /* a retransmitted first packet: entries exist */
+  ct_key_of(&ev->pkt, &key, 0);
+  bpf_map_update_elem(&fwe_ct, &key, &value, BPF_ANY);
+  ct_key_of(&ev->pkt, &key, 1);
+  value.reply = 1;
+  bpf_map_update_elem(&fwe_ct, &key, &value, BPF_ANY);
+}
+
+/* The interface a packet arriving on skb->ifindex will be forwarded to, or 0 if it is for this host
+ * (or cannot be routed, in which case the kernel drops it anyway). */
+static __always_inline __u32 route_out(struct __sk_buff* skb, const struct fwe_pkt* pkt) {
+  struct bpf_fib_lookup fib = {};
+  fib.ifindex = skb->ifindex;
+  fib.l4_protocol = pkt->proto;
+  fib.sport = pkt->ct_sport;
+  fib.dport = pkt->ct_dport;
+  if (pkt->family == 4) {
+    fib.family = AF_INET;
+    __builtin_memcpy(&fib.ipv4_src, pkt->src, 4);
+    __builtin_memcpy(&fib.ipv4_dst, pkt->dst, 4);
+  } else {
+    fib.family = AF_INET6;
+    __builtin_memcpy(fib.ipv6_src, pkt->src, 16);
+    __builtin_memcpy(fib.ipv6_dst, pkt->dst, 16);
+  }
+  long rc = bpf_fib_lookup(skb, &fib, sizeof fib, 0);
+  if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH) return fib.ifindex;
+  return 0;
+}
+
+static __always_inline int start(struct __sk_buff* skb, struct fwe_eval* ev) {
+  if (parse(skb, &ev->pkt) < 0) return -1;
+  __u32 zero = 0;
+  struct fwe_config* cfg = bpf_map_lookup_elem(&fwe_config, &zero);
+  if (!cfg) return -1;
+  ev->gen = cfg->active_gen & 1;
+  ev->pkt.mark = skb->mark;
+  ev->bytes = skb->len;
+  ev->pkt.ct = ct_state_of(ev);
+  return 0;
+}
+
+static __always_inline int finish(struct __sk_buff* skb, struct fwe_eval* ev) {
+  if (ev->dropped) return TC_ACT_SHOT;
+  if (ev->mark_changed) skb->mark = ev->pkt.mark;
+  ct_commit(ev);
+  return TC_ACT_OK;
+}
+
+SEC("tc")
+int fwe_ingress(struct __sk_buff* skb) {
+  struct fwe_eval ev = {};
+  if (start(skb, &ev) < 0) return TC_ACT_OK;
+  ev.pkt.iif = skb->ifindex;
+  ev.pkt.has_mac = 1;
+  ev.pkt.oif = route_out(skb, &ev.pkt);
+  if (!run_stage(&ev, FWE_STAGE_UNTRACKED_IN) && !run_stage(&ev, FWE_STAGE_PREDNAT))
+    run_stage(&ev, ev.pkt.oif ? FWE_STAGE_FORWARD : FWE_STAGE_INPUT);
+  return finish(skb, &ev);
+}
+
+SEC("tc")
+int fwe_egress(struct __sk_buff* skb) {
+  if (skb->ingress_ifindex != 0) return TC_ACT_OK; /* forwarded: decided at its ingress */
+  struct fwe_eval ev = {};
+  if (start(skb, &ev) < 0) return TC_ACT_OK;
+  ev.pkt.oif = skb->ifindex;
+  if (!run_stage(&ev, FWE_STAGE_UNTRACKED_OUT)) run_stage(&ev, FWE_STAGE_OUTPUT);
+  return finish(skb, &ev);
+}

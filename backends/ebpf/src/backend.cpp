@@ -1,0 +1,29 @@
+// backend.cpp - the ebpf Backend.
+#include "backend.hpp"
+
+namespace fwe::ebpf {
+
+Capabilities EbpfBackend::capabilities() const {
+  Capabilities caps;
+  caps.stages = supported_stages();
+  caps.matches = supported_matches();
+  caps.actions = supported_actions();
+  caps.ipv6 = true;
+  return caps;
+}
+
+std::unique_ptr<Plan> EbpfBackend::render(const ir::Ruleset& ruleset, Diagnostics& diag) {
+  const auto errors_before = diag.error_count();
+  Program program = compile(ruleset, diag);
+  if (diag.error_count() > errors_before) return nullptr;
+  for (const auto& note : program.notes) diag.note({}, "ebpf: " + note);
+  return std::make_unique<EbpfPlan>(std::move(program));
+}
+
+void EbpfBackend::apply(const Plan& plan, const ApplyOptions& options) {
+  const auto* ours = dynamic_cast<const EbpfPlan*>(&plan);
+  if (ours == nullptr) throw RuntimeError("ebpf: asked to apply a plan another backend rendered");
+  kernel_.apply(ours->program(), options.ir_hash);
+}
+
+}  // namespace fwe::ebpf

@@ -1,0 +1,35 @@
+// backend.hpp - the ebpf Backend: compile (render), Kernel (apply, read_back, flush).
+#pragma once
+
+#include <memory>
+
+#include "compile.hpp"
+#include "fwengine/plugin.hpp"
+#include "kernel.hpp"
+
+namespace fwe::ebpf {
+
+class EbpfPlan : public Plan {
+ public:
+  explicit EbpfPlan(Program program) : program_(std::move(program)) {}
+  std::string text() const override { return program_.text(); }
+  const Program& program() const { return program_; }
+
+ private:
+  Program program_;
+};
+
+class EbpfBackend : public Backend {
+ public:
+  explicit EbpfBackend(const PluginContext& context) : kernel_(context.netns) {}
+  Capabilities capabilities() const override;
+  std::unique_ptr<Plan> render(const ir::Ruleset& ruleset, Diagnostics& diag) override;
+  void apply(const Plan& plan, const ApplyOptions& options) override;
+  KernelState read_back() override { return kernel_.read_back(); }
+  void flush() override { kernel_.flush(); }
+
+ private:
+  Kernel kernel_;
+};
+
+}  // namespace fwe::ebpf

@@ -1,0 +1,564 @@
+// compile.cpp - IR -> flat rule tables (see compile.hpp for the shape).
+#include "compile.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <sstream>
+
+#include "fwengine/trace.hpp"
+
+namespace fwe::ebpf {
+
+using namespace fwe::ir;
+
+namespace {
+
+std::uint8_t ct_bit(CtState s) {
+  return static_cast<std::uint8_t>(1u << static_cast<unsigned>(s));
+}
+
+std::string iface_key(const std::vector<IfacePattern>& patterns) {
+  std::string key;
+  for (const auto& p : patterns) key += to_string(p) + ",";
+  return key;
+}
+
+class Compiler {
+ public:
+  Compiler(const Ruleset& rs, Diagnostics& diag, Program& out) : rs_(rs), diag_(diag), out_(out) {}
+
+  void run() {
+    for (std::size_t s = 0; s < kStageCount; ++s) {
+      const auto stage = static_cast<Stage>(s);
+      if (rs_.stage(stage).empty()) continue;
+      if (stage == Stage::dnat || stage == Stage::snat) {
+        refuse_stage(stage);
+        continue;
+      }
+      stage_ = stage;
+      const auto start = static_cast<std::uint32_t>(out_.rules.size());
+      for (const auto& section : rs_.stage(stage).sections) emit_section(section);
+      out_.stages[s] = {start, static_cast<std::uint32_t>(out_.rules.size()) - start};
+      index_port_runs(start, here());
+    }
+    if (out_.rules.size() > FWE_MAX_RULES)
+      diag_.error(
+          {},
+          "the ruleset needs " + std::to_string(out_.rules.size()) + " eBPF rules, more than the " +
+              std::to_string(FWE_MAX_RULES) + " the ebpf backend holds",
+          "use fewer rules or jumps to shared chains (each jump is inlined), or choose --backend nft");
+    if (out_.port_bitmaps.size() > FWE_MAX_PORTSETS)
+      diag_.error({},
+                  "the ruleset has " + std::to_string(out_.port_bitmaps.size()) +
+                      " distinct multi-range port lists, more than the " + std::to_string(FWE_MAX_PORTSETS) +
+                      " the ebpf backend holds",
+                  "merge port lists or choose --backend nft");
+    if (out_.chains.size() > FWE_MAX_CHAINS)
+      diag_.error({}, "the ruleset has more than " + std::to_string(FWE_MAX_CHAINS) + " chains",
+                  "choose --backend nft");
+    if (out_.sets.size() >= (1u << kSetIndexBits))
+      diag_.error({}, "the ruleset has too many address sets for the ebpf backend", "choose --backend nft");
+  }
+
+ private:
+  void refuse_stage(Stage stage) {
+    SourceLoc loc;
+    const auto& sections = rs_.stage(stage).sections;
+    if (!sections.empty() && !sections.front().endpoints.empty())
+      loc = sections.front().endpoints.front().origin.loc;
+    diag_.error(loc,
+                "the ebpf backend cannot realise stage " + std::string(to_string(stage)) + " (no NAT in tc)",
+                "choose --backend nft or iptables for NAT");
+  }
+
+  // A rule that can only match packets to one destination port, and whose "no" moves on to the next rule.
+  static bool single_port(const fwe_rule& r) {
+    const fwe_port_match& m = r.dport[0];
+    return !(r.flags & (FWE_F_INVERT | FWE_F_NEED_ALLOW)) && m.used && !m.negate &&
+           m.bitmap == FWE_NO_BITMAP && m.lo == m.hi;
+  }
+
+  // Marks runs of single-port rules in [start, end) and builds their port index, so that the walk
+  // goes from a run's head straight to the rules naming the packet's port.
+  void index_port_runs(std::uint32_t start, std::uint32_t end) {
+    std::uint32_t pc = start;
+    while (pc < end) {
+      std::uint32_t run_end = pc;
+      while (run_end < end && single_port(out_.rules[run_end])) ++run_end;
+      if (run_end - pc >= kMinPortRun) mark_run(pc, run_end);
+      pc = run_end == pc ? pc + 1 : run_end;
+    }
+  }
+
+  void mark_run(std::uint32_t head, std::uint32_t end) {
+    const auto run_id = static_cast<std::uint32_t>(runs_++);
+    fwe_rule& first = out_.rules[head];
+    first.flags |= FWE_F_RUN_HEAD;
+    first.run_id = run_id;
+    first.run_end = end;
+    std::map<std::uint16_t, std::uint32_t> last_with_port;
+    for (std::uint32_t pc = head; pc < end; ++pc) {
+      fwe_rule& r = out_.rules[pc];
+      r.flags |= FWE_F_IN_RUN;
+      r.next_same = end;
+      auto [it, added] = last_with_port.try_emplace(r.dport[0].lo, pc);
+      if (added) {
+        out_.port_index.push_back({0, run_id, r.dport[0].lo});
+        out_.port_index_first.push_back(pc);
+      } else {
+        out_.rules[it->second].next_same = pc;
+        it->second = pc;
+      }
+    }
+  }
+
+  std::size_t emit(fwe_rule rule, std::string what) {
+    out_.rules.push_back(rule);
+    out_.sources.push_back({stage_, std::move(what)});
+    return out_.rules.size() - 1;
+  }
+  std::uint32_t here() const { return static_cast<std::uint32_t>(out_.rules.size()); }
+  void patch(const std::vector<std::size_t>& at, std::uint32_t target) {
+    for (auto i : at) out_.rules[i].target = target;
+  }
+
+  static fwe_rule blank() {
+    fwe_rule r{};
+    r.rule_index = -1;
+    return r;
+  }
+
+  void emit_section(const Section& section) {
+    section_ = &section;
+    std::vector<std::size_t> to_end;
+    if (section.honour_allow) {
+      fwe_rule r = blank();
+      r.op = FWE_OP_DONE;
+      r.flags = FWE_F_NEED_ALLOW;
+      to_end.push_back(emit(r, section.name + ": allowed by an earlier stage"));
+    }
+    std::vector<std::size_t> classifiers;
+    for (const auto& ep : section.endpoints) {
+      fwe_rule r = blank();
+      r.op = FWE_OP_GOTO;
+      classify(ep, r);
+      classifiers.push_back(emit(r, section.name + ": endpoint " + ep.name + " matches"));
+    }
+    {
+      fwe_rule r = blank();
+      r.op = FWE_OP_GOTO;
+      to_end.push_back(emit(r, section.name + ": no endpoint matches"));
+    }
+    for (std::size_t i = 0; i < section.endpoints.size(); ++i) {
+      out_.rules[classifiers[i]].target = here();
+      emit_endpoint(section.endpoints[i], to_end);
+    }
+    patch(to_end, here());
+  }
+
+  void classify(const Endpoint& ep, fwe_rule& r) {
+    const EndpointMatch& m = ep.match;
+    if (m.iif) r.iif_list = iface_list({*m.iif});
+    if (m.oif) r.oif_list = iface_list({*m.oif});
+    if (m.src_set) r.src[0] = {set_index(*m.src_set), 1, 0, {}};
+    if (m.dst_set) r.dst[0] = {set_index(*m.dst_set), 1, 0, {}};
+    if (m.src_mac) set_macs(*m.src_mac, false, r, ep.origin, "endpoint " + ep.name);
+  }
+
+  // A verdict of an endpoint, a group's end, a rule: DONE to the section's end, or DROP.
+  void verdict(fwe_rule& r, Verdict v) {
+    switch (v) {
+      case Verdict::drop:
+      case Verdict::reject:
+        r.op = FWE_OP_DROP;
+        break;
+      case Verdict::allow:
+        r.op = FWE_OP_DONE;
+        r.flags |= FWE_F_GIVE_ALLOW;
+        break;
+      case Verdict::accept:
+      case Verdict::continue_:
+        r.op = FWE_OP_DONE;
+        break;
+    }
+  }
+
+  void emit_verdict(fwe_rule r, Verdict v, std::string what, std::vector<std::size_t>& to_end) {
+    verdict(r, v);
+    auto i = emit(r, std::move(what));
+    if (r.op == FWE_OP_DONE) to_end.push_back(i);
+  }
+
+  void emit_endpoint(const Endpoint& ep, std::vector<std::size_t>& to_end) {
+    const std::string prefix = section_->name + "/" + ep.name + ": ";
+    if (!is_untracked(stage_) && ep.conntrack != Conntrack::none) {
+      fwe_rule r = blank();
+      r.ct_mask = ct_bit(CtState::established) | ct_bit(CtState::related);
+      emit_verdict(r, Verdict::accept, prefix + "conntrack established/related accept", to_end);
+      if (ep.conntrack == Conntrack::accept_established_drop_invalid) {
+        r.ct_mask = ct_bit(CtState::invalid);
+        emit_verdict(r, Verdict::drop, prefix + "conntrack invalid drop", to_end);
+      }
+    }
+    if (!ep.failsafe_chain.empty()) {
+      if (const Chain* chain = rs_.find_chain(ep.failsafe_chain)) {
+        std::vector<std::size_t> after;  // pass and return both go on with the groups
+        emit_chain(*chain, 0, after, to_end);
+        patch(after, here());
+      }
+    }
+    for (const auto& group : ep.groups) {
+      std::vector<std::size_t> passes;
+      for (const auto& name : group.chains)
+        if (const Chain* chain = rs_.find_chain(name)) emit_chain(*chain, 0, passes, to_end);
+      if (group.on_end != Verdict::continue_)
+        emit_verdict(blank(), group.on_end,
+                     prefix + "end of group " + group.name + " " + std::string(to_string(group.on_end)),
+                     to_end);
+      patch(passes, here());
+    }
+    emit_verdict(blank(), ep.default_verdict,
+                 prefix + "endpoint default " + std::string(to_string(ep.default_verdict)), to_end);
+  }
+
+  // Inlines a chain. return goes to the chain's end; pass to the group's end (passes).
+  void emit_chain(const Chain& chain, std::size_t depth, std::vector<std::size_t>& passes,
+                  std::vector<std::size_t>& to_end) {
+    if (depth > kMaxJumpDepth) {
+      diag_.error(chain.origin.loc,
+                  "chain " + chain.name + " is reached through more than " + std::to_string(kMaxJumpDepth) +
+                      " nested jumps, more than the ebpf backend inlines",
+                  "flatten the jumps or choose --backend nft");
+      return;
+    }
+    const auto chain_id = chain_id_of(chain.name);
+    std::vector<std::size_t> returns;
+    for (std::size_t i = 0; i < chain.rules.size(); ++i) {
+      const Rule& rule = chain.rules[i];
+      fwe_rule r = blank();
+      r.chain_id = chain_id;
+      r.rule_index = static_cast<std::int32_t>(i);
+      out_.wheres.try_emplace({chain_id, r.rule_index}, trace::where(rs_, rule.origin));
+      if (!translate(rule, r)) continue;
+      std::string what =
+          chain.name + "#" + std::to_string(i) + " " + std::string(to_string(rule.action.kind));
+      const Action& a = rule.action;
+      switch (a.kind) {
+        case ActionKind::accept:
+          emit_verdict(r, Verdict::accept, what, to_end);
+          break;
+        case ActionKind::allow:
+          emit_verdict(r, Verdict::allow, what, to_end);
+          break;
+        case ActionKind::drop:
+          emit_verdict(r, Verdict::drop, what, to_end);
+          break;
+        case ActionKind::reject:
+          emit_verdict(r, Verdict::reject, what + " (as drop)", to_end);
+          break;
+        case ActionKind::log:
+          r.op = FWE_OP_NEXT;
+          emit(r, what + " (counted only)");
+          break;
+        case ActionKind::notrack:
+          r.op = FWE_OP_NEXT;
+          r.flags |= FWE_F_NOTRACK;
+          emit(r, what);
+          break;
+        case ActionKind::set_mark:
+          r.op = FWE_OP_NEXT;
+          r.flags |= FWE_F_SET_MARK;
+          r.set_mark_value = a.mark_value;
+          r.set_mark_mask = a.mark_mask;
+          emit(r, what + " " + std::to_string(a.mark_value) + "/" + std::to_string(a.mark_mask));
+          break;
+        case ActionKind::pass:
+          r.op = FWE_OP_GOTO;
+          passes.push_back(emit(r, what));
+          break;
+        case ActionKind::return_:
+          r.op = FWE_OP_GOTO;
+          returns.push_back(emit(r, what));
+          break;
+        case ActionKind::jump: {
+          const Chain* target = rs_.find_chain(a.target);
+          if (target == nullptr) break;  // verify reports it; trace ignores it
+          r.op = FWE_OP_GOTO;
+          r.flags |= FWE_F_INVERT;  // skip the inlined chain when the jump's match does not hold
+          auto skip = emit(r, what + " " + a.target);
+          emit_chain(*target, depth + 1, passes, to_end);
+          out_.rules[skip].target = here();
+          break;
+        }
+        case ActionKind::dnat:
+        case ActionKind::redirect:
+        case ActionKind::snat:
+        case ActionKind::masquerade:
+        case ActionKind::ct_helper:
+          refuse(rule, "action " + std::string(to_string(a.kind)));
+          break;
+      }
+    }
+    patch(returns, here());
+  }
+
+  void refuse(const Rule& rule, const std::string& what) {
+    diag_.error(rule.origin.loc,
+                "the ebpf backend cannot do " + what +
+                    (rule.origin.policy.empty() ? "" : " (in " + rule.origin.policy + ")"),
+                "choose --backend nft or iptables, or change the rule");
+  }
+
+  bool translate(const Rule& rule, fwe_rule& r) {
+    const Match& m = rule.match;
+    bool ok = true;
+    if (m.iif) {
+      r.iif_list = iface_list(*m.iif);
+      r.iif_negate = m.iif_negate;
+    }
+    if (m.oif) {
+      r.oif_list = iface_list(*m.oif);
+      r.oif_negate = m.oif_negate;
+    }
+    if (m.family == Family::ipv4) r.family = 4;
+    if (m.family == Family::ipv6) r.family = 6;
+    if (m.protocols) {
+      r.proto_mode = m.protocol_negate ? FWE_TRI_NOT : FWE_TRI_IS;
+      for (auto p : *m.protocols) r.proto_bits[p >> 6] |= 1ull << (p & 63);
+    }
+    ok &= addrs(m.src_addr, r.src, rule, "source");
+    ok &= addrs(m.dst_addr, r.dst, rule, "destination");
+    ok &= ports(m.src_port, r.sport, rule, "source");
+    ok &= ports(m.dst_port, r.dport, rule, "destination");
+    if (m.icmp) {
+      r.icmp_flags =
+          FWE_ICMP_PRESENT | (m.icmp->v6 ? FWE_ICMP_V6 : 0) | (m.icmp->negate ? FWE_ICMP_NEGATE : 0);
+      if (m.icmp->type) {
+        r.icmp_flags |= FWE_ICMP_TYPE;
+        r.icmp_type = *m.icmp->type;
+      }
+      if (m.icmp->code) {
+        r.icmp_flags |= FWE_ICMP_CODE;
+        r.icmp_code = *m.icmp->code;
+      }
+    }
+    if (m.ct_states) {
+      for (auto s : *m.ct_states) r.ct_mask |= ct_bit(s);
+      r.ct_negate = m.ct_negate;
+      if (r.ct_mask == 0) {  // "in no state": never, or always when negated
+        r.ct_mask = 0xff;
+        r.ct_negate = !m.ct_negate;
+      }
+    }
+    if (m.src_mac) ok &= set_macs(*m.src_mac, m.src_mac_negate, r, rule.origin, "rule");
+    if (m.mark_value) {
+      r.mark_mode = m.mark_negate ? FWE_TRI_NOT : FWE_TRI_IS;
+      r.mark_value = *m.mark_value;
+      r.mark_mask = m.mark_mask;
+    }
+    if (m.pkt_type) refuse(rule, "match pkt-type"), ok = false;
+    if (m.rate_limit) ok &= rate_limit(*m.rate_limit, r, rule);
+    return ok;
+  }
+
+  bool rate_limit(const RateLimit& limit, fwe_rule& r, const Rule& rule) {
+    static const std::map<std::string, std::uint64_t> seconds = {
+        {"second", 1}, {"minute", 60}, {"hour", 3600}, {"day", 86400}};
+    auto unit = seconds.find(limit.unit);
+    if (unit == seconds.end() || limit.rate == 0) {
+      diag_.error(rule.origin.loc,
+                  "rate limit " + std::to_string(limit.rate) + "/" + limit.unit + " cannot be done",
+                  "give a rate above 0 per second, minute, hour or day");
+      return false;
+    }
+    r.limit_cost_ns = unit->second * 1'000'000'000ull / limit.rate;
+    r.limit_burst_ns = r.limit_cost_ns * (limit.burst ? limit.burst : kDefaultBurst);
+    return true;
+  }
+
+  bool addrs(const std::vector<AddrMatch>& matches, fwe_addr_match* out, const Rule& rule, const char* side) {
+    if (matches.size() > FWE_MAX_ADDR_MATCHES) {
+      diag_.error(rule.origin.loc,
+                  std::string("the ebpf backend takes at most ") + std::to_string(FWE_MAX_ADDR_MATCHES) +
+                      " " + side + " address matches in one rule, this one has " +
+                      std::to_string(matches.size()),
+                  "merge the sets or split the rule");
+      return false;
+    }
+    for (std::size_t i = 0; i < matches.size(); ++i)
+      out[i] = {set_index(matches[i].set), 1, static_cast<__u8>(matches[i].negate), {}};
+    return true;
+  }
+
+  bool ports(const std::vector<PortMatch>& matches, fwe_port_match* out, const Rule& rule, const char* side) {
+    if (matches.size() > FWE_MAX_PORT_MATCHES) {
+      diag_.error(rule.origin.loc,
+                  std::string("the ebpf backend takes at most ") + std::to_string(FWE_MAX_PORT_MATCHES) +
+                      " " + side + " port matches in one rule, this one has " +
+                      std::to_string(matches.size()),
+                  "merge the port lists or split the rule");
+      return false;
+    }
+    for (std::size_t i = 0; i < matches.size(); ++i) {
+      const PortSet& set = matches[i].ports;
+      fwe_port_match& m = out[i];
+      m.used = 1;
+      m.negate = matches[i].negate;
+      m.bitmap = FWE_NO_BITMAP;
+      if (set.empty()) {  // no port at all: an empty range
+        m.lo = 1;
+        m.hi = 0;
+      } else if (set.size() == 1) {
+        m.lo = set.front().lo;
+        m.hi = set.front().hi;
+      } else {
+        m.bitmap = port_bitmap(set);
+      }
+    }
+    return true;
+  }
+
+  bool set_macs(const std::vector<MacAddr>& macs, bool negate, fwe_rule& r, const Origin& origin,
+                const std::string& who) {
+    if (macs.size() > FWE_MAX_MACS) {
+      diag_.error(origin.loc,
+                  who + " lists " + std::to_string(macs.size()) +
+                      " source MACs; the ebpf backend takes at most " + std::to_string(FWE_MAX_MACS),
+                  "split it or choose --backend nft");
+      return false;
+    }
+    r.mac_mode = negate ? FWE_TRI_NOT : FWE_TRI_IS;
+    r.mac_count = static_cast<__u8>(macs.size());
+    for (std::size_t i = 0; i < macs.size(); ++i) std::memcpy(r.macs[i], macs[i].data(), 6);
+    return true;
+  }
+
+  std::uint32_t set_index(const std::string& name) {
+    auto [it, added] = set_ids_.try_emplace(name, static_cast<std::uint32_t>(out_.sets.size()));
+    if (added) {
+      const AddrSet* set = rs_.find_set(name);
+      out_.sets.push_back({name, set ? set->cidrs : std::vector<Cidr>{}});
+    }
+    return it->second;
+  }
+
+  std::uint32_t iface_list(const std::vector<IfacePattern>& patterns) {
+    auto [it, added] =
+        iface_ids_.try_emplace(iface_key(patterns), static_cast<std::uint32_t>(out_.iface_lists.size() + 1));
+    if (added) out_.iface_lists.push_back(patterns);
+    return it->second;
+  }
+
+  std::uint16_t port_bitmap(const PortSet& set) {
+    PortBitmap bits{};
+    for (const auto& range : set)
+      for (std::uint32_t p = range.lo; p <= range.hi; ++p)
+        bits[p >> 3] |= static_cast<std::uint8_t>(1u << (p & 7));
+    auto found = std::find(out_.port_bitmaps.begin(), out_.port_bitmaps.end(), bits);
+    if (found != out_.port_bitmaps.end())
+      return static_cast<std::uint16_t>(found - out_.port_bitmaps.begin());
+    out_.port_bitmaps.push_back(bits);
+    return static_cast<std::uint16_t>(out_.port_bitmaps.size() - 1);
+  }
+
+  std::uint32_t chain_id_of(const std::string& name) {
+    auto [it, added] = chain_ids_.try_emplace(name, static_cast<std::uint32_t>(out_.chains.size()));
+    if (added) out_.chains.push_back(name);
+    return it->second;
+  }
+
+  const Ruleset& rs_;
+  Diagnostics& diag_;
+  Program& out_;
+  Stage stage_ = Stage::input;
+  const Section* section_ = nullptr;
+  std::map<std::string, std::uint32_t> set_ids_, iface_ids_, chain_ids_;
+  std::size_t runs_ = 0;
+};
+
+const char* op_name(std::uint8_t op) {
+  switch (op) {
+    case FWE_OP_NEXT:
+      return "next";
+    case FWE_OP_GOTO:
+      return "goto";
+    case FWE_OP_DONE:
+      return "done";
+    default:
+      return "drop";
+  }
+}
+
+}  // namespace
+
+std::vector<Stage> supported_stages() {
+  return {Stage::untracked_in, Stage::untracked_out, Stage::prednat,
+          Stage::input,        Stage::forward,       Stage::output};
+}
+
+std::vector<MatchKind> supported_matches() {
+  return {MatchKind::iif,       MatchKind::oif,      MatchKind::family,   MatchKind::protocol,
+          MatchKind::src_addr,  MatchKind::dst_addr, MatchKind::src_port, MatchKind::dst_port,
+          MatchKind::icmp,      MatchKind::ct_state, MatchKind::src_mac,  MatchKind::mark,
+          MatchKind::rate_limit};
+}
+
+std::vector<ActionKind> supported_actions() {
+  return {ActionKind::accept,   ActionKind::allow,  ActionKind::drop, ActionKind::reject,
+          ActionKind::log,      ActionKind::pass,   ActionKind::jump, ActionKind::return_,
+          ActionKind::set_mark, ActionKind::notrack};
+}
+
+Program compile(const Ruleset& rs, Diagnostics& diag) {
+  Program program;
+  Compiler(rs, diag, program).run();
+  bool any_reject = false, any_log = false;
+  for (const auto& [name, chain] : rs.chains)
+    for (const auto& rule : chain.rules) {
+      any_reject |= rule.action.kind == ActionKind::reject;
+      any_log |= rule.action.kind == ActionKind::log;
+    }
+  if (any_reject) program.notes.push_back("reject is done as drop (tc sends no ICMP error or TCP reset)");
+  if (any_log)
+    program.notes.push_back("log rules only count packets (see status); nothing goes to the kernel log");
+  return program;
+}
+
+fwe_rule for_generation(const fwe_rule& rule, std::uint32_t generation) {
+  fwe_rule r = rule;
+  for (auto* m : {&r.src[0], &r.src[1], &r.dst[0], &r.dst[1]})
+    if (m->used) m->set_id = (generation << kSetIndexBits) | m->set_id;
+  return r;
+}
+
+std::string Program::text() const {
+  std::ostringstream out;
+  out << "# ebpf: " << rules.size() << " rules, " << sets.size() << " address sets, " << iface_lists.size()
+      << " interface lists, " << port_bitmaps.size() << " port bitmaps\n";
+  for (const auto& note : notes) out << "# note: " << note << '\n';
+  for (const auto& set : sets) {
+    out << "set " << set.name << " {";
+    for (std::size_t i = 0; i < set.cidrs.size(); ++i) out << (i ? ", " : " ") << to_string(set.cidrs[i]);
+    out << " }\n";
+  }
+  for (std::size_t i = 0; i < iface_lists.size(); ++i) {
+    out << "iflist " << i + 1 << " {";
+    for (const auto& p : iface_lists[i]) out << ' ' << to_string(p);
+    out << " }\n";
+  }
+  for (std::size_t s = 0; s < FWE_STAGE_COUNT; ++s) {
+    if (stages[s].count == 0) continue;
+    out << "stage " << to_string(static_cast<Stage>(s)) << " [" << stages[s].start << ", "
+        << stages[s].start + stages[s].count << ")\n";
+    for (std::uint32_t pc = stages[s].start; pc < stages[s].start + stages[s].count; ++pc) {
+      const fwe_rule& r = rules[pc];
+      out << "  " << pc << ": " << ((r.flags & FWE_F_INVERT) ? "unless " : "") << op_name(r.op);
+      if (r.op == FWE_OP_GOTO || r.op == FWE_OP_DONE) out << ' ' << r.target;
+      out << "  # " << sources[pc].what << '\n';
+    }
+  }
+  return out.str();
+}
+
+}  // namespace fwe::ebpf

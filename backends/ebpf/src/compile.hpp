@@ -1,0 +1,74 @@
+// compile.hpp - the IR flattened into the tables the BPF programs read (fwe_shared.h). No kernel here.
+//
+// Every stage becomes one forward-only list of rules: per section an optional allow-mark check, the
+// endpoints' classifiers (goto the endpoint's body), then each body: conntrack prelude, failsafe
+// chain, groups (chains inlined; jumps inlined behind an inverted goto, return/pass as gotos),
+// on_end and default. A verdict ends the section (DONE) or the packet (DROP).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "fwe_shared.h"
+#include "fwengine/diagnostics.hpp"
+#include "fwengine/ir.hpp"
+
+namespace fwe::ebpf {
+
+static_assert(sizeof(fwe_rule) == 208, "fwe_rule layout changed: update both sides");
+static_assert(sizeof(fwe_lpm4_key) == 12 && sizeof(fwe_lpm6_key) == 24, "LPM key layout");
+static_assert(sizeof(fwe_ct_key) == 38, "conntrack key layout");
+static_assert(sizeof(fwe_where_key) == 12, "origin key layout");
+
+inline constexpr std::size_t kMaxJumpDepth = 8;
+// Shortest list of consecutive single-destination-port rules worth indexing by port.
+inline constexpr std::size_t kMinPortRun = 8;
+// Burst of a rate limit that gives none (nft's default).
+inline constexpr std::uint32_t kDefaultBurst = 5;
+// Set ids carry the generation in their top byte (see fwe_addr_match).
+inline constexpr std::uint32_t kSetIndexBits = 24;
+
+struct CompiledSet {
+  std::string name;
+  std::vector<ir::Cidr> cidrs;
+};
+
+using PortBitmap = std::array<std::uint8_t, FWE_PORTSET_BYTES>;
+
+// What one flattened rule stands for, for counters and listings.
+struct RuleSource {
+  ir::Stage stage;
+  std::string what;  // "section/endpoint: chain#3 drop", "endpoint default accept", ...
+};
+
+struct Program {
+  std::vector<fwe_rule> rules;
+  std::vector<RuleSource> sources;  // parallel to rules
+  std::array<fwe_stage_span, FWE_STAGE_COUNT> stages{};
+  std::vector<CompiledSet> sets;                                         // set index = position
+  std::vector<std::vector<ir::IfacePattern>> iface_lists;                // list id = position + 1
+  std::vector<PortBitmap> port_bitmaps;                                  // bitmap index = position
+  std::vector<std::string> chains;                                       // chain id = position
+  std::map<std::pair<std::uint32_t, std::int32_t>, std::string> wheres;  // (chain id, rule) -> file:line:col
+  std::vector<fwe_portindex_key> port_index;    // gen 0; the loader sets the generation
+  std::vector<std::uint32_t> port_index_first;  // parallel: the run's first rule for that port
+  std::vector<std::string> notes;               // what the dataplane does differently (reject = drop, ...)
+
+  std::string text() const;
+};
+
+std::vector<ir::Stage> supported_stages();
+std::vector<ir::MatchKind> supported_matches();
+std::vector<ir::ActionKind> supported_actions();
+
+// Flattens a verified ruleset; refuses (diag, with the rule's origin) what the limits or the
+// dataplane cannot take. The result is only usable when diag has no new errors.
+Program compile(const ir::Ruleset&, Diagnostics&);
+
+// The generation-specific copy of a rule: set ids tagged with the generation.
+fwe_rule for_generation(const fwe_rule&, std::uint32_t generation);
+
+}  // namespace fwe::ebpf

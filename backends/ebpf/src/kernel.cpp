@@ -1,0 +1,439 @@
+// kernel.cpp - libbpf side: skeleton, pinned maps, generations, tc attachment.
+#include "kernel.hpp"
+
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/magic.h>
+#include <net/if.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdarg>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <utility>
+#include <vector>
+
+#include "fwengine.skel.h"
+
+namespace fwe::ebpf {
+
+namespace {
+
+constexpr const char* kBpffs = "/sys/fs/bpf";
+constexpr __u32 kFilterHandle = 0xfe;  // our tc filter's handle and priority on every clsact hook
+constexpr __u32 kFilterPriority = 1;
+constexpr const char* kIngressName = "fwe_ingress";
+constexpr const char* kEgressName = "fwe_egress";
+
+// libbpf's warnings (verifier log included), kept for the error message of a failed load.
+std::string& libbpf_log() {
+  static std::string log;
+  return log;
+}
+
+int collect_libbpf_output(enum libbpf_print_level level, const char* format, va_list args) {
+  if (level == LIBBPF_DEBUG) return 0;
+  char line[1024];
+  int n = std::vsnprintf(line, sizeof line, format, args);
+  std::string& log = libbpf_log();
+  log += line;
+  if (log.size() > 16384) log.erase(0, log.size() - 16384);
+  return n;
+}
+
+[[noreturn]] void fail(const std::string& what, int err) {
+  std::string message = "ebpf: " + what + ": " + std::strerror(err < 0 ? -err : err);
+  const std::string& log = libbpf_log();
+  if (!log.empty()) message += "\n" + log.substr(log.size() > 4000 ? log.size() - 4000 : 0);
+  throw RuntimeError(message);
+}
+
+struct Fd {
+  int fd = -1;
+  Fd() = default;
+  explicit Fd(int f) : fd(f) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  Fd(Fd&& o) noexcept : fd(std::exchange(o.fd, -1)) {}
+  ~Fd() {
+    if (fd >= 0) close(fd);
+  }
+};
+
+struct SkeletonDeleter {
+  void operator()(fwengine_bpf* s) const { fwengine_bpf::destroy(s); }
+};
+using Skeleton = std::unique_ptr<fwengine_bpf, SkeletonDeleter>;
+
+struct Interface {
+  int index;
+  std::string name;
+};
+
+std::vector<Interface> interfaces() {
+  std::vector<Interface> out;
+  struct if_nameindex* list = if_nameindex();
+  if (list == nullptr) fail("listing interfaces", errno);
+  for (auto* i = list; i->if_index != 0; ++i) out.push_back({static_cast<int>(i->if_index), i->if_name});
+  if_freenameindex(list);
+  return out;
+}
+
+void ensure_bpffs() {
+  struct statfs fs {};
+  if (statfs(kBpffs, &fs) == 0 && fs.f_type == BPF_FS_MAGIC) return;
+  // Under `ip netns exec` (fresh /sys) or on a host that never mounted it.
+  if (mount("bpf", kBpffs, "bpf", 0, "mode=0700") != 0)
+    fail(std::string("mounting bpffs on ") + kBpffs, errno);
+}
+
+bpf_tc_hook hook_of(int ifindex, bpf_tc_attach_point point) {
+  bpf_tc_hook hook{};
+  hook.sz = sizeof hook;
+  hook.ifindex = ifindex;
+  hook.attach_point = point;
+  return hook;
+}
+
+bpf_tc_opts filter_opts() {
+  bpf_tc_opts opts{};
+  opts.sz = sizeof opts;
+  opts.handle = kFilterHandle;
+  opts.priority = kFilterPriority;
+  return opts;
+}
+
+std::string program_name(__u32 prog_id) {
+  Fd fd(bpf_prog_get_fd_by_id(prog_id));
+  if (fd.fd < 0) return {};
+  bpf_prog_info info{};
+  __u32 len = sizeof info;
+  if (bpf_obj_get_info_by_fd(fd.fd, &info, &len) != 0) return {};
+  return info.name;
+}
+
+// The id of the program at our handle/priority on a hook, 0 if none; name_out gets its name.
+__u32 query_filter(int ifindex, bpf_tc_attach_point point, std::string* name_out) {
+  bpf_tc_hook hook = hook_of(ifindex, point);
+  bpf_tc_opts opts = filter_opts();
+  if (bpf_tc_query(&hook, &opts) != 0) return 0;
+  if (name_out) *name_out = program_name(opts.prog_id);
+  return opts.prog_id;
+}
+
+void attach(int ifindex, const std::string& ifname, bpf_tc_attach_point point, int prog_fd, const char* ours,
+            int hooks_fd) {
+  bpf_tc_hook hook = hook_of(ifindex, point);
+  int rc = bpf_tc_hook_create(&hook);
+  if (rc == 0) {
+    __u32 key = static_cast<__u32>(ifindex);
+    __u8 created = 1;
+    bpf_map_update_elem(hooks_fd, &key, &created, BPF_ANY);
+  } else if (rc != -EEXIST) {
+    fail("creating the clsact qdisc on " + ifname, rc);
+  }
+  std::string existing;
+  if (query_filter(ifindex, point, &existing) != 0 && existing != ours)
+    throw RuntimeError("ebpf: " + ifname + " already has a tc filter (program '" + existing +
+                       "') at handle " + std::to_string(kFilterHandle) + " priority " +
+                       std::to_string(kFilterPriority) +
+                       "; fwengine does not replace other software's filters");
+  bpf_tc_opts opts = filter_opts();
+  opts.prog_fd = prog_fd;
+  opts.flags = BPF_TC_F_REPLACE;
+  rc = bpf_tc_attach(&hook, &opts);
+  if (rc != 0) fail(std::string("attaching ") + ours + " to " + ifname, rc);
+}
+
+struct PinnedMaps {
+  Fd rules, stages, config, meta, set4, set6, iflists, portsets, portindex, chains, wheres, counters, limits,
+      ct, hooks;
+};
+
+int get_pinned(const std::string& dir, const char* name) {
+  return bpf_obj_get((dir + "/" + name).c_str());
+}
+
+bool open_pinned(const std::string& dir, PinnedMaps& m) {
+  std::pair<Fd*, const char*> all[] = {{&m.rules, "fwe_rules"},         {&m.stages, "fwe_stages"},
+                                       {&m.config, "fwe_config"},       {&m.meta, "fwe_meta"},
+                                       {&m.set4, "fwe_set4"},           {&m.set6, "fwe_set6"},
+                                       {&m.iflists, "fwe_iflists"},     {&m.portsets, "fwe_portsets"},
+                                       {&m.portindex, "fwe_portindex"}, {&m.chains, "fwe_chains"},
+                                       {&m.wheres, "fwe_wheres"},       {&m.counters, "fwe_counters"},
+                                       {&m.limits, "fwe_limits"},       {&m.ct, "fwe_ct"},
+                                       {&m.hooks, "fwe_hooks"}};
+  for (auto& [fd, name] : all) {
+    fd->fd = get_pinned(dir, name);
+    if (fd->fd < 0) return false;
+  }
+  return true;
+}
+
+void update(int fd, const void* key, const void* value, const char* what) {
+  if (bpf_map_update_elem(fd, key, value, BPF_ANY) != 0) fail(std::string("writing ") + what, errno);
+}
+
+// Deletes the keys of one generation from a map whose keys start with a generation-tagged word.
+template <typename Key>
+void delete_generation(int fd, std::uint32_t generation, bool (*of_generation)(const Key&, std::uint32_t)) {
+  std::vector<Key> doomed;
+  Key key{}, next{};
+  const Key* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    if (of_generation(next, generation)) doomed.push_back(next);
+    key = next;
+    prev = &key;
+  }
+  for (const auto& k : doomed) bpf_map_delete_elem(fd, &k);
+}
+
+template <typename LpmKey>
+bool lpm_of_generation(const LpmKey& k, std::uint32_t generation) {
+  return (ntohl(k.set_id) >> kSetIndexBits) == generation;
+}
+bool iflist_of_generation(const fwe_iflist_key& k, std::uint32_t generation) {
+  return k.gen == generation;
+}
+bool where_of_generation(const fwe_where_key& k, std::uint32_t generation) {
+  return k.gen == generation;
+}
+bool portindex_of_generation(const fwe_portindex_key& k, std::uint32_t generation) {
+  return k.gen == generation;
+}
+
+void write_sets(const Program& program, std::uint32_t generation, const PinnedMaps& m) {
+  delete_generation<fwe_lpm4_key>(m.set4.fd, generation, lpm_of_generation<fwe_lpm4_key>);
+  delete_generation<fwe_lpm6_key>(m.set6.fd, generation, lpm_of_generation<fwe_lpm6_key>);
+  const __u8 present = 1;
+  for (std::uint32_t i = 0; i < program.sets.size(); ++i) {
+    const __u32 id = htonl((generation << kSetIndexBits) | i);
+    for (const auto& cidr : program.sets[i].cidrs) {
+      if (cidr.addr.family == ir::Family::ipv4) {
+        fwe_lpm4_key key{32u + cidr.prefix, id, {}};
+        std::memcpy(key.addr, cidr.addr.bytes.data(), 4);
+        update(m.set4.fd, &key, &present, "an IPv4 set element");
+      } else {
+        fwe_lpm6_key key{32u + cidr.prefix, id, {}};
+        std::memcpy(key.addr, cidr.addr.bytes.data(), 16);
+        update(m.set6.fd, &key, &present, "an IPv6 set element");
+      }
+    }
+  }
+}
+
+void write_iface_lists(const Program& program, std::uint32_t generation, const PinnedMaps& m,
+                       const std::vector<Interface>& ifaces) {
+  delete_generation<fwe_iflist_key>(m.iflists.fd, generation, iflist_of_generation);
+  const __u8 present = 1;
+  for (std::uint32_t i = 0; i < program.iface_lists.size(); ++i)
+    for (const auto& iface : ifaces)
+      for (const auto& pattern : program.iface_lists[i])
+        if (pattern.matches(iface.name)) {
+          fwe_iflist_key key{generation, i + 1, static_cast<__u32>(iface.index)};
+          update(m.iflists.fd, &key, &present, "an interface list");
+          break;
+        }
+}
+
+void write_tables(const Program& program, std::uint32_t generation, const PinnedMaps& m,
+                  const std::string& ir_hash) {
+  for (std::uint32_t i = 0; i < program.port_bitmaps.size(); ++i) {
+    __u32 key = generation * FWE_MAX_PORTSETS + i;
+    update(m.portsets.fd, &key, program.port_bitmaps[i].data(), "a port set");
+  }
+  for (std::uint32_t i = 0; i < program.chains.size(); ++i) {
+    __u32 key = generation * FWE_MAX_CHAINS + i;
+    char name[FWE_NAME_LEN] = {};
+    std::strncpy(name, program.chains[i].c_str(), sizeof name - 1);
+    update(m.chains.fd, &key, name, "a chain name");
+  }
+  delete_generation<fwe_portindex_key>(m.portindex.fd, generation, portindex_of_generation);
+  for (std::size_t i = 0; i < program.port_index.size(); ++i) {
+    fwe_portindex_key key = program.port_index[i];
+    key.gen = generation;
+    update(m.portindex.fd, &key, &program.port_index_first[i], "a port index");
+  }
+  delete_generation<fwe_where_key>(m.wheres.fd, generation, where_of_generation);
+  for (const auto& [rule, text] : program.wheres) {
+    fwe_where_key key{generation, rule.first, rule.second};
+    fwe_where where{};
+    std::strncpy(where.text, text.c_str(), sizeof where.text - 1);
+    update(m.wheres.fd, &key, &where, "a rule's origin");
+  }
+  const auto cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) fail("counting CPUs", cpus);
+  const std::vector<fwe_counter> zero(static_cast<std::size_t>(cpus));
+  for (std::uint32_t pc = 0; pc < program.rules.size(); ++pc) {
+    __u32 key = generation * FWE_MAX_RULES + pc;
+    fwe_rule rule = for_generation(program.rules[pc], generation);
+    update(m.rules.fd, &key, &rule, "a rule");
+    update(m.counters.fd, &key, zero.data(), "a counter");
+    const fwe_limit full{};  // last_ns 0: the first packet finds a full bucket
+    if (rule.limit_cost_ns) update(m.limits.fd, &key, &full, "a rate limit");
+  }
+  for (std::uint32_t s = 0; s < FWE_STAGE_COUNT; ++s) {
+    __u32 key = generation * FWE_STAGE_COUNT + s;
+    update(m.stages.fd, &key, &program.stages[s], "a stage");
+  }
+  fwe_meta meta{};
+  std::strncpy(meta.ir_hash, ir_hash.c_str(), sizeof meta.ir_hash - 1);
+  update(m.meta.fd, &generation, &meta, "the IR hash");
+}
+
+fwe_config read_config(const PinnedMaps& m) {
+  __u32 zero = 0;
+  fwe_config config{};
+  bpf_map_lookup_elem(m.config.fd, &zero, &config);
+  return config;
+}
+
+}  // namespace
+
+std::string pin_dir_for(const std::string& netns) {
+  return std::string(kBpffs) + "/fwengine/" + (netns.empty() ? "default" : netns);
+}
+
+Kernel::Kernel(const std::string& netns) : pin_dir_(pin_dir_for(netns)) {
+  libbpf_set_print(collect_libbpf_output);
+}
+
+void Kernel::apply(const Program& program, const std::string& ir_hash) {
+  libbpf_log().clear();
+  ensure_bpffs();
+  std::error_code ec;
+  std::filesystem::create_directories(pin_dir_, ec);
+  if (ec) fail("creating " + pin_dir_, ec.value());
+
+  bpf_object_open_opts open_opts{};
+  open_opts.sz = sizeof open_opts;
+  open_opts.pin_root_path = pin_dir_.c_str();
+  Skeleton skel(fwengine_bpf::open(&open_opts));
+  if (!skel) fail("opening the BPF object", errno);
+  if (int rc = fwengine_bpf::load(skel.get()))
+    fail("loading the BPF programs (if the maps pinned in " + pin_dir_ +
+             " are from an older fwengine, run 'fwengine --backend ebpf flush' first)",
+         rc);
+
+  PinnedMaps maps;
+  if (!open_pinned(pin_dir_, maps)) fail("opening the maps pinned in " + pin_dir_, errno);
+  const std::uint32_t generation = (read_config(maps).active_gen & 1) ^ 1;
+  const auto ifaces = interfaces();
+  write_sets(program, generation, maps);
+  write_iface_lists(program, generation, maps, ifaces);
+  write_tables(program, generation, maps, ir_hash);
+
+  // Programs first: until the flip they read the generation still in use.
+  const int ingress = bpf_program__fd(skel->progs.fwe_ingress);
+  const int egress = bpf_program__fd(skel->progs.fwe_egress);
+  for (const auto& iface : ifaces) {
+    attach(iface.index, iface.name, BPF_TC_INGRESS, ingress, kIngressName, maps.hooks.fd);
+    attach(iface.index, iface.name, BPF_TC_EGRESS, egress, kEgressName, maps.hooks.fd);
+  }
+  __u32 zero = 0;
+  fwe_config config{generation, 0};
+  update(maps.config.fd, &zero, &config, "the active generation");
+}
+
+KernelState Kernel::read_back() {
+  KernelState state;
+  PinnedMaps m;
+  if (!open_pinned(pin_dir_, m)) return state;
+  const std::uint32_t generation = read_config(m).active_gen & 1;
+  fwe_meta meta{};
+  if (bpf_map_lookup_elem(m.meta.fd, &generation, &meta) != 0 || meta.ir_hash[0] == 0) return state;
+  state.present = true;
+  state.ir_hash = std::string(meta.ir_hash, strnlen(meta.ir_hash, sizeof meta.ir_hash));
+
+  std::ostringstream text;
+  text << "pinned in " << pin_dir_ << ", generation " << generation << '\n';
+  const auto cpus = libbpf_num_possible_cpus();
+  std::vector<fwe_counter> per_cpu(static_cast<std::size_t>(cpus > 0 ? cpus : 1));
+  std::map<std::pair<std::string, std::int32_t>, RuleCounter> counters;
+  for (std::uint32_t s = 0; s < FWE_STAGE_COUNT; ++s) {
+    __u32 key = generation * FWE_STAGE_COUNT + s;
+    fwe_stage_span span{};
+    if (bpf_map_lookup_elem(m.stages.fd, &key, &span) != 0 || span.count == 0) continue;
+    text << "stage " << ir::to_string(static_cast<ir::Stage>(s)) << ": " << span.count << " rules\n";
+    for (std::uint32_t pc = span.start; pc < span.start + span.count && pc < FWE_MAX_RULES; ++pc) {
+      __u32 rule_key = generation * FWE_MAX_RULES + pc;
+      fwe_rule rule{};
+      if (bpf_map_lookup_elem(m.rules.fd, &rule_key, &rule) != 0 || rule.rule_index < 0) continue;
+      __u32 chain_key = generation * FWE_MAX_CHAINS + rule.chain_id;
+      char name[FWE_NAME_LEN] = {};
+      bpf_map_lookup_elem(m.chains.fd, &chain_key, name);
+      RuleCounter& c = counters[{std::string(name, strnlen(name, sizeof name)), rule.rule_index}];
+      c.chain = std::string(name, strnlen(name, sizeof name));
+      c.rule = rule.rule_index;
+      fwe_where_key where_key{generation, rule.chain_id, rule.rule_index};
+      fwe_where where{};
+      if (bpf_map_lookup_elem(m.wheres.fd, &where_key, &where) == 0)
+        c.where = std::string(where.text, strnlen(where.text, sizeof where.text));
+      if (bpf_map_lookup_elem(m.counters.fd, &rule_key, per_cpu.data()) != 0) continue;
+      for (const auto& cpu : per_cpu) {
+        c.packets += cpu.packets;
+        c.bytes += cpu.bytes;
+      }
+    }
+  }
+  for (auto& [key, counter] : counters) state.counters.push_back(std::move(counter));
+  for (const auto& iface : interfaces()) {
+    std::string name;
+    text << "interface " << iface.name << ':';
+    for (auto [point, ours] :
+         {std::pair{BPF_TC_INGRESS, kIngressName}, std::pair{BPF_TC_EGRESS, kEgressName}}) {
+      name.clear();
+      bool attached = query_filter(iface.index, point, &name) != 0 && name == ours;
+      text << ' ' << ours << (attached ? " attached" : " missing");
+      if (!attached) state.drift.push_back("interface " + iface.name + ": " + ours + " is not attached");
+    }
+    text << '\n';
+  }
+  state.text = text.str();
+  return state;
+}
+
+void Kernel::flush() {
+  PinnedMaps m;
+  const bool pinned = open_pinned(pin_dir_, m);
+  for (const auto& iface : interfaces()) {
+    for (auto [point, ours] :
+         {std::pair{BPF_TC_INGRESS, kIngressName}, std::pair{BPF_TC_EGRESS, kEgressName}}) {
+      std::string name;
+      if (query_filter(iface.index, point, &name) == 0 || name != ours) continue;
+      bpf_tc_hook hook = hook_of(iface.index, point);
+      bpf_tc_opts opts = filter_opts();
+      if (int rc = bpf_tc_detach(&hook, &opts); rc != 0)
+        fail("detaching " + name + " from " + iface.name, rc);
+    }
+    __u32 key = static_cast<__u32>(iface.index);
+    __u8 created = 0;
+    if (pinned && bpf_map_lookup_elem(m.hooks.fd, &key, &created) == 0 && created) {
+      bpf_tc_hook hook =
+          hook_of(iface.index, static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS));
+      bpf_tc_hook_destroy(&hook);
+    }
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(pin_dir_, ec);
+  if (ec) fail("unpinning " + pin_dir_, ec.value());
+  std::filesystem::remove(std::filesystem::path(pin_dir_).parent_path(),
+                          ec);  // only if no other namespace is left
+}
+
+int Kernel::attached_program(int ifindex, bool ingress) {
+  std::string name;
+  __u32 id = query_filter(ifindex, ingress ? BPF_TC_INGRESS : BPF_TC_EGRESS, &name);
+  if (id == 0 || name != (ingress ? kIngressName : kEgressName)) return -1;
+  return bpf_prog_get_fd_by_id(id);
+}
+
+}  // namespace fwe::ebpf

@@ -1,0 +1,34 @@
+// kernel.hpp - loads the compiled tables into pinned maps, attaches the tc programs, reads back, flushes.
+#pragma once
+
+#include <string>
+
+#include "compile.hpp"
+#include "fwengine/plugin.hpp"
+
+namespace fwe::ebpf {
+
+// Where a namespace's maps are pinned: /sys/fs/bpf/fwengine/<netns or "default">.
+std::string pin_dir_for(const std::string& netns);
+
+class Kernel {
+ public:
+  explicit Kernel(const std::string& netns);
+
+  // Writes the program into the generation not in use, attaches the programs to every interface of
+  // the current namespace, then flips the generation: readers see the old or the new policy, never a
+  // mix. Throws RuntimeError (policy in effect unchanged) on failure.
+  void apply(const Program& program, const std::string& ir_hash);
+  KernelState read_back();
+  // Detaches our programs, removes the clsact qdiscs we created and unpins everything.
+  void flush();
+
+  // A new fd for the program fwengine attached to ifindex (ingress or egress), or -1.
+  static int attached_program(int ifindex, bool ingress);
+  const std::string& pin_dir() const { return pin_dir_; }
+
+ private:
+  std::string pin_dir_;
+};
+
+}  // namespace fwe::ebpf

@@ -1,0 +1,377 @@
+// support.cpp - test ruleset, packets and frames.
+#include "support.hpp"
+
+#include <stdexcept>
+
+#include "fwengine/passes.hpp"
+
+namespace fwe::ebpf::test {
+
+using namespace fwe::ir;
+
+namespace {
+
+Origin at(std::uint32_t line, const std::string& policy = "test") {
+  return {{1, line, 1}, policy, -1};
+}
+
+Rule rule(Match match, ActionKind kind, std::uint32_t line) {
+  Rule r;
+  r.match = std::move(match);
+  r.action.kind = kind;
+  r.origin = at(line);
+  return r;
+}
+
+Match tcp_dport(std::vector<PortRange> ports) {
+  Match m;
+  m.protocols = std::vector<std::uint8_t>{6};
+  m.dst_port.push_back({false, std::move(ports)});
+  return m;
+}
+
+void add_set(Ruleset& rs, const std::string& name, std::vector<const char*> cidrs) {
+  AddrSet set;
+  set.name = name;
+  for (auto* c : cidrs) set.cidrs.push_back(*parse_cidr(c));
+  rs.sets[name] = set;
+}
+
+void add_chain(Ruleset& rs, const std::string& name, std::vector<Rule> rules) {
+  Chain chain;
+  chain.name = name;
+  chain.rules = std::move(rules);
+  rs.chains[name] = chain;
+}
+
+Endpoint endpoint(const std::string& name, std::optional<std::string> iif, std::optional<std::string> oif) {
+  Endpoint ep;
+  ep.name = name;
+  if (iif) ep.match.iif = parse_iface(*iif);
+  if (oif) ep.match.oif = parse_iface(*oif);
+  ep.origin = at(100);
+  return ep;
+}
+
+Group group(const std::string& name, std::vector<std::string> chains, Verdict on_end) {
+  Group g;
+  g.name = name;
+  g.chains = std::move(chains);
+  g.on_end = on_end;
+  return g;
+}
+
+}  // namespace
+
+IpAddr ip(const char* text) {
+  auto parsed = parse_ip(text);
+  if (!parsed) throw std::invalid_argument(text);
+  return *parsed;
+}
+
+Ruleset sample_ruleset() {
+  Ruleset rs;
+  rs.frontend = "test";
+  rs.files = {"<command line>", "sample.yaml"};
+  add_set(rs, "admins", {"10.0.0.8/29", "2001:db8::8/125"});
+  add_set(rs, "blocked", {"10.0.0.66/32"});
+  add_set(rs, "web", {"10.1.0.0/24"});
+  add_set(rs, "v6only", {"2001:db8::/32"});
+
+  // untracked-in: source MAC and address blocks, notrack for mDNS
+  {
+    Match mac;
+    mac.src_mac = std::vector<MacAddr>{*parse_mac("02:00:00:00:00:99")};
+    Match blocked;
+    blocked.src_addr.push_back({false, "blocked"});
+    Match mdns;
+    mdns.protocols = std::vector<std::uint8_t>{17};
+    mdns.dst_port.push_back({false, {{5353, 5353}}});
+    add_chain(rs, "raw-in",
+              {rule(mac, ActionKind::drop, 10), rule(blocked, ActionKind::drop, 11),
+               rule(mdns, ActionKind::notrack, 12)});
+    Endpoint ep = endpoint("raw-d0", "d0", std::nullopt);
+    ep.groups.push_back(group("raw", {"raw-in"}, Verdict::continue_));
+    rs.stage(Stage::untracked_in).sections.push_back({"raw", false, {ep}});
+  }
+  // prednat: a port closed before anything else
+  {
+    add_chain(rs, "pre", {rule(tcp_dport({{2222, 2222}}), ActionKind::drop, 20)});
+    Endpoint ep = endpoint("pre-d", "d+", std::nullopt);
+    ep.groups.push_back(group("pre", {"pre"}, Verdict::continue_));
+    rs.stage(Stage::prednat).sections.push_back({"pre", false, {ep}});
+  }
+  // input: allow, jump/return, pass, mark, log, set-mark, on_end drop, reject, default drop
+  {
+    Match ssh = tcp_dport({{22, 22}});
+    ssh.src_addr.push_back({false, "admins"});
+    Match ping;
+    ping.icmp = IcmpMatch{false, false, 8, std::nullopt};
+    Match ping6;
+    ping6.icmp = IcmpMatch{false, true, 128, 0};
+    Match web = tcp_dport({{80, 80}, {443, 443}, {8000, 8080}});
+    Match dns_not_admin;
+    dns_not_admin.protocols = std::vector<std::uint8_t>{17};
+    dns_not_admin.src_addr.push_back({true, "admins"});
+    dns_not_admin.dst_port.push_back({false, {{53, 53}}});
+    Match marked;
+    marked.mark_value = 0x10;
+    marked.mark_mask = 0xff;
+    Rule set_mark = rule({}, ActionKind::set_mark, 38);
+    set_mark.action.mark_value = 0x20;
+    Rule jump = rule(web, ActionKind::jump, 33);
+    jump.action.target = "web";
+    add_chain(rs, "in-admin",
+              {rule(ssh, ActionKind::allow, 30), rule(ping, ActionKind::accept, 31),
+               rule(ping6, ActionKind::accept, 32), jump, rule(dns_not_admin, ActionKind::pass, 34),
+               rule(marked, ActionKind::accept, 35), rule({}, ActionKind::log, 36), set_mark});
+    Match from_blocked;
+    from_blocked.src_addr.push_back({false, "blocked"});
+    Match high_sport;
+    high_sport.protocols = std::vector<std::uint8_t>{6};
+    high_sport.src_port.push_back({false, {{1024, 65535}}});
+    add_chain(rs, "web",
+              {rule(from_blocked, ActionKind::return_, 40), rule(high_sport, ActionKind::accept, 41),
+               rule({}, ActionKind::drop, 42)});
+    Match dns;
+    dns.protocols = std::vector<std::uint8_t>{17};
+    dns.dst_port.push_back({false, {{53, 53}}});
+    Match ssh6 = tcp_dport({{22, 22}});
+    ssh6.family = Family::ipv6;
+    Match not_v6only;
+    not_v6only.dst_addr.push_back({true, "v6only"});
+    not_v6only.protocols = std::vector<std::uint8_t>{17};
+    not_v6only.dst_port.push_back({true, {{53, 53}, {5353, 5353}}});
+    add_chain(rs, "in-tail",
+              {rule(dns, ActionKind::accept, 50), rule(ssh6, ActionKind::reject, 51),
+               rule(not_v6only, ActionKind::accept, 52)});
+    Endpoint ep = endpoint("host-d0", "d0", std::nullopt);
+    ep.conntrack = Conntrack::accept_established_drop_invalid;
+    ep.failsafe = true;
+    ep.groups.push_back(group("tier1", {"in-admin"}, Verdict::continue_));
+    ep.groups.back().on_end = Verdict::drop;
+    ep.groups.push_back(group("tier2", {"in-tail"}, Verdict::continue_));
+    ep.default_verdict = Verdict::drop;
+    Endpoint lo = endpoint("host-lo", "lo", std::nullopt);
+    lo.default_verdict = Verdict::accept;
+    rs.stage(Stage::input).sections.push_back({"host", false, {ep, lo}});
+  }
+  // forward: protocol negation, ct state, honour_allow in a later section, oif prefix
+  {
+    Match web = tcp_dport({{80, 80}});
+    web.dst_addr.push_back({false, "web"});
+    Match new_not_tcp;
+    new_not_tcp.protocols = std::vector<std::uint8_t>{6};
+    new_not_tcp.protocol_negate = true;
+    new_not_tcp.ct_states = std::vector<CtState>{CtState::new_};
+    Match icmp_not_echo;
+    icmp_not_echo.icmp = IcmpMatch{true, false, 8, std::nullopt};
+    Match out_d1;
+    out_d1.oif = std::vector<IfacePattern>{parse_iface("d1")};
+    Match ssh = tcp_dport({{22, 22}});
+    add_chain(rs, "fwd",
+              {rule(web, ActionKind::accept, 60), rule(icmp_not_echo, ActionKind::drop, 61),
+               rule(ssh, ActionKind::allow, 62), rule(new_not_tcp, ActionKind::drop, 63)});
+    add_chain(rs, "fwd-check", {rule(out_d1, ActionKind::drop, 64)});
+    Endpoint ep = endpoint("fwd-d0", "d0", "d+");
+    ep.conntrack = Conntrack::accept_established;
+    ep.groups.push_back(group("fwd", {"fwd"}, Verdict::continue_));
+    ep.default_verdict = Verdict::continue_;
+    Endpoint back = endpoint("fwd-d1", "d1", std::nullopt);
+    back.conntrack = Conntrack::accept_established;
+    back.default_verdict = Verdict::drop;
+    rs.stage(Stage::forward).sections.push_back({"fwd", false, {ep, back}});
+    Endpoint check = endpoint("check", std::nullopt, "d1");
+    check.groups.push_back(group("check", {"fwd-check"}, Verdict::continue_));
+    rs.stage(Stage::forward).sections.push_back({"check", true, {check}});
+  }
+  // output: failsafe, reject, negated ICMP, default per interface
+  {
+    Match smtp = tcp_dport({{25, 25}});
+    Match not_ping;
+    not_ping.icmp = IcmpMatch{true, false, 8, std::nullopt};
+    add_chain(rs, "out", {rule(smtp, ActionKind::reject, 70), rule(not_ping, ActionKind::drop, 71)});
+    Endpoint d0 = endpoint("out-d0", std::nullopt, "d0");
+    d0.conntrack = Conntrack::accept_established;
+    d0.groups.push_back(group("out", {"out"}, Verdict::continue_));
+    d0.default_verdict = Verdict::accept;
+    Endpoint d1 = endpoint("out-d1", std::nullopt, "d1");
+    d1.conntrack = Conntrack::accept_established;
+    d1.failsafe = true;
+    d1.default_verdict = Verdict::drop;
+    rs.stage(Stage::output).sections.push_back({"out", false, {d0, d1}});
+  }
+  rs.failsafe.inbound.push_back({6, 2022, std::nullopt, at(90)});
+  rs.failsafe.outbound.push_back({17, 53, *parse_cidr("10.1.0.0/24"), at(91)});
+  passes::normalise(rs);
+  passes::inject_failsafe(rs);
+  return rs;
+}
+
+Ruleset port_run_ruleset() {
+  Ruleset rs;
+  rs.files = {"<command line>", "runs.yaml"};
+  add_set(rs, "admins", {"10.0.0.8/29"});
+  const ActionKind kinds[] = {ActionKind::log, ActionKind::drop, ActionKind::set_mark, ActionKind::accept,
+                              ActionKind::return_};
+  for (const char* name : {"run-a", "run-b"}) {
+    std::vector<Rule> rules;
+    for (std::uint16_t i = 0; i < 12; ++i) {
+      const auto port = static_cast<std::uint16_t>(1000 + (i * 7) % 5);
+      Match m = tcp_dport({{port, port}});
+      if (i % 3 == 1) m.src_addr.push_back({false, "admins"});
+      if (i % 4 == 2) m.mark_value = 0x20;
+      Rule r = rule(m, kinds[(i + (name[4] == 'b' ? 2 : 0)) % 5], 200u + i);
+      r.action.mark_value = 0x20;
+      rules.push_back(r);
+    }
+    add_chain(rs, name, rules);
+  }
+  Endpoint ep = endpoint("d0", "d0", std::nullopt);
+  ep.groups.push_back(group("runs", {"run-a", "run-b"}, Verdict::continue_));
+  ep.default_verdict = Verdict::drop;
+  rs.stage(Stage::input).sections.push_back({"host", false, {ep}});
+  passes::normalise(rs);
+  return rs;
+}
+
+std::vector<trace::Packet> port_run_packets() {
+  std::vector<trace::Packet> out;
+  for (const char* src : {"10.0.0.9", "10.0.0.20"})
+    for (std::uint16_t port = 998; port <= 1006; ++port) {
+      out.push_back(packet("d0", "", src, "10.0.0.1", 6, 40000, port));
+      out.push_back(packet("d0", "", src, "10.0.0.1", 17, 40000, port));
+    }
+  out.push_back(packet("d0", "", "10.0.0.20", "10.0.0.1", 1, 0, 0));
+  return out;
+}
+
+trace::Packet packet(const char* iif, const char* oif, const char* src, const char* dst,
+                     std::uint8_t protocol, std::uint16_t sport, std::uint16_t dport) {
+  trace::Packet p;
+  p.iif = iif;
+  p.oif = oif;
+  p.src = ip(src);
+  p.dst = ip(dst);
+  p.protocol = protocol;
+  p.sport = sport;
+  p.dport = dport;
+  p.src_mac = parse_mac("02:00:00:00:00:01");
+  return p;
+}
+
+std::vector<trace::Packet> sample_packets() {
+  std::vector<trace::Packet> out;
+  auto in = [&](const char* src, std::uint8_t proto, std::uint16_t sport, std::uint16_t dport) {
+    const bool v6 = std::string(src).find(':') != std::string::npos;
+    return packet("d0", "", src, v6 ? "2001:db8::1" : "10.0.0.1", proto, sport, dport);
+  };
+  out.push_back(in("10.0.0.9", 6, 40000, 22));      // admin ssh: allow
+  out.push_back(in("10.0.0.20", 6, 40000, 22));     // not admin: on_end drop
+  out.push_back(in("2001:db8::9", 6, 40000, 22));   // admin over IPv6: allow
+  out.push_back(in("2001:db8::20", 6, 40000, 22));  // tier1 ends with drop
+  out.push_back(in("10.0.0.20", 6, 40000, 80));     // jump web, high source port: accept
+  out.push_back(in("10.0.0.20", 6, 80, 8080));      // jump web, low source port: drop
+  out.push_back(in("10.0.0.20", 6, 40000, 8081));   // not web
+  out.push_back(in("10.0.0.66", 6, 40000, 80));     // blocked: dropped in untracked-in
+  out.push_back(in("10.0.0.20", 17, 40000, 53));    // pass to tier2: dns accept
+  out.push_back(in("10.0.0.9", 17, 40000, 53));     // admin: no pass, on_end drop
+  out.push_back(in("10.0.0.20", 17, 40000, 5353));  // notrack, then on_end drop
+  out.push_back(in("10.0.0.20", 6, 40000, 2222));   // prednat drop
+  out.push_back(in("10.0.0.20", 6, 40000, 2022));   // failsafe
+  out.push_back(in("2001:db8::20", 6, 40000, 2022));
+  auto ping = in("10.0.0.20", 1, 0, 0);
+  out.push_back(ping);  // echo request: accept
+  ping.icmp_type = 13;
+  out.push_back(ping);  // timestamp: on_end drop
+  auto ping6 = in("2001:db8::20", 58, 0, 0);
+  ping6.icmp_type = 128;
+  out.push_back(ping6);
+  ping6.icmp_code = 1;
+  out.push_back(ping6);
+  auto marked = in("10.0.0.20", 6, 40000, 9000);
+  marked.mark = 0x110;
+  out.push_back(marked);  // mark match: accept
+  auto spoofed = in("10.0.0.20", 6, 40000, 80);
+  spoofed.src_mac = parse_mac("02:00:00:00:00:99");
+  out.push_back(spoofed);  // MAC drop
+  // forward
+  out.push_back(packet("d0", "d1", "10.0.0.20", "10.1.0.5", 6, 40000, 80));   // web: accept
+  out.push_back(packet("d0", "d1", "10.0.0.20", "10.1.0.5", 6, 40000, 81));   // continue, check drops (d1)
+  out.push_back(packet("d0", "d1", "10.0.0.20", "10.1.0.5", 6, 40000, 22));   // allow, check honours it
+  out.push_back(packet("d0", "d1", "10.0.0.20", "10.1.0.5", 17, 40000, 80));  // new not tcp: drop
+  out.push_back(packet("d0", "d1", "10.0.0.20", "10.1.0.5", 1, 0, 0));        // echo: new not tcp drop
+  out.push_back(packet("d1", "d0", "10.1.0.5", "10.0.0.20", 6, 40000, 80));   // from d1: default drop
+  out.push_back(packet("d0", "d1", "2001:db8::20", "2001:db8:1::5", 6, 40000, 22));
+  // output
+  out.push_back(packet("", "d0", "10.0.0.1", "10.0.0.20", 6, 40000, 25));   // reject
+  out.push_back(packet("", "d0", "10.0.0.1", "10.0.0.20", 6, 40000, 443));  // default accept
+  auto out_ping = packet("", "d0", "10.0.0.1", "10.0.0.20", 1, 0, 0);
+  out.push_back(out_ping);
+  out_ping.icmp_type = 3;
+  out.push_back(out_ping);                                                           // not echo: drop
+  out.push_back(packet("", "d1", "10.1.0.1", "10.1.0.5", 17, 40000, 53));            // failsafe out
+  out.push_back(packet("", "d1", "10.1.0.1", "10.1.0.5", 17, 40000, 54));            // default drop
+  out.push_back(packet("", "d1", "2001:db8:1::1", "2001:db8:1::5", 17, 40000, 53));  // failsafe is IPv4 only
+  for (auto& p : out)
+    if (p.iif.empty()) p.src_mac.reset();
+  return out;
+}
+
+std::string describe(const trace::Packet& p) {
+  std::string out = "iif=" + p.iif + " oif=" + p.oif + " " + to_string(p.src) + ":" +
+                    std::to_string(p.sport) + " -> " + to_string(p.dst) + ":" + std::to_string(p.dport) +
+                    " proto " + std::to_string(p.protocol) + " ct " + std::string(to_string(p.ct));
+  if (p.protocol == 1 || p.protocol == 58)
+    out += " icmp " + std::to_string(p.icmp_type) + "/" + std::to_string(p.icmp_code);
+  if (p.mark) out += " mark " + std::to_string(p.mark);
+  return out;
+}
+
+namespace {
+
+void put16(std::vector<std::uint8_t>& out, std::uint16_t v) {
+  out.push_back(static_cast<std::uint8_t>(v >> 8));
+  out.push_back(static_cast<std::uint8_t>(v & 0xff));
+}
+
+}  // namespace
+
+std::vector<std::uint8_t> frame_of(const trace::Packet& p) {
+  std::vector<std::uint8_t> l4;
+  if (p.protocol == 6) {
+    put16(l4, p.sport);
+    put16(l4, p.dport);
+    l4.insert(l4.end(), {0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0});  // SYN
+  } else if (p.protocol == 17) {
+    put16(l4, p.sport);
+    put16(l4, p.dport);
+    put16(l4, 8);
+    put16(l4, 0);
+  } else {
+    l4 = {p.icmp_type, p.icmp_code, 0, 0, 0x12, 0x34, 0, 1};
+  }
+  std::vector<std::uint8_t> out = {0x02, 0, 0, 0, 0, 0xfe};
+  const MacAddr mac = p.src_mac.value_or(MacAddr{0x02, 0, 0, 0, 0, 0x02});
+  out.insert(out.end(), mac.begin(), mac.end());
+  const bool v6 = p.src.family == Family::ipv6;
+  put16(out, v6 ? 0x86dd : 0x0800);
+  if (v6) {
+    out.insert(out.end(), {0x60, 0, 0, 0});
+    put16(out, static_cast<std::uint16_t>(l4.size()));
+    out.push_back(p.protocol);
+    out.push_back(64);
+    out.insert(out.end(), p.src.bytes.begin(), p.src.bytes.end());
+    out.insert(out.end(), p.dst.bytes.begin(), p.dst.bytes.end());
+  } else {
+    out.insert(out.end(), {0x45, 0});
+    put16(out, static_cast<std::uint16_t>(20 + l4.size()));
+    out.insert(out.end(), {0, 1, 0x40, 0, 64, p.protocol, 0, 0});
+    out.insert(out.end(), p.src.bytes.begin(), p.src.bytes.begin() + 4);
+    out.insert(out.end(), p.dst.bytes.begin(), p.dst.bytes.begin() + 4);
+  }
+  out.insert(out.end(), l4.begin(), l4.end());
+  return out;
+}
+
+}  // namespace fwe::ebpf::test

@@ -1,0 +1,153 @@
+// test_compile.cpp - flattening and refusals, no kernel needed.
+#include <catch2/catch.hpp>
+
+#include "backend.hpp"
+#include "compile.hpp"
+#include "support.hpp"
+
+using namespace fwe;
+using namespace fwe::ebpf;
+
+namespace {
+
+// Every goto lands ahead of its rule and inside (or just past) its stage: the BPF walk only moves forward.
+void require_forward_only(const Program& program) {
+  for (std::size_t s = 0; s < FWE_STAGE_COUNT; ++s) {
+    const auto& span = program.stages[s];
+    for (std::uint32_t pc = span.start; pc < span.start + span.count; ++pc) {
+      const fwe_rule& r = program.rules[pc];
+      if (r.op != FWE_OP_GOTO && r.op != FWE_OP_DONE) continue;
+      INFO("rule " << pc << ": " << program.sources[pc].what);
+      REQUIRE(r.target > pc);
+      REQUIRE(r.target <= span.start + span.count);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("the sample ruleset compiles into forward-only stages", "[compile]") {
+  Diagnostics diag;
+  Program program = compile(test::sample_ruleset(), diag);
+  INFO(program.text());
+  REQUIRE_FALSE(diag.has_errors());
+  REQUIRE(program.rules.size() == program.sources.size());
+  require_forward_only(program);
+  CHECK(program.stages[FWE_STAGE_DNAT].count == 0);
+  CHECK(program.stages[FWE_STAGE_INPUT].count > 0);
+  CHECK(program.port_bitmaps.size() == 2);  // web ports and "not 53/5353"
+  CHECK(program.notes.size() == 2);         // reject as drop, log counts only
+}
+
+TEST_CASE("jumps are inlined behind an inverted goto that skips the whole target", "[compile]") {
+  Diagnostics diag;
+  Program program = compile(test::sample_ruleset(), diag);
+  REQUIRE_FALSE(diag.has_errors());
+  std::size_t jumps = 0;
+  for (std::uint32_t pc = 0; pc < program.rules.size(); ++pc) {
+    const fwe_rule& r = program.rules[pc];
+    if (!(r.flags & FWE_F_INVERT)) continue;
+    ++jumps;
+    CHECK(r.target == pc + 1 + 3);  // chain "web" has three rules
+  }
+  CHECK(jumps == 1);
+}
+
+TEST_CASE("NAT stages and packet types are refused with the rule's origin", "[compile]") {
+  ir::Ruleset rs = test::sample_ruleset();
+  rs.chains["in-admin"].rules[0].match.pkt_type = "broadcast";
+  ir::Endpoint nat;
+  nat.name = "nat";
+  nat.origin.loc = {1, 77, 3};
+  rs.stage(ir::Stage::snat).sections.push_back({"nat", false, {nat}});
+  Diagnostics diag;
+  compile(rs, diag);
+  REQUIRE(diag.error_count() == 2);
+  CHECK(diag.all()[0].message.find("pkt-type") != std::string::npos);
+  CHECK(diag.all()[0].loc.line == 30);
+  CHECK(diag.all()[1].message.find("snat") != std::string::npos);
+  CHECK(diag.all()[1].loc.line == 77);
+}
+
+TEST_CASE("a ruleset beyond the rule limit is refused", "[compile]") {
+  ir::Ruleset rs = test::sample_ruleset();
+  auto& rules = rs.chains["in-tail"].rules;
+  rules.resize(FWE_MAX_RULES, rules.front());
+  Diagnostics diag;
+  compile(rs, diag);
+  REQUIRE(diag.error_count() == 1);
+  CHECK(diag.all()[0].message.find(std::to_string(FWE_MAX_RULES)) != std::string::npos);
+}
+
+TEST_CASE("more address matches than a rule holds are refused", "[compile]") {
+  ir::Ruleset rs = test::sample_ruleset();
+  auto& match = rs.chains["in-tail"].rules[0].match;
+  match.src_addr = {{false, "admins"}, {true, "blocked"}, {false, "web"}};
+  Diagnostics diag;
+  compile(rs, diag);
+  REQUIRE(diag.error_count() == 1);
+  CHECK(diag.all()[0].loc.line == 50);
+  CHECK_FALSE(diag.all()[0].hint.empty());
+}
+
+TEST_CASE("rate limits become a token bucket in nanoseconds", "[compile]") {
+  ir::Ruleset rs = test::sample_ruleset();
+  rs.chains["in-tail"].rules[0].match.rate_limit = ir::RateLimit{20, "second", 0};
+  rs.chains["in-tail"].rules[1].match.rate_limit = ir::RateLimit{0, "second", 0};
+  Diagnostics diag;
+  Program program = compile(rs, diag);
+  REQUIRE(diag.error_count() == 1);  // a rate of 0
+  CHECK(diag.all()[0].loc.line == 51);
+  bool found = false;
+  for (const auto& r : program.rules)
+    if (r.limit_cost_ns) {
+      found = true;
+      CHECK(r.limit_cost_ns == 50'000'000);
+      CHECK(r.limit_burst_ns == 5 * 50'000'000ull);
+    }
+  CHECK(found);
+}
+
+TEST_CASE("consecutive single-port rules become one indexed run", "[compile]") {
+  Diagnostics diag;
+  Program program = compile(test::port_run_ruleset(), diag);
+  REQUIRE_FALSE(diag.has_errors());
+  INFO(program.text());
+  std::size_t heads = 0;
+  for (std::uint32_t pc = 0; pc < program.rules.size(); ++pc) {
+    const fwe_rule& r = program.rules[pc];
+    if (r.flags & FWE_F_RUN_HEAD) {
+      ++heads;
+      CHECK(r.run_end - pc == 24);  // both chains: the chain boundary is no jump
+    }
+    if (r.flags & FWE_F_IN_RUN) CHECK(r.next_same > pc);
+  }
+  CHECK(heads == 1);
+  CHECK(program.port_index.size() == 5);
+  CHECK(compile(test::sample_ruleset(), diag).port_index.empty());  // no run of 8 there
+}
+
+TEST_CASE("set ids carry the generation", "[compile]") {
+  fwe_rule r{};
+  r.src[0] = {5, 1, 0, {}};
+  r.dst[1] = {7, 1, 1, {}};
+  fwe_rule g = for_generation(r, 1);
+  CHECK(g.src[0].set_id == ((1u << kSetIndexBits) | 5));
+  CHECK(g.dst[1].set_id == ((1u << kSetIndexBits) | 7));
+  CHECK(g.src[1].set_id == 0);
+}
+
+TEST_CASE("capabilities name what compile accepts", "[compile]") {
+  EbpfBackend backend(PluginContext{"x"});
+  auto caps = backend.capabilities();
+  CHECK(caps.supports(ir::Stage::forward));
+  CHECK_FALSE(caps.supports(ir::Stage::dnat));
+  CHECK(caps.supports(ir::MatchKind::icmp));
+  CHECK(caps.supports(ir::MatchKind::rate_limit));
+  CHECK_FALSE(caps.supports(ir::MatchKind::pkt_type));
+  CHECK_FALSE(caps.supports(ir::ActionKind::masquerade));
+  Diagnostics diag;
+  auto plan = backend.render(test::sample_ruleset(), diag);
+  REQUIRE(plan);
+  CHECK(plan->text().find("stage input") != std::string::npos);
+}
