@@ -83,6 +83,8 @@ class Resources:
             stop_process(process)
         for name in namespaces:
             subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+            # fwengine's own state for that namespace (lock, applied state, snapshots)
+            shutil.rmtree(os.path.join("/run/fwengine", name), ignore_errors=True)
 
     def release_all(self):
         with self.lock:

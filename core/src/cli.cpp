@@ -18,6 +18,7 @@
 #include <set>
 #include <sstream>
 
+#include "cli_service.hpp"
 #include "fwengine/canonical.hpp"
 #include "fwengine/loader.hpp"
 #include "fwengine/passes.hpp"
@@ -58,11 +59,11 @@ constexpr CommandInfo kCommands[] = {
 // Options that belong to one command only; using them with another is a usage error.
 const std::map<std::string, std::set<std::string>>& command_options() {
   static const std::map<std::string, std::set<std::string>> table = {
-      {"dry-run", {"apply"}},   {"full", {"apply"}},  {"confirm", {"apply"}}, {"exit-code", {"diff"}},
-      {"iif", {"trace"}},       {"oif", {"trace"}},   {"src", {"trace"}},     {"dst", {"trace"}},
-      {"proto", {"trace"}},     {"sport", {"trace"}}, {"dport", {"trace"}},   {"icmp-type", {"trace"}},
-      {"icmp-code", {"trace"}}, {"state", {"trace"}}, {"src-mac", {"trace"}}, {"to", {"migrate"}},
-      {"output", {"migrate"}},
+      {"dry-run", {"apply"}},   {"full", {"apply"}},   {"confirm", {"apply"}}, {"exit-code", {"diff"}},
+      {"iif", {"trace"}},       {"oif", {"trace"}},    {"src", {"trace"}},     {"dst", {"trace"}},
+      {"proto", {"trace"}},     {"sport", {"trace"}},  {"dport", {"trace"}},   {"icmp-type", {"trace"}},
+      {"icmp-code", {"trace"}}, {"state", {"trace"}},  {"src-mac", {"trace"}}, {"to", {"migrate"}},
+      {"output", {"migrate"}},  {"watch", {"daemon"}},
   };
   return table;
 }
@@ -72,6 +73,7 @@ struct Options {
   std::string frontend, backend, netns, node, config;
   std::vector<std::string> files, plugin_dirs, frontend_options;
   bool json = false, verbose = false, quiet = false;
+  bool flush_on_stop = false;  // daemon: remove the ruleset on SIGTERM (off: a firewall stays up)
   po::variables_map vm;
 };
 
@@ -112,7 +114,8 @@ po::options_description describe_options() {
       ("state", po::value<std::string>(), "trace: new (default), established, related, invalid")
       ("src-mac", po::value<std::string>(), "trace: source MAC address")
       ("to", po::value<std::string>(), "migrate: yaml or calico (a frontend that can write)")
-      ("output,o", po::value<std::string>(), "migrate: output directory (default .)");
+      ("output,o", po::value<std::string>(), "migrate: output directory (default .)")
+      ("watch", "daemon: reload when a source file changes");
   // clang-format on
   po::options_description all;
   all.add(global).add(commands);
@@ -194,8 +197,8 @@ void read_config(Options& o, Diagnostics& diag) {
     diag.error(root.loc(), "the config must be a mapping, got " + root.describe(), "see fwengine.conf(5)");
     return;
   }
-  static const std::vector<std::string_view> kKeys = {"frontend", "backend", "sources", "node",
-                                                      "plugin-dirs"};
+  static const std::vector<std::string_view> kKeys = {"frontend", "backend",     "sources",
+                                                      "node",     "plugin-dirs", "flush-on-stop"};
   for (std::size_t i = 0; i < root.size(); ++i) {
     const auto& key = root.keys()[i];
     const auto& value = root.values()[i];
@@ -224,7 +227,12 @@ void read_config(Options& o, Diagnostics& diag) {
       scalar(o.node);
     else if (k == "sources")
       strings(o.files);
-    else if (k == "plugin-dirs")
+    else if (k == "flush-on-stop") {
+      if (auto b = value.as_bool())
+        o.flush_on_stop = *b;
+      else
+        diag.error(value.loc(), "flush-on-stop must be true or false, got " + value.describe());
+    } else if (k == "plugin-dirs")
       strings(o.plugin_dirs);
     else
       diag.error(key.loc(), "unknown key '" + k + "'", did_you_mean(k, kKeys));
@@ -266,10 +274,9 @@ class Session {
     if (o_.backend.empty()) o_.backend = "nft";
     if (o_.node.empty()) o_.node = host_name();
     if (c == "plugins") return plugins();
-    if (c == "daemon" || c == "confirm" || o_.vm.count("confirm"))
-      throw RuntimeError("'" + (c == "apply" ? std::string("apply --confirm") : c) +
-                         "' is not implemented yet in this version of fwengine (tracked as issue #8)");
     enter_netns(o_.netns);
+    if (c == "confirm") return confirm();
+    if (c == "daemon") return daemon();
     if (c == "status") return status();
     if (c == "flush") return flush();
     if (!compile()) return fail_input();
@@ -298,6 +305,7 @@ class Session {
     auto fe = loader_.frontend(o_.frontend, {o_.netns});
     FrontendRequest request;
     request.sources = o_.files.empty() ? fe->default_sources() : o_.files;
+    sources_ = request.sources;
     request.node = o_.node;
     request.netns = o_.netns;
     for (const auto& kv : o_.frontend_options) {
@@ -605,6 +613,51 @@ class Session {
     return !same && o_.vm.count("exit-code") ? 3 : 0;
   }
 
+  Snapshot snapshot_meta() const {
+    Snapshot meta;
+    meta.frontend = o_.frontend;
+    meta.backend = o_.backend;
+    meta.node = o_.node;
+    meta.config = o_.config;
+    meta.frontend_options = o_.frontend_options;
+    return meta;
+  }
+
+  // The policy just applied becomes what a later `apply --confirm` rolls back to.
+  void keep_as_good() const {
+    bool from_stdin = std::find(sources_.begin(), sources_.end(), "-") != sources_.end();
+    std::error_code ec;
+    if (from_stdin)
+      std::filesystem::remove_all(good_snapshot_dir(o_.netns), ec);
+    else
+      save_snapshot(good_snapshot_dir(o_.netns), sources_, snapshot_meta());
+  }
+
+  // The command the rollback watchdog runs: apply the last good policy again, or flush when fwengine
+  // had nothing in the kernel before.
+  std::vector<std::string> rollback_command() const {
+    std::vector<std::string> args;
+    if (!o_.netns.empty()) args = {"--netns", o_.netns};
+    auto good = load_snapshot(good_snapshot_dir(o_.netns));
+    if (!good) {
+      if (state::load(o_.netns))
+        throw UsageError(
+            "the ruleset in the kernel was read from stdin and cannot be restored by --confirm; "
+            "apply it from files first");
+      args.insert(args.end(), {"--backend", o_.backend, "-q", "flush"});
+      return args;
+    }
+    if (good->backend != o_.backend)
+      throw UsageError("apply --confirm cannot switch backends (" + good->backend + " to " + o_.backend +
+                       "); flush " + good->backend + " first");
+    args.insert(args.end(), {"--backend", good->backend, "--frontend", good->frontend, "--node", good->node});
+    if (!good->config.empty()) args.insert(args.end(), {"--config", good->config});
+    for (const auto& f : good->sources) args.insert(args.end(), {"-f", f});
+    for (const auto& kv : good->frontend_options) args.insert(args.end(), {"--frontend-option", kv});
+    args.insert(args.end(), {"--lock-timeout", "120", "-q", "apply", "--full"});
+    return args;
+  }
+
   int apply() {
     auto be = backend();
     auto plan = render(*be);
@@ -613,21 +666,117 @@ class Session {
       std::cout << plan->text();
       return diff();
     }
+    std::optional<unsigned> confirm_within;
+    if (o_.vm.count("confirm")) confirm_within = o_.vm["confirm"].as<unsigned>();
+    if (confirm_within && *confirm_within == 0) throw UsageError("--confirm needs at least 1 second");
     auto lock = writer_lock();
+    std::vector<std::string> rollback;
+    if (confirm_within) {
+      rollback = rollback_command();
+      save_snapshot(candidate_snapshot_dir(o_.netns), sources_, snapshot_meta());
+    }
     auto start = std::chrono::steady_clock::now();
     be->apply(*plan, {o_.vm.count("full") > 0, hash_});
     auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     remember_applied();
+    std::string deadline;
+    if (confirm_within) {
+      spawn_rollback_watchdog(o_.netns, *confirm_within, rollback);
+      deadline = load_pending(o_.netns)->deadline;
+    } else {
+      keep_as_good();
+      clear_pending(o_.netns);
+    }
     auto [chains, rules] = counts();
-    if (o_.json)
-      std::cout << json{{"ok", true},       {"backend", o_.backend}, {"hash", hash_}, {"netns", o_.netns},
-                        {"chains", chains}, {"rules", rules},        {"ms", ms}}
-                       .dump()
-                << '\n';
-    else if (!o_.quiet)
+    if (o_.json) {
+      json j = {{"ok", true},       {"backend", o_.backend}, {"hash", hash_}, {"netns", o_.netns},
+                {"chains", chains}, {"rules", rules},        {"ms", ms}};
+      if (confirm_within) j["rollback-at"] = deadline;
+      std::cout << j.dump() << '\n';
+    } else if (!o_.quiet) {
       std::cout << "applied IR " << hash_.substr(0, 16) << " (" << chains << " chains, " << rules
                 << " rules) with " << o_.backend << (o_.netns.empty() ? "" : " in netns " + o_.netns)
                 << " in " << std::fixed << std::setprecision(1) << ms << " ms\n";
+      if (confirm_within)
+        std::cout << "the previous ruleset comes back at " << deadline << " unless you run: fwengine"
+                  << (o_.netns.empty() ? "" : " --netns " + o_.netns) << " confirm\n";
+    }
+    return 0;
+  }
+
+  int confirm() {
+    auto lock = writer_lock();
+    auto pending = load_pending(o_.netns);
+    if (!pending)
+      throw RuntimeError(
+          "nothing is waiting for confirmation (no apply --confirm pending, or its time ran out "
+          "and the previous ruleset was restored; see fwengine status)");
+    clear_pending(o_.netns);
+    promote_candidate(o_.netns);
+    if (o_.json)
+      std::cout << json{{"ok", true}}.dump() << '\n';
+    else if (!o_.quiet)
+      std::cout << "confirmed: the ruleset stays\n";
+    return 0;
+  }
+
+  // Service mode: apply, then reload on SIGHUP (and on file changes with --watch) until SIGTERM. A
+  // policy that fails to load or apply is reported and the kernel keeps the last good ruleset.
+  int daemon() {
+    auto be = backend();
+    {
+      auto fe = loader_.frontend(o_.frontend, {o_.netns});
+      sources_ = o_.files.empty() ? fe->default_sources() : o_.files;
+    }
+    ServiceLoop loop(o_.vm.count("watch") ? sources_ : std::vector<std::string>{});
+    auto reload = [&]() -> bool {
+      diag_ = Diagnostics{};
+      std::string failure;
+      try {
+        if (compile()) {
+          if (auto plan = render(*be)) {
+            auto lock = writer_lock();
+            be->apply(*plan, {false, hash_});
+            remember_applied();
+            keep_as_good();
+            std::cerr << "fwengine: applied IR " << hash_ << '\n';
+            return true;
+          }
+        }
+        print_diagnostics();
+        failure = std::to_string(diag_.error_count()) + " error(s) in the policy";
+        for (const auto& d : diag_.all())
+          if (d.severity == Severity::error) {
+            failure += "; first: " + diag_.format(d);
+            break;
+          }
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+      auto applied = state::load(o_.netns);
+      std::cerr << "fwengine: reload failed: " << failure << "; the kernel keeps "
+                << (applied ? "IR " + applied->hash : std::string("what it had")) << '\n';
+      state::record_failure(o_.netns, failure);
+      return false;
+    };
+    auto ready = [&](bool ok) {
+      notify_systemd(std::string("READY=1\nSTATUS=") +
+                     (ok ? "enforcing IR " + hash_.substr(0, 16) : "last reload failed; kernel unchanged"));
+    };
+    ready(reload());
+    while (loop.wait() == Wake::reload) {
+      notify_systemd("RELOADING=1");
+      ready(reload());
+    }
+    notify_systemd("STOPPING=1");
+    if (o_.flush_on_stop) {
+      auto lock = writer_lock();
+      be->flush();
+      state::forget(o_.netns);
+      std::cerr << "fwengine: stopped; flushed (flush-on-stop: true)\n";
+    } else {
+      std::cerr << "fwengine: stopped; the ruleset stays in the kernel\n";
+    }
     return 0;
   }
 
@@ -677,6 +826,11 @@ class Session {
         std::cout << "  " << std::right << std::setw(10) << c.packets << " pkts  " << c.chain << " #"
                   << c.rule << "  " << c.where << '\n';
     for (const auto& d : state.drift) std::cout << "drift: " << d << '\n';
+    if (auto pending = load_pending(o_.netns))
+      std::cout << "waiting for confirmation: the previous ruleset comes back at " << pending->deadline
+                << " unless 'fwengine confirm' runs\n";
+    if (auto failure = state::last_failure(o_.netns))
+      std::cout << "last reload failed at " << failure->time << ": " << failure->message << '\n';
     return 0;
   }
 
@@ -685,6 +839,10 @@ class Session {
     auto lock = writer_lock();
     be->flush();
     state::forget(o_.netns);
+    clear_pending(o_.netns);
+    std::error_code ec;
+    std::filesystem::remove_all(good_snapshot_dir(o_.netns), ec);
+    std::filesystem::remove_all(candidate_snapshot_dir(o_.netns), ec);
     if (!o_.quiet && !o_.json) std::cout << "flushed everything fwengine owned (" << o_.backend << ")\n";
     if (o_.json) std::cout << json{{"ok", true}}.dump() << '\n';
     return 0;
@@ -726,6 +884,7 @@ class Session {
   Diagnostics diag_;
   ir::Ruleset ruleset_;
   ir::Ruleset as_written_;
+  std::vector<std::string> sources_;
   std::string hash_;
 };
 

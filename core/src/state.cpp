@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -77,6 +78,7 @@ void save(const std::string& netns, const Applied& a) {
   std::error_code ec;
   fs::rename(tmp, dir + "/state.json", ec);  // atomic: a reader sees the old or the new file
   if (ec) throw RuntimeError("cannot write " + dir + "/state.json: " + ec.message());
+  fs::remove(dir + "/failure.json", ec);
 }
 
 std::optional<Applied> load(const std::string& netns) {
@@ -100,6 +102,23 @@ std::optional<Applied> load(const std::string& netns) {
 void forget(const std::string& netns) {
   std::error_code ec;
   fs::remove(run_dir(netns) + "/state.json", ec);
+}
+
+void record_failure(const std::string& netns, const std::string& message) {
+  std::string dir = ensure_dir(netns);
+  char when[32] = {};
+  std::time_t now = std::time(nullptr);
+  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  std::ofstream out(dir + "/failure.json", std::ios::trunc);
+  out << json{{"time", when}, {"message", message}}.dump(2) << '\n';
+}
+
+std::optional<Failure> last_failure(const std::string& netns) {
+  std::ifstream in(run_dir(netns) + "/failure.json");
+  if (!in) return std::nullopt;
+  json j = json::parse(in, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return std::nullopt;
+  return Failure{j.value("time", ""), j.value("message", "")};
 }
 
 }  // namespace fwe::state

@@ -31,8 +31,16 @@ struct Applied {
   std::size_t chains = 0, rules = 0, sets = 0;
 };
 
+// Saving a successful apply also clears the last error.
 void save(const std::string& netns, const Applied&);
 std::optional<Applied> load(const std::string& netns);
 void forget(const std::string& netns);
+
+// A reload that failed (bad input, kernel refusal) while the previous ruleset stayed in place.
+struct Failure {
+  std::string time, message;
+};
+void record_failure(const std::string& netns, const std::string& message);
+std::optional<Failure> last_failure(const std::string& netns);
 
 }  // namespace fwe::state

@@ -30,7 +30,7 @@ check "usage: -v and -q" 2 "$FWE" -v -q check
 check "usage: missing netns" 2 "$FWE" --netns fwe-no-such-ns-$$ -f "$ROOT/fixtures/yaml/example/policy.yaml" check
 contains "netns message" "no network namespace 'fwe-no-such-ns-$$'"
 check "usage: unknown frontend" 2 "$FWE" --frontend calicoo check && contains "frontend hint" "did you mean 'calico'?"
-check "not yet: daemon" 1 "$FWE" daemon && contains "daemon message" "not implemented yet"
+check "confirm with nothing pending" 1 "$FWE" confirm && contains "confirm message" "nothing is waiting for confirmation"
 check "version" 0 "$FWE" --version && contains "version text" "fwengine "
 
 printf 'apiVersion: fwengine/v1\nchains:\n  c:\n    - {protocol: tcp, dport: 99999, action: accept}\n' > "$work/bad.yaml"

@@ -1,0 +1,256 @@
+// cli_service.cpp - snapshots, the rollback watchdog, systemd notification and the service loop.
+#include "cli_service.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/inotify.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+
+#include "fwengine/diagnostics.hpp"
+#include "fwengine/loader.hpp"
+#include "fwengine/state.hpp"
+
+namespace fwe::cli {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr auto kDebounce = std::chrono::milliseconds(300);
+
+std::string pending_path(const std::string& netns) {
+  return state::run_dir(netns) + "/pending-confirm";
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::trunc);
+  out << text;
+  if (!out) throw RuntimeError("cannot write " + path);
+}
+
+void replace_dir(const fs::path& from, const fs::path& to) {
+  std::error_code ec;
+  fs::remove_all(to, ec);
+  fs::rename(from, to, ec);
+  if (ec) throw RuntimeError("cannot move " + from.string() + " to " + to.string() + ": " + ec.message());
+}
+
+}  // namespace
+
+std::string good_snapshot_dir(const std::string& netns) {
+  return state::run_dir(netns) + "/good";
+}
+std::string candidate_snapshot_dir(const std::string& netns) {
+  return state::run_dir(netns) + "/candidate";
+}
+
+void save_snapshot(const std::string& dir, const std::vector<std::string>& sources, Snapshot meta) {
+  const fs::path tmp = dir + ".tmp";
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp, ec);
+  if (ec) throw RuntimeError("cannot create " + tmp.string() + ": " + ec.message());
+  meta.sources.clear();
+  for (std::size_t i = 0; i < sources.size(); ++i) {
+    if (sources[i] == "-")
+      throw UsageError("a policy read from stdin cannot be kept for rollback: give files with -f");
+    const fs::path source = sources[i];
+    const fs::path target = tmp / std::to_string(i) / source.filename();
+    fs::create_directories(target.parent_path(), ec);
+    if (fs::is_directory(source, ec)) {
+      fs::copy(source, target, fs::copy_options::recursive | fs::copy_options::skip_symlinks, ec);
+    } else {
+      fs::copy_file(source, target, fs::copy_options::overwrite_existing, ec);
+    }
+    if (ec) throw RuntimeError("cannot keep a copy of " + source.string() + ": " + ec.message());
+    meta.sources.push_back((fs::path(dir) / std::to_string(i) / source.filename()).string());
+  }
+  json j = {{"frontend", meta.frontend}, {"backend", meta.backend},
+            {"node", meta.node},         {"config", meta.config},
+            {"sources", meta.sources},   {"frontend-options", meta.frontend_options}};
+  write_file((tmp / "snapshot.json").string(), j.dump(2) + "\n");
+  replace_dir(tmp, dir);
+}
+
+std::optional<Snapshot> load_snapshot(const std::string& dir) {
+  std::ifstream in(dir + "/snapshot.json");
+  if (!in) return std::nullopt;
+  json j = json::parse(in, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return std::nullopt;
+  Snapshot s;
+  s.frontend = j.value("frontend", "");
+  s.backend = j.value("backend", "");
+  s.node = j.value("node", "");
+  s.config = j.value("config", "");
+  s.sources = j.value("sources", std::vector<std::string>{});
+  s.frontend_options = j.value("frontend-options", std::vector<std::string>{});
+  return s;
+}
+
+void promote_candidate(const std::string& netns) {
+  const std::string candidate = candidate_snapshot_dir(netns);
+  auto meta = load_snapshot(candidate);
+  if (!meta) return;
+  // The candidate's paths point into its own directory; copy it as the good snapshot.
+  std::vector<std::string> sources = meta->sources;
+  save_snapshot(good_snapshot_dir(netns), sources, *meta);
+  std::error_code ec;
+  fs::remove_all(candidate, ec);
+}
+
+std::optional<Pending> load_pending(const std::string& netns) {
+  std::ifstream in(pending_path(netns));
+  if (!in) return std::nullopt;
+  json j = json::parse(in, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return std::nullopt;
+  return Pending{j.value("token", ""), j.value("deadline", ""), j.value("watchdog", 0)};
+}
+
+void clear_pending(const std::string& netns) {
+  std::error_code ec;
+  fs::remove(pending_path(netns), ec);
+}
+
+pid_t spawn_rollback_watchdog(const std::string& netns, unsigned seconds,
+                              const std::vector<std::string>& rollback) {
+  std::random_device random;
+  const std::string token = std::to_string(random()) + std::to_string(random());
+  char deadline[32] = {};
+  std::time_t at = std::time(nullptr) + seconds;
+  std::strftime(deadline, sizeof deadline, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&at));
+  const std::string log = state::run_dir(netns) + "/rollback.log";
+  const std::string self = (fs::path(executable_dir()) / "fwengine").string();
+
+  int ready[2];
+  if (pipe2(ready, O_CLOEXEC) != 0) throw RuntimeError(std::string("pipe: ") + std::strerror(errno));
+  pid_t child = fork();
+  if (child < 0) throw RuntimeError(std::string("fork: ") + std::strerror(errno));
+  if (child == 0) {
+    // Its own session and a second fork: no terminal, shell or SSH session can take it down.
+    setsid();
+    pid_t watchdog = fork();
+    if (watchdog != 0) _exit(watchdog < 0 ? 1 : 0);
+    close(ready[0]);
+    pid_t me = getpid();
+    ssize_t unused = write(ready[1], &me, sizeof me);
+    (void)unused;
+    // Inherited descriptors include the caller's writer lock: a watchdog holding it would block
+    // `fwengine confirm` until the deadline.
+    close_range(3, ~0U, 0);
+    int devnull = open("/dev/null", O_RDONLY);
+    int out = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    dup2(devnull, 0);
+    dup2(out, 1);
+    dup2(out, 2);
+    std::this_thread::sleep_for(std::chrono::seconds(seconds));
+    auto pending = load_pending(netns);
+    if (!pending || pending->token != token) _exit(0);  // confirmed, or superseded by a newer apply
+    clear_pending(netns);
+    std::vector<char*> argv;
+    std::vector<std::string> args = rollback;
+    args.insert(args.begin(), self);
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(self.c_str(), argv.data());
+    _exit(127);
+  }
+  close(ready[1]);
+  pid_t watchdog = 0;
+  ssize_t n = read(ready[0], &watchdog, sizeof watchdog);
+  close(ready[0]);
+  int status = 0;
+  waitpid(child, &status, 0);
+  if (n != sizeof watchdog) throw RuntimeError("could not start the rollback watchdog");
+  json j = {{"token", token}, {"deadline", deadline}, {"watchdog", watchdog}};
+  write_file(pending_path(netns), j.dump() + "\n");
+  return watchdog;
+}
+
+void notify_systemd(const std::string& message) {
+  const char* path = std::getenv("NOTIFY_SOCKET");
+  if (path == nullptr || path[0] == '\0') return;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::size_t length = std::strlen(path);
+  if (length >= sizeof addr.sun_path) return;
+  std::memcpy(addr.sun_path, path, length);
+  if (addr.sun_path[0] == '@') addr.sun_path[0] = '\0';  // abstract socket
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  sendto(fd, message.data(), message.size(), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&addr),
+         static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + length));
+  close(fd);
+}
+
+ServiceLoop::ServiceLoop(const std::vector<std::string>& watch_paths) {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGHUP);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigprocmask(SIG_BLOCK, &signals, nullptr);
+  signal_fd_ = signalfd(-1, &signals, SFD_CLOEXEC);
+  if (signal_fd_ < 0) throw RuntimeError(std::string("signalfd: ") + std::strerror(errno));
+  if (watch_paths.empty()) return;
+  inotify_fd_ = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+  if (inotify_fd_ < 0) throw RuntimeError(std::string("inotify: ") + std::strerror(errno));
+  for (const auto& p : watch_paths) {
+    std::error_code ec;
+    // Editors replace files by renaming: watch the directory a file is in, not the file.
+    std::string dir = fs::is_directory(p, ec) ? p : fs::path(p).parent_path().string();
+    if (dir.empty()) dir = ".";
+    if (inotify_add_watch(inotify_fd_, dir.c_str(),
+                          IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE) < 0)
+      throw RuntimeError("cannot watch " + dir + ": " + std::strerror(errno));
+  }
+}
+
+ServiceLoop::~ServiceLoop() {
+  if (signal_fd_ >= 0) close(signal_fd_);
+  if (inotify_fd_ >= 0) close(inotify_fd_);
+}
+
+Wake ServiceLoop::wait() {
+  auto drain_inotify = [this] {
+    char buf[4096];
+    while (read(inotify_fd_, buf, sizeof buf) > 0) {
+    }
+  };
+  while (true) {
+    pollfd fds[2] = {{signal_fd_, POLLIN, 0}, {inotify_fd_, POLLIN, 0}};
+    int n = poll(fds, inotify_fd_ >= 0 ? 2 : 1, -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw RuntimeError(std::string("poll: ") + std::strerror(errno));
+    if (fds[0].revents & POLLIN) {
+      signalfd_siginfo info{};
+      if (read(signal_fd_, &info, sizeof info) != sizeof info) continue;
+      return info.ssi_signo == SIGHUP ? Wake::reload : Wake::stop;
+    }
+    if (inotify_fd_ >= 0 && (fds[1].revents & POLLIN)) {
+      // Debounce: wait until the files have been quiet for a moment.
+      do {
+        drain_inotify();
+        pollfd quiet{inotify_fd_, POLLIN, 0};
+        if (poll(&quiet, 1, static_cast<int>(kDebounce.count())) <= 0) break;
+      } while (true);
+      return Wake::reload;
+    }
+  }
+}
+
+}  // namespace fwe::cli

@@ -1,0 +1,69 @@
+// cli_service.hpp - what service mode and safe apply need besides the pipeline: snapshots of the
+// last good policy, the rollback watchdog of `apply --confirm`, systemd notification and the wait for
+// signals and file changes.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace fwe::cli {
+
+// How to load a policy again: the engine's arguments, with sources copied into a snapshot directory.
+struct Snapshot {
+  std::string frontend, backend, node, config;
+  std::vector<std::string> frontend_options;
+  std::vector<std::string> sources;  // paths inside the snapshot directory
+};
+
+// /run/fwengine/<netns>/good: what the last confirmed apply loaded.
+std::string good_snapshot_dir(const std::string& netns);
+// /run/fwengine/<netns>/candidate: what an apply --confirm loaded and waits to be confirmed.
+std::string candidate_snapshot_dir(const std::string& netns);
+
+// Copies the sources (files, or every regular file below a directory) into dir, replacing it whole.
+// Throws UsageError for stdin ("-"), which cannot be kept.
+void save_snapshot(const std::string& dir, const std::vector<std::string>& sources, Snapshot meta);
+std::optional<Snapshot> load_snapshot(const std::string& dir);
+// Makes the candidate the good snapshot.
+void promote_candidate(const std::string& netns);
+
+// The pending confirmation of `apply --confirm`: a token in /run/fwengine/<netns>/pending-confirm.
+struct Pending {
+  std::string token;
+  std::string deadline;  // for people
+  pid_t watchdog = 0;
+};
+std::optional<Pending> load_pending(const std::string& netns);
+void clear_pending(const std::string& netns);
+
+// Starts a process in its own session (it survives the caller, its terminal and its SSH session) that
+// waits `seconds`, then - unless the pending confirmation with this token is gone - runs `rollback`
+// (the engine's own executable with these arguments). Writes the pending file; returns the pid.
+pid_t spawn_rollback_watchdog(const std::string& netns, unsigned seconds,
+                              const std::vector<std::string>& rollback);
+
+// Tells systemd (NOTIFY_SOCKET) about readiness, status and stopping; nothing without systemd.
+void notify_systemd(const std::string& message);
+
+enum class Wake { reload, stop };
+// Blocks until SIGHUP (reload), SIGTERM/SIGINT (stop), or - when watch paths are given - a change
+// under one of them, debounced so that a burst of writes gives one reload.
+class ServiceLoop {
+ public:
+  explicit ServiceLoop(const std::vector<std::string>& watch_paths);
+  ~ServiceLoop();
+  ServiceLoop(const ServiceLoop&) = delete;
+  ServiceLoop& operator=(const ServiceLoop&) = delete;
+  Wake wait();
+
+ private:
+  int signal_fd_ = -1;
+  int inotify_fd_ = -1;
+};
+
+}  // namespace fwe::cli

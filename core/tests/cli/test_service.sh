@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Safe apply and service mode in throwaway network namespaces (root, nft backend): apply --confirm rolls
+# back by itself unless confirmed - also when the shell that ran it is killed; the daemon applies at
+# start, tells systemd it is ready, reloads on SIGHUP and on file changes, keeps the last good ruleset
+# when a new one is bad, and leaves the ruleset in place on SIGTERM.
+set -uo pipefail
+FWE=$1 ROOT=$2
+[ "$(id -u)" = 0 ] || exit 77
+"$FWE" plugins | grep -q '^nft .*backend' || { echo "nft backend not built"; exit 77; }
+ns=fwe-svc-$$ ns2=fwe-svc2-$$
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  # The rollback watchdogs are ours too: their pids are in the pending files.
+  for n in "$ns" "$ns2"; do
+    pid=$(sed -n 's/.*"watchdog":\([0-9]*\).*/\1/p' "/run/fwengine/$n/pending-confirm" 2>/dev/null)
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null
+    ip netns del "$n" 2>/dev/null
+    rm -rf "/run/fwengine/$n"
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+ip netns add "$ns"
+ip netns add "$ns2"
+failures=0 passes=0
+expect() {  # expect NAME COMMAND...
+  local name=$1; shift
+  if "$@"; then echo "ok   $name"; passes=$((passes + 1)); else echo "FAIL $name"; failures=$((failures + 1)); fi
+}
+hash_of() { "$FWE" -f "$1" --json check | sed -n 's/.*"hash":"\([0-9a-f]*\)".*/\1/p'; }
+kernel_hash() { "$FWE" --netns "$1" --json status | sed -n 's/.*"hash": "\([0-9a-f]*\)".*/\1/p' | head -1; }
+wait_for_hash() {  # wait_for_hash NS HASH SECONDS
+  local deadline=$(( $(date +%s) + $3 ))
+  while [ "$(date +%s)" -le "$deadline" ]; do
+    [ "$(kernel_hash "$1")" = "$2" ] && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+mkdir -p "$work/a" "$work/b" "$work/live"
+cp "$ROOT/fixtures/yaml/example/policy.yaml" "$work/a/policy.yaml"
+sed 's/dport: \[80, 443\]/dport: [443]/' "$work/a/policy.yaml" > "$work/b/policy.yaml"
+A=$(hash_of "$work/a/policy.yaml") B=$(hash_of "$work/b/policy.yaml")
+expect "the two policies differ" test -n "$A" -a -n "$B" -a "$A" != "$B"
+
+# --- apply --confirm ---------------------------------------------------------------------------
+"$FWE" --netns "$ns" -q -f "$work/a/policy.yaml" apply
+out=$("$FWE" --netns "$ns" -f "$work/b/policy.yaml" apply --confirm 2)
+expect "apply --confirm says when it rolls back" grep -q "comes back at .* unless you run: fwengine --netns $ns confirm" <<<"$out"
+expect "the new ruleset is in place at once" test "$(kernel_hash "$ns")" = "$B"
+expect "status shows the pending confirmation" grep -q "waiting for confirmation" <<<"$("$FWE" --netns "$ns" status)"
+expect "unconfirmed: the previous ruleset comes back" wait_for_hash "$ns" "$A" 8
+
+"$FWE" --netns "$ns" -q -f "$work/b/policy.yaml" apply --confirm 2
+"$FWE" --netns "$ns" -q confirm
+sleep 3
+expect "confirmed: the new ruleset stays" test "$(kernel_hash "$ns")" = "$B"
+"$FWE" --netns "$ns" confirm >/dev/null 2>&1
+expect "confirm with nothing pending fails" test $? = 1
+
+# The shell that applied dies (as when an SSH session drops): the rollback still happens.
+setsid bash -c "'$FWE' --netns '$ns' -q -f '$work/a/policy.yaml' apply --confirm 2; sleep 60" &
+session=$!
+sleep 1
+kill -9 -- "-$session" 2>/dev/null
+expect "killed session: the new ruleset was applied" test "$(kernel_hash "$ns")" = "$A"
+expect "killed session: the previous ruleset still comes back" wait_for_hash "$ns" "$B" 8
+
+# Nothing of fwengine's before: rolling back means removing what was applied.
+"$FWE" --netns "$ns2" -q -f "$work/a/policy.yaml" apply --confirm 1
+sleep 3
+expect "first apply unconfirmed: flushed again" grep -q "nothing of fwengine's is loaded" <<<"$("$FWE" --netns "$ns2" status)"
+
+# --- daemon ------------------------------------------------------------------------------------
+"$FWE" --netns "$ns" -q flush
+cp "$work/a/policy.yaml" "$work/live/policy.yaml"
+python3 - "$work/notify.sock" "$work/notify.txt" <<'PY' &
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind(sys.argv[1]); s.settimeout(30)
+with open(sys.argv[2], "w") as out:
+    out.write(s.recv(4096).decode()); out.flush()
+PY
+pids+=($!)
+for _ in $(seq 50); do [ -S "$work/notify.sock" ] && break; sleep 0.1; done
+NOTIFY_SOCKET="$work/notify.sock" "$FWE" --netns "$ns" -f "$work/live" daemon --watch 2> "$work/daemon.log" &
+daemon=$!
+pids+=($daemon)
+expect "daemon applies at start" wait_for_hash "$ns" "$A" 10
+for _ in $(seq 50); do grep -q "READY=1" "$work/notify.txt" 2>/dev/null && break; sleep 0.1; done
+expect "daemon tells systemd it is ready" grep -q "READY=1" "$work/notify.txt"
+cp "$work/b/policy.yaml" "$work/live/policy.yaml"
+expect "--watch: a changed file is applied" wait_for_hash "$ns" "$B" 10
+printf 'apiVersion: fwengine/v1\nchains: [oops\n' > "$work/live/policy.yaml"
+sleep 2
+expect "a bad policy leaves the last good ruleset" test "$(kernel_hash "$ns")" = "$B"
+expect "status reports the failed reload" grep -q "last reload failed" <<<"$("$FWE" --netns "$ns" status)"
+expect "the journal names the file and line" grep -q "policy.yaml:[0-9]*:[0-9]*: error" "$work/daemon.log"
+kill -TERM "$daemon"; wait "$daemon"; rc=$?
+expect "SIGTERM stops the daemon cleanly" test "$rc" = 0
+expect "SIGTERM leaves the ruleset in place" test "$(kernel_hash "$ns")" = "$B"
+
+cp "$work/a/policy.yaml" "$work/live/policy.yaml"
+"$FWE" --netns "$ns" -f "$work/live" daemon 2>> "$work/daemon.log" &
+daemon=$!
+pids+=($daemon)
+expect "daemon without --watch applies at start" wait_for_hash "$ns" "$A" 10
+cp "$work/b/policy.yaml" "$work/live/policy.yaml"
+sleep 1.5
+expect "without --watch a change waits for SIGHUP" test "$(kernel_hash "$ns")" = "$A"
+kill -HUP "$daemon"
+expect "SIGHUP reloads" wait_for_hash "$ns" "$B" 10
+kill -TERM "$daemon"; wait "$daemon"
+
+echo "$passes passed, $failures failed"
+[ "$failures" = 0 ]
