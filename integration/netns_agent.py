@@ -159,6 +159,23 @@ def internet_checksum(data):
     return ~total & 0xFFFF
 
 
+def raw_replies(sock, dst, v6, timeout, min_length):
+    """The transport payloads (IPv4 header stripped) of packets from dst on a raw socket, until timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        sock.settimeout(left)
+        try:
+            packet, peer = sock.recvfrom(2048)
+        except socket.timeout:
+            return
+        payload = packet if v6 else packet[(packet[0] & 0x0F) * 4:]
+        if len(payload) >= min_length and ipaddress.ip_address(peer[0]) == ipaddress.ip_address(dst):
+            yield payload
+
+
 def probe_icmp(dst, src, timeout):
     """Echo request over a raw socket (no ping binary needed); open iff the matching echo reply arrives."""
     v6 = family_of(dst) == socket.AF_INET6
@@ -170,22 +187,11 @@ def probe_icmp(dst, src, timeout):
         header = struct.pack("!BBHHH", request_type, 0, 0, ident, 1)
         checksum = 0 if v6 else internet_checksum(header + PROBE_PAYLOAD)  # the kernel sums ICMPv6 itself
         sock.sendto(struct.pack("!BBHHH", request_type, 0, checksum, ident, 1) + PROBE_PAYLOAD, (dst, 0))
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return "closed", "timeout"
-            sock.settimeout(left)
-            try:
-                packet, peer = sock.recvfrom(2048)
-            except socket.timeout:
-                return "closed", "timeout"
-            icmp = packet if v6 else packet[(packet[0] & 0x0F) * 4:]
-            if len(icmp) < 8 or ipaddress.ip_address(peer[0]) != ipaddress.ip_address(dst):
-                continue
+        for icmp in raw_replies(sock, dst, v6, timeout, 8):
             kind, _, _, reply_ident, _ = struct.unpack("!BBHHH", icmp[:8])
             if kind == reply_type and reply_ident == ident:
                 return "open", "echo reply"
+        return "closed", "timeout"
     except OSError as error:
         return "closed", os.strerror(error.errno) if error.errno else str(error)
     finally:
@@ -222,22 +228,11 @@ def probe_tcp_invalid(dst, port, src, timeout):
             checksum = internet_checksum(pseudo_header + segment)
             segment = segment[:16] + struct.pack("!H", checksum) + segment[18:]
         sock.sendto(segment, (dst, 0))
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return "closed", "timeout"
-            sock.settimeout(left)
-            try:
-                packet, peer = sock.recvfrom(2048)
-            except socket.timeout:
-                return "closed", "timeout"
-            tcp = packet if v6 else packet[(packet[0] & 0x0F) * 4:]
-            if len(tcp) < 20 or ipaddress.ip_address(peer[0]) != ipaddress.ip_address(dst):
-                continue
+        for tcp in raw_replies(sock, dst, v6, timeout, 20):
             reply_sport, reply_dport = struct.unpack("!HH", tcp[:4])
             if reply_sport == port and reply_dport == sport and tcp[13] & 0x04:
                 return "open", "reset"
+        return "closed", "timeout"
     except OSError as error:
         return "closed", os.strerror(error.errno) if error.errno else str(error)
     finally:
