@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <boost/dll/library_info.hpp>
 #include <boost/dll/runtime_symbol_info.hpp>
 #include <filesystem>
 
@@ -78,27 +77,22 @@ PluginInfo PluginLoader::inspect(const std::string& path) {
       return info;
     }
   }
-  std::vector<std::string> symbols;
-  try {
-    boost::dll::library_info elf(path);
-    symbols = elf.symbols("boostdll");
-  } catch (const std::exception&) {
-    info.problem = "not a loadable plugin (no ELF section 'boostdll')";
-    return info;
-  }
-  auto has = [&](const char* s) { return std::find(symbols.begin(), symbols.end(), s) != symbols.end(); };
-  if (!has(kDescriptorAlias)) {
-    info.problem = std::string("missing exported symbol '") + kDescriptorAlias + "'";
-    return info;
-  }
+  // Entry points are looked up in the dynamic symbol table (dlsym), which survives `strip`; Boost
+  // 1.74's library_info reads only .symtab, which packaging strips.
+  bool has_factory = false;
   try {
     auto lib = open_library(path);
+    if (!lib.has(kDescriptorAlias)) {
+      info.problem = std::string("missing exported symbol '") + kDescriptorAlias + "'";
+      return info;
+    }
     const auto& d = lib.get_alias<const PluginDescriptor>(kDescriptorAlias);
     info.abi_version = d.abi_version;
     info.kind = d.kind;
     info.name = d.name ? d.name : info.name;
     info.version = d.version ? d.version : "";
     info.summary = d.summary ? d.summary : "";
+    has_factory = lib.has(info.kind == PluginKind::frontend ? kFrontendAlias : kBackendAlias);
   } catch (const RuntimeError& e) {
     info.problem = e.msg;
     return info;
@@ -109,7 +103,7 @@ PluginInfo PluginLoader::inspect(const std::string& path) {
     return info;
   }
   const char* factory = info.kind == PluginKind::frontend ? kFrontendAlias : kBackendAlias;
-  if (!has(factory)) info.problem = std::string("missing exported symbol '") + factory + "'";
+  if (!has_factory) info.problem = std::string("missing exported symbol '") + factory + "'";
   return info;
 }
 

@@ -3,6 +3,7 @@
 
 #include <sys/stat.h>
 
+#include <cstdlib>
 #include <filesystem>
 
 #include "fwengine/loader.hpp"
@@ -57,6 +58,20 @@ TEST_CASE("unknown, broken and missing plugins are clear errors") {
   CHECK_THROWS_AS(loader.frontend("nothere", {}), UsageError);
   CHECK_THROWS_WITH(loader.backend("oldabi", {}), Catch::Contains("ABI version"));
   CHECK(PluginLoader::inspect("/nonexistent/libfwe_x.so").problem == "file not found (check --plugin-dir)");
+}
+
+TEST_CASE("a stripped plugin still loads (entry points come from the dynamic symbol table)") {
+  auto dir = fs::temp_directory_path() / ("fwe-loader-strip-" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  auto copy = dir / "libfwe_good.so";
+  fs::copy_file(fs::path(FWE_TEST_PLUGIN_DIR) / "libfwe_good.so", copy, fs::copy_options::overwrite_existing);
+  chmod(dir.c_str(), 0755);
+  chmod(copy.c_str(), 0644);
+  REQUIRE(std::system(("strip --strip-unneeded " + copy.string()).c_str()) == 0);
+  auto info = PluginLoader::inspect(copy.string());
+  CHECK(info.problem.empty());
+  CHECK(info.name == "testbe");
+  fs::remove_all(dir);
 }
 
 TEST_CASE("plugins others could write are refused") {
