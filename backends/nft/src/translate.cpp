@@ -207,6 +207,27 @@ void match_addr(Rule& r, Family f, bool source, const std::string& set_name, boo
        {.kind = Expr::Kind::lookup, .text = set_name, .invert = negate}});
 }
 
+// One prefix, as nft writes `ip saddr 10.0.0.0/8`: load, mask (unless a full address), compare.
+void match_prefix(Rule& r, bool source, const ir::Cidr& cidr, bool negate) {
+  bool v4 = cidr.addr.family == Family::ipv4;
+  std::uint32_t offset = v4 ? (source ? 12 : 16) : (source ? 8 : 24);
+  std::uint32_t len = v4 ? 4 : 16;
+  std::string subject = std::string(v4 ? "ip " : "ip6 ") + (source ? "saddr" : "daddr");
+  bool whole = cidr.prefix == cidr.addr.width();
+  std::vector<Expr> exprs{payload(NFT_PAYLOAD_NETWORK_HEADER, offset, len)};
+  if (!whole) {
+    Bytes mask(len, 0);
+    for (std::size_t bit = 0; bit < cidr.prefix; ++bit)
+      mask[bit / 8] |= static_cast<std::uint8_t>(0x80 >> (bit % 8));
+    exprs.push_back(
+        {.kind = Expr::Kind::bitwise, .len = len, .data = std::move(mask), .data_to = Bytes(len, 0)});
+  }
+  exprs.push_back(cmp(negate ? NFT_CMP_NEQ : NFT_CMP_EQ, addr_bytes(cidr.addr)));
+  r.words.push_back(subject + (negate ? " != " : " ") +
+                    (whole ? ir::to_string(cidr.addr) : ir::to_string(cidr)));
+  r.exprs.insert(r.exprs.end(), exprs.begin(), exprs.end());
+}
+
 void match_icmp(Rule& r, const ir::IcmpMatch& m) {
   std::string proto = m.v6 ? "icmpv6" : "icmp";
   add(r, "meta l4proto " + std::to_string(m.v6 ? kIcmpV6 : kIcmp),
@@ -415,9 +436,16 @@ class Translator {
   }
 
  private:
+  // How one family of an IR address set is matched: a named set, or - for a single prefix - an inline
+  // compare (thousands of one-address sets would make the kernel look sets up by name in a long list).
+  struct FamilyMatch {
+    std::string set;
+    std::optional<ir::Cidr> single;
+    bool present() const { return !set.empty() || single.has_value(); }
+  };
   struct FamilySets {
-    std::string v4, v6;  // empty: the set has no entries of that family
-    const std::string& of(Family f) const { return f == Family::ipv4 ? v4 : v6; }
+    FamilyMatch v4, v6;  // neither present: the set has no entries of that family
+    const FamilyMatch& of(Family f) const { return f == Family::ipv4 ? v4 : v6; }
   };
 
   void add_address_set(const ir::AddrSet& set) {
@@ -425,6 +453,14 @@ class Translator {
     for (Family f : {Family::ipv4, Family::ipv6}) {
       if (!set.has(f)) continue;
       bool v4 = f == Family::ipv4;
+      auto in_family = [f](const ir::Cidr& c) { return c.addr.family == f; };
+      if (std::count_if(set.cidrs.begin(), set.cidrs.end(), in_family) == 1) {
+        const ir::Cidr& only = *std::find_if(set.cidrs.begin(), set.cidrs.end(), in_family);
+        if (only.prefix > 0) {
+          (v4 ? names.v4 : names.v6).single = only;
+          continue;
+        }
+      }
       Set out{.name = names_.make("s-", set.name + (v4 ? "_v4" : "_v6")),
               .key_type = v4 ? KeyType::ipv4_addr : KeyType::ipv6_addr,
               .key_len = v4 ? 4u : 16u,
@@ -437,7 +473,7 @@ class Translator {
         add_interval(out, first, last);
         out.element_text.push_back(ir::to_string(cidr));
       }
-      (v4 ? names.v4 : names.v6) = out.name;
+      (v4 ? names.v4 : names.v6).set = out.name;
       table_.sets.push_back(std::move(out));
     }
   }
@@ -457,7 +493,7 @@ class Translator {
       bool allowed = only_family == Family::any || only_family == f;
       for (const auto* side : {&src, &dst})
         for (const auto& m : *side) {
-          bool has = !family_sets(m.set).of(f).empty();
+          bool has = family_sets(m.set).of(f).present();
           specific = specific || has;
           if (!m.negate && !has) allowed = false;
         }
@@ -471,8 +507,10 @@ class Translator {
                       const std::vector<ir::AddrMatch>& dst) {
     for (bool source : {true, false})
       for (const auto& m : source ? src : dst)
-        if (const auto& name = family_sets(m.set).of(f); !name.empty())
-          match_addr(r, f, source, name, m.negate);
+        if (const auto& fm = family_sets(m.set).of(f); fm.single)
+          match_prefix(r, source, *fm.single, m.negate);
+        else if (fm.present())
+          match_addr(r, f, source, fm.set, m.negate);
   }
 
   void refuse(const ir::Origin& origin, std::string message, std::string hint) {
