@@ -7,10 +7,8 @@
 namespace fwe::yamlfe {
 
 std::string inline_set_name(std::string_view owner, std::string_view side, std::size_t position) {
-  // Built with append: GCC 12's -O3 reports a false -Wrestrict for operator+ on these temporaries.
-  std::string name(owner);
-  name.append(".").append(side);
-  if (position > 0) name.append(".").append(std::to_string(position));
+  std::string name = std::string(owner) + "." + std::string(side);
+  if (position > 0) name += "." + std::to_string(position);
   return name;
 }
 
