@@ -83,7 +83,7 @@ TEST_CASE("pass leaves the group and skips its end-of-group verdict") {
   CHECK(verdict_of(rs, tcp_in(443)) == Verdict::drop);  // end of tier1
 }
 
-TEST_CASE("return leaves a chain; jump comes back when the target ends without verdict") {
+TEST_CASE("return leaves a chain - jump comes back when the target ends without verdict") {
   Ruleset rs = host({group({"main", "next"})});
   rs.chains["main"] = {
       "main", {rule(ActionKind::return_, 80), jump("sub"), rule(ActionKind::accept, 443)}, {}};
@@ -95,7 +95,7 @@ TEST_CASE("return leaves a chain; jump comes back when the target ends without v
   CHECK(verdict_of(rs, tcp_in(25)) == Verdict::drop);
 }
 
-TEST_CASE("log continues; no endpoint means no verdict") {
+TEST_CASE("log continues - no endpoint means no verdict") {
   Ruleset rs = host({group({"c"})});
   Rule log = rule(ActionKind::log);
   log.action.log_prefix = "x";
@@ -148,7 +148,7 @@ TEST_CASE("allow in an early stage is honoured by later sections that say so") {
   CHECK(verdict_of(rs, tcp_in(80)) == Verdict::drop);
 }
 
-TEST_CASE("a later section's verdict replaces an earlier accept; drop ends the stage") {
+TEST_CASE("a later section's verdict replaces an earlier accept - drop ends the stage") {
   Ruleset rs;
   auto ep = [](std::string name, bool in, Verdict dflt) {
     Endpoint e;

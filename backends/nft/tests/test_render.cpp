@@ -107,7 +107,7 @@ TEST_CASE("stages get the hooks and priorities of docs/ir.md, one base chain per
             "meta mark & 0x40000000 == 0x40000000 counter accept comment \"section b honours allow\""});
 }
 
-TEST_CASE("an address set with both families gives one rule per family; missing families are skipped") {
+TEST_CASE("an address set with both families gives one rule per family - missing families are skipped") {
   nft::Table table = render(nft_test::kitchen_sink_ruleset());
   auto rules = texts(chain(table, "c-everything"));
   CHECK(rules[1] ==
@@ -127,7 +127,7 @@ TEST_CASE("an address set with both families gives one rule per family; missing 
         0);
 }
 
-TEST_CASE("pass sets the pass bit; callers return while it is set and the group clears it") {
+TEST_CASE("pass sets the pass bit - callers return while it is set and the group clears it") {
   nft::Table table = render(nft_test::kitchen_sink_ruleset());
   CHECK(texts(chain(table, "c-passer")) ==
         std::vector<std::string>{
@@ -201,6 +201,32 @@ TEST_CASE("rules carry the kernel expressions nft itself generates") {
 [ cmp eq reg 1 0x00000006 ]
 [ payload load 2b @ transport header + 2 => reg 1 ]
 [ cmp eq reg 1 0x00001600 ]
+[ counter pkts 0 bytes 0 ]
+[ immediate reg 0 accept ]
+)");
+}
+
+TEST_CASE("a one-prefix address set is an inline compare, not a named set") {
+  ir::Rule rule;
+  rule.match.src_addr.push_back({false, "net"});
+  rule.match.dst_addr.push_back({true, "host"});
+  rule.action.kind = ir::ActionKind::accept;
+  ir::Ruleset rs = one_rule(rule);
+  rs.sets["net"] = {"net", {*ir::parse_cidr("10.0.0.0/8")}, {}};
+  rs.sets["host"] = {"host", {*ir::parse_cidr("192.0.2.7")}, {}};
+  nft::Table table = render(rs);
+  CHECK(table.sets.empty());
+  const auto& out = chain(table, "c-c").rules.at(0);
+  CHECK(without_digests(out.text())
+            .rfind("meta nfproto ipv4 ip saddr 10.0.0.0/8 ip daddr != 192.0.2.7 counter accept", 0) == 0);
+  // The prefix is masked before the compare; a whole address is compared as nft does it.
+  CHECK(nft::bytecode(out, "c-c") == R"([ meta load nfproto => reg 1 ]
+[ cmp eq reg 1 0x00000002 ]
+[ payload load 4b @ network header + 12 => reg 1 ]
+[ bitwise reg 1 = ( reg 1 & 0x000000ff ) ^ 0x00000000 ]
+[ cmp eq reg 1 0x0000000a ]
+[ payload load 4b @ network header + 16 => reg 1 ]
+[ cmp neq reg 1 0x070200c0 ]
 [ counter pkts 0 bytes 0 ]
 [ immediate reg 0 accept ]
 )");

@@ -76,8 +76,10 @@ Endpoint endpoint(std::string name, std::vector<std::string> chains, Verdict on_
 
 Ruleset kitchen_sink_ruleset() {
   Ruleset rs = small_ruleset();
-  rs.sets["mixed"] =
-      AddrSet{"mixed", {*parse_cidr("10.0.0.0/8"), *parse_cidr("2001:db8::/32")}, origin(30, "set")};
+  rs.sets["mixed"] = AddrSet{"mixed",
+                             {*parse_cidr("10.0.0.0/8"), *parse_cidr("172.16.0.0/12"),
+                              *parse_cidr("2001:db8::/32"), *parse_cidr("fd00::/8")},
+                             origin(30, "set")};
   rs.sets["v4only"] =
       AddrSet{"v4only", {*parse_cidr("192.168.0.0/16"), *parse_cidr("224.0.0.0/3")}, origin(31, "set")};
   auto mac1 = *parse_mac("02:00:00:00:00:01"), mac2 = *parse_mac("02:00:00:00:00:02");
