@@ -7,9 +7,12 @@ that namespace. It speaks JSON lines on stdin/stdout:
   {"op": "listen", "id": 1, "tcp": [22, 80], "udp": [53], "addresses": ["10.0.0.10", "::1"]}
   {"op": "probe", "id": 2, "proto": "tcp", "dst": "10.0.0.10", "port": 80, "src": null, "timeout": 1.0}
 
-(proto: tcp | udp | icmp | tcp-invalid) and answers each request with {"id": N, ...}; a probe's answer
-is {"id": N, "result": "open" | "closed" | "error", "detail": why}. It exits when stdin closes (or when
-it is killed).
+(proto: tcp | udp | icmp | tcp-invalid; optional "sport": the source port to bind) and answers each
+request with {"id": N, ...}; a probe's answer is {"id": N, "result": "open" | "closed" | "error",
+"detail": why}. Why a probe was closed: "timeout", "refused" (a TCP RST), "icmp T/C" or "icmp6 T/C" (the
+ICMP error that came back, with type and code) or a socket error. An open TCP probe's detail is
+"connected from ADDRESS": the source address the listener saw (changed by SNAT). It exits when stdin
+closes (or when it is killed).
 """
 
 import ipaddress
@@ -89,7 +92,8 @@ class Listeners:
     @staticmethod
     def _accept(sock):
         try:
-            connection, _ = sock.accept()
+            connection, peer = sock.accept()
+            connection.sendall(str(ipaddress.ip_address(peer[0]).ipv4_mapped or peer[0]).encode() + b"\n")
             connection.close()
         except OSError:
             pass
@@ -108,31 +112,76 @@ class Listeners:
                 key.data(key.fileobj)
 
 
-def bound_socket(family, kind, src, proto=0):
+# <linux/in.h>, <linux/in6.h>, <linux/errqueue.h>: not all are in Python's socket module
+IP_RECVERR, IPV6_RECVERR = 11, 25
+SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6 = 2, 3
+
+
+def bound_socket(family, kind, src, proto=0, sport=0):
     sock = socket.socket(family, kind, proto)
-    if src:
-        sock.bind((src, 0))
+    if sport:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if src or sport:
+        sock.bind((src or ("::" if family == socket.AF_INET6 else "0.0.0.0"), sport))
     return sock
 
 
-def probe_tcp(dst, port, src, timeout):
-    sock = bound_socket(family_of(dst), socket.SOCK_STREAM, src)
+def transport_socket(dst, kind, src, sport):
+    """A TCP/UDP socket that queues the ICMP errors it gets (IP_RECVERR), so a rejection can be told apart
+    by its ICMP type and code, and a TCP RST (plain "refused") from an ICMP port-unreachable."""
+    v6 = family_of(dst) == socket.AF_INET6
+    sock = bound_socket(family_of(dst), kind, src, sport=sport)
+    if v6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+    return sock
+
+
+def icmp_error(sock):
+    """'icmp T/C' or 'icmp6 T/C' for the ICMP error queued on sock, or None."""
+    try:
+        _, ancillary, _, _ = sock.recvmsg(512, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+    except OSError:
+        return None
+    for level, kind, data in ancillary:
+        if (level, kind) in ((socket.IPPROTO_IP, IP_RECVERR), (socket.IPPROTO_IPV6, IPV6_RECVERR)) and len(data) >= 8:
+            _, origin, icmp_type, icmp_code = struct.unpack("=IBBB", data[:7])
+            if origin in (SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6):
+                return f"{'icmp6' if origin == SO_EE_ORIGIN_ICMP6 else 'icmp'} {icmp_type}/{icmp_code}"
+    return None
+
+
+def closed_because(sock, error):
+    """Why a probe failed: the ICMP error if one came back, else the socket error."""
+    if isinstance(error, socket.timeout):
+        return "timeout"
+    detail = icmp_error(sock)
+    if detail:
+        return detail
+    if isinstance(error, ConnectionRefusedError):
+        return "refused"
+    return os.strerror(error.errno) if error.errno else str(error)
+
+
+def probe_tcp(dst, port, src, timeout, sport=0):
+    sock = transport_socket(dst, socket.SOCK_STREAM, src, sport)
     sock.settimeout(timeout)
     try:
         sock.connect((dst, port))
-        return "open", "connected"
-    except ConnectionRefusedError:
-        return "closed", "refused"
-    except socket.timeout:
-        return "closed", "timeout"
+        try:  # the listener writes the source address it saw; a slow or silent one still means open
+            seen = sock.recv(64).decode(errors="replace").strip()
+        except OSError:
+            seen = ""
+        return "open", f"connected from {seen}" if seen else "connected"
     except OSError as error:
-        return "closed", os.strerror(error.errno) if error.errno else str(error)
+        return "closed", closed_because(sock, error)
     finally:
         sock.close()
 
 
-def probe_udp(dst, port, src, timeout):
-    sock = bound_socket(family_of(dst), socket.SOCK_DGRAM, src)
+def probe_udp(dst, port, src, timeout, sport=0):
+    sock = transport_socket(dst, socket.SOCK_DGRAM, src, sport)
     sock.settimeout(timeout)
     try:
         sock.connect((dst, port))
@@ -140,12 +189,8 @@ def probe_udp(dst, port, src, timeout):
         if sock.recv(2048) == PROBE_PAYLOAD:
             return "open", "echoed"
         return "closed", "wrong answer"
-    except ConnectionRefusedError:
-        return "closed", "refused"
-    except socket.timeout:
-        return "closed", "timeout"
     except OSError as error:
-        return "closed", os.strerror(error.errno) if error.errno else str(error)
+        return "closed", closed_because(sock, error)
     finally:
         sock.close()
 
@@ -159,8 +204,9 @@ def internet_checksum(data):
     return ~total & 0xFFFF
 
 
-def raw_replies(sock, dst, v6, timeout, min_length):
-    """The transport payloads (IPv4 header stripped) of packets from dst on a raw socket, until timeout."""
+def raw_replies(sock, dst, v6, timeout, min_length, any_source=False):
+    """The transport payloads (IPv4 header stripped) of packets from dst (or from anyone, with any_source)
+    on a raw socket, until timeout."""
     deadline = time.monotonic() + timeout
     while True:
         left = deadline - time.monotonic()
@@ -172,12 +218,35 @@ def raw_replies(sock, dst, v6, timeout, min_length):
         except socket.timeout:
             return
         payload = packet if v6 else packet[(packet[0] & 0x0F) * 4:]
-        if len(payload) >= min_length and ipaddress.ip_address(peer[0]) == ipaddress.ip_address(dst):
+        if len(payload) >= min_length and (any_source or ipaddress.ip_address(peer[0]) == ipaddress.ip_address(dst)):
             yield payload
 
 
+ICMP_ERROR_TYPES = {False: (3, 11, 12), True: (1, 2, 3, 4)}  # destination unreachable, time exceeded, ...
+
+
+def quoted_echo_ident(icmp, v6):
+    """The echo id inside an ICMP error's quoted packet (None if it does not quote an echo request)."""
+    quoted = icmp[8:]
+    if v6:
+        header_length, next_header, request_type = 40, quoted[6] if len(quoted) > 6 else None, 128
+        if next_header != socket.IPPROTO_ICMPV6:
+            return None
+    else:
+        if not quoted:
+            return None
+        header_length, request_type = (quoted[0] & 0x0F) * 4, 8
+        if len(quoted) < 10 or quoted[9] != socket.IPPROTO_ICMP:
+            return None
+    echo = quoted[header_length:header_length + 8]
+    if len(echo) < 8 or echo[0] != request_type:
+        return None
+    return struct.unpack("!H", echo[4:6])[0]
+
+
 def probe_icmp(dst, src, timeout):
-    """Echo request over a raw socket (no ping binary needed); open iff the matching echo reply arrives."""
+    """Echo request over a raw socket (no ping binary needed); open iff the matching echo reply arrives.
+    An ICMP error that quotes the request (from any router on the way) closes it as "icmp T/C"."""
     v6 = family_of(dst) == socket.AF_INET6
     request_type, reply_type = (128, 129) if v6 else (8, 0)
     ident = random.randrange(1, 0xFFFF)
@@ -187,10 +256,12 @@ def probe_icmp(dst, src, timeout):
         header = struct.pack("!BBHHH", request_type, 0, 0, ident, 1)
         checksum = 0 if v6 else internet_checksum(header + PROBE_PAYLOAD)  # the kernel sums ICMPv6 itself
         sock.sendto(struct.pack("!BBHHH", request_type, 0, checksum, ident, 1) + PROBE_PAYLOAD, (dst, 0))
-        for icmp in raw_replies(sock, dst, v6, timeout, 8):
-            kind, _, _, reply_ident, _ = struct.unpack("!BBHHH", icmp[:8])
+        for icmp in raw_replies(sock, dst, v6, timeout, 8, any_source=True):
+            kind, code, _, reply_ident, _ = struct.unpack("!BBHHH", icmp[:8])
             if kind == reply_type and reply_ident == ident:
                 return "open", "echo reply"
+            if kind in ICMP_ERROR_TYPES[v6] and quoted_echo_ident(icmp, v6) == ident:
+                return "closed", f"{'icmp6' if v6 else 'icmp'} {kind}/{code}"
         return "closed", "timeout"
     except OSError as error:
         return "closed", os.strerror(error.errno) if error.errno else str(error)
@@ -243,10 +314,11 @@ def run_probe(request):
     try:
         proto, dst, src = request["proto"], request["dst"], request.get("src")
         timeout = float(request.get("timeout", 1.0))
+        sport = int(request.get("sport") or 0)
         if proto == "tcp":
-            result, detail = probe_tcp(dst, int(request["port"]), src, timeout)
+            result, detail = probe_tcp(dst, int(request["port"]), src, timeout, sport)
         elif proto == "udp":
-            result, detail = probe_udp(dst, int(request["port"]), src, timeout)
+            result, detail = probe_udp(dst, int(request["port"]), src, timeout, sport)
         elif proto == "icmp":
             result, detail = probe_icmp(dst, src, timeout)
         elif proto == "tcp-invalid":

@@ -150,7 +150,7 @@ def load_yaml_file(path):
 
 
 def parse_interface(spec, where):
-    check_keys(spec, {"ifname", "addresses"}, where, required=("ifname",))
+    check_keys(spec, {"ifname", "addresses", "mac"}, where, required=("ifname",))
     addresses = [str(a) for a in as_list(spec.get("addresses"), f"{where}.addresses")]
     for address in addresses:
         try:
@@ -159,7 +159,7 @@ def parse_interface(spec, where):
             raise ScenarioError(f"{where}.addresses: {error}") from error
     if len(spec["ifname"]) > 15:
         raise ScenarioError(f"{where}.ifname: '{spec['ifname']}' is longer than 15 characters")
-    return {"ifname": spec["ifname"], "addresses": addresses}
+    return {"ifname": spec["ifname"], "addresses": addresses, "mac": str(spec["mac"]) if spec.get("mac") else None}
 
 
 def parse_topology(spec, where):
@@ -394,8 +394,10 @@ class Topology:
             self.ip(ns, "link", "set", "lo", "up")
         setup = {ns: [] for ns in self.names}
         for (ns_a, end_a), (ns_b, end_b) in self.spec["links"]:
-            self.ip(ns_a, "link", "add", "name", end_a["ifname"], "type", "veth", "peer", "name",
-                    end_b["ifname"], "netns", self.names[ns_b])
+            mac_a = ["address", end_a["mac"]] if end_a["mac"] else []
+            mac_b = ["address", end_b["mac"]] if end_b["mac"] else []
+            self.ip(ns_a, "link", "add", "name", end_a["ifname"], *mac_a, "type", "veth", "peer", "name",
+                    end_b["ifname"], *mac_b, "netns", self.names[ns_b])
             for ns, end in ((ns_a, end_a), (ns_b, end_b)):
                 setup[ns] += address_commands(end) + [f"link set {end['ifname']} up"]
         for ns, ns_spec in self.spec["namespaces"].items():
@@ -561,9 +563,10 @@ class Engine:
         """(verdict, deciding step): verdict 'open' iff the packet and its reply are both delivered, else
         'closed', or 'error: ...' if trace failed; the step as deciding_step() describes it."""
         args = self.policy_args(policy, backend, netns) + ["--json", "trace"]
-        for key in ("iif", "oif", "src", "dst"):
+        for key, option in (("iif", "--iif"), ("oif", "--oif"), ("src", "--src"), ("dst", "--dst"),
+                            ("src_mac", "--src-mac"), ("sport", "--sport")):
             if packet.get(key):
-                args += [f"--{key}", packet[key]]
+                args += [option, str(packet[key])]
         v6 = ipaddress.ip_address(packet["dst"]).version == 6
         if probe["proto"] == "icmp":
             args += ["--proto", "icmpv6", "--icmp-type", "128"] if v6 else ["--proto", "icmp", "--icmp-type", "8"]
@@ -698,7 +701,7 @@ def send_probes(topology, probes, timeout):
     futures = []
     for probe in probes:
         request = {"op": "probe", "proto": probe["proto"], "dst": probe["to"], "src": probe["src"],
-                   "port": probe.get("port"), "timeout": timeout}
+                   "port": probe.get("port"), "sport": probe.get("sport"), "timeout": timeout}
         futures.append(topology.agents[probe["from"]].submit(request))
     results = []
     for future in futures:

@@ -10,6 +10,31 @@ fwe_need_root() {
   fi
 }
 
+# fwe_apt_install PKG...: apt-get install that starts no service. firewalld (the differential tests'
+# oracle) and its dependencies dbus and polkitd are daemons: on a machine that runs systemd their
+# maintainer scripts would start them, and firewalld would take over the firewall of the root network
+# namespace. A /usr/sbin/policy-rc.d that exits 101 ("action forbidden") stops invoke-rc.d and
+# deb-systemd-invoke from starting anything; it is removed afterwards only if we created it. The tests
+# start their own firewalld inside throwaway namespaces. A firewalld installed here is also disabled, so
+# that it does not start at the next boot either.
+fwe_apt_install() {
+  local guard=/usr/sbin/policy-rc.d created=0 status=0 had_firewalld=0
+  dpkg-query -W -f='${Status}' firewalld 2>/dev/null | grep -q "install ok installed" && had_firewalld=1
+  if [ ! -e "$guard" ]; then
+    printf '#!/bin/sh\n# fwengine scripts/lib.sh: no service starts while packages are installed\nexit 101\n' >"$guard"
+    chmod 755 "$guard"
+    created=1
+  fi
+  { apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null; } || status=$?
+  if [ "$created" = 1 ]; then rm -f "$guard"; fi
+  if [ "$had_firewalld" = 0 ] && command -v systemctl >/dev/null &&
+    dpkg-query -W -f='${Status}' firewalld 2>/dev/null | grep -q "install ok installed"; then
+    systemctl disable --quiet firewalld.service 2>/dev/null || true
+  fi
+  return "$status"
+}
+
 # Installs the packages of scripts/packages.txt that are not installed yet.
 fwe_install_packages() {
   local missing=()
@@ -19,8 +44,7 @@ fwe_install_packages() {
   done < "$FWE_ROOT/scripts/packages.txt"
   if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing: ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fwe_apt_install "${missing[@]}"
   fi
 }
 

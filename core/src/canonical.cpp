@@ -87,6 +87,11 @@ struct Writer {
     if (m.rate_limit)
       j["rate-limit"] = {
           {"rate", m.rate_limit->rate}, {"unit", m.rate_limit->unit}, {"burst", m.rate_limit->burst}};
+    if (m.ct_status) {
+      json s = json::array();
+      for (auto c : *m.ct_status) s.push_back(to_string(c));
+      j["ct-status"] = {{"any", s}};
+    }
     return j;
   }
 

@@ -59,11 +59,11 @@ constexpr CommandInfo kCommands[] = {
 // Options that belong to one command only; using them with another is a usage error.
 const std::map<std::string, std::set<std::string>>& command_options() {
   static const std::map<std::string, std::set<std::string>> table = {
-      {"dry-run", {"apply"}},   {"full", {"apply"}},   {"confirm", {"apply"}}, {"exit-code", {"diff"}},
-      {"iif", {"trace"}},       {"oif", {"trace"}},    {"src", {"trace"}},     {"dst", {"trace"}},
-      {"proto", {"trace"}},     {"sport", {"trace"}},  {"dport", {"trace"}},   {"icmp-type", {"trace"}},
-      {"icmp-code", {"trace"}}, {"state", {"trace"}},  {"src-mac", {"trace"}}, {"to", {"migrate"}},
-      {"output", {"migrate"}},  {"watch", {"daemon"}},
+      {"dry-run", {"apply"}},   {"full", {"apply"}},   {"confirm", {"apply"}},   {"exit-code", {"diff"}},
+      {"iif", {"trace"}},       {"oif", {"trace"}},    {"src", {"trace"}},       {"dst", {"trace"}},
+      {"proto", {"trace"}},     {"sport", {"trace"}},  {"dport", {"trace"}},     {"icmp-type", {"trace"}},
+      {"icmp-code", {"trace"}}, {"state", {"trace"}},  {"src-mac", {"trace"}},   {"to", {"migrate"}},
+      {"output", {"migrate"}},  {"watch", {"daemon"}}, {"ct-status", {"trace"}},
   };
   return table;
 }
@@ -73,6 +73,8 @@ struct Options {
   std::string frontend, backend, netns, node, config;
   std::vector<std::string> files, plugin_dirs, frontend_options;
   bool json = false, verbose = false, quiet = false;
+  // --firewalld-defaults or --firewalld-compat given
+  bool firewalld_aliases = false;
   bool flush_on_stop = false;  // daemon: remove the ruleset on SIGTERM (off: a firewall stays up)
   po::variables_map vm;
 };
@@ -89,6 +91,8 @@ po::options_description describe_options() {
       ("plugin-dir", po::value<std::vector<std::string>>()->composing(), "look for plugins there too")
       ("config", po::value<std::string>(), "the engine's own config (default /etc/fwengine/fwengine.conf)")
       ("frontend-option", po::value<std::vector<std::string>>()->composing(), "KEY=VALUE for the frontend; repeatable")
+      ("firewalld-defaults", po::value<std::string>(), "firewalld: the stock tree (default /usr/lib/firewalld)")
+      ("firewalld-compat", po::value<std::string>(), "firewalld: 2 (default) or 1.3 (Debian 12's firewalld 1.3.3)")
       ("lock-timeout", po::value<unsigned>()->default_value(30),
        "seconds to wait while another fwengine changes the same namespace")
       ("json", "machine-readable output")
@@ -113,6 +117,7 @@ po::options_description describe_options() {
       ("icmp-code", po::value<unsigned>(), "trace: ICMP code (default 0)")
       ("state", po::value<std::string>(), "trace: new (default), established, related, invalid")
       ("src-mac", po::value<std::string>(), "trace: source MAC address")
+      ("ct-status", po::value<std::string>(), "trace: the connection was NATed: dnat, snat or dnat,snat")
       ("to", po::value<std::string>(), "migrate: yaml or calico (a frontend that can write)")
       ("output,o", po::value<std::string>(), "migrate: output directory (default .)")
       ("watch", "daemon: reload when a source file changes");
@@ -175,6 +180,15 @@ Options parse_options(int argc, char** argv) {
   o.files = list("file");
   o.plugin_dirs = list("plugin-dir");
   o.frontend_options = list("frontend-option");
+  // Aliases of --frontend-option defaults=DIR and compat=V; Session checks the frontend is firewalld.
+  if (vm.count("firewalld-defaults")) o.frontend_options.push_back("defaults=" + str("firewalld-defaults"));
+  if (vm.count("firewalld-compat")) {
+    const std::string compat = str("firewalld-compat");
+    if (compat != "1.3" && compat != "2")
+      throw UsageError("--firewalld-compat must be 1.3 or 2, not '" + compat + "'");
+    o.frontend_options.push_back("compat=" + compat);
+  }
+  o.firewalld_aliases = vm.count("firewalld-defaults") || vm.count("firewalld-compat");
   o.json = vm.count("json") > 0;
   o.verbose = vm.count("verbose") > 0;
   o.quiet = vm.count("quiet") > 0;
@@ -271,6 +285,9 @@ class Session {
     read_config(o_, diag_);
     if (diag_.has_errors()) return fail_input();
     if (o_.frontend.empty()) o_.frontend = "yaml";
+    if (o_.firewalld_aliases && o_.frontend != "firewalld")
+      throw UsageError("--firewalld-defaults and --firewalld-compat need --frontend firewalld, not '" +
+                       o_.frontend + "'");
     if (o_.backend.empty()) o_.backend = "nft";
     if (o_.node.empty()) o_.node = host_name();
     if (c == "plugins") return plugins();
@@ -399,6 +416,18 @@ class Session {
         throw UsageError("--state must be new, established, related or invalid");
       p.ct = *st;
     }
+    if (vm.count("ct-status")) {
+      std::string_view rest = vm["ct-status"].as<std::string>();
+      while (true) {
+        auto comma = rest.find(',');
+        auto word = rest.substr(0, comma);
+        auto status = ir::parse_ct_status(word);
+        if (!status) throw UsageError("--ct-status '" + std::string(word) + "' must be dnat, snat or both");
+        p.ct_status[static_cast<std::size_t>(*status)] = true;
+        if (comma == std::string_view::npos) break;
+        rest.remove_prefix(comma + 1);
+      }
+    }
     if (vm.count("src-mac")) {
       auto mac = ir::parse_mac(str("src-mac"));
       if (!mac)
@@ -421,7 +450,10 @@ class Session {
       s << " type " << int(p.icmp_type) << " code " << int(p.icmp_code);
     if (!p.iif.empty()) s << " in " << p.iif;
     if (!p.oif.empty()) s << " out " << p.oif;
-    s << " (" << trace::to_string(trace::path_of(p)) << ", " << ir::to_string(p.ct) << ")";
+    s << " (" << trace::to_string(trace::path_of(p)) << ", " << ir::to_string(p.ct);
+    for (std::size_t i = 0; i < ir::kCtStatusCount; ++i)
+      if (p.ct_status[i]) s << ", " << ir::to_string(static_cast<ir::CtStatus>(i));
+    s << ")";
     return s.str();
   }
 

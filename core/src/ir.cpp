@@ -43,6 +43,11 @@ constexpr std::array<std::string_view, kCtStateCount> kCtStateNames = {
 #include "fwengine/vocab.def"
 #undef FWE_CTSTATE
 };
+constexpr std::array<std::string_view, kCtStatusCount> kCtStatusNames = {
+#define FWE_CTSTATUS(id, text) text,
+#include "fwengine/vocab.def"
+#undef FWE_CTSTATUS
+};
 constexpr std::array<std::string_view, 3> kConntrackNames = {"none", "accept-established",
                                                              "accept-established-drop-invalid"};
 }  // namespace
@@ -62,6 +67,9 @@ std::string_view to_string(ActionKind a) {
 std::string_view to_string(CtState c) {
   return kCtStateNames[static_cast<std::size_t>(c)];
 }
+std::string_view to_string(CtStatus c) {
+  return kCtStatusNames[static_cast<std::size_t>(c)];
+}
 std::string_view to_string(Conntrack c) {
   return kConntrackNames[static_cast<std::size_t>(c)];
 }
@@ -77,6 +85,9 @@ std::optional<ActionKind> parse_action(std::string_view w) {
 std::optional<CtState> parse_ct_state(std::string_view w) {
   return lookup<CtState>(kCtStateNames, w);
 }
+std::optional<CtStatus> parse_ct_status(std::string_view w) {
+  return lookup<CtStatus>(kCtStatusNames, w);
+}
 std::optional<Conntrack> parse_conntrack(std::string_view w) {
   return lookup<Conntrack>(kConntrackNames, w);
 }
@@ -88,6 +99,9 @@ std::vector<std::string_view> action_names() {
 }
 std::vector<std::string_view> ct_state_names() {
   return {kCtStateNames.begin(), kCtStateNames.end()};
+}
+std::vector<std::string_view> ct_status_names() {
+  return {kCtStatusNames.begin(), kCtStatusNames.end()};
 }
 
 std::string_view to_string(Family f) {

@@ -126,6 +126,17 @@ bool before_routing(Stage s) {
   return s == Stage::untracked_in || s == Stage::prednat || s == Stage::dnat;
 }
 
+// Why a ct-status match can never hold in a stage, if it cannot. NAT stages see only a connection's
+// first packet, and before their own rewrite; its status holds only what earlier NAT stages did.
+std::optional<std::string> ct_status_never_holds(const std::vector<CtStatus>& statuses, Stage st) {
+  if (is_untracked(st)) return "conntrack has not seen the packet yet";
+  if (st == Stage::dnat) return "nothing has NATed the connection before this stage";
+  bool only_snat =
+      std::all_of(statuses.begin(), statuses.end(), [](CtStatus s) { return s == CtStatus::snat; });
+  if (st == Stage::snat && only_snat) return "the connection is source-NATed only by this stage";
+  return std::nullopt;
+}
+
 }  // namespace
 
 void normalise(Ruleset& rs) {
@@ -200,6 +211,14 @@ void verify(const Ruleset& rs, Diagnostics& diag) {
         if (k == ActionKind::dnat || k == ActionKind::redirect) ok = st == Stage::dnat, need = "dnat";
         if (k == ActionKind::snat || k == ActionKind::masquerade) ok = st == Stage::snat, need = "snat";
         if (k == ActionKind::notrack) ok = is_untracked(st), need = "untracked-in or untracked-out";
+        if (r.match.ct_status) {
+          if (auto why = ct_status_never_holds(*r.match.ct_status, st)) {
+            diag.error(loc_of(r.origin),
+                       "ct-status cannot be matched in stage " + std::string(to_string(st)) + ": " + *why,
+                       "match the conntrack status in prednat, input, forward, output or (dnat only) snat");
+            break;
+          }
+        }
         if (r.match.oif && before_routing(st)) {
           diag.error(loc_of(r.origin),
                      "oif cannot be matched in stage " + std::string(to_string(st)) +
@@ -344,14 +363,23 @@ void check_capabilities(const Ruleset& rs, const Capabilities& caps, const std::
       if (!caps.supports(r.action.kind)) refuse(r, "action " + std::string(to_string(r.action.kind)));
       const Match& m = r.match;
       const std::pair<bool, MatchKind> used[] = {
-          {m.iif.has_value(), MatchKind::iif},          {m.oif.has_value(), MatchKind::oif},
-          {m.family != Family::any, MatchKind::family}, {m.protocols.has_value(), MatchKind::protocol},
-          {!m.src_addr.empty(), MatchKind::src_addr},   {!m.dst_addr.empty(), MatchKind::dst_addr},
-          {!m.src_port.empty(), MatchKind::src_port},   {!m.dst_port.empty(), MatchKind::dst_port},
-          {m.icmp.has_value(), MatchKind::icmp},        {m.ct_states.has_value(), MatchKind::ct_state},
-          {m.src_mac.has_value(), MatchKind::src_mac},  {m.pkt_type.has_value(), MatchKind::pkt_type},
-          {m.mark_value.has_value(), MatchKind::mark},  {m.rate_limit.has_value(), MatchKind::rate_limit},
+          {m.iif.has_value(), MatchKind::iif},
+          {m.oif.has_value(), MatchKind::oif},
+          {m.family != Family::any, MatchKind::family},
+          {m.protocols.has_value(), MatchKind::protocol},
+          {!m.src_addr.empty(), MatchKind::src_addr},
+          {!m.dst_addr.empty(), MatchKind::dst_addr},
+          {!m.src_port.empty(), MatchKind::src_port},
+          {!m.dst_port.empty(), MatchKind::dst_port},
+          {m.icmp.has_value(), MatchKind::icmp},
+          {m.ct_states.has_value(), MatchKind::ct_state},
+          {m.src_mac.has_value(), MatchKind::src_mac},
+          {m.pkt_type.has_value(), MatchKind::pkt_type},
+          {m.mark_value.has_value(), MatchKind::mark},
+          {m.rate_limit.has_value(), MatchKind::rate_limit},
+          {m.ct_status.has_value(), MatchKind::ct_status},
       };
+      static_assert(std::size(used) == kMatchKindCount, "every match kind is checked against the backend");
       for (const auto& [present, kind] : used)
         if (present && !caps.supports(kind)) refuse(r, "match " + std::string(to_string(kind)));
     }

@@ -91,6 +91,13 @@ bool rule_matches(const Ruleset& rs, const Match& m, const Packet& p) {
     bool in = std::find(m.ct_states->begin(), m.ct_states->end(), p.ct) != m.ct_states->end();
     if (in == m.ct_negate) return false;
   }
+  // Untracked and invalid packets have no conntrack entry, so no status.
+  if (m.ct_status) {
+    bool tracked = p.ct != CtState::untracked && p.ct != CtState::invalid;
+    bool any = std::any_of(m.ct_status->begin(), m.ct_status->end(),
+                           [&](CtStatus s) { return p.ct_status[static_cast<std::size_t>(s)]; });
+    if (!tracked || !any) return false;
+  }
   if (m.src_mac) {
     bool in = p.src_mac && std::find(m.src_mac->begin(), m.src_mac->end(), *p.src_mac) != m.src_mac->end();
     if (in == m.src_mac_negate) return false;
@@ -250,12 +257,15 @@ class StageWalker {
         case ActionKind::redirect:
           if (a.nat_addr) packet_.dst = *a.nat_addr;
           if (a.nat_port) packet_.dport = a.nat_port->lo;
+          // As if the rewrite changed the tuple: the kernel sets no status for one that changes nothing.
+          packet_.ct_status[static_cast<std::size_t>(CtStatus::dnat)] = true;
           record(group, chain.name, index, &rule, what);
           return {Flow::verdict, Verdict::accept};
         case ActionKind::snat:
         case ActionKind::masquerade:
           if (a.nat_addr) packet_.src = *a.nat_addr;
           if (a.nat_port) packet_.sport = a.nat_port->lo;
+          packet_.ct_status[static_cast<std::size_t>(CtStatus::snat)] = true;
           record(group, chain.name, index, &rule, what);
           return {Flow::verdict, Verdict::accept};
       }
@@ -271,6 +281,10 @@ class StageWalker {
   const Section* section_ = nullptr;
   const Endpoint* endpoint_ = nullptr;
 };
+
+bool is_nat(Stage s) {
+  return s == Stage::dnat || s == Stage::snat;
+}
 
 bool before_routing(Stage s) {
   return s == Stage::untracked_in || s == Stage::prednat || s == Stage::dnat;
@@ -297,11 +311,17 @@ Result evaluate(const Ruleset& rs, const Packet& packet) {
   for (Stage stage : stages_of(result.path)) {
     const StageDef& def = rs.stage(stage);
     if (def.empty()) continue;
+    // The kernel's NAT chains see only the first packet of a connection.
+    if (is_nat(stage) && result.packet.ct != CtState::new_) continue;
     StageResult& out = result.stages.emplace_back();
     out.stage = stage;
     // Before routing the kernel does not know the output interface yet.
     std::string oif = before_routing(stage) ? std::exchange(result.packet.oif, {}) : std::string{};
+    // Before conntrack no packet has an entry: its state reads invalid (untracked once notrack ran).
+    const CtState state = result.packet.ct;
+    if (is_untracked(stage) && state != CtState::untracked) result.packet.ct = CtState::invalid;
     out.verdict = StageWalker(rs, stage, result.packet, result, out).run(def);
+    if (is_untracked(stage) && !result.untracked) result.packet.ct = state;
     if (before_routing(stage)) result.packet.oif = std::move(oif);
     if (out.verdict == Verdict::drop || out.verdict == Verdict::reject) {
       result.delivered = false;

@@ -50,3 +50,13 @@ TEST_CASE("the canonical form shows origins only when asked") {
   CHECK_FALSE(without["chains"]["c"][0].contains("origin"));
   CHECK(canonical::to_yaml(rs, true).find("a.yaml:3:3") != std::string::npos);
 }
+
+TEST_CASE("ct-status is in the canonical form only when a rule has it") {
+  auto a = sample("a.yaml", 3);
+  CHECK_FALSE(canonical::to_json(a, false)["chains"]["c"][0]["match"].contains("ct-status"));
+  auto b = a;
+  b.chains["c"].rules[0].match.ct_status = std::vector<CtStatus>{CtStatus::dnat};
+  CHECK(canonical::to_json(b, false)["chains"]["c"][0]["match"]["ct-status"]["any"] ==
+        nlohmann::json::array({"dnat"}));
+  CHECK(canonical::hash(a) != canonical::hash(b));
+}

@@ -21,6 +21,8 @@ TEST_CASE("CIDRs parse strictly and print canonically") {
 TEST_CASE("vocabulary words round-trip") {
   for (auto name : stage_names()) CHECK(to_string(*parse_stage(name)) == name);
   for (auto name : action_names()) CHECK(to_string(*parse_action(name)) == name);
+  for (auto name : ct_status_names()) CHECK(to_string(*parse_ct_status(name)) == name);
+  CHECK(ct_status_names() == std::vector<std::string_view>{"dnat", "snat"});
   CHECK_FALSE(parse_stage("inptu"));
   CHECK(to_string(Verdict::continue_) == "continue");
 }

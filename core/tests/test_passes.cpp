@@ -118,3 +118,53 @@ TEST_CASE("capabilities refuse what a backend cannot do, naming the rule") {
         "p.yaml:4:7: error: backend 'ebpf' cannot do action dnat (in zone public) (choose another --backend "
         "or change the rule)");
 }
+
+TEST_CASE("verify: ct-status only where conntrack can know it") {
+  Diagnostics diag;
+  auto f = diag.add_file("p.yaml");
+  auto status_rule = [&](std::uint32_t line, std::vector<CtStatus> statuses) {
+    Rule r;
+    r.match.ct_status = std::move(statuses);
+    r.origin.loc = {f, line, 5};
+    return r;
+  };
+  Ruleset rs;
+  auto use = [&](Stage st, const std::string& chain, Rule r) {
+    rs.chains[chain] = {chain, {std::move(r)}, {}};
+    Endpoint ep;
+    ep.name = chain;
+    ep.groups.push_back({"g", {chain}, Verdict::continue_, {}, {}});
+    rs.stage(st).sections.push_back({"s", false, {ep}});
+  };
+  use(Stage::untracked_in, "raw", status_rule(1, {CtStatus::dnat}));
+  use(Stage::dnat, "nat", status_rule(2, {CtStatus::dnat}));
+  use(Stage::snat, "src-only", status_rule(3, {CtStatus::snat}));
+  use(Stage::snat, "dst-too", status_rule(4, {CtStatus::snat, CtStatus::dnat}));
+  use(Stage::prednat, "early", status_rule(5, {CtStatus::dnat}));
+  use(Stage::input, "filter", status_rule(6, {CtStatus::snat}));
+  passes::verify(rs, diag);
+  std::vector<std::string> lines;
+  for (const auto& d : diag.all()) lines.push_back(diag.format(d));
+  REQUIRE(lines.size() == 3);
+  CHECK(lines[0].rfind("p.yaml:2:5: error: ct-status cannot be matched in stage dnat", 0) == 0);
+  CHECK(lines[1].rfind("p.yaml:1:5: error: ct-status cannot be matched in stage untracked-in: conntrack",
+                       0) == 0);
+  CHECK(lines[2].rfind("p.yaml:3:5: error: ct-status cannot be matched in stage snat", 0) == 0);
+}
+
+TEST_CASE("capabilities: a backend without ct-status refuses it") {
+  Diagnostics diag;
+  Ruleset rs;
+  Rule r;
+  r.match.ct_status = std::vector<CtStatus>{CtStatus::dnat};
+  rs.chains["c"] = {"c", {r}, {}};
+  Endpoint ep;
+  ep.groups.push_back({"g", {"c"}, Verdict::continue_, {}, {}});
+  rs.stage(Stage::input).sections.push_back({"s", false, {ep}});
+  Capabilities caps;
+  caps.stages = {Stage::input};
+  caps.actions = {ActionKind::accept};
+  passes::check_capabilities(rs, caps, "ebpf", diag);
+  REQUIRE(diag.error_count() == 1);
+  CHECK(diag.format(diag.all()[0]).find("cannot do match ct-status") != std::string::npos);
+}

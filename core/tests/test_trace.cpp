@@ -232,3 +232,66 @@ TEST_CASE("dnat rewrites the header later stages see") {
   CHECK(r.packet.dport == 80);
   CHECK(to_string(r.packet.dst) == "172.16.0.9");
 }
+
+TEST_CASE("ct-status: NAT gives the connection its status, and the reply keeps it") {
+  // firewalld's forward-port: the dnat stage redirects 2223 to 22, input accepts what was DNATed.
+  Ruleset rs = host({group({"c"})}, Verdict::reject);
+  Rule redirect = rule(ActionKind::redirect, 2223);
+  redirect.action.nat_port = PortRange{22, 22};
+  rs.chains["nat"] = {"nat", {redirect}, {}};
+  Endpoint e;
+  e.name = "nat";
+  e.groups = {group({"nat"})};
+  rs.stage(Stage::dnat).sections.push_back({"dnat", false, {e}});
+  Rule dnatted = rule(ActionKind::accept);
+  dnatted.match.ct_status = std::vector<CtStatus>{CtStatus::dnat};
+  rs.chains["c"] = {"c", {dnatted}, {}};
+
+  auto p = tcp_in(2223);
+  auto r = trace::evaluate(rs, p);
+  CHECK(r.final_verdict() == Verdict::accept);
+  CHECK(r.packet.dport == 22);
+  CHECK(r.packet.ct_status[static_cast<std::size_t>(CtStatus::dnat)]);
+  CHECK_FALSE(r.packet.ct_status[static_cast<std::size_t>(CtStatus::snat)]);
+  auto reply = trace::reply_of(p, r);
+  CHECK(reply.ct_status[static_cast<std::size_t>(CtStatus::dnat)]);
+  CHECK(verdict_of(rs, tcp_in(22)) == Verdict::reject);
+
+  // Established packets carry what they are told; invalid ones have no connection.
+  rs.stage(Stage::input).sections[0].endpoints[0].conntrack = Conntrack::none;
+  auto established = tcp_in(22);
+  established.ct = CtState::established;
+  established.ct_status[static_cast<std::size_t>(CtStatus::dnat)] = true;
+  CHECK(verdict_of(rs, established) == Verdict::accept);
+  established.ct = CtState::invalid;
+  CHECK(verdict_of(rs, established) == Verdict::reject);
+  dnatted.match.ct_status = std::vector<CtStatus>{CtStatus::snat};
+  rs.chains["c"] = {"c", {dnatted}, {}};
+  CHECK(verdict_of(rs, tcp_in(2223)) == Verdict::reject);
+}
+
+TEST_CASE("ct-status: masquerade marks the connection source-NATed for its reply") {
+  Ruleset rs;
+  Endpoint e;
+  e.name = "out";
+  e.groups = {group({"nat"})};
+  rs.chains["nat"] = {"nat", {rule(ActionKind::masquerade)}, {}};
+  rs.stage(Stage::snat).sections.push_back({"snat", false, {e}});
+  Endpoint fwd;
+  fwd.name = "fwd";
+  fwd.groups = {group({"f"})};
+  fwd.default_verdict = Verdict::drop;
+  Rule snatted = rule(ActionKind::accept);
+  snatted.match.ct_status = std::vector<CtStatus>{CtStatus::dnat, CtStatus::snat};
+  rs.chains["f"] = {"f", {rule(ActionKind::accept, 80), snatted}, {}};
+  rs.stage(Stage::forward).sections.push_back({"forward", false, {fwd}});
+  auto p = tcp_in(80);
+  p.oif = "eth1";
+  auto r = trace::evaluate(rs, p);
+  REQUIRE(r.delivered);
+  auto reply = trace::reply_of(p, r);
+  CHECK(reply.ct_status[static_cast<std::size_t>(CtStatus::snat)]);
+  CHECK(verdict_of(rs, reply) == Verdict::accept);  // by ct-status: its source port is 80, not its dport
+  reply.ct_status = {};
+  CHECK(verdict_of(rs, reply) == Verdict::drop);
+}

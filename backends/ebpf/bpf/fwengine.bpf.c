@@ -410,7 +410,13 @@ static __always_inline int run_stage(struct fwe_eval* ev, __u32 stage) {
   if (!span || span->count == 0 || span->count > FWE_MAX_RULES) return 0;
   ev->pc = span->start;
   ev->end = span->start + span->count;
+  /* The untracked stages stand for the kernel's raw hooks, before conntrack: there a packet has no
+   * entry yet, so its state reads invalid (untracked once a notrack rule ran), as in trace. */
+  int before_conntrack = stage == FWE_STAGE_UNTRACKED_IN || stage == FWE_STAGE_UNTRACKED_OUT;
+  __u8 state = ev->pkt.ct;
+  if (before_conntrack && state != FWE_CT_UNTRACKED) ev->pkt.ct = FWE_CT_INVALID;
   bpf_loop(span->count, step, ev, 0);
+  if (before_conntrack && ev->pkt.ct != FWE_CT_UNTRACKED) ev->pkt.ct = state;
   return ev->dropped;
 }
 

@@ -53,20 +53,23 @@ TEST_CASE("jumps are inlined behind an inverted goto that skips the whole target
   CHECK(jumps == 1);
 }
 
-TEST_CASE("NAT stages and packet types are refused with the rule's origin", "[compile]") {
+TEST_CASE("NAT stages, packet types and NAT status are refused with the rule's origin", "[compile]") {
   ir::Ruleset rs = test::sample_ruleset();
   rs.chains["in-admin"].rules[0].match.pkt_type = "broadcast";
+  rs.chains["in-admin"].rules[0].match.ct_status = std::vector<ir::CtStatus>{ir::CtStatus::dnat};
   ir::Endpoint nat;
   nat.name = "nat";
   nat.origin.loc = {1, 77, 3};
   rs.stage(ir::Stage::snat).sections.push_back({"nat", false, {nat}});
   Diagnostics diag;
   compile(rs, diag);
-  REQUIRE(diag.error_count() == 2);
+  REQUIRE(diag.error_count() == 3);
   CHECK(diag.all()[0].message.find("pkt-type") != std::string::npos);
   CHECK(diag.all()[0].loc.line == 30);
-  CHECK(diag.all()[1].message.find("snat") != std::string::npos);
-  CHECK(diag.all()[1].loc.line == 77);
+  CHECK(diag.all()[1].message.find("ct-status") != std::string::npos);
+  CHECK(diag.all()[1].loc.line == 30);
+  CHECK(diag.all()[2].message.find("snat") != std::string::npos);
+  CHECK(diag.all()[2].loc.line == 77);
 }
 
 TEST_CASE("a ruleset beyond the rule limit is refused", "[compile]") {
@@ -145,6 +148,7 @@ TEST_CASE("capabilities name what compile accepts", "[compile]") {
   CHECK(caps.supports(ir::MatchKind::icmp));
   CHECK(caps.supports(ir::MatchKind::rate_limit));
   CHECK_FALSE(caps.supports(ir::MatchKind::pkt_type));
+  CHECK_FALSE(caps.supports(ir::MatchKind::ct_status));
   CHECK_FALSE(caps.supports(ir::ActionKind::masquerade));
   Diagnostics diag;
   auto plan = backend.render(test::sample_ruleset(), diag);

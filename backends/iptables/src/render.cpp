@@ -569,6 +569,18 @@ class FamilyRenderer {
         add_match(specs, std::string("-m conntrack ") + (m.ct_negate ? "! " : "") + "--ctstate " + states);
       }
     }
+    if (m.ct_status) {
+      // The conntrack match's virtual states SNAT and DNAT test the NAT status bits; a match of its own,
+      // since inside one --ctstate they would be ORed with the states above. iptables-save's order.
+      static const std::pair<CtStatus, std::string_view> kOrder[] = {{CtStatus::snat, "SNAT"},
+                                                                     {CtStatus::dnat, "DNAT"}};
+      std::string statuses;
+      for (const auto& [status, name] : kOrder)
+        if (std::find(m.ct_status->begin(), m.ct_status->end(), status) != m.ct_status->end())
+          statuses += (statuses.empty() ? "" : ",") + std::string(name);
+      if (statuses.empty()) return std::nullopt;
+      add_match(specs, "-m conntrack --ctstate " + statuses);
+    }
     if (m.src_mac) {
       if (std::any_of(stages.begin(), stages.end(), [](Stage s) { return !has_source_mac(s); })) {
         error(rule.origin,

@@ -134,6 +134,11 @@ Ruleset sample_ruleset() {
   Rule masq = rule(46, ActionKind::masquerade);
   masq.match.oif = std::vector<IfacePattern>{{"uplink", false}};
   snat.rules.push_back(masq);
+  Rule hairpin = rule(47, ActionKind::masquerade);  // what was DNATed back to the LAN comes from the host
+  hairpin.match.ct_states = std::vector<CtState>{CtState::new_};
+  hairpin.match.ct_status = std::vector<CtStatus>{CtStatus::dnat};
+  hairpin.match.src_addr.push_back({false, "lan"});
+  snat.rules.push_back(hairpin);
   rs.chains["masq"] = snat;
 
   rs.failsafe.inbound.push_back({6, 22, std::nullopt, at(50)});

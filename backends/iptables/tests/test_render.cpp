@@ -142,7 +142,9 @@ TEST_CASE("raw, mangle and nat get notrack, allow and NAT targets") {
         std::vector<std::string>{"-p tcp -m multiport --dports 8080 -j DNAT --to-destination 10.1.2.3:80"});
   CHECK(bare(chain(table(m, IpFamily::v6, "nat"), "fwe-c-port-forward")).empty());  // an IPv4 target
   CHECK(bare(chain(table(m, IpFamily::v4, "nat"), "fwe-c-masq")) ==
-        std::vector<std::string>{"-o uplink -j MASQUERADE"});
+        std::vector<std::string>{
+            "-o uplink -j MASQUERADE",
+            "-s 10.0.0.0/8 -m conntrack --ctstate NEW -m conntrack --ctstate DNAT -j MASQUERADE"});
   // No conntrack prelude in nat: established packets never get there.
   const auto& dnat_ep = bare(chain(table(m, IpFamily::v4, "nat"), "fwe-e-dn0-dnat"));
   CHECK(std::none_of(dnat_ep.begin(), dnat_ep.end(),
@@ -223,6 +225,24 @@ TEST_CASE("transition rewrites only what changed and removes what is gone") {
   CHECK(gone.find("-D INPUT 2\n") != std::string::npos);
   CHECK(gone.find("-X fwe-input\n") != std::string::npos);
   CHECK(gone.find("DOCKER") == std::string::npos);
+}
+
+TEST_CASE("ct-status is the conntrack match's SNAT/DNAT virtual states, apart from --ctstate states") {
+  auto rs = test::tiny_ruleset();
+  ir::Rule nated;
+  nated.action.kind = ir::ActionKind::accept;
+  nated.match.ct_status = std::vector<ir::CtStatus>{ir::CtStatus::dnat, ir::CtStatus::snat};
+  ir::Rule new_dnatted;
+  new_dnatted.action.kind = ir::ActionKind::drop;
+  new_dnatted.match.ct_states = std::vector<ir::CtState>{ir::CtState::new_};
+  new_dnatted.match.ct_negate = true;
+  new_dnatted.match.ct_status = std::vector<ir::CtStatus>{ir::CtStatus::dnat};
+  rs.chains.begin()->second.rules = {nated, new_dnatted};
+  Model m = render_ok(rs);
+  for (IpFamily f : {IpFamily::v4, IpFamily::v6})
+    CHECK(bare(chain(table(m, f, "filter"), "fwe-c-web")) ==
+          std::vector<std::string>{"-m conntrack --ctstate SNAT,DNAT -g fwe-accept",
+                                   "-m conntrack ! --ctstate NEW -m conntrack --ctstate DNAT -j DROP"});
 }
 
 TEST_CASE("long port lists, rates, IPv6 reject types and NAT addresses as iptables prints them") {

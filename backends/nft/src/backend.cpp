@@ -2,6 +2,7 @@
 // netlink transaction replacing table inet fwengine, read_back = list it with counters and origins.
 #include "backend.hpp"
 
+#include <map>
 #include <sstream>
 
 #include "netlink.hpp"
@@ -10,11 +11,18 @@
 namespace fwe::nft {
 namespace {
 
-std::vector<std::pair<std::string, std::string>> stamps_of(const Table& table) {
-  std::vector<std::pair<std::string, std::string>> out;
+using Stamps = std::vector<std::pair<std::string, std::string>>;
+
+// Every rule's chain and stamp, and every counted element's set and stamp.
+std::pair<Stamps, Stamps> stamps_of(const Table& table) {
+  Stamps rules, elements;
   for (const auto& chain : table.chains)
-    for (const auto& rule : chain.rules) out.emplace_back(chain.name, rule.comment);
-  return out;
+    for (const auto& rule : chain.rules) rules.emplace_back(chain.name, rule.comment);
+  for (const auto& set : table.sets)
+    if (set.counters)
+      for (const auto& element : set.elements)
+        if (!element.interval_end) elements.emplace_back(set.name, element.comment);
+  return {std::move(rules), std::move(elements)};
 }
 
 constexpr std::string_view kMarkerPrefix = "fwengine-ir-";
@@ -48,11 +56,11 @@ void NftBackend::apply(const Plan& plan, const ApplyOptions& options) {
   const auto* ours = dynamic_cast<const NftPlan*>(&plan);
   if (!ours) throw RuntimeError("nft: the plan was rendered by another backend");
   const Table& table = ours->table();
-  auto stamps = stamps_of(table);
+  auto [rules, elements] = stamps_of(table);
   // The kernel keeps no comment changes on tables or chains, so the stamp is a name: an empty chain.
   std::string hash = options.ir_hash.empty() ? "none" : options.ir_hash.substr(0, 64);
-  std::string marker =
-      std::string(kMarkerPrefix) + hash + "-" + std::to_string(stamps.size()) + "-" + rules_digest(stamps);
+  std::string marker = std::string(kMarkerPrefix) + hash + "-" +
+                       std::to_string(rules.size() + elements.size()) + "-" + rules_digest(rules, elements);
   if (options.full)
     apply_table(table, marker);
   else
@@ -67,25 +75,40 @@ KernelState NftBackend::read_back() {
   // kMarkerPrefix + "<hash>-<rules>-<digest>"
   std::vector<std::string> stamp_fields;
   for (const auto& chain : listing.chains)
-    if (chain.rfind(kMarkerPrefix, 0) == 0) {
-      std::istringstream fields(chain.substr(std::string_view(kMarkerPrefix).size()));
+    if (chain.name.rfind(kMarkerPrefix, 0) == 0) {
+      std::istringstream fields(chain.name.substr(std::string_view(kMarkerPrefix).size()));
       for (std::string field; std::getline(fields, field, '-');) stamp_fields.push_back(field);
     }
-  std::vector<std::pair<std::string, std::string>> stamps;
+  Stamps stamps, elements;
   std::ostringstream text;
   text << "table inet " << kTableName << "\n";
+  auto count = [&](const std::string& chain, std::int32_t index, const std::string& stamp,
+                   std::uint64_t packets, std::uint64_t bytes) {
+    RuleCounter counter;
+    counter.chain = chain;
+    counter.rule = index;
+    counter.where = where_of(stamp);
+    counter.origin.policy = stamp;
+    counter.packets = packets;
+    counter.bytes = bytes;
+    state.counters.push_back(counter);
+    text << "  " << chain << "#" << index << " packets " << packets << " bytes " << bytes << "  " << stamp
+         << "\n";
+  };
+  // A merged rule counts per element of its set: each element stands for one source rule.
+  std::map<std::string, std::vector<const ListedElement*>> counted;
+  for (const auto& element : listing.elements) counted[element.set].push_back(&element);
   for (const auto& rule : listing.rules) {
     stamps.emplace_back(rule.chain, rule.comment);
-    RuleCounter counter;
-    counter.chain = rule.chain;
-    counter.rule = rule.index;
-    counter.where = where_of(rule.comment);
-    counter.origin.policy = rule.comment;
-    counter.packets = rule.packets;
-    counter.bytes = rule.bytes;
-    state.counters.push_back(counter);
-    text << "  " << rule.chain << "#" << rule.index << " packets " << rule.packets << " bytes " << rule.bytes
-         << "  " << rule.comment << "\n";
+    if (rule.counted) count(rule.chain, rule.index, rule.comment, rule.packets, rule.bytes);
+    for (const auto& set : rule.lookups)
+      if (auto it = counted.find(set); it != counted.end()) {
+        for (const ListedElement* element : it->second) {
+          elements.emplace_back(set, element->comment);
+          count(rule.chain, rule.index, element->comment, element->packets, element->bytes);
+        }
+        counted.erase(it);  // a set shared by a run's rules (one per reject form) counts once
+      }
   }
   state.text = text.str();
   if (stamp_fields.size() != 3) {
@@ -94,12 +117,12 @@ KernelState NftBackend::read_back() {
     return state;
   }
   state.ir_hash = stamp_fields[0] == "none" ? std::string{} : stamp_fields[0];
-  if (stamp_fields[1] != std::to_string(stamps.size()))
-    state.drift.push_back("applied " + stamp_fields[1] + " rules, the kernel holds " +
-                          std::to_string(stamps.size()));
-  else if (stamp_fields[2] != rules_digest(stamps))
+  if (stamp_fields[1] != std::to_string(stamps.size() + elements.size()))
+    state.drift.push_back("applied " + stamp_fields[1] + " rules and counted elements, the kernel holds " +
+                          std::to_string(stamps.size() + elements.size()));
+  else if (stamp_fields[2] != rules_digest(stamps, elements))
     state.drift.push_back("rules were changed or reordered since apply (digest " + stamp_fields[2] +
-                          " applied, " + rules_digest(stamps) + " now)");
+                          " applied, " + rules_digest(stamps, elements) + " now)");
   return state;
 }
 

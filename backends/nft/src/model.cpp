@@ -5,6 +5,7 @@
 
 #include <linux/netfilter.h>
 
+#include <algorithm>
 #include <sstream>
 
 namespace fwe::nft {
@@ -26,6 +27,53 @@ std::string hook_name(std::uint32_t hooknum) {
   }
 }
 
+std::string type_name(KeyType type) {
+  switch (type) {
+    case KeyType::ipv4_addr:
+      return "ipv4_addr";
+    case KeyType::ipv6_addr:
+      return "ipv6_addr";
+    case KeyType::ether_addr:
+      return "ether_addr";
+    case KeyType::inet_proto:
+      return "inet_proto";
+    case KeyType::inet_service:
+      return "inet_service";
+    case KeyType::ifname:
+      return "ifname";
+  }
+  return "invalid";
+}
+
+std::uint32_t key_length(KeyType type) {
+  switch (type) {
+    case KeyType::ipv4_addr:
+      return 4;
+    case KeyType::ether_addr:
+      return 6;
+    case KeyType::inet_proto:
+      return 1;
+    case KeyType::inet_service:
+      return 2;
+    case KeyType::ipv6_addr:
+    case KeyType::ifname:
+      return 16;
+  }
+  return 0;
+}
+
+void add_interval(Set& set, const Bytes& first, const Bytes& last, std::string comment) {
+  if (set.elements.empty() && std::any_of(first.begin(), first.end(), [](auto b) { return b != 0; }))
+    set.elements.push_back({Bytes(first.size(), 0), true});
+  set.elements.push_back({first, false, {}, std::move(comment)});
+  Bytes end = last;
+  for (auto it = end.rbegin(); it != end.rend(); ++it)
+    if (++*it != 0) {
+      set.elements.push_back({end, true});
+      return;
+    }
+}
+
 std::string Rule::text() const {
   std::string out;
   for (const auto& word : words) {
@@ -41,9 +89,12 @@ std::string Table::text() const {
   out << "table inet " << kTableName << "\ndelete table inet " << kTableName << "\ntable inet " << kTableName
       << " {\n";
   for (const auto& set : sets) {
-    out << "\tset " << set.name << " {\n\t\ttype "
-        << (set.key_type == KeyType::ipv4_addr ? "ipv4_addr" : "ipv6_addr") << "\n";
+    out << "\tset " << set.name << " {\n\t\ttype ";
+    if (set.concat.empty()) out << type_name(set.key_type);
+    for (std::size_t i = 0; i < set.concat.size(); ++i) out << (i ? " . " : "") << type_name(set.concat[i]);
+    out << "\n";
     if (set.interval) out << "\t\tflags interval\n";
+    if (set.counters) out << "\t\tcounter\n";
     if (!set.element_text.empty()) {
       out << "\t\telements = { ";
       for (std::size_t i = 0; i < set.element_text.size(); ++i) out << (i ? ", " : "") << set.element_text[i];

@@ -33,19 +33,33 @@ enum class KeyType : std::uint32_t {
 struct Element {
   Bytes key{};
   bool interval_end = false;
+  Bytes key_end{};        // concatenated interval sets: the inclusive end of the range
+  std::string comment{};  // sets with counters: the origin stamp of the rule the element stands for
 };
 
-// A named set (an IR address set, one per family) or an anonymous one bound to a single rule.
+// A named set (an IR address set, one per family; a merged run's key) or an anonymous one bound to a
+// single rule.
 struct Set {
   std::string name{};  // anonymous: "__set%d", the kernel picks the number
   KeyType key_type = KeyType::ipv4_addr;
   std::uint32_t key_len = 4;
+  std::vector<KeyType> concat{};  // a concatenated key: its fields (key_type and key_len unused)
   bool interval = false;
   bool anonymous = false;
-  std::uint32_t id = 0;  // batch-local id the rule's lookup refers to
+  bool counters = false;  // every element gets a counter (a merged run: hits per source rule)
+  std::uint32_t id = 0;   // batch-local id the rule's lookup refers to
   std::vector<Element> elements{};
   std::vector<std::string> element_text{};  // the same elements as nft writes them
 };
+
+// nft's name and byte length of a key type.
+std::string type_name(KeyType type);
+std::uint32_t key_length(KeyType type);
+
+// Interval elements as nft writes them: a leading end marker at zero unless the first range starts
+// there, then each range as start + exclusive end (left out when the end wraps past the last key).
+// The start element carries the comment.
+void add_interval(Set& set, const Bytes& first, const Bytes& last, std::string comment = {});
 
 // One kernel expression; which fields count depends on kind (mirrors libnftnl's expression types).
 struct Expr {
@@ -72,7 +86,7 @@ struct Expr {
   Kind kind = Kind::counter;
   std::uint32_t key = 0;  // meta/ct key, payload base, cmp/range op, reject type, nat type, verdict code
   std::uint32_t offset = 0, len = 0;
-  std::uint32_t dreg = 1;
+  std::uint32_t dreg = 1;  // immediate, meta_load, payload (a concatenated key fills several registers)
   Bytes data{}, data_to{};
   std::string text{};  // lookup set name, jump/goto chain, log prefix
   std::uint32_t set_id = 0;

@@ -56,6 +56,7 @@ constexpr int kGenidRetries = 5;
 constexpr std::size_t kAckTruesize = 2048;  // what one ACK costs in the receive buffer (skb overhead)
 constexpr std::uint32_t kNftHostEndian = 1, kNftBigEndian = 2;  // nft's enum byteorder
 constexpr std::size_t kRequestBuffer = 8192;                    // one small request message
+constexpr std::uint32_t kConcatTypeBits = 6;                    // nft's TYPE_BITS
 
 [[noreturn]] void fail(const std::string& what) {
   throw RuntimeError("nft: " + what + ": " + std::strerror(errno));
@@ -144,14 +145,22 @@ void set_reg(nftnl_expr* e, std::uint16_t attr, std::uint32_t reg) {
   if (reg) nftnl_expr_set_u32(e, attr, reg);
 }
 
-nftnl_expr* build_expr(const Expr& x, const std::vector<std::uint32_t>& anon_ids) {
+// Chains renamed in a batch keep their old names until it commits: messages must use those.
+using BatchNames = std::map<std::string, std::string>;
+
+const std::string& batch_name(const BatchNames& names, const std::string& name) {
+  auto it = names.find(name);
+  return it == names.end() ? name : it->second;
+}
+
+nftnl_expr* build_expr(const Expr& x, const std::vector<std::uint32_t>& anon_ids, const BatchNames& names) {
   auto make = [](const char* name) { return nftnl_expr_alloc(name); };
   nftnl_expr* e = nullptr;
   switch (x.kind) {
     case Expr::Kind::meta_load:
       e = make("meta");
       nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, x.key);
-      nftnl_expr_set_u32(e, NFTNL_EXPR_META_DREG, NFT_REG_1);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_META_DREG, x.dreg);
       break;
     case Expr::Kind::meta_set:
       e = make("meta");
@@ -168,7 +177,7 @@ nftnl_expr* build_expr(const Expr& x, const std::vector<std::uint32_t>& anon_ids
       nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, x.key);
       nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, x.offset);
       nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, x.len);
-      nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, NFT_REG_1);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, x.dreg);
       break;
     case Expr::Kind::cmp:
       e = make("cmp");
@@ -209,7 +218,7 @@ nftnl_expr* build_expr(const Expr& x, const std::vector<std::uint32_t>& anon_ids
       e = make("immediate");
       nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
       nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_VERDICT, x.key);
-      if (!x.text.empty()) nftnl_expr_set_str(e, NFTNL_EXPR_IMM_CHAIN, x.text.c_str());
+      if (!x.text.empty()) nftnl_expr_set_str(e, NFTNL_EXPR_IMM_CHAIN, batch_name(names, x.text).c_str());
       break;
     case Expr::Kind::counter:
       e = make("counter");
@@ -267,12 +276,13 @@ const char* kind_name(Expr::Kind kind) {
   return kNames[static_cast<std::size_t>(kind)];
 }
 
-RulePtr build_rule(const Rule& rule, const std::string& chain, const std::vector<std::uint32_t>& anon_ids) {
+RulePtr build_rule(const Rule& rule, const std::string& chain, const std::vector<std::uint32_t>& anon_ids,
+                   const BatchNames& names = {}) {
   RulePtr r(nftnl_rule_alloc());
   nftnl_rule_set_u32(r.get(), NFTNL_RULE_FAMILY, NFPROTO_INET);
   nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, kTableName);
-  nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, chain.c_str());
-  for (const auto& x : rule.exprs) nftnl_rule_add_expr(r.get(), build_expr(x, anon_ids));
+  nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, batch_name(names, chain).c_str());
+  for (const auto& x : rule.exprs) nftnl_rule_add_expr(r.get(), build_expr(x, anon_ids, names));
   if (!rule.comment.empty()) {
     UdataPtr udata = comment_buffer(NFTNL_UDATA_RULE_COMMENT, rule.comment);
     std::string bytes = udata_bytes(udata.get());
@@ -287,18 +297,34 @@ SetPtr build_set(const Set& set, std::uint32_t id) {
   nftnl_set_set_str(s.get(), NFTNL_SET_TABLE, kTableName);
   nftnl_set_set_str(s.get(), NFTNL_SET_NAME, set.name.c_str());
   nftnl_set_set_u32(s.get(), NFTNL_SET_ID, id);
-  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE, static_cast<std::uint32_t>(set.key_type));
-  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, set.key_len);
+  std::uint32_t key_type = static_cast<std::uint32_t>(set.key_type), key_len = set.key_len;
+  if (!set.concat.empty()) {  // nft's concatenated type: the fields' ids, 6 bits each, first field highest
+    key_type = key_len = 0;
+    std::vector<std::uint8_t> lens;
+    for (KeyType field : set.concat) {
+      key_type = key_type << kConcatTypeBits | static_cast<std::uint32_t>(field);
+      lens.push_back(static_cast<std::uint8_t>(key_length(field)));
+      key_len += (key_length(field) + 3) / 4 * 4;  // every field fills whole 32-bit registers
+    }
+    if (set.interval) nftnl_set_set_data(s.get(), NFTNL_SET_DESC_CONCAT, lens.data(), lens.size());
+  }
+  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_TYPE, key_type);
+  nftnl_set_set_u32(s.get(), NFTNL_SET_KEY_LEN, key_len);
   std::uint32_t flags =
       (set.interval ? static_cast<std::uint32_t>(NFT_SET_INTERVAL) : 0u) |
+      (set.interval && !set.concat.empty() ? static_cast<std::uint32_t>(NFT_SET_CONCAT) : 0u) |
       (set.anonymous ? static_cast<std::uint32_t>(NFT_SET_ANONYMOUS | NFT_SET_CONSTANT) : 0u);
   nftnl_set_set_u32(s.get(), NFTNL_SET_FLAGS, flags);
   if (set.anonymous)
     nftnl_set_set_u32(s.get(), NFTNL_SET_DESC_SIZE, static_cast<std::uint32_t>(set.elements.size()));
-  // nft reads the key byte order from here to print elements; interface names are host-order strings.
+  if (set.counters) nftnl_set_add_expr(s.get(), nftnl_expr_alloc("counter"));  // cloned into each element
+  // nft reads the key byte order from here to print elements; interface names are host-order strings,
+  // a concatenation has none of its own.
   UdataPtr udata(nftnl_udata_buf_alloc(NFT_USERDATA_MAXLEN));
   nftnl_udata_put_u32(udata.get(), NFTNL_UDATA_SET_KEYBYTEORDER,
-                      set.key_type == KeyType::ifname ? kNftHostEndian : kNftBigEndian);
+                      !set.concat.empty()               ? 0u
+                      : set.key_type == KeyType::ifname ? kNftHostEndian
+                                                        : kNftBigEndian);
   std::string bytes = udata_bytes(udata.get());
   nftnl_set_set_data(s.get(), NFTNL_SET_USERDATA, bytes.data(), static_cast<std::uint32_t>(bytes.size()));
   return s;
@@ -336,9 +362,22 @@ class Transaction {
     RulePtr r(nftnl_rule_alloc());
     nftnl_rule_set_u32(r.get(), NFTNL_RULE_FAMILY, NFPROTO_INET);
     nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, kTableName);
-    nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, name.c_str());
+    nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, batch_name(batch_names_, name).c_str());
     nftnl_rule_nlmsg_build_payload(message(NFT_MSG_DELRULE, 0, "flush of chain " + name), r.get());
     next();
+  }
+
+  // The chain keeps its rules and everything that jumps to it; until the commit it has its old name.
+  void rename_chain(std::uint64_t handle, const std::string& old_name, const std::string& new_name) {
+    ChainPtr c(nftnl_chain_alloc());
+    nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_FAMILY, NFPROTO_INET);
+    nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, kTableName);
+    nftnl_chain_set_u64(c.get(), NFTNL_CHAIN_HANDLE, handle);
+    nftnl_chain_set_str(c.get(), NFTNL_CHAIN_NAME, new_name.c_str());
+    nftnl_chain_nlmsg_build_payload(
+        message(NFT_MSG_NEWCHAIN, 0, "renaming chain " + old_name + " to " + new_name), c.get());
+    next();
+    batch_names_[new_name] = old_name;
   }
 
   void delete_chain(const std::string& name) {
@@ -375,7 +414,16 @@ class Transaction {
         nftnl_set_elem* e = nftnl_set_elem_alloc();
         nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, element.key.data(),
                            static_cast<std::uint32_t>(element.key.size()));
+        if (!element.key_end.empty())
+          nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY_END, element.key_end.data(),
+                             static_cast<std::uint32_t>(element.key_end.size()));
         if (element.interval_end) nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
+        if (!element.comment.empty()) {
+          UdataPtr udata = comment_buffer(NFTNL_UDATA_SET_ELEM_COMMENT, element.comment);
+          std::string bytes = udata_bytes(udata.get());
+          nftnl_set_elem_set(e, NFTNL_SET_ELEM_USERDATA, bytes.data(),
+                             static_cast<std::uint32_t>(bytes.size()));
+        }
         nftnl_set_elem_add(chunk.get(), e);
       }
       nftnl_set_elems_nlmsg_build_payload(message(NFT_MSG_NEWSETELEM, NLM_F_CREATE, what), chunk.get());
@@ -405,7 +453,7 @@ class Transaction {
       this->set(set, anon_ids.back(),
                 "anonymous set of rule #" + std::to_string(index) + " in chain " + chain);
     }
-    RulePtr r = build_rule(rule, chain, anon_ids);
+    RulePtr r = build_rule(rule, chain, anon_ids, batch_names_);
     std::string what = "rule #" + std::to_string(index) + " in chain " + chain;
     if (!rule.comment.empty()) what = rule.comment + ": " + what;
     std::uint32_t seq = seq_;
@@ -553,6 +601,7 @@ class Transaction {
   std::uint32_t next_set_id_ = 1;
   std::map<std::uint32_t, std::string> what_;
   std::map<std::uint32_t, SentRule> sent_rules_;
+  BatchNames batch_names_;
 };
 
 std::uint32_t first_seq() {
@@ -587,9 +636,16 @@ void list_names(Socket& sock, std::uint32_t seq, Listing& out) {
       [](const nlmsghdr* reply, void* data) {
         ChainPtr chain(nftnl_chain_alloc());
         if (nftnl_chain_nlmsg_parse(reply, chain.get()) < 0) return MNL_CB_ERROR;
-        if (std::strcmp(nftnl_chain_get_str(chain.get(), NFTNL_CHAIN_TABLE), kTableName) == 0)
-          static_cast<Listing*>(data)->chains.emplace_back(
-              nftnl_chain_get_str(chain.get(), NFTNL_CHAIN_NAME));
+        if (std::strcmp(nftnl_chain_get_str(chain.get(), NFTNL_CHAIN_TABLE), kTableName) != 0)
+          return MNL_CB_OK;
+        ListedChain listed{nftnl_chain_get_str(chain.get(), NFTNL_CHAIN_NAME),
+                           nftnl_chain_get_u64(chain.get(), NFTNL_CHAIN_HANDLE),
+                           {}};
+        if (nftnl_chain_is_set(chain.get(), NFTNL_CHAIN_HOOKNUM))
+          listed.hook = Hook{nftnl_chain_get_str(chain.get(), NFTNL_CHAIN_TYPE),
+                             nftnl_chain_get_u32(chain.get(), NFTNL_CHAIN_HOOKNUM),
+                             nftnl_chain_get_s32(chain.get(), NFTNL_CHAIN_PRIO)};
+        static_cast<Listing*>(data)->chains.push_back(std::move(listed));
         return MNL_CB_OK;
       },
       &out);
@@ -600,14 +656,76 @@ void list_names(Socket& sock, std::uint32_t seq, Listing& out) {
   request(
       sock, nlh,
       [](const nlmsghdr* reply, void* data) {
+        auto* listing = static_cast<Listing*>(data);
         SetPtr set(nftnl_set_alloc());
         if (nftnl_set_nlmsg_parse(reply, set.get()) < 0) return MNL_CB_ERROR;
         bool ours = std::strcmp(nftnl_set_get_str(set.get(), NFTNL_SET_TABLE), kTableName) == 0;
-        if (ours && !(nftnl_set_get_u32(set.get(), NFTNL_SET_FLAGS) & NFT_SET_ANONYMOUS))
-          static_cast<Listing*>(data)->sets.emplace_back(nftnl_set_get_str(set.get(), NFTNL_SET_NAME));
+        if (!ours || (nftnl_set_get_u32(set.get(), NFTNL_SET_FLAGS) & NFT_SET_ANONYMOUS)) return MNL_CB_OK;
+        std::string name = nftnl_set_get_str(set.get(), NFTNL_SET_NAME);
+        bool counted = false;
+        nftnl_set_expr_foreach(
+            set.get(),
+            [](nftnl_expr* e, void* flag) {
+              if (std::strcmp(nftnl_expr_get_str(e, NFTNL_EXPR_NAME), "counter") == 0)
+                *static_cast<bool*>(flag) = true;
+              return 0;
+            },
+            &counted);
+        if (counted) listing->counted_sets.push_back(name);
+        listing->sets.push_back(std::move(name));
         return MNL_CB_OK;
       },
       &out);
+}
+
+// The elements of one set with counters: comment, packets and bytes of each (end markers left out).
+void list_elements(Socket& sock, std::uint32_t seq, const std::string& name, Listing& out) {
+  std::vector<char> buf(kRequestBuffer);
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, seq);
+  SetPtr filter(nftnl_set_alloc());
+  nftnl_set_set_str(filter.get(), NFTNL_SET_TABLE, kTableName);
+  nftnl_set_set_str(filter.get(), NFTNL_SET_NAME, name.c_str());
+  nftnl_set_elems_nlmsg_build_payload(nlh, filter.get());
+  SetPtr elements(nftnl_set_alloc());
+  request(
+      sock, nlh,
+      [](const nlmsghdr* reply, void* data) {
+        return nftnl_set_elems_nlmsg_parse(reply, static_cast<nftnl_set*>(data)) < 0 ? MNL_CB_ERROR
+                                                                                     : MNL_CB_OK;
+      },
+      elements.get());
+  struct Walk {
+    const std::string* set;
+    Listing* out;
+  } walk{&name, &out};
+  nftnl_set_elem_foreach(
+      elements.get(),
+      [](nftnl_set_elem* e, void* data) {
+        auto* w = static_cast<Walk*>(data);
+        if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_FLAGS) &&
+            (nftnl_set_elem_get_u32(e, NFTNL_SET_ELEM_FLAGS) & NFT_SET_ELEM_INTERVAL_END))
+          return 0;
+        ListedElement listed{*w->set, {}, 0, 0};
+        if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_USERDATA)) {
+          std::uint32_t len = 0;
+          const void* udata = nftnl_set_elem_get(e, NFTNL_SET_ELEM_USERDATA, &len);
+          listed.comment = parse_comment(udata, len, NFTNL_UDATA_SET_ELEM_COMMENT);
+        }
+        nftnl_set_elem_expr_foreach(
+            e,
+            [](nftnl_expr* x, void* arg) {
+              auto* l = static_cast<ListedElement*>(arg);
+              if (std::strcmp(nftnl_expr_get_str(x, NFTNL_EXPR_NAME), "counter") == 0) {
+                l->packets = nftnl_expr_get_u64(x, NFTNL_EXPR_CTR_PACKETS);
+                l->bytes = nftnl_expr_get_u64(x, NFTNL_EXPR_CTR_BYTES);
+              }
+              return 0;
+            },
+            &listed);
+        w->out->elements.push_back(std::move(listed));
+        return 0;
+      },
+      &walk);
 }
 
 void list_rules(Socket& sock, std::uint32_t seq, Listing& out) {
@@ -630,11 +748,16 @@ void list_rules(Socket& sock, std::uint32_t seq, Listing& out) {
           listed.comment = parse_comment(udata, len, NFTNL_UDATA_RULE_COMMENT);
         }
         nftnl_expr_iter* iter = nftnl_expr_iter_create(rule.get());
-        for (nftnl_expr* e = nftnl_expr_iter_next(iter); e; e = nftnl_expr_iter_next(iter))
-          if (std::strcmp(nftnl_expr_get_str(e, NFTNL_EXPR_NAME), "counter") == 0) {
+        for (nftnl_expr* e = nftnl_expr_iter_next(iter); e; e = nftnl_expr_iter_next(iter)) {
+          const char* kind = nftnl_expr_get_str(e, NFTNL_EXPR_NAME);
+          if (std::strcmp(kind, "counter") == 0) {
+            listed.counted = true;
             listed.packets = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_PACKETS);
             listed.bytes = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_BYTES);
+          } else if (std::strcmp(kind, "lookup") == 0) {
+            listed.lookups.emplace_back(nftnl_expr_get_str(e, NFTNL_EXPR_LOOKUP_SET));
           }
+        }
         nftnl_expr_iter_destroy(iter);
         listed.index = listing->rules.empty() || listing->rules.back().chain != listed.chain
                            ? 0
@@ -670,6 +793,17 @@ void fill_replace(Transaction& tx, const Table& table, const std::string& marker
     for (std::size_t i = 0; i < chain.rules.size(); ++i) tx.rule(chain.rules[i], chain.name, i);
 }
 
+// A name without its content digest: what stays the same when a set or chain changes.
+std::string_view stable_part(std::string_view name) {
+  auto dot = name.rfind('.');
+  return dot == std::string_view::npos ? name : name.substr(0, dot);
+}
+
+bool same_hook(const std::optional<Hook>& a, const std::optional<Hook>& b) {
+  if (!a || !b) return !a && !b;
+  return a->type == b->type && a->hooknum == b->hooknum && a->priority == b->priority;
+}
+
 }  // namespace
 
 void apply_table(const Table& table, const std::string& marker) {
@@ -682,31 +816,42 @@ void apply_table_incremental(const Table& table, const std::string& marker) {
     if (!table_exists(sock, first_seq())) return fill_replace(tx, table, marker);
     Listing kernel;
     list_names(sock, first_seq(), kernel);
-    std::set<std::string> have_chains(kernel.chains.begin(), kernel.chains.end());
-    std::set<std::string> have_sets(kernel.sets.begin(), kernel.sets.end());
     std::set<std::string> want_chains, want_sets;
-    if (!marker.empty()) {
-      want_chains.insert(marker);
-      if (!have_chains.count(marker)) tx.chain({marker, {}, {}});
+    for (const auto& chain : table.chains) want_chains.insert(chain.name);
+    for (const auto& set : table.sets) want_sets.insert(set.name);
+    if (!marker.empty()) want_chains.insert(marker);
+    // Kernel chains that are no longer wanted under their names, by stable part: rename candidates.
+    std::map<std::string_view, const ListedChain*> outdated;
+    std::set<std::string> have_chains;
+    for (const auto& chain : kernel.chains) {
+      have_chains.insert(chain.name);
+      if (!want_chains.count(chain.name)) outdated.emplace(stable_part(chain.name), &chain);
     }
-    for (const auto& set : table.sets) {
-      want_sets.insert(set.name);
+    std::set<std::string> have_sets(kernel.sets.begin(), kernel.sets.end());
+    if (!marker.empty() && !have_chains.count(marker)) tx.chain({marker, {}, {}});
+    for (const auto& set : table.sets)
       if (!have_sets.count(set.name)) tx.set(set, tx.named_set_id(), "set " + set.name);
-    }
+    std::vector<const Chain*> fill;
+    std::set<std::string> reused;
     for (const auto& chain : table.chains) {
-      want_chains.insert(chain.name);
-      if (!have_chains.count(chain.name))
-        tx.chain(chain);
-      else if (chain.hook)  // base chains keep their names: refill them
+      if (have_chains.count(chain.name)) continue;
+      fill.push_back(&chain);
+      auto old = outdated.find(stable_part(chain.name));
+      if (old != outdated.end() && same_hook(old->second->hook, chain.hook)) {
+        tx.rename_chain(old->second->handle, old->second->name, chain.name);
         tx.flush_chain(chain.name);
+        reused.insert(old->second->name);
+        outdated.erase(old);
+      } else {
+        tx.chain(chain);
+      }
     }
-    for (const auto& chain : table.chains)
-      if (chain.hook || !have_chains.count(chain.name))
-        for (std::size_t i = 0; i < chain.rules.size(); ++i) tx.rule(chain.rules[i], chain.name, i);
+    for (const Chain* chain : fill)
+      for (std::size_t i = 0; i < chain->rules.size(); ++i) tx.rule(chain->rules[i], chain->name, i);
     // What is gone: empty every such chain first, so that none is still jumped to when deleted.
     std::vector<std::string> gone;
-    for (const auto& name : kernel.chains)
-      if (!want_chains.count(name)) gone.push_back(name);
+    for (const auto& chain : kernel.chains)
+      if (!want_chains.count(chain.name) && !reused.count(chain.name)) gone.push_back(chain.name);
     for (const auto& name : gone) tx.flush_chain(name);
     for (const auto& name : gone) tx.delete_chain(name);
     for (const auto& name : kernel.sets)
@@ -729,22 +874,27 @@ Listing list_table() {
   if (!out.present) return out;
   list_names(sock, seq + 1, out);
   list_rules(sock, seq + 3, out);
+  for (std::size_t i = 0; i < out.counted_sets.size(); ++i)
+    list_elements(sock, seq + 4 + static_cast<std::uint32_t>(i), out.counted_sets[i], out);
   return out;
 }
 
-std::string rules_digest(std::vector<std::pair<std::string, std::string>> chain_and_comment) {
+std::string rules_digest(std::vector<std::pair<std::string, std::string>> chain_and_comment,
+                         const std::vector<std::pair<std::string, std::string>>& set_and_comment) {
   // The kernel lists chains in creation order, which incremental applies change: sort by chain.
   std::stable_sort(chain_and_comment.begin(), chain_and_comment.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
-  std::uint64_t h = 1469598103934665603ull;
-  auto mix = [&](std::string_view s) {
+  auto mix = [](std::uint64_t h, std::string_view s) {
     for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-    h = (h ^ 0xff) * 1099511628211ull;
+    return (h ^ 0xff) * 1099511628211ull;
   };
-  for (const auto& [chain, comment] : chain_and_comment) {
-    mix(chain);
-    mix(comment);
-  }
+  std::uint64_t h = 1469598103934665603ull;
+  for (const auto& [chain, comment] : chain_and_comment) h = mix(mix(h, chain), comment);
+  // A hash set lists its elements in its own order: their hashes are summed, in no order.
+  std::uint64_t elements = 0;
+  for (const auto& [set, comment] : set_and_comment)
+    elements += mix(mix(1469598103934665603ull, set), comment);
+  h = (h ^ elements) * 1099511628211ull;
   char out[24];
   std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(h));
   return out;

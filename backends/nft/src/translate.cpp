@@ -5,14 +5,16 @@
 #include <netinet/in.h>  // before linux/netfilter.h (redefinition of in_addr otherwise)
 
 #include <linux/netfilter.h>
+#include <linux/netfilter/nf_conntrack_common.h>
 #include <linux/netfilter/nf_nat.h>
 #include <linux/netfilter/nf_tables.h>
 
 #include <algorithm>
 #include <cstdio>
-#include <functional>
 #include <map>
 #include <set>
+
+#include "merge.hpp"
 
 namespace fwe::nft {
 namespace {
@@ -23,8 +25,15 @@ constexpr std::uint8_t kTcp = 6, kIcmp = 1, kIcmpV6 = 58;
 const std::vector<std::uint8_t> kPortProtocols = {6, 17, 132, 136};  // TCP, UDP, SCTP, UDPLite
 constexpr std::uint32_t kCtStateBits[] = {8, 2, 4, 1, 64};           // vocab.def order: new .. untracked
 constexpr std::uint32_t kAllCtStates = 8 | 2 | 4 | 1 | 64;
+constexpr std::uint32_t kCtStatusBits[] = {IPS_DST_NAT, IPS_SRC_NAT};  // vocab.def order: dnat, snat
 constexpr std::size_t kIfNameSize = 16;
 constexpr std::size_t kMaxWhere = 80;  // of an origin stamp's 128 characters, for "file:line:col"
+// Merging: shorter runs stay rules (a set costs more than a few rules); a run's set is at most this big,
+// so that a change in a long chain re-creates one set of this size; a rule with more elements (the
+// product of its values) stays a rule with its own sets.
+constexpr std::size_t kMinRun = 4;
+constexpr std::size_t kMaxRun = 1024;
+constexpr std::size_t kMaxElementsPerRule = 64;
 // Policy marks neither see nor change the bits the ruleset keeps for itself.
 constexpr std::uint32_t kOwnMarks = kAllowMark | kPassMark;
 
@@ -94,20 +103,6 @@ void lookup_anon(Rule& r, Set set, bool invert, const std::string& subject) {
   r.anon_sets.push_back(std::move(set));
 }
 
-// Interval elements as nft writes them: a leading end marker at zero unless the first range starts
-// there, then each range as start + exclusive end (left out when the end wraps past the last key).
-void add_interval(Set& set, const Bytes& first, const Bytes& last) {
-  if (set.elements.empty() && std::any_of(first.begin(), first.end(), [](auto b) { return b != 0; }))
-    set.elements.push_back({Bytes(first.size(), 0), true});
-  set.elements.push_back({first, false});
-  Bytes end = last;
-  for (auto it = end.rbegin(); it != end.rend(); ++it)
-    if (++*it != 0) {
-      set.elements.push_back({end, true});
-      return;
-    }
-}
-
 Set port_set(const ir::PortSet& ports) {
   Set set{.key_type = KeyType::inet_service, .key_len = 2};
   set.interval = std::any_of(ports.begin(), ports.end(), [](const auto& p) { return p.lo != p.hi; });
@@ -127,6 +122,16 @@ void match_nfproto(Rule& r, Family f) {
   add(r, v4 ? "meta nfproto ipv4" : "meta nfproto ipv6",
       {meta_load(NFT_META_NFPROTO),
        cmp(NFT_CMP_EQ, {static_cast<std::uint8_t>(v4 ? NFPROTO_IPV4 : NFPROTO_IPV6)})});
+}
+
+// The protocols a port match (or port mapping) of m can hold for: only those that have ports.
+std::vector<std::uint8_t> port_protocols(const ir::Match& m) {
+  std::vector<std::uint8_t> out;
+  for (auto p : kPortProtocols) {
+    bool listed = m.protocols && std::find(m.protocols->begin(), m.protocols->end(), p) != m.protocols->end();
+    if (!m.protocols || listed != m.protocol_negate) out.push_back(p);
+  }
+  return out;
 }
 
 void match_l4proto(Rule& r, const std::vector<std::uint8_t>& protocols, bool negate) {
@@ -262,6 +267,21 @@ bool match_ct(Rule& r, const std::vector<ir::CtState>& states, bool negate) {
   add(r, text,
       {{.kind = Expr::Kind::ct_load, .key = NFT_CT_STATE}, bitwise(mask, 0), cmp(NFT_CMP_NEQ, host32(0))});
   return true;
+}
+
+// Any of the statuses: one test of their bits, named in bit order as nft prints them.
+void match_ct_status(Rule& r, const std::vector<ir::CtStatus>& statuses) {
+  std::uint32_t mask = 0;
+  for (auto s : statuses) mask |= kCtStatusBits[static_cast<std::size_t>(s)];
+  std::vector<std::pair<std::uint32_t, std::string_view>> named;
+  for (std::size_t i = 0; i < ir::kCtStatusCount; ++i)
+    if (mask & kCtStatusBits[i])
+      named.emplace_back(kCtStatusBits[i], ir::to_string(static_cast<ir::CtStatus>(i)));
+  std::sort(named.begin(), named.end());
+  std::string text = "ct status ";
+  for (std::size_t i = 0; i < named.size(); ++i) text += (i ? "," : "") + std::string(named[i].second);
+  add(r, text,
+      {{.kind = Expr::Kind::ct_load, .key = NFT_CT_STATUS}, bitwise(mask, 0), cmp(NFT_CMP_NEQ, host32(0))});
 }
 
 void match_mac(Rule& r, const std::vector<ir::MacAddr>& macs, bool negate) {
@@ -426,7 +446,7 @@ class Translator {
     std::vector<Chain> ir_chains;
     for (const auto& [name, chain] : rs_.chains) {
       Chain out{chain_names_[name], {}, {}};
-      for (const auto& rule : chain.rules) emit_rule(out, rule);
+      emit_chain(out, chain);
       ir_chains.push_back(std::move(out));
     }
     for (std::size_t s = 0; s < ir::kStageCount; ++s) emit_stage(static_cast<ir::Stage>(s));
@@ -514,11 +534,18 @@ class Translator {
   }
 
   void refuse(const ir::Origin& origin, std::string message, std::string hint) {
-    diag_.error(origin.loc, std::move(message), std::move(hint));
+    ++refusals_;
+    if (!quiet_) diag_.error(origin.loc, std::move(message), std::move(hint));
   }
 
-  // Emits one IR rule as nft rules (one per family when it needs family-specific matches).
-  void emit_rule(Chain& out, const ir::Rule& rule) {
+  // The parts of an IR rule's nft rules around its address matches: family guard, common, addresses,
+  // after_addresses, tail. Nothing when it never matches or nftables cannot express it (refused).
+  struct Prepared {
+    Family only_family;
+    Rule common, after_addresses;
+    std::vector<Tail> tails;
+  };
+  std::optional<Prepared> prepare(const ir::Rule& rule) {
     const ir::Match& m = rule.match;
     Family only_family = m.family;
     auto narrow = [&](Family f) {
@@ -526,26 +553,23 @@ class Translator {
       only_family = f;
       return true;
     };
-    if (m.icmp && !narrow(m.icmp->v6 ? Family::ipv6 : Family::ipv4)) return;
+    if (m.icmp && !narrow(m.icmp->v6 ? Family::ipv6 : Family::ipv4)) return std::nullopt;
     bool nat = rule.action.kind == ir::ActionKind::dnat || rule.action.kind == ir::ActionKind::snat;
-    if (nat && rule.action.nat_addr && !narrow(rule.action.nat_addr->family)) return;
+    if (nat && rule.action.nat_addr && !narrow(rule.action.nat_addr->family)) return std::nullopt;
 
     if ((m.iif && !valid_ifaces(*m.iif, rule.origin)) || (m.oif && !valid_ifaces(*m.oif, rule.origin)))
-      return;
+      return std::nullopt;
     Rule common;
-    if (m.iif && !match_iface(common, true, *m.iif, m.iif_negate)) return refuse_iface(rule.origin);
-    if (m.oif && !match_iface(common, false, *m.oif, m.oif_negate)) return refuse_iface(rule.origin);
+    if ((m.iif && !match_iface(common, true, *m.iif, m.iif_negate)) ||
+        (m.oif && !match_iface(common, false, *m.oif, m.oif_negate))) {
+      refuse_iface(rule.origin);
+      return std::nullopt;
+    }
     bool has_ports = !m.src_port.empty() || !m.dst_port.empty();
     bool needs_port_protocol = has_ports || (rule.action.nat_port.has_value());
     if (needs_port_protocol) {
-      // Port matches (and port mappings) only apply to protocols that have ports.
-      std::vector<std::uint8_t> protocols;
-      for (auto p : kPortProtocols) {
-        bool listed =
-            m.protocols && std::find(m.protocols->begin(), m.protocols->end(), p) != m.protocols->end();
-        if (!m.protocols || listed != m.protocol_negate) protocols.push_back(p);
-      }
-      if (protocols.empty() || (m.icmp && has_ports)) return;  // never matches
+      std::vector<std::uint8_t> protocols = port_protocols(m);
+      if (protocols.empty() || (m.icmp && has_ports)) return std::nullopt;  // never matches
       match_l4proto(common, protocols, false);
     } else if (m.protocols) {
       match_l4proto(common, *m.protocols, m.protocol_negate);
@@ -554,28 +578,41 @@ class Translator {
     for (bool source : {true, false})
       for (const auto& pm : source ? m.src_port : m.dst_port) {
         if (pm.ports.empty()) {
-          if (!pm.negate) return;  // an empty positive port list never matches
+          if (!pm.negate) return std::nullopt;  // an empty positive port list never matches
           continue;
         }
         match_ports(after_addresses, source, pm.ports, pm.negate);
       }
     if (m.icmp) match_icmp(after_addresses, *m.icmp);
-    if (m.ct_states && !match_ct(after_addresses, *m.ct_states, m.ct_negate)) return;
+    if (m.ct_states && !match_ct(after_addresses, *m.ct_states, m.ct_negate)) return std::nullopt;
     if (m.src_mac && !m.src_mac->empty()) match_mac(after_addresses, *m.src_mac, m.src_mac_negate);
-    if (m.pkt_type && !match_pkt_type(after_addresses, *m.pkt_type, rule.origin)) return;
+    if (m.pkt_type && !match_pkt_type(after_addresses, *m.pkt_type, rule.origin)) return std::nullopt;
     if (m.mark_value) match_mark(after_addresses, *m.mark_value, m.mark_mask & ~kOwnMarks, m.mark_negate);
-    if (m.rate_limit && !match_limit(after_addresses, *m.rate_limit, rule.origin)) return;
+    if (m.ct_status) {
+      if (m.ct_status->empty()) return std::nullopt;  // any of none never matches
+      match_ct_status(after_addresses, *m.ct_status);
+    }
+    // Last: only packets that match everything else may use up the rate.
+    if (m.rate_limit && !match_limit(after_addresses, *m.rate_limit, rule.origin)) return std::nullopt;
 
     auto tails = action_tails(rule.action, rule.origin);
-    if (tails.empty()) return;
+    if (tails.empty()) return std::nullopt;
+    return Prepared{only_family, std::move(common), std::move(after_addresses), std::move(tails)};
+  }
+
+  // Emits one IR rule as nft rules (one per family when it needs family-specific matches).
+  void emit_rule(Chain& out, const ir::Rule& rule) {
+    auto p = prepare(rule);
+    if (!p) return;
+    const ir::Match& m = rule.match;
     std::string stamp = origin_stamp(rs_, rule.origin);
-    for (const auto& variant : variants(only_family, m.src_addr, m.dst_addr)) {
-      for (const auto& tail : tails) {
+    for (const auto& variant : variants(p->only_family, m.src_addr, m.dst_addr)) {
+      for (const auto& tail : p->tails) {
         Rule r;
         if (variant) match_nfproto(r, *variant);
-        append(r, common);
+        append(r, p->common);
         if (variant) emit_addresses(r, *variant, m.src_addr, m.dst_addr);
-        append(r, after_addresses);
+        append(r, p->after_addresses);
         append(r, tail.guard);
         counter(r);
         append(r, tail.action);
@@ -591,6 +628,227 @@ class Translator {
       r.comment = stamp;
       out.rules.push_back(std::move(r));
     }
+  }
+
+  // ---- merging runs of rules into set lookups (merge.hpp) ----------------------------------------
+
+  // A rule a run may take, with the rest of it (what its merged rule matches as usual).
+  struct Candidate {
+    merge::Member member;
+    Prepared rest;
+    std::string shape;  // the rest's text and the fields matched: equal for all rules of a run
+    std::vector<std::uint8_t> protocols;
+    const ir::Rule* rule;
+  };
+
+  // Plain verdicts without state (a rate limit) whose matched values are all positive and few. What
+  // the rule's merged form would refuse is refused (and reported) when the rule is emitted by itself.
+  std::optional<Candidate> candidate(const ir::Rule& rule) {
+    quiet_ = true;
+    std::size_t refused = refusals_;
+    auto c = merge_form(rule);
+    quiet_ = false;
+    if (refusals_ != refused) return std::nullopt;
+    return c;
+  }
+
+  std::optional<Candidate> merge_form(const ir::Rule& rule) {
+    using merge::Field;
+    const ir::Match& m = rule.match;
+    auto kind = rule.action.kind;
+    if (kind != ir::ActionKind::accept && kind != ir::ActionKind::allow && kind != ir::ActionKind::drop &&
+        kind != ir::ActionKind::reject)
+      return std::nullopt;
+    if (m.rate_limit || m.icmp || m.src_addr.size() > 1 || m.dst_addr.size() > 1 || m.src_port.size() > 1 ||
+        m.dst_port.size() > 1)
+      return std::nullopt;
+    Candidate c{{}, {}, {}, {}, &rule};
+    c.member.stamp = origin_stamp(rs_, rule.origin);
+    auto set = [&](Field f, merge::Values values) {
+      c.member.values[static_cast<std::size_t>(f)] = std::move(values);
+    };
+    ir::Rule rest = rule;
+    ir::Match& r = rest.match;
+    auto exact = [](const std::vector<ir::IfacePattern>& ps) {
+      return std::none_of(ps.begin(), ps.end(), [](const auto& p) { return p.prefix || p.name.empty(); });
+    };
+    if (m.iif && !m.iif_negate && exact(*m.iif) && valid_ifaces(*m.iif, rule.origin)) {
+      set(Field::iif, merge::iface_values(*m.iif));
+      r.iif.reset();
+    }
+    if (m.oif && !m.oif_negate && exact(*m.oif) && valid_ifaces(*m.oif, rule.origin)) {
+      set(Field::oif, merge::iface_values(*m.oif));
+      r.oif.reset();
+    }
+    for (bool source : {true, false})
+      for (const auto& pm : source ? m.src_port : m.dst_port) {
+        if (pm.negate || pm.ports.empty()) return std::nullopt;
+        set(source ? Field::sport : Field::dport, merge::port_values(pm.ports));
+      }
+    if (!m.src_port.empty() || !m.dst_port.empty()) {
+      c.protocols = port_protocols(m);
+      if (c.protocols.empty()) return std::nullopt;
+    } else if (m.protocols && !m.protocol_negate) {
+      c.protocols = *m.protocols;
+    }
+    if (!c.protocols.empty()) {
+      set(Field::l4proto, merge::protocol_values(c.protocols));
+      r.protocols.reset();
+      r.protocol_negate = false;
+    }
+    r.src_port.clear();
+    r.dst_port.clear();
+    for (bool source : {true, false})
+      for (const auto& am : source ? m.src_addr : m.dst_addr) {
+        const ir::AddrSet* addresses = rs_.find_set(am.set);
+        if (am.negate || !addresses) return std::nullopt;
+        std::vector<ir::Cidr> cidrs;
+        for (const auto& cidr : addresses->cidrs)
+          if (m.family == Family::any || cidr.addr.family == m.family) cidrs.push_back(cidr);
+        set(source ? Field::saddr : Field::daddr, merge::address_values(cidrs));
+      }
+    if (c.member.by_address()) {  // the family becomes which sets the rule's elements go to
+      r.src_addr.clear();
+      r.dst_addr.clear();
+      r.family = Family::any;
+    }
+    std::size_t boxes = c.member.by_address() ? c.member.boxes(Family::ipv4) + c.member.boxes(Family::ipv6)
+                                              : c.member.boxes(Family::any);
+    if (boxes > kMaxElementsPerRule || c.member.key_bytes() == 0 ||
+        c.member.key_bytes() > merge::kMaxKeyBytes)
+      return std::nullopt;  // nothing to look up, or more than a rule's share of a set or registers
+    auto prepared = prepare(rest);
+    if (!prepared) return std::nullopt;
+    c.rest = std::move(*prepared);
+    for (std::size_t f = 0; f < merge::kFieldCount; ++f) c.shape += c.member.values[f] ? '1' : '0';
+    if (!c.member.by_address()) c.shape += std::string(ir::to_string(c.rest.only_family));
+    auto words = [&](const Rule& part) {
+      for (const auto& w : part.words) c.shape += "|" + w;
+    };
+    words(c.rest.common);
+    words(c.rest.after_addresses);
+    for (const auto& tail : c.rest.tails) {
+      c.shape += "|tail";
+      words(tail.guard);
+      words(tail.action);
+    }
+    return c;
+  }
+
+  // Emits an IR chain's rules; runs of at least kMinRun candidates of one shape as merged rules.
+  void emit_chain(Chain& out, const ir::Chain& chain) {
+    std::vector<std::optional<Candidate>> candidates;
+    for (const auto& rule : chain.rules) candidates.push_back(candidate(rule));
+    std::size_t runs = 0;
+    for (std::size_t i = 0; i < chain.rules.size();) {
+      std::size_t end = i + 1;
+      merge::Run run;
+      if (candidates[i]) {
+        run.add(candidates[i]->member);
+        while (end < chain.rules.size() && end - i < kMaxRun && candidates[end] &&
+               candidates[end]->shape == candidates[i]->shape && run.accepts(candidates[end]->member))
+          run.add(candidates[end++]->member);
+      }
+      if (end - i < kMinRun || !emit_run(out, chain.name + "-" + std::to_string(runs), *candidates[i], run))
+        for (std::size_t k = i; k < end; ++k) emit_rule(out, chain.rules[k]);
+      else
+        ++runs;
+      i = end;
+    }
+  }
+
+  // One rule per family (when addresses are matched) and reject form, looking up the run's set(s).
+  // False when the rules of the run do not differ at all (then they are emitted one by one).
+  bool emit_run(Chain& out, const std::string& id, const Candidate& first, const merge::Run& run) {
+    using merge::Field;
+    const auto& members = run.members();
+    std::vector<Field> keyed = merge::keyed_fields(members);
+    if (keyed.empty()) return false;
+    const merge::Member& head = members.front();
+    bool keyed_address = std::any_of(keyed.begin(), keyed.end(),
+                                     [](Field f) { return f == Field::saddr || f == Field::daddr; });
+    std::string comment = run_comment(head.stamp, members.size());
+    std::vector<std::optional<Family>> families{std::nullopt};
+    if (head.by_address())
+      families = {Family::ipv4, Family::ipv6};
+    else if (first.rest.only_family != Family::any)
+      families = {first.rest.only_family};
+    std::string shared;  // the set of both families when no address is keyed
+    // A family an address all rules match alike has no entries of: no rule matches it.
+    auto lacks = [&](Family fam) {
+      for (Field field : {Field::saddr, Field::daddr})
+        if (head.has(field) && std::find(keyed.begin(), keyed.end(), field) == keyed.end() &&
+            std::none_of(head.of(field).begin(), head.of(field).end(), [&](const merge::Value& v) {
+              return v.lo.size() == (fam == Family::ipv4 ? 4u : 16u);
+            }))
+          return true;
+      return false;
+    };
+    for (const auto& family : families) {
+      Family f = keyed_address ? *family : Family::any;
+      if (head.by_address() && lacks(*family)) continue;
+      std::string name = keyed_address ? "" : shared;
+      if (name.empty()) {
+        Set set = merge::build_set(members, keyed, f);
+        if (set.element_text.empty()) continue;
+        set.name = name = names_.make("m-", id + (keyed_address ? (f == Family::ipv4 ? "_v4" : "_v6") : ""));
+        table_.sets.push_back(std::move(set));
+        if (!keyed_address) shared = name;
+      }
+      for (const auto& tail : first.rest.tails) {
+        Rule r;
+        if (family) match_nfproto(r, *family);
+        append(r, first.rest.common);
+        for (std::size_t k = 0; k < merge::kFieldCount; ++k) {
+          Field field = static_cast<Field>(k);
+          if (head.has(field) && std::find(keyed.begin(), keyed.end(), field) == keyed.end())
+            match_constant(r, field, *first.rule, first.protocols, family);
+        }
+        append(r, first.rest.after_addresses);
+        append(r, tail.guard);  // before the lookup: an element counts only the packets its rule takes
+        merge::lookup(r, keyed, f, name);
+        append(r, tail.action);
+        r.comment = comment;
+        out.rules.push_back(std::move(r));
+      }
+    }
+    return true;
+  }
+
+  // A field all rules of a run match alike, matched as the rules themselves would.
+  void match_constant(Rule& r, merge::Field field, const ir::Rule& rule,
+                      const std::vector<std::uint8_t>& protocols, const std::optional<Family>& family) {
+    using merge::Field;
+    const ir::Match& m = rule.match;
+    switch (field) {
+      case Field::iif:
+      case Field::oif:
+        match_iface(r, field == Field::iif, field == Field::iif ? *m.iif : *m.oif, false);
+        break;
+      case Field::l4proto:
+        match_l4proto(r, protocols, false);
+        break;
+      case Field::saddr:
+        emit_addresses(r, *family, m.src_addr, {});
+        break;
+      case Field::daddr:
+        emit_addresses(r, *family, {}, m.dst_addr);
+        break;
+      case Field::sport:
+        match_ports(r, true, m.src_port[0].ports, false);
+        break;
+      case Field::dport:
+        match_ports(r, false, m.dst_port[0].ports, false);
+        break;
+    }
+  }
+
+  // "<first rule's stamp> +<n - 1>", within nft's comment limit.
+  static std::string run_comment(const std::string& first, std::size_t n) {
+    std::string more = " +" + std::to_string(n - 1);
+    std::size_t cut = std::min(first.size(), kMaxComment - more.size());
+    while (cut > 0 && cut < first.size() && (static_cast<unsigned char>(first[cut]) & 0xc0) == 0x80) --cut;
+    return first.substr(0, cut) + more;
   }
 
   bool valid_ifaces(const std::vector<ir::IfacePattern>& patterns, const ir::Origin& origin) {
@@ -958,6 +1216,8 @@ class Translator {
 
   const ir::Ruleset& rs_;
   Diagnostics& diag_;
+  std::size_t refusals_ = 0;
+  bool quiet_ = false;  // trying a rule's merged form: its refusals are reported when it is emitted
   Table table_;
   NameAllocator names_;
   std::map<std::string, FamilySets> set_names_;
@@ -987,41 +1247,38 @@ void rename_references(Rule& rule, const std::map<std::string, std::string>& ren
   }
 }
 
-// Every set and regular chain gets a name ending in a digest of its content, which (through the
-// names it refers to) covers everything it reaches. Unchanged objects keep their names from one apply
-// to the next, so an incremental apply adds what is new, refills base chains and deletes what is gone.
-// A changed set is created anew rather than patched: reading a large interval set back from the
-// kernel to compute element deltas costs more than loading it again.
+// Every set and chain gets a name ending in a digest of its content. A chain's digest covers its own
+// rules, with the sets they look up under their final names but the chains they jump to under their
+// stable names: a changed chain changes its own name only. An incremental apply then adds the new sets,
+// renames a changed chain in place and refills it (whoever jumps to it follows the rename), and deletes
+// what is gone. A changed set is created anew rather than patched: reading a large interval set back
+// from the kernel to compute element deltas costs more than loading it again.
 void content_address(Table& table) {
   std::map<std::string, std::string> renamed;
   for (auto& set : table.sets) {
     std::string content = std::to_string(static_cast<std::uint32_t>(set.key_type));
+    for (auto type : set.concat) content += "." + std::to_string(static_cast<std::uint32_t>(type));
+    if (set.counters) content += " counter";
     for (const auto& e : set.element_text) content += "," + e;
     renamed[set.name] = set.name + "." + hex8(fnv1a(content));
     set.name = renamed[set.name];
   }
-  std::map<std::string, Chain*> regular;
-  for (auto& chain : table.chains)
-    if (!chain.hook) regular[chain.name] = &chain;
-  std::set<std::string> visiting;
-  std::function<void(const std::string&)> resolve = [&](const std::string& name) {
-    auto it = regular.find(name);
-    if (it == regular.end() || renamed.count(name) || !visiting.insert(name).second) return;
-    Chain& chain = *it->second;
-    for (const auto& rule : chain.rules)
-      for (const auto& e : rule.exprs)
-        if (e.kind == Expr::Kind::verdict && !e.text.empty()) resolve(e.text);
+  std::map<std::string, std::string> chains;
+  for (auto& chain : table.chains) {
     std::string content;
+    if (chain.hook)
+      content = chain.hook->type + " " + std::to_string(chain.hook->hooknum) + " " +
+                std::to_string(chain.hook->priority) + "\n";
     for (auto& rule : chain.rules) {
       rename_references(rule, renamed);
       content += rule.text() + "\n";
     }
-    renamed[name] = chain.name = name + "." + hex8(fnv1a(content));
-  };
-  for (const auto& [name, chain] : std::map<std::string, Chain*>(regular)) resolve(name);
-  for (auto& chain : table.chains)
-    if (chain.hook)
-      for (auto& rule : chain.rules) rename_references(rule, renamed);
+    chains[chain.name] = chain.name + "." + hex8(fnv1a(content));
+  }
+  for (auto& chain : table.chains) {
+    chain.name = chains[chain.name];
+    for (auto& rule : chain.rules) rename_references(rule, chains);
+  }
 }
 
 }  // namespace

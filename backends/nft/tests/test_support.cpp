@@ -133,6 +133,7 @@ Ruleset kitchen_sink_ruleset() {
       rule(48, ActionKind::accept,
            [](Match& m, Action&) {
              m.rate_limit = RateLimit{10, "minute", 20};
+             m.ct_status = std::vector<CtStatus>{CtStatus::dnat, CtStatus::snat};
            }),
       rule(49, ActionKind::reject,
            [](Match& m, Action& a) {

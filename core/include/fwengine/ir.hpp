@@ -40,24 +40,33 @@ enum class CtState : std::uint8_t {
 #include "fwengine/vocab.def"
 #undef FWE_CTSTATE
 };
+enum class CtStatus : std::uint8_t {
+#define FWE_CTSTATUS(id, text) id,
+#include "fwengine/vocab.def"
+#undef FWE_CTSTATUS
+};
 
 inline constexpr std::size_t kStageCount = static_cast<std::size_t>(Stage::snat) + 1;
-inline constexpr std::size_t kMatchKindCount = static_cast<std::size_t>(MatchKind::rate_limit) + 1;
+inline constexpr std::size_t kMatchKindCount = static_cast<std::size_t>(MatchKind::ct_status) + 1;
 inline constexpr std::size_t kActionKindCount = static_cast<std::size_t>(ActionKind::ct_helper) + 1;
 inline constexpr std::size_t kCtStateCount = static_cast<std::size_t>(CtState::untracked) + 1;
+inline constexpr std::size_t kCtStatusCount = static_cast<std::size_t>(CtStatus::snat) + 1;
 
 std::string_view to_string(Stage);
 std::string_view to_string(Verdict);
 std::string_view to_string(MatchKind);
 std::string_view to_string(ActionKind);
 std::string_view to_string(CtState);
+std::string_view to_string(CtStatus);
 std::optional<Stage> parse_stage(std::string_view);
 std::optional<Verdict> parse_verdict(std::string_view);
 std::optional<ActionKind> parse_action(std::string_view);
 std::optional<CtState> parse_ct_state(std::string_view);
+std::optional<CtStatus> parse_ct_status(std::string_view);
 std::vector<std::string_view> stage_names();
 std::vector<std::string_view> action_names();
 std::vector<std::string_view> ct_state_names();
+std::vector<std::string_view> ct_status_names();
 constexpr std::size_t index(Stage s) {
   return static_cast<std::size_t>(s);
 }
@@ -169,7 +178,8 @@ struct Match {
   std::optional<std::uint32_t> mark_value;
   std::uint32_t mark_mask = 0xffffffff;
   bool mark_negate = false;
-  std::optional<RateLimit> rate_limit;  // matches while under the rate
+  std::optional<RateLimit> rate_limit;             // matches while under the rate
+  std::optional<std::vector<CtStatus>> ct_status;  // any of them: the connection was NATed that way
 };
 
 struct Action {

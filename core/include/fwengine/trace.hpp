@@ -2,6 +2,7 @@
 // docs/ir.md says. It is the oracle every backend is tested against.
 #pragma once
 
+#include <array>
 #include <optional>
 #include <string>
 #include <vector>
@@ -20,6 +21,8 @@ struct Packet {
   std::uint16_t sport = 0, dport = 0;         // TCP/UDP/SCTP/UDPLite
   std::uint8_t icmp_type = 8, icmp_code = 0;  // ICMP/ICMPv6
   ir::CtState ct = ir::CtState::new_;
+  // The connection's conntrack status, indexed by CtStatus: set by the walk's NAT, kept by its reply.
+  std::array<bool, ir::kCtStatusCount> ct_status{};
   std::optional<ir::MacAddr> src_mac;
   std::uint32_t mark = 0;
   std::string pkt_type = "unicast";
@@ -56,7 +59,7 @@ Path path_of(const Packet&);
 Result evaluate(const ir::Ruleset&, const Packet&);
 
 // The reply of a packet that was delivered: swapped addresses, ports, interfaces, on the reverse path;
-// established, or untracked if the original was untracked.
+// established, or untracked if the original was untracked; the connection's ct status stays.
 Packet reply_of(const Packet& original, const Result& result);
 
 // "file:line:col" of a rule's origin, using the ruleset's file table.

@@ -36,6 +36,24 @@ check "version" 0 "$FWE" --version && contains "version text" "fwengine "
 printf 'apiVersion: fwengine/v1\nchains:\n  c:\n    - {protocol: tcp, dport: 99999, action: accept}\n' > "$work/bad.yaml"
 check "bad input exits 2" 2 "$FWE" -f "$work/bad.yaml" check && contains "located error" "bad.yaml:4:"
 
+printf 'apiVersion: fwengine/v1\nchains:\n  c:\n    - {ct-status: dant, action: accept}\n' > "$work/bad-status.yaml"
+check "unknown ct-status exits 2" 2 "$FWE" -f "$work/bad-status.yaml" check &&
+  contains "ct-status located" "bad-status.yaml:4:19: error: ct-status: unknown conntrack status 'dant'"
+
+# ct-status: the redirected port is open through the DNATed connection's status, the port itself is not.
+FORWARD_PORT=("$FWE" --frontend yaml -f "$ROOT/integration/scenarios/yaml/forward-port/policy.yaml")
+check "ct-status: redirected port" 0 "${FORWARD_PORT[@]}" trace --iif veth-up --src 198.51.100.20 \
+  --dst 198.51.100.10 --dport 2223
+contains "reply keeps the status" "(output, established, dnat)" && contains "2223 open" "verdict: open"
+check "ct-status: the port itself" 0 "${FORWARD_PORT[@]}" trace --iif veth-up --src 198.51.100.20 \
+  --dst 198.51.100.10 --dport 22
+contains "22 closed" "verdict: closed"
+check "ct-status: an established packet of a DNATed connection" 0 "${FORWARD_PORT[@]}" trace --oif veth-up \
+  --src 198.51.100.10 --dst 198.51.100.20 --sport 22 --dport 40000 --state established --ct-status dnat,snat
+contains "status shown" "(output, established, dnat, snat)"
+check "usage: bad --ct-status" 2 "${FORWARD_PORT[@]}" trace --iif veth-up --src 198.51.100.20 \
+  --dst 198.51.100.10 --dport 22 --ct-status dnat,sant && contains "ct-status message" "--ct-status 'sant'"
+
 check "tutorial check" 0 "${TUTORIAL[@]}" check
 check "tutorial: ssh from outside passes (failsafe)" 0 "${TUTORIAL[@]}" trace --iif ens160 \
   --src 192.168.218.50 --dst 192.168.218.171 --proto tcp --dport 22
@@ -51,7 +69,7 @@ contains "json delivered" '"delivered": false'
 
 # migrate --to yaml keeps the IR hash, for Calico and for our own YAML.
 for input in "calico:$ROOT/fixtures/calico/home-cluster" "yaml:$ROOT/fixtures/yaml/example/policy.yaml" \
-             "yaml:$ROOT/fixtures/yaml/nat"; do
+             "yaml:$ROOT/fixtures/yaml/nat" "yaml:$ROOT/integration/scenarios/yaml/forward-port/policy.yaml"; do
   fe=${input%%:*} src=${input#*:} out_dir="$work/migrated-$passes"
   check "ir of $src" 0 "$FWE" --frontend "$fe" -f "$src" --node control1.kryukov.local --json check
   want=$(sed -n 's/.*"hash":"\([0-9a-f]*\)".*/\1/p' <<<"$out")

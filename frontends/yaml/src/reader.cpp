@@ -105,9 +105,10 @@ const std::vector<std::string_view> kTopFields{"apiVersion", "failsafe", "sets",
 const std::vector<std::string_view> kFailsafeFields{"inbound", "outbound"};
 const std::vector<std::string_view> kFailsafeEntryFields{"protocol", "port", "net"};
 const std::vector<std::string_view> kRuleFields{
-    "iif",         "oif",    "family",   "protocol", "src",      "dst",      "sport",      "dport",
-    "icmp",        "icmpv6", "ct-state", "src-mac",  "pkt-type", "mark",     "rate-limit", "action",
-    "reject-with", "prefix", "level",    "target",   "helper",   "set-mark", "to",         "to-port"};
+    "iif",        "oif",       "family", "protocol",    "src",     "dst",      "sport",
+    "dport",      "icmp",      "icmpv6", "ct-state",    "src-mac", "pkt-type", "mark",
+    "rate-limit", "ct-status", "action", "reject-with", "prefix",  "level",    "target",
+    "helper",     "set-mark",  "to",     "to-port"};
 const std::vector<std::string_view> kSectionFields{"name", "honour-allow", "endpoints"};
 const std::vector<std::string_view> kEndpointFields{
     "name", "iif", "oif", "src", "dst", "src-mac", "conntrack", "failsafe", "groups", "chains", "default"};
@@ -243,6 +244,7 @@ class PolicyReader::Impl {
   std::optional<std::uint8_t> read_icmp_type(const Node& node, std::string_view text, std::string_view field,
                                              bool v6);
   std::optional<std::vector<ir::CtState>> read_ct_states(const Node& node, bool& negate);
+  std::optional<std::vector<ir::CtStatus>> read_ct_status(const Node& node);
   std::optional<std::vector<ir::MacAddr>> read_macs(const Node& node, std::string_view field, bool* negate);
   void read_mark(const Node& node, ir::Match& match);
   std::optional<ir::RateLimit> read_rate_limit(const Node& node);
@@ -690,6 +692,7 @@ void PolicyReader::Impl::read_match(const Node& node, const std::string& owner, 
   }
   if (const Node* value = node.find("mark")) read_mark(*value, match);
   if (const Node* value = node.find("rate-limit")) match.rate_limit = read_rate_limit(*value);
+  if (const Node* value = node.find("ct-status")) match.ct_status = read_ct_status(*value);
 }
 
 void PolicyReader::Impl::read_addresses(const Node& node, std::string_view field, const std::string& owner,
@@ -895,6 +898,22 @@ std::optional<std::vector<ir::CtState>> PolicyReader::Impl::read_ct_states(const
     add(value, peeled->text);
   else
     for (const Node* item : one_or_list(value, "ct-state", "a conntrack state")) add(*item, item->text());
+  if (out.empty()) return std::nullopt;
+  return out;
+}
+
+std::optional<std::vector<ir::CtStatus>> PolicyReader::Impl::read_ct_status(const Node& node) {
+  std::vector<ir::CtStatus> out;
+  for (const Node* item : one_or_list(node, "ct-status", "a conntrack status")) {
+    std::string_view text = item->text();
+    if (auto status = ir::parse_ct_status(text))
+      out.push_back(*status);
+    else if (text.starts_with('!'))
+      error(*item, "ct-status cannot be negated", "list the statuses that should match");
+    else
+      error(*item, "ct-status: unknown conntrack status " + quote(text),
+            hint_for(text, ir::ct_status_names(), "conntrack status"));
+  }
   if (out.empty()) return std::nullopt;
   return out;
 }

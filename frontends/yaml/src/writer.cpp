@@ -317,6 +317,13 @@ void Writer::write_rule(const ir::Rule& rule, const std::string& owner) {
            << YAML::EndMap;
     }
   }
+  if (match.ct_status) {
+    if (match.ct_status->empty()) fail(rule.origin, "ct-status with no status");
+    std::vector<std::string> names;
+    for (auto status : *match.ct_status) names.emplace_back(ir::to_string(status));
+    key("ct-status");
+    negatable(names, false);
+  }
   write_action(rule.action, rule.origin);
   out_ << YAML::EndMap;
 }
@@ -544,12 +551,35 @@ void Writer::write_endpoint(const ir::Endpoint& endpoint, const std::string& own
   out_ << YAML::EndMap;
 }
 
+// The source files some piece of the ruleset came from, in load order: a frontend may read many files
+// (firewalld reads every stock service) of which only a few contribute.
+std::set<std::uint32_t> referenced_files(const ir::Ruleset& ruleset) {
+  std::set<std::uint32_t> files;
+  auto note = [&](const ir::Origin& origin) {
+    if (origin.loc.file > 0 && origin.loc.file < ruleset.files.size()) files.insert(origin.loc.file);
+  };
+  for (const auto& [name, set] : ruleset.sets) note(set.origin);
+  for (const auto& [name, chain] : ruleset.chains) {
+    note(chain.origin);
+    for (const auto& rule : chain.rules) note(rule.origin);
+  }
+  for (const auto& stage : ruleset.stages)
+    for (const auto& section : stage.sections)
+      for (const auto& endpoint : section.endpoints) {
+        note(endpoint.origin);
+        for (const auto& group : endpoint.groups) note(group.origin);
+      }
+  for (const auto* entries : {&ruleset.failsafe.inbound, &ruleset.failsafe.outbound})
+    for (const auto& entry : *entries) note(entry.origin);
+  return files;
+}
+
 std::optional<std::string> Writer::run() {
   find_inline_sets();
   out_.SetIndent(2);
   std::string sources;
-  for (std::size_t i = 1; i < ruleset_.files.size(); ++i)
-    sources += (sources.empty() ? "" : ", ") + ruleset_.files[i];
+  for (std::uint32_t file : referenced_files(ruleset_))
+    sources += (sources.empty() ? "" : ", ") + ruleset_.files[file];
   out_ << YAML::Comment("fwengine policy, written from the " +
                         (ruleset_.frontend.empty() ? std::string("unknown") : ruleset_.frontend) +
                         " frontend" + (sources.empty() ? std::string() : " (" + sources + ")") +

@@ -136,6 +136,10 @@ TEST_CASE("bad inputs report file:line:col with a hint", "[errors]") {
        "it)"},
       {kHead + "chains:\n  c:\n    - {icmp: {code: 3}, action: accept}\n",
        "bad.yaml:4:21: error: icmp: a code needs a type (add type: NAME-OR-NUMBER)"},
+      {kHead + "chains:\n  c:\n    - {ct-status: [dnat, dant], action: accept}\n",
+       "bad.yaml:4:26: error: ct-status: unknown conntrack status 'dant' (did you mean 'dnat'?)"},
+      {kHead + "chains:\n  c:\n    - {ct-status: \"!dnat\", action: accept}\n",
+       "bad.yaml:4:19: error: ct-status cannot be negated (list the statuses that should match)"},
       {kHead + "chains:\n  c:\n    - {src: {not: \"!lan\"}, action: accept}\n",
        "bad.yaml:4:19: error: src: '!lan' is negated twice (drop either 'not' or the '!')"},
   };

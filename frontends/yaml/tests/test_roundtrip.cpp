@@ -83,7 +83,11 @@ TEST_CASE("a ruleset from elsewhere is written with shapes that read back the sa
   second.action.kind = ActionKind::set_mark;
   second.action.mark_value = 0x10;
   second.action.mark_mask = 0xff;
-  ruleset.chains["zone public"] = {"zone public", {rule, second}, {}};
+  Rule dnatted;
+  dnatted.match.ct_status = std::vector<CtStatus>{CtStatus::dnat};
+  Rule nated;
+  nated.match.ct_status = std::vector<CtStatus>{CtStatus::snat, CtStatus::dnat};
+  ruleset.chains["zone public"] = {"zone public", {rule, second, dnatted, nated}, {}};
   Endpoint endpoint;
   endpoint.name = "010";
   endpoint.match.src_set = "zone public sources";
@@ -99,6 +103,8 @@ TEST_CASE("a ruleset from elsewhere is written with shapes that read back the sa
   auto again = load_text(*written, again_diag);
   REQUIRE(messages(again_diag).empty());
   CHECK(fwe::canonical::hash(again) == fwe::canonical::hash(ruleset));
+  CHECK(written->find("- {ct-status: dnat, action: accept}") != std::string::npos);
+  CHECK(written->find("- {ct-status: [snat, dnat], action: accept}") != std::string::npos);
 }
 
 TEST_CASE("what the format cannot say is refused with the rule's place", "[roundtrip]") {

@@ -1,0 +1,94 @@
+// merge.hpp - a run of consecutive rules with the same verdict that differ only in the values of the
+// same matches becomes one rule that looks the values up in a set (issue #10). Every element carries
+// a counter and the origin stamp of its rule, so hits still map to source rules.
+//
+// First match wins inside a run because no two rules of a run match the same packet: a rule whose
+// values overlap an earlier rule's ends the run (Run::accepts). All rules of a run have the same
+// verdict and no other effect, so which one matched changes nothing but the counter.
+#pragma once
+
+#include <array>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fwengine/ir.hpp"
+#include "model.hpp"
+
+namespace fwe::nft::merge {
+
+// The matches a merged rule can look up, in the order of the set's concatenated key.
+enum class Field : std::uint8_t { iif, oif, l4proto, saddr, daddr, sport, dport };
+inline constexpr std::size_t kFieldCount = 7;
+inline constexpr std::size_t kMaxKeyBytes = 64;  // the kernel's registers: 16 of 32 bits
+
+// One value of a field: an inclusive range of key bytes (lo == hi for a single value) and its nft text.
+// Address values of both families share a field; their length tells them apart.
+struct Value {
+  Bytes lo, hi;
+  std::string text;
+};
+using Values = std::vector<Value>;
+
+// Keys of one field compared as the big-endian numbers they are.
+struct KeyLess {
+  bool operator()(const Bytes& a, const Bytes& b) const;
+};
+
+Values iface_values(const std::vector<ir::IfacePattern>& exact_names);
+Values protocol_values(const std::vector<std::uint8_t>& protocols);
+Values address_values(const std::vector<ir::Cidr>& cidrs);
+Values port_values(const ir::PortSet& ports);
+
+// What one rule of a run matches: per field its values (nullopt: the rule does not match on it).
+struct Member {
+  std::array<std::optional<Values>, kFieldCount> values{};
+  std::string stamp;
+  bool has(Field f) const { return values[static_cast<std::size_t>(f)].has_value(); }
+  const Values& of(Field f) const { return *values[static_cast<std::size_t>(f)]; }
+  bool by_address() const { return has(Field::saddr) || has(Field::daddr); }
+  // How many set elements the rule needs in family f (any: address fields are absent).
+  std::size_t boxes(ir::Family f) const;
+  // The bytes of the longest key the rule's fields can form.
+  std::size_t key_bytes() const;
+};
+
+// A run under construction: members in order, and an index of their elements per family.
+class Run {
+ public:
+  // Whether m matches no packet an earlier member matches (then the order inside the run is free).
+  bool accepts(const Member& m) const;
+  void add(Member m);
+  const std::vector<Member>& members() const { return members_; }
+
+ private:
+  struct Box {
+    std::vector<const Value*> dims;  // one value per present field
+  };
+  // Boxes by their first dimension, in disjoint merged intervals: a new box only meets the boxes of
+  // the intervals its first dimension overlaps.
+  struct Cover {
+    Bytes hi;
+    std::vector<Box> boxes;
+  };
+  using Index = std::map<Bytes, Cover, KeyLess>;
+  static std::vector<Box> boxes_of(const Member& m, ir::Family f);
+  static bool overlap(const Box& a, const Box& b);
+  static std::vector<Index::const_iterator> touching(const Index& index, const Box& box);
+
+  std::vector<Member> members_;
+  std::array<Index, 3> index_{};  // by family: any, ipv4, ipv6
+};
+
+// The fields whose values differ between the members: the set's key. The others are matched as usual.
+std::vector<Field> keyed_fields(const std::vector<Member>& members);
+
+// The set of a run for family f (any when no address field is keyed): one element per member and
+// combination of its values, each with a counter and the member's stamp.
+Set build_set(const std::vector<Member>& members, const std::vector<Field>& keyed, ir::Family f);
+
+// Loads the keyed fields into consecutive registers and looks them up in the named set.
+void lookup(Rule& r, const std::vector<Field>& keyed, ir::Family f, const std::string& set_name);
+
+}  // namespace fwe::nft::merge

@@ -1,0 +1,350 @@
+// mapping_test.cpp - the shape of the IR for small hand-built firewalld configurations: stages,
+// classification order, chains, origins, and what is reported as not carried over.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "mapping_support.hpp"
+
+namespace fwe::firewalld::test {
+namespace {
+
+const ir::Section& only_section(const ir::Ruleset& rs, ir::Stage stage) {
+  REQUIRE(rs.stage(stage).sections.size() == 1);
+  return rs.stage(stage).sections.front();
+}
+
+std::vector<std::string> endpoint_names(const ir::Ruleset& rs, ir::Stage stage) {
+  std::vector<std::string> names;
+  for (const ir::Endpoint& endpoint : only_section(rs, stage).endpoints) names.push_back(endpoint.name);
+  return names;
+}
+
+const ir::Endpoint& endpoint(const ir::Ruleset& rs, ir::Stage stage, const std::string& name) {
+  for (const ir::Endpoint& e : only_section(rs, stage).endpoints)
+    if (e.name == name) return e;
+  FAIL("no endpoint " << name);
+  throw std::logic_error("unreachable");
+}
+
+const ir::Chain& chain(const ir::Ruleset& rs, const std::string& name) {
+  const ir::Chain* found = rs.find_chain(name);
+  INFO(name);
+  REQUIRE(found != nullptr);
+  return *found;
+}
+
+std::vector<ir::ActionKind> actions(const ir::Chain& chain) {
+  std::vector<ir::ActionKind> kinds;
+  for (const ir::Rule& rule : chain.rules) kinds.push_back(rule.action.kind);
+  return kinds;
+}
+
+using A = ir::ActionKind;
+using Chains = std::vector<std::string>;
+
+}  // namespace
+
+TEST_CASE("stock 2.x: input, forward and output only, public is the catch-all", "[mapping]") {
+  Setup setup;
+  const ir::Ruleset rs = setup.build();
+  CHECK(rs.frontend == "firewalld");
+  CHECK(rs.stage(ir::Stage::prednat).empty());
+  CHECK(rs.stage(ir::Stage::dnat).empty());
+  CHECK(rs.stage(ir::Stage::snat).empty());  // external masquerades, but nothing is bound to it
+
+  const ir::Endpoint& in = only_section(rs, ir::Stage::input).endpoints.at(0);
+  CHECK(endpoint_names(rs, ir::Stage::input) == std::vector<std::string>{"public (default zone)"});
+  CHECK_FALSE(in.match.iif.has_value());
+  CHECK(in.conntrack == ir::Conntrack::accept_established);
+  CHECK(in.default_verdict == ir::Verdict::reject);
+  CHECK(in.reject_with == "icmp-admin-prohibited");
+  REQUIRE(in.groups.size() == 2);
+  CHECK(in.groups[0].chains == Chains{"input/prelude"});
+  CHECK(in.groups[1].chains ==
+        Chains{"input/policy/allow-host-ipv6", "input/zone/public/allow", "input/zone/public/end"});
+
+  // filter_INPUT before the zones: ct status dnat, lo, invalid.
+  const ir::Chain& prelude = chain(rs, "input/prelude");
+  CHECK(actions(prelude) == std::vector{A::accept, A::accept, A::drop});
+  CHECK(prelude.rules[0].match.ct_status == std::vector{ir::CtStatus::dnat});
+  CHECK(prelude.rules[1].match.iif == std::vector<ir::IfacePattern>{{"lo", false}});
+  CHECK(prelude.rules[2].match.ct_states == std::vector{ir::CtState::invalid});
+
+  // The ICMP rule of the default target, then nothing (the target is the endpoint default).
+  const ir::Chain& end = chain(rs, "input/zone/public/end");
+  REQUIRE(end.rules.size() == 1);
+  CHECK(end.rules[0].match.protocols == std::vector<std::uint8_t>{1, 58});
+
+  // Forward: the RFC3964 reject after the prelude; output: lo and RFC3964.
+  CHECK(actions(chain(rs, "forward/prelude")) == std::vector{A::accept, A::accept, A::drop, A::reject});
+  CHECK(chain(rs, "forward/prelude").rules[3].action.reject_with == "icmp6-addr-unreachable");
+  CHECK(endpoint_names(rs, ir::Stage::output) == std::vector<std::string>{"host"});
+  CHECK(actions(chain(rs, "output/prelude")) == std::vector{A::accept, A::reject});
+  CHECK(only_section(rs, ir::Stage::output).endpoints[0].default_verdict == ir::Verdict::continue_);
+}
+
+TEST_CASE("stock 1.3: one shared policy dispatch chain, jumped from every zone", "[mapping]") {
+  Setup setup(Compat::v1_3);
+  const ir::Ruleset rs = setup.build();
+  const ir::Endpoint& in = only_section(rs, ir::Stage::input).endpoints.at(0);
+  CHECK(in.groups.at(1).chains ==
+        Chains{"input/policies-pre", "input/zone/public/allow", "input/zone/public/end"});
+  const ir::Chain& dispatch = chain(rs, "input/policies-pre");
+  REQUIRE(dispatch.rules.size() == 1);  // ANY contributes no match
+  CHECK(dispatch.rules[0].action.kind == A::jump);
+  CHECK(dispatch.rules[0].action.target == "input/policy/allow-host-ipv6");
+  CHECK_FALSE(dispatch.rules[0].match.iif.has_value());
+}
+
+TEST_CASE("classification order: sources by zone name, then interfaces", "[mapping]") {
+  const Compat compat = GENERATE(Compat::v2, Compat::v1_3);
+  Setup setup(compat);
+  setup.bind("aaa", "eth+");
+  setup.bind("zzz", "eth0");
+  setup.bind("zzz", "eth1");
+  setup.source("work", "10.1.0.0/16");
+  setup.source("block", "10.2.0.0/16");
+  const std::vector<std::string> sources{"block 10.2.0.0/16", "work 10.1.0.0/16"};
+  std::vector<std::string> expected = sources;
+  if (compat == Compat::v1_3) {
+    // The zone applied last (sorting last) first, its last-listed interface first.
+    expected.insert(expected.end(), {"zzz eth1", "zzz eth0", "aaa eth+"});
+  } else {
+    expected.insert(expected.end(), {"aaa eth+", "zzz eth0", "zzz eth1"});
+  }
+  expected.push_back("public (default zone)");
+  ir::Ruleset rs = setup.build();
+  CHECK(endpoint_names(rs, ir::Stage::input) == expected);
+  const ir::Endpoint& first = only_section(rs, ir::Stage::input).endpoints[0];
+  REQUIRE(first.match.src_set.has_value());
+  CHECK(rs.find_set(*first.match.src_set)->cidrs == std::vector{*ir::parse_cidr("10.2.0.0/16")});
+
+  if (compat == Compat::v2) {
+    // 2.x: ingress-priority sorts before everything else.
+    setup.zone("zzz").ingress_priority = -1;
+    rs = setup.build();
+    CHECK(endpoint_names(rs, ir::Stage::input).front() == "zzz eth0");
+  }
+}
+
+TEST_CASE("origins name the file position and the zone, service or rich rule", "[mapping]") {
+  Setup setup;
+  setup.rich(setup.zone("public").body, R"(rule family="ipv4" source address="10.0.0.1" drop)");
+  const ir::Ruleset rs = setup.build();
+  const ir::Chain& allow = chain(rs, "input/zone/public/allow");
+  const ir::Rule& ssh = allow.rules.at(0);
+  CHECK(ssh.origin.policy == "zone public: service ssh");
+  CHECK(ssh.origin.loc == setup.config.zones.at("public").body.service_locs.at(0));
+  CHECK(rs.files.at(ssh.origin.loc.file) == "firewalld-test");
+  // dhcpv6-client: IPv6 only, to fe80::/64.
+  const ir::Rule& dhcp = allow.rules.at(1);
+  CHECK(dhcp.match.family == ir::Family::ipv6);
+  REQUIRE(dhcp.match.dst_addr.size() == 1);
+  CHECK(rs.find_set(dhcp.match.dst_addr[0].set)->cidrs == std::vector{*ir::parse_cidr("fe80::/64")});
+  const ir::Rule& drop = chain(rs, "input/zone/public/deny").rules.at(0);
+  CHECK(drop.origin.policy.starts_with("zone public: rule "));
+  CHECK(drop.origin.rule == 0);
+  CHECK(drop.origin.loc == setup.config.zones.at("public").body.rules.at(0).loc);
+}
+
+TEST_CASE("rich rules: log, limit and action land in their sub-chains", "[mapping]") {
+  Setup setup;
+  Body& body = setup.zone("public").body;
+  setup.rich(body, R"(rule service name="http" log prefix="web: " level="info" limit value="3/m" accept)");
+  setup.rich(body,
+             R"(rule priority="-5" family="ipv4" port port="9090" protocol="tcp" reject type="tcp-reset")");
+  setup.rich(body, R"(rule family="ipv4" source address="10.0.0.0/8" icmp-block name="echo-request")");
+  const ir::Ruleset rs = setup.build();
+
+  const ir::Chain& log = chain(rs, "input/zone/public/log");
+  REQUIRE(log.rules.size() == 1);
+  CHECK(log.rules[0].action.kind == A::log);
+  CHECK(log.rules[0].action.log_prefix == "web: ");
+  CHECK(log.rules[0].action.log_level == 6);
+  CHECK(log.rules[0].match.rate_limit == ir::RateLimit{3, "minute", 5});
+  const ir::Rule& http = chain(rs, "input/zone/public/allow").rules.back();
+  CHECK(http.action.kind == A::accept);
+  CHECK(http.match.dst_port.at(0).ports == ir::PortSet{{80, 80}});
+  CHECK_FALSE(http.match.rate_limit.has_value());
+
+  const ir::Chain& pre = chain(rs, "input/zone/public/pre");
+  REQUIRE(pre.rules.size() == 1);
+  CHECK(pre.rules[0].action.reject_with == "tcp-reset");
+  CHECK(pre.rules[0].match.protocols == std::vector<std::uint8_t>{6});
+
+  const ir::Chain& deny = chain(rs, "input/zone/public/deny");
+  REQUIRE(deny.rules.size() == 1);  // rule family ipv4: no ICMPv6 rule
+  CHECK(deny.rules[0].action.reject_with == "icmp-admin-prohibited");
+  CHECK(deny.rules[0].match.icmp->type == 8);
+  CHECK_FALSE(deny.rules[0].match.icmp->v6);
+}
+
+TEST_CASE("rich NAT and mark go to their stages, zones classified the right way", "[mapping]") {
+  Setup setup;
+  setup.bind("internal", "eth0");
+  setup.bind("external", "eth1");
+  Body& internal = setup.zone("internal").body;
+  setup.rich(internal,
+             R"(rule family="ipv4" forward-port port="80" protocol="tcp" to-port="8080" to-addr="10.0.0.5")");
+  setup.rich(internal, R"(rule family="ipv4" source address="10.0.0.0/8" mark set="16/255")");
+  setup.rich(setup.zone("external").body, R"(rule family="ipv6" source address="fd00::/8" masquerade)");
+  const ir::Ruleset rs = setup.build();
+  CHECK(setup.count(Severity::warning, "mark with a mask") == 1);
+
+  const ir::Endpoint& mangle = endpoint(rs, ir::Stage::prednat, "internal eth0");
+  CHECK(mangle.match.iif == ir::IfacePattern{"eth0", false});
+  const ir::Rule& mark = chain(rs, "prednat/zone/internal/allow").rules.at(0);
+  CHECK(mark.action.kind == A::set_mark);
+  CHECK(mark.action.mark_value == 0x10);
+  CHECK(mark.action.mark_mask == 0xff);
+
+  const ir::Rule& dnat = chain(rs, "dnat/zone/internal/allow").rules.at(0);
+  CHECK(dnat.action.kind == A::dnat);
+  CHECK(ir::to_string(*dnat.action.nat_addr) == "10.0.0.5");
+  CHECK(dnat.action.nat_port == ir::PortRange{8080, 8080});
+  CHECK(dnat.match.dst_port.at(0).ports == ir::PortSet{{80, 80}});
+
+  // snat is classified by egress; external's own masquerade (IPv4) and the rich one (IPv6).
+  CHECK(endpoint_names(rs, ir::Stage::snat) == std::vector<std::string>{"external eth1"});
+  CHECK(only_section(rs, ir::Stage::snat).endpoints[0].match.oif == ir::IfacePattern{"eth1", false});
+  const ir::Chain& masquerade = chain(rs, "snat/zone/external/allow");
+  REQUIRE(masquerade.rules.size() == 2);
+  CHECK(masquerade.rules[0].match.family == ir::Family::ipv4);
+  CHECK(masquerade.rules[1].match.family == ir::Family::ipv6);
+  for (const ir::Rule& rule : masquerade.rules) {
+    CHECK(rule.action.kind == A::masquerade);
+    CHECK(rule.match.oif_negate);
+  }
+}
+
+TEST_CASE("2.x forward dispatch: the egress zone is the exclusive classification", "[mapping]") {
+  const Compat compat = GENERATE(Compat::v2, Compat::v1_3);
+  Setup setup(compat);
+  setup.bind("internal", "veth-a");
+  setup.bind("dmz", "veth-b");
+  setup.source("drop", "10.88.0.0/24");
+  setup.policy("int-dmz", {"internal"}, {"dmz"}, PolicyTarget::accept);
+  const ir::Ruleset rs = setup.build();
+  // Through veth-b to an address bound to the drop zone: 2.x classifies the egress into drop.
+  CHECK(outcome(rs, through("10.77.0.2", "10.88.0.2", 8080)) ==
+        (compat == Compat::v2 ? "reject:icmp-admin-prohibited" : "open"));
+  CHECK(outcome(rs, through("10.77.0.2", "10.99.0.2", 8080)) == "open");
+  if (compat == Compat::v2) {
+    const ir::Chain& dispatch = chain(rs, "forward/policy/int-dmz/to-egress-zones");
+    CHECK(actions(dispatch) == std::vector{A::return_, A::jump});
+    CHECK(dispatch.rules[1].match.oif == std::vector<ir::IfacePattern>{{"veth-b", false}});
+  } else {
+    const ir::Chain& dispatch = chain(rs, "forward/policies-pre");
+    REQUIRE(dispatch.rules.size() == 1);
+    CHECK(dispatch.rules[0].match.iif == std::vector<ir::IfacePattern>{{"veth-a", false}});
+    CHECK(dispatch.rules[0].match.oif == std::vector<ir::IfacePattern>{{"veth-b", false}});
+  }
+}
+
+TEST_CASE("services: includes expanded, conntrack helpers reported", "[mapping]") {
+  Setup setup;
+  Service& ftp = setup.service("ftp", {{21, "tcp"}});
+  ftp.helpers = {"ftp"};
+  ftp.includes = {"http"};
+  Helper& helper = setup.config.helpers["ftp"];
+  helper.name = "ftp";
+  helper.module = "nf_conntrack_ftp";
+  helper.ports.push_back({{21, 21}, "tcp", setup.loc()});
+  setup.services(setup.zone("public").body, {"ftp"});
+  const ir::Ruleset rs = setup.build();
+  const ir::Chain& allow = chain(rs, "input/zone/public/allow");
+  CHECK(actions(allow) == std::vector{A::accept, A::accept, A::accept, A::accept});  // ssh, dhcp, 21, 80
+  CHECK(allow.rules[3].match.dst_port.at(0).ports == ir::PortSet{{80, 80}});
+  CHECK(setup.count(Severity::warning, "conntrack helper 'ftp' of service ftp is not carried over") == 1);
+}
+
+TEST_CASE("LogDenied adds log rules where firewalld logs", "[mapping]") {
+  Setup setup;
+  setup.config.settings.log_denied = "unicast";
+  setup.config.settings.default_zone = "drop";
+  const ir::Ruleset rs = setup.build();
+  const ir::Chain& prelude = chain(rs, "input/prelude");
+  CHECK(actions(prelude) == std::vector{A::accept, A::accept, A::log, A::drop});
+  CHECK(prelude.rules[2].action.log_prefix == "STATE_INVALID_DROP: ");
+  CHECK(prelude.rules[2].match.pkt_type == "unicast");
+  const ir::Chain& end = chain(rs, "input/zone/drop/end");
+  REQUIRE(end.rules.size() == 1);
+  CHECK(end.rules[0].action.log_prefix == "filter_IN_drop_DROP: ");
+  CHECK(actions(chain(rs, "output/prelude")) == std::vector{A::accept, A::log, A::reject});
+}
+
+TEST_CASE("what the IR cannot carry is reported with its location", "[mapping]") {
+  Setup setup;
+  Body& body = setup.zone("public").body;
+  setup.rich(body, R"(rule family="ipv4" source address="10.0.0.0/8" service name="ssh" audit accept)");
+  setup.rich(body, R"(rule family="ipv4" service name="ssh" nflog group="5" accept)");
+  setup.rich(body, R"(rule tcp-mss-clamp value="pmtu")");
+  const ir::Ruleset rs = setup.build();
+  CHECK(setup.count(Severity::warning, "audit is not carried over") == 1);
+  CHECK(setup.count(Severity::warning, "nflog is carried over as a kernel log") == 1);
+  CHECK(setup.count(Severity::warning, "tcp-mss-clamp is not carried over") == 1);
+  CHECK(setup.count(Severity::note, "IPv6_rpfilter is not carried over") == 1);
+  for (const Diagnostic& d : setup.diag.all()) {
+    if (d.message.find("tcp-mss-clamp") != std::string::npos)
+      CHECK(d.loc == setup.config.zones.at("public").body.rules.at(2).loc);
+  }
+  setup.config.settings.ipv6_rpfilter = false;
+  Diagnostics quiet;
+  to_ir(setup.config, quiet);
+  CHECK(std::none_of(quiet.all().begin(), quiet.all().end(),
+                     [](const Diagnostic& d) { return d.message.find("rpfilter") != std::string::npos; }));
+}
+
+TEST_CASE("ipsets the IR cannot express are errors at the binding", "[mapping]") {
+  Setup setup;
+  setup.ipset("ports", "hash:ip,port", {});
+  setup.source_ipset("trusted", "ports");
+  to_ir(setup.config, setup.diag);
+  REQUIRE(setup.diag.has_errors());
+  CHECK(setup.count(Severity::error, "ipset 'ports' of type hash:ip,port is not supported by the IR") == 1);
+  for (const Diagnostic& d : setup.diag.all()) {
+    if (d.severity == Severity::error) CHECK(d.loc == setup.config.zones.at("trusted").sources.at(0).loc);
+  }
+}
+
+TEST_CASE("1.3 reports a policy made inert by an unbound default zone", "[mapping]") {
+  Setup setup(Compat::v1_3);
+  setup.policy("p", {"public"}, {"HOST"}, PolicyTarget::drop, -10);
+  setup.build();
+  CHECK(setup.count(Severity::note, "policy 'p' is inactive") == 1);
+}
+
+TEST_CASE("ICMP type numbers follow the mode: 1.3.3's table, or 2.4+'s", "[mapping]") {
+  const Compat compat = GENERATE(Compat::v2, Compat::v1_3);
+  Setup setup(compat);
+  setup.icmptype("network-prohibited").ipv6 = false;
+  Body& body = setup.zone("public").body;
+  body.icmp_blocks.push_back("network-prohibited");
+  body.icmp_block_locs.push_back(setup.loc());
+  const ir::Ruleset rs = setup.build();
+  const ir::Chain& deny = chain(rs, "input/zone/public/deny");
+  REQUIRE(deny.rules.size() == 1);
+  CHECK(deny.rules[0].match.icmp->type == 3);
+  CHECK(deny.rules[0].match.icmp->code == (compat == Compat::v2 ? 9 : 8));
+}
+
+TEST_CASE("zone->HOST policies reach nat PREROUTING in 2.x only", "[mapping]") {
+  const Compat compat = GENERATE(Compat::v2, Compat::v1_3);
+  Setup setup(compat);
+  setup.bind("internal", "veth-a");
+  Policy& p = setup.policy("redirect", {"internal"}, {"HOST"}, PolicyTarget::continue_);
+  p.body.forward_ports.push_back({{2223, 2223}, "tcp", ir::PortRange{22, 22}, std::nullopt, setup.loc()});
+  const ir::Ruleset rs = setup.build();
+  if (compat == Compat::v2) {
+    CHECK(outcome(rs, to_host("10.77.0.2", 2223)) == "open");
+    CHECK(endpoint(rs, ir::Stage::dnat, "internal veth-a").groups.at(0).chains ==
+          Chains{"dnat/policy/redirect"});
+  } else {
+    CHECK(setup.count(Severity::warning, "forward-port in policy redirect has no effect") == 1);
+    CHECK(rs.stage(ir::Stage::dnat).empty());
+  }
+}
+
+}  // namespace fwe::firewalld::test

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# fwengine --frontend firewalld on the command line: located errors exit 2, valid trees check, and the
+# --firewalld-* aliases. No kernel is touched.
+set -uo pipefail
+FWE=$1 ROOT=$2
+FIX=$ROOT/fixtures/firewalld
+failures=0 passes=0
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+check() {  # check NAME EXPECTED_RC COMMAND... ; stdout+stderr in $out
+  local name=$1 want=$2; shift 2
+  out=$("$@" 2>&1); local rc=$?
+  if [ "$rc" != "$want" ]; then
+    echo "FAIL $name: exit $rc, expected $want"; echo "$out" | sed 's/^/    /'; failures=$((failures + 1)); return 1
+  fi
+  passes=$((passes + 1))
+}
+contains() {  # contains NAME TEXT
+  if ! grep -qF -- "$2" <<<"$out"; then
+    echo "FAIL $1: output lacks '$2'"; echo "$out" | sed 's/^/    /'; failures=$((failures + 1)); return 1
+  fi
+  passes=$((passes + 1))
+}
+
+FW=("$FWE" --frontend firewalld --firewalld-defaults /usr/lib/firewalld)
+mkdir -p "$work/empty"
+check "stock configuration checks" 0 "${FW[@]}" -f "$work/empty" check
+check "stock configuration, compat 1.3" 0 "${FW[@]}" --firewalld-compat 1.3 -f "$work/empty" check
+check "overlay fixture checks" 0 "${FW[@]}" -f "$FIX/overlay" check
+
+check "bad tree exits 2" 2 "${FW[@]}" -f "$FIX/bad" check
+contains "unknown element located" "$FIX/bad/zones/public.xml:4:3: error: unknown element <servise> in a zone"
+contains "unknown element hint" "did you mean 'service'?"
+check "bad tree, compat 1.3, still exits 2" 2 "${FW[@]}" --firewalld-compat 1.3 -f "$FIX/bad" check
+contains "unknown element located (1.3)" "$FIX/bad/zones/public.xml:4:3: error:"
+
+mkdir -p "$work/svc/zones"
+printf '<?xml version="1.0"?>\n<zone>\n  <service name="htttp"/>\n</zone>\n' >"$work/svc/zones/public.xml"
+check "unknown service exits 2" 2 "${FW[@]}" -f "$work/svc" check
+contains "unknown service located" "$work/svc/zones/public.xml:3:3: error: zone public uses the unknown service htttp"
+
+mkdir -p "$work/broken/zones"
+printf '<zone>\n  <service name="ssh">\n</zone>\n' >"$work/broken/zones/public.xml"
+check "broken XML exits 2" 2 "${FW[@]}" -f "$work/broken" check
+contains "broken XML located" "$work/broken/zones/public.xml:3:3: error: broken XML"
+
+check "missing directory" 2 "${FW[@]}" -f "$work/nosuch" check
+contains "missing directory message" "firewalld configuration directory $work/nosuch does not exist"
+
+check "bad compat value" 2 "${FW[@]}" --firewalld-compat 3 -f "$work/empty" check
+contains "bad compat message" "--firewalld-compat must be 1.3 or 2"
+check "alias with another frontend" 2 "$FWE" --frontend yaml --firewalld-compat 1.3 -f "$ROOT/fixtures/yaml/example/policy.yaml" check
+contains "alias frontend message" "need --frontend firewalld"
+check "unknown frontend option" 2 "${FW[@]}" --frontend-option compt=2 -f "$work/empty" check
+contains "option hint" "did you mean 'compat'?"
+
+echo "$passes checks passed, $failures failed"
+[ "$failures" = 0 ]

@@ -1,0 +1,375 @@
+"""Seeded generator of random but valid policies in fwengine's YAML format (docs/yaml-format.md) and of
+probes aimed at their edges, for the fixed topology of topology.py.
+
+Everything is drawn from one random.Random, so (seed, profile) gives the same case on every machine.
+A profile says what the backend under test accepts (stages, and where it refuses drop/reject), so that
+most cases are not refused as a whole; what the backend still refuses at render is recorded as such.
+"""
+
+import ipaddress
+
+from topology import PEERS, POOLS, PORT_ANCHORS, PORTS, link_address, pool_addresses
+
+STAGES = ("untracked-in", "untracked-out", "prednat", "dnat", "input", "forward", "output", "snat")
+# Which interface a stage may match on: before routing there is no oif, on the output path no iif, and
+# iptables cannot see iif in nat POSTROUTING (documented in backends/iptables/README.md).
+STAGE_IIF = {"untracked-in", "prednat", "dnat", "input", "forward"}
+STAGE_OIF = {"untracked-out", "forward", "output", "snat"}
+STAGE_CONNTRACK = {"prednat", "input", "forward", "output"}  # nat sees only a connection's first packet
+STAGE_FAILSAFE = {"untracked-in", "untracked-out", "prednat", "input", "output"}
+UNTRACKED = {"untracked-in", "untracked-out"}
+
+IIF_VALUES = ["eth0", "eth1", "vx0", "lo", "eth+", "vx+", "e+", "dum0", "nope0"]
+CT_STATES = ["new", "established", "related", "invalid", "untracked"]
+ICMP4_TYPES = ["echo-request", "echo-reply", "destination-unreachable", "time-exceeded"]
+ICMP6_TYPES = ["echo-request", "echo-reply", "destination-unreachable", "packet-too-big"]
+REJECT4 = ["icmp-port-unreachable", "icmp-host-unreachable", "icmp-net-prohibited", "icmp-admin-prohibited"]
+REJECT6 = ["icmp6-port-unreachable", "icmp6-adm-prohibited", "icmp6-no-route", "icmp6-addr-unreachable"]
+# Source ports the kernel picks (32768-60999) and trace's default (40000) are on the same side of each of
+# these, so a sport match decides the same for the real probe and for trace.
+SPORT_VALUES = ["1024-65535", "0-1023", {"not": ["0-1023"]}, "!22", [22, 80], "32768-65535", "0-32767"]
+
+
+class Profile:
+    """What a backend accepts: stages, and the stages where drop / reject are refused; `avoid` names
+    features left out because of a known failure (known_failures.yaml): `nat-verdicts` (drop, reject and
+    allow in dnat/snat), `ct-state-untracked` (ct-state matches in the untracked stages), `loopback-icmp` (ICMP
+    probes from the host to itself)."""
+
+    def __init__(self, stages, no_drop=(), no_reject=(), avoid=()):
+        self.stages = [s for s in STAGES if s in stages]
+        self.no_drop, self.no_reject, self.avoid = set(no_drop), set(no_reject), set(avoid)
+        # The kernel's nat chains see only a connection's first packet: no verdict there that a reply
+        # would meet in trace (drop, reject, allow).
+        self.no_allow = {"dnat", "snat"} if "nat-verdicts" in self.avoid else set()
+        if self.no_allow:
+            self.no_drop |= self.no_allow
+            self.no_reject |= self.no_allow
+
+
+def cidr_around(rng, family):
+    """A network that cuts through one of the address pools (so its edges are probe-able), or a wide
+    one that holds several pools."""
+    ns = rng.choice(list(POOLS))
+    pool = ipaddress.ip_network(POOLS[ns][family])
+    if rng.random() < 0.15:
+        wide = {4: [8, 16, 0], 6: [16, 32, 0]}[family]
+        return str(pool.supernet(new_prefix=rng.choice(wide)))
+    extra = pool.max_prefixlen - pool.prefixlen
+    prefix = pool.prefixlen + rng.randint(0, extra)
+    size = 1 << (pool.max_prefixlen - prefix)
+    start = int(pool.network_address) + size * rng.randrange(pool.num_addresses // size)
+    return str(ipaddress.ip_network((start, prefix)))
+
+
+class Generator:
+    def __init__(self, rng, profile):
+        self.rng = rng
+        self.profile = profile
+        self.sets = {}
+        self.cidrs = []  # every network the policy names, for the probes' edges
+        self.ports = set()  # every port or range end the policy names
+
+    def chance(self, p):
+        return self.rng.random() < p
+
+    # ---- values ------------------------------------------------------------------------------------
+
+    def networks(self, family=None):
+        count = self.rng.choice([1, 1, 2, 3])
+        nets = []
+        for _ in range(count):
+            fam = family or self.rng.choice([4, 6])
+            nets.append(cidr_around(self.rng, fam))
+        self.cidrs += nets
+        return nets
+
+    def new_set(self):
+        name = f"s{len(self.sets)}"
+        nets = [] if self.chance(0.05) else self.networks()
+        if self.chance(0.3):
+            nets += self.networks()  # overlaps and both families
+        self.sets[name] = nets
+        return name
+
+    def address_value(self, family, negatable=True):
+        """A src/dst match: set name, inline networks, negated, or an {all: [...]} of two."""
+        if self.sets and self.chance(0.5):
+            value = self.rng.choice(list(self.sets))
+        elif self.chance(0.4):
+            value = self.new_set()
+        else:
+            nets = self.networks(family)
+            value = nets[0] if len(nets) == 1 else nets
+        if negatable and self.chance(0.25):
+            if isinstance(value, list):
+                return {"not": value}
+            return "!" + value
+        if negatable and self.chance(0.1):
+            other = self.new_set()
+            return {"all": [value if isinstance(value, str) else self.new_set(), "!" + other]}
+        return value
+
+    def port_item(self):
+        low = self.rng.choice(PORT_ANCHORS)
+        if self.chance(0.5):
+            self.ports.add(low)
+            return low
+        high = self.rng.choice([p for p in PORT_ANCHORS if p >= low])
+        self.ports.update((low, high))
+        return f"{low}-{high}" if high != low else low
+
+    def port_value(self):
+        items = [self.port_item() for _ in range(self.rng.choice([1, 1, 2, 3]))]
+        value = items[0] if len(items) == 1 else items
+        roll = self.rng.random()
+        if roll < 0.15:
+            return {"not": items}
+        if roll < 0.25 and len(items) == 1:
+            return f"!{items[0]}"
+        if roll < 0.3:
+            return {"all": [self.port_item(), f"!{self.port_item()}"]}
+        return value
+
+    def iface_value(self):
+        if self.chance(0.2):
+            names = self.rng.sample(IIF_VALUES, 2)
+            return {"not": names} if self.chance(0.5) else names
+        name = self.rng.choice(IIF_VALUES)
+        return "!" + name if self.chance(0.2) else name
+
+    # ---- rules -------------------------------------------------------------------------------------
+
+    def rule(self, stage, chain_index, chain_names, reject_ok, drop_ok):
+        rng = self.rng
+        rule = {}
+        family = rng.choice([None, None, 4, 6])
+        if family:
+            rule["family"] = f"ipv{family}"
+        protocol = None
+        roll = rng.random()
+        if roll < 0.35:
+            protocol = rng.choice(["tcp", "udp"])
+            rule["protocol"] = protocol
+        elif roll < 0.45:
+            protocol = "icmp" if family == 4 or (family is None and self.chance(0.5)) else "icmpv6"
+            rule["protocol"] = protocol
+        elif roll < 0.55:
+            rule["protocol"] = rng.choice([["tcp", "udp"], "!tcp", "!udp", {"not": ["tcp", "icmp"]}, ["udp", "icmpv6"]])
+        if protocol in ("tcp", "udp") or (protocol is None and "protocol" not in rule and self.chance(0.3)):
+            if self.chance(0.7):
+                rule["dport"] = self.port_value()
+            if self.chance(0.15):
+                rule["sport"] = rng.choice(SPORT_VALUES)
+        if protocol in ("icmp", "icmpv6") and self.chance(0.7):
+            types = ICMP4_TYPES if protocol == "icmp" else ICMP6_TYPES
+            kind = rng.choice(types)
+            value = rng.choice([kind, "!" + kind, {"type": kind, "code": rng.choice([0, 1])}, "any"])
+            rule[protocol] = value
+        if self.chance(0.35):
+            rule["src"] = self.address_value(family)
+        if self.chance(0.3):
+            rule["dst"] = self.address_value(family)
+        if stage in STAGE_IIF and self.chance(0.2):
+            rule["iif"] = self.iface_value()
+        if stage in STAGE_OIF and self.chance(0.2):
+            rule["oif"] = self.iface_value()
+        if self.chance(0.15) and not (stage in UNTRACKED and "ct-state-untracked" in self.profile.avoid):
+            states = rng.sample(CT_STATES, rng.choice([1, 1, 2]))
+            value = states[0] if len(states) == 1 else states
+            rule["ct-state"] = ("!" + value) if isinstance(value, str) and self.chance(0.3) else value
+        rule.update(self.action(stage, chain_index, chain_names, rule, reject_ok, drop_ok))
+        return rule
+
+    def action(self, stage, chain_index, chain_names, rule, reject_ok, drop_ok):
+        rng = self.rng
+        choices = ["accept"] * 4 + ["log", "pass", "return"]
+        if stage not in self.profile.no_allow:
+            choices += ["allow"] * 2
+        if drop_ok:
+            choices += ["drop"] * 4
+        if reject_ok:
+            choices += ["reject"] * 2
+        if chain_index + 1 < len(chain_names):
+            choices += ["jump"] * 2
+        if stage in UNTRACKED:
+            choices += ["notrack"] * 2
+        action = rng.choice(choices)
+        if action == "jump":
+            return {"action": "jump", "target": rng.choice(chain_names[chain_index + 1:])}
+        if action == "log":
+            return {"action": "log", "prefix": f"fz{chain_index} ", "level": rng.choice(["info", "warn", 6])}
+        if action == "reject" and self.chance(0.5):
+            if rule.get("protocol") == "tcp" and self.chance(0.4):
+                return {"action": "reject", "reject-with": "tcp-reset"}
+            family = rule.get("family")
+            if family == "ipv4":
+                return {"action": "reject", "reject-with": rng.choice(REJECT4)}
+            if family == "ipv6":
+                return {"action": "reject", "reject-with": rng.choice(REJECT6)}
+        return {"action": action}
+
+    # ---- stages ------------------------------------------------------------------------------------
+
+    def verdict(self, stage):
+        choices = ["accept", "continue", "continue"]
+        if stage not in self.profile.no_allow:
+            choices.append("allow")
+        if stage not in self.profile.no_drop:
+            choices += ["drop"] * 2
+        if stage not in self.profile.no_reject:
+            choices += ["reject", "reject:icmp-admin-prohibited" if self.chance(0.5) else "reject"]
+        return self.rng.choice(choices)
+
+    def endpoint(self, stage, index, chain_names):
+        rng = self.rng
+        endpoint = {"name": f"e{index}"}
+        roll = rng.random()
+        if stage in STAGE_IIF and roll < 0.5:
+            endpoint["iif"] = rng.choice(["eth0", "eth1", "vx0", "lo", "eth+", "vx+"])
+        elif stage in STAGE_OIF and roll < 0.6 and stage != "snat":
+            endpoint["oif"] = rng.choice(["eth0", "eth1", "vx0", "lo", "eth+", "vx+"])
+        if self.chance(0.2):
+            endpoint["src"] = self.address_value(None, negatable=False) if not self.chance(0.5) else self.new_set()
+        if self.chance(0.15):
+            endpoint["dst"] = self.new_set()
+        if stage in STAGE_CONNTRACK and self.chance(0.4):
+            endpoint["conntrack"] = rng.choice(["none", "accept-established", "accept-established-drop-invalid"])
+        if stage in STAGE_FAILSAFE and self.chance(0.3):
+            endpoint["failsafe"] = True
+        if chain_names:
+            if self.chance(0.4):
+                endpoint["chains"] = rng.sample(chain_names, rng.randint(1, min(2, len(chain_names))))
+            else:
+                groups = []
+                for g in range(rng.randint(1, 2)):
+                    group = {"name": f"g{g}", "chains": rng.sample(chain_names, rng.randint(1, min(2, len(chain_names))))}
+                    if self.chance(0.4):
+                        group["on-end"] = self.verdict(stage)
+                    groups.append(group)
+                endpoint["groups"] = groups
+        if self.chance(0.8):
+            endpoint["default"] = self.verdict(stage)
+        return endpoint
+
+    def stage(self, stage):
+        rng = self.rng
+        prefix = stage.replace("untracked-", "u").replace("-", "")
+        chain_names = [f"{prefix}-c{i}" for i in range(rng.randint(0, 4))]
+        drop_ok = stage not in self.profile.no_drop
+        reject_ok = stage not in self.profile.no_reject
+        chains = {name: [self.rule(stage, i, chain_names, reject_ok, drop_ok) for _ in range(rng.randint(1, 5))]
+                  for i, name in enumerate(chain_names)}
+        sections = []
+        for s in range(rng.choice([1, 1, 2])):
+            section = {"name": f"{prefix}{s}", "endpoints": [self.endpoint(stage, e, chain_names)
+                                                             for e in range(rng.randint(1, 3))]}
+            if s > 0 and self.chance(0.4):
+                section["honour-allow"] = True
+            sections.append(section)
+        return chains, sections
+
+    def failsafe(self):
+        def entries():
+            result = []
+            for _ in range(self.rng.randint(1, 2)):
+                entry = {"protocol": self.rng.choice(["tcp", "udp"]), "port": self.rng.choice(PORT_ANCHORS)}
+                self.ports.add(entry["port"])
+                if self.chance(0.3):
+                    entry["net"] = self.networks()[0]
+                result.append(entry)
+            return result
+
+        failsafe = {"inbound": entries()}
+        if self.chance(0.5):
+            failsafe["outbound"] = entries()
+        return failsafe
+
+    def policy(self):
+        rng = self.rng
+        stages = rng.sample(self.profile.stages, rng.randint(1, min(3, len(self.profile.stages))))
+        if not set(stages) & {"input", "forward", "output"} and self.chance(0.7):
+            stages.append(rng.choice([s for s in ("input", "forward", "output") if s in self.profile.stages]))
+        policy = {"apiVersion": "fwengine/v1"}
+        if self.chance(0.3):
+            policy["failsafe"] = self.failsafe()
+        chains, stage_map = {}, {}
+        for stage in [s for s in STAGES if s in stages]:
+            stage_chains, sections = self.stage(stage)
+            chains.update(stage_chains)
+            stage_map[stage] = sections
+        if self.sets:
+            policy["sets"] = self.sets
+        if chains:
+            policy["chains"] = chains
+        policy["stages"] = stage_map
+        return policy
+
+    # ---- probes ------------------------------------------------------------------------------------
+
+    def edge_addresses(self, owned, family):
+        """Owned addresses of that family that sit on an edge of some network the policy names."""
+        owned_set = {ipaddress.ip_address(a) for a in owned}
+        edges = []
+        for text in self.cidrs:
+            net = ipaddress.ip_network(text)
+            if net.version != family:
+                continue
+            first, last = int(net.network_address), int(net.broadcast_address)
+            for value in (first - 1, first, last, last + 1):
+                try:
+                    address = ipaddress.ip_address(value) if family == 4 else ipaddress.IPv6Address(value)
+                except ValueError:
+                    continue
+                if address in owned_set:
+                    edges.append(str(address))
+        return edges
+
+    def pick_address(self, ns, family, allow_link=True):
+        owned = pool_addresses(ns, family)
+        edges = self.edge_addresses(owned, family)
+        if edges and self.chance(0.7):
+            return self.rng.choice(edges)
+        if allow_link and self.chance(0.15):
+            return link_address(ns, family, self.rng.choice(PEERS))
+        return self.rng.choice(owned)
+
+    def pick_port(self):
+        near = sorted(p for port in self.ports for p in (port - 1, port, port + 1) if p in PORTS)
+        if near and self.chance(0.8):
+            return self.rng.choice(near)
+        return self.rng.choice(PORTS)
+
+    def probe(self, index):
+        rng = self.rng
+        path = rng.choice(["input"] * 4 + ["forward"] * 3 + ["output"] * 3 + ["local"])
+        family = rng.choice([4, 6])
+        protocols = ["tcp"] * 4 + ["udp"] * 3 + ["icmp"] * 2
+        if path == "local" and "loopback-icmp" in self.profile.avoid:
+            protocols.remove("icmp")
+            protocols.remove("icmp")
+        proto = rng.choice(protocols)
+        if path == "input":
+            source = rng.choice(PEERS)
+            probe = {"from": source, "src": self.pick_address(source, family), "to": self.pick_address("h", family)}
+        elif path == "forward":
+            source, target = rng.sample(PEERS, 2)
+            probe = {"from": source, "src": self.pick_address(source, family),
+                     "to": self.pick_address(target, family, allow_link=False)}
+        elif path == "output":
+            target = rng.choice(PEERS)
+            src = self.pick_address("h", family, allow_link=False) if self.chance(0.5) else None
+            probe = {"from": "h", "src": src, "to": self.pick_address(target, family)}
+        else:
+            probe = {"from": "h", "src": None, "to": self.pick_address("h", family, allow_link=False)}
+        probe.update(name=f"p{index}-{path}", proto=proto)
+        if proto != "icmp":
+            probe["port"] = self.pick_port()
+        return probe
+
+
+def generate(rng, profile, probe_count):
+    generator = Generator(rng, profile)
+    policy = generator.policy()
+    probes = [generator.probe(i) for i in range(probe_count)]
+    return policy, probes

@@ -1,0 +1,22 @@
+#!/bin/bash
+# deb.sh SOURCE_DIR
+# The packaging acceptance test: builds the .deb files from SOURCE_DIR (lintian must report no errors),
+# then installs fwengine into a throwaway Debian 12 chroot and runs the smoke test there. Needs root,
+# the packaging tools and the Debian mirror the host's apt uses (FWE_DEB_MIRROR overrides it).
+set -euo pipefail
+source_dir=$(realpath "$1")
+[ "$(id -u)" = 0 ] || { echo "not root: skipped"; exit 77; }
+for tool in dpkg-buildpackage dh lintian debootstrap; do
+  command -v "$tool" >/dev/null || { echo "$tool is not installed: skipped"; exit 77; }
+done
+out=$(mktemp -d /tmp/fwengine-deb-test.XXXXXX)
+trap 'rm -rf "$out"' EXIT
+
+# The mirror apt already uses, so the chroot comes from the same place as the host's packages.
+mirror=${FWE_DEB_MIRROR:-$(grep -hoE '^URIs: *http[^ ]*/debian$' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1 | sed 's/^URIs: *//')}
+mirror=${mirror:-$(grep -hoE '^deb +http[^ ]*/debian ' /etc/apt/sources.list 2>/dev/null | head -n1 | awk '{print $2}')}
+mirror=${mirror:-http://deb.debian.org/debian}
+
+# niced: it shares the CPUs with the namespace tests, whose probes wait on real packets.
+nice -n 10 "$source_dir/packaging/build-deb.sh" "$out" "$source_dir"
+"$source_dir/packaging/chroot-smoke.sh" "$out" "$mirror"
