@@ -923,8 +923,12 @@ class Session {
 }  // namespace
 
 int run(int argc, char** argv) {
+  // The session (and its plugin loader) outlives the handlers: an exception thrown by a plugin has its
+  // destructor in the plugin's library, which must still be loaded when the handler ends.
+  std::optional<Session> session;
   try {
-    return Session(parse_options(argc, argv)).run();
+    session.emplace(parse_options(argc, argv));
+    return session->run();
   } catch (const UsageError& e) {
     std::cerr << "fwengine: error: " << e.msg << '\n';
     return 2;

@@ -150,6 +150,7 @@ Loaded<Frontend> PluginLoader::frontend(const std::string& name, const PluginCon
   auto lib = open_library(info.path);
   auto& create = lib.get_alias<FrontendFactory>(kFrontendAlias);
   auto object = create(context);
+  kept_.push_back(lib);
   return Loaded<Frontend>(std::move(lib), std::move(object));
 }
 
@@ -159,6 +160,7 @@ Loaded<Backend> PluginLoader::backend(const std::string& name, const PluginConte
   auto lib = open_library(info.path);
   auto& create = lib.get_alias<BackendFactory>(kBackendAlias);
   auto object = create(context);
+  kept_.push_back(lib);
   return Loaded<Backend>(std::move(lib), std::move(object));
 }
 

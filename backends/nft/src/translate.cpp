@@ -443,19 +443,43 @@ class Translator {
   Table run() {
     for (const auto& [name, set] : rs_.sets) add_address_set(set);
     for (const auto& [name, chain] : rs_.chains) chain_names_[name] = names_.make("c-", name);
+    const std::set<std::string> in_postrouting = chains_of(ir::Stage::snat);
     std::vector<Chain> ir_chains;
     for (const auto& [name, chain] : rs_.chains) {
       Chain out{chain_names_[name], {}, {}};
+      in_postrouting_ = in_postrouting.contains(name);
       emit_chain(out, chain);
       ir_chains.push_back(std::move(out));
     }
-    for (std::size_t s = 0; s < ir::kStageCount; ++s) emit_stage(static_cast<ir::Stage>(s));
+    for (std::size_t s = 0; s < ir::kStageCount; ++s) {
+      in_postrouting_ = static_cast<ir::Stage>(s) == ir::Stage::snat;
+      emit_stage(static_cast<ir::Stage>(s));
+    }
     for (auto& chain : ir_chains) table_.chains.push_back(std::move(chain));
     content_address(table_);
     return std::move(table_);
   }
 
  private:
+  // The IR chains a stage's endpoints reach, directly or by jumps.
+  std::set<std::string> chains_of(ir::Stage stage) const {
+    std::set<std::string> seen;
+    std::vector<std::string> todo;
+    for (const auto& section : rs_.stage(stage).sections)
+      for (const auto& endpoint : section.endpoints)
+        for (const auto& group : endpoint.groups)
+          todo.insert(todo.end(), group.chains.begin(), group.chains.end());
+    while (!todo.empty()) {
+      std::string name = std::move(todo.back());
+      todo.pop_back();
+      const ir::Chain* chain = rs_.find_chain(name);
+      if (!chain || !seen.insert(name).second) continue;
+      for (const auto& rule : chain->rules)
+        if (rule.action.kind == ir::ActionKind::jump) todo.push_back(rule.action.target);
+    }
+    return seen;
+  }
+
   // How one family of an IR address set is matched: a named set, or - for a single prefix - an inline
   // compare (thousands of one-address sets would make the kernel look sets up by name in a long list).
   struct FamilyMatch {
@@ -929,6 +953,13 @@ class Translator {
   }
 
   std::vector<Tail> reject_tails(const std::string& with, const ir::Origin& origin) {
+    if (in_postrouting_) {
+      refuse(origin,
+             "nft backend: reject in stage snat: the kernel rejects only before routing and in input, "
+             "forward and output",
+             "drop there, or reject in the forward or output stage");
+      return {};
+    }
     auto forms = reject_forms(with);
     if (!forms) {
       refuse(origin, "nft backend: unknown reject type '" + with + "'",
@@ -1222,6 +1253,7 @@ class Translator {
   NameAllocator names_;
   std::map<std::string, FamilySets> set_names_;
   std::map<std::string, std::string> chain_names_;
+  bool in_postrouting_ = false;  // emitting for the snat stage (postrouting), where reject cannot run
   std::map<std::string, bool> may_pass_;
 };
 

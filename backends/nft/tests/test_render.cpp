@@ -320,6 +320,32 @@ TEST_CASE("what nft cannot do here is refused with the rule's origin") {
   }
 }
 
+TEST_CASE("reject is refused where the kernel cannot reject: snat (postrouting), also through a jump") {
+  ir::Rule reject;
+  reject.action.kind = ir::ActionKind::reject;
+  ir::Ruleset rs = one_rule(reject);
+  ir::Rule jump;
+  jump.action.kind = ir::ActionKind::jump;
+  jump.action.target = "c";
+  jump.origin = origin(12, "p", 0);
+  rs.chains["outer"] = ir::Chain{"outer", {jump}, origin(11, "p")};
+  ir::Endpoint all;
+  all.name = "all";
+  all.groups.push_back(ir::Group{"g", {"outer"}, ir::Verdict::continue_, {}, origin(10, "p")});
+  rs.stage(ir::Stage::snat).sections.push_back(ir::Section{"s", false, {all}});
+  Diagnostics diag;
+  nft::translate(rs, diag);
+  REQUIRE(diag.error_count() == 1);
+  CHECK(diag.all()[0].loc.line == 9);
+  CHECK(diag.all()[0].message.find("snat") != std::string::npos);
+
+  rs.stage(ir::Stage::snat).sections.clear();
+  rs.stage(ir::Stage::forward).sections.push_back(ir::Section{"s", false, {all}});
+  Diagnostics forward;
+  nft::translate(rs, forward);
+  CHECK_FALSE(forward.has_errors());
+}
+
 TEST_CASE("capabilities: every stage and match, every action but ct-helper") {
   nft::NftBackend backend{PluginContext{}};
   Capabilities caps = backend.capabilities();

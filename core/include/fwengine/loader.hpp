@@ -52,6 +52,9 @@ class PluginLoader {
  private:
   const PluginInfo& find(const std::string& name, PluginKind kind, const std::vector<PluginInfo>& all) const;
   std::vector<std::string> dirs_;
+  // Every library handed out stays loaded while the loader lives: an exception a plugin threw may
+  // still be in flight after its object is gone, and its destructor is in that library.
+  mutable std::vector<boost::dll::shared_library> kept_;
 };
 
 // The directory the running executable is in.
