@@ -965,8 +965,13 @@ def main():
     return EXIT_SKIPPED if report.skipped and not report.probed else 0
 
 
-if __name__ == "__main__":
+def run_main(main, *cleanups):
+    """Runs a runner's main with the cleanup every runner needs: whatever it created is released at exit,
+    also on SIGTERM, SIGHUP, Ctrl-C or a cut pipe. Extra cleanups run first (e.g. daemons before the
+    namespaces they live in)."""
     atexit.register(RESOURCES.release_all)
+    for cleanup in cleanups:
+        atexit.register(cleanup)  # atexit is last-in first-out
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, exit_on_signal)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored
@@ -978,3 +983,7 @@ if __name__ == "__main__":
     except BrokenPipeError:  # output cut short (e.g. `| head`): clean up quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_main(main)

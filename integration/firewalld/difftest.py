@@ -19,7 +19,6 @@ import concurrent.futures
 import ipaddress
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ sys.path.insert(0, str(HERE))
 
 import oracle  # noqa: E402
 import scenario  # noqa: E402
-from scenario import RESOURCES, CommandError, ScenarioError, check_keys, first_line, run_command  # noqa: E402
+from scenario import CommandError, ScenarioError, check_keys, first_line, run_command  # noqa: E402
 
 # The firewall in the middle (fw), a client LAN (lan: several addresses stand for several hosts, a fixed
 # MAC for MAC sources), a server behind it (srv) and a third network on an interface that is not
@@ -560,13 +559,4 @@ def main():
 
 
 if __name__ == "__main__":
-    atexit.register(RESOURCES.release_all)
-    atexit.register(DAEMONS.stop_all)  # runs first (atexit is last-in first-out): daemons before namespaces
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, scenario.exit_on_signal)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted: cleaning up", file=sys.stderr)
-        sys.exit(130)
+    scenario.run_main(main, DAEMONS.stop_all)

@@ -16,7 +16,6 @@ Exit codes: 0 always A or B, 1 a mix (or a failed apply after a kill), 77 cannot
 """
 
 import argparse
-import atexit
 import json
 import os
 import random
@@ -304,10 +303,4 @@ def main():
 
 
 if __name__ == "__main__":
-    atexit.register(scenario.RESOURCES.release_all)
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, scenario.exit_on_signal)
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
+    scenario.run_main(main)

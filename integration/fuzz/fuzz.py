@@ -15,13 +15,11 @@ Exit codes: 0 all agree, 1 disagreement or error, 77 cannot run here (not root, 
 """
 
 import argparse
-import atexit
 import concurrent.futures
 import copy
 import json
 import random
 import re
-import signal
 import sys
 import tempfile
 import time
@@ -513,10 +511,4 @@ def main():
 
 
 if __name__ == "__main__":
-    atexit.register(scenario.RESOURCES.release_all)
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, scenario.exit_on_signal)
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
+    scenario.run_main(main)

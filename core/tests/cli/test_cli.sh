@@ -3,24 +3,7 @@
 # and migrate round trips that keep the IR hash. No kernel is touched.
 set -uo pipefail
 FWE=$1 ROOT=$2
-failures=0 passes=0
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-
-check() {  # check NAME EXPECTED_RC COMMAND... ; stdout+stderr in $out
-  local name=$1 want=$2; shift 2
-  out=$("$@" 2>&1); local rc=$?
-  if [ "$rc" != "$want" ]; then
-    echo "FAIL $name: exit $rc, expected $want"; echo "$out" | sed 's/^/    /'; failures=$((failures + 1)); return 1
-  fi
-  passes=$((passes + 1))
-}
-contains() {  # contains NAME TEXT
-  if ! grep -qF -- "$2" <<<"$out"; then
-    echo "FAIL $1: output lacks '$2'"; echo "$out" | sed 's/^/    /'; failures=$((failures + 1)); return 1
-  fi
-  passes=$((passes + 1))
-}
+source "$ROOT/core/tests/cli/checks.sh"
 
 TUTORIAL=("$FWE" --frontend calico -f "$ROOT/fixtures/calico/home-cluster" --node control1.kryukov.local)
 

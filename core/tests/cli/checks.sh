@@ -1,0 +1,20 @@
+# checks.sh - sourced by the command-line tests: run a command and check its exit code and output.
+# After sourcing: $work is a scratch directory removed at exit; call `summary` last.
+failures=0 passes=0
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+check() {  # check NAME EXPECTED_RC COMMAND... ; stdout+stderr in $out
+  local name=$1 want=$2; shift 2
+  out=$("$@" 2>&1); local rc=$?
+  if [ "$rc" != "$want" ]; then
+    echo "FAIL $name: exit $rc, expected $want"; echo "$out" | sed 's/^/    /'; failures=$((failures + 1)); return 1
+  fi
+  passes=$((passes + 1))
+}
+contains() {  # contains NAME TEXT
+  if ! grep -qF -- "$2" <<<"$out"; then
+    echo "FAIL $1: output lacks '$2'"; echo "$out" | sed 's/^/    /'; failures=$((failures + 1)); return 1
+  fi
+  passes=$((passes + 1))
+}
