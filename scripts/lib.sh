@@ -11,15 +11,18 @@ fwe_need_root() {
 }
 
 # fwe_apt_install PKG...: apt-get install that starts no service. firewalld (the differential tests'
-# oracle) and its dependencies dbus and polkitd are daemons: on a machine that runs systemd their
-# maintainer scripts would start them, and firewalld would take over the firewall of the root network
-# namespace. A /usr/sbin/policy-rc.d that exits 101 ("action forbidden") stops invoke-rc.d and
-# deb-systemd-invoke from starting anything; it is removed afterwards only if we created it. The tests
-# start their own firewalld inside throwaway namespaces. A firewalld installed here is also disabled, so
-# that it does not start at the next boot either.
+# oracle) with its dependencies dbus and polkitd, and etcd (the fleet tests' datastore) are daemons: on
+# a machine that runs systemd their maintainer scripts would start them, and firewalld would take over
+# the firewall of the root network namespace. A /usr/sbin/policy-rc.d that exits 101 ("action
+# forbidden") stops invoke-rc.d and deb-systemd-invoke from starting anything; it is removed afterwards
+# only if we created it. The tests start their own firewalld and etcd (in throwaway namespaces, on
+# loopback). Such a service installed here is also disabled, so that it does not start at the next boot.
 fwe_apt_install() {
-  local guard=/usr/sbin/policy-rc.d created=0 status=0 had_firewalld=0
-  dpkg-query -W -f='${Status}' firewalld 2>/dev/null | grep -q "install ok installed" && had_firewalld=1
+  local guard=/usr/sbin/policy-rc.d created=0 status=0 pkg unit
+  local -A services=([firewalld]=firewalld.service [etcd-server]=etcd.service) had=()
+  for pkg in "${!services[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" && had[$pkg]=1
+  done
   if [ ! -e "$guard" ]; then
     printf '#!/bin/sh\n# fwengine scripts/lib.sh: no service starts while packages are installed\nexit 101\n' >"$guard"
     chmod 755 "$guard"
@@ -28,10 +31,13 @@ fwe_apt_install() {
   { apt-get update -qq &&
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null; } || status=$?
   if [ "$created" = 1 ]; then rm -f "$guard"; fi
-  if [ "$had_firewalld" = 0 ] && command -v systemctl >/dev/null &&
-    dpkg-query -W -f='${Status}' firewalld 2>/dev/null | grep -q "install ok installed"; then
-    systemctl disable --quiet firewalld.service 2>/dev/null || true
-  fi
+  for pkg in "${!services[@]}"; do
+    unit=${services[$pkg]}
+    if [ -z "${had[$pkg]:-}" ] && command -v systemctl >/dev/null &&
+      dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+      systemctl disable --quiet "$unit" 2>/dev/null || true
+    fi
+  done
   return "$status"
 }
 

@@ -2,6 +2,7 @@
 #include "cli.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "cli_service.hpp"
 #include "fwengine/canonical.hpp"
@@ -75,6 +77,8 @@ struct Options {
   bool json = false, verbose = false, quiet = false;
   // --firewalld-defaults or --firewalld-compat given
   bool firewalld_aliases = false;
+  // --etcd-ca, --etcd-cert or --etcd-key given
+  bool etcd_aliases = false;
   bool flush_on_stop = false;  // daemon: remove the ruleset on SIGTERM (off: a firewall stays up)
   po::variables_map vm;
 };
@@ -86,6 +90,8 @@ po::options_description describe_options() {
       ("frontend", po::value<std::string>(), "calico, yaml, firewalld (any installed frontend plugin)")
       ("backend", po::value<std::string>(), "nft, iptables, ebpf (any installed backend plugin)")
       ("file,f", po::value<std::vector<std::string>>()->composing(), "a file, a directory, or - for stdin; repeatable")
+      ("source", po::value<std::vector<std::string>>()->composing(),
+       "a datastore: etcd://HOST:PORT[,HOST:PORT...] (calico); like -f")
       ("netns", po::value<std::string>(), "act inside the network namespace /run/netns/NAME")
       ("node", po::value<std::string>(), "this host's node name (default: the host name)")
       ("plugin-dir", po::value<std::vector<std::string>>()->composing(), "look for plugins there too")
@@ -93,6 +99,9 @@ po::options_description describe_options() {
       ("frontend-option", po::value<std::vector<std::string>>()->composing(), "KEY=VALUE for the frontend; repeatable")
       ("firewalld-defaults", po::value<std::string>(), "firewalld: the stock tree (default /usr/lib/firewalld)")
       ("firewalld-compat", po::value<std::string>(), "firewalld: 2 (default) or 1.3 (Debian 12's firewalld 1.3.3)")
+      ("etcd-ca", po::value<std::string>(), "calico etcd source: CA certificate file (PEM); turns on TLS")
+      ("etcd-cert", po::value<std::string>(), "calico etcd source: client certificate file (PEM)")
+      ("etcd-key", po::value<std::string>(), "calico etcd source: client key file (PEM)")
       ("lock-timeout", po::value<unsigned>()->default_value(30),
        "seconds to wait while another fwengine changes the same namespace")
       ("json", "machine-readable output")
@@ -178,6 +187,7 @@ Options parse_options(int argc, char** argv) {
   o.node = str("node");
   o.config = str("config");
   o.files = list("file");
+  for (const auto& source : list("source")) o.files.push_back(source);
   o.plugin_dirs = list("plugin-dir");
   o.frontend_options = list("frontend-option");
   // Aliases of --frontend-option defaults=DIR and compat=V; Session checks the frontend is firewalld.
@@ -189,6 +199,12 @@ Options parse_options(int argc, char** argv) {
     o.frontend_options.push_back("compat=" + compat);
   }
   o.firewalld_aliases = vm.count("firewalld-defaults") || vm.count("firewalld-compat");
+  // Aliases of --frontend-option etcd-ca=FILE etc.; Session checks the frontend is calico.
+  for (const char* key : {"etcd-ca", "etcd-cert", "etcd-key"})
+    if (vm.count(key)) {
+      o.frontend_options.push_back(std::string(key) + "=" + str(key));
+      o.etcd_aliases = true;
+    }
   o.json = vm.count("json") > 0;
   o.verbose = vm.count("verbose") > 0;
   o.quiet = vm.count("quiet") > 0;
@@ -253,19 +269,28 @@ void read_config(Options& o, Diagnostics& diag) {
   }
 }
 
-void enter_netns(const std::string& name) {
-  if (name.empty()) return;
+// Enters /run/netns/<name> and returns a descriptor of the namespace the engine started in (-1 when
+// it stays where it is): plugins make sockets to the host's own services there.
+int enter_netns(const std::string& name) {
+  if (name.empty()) return -1;
   if (name.find('/') != std::string::npos)
     throw UsageError("--netns takes a name from 'ip netns list', not a path");
   std::string path = "/run/netns/" + name;
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     throw UsageError("no network namespace '" + name + "' (" + path + " is missing; see 'ip netns list')");
+  int origin = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
   int rc = setns(fd, CLONE_NEWNET);
   close(fd);
   if (rc != 0)
     throw RuntimeError("cannot enter network namespace '" + name + "': " + std::strerror(errno) +
                        " (run as root)");
+  return origin;
+}
+
+// A source the engine reads over the network (etcd://...), not a path.
+bool is_url(const std::string& source) {
+  return source.find("://") != std::string::npos;
 }
 
 std::string host_name() {
@@ -288,10 +313,13 @@ class Session {
     if (o_.firewalld_aliases && o_.frontend != "firewalld")
       throw UsageError("--firewalld-defaults and --firewalld-compat need --frontend firewalld, not '" +
                        o_.frontend + "'");
+    if (o_.etcd_aliases && o_.frontend != "calico")
+      throw UsageError("--etcd-ca, --etcd-cert and --etcd-key need --frontend calico, not '" + o_.frontend +
+                       "'");
     if (o_.backend.empty()) o_.backend = "nft";
     if (o_.node.empty()) o_.node = host_name();
     if (c == "plugins") return plugins();
-    enter_netns(o_.netns);
+    origin_netns_fd_ = enter_netns(o_.netns);
     if (c == "confirm") return confirm();
     if (c == "daemon") return daemon();
     if (c == "status") return status();
@@ -318,11 +346,11 @@ class Session {
       if (d.severity == Severity::error || !o_.quiet) std::cerr << diag_.format(d) << '\n';
   }
 
-  bool compile() {
-    auto fe = loader_.frontend(o_.frontend, {o_.netns});
+  PluginContext context() const { return {o_.netns, origin_netns_fd_}; }
+
+  FrontendRequest frontend_request(const Frontend& fe) const {
     FrontendRequest request;
-    request.sources = o_.files.empty() ? fe->default_sources() : o_.files;
-    sources_ = request.sources;
+    request.sources = o_.files.empty() ? fe.default_sources() : o_.files;
     request.node = o_.node;
     request.netns = o_.netns;
     for (const auto& kv : o_.frontend_options) {
@@ -331,7 +359,18 @@ class Session {
         throw UsageError("--frontend-option takes KEY=VALUE, got '" + kv + "'");
       request.options[kv.substr(0, eq)] = kv.substr(eq + 1);
     }
-    ruleset_ = fe->load(request, diag_);
+    return request;
+  }
+
+  bool compile() {
+    auto fe = loader_.frontend(o_.frontend, context());
+    return compile(*fe);
+  }
+
+  bool compile(Frontend& fe) {
+    FrontendRequest request = frontend_request(fe);
+    sources_ = request.sources;
+    ruleset_ = fe.load(request, diag_);
     // migrate writes what the user wrote, not what core derived from it (e.g. failsafe chains); the
     // written policy goes through the same passes when it is loaded, so the hash is the same.
     if (o_.command == "migrate") as_written_ = ruleset_;
@@ -542,7 +581,7 @@ class Session {
     if (!o_.vm.count("to")) throw UsageError("migrate needs --to yaml|calico");
     std::string to = o_.vm["to"].as<std::string>();
     std::string out = o_.vm.count("output") ? o_.vm["output"].as<std::string>() : ".";
-    auto writer = loader_.frontend(to, {o_.netns});
+    auto writer = loader_.frontend(to, context());
     if (!writer->can_write())
       throw UsageError("the '" + to + "' frontend cannot write its format; try --to yaml");
     std::error_code ec;
@@ -558,7 +597,7 @@ class Session {
     return 0;
   }
 
-  Loaded<Backend> backend() { return loader_.backend(o_.backend, {o_.netns}); }
+  Loaded<Backend> backend() { return loader_.backend(o_.backend, context()); }
 
   std::unique_ptr<state::WriterLock> writer_lock() const {
     auto seconds = o_.vm["lock-timeout"].as<unsigned>();
@@ -570,12 +609,13 @@ class Session {
     char when[32] = {};
     std::time_t now = std::time(nullptr);
     std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-    state::Applied a{o_.backend, o_.frontend,         hash_, o_.node, when, o_.files, chains,
-                     rules,      ruleset_.sets.size()};
+    state::Applied a{
+        o_.backend, o_.frontend,         hash_, o_.node, when, ruleset_.source_revision, o_.files, chains,
+        rules,      ruleset_.sets.size()};
     for (auto& source : a.sources) {
       std::error_code ec;
       auto absolute = std::filesystem::absolute(source, ec);
-      if (!ec && source != "-") source = absolute.lexically_normal().string();
+      if (!ec && source != "-" && !is_url(source)) source = absolute.lexically_normal().string();
     }
     state::save(o_.netns, a);
   }
@@ -657,9 +697,10 @@ class Session {
 
   // The policy just applied becomes what a later `apply --confirm` rolls back to.
   void keep_as_good() const {
-    bool from_stdin = std::find(sources_.begin(), sources_.end(), "-") != sources_.end();
+    bool cannot_keep = std::any_of(sources_.begin(), sources_.end(),
+                                   [](const std::string& s) { return s == "-" || is_url(s); });
     std::error_code ec;
-    if (from_stdin)
+    if (cannot_keep)
       std::filesystem::remove_all(good_snapshot_dir(o_.netns), ec);
     else
       save_snapshot(good_snapshot_dir(o_.netns), sources_, snapshot_meta());
@@ -674,8 +715,8 @@ class Session {
     if (!good) {
       if (state::load(o_.netns))
         throw UsageError(
-            "the ruleset in the kernel was read from stdin and cannot be restored by --confirm; "
-            "apply it from files first");
+            "the ruleset in the kernel was read from stdin or a datastore and cannot be restored by "
+            "--confirm; apply it from files first");
       args.insert(args.end(), {"--backend", o_.backend, "-q", "flush"});
       return args;
     }
@@ -752,26 +793,41 @@ class Session {
     return 0;
   }
 
-  // Service mode: apply, then reload on SIGHUP (and on file changes with --watch) until SIGTERM. A
-  // policy that fails to load or apply is reported and the kernel keeps the last good ruleset.
+  // Service mode: apply, then reload on SIGHUP, on file changes with --watch and on every change of a
+  // datastore source, until SIGTERM. A policy that fails to load or apply is reported and the kernel
+  // keeps the last good ruleset; so does a datastore that cannot be reached.
   int daemon() {
     auto be = backend();
-    {
-      auto fe = loader_.frontend(o_.frontend, {o_.netns});
-      sources_ = o_.files.empty() ? fe->default_sources() : o_.files;
+    auto fe = loader_.frontend(o_.frontend, context());
+    const FrontendRequest request = frontend_request(*fe);
+    sources_ = request.sources;
+    std::string store_url;
+    std::vector<std::string> watched_files;
+    for (const auto& source : sources_) {
+      if (is_url(source))
+        store_url = source;
+      else if (o_.vm.count("watch"))
+        watched_files.push_back(source);
     }
-    ServiceLoop loop(o_.vm.count("watch") ? sources_ : std::vector<std::string>{});
+    // The loop blocks the signals it waits for; threads a watch starts must inherit that mask.
+    ServiceLoop loop(watched_files);
+    std::unique_ptr<SourceWatch> store = fe->watch(request);
+    if (store) loop.follow(store->fd());
     auto reload = [&]() -> bool {
       diag_ = Diagnostics{};
       std::string failure;
       try {
-        if (compile()) {
+        if (compile(*fe)) {
           if (auto plan = render(*be)) {
             auto lock = writer_lock();
             be->apply(*plan, {false, hash_});
             remember_applied();
             keep_as_good();
-            std::cerr << "fwengine: applied IR " << hash_ << '\n';
+            std::cerr << "fwengine: applied IR " << hash_
+                      << (ruleset_.source_revision.empty()
+                              ? ""
+                              : " (store revision " + ruleset_.source_revision + ")")
+                      << '\n';
             return true;
           }
         }
@@ -785,26 +841,82 @@ class Session {
       } catch (const std::exception& e) {
         failure = e.what();
       }
-      auto applied = state::load(o_.netns);
-      std::cerr << "fwengine: reload failed: " << failure << "; the kernel keeps "
-                << (applied ? "IR " + applied->hash : std::string("what it had")) << '\n';
-      state::record_failure(o_.netns, failure);
+      keep_last_good(failure);
       return false;
     };
     auto ready = [&](bool ok) {
       notify_systemd(std::string("READY=1\nSTATUS=") +
                      (ok ? "enforcing IR " + hash_.substr(0, 16) : "last reload failed; kernel unchanged"));
     };
-    ready(reload());
-    while (loop.wait() == Wake::reload) {
+    // The store's news: a changed policy means a reload; losing the store only keeps what is enforced.
+    bool store_reachable = true;
+    auto store_changed = [&]() -> bool {
+      SourceStatus status = settle(*store);
+      state::save_source(o_.netns, {store_url, status.reachable, status.revision, status.message, ""});
+      if (status.reachable != store_reachable) {
+        store_reachable = status.reachable;
+        if (status.reachable)
+          std::cerr << "fwengine: store " << store_url << " reachable again at revision " << status.revision
+                    << '\n';
+        else
+          keep_last_good("store " + store_url + " unreachable: " + status.message);
+      }
+      return status.changed;
+    };
+    if (store) {
+      // Nothing is applied before the store's first answer; an unreachable store leaves the kernel as it is.
+      while (true) {
+        Wake wake = loop.wait();
+        if (wake == Wake::stop) return stop_daemon(*be);
+        if (wake != Wake::source) continue;
+        bool changed = store_changed();
+        if (changed || !store_reachable) {
+          ready(changed && reload());
+          break;
+        }
+      }
+    } else {
+      ready(reload());
+    }
+    for (Wake wake; (wake = loop.wait()) != Wake::stop;) {
+      if (wake == Wake::source && !store_changed()) continue;
       notify_systemd("RELOADING=1");
       ready(reload());
     }
+    return stop_daemon(*be);
+  }
+
+  // Waits for a burst of changes to end (it is read as one), up to a limit so that a store that never
+  // rests is still followed.
+  static SourceStatus settle(SourceWatch& store) {
+    constexpr auto kQuiet = std::chrono::milliseconds(50);
+    constexpr int kMaxRounds = 10;
+    SourceStatus merged;
+    for (int round = 0; round < kMaxRounds; ++round) {
+      std::this_thread::sleep_for(kQuiet);
+      SourceStatus status = store.consume();
+      status.changed = status.changed || merged.changed;
+      merged = status;
+      pollfd more{store.fd(), POLLIN, 0};
+      if (poll(&more, 1, 0) <= 0) break;
+    }
+    return merged;
+  }
+
+  void keep_last_good(const std::string& failure) const {
+    auto applied = state::load(o_.netns);
+    std::cerr << "fwengine: " << failure << "; the kernel keeps "
+              << (applied ? "IR " + applied->hash : std::string("what it had")) << '\n';
+    state::record_failure(o_.netns, failure);
+  }
+
+  int stop_daemon(Backend& be) {
     notify_systemd("STOPPING=1");
     if (o_.flush_on_stop) {
       auto lock = writer_lock();
-      be->flush();
+      be.flush();
       state::forget(o_.netns);
+      state::forget_source(o_.netns);
       std::cerr << "fwengine: stopped; flushed (flush-on-stop: true)\n";
     } else {
       std::cerr << "fwengine: stopped; the ruleset stays in the kernel\n";
@@ -816,6 +928,7 @@ class Session {
     auto be = backend();
     auto state = be->read_back();
     auto applied = state::load(o_.netns);
+    auto source = state::load_source(o_.netns);
     if (o_.json) {
       json counters = json::array();
       for (const auto& c : state.counters)
@@ -833,31 +946,46 @@ class Session {
                                                    {"sources", applied->sources},
                                                    {"time", applied->time},
                                                    {"hash", applied->hash},
+                                                   {"revision", applied->revision},
                                                    {"rules", applied->rules}}
-                                            : json(nullptr)}}
+                                            : json(nullptr)},
+                        {"source", source ? json{{"url", source->url},
+                                                 {"reachable", source->reachable},
+                                                 {"revision", source->revision},
+                                                 {"message", source->message},
+                                                 {"time", source->time}}
+                                          : json(nullptr)}}
                        .dump(2)
                 << '\n';
       return 0;
     }
     if (!state.present) {
       std::cout << "backend " << o_.backend << ": nothing of fwengine's is loaded\n";
-      return 0;
+    } else {
+      std::cout << "backend " << o_.backend << ": IR " << state.ir_hash << '\n';
+      if (applied && applied->hash == state.ir_hash)
+        std::cout << "applied " << applied->time << " from " << applied->frontend << " ("
+                  << (applied->sources.empty() ? std::string("default sources") : join(applied->sources))
+                  << (applied->revision.empty() ? "" : " at revision " + applied->revision)
+                  << "): " << applied->chains << " chains, " << applied->rules << " rules, " << applied->sets
+                  << " sets\n";
+      else if (applied)
+        std::cout << "warning: the kernel does not hold what fwengine last applied ("
+                  << applied->hash.substr(0, 16) << " at " << applied->time
+                  << "); someone changed it, or it was applied elsewhere\n";
+      for (const auto& c : state.counters)
+        if (c.packets > 0 || o_.verbose)
+          std::cout << "  " << std::right << std::setw(10) << c.packets << " pkts  " << c.chain << " #"
+                    << c.rule << "  " << c.where << '\n';
     }
-    std::cout << "backend " << o_.backend << ": IR " << state.ir_hash << '\n';
-    if (applied && applied->hash == state.ir_hash)
-      std::cout << "applied " << applied->time << " from " << applied->frontend << " ("
-                << (applied->sources.empty() ? std::string("default sources") : join(applied->sources))
-                << "): " << applied->chains << " chains, " << applied->rules << " rules, " << applied->sets
-                << " sets\n";
-    else if (applied)
-      std::cout << "warning: the kernel does not hold what fwengine last applied ("
-                << applied->hash.substr(0, 16) << " at " << applied->time
-                << "); someone changed it, or it was applied elsewhere\n";
-    for (const auto& c : state.counters)
-      if (c.packets > 0 || o_.verbose)
-        std::cout << "  " << std::right << std::setw(10) << c.packets << " pkts  " << c.chain << " #"
-                  << c.rule << "  " << c.where << '\n';
     for (const auto& d : state.drift) std::cout << "drift: " << d << '\n';
+    // What the service knows besides the kernel: also when nothing is loaded (a store down at start).
+    if (source && source->reachable)
+      std::cout << "store " << source->url << ": reachable, revision " << source->revision << " seen ("
+                << source->message << ")\n";
+    else if (source)
+      std::cout << "store " << source->url << ": UNREACHABLE: " << source->message
+                << "; the kernel keeps the last good ruleset\n";
     if (auto pending = load_pending(o_.netns))
       std::cout << "waiting for confirmation: the previous ruleset comes back at " << pending->deadline
                 << " unless 'fwengine confirm' runs\n";
@@ -871,6 +999,7 @@ class Session {
     auto lock = writer_lock();
     be->flush();
     state::forget(o_.netns);
+    state::forget_source(o_.netns);
     clear_pending(o_.netns);
     std::error_code ec;
     std::filesystem::remove_all(good_snapshot_dir(o_.netns), ec);
@@ -918,6 +1047,7 @@ class Session {
   ir::Ruleset as_written_;
   std::vector<std::string> sources_;
   std::string hash_;
+  int origin_netns_fd_ = -1;  // the namespace the engine started in, while it works in --netns
 };
 
 }  // namespace

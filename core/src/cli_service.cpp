@@ -67,8 +67,9 @@ void save_snapshot(const std::string& dir, const std::vector<std::string>& sourc
   if (ec) throw RuntimeError("cannot create " + tmp.string() + ": " + ec.message());
   meta.sources.clear();
   for (std::size_t i = 0; i < sources.size(); ++i) {
-    if (sources[i] == "-")
-      throw UsageError("a policy read from stdin cannot be kept for rollback: give files with -f");
+    if (sources[i] == "-" || sources[i].find("://") != std::string::npos)
+      throw UsageError(
+          "a policy read from stdin or a datastore cannot be kept for rollback: give files with -f");
     const fs::path source = sources[i];
     const fs::path target = tmp / std::to_string(i) / source.filename();
     fs::create_directories(target.parent_path(), ec);
@@ -232,8 +233,9 @@ Wake ServiceLoop::wait() {
     }
   };
   while (true) {
-    pollfd fds[2] = {{signal_fd_, POLLIN, 0}, {inotify_fd_, POLLIN, 0}};
-    int n = poll(fds, inotify_fd_ >= 0 ? 2 : 1, -1);
+    // A negative descriptor is ignored by poll.
+    pollfd fds[3] = {{signal_fd_, POLLIN, 0}, {inotify_fd_, POLLIN, 0}, {source_fd_, POLLIN, 0}};
+    int n = poll(fds, 3, -1);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) throw RuntimeError(std::string("poll: ") + std::strerror(errno));
     if (fds[0].revents & POLLIN) {
@@ -250,6 +252,7 @@ Wake ServiceLoop::wait() {
       } while (true);
       return Wake::reload;
     }
+    if (source_fd_ >= 0 && (fds[2].revents & POLLIN)) return Wake::source;
   }
 }
 

@@ -50,12 +50,15 @@ pid_t spawn_rollback_watchdog(const std::string& netns, unsigned seconds,
 // Tells systemd (NOTIFY_SOCKET) about readiness, status and stopping; nothing without systemd.
 void notify_systemd(const std::string& message);
 
-enum class Wake { reload, stop };
-// Blocks until SIGHUP (reload), SIGTERM/SIGINT (stop), or - when watch paths are given - a change
-// under one of them, debounced so that a burst of writes gives one reload.
+enum class Wake { reload, stop, source };
+// Blocks until SIGHUP (reload), SIGTERM/SIGINT (stop), a change under one of the watch paths (reload,
+// debounced so that a burst of writes gives one reload), or news from a followed live source.
 class ServiceLoop {
  public:
+  // Blocks SIGHUP, SIGTERM and SIGINT in the calling thread (and in every thread it starts later).
   explicit ServiceLoop(const std::vector<std::string>& watch_paths);
+  // Wakes with Wake::source when this descriptor is readable.
+  void follow(int source_fd) { source_fd_ = source_fd; }
   ~ServiceLoop();
   ServiceLoop(const ServiceLoop&) = delete;
   ServiceLoop& operator=(const ServiceLoop&) = delete;
@@ -64,6 +67,7 @@ class ServiceLoop {
  private:
   int signal_fd_ = -1;
   int inotify_fd_ = -1;
+  int source_fd_ = -1;
 };
 
 }  // namespace fwe::cli

@@ -9,6 +9,11 @@ namespace fwe {
 Frontend::~Frontend() = default;
 Backend::~Backend() = default;
 Plan::~Plan() = default;
+SourceWatch::~SourceWatch() = default;
+
+std::unique_ptr<SourceWatch> Frontend::watch(const FrontendRequest&) {
+  return nullptr;
+}
 
 bool Frontend::write(const ir::Ruleset&, const std::string&, Diagnostics& diag) {
   diag.error({}, "this frontend cannot write its own format", "choose another --to");

@@ -30,6 +30,33 @@ std::string ensure_dir(const std::string& netns) {
   if (ec) throw RuntimeError("cannot create " + dir + ": " + ec.message());
   return dir;
 }
+// A reader sees the old or the new file, never half of one.
+void write_atomically(const std::string& path, const json& j) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << j.dump(2) << '\n';
+    if (!out) throw RuntimeError("cannot write " + tmp);
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw RuntimeError("cannot write " + path + ": " + ec.message());
+}
+
+std::optional<json> read_object(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  json j = json::parse(in, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return std::nullopt;
+  return j;
+}
+
+std::string now_iso() {
+  char when[32] = {};
+  std::time_t now = std::time(nullptr);
+  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  return when;
+}
 }  // namespace
 
 std::string run_dir(const std::string& netns) {
@@ -66,26 +93,18 @@ WriterLock::~WriterLock() {
 
 void save(const std::string& netns, const Applied& a) {
   std::string dir = ensure_dir(netns);
-  json j = {{"backend", a.backend}, {"frontend", a.frontend}, {"hash", a.hash},
-            {"node", a.node},       {"time", a.time},         {"sources", a.sources},
-            {"chains", a.chains},   {"rules", a.rules},       {"sets", a.sets}};
-  std::string tmp = dir + "/state.json.tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << j.dump(2) << '\n';
-    if (!out) throw RuntimeError("cannot write " + tmp);
-  }
+  json j = {{"backend", a.backend}, {"frontend", a.frontend}, {"hash", a.hash},     {"node", a.node},
+            {"time", a.time},       {"sources", a.sources},   {"chains", a.chains}, {"rules", a.rules},
+            {"sets", a.sets},       {"revision", a.revision}};
+  write_atomically(dir + "/state.json", j);
   std::error_code ec;
-  fs::rename(tmp, dir + "/state.json", ec);  // atomic: a reader sees the old or the new file
-  if (ec) throw RuntimeError("cannot write " + dir + "/state.json: " + ec.message());
   fs::remove(dir + "/failure.json", ec);
 }
 
 std::optional<Applied> load(const std::string& netns) {
-  std::ifstream in(run_dir(netns) + "/state.json");
-  if (!in) return std::nullopt;
-  json j = json::parse(in, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return std::nullopt;
+  auto found = read_object(run_dir(netns) + "/state.json");
+  if (!found) return std::nullopt;
+  const json& j = *found;
   Applied a;
   a.backend = j.value("backend", "");
   a.frontend = j.value("frontend", "");
@@ -96,6 +115,7 @@ std::optional<Applied> load(const std::string& netns) {
   a.chains = j.value("chains", std::size_t{0});
   a.rules = j.value("rules", std::size_t{0});
   a.sets = j.value("sets", std::size_t{0});
+  a.revision = j.value("revision", "");
   return a;
 }
 
@@ -105,20 +125,33 @@ void forget(const std::string& netns) {
 }
 
 void record_failure(const std::string& netns, const std::string& message) {
-  std::string dir = ensure_dir(netns);
-  char when[32] = {};
-  std::time_t now = std::time(nullptr);
-  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-  std::ofstream out(dir + "/failure.json", std::ios::trunc);
-  out << json{{"time", when}, {"message", message}}.dump(2) << '\n';
+  write_atomically(ensure_dir(netns) + "/failure.json", {{"time", now_iso()}, {"message", message}});
 }
 
 std::optional<Failure> last_failure(const std::string& netns) {
-  std::ifstream in(run_dir(netns) + "/failure.json");
-  if (!in) return std::nullopt;
-  json j = json::parse(in, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return std::nullopt;
-  return Failure{j.value("time", ""), j.value("message", "")};
+  auto j = read_object(run_dir(netns) + "/failure.json");
+  if (!j) return std::nullopt;
+  return Failure{j->value("time", ""), j->value("message", "")};
+}
+
+void save_source(const std::string& netns, const Source& s) {
+  write_atomically(ensure_dir(netns) + "/source.json", {{"url", s.url},
+                                                        {"reachable", s.reachable},
+                                                        {"revision", s.revision},
+                                                        {"message", s.message},
+                                                        {"time", now_iso()}});
+}
+
+std::optional<Source> load_source(const std::string& netns) {
+  auto j = read_object(run_dir(netns) + "/source.json");
+  if (!j) return std::nullopt;
+  return Source{j->value("url", ""), j->value("reachable", false), j->value("revision", ""),
+                j->value("message", ""), j->value("time", "")};
+}
+
+void forget_source(const std::string& netns) {
+  std::error_code ec;
+  fs::remove(run_dir(netns) + "/source.json", ec);
 }
 
 }  // namespace fwe::state

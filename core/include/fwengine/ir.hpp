@@ -273,6 +273,7 @@ struct Failsafe {
 struct Ruleset {
   std::string frontend;            // who made it (not part of the hash)
   std::vector<std::string> files;  // Origin::loc.file indexes this (not part of the hash)
+  std::string source_revision;     // the datastore revision it was read at, "" for files (not hashed)
   std::map<std::string, AddrSet> sets;
   std::map<std::string, Chain> chains;
   std::array<StageDef, kStageCount> stages;

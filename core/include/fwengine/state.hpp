@@ -27,6 +27,7 @@ class WriterLock {
 
 struct Applied {
   std::string backend, frontend, hash, node, time;
+  std::string revision;  // the datastore revision the policy was read at ("" for files)
   std::vector<std::string> sources;
   std::size_t chains = 0, rules = 0, sets = 0;
 };
@@ -42,5 +43,17 @@ struct Failure {
 };
 void record_failure(const std::string& netns, const std::string& message);
 std::optional<Failure> last_failure(const std::string& netns);
+
+// The health of a live source (a datastore) as the daemon last saw it: source.json, written atomically
+// so that status and monitoring read a whole one.
+struct Source {
+  std::string url;
+  bool reachable = false;
+  std::string revision;  // the newest revision seen
+  std::string message, time;
+};
+void save_source(const std::string& netns, const Source&);
+std::optional<Source> load_source(const std::string& netns);
+void forget_source(const std::string& netns);
 
 }  // namespace fwe::state

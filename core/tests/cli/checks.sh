@@ -18,3 +18,7 @@ contains() {  # contains NAME TEXT
   fi
   passes=$((passes + 1))
 }
+summary() {  # the closing line CTest logs; the exit status of the test
+  echo "$passes passed, $failures failed"
+  [ "$failures" = 0 ]
+}

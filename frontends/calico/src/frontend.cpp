@@ -25,7 +25,19 @@ bool is_policy_file(const std::filesystem::path& path) {
   return ext == ".yaml" || ext == ".yml" || ext == ".json";
 }
 
-void read_source(const std::string& source, Reader& reader, Diagnostics& diag) {
+// Each resource of the store is read as a document of its own, named by its key in messages.
+void read_store(const etcd::Snapshot& snapshot, Reader& reader, Diagnostics& diag) {
+  for (const auto& [key, value] : snapshot.resources) {
+    const std::uint32_t file = diag.add_file("etcd:" + key);
+    if (auto documents = yaml::parse(value, file, diag)) reader.read_documents(*documents);
+  }
+}
+
+void read_source(const LoadRequest& request, const std::string& source, Reader& reader, Diagnostics& diag) {
+  if (etcd::is_source(source)) {
+    read_store(request.store_snapshots.at(source), reader, diag);
+    return;
+  }
   if (source == "-") {
     const std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
     const std::uint32_t file = diag.add_file("<stdin>");
@@ -65,12 +77,16 @@ std::string host_name() {
 TieBreak read_tie_break(const std::map<std::string, std::string>& options, Diagnostics& diag) {
   TieBreak tie_break = TieBreak::v3_32;
   for (const auto& [key, value] : options) {
-    if (key != "policy-tiebreak") {
-      std::string hint = did_you_mean(key, {"policy-tiebreak"});
-      if (hint.empty()) hint = "the calico frontend knows: policy-tiebreak=3.32|3.31";
+    if (std::find(kOptionNames.begin(), kOptionNames.end(), key) == kOptionNames.end()) {
+      std::string hint = did_you_mean(key, kOptionNames);
+      if (hint.empty())
+        hint =
+            "the calico frontend knows: policy-tiebreak=3.32|3.31, etcd-ca=FILE, etcd-cert=FILE, "
+            "etcd-key=FILE";
       diag.error({}, "unknown calico option '" + key + "'", hint);
       continue;
     }
+    if (key != "policy-tiebreak") continue;
     if (value == "3.31") {
       tie_break = TieBreak::v3_31;
     } else if (value != "3.32") {
@@ -114,7 +130,7 @@ ir::Ruleset load(const LoadRequest& request, Diagnostics& diag) {
   options.tie_break = read_tie_break(request.options, diag);
   Model model;
   Reader reader(model, diag);
-  for (const std::string& source : request.sources) read_source(source, reader, diag);
+  for (const std::string& source : request.sources) read_source(request, source, reader, diag);
   if (diag.has_errors()) {
     ir::Ruleset empty;
     empty.frontend = "calico";
@@ -123,7 +139,11 @@ ir::Ruleset load(const LoadRequest& request, Diagnostics& diag) {
   }
   options.interface_addresses =
       request.interface_addresses ? *request.interface_addresses : read_interface_addresses();
-  return map_to_ir(model, options, diag);
+  ir::Ruleset ruleset = map_to_ir(model, options, diag);
+  for (const auto& [source, snapshot] : request.store_snapshots)
+    ruleset.source_revision +=
+        (ruleset.source_revision.empty() ? "" : ",") + std::to_string(snapshot.revision);
+  return ruleset;
 }
 
 }  // namespace fwe::calico

@@ -6,18 +6,26 @@
 #include <string>
 #include <vector>
 
+#include "etcd.hpp"
 #include "fwengine/diagnostics.hpp"
 #include "fwengine/ir.hpp"
 
 namespace fwe::calico {
 
 struct LoadRequest {
-  std::vector<std::string> sources;  // files, directories (*.yaml, *.yml, *.json, sorted) or "-" for stdin
-  std::string node;                  // empty: this host's name
+  // files, directories (*.yaml, *.yml, *.json, sorted), "-" for stdin, or etcd://HOST:PORT[,...]
+  std::vector<std::string> sources;
+  std::string node;  // empty: this host's name
   std::map<std::string, std::string> options;
   // The interfaces' addresses; when absent they are read from the current network namespace.
   std::optional<std::map<std::string, std::vector<ir::IpAddr>>> interface_addresses;
+  // What each etcd:// source holds, read by the caller (a live watch, or one list).
+  std::map<std::string, etcd::Snapshot> store_snapshots;
 };
+
+// The calico frontend's own options (--frontend-option KEY=VALUE).
+inline const std::vector<std::string_view> kOptionNames = {"policy-tiebreak", "etcd-ca", "etcd-cert",
+                                                           "etcd-key"};
 
 ir::Ruleset load(const LoadRequest& request, Diagnostics& diag);
 

@@ -1,14 +1,26 @@
 // plugin.cpp - registers the Calico frontend with the engine.
 #include "fwengine/plugin.hpp"
 
+#include "etcd.hpp"
 #include "frontend.hpp"
 
 namespace fwe::calico {
 namespace {
 
+// What the engine holds of a watch; the frontend keeps only a weak reference for load().
+class SharedWatch final : public SourceWatch {
+ public:
+  explicit SharedWatch(std::shared_ptr<etcd::Watch> watch) : watch_(std::move(watch)) {}
+  int fd() const override { return watch_->fd(); }
+  SourceStatus consume() override { return watch_->consume(); }
+
+ private:
+  std::shared_ptr<etcd::Watch> watch_;
+};
+
 class CalicoFrontend final : public Frontend {
  public:
-  explicit CalicoFrontend(const PluginContext& /*context*/) {}
+  explicit CalicoFrontend(const PluginContext& context) : origin_netns_fd_(context.origin_netns_fd) {}
 
   std::vector<std::string> default_sources() const override { return {"/etc/fwengine/calico/"}; }
 
@@ -17,8 +29,40 @@ class CalicoFrontend final : public Frontend {
     load_request.sources = request.sources;
     load_request.node = request.node;
     load_request.options = request.options;
+    for (const auto& source : request.sources) {
+      if (!etcd::is_source(source)) continue;
+      auto watched = watches_.find(source);
+      auto live = watched == watches_.end() ? nullptr : watched->second.lock();
+      if (!live) {
+        etcd::Client client(etcd::parse_source(source, request.options), origin_netns_fd_);
+        load_request.store_snapshots[source] = client.list();
+        continue;
+      }
+      auto snapshot = live->snapshot();
+      if (!snapshot) throw RuntimeError("the etcd store at " + source + " has not answered yet");
+      load_request.store_snapshots[source] = std::move(*snapshot);
+    }
     return calico::load(load_request, diag);
   }
+
+  // One watch per etcd source; files are watched by the daemon itself.
+  std::unique_ptr<SourceWatch> watch(const FrontendRequest& request) override {
+    std::string store;
+    for (const auto& source : request.sources) {
+      if (!etcd::is_source(source)) continue;
+      if (!store.empty())
+        throw UsageError("the daemon follows one etcd store; give its endpoints in one etcd:// source");
+      store = source;
+    }
+    if (store.empty()) return nullptr;
+    auto watch = std::make_shared<etcd::Watch>(etcd::parse_source(store, request.options), origin_netns_fd_);
+    watches_[store] = watch;
+    return std::make_unique<SharedWatch>(std::move(watch));
+  }
+
+ private:
+  int origin_netns_fd_;
+  std::map<std::string, std::weak_ptr<etcd::Watch>> watches_;
 };
 
 }  // namespace
@@ -26,5 +70,6 @@ class CalicoFrontend final : public Frontend {
 
 FWE_REGISTER_FRONTEND(
     "calico", "0.1.0",
-    "Calico HostEndpoints, GlobalNetworkPolicy and FelixConfiguration with Felix's verdicts",
+    "Calico HostEndpoints, GlobalNetworkPolicy, GlobalNetworkSet and FelixConfiguration from files or "
+    "Calico's etcdv3 datastore, with Felix's verdicts",
     fwe::calico::CalicoFrontend)

@@ -17,7 +17,7 @@
 #include "fwengine/diagnostics.hpp"
 #include "fwengine/ir.hpp"
 
-#define FWE_PLUGIN_ABI_VERSION 2u
+#define FWE_PLUGIN_ABI_VERSION 3u
 
 #define FWE_API __attribute__((visibility("default")))
 
@@ -36,6 +36,9 @@ extern "C" struct PluginDescriptor {
 // Given to a plugin when it is created.
 struct PluginContext {
   std::string netns;  // the namespace the engine has entered ("" = the one it started in)
+  // The namespace the engine started in, while it works inside another (-1 otherwise): sockets to the
+  // host's own services, such as a datastore on loopback, are made there.
+  int origin_netns_fd = -1;
 };
 
 // ---- frontends ----------------------------------------------------------------------------------
@@ -46,6 +49,22 @@ struct FrontendRequest {
   std::map<std::string, std::string> options;  // --option key=value, frontend-specific
 };
 
+// What a live source (a datastore) reports to the daemon that watches it.
+struct SourceStatus {
+  bool reachable = false;
+  bool changed = false;  // the policy in the source changed since the last consume()
+  std::string revision;  // the newest revision of the source seen
+  std::string message;   // why the source is unreachable
+};
+
+// A source that changes by itself. The daemon polls fd() and calls consume() when it is readable.
+class FWE_API SourceWatch {
+ public:
+  virtual ~SourceWatch();
+  virtual int fd() const = 0;
+  virtual SourceStatus consume() = 0;
+};
+
 class FWE_API Frontend {
  public:
   virtual ~Frontend();
@@ -54,6 +73,9 @@ class FWE_API Frontend {
   // Reads the sources into one ruleset. Errors go to diag (all of them, with locations); the caller
   // checks diag.has_errors() and never applies a ruleset that had one.
   virtual ir::Ruleset load(const FrontendRequest& request, Diagnostics& diag) = 0;
+  // Starts watching sources that change by themselves; load() then reads what the watch has seen.
+  // Default (files): nothing to watch here, the daemon watches files itself.
+  virtual std::unique_ptr<SourceWatch> watch(const FrontendRequest& request);
   // Writes a ruleset in this frontend's own format (`migrate --to NAME`), one or more files in out_dir;
   // returns false (with diagnostics) for what the format cannot express. Default: cannot write.
   virtual bool can_write() const { return false; }

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# test_etcd.sh FWENGINE SOURCE_DIR - the calico frontend's etcd source against a real etcd (one member on
+# loopback, started and removed here): the same IR as from files, errors located at the resource's key,
+# an unreachable store, bad URLs and options; then, as root, a daemon in a namespace of its own that
+# follows the store (it reaches etcd from the namespace it started in), survives the store going away
+# and catches up when it is back. Exit 77 (skipped) without etcd or without root for the daemon part.
+set -u
+engine=$1 src=$2
+source "$src/core/tests/cli/checks.sh"
+command -v etcd >/dev/null && command -v etcdctl >/dev/null || { echo "skipped: etcd and etcdctl are not installed"; exit 77; }
+export ETCDCTL_API=3
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+client_port=$(free_port) peer_port=$(free_port) dead_port=$(free_port)
+endpoint=127.0.0.1:$client_port
+etcd_pid="" daemon_pid="" netns=""
+cleanup() {
+  [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
+  [ -n "$etcd_pid" ] && kill "$etcd_pid" 2>/dev/null && wait "$etcd_pid" 2>/dev/null
+  [ -n "$netns" ] && ip netns del "$netns" 2>/dev/null && rm -rf "/run/fwengine/$netns"
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+start_etcd() {
+  etcd --name t --data-dir "$work/etcd" --listen-client-urls "http://$endpoint" --advertise-client-urls "http://$endpoint" \
+    --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
+    --initial-cluster "t=http://127.0.0.1:$peer_port" >>"$work/etcd.log" 2>&1 &
+  etcd_pid=$!
+  for _ in $(seq 100); do etcdctl --endpoints "$endpoint" endpoint health >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "etcd did not start:"; cat "$work/etcd.log"; exit 1
+}
+stop_etcd() { kill "$etcd_pid"; wait "$etcd_pid" 2>/dev/null; etcd_pid=""; }
+
+prefix=/calico/resources/v3/projectcalico.org
+put() { etcdctl --endpoints "$endpoint" put "$prefix/$1" "$2" >/dev/null; }
+# The fixture as calicoctl would store it: each resource as JSON under its kind's plural and name.
+put_fixture() {
+  python3 - "$1" <<'EOF' | while read -r key value; do put "$key" "$value"; done
+import json, sys, pathlib, yaml
+plural = {"HostEndpoint": "hostendpoints", "GlobalNetworkPolicy": "globalnetworkpolicies",
+          "GlobalNetworkSet": "globalnetworksets", "FelixConfiguration": "felixconfigurations", "Tier": "tiers"}
+for path in sorted(pathlib.Path(sys.argv[1]).glob("*.yaml")):
+    for doc in yaml.safe_load_all(path.read_text()):
+        for resource in doc.get("items", [doc]) if doc else []:
+            print(f'{plural[resource["kind"]]}/{resource["metadata"]["name"]}', json.dumps(resource))
+EOF
+}
+
+start_etcd
+fixture=$src/fixtures/calico/home-cluster
+node=worker1.kryukov.local
+put_fixture "$fixture"
+# Keys of kinds the frontend does not read are ignored, whatever they hold.
+put nodes/worker1 'not even JSON'
+put ippools/default '{"kind": "IPPool"}'
+
+check "files" 0 "$engine" --frontend calico -f "$fixture" --node $node -q check
+want=${out##* }
+check "etcd: the same IR as from files" 0 "$engine" --frontend calico --source "etcd://$endpoint" --node $node -q check
+contains "etcd: the same IR as from files" "$want"
+check "etcd: -f takes a URL too; a dead endpoint before a live one is skipped" 0 \
+  "$engine" --frontend calico -f "etcd://127.0.0.1:$dead_port,$endpoint" --node $node -q check
+contains "etcd: failover" "$want"
+check "etcd: trace" 0 "$engine" --frontend calico --source "etcd://$endpoint" --node $node trace \
+  --iif ens160 --src 192.168.218.1 --dst 192.168.218.176 --proto tcp --dport 22
+contains "etcd: trace" "accept"
+check "etcd: every endpoint down" 1 "$engine" --frontend calico --source "etcd://127.0.0.1:$dead_port" --node $node check
+contains "etcd: every endpoint down" "no etcd endpoint answered"
+contains "etcd: every endpoint down names the endpoint" "127.0.0.1:$dead_port"
+check "etcd: URL without a port" 2 "$engine" --frontend calico --source etcd://localhost check
+contains "etcd: URL without a port" "is not HOST:PORT"
+check "etcd: a key without its certificate" 2 "$engine" --frontend calico --source "etcd://$endpoint" --etcd-key k.pem check
+contains "etcd: a key without its certificate" "--etcd-cert and --etcd-key go together"
+check "etcd: TLS options need the calico frontend" 2 "$engine" --frontend yaml --etcd-ca ca.pem check
+contains "etcd: TLS options need the calico frontend" "need --frontend calico"
+check "etcd: a TLS store that is not there" 1 "$engine" --frontend calico --source "etcd://127.0.0.1:$dead_port" \
+  --etcd-ca /nonexistent/ca.pem check
+contains "etcd: TLS is https" "https://127.0.0.1:$dead_port"
+
+put globalnetworkpolicies/bad '{"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
+  "metadata": {"name": "bad"}, "spec": {"selector": "a ==", "ingress": [{"action": "Allow"}]}}'
+check "etcd: a bad resource is located at its key" 2 "$engine" --frontend calico --source "etcd://$endpoint" --node $node check
+contains "etcd: a bad resource is located at its key" "etcd:$prefix/globalnetworkpolicies/bad:2:"
+contains "etcd: a bad resource says what is wrong" "invalid selector"
+etcdctl --endpoints "$endpoint" del "$prefix/globalnetworkpolicies/bad" >/dev/null
+
+# ---- the daemon follows the store from inside a namespace (root) ---------------------------------------
+if [ "$(id -u)" != 0 ] || ! ip netns add "fwe-etcd-$$" 2>/dev/null; then
+  summary
+  echo "skipped: the daemon part needs root and network namespaces"
+  [ "$failures" = 0 ] && exit 77 || exit 1
+fi
+netns=fwe-etcd-$$
+ip -n "$netns" link add ens160 type veth peer name peer0
+ip -n "$netns" link set ens160 up
+state=/run/fwengine/$netns/state.json
+revision() { etcdctl --endpoints "$endpoint" get / --prefix --keys-only --limit 1 -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)["header"]["revision"])'; }
+applied_revision() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("revision", ""))' "$state" 2>/dev/null; }
+wait_for() {  # wait_for WHAT COMMAND...: up to 15 s
+  for _ in $(seq 150); do "${@:2}" && { passes=$((passes + 1)); return 0; }; sleep 0.1; done
+  echo "FAIL $1"; sed 's/^/    /' "$work/daemon.log"; failures=$((failures + 1)); return 1
+}
+at_revision() { [ "$(applied_revision)" = "$1" ]; }
+kernel_has() { ip netns exec "$netns" nft list table inet fwengine 2>/dev/null | grep -q -- "$1"; }
+
+stop_etcd
+"$engine" --frontend calico --backend nft --netns "$netns" --node $node --source "etcd://$endpoint" daemon \
+  >"$work/daemon.log" 2>&1 &
+daemon_pid=$!
+wait_for "daemon: a store down at start is reported" grep -q "unreachable" "$work/daemon.log"
+check "daemon: nothing applied while the store is down" 0 "$engine" --netns "$netns" --backend nft status
+contains "daemon: nothing applied while the store is down" "nothing of fwengine's is loaded"
+contains "daemon: status says the store is unreachable" "UNREACHABLE"
+
+start_etcd
+wait_for "daemon: applies once the store answers" at_revision "$(revision)"
+wait_for "daemon: the policy is in the kernel" kernel_has "tcp dport"
+check "daemon: status names the revision" 0 "$engine" --netns "$netns" --backend nft status
+contains "daemon: status names the revision" "at revision $(revision)"
+contains "daemon: status says the store is reachable" "reachable, revision"
+
+put globalnetworksets/blocked '{"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkSet",
+  "metadata": {"name": "blocked", "labels": {"blocked": "true"}}, "spec": {"nets": ["198.51.100.0/24"]}}'
+put globalnetworkpolicies/deny-blocked '{"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
+  "metadata": {"name": "deny-blocked"}, "spec": {"order": 1, "selector": "all()",
+  "ingress": [{"action": "Deny", "source": {"selector": "blocked == \"true\""}}]}}'
+wait_for "daemon: follows a change" at_revision "$(revision)"
+wait_for "daemon: the change is in the kernel" kernel_has "198.51.100.0/24"
+
+put globalnetworkpolicies/bad '{"kind": "GlobalNetworkPolicy", "metadata": {"name": "bad"}, "spec": {"selector": "(("}}'
+wait_for "daemon: a bad resource is reported" grep -q "globalnetworkpolicies/bad" "$work/daemon.log"
+check "daemon: status shows the failure" 0 "$engine" --netns "$netns" --backend nft status
+contains "daemon: status shows the failure" "last reload failed"
+wait_for "daemon: the last good ruleset stays" kernel_has "198.51.100.0/24"
+
+stop_etcd
+wait_for "daemon: a store that goes away is reported" grep -q "keeps IR" "$work/daemon.log"
+wait_for "daemon: the ruleset stays while the store is away" kernel_has "198.51.100.0/24"
+start_etcd
+etcdctl --endpoints "$endpoint" del "$prefix/globalnetworkpolicies/bad" >/dev/null
+etcdctl --endpoints "$endpoint" del "$prefix/globalnetworkpolicies/deny-blocked" >/dev/null
+wait_for "daemon: catches up after the store is back" at_revision "$(revision)"
+wait_for "daemon: the removed policy left the kernel" bash -c "! ip netns exec $netns nft list table inet fwengine | grep -q 198.51.100.0/24"
+
+kill "$daemon_pid"
+wait "$daemon_pid"
+rc=$?
+daemon_pid=""
+if [ "$rc" = 0 ]; then passes=$((passes + 1)); else echo "FAIL daemon: SIGTERM ends it cleanly (exit $rc)"; failures=$((failures + 1)); fi
+summary
