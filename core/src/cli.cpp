@@ -77,7 +77,7 @@ struct Options {
   bool json = false, verbose = false, quiet = false;
   // --firewalld-defaults or --firewalld-compat given
   bool firewalld_aliases = false;
-  // --etcd-ca, --etcd-cert or --etcd-key given
+  // --etcd-ca, --etcd-cert, --etcd-key or --etcd-cache given
   bool etcd_aliases = false;
   bool flush_on_stop = false;  // daemon: remove the ruleset on SIGTERM (off: a firewall stays up)
   po::variables_map vm;
@@ -102,6 +102,9 @@ po::options_description describe_options() {
       ("etcd-ca", po::value<std::string>(), "calico etcd source: CA certificate file (PEM); turns on TLS")
       ("etcd-cert", po::value<std::string>(), "calico etcd source: client certificate file (PEM)")
       ("etcd-key", po::value<std::string>(), "calico etcd source: client key file (PEM)")
+      ("etcd-cache", po::value<std::string>(),
+       "daemon with an etcd source: keep the store's last policy there (default "
+       "/var/lib/fwengine/etcd-cache/NODE.json; none: keep nothing)")
       ("lock-timeout", po::value<unsigned>()->default_value(30),
        "seconds to wait while another fwengine changes the same namespace")
       ("json", "machine-readable output")
@@ -200,7 +203,7 @@ Options parse_options(int argc, char** argv) {
   }
   o.firewalld_aliases = vm.count("firewalld-defaults") || vm.count("firewalld-compat");
   // Aliases of --frontend-option etcd-ca=FILE etc.; Session checks the frontend is calico.
-  for (const char* key : {"etcd-ca", "etcd-cert", "etcd-key"})
+  for (const char* key : {"etcd-ca", "etcd-cert", "etcd-key", "etcd-cache"})
     if (vm.count(key)) {
       o.frontend_options.push_back(std::string(key) + "=" + str(key));
       o.etcd_aliases = true;
@@ -314,8 +317,8 @@ class Session {
       throw UsageError("--firewalld-defaults and --firewalld-compat need --frontend firewalld, not '" +
                        o_.frontend + "'");
     if (o_.etcd_aliases && o_.frontend != "calico")
-      throw UsageError("--etcd-ca, --etcd-cert and --etcd-key need --frontend calico, not '" + o_.frontend +
-                       "'");
+      throw UsageError("--etcd-ca, --etcd-cert, --etcd-key and --etcd-cache need --frontend calico, not '" +
+                       o_.frontend + "'");
     if (o_.backend.empty()) o_.backend = "nft";
     if (o_.node.empty()) o_.node = host_name();
     if (c == "plugins") return plugins();

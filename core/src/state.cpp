@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -59,8 +60,27 @@ std::string now_iso() {
 }
 }  // namespace
 
+// The namespace this process is in, by name: the name `ip netns` knows it by (so that `ip netns exec X`
+// and `--netns X` share one state), "default" for the host's (that of pid 1, or when pid 1 cannot be
+// looked at), else netns-<inode> (`unshare -n`): never the host's state for another namespace.
+std::string current_netns_name() {
+  struct stat self {};
+  if (stat("/proc/self/ns/net", &self) != 0) return "default";
+  auto same = [&](const struct stat& other) {
+    return other.st_ino == self.st_ino && other.st_dev == self.st_dev;
+  };
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/run/netns", ec)) {
+    struct stat named {};
+    if (stat(entry.path().c_str(), &named) == 0 && same(named)) return entry.path().filename().string();
+  }
+  struct stat host {};
+  if (stat("/proc/1/ns/net", &host) != 0 || same(host)) return "default";
+  return "netns-" + std::to_string(self.st_ino);
+}
+
 std::string run_dir(const std::string& netns) {
-  return std::string(kRunRoot) + "/" + (netns.empty() ? "default" : netns);
+  return std::string(kRunRoot) + "/" + (netns.empty() ? current_netns_name() : netns);
 }
 
 WriterLock::WriterLock(const std::string& netns, std::chrono::milliseconds timeout) {

@@ -9,7 +9,8 @@
 
 namespace fwe::state {
 
-// /run/fwengine/<netns, or "default" for the namespace fwengine started in>.
+// /run/fwengine/<netns>; without --netns: "default" in the host's namespace, the `ip netns` name of
+// the namespace fwengine runs in, or netns-<inode> for an anonymous one.
 std::string run_dir(const std::string& netns);
 
 // Serialises apply, flush and reloads per namespace. A second writer waits up to timeout, then gets a

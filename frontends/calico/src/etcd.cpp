@@ -14,8 +14,11 @@
 #include <array>
 #include <chrono>
 #include <exception>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "fwengine/diagnostics.hpp"
 
@@ -30,6 +33,11 @@ constexpr std::array<std::string_view, 5> kPolicyPlurals = {
 
 constexpr long kConnectTimeoutMs = 2000;
 constexpr long kListTimeoutMs = 10000;
+// A watch that is quiet is not proof of life: a member that hangs, or that lost the leader, keeps the
+// stream open and sends nothing. Every kProbeEvery the watched member must answer a linearizable read
+// (which needs the leader) within kProbeTimeoutMs, or the watch moves to the next member.
+constexpr auto kProbeEvery = std::chrono::seconds(3);
+constexpr long kProbeTimeoutMs = 2000;
 constexpr auto kFirstBackoff = std::chrono::milliseconds(200);
 constexpr auto kLastBackoff = std::chrono::seconds(5);
 
@@ -136,9 +144,12 @@ class Request {
 
   void set_timeout(long ms) { curl_easy_setopt(handle_.get(), CURLOPT_TIMEOUT_MS, ms); }
 
-  // Polled by libcurl at least once a second: how a watch notices that it is to stop.
-  void stop_when(const std::atomic<bool>& stop) {
+  // Polled by libcurl at least once a second: how a watch notices that it is to stop, or that its
+  // member no longer answers (alive() false).
+  void stop_when(const std::atomic<bool>& stop, std::function<bool()> alive) {
     stop_ = &stop;
+    alive_ = std::move(alive);
+    last_probe_ = std::chrono::steady_clock::now();
     curl_easy_setopt(handle_.get(), CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(handle_.get(), CURLOPT_XFERINFOFUNCTION, &Request::progress);
     curl_easy_setopt(handle_.get(), CURLOPT_XFERINFODATA, this);
@@ -150,6 +161,7 @@ class Request {
     CURLcode code = curl_easy_perform(handle_.get());
     if (sink_error_) std::rethrow_exception(sink_error_);
     if (stop_ && stop_->load()) return {};
+    if (dead_) return "no answer to a read within " + std::to_string(kProbeTimeoutMs) + " ms";
     if (code != CURLE_OK) return error_[0] ? std::string(error_) : curl_easy_strerror(code);
     long status = 0;
     curl_easy_getinfo(handle_.get(), CURLINFO_RESPONSE_CODE, &status);
@@ -169,7 +181,13 @@ class Request {
     return size * count;
   }
   static int progress(void* self_ptr, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
-    return static_cast<Request*>(self_ptr)->stop_->load() ? 1 : 0;
+    auto* self = static_cast<Request*>(self_ptr);
+    if (self->stop_->load()) return 1;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - self->last_probe_ < kProbeEvery) return 0;
+    self->last_probe_ = now;
+    self->dead_ = !self->alive_();
+    return self->dead_ ? 1 : 0;
   }
 
   std::unique_ptr<CURL, CurlDeleter> handle_;
@@ -179,6 +197,9 @@ class Request {
   const Sink* sink_ = nullptr;
   std::exception_ptr sink_error_;
   const std::atomic<bool>* stop_ = nullptr;
+  std::function<bool()> alive_;
+  std::chrono::steady_clock::time_point last_probe_;
+  bool dead_ = false;
 };
 
 std::string error_of(const json& reply) {
@@ -243,8 +264,20 @@ Endpoints parse_source(std::string_view source, const std::map<std::string, std:
 }
 
 Client::Client(Endpoints endpoints, int origin_netns_fd)
-    : endpoints_(std::move(endpoints)), origin_netns_fd_(origin_netns_fd) {
+    : endpoints_(std::move(endpoints)),
+      // Hosts of a fleet start on different members, so that no one member serves them all.
+      current_(std::random_device{}() % endpoints_.urls.size()),
+      origin_netns_fd_(origin_netns_fd) {
   init_curl_once();
+}
+
+bool Client::answers(const std::string& url) {
+  json read = range_of_resources();
+  read["limit"] = 1;
+  read["keys_only"] = true;
+  Request request(endpoints_, url + "/v3/kv/range", read.dump(), &origin_netns_fd_);
+  request.set_timeout(kProbeTimeoutMs);
+  return request.perform([](std::string_view) { return true; }).empty();
 }
 
 Snapshot Client::list() {
@@ -285,7 +318,7 @@ void Client::watch(std::int64_t after, const OnChange& on_change, const std::ato
   create["start_revision"] = std::to_string(after + 1);
   const std::string url = endpoints_.urls[current_];
   Request request(endpoints_, url + "/v3/watch", json{{"create_request", create}}.dump(), &origin_netns_fd_);
-  request.stop_when(stop);
+  request.stop_when(stop, [this, &url] { return answers(url); });
   std::string pending;
   // The gateway streams one JSON object per line.
   std::string error = request.perform([&](std::string_view part) {
@@ -321,8 +354,38 @@ void Client::watch(std::int64_t after, const OnChange& on_change, const std::ato
   throw RuntimeError("the watch on " + url + " ended: " + (error.empty() ? "the store closed it" : error));
 }
 
-Watch::Watch(Endpoints endpoints, int origin_netns_fd)
-    : client_(std::move(endpoints), origin_netns_fd), event_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+// The cache: the last policy read from the store, kept across reboots (0600, replaced atomically).
+void save_cache(const std::string& file, const Snapshot& snapshot) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(fs::path(file).parent_path(), ec);
+  const std::string tmp = file + ".tmp";
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return;  // a cache that cannot be written only costs the fallback at the next boot
+  const std::string text =
+      json{{"revision", snapshot.revision}, {"resources", snapshot.resources}}.dump() + "\n";
+  const bool written = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  close(fd);
+  if (written) fs::rename(tmp, file, ec);
+}
+
+std::optional<Snapshot> load_cache(const std::string& file) {
+  std::ifstream in(file);
+  if (!in) return std::nullopt;
+  json j = json::parse(in, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("resources") || !j["resources"].is_object())
+    return std::nullopt;
+  Snapshot snapshot;
+  snapshot.revision = int_field(j, "revision");
+  for (const auto& [key, value] : j["resources"].items())
+    if (value.is_string() && is_policy_key(key)) snapshot.resources[key] = value.get<std::string>();
+  return snapshot;
+}
+
+Watch::Watch(Endpoints endpoints, int origin_netns_fd, std::string cache_file)
+    : client_(std::move(endpoints), origin_netns_fd),
+      cache_file_(std::move(cache_file)),
+      event_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
   if (event_fd_ < 0) throw RuntimeError("eventfd failed");
   thread_ = std::thread([this] { run(); });
 }
@@ -366,6 +429,27 @@ void Watch::set_unreachable(const std::string& why) {
   notify();
 }
 
+std::string Watch::fall_back_to_cache() {
+  if (cache_file_.empty()) return {};
+  {
+    std::lock_guard lock(mutex_);
+    if (snapshot_) return {};  // the store answered before: what it said is newer than any cache
+  }
+  auto cached = load_cache(cache_file_);
+  if (!cached) return "; no copy of an earlier policy in " + cache_file_;
+  std::lock_guard lock(mutex_);
+  snapshot_ = std::move(cached);
+  changed_ = true;
+  return "; enforcing the copy of revision " + std::to_string(snapshot_->revision) + " kept in " +
+         cache_file_;
+}
+
+void Watch::keep_cache() {
+  if (cache_file_.empty()) return;
+  std::optional<Snapshot> copy = snapshot();
+  if (copy) save_cache(cache_file_, *copy);
+}
+
 void Watch::run() {
   auto backoff = std::chrono::milliseconds(kFirstBackoff);
   auto pause = [this](std::chrono::milliseconds how_long) {
@@ -377,9 +461,11 @@ void Watch::run() {
     try {
       listed = client_.list();
     } catch (const std::exception& e) {
-      set_unreachable(e.what());
+      set_unreachable(e.what() + fall_back_to_cache());
       pause(backoff);
+      // Doubling, with jitter: a fleet that lost its store does not come back in lockstep.
       backoff = std::min<std::chrono::milliseconds>(backoff * 2, kLastBackoff);
+      backoff += std::chrono::milliseconds(std::random_device{}() % (backoff.count() / 4 + 1));
       continue;
     }
     backoff = kFirstBackoff;
@@ -393,6 +479,7 @@ void Watch::run() {
       message_ = "connected to " + client_.current_url();
     }
     notify();
+    keep_cache();
     try {
       client_.watch(
           listed.revision,
@@ -411,7 +498,9 @@ void Watch::run() {
               }
               seen_revision_ = std::max(seen_revision_, revision);
             }
-            if (!events.empty()) notify();
+            if (events.empty()) return;
+            notify();
+            keep_cache();
           },
           stop_);
     } catch (const Compacted&) {

@@ -60,17 +60,21 @@ class Client {
   Client(Endpoints endpoints, int origin_netns_fd);
 
   // Every policy resource, read from the first endpoint that answers (starting with the last good
-  // one). Throws RuntimeError naming every endpoint's failure when none answers.
+  // one, or a random one). Throws RuntimeError naming every endpoint's failure when none answers.
   Snapshot list();
 
   using OnChange = std::function<void(const std::vector<Event>& events, std::int64_t revision)>;
   // Follows the changes after revision `after` on the last endpoint that answered. Returns when stop
-  // is set; throws Compacted when the store dropped that history, RuntimeError when the stream breaks.
+  // is set; throws Compacted when the store dropped that history, RuntimeError when the stream breaks
+  // or the member stops answering reads.
   void watch(std::int64_t after, const OnChange& on_change, const std::atomic<bool>& stop);
 
   const std::string& current_url() const { return endpoints_.urls[current_]; }
 
  private:
+  // Whether the member answers a linearizable read in time (it is alive and has a leader).
+  bool answers(const std::string& url);
+
   Endpoints endpoints_;
   std::size_t current_ = 0;
   int origin_netns_fd_;
@@ -78,10 +82,12 @@ class Client {
 
 // Keeps a live copy of the store's policy on a thread of its own (list, then watch from the list's
 // revision; relist after a compaction or a broken stream, with backoff while no endpoint answers) and
-// tells the daemon through an eventfd.
+// tells the daemon through an eventfd. With a cache file, every copy is also kept on disk, and a daemon
+// that starts while the store cannot be reached (a host that reboots during an outage) enforces the
+// cached policy instead of nothing.
 class Watch final : public SourceWatch {
  public:
-  Watch(Endpoints endpoints, int origin_netns_fd);
+  Watch(Endpoints endpoints, int origin_netns_fd, std::string cache_file);
   ~Watch() override;
   Watch(const Watch&) = delete;
   Watch& operator=(const Watch&) = delete;
@@ -95,8 +101,12 @@ class Watch final : public SourceWatch {
   void run();
   void notify();
   void set_unreachable(const std::string& why);
+  // Before the store's first answer: take the cached policy; returns what to add to the message.
+  std::string fall_back_to_cache();
+  void keep_cache();
 
   Client client_;
+  std::string cache_file_;  // "" for none
   int event_fd_ = -1;
   std::atomic<bool> stop_{false};
   mutable std::mutex mutex_;

@@ -82,7 +82,7 @@ TieBreak read_tie_break(const std::map<std::string, std::string>& options, Diagn
       if (hint.empty())
         hint =
             "the calico frontend knows: policy-tiebreak=3.32|3.31, etcd-ca=FILE, etcd-cert=FILE, "
-            "etcd-key=FILE";
+            "etcd-key=FILE, etcd-cache=FILE|none";
       diag.error({}, "unknown calico option '" + key + "'", hint);
       continue;
     }

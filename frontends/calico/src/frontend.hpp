@@ -25,7 +25,7 @@ struct LoadRequest {
 
 // The calico frontend's own options (--frontend-option KEY=VALUE).
 inline const std::vector<std::string_view> kOptionNames = {"policy-tiebreak", "etcd-ca", "etcd-cert",
-                                                           "etcd-key"};
+                                                           "etcd-key", "etcd-cache"};
 
 ir::Ruleset load(const LoadRequest& request, Diagnostics& diag);
 

@@ -45,6 +45,14 @@ class CalicoFrontend final : public Frontend {
     return calico::load(load_request, diag);
   }
 
+  // Where the daemon keeps the last policy of the store: etcd-cache=FILE, "none", or per node under
+  // /var/lib/fwengine (it must survive a reboot: /run does not).
+  static std::string cache_file(const FrontendRequest& request) {
+    auto option = request.options.find("etcd-cache");
+    if (option == request.options.end()) return "/var/lib/fwengine/etcd-cache/" + request.node + ".json";
+    return option->second == "none" ? std::string{} : option->second;
+  }
+
   // One watch per etcd source; files are watched by the daemon itself.
   std::unique_ptr<SourceWatch> watch(const FrontendRequest& request) override {
     std::string store;
@@ -55,7 +63,8 @@ class CalicoFrontend final : public Frontend {
       store = source;
     }
     if (store.empty()) return nullptr;
-    auto watch = std::make_shared<etcd::Watch>(etcd::parse_source(store, request.options), origin_netns_fd_);
+    auto watch = std::make_shared<etcd::Watch>(etcd::parse_source(store, request.options), origin_netns_fd_,
+                                               cache_file(request));
     watches_[store] = watch;
     return std::make_unique<SharedWatch>(std::move(watch));
   }

@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
 # test_etcd.sh FWENGINE SOURCE_DIR - the calico frontend's etcd source against a real etcd (one member on
 # loopback, started and removed here): the same IR as from files, errors located at the resource's key,
-# an unreachable store, bad URLs and options; then, as root, a daemon in a namespace of its own that
-# follows the store (it reaches etcd from the namespace it started in), survives the store going away
-# and catches up when it is back. Exit 77 (skipped) without etcd or without root for the daemon part.
+# an unreachable store, bad URLs and options, TLS with client certificates; then, as root, a daemon in a
+# namespace of its own that follows the store (it reaches etcd from the namespace it started in),
+# survives the store going away, catches up when it is back, and after a "reboot" during an outage
+# enforces the policy it kept on disk. Exit 77 (skipped) without etcd, or without root for the daemon.
 set -u
 engine=$1 src=$2
 source "$src/core/tests/cli/checks.sh"
-command -v etcd >/dev/null && command -v etcdctl >/dev/null || { echo "skipped: etcd and etcdctl are not installed"; exit 77; }
+command -v etcd >/dev/null && command -v etcdctl >/dev/null && command -v openssl >/dev/null ||
+  { echo "skipped: etcd, etcdctl or openssl is not installed"; exit 77; }
 export ETCDCTL_API=3
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 client_port=$(free_port) peer_port=$(free_port) dead_port=$(free_port)
 endpoint=127.0.0.1:$client_port
-etcd_pid="" daemon_pid="" netns=""
+etcd_pid="" tls_pid="" daemon_pid="" netns=""
 cleanup() {
   [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
   [ -n "$etcd_pid" ] && kill "$etcd_pid" 2>/dev/null && wait "$etcd_pid" 2>/dev/null
+  [ -n "$tls_pid" ] && kill "$tls_pid" 2>/dev/null && wait "$tls_pid" 2>/dev/null
   [ -n "$netns" ] && ip netns del "$netns" 2>/dev/null && rm -rf "/run/fwengine/$netns"
   rm -rf "$work"
 }
@@ -78,6 +81,40 @@ check "etcd: a TLS store that is not there" 1 "$engine" --frontend calico --sour
   --etcd-ca /nonexistent/ca.pem check
 contains "etcd: TLS is https" "https://127.0.0.1:$dead_port"
 
+# A second member-less store that wants TLS with client certificates, as production etcd does. Its
+# server certificate also says clientAuth: etcd 3.4's JSON gateway dials its own gRPC side with it.
+tls=$work/tls
+mkdir -p "$tls"
+make_cert() {  # make_cert NAME SUBJECT EXTENSIONS
+  openssl req -newkey rsa:2048 -nodes -keyout "$tls/$1.key" -out "$tls/$1.csr" -subj "$2" 2>/dev/null &&
+    printf '%b' "$3" >"$tls/$1.ext" &&
+    openssl x509 -req -in "$tls/$1.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial -days 1 \
+      -out "$tls/$1.pem" -extfile "$tls/$1.ext" 2>/dev/null
+}
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tls/ca.key" -out "$tls/ca.pem" -days 1 -subj /CN=fwe-test-ca 2>/dev/null
+make_cert server /CN=127.0.0.1 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n'
+make_cert client /CN=fwengine 'extendedKeyUsage=clientAuth\n'
+tls_port=$(free_port) tls_peer_port=$(free_port)
+etcd --name tls --data-dir "$work/etcd-tls" --listen-client-urls "https://127.0.0.1:$tls_port" \
+  --advertise-client-urls "https://127.0.0.1:$tls_port" --listen-peer-urls "http://127.0.0.1:$tls_peer_port" \
+  --initial-advertise-peer-urls "http://127.0.0.1:$tls_peer_port" --initial-cluster "tls=http://127.0.0.1:$tls_peer_port" \
+  --cert-file "$tls/server.pem" --key-file "$tls/server.key" --client-cert-auth --trusted-ca-file "$tls/ca.pem" \
+  >>"$work/etcd-tls.log" 2>&1 &
+tls_pid=$!
+etls=(--cacert "$tls/ca.pem" --cert "$tls/client.pem" --key "$tls/client.key" --endpoints "127.0.0.1:$tls_port")
+for _ in $(seq 100); do etcdctl "${etls[@]}" endpoint health >/dev/null 2>&1 && break; sleep 0.1; done
+etcdctl "${etls[@]}" put "$prefix/globalnetworksets/tls" '{"apiVersion": "projectcalico.org/v3",
+  "kind": "GlobalNetworkSet", "metadata": {"name": "tls"}, "spec": {"nets": ["203.0.113.0/24"]}}' >/dev/null
+check "etcd: TLS with a client certificate" 0 "$engine" --frontend calico --source "etcd://127.0.0.1:$tls_port" \
+  --etcd-ca "$tls/ca.pem" --etcd-cert "$tls/client.pem" --etcd-key "$tls/client.key" --node $node -q check
+check "etcd: TLS without the client certificate is refused" 1 "$engine" --frontend calico \
+  --source "etcd://127.0.0.1:$tls_port" --etcd-ca "$tls/ca.pem" --node $node -q check
+check "etcd: plain HTTP to a TLS store fails" 1 "$engine" --frontend calico --source "etcd://127.0.0.1:$tls_port" \
+  --node $node -q check
+kill "$tls_pid"
+wait "$tls_pid" 2>/dev/null
+tls_pid=""
+
 put globalnetworkpolicies/bad '{"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
   "metadata": {"name": "bad"}, "spec": {"selector": "a ==", "ingress": [{"action": "Allow"}]}}'
 check "etcd: a bad resource is located at its key" 2 "$engine" --frontend calico --source "etcd://$endpoint" --node $node check
@@ -105,9 +142,19 @@ at_revision() { [ "$(applied_revision)" = "$1" ]; }
 kernel_has() { ip netns exec "$netns" nft list table inet fwengine 2>/dev/null | grep -q -- "$1"; }
 
 stop_etcd
-"$engine" --frontend calico --backend nft --netns "$netns" --node $node --source "etcd://$endpoint" daemon \
-  >"$work/daemon.log" 2>&1 &
-daemon_pid=$!
+start_daemon() {
+  "$engine" --frontend calico --backend nft --netns "$netns" --node $node --source "etcd://$endpoint" \
+    --etcd-cache "$work/cache.json" daemon >>"$work/daemon.log" 2>&1 &
+  daemon_pid=$!
+}
+stop_daemon() {  # SIGTERM ends it cleanly and leaves the ruleset
+  kill "$daemon_pid"
+  wait "$daemon_pid"
+  local rc=$?
+  daemon_pid=""
+  if [ "$rc" = 0 ]; then passes=$((passes + 1)); else echo "FAIL daemon: SIGTERM ends it cleanly (exit $rc)"; failures=$((failures + 1)); fi
+}
+start_daemon
 wait_for "daemon: a store down at start is reported" grep -q "unreachable" "$work/daemon.log"
 check "daemon: nothing applied while the store is down" 0 "$engine" --netns "$netns" --backend nft status
 contains "daemon: nothing applied while the store is down" "nothing of fwengine's is loaded"
@@ -143,9 +190,24 @@ etcdctl --endpoints "$endpoint" del "$prefix/globalnetworkpolicies/deny-blocked"
 wait_for "daemon: catches up after the store is back" at_revision "$(revision)"
 wait_for "daemon: the removed policy left the kernel" bash -c "! ip netns exec $netns nft list table inet fwengine | grep -q 198.51.100.0/24"
 
-kill "$daemon_pid"
-wait "$daemon_pid"
-rc=$?
-daemon_pid=""
-if [ "$rc" = 0 ]; then passes=$((passes + 1)); else echo "FAIL daemon: SIGTERM ends it cleanly (exit $rc)"; failures=$((failures + 1)); fi
+
+# A reboot during an outage: the kernel holds nothing and the store is down; the daemon enforces the copy
+# of the store's policy it kept on disk, and follows the store again once it is back.
+put globalnetworkpolicies/deny-blocked '{"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy",
+  "metadata": {"name": "deny-blocked"}, "spec": {"order": 1, "selector": "all()",
+  "ingress": [{"action": "Deny", "source": {"selector": "blocked == \"true\""}}]}}'
+cached=$(revision)
+wait_for "daemon: follows the change before the outage" at_revision "$cached"
+stop_daemon
+check "reboot: the kernel is empty" 0 "$engine" --netns "$netns" --backend nft -q flush
+stop_etcd
+start_daemon
+wait_for "reboot: the cached policy is enforced while the store is down" kernel_has "198.51.100.0/24"
+check "reboot: status" 0 "$engine" --netns "$netns" --backend nft status
+contains "reboot: status names the cached revision" "at revision $cached"
+contains "reboot: status says where the policy comes from" "enforcing the copy of revision $cached"
+start_etcd
+reconnected() { [ "$(grep -c "reachable again" "$work/daemon.log")" -ge 2 ]; }  # the second outage's end
+wait_for "reboot: the store is followed again" reconnected
+stop_daemon
 summary
