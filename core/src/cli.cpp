@@ -65,7 +65,7 @@ const std::map<std::string, std::set<std::string>>& command_options() {
       {"iif", {"trace"}},       {"oif", {"trace"}},    {"src", {"trace"}},       {"dst", {"trace"}},
       {"proto", {"trace"}},     {"sport", {"trace"}},  {"dport", {"trace"}},     {"icmp-type", {"trace"}},
       {"icmp-code", {"trace"}}, {"state", {"trace"}},  {"src-mac", {"trace"}},   {"to", {"migrate"}},
-      {"output", {"migrate"}},  {"watch", {"daemon"}}, {"ct-status", {"trace"}},
+      {"output", {"migrate"}},  {"watch", {"daemon"}}, {"ct-status", {"trace"}}, {"metrics-file", {"daemon"}},
   };
   return table;
 }
@@ -132,7 +132,8 @@ po::options_description describe_options() {
       ("ct-status", po::value<std::string>(), "trace: the connection was NATed: dnat, snat or dnat,snat")
       ("to", po::value<std::string>(), "migrate: yaml or calico (a frontend that can write)")
       ("output,o", po::value<std::string>(), "migrate: output directory (default .)")
-      ("watch", "daemon: reload when a source file changes");
+      ("watch", "daemon: reload when a source file changes")
+      ("metrics-file", po::value<std::string>(), "daemon: keep Prometheus metrics in this file (textfile collector)");
   // clang-format on
   po::options_description all;
   all.add(global).add(commands);
@@ -816,7 +817,26 @@ class Session {
     ServiceLoop loop(watched_files);
     std::unique_ptr<SourceWatch> store = fe->watch(request);
     if (store) loop.follow(store->fd());
+    Metrics metrics;
+    metrics.netns = std::filesystem::path(state::run_dir(o_.netns)).filename().string();
+    metrics.node = o_.node;
+    metrics.has_store = store != nullptr;
+    const std::string metrics_file =
+        o_.vm.count("metrics-file") ? o_.vm["metrics-file"].as<std::string>() : "";
+    if (!metrics_file.empty()) loop.tick_every(kMetricsPeriod);
+    auto publish = [&] {
+      if (metrics_file.empty()) return;
+      try {
+        metrics.counters = be->read_back().counters;
+        if (auto applied = state::load(o_.netns)) metrics.store_revision_applied = applied->revision;
+        write_metrics(metrics_file, metrics);
+      } catch (const std::exception& e) {
+        std::cerr << "fwengine: metrics not written: " << e.what()
+                  << '\n';  // monitoring must not stop the firewall
+      }
+    };
     auto reload = [&]() -> bool {
+      const auto start = std::chrono::steady_clock::now();
       diag_ = Diagnostics{};
       std::string failure;
       try {
@@ -826,6 +846,11 @@ class Session {
             be->apply(*plan, {false, hash_});
             remember_applied();
             keep_as_good();
+            ++metrics.reloads_ok;
+            metrics.last_reload_ok = true;
+            metrics.last_apply_unix = std::time(nullptr);
+            metrics.apply_seconds =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
             std::cerr << "fwengine: applied IR " << hash_
                       << (ruleset_.source_revision.empty()
                               ? ""
@@ -845,6 +870,8 @@ class Session {
         failure = e.what();
       }
       keep_last_good(failure);
+      ++metrics.reloads_failed;
+      metrics.last_reload_ok = false;
       return false;
     };
     auto ready = [&](bool ok) {
@@ -856,6 +883,8 @@ class Session {
     auto store_changed = [&]() -> bool {
       SourceStatus status = settle(*store);
       state::save_source(o_.netns, {store_url, status.reachable, status.revision, status.message, ""});
+      metrics.store_reachable = status.reachable;
+      metrics.store_revision_seen = status.revision;
       if (status.reachable != store_reachable) {
         store_reachable = status.reachable;
         if (status.reachable)
@@ -867,7 +896,8 @@ class Session {
       return status.changed;
     };
     if (store) {
-      // Nothing is applied before the store's first answer; an unreachable store leaves the kernel as it is.
+      // Nothing is applied before the store's first answer (or, while it cannot be reached, before the
+      // watch has fallen back to its copy on disk); without either the kernel stays as it is.
       while (true) {
         Wake wake = loop.wait();
         if (wake == Wake::stop) return stop_daemon(*be);
@@ -881,13 +911,16 @@ class Session {
     } else {
       ready(reload());
     }
-    for (Wake wake; (wake = loop.wait()) != Wake::stop;) {
-      if (wake == Wake::source && !store_changed()) continue;
+    publish();
+    for (Wake wake; (wake = loop.wait()) != Wake::stop; publish()) {
+      if (wake == Wake::tick || (wake == Wake::source && !store_changed())) continue;
       notify_systemd("RELOADING=1");
       ready(reload());
     }
     return stop_daemon(*be);
   }
+
+  static constexpr auto kMetricsPeriod = std::chrono::seconds(15);
 
   // Waits for a burst of changes to end (it is read as one), up to a limit so that a store that never
   // rests is still followed.

@@ -18,6 +18,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "fwengine/diagnostics.hpp"
@@ -198,6 +199,62 @@ void notify_systemd(const std::string& message) {
   close(fd);
 }
 
+namespace {
+std::string label_value(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '\\' || c == '"') out += '\\';
+    out += c == '\n' ? std::string("\\n") : std::string(1, c);
+  }
+  return out;
+}
+}  // namespace
+
+void write_metrics(const std::string& path, const Metrics& m) {
+  const std::string common = "netns=\"" + label_value(m.netns) + "\",node=\"" + label_value(m.node) + "\"";
+  std::ostringstream out;
+  auto metric = [&](const char* name, const char* type, const char* help) {
+    out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n';
+  };
+  metric("fwengine_reloads_total", "counter", "Policy loads by the daemon, by result.");
+  out << "fwengine_reloads_total{" << common << ",result=\"ok\"} " << m.reloads_ok << '\n'
+      << "fwengine_reloads_total{" << common << ",result=\"failed\"} " << m.reloads_failed << '\n';
+  metric("fwengine_last_reload_success", "gauge",
+         "1 if the last reload applied, 0 if the kernel kept the last good ruleset.");
+  out << "fwengine_last_reload_success{" << common << "} " << (m.last_reload_ok ? 1 : 0) << '\n';
+  metric("fwengine_last_apply_timestamp_seconds", "gauge",
+         "When the ruleset in the kernel was applied (Unix time).");
+  out << "fwengine_last_apply_timestamp_seconds{" << common << "} " << m.last_apply_unix << '\n';
+  metric("fwengine_apply_duration_seconds", "gauge", "How long the last apply took (read, compile, kernel).");
+  out << "fwengine_apply_duration_seconds{" << common << "} " << m.apply_seconds << '\n';
+  if (m.has_store) {
+    metric("fwengine_store_reachable", "gauge", "1 if the policy store answers.");
+    out << "fwengine_store_reachable{" << common << "} " << (m.store_reachable ? 1 : 0) << '\n';
+    metric("fwengine_store_revision_seen", "gauge", "The newest store revision the daemon has seen.");
+    out << "fwengine_store_revision_seen{" << common << "} "
+        << (m.store_revision_seen.empty() ? "0" : m.store_revision_seen) << '\n';
+    metric("fwengine_store_revision_applied", "gauge",
+           "The store revision the ruleset in the kernel was read at.");
+    out << "fwengine_store_revision_applied{" << common << "} "
+        << (m.store_revision_applied.empty() ? "0" : m.store_revision_applied) << '\n';
+  }
+  metric("fwengine_rule_packets_total", "counter",
+         "Packets that matched a rule, by chain, rule and policy source.");
+  for (const auto& c : m.counters)
+    out << "fwengine_rule_packets_total{" << common << ",chain=\"" << label_value(c.chain) << "\",rule=\""
+        << c.rule << "\",origin=\"" << label_value(c.where) << "\"} " << c.packets << '\n';
+  metric("fwengine_rule_bytes_total", "counter",
+         "Bytes that matched a rule, by chain, rule and policy source.");
+  for (const auto& c : m.counters)
+    out << "fwengine_rule_bytes_total{" << common << ",chain=\"" << label_value(c.chain) << "\",rule=\""
+        << c.rule << "\",origin=\"" << label_value(c.where) << "\"} " << c.bytes << '\n';
+  const std::string tmp = path + ".tmp";
+  write_file(tmp, out.str());
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw RuntimeError("cannot write " + path + ": " + ec.message());
+}
+
 ServiceLoop::ServiceLoop(const std::vector<std::string>& watch_paths) {
   sigset_t signals;
   sigemptyset(&signals);
@@ -235,7 +292,8 @@ Wake ServiceLoop::wait() {
   while (true) {
     // A negative descriptor is ignored by poll.
     pollfd fds[3] = {{signal_fd_, POLLIN, 0}, {inotify_fd_, POLLIN, 0}, {source_fd_, POLLIN, 0}};
-    int n = poll(fds, 3, -1);
+    int n = poll(fds, 3, tick_ ? static_cast<int>(tick_->count()) : -1);
+    if (n == 0) return Wake::tick;
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) throw RuntimeError(std::string("poll: ") + std::strerror(errno));
     if (fds[0].revents & POLLIN) {

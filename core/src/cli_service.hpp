@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "fwengine/plugin.hpp"
+
 namespace fwe::cli {
 
 // How to load a policy again: the engine's arguments, with sources copied into a snapshot directory.
@@ -50,7 +52,21 @@ pid_t spawn_rollback_watchdog(const std::string& netns, unsigned seconds,
 // Tells systemd (NOTIFY_SOCKET) about readiness, status and stopping; nothing without systemd.
 void notify_systemd(const std::string& message);
 
-enum class Wake { reload, stop, source };
+// What the daemon tells monitoring: Prometheus' text format, for node_exporter's textfile collector.
+struct Metrics {
+  std::string netns, node;  // labels of every series: many daemons may write side by side
+  std::uint64_t reloads_ok = 0, reloads_failed = 0;
+  bool last_reload_ok = false;
+  std::int64_t last_apply_unix = 0;
+  double apply_seconds = 0;
+  bool has_store = false, store_reachable = false;
+  std::string store_revision_seen, store_revision_applied;
+  std::vector<RuleCounter> counters;
+};
+// Replaces the file atomically, so that a collector never reads half of it.
+void write_metrics(const std::string& path, const Metrics& metrics);
+
+enum class Wake { reload, stop, source, tick };
 // Blocks until SIGHUP (reload), SIGTERM/SIGINT (stop), a change under one of the watch paths (reload,
 // debounced so that a burst of writes gives one reload), or news from a followed live source.
 class ServiceLoop {
@@ -59,6 +75,8 @@ class ServiceLoop {
   explicit ServiceLoop(const std::vector<std::string>& watch_paths);
   // Wakes with Wake::source when this descriptor is readable.
   void follow(int source_fd) { source_fd_ = source_fd; }
+  // Wakes with Wake::tick when nothing else happened for this long.
+  void tick_every(std::chrono::milliseconds period) { tick_ = period; }
   ~ServiceLoop();
   ServiceLoop(const ServiceLoop&) = delete;
   ServiceLoop& operator=(const ServiceLoop&) = delete;
@@ -68,6 +86,7 @@ class ServiceLoop {
   int signal_fd_ = -1;
   int inotify_fd_ = -1;
   int source_fd_ = -1;
+  std::optional<std::chrono::milliseconds> tick_;
 };
 
 }  // namespace fwe::cli

@@ -144,7 +144,7 @@ kernel_has() { ip netns exec "$netns" nft list table inet fwengine 2>/dev/null |
 stop_etcd
 start_daemon() {
   "$engine" --frontend calico --backend nft --netns "$netns" --node $node --source "etcd://$endpoint" \
-    --etcd-cache "$work/cache.json" daemon >>"$work/daemon.log" 2>&1 &
+    --etcd-cache "$work/cache.json" daemon --metrics-file "$work/metrics.prom" >>"$work/daemon.log" 2>&1 &
   daemon_pid=$!
 }
 stop_daemon() {  # SIGTERM ends it cleanly and leaves the ruleset
@@ -174,6 +174,11 @@ put globalnetworkpolicies/deny-blocked '{"apiVersion": "projectcalico.org/v3", "
   "ingress": [{"action": "Deny", "source": {"selector": "blocked == \"true\""}}]}}'
 wait_for "daemon: follows a change" at_revision "$(revision)"
 wait_for "daemon: the change is in the kernel" kernel_has "198.51.100.0/24"
+metric() { grep -q "^$1{netns=\"$netns\",node=\"$node\"$2} $3\$" "$work/metrics.prom" 2>/dev/null; }
+wait_for "metrics: the applied revision" metric fwengine_store_revision_applied "" "$(revision)"
+wait_for "metrics: the store is reachable" metric fwengine_store_reachable "" 1
+wait_for "metrics: reloads are counted" grep -q '^fwengine_reloads_total{.*result="ok"} [1-9]' "$work/metrics.prom"
+wait_for "metrics: per-rule counters name their policy source" grep -q '^fwengine_rule_packets_total{.*origin="etcd:' "$work/metrics.prom"
 
 put globalnetworkpolicies/bad '{"kind": "GlobalNetworkPolicy", "metadata": {"name": "bad"}, "spec": {"selector": "(("}}'
 wait_for "daemon: a bad resource is reported" grep -q "globalnetworkpolicies/bad" "$work/daemon.log"
