@@ -231,8 +231,8 @@ void read_config(Options& o, Diagnostics& diag) {
     diag.error(root.loc(), "the config must be a mapping, got " + root.describe(), "see fwengine.conf(5)");
     return;
   }
-  static const std::vector<std::string_view> kKeys = {"frontend", "backend",     "sources",
-                                                      "node",     "plugin-dirs", "flush-on-stop"};
+  static const std::vector<std::string_view> kKeys = {
+      "frontend", "backend", "sources", "node", "plugin-dirs", "flush-on-stop", "frontend-options"};
   for (std::size_t i = 0; i < root.size(); ++i) {
     const auto& key = root.keys()[i];
     const auto& value = root.values()[i];
@@ -266,9 +266,27 @@ void read_config(Options& o, Diagnostics& diag) {
         o.flush_on_stop = *b;
       else
         diag.error(value.loc(), "flush-on-stop must be true or false, got " + value.describe());
-    } else if (k == "plugin-dirs")
+    } else if (k == "plugin-dirs") {
       strings(o.plugin_dirs);
-    else
+    } else if (k == "frontend-options") {
+      // KEY: VALUE, as --frontend-option KEY=VALUE; the command line wins per key.
+      if (!value.is_mapping()) {
+        diag.error(value.loc(), "frontend-options must be a mapping (KEY: VALUE), got " + value.describe());
+        continue;
+      }
+      for (std::size_t j = 0; j < value.size(); ++j) {
+        const std::string option = value.keys()[j].text();
+        const auto& setting = value.values()[j];
+        if (!setting.is_scalar()) {
+          diag.error(setting.loc(),
+                     "frontend-options." + option + " must be a string, got " + setting.describe());
+          continue;
+        }
+        const bool given = std::any_of(o.frontend_options.begin(), o.frontend_options.end(),
+                                       [&](const std::string& kv) { return kv.starts_with(option + "="); });
+        if (!given) o.frontend_options.push_back(option + "=" + setting.text());
+      }
+    } else
       diag.error(key.loc(), "unknown key '" + k + "'", did_you_mean(k, kKeys));
   }
 }

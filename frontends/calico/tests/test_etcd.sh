@@ -111,6 +111,17 @@ check "etcd: TLS without the client certificate is refused" 1 "$engine" --fronte
   --source "etcd://127.0.0.1:$tls_port" --etcd-ca "$tls/ca.pem" --node $node -q check
 check "etcd: plain HTTP to a TLS store fails" 1 "$engine" --frontend calico --source "etcd://127.0.0.1:$tls_port" \
   --node $node -q check
+# The same from the engine's config file: the store as a source, TLS files as frontend options.
+cat >"$work/fwengine.conf" <<EOF
+frontend: calico
+sources: [etcd://127.0.0.1:$tls_port]
+node: $node
+frontend-options:
+  etcd-ca: $tls/ca.pem
+  etcd-cert: $tls/client.pem
+  etcd-key: $tls/client.key
+EOF
+check "etcd: TLS from fwengine.conf" 0 "$engine" --config "$work/fwengine.conf" -q check
 kill "$tls_pid"
 wait "$tls_pid" 2>/dev/null
 tls_pid=""
