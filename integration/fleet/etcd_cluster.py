@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -215,6 +216,21 @@ class EtcdCluster:
 
 PLURALS = {"HostEndpoint": "hostendpoints", "GlobalNetworkPolicy": "globalnetworkpolicies",
            "GlobalNetworkSet": "globalnetworksets", "FelixConfiguration": "felixconfigurations", "Tier": "tiers"}
+
+
+def start_cluster(name, cleanup):
+    """A running cluster in a new temporary directory (both undone by cleanup, in reverse order), or
+    None after printing why it did not start."""
+    work_dir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+    cleanup.add(lambda: shutil.rmtree(work_dir, ignore_errors=True))
+    cluster = EtcdCluster(work_dir, token=f"{name}-{os.getpid()}")
+    cleanup.add(cluster.close)
+    try:
+        cluster.start()
+    except EtcdError as error:
+        print(f"FAIL: {error}")
+        return None
+    return cluster
 
 
 def resource_key(resource):

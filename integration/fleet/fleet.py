@@ -26,12 +26,10 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,7 +37,7 @@ FLEET_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(FLEET_DIR.parent))  # scenario.py: topology builder, probe agents, cleanup
 
 import scenario  # noqa: E402
-from etcd_cluster import EtcdCluster, EtcdError, missing_tools, resource_key  # noqa: E402
+from etcd_cluster import EtcdError, missing_tools, resource_key, start_cluster  # noqa: E402
 
 WEB_PORT, ADMIN_PORT = 8080, 9090  # the two ports the policy versions open and close
 POLL_INTERVAL = 0.005  # seconds between two reads of every host's state files
@@ -495,15 +493,10 @@ def main():
         return scenario.EXIT_SKIPPED
 
     started = time.time()
-    work_dir = Path(tempfile.mkdtemp(prefix="fwe-fleet-"))
-    CLEANUP.add(lambda: shutil.rmtree(work_dir, ignore_errors=True))
-    cluster = EtcdCluster(work_dir, token=f"fwe-fl-{os.getpid()}")
-    CLEANUP.add(cluster.close)
-    try:
-        cluster.start()
-    except EtcdError as error:
-        print(f"FAIL: {error}")
+    cluster = start_cluster("fwe-fleet", CLEANUP)
+    if cluster is None:
         return 1
+    work_dir = cluster.work_dir
     print(f"etcd: 3 members on {', '.join(cluster.endpoints)} "
           f"(pids {', '.join(str(m.process.pid) for m in cluster.members)})", flush=True)
 

@@ -33,12 +33,10 @@ import http.client
 import json
 import os
 import random
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -47,7 +45,7 @@ FLEET_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(FLEET_DIR.parent))
 
 import scenario  # noqa: E402
-from etcd_cluster import CALICO_PREFIX, EtcdCluster, EtcdError, missing_tools, resource_key  # noqa: E402
+from etcd_cluster import CALICO_PREFIX, missing_tools, resource_key, start_cluster  # noqa: E402
 from fleet import CLEANUP, host_endpoint, machine_description, web_policy  # noqa: E402
 
 DEBOUNCE = 0.05  # the daemon reads a burst as one: it waits for 50 ms without news before it recompiles
@@ -228,15 +226,10 @@ def main():
         return scenario.EXIT_SKIPPED
 
     started = time.time()
-    work_dir = Path(tempfile.mkdtemp(prefix="fwe-fleet-sim-"))
-    CLEANUP.add(lambda: shutil.rmtree(work_dir, ignore_errors=True))
-    cluster = EtcdCluster(work_dir, token=f"fwe-fl-sim-{os.getpid()}")
-    CLEANUP.add(cluster.close)
-    try:
-        cluster.start()
-    except EtcdError as error:
-        print(f"FAIL: {error}")
+    cluster = start_cluster("fwe-fleet-sim", CLEANUP)
+    if cluster is None:
         return 1
+    work_dir = cluster.work_dir
     gateways = [Gateway(member.client_port) for member in cluster.members]
     print(f"etcd: 3 members on {', '.join(cluster.endpoints)}", flush=True)
 
