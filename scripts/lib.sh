@@ -60,3 +60,11 @@ fwe_build() {
   cmake -S "$FWE_ROOT" -B "$dir" "$@" >/dev/null
   cmake --build "$dir" -j "$JOBS"
 }
+
+# fwe_build_targets DIR "TARGET..." [cmake args...]: only what those targets need.
+fwe_build_targets() {
+  local dir=$1 targets=$2; shift 2
+  cmake -S "$FWE_ROOT" -B "$dir" "$@" >/dev/null
+  # shellcheck disable=SC2086 # a list of target names
+  cmake --build "$dir" -j "$JOBS" --target $targets
+}

@@ -20,6 +20,7 @@
 #include <sstream>
 #include <thread>
 
+#include "cli_config.hpp"
 #include "cli_service.hpp"
 #include "fwengine/canonical.hpp"
 #include "fwengine/loader.hpp"
@@ -70,19 +71,6 @@ const std::map<std::string, std::set<std::string>>& command_options() {
   return table;
 }
 
-struct Options {
-  std::string command = "apply";
-  std::string frontend, backend, netns, node, config;
-  std::vector<std::string> files, plugin_dirs, frontend_options;
-  bool json = false, verbose = false, quiet = false;
-  // --firewalld-defaults or --firewalld-compat given
-  bool firewalld_aliases = false;
-  // --etcd-ca, --etcd-cert, --etcd-key or --etcd-cache given
-  bool etcd_aliases = false;
-  bool flush_on_stop = false;  // daemon: remove the ruleset on SIGTERM (off: a firewall stays up)
-  po::variables_map vm;
-};
-
 po::options_description describe_options() {
   // clang-format off
   po::options_description global("Global options");
@@ -105,7 +93,7 @@ po::options_description describe_options() {
       ("etcd-cache", po::value<std::string>(),
        "daemon with an etcd source: keep the store's last policy there (default "
        "/var/lib/fwengine/etcd-cache/NODE.json; none: keep nothing)")
-      ("lock-timeout", po::value<unsigned>()->default_value(30),
+      ("lock-timeout", po::value<int>()->default_value(30),
        "seconds to wait while another fwengine changes the same namespace")
       ("json", "machine-readable output")
       ("verbose,v", "more output")
@@ -188,6 +176,12 @@ Options parse_options(int argc, char** argv) {
   o.frontend = str("frontend");
   o.backend = str("backend");
   o.netns = str("netns");
+  if (vm.count("netns") && o.netns.empty())
+    throw UsageError("--netns needs a name from 'ip netns list' (leave it out for this namespace)");
+  if (vm["lock-timeout"].as<int>() < 0)
+    throw UsageError("--lock-timeout is in seconds, 0 or more (0: do not wait for another fwengine)");
+  if (vm.count("dry-run") && vm.count("confirm"))
+    throw UsageError("apply --dry-run changes nothing, so there is nothing to --confirm; give one of them");
   o.node = str("node");
   o.config = str("config");
   o.files = list("file");
@@ -216,6 +210,8 @@ Options parse_options(int argc, char** argv) {
   return o;
 }
 
+}  // namespace
+
 // The engine's config supplies defaults that the command line overrides.
 void read_config(Options& o, Diagnostics& diag) {
   std::string path = o.config.empty() ? kDefaultConfig : o.config;
@@ -231,6 +227,9 @@ void read_config(Options& o, Diagnostics& diag) {
     diag.error(root.loc(), "the config must be a mapping, got " + root.describe(), "see fwengine.conf(5)");
     return;
   }
+  if (docs->size() > 1)
+    diag.error(docs->at(1).loc(), "the config is one YAML document; this second one would be ignored",
+               "move its keys into the first document and remove the '---'");
   static const std::vector<std::string_view> kKeys = {
       "frontend", "backend", "sources", "node", "plugin-dirs", "flush-on-stop", "frontend-options"};
   for (std::size_t i = 0; i < root.size(); ++i) {
@@ -290,6 +289,8 @@ void read_config(Options& o, Diagnostics& diag) {
       diag.error(key.loc(), "unknown key '" + k + "'", did_you_mean(k, kKeys));
   }
 }
+
+namespace {
 
 // Enters /run/netns/<name> and returns a descriptor of the namespace the engine started in (-1 when
 // it stays where it is): plugins make sockets to the host's own services there.
@@ -622,7 +623,7 @@ class Session {
   Loaded<Backend> backend() { return loader_.backend(o_.backend, context()); }
 
   std::unique_ptr<state::WriterLock> writer_lock() const {
-    auto seconds = o_.vm["lock-timeout"].as<unsigned>();
+    auto seconds = o_.vm["lock-timeout"].as<int>();
     return std::make_unique<state::WriterLock>(o_.netns, std::chrono::seconds(seconds));
   }
 
@@ -909,7 +910,9 @@ class Session {
           std::cerr << "fwengine: store " << store_url << " reachable again at revision " << status.revision
                     << '\n';
         else
-          keep_last_good("store " + store_url + " unreachable: " + status.message);
+          // Not a failed reload: status shows the store's health from source.json.
+          std::cerr << "fwengine: store " << store_url << " unreachable: " << status.message
+                    << "; the kernel keeps " << kept() << '\n';
       }
       return status.changed;
     };
@@ -957,10 +960,14 @@ class Session {
     return merged;
   }
 
-  void keep_last_good(const std::string& failure) const {
+  // What the kernel holds while a new policy cannot be applied.
+  std::string kept() const {
     auto applied = state::load(o_.netns);
-    std::cerr << "fwengine: " << failure << "; the kernel keeps "
-              << (applied ? "IR " + applied->hash : std::string("what it had")) << '\n';
+    return applied ? "IR " + applied->hash : std::string("what it had");
+  }
+
+  void keep_last_good(const std::string& failure) const {
+    std::cerr << "fwengine: " << failure << "; the kernel keeps " << kept() << '\n';
     state::record_failure(o_.netns, failure);
   }
 

@@ -250,7 +250,11 @@ void write_metrics(const std::string& path, const Metrics& m) {
         << c.rule << "\",origin=\"" << label_value(c.where) << "\"} " << c.bytes << '\n';
   const std::string tmp = path + ".tmp";
   write_file(tmp, out.str());
+  // Readable by a collector that runs as another user, whatever umask the service has (0077 packaged).
   std::error_code ec;
+  fs::permissions(
+      tmp, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read | fs::perms::others_read,
+      ec);
   fs::rename(tmp, path, ec);
   if (ec) throw RuntimeError("cannot write " + path + ": " + ec.message());
 }

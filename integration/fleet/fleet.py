@@ -382,8 +382,8 @@ def phases(run, fleet, cluster, options):
     run.check("no daemon exited while the store was down", not fleet.dead_daemons(),
               str(fleet.dead_daemons()))
     run.traffic("store down: the last policy still enforced", expected_verdicts(ports))
-    # A daemon (re)started while the store is down applies nothing until the store answers: its host
-    # keeps the ruleset the kernel has.
+    # A daemon (re)started while the store is down enforces its copy of the store on disk (--etcd-cache),
+    # the same policy the kernel has.
     restarted = run.sample[0]
     restart_time = time.time_ns()
     code = fleet.restart_daemon(restarted)

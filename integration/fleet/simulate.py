@@ -9,8 +9,8 @@ two parts apart and adds them per host:
 
   1. fan-out: a three-member etcd on 127.0.0.1 holding the fleet's policy (a HostEndpoint per host and
      one GlobalNetworkPolicy), and one watch per host on the Calico prefix, spread over --members
-     members (a daemon watches the first endpoint of its --source that answers: 1 when every host lists
-     the members in the same order, 3 when the order differs), each on its own HTTP connection to
+     members (a daemon starts on a random endpoint of its --source: 3 is what a fleet sees, 1 the worst
+     case of every host on one member), each on its own HTTP connection to
      etcd's JSON gateway (POST /v3/watch, the protocol the daemon speaks). A change to the policy is
      put --changes times; for every watch, the time from sending the put (a watch on a follower can see
      the event before the put's answer is back) to the event arriving is recorded.

@@ -38,9 +38,13 @@ expect "ebpf iptables nft" --backend ""
 expect "yaml" --frontend y
 expect "apply" --backend nft ap
 expect "--config --confirm" apply --c
-expect "--exit-code" diff --e
+expect "--exit-code" diff --ex
 expect "<files>" -f ""
 expect "<interfaces>" trace --iif ""
 expect "tcp udp icmp icmpv6" trace --proto ""
 expect "" check ""
+expect "--watch" daemon --w
+expect "<files>" --etcd-ca ""
+expect "--etcd-ca --etcd-cert --etcd-cache" --etcd-c
+expect "etcd://" --frontend calico --source ""
 [ "$failures" = 0 ] && echo "ok: completion"

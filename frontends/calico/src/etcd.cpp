@@ -281,7 +281,12 @@ bool Client::answers(const std::string& url) {
 }
 
 Snapshot Client::list() {
-  const std::string body = range_of_resources().dump();
+  // Serializable: the member answers from its own copy, without a round through the leader, so that a
+  // fleet relisting at once (its member died) does not load the leader; the watch then follows that
+  // member from the same revision, and the liveness probe (linearizable) leaves a member cut off.
+  json range = range_of_resources();
+  range["serializable"] = true;
+  const std::string body = range.dump();
   std::string failures;
   for (std::size_t attempt = 0; attempt < endpoints_.urls.size(); ++attempt) {
     const std::size_t index = (current_ + attempt) % endpoints_.urls.size();
@@ -506,9 +511,10 @@ void Watch::run() {
     } catch (const Compacted&) {
       // list again at once: the history between the list and now is gone
     } catch (const std::exception&) {
-      // A broken stream (a member went away): list again from the next endpoint after a short pause
-      // that keeps a store that refuses watches from being hammered. Only a failed list is "unreachable".
-      pause(kFirstBackoff);
+      // A broken stream (a member went away): list again from the next endpoint after a pause that
+      // keeps a store that refuses watches from being hammered, and spreads the hosts that watched the
+      // lost member over a second. Only a failed list is "unreachable".
+      pause(kFirstBackoff + std::chrono::milliseconds(std::random_device{}() % 800));
     }
   }
 }

@@ -242,8 +242,9 @@ class Mapper {
         continue;
       }
       bool bound = false;
-      for (const auto& [iface, addresses] : options_.interface_addresses) {
+      for (const auto& [iface, bound_addresses] : options_.interface_addresses) {
         if (!host_interface(iface)) continue;
+        const auto& addresses = bound_addresses;  // clang before 16 cannot capture a structured binding
         const bool has_ip =
             std::any_of(hep->expected_ips.begin(), hep->expected_ips.end(), [&](const ir::IpAddr& ip) {
               return std::find(addresses.begin(), addresses.end(), ip) != addresses.end();

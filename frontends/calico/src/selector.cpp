@@ -233,6 +233,8 @@ class Parser {
   }
 
  private:
+  static constexpr int kMaxNesting = 64;
+
   const Token& peek() const { return tokens_[pos_]; }
   const Token& take() { return tokens_[pos_ < tokens_.size() - 1 ? pos_++ : pos_]; }
 
@@ -263,6 +265,7 @@ class Parser {
     }
     auto expr = parse_primary(error);
     if (!expr || !negated) return expr;
+    if (expr->op == Selector::Op::not_) return std::move(expr->operands.front());  // !(!x) is x, like !!x
     Selector::Expr negation;
     negation.op = Selector::Op::not_;
     negation.operands.push_back(std::move(*expr));
@@ -283,7 +286,16 @@ class Parser {
         expr.label = token.value;
         return expr;
       case Tok::lparen: {
+        // The parser, the printer and evaluation recurse per level: a bound keeps a hostile selector
+        // (from a file or a datastore) from overflowing the stack.
+        if (depth_ == kMaxNesting) {
+          error = {token.offset, "parentheses nested more than " + std::to_string(kMaxNesting) + " deep",
+                   "write the selector with fewer levels"};
+          return std::nullopt;
+        }
+        ++depth_;
         auto inner = parse_or(error);
+        --depth_;
         if (!inner) return std::nullopt;
         if (peek().kind != Tok::rparen) {
           error = {peek().offset, "expected ')'",
@@ -364,6 +376,7 @@ class Parser {
 
   const std::vector<Token>& tokens_;
   std::size_t pos_ = 0;
+  int depth_ = 0;  // parentheses open around the current position
 };
 
 bool evaluate(const Selector::Expr& expr, const Labels& labels) {

@@ -189,6 +189,7 @@ metric() { grep -q "^$1{netns=\"$netns\",node=\"$node\"$2} $3\$" "$work/metrics.
 wait_for "metrics: the applied revision" metric fwengine_store_revision_applied "" "$(revision)"
 wait_for "metrics: the store is reachable" metric fwengine_store_reachable "" 1
 wait_for "metrics: reloads are counted" grep -q '^fwengine_reloads_total{.*result="ok"} [1-9]' "$work/metrics.prom"
+wait_for "metrics: readable by a collector of another user" test "$(stat -c %a "$work/metrics.prom")" = 644
 wait_for "metrics: per-rule counters name their policy source" grep -q '^fwengine_rule_packets_total{.*origin="etcd:' "$work/metrics.prom"
 
 put globalnetworkpolicies/bad '{"kind": "GlobalNetworkPolicy", "metadata": {"name": "bad"}, "spec": {"selector": "(("}}'

@@ -10,11 +10,16 @@
 namespace fwe::firewalld::xml {
 namespace {
 
+// firewalld's files are a few elements deep; the tree is built, walked and destroyed by recursion, so
+// a hostile file must not nest without bound.
+constexpr std::size_t kMaxDepth = 64;
+
 struct Builder {
   XML_Parser parser = nullptr;
   std::uint32_t file = 0;
   std::optional<Element> root;
-  std::vector<Element*> open;  // the path from the root to the current element
+  std::vector<Element*> open;         // the path from the root to the current element
+  std::optional<SourceLoc> too_deep;  // where nesting went past kMaxDepth (parsing stopped there)
 };
 
 SourceLoc current(const Builder& b) {
@@ -25,6 +30,11 @@ SourceLoc current(const Builder& b) {
 
 void on_start(void* data, const XML_Char* name, const XML_Char** attributes) {
   auto& b = *static_cast<Builder*>(data);
+  if (b.open.size() == kMaxDepth) {
+    b.too_deep = current(b);
+    XML_StopParser(b.parser, XML_FALSE);
+    return;
+  }
   Element element;
   element.name = name;
   element.loc = current(b);
@@ -66,7 +76,14 @@ std::optional<Element> parse(std::string_view text, std::uint32_t file, Diagnost
   XML_SetUserData(b.parser, &b);
   XML_SetElementHandler(b.parser, on_start, on_end);
   XML_SetCharacterDataHandler(b.parser, on_text);
-  if (XML_Parse(b.parser, text.data(), static_cast<int>(text.size()), XML_TRUE) != XML_STATUS_OK) {
+  const bool parsed =
+      XML_Parse(b.parser, text.data(), static_cast<int>(text.size()), XML_TRUE) == XML_STATUS_OK;
+  if (b.too_deep) {
+    diag.error(*b.too_deep, "elements nested more than " + std::to_string(kMaxDepth) + " deep",
+               "firewalld's files are a few levels deep: check that this is a firewalld file");
+    return std::nullopt;
+  }
+  if (!parsed) {
     diag.error(current(b), std::string("broken XML: ") + XML_ErrorString(XML_GetErrorCode(b.parser)),
                "fix the file's XML syntax (firewalld would not load it either)");
     return std::nullopt;

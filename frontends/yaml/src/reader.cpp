@@ -470,6 +470,10 @@ std::optional<ir::PortRange> PolicyReader::Impl::read_port_range(const Node& nod
 }
 
 void PolicyReader::Impl::add_set(ir::AddrSet set) {
+  // Sets and chains share one name space: a rule's `jump` and a match's set reference read alike.
+  if (auto chain = ruleset_.chains.find(set.name); chain != ruleset_.chains.end())
+    diag_.error(set.origin.loc, "set " + quote(set.name) + " has the name of a chain",
+                "the chain is at " + diag_.where(chain->second.origin.loc) + "; rename one of them");
   auto [it, added] = ruleset_.sets.try_emplace(set.name, set);
   if (!added)
     diag_.error(set.origin.loc, "set " + quote(set.name) + " is defined twice",
@@ -604,6 +608,9 @@ void PolicyReader::Impl::read_chains(const Node& node) {
     } else if (!value.is_null()) {
       type_error(value, "chains." + chain.name, "a list of rules");
     }
+    if (auto set = ruleset_.sets.find(chain.name); set != ruleset_.sets.end())
+      error(key, "chain " + quote(chain.name) + " has the name of a set",
+            "the set is at " + diag_.where(set->second.origin.loc) + "; rename one of them");
     auto [it, added] = ruleset_.chains.try_emplace(chain.name, chain);
     if (!added)
       error(key, "chain " + quote(chain.name) + " is defined twice",

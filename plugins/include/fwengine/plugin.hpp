@@ -43,7 +43,7 @@ struct PluginContext {
 
 // ---- frontends ----------------------------------------------------------------------------------
 struct FrontendRequest {
-  std::vector<std::string> sources;            // files, directories or "-" (stdin); never empty
+  std::vector<std::string> sources;            // files, directories, "-" (stdin) or URLs; never empty
   std::string node;                            // this host's node name
   std::string netns;                           // namespace the ruleset is for ("" = current)
   std::map<std::string, std::string> options;  // --option key=value, frontend-specific

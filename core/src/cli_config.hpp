@@ -1,0 +1,30 @@
+// cli_config.hpp - the command line's options and fwengine.conf, which supplies their defaults.
+// A header of its own so that the fuzz target of fwengine.conf (fuzz/fwengine_conf.cpp) reaches the reader.
+#pragma once
+
+#include <boost/program_options/variables_map.hpp>
+#include <string>
+#include <vector>
+
+#include "fwengine/diagnostics.hpp"
+
+namespace fwe::cli {
+
+struct Options {
+  std::string command = "apply";
+  std::string frontend, backend, netns, node, config;
+  std::vector<std::string> files, plugin_dirs, frontend_options;
+  bool json = false, verbose = false, quiet = false;
+  // --firewalld-defaults or --firewalld-compat given
+  bool firewalld_aliases = false;
+  // --etcd-ca, --etcd-cert, --etcd-key or --etcd-cache given
+  bool etcd_aliases = false;
+  bool flush_on_stop = false;  // daemon: remove the ruleset on SIGTERM (off: a firewall stays up)
+  boost::program_options::variables_map vm;
+};
+
+// Reads o.config (or /etc/fwengine/fwengine.conf when none is given and it exists) into the fields of o
+// the command line left empty. Problems in the file go to diag; a missing --config file is a UsageError.
+void read_config(Options& o, Diagnostics& diag);
+
+}  // namespace fwe::cli
