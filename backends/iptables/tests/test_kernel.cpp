@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <filesystem>
 #include <iostream>
 #include <sstream>
 
@@ -198,7 +199,11 @@ TEST_CASE("fwengine --backend iptables --netns NAME applies inside that namespac
   REQUIRE(run_tool({"ip", "netns", "add", ns}).status == 0);
   struct Remove {
     std::string ns;
-    ~Remove() { run_tool({"ip", "netns", "del", ns}); }
+    ~Remove() {
+      run_tool({"ip", "netns", "del", ns});
+      std::error_code ignored;
+      std::filesystem::remove_all("/run/fwengine/" + ns, ignored);  // the engine's lock and state for it
+    }
   } remove{ns};
   const std::string policy = FWE_SOURCE_DIR "/fixtures/yaml/example/policy.yaml";
   auto engine = [&](std::vector<std::string> args) {
