@@ -61,7 +61,7 @@ all_succeed() {  # all_succeed NAME
   if [ "$failed" = 0 ]; then passes=$((passes + 1)); else echo "FAIL $1: a writer failed"; failures=$((failures + 1)); fi
 }
 
-for round in 1 2 3 4 5; do
+for round in 1 2 3; do
   for _ in 1 2 3; do
     start -f "$policy_a" apply
     start -f "$policy_b" apply
@@ -82,7 +82,7 @@ cp "$policy_a" "$work/policy.yaml"
   >"$work/daemon.log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 100); do fwe status | grep -q "IR $hash_a" && break; sleep 0.1; done
-for round in 1 2 3 4 5; do
+for round in 1 2 3; do
   cp "$policy_b" "$work/policy.yaml.new" && mv "$work/policy.yaml.new" "$work/policy.yaml"
   start -f "$policy_a" apply
   start -f "$policy_b" apply
