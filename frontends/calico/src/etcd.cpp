@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstdlib>
 #include <exception>
 #include <filesystem>
 #include <fstream>
@@ -97,9 +98,12 @@ curl_socket_t open_socket_in_origin(void* origin_fd, curlsocktype, curl_sockaddr
   curl_socket_t fd = CURL_SOCKET_BAD;
   if (setns(origin, CLONE_NEWNET) == 0) {
     fd = socket(address->family, type, address->protocol);
-    if (setns(here, CLONE_NEWNET) != 0 && fd >= 0) {
-      close(fd);  // this thread could not get back: never use a socket made in the wrong place
-      fd = CURL_SOCKET_BAD;
+    if (setns(here, CLONE_NEWNET) != 0) {
+      // A thread left in the host's namespace would change the host's firewall: stop at once.
+      static constexpr char kWhy[] = "fwengine: cannot return to the target network namespace; aborting\n";
+      ssize_t unused = write(STDERR_FILENO, kWhy, sizeof kWhy - 1);
+      (void)unused;
+      std::abort();
     }
   }
   close(here);
