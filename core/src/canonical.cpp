@@ -1,8 +1,17 @@
 // canonical.cpp - the IR's canonical JSON (and YAML) form and its hash.
+//
+// The canonical text is written directly, without building a JSON tree first: hashing a large ruleset
+// is on every apply's path, and a tree of small allocations cost more than reading the policy. The text
+// is exactly what nlohmann::json's dump() prints for the same document (keys in byte order, no spaces),
+// so to_json() is a parse of it and the hash does not depend on how the text was made.
 #include "fwengine/canonical.hpp"
 
 #include <openssl/evp.h>
 #include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <array>
+#include <charconv>
 
 #include <nlohmann/json.hpp>
 
@@ -13,199 +22,337 @@ using namespace fwe::ir;
 
 namespace {
 
+// Compact JSON text. Callers write each object's keys in byte order: that is the canonical order.
+class JsonText {
+ public:
+  JsonText& open_object() { return open('{'); }
+  JsonText& close_object() { return close('}'); }
+  JsonText& open_array() { return open('['); }
+  JsonText& close_array() { return close(']'); }
+
+  JsonText& key(std::string_view k) {
+    separate();
+    quote(k);
+    out_ += ':';
+    after_value_ = false;
+    return *this;
+  }
+  JsonText& string(std::string_view s) {
+    separate();
+    quote(s);
+    return done();
+  }
+  JsonText& number(std::uint64_t n) {
+    separate();
+    std::array<char, 24> digits{};
+    auto end = std::to_chars(digits.data(), digits.data() + digits.size(), n).ptr;
+    out_.append(digits.data(), end);
+    return done();
+  }
+  JsonText& boolean(bool b) {
+    separate();
+    out_ += b ? "true" : "false";
+    return done();
+  }
+  JsonText& strings(const std::vector<std::string>& v) {
+    open_array();
+    for (const auto& s : v) string(s);
+    return close_array();
+  }
+
+  std::string take() { return std::move(out_); }
+
+ private:
+  JsonText& open(char c) {
+    separate();
+    out_ += c;
+    after_value_ = false;
+    return *this;
+  }
+  JsonText& close(char c) {
+    out_ += c;
+    return done();
+  }
+  JsonText& done() {
+    after_value_ = true;
+    return *this;
+  }
+  void separate() {
+    if (after_value_) out_ += ',';
+  }
+  // nlohmann's escaping: the two-character forms it knows, \u00xx (lower-case hex) for other control
+  // characters, everything else (UTF-8 included) as it is.
+  void quote(std::string_view s) {
+    out_ += '"';
+    for (char c : s) {
+      switch (c) {
+        case '"':
+          out_ += "\\\"";
+          break;
+        case '\\':
+          out_ += "\\\\";
+          break;
+        case '\b':
+          out_ += "\\b";
+          break;
+        case '\f':
+          out_ += "\\f";
+          break;
+        case '\n':
+          out_ += "\\n";
+          break;
+        case '\r':
+          out_ += "\\r";
+          break;
+        case '\t':
+          out_ += "\\t";
+          break;
+        default:
+          if (static_cast<unsigned char>(c) < 0x20) {
+            static constexpr char kHex[] = "0123456789abcdef";
+            out_ += "\\u00";
+            out_ += kHex[(c >> 4) & 0xf];
+            out_ += kHex[c & 0xf];
+          } else {
+            out_ += c;
+          }
+      }
+    }
+    out_ += '"';
+  }
+
+  std::string out_;
+  bool after_value_ = false;
+};
+
 struct Writer {
   const Ruleset& rs;
   bool with_origins;
+  JsonText out;
 
-  void origin(json& j, const Origin& o) const {
+  // "origin" sorts after every key of the objects that carry one except "with": callers place it.
+  void origin(const Origin& o) {
     if (!with_origins) return;
     std::string where = o.loc.file < rs.files.size() ? rs.files[o.loc.file] : "";
     if (o.loc.line > 0) where += ':' + std::to_string(o.loc.line) + ':' + std::to_string(o.loc.col);
-    json origin = {{"at", where}};
-    if (!o.policy.empty()) origin["policy"] = o.policy;
-    if (o.rule >= 0) origin["rule"] = o.rule;
-    j["origin"] = std::move(origin);
+    out.key("origin").open_object().key("at").string(where);
+    if (!o.policy.empty()) out.key("policy").string(o.policy);
+    if (o.rule >= 0) out.key("rule").number(static_cast<std::uint64_t>(o.rule));
+    out.close_object();
   }
 
-  static json ifaces(const std::vector<IfacePattern>& v) {
-    json out = json::array();
-    for (const auto& p : v) out.push_back(to_string(p));
-    return out;
+  void ifaces(std::string_view name, const std::vector<IfacePattern>& v, bool negate) {
+    out.key(name).open_object().key("names").open_array();
+    for (const auto& p : v) out.string(to_string(p));
+    out.close_array().key("negate").boolean(negate).close_object();
   }
-  static json ports(const PortSet& set) {
-    json out = json::array();
+  void ports(const PortSet& set) {
+    out.open_array();
     for (const auto& r : set)
-      out.push_back(r.lo == r.hi ? std::to_string(r.lo) : std::to_string(r.lo) + "-" + std::to_string(r.hi));
-    return out;
+      out.string(r.lo == r.hi ? std::to_string(r.lo) : std::to_string(r.lo) + "-" + std::to_string(r.hi));
+    out.close_array();
   }
-  static json macs(const std::vector<MacAddr>& v) {
-    json out = json::array();
-    for (const auto& m : v) out.push_back(to_string(m));
-    return out;
+  void macs(const std::vector<MacAddr>& v) {
+    out.open_array();
+    for (const auto& m : v) out.string(to_string(m));
+    out.close_array();
   }
-  static std::string neg(bool negate, std::string s) { return negate ? "!" + s : s; }
-
-  json match(const Match& m) const {
-    json j = json::object();
-    if (m.iif) j["iif"] = {{"negate", m.iif_negate}, {"names", ifaces(*m.iif)}};
-    if (m.oif) j["oif"] = {{"negate", m.oif_negate}, {"names", ifaces(*m.oif)}};
-    if (m.family != Family::any) j["family"] = to_string(m.family);
-    if (m.protocols) {
-      json p = json::array();
-      for (auto n : *m.protocols) p.push_back(protocol_name(n));
-      j["protocol"] = {{"negate", m.protocol_negate}, {"any", p}};
+  void addrs(std::string_view name, const std::vector<AddrMatch>& v) {
+    if (v.empty()) return;
+    out.key(name).open_array();
+    for (const auto& a : v) out.string(a.negate ? "!" + a.set : a.set);
+    out.close_array();
+  }
+  void port_matches(std::string_view name, const std::vector<PortMatch>& v) {
+    if (v.empty()) return;
+    out.key(name).open_array();
+    for (const auto& p : v) {
+      out.open_object().key("negate").boolean(p.negate).key("ports");
+      ports(p.ports);
+      out.close_object();
     }
-    auto addrs = [&](const std::vector<AddrMatch>& v) {
-      json out = json::array();
-      for (const auto& a : v) out.push_back(neg(a.negate, a.set));
-      return out;
-    };
-    if (!m.src_addr.empty()) j["src-addr"] = addrs(m.src_addr);
-    if (!m.dst_addr.empty()) j["dst-addr"] = addrs(m.dst_addr);
-    auto port_matches = [&](const std::vector<PortMatch>& v) {
-      json out = json::array();
-      for (const auto& p : v) out.push_back({{"negate", p.negate}, {"ports", ports(p.ports)}});
-      return out;
-    };
-    if (!m.src_port.empty()) j["src-port"] = port_matches(m.src_port);
-    if (!m.dst_port.empty()) j["dst-port"] = port_matches(m.dst_port);
+    out.close_array();
+  }
+  template <typename Values, typename Name>
+  void any_of(std::string_view name, const Values& values, Name value_name, const bool* negate) {
+    out.key(name).open_object().key("any").open_array();
+    for (auto v : values) out.string(value_name(v));
+    out.close_array();
+    if (negate) out.key("negate").boolean(*negate);
+    out.close_object();
+  }
+
+  void match(const Match& m) {
+    auto state_name = [](CtState c) { return to_string(c); };
+    auto status_name = [](CtStatus c) { return to_string(c); };
+    out.open_object();
+    if (m.ct_states) any_of("ct-state", *m.ct_states, state_name, &m.ct_negate);
+    if (m.ct_status) any_of("ct-status", *m.ct_status, status_name, nullptr);
+    addrs("dst-addr", m.dst_addr);
+    port_matches("dst-port", m.dst_port);
+    if (m.family != Family::any) out.key("family").string(to_string(m.family));
     if (m.icmp) {
-      json i = {{"negate", m.icmp->negate}, {"v6", m.icmp->v6}};
-      if (m.icmp->type) i["type"] = *m.icmp->type;
-      if (m.icmp->code) i["code"] = *m.icmp->code;
-      j["icmp"] = std::move(i);
+      out.key("icmp").open_object();
+      if (m.icmp->code) out.key("code").number(*m.icmp->code);
+      out.key("negate").boolean(m.icmp->negate);
+      if (m.icmp->type) out.key("type").number(*m.icmp->type);
+      out.key("v6").boolean(m.icmp->v6).close_object();
     }
-    if (m.ct_states) {
-      json s = json::array();
-      for (auto c : *m.ct_states) s.push_back(to_string(c));
-      j["ct-state"] = {{"negate", m.ct_negate}, {"any", s}};
+    if (m.iif) ifaces("iif", *m.iif, m.iif_negate);
+    if (m.mark_value) {
+      out.key("mark").open_object().key("mask").number(m.mark_mask).key("negate").boolean(m.mark_negate);
+      out.key("value").number(*m.mark_value).close_object();
     }
-    if (m.src_mac) j["src-mac"] = {{"negate", m.src_mac_negate}, {"any", macs(*m.src_mac)}};
-    if (m.pkt_type) j["pkt-type"] = *m.pkt_type;
-    if (m.mark_value)
-      j["mark"] = {{"negate", m.mark_negate}, {"value", *m.mark_value}, {"mask", m.mark_mask}};
+    if (m.oif) ifaces("oif", *m.oif, m.oif_negate);
+    if (m.pkt_type) out.key("pkt-type").string(*m.pkt_type);
+    if (m.protocols) any_of("protocol", *m.protocols, protocol_name, &m.protocol_negate);
     if (m.rate_limit)
-      j["rate-limit"] = {
-          {"rate", m.rate_limit->rate}, {"unit", m.rate_limit->unit}, {"burst", m.rate_limit->burst}};
-    if (m.ct_status) {
-      json s = json::array();
-      for (auto c : *m.ct_status) s.push_back(to_string(c));
-      j["ct-status"] = {{"any", s}};
+      out.key("rate-limit")
+          .open_object()
+          .key("burst")
+          .number(m.rate_limit->burst)
+          .key("rate")
+          .number(m.rate_limit->rate)
+          .key("unit")
+          .string(m.rate_limit->unit)
+          .close_object();
+    addrs("src-addr", m.src_addr);
+    if (m.src_mac) {
+      out.key("src-mac").open_object().key("any");
+      macs(*m.src_mac);
+      out.key("negate").boolean(m.src_mac_negate).close_object();
     }
-    return j;
+    port_matches("src-port", m.src_port);
+    out.close_object();
   }
 
-  static json action(const Action& a) {
-    json j = {{"kind", to_string(a.kind)}};
+  void action(const Action& a) {
+    out.open_object();
     switch (a.kind) {
       case ActionKind::reject:
-        j["with"] = a.reject_with;
+        out.key("kind").string(to_string(a.kind)).key("with").string(a.reject_with);
         break;
       case ActionKind::log:
-        j["prefix"] = a.log_prefix;
-        j["level"] = a.log_level;
+        out.key("kind").string(to_string(a.kind)).key("level").number(a.log_level);
+        out.key("prefix").string(a.log_prefix);
         break;
       case ActionKind::jump:
       case ActionKind::ct_helper:
-        j["target"] = a.target;
+        out.key("kind").string(to_string(a.kind)).key("target").string(a.target);
         break;
       case ActionKind::set_mark:
-        j["value"] = a.mark_value;
-        j["mask"] = a.mark_mask;
+        out.key("kind").string(to_string(a.kind)).key("mask").number(a.mark_mask);
+        out.key("value").number(a.mark_value);
         break;
       case ActionKind::dnat:
       case ActionKind::redirect:
       case ActionKind::snat:
       case ActionKind::masquerade:
-        if (a.nat_addr) j["addr"] = to_string(*a.nat_addr);
-        if (a.nat_port) j["port"] = ports({*a.nat_port});
+        if (a.nat_addr) out.key("addr").string(to_string(*a.nat_addr));
+        out.key("kind").string(to_string(a.kind));
+        if (a.nat_port) {
+          out.key("port");
+          ports({*a.nat_port});
+        }
         break;
       default:
+        out.key("kind").string(to_string(a.kind));
         break;
     }
-    return j;
+    out.close_object();
   }
 
-  json rule(const Rule& r) const {
-    json j = {{"match", match(r.match)}, {"action", action(r.action)}};
-    origin(j, r.origin);
-    return j;
+  void rule(const Rule& r) {
+    out.open_object().key("action");
+    action(r.action);
+    out.key("match");
+    match(r.match);
+    origin(r.origin);
+    out.close_object();
   }
 
-  json endpoint(const Endpoint& ep) const {
-    json m = json::object();
-    if (ep.match.iif) m["iif"] = to_string(*ep.match.iif);
-    if (ep.match.oif) m["oif"] = to_string(*ep.match.oif);
-    if (ep.match.src_set) m["src-set"] = *ep.match.src_set;
-    if (ep.match.dst_set) m["dst-set"] = *ep.match.dst_set;
-    if (ep.match.src_mac) m["src-mac"] = macs(*ep.match.src_mac);
-    json groups = json::array();
+  void endpoint(const Endpoint& ep) {
+    out.open_object()
+        .key("conntrack")
+        .string(to_string(ep.conntrack))
+        .key("default")
+        .string(to_string(ep.default_verdict))
+        .key("failsafe")
+        .boolean(ep.failsafe)
+        .key("failsafe-chain")
+        .string(ep.failsafe_chain)
+        .key("groups")
+        .open_array();
     for (const auto& g : ep.groups) {
-      json jg = {{"name", g.name}, {"chains", g.chains}, {"on-end", to_string(g.on_end)}};
-      if (g.on_end == Verdict::reject) jg["with"] = g.reject_with;
-      origin(jg, g.origin);
-      groups.push_back(std::move(jg));
+      out.open_object().key("chains").strings(g.chains).key("name").string(g.name);
+      out.key("on-end").string(to_string(g.on_end));
+      origin(g.origin);
+      if (g.on_end == Verdict::reject) out.key("with").string(g.reject_with);
+      out.close_object();
     }
-    json j = {{"name", ep.name},
-              {"match", std::move(m)},
-              {"conntrack", to_string(ep.conntrack)},
-              {"failsafe", ep.failsafe},
-              {"failsafe-chain", ep.failsafe_chain},
-              {"groups", std::move(groups)},
-              {"default", to_string(ep.default_verdict)}};
-    if (ep.default_verdict == Verdict::reject) j["with"] = ep.reject_with;
-    origin(j, ep.origin);
-    return j;
+    out.close_array().key("match").open_object();
+    if (ep.match.dst_set) out.key("dst-set").string(*ep.match.dst_set);
+    if (ep.match.iif) out.key("iif").string(to_string(*ep.match.iif));
+    if (ep.match.oif) out.key("oif").string(to_string(*ep.match.oif));
+    if (ep.match.src_mac) {
+      out.key("src-mac");
+      macs(*ep.match.src_mac);
+    }
+    if (ep.match.src_set) out.key("src-set").string(*ep.match.src_set);
+    out.close_object().key("name").string(ep.name);
+    origin(ep.origin);
+    if (ep.default_verdict == Verdict::reject) out.key("with").string(ep.reject_with);
+    out.close_object();
   }
 
-  json failsafe_entries(const std::vector<FailsafeEntry>& v) const {
-    json out = json::array();
+  void failsafe_entries(std::string_view name, const std::vector<FailsafeEntry>& v) {
+    out.key(name).open_array();
     for (const auto& e : v) {
-      json j = {{"protocol", protocol_name(e.protocol)}, {"port", e.port}};
-      if (e.net) j["net"] = to_string(*e.net);
-      origin(j, e.origin);
-      out.push_back(std::move(j));
+      out.open_object();
+      if (e.net) out.key("net").string(to_string(*e.net));
+      origin(e.origin);
+      out.key("port").number(e.port).key("protocol").string(protocol_name(e.protocol)).close_object();
     }
-    return out;
+    out.close_array();
   }
 
-  json ruleset() const {
-    json sets = json::object();
-    for (const auto& [name, set] : rs.sets) {
-      json cidrs = json::array();
-      for (const auto& c : set.cidrs) cidrs.push_back(to_string(c));
-      sets[name] = std::move(cidrs);
-    }
-    json chains = json::object();
+  std::string ruleset() {
+    out.open_object().key("chains").open_object();
     for (const auto& [name, chain] : rs.chains) {
-      json rules = json::array();
-      for (const auto& r : chain.rules) rules.push_back(rule(r));
-      chains[name] = std::move(rules);
+      out.key(name).open_array();
+      for (const auto& r : chain.rules) rule(r);
+      out.close_array();
     }
-    json stages = json::object();
-    for (std::size_t s = 0; s < kStageCount; ++s) {
+    out.close_object().key("failsafe").open_object();
+    failsafe_entries("inbound", rs.failsafe.inbound);
+    failsafe_entries("outbound", rs.failsafe.outbound);
+    out.close_object();
+    if (with_origins) out.key("files").strings(rs.files).key("frontend").string(rs.frontend);
+    out.key("ir-version").number(1).key("sets").open_object();
+    for (const auto& [name, set] : rs.sets) {
+      out.key(name).open_array();
+      for (const auto& c : set.cidrs) out.string(to_string(c));
+      out.close_array();
+    }
+    out.close_object().key("stages").open_object();
+    std::array<std::size_t, kStageCount> order{};
+    for (std::size_t s = 0; s < kStageCount; ++s) order[s] = s;
+    std::sort(order.begin(), order.end(), [](std::size_t a, std::size_t b) {
+      return to_string(static_cast<Stage>(a)) < to_string(static_cast<Stage>(b));
+    });
+    for (std::size_t s : order) {
       if (rs.stages[s].empty()) continue;
-      json sections = json::array();
+      out.key(to_string(static_cast<Stage>(s))).open_array();
       for (const auto& sec : rs.stages[s].sections) {
-        json eps = json::array();
-        for (const auto& ep : sec.endpoints) eps.push_back(endpoint(ep));
-        sections.push_back(
-            {{"name", sec.name}, {"honour-allow", sec.honour_allow}, {"endpoints", std::move(eps)}});
+        out.open_object().key("endpoints").open_array();
+        for (const auto& ep : sec.endpoints) endpoint(ep);
+        out.close_array().key("honour-allow").boolean(sec.honour_allow).key("name").string(sec.name);
+        out.close_object();
       }
-      stages[std::string(to_string(static_cast<Stage>(s)))] = std::move(sections);
+      out.close_array();
     }
-    json j = {{"ir-version", 1},
-              {"sets", std::move(sets)},
-              {"chains", std::move(chains)},
-              {"stages", std::move(stages)},
-              {"failsafe",
-               {{"inbound", failsafe_entries(rs.failsafe.inbound)},
-                {"outbound", failsafe_entries(rs.failsafe.outbound)}}}};
-    if (with_origins) {
-      j["frontend"] = rs.frontend;
-      j["files"] = rs.files;
-    }
-    return j;
+    out.close_object().close_object();
+    return out.take();
   }
 };
 
@@ -239,8 +386,12 @@ void emit(YAML::Emitter& out, const json& j) {
 
 }  // namespace
 
+std::string to_text(const Ruleset& rs, bool with_origins) {
+  return Writer{rs, with_origins, {}}.ruleset();
+}
+
 json to_json(const Ruleset& rs, bool with_origins) {
-  return Writer{rs, with_origins}.ruleset();
+  return json::parse(to_text(rs, with_origins));
 }
 
 std::string to_yaml(const Ruleset& rs, bool with_origins) {
@@ -250,7 +401,7 @@ std::string to_yaml(const Ruleset& rs, bool with_origins) {
 }
 
 std::string hash(const Ruleset& rs) {
-  const std::string text = to_json(rs, false).dump();
+  const std::string text = to_text(rs, false);
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int length = 0;
   EVP_Digest(text.data(), text.size(), digest, &length, EVP_sha256(), nullptr);

@@ -144,9 +144,21 @@ const PluginInfo& PluginLoader::find(const std::string& name, PluginKind kind,
                    (known.empty() ? "none" : known) + ")" + (hint.empty() ? "" : "; " + hint));
 }
 
+PluginInfo PluginLoader::locate(const std::string& name, PluginKind kind) const {
+  // Loading every plugin to find one costs more than the rest of a small apply.
+  for (const auto& dir : dirs_) {
+    std::error_code ec;
+    const auto path = (fs::path(dir) / ("libfwe_" + name + ".so")).string();
+    if (!fs::is_regular_file(path, ec)) continue;
+    auto info = inspect(path);
+    if (info.problem.empty() && info.kind == kind && info.name == name) return info;
+    break;
+  }
+  return find(name, kind, discover());
+}
+
 Loaded<Frontend> PluginLoader::frontend(const std::string& name, const PluginContext& context) const {
-  const auto all = discover();
-  const auto& info = find(name, PluginKind::frontend, all);
+  const auto info = locate(name, PluginKind::frontend);
   auto lib = open_library(info.path);
   auto& create = lib.get_alias<FrontendFactory>(kFrontendAlias);
   auto object = create(context);
@@ -155,8 +167,7 @@ Loaded<Frontend> PluginLoader::frontend(const std::string& name, const PluginCon
 }
 
 Loaded<Backend> PluginLoader::backend(const std::string& name, const PluginContext& context) const {
-  const auto all = discover();
-  const auto& info = find(name, PluginKind::backend, all);
+  const auto info = locate(name, PluginKind::backend);
   auto lib = open_library(info.path);
   auto& create = lib.get_alias<BackendFactory>(kBackendAlias);
   auto object = create(context);

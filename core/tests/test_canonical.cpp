@@ -60,3 +60,63 @@ TEST_CASE("ct-status is in the canonical form only when a rule has it") {
         nlohmann::json::array({"dnat"}));
   CHECK(canonical::hash(a) != canonical::hash(b));
 }
+
+TEST_CASE("the canonical text is nlohmann's compact dump of the same document") {
+  auto rs = sample("dir/\"quoted\"\t.yaml", 7);
+  rs.sets["v6"] = {"v6", {*parse_cidr("2001:db8::/32")}, {}};
+  Rule full;
+  Match& m = full.match;
+  m.iif = std::vector<IfacePattern>{parse_iface("eth+"), parse_iface("lo")};
+  m.oif_negate = true;
+  m.oif = std::vector<IfacePattern>{parse_iface("wg0")};
+  m.family = Family::ipv6;
+  m.protocols = std::vector<std::uint8_t>{6, 17};
+  m.protocol_negate = true;
+  m.src_addr = {{true, "v6"}, {false, "lan"}};
+  m.dst_addr = {{false, "v6"}};
+  m.src_port = {{true, {{1, 1023}}}};
+  m.dst_port = {{false, {{22, 22}, {8000, 8080}}}};
+  m.icmp = IcmpMatch{true, true, 128, 0};
+  m.ct_states = std::vector<CtState>{CtState::established, CtState::related};
+  m.ct_negate = true;
+  m.ct_status = std::vector<CtStatus>{CtStatus::dnat};
+  m.src_mac = std::vector<MacAddr>{{0, 1, 2, 3, 4, 5}};
+  m.pkt_type = "broadcast";
+  m.mark_value = 0x10;
+  m.mark_mask = 0xff;
+  m.rate_limit = RateLimit{5, "minute", 10};
+  full.action.kind = ActionKind::dnat;
+  full.action.nat_addr = parse_ip("10.0.0.1");
+  full.action.nat_port = PortRange{8080, 8080};
+  full.origin = {{1, 9, 1}, "policy \x01 y", 4};
+  Rule logged;
+  logged.action.kind = ActionKind::log;
+  logged.action.log_prefix = "drop: ";
+  Rule marked;
+  marked.action.kind = ActionKind::set_mark;
+  marked.action.mark_value = 7;
+  Rule rejected;
+  rejected.action.kind = ActionKind::reject;
+  rejected.action.reject_with = "tcp-reset";
+  Rule jumped;
+  jumped.action.kind = ActionKind::jump;
+  jumped.action.target = "c";
+  rs.chains["all"] = {"all", {full, logged, marked, rejected, jumped}, {}};
+  Endpoint ep;
+  ep.name = "everything";
+  ep.match = {parse_iface("eth0"), parse_iface("eth1"), "lan", "v6",
+              std::vector<MacAddr>{{1, 2, 3, 4, 5, 6}}};
+  ep.groups.push_back({"g", {"all", "c"}, Verdict::reject, "icmp-host-prohibited", {{1, 2, 2}, "", -1}});
+  ep.default_verdict = Verdict::reject;
+  ep.reject_with = "tcp-reset";
+  ep.failsafe = true;
+  ep.failsafe_chain = "fs";
+  rs.stage(Stage::prednat).sections.push_back({"pre", false, {ep}});
+  rs.stage(Stage::output).sections.push_back({"out", false, {ep}});
+  rs.failsafe.inbound.push_back({6, 22, parse_cidr("10.0.0.0/8"), {{1, 3, 3}, "", -1}});
+  rs.failsafe.outbound.push_back({17, 53, std::nullopt, {}});
+  for (bool with_origins : {false, true}) {
+    const std::string text = canonical::to_text(rs, with_origins);
+    CHECK(nlohmann::json::parse(text).dump() == text);
+  }
+}

@@ -10,6 +10,8 @@
 
 namespace fwe::canonical {
 
+// The canonical JSON text: compact, keys in byte order; equal to nlohmann::json's dump() of to_json().
+std::string to_text(const ir::Ruleset&, bool with_origins);
 // The canonical JSON document. with_origins adds file:line:col and policy to every rule; the hash
 // never includes origins, file names or the frontend's name: equal policy gives an equal hash.
 nlohmann::json to_json(const ir::Ruleset&, bool with_origins);

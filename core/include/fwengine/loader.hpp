@@ -51,6 +51,9 @@ class PluginLoader {
 
  private:
   const PluginInfo& find(const std::string& name, PluginKind kind, const std::vector<PluginInfo>& all) const;
+  // The plugin called name: libfwe_NAME.so of the first directory that has that file, when it is sound
+  // and of the kind asked for; otherwise whatever discover() finds (a plugin may name itself freely).
+  PluginInfo locate(const std::string& name, PluginKind kind) const;
   std::vector<std::string> dirs_;
   // Every library handed out stays loaded while the loader lives: an exception a plugin threw may
   // still be in flight after its object is gone, and its destructor is in that library.
