@@ -173,6 +173,10 @@ struct fwe_ct_key {
   __u16 sport, dport; /* network order; ICMP echo: the identifier in both */
   __u8 src[16];
   __u8 dst[16];
+  /* ICMP echo: the request's type in the original direction, the reply's in the reply direction, as
+   * in the kernel's tuple, so that a ping to the host's own address (src == dst) has two entries. */
+  __u8 echo_type;
+  __u8 pad;
 };
 
 struct fwe_ct_value {

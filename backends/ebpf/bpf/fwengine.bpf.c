@@ -191,6 +191,12 @@ static __always_inline int has_ports(__u8 proto) {
   return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP || proto == IPPROTO_UDPLITE;
 }
 
+/* An ICMP echo request or reply (v4: 8, 0; v6: 128, 129). */
+static __always_inline int is_echo(const struct fwe_pkt* pkt) {
+  return (pkt->proto == IPPROTO_ICMP && (pkt->icmp_type == 8 || pkt->icmp_type == 0)) ||
+         (pkt->proto == IPPROTO_ICMPV6 && (pkt->icmp_type == 128 || pkt->icmp_type == 129));
+}
+
 /* Fills pkt from the headers; returns -1 for what is not IPv4/IPv6 (let through untouched). */
 static __always_inline int parse(struct __sk_buff* skb, struct fwe_pkt* pkt) {
   __u32 l4 = 0;
@@ -228,9 +234,7 @@ static __always_inline int parse(struct __sk_buff* skb, struct fwe_pkt* pkt) {
     if (bpf_skb_load_bytes(skb, l4, head, sizeof head) < 0) return 0;
     pkt->icmp_type = head[0];
     pkt->icmp_code = head[1];
-    int echo =
-        pkt->proto == IPPROTO_ICMP ? (head[0] == 8 || head[0] == 0) : (head[0] == 128 || head[0] == 129);
-    if (echo) { /* the identifier pairs a request with its reply */
+    if (is_echo(pkt)) { /* the identifier pairs a request with its reply */
       __u16 id;
       __builtin_memcpy(&id, &head[4], 2);
       pkt->ct_sport = id;
@@ -420,9 +424,24 @@ static __always_inline int run_stage(struct fwe_eval* ev, __u32 stage) {
   return ev->dropped;
 }
 
+/* ICMP echo request <-> reply: the type the other direction of the exchange carries. */
+static __always_inline __u8 echo_peer_type(__u8 type) {
+  switch (type) {
+    case 8:
+      return 0;
+    case 0:
+      return 8;
+    case 128:
+      return 129;
+    default:
+      return 128;
+  }
+}
+
 static __always_inline void ct_key_of(const struct fwe_pkt* pkt, struct fwe_ct_key* key, int reverse) {
   key->family = pkt->family;
   key->proto = pkt->proto;
+  if (is_echo(pkt)) key->echo_type = reverse ? echo_peer_type(pkt->icmp_type) : pkt->icmp_type;
   if (reverse) {
     key->sport = pkt->ct_dport;
     key->dport = pkt->ct_sport;
