@@ -725,7 +725,8 @@ class Translator {
     for (bool source : {true, false})
       for (const auto& am : source ? m.src_addr : m.dst_addr) {
         const ir::AddrSet* addresses = rs_.find_set(am.set);
-        if (am.negate || !addresses) return std::nullopt;
+        // A large set is a lookup of its own already; its values would be made only to be refused.
+        if (am.negate || !addresses || addresses->cidrs.size() > kMaxElementsPerRule) return std::nullopt;
         std::vector<ir::Cidr> cidrs;
         for (const auto& cidr : addresses->cidrs)
           if (m.family == Family::any || cidr.addr.family == m.family) cidrs.push_back(cidr);
