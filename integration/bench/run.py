@@ -179,6 +179,60 @@ class Namespace:
         os.close(fd)
 
 
+class KernelMemory:
+    """Kernel memory a contender leaves behind: its timed steps run in a memory cgroup of their own, and
+    what the cgroup is still charged with after they exited (and the kernel settled) is the ruleset's
+    kernel objects. nf_tables, x_tables and (partly) ipset allocate with memcg accounting, so that is
+    what their rules, chains, sets and elements cost. cgroup v1 (memory.kmem.usage_in_bytes) and v2
+    (memory.stat `kernel`) are both read; where neither can be used the figure is left out."""
+
+    def __init__(self):
+        self.base, self.v2, self.why = None, False, ""
+        try:
+            with open("/proc/self/cgroup") as f:
+                lines = [line.rstrip("\n").split(":", 2) for line in f]
+        except OSError as e:
+            self.why = f"cannot read /proc/self/cgroup: {e}"
+            return
+        v1 = next((path for _, ctrl, path in lines if "memory" in ctrl.split(",")), None)
+        if v1 is not None and os.path.exists(f"/sys/fs/cgroup/memory{v1}/memory.kmem.usage_in_bytes"):
+            self.base = f"/sys/fs/cgroup/memory{v1}"
+        elif os.path.exists("/sys/fs/cgroup/cgroup.subtree_control"):
+            with open("/sys/fs/cgroup/cgroup.subtree_control") as f:
+                if "memory" in f.read().split():
+                    self.base, self.v2 = "/sys/fs/cgroup", True  # the root may hold processes and children
+        if self.base is None:
+            self.why = "no memory cgroup with kernel-memory accounting found"
+
+    def create(self, name):
+        path = f"{self.base}/{name}"
+        os.mkdir(path)
+        return path
+
+    @staticmethod
+    def joiner(path):
+        """A preexec_fn step: the forked child moves itself into the cgroup."""
+        def join():
+            with open(f"{path}/cgroup.procs", "w") as f:
+                f.write(str(os.getpid()))
+        return join
+
+    def read_kib(self, path):
+        if not self.v2:
+            with open(f"{path}/memory.kmem.usage_in_bytes") as f:
+                return int(f.read()) / 1024
+        with open(f"{path}/memory.stat") as f:
+            stat = dict(line.split() for line in f)
+        return int(stat.get("kernel", 0)) / 1024
+
+    @staticmethod
+    def remove(path):
+        try:
+            os.rmdir(path)  # what is still charged moves to the parent
+        except OSError:
+            pass
+
+
 class Step:
     """One process: argv, optional stdin file, whether it runs inside the namespace, working directory."""
 
@@ -192,7 +246,7 @@ class Step:
 GNU_TIME = "/usr/bin/time"
 
 
-def run_steps(steps, ns, check=True):
+def run_steps(steps, ns, check=True, cgroup=None):
     """Runs the steps one after the other; returns wall ms, peak RSS KiB (max), user+system CPU ms,
     system CPU ms, and the stdout of the last step. Every step is started the same way (fork with
     preexec_fn, then GNU time), so fwengine and the alternatives pay the same start-up."""
@@ -203,8 +257,10 @@ def run_steps(steps, ns, check=True):
                 tempfile.TemporaryFile() as err:
             argv = [GNU_TIME, "-f", "%M", "-o", usage.name] + step.argv
             start = time.perf_counter()
+            enter = ns.enter if step.in_netns else (lambda: None)
+            join = KernelMemory.joiner(cgroup) if cgroup else (lambda: None)
             proc = subprocess.Popen(argv, stdin=stdin, stdout=out, stderr=err, cwd=step.cwd,
-                                    preexec_fn=ns.enter if step.in_netns else (lambda: None))
+                                    preexec_fn=lambda: (join(), enter()))
             _, status, rusage = os.wait4(proc.pid, 0)  # CPU times include GNU time's child
             wall = (time.perf_counter() - start) * 1000
             proc.returncode = os.waitstatus_to_exitcode(status)
@@ -426,7 +482,17 @@ def measure(figures, args, workdir):
                 if c.prepare:
                     prepare_ms = run_steps(c.prepare, args.ns)["wall_ms"]
                     time.sleep(SETTLE_SECONDS)
-                sample = run_steps(c.timed, args.ns)
+                cgroup = None
+                if fig.key.endswith("-full") and args.kmem.base:
+                    cgroup = args.kmem.create(f"fwe-bench-{os.getpid()}-{run}-{c.key}")
+                try:
+                    sample = run_steps(c.timed, args.ns, cgroup=cgroup)
+                    if cgroup:
+                        time.sleep(SETTLE_SECONDS)  # deferred (RCU) frees of the transaction
+                        sample["kmem_kib"] = args.kmem.read_kib(cgroup)
+                finally:
+                    if cgroup:
+                        KernelMemory.remove(cgroup)
                 sample["prepare_ms"] = prepare_ms
                 if c.fwengine:
                     sample["backend_ms"] = json.loads(sample["stdout"].strip().splitlines()[-1])["ms"]
@@ -603,6 +669,14 @@ def targets(figures, workloads, rows, args):
                    f".** nft backend: {nft_rss} (`nft -f` linear: "
                    f"{med(contender(fig, 'plain').samples, 'rss_kib') / 1024:.1f} MiB)"
                    + (f"; iptables backend: {med(ipt.samples, 'rss_kib') / 1024:.1f} MiB" if ipt else "") + ".")
+    fig = find(figures, "nft-full", by_size.get(50000))
+    if fig and any("kmem_kib" in c for c in contender(fig, "fwe").samples):
+        f, lin, own = contender(fig, "fwe"), contender(fig, "plain"), contender(fig, "own")
+        kmem = med(f.samples, "kmem_kib") / 1024
+        out.append(f"**Kernel memory added by the 50,000-rule policy ≤ 8 MiB (nft) — "
+                   f"{'met' if kmem <= 8 else 'not met'}.** fwengine's ruleset holds {kmem:.1f} MiB of kernel "
+                   f"memory; the linear `nft -f` ruleset {med(lin.samples, 'kmem_kib') / 1024:.1f} MiB, our own "
+                   f"text loaded by `nft -f` {med(own.samples, 'kmem_kib') / 1024:.1f} MiB (the same objects).")
     label = by_size.get(10000)
     if label in bd:
         check = med(bd[label]["check"], "wall_ms")
@@ -664,6 +738,10 @@ def write_report(path, figures, workloads, rows, prof, started, elapsed, args):
         "is the command's `ru_maxrss` (MiB; the largest of the processes of a multi-step contender"
         + "; every command runs under GNU time, which reports it without the harness's own RSS). "
         "Ratio = fwengine / alternative: below 1 means fwengine is faster.",
+        "- Kernel memory (full applies only): the timed commands run in a memory cgroup of their own; what "
+        "it is still charged with 200 ms after they exited is what the loaded ruleset holds in the kernel "
+        "(nf_tables and x_tables objects are charged to the cgroup that creates them; ipset's hash "
+        "tables only partly). " + getattr(args, "kmem_note", ""),
         "- The machine is shared by several busy sessions and noisy: compare the ratios, which were "
         "measured side by side, rather than the absolute numbers.",
         "",
@@ -698,6 +776,18 @@ def write_report(path, figures, workloads, rows, prof, started, elapsed, args):
                     else "—" for a in alts]
             row += [ratio_text(f, contender(fig, a.key), "rss_kib") for a in alts]
             lines.append("| " + " | ".join(row) + " |")
+        if any("kmem_kib" in sample for fig in figs for c in fig.contenders for sample in c.samples):
+            lines += ["", "Kernel memory held by the loaded ruleset (MiB; see Method):", ""]
+            head = ["workload", figs[0].contenders[0].label] + [a.label for a in alts] + \
+                   [f"ratio vs {a.label}" for a in alts]
+            lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for fig in figs:
+                f = contender(fig, "fwe")
+                row = [fig.size, cell(f.samples, "kmem_kib", scale=1 / 1024, runs=args.runs)]
+                row += [cell(contender(fig, a.key).samples, "kmem_kib", scale=1 / 1024, runs=args.runs)
+                        if contender(fig, a.key) else "—" for a in alts]
+                row += [ratio_text(f, contender(fig, a.key), "kmem_kib") for a in alts]
+                lines.append("| " + " | ".join(row) + " |")
         lines.append("")
         for fig in figs:
             for c in fig.contenders:
@@ -722,8 +812,9 @@ def write_report(path, figures, workloads, rows, prof, started, elapsed, args):
     lines += ["## Targets (issues #4, #5, #10)", ""]
     for paragraph in targets(figures, workloads, rows, args):
         lines += [paragraph, ""]
-    lines += ["Not measured by this harness yet (issue #10): the dataplane rates, kernel memory, the ebpf "
-              "backend, the Calico and firewalld workloads, `firewall-cmd --reload`, plots.", ""]
+    lines += ["Not measured by this harness yet (issue #10): the dataplane rates, the ebpf backend (its "
+              "per-packet figures: `ebpf_bench`, backends/ebpf/README.md), the Calico workload, plots; "
+              "`firewall-cmd --reload`: [benchmarks-firewalld.md](benchmarks-firewalld.md).", ""]
     if args.notes and Path(args.notes).exists():
         lines += [Path(args.notes).read_text().rstrip(), ""]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -767,7 +858,7 @@ def parse_args():
 def save_raw(path, figures, workloads, rows, prof, started, elapsed, args):
     data = {"started": started.isoformat(), "elapsed": elapsed, "prof": prof, "rows": rows,
             "args": {k: getattr(args, k) for k in ("fwengine", "quick", "sizes", "set_size", "runs", "seed", "budget",
-                                                   "backends")},
+                                                   "backends", "kmem_note")},
             "workloads": [{k: w[k] for k in ("kind", "size", "label")} for w in workloads],
             "figures": [{"key": f.key, "title": f.title, "size": f.size,
                          "contenders": [{"key": c.key, "label": c.label, "samples": c.samples,
@@ -813,6 +904,10 @@ def main():
         signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
     with tempfile.TemporaryDirectory(prefix="fwe-bench-") as tmp, Namespace(f"fwe-bench-{os.getpid()}") as ns:
         args.ns = ns
+        args.kmem = KernelMemory()
+        args.kmem_note = (f"Not measured in this run: {args.kmem.why}." if args.kmem.why else
+                          "Read from " + ("memory.stat `kernel` (cgroup v2)." if args.kmem.v2 else
+                                         "memory.kmem.usage_in_bytes (cgroup v1)."))
         workdir = Path(tmp)
         figures, workloads = build_workloads(args, workdir)
         measure(figures, args, workdir)
