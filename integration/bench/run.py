@@ -203,6 +203,16 @@ class KernelMemory:
                     self.base, self.v2 = "/sys/fs/cgroup", True  # the root may hold processes and children
         if self.base is None:
             self.why = "no memory cgroup with kernel-memory accounting found"
+            return
+        try:  # a read-only cgroupfs (containers) or a refused move: no figure rather than a failed run
+            probe = self.create(f"fwe-bench-probe-{os.getpid()}")
+            try:
+                subprocess.run(["true"], check=True, preexec_fn=self.joiner(probe))
+                self.read_kib(probe)
+            finally:
+                self.remove(probe)
+        except (OSError, subprocess.SubprocessError, ValueError) as e:
+            self.base, self.why = None, f"cannot use a memory cgroup here ({e})"
 
     def create(self, name):
         path = f"{self.base}/{name}"
