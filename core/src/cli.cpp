@@ -140,6 +140,16 @@ void print_help(std::ostream& out) {
       << "3 diff --exit-code found a difference.\n";
 }
 
+// Why dir cannot be a plugin directory ("'DIR' does not exist"); empty when it can.
+std::string plugin_dir_problem(const std::string& dir) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(dir, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory) return "'" + dir + "': " + ec.message();
+  if (!std::filesystem::exists(status)) return "'" + dir + "' does not exist";
+  if (!std::filesystem::is_directory(status)) return "'" + dir + "' is not a directory";
+  return {};
+}
+
 Options parse_options(int argc, char** argv) {
   Options o;
   po::positional_options_description positional;
@@ -187,6 +197,9 @@ Options parse_options(int argc, char** argv) {
   o.files = list("file");
   for (const auto& source : list("source")) o.files.push_back(source);
   o.plugin_dirs = list("plugin-dir");
+  for (const auto& dir : o.plugin_dirs)
+    if (auto problem = plugin_dir_problem(dir); !problem.empty())
+      throw UsageError("--plugin-dir " + problem + " (give a directory that holds libfwe_*.so plugins)");
   o.frontend_options = list("frontend-option");
   // Aliases of --frontend-option defaults=DIR and compat=V; Session checks the frontend is firewalld.
   if (vm.count("firewalld-defaults")) o.frontend_options.push_back("defaults=" + str("firewalld-defaults"));
@@ -236,37 +249,52 @@ void read_config(Options& o, Diagnostics& diag) {
     const auto& key = root.keys()[i];
     const auto& value = root.values()[i];
     const std::string& k = key.text();
+    // Both return whether the file's value was taken (the command line gave none).
     auto scalar = [&](std::string& into) {
-      if (!value.is_scalar())
-        return diag.error(value.loc(), k + " must be a string, got " + value.describe());
-      if (into.empty()) into = value.text();
+      if (!value.is_scalar()) {
+        diag.error(value.loc(), k + " must be a string, got " + value.describe());
+        return false;
+      }
+      if (!into.empty()) return false;
+      into = value.text();
+      return true;
     };
     auto strings = [&](std::vector<std::string>& into) {
-      if (!value.is_sequence())
-        return diag.error(value.loc(), k + " must be a list, got " + value.describe());
+      if (!value.is_sequence()) {
+        diag.error(value.loc(), k + " must be a list, got " + value.describe());
+        return false;
+      }
       std::vector<std::string> items;
       for (const auto& item : value.items()) {
-        if (!item.is_scalar())
-          return diag.error(item.loc(), k + " entries must be strings, got " + item.describe());
+        if (!item.is_scalar()) {
+          diag.error(item.loc(), k + " entries must be strings, got " + item.describe());
+          return false;
+        }
         items.push_back(item.text());
       }
-      if (into.empty()) into = std::move(items);
+      if (!into.empty()) return false;
+      into = std::move(items);
+      return true;
     };
-    if (k == "frontend")
-      scalar(o.frontend);
-    else if (k == "backend")
-      scalar(o.backend);
-    else if (k == "node")
+    if (k == "frontend") {
+      if (scalar(o.frontend)) o.frontend_loc = value.loc();
+    } else if (k == "backend") {
+      if (scalar(o.backend)) o.backend_loc = value.loc();
+    } else if (k == "node") {
       scalar(o.node);
-    else if (k == "sources")
-      strings(o.files);
-    else if (k == "flush-on-stop") {
+    } else if (k == "sources") {
+      if (strings(o.files))
+        for (const auto& item : value.items()) o.file_locs.push_back(item.loc());
+    } else if (k == "flush-on-stop") {
       if (auto b = value.as_bool())
         o.flush_on_stop = *b;
       else
         diag.error(value.loc(), "flush-on-stop must be true or false, got " + value.describe());
     } else if (k == "plugin-dirs") {
-      strings(o.plugin_dirs);
+      if (strings(o.plugin_dirs))
+        for (const auto& item : value.items())
+          if (auto problem = plugin_dir_problem(item.text()); !problem.empty())
+            diag.error(item.loc(), "plugin directory " + problem, "create it or remove it from plugin-dirs");
     } else if (k == "frontend-options") {
       // KEY: VALUE, as --frontend-option KEY=VALUE; the command line wins per key.
       if (!value.is_mapping()) {
@@ -283,7 +311,9 @@ void read_config(Options& o, Diagnostics& diag) {
         }
         const bool given = std::any_of(o.frontend_options.begin(), o.frontend_options.end(),
                                        [&](const std::string& kv) { return kv.starts_with(option + "="); });
-        if (!given) o.frontend_options.push_back(option + "=" + setting.text());
+        if (given) continue;
+        o.frontend_options.push_back(option + "=" + setting.text());
+        diag.set_option_origin(option, value.keys()[j].loc(), setting.loc());
       }
     } else
       diag.error(key.loc(), "unknown key '" + k + "'", did_you_mean(k, kKeys));
@@ -324,7 +354,7 @@ std::string host_name() {
 
 class Session {
  public:
-  explicit Session(Options options) : o_(std::move(options)), loader_(o_.plugin_dirs) {}
+  explicit Session(Options options) : o_(std::move(options)), loader_(std::vector<std::string>{}) {}
 
   int run() {
     const std::string& c = o_.command;
@@ -332,6 +362,8 @@ class Session {
     if (c == "version") return std::cout << "fwengine " << FWE_VERSION << '\n', 0;
     read_config(o_, diag_);
     if (diag_.has_errors()) return fail_input();
+    loader_ = PluginLoader(o_.plugin_dirs);  // the config's plugin-dirs count too
+    const bool backend_named = !o_.backend.empty();
     if (o_.frontend.empty()) o_.frontend = "yaml";
     if (o_.firewalld_aliases && o_.frontend != "firewalld")
       throw UsageError("--firewalld-defaults and --firewalld-compat need --frontend firewalld, not '" +
@@ -342,6 +374,12 @@ class Session {
     if (o_.backend.empty()) o_.backend = "nft";
     if (o_.node.empty()) o_.node = host_name();
     if (c == "plugins") return plugins();
+    // A backend named by mistake is an error also where the command never loads it (check, ir).
+    if (backend_named && !plugin_exists(o_.backend, PluginKind::backend, o_.backend_loc)) return fail_input();
+    const bool reads_policy = c != "confirm" && c != "status" && c != "flush";
+    if (reads_policy &&
+        (!plugin_exists(o_.frontend, PluginKind::frontend, o_.frontend_loc) || !sources_fit()))
+      return fail_input();
     origin_netns_fd_ = enter_netns(o_.netns);
     if (c == "confirm") return confirm();
     if (c == "daemon") return daemon();
@@ -358,18 +396,53 @@ class Session {
   }
 
  private:
+  // A wrong value from fwengine.conf is reported at its place there (false: fail_input() prints it);
+  // one from the command line is a usage error.
+  bool input_error(SourceLoc where, std::string message, std::string hint = {}) {
+    if (where == SourceLoc{}) throw UsageError(hint.empty() ? message : message + " (" + hint + ")");
+    diag_.error(where, std::move(message), std::move(hint));
+    return false;
+  }
+
+  bool plugin_exists(const std::string& name, PluginKind kind, SourceLoc where) {
+    try {
+      loader_.locate(name, kind);
+      return true;
+    } catch (const UsageError& e) {
+      return input_error(where, e.msg);
+    }
+  }
+
+  // Only the calico frontend reads a datastore; any other would look for a file called etcd://...
+  bool sources_fit() {
+    if (o_.frontend == "calico") return true;
+    bool fit = true;
+    for (std::size_t i = 0; i < o_.files.size(); ++i)
+      if (o_.files[i].starts_with("etcd://"))
+        fit = input_error(i < o_.file_locs.size() ? o_.file_locs[i] : SourceLoc{},
+                          "'" + o_.files[i] +
+                              "': etcd:// sources are read by the calico frontend only, not by '" +
+                              o_.frontend + "'",
+                          "use --frontend calico, or give files and directories") &&
+              fit;
+    return fit;
+  }
+
   int fail_input() {
     print_diagnostics();
     if (o_.json) std::cout << json{{"ok", false}, {"errors", diag_.error_count()}}.dump() << '\n';
     return 2;
   }
 
-  void print_diagnostics() const {
-    for (const auto& d : diag_.all())
-      if (d.severity == Severity::error || !o_.quiet) std::cerr << diag_.format(d) << '\n';
+  // Prints what was not printed yet: compile prints the frontend's diagnostics, migrate the writer's.
+  void print_diagnostics() {
+    const auto& all = diag_.all();
+    for (; printed_ < all.size(); ++printed_)
+      if (all[printed_].severity == Severity::error || !o_.quiet)
+        std::cerr << diag_.format(all[printed_]) << '\n';
   }
 
-  PluginContext context() const { return {o_.netns, origin_netns_fd_}; }
+  PluginContext context() const { return {o_.netns, origin_netns_fd_, o_.node}; }
 
   FrontendRequest frontend_request(const Frontend& fe) const {
     FrontendRequest request;
@@ -1106,6 +1179,7 @@ class Session {
   Diagnostics diag_;
   ir::Ruleset ruleset_;
   ir::Ruleset as_written_;
+  std::size_t printed_ = 0;  // diagnostics printed so far
   std::vector<std::string> sources_;
   std::string hash_;
   int origin_netns_fd_ = -1;  // the namespace the engine started in, while it works in --netns

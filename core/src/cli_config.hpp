@@ -20,11 +20,17 @@ struct Options {
   // --etcd-ca, --etcd-cert, --etcd-key or --etcd-cache given
   bool etcd_aliases = false;
   bool flush_on_stop = false;  // daemon: remove the ruleset on SIGTERM (off: a firewall stays up)
+  // Where fwengine.conf gave frontend, backend and each of files, so that a value found wrong later is
+  // reported there; {} (and file_locs empty) when the command line gave it.
+  SourceLoc frontend_loc, backend_loc;
+  std::vector<SourceLoc> file_locs;
   boost::program_options::variables_map vm;
 };
 
 // Reads o.config (or /etc/fwengine/fwengine.conf when none is given and it exists) into the fields of o
-// the command line left empty. Problems in the file go to diag; a missing --config file is a UsageError.
+// the command line left empty, and records in diag where the file set each frontend option. Problems in
+// the file (also a plugin directory that does not exist) go to diag; a missing --config file is a
+// UsageError.
 void read_config(Options& o, Diagnostics& diag);
 
 }  // namespace fwe::cli

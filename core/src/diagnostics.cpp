@@ -42,6 +42,26 @@ std::string Diagnostics::format(const Diagnostic& d) const {
   return out;
 }
 
+void Diagnostics::set_option_origin(std::string key, SourceLoc key_loc, SourceLoc value_loc) {
+  option_origins_.push_back({std::move(key), key_loc, value_loc});
+}
+
+const Diagnostics::OptionOrigin* Diagnostics::option_origin(std::string_view key) const {
+  auto it = std::find_if(option_origins_.begin(), option_origins_.end(),
+                         [&](const OptionOrigin& o) { return o.key == key; });
+  return it == option_origins_.end() ? nullptr : &*it;
+}
+
+SourceLoc Diagnostics::option_key_loc(std::string_view key) const {
+  const OptionOrigin* origin = option_origin(key);
+  return origin ? origin->key_loc : SourceLoc{};
+}
+
+SourceLoc Diagnostics::option_value_loc(std::string_view key) const {
+  const OptionOrigin* origin = option_origin(key);
+  return origin ? origin->value_loc : SourceLoc{};
+}
+
 void Diagnostics::print(std::ostream& out) const {
   for (const auto& d : items_) out << format(d) << '\n';
 }

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <boost/dll/runtime_symbol_info.hpp>
 #include <filesystem>
+#include <utility>
 
 namespace fwe {
 
@@ -32,24 +33,45 @@ std::string kind_name(PluginKind k) {
   return k == PluginKind::frontend ? "frontend" : "backend";
 }
 
+// Why path cannot be loaded, from Boost.DLL's exception: dlerror's message, which names the missing
+// symbol or file.
+std::string load_failure(const std::exception& e) {
+  // Boost.DLL's text ends with a stale errno; keep only dlerror's message.
+  std::string what = e.what();
+  constexpr std::string_view kMarker = "dlerror system message: ";
+  auto start = what.find(kMarker);
+  auto end = what.rfind("): ");
+  if (start != std::string::npos && end != std::string::npos && end > start)
+    what = what.substr(start + kMarker.size(), end - start - kMarker.size());
+  return "cannot load it: " + what;
+}
+
+boost::dll::shared_library load(const std::string& path) {
+  return boost::dll::shared_library(path,
+                                    boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
+}
+
 boost::dll::shared_library open_library(const std::string& path) {
   try {
-    return boost::dll::shared_library(path,
-                                      boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
+    return load(path);
   } catch (const std::exception& e) {
-    // Boost.DLL's text ends with a stale errno; keep only dlerror's message, which names the missing
-    // symbol or file.
-    std::string what = e.what();
-    constexpr std::string_view kMarker = "dlerror system message: ";
-    auto start = what.find(kMarker);
-    auto end = what.rfind("): ");
-    if (start != std::string::npos && end != std::string::npos && end > start)
-      what = what.substr(start + kMarker.size(), end - start - kMarker.size());
-    throw RuntimeError("plugin '" + path + "': cannot load it: " + what);
+    throw RuntimeError("plugin '" + path + "': " + load_failure(e));
   }
 }
 
+// What users type for a backend: the name of the kernel interface or tool, not the plugin's.
+constexpr std::pair<std::string_view, std::string_view> kPluginAliases[] = {
+    {"nftables", "nft"}, {"iptables-legacy", "iptables"}, {"bpf", "ebpf"}, {"xdp", "ebpf"}, {"tc", "ebpf"},
+};
+
 }  // namespace
+
+std::string plugin_name_hint(std::string_view name, const std::vector<std::string_view>& installed) {
+  for (const auto& [alias, plugin] : kPluginAliases)
+    if (name == alias && std::find(installed.begin(), installed.end(), plugin) != installed.end())
+      return "did you mean '" + std::string(plugin) + "'?";
+  return did_you_mean(name, installed);
+}
 
 std::string executable_dir() {
   return boost::dll::program_location().parent_path().string();
@@ -81,7 +103,7 @@ PluginInfo PluginLoader::inspect(const std::string& path) {
   // 1.74's library_info reads only .symtab, which packaging strips.
   bool has_factory = false;
   try {
-    auto lib = open_library(path);
+    auto lib = load(path);
     if (!lib.has(kDescriptorAlias)) {
       info.problem = std::string("missing exported symbol '") + kDescriptorAlias + "'";
       return info;
@@ -93,8 +115,8 @@ PluginInfo PluginLoader::inspect(const std::string& path) {
     info.version = d.version ? d.version : "";
     info.summary = d.summary ? d.summary : "";
     has_factory = lib.has(info.kind == PluginKind::frontend ? kFrontendAlias : kBackendAlias);
-  } catch (const RuntimeError& e) {
-    info.problem = e.msg;
+  } catch (const std::exception& e) {
+    info.problem = load_failure(e);  // the caller names the plugin
     return info;
   }
   if (info.abi_version != FWE_PLUGIN_ABI_VERSION) {
@@ -139,7 +161,7 @@ const PluginInfo& PluginLoader::find(const std::string& name, PluginKind kind,
   if (broken) throw RuntimeError("plugin '" + broken->path + "': " + broken->problem);
   std::string known;
   for (auto n : names) known += (known.empty() ? "" : ", ") + std::string(n);
-  std::string hint = did_you_mean(name, names);
+  std::string hint = plugin_name_hint(name, names);
   throw UsageError("no " + kind_name(kind) + " plugin named '" + name + "' (installed: " +
                    (known.empty() ? "none" : known) + ")" + (hint.empty() ? "" : "; " + hint));
 }

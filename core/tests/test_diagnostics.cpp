@@ -27,3 +27,19 @@ TEST_CASE("did_you_mean suggests only close words") {
   CHECK(did_you_mean("protcol", {"protocol", "port"}) == "did you mean 'protocol'?");
   CHECK(did_you_mean("zzzzzz", {"input", "output"}).empty());
 }
+
+TEST_CASE("a frontend option from fwengine.conf is located there, one from the command line is not") {
+  Diagnostics diag;
+  auto conf = diag.add_file("fwengine.conf");
+  diag.set_option_origin("compat", {conf, 3, 3}, {conf, 3, 11});
+  CHECK(diag.option_key_loc("compat") == SourceLoc{conf, 3, 3});
+  CHECK(diag.option_value_loc("compat") == SourceLoc{conf, 3, 11});
+  CHECK(diag.option_value_loc("defaults") == SourceLoc{});
+  diag.error(diag.option_value_loc("compat"), "compat must be 1.3 or 2, not '1.4'");
+  diag.error(diag.option_key_loc("defaults"), "defaults= needs a directory");
+  std::ostringstream out;
+  diag.print(out);
+  CHECK(out.str() ==
+        "fwengine.conf:3:11: error: compat must be 1.3 or 2, not '1.4'\n"
+        "<command line>: error: defaults= needs a directory\n");
+}

@@ -39,6 +39,7 @@ TEST_CASE("the loader finds good plugins and says what is wrong with bad ones") 
 
   const auto* unresolved = named(all, "libfwe_unresolved.so");
   REQUIRE(unresolved);
+  CHECK(unresolved->problem.rfind("cannot load it: ", 0) == 0);  // the caller names the plugin, once
   CHECK(unresolved->problem.find("undefined symbol") != std::string::npos);
   CHECK(unresolved->problem.find("helper_from_missing_library") != std::string::npos);
 }
@@ -58,6 +59,15 @@ TEST_CASE("unknown, broken and missing plugins are clear errors") {
   CHECK_THROWS_AS(loader.frontend("nothere", {}), UsageError);
   CHECK_THROWS_WITH(loader.backend("oldabi", {}), Catch::Contains("ABI version"));
   CHECK(PluginLoader::inspect("/nonexistent/libfwe_x.so").problem == "file not found (check --plugin-dir)");
+}
+
+TEST_CASE("a tool's name suggests the plugin for it, when that plugin is installed") {
+  const std::vector<std::string_view> installed = {"ebpf", "iptables", "nft"};
+  CHECK(plugin_name_hint("nftables", installed) == "did you mean 'nft'?");
+  CHECK(plugin_name_hint("iptables-legacy", installed) == "did you mean 'iptables'?");
+  for (auto hook : {"bpf", "xdp", "tc"}) CHECK(plugin_name_hint(hook, installed) == "did you mean 'ebpf'?");
+  CHECK(plugin_name_hint("nftables", {"iptables"}) == "did you mean 'iptables'?");  // spelling, as before
+  CHECK(plugin_name_hint("xdp", {"nft"}).empty());
 }
 
 TEST_CASE("a stripped plugin still loads (entry points come from the dynamic symbol table)") {

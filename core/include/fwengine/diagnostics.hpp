@@ -60,10 +60,24 @@ class Diagnostics {
   // Location prefix only: "file:line:col".
   std::string where(SourceLoc loc) const;
 
+  // Where fwengine.conf set a frontend option (KEY: VALUE under frontend-options), so that what a
+  // frontend says about the option points there. An option of the command line has no entry: its
+  // key and value are at {}, which prints as "<command line>".
+  void set_option_origin(std::string key, SourceLoc key_loc, SourceLoc value_loc);
+  SourceLoc option_key_loc(std::string_view key) const;
+  SourceLoc option_value_loc(std::string_view key) const;
+
  private:
+  struct OptionOrigin {
+    std::string key;
+    SourceLoc key_loc, value_loc;
+  };
+  const OptionOrigin* option_origin(std::string_view key) const;
+
   std::vector<std::string> files_;
   std::vector<Diagnostic> items_;
   std::size_t errors_ = 0;
+  std::vector<OptionOrigin> option_origins_;
 };
 
 // "did you mean 'x'?" for a misspelt word among the known ones; empty when nothing is close.

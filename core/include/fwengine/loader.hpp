@@ -48,17 +48,22 @@ class PluginLoader {
   Loaded<Backend> backend(const std::string& name, const PluginContext& context) const;
   // Checks one file (exists, safe permissions, descriptor, ABI) without running any of its code.
   static PluginInfo inspect(const std::string& path);
+  // The plugin called name: libfwe_NAME.so of the first directory that has that file, when it is sound
+  // and of the kind asked for; otherwise whatever discover() finds (a plugin may name itself freely).
+  // Throws like frontend() and backend(), which lets a command that never loads the plugin check a name.
+  PluginInfo locate(const std::string& name, PluginKind kind) const;
 
  private:
   const PluginInfo& find(const std::string& name, PluginKind kind, const std::vector<PluginInfo>& all) const;
-  // The plugin called name: libfwe_NAME.so of the first directory that has that file, when it is sound
-  // and of the kind asked for; otherwise whatever discover() finds (a plugin may name itself freely).
-  PluginInfo locate(const std::string& name, PluginKind kind) const;
   std::vector<std::string> dirs_;
   // Every library handed out stays loaded while the loader lives: an exception a plugin threw may
   // still be in flight after its object is gone, and its destructor is in that library.
   mutable std::vector<boost::dll::shared_library> kept_;
 };
+
+// "did you mean 'x'?" for a plugin name that is not installed: the plugin a tool's or hook's name
+// stands for (nftables: nft, xdp: ebpf), else the installed name closest in spelling; empty when none fits.
+std::string plugin_name_hint(std::string_view name, const std::vector<std::string_view>& installed);
 
 // The directory the running executable is in.
 std::string executable_dir();

@@ -16,6 +16,15 @@ check "usage: unknown frontend" 2 "$FWE" --frontend calicoo check && contains "f
 check "confirm with nothing pending" 1 "$FWE" confirm && contains "confirm message" "nothing is waiting for confirmation"
 check "version" 0 "$FWE" --version && contains "version text" "fwengine "
 
+# fwengine.conf's plugin-dirs reach the loader; a directory that does not exist is an error there.
+printf 'plugin-dirs: [%s]\n' "$work" > "$work/plugins.conf"
+check "config plugin-dirs" 0 "$FWE" --config "$work/plugins.conf" plugins --json && contains "dir listed" "\"$work\""
+printf 'plugin-dirs:\n  - %s/nosuch\n' "$work" > "$work/no-plugins.conf"
+check "config plugin-dirs missing" 2 "$FWE" --config "$work/no-plugins.conf" plugins &&
+  contains "missing dir located" "no-plugins.conf:2:5: error: plugin directory '$work/nosuch' does not exist"
+check "usage: --backend checked by check" 2 "$FWE" --backend nftables -f "$ROOT/fixtures/yaml/example" check &&
+  contains "tool name hint" "did you mean 'nft'?"
+
 printf 'apiVersion: fwengine/v1\nchains:\n  c:\n    - {protocol: tcp, dport: 99999, action: accept}\n' > "$work/bad.yaml"
 check "bad input exits 2" 2 "$FWE" -f "$work/bad.yaml" check && contains "located error" "bad.yaml:4:"
 

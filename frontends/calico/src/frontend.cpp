@@ -83,14 +83,14 @@ TieBreak read_tie_break(const std::map<std::string, std::string>& options, Diagn
         hint =
             "the calico frontend knows: policy-tiebreak=3.32|3.31, etcd-ca=FILE, etcd-cert=FILE, "
             "etcd-key=FILE, etcd-cache=FILE|none";
-      diag.error({}, "unknown calico option '" + key + "'", hint);
+      diag.error(diag.option_key_loc(key), "unknown calico option '" + key + "'", hint);
       continue;
     }
     if (key != "policy-tiebreak") continue;
     if (value == "3.31") {
       tie_break = TieBreak::v3_31;
     } else if (value != "3.32") {
-      diag.error({}, "policy-tiebreak must be 3.32 or 3.31, not '" + value + "'",
+      diag.error(diag.option_value_loc(key), "policy-tiebreak must be 3.32 or 3.31, not '" + value + "'",
                  "3.32 orders equal-order policies by name/namespace/kind, 3.31 by bare name");
     }
   }

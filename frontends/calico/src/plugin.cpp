@@ -1,8 +1,12 @@
 // plugin.cpp - registers the Calico frontend with the engine.
+#include <filesystem>
+#include <fstream>
+
 #include "fwengine/plugin.hpp"
 
 #include "etcd.hpp"
 #include "frontend.hpp"
+#include "writer.hpp"
 
 namespace fwe::calico {
 namespace {
@@ -20,7 +24,8 @@ class SharedWatch final : public SourceWatch {
 
 class CalicoFrontend final : public Frontend {
  public:
-  explicit CalicoFrontend(const PluginContext& context) : origin_netns_fd_(context.origin_netns_fd) {}
+  explicit CalicoFrontend(const PluginContext& context)
+      : origin_netns_fd_(context.origin_netns_fd), node_(context.node) {}
 
   std::vector<std::string> default_sources() const override { return {"/etc/fwengine/calico/"}; }
 
@@ -69,8 +74,28 @@ class CalicoFrontend final : public Frontend {
     return std::make_unique<SharedWatch>(std::move(watch));
   }
 
+  bool can_write() const override { return true; }
+
+  // Writes every resource, even when some pieces could not be carried over: those are reported, and
+  // the caller exits 2 when one of them is an error.
+  bool write(const ir::Ruleset& ruleset, const std::string& out_dir, Diagnostics& diag) override {
+    for (const auto& [file_name, text] : write_resources(ruleset, node_, diag)) {
+      std::error_code ec;
+      std::filesystem::create_directories(out_dir, ec);
+      std::filesystem::path path = std::filesystem::path(out_dir) / file_name;
+      std::ofstream file(path);
+      if (ec || !(file << text) || !file.flush()) {
+        diag.error({}, "cannot write '" + path.string() + "'" + (ec ? ": " + ec.message() : std::string()),
+                   "check that the output directory is writable");
+        return false;
+      }
+    }
+    return true;
+  }
+
  private:
   int origin_netns_fd_;
+  std::string node_;  // --node: the HostEndpoints' spec.node
   std::map<std::string, std::weak_ptr<etcd::Watch>> watches_;
 };
 

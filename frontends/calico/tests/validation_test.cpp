@@ -302,6 +302,27 @@ TEST_CASE("string failsafe entries are accepted with a warning naming the object
   CHECK(ports[2].port == 8080);
 }
 
+TEST_CASE("a failsafe net with host bits is masked, as Felix's ParseCIDROrIP does", "[validation]") {
+  // The API server does not validate net; Felix parses it with net.ParseCIDR, which keeps the network.
+  Diagnostics diag;
+  Model model = read_yaml(
+      "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\nspec:\n"
+      "  failsafeInboundHostPorts:\n  - {protocol: TCP, port: 22, net: 10.0.0.1/8}\n"
+      "  failsafeOutboundHostPorts: [\"udp:[fd00::1/8]:53\"]\n",
+      diag);
+  INFO(all_text(diag));
+  REQUIRE_FALSE(diag.has_errors());
+  REQUIRE(model.felix_configs.size() == 1);
+  const auto& inbound = *model.felix_configs[0].failsafe_inbound;
+  REQUIRE(inbound.size() == 1);
+  REQUIRE(inbound[0].net);
+  CHECK(ir::to_string(*inbound[0].net) == "10.0.0.0/8");
+  const auto& outbound = *model.felix_configs[0].failsafe_outbound;
+  REQUIRE(outbound.size() == 1);
+  REQUIRE(outbound[0].net);
+  CHECK(ir::to_string(*outbound[0].net) == "fd00::/8");
+}
+
 TEST_CASE("all errors are reported at once", "[validation]") {
   Diagnostics diag;
   read_yaml(

@@ -171,7 +171,8 @@ class Loader {
         diag_.error({}, "firewalld configuration directory " + dir + " does not exist",
                     "give an /etc/firewalld-like directory with -f");
     if (!fs::is_directory(request_.defaults_dir, error))
-      diag_.error({}, "firewalld defaults directory " + request_.defaults_dir + " does not exist",
+      diag_.error(diag_.option_value_loc("defaults"),
+                  "firewalld defaults directory " + request_.defaults_dir + " does not exist",
                   "install firewalld's stock configuration or give --firewalld-defaults DIR");
     if (diag_.has_errors()) return std::move(config_);
     read_settings();

@@ -130,6 +130,27 @@ TEST_CASE("reader: service includes are kept by name and checked, cycles are har
              Catch::Contains("services/c.xml:2:1: error: service c includes the unknown service nosuch"));
 }
 
+TEST_CASE(
+    "reader: a backwards port range is turned round and a repeated include ignored, as firewalld does") {
+  // firewalld's getPortRange swaps "90-80" to 80-90; its service reader warns about a repeated include.
+  TempTree etc;
+  etc.write("services/a.xml", std::string(kHeader) +
+                                  "<service>\n  <port port=\"90-80\" protocol=\"tcp\"/>\n"
+                                  "  <include service=\"ssh\"/>\n  <include service=\"ssh\"/>\n</service>");
+  etc.write("zones/public.xml", test::zone_xml("  <service name=\"a\"/>\n"));
+  Diagnostics diag;
+  const Config config = test::read(etc, diag);
+  INFO(test::messages(diag));
+  CHECK_FALSE(diag.has_errors());
+  const Service& a = config.services.at("a");
+  REQUIRE(a.ports.size() == 1);
+  CHECK(a.ports[0].range == ir::PortRange{80, 90});
+  CHECK(a.includes == std::vector<std::string>{"ssh"});
+  CHECK_THAT(
+      test::messages(diag),
+      Catch::Contains("services/a.xml:5:3: warning: include ssh is listed twice; the repetition is ignored"));
+}
+
 TEST_CASE("reader: ipsets with entries, invalid entries and timeouts") {
   TempTree etc;
   etc.write("ipsets/allowed.xml",

@@ -17,7 +17,7 @@
 #include "fwengine/diagnostics.hpp"
 #include "fwengine/ir.hpp"
 
-#define FWE_PLUGIN_ABI_VERSION 3u
+#define FWE_PLUGIN_ABI_VERSION 4u
 
 #define FWE_API __attribute__((visibility("default")))
 
@@ -39,6 +39,8 @@ struct PluginContext {
   // The namespace the engine started in, while it works inside another (-1 otherwise): sockets to the
   // host's own services, such as a datastore on loopback, are made there.
   int origin_netns_fd = -1;
+  // This host's node name (--node), e.g. for the HostEndpoints `migrate --to calico` writes.
+  std::string node{};
 };
 
 // ---- frontends ----------------------------------------------------------------------------------
