@@ -352,6 +352,20 @@ std::string host_name() {
   return buf;
 }
 
+// Milliseconds since the last lap (or since it was made).
+class Stopwatch {
+ public:
+  double lap() {
+    const auto now = std::chrono::steady_clock::now();
+    const double ms = std::chrono::duration<double, std::milli>(now - last_).count();
+    last_ = now;
+    return ms;
+  }
+
+ private:
+  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+};
+
 class Session {
  public:
   explicit Session(Options options) : o_(std::move(options)), loader_(std::vector<std::string>{}) {}
@@ -466,14 +480,18 @@ class Session {
   bool compile(Frontend& fe) {
     FrontendRequest request = frontend_request(fe);
     sources_ = request.sources;
+    Stopwatch watch;
     ruleset_ = fe.load(request, diag_);
+    phase_ms_.read = watch.lap();
     // migrate writes what the user wrote, not what core derived from it (e.g. failsafe chains); the
     // written policy goes through the same passes when it is loaded, so the hash is the same.
     if (o_.command == "migrate") as_written_ = ruleset_;
     if (!diag_.has_errors()) passes::run_all(ruleset_, diag_);
+    phase_ms_.passes = watch.lap();
     if (diag_.has_errors()) return false;
     if (!o_.quiet) print_diagnostics();
     hash_ = canonical::hash(ruleset_);
+    phase_ms_.hash = watch.lap();
     return true;
   }
 
@@ -486,7 +504,14 @@ class Session {
   int check() {
     auto [chains, rules] = counts();
     if (o_.json)
-      std::cout << json{{"ok", true}, {"hash", hash_}, {"chains", chains}, {"rules", rules}}.dump() << '\n';
+      std::cout << json{{"ok", true},
+                        {"hash", hash_},
+                        {"chains", chains},
+                        {"rules", rules},
+                        {"ms",
+                         {{"read", phase_ms_.read}, {"passes", phase_ms_.passes}, {"hash", phase_ms_.hash}}}}
+                       .dump()
+                << '\n';
     else
       std::cout << "ok: " << chains << " chains, " << rules << " rules, " << ruleset_.sets.size()
                 << " sets; IR hash " << hash_ << '\n';
@@ -1179,6 +1204,10 @@ class Session {
   Diagnostics diag_;
   ir::Ruleset ruleset_;
   ir::Ruleset as_written_;
+  // Wall time of compile's phases: the frontend's reading, core's passes, the hash (check --json).
+  struct {
+    double read = 0, passes = 0, hash = 0;
+  } phase_ms_;
   std::size_t printed_ = 0;  // diagnostics printed so far
   std::vector<std::string> sources_;
   std::string hash_;

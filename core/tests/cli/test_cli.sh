@@ -59,6 +59,11 @@ contains "VIP rule" "30-allow-rules.yaml:" && contains "VIP policy" "allow-rules
 check "trace --json" 0 "${TUTORIAL[@]}" --json trace --iif ens160 --src 192.168.218.50 --dst 192.168.218.171 --dport 8080
 contains "json delivered" '"delivered": false'
 
+# check --json times compiling's phases.
+check "check --json" 0 "$FWE" --frontend yaml -f "$ROOT/fixtures/yaml/example/policy.yaml" --json check
+contains "check --json times reading" '"ms":{"hash":'
+contains "check --json times reading" '"read":'
+
 # migrate --to yaml keeps the IR hash, for Calico and for our own YAML.
 for input in "calico:$ROOT/fixtures/calico/home-cluster" "yaml:$ROOT/fixtures/yaml/example/policy.yaml" \
              "yaml:$ROOT/fixtures/yaml/nat" "yaml:$ROOT/integration/scenarios/yaml/forward-port/policy.yaml"; do
