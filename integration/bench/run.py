@@ -716,6 +716,21 @@ def targets(figures, workloads, rows, args):
     return out
 
 
+def mib_table(figs, alts, key, args):
+    """The lines of a table of one KiB figure in MiB: fwengine, each alternative, the ratios."""
+    head = ["workload", figs[0].contenders[0].label] + [a.label for a in alts] + \
+           [f"ratio vs {a.label}" for a in alts]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for fig in figs:
+        f = contender(fig, "fwe")
+        row = [fig.size, cell(f.samples, key, scale=1 / 1024, runs=args.runs)]
+        row += [cell(contender(fig, a.key).samples, key, scale=1 / 1024, runs=args.runs)
+                if contender(fig, a.key) else "—" for a in alts]
+        row += [ratio_text(f, contender(fig, a.key), key) for a in alts]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
 def write_report(path, figures, workloads, rows, prof, started, elapsed, args):
     fw_version = tool_version([args.fwengine, "version"])
     lines = [
@@ -784,29 +799,10 @@ def write_report(path, figures, workloads, rows, prof, started, elapsed, args):
             row += [cell(contender(fig, a.key).samples, "wall_ms", runs=args.runs) if contender(fig, a.key) else "—" for a in alts]
             row += [ratio_text(f, contender(fig, a.key)) for a in alts]
             lines.append("| " + " | ".join(row) + " |")
-        lines += ["", "Peak RSS (MiB):", ""]
-        head = ["workload", figs[0].contenders[0].label] + [a.label for a in alts] + \
-               [f"ratio vs {a.label}" for a in alts]
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for fig in figs:
-            f = contender(fig, "fwe")
-            row = [fig.size, cell(f.samples, "rss_kib", scale=1 / 1024, runs=args.runs)]
-            row += [cell(contender(fig, a.key).samples, "rss_kib", scale=1 / 1024, runs=args.runs) if contender(fig, a.key)
-                    else "—" for a in alts]
-            row += [ratio_text(f, contender(fig, a.key), "rss_kib") for a in alts]
-            lines.append("| " + " | ".join(row) + " |")
+        lines += ["", "Peak RSS (MiB):", ""] + mib_table(figs, alts, "rss_kib", args)
         if any("kmem_kib" in sample for fig in figs for c in fig.contenders for sample in c.samples):
             lines += ["", "Kernel memory held by the loaded ruleset (MiB; see Method):", ""]
-            head = ["workload", figs[0].contenders[0].label] + [a.label for a in alts] + \
-                   [f"ratio vs {a.label}" for a in alts]
-            lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            for fig in figs:
-                f = contender(fig, "fwe")
-                row = [fig.size, cell(f.samples, "kmem_kib", scale=1 / 1024, runs=args.runs)]
-                row += [cell(contender(fig, a.key).samples, "kmem_kib", scale=1 / 1024, runs=args.runs)
-                        if contender(fig, a.key) else "—" for a in alts]
-                row += [ratio_text(f, contender(fig, a.key), "kmem_kib") for a in alts]
-                lines.append("| " + " | ".join(row) + " |")
+            lines += mib_table(figs, alts, "kmem_kib", args)
         lines.append("")
         for fig in figs:
             for c in fig.contenders:
