@@ -16,6 +16,12 @@ class YamlFrontend final : public Frontend {
   std::vector<std::string> default_sources() const override { return {"/etc/fwengine/rules.d/"}; }
 
   ir::Ruleset load(const FrontendRequest& request, Diagnostics& diag) override {
+    // An option meant for another frontend must not pass as if it had been applied.
+    for (const auto& [key, value] : request.options)
+      diag.error(diag.option_key_loc(key), "unknown yaml option '" + key + "'",
+                 "the yaml frontend takes no options: drop it from --frontend-option or fwengine.conf's "
+                 "frontend-options");
+    if (diag.has_errors()) return {};
     return read_policy(request.sources, diag);
   }
 
