@@ -83,8 +83,10 @@ class Resources:
             stop_process(process)
         for name in namespaces:
             subprocess.run(["ip", "netns", "delete", name], capture_output=True)
-            # fwengine's own state for that namespace (lock, applied state, snapshots)
+            # fwengine's own state for that namespace (lock, applied state, snapshots), and the ebpf
+            # backend's pins, which outlive the namespace when a run ends before its flush
             shutil.rmtree(os.path.join("/run/fwengine", name), ignore_errors=True)
+            shutil.rmtree(os.path.join("/sys/fs/bpf/fwengine", name), ignore_errors=True)
 
     def release_all(self):
         with self.lock:
