@@ -51,7 +51,7 @@ constexpr CommandInfo kCommands[] = {
     {"trace", "evaluate one packet against the IR and explain the verdict"},
     {"status", "what fwengine has in the kernel, with hit counters"},
     {"flush", "remove everything fwengine owns, nothing else"},
-    {"migrate", "convert the input to another format that loads to the same IR"},
+    {"migrate", "convert the input to our YAML (same IR) or to Calico resources"},
     {"confirm", "keep a ruleset applied with --confirm"},
     {"daemon", "service mode"},
     {"plugins", "list the plugins found"},
