@@ -863,6 +863,7 @@ class Session {
     std::optional<unsigned> confirm_within;
     if (o_.vm.count("confirm")) confirm_within = o_.vm["confirm"].as<unsigned>();
     if (confirm_within && *confirm_within == 0) throw UsageError("--confirm needs at least 1 second");
+    if (confirm_within) require_keepable(sources_);  // before the lock: a refusal touches nothing
     auto lock = writer_lock();
     std::vector<std::string> rollback;
     if (confirm_within) {

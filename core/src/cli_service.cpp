@@ -60,7 +60,15 @@ std::string candidate_snapshot_dir(const std::string& netns) {
   return state::run_dir(netns) + "/candidate";
 }
 
+void require_keepable(const std::vector<std::string>& sources) {
+  for (const auto& source : sources)
+    if (source == "-" || source.find("://") != std::string::npos)
+      throw UsageError(
+          "a policy read from stdin or a datastore cannot be kept for rollback: give files with -f");
+}
+
 void save_snapshot(const std::string& dir, const std::vector<std::string>& sources, Snapshot meta) {
+  require_keepable(sources);
   const fs::path tmp = dir + ".tmp";
   std::error_code ec;
   fs::remove_all(tmp, ec);
@@ -68,9 +76,6 @@ void save_snapshot(const std::string& dir, const std::vector<std::string>& sourc
   if (ec) throw RuntimeError("cannot create " + tmp.string() + ": " + ec.message());
   meta.sources.clear();
   for (std::size_t i = 0; i < sources.size(); ++i) {
-    if (sources[i] == "-" || sources[i].find("://") != std::string::npos)
-      throw UsageError(
-          "a policy read from stdin or a datastore cannot be kept for rollback: give files with -f");
     const fs::path source = sources[i];
     const fs::path target = tmp / std::to_string(i) / source.filename();
     fs::create_directories(target.parent_path(), ec);

@@ -27,8 +27,10 @@ std::string good_snapshot_dir(const std::string& netns);
 // /run/fwengine/<netns>/candidate: what an apply --confirm loaded and waits to be confirmed.
 std::string candidate_snapshot_dir(const std::string& netns);
 
+// Throws UsageError for sources that cannot be kept for a rollback: stdin ("-") and datastores.
+void require_keepable(const std::vector<std::string>& sources);
 // Copies the sources (files, or every regular file below a directory) into dir, replacing it whole.
-// Throws UsageError for stdin ("-"), which cannot be kept.
+// Throws as require_keepable does.
 void save_snapshot(const std::string& dir, const std::vector<std::string>& sources, Snapshot meta);
 std::optional<Snapshot> load_snapshot(const std::string& dir);
 // Makes the candidate the good snapshot.

@@ -301,7 +301,10 @@ def empty_namespace(ns, workdir):
         empty.write_text(EMPTY_TABLES)
     steps = [Step(["nft", "flush", "ruleset"]), Step(["iptables-legacy-restore"], stdin=empty),
              Step(["ip6tables-legacy-restore"], stdin=empty),
-             Step(["iptables-legacy", "-P", "INPUT", "ACCEPT"]), Step(["ipset", "destroy"])]
+             Step(["iptables-legacy", "-P", "INPUT", "ACCEPT"]),
+             # a list:set (fwengine's gates) lets go of its members only after an RCU grace period; destroying
+             # all sets refuses while any is in use, so the gates are emptied first
+             Step(["sh", "-c", "ipset flush; for i in 1 2 3 4 5 6 7 8 9 10; do ipset destroy && exit; sleep 0.1; done; exit 1"])]
     run_steps(steps, ns)
     try:
         os.remove(f"/run/fwengine/{ns.name}/state.json")

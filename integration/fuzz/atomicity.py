@@ -7,8 +7,9 @@ next apply works.
 
 The kernel is read back with `fwengine status` (IR hash, drift, the rules behind the counters) and the
 backend's own tools (nft: `nft -j list ruleset`; iptables: the legacy save output of every table for both
-families and `ipset save`, each table compared on its own; ebpf: our tc filters and the pinned maps' names) and compared with the
-listings taken after complete applies of A and of B. Kill moments are drawn in microseconds from 0 to 0.9
+families and `ipset save`, each table compared on its own, of the slot in effect: the one whose gate set
+is on; a switched-off slot beside it is counted, not compared; ebpf: our tc filters and the pinned maps'
+names) and compared with the listings taken after complete applies of A and of B. Kill moments are drawn in microseconds from 0 to 0.9
 times the measured apply time (a process start is part of it), half of them from its second half, where
 the kernel is written.
 
@@ -70,6 +71,7 @@ class Kernel:
 
     def __init__(self, engine, backend, netns, interfaces):
         self.engine, self.backend, self.netns, self.interfaces = engine, backend, netns, interfaces
+        self.leftovers = False  # the last state() saw a switched-off slot (iptables)
 
     def exec(self, *command):
         completed = subprocess.run(["ip", "netns", "exec", self.netns, *command], capture_output=True, text=True)
@@ -84,23 +86,39 @@ class Kernel:
         except ValueError:
             return f"status exited {completed.returncode}: {scenario.first_line(completed.stderr)}"
         places = sorted((c.get("chain"), c.get("rule"), c.get("at")) for c in document.get("counters", []))
-        return json.dumps([document.get("present"), document.get("hash"), document.get("drift"), places])
+        # iptables reports a switched-off slot beside the ruleset in effect; the listing counts it apart.
+        drift = [d for d in document.get("drift") or [] if "beside the ruleset in effect" not in d]
+        return json.dumps([document.get("present"), document.get("hash"), drift, places])
 
     def state(self):
         listing = {"status": self.status()}
         if self.backend == "nft":
             listing["nft"] = normalised_nft(self.exec("nft", "-j", "-s", "list", "ruleset"))
         elif self.backend == "iptables":
+            # Two slots (fwe1-, fwe2-) hold rulesets; the one whose gate set holds members is in effect,
+            # the other is switched off (what an interrupted apply leaves until the next apply).
+            ipset = self.exec("ipset", "save")
+            on = re.search(r"^add fwe([12])-gate ", ipset, re.M)
+            slot = on.group(1) if on else None
+
+            def in_effect(line):
+                """The line with the slot in effect named fweN-, or None for a line of the other slot."""
+                if re.search(rf"\bfwe(?!{slot or 0})[12]-|\bfwe0-t-", line):
+                    self.leftovers |= not re.match(r"create fwe[12]-gate ", line)  # the other gate stays
+                    return None
+                return line.replace(f"fwe{slot}-", "fweN-") if slot else line
+
+            self.leftovers = False
             for family, tool in (("ipv4", "iptables-legacy-save"), ("ipv6", "ip6tables-legacy-save")):
                 table = None
                 for line in self.exec(tool).splitlines():
                     if line.startswith("*"):
                         table = f"{family} {line[1:]}"  # one place per table: each is restored on its own
                         listing[table] = []
-                    elif table and not line.startswith("#"):
+                    elif table and not line.startswith("#") and (line := in_effect(line)) is not None:
                         listing[table].append(re.sub(r"\[\d+:\d+\]", "", line))
             listing["ipset"] = "\n".join(sorted(re.sub(r" initval 0x[0-9a-f]+", "", line)
-                                                for line in self.exec("ipset", "save").splitlines()))
+                                                for line in map(in_effect, ipset.splitlines()) if line is not None))
         else:
             for ifname in self.interfaces:
                 for direction in ("ingress", "egress"):
@@ -242,7 +260,7 @@ def main():
                 raise RuntimeError("A and B read back the same: the test could not tell them apart")
             duration = sorted(durations)[len(durations) // 2]
             print(f"{options.backend}: seed {seed}, apply takes ~{duration * 1000:.0f} ms; {options.kills} kills", flush=True)
-            current, outcomes = "A", {"old": 0, "new": 0, "finished": 0, "known": 0, "MIX": 0}
+            current, outcomes = "A", {"old": 0, "new": 0, "finished": 0, "known": 0, "MIX": 0, "leftovers": 0}
             for kill in range(options.kills):
                 target = "B" if current == "A" else "A"
                 late = rng.random() < 0.5
@@ -276,7 +294,9 @@ def main():
                     else:
                         fail(report)
                 outcomes[outcome] += 1
-                print(f"kill {kill:4} {current}->{target} after {delay * 1e6:8.0f} us: {outcome}", flush=True)
+                outcomes["leftovers"] += kernel.leftovers
+                print(f"kill {kill:4} {current}->{target} after {delay * 1e6:8.0f} us: {outcome}"
+                      + (" (a switched-off slot is left)" if kernel.leftovers else ""), flush=True)
                 try:
                     apply(target)
                     if kernel.state() != reference[target]:
@@ -292,7 +312,9 @@ def main():
                     break
             print(f"{options.backend}: {kill + 1} kills: {outcomes['old']} left the old ruleset, {outcomes['new']} the "
                   f"new one, {outcomes['finished']} finished before the kill, {outcomes['known']} known failures "
-                  f"(known_failures.yaml), {outcomes['MIX']} mixes; {len(failures)} failures")
+                  f"(known_failures.yaml), {outcomes['MIX']} mixes; {len(failures)} failures"
+                  + (f"; {outcomes['leftovers']} left a switched-off slot that the next apply removed"
+                     if outcomes["leftovers"] else ""))
         except (RuntimeError, scenario.CommandError, subprocess.TimeoutExpired) as error:
             fail(str(error))
         finally:

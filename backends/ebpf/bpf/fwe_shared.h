@@ -14,6 +14,8 @@
 #define FWE_MAX_PORT_MATCHES 2 /* port matches per side of one rule */
 #define FWE_MAX_MACS 4         /* source MACs listed in one rule or endpoint */
 #define FWE_CT_ENTRIES 65536
+/* CIDRs in the LPM map of each family, both generations together; the kernel refuses more at apply. */
+#define FWE_SET_CIDRS 262144
 #define FWE_NAME_LEN 64
 #define FWE_HASH_LEN 96
 #define FWE_WHERE_LEN 128

@@ -62,7 +62,7 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_LPM_TRIE);
-  __uint(max_entries, 262144);
+  __uint(max_entries, FWE_SET_CIDRS);
   __uint(map_flags, BPF_F_NO_PREALLOC);
   __type(key, struct fwe_lpm4_key);
   __type(value, __u8);
@@ -71,7 +71,7 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_LPM_TRIE);
-  __uint(max_entries, 262144);
+  __uint(max_entries, FWE_SET_CIDRS);
   __uint(map_flags, BPF_F_NO_PREALLOC);
   __type(key, struct fwe_lpm6_key);
   __type(value, __u8);

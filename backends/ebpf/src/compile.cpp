@@ -161,8 +161,8 @@ class Compiler {
     const EndpointMatch& m = ep.match;
     if (m.iif) r.iif_list = iface_list({*m.iif});
     if (m.oif) r.oif_list = iface_list({*m.oif});
-    if (m.src_set) r.src[0] = {set_index(*m.src_set), 1, 0, {}};
-    if (m.dst_set) r.dst[0] = {set_index(*m.dst_set), 1, 0, {}};
+    if (m.src_set) r.src[0] = {set_index(*m.src_set, ep.origin), 1, 0, {}};
+    if (m.dst_set) r.dst[0] = {set_index(*m.dst_set, ep.origin), 1, 0, {}};
     if (m.src_mac) set_macs(*m.src_mac, false, r, ep.origin, "endpoint " + ep.name);
   }
 
@@ -388,7 +388,7 @@ class Compiler {
       return false;
     }
     for (std::size_t i = 0; i < matches.size(); ++i)
-      out[i] = {set_index(matches[i].set), 1, static_cast<__u8>(matches[i].negate), {}};
+      out[i] = {set_index(matches[i].set, rule.origin), 1, static_cast<__u8>(matches[i].negate), {}};
     return true;
   }
 
@@ -435,11 +435,11 @@ class Compiler {
     return true;
   }
 
-  std::uint32_t set_index(const std::string& name) {
+  std::uint32_t set_index(const std::string& name, const Origin& user) {
     auto [it, added] = set_ids_.try_emplace(name, static_cast<std::uint32_t>(out_.sets.size()));
     if (added) {
       const AddrSet* set = rs_.find_set(name);
-      out_.sets.push_back({name, set ? set->cidrs : std::vector<Cidr>{}});
+      out_.sets.push_back({name, set ? set->cidrs : std::vector<Cidr>{}, trace::where(rs_, user)});
     }
     return it->second;
   }

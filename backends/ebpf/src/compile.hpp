@@ -34,6 +34,7 @@ inline constexpr std::uint32_t kSetIndexBits = 24;
 struct CompiledSet {
   std::string name;
   std::vector<ir::Cidr> cidrs;
+  std::string used_at;  // file:line:col of the first rule or endpoint matching on it (refusals name it)
 };
 
 using PortBitmap = std::array<std::uint8_t, FWE_PORTSET_BYTES>;

@@ -49,8 +49,9 @@ int collect_libbpf_output(enum libbpf_print_level level, const char* format, va_
   return n;
 }
 
-[[noreturn]] void fail(const std::string& what, int err) {
+[[noreturn]] void fail(const std::string& what, int err, const std::string& hint = "") {
   std::string message = "ebpf: " + what + ": " + std::strerror(err < 0 ? -err : err);
+  if (!hint.empty()) message += " (" + hint + ")";
   const std::string& log = libbpf_log();
   if (!log.empty()) message += "\n" + log.substr(log.size() > 4000 ? log.size() - 4000 : 0);
   throw RuntimeError(message);
@@ -140,16 +141,21 @@ void attach(int ifindex, const std::string& ifname, bpf_tc_attach_point point, i
   } else if (rc != -EEXIST) {
     fail("creating the clsact qdisc on " + ifname, rc);
   }
-  std::string existing;
-  if (query_filter(ifindex, point, &existing) != 0 && existing != ours)
-    throw RuntimeError("ebpf: " + ifname + " already has a tc filter (program '" + existing +
-                       "') at handle " + std::to_string(kFilterHandle) + " priority " +
-                       std::to_string(kFilterPriority) +
+  auto refuse_foreign = [&](const std::string& what) {
+    throw RuntimeError("ebpf: " + ifname + " already has a tc filter (" + what + ") at handle " +
+                       std::to_string(kFilterHandle) + " priority " + std::to_string(kFilterPriority) +
                        "; fwengine does not replace other software's filters");
+  };
+  std::string existing;
+  const bool occupied = query_filter(ifindex, point, &existing) != 0;
+  if (occupied && existing != ours) refuse_foreign("program '" + existing + "'");
   bpf_tc_opts opts = filter_opts();
   opts.prog_fd = prog_fd;
-  opts.flags = BPF_TC_F_REPLACE;
+  // Replace only our own: bpf_tc_query does not see a filter without an eBPF program id (classic
+  // BPF), and without REPLACE the kernel refuses to create ours over it.
+  opts.flags = occupied ? BPF_TC_F_REPLACE : 0;
   rc = bpf_tc_attach(&hook, &opts);
+  if (rc == -EEXIST) refuse_foreign("classic BPF, or another filter without an eBPF program id");
   if (rc != 0) fail(std::string("attaching ") + ours + " to " + ifname, rc);
 }
 
@@ -210,29 +216,45 @@ bool portindex_of_generation(const fwe_portindex_key& k, std::uint32_t generatio
   return k.gen == generation;
 }
 
-void write_sets(const Program& program, std::uint32_t generation, const PinnedMaps& m) {
+// Empties a generation in the maps keyed by it (array slots are simply overwritten by the next write).
+void clear_generation(std::uint32_t generation, const PinnedMaps& m) {
   delete_generation<fwe_lpm4_key>(m.set4.fd, generation, lpm_of_generation<fwe_lpm4_key>);
   delete_generation<fwe_lpm6_key>(m.set6.fd, generation, lpm_of_generation<fwe_lpm6_key>);
+  delete_generation<fwe_iflist_key>(m.iflists.fd, generation, iflist_of_generation);
+  delete_generation<fwe_portindex_key>(m.portindex.fd, generation, portindex_of_generation);
+  delete_generation<fwe_where_key>(m.wheres.fd, generation, where_of_generation);
+}
+
+void write_sets(const Program& program, std::uint32_t generation, const PinnedMaps& m) {
   const __u8 present = 1;
   for (std::uint32_t i = 0; i < program.sets.size(); ++i) {
+    const CompiledSet& set = program.sets[i];
     const __u32 id = htonl((generation << kSetIndexBits) | i);
-    for (const auto& cidr : program.sets[i].cidrs) {
+    for (const auto& cidr : set.cidrs) {
+      int rc;
       if (cidr.addr.family == ir::Family::ipv4) {
         fwe_lpm4_key key{32u + cidr.prefix, id, {}};
         std::memcpy(key.addr, cidr.addr.bytes.data(), 4);
-        update(m.set4.fd, &key, &present, "an IPv4 set element");
+        rc = bpf_map_update_elem(m.set4.fd, &key, &present, BPF_ANY);
       } else {
         fwe_lpm6_key key{32u + cidr.prefix, id, {}};
         std::memcpy(key.addr, cidr.addr.bytes.data(), 16);
-        update(m.set6.fd, &key, &present, "an IPv6 set element");
+        rc = bpf_map_update_elem(m.set6.fd, &key, &present, BPF_ANY);
       }
+      if (rc == 0) continue;
+      const int err = errno;
+      // A set that fits alone may not fit beside the generation in use, so only the kernel can tell.
+      fail("writing " + ir::to_string(cidr) + " of set " + set.name + " (matched at " + set.used_at + ")",
+           err,
+           err == ENOSPC ? "the set maps hold " + std::to_string(FWE_SET_CIDRS) +
+                               " CIDRs of each family, both generations together"
+                         : "");
     }
   }
 }
 
 void write_iface_lists(const Program& program, std::uint32_t generation, const PinnedMaps& m,
                        const std::vector<Interface>& ifaces) {
-  delete_generation<fwe_iflist_key>(m.iflists.fd, generation, iflist_of_generation);
   const __u8 present = 1;
   for (std::uint32_t i = 0; i < program.iface_lists.size(); ++i)
     for (const auto& iface : ifaces)
@@ -256,13 +278,11 @@ void write_tables(const Program& program, std::uint32_t generation, const Pinned
     std::strncpy(name, program.chains[i].c_str(), sizeof name - 1);
     update(m.chains.fd, &key, name, "a chain name");
   }
-  delete_generation<fwe_portindex_key>(m.portindex.fd, generation, portindex_of_generation);
   for (std::size_t i = 0; i < program.port_index.size(); ++i) {
     fwe_portindex_key key = program.port_index[i];
     key.gen = generation;
     update(m.portindex.fd, &key, &program.port_index_first[i], "a port index");
   }
-  delete_generation<fwe_where_key>(m.wheres.fd, generation, where_of_generation);
   for (const auto& [rule, text] : program.wheres) {
     fwe_where_key key{generation, rule.first, rule.second};
     fwe_where where{};
@@ -327,16 +347,24 @@ void Kernel::apply(const Program& program, const std::string& ir_hash) {
   if (!open_pinned(pin_dir_, maps)) fail("opening the maps pinned in " + pin_dir_, errno);
   const std::uint32_t generation = (read_config(maps).active_gen & 1) ^ 1;
   const auto ifaces = interfaces();
-  write_sets(program, generation, maps);
-  write_iface_lists(program, generation, maps, ifaces);
-  write_tables(program, generation, maps, ir_hash);
+  clear_generation(generation, maps);
+  try {
+    write_sets(program, generation, maps);
+    write_iface_lists(program, generation, maps, ifaces);
+    write_tables(program, generation, maps, ir_hash);
 
-  // Programs first: until the flip they read the generation still in use.
-  const int ingress = bpf_program__fd(skel->progs.fwe_ingress);
-  const int egress = bpf_program__fd(skel->progs.fwe_egress);
-  for (const auto& iface : ifaces) {
-    attach(iface.index, iface.name, BPF_TC_INGRESS, ingress, kIngressName, maps.hooks.fd);
-    attach(iface.index, iface.name, BPF_TC_EGRESS, egress, kEgressName, maps.hooks.fd);
+    // Programs first: until the flip they read the generation still in use.
+    const int ingress = bpf_program__fd(skel->progs.fwe_ingress);
+    const int egress = bpf_program__fd(skel->progs.fwe_egress);
+    for (const auto& iface : ifaces) {
+      attach(iface.index, iface.name, BPF_TC_INGRESS, ingress, kIngressName, maps.hooks.fd);
+      attach(iface.index, iface.name, BPF_TC_EGRESS, egress, kEgressName, maps.hooks.fd);
+    }
+  } catch (RuntimeError& e) {
+    // No flip yet: packets and status still read the old generation. Free what the new one took.
+    clear_generation(generation, maps);
+    e.msg += "\n  the ruleset in effect is unchanged";
+    throw;
   }
   __u32 zero = 0;
   fwe_config config{generation, 0};

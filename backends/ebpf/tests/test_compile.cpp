@@ -140,6 +140,15 @@ TEST_CASE("set ids carry the generation", "[compile]") {
   CHECK(g.src[1].set_id == 0);
 }
 
+TEST_CASE("a set keeps the origin of the first rule matching on it, for the kernel's refusal", "[compile]") {
+  Diagnostics diag;
+  Program program = compile(test::sample_ruleset(), diag);
+  REQUIRE_FALSE(diag.has_errors());
+  REQUIRE_FALSE(program.sets.empty());
+  CHECK(program.sets[0].name == "blocked");  // raw-in#1, in the first stage
+  CHECK(program.sets[0].used_at == "sample.yaml:11:1");
+}
+
 TEST_CASE("capabilities name what compile accepts", "[compile]") {
   EbpfBackend backend(PluginContext{"x"});
   auto caps = backend.capabilities();

@@ -25,7 +25,7 @@ namespace fwe::iptables {
 namespace {
 
 bool ours(std::string_view name) {
-  return name.substr(0, kPrefix.size()) == kPrefix;
+  return slot_of(name) != kNoSlot;
 }
 
 const std::map<std::string_view, std::vector<std::string_view>> kBuiltins = {
@@ -432,150 +432,264 @@ std::string destroy_sets(const std::vector<std::string>& names) {
   return problems;
 }
 
-// Loads the sets: new ones under their names, changed ones under a temporary name then swapped in, so a
-// set in use is never empty. Remembers how to undo that.
-class SetUpdate {
- public:
-  void load(const std::vector<SetDef>& sets, const std::vector<KernelSet>& before, bool full) {
-    std::vector<std::string> stale;
-    for (const auto& k : before)
-      if (k.name.substr(0, kTempSetPrefix.size()) == kTempSetPrefix) stale.push_back(k.name);
-    destroy_sets(stale);
+bool is_gate(std::string_view name) {
+  return in_slot(name, 0) == kGateSet;
+}
 
-    std::string input;
-    std::vector<std::pair<std::string, std::string>> swaps;  // temporary, final
-    for (const auto& set : sets) {
-      auto old =
-          std::find_if(before.begin(), before.end(), [&](const KernelSet& k) { return k.name == set.name; });
-      if (old != before.end() && old->family == family_name(set.family) && !full) {
-        std::vector<std::string> a = old->members, b = set.members;
-        std::sort(a.begin(), a.end());
-        std::sort(b.begin(), b.end());
-        if (a == b) continue;
-      }
-      std::string name = old == before.end() ? set.name : std::string(kTempSetPrefix) + hash16(set.name);
-      input += ipset_create_line(set, name) + '\n';
-      for (const auto& m : set.members) input += "add " + name + ' ' + m + '\n';
-      if (old == before.end())
-        created_.push_back(set.name);
-      else
-        swaps.emplace_back(name, set.name);
-    }
-    if (input.empty()) return;
-    auto r = run_tool({"ipset", "-exist", "restore"}, input);
-    if (r.status != 0) {
-      std::string message = "ipset restore failed: " + trimmed(r.err);
-      for (const auto& [temp, final_name] : swaps) temporaries_.push_back(temp);
-      undo();
-      throw RuntimeError(message);
-    }
-    for (const auto& [temp, final_name] : swaps) {
-      temporaries_.push_back(temp);
-      auto s = run_tool({"ipset", "swap", temp, final_name});
-      if (s.status != 0) {
-        std::string message = "ipset swap " + temp + " " + final_name + " failed: " + trimmed(s.err);
-        undo();
-        throw RuntimeError(message);
-      }
-      swapped_.emplace_back(temp, final_name);
-    }
-  }
+bool is_temporary(std::string_view name) {
+  return name.substr(0, kTempSetPrefix.size()) == kTempSetPrefix;
+}
 
-  // Puts the old contents back and removes what load created.
-  void undo() {
-    for (const auto& [temp, final_name] : swapped_) run_tool({"ipset", "swap", temp, final_name});
-    swapped_.clear();
-    destroy_sets(temporaries_);
-    destroy_sets(created_);
-    temporaries_.clear();
-    created_.clear();
-  }
+// Everything of ours in the kernel, by kernel name.
+struct Holdings {
+  std::vector<KernelTable> tables[2];  // by IpFamily
+  std::vector<KernelSet> sets;
+  int active = kNoSlot;  // the slot in effect: 1 or 2 by its gate, 0 for the layout before slots
 
-  // After success: the temporaries hold the old contents.
-  std::string finish() {
-    auto problems = destroy_sets(temporaries_);
-    temporaries_.clear();
-    swapped_.clear();
-    created_.clear();
-    return problems;
-  }
-
- private:
-  std::vector<std::string> created_, temporaries_;
-  std::vector<std::pair<std::string, std::string>> swapped_;
+  bool empty() const { return tables[0].empty() && tables[1].empty() && sets.empty(); }
 };
+
+Holdings holdings(bool counters = false) {
+  Holdings h;
+  for (IpFamily f : {IpFamily::v4, IpFamily::v6}) h.tables[static_cast<int>(f)] = save(f, counters);
+  h.sets = our_sets();
+  for (int slot : {1, 2})
+    for (const auto& set : h.sets)
+      if (set.name == in_slot(kGateSet, slot) && !set.members.empty()) h.active = slot;
+  if (h.active == kNoSlot)
+    for (const auto& tables : h.tables)
+      for (const auto& t : tables)
+        if (std::any_of(t.chains.begin(), t.chains.end(),
+                        [](const KernelChain& c) { return slot_of(c.name) == 0; }))
+          h.active = 0;
+  return h;
+}
+
+// The chains, and the hooks jumping into them, of the slots `keep` accepts; with `as_model`, under the
+// model's names.
+template <typename Keep>
+std::vector<KernelTable> select(const std::vector<KernelTable>& tables, Keep keep, bool as_model = false) {
+  auto name = [&](std::string_view n) { return as_model ? in_slot(n, 0) : std::string(n); };
+  auto spec = [&](std::string_view s) { return as_model ? spec_in_slot(s, 0) : std::string(s); };
+  std::vector<KernelTable> out;
+  for (const auto& t : tables) {
+    KernelTable part{t.name, {}, {}};
+    for (const auto& c : t.chains) {
+      if (!keep(slot_of(c.name))) continue;
+      KernelChain chain{name(c.name), {}};
+      for (const auto& r : c.rules) chain.rules.push_back({spec(r.spec), r.packets, r.bytes});
+      part.chains.push_back(std::move(chain));
+    }
+    for (const auto& h : t.hooks)
+      if (keep(slot_of(h.target)))
+        part.hooks.push_back({h.builtin, h.position, spec(h.spec), name(h.target)});
+    if (!part.chains.empty() || !part.hooks.empty()) out.push_back(std::move(part));
+  }
+  return out;
+}
+
+std::vector<TableDef> placed(std::vector<TableDef> tables, int slot) {
+  for (auto& t : tables) {
+    for (auto& c : t.chains) {
+      c.name = in_slot(c.name, slot);
+      for (auto& rule : c.rules) rule = spec_in_slot(rule, slot);
+    }
+    for (auto& h : t.hooks) h.target = in_slot(h.target, slot);
+  }
+  return tables;
+}
+
+std::vector<SetDef> placed(std::vector<SetDef> sets, int slot) {
+  for (auto& set : sets) set.name = in_slot(set.name, slot);
+  return sets;
+}
+
+// The sets of the slots `keep` accepts (gates and the sets that match everything are no slot's).
+template <typename Keep>
+std::vector<std::string> set_names(const std::vector<KernelSet>& sets, Keep keep) {
+  std::vector<std::string> names;
+  for (const auto& set : sets)
+    if (!is_gate(set.name) && slot_of(set.name) != kHelperSlot && keep(slot_of(set.name)))
+      names.push_back(set.name);
+  return names;
+}
+
+// Removes the chains and hooks of the slots `keep` accepts from both families, then their sets and our
+// temporaries; returns what could not be removed.
+template <typename Keep>
+std::string remove_slots(const Holdings& h, Keep keep) {
+  std::string problems;
+  for (IpFamily f : {IpFamily::v4, IpFamily::v6})
+    if (auto problem = restore(f, transition(select(h.tables[static_cast<int>(f)], keep), {}, false));
+        !problem.empty())
+      problems += "\n" + problem;
+  auto doomed = set_names(h.sets, keep);
+  for (const auto& set : h.sets)
+    if (is_temporary(set.name)) doomed.push_back(set.name);
+  return problems + destroy_sets(doomed);
+}
+
+std::string set_restore_text(const std::vector<SetDef>& sets) {
+  std::string text;
+  for (const auto& set : sets) {
+    text += ipset_create_line(set, set.name) + '\n';
+    for (const auto& m : set.members) text += "add " + set.name + ' ' + m + '\n';
+  }
+  return text;
+}
+
+std::vector<std::string> sorted(std::vector<std::string> members) {
+  std::sort(members.begin(), members.end());
+  return members;
+}
+
+// A change that is one step in the kernel needs no second slot: nothing to do, or one table of one
+// family restored (its COMMIT is all or nothing; say, a rule repaired after drift). Any change of the
+// IR changes fwe-meta in both families, and so takes a switch. Returns false, having changed nothing,
+// when the change takes more steps or the kernel holds leftovers; throws when the step fails.
+bool apply_in_place(const Holdings& now, const std::vector<SetDef>& sets,
+                    const std::vector<TableDef> (&want)[2]) {
+  const int slot = now.active;
+  auto other = [&](int s) { return s != slot; };
+  for (const auto& tables : now.tables)
+    if (!select(tables, other).empty()) return false;
+  for (const auto& set : now.sets)
+    if ((!is_gate(set.name) && other(slot_of(set.name)) && slot_of(set.name) != kHelperSlot) ||
+        is_temporary(set.name))
+      return false;
+
+  std::vector<std::pair<IpFamily, std::string>> restores;
+  for (IpFamily f : {IpFamily::v4, IpFamily::v6}) {
+    int i = static_cast<int>(f);
+    auto text =
+        transition(select(now.tables[i], [&](int s) { return s == slot; }), placed(want[i], slot), false);
+    if (!text.empty()) restores.emplace_back(f, std::move(text));
+  }
+  const auto wanted_sets = placed(sets, slot);
+  const auto have_sets = set_names(now.sets, [&](int s) { return s == slot; });
+  if (have_sets.size() != wanted_sets.size()) return false;
+  for (const auto& set : wanted_sets) {
+    auto k = std::find_if(now.sets.begin(), now.sets.end(),
+                          [&](const KernelSet& s) { return s.name == set.name; });
+    if (k == now.sets.end() || k->family != family_name(set.family) ||
+        sorted(k->members) != sorted(set.members))
+      return false;
+  }
+  std::size_t tables_changed = 0;
+  for (const auto& [family, text] : restores)
+    for (const auto& line : lines(text)) tables_changed += !line.empty() && line[0] == '*';
+  if (tables_changed > 1) return false;
+  if (tables_changed == 1) {
+    const auto& [family, text] = restores.front();
+    if (auto failure = restore(family, text); !failure.empty())
+      throw RuntimeError(failure + "\n  nothing was changed: the previous ruleset is in place");
+  }
+  return true;
+}
+
+// Loads the whole model into the slot not in effect, with its hooks switched off by its empty gate,
+// then swaps the gates' contents: both families and every table change at once. Whatever the old slot
+// (and an interrupted apply) left is removed afterwards; a kill before the swap leaves the old ruleset
+// in effect, after it the new one.
+void switch_slots(const Holdings& now, const std::vector<SetDef>& sets,
+                  const std::vector<TableDef> (&want)[2]) {
+  const int next = now.active == 1 ? 2 : 1;
+  auto in_next = [&](int s) { return s == next; };
+  if (auto problems = remove_slots(now, in_next); !problems.empty())
+    throw RuntimeError("cannot remove what an interrupted apply left in slot " + std::to_string(next) + ":" +
+                       problems + "\n  nothing was changed: the previous ruleset is in place");
+  const std::string gate = in_slot(kGateSet, next);
+  auto undo = [&](const std::string& failure) {
+    std::string problems = remove_slots(holdings(), in_next);
+    throw RuntimeError(
+        failure +
+        (problems.empty()
+             ? "\n  nothing was changed: the previous ruleset is in place"
+             : "\n  the previous ruleset is in place, but removing the new one failed:" + problems));
+  };
+
+  std::string helpers =
+      gate_text(gate, false) + "create " + in_slot(kGateSet, next == 1 ? 2 : 1) + " list:set\n";
+  auto r = run_tool({"ipset", "-exist", "restore"}, helpers + set_restore_text(placed(sets, next)));
+  if (r.status != 0) undo("ipset restore failed: " + trimmed(r.err));
+  for (IpFamily f : {IpFamily::v4, IpFamily::v6})
+    if (auto failure = restore(f, transition({}, placed(want[static_cast<int>(f)], next), true));
+        !failure.empty())
+      undo(failure);
+
+  if (now.active == 1 || now.active == 2) {
+    r = run_tool({"ipset", "swap", in_slot(kGateSet, now.active), gate});
+  } else {
+    // No gate is on yet: fill a temporary one and swap it in, so that both families start at once.
+    const std::string on = std::string(kTempSetPrefix) + "gate";
+    std::string fill = "create " + on + " list:set\n";
+    for (auto any : kAnySets) fill += "add " + on + ' ' + std::string(any) + '\n';
+    destroy_sets({on});
+    r = run_tool({"ipset", "restore"}, fill);
+    if (r.status == 0) r = run_tool({"ipset", "swap", on, gate});
+    destroy_sets({on});
+  }
+  if (r.status != 0) undo("cannot switch the new ruleset on (ipset swap): " + trimmed(r.err));
+
+  if (auto problems = remove_slots(holdings(), [&](int s) { return s != next; }); !problems.empty())
+    std::cerr << "fwengine: warning: the new ruleset is in effect, but some of the old one could not be "
+                 "removed (the next apply tries again):"
+              << problems << '\n';
+}
 
 }  // namespace
 
 void apply_model(const Model& model, std::string_view ir_hash, bool full) {
-  const std::vector<KernelTable> before[2] = {save(IpFamily::v4), save(IpFamily::v6)};
-  const auto sets_before = our_sets();
-
-  SetUpdate sets;
-  sets.load(model.sets, sets_before, full);
-
-  std::vector<IpFamily> loaded;
-  for (IpFamily f : {IpFamily::v4, IpFamily::v6}) {
-    const auto& now = before[static_cast<int>(f)];
-    std::string failure = restore(f, transition(now, with_meta(model.family(f), ir_hash), full));
-    if (failure.empty()) {
-      loaded.push_back(f);
-      continue;
-    }
-    // iptables-restore commits table by table: put back every table of every family we touched.
-    loaded.push_back(f);
-    std::string rollback_problems;
-    for (IpFamily back : loaded) {
-      try {
-        auto undo = transition(save(back), to_defs(before[static_cast<int>(back)]), false);
-        if (auto problem = restore(back, undo); !problem.empty()) rollback_problems += "\n" + problem;
-      } catch (const RuntimeError& e) {
-        rollback_problems += "\n" + e.msg;
-      }
-    }
-    sets.undo();
-    throw RuntimeError(failure +
-                       (rollback_problems.empty()
-                            ? "\n  the previous ruleset is back in place"
-                            : "\n  restoring the previous ruleset failed too:" + rollback_problems));
-  }
-
-  std::vector<std::string> unused;
-  for (const auto& k : sets_before)
-    if (k.name.substr(0, kTempSetPrefix.size()) != kTempSetPrefix &&
-        std::none_of(model.sets.begin(), model.sets.end(), [&](const SetDef& s) { return s.name == k.name; }))
-      unused.push_back(k.name);
-  std::string problems = sets.finish() + destroy_sets(unused);
-  if (!problems.empty())
-    std::cerr << "fwengine: warning: some old ipsets could not be removed:" << problems << '\n';
+  const Holdings now = holdings();
+  std::vector<TableDef> want[2];
+  for (IpFamily f : {IpFamily::v4, IpFamily::v6})
+    want[static_cast<int>(f)] = with_meta(model.family(f), ir_hash);
+  if (!full && (now.active == 1 || now.active == 2) && apply_in_place(now, model.sets, want)) return;
+  switch_slots(now, model.sets, want);
 }
 
 void flush_all() {
-  std::string problems;
-  for (IpFamily f : {IpFamily::v4, IpFamily::v6})
-    if (auto problem = restore(f, transition(save(f), {}, false)); !problem.empty())
-      problems += "\n" + problem;
-  std::vector<std::string> names;
-  for (const auto& s : our_sets()) names.push_back(s.name);
-  problems += destroy_sets(names);
+  const Holdings now = holdings();
+  std::string problems = remove_slots(now, [](int s) { return s >= 0; });
+  // Then the gates, and last what they hold.
+  std::vector<std::string> gates, any;
+  for (const auto& set : now.sets) (is_gate(set.name) ? gates : any).push_back(set.name);
+  std::erase_if(any,
+                [](const std::string& name) { return slot_of(name) != kHelperSlot || is_temporary(name); });
+  problems += destroy_sets(gates);
+  // A list:set lets go of its members only after an RCU grace period: until then they are "in use".
+  for (int attempt = 0; attempt < 100 && !any.empty(); ++attempt) {
+    if (attempt > 0) usleep(10'000);
+    std::erase_if(any, [](const std::string& name) {
+      return run_tool({"ipset", "destroy", name}).status == 0;
+    });
+  }
+  problems += destroy_sets(any);
   if (!problems.empty()) throw RuntimeError("flush failed:" + problems);
 }
 
 KernelState read_kernel() {
   KernelState state;
+  const Holdings k = holdings(true);
+  state.present = !k.empty();
+  const int slot = k.active;
+  auto in_effect = [&](int s) { return s == slot; };
   std::string text = "# ipset restore -exist\n";
-  for (const auto& set : our_sets()) {
-    SetDef def{set.name, set.family == "inet6" ? IpFamily::v6 : IpFamily::v4, set.members};
-    text += ipset_create_line(def, def.name) + '\n';
-    for (const auto& m : set.members) text += "add " + set.name + ' ' + m + '\n';
-    state.present = true;
+  if (slot > 0) text += gate_text(kGateSet, true);
+  for (const auto& set : k.sets) {
+    if (is_gate(set.name) || !in_effect(slot_of(set.name))) continue;
+    SetDef def{in_slot(set.name, 0), set.family == "inet6" ? IpFamily::v6 : IpFamily::v4, set.members};
+    text += set_restore_text({def});
   }
+  std::size_t leftover_chains = 0,
+              leftover_sets = set_names(k.sets, [&](int s) { return !in_effect(s); }).size();
   for (IpFamily f : {IpFamily::v4, IpFamily::v6}) {
     const std::string family = f == IpFamily::v4 ? "ipv4" : "ipv6";
     text += f == IpFamily::v4 ? "# iptables-legacy-restore --noflush\n"
                               : "# ip6tables-legacy-restore --noflush\n";
-    for (const auto& table : save(f, true)) {
-      state.present = true;
+    for (const auto& table : select(k.tables[static_cast<int>(f)], [&](int s) { return !in_effect(s); }))
+      leftover_chains += table.chains.size();
+    for (const auto& table : select(k.tables[static_cast<int>(f)], in_effect, true)) {
       text += '*' + table.name + '\n';
       for (const auto& c : table.chains) text += ':' + c.name + " - [0:0]\n";
       for (const auto& c : table.chains) {
@@ -603,9 +717,17 @@ KernelState read_kernel() {
       }
       for (const auto& h : table.hooks) {
         text += "-I " + h.builtin + " 1 " + h.spec + '\n';
-        if (h.position != 1)
+        // Leftover hooks above ours are counted in the leftovers, not here.
+        std::size_t position = h.position;
+        for (const auto& t : k.tables[static_cast<int>(f)])
+          if (t.name == table.name)
+            for (const auto& other : t.hooks)
+              if (other.builtin == h.builtin && other.position < h.position &&
+                  !in_effect(slot_of(other.target)))
+                --position;
+        if (position != 1)
           state.drift.push_back(family + " " + table.name + " " + h.builtin + ": the jump to " + h.target +
-                                " is rule " + std::to_string(h.position) + ", not the first");
+                                " is rule " + std::to_string(position) + ", not the first");
       }
       for (const auto& c : table.chains) {
         // A stage chain (fwe-<stage>) that nothing jumps to filters nothing.
@@ -620,6 +742,10 @@ KernelState read_kernel() {
       text += "COMMIT\n";
     }
   }
+  if (leftover_chains + leftover_sets > 0)
+    state.drift.push_back("an interrupted apply (or an older fwengine) left " +
+                          std::to_string(leftover_chains) + " chains and " + std::to_string(leftover_sets) +
+                          " ipsets beside the ruleset in effect; the next apply removes them");
   state.text = std::move(text);
   return state;
 }

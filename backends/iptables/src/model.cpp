@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <tuple>
 
 namespace fwe::iptables {
 
@@ -16,8 +17,57 @@ const ChainDef* TableDef::find(std::string_view chain) const {
   return it == chains.end() ? nullptr : &*it;
 }
 
+int slot_of(std::string_view name) {
+  if (name.substr(0, kPrefix.size()) == kPrefix) return 0;
+  if (name.size() < 5 || name.substr(0, 3) != "fwe" || name[4] != '-') return kNoSlot;
+  switch (name[3]) {
+    case '0':
+      return kHelperSlot;
+    case '1':
+      return 1;
+    case '2':
+      return 2;
+    default:
+      return kNoSlot;
+  }
+}
+
+std::string in_slot(std::string_view name, int slot) {
+  int from = slot_of(name);
+  if (from < 0 || from == slot) return std::string(name);
+  std::string_view rest = name.substr(from == 0 ? 4 : 5);
+  return (slot == 0 ? std::string(kPrefix) : "fwe" + std::to_string(slot) + "-") + std::string(rest);
+}
+
+std::string spec_in_slot(std::string_view spec, int slot) {
+  std::string out;
+  out.reserve(spec.size() + 8);
+  std::string_view previous;
+  std::size_t i = 0;
+  while (i < spec.size()) {
+    if (spec[i] == ' ') {
+      out += spec[i++];
+      continue;
+    }
+    std::size_t start = i;
+    bool quoted = false;
+    for (; i < spec.size() && (quoted || spec[i] != ' '); ++i) {
+      if (spec[i] == '\\' && quoted && i + 1 < spec.size())
+        ++i;
+      else if (spec[i] == '"')
+        quoted = !quoted;
+    }
+    std::string_view word = spec.substr(start, i - start);
+    bool names_ours = previous == "-j" || previous == "-g" || previous == "--match-set";
+    out += names_ours ? in_slot(word, slot) : std::string(word);
+    previous = word;
+  }
+  return out;
+}
+
 std::string hook_spec(std::string_view target) {
-  return std::string(kCommentOpen) + "fwe:hook\" -j " + std::string(target);
+  return "-m set --match-set " + in_slot(kGateSet, slot_of(target)) + " src " + std::string(kCommentOpen) +
+         "fwe:hook\" -j " + std::string(target);
 }
 
 std::string hash16(std::string_view text) {
@@ -65,10 +115,10 @@ std::string where_of(std::string_view spec) {
 }
 
 std::string content_hash(std::string_view chain, std::string_view spec) {
-  std::string text(chain);
+  std::string text = in_slot(chain, 0);
   text += ' ';
-  auto [at, len] = comment_span(spec);
-  std::string rest(spec);
+  std::string rest = spec_in_slot(spec, 0);
+  auto [at, len] = comment_span(rest);
   if (at != std::string_view::npos) rest.erase(at, len);
   bool space = false;
   for (char c : rest) {
@@ -114,6 +164,22 @@ std::string ipset_text(const std::vector<SetDef>& sets) {
     out += ipset_create_line(set, set.name) + '\n';
     for (const auto& m : set.members) out += "add " + set.name + ' ' + m + '\n';
   }
+  return out;
+}
+
+std::string gate_text(std::string_view gate, bool on) {
+  std::string out;
+  for (auto [any, family, halves] : {std::tuple{kAnySets[0], "inet", "0.0.0.0/1 128.0.0.0/1"},
+                                     std::tuple{kAnySets[1], "inet6", "::/1 8000::/1"}}) {
+    out += "create " + std::string(any) + " hash:net family " + family + '\n';
+    std::string_view both = halves;
+    auto space = both.find(' ');
+    out += "add " + std::string(any) + ' ' + std::string(both.substr(0, space)) + '\n';
+    out += "add " + std::string(any) + ' ' + std::string(both.substr(space + 1)) + '\n';
+  }
+  out += "create " + std::string(gate) + " list:set\n";
+  if (on)
+    for (auto any : kAnySets) out += "add " + std::string(gate) + ' ' + std::string(any) + '\n';
   return out;
 }
 

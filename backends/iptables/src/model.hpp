@@ -21,11 +21,29 @@ inline constexpr std::uint32_t kDoneMark = 0x80000000;    // the endpoint has it
 inline constexpr std::uint32_t kOurMarks = 0xf0000000;
 inline constexpr std::uint32_t kTransientMarks = kPassMark | kAcceptMark | kDoneMark;
 
+// The model names everything fwe-...; the kernel holds it in one of two slots, fwe1-... or fwe2-..., so
+// that a new ruleset can be loaded beside the old one and switched on at once (kernel.cpp). Names of
+// our own helpers that belong to no slot start with fwe0-. A kernel name fwe-... is slot 0: the layout
+// of fwengine before slots, which the next apply replaces.
 inline constexpr std::string_view kPrefix = "fwe-";
-inline constexpr std::size_t kMaxChainName = 28;            // iptables' limit (29 with the NUL)
-inline constexpr std::size_t kMaxSetName = 31;              // ipset's limit
+inline constexpr std::size_t kMaxChainName = 27;            // iptables' 28, less the slot digit
+inline constexpr std::size_t kMaxSetName = 30;              // ipset's 31, less the slot digit
 inline constexpr std::string_view kMetaChain = "fwe-meta";  // holds the IR hash in a comment
-inline constexpr std::string_view kTempSetPrefix = "fwe-t-";
+// A slot's hooks match only while its gate, a list:set, holds the two sets that match every address
+// (one per family): swapping the gates' contents switches from one slot to the other in one step.
+inline constexpr std::string_view kGateSet = "fwe-gate";
+inline constexpr std::string_view kAnySets[2] = {"fwe0-any4", "fwe0-any6"};  // by IpFamily
+inline constexpr std::string_view kTempSetPrefix = "fwe0-t-";
+inline constexpr int kNoSlot = -1;      // not ours
+inline constexpr int kHelperSlot = -2;  // fwe0-: ours, in no slot
+
+// The slot a kernel name belongs to: 0, 1, 2, kHelperSlot or kNoSlot.
+int slot_of(std::string_view name);
+// A name of slot 0, 1 or 2 as it is called in `slot` (0: the model's name); other names unchanged.
+std::string in_slot(std::string_view name, int slot);
+// A rule spec whose chain and set references (after -j, -g, --match-set; never inside quotes) are
+// moved to `slot`.
+std::string spec_in_slot(std::string_view spec, int slot);
 
 struct ChainDef {
   std::string name;
@@ -59,14 +77,15 @@ struct Model {
 
 inline constexpr std::string_view kTableOrder[] = {"raw", "mangle", "nat", "filter"};
 
-// The rule spec of a hook jump.
+// The rule spec of a hook jump: only while the gate of the target's slot is on.
 std::string hook_spec(std::string_view target);
 // 16 hex digits of FNV-1a 64: rule stamps and shortened names.
 std::string hash16(std::string_view text);
 // The stamp a rule spec carries ("fwe:<hash16>"), or empty.
 std::string stamp_of(std::string_view spec);
 // The hash a rule should carry: over its chain and its spec without the comment and without quoting, so
-// that our text and iptables-save's text of the same rule give the same hash.
+// that our text and iptables-save's text of the same rule give the same hash; names count as the model
+// has them, so that a rule keeps its stamp in either slot.
 std::string content_hash(std::string_view chain, std::string_view spec);
 // The "file:line:col" part of a rule's comment, or empty.
 std::string where_of(std::string_view spec);
@@ -76,6 +95,8 @@ std::string where_of(std::string_view spec);
 std::string restore_text(const std::vector<TableDef>& tables);
 // ipset restore input creating every set under its own name.
 std::string ipset_text(const std::vector<SetDef>& sets);
+// ipset restore -exist input for the two sets that match every address and a slot's gate, on or off.
+std::string gate_text(std::string_view gate, bool on);
 std::string ipset_create_line(const SetDef& set, std::string_view name);
 std::string_view family_name(IpFamily f);  // inet / inet6
 // The tables plus fwe-meta in filter, whose one rule carries the IR hash for read_back.

@@ -936,7 +936,7 @@ Model render(const Ruleset& ruleset, Diagnostics& diag) {
 }
 
 std::string plan_text(const Model& model, std::string_view ir_hash) {
-  std::string out = "# ipset restore -exist\n" + ipset_text(model.sets);
+  std::string out = "# ipset restore -exist\n" + gate_text(kGateSet, true) + ipset_text(model.sets);
   for (IpFamily f : {IpFamily::v4, IpFamily::v6}) {
     out += f == IpFamily::v4 ? "# iptables-legacy-restore --noflush\n"
                              : "# ip6tables-legacy-restore --noflush\n";

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <iostream>
+#include <regex>
 #include <sstream>
 
 #include "fwengine/canonical.hpp"
@@ -27,13 +28,19 @@ Model render_ok(const ir::Ruleset& rs) {
 
 // Rules and user chains of a save that are not ours. (Built-in chain headers are left out: the kernel
 // lists a table only once something used it.)
+// A chain or set of ours: fwe-, or fwe0- .. fwe2- (kernel.hpp's slots).
+bool mentions_ours(const std::string& line) {
+  static const std::regex ours("fwe[0-2]?-");
+  return std::regex_search(line, ours);
+}
+
 std::string foreign_lines(const std::string& save) {
   std::istringstream in(save);
   std::string out;
   for (std::string line; std::getline(in, line);) {
     bool rule_or_chain =
         line.rfind("-A ", 0) == 0 || (line.rfind(":", 0) == 0 && line.find(" - [") != std::string::npos);
-    if (rule_or_chain && line.find("fwe-") == std::string::npos) out += line + '\n';
+    if (rule_or_chain && !mentions_ours(line)) out += line + '\n';
   }
   return out;
 }
@@ -42,8 +49,14 @@ std::string our_lines(const std::string& save) {
   std::istringstream in(save);
   std::string out;
   for (std::string line; std::getline(in, line);)
-    if (line.find("fwe-") != std::string::npos) out += line + '\n';
+    if (mentions_ours(line)) out += line + '\n';
   return out;
+}
+
+std::string hook_line(std::string_view builtin, int slot, std::string_view stage) {
+  return "-A " + std::string(builtin) + " -m set --match-set fwe" + std::to_string(slot) +
+         "-gate src -m comment --comment \"fwe:hook\" -j fwe" + std::to_string(slot) + "-" +
+         std::string(stage);
 }
 
 void load_foreign_rules() {
@@ -72,11 +85,13 @@ TEST_CASE("apply loads the ruleset and read_back finds it unchanged", "[root]") 
   Model m = render_ok(rs);
   apply_model(m, "hash-1", false);
 
+  // The first ruleset goes into slot 1 and its gate is switched on.
   std::string v4 = test::save_text();
-  CHECK(v4.find("-A INPUT -m comment --comment \"fwe:hook\" -j fwe-input") != std::string::npos);
-  CHECK(v4.find("-A PREROUTING -m comment --comment \"fwe:hook\" -j fwe-untracked-in") != std::string::npos);
-  CHECK(v4.find(":fwe-c-web - [0:0]") != std::string::npos);
-  CHECK(test::ipset_text_now().find("create fwe-4-big hash:net family inet") != std::string::npos);
+  CHECK(v4.find(hook_line("INPUT", 1, "input")) != std::string::npos);
+  CHECK(v4.find(hook_line("PREROUTING", 1, "untracked-in")) != std::string::npos);
+  CHECK(v4.find(":fwe1-c-web - [0:0]") != std::string::npos);
+  CHECK(test::ipset_text_now().find("create fwe1-4-big hash:net family inet") != std::string::npos);
+  CHECK(test::ipset_text_now().find("add fwe1-gate fwe0-any4") != std::string::npos);
 
   KernelState state = read_kernel();
   CHECK(state.present);
@@ -88,12 +103,11 @@ TEST_CASE("apply loads the ruleset and read_back finds it unchanged", "[root]") 
                     [](const RuleCounter& c) { return c.where == "policy.yaml:11:3"; }));
 
   // Nothing changed: applying again has nothing to do.
-  CHECK(transition(parse_save(run_tool({"iptables-legacy-save"}).out),
-                   with_meta(m.family(IpFamily::v4), "hash-1"), false)
-            .empty());
-  CHECK(transition(parse_save(run_tool({"ip6tables-legacy-save"}).out),
-                   with_meta(m.family(IpFamily::v6), "hash-1"), false)
-            .empty());
+  const std::string v6 = test::save_text(true), sets = test::ipset_text_now();
+  apply_model(m, "hash-1", false);
+  CHECK(test::save_text() == v4);
+  CHECK(test::save_text(true) == v6);
+  CHECK(test::ipset_text_now() == sets);
 }
 
 TEST_CASE("read_back reports rules changed behind our back", "[root]") {
@@ -132,8 +146,7 @@ TEST_CASE("foreign rules stay byte for byte the same through apply, re-apply and
   CHECK(foreign_lines(test::save_text()) == v4);
   // The hook sits above the foreign INPUT rule.
   std::string now = test::save_text();
-  CHECK(now.find(
-            "-A INPUT -m comment --comment \"fwe:hook\" -j fwe-input\n-A INPUT -s 192.0.2.1/32 -j ACCEPT") !=
+  CHECK(now.find(hook_line("INPUT", 2, "input") + "\n-A INPUT -s 192.0.2.1/32 -j ACCEPT") !=
         std::string::npos);
 
   flush_all();
@@ -165,7 +178,7 @@ TEST_CASE("a failing apply leaves the previous ruleset in place", "[root]") {
     std::string message = e.what();
     CHECK(message.find("ip6tables-legacy-restore failed") != std::string::npos);
     CHECK(message.find("bad.yaml:9:9") != std::string::npos);
-    CHECK(message.find("previous ruleset is back") != std::string::npos);
+    CHECK(message.find("the previous ruleset is in place") != std::string::npos);
   }
   CHECK(test::save_text() == v4);
   CHECK(test::save_text(true) == v6);
@@ -173,20 +186,21 @@ TEST_CASE("a failing apply leaves the previous ruleset in place", "[root]") {
   CHECK(read_kernel().ir_hash == "good");
 }
 
-TEST_CASE("changed sets are swapped in and unused ones removed", "[root]") {
+TEST_CASE("changed sets come with the new slot and unused ones go", "[root]") {
   test::enter_scratch_netns();
   auto rs = test::tiny_ruleset();
   apply_model(render_ok(rs), "1", false);
   rs.sets["admins"].cidrs.pop_back();
   apply_model(render_ok(rs), "2", false);
   std::string sets = test::ipset_text_now();
-  CHECK(sets.find("add fwe-4-admins 203.0.113.12") != std::string::npos);
-  CHECK(sets.find("add fwe-4-admins 203.0.113.14") == std::string::npos);
-  CHECK(sets.find("fwe-t-") == std::string::npos);
+  CHECK(sets.find("add fwe2-4-admins 203.0.113.12") != std::string::npos);
+  CHECK(sets.find("add fwe2-4-admins 203.0.113.14") == std::string::npos);
+  CHECK(sets.find("fwe1-4-") == std::string::npos);
+  CHECK(sets.find("fwe0-t-") == std::string::npos);
   rs.chains.begin()->second.rules.erase(rs.chains.begin()->second.rules.begin());
   rs.sets.clear();
   apply_model(render_ok(rs), "3", false);
-  CHECK(test::ipset_text_now().find("fwe-") == std::string::npos);
+  CHECK(test::ipset_text_now().find("-4-") == std::string::npos);
 }
 
 TEST_CASE("fwengine --backend iptables --netns NAME applies inside that namespace only", "[root]") {
@@ -216,7 +230,7 @@ TEST_CASE("fwengine --backend iptables --netns NAME applies inside that namespac
   };
   engine({"-f", policy, "apply"});
   auto inside = run_tool({"ip", "netns", "exec", ns, "iptables-legacy-save"}).out;
-  CHECK(inside.find("-A INPUT -m comment --comment \"fwe:hook\" -j fwe-input") != std::string::npos);
+  CHECK(inside.find(hook_line("INPUT", 1, "input")) != std::string::npos);
   CHECK(our_lines(test::save_text()).empty());  // the namespace this test runs in saw nothing
   CHECK(engine({"-f", policy, "diff"}).find("no difference") != std::string::npos);
   CHECK(engine({"status"}).find("backend iptables: IR ") == 0);
@@ -236,4 +250,76 @@ TEST_CASE("a failing table in the middle of IPv4 leaves the tables before it as 
   CHECK_THROWS_AS(apply_model(bad, "bad", false), RuntimeError);
   CHECK(test::save_text() == v4);
   CHECK(test::save_text(true) == v6);
+}
+
+TEST_CASE("a change of one table stays in its slot, a wider one switches slots at once", "[root]") {
+  test::enter_scratch_netns();
+  Model sample = render_ok(test::sample_ruleset());
+  apply_model(sample, "a", false);
+  // A rule deleted behind our back: the repair is one restore of IPv4 filter, in slot 1.
+  std::string save = test::save_text();
+  auto rule_at = save.find("-A fwe1-c-web ");
+  REQUIRE(rule_at != std::string::npos);
+  std::string rule = save.substr(rule_at + 3, save.find('\n', rule_at) - rule_at - 3);
+  REQUIRE(run_tool({"iptables-legacy-restore", "--noflush"}, "*filter\n-D " + rule + "\nCOMMIT\n").status ==
+          0);
+  REQUIRE(test::save_text() != save);
+  apply_model(sample, "a", false);
+  CHECK(test::save_text() == save);
+  CHECK(read_kernel().drift.empty());
+  // Another ruleset changes both families: it is loaded into slot 2, and slot 1 goes.
+  apply_model(render_ok(test::tiny_ruleset()), "c", false);
+  CHECK(our_lines(test::save_text()).find("fwe1-") == std::string::npos);
+  CHECK(our_lines(test::save_text(true)).find("fwe1-") == std::string::npos);
+  CHECK(test::save_text().find(hook_line("INPUT", 2, "input")) != std::string::npos);
+  std::string sets = test::ipset_text_now();
+  CHECK(sets.find("add fwe2-gate fwe0-any4") != std::string::npos);
+  CHECK(sets.find("add fwe1-gate") == std::string::npos);
+  auto state = read_kernel();
+  CHECK(state.ir_hash == "c");
+  CHECK(state.drift.empty());
+  for (const auto& d : state.drift) UNSCOPED_INFO(d);
+}
+
+TEST_CASE("what an interrupted apply left is switched off, reported and removed by the next apply",
+          "[root]") {
+  test::enter_scratch_netns();
+  apply_model(render_ok(test::sample_ruleset()), "a", false);
+  const auto before = read_kernel();
+  // As if an apply had loaded slot 2 and died before the switch: a hooked chain and a set, gate off.
+  REQUIRE(run_tool({"ipset", "create", "fwe2-4-half", "hash:net"}).status == 0);
+  REQUIRE(run_tool({"iptables-legacy-restore", "--noflush"},
+                   "*filter\n:fwe2-input - [0:0]\n-A fwe2-input -m comment --comment half-loaded -j DROP\n-I "
+                   "INPUT 1 " +
+                       hook_spec("fwe2-input") + "\nCOMMIT\n")
+              .status == 0);
+  auto state = read_kernel();
+  CHECK(state.ir_hash == "a");
+  CHECK(state.text == before.text);
+  REQUIRE(state.drift.size() == 1);
+  CHECK(state.drift[0].find("left 1 chains and 1 ipsets beside the ruleset in effect") != std::string::npos);
+
+  apply_model(render_ok(test::tiny_ruleset()), "b", false);
+  CHECK(test::ipset_text_now().find("fwe2-4-half") == std::string::npos);
+  CHECK(test::save_text().find("half-loaded") == std::string::npos);
+  CHECK(read_kernel().drift.empty());
+}
+
+TEST_CASE("the layout before slots is replaced by the next apply", "[root]") {
+  test::enter_scratch_netns();
+  REQUIRE(run_tool({"ipset", "create", "fwe-4-old", "hash:net"}).status == 0);
+  REQUIRE(run_tool(
+              {"iptables-legacy-restore", "--noflush"},
+              "*filter\n:fwe-input - [0:0]\n:fwe-meta - [0:0]\n-A fwe-input -m set --match-set fwe-4-old src "
+              "-j DROP\n-A fwe-meta " +
+                  meta_rule("old") + "\n-I INPUT 1 -m comment --comment \"fwe:hook\" -j fwe-input\nCOMMIT\n")
+              .status == 0);
+  CHECK(read_kernel().ir_hash == "old");
+  apply_model(render_ok(test::tiny_ruleset()), "new", false);
+  CHECK(test::save_text().find("fwe-") == std::string::npos);
+  CHECK(test::ipset_text_now().find("fwe-4-old") == std::string::npos);
+  CHECK(read_kernel().ir_hash == "new");
+  flush_all();
+  CHECK(our_lines(test::save_text()).empty());
+  CHECK(test::ipset_text_now().find("fwe") == std::string::npos);
 }

@@ -163,14 +163,17 @@ TEST_CASE("every rule carries a stamp of its content and its origin") {
       for (const auto& r : c.rules) CHECK(stamp_of(r) == "fwe:" + content_hash(c.name, r));
 }
 
-TEST_CASE("chain names longer than 28 characters are shortened with a hash") {
+TEST_CASE("chain names longer than 27 characters are shortened with a hash") {
   auto rs = test::tiny_ruleset("a-very-long-policy-name-that-does-not-fit-anywhere");
   Model m = render_ok(rs);
   for (const auto& t : m.family(IpFamily::v4))
-    for (const auto& c : t.chains) CHECK(c.name.size() <= 28);
+    for (const auto& c : t.chains) {
+      CHECK(c.name.size() <= 27);
+      CHECK(in_slot(c.name, 2).size() <= 28);  // iptables' limit, in either slot
+    }
   const auto& filter = table(m, IpFamily::v4, "filter");
   CHECK(std::any_of(filter.chains.begin(), filter.chains.end(),
-                    [](const ChainDef& c) { return c.name.rfind("fwe-c-a-very-long-p", 0) == 0; }));
+                    [](const ChainDef& c) { return c.name.rfind("fwe-c-a-very-long-_", 0) == 0; }));
 }
 
 TEST_CASE("what iptables cannot do is refused at the rule's origin") {
@@ -194,11 +197,15 @@ TEST_CASE("what iptables cannot do is refused at the rule's origin") {
 TEST_CASE("render text is the ipset and iptables-restore input") {
   Model m = render_ok(test::tiny_ruleset());
   std::string text = plan_text(m, "abc123");
-  CHECK(text.find("# ipset restore -exist\ncreate fwe-4-admins hash:net family inet maxelem 65536\n"
-                  "add fwe-4-admins 203.0.113.0\n") == 0);
-  CHECK(text.find("# iptables-legacy-restore --noflush\n*filter\n:fwe-input - [0:0]\n") != std::string::npos);
-  CHECK(text.find("-I INPUT 1 -m comment --comment \"fwe:hook\" -j fwe-input\nCOMMIT\n") !=
+  CHECK(text.find(
+            "# ipset restore -exist\ncreate fwe0-any4 hash:net family inet\nadd fwe0-any4 0.0.0.0/1\n") == 0);
+  CHECK(text.find("create fwe-gate list:set\nadd fwe-gate fwe0-any4\nadd fwe-gate fwe0-any6\n"
+                  "create fwe-4-admins hash:net family inet maxelem 65536\nadd fwe-4-admins 203.0.113.0\n") !=
         std::string::npos);
+  CHECK(text.find("# iptables-legacy-restore --noflush\n*filter\n:fwe-input - [0:0]\n") != std::string::npos);
+  CHECK(
+      text.find("-I INPUT 1 -m set --match-set fwe-gate src -m comment --comment \"fwe:hook\" -j fwe-input\n"
+                "COMMIT\n") != std::string::npos);
   CHECK(text.find("-A fwe-meta -m comment --comment \"fwe:ir abc123\"\n") != std::string::npos);
   CHECK(text.find("# ip6tables-legacy-restore --noflush\n*filter\n") != std::string::npos);
 }
@@ -287,4 +294,31 @@ TEST_CASE("long port lists, rates, IPv6 reject types and NAT addresses as iptabl
                                  "-p udp -j DNAT --to-destination [2001:db8::5]:8080-8090",
                                  "-p sctp -j DNAT --to-destination [2001:db8::5]:8080-8090"});
   CHECK(bare(chain(table(nat, IpFamily::v4, "nat"), "fwe-c-nat")).empty());
+}
+
+TEST_CASE("slots rename our chains and sets, and nothing in quotes") {
+  CHECK(slot_of("fwe-input") == 0);
+  CHECK(slot_of("fwe1-input") == 1);
+  CHECK(slot_of("fwe2-4-admins") == 2);
+  CHECK(slot_of("fwe0-any4") == kHelperSlot);
+  CHECK(slot_of("fwe3-x") == kNoSlot);
+  CHECK(slot_of("KUBE-SERVICES") == kNoSlot);
+  CHECK(in_slot("fwe-c-web", 1) == "fwe1-c-web");
+  CHECK(in_slot("fwe1-c-web", 2) == "fwe2-c-web");
+  CHECK(in_slot("fwe2-c-web", 0) == "fwe-c-web");
+  CHECK(in_slot("fwe0-any4", 1) == "fwe0-any4");
+  CHECK(in_slot("DOCKER", 1) == "DOCKER");
+  const std::string spec =
+      "-m set ! --match-set fwe-4-admins src -m comment --comment \"fwe:0123456789abcdef fwe-p.yaml:1:2 -j "
+      "fwe-x\" -j fwe-c-web";
+  const std::string moved = spec_in_slot(spec, 2);
+  CHECK(
+      moved ==
+      "-m set ! --match-set fwe2-4-admins src -m comment --comment \"fwe:0123456789abcdef fwe-p.yaml:1:2 -j "
+      "fwe-x\" -j fwe2-c-web");
+  CHECK(spec_in_slot(moved, 0) == spec);
+  // A rule keeps its stamp in either slot.
+  CHECK(content_hash("fwe1-c-web", spec_in_slot(spec, 1)) == content_hash("fwe-c-web", spec));
+  CHECK(hook_spec("fwe2-input") ==
+        "-m set --match-set fwe2-gate src -m comment --comment \"fwe:hook\" -j fwe2-input");
 }
