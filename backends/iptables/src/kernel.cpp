@@ -417,10 +417,23 @@ std::string restore(IpFamily f, const std::string& input) {
   return r.status == 0 ? std::string{} : explain_restore_failure(tool, r, input);
 }
 
-std::vector<KernelSet> our_sets() {
-  auto r = run_tool({"ipset", "save"});
+// Our sets, or the one named.
+std::vector<KernelSet> our_sets(const std::string& name = {}) {
+  std::vector<std::string> argv{"ipset", "save"};
+  if (!name.empty()) argv.push_back(name);
+  auto r = run_tool(argv);
   if (r.status != 0) throw RuntimeError("ipset save failed: " + trimmed(r.err));
   return parse_ipset_save(r.out);
+}
+
+// Our sets by name only (members and family left empty): listing big sets takes long.
+std::vector<KernelSet> our_set_names() {
+  auto r = run_tool({"ipset", "list", "-n"});
+  if (r.status != 0) throw RuntimeError("ipset list failed: " + trimmed(r.err));
+  std::vector<KernelSet> sets;
+  for (const auto& name : lines(r.out))
+    if (ours(name)) sets.push_back({name, {}, {}});
+  return sets;
 }
 
 std::string destroy_sets(const std::vector<std::string>& names) {
@@ -449,10 +462,15 @@ struct Holdings {
   bool empty() const { return tables[0].empty() && tables[1].empty() && sets.empty(); }
 };
 
-Holdings holdings(bool counters = false) {
+// With `members`, every set's members; else only the gates'.
+Holdings holdings(bool members, bool counters = false) {
   Holdings h;
   for (IpFamily f : {IpFamily::v4, IpFamily::v6}) h.tables[static_cast<int>(f)] = save(f, counters);
-  h.sets = our_sets();
+  h.sets = members ? our_sets() : our_set_names();
+  if (!members)
+    for (auto& set : h.sets)
+      if (is_gate(set.name))
+        for (auto& gate : our_sets(set.name)) set = std::move(gate);
   for (int slot : {1, 2})
     for (const auto& set : h.sets)
       if (set.name == in_slot(kGateSet, slot) && !set.members.empty()) h.active = slot;
@@ -514,18 +532,34 @@ std::vector<std::string> set_names(const std::vector<KernelSet>& sets, Keep keep
   return names;
 }
 
-// Removes the chains and hooks of the slots `keep` accepts from both families, then their sets and our
-// temporaries; returns what could not be removed.
+// iptables-restore input removing these hooks (by their spec, so that hooks inserted since they were
+// read do not matter) and chains.
+std::string removal_text(const std::vector<KernelTable>& tables) {
+  std::string out;
+  for (const auto& t : tables) {
+    std::string hooks, flush, drop;
+    for (const auto& h : t.hooks) hooks += "-D " + h.builtin + ' ' + h.spec + '\n';
+    for (const auto& c : t.chains) {
+      flush += "-F " + c.name + '\n';
+      drop += "-X " + c.name + '\n';
+    }
+    out += '*' + t.name + '\n' + hooks + flush + drop + "COMMIT\n";
+  }
+  return out;
+}
+
+// Removes the chains and hooks of the slots `keep` accepts from both families, then their sets (and,
+// with `temporaries`, our temporary sets); returns what could not be removed.
 template <typename Keep>
-std::string remove_slots(const Holdings& h, Keep keep) {
+std::string remove_slots(const Holdings& h, Keep keep, bool temporaries = true) {
   std::string problems;
   for (IpFamily f : {IpFamily::v4, IpFamily::v6})
-    if (auto problem = restore(f, transition(select(h.tables[static_cast<int>(f)], keep), {}, false));
+    if (auto problem = restore(f, removal_text(select(h.tables[static_cast<int>(f)], keep)));
         !problem.empty())
       problems += "\n" + problem;
   auto doomed = set_names(h.sets, keep);
   for (const auto& set : h.sets)
-    if (is_temporary(set.name)) doomed.push_back(set.name);
+    if (temporaries && is_temporary(set.name)) doomed.push_back(set.name);
   return problems + destroy_sets(doomed);
 }
 
@@ -565,20 +599,20 @@ bool apply_in_place(const Holdings& now, const std::vector<SetDef>& sets,
         transition(select(now.tables[i], [&](int s) { return s == slot; }), placed(want[i], slot), false);
     if (!text.empty()) restores.emplace_back(f, std::move(text));
   }
-  const auto wanted_sets = placed(sets, slot);
-  const auto have_sets = set_names(now.sets, [&](int s) { return s == slot; });
-  if (have_sets.size() != wanted_sets.size()) return false;
-  for (const auto& set : wanted_sets) {
-    auto k = std::find_if(now.sets.begin(), now.sets.end(),
-                          [&](const KernelSet& s) { return s.name == set.name; });
-    if (k == now.sets.end() || k->family != family_name(set.family) ||
-        sorted(k->members) != sorted(set.members))
-      return false;
-  }
   std::size_t tables_changed = 0;
   for (const auto& [family, text] : restores)
     for (const auto& line : lines(text)) tables_changed += !line.empty() && line[0] == '*';
   if (tables_changed > 1) return false;
+  const auto wanted_sets = placed(sets, slot);
+  if (set_names(now.sets, [&](int s) { return s == slot; }).size() != wanted_sets.size()) return false;
+  const auto have_sets = wanted_sets.empty() ? std::vector<KernelSet>{} : our_sets();
+  for (const auto& set : wanted_sets) {
+    auto k = std::find_if(have_sets.begin(), have_sets.end(),
+                          [&](const KernelSet& s) { return s.name == set.name; });
+    if (k == have_sets.end() || k->family != family_name(set.family) ||
+        sorted(k->members) != sorted(set.members))
+      return false;
+  }
   if (tables_changed == 1) {
     const auto& [family, text] = restores.front();
     if (auto failure = restore(family, text); !failure.empty())
@@ -600,7 +634,7 @@ void switch_slots(const Holdings& now, const std::vector<SetDef>& sets,
                        problems + "\n  nothing was changed: the previous ruleset is in place");
   const std::string gate = in_slot(kGateSet, next);
   auto undo = [&](const std::string& failure) {
-    std::string problems = remove_slots(holdings(), in_next);
+    std::string problems = remove_slots(holdings(false), in_next);
     throw RuntimeError(
         failure +
         (problems.empty()
@@ -631,7 +665,11 @@ void switch_slots(const Holdings& now, const std::vector<SetDef>& sets,
   }
   if (r.status != 0) undo("cannot switch the new ruleset on (ipset swap): " + trimmed(r.err));
 
-  if (auto problems = remove_slots(holdings(), [&](int s) { return s != next; }); !problems.empty())
+  // What was read before the switch: the old slot's hooks are found by their spec, the temporaries
+  // went with the leftovers above.
+  if (auto problems = remove_slots(
+          now, [&](int s) { return s != next; }, false);
+      !problems.empty())
     std::cerr << "fwengine: warning: the new ruleset is in effect, but some of the old one could not be "
                  "removed (the next apply tries again):"
               << problems << '\n';
@@ -640,7 +678,7 @@ void switch_slots(const Holdings& now, const std::vector<SetDef>& sets,
 }  // namespace
 
 void apply_model(const Model& model, std::string_view ir_hash, bool full) {
-  const Holdings now = holdings();
+  const Holdings now = holdings(false);
   std::vector<TableDef> want[2];
   for (IpFamily f : {IpFamily::v4, IpFamily::v6})
     want[static_cast<int>(f)] = with_meta(model.family(f), ir_hash);
@@ -649,7 +687,7 @@ void apply_model(const Model& model, std::string_view ir_hash, bool full) {
 }
 
 void flush_all() {
-  const Holdings now = holdings();
+  const Holdings now = holdings(false);
   std::string problems = remove_slots(now, [](int s) { return s >= 0; });
   // Then the gates, and last what they hold.
   std::vector<std::string> gates, any;
@@ -670,7 +708,7 @@ void flush_all() {
 
 KernelState read_kernel() {
   KernelState state;
-  const Holdings k = holdings(true);
+  const Holdings k = holdings(true, true);
   state.present = !k.empty();
   const int slot = k.active;
   auto in_effect = [&](int s) { return s == slot; };
