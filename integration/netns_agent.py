@@ -169,11 +169,16 @@ def probe_tcp(dst, port, src, timeout, sport=0):
     sock.settimeout(timeout)
     try:
         sock.connect((dst, port))
-        try:  # the listener writes the source address it saw; a slow or silent one still means open
+        # The listener writes the source address it saw once it accepted: connect() returns after the
+        # SYN+ACK, but a connection whose later packets (the ACK, data) are dropped never gets there.
+        sock.settimeout(max(timeout, 3.0))
+        try:
             seen = sock.recv(64).decode(errors="replace").strip()
         except OSError:
             seen = ""
-        return "open", f"connected from {seen}" if seen else "connected"
+        if not seen:
+            return "closed", "connected, but the listener never got the connection (its later packets dropped)"
+        return "open", f"connected from {seen}"
     except OSError as error:
         return "closed", closed_because(sock, error)
     finally:

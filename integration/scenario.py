@@ -354,6 +354,7 @@ class Topology:
         self.agents = {}
         self.owner = {}  # address -> logical namespace
         self.peers = {}  # (ns, ifname) -> (peer ns, peer ifname)
+        self.macs = {}  # (ns, ifname) -> MAC, for the link ends the spec gives one
         self.addresses = {ns: [] for ns in spec["namespaces"]}
         self.interfaces = {ns: ["lo"] + [d["ifname"] for d in spec["namespaces"][ns]["dummies"]]
                            for ns in spec["namespaces"]}
@@ -367,6 +368,9 @@ class Topology:
             self.interfaces[ns_b].append(end_b["ifname"])
             self.peers[(ns_a, end_a["ifname"])] = (ns_b, end_b["ifname"])
             self.peers[(ns_b, end_b["ifname"])] = (ns_a, end_a["ifname"])
+            for ns, end in ((ns_a, end_a), (ns_b, end_b)):
+                if end["mac"]:
+                    self.macs[(ns, end["ifname"])] = end["mac"]
 
     def _own(self, ns, addresses):
         for address in addresses:
@@ -485,15 +489,16 @@ class Topology:
     def trace_packets(self, host, probe):
         """Which packet(s) `fwengine trace` must evaluate for this probe, as seen by the protected host:
         interfaces found by following the kernel's routes from the probe's namespace to the host. Empty if
-        the probe never passes the host. Two packets for traffic from the host to itself (out on lo, in on lo)."""
+        the probe never passes the host. Traffic from the host to itself is one packet out on lo: trace
+        walks it in on lo again."""
         src = probe["src"] or self.route_get(probe["from"], probe["to"]).get("prefsrc")
         packets = []
         if probe["from"] == host:
             route = self.route_get(host, probe["to"], probe["src"])
             if route.get("type") == "local" or route.get("dev") == "lo":
-                packets = [{"oif": "lo"}, {"iif": "lo"}]
+                packets = [{"oif": "lo"}]
             else:
-                packets = [{"oif": route["dev"]}]
+                packets = [{"oif": route["dev"], "oif_addr": route.get("prefsrc")}]
         else:
             current, hop_src = probe["from"], probe["src"]
             for _ in range(8):
@@ -505,7 +510,11 @@ class Topology:
                 if peer_ns == host:
                     onward = self.route_get(host, probe["to"])
                     local = onward.get("type") == "local" or onward.get("dev") == "lo"
-                    packets = [{"iif": peer_if} if local else {"iif": peer_if, "oif": onward["dev"]}]
+                    packets = [{"iif": peer_if} if local else
+                               {"iif": peer_if, "oif": onward["dev"], "oif_addr": onward.get("prefsrc")}]
+                    # The sender's MAC, where the spec fixes it (a kernel-chosen one is not known here).
+                    if (current, route["dev"]) in self.macs:
+                        packets[0]["src_mac"] = self.macs[(current, route["dev"])]
                     break
                 current = peer_ns
         for packet in packets:
@@ -566,7 +575,7 @@ class Engine:
         'closed', or 'error: ...' if trace failed; the step as deciding_step() describes it."""
         args = self.policy_args(policy, backend, netns) + ["--json", "trace"]
         for key, option in (("iif", "--iif"), ("oif", "--oif"), ("src", "--src"), ("dst", "--dst"),
-                            ("src_mac", "--src-mac"), ("sport", "--sport")):
+                            ("src_mac", "--src-mac"), ("sport", "--sport"), ("oif_addr", "--oif-addr")):
             if packet.get(key):
                 args += [option, str(packet[key])]
         v6 = ipaddress.ip_address(packet["dst"]).version == 6
@@ -588,9 +597,8 @@ class Engine:
         else:
             try:
                 document = json.loads(completed.stdout)
-                reply = document.get("reply")  # absent when the packet itself was stopped
-                delivered = bool(document["delivered"]) and (reply is None or bool(reply["delivered"]))
-                verdict = "open" if delivered else "closed"
+                # open: the packet, its reply and (TCP) a later packet of the connection are delivered
+                verdict = "open" if document["open"] else "closed"
                 decision = deciding_step(document)
             except (ValueError, KeyError, TypeError, AttributeError) as error:
                 verdict = f"error: unreadable trace JSON ({error})"

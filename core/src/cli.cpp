@@ -62,11 +62,12 @@ constexpr CommandInfo kCommands[] = {
 // Options that belong to one command only; using them with another is a usage error.
 const std::map<std::string, std::set<std::string>>& command_options() {
   static const std::map<std::string, std::set<std::string>> table = {
-      {"dry-run", {"apply"}},   {"full", {"apply"}},   {"confirm", {"apply"}},   {"exit-code", {"diff"}},
-      {"iif", {"trace"}},       {"oif", {"trace"}},    {"src", {"trace"}},       {"dst", {"trace"}},
-      {"proto", {"trace"}},     {"sport", {"trace"}},  {"dport", {"trace"}},     {"icmp-type", {"trace"}},
-      {"icmp-code", {"trace"}}, {"state", {"trace"}},  {"src-mac", {"trace"}},   {"to", {"migrate"}},
-      {"output", {"migrate"}},  {"watch", {"daemon"}}, {"ct-status", {"trace"}}, {"metrics-file", {"daemon"}},
+      {"dry-run", {"apply"}},       {"full", {"apply"}},     {"confirm", {"apply"}}, {"exit-code", {"diff"}},
+      {"iif", {"trace"}},           {"oif", {"trace"}},      {"src", {"trace"}},     {"dst", {"trace"}},
+      {"proto", {"trace"}},         {"sport", {"trace"}},    {"dport", {"trace"}},   {"icmp-type", {"trace"}},
+      {"icmp-code", {"trace"}},     {"state", {"trace"}},    {"src-mac", {"trace"}}, {"oif-addr", {"trace"}},
+      {"to", {"migrate"}},          {"output", {"migrate"}}, {"watch", {"daemon"}},  {"ct-status", {"trace"}},
+      {"metrics-file", {"daemon"}},
   };
   return table;
 }
@@ -117,6 +118,7 @@ po::options_description describe_options() {
       ("icmp-code", po::value<unsigned>(), "trace: ICMP code (default 0)")
       ("state", po::value<std::string>(), "trace: new (default), established, related, invalid")
       ("src-mac", po::value<std::string>(), "trace: source MAC address")
+      ("oif-addr", po::value<std::string>(), "trace: the output interface's address (masquerade's source)")
       ("ct-status", po::value<std::string>(), "trace: the connection was NATed: dnat, snat or dnat,snat")
       ("to", po::value<std::string>(), "migrate: yaml or calico (a frontend that can write)")
       ("output,o", po::value<std::string>(), "migrate: output directory (default .)")
@@ -594,6 +596,12 @@ class Session {
         throw UsageError("--src-mac '" + str("src-mac") + "' is not a MAC address (aa:bb:cc:dd:ee:ff)");
       p.src_mac = *mac;
     }
+    if (vm.count("oif-addr")) {
+      auto addr = ir::parse_ip(str("oif-addr"));
+      if (!addr || addr->family != p.src.family)
+        throw UsageError("--oif-addr '" + str("oif-addr") + "' is not an address of the packet's family");
+      p.oif_addr = *addr;
+    }
     return p;
   }
 
@@ -679,21 +687,30 @@ class Session {
     auto result = trace::evaluate(ruleset_, packet);
     std::optional<trace::Packet> reply;
     std::optional<trace::Result> reply_result;
+    std::optional<trace::Packet> later;
+    std::optional<trace::Result> later_result;
     if (result.delivered && packet.ct == ir::CtState::new_) {
       reply = trace::reply_of(packet, result);
       reply_result = trace::evaluate(ruleset_, *reply);
+      if (packet.protocol == 6) {
+        later = trace::later_of(packet, result);
+        later_result = trace::evaluate(ruleset_, *later);
+      }
     }
-    bool open = result.delivered && (!reply_result || reply_result->delivered);
+    bool open = result.delivered && (!reply_result || reply_result->delivered) &&
+                (!later_result || later_result->delivered);
     if (o_.json) {
       json j = result_json(packet, result);
       j["hash"] = hash_;
       j["open"] = open;
       if (reply_result) j["reply"] = result_json(*reply, *reply_result);
+      if (later_result) j["later"] = result_json(*later, *later_result);
       std::cout << j.dump(2) << '\n';
       return 0;
     }
     print_result(packet, result, "packet: ");
     if (reply_result) print_result(*reply, *reply_result, "reply:  ");
+    if (later_result && !later_result->delivered) print_result(*later, *later_result, "later:  ");
     std::cout << "verdict: " << (open ? "open" : "closed") << '\n';
     return 0;
   }

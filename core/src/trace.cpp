@@ -99,6 +99,9 @@ bool rule_matches(const Ruleset& rs, const Match& m, const Packet& p) {
     if (!tracked || !any) return false;
   }
   if (m.src_mac) {
+    // Only a packet that came in on an Ethernet interface has a source MAC (lo has none): without one,
+    // a MAC match fails, negated or not.
+    if (p.iif.empty() || p.iif == "lo") return false;
     bool in = p.src_mac && std::find(m.src_mac->begin(), m.src_mac->end(), *p.src_mac) != m.src_mac->end();
     if (in == m.src_mac_negate) return false;
   }
@@ -129,8 +132,10 @@ struct Outcome {
 // Walks one packet through one stage; owns the packet's mutable state while it does.
 class StageWalker {
  public:
-  StageWalker(const Ruleset& rs, Stage stage, Packet& packet, Result& result, StageResult& out)
-      : rs_(rs), stage_(stage), packet_(packet), result_(result), out_(out) {}
+  // has_entry: the packet already has its conntrack entry (a looped one), which notrack leaves alone.
+  StageWalker(const Ruleset& rs, Stage stage, Packet& packet, Result& result, StageResult& out,
+              bool has_entry)
+      : rs_(rs), stage_(stage), packet_(packet), result_(result), out_(out), has_entry_(has_entry) {}
 
   Verdict run(const StageDef& def) {
     Verdict stage_verdict = Verdict::continue_;
@@ -232,6 +237,10 @@ class StageWalker {
           record(group, chain.name, index, &rule, what);
           break;
         case ActionKind::notrack:
+          if (has_entry_) {
+            record(group, chain.name, index, &rule, what + ": no effect, the packet has its conntrack entry");
+            break;
+          }
           record(group, chain.name, index, &rule, what);
           result_.untracked = true;
           packet_.ct = CtState::untracked;
@@ -264,6 +273,9 @@ class StageWalker {
         case ActionKind::snat:
         case ActionKind::masquerade:
           if (a.nat_addr) packet_.src = *a.nat_addr;
+          // masquerade takes the output interface's address, where trace was told it
+          if (a.kind == ActionKind::masquerade && !a.nat_addr && packet_.oif_addr)
+            packet_.src = *packet_.oif_addr;
           if (a.nat_port) packet_.sport = a.nat_port->lo;
           packet_.ct_status[static_cast<std::size_t>(CtStatus::snat)] = true;
           record(group, chain.name, index, &rule, what);
@@ -280,6 +292,7 @@ class StageWalker {
   StageResult& out_;
   const Section* section_ = nullptr;
   const Endpoint* endpoint_ = nullptr;
+  bool has_entry_ = false;
 };
 
 bool is_nat(Stage s) {
@@ -288,6 +301,11 @@ bool is_nat(Stage s) {
 
 bool before_routing(Stage s) {
   return s == Stage::untracked_in || s == Stage::prednat || s == Stage::dnat;
+}
+
+// Stages before nat PREROUTING, where the kernel undoes a source NAT for replies.
+bool before_unsnat(Stage s) {
+  return s == Stage::untracked_in || s == Stage::prednat;
 }
 
 std::vector<Stage> stages_of(Path path) {
@@ -304,30 +322,67 @@ std::vector<Stage> stages_of(Path path) {
 
 }  // namespace
 
-Result evaluate(const Ruleset& rs, const Packet& packet) {
-  Result result;
-  result.path = path_of(packet);
-  result.packet = packet;
-  for (Stage stage : stages_of(result.path)) {
+namespace {
+
+// Walks result.packet through the stages. A looped packet (host to itself, back in on lo) already has
+// its conntrack entry, and its NAT was decided on the way out.
+void walk(const Ruleset& rs, const std::vector<Stage>& stages, bool looped, Result& result) {
+  for (Stage stage : stages) {
+    if (stage == Stage::dnat && result.packet.dnat_dst && result.packet.ct != CtState::new_) {
+      result.packet.dst = *result.packet.dnat_dst;
+      result.packet.dport = result.packet.dnat_dport;
+    }
     const StageDef& def = rs.stage(stage);
     if (def.empty()) continue;
     // The kernel's NAT chains see only the first packet of a connection.
-    if (is_nat(stage) && result.packet.ct != CtState::new_) continue;
+    if (is_nat(stage) && (result.packet.ct != CtState::new_ || looped)) continue;
     StageResult& out = result.stages.emplace_back();
     out.stage = stage;
     // Before routing the kernel does not know the output interface yet.
     std::string oif = before_routing(stage) ? std::exchange(result.packet.oif, {}) : std::string{};
-    // Before conntrack no packet has an entry: its state reads invalid (untracked once notrack ran).
+    const bool nat_dst = before_unsnat(stage) && result.packet.snat_dst;
+    const IpAddr dst = result.packet.dst;
+    const std::uint16_t dport = result.packet.dport;
+    if (nat_dst) {
+      result.packet.dst = *result.packet.snat_dst;
+      result.packet.dport = result.packet.snat_dport;
+    }
+    // Before conntrack a packet has no entry: its state reads invalid (untracked once notrack ran).
     const CtState state = result.packet.ct;
-    if (is_untracked(stage) && state != CtState::untracked) result.packet.ct = CtState::invalid;
-    out.verdict = StageWalker(rs, stage, result.packet, result, out).run(def);
-    if (is_untracked(stage) && !result.untracked) result.packet.ct = state;
+    const bool before_conntrack = is_untracked(stage) && !(looped && stage == Stage::untracked_in);
+    if (before_conntrack && state != CtState::untracked) result.packet.ct = CtState::invalid;
+    out.verdict = StageWalker(rs, stage, result.packet, result, out, looped && !before_conntrack).run(def);
+    if (before_conntrack && !result.untracked) result.packet.ct = state;
     if (before_routing(stage)) result.packet.oif = std::move(oif);
+    if (nat_dst) {
+      result.packet.dst = dst;
+      result.packet.dport = dport;
+    }
     if (out.verdict == Verdict::drop || out.verdict == Verdict::reject) {
       result.delivered = false;
-      break;
+      return;
     }
   }
+}
+
+bool to_itself(const Packet& p) {
+  return p.iif.empty() && p.oif == "lo";
+}
+
+}  // namespace
+
+Result evaluate(const Ruleset& rs, const Packet& packet) {
+  Result result;
+  result.path = path_of(packet);
+  result.packet = packet;
+  walk(rs, stages_of(result.path), false, result);
+  if (!to_itself(packet) || !result.delivered) return result;
+  // Out on lo, then in on lo: the same packet, with its mark and conntrack entry; the allow mark is
+  // cleared as at the start of every path.
+  result.packet.iif = "lo";
+  result.packet.oif.clear();
+  result.allow_mark = false;
+  walk(rs, stages_of(Path::input), true, result);
   return result;
 }
 
@@ -337,14 +392,38 @@ Packet reply_of(const Packet& original, const Result& result) {
   std::swap(reply.sport, reply.dport);
   reply.iif = original.oif;
   reply.oif = original.iif;
+  if (to_itself(original)) {  // its reply goes out on lo and comes back in on lo too
+    reply.iif.clear();
+    reply.oif = "lo";
+  }
   reply.src = result.packet.dst;
   reply.dst = original.src;
-  reply.ct = result.untracked ? CtState::untracked : CtState::established;
+  reply.dport = original.sport;
+  if (result.packet.src != original.src || result.packet.sport != original.sport) {
+    reply.snat_dst = result.packet.src;
+    reply.snat_dport = result.packet.sport;
+  }
+  // An untracked original left no entry: its reply meets conntrack as a packet of its own, which a TCP
+  // SYN+ACK or an echo reply cannot start.
+  const bool reply_only = reply.protocol == 6 || (reply.protocol == 1 && original.icmp_type == 8) ||
+                          (reply.protocol == 58 && original.icmp_type == 128);
+  reply.ct = !result.untracked ? CtState::established : reply_only ? CtState::invalid : CtState::new_;
   reply.mark = 0;
   reply.src_mac.reset();
   if (reply.protocol == 1 && reply.icmp_type == 8) reply.icmp_type = 0;       // echo-request -> echo-reply
   if (reply.protocol == 58 && reply.icmp_type == 128) reply.icmp_type = 129;  // ICMPv6 likewise
   return reply;
+}
+
+Packet later_of(const Packet& original, const Result& result) {
+  Packet later = original;
+  later.ct = result.untracked ? CtState::new_ : CtState::established;
+  later.ct_status = result.packet.ct_status;
+  if (result.packet.dst != original.dst || result.packet.dport != original.dport) {
+    later.dnat_dst = result.packet.dst;
+    later.dnat_dport = result.packet.dport;
+  }
+  return later;
 }
 
 }  // namespace fwe::trace

@@ -196,7 +196,7 @@ TEST_CASE("address, port and ICMP matches, negations and families") {
   CHECK(verdict_of(rs, v6) == Verdict::drop);  // a v6 packet is never in a v4-only set: negation matches
 }
 
-TEST_CASE("notrack makes the reply untracked") {
+TEST_CASE("notrack leaves no entry: the reply meets conntrack on its own") {
   Ruleset rs;
   Endpoint e;
   e.name = "raw";
@@ -209,11 +209,109 @@ TEST_CASE("notrack makes the reply untracked") {
   CHECK(r.untracked);
   CHECK(r.allow_mark);
   auto reply = trace::reply_of(p, r);
-  CHECK(reply.ct == CtState::untracked);
+  CHECK(reply.ct == CtState::invalid);  // a SYN+ACK cannot start a connection
   CHECK(reply.oif == "eth0");
   CHECK(reply.iif.empty());
   CHECK(reply.sport == 53);
   CHECK(trace::path_of(reply) == trace::Path::output);
+  auto udp = p;
+  udp.protocol = 17;
+  rs.chains["dnt"].rules[0].match.protocols = std::vector<std::uint8_t>{17};
+  CHECK(trace::reply_of(udp, trace::evaluate(rs, udp)).ct == CtState::new_);
+}
+
+TEST_CASE("a source-NATed reply carries the NAT address until nat PREROUTING") {
+  Ruleset rs;
+  Rule snat = rule(ActionKind::snat);
+  snat.action.nat_addr = parse_ip("192.0.2.1");
+  snat.action.nat_port = PortRange{5000, 5000};
+  rs.chains["nat"] = {"nat", {snat}, {}};
+  rs.chains["pre"] = {"pre", {rule(ActionKind::drop, 5000)}, {}};
+  Endpoint out;
+  out.name = "out";
+  out.groups = {group({"nat"})};
+  rs.stage(Stage::snat).sections.push_back({"snat", false, {out}});
+  Endpoint in;
+  in.name = "in";
+  in.groups = {group({"pre"})};
+  rs.stage(Stage::prednat).sections.push_back({"prednat", false, {in}});
+  trace::Packet p = tcp_in(80, "eth1");
+  p.oif = "eth0";
+  p.dst = *parse_ip("203.0.113.5");
+  auto r = trace::evaluate(rs, p);
+  REQUIRE(r.delivered);
+  auto reply = trace::reply_of(p, r);
+  CHECK(reply.dst == p.src);  // from the dnat stage on: the original source and port
+  CHECK(reply.dport == 40000);
+  CHECK(reply.snat_dst == parse_ip("192.0.2.1"));
+  CHECK_FALSE(trace::evaluate(rs, reply).delivered);  // prednat saw port 5000
+}
+
+TEST_CASE("a later packet of a TCP connection meets no NAT stage's allow but gets its DNAT") {
+  Ruleset rs = host({group({"web"})});
+  rs.chains["web"] = {"web", {rule(ActionKind::accept, 8080)}, {}};
+  Rule dnat = rule(ActionKind::dnat, 80);
+  dnat.action.nat_port = PortRange{8080, 8080};
+  rs.chains["nat"] = {"nat", {dnat}, {}};
+  Endpoint e;
+  e.name = "nat";
+  e.groups = {group({"nat"})};
+  rs.stage(Stage::dnat).sections.push_back({"dnat", false, {e}});
+  auto p = tcp_in(80);
+  auto r = trace::evaluate(rs, p);
+  REQUIRE(r.delivered);
+  auto later = trace::later_of(p, r);
+  CHECK(later.ct == CtState::established);
+  auto lr = trace::evaluate(rs, later);
+  CHECK(lr.delivered);
+  CHECK(lr.packet.dport == 8080);
+  // An allow in dnat marks only the first packet.
+  rs.stage(Stage::dnat).sections[0].endpoints[0].groups.clear();
+  rs.stage(Stage::dnat).sections[0].endpoints[0].default_verdict = Verdict::allow;
+  rs.chains["web"].rules.clear();
+  rs.stage(Stage::input).sections[0].endpoints[0].conntrack = Conntrack::none;
+  auto first = trace::evaluate(rs, p);
+  CHECK(first.delivered);
+  CHECK_FALSE(trace::evaluate(rs, trace::later_of(p, first)).delivered);
+}
+
+TEST_CASE("traffic to the host itself comes back in on lo with its mark and conntrack entry") {
+  Ruleset rs;
+  Rule mark = rule(ActionKind::set_mark);
+  mark.action.mark_value = 0x4;
+  mark.action.mark_mask = 0xff;
+  rs.chains["out"] = {"out", {mark}, {}};
+  Rule marked = rule(ActionKind::drop);
+  marked.match.mark_value = 0x4;
+  marked.match.mark_mask = 0xff;
+  Rule invalid = rule(ActionKind::drop);
+  invalid.match.ct_states = std::vector<CtState>{CtState::invalid};
+  Rule mac = rule(ActionKind::drop);
+  mac.match.src_mac = std::vector<MacAddr>{*parse_mac("02:00:00:00:00:01")};
+  mac.match.src_mac_negate = true;
+  rs.chains["raw"] = {"raw", {invalid, mac}, {}};
+  rs.chains["in"] = {"in", {marked}, {}};
+  auto stage_with = [&](Stage stage, const char* chain) {
+    Endpoint e;
+    e.name = chain;
+    e.groups = {group({chain})};
+    rs.stage(stage).sections.push_back({chain, false, {e}});
+  };
+  stage_with(Stage::output, "out");
+  stage_with(Stage::untracked_in, "raw");
+  trace::Packet p = tcp_in(22);
+  p.iif.clear();
+  p.oif = "lo";
+  p.src = p.dst;
+  auto r = trace::evaluate(rs, p);
+  CHECK(r.delivered);  // in untracked-in it reads new, not invalid; lo has no MAC to differ
+  CHECK(r.packet.iif == "lo");
+  CHECK(r.packet.mark == 0x4);
+  stage_with(Stage::input, "in");
+  CHECK_FALSE(trace::evaluate(rs, p).delivered);  // the mark set on the way out is still there
+  auto reply = trace::reply_of(p, r);
+  CHECK(reply.oif == "lo");
+  CHECK(reply.iif.empty());
 }
 
 TEST_CASE("dnat rewrites the header later stages see") {

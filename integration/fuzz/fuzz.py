@@ -31,8 +31,8 @@ FUZZ_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(FUZZ_DIR.parent))  # scenario.py: topology builder, agents, fwengine wrapper
 
 import scenario  # noqa: E402
-from generate import STAGES, Profile, generate  # noqa: E402
-from topology import PORTS, spec  # noqa: E402
+from generate import FEATURES, STAGES, Profile, generate  # noqa: E402
+from topology import PEER_MACS, PORTS, spec  # noqa: E402
 
 CORPUS_DIR = FUZZ_DIR / "corpus"
 KNOWN_FAILURES = FUZZ_DIR / "known_failures.yaml"
@@ -268,6 +268,22 @@ def minimal_policy(stage="input"):
             "stages": {stage: [{"endpoints": [endpoint]}]}}
 
 
+# One rule per generator feature, and the stage it is asked in.
+FEATURE_RULES = {
+    "src-mac": ("input", {"src-mac": PEER_MACS["a"], "action": "accept"}),
+    "mark": ("input", {"mark": {"value": 1, "mask": 3}, "action": "accept"}),
+    "set-mark": ("input", {"action": "set-mark", "set-mark": {"value": 1, "mask": 3}}),
+    "rate-limit": ("input", {"rate-limit": {"rate": 2000, "per": "second", "burst": 1000}, "action": "accept"}),
+    "dnat": ("dnat", {"family": "ipv4", "protocol": "tcp", "action": "dnat", "to": "10.9.0.1", "to-port": 80}),
+    "snat": ("snat", {"family": "ipv4", "oif": "eth0", "action": "snat", "to": "10.9.0.1"}),
+    "masquerade": ("snat", {"oif": "eth0", "action": "masquerade"}),
+    "not-iface-list": ("input", {"iif": {"not": ["eth0", "eth1"]}, "action": "accept"}),
+    "not-protocol-list": ("input", {"protocol": {"not": ["tcp", "icmp"]}, "action": "accept"}),
+    "iface-prefix-list": ("input", {"iif": ["eth0", "vx+"], "action": "accept"}),
+}
+assert set(FEATURE_RULES) == set(FEATURES)
+
+
 def backend_profile(runner, avoid):
     accepted, no_drop, no_reject = [], [], []
     for stage in STAGES:
@@ -279,7 +295,13 @@ def backend_profile(runner, avoid):
             policy["chains"]["c"][0]["action"] = verdict
             if runner.render_refusal(policy) is not None:
                 refused.append(stage)
-    return Profile(accepted, no_drop, no_reject, avoid)
+    features = []
+    for feature, (stage, rule) in FEATURE_RULES.items():
+        policy = minimal_policy(stage)
+        policy["chains"]["c"] = [rule]
+        if stage in accepted and runner.render_refusal(policy) is None:
+            features.append(feature)
+    return Profile(accepted, no_drop, no_reject, avoid, features)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -489,7 +511,8 @@ def main():
             before = topology.kernel_state(HOST)
             profile = backend_profile(runner, avoid)
             print(f"backend {options.backend}: stages {', '.join(profile.stages)}; no drop in "
-                  f"{', '.join(profile.no_drop) or 'none'}; no reject in {', '.join(profile.no_reject) or 'none'}"
+                  f"{', '.join(profile.no_drop) or 'none'}; no reject in {', '.join(profile.no_reject) or 'none'}; "
+                  f"features {', '.join(f for f in FEATURES if f in profile.features) or 'none'}"
                   + (f"; avoiding {', '.join(sorted(avoid))} (known_failures.yaml)" if avoid else ""), flush=True)
             if not profile.stages:
                 report.fail(f"{options.backend} renders no stage at all: {runner.render_refusal(minimal_policy())}")

@@ -8,7 +8,8 @@ most cases are not refused as a whole; what the backend still refuses at render 
 
 import ipaddress
 
-from topology import PEERS, POOLS, PORT_ANCHORS, PORTS, link_address, pool_addresses
+from topology import HOST_MACS, LINK_IFACES, PEER_MACS, PEERS, POOLS, PORT_ANCHORS, PORTS, link_address, \
+    pool_addresses
 
 STAGES = ("untracked-in", "untracked-out", "prednat", "dnat", "input", "forward", "output", "snat")
 # Which interface a stage may match on: before routing there is no oif, on the output path no iif, and
@@ -18,6 +19,20 @@ STAGE_OIF = {"untracked-out", "forward", "output", "snat"}
 STAGE_CONNTRACK = {"prednat", "input", "forward", "output"}  # nat sees only a connection's first packet
 STAGE_FAILSAFE = {"untracked-in", "untracked-out", "prednat", "input", "output"}
 UNTRACKED = {"untracked-in", "untracked-out"}
+# Where a packet has a source MAC that trace knows (`--src-mac`, the sending peer's): arriving from a peer.
+# Not on the output path (no link-layer header yet).
+STAGE_MAC = {"untracked-in", "prednat", "dnat", "input", "forward"}
+# MACs no packet ever comes from (h's own link ends, and unused ones): for matches that never hold, or
+# always hold when negated.
+OTHER_MACS = list(HOST_MACS.values()) + ["02:fe:00:00:0d:02", "00:00:5e:00:53:01"]
+# Mark bits drawn from: the low 28 only (iptables keeps the top nibble for itself, nft 0x60000000).
+MARK_BITS = [0x1, 0x2, 0x4, 0x10, 0x80, 0x100, 0x10000, 0x8000000]
+# Backend capabilities beyond stages and verdicts, asked from the backend (fuzz.py backend_profile): match
+# kinds and actions, and forms of a match some backends refuse (`{not: [eth0, eth1]}`, `{not: [tcp,
+# icmp]}`, `[eth0, vx+]`).
+FEATURES = ("src-mac", "mark", "set-mark", "rate-limit", "dnat", "snat", "masquerade", "not-iface-list",
+            "not-protocol-list", "iface-prefix-list")
+NAT_ACTIONS = {"dnat": ["dnat"], "snat": ["snat", "masquerade"]}
 
 IIF_VALUES = ["eth0", "eth1", "vx0", "lo", "eth+", "vx+", "e+", "dum0", "nope0"]
 CT_STATES = ["new", "established", "related", "invalid", "untracked"]
@@ -31,35 +46,50 @@ SPORT_VALUES = ["1024-65535", "0-1023", {"not": ["0-1023"]}, "!22", [22, 80], "3
 
 
 class Profile:
-    """What a backend accepts: stages, and the stages where drop / reject are refused; `avoid` names
-    features left out because of a known failure (known_failures.yaml): `nat-verdicts` (drop, reject and
-    allow in dnat/snat), `ct-state-untracked` (ct-state matches in the untracked stages), `loopback-icmp` (ICMP
-    probes from the host to itself)."""
+    """What a backend accepts: stages, the stages where drop / reject are refused, and which FEATURES
+    (match kinds and actions) it renders; `avoid` names features left out because of a known failure
+    (known_failures.yaml): `nat-verdicts` (drop, reject and allow in dnat/snat), `ct-state-untracked`
+    (ct-state matches in the untracked stages), `loopback-icmp` (ICMP probes from the host to itself), or
+    any of FEATURES."""
 
-    def __init__(self, stages, no_drop=(), no_reject=(), avoid=()):
+    def __init__(self, stages, no_drop=(), no_reject=(), avoid=(), features=FEATURES):
         self.stages = [s for s in STAGES if s in stages]
         self.no_drop, self.no_reject, self.avoid = set(no_drop), set(no_reject), set(avoid)
-        # The kernel's nat chains see only a connection's first packet: no verdict there that a reply
-        # would meet in trace (drop, reject, allow).
+        self.features = set(features) - self.avoid
+        # No verdict in the nat stages (drop, reject, allow), only rewrites.
         self.no_allow = {"dnat", "snat"} if "nat-verdicts" in self.avoid else set()
         if self.no_allow:
             self.no_drop |= self.no_allow
             self.no_reject |= self.no_allow
 
 
-def cidr_around(rng, family):
-    """A network that cuts through one of the address pools (so its edges are probe-able), or a wide
-    one that holds several pools."""
-    ns = rng.choice(list(POOLS))
+def cidr_around(rng, family, ns=None, wide=True):
+    """A network that cuts through one of the address pools (that of `ns` if given), so its edges are
+    probe-able, or (if `wide`) a wide one that holds several pools."""
+    ns = ns or rng.choice(list(POOLS))
     pool = ipaddress.ip_network(POOLS[ns][family])
-    if rng.random() < 0.15:
-        wide = {4: [8, 16, 0], 6: [16, 32, 0]}[family]
-        return str(pool.supernet(new_prefix=rng.choice(wide)))
+    if wide and rng.random() < 0.15:
+        prefixes = {4: [8, 16, 0], 6: [16, 32, 0]}[family]
+        return str(pool.supernet(new_prefix=rng.choice(prefixes)))
     extra = pool.max_prefixlen - pool.prefixlen
     prefix = pool.prefixlen + rng.randint(0, extra)
     size = 1 << (pool.max_prefixlen - prefix)
     start = int(pool.network_address) + size * rng.randrange(pool.num_addresses // size)
     return str(ipaddress.ip_network((start, prefix)))
+
+
+def inline_networks(value):
+    """The networks written inline in a src/dst value (set names are not)."""
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in inline_networks(v)]
+    if isinstance(value, list):
+        return [n for v in value for n in inline_networks(v)]
+    text = value.lstrip("!")
+    try:
+        ipaddress.ip_network(text)
+    except ValueError:
+        return []
+    return [text]
 
 
 class Generator:
@@ -69,9 +99,15 @@ class Generator:
         self.sets = {}
         self.cidrs = []  # every network the policy names, for the probes' edges
         self.ports = set()  # every port or range end the policy names
+        self.mac_peers = rng.sample(PEERS, rng.choice([1, 2]))  # whose MACs src-mac matches may name
+        self.named_mac_peers = set()  # those whose MAC the policy does name
+        self.mark_bits = rng.sample(MARK_BITS, 3)  # few bits, so that set-mark and mark matches meet
 
     def chance(self, p):
         return self.rng.random() < p
+
+    def has(self, feature):
+        return feature in self.profile.features
 
     # ---- values ------------------------------------------------------------------------------------
 
@@ -134,9 +170,100 @@ class Generator:
     def iface_value(self):
         if self.chance(0.2):
             names = self.rng.sample(IIF_VALUES, 2)
-            return {"not": names} if self.chance(0.5) else names
+            if self.chance(0.5):
+                return {"not": names} if self.has("not-iface-list") else "!" + names[0]
+            if not self.has("iface-prefix-list"):
+                names = [n for n in names if not n.endswith("+")] or ["eth0"]
+            return names
         name = self.rng.choice(IIF_VALUES)
         return "!" + name if self.chance(0.2) else name
+
+    def mac_list(self):
+        """One to three MACs: of the peers this case names (never more than two of the three, so that
+        probes can avoid them, see probe()) or of no one."""
+        macs = []
+        for _ in range(self.rng.choice([1, 1, 2, 3])):
+            if self.chance(0.7):
+                peer = self.rng.choice(self.mac_peers)
+                self.named_mac_peers.add(peer)
+                macs.append(PEER_MACS[peer])
+            else:
+                macs.append(self.rng.choice(OTHER_MACS))
+        return sorted(set(macs))
+
+    def mac_value(self):
+        macs = self.mac_list()
+        value = macs[0] if len(macs) == 1 else macs
+        if self.chance(0.3):
+            return {"not": macs} if len(macs) > 1 or self.chance(0.5) else "!" + macs[0]
+        return value
+
+    def mark_bits_value(self, within=None):
+        bits = [b for b in self.mark_bits if within is None or b & within]
+        return sum(self.rng.sample(bits, self.rng.randint(0, len(bits))))
+
+    def mark_match(self):
+        """mark & mask == value; value 0 matches unmarked packets."""
+        if self.chance(0.4):
+            value = self.mark_bits_value()
+        else:
+            mask = self.mark_bits_value() or self.mark_bits[0]
+            value = {"value": self.mark_bits_value(within=mask), "mask": mask}
+        if self.chance(0.25):
+            return {"not": value} if isinstance(value, dict) or self.chance(0.5) else f"!{value}"
+        return value
+
+    def set_mark(self):
+        if self.chance(0.3):
+            return self.mark_bits_value() or self.mark_bits[0]
+        mask = self.mark_bits_value() or self.mark_bits[0]
+        return {"value": self.mark_bits_value(within=mask), "mask": mask}
+
+    def rate_limit(self):
+        """A limit no probe reaches: trace holds a rate limit as matching, and a case sends far fewer
+        packets through one rule (12 probes, a few packets each, resent once at most) than the burst."""
+        burst = self.rng.choice([1000, 4000, 10000])  # 10000: iptables' largest burst
+        rate, per = self.rng.choice([(2000, "second"), (10000, "second"), (300000, "minute"), (9000000, "hour")])
+        return {"rate": rate, "per": per, "burst": burst}
+
+    def nat_rewrite(self, stage, rule, action):
+        """Completes a dnat / snat / masquerade rule so that trace's walk stays right: the rewrite keeps
+        the packet on its path (trace takes the path from the original packet), the address has the
+        rule's family, and a port mapping has a protocol with ports."""
+        protocol = rule.get("protocol")
+        names = protocol if isinstance(protocol, list) else [protocol]  # a negated one allows any family
+        icmp = [f for key, f in (("icmp", 4), ("icmpv6", 6)) if key in rule or key in names]
+        family = {"ipv4": 4, "ipv6": 6}.get(rule.get("family")) or (icmp or [self.rng.choice([4, 6])])[0]
+        rule["family"] = f"ipv{family}"
+        for key in ("src", "dst"):  # inline networks of another family would contradict it
+            if key in rule and any(ipaddress.ip_network(n).version != family for n in inline_networks(rule[key])):
+                rule.pop(key)
+        result = {"action": action}
+        if action == "dnat":
+            # To another address of the namespace the packet already goes to: a forwarded packet stays
+            # forwarded (to the same peer), one to the host stays local.
+            ns = self.rng.choice(["h", *PEERS])
+            net = cidr_around(self.rng, family, ns, wide=False)
+            self.cidrs.append(net)
+            rule["dst"] = net
+            result["to"] = self.rng.choice(pool_addresses(ns, family))
+        elif action == "snat":
+            # To one of h's addresses, so that the reply comes back to h to be un-NATed.
+            result["to"] = self.rng.choice(pool_addresses("h", family) +
+                                           [link_address("h", family, peer) for peer in PEERS])
+        else:
+            # Not on lo: trace does not know the address masquerade picks, which the packet would carry
+            # through the input path when it comes in again.
+            rule["oif"] = self.rng.choice(["eth+", "vx0", *LINK_IFACES.values()])
+        # A port that has a listener; trace takes the lowest port of a range, so one port. Not on snat or
+        # masquerade: all connections to one destination would share one source port, and a probe's
+        # connection could not be NATed while an earlier one's conntrack entry lives.
+        if action == "dnat" and self.chance(0.4):
+            result["to-port"] = self.rng.choice(PORTS)
+            rule["protocol"] = self.rng.choice(["tcp", "udp", ["tcp", "udp"]])
+            for key in ("icmp", "icmpv6"):
+                rule.pop(key, None)
+        return result
 
     # ---- rules -------------------------------------------------------------------------------------
 
@@ -156,6 +283,8 @@ class Generator:
             rule["protocol"] = protocol
         elif roll < 0.55:
             rule["protocol"] = rng.choice([["tcp", "udp"], "!tcp", "!udp", {"not": ["tcp", "icmp"]}, ["udp", "icmpv6"]])
+            if rule["protocol"] == {"not": ["tcp", "icmp"]} and not self.has("not-protocol-list"):
+                rule["protocol"] = "!icmp"
         if protocol in ("tcp", "udp") or (protocol is None and "protocol" not in rule and self.chance(0.3)):
             if self.chance(0.7):
                 rule["dport"] = self.port_value()
@@ -178,6 +307,12 @@ class Generator:
             states = rng.sample(CT_STATES, rng.choice([1, 1, 2]))
             value = states[0] if len(states) == 1 else states
             rule["ct-state"] = ("!" + value) if isinstance(value, str) and self.chance(0.3) else value
+        if stage in STAGE_MAC and self.has("src-mac") and self.chance(0.12):
+            rule["src-mac"] = self.mac_value()
+        if self.has("mark") and self.chance(0.15):
+            rule["mark"] = self.mark_match()
+        if self.has("rate-limit") and self.chance(0.08):
+            rule["rate-limit"] = self.rate_limit()
         rule.update(self.action(stage, chain_index, chain_names, rule, reject_ok, drop_ok))
         return rule
 
@@ -194,7 +329,14 @@ class Generator:
             choices += ["jump"] * 2
         if stage in UNTRACKED:
             choices += ["notrack"] * 2
+        if self.has("set-mark"):
+            choices += ["set-mark"] * 2
+        choices += [nat for nat in NAT_ACTIONS.get(stage, []) for _ in range(3) if self.has(nat)]
         action = rng.choice(choices)
+        if action == "set-mark":
+            return {"action": "set-mark", "set-mark": self.set_mark()}
+        if action in ("dnat", "snat", "masquerade"):
+            return self.nat_rewrite(stage, rule, action)
         if action == "jump":
             return {"action": "jump", "target": rng.choice(chain_names[chain_index + 1:])}
         if action == "log":
@@ -233,6 +375,9 @@ class Generator:
             endpoint["src"] = self.address_value(None, negatable=False) if not self.chance(0.5) else self.new_set()
         if self.chance(0.15):
             endpoint["dst"] = self.new_set()
+        if stage in STAGE_MAC and self.has("src-mac") and self.chance(0.15):
+            macs = self.mac_list()
+            endpoint["src-mac"] = macs[0] if len(macs) == 1 else macs
         if stage in STAGE_CONNTRACK and self.chance(0.4):
             endpoint["conntrack"] = rng.choice(["none", "accept-established", "accept-established-drop-invalid"])
         if stage in STAGE_FAILSAFE and self.chance(0.3):
@@ -260,8 +405,10 @@ class Generator:
         reject_ok = stage not in self.profile.no_reject
         chains = {name: [self.rule(stage, i, chain_names, reject_ok, drop_ok) for _ in range(rng.randint(1, 5))]
                   for i, name in enumerate(chain_names)}
+        # After a NAT rewrite the kernel skips the stage's later nat chains (sections), where trace goes on.
+        rewrites = any(r["action"] in ("dnat", "snat", "masquerade") for rules in chains.values() for r in rules)
         sections = []
-        for s in range(rng.choice([1, 1, 2])):
+        for s in range(1 if rewrites else rng.choice([1, 1, 2])):
             section = {"name": f"{prefix}{s}", "endpoints": [self.endpoint(stage, e, chain_names)
                                                              for e in range(rng.randint(1, 3))]}
             if s > 0 and self.chance(0.4):
@@ -349,15 +496,19 @@ class Generator:
             protocols.remove("icmp")
             protocols.remove("icmp")
         proto = rng.choice(protocols)
+        # A reply that comes from a peer carries its MAC, which trace does not know (it walks replies without
+        # one): no forward or output probes to a peer whose MAC the policy names.
+        targets = [p for p in PEERS if p not in self.named_mac_peers]
         if path == "input":
             source = rng.choice(PEERS)
             probe = {"from": source, "src": self.pick_address(source, family), "to": self.pick_address("h", family)}
         elif path == "forward":
-            source, target = rng.sample(PEERS, 2)
+            target = rng.choice(targets)
+            source = rng.choice([p for p in PEERS if p != target])
             probe = {"from": source, "src": self.pick_address(source, family),
                      "to": self.pick_address(target, family, allow_link=False)}
         elif path == "output":
-            target = rng.choice(PEERS)
+            target = rng.choice(targets)
             src = self.pick_address("h", family, allow_link=False) if self.chance(0.5) else None
             probe = {"from": "h", "src": src, "to": self.pick_address(target, family)}
         else:

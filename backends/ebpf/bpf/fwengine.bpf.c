@@ -170,13 +170,16 @@ struct fwe_pkt {
   __u16 sport, dport;       /* host order */
   __u16 ct_sport, ct_dport; /* network order, as in fwe_ct_key */
   __u8 icmp_type, icmp_code;
-  __u8 has_mac; /* ingress: the Ethernet source is the sender's */
-  __u8 pad;
+  __u8 has_mac;    /* ingress: the Ethernet source is the sender's */
+  __u8 tcp_synack; /* SYN and ACK: a handshake's second packet, which cannot start a connection */
   __u32 iif, oif, mark;
   __u8 src[16], dst[16];
   __u8 smac[6];
   __u8 pad2[2];
 };
+
+/* lo's index in every network namespace. */
+#define LOOPBACK_IFINDEX 1
 
 struct fwe_eval {
   struct fwe_pkt pkt;
@@ -185,6 +188,7 @@ struct fwe_eval {
   __u32 bytes;
   __u8 dropped, allow_mark, untracked, mark_changed;
   __u8 ct_known; /* the flow's original direction is in fwe_ct already */
+  __u8 looped;   /* in on lo: the host's own packet, back with the conntrack entry it got on its way out */
 };
 
 static __always_inline int has_ports(__u8 proto) {
@@ -229,6 +233,9 @@ static __always_inline int parse(struct __sk_buff* skb, struct fwe_pkt* pkt) {
     pkt->ct_dport = ports[1];
     pkt->sport = bpf_ntohs(ports[0]);
     pkt->dport = bpf_ntohs(ports[1]);
+    __u8 flags = 0;
+    if (pkt->proto == IPPROTO_TCP && bpf_skb_load_bytes(skb, l4 + 13, &flags, 1) == 0)
+      pkt->tcp_synack = (flags & 0x12) == 0x12;
   } else if (pkt->proto == IPPROTO_ICMP || pkt->proto == IPPROTO_ICMPV6) {
     __u8 head[6];
     if (bpf_skb_load_bytes(skb, l4, head, sizeof head) < 0) return 0;
@@ -334,6 +341,7 @@ __attribute__((noinline)) int fwe_rule_matches(const struct fwe_rule* r, const s
   }
   if (r->ct_mask && ((r->ct_mask >> (pkt->ct & 7)) & 1) == r->ct_negate) return 0;
   if (r->mac_mode != FWE_TRI_NONE) {
+    if (!pkt->has_mac) return 0; /* out, or in on lo: no Ethernet source, so no MAC match, negated or not */
     int in = 0;
     for (int i = 0; i < FWE_MAX_MACS; i++)
       if (pkt->has_mac && i < r->mac_count && same_mac(r->macs[i], pkt->smac)) in = 1;
@@ -388,7 +396,7 @@ static long step(__u32 index, void* data) {
         ev->pkt.mark = (ev->pkt.mark & ~r->set_mark_mask) | (r->set_mark_value & r->set_mark_mask);
         ev->mark_changed = 1;
       }
-      if (r->flags & FWE_F_NOTRACK) {
+      if ((r->flags & FWE_F_NOTRACK) && !ev->looped) { /* a looped packet has its entry already */
         ev->untracked = 1;
         ev->pkt.ct = FWE_CT_UNTRACKED;
       }
@@ -415,8 +423,9 @@ static __always_inline int run_stage(struct fwe_eval* ev, __u32 stage) {
   ev->pc = span->start;
   ev->end = span->start + span->count;
   /* The untracked stages stand for the kernel's raw hooks, before conntrack: there a packet has no
-   * entry yet, so its state reads invalid (untracked once a notrack rule ran), as in trace. */
-  int before_conntrack = stage == FWE_STAGE_UNTRACKED_IN || stage == FWE_STAGE_UNTRACKED_OUT;
+   * entry yet, so its state reads invalid (untracked once a notrack rule ran), as in trace; except a
+   * looped packet, which got its entry on the way out. */
+  int before_conntrack = (stage == FWE_STAGE_UNTRACKED_IN && !ev->looped) || stage == FWE_STAGE_UNTRACKED_OUT;
   __u8 state = ev->pkt.ct;
   if (before_conntrack && state != FWE_CT_UNTRACKED) ev->pkt.ct = FWE_CT_INVALID;
   bpf_loop(span->count, step, ev, 0);
@@ -464,11 +473,18 @@ static __always_inline __u8 ct_state_of(struct fwe_eval* ev) {
   struct fwe_ct_value* v = bpf_map_lookup_elem(&fwe_ct, &key);
   if (!v) return FWE_CT_NEW;
   v->last_seen_ns = bpf_ktime_get_ns();
+  if (v->untracked) {
+    if (!v->reply) return FWE_CT_UNTRACKED; /* a notracked packet back in on lo */
+    /* The reply of a notracked flow: the kernel has no entry, so it meets conntrack as a packet of its
+     * own, and a SYN+ACK or an echo reply cannot start a connection. */
+    int reply_only = pkt->tcp_synack || (pkt->proto == IPPROTO_ICMP && pkt->icmp_type == 0) ||
+                     (pkt->proto == IPPROTO_ICMPV6 && pkt->icmp_type == 129);
+    return reply_only ? FWE_CT_INVALID : FWE_CT_NEW;
+  }
   if (!v->reply) {
     ev->ct_known = 1;
     return v->seen_reply ? FWE_CT_ESTABLISHED : FWE_CT_NEW;
   }
-  if (v->untracked) return FWE_CT_UNTRACKED;
   struct fwe_ct_key original = {};
   ct_key_of(pkt, &original, 1);
   struct fwe_ct_value* o = bpf_map_lookup_elem(&fwe_ct, &original);
@@ -480,9 +496,15 @@ static __always_inline void ct_commit(const struct fwe_eval* ev) {
   struct fwe_ct_key key = {};
   struct fwe_ct_value value = {.last_seen_ns = bpf_ktime_get_ns()};
   if (ev->untracked) {
+    /* A marker for its reply (which the kernel has no entry for), and, out on lo, for the packet's
+     * own way back in, untracked as the kernel's is. */
+    value.untracked = 1;
+    if (ev->pkt.oif == LOOPBACK_IFINDEX) {
+      ct_key_of(&ev->pkt, &key, 0);
+      bpf_map_update_elem(&fwe_ct, &key, &value, BPF_ANY);
+    }
     ct_key_of(&ev->pkt, &key, 1);
     value.reply = 1;
-    value.untracked = 1;
     bpf_map_update_elem(&fwe_ct, &key, &value, BPF_ANY);
     return;
   }
@@ -540,7 +562,8 @@ int fwe_ingress(struct __sk_buff* skb) {
   struct fwe_eval ev = {};
   if (start(skb, &ev) < 0) return TC_ACT_OK;
   ev.pkt.iif = skb->ifindex;
-  ev.pkt.has_mac = 1;
+  ev.looped = skb->ifindex == LOOPBACK_IFINDEX;
+  ev.pkt.has_mac = !ev.looped;
   ev.pkt.oif = route_out(skb, &ev.pkt);
   if (!run_stage(&ev, FWE_STAGE_UNTRACKED_IN) && !run_stage(&ev, FWE_STAGE_PREDNAT))
     run_stage(&ev, ev.pkt.oif ? FWE_STAGE_FORWARD : FWE_STAGE_INPUT);

@@ -898,6 +898,9 @@ class FamilyRenderer {
     std::string chain = std::string(kPrefix) + std::string(to_string(st));
     add_chain(t, chain);
     t.def.hooks.push_back({std::string(place.builtin), chain});
+    // The nat table sees only packets conntrack tracks, and without a conntrack match somewhere nothing
+    // turns conntrack on in the namespace. Untracked packets never get here: this decides nothing.
+    if (place.table == "nat") emit(t, chain, "-m conntrack --ctstate UNTRACKED", "-j RETURN");
     emit(t, chain, "", set_mark(0, is_untracked(st) ? kOurMarks : kTransientMarks));
     for (std::size_t i = 0; i < def.sections.size(); ++i) {
       const Section& sec = def.sections[i];

@@ -1124,6 +1124,15 @@ class Translator {
       Chain base{names_.make("", stage_name + "-" + std::to_string(s)),
                  Hook{place.type, place.hook, place.priority + static_cast<std::int32_t>(s)},
                  {}};
+      if (std::string_view(place.type) == "nat") {
+        // A nat chain sees only packets conntrack tracks, and without a ct expression somewhere nothing
+        // turns conntrack on in the namespace. Untracked packets never get here: this decides nothing.
+        Rule r;
+        match_ct(r, {ir::CtState::untracked}, false);
+        add(r, "return", {verdict(NFT_RETURN)});
+        r.comment = "turns conntrack on for this nat chain";
+        base.rules.push_back(std::move(r));
+      }
       if (section.honour_allow) {
         Rule r;
         test_mark_bit(r, kAllowMark);

@@ -24,8 +24,17 @@ struct Packet {
   // The connection's conntrack status, indexed by CtStatus: set by the walk's NAT, kept by its reply.
   std::array<bool, ir::kCtStatusCount> ct_status{};
   std::optional<ir::MacAddr> src_mac;
+  std::optional<ir::IpAddr> oif_addr;  // the output interface's address: masquerade's source
   std::uint32_t mark = 0;
   std::string pkt_type = "unicast";
+  // A reply of a source-NATed connection carries the NAT address and port as its destination until the
+  // kernel undoes the NAT at nat PREROUTING: the untracked-in and prednat stages see these instead.
+  std::optional<ir::IpAddr> snat_dst;
+  std::uint16_t snat_dport = 0;
+  // A later packet of a destination-NATed connection: the NAT stages skip it, but the kernel rewrites its
+  // destination where the dnat stage runs, as it did for the first packet.
+  std::optional<ir::IpAddr> dnat_dst;
+  std::uint16_t dnat_dport = 0;
 };
 
 // One rule (or default, prelude, failsafe) that decided something, for people.
@@ -59,8 +68,13 @@ Path path_of(const Packet&);
 Result evaluate(const ir::Ruleset&, const Packet&);
 
 // The reply of a packet that was delivered: swapped addresses, ports, interfaces, on the reverse path;
-// established, or untracked if the original was untracked; the connection's ct status stays.
+// established, or, if the original was untracked (no entry), new (invalid for a TCP SYN+ACK or an echo
+// reply); the connection's ct status stays.
 Packet reply_of(const Packet& original, const Result& result);
+// A later packet of a TCP connection whose first packet was delivered (the handshake's ACK and the data
+// after it): the same packet, established (new if the first was untracked), with the connection's NAT. A
+// verdict only a connection's first packet meets (a NAT stage's allow) does not reach it.
+Packet later_of(const Packet& original, const Result& result);
 
 // "file:line:col" of a rule's origin, using the ruleset's file table.
 std::string where(const ir::Ruleset&, const ir::Origin&);
