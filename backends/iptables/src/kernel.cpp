@@ -563,15 +563,6 @@ std::string remove_slots(const Holdings& h, Keep keep, bool temporaries = true) 
   return problems + destroy_sets(doomed);
 }
 
-std::string set_restore_text(const std::vector<SetDef>& sets) {
-  std::string text;
-  for (const auto& set : sets) {
-    text += ipset_create_line(set, set.name) + '\n';
-    for (const auto& m : set.members) text += "add " + set.name + ' ' + m + '\n';
-  }
-  return text;
-}
-
 std::vector<std::string> sorted(std::vector<std::string> members) {
   std::sort(members.begin(), members.end());
   return members;
@@ -644,7 +635,7 @@ void switch_slots(const Holdings& now, const std::vector<SetDef>& sets,
 
   std::string helpers =
       gate_text(gate, false) + "create " + in_slot(kGateSet, next == 1 ? 2 : 1) + " list:set\n";
-  auto r = run_tool({"ipset", "-exist", "restore"}, helpers + set_restore_text(placed(sets, next)));
+  auto r = run_tool({"ipset", "-exist", "restore"}, helpers + ipset_text(placed(sets, next)));
   if (r.status != 0) undo("ipset restore failed: " + trimmed(r.err));
   for (IpFamily f : {IpFamily::v4, IpFamily::v6})
     if (auto failure = restore(f, transition({}, placed(want[static_cast<int>(f)], next), true));
@@ -717,7 +708,7 @@ KernelState read_kernel() {
   for (const auto& set : k.sets) {
     if (is_gate(set.name) || !in_effect(slot_of(set.name))) continue;
     SetDef def{in_slot(set.name, 0), set.family == "inet6" ? IpFamily::v6 : IpFamily::v4, set.members};
-    text += set_restore_text({def});
+    text += ipset_text({def});
   }
   std::size_t leftover_chains = 0,
               leftover_sets = set_names(k.sets, [&](int s) { return !in_effect(s); }).size();
