@@ -917,12 +917,15 @@ class Session {
   }
 
   int confirm() {
-    auto lock = writer_lock();
-    auto pending = load_pending(o_.netns);
-    if (!pending)
-      throw RuntimeError(
+    const auto nothing_pending = [] {
+      return RuntimeError(
           "nothing is waiting for confirmation (no apply --confirm pending, or its time ran out "
           "and the previous ruleset was restored; see fwengine status)");
+    };
+    if (!load_pending(o_.netns)) throw nothing_pending();  // before the lock: touches nothing
+    auto lock = writer_lock();
+    auto pending = load_pending(o_.netns);
+    if (!pending) throw nothing_pending();
     clear_pending(o_.netns);
     promote_candidate(o_.netns);
     if (o_.json)
