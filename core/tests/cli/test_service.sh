@@ -46,6 +46,12 @@ sed 's/dport: \[80, 443\]/dport: [443]/' "$work/a/policy.yaml" > "$work/b/policy
 A=$(hash_of "$work/a/policy.yaml") B=$(hash_of "$work/b/policy.yaml")
 expect "the two policies differ" test -n "$A" -a -n "$B" -a "$A" != "$B"
 
+# --- refusals touch nothing: no lock, no state directory ---------------------------------------
+"$FWE" --netns "$ns" confirm >/dev/null 2>&1
+expect "confirm with nothing pending fails before the lock" test $? = 1 -a ! -e "/run/fwengine/$ns"
+"$FWE" --netns "$ns" -f - apply --confirm 30 < "$work/a/policy.yaml" >/dev/null 2>&1
+expect "apply --confirm from stdin is refused before the lock" test $? = 2 -a ! -e "/run/fwengine/$ns"
+
 # --- apply --confirm ---------------------------------------------------------------------------
 "$FWE" --netns "$ns" -q -f "$work/a/policy.yaml" apply
 out=$("$FWE" --netns "$ns" -f "$work/b/policy.yaml" apply --confirm 2)
