@@ -356,6 +356,7 @@ class Topology:
         self.peers = {}  # (ns, ifname) -> (peer ns, peer ifname)
         self.macs = {}  # (ns, ifname) -> MAC, for the link ends the spec gives one
         self.addresses = {ns: [] for ns in spec["namespaces"]}
+        self.redirect_addresses = {}  # (ns, ifname, family, scope) -> address, see redirect_address
         self.interfaces = {ns: ["lo"] + [d["ifname"] for d in spec["namespaces"][ns]["dummies"]]
                            for ns in spec["namespaces"]}
         for ns, ns_spec in spec["namespaces"].items():
@@ -486,6 +487,19 @@ class Topology:
         args = ["-j", "route", "get", dst] + (["from", src] if src else [])
         return json.loads(self.ip(ns, *args).stdout)[0]
 
+    def redirect_address(self, ns, ifname, dst):
+        """Where the kernel's redirect sends a packet to dst that came in on ifname: the interface's first
+        IPv4 address, or its first IPv6 address of dst's scope (nf_nat_redirect.c); None if it has none."""
+        family = ipaddress.ip_address(dst).version
+        scope = "link" if ipaddress.ip_address(dst).is_link_local else "global"
+        key = (ns, ifname, family, scope)
+        if key not in self.redirect_addresses:
+            links = json.loads(self.ip(ns, "-j", f"-{family}", "address", "show", "dev", ifname).stdout)
+            infos = links[0].get("addr_info", []) if links else []
+            self.redirect_addresses[key] = next((info["local"] for info in infos
+                                                 if family == 4 or info.get("scope") == scope), None)
+        return self.redirect_addresses[key]
+
     def trace_packets(self, host, probe):
         """Which packet(s) `fwengine trace` must evaluate for this probe, as seen by the protected host:
         interfaces found by following the kernel's routes from the probe's namespace to the host. Empty if
@@ -498,7 +512,8 @@ class Topology:
             if route.get("type") == "local" or route.get("dev") == "lo":
                 packets = [{"oif": "lo"}]
             else:
-                packets = [{"oif": route["dev"], "oif_addr": route.get("prefsrc")}]
+                # masquerade's address: what the kernel would pick as source, whatever the probe's is
+                packets = [{"oif": route["dev"], "oif_addr": self.route_get(host, probe["to"]).get("prefsrc")}]
         else:
             current, hop_src = probe["from"], probe["src"]
             for _ in range(8):
@@ -512,6 +527,7 @@ class Topology:
                     local = onward.get("type") == "local" or onward.get("dev") == "lo"
                     packets = [{"iif": peer_if} if local else
                                {"iif": peer_if, "oif": onward["dev"], "oif_addr": onward.get("prefsrc")}]
+                    packets[0]["iif_addr"] = self.redirect_address(host, peer_if, probe["to"])
                     # The sender's MAC, where the spec fixes it (a kernel-chosen one is not known here).
                     if (current, route["dev"]) in self.macs:
                         packets[0]["src_mac"] = self.macs[(current, route["dev"])]
@@ -575,7 +591,8 @@ class Engine:
         'closed', or 'error: ...' if trace failed; the step as deciding_step() describes it."""
         args = self.policy_args(policy, backend, netns) + ["--json", "trace"]
         for key, option in (("iif", "--iif"), ("oif", "--oif"), ("src", "--src"), ("dst", "--dst"),
-                            ("src_mac", "--src-mac"), ("sport", "--sport"), ("oif_addr", "--oif-addr")):
+                            ("src_mac", "--src-mac"), ("sport", "--sport"), ("oif_addr", "--oif-addr"),
+                            ("iif_addr", "--iif-addr")):
             if packet.get(key):
                 args += [option, str(packet[key])]
         v6 = ipaddress.ip_address(packet["dst"]).version == 6

@@ -62,11 +62,13 @@ constexpr CommandInfo kCommands[] = {
 // Options that belong to one command only; using them with another is a usage error.
 const std::map<std::string, std::set<std::string>>& command_options() {
   static const std::map<std::string, std::set<std::string>> table = {
-      {"dry-run", {"apply"}},       {"full", {"apply"}},     {"confirm", {"apply"}}, {"exit-code", {"diff"}},
-      {"iif", {"trace"}},           {"oif", {"trace"}},      {"src", {"trace"}},     {"dst", {"trace"}},
-      {"proto", {"trace"}},         {"sport", {"trace"}},    {"dport", {"trace"}},   {"icmp-type", {"trace"}},
-      {"icmp-code", {"trace"}},     {"state", {"trace"}},    {"src-mac", {"trace"}}, {"oif-addr", {"trace"}},
-      {"to", {"migrate"}},          {"output", {"migrate"}}, {"watch", {"daemon"}},  {"ct-status", {"trace"}},
+      {"dry-run", {"apply"}},       {"full", {"apply"}},     {"confirm", {"apply"}},
+      {"exit-code", {"diff"}},      {"iif", {"trace"}},      {"oif", {"trace"}},
+      {"src", {"trace"}},           {"dst", {"trace"}},      {"proto", {"trace"}},
+      {"sport", {"trace"}},         {"dport", {"trace"}},    {"icmp-type", {"trace"}},
+      {"icmp-code", {"trace"}},     {"state", {"trace"}},    {"src-mac", {"trace"}},
+      {"oif-addr", {"trace"}},      {"iif-addr", {"trace"}}, {"to", {"migrate"}},
+      {"output", {"migrate"}},      {"watch", {"daemon"}},   {"ct-status", {"trace"}},
       {"metrics-file", {"daemon"}},
   };
   return table;
@@ -119,6 +121,7 @@ po::options_description describe_options() {
       ("state", po::value<std::string>(), "trace: new (default), established, related, invalid")
       ("src-mac", po::value<std::string>(), "trace: source MAC address")
       ("oif-addr", po::value<std::string>(), "trace: the output interface's address (masquerade's source)")
+      ("iif-addr", po::value<std::string>(), "trace: the input interface's address (redirect's destination)")
       ("ct-status", po::value<std::string>(), "trace: the connection was NATed: dnat, snat or dnat,snat")
       ("to", po::value<std::string>(), "migrate: yaml or calico (a frontend that can write)")
       ("output,o", po::value<std::string>(), "migrate: output directory (default .)")
@@ -602,6 +605,12 @@ class Session {
         throw UsageError("--oif-addr '" + str("oif-addr") + "' is not an address of the packet's family");
       p.oif_addr = *addr;
     }
+    if (vm.count("iif-addr")) {
+      auto addr = ir::parse_ip(str("iif-addr"));
+      if (!addr || addr->family != p.src.family)
+        throw UsageError("--iif-addr '" + str("iif-addr") + "' is not an address of the packet's family");
+      p.iif_addr = *addr;
+    }
     return p;
   }
 
@@ -693,7 +702,7 @@ class Session {
       reply = trace::reply_of(packet, result);
       reply_result = trace::evaluate(ruleset_, *reply);
       if (packet.protocol == 6) {
-        later = trace::later_of(packet, result);
+        later = trace::later_of(packet, result, *reply_result);
         later_result = trace::evaluate(ruleset_, *later);
       }
     }

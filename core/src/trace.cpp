@@ -233,12 +233,22 @@ class StageWalker {
           return {Flow::verdict, settle(v)};
         }
         case ActionKind::log:
+          record(group, chain.name, index, &rule, what);
+          break;
         case ActionKind::ct_helper:
+          // Before conntrack a helper comes as a conntrack template: the packet's state reads new from
+          // here on in this stage, and notrack no longer has an effect. Not on a packet that has its
+          // entry (looped) or went untracked.
+          if (is_untracked(stage_) && !has_entry_ && !result_.untracked && !templated_) {
+            templated_ = true;
+            packet_.ct = CtState::new_;
+          }
           record(group, chain.name, index, &rule, what);
           break;
         case ActionKind::notrack:
-          if (has_entry_) {
-            record(group, chain.name, index, &rule, what + ": no effect, the packet has its conntrack entry");
+          if (has_entry_ || templated_) {
+            record(group, chain.name, index, &rule,
+                   what + ": no effect, the packet has its conntrack " + (has_entry_ ? "entry" : "template"));
             break;
           }
           record(group, chain.name, index, &rule, what);
@@ -263,26 +273,50 @@ class StageWalker {
           break;
         }
         case ActionKind::dnat:
-        case ActionKind::redirect:
-          if (a.nat_addr) packet_.dst = *a.nat_addr;
+        case ActionKind::redirect: {
+          const auto before = std::pair{packet_.dst, packet_.dport};
+          // Where trace does not know the new address, it takes it that the rewrite changed something.
+          bool unknown = false;
+          if (a.kind == ActionKind::redirect)
+            unknown = !redirect_destination(what);
+          else if (a.nat_addr)
+            packet_.dst = *a.nat_addr;
           if (a.nat_port) packet_.dport = a.nat_port->lo;
-          // As if the rewrite changed the tuple: the kernel sets no status for one that changes nothing.
-          packet_.ct_status[static_cast<std::size_t>(CtStatus::dnat)] = true;
+          // The kernel marks the connection NATed only when the rewrite changed its tuple.
+          if (unknown || before != std::pair{packet_.dst, packet_.dport})
+            packet_.ct_status[static_cast<std::size_t>(CtStatus::dnat)] = true;
           record(group, chain.name, index, &rule, what);
           return {Flow::verdict, Verdict::accept};
+        }
         case ActionKind::snat:
-        case ActionKind::masquerade:
+        case ActionKind::masquerade: {
+          const auto before = std::pair{packet_.src, packet_.sport};
           if (a.nat_addr) packet_.src = *a.nat_addr;
           // masquerade takes the output interface's address, where trace was told it
+          const bool unknown = a.kind == ActionKind::masquerade && !a.nat_addr && !packet_.oif_addr;
           if (a.kind == ActionKind::masquerade && !a.nat_addr && packet_.oif_addr)
             packet_.src = *packet_.oif_addr;
           if (a.nat_port) packet_.sport = a.nat_port->lo;
-          packet_.ct_status[static_cast<std::size_t>(CtStatus::snat)] = true;
+          if (unknown || before != std::pair{packet_.src, packet_.sport})
+            packet_.ct_status[static_cast<std::size_t>(CtStatus::snat)] = true;
           record(group, chain.name, index, &rule, what);
           return {Flow::verdict, Verdict::accept};
+        }
       }
     }
     return {};
+  }
+
+  // redirect sends the packet to the first address of the interface it came in on (for IPv6 the first of
+  // the destination's scope), which trace knows only when told with --iif-addr. False if not told.
+  bool redirect_destination(std::string& what) {
+    if (!packet_.iif_addr) {
+      what += ": to an address of " + packet_.iif + " that trace was not told (--iif-addr)";
+      return false;
+    }
+    packet_.dst = *packet_.iif_addr;
+    what += ": to " + ir::to_string(packet_.dst);
+    return true;
   }
 
   const Ruleset& rs_;
@@ -293,6 +327,7 @@ class StageWalker {
   const Section* section_ = nullptr;
   const Endpoint* endpoint_ = nullptr;
   bool has_entry_ = false;
+  bool templated_ = false;  // a ct-helper before conntrack attached a template
 };
 
 bool is_nat(Stage s) {
@@ -415,9 +450,12 @@ Packet reply_of(const Packet& original, const Result& result) {
   return reply;
 }
 
-Packet later_of(const Packet& original, const Result& result) {
+Packet later_of(const Packet& original, const Result& result, const Result& reply_result) {
   Packet later = original;
-  later.ct = result.untracked ? CtState::new_ : CtState::established;
+  // A tracked connection whose SYN+ACK went untracked: conntrack takes the ACK after a SYN for invalid.
+  later.ct = result.untracked         ? CtState::new_
+             : reply_result.untracked ? CtState::invalid
+                                      : CtState::established;
   later.ct_status = result.packet.ct_status;
   if (result.packet.dst != original.dst || result.packet.dport != original.dport) {
     later.dnat_dst = result.packet.dst;

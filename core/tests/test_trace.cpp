@@ -260,7 +260,7 @@ TEST_CASE("a later packet of a TCP connection meets no NAT stage's allow but get
   auto p = tcp_in(80);
   auto r = trace::evaluate(rs, p);
   REQUIRE(r.delivered);
-  auto later = trace::later_of(p, r);
+  auto later = trace::later_of(p, r, trace::evaluate(rs, trace::reply_of(p, r)));
   CHECK(later.ct == CtState::established);
   auto lr = trace::evaluate(rs, later);
   CHECK(lr.delivered);
@@ -272,7 +272,8 @@ TEST_CASE("a later packet of a TCP connection meets no NAT stage's allow but get
   rs.stage(Stage::input).sections[0].endpoints[0].conntrack = Conntrack::none;
   auto first = trace::evaluate(rs, p);
   CHECK(first.delivered);
-  CHECK_FALSE(trace::evaluate(rs, trace::later_of(p, first)).delivered);
+  CHECK_FALSE(trace::evaluate(rs, trace::later_of(p, first, trace::evaluate(rs, trace::reply_of(p, first))))
+                  .delivered);
 }
 
 TEST_CASE("traffic to the host itself comes back in on lo with its mark and conntrack entry") {
@@ -392,4 +393,73 @@ TEST_CASE("ct-status: masquerade marks the connection source-NATed for its reply
   CHECK(verdict_of(rs, reply) == Verdict::accept);  // by ct-status: its source port is 80, not its dport
   reply.ct_status = {};
   CHECK(verdict_of(rs, reply) == Verdict::drop);
+}
+
+TEST_CASE("redirect sends to the input interface's address") {
+  Ruleset rs;
+  Endpoint e;
+  e.name = "nat";
+  e.groups = {group({"nat"})};
+  rs.chains["nat"] = {"nat", {rule(ActionKind::redirect)}, {}};
+  rs.stage(Stage::dnat).sections.push_back({"dnat", false, {e}});
+  auto arrived = tcp_in(80);
+  CHECK(trace::evaluate(rs, arrived).packet.dst == arrived.dst);  // the address is not known
+  arrived.iif_addr = parse_ip("10.0.1.1");
+  auto r = trace::evaluate(rs, arrived);
+  CHECK(to_string(r.packet.dst) == "10.0.1.1");
+  CHECK(r.packet.ct_status[static_cast<std::size_t>(CtStatus::dnat)]);
+  arrived.iif_addr = arrived.dst;  // already there: no status
+  CHECK_FALSE(trace::evaluate(rs, arrived).packet.ct_status[static_cast<std::size_t>(CtStatus::dnat)]);
+}
+
+TEST_CASE("ct-status: a NAT rewrite that changes nothing leaves no status") {
+  Ruleset rs;
+  Endpoint e;
+  e.name = "nat";
+  e.groups = {group({"nat"})};
+  Rule dnat = rule(ActionKind::dnat);
+  dnat.action.nat_addr = parse_ip("10.0.0.10");  // the address the packet already goes to
+  rs.chains["nat"] = {"nat", {dnat}, {}};
+  rs.stage(Stage::dnat).sections.push_back({"dnat", false, {e}});
+  auto r = trace::evaluate(rs, tcp_in(80));
+  CHECK_FALSE(r.packet.ct_status[static_cast<std::size_t>(CtStatus::dnat)]);
+  rs.chains["nat"].rules[0].action.nat_port = PortRange{81, 81};
+  CHECK(trace::evaluate(rs, tcp_in(80)).packet.ct_status[static_cast<std::size_t>(CtStatus::dnat)]);
+}
+
+TEST_CASE("a ct-helper before conntrack makes the state read new and leaves a later notrack no effect") {
+  Ruleset rs;
+  Rule helper = rule(ActionKind::ct_helper);
+  helper.action.target = "tftp";
+  Rule not_new = rule(ActionKind::drop);
+  not_new.match.ct_states = std::vector<CtState>{CtState::invalid};
+  Endpoint e;
+  e.name = "raw";
+  e.groups = {group({"raw"})};
+  rs.chains["raw"] = {"raw", {not_new}, {}};
+  rs.stage(Stage::untracked_in).sections.push_back({"raw", false, {e}});
+  CHECK_FALSE(trace::evaluate(rs, tcp_in(69)).delivered);  // before conntrack: invalid
+  rs.chains["raw"].rules = {helper, not_new};
+  CHECK(trace::evaluate(rs, tcp_in(69)).delivered);
+  rs.chains["raw"].rules = {helper, rule(ActionKind::notrack)};
+  CHECK_FALSE(trace::evaluate(rs, tcp_in(69)).untracked);
+  rs.chains["raw"].rules = {rule(ActionKind::notrack), helper, not_new};
+  CHECK(trace::evaluate(rs, tcp_in(69)).untracked);
+}
+
+TEST_CASE("a later TCP packet is invalid when only its reply went untracked") {
+  Ruleset rs = host({}, Verdict::accept);  // drops invalid
+  Endpoint e;
+  e.name = "raw-out";
+  e.groups = {group({"raw"})};
+  rs.chains["raw"] = {"raw", {rule(ActionKind::notrack)}, {}};
+  rs.stage(Stage::untracked_out).sections.push_back({"raw", false, {e}});
+  auto p = tcp_in(22);
+  auto r = trace::evaluate(rs, p);
+  REQUIRE(r.delivered);
+  auto reply = trace::evaluate(rs, trace::reply_of(p, r));
+  CHECK(reply.untracked);
+  auto later = trace::later_of(p, r, reply);
+  CHECK(later.ct == CtState::invalid);
+  CHECK_FALSE(trace::evaluate(rs, later).delivered);
 }

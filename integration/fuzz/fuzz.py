@@ -17,9 +17,11 @@ Exit codes: 0 all agree, 1 disagreement or error, 77 cannot run here (not root, 
 import argparse
 import concurrent.futures
 import copy
+import ipaddress
 import json
 import random
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -84,6 +86,9 @@ class Runner:
         self.files = 0
         self.netns = topology.names[HOST]
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=4)
+        # ebpf: probes also through BPF_PROG_TEST_RUN, with the tool built beside fwengine (not installed)
+        testrun = Path(engine.binary).resolve().parent / "ebpf_testrun"
+        self.testrun = testrun if backend == "ebpf" and testrun.exists() else None
 
     def write_policy(self, policy):
         self.files += 1  # a new name each time: Engine caches trace answers by command line
@@ -114,20 +119,48 @@ class Runner:
                                               f"{(completed.stderr or completed.stdout).strip()[:1500]}"}
         try:
             probes = [dict(p, trace={}) for p in probes]
+            packets = [self.topology.trace_packets(HOST, probe) for probe in probes]
             futures = [[self.pool.submit(self.engine.trace, files, self.backend, self.netns, packet, probe)
-                        for packet in self.topology.trace_packets(HOST, probe)] for probe in probes]
+                        for packet in probe_packets] for probe, probe_packets in zip(probes, packets)]
             traces = [scenario.combine_traces(f) for f in futures]
             errors = [verdict for verdict, _ in traces if verdict not in ("open", "closed")]
             if errors:
                 return {"status": "error", "why": f"trace: {errors[0]}"}
             expected = {id(p): t[0] for p, t in zip(probes, traces)}
             real = scenario.send_probes_checked(self.topology, probes, lambda p: expected[id(p)], self.timeout)
+            if self.testrun:
+                real = [self.program_verdict(probe, probe_packets, trace[0], outcome)
+                        for probe, probe_packets, trace, outcome in zip(probes, packets, traces, real)]
             results = [(t[0], r[0], r[1], " | ".join(t[1])) for t, r in zip(traces, real)]
             return {"status": "done", "results": results}
         finally:
             completed = self.engine.flush(files, self.backend, self.netns)
             if completed.returncode != 0:
                 raise RuntimeError(f"flush exited {completed.returncode}: {completed.stderr.strip()}")
+
+    def program_verdict(self, probe, packets, expected, real):
+        """ebpf: the probe's packets also through the attached programs with BPF_PROG_TEST_RUN
+        (ebpf_testrun). The real traffic's (verdict, detail), unless it agrees with trace and the
+        programs do not: then theirs."""
+        verdicts, details = [], []
+        for packet in packets:
+            family = ipaddress.ip_address(packet["dst"]).version
+            proto = {"icmp": "icmp" if family == 4 else "icmpv6"}.get(probe["proto"], probe["proto"])
+            args = [str(self.testrun), self.netns, f"proto={proto}"]
+            args += [f"{key.replace('_', '-')}={packet[key]}" for key in ("iif", "oif", "src", "dst", "src_mac", "sport")
+                     if packet.get(key)]
+            if "port" in probe and proto in ("tcp", "udp"):
+                args.append(f"dport={probe['port']}")
+            completed = subprocess.run(args, capture_output=True, text=True, timeout=60)
+            if completed.returncode != 0:
+                return f"error: ebpf_testrun exited {completed.returncode}: {completed.stderr.strip()}", ""
+            answer = json.loads(completed.stdout)
+            verdicts.append(all(answer[key] is not False for key in ("delivered", "reply", "later")))
+            details.append(completed.stdout.strip())
+        verdict = "open" if all(verdicts) else "closed"
+        if real[0] != expected or verdict == expected:
+            return real
+        return verdict, f"BPF_PROG_TEST_RUN {'; '.join(details)} (real traffic: {real[0]})"
 
     def disagreements(self, outcome):
         if outcome["status"] != "done":
@@ -274,6 +307,10 @@ FEATURE_RULES = {
     "mark": ("input", {"mark": {"value": 1, "mask": 3}, "action": "accept"}),
     "set-mark": ("input", {"action": "set-mark", "set-mark": {"value": 1, "mask": 3}}),
     "rate-limit": ("input", {"rate-limit": {"rate": 2000, "per": "second", "burst": 1000}, "action": "accept"}),
+    "pkt-type": ("input", {"pkt-type": "unicast", "action": "accept"}),
+    "ct-status": ("input", {"ct-status": "dnat", "action": "accept"}),
+    "redirect": ("dnat", {"family": "ipv4", "protocol": "tcp", "action": "redirect", "to-port": 80}),
+    "ct-helper": ("untracked-in", {"protocol": "tcp", "action": "ct-helper", "helper": "ftp"}),
     "dnat": ("dnat", {"family": "ipv4", "protocol": "tcp", "action": "dnat", "to": "10.9.0.1", "to-port": 80}),
     "snat": ("snat", {"family": "ipv4", "oif": "eth0", "action": "snat", "to": "10.9.0.1"}),
     "masquerade": ("snat", {"oif": "eth0", "action": "masquerade"}),
@@ -514,6 +551,8 @@ def main():
                   f"{', '.join(profile.no_drop) or 'none'}; no reject in {', '.join(profile.no_reject) or 'none'}; "
                   f"features {', '.join(f for f in FEATURES if f in profile.features) or 'none'}"
                   + (f"; avoiding {', '.join(sorted(avoid))} (known_failures.yaml)" if avoid else ""), flush=True)
+            if runner.testrun:
+                print(f"probes also through BPF_PROG_TEST_RUN ({runner.testrun.name})", flush=True)
             if not profile.stages:
                 report.fail(f"{options.backend} renders no stage at all: {runner.render_refusal(minimal_policy())}")
                 return 1

@@ -30,9 +30,14 @@ MARK_BITS = [0x1, 0x2, 0x4, 0x10, 0x80, 0x100, 0x10000, 0x8000000]
 # Backend capabilities beyond stages and verdicts, asked from the backend (fuzz.py backend_profile): match
 # kinds and actions, and forms of a match some backends refuse (`{not: [eth0, eth1]}`, `{not: [tcp,
 # icmp]}`, `[eth0, vx+]`).
-FEATURES = ("src-mac", "mark", "set-mark", "rate-limit", "dnat", "snat", "masquerade", "not-iface-list",
-            "not-protocol-list", "iface-prefix-list")
-NAT_ACTIONS = {"dnat": ["dnat"], "snat": ["snat", "masquerade"]}
+FEATURES = ("src-mac", "mark", "set-mark", "rate-limit", "pkt-type", "ct-status", "dnat", "redirect", "snat",
+            "masquerade", "ct-helper", "not-iface-list", "not-protocol-list", "iface-prefix-list")
+NAT_ACTIONS = {"dnat": ["dnat", "redirect"], "snat": ["snat", "masquerade"]}
+# Where ct-status may be matched (docs/ir.md): not before conntrack, not in dnat; in snat only with dnat.
+STAGE_CT_STATUS = {"prednat", "input", "forward", "output", "snat"}
+# Conntrack helpers and their protocol. iptables assigns helpers only before conntrack (raw), nft only
+# after it, so the generator asks the backend (fuzz.py FEATURE_RULES) with the raw form: untracked stages.
+HELPERS = {"ftp": "tcp", "tftp": "udp", "sip": "udp"}  # both families (irc is IPv4 only)
 
 IIF_VALUES = ["eth0", "eth1", "vx0", "lo", "eth+", "vx+", "e+", "dum0", "nope0"]
 CT_STATES = ["new", "established", "related", "invalid", "untracked"]
@@ -227,7 +232,7 @@ class Generator:
         return {"rate": rate, "per": per, "burst": burst}
 
     def nat_rewrite(self, stage, rule, action):
-        """Completes a dnat / snat / masquerade rule so that trace's walk stays right: the rewrite keeps
+        """Completes a dnat / redirect / snat / masquerade rule so that trace's walk stays right: the rewrite keeps
         the packet on its path (trace takes the path from the original packet), the address has the
         rule's family, and a port mapping has a protocol with ports."""
         protocol = rule.get("protocol")
@@ -247,6 +252,11 @@ class Generator:
             self.cidrs.append(net)
             rule["dst"] = net
             result["to"] = self.rng.choice(pool_addresses(ns, family))
+        elif action == "redirect":
+            # Only packets to h: they go to the address of the interface they came in on, still local.
+            net = cidr_around(self.rng, family, "h", wide=False)
+            self.cidrs.append(net)
+            rule["dst"] = net
         elif action == "snat":
             # To one of h's addresses, so that the reply comes back to h to be un-NATed.
             result["to"] = self.rng.choice(pool_addresses("h", family) +
@@ -258,7 +268,7 @@ class Generator:
         # A port that has a listener; trace takes the lowest port of a range, so one port. Not on snat or
         # masquerade: all connections to one destination would share one source port, and a probe's
         # connection could not be NATed while an earlier one's conntrack entry lives.
-        if action == "dnat" and self.chance(0.4):
+        if action in ("dnat", "redirect") and self.chance(0.4):
             result["to-port"] = self.rng.choice(PORTS)
             rule["protocol"] = self.rng.choice(["tcp", "udp", ["tcp", "udp"]])
             for key in ("icmp", "icmpv6"):
@@ -313,6 +323,12 @@ class Generator:
             rule["mark"] = self.mark_match()
         if self.has("rate-limit") and self.chance(0.08):
             rule["rate-limit"] = self.rate_limit()
+        if self.has("pkt-type") and self.chance(0.06):
+            # Every probe is unicast: the others never match.
+            rule["pkt-type"] = rng.choice(["unicast", "unicast", "broadcast", "multicast"])
+        if stage in STAGE_CT_STATUS and self.has("ct-status") and self.chance(0.08):
+            rule["ct-status"] = ["dnat", rng.choice(["snat", "dnat"])] if stage == "snat" else \
+                rng.choice(["dnat", "snat", ["dnat", "snat"]])
         rule.update(self.action(stage, chain_index, chain_names, rule, reject_ok, drop_ok))
         return rule
 
@@ -331,12 +347,21 @@ class Generator:
             choices += ["notrack"] * 2
         if self.has("set-mark"):
             choices += ["set-mark"] * 2
+        if stage in UNTRACKED and self.has("ct-helper"):
+            choices.append("ct-helper")
         choices += [nat for nat in NAT_ACTIONS.get(stage, []) for _ in range(3) if self.has(nat)]
         action = rng.choice(choices)
         if action == "set-mark":
             return {"action": "set-mark", "set-mark": self.set_mark()}
-        if action in ("dnat", "snat", "masquerade"):
+        if action in ("dnat", "redirect", "snat", "masquerade"):
             return self.nat_rewrite(stage, rule, action)
+        if action == "ct-helper":
+            # The helper's protocol (iptables' CT target needs one that is not negated).
+            helper = rng.choice(sorted(HELPERS))
+            rule["protocol"] = HELPERS[helper]
+            for key in ("icmp", "icmpv6"):
+                rule.pop(key, None)
+            return {"action": "ct-helper", "helper": helper}
         if action == "jump":
             return {"action": "jump", "target": rng.choice(chain_names[chain_index + 1:])}
         if action == "log":
@@ -406,7 +431,7 @@ class Generator:
         chains = {name: [self.rule(stage, i, chain_names, reject_ok, drop_ok) for _ in range(rng.randint(1, 5))]
                   for i, name in enumerate(chain_names)}
         # After a NAT rewrite the kernel skips the stage's later nat chains (sections), where trace goes on.
-        rewrites = any(r["action"] in ("dnat", "snat", "masquerade") for rules in chains.values() for r in rules)
+        rewrites = any(r["action"] in ("dnat", "redirect", "snat", "masquerade") for rules in chains.values() for r in rules)
         sections = []
         for s in range(1 if rewrites else rng.choice([1, 1, 2])):
             section = {"name": f"{prefix}{s}", "endpoints": [self.endpoint(stage, e, chain_names)

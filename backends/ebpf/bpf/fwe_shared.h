@@ -182,10 +182,11 @@ struct fwe_ct_key {
 };
 
 struct fwe_ct_value {
-  __u8 reply;      /* this entry is the reply direction of an allowed flow */
-  __u8 seen_reply; /* original direction: a reply has been seen, later packets are established */
-  __u8 untracked;  /* a notracked flow: a marker for its reply, or (out on lo) for its way back in */
-  __u8 pad[5];
+  __u8 reply;           /* this entry is the reply direction of an allowed flow */
+  __u8 seen_reply;      /* original direction: a reply has been seen, later packets are established */
+  __u8 untracked;       /* a notracked flow: a marker for its reply, or (out on lo) for its way back in */
+  __u8 reply_untracked; /* original direction: a reply went notracked, which the kernel's entry never saw */
+  __u8 pad[4];
   __u64 last_seen_ns;
 };
 

@@ -170,8 +170,8 @@ struct fwe_pkt {
   __u16 sport, dport;       /* host order */
   __u16 ct_sport, ct_dport; /* network order, as in fwe_ct_key */
   __u8 icmp_type, icmp_code;
-  __u8 has_mac;    /* ingress: the Ethernet source is the sender's */
-  __u8 tcp_synack; /* SYN and ACK: a handshake's second packet, which cannot start a connection */
+  __u8 has_mac;   /* ingress: the Ethernet source is the sender's */
+  __u8 tcp_flags; /* TCP: the header's flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10) */
   __u32 iif, oif, mark;
   __u8 src[16], dst[16];
   __u8 smac[6];
@@ -188,6 +188,7 @@ struct fwe_eval {
   __u32 bytes;
   __u8 dropped, allow_mark, untracked, mark_changed;
   __u8 ct_known; /* the flow's original direction is in fwe_ct already */
+  __u8 ct_reply; /* a reply of a tracked flow: once past the untracked stages, its flow is replied */
   __u8 looped;   /* in on lo: the host's own packet, back with the conntrack entry it got on its way out */
 };
 
@@ -234,8 +235,7 @@ static __always_inline int parse(struct __sk_buff* skb, struct fwe_pkt* pkt) {
     pkt->sport = bpf_ntohs(ports[0]);
     pkt->dport = bpf_ntohs(ports[1]);
     __u8 flags = 0;
-    if (pkt->proto == IPPROTO_TCP && bpf_skb_load_bytes(skb, l4 + 13, &flags, 1) == 0)
-      pkt->tcp_synack = (flags & 0x12) == 0x12;
+    if (pkt->proto == IPPROTO_TCP && bpf_skb_load_bytes(skb, l4 + 13, &flags, 1) == 0) pkt->tcp_flags = flags;
   } else if (pkt->proto == IPPROTO_ICMP || pkt->proto == IPPROTO_ICMPV6) {
     __u8 head[6];
     if (bpf_skb_load_bytes(skb, l4, head, sizeof head) < 0) return 0;
@@ -474,22 +474,37 @@ static __always_inline __u8 ct_state_of(struct fwe_eval* ev) {
   if (!v) return FWE_CT_NEW;
   v->last_seen_ns = bpf_ktime_get_ns();
   if (v->untracked) {
-    if (!v->reply) return FWE_CT_UNTRACKED; /* a notracked packet back in on lo */
+    /* A notracked packet back in on lo; anywhere else a later packet of a notracked flow, which the
+     * kernel has no entry for: a packet of its own. */
+    if (!v->reply) return ev->looped ? FWE_CT_UNTRACKED : FWE_CT_NEW;
     /* The reply of a notracked flow: the kernel has no entry, so it meets conntrack as a packet of its
      * own, and a SYN+ACK or an echo reply cannot start a connection. */
-    int reply_only = pkt->tcp_synack || (pkt->proto == IPPROTO_ICMP && pkt->icmp_type == 0) ||
+    int reply_only = (pkt->tcp_flags & 0x12) == 0x12 || (pkt->proto == IPPROTO_ICMP && pkt->icmp_type == 0) ||
                      (pkt->proto == IPPROTO_ICMPV6 && pkt->icmp_type == 129);
     return reply_only ? FWE_CT_INVALID : FWE_CT_NEW;
   }
   if (!v->reply) {
     ev->ct_known = 1;
-    return v->seen_reply ? FWE_CT_ESTABLISHED : FWE_CT_NEW;
+    if (v->seen_reply) return FWE_CT_ESTABLISHED;
+    /* A TCP flow whose SYN+ACK went notracked: the kernel's entry is still waiting for it and takes
+     * anything but a repeated SYN for invalid. (Otherwise new: the reply may have come under addresses
+     * the kernel's NAT maps, which this map does not know.) */
+    if (v->reply_untracked && pkt->proto == IPPROTO_TCP && (pkt->tcp_flags & 0x17) != 0x02)
+      return FWE_CT_INVALID;
+    return FWE_CT_NEW;
   }
+  ev->ct_reply = 1;
+  return FWE_CT_ESTABLISHED;
+}
+
+/* Where the kernel's conntrack comes, after the untracked stages: a reply that was not notracked there
+ * makes its flow replied, so the original direction is established from now on. */
+static __always_inline void ct_see_reply(const struct fwe_eval* ev) {
+  if (!ev->ct_reply || ev->untracked) return;
   struct fwe_ct_key original = {};
-  ct_key_of(pkt, &original, 1);
+  ct_key_of(&ev->pkt, &original, 1);
   struct fwe_ct_value* o = bpf_map_lookup_elem(&fwe_ct, &original);
   if (o && !o->seen_reply) o->seen_reply = 1;
-  return FWE_CT_ESTABLISHED;
 }
 
 static __always_inline void ct_commit(const struct fwe_eval* ev) {
@@ -504,6 +519,12 @@ static __always_inline void ct_commit(const struct fwe_eval* ev) {
       bpf_map_update_elem(&fwe_ct, &key, &value, BPF_ANY);
     }
     ct_key_of(&ev->pkt, &key, 1);
+    /* Not over a tracked flow's entry: the notracked packet was its reply, which that entry notes. */
+    struct fwe_ct_value* tracked = bpf_map_lookup_elem(&fwe_ct, &key);
+    if (tracked && !tracked->untracked && !tracked->reply) {
+      tracked->reply_untracked = 1;
+      return;
+    }
     value.reply = 1;
     bpf_map_update_elem(&fwe_ct, &key, &value, BPF_ANY);
     return;
@@ -560,13 +581,15 @@ static __always_inline int finish(struct __sk_buff* skb, struct fwe_eval* ev) {
 SEC("tc")
 int fwe_ingress(struct __sk_buff* skb) {
   struct fwe_eval ev = {};
+  ev.looped = skb->ifindex == LOOPBACK_IFINDEX;
   if (start(skb, &ev) < 0) return TC_ACT_OK;
   ev.pkt.iif = skb->ifindex;
-  ev.looped = skb->ifindex == LOOPBACK_IFINDEX;
   ev.pkt.has_mac = !ev.looped;
   ev.pkt.oif = route_out(skb, &ev.pkt);
-  if (!run_stage(&ev, FWE_STAGE_UNTRACKED_IN) && !run_stage(&ev, FWE_STAGE_PREDNAT))
-    run_stage(&ev, ev.pkt.oif ? FWE_STAGE_FORWARD : FWE_STAGE_INPUT);
+  if (!run_stage(&ev, FWE_STAGE_UNTRACKED_IN)) {
+    ct_see_reply(&ev);
+    if (!run_stage(&ev, FWE_STAGE_PREDNAT)) run_stage(&ev, ev.pkt.oif ? FWE_STAGE_FORWARD : FWE_STAGE_INPUT);
+  }
   return finish(skb, &ev);
 }
 
@@ -576,6 +599,9 @@ int fwe_egress(struct __sk_buff* skb) {
   struct fwe_eval ev = {};
   if (start(skb, &ev) < 0) return TC_ACT_OK;
   ev.pkt.oif = skb->ifindex;
-  if (!run_stage(&ev, FWE_STAGE_UNTRACKED_OUT)) run_stage(&ev, FWE_STAGE_OUTPUT);
+  if (!run_stage(&ev, FWE_STAGE_UNTRACKED_OUT)) {
+    ct_see_reply(&ev);
+    run_stage(&ev, FWE_STAGE_OUTPUT);
+  }
   return finish(skb, &ev);
 }

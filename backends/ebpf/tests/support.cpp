@@ -1,7 +1,15 @@
 // support.cpp - test ruleset, packets and frames.
 #include "support.hpp"
 
+#include <bpf/bpf.h>
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <net/if.h>
+#include <unistd.h>
+
 #include <stdexcept>
+
+#include "kernel.hpp"
 
 #include "fwengine/passes.hpp"
 
@@ -337,12 +345,12 @@ void put16(std::vector<std::uint8_t>& out, std::uint16_t v) {
 
 }  // namespace
 
-std::vector<std::uint8_t> frame_of(const trace::Packet& p) {
+std::vector<std::uint8_t> frame_of(const trace::Packet& p, std::uint8_t tcp_flags) {
   std::vector<std::uint8_t> l4;
   if (p.protocol == 6) {
     put16(l4, p.sport);
     put16(l4, p.dport);
-    l4.insert(l4.end(), {0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0});  // SYN
+    l4.insert(l4.end(), {0, 0, 0, 1, 0, 0, 0, 0, 0x50, tcp_flags, 0xff, 0xff, 0, 0, 0, 0});
   } else if (p.protocol == 17) {
     put16(l4, p.sport);
     put16(l4, p.dport);
@@ -372,6 +380,50 @@ std::vector<std::uint8_t> frame_of(const trace::Packet& p) {
   }
   out.insert(out.end(), l4.begin(), l4.end());
   return out;
+}
+
+namespace {
+
+// True if let through; the packet's mark becomes the one the program left.
+bool run_program(trace::Packet& p, bool ingress, std::uint8_t tcp_flags) {
+  const std::string& ifname = ingress ? p.iif : p.oif;
+  const int ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
+  if (ifindex <= 0) throw std::runtime_error("no interface " + ifname);
+  const int fd = Kernel::attached_program(ifindex, ingress);
+  if (fd < 0)
+    throw std::runtime_error("no fwengine program on " + ifname + (ingress ? " ingress" : " egress"));
+  auto frame = frame_of(p, tcp_flags);
+  __sk_buff ctx{};
+  ctx.ifindex = static_cast<__u32>(ifindex);
+  ctx.mark = p.mark;
+  bpf_test_run_opts opts{};
+  opts.sz = sizeof opts;
+  opts.data_in = frame.data();
+  opts.data_size_in = static_cast<__u32>(frame.size());
+  opts.ctx_in = &ctx;
+  opts.ctx_size_in = sizeof ctx;
+  __sk_buff ctx_out{};
+  opts.ctx_out = &ctx_out;
+  opts.ctx_size_out = sizeof ctx_out;
+  const int rc = bpf_prog_test_run_opts(fd, &opts);
+  close(fd);
+  if (rc != 0) throw std::runtime_error("BPF_PROG_TEST_RUN failed on " + ifname);
+  p.mark = ctx_out.mark;
+  if (opts.retval != TC_ACT_OK && opts.retval != TC_ACT_SHOT)
+    throw std::runtime_error("unexpected tc verdict " + std::to_string(opts.retval) + " on " + ifname);
+  return opts.retval == TC_ACT_OK;
+}
+
+}  // namespace
+
+bool run_programs(trace::Packet p, std::uint8_t tcp_flags) {
+  if (!p.iif.empty()) return run_program(p, true, tcp_flags);
+  if (!run_program(p, false, tcp_flags)) return false;
+  if (p.oif != "lo") return true;
+  // Back in on lo with the mark it was given on the way out.
+  p.iif = "lo";
+  p.oif.clear();
+  return run_program(p, true, tcp_flags);
 }
 
 }  // namespace fwe::ebpf::test

@@ -25,7 +25,16 @@ trace::Packet packet(const char* iif, const char* oif, const char* src, const ch
                      std::uint8_t protocol, std::uint16_t sport, std::uint16_t dport);
 std::string describe(const trace::Packet&);
 
-// Ethernet + IPv4/IPv6 + TCP (SYN) / UDP / ICMP echo; ICMP type and code from the packet.
-std::vector<std::uint8_t> frame_of(const trace::Packet&);
+// Ethernet + IPv4/IPv6 + TCP (with tcp_flags, SYN by default) / UDP / ICMP echo; ICMP type and code
+// from the packet.
+inline constexpr std::uint8_t kTcpSyn = 0x02, kTcpSynAck = 0x12, kTcpAck = 0x10;
+std::vector<std::uint8_t> frame_of(const trace::Packet&, std::uint8_t tcp_flags = kTcpSyn);
+
+// What the programs fwengine attached in the current network namespace do with the packet, through
+// BPF_PROG_TEST_RUN: true if let through (TC_ACT_OK). A packet with an iif runs the ingress program of
+// iif, one without the egress program of oif; one from the host to itself (oif lo, no iif) runs lo's
+// egress program and then, let through, lo's ingress program with the mark the first one left, as it
+// loops. Throws std::runtime_error where no program is attached or the run fails.
+bool run_programs(trace::Packet, std::uint8_t tcp_flags = kTcpSyn);
 
 }  // namespace fwe::ebpf::test

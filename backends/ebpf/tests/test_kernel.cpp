@@ -2,7 +2,6 @@
 // Each test unshares a network and mount namespace of its own (its own bpffs too); needs root.
 #include <bpf/bpf.h>
 #include <linux/bpf.h>
-#include <linux/pkt_cls.h>
 #include <net/if.h>
 #include <sched.h>
 #include <sys/mount.h>
@@ -41,28 +40,14 @@ void enter_scratch_namespace() {
   std::ofstream("/proc/sys/net/ipv6/conf/all/forwarding") << "1\n";
 }
 
-// The program's verdict for one packet: true = let through (TC_ACT_OK).
+// The programs' verdict for one packet: true = let through.
 bool delivered(const trace::Packet& p) {
-  const bool ingress = !p.iif.empty();
-  const int ifindex = static_cast<int>(if_nametoindex((ingress ? p.iif : p.oif).c_str()));
-  REQUIRE(ifindex > 0);
-  const int fd = Kernel::attached_program(ifindex, ingress);
-  REQUIRE(fd >= 0);
-  auto frame = test::frame_of(p);
-  __sk_buff ctx{};
-  ctx.ifindex = static_cast<__u32>(ifindex);
-  ctx.mark = p.mark;
-  bpf_test_run_opts opts{};
-  opts.sz = sizeof opts;
-  opts.data_in = frame.data();
-  opts.data_size_in = static_cast<__u32>(frame.size());
-  opts.ctx_in = &ctx;
-  opts.ctx_size_in = sizeof ctx;
-  const int rc = bpf_prog_test_run_opts(fd, &opts);
-  close(fd);
-  REQUIRE(rc == 0);
-  REQUIRE((opts.retval == TC_ACT_OK || opts.retval == TC_ACT_SHOT));
-  return opts.retval == TC_ACT_OK;
+  try {
+    return test::run_programs(p);
+  } catch (const std::runtime_error& e) {
+    FAIL(e.what());
+    return false;
+  }
 }
 
 void clear_conntrack(const Kernel& kernel) {

@@ -728,8 +728,8 @@ class FamilyRenderer {
         if (!check_table(t, "assign a conntrack helper", {"raw"}, r.origin,
                          "assign helpers in untracked-in/out, before conntrack sees the packet"))
           return;
+        // CT needs the rule's own protocol, so no fwe-a- chain; a second CT leaves the first one's helper.
         target = "-j CT --helper " + a.target;
-        verdict_like = false;
         break;
       case ActionKind::jump:
         target = "-j " + ir_chain(t, a.target);

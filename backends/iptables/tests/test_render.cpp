@@ -153,6 +153,22 @@ TEST_CASE("raw, mangle and nat get notrack, allow and NAT targets") {
         std::vector<std::string>{"-s 10.0.0.0/8 -g fwe-allow"});
 }
 
+TEST_CASE("a conntrack helper rule carries its protocol in each of its alternatives") {
+  ir::Ruleset rs = test::sample_ruleset();
+  ir::Rule helper;
+  helper.match.protocols = std::vector<std::uint8_t>{17};
+  helper.match.src_addr.push_back({false, "small"});
+  helper.match.family = ir::Family::ipv4;
+  helper.action.kind = ir::ActionKind::ct_helper;
+  helper.action.target = "tftp";
+  rs.chains["untracked"].rules = {helper};
+  rs.sets["small"].cidrs.push_back(*ir::parse_cidr("198.51.100.0/24"));
+  Model m = render_ok(rs);
+  CHECK(bare(chain(table(m, IpFamily::v4, "raw"), "fwe-c-untracked")) ==
+        std::vector<std::string>{"-s 192.0.2.0/28 -p udp -j CT --helper tftp",
+                                 "-s 198.51.100.0/24 -p udp -j CT --helper tftp"});
+}
+
 TEST_CASE("every rule carries a stamp of its content and its origin") {
   Model m = render_ok(test::sample_ruleset());
   const auto& web = chain(table(m, IpFamily::v4, "filter"), "fwe-c-web");

@@ -25,6 +25,7 @@ struct Packet {
   std::array<bool, ir::kCtStatusCount> ct_status{};
   std::optional<ir::MacAddr> src_mac;
   std::optional<ir::IpAddr> oif_addr;  // the output interface's address: masquerade's source
+  std::optional<ir::IpAddr> iif_addr;  // the input interface's address: redirect's destination
   std::uint32_t mark = 0;
   std::string pkt_type = "unicast";
   // A reply of a source-NATed connection carries the NAT address and port as its destination until the
@@ -72,9 +73,10 @@ Result evaluate(const ir::Ruleset&, const Packet&);
 // reply); the connection's ct status stays.
 Packet reply_of(const Packet& original, const Result& result);
 // A later packet of a TCP connection whose first packet was delivered (the handshake's ACK and the data
-// after it): the same packet, established (new if the first was untracked), with the connection's NAT. A
-// verdict only a connection's first packet meets (a NAT stage's allow) does not reach it.
-Packet later_of(const Packet& original, const Result& result);
+// after it): the same packet, established (new if the first was untracked, invalid if only the reply
+// was), with the connection's NAT. A verdict only a connection's first packet meets (a NAT stage's
+// allow) does not reach it.
+Packet later_of(const Packet& original, const Result& result, const Result& reply_result);
 
 // "file:line:col" of a rule's origin, using the ruleset's file table.
 std::string where(const ir::Ruleset&, const ir::Origin&);
