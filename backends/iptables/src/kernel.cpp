@@ -718,6 +718,8 @@ KernelState read_kernel() {
                               : "# ip6tables-legacy-restore --noflush\n";
     for (const auto& table : select(k.tables[static_cast<int>(f)], [&](int s) { return !in_effect(s); }))
       leftover_chains += table.chains.size();
+    std::map<std::string, std::vector<std::string>> stamps;  // for the rules summary in fwe-meta
+    std::string applied_summary;
     for (const auto& table : select(k.tables[static_cast<int>(f)], in_effect, true)) {
       text += '*' + table.name + '\n';
       for (const auto& c : table.chains) text += ':' + c.name + " - [0:0]\n";
@@ -728,6 +730,7 @@ KernelState read_kernel() {
           const std::string label = family + " " + table.name + " " + c.name + " #" + std::to_string(i + 1);
           if (c.name == kMetaChain) {
             if (f == IpFamily::v4 && state.ir_hash.empty()) state.ir_hash = ir_hash_of(rule.spec);
+            applied_summary = summary_of(rule.spec);
             continue;
           }
           RuleCounter counter;
@@ -738,6 +741,7 @@ KernelState read_kernel() {
           counter.bytes = rule.bytes;
           state.counters.push_back(std::move(counter));
           std::string stamp = stamp_of(rule.spec);
+          stamps[table.name + '/' + c.name].push_back(stamp);
           if (stamp.empty())
             state.drift.push_back(label + " is not fwengine's (no stamp): " + rule.spec);
           else if (stamp != "fwe:" + content_hash(c.name, rule.spec))
@@ -770,6 +774,9 @@ KernelState read_kernel() {
       }
       text += "COMMIT\n";
     }
+    if (!applied_summary.empty() && applied_summary != rules_summary(stamps))
+      state.drift.push_back(family + ": rules were deleted, added or moved since apply (" + applied_summary +
+                            " applied, " + rules_summary(stamps) + " now)");
   }
   if (leftover_chains + leftover_sets > 0)
     state.drift.push_back("an interrupted apply (or an older fwengine) left " +

@@ -183,22 +183,47 @@ std::string gate_text(std::string_view gate, bool on) {
   return out;
 }
 
-std::string meta_rule(std::string_view ir_hash) {
+std::string meta_rule(std::string_view ir_hash, std::string_view summary) {
   return std::string(kCommentOpen) + "fwe:ir " +
-         (ir_hash.empty() ? std::string("unknown") : std::string(ir_hash)) + "\"";
+         (ir_hash.empty() ? std::string("unknown") : std::string(ir_hash)) +
+         (summary.empty() ? "" : " " + std::string(summary)) + "\"";
 }
 
 std::string ir_hash_of(std::string_view meta_spec) {
   auto comment = comment_of(meta_spec);
   if (comment.substr(0, 7) != "fwe:ir ") return {};
-  return std::string(comment.substr(7));
+  comment.remove_prefix(7);
+  return std::string(comment.substr(0, comment.find(' ')));
+}
+
+std::string summary_of(std::string_view meta_spec) {
+  auto comment = comment_of(meta_spec);
+  if (comment.substr(0, 7) != "fwe:ir ") return {};
+  auto space = comment.find(' ', 7);
+  return space == std::string_view::npos ? std::string{} : std::string(comment.substr(space + 1));
+}
+
+std::string rules_summary(const std::map<std::string, std::vector<std::string>>& stamps_by_chain) {
+  std::size_t rules = 0;
+  std::string all;
+  for (const auto& [chain, stamps] : stamps_by_chain) {
+    all += chain + ':';
+    for (const auto& stamp : stamps) all += stamp + ',';
+    all += ';';
+    rules += stamps.size();
+  }
+  return "rules " + std::to_string(rules) + " digest " + hash16(all);
 }
 
 std::vector<TableDef> with_meta(std::vector<TableDef> tables, std::string_view ir_hash) {
+  std::map<std::string, std::vector<std::string>> stamps;
+  for (const auto& table : tables)
+    for (const auto& chain : table.chains)
+      for (const auto& rule : chain.rules) stamps[table.name + '/' + chain.name].push_back(stamp_of(rule));
   auto filter =
       std::find_if(tables.begin(), tables.end(), [](const TableDef& t) { return t.name == "filter"; });
   if (filter == tables.end()) filter = tables.insert(tables.end(), TableDef{"filter", {}, {}});
-  filter->chains.push_back({std::string(kMetaChain), {meta_rule(ir_hash)}});
+  filter->chains.push_back({std::string(kMetaChain), {meta_rule(ir_hash, rules_summary(stamps))}});
   return tables;
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -99,10 +100,17 @@ std::string ipset_text(const std::vector<SetDef>& sets);
 std::string gate_text(std::string_view gate, bool on);
 std::string ipset_create_line(const SetDef& set, std::string_view name);
 std::string_view family_name(IpFamily f);  // inet / inet6
-// The tables plus fwe-meta in filter, whose one rule carries the IR hash for read_back.
+// The tables plus fwe-meta in filter, whose one rule carries the IR hash and the rules summary of the
+// tables for read_back.
 std::vector<TableDef> with_meta(std::vector<TableDef> tables, std::string_view ir_hash);
-std::string meta_rule(std::string_view ir_hash);
+std::string meta_rule(std::string_view ir_hash, std::string_view summary);
 // The IR hash in a fwe-meta rule, or empty.
 std::string ir_hash_of(std::string_view meta_spec);
+// "rules N digest D": the number of rules and a digest of their stamps, chain by chain in the order of
+// the keys ("table/chain", model names), so that read_back finds rules deleted, added or moved since
+// apply, which per-rule stamps alone cannot show. fwe-meta's own rule does not count.
+std::string rules_summary(const std::map<std::string, std::vector<std::string>>& stamps_by_chain);
+// The rules summary in a fwe-meta rule, or empty (one written before fwe-meta had it).
+std::string summary_of(std::string_view meta_spec);
 
 }  // namespace fwe::iptables

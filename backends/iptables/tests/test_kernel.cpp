@@ -133,6 +133,24 @@ TEST_CASE("read_back reports rules changed behind our back", "[root]") {
   CHECK(read_kernel().drift.empty());
 }
 
+TEST_CASE("read_back reports a rule deleted behind our back", "[root]") {
+  test::enter_scratch_netns();
+  apply_model(render_ok(test::tiny_ruleset()), "h", false);
+  REQUIRE(read_kernel().drift.empty());
+  std::string save = run_tool({"ip6tables-legacy-save"}).out;
+  auto at = save.find("--dports 80 ");
+  REQUIRE(at != std::string::npos);
+  auto line_start = save.rfind('\n', at) + 1;
+  std::string line = save.substr(line_start, save.find('\n', at) - line_start);
+  REQUIRE(run_tool({"ip6tables-legacy-restore", "--noflush"}, "*filter\n-D " + line.substr(3) + "\nCOMMIT\n")
+              .status == 0);
+  auto state = read_kernel();
+  REQUIRE(state.drift.size() == 1);
+  CHECK(state.drift[0].find("ipv6: rules were deleted, added or moved since apply") != std::string::npos);
+  apply_model(render_ok(test::tiny_ruleset()), "h", false);
+  CHECK(read_kernel().drift.empty());
+}
+
 TEST_CASE("foreign rules stay byte for byte the same through apply, re-apply and flush", "[root]") {
   test::enter_scratch_netns();
   load_foreign_rules();
@@ -312,7 +330,8 @@ TEST_CASE("the layout before slots is replaced by the next apply", "[root]") {
               {"iptables-legacy-restore", "--noflush"},
               "*filter\n:fwe-input - [0:0]\n:fwe-meta - [0:0]\n-A fwe-input -m set --match-set fwe-4-old src "
               "-j DROP\n-A fwe-meta " +
-                  meta_rule("old") + "\n-I INPUT 1 -m comment --comment \"fwe:hook\" -j fwe-input\nCOMMIT\n")
+                  meta_rule("old", "") +
+                  "\n-I INPUT 1 -m comment --comment \"fwe:hook\" -j fwe-input\nCOMMIT\n")
               .status == 0);
   CHECK(read_kernel().ir_hash == "old");
   apply_model(render_ok(test::tiny_ruleset()), "new", false);

@@ -222,7 +222,7 @@ TEST_CASE("render text is the ipset and iptables-restore input") {
   CHECK(
       text.find("-I INPUT 1 -m set --match-set fwe-gate src -m comment --comment \"fwe:hook\" -j fwe-input\n"
                 "COMMIT\n") != std::string::npos);
-  CHECK(text.find("-A fwe-meta -m comment --comment \"fwe:ir abc123\"\n") != std::string::npos);
+  CHECK(text.find("-A fwe-meta -m comment --comment \"fwe:ir abc123 rules ") != std::string::npos);
   CHECK(text.find("# ip6tables-legacy-restore --noflush\n*filter\n") != std::string::npos);
 }
 
