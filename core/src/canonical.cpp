@@ -246,6 +246,9 @@ struct Writer {
       case ActionKind::ct_helper:
         out.key("kind").string(to_string(a.kind)).key("target").string(a.target);
         break;
+      case ActionKind::tcp_mss_clamp:
+        out.key("kind").string(to_string(a.kind)).key("mss").number(a.mss);
+        break;
       case ActionKind::set_mark:
         out.key("kind").string(to_string(a.kind)).key("mask").number(a.mark_mask);
         out.key("value").number(a.mark_value);

@@ -211,6 +211,9 @@ void verify(const Ruleset& rs, Diagnostics& diag) {
         if (k == ActionKind::dnat || k == ActionKind::redirect) ok = st == Stage::dnat, need = "dnat";
         if (k == ActionKind::snat || k == ActionKind::masquerade) ok = st == Stage::snat, need = "snat";
         if (k == ActionKind::notrack) ok = is_untracked(st), need = "untracked-in or untracked-out";
+        // After routing, where the route's MTU is known and before the SYN leaves.
+        if (k == ActionKind::tcp_mss_clamp)
+          ok = st == Stage::forward || st == Stage::output, need = "forward or output";
         if (r.match.ct_status) {
           if (auto why = ct_status_never_holds(*r.match.ct_status, st)) {
             diag.error(loc_of(r.origin),

@@ -233,6 +233,7 @@ class StageWalker {
           return {Flow::verdict, settle(v)};
         }
         case ActionKind::log:
+        case ActionKind::tcp_mss_clamp:  // rewrites a TCP option, decides nothing
           record(group, chain.name, index, &rule, what);
           break;
         case ActionKind::ct_helper:

@@ -31,7 +31,7 @@ MARK_BITS = [0x1, 0x2, 0x4, 0x10, 0x80, 0x100, 0x10000, 0x8000000]
 # kinds and actions, and forms of a match some backends refuse (`{not: [eth0, eth1]}`, `{not: [tcp,
 # icmp]}`, `[eth0, vx+]`).
 FEATURES = ("src-mac", "mark", "set-mark", "rate-limit", "pkt-type", "ct-status", "dnat", "redirect", "snat",
-            "masquerade", "ct-helper", "not-iface-list", "not-protocol-list", "iface-prefix-list")
+            "masquerade", "ct-helper", "tcp-mss-clamp", "not-iface-list", "not-protocol-list", "iface-prefix-list")
 NAT_ACTIONS = {"dnat": ["dnat", "redirect"], "snat": ["snat", "masquerade"]}
 # Where ct-status may be matched (docs/ir.md): not before conntrack, not in dnat; in snat only with dnat.
 STAGE_CT_STATUS = {"prednat", "input", "forward", "output", "snat"}
@@ -349,12 +349,16 @@ class Generator:
             choices += ["set-mark"] * 2
         if stage in UNTRACKED and self.has("ct-helper"):
             choices.append("ct-helper")
+        if stage in ("forward", "output") and self.has("tcp-mss-clamp"):
+            choices.append("tcp-mss-clamp")
         choices += [nat for nat in NAT_ACTIONS.get(stage, []) for _ in range(3) if self.has(nat)]
         action = rng.choice(choices)
         if action == "set-mark":
             return {"action": "set-mark", "set-mark": self.set_mark()}
         if action in ("dnat", "redirect", "snat", "masquerade"):
             return self.nat_rewrite(stage, rule, action)
+        if action == "tcp-mss-clamp":  # rewrites SYNs' MSS option, decides nothing
+            return {"action": action, "mss": rng.choice(["pmtu", 536, 1400])}
         if action == "ct-helper":
             # The helper's protocol (iptables' CT target needs one that is not negated).
             helper = rng.choice(sorted(HELPERS))

@@ -296,6 +296,7 @@ class Compiler {
         case ActionKind::snat:
         case ActionKind::masquerade:
         case ActionKind::ct_helper:
+        case ActionKind::tcp_mss_clamp:
           refuse(rule, "action " + std::string(to_string(a.kind)));
           break;
       }

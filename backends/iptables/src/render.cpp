@@ -661,6 +661,7 @@ class FamilyRenderer {
                            a.kind == ActionKind::snat || a.kind == ActionKind::masquerade) &&
                           a.nat_port;
     if (nat_port) required = kNatPortProtocols;
+    if (a.kind == ActionKind::tcp_mss_clamp) required = std::set<std::uint8_t>{6};
     const Family family = family_ == IpFamily::v4 ? Family::ipv4 : Family::ipv6;
     if (a.nat_addr && a.nat_addr->family != family) return;  // NAT to the other family: not for us
 
@@ -730,6 +731,11 @@ class FamilyRenderer {
           return;
         // CT needs the rule's own protocol, so no fwe-a- chain; a second CT leaves the first one's helper.
         target = "-j CT --helper " + a.target;
+        break;
+      case ActionKind::tcp_mss_clamp:
+        // TCPMSS needs the rule's own SYN match, so no fwe-a- chain; clamping twice changes nothing.
+        target = "-m tcp --tcp-flags SYN,RST SYN -j TCPMSS " +
+                 (a.mss ? "--set-mss " + std::to_string(a.mss) : std::string("--clamp-mss-to-pmtu"));
         break;
       case ActionKind::jump:
         target = "-j " + ir_chain(t, a.target);

@@ -82,6 +82,9 @@ struct Expr {
     redir,   // regs
     masq,    // regs
     notrack,
+    rt_load,       // key -> reg 1
+    byteorder,     // reg 1 = hton(reg 1), len bytes in elements of offset bytes
+    exthdr_write,  // reg 1 -> TCP option key at offset, len bytes
   };
   Kind kind = Kind::counter;
   std::uint32_t key = 0;  // meta/ct key, payload base, cmp/range op, reject type, nat type, verdict code

@@ -265,14 +265,36 @@ nftnl_expr* build_expr(const Expr& x, const std::vector<std::uint32_t>& anon_ids
     case Expr::Kind::notrack:
       e = make("notrack");
       break;
+    case Expr::Kind::rt_load:
+      e = make("rt");
+      nftnl_expr_set_u32(e, NFTNL_EXPR_RT_KEY, x.key);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_RT_DREG, NFT_REG_1);
+      break;
+    case Expr::Kind::byteorder:
+      e = make("byteorder");
+      nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_SREG, NFT_REG_1);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_DREG, NFT_REG_1);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_OP, NFT_BYTEORDER_HTON);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_LEN, x.len);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_SIZE, x.offset);
+      break;
+    case Expr::Kind::exthdr_write:
+      e = make("exthdr");
+      nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_SREG, NFT_REG_1);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_OP, NFT_EXTHDR_OP_TCPOPT);
+      nftnl_expr_set_u8(e, NFTNL_EXPR_EXTHDR_TYPE, static_cast<std::uint8_t>(x.key));
+      nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_OFFSET, x.offset);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_LEN, x.len);
+      break;
   }
   return e;
 }
 
 const char* kind_name(Expr::Kind kind) {
   static constexpr const char* kNames[] = {
-      "meta",      "meta",    "ct",    "payload", "cmp",    "range", "bitwise", "lookup", "immediate",
-      "immediate", "counter", "limit", "log",     "reject", "nat",   "redir",   "masq",   "notrack"};
+      "meta",   "meta",      "ct",        "payload", "cmp",   "range",     "bitwise",
+      "lookup", "immediate", "immediate", "counter", "limit", "log",       "reject",
+      "nat",    "redir",     "masq",      "notrack", "rt",    "byteorder", "exthdr"};
   return kNames[static_cast<std::size_t>(kind)];
 }
 

@@ -1088,6 +1088,24 @@ class Translator {
         refuse(origin, "nft backend: ct-helper is not supported",
                "load the helper with a separate nft table");
         return {};
+      case ir::ActionKind::tcp_mss_clamp: {
+        // SYNs (and SYN+ACKs) only; the kernel lowers the option, never raises it. The MSS option is
+        // kind 2, its value 2 bytes at offset 2.
+        add(r, "meta l4proto 6", {meta_load(NFT_META_L4PROTO), cmp(NFT_CMP_EQ, {6})});
+        add(r, "tcp flags syn",
+            {payload(NFT_PAYLOAD_TRANSPORT_HEADER, 13, 1),
+             {.kind = Expr::Kind::bitwise, .len = 1, .data = {0x02}, .data_to = {0x00}},
+             cmp(NFT_CMP_NEQ, {0x00})});
+        const Expr write{.kind = Expr::Kind::exthdr_write, .key = 2, .offset = 2, .len = 2};
+        if (a.mss)
+          add(r, "tcp option maxseg size set " + std::to_string(a.mss), {immediate(1, be16(a.mss)), write});
+        else
+          add(r, "tcp option maxseg size set rt mtu",
+              {{.kind = Expr::Kind::rt_load, .key = NFT_RT_TCPMSS},
+               {.kind = Expr::Kind::byteorder, .offset = 2, .len = 2},
+               write});
+        break;
+      }
     }
     return {std::move(tail)};
   }

@@ -152,6 +152,15 @@ Ruleset kitchen_sink_ruleset() {
   };
   rs.chains["everything"] = Chain{"everything", rules, origin(39, "GlobalNetworkPolicy sink")};
   rs.chains["passer"] = Chain{"passer", {rule(60, ActionKind::pass)}, origin(59, "pass")};
+  rs.chains["clamp"] =
+      Chain{"clamp",
+            {rule(62, ActionKind::tcp_mss_clamp), rule(63, ActionKind::tcp_mss_clamp,
+                                                       [](Match& m, Action& a) {
+                                                         m.dst_port.push_back({false, {{443, 443}}});
+                                                         m.protocols = std::vector<std::uint8_t>{6};
+                                                         a.mss = 1400;
+                                                       })},
+            origin(61, "clamp")};
   rs.chains["nat-in"] = Chain{"nat-in",
                               {rule(70, ActionKind::dnat,
                                     [](Match& m, Action& a) {
@@ -200,8 +209,8 @@ Ruleset kitchen_sink_ruleset() {
   by_mac.conntrack = Conntrack::accept_established;
   rs.stage(Stage::forward).sections.push_back(Section{"first", false, {classified, by_mac}});
   rs.stage(Stage::forward)
-      .sections.push_back(
-          Section{"second", true, {endpoint("any", {"everything"}, Verdict::continue_, Verdict::accept)}});
+      .sections.push_back(Section{
+          "second", true, {endpoint("any", {"clamp", "everything"}, Verdict::continue_, Verdict::accept)}});
   rs.stage(Stage::untracked_in)
       .sections.push_back(
           Section{"raw", false, {endpoint("raw", {"raw"}, Verdict::continue_, Verdict::continue_)}});

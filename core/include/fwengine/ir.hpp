@@ -48,7 +48,7 @@ enum class CtStatus : std::uint8_t {
 
 inline constexpr std::size_t kStageCount = static_cast<std::size_t>(Stage::snat) + 1;
 inline constexpr std::size_t kMatchKindCount = static_cast<std::size_t>(MatchKind::ct_status) + 1;
-inline constexpr std::size_t kActionKindCount = static_cast<std::size_t>(ActionKind::ct_helper) + 1;
+inline constexpr std::size_t kActionKindCount = static_cast<std::size_t>(ActionKind::tcp_mss_clamp) + 1;
 inline constexpr std::size_t kCtStateCount = static_cast<std::size_t>(CtState::untracked) + 1;
 inline constexpr std::size_t kCtStatusCount = static_cast<std::size_t>(CtStatus::snat) + 1;
 
@@ -193,6 +193,7 @@ struct Action {
   std::uint32_t mark_mask = 0xffffffff;
   std::optional<IpAddr> nat_addr;     // dnat, snat
   std::optional<PortRange> nat_port;  // dnat, redirect, snat, masquerade
+  std::uint16_t mss = 0;              // tcp-mss-clamp: the MSS TCP SYNs get at most; 0: the route's MTU's
 };
 
 struct Rule {

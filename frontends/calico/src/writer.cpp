@@ -354,6 +354,9 @@ std::optional<std::string> Writer::action_of(const ir::Rule& rule) {
     case ir::ActionKind::ct_helper:
       cannot(rule.origin, "conntrack helper '" + action.target + "': Calico policy cannot assign helpers");
       return std::nullopt;
+    case ir::ActionKind::tcp_mss_clamp:
+      cannot(rule.origin, "tcp-mss-clamp: Calico policy cannot rewrite TCP options");
+      return std::nullopt;
     default:
       cannot(rule.origin, std::string(ir::to_string(action.kind)) + " in a filter stage");
       return std::nullopt;
@@ -672,7 +675,8 @@ void Writer::report_other_stages() {
               pending.push_back(rule.action.target);
             } else if (kind == ir::ActionKind::dnat || kind == ir::ActionKind::redirect ||
                        kind == ir::ActionKind::snat || kind == ir::ActionKind::masquerade ||
-                       kind == ir::ActionKind::set_mark || kind == ir::ActionKind::ct_helper) {
+                       kind == ir::ActionKind::set_mark || kind == ir::ActionKind::ct_helper ||
+                       kind == ir::ActionKind::tcp_mss_clamp) {
               action_of(rule);
             } else {
               cannot(rule.origin, std::string(ir::to_string(kind)) + " in stage " +

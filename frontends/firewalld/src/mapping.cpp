@@ -950,14 +950,18 @@ class Mapper {
   void add_rich(Owner& o, const RichRule& rule, std::int32_t index, const Policy* policy) {
     const ir::Origin from{rule.loc, o.label + ": " + rule.text, index};
     const RichElement& element = rule.element;
-    if (element.kind == RichElement::Kind::tcp_mss_clamp) {
-      diag_.warning(
-          rule.loc,
-          "tcp-mss-clamp is not carried over: the IR cannot rewrite TCP options (" + rule.text + ")",
-          "clamp the MSS on the router's interfaces instead");
-      return;
-    }
     Stage stage = policy ? filter_stage(*policy) : Stage::input;
+    if (element.kind == RichElement::Kind::tcp_mss_clamp) {
+      // A zone's clamp is for what it forwards (Z→ANY, §4.3); a policy's where its traffic leaves.
+      if (!policy) stage = Stage::forward;
+      if (stage == Stage::input) {
+        diag_.warning(rule.loc,
+                      "tcp-mss-clamp is not carried over: policy " + policy->name +
+                          " delivers to the host, where no SYN is forwarded or sent (" + rule.text + ")",
+                      "put the clamp in a policy that forwards or sends");
+        return;
+      }
+    }
     if (element.kind == RichElement::Kind::forward_port) stage = Stage::dnat;
     if (element.kind == RichElement::Kind::masquerade) stage = Stage::snat;
     if (rule.action.kind == RichAction::Kind::mark) stage = Stage::prednat;
@@ -1022,7 +1026,11 @@ class Mapper {
         implied = forward_port_rule(o, *element.forward_port, ir::Match{}, &from);
         break;
       case RichElement::Kind::tcp_mss_clamp:
-        return;
+        matches.push_back(base);
+        implied = make_rule(ir::Match{}, ir::ActionKind::tcp_mss_clamp, from);
+        if (element.mss_value != "pmtu")
+          implied->action.mss = static_cast<std::uint16_t>(std::stoul(element.mss_value));
+        break;
     }
 
     if (!expand_port_ipset(matches, rule, false, set_prefix, from) ||

@@ -268,10 +268,11 @@ std::optional<Problem> check(const RawRule& r, RichRule& out) {
     e.kind = RichElement::Kind::tcp_mss_clamp;
     if (r.action.present()) return Problem{"tcp-mss-clamp cannot have an action", "remove the action"};
     const std::string value = attribute_or_empty(raw, "value");
+    const auto number = parse_signed(value).value_or(0);
     const bool number_ok =
-        parse_signed(value).value_or(0) >= 536 && value.find_first_not_of("0123456789") == std::string::npos;
+        number >= 536 && number <= 65535 && value.find_first_not_of("0123456789") == std::string::npos;
     if (!value.empty() && value != "pmtu" && value != "None" && !number_ok)
-      return Problem{"invalid tcp-mss-clamp value '" + value + "'", "use pmtu or a number >= 536"};
+      return Problem{"invalid tcp-mss-clamp value '" + value + "'", "use pmtu or a number from 536 to 65535"};
     e.mss_value = value.empty() || value == "None" ? "pmtu" : value;
   }
 

@@ -105,10 +105,9 @@ const std::vector<std::string_view> kTopFields{"apiVersion", "failsafe", "sets",
 const std::vector<std::string_view> kFailsafeFields{"inbound", "outbound"};
 const std::vector<std::string_view> kFailsafeEntryFields{"protocol", "port", "net"};
 const std::vector<std::string_view> kRuleFields{
-    "iif",        "oif",       "family", "protocol",    "src",     "dst",      "sport",
-    "dport",      "icmp",      "icmpv6", "ct-state",    "src-mac", "pkt-type", "mark",
-    "rate-limit", "ct-status", "action", "reject-with", "prefix",  "level",    "target",
-    "helper",     "set-mark",  "to",     "to-port"};
+    "iif",    "oif",      "family",  "protocol", "src",  "dst",        "sport",     "dport",  "icmp",
+    "icmpv6", "ct-state", "src-mac", "pkt-type", "mark", "rate-limit", "ct-status", "action", "reject-with",
+    "prefix", "level",    "target",  "helper",   "mss",  "set-mark",   "to",        "to-port"};
 const std::vector<std::string_view> kSectionFields{"name", "honour-allow", "endpoints"};
 const std::vector<std::string_view> kEndpointFields{
     "name", "iif", "oif", "src", "dst", "src-mac", "conntrack", "failsafe", "groups", "chains", "default"};
@@ -128,6 +127,7 @@ const std::vector<ActionArgument> kActionArguments{
     {"level", {ir::ActionKind::log}},
     {"target", {ir::ActionKind::jump}},
     {"helper", {ir::ActionKind::ct_helper}},
+    {"mss", {ir::ActionKind::tcp_mss_clamp}},
     {"set-mark", {ir::ActionKind::set_mark}},
     {"to", {ir::ActionKind::dnat, ir::ActionKind::snat}},
     {"to-port",
@@ -152,6 +152,8 @@ bool action_fits_stage(ir::ActionKind kind, ir::Stage stage) {
       return stage == ir::Stage::snat;
     case ir::ActionKind::notrack:
       return ir::is_untracked(stage);
+    case ir::ActionKind::tcp_mss_clamp:
+      return stage == ir::Stage::forward || stage == ir::Stage::output;
     default:
       return true;
   }
@@ -165,6 +167,8 @@ std::string stages_for(ir::ActionKind kind) {
     case ir::ActionKind::snat:
     case ir::ActionKind::masquerade:
       return std::string(ir::to_string(ir::Stage::snat));
+    case ir::ActionKind::tcp_mss_clamp:
+      return "forward or output";
     default:
       return std::string(ir::to_string(ir::Stage::untracked_in)) + " or " +
              std::string(ir::to_string(ir::Stage::untracked_out));
@@ -1119,6 +1123,18 @@ void PolicyReader::Impl::read_action(const Node& rule_node, const ir::Match& mat
       if (need("helper", "ftp"))
         if (auto helper = text_of(*rule_node.find("helper"), "helper", "a conntrack helper name"))
           action.target = std::string(*helper);
+      break;
+    case ir::ActionKind::tcp_mss_clamp:
+      // pmtu (the default): what the route's MTU leaves; or a fixed MSS, at least IPv4's minimum.
+      if (const Node* mss = rule_node.find("mss"); mss && mss->text() != "pmtu") {
+        if (auto number = unsigned_of(*mss, mss->text(), "mss", 65535)) {
+          if (*number < 536)
+            error(*mss, "mss: " + mss->text() + " is below 536, the smallest MSS every host must take",
+                  "use pmtu or a value from 536 to 65535");
+          else
+            action.mss = static_cast<std::uint16_t>(*number);
+        }
+      }
       break;
     case ir::ActionKind::set_mark:
       if (need("set-mark", "0x1")) {

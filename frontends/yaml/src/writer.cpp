@@ -412,6 +412,12 @@ void Writer::write_action(const ir::Action& action, const ir::Origin& origin) {
       key("helper");
       str(action.target);
       break;
+    case ir::ActionKind::tcp_mss_clamp:
+      if (action.mss) {
+        key("mss");
+        out_ << action.mss;
+      }
+      break;
     case ir::ActionKind::set_mark:
       key("set-mark");
       if (action.mark_mask == 0xffffffff)

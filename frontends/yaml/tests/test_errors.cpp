@@ -77,7 +77,7 @@ TEST_CASE("bad inputs report file:line:col with a hint", "[errors]") {
       {kHead + "chains:\n  c:\n    - {protocol: tcp, dport: 22}\n",
        "bad.yaml:4:7: error: the rule has no action (add action: accept | allow | drop | reject | log | pass "
        "| jump | "
-       "return | set-mark | notrack | dnat | redirect | snat | masquerade | ct-helper)"},
+       "return | set-mark | notrack | dnat | redirect | snat | masquerade | ct-helper | tcp-mss-clamp)"},
       {kHead + "chains:\n  c:\n    - {action: accept, reject-with: tcp-reset}\n",
        "bad.yaml:4:37: error: 'reject-with' only goes with action reject, not 'accept' (remove reject-with "
        "or change "
