@@ -2,10 +2,7 @@
 // one-rule policy change takes. Root; runs in a network and mount namespace of its own.
 //   build/bin/ebpf_bench [repeat]     (repeat for the small cases; scaled down as the rules grow, so
 //                                     that a case takes seconds, not minutes: the scan is linear)
-#include <bpf/bpf.h>
-#include <linux/bpf.h>
 #include <linux/pkt_cls.h>
-#include <net/if.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <unistd.h>
@@ -75,23 +72,9 @@ ir::Ruleset ruleset(std::size_t rules, std::size_t elements) {
 
 double ns_per_packet(int repeat) {
   auto p = test::packet("d0", "", "10.0.0.20", "10.0.0.1", 6, 40000, 80);
-  auto frame = test::frame_of(p);
-  const int ifindex = static_cast<int>(if_nametoindex("d0"));
-  const int fd = Kernel::attached_program(ifindex, true);
-  must(fd >= 0, "finding the attached program");
-  __sk_buff ctx{};
-  ctx.ifindex = static_cast<__u32>(ifindex);
-  bpf_test_run_opts opts{};
-  opts.sz = sizeof opts;
-  opts.data_in = frame.data();
-  opts.data_size_in = static_cast<__u32>(frame.size());
-  opts.ctx_in = &ctx;
-  opts.ctx_size_in = sizeof ctx;
-  opts.repeat = static_cast<__u32>(repeat);
-  must(bpf_prog_test_run_opts(fd, &opts) == 0, "BPF_PROG_TEST_RUN");
-  close(fd);
-  must(opts.retval == TC_ACT_OK, "the accepting rule");
-  return opts.duration;
+  const test::TestRun run = test::test_run(p, true, test::kTcpSyn, static_cast<std::uint32_t>(repeat));
+  must(run.retval == TC_ACT_OK, "the accepting rule");
+  return run.duration_ns;
 }
 
 double apply_ms(EbpfBackend& backend, const ir::Ruleset& rs) {

@@ -382,10 +382,7 @@ std::vector<std::uint8_t> frame_of(const trace::Packet& p, std::uint8_t tcp_flag
   return out;
 }
 
-namespace {
-
-// True if let through; the packet's mark becomes the one the program left.
-bool run_program(trace::Packet& p, bool ingress, std::uint8_t tcp_flags) {
+TestRun test_run(const trace::Packet& p, bool ingress, std::uint8_t tcp_flags, std::uint32_t repeat) {
   const std::string& ifname = ingress ? p.iif : p.oif;
   const int ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
   if (ifindex <= 0) throw std::runtime_error("no interface " + ifname);
@@ -396,22 +393,32 @@ bool run_program(trace::Packet& p, bool ingress, std::uint8_t tcp_flags) {
   __sk_buff ctx{};
   ctx.ifindex = static_cast<__u32>(ifindex);
   ctx.mark = p.mark;
+  __sk_buff ctx_out{};
   bpf_test_run_opts opts{};
   opts.sz = sizeof opts;
   opts.data_in = frame.data();
   opts.data_size_in = static_cast<__u32>(frame.size());
   opts.ctx_in = &ctx;
   opts.ctx_size_in = sizeof ctx;
-  __sk_buff ctx_out{};
   opts.ctx_out = &ctx_out;
   opts.ctx_size_out = sizeof ctx_out;
+  opts.repeat = repeat;
   const int rc = bpf_prog_test_run_opts(fd, &opts);
   close(fd);
   if (rc != 0) throw std::runtime_error("BPF_PROG_TEST_RUN failed on " + ifname);
-  p.mark = ctx_out.mark;
-  if (opts.retval != TC_ACT_OK && opts.retval != TC_ACT_SHOT)
-    throw std::runtime_error("unexpected tc verdict " + std::to_string(opts.retval) + " on " + ifname);
-  return opts.retval == TC_ACT_OK;
+  return {static_cast<int>(opts.retval), opts.duration, ctx_out.mark};
+}
+
+namespace {
+
+// True if let through; the packet's mark becomes the one the program left.
+bool run_program(trace::Packet& p, bool ingress, std::uint8_t tcp_flags) {
+  const TestRun run = test_run(p, ingress, tcp_flags);
+  if (run.retval != TC_ACT_OK && run.retval != TC_ACT_SHOT)
+    throw std::runtime_error("unexpected tc verdict " + std::to_string(run.retval) + " on " +
+                             (ingress ? p.iif : p.oif));
+  p.mark = run.mark;
+  return run.retval == TC_ACT_OK;
 }
 
 }  // namespace

@@ -30,6 +30,17 @@ std::string describe(const trace::Packet&);
 inline constexpr std::uint8_t kTcpSyn = 0x02, kTcpSynAck = 0x12, kTcpAck = 0x10;
 std::vector<std::uint8_t> frame_of(const trace::Packet&, std::uint8_t tcp_flags = kTcpSyn);
 
+// One BPF_PROG_TEST_RUN (repeated `repeat` times) of the program fwengine attached to the packet's iif
+// (ingress) or oif (egress) in the current network namespace: the tc verdict, the mean time per run and
+// the mark the program left. Throws std::runtime_error where no program is attached or the run fails.
+struct TestRun {
+  int retval = 0;
+  std::uint32_t duration_ns = 0;
+  std::uint32_t mark = 0;
+};
+TestRun test_run(const trace::Packet&, bool ingress, std::uint8_t tcp_flags = kTcpSyn,
+                 std::uint32_t repeat = 1);
+
 // What the programs fwengine attached in the current network namespace do with the packet, through
 // BPF_PROG_TEST_RUN: true if let through (TC_ACT_OK). A packet with an iif runs the ingress program of
 // iif, one without the egress program of oif; one from the host to itself (oif lo, no iif) runs lo's
