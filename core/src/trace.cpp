@@ -292,11 +292,14 @@ class StageWalker {
         case ActionKind::snat:
         case ActionKind::masquerade: {
           const auto before = std::pair{packet_.src, packet_.sport};
-          if (a.nat_addr) packet_.src = *a.nat_addr;
           // masquerade takes the output interface's address, where trace was told it
-          const bool unknown = a.kind == ActionKind::masquerade && !a.nat_addr && !packet_.oif_addr;
-          if (a.kind == ActionKind::masquerade && !a.nat_addr && packet_.oif_addr)
+          bool unknown = false;
+          if (a.nat_addr)
+            packet_.src = *a.nat_addr;
+          else if (a.kind == ActionKind::masquerade && packet_.oif_addr)
             packet_.src = *packet_.oif_addr;
+          else
+            unknown = a.kind == ActionKind::masquerade;
           if (a.nat_port) packet_.sport = a.nat_port->lo;
           if (unknown || before != std::pair{packet_.src, packet_.sport})
             packet_.ct_status[static_cast<std::size_t>(CtStatus::snat)] = true;

@@ -344,7 +344,7 @@ __attribute__((noinline)) int fwe_rule_matches(const struct fwe_rule* r, const s
     if (!pkt->has_mac) return 0; /* out, or in on lo: no Ethernet source, so no MAC match, negated or not */
     int in = 0;
     for (int i = 0; i < FWE_MAX_MACS; i++)
-      if (pkt->has_mac && i < r->mac_count && same_mac(r->macs[i], pkt->smac)) in = 1;
+      if (i < r->mac_count && same_mac(r->macs[i], pkt->smac)) in = 1;
     if (in != (r->mac_mode == FWE_TRI_IS)) return 0;
   }
   if (r->mark_mode != FWE_TRI_NONE &&

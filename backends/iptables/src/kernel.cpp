@@ -774,9 +774,10 @@ KernelState read_kernel() {
       }
       text += "COMMIT\n";
     }
-    if (!applied_summary.empty() && applied_summary != rules_summary(stamps))
+    if (const std::string now_summary = rules_summary(stamps);
+        !applied_summary.empty() && applied_summary != now_summary)
       state.drift.push_back(family + ": rules were deleted, added or moved since apply (" + applied_summary +
-                            " applied, " + rules_summary(stamps) + " now)");
+                            " applied, " + now_summary + " now)");
   }
   if (leftover_chains + leftover_sets > 0)
     state.drift.push_back("an interrupted apply (or an older fwengine) left " +
