@@ -75,6 +75,18 @@ for round in 1 2 3; do
   holds_one_of "round $round: after a flush race, one whole policy or nothing" "$hash_a" "$hash_b" none
 done
 
+# The daemon reloads after its debounce, later still on a loaded machine: wait until what status reports
+# (hash and apply time) has stayed the same for a second.
+settle() {
+  local last="" now
+  for _ in $(seq 30); do
+    now=$(fwe --json status)
+    [ "$now" = "$last" ] && return
+    last=$now
+    sleep 1
+  done
+}
+
 # A daemon that reloads on every change of its file, while applies of the other policy race it.
 cp "$policy_a" "$work/policy.yaml"
 # The engine itself, not a shell around it: its pid is what gets SIGTERM.
@@ -90,7 +102,7 @@ for round in 1 2 3; do
   cp "$policy_a" "$work/policy.yaml.new" && mv "$work/policy.yaml.new" "$work/policy.yaml"
   start -f "$policy_b" apply
   all_succeed "daemon round $round: applies racing the daemon's reloads"
-  sleep 0.5  # the daemon's debounce, then its reload
+  settle
   holds_one_of "daemon round $round: one whole policy" "$hash_a" "$hash_b"
 done
 kill "$daemon_pid"
