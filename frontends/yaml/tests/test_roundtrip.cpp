@@ -87,7 +87,11 @@ TEST_CASE("a ruleset from elsewhere is written with shapes that read back the sa
   dnatted.match.ct_status = std::vector<CtStatus>{CtStatus::dnat};
   Rule nated;
   nated.match.ct_status = std::vector<CtStatus>{CtStatus::snat, CtStatus::dnat};
-  ruleset.chains["zone public"] = {"zone public", {rule, second, dnatted, nated}, {}};
+  Rule clamp_pmtu, clamp_fixed;
+  clamp_pmtu.action.kind = clamp_fixed.action.kind = ActionKind::tcp_mss_clamp;
+  clamp_fixed.action.mss = 1400;
+  ruleset.chains["zone public"] = {
+      "zone public", {rule, second, dnatted, nated, clamp_pmtu, clamp_fixed}, {}};
   Endpoint endpoint;
   endpoint.name = "010";
   endpoint.match.src_set = "zone public sources";
@@ -105,6 +109,8 @@ TEST_CASE("a ruleset from elsewhere is written with shapes that read back the sa
   CHECK(fwe::canonical::hash(again) == fwe::canonical::hash(ruleset));
   CHECK(written->find("- {ct-status: dnat, action: accept}") != std::string::npos);
   CHECK(written->find("- {ct-status: [snat, dnat], action: accept}") != std::string::npos);
+  CHECK(written->find("- {action: tcp-mss-clamp}") != std::string::npos);
+  CHECK(written->find("- {action: tcp-mss-clamp, mss: 1400}") != std::string::npos);
 }
 
 TEST_CASE("what the format cannot say is refused with the rule's place", "[roundtrip]") {
