@@ -56,8 +56,15 @@ std::string canonical_limit(const std::string& value) {
   return value;
 }
 
+// Inside double quotes the lexer (split_words) takes \\ and \" for \ and ": escape them so that the text
+// reads back as the same value.
 std::string quoted(const std::string& key, const std::string& value) {
-  return " " + key + "=\"" + value + "\"";
+  std::string out = " " + key + "=\"";
+  for (char c : value) {
+    if (c == '\\' || c == '"') out += '\\';
+    out += c;
+  }
+  return out + "\"";
 }
 
 std::string limit_text(const std::optional<std::string>& limit) {
