@@ -357,6 +357,7 @@ class Topology:
         self.macs = {}  # (ns, ifname) -> MAC, for the link ends the spec gives one
         self.addresses = {ns: [] for ns in spec["namespaces"]}
         self.redirect_addresses = {}  # (ns, ifname, family, scope) -> address, see redirect_address
+        self.source_routes = {}  # (ns, address) -> interface or "none", see source_route
         self.interfaces = {ns: ["lo"] + [d["ifname"] for d in spec["namespaces"][ns]["dummies"]]
                            for ns in spec["namespaces"]}
         for ns, ns_spec in spec["namespaces"].items():
@@ -500,6 +501,19 @@ class Topology:
                                                  if family == 4 or info.get("scope") == scope), None)
         return self.redirect_addresses[key]
 
+    def source_route(self, ns, src, iif):
+        """The interface ns routes src out of, as the kernel's reverse-path check looks it up: "none" for
+        no route or a local, unreachable, blackhole or prohibit one; a link-local source belongs to iif."""
+        if ipaddress.ip_address(src).is_link_local:
+            return iif
+        key = (ns, src)
+        if key not in self.source_routes:
+            completed = self.ip(ns, "-j", "route", "get", src, check=False)
+            route = json.loads(completed.stdout)[0] if completed.returncode == 0 and completed.stdout.strip() else {}
+            usable = route.get("type", "unicast") == "unicast" and route.get("dev") not in (None, "lo")
+            self.source_routes[key] = route["dev"] if usable else "none"
+        return self.source_routes[key]
+
     def trace_packets(self, host, probe):
         """Which packet(s) `fwengine trace` must evaluate for this probe, as seen by the protected host:
         interfaces found by following the kernel's routes from the probe's namespace to the host. Empty if
@@ -528,6 +542,7 @@ class Topology:
                     packets = [{"iif": peer_if} if local else
                                {"iif": peer_if, "oif": onward["dev"], "oif_addr": onward.get("prefsrc")}]
                     packets[0]["iif_addr"] = self.redirect_address(host, peer_if, probe["to"])
+                    packets[0]["src_route"] = self.source_route(host, src, peer_if)
                     # The sender's MAC, where the spec fixes it (a kernel-chosen one is not known here).
                     if (current, route["dev"]) in self.macs:
                         packets[0]["src_mac"] = self.macs[(current, route["dev"])]
@@ -592,7 +607,7 @@ class Engine:
         args = self.policy_args(policy, backend, netns) + ["--json", "trace"]
         for key, option in (("iif", "--iif"), ("oif", "--oif"), ("src", "--src"), ("dst", "--dst"),
                             ("src_mac", "--src-mac"), ("sport", "--sport"), ("oif_addr", "--oif-addr"),
-                            ("iif_addr", "--iif-addr")):
+                            ("iif_addr", "--iif-addr"), ("src_route", "--src-route")):
             if packet.get(key):
                 args += [option, str(packet[key])]
         v6 = ipaddress.ip_address(packet["dst"]).version == 6

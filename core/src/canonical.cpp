@@ -222,6 +222,10 @@ struct Writer {
           .key("unit")
           .string(m.rate_limit->unit)
           .close_object();
+    if (m.rpf) {
+      out.key("rpf").open_object().key("mode").string(to_string(*m.rpf));
+      out.key("negate").boolean(m.rpf_negate).close_object();
+    }
     addrs("src-addr", m.src_addr);
     if (m.src_mac) {
       out.key("src-mac").open_object().key("any");

@@ -62,14 +62,14 @@ constexpr CommandInfo kCommands[] = {
 // Options that belong to one command only; using them with another is a usage error.
 const std::map<std::string, std::set<std::string>>& command_options() {
   static const std::map<std::string, std::set<std::string>> table = {
-      {"dry-run", {"apply"}},       {"full", {"apply"}},     {"confirm", {"apply"}},
-      {"exit-code", {"diff"}},      {"iif", {"trace"}},      {"oif", {"trace"}},
-      {"src", {"trace"}},           {"dst", {"trace"}},      {"proto", {"trace"}},
-      {"sport", {"trace"}},         {"dport", {"trace"}},    {"icmp-type", {"trace"}},
-      {"icmp-code", {"trace"}},     {"state", {"trace"}},    {"src-mac", {"trace"}},
-      {"oif-addr", {"trace"}},      {"iif-addr", {"trace"}}, {"to", {"migrate"}},
-      {"output", {"migrate"}},      {"watch", {"daemon"}},   {"ct-status", {"trace"}},
-      {"metrics-file", {"daemon"}},
+      {"dry-run", {"apply"}},   {"full", {"apply"}},          {"confirm", {"apply"}},
+      {"exit-code", {"diff"}},  {"iif", {"trace"}},           {"oif", {"trace"}},
+      {"src", {"trace"}},       {"dst", {"trace"}},           {"proto", {"trace"}},
+      {"sport", {"trace"}},     {"dport", {"trace"}},         {"icmp-type", {"trace"}},
+      {"icmp-code", {"trace"}}, {"state", {"trace"}},         {"src-mac", {"trace"}},
+      {"oif-addr", {"trace"}},  {"iif-addr", {"trace"}},      {"src-route", {"trace"}},
+      {"to", {"migrate"}},      {"output", {"migrate"}},      {"watch", {"daemon"}},
+      {"ct-status", {"trace"}}, {"metrics-file", {"daemon"}},
   };
   return table;
 }
@@ -122,6 +122,8 @@ po::options_description describe_options() {
       ("src-mac", po::value<std::string>(), "trace: source MAC address")
       ("oif-addr", po::value<std::string>(), "trace: the output interface's address (masquerade's source)")
       ("iif-addr", po::value<std::string>(), "trace: the input interface's address (redirect's destination)")
+      ("src-route", po::value<std::string>(),
+       "trace: the interface the host routes the source address out of, or none (rpf; default: --iif)")
       ("ct-status", po::value<std::string>(), "trace: the connection was NATed: dnat, snat or dnat,snat")
       ("to", po::value<std::string>(), "migrate: yaml or calico (a frontend that can write)")
       ("output,o", po::value<std::string>(), "migrate: output directory (default .)")
@@ -610,6 +612,11 @@ class Session {
       if (!addr || addr->family != p.src.family)
         throw UsageError("--iif-addr '" + str("iif-addr") + "' is not an address of the packet's family");
       p.iif_addr = *addr;
+    }
+    if (vm.count("src-route")) {
+      if (p.iif.empty())
+        throw UsageError("--src-route needs --iif: it is checked against the input interface");
+      p.src_route = str("src-route") == "none" ? "" : str("src-route");
     }
     return p;
   }

@@ -48,6 +48,11 @@ constexpr std::array<std::string_view, kCtStatusCount> kCtStatusNames = {
 #include "fwengine/vocab.def"
 #undef FWE_CTSTATUS
 };
+constexpr std::array<std::string_view, kRpfModeCount> kRpfModeNames = {
+#define FWE_RPF(id, text) text,
+#include "fwengine/vocab.def"
+#undef FWE_RPF
+};
 constexpr std::array<std::string_view, 3> kConntrackNames = {"none", "accept-established",
                                                              "accept-established-drop-invalid"};
 }  // namespace
@@ -70,6 +75,9 @@ std::string_view to_string(CtState c) {
 std::string_view to_string(CtStatus c) {
   return kCtStatusNames[static_cast<std::size_t>(c)];
 }
+std::string_view to_string(RpfMode m) {
+  return kRpfModeNames[static_cast<std::size_t>(m)];
+}
 std::string_view to_string(Conntrack c) {
   return kConntrackNames[static_cast<std::size_t>(c)];
 }
@@ -88,6 +96,9 @@ std::optional<CtState> parse_ct_state(std::string_view w) {
 std::optional<CtStatus> parse_ct_status(std::string_view w) {
   return lookup<CtStatus>(kCtStatusNames, w);
 }
+std::optional<RpfMode> parse_rpf_mode(std::string_view w) {
+  return lookup<RpfMode>(kRpfModeNames, w);
+}
 std::optional<Conntrack> parse_conntrack(std::string_view w) {
   return lookup<Conntrack>(kConntrackNames, w);
 }
@@ -102,6 +113,9 @@ std::vector<std::string_view> ct_state_names() {
 }
 std::vector<std::string_view> ct_status_names() {
   return {kCtStatusNames.begin(), kCtStatusNames.end()};
+}
+std::vector<std::string_view> rpf_mode_names() {
+  return {kRpfModeNames.begin(), kRpfModeNames.end()};
 }
 
 std::string_view to_string(Family f) {

@@ -126,6 +126,11 @@ bool before_routing(Stage s) {
   return s == Stage::untracked_in || s == Stage::prednat || s == Stage::dnat;
 }
 
+// Stages whose packets came in on an interface (and are not NATed there): where rpf can be checked.
+bool has_input_interface(Stage s) {
+  return s == Stage::untracked_in || s == Stage::prednat || s == Stage::input || s == Stage::forward;
+}
+
 // Why a ct-status match can never hold in a stage, if it cannot. NAT stages see only a connection's
 // first packet, and before their own rewrite; its status holds only what earlier NAT stages did.
 std::optional<std::string> ct_status_never_holds(const std::vector<CtStatus>& statuses, Stage st) {
@@ -221,6 +226,13 @@ void verify(const Ruleset& rs, Diagnostics& diag) {
                        "match the conntrack status in prednat, input, forward, output or (dnat only) snat");
             break;
           }
+        }
+        if (r.match.rpf && !has_input_interface(st)) {
+          diag.error(loc_of(r.origin),
+                     "rpf cannot be matched in stage " + std::string(to_string(st)) +
+                         ": the reverse-path check needs the interface the packet came in on",
+                     "match rpf in untracked-in, prednat, input or forward");
+          break;
         }
         if (r.match.oif && before_routing(st)) {
           diag.error(loc_of(r.origin),
@@ -381,6 +393,7 @@ void check_capabilities(const Ruleset& rs, const Capabilities& caps, const std::
           {m.mark_value.has_value(), MatchKind::mark},
           {m.rate_limit.has_value(), MatchKind::rate_limit},
           {m.ct_status.has_value(), MatchKind::ct_status},
+          {m.rpf.has_value(), MatchKind::rpf},
       };
       static_assert(std::size(used) == kMatchKindCount, "every match kind is checked against the backend");
       for (const auto& [present, kind] : used)

@@ -76,6 +76,21 @@ bool icmp_matches(const IcmpMatch& m, const Packet& p) {
   return same != m.negate;
 }
 
+// The reverse-path check as the kernel's fib lookup does it: a packet that came in on lo always passes
+// (the host sent it itself), as does an IPv4 packet from 0.0.0.0 to a broadcast or link-local multicast
+// address (DHCP); every other source needs a route back, out of iif itself in strict mode.
+bool reverse_path_ok(RpfMode mode, const Packet& p) {
+  if (p.iif == "lo") return true;
+  if (p.src.family == Family::ipv4 && p.src == IpAddr{Family::ipv4, {}}) {
+    const auto& d = p.dst.bytes;
+    bool broadcast = d[0] == 255 && d[1] == 255 && d[2] == 255 && d[3] == 255;
+    bool local_multicast = d[0] == 224 && d[1] == 0 && d[2] == 0;
+    if (broadcast || local_multicast) return true;
+  }
+  std::string route = p.src_route.value_or(p.iif);
+  return mode == RpfMode::strict ? !route.empty() && route == p.iif : !route.empty();
+}
+
 bool rule_matches(const Ruleset& rs, const Match& m, const Packet& p) {
   if (m.iif && any_iface(*m.iif, p.iif) == m.iif_negate) return false;
   if (m.oif && any_iface(*m.oif, p.oif) == m.oif_negate) return false;
@@ -107,6 +122,7 @@ bool rule_matches(const Ruleset& rs, const Match& m, const Packet& p) {
   }
   if (m.pkt_type && *m.pkt_type != p.pkt_type) return false;
   if (m.mark_value && ((p.mark & m.mark_mask) == *m.mark_value) == m.mark_negate) return false;
+  if (m.rpf && reverse_path_ok(*m.rpf, p) == m.rpf_negate) return false;
   // A rate limit matches while under its rate; one packet always is.
   return true;
 }
@@ -449,6 +465,7 @@ Packet reply_of(const Packet& original, const Result& result) {
   reply.ct = !result.untracked ? CtState::established : reply_only ? CtState::invalid : CtState::new_;
   reply.mark = 0;
   reply.src_mac.reset();
+  reply.src_route.reset();  // the route to the original's destination leads back where the reply comes from
   if (reply.protocol == 1 && reply.icmp_type == 8) reply.icmp_type = 0;       // echo-request -> echo-reply
   if (reply.protocol == 58 && reply.icmp_type == 128) reply.icmp_type = 129;  // ICMPv6 likewise
   return reply;

@@ -1,6 +1,8 @@
 // Core passes: CIDR and port normalisation, verification errors, set dedupe, capability refusals.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+
 #include "fwengine/passes.hpp"
 #include "fwengine/plugin.hpp"
 
@@ -150,6 +152,34 @@ TEST_CASE("verify: ct-status only where conntrack can know it") {
   CHECK(lines[1].rfind("p.yaml:1:5: error: ct-status cannot be matched in stage untracked-in: conntrack",
                        0) == 0);
   CHECK(lines[2].rfind("p.yaml:3:5: error: ct-status cannot be matched in stage snat", 0) == 0);
+}
+
+TEST_CASE("verify: rpf only where the packet came in on an interface") {
+  Diagnostics diag;
+  auto f = diag.add_file("p.yaml");
+  Ruleset rs;
+  std::uint32_t line = 0;
+  for (Stage st : {Stage::untracked_in, Stage::untracked_out, Stage::prednat, Stage::dnat, Stage::input,
+                   Stage::forward, Stage::output, Stage::snat}) {
+    const std::string chain(to_string(st));
+    Rule r;
+    r.match.rpf = RpfMode::strict;
+    r.origin.loc = {f, ++line, 5};
+    rs.chains[chain] = {chain, {r}, {}};
+    Endpoint ep;
+    ep.name = chain;
+    ep.groups.push_back({"g", {chain}, Verdict::continue_, {}, {}});
+    rs.stage(st).sections.push_back({"s", false, {ep}});
+  }
+  passes::verify(rs, diag);
+  std::vector<std::string> lines;
+  for (const auto& d : diag.all()) lines.push_back(diag.format(d));
+  std::sort(lines.begin(), lines.end());
+  REQUIRE(lines.size() == 4);
+  CHECK(lines[0].rfind("p.yaml:2:5: error: rpf cannot be matched in stage untracked-out", 0) == 0);
+  CHECK(lines[1].rfind("p.yaml:4:5: error: rpf cannot be matched in stage dnat", 0) == 0);
+  CHECK(lines[2].rfind("p.yaml:7:5: error: rpf cannot be matched in stage output", 0) == 0);
+  CHECK(lines[3].rfind("p.yaml:8:5: error: rpf cannot be matched in stage snat", 0) == 0);
 }
 
 TEST_CASE("capabilities: a backend without ct-status refuses it") {

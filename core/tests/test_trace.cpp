@@ -463,3 +463,39 @@ TEST_CASE("a later TCP packet is invalid when only its reply went untracked") {
   CHECK(later.ct == CtState::invalid);
   CHECK_FALSE(trace::evaluate(rs, later).delivered);
 }
+
+TEST_CASE("rpf: strict needs the route back out of iif, loose any route, lo and DHCP always pass") {
+  auto dropping = [](RpfMode mode) {
+    Ruleset rs = host({group({"c"})}, Verdict::accept);
+    Rule spoofed = rule(ActionKind::drop);
+    spoofed.match.rpf = mode;
+    spoofed.match.rpf_negate = true;
+    rs.chains["c"] = {"c", {spoofed}, {}};
+    return rs;
+  };
+  const Ruleset strict = dropping(RpfMode::strict), loose = dropping(RpfMode::loose);
+  auto p = tcp_in(22);
+  CHECK(verdict_of(strict, p) == Verdict::accept);  // no route given: the source is routed back via iif
+  p.src_route = "eth1";
+  CHECK(verdict_of(strict, p) == Verdict::drop);
+  CHECK(verdict_of(loose, p) == Verdict::accept);
+  p.src_route = "";
+  CHECK(verdict_of(strict, p) == Verdict::drop);
+  CHECK(verdict_of(loose, p) == Verdict::drop);
+  auto dhcp = tcp_in(67);
+  dhcp.src = *parse_ip("0.0.0.0");
+  dhcp.dst = *parse_ip("255.255.255.255");
+  dhcp.src_route = "";
+  CHECK(verdict_of(strict, dhcp) == Verdict::accept);
+  dhcp.dst = *parse_ip("10.0.0.10");
+  CHECK(verdict_of(strict, dhcp) == Verdict::drop);
+
+  Ruleset on_lo = dropping(RpfMode::strict);
+  on_lo.stage(Stage::input).sections.front().endpoints.front().match.iif = IfacePattern{"lo", false};
+  auto looped = tcp_in(22, "lo");
+  looped.src_route = "";
+  CHECK(verdict_of(on_lo, looped) == Verdict::accept);
+
+  auto reply = trace::reply_of(p, trace::evaluate(loose, tcp_in(22)));
+  CHECK_FALSE(reply.src_route);  // the reply's source is where the original went
+}

@@ -360,6 +360,7 @@ class Compiler {
     }
     if (m.pkt_type) refuse(rule, "match pkt-type"), ok = false;
     if (m.ct_status) refuse(rule, "match ct-status"), ok = false;  // no NAT here, so no NAT status
+    if (m.rpf) refuse(rule, "match rpf"), ok = false;
     if (m.rate_limit) ok &= rate_limit(*m.rate_limit, r, rule);
     return ok;
   }

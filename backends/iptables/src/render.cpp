@@ -598,6 +598,18 @@ class FamilyRenderer {
       }
     }
     if (m.pkt_type) add_match(specs, "-m pkttype --pkt-type " + *m.pkt_type);
+    if (m.rpf) {
+      // The kernel's rpfilter match loads only in raw and mangle PREROUTING.
+      auto before_routing = [](Stage s) { return s == Stage::untracked_in || s == Stage::prednat; };
+      if (!std::all_of(stages.begin(), stages.end(), before_routing)) {
+        error(rule.origin, "iptables checks the reverse path (rpf) only in untracked-in and prednat",
+              "move the rule to prednat, or choose --backend nft");
+        return std::nullopt;
+      }
+      // --validmark: the route lookup uses the packet's mark, as nft's does.
+      add_match(specs, std::string("-m rpfilter") + (*m.rpf == ir::RpfMode::loose ? " --loose" : "") +
+                           " --validmark" + (m.rpf_negate ? " --invert" : ""));
+    }
     if (m.mark_value) {
       std::uint32_t mask = m.mark_mask & ~kOurMarks;
       if (*m.mark_value & m.mark_mask & kOurMarks)

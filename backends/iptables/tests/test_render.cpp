@@ -338,3 +338,26 @@ TEST_CASE("slots rename our chains and sets, and nothing in quotes") {
   CHECK(hook_spec("fwe2-input") ==
         "-m set --match-set fwe2-gate src -m comment --comment \"fwe:hook\" -j fwe2-input");
 }
+
+TEST_CASE("rpf is the rpfilter match with the packet's mark, only before routing") {
+  auto rs = test::tiny_ruleset();
+  ir::Rule spoofed;
+  spoofed.action.kind = ir::ActionKind::drop;
+  spoofed.match.rpf = ir::RpfMode::strict;
+  spoofed.match.rpf_negate = true;
+  ir::Rule routed;
+  routed.action.kind = ir::ActionKind::log;
+  routed.match.rpf = ir::RpfMode::loose;
+  rs.chains.begin()->second.rules = {spoofed, routed};
+  Diagnostics diag;
+  render(rs, diag);
+  REQUIRE(diag.has_errors());
+  CHECK(diag.all()[0].message.find("rpf) only in untracked-in and prednat") != std::string::npos);
+  rs.stage(ir::Stage::prednat).sections = std::move(rs.stage(ir::Stage::input).sections);
+  rs.stage(ir::Stage::input).sections.clear();
+  Model m = render_ok(rs);
+  for (IpFamily f : {IpFamily::v4, IpFamily::v6})
+    CHECK(bare(chain(table(m, f, "mangle"), "fwe-c-web")) ==
+          std::vector<std::string>{"-m rpfilter --validmark --invert -j DROP",
+                                   "-m rpfilter --loose --validmark -j LOG"});
+}

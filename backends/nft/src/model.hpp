@@ -85,6 +85,7 @@ struct Expr {
     rt_load,       // key -> reg 1
     byteorder,     // reg 1 = hton(reg 1), len bytes in elements of offset bytes
     exthdr_write,  // reg 1 -> TCP option key at offset, len bytes
+    fib,           // route lookup with flags (code) -> result (key) in reg 1
   };
   Kind kind = Kind::counter;
   std::uint32_t key = 0;  // meta/ct key, payload base, cmp/range op, reject type, nat type, verdict code

@@ -286,15 +286,21 @@ nftnl_expr* build_expr(const Expr& x, const std::vector<std::uint32_t>& anon_ids
       nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_OFFSET, x.offset);
       nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_LEN, x.len);
       break;
+    case Expr::Kind::fib:
+      e = make("fib");
+      nftnl_expr_set_u32(e, NFTNL_EXPR_FIB_DREG, NFT_REG_1);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_FIB_RESULT, x.key);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_FIB_FLAGS, x.code);
+      break;
   }
   return e;
 }
 
 const char* kind_name(Expr::Kind kind) {
   static constexpr const char* kNames[] = {
-      "meta",   "meta",      "ct",        "payload", "cmp",   "range",     "bitwise",
-      "lookup", "immediate", "immediate", "counter", "limit", "log",       "reject",
-      "nat",    "redir",     "masq",      "notrack", "rt",    "byteorder", "exthdr"};
+      "meta",      "meta",      "ct",      "payload",   "cmp",    "range",  "bitwise", "lookup",
+      "immediate", "immediate", "counter", "limit",     "log",    "reject", "nat",     "redir",
+      "masq",      "notrack",   "rt",      "byteorder", "exthdr", "fib"};
   return kNames[static_cast<std::size_t>(kind)];
 }
 

@@ -269,6 +269,18 @@ bool match_ct(Rule& r, const std::vector<ir::CtState>& states, bool negate) {
   return true;
 }
 
+// The reverse-path check: does the route back to the source exist (out of the input interface, if
+// strict)? The lookup uses the packet's mark, as firewalld's rule does; "exists"/"missing" only test
+// for a route, without the interface's index.
+void match_rpf(Rule& r, ir::RpfMode mode, bool negate) {
+  std::uint32_t flags = NFTA_FIB_F_SADDR | NFTA_FIB_F_MARK | NFTA_FIB_F_PRESENT;
+  if (mode == ir::RpfMode::strict) flags |= NFTA_FIB_F_IIF;
+  std::string text = mode == ir::RpfMode::strict ? "fib saddr . mark . iif oif " : "fib saddr . mark oif ";
+  add(r, text + (negate ? "missing" : "exists"),
+      {{.kind = Expr::Kind::fib, .key = NFT_FIB_RESULT_OIF, .code = flags},
+       cmp(NFT_CMP_EQ, host32(negate ? 0 : 1))});
+}
+
 // Any of the statuses: one test of their bits, named in bit order as nft prints them.
 void match_ct_status(Rule& r, const std::vector<ir::CtStatus>& statuses) {
   std::uint32_t mask = 0;
@@ -616,6 +628,7 @@ class Translator {
       if (m.ct_status->empty()) return std::nullopt;  // any of none never matches
       match_ct_status(after_addresses, *m.ct_status);
     }
+    if (m.rpf) match_rpf(after_addresses, *m.rpf, m.rpf_negate);
     // Last: only packets that match everything else may use up the rate.
     if (m.rate_limit && !match_limit(after_addresses, *m.rate_limit, rule.origin)) return std::nullopt;
 

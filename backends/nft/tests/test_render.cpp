@@ -488,3 +488,23 @@ TEST_CASE("a merged reject checks its guard before the lookup, and both forms sh
   CHECK(set.key_type == nft::KeyType::ipv4_addr);
   CHECK(set.elements.size() == 4);
 }
+
+TEST_CASE("rpf is a fib lookup of the source with the mark, and of iif when strict") {
+  ir::Ruleset rs = nft_test::small_ruleset();
+  ir::Rule spoofed;
+  spoofed.action.kind = ir::ActionKind::drop;
+  spoofed.match.family = ir::Family::ipv6;
+  spoofed.match.rpf = ir::RpfMode::strict;
+  spoofed.match.rpf_negate = true;
+  ir::Rule routed;
+  routed.match.rpf = ir::RpfMode::loose;
+  rs.chains["anti-spoofing"] = {"anti-spoofing", {spoofed, routed}, {}};
+  ir::Endpoint all;
+  all.name = "all";
+  all.groups.push_back({"g", {"anti-spoofing"}, ir::Verdict::continue_, {}, {}});
+  rs.stage(ir::Stage::prednat).sections.push_back({"rpf", false, {all}});
+  nft::Table table = render(rs);
+  CHECK(texts(chain(table, "c-anti-spoofing")) ==
+        std::vector<std::string>{"meta nfproto ipv6 fib saddr . mark . iif oif missing counter drop",
+                                 "fib saddr . mark oif exists counter accept"});
+}

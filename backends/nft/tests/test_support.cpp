@@ -192,6 +192,16 @@ Ruleset kitchen_sink_ruleset() {
                                        m.oif = std::vector<IfacePattern>{{"eth", true}};
                                      })},
                                origin(74, "nat")};
+  rs.chains["anti-spoofing"] =
+      Chain{"anti-spoofing",
+            {rule(85, ActionKind::drop,
+                  [](Match& m, Action&) {
+                    m.family = Family::ipv6;
+                    m.rpf = RpfMode::strict;
+                    m.rpf_negate = true;
+                  }),
+             rule(86, ActionKind::log, [](Match& m, Action&) { m.rpf = RpfMode::loose; })},
+            origin(84, "rpf")};
   rs.chains["raw"] = Chain{"raw",
                            {rule(80, ActionKind::notrack,
                                  [](Match& m, Action&) {
@@ -219,7 +229,9 @@ Ruleset kitchen_sink_ruleset() {
           Section{"raw", false, {endpoint("raw", {"raw"}, Verdict::continue_, Verdict::continue_)}});
   rs.stage(Stage::prednat)
       .sections.push_back(
-          Section{"pre", false, {endpoint("pre", {"passer"}, Verdict::continue_, Verdict::continue_)}});
+          Section{"pre",
+                  false,
+                  {endpoint("pre", {"anti-spoofing", "passer"}, Verdict::continue_, Verdict::continue_)}});
   rs.stage(Stage::dnat)
       .sections.push_back(
           Section{"nat", false, {endpoint("nat", {"nat-in"}, Verdict::continue_, Verdict::continue_)}});

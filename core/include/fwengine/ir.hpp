@@ -45,12 +45,18 @@ enum class CtStatus : std::uint8_t {
 #include "fwengine/vocab.def"
 #undef FWE_CTSTATUS
 };
+enum class RpfMode : std::uint8_t {
+#define FWE_RPF(id, text) id,
+#include "fwengine/vocab.def"
+#undef FWE_RPF
+};
 
 inline constexpr std::size_t kStageCount = static_cast<std::size_t>(Stage::snat) + 1;
-inline constexpr std::size_t kMatchKindCount = static_cast<std::size_t>(MatchKind::ct_status) + 1;
+inline constexpr std::size_t kMatchKindCount = static_cast<std::size_t>(MatchKind::rpf) + 1;
 inline constexpr std::size_t kActionKindCount = static_cast<std::size_t>(ActionKind::tcp_mss_clamp) + 1;
 inline constexpr std::size_t kCtStateCount = static_cast<std::size_t>(CtState::untracked) + 1;
 inline constexpr std::size_t kCtStatusCount = static_cast<std::size_t>(CtStatus::snat) + 1;
+inline constexpr std::size_t kRpfModeCount = static_cast<std::size_t>(RpfMode::loose) + 1;
 
 std::string_view to_string(Stage);
 std::string_view to_string(Verdict);
@@ -58,15 +64,18 @@ std::string_view to_string(MatchKind);
 std::string_view to_string(ActionKind);
 std::string_view to_string(CtState);
 std::string_view to_string(CtStatus);
+std::string_view to_string(RpfMode);
 std::optional<Stage> parse_stage(std::string_view);
 std::optional<Verdict> parse_verdict(std::string_view);
 std::optional<ActionKind> parse_action(std::string_view);
 std::optional<CtState> parse_ct_state(std::string_view);
 std::optional<CtStatus> parse_ct_status(std::string_view);
+std::optional<RpfMode> parse_rpf_mode(std::string_view);
 std::vector<std::string_view> stage_names();
 std::vector<std::string_view> action_names();
 std::vector<std::string_view> ct_state_names();
 std::vector<std::string_view> ct_status_names();
+std::vector<std::string_view> rpf_mode_names();
 constexpr std::size_t index(Stage s) {
   return static_cast<std::size_t>(s);
 }
@@ -180,6 +189,10 @@ struct Match {
   bool mark_negate = false;
   std::optional<RateLimit> rate_limit;             // matches while under the rate
   std::optional<std::vector<CtStatus>> ct_status;  // any of them: the connection was NATed that way
+  // The host routes the packet's source back out of the interface it came in on (strict) or out of any
+  // interface (loose): the reverse-path check. Negated, it holds for spoofed sources.
+  std::optional<RpfMode> rpf;
+  bool rpf_negate = false;
 };
 
 struct Action {

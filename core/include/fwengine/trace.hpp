@@ -26,6 +26,10 @@ struct Packet {
   std::optional<ir::MacAddr> src_mac;
   std::optional<ir::IpAddr> oif_addr;  // the output interface's address: masquerade's source
   std::optional<ir::IpAddr> iif_addr;  // the input interface's address: redirect's destination
+  // Where the host routes the packet's source address (the reverse path an rpf match checks): that
+  // interface, or "" for no usable route (none, or a local, unreachable, blackhole or prohibit one).
+  // Unset: back out of iif, as for any packet that is not spoofed.
+  std::optional<std::string> src_route;
   std::uint32_t mark = 0;
   std::string pkt_type = "unicast";
   // A reply of a source-NATed connection carries the NAT address and port as its destination until the

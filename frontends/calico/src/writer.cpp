@@ -99,7 +99,7 @@ std::string nets_text(const std::vector<ir::Cidr>& nets) {
 bool only_interfaces(const ir::Match& m) {
   return m.family == ir::Family::any && !m.protocols && m.src_addr.empty() && m.dst_addr.empty() &&
          m.src_port.empty() && m.dst_port.empty() && !m.icmp && !m.ct_states && !m.src_mac && !m.pkt_type &&
-         !m.mark_value && !m.rate_limit && !m.ct_status;
+         !m.mark_value && !m.rate_limit && !m.ct_status && !m.rpf;
 }
 
 // One Calico rule, before it is printed.
@@ -416,6 +416,7 @@ std::optional<std::vector<CalicoRule>> Writer::convert(const ir::Rule& rule, Con
   missing(m.pkt_type.has_value(), "packet type match");
   missing(m.mark_value.has_value(), "mark match");
   missing(m.rate_limit.has_value(), "rate limit");
+  missing(m.rpf.has_value(), "reverse-path (rpf) match");
   missing(m.protocols && m.protocol_negate && m.protocols->size() > 1, "several negated protocols");
   missing(m.icmp && m.icmp->negate && !m.icmp->type, "a negated ICMP match without a type");
   CalicoRule base;

@@ -307,6 +307,7 @@ class Mapper {
     for (const Policy* policy : policies_) add_policy(*policy);
     for (auto& [key, owner] : owners_) materialise(owner);
     build_zone_stage(Stage::prednat);
+    build_rpfilter();
     build_zone_stage(Stage::dnat);
     build_zone_stage(Stage::input);
     build_zone_stage(Stage::forward);
@@ -330,12 +331,6 @@ class Mapper {
 
   void report_unsupported_settings() {
     const Settings& settings = config_.settings;
-    if (settings.ipv6_rpfilter && settings.ipv6_rpfilter_mode != "no") {
-      diag_.note(settings.loc,
-                 "IPv6_rpfilter is not carried over: the IR has no reverse-path (fib) match, so IPv6 packets "
-                 "with a spoofed source are not dropped",
-                 "use the kernel's rp_filter for IPv4; see docs/firewalld.md for IPv6");
-    }
     if (settings.strict_forward_ports) {
       diag_.warning(settings.loc,
                     "StrictForwardPorts=yes is not carried over: every DNATed connection is still accepted "
@@ -1478,6 +1473,50 @@ class Mapper {
       if (section.endpoints.empty()) return;
     }
     ruleset_.stage(stage).sections.push_back(std::move(section));
+  }
+
+  // IPv6_rpfilter (§1.2): filter_PREROUTING drops IPv6 packets whose source the host would not route
+  // back out of the input interface (out of any, if loose), after letting router advertisements and
+  // neighbour solicitations through (a duplicate-address probe comes from ::). It runs after the zones'
+  // marks, which the route lookup uses. The -forward modes (2.2+) check forwarded packets only, first
+  // thing in filter_FORWARD, without the neighbour-discovery exception.
+  void build_rpfilter() {
+    const Settings& settings = config_.settings;
+    const std::string& mode = settings.ipv6_rpfilter_mode;
+    if (!settings.ipv6_rpfilter || mode == "no") return;
+    const bool forward_only = mode.ends_with("-forward");
+    const Stage stage = forward_only ? Stage::forward : Stage::prednat;
+    const ir::Origin from{settings.loc,
+                          std::string("firewalld ") +
+                              (forward_only ? "filter_FORWARD" : "filter_PREROUTING") +
+                              ": IPv6_rpfilter=" + mode,
+                          -1};
+    ir::Chain chain{std::string(ir::to_string(stage)) + "/ipv6-rpfilter", {}, from};
+    if (!forward_only) {
+      for (std::uint8_t type : {134, 135}) {  // nd-router-advert, nd-neighbor-solicit
+        ir::Match nd;
+        nd.icmp = ir::IcmpMatch{false, true, type, std::nullopt};
+        chain.rules.push_back(make_rule(std::move(nd), ir::ActionKind::return_, from));
+      }
+    }
+    ir::Match spoofed;
+    spoofed.family = ir::Family::ipv6;
+    spoofed.rpf = mode.starts_with("loose") ? ir::RpfMode::loose : ir::RpfMode::strict;
+    spoofed.rpf_negate = true;
+    if (settings.log_denied != "off") {  // every packet type: firewalld logs this drop without pkttype
+      ir::Rule log = make_rule(spoofed, ir::ActionKind::log, from);
+      log.action.log_prefix = "rpfilter_DROP: ";
+      chain.rules.push_back(std::move(log));
+    }
+    chain.rules.push_back(make_rule(std::move(spoofed), ir::ActionKind::drop, from));
+    ir::Endpoint endpoint;
+    endpoint.name = "ipv6-rpfilter";
+    endpoint.origin = from;
+    endpoint.groups.push_back(ir::Group{"rpfilter", {chain.name}, ir::Verdict::continue_, {}, from});
+    ruleset_.chains[chain.name] = std::move(chain);
+    auto& sections = ruleset_.stage(stage).sections;
+    sections.insert(forward_only ? sections.begin() : sections.end(),
+                    ir::Section{"rpfilter", false, {std::move(endpoint)}});
   }
 
   // filter_OUTPUT (§2): not zone-filtered; lo, RFC3964, then HOST->X policies; otherwise no verdict.

@@ -10,9 +10,13 @@
 namespace fwe::firewalld::test {
 namespace {
 
+// The stage's one section besides IPv6_rpfilter's.
 const ir::Section& only_section(const ir::Ruleset& rs, ir::Stage stage) {
-  REQUIRE(rs.stage(stage).sections.size() == 1);
-  return rs.stage(stage).sections.front();
+  std::vector<const ir::Section*> found;
+  for (const ir::Section& s : rs.stage(stage).sections)
+    if (s.name != "rpfilter") found.push_back(&s);
+  REQUIRE(found.size() == 1);
+  return *found.front();
 }
 
 std::vector<std::string> endpoint_names(const ir::Ruleset& rs, ir::Stage stage) {
@@ -50,7 +54,8 @@ TEST_CASE("stock 2.x: input, forward and output only, public is the catch-all", 
   Setup setup;
   const ir::Ruleset rs = setup.build();
   CHECK(rs.frontend == "firewalld");
-  CHECK(rs.stage(ir::Stage::prednat).empty());
+  REQUIRE(rs.stage(ir::Stage::prednat).sections.size() == 1);  // IPv6_rpfilter only
+  CHECK(rs.stage(ir::Stage::prednat).sections[0].name == "rpfilter");
   CHECK(rs.stage(ir::Stage::dnat).empty());
   CHECK(rs.stage(ir::Stage::snat).empty());  // external masquerades, but nothing is bound to it
 
@@ -306,16 +311,44 @@ TEST_CASE("what the IR cannot carry is reported with its location", "[mapping]")
   const ir::Ruleset rs = setup.build();
   CHECK(setup.count(Severity::warning, "audit is not carried over") == 1);
   CHECK(setup.count(Severity::warning, "nflog is carried over as a kernel log") == 1);
-  CHECK(setup.count(Severity::note, "IPv6_rpfilter is not carried over") == 1);
   for (const Diagnostic& d : setup.diag.all()) {
     if (d.message.find("audit") != std::string::npos)
       CHECK(d.loc == setup.config.zones.at("public").body.rules.at(0).loc);
   }
+}
+
+TEST_CASE("IPv6_rpfilter: spoofed IPv6 sources are dropped before the zones see them", "[mapping]") {
+  Setup setup;
+  setup.config.settings.log_denied = "unicast";
+  ir::Ruleset rs = setup.build();
+  const auto& prednat = rs.stage(ir::Stage::prednat).sections;
+  REQUIRE(!prednat.empty());
+  CHECK(prednat.back().name == "rpfilter");
+  const ir::Chain& strict = chain(rs, "prednat/ipv6-rpfilter");
+  CHECK(actions(strict) == std::vector{A::return_, A::return_, A::log, A::drop});
+  CHECK(strict.rules[0].match.icmp->type == 134);
+  CHECK(strict.rules[1].match.icmp->type == 135);
+  CHECK(strict.rules[2].action.log_prefix == "rpfilter_DROP: ");
+  CHECK_FALSE(strict.rules[2].match.pkt_type);  // logged whatever LogDenied's packet type
+  const ir::Match& spoofed = strict.rules[3].match;
+  CHECK(spoofed.family == ir::Family::ipv6);
+  CHECK(spoofed.rpf == ir::RpfMode::strict);
+  CHECK(spoofed.rpf_negate);
+
+  setup.config.settings.ipv6_rpfilter_mode = "loose-forward";
+  setup.config.settings.log_denied = "off";
+  rs = setup.build();
+  CHECK(rs.find_chain("prednat/ipv6-rpfilter") == nullptr);
+  CHECK(rs.stage(ir::Stage::forward).sections.front().name == "rpfilter");
+  const ir::Chain& loose = chain(rs, "forward/ipv6-rpfilter");
+  REQUIRE(actions(loose) == std::vector{A::drop});
+  CHECK(loose.rules[0].match.rpf == ir::RpfMode::loose);
+
   setup.config.settings.ipv6_rpfilter = false;
-  Diagnostics quiet;
-  to_ir(setup.config, quiet);
-  CHECK(std::none_of(quiet.all().begin(), quiet.all().end(),
-                     [](const Diagnostic& d) { return d.message.find("rpfilter") != std::string::npos; }));
+  setup.config.settings.ipv6_rpfilter_mode = "no";
+  rs = setup.build();
+  CHECK(rs.find_chain("prednat/ipv6-rpfilter") == nullptr);
+  CHECK(rs.find_chain("forward/ipv6-rpfilter") == nullptr);
 }
 
 TEST_CASE("ipsets the IR cannot express are errors at the binding", "[mapping]") {

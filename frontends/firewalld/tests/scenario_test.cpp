@@ -406,4 +406,22 @@ TEST_CASE("S56 overlapping interfaces: 1.3 lets the zone applied last win, 2.x t
   CHECK(outcome(setup.build(), to_host("10.77.0.2", 8080)) == by_mode(compat, "open", "drop"));
 }
 
+TEST_CASE("IPv6_rpfilter drops IPv6 from a source routed elsewhere, neighbour discovery excepted",
+          "[scenario]") {
+  Setup setup(any_compat());
+  const ir::Ruleset rs = setup.build();
+  trace::Packet spoofed = to_host("fd88::77", 22);
+  spoofed.src_route = "veth-b";  // the host routes fd88::/64 out of veth-b, not veth-a
+  CHECK(outcome(rs, spoofed) == "drop");
+  spoofed.src_route = "";  // no route at all
+  CHECK(outcome(rs, spoofed) == "drop");
+  trace::Packet solicitation = icmp_to_host("fd88::77", 135);
+  solicitation.src_route = "veth-b";
+  CHECK(outcome(rs, solicitation) == "open");
+  trace::Packet v4 = to_host("10.88.0.77", 22);  // IPv6 only: IPv4 is the kernel's rp_filter's
+  v4.src_route = "veth-b";
+  CHECK(outcome(rs, v4) == "open");
+  CHECK(outcome(rs, to_host("fd77::2", 22)) == "open");
+}
+
 }  // namespace fwe::firewalld::test

@@ -105,9 +105,10 @@ const std::vector<std::string_view> kTopFields{"apiVersion", "failsafe", "sets",
 const std::vector<std::string_view> kFailsafeFields{"inbound", "outbound"};
 const std::vector<std::string_view> kFailsafeEntryFields{"protocol", "port", "net"};
 const std::vector<std::string_view> kRuleFields{
-    "iif",    "oif",      "family",  "protocol", "src",  "dst",        "sport",     "dport",  "icmp",
-    "icmpv6", "ct-state", "src-mac", "pkt-type", "mark", "rate-limit", "ct-status", "action", "reject-with",
-    "prefix", "level",    "target",  "helper",   "mss",  "set-mark",   "to",        "to-port"};
+    "iif",        "oif",       "family", "protocol", "src",         "dst",      "sport",
+    "dport",      "icmp",      "icmpv6", "ct-state", "src-mac",     "pkt-type", "mark",
+    "rate-limit", "ct-status", "rpf",    "action",   "reject-with", "prefix",   "level",
+    "target",     "helper",    "mss",    "set-mark", "to",          "to-port"};
 const std::vector<std::string_view> kSectionFields{"name", "honour-allow", "endpoints"};
 const std::vector<std::string_view> kEndpointFields{
     "name", "iif", "oif", "src", "dst", "src-mac", "conntrack", "failsafe", "groups", "chains", "default"};
@@ -249,6 +250,7 @@ class PolicyReader::Impl {
                                              bool v6);
   std::optional<std::vector<ir::CtState>> read_ct_states(const Node& node, bool& negate);
   std::optional<std::vector<ir::CtStatus>> read_ct_status(const Node& node);
+  void read_rpf(const Node& node, ir::Match& match);
   std::optional<std::vector<ir::MacAddr>> read_macs(const Node& node, std::string_view field, bool* negate);
   void read_mark(const Node& node, ir::Match& match);
   std::optional<ir::RateLimit> read_rate_limit(const Node& node);
@@ -704,6 +706,21 @@ void PolicyReader::Impl::read_match(const Node& node, const std::string& owner, 
   if (const Node* value = node.find("mark")) read_mark(*value, match);
   if (const Node* value = node.find("rate-limit")) match.rate_limit = read_rate_limit(*value);
   if (const Node* value = node.find("ct-status")) match.ct_status = read_ct_status(*value);
+  if (const Node* value = node.find("rpf")) read_rpf(*value, match);
+}
+
+void PolicyReader::Impl::read_rpf(const Node& node, ir::Match& match) {
+  auto peeled = peel(node, "rpf");
+  if (!peeled) return;
+  if (!peeled->node->is_scalar() || peeled->node->scalar_type() == yaml::ScalarType::null)
+    return type_error(*peeled->node, "rpf", "strict or loose");
+  if (auto mode = ir::parse_rpf_mode(peeled->text)) {
+    match.rpf = *mode;
+    match.rpf_negate = peeled->negate;
+  } else {
+    error(*peeled->node, "rpf: unknown mode " + quote(peeled->text),
+          hint_for(peeled->text, ir::rpf_mode_names(), "mode"));
+  }
 }
 
 void PolicyReader::Impl::read_addresses(const Node& node, std::string_view field, const std::string& owner,

@@ -324,6 +324,10 @@ void Writer::write_rule(const ir::Rule& rule, const std::string& owner) {
     key("ct-status");
     negatable(names, false);
   }
+  if (match.rpf) {
+    key("rpf");
+    negatable({std::string(ir::to_string(*match.rpf))}, match.rpf_negate);
+  }
   write_action(rule.action, rule.origin);
   out_ << YAML::EndMap;
 }

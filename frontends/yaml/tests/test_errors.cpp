@@ -140,6 +140,10 @@ TEST_CASE("bad inputs report file:line:col with a hint", "[errors]") {
        "bad.yaml:4:26: error: ct-status: unknown conntrack status 'dant' (did you mean 'dnat'?)"},
       {kHead + "chains:\n  c:\n    - {ct-status: \"!dnat\", action: accept}\n",
        "bad.yaml:4:19: error: ct-status cannot be negated (list the statuses that should match)"},
+      {kHead + "chains:\n  c:\n    - {rpf: \"!strcit\", action: drop}\n",
+       "bad.yaml:4:13: error: rpf: unknown mode 'strcit' (did you mean 'strict'?)"},
+      {kHead + "chains:\n  c:\n    - {rpf: [strict], action: drop}\n",
+       "bad.yaml:4:13: error: rpf: expected strict or loose, got a list"},
       {kHead + "chains:\n  c:\n    - {src: {not: \"!lan\"}, action: accept}\n",
        "bad.yaml:4:19: error: src: '!lan' is negated twice (drop either 'not' or the '!')"},
   };

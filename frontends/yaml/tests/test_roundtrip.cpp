@@ -90,8 +90,13 @@ TEST_CASE("a ruleset from elsewhere is written with shapes that read back the sa
   Rule clamp_pmtu, clamp_fixed;
   clamp_pmtu.action.kind = clamp_fixed.action.kind = ActionKind::tcp_mss_clamp;
   clamp_fixed.action.mss = 1400;
+  Rule routed, spoofed;
+  routed.match.rpf = RpfMode::loose;
+  spoofed.match.rpf = RpfMode::strict;
+  spoofed.match.rpf_negate = true;
+  spoofed.action.kind = ActionKind::drop;
   ruleset.chains["zone public"] = {
-      "zone public", {rule, second, dnatted, nated, clamp_pmtu, clamp_fixed}, {}};
+      "zone public", {rule, second, dnatted, nated, clamp_pmtu, clamp_fixed, routed, spoofed}, {}};
   Endpoint endpoint;
   endpoint.name = "010";
   endpoint.match.src_set = "zone public sources";
@@ -111,6 +116,8 @@ TEST_CASE("a ruleset from elsewhere is written with shapes that read back the sa
   CHECK(written->find("- {ct-status: [snat, dnat], action: accept}") != std::string::npos);
   CHECK(written->find("- {action: tcp-mss-clamp}") != std::string::npos);
   CHECK(written->find("- {action: tcp-mss-clamp, mss: 1400}") != std::string::npos);
+  CHECK(written->find("- {rpf: loose, action: accept}") != std::string::npos);
+  CHECK(written->find("- {rpf: \"!strict\", action: drop}") != std::string::npos);
 }
 
 TEST_CASE("what the format cannot say is refused with the rule's place", "[roundtrip]") {
