@@ -318,6 +318,8 @@ FEATURE_RULES = {
     "not-iface-list": ("input", {"iif": {"not": ["eth0", "eth1"]}, "action": "accept"}),
     "not-protocol-list": ("input", {"protocol": {"not": ["tcp", "icmp"]}, "action": "accept"}),
     "iface-prefix-list": ("input", {"iif": ["eth0", "vx+"], "action": "accept"}),
+    "rpf": ("prednat", {"rpf": "!strict", "action": "drop"}),
+    "rpf-after-routing": ("input", {"rpf": "!strict", "action": "drop"}),
 }
 assert set(FEATURE_RULES) == set(FEATURES)
 

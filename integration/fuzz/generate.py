@@ -31,10 +31,16 @@ MARK_BITS = [0x1, 0x2, 0x4, 0x10, 0x80, 0x100, 0x10000, 0x8000000]
 # kinds and actions, and forms of a match some backends refuse (`{not: [eth0, eth1]}`, `{not: [tcp,
 # icmp]}`, `[eth0, vx+]`).
 FEATURES = ("src-mac", "mark", "set-mark", "rate-limit", "pkt-type", "ct-status", "dnat", "redirect", "snat",
-            "masquerade", "ct-helper", "tcp-mss-clamp", "not-iface-list", "not-protocol-list", "iface-prefix-list")
+            "masquerade", "ct-helper", "tcp-mss-clamp", "not-iface-list", "not-protocol-list", "iface-prefix-list",
+            "rpf", "rpf-after-routing")
 NAT_ACTIONS = {"dnat": ["dnat", "redirect"], "snat": ["snat", "masquerade"]}
 # Where ct-status may be matched (docs/ir.md): not before conntrack, not in dnat; in snat only with dnat.
 STAGE_CT_STATUS = {"prednat", "input", "forward", "output", "snat"}
+# Where rpf may be matched: before routing (feature "rpf"; iptables' rpfilter works only there) and after
+# it ("rpf-after-routing"). Every probe's source is routed back out of the interface it comes in on, so a
+# positive match always holds and a negated one never: the backends must agree on that for every path.
+STAGE_RPF = {"untracked-in": "rpf", "prednat": "rpf", "input": "rpf-after-routing",
+             "forward": "rpf-after-routing"}
 # Conntrack helpers and their protocol. iptables assigns helpers only before conntrack (raw), nft only
 # after it, so the generator asks the backend (fuzz.py FEATURE_RULES) with the raw form: untracked stages.
 HELPERS = {"ftp": "tcp", "tftp": "udp", "sip": "udp"}  # both families (irc is IPv4 only)
@@ -326,6 +332,8 @@ class Generator:
         if self.has("pkt-type") and self.chance(0.06):
             # Every probe is unicast: the others never match.
             rule["pkt-type"] = rng.choice(["unicast", "unicast", "broadcast", "multicast"])
+        if stage in STAGE_RPF and self.has(STAGE_RPF[stage]) and self.chance(0.06):
+            rule["rpf"] = rng.choice(["strict", "loose", "!strict", "!loose"])
         if stage in STAGE_CT_STATUS and self.has("ct-status") and self.chance(0.08):
             rule["ct-status"] = ["dnat", rng.choice(["snat", "dnat"])] if stage == "snat" else \
                 rng.choice(["dnat", "snat", ["dnat", "snat"]])
