@@ -73,6 +73,9 @@ enum fwe_icmp_flags {
 
 enum fwe_tristate { FWE_TRI_NONE, FWE_TRI_IS, FWE_TRI_NOT };
 
+/* Reverse-path check of a rule (fwe_rule.rpf_mode); 1 << mode is its bit in the packet's passed checks. */
+enum fwe_rpf { FWE_RPF_NONE, FWE_RPF_STRICT, FWE_RPF_LOOSE };
+
 #define FWE_NO_BITMAP 0xffff
 
 struct fwe_addr_match {
@@ -107,7 +110,8 @@ struct fwe_rule {
   __u8 mac_mode; /* fwe_tristate */
   __u8 mac_count;
   __u8 mark_mode; /* fwe_tristate */
-  __u8 pad[2];
+  __u8 rpf_mode;  /* fwe_rpf */
+  __u8 rpf_negate;
   __u32 mark_value;
   __u32 mark_mask;
   __u32 set_mark_value;
@@ -144,7 +148,8 @@ struct fwe_stage_span {
 
 struct fwe_config {
   __u32 active_gen;
-  __u32 pad;
+  /* Bit g: generation g has rpf rules, so fwe_ingress looks up the route back to each packet's source. */
+  __u32 rpf_gens;
 };
 
 struct fwe_meta {

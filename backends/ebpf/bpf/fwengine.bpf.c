@@ -175,7 +175,8 @@ struct fwe_pkt {
   __u32 iif, oif, mark;
   __u8 src[16], dst[16];
   __u8 smac[6];
-  __u8 pad2[2];
+  __u8 rpf_ok; /* ingress: the reverse-path checks it passes, bits 1 << FWE_RPF_STRICT / FWE_RPF_LOOSE */
+  __u8 pad2;
 };
 
 /* lo's index in every network namespace. */
@@ -190,6 +191,7 @@ struct fwe_eval {
   __u8 ct_known; /* the flow's original direction is in fwe_ct already */
   __u8 ct_reply; /* a reply of a tracked flow: once past the untracked stages, its flow is replied */
   __u8 looped;   /* in on lo: the host's own packet, back with the conntrack entry it got on its way out */
+  __u8 need_rpf; /* the generation has rpf rules */
 };
 
 static __always_inline int has_ports(__u8 proto) {
@@ -350,6 +352,7 @@ __attribute__((noinline)) int fwe_rule_matches(const struct fwe_rule* r, const s
   if (r->mark_mode != FWE_TRI_NONE &&
       ((pkt->mark & r->mark_mask) == r->mark_value) != (r->mark_mode == FWE_TRI_IS))
     return 0;
+  if (r->rpf_mode && ((pkt->rpf_ok >> (r->rpf_mode & 7)) & 1) == r->rpf_negate) return 0;
   return !r->limit_cost_ns || under_limit(r, ev);
 }
 
@@ -559,12 +562,52 @@ static __always_inline __u32 route_out(struct __sk_buff* skb, const struct fwe_p
   return 0;
 }
 
+#define FWE_RPF_ALL ((1 << FWE_RPF_STRICT) | (1 << FWE_RPF_LOOSE))
+
+/* The reverse-path checks a packet arriving on pkt->iif passes (trace's reverse_path_ok). The route back
+ * to its source is looked up as the kernel's rp_filter does: addresses swapped, as if input from lo, so
+ * nothing restricts the lookup to one interface. The kernel looks nothing up unless forwarding is on for
+ * lo (FWD_DISABLED); then every packet passes, rather than none (README.md). */
+static __always_inline __u8 reverse_path(struct __sk_buff* skb, const struct fwe_pkt* pkt) {
+  if (pkt->iif == LOOPBACK_IFINDEX) return FWE_RPF_ALL; /* the host's own packet */
+  struct bpf_fib_lookup fib = {};
+  fib.ifindex = LOOPBACK_IFINDEX;
+  fib.l4_protocol = pkt->proto;
+  fib.sport = pkt->ct_dport;
+  fib.dport = pkt->ct_sport;
+  if (pkt->family == 4) {
+    __u32 src, dst;
+    __builtin_memcpy(&src, pkt->src, 4);
+    __builtin_memcpy(&dst, pkt->dst, 4);
+    /* DHCP: from 0.0.0.0 to a broadcast or link-local multicast address */
+    if (src == 0 && (dst == 0xffffffff || (dst & bpf_htonl(0xffffff00)) == bpf_htonl(0xe0000000)))
+      return FWE_RPF_ALL;
+    fib.family = AF_INET;
+    fib.ipv4_dst = src;
+    fib.ipv4_src = dst;
+  } else {
+    /* A link-local source is on-link on the interface it came in on (nft looks it up there); the
+     * helper would refuse it (NOT_FWDED). */
+    if (pkt->src[0] == 0xfe && (pkt->src[1] & 0xc0) == 0x80) return FWE_RPF_ALL;
+    fib.family = AF_INET6;
+    __builtin_memcpy(fib.ipv6_dst, pkt->src, 16);
+    __builtin_memcpy(fib.ipv6_src, pkt->dst, 16);
+  }
+  long rc = bpf_fib_lookup(skb, &fib, sizeof fib, BPF_FIB_LOOKUP_SKIP_NEIGH);
+  if (rc == BPF_FIB_LKUP_RET_FWD_DISABLED) return FWE_RPF_ALL;
+  /* FRAG_NEEDED: a route whose device's MTU is below this packet's size, a route all the same. Local,
+   * unreachable, blackhole and prohibit routes (and none) are no way back. */
+  if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_FRAG_NEEDED) return 0;
+  return (1 << FWE_RPF_LOOSE) | (fib.ifindex == pkt->iif ? 1 << FWE_RPF_STRICT : 0);
+}
+
 static __always_inline int start(struct __sk_buff* skb, struct fwe_eval* ev) {
   if (parse(skb, &ev->pkt) < 0) return -1;
   __u32 zero = 0;
   struct fwe_config* cfg = bpf_map_lookup_elem(&fwe_config, &zero);
   if (!cfg) return -1;
   ev->gen = cfg->active_gen & 1;
+  ev->need_rpf = (cfg->rpf_gens >> ev->gen) & 1;
   ev->pkt.mark = skb->mark;
   ev->bytes = skb->len;
   ev->pkt.ct = ct_state_of(ev);
@@ -586,6 +629,7 @@ int fwe_ingress(struct __sk_buff* skb) {
   ev.pkt.iif = skb->ifindex;
   ev.pkt.has_mac = !ev.looped;
   ev.pkt.oif = route_out(skb, &ev.pkt);
+  if (ev.need_rpf) ev.pkt.rpf_ok = reverse_path(skb, &ev.pkt);
   if (!run_stage(&ev, FWE_STAGE_UNTRACKED_IN)) {
     ct_see_reply(&ev);
     if (!run_stage(&ev, FWE_STAGE_PREDNAT)) run_stage(&ev, ev.pkt.oif ? FWE_STAGE_FORWARD : FWE_STAGE_INPUT);

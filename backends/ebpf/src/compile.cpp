@@ -360,7 +360,11 @@ class Compiler {
     }
     if (m.pkt_type) refuse(rule, "match pkt-type"), ok = false;
     if (m.ct_status) refuse(rule, "match ct-status"), ok = false;  // no NAT here, so no NAT status
-    if (m.rpf) refuse(rule, "match rpf"), ok = false;
+    if (m.rpf) {
+      r.rpf_mode = *m.rpf == RpfMode::strict ? FWE_RPF_STRICT : FWE_RPF_LOOSE;
+      r.rpf_negate = m.rpf_negate;
+      out_.uses_rpf = true;
+    }
     if (m.rate_limit) ok &= rate_limit(*m.rate_limit, r, rule);
     return ok;
   }
@@ -501,10 +505,10 @@ std::vector<Stage> supported_stages() {
 }
 
 std::vector<MatchKind> supported_matches() {
-  return {MatchKind::iif,       MatchKind::oif,      MatchKind::family,   MatchKind::protocol,
-          MatchKind::src_addr,  MatchKind::dst_addr, MatchKind::src_port, MatchKind::dst_port,
-          MatchKind::icmp,      MatchKind::ct_state, MatchKind::src_mac,  MatchKind::mark,
-          MatchKind::rate_limit};
+  return {MatchKind::iif,        MatchKind::oif,      MatchKind::family,   MatchKind::protocol,
+          MatchKind::src_addr,   MatchKind::dst_addr, MatchKind::src_port, MatchKind::dst_port,
+          MatchKind::icmp,       MatchKind::ct_state, MatchKind::src_mac,  MatchKind::mark,
+          MatchKind::rate_limit, MatchKind::rpf};
 }
 
 std::vector<ActionKind> supported_actions() {
@@ -525,7 +529,17 @@ Program compile(const Ruleset& rs, Diagnostics& diag) {
   if (any_reject) program.notes.push_back("reject is done as drop (tc sends no ICMP error or TCP reset)");
   if (any_log)
     program.notes.push_back("log rules only count packets (see status); nothing goes to the kernel log");
+  if (program.uses_rpf)
+    program.notes.push_back(
+        "rpf looks routes up without the packet's mark, and only while forwarding is on for lo "
+        "(net.ipv4.conf.lo.forwarding, net.ipv6.conf.lo.forwarding; ip_forward sets it too): "
+        "apply refuses the ruleset while it is off");
   return program;
+}
+
+std::uint32_t rpf_generations(const fwe_config& current, std::uint32_t generation, bool uses_rpf) {
+  const std::uint32_t in_use = current.rpf_gens & (1u << (generation ^ 1));
+  return in_use | (uses_rpf ? 1u << generation : 0u);
 }
 
 fwe_rule for_generation(const fwe_rule& rule, std::uint32_t generation) {

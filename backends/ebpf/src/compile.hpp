@@ -57,6 +57,7 @@ struct Program {
   std::vector<fwe_portindex_key> port_index;    // gen 0; the loader sets the generation
   std::vector<std::uint32_t> port_index_first;  // parallel: the run's first rule for that port
   std::vector<std::string> notes;               // what the dataplane does differently (reject = drop, ...)
+  bool uses_rpf = false;                        // the loader sets the generation's bit in fwe_config.rpf_gens
 
   std::string text() const;
 };
@@ -68,6 +69,9 @@ std::vector<ir::ActionKind> supported_actions();
 // Flattens a verified ruleset; refuses (diag, with the rule's origin) what the limits or the
 // dataplane cannot take. The result is only usable when diag has no new errors.
 Program compile(const ir::Ruleset&, Diagnostics&);
+
+// fwe_config.rpf_gens for writing `generation`: its own bit from the program, the one in use kept.
+std::uint32_t rpf_generations(const fwe_config& current, std::uint32_t generation, bool uses_rpf);
 
 // The generation-specific copy of a rule: set ids tagged with the generation.
 fwe_rule for_generation(const fwe_rule&, std::uint32_t generation);

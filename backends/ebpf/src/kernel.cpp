@@ -15,6 +15,7 @@
 #include <cstdarg>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -326,7 +327,24 @@ Kernel::Kernel(const std::string& netns) : pin_dir_(pin_dir_for(netns)) {
   libbpf_set_print(collect_libbpf_output);
 }
 
+namespace {
+// The kernel's route lookup from BPF answers only where forwarding is on for the device it is given (lo,
+// for the reverse path): without it the rpf check could decide nothing, so the ruleset is refused.
+void require_lo_forwarding() {
+  for (const char* path :
+       {"/proc/sys/net/ipv4/conf/lo/forwarding", "/proc/sys/net/ipv6/conf/lo/forwarding"}) {
+    std::ifstream file(path);
+    int value = 0;
+    if (!(file >> value) || value == 0)
+      throw RuntimeError(std::string("ebpf: the rpf check needs forwarding on for lo, and ") + path +
+                         " is not 1; nothing was changed\n  set net.ipv4.conf.lo.forwarding=1 and "
+                         "net.ipv6.conf.lo.forwarding=1 (lo forwards nothing), or choose --backend nft");
+  }
+}
+}  // namespace
+
 void Kernel::apply(const Program& program, const std::string& ir_hash) {
+  if (program.uses_rpf) require_lo_forwarding();
   libbpf_log().clear();
   ensure_bpffs();
   std::error_code ec;
@@ -345,7 +363,8 @@ void Kernel::apply(const Program& program, const std::string& ir_hash) {
 
   PinnedMaps maps;
   if (!open_pinned(pin_dir_, maps)) fail("opening the maps pinned in " + pin_dir_, errno);
-  const std::uint32_t generation = (read_config(maps).active_gen & 1) ^ 1;
+  fwe_config config = read_config(maps);
+  const std::uint32_t generation = (config.active_gen & 1) ^ 1;
   const auto ifaces = interfaces();
   clear_generation(generation, maps);
   try {
@@ -366,8 +385,12 @@ void Kernel::apply(const Program& program, const std::string& ir_hash) {
     e.msg += "\n  the ruleset in effect is unchanged";
     throw;
   }
+  // Two writes, so that a packet reading the config between them finds its generation's rpf bit right:
+  // the new generation's bit first, then the flip.
   __u32 zero = 0;
-  fwe_config config{generation, 0};
+  config.rpf_gens = rpf_generations(config, generation, program.uses_rpf);
+  update(maps.config.fd, &zero, &config, "the rpf generations");
+  config.active_gen = generation;
   update(maps.config.fd, &zero, &config, "the active generation");
 }
 

@@ -130,6 +130,41 @@ TEST_CASE("consecutive single-port rules become one indexed run", "[compile]") {
   CHECK(compile(test::sample_ruleset(), diag).port_index.empty());  // no run of 8 there
 }
 
+TEST_CASE("rpf rules carry mode and negation, and mark the program for the reverse lookup", "[compile]") {
+  Diagnostics diag;
+  CHECK_FALSE(compile(test::sample_ruleset(), diag).uses_rpf);
+  ir::Ruleset rs = test::sample_ruleset();
+  rs.chains["in-tail"].rules[0].match.rpf = ir::RpfMode::strict;
+  rs.chains["in-tail"].rules[0].match.rpf_negate = true;
+  rs.chains["in-tail"].rules[1].match.rpf = ir::RpfMode::loose;
+  Program program = compile(rs, diag);
+  REQUIRE_FALSE(diag.has_errors());
+  CHECK(program.uses_rpf);
+  std::size_t strict = 0, loose = 0;
+  for (const auto& r : program.rules) {
+    if (r.rpf_mode == FWE_RPF_STRICT) {
+      ++strict;
+      CHECK(r.rpf_negate == 1);
+      CHECK(r.rule_index == 0);
+    } else if (r.rpf_mode == FWE_RPF_LOOSE) {
+      ++loose;
+      CHECK(r.rpf_negate == 0);
+      CHECK(r.rule_index == 1);
+    }
+  }
+  CHECK(strict == 1);
+  CHECK(loose == 1);
+  CHECK(program.notes.back().find("forwarding") != std::string::npos);
+
+  // The config's bit for the generation being written follows the program; the one in use stays.
+  fwe_config in_use{0, 1};  // generation 0 active, with rpf
+  CHECK(rpf_generations(in_use, 1, true) == 3);
+  CHECK(rpf_generations(in_use, 1, false) == 1);
+  fwe_config stale{1, 1};  // generation 1 active without rpf; 0's bit is left from before
+  CHECK(rpf_generations(stale, 0, false) == 0);
+  CHECK(rpf_generations(stale, 0, true) == 1);
+}
+
 TEST_CASE("set ids carry the generation", "[compile]") {
   fwe_rule r{};
   r.src[0] = {5, 1, 0, {}};
@@ -156,6 +191,7 @@ TEST_CASE("capabilities name what compile accepts", "[compile]") {
   CHECK_FALSE(caps.supports(ir::Stage::dnat));
   CHECK(caps.supports(ir::MatchKind::icmp));
   CHECK(caps.supports(ir::MatchKind::rate_limit));
+  CHECK(caps.supports(ir::MatchKind::rpf));
   CHECK_FALSE(caps.supports(ir::MatchKind::pkt_type));
   CHECK_FALSE(caps.supports(ir::MatchKind::ct_status));
   CHECK_FALSE(caps.supports(ir::ActionKind::masquerade));

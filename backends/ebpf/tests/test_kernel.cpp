@@ -168,3 +168,55 @@ TEST_CASE("a rate-limited rule matches its burst and then stops", "[root]") {
     CHECK(delivered(ping) == expected);  // then tier1's on_end drop
   }
 }
+
+TEST_CASE("the reverse-path check follows the host's routes, as trace told the route", "[root]") {
+  enter_scratch_namespace();
+  run("ip route add blackhole 198.51.100.0/24 && ip -6 route add prohibit 2001:db8:99::/48");
+  // (source, the interface the host routes it out of: "" for none), each in on d0.
+  const std::vector<std::pair<const char*, const char*>> sources = {
+      {"10.0.0.5", "d0"},    {"10.1.0.5", "d1"},      {"192.0.2.5", ""},      {"198.51.100.5", ""},
+      {"2001:db8::5", "d0"}, {"2001:db8:1::5", "d1"}, {"2001:db8:99::5", ""}, {"2001:db8:77::5", ""},
+  };
+  std::vector<trace::Packet> packets;
+  for (const auto& [src, route] : sources) {
+    auto p = test::packet("d0", "", src,
+                          ir::parse_ip(src)->family == ir::Family::ipv4 ? "10.0.0.1" : "2001:db8::1", 6,
+                          40000, 22);
+    p.src_route = route;
+    packets.push_back(p);
+  }
+  auto dhcp = test::packet("d0", "", "0.0.0.0", "255.255.255.255", 17, 68, 67);
+  dhcp.src_route = "";
+  packets.push_back(dhcp);
+  auto looped = test::packet("lo", "", "192.0.2.5", "10.0.0.1", 6, 40000, 22);
+  looped.src_mac.reset();
+  looped.src_route = "";
+  packets.push_back(looped);
+
+  EbpfBackend backend(PluginContext{"test"});
+  Kernel kernel("test");
+  for (auto mode : {ir::RpfMode::strict, ir::RpfMode::loose})
+    for (bool negate : {false, true}) {
+      ir::Ruleset rs;
+      ir::Rule rule;
+      rule.match.rpf = mode;
+      rule.match.rpf_negate = negate;
+      rule.action.kind = ir::ActionKind::drop;
+      rs.chains["c"] = ir::Chain{"c", {rule}, {}};
+      ir::Endpoint all;
+      all.name = "all";
+      all.groups.push_back(ir::Group{"g", {"c"}, ir::Verdict::continue_, "", {}});
+      rs.stage(ir::Stage::prednat).sections.push_back({"rpf", false, {all}});
+      apply(backend, rs);
+      std::size_t passed = 0;
+      for (const auto& p : packets) {
+        clear_conntrack(kernel);
+        const bool expected = trace::evaluate(rs, p).delivered;
+        passed += expected;
+        INFO(to_string(mode) << (negate ? " negated: " : ": ") << test::describe(p));
+        CHECK(delivered(p) == expected);
+      }
+      CHECK(passed > 0);  // both outcomes in each mode
+      CHECK(passed < packets.size());
+    }
+}
