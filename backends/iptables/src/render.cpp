@@ -738,9 +738,17 @@ class FamilyRenderer {
         target = "-j CT --notrack";
         break;
       case ActionKind::ct_helper:
-        if (!check_table(t, "assign a conntrack helper", {"raw"}, r.origin,
-                         "assign helpers in untracked-in/out, before conntrack sees the packet"))
+        // Left out rather than refused: without it the connections the helper would relate are not
+        // accepted as related, which closes, never opens, something (firewalld's services assign
+        // helpers in the filter chains, where the nft backend can).
+        if (t.def.name != "raw") {
+          warning(r.origin,
+                  "iptables assigns conntrack helpers only before conntrack: helper '" + a.target +
+                      "' in the " + t.def.name +
+                      " table is left out, so what it would relate is not accepted",
+                  "assign it in untracked-in/out, or choose --backend nft");
           return;
+        }
         // CT needs the rule's own protocol, so no fwe-a- chain; a second CT leaves the first one's helper.
         target = "-j CT --helper " + a.target;
         break;

@@ -43,8 +43,7 @@ Capabilities NftBackend::capabilities() const {
   for (std::size_t s = 0; s < ir::kStageCount; ++s) caps.stages.push_back(static_cast<ir::Stage>(s));
   for (std::size_t m = 0; m < ir::kMatchKindCount; ++m) caps.matches.push_back(static_cast<ir::MatchKind>(m));
   for (std::size_t a = 0; a < ir::kActionKindCount; ++a)
-    if (static_cast<ir::ActionKind>(a) != ir::ActionKind::ct_helper)
-      caps.actions.push_back(static_cast<ir::ActionKind>(a));
+    caps.actions.push_back(static_cast<ir::ActionKind>(a));
   return caps;
 }
 

@@ -88,6 +88,9 @@ std::string Table::text() const {
   std::ostringstream out;
   out << "table inet " << kTableName << "\ndelete table inet " << kTableName << "\ntable inet " << kTableName
       << " {\n";
+  for (const auto& helper : helpers)
+    out << "\tct helper " << helper.name << " {\n\t\ttype \"" << helper.type << "\" protocol "
+        << (helper.l4proto == 17 ? "udp" : "tcp") << "\n\t\tl3proto inet\n\t}\n";
   for (const auto& set : sets) {
     out << "\tset " << set.name << " {\n\t\ttype ";
     if (set.concat.empty()) out << type_name(set.key_type);

@@ -86,6 +86,7 @@ struct Expr {
     byteorder,     // reg 1 = hton(reg 1), len bytes in elements of offset bytes
     exthdr_write,  // reg 1 -> TCP option key at offset, len bytes
     fib,           // route lookup with flags (code) -> result (key) in reg 1
+    objref,        // a stateful object of the table by type (key) and name (text): ct helper set
   };
   Kind kind = Kind::counter;
   std::uint32_t key = 0;  // meta/ct key, payload base, cmp/range op, reject type, nat type, verdict code
@@ -121,7 +122,16 @@ struct Chain {
   std::vector<Rule> rules{};
 };
 
+// A conntrack helper object (`ct helper NAME { type "ftp" protocol tcp; l3proto inet; }`), which
+// `ct helper set "NAME"` assigns to a new connection.
+struct CtHelper {
+  std::string name, type;
+  std::uint8_t l4proto = 6;
+  friend bool operator==(const CtHelper&, const CtHelper&) = default;
+};
+
 struct Table {
+  std::vector<CtHelper> helpers;
   std::vector<Set> sets;
   std::vector<Chain> chains;
   // The whole table in `nft -f` syntax, starting with add/delete/add so that loading it replaces ours.

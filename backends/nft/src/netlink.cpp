@@ -12,6 +12,7 @@
 #include <libnftnl/common.h>
 #include <libnftnl/expr.h>
 #include <libnftnl/gen.h>
+#include <libnftnl/object.h>
 #include <libnftnl/rule.h>
 #include <libnftnl/set.h>
 #include <libnftnl/table.h>
@@ -45,6 +46,7 @@ using TablePtr = std::unique_ptr<nftnl_table, Deleter<nftnl_table_free>>;
 using ChainPtr = std::unique_ptr<nftnl_chain, Deleter<nftnl_chain_free>>;
 using SetPtr = std::unique_ptr<nftnl_set, Deleter<nftnl_set_free>>;
 using RulePtr = std::unique_ptr<nftnl_rule, Deleter<nftnl_rule_free>>;
+using ObjPtr = std::unique_ptr<nftnl_obj, Deleter<nftnl_obj_free>>;
 using BatchPtr = std::unique_ptr<nftnl_batch, Deleter<nftnl_batch_free>>;
 using UdataPtr = std::unique_ptr<nftnl_udata_buf, Deleter<nftnl_udata_buf_free>>;
 using GenPtr = std::unique_ptr<nftnl_gen, Deleter<nftnl_gen_free>>;
@@ -286,6 +288,11 @@ nftnl_expr* build_expr(const Expr& x, const std::vector<std::uint32_t>& anon_ids
       nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_OFFSET, x.offset);
       nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_LEN, x.len);
       break;
+    case Expr::Kind::objref:
+      e = make("objref");
+      nftnl_expr_set_u32(e, NFTNL_EXPR_OBJREF_IMM_TYPE, x.key);
+      nftnl_expr_set_str(e, NFTNL_EXPR_OBJREF_IMM_NAME, x.text.c_str());
+      break;
     case Expr::Kind::fib:
       e = make("fib");
       nftnl_expr_set_u32(e, NFTNL_EXPR_FIB_DREG, NFT_REG_1);
@@ -414,6 +421,20 @@ class Transaction {
     nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, kTableName);
     nftnl_chain_set_str(c.get(), NFTNL_CHAIN_NAME, name.c_str());
     nftnl_chain_nlmsg_build_payload(message(NFT_MSG_DELCHAIN, 0, "deletion of chain " + name), c.get());
+    next();
+  }
+
+  // Without NLM_F_EXCL: adding a helper object the table has already is no error and changes nothing.
+  void helper(const CtHelper& helper) {
+    ObjPtr o(nftnl_obj_alloc());
+    nftnl_obj_set_u32(o.get(), NFTNL_OBJ_FAMILY, NFPROTO_INET);
+    nftnl_obj_set_str(o.get(), NFTNL_OBJ_TABLE, kTableName);
+    nftnl_obj_set_str(o.get(), NFTNL_OBJ_NAME, helper.name.c_str());
+    nftnl_obj_set_u32(o.get(), NFTNL_OBJ_TYPE, NFT_OBJECT_CT_HELPER);
+    nftnl_obj_set_str(o.get(), NFTNL_OBJ_CT_HELPER_NAME, helper.type.c_str());
+    nftnl_obj_set_u16(o.get(), NFTNL_OBJ_CT_HELPER_L3PROTO, NFPROTO_INET);
+    nftnl_obj_set_u8(o.get(), NFTNL_OBJ_CT_HELPER_L4PROTO, helper.l4proto);
+    nftnl_obj_nlmsg_build_payload(message(NFT_MSG_NEWOBJ, NLM_F_CREATE, "ct helper " + helper.name), o.get());
     next();
   }
 
@@ -814,6 +835,7 @@ void fill_replace(Transaction& tx, const Table& table, const std::string& marker
   tx.table(NFT_MSG_NEWTABLE, NLM_F_CREATE);
   tx.table(NFT_MSG_DELTABLE, 0);
   tx.table(NFT_MSG_NEWTABLE, NLM_F_CREATE);
+  for (const auto& helper : table.helpers) tx.helper(helper);
   for (const auto& set : table.sets) tx.set(set, tx.named_set_id(), "set " + set.name);
   for (const auto& chain : table.chains) tx.chain(chain);
   if (!marker.empty()) tx.chain({marker, {}, {}});
@@ -856,6 +878,8 @@ void apply_table_incremental(const Table& table, const std::string& marker) {
       if (!want_chains.count(chain.name)) outdated.emplace(stable_part(chain.name), &chain);
     }
     std::set<std::string> have_sets(kernel.sets.begin(), kernel.sets.end());
+    // Helper objects are only ever added here (a full apply drops those no rule uses any more).
+    for (const auto& helper : table.helpers) tx.helper(helper);
     if (!marker.empty() && !have_chains.count(marker)) tx.chain({marker, {}, {}});
     for (const auto& set : table.sets)
       if (!have_sets.count(set.name)) tx.set(set, tx.named_set_id(), "set " + set.name);

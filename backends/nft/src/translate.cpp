@@ -281,6 +281,19 @@ void match_rpf(Rule& r, ir::RpfMode mode, bool negate) {
        cmp(NFT_CMP_EQ, host32(negate ? 0 : 1))});
 }
 
+// The L4 protocol a conntrack helper object tracks: the rule's, if it names one of TCP and UDP, else
+// the one the kernel's helper of that name tracks (sip tracks both; UDP is its usual transport).
+std::optional<std::uint8_t> helper_protocol(const std::string& type, const ir::Match& m) {
+  if (m.protocols && !m.protocol_negate && m.protocols->size() == 1 &&
+      (m.protocols->front() == 6 || m.protocols->front() == 17))
+    return m.protocols->front();
+  static const std::map<std::string, std::uint8_t> kTracks = {
+      {"ftp", 6},   {"irc", 6},     {"sane", 6}, {"pptp", 6},        {"Q.931", 6}, {"tftp", 17},
+      {"snmp", 17}, {"amanda", 17}, {"RAS", 17}, {"netbios-ns", 17}, {"sip", 17}};
+  if (auto it = kTracks.find(type); it != kTracks.end()) return it->second;
+  return std::nullopt;
+}
+
 // Any of the statuses: one test of their bits, named in bit order as nft prints them.
 void match_ct_status(Rule& r, const std::vector<ir::CtStatus>& statuses) {
   std::uint32_t mask = 0;
@@ -456,10 +469,13 @@ class Translator {
     for (const auto& [name, set] : rs_.sets) add_address_set(set);
     for (const auto& [name, chain] : rs_.chains) chain_names_[name] = names_.make("c-", name);
     const std::set<std::string> in_postrouting = chains_of(ir::Stage::snat);
+    std::set<std::string> before_conntrack = chains_of(ir::Stage::untracked_in);
+    before_conntrack.merge(chains_of(ir::Stage::untracked_out));
     std::vector<Chain> ir_chains;
     for (const auto& [name, chain] : rs_.chains) {
       Chain out{chain_names_[name], {}, {}};
       in_postrouting_ = in_postrouting.contains(name);
+      before_conntrack_ = before_conntrack.contains(name);
       emit_chain(out, chain);
       ir_chains.push_back(std::move(out));
     }
@@ -632,7 +648,7 @@ class Translator {
     // Last: only packets that match everything else may use up the rate.
     if (m.rate_limit && !match_limit(after_addresses, *m.rate_limit, rule.origin)) return std::nullopt;
 
-    auto tails = action_tails(rule.action, rule.origin);
+    auto tails = action_tails(rule.action, rule.match, rule.origin);
     if (tails.empty()) return std::nullopt;
     return Prepared{only_family, std::move(common), std::move(after_addresses), std::move(tails)};
   }
@@ -1005,7 +1021,7 @@ class Translator {
     return ":" + std::to_string(p.lo) + (p.hi != p.lo ? "-" + std::to_string(p.hi) : "");
   }
 
-  std::vector<Tail> action_tails(const ir::Action& a, const ir::Origin& origin) {
+  std::vector<Tail> action_tails(const ir::Action& a, const ir::Match& m, const ir::Origin& origin) {
     Tail tail;
     Rule& r = tail.action;
     switch (a.kind) {
@@ -1097,10 +1113,27 @@ class Translator {
         r.exprs.push_back(e);
         break;
       }
-      case ir::ActionKind::ct_helper:
-        refuse(origin, "nft backend: ct-helper is not supported",
-               "load the helper with a separate nft table");
-        return {};
+      case ir::ActionKind::ct_helper: {
+        // The kernel assigns a helper only to a connection conntrack has seen and not confirmed yet.
+        if (before_conntrack_) {
+          refuse(origin, "nft backend: a conntrack helper can only be assigned after conntrack",
+                 "assign it in prednat, dnat, input, forward, output or snat (iptables: only in "
+                 "untracked-in/out)");
+          return {};
+        }
+        auto protocol = helper_protocol(a.target, m);
+        if (!protocol) {
+          refuse(origin, "nft backend: conntrack helper '" + a.target + "' needs the protocol it tracks",
+                 "match protocol tcp or udp in the rule");
+          return {};
+        }
+        const CtHelper helper{"h-" + a.target + (*protocol == 17 ? "-udp" : "-tcp"), a.target, *protocol};
+        if (std::find(table_.helpers.begin(), table_.helpers.end(), helper) == table_.helpers.end())
+          table_.helpers.push_back(helper);
+        add(r, "ct helper set \"" + helper.name + "\"",
+            {{.kind = Expr::Kind::objref, .key = NFT_OBJECT_CT_HELPER, .text = helper.name}});
+        break;
+      }
       case ir::ActionKind::tcp_mss_clamp: {
         // SYNs (and SYN+ACKs) only; the kernel lowers the option, never raises it. The MSS option is
         // kind 2, its value 2 bytes at offset 2.
@@ -1294,7 +1327,8 @@ class Translator {
   NameAllocator names_;
   std::map<std::string, FamilySets> set_names_;
   std::map<std::string, std::string> chain_names_;
-  bool in_postrouting_ = false;  // emitting for the snat stage (postrouting), where reject cannot run
+  bool in_postrouting_ = false;    // emitting for the snat stage (postrouting), where reject cannot run
+  bool before_conntrack_ = false;  // emitting a chain the untracked stages use
   std::map<std::string, bool> may_pass_;
 };
 

@@ -303,9 +303,9 @@ TEST_CASE("origin stamps fit nft's 128-character comments and stay quote-free") 
 }
 
 TEST_CASE("what nft cannot do here is refused with the rule's origin") {
-  ir::Rule helper;
+  ir::Rule helper;  // an unknown helper without a protocol: which one it tracks is unknown
   helper.action.kind = ir::ActionKind::ct_helper;
-  helper.action.target = "ftp";
+  helper.action.target = "bogus";
   ir::Rule bad_reject;
   bad_reject.action.kind = ir::ActionKind::reject;
   bad_reject.action.reject_with = "icmp-bogus";
@@ -346,13 +346,12 @@ TEST_CASE("reject is refused where the kernel cannot reject: snat (postrouting),
   CHECK_FALSE(forward.has_errors());
 }
 
-TEST_CASE("capabilities: every stage and match, every action but ct-helper") {
+TEST_CASE("capabilities: every stage, match and action") {
   nft::NftBackend backend{PluginContext{}};
   Capabilities caps = backend.capabilities();
   CHECK(caps.stages.size() == ir::kStageCount);
   CHECK(caps.matches.size() == ir::kMatchKindCount);
-  CHECK(caps.actions.size() == ir::kActionKindCount - 1);
-  CHECK_FALSE(caps.supports(ir::ActionKind::ct_helper));
+  CHECK(caps.actions.size() == ir::kActionKindCount);
   CHECK(caps.ipv6);
 }
 
@@ -507,4 +506,30 @@ TEST_CASE("rpf is a fib lookup of the source with the mark, and of iif when stri
   CHECK(texts(chain(table, "c-anti-spoofing")) ==
         std::vector<std::string>{"meta nfproto ipv6 fib saddr . mark . iif oif missing counter drop",
                                  "fib saddr . mark oif exists counter accept"});
+}
+
+TEST_CASE("ct-helper: a helper object per helper and protocol, assigned only after conntrack") {
+  nft::Table table = render(nft_test::kitchen_sink_ruleset());
+  CHECK(table.helpers == std::vector<nft::CtHelper>{{"h-ftp-tcp", "ftp", 6}, {"h-tftp-udp", "tftp", 17}});
+  auto clamp = texts(chain(table, "c-clamp"));
+  REQUIRE(clamp.size() == 4);
+  CHECK(clamp[2].rfind("meta l4proto 6 th dport 21 counter ct helper set \"h-ftp-tcp\"", 0) == 0);
+  CHECK(clamp[3].rfind("counter ct helper set \"h-tftp-udp\"", 0) == 0);
+  CHECK(
+      table.text().find("\tct helper h-ftp-tcp {\n\t\ttype \"ftp\" protocol tcp\n\t\tl3proto inet\n\t}\n") !=
+      std::string::npos);
+
+  ir::Rule before_conntrack;
+  before_conntrack.action.kind = ir::ActionKind::ct_helper;
+  before_conntrack.action.target = "ftp";
+  ir::Ruleset rs = nft_test::small_ruleset();
+  rs.chains["raw"] = {"raw", {before_conntrack}, {}};
+  ir::Endpoint raw;
+  raw.name = "raw";
+  raw.groups.push_back({"g", {"raw"}, ir::Verdict::continue_, {}, {}});
+  rs.stage(ir::Stage::untracked_in).sections.push_back({"raw", false, {raw}});
+  Diagnostics diag;
+  nft::translate(rs, diag);
+  REQUIRE(diag.error_count() == 1);
+  CHECK(diag.all()[0].message.find("only be assigned after conntrack") != std::string::npos);
 }

@@ -152,15 +152,22 @@ Ruleset kitchen_sink_ruleset() {
   };
   rs.chains["everything"] = Chain{"everything", rules, origin(39, "GlobalNetworkPolicy sink")};
   rs.chains["passer"] = Chain{"passer", {rule(60, ActionKind::pass)}, origin(59, "pass")};
-  rs.chains["clamp"] =
-      Chain{"clamp",
-            {rule(62, ActionKind::tcp_mss_clamp), rule(63, ActionKind::tcp_mss_clamp,
-                                                       [](Match& m, Action& a) {
-                                                         m.dst_port.push_back({false, {{443, 443}}});
-                                                         m.protocols = std::vector<std::uint8_t>{6};
-                                                         a.mss = 1400;
-                                                       })},
-            origin(61, "clamp")};
+  rs.chains["clamp"] = Chain{"clamp",
+                             {rule(62, ActionKind::tcp_mss_clamp),
+                              rule(63, ActionKind::tcp_mss_clamp,
+                                   [](Match& m, Action& a) {
+                                     m.dst_port.push_back({false, {{443, 443}}});
+                                     m.protocols = std::vector<std::uint8_t>{6};
+                                     a.mss = 1400;
+                                   }),
+                              rule(64, ActionKind::ct_helper,
+                                   [](Match& m, Action& a) {
+                                     m.protocols = std::vector<std::uint8_t>{6};
+                                     m.dst_port.push_back({false, {{21, 21}}});
+                                     a.target = "ftp";
+                                   }),
+                              rule(65, ActionKind::ct_helper, [](Match&, Action& a) { a.target = "tftp"; })},
+                             origin(61, "clamp")};
   rs.chains["nat-in"] = Chain{"nat-in",
                               {rule(70, ActionKind::dnat,
                                     [](Match& m, Action& a) {
