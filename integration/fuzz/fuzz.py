@@ -311,6 +311,7 @@ FEATURE_RULES = {
     "ct-status": ("input", {"ct-status": "dnat", "action": "accept"}),
     "redirect": ("dnat", {"family": "ipv4", "protocol": "tcp", "action": "redirect", "to-port": 80}),
     "ct-helper": ("untracked-in", {"protocol": "tcp", "action": "ct-helper", "helper": "ftp"}),
+    "ct-helper-tracked": ("input", {"protocol": "tcp", "action": "ct-helper", "helper": "ftp"}),
     "tcp-mss-clamp": ("forward", {"action": "tcp-mss-clamp"}),
     "dnat": ("dnat", {"family": "ipv4", "protocol": "tcp", "action": "dnat", "to": "10.9.0.1", "to-port": 80}),
     "snat": ("snat", {"family": "ipv4", "oif": "eth0", "action": "snat", "to": "10.9.0.1"}),

@@ -32,7 +32,7 @@ MARK_BITS = [0x1, 0x2, 0x4, 0x10, 0x80, 0x100, 0x10000, 0x8000000]
 # icmp]}`, `[eth0, vx+]`).
 FEATURES = ("src-mac", "mark", "set-mark", "rate-limit", "pkt-type", "ct-status", "dnat", "redirect", "snat",
             "masquerade", "ct-helper", "tcp-mss-clamp", "not-iface-list", "not-protocol-list", "iface-prefix-list",
-            "rpf", "rpf-after-routing")
+            "rpf", "rpf-after-routing", "ct-helper-tracked")
 NAT_ACTIONS = {"dnat": ["dnat", "redirect"], "snat": ["snat", "masquerade"]}
 # Where ct-status may be matched (docs/ir.md): not before conntrack, not in dnat; in snat only with dnat.
 STAGE_CT_STATUS = {"prednat", "input", "forward", "output", "snat"}
@@ -42,7 +42,8 @@ STAGE_CT_STATUS = {"prednat", "input", "forward", "output", "snat"}
 STAGE_RPF = {"untracked-in": "rpf", "prednat": "rpf", "input": "rpf-after-routing",
              "forward": "rpf-after-routing"}
 # Conntrack helpers and their protocol. iptables assigns helpers only before conntrack (raw), nft only
-# after it, so the generator asks the backend (fuzz.py FEATURE_RULES) with the raw form: untracked stages.
+# after it, so the generator asks the backend (fuzz.py FEATURE_RULES) for both: "ct-helper" in the
+# untracked stages, "ct-helper-tracked" in the others.
 HELPERS = {"ftp": "tcp", "tftp": "udp", "sip": "udp"}  # both families (irc is IPv4 only)
 
 IIF_VALUES = ["eth0", "eth1", "vx0", "lo", "eth+", "vx+", "e+", "dum0", "nope0"]
@@ -355,7 +356,7 @@ class Generator:
             choices += ["notrack"] * 2
         if self.has("set-mark"):
             choices += ["set-mark"] * 2
-        if stage in UNTRACKED and self.has("ct-helper"):
+        if self.has("ct-helper" if stage in UNTRACKED else "ct-helper-tracked"):
             choices.append("ct-helper")
         if stage in ("forward", "output") and self.has("tcp-mss-clamp"):
             choices.append("tcp-mss-clamp")

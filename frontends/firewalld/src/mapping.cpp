@@ -623,6 +623,7 @@ class Mapper {
     for (std::size_t i = 0; i < body.services.size(); ++i) {
       const SourceLoc loc = i < body.service_locs.size() ? body.service_locs[i] : o.origin.loc;
       const ir::Origin from = origin(o, loc, "service " + body.services[i]);
+      add_service_helpers(parts, body.services[i], loc, from);
       for (ir::Match& match : expand_service(body.services[i], loc, {}))
         parts.add(Sub::allow, 0, make_rule(std::move(match), ir::ActionKind::accept, from));
     }
@@ -675,6 +676,26 @@ class Mapper {
       collect_services(include, it->second.loc, seen, out);
   }
 
+  // The matches a service's rules start from: <destination> adds a daddr match and limits the service to
+  // the families it names.
+  std::vector<ir::Match> service_bases(const Service& service, const ir::Match& base) {
+    if (!service.destination_v4 && !service.destination_v6) return {base};
+    std::vector<ir::Match> bases;
+    for (const auto* dest : {&service.destination_v4, &service.destination_v6}) {
+      if (!*dest) continue;
+      const ir::Family family = (*dest)->addr.family;
+      if (base.family != ir::Family::any && base.family != family) continue;
+      const std::string set =
+          "service/" + service.name + "/destination-" + std::string(ir::to_string(family));
+      add_set(set, {**dest}, {service.loc, "service " + service.name, -1});
+      ir::Match match = base;
+      match.family = family;
+      match.dst_addr.push_back({false, set});
+      bases.push_back(std::move(match));
+    }
+    return bases;
+  }
+
   // One match per port, protocol and source port of the service and the services it includes.
   std::vector<ir::Match> expand_service(const std::string& name, SourceLoc loc, const ir::Match& base) {
     std::vector<ir::Match> matches;
@@ -682,29 +703,7 @@ class Mapper {
     std::vector<const Service*> services;
     collect_services(name, loc, seen, services);
     for (const Service* service : services) {
-      // <destination> adds a daddr match and limits the service to the families it names.
-      std::vector<ir::Match> bases;
-      if (service->destination_v4 || service->destination_v6) {
-        for (const auto* dest : {&service->destination_v4, &service->destination_v6}) {
-          if (!*dest) continue;
-          const ir::Family family = (*dest)->addr.family;
-          if (base.family != ir::Family::any && base.family != family) continue;
-          const std::string set =
-              "service/" + service->name + "/destination-" + std::string(ir::to_string(family));
-          add_set(set, {**dest}, {service->loc, "service " + service->name, -1});
-          ir::Match match = base;
-          match.family = family;
-          match.dst_addr.push_back({false, set});
-          bases.push_back(std::move(match));
-        }
-      } else {
-        bases.push_back(base);
-      }
-      for (const std::string& helper : service->helpers) {
-        report_helper(helper, service->name == name ? name : service->name + " (included by " + name + ")",
-                      loc);
-      }
-      for (const ir::Match& b : bases) {
+      for (const ir::Match& b : service_bases(*service, base)) {
         for (const PortSpec& port : service->ports) {
           ir::Match match = b;
           match.protocols = std::vector<std::uint8_t>{protocol_of(port.protocol)};
@@ -727,15 +726,39 @@ class Mapper {
     return matches;
   }
 
-  // firewalld assigns a service's conntrack helpers in the filter chains before the accept (§1.4); no
-  // backend can do that (nft has no ct-helper, iptables only before conntrack), so they are reported.
-  void report_helper(const std::string& helper, const std::string& service, SourceLoc use) {
-    if (!reported_helpers_.insert({use.file, use.line, use.col, helper}).second) return;
-    diag_.warning(use,
-                  "conntrack helper '" + helper + "' of service " + service +
-                      " is not carried over: connections it would mark related (e.g. FTP data) are not "
-                      "accepted as related",
-                  "open the ports those connections use; see docs/firewalld.md");
+  // firewalld assigns the conntrack helpers of a service (and of the services it includes) in the allow
+  // sub-chain, before the accepts (§1.4): per helper port, `ct helper set` for new connections to it,
+  // whatever their source - a rich rule's addresses and family do not reach its helper rules. A helper
+  // without ports only loads a kernel module in firewalld: nothing to assign.
+  void add_service_helpers(Parts& parts, const std::string& name, SourceLoc loc, const ir::Origin& from) {
+    std::set<std::string> seen;
+    std::vector<const Service*> services;
+    collect_services(name, loc, seen, services);
+    for (const Service* service : services) {
+      for (const std::string& helper_name : service->helpers) {
+        auto it = config_.helpers.find(helper_name);
+        if (it == config_.helpers.end()) continue;  // the reader has reported it
+        const Helper& helper = it->second;
+        // The kernel's name: the module's without nf_conntrack_ (firewalld's short name), except for
+        // H.323, whose module holds two helpers, RAS and Q.931.
+        std::string type = helper.module.substr(std::string_view("nf_conntrack_").size());
+        std::replace(type.begin(), type.end(), '_', '-');
+        if (type == "h323") type = helper.name;
+        ir::Match base;
+        base.family = to_ir(helper.family);
+        for (const ir::Match& b : service_bases(*service, base)) {
+          for (const PortSpec& port : helper.ports) {
+            ir::Match match = b;
+            match.protocols = std::vector<std::uint8_t>{protocol_of(port.protocol)};
+            match.dst_port.push_back({false, {port.range}});
+            ir::Rule rule = make_rule(std::move(match), ir::ActionKind::ct_helper,
+                                      {from.loc, from.policy + " (helper " + helper.name + ")", from.rule});
+            rule.action.target = type;
+            parts.add(Sub::allow, 0, std::move(rule));
+          }
+        }
+      }
+    }
   }
 
   // ---- ICMP (§1.7, §3.5) ------------------------------------------------------------------------------
@@ -983,6 +1006,9 @@ class Mapper {
         break;
       case RichElement::Kind::service: {
         matches = expand_service(element.name, rule.loc, base);
+        // Only an accepting rule assigns the service's helpers (firewalld loads them only then).
+        if (rule.action.kind == RichAction::Kind::accept)
+          add_service_helpers(o.parts[stage], element.name, rule.loc, from);
         break;
       }
       case RichElement::Kind::port:
@@ -1547,7 +1573,6 @@ class Mapper {
   std::vector<const Policy*> policies_;  // active ones, by priority then name
   std::map<std::string, Owner> owners_;
   std::map<std::string, std::optional<std::string>> policy_chains_;
-  std::set<std::tuple<std::uint32_t, std::uint32_t, std::uint32_t, std::string>> reported_helpers_;
 };
 
 }  // namespace

@@ -271,7 +271,7 @@ TEST_CASE("2.x forward dispatch: the egress zone is the exclusive classification
   }
 }
 
-TEST_CASE("services: includes expanded, conntrack helpers reported", "[mapping]") {
+TEST_CASE("services: includes expanded, conntrack helpers assigned before the accepts", "[mapping]") {
   Setup setup;
   Service& ftp = setup.service("ftp", {{21, "tcp"}});
   ftp.helpers = {"ftp"};
@@ -280,12 +280,29 @@ TEST_CASE("services: includes expanded, conntrack helpers reported", "[mapping]"
   helper.name = "ftp";
   helper.module = "nf_conntrack_ftp";
   helper.ports.push_back({{21, 21}, "tcp", setup.loc()});
+  Helper& q931 = setup.config.helpers["Q.931"];
+  q931.name = "Q.931";
+  q931.module = "nf_conntrack_h323";
+  q931.family = Family::ipv4;
+  q931.ports.push_back({{1720, 1720}, "tcp", setup.loc()});
+  setup.service("h323", {}).helpers = {"Q.931"};
   setup.services(setup.zone("public").body, {"ftp"});
+  setup.rich(setup.zone("public").body,
+             R"(rule family="ipv4" source address="10.0.0.0/8" service name="h323" accept)");
+  setup.rich(setup.zone("public").body, R"(rule service name="ftp" drop)");  // no helper: not accepted
   const ir::Ruleset rs = setup.build();
   const ir::Chain& allow = chain(rs, "input/zone/public/allow");
-  CHECK(actions(allow) == std::vector{A::accept, A::accept, A::accept, A::accept});  // ssh, dhcp, 21, 80
-  CHECK(allow.rules[3].match.dst_port.at(0).ports == ir::PortSet{{80, 80}});
-  CHECK(setup.count(Severity::warning, "conntrack helper 'ftp' of service ftp is not carried over") == 1);
+  // ssh, dhcpv6-client; ftp's helper, 21, 80 (http, included); the rich rule's helper, for every source
+  CHECK(actions(allow) ==
+        std::vector{A::accept, A::accept, A::ct_helper, A::accept, A::accept, A::ct_helper});
+  CHECK(allow.rules[2].action.target == "ftp");
+  CHECK(allow.rules[2].match.dst_port.at(0).ports == ir::PortSet{{21, 21}});
+  CHECK(allow.rules[2].match.protocols == std::vector<std::uint8_t>{6});
+  CHECK(allow.rules[4].match.dst_port.at(0).ports == ir::PortSet{{80, 80}});
+  CHECK(allow.rules[5].action.target == "Q.931");  // the kernel's name: the module holds RAS and Q.931
+  CHECK(allow.rules[5].match.family == ir::Family::ipv4);
+  CHECK(allow.rules[5].match.src_addr.empty());
+  CHECK(setup.count(Severity::warning, "conntrack helper") == 0);
 }
 
 TEST_CASE("LogDenied adds log rules where firewalld logs", "[mapping]") {
