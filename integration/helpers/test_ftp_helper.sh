@@ -8,18 +8,8 @@
 set -u
 engine=$1 src=$2 backend=$3
 source "$src/core/tests/cli/checks.sh"
-[ "$(id -u)" = 0 ] || { echo "skipped: needs root"; exit 77; }
-"$engine" plugins | grep -q "^$backend .*backend" || { echo "skipped: backend $backend not built"; exit 77; }
-python=/usr/bin/python3
-[ -x $python ] || python=python3
+require_root_and_backend "$engine" "$backend"
 c=fwe-ftp-$$-c h=fwe-ftp-$$-h
-work=$(mktemp -d)
-expect() {  # expect NAME ACTUAL WANTED
-  if [ "$2" != "$3" ]; then
-    echo "FAIL $1: got '$2', expected '$3'"; failures=$((failures + 1)); return 1
-  fi
-  passes=$((passes + 1))
-}
 cleanup() {
   [ -n "${server_pid:-}" ] && kill "$server_pid" 2>/dev/null
   "$engine" --netns "$h" --backend "$backend" -q flush >/dev/null 2>&1
@@ -117,16 +107,16 @@ PY
 fwe() { "$engine" --netns "$h" --backend "$backend" "$@"; }
 
 for server in 10.72.0.1 fd72::1; do
-  expect "no policy, $server: the data connection opens" "$(session $server)" open
+  equals "no policy, $server: the data connection opens" "$(session $server)" open
 done
 check "apply without the helper" 0 fwe -q -f "$work/plain.yaml" apply
 for server in 10.72.0.1 fd72::1; do
-  expect "without the helper, $server: the data connection is dropped" "$(session $server)" closed
+  equals "without the helper, $server: the data connection is dropped" "$(session $server)" closed
 done
 check "apply with the ftp helper on port 21 ($stage)" 0 fwe -q -f "$work/helper.yaml" apply
 for server in 10.72.0.1 fd72::1; do
-  expect "with the helper, $server: the data connection is related and opens" "$(session $server)" open
+  equals "with the helper, $server: the data connection is related and opens" "$(session $server)" open
 done
-expect "no drift with the helper" \
+equals "no drift with the helper" \
   "$(fwe --json status | $python -c 'import json,sys; print(len(json.load(sys.stdin)["drift"]))')" 0
 summary

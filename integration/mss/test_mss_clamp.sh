@@ -7,17 +7,8 @@
 set -u
 engine=$1 src=$2 backend=$3
 source "$src/core/tests/cli/checks.sh"
-[ "$(id -u)" = 0 ] || { echo "skipped: needs root"; exit 77; }
-"$engine" plugins | grep -q "^$backend .*backend" || { echo "skipped: backend $backend not built"; exit 77; }
-python=/usr/bin/python3
-[ -x $python ] || python=python3
+require_root_and_backend "$engine" "$backend"
 a=fwe-mss-$$-a h=fwe-mss-$$-h b=fwe-mss-$$-b
-expect() {  # expect NAME ACTUAL WANTED
-  if [ "$2" != "$3" ]; then
-    echo "FAIL $1: got '$2', expected '$3'"; failures=$((failures + 1)); return 1
-  fi
-  passes=$((passes + 1))
-}
 cleanup() {
   "$engine" --netns "$h" --backend "$backend" -q flush >/dev/null 2>&1
   for ns in "$a" "$h" "$b"; do ip netns del "$ns" 2>/dev/null; done
@@ -82,20 +73,20 @@ fwe() { "$engine" --netns "$h" --backend "$backend" "$@"; }
 
 for server in 10.71.2.2 fd71:2::2; do
   read -r client_mss server_mss <<<"$(maxseg $server)"
-  expect "no policy, $server: both ends keep their MSS ($client_mss, $server_mss)" \
+  equals "no policy, $server: both ends keep their MSS ($client_mss, $server_mss)" \
     "$([ "${client_mss:-0}" -gt 1000 ] && [ "${server_mss:-0}" -gt 1000 ] && echo yes)" yes
 done
 check "apply the clamp to 1000" 0 fwe -q -f "$work/clamp.yaml" apply
 for server in 10.71.2.2 fd71:2::2; do
   read -r client_mss server_mss <<<"$(maxseg $server)"
-  expect "clamped, $server: both ends at most 1000 ($client_mss, $server_mss)" \
+  equals "clamped, $server: both ends at most 1000 ($client_mss, $server_mss)" \
     "$([ "${client_mss:-0}" -gt 0 ] && [ "$client_mss" -le 1000 ] && [ "${server_mss:-0}" -gt 0 ] &&
       [ "$server_mss" -le 1000 ] && echo yes)" yes
 done
 check "apply the clamp to the path MTU" 0 fwe -q -f "$work/pmtu.yaml" apply
-expect "no drift after the path-MTU clamp" \
+equals "no drift after the path-MTU clamp" \
   "$(fwe --json status | $python -c 'import json,sys; print(len(json.load(sys.stdin)["drift"]))')" 0
 read -r client_mss server_mss <<<"$(maxseg 10.71.2.2)"
-expect "path-MTU clamp on equal MTUs changes nothing ($client_mss, $server_mss)" \
+equals "path-MTU clamp on equal MTUs changes nothing ($client_mss, $server_mss)" \
   "$([ "${client_mss:-0}" -gt 1000 ] && echo yes)" yes
 summary

@@ -12,11 +12,24 @@ check() {  # check NAME EXPECTED_RC COMMAND... ; stdout+stderr in $out
   fi
   passes=$((passes + 1))
 }
+equals() {  # equals NAME ACTUAL WANTED
+  if [ "$2" != "$3" ]; then
+    echo "FAIL $1: got '$2', expected '$3'"; failures=$((failures + 1)); return 1
+  fi
+  passes=$((passes + 1))
+}
 contains() {  # contains NAME TEXT
   if ! grep -qF -- "$2" <<<"$out"; then
     echo "FAIL $1: output lacks '$2'"; echo "$out" | sed 's/^/    /'; failures=$((failures + 1)); return 1
   fi
   passes=$((passes + 1))
+}
+# Kernel tests: skipped (exit 77) unless root and the backend is built; $python is the interpreter.
+require_root_and_backend() {  # require_root_and_backend ENGINE BACKEND
+  [ "$(id -u)" = 0 ] || { echo "skipped: needs root"; exit 77; }
+  "$1" plugins | grep -q "^$2 .*backend" || { echo "skipped: backend $2 not built"; exit 77; }
+  python=/usr/bin/python3
+  [ -x $python ] || python=python3
 }
 summary() {  # the closing line CTest logs; the exit status of the test
   echo "$passes passed, $failures failed"
