@@ -220,3 +220,23 @@ TEST_CASE("the reverse-path check follows the host's routes, as trace told the r
       CHECK(passed < packets.size());
     }
 }
+
+TEST_CASE("an rpf ruleset is refused while lo does not forward, and nothing is loaded", "[root]") {
+  enter_scratch_namespace();
+  std::ofstream("/proc/sys/net/ipv4/conf/lo/forwarding") << "0\n";
+  ir::Ruleset rs;
+  ir::Rule rule;
+  rule.match.rpf = ir::RpfMode::strict;
+  rule.match.rpf_negate = true;
+  rule.action.kind = ir::ActionKind::drop;
+  rs.chains["c"] = ir::Chain{"c", {rule}, {}};
+  ir::Endpoint all;
+  all.name = "all";
+  all.groups.push_back(ir::Group{"g", {"c"}, ir::Verdict::continue_, "", {}});
+  rs.stage(ir::Stage::prednat).sections.push_back({"rpf", false, {all}});
+  EbpfBackend backend(PluginContext{"test"});
+  CHECK_THROWS_WITH(apply(backend, rs), Catch::Contains("needs forwarding on for lo"));
+  std::error_code ec;
+  const std::string pins = Kernel("test").pin_dir();
+  CHECK((!std::filesystem::exists(pins, ec) || std::filesystem::is_empty(pins, ec)));
+}

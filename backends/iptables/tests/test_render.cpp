@@ -361,3 +361,24 @@ TEST_CASE("rpf is the rpfilter match with the packet's mark, only before routing
           std::vector<std::string>{"-m rpfilter --validmark --invert -j DROP",
                                    "-m rpfilter --loose --validmark -j LOG"});
 }
+
+TEST_CASE("a conntrack helper after conntrack is left out with a warning, the rest renders") {
+  auto rs = test::tiny_ruleset();
+  ir::Rule helper;
+  helper.match.protocols = std::vector<std::uint8_t>{6};
+  helper.match.dst_port.push_back({false, {{21, 21}}});
+  helper.action.kind = ir::ActionKind::ct_helper;
+  helper.action.target = "ftp";
+  auto& rules = rs.chains.begin()->second.rules;
+  rules.insert(rules.begin(), helper);
+  Diagnostics diag;
+  Model m = render(rs, diag);
+  CHECK_FALSE(diag.has_errors());
+  REQUIRE(diag.all().size() == 1);
+  CHECK(diag.all()[0].severity == Severity::warning);
+  CHECK(diag.all()[0].message.find("helper 'ftp' in the filter table is left out") != std::string::npos);
+  Model without = render_ok(test::tiny_ruleset());
+  for (IpFamily f : {IpFamily::v4, IpFamily::v6})
+    CHECK(bare(chain(table(m, f, "filter"), "fwe-c-web")) ==
+          bare(chain(table(without, f, "filter"), "fwe-c-web")));
+}

@@ -46,6 +46,18 @@ contains "status shown" "(output, established, dnat, snat)"
 check "usage: bad --ct-status" 2 "${FORWARD_PORT[@]}" trace --iif veth-up --src 198.51.100.20 \
   --dst 198.51.100.10 --dport 22 --ct-status dnat,sant && contains "ct-status message" "--ct-status 'sant'"
 
+# rpf: trace takes the route to the source from --src-route; without it the source is not spoofed.
+RPF=("$FWE" --frontend yaml -f "$ROOT/integration/scenarios/yaml/rpf/strict.yaml")
+check "rpf: a source routed back out of iif" 0 "${RPF[@]}" trace --iif veth-wan --src 10.77.0.66 \
+  --dst 198.51.100.10 --dport 22 && contains "rpf open" "verdict: open"
+check "rpf: a source routed out of another interface" 0 "${RPF[@]}" trace --iif veth-wan --src 10.77.0.66 \
+  --dst 198.51.100.10 --dport 22 --src-route veth-lan && contains "rpf closed" "verdict: closed"
+check "usage: --src-route without --iif" 2 "${RPF[@]}" trace --oif veth-wan --src 198.51.100.10 \
+  --dst 10.77.0.66 --dport 22 --src-route none && contains "src-route message" "--src-route needs --iif"
+printf 'apiVersion: fwengine/v1\nchains:\n  c:\n    - {rpf: stirct, action: drop}\n' > "$work/bad-rpf.yaml"
+check "unknown rpf mode exits 2" 2 "$FWE" -f "$work/bad-rpf.yaml" check &&
+  contains "rpf located" "bad-rpf.yaml:4:13: error: rpf: unknown mode 'stirct'"
+
 check "tutorial check" 0 "${TUTORIAL[@]}" check
 check "tutorial: ssh from outside passes (failsafe)" 0 "${TUTORIAL[@]}" trace --iif ens160 \
   --src 192.168.218.50 --dst 192.168.218.171 --proto tcp --dport 22
