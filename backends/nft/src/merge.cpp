@@ -162,9 +162,9 @@ bool Run::overlap(const Box& a, const Box& b) {
   return true;
 }
 
-std::vector<Run::Index::const_iterator> Run::touching(const Index& index, const Box& box) {
+std::vector<Run::Index::const_iterator> Run::touching(const Index& index, const Box& box) const {
   std::vector<Index::const_iterator> out;
-  const Bytes &lo = box.dims[0]->lo, &hi = box.dims[0]->hi;
+  const Bytes &lo = box.dims[dim_]->lo, &hi = box.dims[dim_]->hi;
   for (auto it = index.upper_bound(hi); it != index.begin();) {
     --it;
     if (KeyLess{}(it->second.hi, lo)) break;  // covers are disjoint: every earlier one ends before this one
@@ -188,10 +188,18 @@ void Run::add(Member m) {
   // Boxes point into the member's value vectors, whose storage stays put when members_ grows.
   members_.push_back(std::move(m));
   const Member& added = members_.back();
+  if (members_.size() == 1) {
+    std::vector<Field> fields = present(added);
+    for (Field telling : {Field::saddr, Field::daddr, Field::dport, Field::sport, Field::iif, Field::oif})
+      if (auto at = std::find(fields.begin(), fields.end(), telling); at != fields.end()) {
+        dim_ = static_cast<std::size_t>(at - fields.begin());
+        break;
+      }
+  }
   for (ir::Family f : families(added)) {
     Index& index = index_[static_cast<std::size_t>(f)];
     for (Box& box : boxes_of(added, f)) {
-      Bytes lo = box.dims[0]->lo, hi = box.dims[0]->hi;
+      Bytes lo = box.dims[dim_]->lo, hi = box.dims[dim_]->hi;
       std::vector<Box> boxes{std::move(box)};
       for (auto it : touching(index, boxes[0])) {
         if (KeyLess{}(it->first, lo)) lo = it->first;
@@ -217,63 +225,161 @@ std::vector<Field> keyed_fields(const std::vector<Member>& members) {
   return out;
 }
 
-Set build_set(const std::vector<Member>& members, const std::vector<Field>& keyed, ir::Family f) {
-  Set set{.counters = true};
-  struct Item {
-    std::vector<const Value*> dims;
-    const std::string* stamp;
-  };
-  std::vector<Item> items;
-  bool ranges = false;
-  for (const auto& m : members)
-    for (auto& dims : product(m, keyed, f)) {
-      for (const Value* v : dims) ranges = ranges || v->lo != v->hi;
-      items.push_back({std::move(dims), &m.stamp});
-    }
-  set.interval = ranges;
-  auto text = [](const Item& item) {
-    std::string out;
-    for (const Value* v : item.dims) out += (out.empty() ? "" : " . ") + v->text;
-    return out + " comment \"" + *item.stamp + '"';
-  };
+namespace {
+
+// A run's elements: one value per keyed field, and the stamp of the member they come from.
+struct Item {
+  std::vector<const Value*> dims;
+  const std::string* stamp;
+};
+
+// Hash sets of masked keys: at most this many per run and family (each is one more lookup per packet),
+// and only one for a single-field key, whose interval set is a cheap tree rather than pipapo.
+constexpr std::size_t kMaxHashSetsConcat = 4;
+
+bool bit(const Bytes& b, std::size_t i) {
+  return (b[i / 8] >> (7 - i % 8)) & 1;
+}
+
+// The length of the prefix an address value's range is, if it is one.
+std::optional<std::size_t> prefix_of(const Value& v) {
+  std::size_t width = v.lo.size() * 8, prefix = 0;
+  while (prefix < width && bit(v.lo, prefix) == bit(v.hi, prefix)) ++prefix;
+  for (std::size_t i = prefix; i < width; ++i)
+    if (bit(v.lo, i) || !bit(v.hi, i)) return std::nullopt;
+  return prefix;
+}
+
+std::string element_text(const Item& item, bool masked) {
+  std::string out;
+  for (const Value* v : item.dims) {
+    // A masked address is the prefix's first address, which nft writes without the length.
+    std::string text = masked ? v->text.substr(0, v->text.find('/')) : v->text;
+    out += (out.empty() ? "" : " . ") + text;
+  }
+  return out + " comment \"" + *item.stamp + '"';
+}
+
+// The key of an element: each field's first value, in whole registers.
+Bytes key_of(const Item& item) {
+  Bytes key;
+  for (const Value* v : item.dims) {
+    std::size_t at = key.size();
+    key.resize(at + padded(v->lo.size()), 0);
+    std::copy(v->lo.begin(), v->lo.end(), key.begin() + static_cast<std::ptrdiff_t>(at));
+  }
+  return key;
+}
+
+void set_key_type(Set& set, const std::vector<Field>& keyed, ir::Family f) {
   if (keyed.size() == 1) {
     set.key_type = key_type(keyed[0], f);
     set.key_len = key_length(set.key_type);
-    if (ranges)  // an interval set: the kernel's tree wants its elements in order
-      std::sort(items.begin(), items.end(),
-                [](const Item& a, const Item& b) { return KeyLess{}(a.dims[0]->lo, b.dims[0]->lo); });
+  } else {
+    for (Field field : keyed) set.concat.push_back(key_type(field, f));
+  }
+}
+
+// One interval set, or a hash set when no value is a range.
+Set plain_set(std::vector<Item> items, const std::vector<Field>& keyed, ir::Family f) {
+  Set set{.counters = true};
+  set_key_type(set, keyed, f);
+  bool ranges = false;
+  for (const auto& item : items)
+    for (const Value* v : item.dims) ranges = ranges || v->lo != v->hi;
+  set.interval = ranges;
+  if (keyed.size() == 1 && ranges) {
+    // An interval set: the kernel's tree wants its elements in order.
+    std::sort(items.begin(), items.end(),
+              [](const Item& a, const Item& b) { return KeyLess{}(a.dims[0]->lo, b.dims[0]->lo); });
     for (const auto& item : items) {
-      if (ranges)
-        add_interval(set, item.dims[0]->lo, item.dims[0]->hi, *item.stamp);
-      else
-        set.elements.push_back({item.dims[0]->lo, false, {}, *item.stamp});
-      set.element_text.push_back(text(item));
+      add_interval(set, item.dims[0]->lo, item.dims[0]->hi, *item.stamp);
+      set.element_text.push_back(element_text(item, false));
     }
     return set;
   }
-  for (Field field : keyed) set.concat.push_back(key_type(field, f));
   for (const auto& item : items) {
-    Element element{{}, false, {}, *item.stamp};
-    for (const Value* v : item.dims) {
-      std::size_t at = element.key.size();
-      element.key.resize(at + padded(v->lo.size()), 0);
-      std::copy(v->lo.begin(), v->lo.end(), element.key.begin() + static_cast<std::ptrdiff_t>(at));
-      if (ranges) {
+    Element element{key_of(item), false, {}, *item.stamp};
+    if (ranges) {
+      for (const Value* v : item.dims) {
+        std::size_t at = element.key_end.size();
         element.key_end.resize(at + padded(v->hi.size()), 0);
         std::copy(v->hi.begin(), v->hi.end(), element.key_end.begin() + static_cast<std::ptrdiff_t>(at));
       }
     }
     set.elements.push_back(std::move(element));
-    set.element_text.push_back(text(item));
+    set.element_text.push_back(element_text(item, false));
   }
   return set;
 }
 
-void lookup(Rule& r, const std::vector<Field>& keyed, ir::Family f, const std::string& set_name) {
+// The prefix lengths of an item's values where every value is one key once masked: per keyed field
+// the prefix (addresses) or the value's width (single values); nullopt when a value is a range.
+std::optional<std::vector<std::size_t>> hash_shape(const Item& item, const std::vector<Field>& keyed) {
+  std::vector<std::size_t> shape;
+  for (std::size_t i = 0; i < keyed.size(); ++i) {
+    const Value& v = *item.dims[i];
+    if (is_address(keyed[i])) {
+      auto prefix = prefix_of(v);
+      if (!prefix) return std::nullopt;
+      shape.push_back(*prefix);
+    } else {
+      if (v.lo != v.hi) return std::nullopt;
+      shape.push_back(v.lo.size() * 8);
+    }
+  }
+  return shape;
+}
+
+}  // namespace
+
+std::vector<RunSet> build_sets(const std::vector<Member>& members, const std::vector<Field>& keyed,
+                               ir::Family f) {
+  std::vector<Item> items;
+  for (const auto& m : members)
+    for (auto& dims : product(m, keyed, f)) items.push_back({std::move(dims), &m.stamp});
+  std::map<std::vector<std::size_t>, std::vector<const Item*>> by_shape;
+  bool hashable = true;
+  for (const auto& item : items) {
+    auto shape = hash_shape(item, keyed);
+    if (!shape) {
+      hashable = false;
+      break;
+    }
+    by_shape[*shape].push_back(&item);
+  }
+  std::size_t limit = keyed.size() == 1 ? 1 : kMaxHashSetsConcat;
+  bool masked = hashable && std::any_of(by_shape.begin(), by_shape.end(), [&](const auto& entry) {
+                  for (std::size_t i = 0; i < keyed.size(); ++i)
+                    if (entry.first[i] < entry.second.front()->dims[i]->lo.size() * 8) return true;
+                  return false;
+                });
+  if (!masked || by_shape.size() > limit)
+    return {{plain_set(std::move(items), keyed, f), std::vector<std::optional<std::size_t>>(keyed.size())}};
+  std::vector<RunSet> out;
+  for (const auto& [shape, group] : by_shape) {
+    RunSet run_set{{.counters = true}, {}};
+    set_key_type(run_set.set, keyed, f);
+    for (std::size_t i = 0; i < keyed.size(); ++i) {
+      bool whole = shape[i] == group.front()->dims[i]->lo.size() * 8;
+      run_set.masks.push_back(whole ? std::nullopt : std::optional<std::size_t>(shape[i]));
+    }
+    for (const Item* item : group) {
+      run_set.set.elements.push_back({key_of(*item), false, {}, *item->stamp});
+      run_set.set.element_text.push_back(element_text(*item, true));
+    }
+    out.push_back(std::move(run_set));
+  }
+  return out;
+}
+
+void lookup(Rule& r, const std::vector<Field>& keyed, const std::vector<std::optional<std::size_t>>& masks,
+            ir::Family f, const std::string& set_name) {
   bool v4 = f != ir::Family::ipv6;
   std::string words;
   std::size_t offset = 0;
-  for (Field field : keyed) {
+  for (std::size_t i = 0; i < keyed.size(); ++i) {
+    Field field = keyed[i];
     Expr load;
     std::string subject;
     switch (field) {
@@ -306,15 +412,30 @@ void lookup(Rule& r, const std::vector<Field>& keyed, ir::Family f, const std::s
         subject = field == Field::sport ? "th sport" : "th dport";
         break;
     }
-    // The key's first field sits in register 1, the next ones in the 32-bit registers after it.
-    load.dreg = offset == 0
-                    ? static_cast<std::uint32_t>(NFT_REG_1)
+    // The key's fields sit in consecutive 32-bit registers from register 1 on, named as nft names
+    // them: by the 128-bit register where one starts (the kernel maps both names to the same place).
+    load.dreg = offset % 16 == 0
+                    ? static_cast<std::uint32_t>(NFT_REG_1) + static_cast<std::uint32_t>(offset / 16)
                     : static_cast<std::uint32_t>(NFT_REG32_00) + static_cast<std::uint32_t>(offset / 4);
     offset += padded(key_length(key_type(field, f)));
     r.exprs.push_back(load);
+    if (masks[i]) {
+      ir::IpAddr mask{v4 ? ir::Family::ipv4 : ir::Family::ipv6, {}};
+      for (std::size_t b = 0; b < *masks[i]; ++b)
+        mask.bytes[b / 8] |= static_cast<std::uint8_t>(0x80 >> (b % 8));
+      Bytes mask_bytes(mask.bytes.begin(), mask.bytes.begin() + static_cast<std::ptrdiff_t>(load.len));
+      r.exprs.push_back({.kind = Expr::Kind::bitwise,
+                         .len = load.len,
+                         .dreg = load.dreg,
+                         .data = mask_bytes,
+                         .data_to = Bytes(load.len, 0)});
+      subject += " & " + ir::to_string(mask);
+    }
     words += (words.empty() ? "" : " . ") + subject;
   }
-  r.words.push_back(words + " @" + set_name);
+  // nft writes the comparison out when a single masked field is looked up.
+  bool single_masked = keyed.size() == 1 && masks[0];
+  r.words.push_back(words + (single_masked ? " == @" : " @") + set_name);
   r.exprs.push_back({.kind = Expr::Kind::lookup, .text = set_name});
 }
 

@@ -66,8 +66,9 @@ class Run {
   struct Box {
     std::vector<const Value*> dims;  // one value per present field
   };
-  // Boxes by their first dimension, in disjoint merged intervals: a new box only meets the boxes of
-  // the intervals its first dimension overlaps.
+  // Boxes by one dimension, in disjoint merged intervals: a new box only meets the boxes of the
+  // intervals that dimension overlaps. The dimension is the most telling field of the run's shape (an
+  // address rather than the protocol all members share).
   struct Cover {
     Bytes hi;
     std::vector<Box> boxes;
@@ -75,20 +76,35 @@ class Run {
   using Index = std::map<Bytes, Cover, KeyLess>;
   static std::vector<Box> boxes_of(const Member& m, ir::Family f);
   static bool overlap(const Box& a, const Box& b);
-  static std::vector<Index::const_iterator> touching(const Index& index, const Box& box);
+  std::vector<Index::const_iterator> touching(const Index& index, const Box& box) const;
 
   std::vector<Member> members_;
+  std::size_t dim_ = 0;           // the dimension boxes are indexed by
   std::array<Index, 3> index_{};  // by family: any, ipv4, ipv6
 };
 
 // The fields whose values differ between the members: the set's key. The others are matched as usual.
 std::vector<Field> keyed_fields(const std::vector<Member>& members);
 
-// The set of a run for family f (any when no address field is keyed): one element per member and
-// combination of its values, each with a counter and the member's stamp.
-Set build_set(const std::vector<Member>& members, const std::vector<Field>& keyed, ir::Family f);
+// One set of a run and how its lookup loads the key: per keyed field the prefix length its addresses
+// are masked to before the lookup (nullopt: the whole value).
+struct RunSet {
+  Set set;
+  std::vector<std::optional<std::size_t>> masks;
+};
 
-// Loads the keyed fields into consecutive registers and looks them up in the named set.
-void lookup(Rule& r, const std::vector<Field>& keyed, ir::Family f, const std::string& set_name);
+// The sets of a run for family f (any when no address field is keyed): one element per member and
+// combination of its values, each with a counter and the member's stamp. Where every value is one key
+// once its addresses are masked to their prefix, the elements go to hash sets, one per combination of
+// prefix lengths (the kernel builds and searches a hash far faster than an interval set, and a
+// concatenated interval set costs hundreds of KiB however few its elements); otherwise to one
+// interval set.
+std::vector<RunSet> build_sets(const std::vector<Member>& members, const std::vector<Field>& keyed,
+                               ir::Family f);
+
+// Loads the keyed fields into consecutive registers, masks the addresses as the set wants and looks
+// them up in the named set.
+void lookup(Rule& r, const std::vector<Field>& keyed, const std::vector<std::optional<std::size_t>>& masks,
+            ir::Family f, const std::string& set_name);
 
 }  // namespace fwe::nft::merge

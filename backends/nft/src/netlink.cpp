@@ -197,8 +197,8 @@ nftnl_expr* build_expr(const Expr& x, const std::vector<std::uint32_t>& anon_ids
       break;
     case Expr::Kind::bitwise:
       e = make("bitwise");
-      nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
-      nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, x.dreg);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, x.dreg);
       nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, x.len);
       nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, x.data.data(), static_cast<std::uint32_t>(x.data.size()));
       nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, x.data_to.data(),

@@ -203,13 +203,29 @@ void match_ports(Rule& r, bool source, const ir::PortSet& ports, bool negate) {
   }
 }
 
-void match_addr(Rule& r, Family f, bool source, const std::string& set_name, bool negate) {
+// A lookup of the address in a named set; with a mask (a hash set of prefixes of one length), of the
+// address masked to that prefix.
+void match_addr(Rule& r, Family f, bool source, const std::string& set_name, bool negate,
+                std::optional<std::size_t> mask) {
   bool v4 = f == Family::ipv4;
   std::uint32_t offset = v4 ? (source ? 12 : 16) : (source ? 8 : 24);
+  std::uint32_t len = v4 ? 4 : 16;
   std::string subject = std::string(v4 ? "ip " : "ip6 ") + (source ? "saddr" : "daddr");
-  add(r, subject + (negate ? " != @" : " @") + set_name,
-      {payload(NFT_PAYLOAD_NETWORK_HEADER, offset, v4 ? 4 : 16),
-       {.kind = Expr::Kind::lookup, .text = set_name, .invert = negate}});
+  r.exprs.push_back(payload(NFT_PAYLOAD_NETWORK_HEADER, offset, len));
+  if (mask) {
+    ir::IpAddr bits{f, {}};
+    for (std::size_t bit = 0; bit < *mask; ++bit)
+      bits.bytes[bit / 8] |= static_cast<std::uint8_t>(0x80 >> (bit % 8));
+    r.exprs.push_back({.kind = Expr::Kind::bitwise,
+                       .len = len,
+                       .data = Bytes(bits.bytes.begin(), bits.bytes.begin() + len),
+                       .data_to = Bytes(len, 0)});
+    // nft writes the comparison out after a mask.
+    r.words.push_back(subject + " & " + ir::to_string(bits) + (negate ? " != @" : " == @") + set_name);
+  } else {
+    r.words.push_back(subject + (negate ? " != @" : " @") + set_name);
+  }
+  r.exprs.push_back({.kind = Expr::Kind::lookup, .text = set_name, .invert = negate});
 }
 
 // One prefix, as nft writes `ip saddr 10.0.0.0/8`: load, mask (unless a full address), compare.
@@ -467,16 +483,40 @@ class Translator {
 
   Table run() {
     for (const auto& [name, set] : rs_.sets) add_address_set(set);
-    for (const auto& [name, chain] : rs_.chains) chain_names_[name] = names_.make("c-", name);
     const std::set<std::string> in_postrouting = chains_of(ir::Stage::snat);
     std::set<std::string> before_conntrack = chains_of(ir::Stage::untracked_in);
     before_conntrack.merge(chains_of(ir::Stage::untracked_out));
+    for (const auto& [name, chain] : rs_.chains) {
+      in_postrouting_ = in_postrouting.contains(name);
+      before_conntrack_ = before_conntrack.contains(name);
+      auto& candidates = candidates_[name];
+      for (const auto& rule : chain.rules) candidates.push_back(candidate(rule));
+    }
+    plan_fusion();
+    for (const auto& [name, chain] : rs_.chains)
+      if (!fused_tail_.contains(name))
+        chain_names_[name] =
+            names_.make("c-", fusions_.contains(name) ? name + ".." + fusions_[name].back() : name);
     std::vector<Chain> ir_chains;
     for (const auto& [name, chain] : rs_.chains) {
+      if (fused_tail_.contains(name)) continue;
       Chain out{chain_names_[name], {}, {}};
       in_postrouting_ = in_postrouting.contains(name);
       before_conntrack_ = before_conntrack.contains(name);
-      emit_chain(out, chain);
+      std::vector<const ir::Rule*> rules;
+      std::vector<const std::optional<Candidate>*> candidates;
+      auto take = [&](const std::string& part) {
+        const auto& part_candidates = candidates_[part];
+        const auto& part_rules = rs_.find_chain(part)->rules;
+        for (std::size_t i = 0; i < part_rules.size(); ++i) {
+          rules.push_back(&part_rules[i]);
+          candidates.push_back(&part_candidates[i]);
+        }
+      };
+      take(name);
+      if (auto fusion = fusions_.find(name); fusion != fusions_.end())
+        for (const auto& part : fusion->second) take(part);
+      emit_chain(out, name, rules, candidates);
       ir_chains.push_back(std::move(out));
     }
     for (std::size_t s = 0; s < ir::kStageCount; ++s) {
@@ -489,6 +529,49 @@ class Translator {
   }
 
  private:
+  // Consecutive chains of a group that nothing else refers to and whose rules all merge into runs of
+  // one shape are one nft chain: evaluating them one after the other is evaluating their rules in a
+  // row (they neither return nor pass). Their runs then merge across them - a long allow list split
+  // into many small chains becomes a few large set lookups - and a packet makes one jump instead of
+  // one per chain. Other chains stay apart, so that a change in one keeps the others' rule counters.
+  void plan_fusion() {
+    std::map<std::string, std::size_t> references;
+    for (const auto& stage : rs_.stages)
+      for (const auto& section : stage.sections)
+        for (const auto& endpoint : section.endpoints) {
+          if (!endpoint.failsafe_chain.empty()) ++references[endpoint.failsafe_chain];
+          for (const auto& group : endpoint.groups)
+            for (const auto& name : group.chains) ++references[name];
+        }
+    for (const auto& [name, chain] : rs_.chains)
+      for (const auto& rule : chain.rules)
+        if (rule.action.kind == ir::ActionKind::jump) ++references[rule.action.target];
+    // The shape all of a chain's rules merge into, if they do.
+    auto shape = [&](const std::string& name) -> std::optional<std::string> {
+      auto it = candidates_.find(name);
+      if (it == candidates_.end() || it->second.empty() || references[name] != 1) return std::nullopt;
+      for (const auto& c : it->second)
+        if (!c || c->shape != it->second.front()->shape) return std::nullopt;
+      return it->second.front()->shape;
+    };
+    for (const auto& stage : rs_.stages)
+      for (const auto& section : stage.sections)
+        for (const auto& endpoint : section.endpoints)
+          for (const auto& group : endpoint.groups)
+            for (std::size_t i = 0; i < group.chains.size();) {
+              std::size_t end = i;
+              auto first = shape(group.chains[i]);
+              while (first && end < group.chains.size() && shape(group.chains[end]) == first) ++end;
+              if (end - i >= 2) {
+                fusions_[group.chains[i]].assign(group.chains.begin() + static_cast<std::ptrdiff_t>(i) + 1,
+                                                 group.chains.begin() + static_cast<std::ptrdiff_t>(end));
+                fused_tail_.insert(group.chains.begin() + static_cast<std::ptrdiff_t>(i) + 1,
+                                   group.chains.begin() + static_cast<std::ptrdiff_t>(end));
+              }
+              i = std::max(end, i + 1);
+            }
+  }
+
   // The IR chains a stage's endpoints reach, directly or by jumps.
   std::set<std::string> chains_of(ir::Stage stage) const {
     std::set<std::string> seen;
@@ -510,8 +593,11 @@ class Translator {
 
   // How one family of an IR address set is matched: a named set, or - for a single prefix - an inline
   // compare (thousands of one-address sets would make the kernel look sets up by name in a long list).
+  // A set whose prefixes all have one length is a hash set, looked up with the address masked to it
+  // (the kernel fills a hash far faster than an interval tree).
   struct FamilyMatch {
     std::string set;
+    std::optional<std::size_t> mask;  // hash set of prefixes shorter than an address: their length
     std::optional<ir::Cidr> single;
     bool present() const { return !set.empty() || single.has_value(); }
   };
@@ -533,19 +619,33 @@ class Translator {
           continue;
         }
       }
+      std::optional<std::uint8_t> one_length;
+      bool mixed = false;
+      for (const auto& cidr : set.cidrs)
+        if (cidr.addr.family == f) {
+          mixed = mixed || (one_length && *one_length != cidr.prefix);
+          one_length = cidr.prefix;
+        }
+      bool hashed = !mixed && *one_length > 0;
       Set out{.name = names_.make("s-", set.name + (v4 ? "_v4" : "_v6")),
               .key_type = v4 ? KeyType::ipv4_addr : KeyType::ipv6_addr,
               .key_len = v4 ? 4u : 16u,
-              .interval = true};
+              .interval = !hashed};
       for (const auto& cidr : set.cidrs) {
         if (cidr.addr.family != f) continue;
         Bytes first = addr_bytes(cidr.addr), last = first;
+        if (hashed) {
+          out.elements.push_back({first});
+          out.element_text.push_back(ir::to_string(cidr.addr));
+          continue;
+        }
         for (std::size_t bit = cidr.prefix; bit < cidr.addr.width(); ++bit)
           last[bit / 8] |= static_cast<std::uint8_t>(0x80 >> (bit % 8));
         add_interval(out, first, last);
         out.element_text.push_back(ir::to_string(cidr));
       }
       (v4 ? names.v4 : names.v6).set = out.name;
+      if (hashed && *one_length < (v4 ? 32 : 128)) (v4 ? names.v4 : names.v6).mask = *one_length;
       table_.sets.push_back(std::move(out));
     }
   }
@@ -582,7 +682,7 @@ class Translator {
         if (const auto& fm = family_sets(m.set).of(f); fm.single)
           match_prefix(r, source, *fm.single, m.negate);
         else if (fm.present())
-          match_addr(r, f, source, fm.set, m.negate);
+          match_addr(r, f, source, fm.set, m.negate, fm.mask);
   }
 
   void refuse(const ir::Origin& origin, std::string message, std::string hint) {
@@ -789,22 +889,23 @@ class Translator {
     return c;
   }
 
-  // Emits an IR chain's rules; runs of at least kMinRun candidates of one shape as merged rules.
-  void emit_chain(Chain& out, const ir::Chain& chain) {
-    std::vector<std::optional<Candidate>> candidates;
-    for (const auto& rule : chain.rules) candidates.push_back(candidate(rule));
+  // Emits the rules of an IR chain (or of chains fused into one); runs of at least kMinRun candidates of
+  // one shape as merged rules.
+  void emit_chain(Chain& out, const std::string& id, const std::vector<const ir::Rule*>& rules,
+                  const std::vector<const std::optional<Candidate>*>& candidates) {
     std::size_t runs = 0;
-    for (std::size_t i = 0; i < chain.rules.size();) {
+    for (std::size_t i = 0; i < rules.size();) {
       std::size_t end = i + 1;
       merge::Run run;
-      if (candidates[i]) {
-        run.add(candidates[i]->member);
-        while (end < chain.rules.size() && end - i < kMaxRun && candidates[end] &&
-               candidates[end]->shape == candidates[i]->shape && run.accepts(candidates[end]->member))
-          run.add(candidates[end++]->member);
+      const auto& head = *candidates[i];
+      if (head) {
+        run.add(head->member);
+        while (end < rules.size() && end - i < kMaxRun && *candidates[end] &&
+               (*candidates[end])->shape == head->shape && run.accepts((*candidates[end])->member))
+          run.add((*candidates[end++])->member);
       }
-      if (end - i < kMinRun || !emit_run(out, chain.name + "-" + std::to_string(runs), *candidates[i], run))
-        for (std::size_t k = i; k < end; ++k) emit_rule(out, chain.rules[k]);
+      if (end - i < kMinRun || !emit_run(out, id + "-" + std::to_string(runs), *head, run))
+        for (std::size_t k = i; k < end; ++k) emit_rule(out, *rules[k]);
       else
         ++runs;
       i = end;
@@ -827,7 +928,12 @@ class Translator {
       families = {Family::ipv4, Family::ipv6};
     else if (first.rest.only_family != Family::any)
       families = {first.rest.only_family};
-    std::string shared;  // the set of both families when no address is keyed
+    // A set the run's rules look up: its name and how the key is masked.
+    struct Lookup {
+      std::string name;
+      std::vector<std::optional<std::size_t>> masks;
+    };
+    std::vector<Lookup> shared;  // the sets of both families when no address is keyed
     // A family an address all rules match alike has no entries of: no rule matches it.
     auto lacks = [&](Family fam) {
       for (Field field : {Field::saddr, Field::daddr})
@@ -841,29 +947,35 @@ class Translator {
     for (const auto& family : families) {
       Family f = keyed_address ? *family : Family::any;
       if (head.by_address() && lacks(*family)) continue;
-      std::string name = keyed_address ? "" : shared;
-      if (name.empty()) {
-        Set set = merge::build_set(members, keyed, f);
-        if (set.element_text.empty()) continue;
-        set.name = name = names_.make("m-", id + (keyed_address ? (f == Family::ipv4 ? "_v4" : "_v6") : ""));
-        table_.sets.push_back(std::move(set));
-        if (!keyed_address) shared = name;
-      }
-      for (const auto& tail : first.rest.tails) {
-        Rule r;
-        if (family) match_nfproto(r, *family);
-        append(r, first.rest.common);
-        for (std::size_t k = 0; k < merge::kFieldCount; ++k) {
-          Field field = static_cast<Field>(k);
-          if (head.has(field) && std::find(keyed.begin(), keyed.end(), field) == keyed.end())
-            match_constant(r, field, *first.rule, first.protocols, family);
+      std::vector<Lookup> lookups = keyed_address ? std::vector<Lookup>{} : shared;
+      if (lookups.empty()) {
+        std::string base = id + (keyed_address ? (f == Family::ipv4 ? "_v4" : "_v6") : "");
+        for (auto& run_set : merge::build_sets(members, keyed, f)) {
+          if (run_set.set.element_text.empty()) continue;
+          run_set.set.name =
+              names_.make("m-", base + (lookups.empty() ? "" : "_" + std::to_string(lookups.size())));
+          lookups.push_back({run_set.set.name, std::move(run_set.masks)});
+          table_.sets.push_back(std::move(run_set.set));
         }
-        append(r, first.rest.after_addresses);
-        append(r, tail.guard);  // before the lookup: an element counts only the packets its rule takes
-        merge::lookup(r, keyed, f, name);
-        append(r, tail.action);
-        r.comment = comment;
-        out.rules.push_back(std::move(r));
+        if (!keyed_address) shared = lookups;
+      }
+      for (const auto& set : lookups) {
+        for (const auto& tail : first.rest.tails) {
+          Rule r;
+          if (family) match_nfproto(r, *family);
+          append(r, first.rest.common);
+          for (std::size_t k = 0; k < merge::kFieldCount; ++k) {
+            Field field = static_cast<Field>(k);
+            if (head.has(field) && std::find(keyed.begin(), keyed.end(), field) == keyed.end())
+              match_constant(r, field, *first.rule, first.protocols, family);
+          }
+          append(r, first.rest.after_addresses);
+          append(r, tail.guard);  // before the lookup: an element counts only the packets its rule takes
+          merge::lookup(r, keyed, set.masks, f, set.name);
+          append(r, tail.action);
+          r.comment = comment;
+          out.rules.push_back(std::move(r));
+        }
       }
     }
     return true;
@@ -1274,6 +1386,7 @@ class Translator {
       const ir::Group& group = ep.groups[g];
       Chain group_chain{names_.make("g-", id + "-" + std::to_string(g) + "-" + group.name), {}, {}};
       for (const auto& name : group.chains) {
+        if (fused_tail_.contains(name)) continue;  // its rules are in the chain it was fused to
         if (!jump_rule(group_chain, name, group.origin)) continue;
         if (!may_pass(name)) continue;
         Rule r;  // pass: leave the group without its on_end
@@ -1330,6 +1443,9 @@ class Translator {
   bool in_postrouting_ = false;    // emitting for the snat stage (postrouting), where reject cannot run
   bool before_conntrack_ = false;  // emitting a chain the untracked stages use
   std::map<std::string, bool> may_pass_;
+  std::map<std::string, std::vector<std::optional<Candidate>>> candidates_;  // per IR chain, per rule
+  std::map<std::string, std::vector<std::string>> fusions_;  // first chain -> the chains fused to it
+  std::set<std::string> fused_tail_;                         // chains fused to an earlier one
 };
 
 std::string hex8(std::uint64_t h) {

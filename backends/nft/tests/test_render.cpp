@@ -439,13 +439,172 @@ TEST_CASE("a rule with another verdict, an overlap or a negation ends a run") {
   auto rules = texts(chain(render(b.rs), "c-c"));
   std::vector<std::string> heads;
   for (const auto& r : rules) heads.push_back(r.substr(0, r.find(" comment")));
-  CHECK(heads == std::vector<std::string>{
-                     "meta nfproto ipv4 meta l4proto 6 th dport 22 ip saddr @m-c-0_v4 accept",
-                     "meta nfproto ipv4 meta l4proto 6 ip saddr 10.0.0.0/16 th dport 22 counter drop",
-                     "meta nfproto ipv4 meta l4proto 6 th dport 80 ip saddr @m-c-1_v4 accept",
-                     "meta nfproto ipv4 meta l4proto 6 ip saddr . th dport @m-c-2_v4 accept",
-                     "meta nfproto ipv4 meta l4proto 6 ip saddr != 10.2.3.0/24 th dport 443 counter accept",
-                     "meta nfproto ipv6 meta l4proto 6 th dport 443 counter accept"});
+  CHECK(heads ==
+        std::vector<std::string>{
+            "meta nfproto ipv4 meta l4proto 6 th dport 22 ip saddr & 255.255.255.0 == @m-c-0_v4 accept",
+            "meta nfproto ipv4 meta l4proto 6 ip saddr 10.0.0.0/16 th dport 22 counter drop",
+            "meta nfproto ipv4 meta l4proto 6 th dport 80 ip saddr & 255.255.255.0 == @m-c-1_v4 accept",
+            "meta nfproto ipv4 meta l4proto 6 ip saddr & 255.255.0.0 . th dport @m-c-2_v4 accept",
+            "meta nfproto ipv4 meta l4proto 6 ip saddr & 255.255.255.0 . th dport @m-c-2_v4_1 accept",
+            "meta nfproto ipv4 meta l4proto 6 ip saddr != 10.2.3.0/24 th dport 443 counter accept",
+            "meta nfproto ipv6 meta l4proto 6 th dport 443 counter accept"});
+}
+
+TEST_CASE("prefixes of one length are a hash set looked up with the address masked") {
+  RunBuilder b;
+  for (std::uint16_t i = 0; i < 3; ++i)
+    b.add({"10.0." + std::to_string(i) + ".0/24"}, {std::uint16_t(1000 + i), std::uint16_t(1000 + i)});
+  b.add({"10.9.0.0/16", "10.8.0.0/16", "2001:db8::/64"}, {2000, 2000});
+  b.add({"10.7.0.1"}, {2001, 2001});
+  b.add({"2001:db8:1::/64"}, {2002, 2002});
+  nft::Table table = render(b.rs);
+  auto rules = texts(chain(table, "c-c"));
+  std::vector<std::string> heads;
+  for (const auto& r : rules) heads.push_back(r.substr(0, r.find(" comment")));
+  CHECK(
+      heads ==
+      std::vector<std::string>{
+          "meta nfproto ipv4 meta l4proto 6 ip saddr & 255.255.0.0 . th dport @m-c-0_v4 accept",
+          "meta nfproto ipv4 meta l4proto 6 ip saddr & 255.255.255.0 . th dport @m-c-0_v4_1 accept",
+          "meta nfproto ipv4 meta l4proto 6 ip saddr . th dport @m-c-0_v4_2 accept",
+          "meta nfproto ipv6 meta l4proto 6 ip6 saddr & ffff:ffff:ffff:ffff:: . th dport @m-c-0_v6 accept"});
+  const nft::Set& slash16 = set_named(table, "m-c-0_v4");
+  CHECK_FALSE(slash16.interval);
+  CHECK(slash16.counters);
+  CHECK(slash16.element_text == std::vector<std::string>{"10.9.0.0 . 2000 comment \"policy.yaml:13:3 p#3\"",
+                                                         "10.8.0.0 . 2000 comment \"policy.yaml:13:3 p#3\""});
+  CHECK(slash16.elements[0].key == nft::Bytes{10, 9, 0, 0, 0x07, 0xd0, 0, 0});
+  CHECK(slash16.elements[0].key_end.empty());
+  CHECK(set_named(table, "m-c-0_v6").element_text.size() == 2);
+  // `nft --debug=netlink` for "ip6 saddr & ffff:ffff:ffff:ffff:: . th dport @s accept" (nftables 1.0.6)
+  const nft::Rule& v6 = chain(table, "c-c").rules[3];
+  CHECK(nft::bytecode(v6, "c-c") == R"([ meta load nfproto => reg 1 ]
+[ cmp eq reg 1 0x0000000a ]
+[ meta load l4proto => reg 1 ]
+[ cmp eq reg 1 0x00000006 ]
+[ payload load 16b @ network header + 8 => reg 1 ]
+[ bitwise reg 1 = ( reg 1 & 0xffffffff 0xffffffff 0x00000000 0x00000000 ) ^ 0x00000000 0x00000000 0x00000000 0x00000000 ]
+[ payload load 2b @ transport header + 2 => reg 2 ]
+[ lookup reg 1 set )" + v6.exprs[7].text +
+                                        R"( ]
+[ immediate reg 0 accept ]
+)");
+}
+
+namespace {
+
+// Chains "a", "b", "c" of two allow rules each (one shape), and "log" of one log rule; endpoints name
+// the groups' chain lists.
+ir::Ruleset chain_lists(const std::vector<std::vector<std::string>>& endpoints) {
+  ir::Ruleset rs;
+  rs.files = {"<command line>", "policy.yaml"};
+  std::uint32_t line = 10;
+  for (const char* name : {"a", "b", "c"}) {
+    ir::Chain& c = rs.chains[name];
+    c = ir::Chain{name, {}, origin(line++, name)};
+    for (int i = 0; i < 2; ++i) {
+      ir::Rule rule;
+      rule.match.protocols = std::vector<std::uint8_t>{6};
+      std::uint16_t port = static_cast<std::uint16_t>(1000 + line);
+      rule.match.dst_port.push_back({false, {{port, port}}});
+      rule.action.kind = ir::ActionKind::accept;
+      rule.origin = origin(line++, name, i);
+      c.rules.push_back(rule);
+    }
+  }
+  ir::Rule log;
+  log.action.kind = ir::ActionKind::log;
+  log.origin = origin(line, "log", 0);
+  rs.chains["log"] = ir::Chain{"log", {log}, origin(line, "log")};
+  ir::Section section{"s", false, {}};
+  for (std::size_t e = 0; e < endpoints.size(); ++e) {
+    ir::Endpoint ep;
+    ep.name = "e" + std::to_string(e);
+    ep.groups.push_back(ir::Group{"g", endpoints[e], ir::Verdict::continue_, {}, origin(5, "g")});
+    section.endpoints.push_back(ep);
+  }
+  rs.stage(ir::Stage::input).sections.push_back(section);
+  return rs;
+}
+
+std::vector<std::string> chain_names(const nft::Table& table) {
+  std::vector<std::string> out;
+  for (const auto& c : table.chains)
+    if (c.name.rfind("c-", 0) == 0) out.push_back(without_digests(c.name));
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("consecutive chains of one shape are one nft chain whose runs merge across them") {
+  nft::Table table = render(chain_lists({{"a", "b", "log", "c"}}));
+  CHECK(chain_names(table) == std::vector<std::string>{"c-a..b", "c-c", "c-log"});
+  CHECK(texts(chain(table, "g-input-0-e0-0-g")) ==
+        std::vector<std::string>{"counter jump c-a..b comment \"policy.yaml:5:3 g\"",
+                                 "counter jump c-log comment \"policy.yaml:5:3 g\"",
+                                 "counter jump c-c comment \"policy.yaml:5:3 g\""});
+  // four rules from two chains: one run, one set with the stamps of both chains' rules
+  CHECK(
+      texts(chain(table, "c-a..b")) ==
+      std::vector<std::string>{"meta l4proto 6 th dport @m-a-0 accept comment \"policy.yaml:11:3 a#0 +3\""});
+  CHECK(set_named(table, "m-a-0").element_text ==
+        std::vector<std::string>{
+            "1011 comment \"policy.yaml:11:3 a#0\"", "1012 comment \"policy.yaml:12:3 a#1\"",
+            "1014 comment \"policy.yaml:14:3 b#0\"", "1015 comment \"policy.yaml:15:3 b#1\""});
+}
+
+TEST_CASE("a chain something else also refers to stays a chain of its own") {
+  SECTION("two groups") {
+    CHECK(chain_names(render(chain_lists({{"a", "b", "c"}, {"c"}}))) ==
+          std::vector<std::string>{"c-a..b", "c-c", "c-log"});
+  }
+  SECTION("a jump") {
+    ir::Ruleset rs = chain_lists({{"a", "b", "c"}});
+    ir::Rule jump;
+    jump.action.kind = ir::ActionKind::jump;
+    jump.action.target = "b";
+    jump.origin = origin(30, "log", 1);
+    rs.chains["log"].rules.push_back(jump);
+    CHECK(chain_names(render(rs)) == std::vector<std::string>{"c-a", "c-b", "c-c", "c-log"});
+  }
+}
+
+TEST_CASE("an address set of prefixes of one length is a hash set looked up masked") {
+  ir::Rule rule;
+  rule.match.src_addr.push_back({false, "nets"});
+  rule.match.dst_addr.push_back({true, "hosts"});
+  rule.action.kind = ir::ActionKind::accept;
+  ir::Ruleset rs = one_rule(rule);
+  rs.sets["nets"] = {"nets",
+                     {*ir::parse_cidr("10.1.0.0/16"), *ir::parse_cidr("10.2.0.0/16"),
+                      *ir::parse_cidr("2001:db8:1::/48"), *ir::parse_cidr("2001:db8:2::/48")},
+                     {}};
+  rs.sets["hosts"] = {"hosts",
+                      {*ir::parse_cidr("192.0.2.7"), *ir::parse_cidr("192.0.2.9"),
+                       *ir::parse_cidr("2001:db8::7"), *ir::parse_cidr("2001:db8::/64")},
+                      {}};
+  nft::Table table = render(rs);
+  CHECK(texts(chain(table, "c-c")) ==
+        std::vector<std::string>{
+            "meta nfproto ipv4 ip saddr & 255.255.0.0 == @s-nets_v4 ip daddr != @s-hosts_v4 "
+            "counter accept comment \"policy.yaml:9:3 p#0\"",
+            "meta nfproto ipv6 ip6 saddr & ffff:ffff:ffff:: == @s-nets_v6 ip6 daddr != "
+            "@s-hosts_v6 counter accept comment \"policy.yaml:9:3 p#0\""});
+  const nft::Set& nets = set_named(table, "s-nets_v4");
+  CHECK_FALSE(nets.interval);
+  CHECK(nets.element_text == std::vector<std::string>{"10.1.0.0", "10.2.0.0"});
+  CHECK(nets.elements.at(1).key == nft::Bytes{10, 2, 0, 0});
+  CHECK_FALSE(set_named(table, "s-hosts_v4").interval);  // whole addresses: a hash set, no mask
+  CHECK(set_named(table, "s-hosts_v6").interval);        // two lengths: an interval set
+  // `nft --debug=netlink` for "ip saddr & 255.255.0.0 == @s accept" (nftables 1.0.6)
+  CHECK(nft::bytecode(chain(table, "c-c").rules.at(0), "c-c")
+            .rfind(R"([ meta load nfproto => reg 1 ]
+[ cmp eq reg 1 0x00000002 ]
+[ payload load 4b @ network header + 12 => reg 1 ]
+[ bitwise reg 1 = ( reg 1 & 0x0000ffff ) ^ 0x00000000 ]
+[ lookup reg 1 set )",
+                   0) == 0);
 }
 
 TEST_CASE("a run over both families gets one set per family, a rule with both is in both") {

@@ -82,6 +82,13 @@ Ruleset kitchen_sink_ruleset() {
                              origin(30, "set")};
   rs.sets["v4only"] =
       AddrSet{"v4only", {*parse_cidr("192.168.0.0/16"), *parse_cidr("224.0.0.0/3")}, origin(31, "set")};
+  // Prefixes of one length: hash sets looked up masked (whole addresses: unmasked).
+  rs.sets["one-length"] = AddrSet{"one-length",
+                                  {*parse_cidr("10.1.0.0/16"), *parse_cidr("10.2.0.0/16"),
+                                   *parse_cidr("2001:db8:1::/48"), *parse_cidr("2001:db8:2::/48")},
+                                  origin(32, "set")};
+  rs.sets["hosts"] =
+      AddrSet{"hosts", {*parse_cidr("192.0.2.7"), *parse_cidr("192.0.2.9")}, origin(33, "set")};
   auto mac1 = *parse_mac("02:00:00:00:00:01"), mac2 = *parse_mac("02:00:00:00:00:02");
   std::vector<Rule> rules = {
       rule(40, ActionKind::accept,
@@ -147,6 +154,11 @@ Ruleset kitchen_sink_ruleset() {
              a.reject_with = "icmp-host-prohibited";
            }),
       rule(51, ActionKind::set_mark, [](Match&, Action& a) { a.mark_value = 7; }),
+      rule(54, ActionKind::drop,
+           [](Match& m, Action&) {
+             m.src_addr.push_back({false, "one-length"});
+             m.dst_addr.push_back({true, "hosts"});
+           }),
       rule(52, ActionKind::jump, [](Match&, Action& a) { a.target = "passer"; }),
       rule(53, ActionKind::allow, [&](Match& m, Action&) { m.src_mac = std::vector<MacAddr>{mac1}; }),
   };
