@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <map>
@@ -344,13 +345,28 @@ std::vector<KernelSet> parse_ipset_save(std::string_view text) {
     auto w = words(line);
     if (w.size() < 3 || !ours(w[1])) continue;
     if (w[0] == "create") {
-      KernelSet set{w[1], {}, {}};
+      KernelSet set{w[1], {}, {}, w[2]};
       for (std::size_t i = 2; i + 1 < w.size(); ++i)
         if (w[i] == "family") set.family = w[i + 1];
       index[set.name] = sets.size();
       sets.push_back(std::move(set));
     } else if (w[0] == "add") {
-      if (auto it = index.find(w[1]); it != index.end()) sets[it->second].members.push_back(w[2]);
+      auto it = index.find(w[1]);
+      if (it == index.end()) continue;
+      KernelSet& set = sets[it->second];
+      set.members.push_back(w[2]);
+      if (set.type != kRunSet) continue;
+      // "add NAME MEMBER packets P bytes B comment "TEXT"" (the comment may hold spaces)
+      KernelSet::Extra extra;
+      for (std::size_t i = 3; i + 1 < w.size(); ++i) {
+        if (w[i] == "packets") extra.packets = std::strtoull(w[i + 1].c_str(), nullptr, 10);
+        if (w[i] == "bytes") extra.bytes = std::strtoull(w[i + 1].c_str(), nullptr, 10);
+      }
+      if (auto open = line.find(" comment \""); open != std::string::npos) {
+        std::size_t from = open + 10, close = line.rfind('"');
+        if (close > from) extra.comment = line.substr(from, close - from);
+      }
+      set.extras.push_back(std::move(extra));
     }
   }
   return sets;
@@ -600,9 +616,16 @@ bool apply_in_place(const Holdings& now, const std::vector<SetDef>& sets,
   for (const auto& set : wanted_sets) {
     auto k = std::find_if(have_sets.begin(), have_sets.end(),
                           [&](const KernelSet& s) { return s.name == set.name; });
-    if (k == have_sets.end() || k->family != family_name(set.family) ||
+    if (k == have_sets.end() || k->family != family_name(set.family) || k->type != set.type ||
         sorted(k->members) != sorted(set.members))
       return false;
+    // A run set's comments name the source rules, which may have moved: compare members with them.
+    std::vector<std::string> kernel_comments;
+    for (const auto& extra : k->extras) kernel_comments.push_back(extra.comment);
+    std::map<std::string, std::vector<std::string>> have, want;
+    add_member_stamps(have, set.name, k->members, kernel_comments);
+    add_member_stamps(want, set.name, set.members, set.comments);
+    if (have != want) return false;
   }
   if (tables_changed == 1) {
     const auto& [family, text] = restores.front();
@@ -672,7 +695,7 @@ void apply_model(const Model& model, std::string_view ir_hash, bool full) {
   const Holdings now = holdings(false);
   std::vector<TableDef> want[2];
   for (IpFamily f : {IpFamily::v4, IpFamily::v6})
-    want[static_cast<int>(f)] = with_meta(model.family(f), ir_hash);
+    want[static_cast<int>(f)] = with_meta(model.family(f), ir_hash, model.sets, f);
   if (!full && (now.active == 1 || now.active == 2) && apply_in_place(now, model.sets, want)) return;
   switch_slots(now, model.sets, want);
 }
@@ -707,7 +730,18 @@ KernelState read_kernel() {
   if (slot > 0) text += gate_text(kGateSet, true);
   for (const auto& set : k.sets) {
     if (is_gate(set.name) || !in_effect(slot_of(set.name))) continue;
-    SetDef def{in_slot(set.name, 0), set.family == "inet6" ? IpFamily::v6 : IpFamily::v4, set.members};
+    SetDef def{in_slot(set.name, 0), set.family == "inet6" ? IpFamily::v6 : IpFamily::v4, set.members,
+               set.type};
+    for (std::size_t i = 0; i < set.extras.size(); ++i) {
+      def.comments.push_back(set.extras[i].comment);
+      RuleCounter counter;  // a member of a merged run: the hits of its source rule
+      counter.chain = "ipset/" + def.name;
+      counter.rule = static_cast<std::int32_t>(i);
+      counter.where = set.extras[i].comment;
+      counter.packets = set.extras[i].packets;
+      counter.bytes = set.extras[i].bytes;
+      state.counters.push_back(std::move(counter));
+    }
     text += ipset_text({def});
   }
   std::size_t leftover_chains = 0,
@@ -719,6 +753,12 @@ KernelState read_kernel() {
     for (const auto& table : select(k.tables[static_cast<int>(f)], [&](int s) { return !in_effect(s); }))
       leftover_chains += table.chains.size();
     std::map<std::string, std::vector<std::string>> stamps;  // for the rules summary in fwe-meta
+    for (const auto& set : k.sets)
+      if (set.type == kRunSet && in_effect(slot_of(set.name)) && set.family == family_name(f)) {
+        std::vector<std::string> comments;
+        for (const auto& extra : set.extras) comments.push_back(extra.comment);
+        add_member_stamps(stamps, in_slot(set.name, 0), set.members, comments);
+      }
     std::string applied_summary;
     for (const auto& table : select(k.tables[static_cast<int>(f)], in_effect, true)) {
       text += '*' + table.name + '\n';

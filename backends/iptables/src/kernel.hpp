@@ -54,6 +54,13 @@ std::string transition(const std::vector<KernelTable>& now, const std::vector<Ta
 struct KernelSet {
   std::string name, family;
   std::vector<std::string> members;
+  std::string type{kNetSet};
+  // Sets with counters and comments (kRunSet): per member.
+  struct Extra {
+    std::uint64_t packets = 0, bytes = 0;
+    std::string comment;
+  };
+  std::vector<Extra> extras{};
 };
 // Our sets (fwe-*) in `ipset save` output.
 std::vector<KernelSet> parse_ipset_save(std::string_view text);

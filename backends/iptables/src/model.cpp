@@ -154,15 +154,19 @@ std::string_view family_name(IpFamily f) {
 std::string ipset_create_line(const SetDef& set, std::string_view name) {
   // Room for every member: ipset refuses adds beyond maxelem.
   std::size_t maxelem = std::max<std::size_t>(65536, set.members.size());
-  return "create " + std::string(name) + " hash:net family " + std::string(family_name(set.family)) +
-         " maxelem " + std::to_string(maxelem);
+  return "create " + std::string(name) + " " + set.type + " family " + std::string(family_name(set.family)) +
+         " maxelem " + std::to_string(maxelem) + (set.type == kRunSet ? " counters comment" : "");
 }
 
 std::string ipset_text(const std::vector<SetDef>& sets) {
   std::string out;
   for (const auto& set : sets) {
     out += ipset_create_line(set, set.name) + '\n';
-    for (const auto& m : set.members) out += "add " + set.name + ' ' + m + '\n';
+    for (std::size_t i = 0; i < set.members.size(); ++i) {
+      out += "add " + set.name + ' ' + set.members[i];
+      if (i < set.comments.size() && !set.comments[i].empty()) out += " comment \"" + set.comments[i] + '"';
+      out += '\n';
+    }
   }
   return out;
 }
@@ -215,11 +219,23 @@ std::string rules_summary(const std::map<std::string, std::vector<std::string>>&
   return "rules " + std::to_string(rules) + " digest " + hash16(all);
 }
 
-std::vector<TableDef> with_meta(std::vector<TableDef> tables, std::string_view ir_hash) {
+void add_member_stamps(std::map<std::string, std::vector<std::string>>& stamps, std::string_view set_name,
+                       const std::vector<std::string>& members, const std::vector<std::string>& comments) {
+  auto& out = stamps["ipset/" + std::string(set_name)];
+  for (std::size_t i = 0; i < members.size(); ++i)
+    out.push_back(members[i] + ' ' + (i < comments.size() ? comments[i] : std::string()));
+  std::sort(out.begin(), out.end());
+}
+
+std::vector<TableDef> with_meta(std::vector<TableDef> tables, std::string_view ir_hash,
+                                const std::vector<SetDef>& sets, IpFamily family) {
   std::map<std::string, std::vector<std::string>> stamps;
   for (const auto& table : tables)
     for (const auto& chain : table.chains)
       for (const auto& rule : chain.rules) stamps[table.name + '/' + chain.name].push_back(stamp_of(rule));
+  for (const auto& set : sets)
+    if (set.type == kRunSet && set.family == family)
+      add_member_stamps(stamps, set.name, set.members, set.comments);
   auto filter =
       std::find_if(tables.begin(), tables.end(), [](const TableDef& t) { return t.name == "filter"; });
   if (filter == tables.end()) filter = tables.insert(tables.end(), TableDef{"filter", {}, {}});

@@ -64,10 +64,18 @@ struct TableDef {
   const ChainDef* find(std::string_view chain) const;
 };
 
+// An IR address set (hash:net, fwe-4-<name> / fwe-6-<name>), or the elements of a run of rules merged
+// into one set lookup (hash:net,port, fwe-4r-... / fwe-6r-...: a counter and the origin of its rule on
+// every member, so that hits still map to source rules).
+inline constexpr std::string_view kNetSet = "hash:net";
+inline constexpr std::string_view kRunSet = "hash:net,port";
 struct SetDef {
-  std::string name;  // fwe-4-<name> / fwe-6-<name>
+  std::string name;
   IpFamily family = IpFamily::v4;
-  std::vector<std::string> members;  // "10.0.0.0/8", hosts without prefix (as ipset save prints them)
+  std::vector<std::string> members;  // "10.0.0.0/8", "10.0.0.0/8,tcp:22"; hosts without prefix (as ipset
+                                     // save prints them)
+  std::string type{kNetSet};
+  std::vector<std::string> comments{};  // kRunSet: per member, where its rule comes from
 };
 
 struct Model {
@@ -102,7 +110,12 @@ std::string ipset_create_line(const SetDef& set, std::string_view name);
 std::string_view family_name(IpFamily f);  // inet / inet6
 // The tables plus fwe-meta in filter, whose one rule carries the IR hash and the rules summary of the
 // tables for read_back.
-std::vector<TableDef> with_meta(std::vector<TableDef> tables, std::string_view ir_hash);
+std::vector<TableDef> with_meta(std::vector<TableDef> tables, std::string_view ir_hash,
+                                const std::vector<SetDef>& sets, IpFamily family);
+// A run set's members with their comments, sorted: they stand for rules, so the summary in fwe-meta
+// covers them as it covers a chain's stamps (under "ipset/<name>").
+void add_member_stamps(std::map<std::string, std::vector<std::string>>& stamps, std::string_view set_name,
+                       const std::vector<std::string>& members, const std::vector<std::string>& comments);
 std::string meta_rule(std::string_view ir_hash, std::string_view summary);
 // The IR hash in a fwe-meta rule, or empty.
 std::string ir_hash_of(std::string_view meta_spec);

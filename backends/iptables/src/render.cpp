@@ -33,7 +33,13 @@ using namespace fwe::ir;
 
 namespace {
 
-constexpr std::size_t kInlineCidrs = 4;      // more addresses than this go into an ipset
+constexpr std::size_t kInlineCidrs = 4;  // more addresses than this go into an ipset
+// Merging runs of rules into hash:net,port lookups: shorter runs stay rules; a run's set holds at most
+// this many rules (a change re-creates one such set) and a rule at most this many members.
+constexpr std::size_t kMinRun = 4;
+constexpr std::size_t kMaxRun = 8192;
+constexpr std::size_t kMaxMembersPerRule = 64;
+constexpr std::size_t kMaxSetMembers = 65536;
 constexpr std::size_t kMultiportSlots = 15;  // multiport's limit; a range takes two
 constexpr std::size_t kMaxCommentWhere = 200;
 constexpr std::size_t kMaxLogPrefix = 29;
@@ -115,6 +121,20 @@ const std::string& protocol_text(std::uint8_t p) {
   static const std::array<std::string, 256> kNames = [] {
     std::array<std::string, 256> names;
     for (unsigned n = 0; n < names.size(); ++n) names[n] = lookup_protocol(static_cast<std::uint8_t>(n));
+    return names;
+  }();
+  return kNames[p];
+}
+
+// A protocol in an ipset member: ipset knows names only from /etc/protocols, and prints numbers when it
+// has none. Looked up once per number, as protocol_text does.
+const std::string& member_protocol(std::uint8_t p) {
+  static const std::array<std::string, 256> kNames = [] {
+    std::array<std::string, 256> names;
+    for (unsigned n = 0; n < names.size(); ++n) {
+      const protoent* e = getprotobynumber(static_cast<int>(n));
+      names[n] = e ? e->p_name : std::to_string(n);
+    }
     return names;
   }();
   return kNames[p];
@@ -811,9 +831,168 @@ class FamilyRenderer {
       std::set<Stage> here;
       for (Stage s : stages)
         if (place_of(s).table == t.def.name) here.insert(s);
-      for (std::size_t i = 0; i < c->rules.size(); ++i) rule(t, name, c->rules[i], i, here);
+      std::vector<std::optional<RunForm>> forms;
+      for (const auto& r : c->rules) forms.push_back(run_form(t, r, here));
+      std::size_t runs = 0;
+      for (std::size_t i = 0; i < c->rules.size();) {
+        std::size_t end = i + 1, taken = 1;
+        RunIndex index;
+        std::size_t members = 0;
+        if (forms[i]) {
+          index.add(*forms[i]);
+          members = forms[i]->members.size();
+          // A rule that never matches in this family (its addresses are all of the other) is no rule here.
+          for (; end < c->rules.size() && taken < kMaxRun; ++end) {
+            if (absent(c->rules[end])) continue;
+            const auto& next = forms[end];
+            if (!next || next->shape != forms[i]->shape || members + next->members.size() > kMaxSetMembers ||
+                index.overlaps(*next))
+              break;
+            index.add(*next);
+            members += next->members.size();
+            ++taken;
+          }
+        }
+        if (taken < kMinRun) {
+          for (std::size_t k = i; k < end; ++k) rule(t, name, c->rules[k], k, here);
+        } else {
+          emit_run(t, name, ir_name + "-" + std::to_string(runs++), forms, i, end);
+        }
+        i = end;
+      }
     }
     return name;
+  }
+
+  // ---- runs of rules as one hash:net,port lookup --------------------------------------------------
+  // A rule that differs from its neighbours only in one address match, one port match and the
+  // protocols: its members (address, protocol, port) go into a set, and the run's one rule looks the
+  // packet up in it. Every member has a counter and its rule's origin, so `status` still shows hits
+  // per source rule; the merged rule's own counter is left without origin.
+  struct RunMember {
+    Cidr cidr;
+    std::uint8_t protocol;
+    std::uint16_t port;
+  };
+  struct RunForm {
+    Spec rest;           // the rule's other matches
+    std::string target;  // its verdict
+    std::string shape;   // rest, target and directions: equal for all rules of a run
+    std::string directions;
+    std::vector<RunMember> members;
+    std::string where;
+  };
+
+  // A packet meets at most one member of a run: no member overlaps an earlier one (same protocol and
+  // port, one address inside the other), so the order inside the run is free and each hit counts for
+  // the rule trace would name.
+  class RunIndex {
+   public:
+    bool overlaps(const RunForm& f) const {
+      for (const auto& m : f.members) {
+        auto it = by_key_.find({m.protocol, m.port});
+        if (it == by_key_.end()) continue;
+        for (const Cidr& other : it->second)
+          if (contains(other, m.cidr) || contains(m.cidr, other)) return true;
+      }
+      return false;
+    }
+    void add(const RunForm& f) {
+      for (const auto& m : f.members) by_key_[{m.protocol, m.port}].push_back(m.cidr);
+    }
+
+   private:
+    static bool contains(const Cidr& outer, const Cidr& inner) {
+      if (outer.prefix > inner.prefix) return false;
+      for (std::size_t bit = 0; bit < outer.prefix; ++bit)
+        if (((outer.addr.bytes[bit / 8] ^ inner.addr.bytes[bit / 8]) >> (7 - bit % 8)) & 1) return false;
+      return true;
+    }
+    std::map<std::pair<std::uint8_t, std::uint16_t>, std::vector<Cidr>> by_key_;
+  };
+
+  std::optional<RunForm> run_form(Table& t, const Rule& r, const std::set<Stage>& stages) {
+    const Match& m = r.match;
+    const ActionKind kind = r.action.kind;
+    if (kind != ActionKind::accept && kind != ActionKind::allow && kind != ActionKind::drop)
+      return std::nullopt;
+    if (kind == ActionKind::drop && t.def.name == "nat") return std::nullopt;
+    // A rate limit is a bucket of the rule's own: merged rules would share one.
+    if (m.src_addr.size() + m.dst_addr.size() != 1 || m.src_port.size() + m.dst_port.size() != 1 ||
+        m.protocol_negate || m.icmp || m.rate_limit)
+      return std::nullopt;
+    const bool source_addr = !m.src_addr.empty(), source_port = !m.src_port.empty();
+    const AddrMatch& am = source_addr ? m.src_addr[0] : m.dst_addr[0];
+    const PortMatch& pm = source_port ? m.src_port[0] : m.dst_port[0];
+    if (am.negate || pm.negate || pm.ports.empty()) return std::nullopt;
+    std::vector<Cidr> cidrs = cidrs_of(am.set);
+    if (cidrs.empty() || std::any_of(cidrs.begin(), cidrs.end(), [](const Cidr& c) { return c.prefix == 0; }))
+      return std::nullopt;
+    std::vector<std::uint8_t> protocols;
+    for (auto p : kPortProtocols)
+      if (!m.protocols || std::find(m.protocols->begin(), m.protocols->end(), p) != m.protocols->end())
+        protocols.push_back(p);
+    std::size_t ports = 0;
+    for (const auto& range : pm.ports) ports += static_cast<std::size_t>(range.hi - range.lo) + 1;
+    if (protocols.empty() || cidrs.size() * protocols.size() * ports > kMaxMembersPerRule)
+      return std::nullopt;
+
+    Rule rest = r;
+    rest.match.src_addr.clear();
+    rest.match.dst_addr.clear();
+    rest.match.src_port.clear();
+    rest.match.dst_port.clear();
+    rest.match.protocols.reset();
+    const std::size_t reported = reported_.size();
+    auto specs = match_specs(rest, std::nullopt, stages);
+    if (reported_.size() != reported || !specs || specs->size() != 1) return std::nullopt;
+    RunForm form;
+    form.rest = std::move(specs->front());
+    if (kind == ActionKind::drop)
+      form.target = "-j DROP";
+    else
+      form.target = "-g " + helper(t, kind == ActionKind::accept ? Helper::accept : Helper::allow);
+    form.directions = std::string(source_addr ? "src" : "dst") + (source_port ? ",src" : ",dst");
+    form.shape = form.rest.text() + "|" + form.target + "|" + form.directions;
+    for (const auto& cidr : cidrs)
+      for (auto p : protocols)
+        for (const auto& range : pm.ports)
+          for (std::uint32_t port = range.lo; port <= range.hi; ++port)
+            form.members.push_back({cidr, p, static_cast<std::uint16_t>(port)});
+    form.where = where(r.origin);
+    return form;
+  }
+
+  // Whether a rule can never match in this family: a positive address match without an address of it.
+  bool absent(const Rule& r) const {
+    if (r.match.family != Family::any && (r.match.family == Family::ipv4) != (family_ == IpFamily::v4))
+      return true;
+    for (const auto* side : {&r.match.src_addr, &r.match.dst_addr})
+      for (const auto& am : *side)
+        if (!am.negate && cidrs_of(am.set).empty()) return true;
+    return false;
+  }
+
+  void emit_run(Table& t, const std::string& chain, const std::string& id,
+                const std::vector<std::optional<RunForm>>& forms, std::size_t begin, std::size_t end) {
+    const RunForm& head = *forms[begin];
+    std::string name =
+        short_name(family_ == IpFamily::v4 ? "fwe-4r-" : "fwe-6r-", t.def.name + "-" + id, kMaxSetName);
+    SetDef& set = sets_[name];
+    set.name = name;
+    set.family = family_;
+    set.type = std::string(kRunSet);
+    for (std::size_t k = begin; k < end; ++k) {
+      if (!forms[k]) continue;  // a rule absent in this family
+      for (const auto& m : forms[k]->members) {
+        set.members.push_back(member_text(m.cidr) + "," + member_protocol(m.protocol) + ":" +
+                              std::to_string(m.port));
+        set.comments.push_back(forms[k]->where);
+      }
+    }
+    Spec spec = head.rest;
+    spec.matches.push_back("-m set --match-set " + name + " " + head.directions);
+    emit(t, chain, spec, head.target, {});
   }
 
   // ---- endpoints, sections, stages --------------------------------------------------------------
@@ -969,7 +1148,7 @@ std::string plan_text(const Model& model, std::string_view ir_hash) {
   for (IpFamily f : {IpFamily::v4, IpFamily::v6}) {
     out += f == IpFamily::v4 ? "# iptables-legacy-restore --noflush\n"
                              : "# ip6tables-legacy-restore --noflush\n";
-    out += restore_text(with_meta(model.family(f), ir_hash));
+    out += restore_text(with_meta(model.family(f), ir_hash, model.sets, f));
   }
   return out;
 }

@@ -225,6 +225,40 @@ Ruleset tiny_ruleset(const std::string& port_chain_name) {
   return rs;
 }
 
+Ruleset runs_ruleset() {
+  Ruleset rs;
+  rs.frontend = "test";
+  rs.files = {"<command line>", "runs.yaml"};
+  Chain c{"list", {}, at(9)};
+  auto add = [&](std::uint16_t port, const std::string& address, bool source, std::uint8_t protocol = 6) {
+    std::uint32_t line = 10 + static_cast<std::uint32_t>(c.rules.size());
+    std::string set = "a" + std::to_string(line);
+    rs.sets[set] = AddrSet{set, {cidr(address)}, at(line)};
+    Rule r = tcp_port(line, port, ActionKind::accept);
+    r.match.protocols = std::vector<std::uint8_t>{protocol};
+    (source ? r.match.src_addr : r.match.dst_addr).push_back({false, set});
+    c.rules.push_back(r);
+  };
+  add(1000, "10.0.0.0/24", true);
+  add(1001, "10.0.1.0/24", true);
+  add(1002, "2001:db8::/64", true);
+  add(1003, "10.0.3.0/24", true, 17);
+  add(1004, "10.0.4.0/24", true);
+  add(1000, "10.0.0.0/16", true);
+  for (std::uint16_t k = 2; k <= 5; ++k)
+    add(static_cast<std::uint16_t>(7000 + k), "127.0.0." + std::to_string(k), false);
+  rs.chains["list"] = c;
+  Endpoint ep;
+  ep.name = "all";
+  ep.origin = at(5);
+  ep.conntrack = Conntrack::accept_established;
+  ep.groups.push_back({"main", {"list"}, Verdict::continue_, {}, at(6)});
+  ep.default_verdict = Verdict::drop;
+  rs.stage(Stage::input).sections.push_back({"host", false, {ep}});
+  finish(rs);
+  return rs;
+}
+
 void enter_scratch_netns() {
   if (geteuid() != 0 || unshare(CLONE_NEWNET) != 0) {
     std::cerr << "skipped: needs root and unshare(CLONE_NEWNET)\n";

@@ -13,6 +13,10 @@ namespace fwe::iptables::test {
 ir::Ruleset sample_ruleset();
 // One set, one chain, input only.
 ir::Ruleset tiny_ruleset(const std::string& port_chain_name = "web");
+// Input only, one chain "list" (runs.yaml lines 10..19): accepts from 10.0.K.0/24 to port 1000+K (K =
+// 0, 1, 3, 4; the third rule is from 2001:db8::/64 to 1002, the fourth is UDP), then 10.0.0.0/16 to 1000
+// (overlaps the first), then to 127.0.0.K port 700K (K = 2..5).
+ir::Ruleset runs_ruleset();
 
 // Moves this test process into a fresh network namespace (unshare(CLONE_NEWNET)), so nothing it does
 // reaches the host's firewall. Exits with 77 (ctest: skipped) when that or iptables-legacy/ipset

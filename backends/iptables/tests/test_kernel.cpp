@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <regex>
 #include <sstream>
 
@@ -341,4 +342,32 @@ TEST_CASE("the layout before slots is replaced by the next apply", "[root]") {
   flush_all();
   CHECK(our_lines(test::save_text()).empty());
   CHECK(test::ipset_text_now().find("fwe") == std::string::npos);
+}
+
+TEST_CASE("real traffic: a run's set counts the hits of each source rule", "[root]") {
+  test::enter_scratch_netns();
+  REQUIRE(run_tool({"ip", "link", "set", "lo", "up"}).status == 0);
+  apply_model(render_ok(test::runs_ruleset()), "hash-runs", false);
+  CHECK(test::ipset_text_now().find("create fwe1-4r-filter-list-1 hash:net,port family inet") !=
+        std::string::npos);
+  auto connect = [](const std::string& address, int port) {
+    std::string script = "echo > /dev/tcp/" + address + "/" + std::to_string(port);
+    return run_tool({"timeout", "2", "bash", "-c", script}).status;
+  };
+  CHECK(connect("127.0.0.2", 7002) == 1);    // in the set: let in, refused by the closed port
+  CHECK(connect("127.0.0.2", 7003) == 124);  // 7003 is 127.0.0.3's: dropped, timed out
+  KernelState state = read_kernel();
+  for (const auto& d : state.drift) UNSCOPED_INFO(d);
+  CHECK(state.drift.empty());
+  std::map<std::string, std::uint64_t> hits;
+  for (const auto& c : state.counters)
+    if (c.chain.rfind("ipset/", 0) == 0) hits[c.where] += c.packets;
+  CHECK(hits.size() == 8);  // the members of both runs
+  CHECK(hits["runs.yaml:16:3"] > 0);
+  CHECK(hits["runs.yaml:17:3"] == 0);
+  // A member deleted behind our back is a rule gone: drift.
+  REQUIRE(run_tool({"ipset", "del", "fwe1-4r-filter-list-1", "127.0.0.3,tcp:7003"}).status == 0);
+  auto drift = read_kernel().drift;
+  REQUIRE(drift.size() == 1);
+  CHECK(drift[0].find("rules were deleted, added or moved since apply") != std::string::npos);
 }

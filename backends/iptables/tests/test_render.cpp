@@ -228,7 +228,7 @@ TEST_CASE("render text is the ipset and iptables-restore input") {
 
 TEST_CASE("transition rewrites only what changed and removes what is gone") {
   Model m = render_ok(test::tiny_ruleset());
-  auto want = with_meta(m.family(IpFamily::v4), "h1");
+  auto want = with_meta(m.family(IpFamily::v4), "h1", m.sets, IpFamily::v4);
   // As if iptables-legacy-save showed exactly what we loaded.
   std::string saved = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n";
   for (const auto& c : want[0].chains) saved += ":" + c.name + " - [0:0]\n";
@@ -381,4 +381,46 @@ TEST_CASE("a conntrack helper after conntrack is left out with a warning, the re
   for (IpFamily f : {IpFamily::v4, IpFamily::v6})
     CHECK(bare(chain(table(m, f, "filter"), "fwe-c-web")) ==
           bare(chain(table(without, f, "filter"), "fwe-c-web")));
+}
+
+TEST_CASE(
+    "a run of rules that differ in one address, one port and the protocol is one hash:net,port lookup") {
+  Model m = render_ok(test::runs_ruleset());
+  CHECK(bare(chain(table(m, IpFamily::v4, "filter"), "fwe-c-list")) ==
+        std::vector<std::string>{"-m set --match-set fwe-4r-filter-list-0 src,dst -g fwe-accept",
+                                 "-s 10.0.0.0/16 -p tcp -m multiport --dports 1000 -g fwe-accept",
+                                 "-m set --match-set fwe-4r-filter-list-1 dst,dst -g fwe-accept"});
+  // IPv6 has one rule of the list: too short a run.
+  CHECK(bare(chain(table(m, IpFamily::v6, "filter"), "fwe-c-list")) ==
+        std::vector<std::string>{"-s 2001:db8::/64 -p tcp -m multiport --dports 1002 -g fwe-accept"});
+  REQUIRE(m.sets.size() == 2);
+  const SetDef& sources = m.sets[0];
+  CHECK(sources.name == "fwe-4r-filter-list-0");
+  CHECK(sources.type == "hash:net,port");
+  CHECK(sources.members == std::vector<std::string>{"10.0.0.0/24,tcp:1000", "10.0.1.0/24,tcp:1001",
+                                                    "10.0.3.0/24,udp:1003", "10.0.4.0/24,tcp:1004"});
+  CHECK(sources.comments ==
+        std::vector<std::string>{"runs.yaml:10:3", "runs.yaml:11:3", "runs.yaml:13:3", "runs.yaml:14:3"});
+  CHECK(m.sets[1].members.front() == "127.0.0.2,tcp:7002");
+  std::string text = plan_text(m, "h");
+  CHECK(text.find("create fwe-4r-filter-list-0 hash:net,port family inet maxelem 65536 counters comment\n") !=
+        std::string::npos);
+  CHECK(text.find("add fwe-4r-filter-list-0 10.0.3.0/24,udp:1003 comment \"runs.yaml:13:3\"\n") !=
+        std::string::npos);
+}
+
+TEST_CASE("ipset save of a run's set gives members with their counters and comments") {
+  auto sets = parse_ipset_save(
+      "create fwe1-4r-x hash:net,port family inet hashsize 1024 maxelem 65536 counters comment bucketsize "
+      "12\n"
+      "add fwe1-4r-x 10.0.0.0/24,tcp:1000 packets 3 bytes 180 comment \"runs.yaml:10:3\"\n"
+      "add fwe1-4r-x 127.0.0.2,tcp:7002 packets 0 bytes 0\n");
+  REQUIRE(sets.size() == 1);
+  CHECK(sets[0].type == "hash:net,port");
+  CHECK(sets[0].members == std::vector<std::string>{"10.0.0.0/24,tcp:1000", "127.0.0.2,tcp:7002"});
+  REQUIRE(sets[0].extras.size() == 2);
+  CHECK(sets[0].extras[0].packets == 3);
+  CHECK(sets[0].extras[0].bytes == 180);
+  CHECK(sets[0].extras[0].comment == "runs.yaml:10:3");
+  CHECK(sets[0].extras[1].comment.empty());
 }

@@ -486,13 +486,7 @@ class Translator {
     const std::set<std::string> in_postrouting = chains_of(ir::Stage::snat);
     std::set<std::string> before_conntrack = chains_of(ir::Stage::untracked_in);
     before_conntrack.merge(chains_of(ir::Stage::untracked_out));
-    for (const auto& [name, chain] : rs_.chains) {
-      in_postrouting_ = in_postrouting.contains(name);
-      before_conntrack_ = before_conntrack.contains(name);
-      auto& candidates = candidates_[name];
-      for (const auto& rule : chain.rules) candidates.push_back(candidate(rule));
-    }
-    plan_fusion();
+    plan_fusion(in_postrouting, before_conntrack);
     for (const auto& [name, chain] : rs_.chains)
       if (!fused_tail_.contains(name))
         chain_names_[name] =
@@ -504,19 +498,13 @@ class Translator {
       in_postrouting_ = in_postrouting.contains(name);
       before_conntrack_ = before_conntrack.contains(name);
       std::vector<const ir::Rule*> rules;
-      std::vector<const std::optional<Candidate>*> candidates;
       auto take = [&](const std::string& part) {
-        const auto& part_candidates = candidates_[part];
-        const auto& part_rules = rs_.find_chain(part)->rules;
-        for (std::size_t i = 0; i < part_rules.size(); ++i) {
-          rules.push_back(&part_rules[i]);
-          candidates.push_back(&part_candidates[i]);
-        }
+        for (const auto& rule : rs_.find_chain(part)->rules) rules.push_back(&rule);
       };
       take(name);
       if (auto fusion = fusions_.find(name); fusion != fusions_.end())
         for (const auto& part : fusion->second) take(part);
-      emit_chain(out, name, rules, candidates);
+      emit_chain(out, name, rules);
       ir_chains.push_back(std::move(out));
     }
     for (std::size_t s = 0; s < ir::kStageCount; ++s) {
@@ -534,7 +522,8 @@ class Translator {
   // row (they neither return nor pass). Their runs then merge across them - a long allow list split
   // into many small chains becomes a few large set lookups - and a packet makes one jump instead of
   // one per chain. Other chains stay apart, so that a change in one keeps the others' rule counters.
-  void plan_fusion() {
+  void plan_fusion(const std::set<std::string>& in_postrouting,
+                   const std::set<std::string>& before_conntrack) {
     std::map<std::string, std::size_t> references;
     for (const auto& stage : rs_.stages)
       for (const auto& section : stage.sections)
@@ -546,13 +535,22 @@ class Translator {
     for (const auto& [name, chain] : rs_.chains)
       for (const auto& rule : chain.rules)
         if (rule.action.kind == ir::ActionKind::jump) ++references[rule.action.target];
-    // The shape all of a chain's rules merge into, if they do.
+    // The shape all of a chain's rules merge into, if they do (their candidates are made again, one
+    // run at a time, when the chain is emitted: keeping them all would double the peak memory).
+    std::map<std::string, std::optional<std::string>> shapes;
     auto shape = [&](const std::string& name) -> std::optional<std::string> {
-      auto it = candidates_.find(name);
-      if (it == candidates_.end() || it->second.empty() || references[name] != 1) return std::nullopt;
-      for (const auto& c : it->second)
-        if (!c || c->shape != it->second.front()->shape) return std::nullopt;
-      return it->second.front()->shape;
+      if (auto it = shapes.find(name); it != shapes.end()) return it->second;
+      std::optional<std::string>& out = shapes[name];
+      const ir::Chain* chain = rs_.find_chain(name);
+      if (!chain || chain->rules.empty() || references[name] != 1) return out;
+      in_postrouting_ = in_postrouting.contains(name);
+      before_conntrack_ = before_conntrack.contains(name);
+      for (const auto& rule : chain->rules) {
+        auto c = candidate(rule);
+        if (!c || (out && c->shape != *out)) return out = std::nullopt;
+        if (!out) out = std::move(c->shape);
+      }
+      return out;
     };
     for (const auto& stage : rs_.stages)
       for (const auto& section : stage.sections)
@@ -890,25 +888,31 @@ class Translator {
   }
 
   // Emits the rules of an IR chain (or of chains fused into one); runs of at least kMinRun candidates of
-  // one shape as merged rules.
-  void emit_chain(Chain& out, const std::string& id, const std::vector<const ir::Rule*>& rules,
-                  const std::vector<const std::optional<Candidate>*>& candidates) {
+  // one shape as merged rules. Candidates are made as the runs grow, so only one run's are held.
+  void emit_chain(Chain& out, const std::string& id, const std::vector<const ir::Rule*>& rules) {
     std::size_t runs = 0;
+    std::optional<Candidate> head = rules.empty() ? std::nullopt : candidate(*rules[0]);
     for (std::size_t i = 0; i < rules.size();) {
       std::size_t end = i + 1;
       merge::Run run;
-      const auto& head = *candidates[i];
+      std::optional<Candidate> next;  // the candidate of rules[end], once made
+      bool made = false;
       if (head) {
         run.add(head->member);
-        while (end < rules.size() && end - i < kMaxRun && *candidates[end] &&
-               (*candidates[end])->shape == head->shape && run.accepts((*candidates[end])->member))
-          run.add((*candidates[end++])->member);
+        for (; end < rules.size() && end - i < kMaxRun; ++end) {
+          next = candidate(*rules[end]);
+          made = true;
+          if (!next || next->shape != head->shape || !run.accepts(next->member)) break;
+          run.add(std::move(next->member));
+          made = false;
+        }
       }
       if (end - i < kMinRun || !emit_run(out, id + "-" + std::to_string(runs), *head, run))
         for (std::size_t k = i; k < end; ++k) emit_rule(out, *rules[k]);
       else
         ++runs;
       i = end;
+      if (i < rules.size()) head = made ? std::move(next) : candidate(*rules[i]);
     }
   }
 
@@ -1443,7 +1447,6 @@ class Translator {
   bool in_postrouting_ = false;    // emitting for the snat stage (postrouting), where reject cannot run
   bool before_conntrack_ = false;  // emitting a chain the untracked stages use
   std::map<std::string, bool> may_pass_;
-  std::map<std::string, std::vector<std::optional<Candidate>>> candidates_;  // per IR chain, per rule
   std::map<std::string, std::vector<std::string>> fusions_;  // first chain -> the chains fused to it
   std::set<std::string> fused_tail_;                         // chains fused to an earlier one
 };
