@@ -299,8 +299,9 @@ class FamilyRenderer {
  private:
   struct Table {
     TableDef def;
-    std::map<std::string, std::size_t> index;  // chain name -> def.chains
-    std::set<std::string> ir_chains;           // IR chains already rendered here
+    std::map<std::string, std::size_t> index;                       // chain name -> def.chains
+    std::set<std::string> ir_chains;                                // IR chains already rendered here
+    std::map<std::string, std::optional<std::string>> pure_shapes;  // IR chain -> pure_shape()
   };
 
   // ---- diagnostics ------------------------------------------------------------------------------
@@ -332,10 +333,19 @@ class FamilyRenderer {
     for (std::size_t s = 0; s < kStageCount; ++s)
       for (const auto& section : rs_.stages[s].sections)
         for (const auto& ep : section.endpoints) {
-          if (!ep.failsafe_chain.empty()) visit(ep.failsafe_chain, static_cast<Stage>(s), 0);
+          if (!ep.failsafe_chain.empty()) {
+            visit(ep.failsafe_chain, static_cast<Stage>(s), 0);
+            ++references_[ep.failsafe_chain];
+          }
           for (const auto& g : ep.groups)
-            for (const auto& c : g.chains) visit(c, static_cast<Stage>(s), 0);
+            for (const auto& c : g.chains) {
+              visit(c, static_cast<Stage>(s), 0);
+              ++references_[c];
+            }
         }
+    for (const auto& [name, chain] : rs_.chains)
+      for (const auto& r : chain.rules)
+        if (r.action.kind == ActionKind::jump) ++references_[r.action.target];
   }
 
   // ---- tables and chains ------------------------------------------------------------------------
@@ -827,41 +837,109 @@ class FamilyRenderer {
     if (!t.ir_chains.insert(ir_name).second) return name;
     add_chain(t, name);
     if (const Chain* c = rs_.find_chain(ir_name)) {
-      const auto& stages = reach_[ir_name];
-      std::set<Stage> here;
-      for (Stage s : stages)
-        if (place_of(s).table == t.def.name) here.insert(s);
-      std::vector<std::optional<RunForm>> forms;
-      for (const auto& r : c->rules) forms.push_back(run_form(t, r, here));
-      std::size_t runs = 0;
-      for (std::size_t i = 0; i < c->rules.size();) {
-        std::size_t end = i + 1, taken = 1;
-        RunIndex index;
-        std::size_t members = 0;
-        if (forms[i]) {
-          index.add(*forms[i]);
-          members = forms[i]->members.size();
-          // A rule that never matches in this family (its addresses are all of the other) is no rule here.
-          for (; end < c->rules.size() && taken < kMaxRun; ++end) {
-            if (absent(c->rules[end])) continue;
-            const auto& next = forms[end];
-            if (!next || next->shape != forms[i]->shape || members + next->members.size() > kMaxSetMembers ||
-                index.overlaps(*next))
-              break;
-            index.add(*next);
-            members += next->members.size();
-            ++taken;
-          }
-        }
-        if (taken < kMinRun) {
-          for (std::size_t k = i; k < end; ++k) rule(t, name, c->rules[k], k, here);
-        } else {
-          emit_run(t, name, ir_name + "-" + std::to_string(runs++), forms, i, end);
-        }
-        i = end;
-      }
+      std::vector<const Rule*> rules;
+      for (const auto& r : c->rules) rules.push_back(&r);
+      fill_chain(t, name, ir_name, rules, stages_here(t, ir_name));
     }
     return name;
+  }
+
+  // The stages of table t an IR chain is reached from.
+  std::set<Stage> stages_here(const Table& t, const std::string& ir_name) {
+    std::set<Stage> here;
+    for (Stage s : reach_[ir_name])
+      if (place_of(s).table == t.def.name) here.insert(s);
+    return here;
+  }
+
+  // Consecutive chains of a group that nothing else refers to and whose rules all merge into runs of one
+  // shape are one chain: evaluating them one after the other is evaluating their rules in a row (none
+  // of them returns, passes or jumps). Their runs then merge across them - a long allow list split into
+  // many small chains becomes a few set lookups - and a packet makes one jump instead of one per chain.
+  // Returns the fused chain's name.
+  std::string fused_chain(Table& t, const std::vector<std::string>& parts) {
+    const std::string id = parts.front() + ".." + parts.back();
+    std::string name = short_name("fwe-c-", id, kMaxChainName);
+    if (!t.ir_chains.insert(id).second) return name;
+    add_chain(t, name);
+    std::vector<const Rule*> rules;
+    for (const auto& part : parts)
+      for (const auto& r : rs_.find_chain(part)->rules) rules.push_back(&r);
+    fill_chain(t, name, id, rules, stages_here(t, parts.front()));
+    return name;
+  }
+
+  // The shape all rules of a chain merge into in table t, if they do and only one group refers to it.
+  std::optional<std::string> pure_shape(Table& t, const std::string& ir_name) {
+    auto [it, inserted] = t.pure_shapes.try_emplace(ir_name);
+    if (!inserted) return it->second;
+    const Chain* c = rs_.find_chain(ir_name);
+    if (!c || references_[ir_name] != 1) return std::nullopt;
+    const std::set<Stage> here = stages_here(t, ir_name);
+    std::optional<std::string> shape;
+    for (const auto& r : c->rules) {
+      if (absent(r)) continue;
+      auto form = run_form(t, r, here);
+      if (!form || (shape && form->shape != *shape)) return t.pure_shapes[ir_name] = std::nullopt;
+      shape = std::move(form->shape);
+    }
+    return t.pure_shapes[ir_name] = shape;
+  }
+
+  // A group's chains as they are jumped to: runs of chains of one pure shape fused (at least two).
+  std::vector<std::string> group_targets(Table& t, const Group& group) {
+    std::vector<std::string> out;
+    const auto& names = group.chains;
+    for (std::size_t i = 0; i < names.size();) {
+      if (!rs_.find_chain(names[i])) {
+        ++i;
+        continue;
+      }
+      std::size_t end = i + 1;
+      if (auto shape = pure_shape(t, names[i]))
+        while (end < names.size() && pure_shape(t, names[end]) == shape) ++end;
+      if (end - i >= 2)
+        out.push_back(fused_chain(t, {names.begin() + static_cast<std::ptrdiff_t>(i),
+                                      names.begin() + static_cast<std::ptrdiff_t>(end)}));
+      else
+        out.push_back(ir_chain(t, names[i]));
+      i = end;
+    }
+    return out;
+  }
+
+  // The rules of a chain (or of chains fused into one), runs of at least kMinRun as set lookups.
+  void fill_chain(Table& t, const std::string& name, const std::string& id,
+                  const std::vector<const Rule*>& rules, const std::set<Stage>& here) {
+    std::vector<std::optional<RunForm>> forms;
+    for (const Rule* r : rules) forms.push_back(run_form(t, *r, here));
+    std::size_t runs = 0;
+    for (std::size_t i = 0; i < rules.size();) {
+      std::size_t end = i + 1, taken = 1;
+      RunIndex index;
+      std::size_t members = 0;
+      if (forms[i]) {
+        index.add(*forms[i]);
+        members = forms[i]->members.size();
+        // A rule that never matches in this family (its addresses are all of the other) is no rule here.
+        for (; end < rules.size() && taken < kMaxRun; ++end) {
+          if (absent(*rules[end])) continue;
+          const auto& next = forms[end];
+          if (!next || next->shape != forms[i]->shape || members + next->members.size() > kMaxSetMembers ||
+              index.overlaps(*next))
+            break;
+          index.add(*next);
+          members += next->members.size();
+          ++taken;
+        }
+      }
+      if (taken < kMinRun) {
+        for (std::size_t k = i; k < end; ++k) rule(t, name, *rules[k], k, here);
+      } else {
+        emit_run(t, name, id + "-" + std::to_string(runs++), forms, i, end);
+      }
+      i = end;
+    }
   }
 
   // ---- runs of rules as one hash:net,port lookup --------------------------------------------------
@@ -1067,9 +1145,8 @@ class FamilyRenderer {
       const Group& group = ep.groups[g];
       const std::string group_where = this->where(group.origin);
       if (g > 0) emit(t, chain, "", set_mark(0, kPassMark), group_where);
-      for (const auto& name : group.chains) {
-        if (!rs_.find_chain(name)) continue;
-        emit(t, chain, mark_match(0, kPassMark), "-j " + ir_chain(t, name), group_where);
+      for (const auto& target : group_targets(t, group)) {
+        emit(t, chain, mark_match(0, kPassMark), "-j " + target, group_where);
         emit(t, chain, mark_match(kDoneMark, kDoneMark), "-j RETURN", group_where);
       }
       verdict(t, chain, mark_match(0, kPassMark), group.on_end, group.reject_with, group.origin);
@@ -1128,6 +1205,7 @@ class FamilyRenderer {
   std::map<std::string, SetDef>& sets_;
   bool honour_allow_ = false;
   std::map<std::string, std::set<Stage>> reach_;
+  std::map<std::string, std::size_t> references_;  // by groups, failsafe chains and jumps
   std::map<std::string, Table> tables_;
 };
 

@@ -259,6 +259,33 @@ Ruleset runs_ruleset() {
   return rs;
 }
 
+Ruleset fusion_ruleset() {
+  Ruleset rs;
+  rs.frontend = "test";
+  rs.files = {"<command line>", "fusion.yaml"};
+  std::uint32_t line = 10;
+  for (const char* name : {"a", "b", "c"}) {
+    Chain c{name, {}, at(line++)};
+    for (int i = 0; i < 2; ++i, ++line) {
+      std::string set = "s" + std::to_string(line);
+      rs.sets[set] = AddrSet{set, {cidr("10.0." + std::to_string(line) + ".0/24")}, at(line)};
+      Rule r = tcp_port(line, static_cast<std::uint16_t>(1000 + line), ActionKind::accept);
+      r.match.src_addr.push_back({false, set});
+      c.rules.push_back(r);
+    }
+    rs.chains[name] = c;
+  }
+  rs.chains["d"] = Chain{"d", {rule(30, ActionKind::log)}, at(29)};
+  Endpoint ep;
+  ep.name = "all";
+  ep.origin = at(5);
+  ep.groups.push_back({"main", {"a", "b", "d", "c"}, Verdict::continue_, {}, at(6)});
+  ep.default_verdict = Verdict::drop;
+  rs.stage(Stage::input).sections.push_back({"host", false, {ep}});
+  finish(rs);
+  return rs;
+}
+
 void enter_scratch_netns() {
   if (geteuid() != 0 || unshare(CLONE_NEWNET) != 0) {
     std::cerr << "skipped: needs root and unshare(CLONE_NEWNET)\n";

@@ -17,6 +17,9 @@ ir::Ruleset tiny_ruleset(const std::string& port_chain_name = "web");
 // 0, 1, 3, 4; the third rule is from 2001:db8::/64 to 1002, the fourth is UDP), then 10.0.0.0/16 to 1000
 // (overlaps the first), then to 127.0.0.K port 700K (K = 2..5).
 ir::Ruleset runs_ruleset();
+// Input only: one group jumps to chains a, b, d, c; a, b and c hold two accepts each (from 10.0.K.0/24
+// to port 1000+K), d a log rule.
+ir::Ruleset fusion_ruleset();
 
 // Moves this test process into a fresh network namespace (unshare(CLONE_NEWNET)), so nothing it does
 // reaches the host's firewall. Exits with 77 (ctest: skipped) when that or iptables-legacy/ipset

@@ -424,3 +424,17 @@ TEST_CASE("ipset save of a run's set gives members with their counters and comme
   CHECK(sets[0].extras[0].comment == "runs.yaml:10:3");
   CHECK(sets[0].extras[1].comment.empty());
 }
+
+TEST_CASE("consecutive chains of one shape are one chain whose runs merge across them") {
+  Model m = render_ok(test::fusion_ruleset());
+  const TableDef& filter = table(m, IpFamily::v4, "filter");
+  std::vector<std::string> jumps;
+  for (const auto& spec : bare(chain(filter, "fwe-e-in0-all")))
+    if (spec.find(" -j fwe-c-") != std::string::npos) jumps.push_back(spec.substr(spec.find("-j ")));
+  CHECK(jumps == std::vector<std::string>{"-j fwe-c-a..b", "-j fwe-c-d", "-j fwe-c-c"});
+  CHECK(bare(chain(filter, "fwe-c-a..b")) ==
+        std::vector<std::string>{"-m set --match-set fwe-4r-filter-a..b-0 src,dst -g fwe-accept"});
+  CHECK(filter.find("fwe-c-a") == nullptr);
+  CHECK(filter.find("fwe-c-b") == nullptr);
+  CHECK(bare(chain(filter, "fwe-c-c")).size() == 2);  // alone after d, and too short a run
+}
