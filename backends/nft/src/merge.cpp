@@ -150,6 +150,14 @@ std::size_t Member::key_bytes() const {
   return n;
 }
 
+bool Member::hashable() const {
+  for (Field field : present(*this))
+    if (!is_address(field))
+      for (const auto& v : of(field))
+        if (v.lo != v.hi) return false;
+  return true;
+}
+
 std::vector<Run::Box> Run::boxes_of(const Member& m, ir::Family f) {
   std::vector<Box> out;
   for (auto& dims : product(m, present(m), f)) out.push_back({std::move(dims)});
