@@ -268,8 +268,9 @@ std::string element_text(const Item& item, bool masked) {
   return out + " comment \"" + *item.stamp + '"';
 }
 
-// The key of an element: each field's first value, in whole registers.
+// The key of an element: each field's first value, in whole registers when there are several.
 Bytes key_of(const Item& item) {
+  if (item.dims.size() == 1) return item.dims[0]->lo;  // one field: its own length (a port is 2 bytes)
   Bytes key;
   for (const Value* v : item.dims) {
     std::size_t at = key.size();

@@ -327,6 +327,34 @@ ir::Ruleset merged_ports() {
 
 }  // namespace
 
+TEST_CASE("a run keyed by the port alone loads: a set of 2-byte keys", "[root]") {
+  nft_test::require_root();
+  ir::Ruleset rs = two_sections(ir::ActionKind::accept);
+  auto& rules = rs.chains["port7"].rules;
+  for (std::uint16_t port = 8; port <= 10; ++port) {
+    ir::Rule next = rules[0];
+    next.match.dst_port[0].ports = {{port, port}};
+    next.origin.loc.line = port - 2;
+    rules.push_back(next);
+  }
+  Diagnostics diag;
+  nft::Table table = nft::translate(rs, diag);
+  REQUIRE_FALSE(diag.has_errors());
+  auto applied = in_scratch_netns([&] {
+    nft::apply_table(table);
+    return list_ours();
+  });
+  auto loaded = in_scratch_netns([&] {
+    load_with_nft(table.text());
+    return list_ours();
+  });
+  INFO(applied.output);
+  REQUIRE(applied.exit_code == 0);
+  REQUIRE(loaded.exit_code == 0);
+  CHECK(applied.output == loaded.output);
+  CHECK(applied.output.find("tcp dport @m-port7-0.") != std::string::npos);
+}
+
 TEST_CASE("merged runs load as nft -f loads their text", "[root]") {
   nft_test::require_root();
   Diagnostics diag;
