@@ -192,6 +192,7 @@ struct Writer {
     auto state_name = [](CtState c) { return to_string(c); };
     auto status_name = [](CtStatus c) { return to_string(c); };
     out.open_object();
+    port_matches("ct-orig-dport", m.ct_orig_dport);
     if (m.ct_states) any_of("ct-state", *m.ct_states, state_name, &m.ct_negate);
     if (m.ct_status) any_of("ct-status", *m.ct_status, status_name, nullptr);
     addrs("dst-addr", m.dst_addr);

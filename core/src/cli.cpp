@@ -69,7 +69,7 @@ const std::map<std::string, std::set<std::string>>& command_options() {
       {"icmp-code", {"trace"}}, {"state", {"trace"}},         {"src-mac", {"trace"}},
       {"oif-addr", {"trace"}},  {"iif-addr", {"trace"}},      {"src-route", {"trace"}},
       {"to", {"migrate"}},      {"output", {"migrate"}},      {"watch", {"daemon"}},
-      {"ct-status", {"trace"}}, {"metrics-file", {"daemon"}},
+      {"ct-status", {"trace"}}, {"metrics-file", {"daemon"}}, {"ct-orig-dport", {"trace"}},
   };
   return table;
 }
@@ -125,6 +125,8 @@ po::options_description describe_options() {
       ("src-route", po::value<std::string>(),
        "trace: the interface the host routes the source address out of, or none (rpf; default: --iif)")
       ("ct-status", po::value<std::string>(), "trace: the connection was NATed: dnat, snat or dnat,snat")
+      ("ct-orig-dport", po::value<unsigned>(),
+       "trace: the connection's destination port before DNAT (default: --dport)")
       ("to", po::value<std::string>(), "migrate: yaml or calico (a frontend that can write)")
       ("output,o", po::value<std::string>(), "migrate: output directory (default .)")
       ("watch", "daemon: reload when a source file changes")
@@ -566,8 +568,10 @@ class Session {
         throw UsageError("trace of " + ir::protocol_name(p.protocol) + " needs --dport");
       p.dport = port("dport", 0);
       p.sport = port("sport", 40000);
-    } else if (vm.count("dport") || vm.count("sport")) {
-      throw UsageError("--dport/--sport need a protocol with ports (tcp, udp, sctp, udplite)");
+      if (vm.count("ct-orig-dport")) p.ct_orig_dport = port("ct-orig-dport", 0);
+    } else if (vm.count("dport") || vm.count("sport") || vm.count("ct-orig-dport")) {
+      throw UsageError(
+          "--dport/--sport/--ct-orig-dport need a protocol with ports (tcp, udp, sctp, udplite)");
     }
     auto byte = [&](const char* k, std::uint8_t dflt) -> std::uint8_t {
       if (!vm.count(k)) return dflt;

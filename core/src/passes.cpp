@@ -135,7 +135,7 @@ bool has_input_interface(Stage s) {
 // first packet, and before their own rewrite; its status holds only what earlier NAT stages did.
 std::optional<std::string> ct_status_never_holds(const std::vector<CtStatus>& statuses, Stage st) {
   if (is_untracked(st)) return "conntrack has not seen the packet yet";
-  if (st == Stage::dnat) return "nothing has NATed the connection before this stage";
+  if (st == Stage::dnat || st == Stage::dnat_out) return "nothing has NATed the connection before this stage";
   bool only_snat =
       std::all_of(statuses.begin(), statuses.end(), [](CtStatus s) { return s == CtStatus::snat; });
   if (st == Stage::snat && only_snat) return "the connection is source-NATed only by this stage";
@@ -149,6 +149,7 @@ void normalise(Ruleset& rs) {
   for_each_rule(rs, [](Chain&, Rule& rule) {
     for (auto& m : rule.match.src_port) normalise_ports(m.ports);
     for (auto& m : rule.match.dst_port) normalise_ports(m.ports);
+    for (auto& m : rule.match.ct_orig_dport) normalise_ports(m.ports);
   });
 }
 
@@ -163,7 +164,7 @@ void verify(const Ruleset& rs, Diagnostics& diag) {
       for (const auto& m : rule.match.dst_addr) check_set(m.set, rule.origin, "rule");
       if (rule.action.kind == ActionKind::jump && !rs.find_chain(rule.action.target))
         diag.error(loc_of(rule.origin), "jump to unknown chain '" + rule.action.target + "'");
-      for (const auto* ports : {&rule.match.src_port, &rule.match.dst_port})
+      for (const auto* ports : {&rule.match.src_port, &rule.match.dst_port, &rule.match.ct_orig_dport})
         for (const auto& pm : *ports)
           for (const auto& r : pm.ports)
             if (r.lo > r.hi)
@@ -213,7 +214,8 @@ void verify(const Ruleset& rs, Diagnostics& diag) {
         auto k = r.action.kind;
         bool ok = true;
         std::string need;
-        if (k == ActionKind::dnat || k == ActionKind::redirect) ok = st == Stage::dnat, need = "dnat";
+        if (k == ActionKind::dnat || k == ActionKind::redirect)
+          ok = st == Stage::dnat || st == Stage::dnat_out, need = "dnat or dnat-out";
         if (k == ActionKind::snat || k == ActionKind::masquerade) ok = st == Stage::snat, need = "snat";
         if (k == ActionKind::notrack) ok = is_untracked(st), need = "untracked-in or untracked-out";
         // After routing, where the route's MTU is known and before the SYN leaves.
@@ -393,6 +395,7 @@ void check_capabilities(const Ruleset& rs, const Capabilities& caps, const std::
           {m.mark_value.has_value(), MatchKind::mark},
           {m.rate_limit.has_value(), MatchKind::rate_limit},
           {m.ct_status.has_value(), MatchKind::ct_status},
+          {!m.ct_orig_dport.empty(), MatchKind::ct_orig_dport},
           {m.rpf.has_value(), MatchKind::rpf},
       };
       static_assert(std::size(used) == kMatchKindCount, "every match kind is checked against the backend");

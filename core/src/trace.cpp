@@ -113,6 +113,10 @@ bool rule_matches(const Ruleset& rs, const Match& m, const Packet& p) {
                            [&](CtStatus s) { return p.ct_status[static_cast<std::size_t>(s)]; });
     if (!tracked || !any) return false;
   }
+  if (!m.ct_orig_dport.empty()) {
+    bool tracked = p.ct != CtState::untracked && p.ct != CtState::invalid;
+    if (!tracked || !ports_match(m.ct_orig_dport, p, p.ct_orig_dport.value_or(p.dport))) return false;
+  }
   if (m.src_mac) {
     // Only a packet that came in on an Ethernet interface has a source MAC (lo has none): without one,
     // a MAC match fails, negated or not.
@@ -330,6 +334,11 @@ class StageWalker {
   // redirect sends the packet to the first address of the interface it came in on (for IPv6 the first of
   // the destination's scope), which trace knows only when told with --iif-addr. False if not told.
   bool redirect_destination(std::string& what) {
+    if (stage_ == Stage::dnat_out) {  // the kernel sends the host's own packets to its loopback address
+      packet_.dst = family_of(packet_) == Family::ipv6 ? *ir::parse_ip("::1") : *ir::parse_ip("127.0.0.1");
+      what += ": to " + ir::to_string(packet_.dst);
+      return true;
+    }
     if (!packet_.iif_addr) {
       what += ": to an address of " + packet_.iif + " that trace was not told (--iif-addr)";
       return false;
@@ -351,7 +360,7 @@ class StageWalker {
 };
 
 bool is_nat(Stage s) {
-  return s == Stage::dnat || s == Stage::snat;
+  return s == Stage::dnat || s == Stage::dnat_out || s == Stage::snat;
 }
 
 bool before_routing(Stage s) {
@@ -370,7 +379,7 @@ std::vector<Stage> stages_of(Path path) {
     case Path::forward:
       return {Stage::untracked_in, Stage::prednat, Stage::dnat, Stage::forward, Stage::snat};
     case Path::output:
-      return {Stage::untracked_out, Stage::output, Stage::snat};
+      return {Stage::untracked_out, Stage::dnat_out, Stage::output, Stage::snat};
   }
   return {};
 }
@@ -383,7 +392,8 @@ namespace {
 // its conntrack entry, and its NAT was decided on the way out.
 void walk(const Ruleset& rs, const std::vector<Stage>& stages, bool looped, Result& result) {
   for (Stage stage : stages) {
-    if (stage == Stage::dnat && result.packet.dnat_dst && result.packet.ct != CtState::new_) {
+    const bool dnat_stage = stage == Stage::dnat || stage == Stage::dnat_out;
+    if (dnat_stage && result.packet.dnat_dst && result.packet.ct != CtState::new_) {
       result.packet.dst = *result.packet.dnat_dst;
       result.packet.dport = result.packet.dnat_dport;
     }
@@ -430,6 +440,7 @@ Result evaluate(const Ruleset& rs, const Packet& packet) {
   Result result;
   result.path = path_of(packet);
   result.packet = packet;
+  if (!result.packet.ct_orig_dport) result.packet.ct_orig_dport = packet.dport;
   walk(rs, stages_of(result.path), false, result);
   if (!to_itself(packet) || !result.delivered) return result;
   // Out on lo, then in on lo: the same packet, with its mark and conntrack entry; the allow mark is
@@ -454,6 +465,8 @@ Packet reply_of(const Packet& original, const Result& result) {
   reply.src = result.packet.dst;
   reply.dst = original.src;
   reply.dport = original.sport;
+  // Its connection's original direction is the original packet's, unless that left no entry.
+  reply.ct_orig_dport = result.untracked ? std::nullopt : result.packet.ct_orig_dport;
   if (result.packet.src != original.src || result.packet.sport != original.sport) {
     reply.snat_dst = result.packet.src;
     reply.snat_dport = result.packet.sport;

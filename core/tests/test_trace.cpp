@@ -499,3 +499,105 @@ TEST_CASE("rpf: strict needs the route back out of iif, loose any route, lo and 
   auto reply = trace::reply_of(p, trace::evaluate(loose, tcp_in(22)));
   CHECK_FALSE(reply.src_route);  // the reply's source is where the original went
 }
+
+TEST_CASE("dnat-out rewrites the host's own packets before output - later packets too") {
+  // firewalld's HOST->ANY forward-port: the host's connections to 10.0.0.10:8081 go to 172.16.0.9:80.
+  Ruleset rs;
+  Rule dnat = rule(ActionKind::dnat, 8081);
+  dnat.action.nat_addr = parse_ip("172.16.0.9");
+  dnat.action.nat_port = PortRange{80, 80};
+  rs.chains["nat"] = {"nat", {dnat}, {}};
+  Endpoint nat;
+  nat.name = "host";
+  nat.groups = {group({"nat"})};
+  rs.stage(Stage::dnat_out).sections.push_back({"host", false, {nat}});
+  Endpoint out;
+  out.name = "host";
+  out.groups = {group({"c"})};
+  out.default_verdict = Verdict::drop;
+  rs.chains["c"] = {"c", {rule(ActionKind::accept, 80)}, {}};
+  rs.stage(Stage::output).sections.push_back({"host", false, {out}});
+
+  trace::Packet p = tcp_in(8081);
+  p.iif.clear();
+  p.oif = "eth1";
+  std::swap(p.src, p.dst);
+  auto r = trace::evaluate(rs, p);
+  REQUIRE(r.stages.size() == 2);
+  CHECK(r.stages[0].stage == Stage::dnat_out);
+  CHECK(r.final_verdict() == Verdict::accept);
+  CHECK(to_string(r.packet.dst) == "172.16.0.9");
+  CHECK(r.packet.dport == 80);
+  CHECK(r.packet.ct_status[static_cast<std::size_t>(CtStatus::dnat)]);
+  auto later = trace::later_of(p, r, trace::evaluate(rs, trace::reply_of(p, r)));
+  auto again = trace::evaluate(rs, later);
+  CHECK(again.final_verdict() == Verdict::accept);
+  CHECK(again.packet.dport == 80);  // the connection's DNAT, although the nat rules did not run
+  CHECK(verdict_of(rs, [&] {
+          auto other = p;
+          other.dport = 8082;
+          return other;
+        }()) == Verdict::drop);
+}
+
+TEST_CASE("redirect in dnat-out sends to the loopback address") {
+  Ruleset rs;
+  Rule redirect = rule(ActionKind::redirect, 8081);
+  redirect.action.nat_port = PortRange{22, 22};
+  rs.chains["nat"] = {"nat", {redirect}, {}};
+  Endpoint e;
+  e.name = "host";
+  e.groups = {group({"nat"})};
+  rs.stage(Stage::dnat_out).sections.push_back({"host", false, {e}});
+  trace::Packet p = tcp_in(8081);
+  p.iif.clear();
+  p.oif = "lo";
+  auto r = trace::evaluate(rs, p);
+  CHECK(to_string(r.packet.dst) == "127.0.0.1");
+  CHECK(r.packet.dport == 22);
+  p.src = *parse_ip("fd00::1");
+  p.dst = *parse_ip("fd00::2");
+  CHECK(to_string(trace::evaluate(rs, p).packet.dst) == "::1");
+}
+
+TEST_CASE("ct-orig-dport is the port before DNAT, for the connection's packets and its reply") {
+  // firewalld's StrictForwardPorts: accept what DNAT sent from 2223, reject any other DNAT.
+  Ruleset rs = host({group({"c"})}, Verdict::accept);
+  Rule redirect = rule(ActionKind::redirect, 2223);
+  redirect.action.nat_port = PortRange{22, 22};
+  Rule other = rule(ActionKind::redirect, 3333);
+  other.action.nat_port = PortRange{22, 22};
+  rs.chains["nat"] = {"nat", {redirect, other}, {}};
+  Endpoint e;
+  e.name = "nat";
+  e.groups = {group({"nat"})};
+  rs.stage(Stage::dnat).sections.push_back({"dnat", false, {e}});
+  Rule ours = rule(ActionKind::accept);
+  ours.match.ct_status = std::vector<CtStatus>{CtStatus::dnat};
+  ours.match.ct_orig_dport.push_back({false, {{2223, 2223}}});
+  Rule theirs = rule(ActionKind::reject);
+  theirs.match.ct_status = std::vector<CtStatus>{CtStatus::dnat};
+  rs.chains["c"] = {"c", {ours, theirs}, {}};
+  rs.stage(Stage::input).sections[0].endpoints[0].conntrack = Conntrack::none;
+
+  auto p = tcp_in(2223);
+  auto r = trace::evaluate(rs, p);
+  CHECK(r.final_verdict() == Verdict::accept);
+  CHECK(r.packet.dport == 22);
+  CHECK(r.packet.ct_orig_dport == 2223);
+  CHECK(trace::reply_of(p, r).ct_orig_dport == 2223);
+  CHECK(verdict_of(rs, tcp_in(3333)) == Verdict::reject);
+  CHECK(verdict_of(rs, tcp_in(22)) == Verdict::accept);  // not DNATed at all
+
+  // Negated, and never for a packet without a connection or without ports.
+  rs.chains["c"].rules = {rule(ActionKind::drop)};
+  rs.chains["c"].rules[0].match.ct_orig_dport.push_back({true, {{2223, 2223}}});
+  CHECK(verdict_of(rs, tcp_in(3333)) == Verdict::drop);
+  CHECK(verdict_of(rs, tcp_in(2223)) == Verdict::accept);
+  auto invalid = tcp_in(3333);
+  invalid.ct = CtState::invalid;
+  CHECK(verdict_of(rs, invalid) == Verdict::accept);
+  auto ping = tcp_in(0);
+  ping.protocol = 1;
+  CHECK(verdict_of(rs, ping) == Verdict::accept);
+}

@@ -321,6 +321,8 @@ FEATURE_RULES = {
     "iface-prefix-list": ("input", {"iif": ["eth0", "vx+"], "action": "accept"}),
     "rpf": ("prednat", {"rpf": "!strict", "action": "drop"}),
     "rpf-after-routing": ("input", {"rpf": "!strict", "action": "drop"}),
+    "ct-orig-dport": ("input", {"protocol": "tcp", "ct-orig-dport": 80, "action": "accept"}),
+    "dnat-out": ("dnat-out", {"family": "ipv4", "protocol": "tcp", "action": "dnat", "to": "10.9.0.1", "to-port": 80}),
 }
 assert set(FEATURE_RULES) == set(FEATURES)
 

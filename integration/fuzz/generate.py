@@ -11,11 +11,11 @@ import ipaddress
 from topology import HOST_MACS, LINK_IFACES, PEER_MACS, PEERS, POOLS, PORT_ANCHORS, PORTS, link_address, \
     pool_addresses
 
-STAGES = ("untracked-in", "untracked-out", "prednat", "dnat", "input", "forward", "output", "snat")
+STAGES = ("untracked-in", "untracked-out", "prednat", "dnat", "input", "forward", "dnat-out", "output", "snat")
 # Which interface a stage may match on: before routing there is no oif, on the output path no iif, and
 # iptables cannot see iif in nat POSTROUTING (documented in backends/iptables/README.md).
 STAGE_IIF = {"untracked-in", "prednat", "dnat", "input", "forward"}
-STAGE_OIF = {"untracked-out", "forward", "output", "snat"}
+STAGE_OIF = {"untracked-out", "forward", "dnat-out", "output", "snat"}
 STAGE_CONNTRACK = {"prednat", "input", "forward", "output"}  # nat sees only a connection's first packet
 STAGE_FAILSAFE = {"untracked-in", "untracked-out", "prednat", "input", "output"}
 UNTRACKED = {"untracked-in", "untracked-out"}
@@ -32,8 +32,10 @@ MARK_BITS = [0x1, 0x2, 0x4, 0x10, 0x80, 0x100, 0x10000, 0x8000000]
 # icmp]}`, `[eth0, vx+]`).
 FEATURES = ("src-mac", "mark", "set-mark", "rate-limit", "pkt-type", "ct-status", "dnat", "redirect", "snat",
             "masquerade", "ct-helper", "tcp-mss-clamp", "not-iface-list", "not-protocol-list", "iface-prefix-list",
-            "rpf", "rpf-after-routing", "ct-helper-tracked")
-NAT_ACTIONS = {"dnat": ["dnat", "redirect"], "snat": ["snat", "masquerade"]}
+            "rpf", "rpf-after-routing", "ct-helper-tracked", "ct-orig-dport", "dnat-out")
+# The host's own packets are DNATed only to another address of the namespace they go to (nat_rewrite), so
+# their route stays; a redirect would send them to the loopback address, a route trace is not told.
+NAT_ACTIONS = {"dnat": ["dnat", "redirect"], "dnat-out": ["dnat-out"], "snat": ["snat", "masquerade"]}
 # Where ct-status may be matched (docs/ir.md): not before conntrack, not in dnat; in snat only with dnat.
 STAGE_CT_STATUS = {"prednat", "input", "forward", "output", "snat"}
 # Where rpf may be matched: before routing (feature "rpf"; iptables' rpfilter works only there) and after
@@ -69,7 +71,7 @@ class Profile:
         self.no_drop, self.no_reject, self.avoid = set(no_drop), set(no_reject), set(avoid)
         self.features = set(features) - self.avoid
         # No verdict in the nat stages (drop, reject, allow), only rewrites.
-        self.no_allow = {"dnat", "snat"} if "nat-verdicts" in self.avoid else set()
+        self.no_allow = {"dnat", "dnat-out", "snat"} if "nat-verdicts" in self.avoid else set()
         if self.no_allow:
             self.no_drop |= self.no_allow
             self.no_reject |= self.no_allow
@@ -307,6 +309,9 @@ class Generator:
                 rule["dport"] = self.port_value()
             if self.chance(0.15):
                 rule["sport"] = rng.choice(SPORT_VALUES)
+            # The port before any DNAT; no connection (so no match) before conntrack.
+            if stage not in UNTRACKED and self.has("ct-orig-dport") and self.chance(0.1):
+                rule["ct-orig-dport"] = self.port_value()
         if protocol in ("icmp", "icmpv6") and self.chance(0.7):
             types = ICMP4_TYPES if protocol == "icmp" else ICMP6_TYPES
             kind = rng.choice(types)
@@ -362,6 +367,8 @@ class Generator:
             choices.append("tcp-mss-clamp")
         choices += [nat for nat in NAT_ACTIONS.get(stage, []) for _ in range(3) if self.has(nat)]
         action = rng.choice(choices)
+        if action == "dnat-out":  # the feature's name; the action is a dnat
+            action = "dnat"
         if action == "set-mark":
             return {"action": "set-mark", "set-mark": self.set_mark()}
         if action in ("dnat", "redirect", "snat", "masquerade"):

@@ -32,7 +32,7 @@ class Compiler {
     for (std::size_t s = 0; s < kStageCount; ++s) {
       const auto stage = static_cast<Stage>(s);
       if (rs_.stage(stage).empty()) continue;
-      if (stage == Stage::dnat || stage == Stage::snat) {
+      if (stage == Stage::dnat || stage == Stage::dnat_out || stage == Stage::snat) {
         refuse_stage(stage);
         continue;
       }
@@ -360,6 +360,7 @@ class Compiler {
     }
     if (m.pkt_type) refuse(rule, "match pkt-type"), ok = false;
     if (m.ct_status) refuse(rule, "match ct-status"), ok = false;  // no NAT here, so no NAT status
+    if (!m.ct_orig_dport.empty()) refuse(rule, "match ct-orig-dport"), ok = false;  // nor a pre-NAT port
     if (m.rpf) {
       r.rpf_mode = *m.rpf == RpfMode::strict ? FWE_RPF_STRICT : FWE_RPF_LOOSE;
       r.rpf_negate = m.rpf_negate;

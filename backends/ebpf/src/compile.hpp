@@ -49,6 +49,7 @@ struct Program {
   std::vector<fwe_rule> rules;
   std::vector<RuleSource> sources;  // parallel to rules
   std::array<fwe_stage_span, FWE_STAGE_COUNT> stages{};
+  static_assert(FWE_STAGE_COUNT == ir::kStageCount, "fwe_shared.h lists the stages of vocab.def");
   std::vector<CompiledSet> sets;                                         // set index = position
   std::vector<std::vector<ir::IfacePattern>> iface_lists;                // list id = position + 1
   std::vector<PortBitmap> port_bitmaps;                                  // bitmap index = position

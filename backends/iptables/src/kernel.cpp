@@ -804,9 +804,11 @@ KernelState read_kernel() {
       }
       for (const auto& c : table.chains) {
         // A stage chain (fwe-<stage>) that nothing jumps to filters nothing.
-        static const std::set<std::string> kStageChains = {
-            "fwe-untracked-in", "fwe-untracked-out", "fwe-prednat", "fwe-dnat",
-            "fwe-input",        "fwe-forward",       "fwe-output",  "fwe-snat"};
+        static const std::set<std::string> kStageChains = [] {
+          std::set<std::string> names;
+          for (auto stage : ir::stage_names()) names.insert(std::string(kPrefix) + std::string(stage));
+          return names;
+        }();
         if (kStageChains.count(c.name) &&
             std::none_of(table.hooks.begin(), table.hooks.end(),
                          [&](const KernelHook& h) { return h.target == c.name; }))

@@ -65,6 +65,8 @@ Place place_of(Stage s) {
       return {"filter", "INPUT", "in"};
     case Stage::forward:
       return {"filter", "FORWARD", "fw"};
+    case Stage::dnat_out:
+      return {"nat", "OUTPUT", "dno"};
     case Stage::output:
       return {"filter", "OUTPUT", "out"};
     case Stage::snat:
@@ -75,7 +77,7 @@ Place place_of(Stage s) {
 
 // The mac match only loads in hooks that have a source MAC.
 bool has_source_mac(Stage s) {
-  return s != Stage::untracked_out && s != Stage::output && s != Stage::snat;
+  return s != Stage::untracked_out && s != Stage::dnat_out && s != Stage::output && s != Stage::snat;
 }
 
 std::string hex(std::uint32_t v) {
@@ -554,7 +556,8 @@ class FamilyRenderer {
       if (!m.icmp->type && m.icmp->negate) return std::nullopt;
       required = intersect(required, {static_cast<std::uint8_t>(m.icmp->v6 ? 58 : 1)});
     }
-    if (!m.src_port.empty() || !m.dst_port.empty()) required = intersect(required, kPortProtocols);
+    if (!m.src_port.empty() || !m.dst_port.empty() || !m.ct_orig_dport.empty())
+      required = intersect(required, kPortProtocols);
     if (required && required->empty()) return std::nullopt;
 
     Specs specs{Spec{}};
@@ -611,10 +614,24 @@ class FamilyRenderer {
       if (statuses.empty()) return std::nullopt;
       add_match(specs, "-m conntrack --ctstate " + statuses);
     }
+    for (const auto& pm : m.ct_orig_dport) {
+      // One range per conntrack match: the match takes no lists.
+      std::vector<std::string> ranges;
+      for (const auto& r : pm.ports)
+        ranges.push_back(std::to_string(r.lo) + (r.lo == r.hi ? "" : ":" + std::to_string(r.hi)));
+      if (pm.negate) {
+        for (const auto& r : ranges) add_match(specs, "-m conntrack ! --ctorigdstport " + r);
+      } else {
+        if (ranges.empty()) return std::nullopt;
+        std::vector<std::string> alternatives;
+        for (const auto& r : ranges) alternatives.push_back("-m conntrack --ctorigdstport " + r);
+        expand_match(specs, alternatives);
+      }
+    }
     if (m.src_mac) {
       if (std::any_of(stages.begin(), stages.end(), [](Stage s) { return !has_source_mac(s); })) {
         error(rule.origin,
-              "iptables cannot match a source MAC in a chain used in untracked-out, output or snat",
+              "iptables cannot match a source MAC in a chain used in untracked-out, dnat-out, output or snat",
               "use the rule only in stages that receive packets (untracked-in, prednat, input, forward)");
         return std::nullopt;
       }
@@ -997,7 +1014,7 @@ class FamilyRenderer {
     if (kind == ActionKind::drop && t.def.name == "nat") return std::nullopt;
     // A rate limit is a bucket of the rule's own: merged rules would share one.
     if (m.src_addr.size() + m.dst_addr.size() != 1 || m.src_port.size() + m.dst_port.size() != 1 ||
-        m.protocol_negate || m.icmp || m.rate_limit)
+        m.protocol_negate || m.icmp || m.rate_limit || !m.ct_orig_dport.empty())
       return std::nullopt;
     const bool source_addr = !m.src_addr.empty(), source_port = !m.src_port.empty();
     const AddrMatch& am = source_addr ? m.src_addr[0] : m.dst_addr[0];

@@ -268,6 +268,54 @@ TEST_CASE("ct-status is the conntrack match's SNAT/DNAT virtual states, apart fr
                                    "-m conntrack ! --ctstate NEW -m conntrack --ctstate DNAT -j DROP"});
 }
 
+TEST_CASE("ct-orig-dport is the conntrack match's --ctorigdstport, one range per rule") {
+  auto rs = test::tiny_ruleset();
+  ir::Rule forwarded;
+  forwarded.action.kind = ir::ActionKind::accept;
+  forwarded.match.ct_status = std::vector<ir::CtStatus>{ir::CtStatus::dnat};
+  forwarded.match.ct_orig_dport.push_back({false, {{2223, 2223}, {8000, 8080}}});
+  ir::Rule not_ssh;
+  not_ssh.action.kind = ir::ActionKind::drop;
+  not_ssh.match.protocols = std::vector<std::uint8_t>{6};
+  not_ssh.match.ct_orig_dport.push_back({true, {{22, 22}}});
+  rs.chains.begin()->second.rules = {forwarded, not_ssh};
+  Model m = render_ok(rs);
+  CHECK(bare(chain(table(m, IpFamily::v4, "filter"), "fwe-c-web")) ==
+        std::vector<std::string>{
+            "-p tcp -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 2223 -g fwe-accept",
+            "-p tcp -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 8000:8080 -g fwe-accept",
+            "-p udp -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 2223 -g fwe-accept",
+            "-p udp -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 8000:8080 -g fwe-accept",
+            "-p sctp -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 2223 -g fwe-accept",
+            "-p sctp -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 8000:8080 -g fwe-accept",
+            "-p udplite -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 2223 -g fwe-accept",
+            "-p udplite -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 8000:8080 -g fwe-accept",
+            "-p tcp -m conntrack ! --ctorigdstport 22 -j DROP"});
+}
+
+TEST_CASE("dnat-out is the nat table's OUTPUT chain") {
+  auto rs = test::tiny_ruleset();
+  ir::Rule dnat;
+  dnat.action.kind = ir::ActionKind::dnat;
+  dnat.match.protocols = std::vector<std::uint8_t>{6};
+  dnat.match.dst_port.push_back({false, {{8081, 8081}}});
+  dnat.action.nat_addr = ir::parse_ip("10.88.0.2");
+  dnat.action.nat_port = ir::PortRange{8080, 8080};
+  rs.chains["host-nat"] = {"host-nat", {dnat}, {}};
+  ir::Endpoint host;
+  host.name = "host";
+  host.groups.push_back({"policies", {"host-nat"}, ir::Verdict::continue_, {}, {}});
+  rs.stage(ir::Stage::dnat_out).sections.push_back({"host", false, {host}});
+  Model m = render_ok(rs);
+  const auto& nat = table(m, IpFamily::v4, "nat");
+  std::vector<std::string> hooks;
+  for (const auto& h : nat.hooks) hooks.push_back(h.builtin + " " + h.target);
+  CHECK(hooks == std::vector<std::string>{"OUTPUT fwe-dnat-out"});
+  CHECK(
+      bare(chain(nat, "fwe-c-host-nat")) ==
+      std::vector<std::string>{"-p tcp -m multiport --dports 8081 -j DNAT --to-destination 10.88.0.2:8080"});
+}
+
 TEST_CASE("long port lists, rates, IPv6 reject types and NAT addresses as iptables prints them") {
   auto rs = test::tiny_ruleset();
   ir::Rule many;

@@ -100,6 +100,7 @@ struct Expr {
   std::uint32_t burst = 0, level = 0, code = 0, family = 0;
   bool has_level = false;
   std::uint32_t reg_addr = 0, reg_proto_min = 0, reg_proto_max = 0;  // nat/redir/masq; 0 = absent
+  std::int32_t ct_dir = -1;  // ct_load of a key of one direction's tuple: IP_CT_DIR_ORIGINAL or _REPLY
 };
 
 struct Rule {

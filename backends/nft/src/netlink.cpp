@@ -173,6 +173,7 @@ nftnl_expr* build_expr(const Expr& x, const std::vector<std::uint32_t>& anon_ids
       e = make("ct");
       nftnl_expr_set_u32(e, NFTNL_EXPR_CT_KEY, x.key);
       nftnl_expr_set_u32(e, NFTNL_EXPR_CT_DREG, NFT_REG_1);
+      if (x.ct_dir >= 0) nftnl_expr_set_u8(e, NFTNL_EXPR_CT_DIR, static_cast<std::uint8_t>(x.ct_dir));
       break;
     case Expr::Kind::payload:
       e = make("payload");

@@ -6,6 +6,7 @@
 
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_conntrack_common.h>
+#include <linux/netfilter/nf_conntrack_tuple_common.h>
 #include <linux/netfilter/nf_nat.h>
 #include <linux/netfilter/nf_tables.h>
 
@@ -184,9 +185,10 @@ bool match_iface(Rule& r, bool input, const std::vector<ir::IfacePattern>& patte
   return true;
 }
 
-void match_ports(Rule& r, bool source, const ir::PortSet& ports, bool negate) {
-  std::string subject = source ? "th sport" : "th dport";
-  r.exprs.push_back(payload(NFT_PAYLOAD_TRANSPORT_HEADER, source ? 0 : 2, 2));
+// The 2-byte port `load` puts in register 1, compared with the ports.
+void match_port_values(Rule& r, const std::string& subject, Expr load, const ir::PortSet& ports,
+                       bool negate) {
+  r.exprs.push_back(std::move(load));
   if (ports.size() == 1 && ports[0].lo == ports[0].hi) {
     r.words.push_back(subject + (negate ? " != " : " ") + std::to_string(ports[0].lo));
     r.exprs.push_back(cmp(negate ? NFT_CMP_NEQ : NFT_CMP_EQ, be16(ports[0].lo)));
@@ -205,6 +207,18 @@ void match_ports(Rule& r, bool source, const ir::PortSet& ports, bool negate) {
   } else {
     lookup_anon(r, port_set(ports), negate, subject);
   }
+}
+
+void match_ports(Rule& r, bool source, const ir::PortSet& ports, bool negate) {
+  match_port_values(r, source ? "th sport" : "th dport",
+                    payload(NFT_PAYLOAD_TRANSPORT_HEADER, source ? 0 : 2, 2), ports, negate);
+}
+
+// The destination port of the connection's original tuple: the one the client chose, before any DNAT.
+void match_ct_orig_dport(Rule& r, const ir::PortSet& ports, bool negate) {
+  match_port_values(r, "ct original proto-dst",
+                    {.kind = Expr::Kind::ct_load, .key = NFT_CT_PROTO_DST, .ct_dir = IP_CT_DIR_ORIGINAL},
+                    ports, negate);
 }
 
 // A lookup of the address in a named set; with a mask (a hash set of prefixes of one length), of the
@@ -476,6 +490,7 @@ constexpr StagePlace kStagePlaces[] = {
     {"nat", NF_INET_PRE_ROUTING, -100},     // dnat (dstnat)
     {"filter", NF_INET_LOCAL_IN, 0},        // input
     {"filter", NF_INET_FORWARD, 0},         // forward
+    {"nat", NF_INET_LOCAL_OUT, -100},       // dnat-out (dstnat)
     {"filter", NF_INET_LOCAL_OUT, 0},       // output
     {"nat", NF_INET_POST_ROUTING, 100},     // snat (srcnat)
 };
@@ -719,7 +734,7 @@ class Translator {
       refuse_iface(rule.origin);
       return std::nullopt;
     }
-    bool has_ports = !m.src_port.empty() || !m.dst_port.empty();
+    bool has_ports = !m.src_port.empty() || !m.dst_port.empty() || !m.ct_orig_dport.empty();
     bool needs_port_protocol = has_ports || (rule.action.nat_port.has_value());
     if (needs_port_protocol) {
       std::vector<std::uint8_t> protocols = port_protocols(m);
@@ -745,6 +760,13 @@ class Translator {
     if (m.ct_status) {
       if (m.ct_status->empty()) return std::nullopt;  // any of none never matches
       match_ct_status(after_addresses, *m.ct_status);
+    }
+    for (const auto& pm : m.ct_orig_dport) {
+      if (pm.ports.empty()) {
+        if (!pm.negate) return std::nullopt;
+        continue;
+      }
+      match_ct_orig_dport(after_addresses, pm.ports, pm.negate);
     }
     if (m.rpf) match_rpf(after_addresses, *m.rpf, m.rpf_negate);
     // Last: only packets that match everything else may use up the rate.
@@ -815,7 +837,7 @@ class Translator {
         kind != ir::ActionKind::reject)
       return std::nullopt;
     if (m.rate_limit || m.icmp || m.src_addr.size() > 1 || m.dst_addr.size() > 1 || m.src_port.size() > 1 ||
-        m.dst_port.size() > 1)
+        m.dst_port.size() > 1 || !m.ct_orig_dport.empty())
       return std::nullopt;
     Candidate c{{}, {}, {}, {}, &rule};
     c.member.stamp = origin_stamp(rs_, rule.origin);

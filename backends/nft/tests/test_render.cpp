@@ -101,7 +101,7 @@ TEST_CASE("stages get the hooks and priorities of docs/ir.md, one base chain per
                      "untracked-in-0 filter prerouting -300", "untracked-out-0 filter output -300",
                      "prednat-0 filter prerouting -150", "dnat-0 nat prerouting -100",
                      "input-0 filter input 0", "forward-0 filter forward 0", "forward-1 filter forward 1",
-                     "output-0 filter output 0", "snat-0 nat postrouting 100"});
+                     "dnat-out-0 nat output -100", "output-0 filter output 0", "snat-0 nat postrouting 100"});
   CHECK(texts(chain(table, "forward-1")) ==
         std::vector<std::string>{
             "meta mark & 0x40000000 == 0x40000000 counter accept comment \"section b honours allow\""});
@@ -220,6 +220,36 @@ TEST_CASE("ct-status is nft's ct status test of the NAT bits") {
 [ counter pkts 0 bytes 0 ]
 [ immediate reg 0 accept ]
 )");
+}
+
+TEST_CASE("ct-orig-dport is ct original proto-dst - dnat-out is nat output at dstnat") {
+  nft::Table table = render(nft_test::kitchen_sink_ruleset());
+  auto dnatted = texts(chain(table, "c-dnatted"));
+  REQUIRE(dnatted.size() == 2);
+  CHECK(dnatted[0].rfind(
+            "meta l4proto { 6, 17, 132, 136 } ct status dnat ct original proto-dst 8000-8080 counter accept",
+            0) == 0);
+  CHECK(dnatted[1].rfind("meta l4proto 6 ct original proto-dst != 22 counter reject", 0) == 0);
+  // `nft --debug=netlink` for "ct original proto-dst != 22" (nftables 1.0.6)
+  std::string code = nft::bytecode(chain(table, "c-dnatted").rules.at(1), "c-dnatted");
+  CHECK(code.find("[ ct load proto_dst => reg 1 , dir original ]\n[ cmp neq reg 1 0x00001600 ]") !=
+        std::string::npos);
+  ir::Rule ports;
+  ports.match.ct_orig_dport.push_back({false, {{2223, 2223}, {8000, 8080}}});
+  ports.action.kind = ir::ActionKind::accept;
+  CHECK(
+      without_digests(chain(render(one_rule(ports)), "c-c").rules.at(0).text())
+          .rfind("meta l4proto { 6, 17, 132, 136 } ct original proto-dst { 2223, 8000-8080 } counter accept",
+                 0) == 0);
+  auto nat = texts(chain(table, "c-nat-host"));
+  REQUIRE(nat.size() == 2);
+  CHECK(nat[0].rfind("meta nfproto ipv4 meta l4proto 6 th dport 8081 counter dnat ip to 10.0.0.2:8080", 0) ==
+        0);
+  const nft::Chain& base = chain(table, "dnat-out-0");
+  REQUIRE(base.hook);
+  CHECK(base.hook->type == "nat");
+  CHECK(nft::hook_name(base.hook->hooknum) == "output");
+  CHECK(base.hook->priority == -100);
 }
 
 TEST_CASE("a one-prefix address set is an inline compare, not a named set") {

@@ -211,6 +211,34 @@ Ruleset kitchen_sink_ruleset() {
                                        m.oif = std::vector<IfacePattern>{{"eth", true}};
                                      })},
                                origin(74, "nat")};
+  rs.chains["nat-host"] = Chain{"nat-host",
+                                {rule(90, ActionKind::dnat,
+                                      [](Match& m, Action& a) {
+                                        m.protocols = std::vector<std::uint8_t>{6};
+                                        m.dst_port.push_back({false, {{8081, 8081}}});
+                                        a.nat_addr = *parse_ip("10.0.0.2");
+                                        a.nat_port = PortRange{8080, 8080};
+                                      }),
+                                 rule(91, ActionKind::redirect,
+                                      [](Match& m, Action& a) {
+                                        m.protocols = std::vector<std::uint8_t>{17};
+                                        a.nat_port = PortRange{5353, 5353};
+                                      })},
+                                origin(89, "nat-host")};
+  rs.chains["dnatted"] = Chain{"dnatted",
+                               {rule(92, ActionKind::accept,
+                                     [](Match& m, Action&) {
+                                       m.ct_status = std::vector<CtStatus>{CtStatus::dnat};
+                                       // One range: nft 1.0.6 types a set of proto-dst wrongly
+                                       // (fixed in 1.0.7), so `nft -f` would list it otherwise.
+                                       m.ct_orig_dport.push_back({false, {{8000, 8080}}});
+                                     }),
+                                rule(93, ActionKind::reject,
+                                     [](Match& m, Action&) {
+                                       m.protocols = std::vector<std::uint8_t>{6};
+                                       m.ct_orig_dport.push_back({true, {{22, 22}}});
+                                     })},
+                               origin(91, "dnatted")};
   rs.chains["anti-spoofing"] =
       Chain{"anti-spoofing",
             {rule(85, ActionKind::drop,
@@ -254,6 +282,12 @@ Ruleset kitchen_sink_ruleset() {
   rs.stage(Stage::dnat)
       .sections.push_back(
           Section{"nat", false, {endpoint("nat", {"nat-in"}, Verdict::continue_, Verdict::continue_)}});
+  rs.stage(Stage::dnat_out)
+      .sections.push_back(Section{
+          "nat-host", false, {endpoint("nat-host", {"nat-host"}, Verdict::continue_, Verdict::continue_)}});
+  rs.stage(Stage::input)
+      .sections.push_back(
+          Section{"in", false, {endpoint("in", {"dnatted"}, Verdict::continue_, Verdict::continue_)}});
   rs.stage(Stage::snat)
       .sections.push_back(
           Section{"nat", false, {endpoint("nat", {"nat-out"}, Verdict::continue_, Verdict::continue_)}});

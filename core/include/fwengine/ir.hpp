@@ -189,6 +189,9 @@ struct Match {
   bool mark_negate = false;
   std::optional<RateLimit> rate_limit;             // matches while under the rate
   std::optional<std::vector<CtStatus>> ct_status;  // any of them: the connection was NATed that way
+  // The destination port of the connection's original direction, before any DNAT: only packets with
+  // ports match, as for dst_port.
+  std::vector<PortMatch> ct_orig_dport;
   // The host routes the packet's source back out of the interface it came in on (strict) or out of any
   // interface (loose): the reverse-path check. Negated, it holds for spoofed sources.
   std::optional<RpfMode> rpf;

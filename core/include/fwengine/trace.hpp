@@ -23,6 +23,9 @@ struct Packet {
   ir::CtState ct = ir::CtState::new_;
   // The connection's conntrack status, indexed by CtStatus: set by the walk's NAT, kept by its reply.
   std::array<bool, ir::kCtStatusCount> ct_status{};
+  // The destination port of the connection's original direction (conntrack's original tuple): unset,
+  // the packet's own dport, as for the first packet of a connection.
+  std::optional<std::uint16_t> ct_orig_dport;
   std::optional<ir::MacAddr> src_mac;
   std::optional<ir::IpAddr> oif_addr;  // the output interface's address: masquerade's source
   std::optional<ir::IpAddr> iif_addr;  // the input interface's address: redirect's destination

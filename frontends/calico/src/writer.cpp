@@ -99,7 +99,7 @@ std::string nets_text(const std::vector<ir::Cidr>& nets) {
 bool only_interfaces(const ir::Match& m) {
   return m.family == ir::Family::any && !m.protocols && m.src_addr.empty() && m.dst_addr.empty() &&
          m.src_port.empty() && m.dst_port.empty() && !m.icmp && !m.ct_states && !m.src_mac && !m.pkt_type &&
-         !m.mark_value && !m.rate_limit && !m.ct_status && !m.rpf;
+         !m.mark_value && !m.rate_limit && !m.ct_status && m.ct_orig_dport.empty() && !m.rpf;
 }
 
 // One Calico rule, before it is printed.
@@ -386,6 +386,10 @@ std::optional<std::vector<CalicoRule>> Writer::convert(const ir::Rule& rule, Con
       return std::vector<CalicoRule>{};
     }
     cannot(rule.origin, "ct-status match: Calico rules cannot see how a connection was NATed");
+    return std::nullopt;
+  }
+  if (!m.ct_orig_dport.empty()) {
+    cannot(rule.origin, "ct-orig-dport match: Calico rules cannot see a connection's port before DNAT");
     return std::nullopt;
   }
   if (m.ct_states) {

@@ -5,8 +5,10 @@
 //   input, forward  by ingress binding: prelude (ct status dnat, lo, invalid; RFC3964 in forward), then
 //                   policies < 0, the zone's pre/log/deny/allow/post, policies >= 0, the ICMP rule (input);
 //                   the zone target is the endpoint default
-//   output          one endpoint: lo, RFC3964, HOST->X policies; otherwise no verdict (OUTPUT policy accept)
+//   output          one endpoint: (2.x: ct status dnat,) lo, RFC3964, HOST->X policies; otherwise no verdict
+//                   (OUTPUT policy accept)
 //   prednat, dnat   by ingress binding: rich marks and forward-ports (zone Z->ANY), and policies
+//   dnat-out        one endpoint: the forward-ports of HOST->X policies (nat OUTPUT)
 //   snat            by egress binding: masquerade (zone ANY->Z), and policies
 // Compat::v2 runs the policies of the zone a packet was classified into, the other side being the exclusive
 // classification of the other direction; Compat::v1_3 matches every policy's raw bindings from every zone
@@ -15,10 +17,13 @@
 
 #include <algorithm>
 #include <array>
+#include <map>
 #include <set>
 #include <tuple>
 #include <utility>
+#include <variant>
 
+#include "direct.hpp"
 #include "values.hpp"
 
 namespace fwe::firewalld {
@@ -225,40 +230,6 @@ constexpr IcmpName kIcmpTypesV2[] = {
     {"mld2-listener-report", {}, {143}},
 };
 
-// firewalld's reject types (§3.6) in the IR's reject_with words; the family decides port-unreach.
-std::optional<std::string> reject_with(std::string_view type, ir::Family family) {
-  if (type.empty()) return "icmp-port-unreachable";
-  if (type == "port-unreach")
-    return family == ir::Family::ipv6 ? "icmp6-port-unreachable" : "icmp-port-unreachable";
-  static const std::map<std::string_view, std::string_view> names = {
-      {"icmp-host-prohibited", "icmp-host-prohibited"},
-      {"host-prohib", "icmp-host-prohibited"},
-      {"icmp-net-prohibited", "icmp-net-prohibited"},
-      {"net-prohib", "icmp-net-prohibited"},
-      {"icmp-admin-prohibited", "icmp-admin-prohibited"},
-      {"admin-prohib", "icmp-admin-prohibited"},
-      {"icmp-net-unreachable", "icmp-net-unreachable"},
-      {"net-unreach", "icmp-net-unreachable"},
-      {"icmp-host-unreachable", "icmp-host-unreachable"},
-      {"host-unreach", "icmp-host-unreachable"},
-      {"icmp-port-unreachable", "icmp-port-unreachable"},
-      {"icmp-proto-unreachable", "icmp-proto-unreachable"},
-      {"proto-unreach", "icmp-proto-unreachable"},
-      {"icmp6-adm-prohibited", "icmp6-adm-prohibited"},
-      {"adm-prohibited", "icmp6-adm-prohibited"},
-      {"icmp6-no-route", "icmp6-no-route"},
-      {"no-route", "icmp6-no-route"},
-      {"icmp6-addr-unreachable", "icmp6-addr-unreachable"},
-      {"addr-unreach", "icmp6-addr-unreachable"},
-      {"icmp6-port-unreachable", "icmp6-port-unreachable"},
-      {"tcp-reset", "tcp-reset"},
-      {"tcp-rst", "tcp-reset"},
-  };
-  auto it = names.find(type);
-  if (it == names.end()) return std::nullopt;
-  return std::string(it->second);
-}
-
 std::uint8_t log_level(std::string_view level) {
   constexpr std::array<std::string_view, 8> levels{"emerg",   "alert",  "crit", "error",
                                                    "warning", "notice", "info", "debug"};
@@ -297,7 +268,6 @@ class Mapper {
   ir::Ruleset run() {
     resolve_default_zone();
     if (default_zone_ == nullptr) return std::move(ruleset_);
-    report_unsupported_settings();
     bind_zones();
     select_policies();
     // A zone with no binding that is not the default zone classifies nothing.
@@ -311,8 +281,10 @@ class Mapper {
     build_zone_stage(Stage::dnat);
     build_zone_stage(Stage::input);
     build_zone_stage(Stage::forward);
+    build_host_nat();
     build_output();
     build_zone_stage(Stage::snat);
+    build_direct();
     return std::move(ruleset_);
   }
 
@@ -329,23 +301,147 @@ class Mapper {
                 "set DefaultZone to an existing zone");
   }
 
-  void report_unsupported_settings() {
-    const Settings& settings = config_.settings;
-    if (settings.strict_forward_ports) {
-      diag_.warning(settings.loc,
-                    "StrictForwardPorts=yes is not carried over: every DNATed connection is still accepted "
-                    "before the zones, also one NATed by other software",
-                    "see docs/firewalld.md");
-    }
-    for (const DirectRule& rule : config_.direct) {
-      const std::string what =
-          rule.kind == DirectRule::Kind::passthrough ? "passthrough '" + rule.ipv + " " + rule.args
-          : rule.kind == DirectRule::Kind::chain
-              ? "chain '" + rule.ipv + " " + rule.table + " " + rule.chain
-              : "rule '" + rule.ipv + " " + rule.table + " " + rule.chain + " " + rule.args;
-      diag_.warning(rule.loc, "direct rules are not supported: " + what + "' is not carried over",
+  // ---- direct.xml (§1.7) --------------------------------------------------------------------------
+  // With firewalld's nftables backend, iptables runs the direct rules in the built-in chains themselves,
+  // at priorities just before firewalld's own chains: they are a section of their own, first in the
+  // chain's stage. DROP and REJECT there are final; ACCEPT ends only the direct rules, and firewalld's
+  // chains still judge the packet (S41, S42) - as a later section replaces an earlier one's accept.
+  static std::optional<Stage> direct_stage(const std::string& table, const std::string& chain) {
+    static const std::map<std::pair<std::string_view, std::string_view>, Stage> kStages = {
+        {{"raw", "PREROUTING"}, Stage::untracked_in}, {{"raw", "OUTPUT"}, Stage::untracked_out},
+        {{"mangle", "PREROUTING"}, Stage::prednat},   {{"nat", "PREROUTING"}, Stage::dnat},
+        {{"filter", "INPUT"}, Stage::input},          {{"filter", "FORWARD"}, Stage::forward},
+        {{"nat", "OUTPUT"}, Stage::dnat_out},         {{"filter", "OUTPUT"}, Stage::output},
+        {{"nat", "POSTROUTING"}, Stage::snat}};
+    auto it = kStages.find({table, chain});
+    if (it == kStages.end()) return std::nullopt;
+    return it->second;
+  }
+
+  static bool builtin_chain(const std::string& chain) {
+    return chain == "PREROUTING" || chain == "INPUT" || chain == "FORWARD" || chain == "OUTPUT" ||
+           chain == "POSTROUTING";
+  }
+
+  // Why iptables would not take the rule's target or interfaces where it is, if it would not.
+  static std::optional<std::string> misplaced(const ir::Rule& rule, const std::string& table,
+                                              std::optional<Stage> stage) {
+    const ir::ActionKind kind = rule.action.kind;
+    const bool nat = kind == ir::ActionKind::dnat || kind == ir::ActionKind::redirect ||
+                     kind == ir::ActionKind::snat || kind == ir::ActionKind::masquerade;
+    if (nat && !stage) return "NAT targets are carried over only in the built-in chains of table nat";
+    if ((kind == ir::ActionKind::dnat || kind == ir::ActionKind::redirect) && stage != Stage::dnat &&
+        stage != Stage::dnat_out)
+      return "iptables takes DNAT and REDIRECT only in nat PREROUTING and OUTPUT";
+    if ((kind == ir::ActionKind::snat || kind == ir::ActionKind::masquerade) && stage != Stage::snat)
+      return "iptables takes SNAT and MASQUERADE only in nat POSTROUTING";
+    if (kind == ir::ActionKind::notrack && table != "raw") return "iptables takes NOTRACK only in table raw";
+    if (kind == ir::ActionKind::reject && table != "filter")
+      return "iptables takes REJECT only in table filter";
+    if (stage && rule.match.ct_status &&
+        (ir::is_untracked(*stage) || *stage == Stage::dnat || *stage == Stage::dnat_out ||
+         *stage == Stage::snat))
+      return "--ctstate SNAT/DNAT is carried over only after the NAT chains";
+    if (stage && rule.match.oif &&
+        (*stage == Stage::untracked_in || *stage == Stage::prednat || *stage == Stage::dnat))
+      return "-o cannot be used before routing";
+    if (stage && rule.match.iif &&
+        (*stage == Stage::untracked_out || *stage == Stage::dnat_out || *stage == Stage::output ||
+         *stage == Stage::snat))
+      return "-i cannot be used on the output path";
+    return std::nullopt;
+  }
+
+  void build_direct() {
+    auto ignored = [&](const DirectRule& rule, const std::string& what, const std::string& why) {
+      diag_.warning(rule.loc, "direct " + what + " is not carried over: " + why,
                     "express it as a rich rule or a policy");
+    };
+    // Custom chains: <ipv> <table> <name>, declared by <chain>.
+    std::set<std::tuple<std::string, std::string, std::string>> custom;
+    for (const DirectRule& rule : config_.direct) {
+      if (rule.kind != DirectRule::Kind::chain) continue;
+      const std::string what = "chain '" + rule.ipv + " " + rule.table + " " + rule.chain + "'";
+      if (rule.ipv == "eb")
+        ignored(rule, what, "ebtables rules have no place in the IR");
+      else if (builtin_chain(rule.chain))
+        ignored(rule, what, "a built-in chain cannot be declared");
+      else
+        custom.insert({rule.ipv, rule.table, rule.chain});
     }
+    std::vector<const DirectRule*> rules;
+    for (const DirectRule& rule : config_.direct) {
+      if (rule.kind == DirectRule::Kind::passthrough)
+        ignored(rule, "passthrough '" + rule.ipv + " " + rule.args + "'",
+                "a passthrough is an iptables command, not a rule");
+      if (rule.kind == DirectRule::Kind::rule) rules.push_back(&rule);
+    }
+    std::stable_sort(rules.begin(), rules.end(),
+                     [](const DirectRule* a, const DirectRule* b) { return a->priority < b->priority; });
+    std::map<Stage, std::string> stage_chains;
+    for (const DirectRule* rule : rules) {
+      const std::string what =
+          "rule '" + rule->ipv + " " + rule->table + " " + rule->chain + " " + rule->args + "'";
+      if (rule->ipv == "eb") {
+        ignored(*rule, what, "ebtables rules have no place in the IR");
+        continue;
+      }
+      const std::optional<Stage> stage = direct_stage(rule->table, rule->chain);
+      const bool declared = custom.contains({rule->ipv, rule->table, rule->chain});
+      if (!stage && !declared) {
+        ignored(*rule, what,
+                builtin_chain(rule->chain) ? rule->table + " " + rule->chain + " has no stage in the IR"
+                                           : "chain " + rule->chain + " is not declared by a <chain>");
+        continue;
+      }
+      const ir::Family family = rule->ipv == "ipv6" ? ir::Family::ipv6 : ir::Family::ipv4;
+      auto parsed = parse_direct_args(rule->args, family);
+      if (const auto* why = std::get_if<std::string>(&parsed)) {
+        ignored(*rule, what, *why);
+        continue;
+      }
+      DirectRuleIr& d = std::get<DirectRuleIr>(parsed);
+      if (auto why = misplaced(d.rule, rule->table, stage)) {
+        ignored(*rule, what, *why);
+        continue;
+      }
+      if (d.rule.action.kind == ir::ActionKind::jump) {
+        if (!custom.contains({rule->ipv, rule->table, d.rule.action.target})) {
+          ignored(*rule, what, "chain " + d.rule.action.target + " is not declared by a <chain>");
+          continue;
+        }
+        d.rule.action.target = direct_chain_name(rule->ipv, rule->table, d.rule.action.target);
+      }
+      const std::size_t index = static_cast<std::size_t>(rule - config_.direct.data());
+      d.rule.origin = {rule->loc,
+                       "direct rule " + rule->ipv + " " + rule->table + " " + rule->chain + ": " + rule->args,
+                       -1};
+      for (auto [addresses, side, source] :
+           {std::tuple{&d.source, "source", true}, std::tuple{&d.destination, "destination", false}}) {
+        if (!*addresses) continue;
+        const std::string set = "direct/" + std::to_string(index) + "/" + side;
+        add_set(set, (*addresses)->cidrs, d.rule.origin);
+        (source ? d.rule.match.src_addr : d.rule.match.dst_addr).push_back({(*addresses)->negate, set});
+      }
+      const std::string chain = stage ? "direct/" + rule->table + "/" + rule->chain
+                                      : direct_chain_name(rule->ipv, rule->table, rule->chain);
+      if (stage) stage_chains[*stage] = chain;
+      auto [it, fresh] = ruleset_.chains.try_emplace(chain, ir::Chain{chain, {}, d.rule.origin});
+      it->second.rules.push_back(std::move(d.rule));
+    }
+    for (const auto& [stage, chain] : stage_chains) {
+      ir::Endpoint endpoint;
+      endpoint.name = "direct";
+      endpoint.origin = ruleset_.chains.at(chain).origin;
+      endpoint.groups.push_back(ir::Group{"direct", {chain}, ir::Verdict::continue_, {}, endpoint.origin});
+      auto& sections = ruleset_.stage(stage).sections;
+      sections.insert(sections.begin(), ir::Section{"direct", false, {std::move(endpoint)}});
+    }
+  }
+
+  static std::string direct_chain_name(const std::string& ipv, const std::string& table,
+                                       const std::string& name) {
+    return "direct/" + ipv + "/" + table + "/" + name;
   }
 
   // ---- zone bindings and classification order (§2) ------------------------------------------------
@@ -504,7 +600,7 @@ class Mapper {
     const bool any_in = is(policy.ingress_zones, "ANY"), any_out = is(policy.egress_zones, "ANY");
     const bool prerouting = stage == Stage::dnat || stage == Stage::prednat;
     if (is(policy.egress_zones, "HOST")) return stage == Stage::input || ((any_in || v2_) && prerouting);
-    if (is(policy.ingress_zones, "HOST")) return stage == Stage::output;
+    if (is(policy.ingress_zones, "HOST")) return stage == Stage::output || stage == Stage::dnat_out;
     switch (stage) {
       case Stage::forward:
       case Stage::snat:
@@ -515,6 +611,11 @@ class Mapper {
       default:
         return false;
     }
+  }
+
+  // Where a forward-port of the zone (no policy) or policy DNATs: the host's own traffic in nat OUTPUT.
+  static Stage nat_stage(const Policy* policy) {
+    return policy && is(policy->ingress_zones, "HOST") ? Stage::dnat_out : Stage::dnat;
   }
 
   static Stage filter_stage(const Policy& policy) {
@@ -576,7 +677,7 @@ class Mapper {
       }
     }
     for (const ForwardPort& fp : body.forward_ports)
-      o.parts[Stage::dnat].add(Sub::allow, 0, forward_port_rule(o, fp, std::nullopt));
+      o.parts[Stage::dnat].add(Sub::allow, 0, forward_port_rule(o, nullptr, fp, std::nullopt));
     if (body.masquerade) o.parts[Stage::snat].add(Sub::allow, 0, masquerade_rule(o, zone.loc));
     for (std::size_t i = 0; i < body.rules.size(); ++i) {
       add_rich(o, body.rules[i], static_cast<std::int32_t>(i), nullptr);
@@ -588,8 +689,9 @@ class Mapper {
     const Body& body = policy.body;
     add_filter_primitives(o, body, filter_stage(policy), false, policy.name);
     for (const ForwardPort& fp : body.forward_ports) {
-      if (reachable(o, policy, Stage::dnat, fp.loc, "forward-port"))
-        o.parts[Stage::dnat].add(Sub::allow, 0, forward_port_rule(o, fp, std::nullopt));
+      const Stage stage = nat_stage(&policy);
+      if (reachable(o, policy, stage, fp.loc, "forward-port"))
+        o.parts[stage].add(Sub::allow, 0, forward_port_rule(o, &policy, fp, std::nullopt));
     }
     if (body.masquerade && reachable(o, policy, Stage::snat, policy.loc, "masquerade"))
       o.parts[Stage::snat].add(Sub::allow, 0, masquerade_rule(o, policy.loc));
@@ -601,18 +703,10 @@ class Mapper {
   // Whether a policy's primitive lands in a stage firewalld dispatches the policy from.
   bool reachable(const Owner& o, const Policy& policy, Stage stage, SourceLoc loc, const std::string& what) {
     if (touches(policy, stage)) return true;
-    if (is(policy.ingress_zones, "HOST")) {
-      diag_.warning(loc,
-                    what + " in " + o.label +
-                        " is not carried over: it acts on locally generated traffic in nat OUTPUT, which the "
-                        "IR has no stage for",
-                    "see docs/firewalld.md");
-    } else {
-      diag_.warning(loc,
-                    what + " in " + o.label + " has no effect: firewalld does not dispatch this policy in " +
-                        std::string(ir::to_string(stage)),
-                    "remove it, or change the policy's zones");
-    }
+    diag_.warning(loc,
+                  what + " in " + o.label + " has no effect: firewalld does not dispatch this policy in " +
+                      std::string(ir::to_string(stage)),
+                  "remove it, or change the policy's zones");
     return false;
   }
 
@@ -808,8 +902,8 @@ class Mapper {
   }
 
   // ---- NAT --------------------------------------------------------------------------------------------
-  ir::Rule forward_port_rule(const Owner& o, const ForwardPort& fp, std::optional<ir::Match> rich_base,
-                             const ir::Origin* rich_origin = nullptr) {
+  ir::Rule forward_port_rule(const Owner& o, const Policy* policy, const ForwardPort& fp,
+                             std::optional<ir::Match> rich_base, const ir::Origin* rich_origin = nullptr) {
     ir::Match match;
     if (rich_base) {
       match = *rich_base;
@@ -823,6 +917,14 @@ class Mapper {
                               rich_origin ? *rich_origin : origin(o, fp.loc, "forward-port"));
     rule.action.nat_addr = fp.to_addr;
     rule.action.nat_port = fp.to_port;
+    if (v2_ && config_.settings.strict_forward_ports) {
+      // 2.3+ accepts what it DNATed by the original port alone, in the chain firewalld picks: OUTPUT for
+      // the host's own traffic, else FORWARD with a to-addr (even a local one), else INPUT.
+      const Stage filter = policy && is(policy->ingress_zones, "HOST") ? Stage::output
+                           : fp.to_addr                                ? Stage::forward
+                                                                       : Stage::input;
+      strict_accepts_[filter].push_back({fp.port, rule.origin});
+    }
     return rule;
   }
 
@@ -980,7 +1082,7 @@ class Mapper {
         return;
       }
     }
-    if (element.kind == RichElement::Kind::forward_port) stage = Stage::dnat;
+    if (element.kind == RichElement::Kind::forward_port) stage = nat_stage(policy);
     if (element.kind == RichElement::Kind::masquerade) stage = Stage::snat;
     if (rule.action.kind == RichAction::Kind::mark) stage = Stage::prednat;
     if (policy && !reachable(o, *policy, stage, rule.loc, "rich rule '" + rule.text + "'")) return;
@@ -1044,7 +1146,7 @@ class Mapper {
       case RichElement::Kind::forward_port:
         if (!element.forward_port) return;
         matches.push_back(base);
-        implied = forward_port_rule(o, *element.forward_port, ir::Match{}, &from);
+        implied = forward_port_rule(o, policy, *element.forward_port, ir::Match{}, &from);
         break;
       case RichElement::Kind::tcp_mss_clamp:
         matches.push_back(base);
@@ -1123,7 +1225,7 @@ class Mapper {
         sub = Sub::deny;
         break;
       case RichAction::Kind::reject: {
-        auto with = reject_with(action.reject_type, family);
+        auto with = reject_type(action.reject_type, family);
         if (!with) {
           diag_.error(rule.loc, "unknown reject type '" + action.reject_type + "'",
                       "use one of the types of firewalld's rich language");
@@ -1366,21 +1468,38 @@ class Mapper {
     chain.rules.push_back(reject_rule(std::move(match), "icmp6-addr-unreachable", from));
   }
 
+  // `ct status dnat accept`: anything DNATed, by firewalld or anyone else. With StrictForwardPorts=yes
+  // (2.3+) only what a forward-port DNATed, told by the connection's original port; the rest rejected.
+  void add_dnat_accept(ir::Chain& chain, Stage stage, const ir::Origin& from) {
+    ir::Match dnat;
+    dnat.ct_status = std::vector<ir::CtStatus>{ir::CtStatus::dnat};
+    if (!v2_ || !config_.settings.strict_forward_ports) {
+      chain.rules.push_back(make_rule(std::move(dnat), ir::ActionKind::accept, from));
+      return;
+    }
+    for (const auto& [port, origin] : strict_accepts_[stage]) {
+      ir::Match ours = dnat;
+      ours.ct_orig_dport.push_back({false, {port}});
+      chain.rules.push_back(make_rule(std::move(ours), ir::ActionKind::accept, origin));
+    }
+    const ir::Origin strict{config_.settings.loc, from.policy + ": StrictForwardPorts", -1};
+    chain.rules.push_back(reject_rule(std::move(dnat), kAdminProhibited, strict));
+  }
+
   // What filter_INPUT/FORWARD/OUTPUT do before the zones (§3.1, §3.4), after the conntrack prelude.
   std::string prelude(Stage stage) {
     const std::string name = std::string(ir::to_string(stage)) + "/prelude";
     if (ruleset_.chains.contains(name)) return name;
     const ir::Origin from = base_origin(stage);
     ir::Chain chain{name, {}, from};
+    // 2.3+ accepts DNATed connections in OUTPUT too (before lo), as HOST->X forward-ports make them.
+    if (stage != Stage::output || v2_) add_dnat_accept(chain, stage, from);
     if (stage == Stage::output) {
       ir::Match lo;
       lo.oif = std::vector<ir::IfacePattern>{{"lo", false}};
       chain.rules.push_back(make_rule(std::move(lo), ir::ActionKind::accept, from));
       add_rfc3964(chain, stage);
     } else {
-      ir::Match dnat;
-      dnat.ct_status = std::vector<ir::CtStatus>{ir::CtStatus::dnat};
-      chain.rules.push_back(make_rule(std::move(dnat), ir::ActionKind::accept, from));
       ir::Match lo;
       lo.iif = std::vector<ir::IfacePattern>{{"lo", false}};
       chain.rules.push_back(make_rule(std::move(lo), ir::ActionKind::accept, from));
@@ -1545,6 +1664,21 @@ class Mapper {
                     ir::Section{"rpfilter", false, {std::move(endpoint)}});
   }
 
+  // nat_OUTPUT (§2): the forward-ports of HOST->X policies, dispatched by the egress zone.
+  void build_host_nat() {
+    ir::Endpoint endpoint;
+    endpoint.name = "host";
+    endpoint.origin = {config_.settings.loc, "firewalld nat_OUTPUT", -1};
+    ir::Group policies{"policies", {}, ir::Verdict::continue_, {}, endpoint.origin};
+    for (bool pre : {true, false}) {
+      for (const std::string& chain : policy_dispatch(Stage::dnat_out, nullptr, pre))
+        policies.chains.push_back(chain);
+    }
+    if (policies.chains.empty()) return;
+    endpoint.groups.push_back(std::move(policies));
+    ruleset_.stage(Stage::dnat_out).sections.push_back(ir::Section{"host", false, {std::move(endpoint)}});
+  }
+
   // filter_OUTPUT (§2): not zone-filtered; lo, RFC3964, then HOST->X policies; otherwise no verdict.
   void build_output() {
     ir::Endpoint endpoint;
@@ -1573,6 +1707,8 @@ class Mapper {
   std::vector<const Policy*> policies_;  // active ones, by priority then name
   std::map<std::string, Owner> owners_;
   std::map<std::string, std::optional<std::string>> policy_chains_;
+  // StrictForwardPorts=yes: per filter stage, the original ports of forward-ports and where they are.
+  std::map<Stage, std::vector<std::pair<ir::PortRange, ir::Origin>>> strict_accepts_;
 };
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <bit>
 #include <cctype>
+#include <map>
 #include <vector>
 
 namespace fwe::firewalld {
@@ -196,6 +197,39 @@ bool is_valid_name(std::string_view name, std::string_view extra_chars, std::siz
   return std::all_of(name.begin(), name.end(), [&](char c) {
     return std::isalnum(static_cast<unsigned char>(c)) || extra_chars.find(c) != std::string_view::npos;
   });
+}
+
+std::optional<std::string> reject_type(std::string_view type, ir::Family family) {
+  if (type.empty()) return "icmp-port-unreachable";
+  if (type == "port-unreach")
+    return family == ir::Family::ipv6 ? "icmp6-port-unreachable" : "icmp-port-unreachable";
+  static const std::map<std::string_view, std::string_view> names = {
+      {"icmp-host-prohibited", "icmp-host-prohibited"},
+      {"host-prohib", "icmp-host-prohibited"},
+      {"icmp-net-prohibited", "icmp-net-prohibited"},
+      {"net-prohib", "icmp-net-prohibited"},
+      {"icmp-admin-prohibited", "icmp-admin-prohibited"},
+      {"admin-prohib", "icmp-admin-prohibited"},
+      {"icmp-net-unreachable", "icmp-net-unreachable"},
+      {"net-unreach", "icmp-net-unreachable"},
+      {"icmp-host-unreachable", "icmp-host-unreachable"},
+      {"host-unreach", "icmp-host-unreachable"},
+      {"icmp-port-unreachable", "icmp-port-unreachable"},
+      {"icmp-proto-unreachable", "icmp-proto-unreachable"},
+      {"proto-unreach", "icmp-proto-unreachable"},
+      {"icmp6-adm-prohibited", "icmp6-adm-prohibited"},
+      {"adm-prohibited", "icmp6-adm-prohibited"},
+      {"icmp6-no-route", "icmp6-no-route"},
+      {"no-route", "icmp6-no-route"},
+      {"icmp6-addr-unreachable", "icmp6-addr-unreachable"},
+      {"addr-unreach", "icmp6-addr-unreachable"},
+      {"icmp6-port-unreachable", "icmp6-port-unreachable"},
+      {"tcp-reset", "tcp-reset"},
+      {"tcp-rst", "tcp-reset"},
+  };
+  auto it = names.find(type);
+  if (it == names.end()) return std::nullopt;
+  return std::string(it->second);
 }
 
 }  // namespace fwe::firewalld

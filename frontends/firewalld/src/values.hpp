@@ -37,6 +37,10 @@ std::optional<std::uint64_t> parse_unsigned(std::string_view text, std::uint64_t
 // A decimal integer with an optional sign (Python's int(text)).
 std::optional<std::int64_t> parse_signed(std::string_view text);
 
+// A reject type of firewalld's rich rules (§3.6) or of iptables' --reject-with, in the IR's reject_with
+// words; the family decides port-unreach. Empty: port unreachable.
+std::optional<std::string> reject_type(std::string_view type, ir::Family family);
+
 // Object names: letters and digits plus extra characters, 1..max_length long.
 bool is_valid_name(std::string_view name, std::string_view extra_chars, std::size_t max_length);
 

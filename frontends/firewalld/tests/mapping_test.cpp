@@ -82,11 +82,12 @@ TEST_CASE("stock 2.x: input, forward and output only, public is the catch-all", 
   REQUIRE(end.rules.size() == 1);
   CHECK(end.rules[0].match.protocols == std::vector<std::uint8_t>{1, 58});
 
-  // Forward: the RFC3964 reject after the prelude; output: lo and RFC3964.
+  // Forward: the RFC3964 reject after the prelude; output (2.3+): ct status dnat, lo and RFC3964.
   CHECK(actions(chain(rs, "forward/prelude")) == std::vector{A::accept, A::accept, A::drop, A::reject});
   CHECK(chain(rs, "forward/prelude").rules[3].action.reject_with == "icmp6-addr-unreachable");
   CHECK(endpoint_names(rs, ir::Stage::output) == std::vector<std::string>{"host"});
-  CHECK(actions(chain(rs, "output/prelude")) == std::vector{A::accept, A::reject});
+  CHECK(actions(chain(rs, "output/prelude")) == std::vector{A::accept, A::accept, A::reject});
+  CHECK(chain(rs, "output/prelude").rules[0].match.ct_status == std::vector{ir::CtStatus::dnat});
   CHECK(only_section(rs, ir::Stage::output).endpoints[0].default_verdict == ir::Verdict::continue_);
 }
 
@@ -317,7 +318,7 @@ TEST_CASE("LogDenied adds log rules where firewalld logs", "[mapping]") {
   const ir::Chain& end = chain(rs, "input/zone/drop/end");
   REQUIRE(end.rules.size() == 1);
   CHECK(end.rules[0].action.log_prefix == "filter_IN_drop_DROP: ");
-  CHECK(actions(chain(rs, "output/prelude")) == std::vector{A::accept, A::log, A::reject});
+  CHECK(actions(chain(rs, "output/prelude")) == std::vector{A::accept, A::accept, A::log, A::reject});
 }
 
 TEST_CASE("what the IR cannot carry is reported with its location", "[mapping]") {
@@ -415,6 +416,80 @@ TEST_CASE("zone->HOST policies reach nat PREROUTING in 2.x only", "[mapping]") {
   } else {
     CHECK(setup.count(Severity::warning, "forward-port in policy redirect has no effect") == 1);
     CHECK(rs.stage(ir::Stage::dnat).empty());
+  }
+}
+
+}  // namespace fwe::firewalld::test
+
+namespace fwe::firewalld::test {
+
+TEST_CASE("HOST->X forward-ports DNAT the host's own connections in nat OUTPUT", "[mapping]") {
+  const Compat compat = GENERATE(Compat::v2, Compat::v1_3);
+  Setup setup(compat);
+  setup.bind("internal", "veth-a");
+  setup.bind("dmz", "veth-b");
+  Policy& out = setup.policy("out", {"HOST"}, {"dmz"}, PolicyTarget::continue_);
+  out.body.forward_ports.push_back(
+      {{8081, 8081}, "tcp", ir::PortRange{8080, 8080}, ir::parse_ip("10.88.0.2"), setup.loc()});
+  setup.rich(out.body,
+             R"(rule family="ipv4" destination address="10.88.0.7" forward-port port="8082" protocol="tcp" )"
+             R"(to-port="8080" to-addr="10.88.0.2")");
+  const ir::Ruleset rs = setup.build();
+  CHECK(setup.count(Severity::warning, "not carried over") == 0);
+  REQUIRE(rs.stage(ir::Stage::dnat_out).sections.size() == 1);
+  CHECK(rs.stage(ir::Stage::dnat).empty());
+  const ir::Rule& dnat = chain(rs, "dnat-out/policy/out/allow").rules.at(0);
+  CHECK(dnat.action.kind == A::dnat);
+  CHECK(ir::to_string(*dnat.action.nat_addr) == "10.88.0.2");
+
+  auto r = trace::evaluate(rs, from_host("veth-b", "10.88.0.9", 8081));
+  CHECK(outcome(rs, r) == "open");
+  CHECK(ir::to_string(r.packet.dst) == "10.88.0.2");
+  CHECK(r.packet.dport == 8080);
+  CHECK(trace::evaluate(rs, from_host("veth-b", "10.88.0.7", 8082)).packet.dport == 8080);
+  CHECK(trace::evaluate(rs, from_host("veth-b", "10.88.0.9", 8082)).packet.dport == 8082);  // rich: .7 only
+  // Only towards dmz: the egress zone decides, and forwarded traffic is not the host's.
+  CHECK(trace::evaluate(rs, from_host("veth-a", "10.77.0.2", 8081)).packet.dport == 8081);
+  CHECK(trace::evaluate(rs, through("10.77.0.2", "10.88.0.9", 8081)).packet.dport == 8081);
+  // 2.3+ accepts the DNATed connection in filter_OUTPUT before the HOST policies; 1.3.3 has no such rule.
+  const ir::Chain& prelude = chain(rs, "output/prelude");
+  CHECK(prelude.rules.at(0).match.ct_status.has_value() == (compat == Compat::v2));
+}
+
+TEST_CASE("StrictForwardPorts=yes accepts only what firewalld's own forward-ports DNATed", "[mapping]") {
+  const bool strict = GENERATE(true, false);
+  Setup setup;
+  setup.config.settings.strict_forward_ports = strict;
+  Body& pub = setup.zone("public").body;
+  pub.forward_ports.push_back({{2223, 2223}, "tcp", ir::PortRange{22, 22}, std::nullopt, setup.loc()});
+  pub.forward_ports.push_back(
+      {{7081, 7081}, "tcp", ir::PortRange{8080, 8080}, ir::parse_ip("10.88.0.2"), setup.loc()});
+  Policy& out = setup.policy("out", {"HOST"}, {"ANY"}, PolicyTarget::continue_);
+  out.body.forward_ports.push_back(
+      {{8081, 8081}, "tcp", ir::PortRange{8080, 8080}, ir::parse_ip("10.88.0.2"), setup.loc()});
+  const ir::Ruleset rs = setup.build();
+
+  auto dnatted_elsewhere = [](trace::Packet p) {
+    p.ct_status[static_cast<std::size_t>(ir::CtStatus::dnat)] = true;  // by other software, e.g. Docker
+    return p;
+  };
+  CHECK(outcome(rs, to_host("10.77.0.2", 2223)) == "open");
+  CHECK(outcome(rs, through("10.77.0.2", "10.88.0.2", 7081)) == "open");
+  CHECK(outcome(rs, from_host("veth-b", "10.88.0.9", 8081)) == "open");
+  const std::string other = strict ? "reject:icmp-admin-prohibited" : "open";
+  CHECK(outcome(rs, dnatted_elsewhere(to_host("10.77.0.2", 9999))) == other);
+  CHECK(outcome(rs, dnatted_elsewhere(through("10.77.0.2", "10.88.0.2", 9999))) == other);
+  CHECK(outcome(rs, dnatted_elsewhere(from_host("veth-b", "10.88.0.9", 9999))) == other);
+  // Each port in the chain firewalld picks: a redirect's in INPUT, a to-addr's in FORWARD.
+  CHECK(outcome(rs, dnatted_elsewhere(to_host("10.77.0.2", 7081))) == other);
+  CHECK(outcome(rs, dnatted_elsewhere(through("10.77.0.2", "10.88.0.2", 2223))) == other);
+  if (strict) {
+    const ir::Chain& prelude = chain(rs, "input/prelude");
+    REQUIRE(prelude.rules.size() >= 2);
+    CHECK(prelude.rules[0].match.ct_orig_dport.at(0).ports == ir::PortSet{{2223, 2223}});
+    CHECK(prelude.rules[0].origin.policy == "zone public: forward-port");
+    CHECK(prelude.rules[1].action.kind == A::reject);
+    CHECK(prelude.rules[1].origin.policy == "firewalld filter_INPUT: StrictForwardPorts");
   }
 }
 

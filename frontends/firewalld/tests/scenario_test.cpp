@@ -300,7 +300,7 @@ TEST_CASE("S39-S40 output is not zone-filtered, replies and lo are accepted", "[
   CHECK(outcome(rs, packet("lo", "", "127.0.0.1", "127.0.0.1", kTcp, 8080)) == "open");
 }
 
-TEST_CASE("S41-S42 direct rules are reported, not carried over", "[scenario]") {
+TEST_CASE("S41-S42 a direct DROP is final, a direct ACCEPT is not", "[scenario]") {
   Setup setup(any_compat());
   for (const char* args : {"-p tcp --dport 22 -j DROP", "-p tcp --dport 8080 -j ACCEPT"}) {
     DirectRule rule;
@@ -312,8 +312,9 @@ TEST_CASE("S41-S42 direct rules are reported, not carried over", "[scenario]") {
     setup.config.direct.push_back(rule);
   }
   const ir::Ruleset rs = setup.build();
-  CHECK(setup.count(Severity::warning, "direct rules are not supported") == 2);
-  CHECK(outcome(rs, to_host("10.77.0.2", 8080)) == kAdmin);  // S42: as firewalld
+  CHECK(setup.messages().empty());
+  CHECK(outcome(rs, to_host("10.77.0.2", 22)) == "drop");    // S41
+  CHECK(outcome(rs, to_host("10.77.0.2", 8080)) == kAdmin);  // S42: firewalld's chains still reject
 }
 
 TEST_CASE("S43 trusted forwards", "[scenario]") {

@@ -105,10 +105,10 @@ const std::vector<std::string_view> kTopFields{"apiVersion", "failsafe", "sets",
 const std::vector<std::string_view> kFailsafeFields{"inbound", "outbound"};
 const std::vector<std::string_view> kFailsafeEntryFields{"protocol", "port", "net"};
 const std::vector<std::string_view> kRuleFields{
-    "iif",        "oif",       "family", "protocol", "src",         "dst",      "sport",
-    "dport",      "icmp",      "icmpv6", "ct-state", "src-mac",     "pkt-type", "mark",
-    "rate-limit", "ct-status", "rpf",    "action",   "reject-with", "prefix",   "level",
-    "target",     "helper",    "mss",    "set-mark", "to",          "to-port"};
+    "iif",        "oif",       "family",        "protocol", "src",      "dst",         "sport",
+    "dport",      "icmp",      "icmpv6",        "ct-state", "src-mac",  "pkt-type",    "mark",
+    "rate-limit", "ct-status", "ct-orig-dport", "rpf",      "action",   "reject-with", "prefix",
+    "level",      "target",    "helper",        "mss",      "set-mark", "to",          "to-port"};
 const std::vector<std::string_view> kSectionFields{"name", "honour-allow", "endpoints"};
 const std::vector<std::string_view> kEndpointFields{
     "name", "iif", "oif", "src", "dst", "src-mac", "conntrack", "failsafe", "groups", "chains", "default"};
@@ -147,7 +147,7 @@ bool action_fits_stage(ir::ActionKind kind, ir::Stage stage) {
   switch (kind) {
     case ir::ActionKind::dnat:
     case ir::ActionKind::redirect:
-      return stage == ir::Stage::dnat;
+      return stage == ir::Stage::dnat || stage == ir::Stage::dnat_out;
     case ir::ActionKind::snat:
     case ir::ActionKind::masquerade:
       return stage == ir::Stage::snat;
@@ -164,7 +164,8 @@ std::string stages_for(ir::ActionKind kind) {
   switch (kind) {
     case ir::ActionKind::dnat:
     case ir::ActionKind::redirect:
-      return std::string(ir::to_string(ir::Stage::dnat));
+      return std::string(ir::to_string(ir::Stage::dnat)) + " or " +
+             std::string(ir::to_string(ir::Stage::dnat_out));
     case ir::ActionKind::snat:
     case ir::ActionKind::masquerade:
       return std::string(ir::to_string(ir::Stage::snat));
@@ -663,7 +664,8 @@ void PolicyReader::Impl::read_match(const Node& node, const std::string& owner, 
   if (match.protocols)
     for (auto number : *match.protocols)
       protocol_text += (protocol_text.empty() ? "" : ", ") + ir::protocol_name(number);
-  for (auto [field, out] : {std::pair{"sport", &match.src_port}, std::pair{"dport", &match.dst_port}}) {
+  for (auto [field, out] : {std::pair{"sport", &match.src_port}, std::pair{"dport", &match.dst_port},
+                            std::pair{"ct-orig-dport", &match.ct_orig_dport}}) {
     const Node* value = node.find(field);
     if (!value) continue;
     read_ports(*value, field, *out);
@@ -1326,8 +1328,8 @@ void PolicyReader::Impl::read_endpoint(const Node& node, ir::Stage stage, const 
   if (const Node* failsafe = node.find("failsafe")) {
     endpoint.failsafe = bool_of(*failsafe, "failsafe").value_or(false);
     // docs/ir.md: only the untracked stages, prednat, input and output have a failsafe chain.
-    bool stage_has_failsafe =
-        stage != ir::Stage::forward && stage != ir::Stage::dnat && stage != ir::Stage::snat;
+    bool stage_has_failsafe = stage != ir::Stage::forward && stage != ir::Stage::dnat &&
+                              stage != ir::Stage::dnat_out && stage != ir::Stage::snat;
     if (endpoint.failsafe && !stage_has_failsafe)
       diag_.warning(failsafe->loc(),
                     "failsafe: stage " + std::string(ir::to_string(stage)) + " has no failsafe chain",

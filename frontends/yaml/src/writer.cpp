@@ -264,7 +264,8 @@ void Writer::write_rule(const ir::Rule& rule, const std::string& owner) {
     key("dst");
     write_addresses(match.dst_addr, owner, "dst");
   }
-  for (auto [field, ports] : {std::pair{"sport", &match.src_port}, std::pair{"dport", &match.dst_port}}) {
+  for (auto [field, ports] : {std::pair{"sport", &match.src_port}, std::pair{"dport", &match.dst_port},
+                              std::pair{"ct-orig-dport", &match.ct_orig_dport}}) {
     if (ports->empty()) continue;
     key(field);
     write_ports(*ports);

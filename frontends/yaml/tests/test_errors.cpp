@@ -104,8 +104,9 @@ TEST_CASE("bad inputs report file:line:col with a hint", "[errors]") {
        "dport: {not: [...]})"},
       {kHead + "chains:\n  c:\n    - {protocol: tcp, dport: 22, action: dnat, to: 10.0.0.5}\n"
                "stages:\n  input:\n    - endpoints: [{chains: [c]}]\n",
-       "bad.yaml:4:7: error: action dnat only works in stage dnat, but chain 'c' is used in stage input at "
-       "bad.yaml:7:29 (move the rule to a chain that only stage dnat uses)"},
+       "bad.yaml:4:7: error: action dnat only works in stage dnat or dnat-out, but chain 'c' is used in "
+       "stage "
+       "input at bad.yaml:7:29 (move the rule to a chain that only stage dnat or dnat-out uses)"},
       {kHead + "chains:\n  c:\n    - {action: dnat}\n",
        "bad.yaml:4:16: error: action dnat needs 'to' (add to: ADDRESS)"},
       {kHead + "stages:\n  inptu: []\n",

@@ -87,6 +87,10 @@ TEST_CASE("a ruleset from elsewhere is written with shapes that read back the sa
   dnatted.match.ct_status = std::vector<CtStatus>{CtStatus::dnat};
   Rule nated;
   nated.match.ct_status = std::vector<CtStatus>{CtStatus::snat, CtStatus::dnat};
+  Rule forwarded_port;
+  forwarded_port.match.ct_status = std::vector<CtStatus>{CtStatus::dnat};
+  forwarded_port.match.ct_orig_dport.push_back({false, {{2223, 2223}, {8000, 8080}}});
+  forwarded_port.match.ct_orig_dport.push_back({true, {{8010, 8010}}});
   Rule clamp_pmtu, clamp_fixed;
   clamp_pmtu.action.kind = clamp_fixed.action.kind = ActionKind::tcp_mss_clamp;
   clamp_fixed.action.mss = 1400;
@@ -96,13 +100,26 @@ TEST_CASE("a ruleset from elsewhere is written with shapes that read back the sa
   spoofed.match.rpf_negate = true;
   spoofed.action.kind = ActionKind::drop;
   ruleset.chains["zone public"] = {
-      "zone public", {rule, second, dnatted, nated, clamp_pmtu, clamp_fixed, routed, spoofed}, {}};
+      "zone public",
+      {rule, second, dnatted, nated, forwarded_port, clamp_pmtu, clamp_fixed, routed, spoofed},
+      {}};
   Endpoint endpoint;
   endpoint.name = "010";
   endpoint.match.src_set = "zone public sources";
   endpoint.groups.push_back({"tier one", {"zone public"}, Verdict::reject, "icmp-host-prohibited", {}});
   endpoint.default_verdict = Verdict::allow;
   ruleset.stage(Stage::forward).sections.push_back({"", true, {endpoint}});
+  Rule host_dnat;
+  host_dnat.match.protocols = std::vector<std::uint8_t>{6};
+  host_dnat.match.dst_port.push_back({false, {{8081, 8081}}});
+  host_dnat.action.kind = ActionKind::dnat;
+  host_dnat.action.nat_addr = parse_ip("10.88.0.2");
+  host_dnat.action.nat_port = PortRange{8080, 8080};
+  ruleset.chains["policy host"] = {"policy host", {host_dnat}, {}};
+  Endpoint host;
+  host.name = "host";
+  host.groups.push_back({"policies", {"policy host"}, Verdict::continue_, "", {}});
+  ruleset.stage(Stage::dnat_out).sections.push_back({"host", false, {host}});
 
   fwe::Diagnostics diag;
   auto written = fwe::yamlfe::write_policy(ruleset, diag);
@@ -114,6 +131,8 @@ TEST_CASE("a ruleset from elsewhere is written with shapes that read back the sa
   CHECK(fwe::canonical::hash(again) == fwe::canonical::hash(ruleset));
   CHECK(written->find("- {ct-status: dnat, action: accept}") != std::string::npos);
   CHECK(written->find("- {ct-status: [snat, dnat], action: accept}") != std::string::npos);
+  CHECK(written->find("ct-orig-dport: {all: [[2223, 8000-8080], \"!8010\"]}") != std::string::npos);
+  CHECK(written->find("dnat-out:") != std::string::npos);
   CHECK(written->find("- {action: tcp-mss-clamp}") != std::string::npos);
   CHECK(written->find("- {action: tcp-mss-clamp, mss: 1400}") != std::string::npos);
   CHECK(written->find("- {rpf: loose, action: accept}") != std::string::npos);
