@@ -109,6 +109,35 @@ def yaml_set_policy(elements, title):
     return "\n".join(out) + "\n"
 
 
+CALICO_RULES, CALICO_SETS = 10, 50
+
+
+def calico_resources(policies, cidrs, seed, changed=False):
+    """Issue #10's Calico workload: POLICIES (1,000) GlobalNetworkPolicies of 10 rules each
+    (`source.selector` of one of 50 GlobalNetworkSets, TCP to one port, Allow) over CIDRS (50,000)
+    networks in those sets, for one HostEndpoint. `changed`: policy 0's first rule gets another port."""
+    rng = random.Random(f"calico-{seed}-{policies}-{cidrs}")
+    hosts = rng.sample(range(1 << 24), cidrs)
+    out = ["apiVersion: projectcalico.org/v3", "kind: HostEndpoint",
+           "metadata: {name: bench-eth0, labels: {role: bench}}",
+           "spec: {interfaceName: eth0, node: bench, expectedIPs: [192.0.2.1]}"]
+    for k in range(CALICO_SETS):
+        nets = hosts[k::CALICO_SETS]
+        out += ["---", "apiVersion: projectcalico.org/v3", "kind: GlobalNetworkSet",
+                f"metadata: {{name: set-{k:02d}, labels: {{netset: s{k:02d}}}}}", "spec:", "  nets:"]
+        out += [f"    - 10.{h >> 16}.{(h >> 8) & 255}.{h & 255}/32" for h in nets]
+    for i in range(policies):
+        out += ["---", "apiVersion: projectcalico.org/v3", "kind: GlobalNetworkPolicy",
+                f"metadata: {{name: gnp-{i:04d}}}", "spec:", f"  order: {i}", "  selector: role == 'bench'",
+                "  types: [Ingress]", "  ingress:"]
+        for j in range(CALICO_RULES):
+            n = i * CALICO_RULES + j
+            port = CHANGED_PORT if changed and n == 0 else 10000 + n % 1000
+            out.append(f"    - {{action: Allow, protocol: TCP, source: {{selector: \"netset == 's{n % CALICO_SETS:02d}'\"}}, "
+                       f"destination: {{ports: [{port}]}}}}")
+    return "\n".join(out) + "\n"
+
+
 def nft_linear(rules, replace=False):
     out = ["flush ruleset"] if replace else []
     out += ["table ip fw {", "  chain input {", "    type filter hook input priority 0; policy drop;"]
@@ -337,10 +366,15 @@ class Figure:
         self.key, self.title, self.size, self.contenders = key, title, size, contenders
 
 
+# The frontend options of a policy file that is not our YAML (the Calico workload's).
+FRONTEND_OPTIONS = {}
+
+
 def fwengine_step(args, policy, *argv):
     """fwengine runs where the policy is and reads it by its bare name: the original and the changed
     policy then have the same origins (file:line:col), which the backends stamp on every rule."""
-    return Step([args.fwengine, "-f", policy.name, *argv], in_netns=False, cwd=policy.parent)
+    return Step([args.fwengine, *FRONTEND_OPTIONS.get(policy, []), "-f", policy.name, *argv], in_netns=False,
+                cwd=policy.parent)
 
 
 def fwe(args, policy, backend, *extra):
@@ -359,6 +393,13 @@ def build_workloads(args, workdir):
 
     def render(policy, backend):
         return run_steps([fwengine_step(args, policy, "--backend", backend, "render")], args.ns)["stdout"]
+
+    def own_steps(backend, policy):
+        """What `fwengine render` prints for the policy, as the plain tools load it."""
+        if backend == "nft":
+            return [Step(["nft", "-f", write(f"{policy.parent.name}.own.nft", render(policy, "nft"))])]
+        return [Step(argv, stdin=write(f"{policy.parent.name}.own.{argv[0]}", text))
+                for argv, text in split_iptables_render(render(policy, "iptables"))]
 
     backends = args.backends
     workloads = []
@@ -397,14 +438,35 @@ def build_workloads(args, workdir):
                               ipset_delta=write(f"set-{s}-delta.ipset",
                                                 f"del allow {elements[0]}\nadd allow {changed[0]}\n")))
 
+    if args.calico_policies:
+        n, c = args.calico_policies, args.calico_cidrs
+        policy = write(f"calico-{n}/resources.yaml", calico_resources(n, c, args.seed))
+        changed = write(f"calico-{n}-changed/resources.yaml", calico_resources(n, c, args.seed, changed=True))
+        for path in (policy, changed):
+            FRONTEND_OPTIONS[path] = ["--frontend", "calico", "--node", "bench"]
+        workloads.append(dict(kind="calico", size=n, label=f"Calico {n:,} GNPs", policy=policy, changed=changed))
+
     for w in workloads:
         label, policy, changed = w["label"], w["policy"], w["changed"]
+        if w["kind"] == "calico":
+            # No plain form: Calico's own dataplane (Felix) is not here; our own text is the alternative.
+            for backend, key in (("nft", "nft"), ("iptables", "ipt")):
+                if backend not in backends:
+                    continue
+                own = own_steps(backend, policy)
+                figures.append(Figure(f"{key}-full", f"{backend}: full apply into an empty namespace", label, [
+                    Contender("fwe", "fwengine apply --full", [fwe(args, policy, backend, "--full")],
+                              fwengine=True),
+                    Contender("own", "nft -f own text" if backend == "nft" else "restore of own text", own)]))
+                figures.append(Figure(f"{key}-change", f"{backend}: one rule changed, after a full apply", label, [
+                    Contender("fwe", "fwengine apply (incremental)", [fwe(args, changed, backend)],
+                              prepare=[fwe(args, policy, backend, "--full")], fwengine=True)]))
+            continue
         plain = "interval set" if w["kind"] == "set" else "linear"
         if "nft" in backends:
-            own = write(f"{policy.parent.name}.own.nft", render(policy, "nft"))
             figures.append(Figure("nft-full", "nft: full apply into an empty namespace", label, [
                 Contender("fwe", "fwengine apply --full", [fwe(args, policy, "nft", "--full")], fwengine=True),
-                Contender("own", "nft -f own text", [Step(["nft", "-f", own])]),
+                Contender("own", "nft -f own text", own_steps("nft", policy)),
                 Contender("plain", f"nft -f {plain}", [Step(["nft", "-f", w["nft_plain"]])]),
             ]))
             change = [
@@ -419,14 +481,11 @@ def build_workloads(args, workdir):
             what = "one element" if w["kind"] == "set" else "one rule"
             figures.append(Figure("nft-change", f"nft: {what} changed, after a full apply", label, change))
         if "iptables" in backends:
-            own_steps = []
-            for argv, text in split_iptables_render(render(policy, "iptables")):
-                own_steps.append(Step(argv, stdin=write(f"{policy.parent.name}.own.{argv[0]}", text)))
             ipset_steps = [Step(["ipset", "restore", "-f", w["ipset"]]),
                            Step(["iptables-legacy-restore"], stdin=w["ipset_rule"])]
             full = [Contender("fwe", "fwengine apply --full", [fwe(args, policy, "iptables", "--full")],
                               fwengine=True),
-                    Contender("own", "restore of own text", own_steps)]
+                    Contender("own", "restore of own text", own_steps("iptables", policy))]
             if w["ipt_plain"]:
                 full.append(Contender("plain", "iptables-legacy-restore linear",
                                       [Step(["iptables-legacy-restore"], stdin=w["ipt_plain"])]))
@@ -849,6 +908,24 @@ def targets(figures, workloads, rows, args):
                        f"{med(f.samples, 'wall_ms'):.1f} ms end to end (apply step "
                        f"{med(f.samples, 'backend_ms'):.1f} ms), the delta {med(d.samples, 'wall_ms'):.1f} ms "
                        f"({ratio(f, d):.2f}×)." + where(set_label, f, name))
+    calico = next((w for w in workloads if w["kind"] == "calico"), None)
+    if calico:
+        for key, name in (("nft", "nft"), ("ipt", "iptables")):
+            full, change = find(figures, f"{key}-full", calico["label"]), find(figures, f"{key}-change", calico["label"])
+            if not full or not contender(full, "fwe").samples:
+                continue
+            f, o = contender(full, "fwe"), contender(full, "own")
+            text = (f"**{name}, the Calico workload ({calico['label']}, {args.calico_cidrs:,} networks in "
+                    f"GlobalNetworkSets; no target of its own).** Full apply {med(f.samples, 'wall_ms'):.1f} ms end "
+                    f"to end (apply step {med(f.samples, 'backend_ms'):.1f} ms, peak RSS "
+                    f"{med(f.samples, 'rss_kib') / 1024:.1f} MiB)")
+            if o and o.samples:
+                text += f", {ratio(f, o):.2f}× the time of loading our own text with the plain tool"
+            if change and contender(change, "fwe").samples:
+                c = contender(change, "fwe")
+                text += (f"; one rule changed: {med(c.samples, 'wall_ms'):.1f} ms (apply step "
+                         f"{med(c.samples, 'backend_ms'):.1f} ms)")
+            out.append(text + "." + where(calico["label"], f, name))
     return out
 
 
@@ -1089,7 +1166,11 @@ def write_report(path, figures, workloads, rows, prof, started, elapsed, args, d
         "plus one rule. The set workload is one rule `src: allow, tcp dport 5201` over a set of "
         f"{args.set_size:,} distinct /30 networks; its plain form is one nftables interval set, or an "
         "`ipset` `hash:net` plus one rule. \"Changed\" variants differ in one rule (rule 0's port) or in one "
-        "set element.",
+        "set element. The Calico workload is issue #10's: "
+        f"{args.calico_policies:,} GlobalNetworkPolicies of {CALICO_RULES} rules (`Allow` TCP to one port from "
+        f"`source.selector` of one of {CALICO_SETS} GlobalNetworkSets) over {args.calico_cidrs:,} random /32 "
+        "networks in those sets, for one HostEndpoint (`--frontend calico --node bench`); its only alternative "
+        "is our own text (Felix, Calico's own dataplane, is not here).",
         "- \"own text\" is what `fwengine render` prints for the same policy, loaded with `nft -f` (or with "
         "`ipset restore` + `iptables-legacy-restore --noflush` + `ip6tables-legacy-restore --noflush`).",
         f"- Every figure's contenders run in alternation (A B C A B C ...), {args.runs} runs each (a contender "
@@ -1186,6 +1267,11 @@ def parse_args():
     p.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")],
                    help="rule counts, comma-separated (default 100,1000,10000,50000)")
     p.add_argument("--set-size", type=int, help="addresses in the set workload (default 100000; 0 = none)")
+    p.add_argument("--calico-policies", type=int,
+                   help="GlobalNetworkPolicies of 10 rules in the Calico workload (default 1000, --quick 100; 0 = "
+                        "no Calico workload)")
+    p.add_argument("--calico-cidrs", type=int,
+                   help="networks in the Calico workload's 50 GlobalNetworkSets (default 50000, --quick 1000)")
     p.add_argument("--runs", type=int, help="runs per contender (default 5, --quick 3)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--budget", type=float, default=60,
@@ -1212,6 +1298,10 @@ def parse_args():
         args.sizes = [100, 1000] if args.quick else [100, 1000, 10000, 50000]
     if args.set_size is None:
         args.set_size = 1000 if args.quick else 100000
+    if args.calico_policies is None:
+        args.calico_policies = 100 if args.quick else 1000
+    if args.calico_cidrs is None:
+        args.calico_cidrs = 1000 if args.quick else 50000
     if args.runs is None:
         args.runs = 3 if args.quick else 5
     if args.dataplane_sizes is None:
