@@ -1248,8 +1248,9 @@ def write_report(path, figures, workloads, rows, prof, started, elapsed, args, d
     lines += ["## Targets (issues #4, #5, #10)", ""]
     for paragraph in targets(figures, workloads, rows, args) + ([dataplane_target(dp, args)] if dp else []):
         lines += [paragraph, ""]
+    calico = "" if any(w["kind"] == "calico" for w in workloads) else ", the Calico workload"
     lines += ["Not measured by this harness yet (issue #10): the ebpf backend's apply times and per-packet "
-              "figures (`ebpf_bench`, backends/ebpf/README.md), the Calico workload; "
+              f"figures (`ebpf_bench`, backends/ebpf/README.md){calico}; "
               "`firewall-cmd --reload`: [benchmarks-firewalld.md](benchmarks-firewalld.md).", ""]
     if args.notes and Path(args.notes).exists():
         lines += [Path(args.notes).read_text().rstrip(), ""]
