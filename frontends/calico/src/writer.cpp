@@ -674,6 +674,9 @@ void Writer::report_other_stages() {
           pending.pop_back();
           const ir::Chain* chain = ruleset_.find_chain(name);
           if (!chain || !seen.insert(name).second) continue;
+          // The rules no Calico resource can carry: one report per chain, at its first such rule.
+          const ir::Rule* first_left_out = nullptr;
+          std::set<std::string> left_out;
           for (const auto& rule : chain->rules) {
             auto kind = rule.action.kind;
             if (kind == ir::ActionKind::jump) {
@@ -684,10 +687,16 @@ void Writer::report_other_stages() {
                        kind == ir::ActionKind::tcp_mss_clamp) {
               action_of(rule);
             } else {
-              cannot(rule.origin, std::string(ir::to_string(kind)) + " in stage " +
-                                      std::string(ir::to_string(stage)) +
-                                      ": only input, forward and output are written as Calico policy");
+              if (!first_left_out) first_left_out = &rule;
+              left_out.insert(std::string(ir::to_string(kind)));
             }
+          }
+          if (first_left_out) {
+            std::string actions;
+            for (const auto& kind : left_out) actions += (actions.empty() ? "" : ", ") + kind;
+            cannot(first_left_out->origin,
+                   "chain '" + name + "' (" + actions + ") in stage " + std::string(ir::to_string(stage)) +
+                       ": only input, forward and output are written as Calico policy");
           }
         }
         if (endpoint.default_verdict != ir::Verdict::continue_)

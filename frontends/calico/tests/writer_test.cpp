@@ -177,5 +177,33 @@ TEST_CASE("writer: what Calico cannot say is reported at its origin, once") {
   CHECK(has("policy.yaml:1:1: error: cannot write as calico: endpoint 'uplink': classified by address") == 1);
 }
 
+TEST_CASE("writer: a chain of a stage Calico has no policy for is reported once") {
+  ir::Ruleset rs = tricky_ruleset();
+  ir::Rule nd = rule(ir::ActionKind::return_, 30);
+  ir::Rule spoofed = rule(ir::ActionKind::drop, 31);
+  spoofed.match.rpf = ir::RpfMode::strict;
+  spoofed.match.rpf_negate = true;
+  rs.chains["rpfilter"] = {"rpfilter", {nd, nd, spoofed}, {}};
+  ir::Endpoint any;
+  any.name = "rpfilter";
+  any.groups.push_back({"rpfilter", {"rpfilter"}, ir::Verdict::continue_, {}, {}});
+  rs.stage(ir::Stage::prednat).sections.push_back({"rpfilter", false, {any}});
+  Diagnostics diag;
+  diag.add_file("policy.yaml");
+  write_resources(rs, "n1", diag);
+  auto errors = formatted(diag, Severity::error);
+  auto found = std::find_if(errors.begin(), errors.end(),
+                            [](const std::string& e) { return e.find("rpfilter") != std::string::npos; });
+  REQUIRE(found != errors.end());
+  CHECK(std::find_if(found + 1, errors.end(), [](const std::string& e) {
+          return e.find("rpfilter") != std::string::npos;
+        }) == errors.end());
+  CHECK(
+      *found ==
+      "policy.yaml:30:1: error: cannot write as calico: chain 'rpfilter' (drop, return) in stage prednat: "
+      "only input, forward and output are written as Calico policy (rule at line 30) (it is left out of the "
+      "Calico policy; review the written files)");
+}
+
 }  // namespace
 }  // namespace fwe::calico::test
