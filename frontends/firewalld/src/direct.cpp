@@ -144,6 +144,8 @@ class ArgsReader {
     }
     if (!error_.empty()) return error_;
     if (!target_seen_) return "a rule without -j only counts packets";
+    if (needs_notrack_) return "CT without --notrack is not carried over";
+    if (needs_address_) return target_ + " needs --to-destination or --to-source";
     return out_;
   }
 
@@ -506,15 +508,6 @@ class ArgsReader {
     return true;
   }
 
- public:
-  // Checks what a target needs once all words are read.
-  std::optional<std::string> unfinished() const {
-    if (needs_notrack_) return "CT without --notrack is not carried over";
-    if (needs_address_) return target_ + " needs --to-destination or --to-source";
-    return std::nullopt;
-  }
-
- private:
   std::vector<std::string> words_;
   ir::Family family_;
   std::size_t at_ = 0;
@@ -531,11 +524,7 @@ class ArgsReader {
 std::variant<DirectRuleIr, std::string> parse_direct_args(const std::string& args, ir::Family family) {
   auto words = split_words(args);
   if (!words) return std::string("a quote is not closed");
-  ArgsReader reader(std::move(*words), family);
-  Result result = reader.run();
-  if (std::holds_alternative<DirectRuleIr>(result))
-    if (auto why = reader.unfinished()) return *why;
-  return result;
+  return ArgsReader(std::move(*words), family).run();
 }
 
 }  // namespace fwe::firewalld
