@@ -867,6 +867,9 @@ def run_case(scenario, case, backend, topology, engine, options, report, pool):
                 if changed:
                     report.failure(f"{where} [{backend}]", f"not as before apply after flush: {', '.join(changed)} "
                                    "(fwengine left something behind or changed what is not its own)")
+                kept = os.path.join("/run/fwengine", host_netns, f"backend-{backend}")
+                if os.path.exists(kept):
+                    report.failure(f"{where} [{backend}]", f"flush left the backend's state {kept} behind")
 
 
 def run_scenario(path, tag, backends, engine, options, report, pool):

@@ -908,7 +908,7 @@ class Session {
       save_snapshot(candidate_snapshot_dir(o_.netns), sources_, snapshot_meta());
     }
     auto start = std::chrono::steady_clock::now();
-    be->apply(*plan, {o_.vm.count("full") > 0, hash_});
+    be->apply(*plan, {o_.vm.count("full") > 0, hash_, backend_state_dir(o_.netns, o_.backend)});
     auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     remember_applied();
     std::string deadline;
@@ -1001,7 +1001,7 @@ class Session {
         if (compile(*fe)) {
           if (auto plan = render(*be)) {
             auto lock = writer_lock();
-            be->apply(*plan, {false, hash_});
+            be->apply(*plan, {false, hash_, backend_state_dir(o_.netns, o_.backend)});
             remember_applied();
             keep_as_good();
             ++metrics.reloads_ok;
@@ -1117,6 +1117,8 @@ class Session {
       be.flush();
       state::forget(o_.netns);
       state::forget_source(o_.netns);
+      std::error_code ec;
+      std::filesystem::remove_all(backend_state_dir(o_.netns, o_.backend), ec);
       std::cerr << "fwengine: stopped; flushed (flush-on-stop: true)\n";
     } else {
       std::cerr << "fwengine: stopped; the ruleset stays in the kernel\n";
@@ -1204,6 +1206,7 @@ class Session {
     std::error_code ec;
     std::filesystem::remove_all(good_snapshot_dir(o_.netns), ec);
     std::filesystem::remove_all(candidate_snapshot_dir(o_.netns), ec);
+    std::filesystem::remove_all(backend_state_dir(o_.netns, o_.backend), ec);
     if (!o_.quiet && !o_.json) std::cout << "flushed everything fwengine owned (" << o_.backend << ")\n";
     if (o_.json) std::cout << json{{"ok", true}}.dump() << '\n';
     return 0;

@@ -59,6 +59,9 @@ std::string good_snapshot_dir(const std::string& netns) {
 std::string candidate_snapshot_dir(const std::string& netns) {
   return state::run_dir(netns) + "/candidate";
 }
+std::string backend_state_dir(const std::string& netns, const std::string& backend) {
+  return state::run_dir(netns) + "/backend-" + backend;
+}
 
 void require_keepable(const std::vector<std::string>& sources) {
   for (const auto& source : sources)

@@ -26,6 +26,8 @@ struct Snapshot {
 std::string good_snapshot_dir(const std::string& netns);
 // /run/fwengine/<netns>/candidate: what an apply --confirm loaded and waits to be confirmed.
 std::string candidate_snapshot_dir(const std::string& netns);
+// /run/fwengine/<netns>/backend-<name>: what a backend keeps to make its next apply incremental.
+std::string backend_state_dir(const std::string& netns, const std::string& backend);
 
 // Throws UsageError for sources that cannot be kept for a rollback: stdin ("-") and datastores.
 void require_keepable(const std::vector<std::string>& sources);

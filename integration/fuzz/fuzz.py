@@ -79,9 +79,10 @@ def explain_trace(document, indent="    "):
 class Runner:
     """One backend, one topology; runs policies against probes and compares with trace."""
 
-    def __init__(self, engine, backend, topology, timeout, workdir):
+    def __init__(self, engine, backend, topology, timeout, workdir, incremental=False):
         self.engine, self.backend, self.topology = engine, backend, topology
         self.timeout = timeout
+        self.incremental = incremental  # each policy applied over the previous one, no flush in between
         self.workdir = Path(workdir)
         self.files = 0
         self.netns = topology.names[HOST]
@@ -134,9 +135,13 @@ class Runner:
             results = [(t[0], r[0], r[1], " | ".join(t[1])) for t, r in zip(traces, real)]
             return {"status": "done", "results": results}
         finally:
-            completed = self.engine.flush(files, self.backend, self.netns)
-            if completed.returncode != 0:
-                raise RuntimeError(f"flush exited {completed.returncode}: {completed.stderr.strip()}")
+            if not self.incremental:
+                self.flush()
+
+    def flush(self):
+        completed = self.engine.flush(self.write_policy(minimal_policy()), self.backend, self.netns)
+        if completed.returncode != 0:
+            raise RuntimeError(f"flush exited {completed.returncode}: {completed.stderr.strip()}")
 
     def program_verdict(self, probe, packets, expected, real):
         """ebpf: the probe's packets also through the attached programs with BPF_PROG_TEST_RUN
@@ -521,6 +526,9 @@ def main():
     parser.add_argument("--time-budget", type=float, default=0, help="stop starting cases after S seconds")
     parser.add_argument("--no-corpus", dest="corpus", action="store_false", help="do not replay the corpus")
     parser.add_argument("--write-corpus", action="store_true", help="write reproducers to corpus/")
+    parser.add_argument("--incremental", action="store_true",
+                        help="apply each policy over the previous one (the backend's incremental path), "
+                             "flush only at the end; a reproducer then may need the policy before it")
     parser.add_argument("-v", "--verbose", action="store_true")
     options = parser.parse_args()
     options.deadline = time.monotonic() + options.time_budget if options.time_budget else None
@@ -550,7 +558,7 @@ def main():
             topology.build()
             topology.start_agents()
             topology.listen({ns: (set(PORTS), set(PORTS)) for ns in topology.names})
-            runner = Runner(engine, options.backend, topology, options.timeout, workdir)
+            runner = Runner(engine, options.backend, topology, options.timeout, workdir, options.incremental)
             before = topology.kernel_state(HOST)
             profile = backend_profile(runner, avoid)
             print(f"backend {options.backend}: stages {', '.join(profile.stages)}; no drop in "
@@ -566,6 +574,8 @@ def main():
                 replay_corpus(runner, options.backend, known, report)
             print(f"random cases: seed {options.seed}, {options.cases} cases of {options.probes} probes", flush=True)
             run_random(runner, options.backend, profile, options, report)
+            if options.incremental:
+                runner.flush()
             after = topology.kernel_state(HOST)
             changed = [place for place in before if after.get(place) != before[place]]
             if changed:

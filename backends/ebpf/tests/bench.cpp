@@ -82,7 +82,7 @@ double apply_ms(EbpfBackend& backend, const ir::Ruleset& rs) {
   auto plan = backend.render(rs, diag);
   must(plan != nullptr, "render");
   auto start = std::chrono::steady_clock::now();
-  backend.apply(*plan, {false, "bench"});
+  backend.apply(*plan, {.ir_hash = "bench"});
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 }
 

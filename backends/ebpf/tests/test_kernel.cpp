@@ -65,7 +65,7 @@ void apply(EbpfBackend& backend, const ir::Ruleset& rs) {
   Diagnostics diag;
   auto plan = backend.render(rs, diag);
   REQUIRE(plan);
-  backend.apply(*plan, {false, canonical::hash(rs)});
+  backend.apply(*plan, {.ir_hash = canonical::hash(rs)});
 }
 
 }  // namespace

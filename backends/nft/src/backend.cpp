@@ -5,13 +5,12 @@
 #include <map>
 #include <sstream>
 
+#include "applied.hpp"
 #include "netlink.hpp"
 #include "translate.hpp"
 
 namespace fwe::nft {
 namespace {
-
-using Stamps = std::vector<std::pair<std::string, std::string>>;
 
 // Every rule's chain and stamp, and every counted element's set and stamp.
 std::pair<Stamps, Stamps> stamps_of(const Table& table) {
@@ -60,14 +59,35 @@ void NftBackend::apply(const Plan& plan, const ApplyOptions& options) {
   std::string hash = options.ir_hash.empty() ? "none" : options.ir_hash.substr(0, 64);
   std::string marker = std::string(kMarkerPrefix) + hash + "-" +
                        std::to_string(rules.size() + elements.size()) + "-" + rules_digest(rules, elements);
-  if (options.full)
-    apply_table(table, marker);
-  else
-    apply_table_incremental(table, marker);
+  std::optional<AppliedSets> previous;
+  if (!options.full && !options.state_dir.empty()) previous = AppliedSets::load(options.state_dir);
+  try {
+    if (options.full)
+      apply_table(connection(), table, marker);
+    else
+      apply_table_incremental(connection(), table, marker, previous ? &*previous : nullptr);
+  } catch (const RuntimeError&) {
+    connection_.reset();
+    // The record can be out of step with the kernel where no stamp shows it (an element deleted by
+    // hand): a full replace needs no record. What the kernel refuses in both is refused again.
+    if (options.full || !previous) throw;
+    try {
+      apply_table(connection(), table, marker);
+    } catch (const RuntimeError&) {
+      connection_.reset();
+      throw;
+    }
+  }
+  if (!options.state_dir.empty()) AppliedSets::save(options.state_dir, table, marker);
+}
+
+Connection& NftBackend::connection() {
+  if (!connection_) connection_ = std::make_unique<Connection>();
+  return *connection_;
 }
 
 KernelState NftBackend::read_back() {
-  Listing listing = list_table();
+  Listing listing = list_table(connection());
   KernelState state;
   state.present = listing.present;
   if (!listing.present) return state;
@@ -126,7 +146,7 @@ KernelState NftBackend::read_back() {
 }
 
 void NftBackend::flush() {
-  delete_table();
+  delete_table(connection());
 }
 
 }  // namespace fwe::nft

@@ -4,6 +4,7 @@
 
 #include "fwengine/plugin.hpp"
 #include "model.hpp"
+#include "netlink.hpp"
 
 namespace fwe::nft {
 
@@ -26,6 +27,12 @@ class NftBackend : public Backend {
   void apply(const Plan& plan, const ApplyOptions& options) override;
   KernelState read_back() override;
   void flush() override;
+
+ private:
+  // Opened on first use (render needs none), dropped after a failure so that no reply of a refused
+  // batch can reach the next one.
+  Connection& connection();
+  std::unique_ptr<Connection> connection_;
 };
 
 }  // namespace fwe::nft

@@ -6,6 +6,7 @@
 #include <linux/netfilter.h>
 
 #include <algorithm>
+#include <cstring>
 #include <sstream>
 
 namespace fwe::nft {
@@ -25,6 +26,29 @@ std::string hook_name(std::uint32_t hooknum) {
     default:
       return "unknown";
   }
+}
+
+std::uint64_t digest_bytes(std::uint64_t h, std::string_view bytes) {
+  constexpr std::uint64_t prime = 1099511628211ull;
+  std::size_t i = 0;
+  for (; i + 8 <= bytes.size(); i += 8) {
+    std::uint64_t word;
+    std::memcpy(&word, bytes.data() + i, 8);
+    h = (h ^ word) * prime;
+    h ^= h >> 32;
+  }
+  for (; i < bytes.size(); ++i) h = (h ^ static_cast<unsigned char>(bytes[i])) * prime;
+  return (h ^ 0xff) * prime;
+}
+
+std::uint64_t element_digest(const Element& element, std::uint64_t seed) {
+  auto view = [](const Bytes& b) {
+    return std::string_view(reinterpret_cast<const char*>(b.data()), b.size());
+  };
+  seed = digest_bytes(seed, view(element.key));
+  seed = digest_bytes(seed, element.interval_end ? "end" : "");
+  seed = digest_bytes(seed, view(element.key_end));
+  return digest_bytes(seed, element.comment);
 }
 
 std::string type_name(KeyType type) {

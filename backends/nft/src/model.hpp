@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace fwe::nft {
@@ -30,6 +31,8 @@ enum class KeyType : std::uint32_t {
   ifname = 41,
 };
 
+inline constexpr std::uint64_t kDigestSeed = 1469598103934665603ull;  // FNV-1a's offset basis
+
 struct Element {
   Bytes key{};
   bool interval_end = false;
@@ -50,7 +53,16 @@ struct Set {
   std::uint32_t id = 0;   // batch-local id the rule's lookup refers to
   std::vector<Element> elements{};
   std::vector<std::string> element_text{};  // the same elements as nft writes them
+  std::uint64_t content = 0;                // named sets: element_digest of all elements, in order
 };
+
+// FNV-1a's step over 8 bytes at a time (folding the high bits back down, which the multiplication
+// never carries there), then over the rest, and a separator: a stable digest, fast enough for every
+// element of a 50,000-rule policy on every apply.
+std::uint64_t digest_bytes(std::uint64_t h, std::string_view bytes);
+// The digest of an element's key, flags, end key and comment, continuing from seed: what tells two
+// elements, or two sets' contents, apart.
+std::uint64_t element_digest(const Element& element, std::uint64_t seed = kDigestSeed);
 
 // nft's name and byte length of a key type.
 std::string type_name(KeyType type);

@@ -64,6 +64,8 @@ constexpr std::uint32_t kConcatTypeBits = 6;                    // nft's TYPE_BI
   throw RuntimeError("nft: " + what + ": " + std::strerror(errno));
 }
 
+}  // namespace
+
 class Socket {
  public:
   Socket() : nl_(mnl_socket_open(NETLINK_NETFILTER)) {
@@ -88,6 +90,11 @@ class Socket {
  private:
   std::unique_ptr<mnl_socket, Deleter<mnl_socket_close>> nl_;
 };
+
+Connection::Connection() : socket_(std::make_unique<Socket>()) {}
+Connection::~Connection() = default;
+
+namespace {
 
 // Sends one request and runs cb on each reply until the kernel says done (or acknowledges).
 void request(Socket& sock, nlmsghdr* nlh, mnl_cb_t cb, void* data) {
@@ -457,10 +464,26 @@ class Transaction {
 
   // The elements, in messages small enough for the element list nest.
   void elements(const Set& set, std::uint32_t id, const std::string& what) {
-    for (std::size_t first = 0; first < set.elements.size(); first += kElementsPerMessage) {
+    std::vector<const Element*> all;
+    all.reserve(set.elements.size());
+    for (const auto& element : set.elements) all.push_back(&element);
+    elements(NFT_MSG_NEWSETELEM, set, id, all, what);
+  }
+
+  // An element delta of a set the kernel has: deletions and additions, in that order.
+  void patch(const Set& set, const SetDelta& delta) {
+    std::vector<const Element*> removed;
+    for (const auto& element : delta.removed) removed.push_back(&element);
+    elements(NFT_MSG_DELSETELEM, set, 0, removed, "deletion of elements of set " + set.name);
+    elements(NFT_MSG_NEWSETELEM, set, 0, delta.added, "elements of set " + set.name);
+  }
+
+  void elements(std::uint16_t type, const Set& set, std::uint32_t id, const std::vector<const Element*>& list,
+                const std::string& what) {
+    for (std::size_t first = 0; first < list.size(); first += kElementsPerMessage) {
       SetPtr chunk = build_set(set, id);
-      for (std::size_t i = first; i < std::min(set.elements.size(), first + kElementsPerMessage); ++i) {
-        const Element& element = set.elements[i];
+      for (std::size_t i = first; i < std::min(list.size(), first + kElementsPerMessage); ++i) {
+        const Element& element = *list[i];
         nftnl_set_elem* e = nftnl_set_elem_alloc();
         nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, element.key.data(),
                            static_cast<std::uint32_t>(element.key.size()));
@@ -476,7 +499,8 @@ class Transaction {
         }
         nftnl_set_elem_add(chunk.get(), e);
       }
-      nftnl_set_elems_nlmsg_build_payload(message(NFT_MSG_NEWSETELEM, NLM_F_CREATE, what), chunk.get());
+      nftnl_set_elems_nlmsg_build_payload(message(type, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0, what),
+                                          chunk.get());
       next();
     }
   }
@@ -820,8 +844,7 @@ void list_rules(Socket& sock, std::uint32_t seq, Listing& out) {
 
 // Runs fill(tx, sock) against the current generation; rebuilds and resends when it moved meanwhile.
 template <class Fill>
-void run_transaction(Fill fill) {
-  Socket sock;
+void run_transaction(Socket& sock, Fill fill) {
   for (int attempt = 0;; ++attempt) {
     std::uint32_t seq = first_seq();
     Transaction tx(seq + 1, generation(sock, seq));
@@ -857,12 +880,13 @@ bool same_hook(const std::optional<Hook>& a, const std::optional<Hook>& b) {
 
 }  // namespace
 
-void apply_table(const Table& table, const std::string& marker) {
-  run_transaction([&](Transaction& tx, Socket&) { fill_replace(tx, table, marker); });
+void apply_table(Connection& connection, const Table& table, const std::string& marker) {
+  run_transaction(connection.socket(), [&](Transaction& tx, Socket&) { fill_replace(tx, table, marker); });
 }
 
-void apply_table_incremental(const Table& table, const std::string& marker) {
-  run_transaction([&](Transaction& tx, Socket& sock) {
+void apply_table_incremental(Connection& connection, const Table& table, const std::string& marker,
+                             const AppliedSets* previous) {
+  run_transaction(connection.socket(), [&](Transaction& tx, Socket& sock) {
     // Listed after the generation was read: a change in between makes the kernel refuse the batch.
     if (!table_exists(sock, first_seq())) return fill_replace(tx, table, marker);
     Listing kernel;
@@ -879,11 +903,24 @@ void apply_table_incremental(const Table& table, const std::string& marker) {
       if (!want_chains.count(chain.name)) outdated.emplace(stable_part(chain.name), &chain);
     }
     std::set<std::string> have_sets(kernel.sets.begin(), kernel.sets.end());
+    // A set the kernel has is patched from the record of the apply that loaded it. Without a record
+    // of what the kernel holds, only a full replace is sure to reach the wanted state.
+    const bool recorded = previous && have_chains.count(previous->marker());
+    std::vector<std::pair<const Set*, SetDelta>> patches;
+    for (const auto& set : table.sets) {
+      if (!have_sets.count(set.name)) continue;
+      if (!recorded || !previous->has(set.name)) return fill_replace(tx, table, marker);
+      if (previous->same(set)) continue;
+      auto delta = previous->delta(set);
+      if (!delta) return fill_replace(tx, table, marker);
+      patches.emplace_back(&set, std::move(*delta));
+    }
     // Helper objects are only ever added here (a full apply drops those no rule uses any more).
     for (const auto& helper : table.helpers) tx.helper(helper);
     if (!marker.empty() && !have_chains.count(marker)) tx.chain({marker, {}, {}});
     for (const auto& set : table.sets)
       if (!have_sets.count(set.name)) tx.set(set, tx.named_set_id(), "set " + set.name);
+    for (const auto& [set, delta] : patches) tx.patch(*set, delta);
     std::vector<const Chain*> fill;
     std::set<std::string> reused;
     for (const auto& chain : table.chains) {
@@ -912,15 +949,15 @@ void apply_table_incremental(const Table& table, const std::string& marker) {
   });
 }
 
-void delete_table() {
-  run_transaction([](Transaction& tx, Socket&) {
+void delete_table(Connection& connection) {
+  run_transaction(connection.socket(), [](Transaction& tx, Socket&) {
     tx.table(NFT_MSG_NEWTABLE, NLM_F_CREATE);
     tx.table(NFT_MSG_DELTABLE, 0);
   });
 }
 
-Listing list_table() {
-  Socket sock;
+Listing list_table(Connection& connection) {
+  Socket& sock = connection.socket();
   Listing out;
   std::uint32_t seq = first_seq();
   out.present = table_exists(sock, seq);
@@ -932,21 +969,16 @@ Listing list_table() {
   return out;
 }
 
-std::string rules_digest(std::vector<std::pair<std::string, std::string>> chain_and_comment,
-                         const std::vector<std::pair<std::string, std::string>>& set_and_comment) {
+std::string rules_digest(Stamps chain_and_comment, const Stamps& set_and_comment) {
   // The kernel lists chains in creation order, which incremental applies change: sort by chain.
   std::stable_sort(chain_and_comment.begin(), chain_and_comment.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
-  auto mix = [](std::uint64_t h, std::string_view s) {
-    for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-    return (h ^ 0xff) * 1099511628211ull;
-  };
-  std::uint64_t h = 1469598103934665603ull;
-  for (const auto& [chain, comment] : chain_and_comment) h = mix(mix(h, chain), comment);
+  std::uint64_t h = kDigestSeed;
+  for (const auto& [chain, comment] : chain_and_comment) h = digest_bytes(digest_bytes(h, chain), comment);
   // A hash set lists its elements in its own order: their hashes are summed, in no order.
   std::uint64_t elements = 0;
   for (const auto& [set, comment] : set_and_comment)
-    elements += mix(mix(1469598103934665603ull, set), comment);
+    elements += digest_bytes(digest_bytes(kDigestSeed, set), comment);
   h = (h ^ elements) * 1099511628211ull;
   char out[24];
   std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(h));

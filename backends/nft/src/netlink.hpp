@@ -3,29 +3,52 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "applied.hpp"
 #include "model.hpp"
 
 namespace fwe::nft {
+
+class Socket;
+
+// A netlink socket to nf_tables, kept across calls. Closing one after a commit that deleted objects
+// waits until the kernel has freed them (an RCU grace period, 5-10 ms here): whoever keeps the
+// connection pays that once, when it ends, rather than inside every apply.
+class Connection {
+ public:
+  Connection();
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  Socket& socket() { return *socket_; }
+
+ private:
+  std::unique_ptr<Socket> socket_;
+};
 
 // Replaces table inet fwengine with `table` in one transaction (add, delete, add, then sets, chains,
 // rules). Retries when another writer changed the ruleset meanwhile (generation id). On refusal nothing
 // is applied and fwe::RuntimeError names the origin of what the kernel refused. A non-empty marker
 // names one more, empty, chain: the stamp of this apply (see NftBackend::apply).
-void apply_table(const Table& table, const std::string& marker = {});
+void apply_table(Connection& connection, const Table& table, const std::string& marker = {});
 
-// The same end state in one transaction that only touches what differs from the kernel. Set and chain
-// names end in a digest of their content (a chain's digest leaves out the digests of the chains it
-// jumps to), so it adds the new sets, deletes what is gone, and a chain whose content changed is
-// renamed in place (callers jump to it by reference, so none of them changes) and refilled. Unchanged
-// chains keep their counters. Replaces the whole table when ours is absent.
-void apply_table_incremental(const Table& table, const std::string& marker = {});
+// The same end state in one transaction that only touches what differs from the kernel. Chain names
+// end in a digest of their content (leaving out the digests of the chains it jumps to), set names in
+// one of their declaration: it adds the new sets, sends element deltas into the changed ones (from
+// `previous`, the record of the apply the kernel holds), deletes what is gone, and renames a chain
+// whose content changed in place (callers jump to it by reference, so none of them changes) and
+// refills it. Unchanged chains and elements keep their counters. Replaces the whole table when ours
+// is absent, or when a set it would keep has no valid record.
+void apply_table_incremental(Connection& connection, const Table& table, const std::string& marker,
+                             const AppliedSets* previous);
 
 // Deletes table inet fwengine if it exists; nothing else.
-void delete_table();
+void delete_table(Connection& connection);
 
 struct ListedRule {
   std::string chain;
@@ -53,12 +76,14 @@ struct Listing {
   std::vector<ListedRule> rules;
   std::vector<ListedElement> elements;  // of counted_sets, interval end markers left out
 };
-Listing list_table();
+Listing list_table(Connection& connection);
+
+// Pairs of a chain's (a set's) name and the origin stamp of one of its rules (elements).
+using Stamps = std::vector<std::pair<std::string_view, std::string_view>>;
 
 // The digest of every rule's chain and origin stamp (and every counted element's set and stamp),
 // stamped into the marker chain's name at apply: what read-back compares to find drift.
-std::string rules_digest(std::vector<std::pair<std::string, std::string>> chain_and_comment,
-                         const std::vector<std::pair<std::string, std::string>>& set_and_comment);
+std::string rules_digest(Stamps chain_and_comment, const Stamps& set_and_comment);
 
 // libnftnl's text of one rule's expressions (the `nft --debug=netlink` form), for golden tests.
 std::string bytecode(const Rule& rule, const std::string& chain);

@@ -1504,21 +1504,23 @@ void rename_references(Rule& rule, const std::map<std::string, std::string>& ren
   }
 }
 
-// Every set and chain gets a name ending in a digest of its content. A chain's digest covers its own
-// rules, with the sets they look up under their final names but the chains they jump to under their
-// stable names: a changed chain changes its own name only. An incremental apply then adds the new sets,
-// renames a changed chain in place and refills it (whoever jumps to it follows the rename), and deletes
-// what is gone. A changed set is created anew rather than patched: reading a large interval set back
-// from the kernel to compute element deltas costs more than loading it again.
+// Every chain gets a name ending in a digest of its content, every set one ending in a digest of its
+// declaration; a set's elements are summed up in Set::content. A chain's digest covers its own rules,
+// with the sets they look up and the chains they jump to under their final and stable names: a changed
+// chain changes its own name only. An incremental apply then adds the new sets, patches the elements
+// of the changed ones, renames a changed chain in place and refills it (whoever jumps to it follows the
+// rename), and deletes what is gone.
 void content_address(Table& table) {
   std::map<std::string, std::string> renamed;
   for (auto& set : table.sets) {
-    std::string content = std::to_string(static_cast<std::uint32_t>(set.key_type));
-    for (auto type : set.concat) content += "." + std::to_string(static_cast<std::uint32_t>(type));
-    if (set.counters) content += " counter";
-    for (const auto& e : set.element_text) content += "," + e;
-    renamed[set.name] = set.name + "." + hex8(fnv1a(content));
+    std::string declaration = std::to_string(static_cast<std::uint32_t>(set.key_type));
+    for (auto type : set.concat) declaration += "." + std::to_string(static_cast<std::uint32_t>(type));
+    if (set.interval) declaration += " interval";
+    if (set.counters) declaration += " counter";
+    renamed[set.name] = set.name + "." + hex8(fnv1a(declaration));
     set.name = renamed[set.name];
+    set.content = kDigestSeed;
+    for (const auto& element : set.elements) set.content = element_digest(element, set.content);
   }
   std::map<std::string, std::string> chains;
   for (auto& chain : table.chains) {

@@ -54,7 +54,7 @@ TEST_CASE("the small ruleset renders to the golden nft text") {
   CHECK(render(nft_test::small_ruleset()).text() == R"(table inet fwengine
 delete table inet fwengine
 table inet fwengine {
-	set s-admins_v4.74c6c603 {
+	set s-admins_v4.c93b1f15 {
 		type ipv4_addr
 		flags interval
 		elements = { 10.0.0.0/8, 192.168.1.0/24 }
@@ -71,10 +71,10 @@ table inet fwengine {
 		counter drop comment "policy.yaml:3:3 HostEndpoint eth0"
 	}
 	chain g-input-0-eth0-0-tier.c6b7aefd {
-		counter jump c-allow-ssh.8005757b comment "policy.yaml:4:3 tier default"
+		counter jump c-allow-ssh.cedb6e35 comment "policy.yaml:4:3 tier default"
 	}
-	chain c-allow-ssh.8005757b {
-		meta nfproto ipv4 meta l4proto 6 ip saddr @s-admins_v4.74c6c603 th dport 22 counter meta mark set meta mark | 0x40000000 accept comment "policy.yaml:7:3 GlobalNetworkPolicy allow-ssh#0"
+	chain c-allow-ssh.cedb6e35 {
+		meta nfproto ipv4 meta l4proto 6 ip saddr @s-admins_v4.c93b1f15 th dport 22 counter meta mark set meta mark | 0x40000000 accept comment "policy.yaml:7:3 GlobalNetworkPolicy allow-ssh#0"
 	}
 	chain c-failsafe-in.e6e1492a {
 		meta l4proto 6 th dport 2222 counter accept comment "policy.yaml:20:3 failsafe#0"

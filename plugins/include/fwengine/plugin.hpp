@@ -104,7 +104,10 @@ class FWE_API Plan {
 
 struct ApplyOptions {
   bool full = false;  // replace everything even where an incremental change would do
-  std::string ir_hash;
+  std::string ir_hash{};
+  // A directory of this namespace's state (empty: none) where the backend may keep what it needs to
+  // make the next apply incremental. It survives applies; flush removes it.
+  std::string state_dir{};
 };
 
 struct RuleCounter {

@@ -1,0 +1,180 @@
+// applied.cpp - see applied.hpp. The record is binary, in the host's byte order (it never leaves the
+// host's /run): a header with the stamp chain's name, then per set its name, content digest, element
+// count and elements (flags, key, end key and the element's digest, which covers its comment too).
+#include "applied.hpp"
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+namespace fwe::nft {
+namespace {
+
+constexpr std::string_view kMagic = "fwengine nft sets 1\n";
+constexpr const char* kFileName = "/sets";
+
+template <class T>
+void put(std::string& out, T value) {
+  out.append(reinterpret_cast<const char*>(&value), sizeof value);
+}
+void put_bytes(std::string& out, const std::string& s) {
+  put(out, static_cast<std::uint32_t>(s.size()));
+  out += s;
+}
+void put_key(std::string& out, const Bytes& key) {
+  put(out, static_cast<std::uint8_t>(key.size()));
+  out.append(key.begin(), key.end());
+}
+
+// Reads what put wrote, refusing to run past the end.
+class Reader {
+ public:
+  Reader(const std::string& bytes, std::size_t at, std::size_t end) : bytes_(bytes), at_(at), end_(end) {}
+  template <class T>
+  bool get(T& value) {
+    if (end_ - at_ < sizeof value) return false;
+    std::memcpy(&value, bytes_.data() + at_, sizeof value);
+    at_ += sizeof value;
+    return true;
+  }
+  bool get_bytes(std::string& s) {
+    std::uint32_t len = 0;
+    if (!get(len) || end_ - at_ < len) return false;
+    s.assign(bytes_, at_, len);
+    at_ += len;
+    return true;
+  }
+  bool get_key(Bytes& key) {
+    std::uint8_t len = 0;
+    if (!get(len) || end_ - at_ < len) return false;
+    key.assign(bytes_.begin() + static_cast<std::ptrdiff_t>(at_),
+               bytes_.begin() + static_cast<std::ptrdiff_t>(at_ + len));
+    at_ += len;
+    return true;
+  }
+  bool skip(std::size_t n) {
+    if (end_ - at_ < n) return false;
+    at_ += n;
+    return true;
+  }
+  std::size_t at() const { return at_; }
+
+ private:
+  const std::string& bytes_;
+  std::size_t at_, end_;
+};
+
+}  // namespace
+
+void AppliedSets::save(const std::string& dir, const Table& table, const std::string& marker) {
+  std::string out(kMagic);
+  put_bytes(out, marker);
+  put(out, static_cast<std::uint32_t>(table.sets.size()));
+  for (const auto& set : table.sets) {
+    put_bytes(out, set.name);
+    put(out, set.content);
+    put(out, static_cast<std::uint64_t>(set.elements.size()));
+    std::string elements;
+    for (const auto& element : set.elements) {
+      put(elements, static_cast<std::uint8_t>(element.interval_end ? 1 : 0));
+      put_key(elements, element.key);
+      put_key(elements, element.key_end);
+      put(elements, element_digest(element));
+    }
+    put(out, static_cast<std::uint64_t>(elements.size()));
+    out += elements;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  const std::string path = dir + kFileName, aside = path + ".tmp";
+  {
+    std::ofstream file(aside, std::ios::binary | std::ios::trunc);
+    if (!file.write(out.data(), static_cast<std::streamsize>(out.size())) || !file.flush()) return;
+  }
+  std::filesystem::rename(aside, path, ec);
+}
+
+std::optional<AppliedSets> AppliedSets::load(const std::string& dir) {
+  std::ifstream file(dir + kFileName, std::ios::binary | std::ios::ate);
+  if (!file) return std::nullopt;
+  AppliedSets out;
+  out.bytes_.resize(static_cast<std::size_t>(file.tellg()));
+  file.seekg(0);
+  if (!file.read(out.bytes_.data(), static_cast<std::streamsize>(out.bytes_.size()))) return std::nullopt;
+  if (out.bytes_.compare(0, kMagic.size(), kMagic) != 0) return std::nullopt;
+  Reader in(out.bytes_, kMagic.size(), out.bytes_.size());
+  std::uint32_t sets = 0;
+  if (!in.get_bytes(out.marker_) || !in.get(sets)) return std::nullopt;
+  for (std::uint32_t i = 0; i < sets; ++i) {
+    std::string name;
+    Entry entry;
+    std::uint64_t count = 0, size = 0;
+    if (!in.get_bytes(name) || !in.get(entry.content) || !in.get(count) || !in.get(size)) return std::nullopt;
+    entry.count = count;
+    entry.begin = in.at();
+    if (!in.skip(size)) return std::nullopt;
+    entry.end = in.at();
+    out.sets_[name] = entry;
+  }
+  return out;
+}
+
+bool AppliedSets::same(const Set& set) const {
+  auto it = sets_.find(set.name);
+  return it != sets_.end() && it->second.content == set.content && it->second.count == set.elements.size();
+}
+
+std::optional<SetDelta> AppliedSets::delta(const Set& set) const {
+  auto it = sets_.find(set.name);
+  if (it == sets_.end()) return std::nullopt;
+  // The recorded elements' digests and where each element starts; only the removed ones are decoded.
+  struct Recorded {
+    std::uint64_t digest;
+    std::size_t at;
+    bool kept;
+  };
+  std::vector<Recorded> recorded;
+  recorded.reserve(it->second.count);
+  Reader in(bytes_, it->second.begin, it->second.end);
+  for (std::size_t i = 0; i < it->second.count; ++i) {
+    Recorded r{0, in.at(), false};
+    std::uint8_t flags = 0, key_len = 0, end_len = 0;
+    if (!in.get(flags) || !in.get(key_len) || !in.skip(key_len) || !in.get(end_len) || !in.skip(end_len) ||
+        !in.get(r.digest))
+      return std::nullopt;
+    recorded.push_back(r);
+  }
+  // An open-addressing table of their indexes by digest (a large set has hundreds of thousands).
+  std::size_t slots = 16;
+  while (slots < 2 * recorded.size()) slots *= 2;
+  constexpr std::uint32_t kEmpty = 0xffffffff;
+  std::vector<std::uint32_t> table(slots, kEmpty);
+  for (std::uint32_t i = 0; i < recorded.size(); ++i) {
+    std::size_t slot = recorded[i].digest & (slots - 1);
+    while (table[slot] != kEmpty) slot = (slot + 1) & (slots - 1);
+    table[slot] = i;
+  }
+  SetDelta out;
+  for (const auto& element : set.elements) {
+    const std::uint64_t digest = element_digest(element);
+    bool found = false;
+    for (std::size_t slot = digest & (slots - 1); table[slot] != kEmpty; slot = (slot + 1) & (slots - 1))
+      if (Recorded& r = recorded[table[slot]]; r.digest == digest && !r.kept) {
+        r.kept = found = true;
+        break;
+      }
+    if (!found) out.added.push_back(&element);
+  }
+  for (const auto& r : recorded) {
+    if (r.kept) continue;
+    Element element;
+    std::uint8_t flags = 0;
+    Reader at(bytes_, r.at, it->second.end);
+    if (!at.get(flags) || !at.get_key(element.key) || !at.get_key(element.key_end)) return std::nullopt;
+    element.interval_end = flags != 0;
+    out.removed.push_back(std::move(element));
+  }
+  return out;
+}
+
+}  // namespace fwe::nft
