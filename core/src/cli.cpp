@@ -908,7 +908,8 @@ class Session {
       save_snapshot(candidate_snapshot_dir(o_.netns), sources_, snapshot_meta());
     }
     auto start = std::chrono::steady_clock::now();
-    be->apply(*plan, {o_.vm.count("full") > 0, hash_, backend_state_dir(o_.netns, o_.backend)});
+    const ApplyReport report =
+        be->apply(*plan, {o_.vm.count("full") > 0, hash_, backend_state_dir(o_.netns, o_.backend)});
     auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     remember_applied();
     std::string deadline;
@@ -924,6 +925,7 @@ class Session {
       json j = {{"ok", true},       {"backend", o_.backend}, {"hash", hash_}, {"netns", o_.netns},
                 {"chains", chains}, {"rules", rules},        {"ms", ms}};
       if (confirm_within) j["rollback-at"] = deadline;
+      if (report.transaction_ms) j["transaction_ms"] = *report.transaction_ms;
       std::cout << j.dump() << '\n';
     } else if (!o_.quiet) {
       std::cout << "applied IR " << hash_.substr(0, 16) << " (" << chains << " chains, " << rules

@@ -576,7 +576,10 @@ def measure(figures, args, workdir):
                         KernelMemory.remove(cgroup)
                 sample["prepare_ms"] = prepare_ms
                 if c.fwengine:
-                    sample["backend_ms"] = json.loads(sample["stdout"].strip().splitlines()[-1])["ms"]
+                    applied = json.loads(sample["stdout"].strip().splitlines()[-1])
+                    sample["backend_ms"] = applied["ms"]
+                    if "transaction_ms" in applied:  # nft: the kernel transaction alone
+                        sample["transaction_ms"] = applied["transaction_ms"]
                 sample.pop("stdout")
                 c.samples.append(sample)
     empty_namespace(args.ns, workdir)
@@ -845,10 +848,18 @@ def targets(figures, workloads, rows, args):
     elif fig:
         f, rep = contender(fig, "fwe"), contender(fig, "replace")
         kernel, sys_ms = med(f.samples, "backend_ms"), med(f.samples, "sys_ms")
+        # Reports from before transaction_ms existed: the apply step stands in for it.
+        measured = [s for s in f.samples if "transaction_ms" in s]
+        transaction = med(measured, "transaction_ms") if measured else kernel
         speedup = ratio(rep, f)
-        met = kernel <= 1.0 and speedup >= 100
+        fast_kernel, fast_end = transaction <= 1.0, speedup >= 100
+        verdict = "met" if fast_kernel and fast_end else (
+            "half met: the kernel's part is" if fast_kernel else "not met")
         out.append(f"**nft, one-rule change in the 50,000-rule policy: ≤ 1 ms of kernel time and ≥ 100× faster "
-                   f"than a full `nft -f` replace — {'met' if met else 'not met'}.** The backend's apply step "
+                   f"than a full `nft -f` replace — {verdict}.** "
+                   + (f"The kernel transaction takes {transaction:.2f} ms (`apply --json`'s `transaction_ms`: "
+                      "sent, every answer read); the backend's" if measured else "The backend's")
+                   + " apply step "
                    f"takes {kernel:.2f} ms (the process spends {sys_ms:.1f} ms in the kernel in all, "
                    f"{med(f.samples, 'wall_ms'):.1f} ms wall end to end); a full linear replace takes "
                    f"{med(rep.samples, 'wall_ms'):.1f} ms, {speedup:.1f}× fwengine's end-to-end time."

@@ -20,10 +20,12 @@ std::unique_ptr<Plan> EbpfBackend::render(const ir::Ruleset& ruleset, Diagnostic
   return std::make_unique<EbpfPlan>(std::move(program));
 }
 
-void EbpfBackend::apply(const Plan& plan, const ApplyOptions& options) {
+// Map updates and attaches, not one transaction: no transaction time to report.
+ApplyReport EbpfBackend::apply(const Plan& plan, const ApplyOptions& options) {
   const auto* ours = dynamic_cast<const EbpfPlan*>(&plan);
   if (ours == nullptr) throw RuntimeError("ebpf: asked to apply a plan another backend rendered");
   kernel_.apply(ours->program(), options.ir_hash);
+  return {};
 }
 
 }  // namespace fwe::ebpf

@@ -24,7 +24,7 @@ class EbpfBackend : public Backend {
   explicit EbpfBackend(const PluginContext& context) : kernel_(context.netns) {}
   Capabilities capabilities() const override;
   std::unique_ptr<Plan> render(const ir::Ruleset& ruleset, Diagnostics& diag) override;
-  void apply(const Plan& plan, const ApplyOptions& options) override;
+  ApplyReport apply(const Plan& plan, const ApplyOptions& options) override;
   KernelState read_back() override { return kernel_.read_back(); }
   void flush() override { kernel_.flush(); }
 

@@ -39,10 +39,12 @@ class IptablesBackend : public Backend {
     return std::make_unique<IptablesPlan>(iptables::render(ruleset, diag), canonical::hash(ruleset));
   }
 
-  void apply(const Plan& plan, const ApplyOptions& options) override {
+  // Several restores and ipset calls, not one transaction: no transaction time to report.
+  ApplyReport apply(const Plan& plan, const ApplyOptions& options) override {
     const auto* ours = dynamic_cast<const IptablesPlan*>(&plan);
     if (ours == nullptr) throw RuntimeError("the iptables backend was given another backend's plan");
     apply_model(ours->model(), options.ir_hash.empty() ? ours->ir_hash() : options.ir_hash, options.full);
+    return {};
   }
 
   KernelState read_back() override { return read_kernel(); }

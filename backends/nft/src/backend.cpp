@@ -50,7 +50,7 @@ std::unique_ptr<Plan> NftBackend::render(const ir::Ruleset& ruleset, Diagnostics
   return std::make_unique<NftPlan>(translate(ruleset, diag));
 }
 
-void NftBackend::apply(const Plan& plan, const ApplyOptions& options) {
+ApplyReport NftBackend::apply(const Plan& plan, const ApplyOptions& options) {
   const auto* ours = dynamic_cast<const NftPlan*>(&plan);
   if (!ours) throw RuntimeError("nft: the plan was rendered by another backend");
   const Table& table = ours->table();
@@ -61,24 +61,25 @@ void NftBackend::apply(const Plan& plan, const ApplyOptions& options) {
                        std::to_string(rules.size() + elements.size()) + "-" + rules_digest(rules, elements);
   std::optional<AppliedSets> previous;
   if (!options.full && !options.state_dir.empty()) previous = AppliedSets::load(options.state_dir);
+  ApplyReport report;
   try {
-    if (options.full)
-      apply_table(connection(), table, marker);
-    else
-      apply_table_incremental(connection(), table, marker, previous ? &*previous : nullptr);
+    report.transaction_ms =
+        options.full ? apply_table(connection(), table, marker)
+                     : apply_table_incremental(connection(), table, marker, previous ? &*previous : nullptr);
   } catch (const RuntimeError&) {
     connection_.reset();
     // The record can be out of step with the kernel where no stamp shows it (an element deleted by
     // hand): a full replace needs no record. What the kernel refuses in both is refused again.
     if (options.full || !previous) throw;
     try {
-      apply_table(connection(), table, marker);
+      report.transaction_ms = apply_table(connection(), table, marker);
     } catch (const RuntimeError&) {
       connection_.reset();
       throw;
     }
   }
   if (!options.state_dir.empty()) AppliedSets::save(options.state_dir, table, marker);
+  return report;
 }
 
 Connection& NftBackend::connection() {
@@ -87,7 +88,7 @@ Connection& NftBackend::connection() {
 }
 
 KernelState NftBackend::read_back() {
-  Listing listing = list_table(connection());
+  Listing listing = guarded([this] { return list_table(connection()); });
   KernelState state;
   state.present = listing.present;
   if (!listing.present) return state;
@@ -146,7 +147,7 @@ KernelState NftBackend::read_back() {
 }
 
 void NftBackend::flush() {
-  delete_table(connection());
+  guarded([this] { return delete_table(connection()); });
 }
 
 }  // namespace fwe::nft

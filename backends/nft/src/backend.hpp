@@ -24,14 +24,23 @@ class NftBackend : public Backend {
   Capabilities capabilities() const override;
   std::unique_ptr<Plan> render(const ir::Ruleset& ruleset, Diagnostics& diag) override;
   // Stamps "fwengine ir=<hash> rules=<n> digest=<hex>" into the table comment for read_back.
-  void apply(const Plan& plan, const ApplyOptions& options) override;
+  ApplyReport apply(const Plan& plan, const ApplyOptions& options) override;
   KernelState read_back() override;
   void flush() override;
 
  private:
-  // Opened on first use (render needs none), dropped after a failure so that no reply of a refused
-  // batch can reach the next one.
+  // Opened on first use (render needs none), dropped after a failure so that no answer left from a
+  // refused batch or a broken dump can reach the next request.
   Connection& connection();
+  template <class Call>
+  auto guarded(Call call) {
+    try {
+      return call();
+    } catch (...) {
+      connection_.reset();
+      throw;
+    }
+  }
   std::unique_ptr<Connection> connection_;
 };
 

@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -843,13 +844,16 @@ void list_rules(Socket& sock, std::uint32_t seq, Listing& out) {
 }
 
 // Runs fill(tx, sock) against the current generation; rebuilds and resends when it moved meanwhile.
+// Returns how long the committed batch took, from sending it to its last answer (ms).
 template <class Fill>
-void run_transaction(Socket& sock, Fill fill) {
+double run_transaction(Socket& sock, Fill fill) {
   for (int attempt = 0;; ++attempt) {
     std::uint32_t seq = first_seq();
     Transaction tx(seq + 1, generation(sock, seq));
     fill(tx, sock);
-    if (tx.commit(sock)) return;
+    const auto start = std::chrono::steady_clock::now();
+    if (tx.commit(sock))
+      return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     if (attempt + 1 == kGenidRetries)
       throw RuntimeError("nft: the ruleset kept changing under us; try again");
   }
@@ -880,13 +884,14 @@ bool same_hook(const std::optional<Hook>& a, const std::optional<Hook>& b) {
 
 }  // namespace
 
-void apply_table(Connection& connection, const Table& table, const std::string& marker) {
-  run_transaction(connection.socket(), [&](Transaction& tx, Socket&) { fill_replace(tx, table, marker); });
+double apply_table(Connection& connection, const Table& table, const std::string& marker) {
+  return run_transaction(connection.socket(),
+                         [&](Transaction& tx, Socket&) { fill_replace(tx, table, marker); });
 }
 
-void apply_table_incremental(Connection& connection, const Table& table, const std::string& marker,
-                             const AppliedSets* previous) {
-  run_transaction(connection.socket(), [&](Transaction& tx, Socket& sock) {
+double apply_table_incremental(Connection& connection, const Table& table, const std::string& marker,
+                               const AppliedSets* previous) {
+  return run_transaction(connection.socket(), [&](Transaction& tx, Socket& sock) {
     // Listed after the generation was read: a change in between makes the kernel refuse the batch.
     if (!table_exists(sock, first_seq())) return fill_replace(tx, table, marker);
     Listing kernel;

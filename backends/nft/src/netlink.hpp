@@ -32,10 +32,11 @@ class Connection {
 };
 
 // Replaces table inet fwengine with `table` in one transaction (add, delete, add, then sets, chains,
-// rules). Retries when another writer changed the ruleset meanwhile (generation id). On refusal nothing
-// is applied and fwe::RuntimeError names the origin of what the kernel refused. A non-empty marker
-// names one more, empty, chain: the stamp of this apply (see NftBackend::apply).
-void apply_table(Connection& connection, const Table& table, const std::string& marker = {});
+// rules) and returns how long the transaction took in the kernel's hands (ms: sent, all answers read).
+// Retries when another writer changed the ruleset meanwhile (generation id). On refusal nothing is applied
+// and fwe::RuntimeError names the origin of what the kernel refused. A non-empty marker names one more,
+// empty, chain: the stamp of this apply (see NftBackend::apply).
+double apply_table(Connection& connection, const Table& table, const std::string& marker = {});
 
 // The same end state in one transaction that only touches what differs from the kernel. Chain names
 // end in a digest of their content (leaving out the digests of the chains it jumps to), set names in
@@ -43,9 +44,9 @@ void apply_table(Connection& connection, const Table& table, const std::string& 
 // `previous`, the record of the apply the kernel holds), deletes what is gone, and renames a chain
 // whose content changed in place (callers jump to it by reference, so none of them changes) and
 // refills it. Unchanged chains and elements keep their counters. Replaces the whole table when ours
-// is absent, or when a set it would keep has no valid record.
-void apply_table_incremental(Connection& connection, const Table& table, const std::string& marker,
-                             const AppliedSets* previous);
+// is absent, or when a set it would keep has no valid record. Returns the transaction's time.
+double apply_table_incremental(Connection& connection, const Table& table, const std::string& marker,
+                               const AppliedSets* previous);
 
 // Deletes table inet fwengine if it exists; nothing else.
 void delete_table(Connection& connection);

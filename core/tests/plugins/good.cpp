@@ -15,7 +15,7 @@ class TestBackend : public fwe::Backend {
   std::unique_ptr<fwe::Plan> render(const fwe::ir::Ruleset&, fwe::Diagnostics&) override {
     return std::make_unique<TextPlan>();
   }
-  void apply(const fwe::Plan&, const fwe::ApplyOptions&) override {
+  fwe::ApplyReport apply(const fwe::Plan&, const fwe::ApplyOptions&) override {
     throw fwe::RuntimeError("test backend refuses");
   }
   fwe::KernelState read_back() override { return {}; }

@@ -110,6 +110,13 @@ struct ApplyOptions {
   std::string state_dir{};
 };
 
+// What an apply says about itself.
+struct ApplyReport {
+  // The wall time of the one kernel transaction that made the change (sent, and every answer read),
+  // in ms, where the backend makes it in one (nft); user-space work before and after is not in it.
+  std::optional<double> transaction_ms{};
+};
+
 struct RuleCounter {
   std::string chain;
   std::int32_t rule = -1;
@@ -135,7 +142,7 @@ class FWE_API Backend {
   // cannot express; the ruleset's files name the origins' files.
   virtual std::unique_ptr<Plan> render(const ir::Ruleset& ruleset, Diagnostics& diag) = 0;
   // Loads a plan atomically: all of it or, on failure, none (throws RuntimeError, kernel unchanged).
-  virtual void apply(const Plan& plan, const ApplyOptions& options) = 0;
+  virtual ApplyReport apply(const Plan& plan, const ApplyOptions& options) = 0;
   virtual KernelState read_back() = 0;
   // Removes everything this backend owns, and nothing else.
   virtual void flush() = 0;
