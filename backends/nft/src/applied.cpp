@@ -12,6 +12,7 @@ namespace {
 
 constexpr std::string_view kMagic = "fwengine nft sets 1\n";
 constexpr const char* kFileName = "/sets";
+constexpr std::size_t kMinElementBytes = 11;  // flags, two key lengths and the digest
 
 template <class T>
 void put(std::string& out, T value) {
@@ -109,7 +110,9 @@ std::optional<AppliedSets> AppliedSets::load(const std::string& dir) {
     std::string name;
     Entry entry;
     std::uint64_t count = 0, size = 0;
-    if (!in.get_bytes(name) || !in.get(entry.content) || !in.get(count) || !in.get(size)) return std::nullopt;
+    if (!in.get_bytes(name) || !in.get(entry.content) || !in.get(count) || !in.get(size) ||
+        count > size / kMinElementBytes)  // a damaged count must not size anything
+      return std::nullopt;
     entry.count = count;
     entry.begin = in.at();
     if (!in.skip(size)) return std::nullopt;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 
 #include "applied.hpp"
 
@@ -73,5 +74,14 @@ TEST_CASE("a damaged or foreign record is no record") {
   std::filesystem::resize_file(file, size - 5);
   CHECK_FALSE(AppliedSets::load(dir.path));
   std::filesystem::resize_file(file, 3);
+  CHECK_FALSE(AppliedSets::load(dir.path));
+  // A count of elements far beyond what the bytes hold (after the magic line, the stamp chain's name,
+  // the number of sets, the set's name and its content digest).
+  AppliedSets::save(dir.path, table, "fwengine-ir-aaaa");
+  {
+    std::fstream bytes(file, std::ios::in | std::ios::out | std::ios::binary);
+    bytes.seekp(20 + 4 + 16 + 4 + 4 + 16 + 8);
+    bytes.write("\xff\xff\xff\xff\xff\xff\xff\x7f", 8);
+  }
   CHECK_FALSE(AppliedSets::load(dir.path));
 }
