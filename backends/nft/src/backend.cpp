@@ -63,20 +63,16 @@ ApplyReport NftBackend::apply(const Plan& plan, const ApplyOptions& options) {
   if (!options.full && !options.state_dir.empty()) previous = AppliedSets::load(options.state_dir);
   ApplyReport report;
   try {
-    report.transaction_ms =
-        options.full ? apply_table(connection(), table, marker)
-                     : apply_table_incremental(connection(), table, marker, previous ? &*previous : nullptr);
+    report.transaction_ms = guarded([&] {
+      return options.full
+                 ? apply_table(connection(), table, marker)
+                 : apply_table_incremental(connection(), table, marker, previous ? &*previous : nullptr);
+    });
   } catch (const RuntimeError&) {
-    connection_.reset();
     // The record can be out of step with the kernel where no stamp shows it (an element deleted by
     // hand): a full replace needs no record. What the kernel refuses in both is refused again.
     if (options.full || !previous) throw;
-    try {
-      report.transaction_ms = apply_table(connection(), table, marker);
-    } catch (const RuntimeError&) {
-      connection_.reset();
-      throw;
-    }
+    report.transaction_ms = guarded([&] { return apply_table(connection(), table, marker); });
   }
   if (!options.state_dir.empty()) AppliedSets::save(options.state_dir, table, marker);
   return report;
