@@ -409,13 +409,15 @@ std::optional<std::vector<std::string>> split_words(std::string_view text) {
       in_word = false;
     } else if (c == '\'' || c == '"') {
       in_word = true;
-      const std::size_t end = text.find(c, i + 1);
-      if (end == std::string_view::npos) return std::nullopt;
-      for (std::size_t j = i + 1; j < end; ++j) {
-        if (c == '"' && text[j] == '\\' && j + 1 < end && (text[j + 1] == '\\' || text[j + 1] == '"')) ++j;
+      // Inside double quotes \\ and \" stand for \ and ", so an escaped quote does not close the word.
+      std::size_t j = i + 1;
+      for (; j < text.size() && text[j] != c; ++j) {
+        if (c == '"' && text[j] == '\\' && j + 1 < text.size() && (text[j + 1] == '\\' || text[j + 1] == '"'))
+          ++j;
         word += text[j];
       }
-      i = end;
+      if (j == text.size()) return std::nullopt;
+      i = j;
     } else if (c == '\\') {
       if (i + 1 >= text.size()) return std::nullopt;
       word += text[++i];
@@ -429,13 +431,48 @@ std::optional<std::vector<std::string>> split_words(std::string_view text) {
   return words;
 }
 
-// Non-printable characters (C0 and C1 control codes) are removed before lexing.
+// The byte offset of the first byte that is not part of a well-formed UTF-8 sequence, if any. firewalld
+// reads rules as Unicode strings, so such a rule never reaches it.
+std::optional<std::size_t> invalid_utf8_at(std::string_view text) {
+  for (std::size_t i = 0; i < text.size();) {
+    const auto lead = static_cast<unsigned char>(text[i]);
+    std::size_t length = 1;
+    unsigned char low = 0x80, high = 0xbf;  // the allowed range of the second byte
+    if (lead < 0x80) {
+      ++i;
+      continue;
+    }
+    if (lead >= 0xc2 && lead <= 0xdf) {
+      length = 2;
+    } else if (lead >= 0xe0 && lead <= 0xef) {
+      length = 3;
+      if (lead == 0xe0) low = 0xa0;   // overlong
+      if (lead == 0xed) high = 0x9f;  // surrogates
+    } else if (lead >= 0xf0 && lead <= 0xf4) {
+      length = 4;
+      if (lead == 0xf0) low = 0x90;   // overlong
+      if (lead == 0xf4) high = 0x8f;  // above U+10FFFF
+    } else {
+      return i;
+    }
+    if (i + length > text.size()) return i;
+    for (std::size_t k = 1; k < length; ++k) {
+      const auto byte = static_cast<unsigned char>(text[i + k]);
+      if (k == 1 ? (byte < low || byte > high) : (byte < 0x80 || byte > 0xbf)) return i;
+    }
+    i += length;
+  }
+  return std::nullopt;
+}
+
+// Non-printable characters (C0 and C1 control codes) are removed before lexing, as firewalld does. The
+// text is valid UTF-8, so a C1 code point is always the two bytes 0xc2 0x80..0x9f.
 std::string strip_non_printable(std::string_view text) {
   std::string out;
   for (std::size_t i = 0; i < text.size(); ++i) {
     const auto c = static_cast<unsigned char>(text[i]);
     if (c < 32 || c == 127) continue;
-    if (c == 0xc2 && i + 1 < text.size() && static_cast<unsigned char>(text[i + 1]) < 0xa0) {
+    if (c == 0xc2 && static_cast<unsigned char>(text[i + 1]) < 0xa0) {
       ++i;
       continue;
     }
@@ -450,6 +487,9 @@ struct Token {
 };
 
 std::optional<Problem> lex(std::string_view text, std::vector<Token>& tokens) {
+  if (const auto at = invalid_utf8_at(text))
+    return Problem{"the text is not UTF-8 (byte " + std::to_string(*at + 1) + ")",
+                   "write the rule as UTF-8 text"};
   auto words = split_words(strip_non_printable(text));
   if (!words) return Problem{"unbalanced quotes", "close every quote"};
   for (auto& word : *words) {

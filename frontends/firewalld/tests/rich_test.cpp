@@ -99,11 +99,21 @@ TEST_CASE("rich: quirks of firewalld's string form") {
   // Quotes group words, control characters vanish.
   CHECK(canonical("rule service name='ssh' log prefix=\"a b\"\x01 accept") ==
         "rule service name=\"ssh\" log prefix=\"a b\" accept");
+  // Inside double quotes an escaped quote does not end the word.
+  CHECK(canonical(R"(rule service name=ssh log prefix="say \"hi\" \\o/" accept)") ==
+        R"(rule service name="ssh" log prefix="say \"hi\" \\o/" accept)");
+  // C1 control code points vanish too; other non-ASCII characters stay.
+  CHECK(canonical("rule service name=ss\xc2\x85h log prefix=\"\xc3\xa9t\xc3\xa9\" accept") ==
+        "rule service name=\"ssh\" log prefix=\"\xc3\xa9t\xc3\xa9\" accept");
   CHECK(canonical("rule family=ipv4 source address=10.0.0.1 reject type=tcp-rst") ==
         "rule family=\"ipv4\" source address=\"10.0.0.1\" reject type=\"tcp-rst\"");
 }
 
 TEST_CASE("rich: every validation row is rejected") {
+  // firewalld reads rules as Unicode text: a byte that is not UTF-8 is refused, not guessed at.
+  CHECK_THAT(rejected("rule service name=ss\xc2-h accept"), Catch::Contains("not UTF-8 (byte 21)"));
+  CHECK_THAT(rejected("rule service name=ssh\xff accept"), Catch::Contains("not UTF-8"));
+  CHECK_THAT(rejected("rule service name=ssh\xed\xa0\x80 accept"), Catch::Contains("not UTF-8"));
   CHECK_THAT(rejected("rule source address=10.0.0.1 accept"), Catch::Contains("needs a family"));
   CHECK_THAT(rejected("rule destination address=10.0.0.1 accept"), Catch::Contains("needs a family"));
   CHECK_THAT(rejected("rule forward-port port=80 protocol=tcp to-port=81"),
