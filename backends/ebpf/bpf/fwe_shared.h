@@ -175,16 +175,27 @@ struct fwe_iflist_key {
   __u32 ifindex;
 };
 
-struct fwe_ct_key {
-  __u8 family;
+/* A flow's direction in our conntrack, one map per family: hashing the key is a good part of what a
+ * packet costs, and an IPv4 key is 16 bytes where an IPv6 one is 40. Ports are in network order; for
+ * an ICMP echo the identifier stands in both. The echo type is the request's in the original
+ * direction and the reply's in the reply direction, as in the kernel's tuple, so that a ping to the
+ * host's own address (src == dst) has two entries. */
+struct fwe_ct4_key {
   __u8 proto;
-  __u16 sport, dport; /* network order; ICMP echo: the identifier in both */
+  __u8 echo_type;
+  __u16 sport, dport;
+  __u8 pad[2];
+  __u8 src[4];
+  __u8 dst[4];
+};
+
+struct fwe_ct6_key {
+  __u8 proto;
+  __u8 echo_type;
+  __u16 sport, dport;
+  __u8 pad[2];
   __u8 src[16];
   __u8 dst[16];
-  /* ICMP echo: the request's type in the original direction, the reply's in the reply direction, as
-   * in the kernel's tuple, so that a ping to the host's own address (src == dst) has two entries. */
-  __u8 echo_type;
-  __u8 pad;
 };
 
 struct fwe_ct_value {
@@ -192,8 +203,6 @@ struct fwe_ct_value {
   __u8 seen_reply;      /* original direction: a reply has been seen, later packets are established */
   __u8 untracked;       /* a notracked flow: a marker for its reply, or (out on lo) for its way back in */
   __u8 reply_untracked; /* original direction: a reply went notracked, which the kernel's entry never saw */
-  __u8 pad[4];
-  __u64 last_seen_ns;
 };
 
 /* Token bucket of a rate-limited rule, in nanoseconds of credit (same key as fwe_rules). */

@@ -129,10 +129,18 @@ struct {
 struct {
   __uint(type, BPF_MAP_TYPE_LRU_HASH);
   __uint(max_entries, FWE_CT_ENTRIES);
-  __type(key, struct fwe_ct_key);
+  __type(key, struct fwe_ct4_key);
   __type(value, struct fwe_ct_value);
   __uint(pinning, LIBBPF_PIN_BY_NAME);
-} fwe_ct SEC(".maps");
+} fwe_ct4 SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, FWE_CT_ENTRIES);
+  __type(key, struct fwe_ct6_key);
+  __type(value, struct fwe_ct_value);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} fwe_ct6 SEC(".maps");
 
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
@@ -168,7 +176,7 @@ struct fwe_pkt {
   __u8 has_ports;
   __u8 ct;
   __u16 sport, dport;       /* host order */
-  __u16 ct_sport, ct_dport; /* network order, as in fwe_ct_key */
+  __u16 ct_sport, ct_dport; /* network order, as in the conntrack keys */
   __u8 icmp_type, icmp_code;
   __u8 has_mac;   /* ingress: the Ethernet source is the sender's */
   __u8 tcp_flags; /* TCP: the header's flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10) */
@@ -188,7 +196,7 @@ struct fwe_eval {
   __u32 pc, end;
   __u32 bytes;
   __u8 dropped, allow_mark, untracked, mark_changed;
-  __u8 ct_known; /* the flow's original direction is in fwe_ct already */
+  __u8 ct_known; /* the flow's original direction is in our conntrack already */
   __u8 ct_reply; /* a reply of a tracked flow: once past the untracked stages, its flow is replied */
   __u8 looped;   /* in on lo: the host's own packet, back with the conntrack entry it got on its way out */
   __u8 need_rpf; /* the generation has rpf rules */
@@ -204,50 +212,59 @@ static __always_inline int is_echo(const struct fwe_pkt* pkt) {
          (pkt->proto == IPPROTO_ICMPV6 && (pkt->icmp_type == 128 || pkt->icmp_type == 129));
 }
 
-/* Fills pkt from the headers; returns -1 for what is not IPv4/IPv6 (let through untouched). */
+/* Ethernet, the longest IPv4 header and a TCP header up to its flags: all parse reads. */
+#define FWE_HEADERS_LEN (ETH_HLEN + 60 + 14)
+
+/* Fills pkt from the headers; returns -1 for what is not IPv4/IPv6 (let through untouched). The
+ * headers are read in place (a helper call and a copy per field cost more than the rest of parsing);
+ * the rare packet whose headers are not all in the linear area is made so first. */
 static __always_inline int parse(struct __sk_buff* skb, struct fwe_pkt* pkt) {
+  if ((long)skb->data + FWE_HEADERS_LEN > (long)skb->data_end) {
+    __u32 len = skb->len < FWE_HEADERS_LEN ? skb->len : FWE_HEADERS_LEN;
+    if ((long)skb->data + len > (long)skb->data_end) bpf_skb_pull_data(skb, len);
+  }
+  void* data = (void*)(long)skb->data;
+  void* data_end = (void*)(long)skb->data_end;
+  struct ethhdr* eth = data;
+  if ((void*)(eth + 1) > data_end) return -1;
+  __builtin_memcpy(pkt->smac, eth->h_source, 6);
   __u32 l4 = 0;
-  if (bpf_skb_load_bytes(skb, 6, pkt->smac, 6) < 0) return -1;
   if (skb->protocol == bpf_htons(ETH_P_IP)) {
-    struct iphdr ip;
-    if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof ip) < 0) return -1;
+    struct iphdr* ip = data + ETH_HLEN;
+    if ((void*)(ip + 1) > data_end) return -1;
     pkt->family = 4;
-    pkt->proto = ip.protocol;
-    __builtin_memcpy(pkt->src, &ip.saddr, 4);
-    __builtin_memcpy(pkt->dst, &ip.daddr, 4);
-    if (ip.frag_off & bpf_htons(0x1fff)) return 0; /* a later fragment carries no L4 header */
-    l4 = ETH_HLEN + ip.ihl * 4;
+    pkt->proto = ip->protocol;
+    __builtin_memcpy(pkt->src, &ip->saddr, 4);
+    __builtin_memcpy(pkt->dst, &ip->daddr, 4);
+    if (ip->frag_off & bpf_htons(0x1fff)) return 0; /* a later fragment carries no L4 header */
+    l4 = ETH_HLEN + ip->ihl * 4;
   } else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
-    struct ipv6hdr ip6;
-    if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof ip6) < 0) return -1;
+    struct ipv6hdr* ip6 = data + ETH_HLEN;
+    if ((void*)(ip6 + 1) > data_end) return -1;
     pkt->family = 6;
-    pkt->proto = ip6.nexthdr;
-    __builtin_memcpy(pkt->src, &ip6.saddr, 16);
-    __builtin_memcpy(pkt->dst, &ip6.daddr, 16);
-    l4 = ETH_HLEN + sizeof ip6;
+    pkt->proto = ip6->nexthdr;
+    __builtin_memcpy(pkt->src, &ip6->saddr, 16);
+    __builtin_memcpy(pkt->dst, &ip6->daddr, 16);
+    l4 = ETH_HLEN + sizeof(struct ipv6hdr);
   } else {
     return -1;
   }
+  __u8* head = data + l4;
   if (has_ports(pkt->proto)) {
-    __u16 ports[2];
-    if (bpf_skb_load_bytes(skb, l4, ports, sizeof ports) < 0) return 0;
+    if ((void*)(head + 4) > data_end) return 0;
     pkt->has_ports = 1;
-    pkt->ct_sport = ports[0];
-    pkt->ct_dport = ports[1];
-    pkt->sport = bpf_ntohs(ports[0]);
-    pkt->dport = bpf_ntohs(ports[1]);
-    __u8 flags = 0;
-    if (pkt->proto == IPPROTO_TCP && bpf_skb_load_bytes(skb, l4 + 13, &flags, 1) == 0) pkt->tcp_flags = flags;
+    __builtin_memcpy(&pkt->ct_sport, head, 2);
+    __builtin_memcpy(&pkt->ct_dport, head + 2, 2);
+    pkt->sport = bpf_ntohs(pkt->ct_sport);
+    pkt->dport = bpf_ntohs(pkt->ct_dport);
+    if (pkt->proto == IPPROTO_TCP && (void*)(head + 14) <= data_end) pkt->tcp_flags = head[13];
   } else if (pkt->proto == IPPROTO_ICMP || pkt->proto == IPPROTO_ICMPV6) {
-    __u8 head[6];
-    if (bpf_skb_load_bytes(skb, l4, head, sizeof head) < 0) return 0;
+    if ((void*)(head + 6) > data_end) return 0;
     pkt->icmp_type = head[0];
     pkt->icmp_code = head[1];
     if (is_echo(pkt)) { /* the identifier pairs a request with its reply */
-      __u16 id;
-      __builtin_memcpy(&id, &head[4], 2);
-      pkt->ct_sport = id;
-      pkt->ct_dport = id;
+      __builtin_memcpy(&pkt->ct_sport, head + 4, 2);
+      pkt->ct_dport = pkt->ct_sport;
     }
   }
   return 0;
@@ -450,32 +467,54 @@ static __always_inline __u8 echo_peer_type(__u8 type) {
   }
 }
 
-static __always_inline void ct_key_of(const struct fwe_pkt* pkt, struct fwe_ct_key* key, int reverse) {
-  key->family = pkt->family;
-  key->proto = pkt->proto;
-  if (is_echo(pkt)) key->echo_type = reverse ? echo_peer_type(pkt->icmp_type) : pkt->icmp_type;
-  if (reverse) {
-    key->sport = pkt->ct_dport;
-    key->dport = pkt->ct_sport;
-    __builtin_memcpy(key->src, pkt->dst, 16);
-    __builtin_memcpy(key->dst, pkt->src, 16);
-  } else {
-    key->sport = pkt->ct_sport;
-    key->dport = pkt->ct_dport;
-    __builtin_memcpy(key->src, pkt->src, 16);
-    __builtin_memcpy(key->dst, pkt->dst, 16);
+/* Fills the fields both families' keys share (the addresses go separately). */
+#define CT_KEY_HEAD(key, pkt, reverse)                                                                   \
+  do {                                                                                                   \
+    (key).proto = (pkt)->proto;                                                                          \
+    if (is_echo(pkt)) (key).echo_type = (reverse) ? echo_peer_type((pkt)->icmp_type) : (pkt)->icmp_type; \
+    (key).sport = (reverse) ? (pkt)->ct_dport : (pkt)->ct_sport;                                         \
+    (key).dport = (reverse) ? (pkt)->ct_sport : (pkt)->ct_dport;                                         \
+  } while (0)
+
+/* The entry of the packet's flow in the given direction (reverse: the other one), or NULL. */
+static __always_inline struct fwe_ct_value* ct_lookup(const struct fwe_pkt* pkt, int reverse) {
+  if (pkt->family == 4) {
+    struct fwe_ct4_key key = {};
+    CT_KEY_HEAD(key, pkt, reverse);
+    __builtin_memcpy(key.src, reverse ? pkt->dst : pkt->src, 4);
+    __builtin_memcpy(key.dst, reverse ? pkt->src : pkt->dst, 4);
+    return bpf_map_lookup_elem(&fwe_ct4, &key);
   }
+  struct fwe_ct6_key key = {};
+  CT_KEY_HEAD(key, pkt, reverse);
+  __builtin_memcpy(key.src, reverse ? pkt->dst : pkt->src, 16);
+  __builtin_memcpy(key.dst, reverse ? pkt->src : pkt->dst, 16);
+  return bpf_map_lookup_elem(&fwe_ct6, &key);
+}
+
+static __always_inline void ct_store(const struct fwe_pkt* pkt, int reverse,
+                                     const struct fwe_ct_value* value) {
+  if (pkt->family == 4) {
+    struct fwe_ct4_key key = {};
+    CT_KEY_HEAD(key, pkt, reverse);
+    __builtin_memcpy(key.src, reverse ? pkt->dst : pkt->src, 4);
+    __builtin_memcpy(key.dst, reverse ? pkt->src : pkt->dst, 4);
+    bpf_map_update_elem(&fwe_ct4, &key, value, BPF_ANY);
+    return;
+  }
+  struct fwe_ct6_key key = {};
+  CT_KEY_HEAD(key, pkt, reverse);
+  __builtin_memcpy(key.src, reverse ? pkt->dst : pkt->src, 16);
+  __builtin_memcpy(key.dst, reverse ? pkt->src : pkt->dst, 16);
+  bpf_map_update_elem(&fwe_ct6, &key, value, BPF_ANY);
 }
 
 /* Our own conntrack: a reply of an allowed flow is established; the original direction becomes
  * established once a reply has been seen, as in the kernel's conntrack. Everything else is new. */
 static __always_inline __u8 ct_state_of(struct fwe_eval* ev) {
   const struct fwe_pkt* pkt = &ev->pkt;
-  struct fwe_ct_key key = {};
-  ct_key_of(pkt, &key, 0);
-  struct fwe_ct_value* v = bpf_map_lookup_elem(&fwe_ct, &key);
+  struct fwe_ct_value* v = ct_lookup(pkt, 0);
   if (!v) return FWE_CT_NEW;
-  v->last_seen_ns = bpf_ktime_get_ns();
   if (v->untracked) {
     /* A notracked packet back in on lo; anywhere else a later packet of a notracked flow, which the
      * kernel has no entry for: a packet of its own. */
@@ -504,40 +543,31 @@ static __always_inline __u8 ct_state_of(struct fwe_eval* ev) {
  * makes its flow replied, so the original direction is established from now on. */
 static __always_inline void ct_see_reply(const struct fwe_eval* ev) {
   if (!ev->ct_reply || ev->untracked) return;
-  struct fwe_ct_key original = {};
-  ct_key_of(&ev->pkt, &original, 1);
-  struct fwe_ct_value* o = bpf_map_lookup_elem(&fwe_ct, &original);
+  struct fwe_ct_value* o = ct_lookup(&ev->pkt, 1);
   if (o && !o->seen_reply) o->seen_reply = 1;
 }
 
 static __always_inline void ct_commit(const struct fwe_eval* ev) {
-  struct fwe_ct_key key = {};
-  struct fwe_ct_value value = {.last_seen_ns = bpf_ktime_get_ns()};
+  struct fwe_ct_value value = {};
   if (ev->untracked) {
     /* A marker for its reply (which the kernel has no entry for), and, out on lo, for the packet's
      * own way back in, untracked as the kernel's is. */
     value.untracked = 1;
-    if (ev->pkt.oif == LOOPBACK_IFINDEX) {
-      ct_key_of(&ev->pkt, &key, 0);
-      bpf_map_update_elem(&fwe_ct, &key, &value, BPF_ANY);
-    }
-    ct_key_of(&ev->pkt, &key, 1);
+    if (ev->pkt.oif == LOOPBACK_IFINDEX) ct_store(&ev->pkt, 0, &value);
     /* Not over a tracked flow's entry: the notracked packet was its reply, which that entry notes. */
-    struct fwe_ct_value* tracked = bpf_map_lookup_elem(&fwe_ct, &key);
+    struct fwe_ct_value* tracked = ct_lookup(&ev->pkt, 1);
     if (tracked && !tracked->untracked && !tracked->reply) {
       tracked->reply_untracked = 1;
       return;
     }
     value.reply = 1;
-    bpf_map_update_elem(&fwe_ct, &key, &value, BPF_ANY);
+    ct_store(&ev->pkt, 1, &value);
     return;
   }
   if (ev->pkt.ct != FWE_CT_NEW || ev->ct_known) return; /* a retransmitted first packet: entries exist */
-  ct_key_of(&ev->pkt, &key, 0);
-  bpf_map_update_elem(&fwe_ct, &key, &value, BPF_ANY);
-  ct_key_of(&ev->pkt, &key, 1);
+  ct_store(&ev->pkt, 0, &value);
   value.reply = 1;
-  bpf_map_update_elem(&fwe_ct, &key, &value, BPF_ANY);
+  ct_store(&ev->pkt, 1, &value);
 }
 
 /* The interface a packet arriving on skb->ifindex will be forwarded to, or 0 if it is for this host

@@ -20,7 +20,7 @@ namespace fwe::ebpf {
 
 static_assert(sizeof(fwe_rule) == 208, "fwe_rule layout changed: update both sides");
 static_assert(sizeof(fwe_lpm4_key) == 12 && sizeof(fwe_lpm6_key) == 24, "LPM key layout");
-static_assert(sizeof(fwe_ct_key) == 40, "conntrack key layout");
+static_assert(sizeof(fwe_ct4_key) == 16 && sizeof(fwe_ct6_key) == 40, "conntrack key layout");
 static_assert(sizeof(fwe_where_key) == 12, "origin key layout");
 
 inline constexpr std::size_t kMaxJumpDepth = 8;

@@ -162,7 +162,7 @@ void attach(int ifindex, const std::string& ifname, bpf_tc_attach_point point, i
 
 struct PinnedMaps {
   Fd rules, stages, config, meta, set4, set6, iflists, portsets, portindex, chains, wheres, counters, limits,
-      ct, hooks;
+      ct4, ct6, hooks;
 };
 
 int get_pinned(const std::string& dir, const char* name) {
@@ -170,14 +170,13 @@ int get_pinned(const std::string& dir, const char* name) {
 }
 
 bool open_pinned(const std::string& dir, PinnedMaps& m) {
-  std::pair<Fd*, const char*> all[] = {{&m.rules, "fwe_rules"},         {&m.stages, "fwe_stages"},
-                                       {&m.config, "fwe_config"},       {&m.meta, "fwe_meta"},
-                                       {&m.set4, "fwe_set4"},           {&m.set6, "fwe_set6"},
-                                       {&m.iflists, "fwe_iflists"},     {&m.portsets, "fwe_portsets"},
-                                       {&m.portindex, "fwe_portindex"}, {&m.chains, "fwe_chains"},
-                                       {&m.wheres, "fwe_wheres"},       {&m.counters, "fwe_counters"},
-                                       {&m.limits, "fwe_limits"},       {&m.ct, "fwe_ct"},
-                                       {&m.hooks, "fwe_hooks"}};
+  std::pair<Fd*, const char*> all[] = {
+      {&m.rules, "fwe_rules"},     {&m.stages, "fwe_stages"},     {&m.config, "fwe_config"},
+      {&m.meta, "fwe_meta"},       {&m.set4, "fwe_set4"},         {&m.set6, "fwe_set6"},
+      {&m.iflists, "fwe_iflists"}, {&m.portsets, "fwe_portsets"}, {&m.portindex, "fwe_portindex"},
+      {&m.chains, "fwe_chains"},   {&m.wheres, "fwe_wheres"},     {&m.counters, "fwe_counters"},
+      {&m.limits, "fwe_limits"},   {&m.ct4, "fwe_ct4"},           {&m.ct6, "fwe_ct6"},
+      {&m.hooks, "fwe_hooks"}};
   for (auto& [fd, name] : all) {
     fd->fd = get_pinned(dir, name);
     if (fd->fd < 0) return false;

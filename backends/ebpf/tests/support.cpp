@@ -433,4 +433,15 @@ bool run_programs(trace::Packet p, std::uint8_t tcp_flags) {
   return run_program(p, true, tcp_flags);
 }
 
+void clear_conntrack(const std::string& pin_dir) {
+  for (const char* name : {"fwe_ct4", "fwe_ct6"}) {
+    const std::string pin = pin_dir + "/" + name;
+    const int fd = bpf_obj_get(pin.c_str());
+    if (fd < 0) throw std::runtime_error("no conntrack map at " + pin);
+    fwe_ct6_key key{};  // the larger of the two keys
+    while (bpf_map_get_next_key(fd, nullptr, &key) == 0) bpf_map_delete_elem(fd, &key);
+    close(fd);
+  }
+}
+
 }  // namespace fwe::ebpf::test

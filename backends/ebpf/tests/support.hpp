@@ -48,4 +48,8 @@ TestRun test_run(const trace::Packet&, bool ingress, std::uint8_t tcp_flags = kT
 // loops. Throws std::runtime_error where no program is attached or the run fails.
 bool run_programs(trace::Packet, std::uint8_t tcp_flags = kTcpSyn);
 
+// Empties our conntrack maps (both families) pinned in pin_dir, so the next packet starts a flow.
+// Throws std::runtime_error where they are not pinned.
+void clear_conntrack(const std::string& pin_dir);
+
 }  // namespace fwe::ebpf::test

@@ -50,17 +50,6 @@ bool delivered(const trace::Packet& p) {
   }
 }
 
-void clear_conntrack(const Kernel& kernel) {
-  int fd = bpf_obj_get((kernel.pin_dir() + "/fwe_ct").c_str());
-  REQUIRE(fd >= 0);
-  fwe_ct_key key{}, next{};
-  while (bpf_map_get_next_key(fd, nullptr, &next) == 0) {
-    key = next;
-    bpf_map_delete_elem(fd, &key);
-  }
-  close(fd);
-}
-
 void apply(EbpfBackend& backend, const ir::Ruleset& rs) {
   Diagnostics diag;
   auto plan = backend.render(rs, diag);
@@ -78,7 +67,7 @@ TEST_CASE("every sample packet and its reply get trace's verdict", "[root]") {
   Kernel kernel("test");
   std::size_t passed = 0, dropped = 0;
   for (const auto& p : test::sample_packets()) {
-    clear_conntrack(kernel);
+    test::clear_conntrack(kernel.pin_dir());
     const trace::Result expected = trace::evaluate(rs, p);
     ++(expected.delivered ? passed : dropped);
     INFO(test::describe(p));
@@ -100,7 +89,7 @@ TEST_CASE("port runs skip only rules that cannot match", "[root]") {
   Kernel kernel("test");
   std::size_t passed = 0;
   for (const auto& p : test::port_run_packets()) {
-    clear_conntrack(kernel);
+    test::clear_conntrack(kernel.pin_dir());
     const bool expected = trace::evaluate(rs, p).delivered;
     passed += expected;
     INFO(test::describe(p));
@@ -164,7 +153,7 @@ TEST_CASE("a rate-limited rule matches its burst and then stops", "[root]") {
   Kernel kernel("test");
   auto ping = test::packet("d0", "", "10.0.0.20", "10.0.0.1", 1, 0, 0);
   for (bool expected : {true, true, false}) {
-    clear_conntrack(kernel);
+    test::clear_conntrack(kernel.pin_dir());
     CHECK(delivered(ping) == expected);  // then tier1's on_end drop
   }
 }
@@ -210,7 +199,7 @@ TEST_CASE("the reverse-path check follows the host's routes, as trace told the r
       apply(backend, rs);
       std::size_t passed = 0;
       for (const auto& p : packets) {
-        clear_conntrack(kernel);
+        test::clear_conntrack(kernel.pin_dir());
         const bool expected = trace::evaluate(rs, p).delivered;
         passed += expected;
         INFO(to_string(mode) << (negate ? " negated: " : ": ") << test::describe(p));

@@ -74,15 +74,6 @@ void enter_namespace(const std::string& netns) {
   close(fd);
 }
 
-void clear_conntrack(const std::string& netns) {
-  const std::string pin = ebpf::pin_dir_for(netns) + "/fwe_ct";
-  const int fd = bpf_obj_get(pin.c_str());
-  if (fd < 0) throw std::runtime_error("no conntrack map at " + pin);
-  fwe_ct_key key{};
-  while (bpf_map_get_next_key(fd, nullptr, &key) == 0) bpf_map_delete_elem(fd, &key);
-  close(fd);
-}
-
 const char* json(bool value) {
   return value ? "true" : "false";
 }
@@ -109,7 +100,7 @@ int main(int argc, char** argv) {
   }
   try {
     enter_namespace(netns);
-    clear_conntrack(netns);
+    ebpf::test::clear_conntrack(ebpf::pin_dir_for(netns));
     const bool delivered = ebpf::test::run_programs(packet);
     std::string reply = "null", later = "null";
     if (delivered) {
