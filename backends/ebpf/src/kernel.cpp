@@ -11,6 +11,7 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdarg>
 #include <cstring>
@@ -65,6 +66,13 @@ struct Fd {
   Fd(const Fd&) = delete;
   Fd& operator=(const Fd&) = delete;
   Fd(Fd&& o) noexcept : fd(std::exchange(o.fd, -1)) {}
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) {
+      if (fd >= 0) close(fd);
+      fd = std::exchange(o.fd, -1);
+    }
+    return *this;
+  }
   ~Fd() {
     if (fd >= 0) close(fd);
   }
@@ -131,6 +139,13 @@ __u32 query_filter(int ifindex, bpf_tc_attach_point point, std::string* name_out
   return opts.prog_id;
 }
 
+// A program's kernel id, 0 if the fd is not a program.
+__u32 program_id(int prog_fd) {
+  bpf_prog_info info{};
+  __u32 len = sizeof info;
+  return bpf_obj_get_info_by_fd(prog_fd, &info, &len) == 0 ? info.id : 0;
+}
+
 void attach(int ifindex, const std::string& ifname, bpf_tc_attach_point point, int prog_fd, const char* ours,
             int hooks_fd) {
   bpf_tc_hook hook = hook_of(ifindex, point);
@@ -148,8 +163,10 @@ void attach(int ifindex, const std::string& ifname, bpf_tc_attach_point point, i
                        "; fwengine does not replace other software's filters");
   };
   std::string existing;
-  const bool occupied = query_filter(ifindex, point, &existing) != 0;
+  const __u32 existing_id = query_filter(ifindex, point, &existing);
+  const bool occupied = existing_id != 0;
   if (occupied && existing != ours) refuse_foreign("program '" + existing + "'");
+  if (occupied && existing_id == program_id(prog_fd)) return;  // reused programs: already in place
   bpf_tc_opts opts = filter_opts();
   opts.prog_fd = prog_fd;
   // Replace only our own: bpf_tc_query does not see a filter without an eBPF program id (classic
@@ -178,10 +195,84 @@ bool open_pinned(const std::string& dir, PinnedMaps& m) {
       {&m.limits, "fwe_limits"},   {&m.ct4, "fwe_ct4"},           {&m.ct6, "fwe_ct6"},
       {&m.hooks, "fwe_hooks"}};
   for (auto& [fd, name] : all) {
-    fd->fd = get_pinned(dir, name);
+    *fd = Fd(get_pinned(dir, name));
     if (fd->fd < 0) return false;
   }
   return true;
+}
+
+// The build's BPF object, as a short digest: the programs are pinned under it, so that an apply by the
+// same build finds them, and one by another build loads its own.
+std::string object_tag() {
+  std::size_t size = 0;
+  const auto* bytes = static_cast<const unsigned char*>(fwengine_bpf::elf_bytes(&size));
+  std::uint64_t digest = 0xcbf29ce484222325ull;  // FNV-1a
+  for (std::size_t i = 0; i < size; ++i) digest = (digest ^ bytes[i]) * 0x100000001b3ull;
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(digest));
+  return text;
+}
+
+// Every map the program uses is one of the pinned maps: a program pinned beside maps that were since
+// made anew would read maps nobody writes.
+bool uses_only(int prog_fd, const PinnedMaps& m) {
+  std::vector<__u32> map_ids(64);
+  bpf_prog_info info{};
+  info.nr_map_ids = static_cast<__u32>(map_ids.size());
+  info.map_ids = reinterpret_cast<std::uintptr_t>(map_ids.data());
+  __u32 len = sizeof info;
+  if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) != 0 || info.nr_map_ids > map_ids.size()) return false;
+  std::vector<__u32> pinned;
+  for (const Fd* fd :
+       {&m.rules, &m.stages, &m.config, &m.meta, &m.set4, &m.set6, &m.iflists, &m.portsets, &m.portindex,
+        &m.chains, &m.wheres, &m.counters, &m.limits, &m.ct4, &m.ct6, &m.hooks}) {
+    bpf_map_info map{};
+    __u32 map_len = sizeof map;
+    if (bpf_obj_get_info_by_fd(fd->fd, &map, &map_len) != 0) return false;
+    pinned.push_back(map.id);
+  }
+  for (__u32 i = 0; i < info.nr_map_ids; ++i)
+    if (std::find(pinned.begin(), pinned.end(), map_ids[i]) == pinned.end()) return false;
+  return true;
+}
+
+struct Programs {
+  Fd ingress, egress;
+};
+
+// The programs of this build and the pinned maps they use. A policy change is a map update: the
+// programs are loaded (and verified, most of an apply's time) only when this build has not pinned
+// them yet; the load creates or reuses the maps and pins both.
+Programs programs(const std::string& pin_dir, PinnedMaps& maps) {
+  const std::string prefix = "prog-" + object_tag();
+  const std::string ingress_pin = pin_dir + "/" + prefix + "-ingress";
+  const std::string egress_pin = pin_dir + "/" + prefix + "-egress";
+  {
+    Programs pinned{Fd(bpf_obj_get(ingress_pin.c_str())), Fd(bpf_obj_get(egress_pin.c_str()))};
+    if (pinned.ingress.fd >= 0 && pinned.egress.fd >= 0 && open_pinned(pin_dir, maps) &&
+        uses_only(pinned.ingress.fd, maps) && uses_only(pinned.egress.fd, maps))
+      return pinned;
+  }
+  bpf_object_open_opts open_opts{};
+  open_opts.sz = sizeof open_opts;
+  open_opts.pin_root_path = pin_dir.c_str();
+  Skeleton skel(fwengine_bpf::open(&open_opts));
+  if (!skel) fail("opening the BPF object", errno);
+  if (int rc = fwengine_bpf::load(skel.get()))
+    fail("loading the BPF programs (if the maps pinned in " + pin_dir +
+             " are from an older fwengine, run 'fwengine --backend ebpf flush' first)",
+         rc);
+  if (!open_pinned(pin_dir, maps)) fail("opening the maps pinned in " + pin_dir, errno);
+  // Programs of other builds go; the filters that run them keep them alive until replaced.
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(pin_dir, ec))
+    if (entry.path().filename().string().starts_with("prog-")) std::filesystem::remove(entry.path(), ec);
+  Programs loaded{Fd(dup(bpf_program__fd(skel->progs.fwe_ingress))),
+                  Fd(dup(bpf_program__fd(skel->progs.fwe_egress)))};
+  if (loaded.ingress.fd < 0 || loaded.egress.fd < 0) fail("keeping the loaded programs", errno);
+  if (bpf_obj_pin(loaded.ingress.fd, ingress_pin.c_str()) != 0) fail("pinning " + ingress_pin, errno);
+  if (bpf_obj_pin(loaded.egress.fd, egress_pin.c_str()) != 0) fail("pinning " + egress_pin, errno);
+  return loaded;
 }
 
 void update(int fd, const void* key, const void* value, const char* what) {
@@ -350,18 +441,8 @@ void Kernel::apply(const Program& program, const std::string& ir_hash) {
   std::filesystem::create_directories(pin_dir_, ec);
   if (ec) fail("creating " + pin_dir_, ec.value());
 
-  bpf_object_open_opts open_opts{};
-  open_opts.sz = sizeof open_opts;
-  open_opts.pin_root_path = pin_dir_.c_str();
-  Skeleton skel(fwengine_bpf::open(&open_opts));
-  if (!skel) fail("opening the BPF object", errno);
-  if (int rc = fwengine_bpf::load(skel.get()))
-    fail("loading the BPF programs (if the maps pinned in " + pin_dir_ +
-             " are from an older fwengine, run 'fwengine --backend ebpf flush' first)",
-         rc);
-
   PinnedMaps maps;
-  if (!open_pinned(pin_dir_, maps)) fail("opening the maps pinned in " + pin_dir_, errno);
+  const Programs progs = programs(pin_dir_, maps);
   fwe_config config = read_config(maps);
   const std::uint32_t generation = (config.active_gen & 1) ^ 1;
   const auto ifaces = interfaces();
@@ -372,11 +453,9 @@ void Kernel::apply(const Program& program, const std::string& ir_hash) {
     write_tables(program, generation, maps, ir_hash);
 
     // Programs first: until the flip they read the generation still in use.
-    const int ingress = bpf_program__fd(skel->progs.fwe_ingress);
-    const int egress = bpf_program__fd(skel->progs.fwe_egress);
     for (const auto& iface : ifaces) {
-      attach(iface.index, iface.name, BPF_TC_INGRESS, ingress, kIngressName, maps.hooks.fd);
-      attach(iface.index, iface.name, BPF_TC_EGRESS, egress, kEgressName, maps.hooks.fd);
+      attach(iface.index, iface.name, BPF_TC_INGRESS, progs.ingress.fd, kIngressName, maps.hooks.fd);
+      attach(iface.index, iface.name, BPF_TC_EGRESS, progs.egress.fd, kEgressName, maps.hooks.fd);
     }
   } catch (RuntimeError& e) {
     // No flip yet: packets and status still read the old generation. Free what the new one took.

@@ -144,6 +144,72 @@ TEST_CASE("read_back gives hash and counters then a new policy flips the generat
   CHECK(std::system("tc qdisc show dev d0 | grep -q clsact") != 0);
 }
 
+namespace {
+
+// The id of the program on d0's ingress hook.
+__u32 attached_ingress_id() {
+  const int fd = Kernel::attached_program(static_cast<int>(if_nametoindex("d0")), true);
+  REQUIRE(fd >= 0);
+  bpf_prog_info info{};
+  __u32 len = sizeof info;
+  const int rc = bpf_obj_get_info_by_fd(fd, &info, &len);
+  close(fd);
+  REQUIRE(rc == 0);
+  return info.id;
+}
+
+std::size_t pinned_programs() {
+  std::size_t n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(pin_dir_for("test")))
+    n += entry.path().filename().string().starts_with("prog-");
+  return n;
+}
+
+// Replaces the pinned map by a new, empty one of the same shape, as another tool might.
+void replace_pinned_map(const std::string& pin) {
+  const int old_fd = bpf_obj_get(pin.c_str());
+  REQUIRE(old_fd >= 0);
+  bpf_map_info info{};
+  __u32 len = sizeof info;
+  REQUIRE(bpf_obj_get_info_by_fd(old_fd, &info, &len) == 0);
+  close(old_fd);
+  std::filesystem::remove(pin);
+  LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = info.map_flags);
+  const int fd = bpf_map_create(static_cast<bpf_map_type>(info.type), info.name, info.key_size,
+                                info.value_size, info.max_entries, &opts);
+  REQUIRE(fd >= 0);
+  REQUIRE(bpf_obj_pin(fd, pin.c_str()) == 0);
+  close(fd);
+}
+
+}  // namespace
+
+TEST_CASE("a policy change reuses the pinned programs and a program beside a replaced map is loaded again",
+          "[root]") {
+  enter_scratch_namespace();
+  ir::Ruleset rs = test::sample_ruleset();
+  EbpfBackend backend(PluginContext{"test"});
+  apply(backend, rs);
+  const __u32 first = attached_ingress_id();
+  CHECK(pinned_programs() == 2);
+  auto ssh = test::packet("d0", "", "10.0.0.9", "10.0.0.1", 6, 40000, 22);
+  REQUIRE(delivered(ssh));
+
+  rs.chains["in-admin"].rules[0].action.kind = ir::ActionKind::drop;
+  apply(backend, rs);
+  CHECK(attached_ingress_id() == first);  // a map update: nothing loaded, nothing attached anew
+  CHECK_FALSE(delivered(ssh));
+
+  // The pinned programs would read the replaced map, which this apply writes no more.
+  replace_pinned_map(pin_dir_for("test") + "/fwe_rules");
+  rs.chains["in-admin"].rules[0].action.kind = ir::ActionKind::accept;
+  apply(backend, rs);
+  CHECK(attached_ingress_id() != first);
+  CHECK(pinned_programs() == 2);
+  test::clear_conntrack(pin_dir_for("test"));
+  CHECK(delivered(ssh));
+}
+
 TEST_CASE("a rate-limited rule matches its burst and then stops", "[root]") {
   enter_scratch_namespace();
   ir::Ruleset rs = test::sample_ruleset();
