@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Apply-time, peak-RSS and dataplane benchmark of fwengine against the tools it replaces (issues #4, #5, #10).
+"""Apply-time, peak-RSS, dataplane and ebpf per-packet benchmark of fwengine against the tools it replaces
+(issues #4, #5, #6, #10).
 
 Run as root; it is not part of the test command:
 
     python3 integration/bench/run.py                  # the full series, writes docs/benchmarks.md and its plots
     python3 integration/bench/run.py --quick          # N = 100 and 1,000, 3 runs
     python3 integration/bench/run.py --figures dataplane -o /tmp/dp.md   # only the TCP rates
+    python3 integration/bench/run.py --figures ebpf -o /tmp/ebpf.md      # only ebpf_bench's figures
 
 Workloads (seeded, generated into a temporary directory): N rules "source CIDR + TCP dport -> accept", the
 rule the test traffic would hit last, default drop, written in fwengine's YAML with one chain per 100
@@ -51,7 +53,7 @@ RULES_PER_CHAIN = 100
 SKIP = 77  # CTest's SKIP_RETURN_CODE
 CLONE_NEWNET = 0x40000000
 SETTLE_SECONDS = 0.2  # after emptying the namespace: let deferred (RCU) frees finish before timing
-FIGURES = ("apply", "dataplane")
+FIGURES = ("apply", "dataplane", "ebpf")
 APPLY_BACKENDS = ("nft", "iptables")  # the apply figures; the dataplane figures measure ebpf too
 
 
@@ -629,6 +631,80 @@ def profile(workloads, args, workdir):
         empty_namespace(args.ns, workdir)
 
 
+# ---------------------------------------------------------------- ebpf per packet
+
+def measure_ebpf(args):
+    """ebpf_bench's figures (backends/ebpf/tests/bench.cpp, in a namespace of its own): ns per packet through
+    BPF_PROG_TEST_RUN for fwengine's programs and for the floor (one LPM lookup alone), in alternation, and
+    the times of applies and of a one-rule change. A dict; {"skipped": why} where it is not built, and
+    {"skipped": why, "failed": True} where it failed (run.py then exits 1, after writing the report)."""
+    if not os.access(args.ebpf_bench, os.X_OK):
+        return {"skipped": f"{args.ebpf_bench} is not built"}
+    sizes = ",".join(str(n) for n in args.ebpf_sizes)
+    argv = [args.ebpf_bench, "--json", "--rounds", str(args.runs), "--repeat", str(args.ebpf_repeat),
+            "--rules", sizes, "--elements", sizes]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=1200)
+    except subprocess.TimeoutExpired:
+        return {"skipped": "ebpf_bench took over 20 minutes", "failed": True}
+    if proc.returncode != 0:
+        why = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        return {"skipped": f"ebpf_bench exited {proc.returncode}: {why}", "failed": True}
+    return json.loads(proc.stdout)
+
+
+def ebpf_section(eb, args):
+    cases = [c for c in eb.get("cases", []) if not c["over_limit"]]
+    lines = ["## ebpf: ns per packet (BPF_PROG_TEST_RUN)", "",
+             f"`ebpf_bench` (backends/ebpf/tests/bench.cpp) in a network namespace of its own: the ebpf backend "
+             "applies a policy of N rules (each naming one TCP destination port the probe does not have, so they "
+             "form one port-indexed run, then the accepting rule) or of one rule whose source set holds N distinct "
+             "/30 networks (the probe's among them); then one TCP SYN from 10.0.0.20 runs through the program "
+             f"attached to the interface's ingress with `BPF_PROG_TEST_RUN`, repeated {eb['repeat']:,} times per "
+             "run (the kernel reports the mean). The floor is `floor.bpf.c`: one LPM-trie lookup of the packet's "
+             "source in a trie of the same networks, nothing else. fwengine's program and the floor run in "
+             f"alternation, {eb['rounds']} runs each; median (min–max) ns per packet; ratio = fwengine / floor. "
+             "\"apply\" is one apply of the case's policy (the first also loads and pins the programs).", ""]
+    if eb.get("skipped"):
+        return lines + [f"Not measured in this run: {eb['skipped']}.", ""]
+    lines += ["| workload | fwengine ebpf (ns/packet) | floor: one LPM lookup | ratio | apply (ms) |",
+              "|---|---|---|---|---|"]
+    for c in eb["cases"]:
+        what = f"{c['n']:,} " + ("rules" if c["kind"] == "rules" else "set elements")
+        if c["over_limit"]:
+            lines.append(f"| {what} | over the rule limit (refused at render) | | | |")
+            continue
+        samples = [{"ns": v} for v in c["ns"]]
+        floor = [{"ns": v} for v in c["floor_ns"]]
+        lines.append(f"| {what} | {cell(samples, 'ns')} | {cell(floor, 'ns')} | "
+                     f"{statistics.median(c['ns']) / statistics.median(c['floor_ns']):.2f} | {c['apply_ms']:.1f} |")
+    change = eb.get("change", {})
+    if change.get("ms"):
+        lines += ["", f"Policy update: one rule changed in the {change['rules']:,}-rule policy (both generations "
+                  f"held it before; maps only, no program load): {cell([{'ms': v} for v in change['ms']], 'ms')} "
+                  f"ms over {len(change['ms'])} applies."]
+    return lines + [""]
+
+
+def ebpf_target(eb):
+    """The paragraph of issue #10's ebpf target (≤ 2× the floor, flat in N)."""
+    cases = [c for c in eb.get("cases", []) if not c["over_limit"]]
+    if eb.get("skipped") or not cases:
+        return None
+    medians = [statistics.median(c["ns"]) for c in cases]
+    ratios = [m / statistics.median(c["floor_ns"]) for m, c in zip(medians, cases)]
+    flat = max(medians) <= 1.25 * min(medians)
+    met = flat and max(ratios) <= 2.0
+    over = [f"{c['n']:,} {c['kind']}" for c in eb["cases"] if c["over_limit"]]
+    return (f"**ebpf per-packet cost ≤ 2× the floor (one LPM lookup) and flat in N — "
+            f"{'met' if met else ('half met: flat' if flat else 'not met')}.** fwengine's program takes "
+            f"{min(medians):.0f}–{max(medians):.0f} ns per packet across the cases, "
+            f"{min(ratios):.2f}–{max(ratios):.2f}× the floor; {'flat' if flat else 'not flat'} in N (largest "
+            f"median within {max(medians) / min(medians):.2f}× of the smallest)."
+            + (f" Over the rule limit: {', '.join(over)}." if over else "")
+            + " Where the rest goes: backends/ebpf/README.md.")
+
+
 # ---------------------------------------------------------------- dataplane
 
 SERVER_ADDR, CLIENT_ADDR = "192.168.77.2", "192.168.77.1"  # in MATCHING_CIDR: the probe hits the last rule
@@ -1140,7 +1216,7 @@ def mib_table(figs, alts, key, args):
     return lines
 
 
-def write_report(path, figures, workloads, rows, prof, started, elapsed, args, dp):
+def write_report(path, figures, workloads, rows, prof, started, elapsed, args, dp, eb):
     """The Markdown report and its plots; returns what could not be drawn."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fw_version = tool_version([args.fwengine, "version"])
@@ -1256,13 +1332,17 @@ def write_report(path, figures, workloads, rows, prof, started, elapsed, args, d
         lines += prof["lines"] + ["```", ""]
     if dp:
         lines += dataplane_section(dp, args, plots.get(dp[0].title))
-    lines += ["## Targets (issues #4, #5, #10)", ""]
-    for paragraph in targets(figures, workloads, rows, args) + ([dataplane_target(dp, args)] if dp else []):
+    if eb:
+        lines += ebpf_section(eb, args)
+    lines += ["## Targets (issues #4, #5, #6, #10)", ""]
+    paragraphs = targets(figures, workloads, rows, args) + ([dataplane_target(dp, args)] if dp else [])
+    paragraphs += [p for p in [ebpf_target(eb) if eb else None] if p]
+    for paragraph in paragraphs:
         lines += [paragraph, ""]
-    calico = "" if any(w["kind"] == "calico" for w in workloads) else ", the Calico workload"
-    lines += ["Not measured by this harness yet (issue #10): the ebpf backend's apply times and per-packet "
-              f"figures (`ebpf_bench`, backends/ebpf/README.md){calico}; "
-              "`firewall-cmd --reload`: [benchmarks-firewalld.md](benchmarks-firewalld.md).", ""]
+    calico = "" if any(w["kind"] == "calico" for w in workloads) else " the Calico workload;"
+    lines += [f"Not measured by this harness (issue #10):{calico} the ebpf backend's apply figures against "
+              "another tool (none loads the same maps), `firewall-cmd --reload`: "
+              "[benchmarks-firewalld.md](benchmarks-firewalld.md).", ""]
     if args.notes and Path(args.notes).exists():
         lines += [Path(args.notes).read_text().rstrip(), ""]
     path.write_text("\n".join(lines))
@@ -1292,12 +1372,18 @@ def parse_args():
                    help="repeatable (default: all three; ebpf is measured in the dataplane figures only)")
     p.add_argument("--figures", type=lambda s: s.split(","), default=list(FIGURES),
                    help="comma-separated: apply (apply times, RSS, kernel memory, breakdown, profile), "
-                        "dataplane (TCP connect and request rates); default both")
+                        "dataplane (TCP connect and request rates), ebpf (ns per packet against the floor, "
+                        "policy-update time); default all")
     p.add_argument("--dataplane-sizes", type=lambda s: [int(x) for x in s.split(",")],
                    help="rule counts of the dataplane figures (default 10000,50000, --quick 1000)")
     p.add_argument("--dataplane-seconds", type=float,
                    help="seconds per dataplane rate measurement (default 3, --quick 1)")
     p.add_argument("--tcprate", help="the dataplane load generator (default: tcprate beside --fwengine)")
+    p.add_argument("--ebpf-bench", help="the ebpf figures' program (default: ebpf_bench beside --fwengine)")
+    p.add_argument("--ebpf-sizes", type=lambda s: [int(x) for x in s.split(",")],
+                   help="rule counts and set sizes of the ebpf figures (default 10,1000,10000,100000, --quick 10,1000)")
+    p.add_argument("--ebpf-repeat", type=int,
+                   help="packets per BPF_PROG_TEST_RUN in the ebpf figures (default 1000000, --quick 100000)")
     p.add_argument("--require-plots", action="store_true",
                    help="exit 1 when a plot cannot be drawn (the smoke test: gnuplot-nox is a CI package)")
     p.add_argument("--no-profile", action="store_true", help="skip the perf profile")
@@ -1321,6 +1407,11 @@ def parse_args():
     if args.dataplane_seconds is None:
         args.dataplane_seconds = 1 if args.quick else 3
     args.tcprate = args.tcprate or str(Path(args.fwengine).parent / "tcprate")
+    args.ebpf_bench = args.ebpf_bench or str(Path(args.fwengine).parent / "ebpf_bench")
+    if args.ebpf_sizes is None:
+        args.ebpf_sizes = [10, 1000] if args.quick else [10, 1000, 10000, 100000]
+    if args.ebpf_repeat is None:
+        args.ebpf_repeat = 100000 if args.quick else 1000000
     args.backends = args.backends or ["nft", "iptables", "ebpf"]
     if min(args.sizes + args.dataplane_sizes) < 2 or args.runs < 1 or (args.set_size and args.set_size < 2):
         p.error("sizes and --set-size must be at least 2, --runs at least 1")
@@ -1331,7 +1422,7 @@ def parse_args():
     return args
 
 
-def save_raw(path, figures, workloads, rows, prof, started, elapsed, dp, args):
+def save_raw(path, figures, workloads, rows, prof, started, elapsed, dp, eb, args):
     def saved(figs):
         return [{"key": f.key, "title": f.title, "size": f.size,
                  "contenders": [{"key": c.key, "label": c.label, "samples": c.samples, "skipped": c.skipped,
@@ -1341,7 +1432,7 @@ def save_raw(path, figures, workloads, rows, prof, started, elapsed, dp, args):
                                                    "backends", "kmem_note", "figures", "dataplane_sizes",
                                                    "dataplane_seconds")},
             "workloads": [{k: w[k] for k in ("kind", "size", "label")} for w in workloads],
-            "figures": saved(figures), "dataplane": saved(dp)}
+            "figures": saved(figures), "dataplane": saved(dp), "ebpf": eb}
     Path(path).write_text(json.dumps(data, indent=1))
 
 
@@ -1361,7 +1452,8 @@ def load_raw(path, args):
             out.append(Figure(f["key"], f["title"], f["size"], contenders))
         return out
     return (loaded(data["figures"]), data["workloads"], data["rows"], data["prof"],
-            datetime.datetime.fromisoformat(data["started"]), data["elapsed"], loaded(data.get("dataplane", [])))
+            datetime.datetime.fromisoformat(data["started"]), data["elapsed"], loaded(data.get("dataplane", [])),
+            data.get("ebpf"))
 
 
 def main():
@@ -1395,7 +1487,7 @@ def main():
                           "Read from " + ("memory.stat `kernel` (cgroup v2)." if args.kmem.v2 else
                                          "memory.kmem.usage_in_bytes (cgroup v1)."))
         workdir = Path(tmp)
-        figures, workloads, rows, prof, dp = [], [], [], None, []
+        figures, workloads, rows, prof, dp, eb = [], [], [], None, [], None
         if "apply" in args.figures:
             figures, workloads = build_workloads(args, workdir)
             measure(figures, args, workdir)
@@ -1404,15 +1496,21 @@ def main():
         if "dataplane" in args.figures:
             dp = build_dataplane(args, workdir)
             measure_dataplane(dp, args)
-    results = (figures, workloads, rows, prof, started, time.monotonic() - t0, dp)
+        if "ebpf" in args.figures and "ebpf" in args.backends:
+            eb = measure_ebpf(args)
+    results = (figures, workloads, rows, prof, started, time.monotonic() - t0, dp, eb)
     if args.raw:
         save_raw(args.raw, *results, args)
     return report(results, args)
 
 
 def report(results, args):
-    problems = write_report(Path(args.output), *results[:-1], args, results[-1])
+    problems = write_report(Path(args.output), *results[:-2], args, *results[-2:])
     print(f"wrote {args.output}")
+    eb = results[-1]
+    if eb and eb.get("failed"):
+        print(f"run.py: the ebpf figures failed: {eb['skipped']}", file=sys.stderr)
+        return 1
     if problems and args.require_plots:
         print("run.py: --require-plots: " + "; ".join(problems), file=sys.stderr)
         return 1

@@ -389,6 +389,18 @@ TestRun test_run(const trace::Packet& p, bool ingress, std::uint8_t tcp_flags, s
   const int fd = Kernel::attached_program(ifindex, ingress);
   if (fd < 0)
     throw std::runtime_error("no fwengine program on " + ifname + (ingress ? " ingress" : " egress"));
+  try {
+    const TestRun run = test_run_program(fd, p, ifindex, tcp_flags, repeat);
+    close(fd);
+    return run;
+  } catch (...) {
+    close(fd);
+    throw;
+  }
+}
+
+TestRun test_run_program(int prog_fd, const trace::Packet& p, int ifindex, std::uint8_t tcp_flags,
+                         std::uint32_t repeat) {
   auto frame = frame_of(p, tcp_flags);
   __sk_buff ctx{};
   ctx.ifindex = static_cast<__u32>(ifindex);
@@ -403,9 +415,8 @@ TestRun test_run(const trace::Packet& p, bool ingress, std::uint8_t tcp_flags, s
   opts.ctx_out = &ctx_out;
   opts.ctx_size_out = sizeof ctx_out;
   opts.repeat = repeat;
-  const int rc = bpf_prog_test_run_opts(fd, &opts);
-  close(fd);
-  if (rc != 0) throw std::runtime_error("BPF_PROG_TEST_RUN failed on " + ifname);
+  if (bpf_prog_test_run_opts(prog_fd, &opts) != 0)
+    throw std::runtime_error("BPF_PROG_TEST_RUN failed on interface " + std::to_string(ifindex));
   return {static_cast<int>(opts.retval), opts.duration, ctx_out.mark};
 }
 

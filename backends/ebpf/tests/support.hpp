@@ -40,6 +40,9 @@ struct TestRun {
 };
 TestRun test_run(const trace::Packet&, bool ingress, std::uint8_t tcp_flags = kTcpSyn,
                  std::uint32_t repeat = 1);
+// The same with any tc program, as if the packet came in on (or went out of) ifindex.
+TestRun test_run_program(int prog_fd, const trace::Packet&, int ifindex, std::uint8_t tcp_flags = kTcpSyn,
+                         std::uint32_t repeat = 1);
 
 // What the programs fwengine attached in the current network namespace do with the packet, through
 // BPF_PROG_TEST_RUN: true if let through (TC_ACT_OK). A packet with an iif runs the ingress program of
