@@ -33,7 +33,7 @@ FUZZ_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(FUZZ_DIR.parent))  # scenario.py: topology builder, agents, fwengine wrapper
 
 import scenario  # noqa: E402
-from generate import FEATURES, STAGES, Profile, generate  # noqa: E402
+from generate import FEATURES, PORT_ANCHORS, STAGES, Profile, cidr_around, generate  # noqa: E402
 from topology import PEER_MACS, PORTS, spec  # noqa: E402
 
 CORPUS_DIR = FUZZ_DIR / "corpus"
@@ -424,6 +424,54 @@ class Report:
         print(f"FAIL {message}", flush=True)
 
 
+def mutated(rng, policy):
+    """The policy with one small change, the kind a backend applies in place (an element delta, one set
+    swapped, one chain rewritten): a set member replaced, added or removed, or else one rule's port."""
+    policy = copy.deepcopy(policy)
+    sets = [name for name, nets in policy.get("sets", {}).items() if nets]
+    if sets and rng.random() < 0.7:
+        nets = policy["sets"][rng.choice(sets)]
+        i = rng.randrange(len(nets))
+        family = ipaddress.ip_network(nets[i]).version
+        roll = rng.random()
+        if roll < 0.5:
+            nets[i] = cidr_around(rng, family, wide=False)
+        elif roll < 0.75 or len(nets) == 1:
+            nets.append(cidr_around(rng, family, wide=False))
+        else:
+            del nets[i]
+        return policy
+    rules = [r for chain in policy.get("chains", {}).values() for r in chain
+             if isinstance(r.get("dport"), int)]
+    if rules:
+        rng.choice(rules)["dport"] = rng.choice(PORT_ANCHORS)
+    return policy
+
+
+def compare_case(runner, backend, profile, options, report, case_seed, policy, probes):
+    """Applies the policy, sends the probes and records the outcome; False if the case did not run."""
+    outcome = runner.run(policy, probes)
+    if outcome["status"] == "refused":
+        report.refused += 1
+        if options.verbose:
+            print(f"case {case_seed}: refused: {outcome['why']}")
+        return False
+    if outcome["status"] == "error":
+        report.fail(f"case {case_seed}: {outcome['why']}")
+        return False
+    report.cases += 1
+    report.probes += len(probes)
+    bad = runner.disagreements(outcome)
+    if options.verbose:
+        opened = sum(1 for r in outcome["results"] if r[0] == "open")
+        print(f"case {case_seed}: {len(probes)} probes agree ({opened} open)" if not bad else
+              f"case {case_seed}: {len(bad)} disagreements")
+    if bad:
+        handle_disagreement(runner, backend, profile, options, report, case_seed, policy, probes[bad[0]],
+                            outcome["results"][bad[0]])
+    return True
+
+
 def run_random(runner, backend, profile, options, report):
     for index in range(options.cases):
         case_seed = f"{options.seed}-{index}"
@@ -434,25 +482,12 @@ def run_random(runner, backend, profile, options, report):
             report.fail(f"case {case_seed}: the generator made a policy core rejects: {problem[:600]}\n"
                         f"{yaml_text(policy)}")
             continue
-        outcome = runner.run(policy, probes)
-        if outcome["status"] == "refused":
-            report.refused += 1
-            if options.verbose:
-                print(f"case {case_seed}: refused: {outcome['why']}")
-            continue
-        if outcome["status"] == "error":
-            report.fail(f"case {case_seed}: {outcome['why']}")
-            continue
-        report.cases += 1
-        report.probes += len(probes)
-        bad = runner.disagreements(outcome)
-        if options.verbose:
-            opened = sum(1 for r in outcome["results"] if r[0] == "open")
-            print(f"case {case_seed}: {len(probes)} probes agree ({opened} open)" if not bad else
-                  f"case {case_seed}: {len(bad)} disagreements")
-        if bad:
-            handle_disagreement(runner, backend, profile, options, report, case_seed, policy, probes[bad[0]],
-                                outcome["results"][bad[0]])
+        ran = compare_case(runner, backend, profile, options, report, case_seed, policy, probes)
+        if ran and options.mutate:
+            # Over the policy just applied: the backend's in-place path, with the same probes.
+            changed = mutated(random.Random(f"{case_seed}-m"), policy)
+            if not runner.check(changed):
+                compare_case(runner, backend, profile, options, report, f"{case_seed}-m", changed, probes)
         if not options.verbose and (index + 1) % 25 == 0:
             print(f"{index + 1} cases: {report.cases} compared, {report.refused} refused, "
                   f"{len(report.failures)} failures", flush=True)
@@ -529,8 +564,12 @@ def main():
     parser.add_argument("--incremental", action="store_true",
                         help="apply each policy over the previous one (the backend's incremental path), "
                              "flush only at the end; a reproducer then may need the policy before it")
+    parser.add_argument("--mutate", action="store_true",
+                        help="after each case, apply it again with one small change (a set member, a port) over "
+                             "it and probe again: the in-place paths; implies --incremental")
     parser.add_argument("-v", "--verbose", action="store_true")
     options = parser.parse_args()
+    options.incremental = options.incremental or options.mutate
     options.deadline = time.monotonic() + options.time_budget if options.time_budget else None
     if options.check_generator is not None:
         return check_generator(Path(options.fwengine).resolve(), options.seed, options.check_generator)

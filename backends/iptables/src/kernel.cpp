@@ -584,10 +584,47 @@ std::vector<std::string> sorted(std::vector<std::string> members) {
   return members;
 }
 
-// A change that is one step in the kernel needs no second slot: nothing to do, or one table of one
-// family restored (its COMMIT is all or nothing; say, a rule repaired after drift). Any change of the
-// IR changes fwe-meta in both families, and so takes a switch. Returns false, having changed nothing,
-// when the change takes more steps or the kernel holds leftovers; throws when the step fails.
+// One `*table ... COMMIT` section of restore input, and whether all it changes is fwe-meta (the IR hash
+// and rules summary read_back reads: a record of what was loaded, not something packets meet).
+struct TableStep {
+  IpFamily family;
+  std::string text;
+  bool record_only = true;
+};
+
+std::vector<TableStep> table_steps(IpFamily family, const std::string& text, int slot) {
+  const std::string meta = in_slot(kMetaChain, slot);
+  std::vector<TableStep> steps;
+  for (const auto& line : lines(text)) {
+    if (line.empty()) continue;
+    if (line[0] == '*') steps.push_back({family, {}});
+    if (steps.empty()) continue;
+    TableStep& step = steps.back();
+    step.text += line + '\n';
+    const bool about_meta = line == ':' + meta + " - [0:0]" || line.starts_with("-A " + meta + ' ');
+    if (line[0] != '*' && line != "COMMIT" && !about_meta) step.record_only = false;
+  }
+  return steps;
+}
+
+// Replaces a set's members at one instant: a temporary set gets the new ones, then `ipset swap`.
+void swap_members(const SetDef& set) {
+  SetDef temporary = set;
+  temporary.name = std::string(kTempSetPrefix) + "swap";
+  destroy_sets({temporary.name});  // an interrupted apply's; absent is fine
+  auto r = run_tool({"ipset", "restore"}, ipset_text({temporary}));
+  if (r.status == 0) r = run_tool({"ipset", "swap", temporary.name, set.name});
+  destroy_sets({temporary.name});
+  if (r.status != 0)
+    throw RuntimeError("ipset could not replace the members of " + in_slot(set.name, 0) + ": " +
+                       trimmed(r.err) + "\n  nothing was changed: the previous ruleset is in place");
+}
+
+// A change that packets meet in one kernel step needs no second slot: the members of one set (swapped
+// in at once), or one table of one family (its COMMIT is all or nothing), or nothing. fwe-meta, which
+// every IR change touches in both families, is only a record: it is brought up to date after that step.
+// Returns false, having changed nothing, when the change takes more steps (or adds or removes a set), or
+// the kernel holds leftovers; throws when a step fails.
 bool apply_in_place(const Holdings& now, const std::vector<SetDef>& sets,
                     const std::vector<TableDef> (&want)[2]) {
   const int slot = now.active;
@@ -599,39 +636,43 @@ bool apply_in_place(const Holdings& now, const std::vector<SetDef>& sets,
         is_temporary(set.name))
       return false;
 
-  std::vector<std::pair<IpFamily, std::string>> restores;
+  std::vector<TableStep> rule_steps, record_steps;
   for (IpFamily f : {IpFamily::v4, IpFamily::v6}) {
     int i = static_cast<int>(f);
     auto text =
         transition(select(now.tables[i], [&](int s) { return s == slot; }), placed(want[i], slot), false);
-    if (!text.empty()) restores.emplace_back(f, std::move(text));
+    for (auto& step : table_steps(f, text, slot))
+      (step.record_only ? record_steps : rule_steps).push_back(step);
   }
-  std::size_t tables_changed = 0;
-  for (const auto& [family, text] : restores)
-    for (const auto& line : lines(text)) tables_changed += !line.empty() && line[0] == '*';
-  if (tables_changed > 1) return false;
+  if (rule_steps.size() > 1) return false;
   const auto wanted_sets = placed(sets, slot);
   if (set_names(now.sets, [&](int s) { return s == slot; }).size() != wanted_sets.size()) return false;
   const auto have_sets = wanted_sets.empty() ? std::vector<KernelSet>{} : our_sets();
+  std::vector<const SetDef*> changed_sets;
   for (const auto& set : wanted_sets) {
     auto k = std::find_if(have_sets.begin(), have_sets.end(),
                           [&](const KernelSet& s) { return s.name == set.name; });
-    if (k == have_sets.end() || k->family != family_name(set.family) || k->type != set.type ||
-        sorted(k->members) != sorted(set.members))
-      return false;
+    if (k == have_sets.end() || k->family != family_name(set.family) || k->type != set.type) return false;
     // A run set's comments name the source rules, which may have moved: compare members with them.
     std::vector<std::string> kernel_comments;
     for (const auto& extra : k->extras) kernel_comments.push_back(extra.comment);
-    std::map<std::string, std::vector<std::string>> have, want;
+    std::map<std::string, std::vector<std::string>> have, want_stamps;
     add_member_stamps(have, set.name, k->members, kernel_comments);
-    add_member_stamps(want, set.name, set.members, set.comments);
-    if (have != want) return false;
+    add_member_stamps(want_stamps, set.name, set.members, set.comments);
+    if (sorted(k->members) != sorted(set.members) || have != want_stamps) changed_sets.push_back(&set);
   }
-  if (tables_changed == 1) {
-    const auto& [family, text] = restores.front();
-    if (auto failure = restore(family, text); !failure.empty())
+  if (rule_steps.size() + changed_sets.size() > 1) return false;
+
+  if (!changed_sets.empty()) swap_members(*changed_sets.front());
+  if (!rule_steps.empty())
+    if (auto failure = restore(rule_steps.front().family, rule_steps.front().text); !failure.empty())
       throw RuntimeError(failure + "\n  nothing was changed: the previous ruleset is in place");
-  }
+  for (const auto& step : record_steps)
+    if (auto failure = restore(step.family, step.text); !failure.empty())
+      throw RuntimeError(
+          failure +
+          "\n  the new rules are in effect, but fwe-meta (the IR hash and rules summary that status "
+          "reads) is not up to date: status reports drift until the next apply");
   return true;
 }
 

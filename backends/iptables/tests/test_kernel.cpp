@@ -205,21 +205,43 @@ TEST_CASE("a failing apply leaves the previous ruleset in place", "[root]") {
   CHECK(read_kernel().ir_hash == "good");
 }
 
-TEST_CASE("changed sets come with the new slot and unused ones go", "[root]") {
+TEST_CASE("one set's new members are swapped in where it is, a wider change comes with the new slot",
+          "[root]") {
   test::enter_scratch_netns();
   auto rs = test::tiny_ruleset();
   apply_model(render_ok(rs), "1", false);
+  const std::string v4 = test::save_text(), v6 = test::save_text(true);
+  // Only the members of one set change (and fwe-meta, the record): one ipset swap, in slot 1.
   rs.sets["admins"].cidrs.pop_back();
   apply_model(render_ok(rs), "2", false);
   std::string sets = test::ipset_text_now();
-  CHECK(sets.find("add fwe2-4-admins 203.0.113.12") != std::string::npos);
-  CHECK(sets.find("add fwe2-4-admins 203.0.113.14") == std::string::npos);
-  CHECK(sets.find("fwe1-4-") == std::string::npos);
+  CHECK(sets.find("add fwe1-4-admins 203.0.113.12") != std::string::npos);
+  CHECK(sets.find("add fwe1-4-admins 203.0.113.14") == std::string::npos);
+  CHECK(sets.find("fwe2-4-") == std::string::npos);
   CHECK(sets.find("fwe0-t-") == std::string::npos);
+  // The rules are those of before; only fwe-meta's record changed.
+  auto without_meta = [](const std::string& save) {
+    std::istringstream in(save);
+    std::string out, line;
+    while (std::getline(in, line))
+      if (line.find("fwe1-meta") == std::string::npos) out += line + '\n';
+    return out;
+  };
+  CHECK(without_meta(test::save_text()) == without_meta(v4));
+  CHECK(without_meta(test::save_text(true)) == without_meta(v6));
+  auto state = read_kernel();
+  CHECK(state.ir_hash == "2");
+  CHECK(state.drift.empty());
+  for (const auto& d : state.drift) UNSCOPED_INFO(d);
+
+  // A rule and the set go: more than one step, so the new slot.
   rs.chains.begin()->second.rules.erase(rs.chains.begin()->second.rules.begin());
   rs.sets.clear();
   apply_model(render_ok(rs), "3", false);
-  CHECK(test::ipset_text_now().find("-4-") == std::string::npos);
+  sets = test::ipset_text_now();
+  CHECK(sets.find("-4-") == std::string::npos);
+  CHECK(our_lines(test::save_text()).find("fwe1-") == std::string::npos);
+  CHECK(read_kernel().ir_hash == "3");
 }
 
 TEST_CASE("fwengine --backend iptables --netns NAME applies inside that namespace only", "[root]") {
