@@ -620,6 +620,18 @@ void swap_members(const SetDef& set) {
                        trimmed(r.err) + "\n  nothing was changed: the previous ruleset is in place");
 }
 
+// What fwe-meta records of the sets of a slot (both families), by the model's name: their digests.
+std::map<std::string, std::string> recorded_sets(const Holdings& now, int slot) {
+  std::map<std::string, std::string> out;
+  for (const auto& tables : now.tables)
+    for (const auto& table : select(
+             tables, [&](int s) { return s == slot; }, true))
+      if (const KernelChain* meta = table.find(kMetaChain))
+        for (const auto& rule : meta->rules)
+          if (auto [set, digest] = set_record_of(rule.spec); !set.empty()) out[set] = digest;
+  return out;
+}
+
 // A change that packets meet in one kernel step needs no second slot: the members of one set (swapped
 // in at once), or one table of one family (its COMMIT is all or nothing), or nothing. fwe-meta, which
 // every IR change touches in both families, is only a record: it is brought up to date after that step.
@@ -646,10 +658,22 @@ bool apply_in_place(const Holdings& now, const std::vector<SetDef>& sets,
   }
   if (rule_steps.size() > 1) return false;
   const auto wanted_sets = placed(sets, slot);
-  if (set_names(now.sets, [&](int s) { return s == slot; }).size() != wanted_sets.size()) return false;
-  const auto have_sets = wanted_sets.empty() ? std::vector<KernelSet>{} : our_sets();
+  std::vector<std::string> have_names = set_names(now.sets, [&](int s) { return s == slot; }), want_names;
+  for (const auto& set : wanted_sets) want_names.push_back(set.name);
+  if (sorted(have_names) != sorted(want_names)) return false;
   std::vector<const SetDef*> changed_sets;
+  // fwe-meta records each set's members as a digest: with a record for every set, no set is listed.
+  const auto records = recorded_sets(now, slot);
+  const bool recorded = std::all_of(wanted_sets.begin(), wanted_sets.end(), [&](const SetDef& set) {
+    return records.contains(in_slot(set.name, 0));
+  });
+  const auto have_sets = wanted_sets.empty() || recorded ? std::vector<KernelSet>{} : our_sets();
   for (const auto& set : wanted_sets) {
+    if (recorded) {
+      if (records.at(in_slot(set.name, 0)) != members_digest(set.members, set.comments))
+        changed_sets.push_back(&set);
+      continue;
+    }
     auto k = std::find_if(have_sets.begin(), have_sets.end(),
                           [&](const KernelSet& s) { return s.name == set.name; });
     if (k == have_sets.end() || k->family != family_name(set.family) || k->type != set.type) return false;
@@ -801,6 +825,7 @@ KernelState read_kernel() {
         add_member_stamps(stamps, in_slot(set.name, 0), set.members, comments);
       }
     std::string applied_summary;
+    std::map<std::string, std::string> recorded_sets;  // fwe-meta's digests of the sets' members
     for (const auto& table : select(k.tables[static_cast<int>(f)], in_effect, true)) {
       text += '*' + table.name + '\n';
       for (const auto& c : table.chains) text += ':' + c.name + " - [0:0]\n";
@@ -810,8 +835,12 @@ KernelState read_kernel() {
           text += "-A " + c.name + ' ' + rule.spec + '\n';
           const std::string label = family + " " + table.name + " " + c.name + " #" + std::to_string(i + 1);
           if (c.name == kMetaChain) {
-            if (f == IpFamily::v4 && state.ir_hash.empty()) state.ir_hash = ir_hash_of(rule.spec);
-            applied_summary = summary_of(rule.spec);
+            if (auto hash = ir_hash_of(rule.spec); !hash.empty()) {
+              if (f == IpFamily::v4 && state.ir_hash.empty()) state.ir_hash = hash;
+              applied_summary = summary_of(rule.spec);
+            } else if (auto [set, digest] = set_record_of(rule.spec); !set.empty()) {
+              recorded_sets[set] = digest;
+            }
             continue;
           }
           RuleCounter counter;
@@ -856,6 +885,16 @@ KernelState read_kernel() {
           state.drift.push_back(family + " " + table.name + ": nothing jumps to " + c.name);
       }
       text += "COMMIT\n";
+    }
+    for (const auto& set : k.sets) {  // a run set's members are rules: the summary above covers them
+      if (!in_effect(slot_of(set.name)) || is_gate(set.name) || set.family != family_name(f) ||
+          set.type == kRunSet)
+        continue;
+      const auto record = recorded_sets.find(in_slot(set.name, 0));
+      std::vector<std::string> comments;
+      for (const auto& extra : set.extras) comments.push_back(extra.comment);
+      if (record != recorded_sets.end() && record->second != members_digest(set.members, comments))
+        state.drift.push_back("ipset " + record->first + ": members were added or removed since apply");
     }
     if (const std::string now_summary = rules_summary(stamps);
         !applied_summary.empty() && applied_summary != now_summary)

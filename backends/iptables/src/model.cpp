@@ -193,6 +193,39 @@ std::string meta_rule(std::string_view ir_hash, std::string_view summary) {
          (summary.empty() ? "" : " " + std::string(summary)) + "\"";
 }
 
+std::string members_digest(const std::vector<std::string>& members,
+                           const std::vector<std::string>& comments) {
+  // A sum of per-member digests: the same whatever order ipset lists the members in, without sorting.
+  std::uint64_t sum = members.size();
+  for (std::size_t i = 0; i < members.size(); ++i) {
+    std::uint64_t h = 0xcbf29ce484222325ull;
+    auto mix = [&](std::string_view text) {
+      for (unsigned char c : text) h = (h ^ c) * 0x100000001b3ull;
+    };
+    mix(members[i]);
+    mix(" ");
+    if (i < comments.size()) mix(comments[i]);
+    sum += h;
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(sum));
+  return buf;
+}
+
+std::string set_record_rule(const SetDef& set) {
+  return std::string(kCommentOpen) + "fwe:set " + set.name + ' ' + members_digest(set.members, set.comments) +
+         '"';
+}
+
+std::pair<std::string, std::string> set_record_of(std::string_view meta_spec) {
+  auto comment = comment_of(meta_spec);
+  if (comment.substr(0, 8) != "fwe:set ") return {};
+  comment.remove_prefix(8);
+  const auto space = comment.find(' ');
+  if (space == std::string_view::npos) return {};
+  return {std::string(comment.substr(0, space)), std::string(comment.substr(space + 1))};
+}
+
 std::string ir_hash_of(std::string_view meta_spec) {
   auto comment = comment_of(meta_spec);
   if (comment.substr(0, 7) != "fwe:ir ") return {};
@@ -239,7 +272,10 @@ std::vector<TableDef> with_meta(std::vector<TableDef> tables, std::string_view i
   auto filter =
       std::find_if(tables.begin(), tables.end(), [](const TableDef& t) { return t.name == "filter"; });
   if (filter == tables.end()) filter = tables.insert(tables.end(), TableDef{"filter", {}, {}});
-  filter->chains.push_back({std::string(kMetaChain), {meta_rule(ir_hash, rules_summary(stamps))}});
+  ChainDef meta{std::string(kMetaChain), {meta_rule(ir_hash, rules_summary(stamps))}};
+  for (const auto& set : sets)
+    if (set.family == family) meta.rules.push_back(set_record_rule(set));
+  filter->chains.push_back(std::move(meta));
   return tables;
 }
 

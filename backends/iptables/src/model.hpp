@@ -108,8 +108,8 @@ std::string ipset_text(const std::vector<SetDef>& sets);
 std::string gate_text(std::string_view gate, bool on);
 std::string ipset_create_line(const SetDef& set, std::string_view name);
 std::string_view family_name(IpFamily f);  // inet / inet6
-// The tables plus fwe-meta in filter, whose one rule carries the IR hash and the rules summary of the
-// tables for read_back.
+// The tables plus fwe-meta in filter, whose first rule carries the IR hash and the rules summary of the
+// tables for read_back, and one rule per set of the family its members' digest.
 std::vector<TableDef> with_meta(std::vector<TableDef> tables, std::string_view ir_hash,
                                 const std::vector<SetDef>& sets, IpFamily family);
 // A run set's members with their comments, sorted: they stand for rules, so the summary in fwe-meta
@@ -117,6 +117,13 @@ std::vector<TableDef> with_meta(std::vector<TableDef> tables, std::string_view i
 void add_member_stamps(std::map<std::string, std::vector<std::string>>& stamps, std::string_view set_name,
                        const std::vector<std::string>& members, const std::vector<std::string>& comments);
 std::string meta_rule(std::string_view ir_hash, std::string_view summary);
+// A digest of a set's members with their comments, whatever their order (ipset lists them in its own).
+std::string members_digest(const std::vector<std::string>& members, const std::vector<std::string>& comments);
+// fwe-meta's record of one set, "fwe:set NAME DIGEST" (the model's name): an apply tells which sets
+// changed from these, without listing every set's members.
+std::string set_record_rule(const SetDef& set);
+// The set name and digest of such a rule; empty names for any other rule.
+std::pair<std::string, std::string> set_record_of(std::string_view meta_spec);
 // The IR hash in a fwe-meta rule, or empty.
 std::string ir_hash_of(std::string_view meta_spec);
 // "rules N digest D": the number of rules and a digest of their stamps, chain by chain in the order of

@@ -152,6 +152,20 @@ TEST_CASE("read_back reports a rule deleted behind our back", "[root]") {
   CHECK(read_kernel().drift.empty());
 }
 
+TEST_CASE("read_back reports a set member removed behind our back and a full apply puts it back", "[root]") {
+  test::enter_scratch_netns();
+  apply_model(render_ok(test::tiny_ruleset()), "h", false);
+  REQUIRE(read_kernel().drift.empty());
+  REQUIRE(run_tool({"ipset", "del", "fwe1-4-admins", "203.0.113.12"}).status == 0);
+  auto state = read_kernel();
+  REQUIRE(state.drift.size() == 1);
+  CHECK(state.drift[0] == "ipset fwe-4-admins: members were added or removed since apply");
+  // An apply trusts fwe-meta's record of the sets (it lists none); --full rewrites them.
+  apply_model(render_ok(test::tiny_ruleset()), "h", true);
+  CHECK(read_kernel().drift.empty());
+  CHECK(test::ipset_text_now().find("203.0.113.12") != std::string::npos);
+}
+
 TEST_CASE("foreign rules stay byte for byte the same through apply, re-apply and flush", "[root]") {
   test::enter_scratch_netns();
   load_foreign_rules();
@@ -358,7 +372,8 @@ TEST_CASE("the layout before slots is replaced by the next apply", "[root]") {
               .status == 0);
   CHECK(read_kernel().ir_hash == "old");
   apply_model(render_ok(test::tiny_ruleset()), "new", false);
-  CHECK(test::save_text().find("fwe-") == std::string::npos);
+  for (const char* old_name : {":fwe-", "-A fwe-", "-j fwe-"})
+    CHECK(test::save_text().find(old_name) == std::string::npos);
   CHECK(test::ipset_text_now().find("fwe-4-old") == std::string::npos);
   CHECK(read_kernel().ir_hash == "new");
   flush_all();
