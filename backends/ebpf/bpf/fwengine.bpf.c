@@ -212,17 +212,21 @@ static __always_inline int is_echo(const struct fwe_pkt* pkt) {
          (pkt->proto == IPPROTO_ICMPV6 && (pkt->icmp_type == 128 || pkt->icmp_type == 129));
 }
 
-/* Ethernet, the longest IPv4 header and a TCP header up to its flags: all parse reads. */
-#define FWE_HEADERS_LEN (ETH_HLEN + 60 + 14)
+/* Whether the first len bytes of the packet are in its linear area, where parse reads them in place;
+ * pulls them there if not (rare: the kernel's own stack keeps headers linear). False for a packet
+ * shorter than len. */
+static __always_inline int linear(struct __sk_buff* skb, __u32 len) {
+  if ((long)skb->data + len <= (long)skb->data_end) return 1;
+  return len <= skb->len && bpf_skb_pull_data(skb, len) == 0;
+}
 
 /* Fills pkt from the headers; returns -1 for what is not IPv4/IPv6 (let through untouched). The
- * headers are read in place (a helper call and a copy per field cost more than the rest of parsing);
- * the rare packet whose headers are not all in the linear area is made so first. */
+ * headers are read in place: a helper call and a copy per field cost more than the rest of parsing. */
 static __always_inline int parse(struct __sk_buff* skb, struct fwe_pkt* pkt) {
-  if ((long)skb->data + FWE_HEADERS_LEN > (long)skb->data_end) {
-    __u32 len = skb->len < FWE_HEADERS_LEN ? skb->len : FWE_HEADERS_LEN;
-    if ((long)skb->data + len > (long)skb->data_end) bpf_skb_pull_data(skb, len);
-  }
+  __u32 l3_len = skb->protocol == bpf_htons(ETH_P_IP)     ? sizeof(struct iphdr)
+                 : skb->protocol == bpf_htons(ETH_P_IPV6) ? sizeof(struct ipv6hdr)
+                                                          : 0;
+  if (l3_len == 0 || !linear(skb, ETH_HLEN + l3_len)) return -1;
   void* data = (void*)(long)skb->data;
   void* data_end = (void*)(long)skb->data_end;
   struct ethhdr* eth = data;
@@ -238,7 +242,7 @@ static __always_inline int parse(struct __sk_buff* skb, struct fwe_pkt* pkt) {
     __builtin_memcpy(pkt->dst, &ip->daddr, 4);
     if (ip->frag_off & bpf_htons(0x1fff)) return 0; /* a later fragment carries no L4 header */
     l4 = ETH_HLEN + ip->ihl * 4;
-  } else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+  } else {
     struct ipv6hdr* ip6 = data + ETH_HLEN;
     if ((void*)(ip6 + 1) > data_end) return -1;
     pkt->family = 6;
@@ -246,9 +250,16 @@ static __always_inline int parse(struct __sk_buff* skb, struct fwe_pkt* pkt) {
     __builtin_memcpy(pkt->src, &ip6->saddr, 16);
     __builtin_memcpy(pkt->dst, &ip6->daddr, 16);
     l4 = ETH_HLEN + sizeof(struct ipv6hdr);
-  } else {
-    return -1;
   }
+  /* What parse reads of L4: the ports and, for TCP, the flags; an ICMP header's first 6 bytes. */
+  __u32 l4_len = pkt->proto == IPPROTO_TCP                                    ? 14
+                 : has_ports(pkt->proto)                                      ? 4
+                 : pkt->proto == IPPROTO_ICMP || pkt->proto == IPPROTO_ICMPV6 ? 6
+                                                                              : 0;
+  if (l4_len == 0) return 0;
+  linear(skb, l4 + l4_len); /* a shorter packet keeps what it has: the checks below see it */
+  data = (void*)(long)skb->data;
+  data_end = (void*)(long)skb->data_end;
   __u8* head = data + l4;
   if (has_ports(pkt->proto)) {
     if ((void*)(head + 4) > data_end) return 0;

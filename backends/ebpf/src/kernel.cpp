@@ -279,18 +279,72 @@ void update(int fd, const void* key, const void* value, const char* what) {
   if (bpf_map_update_elem(fd, key, value, BPF_ANY) != 0) fail(std::string("writing ") + what, errno);
 }
 
+// Entries per batch call: enough that the syscalls stop mattering (a generation of 10,000 rules was
+// 50,000 of them), few enough that per-CPU values stay small on any machine.
+constexpr std::size_t kBatch = 1024;
+
+// Writes keys[i] -> values[i] with BPF_MAP_UPDATE_BATCH (per-CPU maps: every CPU's value in a row).
+// False if the kernel refused a batch or has none for this map: then the caller writes one entry at a
+// time, which names what the kernel refuses.
+template <typename Key>
+bool update_batch(int fd, const std::vector<Key>& keys, const void* values, std::size_t value_bytes) {
+  const auto* bytes = static_cast<const unsigned char*>(values);
+  for (std::size_t done = 0; done < keys.size();) {
+    __u32 count = static_cast<__u32>(std::min(kBatch, keys.size() - done));
+    if (bpf_map_update_batch(fd, keys.data() + done, bytes + done * value_bytes, &count, nullptr) != 0)
+      return false;
+    done += count;
+  }
+  return true;
+}
+
+// Every key of a map: kBatch at a time with BPF_MAP_LOOKUP_BATCH (hash maps), else one at a time (LPM
+// tries have no batch lookup).
+template <typename Key>
+std::vector<Key> keys_of(int fd) {
+  std::vector<Key> keys;
+  bpf_map_info info{};
+  __u32 info_len = sizeof info;
+  if (bpf_obj_get_info_by_fd(fd, &info, &info_len) == 0 && info.key_size == sizeof(Key)) {
+    std::vector<Key> chunk(kBatch);
+    std::vector<unsigned char> values(kBatch * info.value_size);
+    __u32 position = 0;  // where the next batch starts: a bucket, for hash maps
+    for (bool first = true;; first = false) {
+      __u32 count = kBatch;
+      const int rc = bpf_map_lookup_batch(fd, first ? nullptr : &position, &position, chunk.data(),
+                                          values.data(), &count, nullptr);
+      const int err = errno;
+      keys.insert(keys.end(), chunk.begin(), chunk.begin() + count);
+      if (rc == 0) continue;
+      if (err == ENOENT) return keys;  // the end of the map
+      break;
+    }
+  }
+  keys.clear();
+  Key key{}, next{};
+  const Key* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    keys.push_back(next);
+    key = next;
+    prev = &key;
+  }
+  return keys;
+}
+
 // Deletes the keys of one generation from a map whose keys start with a generation-tagged word.
 template <typename Key>
 void delete_generation(int fd, std::uint32_t generation, bool (*of_generation)(const Key&, std::uint32_t)) {
   std::vector<Key> doomed;
-  Key key{}, next{};
-  const Key* prev = nullptr;
-  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-    if (of_generation(next, generation)) doomed.push_back(next);
-    key = next;
-    prev = &key;
+  for (const Key& key : keys_of<Key>(fd))
+    if (of_generation(key, generation)) doomed.push_back(key);
+  for (std::size_t done = 0; done < doomed.size();) {
+    __u32 count = static_cast<__u32>(std::min(kBatch, doomed.size() - done));
+    if (bpf_map_delete_batch(fd, doomed.data() + done, &count, nullptr) != 0) {
+      for (; done < doomed.size(); ++done) bpf_map_delete_elem(fd, &doomed[done]);  // no batch here
+      return;
+    }
+    done += count;
   }
-  for (const auto& k : doomed) bpf_map_delete_elem(fd, &k);
 }
 
 template <typename LpmKey>
@@ -317,20 +371,34 @@ void clear_generation(std::uint32_t generation, const PinnedMaps& m) {
 }
 
 void write_sets(const Program& program, std::uint32_t generation, const PinnedMaps& m) {
-  const __u8 present = 1;
   for (std::uint32_t i = 0; i < program.sets.size(); ++i) {
     const CompiledSet& set = program.sets[i];
     const __u32 id = htonl((generation << kSetIndexBits) | i);
+    std::vector<fwe_lpm4_key> v4;
+    std::vector<fwe_lpm6_key> v6;
+    for (const auto& cidr : set.cidrs) {
+      if (cidr.addr.family == ir::Family::ipv4) {
+        fwe_lpm4_key& key = v4.emplace_back(fwe_lpm4_key{32u + cidr.prefix, id, {}});
+        std::memcpy(key.addr, cidr.addr.bytes.data(), 4);
+      } else {
+        fwe_lpm6_key& key = v6.emplace_back(fwe_lpm6_key{32u + cidr.prefix, id, {}});
+        std::memcpy(key.addr, cidr.addr.bytes.data(), 16);
+      }
+    }
+    const std::vector<__u8> present(std::max(v4.size(), v6.size()), 1);
+    if (update_batch(m.set4.fd, v4, present.data(), 1) && update_batch(m.set6.fd, v6, present.data(), 1))
+      continue;
+    // One at a time: the element the kernel refuses is named.
     for (const auto& cidr : set.cidrs) {
       int rc;
       if (cidr.addr.family == ir::Family::ipv4) {
         fwe_lpm4_key key{32u + cidr.prefix, id, {}};
         std::memcpy(key.addr, cidr.addr.bytes.data(), 4);
-        rc = bpf_map_update_elem(m.set4.fd, &key, &present, BPF_ANY);
+        rc = bpf_map_update_elem(m.set4.fd, &key, present.data(), BPF_ANY);
       } else {
         fwe_lpm6_key key{32u + cidr.prefix, id, {}};
         std::memcpy(key.addr, cidr.addr.bytes.data(), 16);
-        rc = bpf_map_update_elem(m.set6.fd, &key, &present, BPF_ANY);
+        rc = bpf_map_update_elem(m.set6.fd, &key, present.data(), BPF_ANY);
       }
       if (rc == 0) continue;
       const int err = errno;
@@ -369,28 +437,45 @@ void write_tables(const Program& program, std::uint32_t generation, const Pinned
     std::strncpy(name, program.chains[i].c_str(), sizeof name - 1);
     update(m.chains.fd, &key, name, "a chain name");
   }
-  for (std::size_t i = 0; i < program.port_index.size(); ++i) {
-    fwe_portindex_key key = program.port_index[i];
-    key.gen = generation;
-    update(m.portindex.fd, &key, &program.port_index_first[i], "a port index");
-  }
+  std::vector<fwe_portindex_key> index_keys = program.port_index;
+  for (auto& key : index_keys) key.gen = generation;
+  if (!update_batch(m.portindex.fd, index_keys, program.port_index_first.data(), sizeof(__u32)))
+    for (std::size_t i = 0; i < index_keys.size(); ++i)
+      update(m.portindex.fd, &index_keys[i], &program.port_index_first[i], "a port index");
+  std::vector<fwe_where_key> where_keys;
+  std::vector<fwe_where> wheres;
   for (const auto& [rule, text] : program.wheres) {
-    fwe_where_key key{generation, rule.first, rule.second};
-    fwe_where where{};
+    where_keys.push_back({generation, rule.first, rule.second});
+    fwe_where& where = wheres.emplace_back();
     std::strncpy(where.text, text.c_str(), sizeof where.text - 1);
-    update(m.wheres.fd, &key, &where, "a rule's origin");
   }
+  if (!update_batch(m.wheres.fd, where_keys, wheres.data(), sizeof(fwe_where)))
+    for (std::size_t i = 0; i < where_keys.size(); ++i)
+      update(m.wheres.fd, &where_keys[i], &wheres[i], "a rule's origin");
+
   const auto cpus = libbpf_num_possible_cpus();
   if (cpus <= 0) fail("counting CPUs", cpus);
-  const std::vector<fwe_counter> zero(static_cast<std::size_t>(cpus));
+  std::vector<__u32> keys;
+  std::vector<fwe_rule> rules;
   for (std::uint32_t pc = 0; pc < program.rules.size(); ++pc) {
-    __u32 key = generation * FWE_MAX_RULES + pc;
-    fwe_rule rule = for_generation(program.rules[pc], generation);
-    update(m.rules.fd, &key, &rule, "a rule");
-    update(m.counters.fd, &key, zero.data(), "a counter");
-    const fwe_limit full{};  // last_ns 0: the first packet finds a full bucket
-    if (rule.limit_cost_ns) update(m.limits.fd, &key, &full, "a rate limit");
+    keys.push_back(generation * FWE_MAX_RULES + pc);
+    rules.push_back(for_generation(program.rules[pc], generation));
   }
+  if (!update_batch(m.rules.fd, keys, rules.data(), sizeof(fwe_rule)))
+    for (std::size_t i = 0; i < keys.size(); ++i) update(m.rules.fd, &keys[i], &rules[i], "a rule");
+  // Counters start at zero: one fwe_counter per CPU and rule.
+  const std::size_t per_rule = static_cast<std::size_t>(cpus) * sizeof(fwe_counter);
+  const std::vector<fwe_counter> zero(std::min(keys.size(), kBatch) * static_cast<std::size_t>(cpus));
+  for (std::size_t done = 0; done < keys.size(); done += kBatch) {
+    const std::vector<__u32> chunk(
+        keys.begin() + static_cast<std::ptrdiff_t>(done),
+        keys.begin() + static_cast<std::ptrdiff_t>(std::min(keys.size(), done + kBatch)));
+    if (!update_batch(m.counters.fd, chunk, zero.data(), per_rule))
+      for (const auto& key : chunk) update(m.counters.fd, &key, zero.data(), "a counter");
+  }
+  const fwe_limit full{};  // last_ns 0: the first packet finds a full bucket
+  for (std::size_t i = 0; i < keys.size(); ++i)
+    if (rules[i].limit_cost_ns) update(m.limits.fd, &keys[i], &full, "a rate limit");
   for (std::uint32_t s = 0; s < FWE_STAGE_COUNT; ++s) {
     __u32 key = generation * FWE_STAGE_COUNT + s;
     update(m.stages.fd, &key, &program.stages[s], "a stage");
