@@ -687,20 +687,27 @@ def ebpf_section(eb, args):
 
 
 def ebpf_target(eb):
-    """The paragraph of issue #10's ebpf target (≤ 2× the floor, flat in N)."""
+    """The paragraph of issue #10's ebpf target (≤ 2× the floor, flat in N). Flatness is judged on the
+    ratios to the floor, which was measured in alternation with each case (the machine's noise between
+    cases cancels), within each kind of case: a rules case walks more rules than a set case."""
     cases = [c for c in eb.get("cases", []) if not c["over_limit"]]
     if eb.get("skipped") or not cases:
         return None
     medians = [statistics.median(c["ns"]) for c in cases]
-    ratios = [m / statistics.median(c["floor_ns"]) for m, c in zip(medians, cases)]
-    flat = max(medians) <= 1.25 * min(medians)
-    met = flat and max(ratios) <= 2.0
+    ratios = {id(c): statistics.median(c["ns"]) / statistics.median(c["floor_ns"]) for c in cases}
+    spread = {}
+    for kind in sorted({c["kind"] for c in cases}):
+        of_kind = [ratios[id(c)] for c in cases if c["kind"] == kind]
+        spread[kind] = max(of_kind) / min(of_kind)
+    flat = all(v <= 1.25 for v in spread.values())
+    met = flat and max(ratios.values()) <= 2.0
     over = [f"{c['n']:,} {c['kind']}" for c in eb["cases"] if c["over_limit"]]
     return (f"**ebpf per-packet cost ≤ 2× the floor (one LPM lookup) and flat in N — "
             f"{'met' if met else ('half met: flat' if flat else 'not met')}.** fwengine's program takes "
             f"{min(medians):.0f}–{max(medians):.0f} ns per packet across the cases, "
-            f"{min(ratios):.2f}–{max(ratios):.2f}× the floor; {'flat' if flat else 'not flat'} in N (largest "
-            f"median within {max(medians) / min(medians):.2f}× of the smallest)."
+            f"{min(ratios.values()):.2f}–{max(ratios.values()):.2f}× the floor measured beside it; "
+            f"{'flat' if flat else 'not flat'} in N (the ratio's spread across N: "
+            + ", ".join(f"{kind} {v:.2f}×" for kind, v in spread.items()) + ")."
             + (f" Over the rule limit: {', '.join(over)}." if over else "")
             + " Where the rest goes: backends/ebpf/README.md.")
 
