@@ -376,39 +376,36 @@ void write_sets(const Program& program, std::uint32_t generation, const PinnedMa
     const __u32 id = htonl((generation << kSetIndexBits) | i);
     std::vector<fwe_lpm4_key> v4;
     std::vector<fwe_lpm6_key> v6;
+    std::vector<const ir::Cidr*> v4_cidrs, v6_cidrs;  // parallel: what each key stands for
     for (const auto& cidr : set.cidrs) {
       if (cidr.addr.family == ir::Family::ipv4) {
-        fwe_lpm4_key& key = v4.emplace_back(fwe_lpm4_key{32u + cidr.prefix, id, {}});
-        std::memcpy(key.addr, cidr.addr.bytes.data(), 4);
+        std::memcpy(v4.emplace_back(fwe_lpm4_key{32u + cidr.prefix, id, {}}).addr, cidr.addr.bytes.data(), 4);
+        v4_cidrs.push_back(&cidr);
       } else {
-        fwe_lpm6_key& key = v6.emplace_back(fwe_lpm6_key{32u + cidr.prefix, id, {}});
-        std::memcpy(key.addr, cidr.addr.bytes.data(), 16);
+        std::memcpy(v6.emplace_back(fwe_lpm6_key{32u + cidr.prefix, id, {}}).addr, cidr.addr.bytes.data(),
+                    16);
+        v6_cidrs.push_back(&cidr);
       }
     }
     const std::vector<__u8> present(std::max(v4.size(), v6.size()), 1);
     if (update_batch(m.set4.fd, v4, present.data(), 1) && update_batch(m.set6.fd, v6, present.data(), 1))
       continue;
     // One at a time: the element the kernel refuses is named.
-    for (const auto& cidr : set.cidrs) {
-      int rc;
-      if (cidr.addr.family == ir::Family::ipv4) {
-        fwe_lpm4_key key{32u + cidr.prefix, id, {}};
-        std::memcpy(key.addr, cidr.addr.bytes.data(), 4);
-        rc = bpf_map_update_elem(m.set4.fd, &key, present.data(), BPF_ANY);
-      } else {
-        fwe_lpm6_key key{32u + cidr.prefix, id, {}};
-        std::memcpy(key.addr, cidr.addr.bytes.data(), 16);
-        rc = bpf_map_update_elem(m.set6.fd, &key, present.data(), BPF_ANY);
+    auto one_by_one = [&](int fd, const auto& keys, const std::vector<const ir::Cidr*>& cidrs) {
+      for (std::size_t k = 0; k < keys.size(); ++k) {
+        if (bpf_map_update_elem(fd, &keys[k], present.data(), BPF_ANY) == 0) continue;
+        const int err = errno;
+        // A set that fits alone may not fit beside the generation in use, so only the kernel can tell.
+        fail("writing " + ir::to_string(*cidrs[k]) + " of set " + set.name + " (matched at " + set.used_at +
+                 ")",
+             err,
+             err == ENOSPC ? "the set maps hold " + std::to_string(FWE_SET_CIDRS) +
+                                 " CIDRs of each family, both generations together"
+                           : "");
       }
-      if (rc == 0) continue;
-      const int err = errno;
-      // A set that fits alone may not fit beside the generation in use, so only the kernel can tell.
-      fail("writing " + ir::to_string(cidr) + " of set " + set.name + " (matched at " + set.used_at + ")",
-           err,
-           err == ENOSPC ? "the set maps hold " + std::to_string(FWE_SET_CIDRS) +
-                               " CIDRs of each family, both generations together"
-                         : "");
-    }
+    };
+    one_by_one(m.set4.fd, v4, v4_cidrs);
+    one_by_one(m.set6.fd, v6, v6_cidrs);
   }
 }
 

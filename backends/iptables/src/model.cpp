@@ -70,15 +70,22 @@ std::string hook_spec(std::string_view target) {
          "fwe:hook\" -j " + std::string(target);
 }
 
-std::string hash16(std::string_view text) {
-  std::uint64_t h = 0xcbf29ce484222325ull;
-  for (unsigned char c : text) {
-    h ^= c;
-    h *= 0x100000001b3ull;
-  }
+namespace {
+// FNV-1a over text, continuing from h (so that pieces hash as their concatenation would).
+std::uint64_t fnv1a(std::string_view text, std::uint64_t h = 0xcbf29ce484222325ull) {
+  for (unsigned char c : text) h = (h ^ c) * 0x100000001b3ull;
+  return h;
+}
+
+std::string hex16(std::uint64_t value) {
   char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(value));
   return buf;
+}
+}  // namespace
+
+std::string hash16(std::string_view text) {
+  return hex16(fnv1a(text));
 }
 
 namespace {
@@ -197,19 +204,10 @@ std::string members_digest(const std::vector<std::string>& members,
                            const std::vector<std::string>& comments) {
   // A sum of per-member digests: the same whatever order ipset lists the members in, without sorting.
   std::uint64_t sum = members.size();
-  for (std::size_t i = 0; i < members.size(); ++i) {
-    std::uint64_t h = 0xcbf29ce484222325ull;
-    auto mix = [&](std::string_view text) {
-      for (unsigned char c : text) h = (h ^ c) * 0x100000001b3ull;
-    };
-    mix(members[i]);
-    mix(" ");
-    if (i < comments.size()) mix(comments[i]);
-    sum += h;
-  }
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(sum));
-  return buf;
+  for (std::size_t i = 0; i < members.size(); ++i)
+    sum += fnv1a(i < comments.size() ? std::string_view(comments[i]) : std::string_view(),
+                 fnv1a(" ", fnv1a(members[i])));
+  return hex16(sum);
 }
 
 std::string set_record_rule(const SetDef& set) {
