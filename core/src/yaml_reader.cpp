@@ -1,9 +1,11 @@
-// yaml_reader.cpp - the one YAML reader: libyaml events to a located Node tree.
+// yaml_reader.cpp - the one YAML reader: scanner events to a located Node tree.
 //
+// The text is read by the fast scanner (yaml_fast_scanner.hpp) when it lies in the subset that one
+// knows, and otherwise, or when it has an error, by libyaml, whose messages name every problem.
 // libyaml's event API gives a start mark for every node and is much faster than building a libyaml
 // document first. Children of open collections wait on two shared stacks (mapping keys; items and
 // values) and are moved into exactly sized vectors when the collection closes, so building the tree
-// costs one allocation per list and two per mapping, and nothing per scalar beyond its long text.
+// costs one allocation per collection, and nothing per scalar beyond its long text.
 // Large inputs are scanned by libyaml on a second thread while this one builds the tree.
 #include <yaml.h>
 
@@ -25,6 +27,7 @@
 #include <unordered_map>
 
 #include "fwengine/yaml.hpp"
+#include "yaml_fast_scanner.hpp"
 
 namespace fwe::yaml {
 
@@ -364,12 +367,17 @@ class EventPipeline {
 
 }  // namespace
 
-// Builds Node trees from libyaml's events; a friend of Node so it can fill the private fields.
-class Builder {
+// Builds Node trees from either scanner's events; a friend of Node so it can fill the private fields.
+// Without diagnostics (the fast scanner's run), the first error stops the build, unreported: libyaml's
+// run then reports it.
+class Builder final : private fast::Events {
  public:
-  Builder(std::string_view text, std::uint32_t file, Diagnostics& diag)
+  Builder(std::string_view text, std::uint32_t file, Diagnostics* diag)
       : text_(text), file_(file), diag_(diag) {}
+  // libyaml's events, with every error reported.
   std::optional<std::vector<Node>> run();
+  // The fast scanner's events; nullopt when the text is outside its subset or has an error.
+  std::optional<std::vector<Node>> run_fast();
 
  private:
   // Both return false when the parse stopped early (the errors are reported).
@@ -388,11 +396,34 @@ class Builder {
     std::size_t node_count = 0;
   };
 
-  // Handles one event; false stops the parse (a fatal error was reported).
+  // fast::Events: each stops the scan at the first error.
+  bool document_start() override {
+    anchors_.clear();  // anchors do not carry across documents
+    return true;
+  }
+  bool document_end() override {
+    documents_.push_back(std::move(pending_values_.back()));
+    pending_values_.clear();
+    return true;
+  }
+  bool scalar(fast::Mark at, std::string_view text, bool plain) override {
+    add_scalar(loc_of(at), text, !plain, {}, {});
+    return errors_ == 0;
+  }
+  bool open(Kind kind, fast::Mark at) override {
+    return open_collection(kind, loc_of(at), {}, {}) && errors_ == 0;
+  }
+  bool close() override {
+    close_collection();
+    return errors_ == 0;
+  }
+
+  // Handles one libyaml event; false stops the parse (a fatal error was reported).
   bool handle(const yaml_event_t& event);
-  void handle_scalar(const yaml_event_t& event);
   bool handle_alias(const yaml_event_t& event);
-  bool open_collection(const yaml_event_t& event, Kind kind);
+  void add_scalar(SourceLoc at, std::string_view text, bool quoted, std::string_view tag,
+                  std::string_view anchor);
+  bool open_collection(Kind kind, SourceLoc at, std::string_view tag, std::string_view anchor);
   void close_collection();
   // Whether the next finished node is a key of the innermost open collection, when `open` are open.
   bool next_is_key(std::size_t open) const;
@@ -408,15 +439,16 @@ class Builder {
   SourceLoc loc_of(const yaml_mark_t& mark) const {
     return {file_, static_cast<std::uint32_t>(mark.line + 1), static_cast<std::uint32_t>(mark.column + 1)};
   }
+  SourceLoc loc_of(fast::Mark mark) const { return {file_, mark.line + 1, mark.column + 1}; }
   SourceLoc loc_of_offset(std::size_t offset) const;
   void error(SourceLoc at, std::string message, std::string hint) {
     ++errors_;
-    diag_.error(at, std::move(message), std::move(hint));
+    if (diag_) diag_->error(at, std::move(message), std::move(hint));
   }
 
   std::string_view text_;
   std::uint32_t file_;
-  Diagnostics& diag_;
+  Diagnostics* diag_;
   std::size_t errors_ = 0;
   std::vector<Frame> frames_;
   // Children of every open collection, innermost last: mapping keys, and sequence items or mapping values.
@@ -439,6 +471,11 @@ std::optional<std::vector<Node>> Builder::run() {
   }
   bool finished = pipeline ? run_pipelined(*pipeline) : run_sequential(parser);
   if (!finished || errors_ > 0) return std::nullopt;
+  return std::move(documents_);
+}
+
+std::optional<std::vector<Node>> Builder::run_fast() {
+  if (!fast::scan(text_, *this) || errors_ > 0) return std::nullopt;
   return std::move(documents_);
 }
 
@@ -471,21 +508,23 @@ bool Builder::run_pipelined(EventPipeline& pipeline) {
 bool Builder::handle(const yaml_event_t& event) {
   switch (event.type) {
     case YAML_DOCUMENT_START_EVENT:
-      anchors_.clear();  // anchors do not carry across documents
-      return true;
+      return document_start();
     case YAML_DOCUMENT_END_EVENT:
-      documents_.push_back(std::move(pending_values_.back()));
-      pending_values_.clear();
+      return document_end();
+    case YAML_SCALAR_EVENT: {
+      const auto& scalar = event.data.scalar;
+      add_scalar(loc_of(event.start_mark), {reinterpret_cast<const char*>(scalar.value), scalar.length},
+                 scalar.style != YAML_PLAIN_SCALAR_STYLE, as_view(scalar.tag), as_view(scalar.anchor));
       return true;
-    case YAML_SCALAR_EVENT:
-      handle_scalar(event);
-      return true;
+    }
     case YAML_ALIAS_EVENT:
       return handle_alias(event);
     case YAML_SEQUENCE_START_EVENT:
-      return open_collection(event, Kind::sequence);
+      return open_collection(Kind::sequence, loc_of(event.start_mark), as_view(event.data.sequence_start.tag),
+                             as_view(event.data.sequence_start.anchor));
     case YAML_MAPPING_START_EVENT:
-      return open_collection(event, Kind::mapping);
+      return open_collection(Kind::mapping, loc_of(event.start_mark), as_view(event.data.mapping_start.tag),
+                             as_view(event.data.mapping_start.anchor));
     case YAML_SEQUENCE_END_EVENT:
     case YAML_MAPPING_END_EVENT:
       close_collection();
@@ -495,15 +534,13 @@ bool Builder::handle(const yaml_event_t& event) {
   }
 }
 
-void Builder::handle_scalar(const yaml_event_t& event) {
-  const auto& scalar = event.data.scalar;
-  SourceLoc at = loc_of(event.start_mark);
+void Builder::add_scalar(SourceLoc at, std::string_view text, bool quoted, std::string_view tag,
+                         std::string_view anchor) {
   bool is_key = next_is_key(frames_.size());
   Node& node = (is_key ? pending_keys_ : pending_values_).emplace_back();  // in place: most nodes are scalars
   node.loc_ = at;
-  node.text_.assign(reinterpret_cast<const char*>(scalar.value), scalar.length);
-  node.quoted_ = scalar.style != YAML_PLAIN_SCALAR_STYLE;
-  std::string_view tag = as_view(scalar.tag);
+  node.text_.assign(text);
+  node.quoted_ = quoted;
   if (!tag.empty() && !apply_scalar_tag(tag, node))
     node.quoted_ = true;  // reported; keep the text as a string
   if (!node.quoted_ && is_null_text(node.text_)) {
@@ -511,7 +548,7 @@ void Builder::handle_scalar(const yaml_event_t& event) {
   } else {
     node.kind_ = Kind::scalar;
   }
-  if (scalar.anchor) remember_anchor(as_view(scalar.anchor), node);
+  if (!anchor.empty()) remember_anchor(anchor, node);
   if (is_key) check_key(at);
 }
 
@@ -576,23 +613,18 @@ bool Builder::handle_alias(const yaml_event_t& event) {
   return true;
 }
 
-bool Builder::open_collection(const yaml_event_t& event, Kind kind) {
-  SourceLoc at = loc_of(event.start_mark);
+bool Builder::open_collection(Kind kind, SourceLoc at, std::string_view tag, std::string_view anchor) {
   if (frames_.size() >= kMaxDepth) {
     error(at, "nesting deeper than " + std::to_string(kMaxDepth) + " levels", "flatten the structure");
     return false;
   }
-  const yaml_char_t* tag =
-      kind == Kind::mapping ? event.data.mapping_start.tag : event.data.sequence_start.tag;
-  const yaml_char_t* anchor =
-      kind == Kind::mapping ? event.data.mapping_start.anchor : event.data.sequence_start.anchor;
-  if (tag) check_collection_tag(as_view(tag), kind, at);
+  if (!tag.empty()) check_collection_tag(tag, kind, at);
   Frame& frame = frames_.emplace_back();
   frame.node.kind_ = kind;
   frame.node.loc_ = at;
   frame.first_value = pending_values_.size();
   frame.first_key = pending_keys_.size();
-  if (anchor) frame.anchor = as_view(anchor);
+  frame.anchor = anchor;
   return true;
 }
 
@@ -608,12 +640,16 @@ void Builder::close_collection() {
   Node& node = frame.node;
   auto take = [](std::vector<Node>& pending, std::size_t first, std::vector<Node>& into) {
     auto begin = pending.begin() + static_cast<std::ptrdiff_t>(first);
-    into.assign(std::make_move_iterator(begin),
+    into.insert(into.end(), std::make_move_iterator(begin),
                 std::make_move_iterator(pending.end()));  // one exact allocation
     pending.erase(begin, pending.end());
   };
+  if (node.kind_ == Kind::mapping) {
+    node.children_.reserve((pending_keys_.size() - frame.first_key) +
+                           (pending_values_.size() - frame.first_value));
+    take(pending_keys_, frame.first_key, node.children_);
+  }
   take(pending_values_, frame.first_value, node.children_);
-  if (node.kind_ == Kind::mapping) take(pending_keys_, frame.first_key, node.keys_);
   if (!frame.anchor.empty()) remember_anchor(frame.anchor, node);
   SourceLoc at = node.loc_;
   bool is_key = next_is_key(frames_.size() - 1);
@@ -790,14 +826,46 @@ std::optional<double> Node::as_double() const {
 }
 
 const Node* Node::find(std::string_view key) const {
-  for (std::size_t i = 0; i < keys_.size(); ++i)
-    if (keys_[i].kind_ == Kind::scalar && keys_[i].text_ == key) return &children_[i];
+  std::size_t pairs = kind_ == Kind::mapping ? size() : 0;
+  for (std::size_t i = 0; i < pairs; ++i)
+    if (children_[i].kind_ == Kind::scalar && children_[i].text_ == key) return &children_[pairs + i];
   return nullptr;
 }
 
 std::optional<std::vector<Node>> parse(std::string_view text, std::uint32_t file, Diagnostics& diag) {
-  return Builder(text, file, diag).run();
+  if (auto documents = detail::parse_fast(text, file)) return documents;
+  return detail::parse_libyaml(text, file, diag);
 }
+
+namespace detail {
+
+std::optional<std::vector<Node>> parse_fast(std::string_view text, std::uint32_t file) {
+  return Builder(text, file, nullptr).run_fast();
+}
+
+std::optional<std::vector<Node>> parse_libyaml(std::string_view text, std::uint32_t file, Diagnostics& diag) {
+  return Builder(text, file, &diag).run();
+}
+
+std::optional<std::string> first_difference(const Node& a, const Node& b) {
+  auto where = [&] {
+    return " at " + std::to_string(a.loc().line) + ":" + std::to_string(a.loc().col) + " / " +
+           std::to_string(b.loc().line) + ":" + std::to_string(b.loc().col);
+  };
+  if (a.kind() != b.kind()) return "kinds differ (" + a.describe() + ", " + b.describe() + ")" + where();
+  if (!(a.loc() == b.loc())) return "locations differ" + where();
+  if (a.text() != b.text() || a.quoted() != b.quoted())
+    return "scalars differ (" + quote(a.text()) + ", " + quote(b.text()) + ")" + where();
+  if (a.keys().size() != b.keys().size() || a.values().size() != b.values().size())
+    return "sizes differ" + where();
+  for (std::size_t i = 0; i < a.keys().size(); ++i)
+    if (auto difference = first_difference(a.keys()[i], b.keys()[i])) return difference;
+  for (std::size_t i = 0; i < a.values().size(); ++i)
+    if (auto difference = first_difference(a.values()[i], b.values()[i])) return difference;
+  return std::nullopt;
+}
+
+}  // namespace detail
 
 std::optional<std::vector<Node>> parse_file(const std::string& path, Diagnostics& diag) {
   std::uint32_t file = diag.add_file(path);

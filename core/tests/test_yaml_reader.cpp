@@ -562,6 +562,19 @@ TEST_CASE("yaml reader: large streams") {
     return static_cast<std::uint32_t>(std::count(text.begin(), text.begin() + offset, '\n') + 1);
   };
 
+  SECTION("libyaml on its second thread and the fast scanner give the same tree") {
+    Diagnostics diag;
+    auto by_libyaml = detail::parse_libyaml(text, diag.add_file("big.yaml"), diag);
+    auto by_fast = detail::parse_fast(text, 1);
+    REQUIRE(by_libyaml);
+    REQUIRE(by_fast);
+    REQUIRE(by_fast->size() == by_libyaml->size());
+    for (std::size_t i = 0; i < by_fast->size(); ++i) {
+      auto difference = detail::first_difference((*by_fast)[i], (*by_libyaml)[i]);
+      INFO("document " << i << ": " << difference.value_or(""));
+      CHECK_FALSE(difference);
+    }
+  }
   SECTION("every document, with absolute lines") {
     Parsed parsed(text);
     INFO(parsed.messages());
@@ -595,16 +608,133 @@ TEST_CASE("yaml reader: large streams") {
 // fwcore_tests "[.bench]" in an optimised build.
 TEST_CASE("yaml reader: reading a 10,000-rule Calico stream", "[.bench]") {
   std::string text = kubectl_style_policies(1000);
-  double best_ms = 1e9;
-  for (int round = 0; round < 5; ++round) {
-    Diagnostics diag;
-    auto start = std::chrono::steady_clock::now();
-    auto docs = parse(text, diag.add_file("bench.yaml"), diag);
-    auto elapsed =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    best_ms = std::min(best_ms, elapsed);
-    REQUIRE(docs);
-    REQUIRE(docs->size() == 1000);
+  using Reader = std::optional<std::vector<Node>> (*)(std::string_view, std::uint32_t, Diagnostics&);
+  Reader by_libyaml = &detail::parse_libyaml;
+  Reader by_fast = [](std::string_view t, std::uint32_t file, Diagnostics&) {
+    return detail::parse_fast(t, file);
+  };
+  for (auto [name, reader] : {std::pair{"fast scanner", by_fast}, std::pair{"libyaml", by_libyaml}}) {
+    double best_ms = 1e9;
+    for (int round = 0; round < 5; ++round) {
+      Diagnostics diag;
+      auto start = std::chrono::steady_clock::now();
+      auto docs = reader(text, diag.add_file("bench.yaml"), diag);
+      auto elapsed =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+      best_ms = std::min(best_ms, elapsed);
+      REQUIRE(docs);
+      REQUIRE(docs->size() == 1000);
+    }
+    std::cout << "yaml reader, " << name << ": " << text.size() << " bytes, 10,000 rules: best of 5 "
+              << best_ms << " ms\n";
   }
-  std::cout << "yaml reader: " << text.size() << " bytes, 10,000 rules: best of 5 " << best_ms << " ms\n";
+}
+
+namespace {
+
+// Whether the fast scanner answers for `text`; when it does, its tree must be libyaml's.
+bool fast_agrees_with_libyaml(std::string_view text) {
+  INFO("input:\n" << text);
+  Diagnostics diag;
+  auto by_libyaml = detail::parse_libyaml(text, diag.add_file("test.yaml"), diag);
+  auto by_fast = detail::parse_fast(text, 1);
+  if (!by_fast) return false;
+  REQUIRE(by_libyaml);
+  REQUIRE(by_fast->size() == by_libyaml->size());
+  for (std::size_t i = 0; i < by_fast->size(); ++i) {
+    auto difference = detail::first_difference((*by_fast)[i], (*by_libyaml)[i]);
+    INFO("document " << i << ": " << difference.value_or(""));
+    CHECK_FALSE(difference);
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("yaml reader: the fast scanner reads what policies use, as libyaml does") {
+  const char* read_fast[] = {
+      "",
+      "# only a comment\n\n",
+      "a: 1\n",
+      "a: 1",
+      "a:\n",
+      "a:",
+      "a: # comment\nb: c # comment\n",
+      "a: b#c\nd: 'e' # f\n",
+      "key : value\n\"q\" : 'v'\n",
+      "a:\n  b:\n    c: d\n  e: f\ng: h\n",
+      "  a: 1\n  b: 2\n",
+      "list:\n- a\n-\n- b\nnext: 1\n",
+      "list:\n  - a\n  -\n  - - x\n    - y\n  -   k: v\n      l: w\n  - k:\n    - z\n    m: n\n",
+      "- a\n- b: c\n  d:\n- [x, y]\n- {k: v}\n",
+      "-\n  a: 1\n-\n- -1\n",
+      "a: [1, 'two', \"three\", {x: y, z: [w]}, []]\nb: {}\nc: { p: q }\n",
+      "ips: [10.0.0.0/8, fd00::1/64, '::1']\nv6: fd00::/8\nurl: http://x:80/y\n",
+      "s: 'it''s'\nd: \"tab\\tquote\\\" slash\\/ back\\\\\"\ne: \"\"\nf: ''\n",
+      "null: ~\nt: true\nn: -12\nf: 1.5e3\nh: 0x1F\nstr: a b  c\n",
+      "---\na: 1\n---\nb: 2\n",
+      "---\n---\n",
+      "a: 1\n---\n",
+      "--- # comment\na: 1\n...x: 2\n",
+      "[a, b]\n",
+      "'just a string'\n",
+      "a: -x\nb: x-y\nc: a:b\n",
+      "selector: role == 'web' && has(x)\nnets: ['10.0.0.0/8']\n",
+      "# \xc2\xa7 3, \xe2\x80\x94 UTF-8 in comments \xf0\x9f\x94\xa5\na: 1 # \xc3\xa9\n",
+  };
+  for (const char* text : read_fast) {
+    INFO(text);
+    CHECK(fast_agrees_with_libyaml(text));
+  }
+
+  // Outside the subset: the fast scanner gives up, and parse() takes libyaml's answer.
+  const char* left_to_libyaml[] = {
+      "a: &x 1\nb: *x\n",               // anchors and aliases
+      "a: !!str 1\n",                   // tags
+      "a: |\n  text\n",                 // block scalars
+      "a: plain\n  continued\n",        // multi-line plain scalar
+      "a: 'quoted\n  on two lines'\n",  // multi-line quoted scalar
+      "a: [1,\n  2]\n",                 // flow collection over two lines
+      "a:\tb\n",                        // tab
+      "a: b\r\n",                       // CR
+      "a: \xc3\xa9\n",                  // non-ASCII outside a comment
+      "# \xe2\x80\xa8\na: 1\n",         // a Unicode line break in a comment
+      "a: \"\\u00e9\"\n",               // escape giving non-ASCII
+      "? a\n: b\n",                     // explicit key
+      "%YAML 1.2\n---\na: 1\n",         // directive
+      "a: 1\n...\n",                    // document end marker
+      "a: b: c\n",                      // syntax error
+      "c: :\n",                         // a value that starts with an indicator
+      "a: 1\n a2: 2\n",                 // indentation error
+      "a: 1\na: 2\n",                   // duplicate key
+      "<<: {a: 1}\n",                   // merge key
+      "[a, b,]\n",                      // trailing comma
+      "{a: 1, b}\n",                    // flow key without a value
+      "- a\n  - b\n",                   // continuation in a list
+      "a:\n- b\n  c: d\n",              // indentation error in an indentless list
+  };
+  for (const char* text : left_to_libyaml) {
+    INFO(text);
+    CHECK_FALSE(fast_agrees_with_libyaml(text));
+  }
+}
+
+TEST_CASE("yaml reader: the fast scanner agrees with libyaml on every YAML file of the project") {
+  std::size_t read_fast = 0;
+  std::size_t files = 0;
+  for (const char* dir : {"fixtures", "integration", "packaging", "docs", "fuzz"}) {
+    for (const auto& entry :
+         std::filesystem::recursive_directory_iterator(std::string(FWE_SOURCE_DIR) + "/" + dir)) {
+      auto extension = entry.path().extension();
+      if (!entry.is_regular_file() || (extension != ".yaml" && extension != ".yml")) continue;
+      std::ifstream in(entry.path(), std::ios::binary);
+      std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      INFO(entry.path().string());
+      ++files;
+      if (fast_agrees_with_libyaml(text)) ++read_fast;
+    }
+  }
+  INFO(read_fast << " of " << files << " files read by the fast scanner");
+  CHECK(files > 50);
+  CHECK(read_fast * 10 >= files * 8);  // the policies people write are in the subset
 }

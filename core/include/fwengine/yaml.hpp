@@ -1,6 +1,7 @@
 // fwengine/yaml.hpp - the one YAML reader of every frontend and of the engine's config.
 //
-// Built on libyaml's event API (fast, and it gives a mark for every event). Every node carries its
+// Read by a fast scanner of the block-style subset that policies use, and by libyaml's event API for
+// everything else and for every error (yaml_fast_scanner.hpp says which is which). Every node carries its
 // file:line:column; duplicate mapping keys are errors; plain scalars resolve by YAML 1.2's core schema
 // (so `010` is the integer 10, `yes` is the string "yes", `0x1F` is 31, `0o17` is 15).
 #pragma once
@@ -43,22 +44,22 @@ class Node {
   std::optional<double> as_double() const;     // integers and core-schema floats, unquoted
 
   // Sequences.
-  std::span<const Node> items() const { return children_; }
+  std::span<const Node> items() const { return values(); }
   // Mappings: keys and values in document order. keys()[i] belongs to values()[i].
-  std::span<const Node> keys() const { return keys_; }
-  std::span<const Node> values() const { return children_; }
-  std::size_t size() const { return children_.size(); }
+  std::span<const Node> keys() const { return std::span(children_).first(children_.size() - size()); }
+  std::span<const Node> values() const { return std::span(children_).last(size()); }
+  std::size_t size() const { return kind_ == Kind::mapping ? children_.size() / 2 : children_.size(); }
   // The value for a scalar key, or nullptr.
   const Node* find(std::string_view key) const;
 
  private:
   friend class Builder;
-  Kind kind_ = Kind::null;
   SourceLoc loc_;
-  std::string text_;
+  Kind kind_ = Kind::null;
   bool quoted_ = false;
-  std::vector<Node> keys_;      // mapping keys
-  std::vector<Node> children_;  // sequence items, or mapping values
+  std::string text_;
+  // A list's items; a mapping's keys, then its values: one allocation per collection.
+  std::vector<Node> children_;
 };
 
 // Parses every document of a stream. On a syntax error, a duplicate key, an undefined alias or an
@@ -72,5 +73,15 @@ std::optional<std::vector<Node>> parse_file(const std::string& path, Diagnostics
 
 // Quoting a string for YAML output where yaml-cpp is not used (e.g. in messages).
 std::string quote(std::string_view s);
+
+// parse()'s two scanners, for the test and the fuzz target that check they agree: parse() takes the
+// fast one's answer when there is one, and otherwise libyaml's.
+namespace detail {
+// nullopt, with nothing reported, when the text is outside the fast scanner's subset or has an error.
+std::optional<std::vector<Node>> parse_fast(std::string_view text, std::uint32_t file);
+std::optional<std::vector<Node>> parse_libyaml(std::string_view text, std::uint32_t file, Diagnostics& diag);
+// Where two trees differ (kind, location, text, quoting or size), or nullopt when they are the same.
+std::optional<std::string> first_difference(const Node& a, const Node& b);
+}  // namespace detail
 
 }  // namespace fwe::yaml

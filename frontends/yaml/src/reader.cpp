@@ -481,10 +481,14 @@ void PolicyReader::Impl::add_set(ir::AddrSet set) {
   if (auto chain = ruleset_.chains.find(set.name); chain != ruleset_.chains.end())
     diag_.error(set.origin.loc, "set " + quote(set.name) + " has the name of a chain",
                 "the chain is at " + diag_.where(chain->second.origin.loc) + "; rename one of them");
-  auto [it, added] = ruleset_.sets.try_emplace(set.name, set);
-  if (!added)
+  auto hint = ruleset_.sets.lower_bound(set.name);
+  if (hint != ruleset_.sets.end() && hint->first == set.name) {
     diag_.error(set.origin.loc, "set " + quote(set.name) + " is defined twice",
-                "the first is at " + diag_.where(it->second.origin.loc) + "; rename one of them");
+                "the first is at " + diag_.where(hint->second.origin.loc) + "; rename one of them");
+    return;
+  }
+  std::string name = set.name;
+  ruleset_.sets.emplace_hint(hint, std::move(name), std::move(set));
 }
 
 // ---- failsafe -----------------------------------------------------------------------------------
@@ -618,11 +622,15 @@ void PolicyReader::Impl::read_chains(const Node& node) {
     if (auto set = ruleset_.sets.find(chain.name); set != ruleset_.sets.end())
       error(key, "chain " + quote(chain.name) + " has the name of a set",
             "the set is at " + diag_.where(set->second.origin.loc) + "; rename one of them");
-    auto [it, added] = ruleset_.chains.try_emplace(chain.name, chain);
-    if (!added)
+    auto hint = ruleset_.chains.lower_bound(chain.name);
+    if (hint != ruleset_.chains.end() && hint->first == chain.name) {
       error(key, "chain " + quote(chain.name) + " is defined twice",
-            "the first is at " + diag_.where(it->second.origin.loc) +
+            "the first is at " + diag_.where(hint->second.origin.loc) +
                 "; rename one of them or merge their rules");
+      continue;
+    }
+    std::string name = chain.name;
+    ruleset_.chains.emplace_hint(hint, std::move(name), std::move(chain));
   }
 }
 
