@@ -738,3 +738,19 @@ TEST_CASE("yaml reader: the fast scanner agrees with libyaml on every YAML file 
   CHECK(files > 50);
   CHECK(read_fast * 10 >= files * 8);  // the policies people write are in the subset
 }
+
+TEST_CASE("yaml reader: release_value frees one value and keeps the rest") {
+  Parsed list("- [1, 2]\n- x\n");
+  Node root = parse_one("a: [1, 2]\nb: {c: d}\n");
+  root.release_value(0);
+  CHECK(root.find("a")->is_null());
+  CHECK(root.find("a")->loc().line == 1);
+  CHECK(root.find("a")->loc().col == 4);
+  CHECK(root.find("b")->find("c")->text() == "d");
+  CHECK(root.keys()[0].text() == "a");
+  REQUIRE(list.docs);
+  Node items = list.doc();
+  items.release_value(0);
+  CHECK(items.items()[0].is_null());
+  CHECK(items.items()[1].text() == "x");
+}

@@ -51,6 +51,17 @@ class Node {
   std::size_t size() const { return kind_ == Kind::mapping ? children_.size() / 2 : children_.size(); }
   // The value for a scalar key, or nullptr.
   const Node* find(std::string_view key) const;
+  Node* find(std::string_view key) { return const_cast<Node*>(std::as_const(*this).find(key)); }
+
+  // Frees the subtree of values()[i] (items()[i] of a list), which becomes null at the same location.
+  // For a reader that is done with one part of a large document: it then does not hold the whole tree
+  // and everything it built from the tree at the same time.
+  void release_value(std::size_t i) {
+    Node& value = children_[children_.size() - size() + i];
+    SourceLoc at = value.loc_;
+    value = Node();
+    value.loc_ = at;
+  }
 
  private:
   friend class Builder;

@@ -275,14 +275,14 @@ std::optional<bool> Reader::bool_of(const yaml::Node& node, std::string_view wha
 
 // ---- envelopes -------------------------------------------------------------------------------------
 
-void Reader::read_documents(std::span<const yaml::Node> documents) {
-  for (const yaml::Node& doc : documents) {
-    if (doc.is_null()) continue;
+void Reader::read_documents(std::span<yaml::Node> documents) {
+  for (yaml::Node& doc : documents) {
     if (doc.is_sequence()) {
       for (const yaml::Node& item : doc.items()) read_item(item, true);
-    } else {
+    } else if (!doc.is_null()) {
       read_item(doc, false);
     }
+    doc = yaml::Node();
   }
 }
 

@@ -15,7 +15,8 @@ class Reader {
  public:
   Reader(Model& model, Diagnostics& diag) : model_(model), diag_(diag) {}
 
-  void read_documents(std::span<const yaml::Node> documents);
+  // Frees each document's tree once it is read: a large stream is never held whole beside its model.
+  void read_documents(std::span<yaml::Node> documents);
 
  private:
   struct Meta;

@@ -214,7 +214,9 @@ class PolicyReader::Impl {
           hint);
   }
 
-  void read_document(const Node& document);
+  // Frees each chain's part of the tree once its rules are read (a large policy's tree and IR are then
+  // never both held whole).
+  void read_document(Node& document);
   bool check_fields(const Node& map, const std::vector<std::string_view>& known, std::string_view what);
   std::optional<std::string_view> text_of(const Node& node, std::string_view field,
                                           std::string_view expected);
@@ -233,7 +235,7 @@ class PolicyReader::Impl {
   void read_failsafe_entry(const Node& node, std::string_view direction, std::size_t index,
                            std::vector<ir::FailsafeEntry>& out);
   void read_sets(const Node& node);
-  void read_chains(const Node& node);
+  void read_chains(Node& node);
   void read_rule(const Node& node, const std::string& chain, std::size_t index, ir::Rule& rule);
   void read_match(const Node& node, const std::string& owner, ir::Match& match);
   void read_addresses(const Node& node, std::string_view field, const std::string& owner, ir::Family family,
@@ -286,7 +288,7 @@ void PolicyReader::Impl::read_source(const std::string& source) {
   std::error_code ec;
   if (!fs::is_directory(source, ec)) {
     if (auto documents = yaml::parse_file(source, diag_))
-      for (const auto& document : *documents) read_document(document);
+      for (auto& document : *documents) read_document(document);
     return;
   }
   std::vector<std::string> files;
@@ -305,15 +307,15 @@ void PolicyReader::Impl::read_source(const std::string& source) {
   std::sort(files.begin(), files.end());
   for (const auto& file : files)
     if (auto documents = yaml::parse_file(file, diag_))
-      for (const auto& document : *documents) read_document(document);
+      for (auto& document : *documents) read_document(document);
 }
 
 void PolicyReader::Impl::read_text(std::string_view text, const std::string& name) {
   if (auto documents = yaml::parse(text, diag_.add_file(name), diag_))
-    for (const auto& document : *documents) read_document(document);
+    for (auto& document : *documents) read_document(document);
 }
 
-void PolicyReader::Impl::read_document(const Node& document) {
+void PolicyReader::Impl::read_document(Node& document) {
   if (document.is_null()) return;  // an empty document or a file of comments
   if (!document.is_mapping()) {
     type_error(document, "document", "a mapping starting with 'apiVersion: fwengine/v1'");
@@ -333,7 +335,7 @@ void PolicyReader::Impl::read_document(const Node& document) {
   check_fields(document, kTopFields, "a policy document");
   if (const Node* failsafe = document.find("failsafe")) read_failsafe(*failsafe);
   if (const Node* sets = document.find("sets")) read_sets(*sets);
-  if (const Node* chains = document.find("chains")) read_chains(*chains);
+  if (Node* chains = document.find("chains")) read_chains(*chains);
   if (const Node* stages = document.find("stages")) read_stages(*stages);
 }
 
@@ -600,7 +602,7 @@ void PolicyReader::Impl::read_sets(const Node& node) {
 
 // ---- chains and rules ---------------------------------------------------------------------------
 
-void PolicyReader::Impl::read_chains(const Node& node) {
+void PolicyReader::Impl::read_chains(Node& node) {
   if (!node.is_mapping()) return type_error(node, "chains", "a mapping of chain names to rule lists");
   for (std::size_t i = 0; i < node.size(); ++i) {
     const Node& key = node.keys()[i];
@@ -631,6 +633,7 @@ void PolicyReader::Impl::read_chains(const Node& node) {
     }
     std::string name = chain.name;
     ruleset_.chains.emplace_hint(hint, std::move(name), std::move(chain));
+    node.release_value(i);
   }
 }
 
