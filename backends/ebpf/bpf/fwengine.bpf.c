@@ -634,11 +634,15 @@ static __always_inline __u8 reverse_path(struct __sk_buff* skb, const struct fwe
     __builtin_memcpy(fib.ipv6_dst, pkt->src, 16);
     __builtin_memcpy(fib.ipv6_src, pkt->dst, 16);
   }
-  long rc = bpf_fib_lookup(skb, &fib, sizeof fib, BPF_FIB_LOOKUP_SKIP_NEIGH);
+  /* No BPF_FIB_LOOKUP_SKIP_NEIGH: it needs Linux 6.3, and NO_NEIGH answers the same (the route's device
+   * is filled in before the neighbour is looked for). */
+  long rc = bpf_fib_lookup(skb, &fib, sizeof fib, 0);
   if (rc == BPF_FIB_LKUP_RET_FWD_DISABLED) return FWE_RPF_ALL;
-  /* FRAG_NEEDED: a route whose device's MTU is below this packet's size, a route all the same. Local,
-   * unreachable, blackhole and prohibit routes (and none) are no way back. */
-  if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_FRAG_NEEDED) return 0;
+  /* FRAG_NEEDED: a route whose device's MTU is below this packet's size, a route all the same; NO_NEIGH:
+   * a route whose next hop's address is not resolved yet. Local, unreachable, blackhole and prohibit
+   * routes (and none) are no way back. */
+  if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_FRAG_NEEDED && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+    return 0;
   return (1 << FWE_RPF_LOOSE) | (fib.ifindex == pkt->iif ? 1 << FWE_RPF_STRICT : 0);
 }
 
