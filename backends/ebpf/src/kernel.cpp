@@ -238,7 +238,54 @@ bool uses_only(int prog_fd, const PinnedMaps& m) {
 
 struct Programs {
   Fd ingress, egress;
+  // Whether the load made every map anew (the first apply, or pins of another layout): nothing runs
+  // on them yet, so the new generation can be made current before the programs are attached.
+  bool new_maps = false;
 };
+
+// Whether the map pinned at `path` is one libbpf can reuse for `map` (what libbpf compares).
+bool reusable(const std::string& path, const bpf_map* map) {
+  Fd pinned(bpf_obj_get(path.c_str()));
+  bpf_map_info info{};
+  __u32 len = sizeof info;
+  if (pinned.fd < 0 || bpf_obj_get_info_by_fd(pinned.fd, &info, &len) != 0) return false;
+  return info.type == static_cast<__u32>(bpf_map__type(map)) && info.key_size == bpf_map__key_size(map) &&
+         info.value_size == bpf_map__value_size(map) && info.max_entries == bpf_map__max_entries(map) &&
+         info.map_flags == bpf_map__map_flags(map);
+}
+
+// Makes the pin directory hold only what this build pins: when any of its maps is missing or pinned
+// with another shape (an older fwengine's layout), every map pin goes, so that the load makes the whole
+// set anew rather than fail or mix two layouts. Returns whether it did. The programs attached now keep
+// their maps until they are replaced.
+bool unpin_unfit_maps(const std::string& pin_dir, const bpf_object* object) {
+  const bpf_map* map = nullptr;
+  bool fit = true;
+  bpf_object__for_each_map(map, object) {
+    const char* pin = bpf_map__pin_path(map);
+    if (pin && !reusable(pin, map)) fit = false;
+  }
+  if (fit) return false;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(pin_dir, ec))
+    if (entry.path().filename().string().starts_with("fwe_")) std::filesystem::remove(entry.path(), ec);
+  return true;
+}
+
+// After a load, before its programs are pinned: every pin but this build's maps goes (programs pinned
+// before, an older layout's maps).
+void unpin_all_but_maps(const std::string& pin_dir, const bpf_object* object) {
+  std::vector<std::string> ours;
+  const bpf_map* map = nullptr;
+  bpf_object__for_each_map(map, object) {
+    if (const char* pin = bpf_map__pin_path(map)) ours.push_back(std::filesystem::path(pin).filename());
+  }
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(pin_dir, ec)) {
+    const std::string name = entry.path().filename();
+    if (std::find(ours.begin(), ours.end(), name) == ours.end()) std::filesystem::remove(entry.path(), ec);
+  }
+}
 
 // The programs of this build and the pinned maps they use. A policy change is a map update: the
 // programs are loaded (and verified, most of an apply's time) only when this build has not pinned
@@ -258,17 +305,13 @@ Programs programs(const std::string& pin_dir, PinnedMaps& maps) {
   open_opts.pin_root_path = pin_dir.c_str();
   Skeleton skel(fwengine_bpf::open(&open_opts));
   if (!skel) fail("opening the BPF object", errno);
-  if (int rc = fwengine_bpf::load(skel.get()))
-    fail("loading the BPF programs (if the maps pinned in " + pin_dir +
-             " are from an older fwengine, run 'fwengine --backend ebpf flush' first)",
-         rc);
+  const bool new_maps = unpin_unfit_maps(pin_dir, skel->obj);
+  if (int rc = fwengine_bpf::load(skel.get())) fail("loading the BPF programs", rc);
   if (!open_pinned(pin_dir, maps)) fail("opening the maps pinned in " + pin_dir, errno);
-  // Programs of other builds go; the filters that run them keep them alive until replaced.
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(pin_dir, ec))
-    if (entry.path().filename().string().starts_with("prog-")) std::filesystem::remove(entry.path(), ec);
+  // The filters that run other builds' programs keep them, and their maps, alive until replaced.
+  unpin_all_but_maps(pin_dir, skel->obj);
   Programs loaded{Fd(dup(bpf_program__fd(skel->progs.fwe_ingress))),
-                  Fd(dup(bpf_program__fd(skel->progs.fwe_egress)))};
+                  Fd(dup(bpf_program__fd(skel->progs.fwe_egress))), new_maps};
   if (loaded.ingress.fd < 0 || loaded.egress.fd < 0) fail("keeping the loaded programs", errno);
   if (bpf_obj_pin(loaded.ingress.fd, ingress_pin.c_str()) != 0) fail("pinning " + ingress_pin, errno);
   if (bpf_obj_pin(loaded.egress.fd, egress_pin.c_str()) != 0) fail("pinning " + egress_pin, errno);
@@ -529,29 +572,44 @@ void Kernel::apply(const Program& program, const std::string& ir_hash) {
   const std::uint32_t generation = (config.active_gen & 1) ^ 1;
   const auto ifaces = interfaces();
   clear_generation(generation, maps);
-  try {
-    write_sets(program, generation, maps);
-    write_iface_lists(program, generation, maps, ifaces);
-    write_tables(program, generation, maps, ir_hash);
-
-    // Programs first: until the flip they read the generation still in use.
+  auto attach_all = [&] {
     for (const auto& iface : ifaces) {
       attach(iface.index, iface.name, BPF_TC_INGRESS, progs.ingress.fd, kIngressName, maps.hooks.fd);
       attach(iface.index, iface.name, BPF_TC_EGRESS, progs.egress.fd, kEgressName, maps.hooks.fd);
     }
+  };
+  // Two writes, so that a packet reading the config between them finds its generation's rpf bit right:
+  // the new generation's bit first, then the flip.
+  auto flip = [&] {
+    __u32 zero = 0;
+    config.rpf_gens = rpf_generations(config, generation, program.uses_rpf);
+    update(maps.config.fd, &zero, &config, "the rpf generations");
+    config.active_gen = generation;
+    update(maps.config.fd, &zero, &config, "the active generation");
+  };
+  bool attaching = false;
+  try {
+    write_sets(program, generation, maps);
+    write_iface_lists(program, generation, maps, ifaces);
+    write_tables(program, generation, maps, ir_hash);
+    // On maps nothing reads yet, the new generation is current before any program runs on them; on maps
+    // in use, the programs come first: until the flip they read the generation still in use.
+    if (progs.new_maps) flip();
+    attaching = true;
+    attach_all();
   } catch (RuntimeError& e) {
+    if (progs.new_maps && attaching) {
+      e.msg +=
+          "\n  the interfaces attached so far run the new ruleset, the others the previous one; "
+          "apply again";
+      throw;
+    }
     // No flip yet: packets and status still read the old generation. Free what the new one took.
     clear_generation(generation, maps);
     e.msg += "\n  the ruleset in effect is unchanged";
     throw;
   }
-  // Two writes, so that a packet reading the config between them finds its generation's rpf bit right:
-  // the new generation's bit first, then the flip.
-  __u32 zero = 0;
-  config.rpf_gens = rpf_generations(config, generation, program.uses_rpf);
-  update(maps.config.fd, &zero, &config, "the rpf generations");
-  config.active_gen = generation;
-  update(maps.config.fd, &zero, &config, "the active generation");
+  if (!progs.new_maps) flip();
 }
 
 KernelState Kernel::read_back() {

@@ -182,7 +182,50 @@ void replace_pinned_map(const std::string& pin) {
   close(fd);
 }
 
+// Pins at `pin` a new hash map (4-byte keys) with values of `value_size` bytes, as an older fwengine
+// with another layout would have left it.
+void pin_map_of_other_layout(const std::string& pin, __u32 value_size) {
+  std::filesystem::remove(pin);
+  const int fd = bpf_map_create(BPF_MAP_TYPE_HASH, "fwe_older", 4, value_size, 16, nullptr);
+  REQUIRE(fd >= 0);
+  REQUIRE(bpf_obj_pin(fd, pin.c_str()) == 0);
+  close(fd);
+}
+
+__u32 pinned_value_size(const std::string& pin) {
+  const int fd = bpf_obj_get(pin.c_str());
+  REQUIRE(fd >= 0);
+  bpf_map_info info{};
+  __u32 len = sizeof info;
+  const int rc = bpf_obj_get_info_by_fd(fd, &info, &len);
+  close(fd);
+  REQUIRE(rc == 0);
+  return info.value_size;
+}
+
 }  // namespace
+
+TEST_CASE("an apply over an older layout's pins makes every map anew and leaves no stale pin", "[root]") {
+  enter_scratch_namespace();
+  ir::Ruleset rs = test::sample_ruleset();
+  EbpfBackend backend(PluginContext{"test"});
+  apply(backend, rs);
+  const std::string dir = pin_dir_for("test");
+  const __u32 ct_value_size = pinned_value_size(dir + "/fwe_ct4");
+  const __u32 first = attached_ingress_id();
+  pin_map_of_other_layout(dir + "/fwe_ct4", ct_value_size + 8);
+  pin_map_of_other_layout(dir + "/fwe_ct", 8);  // a map this build does not have
+
+  rs.chains["in-admin"].rules[0].action.kind = ir::ActionKind::drop;
+  apply(backend, rs);
+  CHECK(attached_ingress_id() != first);
+  CHECK(pinned_value_size(dir + "/fwe_ct4") == ct_value_size);
+  CHECK_FALSE(std::filesystem::exists(dir + "/fwe_ct"));
+  CHECK(pinned_programs() == 2);
+  CHECK(backend.read_back().ir_hash == canonical::hash(rs));
+  CHECK_FALSE(delivered(test::packet("d0", "", "10.0.0.9", "10.0.0.1", 6, 40000, 22)));
+  CHECK(delivered(test::packet("d0", "", "10.0.0.20", "10.0.0.1", 1, 0, 0)));  // in-admin's echo request
+}
 
 TEST_CASE("a policy change reuses the pinned programs and a program beside a replaced map is loaded again",
           "[root]") {
