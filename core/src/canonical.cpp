@@ -12,6 +12,8 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <memory>
+#include <new>
 
 #include <nlohmann/json.hpp>
 
@@ -23,8 +25,14 @@ using namespace fwe::ir;
 namespace {
 
 // Compact JSON text. Callers write each object's keys in byte order: that is the canonical order.
+// With a sink, the text goes to it in pieces as it is written (the hash needs no 17 MB string for
+// 50,000 rules); take() then gives the last piece.
 class JsonText {
  public:
+  using Sink = void (*)(void* context, std::string_view piece);
+  JsonText() = default;
+  JsonText(Sink sink, void* context) : sink_(sink), context_(context) {}
+
   JsonText& open_object() { return open('{'); }
   JsonText& close_object() { return close('}'); }
   JsonText& open_array() { return open('['); }
@@ -75,6 +83,10 @@ class JsonText {
   }
   JsonText& done() {
     after_value_ = true;
+    if (sink_ && out_.size() >= kPiece) {
+      sink_(context_, out_);
+      out_.clear();
+    }
     return *this;
   }
   void separate() {
@@ -127,8 +139,11 @@ class JsonText {
     }
   }
 
+  static constexpr std::size_t kPiece = 64 * 1024;
   std::string out_;
   bool after_value_ = false;
+  Sink sink_ = nullptr;
+  void* context_ = nullptr;
 };
 
 struct Writer {
@@ -415,10 +430,16 @@ std::string to_yaml(const Ruleset& rs, bool with_origins) {
 }
 
 std::string hash(const Ruleset& rs) {
-  const std::string text = to_text(rs, false);
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> context(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  if (!context || EVP_DigestInit_ex(context.get(), EVP_sha256(), nullptr) != 1) throw std::bad_alloc();
+  auto update = [](void* c, std::string_view piece) {
+    EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(c), piece.data(), piece.size());
+  };
+  const std::string last = Writer{rs, false, JsonText(update, context.get())}.ruleset();
+  update(context.get(), last);
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int length = 0;
-  EVP_Digest(text.data(), text.size(), digest, &length, EVP_sha256(), nullptr);
+  EVP_DigestFinal_ex(context.get(), digest, &length);
   static constexpr char kHex[] = "0123456789abcdef";
   std::string hex;
   for (unsigned int i = 0; i < length; ++i) {

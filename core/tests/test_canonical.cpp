@@ -3,6 +3,8 @@
 
 #include "fwengine/canonical.hpp"
 
+#include <openssl/evp.h>
+
 #include <nlohmann/json.hpp>
 
 using namespace fwe;
@@ -30,6 +32,24 @@ Ruleset sample(std::string file, std::uint32_t line) {
 TEST_CASE("the hash ignores origins and file names") {
   CHECK(canonical::hash(sample("a.yaml", 3)) == canonical::hash(sample("b/c.yaml", 99)));
   CHECK(canonical::hash(sample("a.yaml", 3)).size() == 64);
+}
+
+TEST_CASE("the hash is the SHA-256 of the canonical text, which it digests in pieces") {
+  auto rs = sample("a.yaml", 3);
+  Rule rule = rs.chains["c"].rules[0];
+  rs.chains["c"].rules.assign(5000, rule);  // some 400 KB of text: several pieces
+  const std::string text = canonical::to_text(rs, false);
+  REQUIRE(text.size() > 256 * 1024);
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  REQUIRE(EVP_Digest(text.data(), text.size(), digest, &length, EVP_sha256(), nullptr) == 1);
+  std::string hex;
+  for (unsigned int i = 0; i < length; ++i) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    hex += kHex[digest[i] >> 4];
+    hex += kHex[digest[i] & 0xf];
+  }
+  CHECK(canonical::hash(rs) == hex);
 }
 
 TEST_CASE("the hash changes with the policy") {
