@@ -676,7 +676,7 @@ def read_section(rd):
     lines += [f"`yaml_bench` (integration/bench/yaml_bench.cpp) reads {rd['policies']:,} GlobalNetworkPolicies of 10 "
               f"rules each ({rules:,} rules, {rd['bytes'] / 1e6:.2f} MB, {rd['documents']:,} documents) as `kubectl "
               "get -o yaml` prints them, from memory, with three readers in alternation, "
-              f"{len(rd['fwengine_ms'])} runs each; median (min–max) ms. fwengine's reader is `yaml::parse`, the "
+              f"{len(rd['fwengine_ms'])} run{'s' if len(rd['fwengine_ms']) != 1 else ''} each; median (min–max) ms. fwengine's reader is `yaml::parse`, the "
               "one every frontend uses: the fast scanner "
               + ("read this text" if rd["fast_scanner"] else "gave up on this text, so libyaml read it") +
               ". libyaml builds the same located tree from libyaml's events (what fwengine falls back to). "
