@@ -6,6 +6,7 @@
 #include <linux/netfilter/nf_tables.h>
 
 #include <algorithm>
+#include <array>
 
 namespace fwe::nft::merge {
 namespace {
@@ -114,14 +115,16 @@ Values protocol_values(const std::vector<std::uint8_t>& protocols) {
   return out;
 }
 
-Values address_values(const std::vector<ir::Cidr>& cidrs) {
+Values address_values(const std::vector<ir::Cidr>& cidrs, bool with_text) {
   Values out;
+  out.reserve(cidrs.size());
   for (const auto& cidr : cidrs) {
     Bytes lo(cidr.addr.bytes.begin(), cidr.addr.bytes.begin() + cidr.addr.width() / 8), hi = lo;
     for (std::size_t bit = cidr.prefix; bit < cidr.addr.width(); ++bit)
       hi[bit / 8] |= static_cast<std::uint8_t>(0x80 >> (bit % 8));
-    out.push_back(
-        {lo, hi, cidr.prefix == cidr.addr.width() ? ir::to_string(cidr.addr) : ir::to_string(cidr)});
+    std::string text;
+    if (with_text) text = cidr.prefix == cidr.addr.width() ? ir::to_string(cidr.addr) : ir::to_string(cidr);
+    out.push_back({std::move(lo), std::move(hi), std::move(text)});
   }
   return out;
 }
@@ -181,45 +184,43 @@ std::vector<Run::Index::const_iterator> Run::touching(const Index& index, const 
   return out;
 }
 
-bool Run::accepts(const Member& m) const {
-  for (ir::Family f : families(m)) {
-    const Index& index = index_[static_cast<std::size_t>(f)];
-    for (const Box& box : boxes_of(m, f))
-      for (auto cover : touching(index, box))
-        for (const Box& other : cover->second.boxes)
-          if (overlap(box, other)) return false;
-  }
-  return true;
-}
-
-void Run::add(Member m) {
-  // Boxes point into the member's value vectors, whose storage stays put when members_ grows.
-  members_.push_back(std::move(m));
-  const Member& added = members_.back();
-  if (members_.size() == 1) {
-    std::vector<Field> fields = present(added);
+bool Run::try_add(Member& m) {
+  if (members_.empty()) {
+    std::vector<Field> fields = present(m);
     for (Field telling : {Field::saddr, Field::daddr, Field::dport, Field::sport, Field::iif, Field::oif})
       if (auto at = std::find(fields.begin(), fields.end(), telling); at != fields.end()) {
         dim_ = static_cast<std::size_t>(at - fields.begin());
         break;
       }
   }
-  for (ir::Family f : families(added)) {
-    Index& index = index_[static_cast<std::size_t>(f)];
-    for (Box& box : boxes_of(added, f)) {
+  // Boxes point into the member's value vectors, whose storage stays put when the member is moved.
+  std::array<std::vector<Box>, 3> boxes;
+  for (ir::Family f : families(m)) {
+    const Index& index = index_[static_cast<std::size_t>(f)];
+    boxes[static_cast<std::size_t>(f)] = boxes_of(m, f);
+    for (const Box& box : boxes[static_cast<std::size_t>(f)])
+      for (auto cover : touching(index, box))
+        for (const Box& other : cover->second.boxes)
+          if (overlap(box, other)) return false;
+  }
+  members_.push_back(std::move(m));
+  for (std::size_t f = 0; f < boxes.size(); ++f) {
+    Index& index = index_[f];
+    for (Box& box : boxes[f]) {
       Bytes lo = box.dims[dim_]->lo, hi = box.dims[dim_]->hi;
-      std::vector<Box> boxes{std::move(box)};
-      for (auto it : touching(index, boxes[0])) {
+      std::vector<Box> merged_boxes{std::move(box)};
+      for (auto it : touching(index, merged_boxes[0])) {
         if (KeyLess{}(it->first, lo)) lo = it->first;
         if (KeyLess{}(hi, it->second.hi)) hi = it->second.hi;
         auto& merged = index.find(it->first)->second.boxes;
-        boxes.insert(boxes.end(), std::make_move_iterator(merged.begin()),
-                     std::make_move_iterator(merged.end()));
+        merged_boxes.insert(merged_boxes.end(), std::make_move_iterator(merged.begin()),
+                            std::make_move_iterator(merged.end()));
         index.erase(it);
       }
-      index[lo] = Cover{hi, std::move(boxes)};
+      index[lo] = Cover{hi, std::move(merged_boxes)};
     }
   }
+  return true;
 }
 
 std::vector<Field> keyed_fields(const std::vector<Member>& members) {

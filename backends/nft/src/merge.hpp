@@ -3,7 +3,7 @@
 // a counter and the origin stamp of its rule, so hits still map to source rules.
 //
 // First match wins inside a run because no two rules of a run match the same packet: a rule whose
-// values overlap an earlier rule's ends the run (Run::accepts). All rules of a run have the same
+// values overlap an earlier rule's ends the run (Run::try_add). All rules of a run have the same
 // verdict and no other effect, so which one matched changes nothing but the counter.
 #pragma once
 
@@ -38,7 +38,8 @@ struct KeyLess {
 
 Values iface_values(const std::vector<ir::IfacePattern>& exact_names);
 Values protocol_values(const std::vector<std::uint8_t>& protocols);
-Values address_values(const std::vector<ir::Cidr>& cidrs);
+// Without text, the values serve only to count and compare (planning which chains fuse).
+Values address_values(const std::vector<ir::Cidr>& cidrs, bool with_text = true);
 Values port_values(const ir::PortSet& ports);
 
 // What one rule of a run matches: per field its values (nullopt: the rule does not match on it).
@@ -59,9 +60,9 @@ struct Member {
 // A run under construction: members in order, and an index of their elements per family.
 class Run {
  public:
-  // Whether m matches no packet an earlier member matches (then the order inside the run is free).
-  bool accepts(const Member& m) const;
-  void add(Member m);
+  // Adds m (moving it in) when it matches no packet an earlier member matches: then the order inside
+  // the run is free. Otherwise returns false and leaves m as it was.
+  bool try_add(Member& m);
   const std::vector<Member>& members() const { return members_; }
 
  private:

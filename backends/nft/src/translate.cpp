@@ -565,7 +565,7 @@ class Translator {
       in_postrouting_ = in_postrouting.contains(name);
       before_conntrack_ = before_conntrack.contains(name);
       for (const auto& rule : chain->rules) {
-        auto c = candidate(rule);
+        auto c = candidate(rule, true);
         if (!c || (out && c->shape != *out)) return out = std::nullopt;
         if (!out) out = std::move(c->shape);
       }
@@ -820,16 +820,17 @@ class Translator {
 
   // Plain verdicts without state (a rate limit) whose matched values are all positive and few. What
   // the rule's merged form would refuse is refused (and reported) when the rule is emitted by itself.
-  std::optional<Candidate> candidate(const ir::Rule& rule) {
+  // shape_only: for planning, without what only the emitted elements need (stamp, address texts).
+  std::optional<Candidate> candidate(const ir::Rule& rule, bool shape_only = false) {
     quiet_ = true;
     std::size_t refused = refusals_;
-    auto c = merge_form(rule);
+    auto c = merge_form(rule, shape_only);
     quiet_ = false;
     if (refusals_ != refused) return std::nullopt;
     return c;
   }
 
-  std::optional<Candidate> merge_form(const ir::Rule& rule) {
+  std::optional<Candidate> merge_form(const ir::Rule& rule, bool shape_only) {
     using merge::Field;
     const ir::Match& m = rule.match;
     auto kind = rule.action.kind;
@@ -840,7 +841,7 @@ class Translator {
         m.dst_port.size() > 1 || !m.ct_orig_dport.empty())
       return std::nullopt;
     Candidate c{{}, {}, {}, {}, &rule};
-    c.member.stamp = origin_stamp(rs_, rule.origin);
+    if (!shape_only) c.member.stamp = origin_stamp(rs_, rule.origin);
     auto set = [&](Field f, merge::Values values) {
       c.member.values[static_cast<std::size_t>(f)] = std::move(values);
     };
@@ -883,7 +884,7 @@ class Translator {
         std::vector<ir::Cidr> cidrs;
         for (const auto& cidr : addresses->cidrs)
           if (m.family == Family::any || cidr.addr.family == m.family) cidrs.push_back(cidr);
-        set(source ? Field::saddr : Field::daddr, merge::address_values(cidrs));
+        set(source ? Field::saddr : Field::daddr, merge::address_values(cidrs, !shape_only));
       }
     if (c.member.by_address()) {  // the family becomes which sets the rule's elements go to
       r.src_addr.clear();
@@ -924,17 +925,17 @@ class Translator {
       std::optional<Candidate> next;  // the candidate of rules[end], once made
       bool made = false;
       if (head) {
-        run.add(head->member);
+        merge::Member first = head->member;  // the head stays whole: emit_run reads it
+        run.try_add(first);
         bool hashable = head->member.hashable();
         for (; end < rules.size() && end - i < (hashable ? kMaxHashRun : kMaxRun); ++end) {
           next = candidate(*rules[end]);
           made = true;
-          if (!next || next->shape != head->shape || !run.accepts(next->member)) break;
-          if (!next->member.hashable()) {
-            if (hashable && end - i >= kMaxRun) break;
-            hashable = false;
-          }
-          run.add(std::move(next->member));
+          if (!next || next->shape != head->shape) break;
+          const bool next_hashable = next->member.hashable();
+          if (!next_hashable && hashable && end - i >= kMaxRun) break;
+          if (!run.try_add(next->member)) break;
+          hashable = hashable && next_hashable;
           made = false;
         }
       }
