@@ -146,8 +146,18 @@ std::optional<IpAddr> parse_ip(std::string_view text) {
 }
 
 std::string to_string(const IpAddr& a) {
+  if (a.family == Family::ipv4) {  // by hand: every rule's address is written on the apply path, some twice
+    std::string text;
+    text.reserve(15);
+    for (std::size_t i = 0; i < 4; ++i) {
+      if (i > 0) text += '.';
+      char digits[3];
+      text.append(digits, std::to_chars(digits, digits + sizeof digits, a.bytes[i]).ptr);
+    }
+    return text;
+  }
   char buf[INET6_ADDRSTRLEN] = {};
-  inet_ntop(a.family == Family::ipv4 ? AF_INET : AF_INET6, a.bytes.data(), buf, sizeof buf);
+  inet_ntop(AF_INET6, a.bytes.data(), buf, sizeof buf);
   return buf;
 }
 
@@ -184,7 +194,11 @@ std::optional<Cidr> parse_cidr(std::string_view text, bool strict) {
 }
 
 std::string to_string(const Cidr& c) {
-  return to_string(c.addr) + '/' + std::to_string(c.prefix);
+  std::string text = to_string(c.addr);
+  char prefix[4];
+  text += '/';
+  text.append(prefix, std::to_chars(prefix, prefix + sizeof prefix, c.prefix).ptr);
+  return text;
 }
 
 bool contains(const Cidr& c, const IpAddr& a) {
