@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <span>
 
 namespace fwe::nft::merge {
 namespace {
@@ -38,9 +39,25 @@ std::vector<const Value*> values_in(const Member& m, Field field, ir::Family fam
   return out;
 }
 
+// How many values of field f a member has in family f (address fields) or at all.
+std::size_t count_in(const Member& m, Field field, ir::Family family) {
+  const Values& values = m.of(field);
+  if (!is_address(field)) return values.size();
+  return static_cast<std::size_t>(
+      std::count_if(values.begin(), values.end(), [&](const Value& v) { return in_family(v, family); }));
+}
+
+// The fields a member matches, in order, without an allocation: they are asked for per member and box.
+struct FieldList {
+  std::array<Field, kFieldCount> fields{};
+  std::size_t count = 0;
+  const Field* begin() const { return fields.data(); }
+  const Field* end() const { return fields.data() + count; }
+};
+
 // Every combination of one value per field (the fields in order).
-std::vector<std::vector<const Value*>> product(const Member& m, const std::vector<Field>& fields,
-                                               ir::Family family) {
+template <typename Fields>
+std::vector<std::vector<const Value*>> product(const Member& m, const Fields& fields, ir::Family family) {
   std::vector<std::vector<const Value*>> out{{}};
   for (Field field : fields) {
     std::vector<std::vector<const Value*>> next;
@@ -54,16 +71,18 @@ std::vector<std::vector<const Value*>> product(const Member& m, const std::vecto
   return out;
 }
 
-std::vector<Field> present(const Member& m) {
-  std::vector<Field> out;
+FieldList present(const Member& m) {
+  FieldList out;
   for (std::size_t i = 0; i < kFieldCount; ++i)
-    if (m.values[i]) out.push_back(static_cast<Field>(i));
+    if (m.values[i]) out.fields[out.count++] = static_cast<Field>(i);
   return out;
 }
 
-std::vector<ir::Family> families(const Member& m) {
-  if (m.by_address()) return {ir::Family::ipv4, ir::Family::ipv6};
-  return {ir::Family::any};
+std::span<const ir::Family> families(const Member& m) {
+  static constexpr ir::Family kByAddress[] = {ir::Family::ipv4, ir::Family::ipv6};
+  static constexpr ir::Family kAny[] = {ir::Family::any};
+  if (m.by_address()) return kByAddress;
+  return kAny;
 }
 
 KeyType key_type(Field field, ir::Family f) {
@@ -139,7 +158,7 @@ Values port_values(const ir::PortSet& ports) {
 
 std::size_t Member::boxes(ir::Family f) const {
   std::size_t n = 1;
-  for (Field field : present(*this)) n *= values_in(*this, field, f).size();
+  for (Field field : present(*this)) n *= count_in(*this, field, f);
   return n;
 }
 
@@ -186,7 +205,7 @@ std::vector<Run::Index::const_iterator> Run::touching(const Index& index, const 
 
 bool Run::try_add(Member& m) {
   if (members_.empty()) {
-    std::vector<Field> fields = present(m);
+    const FieldList fields = present(m);
     for (Field telling : {Field::saddr, Field::daddr, Field::dport, Field::sport, Field::iif, Field::oif})
       if (auto at = std::find(fields.begin(), fields.end(), telling); at != fields.end()) {
         dim_ = static_cast<std::size_t>(at - fields.begin());
