@@ -280,12 +280,17 @@ std::optional<std::size_t> prefix_of(const Value& v) {
 
 std::string element_text(const Item& item, bool masked) {
   std::string out;
+  out.reserve(64 + item.stamp->size());
   for (const Value* v : item.dims) {
+    if (!out.empty()) out += " . ";
     // A masked address is the prefix's first address, which nft writes without the length.
-    std::string text = masked ? v->text.substr(0, v->text.find('/')) : v->text;
-    out += (out.empty() ? "" : " . ") + text;
+    std::string_view text = v->text;
+    out += masked ? text.substr(0, text.find('/')) : text;
   }
-  return out + " comment \"" + *item.stamp + '"';
+  out += " comment \"";
+  out += *item.stamp;
+  out += '"';
+  return out;
 }
 
 // The key of an element: each field's first value, in whole registers when there are several.
