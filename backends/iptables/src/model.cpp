@@ -1,9 +1,13 @@
 // model.cpp - text forms of the model and the per-rule stamps.
 #include "model.hpp"
 
+#include <netdb.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <map>
+#include <string_view>
 #include <tuple>
 
 namespace fwe::iptables {
@@ -165,12 +169,34 @@ std::string ipset_create_line(const SetDef& set, std::string_view name) {
          " maxelem " + std::to_string(maxelem) + (set.type == kRunSet ? " counters comment" : "");
 }
 
+namespace {
+
+// A member as `ipset restore` reads it fastest. ipset looks a protocol name up in /etc/protocols again
+// for every member (half of restoring 10,000 members); a number it takes as it is. Members are kept,
+// and compared, as ipset lists them: with the name.
+std::string restore_form(const std::string& member) {
+  static const std::map<std::string, int, std::less<>> kNumbers = [] {
+    std::map<std::string, int, std::less<>> numbers;
+    for (int n = 0; n < 256; ++n)
+      if (const protoent* e = getprotobynumber(n)) numbers.emplace(e->p_name, n);
+    return numbers;
+  }();
+  const std::size_t comma = member.find(',');
+  const std::size_t colon = comma == std::string::npos ? comma : member.find(':', comma + 1);
+  if (colon == std::string::npos) return member;
+  auto number = kNumbers.find(std::string_view(member).substr(comma + 1, colon - comma - 1));
+  if (number == kNumbers.end()) return member;
+  return member.substr(0, comma + 1) + std::to_string(number->second) + member.substr(colon);
+}
+
+}  // namespace
+
 std::string ipset_text(const std::vector<SetDef>& sets) {
   std::string out;
   for (const auto& set : sets) {
     out += ipset_create_line(set, set.name) + '\n';
     for (std::size_t i = 0; i < set.members.size(); ++i) {
-      out += "add " + set.name + ' ' + set.members[i];
+      out += "add " + set.name + ' ' + restore_form(set.members[i]);
       if (i < set.comments.size() && !set.comments[i].empty()) out += " comment \"" + set.comments[i] + '"';
       out += '\n';
     }
