@@ -362,15 +362,7 @@ class Scanner {
       copied = true;
       start = ++pos_ + 1;
     }
-    if (copied) {
-      scratch_.append(text_.substr(start, pos_ - start));
-      scalar.text = scratch_;
-    } else {
-      scalar.text = text_.substr(start, pos_ - start);
-    }
-    ++pos_;
-    scalar.plain = false;
-    return quoted_scalar_ends();
+    return end_quoted(scalar, start, copied);
   }
 
   // "text" on one line, with the escapes that stand for one ASCII character.
@@ -390,6 +382,13 @@ class Scanner {
       copied = true;
       start = ++pos_ + 1;
     }
+    return end_quoted(scalar, start, copied);
+  }
+
+  // At a closing quote: the text from `start` (after what scratch_ holds, when the scalar had to be
+  // copied), then what may follow. libyaml takes a token right after a closing quote only in places
+  // this scanner leaves to it.
+  bool end_quoted(Scalar& scalar, std::size_t start, bool copied) {
     if (copied) {
       scratch_.append(text_.substr(start, pos_ - start));
       scalar.text = scratch_;
@@ -398,11 +397,6 @@ class Scanner {
     }
     ++pos_;
     scalar.plain = false;
-    return quoted_scalar_ends();
-  }
-
-  // libyaml takes a token right after a closing quote only in places this scanner leaves to it.
-  bool quoted_scalar_ends() const {
     char c = current();
     return c == ' ' || c == '\n' || c == '\0' || c == ':' || c == ',' || c == ']' || c == '}';
   }

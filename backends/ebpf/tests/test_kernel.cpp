@@ -146,16 +146,21 @@ TEST_CASE("read_back gives hash and counters then a new policy flips the generat
 
 namespace {
 
-// The id of the program on d0's ingress hook.
-__u32 attached_ingress_id() {
-  const int fd = Kernel::attached_program(static_cast<int>(if_nametoindex("d0")), true);
+// What the kernel tells of a BPF program or map (bpf_prog_info, bpf_map_info); closes fd.
+template <typename Info>
+Info info_of(int fd) {
   REQUIRE(fd >= 0);
-  bpf_prog_info info{};
+  Info info{};
   __u32 len = sizeof info;
   const int rc = bpf_obj_get_info_by_fd(fd, &info, &len);
   close(fd);
   REQUIRE(rc == 0);
-  return info.id;
+  return info;
+}
+
+// The id of the program on d0's ingress hook.
+__u32 attached_ingress_id() {
+  return info_of<bpf_prog_info>(Kernel::attached_program(static_cast<int>(if_nametoindex("d0")), true)).id;
 }
 
 std::size_t pinned_programs() {
@@ -167,12 +172,7 @@ std::size_t pinned_programs() {
 
 // Replaces the pinned map by a new, empty one of the same shape, as another tool might.
 void replace_pinned_map(const std::string& pin) {
-  const int old_fd = bpf_obj_get(pin.c_str());
-  REQUIRE(old_fd >= 0);
-  bpf_map_info info{};
-  __u32 len = sizeof info;
-  REQUIRE(bpf_obj_get_info_by_fd(old_fd, &info, &len) == 0);
-  close(old_fd);
+  const auto info = info_of<bpf_map_info>(bpf_obj_get(pin.c_str()));
   std::filesystem::remove(pin);
   LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = info.map_flags);
   const int fd = bpf_map_create(static_cast<bpf_map_type>(info.type), info.name, info.key_size,
@@ -193,14 +193,7 @@ void pin_map_of_other_layout(const std::string& pin, __u32 value_size) {
 }
 
 __u32 pinned_value_size(const std::string& pin) {
-  const int fd = bpf_obj_get(pin.c_str());
-  REQUIRE(fd >= 0);
-  bpf_map_info info{};
-  __u32 len = sizeof info;
-  const int rc = bpf_obj_get_info_by_fd(fd, &info, &len);
-  close(fd);
-  REQUIRE(rc == 0);
-  return info.value_size;
+  return info_of<bpf_map_info>(bpf_obj_get(pin.c_str())).value_size;
 }
 
 }  // namespace
