@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <functional>
 #include <set>
+#include <string_view>
+#include <unordered_set>
 
 #include "fwengine/plugin.hpp"
 #include "fwengine/trace.hpp"
@@ -318,12 +320,21 @@ void inject_failsafe(Ruleset& rs) {
 }
 
 void optimise(Ruleset& rs) {
-  // Identical sets become one, so backends load each list of addresses once.
-  std::map<std::vector<Cidr>, std::string> first_with;
+  // Identical sets become one, so backends load each list of addresses once: each is renamed to the
+  // first (by name) with the same addresses. Sorted views, not a map of copies: a policy of 50,000
+  // rules has 50,000 inline sets.
+  std::vector<const std::pair<const std::string, AddrSet>*> by_addresses;
+  by_addresses.reserve(rs.sets.size());
+  for (const auto& entry : rs.sets) by_addresses.push_back(&entry);
+  std::stable_sort(by_addresses.begin(), by_addresses.end(),
+                   [](const auto* a, const auto* b) { return a->second.cidrs < b->second.cidrs; });
   std::map<std::string, std::string> rename;
-  for (const auto& [name, set] : rs.sets) {
-    auto [it, inserted] = first_with.emplace(set.cidrs, name);
-    if (!inserted) rename[name] = it->second;
+  const std::pair<const std::string, AddrSet>* first = nullptr;  // of the run of equal sets in hand
+  for (const auto* entry : by_addresses) {
+    if (first && entry->second.cidrs == first->second.cidrs)
+      rename[entry->first] = first->first;
+    else
+      first = entry;
   }
   auto renamed = [&](std::string& n) {
     if (auto it = rename.find(n); it != rename.end()) n = it->second;
@@ -344,7 +355,8 @@ void optimise(Ruleset& rs) {
   auto reach = reachability(rs);
   for (auto it = rs.chains.begin(); it != rs.chains.end();)
     it = reach.count(it->first) ? std::next(it) : rs.chains.erase(it);
-  std::set<std::string> used;
+  // Views of the names the rules hold; they stay put while only sets are erased.
+  std::unordered_set<std::string_view> used;
   for_each_rule(rs, [&](Chain&, Rule& r) {
     for (auto& m : r.match.src_addr) used.insert(m.set);
     for (auto& m : r.match.dst_addr) used.insert(m.set);
@@ -354,7 +366,7 @@ void optimise(Ruleset& rs) {
     if (ep.match.dst_set) used.insert(*ep.match.dst_set);
   });
   for (auto it = rs.sets.begin(); it != rs.sets.end();)
-    it = used.count(it->first) ? std::next(it) : rs.sets.erase(it);
+    it = used.contains(it->first) ? std::next(it) : rs.sets.erase(it);
 }
 
 void check_capabilities(const Ruleset& rs, const Capabilities& caps, const std::string& backend,

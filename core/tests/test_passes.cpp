@@ -84,8 +84,10 @@ TEST_CASE("optimise merges identical sets and drops what nothing uses") {
   rs.sets["a"] = {"a", {*parse_cidr("10.0.0.0/8")}, {}};
   rs.sets["b"] = {"b", {*parse_cidr("10.0.0.0/8")}, {}};
   rs.sets["unused"] = {"unused", {*parse_cidr("192.0.2.0/24")}, {}};
+  rs.sets["z"] = {"z", {*parse_cidr("10.0.0.0/8")}, {}};  // a third: it goes to the first too
   Rule r;
   r.match.src_addr.push_back({false, "b"});
+  r.match.dst_addr.push_back({false, "z"});
   rs.chains["c"] = {"c", {r}, {}};
   rs.chains["orphan"] = {"orphan", {}, {}};
   Endpoint ep;
@@ -96,6 +98,7 @@ TEST_CASE("optimise merges identical sets and drops what nothing uses") {
   CHECK(rs.sets.size() == 1);
   CHECK(rs.chains.count("orphan") == 0);
   CHECK(rs.chains["c"].rules[0].match.src_addr[0].set == "a");
+  CHECK(rs.chains["c"].rules[0].match.dst_addr[0].set == "a");
 }
 
 TEST_CASE("capabilities refuse what a backend cannot do, naming the rule") {
