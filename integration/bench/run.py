@@ -706,8 +706,11 @@ def read_target(rd, workloads, rows):
                 if frontend else None)
     own = statistics.median(rd["fwengine_ms"])
     rules = rd["policies"] * 10
-    return (f"**Reading the {rules:,}-rule policy ({rd['bytes'] / 1e6:.1f} MB of YAML) ≤ 25 ms — "
-            f"{'met' if own <= 25 and rules >= 10000 else 'not met' if rules >= 10000 else 'not measured at full size'}"
+    if rules < 10000:
+        verdict = "not measured at full size"
+    else:
+        verdict = "met" if own <= 25 else "not met"
+    return (f"**Reading the {rules:,}-rule policy ({rd['bytes'] / 1e6:.1f} MB of YAML) ≤ 25 ms — {verdict}"
             f".** fwengine's reader takes {own:.1f} ms; yaml-cpp's `LoadAll` "
             f"{statistics.median(rd['yamlcpp_ms']):.1f} ms ({statistics.median(rd['yamlcpp_ms']) / own:.1f}× as long), "
             f"libyaml's events into the same tree {statistics.median(rd['libyaml_ms']):.1f} ms.{frontend}")
