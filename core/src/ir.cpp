@@ -292,12 +292,12 @@ bool protocol_has_ports(std::uint8_t number) {
 
 // ---- ruleset ------------------------------------------------------------------------------------
 const AddrSet* Ruleset::find_set(std::string_view name) const {
-  auto it = sets.find(std::string(name));
+  auto it = sets.find(name);
   return it == sets.end() ? nullptr : &it->second;
 }
 
 const Chain* Ruleset::find_chain(std::string_view name) const {
-  auto it = chains.find(std::string(name));
+  auto it = chains.find(name);
   return it == chains.end() ? nullptr : &it->second;
 }
 

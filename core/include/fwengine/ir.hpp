@@ -150,16 +150,19 @@ std::string to_string(const MacAddr&);
 struct AddrMatch {
   bool negate = false;
   std::string set;  // a key of Ruleset::sets
+  friend bool operator==(const AddrMatch&, const AddrMatch&) = default;
 };
 struct PortMatch {
   bool negate = false;
   PortSet ports;
+  friend bool operator==(const PortMatch&, const PortMatch&) = default;
 };
 struct IcmpMatch {
   bool negate = false;  // "icmp, but not this type/code": still only matches ICMP packets
   bool v6 = false;      // ICMPv6 (protocol 58) rather than ICMP (protocol 1)
   std::optional<std::uint8_t> type;
   std::optional<std::uint8_t> code;  // only with type
+  friend bool operator==(const IcmpMatch&, const IcmpMatch&) = default;
 };
 struct RateLimit {
   std::uint32_t rate = 0;
@@ -196,6 +199,7 @@ struct Match {
   // interface (loose): the reverse-path check. Negated, it holds for spoofed sources.
   std::optional<RpfMode> rpf;
   bool rpf_negate = false;
+  friend bool operator==(const Match&, const Match&) = default;
 };
 
 struct Action {
@@ -210,6 +214,7 @@ struct Action {
   std::optional<IpAddr> nat_addr;     // dnat, snat
   std::optional<PortRange> nat_port;  // dnat, redirect, snat, masquerade
   std::uint16_t mss = 0;              // tcp-mss-clamp: the MSS TCP SYNs get at most; 0: the route's MTU's
+  friend bool operator==(const Action&, const Action&) = default;
 };
 
 struct Rule {
@@ -291,8 +296,9 @@ struct Ruleset {
   std::string frontend;            // who made it (not part of the hash)
   std::vector<std::string> files;  // Origin::loc.file indexes this (not part of the hash)
   std::string source_revision;     // the datastore revision it was read at, "" for files (not hashed)
-  std::map<std::string, AddrSet> sets;
-  std::map<std::string, Chain> chains;
+  // Ordered by name; looked up by views without a copy (a large policy looks names up ~50 times a rule).
+  std::map<std::string, AddrSet, std::less<>> sets;
+  std::map<std::string, Chain, std::less<>> chains;
   std::array<StageDef, kStageCount> stages;
   Failsafe failsafe;
 
