@@ -18,25 +18,14 @@ bool is_address(Field f) {
   return f == Field::saddr || f == Field::daddr;
 }
 bool in_family(const Value& v, ir::Family f) {
-  return f == ir::Family::any || v.lo.size() == (f == ir::Family::ipv4 ? 4u : 16u);
+  return f == ir::Family::any || v.lo.size == (f == ir::Family::ipv4 ? 4u : 16u);
 }
 std::size_t padded(std::size_t len) {
   return (len + 3) / 4 * 4;
 }
-Bytes be16(std::uint16_t v) {
-  return {static_cast<std::uint8_t>(v >> 8), static_cast<std::uint8_t>(v)};
-}
 bool same(const Values& a, const Values& b) {
   return std::equal(a.begin(), a.end(), b.begin(), b.end(),
                     [](const Value& x, const Value& y) { return x.lo == y.lo && x.hi == y.hi; });
-}
-
-// The values of field f a member has in family f (address fields) or all of them.
-std::vector<const Value*> values_in(const Member& m, Field field, ir::Family family) {
-  std::vector<const Value*> out;
-  for (const auto& v : m.of(field))
-    if (!is_address(field) || in_family(v, family)) out.push_back(&v);
-  return out;
 }
 
 // How many values of field f a member has in family f (address fields) or at all.
@@ -53,21 +42,29 @@ struct FieldList {
   std::size_t count = 0;
   const Field* begin() const { return fields.data(); }
   const Field* end() const { return fields.data() + count; }
+  operator std::span<const Field>() const { return {fields.data(), count}; }
 };
 
-// Every combination of one value per field (the fields in order).
-template <typename Fields>
-std::vector<std::vector<const Value*>> product(const Member& m, const Fields& fields, ir::Family family) {
-  std::vector<std::vector<const Value*>> out{{}};
-  for (Field field : fields) {
-    std::vector<std::vector<const Value*>> next;
-    for (const Value* v : values_in(m, field, family))
-      for (const auto& prefix : out) {
-        next.push_back(prefix);
-        next.back().push_back(v);
-      }
-    out = std::move(next);
-  }
+// Every combination of one value per field (address values of family only), the first field's value
+// changing fastest.
+std::vector<Dims> product(const Member& m, std::span<const Field> fields, ir::Family family) {
+  std::vector<Dims> out;
+  Dims dims;
+  dims.count = fields.size();
+  // Chooses the values of the first `left` fields, the last of them in the outermost loop.
+  auto choose = [&](auto& self, std::size_t left) -> void {
+    if (left == 0) {
+      out.push_back(dims);
+      return;
+    }
+    Field field = fields[left - 1];
+    for (const Value& v : m.of(field)) {
+      if (is_address(field) && !in_family(v, family)) continue;
+      dims.values[left - 1] = &v;
+      self(self, left - 1);
+    }
+  };
+  choose(choose, fields.size());
   return out;
 }
 
@@ -102,57 +99,63 @@ KeyType key_type(Field field, ir::Family f) {
   return KeyType::inet_service;
 }
 
-}  // namespace
-
-// A loop rather than std::vector's operator<: GCC 12 warns falsely (-Wstringop-overread) about the
-// memcmp that one inlines to in Release builds.
-bool KeyLess::operator()(const Bytes& a, const Bytes& b) const {
-  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i)
-    if (a[i] != b[i]) return a[i] < b[i];
-  return a.size() < b.size();
+Key key(std::initializer_list<std::uint8_t> bytes) {
+  Key k;
+  std::copy(bytes.begin(), bytes.end(), k.bytes.begin());
+  k.size = static_cast<std::uint8_t>(bytes.size());
+  return k;
 }
+
+bool by_lo(const Value& a, const Value& b) {
+  return a.lo < b.lo;
+}
+bool same_lo(const Value& a, const Value& b) {
+  return a.lo == b.lo;
+}
+
+}  // namespace
 
 Values iface_values(const std::vector<ir::IfacePattern>& exact_names) {
   Values out;
   for (const auto& p : exact_names) {
-    Bytes name(p.name.begin(), p.name.end());
-    name.resize(kIfNameSize, 0);
-    out.push_back({name, name, '"' + p.name + '"'});
+    Key name{.size = kIfNameSize};
+    std::copy_n(p.name.begin(), std::min(p.name.size(), kIfNameSize), name.bytes.begin());
+    out.push_back({name, name});
   }
-  std::sort(out.begin(), out.end(), [](const Value& a, const Value& b) { return KeyLess{}(a.lo, b.lo); });
-  out.erase(std::unique(out.begin(), out.end(), [](const Value& a, const Value& b) { return a.lo == b.lo; }),
-            out.end());
+  std::sort(out.begin(), out.end(), by_lo);
+  out.erase(std::unique(out.begin(), out.end(), same_lo), out.end());
   return out;
 }
 
 Values protocol_values(const std::vector<std::uint8_t>& protocols) {
-  std::vector<std::uint8_t> sorted = protocols;
-  std::sort(sorted.begin(), sorted.end());
-  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
   Values out;
-  for (auto p : sorted) out.push_back({{p}, {p}, std::to_string(p)});
+  for (auto p : protocols) out.push_back({key({p}), key({p})});
+  std::sort(out.begin(), out.end(), by_lo);
+  out.erase(std::unique(out.begin(), out.end(), same_lo), out.end());
   return out;
 }
 
-Values address_values(const std::vector<ir::Cidr>& cidrs, bool with_text) {
+Values address_values(const std::vector<ir::Cidr>& cidrs) {
   Values out;
   out.reserve(cidrs.size());
   for (const auto& cidr : cidrs) {
-    Bytes lo(cidr.addr.bytes.begin(), cidr.addr.bytes.begin() + cidr.addr.width() / 8), hi = lo;
+    Value v;
+    v.lo.size = static_cast<std::uint8_t>(cidr.addr.width() / 8);
+    std::copy_n(cidr.addr.bytes.begin(), v.lo.size, v.lo.bytes.begin());
+    v.hi = v.lo;
     for (std::size_t bit = cidr.prefix; bit < cidr.addr.width(); ++bit)
-      hi[bit / 8] |= static_cast<std::uint8_t>(0x80 >> (bit % 8));
-    std::string text;
-    if (with_text) text = cidr.prefix == cidr.addr.width() ? ir::to_string(cidr.addr) : ir::to_string(cidr);
-    out.push_back({std::move(lo), std::move(hi), std::move(text)});
+      v.hi.bytes[bit / 8] |= static_cast<std::uint8_t>(0x80 >> (bit % 8));
+    out.push_back(v);
   }
   return out;
 }
 
 Values port_values(const ir::PortSet& ports) {
   Values out;
-  for (const auto& p : ports)
-    out.push_back({be16(p.lo), be16(p.hi),
-                   p.lo == p.hi ? std::to_string(p.lo) : std::to_string(p.lo) + "-" + std::to_string(p.hi)});
+  auto be16 = [](std::uint16_t v) {
+    return key({static_cast<std::uint8_t>(v >> 8), static_cast<std::uint8_t>(v)});
+  };
+  for (const auto& p : ports) out.push_back({be16(p.lo), be16(p.hi)});
   return out;
 }
 
@@ -166,7 +169,7 @@ std::size_t Member::key_bytes() const {
   std::size_t n = 0;
   for (Field field : present(*this)) {
     std::size_t longest = 0;
-    for (const auto& v : of(field)) longest = std::max(longest, v.lo.size());
+    for (const auto& v : of(field)) longest = std::max<std::size_t>(longest, v.lo.size);
     n += padded(longest);
   }
   return n;
@@ -181,23 +184,21 @@ bool Member::hashable() const {
 }
 
 std::vector<Run::Box> Run::boxes_of(const Member& m, ir::Family f) {
-  std::vector<Box> out;
-  for (auto& dims : product(m, present(m), f)) out.push_back({std::move(dims)});
-  return out;
+  return product(m, present(m), f);
 }
 
 bool Run::overlap(const Box& a, const Box& b) {
-  for (std::size_t i = 0; i < a.dims.size(); ++i)
-    if (KeyLess{}(a.dims[i]->hi, b.dims[i]->lo) || KeyLess{}(b.dims[i]->hi, a.dims[i]->lo)) return false;
+  for (std::size_t i = 0; i < a.count; ++i)
+    if (a[i]->hi < b[i]->lo || b[i]->hi < a[i]->lo) return false;
   return true;
 }
 
 std::vector<Run::Index::const_iterator> Run::touching(const Index& index, const Box& box) const {
   std::vector<Index::const_iterator> out;
-  const Bytes &lo = box.dims[dim_]->lo, &hi = box.dims[dim_]->hi;
+  const Key &lo = box[dim_]->lo, &hi = box[dim_]->hi;
   for (auto it = index.upper_bound(hi); it != index.begin();) {
     --it;
-    if (KeyLess{}(it->second.hi, lo)) break;  // covers are disjoint: every earlier one ends before this one
+    if (it->second.hi < lo) break;  // covers are disjoint: every earlier one ends before this one
     out.push_back(it);
   }
   return out;
@@ -225,15 +226,14 @@ bool Run::try_add(Member& m) {
   members_.push_back(std::move(m));
   for (std::size_t f = 0; f < boxes.size(); ++f) {
     Index& index = index_[f];
-    for (Box& box : boxes[f]) {
-      Bytes lo = box.dims[dim_]->lo, hi = box.dims[dim_]->hi;
-      std::vector<Box> merged_boxes{std::move(box)};
-      for (auto it : touching(index, merged_boxes[0])) {
-        if (KeyLess{}(it->first, lo)) lo = it->first;
-        if (KeyLess{}(hi, it->second.hi)) hi = it->second.hi;
-        auto& merged = index.find(it->first)->second.boxes;
-        merged_boxes.insert(merged_boxes.end(), std::make_move_iterator(merged.begin()),
-                            std::make_move_iterator(merged.end()));
+    for (const Box& box : boxes[f]) {
+      Key lo = box[dim_]->lo, hi = box[dim_]->hi;
+      std::vector<Box> merged_boxes{box};
+      for (auto it : touching(index, box)) {
+        lo = std::min(lo, it->first);
+        hi = std::max(hi, it->second.hi);
+        const auto& merged = it->second.boxes;
+        merged_boxes.insert(merged_boxes.end(), merged.begin(), merged.end());
         index.erase(it);
       }
       index[lo] = Cover{hi, std::move(merged_boxes)};
@@ -257,7 +257,7 @@ namespace {
 
 // A run's elements: one value per keyed field, and the stamp of the member they come from.
 struct Item {
-  std::vector<const Value*> dims;
+  Dims dims;
   const std::string* stamp;
 };
 
@@ -265,42 +265,22 @@ struct Item {
 // and only one for a single-field key, whose interval set is a cheap tree rather than pipapo.
 constexpr std::size_t kMaxHashSetsConcat = 4;
 
-bool bit(const Bytes& b, std::size_t i) {
-  return (b[i / 8] >> (7 - i % 8)) & 1;
-}
-
 // The length of the prefix an address value's range is, if it is one.
 std::optional<std::size_t> prefix_of(const Value& v) {
-  std::size_t width = v.lo.size() * 8, prefix = 0;
-  while (prefix < width && bit(v.lo, prefix) == bit(v.hi, prefix)) ++prefix;
-  for (std::size_t i = prefix; i < width; ++i)
-    if (bit(v.lo, i) || !bit(v.hi, i)) return std::nullopt;
-  return prefix;
+  return prefix_length({v.lo.bytes.data(), v.lo.size}, {v.hi.bytes.data(), v.hi.size});
 }
 
-std::string element_text(const Item& item, bool masked) {
-  std::string out;
-  out.reserve(64 + item.stamp->size());
-  for (const Value* v : item.dims) {
-    if (!out.empty()) out += " . ";
-    // A masked address is the prefix's first address, which nft writes without the length.
-    std::string_view text = v->text;
-    out += masked ? text.substr(0, text.find('/')) : text;
-  }
-  out += " comment \"";
-  out += *item.stamp;
-  out += '"';
-  return out;
-}
-
-// The key of an element: each field's first value, in whole registers when there are several.
-Bytes key_of(const Item& item) {
-  if (item.dims.size() == 1) return item.dims[0]->lo;  // one field: its own length (a port is 2 bytes)
+// The key of an element (the end of its ranges with last): each field's value, in whole registers
+// when there are several.
+Bytes key_of(const Item& item, bool last = false) {
+  auto part = [last](const Value* v) -> const Key& { return last ? v->hi : v->lo; };
+  if (item.dims.count == 1) return part(item.dims[0]).to_bytes();  // one field: its own length
   Bytes key;
-  for (const Value* v : item.dims) {
+  for (std::size_t i = 0; i < item.dims.count; ++i) {
+    const Key& k = part(item.dims[i]);
     std::size_t at = key.size();
-    key.resize(at + padded(v->lo.size()), 0);
-    std::copy(v->lo.begin(), v->lo.end(), key.begin() + static_cast<std::ptrdiff_t>(at));
+    key.resize(at + padded(k.size), 0);
+    std::copy_n(k.bytes.begin(), k.size, key.begin() + static_cast<std::ptrdiff_t>(at));
   }
   return key;
 }
@@ -320,46 +300,38 @@ Set plain_set(std::vector<Item> items, const std::vector<Field>& keyed, ir::Fami
   set_key_type(set, keyed, f);
   bool ranges = false;
   for (const auto& item : items)
-    for (const Value* v : item.dims) ranges = ranges || v->lo != v->hi;
+    for (std::size_t i = 0; i < item.dims.count; ++i) ranges = ranges || item.dims[i]->lo != item.dims[i]->hi;
   set.interval = ranges;
   if (keyed.size() == 1 && ranges) {
     // An interval set: the kernel's tree wants its elements in order.
     std::sort(items.begin(), items.end(),
-              [](const Item& a, const Item& b) { return KeyLess{}(a.dims[0]->lo, b.dims[0]->lo); });
-    for (const auto& item : items) {
-      add_interval(set, item.dims[0]->lo, item.dims[0]->hi, *item.stamp);
-      set.element_text.push_back(element_text(item, false));
-    }
+              [](const Item& a, const Item& b) { return a.dims[0]->lo < b.dims[0]->lo; });
+    for (const auto& item : items)
+      add_interval(set, item.dims[0]->lo.to_bytes(), item.dims[0]->hi.to_bytes(), *item.stamp);
     return set;
   }
-  for (const auto& item : items) {
-    Element element{key_of(item), false, {}, *item.stamp};
-    if (ranges) {
-      for (const Value* v : item.dims) {
-        std::size_t at = element.key_end.size();
-        element.key_end.resize(at + padded(v->hi.size()), 0);
-        std::copy(v->hi.begin(), v->hi.end(), element.key_end.begin() + static_cast<std::ptrdiff_t>(at));
-      }
-    }
-    set.elements.push_back(std::move(element));
-    set.element_text.push_back(element_text(item, false));
-  }
+  for (const auto& item : items)
+    set.elements.push_back({key_of(item), false, ranges ? key_of(item, true) : Bytes{}, *item.stamp});
   return set;
 }
 
-// The prefix lengths of an item's values where every value is one key once masked: per keyed field
-// the prefix (addresses) or the value's width (single values); nullopt when a value is a range.
-std::optional<std::vector<std::size_t>> hash_shape(const Item& item, const std::vector<Field>& keyed) {
-  std::vector<std::size_t> shape;
+// Per keyed field the prefix length of an item's value (addresses) or the value's width (single
+// values), where every value is one key once masked; nullopt when a value is a range.
+struct HashShape {
+  std::array<std::size_t, kFieldCount> lengths{};
+  friend auto operator<=>(const HashShape&, const HashShape&) = default;
+};
+std::optional<HashShape> hash_shape(const Item& item, const std::vector<Field>& keyed) {
+  HashShape shape;
   for (std::size_t i = 0; i < keyed.size(); ++i) {
     const Value& v = *item.dims[i];
     if (is_address(keyed[i])) {
       auto prefix = prefix_of(v);
       if (!prefix) return std::nullopt;
-      shape.push_back(*prefix);
+      shape.lengths[i] = *prefix;
     } else {
       if (v.lo != v.hi) return std::nullopt;
-      shape.push_back(v.lo.size() * 8);
+      shape.lengths[i] = v.lo.size * 8u;
     }
   }
   return shape;
@@ -371,8 +343,8 @@ std::vector<RunSet> build_sets(const std::vector<Member>& members, const std::ve
                                ir::Family f) {
   std::vector<Item> items;
   for (const auto& m : members)
-    for (auto& dims : product(m, keyed, f)) items.push_back({std::move(dims), &m.stamp});
-  std::map<std::vector<std::size_t>, std::vector<const Item*>> by_shape;
+    for (const Dims& dims : product(m, keyed, f)) items.push_back({dims, &m.stamp});
+  std::map<HashShape, std::vector<const Item*>> by_shape;
   bool hashable = true;
   for (const auto& item : items) {
     auto shape = hash_shape(item, keyed);
@@ -385,7 +357,7 @@ std::vector<RunSet> build_sets(const std::vector<Member>& members, const std::ve
   std::size_t limit = keyed.size() == 1 ? 1 : kMaxHashSetsConcat;
   bool masked = hashable && std::any_of(by_shape.begin(), by_shape.end(), [&](const auto& entry) {
                   for (std::size_t i = 0; i < keyed.size(); ++i)
-                    if (entry.first[i] < entry.second.front()->dims[i]->lo.size() * 8) return true;
+                    if (entry.first.lengths[i] < entry.second.front()->dims[i]->lo.size * 8u) return true;
                   return false;
                 });
   if (!masked || by_shape.size() > limit)
@@ -395,13 +367,11 @@ std::vector<RunSet> build_sets(const std::vector<Member>& members, const std::ve
     RunSet run_set{{.counters = true}, {}};
     set_key_type(run_set.set, keyed, f);
     for (std::size_t i = 0; i < keyed.size(); ++i) {
-      bool whole = shape[i] == group.front()->dims[i]->lo.size() * 8;
-      run_set.masks.push_back(whole ? std::nullopt : std::optional<std::size_t>(shape[i]));
+      bool whole = shape.lengths[i] == group.front()->dims[i]->lo.size * 8u;
+      run_set.masks.push_back(whole ? std::nullopt : std::optional<std::size_t>(shape.lengths[i]));
     }
-    for (const Item* item : group) {
-      run_set.set.elements.push_back({key_of(*item), false, {}, *item->stamp});
-      run_set.set.element_text.push_back(element_text(*item, true));
-    }
+    run_set.set.elements.reserve(group.size());
+    for (const Item* item : group) run_set.set.elements.push_back({key_of(*item), false, {}, *item->stamp});
     out.push_back(std::move(run_set));
   }
   return out;

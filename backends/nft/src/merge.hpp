@@ -7,7 +7,11 @@
 // verdict and no other effect, so which one matched changes nothing but the counter.
 #pragma once
 
+#include <endian.h>
+
 #include <array>
+#include <compare>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <string>
@@ -23,24 +27,47 @@ enum class Field : std::uint8_t { iif, oif, l4proto, saddr, daddr, sport, dport 
 inline constexpr std::size_t kFieldCount = 7;
 inline constexpr std::size_t kMaxKeyBytes = 64;  // the kernel's registers: 16 of 32 bits
 
-// One value of a field: an inclusive range of key bytes (lo == hi for a single value) and its nft text.
-// Address values of both families share a field; their length tells them apart.
+// One key of a field, big-endian, held in place (a policy makes hundreds of thousands of them); the
+// bytes past its size are zero, so keys compare as the numbers they are, a shorter one first on a tie.
+struct Key {
+  std::array<std::uint8_t, 16> bytes{};
+  std::uint8_t size = 0;
+  Bytes to_bytes() const { return Bytes(bytes.begin(), bytes.begin() + size); }
+  friend bool operator==(const Key&, const Key&) = default;
+  // Two 64-bit numbers rather than a memcmp call: runs compare keys millions of times.
+  friend std::strong_ordering operator<=>(const Key& a, const Key& b) {
+    for (std::size_t half = 0; half < 2; ++half)
+      if (auto order = a.word(half) <=> b.word(half); order != 0) return order;
+    return a.size <=> b.size;
+  }
+
+ private:
+  std::uint64_t word(std::size_t half) const {
+    std::uint64_t w;
+    std::memcpy(&w, bytes.data() + half * 8, 8);
+    return be64toh(w);
+  }
+};
+
+// One value of a field: an inclusive range of keys (lo == hi for a single value). Address values of
+// both families share a field; their size tells them apart.
 struct Value {
-  Bytes lo, hi;
-  std::string text;
+  Key lo, hi;
 };
 using Values = std::vector<Value>;
 
-// Keys of one field compared as the big-endian numbers they are.
-struct KeyLess {
-  bool operator()(const Bytes& a, const Bytes& b) const;
-};
-
 Values iface_values(const std::vector<ir::IfacePattern>& exact_names);
 Values protocol_values(const std::vector<std::uint8_t>& protocols);
-// Without text, the values serve only to count and compare (planning which chains fuse).
-Values address_values(const std::vector<ir::Cidr>& cidrs, bool with_text = true);
+Values address_values(const std::vector<ir::Cidr>& cidrs);
 Values port_values(const ir::PortSet& ports);
+
+// One value per field of some fields, in place: a point or box of a member's values.
+struct Dims {
+  std::array<const Value*, kFieldCount> values{};
+  std::size_t count = 0;
+  const Value* operator[](std::size_t i) const { return values[i]; }
+  void push_back(const Value* v) { values[count++] = v; }
+};
 
 // What one rule of a run matches: per field its values (nullopt: the rule does not match on it).
 struct Member {
@@ -66,17 +93,15 @@ class Run {
   const std::vector<Member>& members() const { return members_; }
 
  private:
-  struct Box {
-    std::vector<const Value*> dims;  // one value per present field
-  };
+  using Box = Dims;  // one value per present field
   // Boxes by one dimension, in disjoint merged intervals: a new box only meets the boxes of the
   // intervals that dimension overlaps. The dimension is the most telling field of the run's shape (an
   // address rather than the protocol all members share).
   struct Cover {
-    Bytes hi;
+    Key hi;
     std::vector<Box> boxes;
   };
-  using Index = std::map<Bytes, Cover, KeyLess>;
+  using Index = std::map<Key, Cover>;
   static std::vector<Box> boxes_of(const Member& m, ir::Family f);
   static bool overlap(const Box& a, const Box& b);
   std::vector<Index::const_iterator> touching(const Index& index, const Box& box) const;

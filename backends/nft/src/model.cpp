@@ -9,6 +9,8 @@
 #include <cstring>
 #include <sstream>
 
+#include "fwengine/ir.hpp"
+
 namespace fwe::nft {
 
 std::string hook_name(std::uint32_t hooknum) {
@@ -98,6 +100,100 @@ void add_interval(Set& set, const Bytes& first, const Bytes& last, std::string c
     }
 }
 
+std::optional<std::size_t> prefix_length(KeyBytes lo, KeyBytes hi) {
+  std::size_t width = lo.size() * 8, prefix = 0;
+  auto bit = [](KeyBytes b, std::size_t i) { return (b[i / 8] >> (7 - i % 8)) & 1; };
+  while (prefix < width && bit(lo, prefix) == bit(hi, prefix)) ++prefix;
+  for (std::size_t i = prefix; i < width; ++i)
+    if (bit(lo, i) || !bit(hi, i)) return std::nullopt;
+  return prefix;
+}
+
+namespace {
+
+ir::IpAddr address_of(KeyBytes bytes) {
+  ir::IpAddr a{bytes.size() == 4 ? ir::Family::ipv4 : ir::Family::ipv6, {}};
+  std::copy(bytes.begin(), bytes.end(), a.bytes.begin());
+  return a;
+}
+
+std::uint32_t number_of(KeyBytes bytes) {
+  std::uint32_t n = 0;
+  for (auto b : bytes) n = n << 8 | b;
+  return n;
+}
+
+// One field of an element: a value, an address prefix or a range lo..hi.
+std::string field_text(KeyType type, KeyBytes lo, KeyBytes hi) {
+  bool single = std::equal(lo.begin(), lo.end(), hi.begin(), hi.end());
+  switch (type) {
+    case KeyType::ipv4_addr:
+    case KeyType::ipv6_addr: {
+      if (single) return ir::to_string(address_of(lo));
+      if (auto prefix = prefix_length(lo, hi))
+        return ir::to_string(ir::Cidr{address_of(lo), static_cast<std::uint8_t>(*prefix)});
+      return ir::to_string(address_of(lo)) + "-" + ir::to_string(address_of(hi));
+    }
+    case KeyType::ifname: {
+      auto end = std::find(lo.begin(), lo.end(), 0);
+      return '"' + std::string(lo.begin(), end) + '"';
+    }
+    case KeyType::ether_addr: {
+      ir::MacAddr mac{};
+      std::copy_n(lo.begin(), mac.size(), mac.begin());
+      return ir::to_string(mac);
+    }
+    case KeyType::inet_proto:
+    case KeyType::inet_service:
+      break;
+  }
+  std::string out = std::to_string(number_of(lo));
+  return single ? out : out + "-" + std::to_string(number_of(hi));
+}
+
+// The element lo..hi (hi: lo for a single key), field by field for a concatenated key.
+std::string element_text(const Set& set, KeyBytes lo, KeyBytes hi, const std::string& comment) {
+  std::string out;
+  if (set.concat.empty()) {
+    out = field_text(set.key_type, lo, hi);
+  } else {
+    std::size_t at = 0;
+    for (KeyType type : set.concat) {
+      std::size_t len = key_length(type);
+      if (at) out += " . ";
+      out += field_text(type, lo.subspan(at, len), hi.subspan(at, len));
+      at += (len + 3) / 4 * 4;  // each field fills whole registers
+    }
+  }
+  if (!comment.empty()) out += " comment \"" + comment + '"';
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> element_texts(const Set& set) {
+  std::vector<std::string> out;
+  out.reserve(set.elements.size());
+  const auto& elements = set.elements;
+  for (std::size_t i = 0; i < elements.size(); ++i) {
+    const Element& e = elements[i];
+    if (!set.interval || !set.concat.empty()) {
+      out.push_back(element_text(set, e.key, e.key_end.empty() ? e.key : e.key_end, e.comment));
+      continue;
+    }
+    // add_interval's form: a start, then the exclusive end unless the range runs to the last key.
+    if (e.interval_end) continue;  // the leading marker at zero
+    Bytes last(e.key.size(), 0xff);
+    if (i + 1 < elements.size() && elements[i + 1].interval_end) {
+      last = elements[++i].key;
+      for (auto it = last.rbegin(); it != last.rend(); ++it)  // less one: borrow through the zeros
+        if ((*it)-- != 0) break;
+    }
+    out.push_back(element_text(set, e.key, last, e.comment));
+  }
+  return out;
+}
+
 std::string Rule::text() const {
   std::string out;
   for (const auto& word : words) {
@@ -122,9 +218,10 @@ std::string Table::text() const {
     out << "\n";
     if (set.interval) out << "\t\tflags interval\n";
     if (set.counters) out << "\t\tcounter\n";
-    if (!set.element_text.empty()) {
+    if (!set.elements.empty()) {
       out << "\t\telements = { ";
-      for (std::size_t i = 0; i < set.element_text.size(); ++i) out << (i ? ", " : "") << set.element_text[i];
+      const auto texts = element_texts(set);
+      for (std::size_t i = 0; i < texts.size(); ++i) out << (i ? ", " : "") << texts[i];
       out << " }\n";
     }
     out << "\t}\n";

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -11,6 +12,7 @@
 namespace fwe::nft {
 
 using Bytes = std::vector<std::uint8_t>;
+using KeyBytes = std::span<const std::uint8_t>;
 
 inline constexpr const char* kTableName = "fwengine";
 // Packet mark bits the ruleset uses for itself. The allow mark survives from one stage to the next
@@ -52,8 +54,7 @@ struct Set {
   bool counters = false;  // every element gets a counter (a merged run: hits per source rule)
   std::uint32_t id = 0;   // batch-local id the rule's lookup refers to
   std::vector<Element> elements{};
-  std::vector<std::string> element_text{};  // the same elements as nft writes them
-  std::uint64_t content = 0;                // named sets: element_digest of all elements, in order
+  std::uint64_t content = 0;  // named sets: element_digest of all elements, in order
 };
 
 // FNV-1a's step over 8 bytes at a time (folding the high bits back down, which the multiplication
@@ -72,6 +73,13 @@ std::uint32_t key_length(KeyType type);
 // there, then each range as start + exclusive end (left out when the end wraps past the last key).
 // The start element carries the comment.
 void add_interval(Set& set, const Bytes& first, const Bytes& last, std::string comment = {});
+
+// The length of the prefix the range of keys lo..hi (as long as each other) is, if it is one.
+std::optional<std::size_t> prefix_length(KeyBytes lo, KeyBytes hi);
+
+// The set's elements as nft writes them, with their comments: made from the keys when the text is
+// wanted (render, a refused rule's message), so that an apply never builds it.
+std::vector<std::string> element_texts(const Set& set);
 
 // One kernel expression; which fields count depends on kind (mirrors libnftnl's expression types).
 struct Expr {

@@ -11,9 +11,12 @@
 #include <linux/netfilter/nf_tables.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <set>
+#include <unordered_map>
 
 #include "merge.hpp"
 
@@ -100,7 +103,7 @@ std::string join(const std::vector<std::string>& items) {
 void lookup_anon(Rule& r, Set set, bool invert, const std::string& subject) {
   set.name = "__set%d";
   set.anonymous = true;
-  r.words.push_back(subject + (invert ? " != { " : " { ") + join(set.element_text) + " }");
+  r.words.push_back(subject + (invert ? " != { " : " { ") + join(element_texts(set)) + " }");
   r.exprs.push_back({.kind = Expr::Kind::lookup,
                      .text = set.name,
                      .set_id = static_cast<std::uint32_t>(r.anon_sets.size()),
@@ -116,8 +119,6 @@ Set port_set(const ir::PortSet& ports) {
       add_interval(set, be16(p.lo), be16(p.hi));
     else
       set.elements.push_back({be16(p.lo)});
-    set.element_text.push_back(p.lo == p.hi ? std::to_string(p.lo)
-                                            : std::to_string(p.lo) + "-" + std::to_string(p.hi));
   }
   return set;
 }
@@ -146,10 +147,7 @@ void match_l4proto(Rule& r, const std::vector<std::uint8_t>& protocols, bool neg
     return;
   }
   Set set{.key_type = KeyType::inet_proto, .key_len = 1};
-  for (auto p : protocols) {
-    set.elements.push_back({{p}});
-    set.element_text.push_back(std::to_string(p));
-  }
+  for (auto p : protocols) set.elements.push_back({{p}});
   r.exprs.push_back(meta_load(NFT_META_L4PROTO));
   lookup_anon(r, std::move(set), negate, "meta l4proto");
 }
@@ -170,10 +168,7 @@ bool match_iface(Rule& r, bool input, const std::vector<ir::IfacePattern>& patte
   bool any_prefix = std::any_of(patterns.begin(), patterns.end(), [](const auto& p) { return p.prefix; });
   if (patterns.size() > 1 && !any_prefix) {
     Set set{.key_type = KeyType::ifname, .key_len = kIfNameSize};
-    for (const auto& p : patterns) {
-      set.elements.push_back({ifname_bytes(p)});
-      set.element_text.push_back(ifname_text(p));
-    }
+    for (const auto& p : patterns) set.elements.push_back({ifname_bytes(p)});
     r.exprs.push_back(meta_load(key));
     lookup_anon(r, std::move(set), negate, word);
     return true;
@@ -356,10 +351,7 @@ void match_mac(Rule& r, const std::vector<ir::MacAddr>& macs, bool negate) {
     return;
   }
   Set set{.key_type = KeyType::ether_addr, .key_len = 6};
-  for (const auto& mac : macs) {
-    set.elements.push_back({Bytes(mac.begin(), mac.end())});
-    set.element_text.push_back(ir::to_string(mac));
-  }
+  for (const auto& mac : macs) set.elements.push_back({Bytes(mac.begin(), mac.end())});
   lookup_anon(r, std::move(set), negate, "ether saddr");
 }
 
@@ -501,6 +493,7 @@ class Translator {
   Translator(const ir::Ruleset& rs, Diagnostics& diag) : rs_(rs), diag_(diag) {}
 
   Table run() {
+    set_names_.reserve(rs_.sets.size());
     for (const auto& [name, set] : rs_.sets) add_address_set(set);
     const std::set<std::string> in_postrouting = chains_of(ir::Stage::snat);
     std::set<std::string> before_conntrack = chains_of(ir::Stage::untracked_in);
@@ -556,10 +549,10 @@ class Translator {
         if (rule.action.kind == ir::ActionKind::jump) ++references[rule.action.target];
     // The shape all of a chain's rules merge into, if they do (their candidates are made again, one
     // run at a time, when the chain is emitted: keeping them all would double the peak memory).
-    std::map<std::string, std::optional<std::string>> shapes;
-    auto shape = [&](const std::string& name) -> std::optional<std::string> {
+    std::map<std::string, std::optional<Shape>> shapes;
+    auto shape = [&](const std::string& name) -> std::optional<Shape> {
       if (auto it = shapes.find(name); it != shapes.end()) return it->second;
-      std::optional<std::string>& out = shapes[name];
+      std::optional<Shape>& out = shapes[name];
       const ir::Chain* chain = rs_.find_chain(name);
       if (!chain || chain->rules.empty() || references[name] != 1) return out;
       in_postrouting_ = in_postrouting.contains(name);
@@ -619,12 +612,14 @@ class Translator {
     bool present() const { return !set.empty() || single.has_value(); }
   };
   struct FamilySets {
+    const ir::AddrSet* source = nullptr;
     FamilyMatch v4, v6;  // neither present: the set has no entries of that family
     const FamilyMatch& of(Family f) const { return f == Family::ipv4 ? v4 : v6; }
   };
 
   void add_address_set(const ir::AddrSet& set) {
     FamilySets& names = set_names_[set.name];
+    names.source = &set;
     for (Family f : {Family::ipv4, Family::ipv6}) {
       if (!set.has(f)) continue;
       bool v4 = f == Family::ipv4;
@@ -653,13 +648,11 @@ class Translator {
         Bytes first = addr_bytes(cidr.addr), last = first;
         if (hashed) {
           out.elements.push_back({first});
-          out.element_text.push_back(ir::to_string(cidr.addr));
           continue;
         }
         for (std::size_t bit = cidr.prefix; bit < cidr.addr.width(); ++bit)
           last[bit / 8] |= static_cast<std::uint8_t>(0x80 >> (bit % 8));
         add_interval(out, first, last);
-        out.element_text.push_back(ir::to_string(cidr));
       }
       (v4 ? names.v4 : names.v6).set = out.name;
       if (hashed && *one_length < (v4 ? 32 : 128)) (v4 ? names.v4 : names.v6).mask = *one_length;
@@ -667,7 +660,7 @@ class Translator {
     }
   }
 
-  const FamilySets& family_sets(const std::string& name) {
+  const FamilySets& family_sets(std::string_view name) const {
     static const FamilySets none;
     auto it = set_names_.find(name);
     return it == set_names_.end() ? none : it->second;
@@ -809,18 +802,31 @@ class Translator {
 
   // ---- merging runs of rules into set lookups (merge.hpp) ----------------------------------------
 
-  // A rule a run may take, with the rest of it (what its merged rule matches as usual).
+  // What a rule's merged form matches as usual, prepared, and its text.
+  struct PreparedRest {
+    Prepared prepared;
+    std::string words;
+  };
+  // What the rules of one run share: the fields they look up and the rest.
+  struct Shape {
+    std::string fields;  // '1' per field looked up, '0' per other; without addresses, the family
+    std::shared_ptr<const PreparedRest> rest;
+    friend bool operator==(const Shape& a, const Shape& b) {
+      return a.fields == b.fields && (a.rest == b.rest || a.rest->words == b.rest->words);
+    }
+  };
+  // A rule a run may take, with the rest of it.
   struct Candidate {
     merge::Member member;
-    Prepared rest;
-    std::string shape;  // the rest's text and the fields matched: equal for all rules of a run
+    Shape shape;
     std::vector<std::uint8_t> protocols;
     const ir::Rule* rule;
+    const Prepared& rest() const { return shape.rest->prepared; }
   };
 
   // Plain verdicts without state (a rate limit) whose matched values are all positive and few. What
   // the rule's merged form would refuse is refused (and reported) when the rule is emitted by itself.
-  // shape_only: for planning, without what only the emitted elements need (stamp, address texts).
+  // shape_only: for planning, without the stamp only the emitted elements need.
   std::optional<Candidate> candidate(const ir::Rule& rule, bool shape_only = false) {
     quiet_ = true;
     std::size_t refused = refusals_;
@@ -828,6 +834,33 @@ class Translator {
     quiet_ = false;
     if (refusals_ != refused) return std::nullopt;
     return c;
+  }
+
+  // The rest prepared, or null when it never matches or is refused. The rules of a run have the same
+  // rest, so the last one is kept: most rules of a long policy need no preparing of their own.
+  std::shared_ptr<const PreparedRest> prepare_rest(const ir::Rule& rest) {
+    if (rest_memo_ && rest_memo_->match == rest.match && rest_memo_->action == rest.action &&
+        rest_memo_->in_postrouting == in_postrouting_ && rest_memo_->before_conntrack == before_conntrack_)
+      return rest_memo_->rest;
+    std::size_t refused = refusals_;
+    auto prepared = prepare(rest);
+    std::shared_ptr<const PreparedRest> out;
+    if (prepared && refusals_ == refused) {
+      auto made = std::make_shared<PreparedRest>(PreparedRest{std::move(*prepared), {}});
+      auto words = [&](const Rule& part) {
+        for (const auto& w : part.words) made->words += "|" + w;
+      };
+      words(made->prepared.common);
+      words(made->prepared.after_addresses);
+      for (const auto& tail : made->prepared.tails) {
+        made->words += "|tail";
+        words(tail.guard);
+        words(tail.action);
+      }
+      out = std::move(made);
+    }
+    rest_memo_ = RestMemo{rest.match, rest.action, in_postrouting_, before_conntrack_, out};
+    return out;
   }
 
   std::optional<Candidate> merge_form(const ir::Rule& rule, bool shape_only) {
@@ -840,7 +873,7 @@ class Translator {
     if (m.rate_limit || m.icmp || m.src_addr.size() > 1 || m.dst_addr.size() > 1 || m.src_port.size() > 1 ||
         m.dst_port.size() > 1 || !m.ct_orig_dport.empty())
       return std::nullopt;
-    Candidate c{{}, {}, {}, {}, &rule};
+    Candidate c{{}, {}, {}, &rule};
     if (!shape_only) c.member.stamp = origin_stamp(rs_, rule.origin);
     auto set = [&](Field f, merge::Values values) {
       c.member.values[static_cast<std::size_t>(f)] = std::move(values);
@@ -878,13 +911,13 @@ class Translator {
     r.dst_port.clear();
     for (bool source : {true, false})
       for (const auto& am : source ? m.src_addr : m.dst_addr) {
-        const ir::AddrSet* addresses = rs_.find_set(am.set);
+        const ir::AddrSet* addresses = family_sets(am.set).source;
         // A large set is a lookup of its own already; its values would be made only to be refused.
         if (am.negate || !addresses || addresses->cidrs.size() > kMaxElementsPerRule) return std::nullopt;
         std::vector<ir::Cidr> cidrs;
         for (const auto& cidr : addresses->cidrs)
           if (m.family == Family::any || cidr.addr.family == m.family) cidrs.push_back(cidr);
-        set(source ? Field::saddr : Field::daddr, merge::address_values(cidrs, !shape_only));
+        set(source ? Field::saddr : Field::daddr, merge::address_values(cidrs));
       }
     if (c.member.by_address()) {  // the family becomes which sets the rule's elements go to
       r.src_addr.clear();
@@ -896,21 +929,12 @@ class Translator {
     if (boxes > kMaxElementsPerRule || c.member.key_bytes() == 0 ||
         c.member.key_bytes() > merge::kMaxKeyBytes)
       return std::nullopt;  // nothing to look up, or more than a rule's share of a set or registers
-    auto prepared = prepare(rest);
-    if (!prepared) return std::nullopt;
-    c.rest = std::move(*prepared);
-    for (std::size_t f = 0; f < merge::kFieldCount; ++f) c.shape += c.member.values[f] ? '1' : '0';
-    if (!c.member.by_address()) c.shape += std::string(ir::to_string(c.rest.only_family));
-    auto words = [&](const Rule& part) {
-      for (const auto& w : part.words) c.shape += "|" + w;
-    };
-    words(c.rest.common);
-    words(c.rest.after_addresses);
-    for (const auto& tail : c.rest.tails) {
-      c.shape += "|tail";
-      words(tail.guard);
-      words(tail.action);
-    }
+    c.shape.rest = prepare_rest(rest);
+    if (!c.shape.rest) return std::nullopt;
+    c.shape.fields.assign(merge::kFieldCount, '0');
+    for (std::size_t f = 0; f < merge::kFieldCount; ++f)
+      if (c.member.values[f]) c.shape.fields[f] = '1';
+    if (!c.member.by_address()) c.shape.fields += ir::to_string(c.rest().only_family);
     return c;
   }
 
@@ -962,8 +986,8 @@ class Translator {
     std::vector<std::optional<Family>> families{std::nullopt};
     if (head.by_address())
       families = {Family::ipv4, Family::ipv6};
-    else if (first.rest.only_family != Family::any)
-      families = {first.rest.only_family};
+    else if (first.rest().only_family != Family::any)
+      families = {first.rest().only_family};
     // A set the run's rules look up: its name and how the key is masked.
     struct Lookup {
       std::string name;
@@ -975,7 +999,7 @@ class Translator {
       for (Field field : {Field::saddr, Field::daddr})
         if (head.has(field) && std::find(keyed.begin(), keyed.end(), field) == keyed.end() &&
             std::none_of(head.of(field).begin(), head.of(field).end(), [&](const merge::Value& v) {
-              return v.lo.size() == (fam == Family::ipv4 ? 4u : 16u);
+              return v.lo.size == (fam == Family::ipv4 ? 4u : 16u);
             }))
           return true;
       return false;
@@ -987,7 +1011,7 @@ class Translator {
       if (lookups.empty()) {
         std::string base = id + (keyed_address ? (f == Family::ipv4 ? "_v4" : "_v6") : "");
         for (auto& run_set : merge::build_sets(members, keyed, f)) {
-          if (run_set.set.element_text.empty()) continue;
+          if (run_set.set.elements.empty()) continue;
           run_set.set.name =
               names_.make("m-", base + (lookups.empty() ? "" : "_" + std::to_string(lookups.size())));
           lookups.push_back({run_set.set.name, std::move(run_set.masks)});
@@ -996,16 +1020,16 @@ class Translator {
         if (!keyed_address) shared = lookups;
       }
       for (const auto& set : lookups) {
-        for (const auto& tail : first.rest.tails) {
+        for (const auto& tail : first.rest().tails) {
           Rule r;
           if (family) match_nfproto(r, *family);
-          append(r, first.rest.common);
+          append(r, first.rest().common);
           for (std::size_t k = 0; k < merge::kFieldCount; ++k) {
             Field field = static_cast<Field>(k);
             if (head.has(field) && std::find(keyed.begin(), keyed.end(), field) == keyed.end())
               match_constant(r, field, *first.rule, first.protocols, family);
           }
-          append(r, first.rest.after_addresses);
+          append(r, first.rest().after_addresses);
           append(r, tail.guard);  // before the lookup: an element counts only the packets its rule takes
           merge::lookup(r, keyed, set.masks, f, set.name);
           append(r, tail.action);
@@ -1471,10 +1495,18 @@ class Translator {
   const ir::Ruleset& rs_;
   Diagnostics& diag_;
   std::size_t refusals_ = 0;
+  struct RestMemo {
+    ir::Match match;
+    ir::Action action;
+    bool in_postrouting, before_conntrack;
+    std::shared_ptr<const PreparedRest> rest;
+  };
+  std::optional<RestMemo> rest_memo_;  // prepare_rest's last rest
   bool quiet_ = false;  // trying a rule's merged form: its refusals are reported when it is emitted
   Table table_;
   NameAllocator names_;
-  std::map<std::string, FamilySets> set_names_;
+  // By the names of the ruleset's sets (views of its keys): a rule looks its sets up several times.
+  std::unordered_map<std::string_view, FamilySets> set_names_;
   std::map<std::string, std::string> chain_names_;
   bool in_postrouting_ = false;    // emitting for the snat stage (postrouting), where reject cannot run
   bool before_conntrack_ = false;  // emitting a chain the untracked stages use
@@ -1543,26 +1575,44 @@ void content_address(Table& table) {
 
 }  // namespace
 
+// Written with few temporaries: every rule of a policy gets one.
 std::string origin_stamp(const ir::Ruleset& rs, const ir::Origin& origin) {
-  std::string where;
+  auto append_number = [](std::string& out, std::int64_t n) {
+    std::array<char, 24> digits{};
+    out.append(digits.data(), std::to_chars(digits.data(), digits.data() + digits.size(), n).ptr);
+  };
+  std::string stamp;
+  stamp.reserve(kMaxComment);
   if (origin.loc.line > 0) {
-    std::string file = origin.loc.file < rs.files.size() ? rs.files[origin.loc.file] : "?";
-    std::string pos = ":" + std::to_string(origin.loc.line) + ":" + std::to_string(origin.loc.col);
-    if (file.size() + pos.size() > kMaxWhere)
-      file = "..." + file.substr(file.size() - kMaxWhere + 3 + pos.size());
-    where = file + pos;
+    std::string_view file =
+        origin.loc.file < rs.files.size() ? std::string_view(rs.files[origin.loc.file]) : "?";
+    std::string pos = ":";
+    append_number(pos, origin.loc.line);
+    pos += ':';
+    append_number(pos, origin.loc.col);
+    if (file.size() + pos.size() > kMaxWhere) {
+      stamp = "...";
+      file = file.substr(file.size() - kMaxWhere + 3 + pos.size());
+    }
+    stamp += file;
+    stamp += pos;
   }
-  std::string what = origin.policy;
-  if (origin.rule >= 0) what += "#" + std::to_string(origin.rule);
-  std::string stamp = where.empty() ? what : what.empty() ? where : where + " " + what;
+  if (!origin.policy.empty() || origin.rule >= 0) {
+    if (!stamp.empty()) stamp += ' ';
+    stamp += origin.policy;
+    if (origin.rule >= 0) {
+      stamp += '#';
+      append_number(stamp, origin.rule);
+    }
+  }
   if (stamp.size() > kMaxComment) {
     std::size_t cut = kMaxComment;
     while (cut > 0 && (static_cast<unsigned char>(stamp[cut]) & 0xc0) == 0x80) --cut;  // whole UTF-8 only
     stamp.resize(cut);
   }
-  std::string out;
-  for (char c : stamp) out += (c == '"' || c == '\\' || static_cast<unsigned char>(c) < ' ') ? '_' : c;
-  return out;
+  for (char& c : stamp)
+    if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < ' ') c = '_';
+  return stamp;
 }
 
 Table translate(const ir::Ruleset& ruleset, Diagnostics& diag) {

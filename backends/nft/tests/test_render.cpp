@@ -290,6 +290,8 @@ TEST_CASE("interval sets: exclusive end elements, a zero marker, no end past the
                                                              {{192, 168, 0, 0}, false},
                                                              {{192, 169, 0, 0}, true},
                                                              {{224, 0, 0, 0}, false}});
+  // The text is written from the keys: the marker is no element, the last range runs to the end.
+  CHECK(nft::element_texts(*v4only) == std::vector<std::string>{"192.168.0.0/16", "224.0.0.0/3"});
 }
 
 TEST_CASE("a changed rule renames its chain and nothing else") {
@@ -435,9 +437,9 @@ TEST_CASE("a run of rules with one verdict becomes one rule with a concatenated 
   CHECK(set.counters);
   CHECK(set.interval);
   CHECK(set.concat == std::vector<nft::KeyType>{nft::KeyType::ipv4_addr, nft::KeyType::inet_service});
-  REQUIRE(set.element_text.size() == 5);
-  CHECK(set.element_text[0] == "10.0.0.0/24 . 1000 comment \"policy.yaml:10:3 p#0\"");
-  CHECK(set.element_text[4] == "10.9.0.0/16 . 2000-2010 comment \"policy.yaml:14:3 p#4\"");
+  REQUIRE(nft::element_texts(set).size() == 5);
+  CHECK(nft::element_texts(set)[0] == "10.0.0.0/24 . 1000 comment \"policy.yaml:10:3 p#0\"");
+  CHECK(nft::element_texts(set)[4] == "10.9.0.0/16 . 2000-2010 comment \"policy.yaml:14:3 p#4\"");
   // pipapo elements: the start and the inclusive end of each field, every field in whole registers
   CHECK(set.elements[4].key == nft::Bytes{10, 9, 0, 0, 0x07, 0xd0, 0, 0});
   CHECK(set.elements[4].key_end == nft::Bytes{10, 9, 255, 255, 0x07, 0xda, 0, 0});
@@ -501,11 +503,12 @@ TEST_CASE("prefixes of one length are a hash set looked up with the address mask
   const nft::Set& slash16 = set_named(table, "m-c-0_v4");
   CHECK_FALSE(slash16.interval);
   CHECK(slash16.counters);
-  CHECK(slash16.element_text == std::vector<std::string>{"10.9.0.0 . 2000 comment \"policy.yaml:13:3 p#3\"",
-                                                         "10.8.0.0 . 2000 comment \"policy.yaml:13:3 p#3\""});
+  CHECK(nft::element_texts(slash16) ==
+        std::vector<std::string>{"10.9.0.0 . 2000 comment \"policy.yaml:13:3 p#3\"",
+                                 "10.8.0.0 . 2000 comment \"policy.yaml:13:3 p#3\""});
   CHECK(slash16.elements[0].key == nft::Bytes{10, 9, 0, 0, 0x07, 0xd0, 0, 0});
   CHECK(slash16.elements[0].key_end.empty());
-  CHECK(set_named(table, "m-c-0_v6").element_text.size() == 2);
+  CHECK(nft::element_texts(set_named(table, "m-c-0_v6")).size() == 2);
   // `nft --debug=netlink` for "ip6 saddr & ffff:ffff:ffff:ffff:: . th dport @s accept" (nftables 1.0.6)
   const nft::Rule& v6 = chain(table, "c-c").rules[3];
   CHECK(nft::bytecode(v6, "c-c") == R"([ meta load nfproto => reg 1 ]
@@ -578,7 +581,7 @@ TEST_CASE("consecutive chains of one shape are one nft chain whose runs merge ac
   CHECK(
       texts(chain(table, "c-a..b")) ==
       std::vector<std::string>{"meta l4proto 6 th dport @m-a-0 accept comment \"policy.yaml:11:3 a#0 +3\""});
-  CHECK(set_named(table, "m-a-0").element_text ==
+  CHECK(nft::element_texts(set_named(table, "m-a-0")) ==
         std::vector<std::string>{
             "1011 comment \"policy.yaml:11:3 a#0\"", "1012 comment \"policy.yaml:12:3 a#1\"",
             "1014 comment \"policy.yaml:14:3 b#0\"", "1015 comment \"policy.yaml:15:3 b#1\""});
@@ -623,7 +626,7 @@ TEST_CASE("an address set of prefixes of one length is a hash set looked up mask
             "@s-hosts_v6 counter accept comment \"policy.yaml:9:3 p#0\""});
   const nft::Set& nets = set_named(table, "s-nets_v4");
   CHECK_FALSE(nets.interval);
-  CHECK(nets.element_text == std::vector<std::string>{"10.1.0.0", "10.2.0.0"});
+  CHECK(nft::element_texts(nets) == std::vector<std::string>{"10.1.0.0", "10.2.0.0"});
   CHECK(nets.elements.at(1).key == nft::Bytes{10, 2, 0, 0});
   CHECK_FALSE(set_named(table, "s-hosts_v4").interval);  // whole addresses: a hash set, no mask
   CHECK(set_named(table, "s-hosts_v6").interval);        // two lengths: an interval set
@@ -650,10 +653,11 @@ TEST_CASE("a run over both families gets one set per family, a rule with both is
   CHECK(rules[1].rfind("meta nfproto ipv6 meta l4proto . ip6 saddr . th dport @m-c-0_v6 accept", 0) == 0);
   const nft::Set& v4 = set_named(table, "m-c-0_v4");
   CHECK_FALSE(v4.interval);  // single values only: a hash set
-  CHECK(v4.element_text == std::vector<std::string>{"6 . 10.0.0.1 . 1 comment \"policy.yaml:10:3 p#0\"",
-                                                    "6 . 10.0.0.3 . 3 comment \"policy.yaml:12:3 p#2\"",
-                                                    "17 . 10.0.0.4 . 4 comment \"policy.yaml:13:3 p#3\""});
-  CHECK(set_named(table, "m-c-0_v6").element_text ==
+  CHECK(nft::element_texts(v4) ==
+        std::vector<std::string>{"6 . 10.0.0.1 . 1 comment \"policy.yaml:10:3 p#0\"",
+                                 "6 . 10.0.0.3 . 3 comment \"policy.yaml:12:3 p#2\"",
+                                 "17 . 10.0.0.4 . 4 comment \"policy.yaml:13:3 p#3\""});
+  CHECK(nft::element_texts(set_named(table, "m-c-0_v6")) ==
         std::vector<std::string>{"6 . 2001:db8::1 . 2 comment \"policy.yaml:11:3 p#1\"",
                                  "6 . 2001:db8::3 . 3 comment \"policy.yaml:12:3 p#2\""});
 }
