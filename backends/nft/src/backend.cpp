@@ -119,9 +119,12 @@ KernelState NftBackend::read_back() {
     if (rule.counted) count(rule.chain, rule.index, rule.comment, rule.packets, rule.bytes);
     for (const auto& set : rule.lookups)
       if (auto it = counted.find(set); it != counted.end()) {
+        auto file = listing.set_comments.find(set);
         for (const ListedElement* element : it->second) {
           elements.emplace_back(set, element->comment);
-          count(rule.chain, rule.index, element->comment, element->packets, element->bytes);
+          bool relative = file != listing.set_comments.end() && element->comment.starts_with(':');
+          count(rule.chain, rule.index, relative ? file->second + element->comment : element->comment,
+                element->packets, element->bytes);
         }
         counted.erase(it);  // a set shared by a run's rules (one per reject form) counts once
       }

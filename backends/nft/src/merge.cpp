@@ -294,10 +294,30 @@ void set_key_type(Set& set, const std::vector<Field>& keyed, ir::Family f) {
   }
 }
 
-// One interval set, or a hash set when no value is a range.
-Set plain_set(std::vector<Item> items, const std::vector<Field>& keyed, ir::Family f) {
+// An element's stamp: relative to the run's file when it is in that file (Set::comment).
+std::string element_stamp(const std::string& stamp, std::string_view run_file) {
+  bool in_file = !run_file.empty() && stamp.size() > run_file.size() && stamp.starts_with(run_file) &&
+                 stamp[run_file.size()] == ':';
+  return in_file ? stamp.substr(run_file.size()) : stamp;
+}
+
+// A set of a run with its comment: the run's file when some element's stamp is relative to it.
+Set run_set(const std::vector<Field>& keyed, ir::Family f, std::string_view run_file) {
   Set set{.counters = true};
   set_key_type(set, keyed, f);
+  set.comment = run_file;
+  return set;
+}
+void drop_unused_comment(Set& set) {
+  if (std::none_of(set.elements.begin(), set.elements.end(),
+                   [](const Element& e) { return e.comment.starts_with(':'); }))
+    set.comment.clear();
+}
+
+// One interval set, or a hash set when no value is a range.
+Set plain_set(std::vector<Item> items, const std::vector<Field>& keyed, ir::Family f,
+              std::string_view run_file) {
+  Set set = run_set(keyed, f, run_file);
   bool ranges = false;
   for (const auto& item : items)
     for (std::size_t i = 0; i < item.dims.count; ++i) ranges = ranges || item.dims[i]->lo != item.dims[i]->hi;
@@ -307,11 +327,14 @@ Set plain_set(std::vector<Item> items, const std::vector<Field>& keyed, ir::Fami
     std::sort(items.begin(), items.end(),
               [](const Item& a, const Item& b) { return a.dims[0]->lo < b.dims[0]->lo; });
     for (const auto& item : items)
-      add_interval(set, item.dims[0]->lo.to_bytes(), item.dims[0]->hi.to_bytes(), *item.stamp);
-    return set;
+      add_interval(set, item.dims[0]->lo.to_bytes(), item.dims[0]->hi.to_bytes(),
+                   element_stamp(*item.stamp, run_file));
+  } else {
+    for (const auto& item : items)
+      set.elements.push_back(
+          {key_of(item), false, ranges ? key_of(item, true) : Bytes{}, element_stamp(*item.stamp, run_file)});
   }
-  for (const auto& item : items)
-    set.elements.push_back({key_of(item), false, ranges ? key_of(item, true) : Bytes{}, *item.stamp});
+  drop_unused_comment(set);
   return set;
 }
 
@@ -340,7 +363,7 @@ std::optional<HashShape> hash_shape(const Item& item, const std::vector<Field>& 
 }  // namespace
 
 std::vector<RunSet> build_sets(const std::vector<Member>& members, const std::vector<Field>& keyed,
-                               ir::Family f) {
+                               ir::Family f, std::string_view run_file) {
   std::vector<Item> items;
   for (const auto& m : members)
     for (const Dims& dims : product(m, keyed, f)) items.push_back({dims, &m.stamp});
@@ -361,18 +384,20 @@ std::vector<RunSet> build_sets(const std::vector<Member>& members, const std::ve
                   return false;
                 });
   if (!masked || by_shape.size() > limit)
-    return {{plain_set(std::move(items), keyed, f), std::vector<std::optional<std::size_t>>(keyed.size())}};
+    return {{plain_set(std::move(items), keyed, f, run_file),
+             std::vector<std::optional<std::size_t>>(keyed.size())}};
   std::vector<RunSet> out;
   for (const auto& [shape, group] : by_shape) {
-    RunSet run_set{{.counters = true}, {}};
-    set_key_type(run_set.set, keyed, f);
+    RunSet out_set{run_set(keyed, f, run_file), {}};
     for (std::size_t i = 0; i < keyed.size(); ++i) {
       bool whole = shape.lengths[i] == group.front()->dims[i]->lo.size * 8u;
-      run_set.masks.push_back(whole ? std::nullopt : std::optional<std::size_t>(shape.lengths[i]));
+      out_set.masks.push_back(whole ? std::nullopt : std::optional<std::size_t>(shape.lengths[i]));
     }
-    run_set.set.elements.reserve(group.size());
-    for (const Item* item : group) run_set.set.elements.push_back({key_of(*item), false, {}, *item->stamp});
-    out.push_back(std::move(run_set));
+    out_set.set.elements.reserve(group.size());
+    for (const Item* item : group)
+      out_set.set.elements.push_back({key_of(*item), false, {}, element_stamp(*item->stamp, run_file)});
+    drop_unused_comment(out_set.set);
+    out.push_back(std::move(out_set));
   }
   return out;
 }

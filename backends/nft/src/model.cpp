@@ -218,6 +218,7 @@ std::string Table::text() const {
     out << "\n";
     if (set.interval) out << "\t\tflags interval\n";
     if (set.counters) out << "\t\tcounter\n";
+    if (!set.comment.empty()) out << "\t\tcomment \"" << set.comment << "\"\n";
     if (!set.elements.empty()) {
       out << "\t\telements = { ";
       const auto texts = element_texts(set);

@@ -54,6 +54,10 @@ struct Set {
   bool counters = false;  // every element gets a counter (a merged run: hits per source rule)
   std::uint32_t id = 0;   // batch-local id the rule's lookup refers to
   std::vector<Element> elements{};
+  // A merged run's set: the file of its rules. Element stamps in that file leave it out and start with
+  // ':' (read back, this comment goes before them): a shorter comment keeps each element in a smaller
+  // kernel allocation.
+  std::string comment{};
   std::uint64_t content = 0;  // named sets: element_digest of all elements, in order
 };
 

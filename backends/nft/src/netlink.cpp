@@ -369,6 +369,7 @@ SetPtr build_set(const Set& set, std::uint32_t id) {
                       !set.concat.empty()               ? 0u
                       : set.key_type == KeyType::ifname ? kNftHostEndian
                                                         : kNftBigEndian);
+  if (!set.comment.empty()) nftnl_udata_put_strz(udata.get(), NFTNL_UDATA_SET_COMMENT, set.comment.c_str());
   std::string bytes = udata_bytes(udata.get());
   nftnl_set_set_data(s.get(), NFTNL_SET_USERDATA, bytes.data(), static_cast<std::uint32_t>(bytes.size()));
   return s;
@@ -746,6 +747,12 @@ void list_names(Socket& sock, std::uint32_t seq, Listing& out) {
               return 0;
             },
             &counted);
+        if (counted && nftnl_set_is_set(set.get(), NFTNL_SET_USERDATA)) {
+          std::uint32_t len = 0;
+          const void* udata = nftnl_set_get_data(set.get(), NFTNL_SET_USERDATA, &len);
+          if (auto comment = parse_comment(udata, len, NFTNL_UDATA_SET_COMMENT); !comment.empty())
+            listing->set_comments[name] = comment;
+        }
         if (counted) listing->counted_sets.push_back(name);
         listing->sets.push_back(std::move(name));
         return MNL_CB_OK;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -74,6 +75,7 @@ struct Listing {
   std::vector<ListedChain> chains;  // in the kernel's order
   std::vector<std::string> sets;    // names; anonymous sets left out
   std::vector<std::string> counted_sets;
+  std::map<std::string, std::string> set_comments;  // counted sets that have one (Set::comment)
   std::vector<ListedRule> rules;
   std::vector<ListedElement> elements;  // of counted_sets, interval end markers left out
 };

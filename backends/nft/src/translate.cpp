@@ -1010,7 +1010,8 @@ class Translator {
       std::vector<Lookup> lookups = keyed_address ? std::vector<Lookup>{} : shared;
       if (lookups.empty()) {
         std::string base = id + (keyed_address ? (f == Family::ipv4 ? "_v4" : "_v6") : "");
-        for (auto& run_set : merge::build_sets(members, keyed, f)) {
+        for (auto& run_set :
+             merge::build_sets(members, keyed, f, stamp_file(head.stamp, first.rule->origin))) {
           if (run_set.set.elements.empty()) continue;
           run_set.set.name =
               names_.make("m-", base + (lookups.empty() ? "" : "_" + std::to_string(lookups.size())));
@@ -1067,6 +1068,15 @@ class Translator {
         match_ports(r, false, m.dst_port[0].ports, false);
         break;
     }
+  }
+
+  // The file part of a stamp origin_stamp wrote for origin: what comes before ":line:col" (nothing
+  // without a location). Stamps that start with it are written without it, and read back with it.
+  static std::string_view stamp_file(std::string_view stamp, const ir::Origin& origin) {
+    if (origin.loc.line <= 0) return {};
+    std::string pos = ":" + std::to_string(origin.loc.line) + ":" + std::to_string(origin.loc.col);
+    std::size_t at = stamp.find(pos);
+    return at == std::string_view::npos ? std::string_view{} : stamp.substr(0, at);
   }
 
   // "<first rule's stamp> +<n - 1>", within nft's comment limit.
@@ -1550,6 +1560,7 @@ void content_address(Table& table) {
     for (auto type : set.concat) declaration += "." + std::to_string(static_cast<std::uint32_t>(type));
     if (set.interval) declaration += " interval";
     if (set.counters) declaration += " counter";
+    if (!set.comment.empty()) declaration += " comment " + set.comment;
     renamed[set.name] = set.name + "." + hex8(fnv1a(declaration));
     set.name = renamed[set.name];
     set.content = kDigestSeed;
@@ -1612,6 +1623,7 @@ std::string origin_stamp(const ir::Ruleset& rs, const ir::Origin& origin) {
   }
   for (char& c : stamp)
     if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < ' ') c = '_';
+  if (stamp.starts_with(':')) stamp.front() = '_';  // a leading ':' marks an element stamp without its file
   return stamp;
 }
 
