@@ -155,9 +155,9 @@ std::string iface_text(const IfacePattern& p) {
 }
 
 std::string sanitise(std::string_view text, std::string_view keep) {
-  std::string out;
-  for (char c : text)
-    out += std::isalnum(static_cast<unsigned char>(c)) || keep.find(c) != std::string_view::npos ? c : '_';
+  std::string out(text);
+  for (char& c : out)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && keep.find(c) == std::string_view::npos) c = '_';
   return out;
 }
 
@@ -929,7 +929,10 @@ class FamilyRenderer {
   void fill_chain(Table& t, const std::string& name, const std::string& id,
                   const std::vector<const Rule*>& rules, const std::set<Stage>& here) {
     std::vector<std::optional<RunForm>> forms;
-    for (const Rule* r : rules) forms.push_back(run_form(t, *r, here));
+    for (const Rule* r : rules) {
+      forms.push_back(run_form(t, *r, here));
+      if (forms.back()) forms.back()->where = where(r->origin);  // only emitted members need it
+    }
     std::size_t runs = 0;
     for (std::size_t i = 0; i < rules.size();) {
       std::size_t end = i + 1, taken = 1;
@@ -1038,24 +1041,47 @@ class FamilyRenderer {
     rest.match.src_port.clear();
     rest.match.dst_port.clear();
     rest.match.protocols.reset();
-    const std::size_t reported = reported_.size();
-    auto specs = match_specs(rest, std::nullopt, stages);
-    if (reported_.size() != reported || !specs || specs->size() != 1) return std::nullopt;
+    const RestMemo& prepared = rest_spec(rest, stages);
+    if (!prepared.spec) return std::nullopt;
     RunForm form;
-    form.rest = std::move(specs->front());
+    form.rest = *prepared.spec;
     if (kind == ActionKind::drop)
       form.target = "-j DROP";
     else
       form.target = "-g " + helper(t, kind == ActionKind::accept ? Helper::accept : Helper::allow);
     form.directions = std::string(source_addr ? "src" : "dst") + (source_port ? ",src" : ",dst");
-    form.shape = form.rest.text() + "|" + form.target + "|" + form.directions;
+    form.shape = prepared.text + "|" + form.target + "|" + form.directions;
     for (const auto& cidr : cidrs)
       for (auto p : protocols)
         for (const auto& range : pm.ports)
           for (std::uint32_t port = range.lo; port <= range.hi; ++port)
             form.members.push_back({cidr, p, static_cast<std::uint16_t>(port)});
-    form.where = where(r.origin);
     return form;
+  }
+
+  // A run form's rest: its one spec and the spec's text, or no spec when it has several or reports
+  // something.
+  struct RestMemo {
+    Match match;
+    Action action;
+    std::set<Stage> stages;
+    std::optional<Spec> spec;
+    std::string text;
+  };
+  // The rules of a run share their rest: the last one is kept, so most rules need no matching of
+  // their own.
+  const RestMemo& rest_spec(const Rule& rest, const std::set<Stage>& stages) {
+    if (rest_memo_ && rest_memo_->match == rest.match && rest_memo_->action == rest.action &&
+        rest_memo_->stages == stages)
+      return *rest_memo_;
+    const std::size_t reported = reported_.size();
+    auto specs = match_specs(rest, std::nullopt, stages);
+    rest_memo_ = RestMemo{rest.match, rest.action, stages, std::nullopt, {}};
+    if (reported_.size() == reported && specs && specs->size() == 1) {
+      rest_memo_->text = specs->front().text();
+      rest_memo_->spec = std::move(specs->front());
+    }
+    return *rest_memo_;
   }
 
   // Whether a rule can never match in this family: a positive address match without an address of it.
@@ -1224,6 +1250,7 @@ class FamilyRenderer {
   std::map<std::string, std::set<Stage>> reach_;
   std::map<std::string, std::size_t> references_;  // by groups, failsafe chains and jumps
   std::map<std::string, Table> tables_;
+  std::optional<RestMemo> rest_memo_;  // rest_spec's last rest
 };
 
 }  // namespace
