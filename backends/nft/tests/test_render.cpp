@@ -587,6 +587,20 @@ TEST_CASE("consecutive chains of one shape are one nft chain whose runs merge ac
   CHECK(nft::element_texts(set_named(table, "m-a-0")) ==
         std::vector<std::string>{"1011 comment \":11:3 a#0\"", "1012 comment \":12:3 a#1\"",
                                  "1014 comment \":14:3 b#0\"", "1015 comment \":15:3 b#1\""});
+  CHECK(set_named(table, "m-a-0").comment == "policy.yaml");
+}
+
+TEST_CASE("elements from another file than their run's first rule keep the whole stamp") {
+  ir::Ruleset rs = chain_lists({{"a", "b", "log", "c"}});
+  rs.files.push_back("more/other.yaml");
+  for (auto& rule : rs.chains["b"].rules)
+    rule.origin.loc.file = static_cast<std::uint32_t>(rs.files.size() - 1);
+  nft::Table table = render(rs);
+  CHECK(nft::element_texts(set_named(table, "m-a-0")) ==
+        std::vector<std::string>{"1011 comment \":11:3 a#0\"", "1012 comment \":12:3 a#1\"",
+                                 "1014 comment \"more/other.yaml:14:3 b#0\"",
+                                 "1015 comment \"more/other.yaml:15:3 b#1\""});
+  CHECK(set_named(table, "m-a-0").comment == "policy.yaml");
 }
 
 TEST_CASE("a chain something else also refers to stays a chain of its own") {
