@@ -66,7 +66,6 @@ struct Dims {
   std::array<const Value*, kFieldCount> values{};
   std::size_t count = 0;
   const Value* operator[](std::size_t i) const { return values[i]; }
-  void push_back(const Value* v) { values[count++] = v; }
 };
 
 // What one rule of a run matches: per field its values (nullopt: the rule does not match on it).
