@@ -11,7 +11,6 @@
 #include <linux/netfilter/nf_tables.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -69,6 +68,11 @@ std::uint64_t fnv1a(std::string_view s) {
 }
 
 // ---- expression builders ------------------------------------------------------------------------
+// ":line:col" of an origin, as its stamp writes it.
+std::string position_text(const ir::Origin& origin) {
+  return ":" + std::to_string(origin.loc.line) + ":" + std::to_string(origin.loc.col);
+}
+
 Expr meta_load(std::uint32_t key) {
   return {.kind = Expr::Kind::meta_load, .key = key};
 }
@@ -1074,8 +1078,7 @@ class Translator {
   // without a location). Stamps that start with it are written without it, and read back with it.
   static std::string_view stamp_file(std::string_view stamp, const ir::Origin& origin) {
     if (origin.loc.line <= 0) return {};
-    std::string pos = ":" + std::to_string(origin.loc.line) + ":" + std::to_string(origin.loc.col);
-    std::size_t at = stamp.find(pos);
+    std::size_t at = stamp.find(position_text(origin));
     return at == std::string_view::npos ? std::string_view{} : stamp.substr(0, at);
   }
 
@@ -1588,19 +1591,12 @@ void content_address(Table& table) {
 
 // Written with few temporaries: every rule of a policy gets one.
 std::string origin_stamp(const ir::Ruleset& rs, const ir::Origin& origin) {
-  auto append_number = [](std::string& out, std::int64_t n) {
-    std::array<char, 24> digits{};
-    out.append(digits.data(), std::to_chars(digits.data(), digits.data() + digits.size(), n).ptr);
-  };
   std::string stamp;
   stamp.reserve(kMaxComment);
   if (origin.loc.line > 0) {
     std::string_view file =
         origin.loc.file < rs.files.size() ? std::string_view(rs.files[origin.loc.file]) : "?";
-    std::string pos = ":";
-    append_number(pos, origin.loc.line);
-    pos += ':';
-    append_number(pos, origin.loc.col);
+    const std::string pos = position_text(origin);
     if (file.size() + pos.size() > kMaxWhere) {
       stamp = "...";
       file = file.substr(file.size() - kMaxWhere + 3 + pos.size());
@@ -1611,10 +1607,7 @@ std::string origin_stamp(const ir::Ruleset& rs, const ir::Origin& origin) {
   if (!origin.policy.empty() || origin.rule >= 0) {
     if (!stamp.empty()) stamp += ' ';
     stamp += origin.policy;
-    if (origin.rule >= 0) {
-      stamp += '#';
-      append_number(stamp, origin.rule);
-    }
+    if (origin.rule >= 0) stamp += "#" + std::to_string(origin.rule);
   }
   if (stamp.size() > kMaxComment) {
     std::size_t cut = kMaxComment;
