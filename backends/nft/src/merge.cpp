@@ -301,23 +301,24 @@ std::string element_stamp(const std::string& stamp, std::string_view run_file) {
   return in_file ? stamp.substr(run_file.size()) : stamp;
 }
 
-// A set of a run with its comment: the run's file when some element's stamp is relative to it.
-Set run_set(const std::vector<Field>& keyed, ir::Family f, std::string_view run_file) {
+// A set of a run, with its elements still to come.
+Set run_set(const std::vector<Field>& keyed, ir::Family f) {
   Set set{.counters = true};
   set_key_type(set, keyed, f);
-  set.comment = run_file;
   return set;
 }
-void drop_unused_comment(Set& set) {
-  if (std::none_of(set.elements.begin(), set.elements.end(),
-                   [](const Element& e) { return e.comment.starts_with(':'); }))
-    set.comment.clear();
+// Once its elements are in: the run's file becomes the set's comment when some element's stamp is
+// relative to it.
+void name_run_file(Set& set, std::string_view run_file) {
+  if (std::any_of(set.elements.begin(), set.elements.end(),
+                  [](const Element& e) { return e.comment.starts_with(':'); }))
+    set.comment = run_file;
 }
 
 // One interval set, or a hash set when no value is a range.
 Set plain_set(std::vector<Item> items, const std::vector<Field>& keyed, ir::Family f,
               std::string_view run_file) {
-  Set set = run_set(keyed, f, run_file);
+  Set set = run_set(keyed, f);
   bool ranges = false;
   for (const auto& item : items)
     for (std::size_t i = 0; i < item.dims.count; ++i) ranges = ranges || item.dims[i]->lo != item.dims[i]->hi;
@@ -334,7 +335,7 @@ Set plain_set(std::vector<Item> items, const std::vector<Field>& keyed, ir::Fami
       set.elements.push_back(
           {key_of(item), false, ranges ? key_of(item, true) : Bytes{}, element_stamp(*item.stamp, run_file)});
   }
-  drop_unused_comment(set);
+  name_run_file(set, run_file);
   return set;
 }
 
@@ -388,7 +389,7 @@ std::vector<RunSet> build_sets(const std::vector<Member>& members, const std::ve
              std::vector<std::optional<std::size_t>>(keyed.size())}};
   std::vector<RunSet> out;
   for (const auto& [shape, group] : by_shape) {
-    RunSet out_set{run_set(keyed, f, run_file), {}};
+    RunSet out_set{run_set(keyed, f), {}};
     for (std::size_t i = 0; i < keyed.size(); ++i) {
       bool whole = shape.lengths[i] == group.front()->dims[i]->lo.size * 8u;
       out_set.masks.push_back(whole ? std::nullopt : std::optional<std::size_t>(shape.lengths[i]));
@@ -396,7 +397,7 @@ std::vector<RunSet> build_sets(const std::vector<Member>& members, const std::ve
     out_set.set.elements.reserve(group.size());
     for (const Item* item : group)
       out_set.set.elements.push_back({key_of(*item), false, {}, element_stamp(*item->stamp, run_file)});
-    drop_unused_comment(out_set.set);
+    name_run_file(out_set.set, run_file);
     out.push_back(std::move(out_set));
   }
   return out;
