@@ -338,40 +338,6 @@ std::string transition(const std::vector<KernelTable>& now, const std::vector<Ta
   return out;
 }
 
-std::vector<KernelSet> parse_ipset_save(std::string_view text) {
-  std::vector<KernelSet> sets;
-  std::map<std::string, std::size_t> index;
-  for (const auto& line : lines(text)) {
-    auto w = words(line);
-    if (w.size() < 3 || !ours(w[1])) continue;
-    if (w[0] == "create") {
-      KernelSet set{w[1], {}, {}, w[2]};
-      for (std::size_t i = 2; i + 1 < w.size(); ++i)
-        if (w[i] == "family") set.family = w[i + 1];
-      index[set.name] = sets.size();
-      sets.push_back(std::move(set));
-    } else if (w[0] == "add") {
-      auto it = index.find(w[1]);
-      if (it == index.end()) continue;
-      KernelSet& set = sets[it->second];
-      set.members.push_back(w[2]);
-      if (set.type != kRunSet) continue;
-      // "add NAME MEMBER packets P bytes B comment "TEXT"" (the comment may hold spaces)
-      KernelSet::Extra extra;
-      for (std::size_t i = 3; i + 1 < w.size(); ++i) {
-        if (w[i] == "packets") extra.packets = std::strtoull(w[i + 1].c_str(), nullptr, 10);
-        if (w[i] == "bytes") extra.bytes = std::strtoull(w[i + 1].c_str(), nullptr, 10);
-      }
-      if (auto open = line.find(" comment \""); open != std::string::npos) {
-        std::size_t from = open + 10, close = line.rfind('"');
-        if (close > from) extra.comment = line.substr(from, close - from);
-      }
-      set.extras.push_back(std::move(extra));
-    }
-  }
-  return sets;
-}
-
 // ---- operations -----------------------------------------------------------------------------------
 
 namespace {
@@ -433,31 +399,17 @@ std::string restore(IpFamily f, const std::string& input) {
   return r.status == 0 ? std::string{} : explain_restore_failure(tool, r, input);
 }
 
-// Our sets, or the one named.
-std::vector<KernelSet> our_sets(const std::string& name = {}) {
-  std::vector<std::string> argv{"ipset", "save"};
-  if (!name.empty()) argv.push_back(name);
-  auto r = run_tool(argv);
-  if (r.status != 0) throw RuntimeError("ipset save failed: " + trimmed(r.err));
-  return parse_ipset_save(r.out);
-}
-
-// Our sets by name only (members and family left empty): listing big sets takes long.
-std::vector<KernelSet> our_set_names() {
-  auto r = run_tool({"ipset", "list", "-n"});
-  if (r.status != 0) throw RuntimeError("ipset list failed: " + trimmed(r.err));
-  std::vector<KernelSet> sets;
-  for (const auto& name : lines(r.out))
-    if (ours(name)) sets.push_back({name, {}, {}});
+// Our sets (fwe-*), or the one named; without members, their names, types and families.
+std::vector<KernelSet> our_sets(Ipset& ipset, bool members, const std::string& name = {}) {
+  auto sets = ipset.list(members, name);
+  std::erase_if(sets, [](const KernelSet& set) { return !ours(set.name); });
   return sets;
 }
 
-std::string destroy_sets(const std::vector<std::string>& names) {
+std::string destroy_sets(Ipset& ipset, const std::vector<std::string>& names) {
   std::string problems;
-  for (const auto& name : names) {
-    auto r = run_tool({"ipset", "destroy", name});
-    if (r.status != 0) problems += "\n  ipset destroy " + name + ": " + trimmed(r.err);
-  }
+  for (const auto& name : names)
+    if (auto r = ipset.destroy(name); !r.ok()) problems += "\n  " + r.message;
   return problems;
 }
 
@@ -479,14 +431,14 @@ struct Holdings {
 };
 
 // With `members`, every set's members; else only the gates'.
-Holdings holdings(bool members, bool counters = false) {
+Holdings holdings(Ipset& ipset, bool members, bool counters = false) {
   Holdings h;
   for (IpFamily f : {IpFamily::v4, IpFamily::v6}) h.tables[static_cast<int>(f)] = save(f, counters);
-  h.sets = members ? our_sets() : our_set_names();
+  h.sets = our_sets(ipset, members);
   if (!members)
     for (auto& set : h.sets)
       if (is_gate(set.name))
-        for (auto& gate : our_sets(set.name)) set = std::move(gate);
+        for (auto& gate : our_sets(ipset, true, set.name)) set = std::move(gate);
   for (int slot : {1, 2})
     for (const auto& set : h.sets)
       if (set.name == in_slot(kGateSet, slot) && !set.members.empty()) h.active = slot;
@@ -567,7 +519,7 @@ std::string removal_text(const std::vector<KernelTable>& tables) {
 // Removes the chains and hooks of the slots `keep` accepts from both families, then their sets (and,
 // with `temporaries`, our temporary sets); returns what could not be removed.
 template <typename Keep>
-std::string remove_slots(const Holdings& h, Keep keep, bool temporaries = true) {
+std::string remove_slots(Ipset& ipset, const Holdings& h, Keep keep, bool temporaries = true) {
   std::string problems;
   for (IpFamily f : {IpFamily::v4, IpFamily::v6})
     if (auto problem = restore(f, removal_text(select(h.tables[static_cast<int>(f)], keep)));
@@ -576,7 +528,7 @@ std::string remove_slots(const Holdings& h, Keep keep, bool temporaries = true) 
   auto doomed = set_names(h.sets, keep);
   for (const auto& set : h.sets)
     if (temporaries && is_temporary(set.name)) doomed.push_back(set.name);
-  return problems + destroy_sets(doomed);
+  return problems + destroy_sets(ipset, doomed);
 }
 
 std::vector<std::string> sorted(std::vector<std::string> members) {
@@ -608,16 +560,15 @@ std::vector<TableStep> table_steps(IpFamily family, const std::string& text, int
 }
 
 // Replaces a set's members at one instant: a temporary set gets the new ones, then `ipset swap`.
-void swap_members(const SetDef& set) {
-  SetDef temporary = set;
-  temporary.name = std::string(kTempSetPrefix) + "swap";
-  destroy_sets({temporary.name});  // an interrupted apply's; absent is fine
-  auto r = run_tool({"ipset", "restore"}, ipset_text({temporary}));
-  if (r.status == 0) r = run_tool({"ipset", "swap", temporary.name, set.name});
-  destroy_sets({temporary.name});
-  if (r.status != 0)
-    throw RuntimeError("ipset could not replace the members of " + in_slot(set.name, 0) + ": " +
-                       trimmed(r.err) + "\n  nothing was changed: the previous ruleset is in place");
+void swap_members(Ipset& ipset, const SetDef& set) {
+  const std::string temporary = std::string(kTempSetPrefix) + "swap";
+  ipset.destroy(temporary);  // an interrupted apply's; absent is fine
+  auto r = ipset.create(set, temporary);
+  if (r.ok()) r = ipset.swap(temporary, set.name);
+  ipset.destroy(temporary);
+  if (!r.ok())
+    throw RuntimeError("ipset could not replace the members of " + in_slot(set.name, 0) + ": " + r.message +
+                       "\n  nothing was changed: the previous ruleset is in place");
 }
 
 // What fwe-meta records of the sets of a slot (both families), by the model's name: their digests.
@@ -637,7 +588,7 @@ std::map<std::string, std::string> recorded_sets(const Holdings& now, int slot) 
 // every IR change touches in both families, is only a record: it is brought up to date after that step.
 // Returns false, having changed nothing, when the change takes more steps (or adds or removes a set), or
 // the kernel holds leftovers; throws when a step fails.
-bool apply_in_place(const Holdings& now, const std::vector<SetDef>& sets,
+bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>& sets,
                     const std::vector<TableDef> (&want)[2]) {
   const int slot = now.active;
   auto other = [&](int s) { return s != slot; };
@@ -667,7 +618,7 @@ bool apply_in_place(const Holdings& now, const std::vector<SetDef>& sets,
   const bool recorded = std::all_of(wanted_sets.begin(), wanted_sets.end(), [&](const SetDef& set) {
     return records.contains(in_slot(set.name, 0));
   });
-  const auto have_sets = wanted_sets.empty() || recorded ? std::vector<KernelSet>{} : our_sets();
+  const auto have_sets = wanted_sets.empty() || recorded ? std::vector<KernelSet>{} : our_sets(ipset, true);
   for (const auto& set : wanted_sets) {
     if (recorded) {
       if (records.at(in_slot(set.name, 0)) != members_digest(set.members, set.comments))
@@ -687,7 +638,7 @@ bool apply_in_place(const Holdings& now, const std::vector<SetDef>& sets,
   }
   if (rule_steps.size() + changed_sets.size() > 1) return false;
 
-  if (!changed_sets.empty()) swap_members(*changed_sets.front());
+  if (!changed_sets.empty()) swap_members(ipset, *changed_sets.front());
   if (!rule_steps.empty())
     if (auto failure = restore(rule_steps.front().family, rule_steps.front().text); !failure.empty())
       throw RuntimeError(failure + "\n  nothing was changed: the previous ruleset is in place");
@@ -704,16 +655,16 @@ bool apply_in_place(const Holdings& now, const std::vector<SetDef>& sets,
 // then swaps the gates' contents: both families and every table change at once. Whatever the old slot
 // (and an interrupted apply) left is removed afterwards; a kill before the swap leaves the old ruleset
 // in effect, after it the new one.
-void switch_slots(const Holdings& now, const std::vector<SetDef>& sets,
+void switch_slots(Ipset& ipset, const Holdings& now, const std::vector<SetDef>& sets,
                   const std::vector<TableDef> (&want)[2]) {
   const int next = now.active == 1 ? 2 : 1;
   auto in_next = [&](int s) { return s == next; };
-  if (auto problems = remove_slots(now, in_next); !problems.empty())
+  if (auto problems = remove_slots(ipset, now, in_next); !problems.empty())
     throw RuntimeError("cannot remove what an interrupted apply left in slot " + std::to_string(next) + ":" +
                        problems + "\n  nothing was changed: the previous ruleset is in place");
   const std::string gate = in_slot(kGateSet, next);
   auto undo = [&](const std::string& failure) {
-    std::string problems = remove_slots(holdings(false), in_next);
+    std::string problems = remove_slots(ipset, holdings(ipset, false), in_next);
     throw RuntimeError(
         failure +
         (problems.empty()
@@ -721,33 +672,37 @@ void switch_slots(const Holdings& now, const std::vector<SetDef>& sets,
              : "\n  the previous ruleset is in place, but removing the new one failed:" + problems));
   };
 
-  std::string helpers =
-      gate_text(gate, false) + "create " + in_slot(kGateSet, next == 1 ? 2 : 1) + " list:set\n";
-  auto r = run_tool({"ipset", "-exist", "restore"}, helpers + ipset_text(placed(sets, next)));
-  if (r.status != 0) undo("ipset restore failed: " + trimmed(r.err));
+  IpsetResult r;
+  for (const SetDef& any : kAnySets)
+    if (r.ok()) r = ipset.create(any, any.name);
+  for (int slot : {1, 2})
+    if (r.ok()) r = ipset.create_list(in_slot(kGateSet, slot));
+  for (const SetDef& set : sets)
+    if (r.ok()) r = ipset.create(set, in_slot(set.name, next));
+  if (!r.ok()) undo(r.message);
   for (IpFamily f : {IpFamily::v4, IpFamily::v6})
     if (auto failure = restore(f, transition({}, placed(want[static_cast<int>(f)], next), true));
         !failure.empty())
       undo(failure);
 
   if (now.active == 1 || now.active == 2) {
-    r = run_tool({"ipset", "swap", in_slot(kGateSet, now.active), gate});
+    r = ipset.swap(in_slot(kGateSet, now.active), gate);
   } else {
     // No gate is on yet: fill a temporary one and swap it in, so that both families start at once.
     const std::string on = std::string(kTempSetPrefix) + "gate";
-    std::string fill = "create " + on + " list:set\n";
-    for (auto any : kAnySets) fill += "add " + on + ' ' + std::string(any) + '\n';
-    destroy_sets({on});
-    r = run_tool({"ipset", "restore"}, fill);
-    if (r.status == 0) r = run_tool({"ipset", "swap", on, gate});
-    destroy_sets({on});
+    ipset.destroy(on);
+    r = ipset.create_list(on);
+    for (const SetDef& any : kAnySets)
+      if (r.ok()) r = ipset.add_to_list(on, any.name);
+    if (r.ok()) r = ipset.swap(on, gate);
+    ipset.destroy(on);
   }
-  if (r.status != 0) undo("cannot switch the new ruleset on (ipset swap): " + trimmed(r.err));
+  if (!r.ok()) undo("cannot switch the new ruleset on: " + r.message);
 
   // What was read before the switch: the old slot's hooks are found by their spec, the temporaries
   // went with the leftovers above.
   if (auto problems = remove_slots(
-          now, [&](int s) { return s != next; }, false);
+          ipset, now, [&](int s) { return s != next; }, false);
       !problems.empty())
     std::cerr << "fwengine: warning: the new ruleset is in effect, but some of the old one could not be "
                  "removed (the next apply tries again):"
@@ -757,37 +712,38 @@ void switch_slots(const Holdings& now, const std::vector<SetDef>& sets,
 }  // namespace
 
 void apply_model(const Model& model, std::string_view ir_hash, bool full) {
-  const Holdings now = holdings(false);
+  Ipset ipset;
+  const Holdings now = holdings(ipset, false);
   std::vector<TableDef> want[2];
   for (IpFamily f : {IpFamily::v4, IpFamily::v6})
     want[static_cast<int>(f)] = with_meta(model.family(f), ir_hash, model.sets, f);
-  if (!full && (now.active == 1 || now.active == 2) && apply_in_place(now, model.sets, want)) return;
-  switch_slots(now, model.sets, want);
+  if (!full && (now.active == 1 || now.active == 2) && apply_in_place(ipset, now, model.sets, want)) return;
+  switch_slots(ipset, now, model.sets, want);
 }
 
 void flush_all() {
-  const Holdings now = holdings(false);
-  std::string problems = remove_slots(now, [](int s) { return s >= 0; });
+  Ipset ipset;
+  const Holdings now = holdings(ipset, false);
+  std::string problems = remove_slots(ipset, now, [](int s) { return s >= 0; });
   // Then the gates, and last what they hold.
   std::vector<std::string> gates, any;
   for (const auto& set : now.sets) (is_gate(set.name) ? gates : any).push_back(set.name);
   std::erase_if(any,
                 [](const std::string& name) { return slot_of(name) != kHelperSlot || is_temporary(name); });
-  problems += destroy_sets(gates);
+  problems += destroy_sets(ipset, gates);
   // A list:set lets go of its members only after an RCU grace period: until then they are "in use".
   for (int attempt = 0; attempt < 100 && !any.empty(); ++attempt) {
     if (attempt > 0) usleep(10'000);
-    std::erase_if(any, [](const std::string& name) {
-      return run_tool({"ipset", "destroy", name}).status == 0;
-    });
+    std::erase_if(any, [&](const std::string& name) { return !ipset.destroy(name).busy(); });
   }
-  problems += destroy_sets(any);
+  problems += destroy_sets(ipset, any);
   if (!problems.empty()) throw RuntimeError("flush failed:" + problems);
 }
 
 KernelState read_kernel() {
   KernelState state;
-  const Holdings k = holdings(true, true);
+  Ipset ipset;
+  const Holdings k = holdings(ipset, true, true);
   state.present = !k.empty();
   const int slot = k.active;
   auto in_effect = [&](int s) { return s == slot; };

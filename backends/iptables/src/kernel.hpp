@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "fwengine/plugin.hpp"
+#include "ipset.hpp"
 #include "model.hpp"
 
 namespace fwe::iptables {
@@ -50,20 +51,6 @@ std::vector<TableDef> to_defs(const std::vector<KernelTable>& tables);
 // wanted flushed and deleted. Unless full, chains whose rule stamps all match are left alone. Empty
 // when nothing has to change.
 std::string transition(const std::vector<KernelTable>& now, const std::vector<TableDef>& want, bool full);
-
-struct KernelSet {
-  std::string name, family;
-  std::vector<std::string> members;
-  std::string type{kNetSet};
-  // Sets with counters and comments (kRunSet): per member.
-  struct Extra {
-    std::uint64_t packets = 0, bytes = 0;
-    std::string comment;
-  };
-  std::vector<Extra> extras{};
-};
-// Our sets (fwe-*) in `ipset save` output.
-std::vector<KernelSet> parse_ipset_save(std::string_view text);
 
 // ---- operations -------------------------------------------------------------------------------------
 void apply_model(const Model& model, std::string_view ir_hash, bool full);

@@ -4,11 +4,12 @@
 #include <netdb.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <string_view>
-#include <tuple>
 
 namespace fwe::iptables {
 
@@ -175,21 +176,59 @@ namespace {
 // for every member (half of restoring 10,000 members); a number it takes as it is. Members are kept,
 // and compared, as ipset lists them: with the name.
 std::string restore_form(const std::string& member) {
-  static const std::map<std::string, int, std::less<>> kNumbers = [] {
-    std::map<std::string, int, std::less<>> numbers;
-    for (int n = 0; n < 256; ++n)
-      if (const protoent* e = getprotobynumber(n)) numbers.emplace(e->p_name, n);
-    return numbers;
-  }();
   const std::size_t comma = member.find(',');
   const std::size_t colon = comma == std::string::npos ? comma : member.find(':', comma + 1);
   if (colon == std::string::npos) return member;
-  auto number = kNumbers.find(std::string_view(member).substr(comma + 1, colon - comma - 1));
-  if (number == kNumbers.end()) return member;
-  return member.substr(0, comma + 1) + std::to_string(number->second) + member.substr(colon);
+  auto number = protocol_number(std::string_view(member).substr(comma + 1, colon - comma - 1));
+  if (!number) return member;
+  return member.substr(0, comma + 1) + std::to_string(*number) + member.substr(colon);
+}
+
+// /etc/protocols read once (getprotobynumber reads the file again on every call): the first name of
+// each number, as getprotobynumber gives it.
+struct ProtocolNames {
+  std::array<std::string, 256> in_file, listed;  // listed: the name, else the number
+  std::map<std::string, std::uint8_t, std::less<>> by_name;
+  ProtocolNames() {
+    setprotoent(1);
+    while (const protoent* e = getprotoent())
+      if (e->p_proto >= 0 && e->p_proto < 256 && in_file[e->p_proto].empty()) {
+        in_file[e->p_proto] = e->p_name;
+        by_name.emplace(e->p_name, static_cast<std::uint8_t>(e->p_proto));
+      }
+    endprotoent();
+    for (unsigned n = 0; n < listed.size(); ++n)
+      listed[n] = in_file[n].empty() ? std::to_string(n) : in_file[n];
+  }
+};
+
+const ProtocolNames& protocol_names() {
+  static const ProtocolNames names;
+  return names;
 }
 
 }  // namespace
+
+const std::string& protocol_name(std::uint8_t number) {
+  return protocol_names().listed[number];
+}
+
+std::string_view protocol_file_name(std::uint8_t number) {
+  return protocol_names().in_file[number];
+}
+
+std::optional<std::uint8_t> protocol_number(std::string_view name) {
+  const auto& by_name = protocol_names().by_name;
+  if (auto it = by_name.find(name); it != by_name.end()) return it->second;
+  unsigned number = 0;
+  if (name.empty() || name.size() > 3) return std::nullopt;
+  for (char c : name) {
+    if (c < '0' || c > '9') return std::nullopt;
+    number = number * 10 + static_cast<unsigned>(c - '0');
+  }
+  if (number > 255) return std::nullopt;
+  return static_cast<std::uint8_t>(number);
+}
 
 std::string ipset_text(const std::vector<SetDef>& sets) {
   std::string out;
@@ -206,17 +245,13 @@ std::string ipset_text(const std::vector<SetDef>& sets) {
 
 std::string gate_text(std::string_view gate, bool on) {
   std::string out;
-  for (auto [any, family, halves] : {std::tuple{kAnySets[0], "inet", "0.0.0.0/1 128.0.0.0/1"},
-                                     std::tuple{kAnySets[1], "inet6", "::/1 8000::/1"}}) {
-    out += "create " + std::string(any) + " hash:net family " + family + '\n';
-    std::string_view both = halves;
-    auto space = both.find(' ');
-    out += "add " + std::string(any) + ' ' + std::string(both.substr(0, space)) + '\n';
-    out += "add " + std::string(any) + ' ' + std::string(both.substr(space + 1)) + '\n';
+  for (const SetDef& any : kAnySets) {
+    out += "create " + any.name + " hash:net family " + std::string(family_name(any.family)) + '\n';
+    for (const auto& member : any.members) out += "add " + any.name + ' ' + member + '\n';
   }
   out += "create " + std::string(gate) + " list:set\n";
   if (on)
-    for (auto any : kAnySets) out += "add " + std::string(gate) + ' ' + std::string(any) + '\n';
+    for (const SetDef& any : kAnySets) out += "add " + std::string(gate) + ' ' + any.name + '\n';
   return out;
 }
 

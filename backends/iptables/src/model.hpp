@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -33,7 +34,6 @@ inline constexpr std::string_view kMetaChain = "fwe-meta";  // holds the IR hash
 // A slot's hooks match only while its gate, a list:set, holds the two sets that match every address
 // (one per family): swapping the gates' contents switches from one slot to the other in one step.
 inline constexpr std::string_view kGateSet = "fwe-gate";
-inline constexpr std::string_view kAnySets[2] = {"fwe0-any4", "fwe0-any6"};  // by IpFamily
 inline constexpr std::string_view kTempSetPrefix = "fwe0-t-";
 inline constexpr int kNoSlot = -1;      // not ours
 inline constexpr int kHelperSlot = -2;  // fwe0-: ours, in no slot
@@ -78,6 +78,10 @@ struct SetDef {
   std::vector<std::string> comments{};  // kRunSet: per member, where its rule comes from
 };
 
+// What the gates hold while on: the two sets that match every address, by IpFamily.
+inline const SetDef kAnySets[2] = {{"fwe0-any4", IpFamily::v4, {"0.0.0.0/1", "128.0.0.0/1"}},
+                                   {"fwe0-any6", IpFamily::v6, {"::/1", "8000::/1"}}};
+
 struct Model {
   std::vector<SetDef> sets;
   std::vector<TableDef> tables[2];  // by IpFamily, in the order raw, mangle, nat, filter
@@ -108,6 +112,12 @@ std::string ipset_text(const std::vector<SetDef>& sets);
 std::string gate_text(std::string_view gate, bool on);
 std::string ipset_create_line(const SetDef& set, std::string_view name);
 std::string_view family_name(IpFamily f);  // inet / inet6
+// A protocol's first name in /etc/protocols, or empty.
+std::string_view protocol_file_name(std::uint8_t number);
+// A protocol as ipset lists it in a member: its name in /etc/protocols, else its number.
+const std::string& protocol_name(std::uint8_t number);
+// The number of a protocol name (or of a number written out); none for anything else.
+std::optional<std::uint8_t> protocol_number(std::string_view name);
 // The tables plus fwe-meta in filter, whose first rule carries the IR hash and the rules summary of the
 // tables for read_back, and one rule per set of the family its members' digest.
 std::vector<TableDef> with_meta(std::vector<TableDef> tables, std::string_view ir_hash,

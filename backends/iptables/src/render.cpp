@@ -15,8 +15,6 @@
 // drop and reject are terminal, so only accept, allow and pass travel back as mark bits (model.hpp).
 #include "render.hpp"
 
-#include <netdb.h>
-
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -95,7 +93,7 @@ std::string set_mark(std::uint32_t value, std::uint32_t mask) {
 
 // As iptables-save prints it: /etc/protocols first, then iptables' own names, else the number.
 std::string lookup_protocol(std::uint8_t p) {
-  if (const protoent* e = getprotobynumber(p)) return e->p_name;
+  if (auto name = protocol_file_name(p); !name.empty()) return std::string(name);
   switch (p) {
     case 6:
       return "tcp";
@@ -118,25 +116,11 @@ std::string lookup_protocol(std::uint8_t p) {
   }
 }
 
-// getprotobynumber reads /etc/protocols on every call: look each number up once.
+// Each number's name made once.
 const std::string& protocol_text(std::uint8_t p) {
   static const std::array<std::string, 256> kNames = [] {
     std::array<std::string, 256> names;
     for (unsigned n = 0; n < names.size(); ++n) names[n] = lookup_protocol(static_cast<std::uint8_t>(n));
-    return names;
-  }();
-  return kNames[p];
-}
-
-// A protocol in an ipset member: ipset knows names only from /etc/protocols, and prints numbers when it
-// has none. Looked up once per number, as protocol_text does.
-const std::string& member_protocol(std::uint8_t p) {
-  static const std::array<std::string, 256> kNames = [] {
-    std::array<std::string, 256> names;
-    for (unsigned n = 0; n < names.size(); ++n) {
-      const protoent* e = getprotobynumber(static_cast<int>(n));
-      names[n] = e ? e->p_name : std::to_string(n);
-    }
     return names;
   }();
   return kNames[p];
@@ -1106,7 +1090,7 @@ class FamilyRenderer {
     for (std::size_t k = begin; k < end; ++k) {
       if (!forms[k]) continue;  // a rule absent in this family
       for (const auto& m : forms[k]->members) {
-        set.members.push_back(member_text(m.cidr) + "," + member_protocol(m.protocol) + ":" +
+        set.members.push_back(member_text(m.cidr) + "," + protocol_name(m.protocol) + ":" +
                               std::to_string(m.port));
         set.comments.push_back(forms[k]->where);
       }

@@ -408,3 +408,84 @@ TEST_CASE("real traffic: a run's set counts the hits of each source rule", "[roo
   REQUIRE(drift.size() == 1);
   CHECK(drift[0].find("rules were deleted, added or moved since apply") != std::string::npos);
 }
+
+TEST_CASE("sets made over netlink are those ipset restore makes of the rendered text, and list the same",
+          "[root]") {
+  test::enter_scratch_netns();
+  std::vector<SetDef> sets = {
+      {"fwe1-4r-x",
+       IpFamily::v4,
+       {"10.0.0.0/24,tcp:1000", "127.0.0.2,udp:53", "192.0.2.0/25,sctp:9"},
+       std::string(kRunSet),
+       {"runs.yaml:10:3", "runs.yaml:11:3", ""}},
+      {"fwe1-6r-x",
+       IpFamily::v6,
+       {"fd00::/64,tcp:22", "2001:db8::1,udplite:7"},
+       std::string(kRunSet),
+       {"a.yaml:1:1 p#0", "a.yaml:2:1 p#1"}},
+      {"fwe1-4-admins", IpFamily::v4, {"203.0.113.12", "198.51.100.0/24"}},
+      {"fwe1-6-admins", IpFamily::v6, {"2001:db8:1::/48", "fe80::1"}},
+  };
+  // A set larger than one message holds.
+  SetDef big{"fwe1-4-big", IpFamily::v4, {}};
+  for (int i = 0; i < 5000; ++i)
+    big.members.push_back("10." + std::to_string(i / 256) + "." + std::to_string(i % 256) + ".0/24");
+  sets.push_back(big);
+  // Without the hash seed (initval), which also decides the order of the members.
+  auto sorted_lines = [](const std::string& save) {
+    std::istringstream in(std::regex_replace(save, std::regex(" initval 0x[0-9a-f]+"), ""));
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    std::sort(lines.begin(), lines.end());
+    return lines;
+  };
+  Ipset ipset;
+  for (const auto& set : sets) REQUIRE(ipset.create(set, set.name).ok());
+  REQUIRE(ipset.create_list("fwe1-gate").ok());
+  REQUIRE(ipset.add_to_list("fwe1-gate", "fwe1-4-admins").ok());
+  const auto ours = sorted_lines(test::ipset_text_now());
+
+  auto listed = ipset.list(true);
+  REQUIRE(listed.size() == sets.size() + 1);
+  for (const auto& set : sets) {
+    auto k =
+        std::find_if(listed.begin(), listed.end(), [&](const KernelSet& s) { return s.name == set.name; });
+    REQUIRE(k != listed.end());
+    CHECK(k->family == family_name(set.family));
+    CHECK(k->type == set.type);
+    auto members = k->members, want = set.members;
+    std::sort(members.begin(), members.end());
+    std::sort(want.begin(), want.end());
+    CHECK(members == want);
+    if (set.type == kRunSet) {
+      REQUIRE(k->extras.size() == set.members.size());
+      for (std::size_t i = 0; i < k->members.size(); ++i) {
+        auto at = std::find(set.members.begin(), set.members.end(), k->members[i]) - set.members.begin();
+        CHECK(k->extras[i].comment == set.comments[static_cast<std::size_t>(at)]);
+      }
+    }
+  }
+  auto gate = ipset.list(true, "fwe1-gate");
+  REQUIRE(gate.size() == 1);
+  CHECK(gate[0].members == std::vector<std::string>{"fwe1-4-admins"});
+  CHECK(ipset.list(false, "fwe1-absent").empty());
+
+  // Made again from the text `render` prints, by the ipset tool.
+  REQUIRE(ipset.destroy("fwe1-gate").ok());
+  for (const auto& set : sets) REQUIRE(ipset.destroy(set.name).ok());
+  CHECK(ipset.list(false).empty());
+  REQUIRE(run_tool({"ipset", "restore"},
+                   ipset_text(sets) + "create fwe1-gate list:set\nadd fwe1-gate fwe1-4-admins\n")
+              .status == 0);
+  CHECK(sorted_lines(test::ipset_text_now()) == ours);
+
+  // Errors name the command and say what the kernel said.
+  auto clash = ipset.create({"fwe1-4r-x", IpFamily::v4, {}}, "fwe1-4r-x");
+  CHECK(!clash.ok());
+  CHECK(clash.message == "ipset create fwe1-4r-x: a set of that name exists with other settings");
+  auto referenced = ipset.destroy("fwe1-4-admins");
+  CHECK(referenced.busy());
+  CHECK(referenced.message == "ipset destroy fwe1-4-admins: the set is in use by a kernel component");
+  CHECK(ipset.swap("fwe1-4-admins", "fwe1-absent").message ==
+        "ipset swap fwe1-4-admins fwe1-absent: the second set does not exist");
+}

@@ -459,22 +459,6 @@ TEST_CASE(
         std::string::npos);
 }
 
-TEST_CASE("ipset save of a run's set gives members with their counters and comments") {
-  auto sets = parse_ipset_save(
-      "create fwe1-4r-x hash:net,port family inet hashsize 1024 maxelem 65536 counters comment bucketsize "
-      "12\n"
-      "add fwe1-4r-x 10.0.0.0/24,tcp:1000 packets 3 bytes 180 comment \"runs.yaml:10:3\"\n"
-      "add fwe1-4r-x 127.0.0.2,tcp:7002 packets 0 bytes 0\n");
-  REQUIRE(sets.size() == 1);
-  CHECK(sets[0].type == "hash:net,port");
-  CHECK(sets[0].members == std::vector<std::string>{"10.0.0.0/24,tcp:1000", "127.0.0.2,tcp:7002"});
-  REQUIRE(sets[0].extras.size() == 2);
-  CHECK(sets[0].extras[0].packets == 3);
-  CHECK(sets[0].extras[0].bytes == 180);
-  CHECK(sets[0].extras[0].comment == "runs.yaml:10:3");
-  CHECK(sets[0].extras[1].comment.empty());
-}
-
 TEST_CASE("consecutive chains of one shape are one chain whose runs merge across them") {
   Model m = render_ok(test::fusion_ruleset());
   const TableDef& filter = table(m, IpFamily::v4, "filter");
