@@ -798,9 +798,10 @@ class Session {
     auto plan = render(*be);
     if (!plan) return fail_input();
     if (o_.json)
-      std::cout << json{{"backend", o_.backend}, {"hash", hash()}, {"text", plan->text()}}.dump(2) << '\n';
+      std::cout << json{{"backend", o_.backend}, {"hash", hash()}, {"text", plan->text(hash())}}.dump(2)
+                << '\n';
     else
-      std::cout << plan->text();
+      std::cout << plan->text(hash());
     return 0;
   }
 
@@ -839,7 +840,7 @@ class Session {
                 << (state.present ? "IR " + state.ir_hash : std::string("nothing of fwengine's"))
                 << "\npolicy: IR " << hash() << '\n';
       for (const auto& d : state.drift) std::cout << "drift: " << d << '\n';
-      auto want = lines_of(plan->text());
+      auto want = lines_of(plan->text(hash()));
       auto have = lines_of(state.text);
       std::multiset<std::string> have_set(have.begin(), have.end()), want_set(want.begin(), want.end());
       for (const auto& l : have)
@@ -901,7 +902,7 @@ class Session {
     auto plan = render(*be);
     if (!plan) return fail_input();
     if (o_.vm.count("dry-run")) {
-      std::cout << plan->text();
+      std::cout << plan->text(hash());
       return diff();
     }
     std::optional<unsigned> confirm_within;

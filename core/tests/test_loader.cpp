@@ -49,7 +49,7 @@ TEST_CASE("a good plugin loads and its object works across the boundary") {
   auto be = loader.backend("testbe", {});
   CHECK(be->capabilities().supports(ir::ActionKind::accept));
   fwe::Diagnostics diag;
-  CHECK(be->render({}, diag)->text() == "nothing\n");
+  CHECK(be->render({}, diag)->text({}) == "nothing\n");
   CHECK_THROWS_AS(be->apply(*be->render({}, diag), {}), RuntimeError);  // exceptions cross cleanly
 }
 

@@ -12,7 +12,7 @@ namespace fwe::ebpf {
 class EbpfPlan : public Plan {
  public:
   explicit EbpfPlan(Program program) : program_(std::move(program)) {}
-  std::string text() const override { return program_.text(); }
+  std::string text(std::string_view) const override { return program_.text(); }
   const Program& program() const { return program_; }
 
  private:

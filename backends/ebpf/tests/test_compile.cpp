@@ -198,5 +198,5 @@ TEST_CASE("capabilities name what compile accepts", "[compile]") {
   Diagnostics diag;
   auto plan = backend.render(test::sample_ruleset(), diag);
   REQUIRE(plan);
-  CHECK(plan->text().find("stage input") != std::string::npos);
+  CHECK(plan->text({}).find("stage input") != std::string::npos);
 }

@@ -1,5 +1,4 @@
 // backend.cpp - the `iptables` backend plugin: iptables-legacy + ipset, Felix-like chains (render.cpp).
-#include "fwengine/canonical.hpp"
 #include "fwengine/plugin.hpp"
 #include "kernel.hpp"
 #include "render.hpp"
@@ -10,14 +9,12 @@ namespace {
 
 class IptablesPlan : public Plan {
  public:
-  IptablesPlan(Model model, std::string ir_hash) : model_(std::move(model)), ir_hash_(std::move(ir_hash)) {}
-  std::string text() const override { return plan_text(model_, ir_hash_); }
+  explicit IptablesPlan(Model model) : model_(std::move(model)) {}
+  std::string text(std::string_view ir_hash) const override { return plan_text(model_, ir_hash); }
   const Model& model() const { return model_; }
-  const std::string& ir_hash() const { return ir_hash_; }
 
  private:
   Model model_;
-  std::string ir_hash_;
 };
 
 class IptablesBackend : public Backend {
@@ -36,14 +33,14 @@ class IptablesBackend : public Backend {
   }
 
   std::unique_ptr<Plan> render(const ir::Ruleset& ruleset, Diagnostics& diag) override {
-    return std::make_unique<IptablesPlan>(iptables::render(ruleset, diag), canonical::hash(ruleset));
+    return std::make_unique<IptablesPlan>(iptables::render(ruleset, diag));
   }
 
   // Several restores and ipset calls, not one transaction: no transaction time to report.
   ApplyReport apply(const Plan& plan, const ApplyOptions& options) override {
     const auto* ours = dynamic_cast<const IptablesPlan*>(&plan);
     if (ours == nullptr) throw RuntimeError("the iptables backend was given another backend's plan");
-    apply_model(ours->model(), options.ir_hash.empty() ? ours->ir_hash() : options.ir_hash, options.full);
+    apply_model(ours->model(), options.ir_hash, options.full);
     return {};
   }
 

@@ -11,7 +11,7 @@ namespace fwe::nft {
 class NftPlan : public Plan {
  public:
   explicit NftPlan(Table table) : table_(std::move(table)) {}
-  std::string text() const override { return table_.text(); }
+  std::string text(std::string_view) const override { return table_.text(); }
   const Table& table() const { return table_; }
 
  private:

@@ -4,7 +4,7 @@
 namespace {
 class TextPlan : public fwe::Plan {
  public:
-  std::string text() const override { return "nothing\n"; }
+  std::string text(std::string_view) const override { return "nothing\n"; }
 };
 class TestBackend : public fwe::Backend {
  public:

@@ -99,7 +99,8 @@ struct Capabilities {
 class FWE_API Plan {
  public:
   virtual ~Plan();
-  virtual std::string text() const = 0;
+  // ir_hash: the ruleset's canonical hash, which a backend may stamp into what it loads.
+  virtual std::string text(std::string_view ir_hash) const = 0;
 };
 
 struct ApplyOptions {
