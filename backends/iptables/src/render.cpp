@@ -41,6 +41,8 @@ constexpr std::size_t kMaxMembersPerRule = 64;
 constexpr std::size_t kMaxSetMembers = 65536;
 constexpr std::size_t kMultiportSlots = 15;  // multiport's limit; a range takes two
 constexpr std::size_t kMaxCommentWhere = 200;
+// What a comment's "file:line:col" keeps of a path; anything else becomes _.
+constexpr std::string_view kWhereChars = "_.-:/+@,=~";
 constexpr std::size_t kMaxLogPrefix = 29;
 
 const std::set<std::uint8_t> kPortProtocols = {6, 17, 132, 136};  // TCP, UDP, SCTP, UDPLite
@@ -325,7 +327,14 @@ class FamilyRenderer {
 
   std::string where(const Origin& o) const {
     if (o.loc.line == 0) return {};
-    std::string w = sanitise(trace::where(rs_, o), "_.-:/+@,=~");
+    // The file part is made once per file (sanitise leaves the digits and colons after it as they are).
+    auto [file, added] = where_files_.try_emplace(o.loc.file);
+    if (added) {
+      Origin file_only;
+      file_only.loc.file = o.loc.file;
+      file->second = sanitise(trace::where(rs_, file_only), kWhereChars);
+    }
+    std::string w = file->second + ':' + std::to_string(o.loc.line) + ':' + std::to_string(o.loc.col);
     return w.size() > kMaxCommentWhere ? w.substr(w.size() - kMaxCommentWhere) : w;
   }
 
@@ -1250,8 +1259,9 @@ class FamilyRenderer {
   std::map<std::string, std::set<Stage>> reach_;
   std::map<std::string, std::size_t> references_;  // by groups, failsafe chains and jumps
   std::map<std::string, Table> tables_;
-  std::optional<RestMemo> rest_memo_;                                 // rest_spec's last rest
-  mutable std::unordered_map<std::string, std::vector<Cidr>> cidrs_;  // by set name, see cidrs_of
+  std::optional<RestMemo> rest_memo_;                                   // rest_spec's last rest
+  mutable std::unordered_map<std::string, std::vector<Cidr>> cidrs_;    // by set name, see cidrs_of
+  mutable std::unordered_map<std::uint32_t, std::string> where_files_;  // see where
 };
 
 }  // namespace
