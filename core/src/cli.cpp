@@ -1129,6 +1129,7 @@ class Session {
       state::forget_source(o_.netns);
       std::error_code ec;
       std::filesystem::remove_all(backend_state_dir(o_.netns, o_.backend), ec);
+      lock->remove_if_alone();
       std::cerr << "fwengine: stopped; flushed (flush-on-stop: true)\n";
     } else {
       std::cerr << "fwengine: stopped; the ruleset stays in the kernel\n";
@@ -1217,6 +1218,7 @@ class Session {
     std::filesystem::remove_all(good_snapshot_dir(o_.netns), ec);
     std::filesystem::remove_all(candidate_snapshot_dir(o_.netns), ec);
     std::filesystem::remove_all(backend_state_dir(o_.netns, o_.backend), ec);
+    lock->remove_if_alone();
     if (!o_.quiet && !o_.json) std::cout << "flushed everything fwengine owned (" << o_.backend << ")\n";
     if (o_.json) std::cout << json{{"ok", true}}.dump() << '\n';
     return 0;

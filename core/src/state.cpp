@@ -84,27 +84,48 @@ std::string run_dir(const std::string& netns) {
 }
 
 WriterLock::WriterLock(const std::string& netns, std::chrono::milliseconds timeout) {
-  std::string path = ensure_dir(netns) + "/lock";
-  fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd_ < 0) throw RuntimeError("cannot open " + path + ": " + std::strerror(errno));
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (flock(fd_, LOCK_EX | LOCK_NB) != 0) {
-    if (std::chrono::steady_clock::now() >= deadline) {
-      char holder[32] = {};
-      ssize_t n = pread(fd_, holder, sizeof holder - 1, 0);
-      close(fd_);
-      fd_ = -1;
-      throw RuntimeError("another fwengine (pid " + std::string(n > 0 ? holder : "?") +
-                         ") is changing the firewall" + (netns.empty() ? "" : " of netns " + netns) +
-                         "; gave up after " + std::to_string(timeout.count() / 1000) +
-                         " s (try again, or raise --lock-timeout)");
+  for (;;) {
+    path_ = ensure_dir(netns) + "/lock";
+    fd_ = open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd_ < 0 && errno == ENOENT) continue;  // the directory went with a flush just now: make it again
+    if (fd_ < 0) throw RuntimeError("cannot open " + path_ + ": " + std::strerror(errno));
+    while (flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        char holder[32] = {};
+        ssize_t n = pread(fd_, holder, sizeof holder - 1, 0);
+        close(fd_);
+        fd_ = -1;
+        throw RuntimeError("another fwengine (pid " + std::string(n > 0 ? holder : "?") +
+                           ") is changing the firewall" + (netns.empty() ? "" : " of netns " + netns) +
+                           "; gave up after " + std::to_string(timeout.count() / 1000) +
+                           " s (try again, or raise --lock-timeout)");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    // The holder before may have removed the file (remove_if_alone): a lock on it guards nothing.
+    struct stat held {
+    }, named{};
+    if (fstat(fd_, &held) == 0 && stat(path_.c_str(), &named) == 0 && held.st_ino == named.st_ino &&
+        held.st_dev == named.st_dev)
+      break;
+    close(fd_);
+    fd_ = -1;
   }
   std::string pid = std::to_string(getpid());
   if (ftruncate(fd_, 0) == 0 && pwrite(fd_, pid.data(), pid.size(), 0) < 0) {
     // The pid is only a courtesy for the next waiter's message; the lock itself is held.
   }
+}
+
+void WriterLock::remove_if_alone() {
+  const fs::path dir = fs::path(path_).parent_path();
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec))
+    if (entry.path().filename() != "lock") return;
+  if (ec) return;
+  fs::remove(path_, ec);
+  fs::remove(dir, ec);  // fails, harmlessly, if a waiter made it anew meanwhile
 }
 
 WriterLock::~WriterLock() {
@@ -142,6 +163,7 @@ std::optional<Applied> load(const std::string& netns) {
 void forget(const std::string& netns) {
   std::error_code ec;
   fs::remove(run_dir(netns) + "/state.json", ec);
+  fs::remove(run_dir(netns) + "/failure.json", ec);  // a failure to keep what is gone now
 }
 
 void record_failure(const std::string& netns, const std::string& message) {

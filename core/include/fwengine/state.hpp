@@ -22,7 +22,13 @@ class WriterLock {
   WriterLock(const WriterLock&) = delete;
   WriterLock& operator=(const WriterLock&) = delete;
 
+  // After a flush: removes the lock file, and the namespace's directory, when nothing else is left in it,
+  // so that a namespace fwengine no longer serves leaves nothing behind. The lock stays held until
+  // destruction; a writer waiting on the removed file finds it gone once it gets it, and takes the new one.
+  void remove_if_alone();
+
  private:
+  std::string path_;
   int fd_ = -1;
 };
 
@@ -36,6 +42,7 @@ struct Applied {
 // Saving a successful apply also clears the last error.
 void save(const std::string& netns, const Applied&);
 std::optional<Applied> load(const std::string& netns);
+// What was applied, and the last failure, are forgotten (a flush).
 void forget(const std::string& netns);
 
 // A reload that failed (bad input, kernel refusal) while the previous ruleset stayed in place.

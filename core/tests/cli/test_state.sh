@@ -38,7 +38,19 @@ kill "$holder"; wait "$holder" 2>/dev/null; holder=
 
 out=$("$FWE" --netns "$ns" flush 2>&1)
 expect "flush forgets the state" test ! -e "/run/fwengine/$ns/state.json"
+expect "flush leaves no directory of the namespace behind" test ! -e "/run/fwengine/$ns"
 out=$("$FWE" --netns "$ns" status 2>&1)
 expect "status after flush" grep -q "nothing of fwengine's is loaded" <<<"$out"
+
+# A writer that waited on a lock file which its holder then removed (as a flush does) takes a new one.
+mkdir -p "/run/fwengine/$ns"
+flock "/run/fwengine/$ns/lock" sh -c "sleep 1; rm /run/fwengine/$ns/lock; rmdir /run/fwengine/$ns" &
+holder=$!
+sleep 0.3
+out=$("$FWE" --netns "$ns" -f "$policy" apply 2>&1); rc=$?
+wait "$holder" 2>/dev/null; holder=
+expect "a writer whose lock file was removed while it waited applies on a new one" test "$rc" = 0
+expect "and its state is there" test -e "/run/fwengine/$ns/state.json" -a -e "/run/fwengine/$ns/lock"
+out=$("$FWE" --netns "$ns" flush 2>&1)
 echo "$passes passed, $failures failed"
 [ "$failures" = 0 ]
