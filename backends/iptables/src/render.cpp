@@ -286,32 +286,11 @@ class FamilyRenderer {
   }
 
  private:
-  // ---- runs of rules as one hash:net,port lookup --------------------------------------------------
-  // A rule that differs from its neighbours only in one address match, one port match and the
-  // protocols: its members (address, protocol, port) go into a set, and the run's one rule looks the
-  // packet up in it. Every member has a counter and its rule's origin, so `status` still shows hits
-  // per source rule; the merged rule's own counter is left without origin.
-  struct RunMember {
-    Cidr cidr;
-    std::uint8_t protocol;
-    std::uint16_t port;
-  };
-  struct RunForm {
-    Spec rest;           // the rule's other matches
-    std::string target;  // its verdict
-    std::string shape;   // rest, target and directions: equal for all rules of a run
-    std::string directions;
-    std::vector<RunMember> members;
-    std::string where;
-  };
-
   struct Table {
     TableDef def;
     std::map<std::string, std::size_t> index;                       // chain name -> def.chains
     std::set<std::string> ir_chains;                                // IR chains already rendered here
     std::map<std::string, std::optional<std::string>> pure_shapes;  // IR chain -> pure_shape()
-    // The run forms pure_shape made, with the stages they were made for, until fill_chain takes them.
-    std::unordered_map<const Rule*, std::pair<std::set<Stage>, std::optional<RunForm>>> forms;
   };
 
   // ---- diagnostics ------------------------------------------------------------------------------
@@ -432,15 +411,13 @@ class FamilyRenderer {
   }
 
   // ---- sets -------------------------------------------------------------------------------------
-  // A set's addresses of this family. Rules name their sets again and again: each is looked up once.
-  const std::vector<Cidr>& cidrs_of(const std::string& set) const {
-    if (auto it = cidrs_.find(set); it != cidrs_.end()) return it->second;
+  std::vector<Cidr> cidrs_of(const std::string& set) const {
     std::vector<Cidr> out;
     const Family want = family_ == IpFamily::v4 ? Family::ipv4 : Family::ipv6;
     if (const AddrSet* s = rs_.find_set(set))
       for (const auto& c : s->cidrs)
         if (c.addr.family == want) out.push_back(c);
-    return cidrs_.emplace(set, std::move(out)).first->second;
+    return out;
   }
 
   std::string ipset(const std::string& set, const std::vector<Cidr>& cidrs) {
@@ -458,9 +435,9 @@ class FamilyRenderer {
   // few addresses, expanded into alternatives, or a negated single address); the others are ipsets.
   // False when the side can never match in this family.
   bool addresses(Specs& specs, const std::vector<AddrMatch>& matches, bool source) {
-    std::vector<std::pair<const AddrMatch*, const std::vector<Cidr>*>> present;
+    std::vector<std::pair<const AddrMatch*, std::vector<Cidr>>> present;
     for (const auto& m : matches) {
-      const auto& cidrs = cidrs_of(m.set);
+      auto cidrs = cidrs_of(m.set);
       if (cidrs.empty()) {
         if (!m.negate) return false;  // no address of this family is in the set
         continue;                     // every address of this family is outside it
@@ -469,25 +446,25 @@ class FamilyRenderer {
         if (m.negate) return false;
         continue;
       }
-      present.emplace_back(&m, &cidrs);
+      present.emplace_back(&m, std::move(cidrs));
     }
     auto inline_it = std::find_if(present.begin(), present.end(), [](const auto& p) {
-      return !p.first->negate && p.second->size() <= kInlineCidrs;
+      return !p.first->negate && p.second.size() <= kInlineCidrs;
     });
     if (inline_it == present.end())
       inline_it = std::find_if(present.begin(), present.end(),
-                               [](const auto& p) { return p.first->negate && p.second->size() == 1; });
+                               [](const auto& p) { return p.first->negate && p.second.size() == 1; });
     std::string Spec::*field = source ? &Spec::src : &Spec::dst;
     const std::string flag = source ? "-s " : "-d ";
     for (auto it = present.begin(); it != present.end(); ++it) {
       const auto& [m, cidrs] = *it;
       if (it == inline_it) {
         std::vector<std::string> alternatives;
-        for (const auto& c : *cidrs) alternatives.push_back((m->negate ? "! " : "") + flag + cidr_text(c));
+        for (const auto& c : cidrs) alternatives.push_back((m->negate ? "! " : "") + flag + cidr_text(c));
         expand(specs, alternatives, field);
       } else {
         add_match(specs, std::string("-m set ") + (m->negate ? "! " : "") + "--match-set " +
-                             ipset(m->set, *cidrs) + (source ? " src" : " dst"));
+                             ipset(m->set, cidrs) + (source ? " src" : " dst"));
       }
     }
     return true;
@@ -913,22 +890,11 @@ class FamilyRenderer {
     std::optional<std::string> shape;
     for (const auto& r : c->rules) {
       if (absent(r)) continue;
-      auto& [stages, form] = t.forms[&r];
-      stages = here;
-      form = run_form(t, r, here);
+      auto form = run_form(t, r, here);
       if (!form || (shape && form->shape != *shape)) return t.pure_shapes[ir_name] = std::nullopt;
-      shape = form->shape;
+      shape = std::move(form->shape);
     }
     return t.pure_shapes[ir_name] = shape;
-  }
-
-  // The run form pure_shape made of a rule for these stages, else a new one.
-  std::optional<RunForm> take_form(Table& t, const Rule& r, const std::set<Stage>& here) {
-    auto made = t.forms.find(&r);
-    if (made == t.forms.end()) return run_form(t, r, here);
-    auto node = t.forms.extract(made);
-    if (node.mapped().first != here) return run_form(t, r, here);
-    return std::move(node.mapped().second);
   }
 
   // A group's chains as they are jumped to: runs of chains of one pure shape fused (at least two).
@@ -958,7 +924,7 @@ class FamilyRenderer {
                   const std::vector<const Rule*>& rules, const std::set<Stage>& here) {
     std::vector<std::optional<RunForm>> forms;
     for (const Rule* r : rules) {
-      forms.push_back(take_form(t, *r, here));
+      forms.push_back(run_form(t, *r, here));
       if (forms.back()) forms.back()->where = where(r->origin);  // only emitted members need it
     }
     std::size_t runs = 0;
@@ -989,6 +955,25 @@ class FamilyRenderer {
       i = end;
     }
   }
+
+  // ---- runs of rules as one hash:net,port lookup --------------------------------------------------
+  // A rule that differs from its neighbours only in one address match, one port match and the
+  // protocols: its members (address, protocol, port) go into a set, and the run's one rule looks the
+  // packet up in it. Every member has a counter and its rule's origin, so `status` still shows hits
+  // per source rule; the merged rule's own counter is left without origin.
+  struct RunMember {
+    Cidr cidr;
+    std::uint8_t protocol;
+    std::uint16_t port;
+  };
+  struct RunForm {
+    Spec rest;           // the rule's other matches
+    std::string target;  // its verdict
+    std::string shape;   // rest, target and directions: equal for all rules of a run
+    std::string directions;
+    std::vector<RunMember> members;
+    std::string where;
+  };
 
   // A packet meets at most one member of a run: no member overlaps an earlier one (same protocol and
   // port, one address inside the other), so the order inside the run is free and each hit counts for
@@ -1032,7 +1017,7 @@ class FamilyRenderer {
     const AddrMatch& am = source_addr ? m.src_addr[0] : m.dst_addr[0];
     const PortMatch& pm = source_port ? m.src_port[0] : m.dst_port[0];
     if (am.negate || pm.negate || pm.ports.empty()) return std::nullopt;
-    const std::vector<Cidr>& cidrs = cidrs_of(am.set);
+    std::vector<Cidr> cidrs = cidrs_of(am.set);
     if (cidrs.empty() || std::any_of(cidrs.begin(), cidrs.end(), [](const Cidr& c) { return c.prefix == 0; }))
       return std::nullopt;
     std::vector<std::uint8_t> protocols;
@@ -1260,7 +1245,6 @@ class FamilyRenderer {
   std::map<std::string, std::size_t> references_;  // by groups, failsafe chains and jumps
   std::map<std::string, Table> tables_;
   std::optional<RestMemo> rest_memo_;                                   // rest_spec's last rest
-  mutable std::unordered_map<std::string, std::vector<Cidr>> cidrs_;    // by set name, see cidrs_of
   mutable std::unordered_map<std::uint32_t, std::string> where_files_;  // see where
 };
 
