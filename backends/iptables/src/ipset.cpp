@@ -295,7 +295,10 @@ bool IpsetResult::busy() const {
   return error == IPSET_ERR_BUSY || error == IPSET_ERR_REFERENCED;
 }
 
-Ipset::Ipset() : socket_(mnl_socket_open(NETLINK_NETFILTER), mnl_socket_close) {
+Ipset::Ipset()
+    : socket_(mnl_socket_open(NETLINK_NETFILTER), mnl_socket_close),
+      members_(new char[kMessageLimit]),
+      answers_(new char[kReceiveBuffer]) {
   if (!socket_)
     throw RuntimeError("cannot open a netlink socket for ipset: " + std::string(std::strerror(errno)));
   if (mnl_socket_bind(socket_.get(), 0, MNL_SOCKET_AUTOPID) < 0)
@@ -323,16 +326,15 @@ IpsetResult Ipset::request(const nlmsghdr* message, std::string_view what,
   if (mnl_socket_sendto(socket_.get(), message, message->nlmsg_len) < 0) {
     result.error = errno;
   } else {
-    std::vector<char> buffer(kReceiveBuffer);
     const std::uint32_t portid = mnl_socket_get_portid(socket_.get());
     for (;;) {
-      ssize_t n = mnl_socket_recvfrom(socket_.get(), buffer.data(), buffer.size());
+      ssize_t n = mnl_socket_recvfrom(socket_.get(), answers_.get(), kReceiveBuffer);
       if (n < 0) {
         result.error = errno;
         break;
       }
       int ret =
-          mnl_cb_run(buffer.data(), static_cast<std::size_t>(n), message->nlmsg_seq, portid, callback, data);
+          mnl_cb_run(answers_.get(), static_cast<std::size_t>(n), message->nlmsg_seq, portid, callback, data);
       if (ret < 0) result.error = errno;
       if (ret <= MNL_CB_STOP) break;
     }
@@ -358,9 +360,8 @@ std::uint8_t Ipset::revision(std::string_view type, std::uint8_t family) {
 IpsetResult Ipset::create(const SetDef& set, std::string_view name) {
   const std::string what = "ipset create " + std::string(name);
   const std::uint8_t family = nf_family(set.family);
-  std::vector<char> buffer(kMessageLimit);
   {
-    nlmsghdr* nlh = start(buffer.data(), IPSET_CMD_CREATE, family);
+    nlmsghdr* nlh = start(members_.get(), IPSET_CMD_CREATE, family);
     mnl_attr_put_strz(nlh, IPSET_ATTR_SETNAME, std::string(name).c_str());
     mnl_attr_put_strz(nlh, IPSET_ATTR_TYPENAME, set.type.c_str());
     mnl_attr_put_u8(nlh, IPSET_ATTR_REVISION, revision(set.type, family));
@@ -378,7 +379,7 @@ IpsetResult Ipset::create(const SetDef& set, std::string_view name) {
   const std::string add = "ipset add " + std::string(name);
   std::size_t next = 0;
   while (next < set.members.size()) {
-    nlmsghdr* nlh = start(buffer.data(), IPSET_CMD_ADD, family);
+    nlmsghdr* nlh = start(members_.get(), IPSET_CMD_ADD, family);
     mnl_attr_put_strz(nlh, IPSET_ATTR_SETNAME, std::string(name).c_str());
     mnl_attr_put_u32(nlh, IPSET_ATTR_LINENO, 0);  // required with IPSET_ATTR_ADT
     nlattr* entries = mnl_attr_nest_start(nlh, IPSET_ATTR_ADT);

@@ -65,6 +65,8 @@ class Ipset {
   std::uint8_t revision(std::string_view type, std::uint8_t family);
 
   std::unique_ptr<mnl_socket, int (*)(mnl_socket*)> socket_;
+  // Made once for the socket's life: a set's members take many messages, each with an answer.
+  std::unique_ptr<char[]> members_, answers_;
   std::uint32_t sequence_ = 0;
   std::map<std::string, std::uint8_t, std::less<>> revisions_;
 };
