@@ -198,6 +198,8 @@ struct fwe_ct6_key {
   __u8 dst[16];
 };
 
+/* Conntrack entries outlive an upgrade that changes the other maps' layout (kernel.cpp keeps fwe_ct4 and
+ * fwe_ct6 while their shape fits): changing what these fields mean at the same size renames the maps. */
 struct fwe_ct_value {
   __u8 reply;           /* this entry is the reply direction of an allowed flow */
   __u8 seen_reply;      /* original direction: a reply has been seen, later packets are established */

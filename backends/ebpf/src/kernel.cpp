@@ -17,9 +17,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <sstream>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -238,10 +240,16 @@ bool uses_only(int prog_fd, const PinnedMaps& m) {
 
 struct Programs {
   Fd ingress, egress;
-  // Whether the load made every map anew (the first apply, or pins of another layout): nothing runs
-  // on them yet, so the new generation can be made current before the programs are attached.
+  // Whether the load made the ruleset's maps anew (the first apply, or pins of another layout): nothing
+  // runs on them yet, so the new generation can be made current before the programs are attached.
   bool new_maps = false;
 };
+
+// Maps whose entries are the state of open flows, not the ruleset: when a new layout makes the other
+// maps anew (an upgrade), they keep their pins if their own shape did not change, so that flows open
+// across the upgrade stay established. An entry must then mean what it meant before: a change of the
+// meaning of struct fwe_ct_value at the same size renames these maps (fwe_shared.h).
+constexpr std::string_view kFlowStateMaps[] = {"fwe_ct4", "fwe_ct6"};
 
 // Whether the map pinned at `path` is one libbpf can reuse for `map` (what libbpf compares).
 bool reusable(const std::string& path, const bpf_map* map) {
@@ -255,20 +263,30 @@ bool reusable(const std::string& path, const bpf_map* map) {
 }
 
 // Makes the pin directory hold only what this build pins: when any of its maps is missing or pinned
-// with another shape (an older fwengine's layout), every map pin goes, so that the load makes the whole
-// set anew rather than fail or mix two layouts. Returns whether it did. The programs attached now keep
-// their maps until they are replaced.
+// with another shape (an older fwengine's layout), every map pin goes but the flow state's that still
+// fits, so that the load makes the ruleset's maps anew rather than fail or mix two layouts. Returns
+// whether it did. The programs attached now keep their maps until they are replaced.
 bool unpin_unfit_maps(const std::string& pin_dir, const bpf_object* object) {
   const bpf_map* map = nullptr;
   bool fit = true;
+  std::vector<std::string> kept;
   bpf_object__for_each_map(map, object) {
     const char* pin = bpf_map__pin_path(map);
-    if (pin && !reusable(pin, map)) fit = false;
+    if (!pin) continue;
+    const std::string name = std::filesystem::path(pin).filename();
+    if (!reusable(pin, map))
+      fit = false;
+    else if (std::find(std::begin(kFlowStateMaps), std::end(kFlowStateMaps), name) !=
+             std::end(kFlowStateMaps))
+      kept.push_back(name);
   }
   if (fit) return false;
   std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(pin_dir, ec))
-    if (entry.path().filename().string().starts_with("fwe_")) std::filesystem::remove(entry.path(), ec);
+  for (const auto& entry : std::filesystem::directory_iterator(pin_dir, ec)) {
+    const std::string name = entry.path().filename();
+    if (name.starts_with("fwe_") && std::find(kept.begin(), kept.end(), name) == kept.end())
+      std::filesystem::remove(entry.path(), ec);
+  }
   return true;
 }
 

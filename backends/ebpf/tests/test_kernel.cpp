@@ -196,28 +196,59 @@ __u32 pinned_value_size(const std::string& pin) {
   return info_of<bpf_map_info>(bpf_obj_get(pin.c_str())).value_size;
 }
 
+__u32 pinned_map_id(const std::string& pin) {
+  return info_of<bpf_map_info>(bpf_obj_get(pin.c_str())).id;
+}
+
 }  // namespace
 
-TEST_CASE("an apply over an older layout's pins makes every map anew and leaves no stale pin", "[root]") {
+TEST_CASE("an apply over an older layout's pins makes its maps anew and leaves no stale pin", "[root]") {
   enter_scratch_namespace();
   ir::Ruleset rs = test::sample_ruleset();
   EbpfBackend backend(PluginContext{"test"});
   apply(backend, rs);
   const std::string dir = pin_dir_for("test");
   const __u32 ct_value_size = pinned_value_size(dir + "/fwe_ct4");
-  const __u32 first = attached_ingress_id();
+  const __u32 first = attached_ingress_id(), rules = pinned_map_id(dir + "/fwe_rules");
+  const __u32 ct6 = pinned_map_id(dir + "/fwe_ct6");
   pin_map_of_other_layout(dir + "/fwe_ct4", ct_value_size + 8);
   pin_map_of_other_layout(dir + "/fwe_ct", 8);  // a map this build does not have
 
   rs.chains["in-admin"].rules[0].action.kind = ir::ActionKind::drop;
   apply(backend, rs);
   CHECK(attached_ingress_id() != first);
+  CHECK(pinned_map_id(dir + "/fwe_rules") != rules);
   CHECK(pinned_value_size(dir + "/fwe_ct4") == ct_value_size);
+  CHECK(pinned_map_id(dir + "/fwe_ct6") == ct6);  // conntrack whose shape still fits stays
   CHECK_FALSE(std::filesystem::exists(dir + "/fwe_ct"));
   CHECK(pinned_programs() == 2);
   CHECK(backend.read_back().ir_hash == canonical::hash(rs));
   CHECK_FALSE(delivered(test::packet("d0", "", "10.0.0.9", "10.0.0.1", 6, 40000, 22)));
   CHECK(delivered(test::packet("d0", "", "10.0.0.20", "10.0.0.1", 1, 0, 0)));  // in-admin's echo request
+}
+
+TEST_CASE("a flow open across an upgrade to another layout stays established", "[root]") {
+  enter_scratch_namespace();
+  const ir::Ruleset rs = test::sample_ruleset();
+  EbpfBackend backend(PluginContext{"test"});
+  apply(backend, rs);
+  const std::string dir = pin_dir_for("test");
+  // d1's output endpoint drops by default: the host's answer leaves only as the reply of a request.
+  auto request = test::packet("d1", "", "10.1.0.5", "10.0.0.1", 6, 40000, 22);
+  request.src_mac.reset();
+  const auto reply = test::packet("", "d1", "10.0.0.1", "10.1.0.5", 6, 22, 40000);
+  REQUIRE(delivered(request));
+  REQUIRE(delivered(reply));
+  const __u32 first = attached_ingress_id(), ct4 = pinned_map_id(dir + "/fwe_ct4");
+  pin_map_of_other_layout(dir + "/fwe_rules", 8);  // as an older fwengine's rule table
+
+  apply(backend, rs);
+  CHECK(attached_ingress_id() != first);  // the programs were loaded anew, on new ruleset maps
+  CHECK(pinned_value_size(dir + "/fwe_rules") != 8);
+  CHECK(pinned_map_id(dir + "/fwe_ct4") == ct4);
+  CHECK(delivered(reply));  // still the reply of a tracked flow
+  test::clear_conntrack(dir);
+  CHECK_FALSE(delivered(reply));  // which it is only by that entry
 }
 
 TEST_CASE("a policy change reuses the pinned programs and a program beside a replaced map is loaded again",
