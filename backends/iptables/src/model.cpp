@@ -44,6 +44,22 @@ std::string in_slot(std::string_view name, int slot) {
   return (slot == 0 ? std::string(kPrefix) : "fwe" + std::to_string(slot) + "-") + std::string(rest);
 }
 
+namespace {
+// The word of a rule spec that starts at i (a quoted part, with its escapes, is inside the word); i moves
+// past it.
+std::string_view next_word(std::string_view spec, std::size_t& i) {
+  const std::size_t start = i;
+  bool quoted = false;
+  for (; i < spec.size() && (quoted || spec[i] != ' '); ++i) {
+    if (spec[i] == '\\' && quoted && i + 1 < spec.size())
+      ++i;
+    else if (spec[i] == '"')
+      quoted = !quoted;
+  }
+  return spec.substr(start, i - start);
+}
+}  // namespace
+
 std::string spec_in_slot(std::string_view spec, int slot) {
   std::string out;
   out.reserve(spec.size() + 8);
@@ -54,17 +70,24 @@ std::string spec_in_slot(std::string_view spec, int slot) {
       out += spec[i++];
       continue;
     }
-    std::size_t start = i;
-    bool quoted = false;
-    for (; i < spec.size() && (quoted || spec[i] != ' '); ++i) {
-      if (spec[i] == '\\' && quoted && i + 1 < spec.size())
-        ++i;
-      else if (spec[i] == '"')
-        quoted = !quoted;
-    }
-    std::string_view word = spec.substr(start, i - start);
+    std::string_view word = next_word(spec, i);
     bool names_ours = previous == "-j" || previous == "-g" || previous == "--match-set";
     out += names_ours ? in_slot(word, slot) : std::string(word);
+    previous = word;
+  }
+  return out;
+}
+
+std::optional<Jump> jump_of(std::string_view spec) {
+  std::optional<Jump> out;
+  std::string_view previous;
+  for (std::size_t i = 0; i < spec.size();) {
+    if (spec[i] == ' ') {
+      ++i;
+      continue;
+    }
+    std::string_view word = next_word(spec, i);
+    if (previous == "-j" || previous == "-g") out = Jump{word, previous == "-g"};
     previous = word;
   }
   return out;

@@ -45,6 +45,12 @@ std::string in_slot(std::string_view name, int slot);
 // A rule spec whose chain and set references (after -j, -g, --match-set; never inside quotes) are
 // moved to `slot`.
 std::string spec_in_slot(std::string_view spec, int slot);
+// The target of a rule spec (after -j or -g, never inside quotes), and whether it is a goto.
+struct Jump {
+  std::string_view target;
+  bool is_goto = false;
+};
+std::optional<Jump> jump_of(std::string_view spec);
 
 struct ChainDef {
   std::string name;

@@ -1250,12 +1250,43 @@ class FamilyRenderer {
 
 }  // namespace
 
+namespace {
+
+// A chain without rules does nothing: a jump to it comes back at once. Where a family leaves a chain
+// empty (an IPv4-only policy's chains in ip6tables), the chain and the jumps to it go, until no such
+// chain is left, so that the family's packets do not walk through them. A hooked chain stays, and so
+// does the target of a goto (which returns from the chain it was in).
+void drop_empty_chains(std::vector<TableDef>& tables) {
+  for (auto& table : tables)
+    for (;;) {
+      std::set<std::string_view> kept;
+      for (const auto& hook : table.hooks) kept.insert(hook.target);
+      for (const auto& chain : table.chains)
+        for (const auto& rule : chain.rules)
+          if (auto jump = jump_of(rule); jump && jump->is_goto) kept.insert(jump->target);
+      std::set<std::string> empty;
+      for (const auto& chain : table.chains)
+        if (chain.rules.empty() && !kept.contains(chain.name)) empty.insert(chain.name);
+      if (empty.empty()) break;
+      std::erase_if(table.chains, [&](const ChainDef& chain) { return empty.contains(chain.name); });
+      for (auto& chain : table.chains)
+        std::erase_if(chain.rules, [&](const std::string& rule) {
+          auto jump = jump_of(rule);
+          return jump && !jump->is_goto && empty.contains(std::string(jump->target));
+        });
+    }
+}
+
+}  // namespace
+
 Model render(const Ruleset& ruleset, Diagnostics& diag) {
   Model model;
   std::set<std::string> reported;
   std::map<std::string, SetDef> sets;
-  for (IpFamily f : {IpFamily::v4, IpFamily::v6})
+  for (IpFamily f : {IpFamily::v4, IpFamily::v6}) {
     model.tables[static_cast<int>(f)] = FamilyRenderer(ruleset, diag, reported, f, sets).run();
+    drop_empty_chains(model.tables[static_cast<int>(f)]);
+  }
   for (auto& [name, set] : sets) model.sets.push_back(std::move(set));
   return model;
 }
