@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <set>
@@ -37,8 +38,9 @@ constexpr std::size_t kMaxWhere = 80;  // of an origin stamp's 128 characters, f
 constexpr std::size_t kMinRun = 4;
 constexpr std::size_t kMaxRun = 1024;
 // Runs whose values are all single or address prefixes become hash sets (merge.hpp), which the kernel
-// fills fast: they may be longer, and fewer lookups per packet keep the dataplane near its speed without
-// a firewall (the 50,000-rule benchmark: 7 lookups instead of 49).
+// fills fast: they may be longer. A run holds its members while it grows (some 700 bytes each), so this
+// bounds the memory; the next run of the same form joins its sets (OpenRun), so that a long list stays
+// one lookup (the 50,000-rule benchmark: 1 lookup, not 7; at 65,536 rules a run, peak RSS rose by 34 MiB).
 constexpr std::size_t kMaxHashRun = 8192;
 constexpr std::size_t kMaxElementsPerRule = 64;
 // Policy marks neither see nor change the bits the ruleset keeps for itself.
@@ -942,10 +944,29 @@ class Translator {
     return c;
   }
 
+  // The last run emitted into a chain, whose sets a next run of the same form may join: a run holds its
+  // members while it grows, so kMaxHashRun bounds a run, not its sets. Joining keeps a long list of
+  // rules one lookup per family, as if it had been one run.
+  struct OpenRun {
+    Shape shape;
+    std::vector<merge::Field> keyed;
+    struct Joined {
+      Family family;
+      std::size_t set;  // index in table_.sets
+      std::vector<std::optional<std::size_t>> masks;
+    };
+    std::vector<Joined> sets;
+    std::vector<std::size_t> rules;  // its rules in the chain, whose comments count its members
+    std::string head_stamp;
+    std::size_t members = 0;
+    bool joined = false;  // a later run's elements were added: their duplicates go when it closes
+  };
+
   // Emits the rules of an IR chain (or of chains fused into one); runs of at least kMinRun candidates of
   // one shape as merged rules. Candidates are made as the runs grow, so only one run's are held.
   void emit_chain(Chain& out, const std::string& id, const std::vector<const ir::Rule*>& rules) {
     std::size_t runs = 0;
+    std::optional<OpenRun> open;
     std::optional<Candidate> head = rules.empty() ? std::nullopt : candidate(*rules[0]);
     for (std::size_t i = 0; i < rules.size();) {
       std::size_t end = i + 1;
@@ -967,18 +988,51 @@ class Translator {
           made = false;
         }
       }
-      if (end - i < kMinRun || !emit_run(out, id + "-" + std::to_string(runs), *head, run))
+      if (end - i < kMinRun || !emit_run(out, id + "-" + std::to_string(runs), *head, run, open)) {
+        close(open);
         for (std::size_t k = i; k < end; ++k) emit_rule(out, *rules[k]);
-      else
+      } else {
         ++runs;
+      }
       i = end;
       if (i < rules.size()) head = made ? std::move(next) : candidate(*rules[i]);
     }
+    close(open);
+  }
+
+  // A run that joined an earlier one may repeat a key of it (the same rule written twice): the earlier
+  // element is the one first match meets, so the later one goes.
+  void close(std::optional<OpenRun>& open) {
+    if (open && open->joined)
+      for (const auto& joined : open->sets) {
+        auto& elements = table_.sets[joined.set].elements;
+        // Keys of one set have one length.
+        auto compare = [&](std::uint32_t a, std::uint32_t b) {
+          return std::memcmp(elements[a].key.data(), elements[b].key.data(), elements[a].key.size());
+        };
+        std::vector<std::uint32_t> order(elements.size());
+        for (std::uint32_t k = 0; k < order.size(); ++k) order[k] = k;
+        std::stable_sort(order.begin(), order.end(),
+                         [&](std::uint32_t a, std::uint32_t b) { return compare(a, b) < 0; });
+        std::vector<bool> repeated(elements.size());
+        for (std::size_t k = 1; k < order.size(); ++k)
+          repeated[order[k]] = compare(order[k], order[k - 1]) == 0;
+        std::size_t kept = 0;
+        for (std::size_t k = 0; k < elements.size(); ++k)
+          if (!repeated[k]) {
+            if (kept != k) elements[kept] = std::move(elements[k]);
+            ++kept;
+          }
+        elements.resize(kept);
+      }
+    open.reset();
   }
 
   // One rule per family (when addresses are matched) and reject form, looking up the run's set(s).
-  // False when the rules of the run do not differ at all (then they are emitted one by one).
-  bool emit_run(Chain& out, const std::string& id, const Candidate& first, const merge::Run& run) {
+  // False when the rules of the run do not differ at all (then they are emitted one by one). A run keyed
+  // by address whose every family has one exact-key set joins the open run when that has the same form.
+  bool emit_run(Chain& out, const std::string& id, const Candidate& first, const merge::Run& run,
+                std::optional<OpenRun>& open) {
     using merge::Field;
     const auto& members = run.members();
     std::vector<Field> keyed = merge::keyed_fields(members);
@@ -986,18 +1040,11 @@ class Translator {
     const merge::Member& head = members.front();
     bool keyed_address = std::any_of(keyed.begin(), keyed.end(),
                                      [](Field f) { return f == Field::saddr || f == Field::daddr; });
-    std::string comment = run_comment(head.stamp, members.size());
     std::vector<std::optional<Family>> families{std::nullopt};
     if (head.by_address())
       families = {Family::ipv4, Family::ipv6};
     else if (first.rest().only_family != Family::any)
       families = {first.rest().only_family};
-    // A set the run's rules look up: its name and how the key is masked.
-    struct Lookup {
-      std::string name;
-      std::vector<std::optional<std::size_t>> masks;
-    };
-    std::vector<Lookup> shared;  // the sets of both families when no address is keyed
     // A family an address all rules match alike has no entries of: no rule matches it.
     auto lacks = [&](Family fam) {
       for (Field field : {Field::saddr, Field::daddr})
@@ -1008,17 +1055,51 @@ class Translator {
           return true;
       return false;
     };
+    // The sets of each family the run has entries in (of both at once when no address is keyed).
+    const std::string_view run_file = stamp_file(head.stamp, first.rule->origin);
+    std::vector<std::pair<std::optional<Family>, std::vector<merge::RunSet>>> built;
     for (const auto& family : families) {
-      Family f = keyed_address ? *family : Family::any;
       if (head.by_address() && lacks(*family)) continue;
+      if (!keyed_address && !built.empty()) {
+        built.push_back({family, {}});  // looks up the sets built for the first family
+        continue;
+      }
+      auto sets = merge::build_sets(members, keyed, keyed_address ? *family : Family::any, run_file);
+      std::erase_if(sets, [](const merge::RunSet& s) { return s.set.elements.empty(); });
+      if (!sets.empty()) built.push_back({family, std::move(sets)});
+    }
+    const bool joinable = keyed_address && std::all_of(built.begin(), built.end(), [](const auto& b) {
+                            return b.second.size() == 1 && !b.second.front().set.interval;
+                          });
+    if (joinable && joins(open, first.shape, keyed, built)) {
+      for (std::size_t k = 0; k < built.size(); ++k) {
+        auto& into = table_.sets[open->sets[k].set].elements;
+        auto& from = built[k].second.front().set.elements;
+        into.insert(into.end(), std::make_move_iterator(from.begin()), std::make_move_iterator(from.end()));
+      }
+      open->members += members.size();
+      open->joined = true;
+      for (std::size_t r : open->rules) out.rules[r].comment = run_comment(open->head_stamp, open->members);
+      return true;
+    }
+    close(open);
+    if (joinable) open = OpenRun{first.shape, keyed, {}, {}, head.stamp, members.size(), false};
+    const std::string comment = run_comment(head.stamp, members.size());
+    // A set the run's rules look up: its name and how the key is masked.
+    struct Lookup {
+      std::string name;
+      std::vector<std::optional<std::size_t>> masks;
+    };
+    std::vector<Lookup> shared;  // the sets of both families when no address is keyed
+    for (auto& [family, sets] : built) {
+      Family f = keyed_address ? *family : Family::any;
       std::vector<Lookup> lookups = keyed_address ? std::vector<Lookup>{} : shared;
       if (lookups.empty()) {
         std::string base = id + (keyed_address ? (f == Family::ipv4 ? "_v4" : "_v6") : "");
-        for (auto& run_set :
-             merge::build_sets(members, keyed, f, stamp_file(head.stamp, first.rule->origin))) {
-          if (run_set.set.elements.empty()) continue;
+        for (auto& run_set : sets) {
           run_set.set.name =
               names_.make("m-", base + (lookups.empty() ? "" : "_" + std::to_string(lookups.size())));
+          if (open) open->sets.push_back({f, table_.sets.size(), run_set.masks});
           lookups.push_back({run_set.set.name, std::move(run_set.masks)});
           table_.sets.push_back(std::move(run_set.set));
         }
@@ -1039,9 +1120,27 @@ class Translator {
           merge::lookup(r, keyed, set.masks, f, set.name);
           append(r, tail.action);
           r.comment = comment;
+          if (open) open->rules.push_back(out.rules.size());
           out.rules.push_back(std::move(r));
         }
       }
+    }
+    return true;
+  }
+
+  // Whether a run's sets (one exact-key set per family it has entries in) can join the open run's: the
+  // same shape and key, the same families, masks, key types and file in the sets' comment.
+  bool joins(const std::optional<OpenRun>& open, const Shape& shape, const std::vector<merge::Field>& keyed,
+             const std::vector<std::pair<std::optional<Family>, std::vector<merge::RunSet>>>& built) const {
+    if (!open || open->shape != shape || open->keyed != keyed || open->sets.size() != built.size())
+      return false;
+    for (std::size_t k = 0; k < built.size(); ++k) {
+      const merge::RunSet& run_set = built[k].second.front();
+      const Set& into = table_.sets[open->sets[k].set];
+      if (open->sets[k].family != *built[k].first || open->sets[k].masks != run_set.masks ||
+          into.concat != run_set.set.concat || into.key_type != run_set.set.key_type ||
+          into.key_len != run_set.set.key_len || into.comment != run_set.set.comment)
+        return false;
     }
     return true;
   }

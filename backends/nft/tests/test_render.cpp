@@ -486,6 +486,33 @@ TEST_CASE("a rule with another verdict, an overlap or a negation ends a run") {
             "meta nfproto ipv6 meta l4proto 6 th dport 443 counter accept"});
 }
 
+TEST_CASE("runs cut by the run limit join one set, where a repeated rule's later element goes") {
+  RunBuilder b;
+  const std::size_t rules = 9000;  // more than one run holds (8,192)
+  for (std::size_t i = 0; i < rules; ++i) {
+    const std::size_t n = i == 8500 ? 3 : i;  // rule 8500 repeats rule 3
+    const std::string net = "10." + std::to_string(n / 256) + "." + std::to_string(n % 256) + ".0/24";
+    b.add({net}, {std::uint16_t(1000 + n % 7), std::uint16_t(1000 + n % 7)});
+  }
+  b.add({"10.200.0.0/16"}, {22, 22}, ir::ActionKind::drop);  // ends the run
+  for (std::uint16_t i = 0; i < 4; ++i) b.add({"10.201." + std::to_string(i) + ".0/24"}, {22, 22});
+  nft::Table table = render(b.rs);
+  auto texts_c = texts(chain(table, "c-c"));
+  REQUIRE(texts_c.size() == 3);
+  CHECK(texts_c[0] ==
+        "meta nfproto ipv4 meta l4proto 6 ip saddr & 255.255.255.0 . th dport @m-c-0_v4 accept comment "
+        "\"policy.yaml:10:3 p#0 +8999\"");
+  CHECK(texts_c[1].find("counter drop") != std::string::npos);
+  CHECK(texts_c[2].find("@m-c-2_v4 accept") != std::string::npos);  // another key: a set of its own
+  const nft::Set& joined = set_named(table, "m-c-0_v4");
+  // first match meets rule 3's element, never rule 8500's
+  REQUIRE(joined.elements.size() == rules - 1);
+  CHECK(joined.elements[3].comment == ":13:3 p#3");
+  CHECK(std::none_of(joined.elements.begin(), joined.elements.end(),
+                     [](const nft::Element& e) { return e.comment == ":8510:3 p#8500"; }));
+  CHECK(joined.elements.back().comment == ":9009:3 p#8999");
+}
+
 TEST_CASE("prefixes of one length are a hash set looked up with the address masked") {
   RunBuilder b;
   for (std::uint16_t i = 0; i < 3; ++i)
