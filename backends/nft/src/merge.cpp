@@ -242,6 +242,16 @@ bool Run::try_add(Member& m) {
   return true;
 }
 
+bool same_outside(const Member& a, const Member& b, const std::vector<Field>& keyed) {
+  for (std::size_t f = 0; f < kFieldCount; ++f) {
+    if (a.values[f].has_value() != b.values[f].has_value()) return false;
+    if (a.values[f] && std::find(keyed.begin(), keyed.end(), static_cast<Field>(f)) == keyed.end() &&
+        !same(*a.values[f], *b.values[f]))
+      return false;
+  }
+  return true;
+}
+
 std::vector<Field> keyed_fields(const std::vector<Member>& members) {
   std::vector<Field> out;
   for (Field field : present(members.front()))

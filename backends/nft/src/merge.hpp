@@ -112,6 +112,9 @@ class Run {
 
 // The fields whose values differ between the members: the set's key. The others are matched as usual.
 std::vector<Field> keyed_fields(const std::vector<Member>& members);
+// Whether two members have the same fields and, in the fields not keyed, the same values: runs whose
+// heads do match alike outside their keys.
+bool same_outside(const Member& a, const Member& b, const std::vector<Field>& keyed);
 
 // One set of a run and how its lookup loads the key: per keyed field the prefix length its addresses
 // are masked to before the lookup (nullopt: the whole value).

@@ -957,7 +957,7 @@ class Translator {
     };
     std::vector<Joined> sets;
     std::vector<std::size_t> rules;  // its rules in the chain, whose comments count its members
-    std::string head_stamp;
+    merge::Member head;              // its rules match its head's values outside the key
     std::size_t members = 0;
     bool joined = false;  // a later run's elements were added: their duplicates go when it closes
   };
@@ -1068,10 +1068,11 @@ class Translator {
       std::erase_if(sets, [](const merge::RunSet& s) { return s.set.elements.empty(); });
       if (!sets.empty()) built.push_back({family, std::move(sets)});
     }
-    const bool joinable = keyed_address && std::all_of(built.begin(), built.end(), [](const auto& b) {
-                            return b.second.size() == 1 && !b.second.front().set.interval;
-                          });
-    if (joinable && joins(open, first.shape, keyed, built)) {
+    const bool joinable =
+        keyed_address && !built.empty() && std::all_of(built.begin(), built.end(), [](const auto& b) {
+          return b.second.size() == 1 && !b.second.front().set.interval;
+        });
+    if (joinable && joins(open, first.shape, head, keyed, built)) {
       for (std::size_t k = 0; k < built.size(); ++k) {
         auto& into = table_.sets[open->sets[k].set].elements;
         auto& from = built[k].second.front().set.elements;
@@ -1079,11 +1080,11 @@ class Translator {
       }
       open->members += members.size();
       open->joined = true;
-      for (std::size_t r : open->rules) out.rules[r].comment = run_comment(open->head_stamp, open->members);
+      for (std::size_t r : open->rules) out.rules[r].comment = run_comment(open->head.stamp, open->members);
       return true;
     }
     close(open);
-    if (joinable) open = OpenRun{first.shape, keyed, {}, {}, head.stamp, members.size(), false};
+    if (joinable) open = OpenRun{first.shape, keyed, {}, {}, head, members.size(), false};
     const std::string comment = run_comment(head.stamp, members.size());
     // A set the run's rules look up: its name and how the key is masked.
     struct Lookup {
@@ -1129,10 +1130,13 @@ class Translator {
   }
 
   // Whether a run's sets (one exact-key set per family it has entries in) can join the open run's: the
-  // same shape and key, the same families, masks, key types and file in the sets' comment.
-  bool joins(const std::optional<OpenRun>& open, const Shape& shape, const std::vector<merge::Field>& keyed,
+  // same shape, key and values outside the key (its rules match those as constants), the same families,
+  // masks, key types and file in the sets' comment.
+  bool joins(const std::optional<OpenRun>& open, const Shape& shape, const merge::Member& head,
+             const std::vector<merge::Field>& keyed,
              const std::vector<std::pair<std::optional<Family>, std::vector<merge::RunSet>>>& built) const {
-    if (!open || open->shape != shape || open->keyed != keyed || open->sets.size() != built.size())
+    if (!open || open->shape != shape || open->keyed != keyed ||
+        !merge::same_outside(open->head, head, keyed) || open->sets.size() != built.size())
       return false;
     for (std::size_t k = 0; k < built.size(); ++k) {
       const merge::RunSet& run_set = built[k].second.front();

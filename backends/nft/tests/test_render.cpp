@@ -513,6 +513,20 @@ TEST_CASE("runs cut by the run limit join one set, where a repeated rule's later
   CHECK(joined.elements.back().comment == ":9009:3 p#8999");
 }
 
+TEST_CASE("runs cut by the run limit that match other values outside their key keep their own sets") {
+  RunBuilder b;
+  for (std::size_t i = 0; i < 8200; ++i) {  // the limit (8,192) cuts where the port changes
+    const std::uint16_t port = i < 8192 ? 22 : 80;
+    b.add({"10." + std::to_string(i / 256) + "." + std::to_string(i % 256) + ".0/24"}, {port, port});
+  }
+  auto heads = texts(chain(render(b.rs), "c-c"));
+  for (auto& r : heads) r = r.substr(0, r.find(" comment"));
+  CHECK(heads ==
+        std::vector<std::string>{
+            "meta nfproto ipv4 meta l4proto 6 th dport 22 ip saddr & 255.255.255.0 == @m-c-0_v4 accept",
+            "meta nfproto ipv4 meta l4proto 6 th dport 80 ip saddr & 255.255.255.0 == @m-c-1_v4 accept"});
+}
+
 TEST_CASE("prefixes of one length are a hash set looked up with the address masked") {
   RunBuilder b;
   for (std::uint16_t i = 0; i < 3; ++i)
