@@ -1248,10 +1248,6 @@ class FamilyRenderer {
   mutable std::unordered_map<std::uint32_t, std::string> where_files_;  // see where
 };
 
-}  // namespace
-
-namespace {
-
 // A chain without rules does nothing: a jump to it comes back at once. Where a family leaves a chain
 // empty (an IPv4-only policy's chains in ip6tables), the chain and the jumps to it go, until no such
 // chain is left, so that the family's packets do not walk through them. A hooked chain stays, and so
