@@ -1255,20 +1255,22 @@ class FamilyRenderer {
 void drop_empty_chains(std::vector<TableDef>& tables) {
   for (auto& table : tables)
     for (;;) {
-      std::set<std::string_view> kept;
-      for (const auto& hook : table.hooks) kept.insert(hook.target);
+      // Rules are only read when some chain is empty: most tables have none.
+      std::set<std::string, std::less<>> empty;
+      for (const auto& chain : table.chains)
+        if (chain.rules.empty()) empty.insert(chain.name);
+      for (const auto& hook : table.hooks) empty.erase(hook.target);
+      if (empty.empty()) break;
       for (const auto& chain : table.chains)
         for (const auto& rule : chain.rules)
-          if (auto jump = jump_of(rule); jump && jump->is_goto) kept.insert(jump->target);
-      std::set<std::string> empty;
-      for (const auto& chain : table.chains)
-        if (chain.rules.empty() && !kept.contains(chain.name)) empty.insert(chain.name);
+          if (auto jump = jump_of(rule); jump && jump->is_goto)
+            if (auto it = empty.find(jump->target); it != empty.end()) empty.erase(it);
       if (empty.empty()) break;
       std::erase_if(table.chains, [&](const ChainDef& chain) { return empty.contains(chain.name); });
       for (auto& chain : table.chains)
         std::erase_if(chain.rules, [&](const std::string& rule) {
           auto jump = jump_of(rule);
-          return jump && !jump->is_goto && empty.contains(std::string(jump->target));
+          return jump && !jump->is_goto && empty.contains(jump->target);
         });
     }
 }

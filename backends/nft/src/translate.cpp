@@ -989,7 +989,7 @@ class Translator {
         }
       }
       if (end - i < kMinRun || !emit_run(out, id + "-" + std::to_string(runs), *head, run, open)) {
-        close(open);
+        close_run(open);
         for (std::size_t k = i; k < end; ++k) emit_rule(out, *rules[k]);
       } else {
         ++runs;
@@ -997,12 +997,12 @@ class Translator {
       i = end;
       if (i < rules.size()) head = made ? std::move(next) : candidate(*rules[i]);
     }
-    close(open);
+    close_run(open);
   }
 
   // A run that joined an earlier one may repeat a key of it (the same rule written twice): the earlier
   // element is the one first match meets, so the later one goes.
-  void close(std::optional<OpenRun>& open) {
+  void close_run(std::optional<OpenRun>& open) {
     if (open && open->joined)
       for (const auto& joined : open->sets) {
         auto& elements = table_.sets[joined.set].elements;
@@ -1083,7 +1083,7 @@ class Translator {
       for (std::size_t r : open->rules) out.rules[r].comment = run_comment(open->head.stamp, open->members);
       return true;
     }
-    close(open);
+    close_run(open);
     if (joinable) open = OpenRun{first.shape, keyed, {}, {}, head, members.size(), false};
     const std::string comment = run_comment(head.stamp, members.size());
     // A set the run's rules look up: its name and how the key is masked.
