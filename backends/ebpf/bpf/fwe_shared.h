@@ -10,12 +10,15 @@
 #define FWE_MAX_RULES 32768    /* flattened rules per generation, all stages together */
 #define FWE_MAX_PORTSETS 256   /* multi-range port sets (bitmaps) per generation */
 #define FWE_MAX_CHAINS 4096    /* chain names kept for counters, per generation */
+#define FWE_MAX_WHERES 131072  /* origins of policy rules, per generation (address runs hold many) */
 #define FWE_MAX_ADDR_MATCHES 2 /* address matches per side of one rule (Calico: nets + notNets) */
 #define FWE_MAX_PORT_MATCHES 2 /* port matches per side of one rule */
 #define FWE_MAX_MACS 4         /* source MACs listed in one rule or endpoint */
 #define FWE_CT_ENTRIES 65536
 /* CIDRs in the LPM map of each family, both generations together; the kernel refuses more at apply. */
 #define FWE_SET_CIDRS 262144
+/* Members of address runs in the run map of each family, both generations together. */
+#define FWE_RUN_MEMBERS 262144
 #define FWE_NAME_LEN 64
 #define FWE_HASH_LEN 96
 #define FWE_WHERE_LEN 128
@@ -62,6 +65,7 @@ enum fwe_rule_flags {
   FWE_F_RUN_HEAD =
       1 << 5, /* first rule of a port run: jump straight to the first rule for the packet's dport */
   FWE_F_IN_RUN = 1 << 6, /* rule of a port run: when only the rest of its match fails, go on at next_same */
+  FWE_F_ADDR_RUN = 1 << 7, /* an address run: matches when fwe_runs4/6 has a member for the packet */
 };
 
 enum fwe_icmp_flags {
@@ -132,7 +136,7 @@ struct fwe_rule {
   __u32 run_id;    /* FWE_F_RUN_HEAD: key into fwe_portindex */
   __u32 run_end;   /* FWE_F_RUN_HEAD: first rule after the run */
   __u32 next_same; /* FWE_F_IN_RUN: next rule of the run with the same port, or run_end */
-  __u32 pad2;
+  __u32 run_dst;   /* FWE_F_ADDR_RUN: the members are destination (1) or source (0) addresses */
 };
 
 struct fwe_portindex_key {
@@ -167,6 +171,36 @@ struct fwe_lpm6_key {
   __u32 prefixlen;
   __u32 set_id;
   __u8 addr[16];
+};
+
+/* Address runs: consecutive rules with one verdict that differ only in one address set (the same side),
+ * protocol and destination port are one rule (FWE_F_ADDR_RUN, run_id). Each source rule's (protocol,
+ * port, CIDR) is a member; a packet finds the one member it can match with one LPM lookup, flat in the
+ * number of rules. prefixlen counts run, proto, pad and port (64 bits) plus the CIDR's prefix. */
+struct fwe_run4_key {
+  __u32 prefixlen;
+  __u32 run; /* generation << 24 | run id, big endian, so it is the leading bits */
+  __u8 proto;
+  __u8 pad;
+  __u16 port; /* big endian */
+  __u8 addr[4];
+};
+struct fwe_run6_key {
+  __u32 prefixlen;
+  __u32 run;
+  __u8 proto;
+  __u8 pad;
+  __u16 port;
+  __u8 addr[16];
+};
+
+/* A member's source rule and its hits, counted in place (atomically: the map is not per-CPU, so that
+ * members cost no memory per CPU). */
+struct fwe_run_member {
+  __u32 chain_id;
+  __s32 rule_index;
+  __u64 packets;
+  __u64 bytes;
 };
 
 struct fwe_iflist_key {

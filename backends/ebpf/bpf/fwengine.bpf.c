@@ -79,6 +79,24 @@ struct {
 } fwe_set6 SEC(".maps");
 
 struct {
+  __uint(type, BPF_MAP_TYPE_LPM_TRIE);
+  __uint(max_entries, FWE_RUN_MEMBERS);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, struct fwe_run4_key);
+  __type(value, struct fwe_run_member);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} fwe_runs4 SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_LPM_TRIE);
+  __uint(max_entries, FWE_RUN_MEMBERS);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, struct fwe_run6_key);
+  __type(value, struct fwe_run_member);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} fwe_runs6 SEC(".maps");
+
+struct {
   __uint(type, BPF_MAP_TYPE_HASH);
   __uint(max_entries, 16384);
   __type(key, struct fwe_iflist_key);
@@ -144,7 +162,7 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, FWE_GENERATIONS* FWE_MAX_RULES);
+  __uint(max_entries, FWE_GENERATIONS* FWE_MAX_WHERES);
   __uint(map_flags, BPF_F_NO_PREALLOC);
   __type(key, struct fwe_where_key);
   __type(value, struct fwe_where);
@@ -292,6 +310,22 @@ static __always_inline int in_set(__u32 set_id, const struct fwe_pkt* pkt, const
   return bpf_map_lookup_elem(&fwe_set6, &key) != 0;
 }
 
+/* The member of an address run this packet can match, if any. */
+static __always_inline struct fwe_run_member* run_member(const struct fwe_rule* r, const struct fwe_eval* ev) {
+  const struct fwe_pkt* pkt = &ev->pkt;
+  if (!pkt->has_ports) return 0;
+  const __u8* addr = r->run_dst ? pkt->dst : pkt->src;
+  const __u32 run = bpf_htonl((ev->gen << 24) | (r->run_id & 0xffffff));
+  if (pkt->family == 4) {
+    struct fwe_run4_key key = {.prefixlen = 96, .run = run, .proto = pkt->proto, .port = bpf_htons(pkt->dport)};
+    __builtin_memcpy(key.addr, addr, 4);
+    return bpf_map_lookup_elem(&fwe_runs4, &key);
+  }
+  struct fwe_run6_key key = {.prefixlen = 192, .run = run, .proto = pkt->proto, .port = bpf_htons(pkt->dport)};
+  __builtin_memcpy(key.addr, addr, 16);
+  return bpf_map_lookup_elem(&fwe_runs6, &key);
+}
+
 static __always_inline int in_iflist(__u32 gen, __u32 list_id, __u32 ifindex) {
   if (ifindex == 0) return 0;
   struct fwe_iflist_key key = {.gen = gen, .list_id = list_id, .ifindex = ifindex};
@@ -381,6 +415,15 @@ __attribute__((noinline)) int fwe_rule_matches(const struct fwe_rule* r, const s
       ((pkt->mark & r->mark_mask) == r->mark_value) != (r->mark_mode == FWE_TRI_IS))
     return 0;
   if (r->rpf_mode && ((pkt->rpf_ok >> (r->rpf_mode & 7)) & 1) == r->rpf_negate) return 0;
+  if (r->flags & FWE_F_ADDR_RUN) {
+    /* Last, so that only a packet the rule matches counts for the member's source rule. Runs have no
+     * rate limit and are never inverted (compile.cpp). */
+    struct fwe_run_member* member = run_member(r, ev);
+    if (!member) return 0;
+    __sync_fetch_and_add(&member->packets, 1);
+    __sync_fetch_and_add(&member->bytes, ev->bytes);
+    return 1;
+  }
   return !r->limit_cost_ns || under_limit(r, ev);
 }
 

@@ -1,10 +1,14 @@
 // compile.cpp - IR -> flat rule tables (see compile.hpp for the shape).
 #include "compile.hpp"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <sstream>
+#include <tuple>
 
 #include "fwengine/trace.hpp"
 
@@ -39,15 +43,22 @@ class Compiler {
       stage_ = stage;
       const auto start = static_cast<std::uint32_t>(out_.rules.size());
       for (const auto& section : rs_.stage(stage).sections) emit_section(section);
+      merge_address_runs(start);
       out_.stages[s] = {start, static_cast<std::uint32_t>(out_.rules.size()) - start};
       index_port_runs(start, here());
     }
+    drop_unused_sets();
     if (out_.rules.size() > FWE_MAX_RULES)
       diag_.error(
           {},
           "the ruleset needs " + std::to_string(out_.rules.size()) + " eBPF rules, more than the " +
               std::to_string(FWE_MAX_RULES) + " the ebpf backend holds",
           "use fewer rules or jumps to shared chains (each jump is inlined), or choose --backend nft");
+    if (out_.wheres.size() > FWE_MAX_WHERES)
+      diag_.error({},
+                  "the ruleset has " + std::to_string(out_.wheres.size()) + " rules, more than the " +
+                      std::to_string(FWE_MAX_WHERES) + " the ebpf backend keeps origins of",
+                  "choose --backend nft");
     if (out_.port_bitmaps.size() > FWE_MAX_PORTSETS)
       diag_.error({},
                   "the ruleset has " + std::to_string(out_.port_bitmaps.size()) +
@@ -57,6 +68,8 @@ class Compiler {
     if (out_.chains.size() > FWE_MAX_CHAINS)
       diag_.error({}, "the ruleset has more than " + std::to_string(FWE_MAX_CHAINS) + " chains",
                   "choose --backend nft");
+    if (address_runs_ >= (1u << kSetIndexBits))
+      diag_.error({}, "the ruleset has too many address runs for the ebpf backend", "choose --backend nft");
     if (out_.sets.size() >= (1u << kSetIndexBits))
       diag_.error({}, "the ruleset has too many address sets for the ebpf backend", "choose --backend nft");
   }
@@ -111,6 +124,215 @@ class Compiler {
         it->second = pc;
       }
     }
+  }
+
+  static std::vector<std::uint8_t> protocols_of(const fwe_rule& r) {
+    std::vector<std::uint8_t> out;
+    for (unsigned word = 0; word < 4; ++word)
+      for (std::uint64_t bits = r.proto_bits[word]; bits != 0; bits &= bits - 1)
+        out.push_back(static_cast<std::uint8_t>(word * 64 + static_cast<unsigned>(__builtin_ctzll(bits))));
+    return out;
+  }
+
+  // A rule that can be a member of an address run: a plain verdict on one positive address match (the
+  // side returned: true for destination), port protocols, one destination port range and nothing that
+  // counts or changes anything per rule (rate limit, mark, notrack, inversion).
+  std::optional<bool> run_side(const fwe_rule& r) const {
+    if ((r.op != FWE_OP_DONE && r.op != FWE_OP_DROP) || (r.flags & ~FWE_F_GIVE_ALLOW) != 0)
+      return std::nullopt;
+    if (r.limit_cost_ns || r.rule_index < 0 || r.proto_mode != FWE_TRI_IS) return std::nullopt;
+    const auto protocols = protocols_of(r);
+    for (auto p : protocols)
+      if (p != 6 && p != 17 && p != 132 && p != 136) return std::nullopt;
+    const fwe_port_match& port = r.dport[0];
+    if (!port.used || port.negate || port.bitmap != FWE_NO_BITMAP || port.lo > port.hi || r.dport[1].used ||
+        r.sport[0].used || r.sport[1].used)
+      return std::nullopt;
+    const bool src = r.src[0].used, dst = r.dst[0].used;
+    if (src == dst || r.src[1].used || r.dst[1].used) return std::nullopt;
+    const fwe_addr_match& addr = src ? r.src[0] : r.dst[0];
+    if (addr.negate) return std::nullopt;
+    const std::size_t members = out_.sets[addr.set_id].cidrs.size() *
+                                (static_cast<std::size_t>(port.hi - port.lo) + 1) * protocols.size();
+    if (members > kMaxMembersPerRule) return std::nullopt;
+    return dst;
+  }
+
+  // Whether two run members match alike outside their address, protocols and port.
+  static bool same_outside(const fwe_rule& a, const fwe_rule& b) {
+    auto common = [](const fwe_rule& r) {
+      return std::tie(r.op, r.flags, r.family, r.target, r.iif_list, r.oif_list, r.iif_negate, r.oif_negate,
+                      r.ct_mask, r.ct_negate, r.icmp_flags, r.icmp_type, r.icmp_code, r.mac_mode, r.mac_count,
+                      r.mark_mode, r.mark_value, r.mark_mask, r.rpf_mode, r.rpf_negate);
+    };
+    return common(a) == common(b) && std::memcmp(a.macs, b.macs, sizeof a.macs) == 0;
+  }
+
+  // The members of one address run while it grows, kept apart by (family, protocol, port) and address,
+  // so that a rule overlapping an earlier one's member (which first match would give the earlier rule)
+  // ends the run: a packet meets at most one member, and its hit counts for the rule trace names.
+  class RunMembers {
+   public:
+    // Adds the rule's members, or nothing and false when one of them overlaps another rule's.
+    bool add(const fwe_rule& r, const std::vector<Cidr>& cidrs) {
+      std::vector<Key> keys;
+      for (auto protocol : protocols_of(r))
+        for (std::uint32_t port = r.dport[0].lo; port <= r.dport[0].hi; ++port)
+          for (const auto& cidr : cidrs) {
+            Key key = key_of(cidr, protocol, static_cast<std::uint16_t>(port));
+            if (overlaps(key, cidr.prefix, keys)) return false;
+            keys.push_back(key);
+          }
+      for (const auto& key : keys) members_.emplace(key, Member{key.prefix, r.chain_id, r.rule_index});
+      return true;
+    }
+
+    void emit(std::uint32_t run_id, Program& out) const {
+      for (const auto& [key, member] : members_) {
+        const fwe_run_member value{member.chain_id, member.rule_index, 0, 0};
+        if (key.bytes[3] == 4) {
+          fwe_run4_key k{64u + member.prefix, htonl(run_id), key.bytes[0], 0, 0, {}};
+          std::memcpy(&k.port, &key.bytes[1], 2);
+          std::memcpy(k.addr, &key.bytes[4], 4);
+          out.run4.push_back(k);
+          out.run4_members.push_back(value);
+        } else {
+          fwe_run6_key k{64u + member.prefix, htonl(run_id), key.bytes[0], 0, 0, {}};
+          std::memcpy(&k.port, &key.bytes[1], 2);
+          std::memcpy(k.addr, &key.bytes[4], 16);
+          out.run6.push_back(k);
+          out.run6_members.push_back(value);
+        }
+      }
+    }
+
+   private:
+    // protocol, port (network order), family, then the address: the map sorts each (family, protocol,
+    // port) by address.
+    struct Key {
+      std::array<std::uint8_t, 20> bytes{};
+      std::uint8_t prefix = 0;
+      bool operator<(const Key& o) const { return bytes < o.bytes; }
+    };
+    struct Member {
+      std::uint8_t prefix;
+      std::uint32_t chain_id;
+      std::int32_t rule_index;
+    };
+
+    static Key key_of(const Cidr& cidr, std::uint8_t protocol, std::uint16_t port) {
+      Key key;
+      key.bytes[0] = protocol;
+      key.bytes[1] = static_cast<std::uint8_t>(port >> 8);
+      key.bytes[2] = static_cast<std::uint8_t>(port & 0xff);
+      key.bytes[3] = cidr.addr.family == Family::ipv4 ? 4 : 6;
+      std::copy(cidr.addr.bytes.begin(), cidr.addr.bytes.end(), key.bytes.begin() + 4);
+      key.prefix = cidr.prefix;
+      return key;
+    }
+    // Whether the first `bits` of the addresses of a and b are the same (both of one family and port).
+    static bool same_prefix(const Key& a, const Key& b, unsigned bits) {
+      for (unsigned i = 0; i < bits; ++i) {
+        const unsigned byte = 4 + i / 8, bit = 7 - i % 8;
+        if (((a.bytes[byte] >> bit) & 1) != ((b.bytes[byte] >> bit) & 1)) return false;
+      }
+      return true;
+    }
+    static bool same_slot(const Key& a, const Key& b) {
+      return std::equal(a.bytes.begin(), a.bytes.begin() + 4, b.bytes.begin());
+    }
+    // Members never overlap one another, so only the closest below and the first at or above can.
+    bool overlaps(const Key& key, std::uint8_t prefix, const std::vector<Key>& own) const {
+      for (const auto& k : own)
+        if (same_slot(k, key) && same_prefix(k, key, std::min(k.prefix, prefix))) return true;
+      auto above = members_.lower_bound(key);
+      if (above != members_.end() && same_slot(above->first, key) && same_prefix(above->first, key, prefix))
+        return true;
+      if (above == members_.begin()) return false;
+      const auto& below = *std::prev(above);
+      return same_slot(below.first, key) && same_prefix(below.first, key, below.second.prefix);
+    }
+
+    std::map<Key, Member> members_;
+  };
+
+  // Turns each stretch of kMinAddressRun or more rules of the stage from `start` that differ only in
+  // their address (one side throughout), protocols and port into one FWE_F_ADDR_RUN rule, and moves the
+  // jumps that pointed past them. Only a run's first rule may be a jump's target.
+  void merge_address_runs(std::uint32_t start) {
+    const std::uint32_t end = here();
+    auto has_target = [](const fwe_rule& r) { return r.op == FWE_OP_GOTO || r.op == FWE_OP_DONE; };
+    std::vector<bool> targeted(end - start + 1, false);
+    for (std::uint32_t pc = start; pc < end; ++pc)
+      if (const fwe_rule& r = out_.rules[pc]; has_target(r) && r.target >= start && r.target <= end)
+        targeted[r.target - start] = true;
+    std::vector<fwe_rule> rules;
+    std::vector<RuleSource> sources;
+    std::vector<std::uint32_t> moved(end - start + 1);
+    for (std::uint32_t pc = start; pc < end;) {
+      moved[pc - start] = start + static_cast<std::uint32_t>(rules.size());
+      const fwe_rule& head = out_.rules[pc];
+      const auto side = run_side(head);
+      RunMembers members;
+      std::uint32_t run_end = pc;
+      while (side && run_end < end && (run_end == pc || !targeted[run_end - start])) {
+        const fwe_rule& r = out_.rules[run_end];
+        if (run_side(r) != side || !same_outside(head, r)) break;
+        const fwe_addr_match& addr = *side ? r.dst[0] : r.src[0];
+        if (!members.add(r, out_.sets[addr.set_id].cidrs)) break;
+        ++run_end;
+      }
+      if (run_end - pc < kMinAddressRun) {
+        rules.push_back(head);
+        sources.push_back(out_.sources[pc]);
+        ++pc;
+        continue;
+      }
+      const auto run_id = static_cast<std::uint32_t>(address_runs_++);
+      members.emit(run_id, out_);
+      fwe_rule merged = head;
+      merged.flags |= FWE_F_ADDR_RUN;
+      merged.run_id = run_id;
+      merged.run_dst = *side;
+      merged.rule_index = -1;  // its members count for their rules
+      merged.proto_mode = FWE_TRI_NONE;
+      std::fill(std::begin(merged.proto_bits), std::end(merged.proto_bits), 0);
+      merged.src[0] = merged.dst[0] = fwe_addr_match{};
+      merged.dport[0] = fwe_port_match{};
+      rules.push_back(merged);
+      sources.push_back({stage_, "address run " + std::to_string(run_id) + " of " +
+                                     std::to_string(run_end - pc) + " rules: " + out_.sources[pc].what +
+                                     " .. " + out_.sources[run_end - 1].what});
+      for (std::uint32_t k = pc + 1; k < run_end; ++k) moved[k - start] = moved[pc - start];
+      pc = run_end;
+    }
+    moved[end - start] = start + static_cast<std::uint32_t>(rules.size());
+    for (auto& r : rules)
+      if (has_target(r) && r.target >= start && r.target <= end) r.target = moved[r.target - start];
+    out_.rules.resize(start);
+    out_.sources.resize(start);
+    out_.rules.insert(out_.rules.end(), rules.begin(), rules.end());
+    out_.sources.insert(out_.sources.end(), sources.begin(), sources.end());
+  }
+
+  // A set that only address runs matched on is in the run maps: it goes, and the others are renumbered.
+  void drop_unused_sets() {
+    constexpr auto kUnused = static_cast<std::uint32_t>(-1);
+    std::vector<std::uint32_t> renumbered(out_.sets.size(), kUnused);
+    auto matches = [](fwe_rule& r) { return std::array{&r.src[0], &r.src[1], &r.dst[0], &r.dst[1]}; };
+    for (auto& r : out_.rules)
+      for (auto* m : matches(r))
+        if (m->used) renumbered[m->set_id] = 0;
+    std::vector<CompiledSet> kept;
+    for (std::size_t i = 0; i < out_.sets.size(); ++i)
+      if (renumbered[i] != kUnused) {
+        renumbered[i] = static_cast<std::uint32_t>(kept.size());
+        kept.push_back(std::move(out_.sets[i]));
+      }
+    out_.sets = std::move(kept);
+    for (auto& r : out_.rules)
+      for (auto* m : matches(r))
+        if (m->used) m->set_id = renumbered[m->set_id];
   }
 
   std::size_t emit(fwe_rule rule, std::string what) {
@@ -483,6 +705,7 @@ class Compiler {
   const Section* section_ = nullptr;
   std::map<std::string, std::uint32_t> set_ids_, iface_ids_, chain_ids_;
   std::size_t runs_ = 0;
+  std::size_t address_runs_ = 0;
 };
 
 const char* op_name(std::uint8_t op) {
@@ -553,13 +776,27 @@ fwe_rule for_generation(const fwe_rule& rule, std::uint32_t generation) {
 std::string Program::text() const {
   std::ostringstream out;
   out << "# ebpf: " << rules.size() << " rules, " << sets.size() << " address sets, " << iface_lists.size()
-      << " interface lists, " << port_bitmaps.size() << " port bitmaps\n";
+      << " interface lists, " << port_bitmaps.size() << " port bitmaps, " << run4.size() + run6.size()
+      << " address-run members\n";
   for (const auto& note : notes) out << "# note: " << note << '\n';
   for (const auto& set : sets) {
     out << "set " << set.name << " {";
     for (std::size_t i = 0; i < set.cidrs.size(); ++i) out << (i ? ", " : " ") << to_string(set.cidrs[i]);
     out << " }\n";
   }
+  auto members = [&](const auto& keys, const std::vector<fwe_run_member>& values, Family family) {
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      Cidr cidr;
+      cidr.addr.family = family;
+      std::memcpy(cidr.addr.bytes.data(), keys[i].addr, sizeof keys[i].addr);
+      cidr.prefix = static_cast<std::uint8_t>(keys[i].prefixlen - 64);
+      out << "run " << ntohl(keys[i].run) << " member " << protocol_name(keys[i].proto) << ' '
+          << ntohs(keys[i].port) << ' ' << to_string(cidr) << " -> " << chains[values[i].chain_id] << '#'
+          << values[i].rule_index << '\n';
+    }
+  };
+  members(run4, run4_members, Family::ipv4);
+  members(run6, run6_members, Family::ipv6);
   for (std::size_t i = 0; i < iface_lists.size(); ++i) {
     out << "iflist " << i + 1 << " {";
     for (const auto& p : iface_lists[i]) out << ' ' << to_string(p);

@@ -22,10 +22,16 @@ static_assert(sizeof(fwe_rule) == 208, "fwe_rule layout changed: update both sid
 static_assert(sizeof(fwe_lpm4_key) == 12 && sizeof(fwe_lpm6_key) == 24, "LPM key layout");
 static_assert(sizeof(fwe_ct4_key) == 16 && sizeof(fwe_ct6_key) == 40, "conntrack key layout");
 static_assert(sizeof(fwe_where_key) == 12, "origin key layout");
+static_assert(sizeof(fwe_run4_key) == 16 && sizeof(fwe_run6_key) == 28 && sizeof(fwe_run_member) == 24,
+              "address run layout");
 
 inline constexpr std::size_t kMaxJumpDepth = 8;
 // Shortest list of consecutive single-destination-port rules worth indexing by port.
 inline constexpr std::size_t kMinPortRun = 8;
+// Shortest stretch of rules worth one address-run lookup, and the most members one rule may add to it
+// (CIDRs x ports x protocols).
+inline constexpr std::size_t kMinAddressRun = 4;
+inline constexpr std::size_t kMaxMembersPerRule = 256;
 // Burst of a rate limit that gives none (nft's default).
 inline constexpr std::uint32_t kDefaultBurst = 5;
 // Set ids carry the generation in their top byte (see fwe_addr_match).
@@ -57,8 +63,12 @@ struct Program {
   std::map<std::pair<std::uint32_t, std::int32_t>, std::string> wheres;  // (chain id, rule) -> file:line:col
   std::vector<fwe_portindex_key> port_index;    // gen 0; the loader sets the generation
   std::vector<std::uint32_t> port_index_first;  // parallel: the run's first rule for that port
-  std::vector<std::string> notes;               // what the dataplane does differently (reject = drop, ...)
-  bool uses_rpf = false;                        // the loader sets the generation's bit in fwe_config.rpf_gens
+  // Members of address runs (FWE_F_ADDR_RUN), generation 0 in `run`; the loader sets the generation.
+  std::vector<fwe_run4_key> run4;
+  std::vector<fwe_run6_key> run6;
+  std::vector<fwe_run_member> run4_members, run6_members;  // parallel to run4, run6
+  std::vector<std::string> notes;  // what the dataplane does differently (reject = drop, ...)
+  bool uses_rpf = false;           // the loader sets the generation's bit in fwe_config.rpf_gens
 
   std::string text() const;
 };

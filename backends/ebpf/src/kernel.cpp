@@ -180,8 +180,8 @@ void attach(int ifindex, const std::string& ifname, bpf_tc_attach_point point, i
 }
 
 struct PinnedMaps {
-  Fd rules, stages, config, meta, set4, set6, iflists, portsets, portindex, chains, wheres, counters, limits,
-      ct4, ct6, hooks;
+  Fd rules, stages, config, meta, set4, set6, runs4, runs6, iflists, portsets, portindex, chains, wheres,
+      counters, limits, ct4, ct6, hooks;
 };
 
 int get_pinned(const std::string& dir, const char* name) {
@@ -189,13 +189,24 @@ int get_pinned(const std::string& dir, const char* name) {
 }
 
 bool open_pinned(const std::string& dir, PinnedMaps& m) {
-  std::pair<Fd*, const char*> all[] = {
-      {&m.rules, "fwe_rules"},     {&m.stages, "fwe_stages"},     {&m.config, "fwe_config"},
-      {&m.meta, "fwe_meta"},       {&m.set4, "fwe_set4"},         {&m.set6, "fwe_set6"},
-      {&m.iflists, "fwe_iflists"}, {&m.portsets, "fwe_portsets"}, {&m.portindex, "fwe_portindex"},
-      {&m.chains, "fwe_chains"},   {&m.wheres, "fwe_wheres"},     {&m.counters, "fwe_counters"},
-      {&m.limits, "fwe_limits"},   {&m.ct4, "fwe_ct4"},           {&m.ct6, "fwe_ct6"},
-      {&m.hooks, "fwe_hooks"}};
+  std::pair<Fd*, const char*> all[] = {{&m.rules, "fwe_rules"},
+                                       {&m.stages, "fwe_stages"},
+                                       {&m.config, "fwe_config"},
+                                       {&m.meta, "fwe_meta"},
+                                       {&m.set4, "fwe_set4"},
+                                       {&m.set6, "fwe_set6"},
+                                       {&m.runs4, "fwe_runs4"},
+                                       {&m.runs6, "fwe_runs6"},
+                                       {&m.iflists, "fwe_iflists"},
+                                       {&m.portsets, "fwe_portsets"},
+                                       {&m.portindex, "fwe_portindex"},
+                                       {&m.chains, "fwe_chains"},
+                                       {&m.wheres, "fwe_wheres"},
+                                       {&m.counters, "fwe_counters"},
+                                       {&m.limits, "fwe_limits"},
+                                       {&m.ct4, "fwe_ct4"},
+                                       {&m.ct6, "fwe_ct6"},
+                                       {&m.hooks, "fwe_hooks"}};
   for (auto& [fd, name] : all) {
     *fd = Fd(get_pinned(dir, name));
     if (fd->fd < 0) return false;
@@ -226,8 +237,8 @@ bool uses_only(int prog_fd, const PinnedMaps& m) {
   if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) != 0 || info.nr_map_ids > map_ids.size()) return false;
   std::vector<__u32> pinned;
   for (const Fd* fd :
-       {&m.rules, &m.stages, &m.config, &m.meta, &m.set4, &m.set6, &m.iflists, &m.portsets, &m.portindex,
-        &m.chains, &m.wheres, &m.counters, &m.limits, &m.ct4, &m.ct6, &m.hooks}) {
+       {&m.rules, &m.stages, &m.config, &m.meta, &m.set4, &m.set6, &m.runs4, &m.runs6, &m.iflists,
+        &m.portsets, &m.portindex, &m.chains, &m.wheres, &m.counters, &m.limits, &m.ct4, &m.ct6, &m.hooks}) {
     bpf_map_info map{};
     __u32 map_len = sizeof map;
     if (bpf_obj_get_info_by_fd(fd->fd, &map, &map_len) != 0) return false;
@@ -359,8 +370,8 @@ bool update_batch(int fd, const std::vector<Key>& keys, const void* values, std:
   return true;
 }
 
-// Every key of a map: kBatch at a time with BPF_MAP_LOOKUP_BATCH (hash maps), else one at a time (LPM
-// tries have no batch lookup).
+// Every key of a map: kBatch at a time with BPF_MAP_LOOKUP_BATCH where the kernel has it, else one at a
+// time.
 template <typename Key>
 std::vector<Key> keys_of(int fd) {
   std::vector<Key> keys;
@@ -369,11 +380,13 @@ std::vector<Key> keys_of(int fd) {
   if (bpf_obj_get_info_by_fd(fd, &info, &info_len) == 0 && info.key_size == sizeof(Key)) {
     std::vector<Key> chunk(kBatch);
     std::vector<unsigned char> values(kBatch * info.value_size);
-    __u32 position = 0;  // where the next batch starts: a bucket, for hash maps
+    // Where the next batch starts: a bucket (4 bytes) for hash maps, the last key for the others (LPM
+    // tries), which the kernel writes whole.
+    std::vector<unsigned char> position(std::max<std::size_t>(sizeof(Key), sizeof(__u32)));
     for (bool first = true;; first = false) {
       __u32 count = kBatch;
-      const int rc = bpf_map_lookup_batch(fd, first ? nullptr : &position, &position, chunk.data(),
-                                          values.data(), &count, nullptr);
+      const int rc = bpf_map_lookup_batch(fd, first ? nullptr : position.data(), position.data(),
+                                          chunk.data(), values.data(), &count, nullptr);
       const int err = errno;
       keys.insert(keys.end(), chunk.begin(), chunk.begin() + count);
       if (rc == 0) continue;
@@ -412,6 +425,10 @@ template <typename LpmKey>
 bool lpm_of_generation(const LpmKey& k, std::uint32_t generation) {
   return (ntohl(k.set_id) >> kSetIndexBits) == generation;
 }
+template <typename RunKey>
+bool run_of_generation(const RunKey& k, std::uint32_t generation) {
+  return (ntohl(k.run) >> kSetIndexBits) == generation;
+}
 bool iflist_of_generation(const fwe_iflist_key& k, std::uint32_t generation) {
   return k.gen == generation;
 }
@@ -426,6 +443,8 @@ bool portindex_of_generation(const fwe_portindex_key& k, std::uint32_t generatio
 void clear_generation(std::uint32_t generation, const PinnedMaps& m) {
   delete_generation<fwe_lpm4_key>(m.set4.fd, generation, lpm_of_generation<fwe_lpm4_key>);
   delete_generation<fwe_lpm6_key>(m.set6.fd, generation, lpm_of_generation<fwe_lpm6_key>);
+  delete_generation<fwe_run4_key>(m.runs4.fd, generation, run_of_generation<fwe_run4_key>);
+  delete_generation<fwe_run6_key>(m.runs6.fd, generation, run_of_generation<fwe_run6_key>);
   delete_generation<fwe_iflist_key>(m.iflists.fd, generation, iflist_of_generation);
   delete_generation<fwe_portindex_key>(m.portindex.fd, generation, portindex_of_generation);
   delete_generation<fwe_where_key>(m.wheres.fd, generation, where_of_generation);
@@ -468,6 +487,27 @@ void write_sets(const Program& program, std::uint32_t generation, const PinnedMa
     one_by_one(m.set4.fd, v4, v4_cidrs);
     one_by_one(m.set6.fd, v6, v6_cidrs);
   }
+}
+
+// The members of the address runs, their counters at zero.
+void write_runs(const Program& program, std::uint32_t generation, const PinnedMaps& m) {
+  auto write = [&](int fd, auto keys, const std::vector<fwe_run_member>& members) {
+    for (auto& key : keys) key.run = htonl((generation << kSetIndexBits) | ntohl(key.run));
+    if (update_batch(fd, keys, members.data(), sizeof(fwe_run_member))) return;
+    for (std::size_t i = 0; i < keys.size(); ++i) {  // one at a time: the member the kernel refuses is named
+      if (bpf_map_update_elem(fd, &keys[i], &members[i], BPF_ANY) == 0) continue;
+      const int err = errno;
+      const auto where = program.wheres.find({members[i].chain_id, members[i].rule_index});
+      fail("writing a member of the address run of the rule at " +
+               (where == program.wheres.end() ? std::string("?") : where->second),
+           err,
+           err == ENOSPC ? "the run maps hold " + std::to_string(FWE_RUN_MEMBERS) +
+                               " members of each family, both generations together"
+                         : "");
+    }
+  };
+  write(m.runs4.fd, program.run4, program.run4_members);
+  write(m.runs6.fd, program.run6, program.run6_members);
 }
 
 void write_iface_lists(const Program& program, std::uint32_t generation, const PinnedMaps& m,
@@ -608,6 +648,7 @@ void Kernel::apply(const Program& program, const std::string& ir_hash) {
   bool attaching = false;
   try {
     write_sets(program, generation, maps);
+    write_runs(program, generation, maps);
     write_iface_lists(program, generation, maps, ifaces);
     write_tables(program, generation, maps, ir_hash);
     // On maps nothing reads yet, the new generation is current before any program runs on them; on maps
@@ -671,6 +712,30 @@ KernelState Kernel::read_back() {
       }
     }
   }
+  // Members of address runs count for their source rules.
+  auto add_members = [&](int fd, auto key_type) {
+    using Key = decltype(key_type);
+    for (const Key& key : keys_of<Key>(fd)) {
+      fwe_run_member member{};
+      if (!run_of_generation(key, generation) || bpf_map_lookup_elem(fd, &key, &member) != 0) continue;
+      __u32 chain_key = generation * FWE_MAX_CHAINS + member.chain_id;
+      char name[FWE_NAME_LEN] = {};
+      bpf_map_lookup_elem(m.chains.fd, &chain_key, name);
+      RuleCounter& c = counters[{std::string(name, strnlen(name, sizeof name)), member.rule_index}];
+      if (c.chain.empty()) {
+        c.chain = std::string(name, strnlen(name, sizeof name));
+        c.rule = member.rule_index;
+        fwe_where_key where_key{generation, member.chain_id, member.rule_index};
+        fwe_where where{};
+        if (bpf_map_lookup_elem(m.wheres.fd, &where_key, &where) == 0)
+          c.where = std::string(where.text, strnlen(where.text, sizeof where.text));
+      }
+      c.packets += member.packets;
+      c.bytes += member.bytes;
+    }
+  };
+  add_members(m.runs4.fd, fwe_run4_key{});
+  add_members(m.runs6.fd, fwe_run6_key{});
   for (auto& [key, counter] : counters) state.counters.push_back(std::move(counter));
   for (const auto& iface : interfaces()) {
     std::string name;

@@ -7,6 +7,7 @@
 #include <net/if.h>
 #include <unistd.h>
 
+#include <array>
 #include <stdexcept>
 
 #include "kernel.hpp"
@@ -254,6 +255,128 @@ std::vector<trace::Packet> port_run_packets() {
   return out;
 }
 
+Ruleset address_run_ruleset() {
+  Ruleset rs;
+  rs.files = {"<command line>", "runs.yaml"};
+  std::uint32_t line = 300;
+  auto from = [&](const std::string& set, std::vector<const char*> cidrs, std::vector<std::uint8_t> protocols,
+                  PortRange ports, ActionKind kind, bool to = false) {
+    add_set(rs, set, std::move(cidrs));
+    Match m = tcp_dport({ports});
+    m.protocols = std::move(protocols);
+    (to ? m.dst_addr : m.src_addr).push_back({false, set});
+    return rule(m, kind, line++);
+  };
+  std::vector<Rule> runs;
+  for (int i = 0; i < 8; ++i) {
+    const std::string v4 = "10.0." + std::to_string(10 + i) + ".0/24";
+    std::vector<const char*> cidrs = {v4.c_str()};
+    if (i == 2) cidrs.push_back("2001:db8:2::/48");
+    std::vector<std::uint8_t> protocols = {6};
+    if (i == 5) protocols.push_back(17);
+    const auto port = static_cast<std::uint16_t>(2000 + i);
+    runs.push_back(from("r" + std::to_string(i), cidrs, protocols,
+                        {port, static_cast<std::uint16_t>(i == 3 ? port + 2 : port)}, ActionKind::accept));
+  }
+  runs.push_back(from("r8", {"10.0.11.128/25"}, {6}, {2001, 2001}, ActionKind::accept));
+  for (int i = 9; i < 13; ++i) {
+    const std::string v4 = "10.0." + std::to_string(10 + i) + ".0/24";
+    runs.push_back(from("r" + std::to_string(i), {v4.c_str()}, {6}, {2001, 2001}, ActionKind::drop));
+  }
+  for (int i = 13; i < 17; ++i) {
+    const auto port = static_cast<std::uint16_t>(3000 + i);
+    runs.push_back(
+        from("r" + std::to_string(i), {"10.0.0.1/32"}, {6}, {port, port}, ActionKind::accept, true));
+  }
+  add_chain(rs, "runs", runs);
+  std::vector<Rule> inner, outer;
+  Match udp;
+  udp.protocols = std::vector<std::uint8_t>{17};
+  Rule jump = rule(udp, ActionKind::jump, line++);
+  jump.action.target = "inner";
+  outer.push_back(jump);
+  for (int i = 0; i < 4; ++i) {
+    const std::string v4 = "10.0." + std::to_string(70 + i) + ".0/24";
+    const auto port = static_cast<std::uint16_t>(4000 + i);
+    inner.push_back(from("i" + std::to_string(i), {v4.c_str()}, {17}, {port, port}, ActionKind::accept));
+  }
+  for (int i = 0; i < 4; ++i) {
+    const std::string v4 = "10.0." + std::to_string(60 + i) + ".0/24";
+    const auto port = static_cast<std::uint16_t>(4000 + i);
+    outer.push_back(from("o" + std::to_string(i), {v4.c_str()}, {6}, {port, port}, ActionKind::accept));
+  }
+  add_chain(rs, "inner", inner);
+  add_chain(rs, "outer", outer);
+  Endpoint ep = endpoint("d0", "d0", std::nullopt);
+  ep.groups.push_back(group("runs", {"runs", "outer"}, Verdict::continue_));
+  ep.default_verdict = Verdict::drop;
+  rs.stage(Stage::input).sections.push_back({"host", false, {ep}});
+  passes::normalise(rs);
+  return rs;
+}
+
+Ruleset large_address_run_ruleset(std::size_t rules, std::uint16_t port) {
+  Ruleset rs;
+  rs.files = {"<command line>", "large.yaml"};
+  std::vector<Rule> chain;
+  for (std::size_t i = 0; i < rules; ++i) {
+    const std::string name = "h" + std::to_string(i);
+    const std::string cidr = "172.16." + std::to_string(i / 256) + "." + std::to_string(i % 256) + "/32";
+    add_set(rs, name, {cidr.c_str()});
+    Match m = tcp_dport({{port, port}});
+    m.src_addr.push_back({false, name});
+    chain.push_back(rule(m, ActionKind::accept, static_cast<std::uint32_t>(i + 1)));
+  }
+  add_chain(rs, "hosts", chain);
+  Endpoint ep = endpoint("d0", "d0", std::nullopt);
+  ep.groups.push_back(group("hosts", {"hosts"}, Verdict::continue_));
+  ep.default_verdict = Verdict::drop;
+  rs.stage(Stage::input).sections.push_back({"host", false, {ep}});
+  passes::normalise(rs);
+  return rs;
+}
+
+std::vector<trace::Packet> address_run_packets() {
+  std::vector<trace::Packet> out;
+  auto in = [&](const char* src, std::uint8_t proto, std::uint16_t dport, const char* dst = "10.0.0.1") {
+    out.push_back(packet("d0", "", src, dst, proto, 40000, dport));
+  };
+  for (int i = 0; i < 8; ++i) {
+    const std::string src = "10.0." + std::to_string(10 + i) + ".7";
+    const auto port = static_cast<std::uint16_t>(2000 + i);
+    for (std::uint16_t p :
+         {static_cast<std::uint16_t>(port - 1), port, static_cast<std::uint16_t>(port + 1)}) {
+      in(src.c_str(), 6, p);
+      in(src.c_str(), 17, p);
+    }
+    const std::string other = "10.0." + std::to_string(30 + i) + ".7";  // in no rule
+    in(other.c_str(), 6, port);
+  }
+  in("2001:db8:2::7", 6, 2002, "2001:db8::1");
+  in("2001:db8:3::7", 6, 2002, "2001:db8::1");
+  in("10.0.11.200", 6, 2001);  // runs#1 before the overlapping runs#8
+  for (int i = 9; i < 13; ++i) {
+    const std::string src = "10.0." + std::to_string(10 + i) + ".7";
+    in(src.c_str(), 6, 2001);
+    in(src.c_str(), 6, 2002);
+  }
+  for (std::uint16_t port = 3012; port <= 3017; ++port) {
+    in("10.0.0.99", 6, port);
+    in("10.0.0.99", 6, port, "10.1.0.1");
+  }
+  for (int i = 0; i < 4; ++i) {
+    const auto port = static_cast<std::uint16_t>(4000 + i);
+    const std::string outer = "10.0." + std::to_string(60 + i) + ".7",
+                      inner = "10.0." + std::to_string(70 + i) + ".7";
+    in(outer.c_str(), 6, port);
+    in(outer.c_str(), 17, port);
+    in(inner.c_str(), 17, port);
+    in(inner.c_str(), 6, port);
+  }
+  in("10.0.10.7", 1, 0);
+  return out;
+}
+
 trace::Packet packet(const char* iif, const char* oif, const char* src, const char* dst,
                      std::uint8_t protocol, std::uint16_t sport, std::uint16_t dport) {
   trace::Packet p;
@@ -442,6 +565,20 @@ bool run_programs(trace::Packet p, std::uint8_t tcp_flags) {
   p.iif = "lo";
   p.oif.clear();
   return run_program(p, true, tcp_flags);
+}
+
+std::size_t count_entries(const std::string& pin_dir, const char* name) {
+  const std::string pin = pin_dir + "/" + name;
+  const int fd = bpf_obj_get(pin.c_str());
+  if (fd < 0) throw std::runtime_error("no map at " + pin);
+  std::array<unsigned char, 64> key{}, next{};  // larger than any of our keys
+  std::size_t count = 0;
+  for (const void* prev = nullptr; bpf_map_get_next_key(fd, prev, next.data()) == 0; prev = key.data()) {
+    key = next;
+    ++count;
+  }
+  close(fd);
+  return count;
 }
 
 void clear_conntrack(const std::string& pin_dir) {

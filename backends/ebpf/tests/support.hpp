@@ -20,6 +20,15 @@ std::vector<trace::Packet> sample_packets();
 ir::Ruleset port_run_ruleset();
 std::vector<trace::Packet> port_run_packets();
 
+// Address runs (runs#0..7 accept, of both families and several protocols and ports; runs#8 overlaps
+// runs#1 and ends that run; runs#9..12 a drop run; runs#13..16 a run on destinations), and a chain whose
+// inlined jump's target is the head of a run ("outer"), with packets that hit, miss and straddle them.
+ir::Ruleset address_run_ruleset();
+std::vector<trace::Packet> address_run_packets();
+
+// One chain of `rules` rules, each from its own 172.16.x.y/32 to TCP `port`, accepted; a single run.
+ir::Ruleset large_address_run_ruleset(std::size_t rules, std::uint16_t port);
+
 ir::IpAddr ip(const char* text);
 trace::Packet packet(const char* iif, const char* oif, const char* src, const char* dst,
                      std::uint8_t protocol, std::uint16_t sport, std::uint16_t dport);
@@ -50,6 +59,9 @@ TestRun test_run_program(int prog_fd, const trace::Packet&, int ifindex, std::ui
 // egress program and then, let through, lo's ingress program with the mark the first one left, as it
 // loops. Throws std::runtime_error where no program is attached or the run fails.
 bool run_programs(trace::Packet, std::uint8_t tcp_flags = kTcpSyn);
+
+// How many entries the map pinned as pin_dir/name holds. Throws std::runtime_error where none is pinned.
+std::size_t count_entries(const std::string& pin_dir, const char* name);
 
 // Empties our conntrack maps (both families) pinned in pin_dir, so the next packet starts a flow.
 // Throws std::runtime_error where they are not pinned.

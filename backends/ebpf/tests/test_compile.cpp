@@ -1,4 +1,6 @@
 // test_compile.cpp - flattening and refusals, no kernel needed.
+#include <arpa/inet.h>
+
 #include <catch2/catch.hpp>
 
 #include "backend.hpp"
@@ -82,6 +84,15 @@ TEST_CASE("a ruleset beyond the rule limit is refused", "[compile]") {
   CHECK(diag.all()[0].message.find(std::to_string(FWE_MAX_RULES)) != std::string::npos);
 }
 
+TEST_CASE("more policy rules than the origins kept are refused, however few eBPF rules they make",
+          "[compile]") {
+  Diagnostics diag;
+  const Program program = compile(test::large_address_run_ruleset(FWE_MAX_WHERES + 1, 22), diag);
+  CHECK(program.rules.size() < 10);  // one run
+  REQUIRE(diag.error_count() == 1);
+  CHECK(diag.all()[0].message.find(std::to_string(FWE_MAX_WHERES)) != std::string::npos);
+}
+
 TEST_CASE("more address matches than a rule holds are refused", "[compile]") {
   ir::Ruleset rs = test::sample_ruleset();
   auto& match = rs.chains["in-tail"].rules[0].match;
@@ -128,6 +139,45 @@ TEST_CASE("consecutive single-port rules become one indexed run", "[compile]") {
   CHECK(heads == 1);
   CHECK(program.port_index.size() == 5);
   CHECK(compile(test::sample_ruleset(), diag).port_index.empty());  // no run of 8 there
+}
+
+TEST_CASE("rules that differ only in address, protocol and port become one address-run lookup", "[compile]") {
+  Diagnostics diag;
+  Program program = compile(test::address_run_ruleset(), diag);
+  REQUIRE_FALSE(diag.has_errors());
+  INFO(program.text());
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> runs;  // (pc, run id)
+  for (std::uint32_t pc = 0; pc < program.rules.size(); ++pc) {
+    const fwe_rule& r = program.rules[pc];
+    if (!(r.flags & FWE_F_ADDR_RUN)) continue;
+    runs.emplace_back(pc, r.run_id);
+    CHECK(r.rule_index == -1);  // its members count
+    CHECK_FALSE(r.src[0].used);
+    CHECK_FALSE(r.dport[0].used);
+  }
+  // runs#0..7, runs#9..12 (drop), runs#13..16 (destinations), inner#0..3; outer#0..3 is a run of its own:
+  // the inlined jump goes to its first rule, so inner's run cannot take it.
+  REQUIRE(runs.size() == 5);
+  CHECK(program.rules[runs[1].first].op == FWE_OP_DROP);
+  CHECK(program.rules[runs[2].first].run_dst == 1);
+  for (std::uint32_t pc = 0; pc < program.rules.size(); ++pc)
+    if (program.rules[pc].flags & FWE_F_INVERT) CHECK(program.rules[pc].target == runs[4].first);
+  // runs#0..7: 8 rules, one with two protocols, one with three ports: 10 IPv4 members, one IPv6.
+  std::size_t run0 = 0;
+  for (std::size_t i = 0; i < program.run4.size(); ++i)
+    if (ntohl(program.run4[i].run) == runs[0].second) {
+      ++run0;
+      CHECK(program.run4[i].prefixlen == 64 + 24);
+      CHECK(program.run4_members[i].rule_index < 8);
+    }
+  CHECK(run0 == 11);
+  REQUIRE(program.run6.size() == 1);
+  CHECK(program.run6_members[0].rule_index == 2);
+  CHECK(program.run6[0].prefixlen == 64 + 48);
+  // Sets only runs matched on are not written; runs#8 (it broke the run) keeps its own.
+  REQUIRE(program.sets.size() == 1);
+  CHECK(program.sets[0].name == "r8");
+  CHECK(program.text().find("run 0 member tcp 2003 10.0.13.0/24 -> runs#3") != std::string::npos);
 }
 
 TEST_CASE("rpf rules carry mode and negation, and mark the program for the reverse lookup", "[compile]") {
