@@ -80,7 +80,7 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_LPM_TRIE);
-  __uint(max_entries, FWE_RUN_MEMBERS);
+  __uint(max_entries, FWE_GENERATIONS* FWE_MAX_RUN_MEMBERS);
   __uint(map_flags, BPF_F_NO_PREALLOC);
   __type(key, struct fwe_run4_key);
   __type(value, struct fwe_run_member);
@@ -89,12 +89,22 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_LPM_TRIE);
-  __uint(max_entries, FWE_RUN_MEMBERS);
+  __uint(max_entries, FWE_GENERATIONS* FWE_MAX_RUN_MEMBERS);
   __uint(map_flags, BPF_F_NO_PREALLOC);
   __type(key, struct fwe_run6_key);
   __type(value, struct fwe_run_member);
   __uint(pinning, LIBBPF_PIN_BY_NAME);
 } fwe_runs6 SEC(".maps");
+
+/* Hits of address-run members (see fwe_run_member): shared by the CPUs and added to atomically, so that
+ * members cost no memory per CPU. */
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, FWE_GENERATIONS* FWE_MAX_RUN_MEMBERS);
+  __type(key, __u32);
+  __type(value, struct fwe_counter);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} fwe_run_counters SEC(".maps");
 
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
@@ -420,8 +430,12 @@ __attribute__((noinline)) int fwe_rule_matches(const struct fwe_rule* r, const s
      * rate limit and are never inverted (compile.cpp). */
     struct fwe_run_member* member = run_member(r, ev);
     if (!member) return 0;
-    __sync_fetch_and_add(&member->packets, 1);
-    __sync_fetch_and_add(&member->bytes, ev->bytes);
+    __u32 key = ev->gen * FWE_MAX_RUN_MEMBERS + member->counter;
+    struct fwe_counter* hits = bpf_map_lookup_elem(&fwe_run_counters, &key);
+    if (hits) {
+      __sync_fetch_and_add(&hits->packets, 1);
+      __sync_fetch_and_add(&hits->bytes, ev->bytes);
+    }
     return 1;
   }
   return !r->limit_cost_ns || under_limit(r, ev);

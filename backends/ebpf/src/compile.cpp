@@ -54,6 +54,11 @@ class Compiler {
           "the ruleset needs " + std::to_string(out_.rules.size()) + " eBPF rules, more than the " +
               std::to_string(FWE_MAX_RULES) + " the ebpf backend holds",
           "use fewer rules or jumps to shared chains (each jump is inlined), or choose --backend nft");
+    if (const auto members = out_.run4.size() + out_.run6.size(); members > FWE_MAX_RUN_MEMBERS)
+      diag_.error({},
+                  "the ruleset's address runs have " + std::to_string(members) + " members, more than the " +
+                      std::to_string(FWE_MAX_RUN_MEMBERS) + " the ebpf backend holds",
+                  "choose --backend nft");
     if (out_.wheres.size() > FWE_MAX_WHERES)
       diag_.error({},
                   "the ruleset has " + std::to_string(out_.wheres.size()) + " rules, more than the " +
@@ -189,7 +194,8 @@ class Compiler {
 
     void emit(std::uint32_t run_id, Program& out) const {
       for (const auto& [key, member] : members_) {
-        const fwe_run_member value{member.chain_id, member.rule_index, 0, 0};
+        const auto counter = static_cast<std::uint32_t>(out.run4.size() + out.run6.size());
+        const fwe_run_member value{counter, member.chain_id, member.rule_index, 0};
         if (key.bytes[3] == 4) {
           fwe_run4_key k{64u + member.prefix, htonl(run_id), key.bytes[0], 0, 0, {}};
           std::memcpy(&k.port, &key.bytes[1], 2);

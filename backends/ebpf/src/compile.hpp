@@ -22,7 +22,7 @@ static_assert(sizeof(fwe_rule) == 208, "fwe_rule layout changed: update both sid
 static_assert(sizeof(fwe_lpm4_key) == 12 && sizeof(fwe_lpm6_key) == 24, "LPM key layout");
 static_assert(sizeof(fwe_ct4_key) == 16 && sizeof(fwe_ct6_key) == 40, "conntrack key layout");
 static_assert(sizeof(fwe_where_key) == 12, "origin key layout");
-static_assert(sizeof(fwe_run4_key) == 16 && sizeof(fwe_run6_key) == 28 && sizeof(fwe_run_member) == 24,
+static_assert(sizeof(fwe_run4_key) == 16 && sizeof(fwe_run6_key) == 28 && sizeof(fwe_run_member) == 16,
               "address run layout");
 
 inline constexpr std::size_t kMaxJumpDepth = 8;
@@ -64,6 +64,7 @@ struct Program {
   std::vector<fwe_portindex_key> port_index;    // gen 0; the loader sets the generation
   std::vector<std::uint32_t> port_index_first;  // parallel: the run's first rule for that port
   // Members of address runs (FWE_F_ADDR_RUN), generation 0 in `run`; the loader sets the generation.
+  // Their `counter`s number them across both families.
   std::vector<fwe_run4_key> run4;
   std::vector<fwe_run6_key> run6;
   std::vector<fwe_run_member> run4_members, run6_members;  // parallel to run4, run6

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstdarg>
 #include <cstring>
@@ -180,34 +181,41 @@ void attach(int ifindex, const std::string& ifname, bpf_tc_attach_point point, i
 }
 
 struct PinnedMaps {
-  Fd rules, stages, config, meta, set4, set6, runs4, runs6, iflists, portsets, portindex, chains, wheres,
-      counters, limits, ct4, ct6, hooks;
+  Fd rules, stages, config, meta, set4, set6, runs4, runs6, run_counters, iflists, portsets, portindex,
+      chains, wheres, counters, limits, ct4, ct6, hooks;
 };
 
 int get_pinned(const std::string& dir, const char* name) {
   return bpf_obj_get((dir + "/" + name).c_str());
 }
 
+// Every pinned map with its name: what open_pinned opens, and what uses_only compares a program's maps with.
+template <typename Maps>  // PinnedMaps, or const PinnedMaps
+auto named_maps(Maps& m) {
+  using Map = std::pair<decltype(&m.rules), const char*>;
+  return std::array<Map, 19>{{{&m.rules, "fwe_rules"},
+                              {&m.stages, "fwe_stages"},
+                              {&m.config, "fwe_config"},
+                              {&m.meta, "fwe_meta"},
+                              {&m.set4, "fwe_set4"},
+                              {&m.set6, "fwe_set6"},
+                              {&m.runs4, "fwe_runs4"},
+                              {&m.runs6, "fwe_runs6"},
+                              {&m.run_counters, "fwe_run_counters"},
+                              {&m.iflists, "fwe_iflists"},
+                              {&m.portsets, "fwe_portsets"},
+                              {&m.portindex, "fwe_portindex"},
+                              {&m.chains, "fwe_chains"},
+                              {&m.wheres, "fwe_wheres"},
+                              {&m.counters, "fwe_counters"},
+                              {&m.limits, "fwe_limits"},
+                              {&m.ct4, "fwe_ct4"},
+                              {&m.ct6, "fwe_ct6"},
+                              {&m.hooks, "fwe_hooks"}}};
+}
+
 bool open_pinned(const std::string& dir, PinnedMaps& m) {
-  std::pair<Fd*, const char*> all[] = {{&m.rules, "fwe_rules"},
-                                       {&m.stages, "fwe_stages"},
-                                       {&m.config, "fwe_config"},
-                                       {&m.meta, "fwe_meta"},
-                                       {&m.set4, "fwe_set4"},
-                                       {&m.set6, "fwe_set6"},
-                                       {&m.runs4, "fwe_runs4"},
-                                       {&m.runs6, "fwe_runs6"},
-                                       {&m.iflists, "fwe_iflists"},
-                                       {&m.portsets, "fwe_portsets"},
-                                       {&m.portindex, "fwe_portindex"},
-                                       {&m.chains, "fwe_chains"},
-                                       {&m.wheres, "fwe_wheres"},
-                                       {&m.counters, "fwe_counters"},
-                                       {&m.limits, "fwe_limits"},
-                                       {&m.ct4, "fwe_ct4"},
-                                       {&m.ct6, "fwe_ct6"},
-                                       {&m.hooks, "fwe_hooks"}};
-  for (auto& [fd, name] : all) {
+  for (auto& [fd, name] : named_maps(m)) {
     *fd = Fd(get_pinned(dir, name));
     if (fd->fd < 0) return false;
   }
@@ -236,9 +244,7 @@ bool uses_only(int prog_fd, const PinnedMaps& m) {
   __u32 len = sizeof info;
   if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) != 0 || info.nr_map_ids > map_ids.size()) return false;
   std::vector<__u32> pinned;
-  for (const Fd* fd :
-       {&m.rules, &m.stages, &m.config, &m.meta, &m.set4, &m.set6, &m.runs4, &m.runs6, &m.iflists,
-        &m.portsets, &m.portindex, &m.chains, &m.wheres, &m.counters, &m.limits, &m.ct4, &m.ct6, &m.hooks}) {
+  for (const auto& [fd, name] : named_maps(m)) {
     bpf_map_info map{};
     __u32 map_len = sizeof map;
     if (bpf_obj_get_info_by_fd(fd->fd, &map, &map_len) != 0) return false;
@@ -500,14 +506,17 @@ void write_runs(const Program& program, std::uint32_t generation, const PinnedMa
       const auto where = program.wheres.find({members[i].chain_id, members[i].rule_index});
       fail("writing a member of the address run of the rule at " +
                (where == program.wheres.end() ? std::string("?") : where->second),
-           err,
-           err == ENOSPC ? "the run maps hold " + std::to_string(FWE_RUN_MEMBERS) +
-                               " members of each family, both generations together"
-                         : "");
+           err);
     }
   };
   write(m.runs4.fd, program.run4, program.run4_members);
   write(m.runs6.fd, program.run6, program.run6_members);
+  std::vector<__u32> counters;
+  for (std::size_t i = 0; i < program.run4.size() + program.run6.size(); ++i)
+    counters.push_back(generation * FWE_MAX_RUN_MEMBERS + static_cast<__u32>(i));
+  const std::vector<fwe_counter> zero(counters.size());
+  if (!update_batch(m.run_counters.fd, counters, zero.data(), sizeof(fwe_counter)))
+    for (const auto& key : counters) update(m.run_counters.fd, &key, zero.data(), "a run member's counter");
 }
 
 void write_iface_lists(const Program& program, std::uint32_t generation, const PinnedMaps& m,
@@ -730,8 +739,11 @@ KernelState Kernel::read_back() {
         if (bpf_map_lookup_elem(m.wheres.fd, &where_key, &where) == 0)
           c.where = std::string(where.text, strnlen(where.text, sizeof where.text));
       }
-      c.packets += member.packets;
-      c.bytes += member.bytes;
+      __u32 counter_key = generation * FWE_MAX_RUN_MEMBERS + member.counter;
+      fwe_counter hits{};
+      if (bpf_map_lookup_elem(m.run_counters.fd, &counter_key, &hits) != 0) continue;
+      c.packets += hits.packets;
+      c.bytes += hits.bytes;
     }
   };
   add_members(m.runs4.fd, fwe_run4_key{});
