@@ -33,10 +33,9 @@ using namespace fwe::ir;
 namespace {
 
 constexpr std::size_t kInlineCidrs = 4;  // more addresses than this go into an ipset
-// Merging runs of rules into hash:net,port lookups: shorter runs stay rules; a run's set holds at most
-// this many rules (a change re-creates one such set) and a rule at most this many members.
+// Merging runs of rules into hash:net,port lookups: shorter runs stay rules; a rule has at most this
+// many members, and a run's set at most kMaxSetMembers (a change of one rule re-creates its run's set).
 constexpr std::size_t kMinRun = 4;
-constexpr std::size_t kMaxRun = 8192;
 constexpr std::size_t kMaxMembersPerRule = 64;
 constexpr std::size_t kMaxSetMembers = 65536;
 constexpr std::size_t kMultiportSlots = 15;  // multiport's limit; a range takes two
@@ -936,7 +935,7 @@ class FamilyRenderer {
         index.add(*forms[i]);
         members = forms[i]->members.size();
         // A rule that never matches in this family (its addresses are all of the other) is no rule here.
-        for (; end < rules.size() && taken < kMaxRun; ++end) {
+        for (; end < rules.size(); ++end) {
           if (absent(*rules[end])) continue;
           const auto& next = forms[end];
           if (!next || next->shape != forms[i]->shape || members + next->members.size() > kMaxSetMembers ||
@@ -977,30 +976,28 @@ class FamilyRenderer {
 
   // A packet meets at most one member of a run: no member overlaps an earlier one (same protocol and
   // port, one address inside the other), so the order inside the run is free and each hit counts for
-  // the rule trace would name.
+  // the rule trace would name. So the members of one protocol and port never overlap (nor do a set's
+  // CIDRs: core), and only a new member's neighbours in address order can: a check costs a lookup, not
+  // a pass over the run.
   class RunIndex {
    public:
     bool overlaps(const RunForm& f) const {
       for (const auto& m : f.members) {
         auto it = by_key_.find({m.protocol, m.port});
         if (it == by_key_.end()) continue;
-        for (const Cidr& other : it->second)
-          if (contains(other, m.cidr) || contains(m.cidr, other)) return true;
+        const std::set<Cidr>& cidrs = it->second;
+        auto above = cidrs.lower_bound(m.cidr);
+        if (above != cidrs.end() && contains(m.cidr, above->addr)) return true;
+        if (above != cidrs.begin() && contains(*std::prev(above), m.cidr.addr)) return true;
       }
       return false;
     }
     void add(const RunForm& f) {
-      for (const auto& m : f.members) by_key_[{m.protocol, m.port}].push_back(m.cidr);
+      for (const auto& m : f.members) by_key_[{m.protocol, m.port}].insert(m.cidr);
     }
 
    private:
-    static bool contains(const Cidr& outer, const Cidr& inner) {
-      if (outer.prefix > inner.prefix) return false;
-      for (std::size_t bit = 0; bit < outer.prefix; ++bit)
-        if (((outer.addr.bytes[bit / 8] ^ inner.addr.bytes[bit / 8]) >> (7 - bit % 8)) & 1) return false;
-      return true;
-    }
-    std::map<std::pair<std::uint8_t, std::uint16_t>, std::vector<Cidr>> by_key_;
+    std::map<std::pair<std::uint8_t, std::uint16_t>, std::set<Cidr>> by_key_;
   };
 
   std::optional<RunForm> run_form(Table& t, const Rule& r, const std::set<Stage>& stages) {

@@ -259,6 +259,33 @@ Ruleset runs_ruleset() {
   return rs;
 }
 
+Ruleset long_run_ruleset(std::size_t rules, std::uint16_t ports) {
+  Ruleset rs;
+  rs.frontend = "test";
+  rs.files = {"<command line>", "long.yaml"};
+  Chain c{"list", {}, at(9)};
+  for (std::size_t i = 0; i < rules; ++i) {
+    const auto line = static_cast<std::uint32_t>(10 + i);
+    const std::string set = "h" + std::to_string(i);
+    rs.sets[set] = AddrSet{set,
+                           {cidr("10." + std::to_string(i >> 16) + "." + std::to_string((i >> 8) & 255) +
+                                 "." + std::to_string(i & 255) + "/32")},
+                           at(line)};
+    Rule r = tcp_port(line, static_cast<std::uint16_t>(5000 + i % ports), ActionKind::accept);
+    r.match.src_addr.push_back({false, set});
+    c.rules.push_back(r);
+  }
+  rs.chains["list"] = c;
+  Endpoint ep;
+  ep.name = "all";
+  ep.origin = at(5);
+  ep.groups.push_back({"main", {"list"}, Verdict::continue_, {}, at(6)});
+  ep.default_verdict = Verdict::drop;
+  rs.stage(Stage::input).sections.push_back({"host", false, {ep}});
+  finish(rs);
+  return rs;
+}
+
 Ruleset fusion_ruleset() {
   Ruleset rs;
   rs.frontend = "test";

@@ -20,6 +20,8 @@ ir::Ruleset runs_ruleset();
 // Input only: one group jumps to chains a, b, d, c; a, b and c hold two accepts each (from 10.0.K.0/24
 // to port 1000+K), d a log rule.
 ir::Ruleset fusion_ruleset();
+// One chain of `rules` rules from distinct 10.x.y.z/32 to TCP port 5000 + i % ports, accepted: one run.
+ir::Ruleset long_run_ruleset(std::size_t rules, std::uint16_t ports);
 
 // Moves this test process into a fresh network namespace (unshare(CLONE_NEWNET)), so nothing it does
 // reaches the host's firewall. Exits with 77 (ctest: skipped) when that or iptables-legacy/ipset

@@ -462,6 +462,17 @@ TEST_CASE(
         std::string::npos);
 }
 
+TEST_CASE("a run longer than 8,192 rules is one set, and a port all its rules share keeps it one") {
+  for (std::uint16_t ports : {1000, 1}) {
+    Model m = render_ok(test::long_run_ruleset(9000, ports));
+    INFO(ports << " ports");
+    CHECK(bare(chain(table(m, IpFamily::v4, "filter"), "fwe-c-list")) ==
+          std::vector<std::string>{"-m set --match-set fwe-4r-filter-list-0 src,dst -g fwe-accept"});
+    REQUIRE(m.sets.size() == 1);
+    CHECK(m.sets[0].members.size() == 9000);
+  }
+}
+
 TEST_CASE("consecutive chains of one shape are one chain whose runs merge across them") {
   Model m = render_ok(test::fusion_ruleset());
   const TableDef& filter = table(m, IpFamily::v4, "filter");
