@@ -5,12 +5,13 @@
 //                    honours allow instead sets the accept bit when the allow bit is set); finally
 //                    accept bit -> fwe-accepted (clear, ACCEPT), else return to the built-in chain
 //   fwe-d-...        dispatch: one rule per endpoint classifier, -g fwe-e-<endpoint>; the first wins
-//   fwe-e-...        endpoint: clear transients; conntrack prelude; failsafe chain; groups (each IR chain
-//                    jumped while the pass bit is clear, returning as soon as the done bit is set); the
-//                    group's on_end; the default verdict
+//   fwe-e-...        endpoint: clear transients (after an earlier section); conntrack prelude;
+//                    failsafe chain; groups (each IR chain jumped while the pass bit is clear,
+//                    returning as soon as the done bit is set); the group's on_end; the default verdict
 //   fwe-c-<chain>    one per IR chain and table; accept/allow/pass `-g fwe-accept|fwe-allow|fwe-pass`,
 //                    helpers that set mark bits and return to the chain that jumped; after every jump a
-//                    rule returns while the done or pass bit is set
+//                    rule returns while the done or pass bit is set. In stages of one section, accept
+//                    goes to fwe-accepted at once (accept_target).
 //
 // drop and reject are terminal, so only accept, allow and pass travel back as mark bits (model.hpp).
 #include "render.hpp"
@@ -409,6 +410,17 @@ class FamilyRenderer {
     return name;
   }
 
+  // Where an accept in these stages goes. After an endpoint's verdict, a stage of one section only
+  // jumps to fwe-accepted for the accept bit (stage()), so an accept there can go to fwe-accepted at
+  // once: each accepted packet is spared fwe-accept, a RETURN per chain on its way back and the check.
+  // With more sections, a later one may still decide.
+  std::string accept_target(Table& t, const std::set<Stage>& stages) {
+    const bool one_section = !stages.empty() && std::all_of(stages.begin(), stages.end(), [&](Stage s) {
+      return rs_.stage(s).sections.size() == 1;
+    });
+    return "-g " + helper(t, one_section ? Helper::accepted : Helper::accept);
+  }
+
   // ---- sets -------------------------------------------------------------------------------------
   std::vector<Cidr> cidrs_of(const std::string& set) const {
     std::vector<Cidr> out;
@@ -721,7 +733,7 @@ class FamilyRenderer {
     bool verdict_like = true;  // ends the chain, so a packet matching two alternatives is harmless
     switch (a.kind) {
       case ActionKind::accept:
-        target = "-g " + helper(t, Helper::accept);
+        target = accept_target(t, stages);
         break;
       case ActionKind::allow:
         target = "-g " + helper(t, Helper::allow);
@@ -1039,7 +1051,7 @@ class FamilyRenderer {
     if (kind == ActionKind::drop)
       form.target = "-j DROP";
     else
-      form.target = "-g " + helper(t, kind == ActionKind::accept ? Helper::accept : Helper::allow);
+      form.target = kind == ActionKind::accept ? accept_target(t, stages) : "-g " + helper(t, Helper::allow);
     form.directions = std::string(source_addr ? "src" : "dst") + (source_port ? ",src" : ",dst");
     form.shape = prepared.text + "|" + form.target + "|" + form.directions;
     for (const auto& cidr : cidrs)
@@ -1108,14 +1120,14 @@ class FamilyRenderer {
   }
 
   // ---- endpoints, sections, stages --------------------------------------------------------------
-  void verdict(Table& t, const std::string& chain, const std::string& match, Verdict v,
+  void verdict(Table& t, const std::string& chain, Stage stage, const std::string& match, Verdict v,
                const std::string& reject_with, const Origin& origin) {
     const std::string where = this->where(origin);
     switch (v) {
       case Verdict::continue_:
         return;
       case Verdict::accept:
-        emit(t, chain, match, "-g " + helper(t, Helper::accept), where);
+        emit(t, chain, match, accept_target(t, {stage}), where);
         return;
       case Verdict::allow:
         emit(t, chain, match, "-g " + helper(t, Helper::allow), where);
@@ -1164,10 +1176,12 @@ class FamilyRenderer {
 
   void endpoint(Table& t, const std::string& chain, Stage stage, const Endpoint& ep) {
     const std::string where = this->where(ep.origin);
-    emit(t, chain, "", set_mark(0, kTransientMarks), where);
+    // An earlier section's endpoint may have left bits; with one section the stage chain has just
+    // cleared them.
+    if (rs_.stage(stage).sections.size() > 1) emit(t, chain, "", set_mark(0, kTransientMarks), where);
     // Established and invalid packets never reach the nat table, so its prelude would be dead code.
     if (!is_untracked(stage) && t.def.name != "nat" && ep.conntrack != Conntrack::none) {
-      emit(t, chain, "-m conntrack --ctstate RELATED,ESTABLISHED", "-g " + helper(t, Helper::accept), where);
+      emit(t, chain, "-m conntrack --ctstate RELATED,ESTABLISHED", accept_target(t, {stage}), where);
       if (ep.conntrack == Conntrack::accept_established_drop_invalid)
         emit(t, chain, "-m conntrack --ctstate INVALID", "-j DROP", where);
     }
@@ -1183,9 +1197,9 @@ class FamilyRenderer {
         emit(t, chain, mark_match(0, kPassMark), "-j " + target, group_where);
         emit(t, chain, mark_match(kDoneMark, kDoneMark), "-j RETURN", group_where);
       }
-      verdict(t, chain, mark_match(0, kPassMark), group.on_end, group.reject_with, group.origin);
+      verdict(t, chain, stage, mark_match(0, kPassMark), group.on_end, group.reject_with, group.origin);
     }
-    verdict(t, chain, "", ep.default_verdict, ep.reject_with, ep.origin);
+    verdict(t, chain, stage, "", ep.default_verdict, ep.reject_with, ep.origin);
   }
 
   // The section's dispatch chain, or empty when none of its endpoints can match in this family.

@@ -80,7 +80,7 @@ TEST_CASE("the input stage dispatches to endpoints and honours the allow mark") 
         std::vector<std::string>{"-i lo -g fwe-e-in0-loopback", "-g fwe-e-in0-uplink"});
   CHECK(bare(chain(filter, "fwe-e-in0-uplink")) ==
         std::vector<std::string>{
-            "-j MARK --set-xmark 0x0/0xe0000000", "-m conntrack --ctstate RELATED,ESTABLISHED -g fwe-accept",
+            "-m conntrack --ctstate RELATED,ESTABLISHED -g fwe-accepted",
             "-m conntrack --ctstate INVALID -j DROP", "-j fwe-c-failsafe-in",
             "-m mark --mark 0x80000000/0x80000000 -j RETURN", "-m mark --mark 0x0/0x20000000 -j fwe-c-web",
             "-m mark --mark 0x80000000/0x80000000 -j RETURN", "-m mark --mark 0x0/0x20000000 -j DROP",
@@ -93,17 +93,31 @@ TEST_CASE("the input stage dispatches to endpoints and honours the allow mark") 
         std::vector<std::string>{"-j MARK --set-xmark 0xd0000000/0xd0000000"});
 }
 
+TEST_CASE("accept goes straight to fwe-accepted only where the stage has one section") {
+  Model m = render_ok(test::sample_ruleset());
+  const auto& filter = table(m, IpFamily::v4, "filter");
+  // forward has two sections (from, to): a later one may still decide, so accept travels back as bits
+  // and the second section's endpoint clears them first.
+  CHECK(bare(chain(filter, "fwe-e-fw0-from-lan")) ==
+        std::vector<std::string>{"-j MARK --set-xmark 0x0/0xe0000000",
+                                 "-m conntrack --ctstate RELATED,ESTABLISHED -g fwe-accept", "-g fwe-allow"});
+  CHECK(bare(chain(filter, "fwe-e-fw1-to-uplink")).front() == "-j MARK --set-xmark 0x0/0xe0000000");
+  // output has one: its endpoint's accepts leave at once.
+  CHECK(bare(chain(filter, "fwe-e-out0-any")).front() ==
+        "-m conntrack --ctstate RELATED,ESTABLISHED -g fwe-accepted");
+}
+
 TEST_CASE("IR rules become iptables rules: ports, sets, ICMP, reject, jumps") {
   Model m = render_ok(test::sample_ruleset());
   const auto& v4 = chain(table(m, IpFamily::v4, "filter"), "fwe-c-web");
   auto rules = bare(v4);
   REQUIRE(rules.size() >= 8);
-  CHECK(rules[0] == "-p tcp -m multiport --dports 22 -g fwe-accept");
+  CHECK(rules[0] == "-p tcp -m multiport --dports 22 -g fwe-accepted");
   CHECK(rules[1] == "-p tcp -m multiport --dports 80,443,8000:8100 -g fwe-allow");
-  CHECK(rules[2] == "-s 192.0.2.0/28 -p tcp -m multiport --dports 9100 -g fwe-accept");
+  CHECK(rules[2] == "-s 192.0.2.0/28 -p tcp -m multiport --dports 9100 -g fwe-accepted");
   CHECK(rules[3] == "-p tcp -m set --match-set fwe-4-big src -j REJECT --reject-with tcp-reset");
   CHECK(rules[4] == "-m set --match-set fwe-4-big src -j REJECT --reject-with icmp-port-unreachable");
-  CHECK(rules[5] == "-p icmp -m icmp --icmp-type 8 -m limit --limit 20/sec -g fwe-accept");
+  CHECK(rules[5] == "-p icmp -m icmp --icmp-type 8 -m limit --limit 20/sec -g fwe-accepted");
   // ICMPv6 and the IPv6-only set have no IPv4 rule; the jump with two interfaces goes through fwe-o-/fwe-a-.
   CHECK(rules[6].find("-j fwe-o-") == 0);
   CHECK(rules[7] == "-m mark ! --mark 0x0/0xa0000000 -j RETURN");
@@ -111,8 +125,9 @@ TEST_CASE("IR rules become iptables rules: ports, sets, ICMP, reject, jumps") {
 
   auto v6 = bare(chain(table(m, IpFamily::v6, "filter"), "fwe-c-web"));
   CHECK(std::find(v6.begin(), v6.end(),
-                  "-s 2001:db8:10::/64 -p tcp -m multiport --dports 9100 -g fwe-accept") != v6.end());
-  CHECK(std::find(v6.begin(), v6.end(), "-p ipv6-icmp -m icmp6 --icmpv6-type 128 -g fwe-accept") != v6.end());
+                  "-s 2001:db8:10::/64 -p tcp -m multiport --dports 9100 -g fwe-accepted") != v6.end());
+  CHECK(std::find(v6.begin(), v6.end(), "-p ipv6-icmp -m icmp6 --icmpv6-type 128 -g fwe-accepted") !=
+        v6.end());
   CHECK(std::find(v6.begin(), v6.end(), "-s 2001:db8:99::/48 -j DROP") != v6.end());
   CHECK(std::find(v6.begin(), v6.end(), "-p tcp -j REJECT --reject-with tcp-reset") ==
         v6.end());  // big is IPv4-only
@@ -267,7 +282,7 @@ TEST_CASE("ct-status is the conntrack match's SNAT/DNAT virtual states, apart fr
   Model m = render_ok(rs);
   for (IpFamily f : {IpFamily::v4, IpFamily::v6})
     CHECK(bare(chain(table(m, f, "filter"), "fwe-c-web")) ==
-          std::vector<std::string>{"-m conntrack --ctstate SNAT,DNAT -g fwe-accept",
+          std::vector<std::string>{"-m conntrack --ctstate SNAT,DNAT -g fwe-accepted",
                                    "-m conntrack ! --ctstate NEW -m conntrack --ctstate DNAT -j DROP"});
 }
 
@@ -285,14 +300,14 @@ TEST_CASE("ct-orig-dport is the conntrack match's --ctorigdstport, one range per
   Model m = render_ok(rs);
   CHECK(bare(chain(table(m, IpFamily::v4, "filter"), "fwe-c-web")) ==
         std::vector<std::string>{
-            "-p tcp -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 2223 -g fwe-accept",
-            "-p tcp -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 8000:8080 -g fwe-accept",
-            "-p udp -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 2223 -g fwe-accept",
-            "-p udp -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 8000:8080 -g fwe-accept",
-            "-p sctp -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 2223 -g fwe-accept",
-            "-p sctp -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 8000:8080 -g fwe-accept",
-            "-p udplite -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 2223 -g fwe-accept",
-            "-p udplite -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 8000:8080 -g fwe-accept",
+            "-p tcp -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 2223 -g fwe-accepted",
+            "-p tcp -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 8000:8080 -g fwe-accepted",
+            "-p udp -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 2223 -g fwe-accepted",
+            "-p udp -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 8000:8080 -g fwe-accepted",
+            "-p sctp -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 2223 -g fwe-accepted",
+            "-p sctp -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 8000:8080 -g fwe-accepted",
+            "-p udplite -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 2223 -g fwe-accepted",
+            "-p udplite -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 8000:8080 -g fwe-accepted",
             "-p tcp -m conntrack ! --ctorigdstport 22 -j DROP"});
 }
 
@@ -342,7 +357,7 @@ TEST_CASE("long port lists, rates, IPv6 reject types and NAT addresses as iptabl
                                            " -j REJECT --reject-with icmp-admin-prohibited",
                                        "-p udp " + not_sports + " -m multiport --dports " + last5 +
                                            " -j REJECT --reject-with icmp-admin-prohibited",
-                                       "-m limit --limit 2/min -g fwe-accept"});
+                                       "-m limit --limit 2/min -g fwe-accepted"});
   auto v6 = bare(chain(table(m, IpFamily::v6, "filter"), "fwe-c-web"));
   CHECK(v6[0].find("--reject-with icmp6-adm-prohibited") != std::string::npos);
 
@@ -438,12 +453,12 @@ TEST_CASE(
     "a run of rules that differ in one address, one port and the protocol is one hash:net,port lookup") {
   Model m = render_ok(test::runs_ruleset());
   CHECK(bare(chain(table(m, IpFamily::v4, "filter"), "fwe-c-list")) ==
-        std::vector<std::string>{"-m set --match-set fwe-4r-filter-list-0 src,dst -g fwe-accept",
-                                 "-s 10.0.0.0/16 -p tcp -m multiport --dports 1000 -g fwe-accept",
-                                 "-m set --match-set fwe-4r-filter-list-1 dst,dst -g fwe-accept"});
+        std::vector<std::string>{"-m set --match-set fwe-4r-filter-list-0 src,dst -g fwe-accepted",
+                                 "-s 10.0.0.0/16 -p tcp -m multiport --dports 1000 -g fwe-accepted",
+                                 "-m set --match-set fwe-4r-filter-list-1 dst,dst -g fwe-accepted"});
   // IPv6 has one rule of the list: too short a run.
   CHECK(bare(chain(table(m, IpFamily::v6, "filter"), "fwe-c-list")) ==
-        std::vector<std::string>{"-s 2001:db8::/64 -p tcp -m multiport --dports 1002 -g fwe-accept"});
+        std::vector<std::string>{"-s 2001:db8::/64 -p tcp -m multiport --dports 1002 -g fwe-accepted"});
   REQUIRE(m.sets.size() == 2);
   const SetDef& sources = m.sets[0];
   CHECK(sources.name == "fwe-4r-filter-list-0");
@@ -467,7 +482,7 @@ TEST_CASE("a run longer than 8,192 rules is one set, and a port all its rules sh
     Model m = render_ok(test::long_run_ruleset(9000, ports));
     INFO(ports << " ports");
     CHECK(bare(chain(table(m, IpFamily::v4, "filter"), "fwe-c-list")) ==
-          std::vector<std::string>{"-m set --match-set fwe-4r-filter-list-0 src,dst -g fwe-accept"});
+          std::vector<std::string>{"-m set --match-set fwe-4r-filter-list-0 src,dst -g fwe-accepted"});
     REQUIRE(m.sets.size() == 1);
     CHECK(m.sets[0].members.size() == 9000);
   }
@@ -481,7 +496,7 @@ TEST_CASE("consecutive chains of one shape are one chain whose runs merge across
     if (spec.find(" -j fwe-c-") != std::string::npos) jumps.push_back(spec.substr(spec.find("-j ")));
   CHECK(jumps == std::vector<std::string>{"-j fwe-c-a..b", "-j fwe-c-d", "-j fwe-c-c"});
   CHECK(bare(chain(filter, "fwe-c-a..b")) ==
-        std::vector<std::string>{"-m set --match-set fwe-4r-filter-a..b-0 src,dst -g fwe-accept"});
+        std::vector<std::string>{"-m set --match-set fwe-4r-filter-a..b-0 src,dst -g fwe-accepted"});
   CHECK(filter.find("fwe-c-a") == nullptr);
   CHECK(filter.find("fwe-c-b") == nullptr);
   CHECK(bare(chain(filter, "fwe-c-c")).size() == 2);  // alone after d, and too short a run
