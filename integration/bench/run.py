@@ -727,7 +727,7 @@ def measure_ebpf(args):
         return {"skipped": f"{args.ebpf_bench} is not built"}
     sizes = ",".join(str(n) for n in args.ebpf_sizes)
     argv = [args.ebpf_bench, "--json", "--rounds", str(args.runs), "--repeat", str(args.ebpf_repeat),
-            "--rules", sizes, "--elements", sizes]
+            "--rules", sizes, "--address-rules", sizes, "--elements", sizes]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=1200)
     except subprocess.TimeoutExpired:
@@ -743,8 +743,9 @@ def ebpf_section(eb, args):
     lines = ["## ebpf: ns per packet (BPF_PROG_TEST_RUN)", "",
              f"`ebpf_bench` (backends/ebpf/tests/bench.cpp) in a network namespace of its own: the ebpf backend "
              "applies a policy of N rules (each naming one TCP destination port the probe does not have, so they "
-             "form one port-indexed run, then the accepting rule) or of one rule whose source set holds N distinct "
-             "/30 networks (the probe's among them); then one TCP SYN from 10.0.0.20 runs through the program "
+             "form one port-indexed run, then the accepting rule), of N such \"address rules\" that each also name "
+             "a source /30 of their own (so they form one address run: one LPM lookup), or of one rule whose source "
+             "set holds N distinct /30 networks (the probe's among them); then one TCP SYN from 10.0.0.20 runs through the program "
              f"attached to the interface's ingress with `BPF_PROG_TEST_RUN`, repeated {eb['repeat']:,} times per "
              "run (the kernel reports the mean). The floor is `floor.bpf.c`: one LPM-trie lookup of the packet's "
              "source in a trie of the same networks, nothing else. fwengine's program and the floor run in "
@@ -755,7 +756,7 @@ def ebpf_section(eb, args):
     lines += ["| workload | fwengine ebpf (ns/packet) | floor: one LPM lookup | ratio | apply (ms) |",
               "|---|---|---|---|---|"]
     for c in eb["cases"]:
-        what = f"{c['n']:,} " + ("rules" if c["kind"] == "rules" else "set elements")
+        what = f"{c['n']:,} " + {"rules": "rules", "address-rules": "address rules"}.get(c["kind"], "set elements")
         if c["over_limit"]:
             lines.append(f"| {what} | over the rule limit (refused at render) | | | |")
             continue

@@ -1,7 +1,8 @@
 // bench.cpp - ns per packet through BPF_PROG_TEST_RUN as rules and set elements grow, against the floor
 // (floor.bpf.c: one LPM lookup alone), and the time an apply and a one-rule policy change take. Root;
 // runs in a network and mount namespace of its own. integration/bench/run.py reads its --json.
-//   build/bin/ebpf_bench [--json] [--repeat N] [--rounds R] [--rules LIST] [--elements LIST]
+//   build/bin/ebpf_bench [--json] [--repeat N] [--rounds R] [--rules LIST] [--address-rules LIST]
+//                        [--elements LIST]
 #include <bpf/bpf.h>
 #include <linux/pkt_cls.h>
 #include <net/if.h>
@@ -40,6 +41,7 @@ struct Options {
   std::uint32_t repeat = 1'000'000;  // packets per BPF_PROG_TEST_RUN
   int rounds = 5;                    // runs of fwengine's program and of the floor, in alternation
   std::vector<std::size_t> rules = {10, 1'000, 10'000, 100'000};
+  std::vector<std::size_t> address_rules = {10, 1'000, 10'000, 100'000};
   std::vector<std::size_t> elements = {10, 1'000, 10'000, 100'000};
   std::size_t change_rules = 10'000;  // the one-rule change's policy
 };
@@ -69,12 +71,15 @@ Options parse_options(int argc, char** argv) {
       o.change_rules = 0;
       for (std::size_t n : o.rules)
         if (n <= 10'000) o.change_rules = std::max(o.change_rules, n);
+    } else if (arg == "--address-rules" && has_value) {
+      o.address_rules = parse_list(argv[++i]);
     } else if (arg == "--elements" && has_value) {
       o.elements = parse_list(argv[++i]);
     } else {
-      std::fprintf(
-          stderr,
-          "usage: ebpf_bench [--json] [--repeat PACKETS] [--rounds R] [--rules N,...] [--elements N,...]\n");
+      std::fprintf(stderr,
+                   "usage: ebpf_bench [--json] [--repeat PACKETS] [--rounds R] [--rules N,...] "
+                   "[--address-rules N,...] "
+                   "[--elements N,...]\n");
       std::exit(2);
     }
   }
@@ -99,9 +104,10 @@ std::vector<ir::Cidr> set_cidrs(std::size_t elements) {
   return cidrs;
 }
 
-// rules: that many non-matching rules (one destination port each, so they form an indexed run), then
-// the accepting one. elements: one rule whose source set has that many CIDRs, the probe's among them.
-ir::Ruleset ruleset(std::size_t rules, std::size_t elements) {
+// rules: that many non-matching rules (one destination port each, so they form an indexed run; with
+// sources, each also from its own /30, so they form one address run), then the accepting one.
+// elements: one rule whose source set has that many CIDRs, the probe's among them.
+ir::Ruleset ruleset(std::size_t rules, std::size_t elements, bool sources = false) {
   ir::Ruleset rs;
   rs.files = {"<command line>", "bench"};
   rs.sets["clients"] = ir::AddrSet{"clients", set_cidrs(elements), {}};
@@ -113,6 +119,11 @@ ir::Ruleset ruleset(std::size_t rules, std::size_t elements) {
         {false,
          {{static_cast<std::uint16_t>(1000 + i % 60000), static_cast<std::uint16_t>(1000 + i % 60000)}}});
     r.action.kind = ir::ActionKind::drop;
+    if (sources) {
+      const std::string set = "r" + std::to_string(i);
+      rs.sets[set] = ir::AddrSet{set, {nth_cidr(static_cast<std::uint32_t>(i))}, {}};
+      r.match.src_addr.push_back({false, set});
+    }
     chain.rules.push_back(r);
   }
   ir::Rule accept;
@@ -189,7 +200,7 @@ double fwengine_ns_per_packet(std::uint32_t repeat) {
 }
 
 struct Case {
-  std::string kind;  // "rules" or "elements"
+  std::string kind;  // "rules", "address-rules" or "elements"
   std::size_t n = 0;
   bool over_limit = false;
   double apply_ms = 0;
@@ -230,7 +241,9 @@ void print_text(const std::vector<Case>& cases, const std::vector<double>& chang
                 std::size_t change_rules) {
   std::printf("%-24s %12s %12s %8s %12s\n", "case (median)", "ns/packet", "floor ns", "ratio", "apply ms");
   for (const Case& c : cases) {
-    const std::string name = std::to_string(c.n) + (c.kind == "rules" ? " rules" : " set elements");
+    const std::string name = std::to_string(c.n) + (c.kind == "rules"           ? " rules"
+                                                    : c.kind == "address-rules" ? " address rules"
+                                                                                : " set elements");
     if (c.over_limit) {
       std::printf("%-24s %12s\n", name.c_str(), "over limit");
       continue;
@@ -262,7 +275,8 @@ int main(int argc, char** argv) {
     Case c;
     c.kind = kind;
     c.n = n;
-    const ir::Ruleset rs = ruleset(rules, elements);
+    const bool sources = kind == "address-rules";
+    const ir::Ruleset rs = ruleset(rules, elements, sources);
     Diagnostics diag;
     if (compile(rs, diag), diag.has_errors()) {
       c.over_limit = true;
@@ -270,14 +284,15 @@ int main(int argc, char** argv) {
       return;
     }
     c.apply_ms = apply_ms(backend, rs);
-    floor.fill(set_cidrs(elements));
-    for (int r = 0; r < o.rounds; ++r) {  // A B A B: noise hits both alike
+    floor.fill(set_cidrs(sources ? rules : elements));  // the rules' networks and the probe's
+    for (int r = 0; r < o.rounds; ++r) {                // A B A B: noise hits both alike
       c.ns.push_back(fwengine_ns_per_packet(o.repeat));
       c.floor_ns.push_back(floor.ns_per_packet(o.repeat));
     }
     cases.push_back(c);
   };
   for (std::size_t n : o.rules) measure("rules", n, n, 1);
+  for (std::size_t n : o.address_rules) measure("address-rules", n, n, 1);
   for (std::size_t n : o.elements) measure("elements", n, 1, n);
 
   // Policy-update latency: both generations hold the policy first (as on a host that has applied it
