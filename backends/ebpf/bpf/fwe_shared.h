@@ -64,7 +64,7 @@ enum fwe_rule_flags {
   FWE_F_SET_MARK = 1 << 4,
   FWE_F_RUN_HEAD =
       1 << 5, /* first rule of a port run: jump straight to the first rule for the packet's dport */
-  FWE_F_IN_RUN = 1 << 6, /* rule of a port run: when only the rest of its match fails, go on at next_same */
+  FWE_F_IN_RUN = 1 << 6,   /* rule of a port run: when only the rest of its match fails, go on at next_same */
   FWE_F_ADDR_RUN = 1 << 7, /* an address run: matches when fwe_runs4/6 has a member for the packet */
 };
 

@@ -695,6 +695,23 @@ KernelState Kernel::read_back() {
   const auto cpus = libbpf_num_possible_cpus();
   std::vector<fwe_counter> per_cpu(static_cast<std::size_t>(cpus > 0 ? cpus : 1));
   std::map<std::pair<std::string, std::int32_t>, RuleCounter> counters;
+  // The counter of a policy rule, named by its chain and origin the first time.
+  auto counter_of = [&](std::uint32_t chain_id, std::int32_t rule_index) -> RuleCounter& {
+    __u32 chain_key = generation * FWE_MAX_CHAINS + chain_id;
+    char name[FWE_NAME_LEN] = {};
+    bpf_map_lookup_elem(m.chains.fd, &chain_key, name);
+    const std::string chain(name, strnlen(name, sizeof name));
+    RuleCounter& c = counters[{chain, rule_index}];
+    if (c.chain.empty()) {
+      c.chain = chain;
+      c.rule = rule_index;
+      fwe_where_key where_key{generation, chain_id, rule_index};
+      fwe_where where{};
+      if (bpf_map_lookup_elem(m.wheres.fd, &where_key, &where) == 0)
+        c.where = std::string(where.text, strnlen(where.text, sizeof where.text));
+    }
+    return c;
+  };
   for (std::uint32_t s = 0; s < FWE_STAGE_COUNT; ++s) {
     __u32 key = generation * FWE_STAGE_COUNT + s;
     fwe_stage_span span{};
@@ -704,16 +721,7 @@ KernelState Kernel::read_back() {
       __u32 rule_key = generation * FWE_MAX_RULES + pc;
       fwe_rule rule{};
       if (bpf_map_lookup_elem(m.rules.fd, &rule_key, &rule) != 0 || rule.rule_index < 0) continue;
-      __u32 chain_key = generation * FWE_MAX_CHAINS + rule.chain_id;
-      char name[FWE_NAME_LEN] = {};
-      bpf_map_lookup_elem(m.chains.fd, &chain_key, name);
-      RuleCounter& c = counters[{std::string(name, strnlen(name, sizeof name)), rule.rule_index}];
-      c.chain = std::string(name, strnlen(name, sizeof name));
-      c.rule = rule.rule_index;
-      fwe_where_key where_key{generation, rule.chain_id, rule.rule_index};
-      fwe_where where{};
-      if (bpf_map_lookup_elem(m.wheres.fd, &where_key, &where) == 0)
-        c.where = std::string(where.text, strnlen(where.text, sizeof where.text));
+      RuleCounter& c = counter_of(rule.chain_id, rule.rule_index);
       if (bpf_map_lookup_elem(m.counters.fd, &rule_key, per_cpu.data()) != 0) continue;
       for (const auto& cpu : per_cpu) {
         c.packets += cpu.packets;
@@ -727,18 +735,7 @@ KernelState Kernel::read_back() {
     for (const Key& key : keys_of<Key>(fd)) {
       fwe_run_member member{};
       if (!run_of_generation(key, generation) || bpf_map_lookup_elem(fd, &key, &member) != 0) continue;
-      __u32 chain_key = generation * FWE_MAX_CHAINS + member.chain_id;
-      char name[FWE_NAME_LEN] = {};
-      bpf_map_lookup_elem(m.chains.fd, &chain_key, name);
-      RuleCounter& c = counters[{std::string(name, strnlen(name, sizeof name)), member.rule_index}];
-      if (c.chain.empty()) {
-        c.chain = std::string(name, strnlen(name, sizeof name));
-        c.rule = member.rule_index;
-        fwe_where_key where_key{generation, member.chain_id, member.rule_index};
-        fwe_where where{};
-        if (bpf_map_lookup_elem(m.wheres.fd, &where_key, &where) == 0)
-          c.where = std::string(where.text, strnlen(where.text, sizeof where.text));
-      }
+      RuleCounter& c = counter_of(member.chain_id, member.rule_index);
       __u32 counter_key = generation * FWE_MAX_RUN_MEMBERS + member.counter;
       fwe_counter hits{};
       if (bpf_map_lookup_elem(m.run_counters.fd, &counter_key, &hits) != 0) continue;
