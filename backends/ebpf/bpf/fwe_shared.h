@@ -68,6 +68,13 @@ enum fwe_rule_flags {
   FWE_F_ADDR_RUN = 1 << 7, /* an address run: matches when fwe_runs4/6 has a member for the packet */
 };
 
+/* How an address run's members are keyed (fwe_rule.run_flags). */
+enum fwe_run_flags {
+  FWE_RUN_DST = 1 << 0,       /* destination addresses, not source */
+  FWE_RUN_ANY_PORT = 1 << 1,  /* no port: the key's port is 0, and a packet needs none */
+  FWE_RUN_ANY_PROTO = 1 << 2, /* no protocol (nor port): the key's protocol is 0 */
+};
+
 enum fwe_icmp_flags {
   FWE_ICMP_PRESENT = 1 << 0,
   FWE_ICMP_V6 = 1 << 1,
@@ -136,7 +143,7 @@ struct fwe_rule {
   __u32 run_id;    /* FWE_F_RUN_HEAD: key into fwe_portindex */
   __u32 run_end;   /* FWE_F_RUN_HEAD: first rule after the run */
   __u32 next_same; /* FWE_F_IN_RUN: next rule of the run with the same port, or run_end */
-  __u32 run_dst;   /* FWE_F_ADDR_RUN: the members are destination (1) or source (0) addresses */
+  __u32 run_flags; /* FWE_F_ADDR_RUN: fwe_run_flags */
 };
 
 struct fwe_portindex_key {
@@ -174,7 +181,8 @@ struct fwe_lpm6_key {
 };
 
 /* Address runs: consecutive rules with one verdict that differ only in one address set (the same side),
- * protocol and destination port are one rule (FWE_F_ADDR_RUN, run_id). Each source rule's (protocol,
+ * protocol and destination port (or only address, or address and protocol: fwe_run_flags) are one rule
+ * (FWE_F_ADDR_RUN, run_id). Each source rule's (protocol,
  * port, CIDR) is a member; a packet finds the one member it can match with one LPM lookup, flat in the
  * number of rules. prefixlen counts run, proto, pad and port (64 bits) plus the CIDR's prefix. */
 struct fwe_run4_key {

@@ -324,17 +324,18 @@ static __always_inline int in_set(__u32 set_id, const struct fwe_pkt* pkt, const
 static __always_inline struct fwe_run_member* run_member(const struct fwe_rule* r,
                                                          const struct fwe_eval* ev) {
   const struct fwe_pkt* pkt = &ev->pkt;
-  if (!pkt->has_ports) return 0;
-  const __u8* addr = r->run_dst ? pkt->dst : pkt->src;
+  const __u32 flags = r->run_flags;
+  if (!(flags & FWE_RUN_ANY_PORT) && !pkt->has_ports) return 0;
+  const __u8* addr = (flags & FWE_RUN_DST) ? pkt->dst : pkt->src;
   const __u32 run = bpf_htonl((ev->gen << 24) | (r->run_id & 0xffffff));
+  const __u8 proto = (flags & FWE_RUN_ANY_PROTO) ? 0 : pkt->proto;
+  const __u16 port = (flags & FWE_RUN_ANY_PORT) ? 0 : bpf_htons(pkt->dport);
   if (pkt->family == 4) {
-    struct fwe_run4_key key = {
-        .prefixlen = 96, .run = run, .proto = pkt->proto, .port = bpf_htons(pkt->dport)};
+    struct fwe_run4_key key = {.prefixlen = 96, .run = run, .proto = proto, .port = port};
     __builtin_memcpy(key.addr, addr, 4);
     return bpf_map_lookup_elem(&fwe_runs4, &key);
   }
-  struct fwe_run6_key key = {
-      .prefixlen = 192, .run = run, .proto = pkt->proto, .port = bpf_htons(pkt->dport)};
+  struct fwe_run6_key key = {.prefixlen = 192, .run = run, .proto = proto, .port = port};
   __builtin_memcpy(key.addr, addr, 16);
   return bpf_map_lookup_elem(&fwe_runs6, &key);
 }

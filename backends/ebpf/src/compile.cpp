@@ -139,28 +139,48 @@ class Compiler {
     return out;
   }
 
-  // A rule that can be a member of an address run: a plain verdict on one positive address match (the
-  // side returned: true for destination), port protocols, one destination port range and nothing that
-  // counts or changes anything per rule (rate limit, mark, notrack, inversion).
-  std::optional<bool> run_side(const fwe_rule& r) const {
+  // How a rule can be a member of an address run (its fwe_run_flags), if it can: a plain verdict on one
+  // positive address match, and either nothing else of the packet's protocol and ports, or protocols,
+  // or port protocols and one destination port range; nothing that counts or changes anything per rule
+  // (rate limit, mark, notrack, inversion).
+  std::optional<std::uint32_t> run_shape(const fwe_rule& r) const {
     if ((r.op != FWE_OP_DONE && r.op != FWE_OP_DROP) || (r.flags & ~FWE_F_GIVE_ALLOW) != 0)
       return std::nullopt;
-    if (r.limit_cost_ns || r.rule_index < 0 || r.proto_mode != FWE_TRI_IS) return std::nullopt;
-    const auto protocols = protocols_of(r);
-    for (auto p : protocols)
-      if (p != 6 && p != 17 && p != 132 && p != 136) return std::nullopt;
-    const fwe_port_match& port = r.dport[0];
-    if (!port.used || port.negate || port.bitmap != FWE_NO_BITMAP || port.lo > port.hi || r.dport[1].used ||
-        r.sport[0].used || r.sport[1].used)
+    if (r.limit_cost_ns || r.rule_index < 0 || r.proto_mode == FWE_TRI_NOT || r.sport[0].used ||
+        r.sport[1].used || r.dport[1].used)
       return std::nullopt;
     const bool src = r.src[0].used, dst = r.dst[0].used;
     if (src == dst || r.src[1].used || r.dst[1].used) return std::nullopt;
     const fwe_addr_match& addr = src ? r.src[0] : r.dst[0];
     if (addr.negate) return std::nullopt;
-    const std::size_t members = out_.sets[addr.set_id].cidrs.size() *
-                                (static_cast<std::size_t>(port.hi - port.lo) + 1) * protocols.size();
-    if (members > kMaxMembersPerRule) return std::nullopt;
-    return dst;
+    std::uint32_t flags = dst ? FWE_RUN_DST : 0;
+    const fwe_port_match& port = r.dport[0];
+    if (r.proto_mode == FWE_TRI_NONE) {
+      if (port.used) return std::nullopt;
+      flags |= FWE_RUN_ANY_PROTO | FWE_RUN_ANY_PORT;
+    } else if (!port.used) {
+      flags |= FWE_RUN_ANY_PORT;
+    } else {
+      for (auto p : protocols_of(r))
+        if (p != 6 && p != 17 && p != 132 && p != 136) return std::nullopt;
+      if (port.negate || port.bitmap != FWE_NO_BITMAP || port.lo > port.hi) return std::nullopt;
+    }
+    if (out_.sets[addr.set_id].cidrs.size() * member_slots(r, flags).size() > kMaxMembersPerRule)
+      return std::nullopt;
+    return flags;
+  }
+
+  // The (protocol, port) pairs a run member of this shape is keyed by; 0 where the run has none.
+  static std::vector<std::pair<std::uint8_t, std::uint16_t>> member_slots(const fwe_rule& r,
+                                                                          std::uint32_t flags) {
+    std::vector<std::pair<std::uint8_t, std::uint16_t>> out;
+    const auto protocols = (flags & FWE_RUN_ANY_PROTO) ? std::vector<std::uint8_t>{0} : protocols_of(r);
+    const std::uint32_t lo = (flags & FWE_RUN_ANY_PORT) ? 0 : r.dport[0].lo;
+    const std::uint32_t hi = (flags & FWE_RUN_ANY_PORT) ? 0 : r.dport[0].hi;
+    for (auto protocol : protocols)
+      for (std::uint32_t port = lo; port <= hi && out.size() <= kMaxMembersPerRule; ++port)
+        out.emplace_back(protocol, static_cast<std::uint16_t>(port));
+    return out;
   }
 
   // Whether two run members match alike outside their address, protocols and port.
@@ -179,15 +199,14 @@ class Compiler {
   class RunMembers {
    public:
     // Adds the rule's members, or nothing and false when one of them overlaps another rule's.
-    bool add(const fwe_rule& r, const std::vector<Cidr>& cidrs) {
+    bool add(const fwe_rule& r, std::uint32_t flags, const std::vector<Cidr>& cidrs) {
       std::vector<Key> keys;
-      for (auto protocol : protocols_of(r))
-        for (std::uint32_t port = r.dport[0].lo; port <= r.dport[0].hi; ++port)
-          for (const auto& cidr : cidrs) {
-            Key key = key_of(cidr, protocol, static_cast<std::uint16_t>(port));
-            if (overlaps(key, cidr.prefix, keys)) return false;
-            keys.push_back(key);
-          }
+      for (const auto& [protocol, port] : member_slots(r, flags))
+        for (const auto& cidr : cidrs) {
+          Key key = key_of(cidr, protocol, port);
+          if (overlaps(key, cidr.prefix, keys)) return false;
+          keys.push_back(key);
+        }
       for (const auto& key : keys) members_.emplace(key, Member{key.prefix, r.chain_id, r.rule_index});
       return true;
     }
@@ -278,14 +297,14 @@ class Compiler {
     for (std::uint32_t pc = start; pc < end;) {
       moved[pc - start] = start + static_cast<std::uint32_t>(rules.size());
       const fwe_rule& head = out_.rules[pc];
-      const auto side = run_side(head);
+      const auto shape = run_shape(head);
       RunMembers members;
       std::uint32_t run_end = pc;
-      while (side && run_end < end && (run_end == pc || !targeted[run_end - start])) {
+      while (shape && run_end < end && (run_end == pc || !targeted[run_end - start])) {
         const fwe_rule& r = out_.rules[run_end];
-        if (run_side(r) != side || !same_outside(head, r)) break;
-        const fwe_addr_match& addr = *side ? r.dst[0] : r.src[0];
-        if (!members.add(r, out_.sets[addr.set_id].cidrs)) break;
+        if (run_shape(r) != shape || !same_outside(head, r)) break;
+        const fwe_addr_match& addr = (*shape & FWE_RUN_DST) ? r.dst[0] : r.src[0];
+        if (!members.add(r, *shape, out_.sets[addr.set_id].cidrs)) break;
         ++run_end;
       }
       if (run_end - pc < kMinAddressRun) {
@@ -299,7 +318,7 @@ class Compiler {
       fwe_rule merged = head;
       merged.flags |= FWE_F_ADDR_RUN;
       merged.run_id = run_id;
-      merged.run_dst = *side;
+      merged.run_flags = *shape;
       merged.rule_index = -1;  // its members count for their rules
       merged.proto_mode = FWE_TRI_NONE;
       std::fill(std::begin(merged.proto_bits), std::end(merged.proto_bits), 0);
@@ -796,9 +815,10 @@ std::string Program::text() const {
       cidr.addr.family = family;
       std::memcpy(cidr.addr.bytes.data(), keys[i].addr, sizeof keys[i].addr);
       cidr.prefix = static_cast<std::uint8_t>(keys[i].prefixlen - 64);
-      out << "run " << ntohl(keys[i].run) << " member " << protocol_name(keys[i].proto) << ' '
-          << ntohs(keys[i].port) << ' ' << to_string(cidr) << " -> " << chains[values[i].chain_id] << '#'
-          << values[i].rule_index << '\n';
+      out << "run " << ntohl(keys[i].run) << " member "
+          << (keys[i].proto ? protocol_name(keys[i].proto) : std::string("any")) << ' ' << ntohs(keys[i].port)
+          << ' ' << to_string(cidr) << " -> " << chains[values[i].chain_id] << '#' << values[i].rule_index
+          << '\n';
     }
   };
   members(run4, run4_members, Family::ipv4);

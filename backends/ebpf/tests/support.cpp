@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <optional>
 #include <stdexcept>
 
 #include "kernel.hpp"
@@ -313,6 +314,43 @@ Ruleset address_run_ruleset() {
   rs.stage(Stage::input).sections.push_back({"host", false, {ep}});
   passes::normalise(rs);
   return rs;
+}
+
+Ruleset blocklist_ruleset() {
+  Ruleset rs;
+  rs.files = {"<command line>", "block.yaml"};
+  std::uint32_t line = 400;
+  std::vector<Rule> rules;
+  auto from = [&](const std::string& cidr, std::optional<std::uint8_t> protocol, ActionKind kind) {
+    const std::string set = "b" + std::to_string(line);
+    add_set(rs, set, {cidr.c_str()});
+    Match m;
+    if (protocol) m.protocols = std::vector<std::uint8_t>{*protocol};
+    m.src_addr.push_back({false, set});
+    rules.push_back(rule(m, kind, line++));
+  };
+  for (int i = 0; i < 4; ++i) from("10.0.9" + std::to_string(i) + ".0/24", 1, ActionKind::accept);
+  for (int i = 0; i < 4; ++i) from("10.0.10" + std::to_string(i) + ".0/24", 6, ActionKind::accept);
+  for (int i = 0; i < 6; ++i) from("10.0.8" + std::to_string(i) + ".0/24", std::nullopt, ActionKind::drop);
+  from("10.0.0.0/8", std::nullopt, ActionKind::accept);
+  add_chain(rs, "block", rules);
+  Endpoint ep = endpoint("d0", "d0", std::nullopt);
+  ep.groups.push_back(group("block", {"block"}, Verdict::continue_));
+  ep.default_verdict = Verdict::drop;
+  rs.stage(Stage::input).sections.push_back({"host", false, {ep}});
+  passes::normalise(rs);
+  return rs;
+}
+
+std::vector<trace::Packet> blocklist_packets() {
+  std::vector<trace::Packet> out;
+  for (const char* src : {"10.0.90.7", "10.0.93.7", "10.0.100.7", "10.0.103.7", "10.0.80.7", "10.0.85.7",
+                          "10.0.200.7", "192.168.1.7"})
+    for (std::uint8_t protocol : {1, 6, 17}) {
+      const bool icmp = protocol == 1;
+      out.push_back(packet("d0", "", src, "10.0.0.1", protocol, icmp ? 0 : 40000, icmp ? 0 : 80));
+    }
+  return out;
 }
 
 Ruleset large_address_run_ruleset(std::size_t rules, std::uint16_t port) {

@@ -26,6 +26,12 @@ std::vector<trace::Packet> port_run_packets();
 ir::Ruleset address_run_ruleset();
 std::vector<trace::Packet> address_run_packets();
 
+// Address runs without ports: ICMP and TCP accepts from 10.0.9K.0/24 and 10.0.10K.0/24 (one run keyed by
+// protocol), drops of anything from 10.0.8K.0/24 (one run keyed by address alone), then an accept of
+// anything from 10.0.0.0/8; default drop. Packets of several protocols from each.
+ir::Ruleset blocklist_ruleset();
+std::vector<trace::Packet> blocklist_packets();
+
 // One chain of `rules` rules, each from its own 172.16.x.y/32 to TCP `port`, accepted; a single run.
 ir::Ruleset large_address_run_ruleset(std::size_t rules, std::uint16_t port);
 

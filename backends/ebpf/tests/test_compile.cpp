@@ -159,7 +159,7 @@ TEST_CASE("rules that differ only in address, protocol and port become one addre
   // the inlined jump goes to its first rule, so inner's run cannot take it.
   REQUIRE(runs.size() == 5);
   CHECK(program.rules[runs[1].first].op == FWE_OP_DROP);
-  CHECK(program.rules[runs[2].first].run_dst == 1);
+  CHECK(program.rules[runs[2].first].run_flags == FWE_RUN_DST);
   for (std::uint32_t pc = 0; pc < program.rules.size(); ++pc)
     if (program.rules[pc].flags & FWE_F_INVERT) CHECK(program.rules[pc].target == runs[4].first);
   // runs#0..7: 8 rules, one with two protocols, one with three ports: 10 IPv4 members, one IPv6.
@@ -178,6 +178,22 @@ TEST_CASE("rules that differ only in address, protocol and port become one addre
   REQUIRE(program.sets.size() == 1);
   CHECK(program.sets[0].name == "r8");
   CHECK(program.text().find("run 0 member tcp 2003 10.0.13.0/24 -> runs#3") != std::string::npos);
+}
+
+TEST_CASE("rules without ports, or without protocols, form address runs keyed by what they have",
+          "[compile]") {
+  Diagnostics diag;
+  Program program = compile(test::blocklist_ruleset(), diag);
+  REQUIRE_FALSE(diag.has_errors());
+  INFO(program.text());
+  std::vector<std::uint32_t> flags;
+  for (const auto& r : program.rules)
+    if (r.flags & FWE_F_ADDR_RUN) flags.push_back(r.run_flags);
+  // ICMP and TCP accepts: one run keyed by protocol; the drops of anything: one keyed by address alone.
+  CHECK(flags == std::vector<std::uint32_t>{FWE_RUN_ANY_PORT, FWE_RUN_ANY_PORT | FWE_RUN_ANY_PROTO});
+  REQUIRE(program.run4.size() == 14);
+  CHECK(program.text().find("member icmp 0 10.0.90.0/24 -> block#0") != std::string::npos);
+  CHECK(program.text().find("member any 0 10.0.80.0/24 -> block#8") != std::string::npos);
 }
 
 TEST_CASE("rpf rules carry mode and negation, and mark the program for the reverse lookup", "[compile]") {

@@ -58,6 +58,26 @@ void apply(EbpfBackend& backend, const ir::Ruleset& rs) {
   backend.apply(*plan, {.ir_hash = canonical::hash(rs)});
 }
 
+struct Outcomes {
+  std::size_t passed = 0, dropped = 0;
+};
+
+// Applies rs and checks each packet, each the first of its flow, against trace's verdict.
+Outcomes check_against_trace(EbpfBackend& backend, const ir::Ruleset& rs,
+                             const std::vector<trace::Packet>& packets) {
+  apply(backend, rs);
+  Kernel kernel("test");
+  Outcomes out;
+  for (const auto& p : packets) {
+    test::clear_conntrack(kernel.pin_dir());
+    const bool expected = trace::evaluate(rs, p).delivered;
+    ++(expected ? out.passed : out.dropped);
+    INFO(test::describe(p));
+    CHECK(delivered(p) == expected);
+  }
+  return out;
+}
+
 }  // namespace
 
 TEST_CASE("every sample packet and its reply get trace's verdict", "[root]") {
@@ -84,37 +104,17 @@ TEST_CASE("every sample packet and its reply get trace's verdict", "[root]") {
 
 TEST_CASE("port runs skip only rules that cannot match", "[root]") {
   enter_scratch_namespace();
-  const ir::Ruleset rs = test::port_run_ruleset();
   EbpfBackend backend(PluginContext{"test"});
-  apply(backend, rs);
-  Kernel kernel("test");
-  std::size_t passed = 0;
-  for (const auto& p : test::port_run_packets()) {
-    test::clear_conntrack(kernel.pin_dir());
-    const bool expected = trace::evaluate(rs, p).delivered;
-    passed += expected;
-    INFO(test::describe(p));
-    CHECK(delivered(p) == expected);
-  }
-  CHECK(passed > 0);
+  CHECK(check_against_trace(backend, test::port_run_ruleset(), test::port_run_packets()).passed > 0);
 }
 
 TEST_CASE("address runs give trace's verdict and count each hit for the rule trace names", "[root]") {
   enter_scratch_namespace();
   const ir::Ruleset rs = test::address_run_ruleset();
   EbpfBackend backend(PluginContext{"test"});
-  apply(backend, rs);
-  Kernel kernel("test");
-  std::size_t passed = 0, dropped = 0;
-  for (const auto& p : test::address_run_packets()) {
-    test::clear_conntrack(kernel.pin_dir());
-    const bool expected = trace::evaluate(rs, p).delivered;
-    ++(expected ? passed : dropped);
-    INFO(test::describe(p));
-    CHECK(delivered(p) == expected);
-  }
-  CHECK(passed >= 20);
-  CHECK(dropped >= 20);
+  const Outcomes outcomes = check_against_trace(backend, rs, test::address_run_packets());
+  CHECK(outcomes.passed >= 20);
+  CHECK(outcomes.dropped >= 20);
 
   backend.flush();
   apply(backend, rs);  // counters from zero
@@ -132,6 +132,15 @@ TEST_CASE("address runs give trace's verdict and count each hit for the rule tra
     }
   CHECK(hits == std::map<std::int32_t, std::uint64_t>{{1, 1}, {2, 1}});  // not runs#8, which overlaps
   CHECK(where == "runs.yaml:301:1");
+}
+
+TEST_CASE("address runs without ports or protocols give trace's verdict", "[root]") {
+  enter_scratch_namespace();
+  EbpfBackend backend(PluginContext{"test"});
+  const Outcomes outcomes =
+      check_against_trace(backend, test::blocklist_ruleset(), test::blocklist_packets());
+  CHECK(outcomes.passed >= 8);
+  CHECK(outcomes.dropped >= 8);
 }
 
 TEST_CASE("a generation larger than one batch is cleared whole before it is written again", "[root]") {
