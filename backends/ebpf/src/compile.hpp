@@ -3,7 +3,8 @@
 // Every stage becomes one forward-only list of rules: per section an optional allow-mark check, the
 // endpoints' classifiers (goto the endpoint's body), then each body: conntrack prelude, failsafe
 // chain, groups (chains inlined; jumps inlined behind an inverted goto, return/pass as gotos),
-// on_end and default. A verdict ends the section (DONE) or the packet (DROP).
+// on_end and default. A verdict ends the section (DONE) or the packet (DROP). Stretches of rules that
+// differ only in their address, protocols and port become one address-run rule over fwe_runs4/6.
 #pragma once
 
 #include <array>

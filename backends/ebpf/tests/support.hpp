@@ -32,8 +32,9 @@ std::vector<trace::Packet> address_run_packets();
 ir::Ruleset blocklist_ruleset();
 std::vector<trace::Packet> blocklist_packets();
 
-// One chain of `rules` rules, each from its own 172.16.x.y/32 to TCP `port`, accepted; a single run.
-ir::Ruleset large_address_run_ruleset(std::size_t rules, std::uint16_t port);
+// One chain of `rules` rules, each from its own 172.x.y.z/32 (172.16.0.0 onwards) to TCP ports `port`
+// .. `port` + `ports` - 1, accepted; a single run.
+ir::Ruleset large_address_run_ruleset(std::size_t rules, std::uint16_t port, std::uint16_t ports = 1);
 
 ir::IpAddr ip(const char* text);
 trace::Packet packet(const char* iif, const char* oif, const char* src, const char* dst,

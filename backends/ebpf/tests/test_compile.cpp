@@ -86,11 +86,20 @@ TEST_CASE("a ruleset beyond the rule limit is refused", "[compile]") {
 
 TEST_CASE("more policy rules than the origins kept are refused, however few eBPF rules they make",
           "[compile]") {
+  ir::Ruleset rs = test::large_address_run_ruleset(FWE_MAX_WHERES + 1, 22);
+  for (auto& [name, set] : rs.sets) set.cidrs.clear();  // members have a limit of their own
   Diagnostics diag;
-  const Program program = compile(test::large_address_run_ruleset(FWE_MAX_WHERES + 1, 22), diag);
+  const Program program = compile(rs, diag);
   CHECK(program.rules.size() < 10);  // one run
   REQUIRE(diag.error_count() == 1);
   CHECK(diag.all()[0].message.find(std::to_string(FWE_MAX_WHERES)) != std::string::npos);
+}
+
+TEST_CASE("more address-run members than the run maps hold are refused", "[compile]") {
+  Diagnostics diag;
+  compile(test::large_address_run_ruleset(FWE_MAX_RUN_MEMBERS / 2 + 1, 22, 2), diag);  // two ports each
+  REQUIRE(diag.error_count() == 1);
+  CHECK(diag.all()[0].message.find(std::to_string(FWE_MAX_RUN_MEMBERS)) != std::string::npos);
 }
 
 TEST_CASE("more address matches than a rule holds are refused", "[compile]") {
