@@ -6,7 +6,6 @@
 // so to_json() is a parse of it and the hash does not depend on how the text was made.
 #include "fwengine/canonical.hpp"
 
-#include <openssl/evp.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -16,6 +15,8 @@
 #include <new>
 
 #include <nlohmann/json.hpp>
+
+#include "sha256.hpp"
 
 namespace fwe::canonical {
 
@@ -430,21 +431,14 @@ std::string to_yaml(const Ruleset& rs, bool with_origins) {
 }
 
 std::string hash(const Ruleset& rs) {
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> context(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
-  if (!context || EVP_DigestInit_ex(context.get(), EVP_sha256(), nullptr) != 1) throw std::bad_alloc();
-  auto update = [](void* c, std::string_view piece) {
-    EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(c), piece.data(), piece.size());
-  };
-  const std::string last = Writer{rs, false, JsonText(update, context.get())}.ruleset();
-  update(context.get(), last);
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  EVP_DigestFinal_ex(context.get(), digest, &length);
+  detail::Sha256 sha;
+  auto update = [](void* c, std::string_view piece) { static_cast<detail::Sha256*>(c)->update(piece); };
+  sha.update(Writer{rs, false, JsonText(update, &sha)}.ruleset());
   static constexpr char kHex[] = "0123456789abcdef";
   std::string hex;
-  for (unsigned int i = 0; i < length; ++i) {
-    hex += kHex[digest[i] >> 4];
-    hex += kHex[digest[i] & 0xf];
+  for (std::uint8_t byte : sha.finish()) {
+    hex += kHex[byte >> 4];
+    hex += kHex[byte & 0xf];
   }
   return hex;
 }
