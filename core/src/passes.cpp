@@ -3,8 +3,10 @@
 
 #include <algorithm>
 #include <functional>
+#include <map>
 #include <set>
 #include <string_view>
+#include <type_traits>
 #include <unordered_set>
 
 #include "fwengine/plugin.hpp"
@@ -321,20 +323,33 @@ void inject_failsafe(Ruleset& rs) {
 
 void optimise(Ruleset& rs) {
   // Identical sets become one, so backends load each list of addresses once: each is renamed to the
-  // first (by name) with the same addresses. Sorted views, not a map of copies: a policy of 50,000
-  // rules has 50,000 inline sets.
-  std::vector<const std::pair<const std::string, AddrSet>*> by_addresses;
-  by_addresses.reserve(rs.sets.size());
-  for (const auto& entry : rs.sets) by_addresses.push_back(&entry);
-  std::stable_sort(by_addresses.begin(), by_addresses.end(),
-                   [](const auto* a, const auto* b) { return a->second.cidrs < b->second.cidrs; });
+  // first (by name) with the same addresses. Sets are grouped by a hash of their addresses rather than
+  // sorted by them: a policy of 50,000 rules has 50,000 inline sets, and sorting compared their CIDR
+  // lists a million times.
+  using Entry = std::pair<const std::string, AddrSet>;
+  static_assert(std::has_unique_object_representations_v<Cidr>, "a CIDR's bytes are its value");
+  std::vector<const Entry*> by_name;
+  std::vector<std::pair<std::size_t, std::size_t>> by_hash;  // (hash of the addresses, index in by_name)
+  by_name.reserve(rs.sets.size());
+  by_hash.reserve(rs.sets.size());
+  for (const auto& entry : rs.sets) {
+    const auto& cidrs = entry.second.cidrs;
+    std::string_view bytes(reinterpret_cast<const char*>(cidrs.data()), cidrs.size() * sizeof(Cidr));
+    by_hash.emplace_back(std::hash<std::string_view>{}(bytes), by_name.size());
+    by_name.push_back(&entry);
+  }
+  std::sort(by_hash.begin(), by_hash.end());
   std::map<std::string, std::string> rename;
-  const std::pair<const std::string, AddrSet>* first = nullptr;  // of the run of equal sets in hand
-  for (const auto* entry : by_addresses) {
-    if (first && entry->second.cidrs == first->second.cidrs)
-      rename[entry->first] = first->first;
+  std::vector<const Entry*> firsts;  // the distinct address lists among one hash's sets, by name
+  for (std::size_t i = 0; i < by_hash.size(); ++i) {
+    if (i == 0 || by_hash[i].first != by_hash[i - 1].first) firsts.clear();
+    const Entry* entry = by_name[by_hash[i].second];
+    auto same = std::find_if(firsts.begin(), firsts.end(),
+                             [&](const Entry* first) { return first->second.cidrs == entry->second.cidrs; });
+    if (same != firsts.end())
+      rename[entry->first] = (*same)->first;
     else
-      first = entry;
+      firsts.push_back(entry);
   }
   auto renamed = [&](std::string& n) {
     if (auto it = rename.find(n); it != rename.end()) n = it->second;

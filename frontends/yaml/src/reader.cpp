@@ -671,10 +671,6 @@ void PolicyReader::Impl::read_match(const Node& node, const std::string& owner, 
     return match.protocols && !match.protocol_negate &&
            std::none_of(match.protocols->begin(), match.protocols->end(), wanted);
   };
-  std::string protocol_text;
-  if (match.protocols)
-    for (auto number : *match.protocols)
-      protocol_text += (protocol_text.empty() ? "" : ", ") + ir::protocol_name(number);
   for (auto [field, out] : {std::pair{"sport", &match.src_port}, std::pair{"dport", &match.dst_port},
                             std::pair{"ct-orig-dport", &match.ct_orig_dport}}) {
     const Node* value = node.find(field);
@@ -693,11 +689,15 @@ void PolicyReader::Impl::read_match(const Node& node, const std::string& owner, 
     std::string_view field = v6 ? "icmpv6" : "icmp";
     match.icmp = read_icmp(*value, field, v6);
     std::uint8_t number = v6 ? 58 : 1;
-    if (positive_protocols_without([&](std::uint8_t p) { return p == number; }))
+    if (positive_protocols_without([&](std::uint8_t p) { return p == number; })) {
+      std::string protocol_text;
+      for (auto protocol : *match.protocols)
+        protocol_text += (protocol_text.empty() ? "" : ", ") + ir::protocol_name(protocol);
       error(*value,
             std::string(field) + " needs protocol " + std::string(field) + ", but the rule's protocol is " +
                 protocol_text,
             "remove protocol or add " + std::string(field) + " to it");
+    }
     if (match.family == (v6 ? ir::Family::ipv4 : ir::Family::ipv6))
       error(*value,
             std::string(field) + " never matches with family: " + std::string(ir::to_string(match.family)),
