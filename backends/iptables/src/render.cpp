@@ -1260,8 +1260,9 @@ class FamilyRenderer {
 };
 
 // A chain without rules does nothing: a jump to it comes back at once. Where a family leaves a chain
-// empty (an IPv4-only policy's chains in ip6tables), the chain and the jumps to it go, until no such
-// chain is left, so that the family's packets do not walk through them. A hooked chain stays, and so
+// empty (an IPv4-only policy's chains in ip6tables), the chain and the jumps to it go (and the checks
+// that followed them, but one), until no such chain is left, so that the family's packets do not walk
+// through them. A hooked chain stays, and so
 // does the target of a goto (which returns from the chain it was in).
 void drop_empty_chains(std::vector<TableDef>& tables) {
   for (auto& table : tables)
@@ -1278,11 +1279,21 @@ void drop_empty_chains(std::vector<TableDef>& tables) {
             if (auto it = empty.find(jump->target); it != empty.end()) empty.erase(it);
       if (empty.empty()) break;
       std::erase_if(table.chains, [&](const ChainDef& chain) { return empty.contains(chain.name); });
-      for (auto& chain : table.chains)
+      for (auto& chain : table.chains) {
         std::erase_if(chain.rules, [&](const std::string& rule) {
           auto jump = jump_of(rule);
           return jump && !jump->is_goto && empty.contains(jump->target);
         });
+        // Behind each jump of an endpoint chain, a check returns once the jumped-to chain reached a
+        // verdict; where the jumps went, their checks follow one another (the same content, so the same
+        // stamp, whatever their origins), and only the first can match.
+        auto dead =
+            std::unique(chain.rules.begin(), chain.rules.end(), [](const auto& kept, const auto& rule) {
+              auto jump = jump_of(rule);
+              return jump && jump->target == "RETURN" && stamp_of(rule) == stamp_of(kept);
+            });
+        chain.rules.erase(dead, chain.rules.end());
+      }
     }
 }
 

@@ -107,6 +107,31 @@ TEST_CASE("accept goes straight to fwe-accepted only where the stage has one sec
         "-m conntrack --ctstate RELATED,ESTABLISHED -g fwe-accepted");
 }
 
+TEST_CASE("chains a family leaves empty go with their jumps and all but one of the checks behind them") {
+  ir::Ruleset rs = test::sample_ruleset();
+  for (auto [name, kind] :
+       {std::pair{"v4-allow", ir::ActionKind::accept}, std::pair{"v4-deny", ir::ActionKind::drop}}) {
+    const ir::Origin origin{SourceLoc{1, 80, 3}, "test policy", -1};
+    ir::Rule r;
+    r.action.kind = kind;
+    r.origin = origin;
+    r.match.src_addr.push_back({false, "lan"});  // IPv4 only
+    rs.chains[name] = ir::Chain{name, {r}, origin};
+  }
+  auto& tier1 = rs.stage(ir::Stage::input).sections[0].endpoints[1].groups[0];
+  tier1.chains = {"v4-allow", "v4-deny", "web"};
+  Model m = render_ok(rs);
+  const auto v4 = bare(chain(table(m, IpFamily::v4, "filter"), "fwe-e-in0-uplink"));
+  CHECK(std::count(v4.begin(), v4.end(), "-m mark --mark 0x80000000/0x80000000 -j RETURN") == 5);
+  // In ip6tables the two chains and their jumps are gone; their checks, and the failsafe's before
+  // them, would follow one another.
+  const auto v6 = bare(chain(table(m, IpFamily::v6, "filter"), "fwe-e-in0-uplink"));
+  CHECK(std::adjacent_find(v6.begin(), v6.end()) == v6.end());
+  CHECK(std::count(v6.begin(), v6.end(), "-m mark --mark 0x80000000/0x80000000 -j RETURN") == 3);
+  CHECK(std::none_of(v6.begin(), v6.end(),
+                     [](const std::string& r) { return r.find("v4-") != std::string::npos; }));
+}
+
 TEST_CASE("IR rules become iptables rules: ports, sets, ICMP, reject, jumps") {
   Model m = render_ok(test::sample_ruleset());
   const auto& v4 = chain(table(m, IpFamily::v4, "filter"), "fwe-c-web");
