@@ -5,6 +5,7 @@
 #include <cstring>
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -99,7 +100,10 @@ __attribute__((target("sha,sse4.1"))) void compress_sha_ni(std::array<std::uint3
 
 bool cpu_has_sha() {
 #if defined(__x86_64__)
-  return __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1");
+  // CPUID rather than __builtin_cpu_supports, which clang 14 does not know "sha" for.
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_SSE4_1)) return false;
+  return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & bit_SHA);
 #else
   return false;
 #endif
