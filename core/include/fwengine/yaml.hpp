@@ -18,7 +18,7 @@
 
 namespace fwe::yaml {
 
-enum class Kind { null, scalar, sequence, mapping };
+enum class Kind : std::uint8_t { null, scalar, sequence, mapping };
 // What a scalar resolves to under the YAML 1.2 core schema; quoted scalars are always strings.
 enum class ScalarType { null, boolean, integer, floating, string };
 
