@@ -11,8 +11,6 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
-#include <memory>
-#include <new>
 
 #include <nlohmann/json.hpp>
 

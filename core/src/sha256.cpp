@@ -1,6 +1,7 @@
 // sha256.cpp - SHA-256 as FIPS 180-4 defines it, with the x86 SHA extensions where the CPU has them.
 #include "sha256.hpp"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 
@@ -121,6 +122,7 @@ void Sha256::compress(const std::uint8_t* blocks, std::size_t count) {
 }
 
 void Sha256::update(std::string_view bytes) {
+  if (bytes.empty()) return;  // its data may be null, which memcpy must not be given
   total_bytes_ += bytes.size();
   auto data = reinterpret_cast<const std::uint8_t*>(bytes.data());
   std::size_t size = bytes.size();
