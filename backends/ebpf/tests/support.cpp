@@ -71,6 +71,16 @@ Group group(const std::string& name, std::vector<std::string> chains, Verdict on
   return g;
 }
 
+// Finishes a ruleset of input only: one endpoint on d0 whose group runs `chains`, then drop; normalised.
+Ruleset on_d0_input(Ruleset rs, const std::string& group_name, std::vector<std::string> chains) {
+  Endpoint ep = endpoint("d0", "d0", std::nullopt);
+  ep.groups.push_back(group(group_name, std::move(chains), Verdict::continue_));
+  ep.default_verdict = Verdict::drop;
+  rs.stage(Stage::input).sections.push_back({"host", false, {ep}});
+  passes::normalise(rs);
+  return rs;
+}
+
 }  // namespace
 
 IpAddr ip(const char* text) {
@@ -237,12 +247,7 @@ Ruleset port_run_ruleset() {
     }
     add_chain(rs, name, rules);
   }
-  Endpoint ep = endpoint("d0", "d0", std::nullopt);
-  ep.groups.push_back(group("runs", {"run-a", "run-b"}, Verdict::continue_));
-  ep.default_verdict = Verdict::drop;
-  rs.stage(Stage::input).sections.push_back({"host", false, {ep}});
-  passes::normalise(rs);
-  return rs;
+  return on_d0_input(std::move(rs), "runs", {"run-a", "run-b"});
 }
 
 std::vector<trace::Packet> port_run_packets() {
@@ -308,12 +313,7 @@ Ruleset address_run_ruleset() {
   }
   add_chain(rs, "inner", inner);
   add_chain(rs, "outer", outer);
-  Endpoint ep = endpoint("d0", "d0", std::nullopt);
-  ep.groups.push_back(group("runs", {"runs", "outer"}, Verdict::continue_));
-  ep.default_verdict = Verdict::drop;
-  rs.stage(Stage::input).sections.push_back({"host", false, {ep}});
-  passes::normalise(rs);
-  return rs;
+  return on_d0_input(std::move(rs), "runs", {"runs", "outer"});
 }
 
 Ruleset blocklist_ruleset() {
@@ -334,12 +334,7 @@ Ruleset blocklist_ruleset() {
   for (int i = 0; i < 6; ++i) from("10.0.8" + std::to_string(i) + ".0/24", std::nullopt, ActionKind::drop);
   from("10.0.0.0/8", std::nullopt, ActionKind::accept);
   add_chain(rs, "block", rules);
-  Endpoint ep = endpoint("d0", "d0", std::nullopt);
-  ep.groups.push_back(group("block", {"block"}, Verdict::continue_));
-  ep.default_verdict = Verdict::drop;
-  rs.stage(Stage::input).sections.push_back({"host", false, {ep}});
-  passes::normalise(rs);
-  return rs;
+  return on_d0_input(std::move(rs), "block", {"block"});
 }
 
 std::vector<trace::Packet> blocklist_packets() {
@@ -367,12 +362,7 @@ Ruleset large_address_run_ruleset(std::size_t rules, std::uint16_t port, std::ui
     chain.push_back(rule(m, ActionKind::accept, static_cast<std::uint32_t>(i + 1)));
   }
   add_chain(rs, "hosts", chain);
-  Endpoint ep = endpoint("d0", "d0", std::nullopt);
-  ep.groups.push_back(group("hosts", {"hosts"}, Verdict::continue_));
-  ep.default_verdict = Verdict::drop;
-  rs.stage(Stage::input).sections.push_back({"host", false, {ep}});
-  passes::normalise(rs);
-  return rs;
+  return on_d0_input(std::move(rs), "hosts", {"hosts"});
 }
 
 std::vector<trace::Packet> address_run_packets() {
