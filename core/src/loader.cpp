@@ -83,30 +83,36 @@ PluginLoader::PluginLoader(std::vector<std::string> extra_dirs) {
 }
 
 PluginInfo PluginLoader::inspect(const std::string& path) {
-  PluginInfo info;
+  return inspect_open(path).info;
+}
+
+PluginLoader::Inspected PluginLoader::inspect_open(const std::string& path) {
+  Inspected inspected;
+  PluginInfo& info = inspected.info;
   info.path = path;
   info.name = fs::path(path).stem().string();
   if (info.name.rfind("libfwe_", 0) == 0) info.name = info.name.substr(7);
   std::error_code ec;
   if (!fs::is_regular_file(path, ec)) {
     info.problem = "file not found (check --plugin-dir)";
-    return info;
+    return inspected;
   }
   for (const auto& p : {fs::path(path).parent_path().string(), path}) {
     if (auto why = unsafe_reason(p); !why.empty()) {
       info.problem =
           "refused: " + why + " (plugins must be owned by root or you and not group/world-writable)";
-      return info;
+      return inspected;
     }
   }
   // Entry points are looked up in the dynamic symbol table (dlsym), which survives `strip`; Boost
   // 1.74's library_info reads only .symtab, which packaging strips.
   bool has_factory = false;
   try {
-    auto lib = load(path);
+    inspected.library = load(path);
+    const auto& lib = inspected.library;
     if (!lib.has(kDescriptorAlias)) {
       info.problem = std::string("missing exported symbol '") + kDescriptorAlias + "'";
-      return info;
+      return inspected;
     }
     const auto& d = lib.get_alias<const PluginDescriptor>(kDescriptorAlias);
     info.abi_version = d.abi_version;
@@ -117,16 +123,16 @@ PluginInfo PluginLoader::inspect(const std::string& path) {
     has_factory = lib.has(info.kind == PluginKind::frontend ? kFrontendAlias : kBackendAlias);
   } catch (const std::exception& e) {
     info.problem = load_failure(e);  // the caller names the plugin
-    return info;
+    return inspected;
   }
   if (info.abi_version != FWE_PLUGIN_ABI_VERSION) {
     info.problem = "ABI version " + std::to_string(info.abi_version) + ", engine expects " +
                    std::to_string(FWE_PLUGIN_ABI_VERSION) + " (rebuild the plugin against this fwengine)";
-    return info;
+    return inspected;
   }
   const char* factory = info.kind == PluginKind::frontend ? kFrontendAlias : kBackendAlias;
   if (!has_factory) info.problem = std::string("missing exported symbol '") + factory + "'";
-  return info;
+  return inspected;
 }
 
 std::vector<PluginInfo> PluginLoader::discover() const {
@@ -172,8 +178,11 @@ PluginInfo PluginLoader::locate(const std::string& name, PluginKind kind) const 
     std::error_code ec;
     const auto path = (fs::path(dir) / ("libfwe_" + name + ".so")).string();
     if (!fs::is_regular_file(path, ec)) continue;
-    auto info = inspect(path);
-    if (info.problem.empty() && info.kind == kind && info.name == name) return info;
+    auto [info, library] = inspect_open(path);
+    if (info.problem.empty() && info.kind == kind && info.name == name) {
+      kept_.push_back(std::move(library));  // loading it again for use only counts a reference
+      return info;
+    }
     break;
   }
   return find(name, kind, discover());

@@ -54,10 +54,18 @@ class PluginLoader {
   PluginInfo locate(const std::string& name, PluginKind kind) const;
 
  private:
+  // inspect(), with the library it loaded to read the descriptor (empty when it could not load it).
+  struct Inspected {
+    PluginInfo info;
+    boost::dll::shared_library library;
+  };
+  static Inspected inspect_open(const std::string& path);
   const PluginInfo& find(const std::string& name, PluginKind kind, const std::vector<PluginInfo>& all) const;
   std::vector<std::string> dirs_;
   // Every library handed out stays loaded while the loader lives: an exception a plugin threw may
-  // still be in flight after its object is gone, and its destructor is in that library.
+  // still be in flight after its object is gone, and its destructor is in that library. So does every
+  // library locate() found, which a command usually loads next: a second dlopen of a library that is
+  // still loaded does not relocate it again.
   mutable std::vector<boost::dll::shared_library> kept_;
 };
 
