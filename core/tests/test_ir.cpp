@@ -39,3 +39,35 @@ TEST_CASE("protocols, interfaces and MACs") {
   CHECK(to_string(*parse_mac("00:1A:2b:3c:4d:5e")) == "00:1a:2b:3c:4d:5e");
   CHECK_FALSE(parse_mac("00:1a:2b:3c:4d"));
 }
+
+TEST_CASE("a boxed match reads like std::optional and copies deeply") {
+  Match m;
+  CHECK_FALSE(m.pkt_type);
+  CHECK(m.pkt_type == std::nullopt);
+  m.pkt_type = "broadcast";
+  CHECK(m.pkt_type == "broadcast");
+  CHECK_FALSE(m.pkt_type == "unicast");
+  m.ct_states = {CtState::established, CtState::related};
+  REQUIRE(m.ct_states);
+  CHECK(m.ct_states->size() == 2);
+
+  std::optional<std::vector<IfacePattern>> parsed;
+  m.iif = parsed;
+  CHECK_FALSE(m.iif);
+  parsed.emplace().push_back({"eth0", false});
+  m.iif = parsed;
+  REQUIRE(m.iif);
+  CHECK((*m.iif)[0].name == "eth0");
+
+  Match copy = m;
+  CHECK(copy == m);
+  copy.ct_states->pop_back();  // the copy has storage of its own
+  CHECK(m.ct_states->size() == 2);
+  CHECK_FALSE(copy == m);
+  copy.ct_states.reset();
+  m.ct_states = std::nullopt;
+  CHECK(copy == m);
+  m.rate_limit.emplace().rate = 10;
+  CHECK(m.rate_limit->rate == 10);
+  CHECK_FALSE(copy == m);
+}

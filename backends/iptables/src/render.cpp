@@ -482,8 +482,8 @@ class FamilyRenderer {
   }
 
   // ---- rules ------------------------------------------------------------------------------------
-  bool interfaces(Specs& specs, const std::optional<std::vector<IfacePattern>>& patterns, bool negate,
-                  bool input, const Origin& origin) {
+  bool interfaces(Specs& specs, const ir::Boxed<std::vector<IfacePattern>>& patterns, bool negate, bool input,
+                  const Origin& origin) {
     if (!patterns) return true;
     const std::string flag = input ? "-i " : "-o ";
     if (negate) {
