@@ -17,7 +17,7 @@
 #include "fwengine/diagnostics.hpp"
 #include "fwengine/ir.hpp"
 
-#define FWE_PLUGIN_ABI_VERSION 4u
+#define FWE_PLUGIN_ABI_VERSION 5u
 
 #define FWE_API __attribute__((visibility("default")))
 
