@@ -9,6 +9,8 @@
 #include <boost/program_options.hpp>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -802,6 +804,7 @@ class Session {
                 << '\n';
     else
       std::cout << plan->text(hash());
+    keep_to_the_end(std::move(be), std::move(plan));
     return 0;
   }
 
@@ -943,6 +946,7 @@ class Session {
         std::cout << "the previous ruleset comes back at " << deadline << " unless you run: fwengine"
                   << (o_.netns.empty() ? "" : " --netns " + o_.netns) << " confirm\n";
     }
+    keep_to_the_end(std::move(be), std::move(plan));
     return 0;
   }
 
@@ -1257,6 +1261,16 @@ class Session {
 
   Options o_;
   PluginLoader loader_;
+  // What apply and render built, kept for the end of the process to free (end_process); the plan goes
+  // before the backend whose library holds its code.
+  struct {
+    std::optional<Loaded<Backend>> backend;
+    std::unique_ptr<Plan> plan;
+  } kept_;
+  void keep_to_the_end(Loaded<Backend> be, std::unique_ptr<Plan> plan) {
+    kept_.backend.emplace(std::move(be));
+    kept_.plan = std::move(plan);
+  }
   Diagnostics diag_;
   ir::Ruleset ruleset_;
   ir::Ruleset as_written_;
@@ -1275,6 +1289,22 @@ class Session {
   int origin_netns_fd_ = -1;  // the namespace the engine started in, while it works in --netns
 };
 
+// Freeing what a command built piece by piece only to exit is work the kernel does at once: the IR
+// and the backend's objects of 50,000 rules are some 600,000 frees, 12 ms of a 420 ms apply. Sanitizer
+// builds free it all, as LeakSanitizer checks at exit that nothing was lost.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kTearDownAtExit = true;
+#else
+constexpr bool kTearDownAtExit = false;
+#endif
+
+[[noreturn]] void end_process(int code) {
+  std::cout.flush();
+  std::cerr.flush();
+  std::fflush(nullptr);
+  std::_Exit(code);
+}
+
 }  // namespace
 
 int run(int argc, char** argv) {
@@ -1283,7 +1313,9 @@ int run(int argc, char** argv) {
   std::optional<Session> session;
   try {
     session.emplace(parse_options(argc, argv));
-    return session->run();
+    const int code = session->run();
+    if constexpr (!kTearDownAtExit) end_process(code);
+    return code;
   } catch (const UsageError& e) {
     std::cerr << "fwengine: error: " << e.msg << '\n';
     return 2;
