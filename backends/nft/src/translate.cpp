@@ -611,8 +611,8 @@ class Translator {
   // How one family of an IR address set is matched: a named set, or - for a single prefix - an inline
   // compare (thousands of one-address sets would make the kernel look sets up by name in a long list).
   // A set whose prefixes all have one length is a hash set, looked up with the address masked to it
-  // (the kernel fills a hash far faster than an interval tree).
-  // 16 bytes: a policy of 50,000 inline addresses has 50,000 of these pairs.
+  // (the kernel fills a hash far faster than an interval tree). 16 bytes: a policy of 50,000 inline
+  // addresses holds 50,000 pairs of them.
   struct FamilyMatch {
     static constexpr std::uint32_t kNoSet = ~std::uint32_t{0};
     std::uint32_t set = kNoSet;        // its index in table_.sets
