@@ -167,9 +167,9 @@ struct IcmpMatch {
   std::optional<std::uint8_t> code;  // only with type
   friend bool operator==(const IcmpMatch&, const IcmpMatch&) = default;
 };
-// An optional held out of line, for the matches few rules have: 8 bytes in every rule instead of the
-// value's 32-56 (a policy of 50,000 rules holds 50,000 Matches). Copies are deep; it reads like
-// std::optional.
+// An optional held out of line, for the matches few rules (or endpoints) have: 8 bytes in every one
+// instead of the value's 32-56 (a policy of 50,000 rules holds 50,000 Matches). Copies are deep; it
+// reads like std::optional.
 template <typename T>
 class Boxed {
   // What may be assigned or compared as a value: not another Boxed, not nullopt, not an optional.
