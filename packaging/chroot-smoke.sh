@@ -39,7 +39,10 @@ in_chroot fwengine --version
 echo "== fwengine plugins"
 in_chroot fwengine plugins
 echo "== fwengine check (shipped /etc/fwengine/fwengine.conf and rules.d)"
-in_chroot fwengine check
+# Read through a pipe: the packaged engine ends with _Exit, so this also checks that it flushes its output.
+checked=$(in_chroot fwengine check)
+echo "$checked"
+grep -q '^ok: ' <<<"$checked" || { echo "$0: fwengine check printed no 'ok:' line" >&2; exit 1; }
 echo "== the service is installed but not enabled"
 test -f "$root/lib/systemd/system/fwengine.service"
 if [ -e "$root/etc/systemd/system/multi-user.target.wants/fwengine.service" ]; then
