@@ -203,6 +203,7 @@ class Namespace:
     def __init__(self, name):
         self.name = name
         self.path = f"/run/netns/{name}"
+        self.state = Path(f"/run/fwengine/{name}")  # fwengine's lock and state for this namespace
 
     def __enter__(self):
         subprocess.run(["ip", "netns", "add", self.name], check=True)
@@ -210,7 +211,7 @@ class Namespace:
 
     def __exit__(self, *exc):
         subprocess.run(["ip", "netns", "del", self.name], stderr=subprocess.DEVNULL)
-        shutil.rmtree(f"/run/fwengine/{self.name}", ignore_errors=True)  # fwengine's lock/state for it
+        shutil.rmtree(self.state, ignore_errors=True)
 
     def enter(self):
         """preexec_fn: move the child into the namespace (no `ip netns exec`, whose mounts cost ~2 ms)."""
@@ -340,7 +341,7 @@ def state_and_ruleset_kmem(args, cgroup):
     backend's record of its sets), and the kernel memory the ruleset holds without them: the files'
     inodes and page-cache entries are charged as kernel memory too. The files go, as a full apply needs
     none of them."""
-    state = Path(f"/run/fwengine/{args.ns.name}")
+    state = args.ns.state
     files = [f for f in state.rglob("*") if f.is_file()] if state.exists() else []
     state_kib = sum(f.stat().st_size for f in files) / 1024
     shutil.rmtree(state, ignore_errors=True)
@@ -361,7 +362,7 @@ def empty_namespace(ns, workdir):
              Step(["sh", "-c", "ipset flush; for i in 1 2 3 4 5 6 7 8 9 10; do ipset destroy && exit; sleep 0.1; done; exit 1"])]
     run_steps(steps, ns)
     try:
-        os.remove(f"/run/fwengine/{ns.name}/state.json")
+        os.remove(ns.state / "state.json")
     except FileNotFoundError:
         pass
     time.sleep(SETTLE_SECONDS)
