@@ -987,6 +987,12 @@ class Session {
     }
     // The loop blocks the signals it waits for; threads a watch starts must inherit that mask.
     ServiceLoop loop(watched_files);
+    // A backend that binds to the interfaces there are when it applies (ebpf) leaves a new one open
+    // until the next apply: the daemon applies what it enforces again as soon as one appears.
+    const bool follow_links = be->capabilities().binds_interfaces;
+    if (follow_links) loop.follow_links();
+    std::unique_ptr<Plan> enforced;  // the last good reload's plan, kept only to cover new interfaces
+    std::string enforced_hash;
     std::unique_ptr<SourceWatch> store = fe->watch(request);
     if (store) loop.follow(store->fd());
     Metrics metrics;
@@ -1018,6 +1024,10 @@ class Session {
             be->apply(*plan, {false, hash(), backend_state_dir(o_.netns, o_.backend)});
             remember_applied();
             keep_as_good();
+            if (follow_links) {
+              enforced = std::move(plan);
+              enforced_hash = hash();
+            }
             ++metrics.reloads_ok;
             metrics.last_reload_ok = true;
             metrics.last_apply_unix = std::time(nullptr);
@@ -1049,6 +1059,25 @@ class Session {
     auto ready = [&](bool ok) {
       notify_systemd(std::string("READY=1\nSTATUS=") +
                      (ok ? "enforcing IR " + hash().substr(0, 16) : "last reload failed; kernel unchanged"));
+    };
+    // What is enforced, applied again: not the files as they are now, which only a reload reads.
+    auto cover_new_links = [&] {
+      std::string names;
+      for (const auto& name : loop.new_links()) names += (names.empty() ? "" : ", ") + name;
+      if (!enforced) {
+        std::cerr << "fwengine: new interface(s) " << names
+                  << ": no ruleset of this daemon to cover them with\n";
+        return;
+      }
+      std::cerr << "fwengine: new interface(s) " << names << ": applying IR " << enforced_hash.substr(0, 16)
+                << " again to cover them\n";
+      try {
+        auto lock = writer_lock();
+        be->apply(*enforced, {false, enforced_hash, backend_state_dir(o_.netns, o_.backend)});
+        std::cerr << "fwengine: applied IR " << enforced_hash << " (again, for new interfaces)\n";
+      } catch (const std::exception& e) {
+        std::cerr << "fwengine: new interface(s) " << names << " not covered: " << e.what() << '\n';
+      }
     };
     // The store's news: a changed policy means a reload; losing the store only keeps what is enforced.
     bool store_reachable = true;
@@ -1088,6 +1117,10 @@ class Session {
     publish();
     for (Wake wake; (wake = loop.wait()) != Wake::stop; publish()) {
       if (wake == Wake::tick || (wake == Wake::source && !store_changed())) continue;
+      if (wake == Wake::links) {
+        cover_new_links();
+        continue;
+      }
       notify_systemd("RELOADING=1");
       ready(reload());
     }

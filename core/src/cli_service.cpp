@@ -2,6 +2,9 @@
 #include "cli_service.hpp"
 
 #include <fcntl.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/inotify.h>
@@ -33,6 +36,10 @@ using nlohmann::json;
 namespace {
 
 constexpr auto kDebounce = std::chrono::milliseconds(300);
+// Interfaces: a short quiet time (an interface is uncovered until the apply), and a bound, so that links
+// that keep coming (a node starting many pods) are still covered as they come.
+constexpr auto kLinkQuiet = std::chrono::milliseconds(50);
+constexpr auto kLinkBound = std::chrono::milliseconds(500);
 
 std::string pending_path(const std::string& netns) {
   return state::run_dir(netns) + "/pending-confirm";
@@ -293,6 +300,62 @@ ServiceLoop::ServiceLoop(const std::vector<std::string>& watch_paths) {
 ServiceLoop::~ServiceLoop() {
   if (signal_fd_ >= 0) close(signal_fd_);
   if (inotify_fd_ >= 0) close(inotify_fd_);
+  if (link_fd_ >= 0) close(link_fd_);
+}
+
+void ServiceLoop::follow_links() {
+  link_fd_ = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE);
+  if (link_fd_ < 0) throw RuntimeError(std::string("netlink socket: ") + std::strerror(errno));
+  sockaddr_nl local{};
+  local.nl_family = AF_NETLINK;
+  local.nl_groups = RTMGRP_LINK;
+  if (bind(link_fd_, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0)
+    throw RuntimeError(std::string("cannot follow the interfaces: ") + std::strerror(errno));
+  // After subscribing: an interface made in between is reported twice at worst, never missed.
+  take_links(false);
+}
+
+void ServiceLoop::take_links(bool report) {
+  std::map<int, std::string> now;
+  if (struct if_nameindex* all = if_nameindex()) {
+    for (auto* i = all; i->if_index != 0; ++i) now.emplace(static_cast<int>(i->if_index), i->if_name);
+    if_freenameindex(all);
+  }
+  if (report)
+    for (const auto& [index, name] : now)
+      if (auto it = links_.find(index); it == links_.end() || it->second != name) new_links_.push_back(name);
+  links_ = std::move(now);
+}
+
+void ServiceLoop::read_link_news() {
+  alignas(nlmsghdr) char buf[16384];
+  while (true) {
+    ssize_t n = recv(link_fd_, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == ENOBUFS) {  // the kernel dropped news: compare with what is there now
+      take_links(true);
+      continue;
+    }
+    if (n <= 0) return;  // all read
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
+      if (h->nlmsg_type != RTM_NEWLINK && h->nlmsg_type != RTM_DELLINK) continue;
+      const auto* info = static_cast<const ifinfomsg*>(NLMSG_DATA(h));
+      if (h->nlmsg_type == RTM_DELLINK) {
+        links_.erase(info->ifi_index);
+        continue;
+      }
+      std::string name;
+      auto length = static_cast<int>(IFLA_PAYLOAD(h));
+      for (auto* a = IFLA_RTA(info); RTA_OK(a, length); a = RTA_NEXT(a, length))
+        if (a->rta_type == IFLA_IFNAME) name = static_cast<const char*>(RTA_DATA(a));
+      // Other news of a known interface (up, down, carrier, MTU) changes nothing a backend bound.
+      auto [it, added] = links_.try_emplace(info->ifi_index, name);
+      if (added || it->second != name) {
+        it->second = name;
+        new_links_.push_back(name);
+      }
+    }
+  }
 }
 
 Wake ServiceLoop::wait() {
@@ -303,8 +366,9 @@ Wake ServiceLoop::wait() {
   };
   while (true) {
     // A negative descriptor is ignored by poll.
-    pollfd fds[3] = {{signal_fd_, POLLIN, 0}, {inotify_fd_, POLLIN, 0}, {source_fd_, POLLIN, 0}};
-    int n = poll(fds, 3, tick_ ? static_cast<int>(tick_->count()) : -1);
+    pollfd fds[4] = {
+        {signal_fd_, POLLIN, 0}, {inotify_fd_, POLLIN, 0}, {source_fd_, POLLIN, 0}, {link_fd_, POLLIN, 0}};
+    int n = poll(fds, 4, tick_ ? static_cast<int>(tick_->count()) : -1);
     if (n == 0) return Wake::tick;
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) throw RuntimeError(std::string("poll: ") + std::strerror(errno));
@@ -323,6 +387,17 @@ Wake ServiceLoop::wait() {
       return Wake::reload;
     }
     if (source_fd_ >= 0 && (fds[2].revents & POLLIN)) return Wake::source;
+    if (link_fd_ >= 0 && (fds[3].revents & POLLIN)) {
+      new_links_.clear();
+      read_link_news();
+      if (new_links_.empty()) continue;
+      const auto bound = std::chrono::steady_clock::now() + kLinkBound;
+      pollfd quiet{link_fd_, POLLIN, 0};
+      while (std::chrono::steady_clock::now() < bound &&
+             poll(&quiet, 1, static_cast<int>(kLinkQuiet.count())) > 0)
+        read_link_news();
+      return Wake::links;
+    }
   }
 }
 

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -70,9 +71,10 @@ struct Metrics {
 // Replaces the file atomically, so that a collector never reads half of it.
 void write_metrics(const std::string& path, const Metrics& metrics);
 
-enum class Wake { reload, stop, source, tick };
+enum class Wake { reload, stop, source, tick, links };
 // Blocks until SIGHUP (reload), SIGTERM/SIGINT (stop), a change under one of the watch paths (reload,
-// debounced so that a burst of writes gives one reload), or news from a followed live source.
+// debounced so that a burst of writes gives one reload), news from a followed live source, or an
+// interface that appeared or was renamed (links, when followed).
 class ServiceLoop {
  public:
   // Blocks SIGHUP, SIGTERM and SIGINT in the calling thread (and in every thread it starts later).
@@ -81,6 +83,11 @@ class ServiceLoop {
   void follow(int source_fd) { source_fd_ = source_fd; }
   // Wakes with Wake::tick when nothing else happened for this long.
   void tick_every(std::chrono::milliseconds period) { tick_ = period; }
+  // Wakes with Wake::links when an interface appears or is renamed in this network namespace: for
+  // backends that bind to interfaces when they apply. The interfaces there now are the baseline.
+  void follow_links();
+  // The names of the interfaces that appeared or were renamed since the last Wake::links.
+  const std::vector<std::string>& new_links() const { return new_links_; }
   ~ServiceLoop();
   ServiceLoop(const ServiceLoop&) = delete;
   ServiceLoop& operator=(const ServiceLoop&) = delete;
@@ -90,7 +97,14 @@ class ServiceLoop {
   int signal_fd_ = -1;
   int inotify_fd_ = -1;
   int source_fd_ = -1;
+  int link_fd_ = -1;
+  std::map<int, std::string> links_;  // ifindex -> name, as last seen
+  std::vector<std::string> new_links_;
   std::optional<std::chrono::milliseconds> tick_;
+  // Reads the link messages waiting; records new and renamed interfaces in new_links_.
+  void read_link_news();
+  // Compares the interfaces there now with links_ (report: record the differences in new_links_).
+  void take_links(bool report);
 };
 
 }  // namespace fwe::cli

@@ -9,6 +9,7 @@ Capabilities EbpfBackend::capabilities() const {
   caps.matches = supported_matches();
   caps.actions = supported_actions();
   caps.ipv6 = true;
+  caps.binds_interfaces = true;  // tc hooks per interface, and name patterns resolved to indexes
   return caps;
 }
 

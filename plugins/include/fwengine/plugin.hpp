@@ -17,7 +17,7 @@
 #include "fwengine/diagnostics.hpp"
 #include "fwengine/ir.hpp"
 
-#define FWE_PLUGIN_ABI_VERSION 5u
+#define FWE_PLUGIN_ABI_VERSION 6u
 
 #define FWE_API __attribute__((visibility("default")))
 
@@ -90,6 +90,9 @@ struct Capabilities {
   std::vector<ir::MatchKind> matches;
   std::vector<ir::ActionKind> actions;
   bool ipv6 = true;
+  // The backend resolves interfaces when it applies (it attaches to each one, or looks names up then):
+  // one created later is covered only by the next apply, so `daemon` applies again when one appears.
+  bool binds_interfaces = false;
   bool supports(ir::Stage s) const;
   bool supports(ir::MatchKind m) const;
   bool supports(ir::ActionKind a) const;

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# test_new_link.sh FWENGINE SOURCE_DIR - the ebpf backend binds to the interfaces there are when it
+# applies, so `fwengine daemon` applies what it enforces again when one appears or is renamed: an
+# interface created after the daemon started is filtered (real TCP from another namespace, every
+# verdict equal to trace's), a rule's name pattern follows a rename, and the policy file, changed on
+# disk meanwhile, is not read (only a reload reads it). Root; throwaway namespaces; exit 77 without.
+set -u
+engine=$1 src=$2
+source "$src/core/tests/cli/checks.sh"
+require_root_and_backend "$engine" ebpf
+ns=fwe-bpfnl-$$ client=fwe-bpfnlc-$$
+daemon_pid="" listener_pid=""
+cleanup() {
+  [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
+  [ -n "$listener_pid" ] && kill "$listener_pid" 2>/dev/null
+  "$engine" --netns "$ns" --backend ebpf -q flush >/dev/null 2>&1
+  ip netns del "$ns" 2>/dev/null
+  ip netns del "$client" 2>/dev/null
+  rm -rf "/run/fwengine/$ns" "$work"
+}
+trap cleanup EXIT
+ip netns add "$ns" || { echo "skipped: cannot create network namespaces"; exit 77; }
+ip netns add "$client"
+ip -n "$ns" link set lo up
+ip -n "$client" link set lo up
+
+# 80 open everywhere, 82 only from interfaces named eth*, the rest dropped.
+cat >"$work/policy.yaml" <<'EOF'
+apiVersion: fwengine/v1
+chains:
+  web:
+    - {protocol: tcp, dport: 80, action: accept}
+    - {iif: "eth+", protocol: tcp, dport: 82, action: accept}
+stages:
+  input:
+    - name: host
+      endpoints:
+        - name: loopback
+          iif: lo
+          default: accept
+        - name: any
+          conntrack: accept-established-drop-invalid
+          chains: [web]
+          default: drop
+EOF
+ports="80 81 82"
+ip netns exec "$ns" "$python" -c '
+import selectors, socket, sys
+sel = selectors.DefaultSelector()
+for port in map(int, sys.argv[1:]):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(16); sel.register(s, selectors.EVENT_READ)
+while True:
+    for key, _ in sel.select():
+        key.fileobj.accept()[0].close()
+' $ports &
+listener_pid=$!
+
+fwe() { "$engine" --netns "$ns" --backend ebpf "$@"; }
+hash=$("$engine" -f "$work/policy.yaml" --json check | sed -n 's/.*"hash":"\([0-9a-f]*\)".*/\1/p')
+cp "$work/policy.yaml" "$work/live.yaml"
+"$engine" --netns "$ns" --backend ebpf -f "$work/live.yaml" daemon 2>"$work/daemon.log" &
+daemon_pid=$!
+until_true() {  # until_true SECONDS COMMAND...
+  local deadline=$(($(date +%s) + $1))
+  shift
+  until "$@"; do
+    [ "$(date +%s)" -ge "$deadline" ] && return 1
+    sleep 0.1
+  done
+}
+applied() { fwe --json status 2>/dev/null | grep -q "\"hash\": \"$hash\""; }
+check "the daemon applies at start" 0 until_true 20 applied
+applies() { grep -c '^fwengine: applied IR' "$work/daemon.log"; }
+equals "one apply so far" "$(applies)" 1
+
+# A new interface, made in the namespace itself (nothing in the root namespace changes).
+ip -n "$ns" link add eth1 type veth peer name eth1c netns "$client"
+ip -n "$ns" addr add 10.99.0.1/24 dev eth1
+ip -n "$client" addr add 10.99.0.2/24 dev eth1c
+ip -n "$ns" link set eth1 up
+ip -n "$client" link set eth1c up
+reapplied() { [ "$(applies)" -ge "$1" ]; }
+check "the daemon applies again when eth1 appears" 0 until_true 20 reapplied 2
+check "it says why" 0 grep -q "new interface(s) eth1: applying IR ${hash:0:16} again" "$work/daemon.log"
+check "its programs are on eth1" 0 bash -c "ip netns exec $ns tc filter show dev eth1 ingress | grep -q fwe_"
+
+probe() {  # probe PORT: open or closed, by a real TCP connect from the client namespace
+  ip netns exec "$client" "$python" -c '
+import socket, sys
+s = socket.socket(); s.settimeout(1.5)
+try:
+    s.connect(("10.99.0.1", int(sys.argv[1]))); print("open")
+except OSError:
+    print("closed")
+' "$1"
+}
+traced() {  # traced IFACE PORT: trace's verdict for the same packet
+  "$engine" -f "$work/policy.yaml" --json trace --iif "$1" --src 10.99.0.2 --dst 10.99.0.1 --proto tcp \
+    --dport "$2" | "$python" -c 'import json, sys; print("open" if json.load(sys.stdin)["open"] else "closed")'
+}
+# The first connection may meet the neighbour discovery: let it settle once.
+probe 80 >/dev/null
+for port in $ports; do
+  equals "eth1, port $port: the kernel's verdict is trace's" "$(probe "$port")" "$(traced eth1 "$port")"
+done
+equals "eth1: trace says 82 is open (the name pattern)" "$(traced eth1 82)" open
+
+# A rename: the same interface leaves the pattern eth+, so 82 closes once the daemon has applied again.
+# The file the daemon read now opens 81 too, which it must not pick up: trace reads the original.
+sed 's/dport: 80,/dport: [80, 81],/' "$work/policy.yaml" >"$work/live.yaml"
+ip -n "$ns" link set eth1 down
+ip -n "$ns" link set eth1 name lan1
+ip -n "$ns" link set lan1 up
+check "the daemon applies again when eth1 becomes lan1" 0 until_true 20 reapplied 3
+check "it names the new name" 0 grep -q "new interface(s) lan1: applying IR ${hash:0:16} again" "$work/daemon.log"
+probe 80 >/dev/null
+for port in $ports; do
+  equals "lan1, port $port: the kernel's verdict is trace's" "$(probe "$port")" "$(traced lan1 "$port")"
+done
+equals "lan1: trace says 82 is closed" "$(traced lan1 82)" closed
+equals "lan1: 81 stays closed (the changed file was not read)" "$(probe 81)" closed
+
+# Other news of a known interface (down, up) changes nothing: no apply.
+ip -n "$ns" link set lan1 down
+ip -n "$ns" link set lan1 up
+sleep 1
+equals "a link going down and up is not a new interface" "$(applies)" 3
+kill "$daemon_pid"
+wait "$daemon_pid"
+equals "the daemon stops on SIGTERM with exit 0" "$?" 0
+daemon_pid=""
+summary
