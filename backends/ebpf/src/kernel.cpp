@@ -21,6 +21,7 @@
 #include <iterator>
 #include <map>
 #include <memory>
+#include <set>
 #include <sstream>
 #include <string_view>
 #include <utility>
@@ -100,6 +101,21 @@ std::vector<Interface> interfaces() {
   return out;
 }
 
+// Interfaces that went away took their qdiscs with them. Their entries go too: interfaces come and go
+// by the thousand on a node that runs pods (the daemon applies for each), and an index the kernel
+// gives out again must not make flush remove a qdisc someone else made.
+void forget_gone_hooks(int hooks_fd, const std::vector<Interface>& present) {
+  std::set<__u32> live;
+  for (const auto& iface : present) live.insert(static_cast<__u32>(iface.index));
+  std::vector<__u32> gone;
+  __u32 key = 0, next = 0;
+  for (const __u32* at = nullptr; bpf_map_get_next_key(hooks_fd, at, &next) == 0; at = &key) {
+    key = next;
+    if (!live.contains(key)) gone.push_back(key);
+  }
+  for (__u32 index : gone) bpf_map_delete_elem(hooks_fd, &index);
+}
+
 void ensure_bpffs() {
   struct statfs fs {};
   if (statfs(kBpffs, &fs) == 0 && fs.f_type == BPF_FS_MAGIC) return;
@@ -156,7 +172,9 @@ void attach(int ifindex, const std::string& ifname, bpf_tc_attach_point point, i
   if (rc == 0) {
     __u32 key = static_cast<__u32>(ifindex);
     __u8 created = 1;
-    bpf_map_update_elem(hooks_fd, &key, &created, BPF_ANY);
+    // Unrecorded, flush would leave this qdisc behind.
+    if (int err = bpf_map_update_elem(hooks_fd, &key, &created, BPF_ANY); err != 0)
+      fail("recording the clsact qdisc made on " + ifname + " (fwe_hooks)", -err);
   } else if (rc != -EEXIST) {
     fail("creating the clsact qdisc on " + ifname, rc);
   }
@@ -638,6 +656,7 @@ void Kernel::apply(const Program& program, const std::string& ir_hash) {
   fwe_config config = read_config(maps);
   const std::uint32_t generation = (config.active_gen & 1) ^ 1;
   const auto ifaces = interfaces();
+  forget_gone_hooks(maps.hooks.fd, ifaces);
   clear_generation(generation, maps);
   auto attach_all = [&] {
     for (const auto& iface : ifaces) {

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# test_new_link.sh FWENGINE SOURCE_DIR - the ebpf backend binds to the interfaces there are when it
+# test_new_link.sh FWENGINE SOURCE_DIR BPFTOOL - the ebpf backend binds to the interfaces there are when it
 # applies, so `fwengine daemon` applies what it enforces again when one appears or is renamed: an
 # interface created after the daemon started is filtered (real TCP from another namespace, every
 # verdict equal to trace's), a rule's name pattern follows a rename, and the policy file, changed on
-# disk meanwhile, is not read (only a reload reads it). Root; throwaway namespaces; exit 77 without.
+# disk meanwhile, is not read (only a reload reads it); the record of the qdiscs fwengine made forgets
+# the interfaces that went away. Root; throwaway namespaces; exit 77 without.
 set -u
-engine=$1 src=$2
+engine=$1 src=$2 bpftool=$3
 source "$src/core/tests/cli/checks.sh"
 require_root_and_backend "$engine" ebpf
 ns=fwe-bpfnl-$$ client=fwe-bpfnlc-$$
@@ -127,6 +128,20 @@ ip -n "$ns" link set lan1 down
 ip -n "$ns" link set lan1 up
 sleep 1
 equals "a link going down and up is not a new interface" "$(applies)" 3
+
+# An interface that goes away leaves fwe_hooks (where flush finds the qdiscs fwengine made) at the next
+# apply: its index may be given to someone else's interface later.
+hooked() {  # hooked IFINDEX: whether fwe_hooks holds it
+  "$bpftool" map dump pinned "/sys/fs/bpf/fwengine/$ns/fwe_hooks" | grep -Eq "\"key\": $1,"
+}
+gone=$(ip -n "$ns" -o link show lan1 | cut -d: -f1)
+check "fwe_hooks records the qdisc made on lan1" 0 hooked "$gone"
+ip -n "$ns" link del lan1
+ip -n "$ns" link add eth2 type veth peer name eth2p
+ip -n "$ns" link set eth2 up
+check "the daemon applies again when eth2 appears" 0 until_true 20 reapplied 4
+check "lan1's index has left fwe_hooks" 1 hooked "$gone"
+check "eth2's qdisc is recorded" 0 hooked "$(ip -n "$ns" -o link show eth2 | cut -d: -f1)"
 kill "$daemon_pid"
 wait "$daemon_pid"
 equals "the daemon stops on SIGTERM with exit 0" "$?" 0
