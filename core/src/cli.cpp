@@ -1022,12 +1022,12 @@ class Session {
           if (auto plan = render(*be)) {
             auto lock = writer_lock();
             be->apply(*plan, {false, hash(), backend_state_dir(o_.netns, o_.backend)});
-            remember_applied();
-            keep_as_good();
-            if (follow_links) {
+            if (follow_links) {  // in the kernel now, whatever the bookkeeping below does
               enforced = std::move(plan);
               enforced_hash = hash();
             }
+            remember_applied();
+            keep_as_good();
             ++metrics.reloads_ok;
             metrics.last_reload_ok = true;
             metrics.last_apply_unix = std::time(nullptr);
@@ -1060,7 +1060,8 @@ class Session {
       notify_systemd(std::string("READY=1\nSTATUS=") +
                      (ok ? "enforcing IR " + hash().substr(0, 16) : "last reload failed; kernel unchanged"));
     };
-    // What is enforced, applied again: not the files as they are now, which only a reload reads.
+    // What is enforced, bound to the interfaces there are now (counters and rate limits stay): not the
+    // files as they are now, which only a reload reads.
     auto cover_new_links = [&] {
       std::string names;
       for (const auto& name : loop.new_links()) names += (names.empty() ? "" : ", ") + name;
@@ -1069,14 +1070,27 @@ class Session {
                   << ": no ruleset of this daemon to cover them with\n";
         return;
       }
-      std::cerr << "fwengine: new interface(s) " << names << ": applying IR " << enforced_hash.substr(0, 16)
-                << " again to cover them\n";
       try {
         auto lock = writer_lock();
-        be->apply(*enforced, {false, enforced_hash, backend_state_dir(o_.netns, o_.backend)});
-        std::cerr << "fwengine: applied IR " << enforced_hash << " (again, for new interfaces)\n";
+        // Another writer's ruleset (an apply by hand, one waiting for --confirm) is not replaced here:
+        // the daemon's own comes back at its next reload.
+        auto applied = state::load(o_.netns);
+        if (!applied || applied->hash != enforced_hash) {
+          std::cerr << "fwengine: new interface(s) " << names << " not covered: the kernel holds "
+                    << (applied ? "IR " + applied->hash.substr(0, 16) : std::string("nothing"))
+                    << " from another writer, not this daemon's; it stays until the next reload\n";
+          return;
+        }
+        ApplyOptions options{false, enforced_hash, backend_state_dir(o_.netns, o_.backend)};
+        options.rebind = true;
+        be->apply(*enforced, options);
+        std::cerr << "fwengine: new interface(s) " << names << ": covered by IR "
+                  << enforced_hash.substr(0, 16) << '\n';
       } catch (const std::exception& e) {
-        std::cerr << "fwengine: new interface(s) " << names << " not covered: " << e.what() << '\n';
+        std::string failure = "new interface(s) " + names + " not covered: " + e.what();
+        keep_last_good(failure);  // status shows it
+        ++metrics.reloads_failed;
+        metrics.last_reload_ok = false;
       }
     };
     // The store's news: a changed policy means a reload; losing the store only keeps what is enforced.

@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -317,10 +318,10 @@ void ServiceLoop::follow_links() {
 
 void ServiceLoop::take_links(bool report) {
   std::map<int, std::string> now;
-  if (struct if_nameindex* all = if_nameindex()) {
-    for (auto* i = all; i->if_index != 0; ++i) now.emplace(static_cast<int>(i->if_index), i->if_name);
-    if_freenameindex(all);
-  }
+  struct if_nameindex* all = if_nameindex();
+  if (all == nullptr) return;  // nothing known better than before
+  for (auto* i = all; i->if_index != 0; ++i) now.emplace(static_cast<int>(i->if_index), i->if_name);
+  if_freenameindex(all);
   if (report)
     for (const auto& [index, name] : now)
       if (auto it = links_.find(index); it == links_.end() || it->second != name) new_links_.push_back(name);
@@ -330,15 +331,18 @@ void ServiceLoop::take_links(bool report) {
 void ServiceLoop::read_link_news() {
   alignas(nlmsghdr) char buf[16384];
   while (true) {
-    ssize_t n = recv(link_fd_, buf, sizeof buf, 0);
+    // MSG_TRUNC: the datagram's whole length, so that a cut one is seen as such.
+    ssize_t n = recv(link_fd_, buf, sizeof buf, MSG_TRUNC);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == ENOBUFS) {  // the kernel dropped news: compare with what is there now
-      take_links(true);
+    if ((n < 0 && errno == ENOBUFS) || n > static_cast<ssize_t>(sizeof buf)) {
+      take_links(true);  // news lost or cut: compare with what is there now
       continue;
     }
     if (n <= 0) return;  // all read
     for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
-      if (h->nlmsg_type != RTM_NEWLINK && h->nlmsg_type != RTM_DELLINK) continue;
+      if ((h->nlmsg_type != RTM_NEWLINK && h->nlmsg_type != RTM_DELLINK) ||
+          h->nlmsg_len < NLMSG_LENGTH(sizeof(ifinfomsg)))
+        continue;
       const auto* info = static_cast<const ifinfomsg*>(NLMSG_DATA(h));
       if (h->nlmsg_type == RTM_DELLINK) {
         links_.erase(info->ifi_index);
@@ -347,7 +351,10 @@ void ServiceLoop::read_link_news() {
       std::string name;
       auto length = static_cast<int>(IFLA_PAYLOAD(h));
       for (auto* a = IFLA_RTA(info); RTA_OK(a, length); a = RTA_NEXT(a, length))
-        if (a->rta_type == IFLA_IFNAME) name = static_cast<const char*>(RTA_DATA(a));
+        if (a->rta_type == IFLA_IFNAME) {
+          const auto* text = static_cast<const char*>(RTA_DATA(a));
+          name.assign(text, strnlen(text, RTA_PAYLOAD(a)));
+        }
       // Other news of a known interface (up, down, carrier, MTU) changes nothing a backend bound.
       auto [it, added] = links_.try_emplace(info->ifi_index, name);
       if (added || it->second != name) {
@@ -364,11 +371,19 @@ Wake ServiceLoop::wait() {
     while (read(inotify_fd_, buf, sizeof buf) > 0) {
     }
   };
+  // The tick counts from the call: news that wakes nobody (a link going up) must not put it off.
+  const auto tick_at = std::chrono::steady_clock::now() + tick_.value_or(std::chrono::milliseconds(0));
   while (true) {
+    int timeout = -1;
+    if (tick_) {
+      auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(tick_at - std::chrono::steady_clock::now());
+      timeout = static_cast<int>(std::max<std::chrono::milliseconds::rep>(left.count(), 0));
+    }
     // A negative descriptor is ignored by poll.
     pollfd fds[4] = {
         {signal_fd_, POLLIN, 0}, {inotify_fd_, POLLIN, 0}, {source_fd_, POLLIN, 0}, {link_fd_, POLLIN, 0}};
-    int n = poll(fds, 4, tick_ ? static_cast<int>(tick_->count()) : -1);
+    int n = poll(fds, 4, timeout);
     if (n == 0) return Wake::tick;
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) throw RuntimeError(std::string("poll: ") + std::strerror(errno));
@@ -387,7 +402,7 @@ Wake ServiceLoop::wait() {
       return Wake::reload;
     }
     if (source_fd_ >= 0 && (fds[2].revents & POLLIN)) return Wake::source;
-    if (link_fd_ >= 0 && (fds[3].revents & POLLIN)) {
+    if (link_fd_ >= 0 && (fds[3].revents & (POLLIN | POLLERR))) {  // POLLERR: news lost (ENOBUFS)
       new_links_.clear();
       read_link_news();
       if (new_links_.empty()) continue;

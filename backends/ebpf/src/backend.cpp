@@ -25,7 +25,7 @@ std::unique_ptr<Plan> EbpfBackend::render(const ir::Ruleset& ruleset, Diagnostic
 ApplyReport EbpfBackend::apply(const Plan& plan, const ApplyOptions& options) {
   const auto* ours = dynamic_cast<const EbpfPlan*>(&plan);
   if (ours == nullptr) throw RuntimeError("ebpf: asked to apply a plan another backend rendered");
-  kernel_.apply(ours->program(), options.ir_hash);
+  kernel_.apply(ours->program(), options.ir_hash, options.rebind && !options.full);
   return {};
 }
 

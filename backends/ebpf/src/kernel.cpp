@@ -24,6 +24,7 @@
 #include <set>
 #include <sstream>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -169,12 +170,16 @@ void attach(int ifindex, const std::string& ifname, bpf_tc_attach_point point, i
             int hooks_fd) {
   bpf_tc_hook hook = hook_of(ifindex, point);
   int rc = bpf_tc_hook_create(&hook);
+  if (rc == -ENODEV) return;  // gone since it was listed (a pod deleted): nothing to filter there
   if (rc == 0) {
     __u32 key = static_cast<__u32>(ifindex);
     __u8 created = 1;
-    // Unrecorded, flush would leave this qdisc behind.
-    if (int err = bpf_map_update_elem(hooks_fd, &key, &created, BPF_ANY); err != 0)
+    // Unrecorded, flush would leave this qdisc behind: it goes again at once.
+    if (int err = bpf_map_update_elem(hooks_fd, &key, &created, BPF_ANY); err != 0) {
+      bpf_tc_hook both = hook_of(ifindex, static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS));
+      bpf_tc_hook_destroy(&both);
       fail("recording the clsact qdisc made on " + ifname + " (fwe_hooks)", -err);
+    }
   } else if (rc != -EEXIST) {
     fail("creating the clsact qdisc on " + ifname, rc);
   }
@@ -194,6 +199,7 @@ void attach(int ifindex, const std::string& ifname, bpf_tc_attach_point point, i
   // BPF), and without REPLACE the kernel refuses to create ours over it.
   opts.flags = occupied ? BPF_TC_F_REPLACE : 0;
   rc = bpf_tc_attach(&hook, &opts);
+  if (rc == -ENODEV) return;
   if (rc == -EEXIST) refuse_foreign("classic BPF, or another filter without an eBPF program id");
   if (rc != 0) fail(std::string("attaching ") + ours + " to " + ifname, rc);
 }
@@ -550,6 +556,39 @@ void write_iface_lists(const Program& program, std::uint32_t generation, const P
         }
 }
 
+// The interface lists of a generation in use, brought up to date with the interfaces there are: entries
+// of interfaces that are gone or no longer match (a rename) go, those of new ones come. Each entry is
+// one update; only the interfaces that changed meet a changing entry.
+void rebind_iface_lists(const Program& program, std::uint32_t generation, const PinnedMaps& m,
+                        const std::vector<Interface>& ifaces) {
+  std::set<std::tuple<__u32, __u32>> wanted;  // (list, ifindex)
+  for (std::uint32_t i = 0; i < program.iface_lists.size(); ++i)
+    for (const auto& iface : ifaces)
+      for (const auto& pattern : program.iface_lists[i])
+        if (pattern.matches(iface.name)) {
+          wanted.emplace(i + 1, static_cast<__u32>(iface.index));
+          break;
+        }
+  std::vector<fwe_iflist_key> stale;
+  std::set<std::tuple<__u32, __u32>> present;
+  fwe_iflist_key key{}, next{};
+  for (const fwe_iflist_key* at = nullptr; bpf_map_get_next_key(m.iflists.fd, at, &next) == 0; at = &key) {
+    key = next;
+    if (key.gen != generation) continue;
+    if (wanted.contains({key.list_id, key.ifindex}))
+      present.emplace(key.list_id, key.ifindex);
+    else
+      stale.push_back(key);
+  }
+  const __u8 member = 1;
+  for (const auto& [list, ifindex] : wanted)
+    if (!present.contains({list, ifindex})) {
+      fwe_iflist_key add{generation, list, ifindex};
+      update(m.iflists.fd, &add, &member, "an interface list");
+    }
+  for (const auto& gone : stale) bpf_map_delete_elem(m.iflists.fd, &gone);
+}
+
 void write_tables(const Program& program, std::uint32_t generation, const PinnedMaps& m,
                   const std::string& ir_hash) {
   for (std::uint32_t i = 0; i < program.port_bitmaps.size(); ++i) {
@@ -643,7 +682,7 @@ void require_lo_forwarding() {
 }
 }  // namespace
 
-void Kernel::apply(const Program& program, const std::string& ir_hash) {
+void Kernel::apply(const Program& program, const std::string& ir_hash, bool rebind) {
   if (program.uses_rpf) require_lo_forwarding();
   libbpf_log().clear();
   ensure_bpffs();
@@ -657,13 +696,25 @@ void Kernel::apply(const Program& program, const std::string& ir_hash) {
   const std::uint32_t generation = (config.active_gen & 1) ^ 1;
   const auto ifaces = interfaces();
   forget_gone_hooks(maps.hooks.fd, ifaces);
-  clear_generation(generation, maps);
   auto attach_all = [&] {
     for (const auto& iface : ifaces) {
       attach(iface.index, iface.name, BPF_TC_INGRESS, progs.ingress.fd, kIngressName, maps.hooks.fd);
       attach(iface.index, iface.name, BPF_TC_EGRESS, progs.egress.fd, kEgressName, maps.hooks.fd);
     }
   };
+  // The generation in use already holds this IR: it stays, with its counters and token buckets. The
+  // interface lists come first, so a new interface's programs find its entries from their first packet.
+  if (rebind && !progs.new_maps) {
+    const std::uint32_t active = config.active_gen & 1;
+    fwe_meta meta{};
+    if (bpf_map_lookup_elem(maps.meta.fd, &active, &meta) == 0 &&
+        std::string(meta.ir_hash, strnlen(meta.ir_hash, sizeof meta.ir_hash)) == ir_hash) {
+      rebind_iface_lists(program, active, maps, ifaces);
+      attach_all();
+      return;
+    }
+  }
+  clear_generation(generation, maps);
   // Two writes, so that a packet reading the config between them finds its generation's rpf bit right:
   // the new generation's bit first, then the flip.
   auto flip = [&] {

@@ -18,7 +18,10 @@ class Kernel {
   // Writes the program into the generation not in use, attaches the programs to every interface of
   // the current namespace, then flips the generation: readers see the old or the new policy, never a
   // mix. Throws RuntimeError (policy in effect unchanged) on failure.
-  void apply(const Program& program, const std::string& ir_hash);
+  // rebind: the program is the one in effect (the caller applied it): when the generation in use holds
+  // that IR, it stays, counters and token buckets included, and only the interfaces are bound anew
+  // (programs attached, interface lists brought up to date). Otherwise a full apply as above.
+  void apply(const Program& program, const std::string& ir_hash, bool rebind = false);
   KernelState read_back();
   // Detaches our programs, removes the clsact qdiscs we created and unpins everything.
   void flush();

@@ -112,6 +112,11 @@ struct ApplyOptions {
   // A directory of this namespace's state (empty: none) where the backend may keep what it needs to
   // make the next apply incremental. It survives applies; flush removes it.
   std::string state_dir{};
+  // The plan is the one in effect (this process applied it last) and is applied again only because
+  // interfaces changed (binds_interfaces): the backend may keep what it has and bind the interfaces
+  // there are now, keeping counters and rate-limit state. It must fall back to a plain apply when it
+  // cannot tell that the plan is in effect.
+  bool rebind = false;
 };
 
 // What an apply says about itself.
