@@ -993,6 +993,7 @@ class Session {
     if (follow_links) loop.follow_links();
     std::unique_ptr<Plan> enforced;  // the last good reload's plan, kept only to cover new interfaces
     std::string enforced_hash;
+    std::optional<state::Applied> enforced_record;  // as this daemon recorded it
     std::unique_ptr<SourceWatch> store = fe->watch(request);
     if (store) loop.follow(store->fd());
     Metrics metrics;
@@ -1025,8 +1026,10 @@ class Session {
             if (follow_links) {  // in the kernel now, whatever the bookkeeping below does
               enforced = std::move(plan);
               enforced_hash = hash();
+              enforced_record.reset();
             }
             remember_applied();
+            if (follow_links) enforced_record = state::load(o_.netns);
             keep_as_good();
             ++metrics.reloads_ok;
             metrics.last_reload_ok = true;
@@ -1075,22 +1078,26 @@ class Session {
         // Another writer's ruleset (an apply by hand, one waiting for --confirm) is not replaced here:
         // the daemon's own comes back at its next reload.
         auto applied = state::load(o_.netns);
-        if (!applied || applied->hash != enforced_hash) {
+        if (!applied || applied->hash != enforced_hash || applied->backend != o_.backend) {
           std::cerr << "fwengine: new interface(s) " << names << " not covered: the kernel holds "
                     << (applied ? "IR " + applied->hash.substr(0, 16) : std::string("nothing"))
                     << " from another writer, not this daemon's; it stays until the next reload\n";
           return;
         }
+        // Rebound only what this daemon wrote itself; the same IR from another writer (perhaps another
+        // fwengine build) is applied again whole.
+        const bool ours = enforced_record && applied->time == enforced_record->time;
         ApplyOptions options{false, enforced_hash, backend_state_dir(o_.netns, o_.backend)};
-        options.rebind = true;
+        options.rebind = ours;
         be->apply(*enforced, options);
         std::cerr << "fwengine: new interface(s) " << names << ": covered by IR "
                   << enforced_hash.substr(0, 16) << '\n';
+        // A failure to cover earlier ones is over; a failed reload stays shown.
+        if (auto failure = state::last_failure(o_.netns);
+            failure && failure->message.rfind(kNotCovered, 0) == 0)
+          state::save(o_.netns, *applied);
       } catch (const std::exception& e) {
-        std::string failure = "new interface(s) " + names + " not covered: " + e.what();
-        keep_last_good(failure);  // status shows it
-        ++metrics.reloads_failed;
-        metrics.last_reload_ok = false;
+        keep_last_good(kNotCovered + names + ": " + e.what());  // status shows it
       }
     };
     // The store's news: a changed policy means a reload; losing the store only keeps what is enforced.
@@ -1142,6 +1149,7 @@ class Session {
   }
 
   static constexpr auto kMetricsPeriod = std::chrono::seconds(15);
+  static constexpr const char* kNotCovered = "not covered: new interface(s) ";
 
   // Waits for a burst of changes to end (it is read as one), up to a limit so that a store that never
   // rests is still followed.

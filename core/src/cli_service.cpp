@@ -330,15 +330,16 @@ void ServiceLoop::take_links(bool report) {
 
 void ServiceLoop::read_link_news() {
   alignas(nlmsghdr) char buf[16384];
+  bool lost = false;  // news lost or cut: once the queue is read, compare with what is there then
   while (true) {
     // MSG_TRUNC: the datagram's whole length, so that a cut one is seen as such.
     ssize_t n = recv(link_fd_, buf, sizeof buf, MSG_TRUNC);
     if (n < 0 && errno == EINTR) continue;
     if ((n < 0 && errno == ENOBUFS) || n > static_cast<ssize_t>(sizeof buf)) {
-      take_links(true);  // news lost or cut: compare with what is there now
+      lost = true;
       continue;
     }
-    if (n <= 0) return;  // all read
+    if (n <= 0) break;  // all read
     for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
       if ((h->nlmsg_type != RTM_NEWLINK && h->nlmsg_type != RTM_DELLINK) ||
           h->nlmsg_len < NLMSG_LENGTH(sizeof(ifinfomsg)))
@@ -363,6 +364,7 @@ void ServiceLoop::read_link_news() {
       }
     }
   }
+  if (lost) take_links(true);
 }
 
 Wake ServiceLoop::wait() {
@@ -375,6 +377,7 @@ Wake ServiceLoop::wait() {
   const auto tick_at = std::chrono::steady_clock::now() + tick_.value_or(std::chrono::milliseconds(0));
   while (true) {
     int timeout = -1;
+    if (tick_ && std::chrono::steady_clock::now() >= tick_at) return Wake::tick;
     if (tick_) {
       auto left =
           std::chrono::duration_cast<std::chrono::milliseconds>(tick_at - std::chrono::steady_clock::now());

@@ -284,6 +284,8 @@ struct Programs {
   // Whether the load made the ruleset's maps anew (the first apply, or pins of another layout): nothing
   // runs on them yet, so the new generation can be made current before the programs are attached.
   bool new_maps = false;
+  // Whether these programs were in place already (pinned by an earlier apply of the same BPF object).
+  bool reused = false;
 };
 
 // Maps whose entries are the state of open flows, not the ruleset: when a new layout makes the other
@@ -356,8 +358,10 @@ Programs programs(const std::string& pin_dir, PinnedMaps& maps) {
   {
     Programs pinned{Fd(bpf_obj_get(ingress_pin.c_str())), Fd(bpf_obj_get(egress_pin.c_str()))};
     if (pinned.ingress.fd >= 0 && pinned.egress.fd >= 0 && open_pinned(pin_dir, maps) &&
-        uses_only(pinned.ingress.fd, maps) && uses_only(pinned.egress.fd, maps))
+        uses_only(pinned.ingress.fd, maps) && uses_only(pinned.egress.fd, maps)) {
+      pinned.reused = true;
       return pinned;
+    }
   }
   bpf_object_open_opts open_opts{};
   open_opts.sz = sizeof open_opts;
@@ -569,7 +573,9 @@ void rebind_iface_lists(const Program& program, std::uint32_t generation, const 
           wanted.emplace(i + 1, static_cast<__u32>(iface.index));
           break;
         }
-  std::vector<fwe_iflist_key> stale;
+  std::set<__u32> live;
+  for (const auto& iface : ifaces) live.insert(static_cast<__u32>(iface.index));
+  std::vector<fwe_iflist_key> gone, renamed;
   std::set<std::tuple<__u32, __u32>> present;
   fwe_iflist_key key{}, next{};
   for (const fwe_iflist_key* at = nullptr; bpf_map_get_next_key(m.iflists.fd, at, &next) == 0; at = &key) {
@@ -578,15 +584,18 @@ void rebind_iface_lists(const Program& program, std::uint32_t generation, const 
     if (wanted.contains({key.list_id, key.ifindex}))
       present.emplace(key.list_id, key.ifindex);
     else
-      stale.push_back(key);
+      (live.contains(key.ifindex) ? renamed : gone).push_back(key);
   }
+  // The entries of interfaces that are gone first (no packet uses them), so that they make room for
+  // the new ones in the shared map; those of a renamed interface last.
+  for (const auto& stale : gone) bpf_map_delete_elem(m.iflists.fd, &stale);
   const __u8 member = 1;
   for (const auto& [list, ifindex] : wanted)
     if (!present.contains({list, ifindex})) {
       fwe_iflist_key add{generation, list, ifindex};
       update(m.iflists.fd, &add, &member, "an interface list");
     }
-  for (const auto& gone : stale) bpf_map_delete_elem(m.iflists.fd, &gone);
+  for (const auto& stale : renamed) bpf_map_delete_elem(m.iflists.fd, &stale);
 }
 
 void write_tables(const Program& program, std::uint32_t generation, const PinnedMaps& m,
@@ -702,9 +711,10 @@ void Kernel::apply(const Program& program, const std::string& ir_hash, bool rebi
       attach(iface.index, iface.name, BPF_TC_EGRESS, progs.egress.fd, kEgressName, maps.hooks.fd);
     }
   };
-  // The generation in use already holds this IR: it stays, with its counters and token buckets. The
-  // interface lists come first, so a new interface's programs find its entries from their first packet.
-  if (rebind && !progs.new_maps) {
+  // The generation in use already holds this IR, written for the programs in place: it stays, with its
+  // counters and token buckets. The interface lists come first, so a new interface's programs find
+  // its entries from their first packet.
+  if (rebind && progs.reused) {
     const std::uint32_t active = config.active_gen & 1;
     fwe_meta meta{};
     if (bpf_map_lookup_elem(maps.meta.fd, &active, &meta) == 0 &&

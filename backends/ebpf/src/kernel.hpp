@@ -19,8 +19,9 @@ class Kernel {
   // the current namespace, then flips the generation: readers see the old or the new policy, never a
   // mix. Throws RuntimeError (policy in effect unchanged) on failure.
   // rebind: the program is the one in effect (the caller applied it): when the generation in use holds
-  // that IR, it stays, counters and token buckets included, and only the interfaces are bound anew
-  // (programs attached, interface lists brought up to date). Otherwise a full apply as above.
+  // that IR and the programs in place are this BPF object's, it stays, counters and token buckets
+  // included, and only the interfaces are bound anew (programs attached, interface lists brought up
+  // to date). Otherwise a full apply as above.
   void apply(const Program& program, const std::string& ir_hash, bool rebind = false);
   KernelState read_back();
   // Detaches our programs, removes the clsact qdiscs we created and unpins everything.
