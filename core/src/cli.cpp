@@ -988,7 +988,7 @@ class Session {
     // The loop blocks the signals it waits for; threads a watch starts must inherit that mask.
     ServiceLoop loop(watched_files);
     // A backend that binds to the interfaces there are when it applies (ebpf) leaves a new one open
-    // until the next apply: the daemon applies what it enforces again as soon as one appears.
+    // until the next apply: the daemon binds what it enforces again as soon as one appears.
     const bool follow_links = be->capabilities().binds_interfaces;
     if (follow_links) loop.follow_links();
     std::unique_ptr<Plan> enforced;  // the last good reload's plan, kept only to cover new interfaces
@@ -1084,8 +1084,8 @@ class Session {
                     << " from another writer, not this daemon's; it stays until the next reload\n";
           return;
         }
-        // Rebound only what this daemon wrote itself; the same IR from another writer (perhaps another
-        // fwengine build) is applied again whole.
+        // Only what this daemon wrote itself is rebound; the same IR from another writer (perhaps
+        // another fwengine build) is applied again whole.
         const bool ours = enforced_record && applied->time == enforced_record->time;
         ApplyOptions options{false, enforced_hash, backend_state_dir(o_.netns, o_.backend)};
         options.rebind = ours;
