@@ -4,14 +4,15 @@
 # interface created after the daemon started is filtered (real TCP from another namespace, every
 # verdict equal to trace's), a rule's name pattern follows a rename, the rule counters carry on, and
 # the policy file, changed on disk meanwhile, is not read (only a reload reads it), another writer's
-# ruleset is left alone; the record of the qdiscs fwengine made forgets the interfaces that went away. Root; throwaway namespaces; exit 77
+# ruleset is left alone, a failed cover is shown by status until a good one; the record of the qdiscs
+# fwengine made forgets the interfaces that went away. Root; throwaway namespaces; exit 77
 # without.
 set -u
 engine=$1 src=$2 bpftool=$3
 source "$src/core/tests/cli/checks.sh"
 require_root_and_backend "$engine" ebpf
 ns=fwe-bpfnl-$$ client=fwe-bpfnlc-$$
-daemon_pid="" listener_pid=""
+daemon_pid="" listener_pid="" holder_pid=""
 cleanup() {
   if [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null; then
     for _ in $(seq 50); do kill -0 "$daemon_pid" 2>/dev/null || break; sleep 0.1; done
@@ -19,6 +20,7 @@ cleanup() {
     wait "$daemon_pid" 2>/dev/null
   fi
   [ -n "$listener_pid" ] && kill "$listener_pid" 2>/dev/null
+  [ -n "$holder_pid" ] && kill "$holder_pid" 2>/dev/null
   "$engine" --netns "$ns" --backend ebpf -q flush >/dev/null 2>&1
   ip netns del "$ns" 2>/dev/null
   ip netns del "$client" 2>/dev/null
@@ -66,7 +68,7 @@ listener_pid=$!
 fwe() { "$engine" --netns "$ns" --backend ebpf "$@"; }
 hash=$("$engine" -f "$work/policy.yaml" --json check | sed -n 's/.*"hash":"\([0-9a-f]*\)".*/\1/p')
 cp "$work/policy.yaml" "$work/live.yaml"
-"$engine" --netns "$ns" --backend ebpf -f "$work/live.yaml" daemon 2>"$work/daemon.log" &
+"$engine" --netns "$ns" --backend ebpf --lock-timeout 1 -f "$work/live.yaml" daemon 2>"$work/daemon.log" &
 daemon_pid=$!
 until_true() {  # until_true SECONDS COMMAND...
   local deadline=$(($(date +%s) + $1))
@@ -155,6 +157,19 @@ ip -n "$ns" link set eth2 up
 must "the daemon covers eth2 when it appears" 20 covers 3
 check "lan1's index has left fwe_hooks" 1 hooked "$gone"
 check "eth2's qdisc is recorded" 0 hooked "$(ip -n "$ns" -o link show eth2 | cut -d: -f1)"
+
+# A cover that fails (another writer holds the lock past --lock-timeout) is shown by status, and the
+# next good cover clears it.
+flock "/run/fwengine/$ns/lock" sleep 4 &
+holder_pid=$!
+ip -n "$ns" link add eth4 type veth peer name eth4p
+cover_failed() { fwe status 2>&1 | grep -Eq "not covered: new interface\(s\) .*eth4"; }
+check "a cover that fails is shown by status" 0 until_true 20 cover_failed
+wait "$holder_pid"
+holder_pid=""
+ip -n "$ns" link add eth5 type veth peer name eth5p
+must "the daemon covers eth5 once the lock is free" 20 covers 4
+check "the good cover clears the failure" 1 cover_failed
 # Another writer's ruleset (an apply by hand) is not replaced when an interface appears: it stays until
 # the daemon's next reload.
 sed 's/dport: 80,/dport: 8080,/' "$work/policy.yaml" >"$work/other.yaml"
