@@ -547,17 +547,27 @@ void write_runs(const Program& program, std::uint32_t generation, const PinnedMa
     for (const auto& key : counters) update(m.run_counters.fd, &key, zero.data(), "a run member's counter");
 }
 
-void write_iface_lists(const Program& program, std::uint32_t generation, const PinnedMaps& m,
-                       const std::vector<Interface>& ifaces) {
-  const __u8 present = 1;
+// (list id, ifindex) of every interface each of the program's name lists matches.
+std::set<std::tuple<__u32, __u32>> iface_memberships(const Program& program,
+                                                     const std::vector<Interface>& ifaces) {
+  std::set<std::tuple<__u32, __u32>> out;
   for (std::uint32_t i = 0; i < program.iface_lists.size(); ++i)
     for (const auto& iface : ifaces)
       for (const auto& pattern : program.iface_lists[i])
         if (pattern.matches(iface.name)) {
-          fwe_iflist_key key{generation, i + 1, static_cast<__u32>(iface.index)};
-          update(m.iflists.fd, &key, &present, "an interface list");
+          out.emplace(i + 1, static_cast<__u32>(iface.index));
           break;
         }
+  return out;
+}
+
+void write_iface_lists(const Program& program, std::uint32_t generation, const PinnedMaps& m,
+                       const std::vector<Interface>& ifaces) {
+  const __u8 present = 1;
+  for (const auto& [list, ifindex] : iface_memberships(program, ifaces)) {
+    fwe_iflist_key key{generation, list, ifindex};
+    update(m.iflists.fd, &key, &present, "an interface list");
+  }
 }
 
 // The interface lists of a generation in use, brought up to date with the interfaces there are: entries
@@ -565,14 +575,7 @@ void write_iface_lists(const Program& program, std::uint32_t generation, const P
 // one update; only the interfaces that changed meet a changing entry.
 void rebind_iface_lists(const Program& program, std::uint32_t generation, const PinnedMaps& m,
                         const std::vector<Interface>& ifaces) {
-  std::set<std::tuple<__u32, __u32>> wanted;  // (list, ifindex)
-  for (std::uint32_t i = 0; i < program.iface_lists.size(); ++i)
-    for (const auto& iface : ifaces)
-      for (const auto& pattern : program.iface_lists[i])
-        if (pattern.matches(iface.name)) {
-          wanted.emplace(i + 1, static_cast<__u32>(iface.index));
-          break;
-        }
+  const auto wanted = iface_memberships(program, ifaces);
   std::set<__u32> live;
   for (const auto& iface : ifaces) live.insert(static_cast<__u32>(iface.index));
   std::vector<fwe_iflist_key> gone, renamed;
