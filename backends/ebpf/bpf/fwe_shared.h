@@ -73,6 +73,11 @@ enum fwe_run_flags {
   FWE_RUN_DST = 1 << 0,       /* destination addresses, not source */
   FWE_RUN_ANY_PORT = 1 << 1,  /* no port: the key's port is 0, and a packet needs none */
   FWE_RUN_ANY_PROTO = 1 << 2, /* no protocol (nor port): the key's protocol is 0 */
+  /* Every IPv4 member has the prefix length run_prefix4: they are in fwe_runs4_exact, and a packet's
+   * address masked to that length finds its member with one hash lookup, whose cost does not grow with
+   * the members as a trie walk does (one node per branching point on the key). */
+  FWE_RUN_EXACT4 = 1 << 3,
+  FWE_RUN_EXACT6 = 1 << 4, /* the same for IPv6: run_prefix6, fwe_runs6_exact */
 };
 
 enum fwe_icmp_flags {
@@ -140,10 +145,13 @@ struct fwe_rule {
   __u64 limit_burst_ns; /* rate limit: most credit a rule saves up */
   /* Port runs: consecutive rules that each need one destination port. A packet can only match the
    * rules of the run that name its port, so the walk skips the others (see fwe_portindex). */
-  __u32 run_id;    /* FWE_F_RUN_HEAD: key into fwe_portindex */
-  __u32 run_end;   /* FWE_F_RUN_HEAD: first rule after the run */
-  __u32 next_same; /* FWE_F_IN_RUN: next rule of the run with the same port, or run_end */
-  __u32 run_flags; /* FWE_F_ADDR_RUN: fwe_run_flags */
+  __u32 run_id;     /* FWE_F_RUN_HEAD: key into fwe_portindex */
+  __u32 run_end;    /* FWE_F_RUN_HEAD: first rule after the run */
+  __u32 next_same;  /* FWE_F_IN_RUN: next rule of the run with the same port, or run_end */
+  __u8 run_flags;   /* FWE_F_ADDR_RUN: fwe_run_flags */
+  __u8 run_prefix4; /* FWE_RUN_EXACT4: the prefix length of every IPv4 member */
+  __u8 run_prefix6; /* FWE_RUN_EXACT6: the prefix length of every IPv6 member */
+  __u8 run_pad;
 };
 
 struct fwe_portindex_key {
@@ -182,9 +190,10 @@ struct fwe_lpm6_key {
 
 /* Address runs: consecutive rules with one verdict that differ only in one address set (the same side),
  * protocol and destination port (or only address, or address and protocol: fwe_run_flags) are one rule
- * (FWE_F_ADDR_RUN, run_id). Each source rule's (protocol,
- * port, CIDR) is a member; a packet finds the one member it can match with one LPM lookup, flat in the
- * number of rules. prefixlen counts run, proto, pad and port (64 bits) plus the CIDR's prefix. */
+ * (FWE_F_ADDR_RUN, run_id). Each source rule's (protocol, port, CIDR) is a member; a packet finds the
+ * one member it can match with one lookup: in fwe_runs4/6 (LPM tries) by the longest prefix, or, when
+ * a family's members all have one prefix length, in fwe_runs4_exact/6_exact (hashes) by its address
+ * masked to that length. prefixlen counts run, proto, pad and port (64 bits) plus the CIDR's prefix. */
 struct fwe_run4_key {
   __u32 prefixlen;
   __u32 run; /* generation << 24 | run id, big endian, so it is the leading bits */

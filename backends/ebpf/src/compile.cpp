@@ -7,6 +7,7 @@
 #include <cstring>
 #include <map>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <tuple>
 
@@ -54,7 +55,7 @@ class Compiler {
           "the ruleset needs " + std::to_string(out_.rules.size()) + " eBPF rules, more than the " +
               std::to_string(FWE_MAX_RULES) + " the ebpf backend holds",
           "use fewer rules or jumps to shared chains (each jump is inlined), or choose --backend nft");
-    if (const auto members = out_.run4.size() + out_.run6.size(); members > FWE_MAX_RUN_MEMBERS)
+    if (const auto members = out_.run_members(); members > FWE_MAX_RUN_MEMBERS)
       diag_.error({},
                   "the ruleset's address runs have " + std::to_string(members) + " members, more than the " +
                       std::to_string(FWE_MAX_RUN_MEMBERS) + " the ebpf backend holds",
@@ -211,22 +212,39 @@ class Compiler {
       return true;
     }
 
-    void emit(std::uint32_t run_id, Program& out) const {
+    // Writes the members into `out` and tells `merged` (the run's rule) where to find them: a family's
+    // members with one prefix length go into the exact maps.
+    void emit(std::uint32_t run_id, Program& out, fwe_rule& merged) const {
+      std::set<std::uint8_t> prefixes4, prefixes6;
+      for (const auto& [key, member] : members_)
+        (key.bytes[3] == 4 ? prefixes4 : prefixes6).insert(member.prefix);
+      const bool exact4 = prefixes4.size() == 1, exact6 = prefixes6.size() == 1;
+      if (exact4) {
+        merged.run_flags |= FWE_RUN_EXACT4;
+        merged.run_prefix4 = *prefixes4.begin();
+      }
+      if (exact6) {
+        merged.run_flags |= FWE_RUN_EXACT6;
+        merged.run_prefix6 = *prefixes6.begin();
+      }
       for (const auto& [key, member] : members_) {
-        const auto counter = static_cast<std::uint32_t>(out.run4.size() + out.run6.size());
+        const auto counter = static_cast<std::uint32_t>(out.run_members());
         const fwe_run_member value{counter, member.chain_id, member.rule_index, 0};
-        if (key.bytes[3] == 4) {
-          fwe_run4_key k{64u + member.prefix, htonl(run_id), key.bytes[0], 0, 0, {}};
+        const bool v4 = key.bytes[3] == 4;
+        auto fill = [&](auto k) {  // the address's host bits are zero (ir::Cidr), as the exact maps need
+          k.prefixlen = 64u + member.prefix;
+          k.run = htonl(run_id);
+          k.proto = key.bytes[0];
           std::memcpy(&k.port, &key.bytes[1], 2);
-          std::memcpy(k.addr, &key.bytes[4], 4);
-          out.run4.push_back(k);
-          out.run4_members.push_back(value);
+          std::memcpy(k.addr, &key.bytes[4], sizeof k.addr);
+          return k;
+        };
+        if (v4) {
+          (exact4 ? out.exact4 : out.run4).push_back(fill(fwe_run4_key{}));
+          (exact4 ? out.exact4_members : out.run4_members).push_back(value);
         } else {
-          fwe_run6_key k{64u + member.prefix, htonl(run_id), key.bytes[0], 0, 0, {}};
-          std::memcpy(&k.port, &key.bytes[1], 2);
-          std::memcpy(k.addr, &key.bytes[4], 16);
-          out.run6.push_back(k);
-          out.run6_members.push_back(value);
+          (exact6 ? out.exact6 : out.run6).push_back(fill(fwe_run6_key{}));
+          (exact6 ? out.exact6_members : out.run6_members).push_back(value);
         }
       }
     }
@@ -314,11 +332,11 @@ class Compiler {
         continue;
       }
       const auto run_id = static_cast<std::uint32_t>(address_runs_++);
-      members.emit(run_id, out_);
       fwe_rule merged = head;
       merged.flags |= FWE_F_ADDR_RUN;
       merged.run_id = run_id;
-      merged.run_flags = *shape;
+      merged.run_flags = static_cast<std::uint8_t>(*shape);
+      members.emit(run_id, out_, merged);
       merged.rule_index = -1;  // its members count for their rules
       merged.proto_mode = FWE_TRI_NONE;
       std::fill(std::begin(merged.proto_bits), std::end(merged.proto_bits), 0);
@@ -801,7 +819,7 @@ fwe_rule for_generation(const fwe_rule& rule, std::uint32_t generation) {
 std::string Program::text() const {
   std::ostringstream out;
   out << "# ebpf: " << rules.size() << " rules, " << sets.size() << " address sets, " << iface_lists.size()
-      << " interface lists, " << port_bitmaps.size() << " port bitmaps, " << run4.size() + run6.size()
+      << " interface lists, " << port_bitmaps.size() << " port bitmaps, " << run_members()
       << " address-run members\n";
   for (const auto& note : notes) out << "# note: " << note << '\n';
   for (const auto& set : sets) {
@@ -809,20 +827,24 @@ std::string Program::text() const {
     for (std::size_t i = 0; i < set.cidrs.size(); ++i) out << (i ? ", " : " ") << to_string(set.cidrs[i]);
     out << " }\n";
   }
-  auto members = [&](const auto& keys, const std::vector<fwe_run_member>& values, Family family) {
+  // "exact member": in a hash, found by the address masked to the run's one prefix length of its family.
+  auto members = [&](const auto& keys, const std::vector<fwe_run_member>& values, Family family,
+                     const char* kind) {
     for (std::size_t i = 0; i < keys.size(); ++i) {
       Cidr cidr;
       cidr.addr.family = family;
       std::memcpy(cidr.addr.bytes.data(), keys[i].addr, sizeof keys[i].addr);
       cidr.prefix = static_cast<std::uint8_t>(keys[i].prefixlen - 64);
-      out << "run " << ntohl(keys[i].run) << " member "
+      out << "run " << ntohl(keys[i].run) << ' ' << kind << ' '
           << (keys[i].proto ? protocol_name(keys[i].proto) : std::string("any")) << ' ' << ntohs(keys[i].port)
           << ' ' << to_string(cidr) << " -> " << chains[values[i].chain_id] << '#' << values[i].rule_index
           << '\n';
     }
   };
-  members(run4, run4_members, Family::ipv4);
-  members(run6, run6_members, Family::ipv6);
+  members(run4, run4_members, Family::ipv4, "member");
+  members(exact4, exact4_members, Family::ipv4, "exact member");
+  members(run6, run6_members, Family::ipv6, "member");
+  members(exact6, exact6_members, Family::ipv6, "exact member");
   for (std::size_t i = 0; i < iface_lists.size(); ++i) {
     out << "iflist " << i + 1 << " {";
     for (const auto& p : iface_lists[i]) out << ' ' << to_string(p);

@@ -4,7 +4,8 @@
 // endpoints' classifiers (goto the endpoint's body), then each body: conntrack prelude, failsafe
 // chain, groups (chains inlined; jumps inlined behind an inverted goto, return/pass as gotos),
 // on_end and default. A verdict ends the section (DONE) or the packet (DROP). Stretches of rules that
-// differ only in their address, protocols and port become one address-run rule over fwe_runs4/6.
+// differ only in their address, protocols and port become one address-run rule over fwe_runs4/6 (or
+// their exact twins).
 #pragma once
 
 #include <array>
@@ -65,10 +66,12 @@ struct Program {
   std::vector<fwe_portindex_key> port_index;    // gen 0; the loader sets the generation
   std::vector<std::uint32_t> port_index_first;  // parallel: the run's first rule for that port
   // Members of address runs (FWE_F_ADDR_RUN), generation 0 in `run`; the loader sets the generation.
-  // Their `counter`s number them across both families.
-  std::vector<fwe_run4_key> run4;
-  std::vector<fwe_run6_key> run6;
-  std::vector<fwe_run_member> run4_members, run6_members;  // parallel to run4, run6
+  // Their `counter`s number them across all four lists. run4/run6 go into the tries (fwe_runs4/6),
+  // exact4/exact6 (a run's members of a family with one prefix length, address masked) into the hashes.
+  std::vector<fwe_run4_key> run4, exact4;
+  std::vector<fwe_run6_key> run6, exact6;
+  std::vector<fwe_run_member> run4_members, run6_members, exact4_members, exact6_members;  // parallel
+  std::size_t run_members() const { return run4.size() + run6.size() + exact4.size() + exact6.size(); }
   std::vector<std::string> notes;  // what the dataplane does differently (reject = drop, ...)
   bool uses_rpf = false;           // the loader sets the generation's bit in fwe_config.rpf_gens
 

@@ -205,8 +205,8 @@ void attach(int ifindex, const std::string& ifname, bpf_tc_attach_point point, i
 }
 
 struct PinnedMaps {
-  Fd rules, stages, config, meta, set4, set6, runs4, runs6, run_counters, iflists, portsets, portindex,
-      chains, wheres, counters, limits, ct4, ct6, hooks;
+  Fd rules, stages, config, meta, set4, set6, runs4, runs6, runs4_exact, runs6_exact, run_counters, iflists,
+      portsets, portindex, chains, wheres, counters, limits, ct4, ct6, hooks;
 };
 
 int get_pinned(const std::string& dir, const char* name) {
@@ -217,7 +217,7 @@ int get_pinned(const std::string& dir, const char* name) {
 template <typename Maps>  // PinnedMaps, or const PinnedMaps
 auto named_maps(Maps& m) {
   using Map = std::pair<decltype(&m.rules), const char*>;
-  return std::array<Map, 19>{{{&m.rules, "fwe_rules"},
+  return std::array<Map, 21>{{{&m.rules, "fwe_rules"},
                               {&m.stages, "fwe_stages"},
                               {&m.config, "fwe_config"},
                               {&m.meta, "fwe_meta"},
@@ -225,6 +225,8 @@ auto named_maps(Maps& m) {
                               {&m.set6, "fwe_set6"},
                               {&m.runs4, "fwe_runs4"},
                               {&m.runs6, "fwe_runs6"},
+                              {&m.runs4_exact, "fwe_runs4_exact"},
+                              {&m.runs6_exact, "fwe_runs6_exact"},
                               {&m.run_counters, "fwe_run_counters"},
                               {&m.iflists, "fwe_iflists"},
                               {&m.portsets, "fwe_portsets"},
@@ -479,6 +481,8 @@ void clear_generation(std::uint32_t generation, const PinnedMaps& m) {
   delete_generation<fwe_lpm6_key>(m.set6.fd, generation, lpm_of_generation<fwe_lpm6_key>);
   delete_generation<fwe_run4_key>(m.runs4.fd, generation, run_of_generation<fwe_run4_key>);
   delete_generation<fwe_run6_key>(m.runs6.fd, generation, run_of_generation<fwe_run6_key>);
+  delete_generation<fwe_run4_key>(m.runs4_exact.fd, generation, run_of_generation<fwe_run4_key>);
+  delete_generation<fwe_run6_key>(m.runs6_exact.fd, generation, run_of_generation<fwe_run6_key>);
   delete_generation<fwe_iflist_key>(m.iflists.fd, generation, iflist_of_generation);
   delete_generation<fwe_portindex_key>(m.portindex.fd, generation, portindex_of_generation);
   delete_generation<fwe_where_key>(m.wheres.fd, generation, where_of_generation);
@@ -539,8 +543,10 @@ void write_runs(const Program& program, std::uint32_t generation, const PinnedMa
   };
   write(m.runs4.fd, program.run4, program.run4_members);
   write(m.runs6.fd, program.run6, program.run6_members);
+  write(m.runs4_exact.fd, program.exact4, program.exact4_members);
+  write(m.runs6_exact.fd, program.exact6, program.exact6_members);
   std::vector<__u32> counters;
-  for (std::size_t i = 0; i < program.run4.size() + program.run6.size(); ++i)
+  for (std::size_t i = 0; i < program.run_members(); ++i)
     counters.push_back(generation * FWE_MAX_RUN_MEMBERS + static_cast<__u32>(i));
   const std::vector<fwe_counter> zero(counters.size());
   if (!update_batch(m.run_counters.fd, counters, zero.data(), sizeof(fwe_counter)))
@@ -828,6 +834,8 @@ KernelState Kernel::read_back() {
   };
   add_members(m.runs4.fd, fwe_run4_key{});
   add_members(m.runs6.fd, fwe_run6_key{});
+  add_members(m.runs4_exact.fd, fwe_run4_key{});
+  add_members(m.runs6_exact.fd, fwe_run6_key{});
   for (auto& [key, counter] : counters) state.counters.push_back(std::move(counter));
   for (const auto& iface : interfaces()) {
     std::string name;

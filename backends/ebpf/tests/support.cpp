@@ -261,7 +261,7 @@ std::vector<trace::Packet> port_run_packets() {
   return out;
 }
 
-Ruleset address_run_ruleset() {
+Ruleset address_run_ruleset(bool mixed_prefixes) {
   Ruleset rs;
   rs.files = {"<command line>", "runs.yaml"};
   std::uint32_t line = 300;
@@ -275,9 +275,10 @@ Ruleset address_run_ruleset() {
   };
   std::vector<Rule> runs;
   for (int i = 0; i < 8; ++i) {
-    const std::string v4 = "10.0." + std::to_string(10 + i) + ".0/24";
+    const std::string v4 = "10.0." + std::to_string(10 + i) + (mixed_prefixes && i == 4 ? ".0/25" : ".0/24");
     std::vector<const char*> cidrs = {v4.c_str()};
     if (i == 2) cidrs.push_back("2001:db8:2::/48");
+    if (i == 2 && mixed_prefixes) cidrs.push_back("2001:db8:4::/64");
     std::vector<std::uint8_t> protocols = {6};
     if (i == 5) protocols.push_back(17);
     const auto port = static_cast<std::uint16_t>(2000 + i);
@@ -383,7 +384,10 @@ std::vector<trace::Packet> address_run_packets() {
   }
   in("2001:db8:2::7", 6, 2002, "2001:db8::1");
   in("2001:db8:3::7", 6, 2002, "2001:db8::1");
-  in("10.0.11.200", 6, 2001);  // runs#1 before the overlapping runs#8
+  in("2001:db8:4::7", 6, 2002, "2001:db8::1");
+  in("2001:db8:4:1::7", 6, 2002, "2001:db8::1");  // outside the mixed variant's /64
+  in("10.0.14.200", 6, 2004);                     // outside the mixed variant's /25
+  in("10.0.11.200", 6, 2001);                     // runs#1 before the overlapping runs#8
   for (int i = 9; i < 13; ++i) {
     const std::string src = "10.0." + std::to_string(10 + i) + ".7";
     in(src.c_str(), 6, 2001);

@@ -23,7 +23,9 @@ std::vector<trace::Packet> port_run_packets();
 // Address runs (runs#0..7 accept, of both families and several protocols and ports; runs#8 overlaps
 // runs#1 and ends that run; runs#9..12 a drop run; runs#13..16 a run on destinations), and a chain whose
 // inlined jump's target is the head of a run ("outer"), with packets that hit, miss and straddle them.
-ir::Ruleset address_run_ruleset();
+// With mixed_prefixes, one run's IPv4 members and its IPv6 members each have two prefix lengths (so
+// they go into the tries, not the exact maps).
+ir::Ruleset address_run_ruleset(bool mixed_prefixes = false);
 std::vector<trace::Packet> address_run_packets();
 
 // Address runs without ports: ICMP and TCP accepts from 10.0.9K.0/24 and 10.0.10K.0/24 (one run keyed by

@@ -1,6 +1,9 @@
 // test_compile.cpp - flattening and refusals, no kernel needed.
 #include <arpa/inet.h>
 
+#include <algorithm>
+#include <set>
+
 #include <catch2/catch.hpp>
 
 #include "backend.hpp"
@@ -168,25 +171,51 @@ TEST_CASE("rules that differ only in address, protocol and port become one addre
   // the inlined jump goes to its first rule, so inner's run cannot take it.
   REQUIRE(runs.size() == 5);
   CHECK(program.rules[runs[1].first].op == FWE_OP_DROP);
-  CHECK(program.rules[runs[2].first].run_flags == FWE_RUN_DST);
+  // Each run's members of a family have one prefix length, so they are exact (hash) members.
+  CHECK(program.rules[runs[0].first].run_flags == (FWE_RUN_EXACT4 | FWE_RUN_EXACT6));
+  CHECK(program.rules[runs[0].first].run_prefix4 == 24);
+  CHECK(program.rules[runs[0].first].run_prefix6 == 48);
+  CHECK(program.rules[runs[2].first].run_flags == (FWE_RUN_DST | FWE_RUN_EXACT4));
+  CHECK(program.rules[runs[2].first].run_prefix4 == 32);
   for (std::uint32_t pc = 0; pc < program.rules.size(); ++pc)
     if (program.rules[pc].flags & FWE_F_INVERT) CHECK(program.rules[pc].target == runs[4].first);
   // runs#0..7: 8 rules, one with two protocols, one with three ports: 10 IPv4 members, one IPv6.
   std::size_t run0 = 0;
-  for (std::size_t i = 0; i < program.run4.size(); ++i)
-    if (ntohl(program.run4[i].run) == runs[0].second) {
+  for (std::size_t i = 0; i < program.exact4.size(); ++i)
+    if (ntohl(program.exact4[i].run) == runs[0].second) {
       ++run0;
-      CHECK(program.run4[i].prefixlen == 64 + 24);
-      CHECK(program.run4_members[i].rule_index < 8);
+      CHECK(program.exact4[i].prefixlen == 64 + 24);
+      CHECK(program.exact4_members[i].rule_index < 8);
     }
   CHECK(run0 == 11);
-  REQUIRE(program.run6.size() == 1);
-  CHECK(program.run6_members[0].rule_index == 2);
-  CHECK(program.run6[0].prefixlen == 64 + 48);
+  CHECK(program.run4.empty());
+  CHECK(program.run6.empty());
+  REQUIRE(program.exact6.size() == 1);
+  CHECK(program.exact6_members[0].rule_index == 2);
+  CHECK(program.exact6[0].prefixlen == 64 + 48);
   // Sets only runs matched on are not written; runs#8 (it broke the run) keeps its own.
   REQUIRE(program.sets.size() == 1);
   CHECK(program.sets[0].name == "r8");
-  CHECK(program.text().find("run 0 member tcp 2003 10.0.13.0/24 -> runs#3") != std::string::npos);
+  CHECK(program.text().find("run 0 exact member tcp 2003 10.0.13.0/24 -> runs#3") != std::string::npos);
+}
+
+TEST_CASE("a run whose members of a family have several prefix lengths finds them in the trie", "[compile]") {
+  Diagnostics diag;
+  Program program = compile(test::address_run_ruleset(true), diag);
+  REQUIRE_FALSE(diag.has_errors());
+  INFO(program.text());
+  const auto head = std::find_if(program.rules.begin(), program.rules.end(),
+                                 [](const fwe_rule& r) { return (r.flags & FWE_F_ADDR_RUN) != 0; });
+  REQUIRE(head != program.rules.end());
+  CHECK(head->run_flags == 0);  // runs#0..7: IPv4 /24 and /25, IPv6 /48 and /64
+  std::set<std::uint32_t> prefixes4, prefixes6;
+  for (const auto& key : program.run4)
+    if (ntohl(key.run) == head->run_id) prefixes4.insert(key.prefixlen - 64);
+  for (const auto& key : program.run6)
+    if (ntohl(key.run) == head->run_id) prefixes6.insert(key.prefixlen - 64);
+  CHECK(prefixes4 == std::set<std::uint32_t>{24, 25});
+  CHECK(prefixes6 == std::set<std::uint32_t>{48, 64});
+  CHECK(program.text().find("run 0 member tcp 2004 10.0.14.0/25 -> runs#4") != std::string::npos);
 }
 
 TEST_CASE("rules without ports, or without protocols, form address runs keyed by what they have",
@@ -199,10 +228,11 @@ TEST_CASE("rules without ports, or without protocols, form address runs keyed by
   for (const auto& r : program.rules)
     if (r.flags & FWE_F_ADDR_RUN) flags.push_back(r.run_flags);
   // ICMP and TCP accepts: one run keyed by protocol; the drops of anything: one keyed by address alone.
-  CHECK(flags == std::vector<std::uint32_t>{FWE_RUN_ANY_PORT, FWE_RUN_ANY_PORT | FWE_RUN_ANY_PROTO});
-  REQUIRE(program.run4.size() == 14);
-  CHECK(program.text().find("member icmp 0 10.0.90.0/24 -> block#0") != std::string::npos);
-  CHECK(program.text().find("member any 0 10.0.80.0/24 -> block#8") != std::string::npos);
+  CHECK(flags == std::vector<std::uint32_t>{FWE_RUN_ANY_PORT | FWE_RUN_EXACT4,
+                                            FWE_RUN_ANY_PORT | FWE_RUN_ANY_PROTO | FWE_RUN_EXACT4});
+  REQUIRE(program.exact4.size() == 14);
+  CHECK(program.text().find("exact member icmp 0 10.0.90.0/24 -> block#0") != std::string::npos);
+  CHECK(program.text().find("exact member any 0 10.0.80.0/24 -> block#8") != std::string::npos);
 }
 
 TEST_CASE("rpf rules carry mode and negation, and mark the program for the reverse lookup", "[compile]") {

@@ -110,28 +110,33 @@ TEST_CASE("port runs skip only rules that cannot match", "[root]") {
 
 TEST_CASE("address runs give trace's verdict and count each hit for the rule trace names", "[root]") {
   enter_scratch_namespace();
-  const ir::Ruleset rs = test::address_run_ruleset();
-  EbpfBackend backend(PluginContext{"test"});
-  const Outcomes outcomes = check_against_trace(backend, rs, test::address_run_packets());
-  CHECK(outcomes.passed >= 20);
-  CHECK(outcomes.dropped >= 20);
+  // Members of one prefix length per family (the exact maps), then of several (the tries).
+  for (const bool mixed_prefixes : {false, true}) {
+    INFO("mixed prefixes: " << mixed_prefixes);
+    const ir::Ruleset rs = test::address_run_ruleset(mixed_prefixes);
+    EbpfBackend backend(PluginContext{"test"});
+    const Outcomes outcomes = check_against_trace(backend, rs, test::address_run_packets());
+    CHECK(outcomes.passed >= 20);
+    CHECK(outcomes.dropped >= 20);
 
-  backend.flush();
-  apply(backend, rs);  // counters from zero
-  const auto overlapped = test::packet("d0", "", "10.0.11.200", "10.0.0.1", 6, 40000, 2001);
-  const trace::Result expected = trace::evaluate(rs, overlapped);
-  REQUIRE(expected.delivered);
-  REQUIRE(delivered(overlapped));
-  REQUIRE(delivered(test::packet("d0", "", "2001:db8:2::9", "2001:db8::1", 6, 40000, 2002)));
-  std::map<std::int32_t, std::uint64_t> hits;
-  std::string where;
-  for (const auto& c : backend.read_back().counters)
-    if (c.chain == "runs" && c.packets > 0) {
-      hits[c.rule] += c.packets;
-      if (c.rule == 1) where = c.where;
-    }
-  CHECK(hits == std::map<std::int32_t, std::uint64_t>{{1, 1}, {2, 1}});  // not runs#8, which overlaps
-  CHECK(where == "runs.yaml:301:1");
+    backend.flush();
+    apply(backend, rs);  // counters from zero
+    const auto overlapped = test::packet("d0", "", "10.0.11.200", "10.0.0.1", 6, 40000, 2001);
+    const trace::Result expected = trace::evaluate(rs, overlapped);
+    REQUIRE(expected.delivered);
+    REQUIRE(delivered(overlapped));
+    REQUIRE(delivered(test::packet("d0", "", "2001:db8:2::9", "2001:db8::1", 6, 40000, 2002)));
+    std::map<std::int32_t, std::uint64_t> hits;
+    std::string where;
+    for (const auto& c : backend.read_back().counters)
+      if (c.chain == "runs" && c.packets > 0) {
+        hits[c.rule] += c.packets;
+        if (c.rule == 1) where = c.where;
+      }
+    CHECK(hits == std::map<std::int32_t, std::uint64_t>{{1, 1}, {2, 1}});  // not runs#8, which overlaps
+    CHECK(where == "runs.yaml:301:1");
+    backend.flush();
+  }
 }
 
 TEST_CASE("address runs without ports or protocols give trace's verdict", "[root]") {
@@ -151,7 +156,8 @@ TEST_CASE("a generation larger than one batch is cleared whole before it is writ
   apply(backend, test::large_address_run_ruleset(3000, 5001));
   apply(backend, first);  // into the generation of the first, which holds three batches of members
   Kernel kernel("test");
-  CHECK(test::count_entries(kernel.pin_dir(), "fwe_runs4") == 6000);  // both generations, nothing twice
+  // /32 members: the exact map; both generations, nothing twice
+  CHECK(test::count_entries(kernel.pin_dir(), "fwe_runs4_exact") == 6000);
   CHECK(delivered(test::packet("d0", "", "172.16.11.183", "10.0.0.1", 6, 40000, 5000)));
   CHECK_FALSE(delivered(test::packet("d0", "", "172.16.11.183", "10.0.0.1", 6, 40000, 5001)));
   CHECK_FALSE(delivered(test::packet("d0", "", "172.16.11.184", "10.0.0.1", 6, 40000, 5000)));
