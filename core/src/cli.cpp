@@ -851,6 +851,7 @@ class Session {
       for (const auto& l : want)
         if (!have_set.count(l)) std::cout << "+ " << l << '\n';
     }
+    keep_to_the_end(std::move(be), std::move(plan));
     return !same && o_.vm.count("exit-code") ? 3 : 0;
   }
 
