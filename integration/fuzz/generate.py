@@ -396,6 +396,54 @@ class Generator:
                 return {"action": "reject", "reject-with": rng.choice(REJECT6)}
         return {"action": action}
 
+    def run_stretch(self, stage, drop_ok):
+        """Four to nine rules with one verdict that differ only in one address (always src, or always
+        dst) and in their protocols and port, or protocols alone, or nothing else: what the backends
+        merge into one lookup (nft's sets, iptables' hash:net,port, ebpf's address runs). Half the
+        stretches give every network of a family one prefix length (ebpf looks those up in a hash); the
+        networks may overlap, which must end a merge where first match would tell them apart."""
+        rng = self.rng
+        side = rng.choice(["src", "dst"])
+        keyed = rng.choice(["port", "port", "protocol", "address"])
+        verdicts = ["accept", "accept"] + ([] if stage in self.profile.no_allow else ["allow"])
+        action = rng.choice(verdicts + (["drop", "drop"] if drop_ok else []))
+        prefixes = {4: rng.choice([29, 30, 32]), 6: rng.choice([125, 126, 128])} if self.chance(0.5) else None
+        common = {}
+        if stage in STAGE_IIF and self.chance(0.2):
+            common["iif"] = self.iface_value()
+        if stage not in UNTRACKED and self.chance(0.15):
+            common["ct-state"] = "new"
+        stretch = []
+        for _ in range(rng.randint(4, 9)):
+            nets = []
+            for _ in range(rng.choice([1, 1, 1, 2])):
+                family = rng.choice([4, 6])
+                net = ipaddress.ip_network(cidr_around(rng, family, wide=False))
+                if prefixes and net.prefixlen > prefixes[family]:
+                    net = net.supernet(new_prefix=prefixes[family])
+                elif prefixes:
+                    net = ipaddress.ip_network((net.network_address, prefixes[family]), strict=False)
+                nets.append(str(net))
+            self.cidrs += nets
+            rule = dict(common)
+            if keyed == "port":
+                rule["protocol"] = rng.choice(["tcp", "tcp", "udp", ["tcp", "udp"]])
+                low = rng.choice(PORT_ANCHORS)
+                high = low if self.chance(0.7) else min(65535, low + rng.choice([1, 2]))
+                self.ports.update((low, high))
+                rule["dport"] = low if high == low else f"{low}-{high}"
+            elif keyed == "protocol":
+                rule["protocol"] = rng.choice(["tcp", "udp", ["tcp", "udp"], "icmp", "icmpv6"])
+            if len(nets) > 1 or self.chance(0.3):
+                name = f"s{len(self.sets)}"
+                self.sets[name] = nets
+                rule[side] = name
+            else:
+                rule[side] = nets[0]
+            rule["action"] = action
+            stretch.append(rule)
+        return stretch
+
     # ---- stages ------------------------------------------------------------------------------------
 
     def verdict(self, stage):
@@ -450,6 +498,10 @@ class Generator:
         reject_ok = stage not in self.profile.no_reject
         chains = {name: [self.rule(stage, i, chain_names, reject_ok, drop_ok) for _ in range(rng.randint(1, 5))]
                   for i, name in enumerate(chain_names)}
+        for rules in chains.values():
+            if self.chance(0.3):
+                at = rng.randint(0, len(rules))
+                rules[at:at] = self.run_stretch(stage, drop_ok)
         # After a NAT rewrite the kernel skips the stage's later nat chains (sections), where trace goes on.
         rewrites = any(r["action"] in ("dnat", "redirect", "snat", "masquerade") for rules in chains.values() for r in rules)
         sections = []
