@@ -23,6 +23,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <string_view>
 #include <unordered_map>
 
 #include "fwengine/trace.hpp"
@@ -266,11 +267,16 @@ std::string nat_ports(const PortRange& r) {
 
 enum class Helper { accept, allow, pass, accepted };
 
+// The IR's address sets by name. Rules look their sets up several times each, and a policy of inline
+// addresses has a set per rule, whose names share long prefixes ("p00042.7.src"): the IR's ordered map
+// made that a walk of string compares, a fifth of the render of 10,000 rules.
+using SetIndex = std::unordered_map<std::string_view, const AddrSet*>;
+
 class FamilyRenderer {
  public:
-  FamilyRenderer(const Ruleset& rs, Diagnostics& diag, std::set<std::string>& reported, IpFamily family,
-                 std::map<std::string, SetDef>& sets)
-      : rs_(rs), diag_(diag), reported_(reported), family_(family), sets_(sets) {
+  FamilyRenderer(const Ruleset& rs, const SetIndex& set_index, Diagnostics& diag,
+                 std::set<std::string>& reported, IpFamily family, std::map<std::string, SetDef>& sets)
+      : rs_(rs), set_index_(set_index), diag_(diag), reported_(reported), family_(family), sets_(sets) {
     compute_reach();
     for (const auto& def : rs.stages)
       for (const auto& section : def.sections) honour_allow_ |= section.honour_allow;
@@ -425,8 +431,8 @@ class FamilyRenderer {
   std::vector<Cidr> cidrs_of(const std::string& set) const {
     std::vector<Cidr> out;
     const Family want = family_ == IpFamily::v4 ? Family::ipv4 : Family::ipv6;
-    if (const AddrSet* s = rs_.find_set(set))
-      for (const auto& c : s->cidrs)
+    if (const auto it = set_index_.find(set); it != set_index_.end())
+      for (const auto& c : it->second->cidrs)
         if (c.addr.family == want) out.push_back(c);
     return out;
   }
@@ -1247,6 +1253,7 @@ class FamilyRenderer {
   }
 
   const Ruleset& rs_;
+  const SetIndex& set_index_;
   Diagnostics& diag_;
   std::set<std::string>& reported_;
   IpFamily family_;
@@ -1303,8 +1310,11 @@ Model render(const Ruleset& ruleset, Diagnostics& diag) {
   Model model;
   std::set<std::string> reported;
   std::map<std::string, SetDef> sets;
+  SetIndex set_index;
+  set_index.reserve(ruleset.sets.size());
+  for (const auto& [name, set] : ruleset.sets) set_index.emplace(name, &set);
   for (IpFamily f : {IpFamily::v4, IpFamily::v6}) {
-    model.tables[static_cast<int>(f)] = FamilyRenderer(ruleset, diag, reported, f, sets).run();
+    model.tables[static_cast<int>(f)] = FamilyRenderer(ruleset, set_index, diag, reported, f, sets).run();
     drop_empty_chains(model.tables[static_cast<int>(f)]);
   }
   for (auto& [name, set] : sets) model.sets.push_back(std::move(set));
