@@ -1317,7 +1317,7 @@ class Session {
 
   Options o_;
   PluginLoader loader_;
-  // What apply and render built, kept for the end of the process to free (end_process); the plan goes
+  // What apply, render and diff built, kept for the end of the process to free (end_process); the plan goes
   // before the backend whose library holds its code.
   struct {
     std::optional<Loaded<Backend>> backend;

@@ -17,7 +17,7 @@
 #define FWE_CT_ENTRIES 65536
 /* CIDRs in the LPM map of each family, both generations together; the kernel refuses more at apply. */
 #define FWE_SET_CIDRS 262144
-/* Members of address runs per generation, both families together. */
+/* Members of address runs per generation, both families and both kinds of map (tries, exact) together. */
 #define FWE_MAX_RUN_MEMBERS 131072
 #define FWE_NAME_LEN 64
 #define FWE_HASH_LEN 96
@@ -65,7 +65,7 @@ enum fwe_rule_flags {
   FWE_F_RUN_HEAD =
       1 << 5, /* first rule of a port run: jump straight to the first rule for the packet's dport */
   FWE_F_IN_RUN = 1 << 6,   /* rule of a port run: when only the rest of its match fails, go on at next_same */
-  FWE_F_ADDR_RUN = 1 << 7, /* an address run: matches when fwe_runs4/6 has a member for the packet */
+  FWE_F_ADDR_RUN = 1 << 7, /* an address run: matches when fwe_runs4/6 (or _exact) has the packet's member */
 };
 
 /* How an address run's members are keyed (fwe_rule.run_flags). */

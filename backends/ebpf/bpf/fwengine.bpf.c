@@ -28,13 +28,17 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/* Named for the meaning of struct fwe_rule: a change of it at the same size bumps the suffix. A build
+ * of another meaning then misses its own name's pin and makes all maps anew, instead of attaching
+ * programs that read the generation in use (until its flip) as rules they misunderstand. v2: run_flags
+ * became a byte, beside the exact runs' prefix lengths. */
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);
   __uint(max_entries, FWE_GENERATIONS* FWE_MAX_RULES);
   __type(key, __u32);
   __type(value, struct fwe_rule);
   __uint(pinning, LIBBPF_PIN_BY_NAME);
-} fwe_rules SEC(".maps");
+} fwe_rules_v2 SEC(".maps");
 
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);
@@ -513,7 +517,7 @@ static long step(__u32 index, void* data) {
   (void)index;
   if (pc >= ev->end || pc >= FWE_MAX_RULES) return 1;
   __u32 key = ev->gen * FWE_MAX_RULES + pc;
-  struct fwe_rule* r = bpf_map_lookup_elem(&fwe_rules, &key);
+  struct fwe_rule* r = bpf_map_lookup_elem(&fwe_rules_v2, &key);
   if (!r) return 1;
   if (r->flags & FWE_F_RUN_HEAD) {
     __u32 first = r->run_end;

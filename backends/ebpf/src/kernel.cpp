@@ -217,7 +217,7 @@ int get_pinned(const std::string& dir, const char* name) {
 template <typename Maps>  // PinnedMaps, or const PinnedMaps
 auto named_maps(Maps& m) {
   using Map = std::pair<decltype(&m.rules), const char*>;
-  return std::array<Map, 21>{{{&m.rules, "fwe_rules"},
+  return std::array<Map, 21>{{{&m.rules, "fwe_rules_v2"},
                               {&m.stages, "fwe_stages"},
                               {&m.config, "fwe_config"},
                               {&m.meta, "fwe_meta"},
@@ -290,11 +290,12 @@ struct Programs {
   bool reused = false;
 };
 
-// Maps whose entries are the state of open flows, not the ruleset: when a new layout makes the other
-// maps anew (an upgrade), they keep their pins if their own shape did not change, so that flows open
-// across the upgrade stay established. An entry must then mean what it meant before: a change of the
-// meaning of struct fwe_ct_value at the same size renames these maps (fwe_shared.h).
-constexpr std::string_view kFlowStateMaps[] = {"fwe_ct4", "fwe_ct6"};
+// Maps whose entries are not the ruleset's, kept when a new layout makes the other maps anew (an
+// upgrade) if their own shape did not change: the state of open flows, so that flows open across the
+// upgrade stay established, and the record of the clsact qdiscs fwengine created, without which flush
+// would leave them behind. An entry must then mean what it meant before: a change of the meaning of
+// struct fwe_ct_value at the same size renames the conntrack maps (fwe_shared.h).
+constexpr std::string_view kKeptAcrossLayouts[] = {"fwe_ct4", "fwe_ct6", "fwe_hooks"};
 
 // Whether the map pinned at `path` is one libbpf can reuse for `map` (what libbpf compares).
 bool reusable(const std::string& path, const bpf_map* map) {
@@ -308,9 +309,9 @@ bool reusable(const std::string& path, const bpf_map* map) {
 }
 
 // Makes the pin directory hold only what this build pins: when any of its maps is missing or pinned
-// with another shape (an older fwengine's layout), every map pin goes but the flow state's that still
-// fits, so that the load makes the ruleset's maps anew rather than fail or mix two layouts. Returns
-// whether it did. The programs attached now keep their maps until they are replaced.
+// with another shape (an older fwengine's layout), every map pin goes but those kept across layouts
+// (kKeptAcrossLayouts) that still fit, so that the load makes the ruleset's maps anew rather than fail or mix
+// two layouts. Returns whether it did. The programs attached now keep their maps until they are replaced.
 bool unpin_unfit_maps(const std::string& pin_dir, const bpf_object* object) {
   const bpf_map* map = nullptr;
   bool fit = true;
@@ -321,8 +322,8 @@ bool unpin_unfit_maps(const std::string& pin_dir, const bpf_object* object) {
     const std::string name = std::filesystem::path(pin).filename();
     if (!reusable(pin, map))
       fit = false;
-    else if (std::find(std::begin(kFlowStateMaps), std::end(kFlowStateMaps), name) !=
-             std::end(kFlowStateMaps))
+    else if (std::find(std::begin(kKeptAcrossLayouts), std::end(kKeptAcrossLayouts), name) !=
+             std::end(kKeptAcrossLayouts))
       kept.push_back(name);
   }
   if (fit) return false;
@@ -854,8 +855,9 @@ KernelState Kernel::read_back() {
 }
 
 void Kernel::flush() {
-  PinnedMaps m;
-  const bool pinned = open_pinned(pin_dir_, m);
+  // Alone, not with the other maps: after an upgrade and before its first apply, the pins are of another
+  // layout, and the qdiscs this records are still fwengine's to remove.
+  const Fd hooks(get_pinned(pin_dir_, "fwe_hooks"));
   for (const auto& iface : interfaces()) {
     for (auto [point, ours] :
          {std::pair{BPF_TC_INGRESS, kIngressName}, std::pair{BPF_TC_EGRESS, kEgressName}}) {
@@ -868,7 +870,7 @@ void Kernel::flush() {
     }
     __u32 key = static_cast<__u32>(iface.index);
     __u8 created = 0;
-    if (pinned && bpf_map_lookup_elem(m.hooks.fd, &key, &created) == 0 && created) {
+    if (hooks.fd >= 0 && bpf_map_lookup_elem(hooks.fd, &key, &created) == 0 && created) {
       bpf_tc_hook hook =
           hook_of(iface.index, static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS));
       bpf_tc_hook_destroy(&hook);

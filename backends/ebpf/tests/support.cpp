@@ -349,7 +349,8 @@ std::vector<trace::Packet> blocklist_packets() {
   return out;
 }
 
-Ruleset large_address_run_ruleset(std::size_t rules, std::uint16_t port, std::uint16_t ports) {
+Ruleset large_address_run_ruleset(std::size_t rules, std::uint16_t port, std::uint16_t ports,
+                                  bool mixed_prefixes) {
   Ruleset rs;
   rs.files = {"<command line>", "large.yaml"};
   std::vector<Rule> chain;
@@ -357,7 +358,7 @@ Ruleset large_address_run_ruleset(std::size_t rules, std::uint16_t port, std::ui
     const std::string name = "h" + std::to_string(i);
     const std::string cidr = "172." + std::to_string(16 + i / 65536) + "." + std::to_string(i / 256 % 256) +
                              "." + std::to_string(i % 256) + "/32";
-    add_set(rs, name, {cidr.c_str()});
+    add_set(rs, name, {i == 0 && mixed_prefixes ? "192.168.200.0/24" : cidr.c_str()});
     Match m = tcp_dport({{port, static_cast<std::uint16_t>(port + ports - 1)}});
     m.src_addr.push_back({false, name});
     chain.push_back(rule(m, ActionKind::accept, static_cast<std::uint32_t>(i + 1)));

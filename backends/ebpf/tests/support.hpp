@@ -35,8 +35,10 @@ ir::Ruleset blocklist_ruleset();
 std::vector<trace::Packet> blocklist_packets();
 
 // One chain of `rules` rules, each from its own 172.x.y.z/32 (172.16.0.0 onwards) to TCP ports `port`
-// .. `port` + `ports` - 1, accepted; a single run.
-ir::Ruleset large_address_run_ruleset(std::size_t rules, std::uint16_t port, std::uint16_t ports = 1);
+// .. `port` + `ports` - 1, accepted; a single run. With mixed_prefixes, the first rule's network is
+// 192.168.200.0/24 instead (so the run's members go into the trie, not the exact map).
+ir::Ruleset large_address_run_ruleset(std::size_t rules, std::uint16_t port, std::uint16_t ports = 1,
+                                      bool mixed_prefixes = false);
 
 ir::IpAddr ip(const char* text);
 trace::Packet packet(const char* iif, const char* oif, const char* src, const char* dst,

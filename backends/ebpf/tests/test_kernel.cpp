@@ -150,17 +150,22 @@ TEST_CASE("address runs without ports or protocols give trace's verdict", "[root
 
 TEST_CASE("a generation larger than one batch is cleared whole before it is written again", "[root]") {
   enter_scratch_namespace();
-  EbpfBackend backend(PluginContext{"test"});
-  const ir::Ruleset first = test::large_address_run_ruleset(3000, 5000);
-  apply(backend, first);
-  apply(backend, test::large_address_run_ruleset(3000, 5001));
-  apply(backend, first);  // into the generation of the first, which holds three batches of members
-  Kernel kernel("test");
-  // /32 members: the exact map; both generations, nothing twice
-  CHECK(test::count_entries(kernel.pin_dir(), "fwe_runs4_exact") == 6000);
-  CHECK(delivered(test::packet("d0", "", "172.16.11.183", "10.0.0.1", 6, 40000, 5000)));
-  CHECK_FALSE(delivered(test::packet("d0", "", "172.16.11.183", "10.0.0.1", 6, 40000, 5001)));
-  CHECK_FALSE(delivered(test::packet("d0", "", "172.16.11.184", "10.0.0.1", 6, 40000, 5000)));
+  // /32 members go into the exact map; with one /24 among them, into the trie.
+  for (const bool mixed_prefixes : {false, true}) {
+    INFO("mixed prefixes: " << mixed_prefixes);
+    EbpfBackend backend(PluginContext{"test"});
+    const ir::Ruleset first = test::large_address_run_ruleset(3000, 5000, 1, mixed_prefixes);
+    apply(backend, first);
+    apply(backend, test::large_address_run_ruleset(3000, 5001, 1, mixed_prefixes));
+    apply(backend, first);  // into the generation of the first, which holds three batches of members
+    Kernel kernel("test");
+    const char* map = mixed_prefixes ? "fwe_runs4" : "fwe_runs4_exact";
+    CHECK(test::count_entries(kernel.pin_dir(), map) == 6000);  // both generations, nothing twice
+    CHECK(delivered(test::packet("d0", "", "172.16.11.183", "10.0.0.1", 6, 40000, 5000)));
+    CHECK_FALSE(delivered(test::packet("d0", "", "172.16.11.183", "10.0.0.1", 6, 40000, 5001)));
+    CHECK_FALSE(delivered(test::packet("d0", "", "172.16.11.184", "10.0.0.1", 6, 40000, 5000)));
+    backend.flush();
+  }
 }
 
 TEST_CASE("a reply is new without its original and established with it", "[root]") {
@@ -274,22 +279,29 @@ TEST_CASE("an apply over an older layout's pins makes its maps anew and leaves n
   apply(backend, rs);
   const std::string dir = pin_dir_for("test");
   const __u32 ct_value_size = pinned_value_size(dir + "/fwe_ct4");
-  const __u32 first = attached_ingress_id(), rules = pinned_map_id(dir + "/fwe_rules");
-  const __u32 ct6 = pinned_map_id(dir + "/fwe_ct6");
+  const __u32 first = attached_ingress_id(), rules = pinned_map_id(dir + "/fwe_rules_v2");
+  const __u32 ct6 = pinned_map_id(dir + "/fwe_ct6"), hooks = pinned_map_id(dir + "/fwe_hooks");
   pin_map_of_other_layout(dir + "/fwe_ct4", ct_value_size + 8);
   pin_map_of_other_layout(dir + "/fwe_ct", 8);  // a map this build does not have
 
   rs.chains["in-admin"].rules[0].action.kind = ir::ActionKind::drop;
   apply(backend, rs);
   CHECK(attached_ingress_id() != first);
-  CHECK(pinned_map_id(dir + "/fwe_rules") != rules);
+  CHECK(pinned_map_id(dir + "/fwe_rules_v2") != rules);
   CHECK(pinned_value_size(dir + "/fwe_ct4") == ct_value_size);
-  CHECK(pinned_map_id(dir + "/fwe_ct6") == ct6);  // conntrack whose shape still fits stays
+  CHECK(pinned_map_id(dir + "/fwe_ct6") == ct6);      // conntrack whose shape still fits stays
+  CHECK(pinned_map_id(dir + "/fwe_hooks") == hooks);  // and so does the record of our qdiscs
   CHECK_FALSE(std::filesystem::exists(dir + "/fwe_ct"));
   CHECK(pinned_programs() == 2);
   CHECK(backend.read_back().ir_hash == canonical::hash(rs));
   CHECK_FALSE(delivered(test::packet("d0", "", "10.0.0.9", "10.0.0.1", 6, 40000, 22)));
   CHECK(delivered(test::packet("d0", "", "10.0.0.20", "10.0.0.1", 1, 0, 0)));  // in-admin's echo request
+
+  // Pins of an older layout, which lacks a map of this build's (an upgrade installed, not applied
+  // yet): flush still removes the qdiscs fwengine created.
+  std::filesystem::remove(dir + "/fwe_runs6_exact");
+  backend.flush();
+  CHECK(std::system("tc qdisc show dev d0 | grep -q clsact") != 0);
 }
 
 TEST_CASE("a flow open across an upgrade to another layout stays established", "[root]") {
@@ -305,11 +317,11 @@ TEST_CASE("a flow open across an upgrade to another layout stays established", "
   REQUIRE(delivered(request));
   REQUIRE(delivered(reply));
   const __u32 first = attached_ingress_id(), ct4 = pinned_map_id(dir + "/fwe_ct4");
-  pin_map_of_other_layout(dir + "/fwe_rules", 8);  // as an older fwengine's rule table
+  pin_map_of_other_layout(dir + "/fwe_rules_v2", 8);  // as an older fwengine's rule table
 
   apply(backend, rs);
   CHECK(attached_ingress_id() != first);  // the programs were loaded anew, on new ruleset maps
-  CHECK(pinned_value_size(dir + "/fwe_rules") != 8);
+  CHECK(pinned_value_size(dir + "/fwe_rules_v2") != 8);
   CHECK(pinned_map_id(dir + "/fwe_ct4") == ct4);
   CHECK(delivered(reply));  // still the reply of a tracked flow
   test::clear_conntrack(dir);
@@ -333,7 +345,7 @@ TEST_CASE("a policy change reuses the pinned programs and a program beside a rep
   CHECK_FALSE(delivered(ssh));
 
   // The pinned programs would read the replaced map, which this apply writes no more.
-  replace_pinned_map(pin_dir_for("test") + "/fwe_rules");
+  replace_pinned_map(pin_dir_for("test") + "/fwe_rules_v2");
   rs.chains["in-admin"].rules[0].action.kind = ir::ActionKind::accept;
   apply(backend, rs);
   CHECK(attached_ingress_id() != first);
