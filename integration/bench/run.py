@@ -226,15 +226,20 @@ class Namespace:
         """The harness's own thread in the namespace for a while: a child started then is born there,
         with no preexec_fn (which makes Python fork itself instead of vfork: ~10 ms a command here)."""
         home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        there = os.open(self.path, os.O_RDONLY)
         try:
-            if libc.setns(there, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns into {self.path}")
-            yield
+            there = os.open(self.path, os.O_RDONLY)
+            try:
+                if libc.setns(there, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns into {self.path}")
+            finally:
+                os.close(there)
+            try:
+                yield
+            finally:
+                # Back home whatever happened (an exception in flight stays chained to this one).
+                if libc.setns(home, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns back to the harness's namespace")
         finally:
-            if libc.setns(home, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns back to the harness's namespace")
-            os.close(there)
             os.close(home)
 
 
@@ -266,7 +271,7 @@ class KernelMemory:
         try:  # a read-only cgroupfs (containers) or a refused move: no figure rather than a failed run
             probe = self.create(f"fwe-bench-probe-{os.getpid()}")
             try:
-                subprocess.run(["true"], check=True, preexec_fn=self.joiner(probe))
+                subprocess.run(self.joined(probe, ["true"]), check=True, stderr=subprocess.DEVNULL)
                 self.read_kib(probe)
             finally:
                 self.remove(probe)
@@ -279,12 +284,10 @@ class KernelMemory:
         return path
 
     @staticmethod
-    def joiner(path):
-        """A preexec_fn step: the forked child moves itself into the cgroup."""
-        def join():
-            with open(f"{path}/cgroup.procs", "w") as f:
-                f.write(str(os.getpid()))
-        return join
+    def joined(path, argv):
+        """argv run through a shell that moves itself into the cgroup and then execs it (~1 ms): the
+        child joins before it does any work, and the harness starts it with vfork all the same."""
+        return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', f"{path}/cgroup.procs", *argv]
 
     def read_kib(self, path):
         if not self.v2:
@@ -319,7 +322,7 @@ def run_steps(steps, ns, check=True, cgroup=None):
     """Runs the steps one after the other; returns wall ms, peak RSS KiB (max), user+system CPU ms,
     system CPU ms, and the stdout of the last step. Every step is started the same way (GNU time,
     vforked; born in the namespace when it runs there), so fwengine and the alternatives pay the same
-    start-up. With a cgroup, the child joins it before it execs (a preexec_fn: a fork)."""
+    start-up. With a cgroup, a shell joins it and execs GNU time (KernelMemory.joined)."""
     total = {"wall_ms": 0.0, "rss_kib": 0, "cpu_ms": 0.0, "sys_ms": 0.0, "stdout": ""}
     for step in steps:
         stdin = open(step.stdin, "rb") if step.stdin else subprocess.DEVNULL
@@ -328,12 +331,9 @@ def run_steps(steps, ns, check=True, cgroup=None):
             argv = [GNU_TIME, "-f", "%M", "-o", usage.name] + step.argv
             start = time.perf_counter()
             if cgroup:
-                join, enter = KernelMemory.joiner(cgroup), ns.enter if step.in_netns else (lambda: None)
-                proc = subprocess.Popen(argv, stdin=stdin, stdout=out, stderr=err, cwd=step.cwd,
-                                        preexec_fn=lambda: (join(), enter()))
-            else:
-                with ns.entered() if step.in_netns else contextlib.nullcontext():
-                    proc = subprocess.Popen(argv, stdin=stdin, stdout=out, stderr=err, cwd=step.cwd)
+                argv = KernelMemory.joined(cgroup, argv)
+            with ns.entered() if step.in_netns else contextlib.nullcontext():
+                proc = subprocess.Popen(argv, stdin=stdin, stdout=out, stderr=err, cwd=step.cwd)
             _, status, rusage = os.wait4(proc.pid, 0)  # CPU times include GNU time's child
             wall = (time.perf_counter() - start) * 1000
             proc.returncode = os.waitstatus_to_exitcode(status)
@@ -1412,7 +1412,9 @@ def write_report(path, figures, workloads, rows, prof, started, elapsed, args, d
         "loaded first (untimed). Alternatives are started from inside the namespace (the harness's thread "
         "enters it by `setns` while it starts them; no `ip netns exec`); fwengine enters it itself (`--netns`). "
         "Every command is started the same way, under GNU time, which the harness starts with `vfork`: "
-        "~9 ms from start to exit for `/bin/true` here (a forking start took ~20).",
+        "~9 ms from start to exit for `/bin/true` here (a forking start took ~20); in the full applies, "
+        "through a shell that first moves itself into the memory cgroup (below; ~1 ms more), for every "
+        "contender alike.",
         "- Times are wall clock from fork to exit (ms): median (min–max). \"apply step\" is the `ms` that "
         "`fwengine apply --json` reports for the backend's apply alone (netlink transaction, or the "
         "restore tools), \"sys\" the process's system CPU time (kernel work done on its behalf, from `wait4`). Peak RSS "

@@ -6,6 +6,7 @@ A profile says what the backend under test accepts (stages, and where it refuses
 most cases are not refused as a whole; what the backend still refuses at render is recorded as such.
 """
 
+import copy
 import ipaddress
 
 from topology import HOST_MACS, LINK_IFACES, PEER_MACS, PEERS, POOLS, PORT_ANCHORS, PORTS, link_address, \
@@ -425,7 +426,7 @@ class Generator:
                     net = ipaddress.ip_network((net.network_address, prefixes[family]), strict=False)
                 nets.append(str(net))
             self.cidrs += nets
-            rule = dict(common)
+            rule = copy.deepcopy(common)  # no object shared between rules: their YAML gets no anchors
             if keyed == "port":
                 rule["protocol"] = rng.choice(["tcp", "tcp", "udp", ["tcp", "udp"]])
                 low = rng.choice(PORT_ANCHORS)
