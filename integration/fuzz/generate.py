@@ -136,10 +136,13 @@ class Generator:
         return nets
 
     def new_set(self):
-        name = f"s{len(self.sets)}"
         nets = [] if self.chance(0.05) else self.networks()
         if self.chance(0.3):
             nets += self.networks()  # overlaps and both families
+        return self.named_set(nets)
+
+    def named_set(self, nets):
+        name = f"s{len(self.sets)}"
         self.sets[name] = nets
         return name
 
@@ -435,12 +438,7 @@ class Generator:
                 rule["dport"] = low if high == low else f"{low}-{high}"
             elif keyed == "protocol":
                 rule["protocol"] = rng.choice(["tcp", "udp", ["tcp", "udp"], "icmp", "icmpv6"])
-            if len(nets) > 1 or self.chance(0.3):
-                name = f"s{len(self.sets)}"
-                self.sets[name] = nets
-                rule[side] = name
-            else:
-                rule[side] = nets[0]
+            rule[side] = self.named_set(nets) if len(nets) > 1 or self.chance(0.3) else nets[0]
             rule["action"] = action
             stretch.append(rule)
         return stretch
