@@ -78,6 +78,10 @@ enum fwe_run_flags {
    * the members as a trie walk does (one node per branching point on the key). */
   FWE_RUN_EXACT4 = 1 << 3,
   FWE_RUN_EXACT6 = 1 << 4, /* the same for IPv6: run_prefix6, fwe_runs6_exact */
+  /* The run has no IPv4 member: an IPv4 packet matches none of its rules, without a lookup (an allow
+   * list of IPv4 networks meets every IPv6 packet). Older programs ignore the bit and look up in vain. */
+  FWE_RUN_NONE4 = 1 << 5,
+  FWE_RUN_NONE6 = 1 << 6, /* the same for IPv6 */
 };
 
 enum fwe_icmp_flags {

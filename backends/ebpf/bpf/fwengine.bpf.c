@@ -367,6 +367,7 @@ static __always_inline struct fwe_run_member* run_member(const struct fwe_rule* 
   const struct fwe_pkt* pkt = &ev->pkt;
   const __u32 flags = r->run_flags;
   if (!(flags & FWE_RUN_ANY_PORT) && !pkt->has_ports) return 0;
+  if (flags & (pkt->family == 4 ? FWE_RUN_NONE4 : FWE_RUN_NONE6)) return 0;
   const __u8* addr = (flags & FWE_RUN_DST) ? pkt->dst : pkt->src;
   const __u32 run = bpf_htonl((ev->gen << 24) | (r->run_id & 0xffffff));
   const __u8 proto = (flags & FWE_RUN_ANY_PROTO) ? 0 : pkt->proto;

@@ -213,11 +213,13 @@ class Compiler {
     }
 
     // Writes the members into `out` and tells `merged` (the run's rule) where to find them: a family's
-    // members with one prefix length go into the exact maps.
+    // members with one prefix length go into the exact maps; a family without members needs no lookup.
     void emit(std::uint32_t run_id, Program& out, fwe_rule& merged) const {
       std::set<std::uint8_t> prefixes4, prefixes6;
       for (const auto& [key, member] : members_)
         (key.bytes[3] == 4 ? prefixes4 : prefixes6).insert(member.prefix);
+      if (prefixes4.empty()) merged.run_flags |= FWE_RUN_NONE4;
+      if (prefixes6.empty()) merged.run_flags |= FWE_RUN_NONE6;
       const bool exact4 = prefixes4.size() == 1, exact6 = prefixes6.size() == 1;
       if (exact4) {
         merged.run_flags |= FWE_RUN_EXACT4;

@@ -346,6 +346,9 @@ std::vector<trace::Packet> blocklist_packets() {
       const bool icmp = protocol == 1;
       out.push_back(packet("d0", "", src, "10.0.0.1", protocol, icmp ? 0 : 40000, icmp ? 0 : 80));
     }
+  // The runs have no IPv6 member: such a packet passes them by, to the chain's end.
+  for (std::uint8_t protocol : {6, 17})
+    out.push_back(packet("d0", "", "2001:db8::7", "2001:db8::1", protocol, 40000, 80));
   return out;
 }
 

@@ -175,7 +175,7 @@ TEST_CASE("rules that differ only in address, protocol and port become one addre
   CHECK(program.rules[runs[0].first].run_flags == (FWE_RUN_EXACT4 | FWE_RUN_EXACT6));
   CHECK(program.rules[runs[0].first].run_prefix4 == 24);
   CHECK(program.rules[runs[0].first].run_prefix6 == 48);
-  CHECK(program.rules[runs[2].first].run_flags == (FWE_RUN_DST | FWE_RUN_EXACT4));
+  CHECK(program.rules[runs[2].first].run_flags == (FWE_RUN_DST | FWE_RUN_EXACT4 | FWE_RUN_NONE6));
   CHECK(program.rules[runs[2].first].run_prefix4 == 32);
   for (std::uint32_t pc = 0; pc < program.rules.size(); ++pc)
     if (program.rules[pc].flags & FWE_F_INVERT) CHECK(program.rules[pc].target == runs[4].first);
@@ -228,8 +228,9 @@ TEST_CASE("rules without ports, or without protocols, form address runs keyed by
   for (const auto& r : program.rules)
     if (r.flags & FWE_F_ADDR_RUN) flags.push_back(r.run_flags);
   // ICMP and TCP accepts: one run keyed by protocol; the drops of anything: one keyed by address alone.
-  CHECK(flags == std::vector<std::uint32_t>{FWE_RUN_ANY_PORT | FWE_RUN_EXACT4,
-                                            FWE_RUN_ANY_PORT | FWE_RUN_ANY_PROTO | FWE_RUN_EXACT4});
+  CHECK(flags ==
+        std::vector<std::uint32_t>{FWE_RUN_ANY_PORT | FWE_RUN_EXACT4 | FWE_RUN_NONE6,
+                                   FWE_RUN_ANY_PORT | FWE_RUN_ANY_PROTO | FWE_RUN_EXACT4 | FWE_RUN_NONE6});
   REQUIRE(program.exact4.size() == 14);
   CHECK(program.text().find("exact member icmp 0 10.0.90.0/24 -> block#0") != std::string::npos);
   CHECK(program.text().find("exact member any 0 10.0.80.0/24 -> block#8") != std::string::npos);
