@@ -405,13 +405,16 @@ class Generator:
         dst) and in their protocols and port, or protocols alone, or nothing else: what the backends
         merge into one lookup (nft's sets, iptables' hash:net,port, ebpf's address runs). Half the
         stretches give every network of a family one prefix length (ebpf looks those up in a hash); the
-        networks may overlap, which must end a merge where first match would tell them apart."""
+        networks may overlap, which must end a merge where first match would tell them apart. The
+        lengths include the 32-bit word boundaries of an IPv6 address (/32, /64, /96), where ebpf masks
+        a whole word or none of it."""
         rng = self.rng
         side = rng.choice(["src", "dst"])
         keyed = rng.choice(["port", "port", "protocol", "address"])
         verdicts = ["accept", "accept"] + ([] if stage in self.profile.no_allow else ["allow"])
         action = rng.choice(verdicts + (["drop", "drop"] if drop_ok else []))
-        prefixes = {4: rng.choice([29, 30, 32]), 6: rng.choice([125, 126, 128])} if self.chance(0.5) else None
+        prefixes = ({4: rng.choice([16, 24, 29, 30, 32]), 6: rng.choice([32, 64, 96, 125, 126, 128])}
+                    if self.chance(0.5) else None)
         common = {}
         if stage in STAGE_IIF and self.chance(0.2):
             common["iif"] = self.iface_value()
