@@ -119,7 +119,7 @@ po::options_description describe_options() {
       ("proto", po::value<std::string>(), "trace: tcp, udp, icmp, icmpv6 or a number (default tcp)")
       ("sport", po::value<unsigned>(), "trace: source port (default 40000)")
       ("dport", po::value<unsigned>(), "trace: destination port")
-      ("icmp-type", po::value<unsigned>(), "trace: ICMP type (default echo-request)")
+      ("icmp-type", po::value<std::string>(), "trace: ICMP type, a name or 0-255 (default echo-request)")
       ("icmp-code", po::value<unsigned>(), "trace: ICMP code (default 0)")
       ("state", po::value<std::string>(), "trace: new (default), established, related, invalid")
       ("src-mac", po::value<std::string>(), "trace: source MAC address")
@@ -397,6 +397,10 @@ class Session {
     if (o_.etcd_aliases && o_.frontend != "calico")
       throw UsageError("--etcd-ca, --etcd-cert, --etcd-key and --etcd-cache need --frontend calico, not '" +
                        o_.frontend + "'");
+    // What is in the kernel is the business of the backend that put it there: unless a backend is named
+    // (--backend, the config), status, flush and diff look at the one the last apply here used.
+    if (!backend_named && (c == "status" || c == "flush" || c == "diff"))
+      if (auto applied = state::load(o_.netns)) o_.backend = applied->backend;
     if (o_.backend.empty()) o_.backend = "nft";
     if (o_.node.empty()) o_.node = host_name();
     if (c == "plugins") return plugins();
@@ -588,7 +592,24 @@ class Session {
       if (v > 255) throw UsageError("--" + std::string(k) + " must be 0-255");
       return static_cast<std::uint8_t>(v);
     };
-    p.icmp_type = byte("icmp-type", p.protocol == 58 ? 128 : 8);
+    const bool icmpv6 = p.protocol == 58;
+    if ((vm.count("icmp-type") || vm.count("icmp-code")) && p.protocol != 1 && !icmpv6)
+      throw UsageError("--icmp-type and --icmp-code need --proto icmp (or icmpv6), not " +
+                       ir::protocol_name(p.protocol));
+    p.icmp_type = icmpv6 ? 128 : 8;  // echo-request
+    if (vm.count("icmp-type")) {
+      const std::string type = str("icmp-type");
+      auto named = ir::parse_icmp_type(type, icmpv6);
+      if (!named && !type.empty() && std::all_of(type.begin(), type.end(), ::isdigit) && type.size() <= 3 &&
+          std::stoi(type) <= 255)
+        named = static_cast<std::uint8_t>(std::stoi(type));
+      if (!named) {
+        auto hint = did_you_mean(type, ir::icmp_type_names(icmpv6));
+        throw UsageError("--icmp-type '" + type + "' is not an " + (icmpv6 ? "ICMPv6" : "ICMP") +
+                         " type (a name such as echo-request, or 0-255)" + (hint.empty() ? "" : "; " + hint));
+      }
+      p.icmp_type = *named;
+    }
     p.icmp_code = byte("icmp-code", 0);
     if (vm.count("state")) {
       auto st = ir::parse_ct_state(str("state"));
@@ -787,6 +808,25 @@ class Session {
     state::save(o_.netns, a);
   }
 
+  // After an apply with another backend than the last one here: that backend's ruleset is removed, so
+  // that two firewalls do not filter at once (the new one is in place first, so nothing opens between).
+  void retire_previous_backend() {
+    const auto previous = state::load(o_.netns);
+    if (!previous || previous->backend == o_.backend) return;
+    try {
+      loader_.backend(previous->backend, context())->flush();
+      std::error_code ec;
+      std::filesystem::remove_all(backend_state_dir(o_.netns, previous->backend), ec);
+      if (!o_.quiet)
+        std::cerr << "fwengine: switched from backend " << previous->backend << " to " << o_.backend
+                  << ": the ruleset " << previous->backend << " had loaded is removed\n";
+    } catch (const std::exception& e) {
+      std::cerr << "fwengine: warning: the ruleset backend " << previous->backend
+                << " loaded earlier could not be removed (" << e.what() << "); it still filters beside "
+                << o_.backend << "'s: remove it with fwengine --backend " << previous->backend << " flush\n";
+    }
+  }
+
   std::unique_ptr<Plan> render(Backend& be) {
     passes::check_capabilities(ruleset_, be.capabilities(), o_.backend, diag_);
     if (diag_.has_errors()) return nullptr;
@@ -911,7 +951,9 @@ class Session {
     }
     std::optional<unsigned> confirm_within;
     if (o_.vm.count("confirm")) confirm_within = o_.vm["confirm"].as<unsigned>();
-    if (confirm_within && *confirm_within == 0) throw UsageError("--confirm needs at least 1 second");
+    // A day at most: a longer wait is a typo (and "-1" arrives here as 4294967295).
+    if (confirm_within && (*confirm_within == 0 || *confirm_within > 86400))
+      throw UsageError("--confirm is the seconds to wait for 'fwengine confirm', 1 to 86400");
     if (confirm_within) require_keepable(sources_);  // before the lock: a refusal touches nothing
     auto lock = writer_lock();
     std::vector<std::string> rollback;
@@ -923,6 +965,7 @@ class Session {
     const ApplyReport report =
         be->apply(*plan, {o_.vm.count("full") > 0, hash(), backend_state_dir(o_.netns, o_.backend)});
     auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    retire_previous_backend();
     remember_applied();
     std::string deadline;
     if (confirm_within) {
@@ -1029,6 +1072,7 @@ class Session {
               enforced_hash = hash();
               enforced_record.reset();
             }
+            retire_previous_backend();
             remember_applied();
             if (follow_links) enforced_record = state::load(o_.netns);
             keep_as_good();
@@ -1215,7 +1259,8 @@ class Session {
                         {"hash", state.ir_hash},
                         {"counters", counters},
                         {"drift", state.drift},
-                        {"applied", applied ? json{{"frontend", applied->frontend},
+                        {"applied", applied ? json{{"backend", applied->backend},
+                                                   {"frontend", applied->frontend},
                                                    {"sources", applied->sources},
                                                    {"time", applied->time},
                                                    {"hash", applied->hash},
@@ -1232,17 +1277,21 @@ class Session {
                 << '\n';
       return 0;
     }
+    const bool applied_here = applied && applied->backend == o_.backend;
+    if (applied && !applied_here)
+      std::cout << "note: fwengine last applied here with backend " << applied->backend << " ("
+                << applied->time << "; fwengine --backend " << applied->backend << " status)\n";
     if (!state.present) {
       std::cout << "backend " << o_.backend << ": nothing of fwengine's is loaded\n";
     } else {
       std::cout << "backend " << o_.backend << ": IR " << state.ir_hash << '\n';
-      if (applied && applied->hash == state.ir_hash)
+      if (applied_here && applied->hash == state.ir_hash)
         std::cout << "applied " << applied->time << " from " << applied->frontend << " ("
                   << (applied->sources.empty() ? std::string("default sources") : join(applied->sources))
                   << (applied->revision.empty() ? "" : " at revision " + applied->revision)
                   << "): " << applied->chains << " chains, " << applied->rules << " rules, " << applied->sets
                   << " sets\n";
-      else if (applied)
+      else if (applied_here)
         std::cout << "warning: the kernel does not hold what fwengine last applied ("
                   << applied->hash.substr(0, 16) << " at " << applied->time
                   << "); someone changed it, or it was applied elsewhere\n";
@@ -1271,15 +1320,25 @@ class Session {
     auto be = backend();
     auto lock = writer_lock();
     be->flush();
-    state::forget(o_.netns);
-    state::forget_source(o_.netns);
-    clear_pending(o_.netns);
     std::error_code ec;
-    std::filesystem::remove_all(good_snapshot_dir(o_.netns), ec);
-    std::filesystem::remove_all(candidate_snapshot_dir(o_.netns), ec);
     std::filesystem::remove_all(backend_state_dir(o_.netns, o_.backend), ec);
+    // Another backend's last apply keeps its record (and what --confirm would roll back to).
+    const auto applied = state::load(o_.netns);
+    const bool other = applied && applied->backend != o_.backend;
+    if (!other) {
+      state::forget(o_.netns);
+      state::forget_source(o_.netns);
+      clear_pending(o_.netns);
+      std::filesystem::remove_all(good_snapshot_dir(o_.netns), ec);
+      std::filesystem::remove_all(candidate_snapshot_dir(o_.netns), ec);
+    }
     lock->remove_if_alone();
-    if (!o_.quiet && !o_.json) std::cout << "flushed everything fwengine owned (" << o_.backend << ")\n";
+    if (!o_.quiet && !o_.json) {
+      std::cout << "flushed everything fwengine owned (" << o_.backend << ")\n";
+      if (other)
+        std::cout << "note: fwengine last applied here with backend " << applied->backend
+                  << "; its ruleset stays (fwengine --backend " << applied->backend << " flush)\n";
+    }
     if (o_.json) std::cout << json{{"ok", true}}.dump() << '\n';
     return 0;
   }

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <charconv>
 #include <cstdio>
@@ -265,6 +266,80 @@ constexpr ProtocolName kProtocols[] = {{"icmp", 1},   {"igmp", 2},      {"tcp", 
                                        {"gre", 47},   {"esp", 50},      {"ah", 51},   {"icmpv6", 58},
                                        {"sctp", 132}, {"udplite", 136}, {"dccp", 33}, {"ipip", 4}};
 }  // namespace
+
+namespace {
+
+struct IcmpName {
+  std::string_view name;
+  std::uint8_t type;
+};
+// RFC 792/950 and RFC 4443/4861/3810 types, spelt as nft(8) spells them.
+constexpr std::array<IcmpName, 15> kIcmpTypes{{{"echo-reply", 0},
+                                               {"destination-unreachable", 3},
+                                               {"source-quench", 4},
+                                               {"redirect", 5},
+                                               {"echo-request", 8},
+                                               {"router-advertisement", 9},
+                                               {"router-solicitation", 10},
+                                               {"time-exceeded", 11},
+                                               {"parameter-problem", 12},
+                                               {"timestamp-request", 13},
+                                               {"timestamp-reply", 14},
+                                               {"info-request", 15},
+                                               {"info-reply", 16},
+                                               {"address-mask-request", 17},
+                                               {"address-mask-reply", 18}}};
+constexpr std::array<IcmpName, 18> kIcmpv6Types{{{"destination-unreachable", 1},
+                                                 {"packet-too-big", 2},
+                                                 {"time-exceeded", 3},
+                                                 {"parameter-problem", 4},
+                                                 {"echo-request", 128},
+                                                 {"echo-reply", 129},
+                                                 {"mld-listener-query", 130},
+                                                 {"mld-listener-report", 131},
+                                                 {"mld-listener-done", 132},
+                                                 {"nd-router-solicit", 133},
+                                                 {"nd-router-advert", 134},
+                                                 {"nd-neighbor-solicit", 135},
+                                                 {"nd-neighbor-advert", 136},
+                                                 {"nd-redirect", 137},
+                                                 {"router-renumbering", 138},
+                                                 {"ind-neighbor-solicit", 141},
+                                                 {"ind-neighbor-advert", 142},
+                                                 {"mld2-listener-report", 143}}};
+
+template <std::size_t N>
+std::optional<std::uint8_t> find_type(const std::array<IcmpName, N>& table, std::string_view name) {
+  for (const auto& entry : table)
+    if (entry.name == name) return entry.type;
+  return std::nullopt;
+}
+template <std::size_t N>
+std::optional<std::string_view> find_name(const std::array<IcmpName, N>& table, std::uint8_t type) {
+  for (const auto& entry : table)
+    if (entry.type == type) return entry.name;
+  return std::nullopt;
+}
+template <std::size_t N>
+std::vector<std::string_view> all_names(const std::array<IcmpName, N>& table) {
+  std::vector<std::string_view> names;
+  for (const auto& entry : table) names.push_back(entry.name);
+  return names;
+}
+
+}  // namespace
+
+std::optional<std::uint8_t> parse_icmp_type(std::string_view name, bool v6) {
+  return v6 ? find_type(kIcmpv6Types, name) : find_type(kIcmpTypes, name);
+}
+
+std::optional<std::string_view> icmp_type_name(std::uint8_t type, bool v6) {
+  return v6 ? find_name(kIcmpv6Types, type) : find_name(kIcmpTypes, type);
+}
+
+std::vector<std::string_view> icmp_type_names(bool v6) {
+  return v6 ? all_names(kIcmpv6Types) : all_names(kIcmpTypes);
+}
 
 std::optional<std::uint8_t> parse_protocol(std::string_view text) {
   std::string lower(text);

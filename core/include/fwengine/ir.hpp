@@ -379,6 +379,10 @@ inline constexpr std::string_view kFailsafeUntrackedOut = "failsafe-untracked-ou
 // Protocol names the IR prints and reads ("tcp" -> 6); numbers print as numbers.
 std::optional<std::uint8_t> parse_protocol(std::string_view);
 std::string protocol_name(std::uint8_t);
+// ICMP and ICMPv6 type names as nftables writes them ("echo-request" is 8, or 128 for ICMPv6).
+std::optional<std::uint8_t> parse_icmp_type(std::string_view name, bool v6);
+std::optional<std::string_view> icmp_type_name(std::uint8_t type, bool v6);
+std::vector<std::string_view> icmp_type_names(bool v6);
 bool protocol_has_ports(std::uint8_t);
 
 }  // namespace fwe::ir

@@ -52,5 +52,28 @@ wait "$holder" 2>/dev/null; holder=
 expect "a writer whose lock file was removed while it waited applies on a new one" test "$rc" = 0
 expect "and its state is there" test -e "/run/fwengine/$ns/state.json" -a -e "/run/fwengine/$ns/lock"
 out=$("$FWE" --netns "$ns" flush 2>&1)
+
+# Backends: status and flush follow the last apply's backend; another backend's apply switches, removing
+# the old ruleset once the new one is in place.
+if "$FWE" plugins | grep -q '^iptables .*backend' && command -v iptables-legacy-save >/dev/null; then
+  nft_table() { ip netns exec "$ns" nft list table inet fwengine >/dev/null 2>&1; }
+  ipt_rules() { ip netns exec "$ns" iptables-legacy-save | grep -c -- '-A fwe'; }
+  out=$("$FWE" --netns "$ns" --backend iptables -f "$policy" apply 2>&1); rc=$?
+  expect "iptables apply" test "$rc" = 0
+  out=$("$FWE" --netns "$ns" status 2>&1)
+  expect "status without --backend shows iptables" grep -q "^backend iptables: IR $hash" <<<"$out"
+  out=$("$FWE" --netns "$ns" --backend nft status 2>&1)
+  expect "status of another backend names the one applied" grep -q "last applied here with backend iptables" <<<"$out"
+  out=$("$FWE" --netns "$ns" --backend nft flush 2>&1)
+  expect "a flush of another backend keeps the record" test -e "/run/fwengine/$ns/state.json"
+  expect "and the iptables rules" test "$(ipt_rules)" -gt 0
+  out=$("$FWE" --netns "$ns" -f "$policy" --backend nft apply 2>&1); rc=$?
+  expect "apply with nft switches" grep -q "switched from backend iptables to nft" <<<"$out"
+  expect "the iptables rules are gone" test "$(ipt_rules)" = 0
+  expect "nft holds the ruleset" nft_table
+  out=$("$FWE" --netns "$ns" flush 2>&1)
+  expect "flush without --backend removes nft's" sh -c "! ip netns exec $ns nft list table inet fwengine >/dev/null 2>&1"
+  expect "and forgets the state" test ! -e "/run/fwengine/$ns/state.json"
+fi
 echo "$passes passed, $failures failed"
 [ "$failures" = 0 ]

@@ -28,10 +28,10 @@ bool looks_like_address(std::string_view text);
 // Set names are any text that does not look like an address and does not start with '!'.
 bool valid_set_name(std::string_view name);
 
-// ICMP and ICMPv6 type names as nftables writes them.
-std::optional<std::uint8_t> parse_icmp_type(std::string_view name, bool v6);
-std::optional<std::string_view> icmp_type_name(std::uint8_t type, bool v6);
-std::vector<std::string_view> icmp_type_names(bool v6);
+// ICMP and ICMPv6 type names as nftables writes them (the engine's, also for trace --icmp-type).
+using ir::icmp_type_name;
+using ir::icmp_type_names;
+using ir::parse_icmp_type;
 
 // Syslog levels for `action: log`.
 std::optional<std::uint8_t> parse_log_level(std::string_view name);
