@@ -168,6 +168,12 @@ void verify(const Ruleset& rs, Diagnostics& diag) {
       for (const auto& m : rule.match.dst_addr) check_set(m.set, rule.origin, "rule");
       if (rule.action.kind == ActionKind::jump && !rs.find_chain(rule.action.target))
         diag.error(loc_of(rule.origin), "jump to unknown chain '" + rule.action.target + "'");
+      // The kernel's log lines are one line each: iptables refuses a newline, nft would cut the text.
+      const auto& prefix = rule.action.log_prefix;
+      if (std::any_of(prefix.begin(), prefix.end(),
+                      [](char c) { return static_cast<unsigned char>(c) < ' '; }))
+        diag.error(loc_of(rule.origin), "the log prefix has a control character (a newline, a tab, ...)",
+                   "write the prefix on one line, of printable characters");
       for (const auto* ports : {&rule.match.src_port, &rule.match.dst_port, &rule.match.ct_orig_dport})
         for (const auto& pm : *ports)
           for (const auto& r : pm.ports)

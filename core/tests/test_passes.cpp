@@ -58,7 +58,11 @@ TEST_CASE("verify reports unknown references, loops and misplaced actions at the
   Rule nat;
   nat.action.kind = ActionKind::masquerade;
   nat.origin.loc = {f, 9, 5};
-  rs.chains["a"] = {"a", {bad_set, loop, nat}, {}};
+  Rule log;
+  log.action.kind = ActionKind::log;
+  log.action.log_prefix = "two\nlines";
+  log.origin.loc = {f, 11, 5};
+  rs.chains["a"] = {"a", {bad_set, loop, nat, log}, {}};
   Endpoint ep;
   ep.name = "e";
   ep.groups.push_back({"g", {"a", "missing"}, Verdict::continue_, {}, {}});
@@ -77,6 +81,9 @@ TEST_CASE("verify reports unknown references, loops and misplaced actions at the
         }) == 1);
   CHECK(std::count_if(lines.begin(), lines.end(),
                       [](auto& l) { return l.find("unknown chain 'missing'") != std::string::npos; }) == 1);
+  CHECK(std::count_if(lines.begin(), lines.end(), [](auto& l) {
+          return l.rfind("p.yaml:11:5: error: the log prefix has a control character", 0) == 0;
+        }) == 1);
 }
 
 TEST_CASE("optimise merges identical sets and drops what nothing uses") {

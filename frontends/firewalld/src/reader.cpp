@@ -167,7 +167,11 @@ class Loader {
   Config run() {
     std::error_code error;
     for (const auto& dir : config_dirs_)
-      if (!fs::is_directory(dir, error))
+      if (fs::exists(dir, error) && !fs::is_directory(dir, error))
+        diag_.error(
+            {}, "firewalld configuration " + dir + " is a file, not a directory",
+            "give the directory that holds it, like /etc/firewalld (zones/, services/, ...), with -f");
+      else if (!fs::is_directory(dir, error))
         diag_.error({}, "firewalld configuration directory " + dir + " does not exist",
                     "give an /etc/firewalld-like directory with -f");
     if (!fs::is_directory(request_.defaults_dir, error))

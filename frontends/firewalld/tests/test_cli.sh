@@ -30,6 +30,8 @@ contains "broken XML located" "$work/broken/zones/public.xml:3:3: error: broken 
 
 check "missing directory" 2 "${FW[@]}" -f "$work/nosuch" check
 contains "missing directory message" "firewalld configuration directory $work/nosuch does not exist"
+check "a file, not a directory" 2 "${FW[@]}" -f "$work/svc/zones/public.xml" check
+contains "file message" "firewalld configuration $work/svc/zones/public.xml is a file, not a directory"
 
 check "bad compat value" 2 "${FW[@]}" --firewalld-compat 3 -f "$work/empty" check
 contains "bad compat message" "--firewalld-compat must be 1.3 or 2"
