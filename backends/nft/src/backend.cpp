@@ -24,8 +24,6 @@ std::pair<Stamps, Stamps> stamps_of(const Table& table) {
   return {std::move(rules), std::move(elements)};
 }
 
-constexpr std::string_view kMarkerPrefix = "fwengine-ir-";
-
 // "file:line:col" at the start of a rule stamp, when it has one.
 std::string where_of(const std::string& stamp) {
   std::string first = stamp.substr(0, stamp.find(' '));
@@ -75,6 +73,12 @@ ApplyReport NftBackend::apply(const Plan& plan, const ApplyOptions& options) {
     report.transaction_ms = guarded([&] { return apply_table(connection(), table, marker); });
   }
   if (!options.state_dir.empty()) AppliedSets::save(options.state_dir, table, marker);
+  // The ruleset is in place whatever this does: without the record, read-back and the next
+  // incremental apply only go without their check of the rules' content.
+  try {
+    guarded([&] { record_content(connection(), marker); });
+  } catch (const RuntimeError&) {
+  }
   return report;
 }
 
@@ -88,7 +92,7 @@ KernelState NftBackend::read_back() {
   KernelState state;
   state.present = listing.present;
   if (!listing.present) return state;
-  // kMarkerPrefix + "<hash>-<rules>-<digest>"
+  // kMarkerPrefix + "<hash>-<rules>-<digest>", then "-<content>" once the apply recorded it
   std::vector<std::string> stamp_fields;
   for (const auto& chain : listing.chains)
     if (chain.name.rfind(kMarkerPrefix, 0) == 0) {
@@ -130,7 +134,7 @@ KernelState NftBackend::read_back() {
       }
   }
   state.text = text.str();
-  if (stamp_fields.size() != 3) {
+  if (stamp_fields.size() != 3 && stamp_fields.size() != 4) {
     state.drift.push_back(
         "table inet fwengine has no (or several) fwengine stamps: not written by one fwengine apply");
     return state;
@@ -142,6 +146,11 @@ KernelState NftBackend::read_back() {
   else if (stamp_fields[2] != rules_digest(stamps, elements))
     state.drift.push_back("rules were changed or reordered since apply (digest " + stamp_fields[2] +
                           " applied, " + rules_digest(stamps, elements) + " now)");
+  else if (stamp_fields.size() == 4 && stamp_fields[3] != listing.content)
+    state.drift.push_back(
+        "rules were changed in place since apply: their matches or verdicts differ from what "
+        "apply loaded (content " +
+        stamp_fields[3] + " applied, " + listing.content + " now); fwengine apply puts them back");
   return state;
 }
 

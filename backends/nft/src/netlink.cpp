@@ -721,6 +721,8 @@ void list_names(Socket& sock, std::uint32_t seq, Listing& out) {
           listed.hook = Hook{nftnl_chain_get_str(chain.get(), NFTNL_CHAIN_TYPE),
                              nftnl_chain_get_u32(chain.get(), NFTNL_CHAIN_HOOKNUM),
                              nftnl_chain_get_s32(chain.get(), NFTNL_CHAIN_PRIO)};
+        if (nftnl_chain_is_set(chain.get(), NFTNL_CHAIN_POLICY))
+          listed.policy = nftnl_chain_get_u32(chain.get(), NFTNL_CHAIN_POLICY);
         static_cast<Listing*>(data)->chains.push_back(std::move(listed));
         return MNL_CB_OK;
       },
@@ -810,6 +812,45 @@ void list_elements(Socket& sock, std::uint32_t seq, const std::string& name, Lis
       &walk);
 }
 
+// A digest of a listed rule's expressions as the kernel encodes them: each one's name and attributes,
+// but only the name of a counter (its values change with every packet).
+std::uint64_t expressions_digest(const nlmsghdr* rule) {
+  std::uint64_t h = kDigestSeed;
+  mnl_attr_parse(
+      rule, sizeof(nfgenmsg),
+      [](const nlattr* attr, void* data) {
+        if (mnl_attr_get_type(attr) != NFTA_RULE_EXPRESSIONS) return MNL_CB_OK;
+        return mnl_attr_parse_nested(
+            attr,
+            [](const nlattr* element, void* digest) {
+              struct Fields {
+                const nlattr* name = nullptr;
+                const nlattr* body = nullptr;
+              } fields;
+              mnl_attr_parse_nested(
+                  element,
+                  [](const nlattr* field, void* found) {
+                    auto* f = static_cast<Fields*>(found);
+                    if (mnl_attr_get_type(field) == NFTA_EXPR_NAME) f->name = field;
+                    if (mnl_attr_get_type(field) == NFTA_EXPR_DATA) f->body = field;
+                    return MNL_CB_OK;
+                  },
+                  &fields);
+              auto& h = *static_cast<std::uint64_t*>(digest);
+              const std::string_view kind = fields.name ? mnl_attr_get_str(fields.name) : "";
+              h = digest_bytes(h, kind);
+              if (fields.body && kind != "counter")
+                h = digest_bytes(h,
+                                 std::string_view(static_cast<const char*>(mnl_attr_get_payload(fields.body)),
+                                                  mnl_attr_get_payload_len(fields.body)));
+              return MNL_CB_OK;
+            },
+            data);
+      },
+      &h);
+  return h;
+}
+
 void list_rules(Socket& sock, std::uint32_t seq, Listing& out) {
   char buf[kRequestBuffer];
   nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETRULE, NFPROTO_INET, NLM_F_DUMP, seq);
@@ -841,6 +882,7 @@ void list_rules(Socket& sock, std::uint32_t seq, Listing& out) {
           }
         }
         nftnl_expr_iter_destroy(iter);
+        listed.expressions = expressions_digest(reply);
         listed.index = listing->rules.empty() || listing->rules.back().chain != listed.chain
                            ? 0
                            : listing->rules.back().index + 1;
@@ -848,6 +890,22 @@ void list_rules(Socket& sock, std::uint32_t seq, Listing& out) {
         return MNL_CB_OK;
       },
       &out);
+}
+
+// Listing::content of the chains and rules listed. Summed per rule and chain: the kernel lists chains in
+// creation order, which incremental applies change.
+std::string content_digest(const Listing& listing) {
+  std::uint64_t sum = 0;
+  for (const auto& chain : listing.chains)
+    if (chain.hook)
+      sum += digest_bytes(
+          kDigestSeed, chain.name + ' ' + chain.hook->type + ' ' + std::to_string(chain.hook->hooknum) + ' ' +
+                           std::to_string(chain.hook->priority) + ' ' + std::to_string(chain.policy));
+  for (const auto& rule : listing.rules)
+    sum += digest_bytes(digest_bytes(rule.expressions, rule.chain), std::to_string(rule.index));
+  char out[24];
+  std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(sum));
+  return out;
 }
 
 // Runs fill(tx, sock) against the current generation; rebuilds and resends when it moved meanwhile.
@@ -903,16 +961,25 @@ double apply_table_incremental(Connection& connection, const Table& table, const
     if (!table_exists(sock, first_seq())) return fill_replace(tx, table, marker);
     Listing kernel;
     list_names(sock, first_seq(), kernel);
-    std::set<std::string> want_chains, want_sets;
+    list_rules(sock, first_seq() + 2, kernel);
+    // A chain's name promises its content: where a rule was edited by hand since the last apply (the
+    // content it recorded differs), no chain can be trusted by name.
+    for (const auto& chain : kernel.chains)
+      if (auto [base, content] = split_marker(chain.name);
+          !content.empty() && content != content_digest(kernel))
+        return fill_replace(tx, table, marker);
+    std::set<std::string, std::less<>> want_chains, want_sets;
     for (const auto& chain : table.chains) want_chains.insert(chain.name);
     for (const auto& set : table.sets) want_sets.insert(set.name);
     if (!marker.empty()) want_chains.insert(marker);
-    // Kernel chains that are no longer wanted under their names, by stable part: rename candidates.
+    // Kernel chains that are no longer wanted under their names, by stable part: rename candidates. A
+    // marker chain counts by the marker it stands for, without the content recorded in its name.
     std::map<std::string_view, const ListedChain*> outdated;
-    std::set<std::string> have_chains;
+    std::set<std::string, std::less<>> have_chains;
     for (const auto& chain : kernel.chains) {
-      have_chains.insert(chain.name);
-      if (!want_chains.count(chain.name)) outdated.emplace(stable_part(chain.name), &chain);
+      const std::string_view name = split_marker(chain.name).first;
+      have_chains.emplace(name);
+      if (!want_chains.contains(name)) outdated.emplace(stable_part(chain.name), &chain);
     }
     std::set<std::string> have_sets(kernel.sets.begin(), kernel.sets.end());
     // A set the kernel has is patched from the record of the apply that loaded it. Without a record
@@ -953,11 +1020,32 @@ double apply_table_incremental(Connection& connection, const Table& table, const
     // What is gone: empty every such chain first, so that none is still jumped to when deleted.
     std::vector<std::string> gone;
     for (const auto& chain : kernel.chains)
-      if (!want_chains.count(chain.name) && !reused.count(chain.name)) gone.push_back(chain.name);
+      if (!want_chains.contains(split_marker(chain.name).first) && !reused.count(chain.name))
+        gone.push_back(chain.name);
     for (const auto& name : gone) tx.flush_chain(name);
     for (const auto& name : gone) tx.delete_chain(name);
     for (const auto& name : kernel.sets)
       if (!want_sets.count(name)) tx.delete_set(name);
+  });
+}
+
+std::pair<std::string_view, std::string_view> split_marker(std::string_view chain_name) {
+  if (!chain_name.starts_with(kMarkerPrefix)) return {chain_name, {}};
+  const std::string_view fields = chain_name.substr(kMarkerPrefix.size());
+  if (std::count(fields.begin(), fields.end(), '-') != 3) return {chain_name, {}};
+  const auto dash = chain_name.rfind('-');
+  return {chain_name.substr(0, dash), chain_name.substr(dash + 1)};
+}
+
+void record_content(Connection& connection, const std::string& marker) {
+  run_transaction(connection.socket(), [&](Transaction& tx, Socket& sock) {
+    Listing kernel;
+    list_names(sock, first_seq(), kernel);
+    list_rules(sock, first_seq() + 2, kernel);
+    const std::string content = content_digest(kernel);
+    for (const auto& chain : kernel.chains)
+      if (chain.name != marker + '-' + content && split_marker(chain.name).first == marker)
+        tx.rename_chain(chain.handle, chain.name, marker + '-' + content);
   });
 }
 
@@ -976,6 +1064,7 @@ Listing list_table(Connection& connection) {
   if (!out.present) return out;
   list_names(sock, seq + 1, out);
   list_rules(sock, seq + 3, out);
+  out.content = content_digest(out);
   for (std::size_t i = 0; i < out.counted_sets.size(); ++i)
     list_elements(sock, seq + 4 + static_cast<std::uint32_t>(i), out.counted_sets[i], out);
   return out;

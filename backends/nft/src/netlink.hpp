@@ -52,9 +52,19 @@ double apply_table_incremental(Connection& connection, const Table& table, const
 // Deletes table inet fwengine if it exists; nothing else.
 void delete_table(Connection& connection);
 
+// After an apply whose marker chain is `marker`: renames it `marker-<content>` (Listing::content as the
+// kernel lists it now), so that read-back and the next incremental apply can tell an edit by hand.
+// Computed from the kernel's own listing rather than from what was sent, which the kernel encodes
+// differently (set ids, anonymous set names, counters).
+void record_content(Connection& connection, const std::string& marker);
+// The marker a marker chain's name stands for, and the content recorded in it ("" before
+// record_content): "<marker>-<content>" or "<marker>".
+std::pair<std::string_view, std::string_view> split_marker(std::string_view chain_name);
+
 struct ListedRule {
   std::string chain;
-  std::int32_t index = 0;  // position inside its chain
+  std::int32_t index = 0;         // position inside its chain
+  std::uint64_t expressions = 0;  // digest of the expressions as listed, counters' values left out
   std::string comment;
   bool counted = false;  // has a counter expression
   std::uint64_t packets = 0, bytes = 0;
@@ -69,9 +79,16 @@ struct ListedChain {
   std::string name;
   std::uint64_t handle = 0;
   std::optional<Hook> hook;
+  std::uint32_t policy = 0;  // base chains: NF_ACCEPT or NF_DROP
 };
+inline constexpr std::string_view kMarkerPrefix = "fwengine-ir-";
+
 struct Listing {
   bool present = false;
+  // What the kernel holds, expression by expression: every rule's chain, position and expressions
+  // (counters' values left out) and every base chain's hook and policy, as 16 hex digits. Chain names
+  // are content digests of what apply loaded, so this is how an edit by hand inside a chain shows.
+  std::string content;
   std::vector<ListedChain> chains;  // in the kernel's order
   std::vector<std::string> sets;    // names; anonymous sets left out
   std::vector<std::string> counted_sets;

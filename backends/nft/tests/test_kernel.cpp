@@ -147,6 +147,40 @@ TEST_CASE("read_back reports drift after someone edits our table", "[root]") {
   CHECK(result.output.rfind("1: applied 9 rules and counted elements, the kernel holds 10", 0) == 0);
 }
 
+TEST_CASE("a rule edited in place by hand is drift, and the next incremental apply puts it back", "[root]") {
+  nft_test::require_root();
+  auto result = in_scratch_netns([] {
+    auto nft = backend();
+    Diagnostics diag;
+    StateDir state;
+    const auto plan = nft->render(nft_test::small_ruleset(), diag);
+    nft->apply(*plan, {false, "aaaa", state.path});
+    std::string out = "applied: " + std::to_string(nft->read_back().drift.size()) + " drift\n";
+    // Its comment stays, so the rules' stamps and count are those of the apply: only the port differs.
+    shell(
+        "c=$(nft list table inet fwengine | grep -o 'chain c-allow-ssh[^ ]*' | cut -d' ' -f2); "
+        "line=$(nft -a list chain inet fwengine $c | grep 'dport 22 '); "
+        "rule=$(echo \"${line%% # handle*}\" | sed 's/dport 22 /dport 2323 /; s/packets [0-9]* bytes "
+        "[0-9]*//'); "
+        "nft \"replace rule inet fwengine $c handle ${line##*# handle } $rule\"");
+    const KernelState edited = nft->read_back();
+    out += "edited: " + shell("nft list table inet fwengine | grep -c 'dport 2323' || true");
+    out += std::to_string(edited.drift.size()) +
+           " drift: " + (edited.drift.empty() ? "" : edited.drift[0].substr(0, 39)) + "\n";
+    nft->apply(*plan, {false, "aaaa", state.path});
+    out += "applied again: " + std::to_string(nft->read_back().drift.size()) + " drift\n";
+    return out + shell("nft list table inet fwengine | grep -c 'dport 2323' || true");
+  });
+  INFO(result.output);
+  REQUIRE(result.exit_code == 0);
+  CHECK(result.output ==
+        "applied: 0 drift\n"
+        "edited: 1\n"
+        "1 drift: rules were changed in place since apply\n"
+        "applied again: 0 drift\n"
+        "0\n");
+}
+
 TEST_CASE("apply and flush leave other tables byte-for-byte alone", "[root]") {
   nft_test::require_root();
   auto result = in_scratch_netns([] {
