@@ -883,13 +883,21 @@ class Session {
                 << (state.present ? "IR " + state.ir_hash : std::string("nothing of fwengine's"))
                 << "\npolicy: IR " << hash() << '\n';
       for (const auto& d : state.drift) std::cout << "drift: " << d << '\n';
-      auto want = lines_of(plan->text(hash()));
+      auto want = lines_of(plan->listing(hash()));
       auto have = lines_of(state.text);
-      std::multiset<std::string> have_set(have.begin(), have.end()), want_set(want.begin(), want.end());
+      // Plan::listing: lines compare up to a tab; the rest is shown.
+      auto key = [](const std::string& line) { return std::string_view(line).substr(0, line.find('\t')); };
+      std::multiset<std::string_view> have_set, want_set;
+      for (const auto& l : have) have_set.insert(key(l));
+      for (const auto& l : want) want_set.insert(key(l));
+      auto shown = [](const std::string& line) {
+        auto tab = line.find('\t');
+        return tab == std::string::npos ? line : line.substr(0, tab) + "  " + line.substr(tab + 1);
+      };
       for (const auto& l : have)
-        if (!want_set.count(l)) std::cout << "- " << l << '\n';
+        if (!want_set.count(key(l))) std::cout << "- " << shown(l) << '\n';
       for (const auto& l : want)
-        if (!have_set.count(l)) std::cout << "+ " << l << '\n';
+        if (!have_set.count(key(l))) std::cout << "+ " << shown(l) << '\n';
     }
     keep_to_the_end(std::move(be), std::move(plan));
     return !same && o_.vm.count("exit-code") ? 3 : 0;

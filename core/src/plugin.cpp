@@ -9,6 +9,10 @@ namespace fwe {
 Frontend::~Frontend() = default;
 Backend::~Backend() = default;
 Plan::~Plan() = default;
+
+std::string Plan::listing(std::string_view ir_hash) const {
+  return text(ir_hash);
+}
 SourceWatch::~SourceWatch() = default;
 
 std::unique_ptr<SourceWatch> Frontend::watch(const FrontendRequest&) {

@@ -33,7 +33,30 @@ std::string where_of(const std::string& stamp) {
   return second_colon == std::string::npos ? std::string{} : first;
 }
 
+// Lines of NftPlan::listing and of read_back's text.
+std::string chain_line(std::string_view chain) {
+  return "chain " + std::string(chain);
+}
+std::string rule_line(std::string_view chain, std::int32_t index, std::string_view stamp) {
+  return "  " + std::string(chain) + "#" + std::to_string(index) + "  " + std::string(stamp);
+}
+std::string set_line(std::string_view set) {
+  return "set " + std::string(set);
+}
+
 }  // namespace
+
+std::string NftPlan::listing(std::string_view) const {
+  std::string out;
+  for (const auto& set : table_.sets) out += set_line(set.name) + '\n';
+  for (const auto& chain : table_.chains) {
+    out += chain_line(chain.name) + '\n';
+    for (std::size_t i = 0; i < chain.rules.size(); ++i)
+      out += rule_line(chain.name, static_cast<std::int32_t>(i), chain.rules[i].comment) + '\t' +
+             chain.rules[i].text() + '\n';
+  }
+  return out;
+}
 
 Capabilities NftBackend::capabilities() const {
   Capabilities caps;
@@ -100,8 +123,6 @@ KernelState NftBackend::read_back() {
       for (std::string field; std::getline(fields, field, '-');) stamp_fields.push_back(field);
     }
   Stamps stamps, elements;
-  std::ostringstream text;
-  text << "table inet " << kTableName << "\n";
   auto count = [&](const std::string& chain, std::int32_t index, const std::string& stamp,
                    std::uint64_t packets, std::uint64_t bytes) {
     RuleCounter counter;
@@ -112,8 +133,6 @@ KernelState NftBackend::read_back() {
     counter.packets = packets;
     counter.bytes = bytes;
     state.counters.push_back(counter);
-    text << "  " << chain << "#" << index << " packets " << packets << " bytes " << bytes << "  " << stamp
-         << "\n";
   };
   // A merged rule counts per element of its set: each element stands for one source rule.
   std::map<std::string, std::vector<const ListedElement*>> counted;
@@ -133,7 +152,16 @@ KernelState NftBackend::read_back() {
         counted.erase(it);  // a set shared by a run's rules (one per reject form) counts once
       }
   }
-  state.text = text.str();
+  // In the form of NftPlan::listing (the marker chain is a record, not something packets meet).
+  std::map<std::string_view, std::vector<const ListedRule*>> rules_of;
+  for (const auto& rule : listing.rules) rules_of[rule.chain].push_back(&rule);
+  for (const auto& set : listing.sets) state.text += set_line(set) + '\n';
+  for (const auto& chain : listing.chains) {
+    if (chain.name.starts_with(kMarkerPrefix)) continue;
+    state.text += chain_line(chain.name) + '\n';
+    for (const ListedRule* rule : rules_of[chain.name])
+      state.text += rule_line(rule->chain, rule->index, rule->comment) + '\n';
+  }
   if (stamp_fields.size() != 3 && stamp_fields.size() != 4) {
     state.drift.push_back(
         "table inet fwengine has no (or several) fwengine stamps: not written by one fwengine apply");

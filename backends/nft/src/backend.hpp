@@ -12,6 +12,9 @@ class NftPlan : public Plan {
  public:
   explicit NftPlan(Table table) : table_(std::move(table)) {}
   std::string text(std::string_view) const override { return table_.text(); }
+  // Chains and sets by name (names end in a digest of their content), rules by chain, position and
+  // stamp, each with its text after a tab: read_back lists the kernel alike, without the text.
+  std::string listing(std::string_view) const override;
   const Table& table() const { return table_; }
 
  private:

@@ -36,6 +36,20 @@ expect "a second writer gives up with exit 1" test "$rc" = 1
 expect "and says why" grep -q "another fwengine .* is changing the firewall of netns $ns" <<<"$out"
 kill "$holder"; wait "$holder" 2>/dev/null; holder=
 
+# diff (nft): only the chain that changes, the kernel's by its rules' stamps, the policy's with their text.
+work=$(mktemp -d)
+cp "$policy" "$work/p.yaml"
+out=$("$FWE" --netns "$ns" -f "$work/p.yaml" apply 2>&1)
+out=$("$FWE" --netns "$ns" -f "$work/p.yaml" diff --exit-code 2>&1); rc=$?
+expect "diff of what was applied is clean" test "$rc" = 0
+sed -i 's/\[80, 443\]/[80, 443, 8443]/' "$work/p.yaml"
+out=$("$FWE" --netns "$ns" -f "$work/p.yaml" diff --exit-code 2>&1); rc=$?
+expect "diff of a change exits 3" test "$rc" = 3
+expect "diff removes the old chain" grep -q '^- chain c-web-server\.' <<<"$out"
+expect "diff adds the new rule with its text" grep -q '^+   c-web-server\.[0-9a-f]*#1  .*th dport { 80, 443, 8443 }' <<<"$out"
+expect "diff leaves unchanged chains out" test "$(grep -c '^[-+] chain' <<<"$out")" = 2
+rm -rf "$work"
+
 out=$("$FWE" --netns "$ns" flush 2>&1)
 expect "flush forgets the state" test ! -e "/run/fwengine/$ns/state.json"
 expect "flush leaves no directory of the namespace behind" test ! -e "/run/fwengine/$ns"

@@ -104,6 +104,10 @@ class FWE_API Plan {
   virtual ~Plan();
   // ir_hash: the ruleset's canonical hash, which a backend may stamp into what it loads.
   virtual std::string text(std::string_view ir_hash) const = 0;
+  // What KernelState::text lists of the kernel once this plan is in it, line for line: what `diff`
+  // compares. Lines compare up to a tab; what follows it is shown, not compared (what only the plan
+  // knows, such as a rule's text). By default text(), for backends whose read-back lists what they load.
+  virtual std::string listing(std::string_view ir_hash) const;
 };
 
 struct ApplyOptions {
@@ -138,7 +142,7 @@ struct RuleCounter {
 struct KernelState {
   bool present = false;
   std::string ir_hash;  // the hash stamped at apply time
-  std::string text;     // the backend's own listing
+  std::string text;     // the backend's own listing, in the form of Plan::listing
   std::vector<RuleCounter> counters;
   std::vector<std::string> drift;  // differences between the kernel and what was applied
 };
