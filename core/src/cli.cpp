@@ -1339,6 +1339,7 @@ class Session {
       clear_pending(o_.netns);
       std::filesystem::remove_all(good_snapshot_dir(o_.netns), ec);
       std::filesystem::remove_all(candidate_snapshot_dir(o_.netns), ec);
+      std::filesystem::remove(state::run_dir(o_.netns) + "/rollback.log", ec);
     }
     lock->remove_if_alone();
     if (!o_.quiet && !o_.json) {

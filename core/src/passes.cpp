@@ -403,10 +403,14 @@ void check_capabilities(const Ruleset& rs, const Capabilities& caps, const std::
     }
   }
   auto refuse = [&](const Rule& r, std::string_view what) {
+    // Without a line of the input, the frontend made the rule itself: no change of the input avoids it.
+    const bool built_in = r.origin.loc.line == 0;
     diag.error(r.origin.loc,
                "backend '" + backend + "' cannot do " + std::string(what) +
                    (r.origin.policy.empty() ? "" : " (in " + r.origin.policy + ")"),
-               "choose another --backend or change the rule");
+               built_in ? "the " + (rs.frontend.empty() ? std::string("input's") : rs.frontend) +
+                              " frontend adds this rule to every policy: choose another --backend"
+                        : "choose another --backend or change the rule");
   };
   for (const auto& [name, chain] : rs.chains) {
     for (const auto& r : chain.rules) {

@@ -303,6 +303,13 @@ class StageWalker {
           else if (a.nat_addr)
             packet_.dst = *a.nat_addr;
           if (a.nat_port) packet_.dport = a.nat_port->lo;
+          if (a.kind == ActionKind::dnat) {
+            what += ": to " + ir::to_string(packet_.dst) +
+                    (a.nat_port ? " port " + std::to_string(packet_.dport) : "");
+            // Routing after DNAT is not trace's to know: it takes the path --oif says.
+            if (packet_.oif.empty() && packet_.dst != before.first)
+              what += " (traced on as input to this host; --oif IF traces it forwarded)";
+          }
           // The kernel marks the connection NATed only when the rewrite changed its tuple.
           if (unknown || before != std::pair{packet_.dst, packet_.dport})
             packet_.ct_status[static_cast<std::size_t>(CtStatus::dnat)] = true;
@@ -321,6 +328,9 @@ class StageWalker {
           else
             unknown = a.kind == ActionKind::masquerade;
           if (a.nat_port) packet_.sport = a.nat_port->lo;
+          if (!unknown)
+            what += ": from " + ir::to_string(packet_.src) +
+                    (a.nat_port ? " port " + std::to_string(packet_.sport) : "");
           if (unknown || before != std::pair{packet_.src, packet_.sport})
             packet_.ct_status[static_cast<std::size_t>(CtStatus::snat)] = true;
           record(group, chain.name, index, &rule, what);

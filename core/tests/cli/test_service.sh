@@ -82,6 +82,7 @@ expect "first apply unconfirmed: flushed again" grep -q "nothing of fwengine's i
 
 # --- daemon ------------------------------------------------------------------------------------
 "$FWE" --netns "$ns" -q flush
+expect "flush after rollbacks leaves nothing of the namespace" test ! -e "/run/fwengine/$ns"
 cp "$work/a/policy.yaml" "$work/live/policy.yaml"
 python3 - "$work/notify.sock" "$work/notify.txt" <<'PY' &
 import socket, sys

@@ -33,6 +33,11 @@ contains "missing directory message" "firewalld configuration directory $work/no
 check "a file, not a directory" 2 "${FW[@]}" -f "$work/svc/zones/public.xml" check
 contains "file message" "firewalld configuration $work/svc/zones/public.xml is a file, not a directory"
 
+if "$FWE" plugins | grep -q '^ebpf .*backend'; then
+  check "ebpf cannot run a firewalld configuration" 2 "${FW[@]}" -f "$work/empty" --backend ebpf render
+  contains "and says why" "the firewalld frontend adds this rule to every policy: choose another --backend"
+fi
+
 check "bad compat value" 2 "${FW[@]}" --firewalld-compat 3 -f "$work/empty" check
 contains "bad compat message" "--firewalld-compat must be 1.3 or 2"
 check "alias with another frontend" 2 "$FWE" --frontend yaml --firewalld-compat 1.3 -f "$ROOT/fixtures/yaml/example/policy.yaml" check
