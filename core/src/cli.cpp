@@ -18,6 +18,7 @@
 #include <future>
 #include <iomanip>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -204,6 +205,9 @@ Options parse_options(int argc, char** argv) {
     throw UsageError("--lock-timeout is in seconds, 0 or more (0: do not wait for another fwengine)");
   if (vm.count("dry-run") && vm.count("confirm"))
     throw UsageError("apply --dry-run changes nothing, so there is nothing to --confirm; give one of them");
+  // A day at most: a longer wait is a typo (and "-1" arrives here as 4294967295).
+  if (vm.count("confirm") && (vm["confirm"].as<unsigned>() == 0 || vm["confirm"].as<unsigned>() > 86400))
+    throw UsageError("--confirm is the seconds to wait for 'fwengine confirm', 1 to 86400");
   o.node = str("node");
   o.config = str("config");
   o.files = list("file");
@@ -445,6 +449,14 @@ class Session {
 
   // Only the calico frontend reads a datastore; any other would look for a file called etcd://...
   bool sources_fit() {
+    // The same file twice would define everything in it twice, each at the same place.
+    std::set<std::string> seen;
+    for (const auto& source : o_.files) {
+      std::error_code ec;
+      const auto canonical = std::filesystem::weakly_canonical(source, ec);
+      if (!seen.insert(ec ? source : canonical.string()).second)
+        throw UsageError("-f " + source + " is given twice (or also by the config's sources); give it once");
+    }
     if (o_.frontend == "calico") return true;
     bool fit = true;
     for (std::size_t i = 0; i < o_.files.size(); ++i)
@@ -460,7 +472,20 @@ class Session {
 
   int fail_input() {
     print_diagnostics();
-    if (o_.json) std::cout << json{{"ok", false}, {"errors", diag_.error_count()}}.dump() << '\n';
+    if (o_.json) {
+      json diagnostics = json::array();
+      for (const auto& d : diag_.all())
+        diagnostics.push_back({{"file", diag_.file_name(d.loc.file)},
+                               {"line", d.loc.line},
+                               {"col", d.loc.col},
+                               {"severity", d.severity == Severity::error     ? "error"
+                                            : d.severity == Severity::warning ? "warning"
+                                                                              : "note"},
+                               {"message", d.message},
+                               {"hint", d.hint}});
+      std::cout << json{{"ok", false}, {"errors", diag_.error_count()}, {"diagnostics", diagnostics}}.dump()
+                << '\n';
+    }
     return 2;
   }
 
@@ -769,15 +794,32 @@ class Session {
     if (!o_.vm.count("to")) throw UsageError("migrate needs --to yaml|calico");
     std::string to = o_.vm["to"].as<std::string>();
     std::string out = o_.vm.count("output") ? o_.vm["output"].as<std::string>() : ".";
+    if (to == "nft" || to == "iptables" || to == "ebpf")
+      throw UsageError("migrate converts between policy formats (--to yaml or calico); what the " + to +
+                       " backend would load is 'fwengine --backend " + to + " render'");
     auto writer = loader_.frontend(to, context());
     if (!writer->can_write())
       throw UsageError("the '" + to + "' frontend cannot write its format; try --to yaml");
     std::error_code ec;
     std::filesystem::create_directories(out, ec);
     if (ec) throw RuntimeError("cannot create " + out + ": " + ec.message());
+    // Policies already there are read with the migrated one by 'fwengine -f DIR': say so.
+    std::map<std::filesystem::path, std::filesystem::file_time_type> before;
+    for (const auto& entry : std::filesystem::directory_iterator(out, ec))
+      if (entry.is_regular_file() &&
+          (entry.path().extension() == ".yaml" || entry.path().extension() == ".yml"))
+        before[entry.path()] = entry.last_write_time();
     bool ok = writer->write(as_written_, out, diag_);
     print_diagnostics();
     if (!ok || diag_.has_errors()) return 2;
+    std::vector<std::string> others;
+    for (const auto& [path, when] : before)
+      if (std::filesystem::last_write_time(path, ec) == when) others.push_back(path.filename().string());
+    if (!others.empty() && !o_.quiet)
+      std::cerr << "fwengine: warning: " << out << " also holds " << join(others) << ", which 'fwengine -f "
+                << out
+                << "' reads with the migrated policy: its IR differs from this one; move them away, or use "
+                   "another --output directory\n";
     if (o_.json)
       std::cout << json{{"ok", true}, {"to", to}, {"output", out}, {"hash", hash()}}.dump() << '\n';
     else
@@ -959,9 +1001,6 @@ class Session {
     }
     std::optional<unsigned> confirm_within;
     if (o_.vm.count("confirm")) confirm_within = o_.vm["confirm"].as<unsigned>();
-    // A day at most: a longer wait is a typo (and "-1" arrives here as 4294967295).
-    if (confirm_within && (*confirm_within == 0 || *confirm_within > 86400))
-      throw UsageError("--confirm is the seconds to wait for 'fwengine confirm', 1 to 86400");
     if (confirm_within) require_keepable(sources_);  // before the lock: a refusal touches nothing
     auto lock = writer_lock();
     std::vector<std::string> rollback;

@@ -415,6 +415,13 @@ void check_capabilities(const Ruleset& rs, const Capabilities& caps, const std::
   for (const auto& [name, chain] : rs.chains) {
     for (const auto& r : chain.rules) {
       if (!caps.supports(r.action.kind)) refuse(r, "action " + std::string(to_string(r.action.kind)));
+      if (const auto& prefix = r.action.log_prefix;
+          caps.log_prefix_max && prefix.size() > caps.log_prefix_max)
+        diag.warning(r.origin.loc,
+                     "the log prefix has " + std::to_string(prefix.size()) + " characters; backend '" +
+                         backend + "' keeps the first " + std::to_string(caps.log_prefix_max) + " ('" +
+                         prefix.substr(0, caps.log_prefix_max) + "')",
+                     "shorten the prefix");
       const Match& m = r.match;
       const std::pair<bool, MatchKind> used[] = {
           {m.iif.has_value(), MatchKind::iif},

@@ -131,6 +131,33 @@ TEST_CASE("capabilities refuse what a backend cannot do, naming the rule") {
         "or change the rule)");
 }
 
+TEST_CASE("capabilities: a rule the frontend adds itself is refused saying so, and long log prefixes warn") {
+  Diagnostics diag;
+  auto f = diag.add_file("p.yaml");
+  Ruleset rs;
+  rs.frontend = "firewalld";
+  Rule built_in;
+  built_in.action.kind = ActionKind::dnat;
+  built_in.origin = {{}, "firewalld filter_INPUT", -1};
+  Rule log;
+  log.action.kind = ActionKind::log;
+  log.action.log_prefix = std::string(40, 'x');
+  log.origin.loc = {f, 6, 7};
+  rs.chains["c"] = {"c", {built_in, log}, {}};
+  Capabilities caps;
+  caps.actions = {ActionKind::accept, ActionKind::log};
+  caps.log_prefix_max = 29;
+  passes::check_capabilities(rs, caps, "ebpf", diag);
+  REQUIRE(diag.all().size() == 2);
+  CHECK(diag.format(diag.all()[0])
+            .find("(the firewalld frontend adds this rule to every policy: choose another "
+                  "--backend)") != std::string::npos);
+  CHECK(diag.format(diag.all()[1])
+            .rfind("p.yaml:6:7: warning: the log prefix has 40 characters; backend 'ebpf' "
+                   "keeps the first 29",
+                   0) == 0);
+}
+
 TEST_CASE("verify: ct-status only where conntrack can know it") {
   Diagnostics diag;
   auto f = diag.add_file("p.yaml");

@@ -29,6 +29,7 @@ class IptablesBackend : public Backend {
     for (std::size_t a = 0; a < ir::kActionKindCount; ++a)
       caps.actions.push_back(static_cast<ir::ActionKind>(a));
     caps.ipv6 = true;
+    caps.log_prefix_max = kMaxLogPrefix;
     return caps;
   }
 

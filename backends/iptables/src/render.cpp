@@ -44,7 +44,6 @@ constexpr std::size_t kMultiportSlots = 15;  // multiport's limit; a range takes
 constexpr std::size_t kMaxCommentWhere = 200;
 // What a comment's "file:line:col" keeps of a path; anything else becomes _.
 constexpr std::string_view kWhereChars = "_.-:/+@,=~";
-constexpr std::size_t kMaxLogPrefix = 29;
 
 const std::set<std::uint8_t> kPortProtocols = {6, 17, 132, 136};  // TCP, UDP, SCTP, UDPLite
 const std::set<std::uint8_t> kNatPortProtocols = {6, 17, 132};    // what NAT port options accept

@@ -7,6 +7,9 @@
 
 namespace fwe::iptables {
 
+// The LOG target keeps this many characters of a log prefix.
+inline constexpr std::size_t kMaxLogPrefix = 29;
+
 // Translates a final, verified ruleset for both families. What iptables cannot express is reported
 // through diag at the rule's origin; the model is then incomplete and must not be loaded.
 Model render(const ir::Ruleset& ruleset, Diagnostics& diag);

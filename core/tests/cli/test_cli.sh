@@ -92,4 +92,24 @@ for input in "calico:$ROOT/fixtures/calico/home-cluster" "yaml:$ROOT/fixtures/ya
   fi
 done
 
+# Found by an exploratory review: what a user meets on the way.
+EXAMPLE="$ROOT/fixtures/yaml/example/policy.yaml"
+check "check --json of bad input lists the diagnostics" 2 "$FWE" -f "$work/bad.yaml" --json check
+contains "diagnostic as JSON" '"line":4'
+check "the same file twice" 2 "$FWE" -f "$EXAMPLE" -f "$EXAMPLE" check && contains "twice message" "is given twice"
+check "migrate to a backend" 2 "$FWE" -f "$EXAMPLE" migrate --to nft -o "$work/to-nft"
+contains "migrate to a backend message" "'fwengine --backend nft render'"
+check "Calico resources with the yaml frontend" 2 "$FWE" -f "$ROOT/fixtures/calico/home-cluster" check
+contains "Calico hint" "this is a Calico resource: read it with --frontend calico"
+mkdir -p "$work/crowded" && cp "$EXAMPLE" "$work/crowded/00-default.yaml"
+check "migrate into a directory that holds a policy" 0 "$FWE" -f "$ROOT/fixtures/yaml/nat" migrate --to yaml -o "$work/crowded"
+contains "migrate warns of the other policy" "also holds 00-default.yaml"
+check "trace --icmp-type by name" 0 "$FWE" -f "$EXAMPLE" trace --iif eth0 --src 10.0.0.9 --dst 10.0.0.1 --proto icmp --icmp-type echo-reply
+contains "icmp type by name" "type 0 code 0"
+check "trace --icmp-type misspelt" 2 "$FWE" -f "$EXAMPLE" trace --iif eth0 --src 10.0.0.9 --dst 10.0.0.1 --proto icmp --icmp-type echo-requets
+contains "icmp type hint" "did you mean 'echo-request'?"
+# (checked with the options, before anything else: the netns named does not exist)
+check "apply --confirm -1" 2 "$FWE" --netns fwe-no-such-ns-$$ -f "$EXAMPLE" apply --confirm -1
+contains "confirm range" "1 to 86400"
+
 summary

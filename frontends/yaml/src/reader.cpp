@@ -328,8 +328,10 @@ void PolicyReader::Impl::read_document(Node& document) {
     return;
   }
   if (version->text() != kApiVersion) {
+    const bool calico = version->text().find("projectcalico.org/") != std::string::npos;
     error(*version, "unsupported apiVersion " + quote(version->text()),
-          "this fwengine reads apiVersion: " + std::string(kApiVersion));
+          calico ? "this is a Calico resource: read it with --frontend calico"
+                 : "this fwengine reads apiVersion: " + std::string(kApiVersion));
     return;
   }
   check_fields(document, kTopFields, "a policy document");

@@ -93,6 +93,8 @@ struct Capabilities {
   // The backend resolves interfaces when it applies (it attaches to each one, or looks names up then):
   // one created later is covered only by the next apply, so `daemon` applies again when one appears.
   bool binds_interfaces = false;
+  // Log prefixes longer than this are cut to it (0: kept whole); check warns where one is.
+  std::size_t log_prefix_max = 0;
   bool supports(ir::Stage s) const;
   bool supports(ir::MatchKind m) const;
   bool supports(ir::ActionKind a) const;
