@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -401,9 +402,9 @@ class Session {
     if (o_.etcd_aliases && o_.frontend != "calico")
       throw UsageError("--etcd-ca, --etcd-cert, --etcd-key and --etcd-cache need --frontend calico, not '" +
                        o_.frontend + "'");
-    // What is in the kernel is the business of the backend that put it there: unless a backend is named
-    // (--backend, the config), status, flush and diff look at the one the last apply here used.
-    if (!backend_named && (c == "status" || c == "flush" || c == "diff"))
+    // Unless a backend is named (--backend, the config), the one the last apply here used goes on: status,
+    // flush and diff look at what it loaded, and a plain apply does not switch away from it.
+    if (!backend_named)
       if (auto applied = state::load(o_.netns)) o_.backend = applied->backend;
     if (o_.backend.empty()) o_.backend = "nft";
     if (o_.node.empty()) o_.node = host_name();
@@ -483,7 +484,9 @@ class Session {
                                                                               : "note"},
                                {"message", d.message},
                                {"hint", d.hint}});
-      std::cout << json{{"ok", false}, {"errors", diag_.error_count()}, {"diagnostics", diagnostics}}.dump()
+      // Messages quote the input, which need not be UTF-8.
+      std::cout << json{{"ok", false}, {"errors", diag_.error_count()}, {"diagnostics", diagnostics}}.dump(
+                       -1, ' ', false, json::error_handler_t::replace)
                 << '\n';
     }
     return 2;
@@ -625,8 +628,9 @@ class Session {
     if (vm.count("icmp-type")) {
       const std::string type = str("icmp-type");
       auto named = ir::parse_icmp_type(type, icmpv6);
-      if (!named && !type.empty() && std::all_of(type.begin(), type.end(), ::isdigit) && type.size() <= 3 &&
-          std::stoi(type) <= 255)
+      if (!named && !type.empty() &&
+          std::all_of(type.begin(), type.end(), [](unsigned char c) { return std::isdigit(c) != 0; }) &&
+          type.size() <= 3 && std::stoi(type) <= 255)
         named = static_cast<std::uint8_t>(std::stoi(type));
       if (!named) {
         auto hint = did_you_mean(type, ir::icmp_type_names(icmpv6));

@@ -171,7 +171,7 @@ void verify(const Ruleset& rs, Diagnostics& diag) {
       // The kernel's log lines are one line each: iptables refuses a newline, nft would cut the text.
       const auto& prefix = rule.action.log_prefix;
       if (std::any_of(prefix.begin(), prefix.end(),
-                      [](char c) { return static_cast<unsigned char>(c) < ' '; }))
+                      [](char c) { return static_cast<unsigned char>(c) < ' ' || c == '\x7f'; }))
         diag.error(loc_of(rule.origin), "the log prefix has a control character (a newline, a tab, ...)",
                    "write the prefix on one line, of printable characters");
       for (const auto* ports : {&rule.match.src_port, &rule.match.dst_port, &rule.match.ct_orig_dport})

@@ -307,7 +307,7 @@ class StageWalker {
             what += ": to " + ir::to_string(packet_.dst) +
                     (a.nat_port ? " port " + std::to_string(packet_.dport) : "");
             // Routing after DNAT is not trace's to know: it takes the path --oif says.
-            if (packet_.oif.empty() && packet_.dst != before.first)
+            if (result_.path == Path::input && packet_.dst != before.first)
               what += " (traced on as input to this host; --oif IF traces it forwarded)";
           }
           // The kernel marks the connection NATed only when the rewrite changed its tuple.
