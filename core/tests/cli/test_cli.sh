@@ -109,6 +109,11 @@ contains "icmp type by name" "type 0 code 0"
 check "trace --icmp-type misspelt" 2 "$FWE" -f "$EXAMPLE" trace --iif eth0 --src 10.0.0.9 --dst 10.0.0.1 --proto icmp --icmp-type echo-requets
 contains "icmp type hint" "did you mean 'echo-request'?"
 # (checked with the options, before anything else: the netns named does not exist)
+NAT=("$FWE" -f "$ROOT/fixtures/yaml/nat/policy.yaml" trace --iif wan0 --src 198.51.100.9 --dst 203.0.113.7 --dport 8080)
+check "trace of a port forward, as input" 0 "${NAT[@]}"
+contains "dnat's destination" "(dnat): to 192.168.10.20 port 80 (traced on as input to this host; --oif IF traces it forwarded)"
+check "trace of a port forward, forwarded" 0 "${NAT[@]}" --oif lan0
+contains "dnat without the hint" "(dnat): to 192.168.10.20 port 80  "
 check "apply --confirm -1" 2 "$FWE" --netns fwe-no-such-ns-$$ -f "$EXAMPLE" apply --confirm -1
 contains "confirm range" "1 to 86400"
 

@@ -78,6 +78,10 @@ if "$FWE" plugins | grep -q '^iptables .*backend' && command -v iptables-legacy-
   expect "status without --backend shows iptables" grep -q "^backend iptables: IR $hash" <<<"$out"
   out=$("$FWE" --netns "$ns" --backend nft status 2>&1)
   expect "status of another backend names the one applied" grep -q "last applied here with backend iptables" <<<"$out"
+  out=$("$FWE" --netns "$ns" -f "$policy" apply 2>&1); rc=$?
+  expect "a plain apply keeps the last backend" test "$rc" = 0 -a "$(ipt_rules)" -gt 0
+  expect "and switches nothing" test -z "$(grep switched <<<"$out")"
+  expect "nft holds nothing" sh -c "! ip netns exec $ns nft list table inet fwengine >/dev/null 2>&1"
   out=$("$FWE" --netns "$ns" --backend nft flush 2>&1)
   expect "a flush of another backend keeps the record" test -e "/run/fwengine/$ns/state.json"
   expect "and the iptables rules" test "$(ipt_rules)" -gt 0
