@@ -1101,7 +1101,7 @@ class Session {
     auto publish = [&] {
       if (metrics_file.empty()) return;
       try {
-        metrics.counters = be->read_back().counters;
+        metrics.counters = be->counters();
         if (auto applied = state::load(o_.netns)) metrics.store_revision_applied = applied->revision;
         write_metrics(metrics_file, metrics);
       } catch (const std::exception& e) {

@@ -131,7 +131,7 @@ class Kernel:
 
 # The nft backend's marker chain, and the content digest a second transaction appends to its name after
 # the apply: a record for read-back, not something packets meet (backends/nft/README.md).
-NFT_MARKER_CONTENT = re.compile(r"^(fwengine-ir-[^-]+-[^-]+-[^-]+)-[0-9a-f]{16}$")
+NFT_MARKER_CONTENT = re.compile(r"^(fwengine-ir-[^-]+-[^-]+-[^-]+)-[0-9a-f]{16}(?:[0-9a-f]{16})?$")
 
 
 def normalised_nft(text):

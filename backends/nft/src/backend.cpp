@@ -100,7 +100,7 @@ ApplyReport NftBackend::apply(const Plan& plan, const ApplyOptions& options) {
   // The ruleset is in place whatever this does: without the record, read-back and the next
   // incremental apply only go without their check of the rules' content.
   try {
-    guarded([&] { record_content(connection(), marker); });
+    guarded([&] { record_content(connection(), marker, set_elements_digest(table)); });
   } catch (const RuntimeError&) {
   }
   return report;
@@ -112,7 +112,15 @@ Connection& NftBackend::connection() {
 }
 
 KernelState NftBackend::read_back() {
-  Listing listing = guarded([this] { return list_table(connection()); });
+  return read(Elements::all);
+}
+
+std::vector<RuleCounter> NftBackend::counters() {
+  return read(Elements::counted).counters;
+}
+
+KernelState NftBackend::read(Elements elements) {
+  Listing listing = guarded([&] { return list_table(connection(), elements); });
   KernelState state;
   state.present = listing.present;
   if (!listing.present) return state;
@@ -123,7 +131,7 @@ KernelState NftBackend::read_back() {
       std::istringstream fields(chain.name.substr(std::string_view(kMarkerPrefix).size()));
       for (std::string field; std::getline(fields, field, '-');) stamp_fields.push_back(field);
     }
-  Stamps stamps, elements;
+  Stamps stamps, counted_elements;
   auto count = [&](const std::string& chain, std::int32_t index, const std::string& stamp,
                    std::uint64_t packets, std::uint64_t bytes) {
     RuleCounter counter;
@@ -145,7 +153,7 @@ KernelState NftBackend::read_back() {
       if (auto it = counted.find(set); it != counted.end()) {
         auto file = listing.set_comments.find(set);
         for (const ListedElement* element : it->second) {
-          elements.emplace_back(set, element->comment);
+          counted_elements.emplace_back(set, element->comment);
           bool relative = file != listing.set_comments.end() && element->comment.starts_with(':');
           count(rule.chain, rule.index, relative ? file->second + element->comment : element->comment,
                 element->packets, element->bytes);
@@ -169,17 +177,25 @@ KernelState NftBackend::read_back() {
     return state;
   }
   state.ir_hash = stamp_fields[0] == "none" ? std::string{} : stamp_fields[0];
-  if (stamp_fields[1] != std::to_string(stamps.size() + elements.size()))
+  const std::size_t held = stamps.size() + counted_elements.size();
+  if (stamp_fields[1] != std::to_string(held))
     state.drift.push_back("applied " + stamp_fields[1] + " rules and counted elements, the kernel holds " +
-                          std::to_string(stamps.size() + elements.size()));
-  else if (stamp_fields[2] != rules_digest(stamps, elements))
+                          std::to_string(held));
+  else if (stamp_fields[2] != rules_digest(stamps, counted_elements))
     state.drift.push_back("rules were changed or reordered since apply (digest " + stamp_fields[2] +
-                          " applied, " + rules_digest(stamps, elements) + " now)");
-  else if (stamp_fields.size() == 4 && stamp_fields[3] != listing.content)
+                          " applied, " + rules_digest(stamps, counted_elements) + " now)");
+  else if (stamp_fields.size() == 4 && stamp_fields[3].substr(0, 16) != listing.content)
     state.drift.push_back(
         "rules were changed in place since apply: their matches or verdicts differ from what "
         "apply loaded (content " +
-        stamp_fields[3] + " applied, " + listing.content + " now); fwengine apply puts them back");
+        stamp_fields[3].substr(0, 16) + " applied, " + listing.content +
+        " now); fwengine apply puts them back");
+  // Content recorded before set elements were part of it is 16 digits long.
+  if (elements == Elements::all && stamp_fields.size() == 4 && stamp_fields[3].size() == 32 &&
+      stamp_fields[3].substr(16) != hex16(listing.set_elements))
+    state.drift.push_back("elements were added to or removed from fwengine's sets since apply (digest " +
+                          stamp_fields[3].substr(16) + " applied, " + hex16(listing.set_elements) +
+                          " now); fwengine apply --full puts them back");
   return state;
 }
 

@@ -26,12 +26,17 @@ class NftBackend : public Backend {
   explicit NftBackend(const PluginContext&) {}
   Capabilities capabilities() const override;
   std::unique_ptr<Plan> render(const ir::Ruleset& ruleset, Diagnostics& diag) override;
-  // Stamps "fwengine ir=<hash> rules=<n> digest=<hex>" into the table comment for read_back.
+  // Stamps the apply into the name of an empty marker chain: kMarkerPrefix + "<ir hash>-<rules and
+  // counted elements>-<their stamps' digest>", then "-<content>" (record_content) for read_back.
   ApplyReport apply(const Plan& plan, const ApplyOptions& options) override;
   KernelState read_back() override;
+  std::vector<RuleCounter> counters() override;
   void flush() override;
 
  private:
+  // read_back, with the elements of the sets without counters or without (and then without the
+  // check that no element was added or removed).
+  KernelState read(Elements elements);
   // Opened on first use (render needs none), dropped after a failure so that no answer left from a
   // refused batch or a broken dump can reach the next request.
   Connection& connection();

@@ -53,6 +53,11 @@ std::uint64_t element_digest(const Element& element, std::uint64_t seed) {
   return digest_bytes(seed, element.comment);
 }
 
+std::uint64_t set_digest(std::string_view name, std::uint64_t content) {
+  return digest_bytes(digest_bytes(kDigestSeed, name),
+                      std::string_view(reinterpret_cast<const char*>(&content), sizeof content));
+}
+
 std::string type_name(KeyType type) {
   switch (type) {
     case KeyType::ipv4_addr:

@@ -58,7 +58,7 @@ struct Set {
   // ':' (read back, this comment goes before them): a shorter comment keeps each element in a smaller
   // kernel allocation.
   std::string comment{};
-  std::uint64_t content = 0;  // named sets: element_digest of all elements, in order
+  std::uint64_t content = 0;  // named sets: the sum of its elements' element_digest (order-free)
 };
 
 // FNV-1a's step over 8 bytes at a time (folding the high bits back down, which the multiplication
@@ -68,6 +68,9 @@ std::uint64_t digest_bytes(std::uint64_t h, std::string_view bytes);
 // The digest of an element's key, flags, end key and comment, continuing from seed: what tells two
 // elements, or two sets' contents, apart.
 std::uint64_t element_digest(const Element& element, std::uint64_t seed = kDigestSeed);
+// One named set's share of a table's elements digest: its name and the (order-free) sum of its
+// elements' digests. The kernel lists a set's elements in its own order, hence a sum.
+std::uint64_t set_digest(std::string_view name, std::uint64_t content);
 
 // nft's name and byte length of a key type.
 std::string type_name(KeyType type);

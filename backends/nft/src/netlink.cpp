@@ -762,8 +762,9 @@ void list_names(Socket& sock, std::uint32_t seq, Listing& out) {
       &out);
 }
 
-// The elements of one set with counters: comment, packets and bytes of each (end markers left out).
-void list_elements(Socket& sock, std::uint32_t seq, const std::string& name, Listing& out) {
+// The elements of one named set: their digest into out.set_elements and, for a set with counters
+// (`counted`), the comment, packets and bytes of each (end markers left out).
+void list_elements(Socket& sock, std::uint32_t seq, const std::string& name, bool counted, Listing& out) {
   std::vector<char> buf(kRequestBuffer);
   nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, seq);
   SetPtr filter(nftnl_set_alloc());
@@ -780,21 +781,31 @@ void list_elements(Socket& sock, std::uint32_t seq, const std::string& name, Lis
       elements.get());
   struct Walk {
     const std::string* set;
+    bool counted;
     Listing* out;
-  } walk{&name, &out};
+    std::uint64_t content = 0;
+  } walk{&name, counted, &out};
   nftnl_set_elem_foreach(
       elements.get(),
       [](nftnl_set_elem* e, void* data) {
         auto* w = static_cast<Walk*>(data);
-        if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_FLAGS) &&
-            (nftnl_set_elem_get_u32(e, NFTNL_SET_ELEM_FLAGS) & NFT_SET_ELEM_INTERVAL_END))
-          return 0;
-        ListedElement listed{*w->set, {}, 0, 0};
+        auto bytes = [e](std::uint16_t attribute) {
+          std::uint32_t len = 0;
+          const auto* at = static_cast<const std::uint8_t*>(nftnl_set_elem_get(e, attribute, &len));
+          return nftnl_set_elem_is_set(e, attribute) ? Bytes(at, at + len) : Bytes{};
+        };
+        // What was sent, in Element's terms (the digest the apply recorded was taken of those).
+        Element element{bytes(NFTNL_SET_ELEM_KEY), false, bytes(NFTNL_SET_ELEM_KEY_END), {}};
+        element.interval_end = nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_FLAGS) &&
+                               (nftnl_set_elem_get_u32(e, NFTNL_SET_ELEM_FLAGS) & NFT_SET_ELEM_INTERVAL_END);
         if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_USERDATA)) {
           std::uint32_t len = 0;
           const void* udata = nftnl_set_elem_get(e, NFTNL_SET_ELEM_USERDATA, &len);
-          listed.comment = parse_comment(udata, len, NFTNL_UDATA_SET_ELEM_COMMENT);
+          element.comment = parse_comment(udata, len, NFTNL_UDATA_SET_ELEM_COMMENT);
         }
+        w->content += element_digest(element);
+        if (!w->counted || element.interval_end) return 0;
+        ListedElement listed{*w->set, std::move(element.comment), 0, 0};
         nftnl_set_elem_expr_foreach(
             e,
             [](nftnl_expr* x, void* arg) {
@@ -810,6 +821,7 @@ void list_elements(Socket& sock, std::uint32_t seq, const std::string& name, Lis
         return 0;
       },
       &walk);
+  out.set_elements += set_digest(name, walk.content);
 }
 
 // A digest of a listed rule's expressions as the kernel encodes them: each one's name and attributes,
@@ -903,9 +915,7 @@ std::string content_digest(const Listing& listing) {
                            std::to_string(chain.hook->priority) + ' ' + std::to_string(chain.policy));
   for (const auto& rule : listing.rules)
     sum += digest_bytes(digest_bytes(rule.expressions, rule.chain), std::to_string(rule.index));
-  char out[24];
-  std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(sum));
-  return out;
+  return hex16(sum);
 }
 
 // Runs fill(tx, sock) against the current generation; rebuilds and resends when it moved meanwhile.
@@ -966,7 +976,7 @@ double apply_table_incremental(Connection& connection, const Table& table, const
     // content it recorded differs), no chain can be trusted by name.
     for (const auto& chain : kernel.chains)
       if (auto [base, content] = split_marker(chain.name);
-          !content.empty() && content != content_digest(kernel))
+          !content.empty() && content.substr(0, 16) != content_digest(kernel))
         return fill_replace(tx, table, marker);
     std::set<std::string, std::less<>> want_chains, want_sets;
     for (const auto& chain : table.chains) want_chains.insert(chain.name);
@@ -1037,12 +1047,12 @@ std::pair<std::string_view, std::string_view> split_marker(std::string_view chai
   return {chain_name.substr(0, dash), chain_name.substr(dash + 1)};
 }
 
-void record_content(Connection& connection, const std::string& marker) {
+void record_content(Connection& connection, const std::string& marker, std::uint64_t set_elements) {
   run_transaction(connection.socket(), [&](Transaction& tx, Socket& sock) {
     Listing kernel;
     list_names(sock, first_seq(), kernel);
     list_rules(sock, first_seq() + 2, kernel);
-    const std::string content = content_digest(kernel);
+    const std::string content = content_digest(kernel) + hex16(set_elements);
     for (const auto& chain : kernel.chains)
       if (chain.name != marker + '-' + content && split_marker(chain.name).first == marker)
         tx.rename_chain(chain.handle, chain.name, marker + '-' + content);
@@ -1056,7 +1066,20 @@ void delete_table(Connection& connection) {
   });
 }
 
-Listing list_table(Connection& connection) {
+std::uint64_t set_elements_digest(const Table& table) {
+  std::uint64_t sum = 0;
+  for (const auto& set : table.sets)
+    if (!set.anonymous) sum += set_digest(set.name, set.content);
+  return sum;
+}
+
+std::string hex16(std::uint64_t value) {
+  char out[24];
+  std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(value));
+  return out;
+}
+
+Listing list_table(Connection& connection, Elements elements) {
   Socket& sock = connection.socket();
   Listing out;
   std::uint32_t seq = first_seq();
@@ -1065,8 +1088,12 @@ Listing list_table(Connection& connection) {
   list_names(sock, seq + 1, out);
   list_rules(sock, seq + 3, out);
   out.content = content_digest(out);
-  for (std::size_t i = 0; i < out.counted_sets.size(); ++i)
-    list_elements(sock, seq + 4 + static_cast<std::uint32_t>(i), out.counted_sets[i], out);
+  for (std::size_t i = 0; i < out.sets.size(); ++i) {
+    const bool counted =
+        std::find(out.counted_sets.begin(), out.counted_sets.end(), out.sets[i]) != out.counted_sets.end();
+    if (counted || elements == Elements::all)
+      list_elements(sock, seq + 4 + static_cast<std::uint32_t>(i), out.sets[i], counted, out);
+  }
   return out;
 }
 
@@ -1081,9 +1108,7 @@ std::string rules_digest(Stamps chain_and_comment, const Stamps& set_and_comment
   for (const auto& [set, comment] : set_and_comment)
     elements += digest_bytes(digest_bytes(kDigestSeed, set), comment);
   h = (h ^ elements) * 1099511628211ull;
-  char out[24];
-  std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(h));
-  return out;
+  return hex16(h);
 }
 
 std::string bytecode(const Rule& rule, const std::string& chain) {

@@ -52,14 +52,20 @@ double apply_table_incremental(Connection& connection, const Table& table, const
 // Deletes table inet fwengine if it exists; nothing else.
 void delete_table(Connection& connection);
 
-// After an apply whose marker chain is `marker`: renames it `marker-<content>` (Listing::content as the
-// kernel lists it now), so that read-back and the next incremental apply can tell an edit by hand.
-// Computed from the kernel's own listing rather than from what was sent, which the kernel encodes
-// differently (set ids, anonymous set names, counters).
-void record_content(Connection& connection, const std::string& marker);
+// After an apply whose marker chain is `marker`: renames it `marker-<content>`, so that read-back and
+// the next incremental apply can tell an edit by hand. The content is Listing::content as the kernel
+// lists it now (16 hex digits; from the kernel's own listing rather than from what was sent, which the
+// kernel encodes differently: set ids, anonymous set names, counters), then `set_elements` (16 more):
+// the named sets' elements, whose bytes the kernel lists as they were sent. Listing them here would
+// cost as much as loading them (see list_table), so only read-back checks those.
+void record_content(Connection& connection, const std::string& marker, std::uint64_t set_elements);
 // The marker a marker chain's name stands for, and the content recorded in it ("" before
 // record_content): "<marker>-<content>" or "<marker>".
 std::pair<std::string_view, std::string_view> split_marker(std::string_view chain_name);
+// The digest of the named sets' elements of `table` (Listing::set_elements once it is loaded).
+std::uint64_t set_elements_digest(const Table& table);
+// 16 hex digits.
+std::string hex16(std::uint64_t value);
 
 struct ListedRule {
   std::string chain;
@@ -95,8 +101,14 @@ struct Listing {
   std::map<std::string, std::string> set_comments;  // counted sets that have one (Set::comment)
   std::vector<ListedRule> rules;
   std::vector<ListedElement> elements;  // of counted_sets, interval end markers left out
+  // With Elements::all: set_digest of every named set's elements, summed over the sets.
+  std::uint64_t set_elements = 0;
 };
-Listing list_table(Connection& connection);
+// Which sets' elements list_table lists: those with counters (what status counts), or all named ones
+// (what proves that no element was added or removed by hand). The kernel lists an interval set's
+// elements by walking its tree from the start for every 32 KiB answer: 100,000 ranges take ~1 s.
+enum class Elements { counted, all };
+Listing list_table(Connection& connection, Elements elements);
 
 // Pairs of a chain's (a set's) name and the origin stamp of one of its rules (elements).
 using Stamps = std::vector<std::pair<std::string_view, std::string_view>>;

@@ -1677,8 +1677,8 @@ void content_address(Table& table) {
     if (!set.comment.empty()) declaration += " comment " + set.comment;
     renamed[set.name] = set.name + "." + hex8(fnv1a(declaration));
     set.name = renamed[set.name];
-    set.content = kDigestSeed;
-    for (const auto& element : set.elements) set.content = element_digest(element, set.content);
+    set.content = 0;
+    for (const auto& element : set.elements) set.content += element_digest(element);
   }
   std::map<std::string, std::string> chains;
   for (auto& chain : table.chains) {

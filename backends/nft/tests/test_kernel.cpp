@@ -181,6 +181,43 @@ TEST_CASE("a rule edited in place by hand is drift, and the next incremental app
         "0\n");
 }
 
+TEST_CASE("an element added to or taken out of one of our sets by hand is drift", "[root]") {
+  nft_test::require_root();
+  auto result = in_scratch_netns([] {
+    auto nft = backend();
+    Diagnostics diag;
+    // The kitchen sink has interval, concatenated and counted sets: what the kernel lists of each must
+    // give the digest taken of what was sent.
+    const auto sink = nft->render(nft_test::kitchen_sink_ruleset(), diag);
+    nft->apply(*sink, {false, "aaaa"});
+    std::string out = "kitchen sink: " + std::to_string(nft->read_back().drift.size()) + " drift\n";
+    const auto plan = nft->render(nft_test::small_ruleset(), diag);
+    nft->apply(*plan, {false, "aaaa"});
+    const std::string set =
+        shell("nft list table inet fwengine | grep -o 'set s-admins_v4[^ ]*' | cut -d' ' -f2 | tr -d '\n'");
+    shell("nft add element inet fwengine " + set + " '{ 6.6.6.6 }'");
+    KernelState added = nft->read_back();
+    out += "added: " + std::to_string(added.drift.size()) +
+           " drift: " + (added.drift.empty() ? "" : added.drift[0].substr(0, 60)) + "\n";
+    out += "counters alone: " + std::to_string(nft->counters().size()) + "\n";
+    shell("nft delete element inet fwengine " + set + " '{ 6.6.6.6 }'");
+    out += "taken out again: " + std::to_string(nft->read_back().drift.size()) + " drift\n";
+    shell("nft flush set inet fwengine " + set);
+    out += "emptied: " + std::to_string(nft->read_back().drift.size()) + " drift\n";
+    nft->apply(*plan, {true, "aaaa"});
+    return out + "applied in full: " + std::to_string(nft->read_back().drift.size()) + " drift\n";
+  });
+  INFO(result.output);
+  REQUIRE(result.exit_code == 0);
+  CHECK(result.output ==
+        "kitchen sink: 0 drift\n"
+        "added: 1 drift: elements were added to or removed from fwengine's sets since\n"
+        "counters alone: 9\n"
+        "taken out again: 0 drift\n"
+        "emptied: 1 drift\n"
+        "applied in full: 0 drift\n");
+}
+
 TEST_CASE("apply and flush leave other tables byte-for-byte alone", "[root]") {
   nft_test::require_root();
   auto result = in_scratch_netns([] {

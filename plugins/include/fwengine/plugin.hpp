@@ -17,7 +17,7 @@
 #include "fwengine/diagnostics.hpp"
 #include "fwengine/ir.hpp"
 
-#define FWE_PLUGIN_ABI_VERSION 6u
+#define FWE_PLUGIN_ABI_VERSION 7u
 
 #define FWE_API __attribute__((visibility("default")))
 
@@ -159,6 +159,9 @@ class FWE_API Backend {
   // Loads a plan atomically: all of it or, on failure, none (throws RuntimeError, kernel unchanged).
   virtual ApplyReport apply(const Plan& plan, const ApplyOptions& options) = 0;
   virtual KernelState read_back() = 0;
+  // The hit counters alone, for monitoring that reads them often: a backend whose full drift check is
+  // costly (listing every set element) skips it here.
+  virtual std::vector<RuleCounter> counters() { return read_back().counters; }
   // Removes everything this backend owns, and nothing else.
   virtual void flush() = 0;
 };
