@@ -1018,9 +1018,13 @@ class Session {
     auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     retire_previous_backend();
     remember_applied();
+    clear_rolled_back(o_.netns);  // a new apply: that an older one was rolled back is history
     std::string deadline;
     if (confirm_within) {
-      spawn_rollback_watchdog(o_.netns, *confirm_within, rollback);
+      const auto applied = state::load(o_.netns);
+      spawn_rollback_watchdog(
+          o_.netns, *confirm_within, rollback,
+          "the apply of IR " + hash().substr(0, 16) + (applied ? " at " + applied->time : ""));
       deadline = load_pending(o_.netns)->deadline;
     } else {
       keep_as_good();
@@ -1297,6 +1301,7 @@ class Session {
     auto state = be->read_back();
     auto applied = state::load(o_.netns);
     auto source = state::load_source(o_.netns);
+    const auto rolled = load_rolled_back(o_.netns);
     if (o_.json) {
       json counters = json::array();
       for (const auto& c : state.counters)
@@ -1318,6 +1323,10 @@ class Session {
                                                    {"revision", applied->revision},
                                                    {"rules", applied->rules}}
                                             : json(nullptr)},
+                        {"rolled-back", rolled ? json{{"time", rolled->time},
+                                                      {"unconfirmed", rolled->unconfirmed},
+                                                      {"exit", rolled->exit_code}}
+                                               : json(nullptr)},
                         {"source", source ? json{{"url", source->url},
                                                  {"reachable", source->reachable},
                                                  {"revision", source->revision},
@@ -1364,6 +1373,15 @@ class Session {
                 << " unless 'fwengine confirm' runs\n";
     if (auto failure = state::last_failure(o_.netns))
       std::cout << "last reload failed at " << failure->time << ": " << failure->message << '\n';
+    if (rolled) {
+      if (rolled->exit_code == 0)
+        std::cout << "rolled back at " << rolled->time << ": " << rolled->unconfirmed
+                  << " was not confirmed in time; the ruleset before it was restored\n";
+      else
+        std::cout << "ROLLBACK FAILED at " << rolled->time << " (exit " << rolled->exit_code
+                  << "): " << rolled->unconfirmed << " was not confirmed in time, and restoring the "
+                  << "ruleset before it failed; see " << state::run_dir(o_.netns) << "/rollback.log\n";
+    }
     return 0;
   }
 
@@ -1383,6 +1401,7 @@ class Session {
       std::filesystem::remove_all(good_snapshot_dir(o_.netns), ec);
       std::filesystem::remove_all(candidate_snapshot_dir(o_.netns), ec);
       std::filesystem::remove(state::run_dir(o_.netns) + "/rollback.log", ec);
+      clear_rolled_back(o_.netns);
     }
     lock->remove_if_alone();
     if (!o_.quiet && !o_.json) {

@@ -45,6 +45,15 @@ constexpr auto kLinkBound = std::chrono::milliseconds(500);
 std::string pending_path(const std::string& netns) {
   return state::run_dir(netns) + "/pending-confirm";
 }
+std::string rolled_back_path(const std::string& netns) {
+  return state::run_dir(netns) + "/rolled-back";
+}
+
+std::string utc_time(std::time_t at) {
+  char text[32] = {};
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&at));
+  return text;
+}
 
 void write_file(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::trunc);
@@ -145,12 +154,10 @@ void clear_pending(const std::string& netns) {
 }
 
 pid_t spawn_rollback_watchdog(const std::string& netns, unsigned seconds,
-                              const std::vector<std::string>& rollback) {
+                              const std::vector<std::string>& rollback, const std::string& unconfirmed) {
   std::random_device random;
   const std::string token = std::to_string(random()) + std::to_string(random());
-  char deadline[32] = {};
-  std::time_t at = std::time(nullptr) + seconds;
-  std::strftime(deadline, sizeof deadline, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&at));
+  const std::string deadline = utc_time(std::time(nullptr) + seconds);
   const std::string log = state::run_dir(netns) + "/rollback.log";
   const std::string self = (fs::path(executable_dir()) / "fwengine").string();
 
@@ -184,8 +191,26 @@ pid_t spawn_rollback_watchdog(const std::string& netns, unsigned seconds,
     args.insert(args.begin(), self);
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    execv(self.c_str(), argv.data());
-    _exit(127);
+    pid_t runner = fork();
+    if (runner == 0) {
+      execv(self.c_str(), argv.data());
+      _exit(127);
+    }
+    int status = 0;
+    while (runner > 0 && waitpid(runner, &status, 0) < 0 && errno == EINTR) {
+    }
+    const int code = runner < 0 || !WIFEXITED(status) ? 127 : WEXITSTATUS(status);
+    try {
+      // A rollback that flushed may have removed the namespace's directory with the rest.
+      fs::create_directories(state::run_dir(netns));
+      write_file(
+          rolled_back_path(netns),
+          json{{"time", utc_time(std::time(nullptr))}, {"unconfirmed", unconfirmed}, {"exit", code}}.dump() +
+              "\n");
+    } catch (const std::exception&) {
+      _exit(1);  // nobody reads this process's status; the log has the rollback's own output
+    }
+    _exit(0);
   }
   close(ready[1]);
   pid_t watchdog = 0;
@@ -197,6 +222,19 @@ pid_t spawn_rollback_watchdog(const std::string& netns, unsigned seconds,
   json j = {{"token", token}, {"deadline", deadline}, {"watchdog", watchdog}};
   write_file(pending_path(netns), j.dump() + "\n");
   return watchdog;
+}
+
+std::optional<RolledBack> load_rolled_back(const std::string& netns) {
+  std::ifstream in(rolled_back_path(netns));
+  if (!in) return std::nullopt;
+  json j = json::parse(in, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return std::nullopt;
+  return RolledBack{j.value("time", ""), j.value("unconfirmed", ""), j.value("exit", 0)};
+}
+
+void clear_rolled_back(const std::string& netns) {
+  std::error_code ec;
+  fs::remove(rolled_back_path(netns), ec);
 }
 
 void notify_systemd(const std::string& message) {

@@ -50,9 +50,20 @@ void clear_pending(const std::string& netns);
 
 // Starts a process in its own session (it survives the caller, its terminal and its SSH session) that
 // waits `seconds`, then - unless the pending confirmation with this token is gone - runs `rollback`
-// (the engine's own executable with these arguments). Writes the pending file; returns the pid.
+// (the engine's own executable with these arguments) and records that it did (RolledBack; `unconfirmed`
+// says what was not confirmed, for people). Writes the pending file; returns the pid.
 pid_t spawn_rollback_watchdog(const std::string& netns, unsigned seconds,
-                              const std::vector<std::string>& rollback);
+                              const std::vector<std::string>& rollback, const std::string& unconfirmed);
+
+// What the watchdog did when an apply --confirm ran out of time, in /run/fwengine/<netns>/rolled-back:
+// status says so until the next apply or flush.
+struct RolledBack {
+  std::string time;
+  std::string unconfirmed;
+  int exit_code = 0;  // of the rollback command: not 0, the kernel may hold the unconfirmed ruleset
+};
+std::optional<RolledBack> load_rolled_back(const std::string& netns);
+void clear_rolled_back(const std::string& netns);
 
 // Tells systemd (NOTIFY_SOCKET) about readiness, status and stopping; nothing without systemd.
 void notify_systemd(const std::string& message);

@@ -31,6 +31,14 @@ expect() {  # expect NAME COMMAND...
 }
 hash_of() { "$FWE" -f "$1" --json check | sed -n 's/.*"hash":"\([0-9a-f]*\)".*/\1/p'; }
 kernel_hash() { "$FWE" --netns "$1" --json status | sed -n 's/.*"hash": "\([0-9a-f]*\)".*/\1/p' | head -1; }
+wait_for_status() {  # wait_for_status NS PATTERN SECONDS [--json]
+  local deadline=$(( $(date +%s) + $3 ))
+  while [ "$(date +%s)" -le "$deadline" ]; do
+    "$FWE" --netns "$1" ${4:-} status | grep -q -- "$2" && return 0
+    sleep 0.2
+  done
+  return 1
+}
 wait_for_hash() {  # wait_for_hash NS HASH SECONDS
   local deadline=$(( $(date +%s) + $3 ))
   while [ "$(date +%s)" -le "$deadline" ]; do
@@ -59,11 +67,16 @@ expect "apply --confirm says when it rolls back" grep -q "comes back at .* unles
 expect "the new ruleset is in place at once" test "$(kernel_hash "$ns")" = "$B"
 expect "status shows the pending confirmation" grep -q "waiting for confirmation" <<<"$("$FWE" --netns "$ns" status)"
 expect "unconfirmed: the previous ruleset comes back" wait_for_hash "$ns" "$A" 8
+expect "status says that the apply was rolled back" \
+  wait_for_status "$ns" "rolled back at .*: the apply of IR ${B:0:16} at .* was not confirmed in time" 5
+expect "status --json has the rollback" wait_for_status "$ns" '"unconfirmed": "the apply of IR' 5 --json
 
 "$FWE" --netns "$ns" -q -f "$work/b/policy.yaml" apply --confirm 2
 "$FWE" --netns "$ns" -q confirm
 sleep 3
 expect "confirmed: the new ruleset stays" test "$(kernel_hash "$ns")" = "$B"
+expect "a later apply ends the rollback's mention" \
+  bash -c "! '$FWE' --netns '$ns' status | grep -q 'rolled back'"
 "$FWE" --netns "$ns" confirm >/dev/null 2>&1
 expect "confirm with nothing pending fails" test $? = 1
 
@@ -79,6 +92,7 @@ expect "killed session: the previous ruleset still comes back" wait_for_hash "$n
 "$FWE" --netns "$ns2" -q -f "$work/a/policy.yaml" apply --confirm 1
 sleep 3
 expect "first apply unconfirmed: flushed again" grep -q "nothing of fwengine's is loaded" <<<"$("$FWE" --netns "$ns2" status)"
+expect "first apply unconfirmed: status says it was rolled back" wait_for_status "$ns2" "rolled back at" 5
 
 # --- daemon ------------------------------------------------------------------------------------
 "$FWE" --netns "$ns" -q flush
