@@ -387,6 +387,8 @@ class Session {
  public:
   explicit Session(Options options) : o_(std::move(options)), loader_(std::vector<std::string>{}) {}
 
+  bool wants_json() const { return o_.json; }
+
   int run() {
     const std::string& c = o_.command;
     if (c == "help") return print_help(std::cout), 0;
@@ -1491,6 +1493,22 @@ constexpr bool kTearDownAtExit = false;
   std::_Exit(code);
 }
 
+// An error that ends the command: on stderr, and with --json also as JSON on stdout, so that a script
+// reading stdout gets an answer whatever failed (the options too, before they were understood).
+int report_error(const std::optional<Session>& session, int argc, char** argv, const std::string& message,
+                 int code) {
+  std::cerr << "fwengine: error: " << message << '\n';
+  const bool json_wanted =
+      session
+          ? session->wants_json()
+          : std::any_of(argv + 1, argv + argc, [](const char* a) { return std::string_view(a) == "--json"; });
+  if (json_wanted)
+    std::cout << json{{"ok", false}, {"error", message}, {"exit", code}}.dump(-1, ' ', false,
+                                                                              json::error_handler_t::replace)
+              << '\n';
+  return code;
+}
+
 }  // namespace
 
 int run(int argc, char** argv) {
@@ -1503,14 +1521,11 @@ int run(int argc, char** argv) {
     if constexpr (!kTearDownAtExit) end_process(code);
     return code;
   } catch (const UsageError& e) {
-    std::cerr << "fwengine: error: " << e.msg << '\n';
-    return 2;
+    return report_error(session, argc, argv, e.msg, 2);
   } catch (const RuntimeError& e) {
-    std::cerr << "fwengine: error: " << e.msg << '\n';
-    return 1;
+    return report_error(session, argc, argv, e.msg, 1);
   } catch (const std::exception& e) {
-    std::cerr << "fwengine: error: " << e.what() << '\n';
-    return 1;
+    return report_error(session, argc, argv, e.what(), 1);
   }
 }
 

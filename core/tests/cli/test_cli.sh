@@ -96,6 +96,11 @@ done
 EXAMPLE="$ROOT/fixtures/yaml/example/policy.yaml"
 check "check --json of bad input lists the diagnostics" 2 "$FWE" -f "$work/bad.yaml" --json check
 contains "diagnostic as JSON" '"line":4'
+check "--json with an unknown option" 2 "$FWE" --json --bogus check
+equals "an unknown option is JSON on stdout with --json" "$("$FWE" --json --bogus check 2>/dev/null)" \
+  '{"error":"unrecognised option '"'"'--bogus'"'"' (see fwengine --help)","exit":2,"ok":false}'
+check "--json with an unknown backend" 2 "$FWE" --json --backend nope -f "$EXAMPLE" check
+contains "an unknown backend is JSON too" '"ok":false'
 check "the same file twice" 2 "$FWE" -f "$EXAMPLE" -f "$EXAMPLE" check && contains "twice message" "is given twice"
 check "migrate to a backend" 2 "$FWE" -f "$EXAMPLE" migrate --to nft -o "$work/to-nft"
 contains "migrate to a backend message" "'fwengine --backend nft render'"
