@@ -43,6 +43,19 @@ namespace {
 
 constexpr std::size_t kMaxJumpDepth = 64;
 
+bool in_range(const ir::PortRange& range, std::uint16_t port) {
+  return port >= range.lo && port <= range.hi;
+}
+
+// The port a NAT rule gives the packet. Of a range the kernel keeps the packet's own port when it is in
+// it (and free); otherwise dnat takes the first free one and snat one at random: trace takes the first.
+std::string nat_port_text(const ir::PortRange& range, std::uint16_t port, bool kept, const char* otherwise) {
+  if (range.lo == range.hi) return " port " + std::to_string(port);
+  const std::string span = std::to_string(range.lo) + "-" + std::to_string(range.hi);
+  if (kept) return " port " + std::to_string(port) + " (the packet's own, in " + span + ")";
+  return " port " + span + " (" + otherwise + "; traced with " + std::to_string(port) + ")";
+}
+
 bool any_iface(const std::vector<IfacePattern>& patterns, const std::string& ifname) {
   if (ifname.empty()) return false;
   return std::any_of(patterns.begin(), patterns.end(),
@@ -302,10 +315,11 @@ class StageWalker {
             unknown = !redirect_destination(what);
           else if (a.nat_addr)
             packet_.dst = *a.nat_addr;
-          if (a.nat_port) packet_.dport = a.nat_port->lo;
+          const bool port_kept = a.nat_port && in_range(*a.nat_port, packet_.dport);
+          if (a.nat_port && !port_kept) packet_.dport = a.nat_port->lo;
           if (a.kind == ActionKind::dnat) {
             what += ": to " + ir::to_string(packet_.dst) +
-                    (a.nat_port ? " port " + std::to_string(packet_.dport) : "");
+                    (a.nat_port ? nat_port_text(*a.nat_port, packet_.dport, port_kept, "the first") : "");
             // Routing after DNAT is not trace's to know: it takes the path --oif says.
             if (result_.path == Path::input && packet_.dst != before.first)
               what += " (traced on as input to this host; --oif IF traces it forwarded)";
@@ -327,10 +341,12 @@ class StageWalker {
             packet_.src = *packet_.oif_addr;
           else
             unknown = a.kind == ActionKind::masquerade;
-          if (a.nat_port) packet_.sport = a.nat_port->lo;
+          const bool port_kept = a.nat_port && in_range(*a.nat_port, packet_.sport);
+          if (a.nat_port && !port_kept) packet_.sport = a.nat_port->lo;
           if (!unknown)
             what += ": from " + ir::to_string(packet_.src) +
-                    (a.nat_port ? " port " + std::to_string(packet_.sport) : "");
+                    (a.nat_port ? nat_port_text(*a.nat_port, packet_.sport, port_kept, "one the kernel picks")
+                                : "");
           if (unknown || before != std::pair{packet_.src, packet_.sport})
             packet_.ct_status[static_cast<std::size_t>(CtStatus::snat)] = true;
           record(group, chain.name, index, &rule, what);

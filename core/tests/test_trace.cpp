@@ -332,6 +332,31 @@ TEST_CASE("dnat rewrites the header later stages see") {
   CHECK(to_string(r.packet.dst) == "172.16.0.9");
 }
 
+TEST_CASE("dnat to a port range keeps a port in it and takes the first otherwise, as the kernel does") {
+  Ruleset rs = host({group({"c"})});
+  Rule dnat = rule(ActionKind::dnat);
+  dnat.action.nat_addr = parse_ip("172.16.0.9");
+  dnat.action.nat_port = PortRange{8080, 8090};
+  rs.chains["nat"] = {"nat", {dnat}, {}};
+  Endpoint e;
+  e.name = "nat";
+  e.groups = {group({"nat"})};
+  rs.stage(Stage::dnat).sections.push_back({"dnat", false, {e}});
+  rs.chains["c"] = {"c", {rule(ActionKind::accept)}, {}};
+  auto what = [](const trace::Result& r) {
+    for (const auto& stage : r.stages)
+      for (const auto& step : stage.steps)
+        if (step.what.find("to 172.16.0.9") != std::string::npos) return step.what;
+    return std::string{};
+  };
+  auto kept = trace::evaluate(rs, tcp_in(8085));
+  CHECK(kept.packet.dport == 8085);
+  CHECK_THAT(what(kept), Catch::Contains("port 8085 (the packet's own, in 8080-8090)"));
+  auto first = trace::evaluate(rs, tcp_in(30080));
+  CHECK(first.packet.dport == 8080);
+  CHECK_THAT(what(first), Catch::Contains("port 8080-8090 (the first; traced with 8080)"));
+}
+
 TEST_CASE("ct-status: NAT gives the connection its status, and the reply keeps it") {
   // firewalld's forward-port: the dnat stage redirects 2223 to 22, input accepts what was DNATed.
   Ruleset rs = host({group({"c"})}, Verdict::reject);
