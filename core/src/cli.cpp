@@ -858,20 +858,32 @@ class Session {
 
   // After an apply with another backend than the last one here: that backend's ruleset is removed, so
   // that two firewalls do not filter at once (the new one is in place first, so nothing opens between).
+  // One that an earlier switch could not remove is tried again.
   void retire_previous_backend() {
-    const auto previous = state::load(o_.netns);
-    if (!previous || previous->backend == o_.backend) return;
+    std::string old;
+    if (const auto previous = state::load(o_.netns); previous && previous->backend != o_.backend)
+      old = previous->backend;
+    else if (const auto left = load_left_behind(o_.netns))
+      old = left->backend;
+    if (old == o_.backend) clear_left_behind(o_.netns);  // the apply just replaced that ruleset
+    if (old.empty() || old == o_.backend) return;
     try {
-      loader_.backend(previous->backend, context())->flush();
+      loader_.backend(old, context())->flush();
       std::error_code ec;
-      std::filesystem::remove_all(backend_state_dir(o_.netns, previous->backend), ec);
+      std::filesystem::remove_all(backend_state_dir(o_.netns, old), ec);
+      clear_left_behind(o_.netns);
       if (!o_.quiet)
-        std::cerr << "fwengine: switched from backend " << previous->backend << " to " << o_.backend
-                  << ": the ruleset " << previous->backend << " had loaded is removed\n";
+        std::cerr << "fwengine: switched from backend " << old << " to " << o_.backend << ": the ruleset "
+                  << old << " had loaded is removed\n";
     } catch (const std::exception& e) {
-      std::cerr << "fwengine: warning: the ruleset backend " << previous->backend
+      std::cerr << "fwengine: warning: the ruleset backend " << old
                 << " loaded earlier could not be removed (" << e.what() << "); it still filters beside "
-                << o_.backend << "'s: remove it with fwengine --backend " << previous->backend << " flush\n";
+                << o_.backend << "'s: the next apply tries again, or remove it with fwengine --backend "
+                << old << " flush\n";
+      try {
+        record_left_behind(o_.netns, old, e.what());
+      } catch (const std::exception&) {
+      }  // the warning above is then all there is
     }
   }
 
@@ -1304,6 +1316,7 @@ class Session {
     auto applied = state::load(o_.netns);
     auto source = state::load_source(o_.netns);
     const auto rolled = load_rolled_back(o_.netns);
+    const auto left = load_left_behind(o_.netns);
     if (o_.json) {
       json counters = json::array();
       for (const auto& c : state.counters)
@@ -1325,6 +1338,10 @@ class Session {
                                                    {"revision", applied->revision},
                                                    {"rules", applied->rules}}
                                             : json(nullptr)},
+                        {"left-behind", left ? json{{"backend", left->backend},
+                                                    {"time", left->time},
+                                                    {"message", left->message}}
+                                             : json(nullptr)},
                         {"rolled-back", rolled ? json{{"time", rolled->time},
                                                       {"unconfirmed", rolled->unconfirmed},
                                                       {"exit", rolled->exit_code}}
@@ -1375,6 +1392,10 @@ class Session {
                 << " unless 'fwengine confirm' runs\n";
     if (auto failure = state::last_failure(o_.netns))
       std::cout << "last reload failed at " << failure->time << ": " << failure->message << '\n';
+    if (left)
+      std::cout << "warning: the ruleset of backend " << left->backend << " is still loaded beside this one: "
+                << "removing it failed at " << left->time << " (" << left->message
+                << "); the next apply tries again, or: fwengine --backend " << left->backend << " flush\n";
     if (rolled) {
       if (rolled->exit_code == 0)
         std::cout << "rolled back at " << rolled->time << ": " << rolled->unconfirmed
@@ -1394,6 +1415,8 @@ class Session {
     std::error_code ec;
     std::filesystem::remove_all(backend_state_dir(o_.netns, o_.backend), ec);
     // Another backend's last apply keeps its record (and what --confirm would roll back to).
+    if (const auto left = load_left_behind(o_.netns); left && left->backend == o_.backend)
+      clear_left_behind(o_.netns);
     const auto applied = state::load(o_.netns);
     const bool other = applied && applied->backend != o_.backend;
     if (!other) {

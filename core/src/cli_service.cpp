@@ -48,6 +48,9 @@ std::string pending_path(const std::string& netns) {
 std::string rolled_back_path(const std::string& netns) {
   return state::run_dir(netns) + "/rolled-back";
 }
+std::string left_behind_path(const std::string& netns) {
+  return state::run_dir(netns) + "/left-behind";
+}
 
 std::string utc_time(std::time_t at) {
   char text[32] = {};
@@ -235,6 +238,26 @@ std::optional<RolledBack> load_rolled_back(const std::string& netns) {
 void clear_rolled_back(const std::string& netns) {
   std::error_code ec;
   fs::remove(rolled_back_path(netns), ec);
+}
+
+std::optional<LeftBehind> load_left_behind(const std::string& netns) {
+  std::ifstream in(left_behind_path(netns));
+  if (!in) return std::nullopt;
+  json j = json::parse(in, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || j.value("backend", "").empty()) return std::nullopt;
+  return LeftBehind{j.value("backend", ""), j.value("time", ""), j.value("message", "")};
+}
+
+void record_left_behind(const std::string& netns, const std::string& backend, const std::string& message) {
+  write_file(left_behind_path(netns),
+             json{{"backend", backend}, {"time", utc_time(std::time(nullptr))}, {"message", message}}.dump(
+                 -1, ' ', false, json::error_handler_t::replace) +
+                 "\n");
+}
+
+void clear_left_behind(const std::string& netns) {
+  std::error_code ec;
+  fs::remove(left_behind_path(netns), ec);
 }
 
 void notify_systemd(const std::string& message) {

@@ -65,6 +65,15 @@ struct RolledBack {
 std::optional<RolledBack> load_rolled_back(const std::string& netns);
 void clear_rolled_back(const std::string& netns);
 
+// A backend whose ruleset an apply with another backend could not remove (it still filters beside the
+// new one), in /run/fwengine/<netns>/left-behind: status warns, and the next apply tries again.
+struct LeftBehind {
+  std::string backend, time, message;
+};
+std::optional<LeftBehind> load_left_behind(const std::string& netns);
+void record_left_behind(const std::string& netns, const std::string& backend, const std::string& message);
+void clear_left_behind(const std::string& netns);
+
 // Tells systemd (NOTIFY_SOCKET) about readiness, status and stopping; nothing without systemd.
 void notify_systemd(const std::string& message);
 

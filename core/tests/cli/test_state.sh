@@ -6,9 +6,10 @@ FWE=$1 ROOT=$2
 [ "$(id -u)" = 0 ] || exit 77
 "$FWE" plugins | grep -q '^nft .*backend' || { echo "nft backend not built"; exit 77; }
 ns=fwe-state-$$
-holder=
+holder= work=
 cleanup() {
   [ -n "$holder" ] && kill "$holder" 2>/dev/null
+  [ -n "$work" ] && rm -rf "$work"
   ip netns del "$ns" 2>/dev/null
   rm -rf "/run/fwengine/$ns"
 }
@@ -85,8 +86,20 @@ if "$FWE" plugins | grep -q '^iptables .*backend' && command -v iptables-legacy-
   out=$("$FWE" --netns "$ns" --backend nft flush 2>&1)
   expect "a flush of another backend keeps the record" test -e "/run/fwengine/$ns/state.json"
   expect "and the iptables rules" test "$(ipt_rules)" -gt 0
-  out=$("$FWE" --netns "$ns" -f "$policy" --backend nft apply 2>&1); rc=$?
-  expect "apply with nft switches" grep -q "switched from backend iptables to nft" <<<"$out"
+  # A switch that cannot remove the old ruleset (iptables-legacy-restore failing) says so, in status too,
+  # and the next apply tries again.
+  mkdir -p "$work/failing"
+  printf '#!/bin/sh\nexit 1\n' > "$work/failing/iptables-legacy-restore"
+  chmod +x "$work/failing/iptables-legacy-restore"
+  out=$(PATH="$work/failing:$PATH" "$FWE" --netns "$ns" -f "$policy" --backend nft apply 2>&1); rc=$?
+  expect "a switch whose old ruleset cannot be removed applies the new one" test "$rc" = 0 && nft_table
+  expect "and warns that the old one still filters" grep -q "could not be removed" <<<"$out"
+  out=$("$FWE" --netns "$ns" status 2>&1)
+  expect "status warns too" grep -q "the ruleset of backend iptables is still loaded beside this one" <<<"$out"
+  out=$("$FWE" --netns "$ns" -f "$policy" apply 2>&1); rc=$?
+  expect "the next apply removes it" grep -q "switched from backend iptables to nft" <<<"$out"
+  out=$("$FWE" --netns "$ns" status 2>&1)
+  expect "and status no longer warns" test -z "$(grep 'still loaded' <<<"$out")"
   expect "the iptables rules are gone" test "$(ipt_rules)" = 0
   expect "nft holds the ruleset" nft_table
   out=$("$FWE" --netns "$ns" flush 2>&1)
