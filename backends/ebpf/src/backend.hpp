@@ -13,6 +13,7 @@ class EbpfPlan : public Plan {
  public:
   explicit EbpfPlan(Program program) : program_(std::move(program)) {}
   std::string text(std::string_view) const override { return program_.text(); }
+  std::string listing(std::string_view) const override { return program_.listing(); }
   const Program& program() const { return program_; }
 
  private:

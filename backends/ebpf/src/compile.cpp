@@ -866,4 +866,93 @@ std::string Program::text() const {
   return out.str();
 }
 
+namespace listing {
+
+std::uint64_t digest(std::uint64_t h, const void* bytes, std::size_t size) {
+  const auto* at = static_cast<const unsigned char*>(bytes);
+  for (std::size_t i = 0; i < size; ++i) h = (h ^ at[i]) * 1099511628211ull;
+  return h;
+}
+
+std::uint64_t cidr(const ir::Cidr& c) {
+  const unsigned char head[2] = {static_cast<unsigned char>(c.addr.family), c.prefix};
+  return digest(digest(kSeed, head, sizeof head), c.addr.bytes.data(),
+                c.addr.family == Family::ipv4 ? 4 : 16);
+}
+
+std::uint64_t run_member(bool exact, std::uint32_t run, std::uint8_t proto, std::uint16_t port,
+                         const ir::Cidr& c, const std::string& chain, std::int32_t rule) {
+  std::uint64_t h = cidr(c);
+  const unsigned char flag = exact;
+  h = digest(h, &flag, 1);
+  h = digest(h, &run, sizeof run);
+  h = digest(h, &proto, 1);
+  h = digest(h, &port, sizeof port);
+  h = digest(h, chain.data(), chain.size());
+  return digest(h, &rule, sizeof rule);
+}
+
+namespace {
+std::string hex(std::uint64_t value) {
+  char out[24];
+  std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(value));
+  return out;
+}
+}  // namespace
+
+std::string set_line(std::uint32_t index, std::size_t members, std::uint64_t digest) {
+  return "set #" + std::to_string(index) + ": " + std::to_string(members) + " addresses " + hex(digest);
+}
+std::string runs_line(std::size_t members, std::uint64_t digest) {
+  return "address runs: " + std::to_string(members) + " members " + hex(digest);
+}
+std::string rule_line(ir::Stage stage, const std::string& chain, std::int32_t rule, std::uint64_t digest) {
+  return "  " + std::string(to_string(stage)) + " " +
+         (rule < 0 ? std::string("-") : chain + "#" + std::to_string(rule)) + " " + hex(digest);
+}
+
+}  // namespace listing
+
+std::string Program::listing() const {
+  auto chain_name = [this](std::uint32_t id) { return id < chains.size() ? chains[id] : std::string(); };
+  std::string out;
+  for (std::uint32_t i = 0; i < sets.size(); ++i) {
+    if (sets[i].cidrs.empty()) continue;  // nothing of it reaches the kernel
+    std::uint64_t sum = 0;
+    for (const auto& c : sets[i].cidrs) sum += listing::cidr(c);
+    out += listing::set_line(i, sets[i].cidrs.size(), sum) + "\tset " + sets[i].name + '\n';
+  }
+  if (run_members() > 0) {
+    std::uint64_t sum = 0;
+    auto members = [&](const auto& keys, const std::vector<fwe_run_member>& values, Family family,
+                       bool exact) {
+      for (std::size_t i = 0; i < keys.size(); ++i) {
+        Cidr c;
+        c.addr.family = family;
+        std::memcpy(c.addr.bytes.data(), keys[i].addr, sizeof keys[i].addr);
+        c.prefix = static_cast<std::uint8_t>(keys[i].prefixlen - 64);
+        sum += listing::run_member(exact, ntohl(keys[i].run) & ((1u << kSetIndexBits) - 1), keys[i].proto,
+                                   keys[i].port, c, chain_name(values[i].chain_id), values[i].rule_index);
+      }
+    };
+    members(run4, run4_members, Family::ipv4, false);
+    members(exact4, exact4_members, Family::ipv4, true);
+    members(run6, run6_members, Family::ipv6, false);
+    members(exact6, exact6_members, Family::ipv6, true);
+    out += listing::runs_line(run_members(), sum) + '\n';
+  }
+  auto bitmap_digest = [this](std::uint16_t i) {
+    return listing::digest(listing::kSeed, port_bitmaps[i].data(), port_bitmaps[i].size());
+  };
+  for (std::size_t s = 0; s < FWE_STAGE_COUNT; ++s)
+    for (std::uint32_t pc = stages[s].start; pc < stages[s].start + stages[s].count; ++pc) {
+      const fwe_rule& r = rules[pc];
+      out += listing::rule_line(static_cast<Stage>(s), chain_name(r.chain_id), r.rule_index,
+                                listing::rule(r, bitmap_digest)) +
+             "\t" + ((r.flags & FWE_F_INVERT) ? "unless " : "") + op_name(r.op) + "  # " + sources[pc].what +
+             '\n';
+    }
+  return out;
+}
+
 }  // namespace fwe::ebpf

@@ -76,7 +76,41 @@ struct Program {
   bool uses_rpf = false;           // the loader sets the generation's bit in fwe_config.rpf_gens
 
   std::string text() const;
+  // What `diff` compares with the kernel's read-back, which lists the maps in the same form (ListingLine).
+  std::string listing() const;
 };
+
+// The lines of Program::listing and of the kernel's read-back: per address set its index, size and a
+// digest of its members; the address runs' members as one count and digest; per rule its stage,
+// chain#rule and a digest of what it matches and does. What shifts when a rule is added elsewhere
+// (jump targets, run, chain and bitmap indexes) and generation tags are left out of the digests, so a
+// changed rule is one line. Interface lists count by their id (the kernel holds interface indexes).
+namespace listing {
+std::uint64_t digest(std::uint64_t h, const void* bytes, std::size_t size);
+inline constexpr std::uint64_t kSeed = 1469598103934665603ull;
+// bitmap_digest(i): the digest of port bitmap i's bits.
+template <typename BitmapDigest>
+std::uint64_t rule(fwe_rule r, BitmapDigest bitmap_digest) {
+  std::uint64_t h = kSeed;
+  r.target = r.run_id = r.run_end = r.next_same = r.chain_id = 0;
+  for (auto* m : {&r.src[0], &r.src[1], &r.dst[0], &r.dst[1]})
+    if (m->used) m->set_id &= (1u << kSetIndexBits) - 1;
+  for (auto* m : {&r.sport[0], &r.sport[1], &r.dport[0], &r.dport[1]})
+    if (m->used && m->bitmap != FWE_NO_BITMAP) {
+      const std::uint64_t bits = bitmap_digest(m->bitmap);
+      h = digest(h, &bits, sizeof bits);
+      m->bitmap = 0;
+    }
+  return digest(h, &r, sizeof r);
+}
+std::uint64_t cidr(const ir::Cidr& cidr);
+// A member of an address run (exact: in a hash of one prefix length) and the rule it stands for.
+std::uint64_t run_member(bool exact, std::uint32_t run, std::uint8_t proto, std::uint16_t port,
+                         const ir::Cidr& cidr, const std::string& chain, std::int32_t rule);
+std::string set_line(std::uint32_t index, std::size_t members, std::uint64_t digest);
+std::string runs_line(std::size_t members, std::uint64_t digest);
+std::string rule_line(ir::Stage stage, const std::string& chain, std::int32_t rule, std::uint64_t digest);
+}  // namespace listing
 
 std::vector<ir::Stage> supported_stages();
 std::vector<ir::MatchKind> supported_matches();

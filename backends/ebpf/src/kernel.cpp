@@ -780,8 +780,8 @@ KernelState Kernel::read_back() {
   state.present = true;
   state.ir_hash = std::string(meta.ir_hash, strnlen(meta.ir_hash, sizeof meta.ir_hash));
 
+  // In the form of Program::listing: sets, address runs, then rules.
   std::ostringstream text;
-  text << "pinned in " << pin_dir_ << ", generation " << generation << '\n';
   const auto cpus = libbpf_num_possible_cpus();
   std::vector<fwe_counter> per_cpu(static_cast<std::size_t>(cpus > 0 ? cpus : 1));
   std::map<std::pair<std::string, std::int32_t>, RuleCounter> counters;
@@ -802,16 +802,51 @@ KernelState Kernel::read_back() {
     }
     return c;
   };
+  std::map<std::uint32_t, std::pair<std::size_t, std::uint64_t>> sets;  // index: members, digest sum
+  auto add_set_members = [&](int fd, auto key_type, ir::Family family) {
+    using Key = decltype(key_type);
+    for (const Key& key : keys_of<Key>(fd)) {
+      if (!lpm_of_generation(key, generation)) continue;
+      ir::Cidr cidr;
+      cidr.addr.family = family;
+      std::memcpy(cidr.addr.bytes.data(), key.addr, sizeof key.addr);
+      cidr.prefix = static_cast<std::uint8_t>(key.prefixlen - 32);
+      auto& [count, sum] = sets[ntohl(key.set_id) & ((1u << kSetIndexBits) - 1)];
+      ++count;
+      sum += listing::cidr(cidr);
+    }
+  };
+  add_set_members(m.set4.fd, fwe_lpm4_key{}, ir::Family::ipv4);
+  add_set_members(m.set6.fd, fwe_lpm6_key{}, ir::Family::ipv6);
+  for (const auto& [index, members] : sets)
+    text << listing::set_line(index, members.first, members.second) << '\n';
+  std::map<std::uint16_t, std::uint64_t> bitmaps;
+  auto bitmap_digest = [&](std::uint16_t index) {
+    if (auto it = bitmaps.find(index); it != bitmaps.end()) return it->second;
+    std::vector<std::uint8_t> bits(FWE_PORTSET_BYTES);
+    __u32 key = generation * FWE_MAX_PORTSETS + index;
+    if (bpf_map_lookup_elem(m.portsets.fd, &key, bits.data()) != 0) bits.clear();
+    return bitmaps[index] = listing::digest(listing::kSeed, bits.data(), bits.size());
+  };
+  std::string rule_lines;
   for (std::uint32_t s = 0; s < FWE_STAGE_COUNT; ++s) {
     __u32 key = generation * FWE_STAGE_COUNT + s;
     fwe_stage_span span{};
     if (bpf_map_lookup_elem(m.stages.fd, &key, &span) != 0 || span.count == 0) continue;
-    text << "stage " << ir::to_string(static_cast<ir::Stage>(s)) << ": " << span.count << " rules\n";
     for (std::uint32_t pc = span.start; pc < span.start + span.count && pc < FWE_MAX_RULES; ++pc) {
       __u32 rule_key = generation * FWE_MAX_RULES + pc;
       fwe_rule rule{};
-      if (bpf_map_lookup_elem(m.rules.fd, &rule_key, &rule) != 0 || rule.rule_index < 0) continue;
+      if (bpf_map_lookup_elem(m.rules.fd, &rule_key, &rule) != 0) continue;
+      if (rule.rule_index < 0) {
+        rule_lines += listing::rule_line(static_cast<ir::Stage>(s), {}, rule.rule_index,
+                                         listing::rule(rule, bitmap_digest)) +
+                      '\n';
+        continue;
+      }
       RuleCounter& c = counter_of(rule.chain_id, rule.rule_index);
+      rule_lines += listing::rule_line(static_cast<ir::Stage>(s), c.chain, rule.rule_index,
+                                       listing::rule(rule, bitmap_digest)) +
+                    '\n';
       if (bpf_map_lookup_elem(m.counters.fd, &rule_key, per_cpu.data()) != 0) continue;
       for (const auto& cpu : per_cpu) {
         c.packets += cpu.packets;
@@ -820,12 +855,21 @@ KernelState Kernel::read_back() {
     }
   }
   // Members of address runs count for their source rules.
-  auto add_members = [&](int fd, auto key_type) {
+  std::size_t run_members = 0;
+  std::uint64_t runs_digest = 0;
+  auto add_members = [&](int fd, auto key_type, ir::Family family, bool exact) {
     using Key = decltype(key_type);
     for (const Key& key : keys_of<Key>(fd)) {
       fwe_run_member member{};
       if (!run_of_generation(key, generation) || bpf_map_lookup_elem(fd, &key, &member) != 0) continue;
       RuleCounter& c = counter_of(member.chain_id, member.rule_index);
+      ir::Cidr cidr;
+      cidr.addr.family = family;
+      std::memcpy(cidr.addr.bytes.data(), key.addr, sizeof key.addr);
+      cidr.prefix = static_cast<std::uint8_t>(key.prefixlen - 64);
+      ++run_members;
+      runs_digest += listing::run_member(exact, ntohl(key.run) & ((1u << kSetIndexBits) - 1), key.proto,
+                                         key.port, cidr, c.chain, member.rule_index);
       __u32 counter_key = generation * FWE_MAX_RUN_MEMBERS + member.counter;
       fwe_counter hits{};
       if (bpf_map_lookup_elem(m.run_counters.fd, &counter_key, &hits) != 0) continue;
@@ -833,22 +877,21 @@ KernelState Kernel::read_back() {
       c.bytes += hits.bytes;
     }
   };
-  add_members(m.runs4.fd, fwe_run4_key{});
-  add_members(m.runs6.fd, fwe_run6_key{});
-  add_members(m.runs4_exact.fd, fwe_run4_key{});
-  add_members(m.runs6_exact.fd, fwe_run6_key{});
+  add_members(m.runs4.fd, fwe_run4_key{}, ir::Family::ipv4, false);
+  add_members(m.runs6.fd, fwe_run6_key{}, ir::Family::ipv6, false);
+  add_members(m.runs4_exact.fd, fwe_run4_key{}, ir::Family::ipv4, true);
+  add_members(m.runs6_exact.fd, fwe_run6_key{}, ir::Family::ipv6, true);
+  if (run_members > 0) text << listing::runs_line(run_members, runs_digest) << '\n';
+  text << rule_lines;
   for (auto& [key, counter] : counters) state.counters.push_back(std::move(counter));
   for (const auto& iface : interfaces()) {
     std::string name;
-    text << "interface " << iface.name << ':';
     for (auto [point, ours] :
          {std::pair{BPF_TC_INGRESS, kIngressName}, std::pair{BPF_TC_EGRESS, kEgressName}}) {
       name.clear();
       bool attached = query_filter(iface.index, point, &name) != 0 && name == ours;
-      text << ' ' << ours << (attached ? " attached" : " missing");
       if (!attached) state.drift.push_back("interface " + iface.name + ": " + ours + " is not attached");
     }
-    text << '\n';
   }
   state.text = text.str();
   return state;

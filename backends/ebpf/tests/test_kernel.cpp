@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 
 #include "backend.hpp"
 #include "fwengine/canonical.hpp"
@@ -181,6 +182,27 @@ TEST_CASE("a reply is new without its original and established with it", "[root]
   CHECK(trace::evaluate(rs, request).delivered);  // no input endpoint for d1: continue
   CHECK(delivered(request));
   CHECK(delivered(unsolicited));  // now the reply of an allowed flow
+}
+
+TEST_CASE("read_back lists the maps as the plan lists itself, so that diff compares like with like",
+          "[root]") {
+  enter_scratch_namespace();
+  EbpfBackend backend(PluginContext{"test"});
+  // Sets and port bitmaps (sample), port runs, address runs of mixed prefixes (tries and hashes).
+  for (ir::Ruleset rs : {test::sample_ruleset(), test::port_run_ruleset(), test::address_run_ruleset(true)}) {
+    Diagnostics diag;
+    auto plan = backend.render(rs, diag);
+    REQUIRE(plan);
+    backend.apply(*plan, {.ir_hash = canonical::hash(rs)});  // into the other generation each time
+    std::string listed;
+    for (std::istringstream lines(plan->listing(canonical::hash(rs))); !lines.eof();) {
+      std::string line;
+      std::getline(lines, line);
+      if (!line.empty()) listed += line.substr(0, line.find('\t')) + '\n';
+    }
+    CHECK(listed.find("  input ") != std::string::npos);
+    CHECK(backend.read_back().text == listed);
+  }
 }
 
 TEST_CASE("read_back gives hash and counters then a new policy flips the generation and flush removes all",
