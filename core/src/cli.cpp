@@ -586,6 +586,11 @@ class Session {
     p.oif = str("oif");
     if (p.iif.empty() && p.oif.empty())
       throw UsageError("trace needs --iif (incoming) and/or --oif (outgoing)");
+    // A name the kernel cannot give an interface would match a rule no packet can meet.
+    for (const auto& [option, name] : {std::pair{"--iif", p.iif}, std::pair{"--oif", p.oif}})
+      if (name.size() > 15 || name.find_first_of("/ \t") != std::string::npos)
+        throw UsageError(std::string(option) + " '" + name +
+                         "' is not an interface name (1 to 15 characters, no '/' or spaces)");
     if (!vm.count("src") || !vm.count("dst")) throw UsageError("trace needs --src and --dst addresses");
     auto src = ir::parse_ip(str("src"));
     auto dst = ir::parse_ip(str("dst"));
