@@ -750,10 +750,20 @@ class Session {
         std::cout << "no endpoint matched\n";
         continue;
       }
-      auto shown = o_.verbose ? s.steps.size() : 1;
-      for (std::size_t i = s.steps.size() - shown; i < s.steps.size(); ++i) {
+      // Without -v: what decided, and what did something to the packet on the way (a log line, a mark).
+      auto has_effect = [](const trace::Step& st) {
+        if (!st.rule) return false;
+        using enum ir::ActionKind;
+        const auto kind = st.rule->action.kind;
+        return kind == log || kind == set_mark || kind == notrack || kind == ct_helper ||
+               kind == tcp_mss_clamp;
+      };
+      bool first = true;
+      for (std::size_t i = 0; i < s.steps.size(); ++i) {
         const auto& st = s.steps[i];
-        if (i != s.steps.size() - shown) std::cout << "  " << std::setw(23) << "";
+        if (!o_.verbose && i + 1 != s.steps.size() && !has_effect(st)) continue;
+        if (!first) std::cout << "  " << std::setw(23) << "";
+        first = false;
         std::cout << (st.endpoint.empty() ? "" : "[" + st.endpoint + "] ");
         if (!st.chain.empty()) std::cout << st.chain << ' ';
         std::cout << st.what;
