@@ -67,14 +67,31 @@ constexpr CommandInfo kCommands[] = {
 // Options that belong to one command only; using them with another is a usage error.
 const std::map<std::string, std::set<std::string>>& command_options() {
   static const std::map<std::string, std::set<std::string>> table = {
-      {"dry-run", {"apply"}},   {"full", {"apply"}},          {"confirm", {"apply"}},
-      {"exit-code", {"diff"}},  {"iif", {"trace"}},           {"oif", {"trace"}},
-      {"src", {"trace"}},       {"dst", {"trace"}},           {"proto", {"trace"}},
-      {"sport", {"trace"}},     {"dport", {"trace"}},         {"icmp-type", {"trace"}},
-      {"icmp-code", {"trace"}}, {"state", {"trace"}},         {"src-mac", {"trace"}},
-      {"oif-addr", {"trace"}},  {"iif-addr", {"trace"}},      {"src-route", {"trace"}},
-      {"to", {"migrate"}},      {"output", {"migrate"}},      {"watch", {"daemon"}},
-      {"ct-status", {"trace"}}, {"metrics-file", {"daemon"}}, {"ct-orig-dport", {"trace"}},
+      {"dry-run", {"apply"}},
+      {"full", {"apply"}},
+      {"confirm", {"apply"}},
+      {"exit-code", {"diff"}},
+      {"iif", {"trace"}},
+      {"oif", {"trace"}},
+      {"src", {"trace"}},
+      {"dst", {"trace"}},
+      {"proto", {"trace"}},
+      {"sport", {"trace"}},
+      {"dport", {"trace"}},
+      {"icmp-type", {"trace"}},
+      {"icmp-code", {"trace"}},
+      {"state", {"trace"}},
+      {"src-mac", {"trace"}},
+      {"oif-addr", {"trace"}},
+      {"iif-addr", {"trace"}},
+      {"src-route", {"trace"}},
+      {"to", {"migrate"}},
+      {"output", {"migrate"}},
+      {"watch", {"daemon"}},
+      {"ct-status", {"trace"}},
+      {"metrics-file", {"daemon"}},
+      {"ct-orig-dport", {"trace"}},
+      {"rollback-of", {"apply", "flush"}},
   };
   return table;
 }
@@ -169,7 +186,7 @@ Options parse_options(int argc, char** argv) {
   po::positional_options_description positional;
   positional.add("command", 1);
   auto all = describe_options();
-  all.add_options()("command", po::value<std::string>());
+  all.add_options()("command", po::value<std::string>())("rollback-of", po::value<std::string>());
   try {
     po::store(po::command_line_parser(argc, argv).options(all).positional(positional).run(), o.vm);
     po::notify(o.vm);
@@ -200,6 +217,7 @@ Options parse_options(int argc, char** argv) {
   o.frontend = str("frontend");
   o.backend = str("backend");
   o.netns = str("netns");
+  o.rollback_of = str("rollback-of");
   if (vm.count("netns") && o.netns.empty())
     throw UsageError("--netns needs a name from 'ip netns list' (leave it out for this namespace)");
   if (vm["lock-timeout"].as<int>() < 0)
@@ -473,24 +491,27 @@ class Session {
     return fit;
   }
 
+  // Every diagnostic, for --json answers.
+  json diagnostics_json() const {
+    json diagnostics = json::array();
+    for (const auto& d : diag_.all())
+      diagnostics.push_back({{"file", diag_.file_name(d.loc.file)},
+                             {"line", d.loc.line},
+                             {"col", d.loc.col},
+                             {"severity", d.severity == Severity::error     ? "error"
+                                          : d.severity == Severity::warning ? "warning"
+                                                                            : "note"},
+                             {"message", d.message},
+                             {"hint", d.hint}});
+    return diagnostics;
+  }
+
   int fail_input() {
     print_diagnostics();
-    if (o_.json) {
-      json diagnostics = json::array();
-      for (const auto& d : diag_.all())
-        diagnostics.push_back({{"file", diag_.file_name(d.loc.file)},
-                               {"line", d.loc.line},
-                               {"col", d.loc.col},
-                               {"severity", d.severity == Severity::error     ? "error"
-                                            : d.severity == Severity::warning ? "warning"
-                                                                              : "note"},
-                               {"message", d.message},
-                               {"hint", d.hint}});
-      // Messages quote the input, which need not be UTF-8.
-      std::cout << json{{"ok", false}, {"errors", diag_.error_count()}, {"diagnostics", diagnostics}}.dump(
-                       -1, ' ', false, json::error_handler_t::replace)
+    if (o_.json)  // messages quote the input, which need not be UTF-8
+      std::cout << json{{"ok", false}, {"errors", diag_.error_count()}, {"diagnostics", diagnostics_json()}}
+                       .dump(-1, ' ', false, json::error_handler_t::replace)
                 << '\n';
-    }
     return 2;
   }
 
@@ -560,9 +581,10 @@ class Session {
                         {"hash", hash()},
                         {"chains", chains},
                         {"rules", rules},
+                        {"diagnostics", diagnostics_json()},  // warnings and notes: what was left out
                         {"ms",
                          {{"read", phase_ms_.read}, {"passes", phase_ms_.passes}, {"hash", phase_ms_.hash}}}}
-                       .dump()
+                       .dump(-1, ' ', false, json::error_handler_t::replace)
                 << '\n';
     else
       std::cout << "ok: " << chains << " chains, " << rules << " rules, " << ruleset_.sets.size()
@@ -831,8 +853,8 @@ class Session {
           (entry.path().extension() == ".yaml" || entry.path().extension() == ".yml"))
         before[entry.path()] = entry.last_write_time();
     bool ok = writer->write(as_written_, out, diag_);
+    if (!ok || diag_.has_errors()) return fail_input();
     print_diagnostics();
-    if (!ok || diag_.has_errors()) return 2;
     std::vector<std::string> others;
     for (const auto& [path, when] : before)
       if (std::filesystem::last_write_time(path, ec) == when) others.push_back(path.filename().string());
@@ -869,37 +891,50 @@ class Session {
       if (!ec && source != "-" && !is_url(source)) source = absolute.lexically_normal().string();
     }
     state::save(o_.netns, a);
+    note_rollback();
+  }
+
+  // A rollback's apply or flush records that it restored the ruleset; any other makes that history.
+  void note_rollback() const {
+    if (o_.rollback_of.empty())
+      clear_rolled_back(o_.netns);
+    else
+      record_rolled_back(o_.netns, o_.rollback_of, 0);
   }
 
   // After an apply with another backend than the last one here: that backend's ruleset is removed, so
   // that two firewalls do not filter at once (the new one is in place first, so nothing opens between).
-  // One that an earlier switch could not remove is tried again.
+  // Those that earlier switches could not remove are tried again.
   void retire_previous_backend() {
-    std::string old;
-    if (const auto previous = state::load(o_.netns); previous && previous->backend != o_.backend)
-      old = previous->backend;
-    else if (const auto left = load_left_behind(o_.netns))
-      old = left->backend;
-    if (old == o_.backend) clear_left_behind(o_.netns);  // the apply just replaced that ruleset
-    if (old.empty() || old == o_.backend) return;
-    try {
-      loader_.backend(old, context())->flush();
-      std::error_code ec;
-      std::filesystem::remove_all(backend_state_dir(o_.netns, old), ec);
-      clear_left_behind(o_.netns);
-      if (!o_.quiet)
-        std::cerr << "fwengine: switched from backend " << old << " to " << o_.backend << ": the ruleset "
-                  << old << " had loaded is removed\n";
-    } catch (const std::exception& e) {
-      std::cerr << "fwengine: warning: the ruleset backend " << old
-                << " loaded earlier could not be removed (" << e.what() << "); it still filters beside "
-                << o_.backend << "'s: the next apply tries again, or remove it with fwengine --backend "
-                << old << " flush\n";
+    std::vector<LeftBehind> left;
+    for (auto& l : load_left_behind(o_.netns))
+      if (l.backend != o_.backend) left.push_back(std::move(l));  // the apply just replaced the others
+    if (const auto previous = state::load(o_.netns);
+        previous && previous->backend != o_.backend &&
+        std::none_of(left.begin(), left.end(),
+                     [&](const LeftBehind& l) { return l.backend == previous->backend; }))
+      left.push_back({previous->backend, {}, {}});
+    std::vector<LeftBehind> still;
+    for (auto& old : left) {
       try {
-        record_left_behind(o_.netns, old, e.what());
-      } catch (const std::exception&) {
-      }  // the warning above is then all there is
+        loader_.backend(old.backend, context())->flush();
+        std::error_code ec;
+        std::filesystem::remove_all(backend_state_dir(o_.netns, old.backend), ec);
+        if (!o_.quiet)
+          std::cerr << "fwengine: switched from backend " << old.backend << " to " << o_.backend
+                    << ": the ruleset " << old.backend << " had loaded is removed\n";
+      } catch (const std::exception& e) {
+        std::cerr << "fwengine: warning: the ruleset backend " << old.backend
+                  << " loaded earlier could not be removed (" << e.what() << "); it still filters beside "
+                  << o_.backend << "'s: the next apply tries again, or remove it with fwengine --backend "
+                  << old.backend << " flush\n";
+        still.push_back({old.backend, utc_time(std::time(nullptr)), e.what()});
+      }
     }
+    try {
+      save_left_behind(o_.netns, still);
+    } catch (const std::exception&) {
+    }  // the warnings above are then all there is
   }
 
   std::unique_ptr<Plan> render(Backend& be) {
@@ -907,6 +942,7 @@ class Session {
     if (diag_.has_errors()) return nullptr;
     auto plan = be.render(ruleset_, diag_);
     if (diag_.has_errors()) return nullptr;
+    if (!o_.quiet) print_diagnostics();  // what the backend does differently (ebpf: log only counts)
     return plan;
   }
 
@@ -962,17 +998,25 @@ class Session {
       auto have = lines_of(state.text);
       // Plan::listing: lines compare up to a tab; the rest is shown.
       auto key = [](const std::string& line) { return std::string_view(line).substr(0, line.find('\t')); };
-      std::multiset<std::string_view> have_set, want_set;
-      for (const auto& l : have) have_set.insert(key(l));
-      for (const auto& l : want) want_set.insert(key(l));
+      // Count for count: a line the kernel holds twice and the plan once (a chain inlined in two
+      // places, one of them gone) is one '-'.
+      std::map<std::string_view, std::size_t> have_left, want_left;
+      for (const auto& l : have) ++have_left[key(l)];
+      for (const auto& l : want) ++want_left[key(l)];
       auto shown = [](const std::string& line) {
         auto tab = line.find('\t');
         return tab == std::string::npos ? line : line.substr(0, tab) + "  " + line.substr(tab + 1);
       };
       for (const auto& l : have)
-        if (!want_set.count(key(l))) std::cout << "- " << shown(l) << '\n';
+        if (auto& left = want_left[key(l)]; left > 0)
+          --left;
+        else
+          std::cout << "- " << shown(l) << '\n';
       for (const auto& l : want)
-        if (!have_set.count(key(l))) std::cout << "+ " << shown(l) << '\n';
+        if (auto& left = have_left[key(l)]; left > 0)
+          --left;
+        else
+          std::cout << "+ " << shown(l) << '\n';
     }
     keep_to_the_end(std::move(be), std::move(plan));
     return !same && o_.vm.count("exit-code") ? 3 : 0;
@@ -1001,9 +1045,10 @@ class Session {
 
   // The command the rollback watchdog runs: apply the last good policy again, or flush when fwengine
   // had nothing in the kernel before.
-  std::vector<std::string> rollback_command() const {
+  std::vector<std::string> rollback_command(const std::string& unconfirmed) const {
     std::vector<std::string> args;
     if (!o_.netns.empty()) args = {"--netns", o_.netns};
+    args.insert(args.end(), {"--rollback-of", unconfirmed});
     auto good = load_snapshot(good_snapshot_dir(o_.netns));
     if (!good) {
       if (state::load(o_.netns))
@@ -1037,8 +1082,10 @@ class Session {
     if (confirm_within) require_keepable(sources_);  // before the lock: a refusal touches nothing
     auto lock = writer_lock();
     std::vector<std::string> rollback;
+    const std::string unconfirmed =
+        "the apply of IR " + hash().substr(0, 16) + " at " + utc_time(std::time(nullptr));
     if (confirm_within) {
-      rollback = rollback_command();
+      rollback = rollback_command(unconfirmed);
       save_snapshot(candidate_snapshot_dir(o_.netns), sources_, snapshot_meta());
     }
     auto start = std::chrono::steady_clock::now();
@@ -1047,13 +1094,9 @@ class Session {
     auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     retire_previous_backend();
     remember_applied();
-    clear_rolled_back(o_.netns);  // a new apply: that an older one was rolled back is history
     std::string deadline;
     if (confirm_within) {
-      const auto applied = state::load(o_.netns);
-      spawn_rollback_watchdog(
-          o_.netns, *confirm_within, rollback,
-          "the apply of IR " + hash().substr(0, 16) + (applied ? " at " + applied->time : ""));
+      spawn_rollback_watchdog(o_.netns, *confirm_within, rollback, unconfirmed);
       deadline = load_pending(o_.netns)->deadline;
     } else {
       keep_as_good();
@@ -1333,6 +1376,9 @@ class Session {
     const auto rolled = load_rolled_back(o_.netns);
     const auto left = load_left_behind(o_.netns);
     if (o_.json) {
+      json left_json = json::array();
+      for (const auto& l : left)
+        left_json.push_back({{"backend", l.backend}, {"time", l.time}, {"message", l.message}});
       json counters = json::array();
       for (const auto& c : state.counters)
         counters.push_back({{"chain", c.chain},
@@ -1353,10 +1399,7 @@ class Session {
                                                    {"revision", applied->revision},
                                                    {"rules", applied->rules}}
                                             : json(nullptr)},
-                        {"left-behind", left ? json{{"backend", left->backend},
-                                                    {"time", left->time},
-                                                    {"message", left->message}}
-                                             : json(nullptr)},
+                        {"left-behind", left_json},
                         {"rolled-back", rolled ? json{{"time", rolled->time},
                                                       {"unconfirmed", rolled->unconfirmed},
                                                       {"exit", rolled->exit_code}}
@@ -1407,16 +1450,20 @@ class Session {
                 << " unless 'fwengine confirm' runs\n";
     if (auto failure = state::last_failure(o_.netns))
       std::cout << "last reload failed at " << failure->time << ": " << failure->message << '\n';
-    if (left)
-      std::cout << "warning: the ruleset of backend " << left->backend << " is still loaded beside this one: "
-                << "removing it failed at " << left->time << " (" << left->message
-                << "); the next apply tries again, or: fwengine --backend " << left->backend << " flush\n";
+    for (const auto& l : left)
+      std::cout << "warning: the ruleset of backend " << l.backend << " is still loaded beside this one: "
+                << "removing it failed at " << l.time << " (" << l.message
+                << "); the next apply tries again, or: fwengine --backend " << l.backend << " flush\n";
     if (rolled) {
       if (rolled->exit_code == 0)
         std::cout << "rolled back at " << rolled->time << ": " << rolled->unconfirmed
-                  << " was not confirmed in time; the ruleset before it was restored\n";
+                  << " was not confirmed in time; "
+                  << (state.present ? "the ruleset before it was restored\n"
+                                    : "it was removed (fwengine had nothing loaded before it)\n");
       else
-        std::cout << "ROLLBACK FAILED at " << rolled->time << " (exit " << rolled->exit_code
+        std::cout << "ROLLBACK FAILED at " << rolled->time << " ("
+                  << (rolled->exit_code > 0 ? "exit " + std::to_string(rolled->exit_code)
+                                            : std::string("unknown"))
                   << "): " << rolled->unconfirmed << " was not confirmed in time, and restoring the "
                   << "ruleset before it failed; see " << state::run_dir(o_.netns) << "/rollback.log\n";
     }
@@ -1430,8 +1477,9 @@ class Session {
     std::error_code ec;
     std::filesystem::remove_all(backend_state_dir(o_.netns, o_.backend), ec);
     // Another backend's last apply keeps its record (and what --confirm would roll back to).
-    if (const auto left = load_left_behind(o_.netns); left && left->backend == o_.backend)
-      clear_left_behind(o_.netns);
+    auto left = load_left_behind(o_.netns);
+    std::erase_if(left, [&](const LeftBehind& l) { return l.backend == o_.backend; });
+    save_left_behind(o_.netns, left);
     const auto applied = state::load(o_.netns);
     const bool other = applied && applied->backend != o_.backend;
     if (!other) {
@@ -1441,7 +1489,7 @@ class Session {
       std::filesystem::remove_all(good_snapshot_dir(o_.netns), ec);
       std::filesystem::remove_all(candidate_snapshot_dir(o_.netns), ec);
       std::filesystem::remove(state::run_dir(o_.netns) + "/rollback.log", ec);
-      clear_rolled_back(o_.netns);
+      note_rollback();
     }
     lock->remove_if_alone();
     if (!o_.quiet && !o_.json) {

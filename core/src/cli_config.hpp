@@ -20,6 +20,9 @@ struct Options {
   // --etcd-ca, --etcd-cert, --etcd-key or --etcd-cache given
   bool etcd_aliases = false;
   bool flush_on_stop = false;  // daemon: remove the ruleset on SIGTERM (off: a firewall stays up)
+  // The rollback watchdog's apply or flush: what was not confirmed, recorded (RolledBack) under the
+  // writer lock once the previous ruleset is back. Internal: not in --help.
+  std::string rollback_of;
   // Where fwengine.conf gave frontend, backend and each of files, so that a value found wrong later is
   // reported there; {} (and file_locs empty) when the command line gave it.
   SourceLoc frontend_loc, backend_loc;

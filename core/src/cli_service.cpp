@@ -52,12 +52,6 @@ std::string left_behind_path(const std::string& netns) {
   return state::run_dir(netns) + "/left-behind";
 }
 
-std::string utc_time(std::time_t at) {
-  char text[32] = {};
-  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&at));
-  return text;
-}
-
 void write_file(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::trunc);
   out << text;
@@ -72,6 +66,12 @@ void replace_dir(const fs::path& from, const fs::path& to) {
 }
 
 }  // namespace
+
+std::string utc_time(std::time_t at) {
+  char text[32] = {};
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&at));
+  return text;
+}
 
 std::string good_snapshot_dir(const std::string& netns) {
   return state::run_dir(netns) + "/good";
@@ -194,22 +194,23 @@ pid_t spawn_rollback_watchdog(const std::string& netns, unsigned seconds,
     args.insert(args.begin(), self);
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
+    signal(SIGCHLD, SIG_DFL);  // an ignored SIGCHLD (inherited) would leave nothing to wait for
     pid_t runner = fork();
     if (runner == 0) {
       execv(self.c_str(), argv.data());
       _exit(127);
     }
     int status = 0;
-    while (runner > 0 && waitpid(runner, &status, 0) < 0 && errno == EINTR) {
+    pid_t waited = -1;
+    while (runner > 0 && (waited = waitpid(runner, &status, 0)) < 0 && errno == EINTR) {
     }
-    const int code = runner < 0 || !WIFEXITED(status) ? 127 : WEXITSTATUS(status);
+    // The rollback records its success itself, under the writer lock; a failure is ours to record.
+    int code = -1;  // unknown: it could not be started or waited for
+    if (waited == runner && WIFEXITED(status)) code = WEXITSTATUS(status);
+    if (waited == runner && WIFSIGNALED(status)) code = 128 + WTERMSIG(status);
+    if (code == 0) _exit(0);
     try {
-      // A rollback that flushed may have removed the namespace's directory with the rest.
-      fs::create_directories(state::run_dir(netns));
-      write_file(
-          rolled_back_path(netns),
-          json{{"time", utc_time(std::time(nullptr))}, {"unconfirmed", unconfirmed}, {"exit", code}}.dump() +
-              "\n");
+      record_rolled_back(netns, unconfirmed, code);
     } catch (const std::exception&) {
       _exit(1);  // nobody reads this process's status; the log has the rollback's own output
     }
@@ -235,29 +236,42 @@ std::optional<RolledBack> load_rolled_back(const std::string& netns) {
   return RolledBack{j.value("time", ""), j.value("unconfirmed", ""), j.value("exit", 0)};
 }
 
+void record_rolled_back(const std::string& netns, const std::string& unconfirmed, int exit_code) {
+  // A rollback that flushed removed the namespace's directory with the rest.
+  fs::create_directories(state::run_dir(netns));
+  write_file(
+      rolled_back_path(netns),
+      json{{"time", utc_time(std::time(nullptr))}, {"unconfirmed", unconfirmed}, {"exit", exit_code}}.dump(
+          -1, ' ', false, json::error_handler_t::replace) +
+          "\n");
+}
+
 void clear_rolled_back(const std::string& netns) {
   std::error_code ec;
   fs::remove(rolled_back_path(netns), ec);
 }
 
-std::optional<LeftBehind> load_left_behind(const std::string& netns) {
+std::vector<LeftBehind> load_left_behind(const std::string& netns) {
+  std::vector<LeftBehind> out;
   std::ifstream in(left_behind_path(netns));
-  if (!in) return std::nullopt;
+  if (!in) return out;
   json j = json::parse(in, nullptr, false);
-  if (j.is_discarded() || !j.is_object() || j.value("backend", "").empty()) return std::nullopt;
-  return LeftBehind{j.value("backend", ""), j.value("time", ""), j.value("message", "")};
+  if (j.is_discarded() || !j.is_array()) return out;
+  for (const auto& entry : j)
+    if (entry.is_object() && !entry.value("backend", "").empty())
+      out.push_back({entry.value("backend", ""), entry.value("time", ""), entry.value("message", "")});
+  return out;
 }
 
-void record_left_behind(const std::string& netns, const std::string& backend, const std::string& message) {
-  write_file(left_behind_path(netns),
-             json{{"backend", backend}, {"time", utc_time(std::time(nullptr))}, {"message", message}}.dump(
-                 -1, ' ', false, json::error_handler_t::replace) +
-                 "\n");
-}
-
-void clear_left_behind(const std::string& netns) {
+void save_left_behind(const std::string& netns, const std::vector<LeftBehind>& left) {
   std::error_code ec;
-  fs::remove(left_behind_path(netns), ec);
+  if (left.empty()) {
+    fs::remove(left_behind_path(netns), ec);
+    return;
+  }
+  json j = json::array();
+  for (const auto& l : left) j.push_back({{"backend", l.backend}, {"time", l.time}, {"message", l.message}});
+  write_file(left_behind_path(netns), j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
 }
 
 void notify_systemd(const std::string& message) {

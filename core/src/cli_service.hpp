@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <ctime>
 #include <functional>
 #include <map>
 #include <optional>
@@ -22,6 +23,9 @@ struct Snapshot {
   std::vector<std::string> frontend_options;
   std::vector<std::string> sources;  // paths inside the snapshot directory
 };
+
+// A moment as status shows it: 2026-12-01T00:04:55Z.
+std::string utc_time(std::time_t at);
 
 // /run/fwengine/<netns>/good: what the last confirmed apply loaded.
 std::string good_snapshot_dir(const std::string& netns);
@@ -50,8 +54,9 @@ void clear_pending(const std::string& netns);
 
 // Starts a process in its own session (it survives the caller, its terminal and its SSH session) that
 // waits `seconds`, then - unless the pending confirmation with this token is gone - runs `rollback`
-// (the engine's own executable with these arguments) and records that it did (RolledBack; `unconfirmed`
-// says what was not confirmed, for people). Writes the pending file; returns the pid.
+// (the engine's own executable with these arguments, --rollback-of among them: that command records
+// its success under the writer lock) and records a failure of it (RolledBack; `unconfirmed` says what
+// was not confirmed, for people). Writes the pending file; returns the pid.
 pid_t spawn_rollback_watchdog(const std::string& netns, unsigned seconds,
                               const std::vector<std::string>& rollback, const std::string& unconfirmed);
 
@@ -63,16 +68,17 @@ struct RolledBack {
   int exit_code = 0;  // of the rollback command: not 0, the kernel may hold the unconfirmed ruleset
 };
 std::optional<RolledBack> load_rolled_back(const std::string& netns);
+void record_rolled_back(const std::string& netns, const std::string& unconfirmed, int exit_code);
 void clear_rolled_back(const std::string& netns);
 
-// A backend whose ruleset an apply with another backend could not remove (it still filters beside the
+// Backends whose rulesets an apply with another backend could not remove (they still filter beside the
 // new one), in /run/fwengine/<netns>/left-behind: status warns, and the next apply tries again.
 struct LeftBehind {
   std::string backend, time, message;
 };
-std::optional<LeftBehind> load_left_behind(const std::string& netns);
-void record_left_behind(const std::string& netns, const std::string& backend, const std::string& message);
-void clear_left_behind(const std::string& netns);
+std::vector<LeftBehind> load_left_behind(const std::string& netns);
+// Replaces the record (none left: removes it).
+void save_left_behind(const std::string& netns, const std::vector<LeftBehind>& left);
 
 // Tells systemd (NOTIFY_SOCKET) about readiness, status and stopping; nothing without systemd.
 void notify_systemd(const std::string& message);

@@ -139,6 +139,7 @@ struct fwe_rule {
   __u32 set_mark_mask;
   __u32 chain_id;   /* for counters: index into fwe_chains */
   __s32 rule_index; /* for counters: rule inside the chain, -1 for rules core or the loader made up */
+  __u32 rule_pad;   /* explicit, so that no byte of a rule is unset (listing digests hash them all) */
   __u64 proto_bits[4];
   struct fwe_addr_match src[FWE_MAX_ADDR_MATCHES];
   struct fwe_addr_match dst[FWE_MAX_ADDR_MATCHES];

@@ -17,7 +17,7 @@ std::unique_ptr<Plan> EbpfBackend::render(const ir::Ruleset& ruleset, Diagnostic
   const auto errors_before = diag.error_count();
   Program program = compile(ruleset, diag);
   if (diag.error_count() > errors_before) return nullptr;
-  for (const auto& note : program.notes) diag.note({}, "ebpf: " + note);
+  for (const auto& note : program.notes) diag.note(note.where, "ebpf: " + note.text);
   return std::make_unique<EbpfPlan>(std::move(program));
 }
 

@@ -789,20 +789,27 @@ std::vector<ActionKind> supported_actions() {
 Program compile(const Ruleset& rs, Diagnostics& diag) {
   Program program;
   Compiler(rs, diag, program).run();
-  bool any_reject = false, any_log = false;
+  const Rule *reject = nullptr, *log = nullptr;
   for (const auto& [name, chain] : rs.chains)
     for (const auto& rule : chain.rules) {
-      any_reject |= rule.action.kind == ActionKind::reject;
-      any_log |= rule.action.kind == ActionKind::log;
+      if (!reject && rule.action.kind == ActionKind::reject) reject = &rule;
+      if (!log && rule.action.kind == ActionKind::log) log = &rule;
     }
-  if (any_reject) program.notes.push_back("reject is done as drop (tc sends no ICMP error or TCP reset)");
-  if (any_log)
-    program.notes.push_back("log rules only count packets (see status); nothing goes to the kernel log");
+  if (reject)
+    program.notes.push_back(
+        {reject->origin.loc,
+         "reject (here and in every rule) is done as drop: tc sends no ICMP error or TCP reset"});
+  if (log)
+    program.notes.push_back(
+        {log->origin.loc,
+         "log rules (this one and every other) only count packets (see status); nothing goes "
+         "to the kernel log"});
   if (program.uses_rpf)
     program.notes.push_back(
-        "rpf looks routes up without the packet's mark, and only while forwarding is on for lo "
-        "(net.ipv4.conf.lo.forwarding, net.ipv6.conf.lo.forwarding; ip_forward sets it too): "
-        "apply refuses the ruleset while it is off");
+        {{},
+         "rpf looks routes up without the packet's mark, and only while forwarding is on for lo "
+         "(net.ipv4.conf.lo.forwarding, net.ipv6.conf.lo.forwarding; ip_forward sets it too): "
+         "apply refuses the ruleset while it is off"});
   return program;
 }
 
@@ -823,7 +830,7 @@ std::string Program::text() const {
   out << "# ebpf: " << rules.size() << " rules, " << sets.size() << " address sets, " << iface_lists.size()
       << " interface lists, " << port_bitmaps.size() << " port bitmaps, " << run_members()
       << " address-run members\n";
-  for (const auto& note : notes) out << "# note: " << note << '\n';
+  for (const auto& note : notes) out << "# note: " << note.text << '\n';
   for (const auto& set : sets) {
     out << "set " << set.name << " {";
     for (std::size_t i = 0; i < set.cidrs.size(); ++i) out << (i ? ", " : " ") << to_string(set.cidrs[i]);
@@ -911,10 +918,22 @@ std::string rule_line(ir::Stage stage, const std::string& chain, std::int32_t ru
          (rule < 0 ? std::string("-") : chain + "#" + std::to_string(rule)) + " " + hex(digest);
 }
 
+std::uint64_t order(std::uint64_t h, std::uint64_t rule_digest) {
+  return digest(h, &rule_digest, sizeof rule_digest);
+}
+std::string order_line(ir::Stage stage, std::size_t rules, std::uint64_t digest) {
+  return "stage " + std::string(to_string(stage)) + ": " + std::to_string(rules) + " rules in order " + hex(digest);
+}
+std::string kept_name(const std::string& chain) {
+  return chain.substr(0, FWE_NAME_LEN - 1);
+}
+
 }  // namespace listing
 
 std::string Program::listing() const {
-  auto chain_name = [this](std::uint32_t id) { return id < chains.size() ? chains[id] : std::string(); };
+  auto chain_name = [this](std::uint32_t id) {
+    return id < chains.size() ? listing::kept_name(chains[id]) : std::string();
+  };
   std::string out;
   for (std::uint32_t i = 0; i < sets.size(); ++i) {
     if (sets[i].cidrs.empty()) continue;  // nothing of it reaches the kernel
@@ -944,14 +963,20 @@ std::string Program::listing() const {
   auto bitmap_digest = [this](std::uint16_t i) {
     return listing::digest(listing::kSeed, port_bitmaps[i].data(), port_bitmaps[i].size());
   };
-  for (std::size_t s = 0; s < FWE_STAGE_COUNT; ++s)
+  for (std::size_t s = 0; s < FWE_STAGE_COUNT; ++s) {
+    if (stages[s].count == 0) continue;
+    std::string lines;
+    std::uint64_t in_order = listing::kSeed;
     for (std::uint32_t pc = stages[s].start; pc < stages[s].start + stages[s].count; ++pc) {
       const fwe_rule& r = rules[pc];
-      out += listing::rule_line(static_cast<Stage>(s), chain_name(r.chain_id), r.rule_index,
-                                listing::rule(r, bitmap_digest)) +
-             "\t" + ((r.flags & FWE_F_INVERT) ? "unless " : "") + op_name(r.op) + "  # " + sources[pc].what +
-             '\n';
+      const std::string line = listing::rule_line(static_cast<Stage>(s), chain_name(r.chain_id), r.rule_index,
+                                                  listing::rule(r, bitmap_digest));
+      in_order = listing::order(in_order, listing::digest(listing::kSeed, line.data(), line.size()));
+      lines += line + "\t" + ((r.flags & FWE_F_INVERT) ? "unless " : "") + op_name(r.op) + "  # " +
+               sources[pc].what + '\n';
     }
+    out += listing::order_line(static_cast<Stage>(s), stages[s].count, in_order) + '\n' + lines;
+  }
   return out;
 }
 

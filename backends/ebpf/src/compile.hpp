@@ -72,19 +72,28 @@ struct Program {
   std::vector<fwe_run6_key> run6, exact6;
   std::vector<fwe_run_member> run4_members, run6_members, exact4_members, exact6_members;  // parallel
   std::size_t run_members() const { return run4.size() + run6.size() + exact4.size() + exact6.size(); }
-  std::vector<std::string> notes;  // what the dataplane does differently (reject = drop, ...)
-  bool uses_rpf = false;           // the loader sets the generation's bit in fwe_config.rpf_gens
+  // What the dataplane does differently (reject = drop, ...), at the first rule it concerns.
+  struct Note {
+    SourceLoc where;
+    std::string text;
+  };
+  std::vector<Note> notes;
+  bool uses_rpf = false;  // the loader sets the generation's bit in fwe_config.rpf_gens
 
   std::string text() const;
-  // What `diff` compares with the kernel's read-back, which lists the maps in the same form (ListingLine).
+  // What `diff` compares with the kernel's read-back, which lists the maps in the same form (namespace
+  // listing below).
   std::string listing() const;
 };
 
 // The lines of Program::listing and of the kernel's read-back: per address set its index, size and a
 // digest of its members; the address runs' members as one count and digest; per rule its stage,
-// chain#rule and a digest of what it matches and does. What shifts when a rule is added elsewhere
-// (jump targets, run, chain and bitmap indexes) and generation tags are left out of the digests, so a
-// changed rule is one line. Interface lists count by their id (the kernel holds interface indexes).
+// chain#rule and a digest of what it matches and does; per stage a digest of its rules in order.
+// Jump targets, run, chain and bitmap indexes and generation tags are left out of the rule digests, so
+// a changed rule is one line (and its stage's order line). Set indexes and interface-list ids stay in:
+// the kernel knows sets by index and lists by the interface indexes they resolved to, so a new set or
+// list used early in the policy renumbers those after it. Chain names as the kernel keeps them
+// (FWE_NAME_LEN - 1 characters).
 namespace listing {
 std::uint64_t digest(std::uint64_t h, const void* bytes, std::size_t size);
 inline constexpr std::uint64_t kSeed = 1469598103934665603ull;
@@ -110,6 +119,11 @@ std::uint64_t run_member(bool exact, std::uint32_t run, std::uint8_t proto, std:
 std::string set_line(std::uint32_t index, std::size_t members, std::uint64_t digest);
 std::string runs_line(std::size_t members, std::uint64_t digest);
 std::string rule_line(ir::Stage stage, const std::string& chain, std::int32_t rule, std::uint64_t digest);
+// The order of a stage's rules: built from their lines' digests, in order.
+std::uint64_t order(std::uint64_t h, std::uint64_t rule_digest);
+std::string order_line(ir::Stage stage, std::size_t rules, std::uint64_t digest);
+// A chain's name as the kernel's map of chain names keeps it.
+std::string kept_name(const std::string& chain);
 }  // namespace listing
 
 std::vector<ir::Stage> supported_stages();

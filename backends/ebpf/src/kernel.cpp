@@ -833,26 +833,30 @@ KernelState Kernel::read_back() {
     __u32 key = generation * FWE_STAGE_COUNT + s;
     fwe_stage_span span{};
     if (bpf_map_lookup_elem(m.stages.fd, &key, &span) != 0 || span.count == 0) continue;
+    std::string lines;
+    std::uint64_t in_order = listing::kSeed;
+    auto add_line = [&](const std::string& line) {
+      in_order = listing::order(in_order, listing::digest(listing::kSeed, line.data(), line.size()));
+      lines += line + '\n';
+    };
     for (std::uint32_t pc = span.start; pc < span.start + span.count && pc < FWE_MAX_RULES; ++pc) {
       __u32 rule_key = generation * FWE_MAX_RULES + pc;
       fwe_rule rule{};
       if (bpf_map_lookup_elem(m.rules.fd, &rule_key, &rule) != 0) continue;
       if (rule.rule_index < 0) {
-        rule_lines += listing::rule_line(static_cast<ir::Stage>(s), {}, rule.rule_index,
-                                         listing::rule(rule, bitmap_digest)) +
-                      '\n';
+        add_line(listing::rule_line(static_cast<ir::Stage>(s), {}, rule.rule_index, listing::rule(rule, bitmap_digest)));
         continue;
       }
       RuleCounter& c = counter_of(rule.chain_id, rule.rule_index);
-      rule_lines += listing::rule_line(static_cast<ir::Stage>(s), c.chain, rule.rule_index,
-                                       listing::rule(rule, bitmap_digest)) +
-                    '\n';
+      add_line(listing::rule_line(static_cast<ir::Stage>(s), c.chain, rule.rule_index,
+                                  listing::rule(rule, bitmap_digest)));
       if (bpf_map_lookup_elem(m.counters.fd, &rule_key, per_cpu.data()) != 0) continue;
       for (const auto& cpu : per_cpu) {
         c.packets += cpu.packets;
         c.bytes += cpu.bytes;
       }
     }
+    rule_lines += listing::order_line(static_cast<ir::Stage>(s), span.count, in_order) + '\n' + lines;
   }
   // Members of address runs count for their source rules.
   std::size_t run_members = 0;

@@ -260,7 +260,7 @@ TEST_CASE("rpf rules carry mode and negation, and mark the program for the rever
   }
   CHECK(strict == 1);
   CHECK(loose == 1);
-  CHECK(program.notes.back().find("forwarding") != std::string::npos);
+  CHECK(program.notes.back().text.find("forwarding") != std::string::npos);
 
   // The config's bit for the generation being written follows the program; the one in use stays.
   fwe_config in_use{0, 1};  // generation 0 active, with rpf

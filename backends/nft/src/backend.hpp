@@ -34,8 +34,8 @@ class NftBackend : public Backend {
   void flush() override;
 
  private:
-  // read_back, with the elements of the sets without counters or without (and then without the
-  // check that no element was added or removed).
+  // read_back. Elements::counted lists only the elements of sets with counters (their hits), and then
+  // cannot check that no element was added or removed by hand.
   KernelState read(Elements elements);
   // Opened on first use (render needs none), dropped after a failure so that no answer left from a
   // refused batch or a broken dump can reach the next request.

@@ -92,7 +92,8 @@ if "$FWE" plugins | grep -q '^iptables .*backend' && command -v iptables-legacy-
   printf '#!/bin/sh\nexit 1\n' > "$work/failing/iptables-legacy-restore"
   chmod +x "$work/failing/iptables-legacy-restore"
   out=$(PATH="$work/failing:$PATH" "$FWE" --netns "$ns" -f "$policy" --backend nft apply 2>&1); rc=$?
-  expect "a switch whose old ruleset cannot be removed applies the new one" test "$rc" = 0 && nft_table
+  expect "a switch whose old ruleset cannot be removed applies the new one" test "$rc" = 0
+  expect "and nft holds it" nft_table
   expect "and warns that the old one still filters" grep -q "could not be removed" <<<"$out"
   out=$("$FWE" --netns "$ns" status 2>&1)
   expect "status warns too" grep -q "the ruleset of backend iptables is still loaded beside this one" <<<"$out"
