@@ -641,7 +641,7 @@ class Session {
       if (vm.count("ct-orig-dport")) p.ct_orig_dport = port("ct-orig-dport", 0);
     } else if (vm.count("dport") || vm.count("sport") || vm.count("ct-orig-dport")) {
       throw UsageError(
-          "--dport/--sport/--ct-orig-dport need a protocol with ports (tcp, udp, sctp, udplite)");
+          "--dport/--sport/--ct-orig-dport need a protocol with ports (tcp, udp, sctp, udplite, dccp)");
     }
     auto byte = [&](const char* k, std::uint8_t dflt) -> std::uint8_t {
       if (!vm.count(k)) return dflt;

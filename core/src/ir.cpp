@@ -362,7 +362,7 @@ std::string protocol_name(std::uint8_t number) {
 }
 
 bool protocol_has_ports(std::uint8_t number) {
-  return number == 6 || number == 17 || number == 132 || number == 136;
+  return number == 6 || number == 17 || number == 132 || number == 136 || number == 33;
 }
 
 // ---- ruleset ------------------------------------------------------------------------------------

@@ -254,7 +254,8 @@ struct fwe_eval {
 };
 
 static __always_inline int has_ports(__u8 proto) {
-  return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP || proto == IPPROTO_UDPLITE;
+  return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP || proto == IPPROTO_UDPLITE ||
+         proto == IPPROTO_DCCP;
 }
 
 /* An ICMP echo request or reply (v4: 8, 0; v6: 128, 129). */

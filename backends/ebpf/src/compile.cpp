@@ -163,7 +163,7 @@ class Compiler {
       flags |= FWE_RUN_ANY_PORT;
     } else {
       for (auto p : protocols_of(r))
-        if (p != 6 && p != 17 && p != 132 && p != 136) return std::nullopt;
+        if (!ir::protocol_has_ports(p)) return std::nullopt;
       if (port.negate || port.bitmap != FWE_NO_BITMAP || port.lo > port.hi) return std::nullopt;
     }
     if (out_.sets[addr.set_id].cidrs.size() * member_slots(r, flags).size() > kMaxMembersPerRule)
@@ -922,7 +922,8 @@ std::uint64_t order(std::uint64_t h, std::uint64_t rule_digest) {
   return digest(h, &rule_digest, sizeof rule_digest);
 }
 std::string order_line(ir::Stage stage, std::size_t rules, std::uint64_t digest) {
-  return "stage " + std::string(to_string(stage)) + ": " + std::to_string(rules) + " rules in order " + hex(digest);
+  return "stage " + std::string(to_string(stage)) + ": " + std::to_string(rules) + " rules in order " +
+         hex(digest);
 }
 std::string kept_name(const std::string& chain) {
   return chain.substr(0, FWE_NAME_LEN - 1);

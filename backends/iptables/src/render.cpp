@@ -45,8 +45,10 @@ constexpr std::size_t kMaxCommentWhere = 200;
 // What a comment's "file:line:col" keeps of a path; anything else becomes _.
 constexpr std::string_view kWhereChars = "_.-:/+@,=~";
 
-const std::set<std::uint8_t> kPortProtocols = {6, 17, 132, 136};  // TCP, UDP, SCTP, UDPLite
-const std::set<std::uint8_t> kNatPortProtocols = {6, 17, 132};    // what NAT port options accept
+const std::set<std::uint8_t> kPortProtocols = {6, 17, 132, 136, 33};  // TCP, UDP, SCTP, UDPLite, DCCP
+const std::set<std::uint8_t> kNatPortProtocols = {6, 17, 132, 33};    // what NAT port options accept
+// What an ipset of hash:net,port tells apart (any other protocol is port 0 there).
+const std::set<std::uint8_t> kIpsetPortProtocols = {6, 17, 132, 136};
 
 struct Place {
   std::string_view table, builtin, abbrev;
@@ -110,6 +112,8 @@ std::string lookup_protocol(std::uint8_t p) {
       return "sctp";
     case 136:
       return "udplite";
+    case 33:
+      return "dccp";
     case 50:
       return "esp";
     case 51:
@@ -1038,6 +1042,10 @@ class FamilyRenderer {
     for (auto p : kPortProtocols)
       if (!m.protocols || std::find(m.protocols->begin(), m.protocols->end(), p) != m.protocols->end())
         protocols.push_back(p);
+    // hash:net,port has no DCCP ports: a rule that matches them stays a rule of its own.
+    if (std::any_of(protocols.begin(), protocols.end(),
+                    [](std::uint8_t p) { return !kIpsetPortProtocols.count(p); }))
+      return std::nullopt;
     std::size_t ports = 0;
     for (const auto& range : pm.ports) ports += static_cast<std::size_t>(range.hi - range.lo) + 1;
     if (protocols.empty() || cidrs.size() * protocols.size() * ports > kMaxMembersPerRule)

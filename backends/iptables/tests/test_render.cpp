@@ -329,6 +329,8 @@ TEST_CASE("ct-orig-dport is the conntrack match's --ctorigdstport, one range per
             "-p tcp -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 8000:8080 -g fwe-accepted",
             "-p udp -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 2223 -g fwe-accepted",
             "-p udp -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 8000:8080 -g fwe-accepted",
+            "-p dccp -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 2223 -g fwe-accepted",
+            "-p dccp -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 8000:8080 -g fwe-accepted",
             "-p sctp -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 2223 -g fwe-accepted",
             "-p sctp -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 8000:8080 -g fwe-accepted",
             "-p udplite -m conntrack --ctstate DNAT -m conntrack --ctorigdstport 2223 -g fwe-accepted",
@@ -399,6 +401,7 @@ TEST_CASE("long port lists, rates, IPv6 reject types and NAT addresses as iptabl
   CHECK(bare(chain(table(nat, IpFamily::v6, "nat"), "fwe-c-nat")) ==
         std::vector<std::string>{"-p tcp -j DNAT --to-destination [2001:db8::5]:8080-8090",
                                  "-p udp -j DNAT --to-destination [2001:db8::5]:8080-8090",
+                                 "-p dccp -j DNAT --to-destination [2001:db8::5]:8080-8090",
                                  "-p sctp -j DNAT --to-destination [2001:db8::5]:8080-8090"});
   CHECK(table(nat, IpFamily::v4, "nat").find("fwe-c-nat") == nullptr);  // empty in iptables
 }

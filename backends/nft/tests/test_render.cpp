@@ -173,17 +173,17 @@ TEST_CASE("matches and actions render as nft writes them") {
   starts(11, "meta l4proto != { 6, 17 } counter reject with icmpx type port-unreachable");
   starts(
       12,
-      "meta l4proto { 6, 17, 132, 136 } th dport != { 22, 80-90 } meta nfproto ipv4 counter reject with icmp "
+      "meta l4proto { 6, 17, 33, 132, 136 } th dport != { 22, 80-90 } meta nfproto ipv4 counter reject with icmp "
       "type host-prohibited");
   starts(13,
-         "meta l4proto { 6, 17, 132, 136 } th dport != { 22, 80-90 } counter reject with icmpx type "
+         "meta l4proto { 6, 17, 33, 132, 136 } th dport != { 22, 80-90 } counter reject with icmpx type "
          "admin-prohibited");
   starts(14, "counter meta mark set meta mark & 0x60000000 | 0x00000007");
   CHECK(texts(chain(table, "c-nat-in")) ==
         std::vector<std::string>{"meta nfproto ipv4 meta l4proto 6 th dport 80 counter dnat ip to "
                                  "10.0.0.1:8080 comment \"policy.yaml:70:3 "
                                  "GlobalNetworkPolicy sink#70\"",
-                                 "meta nfproto ipv6 meta l4proto { 6, 17, 132, 136 } counter dnat ip6 to "
+                                 "meta nfproto ipv6 meta l4proto { 6, 17, 33, 132, 136 } counter dnat ip6 to "
                                  "[2001:db8::1]:80-90 comment "
                                  "\"policy.yaml:71:3 GlobalNetworkPolicy sink#71\"",
                                  "meta l4proto 17 counter redirect to :5353 comment \"policy.yaml:72:3 "
@@ -227,7 +227,7 @@ TEST_CASE("ct-orig-dport is ct original proto-dst - dnat-out is nat output at ds
   auto dnatted = texts(chain(table, "c-dnatted"));
   REQUIRE(dnatted.size() == 2);
   CHECK(dnatted[0].rfind(
-            "meta l4proto { 6, 17, 132, 136 } ct status dnat ct original proto-dst 8000-8080 counter accept",
+            "meta l4proto { 6, 17, 33, 132, 136 } ct status dnat ct original proto-dst 8000-8080 counter accept",
             0) == 0);
   CHECK(dnatted[1].rfind("meta l4proto 6 ct original proto-dst != 22 counter reject", 0) == 0);
   // `nft --debug=netlink` for "ct original proto-dst != 22" (nftables 1.0.6)
@@ -239,7 +239,7 @@ TEST_CASE("ct-orig-dport is ct original proto-dst - dnat-out is nat output at ds
   ports.action.kind = ir::ActionKind::accept;
   CHECK(
       without_digests(chain(render(one_rule(ports)), "c-c").rules.at(0).text())
-          .rfind("meta l4proto { 6, 17, 132, 136 } ct original proto-dst { 2223, 8000-8080 } counter accept",
+          .rfind("meta l4proto { 6, 17, 33, 132, 136 } ct original proto-dst { 2223, 8000-8080 } counter accept",
                  0) == 0);
   auto nat = texts(chain(table, "c-nat-host"));
   REQUIRE(nat.size() == 2);

@@ -38,6 +38,26 @@ if "$FWE" plugins | grep -q '^ebpf .*backend'; then
   contains "and says why" "the firewalld frontend adds this rule to every policy: choose another --backend"
 fi
 
+# DCCP ports (firewalld's port, source-port and rich-rule protocols include dccp) reach both backends.
+mkdir -p "$work/dccp/zones"
+cat >"$work/dccp/zones/public.xml" <<'XML'
+<?xml version="1.0"?>
+<zone>
+  <port port="5004" protocol="dccp"/>
+  <rule family="ipv4"><source address="10.0.0.0/8"/><port port="6000" protocol="dccp"/><drop/></rule>
+  <source-port port="7000" protocol="dccp"/>
+</zone>
+XML
+check "dccp ports render for nft" 0 "${FW[@]}" -f "$work/dccp" --backend nft render
+contains "dccp port" "meta l4proto 33 th dport 5004 counter accept"
+contains "dccp source port" "meta l4proto 33 th sport 7000 counter accept"
+contains "dccp rich rule" "meta l4proto 33 ip saddr 10.0.0.0/8 th dport 6000 counter drop"
+check "dccp ports render for iptables" 0 "${FW[@]}" -f "$work/dccp" --backend iptables render
+contains "iptables dccp port" "-p dccp -m multiport --dports 5004"
+contains "iptables dccp rich rule" "-s 10.0.0.0/8 -p dccp -m multiport --dports 6000"
+check "trace of a dccp packet" 0 "${FW[@]}" -f "$work/dccp" trace --iif eth0 --src 10.1.1.1 --dst 10.2.2.2 --proto dccp --dport 6000
+contains "the rich rule drops it" "verdict: closed"
+
 check "bad compat value" 2 "${FW[@]}" --firewalld-compat 3 -f "$work/empty" check
 contains "bad compat message" "--firewalld-compat must be 1.3 or 2"
 check "alias with another frontend" 2 "$FWE" --frontend yaml --firewalld-compat 1.3 -f "$ROOT/fixtures/yaml/example/policy.yaml" check

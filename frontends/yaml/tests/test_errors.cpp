@@ -71,7 +71,7 @@ TEST_CASE("bad inputs report file:line:col with a hint", "[errors]") {
       {kHead + "chains:\n  c:\n    - {protocol: icmp, dport: 22, action: accept}\n",
        "bad.yaml:4:31: error: dport needs a protocol with ports, but the rule's protocol has none (use "
        "protocol tcp, "
-       "udp, sctp, udplite, or remove dport)"},
+       "udp, dccp, sctp, udplite, or remove dport)"},
       {kHead + "chains:\n  c:\n    - {protocol: tcp, action: acept}\n",
        "bad.yaml:4:31: error: unknown action 'acept' (did you mean 'accept'?)"},
       {kHead + "chains:\n  c:\n    - {protocol: tcp, dport: 22}\n",
@@ -130,7 +130,7 @@ TEST_CASE("bad inputs report file:line:col with a hint", "[errors]") {
        "bad.yaml:4:18: error: endpoints: expected a list of endpoints, got a mapping"},
       {kHead + "failsafe:\n  inbound: [{protocol: icmp, port: 1}]\n",
        "bad.yaml:3:24: error: failsafe.inbound.protocol: 'icmp' is not a protocol with ports (use one of: "
-       "tcp, udp, "
+       "tcp, udp, dccp, "
        "sctp, udplite)"},
       {kHead + "chains:\n  a:\n    - {action: jump, target: b}\n  b:\n    - {action: jump, target: a}\n",
        "bad.yaml:6:7: error: jump loop: a -> b -> a (a chain must not jump back into a chain that called "
