@@ -58,6 +58,12 @@ contains "iptables dccp rich rule" "-s 10.0.0.0/8 -p dccp -m multiport --dports 
 check "trace of a dccp packet" 0 "${FW[@]}" -f "$work/dccp" trace --iif eth0 --src 10.1.1.1 --dst 10.2.2.2 --proto dccp --dport 6000
 contains "the rich rule drops it" "verdict: closed"
 
+# The iptables backend cannot assign a service's helper where firewalld does: it says so at render.
+mkdir -p "$work/ftp/zones"
+printf '<?xml version="1.0"?>\n<zone>\n  <service name="ftp"/>\n</zone>\n' >"$work/ftp/zones/public.xml"
+check "a helper iptables leaves out" 0 "${FW[@]}" -f "$work/ftp" --backend iptables render
+contains "is a warning at its service" "$work/ftp/zones/public.xml:3:3: warning: iptables assigns conntrack helpers only before conntrack: helper 'ftp'"
+
 check "bad compat value" 2 "${FW[@]}" --firewalld-compat 3 -f "$work/empty" check
 contains "bad compat message" "--firewalld-compat must be 1.3 or 2"
 check "alias with another frontend" 2 "$FWE" --frontend yaml --firewalld-compat 1.3 -f "$ROOT/fixtures/yaml/example/policy.yaml" check
