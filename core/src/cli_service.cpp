@@ -366,10 +366,25 @@ ServiceLoop::ServiceLoop(const std::vector<std::string>& watch_paths) {
     std::error_code ec;
     // Editors replace files by renaming: watch the directory a file is in, not the file.
     std::string dir = fs::is_directory(p, ec) ? p : fs::path(p).parent_path().string();
-    if (dir.empty()) dir = ".";
-    if (inotify_add_watch(inotify_fd_, dir.c_str(),
-                          IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE) < 0)
-      throw RuntimeError("cannot watch " + dir + ": " + std::strerror(errno));
+    watched_dirs_.push_back(dir.empty() ? "." : dir);
+  }
+  watch_directories(true);
+}
+
+void ServiceLoop::watch_directories(bool first) {
+  constexpr auto kEvents = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE;
+  for (const auto& dir : watched_dirs_) {
+    if (inotify_add_watch(inotify_fd_, dir.c_str(), kEvents) < 0) {
+      if (first) throw RuntimeError("cannot watch " + dir + ": " + std::strerror(errno));
+      continue;  // gone since: the reload reports what is missing
+    }
+    // And every directory below it (a firewalld tree edits zones/*.xml, a policy directory may have
+    // subdirectories); one made since the last walk is walked now. A second watch of one is the same.
+    std::error_code ec;
+    for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
+      if (it->is_directory(ec) && !it->is_symlink(ec))
+        inotify_add_watch(inotify_fd_, it->path().c_str(), kEvents);
   }
 }
 
@@ -477,6 +492,7 @@ Wake ServiceLoop::wait() {
         pollfd quiet{inotify_fd_, POLLIN, 0};
         if (poll(&quiet, 1, static_cast<int>(kDebounce.count())) <= 0) break;
       } while (true);
+      watch_directories(false);
       return Wake::reload;
     }
     if (source_fd_ >= 0 && (fds[2].revents & POLLIN)) return Wake::source;

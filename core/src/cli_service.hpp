@@ -120,6 +120,10 @@ class ServiceLoop {
   Wake wait();
 
  private:
+  // Adds a watch on each watched directory and every directory below it; only the first time is a
+  // directory that cannot be watched an error.
+  void watch_directories(bool first);
+  std::vector<std::string> watched_dirs_;
   int signal_fd_ = -1;
   int inotify_fd_ = -1;
   int source_fd_ = -1;

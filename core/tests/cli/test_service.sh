@@ -135,5 +135,35 @@ kill -HUP "$daemon"
 expect "SIGHUP reloads" wait_for_hash "$ns" "$B" 10
 kill -TERM "$daemon"; wait "$daemon"
 
+# --watch follows the subdirectories of a source directory: firewalld's zones/, services/, ...
+if "$FWE" plugins | grep -q '^firewalld .*frontend' && [ -d /usr/lib/firewalld/zones ]; then
+  fw_hash() { "$FWE" --frontend firewalld -f "$1" --json check | sed -n 's/.*"hash":"\([0-9a-f]*\)".*/\1/p'; }
+  mkdir -p "$work/fw/zones"
+  printf '<?xml version="1.0"?>\n<zone>\n  <service name="ssh"/>\n</zone>\n' > "$work/fw/zones/public.xml"
+  F1=$(fw_hash "$work/fw")
+  "$FWE" --netns "$ns" --frontend firewalld -f "$work/fw" daemon --watch 2>> "$work/daemon.log" &
+  daemon=$!
+  pids+=($daemon)
+  expect "firewalld daemon applies at start" wait_for_hash "$ns" "$F1" 10
+  sleep 0.5
+  printf '<?xml version="1.0"?>\n<zone>\n  <service name="ssh"/>\n  <service name="http"/>\n</zone>\n' \
+    > "$work/fw/zones/public.xml.new" && mv "$work/fw/zones/public.xml.new" "$work/fw/zones/public.xml"
+  F2=$(fw_hash "$work/fw")
+  expect "--watch: an edited zone file is applied" wait_for_hash "$ns" "$F2" 10
+  mkdir -p "$work/fw/services"
+  printf '<?xml version="1.0"?>\n<service>\n  <port protocol="tcp" port="8443"/>\n</service>\n' \
+    > "$work/fw/services/web8443.xml"
+  sleep 1
+  printf '<?xml version="1.0"?>\n<zone>\n  <service name="web8443"/>\n</zone>\n' > "$work/fw/zones/public.xml"
+  F3=$(fw_hash "$work/fw")
+  expect "--watch: a service in a directory made since start is applied" wait_for_hash "$ns" "$F3" 10
+  sleep 0.5
+  sed -i 's/8443"/9443"/' "$work/fw/services/web8443.xml"
+  F4=$(fw_hash "$work/fw")
+  expect "the service's new port is another policy" test "$F4" != "$F3"
+  expect "--watch: and that directory is followed" wait_for_hash "$ns" "$F4" 10
+  kill -TERM "$daemon"; wait "$daemon"
+fi
+
 echo "$passes passed, $failures failed"
 [ "$failures" = 0 ]
