@@ -491,6 +491,37 @@ class Session {
     return fit;
   }
 
+  // NAT that sends packets on to another host needs the kernel to forward them. firewalld switches
+  // forwarding on by itself for masquerade and for a forward-port to another address; fwengine leaves
+  // the host's sysctls to the host, and says when the one a NAT rule needs is off here.
+  void warn_if_not_forwarding() {
+    const ir::Rule* needs[2] = {nullptr, nullptr};  // IPv4, IPv6
+    for (const auto& [name, chain] : ruleset_.chains)
+      for (const auto& rule : chain.rules) {
+        const auto kind = rule.action.kind;
+        if (kind != ir::ActionKind::masquerade && kind != ir::ActionKind::snat &&
+            !(kind == ir::ActionKind::dnat && rule.action.nat_addr))
+          continue;
+        ir::Family family = rule.action.nat_addr ? rule.action.nat_addr->family : rule.match.family;
+        const bool v6 = family == ir::Family::ipv6;
+        if (!needs[v6]) needs[v6] = &rule;
+      }
+    const char* sysctl[2] = {"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"};
+    const char* path[2] = {"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"};
+    for (int v6 = 0; v6 < 2; ++v6) {
+      if (!needs[v6]) continue;
+      std::ifstream in(path[v6]);
+      std::string value;
+      if (!(in >> value) || value != "0") continue;
+      diag_.warning(needs[v6]->origin.loc,
+                    std::string("this rule NATs packets on to other hosts, but forwarding is off (") +
+                        sysctl[v6] + " = 0" + (o_.netns.empty() ? "" : " in netns " + o_.netns) +
+                        "): the kernel does not route them; fwengine leaves sysctls to the host (firewalld "
+                        "turned this one on by itself)",
+                    std::string("sysctl -w ") + sysctl[v6] + "=1, and keep it in /etc/sysctl.d/");
+    }
+  }
+
   // Every diagnostic, for --json answers.
   json diagnostics_json() const {
     json diagnostics = json::array();
@@ -557,6 +588,7 @@ class Session {
     if (!diag_.has_errors()) passes::run_all(ruleset_, diag_);
     phase_ms_.passes = watch.lap();
     if (diag_.has_errors()) return false;
+    if (o_.command == "apply" || o_.command == "daemon") warn_if_not_forwarding();
     if (!o_.quiet) print_diagnostics();
     // Worked out beside what comes next (rendering, on the other core): a large policy's hash takes as
     // long as a tenth of its apply. The ruleset stays as it is until the hash is taken (hash()).

@@ -107,5 +107,13 @@ if "$FWE" plugins | grep -q '^iptables .*backend' && command -v iptables-legacy-
   expect "flush without --backend removes nft's" sh -c "! ip netns exec $ns nft list table inet fwengine >/dev/null 2>&1"
   expect "and forgets the state" test ! -e "/run/fwengine/$ns/state.json"
 fi
+# NAT to other hosts where the namespace does not forward (a new one does not): a warning at apply.
+out=$("$FWE" --netns "$ns" -f "$ROOT/fixtures/yaml/nat/policy.yaml" apply 2>&1); rc=$?
+expect "a NAT policy applies where forwarding is off" test "$rc" = 0
+expect "and warns that the kernel will not route" grep -q "forwarding is off (net.ipv4.ip_forward = 0 in netns $ns)" <<<"$out"
+ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1
+out=$("$FWE" --netns "$ns" -f "$ROOT/fixtures/yaml/nat/policy.yaml" apply 2>&1)
+expect "no warning once it forwards" test -z "$(grep 'forwarding is off' <<<"$out")"
+"$FWE" --netns "$ns" -q flush
 echo "$passes passed, $failures failed"
 [ "$failures" = 0 ]
