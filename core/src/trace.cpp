@@ -252,7 +252,12 @@ class StageWalker {
       if (!rule_matches(rs_, rule.match, packet_)) continue;
       const auto index = static_cast<std::int32_t>(i);
       const Action& a = rule.action;
-      std::string what = "rule " + std::to_string(i) + " (" + std::string(ir::to_string(a.kind)) + ")";
+      std::string what =
+          "rule " + std::to_string(i) + " (" + std::string(ir::to_string(a.kind)) +
+          (a.kind == ActionKind::reject && !a.reject_with.empty() ? " with " + a.reject_with : "") + ")";
+      // trace has no clock: a rate-limited rule is taken as under its rate, and says so.
+      if (const auto& limit = rule.match.rate_limit)
+        what += " while under " + std::to_string(limit->rate) + "/" + limit->unit;
       switch (a.kind) {
         case ActionKind::accept:
         case ActionKind::allow:

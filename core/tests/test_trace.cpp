@@ -332,6 +332,17 @@ TEST_CASE("dnat rewrites the header later stages see") {
   CHECK(to_string(r.packet.dst) == "172.16.0.9");
 }
 
+TEST_CASE("a reject step names its reject type") {
+  Ruleset rs = host({group({"c"})});
+  Rule reject = rule(ActionKind::reject, 22);
+  reject.action.reject_with = "tcp-reset";
+  rs.chains["c"] = {"c", {reject}, {}};
+  auto r = trace::evaluate(rs, tcp_in(22));
+  REQUIRE_FALSE(r.stages.empty());
+  REQUIRE_FALSE(r.stages.back().steps.empty());
+  CHECK(r.stages.back().steps.back().what == "rule 0 (reject with tcp-reset)");
+}
+
 TEST_CASE("dnat to a port range keeps a port in it and takes the first otherwise, as the kernel does") {
   Ruleset rs = host({group({"c"})});
   Rule dnat = rule(ActionKind::dnat);

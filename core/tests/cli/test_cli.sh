@@ -98,6 +98,8 @@ check "check --json of bad input lists the diagnostics" 2 "$FWE" -f "$work/bad.y
 contains "diagnostic as JSON" '"line":4'
 check "trace shows a log rule on the way without -v" 0 "$FWE" -f "$EXAMPLE" trace --iif eth0 --src 198.51.100.7 --dst 192.0.2.10 --dport 8443
 contains "the log step" "log-drops rule 0 (log)"
+check "trace of a rate-limited rule" 0 "$FWE" -f "$EXAMPLE" trace --iif eth0 --src 198.51.100.7 --dst 192.0.2.10 --proto icmp
+contains "says it takes the packet as under the rate" "ping rule 0 (accept) while under 20/second"
 check "trace: an interface name longer than the kernel's" 2 "$FWE" -f "$EXAMPLE" trace --iif eth0123456789abcdef --src 192.0.2.1 --dst 192.0.2.2
 contains "interface name message" "is not an interface name (1 to 15 characters"
 check "--json with an unknown option" 2 "$FWE" --json --bogus check
