@@ -798,6 +798,12 @@ class Session {
     std::cout << title << describe(in) << '\n';
     if (r.stages.empty()) std::cout << "  (no stage of this path has rules)\n";
     for (const auto& s : r.stages) {
+      // Without -v a stage that no rule touched and that let the packet go on (an IPv6-only section
+      // met by an IPv4 packet) says nothing.
+      if (!o_.verbose && s.verdict == ir::Verdict::continue_ && !s.steps.empty() &&
+          std::none_of(s.steps.begin(), s.steps.end(),
+                       [](const trace::Step& st) { return st.rule != nullptr; }))
+        continue;
       std::cout << "  " << std::left << std::setw(14) << ir::to_string(s.stage) << std::setw(9)
                 << ir::to_string(s.verdict);
       if (s.steps.empty()) {

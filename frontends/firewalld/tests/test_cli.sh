@@ -55,6 +55,8 @@ contains "dccp rich rule" "meta l4proto 33 ip saddr 10.0.0.0/8 th dport 6000 cou
 check "dccp ports render for iptables" 0 "${FW[@]}" -f "$work/dccp" --backend iptables render
 contains "iptables dccp port" "-p dccp -m multiport --dports 5004"
 contains "iptables dccp rich rule" "-s 10.0.0.0/8 -p dccp -m multiport --dports 6000"
+check "trace of an IPv4 packet" 0 "${FW[@]}" -f "$work/dccp" trace --iif eth0 --src 10.1.1.1 --dst 10.2.2.2 --proto dccp --dport 5004
+equals "shows no IPv6-only section it passed (without -v)" "$(grep -c ipv6-rpfilter <<<"$out")" 0
 check "trace of a dccp packet" 0 "${FW[@]}" -f "$work/dccp" trace --iif eth0 --src 10.1.1.1 --dst 10.2.2.2 --proto dccp --dport 6000
 contains "the rich rule drops it" "verdict: closed"
 
