@@ -844,7 +844,8 @@ KernelState Kernel::read_back() {
       fwe_rule rule{};
       if (bpf_map_lookup_elem(m.rules.fd, &rule_key, &rule) != 0) continue;
       if (rule.rule_index < 0) {
-        add_line(listing::rule_line(static_cast<ir::Stage>(s), {}, rule.rule_index, listing::rule(rule, bitmap_digest)));
+        add_line(listing::rule_line(static_cast<ir::Stage>(s), {}, rule.rule_index,
+                                    listing::rule(rule, bitmap_digest)));
         continue;
       }
       RuleCounter& c = counter_of(rule.chain_id, rule.rule_index);

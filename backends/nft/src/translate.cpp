@@ -27,7 +27,7 @@ using ir::Family;
 
 constexpr std::uint8_t kTcp = 6, kIcmp = 1, kIcmpV6 = 58;
 const std::vector<std::uint8_t> kPortProtocols = {6, 17, 33, 132, 136};  // TCP, UDP, DCCP, SCTP, UDPLite
-constexpr std::uint32_t kCtStateBits[] = {8, 2, 4, 1, 64};           // vocab.def order: new .. untracked
+constexpr std::uint32_t kCtStateBits[] = {8, 2, 4, 1, 64};               // vocab.def order: new .. untracked
 constexpr std::uint32_t kAllCtStates = 8 | 2 | 4 | 1 | 64;
 constexpr std::uint32_t kCtStatusBits[] = {IPS_DST_NAT, IPS_SRC_NAT};  // vocab.def order: dnat, snat
 constexpr std::size_t kIfNameSize = 16;

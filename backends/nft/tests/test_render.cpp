@@ -171,10 +171,10 @@ TEST_CASE("matches and actions render as nft writes them") {
   starts(9, "ct status snat,dnat limit rate 10/minute burst 20 packets counter accept");
   starts(10, "meta l4proto != { 6, 17 } meta l4proto 6 counter reject with tcp reset");
   starts(11, "meta l4proto != { 6, 17 } counter reject with icmpx type port-unreachable");
-  starts(
-      12,
-      "meta l4proto { 6, 17, 33, 132, 136 } th dport != { 22, 80-90 } meta nfproto ipv4 counter reject with icmp "
-      "type host-prohibited");
+  starts(12,
+         "meta l4proto { 6, 17, 33, 132, 136 } th dport != { 22, 80-90 } meta nfproto ipv4 counter reject "
+         "with icmp "
+         "type host-prohibited");
   starts(13,
          "meta l4proto { 6, 17, 33, 132, 136 } th dport != { 22, 80-90 } counter reject with icmpx type "
          "admin-prohibited");
@@ -226,9 +226,9 @@ TEST_CASE("ct-orig-dport is ct original proto-dst - dnat-out is nat output at ds
   nft::Table table = render(nft_test::kitchen_sink_ruleset());
   auto dnatted = texts(chain(table, "c-dnatted"));
   REQUIRE(dnatted.size() == 2);
-  CHECK(dnatted[0].rfind(
-            "meta l4proto { 6, 17, 33, 132, 136 } ct status dnat ct original proto-dst 8000-8080 counter accept",
-            0) == 0);
+  CHECK(dnatted[0].rfind("meta l4proto { 6, 17, 33, 132, 136 } ct status dnat ct original proto-dst "
+                         "8000-8080 counter accept",
+                         0) == 0);
   CHECK(dnatted[1].rfind("meta l4proto 6 ct original proto-dst != 22 counter reject", 0) == 0);
   // `nft --debug=netlink` for "ct original proto-dst != 22" (nftables 1.0.6)
   std::string code = nft::bytecode(chain(table, "c-dnatted").rules.at(1), "c-dnatted");
@@ -239,8 +239,9 @@ TEST_CASE("ct-orig-dport is ct original proto-dst - dnat-out is nat output at ds
   ports.action.kind = ir::ActionKind::accept;
   CHECK(
       without_digests(chain(render(one_rule(ports)), "c-c").rules.at(0).text())
-          .rfind("meta l4proto { 6, 17, 33, 132, 136 } ct original proto-dst { 2223, 8000-8080 } counter accept",
-                 0) == 0);
+          .rfind(
+              "meta l4proto { 6, 17, 33, 132, 136 } ct original proto-dst { 2223, 8000-8080 } counter accept",
+              0) == 0);
   auto nat = texts(chain(table, "c-nat-host"));
   REQUIRE(nat.size() == 2);
   CHECK(nat[0].rfind("meta nfproto ipv4 meta l4proto 6 th dport 8081 counter dnat ip to 10.0.0.2:8080", 0) ==
