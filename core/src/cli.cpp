@@ -838,6 +838,17 @@ class Session {
               << ir::to_string(r.final_verdict()) << ")\n";
   }
 
+  bool matches_on_source_mac() const {
+    for (const auto& [name, chain] : ruleset_.chains)
+      for (const auto& rule : chain.rules)
+        if (rule.match.src_mac) return true;
+    for (const auto& stage : ruleset_.stages)
+      for (const auto& section : stage.sections)
+        for (const auto& endpoint : section.endpoints)
+          if (endpoint.match.src_mac) return true;
+    return false;
+  }
+
   int trace() {
     auto packet = packet_from_options();
     auto result = trace::evaluate(ruleset_, packet);
@@ -868,6 +879,9 @@ class Session {
     if (reply_result) print_result(*reply, *reply_result, "reply:  ");
     if (later_result && !later_result->delivered) print_result(*later, *later_result, "later:  ");
     std::cout << "verdict: " << (open ? "open" : "closed") << '\n';
+    if (!packet.src_mac && matches_on_source_mac())
+      std::cout << "note: the policy matches source MAC addresses (a firewalld MAC <source>, a src-mac "
+                   "rule): without --src-mac this packet has none of them\n";
     return 0;
   }
 

@@ -66,6 +66,14 @@ printf '<?xml version="1.0"?>\n<zone>\n  <service name="ftp"/>\n</zone>\n' >"$wo
 check "a helper iptables leaves out" 0 "${FW[@]}" -f "$work/ftp" --backend iptables render
 contains "is a warning at its service" "$work/ftp/zones/public.xml:3:3: warning: iptables assigns conntrack helpers only before conntrack: helper 'ftp'"
 
+# A zone bound to a source MAC: trace says that a packet without --src-mac has none.
+mkdir -p "$work/mac/zones"
+printf '<?xml version="1.0"?>\n<zone target="ACCEPT">\n  <source address="52:54:00:12:34:56"/>\n</zone>\n' >"$work/mac/zones/trusted.xml"
+check "trace without --src-mac" 0 "${FW[@]}" -f "$work/mac" trace --iif eth0 --src 10.1.1.1 --dst 10.2.2.2 --dport 8080
+contains "notes that the packet has no MAC" "without --src-mac this packet has none of them"
+check "trace with the bound MAC" 0 "${FW[@]}" -f "$work/mac" trace --iif eth0 --src 10.1.1.1 --dst 10.2.2.2 --dport 8080 --src-mac 52:54:00:12:34:56
+contains "goes to the MAC's zone" "verdict: open"
+
 check "bad compat value" 2 "${FW[@]}" --firewalld-compat 3 -f "$work/empty" check
 contains "bad compat message" "--firewalld-compat must be 1.3 or 2"
 check "alias with another frontend" 2 "$FWE" --frontend yaml --firewalld-compat 1.3 -f "$ROOT/fixtures/yaml/example/policy.yaml" check
