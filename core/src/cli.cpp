@@ -931,9 +931,7 @@ class Session {
 
   void remember_applied() const {
     auto [chains, rules] = counts();
-    char when[32] = {};
-    std::time_t now = std::time(nullptr);
-    std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+    const std::string when = utc_time(std::time(nullptr));
     state::Applied a{
         o_.backend, o_.frontend,         hash(), o_.node, when, ruleset_.source_revision, o_.files, chains,
         rules,      ruleset_.sets.size()};

@@ -65,6 +65,14 @@ void replace_dir(const fs::path& from, const fs::path& to) {
   if (ec) throw RuntimeError("cannot move " + from.string() + " to " + to.string() + ": " + ec.message());
 }
 
+// A JSON file of ours: nothing when it is missing or not JSON (a crash mid-write, an older layout).
+json read_json(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return json();
+  json j = json::parse(in, nullptr, false);
+  return j.is_discarded() ? json() : j;
+}
+
 }  // namespace
 
 std::string utc_time(std::time_t at) {
@@ -118,10 +126,8 @@ void save_snapshot(const std::string& dir, const std::vector<std::string>& sourc
 }
 
 std::optional<Snapshot> load_snapshot(const std::string& dir) {
-  std::ifstream in(dir + "/snapshot.json");
-  if (!in) return std::nullopt;
-  json j = json::parse(in, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return std::nullopt;
+  const json j = read_json(dir + "/snapshot.json");
+  if (!j.is_object()) return std::nullopt;
   Snapshot s;
   s.frontend = j.value("frontend", "");
   s.backend = j.value("backend", "");
@@ -144,10 +150,8 @@ void promote_candidate(const std::string& netns) {
 }
 
 std::optional<Pending> load_pending(const std::string& netns) {
-  std::ifstream in(pending_path(netns));
-  if (!in) return std::nullopt;
-  json j = json::parse(in, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return std::nullopt;
+  const json j = read_json(pending_path(netns));
+  if (!j.is_object()) return std::nullopt;
   return Pending{j.value("token", ""), j.value("deadline", ""), j.value("watchdog", 0)};
 }
 
@@ -229,10 +233,8 @@ pid_t spawn_rollback_watchdog(const std::string& netns, unsigned seconds,
 }
 
 std::optional<RolledBack> load_rolled_back(const std::string& netns) {
-  std::ifstream in(rolled_back_path(netns));
-  if (!in) return std::nullopt;
-  json j = json::parse(in, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return std::nullopt;
+  const json j = read_json(rolled_back_path(netns));
+  if (!j.is_object()) return std::nullopt;
   return RolledBack{j.value("time", ""), j.value("unconfirmed", ""), j.value("exit", 0)};
 }
 
@@ -253,10 +255,8 @@ void clear_rolled_back(const std::string& netns) {
 
 std::vector<LeftBehind> load_left_behind(const std::string& netns) {
   std::vector<LeftBehind> out;
-  std::ifstream in(left_behind_path(netns));
-  if (!in) return out;
-  json j = json::parse(in, nullptr, false);
-  if (j.is_discarded() || !j.is_array()) return out;
+  const json j = read_json(left_behind_path(netns));
+  if (!j.is_array()) return out;
   for (const auto& entry : j)
     if (entry.is_object() && !entry.value("backend", "").empty())
       out.push_back({entry.value("backend", ""), entry.value("time", ""), entry.value("message", "")});
