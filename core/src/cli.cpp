@@ -92,6 +92,7 @@ const std::map<std::string, std::set<std::string>>& command_options() {
       {"metrics-file", {"daemon"}},
       {"ct-orig-dport", {"trace"}},
       {"rollback-of", {"apply", "flush"}},
+      {"rollback-token", {"apply", "flush"}},
   };
   return table;
 }
@@ -186,7 +187,8 @@ Options parse_options(int argc, char** argv) {
   po::positional_options_description positional;
   positional.add("command", 1);
   auto all = describe_options();
-  all.add_options()("command", po::value<std::string>())("rollback-of", po::value<std::string>());
+  all.add_options()("command", po::value<std::string>())("rollback-of", po::value<std::string>())(
+      "rollback-token", po::value<std::string>());
   try {
     po::store(po::command_line_parser(argc, argv).options(all).positional(positional).run(), o.vm);
     po::notify(o.vm);
@@ -218,6 +220,7 @@ Options parse_options(int argc, char** argv) {
   o.backend = str("backend");
   o.netns = str("netns");
   o.rollback_of = str("rollback-of");
+  o.rollback_token = str("rollback-token");
   if (vm.count("netns") && o.netns.empty())
     throw UsageError("--netns needs a name from 'ip netns list' (leave it out for this namespace)");
   if (vm["lock-timeout"].as<int>() < 0)
@@ -944,6 +947,19 @@ class Session {
     note_rollback();
   }
 
+  // The watchdog's rollback, once it holds the writer lock: due only while the apply it undoes is still
+  // unconfirmed. A confirm or a newer apply --confirm that took the lock first has the last word.
+  bool rollback_due() const {
+    if (o_.rollback_token.empty()) return true;
+    auto pending = load_pending(o_.netns);
+    if (!pending || pending->token != o_.rollback_token) {
+      std::cout << "no rollback: " << o_.rollback_of << " was confirmed or replaced in the meantime\n";
+      return false;
+    }
+    clear_pending(o_.netns);
+    return true;
+  }
+
   // A rollback's apply or flush records that it restored the ruleset; any other makes that history.
   void note_rollback() const {
     if (o_.rollback_of.empty())
@@ -1131,6 +1147,7 @@ class Session {
     if (o_.vm.count("confirm")) confirm_within = o_.vm["confirm"].as<unsigned>();
     if (confirm_within) require_keepable(sources_);  // before the lock: a refusal touches nothing
     auto lock = writer_lock();
+    if (!rollback_due()) return 0;
     std::vector<std::string> rollback;
     const std::string unconfirmed =
         "the apply of IR " + hash().substr(0, 16) + " at " + utc_time(std::time(nullptr));
@@ -1523,6 +1540,7 @@ class Session {
   int flush() {
     auto be = backend();
     auto lock = writer_lock();
+    if (!rollback_due()) return 0;
     be->flush();
     std::error_code ec;
     std::filesystem::remove_all(backend_state_dir(o_.netns, o_.backend), ec);

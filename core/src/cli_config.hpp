@@ -23,6 +23,9 @@ struct Options {
   // The rollback watchdog's apply or flush: what was not confirmed, recorded (RolledBack) under the
   // writer lock once the previous ruleset is back. Internal: not in --help.
   std::string rollback_of;
+  // ... and the token of the pending confirmation it rolls back: once it holds the lock, a rollback
+  // whose confirmation is gone (confirmed, or replaced by a newer apply) does nothing.
+  std::string rollback_token;
   // Where fwengine.conf gave frontend, backend and each of files, so that a value found wrong later is
   // reported there; {} (and file_locs empty) when the command line gave it.
   SourceLoc frontend_loc, backend_loc;

@@ -190,12 +190,14 @@ pid_t spawn_rollback_watchdog(const std::string& netns, unsigned seconds,
     dup2(out, 1);
     dup2(out, 2);
     std::this_thread::sleep_for(std::chrono::seconds(seconds));
+    // A first look, without the lock; the rollback looks again under it (a confirm or a newer apply
+    // may take the lock first) and clears the pending confirmation itself.
     auto pending = load_pending(netns);
     if (!pending || pending->token != token) _exit(0);  // confirmed, or superseded by a newer apply
-    clear_pending(netns);
     std::vector<char*> argv;
     std::vector<std::string> args = rollback;
     args.insert(args.begin(), self);
+    args.insert(args.end(), {"--rollback-token", token});
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
     signal(SIGCHLD, SIG_DFL);  // an ignored SIGCHLD (inherited) would leave nothing to wait for

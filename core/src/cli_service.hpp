@@ -54,9 +54,10 @@ void clear_pending(const std::string& netns);
 
 // Starts a process in its own session (it survives the caller, its terminal and its SSH session) that
 // waits `seconds`, then - unless the pending confirmation with this token is gone - runs `rollback`
-// (the engine's own executable with these arguments, --rollback-of among them: that command records
-// its success under the writer lock) and records a failure of it (RolledBack; `unconfirmed` says what
-// was not confirmed, for people). Writes the pending file; returns the pid.
+// (the engine's own executable with these arguments, --rollback-of among them, and --rollback-token
+// added: under the writer lock, that command checks that the confirmation is still pending, clears
+// it, and records its success) and records a failure of it (RolledBack; `unconfirmed` says what was
+// not confirmed, for people). Writes the pending file; returns the pid.
 pid_t spawn_rollback_watchdog(const std::string& netns, unsigned seconds,
                               const std::vector<std::string>& rollback, const std::string& unconfirmed);
 

@@ -80,6 +80,24 @@ expect "a later apply ends the rollback's mention" \
 "$FWE" --netns "$ns" confirm >/dev/null 2>&1
 expect "confirm with nothing pending fails" test $? = 1
 
+# The watchdog's rollback waits for the writer lock like everyone else; whoever holds it first has the
+# last word. This script plays a confirm that holds the lock at the deadline (confirm, under the lock,
+# removes the pending file), so the rollback that then gets the lock finds nothing to undo.
+rollback_running() { pgrep -f -- "--netns $ns --rollback-of" >/dev/null; }
+"$FWE" --netns "$ns" -q -f "$work/a/policy.yaml" apply --confirm 1
+exec {lock}<>"/run/fwengine/$ns/lock"
+flock "$lock"
+for _ in $(seq 50); do rollback_running && break; sleep 0.1; done
+expect "at the deadline the rollback waits for the lock" rollback_running
+rm -f "/run/fwengine/$ns/pending-confirm"
+exec {lock}>&-
+for _ in $(seq 50); do rollback_running || break; sleep 0.1; done
+expect "confirmed first: the rollback leaves the ruleset" test "$(kernel_hash "$ns")" = "$A"
+expect "the rollback says why it did nothing" grep -q "no rollback: the apply of IR ${A:0:16}" \
+  "/run/fwengine/$ns/rollback.log"
+expect "confirmed first: status has no rollback" bash -c "! '$FWE' --netns '$ns' status | grep -q 'rolled back'"
+"$FWE" --netns "$ns" -q -f "$work/b/policy.yaml" apply
+
 # The shell that applied dies (as when an SSH session drops): the rollback still happens.
 setsid bash -c "'$FWE' --netns '$ns' -q -f '$work/a/policy.yaml' apply --confirm 2; sleep 60" &
 session=$!
