@@ -689,21 +689,27 @@ class Session {
       throw UsageError("--icmp-type and --icmp-code need --proto icmp (or icmpv6), not " +
                        ir::protocol_name(p.protocol));
     p.icmp_type = icmpv6 ? 128 : 8;  // echo-request
+    p.icmp_code = byte("icmp-code", 0);
     if (vm.count("icmp-type")) {
       const std::string type = str("icmp-type");
-      auto named = ir::parse_icmp_type(type, icmpv6);
+      auto named = ir::parse_icmp_message(type, icmpv6);
       if (!named && !type.empty() &&
           std::all_of(type.begin(), type.end(), [](unsigned char c) { return std::isdigit(c) != 0; }) &&
           type.size() <= 3 && std::stoi(type) <= 255)
-        named = static_cast<std::uint8_t>(std::stoi(type));
+        named = ir::IcmpMessage{static_cast<std::uint8_t>(std::stoi(type)), std::nullopt};
       if (!named) {
-        auto hint = did_you_mean(type, ir::icmp_type_names(icmpv6));
+        auto hint = did_you_mean(type, ir::icmp_message_names(icmpv6));
         throw UsageError("--icmp-type '" + type + "' is not an " + (icmpv6 ? "ICMPv6" : "ICMP") +
-                         " type (a name such as echo-request, or 0-255)" + (hint.empty() ? "" : "; " + hint));
+                         " type (a name such as echo-request or port-unreachable, or 0-255)" +
+                         (hint.empty() ? "" : "; " + hint));
       }
-      p.icmp_type = *named;
+      if (named->code && vm.count("icmp-code") && *named->code != p.icmp_code)
+        throw UsageError("--icmp-type " + type + " is type " + std::to_string(named->type) + " code " +
+                         std::to_string(*named->code) + ", not code " + std::to_string(p.icmp_code) +
+                         "; leave out --icmp-code, or give --icmp-type " + std::to_string(named->type));
+      p.icmp_type = named->type;
+      if (named->code) p.icmp_code = *named->code;
     }
-    p.icmp_code = byte("icmp-code", 0);
     if (vm.count("state")) {
       auto st = ir::parse_ct_state(str("state"));
       if (!st || *st == ir::CtState::untracked)

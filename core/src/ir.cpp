@@ -8,6 +8,7 @@
 #include <cctype>
 #include <charconv>
 #include <cstdio>
+#include <span>
 
 namespace fwe::ir {
 
@@ -327,7 +328,78 @@ std::vector<std::string_view> all_names(const std::array<IcmpName, N>& table) {
   return names;
 }
 
+// Messages as iptables (--icmp-type) and firewalld (icmptypes) name them: a type and often a code.
+// Numbers from RFC 792/1812/4443 (firewalld before 2.4 numbered a few of these differently).
+struct IcmpMessageName {
+  std::string_view name;
+  IcmpMessage message;
+};
+constexpr IcmpMessageName kIcmpMessages[] = {
+    {"network-unreachable", {3, 0}},
+    {"host-unreachable", {3, 1}},
+    {"protocol-unreachable", {3, 2}},
+    {"port-unreachable", {3, 3}},
+    {"fragmentation-needed", {3, 4}},
+    {"source-route-failed", {3, 5}},
+    {"network-unknown", {3, 6}},
+    {"host-unknown", {3, 7}},
+    {"network-prohibited", {3, 9}},
+    {"host-prohibited", {3, 10}},
+    {"tos-network-unreachable", {3, 11}},
+    {"tos-host-unreachable", {3, 12}},
+    {"communication-prohibited", {3, 13}},
+    {"host-precedence-violation", {3, 14}},
+    {"precedence-cutoff", {3, 15}},
+    {"network-redirect", {5, 0}},
+    {"host-redirect", {5, 1}},
+    {"tos-network-redirect", {5, 2}},
+    {"tos-host-redirect", {5, 3}},
+    {"ttl-zero-during-transit", {11, 0}},
+    {"ttl-zero-during-reassembly", {11, 1}},
+    {"ip-header-bad", {12, 0}},
+    {"required-option-missing", {12, 1}},
+};
+constexpr IcmpMessageName kIcmpv6Messages[] = {
+    {"no-route", {1, 0}},
+    {"communication-prohibited", {1, 1}},
+    {"beyond-scope", {1, 2}},
+    {"address-unreachable", {1, 3}},
+    {"port-unreachable", {1, 4}},
+    {"failed-policy", {1, 5}},
+    {"reject-route", {1, 6}},
+    {"ttl-zero-during-transit", {3, 0}},
+    {"ttl-zero-during-reassembly", {3, 1}},
+    {"bad-header", {4, 0}},
+    {"unknown-header-type", {4, 1}},
+    {"unknown-option", {4, 2}},
+    {"router-solicitation", {133, std::nullopt}},
+    {"router-advertisement", {134, std::nullopt}},
+    {"neighbour-solicitation", {135, std::nullopt}},
+    {"neighbor-solicitation", {135, std::nullopt}},
+    {"neighbour-advertisement", {136, std::nullopt}},
+    {"neighbor-advertisement", {136, std::nullopt}},
+};
+
 }  // namespace
+
+std::optional<IcmpMessage> parse_icmp_message(std::string_view name, bool v6) {
+  if (auto type = parse_icmp_type(name, v6)) return IcmpMessage{*type, std::nullopt};
+  std::string lower(name);
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char ch) { return std::tolower(ch); });
+  for (const auto& entry : v6 ? std::span<const IcmpMessageName>(kIcmpv6Messages)
+                              : std::span<const IcmpMessageName>(kIcmpMessages))
+    if (entry.name == lower) return entry.message;
+  return std::nullopt;
+}
+
+std::vector<std::string_view> icmp_message_names(bool v6) {
+  std::vector<std::string_view> names = icmp_type_names(v6);
+  for (const auto& entry : v6 ? std::span<const IcmpMessageName>(kIcmpv6Messages)
+                              : std::span<const IcmpMessageName>(kIcmpMessages))
+    names.push_back(entry.name);
+  return names;
+}
 
 std::optional<std::uint8_t> parse_icmp_type(std::string_view name, bool v6) {
   return v6 ? find_type(kIcmpv6Types, name) : find_type(kIcmpTypes, name);

@@ -40,6 +40,18 @@ TEST_CASE("protocols, interfaces and MACs") {
   CHECK_FALSE(parse_mac("00:1a:2b:3c:4d"));
 }
 
+TEST_CASE("ICMP messages by nft's, iptables' and firewalld's names") {
+  CHECK(parse_icmp_message("echo-request", false)->type == 8);
+  CHECK_FALSE(parse_icmp_message("echo-request", false)->code);
+  CHECK(parse_icmp_message("port-unreachable", false)->type == 3);
+  CHECK(*parse_icmp_message("port-unreachable", false)->code == 3);
+  CHECK(*parse_icmp_message("port-unreachable", true)->code == 4);
+  CHECK(*parse_icmp_message("TOS-host-unreachable", false)->code == 12);
+  CHECK(parse_icmp_message("neighbour-solicitation", true)->type == 135);
+  CHECK(parse_icmp_message("nd-neighbor-solicit", true)->type == 135);
+  CHECK_FALSE(parse_icmp_message("neighbour-solicitation", false));
+}
+
 TEST_CASE("a boxed match reads like std::optional and copies deeply") {
   Match m;
   CHECK_FALSE(m.pkt_type);

@@ -383,6 +383,14 @@ std::string protocol_name(std::uint8_t);
 std::optional<std::uint8_t> parse_icmp_type(std::string_view name, bool v6);
 std::optional<std::string_view> icmp_type_name(std::uint8_t type, bool v6);
 std::vector<std::string_view> icmp_type_names(bool v6);
+// A message by the name nft gives its type, or iptables and firewalld give it ("port-unreachable":
+// type 3 code 3, or type 1 code 4 for ICMPv6): the type, and the code where the name implies one.
+struct IcmpMessage {
+  std::uint8_t type = 0;
+  std::optional<std::uint8_t> code;
+};
+std::optional<IcmpMessage> parse_icmp_message(std::string_view name, bool v6);
+std::vector<std::string_view> icmp_message_names(bool v6);
 bool protocol_has_ports(std::uint8_t);
 
 }  // namespace fwe::ir

@@ -119,6 +119,12 @@ check "trace --icmp-type by name" 0 "$FWE" -f "$EXAMPLE" trace --iif eth0 --src 
 contains "icmp type by name" "type 0 code 0"
 check "trace --icmp-type misspelt" 2 "$FWE" -f "$EXAMPLE" trace --iif eth0 --src 10.0.0.9 --dst 10.0.0.1 --proto icmp --icmp-type echo-requets
 contains "icmp type hint" "did you mean 'echo-request'?"
+check "trace --icmp-type as firewalld names it" 0 "$FWE" -f "$EXAMPLE" trace --iif eth0 --src 10.0.0.9 --dst 10.0.0.1 --proto icmp --icmp-type port-unreachable
+contains "the name gives the code" "type 3 code 3"
+check "trace --icmpv6 type as firewalld names it" 0 "$FWE" -f "$EXAMPLE" trace --iif eth0 --src 2001:db8::9 --dst 2001:db8::1 --proto icmpv6 --icmp-type neighbour-solicitation
+contains "ICMPv6 neighbour solicitation" "type 135 code 0"
+check "trace --icmp-type name with another code" 2 "$FWE" -f "$EXAMPLE" trace --iif eth0 --src 10.0.0.9 --dst 10.0.0.1 --proto icmp --icmp-type host-prohibited --icmp-code 3
+contains "name and code contradict" "--icmp-type host-prohibited is type 3 code 10, not code 3"
 # (checked with the options, before anything else: the netns named does not exist)
 NAT=("$FWE" -f "$ROOT/fixtures/yaml/nat/policy.yaml" trace --iif wan0 --src 198.51.100.9 --dst 203.0.113.7 --dport 8080)
 check "trace of a port forward, as input" 0 "${NAT[@]}"
