@@ -774,14 +774,20 @@ class Session {
     return s.str();
   }
 
+  // The rule that decided a step, or the endpoint or group whose default did, where it has a line.
+  static const ir::Origin* step_origin(const trace::Step& st) {
+    if (st.rule) return &st.rule->origin;
+    return st.origin && st.origin->loc.line > 0 ? st.origin : nullptr;
+  }
+
   json step_json(const trace::Step& st) const {
     json j = {{"what", st.what}};
     if (!st.endpoint.empty()) j["endpoint"] = st.endpoint;
     if (!st.chain.empty()) j["chain"] = st.chain;
     if (st.rule_index >= 0) j["rule"] = st.rule_index;
-    if (st.rule) {
-      j["at"] = trace::where(ruleset_, st.rule->origin);
-      if (!st.rule->origin.policy.empty()) j["policy"] = st.rule->origin.policy;
+    if (const ir::Origin* origin = step_origin(st)) {
+      j["at"] = trace::where(ruleset_, *origin);
+      if (!origin->policy.empty()) j["policy"] = origin->policy;
     }
     return j;
   }
@@ -836,9 +842,9 @@ class Session {
         std::cout << (st.endpoint.empty() ? "" : "[" + st.endpoint + "] ");
         if (!st.chain.empty()) std::cout << st.chain << ' ';
         std::cout << st.what;
-        if (st.rule) {
-          std::cout << "  " << trace::where(ruleset_, st.rule->origin);
-          if (!st.rule->origin.policy.empty()) std::cout << " (" << st.rule->origin.policy << ")";
+        if (const ir::Origin* origin = step_origin(st)) {
+          std::cout << "  " << trace::where(ruleset_, *origin);
+          if (!origin->policy.empty()) std::cout << " (" << origin->policy << ")";
         }
         std::cout << '\n';
       }

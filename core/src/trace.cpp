@@ -193,9 +193,9 @@ class StageWalker {
 
  private:
   void record(const std::string& group, const std::string& chain, std::int32_t index, const Rule* rule,
-              std::string what) {
+              std::string what, const Origin* origin = nullptr) {
     out_.steps.push_back({stage_, section_ ? section_->name : std::string{},
-                          endpoint_ ? endpoint_->name : std::string{}, group, chain, index, rule,
+                          endpoint_ ? endpoint_->name : std::string{}, group, chain, index, rule, origin,
                           std::move(what)});
   }
 
@@ -230,12 +230,14 @@ class StageWalker {
       }
       if (!passed && group.on_end != Verdict::continue_) {
         record(group.name, {}, -1, nullptr,
-               "end of group " + group.name + " -> " + std::string(ir::to_string(group.on_end)));
+               "end of group " + group.name + " -> " + std::string(ir::to_string(group.on_end)),
+               &group.origin);
         return settle(group.on_end);
       }
     }
     record({}, {}, -1, nullptr,
-           "endpoint " + ep.name + " default -> " + std::string(ir::to_string(ep.default_verdict)));
+           "endpoint " + ep.name + " default -> " + std::string(ir::to_string(ep.default_verdict)),
+           &ep.origin);
     return settle(ep.default_verdict);
   }
 

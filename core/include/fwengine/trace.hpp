@@ -51,6 +51,8 @@ struct Step {
   std::string section, endpoint, group, chain;
   std::int32_t rule_index = -1;  // index in chain, -1 for a default/prelude
   const ir::Rule* rule = nullptr;
+  // Where no rule decided (an endpoint's default, a group's end): the endpoint or group, for its line.
+  const ir::Origin* origin = nullptr;
   std::string what;  // "rule 3 (drop)", "conntrack: established", "endpoint default drop", ...
 };
 

@@ -119,6 +119,8 @@ check "trace --icmp-type by name" 0 "$FWE" -f "$EXAMPLE" trace --iif eth0 --src 
 contains "icmp type by name" "type 0 code 0"
 check "trace --icmp-type misspelt" 2 "$FWE" -f "$EXAMPLE" trace --iif eth0 --src 10.0.0.9 --dst 10.0.0.1 --proto icmp --icmp-type echo-requets
 contains "icmp type hint" "did you mean 'echo-request'?"
+check "trace to a closed port" 0 "$FWE" -f "$EXAMPLE" trace --iif eth0 --src 10.0.0.9 --dst 10.0.0.1 --dport 99
+contains "the endpoint's default names its line" "endpoint uplink default -> drop  $EXAMPLE:43:11 (uplink)"
 check "trace --icmp-type as firewalld names it" 0 "$FWE" -f "$EXAMPLE" trace --iif eth0 --src 10.0.0.9 --dst 10.0.0.1 --proto icmp --icmp-type port-unreachable
 contains "the name gives the code" "type 3 code 3"
 check "trace --icmpv6 type as firewalld names it" 0 "$FWE" -f "$EXAMPLE" trace --iif eth0 --src 2001:db8::9 --dst 2001:db8::1 --proto icmpv6 --icmp-type neighbour-solicitation
