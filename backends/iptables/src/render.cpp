@@ -663,8 +663,14 @@ class FamilyRenderer {
       // The kernel's rpfilter match loads only in raw and mangle PREROUTING.
       auto before_routing = [](Stage s) { return s == Stage::untracked_in || s == Stage::prednat; };
       if (!std::all_of(stages.begin(), stages.end(), before_routing)) {
-        error(rule.origin, "iptables checks the reverse path (rpf) only in untracked-in and prednat",
-              "move the rule to prednat, or choose --backend nft");
+        std::string where;
+        for (Stage s : stages)
+          if (!before_routing(s)) where += (where.empty() ? "" : ", ") + std::string(ir::to_string(s));
+        error(rule.origin,
+              (rule.origin.policy.empty() ? std::string("this rule") : rule.origin.policy) +
+                  " checks the reverse path (rpf) in " + where +
+                  "; iptables can check it only before routing (stages untracked-in and prednat)",
+              "check it in prednat instead, or choose --backend nft");
         return std::nullopt;
       }
       // --validmark: the route lookup uses the packet's mark, as nft's does.

@@ -446,7 +446,9 @@ TEST_CASE("rpf is the rpfilter match with the packet's mark, only before routing
   Diagnostics diag;
   render(rs, diag);
   REQUIRE(diag.has_errors());
-  CHECK(diag.all()[0].message.find("rpf) only in untracked-in and prednat") != std::string::npos);
+  CHECK(diag.all()[0].message.find(
+            "checks the reverse path (rpf) in input; iptables can check it only before routing") !=
+        std::string::npos);
   rs.stage(ir::Stage::prednat).sections = std::move(rs.stage(ir::Stage::input).sections);
   rs.stage(ir::Stage::input).sections.clear();
   Model m = render_ok(rs);

@@ -37,7 +37,7 @@ calico=$work/overlay
 check "overlay: migrate (exit 2: masquerade and <forward/> do not map)" 2 \
   "${FW[@]}" -f "$ROOT/fixtures/firewalld/overlay" --node "$NODE" migrate --to calico -o "$calico"
 contains "overlay: masquerade reported" \
-  "fixtures/firewalld/overlay/zones/lab/interfaces.xml:2:1: error: cannot write as calico: masquerade"
+  "fixtures/firewalld/overlay/zones/lab/nat.xml:3:3: error: cannot write as calico: masquerade"
 contains "overlay: <forward/> reported" \
   "overlay/zones/lab/interfaces.xml:3:3: error: cannot write as calico: outgoing interface match in forward"
 check "overlay: read back" 0 "${CAL[@]}" -f "$calico" check
@@ -61,7 +61,7 @@ calico=$work/mine
 check "mine: migrate (exit 2: NAT, a source zone, a wildcard interface)" 2 \
   "${FW[@]}" -f "$MINE" --node "$NODE" migrate --to calico -o "$calico"
 report=$out
-for piece in "public.xml:2:1: error: cannot write as calico: masquerade" \
+for piece in "public.xml:21:3: error: cannot write as calico: masquerade" \
              "public.xml:22:3: error: cannot write as calico: redirect: Calico host policy has no NAT (zone public: forward-port)" \
              "dmz.xml:4:3: error: cannot write as calico: endpoint 'dmz 198.51.100.0/24': classified by address" \
              "vpn.xml:4:3: error: cannot write as calico: endpoint 'vpn tun+': interface wildcard 'tun+'" \

@@ -297,8 +297,8 @@ class Mapper {
       default_zone_ = &it->second;
       return;
     }
-    diag_.error(config_.settings.loc, "DefaultZone '" + name + "' does not exist",
-                "set DefaultZone to an existing zone");
+    diag_.error(config_.settings.default_zone_loc.value_or(config_.settings.loc),
+                "DefaultZone '" + name + "' does not exist", "set DefaultZone to an existing zone");
   }
 
   // ---- direct.xml (§1.7) --------------------------------------------------------------------------
@@ -678,7 +678,7 @@ class Mapper {
     }
     for (const ForwardPort& fp : body.forward_ports)
       o.parts[Stage::dnat].add(Sub::allow, 0, forward_port_rule(o, nullptr, fp, std::nullopt));
-    if (body.masquerade) o.parts[Stage::snat].add(Sub::allow, 0, masquerade_rule(o, zone.loc));
+    if (body.masquerade) o.parts[Stage::snat].add(Sub::allow, 0, masquerade_rule(o, *body.masquerade));
     for (std::size_t i = 0; i < body.rules.size(); ++i) {
       add_rich(o, body.rules[i], static_cast<std::int32_t>(i), nullptr);
     }
@@ -693,8 +693,8 @@ class Mapper {
       if (reachable(o, policy, stage, fp.loc, "forward-port"))
         o.parts[stage].add(Sub::allow, 0, forward_port_rule(o, &policy, fp, std::nullopt));
     }
-    if (body.masquerade && reachable(o, policy, Stage::snat, policy.loc, "masquerade"))
-      o.parts[Stage::snat].add(Sub::allow, 0, masquerade_rule(o, policy.loc));
+    if (body.masquerade && reachable(o, policy, Stage::snat, *body.masquerade, "masquerade"))
+      o.parts[Stage::snat].add(Sub::allow, 0, masquerade_rule(o, *body.masquerade));
     for (std::size_t i = 0; i < body.rules.size(); ++i) {
       add_rich(o, body.rules[i], static_cast<std::int32_t>(i), &policy);
     }
@@ -1631,7 +1631,7 @@ class Mapper {
     if (!settings.ipv6_rpfilter || mode == "no") return;
     const bool forward_only = mode.ends_with("-forward");
     const Stage stage = forward_only ? Stage::forward : Stage::prednat;
-    const ir::Origin from{settings.loc,
+    const ir::Origin from{settings.ipv6_rpfilter_loc.value_or(settings.loc),
                           std::string("firewalld ") +
                               (forward_only ? "filter_FORWARD" : "filter_PREROUTING") +
                               ": IPv6_rpfilter=" + mode,

@@ -113,7 +113,7 @@ struct Body {
   std::vector<PortSpec> source_ports;
   std::vector<std::string> icmp_blocks;
   std::vector<SourceLoc> icmp_block_locs;
-  bool masquerade = false;
+  std::optional<SourceLoc> masquerade;  // where <masquerade/> is, if it is
   std::vector<ForwardPort> forward_ports;
   std::vector<RichRule> rules;  // load order, duplicates (same text) removed
 };
@@ -165,6 +165,7 @@ struct Service {
   std::vector<PortSpec> source_ports;
   std::optional<ir::Cidr> destination_v4, destination_v6;  // <destination ipv4= ipv6=>
   std::vector<std::string> includes;
+  std::vector<SourceLoc> include_locs;
   std::vector<std::string> helpers;
   std::string file;
   SourceLoc loc;
@@ -212,8 +213,10 @@ struct Settings {  // firewalld.conf
   bool ipv6_rpfilter = true;       // "yes" / strict; 2.2+ values kept in ipv6_rpfilter_mode
   std::string ipv6_rpfilter_mode = "strict";
   bool rfc3964_ipv4 = true;
-  bool strict_forward_ports = false;  // 2.3+
-  SourceLoc loc;                      // the file, line 0
+  bool strict_forward_ports = false;           // 2.3+
+  SourceLoc loc;                               // the file, line 0
+  std::optional<SourceLoc> default_zone_loc;   // where DefaultZone= is, if it is
+  std::optional<SourceLoc> ipv6_rpfilter_loc;  // where IPv6_rpfilter= is, if it is
 };
 
 struct Config {

@@ -317,18 +317,22 @@ class Loader {
 
   // ---- firewalld.conf --------------------------------------------------------------------------
   void read_settings() {
+    bool found = false;
     for (const auto& dir : config_dirs_) {
       const std::string path = (fs::path(dir) / "firewalld.conf").string();
       std::ifstream in(path);
       if (!in) continue;
       const std::uint32_t file = diag_.add_file(path);
       config_.settings.loc = {file, 0, 0};
+      found = true;
       std::set<std::string> seen;
       std::string line;
       for (std::uint32_t number = 1; std::getline(in, line); ++number) {
         read_setting(line, {file, number, 1}, seen);
       }
     }
+    // What firewalld does by itself (its preludes, its defaults) cites the firewalld.conf in force.
+    if (!found) config_.settings.loc = {diag_.add_file("<firewalld's defaults: no firewalld.conf>"), 0, 0};
   }
 
   void read_setting(std::string line, SourceLoc loc, std::set<std::string>& seen) {
@@ -375,6 +379,7 @@ class Loader {
     const bool v2 = config_.compat == Compat::v2;
     if (key == "DefaultZone") {
       s.default_zone = value;
+      s.default_zone_loc = loc;
     } else if (key == "LogDenied") {
       if (value == "off" || value == "all" || value == "unicast" || value == "broadcast" ||
           value == "multicast")
@@ -383,6 +388,7 @@ class Loader {
         diag_.warning(loc, "LogDenied=" + value + " is invalid; off is used",
                       "use off, all, unicast, broadcast or multicast");
     } else if (key == "IPv6_rpfilter") {
+      s.ipv6_rpfilter_loc = loc;
       static const std::set<std::string> kModes = {"strict", "loose", "strict-forward", "loose-forward",
                                                    "no"};
       if (v2 && kModes.count(value)) {
@@ -481,7 +487,7 @@ class Loader {
         body.icmp_block_locs.push_back(e.loc);
       }
     } else if (n == "masquerade") {
-      body.masquerade = true;
+      body.masquerade = e.loc;
     } else if (n == "forward-port") {
       read_forward_port(e, body);
     } else if (n == "rule") {
@@ -760,7 +766,7 @@ class Loader {
           z.body.forward_ports.push_back(fp);
       z.body.rules.insert(z.body.rules.end(), p.body.rules.begin(), p.body.rules.end());
       z.forward = z.forward || p.forward;
-      z.body.masquerade = z.body.masquerade || p.body.masquerade;
+      if (!z.body.masquerade) z.body.masquerade = p.body.masquerade;
       z.icmp_block_inversion = z.icmp_block_inversion || p.icmp_block_inversion;
     }
     return z;
@@ -850,10 +856,12 @@ class Loader {
       }
     };
     auto add_unique = [&](const xml::Element& e, std::vector<std::string>& list, const std::string& value) {
-      if (std::find(list.begin(), list.end(), value) != list.end())
+      if (std::find(list.begin(), list.end(), value) != list.end()) {
         duplicate(e, e.name + " " + value);
-      else
-        list.push_back(value);
+        return false;
+      }
+      list.push_back(value);
+      return true;
     };
     for (const xml::Element& e : root.children) {
       if (e.name == "port" && attribute(e, "port").empty()) {
@@ -883,7 +891,7 @@ class Loader {
             *slot = cidr;
         }
       } else if (e.name == "include") {
-        add_unique(e, s.includes, attribute(e, "service"));
+        if (add_unique(e, s.includes, attribute(e, "service"))) s.include_locs.push_back(e.loc);
       } else if (e.name == "helper") {
         add_unique(e, s.helpers, attribute(e, "name"));
       } else if (e.name == "module") {
@@ -1104,7 +1112,8 @@ class Loader {
     if (config_.zones.count(s.default_zone)) return;
     for (const char* fallback : {"public", "external", "block"}) {
       if (!config_.zones.count(fallback)) continue;
-      diag_.warning(s.loc, "DefaultZone " + s.default_zone + " does not exist; firewalld uses " + fallback,
+      diag_.warning(s.default_zone_loc.value_or(s.loc),
+                    "DefaultZone " + s.default_zone + " does not exist; firewalld uses " + fallback,
                     "set DefaultZone to an existing zone");
       s.default_zone = fallback;
       return;
@@ -1123,11 +1132,13 @@ class Loader {
     while (!pending.empty()) {
       const Service* current = pending.back();
       pending.pop_back();
-      for (const auto& include : current->includes) {
+      for (std::size_t i = 0; i < current->includes.size(); ++i) {
+        const std::string& include = current->includes[i];
         auto it = config_.services.find(include);
         if (it == config_.services.end()) {
           if (current == &service)
-            diag_.error(service.loc, "service " + service.name + " includes the unknown service " + include,
+            diag_.error(service.include_locs[i],
+                        "service " + service.name + " includes the unknown service " + include,
                         unknown_hint("service", include, config_.services));
           continue;
         }
@@ -1259,7 +1270,7 @@ class Loader {
       diag_.error(p.loc, "policy " + p.name + ": HOST cannot be both the ingress and the egress zone",
                   "use HOST on one side");
     if (p.body.masquerade && (has(p.egress_zones, "HOST") || has(p.ingress_zones, "HOST")))
-      diag_.error(p.loc, "policy " + p.name + ": masquerade is invalid with HOST",
+      diag_.error(*p.body.masquerade, "policy " + p.name + ": masquerade is invalid with HOST",
                   "use masquerade in a policy between zones");
     for (const auto& fp : p.body.forward_ports) check_policy_forward_port(p, fp.to_addr.has_value(), fp.loc);
   }

@@ -39,7 +39,7 @@ class Setup {
     for (const char* name : {"home", "internal"})
       services(zone(name).body, {"ssh", "mdns", "samba-client", "dhcpv6-client"});
     services(zone("external").body, {"ssh"});
-    zone("external").body.masquerade = true;
+    zone("external").body.masquerade = SourceLoc{};
     services(zone("dmz").body, {"ssh"});
     for (const char* name : {"echo-request", "echo-reply", "redirect", "router-advertisement"})
       icmptype(name);

@@ -29,7 +29,7 @@ TEST_CASE("reader: the stock configuration loads without errors") {
   CHECK(config.zones.at("drop").target == ZoneTarget::drop);
   CHECK(config.zones.at("block").target == ZoneTarget::reject);
   CHECK(config.zones.at("trusted").target == ZoneTarget::accept);
-  CHECK(config.zones.at("external").body.masquerade);
+  CHECK(config.zones.at("external").body.masquerade.has_value());
   REQUIRE(config.policies.count("allow-host-ipv6"));
   const Policy& nd = config.policies.at("allow-host-ipv6");
   CHECK(nd.priority == -15000);
@@ -102,7 +102,7 @@ TEST_CASE("reader: combined zones from zones/<dir>/*.xml") {
   REQUIRE(lab.interfaces.size() == 2);
   CHECK(lab.interfaces[1].pattern.prefix);
   CHECK(lab.body.services == std::vector<std::string>{"ssh"});
-  CHECK(lab.body.masquerade);
+  CHECK(lab.body.masquerade.has_value());
   CHECK(lab.forward);
   CHECK(lab.body.rules.size() == 2);          // concatenated, not deduplicated
   CHECK(lab.target == ZoneTarget::default_);  // firewalld does not carry a part's target over
@@ -127,7 +127,7 @@ TEST_CASE("reader: service includes are kept by name and checked, cycles are har
   Diagnostics bad;
   test::read(etc, bad);
   CHECK_THAT(test::first_error(bad),
-             Catch::Contains("services/c.xml:2:1: error: service c includes the unknown service nosuch"));
+             Catch::Contains("services/c.xml:3:3: error: service c includes the unknown service nosuch"));
 }
 
 TEST_CASE(
@@ -267,7 +267,7 @@ TEST_CASE("reader: policies and their constraints") {
   test::read(bad, errors);
   const std::string all = test::messages(errors);
   CHECK_THAT(all, Catch::Contains("hosts.xml:2:1: error: policy hosts: HOST cannot be both"));
-  CHECK_THAT(all, Catch::Contains("hosts.xml:2:1: error: policy hosts: masquerade is invalid with HOST"));
+  CHECK_THAT(all, Catch::Contains("hosts.xml:5:3: error: policy hosts: masquerade is invalid with HOST"));
   CHECK_THAT(all, Catch::Contains("mixed.xml:2:1: error: policy mixed: ingress zones may be"));
   CHECK_THAT(all, Catch::Contains("mixed.xml:2:1: error: policy mixed names the unknown egress zone nosuch"));
   CHECK_THAT(all, Catch::Contains("mixed.xml:6:3: error: policy mixed: a forward-port needs to-addr"));
