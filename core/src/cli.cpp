@@ -947,14 +947,26 @@ class Session {
   void remember_applied() const {
     auto [chains, rules] = counts();
     const std::string when = utc_time(std::time(nullptr));
-    state::Applied a{
-        o_.backend, o_.frontend,         hash(), o_.node, when, ruleset_.source_revision, o_.files, chains,
-        rules,      ruleset_.sets.size()};
+    state::Applied a{o_.backend,
+                     o_.frontend,
+                     hash(),
+                     o_.node,
+                     when,
+                     ruleset_.source_revision,
+                     o_.files,
+                     o_.frontend_options,
+                     chains,
+                     rules,
+                     ruleset_.sets.size()};
     for (auto& source : a.sources) {
       std::error_code ec;
       auto absolute = std::filesystem::absolute(source, ec);
       if (!ec && source != "-" && !is_url(source)) source = absolute.lexically_normal().string();
     }
+    // A rollback applies the copies kept in good/: the record names the files they were copied from.
+    if (!o_.rollback_of.empty())
+      if (auto good = load_snapshot(good_snapshot_dir(o_.netns)); good && good->sources == a.sources)
+        a.sources = good->originals;
     state::save(o_.netns, a);
     note_rollback();
   }
@@ -1178,7 +1190,7 @@ class Session {
       spawn_rollback_watchdog(o_.netns, *confirm_within, rollback, unconfirmed);
       deadline = load_pending(o_.netns)->deadline;
     } else {
-      keep_as_good();
+      if (o_.rollback_of.empty()) keep_as_good();  // a rollback applied good/ itself
       clear_pending(o_.netns);
     }
     auto [chains, rules] = counts();
@@ -1473,6 +1485,7 @@ class Session {
                         {"applied", applied ? json{{"backend", applied->backend},
                                                    {"frontend", applied->frontend},
                                                    {"sources", applied->sources},
+                                                   {"frontend-options", applied->frontend_options},
                                                    {"time", applied->time},
                                                    {"hash", applied->hash},
                                                    {"revision", applied->revision},
@@ -1505,6 +1518,7 @@ class Session {
         std::cout << "applied " << applied->time << " from " << applied->frontend << " ("
                   << (applied->sources.empty() ? std::string("default sources") : join(applied->sources))
                   << (applied->revision.empty() ? "" : " at revision " + applied->revision)
+                  << (applied->frontend_options.empty() ? "" : " with " + join(applied->frontend_options))
                   << "): " << applied->chains << " chains, " << applied->rules << " rules, " << applied->sets
                   << " sets\n";
       else if (applied_here)

@@ -106,6 +106,12 @@ void save_snapshot(const std::string& dir, const std::vector<std::string>& sourc
   fs::create_directories(tmp, ec);
   if (ec) throw RuntimeError("cannot create " + tmp.string() + ": " + ec.message());
   meta.sources.clear();
+  // A snapshot copied from another (the candidate, confirmed) keeps the first one's originals.
+  if (meta.originals.size() != sources.size()) {
+    meta.originals.clear();
+    for (const auto& source : sources)
+      meta.originals.push_back(fs::absolute(source).lexically_normal().string());
+  }
   for (std::size_t i = 0; i < sources.size(); ++i) {
     const fs::path source = sources[i];
     const fs::path target = tmp / std::to_string(i) / source.filename();
@@ -118,9 +124,13 @@ void save_snapshot(const std::string& dir, const std::vector<std::string>& sourc
     if (ec) throw RuntimeError("cannot keep a copy of " + source.string() + ": " + ec.message());
     meta.sources.push_back((fs::path(dir) / std::to_string(i) / source.filename()).string());
   }
-  json j = {{"frontend", meta.frontend}, {"backend", meta.backend},
-            {"node", meta.node},         {"config", meta.config},
-            {"sources", meta.sources},   {"frontend-options", meta.frontend_options}};
+  json j = {{"frontend", meta.frontend},
+            {"backend", meta.backend},
+            {"node", meta.node},
+            {"config", meta.config},
+            {"sources", meta.sources},
+            {"originals", meta.originals},
+            {"frontend-options", meta.frontend_options}};
   write_file((tmp / "snapshot.json").string(), j.dump(2) + "\n");
   replace_dir(tmp, dir);
 }
@@ -134,6 +144,8 @@ std::optional<Snapshot> load_snapshot(const std::string& dir) {
   s.node = j.value("node", "");
   s.config = j.value("config", "");
   s.sources = j.value("sources", std::vector<std::string>{});
+  s.originals = j.value("originals", std::vector<std::string>{});
+  if (s.originals.size() != s.sources.size()) s.originals = s.sources;  // an older snapshot
   s.frontend_options = j.value("frontend-options", std::vector<std::string>{});
   return s;
 }

@@ -21,7 +21,8 @@ namespace fwe::cli {
 struct Snapshot {
   std::string frontend, backend, node, config;
   std::vector<std::string> frontend_options;
-  std::vector<std::string> sources;  // paths inside the snapshot directory
+  std::vector<std::string> sources;    // paths inside the snapshot directory
+  std::vector<std::string> originals;  // the absolute paths they were copied from, one each
 };
 
 // A moment as status shows it: 2026-12-01T00:04:55Z.

@@ -134,9 +134,17 @@ WriterLock::~WriterLock() {
 
 void save(const std::string& netns, const Applied& a) {
   std::string dir = ensure_dir(netns);
-  json j = {{"backend", a.backend}, {"frontend", a.frontend}, {"hash", a.hash},     {"node", a.node},
-            {"time", a.time},       {"sources", a.sources},   {"chains", a.chains}, {"rules", a.rules},
-            {"sets", a.sets},       {"revision", a.revision}};
+  json j = {{"backend", a.backend},
+            {"frontend", a.frontend},
+            {"hash", a.hash},
+            {"node", a.node},
+            {"time", a.time},
+            {"sources", a.sources},
+            {"chains", a.chains},
+            {"rules", a.rules},
+            {"sets", a.sets},
+            {"revision", a.revision},
+            {"frontend-options", a.frontend_options}};
   write_atomically(dir + "/state.json", j);
   std::error_code ec;
   fs::remove(dir + "/failure.json", ec);
@@ -153,6 +161,7 @@ std::optional<Applied> load(const std::string& netns) {
   a.node = j.value("node", "");
   a.time = j.value("time", "");
   a.sources = j.value("sources", std::vector<std::string>{});
+  a.frontend_options = j.value("frontend-options", std::vector<std::string>{});
   a.chains = j.value("chains", std::size_t{0});
   a.rules = j.value("rules", std::size_t{0});
   a.sets = j.value("sets", std::size_t{0});

@@ -70,6 +70,8 @@ expect "unconfirmed: the previous ruleset comes back" wait_for_hash "$ns" "$A" 8
 expect "status says that the apply was rolled back" \
   wait_for_status "$ns" "rolled back at .*: the apply of IR ${B:0:16} at .* was not confirmed in time" 5
 expect "status --json has the rollback" wait_for_status "$ns" '"unconfirmed": "the apply of IR' 5 --json
+expect "after the rollback status names the file, not its kept copy" \
+  grep -q "from yaml ($work/a/policy.yaml)" <<<"$("$FWE" --netns "$ns" status)"
 
 "$FWE" --netns "$ns" -q -f "$work/b/policy.yaml" apply --confirm 2
 "$FWE" --netns "$ns" -q confirm
