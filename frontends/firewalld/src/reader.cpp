@@ -241,6 +241,12 @@ class Loader {
       std::vector<std::string_view> known;
       for (const auto& [name, spec] : schema) known.push_back(name);
       std::string hint = did_you_mean(e.name, known);
+      // A zone, or a zone's bindings, written in a policy, which names zones instead.
+      if (kind == "policy" && e.name == "zone")
+        hint = "a policy names its zones with <ingress-zone name=\"...\"/> and <egress-zone name=\"...\"/>";
+      if (kind == "policy" && (e.name == "interface" || e.name == "source"))
+        hint = "a policy names zones: bind the " + e.name + " to a zone (<" + e.name +
+               "> in zones/ZONE.xml) and name that zone in <ingress-zone> or <egress-zone>";
       if (hint.empty())
         hint = "remove it; firewalld refuses unknown elements in a " + std::string(kind) + " file";
       diag_.error(e.loc, "unknown element <" + e.name + "> in a " + std::string(kind), hint);
