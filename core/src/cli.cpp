@@ -1528,7 +1528,7 @@ class Session {
       for (const auto& c : state.counters)
         if (c.packets > 0 || o_.verbose)
           std::cout << "  " << std::right << std::setw(10) << c.packets << " pkts  " << c.chain << " #"
-                    << c.rule << "  " << c.where << '\n';
+                    << c.rule << "  " << counter_origin(c) << '\n';
     }
     for (const auto& d : state.drift) std::cout << "drift: " << d << '\n';
     // What the service knows besides the kernel: also when nothing is loaded (a store down at start).
@@ -1561,6 +1561,16 @@ class Session {
                   << "ruleset before it failed; see " << state::run_dir(o_.netns) << "/rollback.log\n";
     }
     return 0;
+  }
+
+  // Where a counted rule came from, and what it is where the backend's stamp says (a zone's service, a
+  // policy's rule): "zones/public.xml:5:3 (zone public: service ssh)".
+  static std::string counter_origin(const RuleCounter& c) {
+    std::string_view label = c.origin.policy;
+    if (label.starts_with(c.where)) label.remove_prefix(c.where.size());
+    while (label.starts_with(' ')) label.remove_prefix(1);
+    if (label.empty()) return c.where;
+    return c.where + (c.where.empty() ? "(" : " (") + std::string(label) + ")";
   }
 
   int flush() {
