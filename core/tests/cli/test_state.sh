@@ -28,6 +28,8 @@ out=$("$FWE" --netns "$ns" status 2>&1)
 expect "status names the source and frontend" grep -q "from yaml ($policy)" <<<"$out"
 hash=$("$FWE" -f "$policy" --json check | sed -n 's/.*"hash":"\([0-9a-f]*\)".*/\1/p')
 expect "status shows the applied hash" grep -q "IR $hash" <<<"$out"
+out=$("$FWE" --netns "$ns" status -v 2>&1)
+expect "status -v: a rule's line and what it is" grep -Eq "pkts  .* #[0-9]+  $policy:[0-9]+:[0-9]+ \(.+\)$" <<<"$out"
 
 flock "/run/fwengine/$ns/lock" sleep 5 &
 holder=$!
