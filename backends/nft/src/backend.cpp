@@ -33,6 +33,14 @@ std::string where_of(const std::string& stamp) {
   return second_colon == std::string::npos ? std::string{} : first;
 }
 
+// Whether a set or chain has the name apply gives (content_address): NAME.<8 hex digits>. Anything else
+// in our table was made by someone else, and the next apply removes it.
+bool named_by_apply(std::string_view name) {
+  const auto dot = name.rfind('.');
+  return dot != std::string_view::npos && name.size() - dot == 9 &&
+         name.substr(dot + 1).find_first_not_of("0123456789abcdef") == std::string_view::npos;
+}
+
 // Lines of NftPlan::listing and of read_back's text.
 std::string chain_line(std::string_view chain) {
   return "chain " + std::string(chain);
@@ -190,11 +198,23 @@ KernelState NftBackend::read(Elements elements) {
         "apply loaded (content " +
         stamp_fields[3].substr(0, 16) + " applied, " + listing.content +
         " now); fwengine apply puts them back");
+  for (const auto& set : listing.sets)
+    if (!named_by_apply(set))
+      state.drift.push_back("set " + set +
+                            " in table inet fwengine is not one fwengine made; fwengine apply "
+                            "removes it");
+  for (const auto& chain : listing.chains)
+    if (!named_by_apply(chain.name) && !chain.name.starts_with(kMarkerPrefix))
+      state.drift.push_back("chain " + chain.name +
+                            " in table inet fwengine is not one fwengine made; fwengine apply removes it");
   // Content recorded before set elements were part of it is 16 digits long.
+  std::uint64_t elements_now = 0;
+  for (const auto& [set, digest] : listing.set_elements)
+    if (named_by_apply(set)) elements_now += digest;
   if (elements == Elements::all && stamp_fields.size() == 4 && stamp_fields[3].size() == 32 &&
-      stamp_fields[3].substr(16) != hex16(listing.set_elements))
+      stamp_fields[3].substr(16) != hex16(elements_now))
     state.drift.push_back("elements were added to or removed from fwengine's sets since apply (digest " +
-                          stamp_fields[3].substr(16) + " applied, " + hex16(listing.set_elements) +
+                          stamp_fields[3].substr(16) + " applied, " + hex16(elements_now) +
                           " now); fwengine apply --full puts them back");
   return state;
 }

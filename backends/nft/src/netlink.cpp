@@ -821,7 +821,7 @@ void list_elements(Socket& sock, std::uint32_t seq, const std::string& name, boo
         return 0;
       },
       &walk);
-  out.set_elements += set_digest(name, walk.content);
+  out.set_elements[name] = set_digest(name, walk.content);
 }
 
 // A digest of a listed rule's expressions as the kernel encodes them: each one's name and attributes,

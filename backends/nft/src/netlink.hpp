@@ -101,8 +101,8 @@ struct Listing {
   std::map<std::string, std::string> set_comments;  // counted sets that have one (Set::comment)
   std::vector<ListedRule> rules;
   std::vector<ListedElement> elements;  // of counted_sets, interval end markers left out
-  // With Elements::all: set_digest of every named set's elements, summed over the sets.
-  std::uint64_t set_elements = 0;
+  // With Elements::all: set_digest of each named set's elements.
+  std::map<std::string, std::uint64_t> set_elements;
 };
 // Which sets' elements list_table lists: those with counters (what status counts), or all named ones
 // (what proves that no element was added or removed by hand). The kernel lists an interval set's
