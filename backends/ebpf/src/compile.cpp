@@ -907,8 +907,8 @@ std::string hex(std::uint64_t value) {
 }
 }  // namespace
 
-std::string set_line(std::uint32_t index, std::size_t members, std::uint64_t digest) {
-  return "set #" + std::to_string(index) + ": " + std::to_string(members) + " addresses " + hex(digest);
+std::string set_line(std::size_t members, std::uint64_t digest) {
+  return "set: " + std::to_string(members) + " addresses " + hex(digest);
 }
 std::string runs_line(std::size_t members, std::uint64_t digest) {
   return "address runs: " + std::to_string(members) + " members " + hex(digest);
@@ -936,12 +936,13 @@ std::string Program::listing() const {
     return id < chains.size() ? listing::kept_name(chains[id]) : std::string();
   };
   std::string out;
+  std::vector<std::uint64_t> set_sums(sets.size());
   for (std::uint32_t i = 0; i < sets.size(); ++i) {
+    for (const auto& c : sets[i].cidrs) set_sums[i] += listing::cidr(c);
     if (sets[i].cidrs.empty()) continue;  // nothing of it reaches the kernel
-    std::uint64_t sum = 0;
-    for (const auto& c : sets[i].cidrs) sum += listing::cidr(c);
-    out += listing::set_line(i, sets[i].cidrs.size(), sum) + "\tset " + sets[i].name + '\n';
+    out += listing::set_line(sets[i].cidrs.size(), set_sums[i]) + "\tset " + sets[i].name + '\n';
   }
+  auto set_digest = [&](std::uint32_t i) { return i < set_sums.size() ? set_sums[i] : 0; };
   if (run_members() > 0) {
     std::uint64_t sum = 0;
     auto members = [&](const auto& keys, const std::vector<fwe_run_member>& values, Family family,
@@ -971,7 +972,7 @@ std::string Program::listing() const {
     for (std::uint32_t pc = stages[s].start; pc < stages[s].start + stages[s].count; ++pc) {
       const fwe_rule& r = rules[pc];
       const std::string line = listing::rule_line(static_cast<Stage>(s), chain_name(r.chain_id), r.rule_index,
-                                                  listing::rule(r, bitmap_digest));
+                                                  listing::rule(r, bitmap_digest, set_digest));
       in_order = listing::order(in_order, listing::digest(listing::kSeed, line.data(), line.size()));
       lines += line + "\t" + ((r.flags & FWE_F_INVERT) ? "unless " : "") + op_name(r.op) + "  # " +
                sources[pc].what + '\n';

@@ -97,13 +97,18 @@ struct Program {
 namespace listing {
 std::uint64_t digest(std::uint64_t h, const void* bytes, std::size_t size);
 inline constexpr std::uint64_t kSeed = 1469598103934665603ull;
-// bitmap_digest(i): the digest of port bitmap i's bits.
-template <typename BitmapDigest>
-std::uint64_t rule(fwe_rule r, BitmapDigest bitmap_digest) {
+// bitmap_digest(i): the digest of port bitmap i's bits; set_digest(i): of address set i's members. By
+// content, not index: a set or bitmap added early does not change the lines of the rules after it.
+template <typename BitmapDigest, typename SetDigest>
+std::uint64_t rule(fwe_rule r, BitmapDigest bitmap_digest, SetDigest set_digest) {
   std::uint64_t h = kSeed;
   r.target = r.run_id = r.run_end = r.next_same = r.chain_id = 0;
   for (auto* m : {&r.src[0], &r.src[1], &r.dst[0], &r.dst[1]})
-    if (m->used) m->set_id &= (1u << kSetIndexBits) - 1;
+    if (m->used) {
+      const std::uint64_t members = set_digest(m->set_id & ((1u << kSetIndexBits) - 1));
+      h = digest(h, &members, sizeof members);
+      m->set_id = 0;
+    }
   for (auto* m : {&r.sport[0], &r.sport[1], &r.dport[0], &r.dport[1]})
     if (m->used && m->bitmap != FWE_NO_BITMAP) {
       const std::uint64_t bits = bitmap_digest(m->bitmap);
@@ -116,7 +121,7 @@ std::uint64_t cidr(const ir::Cidr& cidr);
 // A member of an address run (exact: in a hash of one prefix length) and the rule it stands for.
 std::uint64_t run_member(bool exact, std::uint32_t run, std::uint8_t proto, std::uint16_t port,
                          const ir::Cidr& cidr, const std::string& chain, std::int32_t rule);
-std::string set_line(std::uint32_t index, std::size_t members, std::uint64_t digest);
+std::string set_line(std::size_t members, std::uint64_t digest);
 std::string runs_line(std::size_t members, std::uint64_t digest);
 std::string rule_line(ir::Stage stage, const std::string& chain, std::int32_t rule, std::uint64_t digest);
 // The order of a stage's rules: built from their lines' digests, in order.

@@ -818,8 +818,11 @@ KernelState Kernel::read_back() {
   };
   add_set_members(m.set4.fd, fwe_lpm4_key{}, ir::Family::ipv4);
   add_set_members(m.set6.fd, fwe_lpm6_key{}, ir::Family::ipv6);
-  for (const auto& [index, members] : sets)
-    text << listing::set_line(index, members.first, members.second) << '\n';
+  for (const auto& [index, members] : sets) text << listing::set_line(members.first, members.second) << '\n';
+  auto set_digest = [&](std::uint32_t index) {
+    auto it = sets.find(index);
+    return it == sets.end() ? std::uint64_t{0} : it->second.second;
+  };
   std::map<std::uint16_t, std::uint64_t> bitmaps;
   auto bitmap_digest = [&](std::uint16_t index) {
     if (auto it = bitmaps.find(index); it != bitmaps.end()) return it->second;
@@ -845,12 +848,12 @@ KernelState Kernel::read_back() {
       if (bpf_map_lookup_elem(m.rules.fd, &rule_key, &rule) != 0) continue;
       if (rule.rule_index < 0) {
         add_line(listing::rule_line(static_cast<ir::Stage>(s), {}, rule.rule_index,
-                                    listing::rule(rule, bitmap_digest)));
+                                    listing::rule(rule, bitmap_digest, set_digest)));
         continue;
       }
       RuleCounter& c = counter_of(rule.chain_id, rule.rule_index);
       add_line(listing::rule_line(static_cast<ir::Stage>(s), c.chain, rule.rule_index,
-                                  listing::rule(rule, bitmap_digest)));
+                                  listing::rule(rule, bitmap_digest, set_digest)));
       if (bpf_map_lookup_elem(m.counters.fd, &rule_key, per_cpu.data()) != 0) continue;
       for (const auto& cpu : per_cpu) {
         c.packets += cpu.packets;

@@ -2,7 +2,9 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <iterator>
 #include <set>
+#include <sstream>
 
 #include <catch2/catch.hpp>
 
@@ -305,4 +307,37 @@ TEST_CASE("capabilities name what compile accepts", "[compile]") {
   auto plan = backend.render(test::sample_ruleset(), diag);
   REQUIRE(plan);
   CHECK(plan->text({}).find("stage input") != std::string::npos);
+}
+
+TEST_CASE("a set used early does not change the listing's lines of the rules after it", "[compile]") {
+  auto lines_of = [](const ir::Ruleset& rs) {
+    Diagnostics diag;
+    Program program = compile(rs, diag);
+    REQUIRE_FALSE(diag.has_errors());
+    std::multiset<std::string> lines;
+    std::istringstream text(program.listing());
+    for (std::string line; std::getline(text, line);) lines.insert(line.substr(0, line.find('\t')));
+    return lines;
+  };
+  ir::Ruleset rs = test::sample_ruleset();
+  const auto before = lines_of(rs);
+  // A chain of one rule from a new set, first in the input stage's first group: its set comes first.
+  ir::Group* first = nullptr;
+  for (auto& section : rs.stage(ir::Stage::input).sections)
+    for (auto& endpoint : section.endpoints)
+      if (!first && !endpoint.groups.empty()) first = &endpoint.groups.front();
+  REQUIRE(first);
+  rs.sets["aaa-early"] = {"aaa-early", {*ir::parse_cidr("198.51.100.0/24")}, {}};
+  ir::Rule early;
+  early.match.src_addr.push_back({false, "aaa-early"});
+  early.action.kind = ir::ActionKind::accept;
+  rs.chains["aaa-early"] = {"aaa-early", {early}, {}};
+  first->chains.insert(first->chains.begin(), "aaa-early");
+  const auto after = lines_of(rs);
+  std::vector<std::string> gone, added;
+  std::set_difference(before.begin(), before.end(), after.begin(), after.end(), std::back_inserter(gone));
+  std::set_difference(after.begin(), after.end(), before.begin(), before.end(), std::back_inserter(added));
+  INFO("gone:\n" << Catch::Detail::stringify(gone) << "\nadded:\n" << Catch::Detail::stringify(added));
+  CHECK(gone.size() == 1);   // the input stage's order line
+  CHECK(added.size() == 3);  // that line, the new set's line and the new rule's line
 }
