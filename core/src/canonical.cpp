@@ -395,8 +395,8 @@ void emit(YAML::Emitter& out, const json& j) {
   } else if (j.is_array()) {
     // Short lists of scalars on one line; long ones (a set's addresses, the files read) one per line.
     bool scalars = std::all_of(j.begin(), j.end(), [](const json& e) { return e.is_primitive(); });
-    bool short_list = !j.empty() && j.dump().size() <= 80;
-    out << (scalars && short_list ? YAML::Flow : YAML::Block) << YAML::BeginSeq;
+    bool flow = scalars && !j.empty() && j.dump().size() <= 80;
+    out << (flow ? YAML::Flow : YAML::Block) << YAML::BeginSeq;
     for (const auto& v : j) emit(out, v);
     out << YAML::EndSeq;
   } else if (j.is_string()) {

@@ -434,6 +434,12 @@ class Session {
     if (c == "plugins") return plugins();
     // A backend named by mistake is an error also where the command never loads it (check, ir).
     if (backend_named && !plugin_exists(o_.backend, PluginKind::backend, o_.backend_loc)) return fail_input();
+    // The watchdog's rollback decides whether it is still due under the writer lock, and keeps the lock:
+    // it reads good/, which a confirm or an apply that wins the lock rewrites.
+    if (!o_.rollback_token.empty()) {
+      held_lock_ = writer_lock();
+      if (!rollback_due()) return 0;
+    }
     const bool reads_policy = c != "confirm" && c != "status" && c != "flush";
     if (reads_policy &&
         (!plugin_exists(o_.frontend, PluginKind::frontend, o_.frontend_loc) || !sources_fit()))
@@ -947,17 +953,17 @@ class Session {
   void remember_applied() const {
     auto [chains, rules] = counts();
     const std::string when = utc_time(std::time(nullptr));
-    state::Applied a{o_.backend,
-                     o_.frontend,
-                     hash(),
-                     o_.node,
-                     when,
-                     ruleset_.source_revision,
-                     o_.files,
-                     o_.frontend_options,
-                     chains,
-                     rules,
-                     ruleset_.sets.size()};
+    state::Applied a{.backend = o_.backend,
+                     .frontend = o_.frontend,
+                     .hash = hash(),
+                     .node = o_.node,
+                     .time = when,
+                     .revision = ruleset_.source_revision,
+                     .sources = o_.files,
+                     .frontend_options = o_.frontend_options,
+                     .chains = chains,
+                     .rules = rules,
+                     .sets = ruleset_.sets.size()};
     for (auto& source : a.sources) {
       std::error_code ec;
       auto absolute = std::filesystem::absolute(source, ec);
@@ -972,7 +978,7 @@ class Session {
   }
 
   // The watchdog's rollback, once it holds the writer lock: due only while the apply it undoes is still
-  // unconfirmed. A confirm or a newer apply --confirm that took the lock first has the last word.
+  // unconfirmed. A confirm, apply or flush that took the lock first has the last word.
   bool rollback_due() const {
     if (o_.rollback_token.empty()) return true;
     auto pending = load_pending(o_.netns);
@@ -1145,7 +1151,7 @@ class Session {
         throw UsageError(
             "the ruleset in the kernel was read from stdin or a datastore and cannot be restored by "
             "--confirm; apply it from files first");
-      args.insert(args.end(), {"--backend", o_.backend, "-q", "flush"});
+      args.insert(args.end(), {"--backend", o_.backend, "--lock-timeout", "120", "-q", "flush"});
       return args;
     }
     if (good->backend != o_.backend)
@@ -1170,8 +1176,7 @@ class Session {
     std::optional<unsigned> confirm_within;
     if (o_.vm.count("confirm")) confirm_within = o_.vm["confirm"].as<unsigned>();
     if (confirm_within) require_keepable(sources_);  // before the lock: a refusal touches nothing
-    auto lock = writer_lock();
-    if (!rollback_due()) return 0;
+    auto lock = held_lock_ ? std::move(held_lock_) : writer_lock();
     std::vector<std::string> rollback;
     const std::string unconfirmed =
         "the apply of IR " + hash().substr(0, 16) + " at " + utc_time(std::time(nullptr));
@@ -1475,6 +1480,7 @@ class Session {
         counters.push_back({{"chain", c.chain},
                             {"rule", c.rule},
                             {"at", c.where},
+                            {"label", counter_label(c)},
                             {"packets", c.packets},
                             {"bytes", c.bytes}});
       std::cout << json{{"backend", o_.backend},
@@ -1563,20 +1569,23 @@ class Session {
     return 0;
   }
 
-  // Where a counted rule came from, and what it is where the backend's stamp says (a zone's service, a
-  // policy's rule): "zones/public.xml:5:3 (zone public: service ssh)".
-  static std::string counter_origin(const RuleCounter& c) {
+  // What a counted rule is, where the backend's stamp says (nft's: a zone's service, a policy's rule).
+  static std::string counter_label(const RuleCounter& c) {
     std::string_view label = c.origin.policy;
     if (label.starts_with(c.where)) label.remove_prefix(c.where.size());
     while (label.starts_with(' ')) label.remove_prefix(1);
+    return std::string(label);
+  }
+  // "zones/public.xml:5:3 (zone public: service ssh)"
+  static std::string counter_origin(const RuleCounter& c) {
+    const std::string label = counter_label(c);
     if (label.empty()) return c.where;
-    return c.where + (c.where.empty() ? "(" : " (") + std::string(label) + ")";
+    return c.where + (c.where.empty() ? "(" : " (") + label + ")";
   }
 
   int flush() {
     auto be = backend();
-    auto lock = writer_lock();
-    if (!rollback_due()) return 0;
+    auto lock = held_lock_ ? std::move(held_lock_) : writer_lock();
     be->flush();
     std::error_code ec;
     std::filesystem::remove_all(backend_state_dir(o_.netns, o_.backend), ec);
@@ -1665,6 +1674,7 @@ class Session {
     return hash_;
   }
   int origin_netns_fd_ = -1;  // the namespace the engine started in, while it works in --netns
+  std::unique_ptr<state::WriterLock> held_lock_;  // a rollback's, from before it read its policy
 };
 
 // Freeing what a command built piece by piece only to exit is work the kernel does at once: the IR

@@ -109,8 +109,11 @@ void save_snapshot(const std::string& dir, const std::vector<std::string>& sourc
   // A snapshot copied from another (the candidate, confirmed) keeps the first one's originals.
   if (meta.originals.size() != sources.size()) {
     meta.originals.clear();
-    for (const auto& source : sources)
-      meta.originals.push_back(fs::absolute(source).lexically_normal().string());
+    for (const auto& source : sources) {
+      std::error_code ec;
+      const fs::path absolute = fs::absolute(source, ec);
+      meta.originals.push_back(ec ? source : absolute.lexically_normal().string());
+    }
   }
   for (std::size_t i = 0; i < sources.size(); ++i) {
     const fs::path source = sources[i];
@@ -228,6 +231,9 @@ pid_t spawn_rollback_watchdog(const std::string& netns, unsigned seconds,
     if (waited == runner && WIFSIGNALED(status)) code = 128 + WTERMSIG(status);
     if (code == 0) _exit(0);
     try {
+      // A rollback that failed before it could clear the confirmation (its lock timed out): nothing
+      // waits for a confirm any more.
+      if (auto still = load_pending(netns); still && still->token == token) clear_pending(netns);
       record_rolled_back(netns, unconfirmed, code);
     } catch (const std::exception&) {
       _exit(1);  // nobody reads this process's status; the log has the rollback's own output

@@ -329,7 +329,9 @@ std::vector<std::string_view> all_names(const std::array<IcmpName, N>& table) {
 }
 
 // Messages as iptables (--icmp-type) and firewalld (icmptypes) name them: a type and often a code.
-// Numbers from RFC 792/1812/4443 (firewalld before 2.4 numbered a few of these differently).
+// The numbers are RFC 792/1812/4443's, as iptables has them; firewalld's nftables backend numbers a few
+// differently (tos-*, network-prohibited; 1.3 and 2.x not alike), so a trace of such a name can miss
+// the icmp-block it names there.
 struct IcmpMessageName {
   std::string_view name;
   IcmpMessage message;
@@ -358,6 +360,9 @@ constexpr IcmpMessageName kIcmpMessages[] = {
     {"ttl-zero-during-reassembly", {11, 1}},
     {"ip-header-bad", {12, 0}},
     {"required-option-missing", {12, 1}},
+    {"ping", {8, std::nullopt}},
+    {"pong", {0, std::nullopt}},
+    {"ttl-exceeded", {11, std::nullopt}},
 };
 constexpr IcmpMessageName kIcmpv6Messages[] = {
     {"no-route", {1, 0}},
@@ -378,6 +383,10 @@ constexpr IcmpMessageName kIcmpv6Messages[] = {
     {"neighbor-solicitation", {135, std::nullopt}},
     {"neighbour-advertisement", {136, std::nullopt}},
     {"neighbor-advertisement", {136, std::nullopt}},
+    {"redirect", {137, std::nullopt}},
+    {"ping", {128, std::nullopt}},
+    {"pong", {129, std::nullopt}},
+    {"ttl-exceeded", {3, std::nullopt}},
 };
 
 }  // namespace

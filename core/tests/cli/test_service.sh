@@ -83,17 +83,21 @@ expect "a later apply ends the rollback's mention" \
 expect "confirm with nothing pending fails" test $? = 1
 
 # The watchdog's rollback waits for the writer lock like everyone else; whoever holds it first has the
-# last word. This script plays a confirm that holds the lock at the deadline (confirm, under the lock,
-# removes the pending file), so the rollback that then gets the lock finds nothing to undo.
-rollback_running() { pgrep -f -- "--netns $ns --rollback-of" >/dev/null; }
-"$FWE" --netns "$ns" -q -f "$work/a/policy.yaml" apply --confirm 1
+# last word. This script holds the lock at the deadline and, under it, does what a confirm does to the
+# pending file (it leaves candidate/ as it is): the rollback that then gets the lock finds nothing to undo.
+rollback_pid() { pgrep -f -- "--netns $ns --rollback-of"; }
+"$FWE" --netns "$ns" -q -f "$work/a/policy.yaml" apply --confirm 3
 exec {lock}<>"/run/fwengine/$ns/lock"
 flock "$lock"
-for _ in $(seq 50); do rollback_running && break; sleep 0.1; done
-expect "at the deadline the rollback waits for the lock" rollback_running
+for _ in $(seq 80); do rollback_pid >/dev/null && break; sleep 0.1; done
+rollback=$(rollback_pid)
+expect "at the deadline the rollback waits for the lock" test -n "$rollback"
+# Ours to end if this script dies: the pending file that names the watchdog goes next.
+pids+=($rollback $(sed -n 's/.*"watchdog":\([0-9]*\).*/\1/p' "/run/fwengine/$ns/pending-confirm"))
 rm -f "/run/fwengine/$ns/pending-confirm"
 exec {lock}>&-
-for _ in $(seq 50); do rollback_running || break; sleep 0.1; done
+for _ in $(seq 50); do rollback_pid >/dev/null || break; sleep 0.1; done
+expect "the rollback ends" test -z "$(rollback_pid)"
 expect "confirmed first: the rollback leaves the ruleset" test "$(kernel_hash "$ns")" = "$A"
 expect "the rollback says why it did nothing" grep -q "no rollback: the apply of IR ${A:0:16}" \
   "/run/fwengine/$ns/rollback.log"

@@ -710,7 +710,9 @@ void Writer::report_other_stages() {
 std::string Writer::header(std::string_view what) const {
   std::set<std::uint32_t> files;
   auto note = [&](const ir::Origin& origin) {
-    if (origin.loc.file > 0 && origin.loc.file < ruleset_.files.size()) files.insert(origin.loc.file);
+    // A name in angle brackets is no file ("<command line>", firewalld's built-in defaults).
+    if (origin.loc.file < ruleset_.files.size() && !ruleset_.files[origin.loc.file].starts_with('<'))
+      files.insert(origin.loc.file);
   };
   for (const auto& [name, chain] : ruleset_.chains) {
     note(chain.origin);

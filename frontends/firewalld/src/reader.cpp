@@ -233,6 +233,12 @@ class Loader {
     return root;
   }
 
+  // For a zone's binding (<interface>, <source>) written in a policy.
+  static std::string binding_hint(const std::string& element) {
+    return "a policy names zones: bind the " + element + " to a zone (<" + element +
+           "> in zones/ZONE.xml) and name that zone in <ingress-zone> or <egress-zone>";
+  }
+
   // Reports what firewalld's parser refuses. Elements that are unknown or lack a required attribute are
   // removed (false for e itself), so that the rest of the file is still read and its errors reported too.
   bool check_schema(xml::Element& e, const Schema& schema, std::string_view kind) {
@@ -244,9 +250,7 @@ class Loader {
       // A zone, or a zone's bindings, written in a policy, which names zones instead.
       if (kind == "policy" && e.name == "zone")
         hint = "a policy names its zones with <ingress-zone name=\"...\"/> and <egress-zone name=\"...\"/>";
-      if (kind == "policy" && (e.name == "interface" || e.name == "source"))
-        hint = "a policy names zones: bind the " + e.name + " to a zone (<" + e.name +
-               "> in zones/ZONE.xml) and name that zone in <ingress-zone> or <egress-zone>";
+      if (kind == "policy" && e.name == "interface") hint = binding_hint(e.name);
       if (hint.empty())
         hint = "remove it; firewalld refuses unknown elements in a " + std::string(kind) + " file";
       diag_.error(e.loc, "unknown element <" + e.name + "> in a " + std::string(kind), hint);
@@ -835,6 +839,12 @@ class Loader {
     }
     for (const xml::Element& e : root.children) {
       if (read_body_element(e, p.body, "policy")) continue;
+      if (e.name != "ingress-zone" && e.name != "egress-zone") {
+        // Parts of a rich rule (the schema knows them) outside a <rule>.
+        diag_.error(e.loc, "<" + e.name + "> outside a <rule> in a policy",
+                    e.name == "source" ? binding_hint(e.name) : "put it inside a <rule>, or remove it");
+        continue;
+      }
       auto& zones = e.name == "ingress-zone" ? p.ingress_zones : p.egress_zones;
       const std::string zone = attribute(e, "name");
       if (std::find(zones.begin(), zones.end(), zone) != zones.end())
@@ -1143,7 +1153,8 @@ class Loader {
         auto it = config_.services.find(include);
         if (it == config_.services.end()) {
           if (current == &service)
-            diag_.error(service.include_locs[i],
+            // (a Service built in code may carry no locations)
+            diag_.error(i < service.include_locs.size() ? service.include_locs[i] : service.loc,
                         "service " + service.name + " includes the unknown service " + include,
                         unknown_hint("service", include, config_.services));
           continue;

@@ -567,7 +567,9 @@ void Writer::write_endpoint(const ir::Endpoint& endpoint, const std::string& own
 std::set<std::uint32_t> referenced_files(const ir::Ruleset& ruleset) {
   std::set<std::uint32_t> files;
   auto note = [&](const ir::Origin& origin) {
-    if (origin.loc.file > 0 && origin.loc.file < ruleset.files.size()) files.insert(origin.loc.file);
+    // A name in angle brackets is no file ("<command line>", firewalld's built-in defaults).
+    if (origin.loc.file < ruleset.files.size() && !ruleset.files[origin.loc.file].starts_with('<'))
+      files.insert(origin.loc.file);
   };
   for (const auto& [name, set] : ruleset.sets) note(set.origin);
   for (const auto& [name, chain] : ruleset.chains) {
