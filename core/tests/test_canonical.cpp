@@ -71,6 +71,15 @@ TEST_CASE("the canonical form shows origins only when asked") {
   CHECK(canonical::to_yaml(rs, true).find("a.yaml:3:3") != std::string::npos);
 }
 
+TEST_CASE("the YAML form writes short lists of scalars on one line and long ones one item a line") {
+  auto rs = sample("a.yaml", 3);
+  for (int i = 0; i < 20; ++i)
+    rs.files.push_back("/usr/lib/firewalld/services/service" + std::to_string(i) + ".xml");
+  const std::string yaml = canonical::to_yaml(rs, true);
+  CHECK(yaml.find("\n  - /usr/lib/firewalld/services/service0.xml\n") != std::string::npos);
+  CHECK(yaml.find("[/usr/lib/firewalld") == std::string::npos);
+}
+
 TEST_CASE("ct-status is in the canonical form only when a rule has it") {
   auto a = sample("a.yaml", 3);
   CHECK_FALSE(canonical::to_json(a, false)["chains"]["c"][0]["match"].contains("ct-status"));

@@ -117,5 +117,15 @@ ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1
 out=$("$FWE" --netns "$ns" -f "$ROOT/fixtures/yaml/nat/policy.yaml" apply 2>&1)
 expect "no warning once it forwards" test -z "$(grep 'forwarding is off' <<<"$out")"
 "$FWE" --netns "$ns" -q flush
+# The frontend options the policy was read with are part of what status says was applied.
+if "$FWE" plugins | grep -q '^firewalld .*frontend' && [ -d /usr/lib/firewalld/zones ]; then
+  out=$("$FWE" --netns "$ns" --frontend firewalld --firewalld-compat 1.3 -f "$ROOT/fixtures/firewalld/overlay" apply 2>&1)
+  out=$("$FWE" --netns "$ns" status 2>&1)
+  expect "status names the frontend options" grep -q "overlay with compat=1.3)" <<<"$out"
+  out=$("$FWE" --netns "$ns" --json status 2>&1)
+  expect "status --json has them" grep -q '"frontend-options": \[' <<<"$out"
+  expect "status --json counters have a label" grep -q '"label": "zone public' <<<"$out"
+  "$FWE" --netns "$ns" -q flush
+fi
 echo "$passes passed, $failures failed"
 [ "$failures" = 0 ]

@@ -59,6 +59,11 @@ check "trace of an IPv4 packet" 0 "${FW[@]}" -f "$work/dccp" trace --iif eth0 --
 equals "shows no IPv6-only section it passed (without -v)" "$(grep -c ipv6-rpfilter <<<"$out")" 0
 check "trace of a dccp packet" 0 "${FW[@]}" -f "$work/dccp" trace --iif eth0 --src 10.1.1.1 --dst 10.2.2.2 --proto dccp --dport 6000
 contains "the rich rule drops it" "verdict: closed"
+# Without a firewalld.conf, what firewalld does by itself says so; migrate does not list it as a source.
+check "trace of loopback traffic" 0 "${FW[@]}" -f "$work/dccp" trace --iif lo --src 127.0.0.1 --dst 127.0.0.1 --dport 9
+contains "the prelude names firewalld's defaults" "<firewalld's defaults: no firewalld.conf> (firewalld filter_INPUT)"
+check "migrate without a firewalld.conf" 0 "${FW[@]}" -f "$work/dccp" migrate --to yaml -o "$work/dccp-yaml"
+equals "its header names real files only" "$(head -1 "$work/dccp-yaml"/*.yaml | grep -c '<firewalld')" 0
 
 # The iptables backend cannot assign a service's helper where firewalld does: it says so at render.
 mkdir -p "$work/ftp/zones"
