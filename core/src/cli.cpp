@@ -977,10 +977,14 @@ class Session {
     note_rollback();
   }
 
+  // A rollback's lock, taken before it read its policy; anyone else's now.
+  std::unique_ptr<state::WriterLock> held_or_new_lock() {
+    return held_lock_ ? std::move(held_lock_) : writer_lock();
+  }
+
   // The watchdog's rollback, once it holds the writer lock: due only while the apply it undoes is still
   // unconfirmed. A confirm, apply or flush that took the lock first has the last word.
   bool rollback_due() const {
-    if (o_.rollback_token.empty()) return true;
     auto pending = load_pending(o_.netns);
     if (!pending || pending->token != o_.rollback_token) {
       std::cout << "no rollback: " << o_.rollback_of << " was confirmed or replaced in the meantime\n";
@@ -1176,7 +1180,7 @@ class Session {
     std::optional<unsigned> confirm_within;
     if (o_.vm.count("confirm")) confirm_within = o_.vm["confirm"].as<unsigned>();
     if (confirm_within) require_keepable(sources_);  // before the lock: a refusal touches nothing
-    auto lock = held_lock_ ? std::move(held_lock_) : writer_lock();
+    auto lock = held_or_new_lock();
     std::vector<std::string> rollback;
     const std::string unconfirmed =
         "the apply of IR " + hash().substr(0, 16) + " at " + utc_time(std::time(nullptr));
@@ -1585,7 +1589,7 @@ class Session {
 
   int flush() {
     auto be = backend();
-    auto lock = held_lock_ ? std::move(held_lock_) : writer_lock();
+    auto lock = held_or_new_lock();
     be->flush();
     std::error_code ec;
     std::filesystem::remove_all(backend_state_dir(o_.netns, o_.backend), ec);
