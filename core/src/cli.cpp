@@ -111,6 +111,8 @@ po::options_description describe_options() {
       ("plugin-dir", po::value<std::vector<std::string>>()->composing(), "look for plugins there too")
       ("config", po::value<std::string>(), "the engine's own config (default /etc/fwengine/fwengine.conf)")
       ("frontend-option", po::value<std::vector<std::string>>()->composing(), "KEY=VALUE for the frontend; repeatable")
+      ("backend-option", po::value<std::vector<std::string>>()->composing(),
+       "KEY=VALUE for the backend, e.g. counters=rule for nft; repeatable")
       ("firewalld-defaults", po::value<std::string>(), "firewalld: the stock tree (default /usr/lib/firewalld)")
       ("firewalld-compat", po::value<std::string>(), "firewalld: 2 (default) or 1.3 (Debian 12's firewalld 1.3.3)")
       ("etcd-ca", po::value<std::string>(), "calico etcd source: CA certificate file (PEM); turns on TLS")
@@ -239,6 +241,7 @@ Options parse_options(int argc, char** argv) {
     if (auto problem = plugin_dir_problem(dir); !problem.empty())
       throw UsageError("--plugin-dir " + problem + " (give a directory that holds libfwe_*.so plugins)");
   o.frontend_options = list("frontend-option");
+  o.backend_options = list("backend-option");
   // Aliases of --frontend-option defaults=DIR and compat=V; Session checks the frontend is firewalld.
   if (vm.count("firewalld-defaults")) o.frontend_options.push_back("defaults=" + str("firewalld-defaults"));
   if (vm.count("firewalld-compat")) {
@@ -282,7 +285,8 @@ void read_config(Options& o, Diagnostics& diag) {
     diag.error(docs->at(1).loc(), "the config is one YAML document; this second one would be ignored",
                "move its keys into the first document and remove the '---'");
   static const std::vector<std::string_view> kKeys = {
-      "frontend", "backend", "sources", "node", "plugin-dirs", "flush-on-stop", "frontend-options"};
+      "frontend",    "backend",       "sources",          "node",
+      "plugin-dirs", "flush-on-stop", "frontend-options", "backend-options"};
   for (std::size_t i = 0; i < root.size(); ++i) {
     const auto& key = root.keys()[i];
     const auto& value = root.values()[i];
@@ -333,25 +337,27 @@ void read_config(Options& o, Diagnostics& diag) {
         for (const auto& item : value.items())
           if (auto problem = plugin_dir_problem(item.text()); !problem.empty())
             diag.error(item.loc(), "plugin directory " + problem, "create it or remove it from plugin-dirs");
-    } else if (k == "frontend-options") {
+    } else if (k == "frontend-options" || k == "backend-options") {
       // KEY: VALUE, as --frontend-option KEY=VALUE; the command line wins per key.
       if (!value.is_mapping()) {
-        diag.error(value.loc(), "frontend-options must be a mapping (KEY: VALUE), got " + value.describe());
+        diag.error(value.loc(), k + " must be a mapping (KEY: VALUE), got " + value.describe());
         continue;
       }
+      const bool backend = k == "backend-options";
+      auto& options = backend ? o.backend_options : o.frontend_options;
       for (std::size_t j = 0; j < value.size(); ++j) {
         const std::string option = value.keys()[j].text();
         const auto& setting = value.values()[j];
         if (!setting.is_scalar()) {
-          diag.error(setting.loc(),
-                     "frontend-options." + option + " must be a string, got " + setting.describe());
+          diag.error(setting.loc(), k + "." + option + " must be a string, got " + setting.describe());
           continue;
         }
-        const bool given = std::any_of(o.frontend_options.begin(), o.frontend_options.end(),
+        const bool given = std::any_of(options.begin(), options.end(),
                                        [&](const std::string& kv) { return kv.starts_with(option + "="); });
         if (given) continue;
-        o.frontend_options.push_back(option + "=" + setting.text());
-        diag.set_option_origin(option, value.keys()[j].loc(), setting.loc());
+        options.push_back(option + "=" + setting.text());
+        // Backend options are found under their own prefix (plugin.cpp): a frontend may know the key.
+        diag.set_option_origin(backend ? k + "." + option : option, value.keys()[j].loc(), setting.loc());
       }
     } else
       diag.error(key.loc(), "unknown key '" + k + "'", did_you_mean(k, kKeys));
@@ -563,7 +569,16 @@ class Session {
         std::cerr << diag_.format(all[printed_]) << '\n';
   }
 
-  PluginContext context() const { return {o_.netns, origin_netns_fd_, o_.node}; }
+  PluginContext context() const {
+    PluginContext c{o_.netns, origin_netns_fd_, o_.node};
+    for (const auto& kv : o_.backend_options) {
+      auto eq = kv.find('=');
+      if (eq == std::string::npos || eq == 0)
+        throw UsageError("--backend-option takes KEY=VALUE, got '" + kv + "'");
+      c.backend_options[kv.substr(0, eq)] = kv.substr(eq + 1);
+    }
+    return c;
+  }
 
   FrontendRequest frontend_request(const Frontend& fe) const {
     FrontendRequest request;
@@ -961,6 +976,7 @@ class Session {
                      .revision = ruleset_.source_revision,
                      .sources = o_.files,
                      .frontend_options = o_.frontend_options,
+                     .backend_options = o_.backend_options,
                      .chains = chains,
                      .rules = rules,
                      .sets = ruleset_.sets.size()};
@@ -1129,6 +1145,7 @@ class Session {
     meta.node = o_.node;
     meta.config = o_.config;
     meta.frontend_options = o_.frontend_options;
+    meta.backend_options = o_.backend_options;
     return meta;
   }
 
@@ -1165,6 +1182,7 @@ class Session {
     if (!good->config.empty()) args.insert(args.end(), {"--config", good->config});
     for (const auto& f : good->sources) args.insert(args.end(), {"-f", f});
     for (const auto& kv : good->frontend_options) args.insert(args.end(), {"--frontend-option", kv});
+    for (const auto& kv : good->backend_options) args.insert(args.end(), {"--backend-option", kv});
     args.insert(args.end(), {"--lock-timeout", "120", "-q", "apply", "--full"});
     return args;
   }
@@ -1496,6 +1514,7 @@ class Session {
                                                    {"frontend", applied->frontend},
                                                    {"sources", applied->sources},
                                                    {"frontend-options", applied->frontend_options},
+                                                   {"backend-options", applied->backend_options},
                                                    {"time", applied->time},
                                                    {"hash", applied->hash},
                                                    {"revision", applied->revision},
@@ -1529,6 +1548,7 @@ class Session {
                   << (applied->sources.empty() ? std::string("default sources") : join(applied->sources))
                   << (applied->revision.empty() ? "" : " at revision " + applied->revision)
                   << (applied->frontend_options.empty() ? "" : " with " + join(applied->frontend_options))
+                  << (applied->backend_options.empty() ? "" : "; backend " + join(applied->backend_options))
                   << "): " << applied->chains << " chains, " << applied->rules << " rules, " << applied->sets
                   << " sets\n";
       else if (applied_here)

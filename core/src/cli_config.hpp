@@ -13,7 +13,7 @@ namespace fwe::cli {
 struct Options {
   std::string command = "apply";
   std::string frontend, backend, netns, node, config;
-  std::vector<std::string> files, plugin_dirs, frontend_options;
+  std::vector<std::string> files, plugin_dirs, frontend_options, backend_options;
   bool json = false, verbose = false, quiet = false;
   // --firewalld-defaults or --firewalld-compat given
   bool firewalld_aliases = false;

@@ -133,7 +133,8 @@ void save_snapshot(const std::string& dir, const std::vector<std::string>& sourc
             {"config", meta.config},
             {"sources", meta.sources},
             {"originals", meta.originals},
-            {"frontend-options", meta.frontend_options}};
+            {"frontend-options", meta.frontend_options},
+            {"backend-options", meta.backend_options}};
   write_file((tmp / "snapshot.json").string(), j.dump(2) + "\n");
   replace_dir(tmp, dir);
 }
@@ -150,6 +151,7 @@ std::optional<Snapshot> load_snapshot(const std::string& dir) {
   s.originals = j.value("originals", std::vector<std::string>{});
   if (s.originals.size() != s.sources.size()) s.originals = s.sources;  // an older snapshot
   s.frontend_options = j.value("frontend-options", std::vector<std::string>{});
+  s.backend_options = j.value("backend-options", std::vector<std::string>{});
   return s;
 }
 

@@ -20,7 +20,7 @@ namespace fwe::cli {
 // How to load a policy again: the engine's arguments, with sources copied into a snapshot directory.
 struct Snapshot {
   std::string frontend, backend, node, config;
-  std::vector<std::string> frontend_options;
+  std::vector<std::string> frontend_options, backend_options;
   std::vector<std::string> sources;    // paths inside the snapshot directory
   std::vector<std::string> originals;  // the absolute paths they were copied from, one each
 };

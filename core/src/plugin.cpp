@@ -24,6 +24,33 @@ bool Frontend::write(const ir::Ruleset&, const std::string&, Diagnostics& diag) 
   return false;
 }
 
+namespace {
+// fwengine.conf records a backend option's place under this prefix: a frontend may know the same key.
+std::string backend_option_origin(std::string_view key) {
+  return "backend-options." + std::string(key);
+}
+}  // namespace
+
+void reject_unknown_backend_options(const PluginContext& context, std::string_view backend,
+                                    const std::vector<std::string_view>& known, Diagnostics& diag) {
+  for (const auto& [key, value] : context.backend_options) {
+    if (std::find(known.begin(), known.end(), key) != known.end()) continue;
+    std::string hint = did_you_mean(key, known);
+    if (known.empty()) {
+      hint = "the " + std::string(backend) + " backend takes no options";
+    } else if (hint.empty()) {
+      hint = "it knows:";
+      for (auto k : known) hint += " " + std::string(k);
+    }
+    diag.error(diag.option_key_loc(backend_option_origin(key)),
+               "unknown " + std::string(backend) + " backend option '" + key + "'", std::move(hint));
+  }
+}
+
+SourceLoc backend_option_value_loc(const Diagnostics& diag, std::string_view key) {
+  return diag.option_value_loc(backend_option_origin(key));
+}
+
 bool Capabilities::supports(ir::Stage s) const {
   return std::find(stages.begin(), stages.end(), s) != stages.end();
 }

@@ -144,7 +144,8 @@ void save(const std::string& netns, const Applied& a) {
             {"rules", a.rules},
             {"sets", a.sets},
             {"revision", a.revision},
-            {"frontend-options", a.frontend_options}};
+            {"frontend-options", a.frontend_options},
+            {"backend-options", a.backend_options}};
   write_atomically(dir + "/state.json", j);
   std::error_code ec;
   fs::remove(dir + "/failure.json", ec);
@@ -162,6 +163,7 @@ std::optional<Applied> load(const std::string& netns) {
   a.time = j.value("time", "");
   a.sources = j.value("sources", std::vector<std::string>{});
   a.frontend_options = j.value("frontend-options", std::vector<std::string>{});
+  a.backend_options = j.value("backend-options", std::vector<std::string>{});
   a.chains = j.value("chains", std::size_t{0});
   a.rules = j.value("rules", std::size_t{0});
   a.sets = j.value("sets", std::size_t{0});

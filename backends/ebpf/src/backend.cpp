@@ -15,6 +15,8 @@ Capabilities EbpfBackend::capabilities() const {
 
 std::unique_ptr<Plan> EbpfBackend::render(const ir::Ruleset& ruleset, Diagnostics& diag) {
   const auto errors_before = diag.error_count();
+  reject_unknown_backend_options(context_, "ebpf", {}, diag);
+  if (diag.error_count() > errors_before) return nullptr;
   Program program = compile(ruleset, diag);
   if (diag.error_count() > errors_before) return nullptr;
   for (const auto& note : program.notes) diag.note(note.where, "ebpf: " + note.text);

@@ -22,7 +22,7 @@ class EbpfPlan : public Plan {
 
 class EbpfBackend : public Backend {
  public:
-  explicit EbpfBackend(const PluginContext& context) : kernel_(context.netns) {}
+  explicit EbpfBackend(const PluginContext& context) : context_(context), kernel_(context.netns) {}
   Capabilities capabilities() const override;
   std::unique_ptr<Plan> render(const ir::Ruleset& ruleset, Diagnostics& diag) override;
   ApplyReport apply(const Plan& plan, const ApplyOptions& options) override;
@@ -30,6 +30,7 @@ class EbpfBackend : public Backend {
   void flush() override { kernel_.flush(); }
 
  private:
+  PluginContext context_;
   Kernel kernel_;
 };
 

@@ -19,7 +19,7 @@ class IptablesPlan : public Plan {
 
 class IptablesBackend : public Backend {
  public:
-  explicit IptablesBackend(const PluginContext&) {}
+  explicit IptablesBackend(const PluginContext& context) : context_(context) {}
 
   Capabilities capabilities() const override {
     Capabilities caps;
@@ -34,6 +34,8 @@ class IptablesBackend : public Backend {
   }
 
   std::unique_ptr<Plan> render(const ir::Ruleset& ruleset, Diagnostics& diag) override {
+    reject_unknown_backend_options(context_, "iptables", {}, diag);
+    if (diag.has_errors()) return nullptr;
     return std::make_unique<IptablesPlan>(iptables::render(ruleset, diag));
   }
 
@@ -48,6 +50,9 @@ class IptablesBackend : public Backend {
   KernelState read_back() override { return read_kernel(); }
 
   void flush() override { flush_all(); }
+
+ private:
+  PluginContext context_;
 };
 
 }  // namespace

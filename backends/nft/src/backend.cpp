@@ -77,7 +77,19 @@ Capabilities NftBackend::capabilities() const {
 }
 
 std::unique_ptr<Plan> NftBackend::render(const ir::Ruleset& ruleset, Diagnostics& diag) {
-  return std::make_unique<NftPlan>(translate(ruleset, diag));
+  reject_unknown_backend_options(context_, "nft", {"counters"}, diag);
+  Counters counters = Counters::element;
+  if (auto it = context_.backend_options.find("counters"); it != context_.backend_options.end()) {
+    if (it->second == "rule")
+      counters = Counters::rule;
+    else if (it->second != "element")
+      diag.error(backend_option_value_loc(diag, "counters"),
+                 "the nft backend's counters must be element or rule, not '" + it->second + "'",
+                 "element: hits per source rule (a per-CPU counter in every set element); rule: per merged "
+                 "rule only, less kernel memory");
+  }
+  if (diag.has_errors()) return nullptr;
+  return std::make_unique<NftPlan>(translate(ruleset, diag, counters));
 }
 
 ApplyReport NftBackend::apply(const Plan& plan, const ApplyOptions& options) {

@@ -23,7 +23,7 @@ class NftPlan : public Plan {
 
 class NftBackend : public Backend {
  public:
-  explicit NftBackend(const PluginContext&) {}
+  explicit NftBackend(const PluginContext& context) : context_(context) {}
   Capabilities capabilities() const override;
   std::unique_ptr<Plan> render(const ir::Ruleset& ruleset, Diagnostics& diag) override;
   // Stamps the apply into the name of an empty marker chain: kMarkerPrefix + "<ir hash>-<rules and
@@ -50,6 +50,7 @@ class NftBackend : public Backend {
     }
   }
   std::unique_ptr<Connection> connection_;
+  PluginContext context_;
 };
 
 }  // namespace fwe::nft

@@ -494,9 +494,17 @@ constexpr StagePlace kStagePlaces[] = {
 };
 static_assert(std::size(kStagePlaces) == ir::kStageCount);
 
+// A run's set without element counters: its stamps only served them (the merged rule keeps its own).
+void uncount(Set& set) {
+  set.counters = false;
+  set.comment.clear();
+  for (auto& element : set.elements) element.comment.clear();
+}
+
 class Translator {
  public:
-  Translator(const ir::Ruleset& rs, Diagnostics& diag) : rs_(rs), diag_(diag) {}
+  Translator(const ir::Ruleset& rs, Diagnostics& diag, Counters counters)
+      : rs_(rs), diag_(diag), counters_(counters) {}
 
   Table run() {
     set_index_.reserve(rs_.sets.size());
@@ -1070,6 +1078,8 @@ class Translator {
         continue;
       }
       auto sets = merge::build_sets(members, keyed, keyed_address ? *family : Family::any, run_file);
+      if (counters_ == Counters::rule)
+        for (auto& run_set : sets) uncount(run_set.set);
       std::erase_if(sets, [](const merge::RunSet& s) { return s.set.elements.empty(); });
       if (!sets.empty()) built.push_back({family, std::move(sets)});
     }
@@ -1124,6 +1134,7 @@ class Translator {
           append(r, first.rest().after_addresses);
           append(r, tail.guard);  // before the lookup: an element counts only the packets its rule takes
           merge::lookup(r, keyed, set.masks, f, set.name);
+          if (counters_ == Counters::rule) counter(r);  // otherwise its elements count
           append(r, tail.action);
           r.comment = comment;
           if (open) open->rules.push_back(out.rules.size());
@@ -1615,6 +1626,7 @@ class Translator {
 
   const ir::Ruleset& rs_;
   Diagnostics& diag_;
+  const Counters counters_;
   std::size_t refusals_ = 0;
   struct RestMemo {
     ir::Match match;
@@ -1731,8 +1743,8 @@ std::string origin_stamp(const ir::Ruleset& rs, const ir::Origin& origin) {
   return stamp;
 }
 
-Table translate(const ir::Ruleset& ruleset, Diagnostics& diag) {
-  return Translator(ruleset, diag).run();
+Table translate(const ir::Ruleset& ruleset, Diagnostics& diag, Counters counters) {
+  return Translator(ruleset, diag, counters).run();
 }
 
 }  // namespace fwe::nft

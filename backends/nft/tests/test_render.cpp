@@ -464,6 +464,28 @@ TEST_CASE("a run of rules with one verdict becomes one rule with a concatenated 
         std::string::npos);
 }
 
+TEST_CASE("counters=rule: a run's sets count nothing and carry no stamps, the merged rule counts") {
+  RunBuilder b;
+  for (std::uint16_t i = 0; i < 4; ++i)
+    b.add({"10.0." + std::to_string(i) + ".0/24"}, {std::uint16_t(1000 + i), std::uint16_t(1000 + i)});
+  Diagnostics diag;
+  nft::Table per_rule = nft::translate(b.rs, diag, nft::Counters::rule);
+  REQUIRE_FALSE(diag.has_errors());
+  nft::Table per_element = render(b.rs);
+  const nft::Set& set = set_named(per_rule, "m-c-0_v4");
+  CHECK(set_named(per_element, "m-c-0_v4").counters);
+  CHECK_FALSE(set.counters);
+  CHECK(set.comment.empty());
+  CHECK(nft::element_texts(set)[0] == "10.0.0.0 . 1000");  // one prefix length: a hash set
+  // the merged rule counts instead, after its lookup
+  CHECK(texts(chain(per_rule, "c-c")) ==
+        std::vector<std::string>{"meta nfproto ipv4 meta l4proto 6 ip saddr & 255.255.255.0 . th dport "
+                                 "@m-c-0_v4 counter accept comment \"policy.yaml:10:3 p#0 +3\""});
+  // the set's declaration differs, so its name does: an apply that switches makes it anew
+  CHECK(set.name != set_named(per_element, "m-c-0_v4").name);
+  CHECK(per_rule.text().find("\t\tcounter\n") == std::string::npos);
+}
+
 TEST_CASE("a rule with another verdict, an overlap or a negation ends a run") {
   RunBuilder b;
   for (std::uint16_t i = 0; i < 4; ++i) b.add({"10.0." + std::to_string(i) + ".0/24"}, {22, 22});

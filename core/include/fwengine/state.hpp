@@ -37,6 +37,7 @@ struct Applied {
   std::string revision;  // the datastore revision the policy was read at ("" for files)
   std::vector<std::string> sources;
   std::vector<std::string> frontend_options;  // KEY=VALUE, as --frontend-option gave them
+  std::vector<std::string> backend_options;   // KEY=VALUE, as --backend-option gave them
   std::size_t chains = 0, rules = 0, sets = 0;
 };
 

@@ -127,5 +127,44 @@ if "$FWE" plugins | grep -q '^firewalld .*frontend' && [ -d /usr/lib/firewalld/z
   expect "status --json counters have a label" grep -q '"label": "zone public' <<<"$out"
   "$FWE" --netns "$ns" -q flush
 fi
+# A backend option is part of what was applied: status names it, and the kernel holds its effect.
+work=$(mktemp -d)
+{
+  echo "apiVersion: fwengine/v1"
+  echo "chains:"
+  echo "  allow:"
+  for i in 1 2 3 4 5 6; do echo "    - {protocol: tcp, src: 10.0.$i.0/24, dport: 80$i, action: accept}"; done
+  echo "stages:"
+  echo "  input:"
+  echo "    - name: all"
+  echo "      endpoints:"
+  echo "        - {name: all, chains: [allow], default: accept}"
+} >"$work/runs.yaml"
+out=$("$FWE" --netns "$ns" -f "$work/runs.yaml" --backend-option counters=rule apply 2>&1); rc=$?
+expect "apply with counters=rule succeeds" test "$rc" = 0
+out=$(ip netns exec "$ns" nft list table inet fwengine 2>&1)
+uncounted_set() {  # a concatenated set without the counter flag, and no element with a counter
+  grep -q 'type ipv4_addr . inet_service' <<<"$out" && ! grep -Pq '^\t\tcounter$' <<<"$out" &&
+    ! grep -q ' . 801 counter' <<<"$out"
+}
+expect "its run's set has no element counters or stamps" uncounted_set
+out=$("$FWE" --netns "$ns" status 2>&1)
+expect "status names the backend options" grep -q "runs.yaml; backend counters=rule)" <<<"$out"
+out=$("$FWE" --netns "$ns" status -v 2>&1)
+expect "status -v counts the merged rule" grep -Eq "pkts  .*runs.yaml:4:7 .*allow#0 \+5" <<<"$out"
+out=$("$FWE" --netns "$ns" --json status 2>&1)
+expect "status --json has them" grep -q '"backend-options": \[' <<<"$out"
+out=$("$FWE" --netns "$ns" -f "$work/runs.yaml" apply 2>&1); rc=$?
+out=$(ip netns exec "$ns" nft list table inet fwengine 2>&1)
+expect "without the option, the next apply counts per element again" grep -q "counter packets 0 bytes 0 comment" <<<"$out"
+printf 'backend: nft\nbackend-options:\n  counters: rule\n  countres: rule\n' >"$work/fwengine.conf"
+out=$("$FWE" --netns "$ns" --config "$work/fwengine.conf" -f "$work/runs.yaml" apply 2>&1); rc=$?
+expect "an unknown backend option in fwengine.conf is exit 2" test "$rc" = 2
+expect "reported at its line" grep -q "^$work/fwengine.conf:4:3: error: unknown nft backend option 'countres' (did you mean 'counters'?)" <<<"$out"
+sed -i '/countres/d' "$work/fwengine.conf"
+out=$("$FWE" --netns "$ns" --config "$work/fwengine.conf" -f "$work/runs.yaml" apply 2>&1); rc=$?
+out=$("$FWE" --netns "$ns" status 2>&1)
+expect "fwengine.conf's backend options are applied" grep -q "backend counters=rule)" <<<"$out"
+"$FWE" --netns "$ns" -q flush
 echo "$passes passed, $failures failed"
 [ "$failures" = 0 ]

@@ -41,7 +41,17 @@ struct PluginContext {
   int origin_netns_fd = -1;
   // This host's node name (--node), e.g. for the HostEndpoints `migrate --to calico` writes.
   std::string node{};
+  // Backends only: --backend-option KEY=VALUE (and fwengine.conf's backend-options), checked by the
+  // backend when it renders (reject_unknown_backend_options).
+  std::map<std::string, std::string> backend_options{};
 };
+
+// Reports each backend option whose key is not one of known: an error where it was given (the command
+// line, or its line in fwengine.conf), with the keys the backend knows.
+FWE_API void reject_unknown_backend_options(const PluginContext& context, std::string_view backend,
+                                            const std::vector<std::string_view>& known, Diagnostics& diag);
+// Where the backend option key was given, for a backend's message about its value.
+FWE_API SourceLoc backend_option_value_loc(const Diagnostics& diag, std::string_view key);
 
 // ---- frontends ----------------------------------------------------------------------------------
 struct FrontendRequest {
