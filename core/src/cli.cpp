@@ -242,6 +242,9 @@ Options parse_options(int argc, char** argv) {
       throw UsageError("--plugin-dir " + problem + " (give a directory that holds libfwe_*.so plugins)");
   o.frontend_options = list("frontend-option");
   o.backend_options = list("backend-option");
+  for (const auto& kv : o.backend_options)
+    if (kv.find('=') == std::string::npos || kv.front() == '=')
+      throw UsageError("--backend-option takes KEY=VALUE, got '" + kv + "'");
   // Aliases of --frontend-option defaults=DIR and compat=V; Session checks the frontend is firewalld.
   if (vm.count("firewalld-defaults")) o.frontend_options.push_back("defaults=" + str("firewalld-defaults"));
   if (vm.count("firewalld-compat")) {
@@ -267,6 +270,40 @@ Options parse_options(int argc, char** argv) {
 }  // namespace
 
 // The engine's config supplies defaults that the command line overrides.
+namespace {
+
+// A mapping KEY: VALUE of fwengine.conf into KEY=VALUE settings, but for the keys the command line
+// gave (it wins), recording where each was written; a backend's under backend_option_origin, since a
+// frontend may know the same key.
+void read_config_options(const yaml::Node& value, const std::string& where, const std::string& backend,
+                         const std::vector<std::string>& command_line, std::vector<std::string>& into,
+                         Diagnostics& diag) {
+  if (!value.is_mapping()) {
+    diag.error(value.loc(), where + " must be a mapping (KEY: VALUE), got " + value.describe(),
+               backend.empty()
+                   ? ""
+                   : "backend options are per backend, e.g. backend-options: {nft: {counters: rule}}");
+    return;
+  }
+  const std::size_t given = command_line.size();  // into may be command_line itself
+  for (std::size_t j = 0; j < value.size(); ++j) {
+    const std::string option = value.keys()[j].text();
+    const auto& setting = value.values()[j];
+    if (!setting.is_scalar()) {
+      diag.error(setting.loc(), where + "." + option + " must be a string, got " + setting.describe());
+      continue;
+    }
+    if (std::any_of(command_line.begin(), command_line.begin() + static_cast<std::ptrdiff_t>(given),
+                    [&](const std::string& kv) { return kv.starts_with(option + "="); }))
+      continue;
+    into.push_back(option + "=" + setting.text());
+    diag.set_option_origin(backend.empty() ? option : backend_option_origin(backend, option),
+                           value.keys()[j].loc(), setting.loc());
+  }
+}
+
+}  // namespace
+
 void read_config(Options& o, Diagnostics& diag) {
   std::string path = o.config.empty() ? kDefaultConfig : o.config;
   std::error_code ec;
@@ -337,27 +374,22 @@ void read_config(Options& o, Diagnostics& diag) {
         for (const auto& item : value.items())
           if (auto problem = plugin_dir_problem(item.text()); !problem.empty())
             diag.error(item.loc(), "plugin directory " + problem, "create it or remove it from plugin-dirs");
-    } else if (k == "frontend-options" || k == "backend-options") {
-      // KEY: VALUE, as --frontend-option KEY=VALUE; the command line wins per key.
+    } else if (k == "frontend-options") {
+      read_config_options(value, k, "", o.frontend_options, o.frontend_options, diag);
+    } else if (k == "backend-options") {
+      // Per backend, so that one file serves every backend: BACKEND: {KEY: VALUE}.
       if (!value.is_mapping()) {
-        diag.error(value.loc(), k + " must be a mapping (KEY: VALUE), got " + value.describe());
+        diag.error(value.loc(),
+                   "backend-options must be a mapping (BACKEND: {KEY: VALUE}), got " + value.describe(),
+                   "e.g. backend-options: {nft: {counters: rule}}");
         continue;
       }
-      const bool backend = k == "backend-options";
-      auto& options = backend ? o.backend_options : o.frontend_options;
       for (std::size_t j = 0; j < value.size(); ++j) {
-        const std::string option = value.keys()[j].text();
-        const auto& setting = value.values()[j];
-        if (!setting.is_scalar()) {
-          diag.error(setting.loc(), k + "." + option + " must be a string, got " + setting.describe());
-          continue;
-        }
-        const bool given = std::any_of(options.begin(), options.end(),
-                                       [&](const std::string& kv) { return kv.starts_with(option + "="); });
-        if (given) continue;
-        options.push_back(option + "=" + setting.text());
-        // Backend options are found under their own prefix (plugin.cpp): a frontend may know the key.
-        diag.set_option_origin(backend ? k + "." + option : option, value.keys()[j].loc(), setting.loc());
+        auto& entry = o.config_backend_options.emplace_back();
+        entry.backend = value.keys()[j].text();
+        entry.backend_loc = value.keys()[j].loc();
+        read_config_options(value.values()[j], k + "." + entry.backend, entry.backend, o.backend_options,
+                            entry.settings, diag);
       }
     } else
       diag.error(key.loc(), "unknown key '" + k + "'", did_you_mean(k, kKeys));
@@ -436,6 +468,7 @@ class Session {
     if (!backend_named)
       if (auto applied = state::load(o_.netns)) o_.backend = applied->backend;
     if (o_.backend.empty()) o_.backend = "nft";
+    join_config_backend_options();
     if (o_.node.empty()) o_.node = host_name();
     if (c == "plugins") return plugins();
     // A backend named by mistake is an error also where the command never loads it (check, ir).
@@ -571,13 +604,29 @@ class Session {
 
   PluginContext context() const {
     PluginContext c{o_.netns, origin_netns_fd_, o_.node};
-    for (const auto& kv : o_.backend_options) {
+    for (const auto& kv : o_.backend_options) {  // KEY=VALUE: checked when parsed or read
       auto eq = kv.find('=');
-      if (eq == std::string::npos || eq == 0)
-        throw UsageError("--backend-option takes KEY=VALUE, got '" + kv + "'");
       c.backend_options[kv.substr(0, eq)] = kv.substr(eq + 1);
     }
     return c;
+  }
+
+  // fwengine.conf's backend-options for the backend in use join the command line's. Options for a
+  // backend not installed here are left out with a warning (one file may serve hosts with other plugins).
+  void join_config_backend_options() {
+    if (o_.config_backend_options.empty()) return;
+    std::vector<std::string> installed;
+    for (const auto& plugin : loader_.discover())
+      if (plugin.kind == PluginKind::backend && plugin.problem.empty()) installed.push_back(plugin.name);
+    for (const auto& entry : o_.config_backend_options) {
+      if (entry.backend == o_.backend)
+        o_.backend_options.insert(o_.backend_options.end(), entry.settings.begin(), entry.settings.end());
+      else if (std::find(installed.begin(), installed.end(), entry.backend) == installed.end())
+        diag_.warning(
+            entry.backend_loc,
+            "backend-options for '" + entry.backend + "', which is not an installed backend: ignored",
+            did_you_mean(entry.backend, {installed.begin(), installed.end()}));
+    }
   }
 
   FrontendRequest frontend_request(const Frontend& fe) const {
@@ -1095,6 +1144,19 @@ class Session {
     auto plan = render(*be);
     if (!plan) return fail_input();
     auto state = be->read_back();
+    // The IR hash does not cover backend options: the same policy loaded otherwise is a difference.
+    auto applied = state::load(o_.netns);
+    auto sorted = [](std::vector<std::string> v) {
+      std::sort(v.begin(), v.end());
+      return v;
+    };
+    auto shown = [&](const std::vector<std::string>& v) {
+      return v.empty() ? std::string("none") : join(sorted(v));
+    };
+    if (applied && applied->backend == o_.backend && applied->hash == state.ir_hash &&
+        sorted(applied->backend_options) != sorted(o_.backend_options))
+      state.drift.push_back("loaded with backend options " + shown(applied->backend_options) + ", not " +
+                            shown(o_.backend_options));
     bool same = state.present && state.ir_hash == hash() && state.drift.empty();
     if (o_.json) {
       std::cout << json{{"same", same},
@@ -1305,7 +1367,7 @@ class Session {
     };
     auto reload = [&]() -> bool {
       const auto start = std::chrono::steady_clock::now();
-      diag_ = Diagnostics{};
+      diag_ = diag_.fresh();
       std::string failure;
       try {
         if (compile(*fe)) {

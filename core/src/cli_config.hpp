@@ -14,6 +14,14 @@ struct Options {
   std::string command = "apply";
   std::string frontend, backend, netns, node, config;
   std::vector<std::string> files, plugin_dirs, frontend_options, backend_options;
+  // fwengine.conf's backend-options, per backend: those of the backend in use join backend_options (the
+  // command line's win per key) once it is known.
+  struct ConfigBackendOptions {
+    std::string backend;
+    SourceLoc backend_loc;
+    std::vector<std::string> settings;  // KEY=VALUE
+  };
+  std::vector<ConfigBackendOptions> config_backend_options;
   bool json = false, verbose = false, quiet = false;
   // --firewalld-defaults or --firewalld-compat given
   bool firewalld_aliases = false;

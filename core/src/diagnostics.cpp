@@ -42,6 +42,17 @@ std::string Diagnostics::format(const Diagnostic& d) const {
   return out;
 }
 
+Diagnostics Diagnostics::fresh() const {
+  Diagnostics out;
+  out.option_origins_ = option_origins_;
+  std::size_t files = 1;  // <command line>, and the files up to the last an option origin is in
+  for (const auto& origin : option_origins_)
+    files = std::max<std::size_t>({files, origin.key_loc.file + 1u, origin.value_loc.file + 1u});
+  out.files_.assign(files_.begin(),
+                    files_.begin() + static_cast<std::ptrdiff_t>(std::min(files, files_.size())));
+  return out;
+}
+
 void Diagnostics::set_option_origin(std::string key, SourceLoc key_loc, SourceLoc value_loc) {
   option_origins_.push_back({std::move(key), key_loc, value_loc});
 }

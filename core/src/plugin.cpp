@@ -24,12 +24,9 @@ bool Frontend::write(const ir::Ruleset&, const std::string&, Diagnostics& diag) 
   return false;
 }
 
-namespace {
-// fwengine.conf records a backend option's place under this prefix: a frontend may know the same key.
-std::string backend_option_origin(std::string_view key) {
-  return "backend-options." + std::string(key);
+std::string backend_option_origin(std::string_view backend, std::string_view key) {
+  return "backend-options." + std::string(backend) + "." + std::string(key);
 }
-}  // namespace
 
 void reject_unknown_backend_options(const PluginContext& context, std::string_view backend,
                                     const std::vector<std::string_view>& known, Diagnostics& diag) {
@@ -42,13 +39,13 @@ void reject_unknown_backend_options(const PluginContext& context, std::string_vi
       hint = "it knows:";
       for (auto k : known) hint += " " + std::string(k);
     }
-    diag.error(diag.option_key_loc(backend_option_origin(key)),
+    diag.error(diag.option_key_loc(backend_option_origin(backend, key)),
                "unknown " + std::string(backend) + " backend option '" + key + "'", std::move(hint));
   }
 }
 
-SourceLoc backend_option_value_loc(const Diagnostics& diag, std::string_view key) {
-  return diag.option_value_loc(backend_option_origin(key));
+SourceLoc backend_option_value_loc(const Diagnostics& diag, std::string_view backend, std::string_view key) {
+  return diag.option_value_loc(backend_option_origin(backend, key));
 }
 
 bool Capabilities::supports(ir::Stage s) const {

@@ -83,7 +83,7 @@ std::unique_ptr<Plan> NftBackend::render(const ir::Ruleset& ruleset, Diagnostics
     if (it->second == "rule")
       counters = Counters::rule;
     else if (it->second != "element")
-      diag.error(backend_option_value_loc(diag, "counters"),
+      diag.error(backend_option_value_loc(diag, "nft", "counters"),
                  "the nft backend's counters must be element or rule, not '" + it->second + "'",
                  "element: hits per source rule (a per-CPU counter in every set element); rule: per merged "
                  "rule only, less kernel memory");

@@ -64,6 +64,8 @@ class Diagnostics {
   // frontend says about the option points there. An option of the command line has no entry: its
   // key and value are at {}, which prints as "<command line>".
   void set_option_origin(std::string key, SourceLoc key_loc, SourceLoc value_loc);
+  // No reports, but the same option origins (and the config file they point into): a daemon's reload.
+  Diagnostics fresh() const;
   SourceLoc option_key_loc(std::string_view key) const;
   SourceLoc option_value_loc(std::string_view key) const;
 

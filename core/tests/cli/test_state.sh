@@ -148,6 +148,8 @@ uncounted_set() {  # a concatenated set without the counter flag, and no element
     ! grep -q ' . 801 counter' <<<"$out"
 }
 expect "its run's set has no element counters or stamps" uncounted_set
+out=$("$FWE" --netns "$ns" -f "$work/runs.yaml" --backend-option counters=rule --exit-code diff 2>&1); rc=$?
+expect "diff with the same option: no drift, no difference" test "$rc" = 0
 out=$("$FWE" --netns "$ns" status 2>&1)
 expect "status names the backend options" grep -q "runs.yaml; backend counters=rule)" <<<"$out"
 out=$("$FWE" --netns "$ns" status -v 2>&1)
@@ -155,14 +157,23 @@ expect "status -v counts the merged rule" grep -Eq "pkts  .*runs.yaml:4:7 .*allo
 out=$("$FWE" --netns "$ns" --json status 2>&1)
 expect "status --json has them" grep -q '"backend-options": \[' <<<"$out"
 out=$("$FWE" --netns "$ns" -f "$work/runs.yaml" apply 2>&1); rc=$?
+expect "the apply without it succeeds" test "$rc" = 0
 out=$(ip netns exec "$ns" nft list table inet fwengine 2>&1)
 expect "without the option, the next apply counts per element again" grep -q "counter packets 0 bytes 0 comment" <<<"$out"
-printf 'backend: nft\nbackend-options:\n  counters: rule\n  countres: rule\n' >"$work/fwengine.conf"
+out=$("$FWE" --netns "$ns" -f "$work/runs.yaml" --exit-code diff 2>&1); rc=$?
+expect "diff without options finds nothing to change" test "$rc" = 0
+out=$("$FWE" --netns "$ns" -f "$work/runs.yaml" --backend-option counters=rule --exit-code diff 2>&1); rc=$?
+expect "diff with another option than the kernel's: a difference" test "$rc" = 3
+expect "and says which" grep -q "drift: loaded with backend options none, not counters=rule" <<<"$out"
+printf 'backend: nft\nbackend-options:\n  nft:\n    counters: rule\n    countres: rule\n  iptables: {counters: rule}\n' >"$work/fwengine.conf"
 out=$("$FWE" --netns "$ns" --config "$work/fwengine.conf" -f "$work/runs.yaml" apply 2>&1); rc=$?
 expect "an unknown backend option in fwengine.conf is exit 2" test "$rc" = 2
-expect "reported at its line" grep -q "^$work/fwengine.conf:4:3: error: unknown nft backend option 'countres' (did you mean 'counters'?)" <<<"$out"
+expect "reported at its line" grep -q "^$work/fwengine.conf:5:5: error: unknown nft backend option 'countres' (did you mean 'counters'?)" <<<"$out"
 sed -i '/countres/d' "$work/fwengine.conf"
+echo "  nftables: {counters: rule}" >>"$work/fwengine.conf"
 out=$("$FWE" --netns "$ns" --config "$work/fwengine.conf" -f "$work/runs.yaml" apply 2>&1); rc=$?
+expect "options of another backend are not the nft backend's" test "$rc" = 0
+expect "and those of one not installed are a warning" grep -q "fwengine.conf:6:3: warning: backend-options for 'nftables', which is not an installed backend: ignored" <<<"$out"
 out=$("$FWE" --netns "$ns" status 2>&1)
 expect "fwengine.conf's backend options are applied" grep -q "backend counters=rule)" <<<"$out"
 "$FWE" --netns "$ns" -q flush

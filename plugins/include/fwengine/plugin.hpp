@@ -17,7 +17,7 @@
 #include "fwengine/diagnostics.hpp"
 #include "fwengine/ir.hpp"
 
-#define FWE_PLUGIN_ABI_VERSION 7u
+#define FWE_PLUGIN_ABI_VERSION 8u
 
 #define FWE_API __attribute__((visibility("default")))
 
@@ -41,8 +41,8 @@ struct PluginContext {
   int origin_netns_fd = -1;
   // This host's node name (--node), e.g. for the HostEndpoints `migrate --to calico` writes.
   std::string node{};
-  // Backends only: --backend-option KEY=VALUE (and fwengine.conf's backend-options), checked by the
-  // backend when it renders (reject_unknown_backend_options).
+  // Backends only: --backend-option KEY=VALUE and fwengine.conf's backend-options for this backend,
+  // checked by the backend when it renders (reject_unknown_backend_options).
   std::map<std::string, std::string> backend_options{};
 };
 
@@ -50,8 +50,12 @@ struct PluginContext {
 // line, or its line in fwengine.conf), with the keys the backend knows.
 FWE_API void reject_unknown_backend_options(const PluginContext& context, std::string_view backend,
                                             const std::vector<std::string_view>& known, Diagnostics& diag);
-// Where the backend option key was given, for a backend's message about its value.
-FWE_API SourceLoc backend_option_value_loc(const Diagnostics& diag, std::string_view key);
+// Where the backend's option key got its value, for the backend's message about that value.
+FWE_API SourceLoc backend_option_value_loc(const Diagnostics& diag, std::string_view backend,
+                                           std::string_view key);
+// The name fwengine.conf's reader records a backend option's place under (Diagnostics::set_option_origin):
+// a frontend may know the same key.
+FWE_API std::string backend_option_origin(std::string_view backend, std::string_view key);
 
 // ---- frontends ----------------------------------------------------------------------------------
 struct FrontendRequest {
