@@ -269,7 +269,6 @@ Options parse_options(int argc, char** argv) {
 
 }  // namespace
 
-// The engine's config supplies defaults that the command line overrides.
 namespace {
 
 // A mapping KEY: VALUE of fwengine.conf into KEY=VALUE settings, but for the keys the command line
@@ -304,6 +303,7 @@ void read_config_options(const yaml::Node& value, const std::string& where, cons
 
 }  // namespace
 
+// The engine's config supplies defaults that the command line overrides.
 void read_config(Options& o, Diagnostics& diag) {
   std::string path = o.config.empty() ? kDefaultConfig : o.config;
   std::error_code ec;
