@@ -18,7 +18,8 @@ differs in one rule (one set element for the set workload).
 
 Everything runs in one throwaway network namespace `fwe-bench-<pid>`, deleted at the end, also on a
 failure or a signal. Before every timed run the namespace is emptied and given time to settle (untimed);
-contenders of one figure run in alternation (A B C A B C ...) so that machine noise hits them alike.
+contenders of one figure run in alternation (A B C, B C A, C A B ...) so that machine noise hits them
+alike, and no contender always follows the same one (a run pays for the memory the one before it freed).
 
 The dataplane figures (TCP connect and request rates, `tcprate` from tcprate.cpp, built beside fwengine)
 run in a pair of namespaces, client --veth-- server, made afresh for every run and deleted after it. The
@@ -590,14 +591,18 @@ def too_slow(fig, c, figures, args):
 
 
 def measure(figures, args, workdir):
-    """Alternation A B C A B C ...; a contender whose run (with its preparation) took longer than the
-    budget gets no further runs, so that one slow contender cannot hold up the whole series."""
+    """Alternation A B C, B C A, C A B ...: each round starts one contender later, since a run pays for
+    the memory the run before it freed (the host takes freed memory back), and a fixed order would charge
+    one contender for its predecessor every time. A contender whose run (with its preparation) took
+    longer than the budget gets no further runs, so that one slow contender cannot hold up the whole
+    series."""
     progress = Progress(sum(len(f.contenders) for f in figures) * args.runs)
     for fig in figures:
         for c in fig.contenders:
             c.skipped = too_slow(fig, c, figures, args)
         for run in range(args.runs):
-            for c in fig.contenders:
+            first = run % len(fig.contenders)
+            for c in fig.contenders[first:] + fig.contenders[:first]:
                 progress.step(f"{fig.title}, {fig.size}: {c.label} (run {run + 1}/{args.runs})")
                 if c.skipped or c.samples and c.samples[-1]["wall_ms"] + c.samples[-1]["prepare_ms"] > args.budget * 1000:
                     continue
@@ -1416,7 +1421,7 @@ def write_report(path, figures, workloads, rows, prof, started, elapsed, args, d
         "is our own text (Felix, Calico's own dataplane, is not here).",
         "- \"own text\" is what `fwengine render` prints for the same policy, loaded with `nft -f` (or with "
         "`ipset restore` + `iptables-legacy-restore --noflush` + `ip6tables-legacy-restore --noflush`).",
-        f"- Every figure's contenders run in alternation (A B C A B C ...), {args.runs} runs each (a contender "
+        f"- Every figure's contenders run in alternation, each round starting one contender later (A B C, B C A, C A B ...: a run pays for the memory the run before it freed, so no contender always follows the same one), {args.runs} runs each (a contender "
         f"whose run, with its untimed preparation, took over {args.budget:.0f} s got no more runs), in one "
         "throwaway network namespace. Before each run the namespace is emptied and the kernel gets "
         f"{SETTLE_SECONDS * 1000:.0f} ms to settle (untimed); for the change figures the original is "
