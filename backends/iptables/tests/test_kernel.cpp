@@ -360,6 +360,36 @@ TEST_CASE("what an interrupted apply left is switched off, reported and removed 
   CHECK(read_kernel().drift.empty());
 }
 
+TEST_CASE("a first apply clears both slots' leftovers and switches on with the other slot's gate", "[root]") {
+  test::enter_scratch_netns();
+  // As if a first apply into slot 2 (after a flush) had died before the switch: nothing is in effect.
+  REQUIRE(run_tool({"ipset", "create", "fwe2-gate", "list:set"}).status == 0);
+  REQUIRE(run_tool({"ipset", "create", "fwe2-4-half", "hash:net"}).status == 0);
+  REQUIRE(run_tool({"iptables-legacy-restore", "--noflush"},
+                   "*filter\n:fwe2-input - [0:0]\n-A fwe2-input -m comment --comment half-loaded -j DROP\n-I "
+                   "INPUT 1 " +
+                       hook_spec("fwe2-input") + "\nCOMMIT\n")
+              .status == 0);
+
+  apply_model(render_ok(test::tiny_ruleset()), "first", false);
+  const std::string sets = test::ipset_text_now();
+  CHECK(sets.find("fwe2-4-half") == std::string::npos);
+  CHECK(test::save_text().find("half-loaded") == std::string::npos);
+  CHECK(sets.find(std::string(kTempSetPrefix)) == std::string::npos);  // no temporary gate to destroy
+  CHECK(sets.find("add fwe1-gate fwe0-any4") != std::string::npos);
+  CHECK(sets.find("add fwe1-gate fwe0-any6") != std::string::npos);
+  CHECK(sets.find("add fwe2-gate") == std::string::npos);  // the spare gate gave its members away
+  const KernelState state = read_kernel();
+  CHECK(state.ir_hash == "first");
+  for (const auto& d : state.drift) UNSCOPED_INFO(d);
+  CHECK(state.drift.empty());
+
+  // The next apply switches back to slot 2 as usual.
+  apply_model(render_ok(test::sample_ruleset()), "second", false);
+  CHECK(test::ipset_text_now().find("add fwe2-gate fwe0-any4") != std::string::npos);
+  CHECK(read_kernel().ir_hash == "second");
+}
+
 TEST_CASE("the layout before slots is replaced by the next apply", "[root]") {
   test::enter_scratch_netns();
   REQUIRE(run_tool({"ipset", "create", "fwe-4-old", "hash:net"}).status == 0);
