@@ -312,8 +312,8 @@ std::string element_stamp(const std::string& stamp, std::string_view run_file) {
 }
 
 // A set of a run, with its elements still to come.
-Set run_set(const std::vector<Field>& keyed, ir::Family f) {
-  Set set{.counters = true};
+Set run_set(const std::vector<Field>& keyed, ir::Family f, bool counted) {
+  Set set{.counters = counted};
   set_key_type(set, keyed, f);
   return set;
 }
@@ -327,8 +327,8 @@ void name_run_file(Set& set, std::string_view run_file) {
 
 // One interval set, or a hash set when no value is a range.
 Set plain_set(std::vector<Item> items, const std::vector<Field>& keyed, ir::Family f,
-              std::string_view run_file) {
-  Set set = run_set(keyed, f);
+              std::string_view run_file, bool counted) {
+  Set set = run_set(keyed, f, counted);
   bool ranges = false;
   for (const auto& item : items)
     for (std::size_t i = 0; i < item.dims.count; ++i) ranges = ranges || item.dims[i]->lo != item.dims[i]->hi;
@@ -339,11 +339,11 @@ Set plain_set(std::vector<Item> items, const std::vector<Field>& keyed, ir::Fami
               [](const Item& a, const Item& b) { return a.dims[0]->lo < b.dims[0]->lo; });
     for (const auto& item : items)
       add_interval(set, item.dims[0]->lo.to_bytes(), item.dims[0]->hi.to_bytes(),
-                   element_stamp(*item.stamp, run_file));
+                   counted ? element_stamp(*item.stamp, run_file) : std::string{});
   } else {
     for (const auto& item : items)
-      set.elements.push_back(
-          {key_of(item), false, ranges ? key_of(item, true) : Bytes{}, element_stamp(*item.stamp, run_file)});
+      set.elements.push_back({key_of(item), false, ranges ? key_of(item, true) : Bytes{},
+                              counted ? element_stamp(*item.stamp, run_file) : std::string{}});
   }
   name_run_file(set, run_file);
   return set;
@@ -374,7 +374,7 @@ std::optional<HashShape> hash_shape(const Item& item, const std::vector<Field>& 
 }  // namespace
 
 std::vector<RunSet> build_sets(const std::vector<Member>& members, const std::vector<Field>& keyed,
-                               ir::Family f, std::string_view run_file) {
+                               ir::Family f, std::string_view run_file, bool counted) {
   std::vector<Item> items;
   for (const auto& m : members)
     for (const Dims& dims : product(m, keyed, f)) items.push_back({dims, &m.stamp});
@@ -395,18 +395,19 @@ std::vector<RunSet> build_sets(const std::vector<Member>& members, const std::ve
                   return false;
                 });
   if (!masked || by_shape.size() > limit)
-    return {{plain_set(std::move(items), keyed, f, run_file),
+    return {{plain_set(std::move(items), keyed, f, run_file, counted),
              std::vector<std::optional<std::size_t>>(keyed.size())}};
   std::vector<RunSet> out;
   for (const auto& [shape, group] : by_shape) {
-    RunSet out_set{run_set(keyed, f), {}};
+    RunSet out_set{run_set(keyed, f, counted), {}};
     for (std::size_t i = 0; i < keyed.size(); ++i) {
       bool whole = shape.lengths[i] == group.front()->dims[i]->lo.size * 8u;
       out_set.masks.push_back(whole ? std::nullopt : std::optional<std::size_t>(shape.lengths[i]));
     }
     out_set.set.elements.reserve(group.size());
     for (const Item* item : group)
-      out_set.set.elements.push_back({key_of(*item), false, {}, element_stamp(*item->stamp, run_file)});
+      out_set.set.elements.push_back(
+          {key_of(*item), false, {}, counted ? element_stamp(*item->stamp, run_file) : std::string{}});
     name_run_file(out_set.set, run_file);
     out.push_back(std::move(out_set));
   }

@@ -124,7 +124,8 @@ struct RunSet {
 };
 
 // The sets of a run for family f (any when no address field is keyed): one element per member and
-// combination of its values, each with a counter and the member's stamp. Where every value is one key
+// combination of its values; with `counted`, each with a counter and the member's stamp (without, the
+// merged rule counts for all of them and the members need no stamps). Where every value is one key
 // once its addresses are masked to their prefix, the elements go to hash sets, one per combination of
 // prefix lengths (the kernel builds and searches a hash far faster than an interval set, and a
 // concatenated interval set costs hundreds of KiB however few its elements); otherwise to one
@@ -132,7 +133,7 @@ struct RunSet {
 // run_file: the file part of the run's first stamp; the stamps of elements from the same file leave it
 // out, and the set's comment holds it (Set::comment).
 std::vector<RunSet> build_sets(const std::vector<Member>& members, const std::vector<Field>& keyed,
-                               ir::Family f, std::string_view run_file);
+                               ir::Family f, std::string_view run_file, bool counted);
 
 // Loads the keyed fields into consecutive registers, masks the addresses as the set wants and looks
 // them up in the named set.

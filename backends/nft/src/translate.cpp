@@ -494,13 +494,6 @@ constexpr StagePlace kStagePlaces[] = {
 };
 static_assert(std::size(kStagePlaces) == ir::kStageCount);
 
-// A run's set without element counters: its stamps only served them (the merged rule keeps its own).
-void uncount(Set& set) {
-  set.counters = false;
-  set.comment.clear();
-  for (auto& element : set.elements) element.comment.clear();
-}
-
 class Translator {
  public:
   Translator(const ir::Ruleset& rs, Diagnostics& diag, Counters counters)
@@ -845,8 +838,9 @@ class Translator {
 
   // Plain verdicts without state (a rate limit) whose matched values are all positive and few. What
   // the rule's merged form would refuse is refused (and reported) when the rule is emitted by itself.
-  // shape_only: for planning, without the stamp only the emitted elements need.
-  std::optional<Candidate> candidate(const ir::Rule& rule, bool shape_only = false) {
+  // shape_only: for planning, without the stamp only counted elements need (and the head of a run, for
+  // its comment: emit_chain stamps that one).
+  std::optional<Candidate> candidate(const ir::Rule& rule, bool shape_only) {
     quiet_ = true;
     std::size_t refused = refusals_;
     auto c = merge_form(rule, shape_only);
@@ -980,18 +974,20 @@ class Translator {
   void emit_chain(Chain& out, const std::string& id, const std::vector<const ir::Rule*>& rules) {
     std::size_t runs = 0;
     std::optional<OpenRun> open;
-    std::optional<Candidate> head = rules.empty() ? std::nullopt : candidate(*rules[0]);
+    const bool shape_only = counters_ == Counters::rule;  // the members' elements carry no stamps
+    std::optional<Candidate> head = rules.empty() ? std::nullopt : candidate(*rules[0], shape_only);
     for (std::size_t i = 0; i < rules.size();) {
       std::size_t end = i + 1;
       merge::Run run;
       std::optional<Candidate> next;  // the candidate of rules[end], once made
       bool made = false;
       if (head) {
+        if (head->member.stamp.empty()) head->member.stamp = origin_stamp(rs_, head->rule->origin);
         merge::Member first = head->member;  // the head stays whole: emit_run reads it
         run.try_add(first);
         bool hashable = head->member.hashable();
         for (; end < rules.size() && end - i < (hashable ? kMaxHashRun : kMaxRun); ++end) {
-          next = candidate(*rules[end]);
+          next = candidate(*rules[end], shape_only);
           made = true;
           if (!next || next->shape != head->shape) break;
           const bool next_hashable = next->member.hashable();
@@ -1008,7 +1004,7 @@ class Translator {
         ++runs;
       }
       i = end;
-      if (i < rules.size()) head = made ? std::move(next) : candidate(*rules[i]);
+      if (i < rules.size()) head = made ? std::move(next) : candidate(*rules[i], shape_only);
     }
     close_run(open);
   }
@@ -1077,9 +1073,8 @@ class Translator {
         built.push_back({family, {}});  // looks up the sets built for the first family
         continue;
       }
-      auto sets = merge::build_sets(members, keyed, keyed_address ? *family : Family::any, run_file);
-      if (counters_ == Counters::rule)
-        for (auto& run_set : sets) uncount(run_set.set);
+      auto sets = merge::build_sets(members, keyed, keyed_address ? *family : Family::any, run_file,
+                                    counters_ == Counters::element);
       std::erase_if(sets, [](const merge::RunSet& s) { return s.set.elements.empty(); });
       if (!sets.empty()) built.push_back({family, std::move(sets)});
     }
