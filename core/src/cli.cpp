@@ -197,6 +197,7 @@ Options parse_options(int argc, char** argv) {
   } catch (const po::error& e) {
     throw UsageError(std::string(e.what()) + " (see fwengine --help)");
   }
+  o.argv.assign(argv, argv + argc);
   auto& vm = o.vm;
   if (vm.count("command")) o.command = vm["command"].as<std::string>();
   if (vm.count("help")) o.command = "help";
@@ -303,14 +304,27 @@ void read_config_options(const yaml::Node& value, const std::string& where, cons
 
 }  // namespace
 
+std::string config_path(const Options& o) {
+  return o.config.empty() ? kDefaultConfig : o.config;
+}
+
+std::optional<std::string> read_config_text(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return std::nullopt;  // the reader names what it is
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
 // The engine's config supplies defaults that the command line overrides.
 void read_config(Options& o, Diagnostics& diag) {
-  std::string path = o.config.empty() ? kDefaultConfig : o.config;
+  const std::string path = config_path(o);
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) {
     if (!o.config.empty()) throw UsageError("config file " + path + " does not exist");
     return;
   }
+  o.config_text = read_config_text(path);
   auto docs = yaml::parse_file(path, diag);
   if (!docs || docs->empty()) return;
   const yaml::Node& root = docs->front();
@@ -444,7 +458,8 @@ class Stopwatch {
 
 class Session {
  public:
-  explicit Session(Options options) : o_(std::move(options)), loader_(std::vector<std::string>{}) {}
+  explicit Session(Options options)
+      : command_line_(options), o_(std::move(options)), loader_(std::vector<std::string>{}) {}
 
   bool wants_json() const { return o_.json; }
 
@@ -452,27 +467,9 @@ class Session {
     const std::string& c = o_.command;
     if (c == "help") return print_help(std::cout), 0;
     if (c == "version") return std::cout << "fwengine " << FWE_VERSION << '\n', 0;
-    read_config(o_, diag_);
-    if (diag_.has_errors()) return fail_input();
-    loader_ = PluginLoader(o_.plugin_dirs);  // the config's plugin-dirs count too
-    const bool backend_named = !o_.backend.empty();
-    if (o_.frontend.empty()) o_.frontend = "yaml";
-    if (o_.firewalld_aliases && o_.frontend != "firewalld")
-      throw UsageError("--firewalld-defaults and --firewalld-compat need --frontend firewalld, not '" +
-                       o_.frontend + "'");
-    if (o_.etcd_aliases && o_.frontend != "calico")
-      throw UsageError("--etcd-ca, --etcd-cert, --etcd-key and --etcd-cache need --frontend calico, not '" +
-                       o_.frontend + "'");
-    // Unless a backend is named (--backend, the config), the one the last apply here used goes on: status,
-    // flush and diff look at what it loaded, and a plain apply does not switch away from it.
-    if (!backend_named)
-      if (auto applied = state::load(o_.netns)) o_.backend = applied->backend;
-    if (o_.backend.empty()) o_.backend = "nft";
-    join_config_backend_options();
-    if (o_.node.empty()) o_.node = host_name();
+    if (!configure()) return fail_input();
     if (c == "plugins") return plugins();
-    // A backend named by mistake is an error also where the command never loads it (check, ir).
-    if (backend_named && !plugin_exists(o_.backend, PluginKind::backend, o_.backend_loc)) return fail_input();
+    if (!backend_fits()) return fail_input();
     // The watchdog's rollback decides whether it is still due under the writer lock, and keeps the lock:
     // it reads good/, which a confirm or an apply that wins the lock rewrites.
     if (!o_.rollback_token.empty()) {
@@ -480,9 +477,7 @@ class Session {
       if (!rollback_due()) return 0;
     }
     const bool reads_policy = c != "confirm" && c != "status" && c != "flush";
-    if (reads_policy &&
-        (!plugin_exists(o_.frontend, PluginKind::frontend, o_.frontend_loc) || !sources_fit()))
-      return fail_input();
+    if (reads_policy && !policy_fits()) return fail_input();
     origin_netns_fd_ = enter_netns(o_.netns);
     if (c == "confirm") return confirm();
     if (c == "daemon") return daemon();
@@ -499,6 +494,76 @@ class Session {
   }
 
  private:
+  // Joins fwengine.conf to the command line and fills in the defaults: false when the file has errors
+  // (in diag_); contradicting options are a UsageError.
+  bool configure() {
+    read_config(o_, diag_);
+    if (diag_.has_errors()) return false;
+    loader_ = PluginLoader(o_.plugin_dirs);  // the config's plugin-dirs count too
+    backend_named_ = !o_.backend.empty();
+    if (o_.frontend.empty()) o_.frontend = "yaml";
+    if (o_.firewalld_aliases && o_.frontend != "firewalld")
+      throw UsageError("--firewalld-defaults and --firewalld-compat need --frontend firewalld, not '" +
+                       o_.frontend + "'");
+    if (o_.etcd_aliases && o_.frontend != "calico")
+      throw UsageError("--etcd-ca, --etcd-cert, --etcd-key and --etcd-cache need --frontend calico, not '" +
+                       o_.frontend + "'");
+    // Unless a backend is named (--backend, the config), the one the last apply here used goes on: status,
+    // flush and diff look at what it loaded, and a plain apply does not switch away from it.
+    if (!backend_named_)
+      if (auto applied = state::load(o_.netns)) o_.backend = applied->backend;
+    if (o_.backend.empty()) o_.backend = "nft";
+    join_config_backend_options();
+    if (o_.node.empty()) o_.node = host_name();
+    return true;
+  }
+
+  // A backend named by mistake is an error also where the command never loads it (check, ir).
+  bool backend_fits() {
+    return !backend_named_ || plugin_exists(o_.backend, PluginKind::backend, o_.backend_loc);
+  }
+
+  bool policy_fits() {
+    return plugin_exists(o_.frontend, PluginKind::frontend, o_.frontend_loc) && sources_fit();
+  }
+
+  // The first error in diag_, counted: "3 error(s) in WHAT; first: FILE:LINE:COL: ...".
+  std::string first_error(const std::string& what) const {
+    std::string failure = std::to_string(diag_.error_count()) + " error(s) in " + what;
+    for (const auto& d : diag_.all())
+      if (d.severity == Severity::error) return failure + "; first: " + diag_.format(d);
+    return failure;
+  }
+
+  // A daemon reload that finds fwengine.conf changed starts the daemon again (exec: the same pid, so
+  // systemd sees a reload), which reads the file as a restart would: frontend, backend, sources,
+  // options, watches. A file that would not start is a failed reload, checked here first: the daemon
+  // and the kernel keep what they have. Returns only then, with the failure.
+  std::string start_again_with_config(const std::string& self) {
+    Session next(command_line_);
+    std::string problem;
+    try {
+      if (!next.configure() || !next.backend_fits() || !next.policy_fits()) {
+        next.print_diagnostics();
+        problem = next.first_error(config_path(o_));
+      }
+    } catch (const std::exception& e) {
+      problem = e.what();
+    }
+    if (!problem.empty()) return "the changed config is not used: " + problem;
+    std::cerr << "fwengine: " << config_path(o_) << " changed: starting again with it\n";
+    std::vector<char*> argv;
+    for (auto& arg : o_.argv) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    // The new process enters --netns itself, from the namespace this one started in.
+    if (origin_netns_fd_ >= 0 && setns(origin_netns_fd_, CLONE_NEWNET) != 0)
+      return std::string("cannot start again: leaving the namespace: ") + std::strerror(errno);
+    execv(self.c_str(), argv.data());
+    const std::string failure = std::string("cannot start again: ") + self + ": " + std::strerror(errno);
+    close(enter_netns(o_.netns));  // back where the daemon works
+    return failure;
+  }
+
   // A wrong value from fwengine.conf is reported at its place there (false: fail_input() prints it);
   // one from the command line is a usage error.
   bool input_error(SourceLoc where, std::string message, std::string hint = {}) {
@@ -1336,6 +1401,13 @@ class Session {
       else if (o_.vm.count("watch"))
         watched_files.push_back(source);
     }
+    // A change of fwengine.conf is a reload too (which starts the daemon again with it).
+    std::error_code ec;
+    const auto config_dir = std::filesystem::absolute(config_path(o_), ec).parent_path();
+    if (o_.vm.count("watch") && std::filesystem::is_directory(config_dir, ec))
+      watched_files.push_back(config_path(o_));
+    // Read now: after a package upgrade the link names the old, deleted file.
+    const std::string self = std::filesystem::read_symlink("/proc/self/exe", ec).string();
     // The loop blocks the signals it waits for; threads a watch starts must inherit that mask.
     ServiceLoop loop(watched_files);
     // A backend that binds to the interfaces there are when it applies (ebpf) leaves a new one open
@@ -1370,7 +1442,9 @@ class Session {
       diag_ = diag_.fresh();
       std::string failure;
       try {
-        if (compile(*fe)) {
+        if (read_config_text(config_path(o_)) != o_.config_text) {
+          failure = start_again_with_config(self);
+        } else if (compile(*fe)) {
           if (auto plan = render(*be)) {
             auto lock = writer_lock();
             be->apply(*plan, {false, hash(), backend_state_dir(o_.netns, o_.backend)});
@@ -1396,13 +1470,10 @@ class Session {
             return true;
           }
         }
-        print_diagnostics();
-        failure = std::to_string(diag_.error_count()) + " error(s) in the policy";
-        for (const auto& d : diag_.all())
-          if (d.severity == Severity::error) {
-            failure += "; first: " + diag_.format(d);
-            break;
-          }
+        if (failure.empty()) {
+          print_diagnostics();
+          failure = first_error("the policy");
+        }
       } catch (const std::exception& e) {
         failure = e.what();
       }
@@ -1732,6 +1803,7 @@ class Session {
     return 0;
   }
 
+  const Options command_line_;  // before the config joined it: a daemon reload reads a changed config anew
   Options o_;
   PluginLoader loader_;
   // What apply, render and diff built, kept for the end of the process to free (end_process); the plan goes
@@ -1759,7 +1831,8 @@ class Session {
     if (pending_hash_.valid()) hash_ = pending_hash_.get();
     return hash_;
   }
-  int origin_netns_fd_ = -1;  // the namespace the engine started in, while it works in --netns
+  bool backend_named_ = false;  // by --backend or the config
+  int origin_netns_fd_ = -1;    // the namespace the engine started in, while it works in --netns
   std::unique_ptr<state::WriterLock> held_lock_;  // a rollback's, from before it read its policy
 };
 

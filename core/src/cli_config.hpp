@@ -3,6 +3,7 @@
 #pragma once
 
 #include <boost/program_options/variables_map.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,7 +40,16 @@ struct Options {
   SourceLoc frontend_loc, backend_loc;
   std::vector<SourceLoc> file_locs;
   boost::program_options::variables_map vm;
+  std::vector<std::string> argv;  // as the process was started: a daemon starts again with it
+  // fwengine.conf as read_config read it, nullopt when there was none: a daemon reload compares the file
+  // with it.
+  std::optional<std::string> config_text;
 };
+
+// The config file o names, or the default one.
+std::string config_path(const Options& o);
+// The text of the config file at path now; nullopt when there is none.
+std::optional<std::string> read_config_text(const std::string& path);
 
 // Reads o.config (or /etc/fwengine/fwengine.conf when none is given and it exists) into the fields of o
 // the command line left empty, and records in diag where the file set each frontend option. Problems in

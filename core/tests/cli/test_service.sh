@@ -2,7 +2,8 @@
 # Safe apply and service mode in throwaway network namespaces (root, nft backend): apply --confirm rolls
 # back by itself unless confirmed - also when the shell that ran it is killed; the daemon applies at
 # start, tells systemd it is ready, reloads on SIGHUP and on file changes, keeps the last good ruleset
-# when a new one is bad, and leaves the ruleset in place on SIGTERM.
+# when a new one is bad, starts again with a changed fwengine.conf, and leaves the ruleset in place on
+# SIGTERM.
 set -uo pipefail
 FWE=$1 ROOT=$2
 [ "$(id -u)" = 0 ] || exit 77
@@ -157,6 +158,44 @@ sleep 1.5
 expect "without --watch a change waits for SIGHUP" test "$(kernel_hash "$ns")" = "$A"
 kill -HUP "$daemon"
 expect "SIGHUP reloads" wait_for_hash "$ns" "$B" 10
+kill -TERM "$daemon"; wait "$daemon"
+
+# A reload reads a changed fwengine.conf: the daemon starts again with it (same pid). A config that
+# would not start is a failed reload; options it sets are reported at its lines on every reload.
+mkdir -p "$work/conf"
+conf="$work/conf/fwengine.conf"
+printf 'sources: [%s]\n' "$work/a/policy.yaml" > "$conf"
+"$FWE" --netns "$ns" --config "$conf" daemon 2>> "$work/daemon.log" &
+daemon=$!
+pids+=($daemon)
+expect "daemon with a config applies its sources" wait_for_hash "$ns" "$A" 10
+printf 'sources: [%s]\n' "$work/b/policy.yaml" > "$conf"
+kill -HUP "$daemon"
+expect "SIGHUP: the changed config's sources are applied" wait_for_hash "$ns" "$B" 10
+expect "by the same process, started again" kill -0 "$daemon"
+expect "the journal says why it started again" grep -q "fwengine.conf changed: starting again" "$work/daemon.log"
+printf 'sources: [%s]\nbakend: nft\n' "$work/a/policy.yaml" > "$conf"
+kill -HUP "$daemon"
+expect "a bad config is a failed reload at its line" wait_for_status "$ns" "fwengine.conf:2:1" 10
+expect "the daemon goes on" kill -0 "$daemon"
+expect "the kernel keeps the last good ruleset" test "$(kernel_hash "$ns")" = "$B"
+printf 'sources: [%s]\nbackend-options: {nft: {counters: bogus}}\n' "$work/a/policy.yaml" > "$conf"
+kill -HUP "$daemon"
+expect "a bad option value fails the reload at its line" wait_for_status "$ns" "fwengine.conf:2:35" 10
+kill -HUP "$daemon"  # the same config: a plain reload, which reports the option where the file set it
+for _ in $(seq 50); do [ "$(grep -c 'fwengine.conf:2:35' "$work/daemon.log")" -ge 2 ] && break; sleep 0.2; done
+expect "and still at its line on the next reload" wait_for_status "$ns" "fwengine.conf:2:35" 10
+expect "the kernel still keeps the last good ruleset" test "$(kernel_hash "$ns")" = "$B"
+kill -TERM "$daemon"; wait "$daemon"
+
+printf 'sources: [%s]\n' "$work/a/policy.yaml" > "$conf"
+"$FWE" --netns "$ns" --config "$conf" daemon --watch 2>> "$work/daemon.log" &
+daemon=$!
+pids+=($daemon)
+expect "daemon --watch with a config applies its sources" wait_for_hash "$ns" "$A" 10
+sleep 0.5
+printf 'sources: [%s]\n' "$work/b/policy.yaml" > "$conf.new" && mv "$conf.new" "$conf"
+expect "--watch: a changed config is applied without SIGHUP" wait_for_hash "$ns" "$B" 10
 kill -TERM "$daemon"; wait "$daemon"
 
 # --watch follows the subdirectories of a source directory: firewalld's zones/, services/, ...
