@@ -296,7 +296,7 @@ bool IpsetResult::busy() const {
 }
 
 Ipset::Ipset()
-    : socket_(mnl_socket_open(NETLINK_NETFILTER), mnl_socket_close),
+    : socket_(mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC), mnl_socket_close),
       members_(new char[kMessageLimit]),
       answers_(new char[kReceiveBuffer]) {
   if (!socket_)

@@ -677,7 +677,8 @@ void switch_slots(Ipset& ipset, const Holdings& now, const std::vector<SetDef>& 
   // With no gate on, neither slot is in effect: the other's leftovers go too, as its gate is filled below.
   auto stale = [&](int s) { return s == next || (!gate_on && s == 3 - next); };
   if (auto problems = remove_slots(ipset, now, stale); !problems.empty())
-    throw RuntimeError("cannot remove what an interrupted apply left in slot " + std::to_string(next) + ":" +
+    throw RuntimeError("cannot remove what an interrupted apply left in " +
+                       (gate_on ? "slot " + std::to_string(next) : std::string("slots 1 and 2")) + ":" +
                        problems + "\n  nothing was changed: the previous ruleset is in place");
   const std::string gate = in_slot(kGateSet, next);
   auto undo = [&](const std::string& failure) {
@@ -725,11 +726,25 @@ void switch_slots(Ipset& ipset, const Holdings& now, const std::vector<SetDef>& 
               << problems << '\n';
 }
 
+// The gate of the slot in effect holds every set that matches everything: one it lacks (an apply
+// killed while it filled the gate, or a hand edit) lets that family bypass the ruleset, and a switch
+// would pass the lack on to the next gate.
+void top_up_gate(Ipset& ipset, const Holdings& now) {
+  const std::string gate = in_slot(kGateSet, now.active);
+  for (const auto& set : now.sets)
+    if (set.name == gate)
+      for (const SetDef& any : kAnySets)
+        if (std::find(set.members.begin(), set.members.end(), any.name) == set.members.end())
+          if (auto r = ipset.add_to_list(gate, any.name); !r.ok())
+            throw RuntimeError("cannot put " + any.name + " back into " + gate + ": " + r.message);
+}
+
 }  // namespace
 
 void apply_model(const Model& model, std::string_view ir_hash, bool full) {
   Ipset ipset;
   const Holdings now = holdings(ipset, false);
+  if (now.active == 1 || now.active == 2) top_up_gate(ipset, now);
   std::vector<TableDef> want[2];
   for (IpFamily f : {IpFamily::v4, IpFamily::v6})
     want[static_cast<int>(f)] = with_meta(model.family(f), ir_hash, model.sets, f);
@@ -873,6 +888,13 @@ KernelState read_kernel() {
       state.drift.push_back(family + ": rules were deleted, added or moved since apply (" + applied_summary +
                             " applied, " + now_summary + " now)");
   }
+  for (const auto& set : k.sets)
+    if (slot > 0 && set.name == in_slot(kGateSet, slot))
+      for (const SetDef& any : kAnySets)
+        if (std::find(set.members.begin(), set.members.end(), any.name) == set.members.end())
+          state.drift.push_back("ipset " + set.name + " lacks " + any.name + ": " +
+                                (any.family == IpFamily::v4 ? "IPv4" : "IPv6") +
+                                " bypasses the ruleset; the next apply puts it back");
   if (leftover_chains + leftover_sets > 0)
     state.drift.push_back("an interrupted apply (or an older fwengine) left " +
                           std::to_string(leftover_chains) + " chains and " + std::to_string(leftover_sets) +

@@ -362,7 +362,8 @@ TEST_CASE("what an interrupted apply left is switched off, reported and removed 
 
 TEST_CASE("a first apply clears both slots' leftovers and switches on with the other slot's gate", "[root]") {
   test::enter_scratch_netns();
-  // As if a first apply into slot 2 (after a flush) had died before the switch: nothing is in effect.
+  // Leftovers in slot 2 with no gate on (an apply died before its switch, then the slot in effect was
+  // flushed by hand): nothing is in effect.
   REQUIRE(run_tool({"ipset", "create", "fwe2-gate", "list:set"}).status == 0);
   REQUIRE(run_tool({"ipset", "create", "fwe2-4-half", "hash:net"}).status == 0);
   REQUIRE(run_tool({"iptables-legacy-restore", "--noflush"},
@@ -388,6 +389,38 @@ TEST_CASE("a first apply clears both slots' leftovers and switches on with the o
   apply_model(render_ok(test::sample_ruleset()), "second", false);
   CHECK(test::ipset_text_now().find("add fwe2-gate fwe0-any4") != std::string::npos);
   CHECK(read_kernel().ir_hash == "second");
+
+  // A gate in effect that lacks a family's set (a kill while a first apply filled it, a hand edit) is
+  // drift, and the next apply, even one that changes nothing, puts the set back.
+  REQUIRE(run_tool({"ipset", "del", "fwe2-gate", "fwe0-any6"}).status == 0);
+  const KernelState half = read_kernel();
+  REQUIRE(half.drift.size() == 1);
+  CHECK(half.drift[0] ==
+        "ipset fwe2-gate lacks fwe0-any6: IPv6 bypasses the ruleset; the next apply puts it back");
+  apply_model(render_ok(test::sample_ruleset()), "second", false);
+  CHECK(test::ipset_text_now().find("add fwe2-gate fwe0-any6") != std::string::npos);
+  CHECK(read_kernel().drift.empty());
+}
+
+TEST_CASE("a first apply killed while it filled the spare gate is finished by the next apply", "[root]") {
+  test::enter_scratch_netns();
+  // As a kill between the two sets leaves it: slot 1 loaded with its gate empty, and the spare gate
+  // (slot 2's, which no hook uses) holding one family's set only.
+  apply_model(render_ok(test::tiny_ruleset()), "first", false);
+  REQUIRE(run_tool({"ipset", "flush", "fwe1-gate"}).status == 0);
+  REQUIRE(run_tool({"ipset", "add", "fwe2-gate", "fwe0-any4"}).status == 0);
+  CHECK_FALSE(read_kernel().drift.empty());
+  apply_model(render_ok(test::tiny_ruleset()), "again", false);
+  const std::string sets = test::ipset_text_now();
+  const bool in_one = sets.find("add fwe1-gate fwe0-any4") != std::string::npos &&
+                      sets.find("add fwe1-gate fwe0-any6") != std::string::npos;
+  const bool in_two = sets.find("add fwe2-gate fwe0-any4") != std::string::npos &&
+                      sets.find("add fwe2-gate fwe0-any6") != std::string::npos;
+  CHECK(in_one != in_two);  // one whole gate on, the other empty
+  const KernelState state = read_kernel();
+  CHECK(state.ir_hash == "again");
+  for (const auto& d : state.drift) UNSCOPED_INFO(d);
+  CHECK(state.drift.empty());
 }
 
 TEST_CASE("the layout before slots is replaced by the next apply", "[root]") {

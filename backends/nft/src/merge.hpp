@@ -130,8 +130,8 @@ struct RunSet {
 // prefix lengths (the kernel builds and searches a hash far faster than an interval set, and a
 // concatenated interval set costs hundreds of KiB however few its elements); otherwise to one
 // interval set.
-// run_file: the file part of the run's first stamp; the stamps of elements from the same file leave it
-// out, and the set's comment holds it (Set::comment).
+// run_file: the file part of the run's first stamp; the stamps of counted elements from the same file
+// leave it out, and the set's comment holds it (Set::comment).
 std::vector<RunSet> build_sets(const std::vector<Member>& members, const std::vector<Field>& keyed,
                                ir::Family f, std::string_view run_file, bool counted);
 
