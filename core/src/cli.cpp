@@ -2,6 +2,7 @@
 #include "cli.hpp"
 
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <poll.h>
 #include <sched.h>
 #include <unistd.h>
@@ -537,31 +538,66 @@ class Session {
 
   // A daemon reload that finds fwengine.conf changed starts the daemon again (exec: the same pid, so
   // systemd sees a reload), which reads the file as a restart would: frontend, backend, sources,
-  // options, watches. A file that would not start is a failed reload, checked here first: the daemon
-  // and the kernel keep what they have. Returns only then, with the failure.
-  std::string start_again_with_config(const std::string& self) {
-    Session next(command_line_);
+  // options, watches. It is checked first as far as the daemon's start goes (the plugins load, the
+  // sources can be watched, the policy reads and renders with it): a file that would not start is not
+  // used. Returns only then, with the problem; the reload goes on with the config in use.
+  std::string start_again_with_config(const std::string& self, bool watching) {
+    const std::string path = config_path(o_);
     std::string problem;
-    try {
-      if (!next.configure() || !next.backend_fits() || !next.policy_fits()) {
-        next.print_diagnostics();
-        problem = next.first_error(config_path(o_));
+    {
+      Session next(command_line_);
+      next.o_.quiet = true;  // the new process prints the warnings
+      try {
+        problem = next.problem_as_daemon(watching, path);
+        if (!problem.empty()) next.print_diagnostics();
+      } catch (const std::exception& e) {
+        problem = e.what();
       }
-    } catch (const std::exception& e) {
-      problem = e.what();
     }
-    if (!problem.empty()) return "the changed config is not used: " + problem;
-    std::cerr << "fwengine: " << config_path(o_) << " changed: starting again with it\n";
+    if (!problem.empty()) {
+      std::cerr << "fwengine: the changed " << path << " is not used: " << problem << '\n';
+      return "the changed " + path + " is not used: " + problem;
+    }
+    std::cerr << "fwengine: " << path << " changed: starting again with it\n";
     std::vector<char*> argv;
     for (auto& arg : o_.argv) argv.push_back(arg.data());
     argv.push_back(nullptr);
-    // The new process enters --netns itself, from the namespace this one started in.
-    if (origin_netns_fd_ >= 0 && setns(origin_netns_fd_, CLONE_NEWNET) != 0)
+    std::cout.flush();
+    // Nothing of this process's goes on in the new one (a plugin's socket, an inherited descriptor).
+    close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+    // The new process enters --netns itself, from the namespace this one started in; should the exec
+    // fail, this one goes back where it works (by descriptor: the name may have gone meanwhile).
+    const int here = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (origin_netns_fd_ >= 0 && (here < 0 || setns(origin_netns_fd_, CLONE_NEWNET) != 0)) {
+      if (here >= 0) close(here);
       return std::string("cannot start again: leaving the namespace: ") + std::strerror(errno);
+    }
     execv(self.c_str(), argv.data());
     const std::string failure = std::string("cannot start again: ") + self + ": " + std::strerror(errno);
-    close(enter_netns(o_.netns));  // back where the daemon works
+    if (origin_netns_fd_ >= 0 && setns(here, CLONE_NEWNET) != 0) {
+      // Working on in the host's namespace would change the host's firewall: stop, abnormally (systemd
+      // restarts the service), leaving the kernel as it is.
+      std::cerr << "fwengine: " << failure
+                << ", and cannot go back into the namespace: " << std::strerror(errno) << '\n';
+      std::abort();
+    }
+    if (here >= 0) close(here);
     return failure;
+  }
+
+  // What would stop the daemon from starting (or its first reload from applying) with this session's
+  // options: empty when nothing.
+  std::string problem_as_daemon(bool watching, const std::string& config) {
+    if (!configure() || !backend_fits() || !policy_fits()) return first_error(config);
+    auto be = backend();
+    auto fe = loader_.frontend(o_.frontend, context());
+    if (watching)
+      for (const auto& source : frontend_request(*fe).sources)
+        if (std::error_code ec;
+            !is_url(source) && !std::filesystem::is_directory(ServiceLoop::watch_dir(source), ec))
+          return "--watch cannot follow " + source + ": no directory " + ServiceLoop::watch_dir(source);
+    if (!compile(*fe) || !render(*be)) return first_error("the policy read with it");
+    return {};
   }
 
   // A wrong value from fwengine.conf is reported at its place there (false: fail_input() prints it);
@@ -1402,14 +1438,16 @@ class Session {
         watched_files.push_back(source);
     }
     // A change of fwengine.conf is a reload too (which starts the daemon again with it).
+    const bool watching = o_.vm.count("watch") > 0;
     std::error_code ec;
     const auto config_dir = std::filesystem::absolute(config_path(o_), ec).parent_path();
-    if (o_.vm.count("watch") && std::filesystem::is_directory(config_dir, ec))
-      watched_files.push_back(config_path(o_));
+    const std::string watched_config =
+        watching && std::filesystem::is_directory(config_dir, ec) ? config_path(o_) : "";
     // Read now: after a package upgrade the link names the old, deleted file.
     const std::string self = std::filesystem::read_symlink("/proc/self/exe", ec).string();
-    // The loop blocks the signals it waits for; threads a watch starts must inherit that mask.
-    ServiceLoop loop(watched_files);
+    // The loop blocks the signals it waits for; threads a watch starts must inherit that mask (and so
+    // does the process an exec makes of this one: no signal is lost while it starts).
+    ServiceLoop loop(watched_files, watched_config);
     // A backend that binds to the interfaces there are when it applies (ebpf) leaves a new one open
     // until the next apply: the daemon binds what it enforces again as soon as one appears.
     const bool follow_links = be->capabilities().binds_interfaces;
@@ -1442,9 +1480,11 @@ class Session {
       diag_ = diag_.fresh();
       std::string failure;
       try {
-        if (read_config_text(config_path(o_)) != o_.config_text) {
-          failure = start_again_with_config(self);
-        } else if (compile(*fe)) {
+        // Back only when the changed file is not used: then the policy is read as before.
+        std::string config_problem;
+        if (read_config_text(config_path(o_)) != o_.config_text)
+          config_problem = start_again_with_config(self, watching);
+        if (compile(*fe)) {
           if (auto plan = render(*be)) {
             auto lock = writer_lock();
             be->apply(*plan, {false, hash(), backend_state_dir(o_.netns, o_.backend)});
@@ -1467,13 +1507,13 @@ class Session {
                               ? ""
                               : " (store revision " + ruleset_.source_revision + ")")
                       << '\n';
+            // status shows the file's problem until a reload uses it (or it is put back as it was).
+            if (!config_problem.empty()) state::record_failure(o_.netns, config_problem);
             return true;
           }
         }
-        if (failure.empty()) {
-          print_diagnostics();
-          failure = first_error("the policy");
-        }
+        print_diagnostics();
+        failure = (config_problem.empty() ? "" : config_problem + "; and ") + first_error("the policy");
       } catch (const std::exception& e) {
         failure = e.what();
       }

@@ -372,7 +372,18 @@ void write_metrics(const std::string& path, const Metrics& m) {
   if (ec) throw RuntimeError("cannot write " + path + ": " + ec.message());
 }
 
-ServiceLoop::ServiceLoop(const std::vector<std::string>& watch_paths) {
+namespace {
+constexpr auto kWatchEvents = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE;
+}  // namespace
+
+std::string ServiceLoop::watch_dir(const std::string& path) {
+  std::error_code ec;
+  // Editors replace files by renaming: watch the directory a file is in, not the file.
+  std::string dir = fs::is_directory(path, ec) ? path : fs::path(path).parent_path().string();
+  return dir.empty() ? "." : dir;
+}
+
+ServiceLoop::ServiceLoop(const std::vector<std::string>& watch_paths, const std::string& watch_file) {
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGHUP);
@@ -381,33 +392,53 @@ ServiceLoop::ServiceLoop(const std::vector<std::string>& watch_paths) {
   sigprocmask(SIG_BLOCK, &signals, nullptr);
   signal_fd_ = signalfd(-1, &signals, SFD_CLOEXEC);
   if (signal_fd_ < 0) throw RuntimeError(std::string("signalfd: ") + std::strerror(errno));
-  if (watch_paths.empty()) return;
+  if (watch_paths.empty() && watch_file.empty()) return;
   inotify_fd_ = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
   if (inotify_fd_ < 0) throw RuntimeError(std::string("inotify: ") + std::strerror(errno));
-  for (const auto& p : watch_paths) {
-    std::error_code ec;
-    // Editors replace files by renaming: watch the directory a file is in, not the file.
-    std::string dir = fs::is_directory(p, ec) ? p : fs::path(p).parent_path().string();
-    watched_dirs_.push_back(dir.empty() ? "." : dir);
-  }
+  for (const auto& p : watch_paths) watched_dirs_.push_back(watch_dir(p));
   watch_directories(true);
+  if (watch_file.empty()) return;
+  std::error_code ec;
+  const fs::path file = fs::absolute(watch_file, ec);
+  file_wd_ = inotify_add_watch(inotify_fd_, file.parent_path().c_str(), kWatchEvents);
+  if (file_wd_ < 0)
+    throw RuntimeError("cannot watch " + file.parent_path().string() + ": " + std::strerror(errno));
+  file_name_ = file.filename().string();
 }
 
 void ServiceLoop::watch_directories(bool first) {
-  constexpr auto kEvents = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE;
   for (const auto& dir : watched_dirs_) {
-    if (inotify_add_watch(inotify_fd_, dir.c_str(), kEvents) < 0) {
+    const int wd = inotify_add_watch(inotify_fd_, dir.c_str(), kWatchEvents);
+    if (wd < 0) {
       if (first) throw RuntimeError("cannot watch " + dir + ": " + std::strerror(errno));
       continue;  // gone since: the reload reports what is missing
     }
+    dir_wds_.insert(wd);
     // And every directory below it (a firewalld tree edits zones/*.xml, a policy directory may have
     // subdirectories); one made since the last walk is walked now. A second watch of one is the same.
     std::error_code ec;
     for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
          !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
       if (it->is_directory(ec) && !it->is_symlink(ec))
-        inotify_add_watch(inotify_fd_, it->path().c_str(), kEvents);
+        if (const int below = inotify_add_watch(inotify_fd_, it->path().c_str(), kWatchEvents); below >= 0)
+          dir_wds_.insert(below);
   }
+}
+
+bool ServiceLoop::drain_inotify() {
+  bool news = false;
+  alignas(inotify_event) char buf[4096];
+  ssize_t n;
+  while ((n = read(inotify_fd_, buf, sizeof buf)) > 0)
+    for (ssize_t at = 0; at < n;) {
+      const auto* event = reinterpret_cast<const inotify_event*>(buf + at);
+      // A watch of watch_file's directory that is no watched directory's (the same directory gives
+      // the same watch) tells only of that file; anything else (an overflow too) is news.
+      const bool file_only = file_wd_ >= 0 && event->wd == file_wd_ && !dir_wds_.contains(event->wd);
+      news = news || !file_only || (event->len > 0 && file_name_ == event->name);
+      at += static_cast<ssize_t>(sizeof(inotify_event) + event->len);
+    }
+  return news;
 }
 
 ServiceLoop::~ServiceLoop() {
@@ -480,11 +511,6 @@ void ServiceLoop::read_link_news() {
 }
 
 Wake ServiceLoop::wait() {
-  auto drain_inotify = [this] {
-    char buf[4096];
-    while (read(inotify_fd_, buf, sizeof buf) > 0) {
-    }
-  };
   // The tick counts from the call: news that wakes nobody (a link going up) must not put it off.
   const auto tick_at = std::chrono::steady_clock::now() + tick_.value_or(std::chrono::milliseconds(0));
   while (true) {
@@ -509,13 +535,15 @@ Wake ServiceLoop::wait() {
     }
     if (inotify_fd_ >= 0 && (fds[1].revents & POLLIN)) {
       // Debounce: wait until the files have been quiet for a moment.
+      bool news = false;
       do {
-        drain_inotify();
+        news = drain_inotify() || news;
         pollfd quiet{inotify_fd_, POLLIN, 0};
         if (poll(&quiet, 1, static_cast<int>(kDebounce.count())) <= 0) break;
       } while (true);
       watch_directories(false);
-      return Wake::reload;
+      if (news) return Wake::reload;
+      continue;
     }
     if (source_fd_ >= 0 && (fds[2].revents & POLLIN)) return Wake::source;
     if (link_fd_ >= 0 && (fds[3].revents & (POLLIN | POLLERR))) {  // POLLERR: news lost (ENOBUFS)

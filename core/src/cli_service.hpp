@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -105,8 +106,12 @@ enum class Wake { reload, stop, source, tick, links };
 // interface that appeared or was renamed (links, when followed).
 class ServiceLoop {
  public:
-  // Blocks SIGHUP, SIGTERM and SIGINT in the calling thread (and in every thread it starts later).
-  explicit ServiceLoop(const std::vector<std::string>& watch_paths);
+  // Blocks SIGHUP, SIGTERM and SIGINT in the calling thread (and in every thread it starts later). With
+  // watch_file, also wakes (reload) when that one file changes: its directory is watched, not what is
+  // below it, and only events naming the file count unless a watch path shares the directory.
+  explicit ServiceLoop(const std::vector<std::string>& watch_paths, const std::string& watch_file = {});
+  // The directory a watch path is followed by: the path itself when it is one, else the one it is in.
+  static std::string watch_dir(const std::string& path);
   // Wakes with Wake::source when this descriptor is readable.
   void follow(int source_fd) { source_fd_ = source_fd; }
   // Wakes with Wake::tick when nothing else happened for this long.
@@ -126,6 +131,12 @@ class ServiceLoop {
   // directory that cannot be watched an error.
   void watch_directories(bool first);
   std::vector<std::string> watched_dirs_;
+  std::set<int> dir_wds_;  // the watches of watched_dirs_ and the directories below them
+  int file_wd_ = -1;       // the watch of watch_file's directory
+  std::string file_name_;
+  // Reads the events waiting; whether one is news: any under a watched directory, of watch_file's
+  // only the file's own.
+  bool drain_inotify();
   int signal_fd_ = -1;
   int inotify_fd_ = -1;
   int source_fd_ = -1;

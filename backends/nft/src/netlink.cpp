@@ -69,7 +69,7 @@ constexpr std::uint32_t kConcatTypeBits = 6;                    // nft's TYPE_BI
 
 class Socket {
  public:
-  Socket() : nl_(mnl_socket_open(NETLINK_NETFILTER)) {
+  Socket() : nl_(mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC)) {
     if (!nl_) fail("cannot open a netlink socket");
     if (mnl_socket_bind(nl_.get(), 0, MNL_SOCKET_AUTOPID) < 0) fail("cannot bind the netlink socket");
     int on = 1;

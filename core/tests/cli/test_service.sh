@@ -160,8 +160,8 @@ kill -HUP "$daemon"
 expect "SIGHUP reloads" wait_for_hash "$ns" "$B" 10
 kill -TERM "$daemon"; wait "$daemon"
 
-# A reload reads a changed fwengine.conf: the daemon starts again with it (same pid). A config that
-# would not start is a failed reload; options it sets are reported at its lines on every reload.
+# A reload reads a changed fwengine.conf: the daemon starts again with it (same pid). A changed config
+# that would not start is not used (status says why) and the policy is read with the one in use.
 mkdir -p "$work/conf"
 conf="$work/conf/fwengine.conf"
 printf 'sources: [%s]\n' "$work/a/policy.yaml" > "$conf"
@@ -169,23 +169,38 @@ printf 'sources: [%s]\n' "$work/a/policy.yaml" > "$conf"
 daemon=$!
 pids+=($daemon)
 expect "daemon with a config applies its sources" wait_for_hash "$ns" "$A" 10
-printf 'sources: [%s]\n' "$work/b/policy.yaml" > "$conf"
+cp "$work/b/policy.yaml" "$work/conf/live.yaml"
+printf 'sources: [%s]\n' "$work/conf/live.yaml" > "$conf"
 kill -HUP "$daemon"
 expect "SIGHUP: the changed config's sources are applied" wait_for_hash "$ns" "$B" 10
 expect "by the same process, started again" kill -0 "$daemon"
 expect "the journal says why it started again" grep -q "fwengine.conf changed: starting again" "$work/daemon.log"
 printf 'sources: [%s]\nbakend: nft\n' "$work/a/policy.yaml" > "$conf"
 kill -HUP "$daemon"
-expect "a bad config is a failed reload at its line" wait_for_status "$ns" "fwengine.conf:2:1" 10
+expect "a bad config is not used, reported at its line" wait_for_status "$ns" "fwengine.conf:2:1" 10
 expect "the daemon goes on" kill -0 "$daemon"
 expect "the kernel keeps the last good ruleset" test "$(kernel_hash "$ns")" = "$B"
-printf 'sources: [%s]\nbackend-options: {nft: {counters: bogus}}\n' "$work/a/policy.yaml" > "$conf"
+cp "$work/a/policy.yaml" "$work/conf/live.yaml"
 kill -HUP "$daemon"
-expect "a bad option value fails the reload at its line" wait_for_status "$ns" "fwengine.conf:2:35" 10
-kill -HUP "$daemon"  # the same config: a plain reload, which reports the option where the file set it
-for _ in $(seq 50); do [ "$(grep -c 'fwengine.conf:2:35' "$work/daemon.log")" -ge 2 ] && break; sleep 0.2; done
-expect "and still at its line on the next reload" wait_for_status "$ns" "fwengine.conf:2:35" 10
-expect "the kernel still keeps the last good ruleset" test "$(kernel_hash "$ns")" = "$B"
+expect "meanwhile the policy is read with the config in use" wait_for_hash "$ns" "$A" 10
+expect "and status still says why the changed config is not used" wait_for_status "$ns" "is not used" 10
+printf 'sources: [%s]\nbackend-options: {nft: {counters: bogus}}\n' "$work/conf/live.yaml" > "$conf"
+kill -HUP "$daemon"
+expect "a config whose option the backend refuses is not used" wait_for_status "$ns" "fwengine.conf:2:35" 10
+kill -TERM "$daemon"; wait "$daemon"
+
+# A daemon started with that config fails its reloads at the option's line, every time.
+"$FWE" --netns "$ns" --config "$conf" daemon 2> "$work/daemon2.log" &
+daemon=$!
+pids+=($daemon)
+expect "an option the backend refuses fails the reload at its line" wait_for_status "$ns" "fwengine.conf:2:35" 10
+failed_at_line() { grep -c 'fwengine.conf:2:35.*the kernel keeps' "$work/daemon2.log"; }  # one a reload
+for _ in $(seq 50); do [ "$(failed_at_line)" -ge 1 ] && break; sleep 0.2; done
+kill -HUP "$daemon"  # the same config: a plain reload
+for _ in $(seq 50); do [ "$(failed_at_line)" -ge 2 ] && break; sleep 0.2; done
+expect "and at its line again on the next reload" test "$(failed_at_line)" -ge 2
+expect "which status shows" wait_for_status "$ns" "fwengine.conf:2:35" 10
+expect "the kernel still keeps the last good ruleset" test "$(kernel_hash "$ns")" = "$A"
 kill -TERM "$daemon"; wait "$daemon"
 
 printf 'sources: [%s]\n' "$work/a/policy.yaml" > "$conf"
@@ -196,6 +211,11 @@ expect "daemon --watch with a config applies its sources" wait_for_hash "$ns" "$
 sleep 0.5
 printf 'sources: [%s]\n' "$work/b/policy.yaml" > "$conf.new" && mv "$conf.new" "$conf"
 expect "--watch: a changed config is applied without SIGHUP" wait_for_hash "$ns" "$B" 10
+sleep 0.5
+applied=$(grep -c "applied IR" "$work/daemon.log")
+echo "not the config" > "$work/conf/other.txt"
+sleep 1.5
+expect "--watch: another file beside the config is no reload" test "$(grep -c "applied IR" "$work/daemon.log")" = "$applied"
 kill -TERM "$daemon"; wait "$daemon"
 
 # --watch follows the subdirectories of a source directory: firewalld's zones/, services/, ...
