@@ -432,6 +432,16 @@ int enter_netns(const std::string& name) {
   return origin;
 }
 
+// Marks every descriptor but the standard three close-on-exec. close_range's flag needs Linux 5.11 (and
+// a seccomp filter may refuse it): else one by one.
+void close_all_on_exec() {
+  if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd", ec))
+    if (const int fd = std::atoi(entry.path().filename().c_str()); fd > 2)
+      fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
+}
+
 // A source the engine reads over the network (etcd://...), not a path.
 bool is_url(const std::string& source) {
   return source.find("://") != std::string::npos;
@@ -538,33 +548,36 @@ class Session {
 
   // A daemon reload that finds fwengine.conf changed starts the daemon again (exec: the same pid, so
   // systemd sees a reload), which reads the file as a restart would: frontend, backend, sources,
-  // options, watches. It is checked first as far as the daemon's start goes (the plugins load, the
-  // sources can be watched, the policy reads and renders with it): a file that would not start is not
-  // used. Returns only then, with the problem; the reload goes on with the config in use.
+  // options, watches. It is checked first (the file reads, the plugins load, the namespace is there,
+  // --watch can follow the sources, and a policy from files reads and renders with it): a file that
+  // fails is not used. Returns only then, with the problem; the reload goes on with the config in use.
   std::string start_again_with_config(const std::string& self, bool watching) {
     const std::string path = config_path(o_);
     std::string problem;
+    std::optional<std::string> checked;  // the text the check read
     {
       Session next(command_line_);
-      next.o_.quiet = true;  // the new process prints the warnings
+      next.o_.quiet = true;                      // the new process prints the warnings
+      next.origin_netns_fd_ = origin_netns_fd_;  // plugins reach the host's services from there
       try {
         problem = next.problem_as_daemon(watching, path);
         if (!problem.empty()) next.print_diagnostics();
       } catch (const std::exception& e) {
         problem = e.what();
       }
+      checked = next.o_.config_text;
     }
-    if (!problem.empty()) {
-      std::cerr << "fwengine: the changed " << path << " is not used: " << problem << '\n';
-      return "the changed " + path + " is not used: " + problem;
-    }
+    if (!problem.empty()) return "the changed " + path + " is not used: " + problem;
+    // An edit in several steps: the next reload checks what it has come to.
+    if (read_config_text(path) != checked)
+      return "the changed " + path + " is not used: it changed again while it was checked";
     std::cerr << "fwengine: " << path << " changed: starting again with it\n";
     std::vector<char*> argv;
     for (auto& arg : o_.argv) argv.push_back(arg.data());
     argv.push_back(nullptr);
     std::cout.flush();
     // Nothing of this process's goes on in the new one (a plugin's socket, an inherited descriptor).
-    close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+    close_all_on_exec();
     // The new process enters --netns itself, from the namespace this one started in; should the exec
     // fail, this one goes back where it works (by descriptor: the name may have gone meanwhile).
     const int here = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
@@ -589,14 +602,23 @@ class Session {
   // options: empty when nothing.
   std::string problem_as_daemon(bool watching, const std::string& config) {
     if (!configure() || !backend_fits() || !policy_fits()) return first_error(config);
+    if (std::error_code ec; !o_.netns.empty() && !std::filesystem::exists("/run/netns/" + o_.netns, ec))
+      return "no network namespace '" + o_.netns + "' to start in";
     auto be = backend();
     auto fe = loader_.frontend(o_.frontend, context());
+    const auto sources = frontend_request(*fe).sources;
     if (watching)
-      for (const auto& source : frontend_request(*fe).sources)
+      for (const auto& source : sources)
         if (std::error_code ec;
             !is_url(source) && !std::filesystem::is_directory(ServiceLoop::watch_dir(source), ec))
           return "--watch cannot follow " + source + ": no directory " + ServiceLoop::watch_dir(source);
-    if (!compile(*fe) || !render(*be)) return first_error("the policy read with it");
+    if (std::count_if(sources.begin(), sources.end(), is_url) > 1)
+      return "one store per daemon, not " +
+             std::to_string(std::count_if(sources.begin(), sources.end(), is_url));
+    // A store's policy is the daemon's to follow once it starts (it waits for the store, or uses its
+    // cache): only a policy from files is read here.
+    if (std::none_of(sources.begin(), sources.end(), is_url) && (!compile(*fe) || !render(*be)))
+      return first_error("the policy read with it");
     return {};
   }
 
@@ -1478,10 +1500,9 @@ class Session {
     auto reload = [&]() -> bool {
       const auto start = std::chrono::steady_clock::now();
       diag_ = diag_.fresh();
-      std::string failure;
+      std::string failure, config_problem;
       try {
         // Back only when the changed file is not used: then the policy is read as before.
-        std::string config_problem;
         if (read_config_text(config_path(o_)) != o_.config_text)
           config_problem = start_again_with_config(self, watching);
         if (compile(*fe)) {
@@ -1497,8 +1518,9 @@ class Session {
             remember_applied();
             if (follow_links) enforced_record = state::load(o_.netns);
             keep_as_good();
-            ++metrics.reloads_ok;
-            metrics.last_reload_ok = true;
+            // A reload that leaves a changed config unused is a failed one, though it applied the policy.
+            (config_problem.empty() ? metrics.reloads_ok : metrics.reloads_failed)++;
+            metrics.last_reload_ok = config_problem.empty();
             metrics.last_apply_unix = std::time(nullptr);
             metrics.apply_seconds =
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -1507,15 +1529,17 @@ class Session {
                               ? ""
                               : " (store revision " + ruleset_.source_revision + ")")
                       << '\n';
+            if (config_problem.empty()) return true;
             // status shows the file's problem until a reload uses it (or it is put back as it was).
-            if (!config_problem.empty()) state::record_failure(o_.netns, config_problem);
-            return true;
+            std::cerr << "fwengine: " << config_problem << "; the policy was read with the config in use\n";
+            state::record_failure(o_.netns, config_problem);
+            return false;
           }
         }
         print_diagnostics();
         failure = (config_problem.empty() ? "" : config_problem + "; and ") + first_error("the policy");
       } catch (const std::exception& e) {
-        failure = e.what();
+        failure = (config_problem.empty() ? "" : config_problem + "; and ") + e.what();
       }
       keep_last_good(failure);
       ++metrics.reloads_failed;
@@ -1523,8 +1547,9 @@ class Session {
       return false;
     };
     auto ready = [&](bool ok) {
-      notify_systemd(std::string("READY=1\nSTATUS=") +
-                     (ok ? "enforcing IR " + hash().substr(0, 16) : "last reload failed; kernel unchanged"));
+      notify_systemd(
+          std::string("READY=1\nSTATUS=") +
+          (ok ? "enforcing IR " + hash().substr(0, 16) : "last reload failed (fwengine status says why)"));
     };
     // What is enforced, bound to the interfaces there are now (counters and rate limits stay): not the
     // files as they are now, which only a reload reads.

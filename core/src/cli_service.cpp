@@ -400,13 +400,17 @@ ServiceLoop::ServiceLoop(const std::vector<std::string>& watch_paths, const std:
   if (watch_file.empty()) return;
   std::error_code ec;
   const fs::path file = fs::absolute(watch_file, ec);
-  file_wd_ = inotify_add_watch(inotify_fd_, file.parent_path().c_str(), kWatchEvents);
-  if (file_wd_ < 0)
-    throw RuntimeError("cannot watch " + file.parent_path().string() + ": " + std::strerror(errno));
+  file_dir_ = file.parent_path().string();
   file_name_ = file.filename().string();
+  file_wd_ = inotify_add_watch(inotify_fd_, file_dir_.c_str(), kWatchEvents);
+  if (file_wd_ < 0) throw RuntimeError("cannot watch " + file_dir_ + ": " + std::strerror(errno));
 }
 
 void ServiceLoop::watch_directories(bool first) {
+  // watch_file's directory again, should it have been replaced (its watch then went with it).
+  if (!first && !file_dir_.empty())
+    if (const int wd = inotify_add_watch(inotify_fd_, file_dir_.c_str(), kWatchEvents); wd >= 0)
+      file_wd_ = wd;
   for (const auto& dir : watched_dirs_) {
     const int wd = inotify_add_watch(inotify_fd_, dir.c_str(), kWatchEvents);
     if (wd < 0) {
@@ -435,7 +439,9 @@ bool ServiceLoop::drain_inotify() {
       // A watch of watch_file's directory that is no watched directory's (the same directory gives
       // the same watch) tells only of that file; anything else (an overflow too) is news.
       const bool file_only = file_wd_ >= 0 && event->wd == file_wd_ && !dir_wds_.contains(event->wd);
-      news = news || !file_only || (event->len > 0 && file_name_ == event->name);
+      // IN_IGNORED: the directory itself went (replaced, perhaps with another config in it).
+      news =
+          news || !file_only || (event->mask & IN_IGNORED) || (event->len > 0 && file_name_ == event->name);
       at += static_cast<ssize_t>(sizeof(inotify_event) + event->len);
     }
   return news;
@@ -538,12 +544,13 @@ Wake ServiceLoop::wait() {
       bool news = false;
       do {
         news = drain_inotify() || news;
+        if (!news) break;  // only other files beside watch_file: nothing to wait for
         pollfd quiet{inotify_fd_, POLLIN, 0};
         if (poll(&quiet, 1, static_cast<int>(kDebounce.count())) <= 0) break;
       } while (true);
+      if (!news) continue;
       watch_directories(false);
-      if (news) return Wake::reload;
-      continue;
+      return Wake::reload;
     }
     if (source_fd_ >= 0 && (fds[2].revents & POLLIN)) return Wake::source;
     if (link_fd_ >= 0 && (fds[3].revents & (POLLIN | POLLERR))) {  // POLLERR: news lost (ENOBUFS)

@@ -133,7 +133,7 @@ class ServiceLoop {
   std::vector<std::string> watched_dirs_;
   std::set<int> dir_wds_;  // the watches of watched_dirs_ and the directories below them
   int file_wd_ = -1;       // the watch of watch_file's directory
-  std::string file_name_;
+  std::string file_dir_, file_name_;
   // Reads the events waiting; whether one is news: any under a watched directory, of watch_file's
   // only the file's own.
   bool drain_inotify();

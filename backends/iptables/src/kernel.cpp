@@ -734,9 +734,13 @@ void top_up_gate(Ipset& ipset, const Holdings& now) {
   for (const auto& set : now.sets)
     if (set.name == gate)
       for (const SetDef& any : kAnySets)
-        if (std::find(set.members.begin(), set.members.end(), any.name) == set.members.end())
-          if (auto r = ipset.add_to_list(gate, any.name); !r.ok())
-            throw RuntimeError("cannot put " + any.name + " back into " + gate + ": " + r.message);
+        if (std::find(set.members.begin(), set.members.end(), any.name) == set.members.end()) {
+          IpsetResult r = ipset.create(any, any.name);  // it may have gone too
+          if (r.ok()) r = ipset.add_to_list(gate, any.name);
+          if (!r.ok())
+            throw RuntimeError("cannot put " + any.name + " back into " + gate + ": " + r.message +
+                               "\n  nothing was changed: the ruleset in effect stays, without that family");
+        }
 }
 
 }  // namespace
@@ -888,8 +892,14 @@ KernelState read_kernel() {
       state.drift.push_back(family + ": rules were deleted, added or moved since apply (" + applied_summary +
                             " applied, " + now_summary + " now)");
   }
+  bool slot_loaded = false;  // the slot whose gate is on holds chains
+  for (const auto& tables : k.tables) slot_loaded = slot_loaded || !select(tables, in_effect).empty();
+  if (slot > 0 && !slot_loaded)
+    state.drift.push_back(
+        "an apply was interrupted before its switch: no ruleset of fwengine's is switched on; "
+        "the next apply switches one on");
   for (const auto& set : k.sets)
-    if (slot > 0 && set.name == in_slot(kGateSet, slot))
+    if (slot > 0 && slot_loaded && set.name == in_slot(kGateSet, slot))
       for (const SetDef& any : kAnySets)
         if (std::find(set.members.begin(), set.members.end(), any.name) == set.members.end())
           state.drift.push_back("ipset " + set.name + " lacks " + any.name + ": " +

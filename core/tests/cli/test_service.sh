@@ -180,13 +180,17 @@ kill -HUP "$daemon"
 expect "a bad config is not used, reported at its line" wait_for_status "$ns" "fwengine.conf:2:1" 10
 expect "the daemon goes on" kill -0 "$daemon"
 expect "the kernel keeps the last good ruleset" test "$(kernel_hash "$ns")" = "$B"
+unused() { grep -c "is not used: .*fwengine.conf:2:$1.*the policy was read with the config in use" "$work/daemon.log"; }
 cp "$work/a/policy.yaml" "$work/conf/live.yaml"
 kill -HUP "$daemon"
 expect "meanwhile the policy is read with the config in use" wait_for_hash "$ns" "$A" 10
-expect "and status still says why the changed config is not used" wait_for_status "$ns" "is not used" 10
+for _ in $(seq 50); do [ "$(unused 1)" -ge 2 ] && break; sleep 0.2; done
+expect "and the journal says again why the changed config is not used" test "$(unused 1)" -ge 2
+expect "as status does" wait_for_status "$ns" "is not used: .*fwengine.conf:2:1" 10
 printf 'sources: [%s]\nbackend-options: {nft: {counters: bogus}}\n' "$work/conf/live.yaml" > "$conf"
 kill -HUP "$daemon"
-expect "a config whose option the backend refuses is not used" wait_for_status "$ns" "fwengine.conf:2:35" 10
+expect "a config whose option the backend refuses is not used" wait_for_status "$ns" "is not used: .*fwengine.conf:2:35" 10
+expect "so the daemon did not start again with it" test "$(grep -c "starting again" "$work/daemon.log")" = 1
 kill -TERM "$daemon"; wait "$daemon"
 
 # A daemon started with that config fails its reloads at the option's line, every time.
@@ -211,8 +215,10 @@ expect "daemon --watch with a config applies its sources" wait_for_hash "$ns" "$
 sleep 0.5
 printf 'sources: [%s]\n' "$work/b/policy.yaml" > "$conf.new" && mv "$conf.new" "$conf"
 expect "--watch: a changed config is applied without SIGHUP" wait_for_hash "$ns" "$B" 10
-sleep 0.5
-applied=$(grep -c "applied IR" "$work/daemon.log")
+applied=-1  # until the journal is quiet
+while [ "$applied" != "$(grep -c "applied IR" "$work/daemon.log")" ]; do
+  applied=$(grep -c "applied IR" "$work/daemon.log"); sleep 0.5
+done
 echo "not the config" > "$work/conf/other.txt"
 sleep 1.5
 expect "--watch: another file beside the config is no reload" test "$(grep -c "applied IR" "$work/daemon.log")" = "$applied"
