@@ -336,18 +336,26 @@ TEST_CASE("a change of one table stays in its slot, a wider one switches slots a
   for (const auto& d : state.drift) UNSCOPED_INFO(d);
 }
 
-TEST_CASE("what an interrupted apply left is switched off, reported and removed by the next apply",
-          "[root]") {
-  test::enter_scratch_netns();
-  apply_model(render_ok(test::sample_ruleset()), "a", false);
-  const auto before = read_kernel();
-  // As if an apply had loaded slot 2 and died before the switch: a hooked chain and a set, gate off.
+namespace {
+// What an apply that died before its switch leaves in slot 2: a hooked chain and a set (the hook gated
+// by fwe2-gate, which must exist).
+void load_half_of_slot_2() {
   REQUIRE(run_tool({"ipset", "create", "fwe2-4-half", "hash:net"}).status == 0);
   REQUIRE(run_tool({"iptables-legacy-restore", "--noflush"},
                    "*filter\n:fwe2-input - [0:0]\n-A fwe2-input -m comment --comment half-loaded -j DROP\n-I "
                    "INPUT 1 " +
                        hook_spec("fwe2-input") + "\nCOMMIT\n")
               .status == 0);
+}
+}  // namespace
+
+TEST_CASE("what an interrupted apply left is switched off, reported and removed by the next apply",
+          "[root]") {
+  test::enter_scratch_netns();
+  apply_model(render_ok(test::sample_ruleset()), "a", false);
+  const auto before = read_kernel();
+  // As if an apply had loaded slot 2 and died before the switch: a hooked chain and a set, gate off.
+  load_half_of_slot_2();
   auto state = read_kernel();
   CHECK(state.ir_hash == "a");
   CHECK(state.text == before.text);
@@ -365,12 +373,7 @@ TEST_CASE("a first apply clears both slots' leftovers and switches on with the o
   // Leftovers in slot 2 with no gate on (an apply died before its switch, then the slot in effect was
   // flushed by hand): nothing is in effect.
   REQUIRE(run_tool({"ipset", "create", "fwe2-gate", "list:set"}).status == 0);
-  REQUIRE(run_tool({"ipset", "create", "fwe2-4-half", "hash:net"}).status == 0);
-  REQUIRE(run_tool({"iptables-legacy-restore", "--noflush"},
-                   "*filter\n:fwe2-input - [0:0]\n-A fwe2-input -m comment --comment half-loaded -j DROP\n-I "
-                   "INPUT 1 " +
-                       hook_spec("fwe2-input") + "\nCOMMIT\n")
-              .status == 0);
+  load_half_of_slot_2();
 
   apply_model(render_ok(test::tiny_ruleset()), "first", false);
   const std::string sets = test::ipset_text_now();
