@@ -612,13 +612,11 @@ class Session {
         if (std::error_code ec;
             !is_url(source) && !std::filesystem::is_directory(ServiceLoop::watch_dir(source), ec))
           return "--watch cannot follow " + source + ": no directory " + ServiceLoop::watch_dir(source);
-    if (std::count_if(sources.begin(), sources.end(), is_url) > 1)
-      return "one store per daemon, not " +
-             std::to_string(std::count_if(sources.begin(), sources.end(), is_url));
+    const auto stores = std::count_if(sources.begin(), sources.end(), is_url);
+    if (stores > 1) return "one store per daemon, not " + std::to_string(stores);
     // A store's policy is the daemon's to follow once it starts (it waits for the store, or uses its
     // cache): only a policy from files is read here.
-    if (std::none_of(sources.begin(), sources.end(), is_url) && (!compile(*fe) || !render(*be)))
-      return first_error("the policy read with it");
+    if (stores == 0 && (!compile(*fe) || !render(*be))) return first_error("the policy read with it");
     return {};
   }
 
