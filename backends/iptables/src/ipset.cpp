@@ -432,6 +432,13 @@ IpsetResult Ipset::destroy(std::string_view name) {
   return request(nlh, "ipset destroy " + std::string(name));
 }
 
+IpsetResult Ipset::flush(std::string_view name) {
+  std::array<char, kSmallMessage> buffer{};
+  nlmsghdr* nlh = start(buffer.data(), IPSET_CMD_FLUSH, NFPROTO_UNSPEC);
+  mnl_attr_put_strz(nlh, IPSET_ATTR_SETNAME, std::string(name).c_str());
+  return request(nlh, "ipset flush " + std::string(name));
+}
+
 std::vector<KernelSet> Ipset::list(bool members, std::string_view name) {
   std::array<char, kSmallMessage> buffer{};
   nlmsghdr* nlh = start(buffer.data(), IPSET_CMD_LIST, NFPROTO_UNSPEC);

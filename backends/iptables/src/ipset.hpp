@@ -55,6 +55,7 @@ class Ipset {
   IpsetResult add_to_list(std::string_view list, std::string_view member);
   IpsetResult swap(std::string_view a, std::string_view b);
   IpsetResult destroy(std::string_view name);
+  IpsetResult flush(std::string_view name);  // removes every member
   // Our sets (names starting fwe), or the one named; without members only names, types and families.
   std::vector<KernelSet> list(bool members, std::string_view name = {});
 

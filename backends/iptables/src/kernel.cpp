@@ -436,7 +436,8 @@ bool is_temporary(std::string_view name) {
 struct Holdings {
   std::vector<KernelTable> tables[2];  // by IpFamily
   std::vector<KernelSet> sets;
-  int active = kNoSlot;  // the slot in effect: 1 or 2 by its gate, 0 for the layout before slots
+  int active = kNoSlot;   // the slot in effect: 1 or 2 by its gate, 0 for the layout before slots
+  int also_on = kNoSlot;  // the other slot, when its gate holds members too (a hand edit)
 
   bool empty() const { return tables[0].empty() && tables[1].empty() && sets.empty(); }
 };
@@ -454,9 +455,19 @@ Holdings holdings(Ipset& ipset, bool members, bool counters = false) {
     for (auto& set : h.sets)
       if (is_gate(set.name))
         for (auto& gate : our_sets(ipset, true, set.name)) set = std::move(gate);
+  bool on[3] = {}, loaded[3] = {};
   for (int slot : {1, 2})
     for (const auto& set : h.sets)
-      if (set.name == in_slot(kGateSet, slot) && !set.members.empty()) h.active = slot;
+      on[slot] = on[slot] || (set.name == in_slot(kGateSet, slot) && !set.members.empty());
+  for (const auto& tables : h.tables)
+    for (const auto& t : tables)
+      for (const auto& c : t.chains)
+        if (int slot = slot_of(c.name); slot == 1 || slot == 2) loaded[slot] = true;
+  // Were both gates on, the slot that holds a ruleset is the one in effect (slot 1 if both do): a switch
+  // then removes the other only after its own ruleset is in effect.
+  for (int slot : {1, 2})
+    if (on[slot] && (h.active == kNoSlot || (loaded[slot] && !loaded[h.active]))) h.active = slot;
+  if (h.active > 0 && on[3 - h.active]) h.also_on = 3 - h.active;
   if (h.active == kNoSlot)
     for (const auto& tables : h.tables)
       for (const auto& t : tables)
@@ -601,11 +612,12 @@ std::map<std::string, std::string> recorded_sets(const Holdings& now, int slot) 
 // in at once), or one table of one family (its COMMIT is all or nothing), or nothing. fwe-meta, which
 // every IR change touches in both families, is only a record: it is brought up to date after that step.
 // Returns false, having changed nothing, when the change takes more steps (or adds or removes a set), or
-// the kernel holds leftovers; throws when a step fails.
+// the kernel holds leftovers or the other slot's gate is on; throws when a step fails.
 bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>& sets,
                     const std::vector<TableDef> (&want)[2]) {
   const int slot = now.active;
   auto other = [&](int s) { return s != slot; };
+  if (now.also_on > 0) return false;
   for (const auto& tables : now.tables)
     if (!select(tables, other).empty()) return false;
   for (const auto& set : now.sets)
@@ -691,6 +703,9 @@ void switch_slots(Ipset& ipset, const Holdings& now, const std::vector<SetDef>& 
   };
 
   IpsetResult r;
+  // A next gate that holds members (switched on by hand) would switch each table on as it loads.
+  if (now.also_on == next) r = ipset.flush(gate);
+  if (!r.ok()) undo(r.message);
   for (const SetDef& any : kAnySets)
     if (r.ok()) r = ipset.create(any, any.name);
   for (int slot : {1, 2})
@@ -892,8 +907,20 @@ KernelState read_kernel() {
       state.drift.push_back(family + ": rules were deleted, added or moved since apply (" + applied_summary +
                             " applied, " + now_summary + " now)");
   }
-  bool slot_loaded = false;  // the slot whose gate is on holds chains
-  for (const auto& tables : k.tables) slot_loaded = slot_loaded || !select(tables, in_effect).empty();
+  bool slot_loaded = false, other_loaded = false;  // the slot whose gate is on holds chains; the other too
+  for (const auto& tables : k.tables) {
+    slot_loaded = slot_loaded || !select(tables, in_effect).empty();
+    other_loaded = other_loaded || !select(tables, [&](int s) { return s == k.also_on; }).empty();
+  }
+  if (k.also_on > 0) {
+    const std::string other = std::to_string(k.also_on);
+    state.drift.push_back(other_loaded
+                              ? "ipsets fwe1-gate and fwe2-gate both hold members: both slots' rulesets are "
+                                "switched on and a packet must pass both; the next apply switches slot " +
+                                    other + " off"
+                              : "ipset fwe" + other + "-gate holds members, but slot " + other +
+                                    " holds no ruleset; the next apply empties it");
+  }
   if (slot > 0 && !slot_loaded)
     state.drift.push_back(
         "an apply was interrupted before its switch: no ruleset of fwengine's is switched on; "

@@ -429,6 +429,49 @@ TEST_CASE("a first apply killed while it filled the spare gate is finished by th
   CHECK(state.drift.empty());
 }
 
+TEST_CASE("a second gate switched on by hand is reported, and the next apply leaves one gate on", "[root]") {
+  test::enter_scratch_netns();
+  auto gates_on = [] {
+    const std::string sets = test::ipset_text_now();
+    std::string on;
+    for (const char* slot : {"1", "2"})
+      if (sets.find("add fwe" + std::string(slot) + "-gate fwe0-any4") != std::string::npos) on += slot;
+    return on;
+  };
+  // Slot 1 in effect, slot 2 loaded too and its gate filled by hand: both rulesets filter.
+  apply_model(render_ok(test::tiny_ruleset()), "first", false);
+  load_half_of_slot_2();
+  for (const char* any : {"fwe0-any4", "fwe0-any6"})
+    REQUIRE(run_tool({"ipset", "add", "fwe2-gate", any}).status == 0);
+  const KernelState both = read_kernel();
+  CHECK(both.ir_hash == "first");  // slot 1's, which holds the whole ruleset
+  REQUIRE_FALSE(both.drift.empty());
+  CHECK(both.drift[0] ==
+        "ipsets fwe1-gate and fwe2-gate both hold members: both slots' rulesets are switched on and a packet "
+        "must pass both; the next apply switches slot 2 off");
+  // Slot 1 stays in effect until slot 2, emptied of what was there, holds the new ruleset.
+  apply_model(render_ok(test::sample_ruleset()), "second", false);
+  CHECK(gates_on() == "2");
+  CHECK(test::save_text().find("half-loaded") == std::string::npos);
+  KernelState state = read_kernel();
+  CHECK(state.ir_hash == "second");
+  for (const auto& d : state.drift) UNSCOPED_INFO(d);
+  CHECK(state.drift.empty());
+
+  // A filled gate of a slot that holds nothing filters nothing, but it is not left for a later switch.
+  REQUIRE(run_tool({"ipset", "add", "fwe1-gate", "fwe0-any4"}).status == 0);
+  const KernelState stray = read_kernel();
+  REQUIRE(stray.drift.size() == 1);
+  CHECK(stray.drift[0] ==
+        "ipset fwe1-gate holds members, but slot 1 holds no ruleset; the next apply empties it");
+  apply_model(render_ok(test::sample_ruleset()), "second", false);  // unchanged: would stay in place
+  CHECK(gates_on() == "1");
+  state = read_kernel();
+  CHECK(state.ir_hash == "second");
+  for (const auto& d : state.drift) UNSCOPED_INFO(d);
+  CHECK(state.drift.empty());
+}
+
 TEST_CASE("the layout before slots is replaced by the next apply", "[root]") {
   test::enter_scratch_netns();
   REQUIRE(run_tool({"ipset", "create", "fwe-4-old", "hash:net"}).status == 0);
