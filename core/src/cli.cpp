@@ -495,6 +495,7 @@ class Session {
     if (c == "status") return status();
     if (c == "flush") return flush();
     if (!compile()) return fail_input();
+    if ((c == "check" || c == "ir" || c == "trace") && !backend_options_fit()) return fail_input();
     if (c == "check") return check();
     if (c == "ir") return ir();
     if (c == "trace") return trace();
@@ -532,6 +533,14 @@ class Session {
   // A backend named by mistake is an error also where the command never loads it (check, ir).
   bool backend_fits() {
     return !backend_named_ || plugin_exists(o_.backend, PluginKind::backend, o_.backend_loc);
+  }
+
+  // The backend checks its options when it renders: commands that never render have it render nothing,
+  // so that an option apply would refuse is refused here too.
+  bool backend_options_fit() {
+    if (o_.backend_options.empty()) return true;
+    backend()->render(ir::Ruleset{}, diag_);
+    return !diag_.has_errors();
   }
 
   bool policy_fits() {
