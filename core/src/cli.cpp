@@ -1710,6 +1710,8 @@ class Session {
                             {"label", counter_label(c)},
                             {"packets", c.packets},
                             {"bytes", c.bytes}});
+      const auto pending = load_pending(o_.netns);
+      const auto failure = state::last_failure(o_.netns);
       std::cout << json{{"backend", o_.backend},
                         {"present", state.present},
                         {"hash", state.ir_hash},
@@ -1726,6 +1728,11 @@ class Session {
                                                    {"rules", applied->rules}}
                                             : json(nullptr)},
                         {"left-behind", left_json},
+                        {"waiting-for-confirmation",
+                         pending ? json{{"deadline", pending->deadline}} : json(nullptr)},
+                        {"last-reload-failed",
+                         failure ? json{{"time", failure->time}, {"message", failure->message}}
+                                 : json(nullptr)},
                         {"rolled-back", rolled ? json{{"time", rolled->time},
                                                       {"unconfirmed", rolled->unconfirmed},
                                                       {"exit", rolled->exit_code}}

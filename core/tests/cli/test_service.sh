@@ -67,6 +67,7 @@ out=$("$FWE" --netns "$ns" -f "$work/b/policy.yaml" apply --confirm 2)
 expect "apply --confirm says when it rolls back" grep -q "comes back at .* unless you run: fwengine --netns $ns confirm" <<<"$out"
 expect "the new ruleset is in place at once" test "$(kernel_hash "$ns")" = "$B"
 expect "status shows the pending confirmation" grep -q "waiting for confirmation" <<<"$("$FWE" --netns "$ns" status)"
+expect "status --json shows it too" grep -q '"waiting-for-confirmation": {' <<<"$("$FWE" --netns "$ns" status --json)"
 expect "unconfirmed: the previous ruleset comes back" wait_for_hash "$ns" "$A" 8
 expect "status says that the apply was rolled back" \
   wait_for_status "$ns" "rolled back at .*: the apply of IR ${B:0:16} at .* was not confirmed in time" 5
@@ -143,6 +144,7 @@ printf 'apiVersion: fwengine/v1\nchains: [oops\n' > "$work/live/policy.yaml"
 sleep 2
 expect "a bad policy leaves the last good ruleset" test "$(kernel_hash "$ns")" = "$B"
 expect "status reports the failed reload" grep -q "last reload failed" <<<"$("$FWE" --netns "$ns" status)"
+expect "status --json reports it too" grep -q '"last-reload-failed": {' <<<"$("$FWE" --netns "$ns" status --json)"
 expect "the journal names the file and line" grep -q "policy.yaml:[0-9]*:[0-9]*: error" "$work/daemon.log"
 kill -TERM "$daemon"; wait "$daemon"; rc=$?
 expect "SIGTERM stops the daemon cleanly" test "$rc" = 0
