@@ -41,12 +41,15 @@ bool named_by_apply(std::string_view name) {
          name.substr(dot + 1).find_first_not_of("0123456789abcdef") == std::string_view::npos;
 }
 
-// Lines of NftPlan::listing and of read_back's text.
+// Lines of NftPlan::listing and of read_back's text. diff compares them up to the tab, and a rule by its
+// chain and stamp, not its position: a rule inserted by hand is one line, not a shift of all below it.
 std::string chain_line(std::string_view chain) {
   return "chain " + std::string(chain);
 }
 std::string rule_line(std::string_view chain, std::int32_t index, std::string_view stamp) {
-  return "  " + std::string(chain) + "#" + std::to_string(index) + "  " + std::string(stamp);
+  return "  " + std::string(chain) + "  " +
+         (stamp.empty() ? std::string("(no comment: not a rule of fwengine's)") : std::string(stamp)) +
+         "\t#" + std::to_string(index);
 }
 std::string set_line(std::string_view set) {
   return "set " + std::string(set);
@@ -60,7 +63,7 @@ std::string NftPlan::listing(std::string_view) const {
   for (const auto& chain : table_.chains) {
     out += chain_line(chain.name) + '\n';
     for (std::size_t i = 0; i < chain.rules.size(); ++i)
-      out += rule_line(chain.name, static_cast<std::int32_t>(i), chain.rules[i].comment) + '\t' +
+      out += rule_line(chain.name, static_cast<std::int32_t>(i), chain.rules[i].comment) + "  " +
              chain.rules[i].text() + '\n';
   }
   return out;

@@ -49,8 +49,15 @@ sed -i 's/\[80, 443\]/[80, 443, 8443]/' "$work/p.yaml"
 out=$("$FWE" --netns "$ns" -f "$work/p.yaml" diff --exit-code 2>&1); rc=$?
 expect "diff of a change exits 3" test "$rc" = 3
 expect "diff removes the old chain" grep -q '^- chain c-web-server\.' <<<"$out"
-expect "diff adds the new rule with its text" grep -q '^+   c-web-server\.[0-9a-f]*#1  .*th dport { 80, 443, 8443 }' <<<"$out"
+expect "diff adds the new rule with its text" grep -q '^+   c-web-server\.[0-9a-f]*  .*  #1  .*th dport { 80, 443, 8443 }' <<<"$out"
 expect "diff leaves unchanged chains out" test "$(grep -c '^[-+] chain' <<<"$out")" = 2
+# A rule inserted by hand at the top of one of our chains is that one line, not a shift of those below.
+chain=$(ip netns exec "$ns" nft list table inet fwengine | sed -n 's/^\tchain \(input-[^ ]*\) {$/\1/p' | head -1)
+ip netns exec "$ns" nft insert rule inet fwengine "$chain" tcp dport 9999 accept
+out=$("$FWE" --netns "$ns" -f "$work/p.yaml" diff 2>&1)
+expect "diff shows a rule inserted by hand as one line, not fwengine's" \
+  test "$(grep -c "^-   $chain  " <<<"$out")" = 1 -a "$(grep -c "^+   $chain  " <<<"$out")" = 0
+expect "with its position" grep -q "^-   $chain  (no comment: not a rule of fwengine's)  #0\$" <<<"$out"
 rm -rf "$work"
 
 out=$("$FWE" --netns "$ns" flush 2>&1)
