@@ -455,18 +455,29 @@ Holdings holdings(Ipset& ipset, bool members, bool counters = false) {
     for (auto& set : h.sets)
       if (is_gate(set.name))
         for (auto& gate : our_sets(ipset, true, set.name)) set = std::move(gate);
-  bool on[3] = {}, loaded[3] = {};
+  bool on[3] = {};
+  // How whole a slot's ruleset is: 1 for any chain, 2 more per family whose load got as far as fwe-meta's
+  // IR hash (the last chain of its filter table).
+  int whole[3] = {};
   for (int slot : {1, 2})
     for (const auto& set : h.sets)
       on[slot] = on[slot] || (set.name == in_slot(kGateSet, slot) && !set.members.empty());
-  for (const auto& tables : h.tables)
+  for (const auto& tables : h.tables) {
+    bool recorded[3] = {};
     for (const auto& t : tables)
       for (const auto& c : t.chains)
-        if (int slot = slot_of(c.name); slot == 1 || slot == 2) loaded[slot] = true;
-  // Were both gates on, the slot that holds a ruleset is the one in effect (slot 1 if both do): a switch
-  // then removes the other only after its own ruleset is in effect.
+        if (int slot = slot_of(c.name); slot == 1 || slot == 2) {
+          whole[slot] |= 1;
+          if (t.name == "filter" && c.name == in_slot(kMetaChain, slot))
+            for (const auto& rule : c.rules)
+              recorded[slot] = recorded[slot] || !ir_hash_of(rule.spec).empty();
+        }
+    for (int slot : {1, 2}) whole[slot] += recorded[slot] ? 2 : 0;
+  }
+  // Were both gates on (a hand edit), the wholer ruleset is the one in effect (slot 1 on a tie): a switch
+  // loads the other slot afresh and removes this one only once the new one is in effect.
   for (int slot : {1, 2})
-    if (on[slot] && (h.active == kNoSlot || (loaded[slot] && !loaded[h.active]))) h.active = slot;
+    if (on[slot] && (h.active == kNoSlot || whole[slot] > whole[h.active])) h.active = slot;
   if (h.active > 0 && on[3 - h.active]) h.also_on = 3 - h.active;
   if (h.active == kNoSlot)
     for (const auto& tables : h.tables)
@@ -688,17 +699,21 @@ void switch_slots(Ipset& ipset, const Holdings& now, const std::vector<SetDef>& 
   auto in_next = [&](int s) { return s == next; };
   // With no gate on, neither slot is in effect: the other's leftovers go too, as its gate is filled below.
   auto stale = [&](int s) { return s == next || (!gate_on && s == 3 - next); };
+  // A ruleset switched on by hand beside the one in effect goes first, whatever happens next.
+  const std::string unchanged =
+      now.also_on == next ? "the previous ruleset is in place (the one switched on beside it is not)"
+                          : "nothing was changed: the previous ruleset is in place";
   if (auto problems = remove_slots(ipset, now, stale); !problems.empty())
     throw RuntimeError("cannot remove what an interrupted apply left in " +
                        (gate_on ? "slot " + std::to_string(next) : std::string("slots 1 and 2")) + ":" +
-                       problems + "\n  nothing was changed: the previous ruleset is in place");
+                       problems + "\n  " + unchanged);
   const std::string gate = in_slot(kGateSet, next);
   auto undo = [&](const std::string& failure) {
     std::string problems = remove_slots(ipset, holdings(ipset, false), in_next);
     throw RuntimeError(
         failure +
         (problems.empty()
-             ? "\n  nothing was changed: the previous ruleset is in place"
+             ? "\n  " + unchanged
              : "\n  the previous ruleset is in place, but removing the new one failed:" + problems));
   };
 
@@ -815,13 +830,14 @@ KernelState read_kernel() {
     }
     text += ipset_text({def});
   }
-  std::size_t leftover_chains = 0,
-              leftover_sets = set_names(k.sets, [&](int s) { return !in_effect(s); }).size();
+  // The other slot's ruleset, when its gate is on too, is reported as such below, not as leftovers.
+  auto leftover = [&](int s) { return !in_effect(s) && s != k.also_on; };
+  std::size_t leftover_chains = 0, leftover_sets = set_names(k.sets, leftover).size();
   for (IpFamily f : {IpFamily::v4, IpFamily::v6}) {
     const std::string family = f == IpFamily::v4 ? "ipv4" : "ipv6";
     text += f == IpFamily::v4 ? "# iptables-legacy-restore --noflush\n"
                               : "# ip6tables-legacy-restore --noflush\n";
-    for (const auto& table : select(k.tables[static_cast<int>(f)], [&](int s) { return !in_effect(s); }))
+    for (const auto& table : select(k.tables[static_cast<int>(f)], leftover))
       leftover_chains += table.chains.size();
     std::map<std::string, std::vector<std::string>> stamps;  // for the rules summary in fwe-meta
     for (const auto& set : k.sets)
@@ -915,11 +931,13 @@ KernelState read_kernel() {
   if (k.also_on > 0) {
     const std::string other = std::to_string(k.also_on);
     state.drift.push_back(other_loaded
-                              ? "ipsets fwe1-gate and fwe2-gate both hold members: both slots' rulesets are "
-                                "switched on and a packet must pass both; the next apply switches slot " +
-                                    other + " off"
+                              ? "ipsets fwe1-gate and fwe2-gate both hold members: slot " + other +
+                                    "'s ruleset is switched on beside the one in effect, and packets pass "
+                                    "through both; the next apply loads slot " +
+                                    other + " afresh and leaves one slot on"
                               : "ipset fwe" + other + "-gate holds members, but slot " + other +
-                                    " holds no ruleset; the next apply empties it");
+                                    " holds no ruleset; the next apply loads slot " + other +
+                                    " afresh and leaves one slot on");
   }
   if (slot > 0 && !slot_loaded)
     state.drift.push_back(

@@ -337,14 +337,15 @@ TEST_CASE("a change of one table stays in its slot, a wider one switches slots a
 }
 
 namespace {
-// What an apply that died before its switch leaves in slot 2: a hooked chain and a set (the hook gated
-// by fwe2-gate, which must exist).
-void load_half_of_slot_2() {
-  REQUIRE(run_tool({"ipset", "create", "fwe2-4-half", "hash:net"}).status == 0);
+// What an apply that died before its switch leaves in a slot (2 unless said): a hooked chain and a set
+// (the hook gated by the slot's gate, which must exist).
+void load_half_of_slot(int slot = 2) {
+  const std::string prefix = "fwe" + std::to_string(slot) + "-";
+  REQUIRE(run_tool({"ipset", "create", prefix + "4-half", "hash:net"}).status == 0);
   REQUIRE(run_tool({"iptables-legacy-restore", "--noflush"},
-                   "*filter\n:fwe2-input - [0:0]\n-A fwe2-input -m comment --comment half-loaded -j DROP\n-I "
-                   "INPUT 1 " +
-                       hook_spec("fwe2-input") + "\nCOMMIT\n")
+                   "*filter\n:" + prefix + "input - [0:0]\n-A " + prefix +
+                       "input -m comment --comment half-loaded -j DROP\n-I INPUT 1 " +
+                       hook_spec(prefix + "input") + "\nCOMMIT\n")
               .status == 0);
 }
 }  // namespace
@@ -355,7 +356,7 @@ TEST_CASE("what an interrupted apply left is switched off, reported and removed 
   apply_model(render_ok(test::sample_ruleset()), "a", false);
   const auto before = read_kernel();
   // As if an apply had loaded slot 2 and died before the switch: a hooked chain and a set, gate off.
-  load_half_of_slot_2();
+  load_half_of_slot();
   auto state = read_kernel();
   CHECK(state.ir_hash == "a");
   CHECK(state.text == before.text);
@@ -373,7 +374,7 @@ TEST_CASE("a first apply clears both slots' leftovers and switches on with the o
   // Leftovers in slot 2 with no gate on (an apply died before its switch, then the slot in effect was
   // flushed by hand): nothing is in effect.
   REQUIRE(run_tool({"ipset", "create", "fwe2-gate", "list:set"}).status == 0);
-  load_half_of_slot_2();
+  load_half_of_slot();
 
   apply_model(render_ok(test::tiny_ruleset()), "first", false);
   const std::string sets = test::ipset_text_now();
@@ -440,15 +441,16 @@ TEST_CASE("a second gate switched on by hand is reported, and the next apply lea
   };
   // Slot 1 in effect, slot 2 loaded too and its gate filled by hand: both rulesets filter.
   apply_model(render_ok(test::tiny_ruleset()), "first", false);
-  load_half_of_slot_2();
+  load_half_of_slot();
   for (const char* any : {"fwe0-any4", "fwe0-any6"})
     REQUIRE(run_tool({"ipset", "add", "fwe2-gate", any}).status == 0);
   const KernelState both = read_kernel();
   CHECK(both.ir_hash == "first");  // slot 1's, which holds the whole ruleset
   REQUIRE_FALSE(both.drift.empty());
   CHECK(both.drift[0] ==
-        "ipsets fwe1-gate and fwe2-gate both hold members: both slots' rulesets are switched on and a packet "
-        "must pass both; the next apply switches slot 2 off");
+        "ipsets fwe1-gate and fwe2-gate both hold members: slot 2's ruleset is switched on beside the one in "
+        "effect, and packets pass through both; the next apply loads slot 2 afresh and leaves one slot on");
+  CHECK(both.drift.size() == 1);  // slot 2's chains are not leftovers
   // Slot 1 stays in effect until slot 2, emptied of what was there, holds the new ruleset.
   apply_model(render_ok(test::sample_ruleset()), "second", false);
   CHECK(gates_on() == "2");
@@ -463,11 +465,31 @@ TEST_CASE("a second gate switched on by hand is reported, and the next apply lea
   const KernelState stray = read_kernel();
   REQUIRE(stray.drift.size() == 1);
   CHECK(stray.drift[0] ==
-        "ipset fwe1-gate holds members, but slot 1 holds no ruleset; the next apply empties it");
+        "ipset fwe1-gate holds members, but slot 1 holds no ruleset; the next apply loads slot 1 afresh and "
+        "leaves one slot on");
   apply_model(render_ok(test::sample_ruleset()), "second", false);  // unchanged: would stay in place
   CHECK(gates_on() == "1");
   state = read_kernel();
   CHECK(state.ir_hash == "second");
+  for (const auto& d : state.drift) UNSCOPED_INFO(d);
+  CHECK(state.drift.empty());
+
+  // A half-loaded slot switched on beside a whole one (slot 1's gate comes first here) is not taken for
+  // the one in effect: the whole one stays until the next apply's ruleset replaces the half one.
+  apply_model(render_ok(test::tiny_ruleset()), "third", false);
+  REQUIRE(gates_on() == "2");
+  load_half_of_slot(1);
+  for (const char* any : {"fwe0-any4", "fwe0-any6"})
+    REQUIRE(run_tool({"ipset", "add", "fwe1-gate", any}).status == 0);
+  const KernelState half = read_kernel();
+  CHECK(half.ir_hash == "third");
+  REQUIRE_FALSE(half.drift.empty());
+  CHECK(half.drift[0].find("slot 1's ruleset is switched on beside the one in effect") != std::string::npos);
+  apply_model(render_ok(test::sample_ruleset()), "fourth", false);
+  CHECK(gates_on() == "1");
+  CHECK(test::save_text().find("half-loaded") == std::string::npos);
+  state = read_kernel();
+  CHECK(state.ir_hash == "fourth");
   for (const auto& d : state.drift) UNSCOPED_INFO(d);
   CHECK(state.drift.empty());
 }
