@@ -1087,7 +1087,7 @@ class Session {
       j["open"] = open;
       if (reply_result) j["reply"] = result_json(*reply, *reply_result);
       if (later_result) j["later"] = result_json(*later, *later_result);
-      std::cout << j.dump(2) << '\n';
+      std::cout << j.dump(2, ' ', false, json::error_handler_t::replace) << '\n';  // origins quote input
       return 0;
     }
     print_result(packet, result, "packet: ");
@@ -1246,7 +1246,8 @@ class Session {
     auto plan = render(*be);
     if (!plan) return fail_input();
     if (o_.json)
-      std::cout << json{{"backend", o_.backend}, {"hash", hash()}, {"text", plan->text(hash())}}.dump(2)
+      std::cout << json{{"backend", o_.backend}, {"hash", hash()}, {"text", plan->text(hash())}}.dump(
+                       2, ' ', false, json::error_handler_t::replace)
                 << '\n';
     else
       std::cout << plan->text(hash());
@@ -1292,8 +1293,8 @@ class Session {
       std::cout << json{{"same", same},
                         {"kernel-hash", state.ir_hash},
                         {"policy-hash", hash()},
-                        {"drift", state.drift}}
-                       .dump(2)
+                        {"drift", state.drift}}  // may quote foreign rules
+                       .dump(2, ' ', false, json::error_handler_t::replace)
                 << '\n';
     } else if (same) {
       std::cout << "no difference: the kernel holds IR " << hash() << '\n';
@@ -1743,7 +1744,7 @@ class Session {
                                                  {"message", source->message},
                                                  {"time", source->time}}
                                           : json(nullptr)}}
-                       .dump(2)
+                       .dump(2, ' ', false, json::error_handler_t::replace)
                 << '\n';
       return 0;
     }

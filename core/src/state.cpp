@@ -36,7 +36,7 @@ void write_atomically(const std::string& path, const json& j) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
-    out << j.dump(2) << '\n';
+    out << j.dump(2, ' ', false, json::error_handler_t::replace) << '\n';  // messages quote paths and input
     if (!out) throw RuntimeError("cannot write " + tmp);
   }
   std::error_code ec;

@@ -71,6 +71,13 @@ contains "VIP rule" "30-allow-rules.yaml:" && contains "VIP policy" "allow-rules
 check "trace --json" 0 "${TUTORIAL[@]}" --json trace --iif ens160 --src 192.168.218.50 --dst 192.168.218.171 --dport 8080
 contains "json delivered" '"delivered": false'
 
+# --json answers quote file names and input, which need not be UTF-8: a byte that is not becomes U+FFFD.
+latin1="$work/p$(printf '\xe9').yaml"
+cp "$ROOT/fixtures/yaml/example/policy.yaml" "$latin1"
+check "render --json of a file whose name is not UTF-8" 0 "$FWE" -f "$latin1" --json render
+contains "the name is kept, its byte replaced" "p$(printf '\xef\xbf\xbd').yaml"
+check "trace --json of it" 0 "$FWE" -f "$latin1" --json trace --iif eth0 --src 192.0.2.1 --dst 192.0.2.2 --dport 22
+
 # check --json times compiling's phases.
 check "check --json" 0 "$FWE" --frontend yaml -f "$ROOT/fixtures/yaml/example/policy.yaml" --json check
 contains "check --json times reading" '"ms":{"hash":'
