@@ -61,8 +61,10 @@ std::string now_iso() {
 }  // namespace
 
 // The namespace this process is in, by name: the name `ip netns` knows it by (so that `ip netns exec X`
-// and `--netns X` share one state), "default" for the host's (that of pid 1, or when pid 1 cannot be
-// looked at), else netns-<inode> (`unshare -n`): never the host's state for another namespace.
+// and `--netns X` share one state), "default" for the host's, else netns-<inode> (`unshare -n`): never the
+// host's state for another namespace. The host's is pid 1's; where pid 1 cannot be looked at (a container
+// that hides it), the kernel's initial namespace, which recent kernels give a fixed inode number. Failing
+// both, a namespace is named by its inode: a stable name, if not "default".
 std::string current_netns_name() {
   struct stat self {};
   if (stat("/proc/self/ns/net", &self) != 0) return "default";
@@ -74,9 +76,10 @@ std::string current_netns_name() {
     struct stat named {};
     if (stat(entry.path().c_str(), &named) == 0 && same(named)) return entry.path().filename().string();
   }
+  constexpr ino_t kInitialNetnsInode = 0xEFFFFFF9;  // the kernel's PROC_NET_INIT_INO
   struct stat host {};
-  if (stat("/proc/1/ns/net", &host) != 0 || same(host)) return "default";
-  return "netns-" + std::to_string(self.st_ino);
+  const bool hosts = stat("/proc/1/ns/net", &host) == 0 ? same(host) : self.st_ino == kInitialNetnsInode;
+  return hosts ? "default" : "netns-" + std::to_string(self.st_ino);
 }
 
 std::string run_dir(const std::string& netns) {

@@ -184,5 +184,15 @@ expect "and those of one not installed are a warning" grep -q "fwengine.conf:6:3
 out=$("$FWE" --netns "$ns" status 2>&1)
 expect "fwengine.conf's backend options are applied" grep -q "backend counters=rule)" <<<"$out"
 "$FWE" --netns "$ns" -q flush
+
+# A namespace without a name (unshare -n, which dies with its process) keeps its state as
+# netns-<inode>, never as the host's "default", also where pid 1 is hidden.
+host_state=$(stat -c %Y.%i /run/fwengine/default/state.json 2>/dev/null || echo none)
+out=$(unshare -n sh -c 'ino=$(stat -L -c %i /proc/self/ns/net)
+  "$1" -q -f "$2" apply && test -e "/run/fwengine/netns-$ino/state.json" && echo "kept as netns-$ino"
+  "$1" -q flush; rm -rf "/run/fwengine/netns-$ino"' sh "$FWE" "$policy" 2>&1)
+expect "an unnamed namespace's state is kept as netns-<inode>" grep -q "^kept as netns-[0-9]*$" <<<"$out"
+expect "and the host's state is untouched" \
+  test "$(stat -c %Y.%i /run/fwengine/default/state.json 2>/dev/null || echo none)" = "$host_state"
 echo "$passes passed, $failures failed"
 [ "$failures" = 0 ]
