@@ -47,8 +47,8 @@ struct FieldList {
 
 // Every combination of one value per field (address values of family only), the first field's value
 // changing fastest.
-std::vector<Dims> product(const Member& m, std::span<const Field> fields, ir::Family family) {
-  std::vector<Dims> out;
+// Appends to out.
+void product(const Member& m, std::span<const Field> fields, ir::Family family, std::vector<Dims>& out) {
   Dims dims;
   dims.count = fields.size();
   // Chooses the values of the first `left` fields, the last of them in the outermost loop.
@@ -65,7 +65,6 @@ std::vector<Dims> product(const Member& m, std::span<const Field> fields, ir::Fa
     }
   };
   choose(choose, fields.size());
-  return out;
 }
 
 FieldList present(const Member& m) {
@@ -183,30 +182,25 @@ bool Member::hashable() const {
   return true;
 }
 
-std::vector<Run::Box> Run::boxes_of(const Member& m, ir::Family f) {
-  return product(m, present(m), f);
-}
-
 bool Run::overlap(const Box& a, const Box& b) {
   for (std::size_t i = 0; i < a.count; ++i)
     if (a[i]->hi < b[i]->lo || b[i]->hi < a[i]->lo) return false;
   return true;
 }
 
-std::vector<Run::Index::const_iterator> Run::touching(const Index& index, const Box& box) const {
-  std::vector<Index::const_iterator> out;
+void Run::touching(const Index& index, const Box& box) {
+  touched_.clear();
   const Key &lo = box[dim_]->lo, &hi = box[dim_]->hi;
   for (auto it = index.upper_bound(hi); it != index.begin();) {
     --it;
     if (it->second.hi < lo) break;  // covers are disjoint: every earlier one ends before this one
-    out.push_back(it);
+    touched_.push_back(it);
   }
-  return out;
 }
 
 bool Run::try_add(Member& m) {
+  const FieldList fields = present(m);
   if (members_.empty()) {
-    const FieldList fields = present(m);
     for (Field telling : {Field::saddr, Field::daddr, Field::dport, Field::sport, Field::iif, Field::oif})
       if (auto at = std::find(fields.begin(), fields.end(), telling); at != fields.end()) {
         dim_ = static_cast<std::size_t>(at - fields.begin());
@@ -214,22 +208,26 @@ bool Run::try_add(Member& m) {
       }
   }
   // Boxes point into the member's value vectors, whose storage stays put when the member is moved.
-  std::array<std::vector<Box>, 3> boxes;
+  for (auto& boxes : boxes_) boxes.clear();
   for (ir::Family f : families(m)) {
     const Index& index = index_[static_cast<std::size_t>(f)];
-    boxes[static_cast<std::size_t>(f)] = boxes_of(m, f);
-    for (const Box& box : boxes[static_cast<std::size_t>(f)])
-      for (auto cover : touching(index, box))
+    auto& boxes = boxes_[static_cast<std::size_t>(f)];
+    product(m, fields, f, boxes);
+    for (const Box& box : boxes) {
+      touching(index, box);
+      for (auto cover : touched_)
         for (const Box& other : cover->second.boxes)
           if (overlap(box, other)) return false;
+    }
   }
   members_.push_back(std::move(m));
-  for (std::size_t f = 0; f < boxes.size(); ++f) {
+  for (std::size_t f = 0; f < boxes_.size(); ++f) {
     Index& index = index_[f];
-    for (const Box& box : boxes[f]) {
+    for (const Box& box : boxes_[f]) {
       Key lo = box[dim_]->lo, hi = box[dim_]->hi;
       std::vector<Box> merged_boxes{box};
-      for (auto it : touching(index, box)) {
+      touching(index, box);
+      for (auto it : touched_) {
         lo = std::min(lo, it->first);
         hi = std::max(hi, it->second.hi);
         const auto& merged = it->second.boxes;
@@ -376,8 +374,12 @@ std::optional<HashShape> hash_shape(const Item& item, const std::vector<Field>& 
 std::vector<RunSet> build_sets(const std::vector<Member>& members, const std::vector<Field>& keyed,
                                ir::Family f, std::string_view run_file, bool counted) {
   std::vector<Item> items;
-  for (const auto& m : members)
-    for (const Dims& dims : product(m, keyed, f)) items.push_back({dims, &m.stamp});
+  std::vector<Dims> boxes;
+  for (const auto& m : members) {
+    boxes.clear();
+    product(m, keyed, f, boxes);
+    for (const Dims& dims : boxes) items.push_back({dims, &m.stamp});
+  }
   std::map<HashShape, std::vector<const Item*>> by_shape;
   bool hashable = true;
   for (const auto& item : items) {

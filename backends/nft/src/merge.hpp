@@ -101,13 +101,16 @@ class Run {
     std::vector<Box> boxes;
   };
   using Index = std::map<Key, Cover>;
-  static std::vector<Box> boxes_of(const Member& m, ir::Family f);
   static bool overlap(const Box& a, const Box& b);
-  std::vector<Index::const_iterator> touching(const Index& index, const Box& box) const;
+  // The covers of index that box meets, into touched_.
+  void touching(const Index& index, const Box& box);
 
   std::vector<Member> members_;
   std::size_t dim_ = 0;           // the dimension boxes are indexed by
   std::array<Index, 3> index_{};  // by family: any, ipv4, ipv6
+  // try_add's working space, kept for its capacity: a run adds thousands of members.
+  std::array<std::vector<Box>, 3> boxes_{};
+  std::vector<Index::const_iterator> touched_;
 };
 
 // The fields whose values differ between the members: the set's key. The others are matched as usual.
