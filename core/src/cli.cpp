@@ -5,6 +5,7 @@
 #include <linux/close_range.h>
 #include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
@@ -562,6 +563,11 @@ class Session {
   // fails is not used. Returns only then, with the problem; the reload goes on with the config in use.
   std::string start_again_with_config(const std::string& self, bool watching) {
     const std::string path = config_path(o_);
+    // Moved away while it is edited, or removed: a restart, not a reload, goes back to the defaults.
+    if (o_.config_text && !read_config_text(path))
+      return "the changed " + path +
+             " is not used: it is gone (or not a regular file); the config in use "
+             "stays until one is there again";
     std::string problem;
     std::optional<std::string> checked;  // the text the check read
     {
@@ -580,6 +586,10 @@ class Session {
     // An edit in several steps: the next reload checks what it has come to.
     if (read_config_text(path) != checked)
       return "the changed " + path + " is not used: it changed again while it was checked";
+    // A stop that came during the check is served by this process: the new one would start first.
+    if (sigset_t pending; sigpending(&pending) == 0 &&
+                          (sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1))
+      return "the changed " + path + " is not used: a stop is pending";
     std::cerr << "fwengine: " << path << " changed: starting again with it\n";
     std::vector<char*> argv;
     for (auto& arg : o_.argv) argv.push_back(arg.data());
@@ -623,6 +633,7 @@ class Session {
           return "--watch cannot follow " + source + ": no directory " + ServiceLoop::watch_dir(source);
     const auto stores = std::count_if(sources.begin(), sources.end(), is_url);
     if (stores > 1) return "one store per daemon, not " + std::to_string(stores);
+    fe->check_sources(frontend_request(*fe));
     // A store's policy is the daemon's to follow once it starts (it waits for the store, or uses its
     // cache): only a policy from files is read here.
     if (stores == 0 && (!compile(*fe) || !render(*be))) return first_error("the policy read with it");

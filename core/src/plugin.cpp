@@ -19,6 +19,8 @@ std::unique_ptr<SourceWatch> Frontend::watch(const FrontendRequest&) {
   return nullptr;
 }
 
+void Frontend::check_sources(const FrontendRequest&) const {}
+
 bool Frontend::write(const ir::Ruleset&, const std::string&, Diagnostics& diag) {
   diag.error({}, "this frontend cannot write its own format", "choose another --to");
   return false;

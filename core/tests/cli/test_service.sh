@@ -189,6 +189,12 @@ expect "meanwhile the policy is read with the config in use" wait_for_hash "$ns"
 for _ in $(seq 50); do [ "$(unused 1)" -ge 2 ] && break; sleep 0.2; done
 expect "and the journal says again why the changed config is not used" test "$(unused 1)" -ge 2
 expect "as status does" wait_for_status "$ns" "is not used: .*fwengine.conf:2:1" 10
+# A store is not read by the check (a start waits for it), but its address is.
+printf 'frontend: calico\nsources: [etcd://192.0.2.1]\n' > "$conf"
+kill -HUP "$daemon"
+expect "a config with a malformed store address is not used" \
+  wait_for_status "$ns" "is not used: '192.0.2.1' in etcd://192.0.2.1 is not HOST:PORT" 10
+expect "and the daemon goes on" kill -0 "$daemon"
 printf 'sources: [%s]\nbackend-options: {nft: {counters: bogus}}\n' "$work/conf/live.yaml" > "$conf"
 kill -HUP "$daemon"
 expect "a config whose option the backend refuses is not used" wait_for_status "$ns" "is not used: .*fwengine.conf:2:35" 10
@@ -224,6 +230,12 @@ done
 echo "not the config" > "$work/conf/other.txt"
 sleep 1.5
 expect "--watch: another file beside the config is no reload" test "$(grep -c "applied IR" "$work/daemon.log")" = "$applied"
+# An editor that moves the file away before it writes the new one: the config in use stays.
+mv "$conf" "$conf.away"
+expect "--watch: a config moved away is not used" wait_for_status "$ns" "fwengine.conf is not used: it is gone" 10
+expect "the kernel keeps its ruleset" test "$(kernel_hash "$ns")" = "$B"
+expect "and the daemon did not start again" test "$(grep -c "starting again" "$work/daemon.log")" = 2
+mv "$conf.away" "$conf"
 kill -TERM "$daemon"; wait "$daemon"
 
 # --watch follows the subdirectories of a source directory: firewalld's zones/, services/, ...

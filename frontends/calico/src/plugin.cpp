@@ -74,6 +74,11 @@ class CalicoFrontend final : public Frontend {
     return std::make_unique<SharedWatch>(std::move(watch));
   }
 
+  void check_sources(const FrontendRequest& request) const override {
+    for (const auto& source : request.sources)
+      if (etcd::is_source(source)) etcd::parse_source(source, request.options);
+  }
+
   bool can_write() const override { return true; }
 
   // Writes every resource, even when some pieces could not be carried over: those are reported, and

@@ -17,7 +17,7 @@
 #include "fwengine/diagnostics.hpp"
 #include "fwengine/ir.hpp"
 
-#define FWE_PLUGIN_ABI_VERSION 8u
+#define FWE_PLUGIN_ABI_VERSION 9u
 
 #define FWE_API __attribute__((visibility("default")))
 
@@ -92,6 +92,9 @@ class FWE_API Frontend {
   // Starts watching sources that change by themselves; load() then reads what the watch has seen.
   // Default (files): nothing to watch here, the daemon watches files itself.
   virtual std::unique_ptr<SourceWatch> watch(const FrontendRequest& request);
+  // Throws UsageError for a source that could never be read (a malformed store address), without
+  // reading any: a daemon checks a changed config with it before it starts again. Default: nothing.
+  virtual void check_sources(const FrontendRequest& request) const;
   // Writes a ruleset in this frontend's own format (`migrate --to NAME`), one or more files in out_dir;
   // returns false (with diagnostics) for what the format cannot express. Default: cannot write.
   virtual bool can_write() const { return false; }
