@@ -28,6 +28,10 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/* No objection: the hook's next tc filter (another tool's) still sees the packet, as another table's
+ * chains do in netfilter after ours accepts. TC_ACT_OK would end the hook's filters there. */
+#define FWE_PASS TC_ACT_UNSPEC
+
 /* Named for the meaning of struct fwe_rule: a change of it at the same size bumps the suffix. A build
  * of another meaning then misses its own name's pin and makes all maps anew, instead of attaching
  * programs that read the generation in use (until its flip) as rules they misunderstand. v2: run_flags
@@ -784,14 +788,14 @@ static __always_inline int finish(struct __sk_buff* skb, struct fwe_eval* ev) {
   if (ev->dropped) return TC_ACT_SHOT;
   if (ev->mark_changed) skb->mark = ev->pkt.mark;
   ct_commit(ev);
-  return TC_ACT_OK;
+  return FWE_PASS;
 }
 
 SEC("tc")
 int fwe_ingress(struct __sk_buff* skb) {
   struct fwe_eval ev = {};
   ev.looped = skb->ifindex == LOOPBACK_IFINDEX;
-  if (start(skb, &ev) < 0) return TC_ACT_OK;
+  if (start(skb, &ev) < 0) return FWE_PASS;
   ev.pkt.iif = skb->ifindex;
   ev.pkt.has_mac = !ev.looped;
   ev.pkt.oif = route_out(skb, &ev.pkt);
@@ -805,9 +809,9 @@ int fwe_ingress(struct __sk_buff* skb) {
 
 SEC("tc")
 int fwe_egress(struct __sk_buff* skb) {
-  if (skb->ingress_ifindex != 0) return TC_ACT_OK; /* forwarded: decided at its ingress */
+  if (skb->ingress_ifindex != 0) return FWE_PASS; /* forwarded: decided at its ingress */
   struct fwe_eval ev = {};
-  if (start(skb, &ev) < 0) return TC_ACT_OK;
+  if (start(skb, &ev) < 0) return FWE_PASS;
   ev.pkt.oif = skb->ifindex;
   if (!run_stage(&ev, FWE_STAGE_UNTRACKED_OUT)) {
     ct_see_reply(&ev);

@@ -585,11 +585,11 @@ namespace {
 // True if let through; the packet's mark becomes the one the program left.
 bool run_program(trace::Packet& p, bool ingress, std::uint8_t tcp_flags) {
   const TestRun run = test_run(p, ingress, tcp_flags);
-  if (run.retval != TC_ACT_OK && run.retval != TC_ACT_SHOT)
+  if (run.retval != TC_ACT_UNSPEC && run.retval != TC_ACT_SHOT)
     throw std::runtime_error("unexpected tc verdict " + std::to_string(run.retval) + " on " +
                              (ingress ? p.iif : p.oif));
   p.mark = run.mark;
-  return run.retval == TC_ACT_OK;
+  return run.retval == TC_ACT_UNSPEC;  // passed on to the hook's next filter
 }
 
 }  // namespace

@@ -2,17 +2,19 @@
 # test_coexistence.sh FWENGINE SOURCE_DIR - the ebpf backend shares tc with other programs (issue #9):
 # another program's classifiers on the same clsact hooks (one at fwengine's own priority with another
 # handle, one behind it) and its clsact qdisc are byte-for-byte the same after apply, a second apply and
-# flush; an interface where fwengine made the clsact itself has none left after flush. Root; a
-# throwaway namespace; exit 77 without them.
+# flush; an interface where fwengine made the clsact itself has none left after flush. A packet fwengine
+# lets through still meets the other program's classifiers behind ours (real ICMP from another
+# namespace), as another table's chains in netfilter. Root; throwaway namespaces; exit 77 without them.
 set -u
 engine=$1 src=$2
 source "$src/core/tests/cli/checks.sh"
 [ "$(id -u)" = 0 ] || { echo "skipped: needs root"; exit 77; }
 "$engine" plugins | grep -q '^ebpf .*backend' || { echo "skipped: the ebpf backend is not built"; exit 77; }
-ns=fwe-bpfco-$$
+ns=fwe-bpfco-$$ client=fwe-bpfcoc-$$
 cleanup() {
   "$engine" --netns "$ns" --backend ebpf -q flush >/dev/null 2>&1
   ip netns del "$ns" 2>/dev/null
+  ip netns del "$client" 2>/dev/null
   rm -rf "/run/fwengine/$ns" "$work"
 }
 trap cleanup EXIT
@@ -47,4 +49,26 @@ check "flush" 0 fwe -q flush
 check "the foreign filters and qdisc are unchanged after flush" 0 test "$(foreign)" = "$before"
 check "nothing of ours is left on the shared hooks" 1 bash -c "ip netns exec $ns tc filter show dev veth-up ingress | grep -q fwe_"
 check "no clsact is left where fwengine made it" 1 bash -c "ip netns exec $ns tc qdisc show dev eth1 | grep -q clsact"
+
+# What ours lets through goes on to the other program's classifiers: one behind ours that drops.
+ip netns add "$client"
+ip -n "$ns" link set veth-peer netns "$client"
+ip -n "$ns" addr add 10.98.0.1/30 dev veth-up
+ip -n "$client" addr add 10.98.0.2/30 dev veth-peer
+ip -n "$client" link set veth-peer up
+cat >"$work/open.yaml" <<'EOF'
+apiVersion: fwengine/v1
+stages:
+  input:
+    - name: host
+      endpoints:
+        - {name: any, default: accept}
+EOF
+check "apply a policy that accepts everything" 0 fwe -f "$work/open.yaml" -q apply
+ping_ns() { ip netns exec "$client" ping -c 1 -W 2 10.98.0.1 >/dev/null; }
+check "ping passes with ours alone" 0 ping_ns
+in_ns tc filter add dev veth-up ingress pref 5 bpf da bytecode '1,6 0 0 2,'  # TC_ACT_SHOT
+check "a classifier behind ours still drops what ours accepted" 1 ping_ns
+in_ns tc filter del dev veth-up ingress pref 5
+check "and without it the ping passes again" 0 ping_ns
 summary
