@@ -5,8 +5,12 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <linux/magic.h>
+#include <linux/netlink.h>
+#include <linux/pkt_sched.h>
+#include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -131,6 +135,37 @@ bpf_tc_hook hook_of(int ifindex, bpf_tc_attach_point point) {
   hook.ifindex = ifindex;
   hook.attach_point = point;
   return hook;
+}
+
+// Whether a tc filter is on the interface's clsact hooks: another program's, once ours are detached.
+// true also when it cannot be told (the qdisc is then left where it is).
+bool clsact_holds_filters(int ifindex) {
+  const Fd nl(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
+  if (nl.fd < 0) return true;
+  for (__u32 parent : {TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS), TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_EGRESS)}) {
+    struct {
+      nlmsghdr header;
+      tcmsg tc;
+    } request{};
+    request.header.nlmsg_len = sizeof request;
+    request.header.nlmsg_type = RTM_GETTFILTER;
+    request.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    request.tc.tcm_family = AF_UNSPEC;
+    request.tc.tcm_ifindex = ifindex;
+    request.tc.tcm_parent = parent;
+    if (send(nl.fd, &request, sizeof request, 0) < 0) return true;
+    for (bool done = false; !done;) {
+      alignas(nlmsghdr) char buf[16384];
+      ssize_t n = recv(nl.fd, buf, sizeof buf, 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return true;
+      for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
+        if (h->nlmsg_type == NLMSG_DONE) done = true;
+        if (h->nlmsg_type == NLMSG_ERROR || h->nlmsg_type == RTM_NEWTFILTER) return true;
+      }
+    }
+  }
+  return false;
 }
 
 bpf_tc_opts filter_opts() {
@@ -916,12 +951,15 @@ void Kernel::flush() {
       if (query_filter(iface.index, point, &name) == 0 || name != ours) continue;
       bpf_tc_hook hook = hook_of(iface.index, point);
       bpf_tc_opts opts = filter_opts();
-      if (int rc = bpf_tc_detach(&hook, &opts); rc != 0)
+      // An interface that went meanwhile took its filters with it.
+      if (int rc = bpf_tc_detach(&hook, &opts); rc != 0 && rc != -ENODEV && rc != -ENOENT)
         fail("detaching " + name + " from " + iface.name, rc);
     }
     __u32 key = static_cast<__u32>(iface.index);
     __u8 created = 0;
-    if (hooks.fd >= 0 && bpf_map_lookup_elem(hooks.fd, &key, &created) == 0 && created) {
+    // A clsact fwengine made stays while another program's filters are on it (added after ours).
+    if (hooks.fd >= 0 && bpf_map_lookup_elem(hooks.fd, &key, &created) == 0 && created &&
+        !clsact_holds_filters(iface.index)) {
       bpf_tc_hook hook =
           hook_of(iface.index, static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS));
       bpf_tc_hook_destroy(&hook);

@@ -4,7 +4,8 @@
 # handle, one behind it) and its clsact qdisc are byte-for-byte the same after apply, a second apply and
 # flush; an interface where fwengine made the clsact itself has none left after flush. A packet fwengine
 # lets through still meets the other program's classifiers behind ours (real ICMP from another
-# namespace), as another table's chains in netfilter. Root; throwaway namespaces; exit 77 without them.
+# namespace), as another table's chains in netfilter; a clsact fwengine made stays at flush while another
+# program's filter is on it. Root; throwaway namespaces; exit 77 without them.
 set -u
 engine=$1 src=$2
 source "$src/core/tests/cli/checks.sh"
@@ -71,4 +72,11 @@ in_ns tc filter add dev veth-up ingress pref 5 bpf da bytecode '1,6 0 0 2,'  # T
 check "a classifier behind ours still drops what ours accepted" 1 ping_ns
 in_ns tc filter del dev veth-up ingress pref 5
 check "and without it the ping passes again" 0 ping_ns
+
+# A clsact fwengine made stays at flush while another program's filter is on it.
+in_ns tc filter add dev eth1 egress pref 9 bpf bytecode '1,6 0 0 0,' classid 1:9
+check "flush with another program's filter on a clsact fwengine made" 0 fwe -q flush
+check "that clsact stays" 0 bash -c "ip netns exec $ns tc qdisc show dev eth1 | grep -q clsact"
+check "with the other program's filter" 0 bash -c "ip netns exec $ns tc filter show dev eth1 egress | grep -q 'pref 9 bpf'"
+check "and none of ours" 1 bash -c "ip netns exec $ns tc filter show dev eth1 egress | grep -q fwe_"
 summary
