@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "fwengine.skel.h"
+#include "fwengine/state.hpp"
 
 namespace fwe::ebpf {
 
@@ -712,8 +713,12 @@ fwe_config read_config(const PinnedMaps& m) {
 
 }  // namespace
 
+// By the name fwengine's state in /run/fwengine goes by: without --netns, that of the namespace the
+// process is in, so two namespaces that share a bpffs (nsenter, a container given the host's
+// /sys/fs/bpf) keep apart.
 std::string pin_dir_for(const std::string& netns) {
-  return std::string(kBpffs) + "/fwengine/" + (netns.empty() ? "default" : netns);
+  return std::string(kBpffs) + "/fwengine/" +
+         std::filesystem::path(state::run_dir(netns)).filename().string();
 }
 
 Kernel::Kernel(const std::string& netns) : pin_dir_(pin_dir_for(netns)) {

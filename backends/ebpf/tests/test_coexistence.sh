@@ -79,4 +79,11 @@ check "flush with another program's filter on a clsact fwengine made" 0 fwe -q f
 check "that clsact stays" 0 bash -c "ip netns exec $ns tc qdisc show dev eth1 | grep -q clsact"
 check "with the other program's filter" 0 bash -c "ip netns exec $ns tc filter show dev eth1 egress | grep -q 'pref 9 bpf'"
 check "and none of ours" 1 bash -c "ip netns exec $ns tc filter show dev eth1 egress | grep -q fwe_"
+
+# Without --netns the pins go by the name of the namespace fwengine runs in (unshare -n: netns-<inode>,
+# on the host's bpffs), never by the host's "default".
+out=$(unshare -n sh -c 'ino=$(stat -L -c %i /proc/self/ns/net)
+  "$1" --backend ebpf -q -f "$2" apply && test -d "/sys/fs/bpf/fwengine/netns-$ino" && echo "pinned as netns-$ino"
+  "$1" --backend ebpf -q flush; rm -rf "/run/fwengine/netns-$ino"' sh "$engine" "$work/open.yaml" 2>&1)
+check "without --netns the pins go by the namespace's name" 0 grep -q "^pinned as netns-[0-9]*$" <<<"$out"
 summary
