@@ -276,8 +276,20 @@ static __always_inline int linear(struct __sk_buff* skb, __u32 len) {
   return len <= skb->len && bpf_skb_pull_data(skb, len) == 0;
 }
 
-/* Fills pkt from the headers; returns -1 for what is not IPv4/IPv6 (let through untouched). The
- * headers are read in place: a helper call and a copy per field cost more than the rest of parsing. */
+/* IPv6 extension headers parse walks past to the transport header, as netfilter does: hop-by-hop,
+ * routing, destination options, fragment and AH. A packet with more of them than this is dropped: its
+ * transport header, which the host's stack would still find, is not read. */
+#define FWE_IPV6_EXTENSIONS 8
+#define FWE_UNREADABLE -2
+
+static __always_inline int is_ipv6_extension(__u8 next) {
+  return next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS ||
+         next == IPPROTO_FRAGMENT || next == IPPROTO_AH;
+}
+
+/* Fills pkt from the headers; returns -1 for what is not IPv4/IPv6 (let through untouched), or
+ * FWE_UNREADABLE. The headers are read in place: a helper call and a copy per field cost more than the
+ * rest of parsing. */
 static __always_inline int parse(struct __sk_buff* skb, struct fwe_pkt* pkt) {
   __u32 l3_len = skb->protocol == bpf_htons(ETH_P_IP)     ? sizeof(struct iphdr)
                  : skb->protocol == bpf_htons(ETH_P_IPV6) ? sizeof(struct ipv6hdr)
@@ -306,6 +318,21 @@ static __always_inline int parse(struct __sk_buff* skb, struct fwe_pkt* pkt) {
     __builtin_memcpy(pkt->src, &ip6->saddr, 16);
     __builtin_memcpy(pkt->dst, &ip6->daddr, 16);
     l4 = ETH_HLEN + sizeof(struct ipv6hdr);
+    /* Copied, not read in place: rare, and a packet pointer moved in a loop is more than the verifier
+     * follows. */
+    for (int i = 0; i < FWE_IPV6_EXTENSIONS && is_ipv6_extension(pkt->proto); i++) {
+      __u8 ext[8];
+      if (bpf_skb_load_bytes(skb, l4, ext, sizeof ext) < 0) return 0; /* cut short: matched as it says */
+      const __u8 this_one = pkt->proto;
+      pkt->proto = ext[0];
+      if (this_one == IPPROTO_FRAGMENT) {
+        if ((ext[2] << 8 | ext[3]) & 0xfff8) return 0; /* a later fragment carries no L4 header */
+        l4 += 8;
+      } else {
+        l4 += this_one == IPPROTO_AH ? (ext[1] + 2) * 4 : (ext[1] + 1) * 8;
+      }
+    }
+    if (is_ipv6_extension(pkt->proto)) return FWE_UNREADABLE;
   }
   /* What parse reads of L4: the ports and, for TCP, the flags; an ICMP header's first 6 bytes. */
   __u32 l4_len = pkt->proto == IPPROTO_TCP                                    ? 14
@@ -772,7 +799,8 @@ static __always_inline __u8 reverse_path(struct __sk_buff* skb, const struct fwe
 }
 
 static __always_inline int start(struct __sk_buff* skb, struct fwe_eval* ev) {
-  if (parse(skb, &ev->pkt) < 0) return -1;
+  int parsed = parse(skb, &ev->pkt);
+  if (parsed < 0) return parsed;
   __u32 zero = 0;
   struct fwe_config* cfg = bpf_map_lookup_elem(&fwe_config, &zero);
   if (!cfg) return -1;
@@ -795,7 +823,8 @@ SEC("tc")
 int fwe_ingress(struct __sk_buff* skb) {
   struct fwe_eval ev = {};
   ev.looped = skb->ifindex == LOOPBACK_IFINDEX;
-  if (start(skb, &ev) < 0) return FWE_PASS;
+  int started = start(skb, &ev);
+  if (started < 0) return started == FWE_UNREADABLE ? TC_ACT_SHOT : FWE_PASS;
   ev.pkt.iif = skb->ifindex;
   ev.pkt.has_mac = !ev.looped;
   ev.pkt.oif = route_out(skb, &ev.pkt);
@@ -811,7 +840,8 @@ SEC("tc")
 int fwe_egress(struct __sk_buff* skb) {
   if (skb->ingress_ifindex != 0) return FWE_PASS; /* forwarded: decided at its ingress */
   struct fwe_eval ev = {};
-  if (start(skb, &ev) < 0) return FWE_PASS;
+  int started = start(skb, &ev);
+  if (started < 0) return started == FWE_UNREADABLE ? TC_ACT_SHOT : FWE_PASS;
   ev.pkt.oif = skb->ifindex;
   if (!run_stage(&ev, FWE_STAGE_UNTRACKED_OUT)) {
     ct_see_reply(&ev);

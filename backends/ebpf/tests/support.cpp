@@ -542,6 +542,21 @@ std::vector<std::uint8_t> frame_of(const trace::Packet& p, std::uint8_t tcp_flag
   return out;
 }
 
+std::vector<std::uint8_t> with_ipv6_extension(std::vector<std::uint8_t> frame, std::uint8_t kind) {
+  constexpr std::size_t kIpv6 = 14, kNextHeader = kIpv6 + 6, kPayloadLength = kIpv6 + 4, kAfter = kIpv6 + 40;
+  const std::uint8_t next = frame.at(kNextHeader);
+  // Hop-by-hop and destination options: a PadN option fills them; routing: type 0, no segment left.
+  std::vector<std::uint8_t> extension = {next, 0, 1, 4, 0, 0, 0, 0};
+  if (kind == 43 || kind == 44) extension = {next, 0, 0, 0, 0, 0, 0, 1};
+  frame.insert(frame.begin() + static_cast<std::ptrdiff_t>(kAfter), extension.begin(), extension.end());
+  frame[kNextHeader] = kind;
+  const auto length =
+      static_cast<std::uint16_t>((frame[kPayloadLength] << 8 | frame[kPayloadLength + 1]) + 8);
+  frame[kPayloadLength] = static_cast<std::uint8_t>(length >> 8);
+  frame[kPayloadLength + 1] = static_cast<std::uint8_t>(length & 0xff);
+  return frame;
+}
+
 TestRun test_run(const trace::Packet& p, bool ingress, std::uint8_t tcp_flags, std::uint32_t repeat) {
   const std::string& ifname = ingress ? p.iif : p.oif;
   const int ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
@@ -561,10 +576,14 @@ TestRun test_run(const trace::Packet& p, bool ingress, std::uint8_t tcp_flags, s
 
 TestRun test_run_program(int prog_fd, const trace::Packet& p, int ifindex, std::uint8_t tcp_flags,
                          std::uint32_t repeat) {
-  auto frame = frame_of(p, tcp_flags);
+  return test_run_frame(prog_fd, frame_of(p, tcp_flags), ifindex, p.mark, repeat);
+}
+
+TestRun test_run_frame(int prog_fd, std::vector<std::uint8_t> frame, int ifindex, std::uint32_t mark,
+                       std::uint32_t repeat) {
   __sk_buff ctx{};
   ctx.ifindex = static_cast<__u32>(ifindex);
-  ctx.mark = p.mark;
+  ctx.mark = mark;
   __sk_buff ctx_out{};
   bpf_test_run_opts opts{};
   opts.sz = sizeof opts;

@@ -49,6 +49,9 @@ std::string describe(const trace::Packet&);
 // from the packet.
 inline constexpr std::uint8_t kTcpSyn = 0x02, kTcpSynAck = 0x12, kTcpAck = 0x10;
 std::vector<std::uint8_t> frame_of(const trace::Packet&, std::uint8_t tcp_flags = kTcpSyn);
+// An IPv6 frame with an 8-byte extension header of that kind (hop-by-hop 0, routing 43, fragment 44,
+// destination options 60) before its transport header; a fragment header says offset 0.
+std::vector<std::uint8_t> with_ipv6_extension(std::vector<std::uint8_t> frame, std::uint8_t kind);
 
 // One BPF_PROG_TEST_RUN (repeated `repeat` times) of the program fwengine attached to the packet's iif
 // (ingress) or oif (egress) in the current network namespace: the tc verdict, the mean time per run and
@@ -63,6 +66,9 @@ TestRun test_run(const trace::Packet&, bool ingress, std::uint8_t tcp_flags = kT
 // The same with any tc program, as if the packet came in on (or went out of) ifindex.
 TestRun test_run_program(int prog_fd, const trace::Packet&, int ifindex, std::uint8_t tcp_flags = kTcpSyn,
                          std::uint32_t repeat = 1);
+// The same with a frame as given, its mark `mark`.
+TestRun test_run_frame(int prog_fd, std::vector<std::uint8_t> frame, int ifindex, std::uint32_t mark,
+                       std::uint32_t repeat = 1);
 
 // What the programs fwengine attached in the current network namespace do with the packet, through
 // BPF_PROG_TEST_RUN: true if let through (TC_ACT_OK). A packet with an iif runs the ingress program of

@@ -2,6 +2,7 @@
 // Each test unshares a network and mount namespace of its own (its own bpffs too); needs root.
 #include <bpf/bpf.h>
 #include <linux/bpf.h>
+#include <linux/pkt_cls.h>
 #include <net/if.h>
 #include <sched.h>
 #include <sys/mount.h>
@@ -101,6 +102,34 @@ TEST_CASE("every sample packet and its reply get trace's verdict", "[root]") {
   }
   CHECK(passed >= 10);  // the table exercises both outcomes
   CHECK(dropped >= 10);
+}
+
+TEST_CASE("IPv6 extension headers do not hide the transport header: trace's verdict still", "[root]") {
+  enter_scratch_namespace();
+  const ir::Ruleset rs = test::sample_ruleset();
+  EbpfBackend backend(PluginContext{"test"});
+  apply(backend, rs);
+  Kernel kernel("test");
+  std::size_t checked = 0, dropped = 0;
+  for (const auto& p : test::sample_packets()) {
+    if (p.src.family != ir::Family::ipv6 || p.iif.empty() || (p.protocol != 6 && p.protocol != 17)) continue;
+    const bool expected = trace::evaluate(rs, p).delivered;
+    const int ifindex = static_cast<int>(if_nametoindex(p.iif.c_str()));
+    const int fd = Kernel::attached_program(ifindex, true);
+    REQUIRE(fd >= 0);
+    for (std::uint8_t kind : {0, 43, 44, 60}) {
+      test::clear_conntrack(kernel.pin_dir());
+      const auto run =
+          test::test_run_frame(fd, test::with_ipv6_extension(test::frame_of(p), kind), ifindex, p.mark);
+      INFO(test::describe(p) << " behind extension header " << int(kind));
+      CHECK((run.retval == TC_ACT_SHOT) == !expected);
+      ++checked;
+      dropped += expected ? 0 : 1;
+    }
+    close(fd);
+  }
+  CHECK(checked >= 8);
+  CHECK(dropped >= 4);  // a rule that drops by port is not passed by with an extension header
 }
 
 TEST_CASE("port runs skip only rules that cannot match", "[root]") {
