@@ -672,10 +672,17 @@ static __always_inline void ct_store(const struct fwe_pkt* pkt, int reverse,
   bpf_map_update_elem(&fwe_ct6, &key, value, BPF_ANY);
 }
 
+/* ICMP other than echo is no flow: its key would be the two addresses alone, so that anything one
+ * host sent the other would make every ICMP type back established. It is always judged as new. */
+static __always_inline int ct_flowless(const struct fwe_pkt* pkt) {
+  return (pkt->proto == IPPROTO_ICMP || pkt->proto == IPPROTO_ICMPV6) && !is_echo(pkt);
+}
+
 /* Our own conntrack: a reply of an allowed flow is established; the original direction becomes
  * established once a reply has been seen, as in the kernel's conntrack. Everything else is new. */
 static __always_inline __u8 ct_state_of(struct fwe_eval* ev) {
   const struct fwe_pkt* pkt = &ev->pkt;
+  if (ct_flowless(pkt)) return FWE_CT_NEW;
   struct fwe_ct_value* v = ct_lookup(pkt, 0);
   if (!v) return FWE_CT_NEW;
   if (v->untracked) {
@@ -711,6 +718,7 @@ static __always_inline void ct_see_reply(const struct fwe_eval* ev) {
 }
 
 static __always_inline void ct_commit(const struct fwe_eval* ev) {
+  if (ct_flowless(&ev->pkt)) return;
   struct fwe_ct_value value = {};
   if (ev->untracked) {
     /* A marker for its reply (which the kernel has no entry for), and, out on lo, for the packet's

@@ -132,6 +132,27 @@ TEST_CASE("IPv6 extension headers do not hide the transport header: trace's verd
   CHECK(dropped >= 4);  // a rule that drops by port is not passed by with an extension header
 }
 
+TEST_CASE("ICMP other than echo makes no flow: what the host sent does not let another type back in",
+          "[root]") {
+  enter_scratch_namespace();
+  const ir::Ruleset rs = test::sample_ruleset();
+  EbpfBackend backend(PluginContext{"test"});
+  apply(backend, rs);
+  Kernel kernel("test");
+  test::clear_conntrack(kernel.pin_dir());
+  auto unreachable = test::packet("", "d0", "2001:db8::1", "2001:db8::20", 58, 0, 0);
+  unreachable.icmp_type = 1;
+  unreachable.icmp_code = 4;
+  REQUIRE(trace::evaluate(rs, unreachable).delivered);
+  REQUIRE(delivered(unreachable));
+  auto exceeded = test::packet("d0", "", "2001:db8::20", "2001:db8::1", 58, 0, 0);
+  exceeded.icmp_type = 3;
+  const bool expected = trace::evaluate(rs, exceeded).delivered;  // judged as new
+  CHECK_FALSE(expected);
+  CHECK(delivered(exceeded) == expected);
+  CHECK(test::count_entries(kernel.pin_dir(), "fwe_ct6") == 0);
+}
+
 TEST_CASE("port runs skip only rules that cannot match", "[root]") {
   enter_scratch_namespace();
   EbpfBackend backend(PluginContext{"test"});
