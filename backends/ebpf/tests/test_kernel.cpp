@@ -65,6 +65,17 @@ struct Outcomes {
 };
 
 // Applies rs and checks each packet, each the first of its flow, against trace's verdict.
+// The sample ruleset, applied in a scratch namespace of its own.
+struct SampleApplied {
+  ir::Ruleset rs = test::sample_ruleset();
+  EbpfBackend backend{PluginContext{"test"}};
+  Kernel kernel{"test"};
+  SampleApplied() {
+    enter_scratch_namespace();
+    apply(backend, rs);
+  }
+};
+
 Outcomes check_against_trace(EbpfBackend& backend, const ir::Ruleset& rs,
                              const std::vector<trace::Packet>& packets) {
   apply(backend, rs);
@@ -83,14 +94,11 @@ Outcomes check_against_trace(EbpfBackend& backend, const ir::Ruleset& rs,
 }  // namespace
 
 TEST_CASE("every sample packet and its reply get trace's verdict", "[root]") {
-  enter_scratch_namespace();
-  const ir::Ruleset rs = test::sample_ruleset();
-  EbpfBackend backend(PluginContext{"test"});
-  apply(backend, rs);
-  Kernel kernel("test");
+  const SampleApplied sample;
+  const ir::Ruleset& rs = sample.rs;
   std::size_t passed = 0, dropped = 0;
   for (const auto& p : test::sample_packets()) {
-    test::clear_conntrack(kernel.pin_dir());
+    test::clear_conntrack(sample.kernel.pin_dir());
     const trace::Result expected = trace::evaluate(rs, p);
     ++(expected.delivered ? passed : dropped);
     INFO(test::describe(p));
@@ -105,11 +113,8 @@ TEST_CASE("every sample packet and its reply get trace's verdict", "[root]") {
 }
 
 TEST_CASE("IPv6 extension headers do not hide the transport header: trace's verdict still", "[root]") {
-  enter_scratch_namespace();
-  const ir::Ruleset rs = test::sample_ruleset();
-  EbpfBackend backend(PluginContext{"test"});
-  apply(backend, rs);
-  Kernel kernel("test");
+  const SampleApplied sample;
+  const ir::Ruleset& rs = sample.rs;
   std::size_t checked = 0, dropped = 0;
   for (const auto& p : test::sample_packets()) {
     if (p.src.family != ir::Family::ipv6 || p.iif.empty() || (p.protocol != 6 && p.protocol != 17)) continue;
@@ -118,7 +123,7 @@ TEST_CASE("IPv6 extension headers do not hide the transport header: trace's verd
     const int fd = Kernel::attached_program(ifindex, true);
     REQUIRE(fd >= 0);
     for (std::uint8_t kind : {0, 43, 44, 60}) {
-      test::clear_conntrack(kernel.pin_dir());
+      test::clear_conntrack(sample.kernel.pin_dir());
       const auto run =
           test::test_run_frame(fd, test::with_ipv6_extension(test::frame_of(p), kind), ifindex, p.mark);
       INFO(test::describe(p) << " behind extension header " << int(kind));
@@ -134,12 +139,9 @@ TEST_CASE("IPv6 extension headers do not hide the transport header: trace's verd
 
 TEST_CASE("ICMP other than echo makes no flow: what the host sent does not let another type back in",
           "[root]") {
-  enter_scratch_namespace();
-  const ir::Ruleset rs = test::sample_ruleset();
-  EbpfBackend backend(PluginContext{"test"});
-  apply(backend, rs);
-  Kernel kernel("test");
-  test::clear_conntrack(kernel.pin_dir());
+  const SampleApplied sample;
+  const ir::Ruleset& rs = sample.rs;
+  test::clear_conntrack(sample.kernel.pin_dir());
   auto unreachable = test::packet("", "d0", "2001:db8::1", "2001:db8::20", 58, 0, 0);
   unreachable.icmp_type = 1;
   unreachable.icmp_code = 4;
@@ -150,7 +152,7 @@ TEST_CASE("ICMP other than echo makes no flow: what the host sent does not let a
   const bool expected = trace::evaluate(rs, exceeded).delivered;  // judged as new
   CHECK_FALSE(expected);
   CHECK(delivered(exceeded) == expected);
-  CHECK(test::count_entries(kernel.pin_dir(), "fwe_ct6") == 0);
+  CHECK(test::count_entries(sample.kernel.pin_dir(), "fwe_ct6") == 0);
 }
 
 TEST_CASE("port runs skip only rules that cannot match", "[root]") {
