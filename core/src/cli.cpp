@@ -43,6 +43,12 @@ using nlohmann::json;
 
 namespace {
 
+// A --json answer: what it quotes of the input (messages, origins, paths, foreign rules) need not be
+// UTF-8, and a byte that is not becomes U+FFFD instead of an exception.
+std::string json_text(const json& j, int indent = -1) {
+  return j.dump(indent, ' ', false, json::error_handler_t::replace);
+}
+
 constexpr const char* kDefaultConfig = "/etc/fwengine/fwengine.conf";
 
 struct CommandInfo {
@@ -625,7 +631,8 @@ class Session {
       return "no network namespace '" + o_.netns + "' to start in";
     auto be = backend();
     auto fe = loader_.frontend(o_.frontend, context());
-    const auto sources = frontend_request(*fe).sources;
+    const FrontendRequest request = frontend_request(*fe);
+    const auto& sources = request.sources;
     if (watching)
       for (const auto& source : sources)
         if (std::error_code ec;
@@ -633,7 +640,7 @@ class Session {
           return "--watch cannot follow " + source + ": no directory " + ServiceLoop::watch_dir(source);
     const auto stores = std::count_if(sources.begin(), sources.end(), is_url);
     if (stores > 1) return "one store per daemon, not " + std::to_string(stores);
-    fe->check_sources(frontend_request(*fe));
+    fe->check_sources(request);
     // A store's policy is the daemon's to follow once it starts (it waits for the store, or uses its
     // cache): only a policy from files is read here.
     if (stores == 0 && (!compile(*fe) || !render(*be))) return first_error("the policy read with it");
@@ -729,8 +736,8 @@ class Session {
   int fail_input() {
     print_diagnostics();
     if (o_.json)  // messages quote the input, which need not be UTF-8
-      std::cout << json{{"ok", false}, {"errors", diag_.error_count()}, {"diagnostics", diagnostics_json()}}
-                       .dump(-1, ' ', false, json::error_handler_t::replace)
+      std::cout << json_text(
+                       {{"ok", false}, {"errors", diag_.error_count()}, {"diagnostics", diagnostics_json()}})
                 << '\n';
     return 2;
   }
@@ -823,14 +830,14 @@ class Session {
     hash();
     phase_ms_.hash += hashing.lap();
     if (o_.json)
-      std::cout << json{{"ok", true},
+      std::cout << json_text(
+                       {{"ok", true},
                         {"hash", hash()},
                         {"chains", chains},
                         {"rules", rules},
                         {"diagnostics", diagnostics_json()},  // warnings and notes: what was left out
                         {"ms",
-                         {{"read", phase_ms_.read}, {"passes", phase_ms_.passes}, {"hash", phase_ms_.hash}}}}
-                       .dump(-1, ' ', false, json::error_handler_t::replace)
+                         {{"read", phase_ms_.read}, {"passes", phase_ms_.passes}, {"hash", phase_ms_.hash}}}})
                 << '\n';
     else
       std::cout << "ok: " << chains << " chains, " << rules << " rules, " << ruleset_.sets.size()
@@ -1098,7 +1105,7 @@ class Session {
       j["open"] = open;
       if (reply_result) j["reply"] = result_json(*reply, *reply_result);
       if (later_result) j["later"] = result_json(*later, *later_result);
-      std::cout << j.dump(2, ' ', false, json::error_handler_t::replace) << '\n';  // origins quote input
+      std::cout << json_text(j, 2) << '\n';
       return 0;
     }
     print_result(packet, result, "packet: ");
@@ -1257,8 +1264,7 @@ class Session {
     auto plan = render(*be);
     if (!plan) return fail_input();
     if (o_.json)
-      std::cout << json{{"backend", o_.backend}, {"hash", hash()}, {"text", plan->text(hash())}}.dump(
-                       2, ' ', false, json::error_handler_t::replace)
+      std::cout << json_text({{"backend", o_.backend}, {"hash", hash()}, {"text", plan->text(hash())}}, 2)
                 << '\n';
     else
       std::cout << plan->text(hash());
@@ -1301,11 +1307,11 @@ class Session {
                             shown(o_.backend_options));
     bool same = state.present && state.ir_hash == hash() && state.drift.empty();
     if (o_.json) {
-      std::cout << json{{"same", same},
-                        {"kernel-hash", state.ir_hash},
-                        {"policy-hash", hash()},
-                        {"drift", state.drift}}  // may quote foreign rules
-                       .dump(2, ' ', false, json::error_handler_t::replace)
+      std::cout << json_text({{"same", same},
+                              {"kernel-hash", state.ir_hash},
+                              {"policy-hash", hash()},
+                              {"drift", state.drift}},
+                             2)
                 << '\n';
     } else if (same) {
       std::cout << "no difference: the kernel holds IR " << hash() << '\n';
@@ -1724,38 +1730,38 @@ class Session {
                             {"bytes", c.bytes}});
       const auto pending = load_pending(o_.netns);
       const auto failure = state::last_failure(o_.netns);
-      std::cout << json{{"backend", o_.backend},
-                        {"present", state.present},
-                        {"hash", state.ir_hash},
-                        {"counters", counters},
-                        {"drift", state.drift},
-                        {"applied", applied ? json{{"backend", applied->backend},
-                                                   {"frontend", applied->frontend},
-                                                   {"sources", applied->sources},
-                                                   {"frontend-options", applied->frontend_options},
-                                                   {"backend-options", applied->backend_options},
-                                                   {"time", applied->time},
-                                                   {"hash", applied->hash},
-                                                   {"revision", applied->revision},
-                                                   {"rules", applied->rules}}
-                                            : json(nullptr)},
-                        {"left-behind", left_json},
-                        {"waiting-for-confirmation",
-                         pending ? json{{"deadline", pending->deadline}} : json(nullptr)},
-                        {"last-reload-failed",
-                         failure ? json{{"time", failure->time}, {"message", failure->message}}
-                                 : json(nullptr)},
-                        {"rolled-back", rolled ? json{{"time", rolled->time},
-                                                      {"unconfirmed", rolled->unconfirmed},
-                                                      {"exit", rolled->exit_code}}
-                                               : json(nullptr)},
-                        {"source", source ? json{{"url", source->url},
-                                                 {"reachable", source->reachable},
-                                                 {"revision", source->revision},
-                                                 {"message", source->message},
-                                                 {"time", source->time}}
-                                          : json(nullptr)}}
-                       .dump(2, ' ', false, json::error_handler_t::replace)
+      std::cout << json_text({{"backend", o_.backend},
+                              {"present", state.present},
+                              {"hash", state.ir_hash},
+                              {"counters", counters},
+                              {"drift", state.drift},
+                              {"applied", applied ? json{{"backend", applied->backend},
+                                                         {"frontend", applied->frontend},
+                                                         {"sources", applied->sources},
+                                                         {"frontend-options", applied->frontend_options},
+                                                         {"backend-options", applied->backend_options},
+                                                         {"time", applied->time},
+                                                         {"hash", applied->hash},
+                                                         {"revision", applied->revision},
+                                                         {"rules", applied->rules}}
+                                                  : json(nullptr)},
+                              {"left-behind", left_json},
+                              {"waiting-for-confirmation",
+                               pending ? json{{"deadline", pending->deadline}} : json(nullptr)},
+                              {"last-reload-failed",
+                               failure ? json{{"time", failure->time}, {"message", failure->message}}
+                                       : json(nullptr)},
+                              {"rolled-back", rolled ? json{{"time", rolled->time},
+                                                            {"unconfirmed", rolled->unconfirmed},
+                                                            {"exit", rolled->exit_code}}
+                                                     : json(nullptr)},
+                              {"source", source ? json{{"url", source->url},
+                                                       {"reachable", source->reachable},
+                                                       {"revision", source->revision},
+                                                       {"message", source->message},
+                                                       {"time", source->time}}
+                                                : json(nullptr)}},
+                             2)
                 << '\n';
       return 0;
     }
@@ -1952,10 +1958,7 @@ int report_error(const std::optional<Session>& session, int argc, char** argv, c
       session
           ? session->wants_json()
           : std::any_of(argv + 1, argv + argc, [](const char* a) { return std::string_view(a) == "--json"; });
-  if (json_wanted)
-    std::cout << json{{"ok", false}, {"error", message}, {"exit", code}}.dump(-1, ' ', false,
-                                                                              json::error_handler_t::replace)
-              << '\n';
+  if (json_wanted) std::cout << json_text({{"ok", false}, {"error", message}, {"exit", code}}) << '\n';
   return code;
 }
 
