@@ -170,12 +170,14 @@ def parse_topology(spec, where):
     for name, ns_spec in (spec.get("namespaces") or {}).items():
         ns_where = f"{where}.namespaces.{name}"
         ns_spec = ns_spec or {}
-        check_keys(ns_spec, {"sysctls", "routes", "dummies"}, ns_where)
+        check_keys(ns_spec, {"sysctls", "routes", "dummies", "bridges"}, ns_where)
         namespaces[name] = {
             "sysctls": {str(k): str(v) for k, v in (ns_spec.get("sysctls") or {}).items()},
             "routes": [str(r) for r in as_list(ns_spec.get("routes"), f"{ns_where}.routes")],
             "dummies": [parse_interface(d, f"{ns_where}.dummies[{i}]")
                         for i, d in enumerate(as_list(ns_spec.get("dummies"), f"{ns_where}.dummies"))],
+            "bridges": [parse_bridge(b, f"{ns_where}.bridges[{i}]")
+                        for i, b in enumerate(as_list(ns_spec.get("bridges"), f"{ns_where}.bridges"))],
         }
     links = []
     for index, link in enumerate(as_list(spec.get("links"), f"{where}.links")):
@@ -184,9 +186,23 @@ def parse_topology(spec, where):
             raise ScenarioError(f"{link_where}: a link names exactly two namespaces, each with ifname/addresses")
         ends = [(ns, parse_interface(end, f"{link_where}.{ns}")) for ns, end in link.items()]
         for ns, _ in ends:
-            namespaces.setdefault(ns, {"sysctls": {}, "routes": [], "dummies": []})
+            namespaces.setdefault(ns, {"sysctls": {}, "routes": [], "dummies": [], "bridges": []})
         links.append(ends)
+    link_ends = {(ns, end["ifname"]) for ends in links for ns, end in ends}
+    for name, ns_spec in namespaces.items():
+        for bridge in ns_spec["bridges"]:
+            for port in bridge["ports"]:
+                if (name, port) not in link_ends:
+                    raise ScenarioError(f"{where}.namespaces.{name}.bridges: port '{port}' is no link end in {name}")
     return {"namespaces": namespaces, "links": links}
+
+
+def parse_bridge(spec, where):
+    """A bridge whose ports are link ends of its namespace; its addresses are the namespace's on that LAN."""
+    check_keys(spec, {"ifname", "addresses", "ports"}, where, required=("ifname", "ports"))
+    bridge = parse_interface({k: v for k, v in spec.items() if k != "ports"}, where)
+    bridge["ports"] = [str(port) for port in as_list(spec["ports"], f"{where}.ports")]
+    return bridge
 
 
 def parse_probe(spec, where, namespaces):
@@ -359,10 +375,16 @@ class Topology:
         self.redirect_addresses = {}  # (ns, ifname, family, scope) -> address, see redirect_address
         self.source_routes = {}  # (ns, address) -> interface or "none", see source_route
         self.interfaces = {ns: ["lo"] + [d["ifname"] for d in spec["namespaces"][ns]["dummies"]]
+                           + [b["ifname"] for b in spec["namespaces"][ns]["bridges"]]
                            for ns in spec["namespaces"]}
+        self.bridge_of = {}  # (ns, port) -> the bridge it is a port of
         for ns, ns_spec in spec["namespaces"].items():
             for dummy in ns_spec["dummies"]:
                 self._own(ns, dummy["addresses"])
+            for bridge in ns_spec["bridges"]:
+                self._own(ns, bridge["addresses"])
+                for port in bridge["ports"]:
+                    self.bridge_of[(ns, port)] = bridge
         for (ns_a, end_a), (ns_b, end_b) in spec["links"]:
             self._own(ns_a, end_a["addresses"])
             self._own(ns_b, end_b["addresses"])
@@ -412,6 +434,10 @@ class Topology:
             for dummy in ns_spec["dummies"]:
                 self._add_dummy(ns, dummy["ifname"])
                 setup[ns] += address_commands(dummy) + [f"link set {dummy['ifname']} up"]
+            for bridge in ns_spec["bridges"]:
+                setup[ns] += [f"link add name {bridge['ifname']} type bridge"]
+                setup[ns] += [f"link set {port} master {bridge['ifname']}" for port in bridge["ports"]]
+                setup[ns] += address_commands(bridge) + [f"link set {bridge['ifname']} up"]
         for ns, lines in setup.items():
             self.ip_batch(ns, lines)
         self._add_static_neighbours()
@@ -435,12 +461,28 @@ class Topology:
         lines = {ns: [] for ns in self.names}
         for (ns_a, end_a), (ns_b, end_b) in self.spec["links"]:
             for (ns, end), (peer_ns, peer_end) in (((ns_a, end_a), (ns_b, end_b)), ((ns_b, end_b), (ns_a, end_a))):
-                mac = macs[(peer_ns, peer_end["ifname"])]
-                for address in peer_end["addresses"]:
-                    ip = ipaddress.ip_interface(address).ip
-                    lines[ns].append(f"neigh replace {ip} lladdr {mac} dev {end['ifname']} nud permanent")
+                # A bridge port's neighbours are the bridge's; behind a port are the bridge's addresses
+                # (a frame to the port's MAC goes up to the bridge) and those of the bridge's other LANs.
+                device = self.bridge_of.get((ns, end["ifname"]), end)["ifname"]
+                reachable = [(peer_end["addresses"], macs[(peer_ns, peer_end["ifname"])])]
+                bridge = self.bridge_of.get((peer_ns, peer_end["ifname"]))
+                if bridge:
+                    reachable.append((bridge["addresses"], macs[(peer_ns, peer_end["ifname"])]))
+                    for port in bridge["ports"]:
+                        if port != peer_end["ifname"]:
+                            far_ns, far_if = self.peers[(peer_ns, port)]
+                            far_end = self._link_end(far_ns, far_if)
+                            reachable.append((far_end["addresses"], macs[(far_ns, far_if)]))
+                for addresses, mac in reachable:
+                    for address in addresses:
+                        ip = ipaddress.ip_interface(address).ip
+                        lines[ns].append(f"neigh replace {ip} lladdr {mac} dev {device} nud permanent")
         for ns, batch in lines.items():
             self.ip_batch(ns, batch)
+
+    def _link_end(self, ns, ifname):
+        return next(end for link in self.spec["links"] for end_ns, end in link
+                    if end_ns == ns and end["ifname"] == ifname)
 
     def start_agents(self):
         for ns, name in self.names.items():
@@ -514,6 +556,14 @@ class Topology:
             self.source_routes[key] = route["dev"] if usable else "none"
         return self.source_routes[key]
 
+    def bridge_calls_netfilter(self, ns, dst):
+        """Whether the namespace's bridges hand frames of dst's family to netfilter (br_netfilter's
+        bridge-nf-call-iptables / -ip6tables; no such file: the module is not loaded)."""
+        table = "ip6tables" if ipaddress.ip_address(dst).version == 6 else "iptables"
+        completed = run_command(["ip", "netns", "exec", self.names[ns], "cat",
+                                 f"/proc/sys/net/bridge/bridge-nf-call-{table}"], check=False)
+        return completed.returncode == 0 and completed.stdout.strip() == "1"
+
     def trace_packets(self, host, probe):
         """Which packet(s) `fwengine trace` must evaluate for this probe, as seen by the protected host:
         interfaces found by following the kernel's routes from the probe's namespace to the host. Empty if
@@ -536,6 +586,16 @@ class Topology:
                 if route.get("type") == "local" or (current, route.get("dev")) not in self.peers:
                     break
                 peer_ns, peer_if = self.peers[(current, route["dev"])]
+                bridge = self.bridge_of.get((peer_ns, peer_if))
+                if peer_ns == host and bridge:
+                    # It comes up on the bridge; or it is switched across to another of its LANs, where
+                    # netfilter sees it only if br_netfilter passes bridged frames to it (as forwarded
+                    # from the bridge to the bridge), else no stage does.
+                    owner = self.owner.get(probe["to"])
+                    switched = any(self.peers[(host, port)][0] == owner for port in bridge["ports"])
+                    if switched and not self.bridge_calls_netfilter(host, probe["to"]):
+                        break
+                    peer_if = bridge["ifname"]
                 if peer_ns == host:
                     onward = self.route_get(host, probe["to"])
                     local = onward.get("type") == "local" or onward.get("dev") == "lo"

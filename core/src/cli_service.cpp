@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
-#include <net/if.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/inotify.h>
@@ -465,15 +464,71 @@ void ServiceLoop::follow_links() {
   take_links(false);
 }
 
+namespace {
+
+struct LinkMessage {
+  int index = 0;
+  std::string name;
+  int master = 0;
+};
+
+// The interface an RTM_NEWLINK message (news or a dump's answer) tells of.
+std::optional<LinkMessage> link_message(const nlmsghdr* h) {
+  if (h->nlmsg_type != RTM_NEWLINK || h->nlmsg_len < NLMSG_LENGTH(sizeof(ifinfomsg))) return std::nullopt;
+  const auto* info = static_cast<const ifinfomsg*>(NLMSG_DATA(h));
+  LinkMessage link{info->ifi_index, {}, 0};
+  auto length = static_cast<int>(IFLA_PAYLOAD(h));
+  for (const auto* a = IFLA_RTA(info); RTA_OK(a, length); a = RTA_NEXT(a, length)) {
+    if (a->rta_type == IFLA_IFNAME) {
+      const auto* text = static_cast<const char*>(RTA_DATA(a));
+      link.name.assign(text, strnlen(text, RTA_PAYLOAD(a)));
+    } else if (a->rta_type == IFLA_MASTER && RTA_PAYLOAD(a) >= sizeof(std::uint32_t)) {
+      std::uint32_t index = 0;
+      std::memcpy(&index, RTA_DATA(a), sizeof index);
+      link.master = static_cast<int>(index);
+    }
+  }
+  return link;
+}
+
+}  // namespace
+
 void ServiceLoop::take_links(bool report) {
-  std::map<int, std::string> now;
-  struct if_nameindex* all = if_nameindex();
-  if (all == nullptr) return;  // nothing known better than before
-  for (auto* i = all; i->if_index != 0; ++i) now.emplace(static_cast<int>(i->if_index), i->if_name);
-  if_freenameindex(all);
+  const int nl = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  if (nl < 0) return;  // nothing known better than before
+  struct {
+    nlmsghdr header;
+    ifinfomsg link;
+  } request{};
+  request.header.nlmsg_len = sizeof request;
+  request.header.nlmsg_type = RTM_GETLINK;
+  request.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  request.link.ifi_family = AF_UNSPEC;
+  std::map<int, Link> now;
+  bool complete = send(nl, &request, sizeof request, 0) == static_cast<ssize_t>(sizeof request);
+  std::vector<char> buf(65536);
+  for (bool done = !complete; !done;) {
+    ssize_t n = recv(nl, buf.data(), buf.size(), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      complete = false;
+      break;
+    }
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buf.data()); NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
+      if (h->nlmsg_type == NLMSG_DONE) done = true;
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        complete = false;
+        done = true;
+      }
+      if (auto link = link_message(h)) now[link->index] = {std::move(link->name), link->master};
+    }
+  }
+  close(nl);
+  if (!complete) return;
   if (report)
-    for (const auto& [index, name] : now)
-      if (auto it = links_.find(index); it == links_.end() || it->second != name) new_links_.push_back(name);
+    for (const auto& [index, link] : now)
+      if (auto it = links_.find(index); it == links_.end() || it->second != link)
+        new_links_.push_back(link.name);
   links_ = std::move(now);
 }
 
@@ -490,26 +545,18 @@ void ServiceLoop::read_link_news() {
     }
     if (n <= 0) break;  // all read
     for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
-      if ((h->nlmsg_type != RTM_NEWLINK && h->nlmsg_type != RTM_DELLINK) ||
-          h->nlmsg_len < NLMSG_LENGTH(sizeof(ifinfomsg)))
-        continue;
-      const auto* info = static_cast<const ifinfomsg*>(NLMSG_DATA(h));
-      if (h->nlmsg_type == RTM_DELLINK) {
-        links_.erase(info->ifi_index);
+      if (h->nlmsg_type == RTM_DELLINK && h->nlmsg_len >= NLMSG_LENGTH(sizeof(ifinfomsg))) {
+        links_.erase(static_cast<const ifinfomsg*>(NLMSG_DATA(h))->ifi_index);
         continue;
       }
-      std::string name;
-      auto length = static_cast<int>(IFLA_PAYLOAD(h));
-      for (auto* a = IFLA_RTA(info); RTA_OK(a, length); a = RTA_NEXT(a, length))
-        if (a->rta_type == IFLA_IFNAME) {
-          const auto* text = static_cast<const char*>(RTA_DATA(a));
-          name.assign(text, strnlen(text, RTA_PAYLOAD(a)));
-        }
+      auto news = link_message(h);
+      if (!news) continue;
       // Other news of a known interface (up, down, carrier, MTU) changes nothing a backend bound.
-      auto [it, added] = links_.try_emplace(info->ifi_index, name);
-      if (added || it->second != name) {
-        it->second = name;
-        new_links_.push_back(name);
+      Link link{std::move(news->name), news->master};
+      auto [it, added] = links_.try_emplace(news->index, link);
+      if (added || it->second != link) {
+        it->second = link;
+        new_links_.push_back(link.name);
       }
     }
   }

@@ -116,10 +116,11 @@ class ServiceLoop {
   void follow(int source_fd) { source_fd_ = source_fd; }
   // Wakes with Wake::tick when nothing else happened for this long.
   void tick_every(std::chrono::milliseconds period) { tick_ = period; }
-  // Wakes with Wake::links when an interface appears or is renamed in this network namespace: for
-  // backends that bind to interfaces when they apply. The interfaces there now are the baseline.
+  // Wakes with Wake::links when an interface appears, is renamed, or is put under a master (a bridge, a
+  // bond) or taken from one in this network namespace: for backends that bind to interfaces when they
+  // apply. The interfaces there now are the baseline.
   void follow_links();
-  // The names of the interfaces that appeared or were renamed since the last Wake::links.
+  // The names of the interfaces that appeared, were renamed or changed master since the last Wake::links.
   const std::vector<std::string>& new_links() const { return new_links_; }
   ~ServiceLoop();
   ServiceLoop(const ServiceLoop&) = delete;
@@ -141,10 +142,15 @@ class ServiceLoop {
   int inotify_fd_ = -1;
   int source_fd_ = -1;
   int link_fd_ = -1;
-  std::map<int, std::string> links_;  // ifindex -> name, as last seen
+  struct Link {
+    std::string name;
+    int master = 0;  // ifindex of the bridge, bond or VRF it is in; 0: none
+    bool operator==(const Link&) const = default;
+  };
+  std::map<int, Link> links_;  // by ifindex, as last seen
   std::vector<std::string> new_links_;
   std::optional<std::chrono::milliseconds> tick_;
-  // Reads the link messages waiting; records new and renamed interfaces in new_links_.
+  // Reads the link messages waiting; records new, renamed and re-mastered interfaces in new_links_.
   void read_link_news();
   // Compares the interfaces there now with links_ (report: record the differences in new_links_).
   void take_links(bool report);

@@ -8,7 +8,6 @@
 #include <linux/netlink.h>
 #include <linux/pkt_sched.h>
 #include <linux/rtnetlink.h>
-#include <net/if.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -96,14 +95,64 @@ using Skeleton = std::unique_ptr<fwengine_bpf, SkeletonDeleter>;
 struct Interface {
   int index;
   std::string name;
+  // A port of a bridge, bond, team or Open vSwitch: what comes in on it goes on up to its master, where
+  // netfilter sees it (or across the bridge, where netfilter does not), and what goes out on it came
+  // down from there. Judged on the master only, as nft judges it; a VRF's member is judged as itself.
+  bool stacked = false;
 };
 
+// The interfaces of the current namespace, with their masters' kinds (an RTM_GETLINK dump).
 std::vector<Interface> interfaces() {
+  const Fd nl(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
+  if (nl.fd < 0) fail("listing interfaces", errno);
+  struct {
+    nlmsghdr header;
+    ifinfomsg link;
+  } request{};
+  request.header.nlmsg_len = sizeof request;
+  request.header.nlmsg_type = RTM_GETLINK;
+  request.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  request.link.ifi_family = AF_UNSPEC;
+  if (send(nl.fd, &request, sizeof request, 0) < 0) fail("listing interfaces", errno);
   std::vector<Interface> out;
-  struct if_nameindex* list = if_nameindex();
-  if (list == nullptr) fail("listing interfaces", errno);
-  for (auto* i = list; i->if_index != 0; ++i) out.push_back({static_cast<int>(i->if_index), i->if_name});
-  if_freenameindex(list);
+  std::map<int, int> master_of;
+  std::map<int, std::string> kind_of;
+  std::vector<char> buf(65536);
+  for (bool done = false; !done;) {
+    ssize_t n = recv(nl.fd, buf.data(), buf.size(), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) fail("listing interfaces", n < 0 ? errno : EIO);
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buf.data()); NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
+      if (h->nlmsg_type == NLMSG_DONE) done = true;
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        const auto* error = static_cast<const nlmsgerr*>(NLMSG_DATA(h));
+        fail("listing interfaces", error->error);
+      }
+      if (h->nlmsg_type != RTM_NEWLINK || h->nlmsg_len < NLMSG_LENGTH(sizeof(ifinfomsg))) continue;
+      const auto* link = static_cast<const ifinfomsg*>(NLMSG_DATA(h));
+      Interface& iface = out.emplace_back(Interface{link->ifi_index, {}});
+      auto length = static_cast<int>(IFLA_PAYLOAD(h));
+      for (auto* a = IFLA_RTA(link); RTA_OK(a, length); a = RTA_NEXT(a, length)) {
+        if (a->rta_type == IFLA_IFNAME) {
+          const auto* text = static_cast<const char*>(RTA_DATA(a));
+          iface.name.assign(text, strnlen(text, RTA_PAYLOAD(a)));
+        } else if (a->rta_type == IFLA_MASTER && RTA_PAYLOAD(a) >= sizeof(__u32)) {
+          master_of[link->ifi_index] = static_cast<int>(*static_cast<const __u32*>(RTA_DATA(a)));
+        } else if (a->rta_type == IFLA_LINKINFO) {
+          auto info_length = static_cast<int>(RTA_PAYLOAD(a));
+          for (auto* i = static_cast<rtattr*>(RTA_DATA(a)); RTA_OK(i, info_length);
+               i = RTA_NEXT(i, info_length))
+            if (i->rta_type == IFLA_INFO_KIND) {
+              const auto* text = static_cast<const char*>(RTA_DATA(i));
+              kind_of[link->ifi_index].assign(text, strnlen(text, RTA_PAYLOAD(i)));
+            }
+        }
+      }
+    }
+  }
+  for (auto& iface : out)
+    if (auto master = master_of.find(iface.index); master != master_of.end() && master->second != 0)
+      iface.stacked = kind_of[master->second] != "vrf";
   return out;
 }
 
@@ -238,6 +287,20 @@ void attach(int ifindex, const std::string& ifname, bpf_tc_attach_point point, i
   if (rc == -ENODEV) return;
   if (rc == -EEXIST) refuse_foreign("classic BPF, or another filter without an eBPF program id");
   if (rc != 0) fail(std::string("attaching ") + ours + " to " + ifname, rc);
+}
+
+// Takes our programs off the interface's hooks; other programs' filters stay.
+void detach_ours(const Interface& iface) {
+  for (auto [point, ours] :
+       {std::pair{BPF_TC_INGRESS, kIngressName}, std::pair{BPF_TC_EGRESS, kEgressName}}) {
+    std::string name;
+    if (query_filter(iface.index, point, &name) == 0 || name != ours) continue;
+    bpf_tc_hook hook = hook_of(iface.index, point);
+    bpf_tc_opts opts = filter_opts();
+    // An interface that went meanwhile took its filters with it.
+    if (int rc = bpf_tc_detach(&hook, &opts); rc != 0 && rc != -ENODEV && rc != -ENOENT)
+      fail("detaching " + name + " from " + iface.name, rc);
+  }
 }
 
 struct PinnedMaps {
@@ -757,6 +820,10 @@ void Kernel::apply(const Program& program, const std::string& ir_hash, bool rebi
   forget_gone_hooks(maps.hooks.fd, ifaces);
   auto attach_all = [&] {
     for (const auto& iface : ifaces) {
+      if (iface.stacked) {
+        detach_ours(iface);  // put under a master since the last apply
+        continue;
+      }
       attach(iface.index, iface.name, BPF_TC_INGRESS, progs.ingress.fd, kIngressName, maps.hooks.fd);
       attach(iface.index, iface.name, BPF_TC_EGRESS, progs.egress.fd, kEgressName, maps.hooks.fd);
     }
@@ -774,6 +841,15 @@ void Kernel::apply(const Program& program, const std::string& ir_hash, bool rebi
       return;
     }
   }
+  // Maps whose generation in use holds no ruleset are read by no program for one (new maps, or those an
+  // apply left when it stopped before its flip): the new generation is made current before any program
+  // is attached. On maps in effect the programs come first: until the flip they read the generation
+  // still in use, and a program put on them early would let everything through.
+  fwe_meta in_effect{};
+  const __u32 active = config.active_gen & 1;
+  const bool maps_in_effect = !progs.new_maps &&
+                              bpf_map_lookup_elem(maps.meta.fd, &active, &in_effect) == 0 &&
+                              in_effect.ir_hash[0] != 0;
   clear_generation(generation, maps);
   // Two writes, so that a packet reading the config between them finds its generation's rpf bit right:
   // the new generation's bit first, then the flip.
@@ -790,13 +866,11 @@ void Kernel::apply(const Program& program, const std::string& ir_hash, bool rebi
     write_runs(program, generation, maps);
     write_iface_lists(program, generation, maps, ifaces);
     write_tables(program, generation, maps, ir_hash);
-    // On maps nothing reads yet, the new generation is current before any program runs on them; on maps
-    // in use, the programs come first: until the flip they read the generation still in use.
-    if (progs.new_maps) flip();
+    if (!maps_in_effect) flip();
     attaching = true;
     attach_all();
   } catch (RuntimeError& e) {
-    if (progs.new_maps && attaching) {
+    if (!maps_in_effect && attaching) {
       e.msg +=
           "\n  the interfaces attached so far run the new ruleset, the others the previous one; "
           "apply again";
@@ -807,7 +881,7 @@ void Kernel::apply(const Program& program, const std::string& ir_hash, bool rebi
     e.msg += "\n  the ruleset in effect is unchanged";
     throw;
   }
-  if (!progs.new_maps) flip();
+  if (maps_in_effect) flip();
 }
 
 KernelState Kernel::read_back() {
@@ -933,6 +1007,7 @@ KernelState Kernel::read_back() {
   text << rule_lines;
   for (auto& [key, counter] : counters) state.counters.push_back(std::move(counter));
   for (const auto& iface : interfaces()) {
+    if (iface.stacked) continue;
     std::string name;
     for (auto [point, ours] :
          {std::pair{BPF_TC_INGRESS, kIngressName}, std::pair{BPF_TC_EGRESS, kEgressName}}) {
@@ -950,16 +1025,7 @@ void Kernel::flush() {
   // layout, and the qdiscs this records are still fwengine's to remove.
   const Fd hooks(get_pinned(pin_dir_, "fwe_hooks"));
   for (const auto& iface : interfaces()) {
-    for (auto [point, ours] :
-         {std::pair{BPF_TC_INGRESS, kIngressName}, std::pair{BPF_TC_EGRESS, kEgressName}}) {
-      std::string name;
-      if (query_filter(iface.index, point, &name) == 0 || name != ours) continue;
-      bpf_tc_hook hook = hook_of(iface.index, point);
-      bpf_tc_opts opts = filter_opts();
-      // An interface that went meanwhile took its filters with it.
-      if (int rc = bpf_tc_detach(&hook, &opts); rc != 0 && rc != -ENODEV && rc != -ENOENT)
-        fail("detaching " + name + " from " + iface.name, rc);
-    }
+    detach_ours(iface);
     __u32 key = static_cast<__u32>(iface.index);
     __u8 created = 0;
     // A clsact fwengine made stays while another program's filters are on it (added after ours).

@@ -1,6 +1,7 @@
 // test_kernel.cpp - verdicts of the real programs through BPF_PROG_TEST_RUN, compared with trace.
 // Each test unshares a network and mount namespace of its own (its own bpffs too); needs root.
 #include <bpf/bpf.h>
+#include <bpf/libbpf.h>
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <net/if.h>
@@ -426,6 +427,65 @@ TEST_CASE("a policy change reuses the pinned programs and a program beside a rep
   CHECK(pinned_programs() == 2);
   test::clear_conntrack(pin_dir_for("test"));
   CHECK(delivered(ssh));
+}
+
+namespace {
+
+// Puts prog_fd at fwengine's place (handle 0xfe, priority 1) on the hook, over what is there.
+void put_program(const char* ifname, bpf_tc_attach_point point, int prog_fd) {
+  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(if_nametoindex(ifname)), .attach_point = point);
+  LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = prog_fd, .flags = BPF_TC_F_REPLACE, .handle = 0xfe,
+              .priority = 1);
+  REQUIRE(bpf_tc_attach(&hook, &opts) == 0);
+}
+
+}  // namespace
+
+TEST_CASE("maps an interrupted upgrade left are filled and made current before a program is put on them",
+          "[root]") {
+  SampleApplied sample;
+  const std::string dir = sample.kernel.pin_dir();
+  // The programs in effect, kept beyond their pins: the previous build's.
+  const int ingress = Kernel::attached_program(static_cast<int>(if_nametoindex("d0")), true);
+  const int egress = Kernel::attached_program(static_cast<int>(if_nametoindex("d0")), false);
+  REQUIRE(ingress >= 0);
+  REQUIRE(egress >= 0);
+  const __u32 previous = attached_ingress_id();
+  // An upgrade's apply that stopped before its flip: this build's programs and maps pinned, the
+  // maps' generation in use empty, and d0 still run by the previous build on its own maps.
+  std::vector<std::filesystem::path> pins;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) pins.push_back(entry.path());
+  for (const auto& pin : pins) std::filesystem::remove(pin);
+  apply(sample.backend, sample.rs);
+  const int config = bpf_obj_get((dir + "/fwe_config").c_str());
+  REQUIRE(config >= 0);
+  __u32 zero = 0;
+  fwe_config in_use{};
+  REQUIRE(bpf_map_lookup_elem(config, &zero, &in_use) == 0);
+  in_use.active_gen ^= 1;
+  REQUIRE(bpf_map_update_elem(config, &zero, &in_use, BPF_ANY) == 0);
+  close(config);
+  put_program("d0", BPF_TC_INGRESS, ingress);
+  put_program("d0", BPF_TC_EGRESS, egress);
+  close(ingress);
+  close(egress);
+  REQUIRE(attached_ingress_id() == previous);
+  // d1, attached after d0, refuses the next apply.
+  run("tc filter del dev d1 ingress pref 1 handle 0xfe bpf");
+  run("tc filter add dev d1 ingress pref 1 handle 0xfe bpf bytecode '1,6 0 0 0,' classid 1:1");
+
+  CHECK_THROWS_WITH(apply(sample.backend, sample.rs), Catch::Contains("already has a tc filter"));
+  CHECK(attached_ingress_id() != previous);
+  std::size_t dropped = 0;
+  for (const auto& p : test::sample_packets()) {
+    if (p.iif != "d0") continue;
+    test::clear_conntrack(dir);
+    const bool expected = trace::evaluate(sample.rs, p).delivered;
+    dropped += expected ? 0 : 1;
+    INFO(test::describe(p));
+    CHECK(delivered(p) == expected);
+  }
+  CHECK(dropped >= 2);
 }
 
 TEST_CASE("a rate-limited rule matches its burst and then stops", "[root]") {

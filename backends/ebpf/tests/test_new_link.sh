@@ -3,7 +3,8 @@
 # applies, so `fwengine daemon` binds what it enforces again when one appears or is renamed: an
 # interface created after the daemon started is filtered (real TCP from another namespace, every
 # verdict equal to trace's), a rule's name pattern follows a rename, the rule counters carry on, and
-# the policy file, changed on disk meanwhile, is not read (only a reload reads it), another writer's
+# the policy file, changed on disk meanwhile, is not read (only a reload reads it), a port put under a
+# bridge leaves the filtering to the bridge, another writer's
 # ruleset is left alone, a failed cover is shown by status until a good one; the record of the qdiscs
 # fwengine made forgets the interfaces that went away. Root; throwaway namespaces; exit 77
 # without.
@@ -170,6 +171,17 @@ holder_pid=""
 ip -n "$ns" link add eth5 type veth peer name eth5p
 must "the daemon covers eth5 once the lock is free" 20 covers 4
 check "the good cover clears the failure" 1 cover_failed
+# A port put under a bridge is judged as the bridge, as netfilter judges it: the daemon binds again when
+# an interface changes master, and the programs leave the port.
+ip -n "$ns" link add br0 type bridge
+ip -n "$ns" link set br0 up
+must "the daemon covers br0 when it appears" 20 covers 5
+ip -n "$ns" link set eth5 master br0
+must "the daemon covers eth5 again when it becomes a port of br0" 20 covers 6
+ours_on() { ip netns exec "$ns" tc filter show dev "$1" ingress | grep -q fwe_; }
+check "our programs are on br0" 0 ours_on br0
+check "and no longer on its port eth5" 1 ours_on eth5
+check "status finds no drift for the port" 1 bash -c "'$engine' --netns '$ns' --backend ebpf status | grep -q eth5"
 # Another writer's ruleset (an apply by hand) is not replaced when an interface appears: it stays until
 # the daemon's next reload.
 sed 's/dport: 80,/dport: 8080,/' "$work/policy.yaml" >"$work/other.yaml"
