@@ -284,8 +284,13 @@ def load_scenario(path):
     cases = []
     for index, case in enumerate(as_list(data.get("cases"), f"{where}: cases") or [{"name": "default"}]):
         case_where = f"{where}: cases[{index}]"
-        check_keys(case, {"name", "description", "policy", "probes", "expect", "decided_by", "unsupported"},
-                   case_where, required=("name",))
+        check_keys(case, {"name", "description", "policy", "probes", "expect", "decided_by", "unsupported",
+                          "sysctls"}, case_where, required=("name",))
+        sysctls = {}
+        for ns, values in (case.get("sysctls") or {}).items():
+            if ns not in namespaces or not isinstance(values, dict):
+                raise ScenarioError(f"{case_where}.sysctls: maps a namespace of the topology to its sysctls")
+            sysctls[ns] = {str(k): str(v) for k, v in values.items()}
         policy_spec = dict(default_policy or {})
         policy_spec.update(case.get("policy") or {})
         policy = parse_policy(policy_spec, f"{case_where}.policy", namespaces) if policy_spec else None
@@ -314,7 +319,7 @@ def load_scenario(path):
             if not isinstance(owner.get("unsupported") or {}, dict):
                 raise ScenarioError(f"{owner_where}: 'unsupported' maps a backend to the reason it refuses the policy")
             unsupported.update(owner.get("unsupported") or {})
-        cases.append({"name": case["name"], "policy": policy, "probes": probes,
+        cases.append({"name": case["name"], "policy": policy, "probes": probes, "sysctls": sysctls,
                       "unsupported": {str(k): str(v) for k, v in unsupported.items()}})
     name = data.get("name") or path.stem
     return {"name": name, "path": path, "topology": topology, "pre_rules": pre_rules, "listeners": listeners,
@@ -417,10 +422,9 @@ class Topology:
                        "net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.default.rp_filter": "0"}
             sysctls.update(self.spec["namespaces"][ns]["sysctls"])
             # Written to /proc/sys directly: no dependency on procps' sysctl.
-            pairs = [item for key, value in sysctls.items() for item in (key.replace(".", "/"), value)]
-            run_command(["ip", "netns", "exec", name, "sh", "-c",
-                         'while [ $# -gt 1 ]; do printf %s "$2" > "/proc/sys/$1" || exit 1; shift 2; done',
-                         "sysctl"] + pairs)
+            missing = self.set_sysctls(ns, sysctls)
+            if missing:
+                raise RuntimeError(f"namespace {ns}: the kernel has no sysctl {missing}")
             self.ip(ns, "link", "set", "lo", "up")
         setup = {ns: [] for ns in self.names}
         for (ns_a, end_a), (ns_b, end_b) in self.spec["links"]:
@@ -443,6 +447,18 @@ class Topology:
         self._add_static_neighbours()
         for ns, ns_spec in self.spec["namespaces"].items():
             self.ip_batch(ns, [f"route add {route}" for route in ns_spec["routes"]])
+
+    def set_sysctls(self, ns, sysctls):
+        """Written to /proc/sys directly: no dependency on procps' sysctl. Returns the first one the
+        kernel does not have (nothing written then), else None."""
+        pairs = [item for key, value in sysctls.items() for item in (key.replace(".", "/"), value)]
+        completed = run_command(["ip", "netns", "exec", self.names[ns], "sh", "-c",
+                                 'missing() { while [ $# -gt 1 ]; do [ -e "/proc/sys/$1" ] || { echo "$1"; return; }; '
+                                 'shift 2; done; return 1; }; missing "$@" && exit 0; '
+                                 'while [ $# -gt 1 ]; do printf %s "$2" > "/proc/sys/$1" || exit 1; shift 2; done',
+                                 "sysctl"] + pairs)
+        missing = completed.stdout.strip()
+        return missing.replace("/", ".") if missing else None
 
     def _add_dummy(self, ns, ifname):
         """A dummy interface; on kernels without the dummy driver an empty bridge, which holds local
@@ -958,6 +974,11 @@ def run_scenario(path, tag, backends, engine, options, report, pool):
                 report.skip(where, f"frontend plugin {case['policy']['frontend']} is not installed",
                             len(case["probes"]))
             else:
+                missing = next(filter(None, (topology.set_sysctls(ns, values)
+                                             for ns, values in case["sysctls"].items())), None)
+                if missing:
+                    report.skip(where, f"the kernel has no sysctl {missing}", len(case["probes"]) * len(backends))
+                    continue
                 for backend in backends:
                     run_case(scenario, case, backend, topology, engine, options, report, pool)
     except (CommandError, RuntimeError, OSError, subprocess.TimeoutExpired) as error:

@@ -177,6 +177,14 @@ struct fwe_config {
   __u32 rpf_gens;
 };
 
+/* A port of a bridge whose frames br_netfilter hands to netfilter (bridge-nf-call-iptables, -ip6tables):
+ * a frame switched to it from another port of that bridge is judged as forwarded from the bridge to the
+ * bridge, as netfilter judges it. */
+struct fwe_port {
+  __u32 bridge;   /* the bridge's ifindex */
+  __u32 families; /* bit 0: IPv4 frames, bit 1: IPv6 frames */
+};
+
 struct fwe_meta {
   char ir_hash[FWE_HASH_LEN];
 };

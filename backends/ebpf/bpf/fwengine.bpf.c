@@ -216,6 +216,15 @@ struct {
   __uint(pinning, LIBBPF_PIN_BY_NAME);
 } fwe_portindex SEC(".maps");
 
+/* Bridge ports by ifindex (struct fwe_port), where br_netfilter hands switched frames to netfilter. */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 16384);
+  __type(key, __u32);
+  __type(value, struct fwe_port);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} fwe_ports SEC(".maps");
+
 /* Interfaces whose clsact qdisc fwengine created (value 1), so flush removes only those. */
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
@@ -844,8 +853,33 @@ int fwe_ingress(struct __sk_buff* skb) {
   return finish(skb, &ev);
 }
 
+/* A frame on its way out of a bridge port: one switched from another port of the bridge is judged as
+ * netfilter judges it with br_netfilter, forwarded from the bridge to the bridge; one that came down
+ * from the bridge was decided there (sent by the host, or routed in from another interface). */
+static __always_inline int judge_switched(struct __sk_buff* skb, const struct fwe_port* port) {
+  __u32 from = skb->ingress_ifindex;
+  const struct fwe_port* in = from ? bpf_map_lookup_elem(&fwe_ports, &from) : 0;
+  if (!in || in->bridge != port->bridge) return FWE_PASS;
+  struct fwe_eval ev = {};
+  int started = start(skb, &ev);
+  if (started < 0) return started == FWE_UNREADABLE ? TC_ACT_SHOT : FWE_PASS;
+  if (!(port->families & (ev.pkt.family == 4 ? 1 : 2))) return FWE_PASS;
+  ev.pkt.iif = port->bridge;
+  ev.pkt.oif = port->bridge;
+  ev.pkt.has_mac = 1;
+  if (ev.need_rpf) ev.pkt.rpf_ok = reverse_path(skb, &ev.pkt);
+  if (!run_stage(&ev, FWE_STAGE_UNTRACKED_IN)) {
+    ct_see_reply(&ev);
+    if (!run_stage(&ev, FWE_STAGE_PREDNAT)) run_stage(&ev, FWE_STAGE_FORWARD);
+  }
+  return finish(skb, &ev);
+}
+
 SEC("tc")
 int fwe_egress(struct __sk_buff* skb) {
+  __u32 ifindex = skb->ifindex;
+  const struct fwe_port* port = bpf_map_lookup_elem(&fwe_ports, &ifindex);
+  if (port) return judge_switched(skb, port);
   if (skb->ingress_ifindex != 0) return FWE_PASS; /* forwarded: decided at its ingress */
   struct fwe_eval ev = {};
   int started = start(skb, &ev);

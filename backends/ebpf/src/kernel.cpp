@@ -99,6 +99,7 @@ struct Interface {
   // netfilter sees it (or across the bridge, where netfilter does not), and what goes out on it came
   // down from there. Judged on the master only, as nft judges it; a VRF's member is judged as itself.
   bool stacked = false;
+  int bridge = 0;  // the bridge it is a port of, 0 if none
 };
 
 // The interfaces of the current namespace, with their masters' kinds (an RTM_GETLINK dump).
@@ -151,8 +152,10 @@ std::vector<Interface> interfaces() {
     }
   }
   for (auto& iface : out)
-    if (auto master = master_of.find(iface.index); master != master_of.end() && master->second != 0)
+    if (auto master = master_of.find(iface.index); master != master_of.end() && master->second != 0) {
       iface.stacked = kind_of[master->second] != "vrf";
+      if (kind_of[master->second] == "bridge") iface.bridge = master->second;
+    }
   return out;
 }
 
@@ -289,23 +292,41 @@ void attach(int ifindex, const std::string& ifname, bpf_tc_attach_point point, i
   if (rc != 0) fail(std::string("attaching ") + ours + " to " + ifname, rc);
 }
 
-// Takes our programs off the interface's hooks; other programs' filters stay.
-void detach_ours(const Interface& iface) {
-  for (auto [point, ours] :
-       {std::pair{BPF_TC_INGRESS, kIngressName}, std::pair{BPF_TC_EGRESS, kEgressName}}) {
-    std::string name;
-    if (query_filter(iface.index, point, &name) == 0 || name != ours) continue;
-    bpf_tc_hook hook = hook_of(iface.index, point);
-    bpf_tc_opts opts = filter_opts();
-    // An interface that went meanwhile took its filters with it.
-    if (int rc = bpf_tc_detach(&hook, &opts); rc != 0 && rc != -ENODEV && rc != -ENOENT)
-      fail("detaching " + name + " from " + iface.name, rc);
+// Takes our program off the hook; other programs' filters stay.
+void detach(const Interface& iface, bpf_tc_attach_point point, const char* ours) {
+  std::string name;
+  if (query_filter(iface.index, point, &name) == 0 || name != ours) return;
+  bpf_tc_hook hook = hook_of(iface.index, point);
+  bpf_tc_opts opts = filter_opts();
+  // An interface that went meanwhile took its filters with it.
+  if (int rc = bpf_tc_detach(&hook, &opts); rc != 0 && rc != -ENODEV && rc != -ENOENT)
+    fail("detaching " + name + " from " + iface.name, rc);
+}
+
+constexpr std::pair<bpf_tc_attach_point, const char*> kHooks[] = {{BPF_TC_INGRESS, kIngressName},
+                                                                  {BPF_TC_EGRESS, kEgressName}};
+
+// The frame families (struct fwe_port) that this namespace's bridges hand to netfilter (br_netfilter's
+// bridge-nf-call-iptables and -ip6tables; none without the module).
+__u32 bridged_families() {
+  __u32 families = 0;
+  for (auto [bit, table] : {std::pair{1u, "iptables"}, std::pair{2u, "ip6tables"}}) {
+    std::ifstream file(std::string("/proc/sys/net/bridge/bridge-nf-call-") + table);
+    int value = 0;
+    if (file >> value && value != 0) families |= bit;
   }
+  return families;
+}
+
+// Whether our program belongs on the hook: on every hook of an interface netfilter names, and on the
+// egress of a bridge port where switched frames are judged (fwe_egress).
+bool ours_belong(const Interface& iface, bpf_tc_attach_point point, __u32 families) {
+  return !iface.stacked || (point == BPF_TC_EGRESS && iface.bridge != 0 && families != 0);
 }
 
 struct PinnedMaps {
   Fd rules, stages, config, meta, set4, set6, runs4, runs6, runs4_exact, runs6_exact, run_counters, iflists,
-      portsets, portindex, chains, wheres, counters, limits, ct4, ct6, hooks;
+      portsets, portindex, chains, wheres, counters, limits, ct4, ct6, ports, hooks;
 };
 
 int get_pinned(const std::string& dir, const char* name) {
@@ -316,7 +337,7 @@ int get_pinned(const std::string& dir, const char* name) {
 template <typename Maps>  // PinnedMaps, or const PinnedMaps
 auto named_maps(Maps& m) {
   using Map = std::pair<decltype(&m.rules), const char*>;
-  return std::array<Map, 21>{{{&m.rules, "fwe_rules_v2"},
+  return std::array<Map, 22>{{{&m.rules, "fwe_rules_v2"},
                               {&m.stages, "fwe_stages"},
                               {&m.config, "fwe_config"},
                               {&m.meta, "fwe_meta"},
@@ -336,6 +357,7 @@ auto named_maps(Maps& m) {
                               {&m.limits, "fwe_limits"},
                               {&m.ct4, "fwe_ct4"},
                               {&m.ct6, "fwe_ct6"},
+                              {&m.ports, "fwe_ports"},
                               {&m.hooks, "fwe_hooks"}}};
 }
 
@@ -576,6 +598,17 @@ bool portindex_of_generation(const fwe_portindex_key& k, std::uint32_t generatio
 }
 
 // Empties a generation in the maps keyed by it (array slots are simply overwritten by the next write).
+// fwe_ports as the interfaces are now: the bridge ports whose switched frames are judged.
+void write_ports(int ports_fd, const std::vector<Interface>& ifaces, __u32 families) {
+  std::map<__u32, fwe_port> wanted;
+  for (const auto& iface : ifaces)
+    if (iface.bridge != 0 && families != 0)
+      wanted[static_cast<__u32>(iface.index)] = {static_cast<__u32>(iface.bridge), families};
+  for (const __u32& key : keys_of<__u32>(ports_fd))
+    if (!wanted.contains(key)) bpf_map_delete_elem(ports_fd, &key);
+  for (const auto& [key, port] : wanted) update(ports_fd, &key, &port, "a bridge port");
+}
+
 void clear_generation(std::uint32_t generation, const PinnedMaps& m) {
   delete_generation<fwe_lpm4_key>(m.set4.fd, generation, lpm_of_generation<fwe_lpm4_key>);
   delete_generation<fwe_lpm6_key>(m.set6.fd, generation, lpm_of_generation<fwe_lpm6_key>);
@@ -818,15 +851,18 @@ void Kernel::apply(const Program& program, const std::string& ir_hash, bool rebi
   const std::uint32_t generation = (config.active_gen & 1) ^ 1;
   const auto ifaces = interfaces();
   forget_gone_hooks(maps.hooks.fd, ifaces);
+  const __u32 families = bridged_families();
+  // A port put under a master since the last apply loses what no longer belongs on it.
   auto attach_all = [&] {
-    for (const auto& iface : ifaces) {
-      if (iface.stacked) {
-        detach_ours(iface);  // put under a master since the last apply
-        continue;
+    write_ports(maps.ports.fd, ifaces, families);
+    for (const auto& iface : ifaces)
+      for (auto [point, ours] : kHooks) {
+        const int fd = point == BPF_TC_INGRESS ? progs.ingress.fd : progs.egress.fd;
+        if (ours_belong(iface, point, families))
+          attach(iface.index, iface.name, point, fd, ours, maps.hooks.fd);
+        else
+          detach(iface, point, ours);
       }
-      attach(iface.index, iface.name, BPF_TC_INGRESS, progs.ingress.fd, kIngressName, maps.hooks.fd);
-      attach(iface.index, iface.name, BPF_TC_EGRESS, progs.egress.fd, kEgressName, maps.hooks.fd);
-    }
   };
   // The generation in use already holds this IR, written for the programs in place: it stays, with its
   // counters and token buckets. The interface lists come first, so a new interface's programs find
@@ -1006,11 +1042,11 @@ KernelState Kernel::read_back() {
   if (run_members > 0) text << listing::runs_line(run_members, runs_digest) << '\n';
   text << rule_lines;
   for (auto& [key, counter] : counters) state.counters.push_back(std::move(counter));
+  const __u32 families = bridged_families();
   for (const auto& iface : interfaces()) {
-    if (iface.stacked) continue;
     std::string name;
-    for (auto [point, ours] :
-         {std::pair{BPF_TC_INGRESS, kIngressName}, std::pair{BPF_TC_EGRESS, kEgressName}}) {
+    for (auto [point, ours] : kHooks) {
+      if (!ours_belong(iface, point, families)) continue;
       name.clear();
       bool attached = query_filter(iface.index, point, &name) != 0 && name == ours;
       if (!attached) state.drift.push_back("interface " + iface.name + ": " + ours + " is not attached");
@@ -1025,7 +1061,7 @@ void Kernel::flush() {
   // layout, and the qdiscs this records are still fwengine's to remove.
   const Fd hooks(get_pinned(pin_dir_, "fwe_hooks"));
   for (const auto& iface : interfaces()) {
-    detach_ours(iface);
+    for (auto [point, ours] : kHooks) detach(iface, point, ours);
     __u32 key = static_cast<__u32>(iface.index);
     __u8 created = 0;
     // A clsact fwengine made stays while another program's filters are on it (added after ours).
