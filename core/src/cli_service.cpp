@@ -373,6 +373,24 @@ void write_metrics(const std::string& path, const Metrics& m) {
 
 namespace {
 constexpr auto kWatchEvents = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE;
+
+// The entries of dir that dir/name is reached through: the name, and where it is a symlink within dir,
+// each link's first component on the way. A Kubernetes ConfigMap mounts fwengine.conf ->
+// ..data/fwengine.conf and ..data -> ..2026_12_01_...; an update renames a new ..data over the old one,
+// an event that names ..data, not the file.
+std::set<std::string> names_on_the_way(const fs::path& dir, const std::string& name) {
+  std::set<std::string> names{name};
+  fs::path at = dir / name;
+  for (int hops = 0; hops < 8; ++hops) {  // a loop of links ends here too
+    std::error_code ec;
+    const fs::path target = fs::read_symlink(at, ec);
+    if (ec || target.empty() || target.is_absolute()) break;
+    const std::string first = target.begin()->string();
+    if (first == "." || first == ".." || !names.insert(first).second) break;
+    at = dir / first;
+  }
+  return names;
+}
 }  // namespace
 
 std::string ServiceLoop::watch_dir(const std::string& path) {
@@ -432,6 +450,8 @@ bool ServiceLoop::drain_inotify() {
   bool news = false;
   alignas(inotify_event) char buf[4096];
   ssize_t n;
+  const auto file_names =
+      file_name_.empty() ? std::set<std::string>{} : names_on_the_way(file_dir_, file_name_);
   while ((n = read(inotify_fd_, buf, sizeof buf)) > 0)
     for (ssize_t at = 0; at < n;) {
       const auto* event = reinterpret_cast<const inotify_event*>(buf + at);
@@ -439,8 +459,8 @@ bool ServiceLoop::drain_inotify() {
       // the same watch) tells only of that file; anything else (an overflow too) is news.
       const bool file_only = file_wd_ >= 0 && event->wd == file_wd_ && !dir_wds_.contains(event->wd);
       // IN_IGNORED: the directory itself went (replaced, perhaps with another config in it).
-      news =
-          news || !file_only || (event->mask & IN_IGNORED) || (event->len > 0 && file_name_ == event->name);
+      news = news || !file_only || (event->mask & IN_IGNORED) ||
+             (event->len > 0 && file_names.contains(event->name));
       at += static_cast<ssize_t>(sizeof(inotify_event) + event->len);
     }
   return news;

@@ -108,7 +108,8 @@ class ServiceLoop {
  public:
   // Blocks SIGHUP, SIGTERM and SIGINT in the calling thread (and in every thread it starts later). With
   // watch_file, also wakes (reload) when that one file changes: its directory is watched, not what is
-  // below it, and only events naming the file count unless a watch path shares the directory.
+  // below it, and only events naming the file (or a symlink within the directory it is reached
+  // through, as in a ConfigMap) count unless a watch path shares the directory.
   explicit ServiceLoop(const std::vector<std::string>& watch_paths, const std::string& watch_file = {});
   // The directory a watch path is followed by: the path itself when it is one, else the one it is in.
   static std::string watch_dir(const std::string& path);

@@ -238,6 +238,24 @@ expect "and the daemon did not start again" test "$(grep -c "starting again" "$w
 mv "$conf.away" "$conf"
 kill -TERM "$daemon"; wait "$daemon"
 
+# A config mounted from a Kubernetes ConfigMap: fwengine.conf -> ..data/fwengine.conf, ..data -> a
+# directory per version. kubelet updates it by renaming a new ..data link over the old one.
+cm="$work/configmap"
+mkdir -p "$cm/..v1"
+printf 'sources: [%s]\n' "$work/a/policy.yaml" > "$cm/..v1/fwengine.conf"
+ln -s ..v1 "$cm/..data"
+ln -s ..data/fwengine.conf "$cm/fwengine.conf"
+"$FWE" --netns "$ns" --config "$cm/fwengine.conf" daemon --watch 2>> "$work/daemon.log" &
+daemon=$!
+pids+=($daemon)
+expect "daemon --watch with a ConfigMap's config applies its sources" wait_for_hash "$ns" "$A" 10
+sleep 0.5
+mkdir "$cm/..v2"
+printf 'sources: [%s]\n' "$work/b/policy.yaml" > "$cm/..v2/fwengine.conf"
+ln -s ..v2 "$cm/..data_tmp" && mv -T "$cm/..data_tmp" "$cm/..data" && rm -r "$cm/..v1"
+expect "--watch: a ConfigMap update (..data renamed over) is applied" wait_for_hash "$ns" "$B" 10
+kill -TERM "$daemon"; wait "$daemon"
+
 # --watch follows the subdirectories of a source directory: firewalld's zones/, services/, ...
 if "$FWE" plugins | grep -q '^firewalld .*frontend' && [ -d /usr/lib/firewalld/zones ]; then
   fw_hash() { "$FWE" --frontend firewalld -f "$1" --json check | sed -n 's/.*"hash":"\([0-9a-f]*\)".*/\1/p'; }
