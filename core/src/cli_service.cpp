@@ -19,6 +19,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
@@ -492,10 +493,18 @@ struct LinkMessage {
   int master = 0;
 };
 
+// The link message's interface, if it is of the interface itself: the bridge module also sends
+// RTM_NEWLINK and RTM_DELLINK of family AF_BRIDGE about its ports (and itself, its own index as master).
+const ifinfomsg* interface_of(const nlmsghdr* h) {
+  if (h->nlmsg_len < NLMSG_LENGTH(sizeof(ifinfomsg))) return nullptr;
+  const auto* info = static_cast<const ifinfomsg*>(NLMSG_DATA(h));
+  return info->ifi_family == AF_UNSPEC ? info : nullptr;
+}
+
 // The interface an RTM_NEWLINK message (news or a dump's answer) tells of.
 std::optional<LinkMessage> link_message(const nlmsghdr* h) {
-  if (h->nlmsg_type != RTM_NEWLINK || h->nlmsg_len < NLMSG_LENGTH(sizeof(ifinfomsg))) return std::nullopt;
-  const auto* info = static_cast<const ifinfomsg*>(NLMSG_DATA(h));
+  const ifinfomsg* info = h->nlmsg_type == RTM_NEWLINK ? interface_of(h) : nullptr;
+  if (!info) return std::nullopt;
   LinkMessage link{info->ifi_index, {}, 0};
   auto length = static_cast<int>(IFLA_PAYLOAD(h));
   for (const auto* a = IFLA_RTA(info); RTA_OK(a, length); a = RTA_NEXT(a, length)) {
@@ -514,8 +523,13 @@ std::optional<LinkMessage> link_message(const nlmsghdr* h) {
 }  // namespace
 
 void ServiceLoop::take_links(bool report) {
+  // Unlisted after lost news: what changed is not known, so everything is bound again.
+  auto unknown = [&] {
+    if (report) new_links_.push_back("(unknown: news lost)");
+  };
   const int nl = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
-  if (nl < 0) return;  // nothing known better than before
+  if (nl < 0) return unknown();
+  const std::unique_ptr<const int, void (*)(const int*)> closing(&nl, [](const int* fd) { close(*fd); });
   struct {
     nlmsghdr header;
     ifinfomsg link;
@@ -543,8 +557,7 @@ void ServiceLoop::take_links(bool report) {
       if (auto link = link_message(h)) now[link->index] = {std::move(link->name), link->master};
     }
   }
-  close(nl);
-  if (!complete) return;
+  if (!complete) return unknown();
   if (report)
     for (const auto& [index, link] : now)
       if (auto it = links_.find(index); it == links_.end() || it->second != link)
@@ -565,8 +578,8 @@ void ServiceLoop::read_link_news() {
     }
     if (n <= 0) break;  // all read
     for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
-      if (h->nlmsg_type == RTM_DELLINK && h->nlmsg_len >= NLMSG_LENGTH(sizeof(ifinfomsg))) {
-        links_.erase(static_cast<const ifinfomsg*>(NLMSG_DATA(h))->ifi_index);
+      if (h->nlmsg_type == RTM_DELLINK) {
+        if (const ifinfomsg* gone = interface_of(h)) links_.erase(gone->ifi_index);
         continue;
       }
       auto news = link_message(h);

@@ -24,6 +24,7 @@
 #include <iterator>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string_view>
@@ -102,8 +103,13 @@ struct Interface {
   int bridge = 0;  // the bridge it is a port of, 0 if none
 };
 
-// The interfaces of the current namespace, with their masters' kinds (an RTM_GETLINK dump).
-std::vector<Interface> interfaces() {
+// Masters whose members' packets netfilter sees on the master only. Any other (a VRF, batman-adv, HSR,
+// one not known here) leaves its members judged as themselves, as before there were masters.
+constexpr std::string_view kStackingMasters[] = {"bridge", "bond", "team", "openvswitch"};
+
+// One RTM_GETLINK dump of the current namespace, with each master's kind; nullopt if the kernel says it
+// was interrupted by a change (NLM_F_DUMP_INTR): it is taken again.
+std::optional<std::vector<Interface>> dump_interfaces() {
   const Fd nl(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
   if (nl.fd < 0) fail("listing interfaces", errno);
   struct {
@@ -118,19 +124,25 @@ std::vector<Interface> interfaces() {
   std::vector<Interface> out;
   std::map<int, int> master_of;
   std::map<int, std::string> kind_of;
+  bool interrupted = false;
   std::vector<char> buf(65536);
   for (bool done = false; !done;) {
-    ssize_t n = recv(nl.fd, buf.data(), buf.size(), 0);
+    ssize_t n = recv(nl.fd, buf.data(), buf.size(), MSG_TRUNC);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) fail("listing interfaces", n < 0 ? errno : EIO);
+    if (n > static_cast<ssize_t>(buf.size())) fail("listing interfaces", EMSGSIZE);
     for (auto* h = reinterpret_cast<nlmsghdr*>(buf.data()); NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
+      interrupted = interrupted || (h->nlmsg_flags & NLM_F_DUMP_INTR);
       if (h->nlmsg_type == NLMSG_DONE) done = true;
       if (h->nlmsg_type == NLMSG_ERROR) {
-        const auto* error = static_cast<const nlmsgerr*>(NLMSG_DATA(h));
-        fail("listing interfaces", error->error);
+        const int error = h->nlmsg_len >= NLMSG_LENGTH(sizeof(nlmsgerr))
+                              ? static_cast<const nlmsgerr*>(NLMSG_DATA(h))->error
+                              : -EIO;
+        fail("listing interfaces", error);
       }
       if (h->nlmsg_type != RTM_NEWLINK || h->nlmsg_len < NLMSG_LENGTH(sizeof(ifinfomsg))) continue;
       const auto* link = static_cast<const ifinfomsg*>(NLMSG_DATA(h));
+      if (link->ifi_family != AF_UNSPEC) continue;
       Interface& iface = out.emplace_back(Interface{link->ifi_index, {}});
       auto length = static_cast<int>(IFLA_PAYLOAD(h));
       for (auto* a = IFLA_RTA(link); RTA_OK(a, length); a = RTA_NEXT(a, length)) {
@@ -151,12 +163,22 @@ std::vector<Interface> interfaces() {
       }
     }
   }
-  for (auto& iface : out)
-    if (auto master = master_of.find(iface.index); master != master_of.end() && master->second != 0) {
-      iface.stacked = kind_of[master->second] != "vrf";
-      if (kind_of[master->second] == "bridge") iface.bridge = master->second;
-    }
+  if (interrupted) return std::nullopt;
+  for (auto& iface : out) {
+    auto master = master_of.find(iface.index);
+    if (master == master_of.end() || master->second == 0 || master->second == iface.index) continue;
+    const std::string& kind = kind_of[master->second];
+    iface.stacked = std::find(std::begin(kStackingMasters), std::end(kStackingMasters), kind) !=
+                    std::end(kStackingMasters);
+    if (kind == "bridge") iface.bridge = master->second;
+  }
   return out;
+}
+
+std::vector<Interface> interfaces() {
+  for (int attempt = 0; attempt < 5; ++attempt)
+    if (auto listed = dump_interfaces()) return std::move(*listed);
+  fail("listing interfaces", EAGAIN, "they kept changing while they were listed");
 }
 
 // Interfaces that went away took their qdiscs with them. Their entries go too: interfaces come and go
@@ -852,17 +874,18 @@ void Kernel::apply(const Program& program, const std::string& ir_hash, bool rebi
   const auto ifaces = interfaces();
   forget_gone_hooks(maps.hooks.fd, ifaces);
   const __u32 families = bridged_families();
-  // A port put under a master since the last apply loses what no longer belongs on it.
+  // Every hook that needs our programs first, then a port put under a master since the last apply
+  // loses what no longer belongs on it: its master is filtered by then.
   auto attach_all = [&] {
     write_ports(maps.ports.fd, ifaces, families);
     for (const auto& iface : ifaces)
-      for (auto [point, ours] : kHooks) {
-        const int fd = point == BPF_TC_INGRESS ? progs.ingress.fd : progs.egress.fd;
+      for (auto [point, ours] : kHooks)
         if (ours_belong(iface, point, families))
-          attach(iface.index, iface.name, point, fd, ours, maps.hooks.fd);
-        else
-          detach(iface, point, ours);
-      }
+          attach(iface.index, iface.name, point, point == BPF_TC_INGRESS ? progs.ingress.fd : progs.egress.fd,
+                 ours, maps.hooks.fd);
+    for (const auto& iface : ifaces)
+      for (auto [point, ours] : kHooks)
+        if (!ours_belong(iface, point, families)) detach(iface, point, ours);
   };
   // The generation in use already holds this IR, written for the programs in place: it stays, with its
   // counters and token buckets. The interface lists come first, so a new interface's programs find
@@ -1046,10 +1069,15 @@ KernelState Kernel::read_back() {
   for (const auto& iface : interfaces()) {
     std::string name;
     for (auto [point, ours] : kHooks) {
-      if (!ours_belong(iface, point, families)) continue;
       name.clear();
-      bool attached = query_filter(iface.index, point, &name) != 0 && name == ours;
-      if (!attached) state.drift.push_back("interface " + iface.name + ": " + ours + " is not attached");
+      const bool attached = query_filter(iface.index, point, &name) != 0 && name == ours;
+      const bool belongs = ours_belong(iface, point, families);
+      if (belongs && !attached)
+        state.drift.push_back("interface " + iface.name + ": " + ours + " is not attached");
+      if (!belongs && attached)
+        state.drift.push_back("interface " + iface.name + ": " + ours +
+                              " is attached to a port, which is judged as itself instead of as its master; "
+                              "apply again");
     }
   }
   state.text = text.str();

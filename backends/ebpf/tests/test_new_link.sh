@@ -181,7 +181,17 @@ must "the daemon covers eth5 again when it becomes a port of br0" 20 covers 6
 ours_on() { ip netns exec "$ns" tc filter show dev "$1" ingress | grep -q fwe_; }
 check "our programs are on br0" 0 ours_on br0
 check "and no longer on its port eth5" 1 ours_on eth5
-check "status finds no drift for the port" 1 bash -c "'$engine' --netns '$ns' --backend ebpf status | grep -q eth5"
+fwe status >"$work/status.txt" 2>&1
+check "status finds no drift for the port" 1 grep -q "eth5" "$work/status.txt"
+ip -n "$ns" link set eth5 nomaster
+must "the daemon covers eth5 again when it leaves br0" 20 covers 7
+check "our programs are back on eth5" 0 ours_on eth5
+# A port enslaved with no daemon to see it is drift until the next apply.
+kill -STOP "$daemon_pid"
+ip -n "$ns" link set eth5 master br0
+check "status shows our programs left on a port as drift" 0 bash -c "'$engine' --netns '$ns' --backend ebpf status | grep -q 'eth5: fwe_ingress is attached to a port'"
+kill -CONT "$daemon_pid"
+must "the daemon covers it once it runs again" 20 covers 8
 # Another writer's ruleset (an apply by hand) is not replaced when an interface appears: it stays until
 # the daemon's next reload.
 sed 's/dport: 80,/dport: 8080,/' "$work/policy.yaml" >"$work/other.yaml"
