@@ -285,7 +285,12 @@ def load_scenario(path):
     for index, case in enumerate(as_list(data.get("cases"), f"{where}: cases") or [{"name": "default"}]):
         case_where = f"{where}: cases[{index}]"
         check_keys(case, {"name", "description", "policy", "probes", "expect", "decided_by", "unsupported",
-                          "sysctls"}, case_where, required=("name",))
+                          "sysctls", "ip"}, case_where, required=("name",))
+        ip_commands = {}
+        for ns, lines in (case.get("ip") or {}).items():
+            if ns not in namespaces:
+                raise ScenarioError(f"{case_where}.ip: no namespace '{ns}' in the topology")
+            ip_commands[ns] = [str(line) for line in as_list(lines, f"{case_where}.ip.{ns}")]
         sysctls = {}
         for ns, values in (case.get("sysctls") or {}).items():
             if ns not in namespaces or not isinstance(values, dict):
@@ -319,7 +324,7 @@ def load_scenario(path):
             if not isinstance(owner.get("unsupported") or {}, dict):
                 raise ScenarioError(f"{owner_where}: 'unsupported' maps a backend to the reason it refuses the policy")
             unsupported.update(owner.get("unsupported") or {})
-        cases.append({"name": case["name"], "policy": policy, "probes": probes, "sysctls": sysctls,
+        cases.append({"name": case["name"], "policy": policy, "probes": probes, "sysctls": sysctls, "ip": ip_commands,
                       "unsupported": {str(k): str(v) for k, v in unsupported.items()}})
     name = data.get("name") or path.stem
     return {"name": name, "path": path, "topology": topology, "pre_rules": pre_rules, "listeners": listeners,
@@ -572,13 +577,15 @@ class Topology:
             self.source_routes[key] = route["dev"] if usable else "none"
         return self.source_routes[key]
 
-    def bridge_calls_netfilter(self, ns, dst):
-        """Whether the namespace's bridges hand frames of dst's family to netfilter (br_netfilter's
-        bridge-nf-call-iptables / -ip6tables; no such file: the module is not loaded)."""
+    def bridge_calls_netfilter(self, ns, bridge, dst):
+        """Whether the bridge hands frames of dst's family to netfilter: br_netfilter is loaded (its
+        sysctls exist) and its namespace sysctl bridge-nf-call-iptables / -ip6tables or the bridge's own
+        nf_call_iptables / nf_call_ip6tables option is on."""
         table = "ip6tables" if ipaddress.ip_address(dst).version == 6 else "iptables"
-        completed = run_command(["ip", "netns", "exec", self.names[ns], "cat",
-                                 f"/proc/sys/net/bridge/bridge-nf-call-{table}"], check=False)
-        return completed.returncode == 0 and completed.stdout.strip() == "1"
+        completed = run_command(["ip", "netns", "exec", self.names[ns], "sh", "-c",
+                                 'test -d /proc/sys/net/bridge && cat "/proc/sys/net/bridge/bridge-nf-call-$1" '
+                                 '"/sys/class/net/$2/bridge/nf_call_$1"', "sh", table, bridge], check=False)
+        return completed.returncode == 0 and "1" in completed.stdout.split()
 
     def trace_packets(self, host, probe):
         """Which packet(s) `fwengine trace` must evaluate for this probe, as seen by the protected host:
@@ -609,7 +616,7 @@ class Topology:
                     # from the bridge to the bridge), else no stage does.
                     owner = self.owner.get(probe["to"])
                     switched = any(self.peers[(host, port)][0] == owner for port in bridge["ports"])
-                    if switched and not self.bridge_calls_netfilter(host, probe["to"]):
+                    if switched and not self.bridge_calls_netfilter(host, bridge["ifname"], probe["to"]):
                         break
                     peer_if = bridge["ifname"]
                 if peer_ns == host:
@@ -977,8 +984,10 @@ def run_scenario(path, tag, backends, engine, options, report, pool):
                 missing = next(filter(None, (topology.set_sysctls(ns, values)
                                              for ns, values in case["sysctls"].items())), None)
                 if missing:
-                    report.skip(where, f"the kernel has no sysctl {missing}", len(case["probes"]) * len(backends))
+                    report.skip(where, f"the kernel has no sysctl {missing}", len(case["probes"]))
                     continue
+                for ns, lines in case["ip"].items():
+                    topology.ip_batch(ns, lines)
                 for backend in backends:
                     run_case(scenario, case, backend, topology, engine, options, report, pool)
     except (CommandError, RuntimeError, OSError, subprocess.TimeoutExpired) as error:

@@ -426,6 +426,11 @@ int enter_netns(const std::string& name) {
   if (name.empty()) return -1;
   if (name.find('/') != std::string::npos)
     throw UsageError("--netns takes a name from 'ip netns list', not a path");
+  if (name == "default")
+    throw UsageError(
+        "--netns default: fwengine keeps the host's state under the name 'default' (/run/fwengine/default, "
+        "/sys/fs/bpf/fwengine/default), so a namespace of that name cannot have its own; give it another "
+        "name, or leave out --netns for the host");
   std::string path = "/run/netns/" + name;
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0)

@@ -542,15 +542,16 @@ void ServiceLoop::take_links(bool report) {
   bool complete = send(nl, &request, sizeof request, 0) == static_cast<ssize_t>(sizeof request);
   std::vector<char> buf(65536);
   for (bool done = !complete; !done;) {
-    ssize_t n = recv(nl, buf.data(), buf.size(), 0);
+    ssize_t n = recv(nl, buf.data(), buf.size(), MSG_TRUNC);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
+    if (n <= 0 || n > static_cast<ssize_t>(buf.size())) {
       complete = false;
       break;
     }
     for (auto* h = reinterpret_cast<nlmsghdr*>(buf.data()); NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
       if (h->nlmsg_type == NLMSG_DONE) done = true;
-      if (h->nlmsg_type == NLMSG_ERROR) {
+      // An error, or a dump a change interrupted (it may miss a link): not a list to compare with.
+      if (h->nlmsg_type == NLMSG_ERROR || (h->nlmsg_flags & NLM_F_DUMP_INTR)) {
         complete = false;
         done = true;
       }

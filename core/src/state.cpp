@@ -61,10 +61,11 @@ std::string now_iso() {
 }  // namespace
 
 // The namespace this process is in, by name: the name `ip netns` knows it by (so that `ip netns exec X`
-// and `--netns X` share one state), "default" for the host's, else netns-<inode> (`unshare -n`): never the
-// host's state for another namespace. The host's is pid 1's; where pid 1 cannot be looked at (a container
-// that hides it), the kernel's initial namespace, which recent kernels give a fixed inode number. Failing
-// both, a namespace is named by its inode: a stable name, if not "default".
+// and `--netns X` share one state; not one named "default", which --netns refuses), "default" for the
+// host's, else netns-<inode> (`unshare -n`): never the host's state for another namespace. The host's is pid
+// 1's; where pid 1 cannot be looked at (a container that hides it), the kernel's initial namespace, which
+// recent kernels give a fixed inode number. Failing both, a namespace is named by its inode: a stable name,
+// if not "default".
 std::string current_netns_name() {
   struct stat self {};
   if (stat("/proc/self/ns/net", &self) != 0) return "default";
@@ -74,7 +75,8 @@ std::string current_netns_name() {
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator("/run/netns", ec)) {
     struct stat named {};
-    if (stat(entry.path().c_str(), &named) == 0 && same(named)) return entry.path().filename().string();
+    if (entry.path().filename() != "default" && stat(entry.path().c_str(), &named) == 0 && same(named))
+      return entry.path().filename().string();
   }
   constexpr ino_t kInitialNetnsInode = 0xEFFFFFF9;  // the kernel's PROC_NET_INIT_INO
   struct stat host {};

@@ -72,10 +72,10 @@ CLEANUP = Cleanup()
 
 def star_spec(count):
     """Host i: eth0 10.213.i.10/24, its peer h<i> in the client namespace 10.213.i.1/24."""
-    namespaces = {"client": {"sysctls": {}, "routes": [], "dummies": []}}
+    namespaces = {"client": {"sysctls": {}, "routes": [], "dummies": [], "bridges": []}}
     links = []
     for i in range(1, count + 1):
-        namespaces[f"h{i}"] = {"sysctls": {}, "routes": [], "dummies": []}
+        namespaces[f"h{i}"] = {"sysctls": {}, "routes": [], "dummies": [], "bridges": []}
         links.append([(f"h{i}", {"ifname": "eth0", "addresses": [f"10.213.{i}.10/24"], "mac": None}),
                       ("client", {"ifname": f"h{i}", "addresses": [f"10.213.{i}.1/24"], "mac": None})])
     return {"namespaces": namespaces, "links": links}

@@ -180,9 +180,13 @@ struct fwe_config {
 /* A port of a bridge whose frames br_netfilter hands to netfilter (bridge-nf-call-iptables, -ip6tables):
  * a frame switched to it from another port of that bridge is judged as forwarded from the bridge to the
  * bridge, as netfilter judges it. */
+#define FWE_BRIDGED_IPV4 1u /* br_netfilter hands the bridge's IPv4 frames to netfilter */
+#define FWE_BRIDGED_IPV6 2u /* and its IPv6 frames */
+#define FWE_BRIDGED_VLAN 4u /* VLAN-tagged ones too (bridge-nf-filter-vlan-tagged) */
+
 struct fwe_port {
   __u32 bridge;   /* the bridge's ifindex */
-  __u32 families; /* bit 0: IPv4 frames, bit 1: IPv6 frames */
+  __u32 families; /* FWE_BRIDGED_* */
 };
 
 struct fwe_meta {

@@ -860,10 +860,16 @@ static __always_inline int judge_switched(struct __sk_buff* skb, const struct fw
   __u32 from = skb->ingress_ifindex;
   const struct fwe_port* in = from ? bpf_map_lookup_elem(&fwe_ports, &from) : 0;
   if (!in || in->bridge != port->bridge) return FWE_PASS;
+  /* What br_netfilter does not hand to netfilter passes unread: a family it is off for, and a frame
+   * the bridge carries with a VLAN tag unless it filters those too. */
+  __u32 family = skb->protocol == bpf_htons(ETH_P_IP)     ? FWE_BRIDGED_IPV4
+                 : skb->protocol == bpf_htons(ETH_P_IPV6) ? FWE_BRIDGED_IPV6
+                                                          : 0;
+  if (!(port->families & family)) return FWE_PASS;
+  if (skb->vlan_present && !(port->families & FWE_BRIDGED_VLAN)) return FWE_PASS;
   struct fwe_eval ev = {};
   int started = start(skb, &ev);
   if (started < 0) return started == FWE_UNREADABLE ? TC_ACT_SHOT : FWE_PASS;
-  if (!(port->families & (ev.pkt.family == 4 ? 1 : 2))) return FWE_PASS;
   ev.pkt.iif = port->bridge;
   ev.pkt.oif = port->bridge;
   ev.pkt.has_mac = 1;

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <chrono>
 #include <cstdarg>
 #include <cstring>
 #include <filesystem>
@@ -28,6 +29,7 @@
 #include <set>
 #include <sstream>
 #include <string_view>
+#include <thread>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -100,12 +102,32 @@ struct Interface {
   // netfilter sees it (or across the bridge, where netfilter does not), and what goes out on it came
   // down from there. Judged on the master only, as nft judges it; a VRF's member is judged as itself.
   bool stacked = false;
-  int bridge = 0;  // the bridge it is a port of, 0 if none
+  int bridge = 0;      // the bridge it is a port of, 0 if none
+  __u32 switched = 0;  // FWE_BRIDGED_*: the frames switched to it that br_netfilter hands to netfilter
 };
 
-// Masters whose members' packets netfilter sees on the master only. Any other (a VRF, batman-adv, HSR,
-// one not known here) leaves its members judged as themselves, as before there were masters.
-constexpr std::string_view kStackingMasters[] = {"bridge", "bond", "team", "openvswitch"};
+// Masters whose members netfilter sees as themselves: a VRF's (it sees their packets on the member, then
+// on the VRF), and batman-adv's hard interfaces (what is not batman-adv's goes up on them). Every other
+// master takes its members' packets (a bridge, bond, team, Open vSwitch, HSR, net_failover, and one
+// that reports no kind, as hv_netvsc does for its VF).
+constexpr std::string_view kMastersOfThemselves[] = {"vrf", "batadv"};
+
+// What br_netfilter hands to netfilter of the frames a bridge switches (FWE_BRIDGED_*): the families
+// whose namespace sysctl or bridge option (bridge_calls) is on, with VLAN-tagged frames if it filters
+// those; nothing where the module is not loaded.
+__u32 switched_families(__u32 bridge_calls) {
+  std::error_code ec;
+  if (!std::filesystem::exists("/proc/sys/net/bridge", ec)) return 0;
+  auto on = [](const char* name) {
+    std::ifstream file(std::string("/proc/sys/net/bridge/") + name);
+    int value = 0;
+    return file >> value && value != 0;
+  };
+  __u32 families = bridge_calls | (on("bridge-nf-call-iptables") ? FWE_BRIDGED_IPV4 : 0) |
+                   (on("bridge-nf-call-ip6tables") ? FWE_BRIDGED_IPV6 : 0);
+  if (families != 0 && on("bridge-nf-filter-vlan-tagged")) families |= FWE_BRIDGED_VLAN;
+  return families;
+}
 
 // One RTM_GETLINK dump of the current namespace, with each master's kind; nullopt if the kernel says it
 // was interrupted by a change (NLM_F_DUMP_INTR): it is taken again.
@@ -124,6 +146,7 @@ std::optional<std::vector<Interface>> dump_interfaces() {
   std::vector<Interface> out;
   std::map<int, int> master_of;
   std::map<int, std::string> kind_of;
+  std::map<int, __u32> bridge_calls;  // a bridge's own nf_call_iptables / nf_call_ip6tables
   bool interrupted = false;
   std::vector<char> buf(65536);
   for (bool done = false; !done;) {
@@ -158,6 +181,16 @@ std::optional<std::vector<Interface>> dump_interfaces() {
             if (i->rta_type == IFLA_INFO_KIND) {
               const auto* text = static_cast<const char*>(RTA_DATA(i));
               kind_of[link->ifi_index].assign(text, strnlen(text, RTA_PAYLOAD(i)));
+            } else if (i->rta_type == IFLA_INFO_DATA) {  // a bridge's options, if it is one
+              auto data_length = static_cast<int>(RTA_PAYLOAD(i));
+              for (auto* d = static_cast<rtattr*>(RTA_DATA(i)); RTA_OK(d, data_length);
+                   d = RTA_NEXT(d, data_length)) {
+                const bool on = RTA_PAYLOAD(d) >= 1 && *static_cast<const __u8*>(RTA_DATA(d)) != 0;
+                if (d->rta_type == IFLA_BR_NF_CALL_IPTABLES && on)
+                  bridge_calls[link->ifi_index] |= FWE_BRIDGED_IPV4;
+                if (d->rta_type == IFLA_BR_NF_CALL_IP6TABLES && on)
+                  bridge_calls[link->ifi_index] |= FWE_BRIDGED_IPV6;
+              }
             }
         }
       }
@@ -168,16 +201,21 @@ std::optional<std::vector<Interface>> dump_interfaces() {
     auto master = master_of.find(iface.index);
     if (master == master_of.end() || master->second == 0 || master->second == iface.index) continue;
     const std::string& kind = kind_of[master->second];
-    iface.stacked = std::find(std::begin(kStackingMasters), std::end(kStackingMasters), kind) !=
-                    std::end(kStackingMasters);
-    if (kind == "bridge") iface.bridge = master->second;
+    iface.stacked = std::find(std::begin(kMastersOfThemselves), std::end(kMastersOfThemselves), kind) ==
+                    std::end(kMastersOfThemselves);
+    if (kind == "bridge") {
+      iface.bridge = master->second;
+      iface.switched = switched_families(bridge_calls[master->second]);
+    }
   }
   return out;
 }
 
 std::vector<Interface> interfaces() {
-  for (int attempt = 0; attempt < 5; ++attempt)
+  for (int attempt = 1; attempt <= 10; ++attempt) {
     if (auto listed = dump_interfaces()) return std::move(*listed);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10 * attempt));  // a burst of changes passes
+  }
   fail("listing interfaces", EAGAIN, "they kept changing while they were listed");
 }
 
@@ -328,22 +366,10 @@ void detach(const Interface& iface, bpf_tc_attach_point point, const char* ours)
 constexpr std::pair<bpf_tc_attach_point, const char*> kHooks[] = {{BPF_TC_INGRESS, kIngressName},
                                                                   {BPF_TC_EGRESS, kEgressName}};
 
-// The frame families (struct fwe_port) that this namespace's bridges hand to netfilter (br_netfilter's
-// bridge-nf-call-iptables and -ip6tables; none without the module).
-__u32 bridged_families() {
-  __u32 families = 0;
-  for (auto [bit, table] : {std::pair{1u, "iptables"}, std::pair{2u, "ip6tables"}}) {
-    std::ifstream file(std::string("/proc/sys/net/bridge/bridge-nf-call-") + table);
-    int value = 0;
-    if (file >> value && value != 0) families |= bit;
-  }
-  return families;
-}
-
 // Whether our program belongs on the hook: on every hook of an interface netfilter names, and on the
 // egress of a bridge port where switched frames are judged (fwe_egress).
-bool ours_belong(const Interface& iface, bpf_tc_attach_point point, __u32 families) {
-  return !iface.stacked || (point == BPF_TC_EGRESS && iface.bridge != 0 && families != 0);
+bool ours_belong(const Interface& iface, bpf_tc_attach_point point) {
+  return !iface.stacked || (point == BPF_TC_EGRESS && iface.switched != 0);
 }
 
 struct PinnedMaps {
@@ -621,11 +647,16 @@ bool portindex_of_generation(const fwe_portindex_key& k, std::uint32_t generatio
 
 // Empties a generation in the maps keyed by it (array slots are simply overwritten by the next write).
 // fwe_ports as the interfaces are now: the bridge ports whose switched frames are judged.
-void write_ports(int ports_fd, const std::vector<Interface>& ifaces, __u32 families) {
+std::map<__u32, fwe_port> wanted_ports(const std::vector<Interface>& ifaces) {
   std::map<__u32, fwe_port> wanted;
   for (const auto& iface : ifaces)
-    if (iface.bridge != 0 && families != 0)
-      wanted[static_cast<__u32>(iface.index)] = {static_cast<__u32>(iface.bridge), families};
+    if (iface.switched != 0)
+      wanted[static_cast<__u32>(iface.index)] = {static_cast<__u32>(iface.bridge), iface.switched};
+  return wanted;
+}
+
+void write_ports(int ports_fd, const std::vector<Interface>& ifaces) {
+  const auto wanted = wanted_ports(ifaces);
   for (const __u32& key : keys_of<__u32>(ports_fd))
     if (!wanted.contains(key)) bpf_map_delete_elem(ports_fd, &key);
   for (const auto& [key, port] : wanted) update(ports_fd, &key, &port, "a bridge port");
@@ -873,19 +904,18 @@ void Kernel::apply(const Program& program, const std::string& ir_hash, bool rebi
   const std::uint32_t generation = (config.active_gen & 1) ^ 1;
   const auto ifaces = interfaces();
   forget_gone_hooks(maps.hooks.fd, ifaces);
-  const __u32 families = bridged_families();
   // Every hook that needs our programs first, then a port put under a master since the last apply
   // loses what no longer belongs on it: its master is filtered by then.
   auto attach_all = [&] {
-    write_ports(maps.ports.fd, ifaces, families);
+    write_ports(maps.ports.fd, ifaces);
     for (const auto& iface : ifaces)
       for (auto [point, ours] : kHooks)
-        if (ours_belong(iface, point, families))
+        if (ours_belong(iface, point))
           attach(iface.index, iface.name, point, point == BPF_TC_INGRESS ? progs.ingress.fd : progs.egress.fd,
                  ours, maps.hooks.fd);
     for (const auto& iface : ifaces)
       for (auto [point, ours] : kHooks)
-        if (!ours_belong(iface, point, families)) detach(iface, point, ours);
+        if (!ours_belong(iface, point)) detach(iface, point, ours);
   };
   // The generation in use already holds this IR, written for the programs in place: it stays, with its
   // counters and token buckets. The interface lists come first, so a new interface's programs find
@@ -1065,13 +1095,24 @@ KernelState Kernel::read_back() {
   if (run_members > 0) text << listing::runs_line(run_members, runs_digest) << '\n';
   text << rule_lines;
   for (auto& [key, counter] : counters) state.counters.push_back(std::move(counter));
-  const __u32 families = bridged_families();
-  for (const auto& iface : interfaces()) {
+  const auto ifaces = interfaces();
+  const auto wanted = wanted_ports(ifaces);
+  std::map<__u32, fwe_port> ports;
+  for (const __u32& key : keys_of<__u32>(m.ports.fd))
+    if (fwe_port port{}; bpf_map_lookup_elem(m.ports.fd, &key, &port) == 0) ports[key] = port;
+  const auto same = [](const auto& a, const auto& b) {
+    return a.first == b.first && a.second.bridge == b.second.bridge && a.second.families == b.second.families;
+  };
+  if (!std::equal(ports.begin(), ports.end(), wanted.begin(), wanted.end(), same))
+    state.drift.push_back(
+        "bridge ports: the bridges or br_netfilter's settings changed since the last apply, "
+        "so frames switched between ports are not judged as nft would judge them; apply again");
+  for (const auto& iface : ifaces) {
     std::string name;
     for (auto [point, ours] : kHooks) {
       name.clear();
       const bool attached = query_filter(iface.index, point, &name) != 0 && name == ours;
-      const bool belongs = ours_belong(iface, point, families);
+      const bool belongs = ours_belong(iface, point);
       if (belongs && !attached)
         state.drift.push_back("interface " + iface.name + ": " + ours + " is not attached");
       if (!belongs && attached)

@@ -6,11 +6,12 @@ FWE=$1 ROOT=$2
 [ "$(id -u)" = 0 ] || exit 77
 "$FWE" plugins | grep -q '^nft .*backend' || { echo "nft backend not built"; exit 77; }
 ns=fwe-state-$$
-holder= work=
+holder= work= made_default=
 cleanup() {
   [ -n "$holder" ] && kill "$holder" 2>/dev/null
   [ -n "$work" ] && rm -rf "$work"
   ip netns del "$ns" 2>/dev/null
+  [ -n "$made_default" ] && ip netns del default 2>/dev/null
   rm -rf "/run/fwengine/$ns"
 }
 trap cleanup EXIT
@@ -194,5 +195,22 @@ out=$(unshare -n sh -c 'ino=$(stat -L -c %i /proc/self/ns/net)
 expect "an unnamed namespace's state is kept as netns-<inode>" grep -q "^kept as netns-[0-9]*$" <<<"$out"
 expect "and the host's state is untouched" \
   test "$(stat -c %Y.%i /run/fwengine/default/state.json 2>/dev/null || echo none)" = "$host_state"
+
+# A namespace named "default" cannot have the host's state name: --netns refuses it, and inside it
+# (ip netns exec) the state is kept as netns-<inode>. Only where no such namespace exists already.
+if [ ! -e /run/netns/default ] && ip netns add default; then
+  made_default=1
+  out=$("$FWE" --netns default status 2>&1); rc=$?
+  expect "--netns default is refused (exit 2)" test "$rc" = 2
+  expect "and says why" grep -q "keeps the host's state under the name 'default'" <<<"$out"
+  out=$(ip netns exec default sh -c 'ino=$(stat -L -c %i /proc/self/ns/net)
+    "$1" -q -f "$2" apply && test -e "/run/fwengine/netns-$ino/state.json" && echo "kept as netns-$ino"
+    "$1" -q flush; rm -rf "/run/fwengine/netns-$ino"' sh "$FWE" "$policy" 2>&1)
+  expect "inside a namespace named default the state is kept as netns-<inode>" grep -q "^kept as netns-[0-9]*$" <<<"$out"
+  expect "and the host's state is untouched" \
+    test "$(stat -c %Y.%i /run/fwengine/default/state.json 2>/dev/null || echo none)" = "$host_state"
+  ip netns del default
+  made_default=
+fi
 echo "$passes passed, $failures failed"
 [ "$failures" = 0 ]
