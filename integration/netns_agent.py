@@ -28,6 +28,7 @@ import threading
 import time
 
 PROBE_PAYLOAD = b"fwengine-probe"
+ANSWER_REQUEST = b"fwengine-answer:"
 
 _write_lock = threading.Lock()
 
@@ -101,7 +102,10 @@ class Listeners:
     @staticmethod
     def _echo(sock):
         try:
-            data, peer = sock.recvfrom(2048)
+            data, peer = sock.recvfrom(65535)
+            # A request for an answer of a given size (a small query with a large, fragmented answer).
+            if data.startswith(ANSWER_REQUEST):
+                data = probe_bytes(int(data[len(ANSWER_REQUEST):]))
             sock.sendto(data, peer)
         except OSError:
             pass
@@ -185,13 +189,21 @@ def probe_tcp(dst, port, src, timeout, sport=0):
         sock.close()
 
 
-def probe_udp(dst, port, src, timeout, sport=0):
+def probe_bytes(size):
+    return (PROBE_PAYLOAD * (1 + size // len(PROBE_PAYLOAD)))[:size]
+
+
+def probe_udp(dst, port, src, timeout, sport=0, size=None, answer=None):
+    """size: the request's payload in bytes, echoed; answer: a small request for an answer of that many
+    bytes. Beyond the link's MTU a datagram goes as fragments."""
+    payload = ANSWER_REQUEST + str(answer).encode() if answer else probe_bytes(size) if size else PROBE_PAYLOAD
+    expected = probe_bytes(answer) if answer else payload
     sock = transport_socket(dst, socket.SOCK_DGRAM, src, sport)
     sock.settimeout(timeout)
     try:
         sock.connect((dst, port))
-        sock.send(PROBE_PAYLOAD)
-        if sock.recv(2048) == PROBE_PAYLOAD:
+        sock.send(payload)
+        if sock.recv(65535) == expected:
             return "open", "echoed"
         return "closed", "wrong answer"
     except OSError as error:
@@ -323,7 +335,8 @@ def run_probe(request):
         if proto == "tcp":
             result, detail = probe_tcp(dst, int(request["port"]), src, timeout, sport)
         elif proto == "udp":
-            result, detail = probe_udp(dst, int(request["port"]), src, timeout, sport)
+            result, detail = probe_udp(dst, int(request["port"]), src, timeout, sport, request.get("size"),
+                                       request.get("answer"))
         elif proto == "icmp":
             result, detail = probe_icmp(dst, src, timeout)
         elif proto == "tcp-invalid":

@@ -207,7 +207,7 @@ def parse_bridge(spec, where):
 
 def parse_probe(spec, where, namespaces):
     check_keys(spec, {"name", "from", "to", "src", "proto", "port", "expect", "trace", "listen", "baseline",
-                      "decided_by"},
+                      "decided_by", "size", "answer"},
                where, required=("name", "from", "to", "proto", "expect"))
     probe = dict(spec)
     probe["to"], probe["src"] = str(spec["to"]), (str(spec["src"]) if spec.get("src") else None)
@@ -225,6 +225,9 @@ def parse_probe(spec, where, namespaces):
         raise ScenarioError(f"{where}.port: {spec['proto']} probes need a port number")
     if spec["expect"] not in VERDICTS:
         raise ScenarioError(f"{where}.expect: '{spec['expect']}' is not 'open' or 'closed'")
+    for key in ("size", "answer"):
+        if key in spec and (spec["proto"] != "udp" or not isinstance(spec[key], int) or not 1 <= spec[key] <= 65000):
+            raise ScenarioError(f"{where}.{key}: UDP probes only, 1-65000 bytes")
     probe.setdefault("baseline", "open")
     if probe["baseline"] not in VERDICTS + ("skip",):
         raise ScenarioError(f"{where}.baseline: must be open, closed or skip")
@@ -826,7 +829,9 @@ def send_probes(topology, probes, timeout):
     futures = []
     for probe in probes:
         request = {"op": "probe", "proto": probe["proto"], "dst": probe["to"], "src": probe["src"],
-                   "port": probe.get("port"), "sport": probe.get("sport"), "timeout": timeout}
+                   "port": probe.get("port"), "sport": probe.get("sport"), "size": probe.get("size"),
+                   "answer": probe.get("answer"),
+                   "timeout": timeout}
         futures.append(topology.agents[probe["from"]].submit(request))
     results = []
     for future in futures:

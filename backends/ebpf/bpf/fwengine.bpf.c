@@ -290,15 +290,20 @@ static __always_inline int linear(struct __sk_buff* skb, __u32 len) {
  * transport header, which the host's stack would still find, is not read. */
 #define FWE_IPV6_EXTENSIONS 8
 #define FWE_UNREADABLE -2
+/* A fragment after the first: it passes unjudged. The first fragment carries the transport header and
+ * is judged as netfilter judges the whole datagram once reassembled; without it, the host cannot
+ * reassemble the datagram, nor can whoever it is forwarded to. */
+#define FWE_LATER_FRAGMENT -3
 
 static __always_inline int is_ipv6_extension(__u8 next) {
   return next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS ||
          next == IPPROTO_FRAGMENT || next == IPPROTO_AH;
 }
 
-/* Fills pkt from the headers; returns -1 for what is not IPv4/IPv6 (let through untouched), or
- * FWE_UNREADABLE. The headers are read in place: a helper call and a copy per field cost more than the
- * rest of parsing. */
+/* Fills pkt from the headers; returns -1 for what is not IPv4/IPv6 (let through untouched),
+ * FWE_LATER_FRAGMENT, or FWE_UNREADABLE (also a first fragment too short to hold the transport header's
+ * ports, which a later one could otherwise supply, RFC 1858). The headers are read in place: a helper call
+ * and a copy per field cost more than the rest of parsing. */
 static __always_inline int parse(struct __sk_buff* skb, struct fwe_pkt* pkt) {
   __u32 l3_len = skb->protocol == bpf_htons(ETH_P_IP)     ? sizeof(struct iphdr)
                  : skb->protocol == bpf_htons(ETH_P_IPV6) ? sizeof(struct ipv6hdr)
@@ -310,6 +315,7 @@ static __always_inline int parse(struct __sk_buff* skb, struct fwe_pkt* pkt) {
   if ((void*)(eth + 1) > data_end) return -1;
   __builtin_memcpy(pkt->smac, eth->h_source, 6);
   __u32 l4 = 0;
+  int fragmented = 0; /* the first fragment of a datagram: more follow */
   if (skb->protocol == bpf_htons(ETH_P_IP)) {
     struct iphdr* ip = data + ETH_HLEN;
     if ((void*)(ip + 1) > data_end) return -1;
@@ -317,7 +323,12 @@ static __always_inline int parse(struct __sk_buff* skb, struct fwe_pkt* pkt) {
     pkt->proto = ip->protocol;
     __builtin_memcpy(pkt->src, &ip->saddr, 4);
     __builtin_memcpy(pkt->dst, &ip->daddr, 4);
-    if (ip->frag_off & bpf_htons(0x1fff)) return 0; /* a later fragment carries no L4 header */
+    /* Offset 1 (8 bytes) can only overwrite a TCP header's flags: RFC 1858's overlap. */
+    if (ip->frag_off & bpf_htons(0x1fff))
+      return (ip->frag_off & bpf_htons(0x1fff)) == bpf_htons(1) && ip->protocol == IPPROTO_TCP
+                 ? FWE_UNREADABLE
+                 : FWE_LATER_FRAGMENT;
+    fragmented = (ip->frag_off & bpf_htons(0x2000)) != 0;
     l4 = ETH_HLEN + ip->ihl * 4;
   } else {
     struct ipv6hdr* ip6 = data + ETH_HLEN;
@@ -335,7 +346,8 @@ static __always_inline int parse(struct __sk_buff* skb, struct fwe_pkt* pkt) {
       const __u8 this_one = pkt->proto;
       pkt->proto = ext[0];
       if (this_one == IPPROTO_FRAGMENT) {
-        if ((ext[2] << 8 | ext[3]) & 0xfff8) return 0; /* a later fragment carries no L4 header */
+        if ((ext[2] << 8 | ext[3]) & 0xfff8) return FWE_LATER_FRAGMENT;
+        fragmented = ext[3] & 1;
         l4 += 8;
       } else {
         l4 += this_one == IPPROTO_AH ? (ext[1] + 2) * 4 : (ext[1] + 1) * 8;
@@ -354,7 +366,7 @@ static __always_inline int parse(struct __sk_buff* skb, struct fwe_pkt* pkt) {
   data_end = (void*)(long)skb->data_end;
   __u8* head = data + l4;
   if (has_ports(pkt->proto)) {
-    if ((void*)(head + 4) > data_end) return 0;
+    if ((void*)(head + 4) > data_end) return fragmented ? FWE_UNREADABLE : 0;
     pkt->has_ports = 1;
     __builtin_memcpy(&pkt->ct_sport, head, 2);
     __builtin_memcpy(&pkt->ct_dport, head + 2, 2);
@@ -362,7 +374,7 @@ static __always_inline int parse(struct __sk_buff* skb, struct fwe_pkt* pkt) {
     pkt->dport = bpf_ntohs(pkt->ct_dport);
     if (pkt->proto == IPPROTO_TCP && (void*)(head + 14) <= data_end) pkt->tcp_flags = head[13];
   } else if (pkt->proto == IPPROTO_ICMP || pkt->proto == IPPROTO_ICMPV6) {
-    if ((void*)(head + 6) > data_end) return 0;
+    if ((void*)(head + 6) > data_end) return fragmented ? FWE_UNREADABLE : 0;
     pkt->icmp_type = head[0];
     pkt->icmp_code = head[1];
     if (is_echo(pkt)) { /* the identifier pairs a request with its reply */

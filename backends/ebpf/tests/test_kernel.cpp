@@ -138,6 +138,53 @@ TEST_CASE("IPv6 extension headers do not hide the transport header: trace's verd
   CHECK(dropped >= 4);  // a rule that drops by port is not passed by with an extension header
 }
 
+TEST_CASE(
+    "a later fragment passes unread; a first one is judged as its datagram, and dropped if too short "
+    "for its ports",
+    "[root]") {
+  const SampleApplied sample;
+  constexpr std::size_t kIpv4 = 14, kFragment = kIpv4 + 6, kIpv6Fragment = 14 + 40;
+  std::size_t checked = 0, dropped = 0;
+  for (const auto& p : test::sample_packets()) {
+    if (p.iif.empty() || (p.protocol != 6 && p.protocol != 17)) continue;
+    const bool v4 = p.src.family == ir::Family::ipv4;
+    const bool expected = trace::evaluate(sample.rs, p).delivered;
+    const int ifindex = static_cast<int>(if_nametoindex(p.iif.c_str()));
+    const int fd = Kernel::attached_program(ifindex, true);
+    REQUIRE(fd >= 0);
+    auto frame = v4 ? test::frame_of(p) : test::with_ipv6_extension(test::frame_of(p), 44);
+    const std::size_t flags = v4 ? kFragment : kIpv6Fragment + 2;  // offset (8-byte units) and flags
+    auto run = [&](std::vector<std::uint8_t> f, const char* what) {
+      test::clear_conntrack(sample.kernel.pin_dir());
+      INFO(test::describe(p) << ": " << what);
+      return test::test_run_frame(fd, std::move(f), ifindex, p.mark).retval;
+    };
+    auto first = frame;  // offset 0, more fragments
+    if (v4)
+      first[flags] |= 0x20;
+    else
+      first[flags + 1] |= 0x01;
+    CHECK((run(first, "first fragment") == TC_ACT_SHOT) == !expected);
+    auto later = frame;  // offset 1480, the last fragment: no transport header of its own
+    later[flags] = v4 ? 0x00 : 0x05;
+    later[flags + 1] = v4 ? 0xb9 : 0xc8;
+    CHECK(run(later, "later fragment") != TC_ACT_SHOT);
+    auto tiny = first;  // 2 bytes of the transport header: a later fragment could supply the ports
+    tiny.resize((v4 ? kIpv4 + 20 : kIpv6Fragment + 8) + 2);
+    CHECK(run(tiny, "first fragment without its ports") == TC_ACT_SHOT);
+    if (v4 && p.protocol == 6) {
+      auto overlap = frame;  // offset 8 bytes: it would overwrite the TCP flags (RFC 1858)
+      overlap[flags + 1] = 0x01;
+      CHECK(run(overlap, "TCP fragment at offset 1") == TC_ACT_SHOT);
+    }
+    close(fd);
+    ++checked;
+    dropped += expected ? 0 : 1;
+  }
+  CHECK(checked >= 8);
+  CHECK(dropped >= 4);  // the later fragments of datagrams the rules drop pass too: the first decides
+}
+
 TEST_CASE("ICMP other than echo makes no flow: what the host sent does not let another type back in",
           "[root]") {
   const SampleApplied sample;
