@@ -107,7 +107,7 @@ class Listeners:
             if data.startswith(ANSWER_REQUEST):
                 data = probe_bytes(int(data[len(ANSWER_REQUEST):]))
             sock.sendto(data, peer)
-        except OSError:
+        except (OSError, ValueError):
             pass
 
     def _serve(self):

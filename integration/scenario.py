@@ -226,7 +226,7 @@ def parse_probe(spec, where, namespaces):
     if spec["expect"] not in VERDICTS:
         raise ScenarioError(f"{where}.expect: '{spec['expect']}' is not 'open' or 'closed'")
     for key in ("size", "answer"):
-        if key in spec and (spec["proto"] != "udp" or not isinstance(spec[key], int) or not 1 <= spec[key] <= 65000):
+        if key in spec and (spec["proto"] != "udp" or type(spec[key]) is not int or not 1 <= spec[key] <= 65000):
             raise ScenarioError(f"{where}.{key}: UDP probes only, 1-65000 bytes")
     probe.setdefault("baseline", "open")
     if probe["baseline"] not in VERDICTS + ("skip",):

@@ -189,6 +189,24 @@ struct fwe_port {
   __u32 families; /* FWE_BRIDGED_* */
 };
 
+/* A fragmented datagram, as the kernel's reassembly tells its fragments apart (IPv6: no protocol). */
+struct fwe_frag_key {
+  __u32 id; /* IPv4: the 16-bit identification; IPv6: the fragment header's */
+  __u8 family;
+  __u8 proto;
+  __u8 pad[2];
+  __u8 src[16];
+  __u8 dst[16];
+};
+
+/* What the first fragment got, for the later ones: they carry no transport header to be judged by. */
+struct fwe_frag_verdict {
+  __u32 mark;    /* the mark a set-mark gave the first fragment */
+  __u8 passed;   /* let through (else dropped) */
+  __u8 set_mark; /* mark is to be set */
+  __u8 pad[2];
+};
+
 struct fwe_meta {
   char ir_hash[FWE_HASH_LEN];
 };

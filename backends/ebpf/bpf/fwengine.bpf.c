@@ -225,6 +225,15 @@ struct {
   __uint(pinning, LIBBPF_PIN_BY_NAME);
 } fwe_ports SEC(".maps");
 
+/* The verdicts of first fragments, for the fragments after them (parse, later_fragment). */
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 8192);
+  __type(key, struct fwe_frag_key);
+  __type(value, struct fwe_frag_verdict);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} fwe_frags SEC(".maps");
+
 /* Interfaces whose clsact qdisc fwengine created (value 1), so flush removes only those. */
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
@@ -249,7 +258,12 @@ struct fwe_pkt {
   __u8 smac[6];
   __u8 rpf_ok; /* ingress: the reverse-path checks it passes, bits 1 << FWE_RPF_STRICT / FWE_RPF_LOOSE */
   __u8 pad2;
+  __u16 l4;      /* where the transport header starts in the frame */
+  __u32 frag_id; /* a fragment's datagram (struct fwe_frag_key) */
+  __u8 fragment; /* FWE_FIRST_FRAGMENT, FWE_LATER_FRAGMENT's, or 0: not a fragment */
 };
+
+#define FWE_FIRST_FRAGMENT 1
 
 /* lo's index in every network namespace. */
 #define LOOPBACK_IFINDEX 1
@@ -272,9 +286,13 @@ static __always_inline int has_ports(__u8 proto) {
 }
 
 /* An ICMP echo request or reply (v4: 8, 0; v6: 128, 129). */
+static __always_inline int is_echo_type(__u8 proto, __u8 type) {
+  return (proto == IPPROTO_ICMP && (type == 8 || type == 0)) ||
+         (proto == IPPROTO_ICMPV6 && (type == 128 || type == 129));
+}
+
 static __always_inline int is_echo(const struct fwe_pkt* pkt) {
-  return (pkt->proto == IPPROTO_ICMP && (pkt->icmp_type == 8 || pkt->icmp_type == 0)) ||
-         (pkt->proto == IPPROTO_ICMPV6 && (pkt->icmp_type == 128 || pkt->icmp_type == 129));
+  return is_echo_type(pkt->proto, pkt->icmp_type);
 }
 
 /* Whether the first len bytes of the packet are in its linear area, where parse reads them in place;
@@ -290,9 +308,9 @@ static __always_inline int linear(struct __sk_buff* skb, __u32 len) {
  * transport header, which the host's stack would still find, is not read. */
 #define FWE_IPV6_EXTENSIONS 8
 #define FWE_UNREADABLE -2
-/* A fragment after the first: it passes unjudged. The first fragment carries the transport header and
- * is judged as netfilter judges the whole datagram once reassembled; without it, the host cannot
- * reassemble the datagram, nor can whoever it is forwarded to. */
+/* A fragment after the first. Only the first fragment carries the transport header: it is judged as
+ * netfilter judges the whole datagram once reassembled, and the later ones get its verdict
+ * (later_fragment). */
 #define FWE_LATER_FRAGMENT -3
 
 static __always_inline int is_ipv6_extension(__u8 next) {
@@ -323,12 +341,14 @@ static __always_inline int parse(struct __sk_buff* skb, struct fwe_pkt* pkt) {
     pkt->proto = ip->protocol;
     __builtin_memcpy(pkt->src, &ip->saddr, 4);
     __builtin_memcpy(pkt->dst, &ip->daddr, 4);
+    pkt->frag_id = ip->id;
     /* Offset 1 (8 bytes) can only overwrite a TCP header's flags: RFC 1858's overlap. */
     if (ip->frag_off & bpf_htons(0x1fff))
       return (ip->frag_off & bpf_htons(0x1fff)) == bpf_htons(1) && ip->protocol == IPPROTO_TCP
                  ? FWE_UNREADABLE
                  : FWE_LATER_FRAGMENT;
     fragmented = (ip->frag_off & bpf_htons(0x2000)) != 0;
+    pkt->fragment = fragmented ? FWE_FIRST_FRAGMENT : 0;
     l4 = ETH_HLEN + ip->ihl * 4;
   } else {
     struct ipv6hdr* ip6 = data + ETH_HLEN;
@@ -342,12 +362,15 @@ static __always_inline int parse(struct __sk_buff* skb, struct fwe_pkt* pkt) {
      * follows. */
     for (int i = 0; i < FWE_IPV6_EXTENSIONS && is_ipv6_extension(pkt->proto); i++) {
       __u8 ext[8];
-      if (bpf_skb_load_bytes(skb, l4, ext, sizeof ext) < 0) return 0; /* cut short: matched as it says */
+      /* Cut short: matched as it says, unless a later fragment could bring the rest. */
+      if (bpf_skb_load_bytes(skb, l4, ext, sizeof ext) < 0) return fragmented ? FWE_UNREADABLE : 0;
       const __u8 this_one = pkt->proto;
       pkt->proto = ext[0];
       if (this_one == IPPROTO_FRAGMENT) {
+        __builtin_memcpy(&pkt->frag_id, ext + 4, 4);
         if ((ext[2] << 8 | ext[3]) & 0xfff8) return FWE_LATER_FRAGMENT;
-        fragmented = ext[3] & 1;
+        fragmented |= ext[3] & 1;
+        pkt->fragment = fragmented ? FWE_FIRST_FRAGMENT : 0;
         l4 += 8;
       } else {
         l4 += this_one == IPPROTO_AH ? (ext[1] + 2) * 4 : (ext[1] + 1) * 8;
@@ -365,6 +388,7 @@ static __always_inline int parse(struct __sk_buff* skb, struct fwe_pkt* pkt) {
   data = (void*)(long)skb->data;
   data_end = (void*)(long)skb->data_end;
   __u8* head = data + l4;
+  pkt->l4 = (__u16)l4;
   if (has_ports(pkt->proto)) {
     if ((void*)(head + 4) > data_end) return fragmented ? FWE_UNREADABLE : 0;
     pkt->has_ports = 1;
@@ -699,10 +723,71 @@ static __always_inline int ct_flowless(const struct fwe_pkt* pkt) {
   return (pkt->proto == IPPROTO_ICMP || pkt->proto == IPPROTO_ICMPV6) && !is_echo(pkt);
 }
 
+/* An ICMP error (v4: unreachable, source quench, redirect, time exceeded, parameter problem; v6: any
+ * type below 128), which quotes the packet it is about. */
+static __always_inline int is_icmp_error(const struct fwe_pkt* pkt) {
+  if (pkt->proto == IPPROTO_ICMP)
+    return pkt->icmp_type == 3 || pkt->icmp_type == 4 || pkt->icmp_type == 5 || pkt->icmp_type == 11 ||
+           pkt->icmp_type == 12;
+  return pkt->proto == IPPROTO_ICMPV6 && pkt->icmp_type < 128;
+}
+
+/* The ports (network order) of the quoted packet's flow as the conntrack keys hold them, and for an
+ * echo its type; 0 if too little of it is quoted to tell. */
+static __always_inline int quoted_flow(struct __sk_buff* skb, __u32 at, __u8 proto, __u16* sport,
+                                       __u16* dport, __u8* echo_type) {
+  __u8 l4[8];
+  if (has_ports(proto)) {
+    if (bpf_skb_load_bytes(skb, at, l4, 4) < 0) return 0;
+    __builtin_memcpy(sport, l4, 2);
+    __builtin_memcpy(dport, l4 + 2, 2);
+    return 1;
+  }
+  if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
+    if (bpf_skb_load_bytes(skb, at, l4, 8) < 0) return 0;
+    if (!is_echo_type(proto, l4[0]))
+      return 0; /* about an ICMP packet of no flow: the kernel relates it to none */
+    *echo_type = l4[0];
+    __builtin_memcpy(sport, l4 + 4, 2);
+    __builtin_memcpy(dport, l4 + 4, 2);
+    return 1;
+  }
+  return 1; /* no ports: the flow is keyed by addresses and protocol */
+}
+
+/* As the kernel's conntrack: an ICMP error is related to the flow of the packet it quotes, in either
+ * direction; one that quotes no flow tracked here (a notracked one included), or too little of a packet
+ * to tell, is invalid. */
+static __always_inline __u8 error_state(struct __sk_buff* skb, const struct fwe_pkt* pkt) {
+  const __u32 at = pkt->l4 + 8; /* the quoted packet, behind the ICMP header */
+  struct fwe_ct_value* v = 0;
+  if (pkt->family == 4) {
+    __u8 ip[20];
+    if (bpf_skb_load_bytes(skb, at, ip, sizeof ip) < 0 || (ip[0] & 0x0f) < 5) return FWE_CT_INVALID;
+    struct fwe_ct4_key key = {.proto = ip[9]};
+    __builtin_memcpy(key.src, ip + 12, 4);
+    __builtin_memcpy(key.dst, ip + 16, 4);
+    if (!quoted_flow(skb, at + (ip[0] & 0x0f) * 4, key.proto, &key.sport, &key.dport, &key.echo_type))
+      return FWE_CT_INVALID;
+    v = bpf_map_lookup_elem(&fwe_ct4, &key);
+  } else {
+    __u8 ip6[40];
+    if (bpf_skb_load_bytes(skb, at, ip6, sizeof ip6) < 0) return FWE_CT_INVALID;
+    struct fwe_ct6_key key = {.proto = ip6[6]};
+    __builtin_memcpy(key.src, ip6 + 8, 16);
+    __builtin_memcpy(key.dst, ip6 + 24, 16);
+    if (!quoted_flow(skb, at + 40, key.proto, &key.sport, &key.dport, &key.echo_type)) return FWE_CT_INVALID;
+    v = bpf_map_lookup_elem(&fwe_ct6, &key);
+  }
+  return v && !v->untracked ? FWE_CT_RELATED : FWE_CT_INVALID;
+}
+
 /* Our own conntrack: a reply of an allowed flow is established; the original direction becomes
- * established once a reply has been seen, as in the kernel's conntrack. Everything else is new. */
-static __always_inline __u8 ct_state_of(struct fwe_eval* ev) {
+ * established once a reply has been seen, as in the kernel's conntrack. An ICMP error is related to the
+ * flow it quotes (error_state). Everything else is new. */
+static __always_inline __u8 ct_state_of(struct __sk_buff* skb, struct fwe_eval* ev) {
   const struct fwe_pkt* pkt = &ev->pkt;
+  if (is_icmp_error(pkt)) return error_state(skb, pkt);
   if (ct_flowless(pkt)) return FWE_CT_NEW;
   struct fwe_ct_value* v = ct_lookup(pkt, 0);
   if (!v) return FWE_CT_NEW;
@@ -837,11 +922,51 @@ static __always_inline int start(struct __sk_buff* skb, struct fwe_eval* ev) {
   ev->need_rpf = (cfg->rpf_gens >> ev->gen) & 1;
   ev->pkt.mark = skb->mark;
   ev->bytes = skb->len;
-  ev->pkt.ct = ct_state_of(ev);
+  ev->pkt.ct = ct_state_of(skb, ev);
   return 0;
 }
 
+static __always_inline void frag_key_of(const struct fwe_pkt* pkt, struct fwe_frag_key* key) {
+  key->id = pkt->frag_id;
+  key->family = pkt->family;
+  key->proto = pkt->family == 4 ? pkt->proto : 0;
+  __builtin_memcpy(key->src, pkt->src, 16);
+  __builtin_memcpy(key->dst, pkt->dst, 16);
+}
+
+/* A first fragment's verdict, for the fragments after it. */
+static __always_inline void remember_first_fragment(const struct fwe_eval* ev, int passed) {
+  if (ev->pkt.fragment != FWE_FIRST_FRAGMENT) return;
+  struct fwe_frag_key key = {};
+  frag_key_of(&ev->pkt, &key);
+  struct fwe_frag_verdict verdict = {.mark = ev->pkt.mark, .passed = passed, .set_mark = ev->mark_changed};
+  bpf_map_update_elem(&fwe_frags, &key, &verdict, BPF_ANY);
+}
+
+/* A later fragment gets its first fragment's verdict (and mark). Without one: on its way out of the host,
+ * whose fragments leave in order, it is dropped; coming in, where fragments may come out of order, it
+ * passes, since nobody can reassemble its datagram without the first fragment, judged when it comes. */
+static __always_inline int later_fragment(struct __sk_buff* skb, const struct fwe_pkt* pkt, int in_order) {
+  struct fwe_frag_key key = {};
+  frag_key_of(pkt, &key);
+  const struct fwe_frag_verdict* first = bpf_map_lookup_elem(&fwe_frags, &key);
+  if (!first) return in_order ? TC_ACT_SHOT : FWE_PASS;
+  if (!first->passed) return TC_ACT_SHOT;
+  if (first->set_mark) skb->mark = first->mark;
+  return FWE_PASS;
+}
+
+/* What becomes of a packet start() did not make ready for the stages. */
+static __always_inline int unstarted(struct __sk_buff* skb, const struct fwe_eval* ev, int started,
+                                     int in_order) {
+  if (started == FWE_LATER_FRAGMENT) return later_fragment(skb, &ev->pkt, in_order);
+  if (started != FWE_UNREADABLE) return FWE_PASS;
+  remember_first_fragment(ev, 0);
+  return TC_ACT_SHOT;
+}
+
 static __always_inline int finish(struct __sk_buff* skb, struct fwe_eval* ev) {
+  remember_first_fragment(ev, !ev->dropped);
   if (ev->dropped) return TC_ACT_SHOT;
   if (ev->mark_changed) skb->mark = ev->pkt.mark;
   ct_commit(ev);
@@ -853,7 +978,7 @@ int fwe_ingress(struct __sk_buff* skb) {
   struct fwe_eval ev = {};
   ev.looped = skb->ifindex == LOOPBACK_IFINDEX;
   int started = start(skb, &ev);
-  if (started < 0) return started == FWE_UNREADABLE ? TC_ACT_SHOT : FWE_PASS;
+  if (started < 0) return unstarted(skb, &ev, started, 0);
   ev.pkt.iif = skb->ifindex;
   ev.pkt.has_mac = !ev.looped;
   ev.pkt.oif = route_out(skb, &ev.pkt);
@@ -881,7 +1006,7 @@ static __always_inline int judge_switched(struct __sk_buff* skb, const struct fw
   if (skb->vlan_present && !(port->families & FWE_BRIDGED_VLAN)) return FWE_PASS;
   struct fwe_eval ev = {};
   int started = start(skb, &ev);
-  if (started < 0) return started == FWE_UNREADABLE ? TC_ACT_SHOT : FWE_PASS;
+  if (started < 0) return unstarted(skb, &ev, started, 0);
   ev.pkt.iif = port->bridge;
   ev.pkt.oif = port->bridge;
   ev.pkt.has_mac = 1;
@@ -901,7 +1026,7 @@ int fwe_egress(struct __sk_buff* skb) {
   if (skb->ingress_ifindex != 0) return FWE_PASS; /* forwarded: decided at its ingress */
   struct fwe_eval ev = {};
   int started = start(skb, &ev);
-  if (started < 0) return started == FWE_UNREADABLE ? TC_ACT_SHOT : FWE_PASS;
+  if (started < 0) return unstarted(skb, &ev, started, 1);
   ev.pkt.oif = skb->ifindex;
   if (!run_stage(&ev, FWE_STAGE_UNTRACKED_OUT)) {
     ct_see_reply(&ev);

@@ -112,21 +112,24 @@ struct Interface {
 // that reports no kind, as hv_netvsc does for its VF).
 constexpr std::string_view kMastersOfThemselves[] = {"vrf", "batadv"};
 
-// What br_netfilter hands to netfilter of the frames a bridge switches (FWE_BRIDGED_*): the families
-// whose namespace sysctl or bridge option (bridge_calls) is on, with VLAN-tagged frames if it filters
-// those; nothing where the module is not loaded.
-__u32 switched_families(__u32 bridge_calls) {
+// What br_netfilter hands to netfilter of the frames bridges switch (FWE_BRIDGED_*), by the namespace's
+// sysctls: the families on for every bridge, and whether VLAN-tagged frames go too; nullopt where the
+// module is not loaded (a bridge's own options then do nothing either).
+struct BridgeNetfilter {
+  __u32 families = 0;
+  bool vlan_tagged = false;
+};
+std::optional<BridgeNetfilter> bridge_netfilter() {
   std::error_code ec;
-  if (!std::filesystem::exists("/proc/sys/net/bridge", ec)) return 0;
+  if (!std::filesystem::exists("/proc/sys/net/bridge", ec)) return std::nullopt;
   auto on = [](const char* name) {
     std::ifstream file(std::string("/proc/sys/net/bridge/") + name);
     int value = 0;
     return file >> value && value != 0;
   };
-  __u32 families = bridge_calls | (on("bridge-nf-call-iptables") ? FWE_BRIDGED_IPV4 : 0) |
-                   (on("bridge-nf-call-ip6tables") ? FWE_BRIDGED_IPV6 : 0);
-  if (families != 0 && on("bridge-nf-filter-vlan-tagged")) families |= FWE_BRIDGED_VLAN;
-  return families;
+  return BridgeNetfilter{(on("bridge-nf-call-iptables") ? FWE_BRIDGED_IPV4 : 0u) |
+                             (on("bridge-nf-call-ip6tables") ? FWE_BRIDGED_IPV6 : 0u),
+                         on("bridge-nf-filter-vlan-tagged")};
 }
 
 // One RTM_GETLINK dump of the current namespace, with each master's kind; nullopt if the kernel says it
@@ -197,6 +200,7 @@ std::optional<std::vector<Interface>> dump_interfaces() {
     }
   }
   if (interrupted) return std::nullopt;
+  const auto netfilter = bridge_netfilter();
   for (auto& iface : out) {
     auto master = master_of.find(iface.index);
     if (master == master_of.end() || master->second == 0 || master->second == iface.index) continue;
@@ -205,15 +209,18 @@ std::optional<std::vector<Interface>> dump_interfaces() {
                     std::end(kMastersOfThemselves);
     if (kind == "bridge") {
       iface.bridge = master->second;
-      iface.switched = switched_families(bridge_calls[master->second]);
+      // The families whose namespace sysctl or bridge option (bridge_calls) is on.
+      if (netfilter) iface.switched = netfilter->families | bridge_calls[master->second];
+      if (iface.switched != 0 && netfilter->vlan_tagged) iface.switched |= FWE_BRIDGED_VLAN;
     }
   }
   return out;
 }
 
 std::vector<Interface> interfaces() {
-  for (int attempt = 1; attempt <= 10; ++attempt) {
+  for (int attempt = 1;; ++attempt) {
     if (auto listed = dump_interfaces()) return std::move(*listed);
+    if (attempt == 10) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(10 * attempt));  // a burst of changes passes
   }
   fail("listing interfaces", EAGAIN, "they kept changing while they were listed");
@@ -374,7 +381,7 @@ bool ours_belong(const Interface& iface, bpf_tc_attach_point point) {
 
 struct PinnedMaps {
   Fd rules, stages, config, meta, set4, set6, runs4, runs6, runs4_exact, runs6_exact, run_counters, iflists,
-      portsets, portindex, chains, wheres, counters, limits, ct4, ct6, ports, hooks;
+      portsets, portindex, chains, wheres, counters, limits, ct4, ct6, frags, ports, hooks;
 };
 
 int get_pinned(const std::string& dir, const char* name) {
@@ -385,7 +392,7 @@ int get_pinned(const std::string& dir, const char* name) {
 template <typename Maps>  // PinnedMaps, or const PinnedMaps
 auto named_maps(Maps& m) {
   using Map = std::pair<decltype(&m.rules), const char*>;
-  return std::array<Map, 22>{{{&m.rules, "fwe_rules_v2"},
+  return std::array<Map, 23>{{{&m.rules, "fwe_rules_v2"},
                               {&m.stages, "fwe_stages"},
                               {&m.config, "fwe_config"},
                               {&m.meta, "fwe_meta"},
@@ -405,6 +412,7 @@ auto named_maps(Maps& m) {
                               {&m.limits, "fwe_limits"},
                               {&m.ct4, "fwe_ct4"},
                               {&m.ct6, "fwe_ct6"},
+                              {&m.frags, "fwe_frags"},
                               {&m.ports, "fwe_ports"},
                               {&m.hooks, "fwe_hooks"}}};
 }

@@ -139,50 +139,72 @@ TEST_CASE("IPv6 extension headers do not hide the transport header: trace's verd
 }
 
 TEST_CASE(
-    "a later fragment passes unread; a first one is judged as its datagram, and dropped if too short "
-    "for its ports",
+    "a first fragment is judged as its datagram and the later ones get its verdict, one too short for its "
+    "ports is dropped",
     "[root]") {
   const SampleApplied sample;
-  constexpr std::size_t kIpv4 = 14, kFragment = kIpv4 + 6, kIpv6Fragment = 14 + 40;
+  constexpr std::size_t kIpv4 = 14, kIpv4Id = kIpv4 + 4, kIpv4Flags = kIpv4 + 6, kIpv6Fragment = 14 + 40;
+  std::uint16_t next_id = 100;  // each datagram its own: the first fragments' verdicts are kept by it
   std::size_t checked = 0, dropped = 0;
   for (const auto& p : test::sample_packets()) {
-    if (p.iif.empty() || (p.protocol != 6 && p.protocol != 17)) continue;
-    const bool v4 = p.src.family == ir::Family::ipv4;
+    if (p.protocol != 6 && p.protocol != 17) continue;
+    const bool ingress = !p.iif.empty(), v4 = p.src.family == ir::Family::ipv4;
     const bool expected = trace::evaluate(sample.rs, p).delivered;
-    const int ifindex = static_cast<int>(if_nametoindex(p.iif.c_str()));
-    const int fd = Kernel::attached_program(ifindex, true);
+    const int ifindex = static_cast<int>(if_nametoindex((ingress ? p.iif : p.oif).c_str()));
+    const int fd = Kernel::attached_program(ifindex, ingress);
     REQUIRE(fd >= 0);
-    auto frame = v4 ? test::frame_of(p) : test::with_ipv6_extension(test::frame_of(p), 44);
-    const std::size_t flags = v4 ? kFragment : kIpv6Fragment + 2;  // offset (8-byte units) and flags
+    const auto whole = v4 ? test::frame_of(p) : test::with_ipv6_extension(test::frame_of(p), 44);
+    const std::size_t flags = v4 ? kIpv4Flags : kIpv6Fragment + 2;  // offset (8-byte units) and flags
+    // A fragment of datagram `id`: the first (offset 0, more to come) or the last, at offset 1480.
+    auto fragment = [&](std::uint16_t id, bool first) {
+      auto f = whole;
+      f[v4 ? kIpv4Id + 1 : kIpv6Fragment + 7] = static_cast<std::uint8_t>(id & 0xff);
+      f[v4 ? kIpv4Id : kIpv6Fragment + 6] = static_cast<std::uint8_t>(id >> 8);
+      if (first) {
+        f[v4 ? flags : flags + 1] |= v4 ? 0x20 : 0x01;
+      } else {
+        f[flags] = v4 ? 0x00 : 0x05;
+        f[flags + 1] = v4 ? 0xb9 : 0xc8;
+      }
+      return f;
+    };
     auto run = [&](std::vector<std::uint8_t> f, const char* what) {
       test::clear_conntrack(sample.kernel.pin_dir());
       INFO(test::describe(p) << ": " << what);
-      return test::test_run_frame(fd, std::move(f), ifindex, p.mark).retval;
+      return test::test_run_frame(fd, std::move(f), ifindex, p.mark).retval == TC_ACT_SHOT ? "dropped"
+                                                                                           : "passed";
     };
-    auto first = frame;  // offset 0, more fragments
-    if (v4)
-      first[flags] |= 0x20;
-    else
-      first[flags + 1] |= 0x01;
-    CHECK((run(first, "first fragment") == TC_ACT_SHOT) == !expected);
-    auto later = frame;  // offset 1480, the last fragment: no transport header of its own
-    later[flags] = v4 ? 0x00 : 0x05;
-    later[flags + 1] = v4 ? 0xb9 : 0xc8;
-    CHECK(run(later, "later fragment") != TC_ACT_SHOT);
-    auto tiny = first;  // 2 bytes of the transport header: a later fragment could supply the ports
+    const char* verdict = expected ? "passed" : "dropped";
+    const std::uint16_t id = next_id++;
+    // Coming in, fragments may come out of order: a later one whose first is not seen yet passes (no one
+    // can reassemble it without the first); going out, the host sends the first first.
+    CHECK(std::string(run(fragment(id, false), "a later fragment before its first")) ==
+          (ingress ? "passed" : "dropped"));
+    CHECK(std::string(run(fragment(id, true), "the first fragment")) == verdict);
+    CHECK(std::string(run(fragment(id, false), "a later fragment after its first")) == verdict);
+    const std::uint16_t cut = next_id++;
+    auto tiny =
+        fragment(cut, true);  // 2 bytes of the transport header: a later fragment could supply the ports
     tiny.resize((v4 ? kIpv4 + 20 : kIpv6Fragment + 8) + 2);
-    CHECK(run(tiny, "first fragment without its ports") == TC_ACT_SHOT);
+    CHECK(std::string(run(tiny, "a first fragment without its ports")) == "dropped");
+    CHECK(std::string(run(fragment(cut, false), "a later fragment of that one")) == "dropped");
     if (v4 && p.protocol == 6) {
-      auto overlap = frame;  // offset 8 bytes: it would overwrite the TCP flags (RFC 1858)
+      auto overlap = whole;  // offset 8 bytes: it would overwrite the TCP flags (RFC 1858)
       overlap[flags + 1] = 0x01;
-      CHECK(run(overlap, "TCP fragment at offset 1") == TC_ACT_SHOT);
+      CHECK(std::string(run(overlap, "a TCP fragment at offset 1")) == "dropped");
+    }
+    if (!v4) {  // a first fragment whose header chain ends before the transport header: as too short
+      auto chain = fragment(next_id++, true);
+      chain[kIpv6Fragment] = 60;  // the fragment header is followed by destination options
+      chain.resize(kIpv6Fragment + 8 + 4);
+      CHECK(std::string(run(chain, "a first fragment cut short in its header chain")) == "dropped");
     }
     close(fd);
     ++checked;
     dropped += expected ? 0 : 1;
   }
-  CHECK(checked >= 8);
-  CHECK(dropped >= 4);  // the later fragments of datagrams the rules drop pass too: the first decides
+  CHECK(checked >= 12);
+  CHECK(dropped >= 4);
 }
 
 TEST_CASE("ICMP other than echo makes no flow: what the host sent does not let another type back in",
@@ -201,6 +223,54 @@ TEST_CASE("ICMP other than echo makes no flow: what the host sent does not let a
   CHECK_FALSE(expected);
   CHECK(delivered(exceeded) == expected);
   CHECK(test::count_entries(sample.kernel.pin_dir(), "fwe_ct6") == 0);
+}
+
+TEST_CASE(
+    "an ICMP error is related to the flow it quotes and invalid without one, as the kernel's conntrack has "
+    "it",
+    "[root]") {
+  const SampleApplied sample;
+  const ir::Ruleset& rs = sample.rs;
+  std::size_t checked = 0;
+  for (const bool v6 : {false, true}) {
+    const char* host = v6 ? "2001:db8::1" : "10.0.0.1";
+    const char* peer = v6 ? "2001:db8::20" : "10.0.0.20";
+    test::clear_conntrack(sample.kernel.pin_dir());
+    const auto query = test::packet("", "d0", host, peer, 17, 40000, 53);  // the host's own, let out
+    REQUIRE(trace::evaluate(rs, query).delivered);
+    REQUIRE(delivered(query));
+    // Port unreachable back from the peer, quoting a query: what of it an error carries, the IP header
+    // and the transport header's first 8 bytes.
+    auto error_about = [&](std::uint16_t sport, ir::CtState state) {
+      auto error = test::packet("d0", "", peer, host, v6 ? 58 : 1, 0, 0);
+      error.icmp_type = v6 ? 1 : 3;
+      error.icmp_code = v6 ? 4 : 3;
+      error.ct = state;
+      auto frame = test::frame_of(error);
+      auto quoted = test::frame_of(test::packet("", "d0", host, peer, 17, sport, 53));
+      frame.insert(frame.end(), quoted.begin() + 14, quoted.begin() + 14 + (v6 ? 40 : 20) + 8);
+      return std::pair{error, frame};
+    };
+    const int ifindex = static_cast<int>(if_nametoindex("d0"));
+    const int fd = Kernel::attached_program(ifindex, true);
+    REQUIRE(fd >= 0);
+    for (const auto& [sport, state] : {std::pair{std::uint16_t{40000}, ir::CtState::related},
+                                       std::pair{std::uint16_t{40001}, ir::CtState::invalid}}) {
+      const auto [error, frame] = error_about(sport, state);
+      const bool expected = trace::evaluate(rs, error).delivered;
+      CHECK(expected == (state == ir::CtState::related));  // the sample accepts related, drops invalid
+      INFO(test::describe(error) << (v6 ? " (IPv6)" : " (IPv4)"));
+      CHECK((test::test_run_frame(fd, frame, ifindex, 0).retval != TC_ACT_SHOT) == expected);
+      ++checked;
+    }
+    // Cut short of the quoted ports: too little to relate.
+    auto [error, frame] = error_about(40000, ir::CtState::invalid);
+    frame.resize(frame.size() - 6);
+    CHECK((test::test_run_frame(fd, frame, ifindex, 0).retval != TC_ACT_SHOT) ==
+          trace::evaluate(rs, error).delivered);
+    close(fd);
+  }
+  CHECK(checked == 4);
 }
 
 TEST_CASE("port runs skip only rules that cannot match", "[root]") {
