@@ -201,6 +201,7 @@ struct fwe_frag_key {
 
 /* What the first fragment got, for the later ones: they carry no transport header to be judged by. */
 struct fwe_frag_verdict {
+  __u64 at_ns;   /* when the first fragment was judged (bpf_ktime_get_ns) */
   __u32 mark;    /* the mark a set-mark gave the first fragment */
   __u8 passed;   /* let through (else dropped) */
   __u8 set_mark; /* mark is to be set */

@@ -755,15 +755,24 @@ static __always_inline int quoted_flow(struct __sk_buff* skb, __u32 at, __u8 pro
   return 1; /* no ports: the flow is keyed by addresses and protocol */
 }
 
+static __always_inline int same_address(const __u8* a, const __u8* b, int len) {
+  __u8 differ = 0;
+#pragma unroll
+  for (int i = 0; i < 16; i++)
+    if (i < len) differ |= a[i] ^ b[i];
+  return differ == 0;
+}
+
 /* As the kernel's conntrack: an ICMP error is related to the flow of the packet it quotes, in either
- * direction; one that quotes no flow tracked here (a notracked one included), or too little of a packet
- * to tell, is invalid. */
+ * direction, if it is addressed to that packet's sender; one that quotes no flow tracked here (a
+ * notracked one included), a later fragment, or too little of a packet to tell, is invalid. */
 static __always_inline __u8 error_state(struct __sk_buff* skb, const struct fwe_pkt* pkt) {
   const __u32 at = pkt->l4 + 8; /* the quoted packet, behind the ICMP header */
   struct fwe_ct_value* v = 0;
   if (pkt->family == 4) {
     __u8 ip[20];
     if (bpf_skb_load_bytes(skb, at, ip, sizeof ip) < 0 || (ip[0] & 0x0f) < 5) return FWE_CT_INVALID;
+    if (((ip[6] & 0x1f) | ip[7]) != 0 || !same_address(ip + 12, pkt->dst, 4)) return FWE_CT_INVALID;
     struct fwe_ct4_key key = {.proto = ip[9]};
     __builtin_memcpy(key.src, ip + 12, 4);
     __builtin_memcpy(key.dst, ip + 16, 4);
@@ -772,11 +781,23 @@ static __always_inline __u8 error_state(struct __sk_buff* skb, const struct fwe_
     v = bpf_map_lookup_elem(&fwe_ct4, &key);
   } else {
     __u8 ip6[40];
-    if (bpf_skb_load_bytes(skb, at, ip6, sizeof ip6) < 0) return FWE_CT_INVALID;
-    struct fwe_ct6_key key = {.proto = ip6[6]};
+    if (bpf_skb_load_bytes(skb, at, ip6, sizeof ip6) < 0 || !same_address(ip6 + 8, pkt->dst, 16))
+      return FWE_CT_INVALID;
+    /* Past the quoted packet's extension headers, as parse walks a packet's own. */
+    __u8 next = ip6[6];
+    __u32 l4 = at + 40;
+    for (int i = 0; i < FWE_IPV6_EXTENSIONS && is_ipv6_extension(next); i++) {
+      __u8 ext[8];
+      if (bpf_skb_load_bytes(skb, l4, ext, sizeof ext) < 0) return FWE_CT_INVALID;
+      if (next == IPPROTO_FRAGMENT && ((ext[2] << 8 | ext[3]) & 0xfff8)) return FWE_CT_INVALID;
+      l4 += next == IPPROTO_FRAGMENT ? 8 : next == IPPROTO_AH ? (ext[1] + 2) * 4 : (ext[1] + 1) * 8;
+      next = ext[0];
+    }
+    if (is_ipv6_extension(next)) return FWE_CT_INVALID;
+    struct fwe_ct6_key key = {.proto = next};
     __builtin_memcpy(key.src, ip6 + 8, 16);
     __builtin_memcpy(key.dst, ip6 + 24, 16);
-    if (!quoted_flow(skb, at + 40, key.proto, &key.sport, &key.dport, &key.echo_type)) return FWE_CT_INVALID;
+    if (!quoted_flow(skb, l4, key.proto, &key.sport, &key.dport, &key.echo_type)) return FWE_CT_INVALID;
     v = bpf_map_lookup_elem(&fwe_ct6, &key);
   }
   return v && !v->untracked ? FWE_CT_RELATED : FWE_CT_INVALID;
@@ -865,7 +886,10 @@ static __always_inline __u32 route_out(struct __sk_buff* skb, const struct fwe_p
     __builtin_memcpy(fib.ipv6_dst, pkt->dst, 16);
   }
   long rc = bpf_fib_lookup(skb, &fib, sizeof fib, 0);
-  if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH) return fib.ifindex;
+  /* FRAG_NEEDED: larger than the way out's MTU, forwarded all the same (fragmented, or answered with
+   * Packet Too Big by the forwarding path, after netfilter's forward hook). */
+  if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH || rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+    return fib.ifindex;
   return 0;
 }
 
@@ -939,7 +963,8 @@ static __always_inline void remember_first_fragment(const struct fwe_eval* ev, i
   if (ev->pkt.fragment != FWE_FIRST_FRAGMENT) return;
   struct fwe_frag_key key = {};
   frag_key_of(&ev->pkt, &key);
-  struct fwe_frag_verdict verdict = {.mark = ev->pkt.mark, .passed = passed, .set_mark = ev->mark_changed};
+  struct fwe_frag_verdict verdict = {
+      .at_ns = bpf_ktime_get_ns(), .mark = ev->pkt.mark, .passed = passed, .set_mark = ev->mark_changed};
   bpf_map_update_elem(&fwe_frags, &key, &verdict, BPF_ANY);
 }
 
@@ -950,6 +975,10 @@ static __always_inline int later_fragment(struct __sk_buff* skb, const struct fw
   struct fwe_frag_key key = {};
   frag_key_of(pkt, &key);
   const struct fwe_frag_verdict* first = bpf_map_lookup_elem(&fwe_frags, &key);
+  /* Older than the kernel gives a datagram to be reassembled (ipfrag_time: 30 s; IPv6 60 s): its
+   * identification is another datagram's now. */
+  const __u64 lifetime_ns = (pkt->family == 4 ? 30ull : 60ull) * 1000000000ull;
+  if (first && bpf_ktime_get_ns() - first->at_ns > lifetime_ns) first = 0;
   if (!first) return in_order ? TC_ACT_SHOT : FWE_PASS;
   if (!first->passed) return TC_ACT_SHOT;
   if (first->set_mark) skb->mark = first->mark;

@@ -207,6 +207,26 @@ TEST_CASE(
   CHECK(dropped >= 4);
 }
 
+TEST_CASE("a forwarded packet larger than the way out's MTU is still judged as forwarded", "[root]") {
+  const SampleApplied sample;
+  std::size_t checked = 0;
+  for (const auto& p : test::sample_packets()) {
+    if (p.iif.empty() || p.oif.empty()) continue;
+    const int ifindex = static_cast<int>(if_nametoindex(p.iif.c_str()));
+    const int fd = Kernel::attached_program(ifindex, true);
+    REQUIRE(fd >= 0);
+    auto frame = test::frame_of(p);
+    frame.resize(1600);  // beyond the 1500 bytes of the way out: fragmented or answered with Packet Too Big
+    test::clear_conntrack(sample.kernel.pin_dir());
+    INFO(test::describe(p));
+    CHECK((test::test_run_frame(fd, frame, ifindex, p.mark).retval != TC_ACT_SHOT) ==
+          trace::evaluate(sample.rs, p).delivered);
+    close(fd);
+    ++checked;
+  }
+  CHECK(checked >= 4);
+}
+
 TEST_CASE("ICMP other than echo makes no flow: what the host sent does not let another type back in",
           "[root]") {
   const SampleApplied sample;
@@ -241,14 +261,18 @@ TEST_CASE(
     REQUIRE(delivered(query));
     // Port unreachable back from the peer, quoting a query: what of it an error carries, the IP header
     // and the transport header's first 8 bytes.
-    auto error_about = [&](std::uint16_t sport, ir::CtState state) {
-      auto error = test::packet("d0", "", peer, host, v6 ? 58 : 1, 0, 0);
+    // ext: the quoted IPv6 packet carries a fragment header (offset 0), which the kernel skips too.
+    auto error_about = [&](std::uint16_t sport, ir::CtState state, const char* to = nullptr,
+                           bool ext = false) {
+      auto error = test::packet("d0", "", peer, to ? to : host, v6 ? 58 : 1, 0, 0);
       error.icmp_type = v6 ? 1 : 3;
       error.icmp_code = v6 ? 4 : 3;
       error.ct = state;
       auto frame = test::frame_of(error);
       auto quoted = test::frame_of(test::packet("", "d0", host, peer, 17, sport, 53));
-      frame.insert(frame.end(), quoted.begin() + 14, quoted.begin() + 14 + (v6 ? 40 : 20) + 8);
+      if (ext) quoted = test::with_ipv6_extension(quoted, 44);
+      frame.insert(frame.end(), quoted.begin() + 14,
+                   quoted.begin() + 14 + (v6 ? 40 : 20) + (ext ? 8 : 0) + 8);
       return std::pair{error, frame};
     };
     const int ifindex = static_cast<int>(if_nametoindex("d0"));
@@ -263,11 +287,23 @@ TEST_CASE(
       CHECK((test::test_run_frame(fd, frame, ifindex, 0).retval != TC_ACT_SHOT) == expected);
       ++checked;
     }
+    auto passes = [&](const std::vector<std::uint8_t>& frame) {
+      return test::test_run_frame(fd, frame, ifindex, 0).retval != TC_ACT_SHOT;
+    };
     // Cut short of the quoted ports: too little to relate.
     auto [error, frame] = error_about(40000, ir::CtState::invalid);
     frame.resize(frame.size() - 6);
-    CHECK((test::test_run_frame(fd, frame, ifindex, 0).retval != TC_ACT_SHOT) ==
-          trace::evaluate(rs, error).delivered);
+    CHECK(passes(frame) == trace::evaluate(rs, error).delivered);
+    // Addressed to another of the host's addresses than the quoted packet's sender: not related (the
+    // kernel checks it too).
+    const auto [elsewhere, elsewhere_frame] =
+        error_about(40000, ir::CtState::invalid, v6 ? "2001:db8:1::1" : "10.1.0.1");  // d1's
+    CHECK(passes(elsewhere_frame) == trace::evaluate(rs, elsewhere).delivered);
+    if (v6) {  // Packet Too Big about a fragmented datagram: related past the quoted fragment header
+      const auto [big, big_frame] = error_about(40000, ir::CtState::related, nullptr, true);
+      CHECK(trace::evaluate(rs, big).delivered);
+      CHECK(passes(big_frame));
+    }
     close(fd);
   }
   CHECK(checked == 4);
