@@ -886,8 +886,9 @@ static __always_inline __u32 route_out(struct __sk_buff* skb, const struct fwe_p
     __builtin_memcpy(fib.ipv6_dst, pkt->dst, 16);
   }
   long rc = bpf_fib_lookup(skb, &fib, sizeof fib, 0);
-  /* FRAG_NEEDED: larger than the way out's MTU, forwarded all the same (fragmented, or answered with
-   * Packet Too Big by the forwarding path, after netfilter's forward hook). */
+  /* FRAG_NEEDED: larger than the way out's MTU, a forwarded packet all the same: fragmented, or, when it
+   * may not be, answered with Packet Too Big by the forwarding path (before netfilter's forward hook,
+   * which this program runs: where forward drops it, no answer goes back). */
   if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH || rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
     return fib.ifindex;
   return 0;
