@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "fwengine.skel.h"
+#include "fwengine/netlink.hpp"
 #include "fwengine/state.hpp"
 
 namespace fwe::ebpf {
@@ -135,82 +136,32 @@ std::optional<BridgeNetfilter> bridge_netfilter() {
 // One RTM_GETLINK dump of the current namespace, with each master's kind; nullopt if the kernel says it
 // was interrupted by a change (NLM_F_DUMP_INTR): it is taken again.
 std::optional<std::vector<Interface>> dump_interfaces() {
-  const Fd nl(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
-  if (nl.fd < 0) fail("listing interfaces", errno);
-  struct {
-    nlmsghdr header;
-    ifinfomsg link;
-  } request{};
-  request.header.nlmsg_len = sizeof request;
-  request.header.nlmsg_type = RTM_GETLINK;
-  request.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  request.link.ifi_family = AF_UNSPEC;
-  if (send(nl.fd, &request, sizeof request, 0) < 0) fail("listing interfaces", errno);
-  std::vector<Interface> out;
-  std::map<int, int> master_of;
-  std::map<int, std::string> kind_of;
-  std::map<int, __u32> bridge_calls;  // a bridge's own nf_call_iptables / nf_call_ip6tables
-  bool interrupted = false;
-  std::vector<char> buf(65536);
-  for (bool done = false; !done;) {
-    ssize_t n = recv(nl.fd, buf.data(), buf.size(), MSG_TRUNC);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) fail("listing interfaces", n < 0 ? errno : EIO);
-    if (n > static_cast<ssize_t>(buf.size())) fail("listing interfaces", EMSGSIZE);
-    for (auto* h = reinterpret_cast<nlmsghdr*>(buf.data()); NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
-      interrupted = interrupted || (h->nlmsg_flags & NLM_F_DUMP_INTR);
-      if (h->nlmsg_type == NLMSG_DONE) done = true;
-      if (h->nlmsg_type == NLMSG_ERROR) {
-        const int error = h->nlmsg_len >= NLMSG_LENGTH(sizeof(nlmsgerr))
-                              ? static_cast<const nlmsgerr*>(NLMSG_DATA(h))->error
-                              : -EIO;
-        fail("listing interfaces", error);
-      }
-      if (h->nlmsg_type != RTM_NEWLINK || h->nlmsg_len < NLMSG_LENGTH(sizeof(ifinfomsg))) continue;
-      const auto* link = static_cast<const ifinfomsg*>(NLMSG_DATA(h));
-      if (link->ifi_family != AF_UNSPEC) continue;
-      Interface& iface = out.emplace_back(Interface{link->ifi_index, {}});
-      auto length = static_cast<int>(IFLA_PAYLOAD(h));
-      for (auto* a = IFLA_RTA(link); RTA_OK(a, length); a = RTA_NEXT(a, length)) {
-        if (a->rta_type == IFLA_IFNAME) {
-          const auto* text = static_cast<const char*>(RTA_DATA(a));
-          iface.name.assign(text, strnlen(text, RTA_PAYLOAD(a)));
-        } else if (a->rta_type == IFLA_MASTER && RTA_PAYLOAD(a) >= sizeof(__u32)) {
-          master_of[link->ifi_index] = static_cast<int>(*static_cast<const __u32*>(RTA_DATA(a)));
-        } else if (a->rta_type == IFLA_LINKINFO) {
-          auto info_length = static_cast<int>(RTA_PAYLOAD(a));
-          for (auto* i = static_cast<rtattr*>(RTA_DATA(a)); RTA_OK(i, info_length);
-               i = RTA_NEXT(i, info_length))
-            if (i->rta_type == IFLA_INFO_KIND) {
-              const auto* text = static_cast<const char*>(RTA_DATA(i));
-              kind_of[link->ifi_index].assign(text, strnlen(text, RTA_PAYLOAD(i)));
-            } else if (i->rta_type == IFLA_INFO_DATA) {  // a bridge's options, if it is one
-              auto data_length = static_cast<int>(RTA_PAYLOAD(i));
-              for (auto* d = static_cast<rtattr*>(RTA_DATA(i)); RTA_OK(d, data_length);
-                   d = RTA_NEXT(d, data_length)) {
-                const bool on = RTA_PAYLOAD(d) >= 1 && *static_cast<const __u8*>(RTA_DATA(d)) != 0;
-                if (d->rta_type == IFLA_BR_NF_CALL_IPTABLES && on)
-                  bridge_calls[link->ifi_index] |= FWE_BRIDGED_IPV4;
-                if (d->rta_type == IFLA_BR_NF_CALL_IP6TABLES && on)
-                  bridge_calls[link->ifi_index] |= FWE_BRIDGED_IPV6;
-              }
-            }
-        }
-      }
-    }
-  }
-  if (interrupted) return std::nullopt;
+  std::vector<netlink::Link> links;
+  ifinfomsg family{};
+  family.ifi_family = AF_UNSPEC;
+  const auto end = netlink::dump_route(RTM_GETLINK, family, [&](const nlmsghdr& message) {
+    if (message.nlmsg_type != RTM_NEWLINK) return;
+    if (auto link = netlink::link_of(message)) links.push_back(std::move(*link));
+  });
+  if (end.error != 0) fail("listing interfaces", end.error);
+  if (end.interrupted) return std::nullopt;
+  std::map<int, const netlink::Link*> by_index;
+  for (const auto& link : links) by_index[link.index] = &link;
   const auto netfilter = bridge_netfilter();
-  for (auto& iface : out) {
-    auto master = master_of.find(iface.index);
-    if (master == master_of.end() || master->second == 0 || master->second == iface.index) continue;
-    const std::string& kind = kind_of[master->second];
+  std::vector<Interface> out;
+  for (const auto& link : links) {
+    Interface& iface = out.emplace_back(Interface{link.index, link.name});
+    if (link.master == 0 || link.master == link.index) continue;
+    const netlink::Link* master = by_index.contains(link.master) ? by_index[link.master] : nullptr;
+    const std::string kind = master ? master->kind : "";
     iface.stacked = std::find(std::begin(kMastersOfThemselves), std::end(kMastersOfThemselves), kind) ==
                     std::end(kMastersOfThemselves);
     if (kind == "bridge") {
-      iface.bridge = master->second;
-      // The families whose namespace sysctl or bridge option (bridge_calls) is on.
-      if (netfilter) iface.switched = netfilter->families | bridge_calls[master->second];
+      iface.bridge = link.master;
+      // The families whose namespace sysctl or bridge option is on.
+      const __u32 own = (master->calls_iptables ? FWE_BRIDGED_IPV4 : 0u) |
+                        (master->calls_ip6tables ? FWE_BRIDGED_IPV6 : 0u);
+      if (netfilter) iface.switched = netfilter->families | own;
       if (iface.switched != 0 && netfilter->vlan_tagged) iface.switched |= FWE_BRIDGED_VLAN;
     }
   }
@@ -260,30 +211,16 @@ bpf_tc_hook hook_of(int ifindex, bpf_tc_attach_point point) {
 // Whether a tc filter is on the interface's clsact hooks: another program's, once ours are detached.
 // true also when it cannot be told (the qdisc is then left where it is).
 bool clsact_holds_filters(int ifindex) {
-  const Fd nl(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
-  if (nl.fd < 0) return true;
   for (__u32 parent : {TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS), TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_EGRESS)}) {
-    struct {
-      nlmsghdr header;
-      tcmsg tc;
-    } request{};
-    request.header.nlmsg_len = sizeof request;
-    request.header.nlmsg_type = RTM_GETTFILTER;
-    request.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-    request.tc.tcm_family = AF_UNSPEC;
-    request.tc.tcm_ifindex = ifindex;
-    request.tc.tcm_parent = parent;
-    if (send(nl.fd, &request, sizeof request, 0) < 0) return true;
-    for (bool done = false; !done;) {
-      alignas(nlmsghdr) char buf[16384];
-      ssize_t n = recv(nl.fd, buf, sizeof buf, 0);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return true;
-      for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
-        if (h->nlmsg_type == NLMSG_DONE) done = true;
-        if (h->nlmsg_type == NLMSG_ERROR || h->nlmsg_type == RTM_NEWTFILTER) return true;
-      }
-    }
+    tcmsg filters{};
+    filters.tcm_family = AF_UNSPEC;
+    filters.tcm_ifindex = ifindex;
+    filters.tcm_parent = parent;
+    bool held = false;
+    const auto end = netlink::dump_route(RTM_GETTFILTER, filters, [&](const nlmsghdr& message) {
+      held = held || message.nlmsg_type == RTM_NEWTFILTER;
+    });
+    if (held || end.error != 0) return true;
   }
   return false;
 }

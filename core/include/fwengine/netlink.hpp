@@ -1,0 +1,45 @@
+// fwengine/netlink.hpp - route-netlink dumps and link messages, for the daemon and the backends.
+#pragma once
+
+#include <linux/netlink.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+namespace fwe::netlink {
+
+// How a dump ended. error: an errno (the socket's, or the kernel's answer); 0 once read to the end.
+// interrupted: a change came while the kernel dumped (NLM_F_DUMP_INTR), so the answer may miss some.
+struct DumpEnd {
+  int error = 0;
+  bool interrupted = false;
+  bool complete() const { return error == 0 && !interrupted; }
+};
+
+// Asks the current namespace's NETLINK_ROUTE for a dump of `type` (RTM_GETLINK, RTM_GETTFILTER, ...)
+// with the given family header, and hands each message of the answer to `each` until NLMSG_DONE or an
+// error.
+DumpEnd dump_route(std::uint16_t type, const void* family_header, std::size_t size,
+                   const std::function<void(const nlmsghdr&)>& each);
+template <class FamilyHeader>
+DumpEnd dump_route(std::uint16_t type, const FamilyHeader& header,
+                   const std::function<void(const nlmsghdr&)>& each) {
+  return dump_route(type, &header, sizeof header, each);
+}
+
+// An interface as an RTM_NEWLINK or RTM_DELLINK message (a dump's answer, or news) tells of it.
+struct Link {
+  int index = 0;
+  std::string name;
+  int master = 0;    // 0: none
+  std::string kind;  // IFLA_INFO_KIND ("bridge", "veth", ...); empty where the kernel gives none
+  bool calls_iptables = false, calls_ip6tables = false;  // a bridge's own nf_call_ip(6)tables
+};
+// nullopt for other messages, and for those of family AF_BRIDGE that the bridge module sends about its
+// ports (and itself, with its own index as master).
+std::optional<Link> link_of(const nlmsghdr& message);
+
+}  // namespace fwe::netlink

@@ -1,0 +1,106 @@
+// netlink.cpp - route-netlink dumps and link messages.
+#include "fwengine/netlink.hpp"
+
+#include <linux/if_link.h>
+#include <linux/rtnetlink.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+namespace fwe::netlink {
+
+namespace {
+struct Socket {
+  int fd;
+  ~Socket() {
+    if (fd >= 0) close(fd);
+  }
+};
+
+std::string attribute_text(const rtattr* a) {
+  const auto* text = static_cast<const char*>(RTA_DATA(a));
+  return {text, strnlen(text, RTA_PAYLOAD(a))};
+}
+
+// A bridge's own options, in IFLA_INFO_DATA.
+void read_bridge_options(const rtattr* data, Link& link) {
+  auto length = static_cast<int>(RTA_PAYLOAD(data));
+  for (auto* d = static_cast<const rtattr*>(RTA_DATA(data)); RTA_OK(d, length); d = RTA_NEXT(d, length)) {
+    const bool on = RTA_PAYLOAD(d) >= 1 && *static_cast<const std::uint8_t*>(RTA_DATA(d)) != 0;
+    if (d->rta_type == IFLA_BR_NF_CALL_IPTABLES) link.calls_iptables = on;
+    if (d->rta_type == IFLA_BR_NF_CALL_IP6TABLES) link.calls_ip6tables = on;
+  }
+}
+}  // namespace
+
+DumpEnd dump_route(std::uint16_t type, const void* family_header, std::size_t size,
+                   const std::function<void(const nlmsghdr&)>& each) {
+  const Socket nl{socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE)};
+  if (nl.fd < 0) return {errno};
+  std::vector<char> request(NLMSG_SPACE(size));
+  auto* header = reinterpret_cast<nlmsghdr*>(request.data());
+  header->nlmsg_len = static_cast<std::uint32_t>(NLMSG_LENGTH(size));
+  header->nlmsg_type = type;
+  header->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  std::memcpy(NLMSG_DATA(header), family_header, size);
+  if (send(nl.fd, request.data(), header->nlmsg_len, 0) != static_cast<ssize_t>(header->nlmsg_len))
+    return {errno != 0 ? errno : EIO};
+  DumpEnd end;
+  // The kernel sizes a dump's datagrams to the reader's buffer up to 32 KiB; MSG_TRUNC tells of a cut one.
+  std::vector<char> buf(65536);
+  while (true) {
+    ssize_t n = recv(nl.fd, buf.data(), buf.size(), MSG_TRUNC);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return {n < 0 ? errno : EIO, end.interrupted};
+    if (n > static_cast<ssize_t>(buf.size())) return {EMSGSIZE, end.interrupted};
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buf.data()); NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
+      end.interrupted = end.interrupted || (h->nlmsg_flags & NLM_F_DUMP_INTR);
+      if (h->nlmsg_type == NLMSG_ERROR || h->nlmsg_type == NLMSG_DONE) {
+        // Both carry the kernel's answer: an nlmsgerr, or for NLMSG_DONE an int (0 or -errno).
+        int answer = 0;
+        if (h->nlmsg_len >= NLMSG_LENGTH(sizeof answer))
+          std::memcpy(&answer, NLMSG_DATA(h), sizeof answer);
+        else if (h->nlmsg_type == NLMSG_ERROR)
+          answer = -EIO;
+        end.error = -answer;
+        return end;
+      }
+      each(*h);
+    }
+  }
+}
+
+std::optional<Link> link_of(const nlmsghdr& message) {
+  if ((message.nlmsg_type != RTM_NEWLINK && message.nlmsg_type != RTM_DELLINK) ||
+      message.nlmsg_len < NLMSG_LENGTH(sizeof(ifinfomsg)))
+    return std::nullopt;
+  const auto* info = static_cast<const ifinfomsg*>(NLMSG_DATA(&message));
+  if (info->ifi_family != AF_UNSPEC) return std::nullopt;
+  Link link;
+  link.index = info->ifi_index;
+  auto length = static_cast<int>(IFLA_PAYLOAD(&message));
+  for (auto* a = IFLA_RTA(info); RTA_OK(a, length); a = RTA_NEXT(a, length)) {
+    if (a->rta_type == IFLA_IFNAME) {
+      link.name = attribute_text(a);
+    } else if (a->rta_type == IFLA_MASTER && RTA_PAYLOAD(a) >= sizeof(std::uint32_t)) {
+      std::uint32_t index = 0;
+      std::memcpy(&index, RTA_DATA(a), sizeof index);
+      link.master = static_cast<int>(index);
+    } else if (a->rta_type == IFLA_LINKINFO) {
+      auto info_length = static_cast<int>(RTA_PAYLOAD(a));
+      for (auto* i = static_cast<const rtattr*>(RTA_DATA(a)); RTA_OK(i, info_length);
+           i = RTA_NEXT(i, info_length)) {
+        if (i->rta_type == IFLA_INFO_KIND) link.kind = attribute_text(i);
+        if (i->rta_type == IFLA_INFO_DATA) read_bridge_options(i, link);
+      }
+    }
+  }
+  // Only a bridge's IFLA_INFO_DATA holds these numbers as bridge options.
+  if (link.kind != "bridge") link.calls_iptables = link.calls_ip6tables = false;
+  return link;
+}
+
+}  // namespace fwe::netlink
