@@ -27,6 +27,7 @@
 
 #include "fwengine/diagnostics.hpp"
 #include "fwengine/loader.hpp"
+#include "fwengine/netlink.hpp"
 #include "fwengine/state.hpp"
 
 namespace fwe::cli {
@@ -37,6 +38,7 @@ using nlohmann::json;
 namespace {
 
 constexpr auto kDebounce = std::chrono::milliseconds(300);
+constexpr auto kDebounceBound = std::chrono::seconds(3);  // files that never rest are read anyway
 // Interfaces: a short quiet time (an interface is uncovered until the apply), and a bound, so that links
 // that keep coming (a node starting many pods) are still covered as they come.
 constexpr auto kLinkQuiet = std::chrono::milliseconds(50);
@@ -373,7 +375,8 @@ void write_metrics(const std::string& path, const Metrics& m) {
 }
 
 namespace {
-constexpr auto kWatchEvents = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE;
+constexpr auto kWatchEvents =
+    IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF;
 
 // The entries of dir that dir/name is reached through: the name, and where it is a symlink within dir,
 // each link's first component on the way. A Kubernetes ConfigMap mounts fwengine.conf ->
@@ -429,22 +432,60 @@ void ServiceLoop::watch_directories(bool first) {
   if (!first && !file_dir_.empty())
     if (const int wd = inotify_add_watch(inotify_fd_, file_dir_.c_str(), kWatchEvents); wd >= 0)
       file_wd_ = wd;
+  // Directories awaited before may be there now: their watches above are looked at anew.
+  const auto awaited_before = std::exchange(awaited_, {});
   for (const auto& dir : watched_dirs_) {
-    const int wd = inotify_add_watch(inotify_fd_, dir.c_str(), kWatchEvents);
-    if (wd < 0) {
-      if (first) throw RuntimeError("cannot watch " + dir + ": " + std::strerror(errno));
-      continue;  // gone since: the reload reports what is missing
-    }
-    dir_wds_.insert(wd);
-    // And every directory below it (a firewalld tree edits zones/*.xml, a policy directory may have
-    // subdirectories); one made since the last walk is walked now. A second watch of one is the same.
-    std::error_code ec;
-    for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
-         !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
-      if (it->is_directory(ec) && !it->is_symlink(ec))
-        if (const int below = inotify_add_watch(inotify_fd_, it->path().c_str(), kWatchEvents); below >= 0)
-          dir_wds_.insert(below);
+    if (watch_tree(dir)) continue;
+    const int error = errno;
+    const bool missing = error == ENOENT || error == ENOTDIR;
+    if (!(missing && await_directory(dir)) && first)
+      throw RuntimeError("cannot watch " + dir + ": " + std::strerror(error));
+    // Otherwise the reload reports what is missing.
   }
+  for (const auto& [wd, names] : awaited_before)
+    if (!awaited_.contains(wd) && !dir_wds_.contains(wd) && wd != file_wd_) unwatch(wd);
+}
+
+bool ServiceLoop::watch_tree(const std::string& dir) {
+  const int wd = inotify_add_watch(inotify_fd_, dir.c_str(), kWatchEvents | IN_ONLYDIR);
+  if (wd < 0) return false;
+  dir_wds_.insert(wd);
+  // And every directory below it (a firewalld tree edits zones/*.xml, a policy directory may have
+  // subdirectories); one made since the last walk is walked now. A second watch of one is the same.
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
+    if (it->is_directory(ec) && !it->is_symlink(ec))
+      if (const int below = inotify_add_watch(inotify_fd_, it->path().c_str(), kWatchEvents); below >= 0)
+        dir_wds_.insert(below);
+  return true;
+}
+
+bool ServiceLoop::await_directory(const fs::path& dir) {
+  const fs::path target = fs::absolute(dir).lexically_normal();
+  // One made while the watch above it was being set is awaited one level further down.
+  for (int depth = 0; depth < 64; ++depth) {
+    fs::path below = target, above = target.parent_path();
+    std::error_code ec;
+    while (!fs::is_directory(above, ec) && above != above.parent_path()) {
+      below = above;
+      above = above.parent_path();
+    }
+    if (below.filename().empty()) return false;  // nothing above it to wait in
+    const int wd = inotify_add_watch(inotify_fd_, above.c_str(), kWatchEvents | IN_ONLYDIR);
+    if (wd < 0) return false;
+    awaited_[wd].insert(below.filename().string());
+    if (!fs::exists(below, ec)) return true;  // the watch above tells when it comes
+    if (below == target) {
+      watch_tree(target.string());  // not a directory: the watch above tells when it is replaced
+      return true;
+    }
+  }
+  return true;
+}
+
+void ServiceLoop::unwatch(int wd) {
+  if (inotify_rm_watch(inotify_fd_, wd) == 0) unwatched_.insert(wd);
 }
 
 bool ServiceLoop::drain_inotify() {
@@ -456,13 +497,31 @@ bool ServiceLoop::drain_inotify() {
   while ((n = read(inotify_fd_, buf, sizeof buf)) > 0)
     for (ssize_t at = 0; at < n;) {
       const auto* event = reinterpret_cast<const inotify_event*>(buf + at);
-      // A watch of watch_file's directory that is no watched directory's (the same directory gives
-      // the same watch) tells only of that file; anything else (an overflow too) is news.
-      const bool file_only = file_wd_ >= 0 && event->wd == file_wd_ && !dir_wds_.contains(event->wd);
-      // IN_IGNORED: the directory itself went (replaced, perhaps with another config in it).
-      news = news || !file_only || (event->mask & IN_IGNORED) ||
-             (event->len > 0 && file_names.contains(event->name));
       at += static_cast<ssize_t>(sizeof(inotify_event) + event->len);
+      const int wd = event->wd;
+      // The directory itself went: deleted (IN_IGNORED follows), or renamed, when the watch would follow
+      // it to its new name. The path is watched again, perhaps with another config in it.
+      if ((event->mask & IN_IGNORED) && unwatched_.erase(wd)) continue;  // we removed it
+      if (event->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF)) {
+        if (event->mask & IN_MOVE_SELF) unwatch(wd);
+        dir_wds_.erase(wd);
+        awaited_.erase(wd);
+        if (wd == file_wd_) file_wd_ = -1;
+        news = true;
+        continue;
+      }
+      const std::string name = event->len > 0 ? event->name : "";
+      // A watch of watch_file's directory, or of a directory above a missing one, that is no watched
+      // directory's (the same directory gives the same watch) tells only of the names it waits for;
+      // anything else (an overflow too) is news.
+      const bool filtered = wd >= 0 && !dir_wds_.contains(wd) && (wd == file_wd_ || awaited_.contains(wd));
+      if (!filtered) {
+        news = true;
+      } else if (!name.empty()) {
+        const auto awaited = awaited_.find(wd);
+        news = news || (wd == file_wd_ && file_names.contains(name)) ||
+               (awaited != awaited_.end() && awaited->second.contains(name));
+      }
     }
   return news;
 }
@@ -485,80 +544,20 @@ void ServiceLoop::follow_links() {
   take_links(false);
 }
 
-namespace {
-
-struct LinkMessage {
-  int index = 0;
-  std::string name;
-  int master = 0;
-};
-
-// The link message's interface, if it is of the interface itself: the bridge module also sends
-// RTM_NEWLINK and RTM_DELLINK of family AF_BRIDGE about its ports (and itself, its own index as master).
-const ifinfomsg* interface_of(const nlmsghdr* h) {
-  if (h->nlmsg_len < NLMSG_LENGTH(sizeof(ifinfomsg))) return nullptr;
-  const auto* info = static_cast<const ifinfomsg*>(NLMSG_DATA(h));
-  return info->ifi_family == AF_UNSPEC ? info : nullptr;
-}
-
-// The interface an RTM_NEWLINK message (news or a dump's answer) tells of.
-std::optional<LinkMessage> link_message(const nlmsghdr* h) {
-  const ifinfomsg* info = h->nlmsg_type == RTM_NEWLINK ? interface_of(h) : nullptr;
-  if (!info) return std::nullopt;
-  LinkMessage link{info->ifi_index, {}, 0};
-  auto length = static_cast<int>(IFLA_PAYLOAD(h));
-  for (const auto* a = IFLA_RTA(info); RTA_OK(a, length); a = RTA_NEXT(a, length)) {
-    if (a->rta_type == IFLA_IFNAME) {
-      const auto* text = static_cast<const char*>(RTA_DATA(a));
-      link.name.assign(text, strnlen(text, RTA_PAYLOAD(a)));
-    } else if (a->rta_type == IFLA_MASTER && RTA_PAYLOAD(a) >= sizeof(std::uint32_t)) {
-      std::uint32_t index = 0;
-      std::memcpy(&index, RTA_DATA(a), sizeof index);
-      link.master = static_cast<int>(index);
-    }
-  }
-  return link;
-}
-
-}  // namespace
-
 void ServiceLoop::take_links(bool report) {
-  // Unlisted after lost news: what changed is not known, so everything is bound again.
-  auto unknown = [&] {
-    if (report) new_links_.push_back("(unknown: news lost)");
-  };
-  const int nl = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
-  if (nl < 0) return unknown();
-  const std::unique_ptr<const int, void (*)(const int*)> closing(&nl, [](const int* fd) { close(*fd); });
-  struct {
-    nlmsghdr header;
-    ifinfomsg link;
-  } request{};
-  request.header.nlmsg_len = sizeof request;
-  request.header.nlmsg_type = RTM_GETLINK;
-  request.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  request.link.ifi_family = AF_UNSPEC;
   std::map<int, Link> now;
-  bool complete = send(nl, &request, sizeof request, 0) == static_cast<ssize_t>(sizeof request);
-  std::vector<char> buf(65536);
-  for (bool done = !complete; !done;) {
-    ssize_t n = recv(nl, buf.data(), buf.size(), MSG_TRUNC);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0 || n > static_cast<ssize_t>(buf.size())) {
-      complete = false;
-      break;
-    }
-    for (auto* h = reinterpret_cast<nlmsghdr*>(buf.data()); NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
-      if (h->nlmsg_type == NLMSG_DONE) done = true;
-      // An error, or a dump a change interrupted (it may miss a link): not a list to compare with.
-      if (h->nlmsg_type == NLMSG_ERROR || (h->nlmsg_flags & NLM_F_DUMP_INTR)) {
-        complete = false;
-        done = true;
-      }
-      if (auto link = link_message(h)) now[link->index] = {std::move(link->name), link->master};
-    }
+  ifinfomsg family{};
+  family.ifi_family = AF_UNSPEC;
+  const auto end = netlink::dump_route(RTM_GETLINK, family, [&](const nlmsghdr& message) {
+    if (message.nlmsg_type != RTM_NEWLINK) return;
+    if (auto link = netlink::link_of(message)) now[link->index] = {std::move(link->name), link->master};
+  });
+  // An error, or a dump a change interrupted (it may miss a link): not a list to compare with, and what
+  // changed is not known, so everything is bound again.
+  if (!end.complete()) {
+    if (report) new_links_.push_back("(unknown: news lost)");
+    return;
   }
-  if (!complete) return unknown();
   if (report)
     for (const auto& [index, link] : now)
       if (auto it = links_.find(index); it == links_.end() || it->second != link)
@@ -579,12 +578,12 @@ void ServiceLoop::read_link_news() {
     }
     if (n <= 0) break;  // all read
     for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
+      auto news = netlink::link_of(*h);
+      if (!news) continue;
       if (h->nlmsg_type == RTM_DELLINK) {
-        if (const ifinfomsg* gone = interface_of(h)) links_.erase(gone->ifi_index);
+        links_.erase(news->index);
         continue;
       }
-      auto news = link_message(h);
-      if (!news) continue;
       // Other news of a known interface (up, down, carrier, MTU) changes nothing a backend bound.
       Link link{std::move(news->name), news->master};
       auto [it, added] = links_.try_emplace(news->index, link);
@@ -623,12 +622,13 @@ Wake ServiceLoop::wait() {
     if (inotify_fd_ >= 0 && (fds[1].revents & POLLIN)) {
       // Debounce: wait until the files have been quiet for a moment.
       bool news = false;
+      const auto bound = std::chrono::steady_clock::now() + kDebounceBound;
       do {
         news = drain_inotify() || news;
         if (!news) break;  // only other files beside watch_file: nothing to wait for
         pollfd quiet{inotify_fd_, POLLIN, 0};
         if (poll(&quiet, 1, static_cast<int>(kDebounce.count())) <= 0) break;
-      } while (true);
+      } while (std::chrono::steady_clock::now() < bound);
       if (!news) continue;
       watch_directories(false);
       return Wake::reload;

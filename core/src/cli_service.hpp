@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <ctime>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <optional>
@@ -129,15 +130,23 @@ class ServiceLoop {
   Wake wait();
 
  private:
-  // Adds a watch on each watched directory and every directory below it; only the first time is a
-  // directory that cannot be watched an error.
+  // Adds a watch on each watched directory and every directory below it. One that is missing (not made
+  // yet, deleted, renamed away) is awaited in the nearest directory above it that is there. Only the
+  // first time is a directory that can be neither watched nor awaited an error.
   void watch_directories(bool first);
+  // A watch on dir and the directories below it; false (errno set) if dir cannot be watched.
+  bool watch_tree(const std::string& dir);
+  // A watch on the nearest directory above dir that is there, for the name on the way down to dir.
+  bool await_directory(const std::filesystem::path& dir);
   std::vector<std::string> watched_dirs_;
   std::set<int> dir_wds_;  // the watches of watched_dirs_ and the directories below them
-  int file_wd_ = -1;       // the watch of watch_file's directory
+  std::map<int, std::set<std::string>> awaited_;  // watches of directories above missing ones: the names
+  std::set<int> unwatched_;                       // watches removed here, whose IN_IGNORED is no news
+  void unwatch(int wd);
+  int file_wd_ = -1;  // the watch of watch_file's directory
   std::string file_dir_, file_name_;
   // Reads the events waiting; whether one is news: any under a watched directory, of watch_file's
-  // only the file's own.
+  // only the file's own, of a directory above a missing one only the awaited name's.
   bool drain_inotify();
   int signal_fd_ = -1;
   int inotify_fd_ = -1;

@@ -256,6 +256,32 @@ ln -s ..v2 "$cm/..data_tmp" && mv -T "$cm/..data_tmp" "$cm/..data" && rm -r "$cm
 expect "--watch: a ConfigMap update (..data renamed over) is applied" wait_for_hash "$ns" "$B" 10
 kill -TERM "$daemon"; wait "$daemon"
 
+# --watch follows a source directory by its path: one missing at start is awaited, one renamed away or
+# deleted is followed to what takes its place, and the one renamed away is no longer followed.
+"$FWE" --netns "$ns" flush >/dev/null
+"$FWE" --netns "$ns" -f "$work/later/" daemon --watch 2>> "$work/daemon.log" &
+daemon=$!
+pids+=($daemon)
+expect "--watch: a daemon whose directory is missing reports it" wait_for_status "$ns" "cannot read '$work/later/'" 10
+expect "--watch: and keeps running" kill -0 "$daemon"
+expect "--watch: the kernel is left as it was" test -z "$(kernel_hash "$ns")"
+mkdir -p "$work/later" && cp "$work/a/policy.yaml" "$work/later/policy.yaml"
+expect "--watch: the directory made since start is applied" wait_for_hash "$ns" "$A" 10
+rm -r "$work/later"
+sleep 0.5
+mkdir "$work/later" && cp "$work/b/policy.yaml" "$work/later/policy.yaml"
+expect "--watch: a directory deleted and made again is applied" wait_for_hash "$ns" "$B" 10
+mkdir -p "$work/next" && cp "$work/a/policy.yaml" "$work/next/policy.yaml"
+mv "$work/later" "$work/earlier" && mv "$work/next" "$work/later"
+expect "--watch: a directory renamed into the path is applied" wait_for_hash "$ns" "$A" 10
+sleep 0.5
+applied=$(grep -c "applied IR" "$work/daemon.log")
+cp "$work/b/policy.yaml" "$work/earlier/policy.yaml"
+sleep 1.5
+expect "--watch: the directory renamed away is no longer followed" \
+  test "$(grep -c "applied IR" "$work/daemon.log")" = "$applied" -a "$(kernel_hash "$ns")" = "$A"
+kill -TERM "$daemon"; wait "$daemon"
+
 # --watch follows the subdirectories of a source directory: firewalld's zones/, services/, ...
 if "$FWE" plugins | grep -q '^firewalld .*frontend' && [ -d /usr/lib/firewalld/zones ]; then
   fw_hash() { "$FWE" --frontend firewalld -f "$1" --json check | sed -n 's/.*"hash":"\([0-9a-f]*\)".*/\1/p'; }
