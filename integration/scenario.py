@@ -170,7 +170,7 @@ def parse_topology(spec, where):
     for name, ns_spec in (spec.get("namespaces") or {}).items():
         ns_where = f"{where}.namespaces.{name}"
         ns_spec = ns_spec or {}
-        check_keys(ns_spec, {"sysctls", "routes", "dummies", "bridges"}, ns_where)
+        check_keys(ns_spec, {"sysctls", "routes", "dummies", "bridges", "macvlans"}, ns_where)
         namespaces[name] = {
             "sysctls": {str(k): str(v) for k, v in (ns_spec.get("sysctls") or {}).items()},
             "routes": [str(r) for r in as_list(ns_spec.get("routes"), f"{ns_where}.routes")],
@@ -178,6 +178,8 @@ def parse_topology(spec, where):
                         for i, d in enumerate(as_list(ns_spec.get("dummies"), f"{ns_where}.dummies"))],
             "bridges": [parse_bridge(b, f"{ns_where}.bridges[{i}]")
                         for i, b in enumerate(as_list(ns_spec.get("bridges"), f"{ns_where}.bridges"))],
+            "macvlans": [parse_macvlan(m, f"{ns_where}.macvlans[{i}]")
+                         for i, m in enumerate(as_list(ns_spec.get("macvlans"), f"{ns_where}.macvlans"))],
         }
     links = []
     for index, link in enumerate(as_list(spec.get("links"), f"{where}.links")):
@@ -194,6 +196,9 @@ def parse_topology(spec, where):
             for port in bridge["ports"]:
                 if (name, port) not in link_ends:
                     raise ScenarioError(f"{where}.namespaces.{name}.bridges: port '{port}' is no link end in {name}")
+        for macvlan in ns_spec.get("macvlans", []):
+            if macvlan["lower"] not in link_ends:
+                raise ScenarioError(f"{where}.namespaces.{name}.macvlans: '{'/'.join(macvlan['lower'])}' is no link end")
     return {"namespaces": namespaces, "links": links}
 
 
@@ -203,6 +208,18 @@ def parse_bridge(spec, where):
     bridge = parse_interface({k: v for k, v in spec.items() if k != "ports"}, where)
     bridge["ports"] = [str(port) for port in as_list(spec["ports"], f"{where}.ports")]
     return bridge
+
+
+def parse_macvlan(spec, where):
+    """A macvlan (bridge mode) in this namespace on top of a link end `lower: NS/IFNAME` of another: frames
+    for its MAC come in on that end and go to it alone, as Docker's macvlan networks give containers."""
+    check_keys(spec, {"ifname", "addresses", "mac", "lower"}, where, required=("ifname", "lower"))
+    macvlan = parse_interface({k: v for k, v in spec.items() if k != "lower"}, where)
+    lower = str(spec["lower"]).split("/")
+    if len(lower) != 2:
+        raise ScenarioError(f"{where}.lower: '{spec['lower']}' is not NAMESPACE/IFNAME")
+    macvlan["lower"] = tuple(lower)
+    return macvlan
 
 
 def parse_probe(spec, where, namespaces):
@@ -391,7 +408,12 @@ class Topology:
                            + [b["ifname"] for b in spec["namespaces"][ns]["bridges"]]
                            for ns in spec["namespaces"]}
         self.bridge_of = {}  # (ns, port) -> the bridge it is a port of
+        self.macvlans_on = {}  # (ns, ifname) -> [(ns, macvlan)]: the macvlans on top of that link end
         for ns, ns_spec in spec["namespaces"].items():
+            for macvlan in ns_spec.get("macvlans", []):
+                self._own(ns, macvlan["addresses"])
+                self.interfaces[ns].append(macvlan["ifname"])
+                self.macvlans_on.setdefault(macvlan["lower"], []).append((ns, macvlan))
             for dummy in ns_spec["dummies"]:
                 self._own(ns, dummy["addresses"])
             for bridge in ns_spec["bridges"]:
@@ -442,6 +464,12 @@ class Topology:
                     end_b["ifname"], *mac_b, "netns", self.names[ns_b])
             for ns, end in ((ns_a, end_a), (ns_b, end_b)):
                 setup[ns] += address_commands(end) + [f"link set {end['ifname']} up"]
+        for (lower_ns, lower_if), macvlans in self.macvlans_on.items():
+            for ns, macvlan in macvlans:
+                mac = ["address", macvlan["mac"]] if macvlan["mac"] else []
+                self.ip(lower_ns, "link", "add", "link", lower_if, "name", macvlan["ifname"], *mac,
+                        "netns", self.names[ns], "type", "macvlan", "mode", "bridge")
+                setup[ns] += address_commands(macvlan) + [f"link set {macvlan['ifname']} up"]
         for ns, ns_spec in self.spec["namespaces"].items():
             for dummy in ns_spec["dummies"]:
                 self._add_dummy(ns, dummy["ifname"])
@@ -501,6 +529,18 @@ class Topology:
                     for address in addresses:
                         ip = ipaddress.ip_interface(address).ip
                         lines[ns].append(f"neigh replace {ip} lladdr {mac} dev {device} nud permanent")
+        # A macvlan and the far end of the link it is on know each other.
+        for (lower_ns, lower_if), macvlans in self.macvlans_on.items():
+            far_ns, far_if = self.peers[(lower_ns, lower_if)]
+            far_mac = macs[(far_ns, far_if)]
+            for ns, macvlan in macvlans:
+                mac = json.loads(self.ip(ns, "-j", "link", "show", "dev", macvlan["ifname"]).stdout)[0]["address"]
+                for address in macvlan["addresses"]:
+                    ip = ipaddress.ip_interface(address).ip
+                    lines[far_ns].append(f"neigh replace {ip} lladdr {mac} dev {far_if} nud permanent")
+                for address in self._link_end(far_ns, far_if)["addresses"]:
+                    ip = ipaddress.ip_interface(address).ip
+                    lines[ns].append(f"neigh replace {ip} lladdr {far_mac} dev {macvlan['ifname']} nud permanent")
         for ns, batch in lines.items():
             self.ip_batch(ns, batch)
 
@@ -612,6 +652,11 @@ class Topology:
                 if route.get("type") == "local" or (current, route.get("dev")) not in self.peers:
                     break
                 peer_ns, peer_if = self.peers[(current, route["dev"])]
+                # A frame for a macvlan on top of the link end goes to the macvlan, not up the end itself.
+                owner = self.owner.get(probe["to"])
+                peer_ns, peer_if = next(((ns, macvlan["ifname"]) for ns, macvlan in
+                                         self.macvlans_on.get((peer_ns, peer_if), []) if ns == owner),
+                                        (peer_ns, peer_if))
                 bridge = self.bridge_of.get((peer_ns, peer_if))
                 if peer_ns == host and bridge:
                     # It comes up on the bridge; or it is switched across to another of its LANs, where

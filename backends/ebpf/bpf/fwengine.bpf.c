@@ -8,6 +8,7 @@
  * the rule step once whatever the size of the ruleset. Needs Linux >= 5.17 (bpf_loop). */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/in.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
@@ -1005,6 +1006,10 @@ static __always_inline int finish(struct __sk_buff* skb, struct fwe_eval* ev) {
 
 SEC("tc")
 int fwe_ingress(struct __sk_buff* skb) {
+  /* Not addressed to this device: a copy it takes in promiscuous mode (tcpdump, a bridge), or a frame for
+   * a macvlan on top of it, perhaps in another namespace, which that device's hook sees as its own.
+   * IPv4 and IPv6 drop such frames before netfilter: no stage judges them, nor counts or tracks them. */
+  if (skb->pkt_type == PACKET_OTHERHOST) return FWE_PASS;
   struct fwe_eval ev = {};
   ev.looped = skb->ifindex == LOOPBACK_IFINDEX;
   int started = start(skb, &ev);

@@ -5,8 +5,11 @@
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <optional>
 #include <stdexcept>
@@ -505,6 +508,22 @@ void put16(std::vector<std::uint8_t>& out, std::uint16_t v) {
 
 }  // namespace
 
+namespace {
+// The interface's own MAC address, zeros for lo; asked of the namespace the test runs in (not /sys,
+// which may show another's).
+MacAddr mac_of(int ifindex) {
+  MacAddr mac{};
+  ifreq request{};
+  if (ifindex <= 1 || !if_indextoname(static_cast<unsigned>(ifindex), request.ifr_name)) return mac;
+  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  const bool asked = fd >= 0 && ioctl(fd, SIOCGIFHWADDR, &request) == 0;
+  if (fd >= 0) close(fd);
+  if (!asked) throw std::runtime_error(std::string("no MAC address for ") + request.ifr_name);
+  std::copy_n(reinterpret_cast<const std::uint8_t*>(request.ifr_hwaddr.sa_data), mac.size(), mac.begin());
+  return mac;
+}
+}  // namespace
+
 std::vector<std::uint8_t> frame_of(const trace::Packet& p, std::uint8_t tcp_flags) {
   std::vector<std::uint8_t> l4;
   if (p.protocol == 6) {
@@ -519,7 +538,9 @@ std::vector<std::uint8_t> frame_of(const trace::Packet& p, std::uint8_t tcp_flag
   } else {
     l4 = {p.icmp_type, p.icmp_code, 0, 0, 0x12, 0x34, 0, 1};
   }
-  std::vector<std::uint8_t> out = {0x02, 0, 0, 0, 0, 0xfe};
+  std::vector<std::uint8_t> out;
+  out.reserve(128);
+  out.insert(out.end(), kToInterface.begin(), kToInterface.end());
   const MacAddr mac = p.src_mac.value_or(MacAddr{0x02, 0, 0, 0, 0, 0x02});
   out.insert(out.end(), mac.begin(), mac.end());
   const bool v6 = p.src.family == Family::ipv6;
@@ -581,6 +602,13 @@ TestRun test_run_program(int prog_fd, const trace::Packet& p, int ifindex, std::
 
 TestRun test_run_frame(int prog_fd, std::vector<std::uint8_t> frame, int ifindex, std::uint32_t mark,
                        std::uint32_t repeat) {
+  // frame_of's frames are addressed to the interface, as the kernel tells by the MAC (eth_type_trans): a
+  // frame to another one is a copy the device took in promiscuous mode, which the program lets pass.
+  if (frame.size() >= kToInterface.size() &&
+      std::equal(kToInterface.begin(), kToInterface.end(), frame.begin())) {
+    const MacAddr own = mac_of(ifindex);
+    std::copy(own.begin(), own.end(), frame.begin());
+  }
   __sk_buff ctx{};
   ctx.ifindex = static_cast<__u32>(ifindex);
   ctx.mark = mark;

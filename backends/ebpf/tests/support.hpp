@@ -48,6 +48,8 @@ std::string describe(const trace::Packet&);
 // Ethernet + IPv4/IPv6 + TCP (with tcp_flags, SYN by default) / UDP / ICMP echo; ICMP type and code
 // from the packet.
 inline constexpr std::uint8_t kTcpSyn = 0x02, kTcpSynAck = 0x12, kTcpAck = 0x10;
+// The destination MAC of frame_of's frames, which the test runs below replace with the interface's own.
+inline constexpr ir::MacAddr kToInterface = {0x02, 0, 0, 0, 0, 0xfe};
 std::vector<std::uint8_t> frame_of(const trace::Packet&, std::uint8_t tcp_flags = kTcpSyn);
 // An IPv6 frame with an 8-byte extension header of that kind (hop-by-hop 0, routing 43, fragment 44,
 // destination options 60) before its transport header; a fragment header says offset 0.

@@ -158,13 +158,13 @@ TEST_CASE(
     // A fragment of datagram `id`: the first (offset 0, more to come) or the last, at offset 1480.
     auto fragment = [&](std::uint16_t id, bool first) {
       auto f = whole;
-      f[v4 ? kIpv4Id + 1 : kIpv6Fragment + 7] = static_cast<std::uint8_t>(id & 0xff);
-      f[v4 ? kIpv4Id : kIpv6Fragment + 6] = static_cast<std::uint8_t>(id >> 8);
+      f.at(v4 ? kIpv4Id + 1 : kIpv6Fragment + 7) = static_cast<std::uint8_t>(id & 0xff);
+      f.at(v4 ? kIpv4Id : kIpv6Fragment + 6) = static_cast<std::uint8_t>(id >> 8);
       if (first) {
-        f[v4 ? flags : flags + 1] |= v4 ? 0x20 : 0x01;
+        f.at(v4 ? flags : flags + 1) |= v4 ? 0x20 : 0x01;
       } else {
-        f[flags] = v4 ? 0x00 : 0x05;
-        f[flags + 1] = v4 ? 0xb9 : 0xc8;
+        f.at(flags) = v4 ? 0x00 : 0x05;
+        f.at(flags + 1) = v4 ? 0xb9 : 0xc8;
       }
       return f;
     };
@@ -225,6 +225,35 @@ TEST_CASE("a forwarded packet larger than the way out's MTU is still judged as f
     ++checked;
   }
   CHECK(checked >= 4);
+}
+
+TEST_CASE("a frame addressed to another MAC passes unjudged, uncounted and untracked", "[root]") {
+  // A promiscuous device's copy (tcpdump, a bridge), or a frame for a macvlan on top of the device: IPv4
+  // and IPv6 drop it before netfilter, and the macvlan's own hook sees what is for it.
+  SampleApplied sample;
+  const auto hits_before = sample.backend.read_back().counters;
+  std::size_t checked = 0, refused = 0;
+  for (const auto& p : test::sample_packets()) {
+    if (p.iif.empty() || p.iif == "lo") continue;
+    const int ifindex = static_cast<int>(if_nametoindex(p.iif.c_str()));
+    const int fd = Kernel::attached_program(ifindex, true);
+    REQUIRE(fd >= 0);
+    auto frame = test::frame_of(p);
+    frame.at(5) = 0x77;  // 02:00:00:00:00:77, not the interface's
+    test::clear_conntrack(sample.kernel.pin_dir());
+    INFO(test::describe(p));
+    CHECK(test::test_run_frame(fd, frame, ifindex, p.mark).retval == TC_ACT_UNSPEC);
+    CHECK(test::count_entries(sample.kernel.pin_dir(),
+                              p.src.family == ir::Family::ipv6 ? "fwe_ct6" : "fwe_ct4") == 0);
+    close(fd);
+    ++checked;
+    refused += trace::evaluate(sample.rs, p).delivered ? 0 : 1;
+  }
+  CHECK(checked >= 6);
+  CHECK(refused >= 2);  // among them, packets the policy drops when they are addressed to the host
+  const auto hits_after = sample.backend.read_back().counters;
+  REQUIRE(hits_after.size() == hits_before.size());
+  for (std::size_t i = 0; i < hits_after.size(); ++i) CHECK(hits_after[i].packets == hits_before[i].packets);
 }
 
 TEST_CASE("ICMP other than echo makes no flow: what the host sent does not let another type back in",
