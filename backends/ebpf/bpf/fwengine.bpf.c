@@ -235,6 +235,17 @@ struct {
   __uint(pinning, LIBBPF_PIN_BY_NAME);
 } fwe_frags SEC(".maps");
 
+/* The cookie (SO_NETNS_COOKIE) of the network namespace the pins were made in. Pins outlive a deleted
+ * namespace; one made later under the same name must not take them, with their flows and qdisc
+ * records, for its own. Read and written by fwengine only. */
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, __u64);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} fwe_netns SEC(".maps");
+
 /* Interfaces whose clsact qdisc fwengine created (value 1), so flush removes only those. */
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);

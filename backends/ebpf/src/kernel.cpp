@@ -318,7 +318,7 @@ bool ours_belong(const Interface& iface, bpf_tc_attach_point point) {
 
 struct PinnedMaps {
   Fd rules, stages, config, meta, set4, set6, runs4, runs6, runs4_exact, runs6_exact, run_counters, iflists,
-      portsets, portindex, chains, wheres, counters, limits, ct4, ct6, frags, ports, hooks;
+      portsets, portindex, chains, wheres, counters, limits, ct4, ct6, frags, ports, hooks, netns;
 };
 
 int get_pinned(const std::string& dir, const char* name) {
@@ -329,7 +329,7 @@ int get_pinned(const std::string& dir, const char* name) {
 template <typename Maps>  // PinnedMaps, or const PinnedMaps
 auto named_maps(Maps& m) {
   using Map = std::pair<decltype(&m.rules), const char*>;
-  return std::array<Map, 23>{{{&m.rules, "fwe_rules_v2"},
+  return std::array<Map, 24>{{{&m.rules, "fwe_rules_v2"},
                               {&m.stages, "fwe_stages"},
                               {&m.config, "fwe_config"},
                               {&m.meta, "fwe_meta"},
@@ -351,7 +351,8 @@ auto named_maps(Maps& m) {
                               {&m.ct6, "fwe_ct6"},
                               {&m.frags, "fwe_frags"},
                               {&m.ports, "fwe_ports"},
-                              {&m.hooks, "fwe_hooks"}}};
+                              {&m.hooks, "fwe_hooks"},
+                              {&m.netns, "fwe_netns"}}};
 }
 
 bool open_pinned(const std::string& dir, PinnedMaps& m) {
@@ -360,6 +361,26 @@ bool open_pinned(const std::string& dir, PinnedMaps& m) {
     if (fd->fd < 0) return false;
   }
   return true;
+}
+
+// The current network namespace's cookie; 0 where the kernel does not tell it (before Linux 5.14).
+std::uint64_t netns_cookie() {
+  const Fd probe(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  std::uint64_t cookie = 0;
+  socklen_t size = sizeof cookie;
+  if (probe.fd < 0 || getsockopt(probe.fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &size) != 0) return 0;
+  return cookie;
+}
+
+// Whether the pins in dir were made in another network namespace than this one: one deleted since (its
+// pins stayed), whose name this one has now. Pins from before fwengine recorded it are taken as ours.
+bool pins_of_another_namespace(const std::string& dir) {
+  const Fd recorded(get_pinned(dir, "fwe_netns"));
+  __u32 zero = 0;
+  std::uint64_t theirs = 0;
+  if (recorded.fd < 0 || bpf_map_lookup_elem(recorded.fd, &zero, &theirs) != 0 || theirs == 0) return false;
+  const std::uint64_t ours = netns_cookie();
+  return ours != 0 && ours != theirs;
 }
 
 // The build's BPF object, as a short digest: the programs are pinned under it, so that an apply by the
@@ -500,6 +521,12 @@ Programs programs(const std::string& pin_dir, PinnedMaps& maps) {
 
 void update(int fd, const void* key, const void* value, const char* what) {
   if (bpf_map_update_elem(fd, key, value, BPF_ANY) != 0) fail(std::string("writing ") + what, errno);
+}
+
+void record_namespace(const PinnedMaps& m) {
+  __u32 zero = 0;
+  const std::uint64_t cookie = netns_cookie();
+  update(m.netns.fd, &zero, &cookie, "the namespace's cookie");
 }
 
 // Entries per batch call: enough that the syscalls stop mattering (a generation of 10,000 rules was
@@ -840,11 +867,14 @@ void Kernel::apply(const Program& program, const std::string& ir_hash, bool rebi
   libbpf_log().clear();
   ensure_bpffs();
   std::error_code ec;
+  // A namespace's pins left by one deleted under the same name hold nothing of this one's.
+  if (pins_of_another_namespace(pin_dir_)) std::filesystem::remove_all(pin_dir_, ec);
   std::filesystem::create_directories(pin_dir_, ec);
   if (ec) fail("creating " + pin_dir_, ec.value());
 
   PinnedMaps maps;
   const Programs progs = programs(pin_dir_, maps);
+  record_namespace(maps);
   fwe_config config = read_config(maps);
   const std::uint32_t generation = (config.active_gen & 1) ^ 1;
   const auto ifaces = interfaces();
@@ -922,6 +952,11 @@ KernelState Kernel::read_back() {
   KernelState state;
   PinnedMaps m;
   if (!open_pinned(pin_dir_, m)) return state;
+  if (pins_of_another_namespace(pin_dir_)) {
+    state.drift.push_back("the pins in " + pin_dir_ +
+                          " were left by a namespace of this name that is gone; apply or flush removes them");
+    return state;
+  }
   const std::uint32_t generation = read_config(m).active_gen & 1;
   fwe_meta meta{};
   if (bpf_map_lookup_elem(m.meta.fd, &generation, &meta) != 0 || meta.ir_hash[0] == 0) return state;
@@ -1072,9 +1107,11 @@ KernelState Kernel::read_back() {
 
 void Kernel::flush() {
   // Alone, not with the other maps: after an upgrade and before its first apply, the pins are of another
-  // layout, and the qdiscs this records are still fwengine's to remove.
+  // layout, and the qdiscs this records are still fwengine's to remove. Those of a namespace that is
+  // gone are not this one's: its interfaces with the same indexes hold none of ours.
   const Fd hooks(get_pinned(pin_dir_, "fwe_hooks"));
-  for (const auto& iface : interfaces()) {
+  const bool ours = !pins_of_another_namespace(pin_dir_);
+  for (const auto& iface : ours ? interfaces() : std::vector<Interface>{}) {
     for (auto [point, ours] : kHooks) detach(iface, point, ours);
     __u32 key = static_cast<__u32>(iface.index);
     __u8 created = 0;

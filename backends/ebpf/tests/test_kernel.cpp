@@ -227,6 +227,41 @@ TEST_CASE("a forwarded packet larger than the way out's MTU is still judged as f
   CHECK(checked >= 4);
 }
 
+TEST_CASE("pins a deleted namespace left are not taken for those of a new one with its name", "[root]") {
+  SampleApplied sample;
+  const std::string pins = sample.kernel.pin_dir();
+  const auto ssh = test::packet("d0", "", "10.0.0.9", "10.0.0.1", 6, 40000, 22);
+  REQUIRE(trace::evaluate(sample.rs, ssh).delivered);
+  REQUIRE(delivered(ssh));
+  REQUIRE(test::count_entries(pins, "fwe_ct4") > 0);
+  // The namespace is gone; a new one gets its name (the same pin directory) and interfaces with the
+  // same indexes, one with a clsact qdisc another tool made.
+  REQUIRE(unshare(CLONE_NEWNET) == 0);
+  run("ip link set lo up && ip link add d0 type veth peer name p0 && ip link set d0 up && ip link set p0 up");
+  run("tc qdisc add dev d0 clsact");
+  const auto before = sample.backend.read_back();
+  CHECK_FALSE(before.present);
+  REQUIRE(before.drift.size() == 1);
+  CHECK(before.drift[0].find("a namespace of this name that is gone") != std::string::npos);
+
+  apply(sample.backend, sample.rs);
+  CHECK(test::count_entries(pins, "fwe_ct4") == 0);  // no flow of the old namespace's is established here
+  CHECK(sample.backend.read_back().present);
+  sample.backend.flush();
+  CHECK(std::system("tc qdisc show dev d0 | grep -q clsact") == 0);  // the other tool's, kept
+  CHECK_FALSE(std::filesystem::exists(pins));
+}
+
+TEST_CASE("flush in a new namespace with a deleted one's name leaves its interfaces alone", "[root]") {
+  SampleApplied sample;
+  REQUIRE(unshare(CLONE_NEWNET) == 0);
+  run("ip link set lo up && ip link add d0 type veth peer name p0 && ip link set d0 up && ip link set p0 up");
+  run("tc qdisc add dev d0 clsact");
+  sample.backend.flush();
+  CHECK(std::system("tc qdisc show dev d0 | grep -q clsact") == 0);
+  CHECK_FALSE(std::filesystem::exists(sample.kernel.pin_dir()));
+}
+
 TEST_CASE("a frame addressed to another MAC passes unjudged, uncounted and untracked", "[root]") {
   // A promiscuous device's copy (tcpdump, a bridge), or a frame for a macvlan on top of the device: IPv4
   // and IPv6 drop it before netfilter, and the macvlan's own hook sees what is for it.
