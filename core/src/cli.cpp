@@ -1587,7 +1587,7 @@ class Session {
       std::string names;
       for (const auto& name : loop.new_links()) names += (names.empty() ? "" : ", ") + name;
       if (!enforced) {
-        std::cerr << "fwengine: new interface(s) " << names
+        std::cerr << "fwengine: new or changed interface(s) " << names
                   << ": no ruleset of this daemon to cover them with\n";
         return;
       }
@@ -1597,7 +1597,7 @@ class Session {
         // the daemon's own comes back at its next reload.
         auto applied = state::load(o_.netns);
         if (!applied || applied->hash != enforced_hash || applied->backend != o_.backend) {
-          std::cerr << "fwengine: new interface(s) " << names << " not covered: the kernel holds "
+          std::cerr << "fwengine: new or changed interface(s) " << names << " not covered: the kernel holds "
                     << (applied ? "IR " + applied->hash.substr(0, 16) : std::string("nothing"))
                     << " from another writer, not this daemon's; it stays until the next reload\n";
           return;
@@ -1608,7 +1608,7 @@ class Session {
         ApplyOptions options{false, enforced_hash, backend_state_dir(o_.netns, o_.backend)};
         options.rebind = ours;
         be->apply(*enforced, options);
-        std::cerr << "fwengine: new interface(s) " << names << ": covered by IR "
+        std::cerr << "fwengine: new or changed interface(s) " << names << ": covered by IR "
                   << enforced_hash.substr(0, 16) << '\n';
         // A failure to cover earlier ones is over; a failed reload stays shown.
         if (auto failure = state::last_failure(o_.netns);
@@ -1667,7 +1667,7 @@ class Session {
   }
 
   static constexpr auto kMetricsPeriod = std::chrono::seconds(15);
-  static constexpr const char* kNotCovered = "not covered: new interface(s) ";
+  static constexpr const char* kNotCovered = "not covered: new or changed interface(s) ";
 
   // Waits for a burst of changes to end (it is read as one), up to a limit so that a store that never
   // rests is still followed.

@@ -94,7 +94,7 @@ ip -n "$client" addr add 10.99.0.2/24 dev eth1c
 ip -n "$ns" link set eth1 up
 ip -n "$client" link set eth1c up
 must "the daemon covers eth1 when it appears" 20 covers 1
-check "it says so" 0 grep -q "new interface(s) eth1: covered by IR ${hash:0:16}" "$work/daemon.log"
+check "it says so" 0 grep -q "new or changed interface(s) eth1: covered by IR ${hash:0:16}" "$work/daemon.log"
 check "its programs are on eth1" 0 bash -c "ip netns exec $ns tc filter show dev eth1 ingress | grep -q fwe_"
 
 probe() {  # probe PORT: open or closed, by a real TCP connect from the client namespace
@@ -129,7 +129,7 @@ ip -n "$ns" link set eth1 down
 ip -n "$ns" link set eth1 name lan1
 ip -n "$ns" link set lan1 up
 must "the daemon covers lan1 when eth1 becomes lan1" 20 covers 2
-check "it names the new name" 0 grep -q "new interface(s) lan1: covered by IR ${hash:0:16}" "$work/daemon.log"
+check "it names the new name" 0 grep -q "new or changed interface(s) lan1: covered by IR ${hash:0:16}" "$work/daemon.log"
 check "the rule counters carry on (the generation in effect stays)" 0 test "$(hits)" -ge "$hits_before" -a "$hits_before" -gt 0
 probe 80 >/dev/null
 for port in $ports; do
@@ -164,7 +164,7 @@ check "eth2's qdisc is recorded" 0 hooked "$(ip -n "$ns" -o link show eth2 | cut
 flock "/run/fwengine/$ns/lock" sleep 4 &
 holder_pid=$!
 ip -n "$ns" link add eth4 type veth peer name eth4p
-cover_failed() { fwe status 2>&1 | grep -Eq "not covered: new interface\(s\) .*eth4"; }
+cover_failed() { fwe status 2>&1 | grep -Eq "not covered: new or changed interface\(s\) .*eth4"; }
 check "a cover that fails is shown by status" 0 until_true 20 cover_failed
 wait "$holder_pid"
 holder_pid=""
@@ -198,7 +198,7 @@ sed 's/dport: 80,/dport: 8080,/' "$work/policy.yaml" >"$work/other.yaml"
 other=$("$engine" -f "$work/other.yaml" --json check | sed -n 's/.*"hash":"\([0-9a-f]*\)".*/\1/p')
 check "another writer applies its own ruleset" 0 fwe -q -f "$work/other.yaml" apply
 ip -n "$ns" link add eth3 type veth peer name eth3p
-left_alone() { grep -Eq "new interface\(s\) .*eth3.* not covered: the kernel holds IR ${other:0:16}" "$work/daemon.log"; }
+left_alone() { grep -Eq "new or changed interface\(s\) .*eth3.* not covered: the kernel holds IR ${other:0:16}" "$work/daemon.log"; }
 check "the daemon leaves a new interface to the other writer's ruleset" 0 until_true 20 left_alone
 holds_other() { fwe --json status | grep -q "\"hash\": \"$other\""; }
 check "which stays in the kernel" 0 holds_other
