@@ -428,12 +428,15 @@ ServiceLoop::ServiceLoop(const std::vector<std::string>& watch_paths, const std:
 }
 
 void ServiceLoop::watch_directories(bool first) {
-  // watch_file's directory again, should it have been replaced (its watch then went with it).
-  if (!first && !file_dir_.empty())
-    if (const int wd = inotify_add_watch(inotify_fd_, file_dir_.c_str(), kWatchEvents); wd >= 0)
-      file_wd_ = wd;
-  // Directories awaited before may be there now: their watches above are looked at anew.
+  // Every watch is looked at anew: a tree renamed away took its subdirectories' watches with it, and a
+  // directory awaited before may be there now.
+  const auto dirs_before = std::exchange(dir_wds_, {});
   const auto awaited_before = std::exchange(awaited_, {});
+  // watch_file's directory again, should it have been replaced (its watch then went with it).
+  if (!first && !file_dir_.empty()) {
+    file_wd_ = inotify_add_watch(inotify_fd_, file_dir_.c_str(), kWatchEvents | IN_ONLYDIR);
+    if (file_wd_ < 0) await_directory(file_dir_);
+  }
   for (const auto& dir : watched_dirs_) {
     if (watch_tree(dir)) continue;
     const int error = errno;
@@ -442,8 +445,11 @@ void ServiceLoop::watch_directories(bool first) {
       throw RuntimeError("cannot watch " + dir + ": " + std::strerror(error));
     // Otherwise the reload reports what is missing.
   }
+  auto wanted = [&](int wd) { return dir_wds_.contains(wd) || awaited_.contains(wd) || wd == file_wd_; };
+  for (const int wd : dirs_before)
+    if (!wanted(wd)) unwatch(wd);
   for (const auto& [wd, names] : awaited_before)
-    if (!awaited_.contains(wd) && !dir_wds_.contains(wd) && wd != file_wd_) unwatch(wd);
+    if (!wanted(wd)) unwatch(wd);
 }
 
 bool ServiceLoop::watch_tree(const std::string& dir) {
@@ -499,9 +505,16 @@ bool ServiceLoop::drain_inotify() {
       const auto* event = reinterpret_cast<const inotify_event*>(buf + at);
       at += static_cast<ssize_t>(sizeof(inotify_event) + event->len);
       const int wd = event->wd;
+      if (event->mask & IN_Q_OVERFLOW) {  // events lost: anything may have changed
+        news = true;
+        continue;
+      }
+      if ((event->mask & IN_IGNORED) && unwatched_.erase(wd)) continue;  // we removed it
+      const bool everything = dir_wds_.contains(wd);
+      // Not (or no longer) watched: queued before its watch was removed here.
+      if (!everything && wd != file_wd_ && !awaited_.contains(wd)) continue;
       // The directory itself went: deleted (IN_IGNORED follows), or renamed, when the watch would follow
       // it to its new name. The path is watched again, perhaps with another config in it.
-      if ((event->mask & IN_IGNORED) && unwatched_.erase(wd)) continue;  // we removed it
       if (event->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF)) {
         if (event->mask & IN_MOVE_SELF) unwatch(wd);
         dir_wds_.erase(wd);
@@ -510,18 +523,12 @@ bool ServiceLoop::drain_inotify() {
         news = true;
         continue;
       }
-      const std::string name = event->len > 0 ? event->name : "";
       // A watch of watch_file's directory, or of a directory above a missing one, that is no watched
-      // directory's (the same directory gives the same watch) tells only of the names it waits for;
-      // anything else (an overflow too) is news.
-      const bool filtered = wd >= 0 && !dir_wds_.contains(wd) && (wd == file_wd_ || awaited_.contains(wd));
-      if (!filtered) {
-        news = true;
-      } else if (!name.empty()) {
-        const auto awaited = awaited_.find(wd);
-        news = news || (wd == file_wd_ && file_names.contains(name)) ||
-               (awaited != awaited_.end() && awaited->second.contains(name));
-      }
+      // directory's (the same directory gives the same watch) tells only of the names it waits for.
+      const std::string name = event->len > 0 ? event->name : "";
+      const auto awaited = awaited_.find(wd);
+      news = news || everything || (wd == file_wd_ && file_names.contains(name)) ||
+             (awaited != awaited_.end() && awaited->second.contains(name));
     }
   return news;
 }

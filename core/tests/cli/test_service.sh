@@ -269,7 +269,7 @@ mkdir -p "$work/later" && cp "$work/a/policy.yaml" "$work/later/policy.yaml"
 expect "--watch: the directory made since start is applied" wait_for_hash "$ns" "$A" 10
 rm -r "$work/later"
 sleep 0.5
-mkdir "$work/later" && cp "$work/b/policy.yaml" "$work/later/policy.yaml"
+mkdir -p "$work/later/notes" && cp "$work/b/policy.yaml" "$work/later/policy.yaml"
 expect "--watch: a directory deleted and made again is applied" wait_for_hash "$ns" "$B" 10
 mkdir -p "$work/next" && cp "$work/a/policy.yaml" "$work/next/policy.yaml"
 mv "$work/later" "$work/earlier" && mv "$work/next" "$work/later"
@@ -277,8 +277,9 @@ expect "--watch: a directory renamed into the path is applied" wait_for_hash "$n
 sleep 0.5
 applied=$(grep -c "applied IR" "$work/daemon.log")
 cp "$work/b/policy.yaml" "$work/earlier/policy.yaml"
+echo "edited" > "$work/earlier/notes/todo.txt"
 sleep 1.5
-expect "--watch: the directory renamed away is no longer followed" \
+expect "--watch: the directory renamed away is no longer followed, nor the one below it" \
   test "$(grep -c "applied IR" "$work/daemon.log")" = "$applied" -a "$(kernel_hash "$ns")" = "$A"
 kill -TERM "$daemon"; wait "$daemon"
 
