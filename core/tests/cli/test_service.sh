@@ -236,6 +236,16 @@ expect "--watch: a config moved away is not used" wait_for_status "$ns" "fwengin
 expect "the kernel keeps its ruleset" test "$(kernel_hash "$ns")" = "$B"
 expect "and the daemon did not start again" test "$(grep -c "starting again" "$work/daemon.log")" = 2
 mv "$conf.away" "$conf"
+# Its whole directory replaced: deleted, then made again with another config, which is used.
+gone_reloads() { grep -c "fwengine.conf is not used: it is gone" "$work/daemon.log"; }
+before=$(gone_reloads)
+mv "$work/conf" "$work/conf.gone"
+for _ in $(seq 50); do [ "$(gone_reloads)" -gt "$before" ] && break; sleep 0.2; done
+expect "--watch: a config whose directory went is not used" test "$(gone_reloads)" -gt "$before"
+sleep 0.5
+mkdir "$work/conf" && printf 'sources: [%s]\n' "$work/a/policy.yaml" > "$work/conf/fwengine.conf"
+expect "--watch: the config in a directory made again is applied" wait_for_hash "$ns" "$A" 10
+rm -r "$work/conf.gone"
 kill -TERM "$daemon"; wait "$daemon"
 
 # A config mounted from a Kubernetes ConfigMap: fwengine.conf -> ..data/fwengine.conf, ..data -> a
