@@ -467,7 +467,7 @@ bool ServiceLoop::watch_tree(const std::string& dir) {
   return true;
 }
 
-bool ServiceLoop::await_directory(const fs::path& dir) {
+bool ServiceLoop::await_directory(const fs::path& dir, int links_followed) {
   const fs::path target = fs::absolute(dir).lexically_normal();
   // One made while the watch above it was being set is awaited one level further down.
   for (int depth = 0; depth < 64; ++depth) {
@@ -481,6 +481,13 @@ bool ServiceLoop::await_directory(const fs::path& dir) {
     const int wd = inotify_add_watch(inotify_fd_, above.c_str(), kWatchEvents | IN_ONLYDIR);
     if (wd < 0) return false;
     awaited_[wd].insert(below.filename().string());
+    // A link to what is not there (yet): what it names is awaited too, since its coming changes nothing
+    // where the link is.
+    if (fs::is_symlink(below, ec) && !fs::exists(below, ec) && links_followed < 8) {
+      fs::path named = below.parent_path() / fs::read_symlink(below, ec);
+      if (const fs::path rest = target.lexically_relative(below); rest != ".") named /= rest;
+      if (!ec) await_directory(named, links_followed + 1);
+    }
     if (!fs::exists(below, ec)) return true;  // the watch above tells when it comes
     if (below == target) {
       watch_tree(target.string());  // not a directory: the watch above tells when it is replaced

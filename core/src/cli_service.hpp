@@ -136,8 +136,9 @@ class ServiceLoop {
   void watch_directories(bool first);
   // A watch on dir and the directories below it; false (errno set) if dir cannot be watched.
   bool watch_tree(const std::string& dir);
-  // A watch on the nearest directory above dir that is there, for the name on the way down to dir.
-  bool await_directory(const std::filesystem::path& dir);
+  // A watch on the nearest directory above dir that is there, for the name on the way down to dir (and
+  // where that name is a link to something missing, on the way to what it names).
+  bool await_directory(const std::filesystem::path& dir, int links_followed = 0);
   std::vector<std::string> watched_dirs_;
   std::set<int> dir_wds_;  // the watches of watched_dirs_ and the directories below them
   std::map<int, std::set<std::string>> awaited_;  // watches of directories above missing ones: the names

@@ -293,6 +293,16 @@ expect "--watch: the directory renamed away is no longer followed, nor the one b
   test "$(grep -c "applied IR" "$work/daemon.log")" = "$applied" -a "$(kernel_hash "$ns")" = "$A"
 kill -TERM "$daemon"; wait "$daemon"
 
+# A source that is a link to a directory not made yet: it is applied once the directory is there.
+ln -s "$work/linked-target" "$work/linked"
+"$FWE" --netns "$ns" -f "$work/linked/" daemon --watch 2>> "$work/daemon.log" &
+daemon=$!
+pids+=($daemon)
+expect "--watch: a link to a missing directory is reported" wait_for_status "$ns" "cannot read '$work/linked/'" 10
+mkdir "$work/linked-target" && cp "$work/b/policy.yaml" "$work/linked-target/policy.yaml"
+expect "--watch: the directory the link names, made since, is applied" wait_for_hash "$ns" "$B" 10
+kill -TERM "$daemon"; wait "$daemon"
+
 # --watch follows the subdirectories of a source directory: firewalld's zones/, services/, ...
 if "$FWE" plugins | grep -q '^firewalld .*frontend' && [ -d /usr/lib/firewalld/zones ]; then
   fw_hash() { "$FWE" --frontend firewalld -f "$1" --json check | sed -n 's/.*"hash":"\([0-9a-f]*\)".*/\1/p'; }
