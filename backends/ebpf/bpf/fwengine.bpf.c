@@ -1015,12 +1015,8 @@ static __always_inline int finish(struct __sk_buff* skb, struct fwe_eval* ev) {
   return FWE_PASS;
 }
 
-SEC("tc")
-int fwe_ingress(struct __sk_buff* skb) {
-  /* Not addressed to this device: a copy it takes in promiscuous mode (tcpdump, a bridge), or a frame for
-   * a macvlan on top of it, perhaps in another namespace, which that device's hook sees as its own.
-   * IPv4 and IPv6 drop such frames before netfilter: no stage judges them, nor counts or tracks them. */
-  if (skb->pkt_type == PACKET_OTHERHOST) return FWE_PASS;
+/* A packet that comes in on the interface it is judged as coming in on. */
+static __always_inline int judge_ingress(struct __sk_buff* skb) {
   struct fwe_eval ev = {};
   ev.looped = skb->ifindex == LOOPBACK_IFINDEX;
   int started = start(skb, &ev);
@@ -1034,6 +1030,35 @@ int fwe_ingress(struct __sk_buff* skb) {
     if (!run_stage(&ev, FWE_STAGE_PREDNAT)) run_stage(&ev, ev.pkt.oif ? FWE_STAGE_FORWARD : FWE_STAGE_INPUT);
   }
   return finish(skb, &ev);
+}
+
+SEC("tc")
+int fwe_ingress(struct __sk_buff* skb) {
+  /* Not addressed to this device: a copy it takes in promiscuous mode (tcpdump, a bridge), or a frame for
+   * a macvlan on top of it, perhaps in another namespace, which that device's hook sees as its own.
+   * IPv4 and IPv6 drop such frames before netfilter: no stage judges them, nor counts or tracks them. */
+  if (skb->pkt_type == PACKET_OTHERHOST) return FWE_PASS;
+  return judge_ingress(skb);
+}
+
+/* Whether the frame goes to an IEEE 802.1 link-local group, 01:80:c2:00:00:00 to 0f. */
+static __always_inline int to_link_local_group(const struct __sk_buff* skb) {
+  const __u8* mac = (const __u8*)(long)skb->data;
+  if ((const void*)(mac + 6) > (const void*)(long)skb->data_end) return 0;
+  return mac[0] == 0x01 && mac[1] == 0x80 && mac[2] == 0xc2 && mac[3] == 0 && mac[4] == 0 &&
+         (mac[5] & 0xf0) == 0;
+}
+
+/* On a bridge port. What comes in goes on up to the bridge, judged there, or across the bridge (judged at
+ * the port it leaves by, where br_netfilter is on). A bridge does not forward a frame to a link-local
+ * group unless told to (group_fwd_mask): it hands it up on the port itself. STP, LLDP and 802.1X carry no
+ * IP in such frames, but the IP stack takes an IP packet one does carry, with the port as its input
+ * interface, and so netfilter judges it. Judged here, one the mask forwards is judged as if it had
+ * stayed. */
+SEC("tc")
+int fwe_port_in(struct __sk_buff* skb) {
+  if (!to_link_local_group(skb)) return FWE_PASS;
+  return judge_ingress(skb);
 }
 
 /* A frame on its way out of a bridge port: one switched from another port of the bridge is judged as

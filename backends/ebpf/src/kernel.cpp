@@ -47,6 +47,11 @@ constexpr __u32 kFilterHandle = 0xfe;  // our tc filter's handle and priority on
 constexpr __u32 kFilterPriority = 1;
 constexpr const char* kIngressName = "fwe_ingress";
 constexpr const char* kEgressName = "fwe_egress";
+constexpr const char* kPortIngressName = "fwe_port_in";
+
+bool is_ours(const std::string& program) {
+  return program == kIngressName || program == kEgressName || program == kPortIngressName;
+}
 
 // libbpf's warnings (verifier log included), kept for the error message of a failed load.
 std::string& libbpf_log() {
@@ -283,7 +288,7 @@ void attach(int ifindex, const std::string& ifname, bpf_tc_attach_point point, i
   std::string existing;
   const __u32 existing_id = query_filter(ifindex, point, &existing);
   const bool occupied = existing_id != 0;
-  if (occupied && existing != ours) refuse_foreign("program '" + existing + "'");
+  if (occupied && !is_ours(existing)) refuse_foreign("program '" + existing + "'");
   if (occupied && existing_id == program_id(prog_fd)) return;  // reused programs: already in place
   bpf_tc_opts opts = filter_opts();
   opts.prog_fd = prog_fd;
@@ -297,9 +302,9 @@ void attach(int ifindex, const std::string& ifname, bpf_tc_attach_point point, i
 }
 
 // Takes our program off the hook; other programs' filters stay.
-void detach(const Interface& iface, bpf_tc_attach_point point, const char* ours) {
+void detach(const Interface& iface, bpf_tc_attach_point point) {
   std::string name;
-  if (query_filter(iface.index, point, &name) == 0 || name != ours) return;
+  if (query_filter(iface.index, point, &name) == 0 || !is_ours(name)) return;
   bpf_tc_hook hook = hook_of(iface.index, point);
   bpf_tc_opts opts = filter_opts();
   // An interface that went meanwhile took its filters with it.
@@ -307,13 +312,17 @@ void detach(const Interface& iface, bpf_tc_attach_point point, const char* ours)
     fail("detaching " + name + " from " + iface.name, rc);
 }
 
-constexpr std::pair<bpf_tc_attach_point, const char*> kHooks[] = {{BPF_TC_INGRESS, kIngressName},
-                                                                  {BPF_TC_EGRESS, kEgressName}};
+constexpr bpf_tc_attach_point kHooks[] = {BPF_TC_INGRESS, BPF_TC_EGRESS};
 
-// Whether our program belongs on the hook: on every hook of an interface netfilter names, and on the
-// egress of a bridge port where switched frames are judged (fwe_egress).
-bool ours_belong(const Interface& iface, bpf_tc_attach_point point) {
-  return !iface.stacked || (point == BPF_TC_EGRESS && iface.switched != 0);
+// Which of our programs belongs on the hook, nullptr for none: on every hook of an interface netfilter
+// names; on a bridge port, the one that judges what the bridge hands up on the port itself, and
+// fwe_egress where switched frames are judged.
+const char* program_for(const Interface& iface, bpf_tc_attach_point point) {
+  const bool ingress = point == BPF_TC_INGRESS;
+  if (!iface.stacked) return ingress ? kIngressName : kEgressName;
+  if (iface.bridge == 0) return nullptr;
+  if (ingress) return kPortIngressName;
+  return iface.switched != 0 ? kEgressName : nullptr;
 }
 
 struct PinnedMaps {
@@ -417,12 +426,16 @@ bool uses_only(int prog_fd, const PinnedMaps& m) {
 }
 
 struct Programs {
-  Fd ingress, egress;
+  Fd ingress, egress, port_ingress;
   // Whether the load made the ruleset's maps anew (the first apply, or pins of another layout): nothing
   // runs on them yet, so the new generation can be made current before the programs are attached.
   bool new_maps = false;
   // Whether these programs were in place already (pinned by an earlier apply of the same BPF object).
   bool reused = false;
+
+  int fd_of(std::string_view name) const {
+    return name == kIngressName ? ingress.fd : name == kEgressName ? egress.fd : port_ingress.fd;
+  }
 };
 
 // Maps whose entries are not the ruleset's, kept when a new layout makes the other maps anew (an
@@ -493,10 +506,13 @@ Programs programs(const std::string& pin_dir, PinnedMaps& maps) {
   const std::string prefix = "prog-" + object_tag();
   const std::string ingress_pin = pin_dir + "/" + prefix + "-ingress";
   const std::string egress_pin = pin_dir + "/" + prefix + "-egress";
+  const std::string port_ingress_pin = pin_dir + "/" + prefix + "-port-ingress";
   {
-    Programs pinned{Fd(bpf_obj_get(ingress_pin.c_str())), Fd(bpf_obj_get(egress_pin.c_str()))};
-    if (pinned.ingress.fd >= 0 && pinned.egress.fd >= 0 && open_pinned(pin_dir, maps) &&
-        uses_only(pinned.ingress.fd, maps) && uses_only(pinned.egress.fd, maps)) {
+    Programs pinned{Fd(bpf_obj_get(ingress_pin.c_str())), Fd(bpf_obj_get(egress_pin.c_str())),
+                    Fd(bpf_obj_get(port_ingress_pin.c_str()))};
+    if (pinned.ingress.fd >= 0 && pinned.egress.fd >= 0 && pinned.port_ingress.fd >= 0 &&
+        open_pinned(pin_dir, maps) && uses_only(pinned.ingress.fd, maps) &&
+        uses_only(pinned.egress.fd, maps) && uses_only(pinned.port_ingress.fd, maps)) {
       pinned.reused = true;
       return pinned;
     }
@@ -512,10 +528,14 @@ Programs programs(const std::string& pin_dir, PinnedMaps& maps) {
   // The filters that run other builds' programs keep them, and their maps, alive until replaced.
   unpin_all_but_maps(pin_dir, skel->obj);
   Programs loaded{Fd(dup(bpf_program__fd(skel->progs.fwe_ingress))),
-                  Fd(dup(bpf_program__fd(skel->progs.fwe_egress))), new_maps};
-  if (loaded.ingress.fd < 0 || loaded.egress.fd < 0) fail("keeping the loaded programs", errno);
-  if (bpf_obj_pin(loaded.ingress.fd, ingress_pin.c_str()) != 0) fail("pinning " + ingress_pin, errno);
-  if (bpf_obj_pin(loaded.egress.fd, egress_pin.c_str()) != 0) fail("pinning " + egress_pin, errno);
+                  Fd(dup(bpf_program__fd(skel->progs.fwe_egress))),
+                  Fd(dup(bpf_program__fd(skel->progs.fwe_port_in))), new_maps};
+  if (loaded.ingress.fd < 0 || loaded.egress.fd < 0 || loaded.port_ingress.fd < 0)
+    fail("keeping the loaded programs", errno);
+  for (const auto& [fd, pin] :
+       {std::pair{loaded.ingress.fd, &ingress_pin}, std::pair{loaded.egress.fd, &egress_pin},
+        std::pair{loaded.port_ingress.fd, &port_ingress_pin}})
+    if (bpf_obj_pin(fd, pin->c_str()) != 0) fail("pinning " + *pin, errno);
   return loaded;
 }
 
@@ -884,13 +904,12 @@ void Kernel::apply(const Program& program, const std::string& ir_hash, bool rebi
   auto attach_all = [&] {
     write_ports(maps.ports.fd, ifaces);
     for (const auto& iface : ifaces)
-      for (auto [point, ours] : kHooks)
-        if (ours_belong(iface, point))
-          attach(iface.index, iface.name, point, point == BPF_TC_INGRESS ? progs.ingress.fd : progs.egress.fd,
-                 ours, maps.hooks.fd);
+      for (const auto point : kHooks)
+        if (const char* program = program_for(iface, point))
+          attach(iface.index, iface.name, point, progs.fd_of(program), program, maps.hooks.fd);
     for (const auto& iface : ifaces)
-      for (auto [point, ours] : kHooks)
-        if (!ours_belong(iface, point)) detach(iface, point, ours);
+      for (const auto point : kHooks)
+        if (!program_for(iface, point)) detach(iface, point);
   };
   // The generation in use already holds this IR, written for the programs in place: it stays, with its
   // counters and token buckets. The interface lists come first, so a new interface's programs find
@@ -1089,16 +1108,20 @@ KernelState Kernel::read_back() {
         "so frames switched between ports are not judged as nft would judge them; apply again");
   for (const auto& iface : ifaces) {
     std::string name;
-    for (auto [point, ours] : kHooks) {
+    for (const auto point : kHooks) {
       name.clear();
-      const bool attached = query_filter(iface.index, point, &name) != 0 && name == ours;
-      const bool belongs = ours_belong(iface, point);
-      if (belongs && !attached)
-        state.drift.push_back("interface " + iface.name + ": " + ours + " is not attached");
-      if (!belongs && attached)
-        state.drift.push_back("interface " + iface.name + ": " + ours +
+      const bool attached = query_filter(iface.index, point, &name) != 0 && is_ours(name);
+      const char* belongs = program_for(iface, point);
+      if (attached && name == (belongs ? belongs : "")) continue;
+      if (attached && iface.stacked)
+        state.drift.push_back("interface " + iface.name + ": " + name +
                               " is attached to a port, which is judged as itself instead of as its master; "
                               "apply again");
+      else if (attached)
+        state.drift.push_back("interface " + iface.name + ": " + name + " is attached where " +
+                              (belongs ? belongs : "none of ours") + " belongs; apply again");
+      else if (belongs)
+        state.drift.push_back("interface " + iface.name + ": " + belongs + " is not attached");
     }
   }
   state.text = text.str();
@@ -1112,7 +1135,7 @@ void Kernel::flush() {
   const Fd hooks(get_pinned(pin_dir_, "fwe_hooks"));
   const bool ours = !pins_of_another_namespace(pin_dir_);
   for (const auto& iface : ours ? interfaces() : std::vector<Interface>{}) {
-    for (auto [point, ours] : kHooks) detach(iface, point, ours);
+    for (const auto point : kHooks) detach(iface, point);
     __u32 key = static_cast<__u32>(iface.index);
     __u8 created = 0;
     // A clsact fwengine made stays while another program's filters are on it (added after ours).
@@ -1133,7 +1156,8 @@ void Kernel::flush() {
 int Kernel::attached_program(int ifindex, bool ingress) {
   std::string name;
   __u32 id = query_filter(ifindex, ingress ? BPF_TC_INGRESS : BPF_TC_EGRESS, &name);
-  if (id == 0 || name != (ingress ? kIngressName : kEgressName)) return -1;
+  if (id == 0 || (ingress ? name != kIngressName && name != kPortIngressName : name != kEgressName))
+    return -1;
   return bpf_prog_get_fd_by_id(id);
 }
 

@@ -584,7 +584,7 @@ TEST_CASE("an apply over an older layout's pins makes its maps anew and leaves n
   CHECK(pinned_map_id(dir + "/fwe_ct6") == ct6);      // conntrack whose shape still fits stays
   CHECK(pinned_map_id(dir + "/fwe_hooks") == hooks);  // and so does the record of our qdiscs
   CHECK_FALSE(std::filesystem::exists(dir + "/fwe_ct"));
-  CHECK(pinned_programs() == 2);
+  CHECK(pinned_programs() == 3);  // ingress, egress, and a bridge port's ingress
   CHECK(backend.read_back().ir_hash == canonical::hash(rs));
   CHECK_FALSE(delivered(test::packet("d0", "", "10.0.0.9", "10.0.0.1", 6, 40000, 22)));
   CHECK(delivered(test::packet("d0", "", "10.0.0.20", "10.0.0.1", 1, 0, 0)));  // in-admin's echo request
@@ -627,7 +627,7 @@ TEST_CASE("a policy change reuses the pinned programs and a program beside a rep
   EbpfBackend backend(PluginContext{"test"});
   apply(backend, rs);
   const __u32 first = attached_ingress_id();
-  CHECK(pinned_programs() == 2);
+  CHECK(pinned_programs() == 3);  // ingress, egress, and a bridge port's ingress
   auto ssh = test::packet("d0", "", "10.0.0.9", "10.0.0.1", 6, 40000, 22);
   REQUIRE(delivered(ssh));
 
@@ -641,7 +641,7 @@ TEST_CASE("a policy change reuses the pinned programs and a program beside a rep
   rs.chains["in-admin"].rules[0].action.kind = ir::ActionKind::accept;
   apply(backend, rs);
   CHECK(attached_ingress_id() != first);
-  CHECK(pinned_programs() == 2);
+  CHECK(pinned_programs() == 3);  // ingress, egress, and a bridge port's ingress
   test::clear_conntrack(pin_dir_for("test"));
   CHECK(delivered(ssh));
 }

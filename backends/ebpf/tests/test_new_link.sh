@@ -179,13 +179,16 @@ must "the daemon covers br0 when it appears" 20 covers 5
 ip -n "$ns" link set eth5 master br0
 must "the daemon covers eth5 again when it becomes a port of br0" 20 covers 6
 ours_on() { ip netns exec "$ns" tc filter show dev "$1" ingress | grep -q fwe_; }
+# On a port, only what judges the frames the bridge hands up on the port itself (fwe_port_in).
+judged_as_itself() { ip netns exec "$ns" tc filter show dev "$1" ingress | grep -q fwe_ingress; }
 check "our programs are on br0" 0 ours_on br0
-check "and no longer on its port eth5" 1 ours_on eth5
+check "and no longer on its port eth5" 1 judged_as_itself eth5
+check "which keeps the judge of what stays on the port" 0 ours_on eth5
 fwe status >"$work/status.txt" 2>&1
 check "status finds no drift for the port" 1 grep -q "eth5" "$work/status.txt"
 ip -n "$ns" link set eth5 nomaster
 must "the daemon covers eth5 again when it leaves br0" 20 covers 7
-check "our programs are back on eth5" 0 ours_on eth5
+check "our programs are back on eth5" 0 judged_as_itself eth5
 # A port enslaved with no daemon to see it is drift until the next apply.
 kill -STOP "$daemon_pid"
 ip -n "$ns" link set eth5 master br0
