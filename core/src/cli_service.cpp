@@ -438,6 +438,7 @@ void ServiceLoop::watch_directories(bool first) {
     if (file_wd_ < 0) await_directory(file_dir_);
   }
   for (const auto& dir : watched_dirs_) {
+    watch_links_on_the_way(dir);
     if (watch_tree(dir)) continue;
     const int error = errno;
     const bool missing = error == ENOENT || error == ENOTDIR;
@@ -484,7 +485,8 @@ bool ServiceLoop::await_directory(const fs::path& dir, int links_followed) {
     // A link to what is not there (yet): what it names is awaited too, since its coming changes nothing
     // where the link is.
     if (fs::is_symlink(below, ec) && !fs::exists(below, ec) && links_followed < 8) {
-      fs::path named = below.parent_path() / fs::read_symlink(below, ec);
+      // Relative to where the link really is, which `..` in its target depends on.
+      fs::path named = fs::weakly_canonical(below.parent_path(), ec) / fs::read_symlink(below, ec);
       if (const fs::path rest = target.lexically_relative(below); rest != ".") named /= rest;
       if (!ec) await_directory(named, links_followed + 1);
     }
@@ -495,6 +497,18 @@ bool ServiceLoop::await_directory(const fs::path& dir, int links_followed) {
     }
   }
   return true;
+}
+
+void ServiceLoop::watch_links_on_the_way(const fs::path& dir) {
+  fs::path at;
+  std::error_code ec;
+  for (const auto& part : fs::absolute(dir).lexically_normal()) {
+    at /= part;
+    if (!fs::is_symlink(at, ec)) continue;
+    if (const int wd = inotify_add_watch(inotify_fd_, at.parent_path().c_str(), kWatchEvents | IN_ONLYDIR);
+        wd >= 0)
+      awaited_[wd].insert(at.filename().string());
+  }
 }
 
 void ServiceLoop::unwatch(int wd) {
@@ -530,8 +544,9 @@ bool ServiceLoop::drain_inotify() {
         news = true;
         continue;
       }
-      // A watch of watch_file's directory, or of a directory above a missing one, that is no watched
-      // directory's (the same directory gives the same watch) tells only of the names it waits for.
+      // A watch of watch_file's directory, or of a directory holding a name on the way to a watched one, that
+      // is no watched directory's (the same directory gives the same watch) tells only of the names it waits
+      // for.
       const std::string name = event->len > 0 ? event->name : "";
       const auto awaited = awaited_.find(wd);
       news = news || everything || (wd == file_wd_ && file_names.contains(name)) ||

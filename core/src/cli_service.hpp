@@ -141,13 +141,17 @@ class ServiceLoop {
   bool await_directory(const std::filesystem::path& dir, int links_followed = 0);
   std::vector<std::string> watched_dirs_;
   std::set<int> dir_wds_;  // the watches of watched_dirs_ and the directories below them
-  std::map<int, std::set<std::string>> awaited_;  // watches of directories above missing ones: the names
-  std::set<int> unwatched_;                       // watches removed here, whose IN_IGNORED is no news
+  // A watch on the directory of each link on the way to dir, for the link's name: a link pointed
+  // elsewhere (`ln -sfn`, a `current` link of releases) is a directory replaced.
+  void watch_links_on_the_way(const std::filesystem::path& dir);
+  // Watches of directories that hold a name on the way to a watched one (missing, or a link): the names.
+  std::map<int, std::set<std::string>> awaited_;
+  std::set<int> unwatched_;  // watches removed here, whose IN_IGNORED is no news
   void unwatch(int wd);
   int file_wd_ = -1;  // the watch of watch_file's directory
   std::string file_dir_, file_name_;
   // Reads the events waiting; whether one is news: any under a watched directory, of watch_file's
-  // only the file's own, of a directory above a missing one only the awaited name's.
+  // only the file's own, of a directory on the way to a watched one only the awaited name's.
   bool drain_inotify();
   int signal_fd_ = -1;
   int inotify_fd_ = -1;

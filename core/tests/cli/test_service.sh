@@ -301,6 +301,9 @@ pids+=($daemon)
 expect "--watch: a link to a missing directory is reported" wait_for_status "$ns" "cannot read '$work/linked/'" 10
 mkdir "$work/linked-target" && cp "$work/b/policy.yaml" "$work/linked-target/policy.yaml"
 expect "--watch: the directory the link names, made since, is applied" wait_for_hash "$ns" "$B" 10
+mkdir "$work/linked-next" && cp "$work/a/policy.yaml" "$work/linked-next/policy.yaml"
+(cd "$work" && ln -sfn linked-next linked)  # a relative link, pointed elsewhere
+expect "--watch: a link pointed to another directory is followed there" wait_for_hash "$ns" "$A" 10
 kill -TERM "$daemon"; wait "$daemon"
 
 # --watch follows the subdirectories of a source directory: firewalld's zones/, services/, ...
