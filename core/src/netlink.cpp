@@ -1,6 +1,7 @@
 // netlink.cpp - route-netlink dumps and link messages.
 #include "fwengine/netlink.hpp"
 
+#include <arpa/inet.h>
 #include <linux/if_link.h>
 #include <linux/rtnetlink.h>
 #include <sys/socket.h>
@@ -25,14 +26,32 @@ std::string attribute_text(const rtattr* a) {
   return {text, strnlen(text, RTA_PAYLOAD(a))};
 }
 
+template <typename Number>
+Number attribute_number(const rtattr* a) {
+  Number value{};
+  if (RTA_PAYLOAD(a) >= sizeof value) std::memcpy(&value, RTA_DATA(a), sizeof value);
+  return value;
+}
+
 // A bridge's own options, in IFLA_INFO_DATA.
 void read_bridge_options(const rtattr* data, Link& link) {
   auto length = static_cast<int>(RTA_PAYLOAD(data));
   for (auto* d = static_cast<const rtattr*>(RTA_DATA(data)); RTA_OK(d, length); d = RTA_NEXT(d, length)) {
-    const bool on = RTA_PAYLOAD(d) >= 1 && *static_cast<const std::uint8_t*>(RTA_DATA(d)) != 0;
-    if (d->rta_type == IFLA_BR_NF_CALL_IPTABLES) link.calls_iptables = on;
-    if (d->rta_type == IFLA_BR_NF_CALL_IP6TABLES) link.calls_ip6tables = on;
+    if (d->rta_type == IFLA_BR_NF_CALL_IPTABLES) link.calls_iptables = attribute_number<std::uint8_t>(d) != 0;
+    if (d->rta_type == IFLA_BR_NF_CALL_IP6TABLES)
+      link.calls_ip6tables = attribute_number<std::uint8_t>(d) != 0;
+    if (d->rta_type == IFLA_BR_STP_STATE) link.stp = attribute_number<std::uint32_t>(d) != 0;
+    if (d->rta_type == IFLA_BR_GROUP_FWD_MASK) link.group_fwd_mask = attribute_number<std::uint16_t>(d);
+    if (d->rta_type == IFLA_BR_VLAN_PROTOCOL) link.vlan_protocol = ntohs(attribute_number<std::uint16_t>(d));
   }
+}
+
+// A bridge port's own options, in IFLA_INFO_SLAVE_DATA.
+void read_bridge_port_options(const rtattr* data, Link& link) {
+  auto length = static_cast<int>(RTA_PAYLOAD(data));
+  for (auto* d = static_cast<const rtattr*>(RTA_DATA(data)); RTA_OK(d, length); d = RTA_NEXT(d, length))
+    if (d->rta_type == IFLA_BRPORT_GROUP_FWD_MASK)
+      link.port_group_fwd_mask = attribute_number<std::uint16_t>(d);
 }
 }  // namespace
 
@@ -79,7 +98,8 @@ std::optional<Link> link_of(const nlmsghdr& message) {
     return std::nullopt;
   const auto* info = static_cast<const ifinfomsg*>(NLMSG_DATA(&message));
   if (info->ifi_family != AF_UNSPEC) return std::nullopt;
-  Link link;
+  Link link, bridge, port;  // bridge, port: options read before the kinds that give them meaning are known
+  std::string slave_kind;
   link.index = info->ifi_index;
   auto length = static_cast<int>(IFLA_PAYLOAD(&message));
   for (auto* a = IFLA_RTA(info); RTA_OK(a, length); a = RTA_NEXT(a, length)) {
@@ -94,12 +114,22 @@ std::optional<Link> link_of(const nlmsghdr& message) {
       for (auto* i = static_cast<const rtattr*>(RTA_DATA(a)); RTA_OK(i, info_length);
            i = RTA_NEXT(i, info_length)) {
         if (i->rta_type == IFLA_INFO_KIND) link.kind = attribute_text(i);
-        if (i->rta_type == IFLA_INFO_DATA) read_bridge_options(i, link);
+        if (i->rta_type == IFLA_INFO_SLAVE_KIND) slave_kind = attribute_text(i);
+        if (i->rta_type == IFLA_INFO_DATA) read_bridge_options(i, bridge);
+        if (i->rta_type == IFLA_INFO_SLAVE_DATA) read_bridge_port_options(i, port);
       }
     }
   }
-  // Only a bridge's IFLA_INFO_DATA holds these numbers as bridge options.
-  if (link.kind != "bridge") link.calls_iptables = link.calls_ip6tables = false;
+  // Only a bridge's IFLA_INFO_DATA holds these numbers as bridge options, and only a bridge port's
+  // IFLA_INFO_SLAVE_DATA as port options.
+  if (link.kind == "bridge") {
+    link.calls_iptables = bridge.calls_iptables;
+    link.calls_ip6tables = bridge.calls_ip6tables;
+    link.stp = bridge.stp;
+    link.group_fwd_mask = bridge.group_fwd_mask;
+    link.vlan_protocol = bridge.vlan_protocol;
+  }
+  if (slave_kind == "bridge") link.port_group_fwd_mask = port.port_group_fwd_mask;
   return link;
 }
 

@@ -1,4 +1,5 @@
 // Link messages as the kernel writes them, read by netlink::link_of; one real dump of this namespace.
+#include <arpa/inet.h>
 #include <linux/if_link.h>
 #include <linux/rtnetlink.h>
 #include <sys/socket.h>
@@ -29,6 +30,7 @@ class Message {
     return add(type, value.c_str(), value.size() + 1);
   }
   Message& u32(std::uint16_t type, std::uint32_t value) { return add(type, &value, sizeof value); }
+  Message& u16(std::uint16_t type, std::uint16_t value) { return add(type, &value, sizeof value); }
   Message& u8(std::uint16_t type, std::uint8_t value) { return add(type, &value, sizeof value); }
   // Attributes added until close() go inside this one.
   Message& open(std::uint16_t type) {
@@ -72,6 +74,9 @@ TEST_CASE("netlink: a link message gives the interface's name, master, kind and 
       .open(IFLA_INFO_DATA)
       .u8(IFLA_BR_NF_CALL_IPTABLES, 1)
       .u8(IFLA_BR_NF_CALL_IP6TABLES, 0)
+      .u32(IFLA_BR_STP_STATE, 1)
+      .u16(IFLA_BR_GROUP_FWD_MASK, 0x4000)
+      .u16(IFLA_BR_VLAN_PROTOCOL, htons(0x88a8))
       .close()
       .close();
   auto link = fwe::netlink::link_of(bridge.header());
@@ -82,28 +87,54 @@ TEST_CASE("netlink: a link message gives the interface's name, master, kind and 
   CHECK(link->master == 0);
   CHECK(link->calls_iptables);
   CHECK_FALSE(link->calls_ip6tables);
+  CHECK(link->stp);
+  CHECK(link->group_fwd_mask == 0x4000);
+  CHECK(link->vlan_protocol == 0x88a8);
 
-  Message port(RTM_DELLINK, AF_UNSPEC, 9);
-  port.text(IFLA_IFNAME, "veth1").u32(IFLA_MASTER, 7);
+  Message port(RTM_NEWLINK, AF_UNSPEC, 9);
+  port.text(IFLA_IFNAME, "veth1")
+      .u32(IFLA_MASTER, 7)
+      .open(IFLA_LINKINFO)
+      .text(IFLA_INFO_KIND, "veth")
+      .text(IFLA_INFO_SLAVE_KIND, "bridge")
+      .open(IFLA_INFO_SLAVE_DATA)
+      .u16(IFLA_BRPORT_GROUP_FWD_MASK, 0x0008)
+      .close()
+      .close();
   link = fwe::netlink::link_of(port.header());
   REQUIRE(link);
   CHECK(link->name == "veth1");
   CHECK(link->master == 7);
-  CHECK(link->kind.empty());
+  CHECK(link->kind == "veth");
+  CHECK(link->port_group_fwd_mask == 0x0008);
+  CHECK_FALSE(link->stp);
+
+  Message gone(RTM_DELLINK, AF_UNSPEC, 9);
+  gone.text(IFLA_IFNAME, "veth1");
+  link = fwe::netlink::link_of(gone.header());
+  REQUIRE(link);
+  CHECK(link->index == 9);
 }
 
 TEST_CASE("netlink: only a bridge's link data are read as bridge options, and AF_BRIDGE news is not a link") {
-  // IFLA_BR_NF_CALL_IPTABLES shares its number with other kinds' attributes.
+  // IFLA_BR_* and IFLA_BRPORT_* share their numbers with other kinds' attributes.
   Message other(RTM_NEWLINK, AF_UNSPEC, 3);
   other.open(IFLA_LINKINFO)
       .text(IFLA_INFO_KIND, "vxlan")
       .open(IFLA_INFO_DATA)
       .u8(IFLA_BR_NF_CALL_IPTABLES, 1)
+      .u32(IFLA_BR_STP_STATE, 1)
+      .close()
+      .text(IFLA_INFO_SLAVE_KIND, "bond")
+      .open(IFLA_INFO_SLAVE_DATA)
+      .u16(IFLA_BRPORT_GROUP_FWD_MASK, 0x0008)
       .close()
       .close();
   auto link = fwe::netlink::link_of(other.header());
   REQUIRE(link);
   CHECK_FALSE(link->calls_iptables);
+  CHECK_FALSE(link->stp);
+  CHECK(link->port_group_fwd_mask == 0);
 
   Message port_news(RTM_NEWLINK, AF_BRIDGE, 9);
   port_news.u32(IFLA_MASTER, 9);

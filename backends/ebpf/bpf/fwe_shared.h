@@ -179,14 +179,17 @@ struct fwe_config {
 
 /* A port of a bridge whose frames br_netfilter hands to netfilter (bridge-nf-call-iptables, -ip6tables):
  * a frame switched to it from another port of that bridge is judged as forwarded from the bridge to the
- * bridge, as netfilter judges it. */
+ * bridge, as netfilter judges it. A frame to a link-local group that the bridge hands up on the port
+ * itself is judged as coming in on the port. */
 #define FWE_BRIDGED_IPV4 1u /* br_netfilter hands the bridge's IPv4 frames to netfilter */
 #define FWE_BRIDGED_IPV6 2u /* and its IPv6 frames */
 #define FWE_BRIDGED_VLAN 4u /* VLAN-tagged ones too (bridge-nf-filter-vlan-tagged) */
 
+/* Every port of a bridge. */
 struct fwe_port {
-  __u32 bridge;   /* the bridge's ifindex */
-  __u32 families; /* FWE_BRIDGED_* */
+  __u32 bridge;    /* the bridge's ifindex */
+  __u32 families;  /* FWE_BRIDGED_*: what br_netfilter hands to netfilter of the frames switched to it */
+  __u32 up_groups; /* bit g: a frame to 01:80:c2:00:00:0g goes up on the port, not to the bridge */
 };
 
 /* A fragmented datagram, as the kernel's reassembly tells its fragments apart (IPv6: no protocol). */

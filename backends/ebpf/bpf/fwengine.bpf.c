@@ -1041,23 +1041,29 @@ int fwe_ingress(struct __sk_buff* skb) {
   return judge_ingress(skb);
 }
 
-/* Whether the frame goes to an IEEE 802.1 link-local group, 01:80:c2:00:00:00 to 0f. */
-static __always_inline int to_link_local_group(const struct __sk_buff* skb) {
+/* The IEEE 802.1 link-local group the frame goes to (01:80:c2:00:00:0g: g), -1 for none. */
+static __always_inline int link_local_group(const struct __sk_buff* skb) {
   const __u8* mac = (const __u8*)(long)skb->data;
-  if ((const void*)(mac + 6) > (const void*)(long)skb->data_end) return 0;
-  return mac[0] == 0x01 && mac[1] == 0x80 && mac[2] == 0xc2 && mac[3] == 0 && mac[4] == 0 &&
-         (mac[5] & 0xf0) == 0;
+  if ((const void*)(mac + 6) > (const void*)(long)skb->data_end) return -1;
+  if (mac[0] != 0x01 || mac[1] != 0x80 || mac[2] != 0xc2 || mac[3] != 0 || mac[4] != 0 || (mac[5] & 0xf0))
+    return -1;
+  return mac[5];
 }
 
 /* On a bridge port. What comes in goes on up to the bridge, judged there, or across the bridge (judged at
- * the port it leaves by, where br_netfilter is on). A bridge does not forward a frame to a link-local
- * group unless told to (group_fwd_mask): it hands it up on the port itself. STP, LLDP and 802.1X carry no
- * IP in such frames, but the IP stack takes an IP packet one does carry, with the port as its input
- * interface, and so netfilter judges it. Judged here, one the mask forwards is judged as if it had
- * stayed. */
+ * the port it leaves by, where br_netfilter is on). A bridge forwards a frame to a link-local group only
+ * as its options say (STP, group_fwd_mask); else it hands the frame up on the port itself. STP, LLDP and
+ * 802.1X carry no IP in such frames, but the IP stack takes an IP packet one does carry, with the port as
+ * its input interface, and so netfilter judges it. */
 SEC("tc")
 int fwe_port_in(struct __sk_buff* skb) {
-  if (!to_link_local_group(skb)) return FWE_PASS;
+  int group = link_local_group(skb);
+  if (group < 0) return FWE_PASS;
+  /* Tagged for a VLAN: a VLAN device on the port takes it (and judges it), or the stack drops it. */
+  if (skb->vlan_present && (skb->vlan_tci & 0x0fff)) return FWE_PASS;
+  __u32 ifindex = skb->ifindex;
+  const struct fwe_port* port = bpf_map_lookup_elem(&fwe_ports, &ifindex);
+  if (port && !(port->up_groups & (1u << group))) return FWE_PASS;
   return judge_ingress(skb);
 }
 

@@ -108,9 +108,26 @@ struct Interface {
   // netfilter sees it (or across the bridge, where netfilter does not), and what goes out on it came
   // down from there. Judged on the master only, as nft judges it; a VRF's member is judged as itself.
   bool stacked = false;
-  int bridge = 0;      // the bridge it is a port of, 0 if none
-  __u32 switched = 0;  // FWE_BRIDGED_*: the frames switched to it that br_netfilter hands to netfilter
+  int bridge = 0;       // the bridge it is a port of, 0 if none
+  __u32 switched = 0;   // FWE_BRIDGED_*: the frames switched to it that br_netfilter hands to netfilter
+  __u32 up_groups = 0;  // bit g: the bridge hands a frame to 01:80:c2:00:00:0g up on this port
 };
+
+// The link-local groups (01:80:c2:00:00:0g, bit g) whose frames a bridge hands up on the port they came
+// in on, as br_handle_frame decides: each group the bridge and the port do not forward, but the Bridge
+// Group Address (0) only while STP runs, and never MAC Control (1), which the bridge drops.
+__u32 groups_up_on_port(const netlink::Link& bridge, const netlink::Link& port) {
+  constexpr std::uint16_t kEthernet8021ad = 0x88a8, kForwardedFor8021ad = 0xb801;
+  const std::uint16_t required = bridge.vlan_protocol == kEthernet8021ad ? kForwardedFor8021ad : 0;
+  __u32 up = 0;
+  for (unsigned group = 0; group < 16; ++group) {
+    const std::uint16_t forwarded =
+        required | port.port_group_fwd_mask | (group == 0 ? 0 : bridge.group_fwd_mask);
+    const bool stays = group == 0 ? bridge.stp : group != 1;
+    if (stays && !(forwarded & (1u << group))) up |= 1u << group;
+  }
+  return up;
+}
 
 // Masters whose members netfilter sees as themselves: a VRF's (it sees their packets on the member, then
 // on the VRF), and batman-adv's hard interfaces (what is not batman-adv's goes up on them). Every other
@@ -163,6 +180,7 @@ std::optional<std::vector<Interface>> dump_interfaces() {
                     std::end(kMastersOfThemselves);
     if (kind == "bridge") {
       iface.bridge = link.master;
+      iface.up_groups = groups_up_on_port(*master, link);
       // The families whose namespace sysctl or bridge option is on.
       const __u32 own = (master->calls_iptables ? FWE_BRIDGED_IPV4 : 0u) |
                         (master->calls_ip6tables ? FWE_BRIDGED_IPV6 : 0u);
@@ -638,12 +656,13 @@ bool portindex_of_generation(const fwe_portindex_key& k, std::uint32_t generatio
 }
 
 // Empties a generation in the maps keyed by it (array slots are simply overwritten by the next write).
-// fwe_ports as the interfaces are now: the bridge ports whose switched frames are judged.
+// fwe_ports as the interfaces are now: every bridge port.
 std::map<__u32, fwe_port> wanted_ports(const std::vector<Interface>& ifaces) {
   std::map<__u32, fwe_port> wanted;
   for (const auto& iface : ifaces)
-    if (iface.switched != 0)
-      wanted[static_cast<__u32>(iface.index)] = {static_cast<__u32>(iface.bridge), iface.switched};
+    if (iface.bridge != 0)
+      wanted[static_cast<__u32>(iface.index)] = {static_cast<__u32>(iface.bridge), iface.switched,
+                                                 iface.up_groups};
   return wanted;
 }
 
@@ -899,14 +918,16 @@ void Kernel::apply(const Program& program, const std::string& ir_hash, bool rebi
   const std::uint32_t generation = (config.active_gen & 1) ^ 1;
   const auto ifaces = interfaces();
   forget_gone_hooks(maps.hooks.fd, ifaces);
-  // Every hook that needs our programs first, then a port put under a master since the last apply
-  // loses what no longer belongs on it: its master is filtered by then.
+  // The interfaces netfilter names first, then the ports, then a port put under a master since the last
+  // apply loses what no longer belongs on it: its master is filtered by the time a port gives up
+  // fwe_ingress (for fwe_port_in, or nothing).
   auto attach_all = [&] {
     write_ports(maps.ports.fd, ifaces);
-    for (const auto& iface : ifaces)
-      for (const auto point : kHooks)
-        if (const char* program = program_for(iface, point))
-          attach(iface.index, iface.name, point, progs.fd_of(program), program, maps.hooks.fd);
+    for (const bool ports : {false, true})
+      for (const auto& iface : ifaces)
+        for (const auto point : kHooks)
+          if (const char* program = program_for(iface, point); program && iface.stacked == ports)
+            attach(iface.index, iface.name, point, progs.fd_of(program), program, maps.hooks.fd);
     for (const auto& iface : ifaces)
       for (const auto point : kHooks)
         if (!program_for(iface, point)) detach(iface, point);
@@ -1100,12 +1121,14 @@ KernelState Kernel::read_back() {
   for (const __u32& key : keys_of<__u32>(m.ports.fd))
     if (fwe_port port{}; bpf_map_lookup_elem(m.ports.fd, &key, &port) == 0) ports[key] = port;
   const auto same = [](const auto& a, const auto& b) {
-    return a.first == b.first && a.second.bridge == b.second.bridge && a.second.families == b.second.families;
+    return a.first == b.first && a.second.bridge == b.second.bridge &&
+           a.second.families == b.second.families && a.second.up_groups == b.second.up_groups;
   };
   if (!std::equal(ports.begin(), ports.end(), wanted.begin(), wanted.end(), same))
     state.drift.push_back(
-        "bridge ports: the bridges or br_netfilter's settings changed since the last apply, "
-        "so frames switched between ports are not judged as nft would judge them; apply again");
+        "bridge ports: the bridges, their options or br_netfilter's settings changed since the last apply, "
+        "so frames switched between ports or handed up on one are not judged as nft would judge them; "
+        "apply again");
   for (const auto& iface : ifaces) {
     std::string name;
     for (const auto point : kHooks) {

@@ -36,7 +36,13 @@ struct Link {
   std::string name;
   int master = 0;    // 0: none
   std::string kind;  // IFLA_INFO_KIND ("bridge", "veth", ...); empty where the kernel gives none
-  bool calls_iptables = false, calls_ip6tables = false;  // a bridge's own nf_call_ip(6)tables
+  // A bridge's own options.
+  bool calls_iptables = false, calls_ip6tables = false;  // nf_call_iptables, nf_call_ip6tables
+  bool stp = false;                                      // STP on (in the kernel or in user space)
+  std::uint16_t group_fwd_mask = 0;                      // link-local groups it forwards
+  std::uint16_t vlan_protocol = 0;                       // ETH_P_8021Q or ETH_P_8021AD
+  // A bridge port's own option: link-local groups it forwards.
+  std::uint16_t port_group_fwd_mask = 0;
 };
 // nullopt for other messages, and for those of family AF_BRIDGE that the bridge module sends about its
 // ports (and itself, with its own index as master).
