@@ -397,6 +397,19 @@ std::set<std::string> names_on_the_way(const fs::path& dir, const std::string& n
 }
 }  // namespace
 
+namespace {
+// Where the path `link`/`rest` leads through the link: read from where the link really is, which `..`
+// in its target depends on. nullopt if either cannot be read.
+std::optional<fs::path> through_link(const fs::path& link, const fs::path& rest) {
+  std::error_code parent_error, link_error;
+  fs::path named =
+      fs::weakly_canonical(link.parent_path(), parent_error) / fs::read_symlink(link, link_error);
+  if (parent_error || link_error) return std::nullopt;
+  if (!rest.empty() && rest != ".") named /= rest;
+  return named;
+}
+}  // namespace
+
 std::string ServiceLoop::watch_dir(const std::string& path) {
   std::error_code ec;
   // Editors replace files by renaming: watch the directory a file is in, not the file.
@@ -425,6 +438,7 @@ ServiceLoop::ServiceLoop(const std::vector<std::string>& watch_paths, const std:
   file_name_ = file.filename().string();
   file_wd_ = inotify_add_watch(inotify_fd_, file_dir_.c_str(), kWatchEvents);
   if (file_wd_ < 0) throw RuntimeError("cannot watch " + file_dir_ + ": " + std::strerror(errno));
+  watch_links_on_the_way(file_dir_);
 }
 
 void ServiceLoop::watch_directories(bool first) {
@@ -434,6 +448,7 @@ void ServiceLoop::watch_directories(bool first) {
   const auto awaited_before = std::exchange(awaited_, {});
   // watch_file's directory again, should it have been replaced (its watch then went with it).
   if (!first && !file_dir_.empty()) {
+    watch_links_on_the_way(file_dir_);
     file_wd_ = inotify_add_watch(inotify_fd_, file_dir_.c_str(), kWatchEvents | IN_ONLYDIR);
     if (file_wd_ < 0) await_directory(file_dir_);
   }
@@ -484,12 +499,9 @@ bool ServiceLoop::await_directory(const fs::path& dir, int links_followed) {
     awaited_[wd].insert(below.filename().string());
     // A link to what is not there (yet): what it names is awaited too, since its coming changes nothing
     // where the link is.
-    if (fs::is_symlink(below, ec) && !fs::exists(below, ec) && links_followed < 8) {
-      // Relative to where the link really is, which `..` in its target depends on.
-      fs::path named = fs::weakly_canonical(below.parent_path(), ec) / fs::read_symlink(below, ec);
-      if (const fs::path rest = target.lexically_relative(below); rest != ".") named /= rest;
-      if (!ec) await_directory(named, links_followed + 1);
-    }
+    if (fs::is_symlink(below, ec) && !fs::exists(below, ec) && links_followed < 8)
+      if (auto named = through_link(below, target.lexically_relative(below)))
+        await_directory(*named, links_followed + 1);
     if (!fs::exists(below, ec)) return true;  // the watch above tells when it comes
     if (below == target) {
       watch_tree(target.string());  // not a directory: the watch above tells when it is replaced
@@ -499,15 +511,21 @@ bool ServiceLoop::await_directory(const fs::path& dir, int links_followed) {
   return true;
 }
 
-void ServiceLoop::watch_links_on_the_way(const fs::path& dir) {
+void ServiceLoop::watch_links_on_the_way(const fs::path& dir, int links_followed) {
+  const fs::path whole = fs::absolute(dir).lexically_normal();
   fs::path at;
   std::error_code ec;
-  for (const auto& part : fs::absolute(dir).lexically_normal()) {
+  for (const auto& part : whole) {
     at /= part;
     if (!fs::is_symlink(at, ec)) continue;
     if (const int wd = inotify_add_watch(inotify_fd_, at.parent_path().c_str(), kWatchEvents | IN_ONLYDIR);
         wd >= 0)
       awaited_[wd].insert(at.filename().string());
+    // The rest of the way goes through where the link points, which may hold links of its own.
+    if (links_followed < 8)
+      if (auto named = through_link(at, whole.lexically_relative(at)))
+        watch_links_on_the_way(*named, links_followed + 1);
+    return;
   }
 }
 
@@ -574,12 +592,12 @@ void ServiceLoop::follow_links() {
 }
 
 void ServiceLoop::take_links(bool report) {
-  std::map<int, Link> now;
+  std::map<int, netlink::Link> now;
   ifinfomsg family{};
   family.ifi_family = AF_UNSPEC;
   const auto end = netlink::dump_route(RTM_GETLINK, family, [&](const nlmsghdr& message) {
     if (message.nlmsg_type != RTM_NEWLINK) return;
-    if (auto link = netlink::link_of(message)) now[link->index] = {std::move(link->name), link->master};
+    if (auto link = netlink::link_of(message)) now[link->index] = std::move(*link);
   });
   // An error, or a dump a change interrupted (it may miss a link): not a list to compare with, and what
   // changed is not known, so everything is bound again.
@@ -614,11 +632,10 @@ void ServiceLoop::read_link_news() {
         continue;
       }
       // Other news of a known interface (up, down, carrier, MTU) changes nothing a backend bound.
-      Link link{std::move(news->name), news->master};
-      auto [it, added] = links_.try_emplace(news->index, link);
-      if (added || it->second != link) {
-        it->second = link;
-        new_links_.push_back(link.name);
+      auto [it, added] = links_.try_emplace(news->index, *news);
+      if (added || it->second != *news) {
+        it->second = *news;
+        new_links_.push_back(news->name);
       }
     }
   }

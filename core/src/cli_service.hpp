@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "fwengine/netlink.hpp"
 #include "fwengine/plugin.hpp"
 
 namespace fwe::cli {
@@ -118,11 +119,13 @@ class ServiceLoop {
   void follow(int source_fd) { source_fd_ = source_fd; }
   // Wakes with Wake::tick when nothing else happened for this long.
   void tick_every(std::chrono::milliseconds period) { tick_ = period; }
-  // Wakes with Wake::links when an interface appears, is renamed, or is put under a master (a bridge, a
-  // bond) or taken from one in this network namespace: for backends that bind to interfaces when they
-  // apply. The interfaces there now are the baseline.
+  // Wakes with Wake::links when an interface appears, is renamed, is put under a master (a bridge, a
+  // bond) or taken from one, or changes the bridge or bridge port options that decide what a bridge
+  // hands up on a port, in this network namespace: for backends that bind to interfaces when they apply.
+  // The interfaces there now are the baseline.
   void follow_links();
-  // The names of the interfaces that appeared, were renamed or changed master since the last Wake::links.
+  // The names of the interfaces that appeared, were renamed, changed master or changed the bridge options
+  // above since the last Wake::links.
   const std::vector<std::string>& new_links() const { return new_links_; }
   ~ServiceLoop();
   ServiceLoop(const ServiceLoop&) = delete;
@@ -143,7 +146,7 @@ class ServiceLoop {
   std::set<int> dir_wds_;  // the watches of watched_dirs_ and the directories below them
   // A watch on the directory of each link on the way to dir, for the link's name: a link pointed
   // elsewhere (`ln -sfn`, a `current` link of releases) is a directory replaced.
-  void watch_links_on_the_way(const std::filesystem::path& dir);
+  void watch_links_on_the_way(const std::filesystem::path& dir, int links_followed = 0);
   // Watches of directories that hold a name on the way to a watched one (missing, or a link): the names.
   std::map<int, std::set<std::string>> awaited_;
   std::set<int> unwatched_;  // watches removed here, whose IN_IGNORED is no news
@@ -157,12 +160,9 @@ class ServiceLoop {
   int inotify_fd_ = -1;
   int source_fd_ = -1;
   int link_fd_ = -1;
-  struct Link {
-    std::string name;
-    int master = 0;  // ifindex of the bridge, bond or VRF it is in; 0: none
-    bool operator==(const Link&) const = default;
-  };
-  std::map<int, Link> links_;  // by ifindex, as last seen
+  // By ifindex, as last seen: names, masters, kinds, and the bridge and bridge port options that decide
+  // what a bridge hands up on a port (STP, group_fwd_mask, VLAN protocol, nf_call_iptables).
+  std::map<int, netlink::Link> links_;
   std::vector<std::string> new_links_;
   std::optional<std::chrono::milliseconds> tick_;
   // Reads the link messages waiting; records new, renamed and re-mastered interfaces in new_links_.

@@ -305,6 +305,19 @@ mkdir "$work/linked-next" && cp "$work/a/policy.yaml" "$work/linked-next/policy.
 (cd "$work" && ln -sfn linked-next linked)  # a relative link, pointed elsewhere
 expect "--watch: a link pointed to another directory is followed there" wait_for_hash "$ns" "$A" 10
 kill -TERM "$daemon"; wait "$daemon"
+# A link reached through another: nested -> app/current/conf, current -> releases/v1, then v2.
+mkdir -p "$work/app/releases/v1/conf" "$work/app/releases/v2/conf"
+cp "$work/b/policy.yaml" "$work/app/releases/v1/conf/policy.yaml"
+cp "$work/a/policy.yaml" "$work/app/releases/v2/conf/policy.yaml"
+ln -s releases/v1 "$work/app/current" && ln -s app/current/conf "$work/nested"
+"$FWE" --netns "$ns" -f "$work/nested/" daemon --watch 2>> "$work/daemon.log" &
+daemon=$!
+pids+=($daemon)
+expect "--watch: a source reached through two links is applied" wait_for_hash "$ns" "$B" 10
+sleep 0.5
+(cd "$work/app" && ln -sfn releases/v2 current)
+expect "--watch: the inner link pointed to another release is followed" wait_for_hash "$ns" "$A" 10
+kill -TERM "$daemon"; wait "$daemon"
 
 # --watch follows the subdirectories of a source directory: firewalld's zones/, services/, ...
 if "$FWE" plugins | grep -q '^firewalld .*frontend' && [ -d /usr/lib/firewalld/zones ]; then
