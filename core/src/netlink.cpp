@@ -42,7 +42,10 @@ void read_bridge_options(const rtattr* data, Link& link) {
       link.calls_ip6tables = attribute_number<std::uint8_t>(d) != 0;
     if (d->rta_type == IFLA_BR_STP_STATE) link.stp = attribute_number<std::uint32_t>(d) != 0;
     if (d->rta_type == IFLA_BR_GROUP_FWD_MASK) link.group_fwd_mask = attribute_number<std::uint16_t>(d);
+    if (d->rta_type == IFLA_BR_VLAN_FILTERING) link.vlan_filtering = attribute_number<std::uint8_t>(d) != 0;
     if (d->rta_type == IFLA_BR_VLAN_PROTOCOL) link.vlan_protocol = ntohs(attribute_number<std::uint16_t>(d));
+    if (d->rta_type == IFLA_BR_GROUP_ADDR && RTA_PAYLOAD(d) >= 6)
+      link.group_address_last = static_cast<const std::uint8_t*>(RTA_DATA(d))[5];
   }
 }
 
@@ -127,7 +130,9 @@ std::optional<Link> link_of(const nlmsghdr& message) {
     link.calls_ip6tables = bridge.calls_ip6tables;
     link.stp = bridge.stp;
     link.group_fwd_mask = bridge.group_fwd_mask;
+    link.vlan_filtering = bridge.vlan_filtering;
     link.vlan_protocol = bridge.vlan_protocol;
+    link.group_address_last = bridge.group_address_last;
   }
   if (slave_kind == "bridge") link.port_group_fwd_mask = port.port_group_fwd_mask;
   return link;

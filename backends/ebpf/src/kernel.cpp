@@ -113,22 +113,6 @@ struct Interface {
   __u32 up_groups = 0;  // bit g: the bridge hands a frame to 01:80:c2:00:00:0g up on this port
 };
 
-// The link-local groups (01:80:c2:00:00:0g, bit g) whose frames a bridge hands up on the port they came
-// in on, as br_handle_frame decides: each group the bridge and the port do not forward, but the Bridge
-// Group Address (0) only while STP runs, and never MAC Control (1), which the bridge drops.
-__u32 groups_up_on_port(const netlink::Link& bridge, const netlink::Link& port) {
-  constexpr std::uint16_t kEthernet8021ad = 0x88a8, kForwardedFor8021ad = 0xb801;
-  const std::uint16_t required = bridge.vlan_protocol == kEthernet8021ad ? kForwardedFor8021ad : 0;
-  __u32 up = 0;
-  for (unsigned group = 0; group < 16; ++group) {
-    const std::uint16_t forwarded =
-        required | port.port_group_fwd_mask | (group == 0 ? 0 : bridge.group_fwd_mask);
-    const bool stays = group == 0 ? bridge.stp : group != 1;
-    if (stays && !(forwarded & (1u << group))) up |= 1u << group;
-  }
-  return up;
-}
-
 // Masters whose members netfilter sees as themselves: a VRF's (it sees their packets on the member, then
 // on the VRF), and batman-adv's hard interfaces (what is not batman-adv's goes up on them). Every other
 // master takes its members' packets (a bridge, bond, team, Open vSwitch, HSR, net_failover, and one
@@ -872,6 +856,26 @@ fwe_config read_config(const PinnedMaps& m) {
 }
 
 }  // namespace
+
+// The link-local groups (01:80:c2:00:00:0g, bit g) whose frames a bridge hands up on the port they came
+// in on, as br_handle_frame decides: each group the bridge and the port do not forward, but the Bridge
+// Group Address (0) only while STP runs, and never MAC Control (1), which the bridge drops. A bridge
+// that filters 802.1ad VLANs must forward more of them, though not the one its STP uses.
+std::uint32_t groups_up_on_port(const netlink::Link& bridge, const netlink::Link& port) {
+  constexpr std::uint16_t kEthernet8021ad = 0x88a8, kForwardedFor8021ad = 0xb801;
+  const std::uint16_t required =
+      bridge.vlan_filtering && bridge.vlan_protocol == kEthernet8021ad
+          ? static_cast<std::uint16_t>(kForwardedFor8021ad & ~(1u << (bridge.group_address_last & 0x0f)))
+          : 0;
+  std::uint32_t up = 0;
+  for (unsigned group = 0; group < 16; ++group) {
+    const std::uint16_t forwarded =
+        required | port.port_group_fwd_mask | (group == 0 ? 0 : bridge.group_fwd_mask);
+    const bool stays = group == 0 ? bridge.stp : group != 1;
+    if (stays && !(forwarded & (1u << group))) up |= 1u << group;
+  }
+  return up;
+}
 
 // By the name fwengine's state in /run/fwengine goes by: without --netns, that of the namespace the
 // process is in, so two namespaces that share a bpffs (nsenter, a container given the host's

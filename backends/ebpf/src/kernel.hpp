@@ -1,15 +1,21 @@
 // kernel.hpp - loads the compiled tables into pinned maps, attaches the tc programs, reads back, flushes.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "compile.hpp"
+#include "fwengine/netlink.hpp"
 #include "fwengine/plugin.hpp"
 
 namespace fwe::ebpf {
 
 // Where a namespace's maps are pinned: /sys/fs/bpf/fwengine/<netns or "default">.
 std::string pin_dir_for(const std::string& netns);
+
+// The link-local groups (01:80:c2:00:00:0g, bit g) whose frames a bridge hands up on the port they came
+// in on instead of forwarding them, as the kernel's bridge decides from its options and the port's.
+std::uint32_t groups_up_on_port(const netlink::Link& bridge, const netlink::Link& port);
 
 class Kernel {
  public:

@@ -10,6 +10,7 @@
 
 #include "backend.hpp"
 #include "compile.hpp"
+#include "kernel.hpp"
 #include "support.hpp"
 
 using namespace fwe;
@@ -340,4 +341,24 @@ TEST_CASE("a set used early does not change the listing's lines of the rules aft
   INFO("gone:\n" << Catch::Detail::stringify(gone) << "\nadded:\n" << Catch::Detail::stringify(added));
   CHECK(gone.size() == 1);   // the input stage's order line
   CHECK(added.size() == 3);  // that line, the new set's line and the new rule's line
+}
+
+TEST_CASE("a bridge hands up on the port the link-local groups it does not forward", "[compile]") {
+  netlink::Link bridge, port;
+  bridge.kind = "bridge";
+  // STP off: the Bridge Group Address is forwarded, MAC Control dropped, every other group stays.
+  CHECK(groups_up_on_port(bridge, port) == 0xfffc);
+  bridge.stp = true;
+  CHECK(groups_up_on_port(bridge, port) == 0xfffd);
+  bridge.group_fwd_mask = 0x4000;     // LLDP forwarded by the bridge
+  port.port_group_fwd_mask = 0x0009;  // 802.1X's group, and the Bridge Group Address, by the port
+  CHECK(groups_up_on_port(bridge, port) == 0xbff4);
+  // 802.1ad: forwarded only where the bridge filters VLANs, and never its own STP group.
+  bridge.group_fwd_mask = port.port_group_fwd_mask = 0;
+  bridge.vlan_protocol = 0x88a8;
+  CHECK(groups_up_on_port(bridge, port) == 0xfffd);
+  bridge.vlan_filtering = true;
+  CHECK(groups_up_on_port(bridge, port) == 0x47fd);
+  bridge.group_address_last = 0x0d;
+  CHECK(groups_up_on_port(bridge, port) == 0x67fc);
 }

@@ -195,6 +195,12 @@ ip -n "$ns" link set eth5 master br0
 check "status shows our programs left on a port as drift" 0 bash -c "'$engine' --netns '$ns' --backend ebpf status | grep -q 'eth5: fwe_ingress is attached to a port'"
 kill -CONT "$daemon_pid"
 must "the daemon covers it once it runs again" 20 covers 8
+# The bridge's options decide which link-local groups stay on a port (fwe_ports): turning STP on keeps
+# the Bridge Group Address there. (A port's own group_fwd_mask changes with no news at all: drift.)
+no_port_drift() { ! fwe status 2>&1 | grep -q "bridge ports:"; }
+ip -n "$ns" link set br0 type bridge stp_state 1
+must "the daemon follows a change of the bridge's options" 20 covers 9
+check "after which status finds no drift of the ports" 0 until_true 10 no_port_drift
 # Another writer's ruleset (an apply by hand) is not replaced when an interface appears: it stays until
 # the daemon's next reload.
 sed 's/dport: 80,/dport: 8080,/' "$work/policy.yaml" >"$work/other.yaml"

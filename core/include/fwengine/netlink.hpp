@@ -40,9 +40,12 @@ struct Link {
   bool calls_iptables = false, calls_ip6tables = false;  // nf_call_iptables, nf_call_ip6tables
   bool stp = false;                                      // STP on (in the kernel or in user space)
   std::uint16_t group_fwd_mask = 0;                      // link-local groups it forwards
-  std::uint16_t vlan_protocol = 0;                       // ETH_P_8021Q or ETH_P_8021AD
+  bool vlan_filtering = false;
+  std::uint16_t vlan_protocol = 0;      // ETH_P_8021Q or ETH_P_8021AD
+  std::uint8_t group_address_last = 0;  // the last byte of its STP group address (01:80:c2:00:00:00)
   // A bridge port's own option: link-local groups it forwards.
   std::uint16_t port_group_fwd_mask = 0;
+  bool operator==(const Link&) const = default;
 };
 // nullopt for other messages, and for those of family AF_BRIDGE that the bridge module sends about its
 // ports (and itself, with its own index as master).
