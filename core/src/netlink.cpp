@@ -34,27 +34,32 @@ Number attribute_number(const rtattr* a) {
 }
 
 // A bridge's own options, in IFLA_INFO_DATA.
-void read_bridge_options(const rtattr* data, Link& link) {
+BridgeOptions bridge_options(const rtattr* data) {
+  BridgeOptions options;
   auto length = static_cast<int>(RTA_PAYLOAD(data));
   for (auto* d = static_cast<const rtattr*>(RTA_DATA(data)); RTA_OK(d, length); d = RTA_NEXT(d, length)) {
-    if (d->rta_type == IFLA_BR_NF_CALL_IPTABLES) link.calls_iptables = attribute_number<std::uint8_t>(d) != 0;
+    if (d->rta_type == IFLA_BR_NF_CALL_IPTABLES)
+      options.calls_iptables = attribute_number<std::uint8_t>(d) != 0;
     if (d->rta_type == IFLA_BR_NF_CALL_IP6TABLES)
-      link.calls_ip6tables = attribute_number<std::uint8_t>(d) != 0;
-    if (d->rta_type == IFLA_BR_STP_STATE) link.stp = attribute_number<std::uint32_t>(d) != 0;
-    if (d->rta_type == IFLA_BR_GROUP_FWD_MASK) link.group_fwd_mask = attribute_number<std::uint16_t>(d);
-    if (d->rta_type == IFLA_BR_VLAN_FILTERING) link.vlan_filtering = attribute_number<std::uint8_t>(d) != 0;
-    if (d->rta_type == IFLA_BR_VLAN_PROTOCOL) link.vlan_protocol = ntohs(attribute_number<std::uint16_t>(d));
+      options.calls_ip6tables = attribute_number<std::uint8_t>(d) != 0;
+    if (d->rta_type == IFLA_BR_STP_STATE) options.stp = attribute_number<std::uint32_t>(d) != 0;
+    if (d->rta_type == IFLA_BR_GROUP_FWD_MASK) options.group_fwd_mask = attribute_number<std::uint16_t>(d);
+    if (d->rta_type == IFLA_BR_VLAN_FILTERING)
+      options.vlan_filtering = attribute_number<std::uint8_t>(d) != 0;
+    if (d->rta_type == IFLA_BR_VLAN_PROTOCOL)
+      options.vlan_protocol = ntohs(attribute_number<std::uint16_t>(d));
     if (d->rta_type == IFLA_BR_GROUP_ADDR && RTA_PAYLOAD(d) >= 6)
-      link.group_address_last = static_cast<const std::uint8_t*>(RTA_DATA(d))[5];
+      options.group_address_last = static_cast<const std::uint8_t*>(RTA_DATA(d))[5];
   }
+  return options;
 }
 
-// A bridge port's own options, in IFLA_INFO_SLAVE_DATA.
-void read_bridge_port_options(const rtattr* data, Link& link) {
+// A bridge port's group_fwd_mask, in IFLA_INFO_SLAVE_DATA.
+std::uint16_t port_group_fwd_mask(const rtattr* data) {
   auto length = static_cast<int>(RTA_PAYLOAD(data));
   for (auto* d = static_cast<const rtattr*>(RTA_DATA(data)); RTA_OK(d, length); d = RTA_NEXT(d, length))
-    if (d->rta_type == IFLA_BRPORT_GROUP_FWD_MASK)
-      link.port_group_fwd_mask = attribute_number<std::uint16_t>(d);
+    if (d->rta_type == IFLA_BRPORT_GROUP_FWD_MASK) return attribute_number<std::uint16_t>(d);
+  return 0;
 }
 }  // namespace
 
@@ -101,7 +106,10 @@ std::optional<Link> link_of(const nlmsghdr& message) {
     return std::nullopt;
   const auto* info = static_cast<const ifinfomsg*>(NLMSG_DATA(&message));
   if (info->ifi_family != AF_UNSPEC) return std::nullopt;
-  Link link, bridge, port;  // bridge, port: options read before the kinds that give them meaning are known
+  // Options are read before the kinds that give them meaning are known.
+  Link link;
+  BridgeOptions bridge;
+  std::uint16_t port_mask = 0;
   std::string slave_kind;
   link.index = info->ifi_index;
   auto length = static_cast<int>(IFLA_PAYLOAD(&message));
@@ -118,23 +126,15 @@ std::optional<Link> link_of(const nlmsghdr& message) {
            i = RTA_NEXT(i, info_length)) {
         if (i->rta_type == IFLA_INFO_KIND) link.kind = attribute_text(i);
         if (i->rta_type == IFLA_INFO_SLAVE_KIND) slave_kind = attribute_text(i);
-        if (i->rta_type == IFLA_INFO_DATA) read_bridge_options(i, bridge);
-        if (i->rta_type == IFLA_INFO_SLAVE_DATA) read_bridge_port_options(i, port);
+        if (i->rta_type == IFLA_INFO_DATA) bridge = bridge_options(i);
+        if (i->rta_type == IFLA_INFO_SLAVE_DATA) port_mask = port_group_fwd_mask(i);
       }
     }
   }
   // Only a bridge's IFLA_INFO_DATA holds these numbers as bridge options, and only a bridge port's
   // IFLA_INFO_SLAVE_DATA as port options.
-  if (link.kind == "bridge") {
-    link.calls_iptables = bridge.calls_iptables;
-    link.calls_ip6tables = bridge.calls_ip6tables;
-    link.stp = bridge.stp;
-    link.group_fwd_mask = bridge.group_fwd_mask;
-    link.vlan_filtering = bridge.vlan_filtering;
-    link.vlan_protocol = bridge.vlan_protocol;
-    link.group_address_last = bridge.group_address_last;
-  }
-  if (slave_kind == "bridge") link.port_group_fwd_mask = port.port_group_fwd_mask;
+  if (link.kind == "bridge") link.bridge = bridge;
+  if (slave_kind == "bridge") link.port_group_fwd_mask = port_mask;
   return link;
 }
 

@@ -85,11 +85,11 @@ TEST_CASE("netlink: a link message gives the interface's name, master, kind and 
   CHECK(link->name == "br0");
   CHECK(link->kind == "bridge");
   CHECK(link->master == 0);
-  CHECK(link->calls_iptables);
-  CHECK_FALSE(link->calls_ip6tables);
-  CHECK(link->stp);
-  CHECK(link->group_fwd_mask == 0x4000);
-  CHECK(link->vlan_protocol == 0x88a8);
+  CHECK(link->bridge.calls_iptables);
+  CHECK_FALSE(link->bridge.calls_ip6tables);
+  CHECK(link->bridge.stp);
+  CHECK(link->bridge.group_fwd_mask == 0x4000);
+  CHECK(link->bridge.vlan_protocol == 0x88a8);
 
   Message port(RTM_NEWLINK, AF_UNSPEC, 9);
   port.text(IFLA_IFNAME, "veth1")
@@ -107,7 +107,7 @@ TEST_CASE("netlink: a link message gives the interface's name, master, kind and 
   CHECK(link->master == 7);
   CHECK(link->kind == "veth");
   CHECK(link->port_group_fwd_mask == 0x0008);
-  CHECK_FALSE(link->stp);
+  CHECK_FALSE(link->bridge.stp);
 
   Message gone(RTM_DELLINK, AF_UNSPEC, 9);
   gone.text(IFLA_IFNAME, "veth1");
@@ -132,8 +132,8 @@ TEST_CASE("netlink: only a bridge's link data are read as bridge options, and AF
       .close();
   auto link = fwe::netlink::link_of(other.header());
   REQUIRE(link);
-  CHECK_FALSE(link->calls_iptables);
-  CHECK_FALSE(link->stp);
+  CHECK_FALSE(link->bridge.calls_iptables);
+  CHECK_FALSE(link->bridge.stp);
   CHECK(link->port_group_fwd_mask == 0);
 
   Message port_news(RTM_NEWLINK, AF_BRIDGE, 9);

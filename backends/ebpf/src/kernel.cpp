@@ -164,10 +164,10 @@ std::optional<std::vector<Interface>> dump_interfaces() {
                     std::end(kMastersOfThemselves);
     if (kind == "bridge") {
       iface.bridge = link.master;
-      iface.up_groups = groups_up_on_port(*master, link);
+      iface.up_groups = groups_up_on_port(master->bridge, link.port_group_fwd_mask);
       // The families whose namespace sysctl or bridge option is on.
-      const __u32 own = (master->calls_iptables ? FWE_BRIDGED_IPV4 : 0u) |
-                        (master->calls_ip6tables ? FWE_BRIDGED_IPV6 : 0u);
+      const __u32 own = (master->bridge.calls_iptables ? FWE_BRIDGED_IPV4 : 0u) |
+                        (master->bridge.calls_ip6tables ? FWE_BRIDGED_IPV6 : 0u);
       if (netfilter) iface.switched = netfilter->families | own;
       if (iface.switched != 0 && netfilter->vlan_tagged) iface.switched |= FWE_BRIDGED_VLAN;
     }
@@ -861,7 +861,7 @@ fwe_config read_config(const PinnedMaps& m) {
 // in on, as br_handle_frame decides: each group the bridge and the port do not forward, but the Bridge
 // Group Address (0) only while STP runs, and never MAC Control (1), which the bridge drops. A bridge
 // that filters 802.1ad VLANs must forward more of them, though not the one its STP uses.
-std::uint32_t groups_up_on_port(const netlink::Link& bridge, const netlink::Link& port) {
+std::uint32_t groups_up_on_port(const netlink::BridgeOptions& bridge, std::uint16_t port_group_fwd_mask) {
   constexpr std::uint16_t kEthernet8021ad = 0x88a8, kForwardedFor8021ad = 0xb801;
   const std::uint16_t required =
       bridge.vlan_filtering && bridge.vlan_protocol == kEthernet8021ad
@@ -869,8 +869,7 @@ std::uint32_t groups_up_on_port(const netlink::Link& bridge, const netlink::Link
           : 0;
   std::uint32_t up = 0;
   for (unsigned group = 0; group < 16; ++group) {
-    const std::uint16_t forwarded =
-        required | port.port_group_fwd_mask | (group == 0 ? 0 : bridge.group_fwd_mask);
+    const std::uint16_t forwarded = required | port_group_fwd_mask | (group == 0 ? 0 : bridge.group_fwd_mask);
     const bool stays = group == 0 ? bridge.stp : group != 1;
     if (stays && !(forwarded & (1u << group))) up |= 1u << group;
   }

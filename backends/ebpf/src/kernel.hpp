@@ -14,8 +14,9 @@ namespace fwe::ebpf {
 std::string pin_dir_for(const std::string& netns);
 
 // The link-local groups (01:80:c2:00:00:0g, bit g) whose frames a bridge hands up on the port they came
-// in on instead of forwarding them, as the kernel's bridge decides from its options and the port's.
-std::uint32_t groups_up_on_port(const netlink::Link& bridge, const netlink::Link& port);
+// in on instead of forwarding them, as the kernel's bridge decides from its options and the port's
+// group_fwd_mask.
+std::uint32_t groups_up_on_port(const netlink::BridgeOptions& bridge, std::uint16_t port_group_fwd_mask);
 
 class Kernel {
  public:

@@ -344,17 +344,17 @@ TEST_CASE("a set used early does not change the listing's lines of the rules aft
 }
 
 TEST_CASE("a bridge hands up on the port the link-local groups it does not forward", "[compile]") {
-  netlink::Link bridge, port;
-  bridge.kind = "bridge";
+  netlink::BridgeOptions bridge;
+  std::uint16_t port = 0;
   // STP off: the Bridge Group Address is forwarded, MAC Control dropped, every other group stays.
   CHECK(groups_up_on_port(bridge, port) == 0xfffc);
   bridge.stp = true;
   CHECK(groups_up_on_port(bridge, port) == 0xfffd);
-  bridge.group_fwd_mask = 0x4000;     // LLDP forwarded by the bridge
-  port.port_group_fwd_mask = 0x0009;  // 802.1X's group, and the Bridge Group Address, by the port
+  bridge.group_fwd_mask = 0x4000;  // LLDP forwarded by the bridge
+  port = 0x0009;                   // 802.1X's group, and the Bridge Group Address, by the port
   CHECK(groups_up_on_port(bridge, port) == 0xbff4);
   // 802.1ad: forwarded only where the bridge filters VLANs, and never its own STP group.
-  bridge.group_fwd_mask = port.port_group_fwd_mask = 0;
+  bridge.group_fwd_mask = port = 0;
   bridge.vlan_protocol = 0x88a8;
   CHECK(groups_up_on_port(bridge, port) == 0xfffd);
   bridge.vlan_filtering = true;

@@ -30,19 +30,25 @@ DumpEnd dump_route(std::uint16_t type, const FamilyHeader& header,
   return dump_route(type, &header, sizeof header, each);
 }
 
-// An interface as an RTM_NEWLINK or RTM_DELLINK message (a dump's answer, or news) tells of it.
-struct Link {
-  int index = 0;
-  std::string name;
-  int master = 0;    // 0: none
-  std::string kind;  // IFLA_INFO_KIND ("bridge", "veth", ...); empty where the kernel gives none
-  // A bridge's own options.
+// A bridge's own options, as far as they decide what reaches netfilter and what the bridge hands up on a
+// port.
+struct BridgeOptions {
   bool calls_iptables = false, calls_ip6tables = false;  // nf_call_iptables, nf_call_ip6tables
   bool stp = false;                                      // STP on (in the kernel or in user space)
   std::uint16_t group_fwd_mask = 0;                      // link-local groups it forwards
   bool vlan_filtering = false;
   std::uint16_t vlan_protocol = 0;      // ETH_P_8021Q or ETH_P_8021AD
   std::uint8_t group_address_last = 0;  // the last byte of its STP group address (01:80:c2:00:00:00)
+  bool operator==(const BridgeOptions&) const = default;
+};
+
+// An interface as an RTM_NEWLINK or RTM_DELLINK message (a dump's answer, or news) tells of it.
+struct Link {
+  int index = 0;
+  std::string name;
+  int master = 0;        // 0: none
+  std::string kind;      // IFLA_INFO_KIND ("bridge", "veth", ...); empty where the kernel gives none
+  BridgeOptions bridge;  // a bridge's; defaults for anything else
   // A bridge port's own option: link-local groups it forwards.
   std::uint16_t port_group_fwd_mask = 0;
   bool operator==(const Link&) const = default;
