@@ -395,9 +395,7 @@ std::set<std::string> names_on_the_way(const fs::path& dir, const std::string& n
   }
   return names;
 }
-}  // namespace
 
-namespace {
 // Where the path `link`/`rest` leads through the link: read from where the link really is, which `..`
 // in its target depends on. nullopt if either cannot be read.
 std::optional<fs::path> through_link(const fs::path& link, const fs::path& rest) {

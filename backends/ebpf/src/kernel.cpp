@@ -158,7 +158,8 @@ std::optional<std::vector<Interface>> dump_interfaces() {
   for (const auto& link : links) {
     Interface& iface = out.emplace_back(Interface{link.index, link.name});
     if (link.master == 0 || link.master == link.index) continue;
-    const netlink::Link* master = by_index.contains(link.master) ? by_index[link.master] : nullptr;
+    const auto found = by_index.find(link.master);
+    const netlink::Link* master = found == by_index.end() ? nullptr : found->second;
     const std::string kind = master ? master->kind : "";
     iface.stacked = std::find(std::begin(kMastersOfThemselves), std::end(kMastersOfThemselves), kind) ==
                     std::end(kMastersOfThemselves);
