@@ -370,6 +370,8 @@ IpsetResult Ipset::create(const SetDef& set, std::string_view name) {
     // Room for every member: the kernel refuses adds beyond maxelem.
     mnl_attr_put_u32(nlh, IPSET_ATTR_MAXELEM | kNetOrder,
                      htonl(static_cast<std::uint32_t>(std::max<std::size_t>(65536, set.members.size()))));
+    if (const std::uint32_t buckets = ipset_hashsize(set); buckets != 0)
+      mnl_attr_put_u32(nlh, IPSET_ATTR_HASHSIZE | kNetOrder, htonl(buckets));
     if (set.type == kRunSet)
       mnl_attr_put_u32(nlh, IPSET_ATTR_CADT_FLAGS | kNetOrder,
                        htonl(IPSET_FLAG_WITH_COUNTERS | IPSET_FLAG_WITH_COMMENT));

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cctype>
 #include <cstdio>
 #include <map>
@@ -189,8 +190,16 @@ std::string_view family_name(IpFamily f) {
 std::string ipset_create_line(const SetDef& set, std::string_view name) {
   // Room for every member: ipset refuses adds beyond maxelem.
   std::size_t maxelem = std::max<std::size_t>(65536, set.members.size());
+  const std::uint32_t hashsize = ipset_hashsize(set);
   return "create " + std::string(name) + " " + set.type + " family " + std::string(family_name(set.family)) +
-         " maxelem " + std::to_string(maxelem) + (set.type == kRunSet ? " counters comment" : "");
+         (hashsize != 0 ? " hashsize " + std::to_string(hashsize) : "") + " maxelem " +
+         std::to_string(maxelem) + (set.type == kRunSet ? " counters comment" : "");
+}
+
+std::uint32_t ipset_hashsize(const SetDef& set) {
+  constexpr std::size_t kDefaultBuckets = 1024, kMembersPerBucket = 2;
+  const std::size_t buckets = std::bit_ceil(set.members.size() / kMembersPerBucket);
+  return buckets > kDefaultBuckets ? static_cast<std::uint32_t>(buckets) : 0;
 }
 
 namespace {

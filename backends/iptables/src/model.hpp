@@ -117,6 +117,10 @@ std::string ipset_text(const std::vector<SetDef>& sets);
 // ipset restore -exist input for the two sets that match every address and a slot's gate, on or off.
 std::string gate_text(std::string_view gate, bool on);
 std::string ipset_create_line(const SetDef& set, std::string_view name);
+// The buckets a hash set starts with: about two members a bucket, or 0 for ipset's default (1,024) when
+// that is enough. A set that starts too small rehashes everything it holds each time it doubles: half of
+// the kernel's time to fill a set of 100,000 members.
+std::uint32_t ipset_hashsize(const SetDef& set);
 std::string_view family_name(IpFamily f);  // inet / inet6
 // A protocol's first name in /etc/protocols, or empty.
 std::string_view protocol_file_name(std::uint8_t number);

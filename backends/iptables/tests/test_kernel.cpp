@@ -574,10 +574,13 @@ TEST_CASE("sets made over netlink are those ipset restore makes of the rendered 
     std::sort(lines.begin(), lines.end());
     return lines;
   };
+  // A large set starts with buckets for its members (the default 1,024 would double once on the way).
+  const std::string big_header = "create fwe1-4-big hash:net family inet hashsize 4096 maxelem 65536";
   Ipset ipset;
   for (const auto& set : sets) REQUIRE(ipset.create(set, set.name).ok());
   REQUIRE(ipset.create_list("fwe1-gate").ok());
   REQUIRE(ipset.add_to_list("fwe1-gate", "fwe1-4-admins").ok());
+  CHECK(test::ipset_text_now().find(big_header) != std::string::npos);
   const auto ours = sorted_lines(test::ipset_text_now());
 
   auto listed = ipset.list(true);
@@ -612,6 +615,7 @@ TEST_CASE("sets made over netlink are those ipset restore makes of the rendered 
   REQUIRE(run_tool({"ipset", "restore"},
                    ipset_text(sets) + "create fwe1-gate list:set\nadd fwe1-gate fwe1-4-admins\n")
               .status == 0);
+  CHECK(test::ipset_text_now().find(big_header) != std::string::npos);
   CHECK(sorted_lines(test::ipset_text_now()) == ours);
 
   // Errors name the command and say what the kernel said.

@@ -515,6 +515,9 @@ TEST_CASE("a run longer than 8,192 rules is one set, and a port all its rules sh
           std::vector<std::string>{"-m set --match-set fwe-4r-filter-list-0 src,dst -g fwe-accepted"});
     REQUIRE(m.sets.size() == 1);
     CHECK(m.sets[0].members.size() == 9000);
+    // Buckets for two members each from the start: no rehash of the whole set while it fills.
+    CHECK(ipset_create_line(m.sets[0], "s") ==
+          "create s hash:net,port family inet hashsize 8192 maxelem 65536 counters comment");
   }
 }
 
