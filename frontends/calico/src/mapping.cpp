@@ -163,18 +163,18 @@ class Mapper {
         diag_.error(tier.loc, "Tier '" + tier.name + "' is defined twice", "keep one definition");
         continue;
       }
+      // libcalico-go's DefaultTierFields, applied on every read: a Tier without order has 1 000 000.
       Tier effective = tier;
-      if (tier.name == "default" && !effective.order) effective.order = kDefaultTierOrder;
+      if (!effective.order) effective.order = kDefaultTierOrder;
       if (tier.name == "default") {
         tiers_.front() = effective;
       } else {
         tiers_.push_back(effective);
       }
     }
+    // Felix's TierLess: by order, equal orders by name.
     std::stable_sort(tiers_.begin(), tiers_.end(), [](const Tier& a, const Tier& b) {
-      const double oa = a.order.value_or(std::numeric_limits<double>::infinity());
-      const double ob = b.order.value_or(std::numeric_limits<double>::infinity());
-      return std::tie(oa, a.name) < std::tie(ob, b.name);
+      return std::tie(*a.order, a.name) < std::tie(*b.order, b.name);
     });
   }
 

@@ -16,6 +16,7 @@ namespace {
 
 constexpr std::string_view kApiV3 = "projectcalico.org/v3";
 constexpr std::string_view kApiV1 = "crd.projectcalico.org/v1";
+constexpr double kDefaultTierOrder = 1000000;  // the default tier's fixed order (api tier.go)
 
 // Field names of each object, packed (clang-format would put one per line).
 // clang-format off
@@ -568,15 +569,25 @@ std::optional<std::uint8_t> Reader::read_protocol(const yaml::Node& node, const 
     expect(node, yaml::Kind::scalar, "protocol");
     return std::nullopt;
   }
+  // Calico's Uint8OrString reads a quoted decimal 0-255 ("6") as the number; larger ones stay names.
+  std::optional<std::int64_t> numeric;
   if (!node.quoted()) {
-    if (auto number = node.as_int()) {
-      if (*number < 1 || *number > 255) {
-        diag_.error(node.loc(), "protocol number " + node.text() + " is out of range",
-                    "use 1-255 or a name: TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite");
-        return std::nullopt;
-      }
-      return static_cast<std::uint8_t>(*number);
+    numeric = node.as_int();
+  } else if (all_digits(node.text())) {
+    std::int64_t value = 0;
+    for (char c : node.text()) {
+      value = value * 10 + (c - '0');
+      if (value > 255) break;
     }
+    if (value <= 255) numeric = value;
+  }
+  if (numeric) {
+    if (*numeric < 1 || *numeric > 255) {
+      diag_.error(node.loc(), "protocol number " + node.text() + " is out of range",
+                  "use 1-255 or a name: TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite");
+      return std::nullopt;
+    }
+    return static_cast<std::uint8_t>(*numeric);
   }
   for (const auto& [name, number] : names) {
     if (node.text() == name || (ctx.v1 && lower(node.text()) == lower(name))) return number;
@@ -1083,6 +1094,12 @@ void Reader::read_tier(const yaml::Node* spec, const Meta& meta, const Context& 
         diag_.error(order->loc(), "order must be a number", "write order: 100");
       } else {
         tier.order = value;
+        // Calico's validateTier: the default tier's order is fixed.
+        if (tier.name == "default" && *value != kDefaultTierOrder) {
+          diag_.error(
+              order->loc(), "the default Tier's order must be 1000000",
+              "remove spec.order or write order: 1000000; give other tiers a lower order to run first");
+        }
       }
     }
     if (const yaml::Node* action = spec->find("defaultAction"); action && !action->is_null()) {
@@ -1091,6 +1108,11 @@ void Reader::read_tier(const yaml::Node* spec, const Meta& meta, const Context& 
         tier.default_pass = true;
       } else if (text != (ctx.v1 ? "deny" : "Deny")) {
         diag_.error(action->loc(), "unknown Tier defaultAction '" + action->text() + "'", "use Deny or Pass");
+      }
+      // Calico's CEL rule on Tier: the default tier denies what its policies leave undecided.
+      if (tier.name == "default" && tier.default_pass) {
+        diag_.error(action->loc(), "the default Tier's defaultAction must be Deny",
+                    "remove spec.defaultAction or write defaultAction: Deny");
       }
     }
   }
@@ -1232,10 +1254,9 @@ std::optional<std::vector<FailsafePort>> Reader::read_failsafe(const yaml::Node&
       } else {
         port.port = static_cast<std::uint16_t>(*value);
       }
-      if (const yaml::Node* net = item.find("net"); net && !net->is_null()) {
-        if (net->text().empty()) {
-          port.net = ir::parse_cidr("0.0.0.0/0");
-        } else if (auto cidr = ir::parse_cidr(net->text(), false)) {
+      // net: "" is no net (Felix's felixconfigprocessor.go writes "tcp:22"): both families.
+      if (const yaml::Node* net = item.find("net"); net && !net->is_null() && !net->text().empty()) {
+        if (auto cidr = ir::parse_cidr(net->text(), false)) {
           port.net = cidr;
         } else {
           diag_.error(net->loc(), "failsafe net '" + net->text() + "' is not a CIDR",

@@ -106,8 +106,8 @@ struct NetworkSet {
 struct Tier {
   std::string name;
   SourceLoc loc;
-  std::optional<double> order;
-  bool default_pass = false;  // defaultAction: Pass (else Deny)
+  std::optional<double> order;  // absent = 1 000 000, as Calico defaults it
+  bool default_pass = false;    // defaultAction: Pass (else Deny)
 };
 
 struct FailsafePort {

@@ -119,6 +119,28 @@ spec: {order: 1}
   CHECK(to_string(verdict(rs, packet("eth0", "", "198.51.100.7", "10.0.0.10", 17, 80))) == "DENY");
 }
 
+TEST_CASE("tiers: a Tier without order is ordered as 1 000 000, ties broken by name", "[mapping]") {
+  // libcalico-go DefaultTierFields gives every Tier read without spec.order the order 1 000 000; Felix's
+  // TierLess then breaks the tie with the default tier by name: admin < default < zeta.
+  auto tier = [](const std::string& name, const std::string& spec) {
+    return "---\napiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: " + name +
+           "}\nspec: " + spec + "\n";
+  };
+  const std::string text =
+      kH0 + tier("admin", "{}") + tier("zeta", "{defaultAction: Pass}") + tier("later", "{order: 2000000}") +
+      gnp("admin.deny-8080",
+          "  tier: admin\n  ingress: [{action: Deny, protocol: TCP, destination: {ports: [8080]}}]\n") +
+      gnp("zeta.log", "  tier: zeta\n  ingress: [{action: Log}]\n") +
+      gnp("later.log", "  tier: later\n  ingress: [{action: Log}]\n") +
+      gnp("allow", "  ingress: [{action: Allow}]\n");
+  const ir::Ruleset rs = build(text);
+  CHECK(to_string(verdict(rs, packet("eth0", "", "198.51.100.7", "10.0.0.10", 6, 8080))) == "DENY");
+  const ir::Endpoint& h0 = rs.stage(ir::Stage::input).sections.at(0).endpoints.at(0);
+  std::vector<std::string> groups;
+  for (const ir::Group& group : h0.groups) groups.push_back(group.name);
+  CHECK(groups == std::vector<std::string>{"tier/admin", "tier/default", "tier/zeta", "tier/later"});
+}
+
 TEST_CASE("Felix settings: node.<name> over default, conntrack invalid check", "[mapping]") {
   const ir::Ruleset rs = map_only(kH0 +
                                   felix("default",

@@ -371,6 +371,27 @@ spec:
   CHECK_VERDICT(none, in_eth0("10.1.1.1", 22), DENY);
 }
 
+TEST_CASE("failsafe entries with net \"\" apply to IPv4 and IPv6, like entries without net", "[scenario]") {
+  // Felix's felixconfigprocessor.go writes an entry with an empty net as "tcp:22": no source network.
+  const ir::Ruleset rs = build(kH0 + R"(---
+apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: default}
+spec:
+  failsafeInboundHostPorts: [{protocol: TCP, port: 22, net: ""}]
+  failsafeOutboundHostPorts: [{protocol: TCP, port: 2379, net: ""}]
+)");
+  CHECK_VERDICT(rs, in_eth0("2001:db8::7", 22, kTcp, "2001:db8::10"), ALLOW);
+  CHECK_VERDICT(rs, in_eth0(kRemote, 22), ALLOW);
+  CHECK_VERDICT(rs, in_eth0("2001:db8::7", 80, kTcp, "2001:db8::10"), DENY);
+  CHECK_VERDICT(rs, packet("", "eth0", "2001:db8::10", "2001:db8::7", kTcp, 2379), ALLOW);
+  CHECK_VERDICT(rs, out_eth0(kRemote, 2379), ALLOW);
+  REQUIRE(rs.failsafe.inbound.size() == 1);
+  CHECK_FALSE(rs.failsafe.inbound[0].net);
+  REQUIRE(rs.failsafe.outbound.size() == 1);
+  CHECK_FALSE(rs.failsafe.outbound[0].net);
+}
+
 namespace {
 // The tutorial's cluster as control1 sees it (spec §8 #22-#25), read from fixtures/calico/home-cluster.
 ir::Ruleset tutorial() {

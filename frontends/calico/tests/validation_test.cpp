@@ -90,6 +90,24 @@ TEST_CASE("names, labels and tiers (§1.7 #7)", "[validation]") {
               "test.yaml:4:9: error: invalid Tier name 'Sec'");
 }
 
+TEST_CASE("the default Tier: order 1 000 000 and defaultAction Deny only", "[validation]") {
+  const std::string head =
+      "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata:\n  name: default\nspec:\n";
+  check_error(head + "  order: 100\n", "test.yaml:6:10: error: the default Tier's order must be 1000000");
+  check_error(head + "  defaultAction: Pass\n",
+              "test.yaml:6:18: error: the default Tier's defaultAction must be Deny");
+  check_error(
+      "apiVersion: crd.projectcalico.org/v1\nkind: Tier\nmetadata:\n  name: default\nspec:\n"
+      "  defaultAction: pass\n",
+      "test.yaml:6:18: error: the default Tier's defaultAction must be Deny");
+  for (const char* spec : {"  order: 1000000\n  defaultAction: Deny\n", "  order: 1e6\n", "  {}\n"}) {
+    Diagnostics diag;
+    read_yaml(head + spec, diag);
+    INFO(spec << all_text(diag));
+    CHECK_FALSE(diag.has_errors());
+  }
+}
+
 TEST_CASE("services and http (§1.7 #8, #21, #23)", "[validation]") {
   check_error(egress_rule("action: Allow\n    http: {methods: [GET]}\n"),
               "test.yaml:8:11: error: http matches are not allowed in egress rules");
@@ -113,6 +131,47 @@ TEST_CASE("rule action, ipVersion, protocol (§1.7 #9-#11)", "[validation]") {
   check_error(ingress_rule("action: Allow\n    protocol: tcp\n"),
               "test.yaml:8:15: error: unknown protocol 'tcp' (did you mean 'TCP'? names are case-sensitive)");
   check_error(ingress_rule("action: Allow\n    notProtocol: ICMPV6\n"), "error: unknown protocol 'ICMPV6'");
+}
+
+TEST_CASE("a quoted protocol number is the number, as Calico's Uint8OrString reads it", "[validation]") {
+  SECTION("in a rule") {
+    Diagnostics diag;
+    Model model = read_yaml(gnp("  ingress:\n  - action: Allow\n    protocol: \"6\"\n    notProtocol: '17'\n"
+                                "    destination: {ports: [8080]}\n"),
+                            diag);
+    INFO(all_text(diag));
+    REQUIRE_FALSE(diag.has_errors());
+    REQUIRE(model.policies.size() == 1);
+    REQUIRE(model.policies[0].ingress.size() == 1);
+    CHECK(model.policies[0].ingress[0].protocol == std::optional<std::uint8_t>(6));
+    CHECK(model.policies[0].ingress[0].not_protocol == std::optional<std::uint8_t>(17));
+    // The number is then validated as a number: 0 is refused; past 255 it is a (bad) name, as in Calico.
+    check_error(ingress_rule("action: Allow\n    protocol: \"0\"\n"),
+                "test.yaml:8:15: error: protocol number 0 is out of range");
+    check_error(ingress_rule("action: Allow\n    protocol: \"256\"\n"),
+                "test.yaml:8:15: error: unknown protocol '256'");
+  }
+  SECTION("in a HostEndpoint port") {
+    Diagnostics diag;
+    Model model = read_yaml(kH0 + "  ports: [{name: web, protocol: \"6\", port: 8443}]\n", diag);
+    INFO(all_text(diag));
+    REQUIRE_FALSE(diag.has_errors());
+    REQUIRE(model.host_endpoints.size() == 1);
+    REQUIRE(model.host_endpoints[0].ports.size() == 1);
+    CHECK(model.host_endpoints[0].ports[0].protocol == 6);
+    check_error(
+        "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata:\n  name: h\nspec:\n"
+        "  node: n1\n  interfaceName: eth0\n  ports:\n  - {name: web, protocol: \"1\", port: 80}\n",
+        "test.yaml:9:27: error: protocol 1 has no ports");
+  }
+  SECTION("traced: the named port and the rule's ports match TCP") {
+    const ir::Ruleset rs =
+        build(kH0 + "  ports: [{name: web, protocol: \"6\", port: 8443}]\n---\n" +
+              gnp("  ingress:\n  - {action: Allow, protocol: \"6\", destination: {ports: [8080, web]}}\n"));
+    CHECK(to_string(verdict(rs, packet("eth0", "", "198.51.100.7", "10.0.0.10", 6, 8080))) == "ALLOW");
+    CHECK(to_string(verdict(rs, packet("eth0", "", "198.51.100.7", "10.0.0.10", 6, 8443))) == "ALLOW");
+    CHECK(to_string(verdict(rs, packet("eth0", "", "198.51.100.7", "10.0.0.10", 17, 8080))) == "DENY");
+  }
 }
 
 TEST_CASE("ports need a port protocol (§1.7 #12, #13)", "[validation]") {
