@@ -572,7 +572,10 @@ class Mapper {
 
   void select_policies() {
     for (const auto& [name, policy] : config_.policies) {
-      if (side_active(policy.ingress_zones) && side_active(policy.egress_zones)) {
+      if (policy.disabled) {
+        diag_.note(policy.loc, "policy '" + name + "' is disabled (<disable/>)",
+                   "remove <disable/> from its file to enable it");
+      } else if (side_active(policy.ingress_zones) && side_active(policy.egress_zones)) {
         policies_.push_back(&policy);
       } else {
         diag_.note(policy.loc,

@@ -152,6 +152,7 @@ struct Policy {
   std::string name;
   PolicyTarget target = PolicyTarget::continue_;
   std::int32_t priority = -1;
+  bool disabled = false;                                 // <disable/> (2.4+): kept, but never active
   std::vector<std::string> ingress_zones, egress_zones;  // zone names, or exactly one of "ANY", "HOST"
   Body body;
   std::string file;

@@ -65,12 +65,22 @@ Schema zone_schema(Compat compat) {
   return schema;
 }
 
-Schema policy_schema() {
+Schema policy_schema(Compat compat) {
   Schema schema = rule_schema_part();
   schema["policy"] = {{"target"}, {"version", "priority"}};
   schema["ingress-zone"] = {{"name"}, {}};
   schema["egress-zone"] = {{"name"}, {}};
+  if (compat == Compat::v2) schema["disable"] = {{}, {}};  // 2.4+; its stock gateway policies have it
   return schema;
+}
+
+// The longest zone and policy names (the part before a combined zone's '/'): 2.5 allows 96 and 128;
+// 1.3 allowed what fitted iptables' 28-character chain names with its longest prefix and suffix.
+std::size_t max_zone_name(Compat compat) {
+  return compat == Compat::v2 ? 96 : 17;
+}
+std::size_t max_policy_name(Compat compat) {
+  return compat == Compat::v2 ? 128 : 18;
 }
 
 const Schema& service_schema() {
@@ -285,8 +295,9 @@ class Loader {
     if (subdir == "icmptypes") schema = &icmptype_schema(), root_name = "icmptype";
     if (subdir == "helpers") schema = &helper_schema(), root_name = "helper";
     if (subdir == "services") schema = &service_schema(), root_name = "service";
-    static const Schema policy = policy_schema();
-    if (subdir == "policies") schema = &policy, root_name = "policy";
+    static const Schema policy_v2 = policy_schema(Compat::v2), policy_v1 = policy_schema(Compat::v1_3);
+    if (subdir == "policies")
+      schema = config_.compat == Compat::v2 ? &policy_v2 : &policy_v1, root_name = "policy";
     std::vector<std::string> dirs = {request_.defaults_dir};
     dirs.insert(dirs.end(), config_dirs_.begin(), config_dirs_.end());
     for (const auto& dir : dirs) {
@@ -401,9 +412,11 @@ class Loader {
       s.ipv6_rpfilter_loc = loc;
       static const std::set<std::string> kModes = {"strict", "loose", "strict-forward", "loose-forward",
                                                    "no"};
-      if (v2 && kModes.count(value)) {
-        s.ipv6_rpfilter = value != "no";
-        s.ipv6_rpfilter_mode = value;
+      std::string mode = value;  // firewalld 2.x compares it lower-cased
+      for (char& c : mode) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (v2 && kModes.count(mode)) {
+        s.ipv6_rpfilter = mode != "no";
+        s.ipv6_rpfilter_mode = mode;
       } else if (boolean(s.ipv6_rpfilter)) {
         s.ipv6_rpfilter_mode = s.ipv6_rpfilter ? "strict" : "no";
       }
@@ -677,7 +690,8 @@ class Loader {
       for (const auto& file : xml_files(dir)) {
         const std::string name = file.substr(0, file.size() - 4);
         auto zf = read_zone_file(dir / file, name);
-        if (zf && check_slash_name(name, "zone", 17, zf->zone.loc)) zones[name] = std::move(*zf);
+        if (zf && check_slash_name(name, "zone", max_zone_name(config_.compat), zf->zone.loc))
+          zones[name] = std::move(*zf);
       }
     };
     load_dir(fs::path(request_.defaults_dir) / "zones");
@@ -696,7 +710,7 @@ class Loader {
         for (const auto& file : xml_files(sub)) {
           const std::string part = dir_name + "/" + file.substr(0, file.size() - 4);
           auto zf = read_zone_file(sub / file, part);
-          if (zf && check_slash_name(part, "zone", 17, zf->zone.loc)) {
+          if (zf && check_slash_name(part, "zone", max_zone_name(config_.compat), zf->zone.loc)) {
             auto& parts = combined[dir_name];
             // A later tree replaces a part of the same name.
             auto same = std::find_if(parts.begin(), parts.end(),
@@ -720,7 +734,8 @@ class Loader {
     for (auto& [dir_name, parts] : combined) {
       std::sort(parts.begin(), parts.end(),
                 [](const ZoneFile& a, const ZoneFile& b) { return a.zone.name < b.zone.name; });
-      if (!check_slash_name(dir_name, "zone", 17, parts.front().zone.loc)) continue;
+      if (!check_slash_name(dir_name, "zone", max_zone_name(config_.compat), parts.front().zone.loc))
+        continue;
       if (config_.zones.count(dir_name))
         diag_.warning(
             parts.front().zone.loc,
@@ -811,7 +826,7 @@ class Loader {
 
   // ---- policies --------------------------------------------------------------------------------
   void read_policy(const std::string& name, const xml::Element& root, std::uint32_t file) {
-    if (!check_slash_name(name, "policy", 18, root.loc)) return;
+    if (!check_slash_name(name, "policy", max_policy_name(config_.compat), root.loc)) return;
     Policy p;
     p.name = name;
     p.file = diag_.file_name(file);
@@ -835,10 +850,19 @@ class Loader {
         diag_.error(root.loc, "policy priority '" + *priority + "' is invalid", "use -32768..32767");
         return;
       }
+      if (*value == 0 && config_.compat == Compat::v2) {
+        diag_.error(root.loc, "policy priority 0 is reserved (for the zones' own rules)",
+                    "use a negative priority to run before the zones, a positive one to run after them");
+        return;
+      }
       p.priority = static_cast<std::int32_t>(*value);
     }
     for (const xml::Element& e : root.children) {
       if (read_body_element(e, p.body, "policy")) continue;
+      if (e.name == "disable") {
+        p.disabled = true;
+        continue;
+      }
       if (e.name != "ingress-zone" && e.name != "egress-zone") {
         // Parts of a rich rule (the schema knows them) outside a <rule>.
         diag_.error(e.loc, "<" + e.name + "> outside a <rule> in a policy",
@@ -941,6 +965,7 @@ class Loader {
     }
     std::set<std::string> options;
     bool timeout = false;
+    std::optional<std::pair<std::int64_t, SourceLoc>> maxelem;
     std::vector<const xml::Element*> entries;
     for (const xml::Element& e : root.children) {
       if (e.name == "entry") {
@@ -975,6 +1000,7 @@ class Loader {
         continue;
       }
       if (option == "timeout" && *number > 0 && options.insert(option).second) timeout = true;
+      if (option == "maxelem" && !maxelem) maxelem = std::pair{*number, e.loc};
     }
     set.has_timeout = timeout;
     if (timeout && !entries.empty()) {
@@ -983,20 +1009,31 @@ class Loader {
       entries.clear();
     }
     std::set<std::string> seen;
-    for (const xml::Element* e : entries) read_ipset_entry(*e, set, seen);
+    std::int64_t kept = 0;
+    for (const xml::Element* e : entries) kept += read_ipset_entry(*e, set, seen) ? 1 : 0;
+    if (maxelem && kept > maxelem->first && config_.compat == Compat::v2) {  // 2.2+ checks it
+      diag_.error(maxelem->second,
+                  "ipset " + name + " has " + std::to_string(kept) + " entries, more than its maxelem " +
+                      std::to_string(maxelem->first),
+                  "raise maxelem, or remove entries");
+      return;
+    }
     config_.ipsets[name] = std::move(set);
   }
 
-  void read_ipset_entry(const xml::Element& e, IpSet& set, std::set<std::string>& seen) {
+  // Whether the entry is kept (firewalld ignores a repeated or invalid one, with a warning).
+  bool read_ipset_entry(const xml::Element& e, IpSet& set, std::set<std::string>& seen) {
     std::string text = e.text;
     std::replace(text.begin(), text.end(), '\n', ' ');
     if (!seen.insert(text).second) {
       duplicate(e, "entry " + text);
-      return;
+      return false;
     }
+    bool kept = true;
     auto invalid = [&](const std::string& why) {
       diag_.warning(e.loc, "invalid entry '" + text + "' in ipset " + set.name + " (" + why + ") is ignored",
                     "fix or remove the entry");
+      kept = false;
     };
     if (set.type == "hash:mac") {
       if (auto mac = parse_mac_address(text))
@@ -1004,16 +1041,31 @@ class Loader {
       else
         invalid("not a MAC address");
     } else if (set.type == "hash:ip" || set.type == "hash:net") {
-      auto cidr = parse_address(text, set.family);
-      if (!cidr)
-        invalid(std::string("not an ") + (set.family == Family::ipv6 ? "IPv6" : "IPv4") + " address");
-      else if (set.type == "hash:ip" && text.find('/') != std::string::npos && set.family == Family::ipv6)
+      // As firewalld's IPSet.check_entry: FIRST-LAST ranges (hash:ip only for IPv4); no 0.0.0.0 in a
+      // hash:ip and no /0 in a hash:net, which ipset refuses.
+      const bool v6 = set.family == Family::ipv6;
+      const std::string not_address = std::string("not an ") + (v6 ? "IPv6" : "IPv4") + " address";
+      if (text.find('-') != std::string::npos && (set.type == "hash:net" || !v6)) {
+        if (auto range = parse_address_range(text, set.family))
+          set.addresses.insert(set.addresses.end(), range->begin(), range->end());
+        else
+          invalid("not a range FIRST-LAST of two " + std::string(v6 ? "IPv6" : "IPv4") +
+                  " addresses, FIRST not after LAST");
+      } else if (auto cidr = parse_address(text, set.family); !cidr) {
+        invalid(not_address);
+      } else if (set.type == "hash:ip" && text.find('/') != std::string::npos && v6) {
         invalid("hash:ip of family inet6 takes single addresses");
-      else
+      } else if (set.type == "hash:ip" && !v6 && text == "0.0.0.0") {
+        invalid("ipset refuses the address 0.0.0.0");
+      } else if (set.type == "hash:net" && cidr->prefix == 0) {
+        invalid("ipset refuses a /0 network; leave the set out to match every address");
+      } else {
         set.addresses.push_back(*cidr);
+      }
     } else {
       set.other_entries.push_back(text);
     }
+    return kept;
   }
 
   // ---- icmptypes and helpers -------------------------------------------------------------------

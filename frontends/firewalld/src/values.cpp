@@ -147,6 +147,43 @@ std::optional<ir::Cidr> parse_address(std::string_view text, Family family) {
   return ir::parse_cidr(ir::to_string(*addr) + "/" + std::to_string(prefix), /*strict=*/false);
 }
 
+std::optional<std::vector<ir::Cidr>> parse_address_range(std::string_view text, Family family) {
+  const std::size_t dash = text.find('-');
+  if (dash == std::string_view::npos) return std::nullopt;
+  const auto first = parse_single_address(text.substr(0, dash), family);
+  const auto last =
+      first ? parse_single_address(text.substr(dash + 1),
+                                   first->family == ir::Family::ipv4 ? Family::ipv4 : Family::ipv6)
+            : std::nullopt;
+  if (!last || *last < *first) return std::nullopt;
+  __extension__ typedef unsigned __int128 u128;
+  const unsigned width = static_cast<unsigned>(first->width());
+  auto value = [&](const ir::IpAddr& a) {
+    u128 v = 0;
+    for (unsigned i = 0; i < width / 8; ++i) v = (v << 8) | a.bytes[i];
+    return v;
+  };
+  auto ones = [](unsigned bits) { return bits >= 128 ? ~u128{0} : (u128{1} << bits) - 1; };
+  u128 lo = value(*first);
+  const u128 hi = value(*last);
+  std::vector<ir::Cidr> out;
+  for (;;) {
+    // The largest block that starts at lo (aligned) and ends at or before hi.
+    unsigned host_bits = 0;
+    while (host_bits < width && ((lo >> host_bits) & 1) == 0 && hi - lo >= ones(host_bits + 1)) ++host_bits;
+    ir::Cidr cidr;
+    cidr.addr.family = first->family;
+    for (unsigned i = 0; i < width / 8; ++i)
+      cidr.addr.bytes[i] = static_cast<std::uint8_t>(lo >> (width - 8 * (i + 1)));
+    cidr.prefix = static_cast<std::uint8_t>(width - host_bits);
+    out.push_back(cidr);
+    const u128 block_last = lo + ones(host_bits);
+    if (block_last >= hi) break;
+    lo = block_last + 1;
+  }
+  return out;
+}
+
 std::optional<ir::MacAddr> parse_mac_address(std::string_view text) {
   if (text.size() != 17) return std::nullopt;
   for (std::size_t i = 0; i < 17; ++i) {

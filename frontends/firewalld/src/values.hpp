@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "fwengine/ir.hpp"
 #include "model.hpp"
@@ -26,6 +27,9 @@ std::optional<std::uint8_t> parse_protocol_value(std::string_view text);
 std::optional<ir::Cidr> parse_address(std::string_view text, Family family);
 // One address, no prefix.
 std::optional<ir::IpAddr> parse_single_address(std::string_view text, Family family);
+// "FIRST-LAST", two addresses of one family, FIRST <= LAST (an ipset entry's range): the fewest CIDRs
+// that cover exactly that range, in order. nullopt when it is no range of that form.
+std::optional<std::vector<ir::Cidr>> parse_address_range(std::string_view text, Family family);
 // XX:XX:XX:XX:XX:XX, hex digits of either case.
 std::optional<ir::MacAddr> parse_mac_address(std::string_view text);
 

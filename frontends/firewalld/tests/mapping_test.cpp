@@ -381,6 +381,15 @@ TEST_CASE("ipsets the IR cannot express are errors at the binding", "[mapping]")
   }
 }
 
+TEST_CASE("a disabled policy is never active, and says so", "[mapping]") {
+  Setup setup;
+  setup.policy("p", {"public"}, {"HOST"}, PolicyTarget::drop, -10);
+  setup.config.policies.at("p").disabled = true;
+  const ir::Ruleset rs = setup.build();
+  CHECK(rs.find_chain("input/policy/p") == nullptr);
+  CHECK(setup.count(Severity::note, "policy 'p' is disabled") == 1);
+}
+
 TEST_CASE("1.3 reports a policy made inert by an unbound default zone", "[mapping]") {
   Setup setup(Compat::v1_3);
   setup.policy("p", {"public"}, {"HOST"}, PolicyTarget::drop, -10);

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "support.hpp"
+#include "values.hpp"
 
 using namespace fwe;
 using namespace fwe::firewalld;
@@ -190,6 +191,59 @@ TEST_CASE("reader: ipsets with entries, invalid entries and timeouts") {
   CHECK(config.zones.at("drop").sources.size() == 2);
 }
 
+TEST_CASE("reader: ipset ranges become the CIDRs that cover them, what ipset refuses is ignored") {
+  TempTree etc;
+  etc.write("ipsets/ranges.xml",
+            std::string(kHeader) +
+                "<ipset type=\"hash:ip\">\n  <entry>10.0.0.5-10.0.0.9</entry>\n  <entry>0.0.0.0</entry>\n"
+                "  <entry>10.0.0.9-10.0.0.5</entry>\n</ipset>\n");
+  etc.write("ipsets/nets.xml", std::string(kHeader) +
+                                   "<ipset type=\"hash:net\">\n  <entry>10.2.0.0-10.2.0.255</entry>\n"
+                                   "  <entry>0.0.0.0/0</entry>\n  <entry>192.0.2.0/24</entry>\n</ipset>\n");
+  etc.write("ipsets/nets6.xml",
+            std::string(kHeader) +
+                "<ipset type=\"hash:net\">\n  <option name=\"family\" value=\"inet6\"/>\n"
+                "  <entry>fd00::-fd00::ffff:ffff</entry>\n  <entry>::/0</entry>\n</ipset>\n");
+  etc.write("ipsets/ips6.xml", std::string(kHeader) +
+                                   "<ipset type=\"hash:ip\">\n  <option name=\"family\" value=\"inet6\"/>\n"
+                                   "  <entry>fd00::1-fd00::2</entry>\n</ipset>\n");
+  Diagnostics diag;
+  const Config config = test::read(etc, diag);
+  INFO(test::messages(diag));
+  CHECK_FALSE(diag.has_errors());
+  auto cidrs = [&](const std::string& set) {
+    std::vector<std::string> out;
+    for (const auto& c : config.ipsets.at(set).addresses) out.push_back(ir::to_string(c));
+    return out;
+  };
+  CHECK(cidrs("ranges") == std::vector<std::string>{"10.0.0.5/32", "10.0.0.6/31", "10.0.0.8/31"});
+  CHECK(cidrs("nets") == std::vector<std::string>{"10.2.0.0/24", "192.0.2.0/24"});
+  CHECK(cidrs("nets6") == std::vector<std::string>{"fd00::/96"});
+  CHECK(cidrs("ips6").empty());  // hash:ip takes ranges of IPv4 only
+  const std::string all = test::messages(diag);
+  CHECK_THAT(all, Catch::Contains("ranges.xml:4:3: warning: invalid entry '0.0.0.0'"));
+  CHECK_THAT(all, Catch::Contains("ranges.xml:5:3: warning: invalid entry '10.0.0.9-10.0.0.5'"));
+  CHECK_THAT(all, Catch::Contains("nets.xml:4:3: warning: invalid entry '0.0.0.0/0'"));
+  CHECK_THAT(all, Catch::Contains("nets6.xml:5:3: warning: invalid entry '::/0'"));
+  CHECK_THAT(all, Catch::Contains("ips6.xml:4:3: warning: invalid entry 'fd00::1-fd00::2'"));
+}
+
+TEST_CASE("reader: ranges cover exactly their addresses, up to a whole family") {
+  auto cover = [](std::string_view text) {
+    const auto cidrs = parse_address_range(text, Family::any);
+    std::vector<std::string> out;
+    for (const auto& c : cidrs.value()) out.push_back(ir::to_string(c));
+    return out;
+  };
+  CHECK(cover("0.0.0.0-255.255.255.255") == std::vector<std::string>{"0.0.0.0/0"});
+  CHECK(cover("10.0.0.1-10.0.0.1") == std::vector<std::string>{"10.0.0.1/32"});
+  CHECK(cover("10.0.0.255-10.0.1.0") == std::vector<std::string>{"10.0.0.255/32", "10.0.1.0/32"});
+  CHECK(cover("::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff") == std::vector<std::string>{"::/0"});
+  CHECK(cover("::1-::2") == std::vector<std::string>{"::1/128", "::2/128"});
+  CHECK_FALSE(parse_address_range("10.0.0.1-fd00::1", Family::any));
+  CHECK_FALSE(parse_address_range("10.0.0.1", Family::any));
+}
+
 TEST_CASE("reader: zone sources, MAC addresses, dotted masks") {
   TempTree etc;
   etc.write("zones/trusted.xml",
@@ -307,8 +361,16 @@ TEST_CASE("reader: bad inputs are errors at file:line:col") {
        "zones/public.xml:3:3: error: invalid interface name 'eth*'"},
       {"bad target", "zones/public.xml", test::zone_xml("", " target=\"REJECT\""),
        "zones/public.xml:2:1: error: invalid zone target 'REJECT'"},
-      {"zone name too long", "zones/abcdefghijklmnopqr.xml", test::zone_xml(""),
-       "zones/abcdefghijklmnopqr.xml:2:1: error: invalid zone name 'abcdefghijklmnopqr'"},
+      {"zone name too long", "zones/" + std::string(97, 'z') + ".xml", test::zone_xml(""),
+       "zones/" + std::string(97, 'z') + ".xml:2:1: error: invalid zone name '" + std::string(97, 'z') + "'"},
+      {"policy priority 0", "policies/p.xml",
+       std::string(kHeader) + "<policy target=\"ACCEPT\" priority=\"0\">\n  <ingress-zone name=\"public\"/>\n"
+                              "  <egress-zone name=\"HOST\"/>\n</policy>\n",
+       "policies/p.xml:2:1: error: policy priority 0 is reserved"},
+      {"more entries than maxelem", "ipsets/x.xml",
+       std::string(kHeader) + "<ipset type=\"hash:ip\">\n  <option name=\"maxelem\" value=\"1\"/>\n"
+                              "  <entry>10.0.0.1</entry>\n  <entry>10.0.0.2</entry>\n</ipset>\n",
+       "ipsets/x.xml:3:3: error: ipset x has 2 entries, more than its maxelem 1"},
       {"bad ipset type", "ipsets/x.xml", std::string(kHeader) + "<ipset type=\"bitmap:port\"/>\n",
        "ipsets/x.xml:2:1: error: unsupported ipset type 'bitmap:port'"},
       {"forward-port without target", "zones/public.xml",
@@ -385,6 +447,31 @@ TEST_CASE("reader: compat 1.3 warns and skips where 2.x refuses") {
   CHECK(v2.error_count() == 4);
   CHECK_THAT(test::first_error(v2),
              Catch::Contains("public.xml:4:3: error: <source> has no address and no ipset"));
+}
+
+TEST_CASE("reader: 2.4+ stock policies (disable, long names) load, and 1.3 refuses them") {
+  TempTree etc;
+  const std::string name = "gateway-lan-to-world";  // longer than 1.3's 18 characters
+  etc.write("policies/" + name + ".xml",
+            std::string(kHeader) +
+                "<policy target=\"ACCEPT\" priority=\"1000\">\n  <disable />\n"
+                "  <ingress-zone name=\"internal\"/>\n  <egress-zone name=\"public\"/>\n</policy>\n");
+  etc.write("zones/office-network-lan.xml", test::zone_xml(""));
+  etc.write("firewalld.conf", "IPv6_rpfilter=Loose\n");
+  Diagnostics v2;
+  const Config config = test::read(etc, v2, Compat::v2);
+  INFO(test::messages(v2));
+  CHECK_FALSE(v2.has_errors());
+  CHECK(config.policies.at(name).disabled);
+  CHECK(config.zones.count("office-network-lan") == 1);
+  CHECK(config.settings.ipv6_rpfilter_mode == "loose");  // firewalld lower-cases the value
+
+  Diagnostics v13;
+  test::read(etc, v13, Compat::v1_3);
+  const std::string all = test::messages(v13);
+  CHECK_THAT(all, Catch::Contains("unknown element <disable> in a policy"));
+  CHECK_THAT(all, Catch::Contains("invalid policy name '" + name + "'"));
+  CHECK_THAT(all, Catch::Contains("invalid zone name 'office-network-lan'"));
 }
 
 TEST_CASE("reader: zone priorities are a 2.x attribute") {
