@@ -239,13 +239,14 @@ std::uint8_t log_level(std::string_view level) {
 }
 
 // nft's limit without an explicit burst allows 5 packets at once (S45); say so for every backend.
+// A burst of 0 is none (firewalld leaves it out of the rule).
 ir::RateLimit rate_limit(const RichLimit& limit) {
   std::string unit = limit.unit;
   if (unit == "s") unit = "second";
   if (unit == "m") unit = "minute";
   if (unit == "h") unit = "hour";
   if (unit == "d") unit = "day";
-  return {limit.rate, unit, 5};
+  return {limit.rate, unit, limit.burst != 0 ? limit.burst : 5};
 }
 
 bool symbolic(const std::vector<std::string>& zones) {

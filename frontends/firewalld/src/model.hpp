@@ -52,7 +52,8 @@ struct RichAddress {
 
 struct RichLimit {
   std::uint32_t rate = 0;
-  std::string unit;  // second, minute, hour, day
+  std::string unit;         // second, minute, hour, day
+  std::uint32_t burst = 0;  // 2.2+; 0: none given (nft's default, 5)
 };
 
 struct RichLog {

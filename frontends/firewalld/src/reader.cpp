@@ -62,6 +62,7 @@ Schema zone_schema(Compat compat) {
   schema["interface"] = {{"name"}, {}};
   schema["forward"] = {{}, {}};
   schema["icmp-block-inversion"] = {{}, {}};
+  if (compat == Compat::v2) schema["limit"].optional.push_back("burst");  // 2.2+
   return schema;
 }
 
@@ -70,7 +71,10 @@ Schema policy_schema(Compat compat) {
   schema["policy"] = {{"target"}, {"version", "priority"}};
   schema["ingress-zone"] = {{"name"}, {}};
   schema["egress-zone"] = {{"name"}, {}};
-  if (compat == Compat::v2) schema["disable"] = {{}, {}};  // 2.4+; its stock gateway policies have it
+  if (compat == Compat::v2) {
+    schema["disable"] = {{}, {}};                 // 2.4+; its stock gateway policies have it
+    schema["limit"].optional.push_back("burst");  // 2.2+
+  }
   return schema;
 }
 

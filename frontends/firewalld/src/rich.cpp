@@ -18,10 +18,15 @@ struct RawAddress {
   bool invert = false;
 };
 
+struct RawLimit {
+  std::string value;  // RATE/UNIT
+  std::string burst;  // empty: none given
+};
+
 struct RawPart {  // an element, a log, an audit or an action: its name and attributes
   std::string name;
   std::map<std::string, std::string> attributes;
-  std::optional<std::string> limit;
+  std::optional<RawLimit> limit;
   bool present() const { return !name.empty(); }
   const std::string* get(const std::string& key) const {
     auto it = attributes.find(key);
@@ -67,8 +72,9 @@ std::string quoted(const std::string& key, const std::string& value) {
   return out + "\"";
 }
 
-std::string limit_text(const std::optional<std::string>& limit) {
-  return limit ? " limit value=\"" + *limit + "\"" : "";
+std::string limit_text(const std::optional<RawLimit>& limit) {
+  if (!limit) return "";
+  return " limit value=\"" + limit->value + "\"" + (limit->burst.empty() ? "" : " burst=" + limit->burst);
 }
 
 std::string address_text(const char* what, const RawAddress& a) {
@@ -128,8 +134,9 @@ std::string canonical_text(const RawRule& r) {
   return out;
 }
 
-std::optional<Problem> check_limit(const std::optional<std::string>& limit, std::optional<RichLimit>& into) {
-  if (!limit) return std::nullopt;
+std::optional<Problem> check_limit(const std::optional<RawLimit>& raw, std::optional<RichLimit>& into) {
+  if (!raw) return std::nullopt;
+  const std::string* limit = &raw->value;
   const std::size_t slash = limit->find('/');
   const std::string unit = slash == std::string::npos ? "" : limit->substr(slash + 1);
   auto rate = parse_signed(slash == std::string::npos ? "" : limit->substr(0, slash));
@@ -139,7 +146,15 @@ std::optional<Problem> check_limit(const std::optional<std::string>& limit, std:
     return Problem{"invalid limit '" + *limit + "'", "write RATE/UNIT with RATE >= 1 and UNIT s, m, h or d"};
   if (*rate == 1 && unit == "d")
     return Problem{"limit '1/d' is too slow", "firewalld refuses 1/d; use a faster rate, e.g. 1/h"};
-  into = RichLimit{static_cast<std::uint32_t>(*rate), kUnits.at(unit)};
+  // 2.2+: burst=N, 0..10,000,000 (Rich_Limit._burst_parse); 0 is the backend's default.
+  std::int64_t burst = 0;
+  if (!raw->burst.empty()) {
+    auto number = parse_signed(raw->burst);
+    if (!number || *number < 0 || *number > 10'000'000)
+      return Problem{"invalid limit burst '" + raw->burst + "'", "use a number 0..10000000"};
+    burst = *number;
+  }
+  into = RichLimit{static_cast<std::uint32_t>(*rate), kUnits.at(unit), static_cast<std::uint32_t>(burst)};
   return std::nullopt;
 }
 
@@ -536,9 +551,10 @@ std::optional<Problem> parse_tokens(const std::vector<Token>& tokens, RawRule& r
       {"reject", {"type"}},
       {"mark", {"set"}},
   };
-  static const std::array<std::string_view, 18> kKnownAttributes = {
-      "priority", "family",  "address", "mac",   "ipset",  "invert", "value",      "port", "protocol",
-      "to-port",  "to-addr", "name",    "group", "prefix", "level",  "queue-size", "type", "set"};
+  static const std::array<std::string_view, 19> kKnownAttributes = {
+      "priority", "family",     "address", "mac",     "ipset", "invert", "value",
+      "port",     "protocol",   "to-port", "to-addr", "name",  "group",  "prefix",
+      "level",    "queue-size", "type",    "set",     "burst"};
   if (tokens.size() < 2 || tokens[0].element != "rule")
     return Problem{"a rich rule starts with 'rule'", "write rule [family=...] ..."};
   std::size_t i = 1;
@@ -634,8 +650,9 @@ std::optional<Problem> parse_tokens(const std::vector<Token>& tokens, RawRule& r
       } else if (tokens[i].element == "limit" && slot != &r.element) {
         if (!tokens[i + 1].is_attribute() || tokens[i + 1].name != "value")
           return Problem{"'limit' needs value=RATE/UNIT", "write limit value=3/m"};
-        slot->limit = canonical_limit(tokens[i + 1].value);
+        slot->limit = RawLimit{canonical_limit(tokens[i + 1].value), ""};
         i += 2;
+        if (tokens[i].is_attribute() && tokens[i].name == "burst") slot->limit->burst = tokens[i++].value;
       } else {
         break;
       }
@@ -738,7 +755,7 @@ std::optional<RichRule> read_rich_rule(const xml::Element& rule, Severity severi
           return fail(limit, "'" + limit.name + "' is not allowed inside '" + name + "'",
                       "only a limit goes inside a log, audit or action");
         if (slot->limit) return fail(limit, "more than one limit", "give one limit");
-        slot->limit = canonical_limit(attribute(limit, "value"));
+        slot->limit = RawLimit{canonical_limit(attribute(limit, "value")), attribute(limit, "burst")};
       }
     } else if (name == "limit") {
       return fail(child, "limit outside of an action, log or audit",

@@ -155,6 +155,18 @@ TEST_CASE("origins name the file position and the zone, service or rich rule", "
   CHECK(drop.origin.loc == setup.config.zones.at("public").body.rules.at(0).loc);
 }
 
+TEST_CASE("rich rules: a limit's burst (2.2+) is the rule's burst, 5 without one", "[mapping]") {
+  Setup setup;
+  Body& body = setup.zone("public").body;
+  setup.rich(body, R"(rule service name="ssh" accept limit value="2/s" burst="9")");
+  setup.rich(body, R"(rule service name="http" accept limit value="2/s" burst="0")");
+  const ir::Ruleset rs = setup.build();
+  std::vector<ir::RateLimit> limits;
+  for (const ir::Rule& rule : chain(rs, "input/zone/public/allow").rules)
+    if (rule.match.rate_limit) limits.push_back(*rule.match.rate_limit);
+  CHECK(limits == std::vector<ir::RateLimit>{{2, "second", 9}, {2, "second", 5}});
+}
+
 TEST_CASE("rich rules: log, limit and action land in their sub-chains", "[mapping]") {
   Setup setup;
   Body& body = setup.zone("public").body;

@@ -40,6 +40,21 @@ std::optional<RichRule> from_xml(const std::string& xml_text, Diagnostics& diag,
 
 }  // namespace
 
+TEST_CASE("rich: a limit's burst (2.2+) is kept, in text and XML") {
+  CHECK(canonical("rule service name=ssh accept limit value=3/minute burst=10") ==
+        "rule service name=\"ssh\" accept limit value=\"3/m\" burst=10");
+  Diagnostics diag;
+  auto rule = from_xml(
+      "<rule>\n  <service name=\"ssh\"/>\n  <accept><limit value=\"3/m\" burst=\"20\"/></accept>\n"
+      "</rule>\n",
+      diag);
+  INFO(test::messages(diag));
+  REQUIRE(rule);
+  REQUIRE(rule->action.limit);
+  CHECK(rule->action.limit->burst == 20);
+  CHECK(rule->text == "rule service name=\"ssh\" accept limit value=\"3/m\" burst=20");
+}
+
 TEST_CASE("rich: canonical text is firewalld's str() order") {
   CHECK(canonical("rule family=ipv4 priority=5 source address=10.0.0.0/8 port port=22 protocol=tcp accept") ==
         "rule priority=\"5\" family=\"ipv4\" source address=\"10.0.0.0/8\" port port=\"22\" protocol=\"tcp\" "
@@ -169,6 +184,10 @@ TEST_CASE("rich: every validation row is rejected") {
   CHECK_THAT(rejected("rule service name=ssh accept limit value=0/m"), Catch::Contains("invalid limit"));
   CHECK_THAT(rejected("rule service name=ssh accept limit value=3/week"), Catch::Contains("invalid limit"));
   CHECK_THAT(rejected("rule service name=ssh accept limit value=1/d"), Catch::Contains("too slow"));
+  CHECK_THAT(rejected("rule service name=ssh accept limit value=3/m burst=-1"),
+             Catch::Contains("invalid limit burst '-1'"));
+  CHECK_THAT(rejected("rule service name=ssh accept limit value=3/m burst=10000001"),
+             Catch::Contains("invalid limit burst"));
   CHECK_THAT(rejected("rule service name=ssh log level=warn accept"),
              Catch::Contains("invalid log level 'warn'"));
   CHECK_THAT(rejected("rule service name=ssh log level=err accept"),
