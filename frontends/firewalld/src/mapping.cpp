@@ -1518,24 +1518,40 @@ class Mapper {
     return name;
   }
 
-  // The end of filter_IN_<zone> / filter_FWD_<zone> after the policies: the ICMP rule (input only, §3.5)
-  // and the LogDenied log of the target; the target itself is the endpoint's default.
+  // The ICMP rule of a zone's input (§3.5): ICMP not blocked by then is accepted, or rejected with
+  // icmp-block-inversion.
+  void add_zone_icmp(ir::Chain& chain, const Zone& zone, const ir::Origin& from) {
+    const bool rejects_or_drops = zone.target == ZoneTarget::drop || zone.target == ZoneTarget::reject;
+    if (rejects_or_drops) return;
+    ir::Match icmp;
+    icmp.protocols = std::vector<std::uint8_t>{kIcmp, kIcmp6};
+    if (zone.icmp_block_inversion) {
+      if (auto log = denied_log(icmp, "filter_zone_" + zone.name + "_HOST_ICMP_BLOCK: ", from))
+        chain.rules.push_back(std::move(*log));
+      chain.rules.push_back(reject_rule(std::move(icmp), kAdminProhibited, from));
+    } else if (zone.target != ZoneTarget::accept) {
+      chain.rules.push_back(make_rule(std::move(icmp), ir::ActionKind::accept, from));
+    }
+  }
+
+  // 2.x: the ICMP rule closes the zone's own policy chain (filter_IN_<zone>, priority 0), so it comes
+  // before the policies with a positive priority (nftables.py build_policy_icmp_block_inversion_rules).
+  std::optional<std::string> zone_icmp(const Zone& zone) {
+    const std::string name = "input/zone/" + zone.name + "/icmp";
+    ir::Chain chain{name, {}, {zone.loc, "zone " + zone.name + ": ICMP", -1}};
+    add_zone_icmp(chain, zone, chain.origin);
+    if (chain.rules.empty()) return std::nullopt;
+    ruleset_.chains[name] = std::move(chain);
+    return name;
+  }
+
+  // The end of filter_IN_<zone> / filter_FWD_<zone> after the policies: in 1.3 the ICMP rule (input
+  // only), and the LogDenied log of the target; the target itself is the endpoint's default.
   std::optional<std::string> zone_end(Stage stage, const Zone& zone) {
     const std::string name = std::string(ir::to_string(stage)) + "/zone/" + zone.name + "/end";
     const ir::Origin from{zone.loc, "zone " + zone.name + ": target", -1};
     ir::Chain chain{name, {}, from};
-    const bool rejects_or_drops = zone.target == ZoneTarget::drop || zone.target == ZoneTarget::reject;
-    if (stage == Stage::input && !rejects_or_drops) {
-      ir::Match icmp;
-      icmp.protocols = std::vector<std::uint8_t>{kIcmp, kIcmp6};
-      if (zone.icmp_block_inversion) {
-        if (auto log = denied_log(icmp, "filter_zone_" + zone.name + "_HOST_ICMP_BLOCK: ", from))
-          chain.rules.push_back(std::move(*log));
-        chain.rules.push_back(reject_rule(std::move(icmp), kAdminProhibited, from));
-      } else if (zone.target != ZoneTarget::accept) {
-        chain.rules.push_back(make_rule(std::move(icmp), ir::ActionKind::accept, from));
-      }
-    }
+    if (stage == Stage::input && !v2_) add_zone_icmp(chain, zone, from);
     if (zone.target != ZoneTarget::accept) {
       const std::string prefix = zone.target == ZoneTarget::explicit_default
                                      ? "FINAL_REJECT: "
@@ -1561,6 +1577,8 @@ class Mapper {
     };
     append(policy_dispatch(stage, &zone, true));
     append(owner_chains("zone/" + zone.name, stage));
+    if (stage == Stage::input && v2_)
+      if (auto icmp = zone_icmp(zone)) group.chains.push_back(*icmp);
     append(policy_dispatch(stage, &zone, false));
     if (stage == Stage::input || stage == Stage::forward) {
       if (auto end = zone_end(stage, zone)) group.chains.push_back(*end);

@@ -68,7 +68,7 @@ TEST_CASE("stock 2.x: input, forward and output only, public is the catch-all", 
   REQUIRE(in.groups.size() == 2);
   CHECK(in.groups[0].chains == Chains{"input/prelude"});
   CHECK(in.groups[1].chains ==
-        Chains{"input/policy/allow-host-ipv6", "input/zone/public/allow", "input/zone/public/end"});
+        Chains{"input/policy/allow-host-ipv6", "input/zone/public/allow", "input/zone/public/icmp"});
 
   // filter_INPUT before the zones: ct status dnat, lo, invalid.
   const ir::Chain& prelude = chain(rs, "input/prelude");
@@ -77,10 +77,12 @@ TEST_CASE("stock 2.x: input, forward and output only, public is the catch-all", 
   CHECK(prelude.rules[1].match.iif == std::vector<ir::IfacePattern>{{"lo", false}});
   CHECK(prelude.rules[2].match.ct_states == std::vector{ir::CtState::invalid});
 
-  // The ICMP rule of the default target, then nothing (the target is the endpoint default).
-  const ir::Chain& end = chain(rs, "input/zone/public/end");
-  REQUIRE(end.rules.size() == 1);
-  CHECK(end.rules[0].match.protocols == std::vector<std::uint8_t>{1, 58});
+  // The ICMP rule of the default target closes the zone's own chain; nothing after the policies (the
+  // target is the endpoint default).
+  const ir::Chain& icmp = chain(rs, "input/zone/public/icmp");
+  REQUIRE(icmp.rules.size() == 1);
+  CHECK(icmp.rules[0].match.protocols == std::vector<std::uint8_t>{1, 58});
+  CHECK(rs.find_chain("input/zone/public/end") == nullptr);
 
   // Forward: the RFC3964 reject after the prelude; output (2.3+): ct status dnat, lo and RFC3964.
   CHECK(actions(chain(rs, "forward/prelude")) == std::vector{A::accept, A::accept, A::drop, A::reject});
@@ -390,6 +392,24 @@ TEST_CASE("ipsets the IR cannot express are errors at the binding", "[mapping]")
   CHECK(setup.count(Severity::error, "ipset 'ports' of type hash:ip,port is not supported by the IR") == 1);
   for (const Diagnostic& d : setup.diag.all()) {
     if (d.severity == Severity::error) CHECK(d.loc == setup.config.zones.at("trusted").sources.at(0).loc);
+  }
+}
+
+TEST_CASE("the zone's ICMP rule comes before policies of positive priority in 2.x, after them in 1.3",
+          "[mapping]") {
+  const Compat compat = GENERATE(Compat::v2, Compat::v1_3);
+  Setup setup(compat);
+  setup.bind("public", "eth0");  // 1.3 counts a policy of the default zone only with a binding
+  setup.policy("late", {"public"}, {"HOST"}, PolicyTarget::drop, 100);
+  const ir::Ruleset rs = setup.build();
+  const ir::Endpoint& in = only_section(rs, ir::Stage::input).endpoints.at(0);
+  if (compat == Compat::v2) {
+    CHECK(in.groups.at(1).chains == Chains{"input/policy/allow-host-ipv6", "input/zone/public/allow",
+                                           "input/zone/public/icmp", "input/policy/late"});
+  } else {
+    CHECK(in.groups.at(1).chains == Chains{"input/policies-pre", "input/zone/public/allow",
+                                           "input/policies-post", "input/zone/public/end"});
+    CHECK(chain(rs, "input/zone/public/end").rules.at(0).match.protocols == std::vector<std::uint8_t>{1, 58});
   }
 }
 
