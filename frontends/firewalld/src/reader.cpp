@@ -1252,16 +1252,51 @@ class Loader {
     for (const RichRule& rule : body.rules) check_rule(rule, owner, policy);
   }
 
+  void check_limit_speed(const std::optional<RichLimit>& limit, const RichRule& rule,
+                         const std::string& owner) {
+    if (!limit || limit->rate == 0 || config_.compat != Compat::v2) return;
+    static const std::map<std::string, std::uint64_t> kSeconds = {
+        {"second", 1}, {"minute", 60}, {"hour", 3600}, {"day", 86400}};
+    auto it = kSeconds.find(limit->unit);
+    if (it != kSeconds.end() && limit->rate > 10000 * it->second)
+      diag_.error(
+          rule.loc,
+          owner + ": limit " + std::to_string(limit->rate) + "/" + limit->unit.substr(0, 1) + " is too fast",
+          "firewalld 2.2+ allows at most 10000/s; remove the limit to allow every packet");
+  }
+
+  // The first of a service and the services it includes (firewalld's _rule_prepare applies each
+  // included service as a rule of its own) that has a <destination>, or "".
+  std::string service_with_destination(const std::string& name) {
+    std::vector<std::string> pending{name}, seen;
+    while (!pending.empty()) {
+      const std::string next = pending.back();
+      pending.pop_back();
+      if (std::find(seen.begin(), seen.end(), next) != seen.end()) continue;
+      seen.push_back(next);
+      auto it = config_.services.find(next);
+      if (it == config_.services.end()) continue;  // reported where the include is checked
+      if (it->second.destination_v4 || it->second.destination_v6) return next;
+      pending.insert(pending.end(), it->second.includes.rbegin(), it->second.includes.rend());
+    }
+    return "";
+  }
+
   void check_rule(const RichRule& rule, const std::string& owner, const Policy* policy) {
+    // 2.2+ refuses a limit faster than 10,000 a second (Rich_Limit._value_parse's integer division).
+    for (const std::optional<RichLimit>* limit : {&rule.action.limit, &rule.audit})
+      check_limit_speed(*limit, rule, owner);
+    if (rule.log) check_limit_speed(rule.log->limit, rule, owner);
     const RichElement& e = rule.element;
     if (e.kind == RichElement::Kind::service) {
       auto it = config_.services.find(e.name);
       if (it == config_.services.end())
         diag_.error(rule.loc, owner + ": rule uses the unknown service " + e.name,
                     unknown_hint("service", e.name, config_.services));
-      else if (rule.destination && (it->second.destination_v4 || it->second.destination_v6))
-        diag_.error(rule.loc, owner + ": rule has a destination and service " + e.name + " has one too",
-                    "remove the rule's destination; the service already limits it");
+      else if (rule.destination)
+        if (const std::string with = service_with_destination(e.name); !with.empty())
+          diag_.error(rule.loc, owner + ": rule has a destination and service " + with + " has one too",
+                      "remove the rule's destination; the service already limits it");
     }
     if (e.kind == RichElement::Kind::icmp_block || e.kind == RichElement::Kind::icmp_type) {
       auto it = config_.icmptypes.find(e.name);

@@ -399,6 +399,38 @@ TEST_CASE("reader: bad inputs are errors at file:line:col") {
   }
 }
 
+TEST_CASE("reader: a limit faster than 10000/s is refused in 2.x mode only") {
+  TempTree etc;
+  etc.write("zones/public.xml",
+            test::zone_xml("  <rule>\n    <service name=\"ssh\"/>\n"
+                           "    <accept><limit value=\"20000/s\"/></accept>\n  </rule>\n"
+                           "  <rule>\n    <service name=\"http\"/>\n"
+                           "    <accept><limit value=\"600000/m\"/></accept>\n  </rule>\n"));
+  Diagnostics v2;
+  test::read(etc, v2, Compat::v2);
+  CHECK(v2.error_count() == 1);
+  CHECK_THAT(test::first_error(v2),
+             Catch::Contains("public.xml:3:3: error: zone public: limit 20000/s is too fast"));
+  Diagnostics v13;
+  test::read(etc, v13, Compat::v1_3);
+  CHECK_FALSE(v13.has_errors());
+}
+
+TEST_CASE("reader: a rule's destination conflicts with one of an included service too") {
+  TempTree etc;
+  etc.write("services/with-mdns.xml", std::string(kHeader) +
+                                          "<service>\n  <port port=\"8080\" protocol=\"tcp\"/>\n"
+                                          "  <include service=\"mdns\"/>\n</service>\n");
+  etc.write("zones/public.xml",
+            test::zone_xml("  <rule family=\"ipv4\">\n    <destination address=\"10.0.0.1\"/>\n"
+                           "    <service name=\"with-mdns\"/>\n    <accept/>\n  </rule>\n"));
+  Diagnostics diag;
+  test::read(etc, diag);
+  CHECK_THAT(test::first_error(diag),
+             Catch::Contains("public.xml:3:3: error: zone public: rule has a destination and service mdns "
+                             "has one too"));
+}
+
 TEST_CASE("reader: an interface or source bound to two zones") {
   TempTree etc;
   etc.write("zones/public.xml",
