@@ -1351,8 +1351,10 @@ class Mapper {
       }
       chain.rules.push_back(make_rule(match, ir::ActionKind::return_, from));
     }
-    const bool catch_all_known = side == Side::ingress || !before_routing(stage);
-    if (catch_all_known && listed(default_zone_->name)) {
+    // The default zone's catch-all ends the egress dispatch before routing too (fw_zone.py's "egress
+    // dispatch for default zone" rule is in every stage-2 chain, nat PREROUTING's included): there, where
+    // no interface binding can match yet, a packet not bound for a source-bound zone is the default zone's.
+    if (listed(default_zone_->name)) {
       ir::Rule jump = make_rule({}, ir::ActionKind::jump, from);
       jump.action.target = target;
       chain.rules.push_back(std::move(jump));

@@ -460,6 +460,27 @@ TEST_CASE("zone->HOST policies reach nat PREROUTING in 2.x only", "[mapping]") {
   }
 }
 
+TEST_CASE("2.x: before routing, a policy to the default zone applies to what no source-bound zone takes",
+          "[mapping]") {
+  Setup setup;
+  setup.bind("internal", "veth-a");
+  setup.bind("dmz", "veth-b");
+  setup.source("work", "10.99.0.0/16");
+  Policy& p = setup.policy("fwd", {"internal"}, {"public"}, PolicyTarget::continue_);
+  p.body.forward_ports.push_back(
+      {{8080, 8080}, "tcp", ir::PortRange{80, 80}, ir::parse_ip("192.0.2.10"), setup.loc()});
+  const ir::Ruleset rs = setup.build();
+  // nat PREROUTING cannot know the out interface: the interface-bound dmz is no egress there, the
+  // source-bound work is, and the default zone (public, unbound) takes the rest.
+  const ir::Chain& dispatch = chain(rs, "dnat/policy/fwd/to-egress-zones");
+  REQUIRE(dispatch.rules.size() == 2);
+  CHECK(dispatch.rules[0].action.kind == A::return_);  // to work's 10.99.0.0/16
+  CHECK(dispatch.rules[0].match.dst_addr.size() == 1);
+  CHECK(dispatch.rules[1].action.kind == A::jump);
+  CHECK(dispatch.rules[1].action.target == "dnat/policy/fwd");
+  CHECK(dispatch.rules[1].match.dst_addr.empty());
+}
+
 }  // namespace fwe::firewalld::test
 
 namespace fwe::firewalld::test {
