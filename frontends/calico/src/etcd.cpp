@@ -29,8 +29,9 @@ namespace {
 using nlohmann::json;
 
 // The kinds the frontend reads, by the plural libcalico-go names their directories with.
-constexpr std::array<std::string_view, 5> kPolicyPlurals = {
-    "hostendpoints", "globalnetworkpolicies", "globalnetworksets", "felixconfigurations", "tiers"};
+constexpr std::array<std::string_view, 6> kPolicyPlurals = {
+    "hostendpoints", "globalnetworkpolicies", "globalnetworksets", "felixconfigurations", "tiers",
+    "profiles"};
 
 constexpr long kConnectTimeoutMs = 2000;
 constexpr long kListTimeoutMs = 10000;

@@ -45,7 +45,9 @@ struct Settings {
   std::string failsafe_inbound_source = "Felix built-in failsafeInboundHostPorts";
   std::string failsafe_outbound_source = "Felix built-in failsafeOutboundHostPorts";
   bool conntrack_invalid_check = true;
-  bool deny_with_reject = false;
+  bool deny_with_reject = false;  // Felix's FilterDenyAction(): the nftables field with nftablesMode Enabled
+  bool ipv6_support = true;
+  SourceLoc ipv6_support_loc;
   std::string log_prefix = "calico-packet";
   std::vector<std::string> workload_prefixes = {"cali"};
   std::vector<std::string> excluded_interfaces = {"kube-ipvs0"};
@@ -70,14 +72,19 @@ struct Binding {
 
 // Policy-level namespaceSelector/serviceAccountSelector are label selectors on prefixed labels
 // (pcns./pcsa.); all() means "has the namespace/service-account label" (UP-GNP).
-bool scoped_match(const Selector& selector, const Labels& labels, std::string_view prefix,
-                  std::string_view all_label) {
-  if (selector.is_all()) return labels.contains(all_label);
+// A selector whose every label is prefixed (Calico's PrefixVisitor): all() stays all().
+bool prefixed_match(const Selector& selector, const Labels& labels, std::string_view prefix) {
   Labels scoped;
   for (const auto& [key, value] : labels) {
     if (key.starts_with(prefix)) scoped[key.substr(prefix.size())] = value;
   }
   return selector.matches(scoped);
+}
+
+bool scoped_match(const Selector& selector, const Labels& labels, std::string_view prefix,
+                  std::string_view all_label) {
+  if (selector.is_all()) return labels.contains(all_label);
+  return prefixed_match(selector, labels, prefix);
 }
 
 ir::Cidr host_cidr(const ir::IpAddr& ip) {
@@ -99,6 +106,7 @@ class Mapper {
     }
     collect_tiers();
     check_policies();
+    collect_profiles();
     sort_policies();
     bind_host_endpoints();
     build_untracked(ir::Stage::untracked_in, Direction::ingress);
@@ -107,6 +115,7 @@ class Mapper {
     build_normal(ir::Stage::input, Direction::ingress);
     build_normal(ir::Stage::output, Direction::egress);
     build_forward();
+    if (!settings_.ipv6_support) restrict_to_ipv4();
     return std::move(ruleset_);
   }
 
@@ -123,6 +132,7 @@ class Mapper {
       if (config.name == "node." + options_.node) node = &config;
     }
     // node.<name> overrides default, field by field (D-FC precedence).
+    bool iptables_reject = false, nftables_reject = false, nftables_enabled = false;
     for (const FelixConfig* config : {global, node}) {
       if (!config) continue;
       const std::string source = "FelixConfiguration " + config->name;
@@ -137,12 +147,41 @@ class Mapper {
       if (config->disable_conntrack_invalid_check) {
         settings.conntrack_invalid_check = !*config->disable_conntrack_invalid_check;
       }
-      if (config->deny_with_reject) settings.deny_with_reject = *config->deny_with_reject;
+      if (config->deny_with_reject) iptables_reject = *config->deny_with_reject;
+      if (config->nft_deny_with_reject) nftables_reject = *config->nft_deny_with_reject;
+      if (config->nftables_enabled) nftables_enabled = *config->nftables_enabled;
+      if (config->ipv6_support) {
+        settings.ipv6_support = *config->ipv6_support;
+        settings.ipv6_support_loc = config->loc;
+      }
       if (config->log_prefix) settings.log_prefix = *config->log_prefix;
       if (config->interface_prefix) settings.workload_prefixes = split_list(*config->interface_prefix);
       if (config->interface_exclude) settings.excluded_interfaces = split_list(*config->interface_exclude);
     }
+    // config_params.go FilterDenyAction(): nftablesFilterDenyAction when nftablesMode is Enabled.
+    settings.deny_with_reject = nftables_enabled ? nftables_reject : iptables_reject;
     return settings;
+  }
+
+  // ipv6Support: false: Felix programs no IPv6 tables at all (int_dataplane.go), so IPv6 packets meet
+  // none of Calico's rules. Every endpoint is classified by an IPv4-only source set: an IPv6 packet
+  // matches no endpoint in any stage and gets no verdict, not even the conntrack prelude or failsafe.
+  void restrict_to_ipv4() {
+    const std::string name = "calico:ipv4";
+    ir::AddrSet set;
+    set.name = name;
+    set.cidrs.push_back(*ir::parse_cidr("0.0.0.0/0"));
+    set.origin = {settings_.ipv6_support_loc, "FelixConfiguration ipv6Support: false", -1};
+    bool used = false;
+    for (ir::StageDef& stage : ruleset_.stages) {
+      for (ir::Section& section : stage.sections) {
+        for (ir::Endpoint& endpoint : section.endpoints) {
+          endpoint.match.src_set = name;
+          used = true;
+        }
+      }
+    }
+    if (used) ruleset_.sets.emplace(name, std::move(set));
   }
 
   ir::FailsafeEntry failsafe_entry(const FailsafePort& port, const std::string& source) {
@@ -190,6 +229,15 @@ class Mapper {
                     "GlobalNetworkPolicy '" + policy.name + "' is in tier '" + policy.tier +
                         "', which is not defined",
                     "add a Tier resource named '" + policy.tier + "' or remove spec.tier");
+      }
+    }
+  }
+
+  void collect_profiles() {
+    for (const Profile& profile : model_.profiles) {
+      if (!profiles_.emplace(profile.name, &profile).second) {
+        diag_.error(profile.loc, "Profile '" + profile.name + "' is defined twice",
+                    "rename one of them or remove the duplicate");
       }
     }
   }
@@ -448,8 +496,21 @@ class Mapper {
     chain.origin = {hep.loc, "Profile " + profile, -1};
     ir::Rule rule;
     rule.origin = chain.origin;
+    const auto defined = profiles_.find(profile);
     if (profile == kDefaultAllowProfile) {
       rule.action.kind = ir::ActionKind::accept;
+    } else if (defined != profiles_.end()) {
+      // Felix's profile chain: its rules; Allow and Deny decide, Pass and no match go on to the next
+      // profile (the endpoint chain checks only the accept mark after each profile, endpoints.go).
+      const Profile& defn = *defined->second;
+      chain.origin = {defn.loc, "Profile " + profile, -1};
+      const RuleOwner owner{"Profile", "pro", profile, "", "profile/" + profile, true};
+      const auto& rules = direction == Direction::ingress ? defn.ingress : defn.egress;
+      for (std::size_t i = 0; i < rules.size(); ++i) {
+        append_rule(chain, owner, direction, PolicyClass::normal, static_cast<std::int32_t>(i), rules[i]);
+      }
+      ruleset_.chains.emplace(name, std::move(chain));
+      return name;
     } else {
       // ARC DummyDropRules: a profile Felix does not know drops in both directions.
       if (direction == Direction::ingress) {
@@ -473,11 +534,42 @@ class Mapper {
     chain.name = name;
     chain.origin = {policy.loc, "GlobalNetworkPolicy " + policy.name, -1};
     const auto& rules = direction == Direction::ingress ? policy.ingress : policy.egress;
+    const RuleOwner owner{"GlobalNetworkPolicy", "gnp", policy.name, policy.tier,
+                          "gnp/" + policy.name,  false};
     for (std::size_t i = 0; i < rules.size(); ++i) {
-      append_rule(chain, policy, direction, cls, static_cast<std::int32_t>(i), rules[i]);
+      append_rule(chain, owner, direction, cls, static_cast<std::int32_t>(i), rules[i]);
     }
     ruleset_.chains.emplace(name, std::move(chain));
     return name;
+  }
+
+  // Whose rules are rendered: a GlobalNetworkPolicy or a Profile.
+  struct RuleOwner {
+    std::string kind;        // "GlobalNetworkPolicy", "Profile"
+    std::string short_kind;  // Felix's %k: "gnp", "pro"
+    std::string name;
+    std::string tier;    // Felix's %t: "" for profiles
+    std::string prefix;  // names of the sets its rules create
+    bool profile = false;
+  };
+
+  // Felix's generateLogPrefix (rules/policy.go): %t tier, %k kind, %n and %p name (GlobalNetworkPolicies
+  // and profiles have no namespace); other '%' sequences stay as written.
+  std::string log_prefix(const RuleOwner& owner) const {
+    const std::string& text = settings_.log_prefix;
+    std::string out;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+      if (text[i] == '%' && i + 1 < text.size()) {
+        const char spec = text[i + 1];
+        if (spec == 't' || spec == 'k' || spec == 'n' || spec == 'p') {
+          out += spec == 't' ? owner.tier : spec == 'k' ? owner.short_kind : owner.name;
+          ++i;
+          continue;
+        }
+      }
+      out += text[i];
+    }
+    return out;
   }
 
   std::vector<ir::ActionKind> actions_for(RuleAction action, PolicyClass cls) const {
@@ -498,15 +590,40 @@ class Mapper {
 
   // The IP set a selector (with its namespaceSelector scope) stands for: expectedIPs of every matching
   // HostEndpoint on any node, and the nets of every matching GlobalNetworkSet (NPI).
+  // serviceAccounts as Calico's parseServiceAccounts turns them into a selector: the selector with every
+  // label prefixed "pcsa." (all() stays all()), AND projectcalico.org/serviceaccount in {names}.
+  static bool service_accounts_match(const EntitySpec* entity, const Labels& labels) {
+    if (!entity) return true;
+    if (entity->service_account_selector &&
+        !prefixed_match(entity->service_account_selector->selector, labels, "pcsa.")) {
+      return false;
+    }
+    if (!entity->service_account_names.empty()) {
+      const auto it = labels.find("projectcalico.org/serviceaccount");
+      if (it == labels.end()) return false;
+      const auto& names = entity->service_account_names;
+      if (std::find(names.begin(), names.end(), it->second) == names.end()) return false;
+    }
+    return true;
+  }
+
+  // sa: the side whose serviceAccounts constrain the selector (only when it has names or a selector).
   std::string selector_set(const SelectorField& selector,
-                           const std::optional<SelectorField>& namespace_selector, bool service_accounts,
+                           const std::optional<SelectorField>& namespace_selector, const EntitySpec* sa,
                            const ir::Origin& origin) {
     std::string name = "sel:" + selector.selector.canonical();
     if (namespace_selector) name += " ns:" + namespace_selector->selector.canonical();
-    if (service_accounts) name += " sa";
+    if (sa) {
+      name += " sa:";
+      if (sa->service_account_selector) name += sa->service_account_selector->selector.canonical();
+      std::vector<std::string> names = sa->service_account_names;
+      std::sort(names.begin(), names.end());
+      names.erase(std::unique(names.begin(), names.end()), names.end());
+      for (const std::string& n : names) name += " name:" + n;
+    }
     if (ruleset_.sets.contains(name)) return name;
     auto selected = [&](const Labels& labels) {
-      if (service_accounts) return false;  // service-account labels never exist on hosts or network sets
+      if (!service_accounts_match(sa, labels)) return false;
       if (!selector.selector.matches(labels)) return false;
       if (!namespace_selector) return true;
       if (namespace_selector->selector.root().op == Selector::Op::global) {
@@ -569,6 +686,7 @@ class Mapper {
       std::map<std::pair<std::uint8_t, std::uint16_t>, std::vector<ir::Cidr>> targets;
       for (const HostEndpoint& hep : model_.host_endpoints) {
         if (entity.selector && !entity.selector->selector.matches(hep.labels)) continue;
+        if (!service_accounts_match(&entity, hep.labels)) continue;
         for (const NamedPort& named : hep.ports) {
           if (named.name != port_name || (rule.protocol && *rule.protocol != named.protocol)) continue;
           auto& ips = targets[{named.protocol, named.port}];
@@ -586,11 +704,11 @@ class Mapper {
     return alternatives;
   }
 
-  void append_rule(ir::Chain& chain, const Policy& policy, Direction direction, PolicyClass cls,
+  void append_rule(ir::Chain& chain, const RuleOwner& owner, Direction direction, PolicyClass cls,
                    std::int32_t index, const RuleSpec& rule) {
-    const ir::Origin origin{rule.loc, "GlobalNetworkPolicy " + policy.name, index};
+    const ir::Origin origin{rule.loc, owner.kind + " " + owner.name, index};
     const std::string prefix =
-        "gnp/" + policy.name + "/" + std::string(to_string(direction)) + "/" + std::to_string(index);
+        owner.prefix + "/" + std::string(to_string(direction)) + "/" + std::to_string(index);
     if (rule.protocol && rule.not_protocol && *rule.protocol == *rule.not_protocol) return;  // never matches
     ir::Match base;
     if (rule.ip_version) base.family = *rule.ip_version == 4 ? ir::Family::ipv4 : ir::Family::ipv6;
@@ -610,13 +728,14 @@ class Mapper {
       if (!entity.not_nets.empty()) {
         out.push_back({true, net_set(prefix + "/" + side + "-not-nets", entity.not_nets, origin)});
       }
-      if (entity.selector || entity.namespace_selector || entity.has_service_accounts) {
+      const bool sa = entity.has_service_account_constraint();
+      if (entity.selector || entity.namespace_selector || sa) {
         const SelectorField all_selector{};
         out.push_back({false, selector_set(entity.selector ? *entity.selector : all_selector,
-                                           entity.namespace_selector, entity.has_service_accounts, origin)});
+                                           entity.namespace_selector, sa ? &entity : nullptr, origin)});
       }
       if (entity.not_selector) {
-        out.push_back({true, selector_set(*entity.not_selector, std::nullopt, false, origin)});
+        out.push_back({true, selector_set(*entity.not_selector, std::nullopt, nullptr, origin)});
       }
     };
     add_side(rule.source, base.src_addr, "src");
@@ -654,7 +773,9 @@ class Mapper {
 
     const auto src_alternatives = port_alternatives(rule, rule.source, prefix + "/src", origin);
     const auto dst_alternatives = port_alternatives(rule, rule.destination, prefix + "/dst", origin);
-    const auto actions = actions_for(rule.action, cls);
+    auto actions = actions_for(rule.action, cls);
+    // Pass in a profile ends that profile only: the next profile runs (Felix checks only the accept mark).
+    if (owner.profile && rule.action == RuleAction::pass) actions = {ir::ActionKind::return_};
     for (const ir::Match& match : matches) {
       for (const PortAlternative& src : src_alternatives) {
         for (const PortAlternative& dst : dst_alternatives) {
@@ -682,7 +803,7 @@ class Mapper {
             ir::Rule out;
             out.match = combined;
             out.action.kind = kind;
-            if (kind == ir::ActionKind::log) out.action.log_prefix = settings_.log_prefix;
+            if (kind == ir::ActionKind::log) out.action.log_prefix = log_prefix(owner);
             out.origin = origin;
             chain.rules.push_back(std::move(out));
           }
@@ -698,6 +819,7 @@ class Mapper {
   ir::Ruleset ruleset_;
   std::vector<Tier> tiers_;
   std::vector<const Policy*> sorted_;
+  std::map<std::string, const Profile*> profiles_;
   std::vector<Binding> named_;
   const HostEndpoint* wildcard_ = nullptr;
 };

@@ -41,6 +41,7 @@ const std::vector<std::string_view> kServiceAccountFields = {"names", "selector"
 const std::vector<std::string_view> kServiceFields = {"name", "namespace"};
 const std::vector<std::string_view> kNetworkSetFields = {"nets"};
 const std::vector<std::string_view> kTierFields = {"order", "defaultAction"};
+const std::vector<std::string_view> kProfileFields = {"ingress", "egress", "labelsToApply"};
 const std::vector<std::string_view> kProtoPortFields = {"protocol", "port", "net"};
 // FelixConfigurationSpec's JSON names (calico api/pkg/apis/projectcalico/v3/felixconfig.go); only a few
 // matter to host endpoints, the rest are accepted and have no effect here.
@@ -94,14 +95,14 @@ const std::vector<std::string_view> kFelixFields = {"nodeSelector", "useInternal
     "goGCThreshold", "goMemoryLimitMB", "goMaxProcs", "requireMTUFile", "bpfMaglevMaxEndpointsPerService",
     "bpfMaglevMaxServices"};
 const std::vector<std::string_view> kSupportedKinds = {"HostEndpoint", "GlobalNetworkPolicy",
-    "GlobalNetworkSet", "FelixConfiguration", "Tier"};
+    "GlobalNetworkSet", "FelixConfiguration", "Tier", "Profile"};
 // Namespaced kinds apply to workloads only; a cluster dump contains them.
 const std::vector<std::string_view> kNamespacedKinds = {"NetworkPolicy", "NetworkSet", "StagedNetworkPolicy",
     "StagedKubernetesNetworkPolicy", "WorkloadEndpoint"};
 // Cluster-wide kinds with no effect on host-endpoint filtering.
 const std::vector<std::string_view> kIgnoredKinds = {"BGPConfiguration", "BGPPeer", "BGPFilter",
     "ClusterInformation", "IPPool", "IPReservation", "IPAMConfiguration", "IPAMConfig", "IPAMBlock",
-    "IPAMHandle", "BlockAffinity", "KubeControllersConfiguration", "Node", "Profile", "CalicoNodeStatus",
+    "IPAMHandle", "BlockAffinity", "KubeControllersConfiguration", "Node", "CalicoNodeStatus",
     "StagedGlobalNetworkPolicy"};
 // clang-format on
 
@@ -379,6 +380,8 @@ void Reader::read_resource(const yaml::Node& node) {
     read_network_set(spec, *meta);
   } else if (kind == "Tier") {
     read_tier(spec, *meta, ctx);
+  } else if (kind == "Profile") {
+    read_profile(spec, *meta, ctx);
   } else {
     read_felix_config(spec, *meta, ctx);
   }
@@ -745,11 +748,33 @@ void Reader::read_entity(const yaml::Node& node, EntitySpec& entity) {
   if (const yaml::Node* sa = node.find("serviceAccounts"); sa && !sa->is_null()) {
     if (expect(*sa, yaml::Kind::mapping, "serviceAccounts")) {
       check_fields(*sa, kServiceAccountFields, "serviceAccounts");
-      if (const yaml::Node* sel = sa->find("selector")) read_selector(*sel, "serviceAccounts.selector");
-      entity.has_service_accounts = true;
-      diag_.warning(sa->loc(),
-                    "serviceAccounts select pods only: this rule never matches host or network-set addresses",
-                    "remove the rule, or match the addresses with nets or a selector");
+      // An empty selector or names list is no constraint (Calico's parseServiceAccounts).
+      if (const yaml::Node* sel = sa->find("selector"); sel && !sel->is_null() && !sel->text().empty()) {
+        entity.service_account_selector = read_selector(*sel, "serviceAccounts.selector");
+        if (entity.service_account_selector && entity.service_account_selector->selector.uses_global()) {
+          diag_.error(entity.service_account_selector->loc, "global() is not allowed in serviceAccounts",
+                      "remove global()");
+        }
+      }
+      if (const yaml::Node* names = sa->find("names"); names && !names->is_null()) {
+        if (expect(*names, yaml::Kind::sequence, "serviceAccounts.names")) {
+          for (const yaml::Node& item : names->items()) {
+            if (auto text = string_of(item, "a service account name")) {
+              entity.service_account_names.push_back(*text);
+            }
+          }
+        }
+      }
+      if (!entity.has_service_account_constraint()) {
+        diag_.note(sa->loc(), "serviceAccounts without names or selector places no constraint, as in Calico",
+                   "remove it, or list names or a selector");
+      } else {
+        diag_.warning(
+            sa->loc(),
+            "serviceAccounts match service-account labels (pcsa.*, projectcalico.org/serviceaccount), "
+            "which only pods carry unless a HostEndpoint or GlobalNetworkSet is labelled so",
+            "match host or network-set addresses with nets or a selector");
+      }
     }
   }
   if (const yaml::Node* services = node.find("services"); services && !services->is_null()) {
@@ -1119,6 +1144,35 @@ void Reader::read_tier(const yaml::Node* spec, const Meta& meta, const Context& 
   model_.tiers.push_back(std::move(tier));
 }
 
+// ---- Profile ---------------------------------------------------------------------------------------
+
+void Reader::read_profile(const yaml::Node* spec, const Meta& meta, const Context& ctx) {
+  Profile profile;
+  profile.name = meta.name;
+  profile.loc = meta.loc;
+  const std::size_t errors_before = diag_.error_count();
+  if (spec) {
+    check_fields(*spec, kProfileFields, "Profile spec");
+    for (auto [field, direction, rules] : {std::tuple{"ingress", Direction::ingress, &profile.ingress},
+                                           std::tuple{"egress", Direction::egress, &profile.egress}}) {
+      const yaml::Node* list = spec->find(field);
+      if (!list || list->is_null() || !expect(*list, yaml::Kind::sequence, field)) continue;
+      for (const yaml::Node& item : list->items()) {
+        if (auto rule = read_rule(item, direction, ctx)) rules->push_back(std::move(*rule));
+      }
+    }
+    if (const yaml::Node* labels = spec->find("labelsToApply");
+        labels && !labels->is_null() && !(labels->is_mapping() && labels->size() == 0)) {
+      diag_.warning(labels->loc(),
+                    "labelsToApply of Profile '" + profile.name +
+                        "' is not supported: HostEndpoints using it keep their own labels only",
+                    "put the labels on the HostEndpoints themselves");
+    }
+  }
+  if (diag_.error_count() != errors_before) return;
+  model_.profiles.push_back(std::move(profile));
+}
+
 // ---- FelixConfiguration ----------------------------------------------------------------------------
 
 std::string failsafe_object_form(const FailsafePort& port) {
@@ -1311,7 +1365,30 @@ void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const C
         diag_.error(node->loc(), "iptablesFilterDenyAction must be Drop or Reject", "write Drop or Reject");
       }
     }
-    for (const char* field : {"iptablesFilterAllowAction", "iptablesMangleAllowAction"}) {
+    if (const yaml::Node* node = spec->find("nftablesFilterDenyAction"); node && !node->is_null()) {
+      // Calico's pattern ^(?i)(Drop|Reject)?$: "" is the default.
+      const std::string value = lower(node->text());
+      if (value == "reject" || value == "drop") {
+        config.nft_deny_with_reject = value == "reject";
+      } else if (!value.empty()) {
+        diag_.error(node->loc(), "nftablesFilterDenyAction must be Drop or Reject", "write Drop or Reject");
+      }
+    }
+    if (const yaml::Node* node = spec->find("nftablesMode"); node && !node->is_null()) {
+      // Felix parses it case-insensitively; only Enabled makes it use the nftables actions.
+      const std::string value = lower(node->text());
+      if (value == "enabled" || value == "disabled" || value == "auto") {
+        config.nftables_enabled = value == "enabled";
+      } else {
+        diag_.error(node->loc(), "nftablesMode must be Enabled, Disabled or Auto",
+                    "write Enabled, Disabled or Auto");
+      }
+    }
+    if (const yaml::Node* node = spec->find("ipv6Support"); node && !node->is_null()) {
+      config.ipv6_support = bool_of(*node, "ipv6Support");
+    }
+    for (const char* field : {"iptablesFilterAllowAction", "iptablesMangleAllowAction",
+                              "nftablesFilterAllowAction", "nftablesMangleAllowAction"}) {
       if (const yaml::Node* node = spec->find(field); node && lower(node->text()) == "return") {
         diag_.warning(node->loc(),
                       std::string(field) + ": Return is not modelled; allowed packets are accepted",

@@ -46,7 +46,13 @@ struct PortSpec {
 struct EntitySpec {
   std::vector<ir::Cidr> nets, not_nets;
   std::optional<SelectorField> selector, not_selector, namespace_selector;
-  bool has_service_accounts = false;
+  // serviceAccounts: Calico turns names and selector into a selector on the endpoint's labels
+  // (updateprocessors/rules.go parseServiceAccounts); without either it is no constraint.
+  std::optional<SelectorField> service_account_selector;  // absent or written ""
+  std::vector<std::string> service_account_names;
+  bool has_service_account_constraint() const {
+    return service_account_selector.has_value() || !service_account_names.empty();
+  }
   std::vector<PortSpec> ports, not_ports;
 };
 
@@ -96,6 +102,13 @@ struct HostEndpoint {
   std::vector<NamedPort> ports;
 };
 
+// A Profile's rules (labelsToApply is not used).
+struct Profile {
+  std::string name;
+  SourceLoc loc;
+  std::vector<RuleSpec> ingress, egress;
+};
+
 struct NetworkSet {
   std::string name;
   SourceLoc loc;
@@ -123,7 +136,10 @@ struct FelixConfig {
   SourceLoc loc;
   std::optional<std::vector<FailsafePort>> failsafe_inbound, failsafe_outbound;
   std::optional<bool> disable_conntrack_invalid_check;
-  std::optional<bool> deny_with_reject;
+  std::optional<bool> deny_with_reject;      // iptablesFilterDenyAction: Reject
+  std::optional<bool> nft_deny_with_reject;  // nftablesFilterDenyAction: Reject
+  std::optional<bool> nftables_enabled;      // nftablesMode: Enabled (Disabled and Auto: false)
+  std::optional<bool> ipv6_support;
   std::optional<std::string> log_prefix;
   std::optional<std::string> interface_prefix;   // workload interfaces, comma-separated prefixes
   std::optional<std::string> interface_exclude;  // names or /regex/, comma-separated
@@ -133,6 +149,7 @@ struct Model {
   std::vector<HostEndpoint> host_endpoints;
   std::vector<Policy> policies;
   std::vector<NetworkSet> network_sets;
+  std::vector<Profile> profiles;
   std::vector<Tier> tiers;
   std::vector<FelixConfig> felix_configs;
 };

@@ -1,0 +1,321 @@
+// felix_parity_test.cpp - Felix v3.32.1 behaviours the frontend once got wrong: ipv6Support, Profile
+// rules on host endpoints, rule serviceAccounts, nftablesMode's deny action, logPrefix placeholders.
+#include <catch2/catch.hpp>
+
+#include "etcd.hpp"
+#include "test_support.hpp"
+
+namespace fwe::calico::test {
+namespace {
+
+std::string doc(const std::string& kind, const std::string& name, const std::string& spec) {
+  return "---\napiVersion: projectcalico.org/v3\nkind: " + kind + "\nmetadata: {name: " + name +
+         "}\nspec:\n" + spec;
+}
+std::string gnp(const std::string& name, const std::string& spec) {
+  return doc("GlobalNetworkPolicy", name, spec);
+}
+std::string felix(const std::string& name, const std::string& spec) {
+  return doc("FelixConfiguration", name, spec);
+}
+std::string profile(const std::string& name, const std::string& spec) {
+  return doc("Profile", name, spec);
+}
+
+// h0 on eth0 (both families), h1 on eth1, both labelled role: node.
+const std::string kHosts = R"(
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: h0, labels: {role: node}}
+spec: {node: n1, interfaceName: eth0, expectedIPs: [10.0.0.10, "2001:db8::10"]}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: h1, labels: {role: node}}
+spec: {node: n1, interfaceName: eth1, expectedIPs: [172.16.0.1]}
+)";
+
+// A default deny in every stage Calico produces: untracked (port 9999), preDNAT (9998), normal.
+const std::string kDenyEverywhere =
+    gnp("deny-all",
+        "  selector: role == 'node'\n  types: [Ingress, Egress]\n  applyOnForward: true\n"
+        "  ingress: [{action: Deny}]\n  egress: [{action: Deny}]\n") +
+    gnp("dnt",
+        "  selector: role == 'node'\n  doNotTrack: true\n  applyOnForward: true\n  types: [Ingress, Egress]\n"
+        "  ingress: [{action: Deny, protocol: TCP, destination: {ports: [9999]}}]\n"
+        "  egress: [{action: Deny, protocol: TCP, destination: {ports: [9999]}}]\n") +
+    gnp("pre",
+        "  selector: role == 'node'\n  preDNAT: true\n  applyOnForward: true\n"
+        "  ingress: [{action: Deny, protocol: TCP, destination: {ports: [9998]}}]\n");
+
+Model read_ok(const std::string& text, Diagnostics& diag) {
+  Model model = read_yaml(text, diag);
+  INFO(all_text(diag));
+  REQUIRE_FALSE(diag.has_errors());
+  return model;
+}
+
+const ir::Chain& chain(const ir::Ruleset& rs, const std::string& name) {
+  const ir::Chain* c = rs.find_chain(name);
+  REQUIRE(c);
+  return *c;
+}
+
+}  // namespace
+
+// ---- 1. ipv6Support: false -------------------------------------------------------------------------
+
+TEST_CASE("ipv6Support false leaves IPv6 to the host in every stage", "[felix-parity]") {
+  const ir::Ruleset rs = build(kHosts + kDenyEverywhere + felix("default", "  ipv6Support: false\n"));
+  // input, untracked-in (9999), prednat (9998), forward, output, untracked-out (9999)
+  CHECK(verdict(rs, packet("eth0", "", "2001:db8::99", "2001:db8::10", 6, 8080)) == Verdict::no_verdict);
+  CHECK(verdict(rs, packet("eth0", "", "2001:db8::99", "2001:db8::10", 6, 9999)) == Verdict::no_verdict);
+  CHECK(verdict(rs, packet("eth0", "", "2001:db8::99", "2001:db8::10", 6, 9998)) == Verdict::no_verdict);
+  CHECK(verdict(rs, packet("eth0", "eth1", "2001:db8::99", "2001:db8:1::5", 6, 8080)) == Verdict::no_verdict);
+  CHECK(verdict(rs, packet("", "eth0", "2001:db8::10", "2001:db8::99", 6, 8080)) == Verdict::no_verdict);
+  CHECK(verdict(rs, packet("", "eth0", "2001:db8::10", "2001:db8::99", 6, 9999)) == Verdict::no_verdict);
+  // Neighbour solicitation, and an invalid IPv6 packet (no conntrack prelude either).
+  trace::Packet ns = packet("eth0", "", "fe80::1", "ff02::1:ff00:10", 58, 0);
+  ns.icmp_type = 135;
+  CHECK(verdict(rs, ns) == Verdict::no_verdict);
+  CHECK(verdict(rs, packet("eth0", "", "2001:db8::99", "2001:db8::10", 6, 8080, ir::CtState::invalid)) ==
+        Verdict::no_verdict);
+  // IPv4 is policed as before, in every stage.
+  CHECK(verdict(rs, packet("eth0", "", "10.0.0.99", "10.0.0.10", 6, 8080)) == Verdict::deny);
+  CHECK(verdict(rs, packet("eth0", "", "10.0.0.99", "10.0.0.10", 6, 9999)) == Verdict::deny);
+  CHECK(verdict(rs, packet("eth0", "", "10.0.0.99", "10.0.0.10", 6, 9998)) == Verdict::deny);
+  CHECK(verdict(rs, packet("eth0", "eth1", "10.0.0.99", "172.16.0.5", 6, 8080)) == Verdict::deny);
+  CHECK(verdict(rs, packet("", "eth0", "10.0.0.10", "10.0.0.99", 6, 8080)) == Verdict::deny);
+  CHECK(verdict(rs, packet("", "eth0", "10.0.0.10", "10.0.0.99", 6, 9999)) == Verdict::deny);
+  CHECK(verdict(rs, packet("eth0", "", "10.0.0.99", "10.0.0.10", 6, 22)) == Verdict::allow);  // failsafe
+}
+
+TEST_CASE("ipv6Support absent or true polices IPv6 and node config overrides default", "[felix-parity]") {
+  for (const std::string& config :
+       {std::string(), felix("default", "  ipv6Support: true\n"),
+        felix("default", "  ipv6Support: false\n") + felix("node.n1", "  ipv6Support: true\n")}) {
+    const ir::Ruleset rs = build(kHosts + kDenyEverywhere + config);
+    CHECK(verdict(rs, packet("eth0", "", "2001:db8::99", "2001:db8::10", 6, 8080)) == Verdict::deny);
+    CHECK(verdict(rs, packet("eth0", "", "2001:db8::99", "2001:db8::10", 6, 22)) == Verdict::allow);
+    CHECK(rs.find_set("calico:ipv4") == nullptr);
+  }
+  const ir::Ruleset off = build(kHosts + kDenyEverywhere + felix("node.n1", "  ipv6Support: false\n"));
+  CHECK(verdict(off, packet("eth0", "", "2001:db8::99", "2001:db8::10", 6, 8080)) == Verdict::no_verdict);
+}
+
+// ---- 2. Profiles on host endpoints -----------------------------------------------------------------
+
+namespace {
+const std::string kProfiledHost = R"(
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: h0, labels: {role: node}}
+spec: {node: n1, interfaceName: eth0, expectedIPs: [10.0.0.10], profiles: [open-web]}
+)";
+const std::string kOpenWeb =
+    profile("open-web",
+            "  ingress:\n  - {action: Deny, protocol: TCP, source: {nets: [10.9.0.0/16]}}\n"
+            "  - {action: Allow, protocol: TCP, destination: {ports: [80, 443]}}\n"
+            "  egress: [{action: Allow}]\n");
+}  // namespace
+
+TEST_CASE("a defined Profile's rules decide for a host endpoint", "[felix-parity]") {
+  Diagnostics diag;
+  read_ok(kProfiledHost + kOpenWeb, diag);
+  CHECK(all_text(diag).find("skipped") == std::string::npos);
+  const ir::Ruleset rs = build(kProfiledHost + kOpenWeb);
+  CHECK(verdict(rs, packet("eth0", "", "10.0.0.99", "10.0.0.10", 6, 80)) == Verdict::allow);
+  CHECK(verdict(rs, packet("eth0", "", "10.0.0.99", "10.0.0.10", 6, 443)) == Verdict::allow);
+  CHECK(verdict(rs, packet("eth0", "", "10.9.1.1", "10.0.0.10", 6, 80)) == Verdict::deny);
+  // No rule of the profile matched: Felix's "drop if no profiles matched".
+  CHECK(verdict(rs, packet("eth0", "", "10.0.0.99", "10.0.0.10", 6, 8080)) == Verdict::deny);
+  CHECK(verdict(rs, packet("", "eth0", "10.0.0.10", "10.0.0.99", 6, 8080)) == Verdict::allow);
+  CHECK(chain(rs, "profile/open-web/ingress").origin.policy == "Profile open-web");
+}
+
+TEST_CASE("profiles come after the tiers and only when no tier decided", "[felix-parity]") {
+  // A policy that applies ends its tier with a deny: the profile is not reached.
+  const ir::Ruleset denied =
+      build(kProfiledHost + kOpenWeb +
+            gnp("p", "  selector: all()\n  ingress: [{action: Allow, protocol: UDP}]\n"));
+  CHECK(verdict(denied, packet("eth0", "", "10.0.0.99", "10.0.0.10", 6, 80)) == Verdict::deny);
+  CHECK(verdict(denied, packet("eth0", "", "10.0.0.99", "10.0.0.10", 17, 53)) == Verdict::allow);
+  // A Pass leaves the tiers: the profile decides.
+  const ir::Ruleset passed =
+      build(kProfiledHost + kOpenWeb + gnp("p", "  selector: all()\n  ingress: [{action: Pass}]\n"));
+  CHECK(verdict(passed, packet("eth0", "", "10.0.0.99", "10.0.0.10", 6, 80)) == Verdict::allow);
+  CHECK(verdict(passed, packet("eth0", "", "10.0.0.99", "10.0.0.10", 6, 8080)) == Verdict::deny);
+  // Egress has no policy: the profile's egress rules decide it.
+  CHECK(verdict(passed, packet("", "eth0", "10.0.0.10", "10.0.0.99", 6, 8080)) == Verdict::allow);
+}
+
+TEST_CASE("profiles in order: Pass and no match go on to the next profile", "[felix-parity]") {
+  const std::string host = R"(
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: h0}
+spec: {node: n1, interfaceName: eth0, expectedIPs: [10.0.0.10], profiles: [first, second, projectcalico-default-allow]}
+)";
+  const ir::Ruleset rs =
+      build(host +
+            profile("first",
+                    "  ingress:\n  - {action: Pass, protocol: TCP, destination: {ports: [80]}}\n"
+                    "  - {action: Deny, protocol: TCP, destination: {ports: [81]}}\n") +
+            profile("second", "  ingress: [{action: Deny, protocol: TCP, destination: {ports: [80]}}]\n"));
+  CHECK(verdict(rs, packet("eth0", "", "10.0.0.99", "10.0.0.10", 6, 80)) == Verdict::deny);   // second
+  CHECK(verdict(rs, packet("eth0", "", "10.0.0.99", "10.0.0.10", 6, 81)) == Verdict::deny);   // first
+  CHECK(verdict(rs, packet("eth0", "", "10.0.0.99", "10.0.0.10", 6, 82)) == Verdict::allow);  // default-allow
+}
+
+TEST_CASE("an undefined profile still denies and projectcalico-default-allow is built in", "[felix-parity]") {
+  const std::string host = R"(
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: h0}
+spec: {node: n1, interfaceName: eth0, expectedIPs: [10.0.0.10], profiles: [missing]}
+)";
+  Diagnostics diag;
+  Model model = read_ok(host + kOpenWeb, diag);
+  map_to_ir(model, n1_options(), diag);
+  CHECK(all_text(diag).find("profile 'missing' of HostEndpoint 'h0' is not defined") != std::string::npos);
+  const ir::Ruleset rs = build(host + kOpenWeb);
+  CHECK(verdict(rs, packet("eth0", "", "10.0.0.99", "10.0.0.10", 6, 80)) == Verdict::deny);
+  // A dump's own projectcalico-default-allow Profile does not change the built-in one.
+  const std::string allow_host = R"(
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: h0}
+spec: {node: n1, interfaceName: eth0, expectedIPs: [10.0.0.10], profiles: [projectcalico-default-allow]}
+)";
+  const ir::Ruleset allowed =
+      build(allow_host + profile("projectcalico-default-allow", "  ingress: [{action: Allow}]\n"));
+  CHECK(verdict(allowed, packet("eth0", "", "10.0.0.99", "10.0.0.10", 6, 8080)) == Verdict::allow);
+  CHECK(verdict(allowed, packet("", "eth0", "10.0.0.10", "10.0.0.99", 6, 8080)) == Verdict::allow);
+}
+
+TEST_CASE("the etcd source reads profiles keys", "[felix-parity]") {
+  const std::string p = "/calico/resources/v3/projectcalico.org/";
+  CHECK(etcd::is_policy_key(p + "profiles/open-web"));
+  CHECK_FALSE(etcd::is_policy_key(p + "profiles/ns/open-web"));
+}
+
+// ---- 3. serviceAccounts in rules -------------------------------------------------------------------
+
+namespace {
+// h0 is ours; h9 (another node) and the network set are what selectors can pick.
+// (kH0 lives in another translation unit: read it at run time, not during static initialisation.)
+const std::string kSaOthers = R"(
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: h9, labels: {role: db}}
+spec: {node: n9, interfaceName: eth0, expectedIPs: [10.0.0.9]}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkSet
+metadata: {name: office, labels: {role: office}}
+spec: {nets: [192.168.5.0/24]}
+)";
+
+ir::Ruleset sa_policy(const std::string& source) {
+  return build(kH0 + kSaOthers +
+               gnp("p", "  selector: all()\n  ingress:\n  - action: Allow\n    source: " + source + "\n"));
+}
+
+Verdict from(const ir::Ruleset& rs, const std::string& src) {
+  return verdict(rs, packet("eth0", "", src, "10.0.0.10", 6, 8080));
+}
+}  // namespace
+
+TEST_CASE("serviceAccounts without names or selector is no constraint", "[felix-parity]") {
+  const ir::Ruleset rs = sa_policy("{serviceAccounts: {}}");
+  CHECK(from(rs, "10.0.0.9") == Verdict::allow);
+  CHECK(from(rs, "203.0.113.7") == Verdict::allow);  // any source: Calico drops the empty match
+  const ir::Ruleset with_selector = sa_policy("{selector: role == 'db', serviceAccounts: {selector: ''}}");
+  CHECK(from(with_selector, "10.0.0.9") == Verdict::allow);
+  CHECK(from(with_selector, "192.168.5.1") == Verdict::deny);
+}
+
+TEST_CASE("serviceAccounts selector all() selects every endpoint", "[felix-parity]") {
+  const ir::Ruleset rs = sa_policy("{serviceAccounts: {selector: all()}}");
+  CHECK(from(rs, "10.0.0.9") == Verdict::allow);
+  CHECK(from(rs, "192.168.5.1") == Verdict::allow);
+  CHECK(from(rs, "203.0.113.7") == Verdict::deny);
+}
+
+TEST_CASE("serviceAccounts positive selector or names never match hosts or network sets", "[felix-parity]") {
+  for (const char* sa :
+       {"{serviceAccounts: {selector: role == 'db'}}", "{serviceAccounts: {selector: has(role)}}",
+        "{serviceAccounts: {names: [default]}}", "{serviceAccounts: {names: [default], selector: all()}}"}) {
+    INFO(sa);
+    const ir::Ruleset rs = sa_policy(sa);
+    CHECK(from(rs, "10.0.0.9") == Verdict::deny);
+    CHECK(from(rs, "192.168.5.1") == Verdict::deny);
+  }
+}
+
+TEST_CASE("serviceAccounts negative-only selector matches hosts and network sets", "[felix-parity]") {
+  const ir::Ruleset rs = sa_policy("{serviceAccounts: {selector: '!has(app)'}}");
+  CHECK(from(rs, "10.0.0.9") == Verdict::allow);
+  CHECK(from(rs, "192.168.5.1") == Verdict::allow);
+  CHECK(from(rs, "203.0.113.7") == Verdict::deny);
+  // ANDed with the rule's selector, as Calico joins them.
+  const ir::Ruleset both =
+      sa_policy("{selector: role == 'office', serviceAccounts: {selector: '!has(app)'}}");
+  CHECK(from(both, "10.0.0.9") == Verdict::deny);
+  CHECK(from(both, "192.168.5.1") == Verdict::allow);
+}
+
+// ---- 4. nftablesMode and the deny action -----------------------------------------------------------
+
+TEST_CASE("nftablesMode Enabled takes the deny action from nftablesFilterDenyAction", "[felix-parity]") {
+  const std::string policy = gnp("p", "  ingress: [{action: Deny}]\n");
+  auto deny_kind = [&](const std::string& config) {
+    const ir::Ruleset rs = build(kH0 + policy + felix("default", config));
+    return chain(rs, "gnp/p/ingress/normal").rules.at(0).action.kind;
+  };
+  CHECK(deny_kind("  nftablesMode: Enabled\n  nftablesFilterDenyAction: Reject\n  iptablesFilterDenyAction: "
+                  "Drop\n") == ir::ActionKind::reject);
+  CHECK(deny_kind("  nftablesMode: Enabled\n  iptablesFilterDenyAction: Reject\n") == ir::ActionKind::drop);
+  CHECK(deny_kind("  nftablesMode: Auto\n  nftablesFilterDenyAction: Reject\n") == ir::ActionKind::drop);
+  CHECK(deny_kind("  nftablesMode: Disabled\n  iptablesFilterDenyAction: Reject\n") ==
+        ir::ActionKind::reject);
+  // node.<name> overrides the mode field by field.
+  const ir::Ruleset rs = build(kH0 + policy + felix("default", "  nftablesFilterDenyAction: Reject\n") +
+                               felix("node.n1", "  nftablesMode: Enabled\n"));
+  CHECK(chain(rs, "gnp/p/ingress/normal").rules.at(0).action.kind == ir::ActionKind::reject);
+  CHECK(verdict(rs, packet("eth0", "", "10.0.0.99", "10.0.0.10", 6, 8080)) == Verdict::deny);
+}
+
+TEST_CASE("nftablesFilterAllowAction and nftablesMangleAllowAction Return are warned", "[felix-parity]") {
+  Diagnostics diag;
+  read_ok(felix("default", "  nftablesFilterAllowAction: Return\n  nftablesMangleAllowAction: Return\n"),
+          diag);
+  const auto warnings = formatted(diag, Severity::warning);
+  REQUIRE(warnings.size() == 2);
+  CHECK(warnings[0].find("nftablesFilterAllowAction: Return is not modelled") != std::string::npos);
+  CHECK(warnings[1].find("nftablesMangleAllowAction: Return is not modelled") != std::string::npos);
+}
+
+// ---- 5. logPrefix placeholders ---------------------------------------------------------------------
+
+TEST_CASE("logPrefix placeholders expand as Felix's generateLogPrefix", "[felix-parity]") {
+  const std::string text = kProfiledHost + felix("default", "  logPrefix: 'x %t|%k|%n|%p|%x|%%t|%'\n") +
+                           doc("Tier", "sec", "  order: 10\n") +
+                           gnp("audit", "  tier: sec\n  ingress: [{action: Log}, {action: Pass}]\n") +
+                           gnp("plain", "  ingress: [{action: Log}, {action: Pass}]\n") +
+                           profile("open-web", "  ingress: [{action: Log}]\n");
+  const ir::Ruleset rs = build(text);
+  CHECK(chain(rs, "gnp/audit/ingress/normal").rules.at(0).action.log_prefix ==
+        "x sec|gnp|audit|audit|%x|%sec|%");
+  CHECK(chain(rs, "gnp/plain/ingress/normal").rules.at(0).action.log_prefix ==
+        "x default|gnp|plain|plain|%x|%default|%");
+  CHECK(chain(rs, "profile/open-web/ingress").rules.at(0).action.log_prefix ==
+        "x |pro|open-web|open-web|%x|%|%");
+  // Without '%' the prefix is kept as written.
+  const ir::Ruleset plain =
+      build(kH0 + felix("default", "  logPrefix: fw\n") + gnp("p", "  ingress: [{action: Log}]\n"));
+  CHECK(chain(plain, "gnp/p/ingress/normal").rules.at(0).action.log_prefix == "fw");
+}
+
+}  // namespace fwe::calico::test
