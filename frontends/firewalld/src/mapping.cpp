@@ -354,6 +354,14 @@ class Mapper {
   }
 
   void build_direct() {
+    const Settings& settings = config_.settings;
+    if (settings.firewall_backend == "iptables" && !config_.direct.empty())
+      diag_.warning(
+          settings.firewall_backend_loc.value_or(settings.loc),
+          "FirewallBackend=iptables: the direct rules are carried over as with firewalld's nftables "
+          "backend, where a direct ACCEPT ends only the direct rules; with iptables it is final",
+          "switch firewalld to FirewallBackend=nftables (2.x's default) before migrating, or turn "
+          "such ACCEPT rules into zone or policy rules");
     auto ignored = [&](const DirectRule& rule, const std::string& what, const std::string& why) {
       diag_.warning(rule.loc, "direct " + what + " is not carried over: " + why,
                     "express it as a rich rule or a policy");

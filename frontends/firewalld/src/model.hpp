@@ -215,7 +215,9 @@ struct Settings {  // firewalld.conf
   bool ipv6_rpfilter = true;       // "yes" / strict; 2.2+ values kept in ipv6_rpfilter_mode
   std::string ipv6_rpfilter_mode = "strict";
   bool rfc3964_ipv4 = true;
-  bool strict_forward_ports = false;           // 2.3+
+  bool strict_forward_ports = false;          // 2.3+
+  std::string firewall_backend = "nftables";  // iptables: deprecated in 2.x, its direct rules differ
+  std::optional<SourceLoc> firewall_backend_loc;
   SourceLoc loc;                               // the file, line 0
   std::optional<SourceLoc> default_zone_loc;   // where DefaultZone= is, if it is
   std::optional<SourceLoc> ipv6_rpfilter_loc;  // where IPv6_rpfilter= is, if it is

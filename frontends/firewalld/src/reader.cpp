@@ -358,6 +358,15 @@ class Loader {
     }
     // What firewalld does by itself (its preludes, its defaults) cites the firewalld.conf in force.
     if (!found) config_.settings.loc = {diag_.add_file("<firewalld's defaults: no firewalld.conf>"), 0, 0};
+    const Settings& s = config_.settings;
+    // 2.2+'s firewalld_conf.sanity_check: firewalld would ignore the whole file and run on its defaults.
+    if (config_.compat == Compat::v2 && s.firewall_backend == "iptables" &&
+        s.ipv6_rpfilter_mode.ends_with("-forward"))
+      diag_.error(
+          s.firewall_backend_loc.value_or(s.loc),
+          "IPv6_rpfilter=" + s.ipv6_rpfilter_mode +
+              " is incompatible with FirewallBackend=iptables (firewalld refuses this firewalld.conf)",
+          "use IPv6_rpfilter=strict or loose, or FirewallBackend=nftables");
   }
 
   void read_setting(std::string line, SourceLoc loc, std::set<std::string>& seen) {
@@ -397,8 +406,8 @@ class Loader {
       return true;
     };
     static const std::vector<std::string_view> kNoEffect = {
-        "FirewallBackend", "IndividualCalls", "FlushAllOnReload", "CleanupOnExit",    "CleanupModulesOnExit",
-        "Lockdown",        "MinimalMark",     "AutomaticHelpers", "AllowZoneDrifting"};
+        "IndividualCalls", "FlushAllOnReload", "CleanupOnExit",    "CleanupModulesOnExit",
+        "Lockdown",        "MinimalMark",      "AutomaticHelpers", "AllowZoneDrifting"};
     static const std::vector<std::string_view> kNoEffect2 = {"ReloadPolicy", "NftablesFlowtable",
                                                              "NftablesCounters", "NftablesTableOwner"};
     const bool v2 = config_.compat == Compat::v2;
@@ -424,6 +433,13 @@ class Loader {
       } else if (boolean(s.ipv6_rpfilter)) {
         s.ipv6_rpfilter_mode = s.ipv6_rpfilter ? "strict" : "no";
       }
+    } else if (key == "FirewallBackend") {
+      std::string backend = value;  // firewalld compares it lower-cased; anything else is nftables
+      for (char& c : backend) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (backend == "iptables" || backend == "nftables") {
+        s.firewall_backend = backend;
+        s.firewall_backend_loc = loc;
+      }
     } else if (key == "RFC3964_IPv4") {
       boolean(s.rfc3964_ipv4);
     } else if (key == "StrictForwardPorts" && v2) {
@@ -433,7 +449,8 @@ class Loader {
       // Accepted; no effect on which packets pass (spec §1.2).
     } else {
       std::vector<std::string_view> known(kNoEffect.begin(), kNoEffect.end());
-      known.insert(known.end(), {"DefaultZone", "LogDenied", "IPv6_rpfilter", "RFC3964_IPv4"});
+      known.insert(known.end(),
+                   {"DefaultZone", "LogDenied", "IPv6_rpfilter", "RFC3964_IPv4", "FirewallBackend"});
       if (v2) known.insert(known.end(), kNoEffect2.begin(), kNoEffect2.end());
       std::string hint = did_you_mean(key, known);
       if (hint.empty()) hint = "firewalld ignores it; remove the line";

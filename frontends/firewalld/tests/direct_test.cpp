@@ -90,6 +90,19 @@ TEST_CASE("direct: what is not understood is refused with the reason", "[direct]
   CHECK(refused("-j DNAT") == "DNAT needs --to-destination or --to-source");
 }
 
+TEST_CASE("direct: with FirewallBackend=iptables the ACCEPT semantics are named in a warning", "[direct]") {
+  Setup setup;
+  setup.config.settings.firewall_backend = "iptables";
+  setup.config.direct.push_back(direct(setup, "ipv4", "filter", "INPUT", 0, "-p tcp --dport 8080 -j ACCEPT"));
+  setup.build();
+  CHECK(setup.count(Severity::warning, "FirewallBackend=iptables: the direct rules are carried over") == 1);
+  Setup nftables;
+  nftables.config.direct.push_back(
+      direct(nftables, "ipv4", "filter", "INPUT", 0, "-p tcp --dport 8080 -j ACCEPT"));
+  nftables.build();
+  CHECK(nftables.count(Severity::warning, "FirewallBackend") == 0);
+}
+
 TEST_CASE("direct: rules become a section before firewalld's, sorted by priority", "[direct]") {
   Setup setup;
   setup.config.direct.push_back(direct(setup, "ipv4", "filter", "INPUT", 5, "-p tcp --dport 8080 -j ACCEPT"));

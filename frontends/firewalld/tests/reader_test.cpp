@@ -278,6 +278,21 @@ TEST_CASE("reader: firewalld.conf keys, unknown keys and a missing DefaultZone")
   CHECK_THAT(all, Catch::Contains("firewalld.conf:6:1: warning: LogDenied is set twice"));
 }
 
+TEST_CASE("reader: FirewallBackend=iptables with a -forward IPv6_rpfilter is refused, as by 2.2+") {
+  TempTree etc;
+  etc.write("firewalld.conf", "DefaultZone=drop\nFirewallBackend=iptables\nIPv6_rpfilter=loose-forward\n");
+  Diagnostics v2;
+  const Config config = test::read(etc, v2, Compat::v2);
+  CHECK(config.settings.firewall_backend == "iptables");
+  CHECK_THAT(test::first_error(v2),
+             Catch::Contains("firewalld.conf:2:1: error: IPv6_rpfilter=loose-forward is incompatible with "
+                             "FirewallBackend=iptables"));
+  etc.write("firewalld.conf", "FirewallBackend=IPTables\nIPv6_rpfilter=loose\n");
+  Diagnostics loose;
+  test::read(etc, loose, Compat::v2);
+  CHECK_FALSE(loose.has_errors());
+}
+
 TEST_CASE("reader: direct.xml is read with locations") {
   TempTree etc;
   etc.write("direct.xml", std::string(kHeader) +
