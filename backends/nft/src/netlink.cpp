@@ -312,12 +312,55 @@ nftnl_expr* build_expr(const Expr& x, const std::vector<std::uint32_t>& anon_ids
   return e;
 }
 
+// The kernel's name of an expression; a switch, so that a new kind cannot be left out (-Wswitch).
 const char* kind_name(Expr::Kind kind) {
-  static constexpr const char* kNames[] = {
-      "meta",      "meta",      "ct",      "payload",   "cmp",    "range",  "bitwise", "lookup",
-      "immediate", "immediate", "counter", "limit",     "log",    "reject", "nat",     "redir",
-      "masq",      "notrack",   "rt",      "byteorder", "exthdr", "fib"};
-  return kNames[static_cast<std::size_t>(kind)];
+  switch (kind) {
+    case Expr::Kind::meta_load:
+    case Expr::Kind::meta_set:
+      return "meta";
+    case Expr::Kind::ct_load:
+      return "ct";
+    case Expr::Kind::payload:
+      return "payload";
+    case Expr::Kind::cmp:
+      return "cmp";
+    case Expr::Kind::range:
+      return "range";
+    case Expr::Kind::bitwise:
+      return "bitwise";
+    case Expr::Kind::lookup:
+      return "lookup";
+    case Expr::Kind::immediate:
+    case Expr::Kind::verdict:
+      return "immediate";
+    case Expr::Kind::counter:
+      return "counter";
+    case Expr::Kind::limit:
+      return "limit";
+    case Expr::Kind::log:
+      return "log";
+    case Expr::Kind::reject:
+      return "reject";
+    case Expr::Kind::nat:
+      return "nat";
+    case Expr::Kind::redir:
+      return "redir";
+    case Expr::Kind::masq:
+      return "masq";
+    case Expr::Kind::notrack:
+      return "notrack";
+    case Expr::Kind::rt_load:
+      return "rt";
+    case Expr::Kind::byteorder:
+      return "byteorder";
+    case Expr::Kind::exthdr_write:
+      return "exthdr";
+    case Expr::Kind::fib:
+      return "fib";
+    case Expr::Kind::objref:
+      return "objref";
+  }
+  return "?";
 }
 
 RulePtr build_rule(const Rule& rule, const std::string& chain, const std::vector<std::uint32_t>& anon_ids,

@@ -1,6 +1,7 @@
 // test_kernel.cpp - [root] tests: every body runs in a forked child inside a fresh network namespace.
 #include <catch2/catch.hpp>
 
+#include <linux/netfilter/nf_tables.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -278,6 +279,37 @@ TEST_CASE("a refused transaction names the origin and leaves the previous rulese
       std::string::npos);
   CHECK(result.output.find(": No such file or directory (at expression #1 'immediate', in: jump nowhere") !=
         std::string::npos);
+}
+
+TEST_CASE("a helper the kernel does not know is refused at its rule, nothing applied", "[root]") {
+  nft_test::require_root();
+  auto result = in_scratch_netns([] {
+    nft::Table good = small_table();
+    nft::Connection connection;
+    nft::apply_table(connection, good);
+    const std::string before = list_ours();
+    nft::Table bad = good;
+    bad.helpers.push_back({"h-bogus-tcp", "bogushelper", 6});
+    nft::Rule assign;
+    assign.words = {"ct", "helper", "set", "\"h-bogus-tcp\""};
+    assign.exprs.push_back(
+        {.kind = nft::Expr::Kind::objref, .key = NFT_OBJECT_CT_HELPER, .text = "h-bogus-tcp"});
+    assign.comment = "policy.yaml:8:7 c#0";
+    bad.chains.back().rules.push_back(assign);
+    std::string error;
+    try {
+      nft::apply_table(connection, bad);
+    } catch (const RuntimeError& e) {
+      error = e.what();
+    }
+    return (before == list_ours() ? std::string("unchanged\n") : std::string("changed\n")) + error;
+  });
+  INFO(result.output);
+  REQUIRE(result.exit_code == 0);  // before the fix: SIGSEGV naming the refused expression
+  CHECK(result.output.rfind("unchanged\n", 0) == 0);
+  CHECK(result.output.find("ct helper h-bogus-tcp: No such file or directory") != std::string::npos);
+  CHECK(result.output.find("policy.yaml:8:7 c#0: rule #") != std::string::npos);
+  CHECK(result.output.find("at expression #1 'objref'") != std::string::npos);
 }
 
 namespace {

@@ -7,6 +7,7 @@
 #include "reader.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <filesystem>
 #include <functional>
@@ -1153,8 +1154,20 @@ void PolicyReader::Impl::read_action(const Node& rule_node, const ir::Match& mat
       break;
     case ir::ActionKind::ct_helper:
       if (need("helper", "ftp"))
-        if (auto helper = text_of(*rule_node.find("helper"), "helper", "a conntrack helper name"))
-          action.target = std::string(*helper);
+        if (auto helper = text_of(*rule_node.find("helper"), "helper", "a conntrack helper name")) {
+          // The kernel's helper names (nf_conntrack_helper's name[16]): ftp, tftp, sip, Q.931, snmp_trap ...
+          const bool fits =
+              !helper->empty() && helper->size() < 16 &&
+              std::all_of(helper->begin(), helper->end(), [](char c) {
+                return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_';
+              });
+          if (fits)
+            action.target = std::string(*helper);
+          else
+            error(*rule_node.find("helper"), "helper: " + quote(*helper) + " is not a conntrack helper name",
+                  "give the kernel's name of the helper (1-15 letters, digits, '.', '-' or '_'), e.g. ftp, "
+                  "tftp or sip");
+        }
       break;
     case ir::ActionKind::tcp_mss_clamp:
       // pmtu (the default): what the route's MTU leaves; or a fixed MSS, at least IPv4's minimum.

@@ -86,6 +86,10 @@ TEST_CASE("bad inputs report file:line:col with a hint", "[errors]") {
        "bad.yaml:4:37: error: reject-with: unknown reject reply 'tcp-rst' (did you mean 'tcp-reset'?)"},
       {kHead + "sets: {trusted: []}\nchains:\n  c:\n    - {src: trustd, action: accept}\n",
        "bad.yaml:5:13: error: unknown set 'trustd' (did you mean 'trusted'?)"},
+      {kHead + "chains:\n  c:\n    - {protocol: tcp, dport: 21, action: ct-helper, helper: \"\"}\n",
+       "bad.yaml:4:61: error: helper: '' is not a conntrack helper name (give the kernel's name of the "
+       "helper "
+       "(1-15 letters, digits, '.', '-' or '_'), e.g. ftp, tftp or sip)"},
       {kHead + "chains:\n  c:\n    - {action: jump, target: nowhere}\n",
        "bad.yaml:4:30: error: unknown chain 'nowhere' (known chains: c)"},
       {kHead + "chains:\n  c:\n    - {icmp: echo-requets, action: accept}\n",
