@@ -219,16 +219,35 @@ class Loader {
   using FileReader = std::function<void(const std::string&, const xml::Element&, std::uint32_t)>;
 
   // Sorted *.xml names of a directory (firewalld: sorted(os.listdir()), suffix .xml only).
-  static std::vector<std::string> xml_files(const fs::path& dir) {
+  // The *.xml files of dir, by name. What cannot be read (a dangling link, a FIFO; dir itself not a
+  // directory) is an error: its objects would be missing from the configuration.
+  std::vector<std::string> xml_files(const fs::path& dir) {
     std::vector<std::string> names;
     std::error_code error;
-    if (!fs::is_directory(dir, error)) return names;
+    const fs::file_status dir_status = fs::status(dir, error);
+    if (!fs::exists(dir_status)) return names;
+    if (!fs::is_directory(dir_status)) {
+      unreadable(dir, "not a directory");
+      return names;
+    }
     for (const auto& entry : fs::directory_iterator(dir, error)) {
       const std::string name = entry.path().filename().string();
-      if (name.size() > 4 && name.ends_with(".xml") && entry.is_regular_file(error)) names.push_back(name);
+      if (name.size() <= 4 || !name.ends_with(".xml")) continue;
+      std::error_code status_error;
+      const fs::file_status status = fs::status(entry.path(), status_error);
+      if (fs::is_regular_file(status))
+        names.push_back(name);
+      else if (!fs::is_directory(status))
+        unreadable(entry.path(), status_error ? status_error.message() : "not a regular file");
     }
+    if (error) unreadable(dir, error.message());
     std::sort(names.begin(), names.end());
     return names;
+  }
+
+  void unreadable(const fs::path& path, const std::string& why) {
+    diag_.error({diag_.add_file(path.string()), 0, 0}, "cannot read '" + path.string() + "': " + why,
+                "remove it, or make it readable");
   }
 
   std::optional<xml::Element> parse(const fs::path& path, std::string_view root_name, const Schema& schema,
@@ -345,8 +364,14 @@ class Loader {
     bool found = false;
     for (const auto& dir : config_dirs_) {
       const std::string path = (fs::path(dir) / "firewalld.conf").string();
+      std::error_code error;
+      const fs::file_status status = fs::status(path, error);
+      if (!fs::exists(status) && fs::symlink_status(path, error).type() != fs::file_type::symlink) continue;
       std::ifstream in(path);
-      if (!in) continue;
+      if (!fs::is_regular_file(status) || !in) {
+        unreadable(path, error ? error.message() : "not a readable file");
+        continue;
+      }
       const std::uint32_t file = diag_.add_file(path);
       config_.settings.loc = {file, 0, 0};
       found = true;

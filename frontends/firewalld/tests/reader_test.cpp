@@ -534,6 +534,22 @@ TEST_CASE("reader: zone priorities are a 2.x attribute") {
   CHECK_THAT(test::first_error(v13), Catch::Contains("<zone> has no attribute 'ingress-priority'"));
 }
 
+TEST_CASE("reader: what cannot be read in a tree is an error, not an object less") {
+  TempTree etc;
+  etc.write("zones/work.xml", test::zone_xml(""));
+  std::filesystem::create_symlink(etc.dir() + "/nowhere", etc.dir() + "/zones/lab.xml");  // dangling
+  std::filesystem::create_directory(etc.dir() + "/firewalld.conf");
+  etc.write("policies", "a file where a directory belongs");
+  Diagnostics diag;
+  test::read(etc, diag);
+  const std::string all = test::messages(diag);
+  CHECK(diag.error_count() == 3);
+  CHECK_THAT(all, Catch::Contains("zones/lab.xml: error: cannot read '"));
+  CHECK_THAT(all, Catch::Contains("firewalld.conf: error: cannot read '"));
+  CHECK_THAT(all,
+             Catch::Contains("policies: error: cannot read '" + etc.dir() + "/policies': not a directory"));
+}
+
 TEST_CASE("reader: missing directories are errors") {
   Diagnostics diag;
   ReadRequest request;

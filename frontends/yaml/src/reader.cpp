@@ -295,8 +295,18 @@ void PolicyReader::Impl::read_source(const std::string& source) {
   std::vector<std::string> files;
   for (const auto& entry : fs::directory_iterator(source, ec)) {
     auto extension = entry.path().extension();
-    if ((extension == ".yaml" || extension == ".yml") && entry.is_regular_file(ec))
+    if (extension != ".yaml" && extension != ".yml") continue;
+    // A policy file that cannot be read is an error, not a file less: its rules would be missing.
+    std::error_code status_error;
+    const fs::file_status status = fs::status(entry.path(), status_error);
+    if (fs::is_regular_file(status)) {
       files.push_back(entry.path());
+    } else if (!fs::is_directory(status)) {
+      const std::string path = entry.path().string();
+      const std::string why = status_error ? status_error.message() : "not a regular file";
+      diag_.error({diag_.add_file(path), 0, 0}, "cannot read '" + path + "': " + why,
+                  "remove it from the directory, or make it a readable YAML file");
+    }
   }
   if (ec) {
     diag_.error({}, "cannot read directory '" + source + "': " + ec.message(),

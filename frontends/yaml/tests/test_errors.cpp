@@ -194,6 +194,20 @@ TEST_CASE("a directory is read in name order and a missing file is an error", "[
   fs::remove_all(dir);
 }
 
+TEST_CASE("a policy file in a directory that cannot be read is an error, not a file less", "[errors]") {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path() / ("fwe-yaml-unreadable-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::ofstream(dir / "10-sets.yaml") << kHead << "sets:\n  lan: [10.0.0.0/8]\n";
+  fs::create_symlink(dir / "nowhere", dir / "20-deny.yaml");  // dangling
+  fs::create_directory(dir / "30-dir.yaml");                  // a directory is not a policy file
+  fwe::Diagnostics diag;
+  fwe::yamlfe::read_policy({dir.string()}, diag);
+  REQUIRE(diag.error_count() == 1);
+  CHECK(diag.format(diag.all().front()).find("20-deny.yaml: error: cannot read '") != std::string::npos);
+  fs::remove_all(dir);
+}
+
 TEST_CASE("failsafe on a stage without a failsafe chain is a warning", "[errors]") {
   auto loaded =
       load_texts({{"w.yaml", kHead + "stages:\n  forward:\n    - endpoints: [{failsafe: true}]\n"}});
