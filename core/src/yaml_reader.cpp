@@ -867,9 +867,8 @@ std::optional<std::string> first_difference(const Node& a, const Node& b) {
 
 }  // namespace detail
 
-std::optional<std::vector<Node>> parse_file(const std::string& path, Diagnostics& diag) {
-  std::uint32_t file = diag.add_file(path);
-  auto fail = [&](int error_number) -> std::optional<std::vector<Node>> {
+std::optional<std::string> read_text_file(const std::string& path, std::uint32_t file, Diagnostics& diag) {
+  auto fail = [&](int error_number) -> std::optional<std::string> {
     diag.error({file, 0, 0}, "cannot read '" + path + "': " + std::strerror(error_number),
                "check that the file exists and is readable");
     return std::nullopt;
@@ -881,7 +880,14 @@ std::optional<std::vector<Node>> parse_file(const std::string& path, Diagnostics
   std::size_t read = 0;
   while ((read = std::fread(buffer, 1, sizeof buffer, stream.get())) > 0) text.append(buffer, read);
   if (std::ferror(stream.get())) return fail(errno);
-  return parse(text, file, diag);
+  return text;
+}
+
+std::optional<std::vector<Node>> parse_file(const std::string& path, Diagnostics& diag) {
+  const std::uint32_t file = diag.add_file(path);
+  auto text = read_text_file(path, file, diag);
+  if (!text) return std::nullopt;
+  return parse(*text, file, diag);
 }
 
 std::string quote(std::string_view s) {

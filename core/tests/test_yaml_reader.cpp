@@ -479,6 +479,68 @@ TEST_CASE("yaml reader: unicode text and columns in characters") {
   CHECK(root.find("gr\xC3\xBC\xC3\x9F")->loc() == at(parsed.file, 3, 7));
 }
 
+namespace {
+
+// Where byte `offset` of the scalar found at `path` (keys, one per level) is, as "line:col".
+std::string locate(const std::string& text, const std::vector<std::string>& path, std::size_t offset,
+                   std::size_t document = 0) {
+  Parsed parsed(text);
+  INFO(parsed.messages());
+  REQUIRE(parsed.docs);
+  const Node* node = &parsed.doc(document);
+  for (const std::string& key : path) {
+    node = node->find(key);
+    REQUIRE(node);
+  }
+  auto loc = locate_in_scalar(text, *node, offset);
+  if (!loc) return "none";
+  CHECK(loc->file == parsed.file);
+  return std::to_string(loc->line) + ":" + std::to_string(loc->col);
+}
+
+}  // namespace
+
+TEST_CASE("yaml reader: locate_in_scalar finds a byte of the decoded text in the source") {
+  // Plain, and past the end: just after the last character.
+  CHECK(locate("k: has(a) && b == 'x'\n", {"k"}, 10) == "1:14");
+  CHECK(locate("k: has(a) && b == 'x'\n", {"k"}, 18) == "1:22");
+  // A plain scalar over two lines: the break is folded to a space, the indentation is not text.
+  CHECK(locate("k: a\n  b\n", {"k"}, 2) == "2:3");
+  // Single quotes: '' is one byte from two characters.
+  CHECK(locate("k: 'it''s b'\n", {"k"}, 5) == "1:11");
+  CHECK(locate("k: 'it''s b'\n", {"k"}, 6) == "1:12");  // the end is the closing quote
+  // Double quotes: \" \\ \t \u00e9 are one or two bytes from two or six characters.
+  const std::string escaped = "k: \"a \\\"x\\\" \\\\ \\t \\u00e9 z\"\n";
+  CHECK(locate(escaped, {"k"}, 3) == "1:9");
+  CHECK(locate(escaped, {"k"}, 10) == "1:19");
+  CHECK(locate(escaped, {"k"}, 11) == "1:19");
+  CHECK(locate(escaped, {"k"}, 13) == "1:26");
+  CHECK(locate(escaped, {"k"}, 14) == "1:27");
+  // Double quotes over lines: a folded break and an escaped one.
+  const std::string lines = "k: \"ab\n  cd\\\n  ef\"\n";
+  CHECK(locate(lines, {"k"}, 2) == "1:7");
+  CHECK(locate(lines, {"k"}, 3) == "2:3");
+  CHECK(locate(lines, {"k"}, 5) == "3:3");
+  // Folded and literal block scalars: the header line and the indentation are not text.
+  const std::string folded = "k: >-\n  has(a) &&\n  b == 'x'\n";
+  CHECK(locate(folded, {"k"}, 0) == "2:3");
+  CHECK(locate(folded, {"k"}, 9) == "2:12");
+  CHECK(locate(folded, {"k"}, 10) == "3:3");
+  CHECK(locate(folded, {"k"}, 18) == "3:11");
+  CHECK(locate("k: |\n  a\n   b\n", {"k"}, 3) == "3:4");
+  CHECK(locate("k: >\n  a\n\n  b\n", {"k"}, 2) == "4:3");
+  // An explicit indentation indicator, in a nested mapping: the extra space is text.
+  CHECK(locate("m:\n  k: |2\n     x\n", {"m", "k"}, 1) == "3:6");
+  // An anchor before the scalar; a later document of the stream keeps absolute lines.
+  CHECK(locate("k: &a \"x y\"\n", {"k"}, 2) == "1:10");
+  CHECK(locate("k: 1\n---\nk: \"a\\tb\"\n", {"k"}, 2, 1) == "3:8");
+  // A source that does not hold the scalar there.
+  Parsed parsed("k: \"abc\"\n");
+  REQUIRE(parsed.docs);
+  CHECK_FALSE(locate_in_scalar("k: \"xyz\"\n", *parsed.doc().find("k"), 1));
+  CHECK_FALSE(locate_in_scalar("k:\n", *parsed.doc().find("k"), 1));
+}
+
 TEST_CASE("yaml reader: quote() writes a double-quoted YAML string") {
   CHECK(quote("plain") == "\"plain\"");
   CHECK(quote("") == "\"\"");

@@ -81,6 +81,15 @@ std::optional<std::vector<Node>> parse(std::string_view text, std::uint32_t file
 
 // Reads the file and parses it; an unreadable file is an error at loc (line 0) of that file.
 std::optional<std::vector<Node>> parse_file(const std::string& path, Diagnostics& diag);
+// The whole text of a file (file: its index in diag); an unreadable file is an error at line 0 of it.
+std::optional<std::string> read_text_file(const std::string& path, std::uint32_t file, Diagnostics& diag);
+
+// Where byte `offset` of a scalar's text is in `source`, the text the scalar was parsed from (the whole
+// stream): re-scans it from its location by its style (plain, '...', "..." with escapes, | and > block
+// scalars), so escapes and folded or indented lines are counted as written. An offset at or past the
+// text's end gives the position just after its last character. nullopt when `source` does not hold
+// that scalar there.
+std::optional<SourceLoc> locate_in_scalar(std::string_view source, const Node& scalar, std::size_t offset);
 
 // Quoting a string for YAML output where yaml-cpp is not used (e.g. in messages).
 std::string quote(std::string_view s);

@@ -29,8 +29,15 @@ bool is_policy_file(const std::filesystem::path& path) {
 void read_store(const etcd::Snapshot& snapshot, Reader& reader, Diagnostics& diag) {
   for (const auto& [key, value] : snapshot.resources) {
     const std::uint32_t file = diag.add_file("etcd:" + key);
-    if (auto documents = yaml::parse(value, file, diag)) reader.read_documents(*documents);
+    if (auto documents = yaml::parse(value, file, diag)) reader.read_documents(*documents, value);
   }
+}
+
+// yaml::parse_file, keeping the text for the reader: a problem inside a scalar is located in it.
+void read_file(const std::string& path, Reader& reader, Diagnostics& diag) {
+  const std::uint32_t file = diag.add_file(path);
+  if (auto text = yaml::read_text_file(path, file, diag))
+    if (auto documents = yaml::parse(*text, file, diag)) reader.read_documents(*documents, *text);
 }
 
 void read_source(const LoadRequest& request, const std::string& source, Reader& reader, Diagnostics& diag) {
@@ -41,14 +48,26 @@ void read_source(const LoadRequest& request, const std::string& source, Reader& 
   if (source == "-") {
     const std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
     const std::uint32_t file = diag.add_file("<stdin>");
-    if (auto documents = yaml::parse(text, file, diag)) reader.read_documents(*documents);
+    if (auto documents = yaml::parse(text, file, diag)) reader.read_documents(*documents, text);
     return;
   }
   std::error_code error;
   if (std::filesystem::is_directory(source, error)) {
     std::vector<std::filesystem::path> files;
     for (const auto& entry : std::filesystem::directory_iterator(source, error)) {
-      if (entry.is_regular_file(error) && is_policy_file(entry.path())) files.push_back(entry.path());
+      if (!is_policy_file(entry.path())) continue;
+      // A resource file that cannot be read is an error, not a file less: its resources would be missing.
+      std::error_code status_error;
+      const auto status = std::filesystem::status(entry.path(), status_error);
+      if (std::filesystem::is_regular_file(status)) {
+        files.push_back(entry.path());
+      } else if (!std::filesystem::is_directory(status)) {
+        const std::string path = entry.path().string();
+        diag.error(
+            {diag.add_file(path), 0, 0},
+            "cannot read '" + path + "': " + (status_error ? status_error.message() : "not a regular file"),
+            "remove it from the directory, or make it a readable resource file");
+      }
     }
     if (error) {
       diag.error({}, "cannot list directory " + source + ": " + error.message(),
@@ -61,11 +80,11 @@ void read_source(const LoadRequest& request, const std::string& source, Reader& 
                    "put the resources there");
     }
     for (const auto& file : files) {
-      if (auto documents = yaml::parse_file(file.string(), diag)) reader.read_documents(*documents);
+      read_file(file.string(), reader, diag);
     }
     return;
   }
-  if (auto documents = yaml::parse_file(source, diag)) reader.read_documents(*documents);
+  read_file(source, reader, diag);
 }
 
 std::string host_name() {

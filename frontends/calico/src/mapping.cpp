@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <regex>
 #include <set>
 #include <tuple>
@@ -286,6 +287,15 @@ class Mapper {
         continue;
       }
       if (!hep->interface_name.empty()) {
+        // Felix tracks no addresses of excluded interfaces and leaves workload ones to workload
+        // endpoints, so resolveHostEndpoints never activates a HostEndpoint on them.
+        if (auto reason = not_host_interface(hep->interface_name)) {
+          diag_.warning(hep->interface_loc,
+                        "HostEndpoint '" + hep->name + "' polices nothing: its interfaceName '" +
+                            hep->interface_name + "' " + reason->first + ", so Felix never activates it",
+                        reason->second);
+          continue;
+        }
         by_interface.try_emplace(hep->interface_name, hep);  // smallest name first: ours is sorted
         continue;
       }
@@ -312,19 +322,34 @@ class Mapper {
     for (const auto& [iface, hep] : by_interface) named_.push_back({hep, iface});
   }
 
-  // Interfaces Felix considers for HostEndpoints: not a workload interface, not excluded (EPM).
-  bool host_interface(const std::string& iface) const {
+  // Interfaces Felix considers for HostEndpoints: not a workload interface (endpoint_mgr.go's
+  // "^(<prefix>|...).*"), not excluded (ifacemonitor's isExcludedInterface: a name matches exactly, a
+  // /regex/ anywhere in the name).
+  bool host_interface(const std::string& iface) const { return !not_host_interface(iface); }
+
+  // Why Felix does not take iface for a host interface (what it matched; what to do), or nullopt.
+  std::optional<std::pair<std::string, std::string>> not_host_interface(const std::string& iface) const {
     for (const std::string& prefix : settings_.workload_prefixes) {
-      if (iface.starts_with(prefix)) return false;
-    }
-    for (const std::string& entry : settings_.excluded_interfaces) {
-      if (entry.size() >= 2 && entry.front() == '/' && entry.back() == '/') {
-        if (std::regex_search(iface, std::regex(entry.substr(1, entry.size() - 2)))) return false;
-      } else if (iface == entry) {
-        return false;
+      if (iface.starts_with(prefix)) {
+        return std::pair{
+            "starts with '" + prefix + "', a workload (pod) interface prefix (interfacePrefix)",
+            std::string("Felix polices pod interfaces with workload endpoints, not HostEndpoints; "
+                        "name a host interface, or change FelixConfiguration interfacePrefix if "
+                        "this is not a pod interface")};
       }
     }
-    return true;
+    for (const std::string& entry : settings_.excluded_interfaces) {
+      const bool regex = entry.size() >= 2 && entry.front() == '/' && entry.back() == '/';
+      if (regex ? std::regex_search(iface, std::regex(entry.substr(1, entry.size() - 2))) : iface == entry) {
+        return std::pair{
+            regex ? "matches the interfaceExclude entry " + entry
+                  : std::string("is listed in interfaceExclude"),
+            std::string("Felix ignores excluded interfaces (interfaceExclude, default kube-ipvs0); "
+                        "remove the entry from FelixConfiguration interfaceExclude to police the "
+                        "interface, or remove the HostEndpoint")};
+      }
+    }
+    return std::nullopt;
   }
 
   // ---- which policies apply where -----------------------------------------------------------------

@@ -16,7 +16,22 @@ namespace {
 
 constexpr std::string_view kApiV3 = "projectcalico.org/v3";
 constexpr std::string_view kApiV1 = "crd.projectcalico.org/v1";
-constexpr double kDefaultTierOrder = 1000000;  // the default tier's fixed order (api tier.go)
+// The tiers whose order and default action Calico fixes (api tier.go: the orders, validateTier, the
+// Tier's CEL rules); a missing order reads as 1 000 000 and a missing defaultAction as Deny.
+struct StaticTier {
+  std::string_view name;
+  double order;
+  std::string_view order_text;
+  bool pass;  // defaultAction must be Pass (else Deny)
+  std::string_view what;
+};
+constexpr StaticTier kStaticTiers[] = {
+    {"default", 1000000, "1000000", false, "the default tier"},
+    {"kube-admin", 1000, "1000", true,
+     "kube-admin holds Kubernetes ClusterNetworkPolicies of the Admin tier"},
+    {"kube-baseline", 10000000, "10000000", true,
+     "kube-baseline holds Kubernetes ClusterNetworkPolicies of the Baseline tier"},
+};
 
 // Field names of each object, packed (clang-format would put one per line).
 // clang-format off
@@ -134,6 +149,21 @@ bool is_dns_subdomain(std::string_view s) {
   }
 }
 
+// Calico's "name" validator (nameRegex): DNS labels joined by '.', of any length (HostEndpoint spec.node
+// and spec.profiles[]).
+bool is_calico_name(std::string_view s) {
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t dot = s.find('.', start);
+    const std::string_view label = s.substr(start, dot == std::string_view::npos ? dot : dot - start);
+    auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+    if (label.empty() || !alnum(label.front()) || !alnum(label.back())) return false;
+    if (!std::all_of(label.begin(), label.end(), [&](char c) { return alnum(c) || c == '-'; })) return false;
+    if (dot == std::string_view::npos) return true;
+    start = dot + 1;
+  }
+}
+
 // GlobalNetworkPolicy names: an optional "<tier>." prefix and one DNS label (VAL
 // globalNetworkPolicyNameRegex).
 bool is_policy_name(std::string_view s) {
@@ -199,7 +229,12 @@ bool is_catch_all(const ir::Cidr& cidr) {
   return cidr.prefix == 0;
 }
 
-SourceLoc offset_loc(const yaml::Node& node, std::size_t offset) {
+// Where byte `offset` of a scalar's text is in the file: re-scanned from the source when there is one
+// (escapes, folded lines and block scalars move it), else counted from the scalar's start on its line.
+SourceLoc offset_loc(std::string_view source, const yaml::Node& node, std::size_t offset) {
+  if (!source.empty()) {
+    if (auto loc = yaml::locate_in_scalar(source, node, offset)) return *loc;
+  }
   SourceLoc loc = node.loc();
   loc.col += static_cast<std::uint32_t>(offset) + (node.quoted() ? 1 : 0);
   return loc;
@@ -277,7 +312,8 @@ std::optional<bool> Reader::bool_of(const yaml::Node& node, std::string_view wha
 
 // ---- envelopes -------------------------------------------------------------------------------------
 
-void Reader::read_documents(std::span<yaml::Node> documents) {
+void Reader::read_documents(std::span<yaml::Node> documents, std::string_view source) {
+  source_ = source;
   for (yaml::Node& doc : documents) {
     if (doc.is_sequence()) {
       for (const yaml::Node& item : doc.items()) read_item(item, true);
@@ -286,6 +322,7 @@ void Reader::read_documents(std::span<yaml::Node> documents) {
     }
     doc = yaml::Node();
   }
+  source_ = {};
 }
 
 void Reader::read_item(const yaml::Node& node, bool in_list) {
@@ -469,13 +506,22 @@ void Reader::read_host_endpoint(const yaml::Node& spec, const Meta& meta, const 
                 "use lower-case letters, digits, '-' and '.' (a DNS subdomain, <=253 characters)");
   }
   if (const yaml::Node* node = spec.find("node")) {
-    if (auto text = string_of(*node, "spec.node")) hep.node = *text;
+    if (auto text = string_of(*node, "spec.node")) {
+      hep.node = *text;
+      if (!hep.node.empty() && !is_calico_name(hep.node)) {
+        diag_.error(node->loc(), "invalid spec.node '" + hep.node + "'",
+                    "write the node's name as Calico has it: lower-case letters, digits, '-' and '.', each "
+                    "part starting and ending with a letter or digit");
+      }
+    }
   }
   if (hep.node.empty()) {
     diag_.error(spec.loc(), "HostEndpoint '" + hep.name + "' has no spec.node",
                 "set spec.node to the node name of the host the interface belongs to");
   }
+  hep.interface_loc = meta.loc;
   if (const yaml::Node* iface = spec.find("interfaceName")) {
+    hep.interface_loc = iface->loc();
     if (auto text = string_of(*iface, "spec.interfaceName")) {
       hep.interface_name = *text;
       if (!hep.interface_name.empty() && hep.interface_name != "*" &&
@@ -507,7 +553,15 @@ void Reader::read_host_endpoint(const yaml::Node& spec, const Meta& meta, const 
   if (const yaml::Node* profiles = spec.find("profiles"); profiles && !profiles->is_null()) {
     if (expect(*profiles, yaml::Kind::sequence, "spec.profiles")) {
       for (const yaml::Node& item : profiles->items()) {
-        if (auto text = string_of(item, "a profile name")) hep.profiles.push_back(*text);
+        auto text = string_of(item, "a profile name");
+        if (!text) continue;
+        if (!is_calico_name(*text)) {
+          diag_.error(item.loc(), "invalid profile name '" + *text + "'",
+                      "a profile name is lower-case letters, digits, '-' and '.', each part starting and "
+                      "ending with a letter or digit (Calico's name rule)");
+          continue;
+        }
+        hep.profiles.push_back(*text);
       }
     }
   }
@@ -558,8 +612,8 @@ std::optional<SelectorField> Reader::read_selector(const yaml::Node& node, std::
   SelectorError error;
   auto selector = Selector::parse(*text, error);
   if (!selector) {
-    diag_.error(offset_loc(node, error.offset), "invalid " + std::string(field) + ": " + error.message,
-                error.hint);
+    diag_.error(offset_loc(source_, node, error.offset),
+                "invalid " + std::string(field) + ": " + error.message, error.hint);
     return std::nullopt;
   }
   return SelectorField{std::move(*selector), *text, node.loc()};
@@ -1111,34 +1165,67 @@ void Reader::read_tier(const yaml::Node* spec, const Meta& meta, const Context& 
     diag_.error(meta.name_loc, "invalid Tier name '" + tier.name + "'",
                 "use lower-case letters, digits and '-' (<=63 characters)");
   }
+  const StaticTier* fixed = nullptr;
+  for (const StaticTier& candidate : kStaticTiers) {
+    if (candidate.name == tier.name) fixed = &candidate;
+  }
+  const yaml::Node* order = spec ? spec->find("order") : nullptr;
+  const yaml::Node* action = spec ? spec->find("defaultAction") : nullptr;
+  if (order && order->is_null()) order = nullptr;
+  if (action && action->is_null()) action = nullptr;
+  bool action_known = true;
   if (spec) {
     check_fields(*spec, kTierFields, "Tier spec");
-    if (const yaml::Node* order = spec->find("order"); order && !order->is_null()) {
+    if (order) {
       auto value = order->quoted() ? std::nullopt : order->as_double();
       if (!value) {
         diag_.error(order->loc(), "order must be a number", "write order: 100");
       } else {
         tier.order = value;
-        // Calico's validateTier: the default tier's order is fixed.
-        if (tier.name == "default" && *value != kDefaultTierOrder) {
-          diag_.error(
-              order->loc(), "the default Tier's order must be 1000000",
-              "remove spec.order or write order: 1000000; give other tiers a lower order to run first");
-        }
       }
     }
-    if (const yaml::Node* action = spec->find("defaultAction"); action && !action->is_null()) {
+    if (action) {
       const std::string text = ctx.v1 ? lower(action->text()) : action->text();
       if (text == (ctx.v1 ? "pass" : "Pass")) {
         tier.default_pass = true;
       } else if (text != (ctx.v1 ? "deny" : "Deny")) {
         diag_.error(action->loc(), "unknown Tier defaultAction '" + action->text() + "'", "use Deny or Pass");
+        action_known = false;
       }
-      // Calico's CEL rule on Tier: the default tier denies what its policies leave undecided.
-      if (tier.name == "default" && tier.default_pass) {
-        diag_.error(action->loc(), "the default Tier's defaultAction must be Deny",
-                    "remove spec.defaultAction or write defaultAction: Deny");
-      }
+    }
+  }
+  if (!fixed) {
+    model_.tiers.push_back(std::move(tier));
+    return;
+  }
+  // Calico's validateTier: the order of these tiers is fixed; a missing one is 1 000 000 (DefaultTierFields).
+  const std::string name(fixed->name), order_text(fixed->order_text);
+  const SourceLoc spec_loc = spec ? spec->loc() : meta.name_loc;
+  if (tier.order.value_or(kStaticTiers[0].order) != fixed->order) {
+    if (tier.name == "default") {
+      diag_.error(order->loc(), "the default Tier's order must be 1000000",
+                  "remove spec.order or write order: 1000000; give other tiers a lower order to run first");
+    } else {
+      diag_.error(order ? order->loc() : spec_loc,
+                  order ? "the " + name + " Tier's order must be " + order_text
+                        : "the " + name + " Tier needs order: " + order_text,
+                  "write order: " + order_text + ": " + std::string(fixed->what) +
+                      ", and Calico fixes its order; give a tier of your own another name");
+    }
+  }
+  // The Tier's CEL rules: a missing defaultAction is Deny.
+  if (action_known && tier.default_pass != fixed->pass && (action || fixed->pass)) {
+    if (tier.name == "default") {
+      diag_.error(action->loc(), "the default Tier's defaultAction must be Deny",
+                  "remove spec.defaultAction or write defaultAction: Deny");
+    } else {
+      diag_.error(
+          action ? action->loc() : spec_loc,
+          action ? "the " + name + " Tier's defaultAction must be Pass"
+                 : "the " + name + " Tier needs defaultAction: Pass",
+          "write defaultAction: Pass: " + std::string(fixed->what) +
+              ", and it passes what its policies leave undecided to the next tier; give a tier of your "
+              "own another name");
     }
   }
   model_.tiers.push_back(std::move(tier));

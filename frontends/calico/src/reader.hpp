@@ -16,7 +16,8 @@ class Reader {
   Reader(Model& model, Diagnostics& diag) : model_(model), diag_(diag) {}
 
   // Frees each document's tree once it is read: a large stream is never held whole beside its model.
-  void read_documents(std::span<yaml::Node> documents);
+  // source, the text the documents were parsed from, places errors inside scalars (selectors) exactly.
+  void read_documents(std::span<yaml::Node> documents, std::string_view source = {});
 
  private:
   struct Meta;
@@ -52,6 +53,7 @@ class Reader {
   Model& model_;
   Diagnostics& diag_;
   bool noted_v1_ = false;
+  std::string_view source_;  // of the documents being read; may be empty
 };
 
 // Felix's own spelling of a failsafe list entry ("tcp:22", "udp:[fd00::/8]:53"); for tests and messages.

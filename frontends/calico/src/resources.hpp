@@ -97,6 +97,7 @@ struct HostEndpoint {
   Labels labels;
   std::string node;
   std::string interface_name;  // "*", a name, or empty (bound by expectedIPs)
+  SourceLoc interface_loc;     // of spec.interfaceName, or of the resource
   std::vector<ir::IpAddr> expected_ips;
   std::vector<std::string> profiles;
   std::vector<NamedPort> ports;

@@ -192,6 +192,23 @@ TEST_CASE("sources: directories are read sorted, *.yaml/*.yml/*.json only", "[en
   CHECK(input.sections[0].endpoints[1].name == "c");
 }
 
+TEST_CASE("sources: a resource file in a directory that cannot be read is an error", "[envelope]") {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("fwe-calico-dangling-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "a.yaml") << hep("a");
+  std::filesystem::create_symlink(dir / "nowhere", dir / "b.yaml");
+  LoadRequest request;
+  request.sources = {dir.string()};
+  request.node = "n1";
+  request.interface_addresses.emplace();
+  Diagnostics diag;
+  load(request, diag);
+  std::filesystem::remove_all(dir);
+  REQUIRE(diag.error_count() == 1);
+  CHECK_THAT(all_text(diag), Catch::Contains("b.yaml: error: cannot read '"));
+}
+
 TEST_CASE("unknown frontend options are refused", "[envelope]") {
   LoadRequest request;
   request.node = "n1";

@@ -319,3 +319,68 @@ TEST_CASE("logPrefix placeholders expand as Felix's generateLogPrefix", "[felix-
 }
 
 }  // namespace fwe::calico::test
+
+// ---- 6. HostEndpoints on interfaces Felix never takes for host interfaces ---------------------------
+
+namespace fwe::calico::test {
+
+TEST_CASE("a HostEndpoint on a workload or excluded interface polices nothing", "[felix-parity]") {
+  // Felix's endpoint manager skips interfaces matching interfacePrefix and its interface monitor tracks
+  // no addresses of interfaceExclude ones: such a HostEndpoint is never activated.
+  const std::string pod = R"(apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: pod, labels: {role: node}}
+spec:
+  node: n1
+  interfaceName: cali1234
+)";
+  auto named = [](const std::string& name, const std::string& iface) {
+    return "---\napiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: " + name +
+           ", labels: {role: node}}\nspec: {node: n1, interfaceName: " + iface + "}\n";
+  };
+  const std::string deny = gnp("deny-all", "  selector: role == 'node'\n  ingress: [{action: Deny}]\n");
+  MappingOptions options = n1_options();
+  for (const char* iface : {"cali1234", "kube-ipvs0", "veth0", "dummy7"}) {
+    options.interface_addresses[iface] = {*ir::parse_ip("10.0.0.10")};
+  }
+  auto in = [](const std::string& iif) { return packet(iif, "", "10.244.0.5", "10.0.0.10", 6, 8080); };
+
+  // Felix's defaults: interfacePrefix cali, interfaceExclude kube-ipvs0.
+  const std::string text = pod + named("ipvs", "kube-ipvs0") + named("h1", "eth1") + deny;
+  Diagnostics diag;
+  Model model = read_ok(text, diag);
+  map_to_ir(model, options, diag);
+  const std::string out = all_text(diag);
+  INFO(out);
+  CHECK_THAT(out, Catch::Contains("test.yaml:6:18: warning: HostEndpoint 'pod' polices nothing: its "
+                                  "interfaceName 'cali1234' starts with 'cali', a workload (pod) interface "
+                                  "prefix (interfacePrefix), so Felix never activates it (Felix polices pod "
+                                  "interfaces with workload endpoints"));
+  CHECK_THAT(out, Catch::Contains("warning: HostEndpoint 'ipvs' polices nothing: its interfaceName "
+                                  "'kube-ipvs0' is listed in interfaceExclude, so Felix never activates it "
+                                  "(Felix ignores excluded interfaces"));
+  const ir::Ruleset rs = build(text, options);
+  CHECK(to_string(verdict(rs, in("cali1234"))) == "NO-VERDICT");
+  CHECK(to_string(verdict(rs, in("kube-ipvs0"))) == "NO-VERDICT");
+  CHECK(to_string(verdict(rs, in("eth1"))) == "DENY");
+
+  // Other prefixes and a /regex/ exclusion: cali is then a host interface like any other.
+  const std::string custom =
+      felix("default", "  interfacePrefix: tap,veth\n  interfaceExclude: /^dummy[0-9]$/\n");
+  const std::string text2 =
+      pod + custom + named("v", "veth0") + named("d", "dummy7") + named("ipvs", "kube-ipvs0") + deny;
+  Diagnostics diag2;
+  Model model2 = read_ok(text2, diag2);
+  map_to_ir(model2, options, diag2);
+  CHECK_THAT(all_text(diag2), Catch::Contains("warning: HostEndpoint 'd' polices nothing: its interfaceName "
+                                              "'dummy7' matches the interfaceExclude entry /^dummy[0-9]$/"));
+  CHECK_THAT(all_text(diag2), Catch::Contains("warning: HostEndpoint 'v' polices nothing: its interfaceName "
+                                              "'veth0' starts with 'veth'"));
+  const ir::Ruleset rs2 = build(text2, options);
+  CHECK(to_string(verdict(rs2, in("veth0"))) == "NO-VERDICT");
+  CHECK(to_string(verdict(rs2, in("dummy7"))) == "NO-VERDICT");
+  CHECK(to_string(verdict(rs2, in("cali1234"))) == "DENY");
+  CHECK(to_string(verdict(rs2, in("kube-ipvs0"))) == "DENY");
+}
+
+}  // namespace fwe::calico::test

@@ -25,7 +25,7 @@ Model read_yaml(const std::string& text, Diagnostics& diag) {
   Model model;
   const std::uint32_t file = diag.add_file("test.yaml");
   auto documents = yaml::parse(text, file, diag);
-  if (documents) Reader(model, diag).read_documents(*documents);
+  if (documents) Reader(model, diag).read_documents(*documents, text);
   return model;
 }
 

@@ -73,6 +73,21 @@ TEST_CASE("policy selectors (§1.7 #6)", "[validation]") {
   check_error(gnp("  serviceAccountSelector: a b\n"), "error: invalid serviceAccountSelector");
 }
 
+TEST_CASE("selector errors point at the character in the file whatever the scalar style", "[validation]") {
+  // Each selector has its error at the third '&' of '&&&' ("expected '&&'").
+  const std::string error = ": error: invalid selector: expected '&&'";
+  check_error(gnp("  selector: has(a) && b == 'x' &&& c\n"), "test.yaml:6:34" + error);
+  check_error(gnp("  selector: 'has(a) && b == ''x'' &&& c'\n"), "test.yaml:6:37" + error);
+  check_error(gnp("  selector: \"has(a) && b == \\\"x\\\" &&& c\"\n"), "test.yaml:6:37" + error);
+  // \u0061 is one byte from six characters, \t and \\ and \n one from two.
+  check_error(gnp("  selector: \"has(\\u0061)\\t&& b == 'x\\\\y\\ny' &&& c\"\n"), "test.yaml:6:47" + error);
+  // A double-quoted selector over three lines: each break folds to a space.
+  check_error(gnp("  selector: \"has(a) &&\n    b == 'x'\n    &&& c\"\n"), "test.yaml:8:7" + error);
+  // Block scalars: the text starts on the next line, after the indentation.
+  check_error(gnp("  selector: >-\n    has(a) &&\n    b == 'x' &&& c\n"), "test.yaml:8:16" + error);
+  check_error(gnp("  selector: |-\n    has(a) && b == 'x' &&& c\n"), "test.yaml:7:26" + error);
+}
+
 TEST_CASE("names, labels and tiers (§1.7 #7)", "[validation]") {
   check_error("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:\n  name: Bad_Name\n",
               "test.yaml:4:9: error: invalid GlobalNetworkPolicy name 'Bad_Name'");
@@ -104,6 +119,38 @@ TEST_CASE("the default Tier: order 1 000 000 and defaultAction Deny only", "[val
     Diagnostics diag;
     read_yaml(head + spec, diag);
     INFO(spec << all_text(diag));
+    CHECK_FALSE(diag.has_errors());
+  }
+}
+
+TEST_CASE("the kube-admin and kube-baseline Tiers: fixed orders and defaultAction Pass", "[validation]") {
+  auto tier = [](const std::string& name, const std::string& spec) {
+    return "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata:\n  name: " + name + "\nspec:\n" + spec;
+  };
+  check_error(tier("kube-admin", "  order: 100\n  defaultAction: Pass\n"),
+              "test.yaml:6:10: error: the kube-admin Tier's order must be 1000 (write order: 1000");
+  check_error(tier("kube-admin", "  order: 1000\n  defaultAction: Deny\n"),
+              "test.yaml:7:18: error: the kube-admin Tier's defaultAction must be Pass (write defaultAction: "
+              "Pass");
+  // Calico defaults a missing order to 1 000 000 and a missing defaultAction to Deny.
+  check_error(tier("kube-admin", "  order: 1000\n"),
+              "test.yaml:6:3: error: the kube-admin Tier needs defaultAction: Pass");
+  check_error(tier("kube-admin", "  defaultAction: Pass\n"),
+              "test.yaml:6:3: error: the kube-admin Tier needs order: 1000");
+  check_error(tier("kube-baseline", "  order: 1000000\n  defaultAction: Pass\n"),
+              "test.yaml:6:10: error: the kube-baseline Tier's order must be 10000000");
+  check_error(tier("kube-baseline", "  order: 10000000\n  defaultAction: Deny\n"),
+              "test.yaml:7:18: error: the kube-baseline Tier's defaultAction must be Pass");
+  check_error(
+      "apiVersion: crd.projectcalico.org/v1\nkind: Tier\nmetadata:\n  name: kube-baseline\nspec:\n"
+      "  order: 10000000\n  defaultAction: deny\n",
+      "test.yaml:7:18: error: the kube-baseline Tier's defaultAction must be Pass");
+  for (const std::string& text : {tier("kube-admin", "  order: 1000\n  defaultAction: Pass\n"),
+                                  tier("kube-baseline", "  order: 1e7\n  defaultAction: Pass\n"),
+                                  tier("kube-admins", "  order: 5\n")}) {
+    Diagnostics diag;
+    read_yaml(text, diag);
+    INFO(text << all_text(diag));
     CHECK_FALSE(diag.has_errors());
   }
 }
@@ -307,6 +354,26 @@ TEST_CASE("HostEndpoint checks (§1.2)", "[validation]") {
       "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata:\n  name: H\nspec:\n  node: n1\n"
       "  interfaceName: eth0\n",
       "test.yaml:4:9: error: invalid HostEndpoint name 'H'");
+}
+
+TEST_CASE("HostEndpoint spec.node and profiles follow Calico's name rule", "[validation]") {
+  const std::string head =
+      "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata:\n  name: h\nspec:\n";
+  check_error(head + "  node: N1_x\n  interfaceName: eth0\n",
+              "test.yaml:6:9: error: invalid spec.node 'N1_x'");
+  check_error(head + "  node: n1\n  interfaceName: eth0\n  profiles: [ok.profile, Bad Profile]\n",
+              "test.yaml:8:26: error: invalid profile name 'Bad Profile'");
+  check_error(head + "  node: n1\n  interfaceName: eth0\n  profiles:\n  - kns.\n",
+              "test.yaml:9:5: error: invalid profile name 'kns.'");
+  Diagnostics diag;
+  read_yaml(
+      head +
+          "  node: control1.kryukov.local\n  interfaceName: eth0\n"
+          "  profiles: [projectcalico-default-allow, kns.default, ksa.default.a-very-long-service-account-"
+          "name-that-is-longer-than-sixty-three-characters]\n",
+      diag);
+  INFO(all_text(diag));
+  CHECK_FALSE(diag.has_errors());
 }
 
 TEST_CASE("GlobalNetworkSet checks (§1.4)", "[validation]") {
