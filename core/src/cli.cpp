@@ -234,6 +234,10 @@ Options parse_options(int argc, char** argv) {
   o.rollback_token = str("rollback-token");
   if (vm.count("netns") && o.netns.empty())
     throw UsageError("--netns needs a name from 'ip netns list' (leave it out for this namespace)");
+  // An empty name is a mistake (an unset shell variable), not a request for the default.
+  for (const char* key : {"frontend", "backend", "node", "config"})
+    if (vm.count(key) && str(key).empty())
+      throw UsageError(std::string("--") + key + " needs a value (leave it out for the default)");
   if (vm["lock-timeout"].as<int>() < 0)
     throw UsageError("--lock-timeout is in seconds, 0 or more (0: do not wait for another fwengine)");
   if (vm.count("dry-run") && vm.count("confirm"))
@@ -269,6 +273,20 @@ Options parse_options(int argc, char** argv) {
       o.frontend_options.push_back(std::string(key) + "=" + str(key));
       o.etcd_aliases = true;
     }
+  // A key given twice (or by an option and its alias) is a contradiction, not a last-one-wins.
+  for (const auto& [what, options] : {std::pair{"--frontend-option", &o.frontend_options},
+                                      std::pair{"--backend-option", &o.backend_options}}) {
+    std::map<std::string, std::string> seen;
+    for (const auto& kv : *options) {
+      const std::string key = kv.substr(0, kv.find('='));
+      if (auto [it, fresh] = seen.emplace(key, kv); !fresh)
+        throw UsageError(std::string(what) + " " + key + " is given twice ('" + it->second + "' and '" + kv +
+                         (options == &o.frontend_options
+                              ? "'; --firewalld-* and --etcd-* set frontend options too"
+                              : "'") +
+                         "): give it once");
+    }
+  }
   o.json = vm.count("json") > 0;
   o.verbose = vm.count("verbose") > 0;
   o.quiet = vm.count("quiet") > 0;
@@ -804,6 +822,8 @@ class Session {
   bool compile(Frontend& fe) {
     FrontendRequest request = frontend_request(fe);
     sources_ = request.sources;
+    // Before a datastore is read: what cannot be kept for rollback is refused first.
+    if (o_.command == "apply" && o_.vm.count("confirm")) require_keepable(sources_);
     hash();  // one still being worked out reads the ruleset about to be replaced
     Stopwatch watch;
     ruleset_ = fe.load(request, diag_);
@@ -1134,6 +1154,8 @@ class Session {
     if (!writer->can_write())
       throw UsageError("the '" + to + "' frontend cannot write its format; try --to yaml");
     std::error_code ec;
+    if (std::filesystem::exists(out, ec) && !std::filesystem::is_directory(out, ec))
+      throw UsageError("-o " + out + " is not a directory: migrate writes one file per resource there");
     std::filesystem::create_directories(out, ec);
     if (ec) throw RuntimeError("cannot create " + out + ": " + ec.message());
     // Policies already there are read with the migrated one by 'fwengine -f DIR': say so.

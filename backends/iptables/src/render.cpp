@@ -491,9 +491,25 @@ class FamilyRenderer {
   }
 
   // ---- rules ------------------------------------------------------------------------------------
+  // What iptables-restore can read as one interface word: 1 to 15 characters, no quote, backslash or
+  // white space (Linux allows none of the last either).
+  bool valid_iface(const IfacePattern& p, const Origin& origin) {
+    const bool fits =
+        p.name.size() < 16 && (p.prefix || !p.name.empty()) &&
+        std::none_of(p.name.begin(), p.name.end(), [](char c) {
+          return c == '"' || c == '\\' || c == '\'' || std::isspace(static_cast<unsigned char>(c));
+        });
+    if (!fits)
+      error(origin, "iptables backend: bad interface name '" + iface_text(p) + "'",
+            "Linux interface names have 1 to 15 characters, no quotes and no white space");
+    return fits;
+  }
+
   bool interfaces(Specs& specs, const ir::Boxed<std::vector<IfacePattern>>& patterns, bool negate, bool input,
                   const Origin& origin) {
     if (!patterns) return true;
+    for (const auto& p : *patterns)
+      if (!valid_iface(p, origin)) return false;
     const std::string flag = input ? "-i " : "-o ";
     if (negate) {
       if (patterns->size() != 1) {
@@ -1173,6 +1189,8 @@ class FamilyRenderer {
 
   std::optional<Specs> classifier(const EndpointMatch& m, Stage stage, const Origin& origin) {
     Specs specs{Spec{}};
+    if ((m.iif && !valid_iface(*m.iif, origin)) || (m.oif && !valid_iface(*m.oif, origin)))
+      return std::nullopt;
     if (m.iif)
       for (auto& s : specs) s.iif = "-i " + iface_text(*m.iif);
     if (m.oif)

@@ -253,6 +253,23 @@ TEST_CASE("what iptables cannot do is refused at the rule's origin") {
   CHECK(!diag.all()[0].hint.empty());
 }
 
+TEST_CASE("an interface name iptables-restore cannot read as one word is refused at its origin") {
+  for (const std::string name : {"eth\"0", "eth 0", "a-very-long-name0", ""}) {
+    INFO(name);
+    auto rs = test::tiny_ruleset();
+    ir::Rule rule;
+    rule.origin = {SourceLoc{1, 8, 7}, "c", 0};
+    rule.match.iif = std::vector<ir::IfacePattern>{{name, false}};
+    rule.action.kind = ir::ActionKind::accept;
+    rs.chains.begin()->second.rules.push_back(rule);
+    Diagnostics diag;
+    render(rs, diag);
+    REQUIRE(diag.error_count() == 1);
+    CHECK(diag.all()[0].loc.line == 8);
+    CHECK(diag.all()[0].message.find("bad interface name") != std::string::npos);
+  }
+}
+
 TEST_CASE("render text is the ipset and iptables-restore input") {
   Model m = render_ok(test::tiny_ruleset());
   std::string text = plan_text(m, "abc123");

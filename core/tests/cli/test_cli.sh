@@ -143,4 +143,21 @@ contains "dnat without the hint" "(dnat): to 192.168.10.20 port 80  "
 check "apply --confirm -1" 2 "$FWE" --netns fwe-no-such-ns-$$ -f "$EXAMPLE" apply --confirm -1
 contains "confirm range" "1 to 86400"
 
+# Contradictions and empty values are usage errors, not a silent choice.
+check "a frontend option and its alias" 2 "$FWE" --frontend firewalld --firewalld-compat 1.3 --frontend-option compat=2 check
+contains "given twice" "--frontend-option compat is given twice ('compat=2' and 'compat=1.3'"
+check "a backend option twice" 2 "$FWE" --backend-option counters=rule --backend-option counters=element -f "$EXAMPLE" check
+contains "backend option twice" "--backend-option counters is given twice"
+check "an empty --backend" 2 "$FWE" --backend '' -f "$EXAMPLE" render
+contains "empty value" "--backend needs a value"
+touch "$work/not-a-dir"
+check "migrate -o a file" 2 "$FWE" -f "$EXAMPLE" migrate --to yaml -o "$work/not-a-dir"
+contains "migrate -o" "is not a directory"
+# Refused before the datastore is read (nothing listens on port 1 of the loopback of a fresh namespace).
+if [ "$(id -u)" = 0 ]; then
+  check "apply --confirm of a datastore" 2 unshare -n "$FWE" --frontend calico --source etcd://127.0.0.1:1 \
+    apply --confirm 5
+  contains "not kept" "cannot be kept for rollback"
+fi
+
 summary
