@@ -12,8 +12,10 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <fstream>
@@ -247,6 +249,13 @@ Endpoints parse_source(std::string_view source, const std::map<std::string, std:
   endpoints.key_file = option("etcd-key");
   if (endpoints.cert_file.empty() != endpoints.key_file.empty())
     throw UsageError("--etcd-cert and --etcd-key go together: a client certificate needs its key");
+  // A file that cannot be read is a mistake in the command, not a store that does not answer.
+  for (const auto& [flag, path] :
+       {std::pair{"--etcd-ca", &endpoints.ca_file}, std::pair{"--etcd-cert", &endpoints.cert_file},
+        std::pair{"--etcd-key", &endpoints.key_file}})
+    if (!path->empty() && ::access(path->c_str(), R_OK) != 0)
+      throw UsageError(std::string(flag) + " " + *path + ": " + std::strerror(errno) +
+                       " (give a readable PEM file)");
   const bool tls = !endpoints.ca_file.empty() || !endpoints.cert_file.empty();
   std::string_view rest = source.substr(std::string_view("etcd://").size());
   if (rest.empty())
@@ -257,9 +266,10 @@ Endpoints parse_source(std::string_view source, const std::map<std::string, std:
     more = comma != std::string_view::npos;
     if (more) rest.remove_prefix(comma + 1);
     const auto colon = hostport.rfind(':');
-    const bool has_port =
-        colon != std::string_view::npos && colon + 1 < hostport.size() &&
-        hostport.substr(colon + 1).find_first_not_of("0123456789") == std::string_view::npos;
+    const std::string_view port = colon == std::string_view::npos ? "" : hostport.substr(colon + 1);
+    const bool has_port = !port.empty() && port.size() <= 5 &&
+                          port.find_first_not_of("0123456789") == std::string_view::npos &&
+                          std::stoul(std::string(port)) >= 1 && std::stoul(std::string(port)) <= 65535;
     if (hostport.empty() || !has_port || colon == 0 || hostport.find('/') != std::string_view::npos)
       throw UsageError("'" + std::string(hostport) + "' in " + std::string(source) +
                        " is not HOST:PORT (etcd://HOST:PORT[,HOST:PORT...], e.g. etcd://127.0.0.1:2379)");

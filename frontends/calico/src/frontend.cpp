@@ -105,6 +105,11 @@ TieBreak read_tie_break(const std::map<std::string, std::string>& options, Diagn
       diag.error(diag.option_key_loc(key), "unknown calico option '" + key + "'", hint);
       continue;
     }
+    if ((key == "etcd-cert" || key == "etcd-key") &&
+        !options.count(key == "etcd-cert" ? "etcd-key" : "etcd-cert"))
+      diag.error(diag.option_key_loc(key),
+                 "--etcd-cert and --etcd-key go together: a client certificate needs its key",
+                 "give both, or neither");
     if (key != "policy-tiebreak") continue;
     if (value == "3.31") {
       tie_break = TieBreak::v3_31;

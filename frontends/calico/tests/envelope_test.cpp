@@ -220,6 +220,16 @@ TEST_CASE("unknown frontend options are refused", "[envelope]") {
              Catch::Contains("unknown calico option 'policy-tiebrake' (did you mean 'policy-tiebreak'?)"));
 }
 
+TEST_CASE("a client certificate without its key is refused whatever the source", "[envelope]") {
+  LoadRequest request;
+  request.node = "n1";
+  request.options = {{"etcd-cert", "c.pem"}};
+  request.interface_addresses.emplace();
+  Diagnostics diag;
+  load(request, diag);
+  CHECK_THAT(all_text(diag), Catch::Contains("--etcd-cert and --etcd-key go together"));
+}
+
 }  // namespace fwe::calico::test
 
 namespace fwe::calico::test {

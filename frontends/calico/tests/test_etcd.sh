@@ -77,9 +77,13 @@ check "etcd: a key without its certificate" 2 "$engine" --frontend calico --sour
 contains "etcd: a key without its certificate" "--etcd-cert and --etcd-key go together"
 check "etcd: TLS options need the calico frontend" 2 "$engine" --frontend yaml --etcd-ca ca.pem check
 contains "etcd: TLS options need the calico frontend" "need --frontend calico"
+echo "not a certificate" >"$work/junk-ca.pem"
 check "etcd: a TLS store that is not there" 1 "$engine" --frontend calico --source "etcd://127.0.0.1:$dead_port" \
-  --etcd-ca /nonexistent/ca.pem check
+  --etcd-ca "$work/junk-ca.pem" check
 contains "etcd: TLS is https" "https://127.0.0.1:$dead_port"
+check "etcd: a CA file that is not there" 2 "$engine" --frontend calico --source "etcd://127.0.0.1:$dead_port" \
+  --etcd-ca /nonexistent/ca.pem check
+contains "etcd: the missing CA named" "--etcd-ca /nonexistent/ca.pem: No such file or directory"
 
 # A second member-less store that wants TLS with client certificates, as production etcd does. Its
 # server certificate also says clientAuth: etcd 3.4's JSON gateway dials its own gRPC side with it.
