@@ -507,7 +507,13 @@ class Session {
   int run() {
     const std::string& c = o_.command;
     if (c == "help") return print_help(std::cout), 0;
-    if (c == "version") return std::cout << "fwengine " << FWE_VERSION << '\n', 0;
+    if (c == "version") {
+      if (o_.json)
+        std::cout << json{{"ok", true}, {"version", FWE_VERSION}}.dump() << '\n';
+      else
+        std::cout << "fwengine " << FWE_VERSION << '\n';
+      return 0;
+    }
     if (!configure()) return fail_input();
     if (c == "plugins") return plugins();
     if (!backend_fits()) return fail_input();

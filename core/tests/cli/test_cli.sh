@@ -15,6 +15,7 @@ contains "netns message" "no network namespace 'fwe-no-such-ns-$$'"
 check "usage: unknown frontend" 2 "$FWE" --frontend calicoo check && contains "frontend hint" "did you mean 'calico'?"
 check "confirm with nothing pending" 1 "$FWE" confirm && contains "confirm message" "nothing is waiting for confirmation"
 check "version" 0 "$FWE" --version && contains "version text" "fwengine "
+check "version --json" 0 "$FWE" --json version && contains "version document" '{"ok":true,"version":"'
 
 # fwengine.conf's plugin-dirs reach the loader; a directory that does not exist is an error there.
 printf 'plugin-dirs: [%s]\n' "$work" > "$work/plugins.conf"

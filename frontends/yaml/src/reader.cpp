@@ -384,6 +384,12 @@ std::optional<bool> PolicyReader::Impl::bool_of(const Node& node, std::string_vi
 std::optional<std::uint64_t> PolicyReader::Impl::unsigned_of(const Node& node, std::string_view text,
                                                              std::string_view field, std::uint64_t max) {
   auto value = parse_unsigned(text);
+  if (!value && text.starts_with('-') && node.is_scalar() &&
+      node.scalar_type() == yaml::ScalarType::integer) {
+    error(node, std::string(field) + ": " + std::string(text) + " is negative",
+          "write a number from 0 to " + std::to_string(max));
+    return std::nullopt;
+  }
   if (!value && node.is_scalar() && node.scalar_type() != yaml::ScalarType::string) {
     type_error(node, field, "a number");
     return std::nullopt;

@@ -90,6 +90,8 @@ TEST_CASE("bad inputs report file:line:col with a hint", "[errors]") {
        "bad.yaml:4:61: error: helper: '' is not a conntrack helper name (give the kernel's name of the "
        "helper "
        "(1-15 letters, digits, '.', '-' or '_'), e.g. ftp, tftp or sip)"},
+      {kHead + "chains:\n  c:\n    - {action: set-mark, set-mark: -1}\n",
+       "bad.yaml:4:36: error: set-mark: -1 is negative (write a number from 0 to 4294967295)"},
       {kHead + "chains:\n  c:\n    - {action: jump, target: nowhere}\n",
        "bad.yaml:4:30: error: unknown chain 'nowhere' (known chains: c)"},
       {kHead + "chains:\n  c:\n    - {icmp: echo-requets, action: accept}\n",
