@@ -494,8 +494,9 @@ class FamilyRenderer {
   // What iptables-restore can read as one interface word: 1 to 15 characters, no quote, backslash or
   // white space (Linux allows none of the last either).
   bool valid_iface(const IfacePattern& p, const Origin& origin) {
+    // iptables counts the '+' of a prefix in the 15 characters too.
     const bool fits =
-        p.name.size() < 16 && (p.prefix || !p.name.empty()) &&
+        p.name.size() + (p.prefix ? 1 : 0) < 16 && (p.prefix || !p.name.empty()) &&
         std::none_of(p.name.begin(), p.name.end(), [](char c) {
           return c == '"' || c == '\\' || c == '\'' || std::isspace(static_cast<unsigned char>(c));
         });

@@ -254,12 +254,14 @@ TEST_CASE("what iptables cannot do is refused at the rule's origin") {
 }
 
 TEST_CASE("an interface name iptables-restore cannot read as one word is refused at its origin") {
-  for (const std::string name : {"eth\"0", "eth 0", "a-very-long-name0", ""}) {
+  for (const auto& [name, prefix] :
+       {std::pair{"eth\"0", false}, std::pair{"eth 0", false}, std::pair{"a-very-long-name0", false},
+        std::pair{"", false}, std::pair{"abcdefghijklmno", true}}) {  // 15 and its '+'
     INFO(name);
     auto rs = test::tiny_ruleset();
     ir::Rule rule;
     rule.origin = {SourceLoc{1, 8, 7}, "c", 0};
-    rule.match.iif = std::vector<ir::IfacePattern>{{name, false}};
+    rule.match.iif = std::vector<ir::IfacePattern>{{name, prefix}};
     rule.action.kind = ir::ActionKind::accept;
     rs.chains.begin()->second.rules.push_back(rule);
     Diagnostics diag;

@@ -61,7 +61,9 @@ void read_source(const LoadRequest& request, const std::string& source, Reader& 
       const auto status = std::filesystem::status(entry.path(), status_error);
       if (std::filesystem::is_regular_file(status)) {
         files.push_back(entry.path());
-      } else if (!std::filesystem::is_directory(status)) {
+      } else if (!std::filesystem::is_directory(status) &&
+                 !entry.path().filename().string().starts_with('.')) {
+        // (A hidden one is an editor's lock or backup, such as Emacs's dangling .#policy.yaml.)
         const std::string path = entry.path().string();
         diag.error(
             {diag.add_file(path), 0, 0},

@@ -155,7 +155,8 @@ class Mapper {
         settings.ipv6_support = *config->ipv6_support;
         settings.ipv6_support_loc = config->loc;
       }
-      if (config->log_prefix) settings.log_prefix = *config->log_prefix;
+      // An empty logPrefix is the default (the field is omitempty; generateLogPrefix falls back too).
+      if (config->log_prefix && !config->log_prefix->empty()) settings.log_prefix = *config->log_prefix;
       if (config->interface_prefix) settings.workload_prefixes = split_list(*config->interface_prefix);
       if (config->interface_exclude) settings.excluded_interfaces = split_list(*config->interface_exclude);
     }

@@ -803,7 +803,8 @@ void Reader::read_entity(const yaml::Node& node, EntitySpec& entity) {
     if (expect(*sa, yaml::Kind::mapping, "serviceAccounts")) {
       check_fields(*sa, kServiceAccountFields, "serviceAccounts");
       // An empty selector or names list is no constraint (Calico's parseServiceAccounts).
-      if (const yaml::Node* sel = sa->find("selector"); sel && !sel->is_null() && !sel->text().empty()) {
+      if (const yaml::Node* sel = sa->find("selector");
+          sel && !sel->is_null() && !(sel->is_scalar() && sel->text().empty())) {
         entity.service_account_selector = read_selector(*sel, "serviceAccounts.selector");
         if (entity.service_account_selector && entity.service_account_selector->selector.uses_global()) {
           diag_.error(entity.service_account_selector->loc, "global() is not allowed in serviceAccounts",

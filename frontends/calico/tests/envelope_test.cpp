@@ -198,6 +198,7 @@ TEST_CASE("sources: a resource file in a directory that cannot be read is an err
   std::filesystem::create_directories(dir);
   std::ofstream(dir / "a.yaml") << hep("a");
   std::filesystem::create_symlink(dir / "nowhere", dir / "b.yaml");
+  std::filesystem::create_symlink("user@host.1:1", dir / ".#a.yaml");  // an editor's lock: skipped
   LoadRequest request;
   request.sources = {dir.string()};
   request.node = "n1";

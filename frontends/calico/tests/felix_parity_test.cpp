@@ -236,6 +236,21 @@ TEST_CASE("serviceAccounts without names or selector is no constraint", "[felix-
   CHECK(from(with_selector, "192.168.5.1") == Verdict::deny);
 }
 
+TEST_CASE("a serviceAccounts selector that is not a string is an error, not no constraint",
+          "[felix-parity]") {
+  for (const char* selector : {"[app == 'x']", "{a: b}"}) {
+    INFO(selector);
+    Diagnostics diag;
+    read_yaml(kH0 + kSaOthers +
+                  gnp("p",
+                      "  selector: all()\n  ingress:\n  - action: Allow\n    source: {serviceAccounts: "
+                      "{selector: " +
+                          std::string(selector) + "}}\n"),
+              diag);
+    CHECK(diag.has_errors());
+  }
+}
+
 TEST_CASE("serviceAccounts selector all() selects every endpoint", "[felix-parity]") {
   const ir::Ruleset rs = sa_policy("{serviceAccounts: {selector: all()}}");
   CHECK(from(rs, "10.0.0.9") == Verdict::allow);
@@ -316,6 +331,10 @@ TEST_CASE("logPrefix placeholders expand as Felix's generateLogPrefix", "[felix-
   const ir::Ruleset plain =
       build(kH0 + felix("default", "  logPrefix: fw\n") + gnp("p", "  ingress: [{action: Log}]\n"));
   CHECK(chain(plain, "gnp/p/ingress/normal").rules.at(0).action.log_prefix == "fw");
+  // An empty one is the default (omitempty; generateLogPrefix falls back to it too).
+  const ir::Ruleset empty =
+      build(kH0 + felix("default", "  logPrefix: ''\n") + gnp("p", "  ingress: [{action: Log}]\n"));
+  CHECK(chain(empty, "gnp/p/ingress/normal").rules.at(0).action.log_prefix == "calico-packet");
 }
 
 }  // namespace fwe::calico::test

@@ -218,6 +218,8 @@ struct Settings {  // firewalld.conf
   bool strict_forward_ports = false;          // 2.3+
   std::string firewall_backend = "nftables";  // iptables: deprecated in 2.x, its direct rules differ
   std::optional<SourceLoc> firewall_backend_loc;
+  // As written: firewalld's sanity check of the two compares them so (case matters there).
+  std::string firewall_backend_text, ipv6_rpfilter_text;
   SourceLoc loc;                               // the file, line 0
   std::optional<SourceLoc> default_zone_loc;   // where DefaultZone= is, if it is
   std::optional<SourceLoc> ipv6_rpfilter_loc;  // where IPv6_rpfilter= is, if it is

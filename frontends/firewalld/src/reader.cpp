@@ -237,7 +237,7 @@ class Loader {
       const fs::file_status status = fs::status(entry.path(), status_error);
       if (fs::is_regular_file(status))
         names.push_back(name);
-      else if (!fs::is_directory(status))
+      else if (!fs::is_directory(status) && !name.starts_with('.'))  // .#zone.xml: an editor's lock
         unreadable(entry.path(), status_error ? status_error.message() : "not a regular file");
     }
     if (error) unreadable(dir, error.message());
@@ -385,8 +385,8 @@ class Loader {
     if (!found) config_.settings.loc = {diag_.add_file("<firewalld's defaults: no firewalld.conf>"), 0, 0};
     const Settings& s = config_.settings;
     // 2.2+'s firewalld_conf.sanity_check: firewalld would ignore the whole file and run on its defaults.
-    if (config_.compat == Compat::v2 && s.firewall_backend == "iptables" &&
-        s.ipv6_rpfilter_mode.ends_with("-forward"))
+    if (config_.compat == Compat::v2 && s.firewall_backend_text == "iptables" &&
+        (s.ipv6_rpfilter_text == "loose-forward" || s.ipv6_rpfilter_text == "strict-forward"))
       diag_.error(
           s.firewall_backend_loc.value_or(s.loc),
           "IPv6_rpfilter=" + s.ipv6_rpfilter_mode +
@@ -448,6 +448,7 @@ class Loader {
                       "use off, all, unicast, broadcast or multicast");
     } else if (key == "IPv6_rpfilter") {
       s.ipv6_rpfilter_loc = loc;
+      s.ipv6_rpfilter_text = value;
       static const std::set<std::string> kModes = {"strict", "loose", "strict-forward", "loose-forward",
                                                    "no"};
       std::string mode = value;  // firewalld 2.x compares it lower-cased
@@ -459,6 +460,7 @@ class Loader {
         s.ipv6_rpfilter_mode = s.ipv6_rpfilter ? "strict" : "no";
       }
     } else if (key == "FirewallBackend") {
+      s.firewall_backend_text = value;
       std::string backend = value;  // firewalld compares it lower-cased; anything else is nftables
       for (char& c : backend) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
       if (backend == "iptables" || backend == "nftables") {

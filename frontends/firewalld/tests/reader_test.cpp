@@ -291,6 +291,11 @@ TEST_CASE("reader: FirewallBackend=iptables with a -forward IPv6_rpfilter is ref
   Diagnostics loose;
   test::read(etc, loose, Compat::v2);
   CHECK_FALSE(loose.has_errors());
+  // firewalld's check compares the values as written.
+  etc.write("firewalld.conf", "FirewallBackend=IPTables\nIPv6_rpfilter=Loose-Forward\n");
+  Diagnostics written;
+  test::read(etc, written, Compat::v2);
+  CHECK_FALSE(written.has_errors());
 }
 
 TEST_CASE("reader: direct.xml is read with locations") {
@@ -538,6 +543,7 @@ TEST_CASE("reader: what cannot be read in a tree is an error, not an object less
   TempTree etc;
   etc.write("zones/work.xml", test::zone_xml(""));
   std::filesystem::create_symlink(etc.dir() + "/nowhere", etc.dir() + "/zones/lab.xml");  // dangling
+  std::filesystem::create_symlink("user@host.1:1", etc.dir() + "/zones/.#work.xml");      // an editor's lock
   std::filesystem::create_directory(etc.dir() + "/firewalld.conf");
   etc.write("policies", "a file where a directory belongs");
   Diagnostics diag;

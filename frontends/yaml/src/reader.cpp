@@ -301,7 +301,8 @@ void PolicyReader::Impl::read_source(const std::string& source) {
     const fs::file_status status = fs::status(entry.path(), status_error);
     if (fs::is_regular_file(status)) {
       files.push_back(entry.path());
-    } else if (!fs::is_directory(status)) {
+    } else if (!fs::is_directory(status) && !entry.path().filename().string().starts_with('.')) {
+      // (A hidden one is an editor's lock or backup, such as Emacs's dangling .#policy.yaml.)
       const std::string path = entry.path().string();
       const std::string why = status_error ? status_error.message() : "not a regular file";
       diag_.error({diag_.add_file(path), 0, 0}, "cannot read '" + path + "': " + why,

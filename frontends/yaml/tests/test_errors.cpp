@@ -201,8 +201,9 @@ TEST_CASE("a policy file in a directory that cannot be read is an error, not a f
   fs::path dir = fs::temp_directory_path() / ("fwe-yaml-unreadable-" + std::to_string(::getpid()));
   fs::create_directories(dir);
   std::ofstream(dir / "10-sets.yaml") << kHead << "sets:\n  lan: [10.0.0.0/8]\n";
-  fs::create_symlink(dir / "nowhere", dir / "20-deny.yaml");  // dangling
-  fs::create_directory(dir / "30-dir.yaml");                  // a directory is not a policy file
+  fs::create_symlink(dir / "nowhere", dir / "20-deny.yaml");    // dangling
+  fs::create_directory(dir / "30-dir.yaml");                    // a directory is not a policy file
+  fs::create_symlink("user@host.1:1", dir / ".#10-sets.yaml");  // Emacs's lock while it edits 10-sets
   fwe::Diagnostics diag;
   fwe::yamlfe::read_policy({dir.string()}, diag);
   REQUIRE(diag.error_count() == 1);
