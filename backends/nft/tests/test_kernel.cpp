@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <sstream>
 
@@ -81,6 +82,24 @@ nft::Table small_table() {
   auto table = nft::translate(nft_test::small_ruleset(), diag);
   REQUIRE_FALSE(diag.has_errors());
   return table;
+}
+
+// Applies the small table, then a copy that spoil made the kernel refuse: "unchanged\n" (or "changed\n")
+// as our table compares with the first, then the refusal's text.
+std::string refused_after_small_table(const std::function<void(nft::Table&)>& spoil) {
+  nft::Table good = small_table();
+  nft::Connection connection;
+  nft::apply_table(connection, good);
+  const std::string before = list_ours();
+  nft::Table bad = good;
+  spoil(bad);
+  std::string error;
+  try {
+    nft::apply_table(connection, bad);
+  } catch (const RuntimeError& e) {
+    error = e.what();
+  }
+  return (before == list_ours() ? std::string("unchanged\n") : std::string("changed\n")) + error;
 }
 
 std::unique_ptr<nft::NftBackend> backend() {
@@ -252,24 +271,14 @@ TEST_CASE("apply and flush leave other tables byte-for-byte alone", "[root]") {
 TEST_CASE("a refused transaction names the origin and leaves the previous ruleset", "[root]") {
   nft_test::require_root();
   auto result = in_scratch_netns([] {
-    nft::Table good = small_table();
-    nft::Connection connection;
-    nft::apply_table(connection, good);
-    std::string before = list_ours();
-    nft::Table bad = good;
-    nft::Rule broken;
-    broken.words = {"jump", "nowhere"};
-    broken.exprs.push_back(
-        {.kind = nft::Expr::Kind::verdict, .key = static_cast<std::uint32_t>(-3), .text = "nowhere"});
-    broken.comment = "policy.yaml:42:7 GlobalNetworkPolicy broken#3";
-    bad.chains.back().rules.push_back(broken);
-    std::string error;
-    try {
-      nft::apply_table(connection, bad);
-    } catch (const RuntimeError& e) {
-      error = e.what();
-    }
-    return (before == list_ours() ? std::string("unchanged\n") : std::string("changed\n")) + error;
+    return refused_after_small_table([](nft::Table& bad) {
+      nft::Rule broken;
+      broken.words = {"jump", "nowhere"};
+      broken.exprs.push_back(
+          {.kind = nft::Expr::Kind::verdict, .key = static_cast<std::uint32_t>(-3), .text = "nowhere"});
+      broken.comment = "policy.yaml:42:7 GlobalNetworkPolicy broken#3";
+      bad.chains.back().rules.push_back(broken);
+    });
   });
   INFO(result.output);
   REQUIRE(result.exit_code == 0);
@@ -284,25 +293,15 @@ TEST_CASE("a refused transaction names the origin and leaves the previous rulese
 TEST_CASE("a helper the kernel does not know is refused at its rule, nothing applied", "[root]") {
   nft_test::require_root();
   auto result = in_scratch_netns([] {
-    nft::Table good = small_table();
-    nft::Connection connection;
-    nft::apply_table(connection, good);
-    const std::string before = list_ours();
-    nft::Table bad = good;
-    bad.helpers.push_back({"h-bogus-tcp", "bogushelper", 6});
-    nft::Rule assign;
-    assign.words = {"ct", "helper", "set", "\"h-bogus-tcp\""};
-    assign.exprs.push_back(
-        {.kind = nft::Expr::Kind::objref, .key = NFT_OBJECT_CT_HELPER, .text = "h-bogus-tcp"});
-    assign.comment = "policy.yaml:8:7 c#0";
-    bad.chains.back().rules.push_back(assign);
-    std::string error;
-    try {
-      nft::apply_table(connection, bad);
-    } catch (const RuntimeError& e) {
-      error = e.what();
-    }
-    return (before == list_ours() ? std::string("unchanged\n") : std::string("changed\n")) + error;
+    return refused_after_small_table([](nft::Table& bad) {
+      bad.helpers.push_back({"h-bogus-tcp", "bogushelper", 6});
+      nft::Rule assign;
+      assign.words = {"ct", "helper", "set", "\"h-bogus-tcp\""};
+      assign.exprs.push_back(
+          {.kind = nft::Expr::Kind::objref, .key = NFT_OBJECT_CT_HELPER, .text = "h-bogus-tcp"});
+      assign.comment = "policy.yaml:8:7 c#0";
+      bad.chains.back().rules.push_back(assign);
+    });
   });
   INFO(result.output);
   REQUIRE(result.exit_code == 0);  // before the fix: SIGSEGV naming the refused expression
