@@ -732,10 +732,11 @@ class Engine:
     def flush(self, policy, backend, netns):
         return self.run(self.policy_args(policy, backend, netns) + ["flush"])
 
-    def trace(self, policy, backend, netns, packet, probe):
+    def trace(self, policy, netns, packet, probe):
         """(verdict, deciding step): verdict 'open' iff the packet and its reply are both delivered, else
-        'closed', or 'error: ...' if trace failed; the step as deciding_step() describes it."""
-        args = self.policy_args(policy, backend, netns) + ["--json", "trace"]
+        'closed', or 'error: ...' if trace failed; the step as deciding_step() describes it. Trace
+        evaluates the IR, which no backend changes: one run per packet serves every backend (the cache)."""
+        args = self.policy_args(policy, None, netns) + ["--json", "trace"]
         for key, option in (("iif", "--iif"), ("oif", "--oif"), ("src", "--src"), ("dst", "--dst"),
                             ("src_mac", "--src-mac"), ("sport", "--sport"), ("oif_addr", "--oif-addr"),
                             ("iif_addr", "--iif-addr"), ("src_route", "--src-route")):
@@ -970,7 +971,7 @@ def run_case(scenario, case, backend, topology, engine, options, report, pool):
                 trace_futures.append(None)
                 continue
             packets = topology.trace_packets(policy["host"], probe)
-            trace_futures.append([pool.submit(engine.trace, policy, backend, host_netns, packet, probe)
+            trace_futures.append([pool.submit(engine.trace, policy, host_netns, packet, probe)
                                   for packet in packets])
         trace_errors_shown = set()
         real_results = ([None] * len(probes) if not kernel else

@@ -289,11 +289,11 @@ def run_backend(case, topology, config, engine, backend, options):
     return results, "; ".join(notes)
 
 
-def submit_traces(case, topology, config, engine, backend):
+def submit_traces(case, topology, config, engine):
     """`fwengine trace` for every probe (it evaluates the IR alone, so once per case, not per backend)."""
     policy = fwengine_policy(config)
     netns = topology.names[FIREWALL_NS]
-    return [[TRACE_POOL.submit(engine.trace, policy, backend, netns, packet, probe)
+    return [[TRACE_POOL.submit(engine.trace, policy, netns, packet, probe)
              for packet in trace_packets(topology, probe)] if probe["trace"] is not False else None
             for probe in case["probes"]]
 
@@ -356,7 +356,7 @@ def run_case(case, topologies, engine, backends, options, out, workroot):
     write_config(case, config)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1 + len(backends)) as pool:
         oracle_future = pool.submit(run_oracle, case, topologies[0], workdir, options)
-        trace_futures = submit_traces(case, topologies[1], config, engine, backends[0]) if backends else None
+        trace_futures = submit_traces(case, topologies[1], config, engine) if backends else None
         backend_futures = {backend: pool.submit(run_backend, case, topology, config, engine, backend, options)
                            for backend, topology in zip(backends, topologies[1:])}
         _, oracle_results, notes = oracle_future.result()

@@ -121,7 +121,7 @@ class Runner:
         try:
             probes = [dict(p, trace={}) for p in probes]
             packets = [self.topology.trace_packets(HOST, probe) for probe in probes]
-            futures = [[self.pool.submit(self.engine.trace, files, self.backend, self.netns, packet, probe)
+            futures = [[self.pool.submit(self.engine.trace, files, self.netns, packet, probe)
                         for packet in probe_packets] for probe, probe_packets in zip(probes, packets)]
             traces = [scenario.combine_traces(f) for f in futures]
             errors = [verdict for verdict, _ in traces if verdict not in ("open", "closed")]
