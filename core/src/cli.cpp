@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/program_options.hpp>
 #include <cctype>
 #include <cerrno>
@@ -115,7 +116,7 @@ po::options_description describe_options() {
       ("source", po::value<std::vector<std::string>>()->composing(),
        "a datastore: etcd://HOST:PORT[,HOST:PORT...] (calico); like -f")
       ("netns", po::value<std::string>(), "act inside the network namespace /run/netns/NAME")
-      ("node", po::value<std::string>(), "this host's node name (default: the host name)")
+      ("node", po::value<std::string>(), "this host's node name (default: the host name, lower-cased)")
       ("plugin-dir", po::value<std::vector<std::string>>()->composing(), "look for plugins there too")
       ("config", po::value<std::string>(), "the engine's own config (default /etc/fwengine/fwengine.conf)")
       ("frontend-option", po::value<std::vector<std::string>>()->composing(), "KEY=VALUE for the frontend; repeatable")
@@ -442,7 +443,7 @@ namespace {
 // it stays where it is): plugins make sockets to the host's own services there.
 int enter_netns(const std::string& name) {
   if (name.empty()) return -1;
-  if (name.find('/') != std::string::npos)
+  if (name.find('/') != std::string::npos || name == "." || name == "..")
     throw UsageError("--netns takes a name from 'ip netns list', not a path");
   if (name == "default")
     throw UsageError(
@@ -455,9 +456,12 @@ int enter_netns(const std::string& name) {
     throw UsageError("no network namespace '" + name + "' (" + path + " is missing; see 'ip netns list')");
   int origin = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
   int rc = setns(fd, CLONE_NEWNET);
+  const int error = errno;
   close(fd);
+  if (rc != 0 && error == EINVAL)
+    throw UsageError(path + " is not a network namespace (see 'ip netns list')");
   if (rc != 0)
-    throw RuntimeError("cannot enter network namespace '" + name + "': " + std::strerror(errno) +
+    throw RuntimeError("cannot enter network namespace '" + name + "': " + std::strerror(error) +
                        " (run as root)");
   return origin;
 }
@@ -477,10 +481,17 @@ bool is_url(const std::string& source) {
   return source.find("://") != std::string::npos;
 }
 
+// The node name a host has in Kubernetes and Calico: its host name trimmed and lower-cased, as Felix
+// (names.Hostname) and kubelet derive it.
 std::string host_name() {
   char buf[256] = {};
   gethostname(buf, sizeof buf - 1);
-  return buf;
+  std::string name = buf;
+  const auto space = [](unsigned char c) { return std::isspace(c) != 0; };
+  name.erase(std::find_if_not(name.rbegin(), name.rend(), space).base(), name.end());
+  name.erase(name.begin(), std::find_if_not(name.begin(), name.end(), space));
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return name;
 }
 
 // Milliseconds since the last lap (or since it was made).
@@ -1450,8 +1461,13 @@ class Session {
       save_snapshot(candidate_snapshot_dir(o_.netns), sources_, snapshot_meta());
     }
     auto start = std::chrono::steady_clock::now();
-    const ApplyReport report =
-        be->apply(*plan, {o_.vm.count("full") > 0, hash(), backend_state_dir(o_.netns, o_.backend)});
+    ApplyReport report;
+    try {
+      report = be->apply(*plan, {o_.vm.count("full") > 0, hash(), backend_state_dir(o_.netns, o_.backend)});
+    } catch (...) {
+      lock->remove_if_alone();  // a first apply the kernel refused leaves no state directory behind
+      throw;
+    }
     auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     retire_previous_backend();
     remember_applied();

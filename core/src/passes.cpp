@@ -2,6 +2,7 @@
 #include "fwengine/passes.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <set>
@@ -91,6 +92,12 @@ void normalise_ports(PortSet& ports) {
   ports = std::move(merged);
 }
 
+std::string hex(std::uint32_t value) {
+  char text[16];
+  std::snprintf(text, sizeof text, "0x%x", value);
+  return text;
+}
+
 template <typename F>
 void for_each_rule(Ruleset& rs, F&& f) {
   for (auto& [name, chain] : rs.chains)
@@ -154,6 +161,9 @@ void normalise(Ruleset& rs) {
     for (auto& m : rule.match.src_port) normalise_ports(m.ports);
     for (auto& m : rule.match.dst_port) normalise_ports(m.ports);
     for (auto& m : rule.match.ct_orig_dport) normalise_ports(m.ports);
+    // NAT to an address rewrites packets of that address's family only.
+    if (rule.action.nat_addr && rule.match.family == Family::any)
+      rule.match.family = rule.action.nat_addr->family;
   });
 }
 
@@ -161,6 +171,19 @@ void verify(const Ruleset& rs, Diagnostics& diag) {
   auto check_set = [&](const std::string& set, const Origin& o, std::string_view what) {
     if (!rs.find_set(set))
       diag.error(loc_of(o), std::string(what) + " refers to unknown address set '" + set + "'");
+  };
+  // A value bit outside the mask is tested or set differently by each backend, and a reserved bit is
+  // a backend's own mark.
+  auto check_mark = [&](std::uint32_t value, std::uint32_t mask, std::string_view what, const Origin& o) {
+    if (value & ~mask)
+      diag.error(loc_of(o),
+                 std::string(what) + " value " + hex(value) + " has bits outside its mask " + hex(mask),
+                 "clear them from the value, or widen the mask");
+    else if (value & kReservedMarkBits)
+      diag.error(loc_of(o),
+                 std::string(what) + " value " + hex(value) + " uses the bits " + hex(kReservedMarkBits) +
+                     ", which the backends keep for their own marks",
+                 "use the lower 28 bits (" + hex(~kReservedMarkBits) + ")");
   };
   for (const auto& [name, chain] : rs.chains) {
     for (const auto& rule : chain.rules) {
@@ -174,6 +197,16 @@ void verify(const Ruleset& rs, Diagnostics& diag) {
                       [](char c) { return static_cast<unsigned char>(c) < ' ' || c == '\x7f'; }))
         diag.error(loc_of(rule.origin), "the log prefix has a control character (a newline, a tab, ...)",
                    "write the prefix on one line, of printable characters");
+      if (rule.match.mark_value)
+        check_mark(*rule.match.mark_value, rule.match.mark_mask, "mark", rule.origin);
+      if (rule.action.kind == ActionKind::set_mark)
+        check_mark(rule.action.mark_value, rule.action.mark_mask, "set-mark", rule.origin);
+      if (rule.action.nat_addr && rule.match.family != Family::any &&
+          rule.match.family != rule.action.nat_addr->family)
+        diag.error(loc_of(rule.origin),
+                   "the rule's packets are " + std::string(to_string(rule.match.family)) +
+                       " but it NATs to " + to_string(*rule.action.nat_addr),
+                   "NAT to an address of the rule's family");
       for (const auto* ports : {&rule.match.src_port, &rule.match.dst_port, &rule.match.ct_orig_dport})
         for (const auto& pm : *ports)
           for (const auto& r : pm.ports)

@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <condition_variable>
@@ -26,6 +25,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "fwengine/source_text.hpp"
 #include "fwengine/yaml.hpp"
 #include "yaml_fast_scanner.hpp"
 
@@ -867,25 +867,9 @@ std::optional<std::string> first_difference(const Node& a, const Node& b) {
 
 }  // namespace detail
 
-std::optional<std::string> read_text_file(const std::string& path, std::uint32_t file, Diagnostics& diag) {
-  auto fail = [&](int error_number) -> std::optional<std::string> {
-    diag.error({file, 0, 0}, "cannot read '" + path + "': " + std::strerror(error_number),
-               "check that the file exists and is readable");
-    return std::nullopt;
-  };
-  std::unique_ptr<std::FILE, decltype(&std::fclose)> stream(std::fopen(path.c_str(), "rb"), &std::fclose);
-  if (!stream) return fail(errno);
-  std::string text;
-  char buffer[65536];
-  std::size_t read = 0;
-  while ((read = std::fread(buffer, 1, sizeof buffer, stream.get())) > 0) text.append(buffer, read);
-  if (std::ferror(stream.get())) return fail(errno);
-  return text;
-}
-
 std::optional<std::vector<Node>> parse_file(const std::string& path, Diagnostics& diag) {
   const std::uint32_t file = diag.add_file(path);
-  auto text = read_text_file(path, file, diag);
+  auto text = read_source_file(path, file, diag);
   if (!text) return std::nullopt;
   return parse(*text, file, diag);
 }

@@ -235,3 +235,62 @@ TEST_CASE("capabilities: a backend without ct-status refuses it") {
   REQUIRE(diag.error_count() == 1);
   CHECK(diag.format(diag.all()[0]).find("cannot do match ct-status") != std::string::npos);
 }
+
+TEST_CASE("verify: a mark value within its mask, and none of the backends' own bits") {
+  Diagnostics diag;
+  auto f = diag.add_file("p.yaml");
+  Ruleset rs;
+  Rule outside;  // can never match: trace and the backends would each see it their own way
+  outside.match.mark_value = 3;
+  outside.match.mark_mask = 1;
+  outside.origin.loc = {f, 3, 5};
+  Rule reserved;
+  reserved.match.mark_value = 0x40000000;
+  reserved.origin.loc = {f, 4, 5};
+  Rule sets_reserved;
+  sets_reserved.action.kind = ActionKind::set_mark;
+  sets_reserved.action.mark_value = 0x10000001;
+  sets_reserved.origin.loc = {f, 5, 5};
+  Rule fine;
+  fine.match.mark_value = 0x10;
+  fine.match.mark_mask = 0xf0;
+  fine.action.kind = ActionKind::set_mark;
+  fine.action.mark_value = 0x0fffffff;
+  rs.chains["a"] = {"a", {outside, reserved, sets_reserved, fine}, {}};
+  passes::verify(rs, diag);
+  std::vector<std::string> lines;
+  for (const auto& d : diag.all()) lines.push_back(diag.format(d));
+  REQUIRE(lines.size() == 3);
+  CHECK(
+      lines[0] ==
+      "p.yaml:3:5: error: mark value 0x3 has bits outside its mask 0x1 (clear them from the value, or widen "
+      "the mask)");
+  CHECK(
+      lines[1] ==
+      "p.yaml:4:5: error: mark value 0x40000000 uses the bits 0xf0000000, which the backends keep for their "
+      "own marks (use the lower 28 bits (0xfffffff))");
+  CHECK(lines[2].rfind("p.yaml:5:5: error: set-mark value 0x10000001 uses the bits 0xf0000000", 0) == 0);
+}
+
+TEST_CASE("NAT to an address applies to packets of its family only") {
+  Diagnostics diag;
+  auto f = diag.add_file("p.yaml");
+  Ruleset rs;
+  Rule any_family;
+  any_family.action.kind = ActionKind::dnat;
+  any_family.action.nat_addr = parse_ip("2001:db8::1");
+  Rule other_family;
+  other_family.match.family = Family::ipv4;
+  other_family.action.kind = ActionKind::dnat;
+  other_family.action.nat_addr = parse_ip("2001:db8::1");
+  other_family.origin.loc = {f, 4, 5};
+  rs.chains["a"] = {"a", {any_family, other_family}, {}};
+  passes::normalise(rs);
+  CHECK(rs.chains["a"].rules[0].match.family == Family::ipv6);
+  passes::verify(rs, diag);
+  std::vector<std::string> lines;
+  for (const auto& d : diag.all()) lines.push_back(diag.format(d));
+  CHECK(std::count_if(lines.begin(), lines.end(), [](auto& l) {
+          return l.rfind("p.yaml:4:5: error: the rule's packets are ipv4 but it NATs to 2001:db8::1", 0) == 0;
+        }) == 1);
+}

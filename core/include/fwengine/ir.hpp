@@ -371,6 +371,10 @@ struct Ruleset {
 };
 
 // Well-known chain names core creates for the failsafe part.
+// The packet-mark bits the backends keep for their own marks (the allow mark, a pass leaving its group,
+// ...): a policy neither tests nor sets them, so every backend sees the same mark as trace does.
+inline constexpr std::uint32_t kReservedMarkBits = 0xf0000000;
+
 inline constexpr std::string_view kFailsafeIn = "failsafe-in";
 inline constexpr std::string_view kFailsafeOut = "failsafe-out";
 inline constexpr std::string_view kFailsafeUntrackedIn = "failsafe-untracked-in";

@@ -79,10 +79,8 @@ class Node {
 // gives an empty vector. Aliases are expanded (the copy keeps the anchor's location).
 std::optional<std::vector<Node>> parse(std::string_view text, std::uint32_t file, Diagnostics& diag);
 
-// Reads the file and parses it; an unreadable file is an error at loc (line 0) of that file.
+// Reads the file (read_source_file) and parses it; an unreadable file is an error at line 0 of it.
 std::optional<std::vector<Node>> parse_file(const std::string& path, Diagnostics& diag);
-// The whole text of a file (file: its index in diag); an unreadable file is an error at line 0 of it.
-std::optional<std::string> read_text_file(const std::string& path, std::uint32_t file, Diagnostics& diag);
 
 // Where byte `offset` of a scalar's text is in `source`, the text the scalar was parsed from (the whole
 // stream): re-scans it from its location by its style (plain, '...', "..." with escapes, | and > block

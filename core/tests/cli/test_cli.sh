@@ -12,6 +12,8 @@ check "usage: option of another command" 2 "$FWE" check --dport 22 && contains "
 check "usage: -v and -q" 2 "$FWE" -v -q check
 check "usage: missing netns" 2 "$FWE" --netns fwe-no-such-ns-$$ -f "$ROOT/fixtures/yaml/example/policy.yaml" check
 contains "netns message" "no network namespace 'fwe-no-such-ns-$$'"
+check "usage: --netns ." 2 "$FWE" --netns . -f "$ROOT/fixtures/yaml/example/policy.yaml" check &&
+  contains "netns dot" "--netns takes a name from 'ip netns list', not a path"
 check "usage: unknown frontend" 2 "$FWE" --frontend calicoo check && contains "frontend hint" "did you mean 'calico'?"
 check "confirm with nothing pending" 1 "$FWE" confirm && contains "confirm message" "nothing is waiting for confirmation"
 check "version" 0 "$FWE" --version && contains "version text" "fwengine "
@@ -151,6 +153,14 @@ check "a backend option twice" 2 "$FWE" --backend-option counters=rule --backend
 contains "backend option twice" "--backend-option counters is given twice"
 check "an empty --backend" 2 "$FWE" --backend '' -f "$EXAMPLE" render
 contains "empty value" "--backend needs a value"
+# The node name is part of the etcd cache's path: one Felix would not take is refused before anything.
+check "a node name with a '/'" 2 "$FWE" --frontend calico --node ../../tmp/x -f "$ROOT/fixtures/calico/home-cluster" check
+contains "node name" "'../../tmp/x' is not a node name (--node)"
+# A source without end is not read into memory without bound.
+check "a device as a policy file" 2 "$FWE" -f /dev/zero check
+contains "bounded read" "/dev/zero: error: holds more than 64 MiB: not a policy"
+check "a device on standard input" 2 sh -c 'exec "$1" --frontend calico --node n1 -f - check </dev/zero' sh "$FWE"
+contains "bounded stdin" "<stdin>: error: holds more than 64 MiB: not a policy"
 touch "$work/not-a-dir"
 check "migrate -o a file" 2 "$FWE" -f "$EXAMPLE" migrate --to yaml -o "$work/not-a-dir"
 contains "migrate -o" "is not a directory"

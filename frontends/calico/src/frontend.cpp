@@ -4,15 +4,13 @@
 #include <ifaddrs.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
-#include <iostream>
-#include <iterator>
 #include <system_error>
 
+#include "fwengine/source_text.hpp"
 #include "fwengine/yaml.hpp"
 #include "mapping.hpp"
 #include "reader.hpp"
@@ -36,7 +34,7 @@ void read_store(const etcd::Snapshot& snapshot, Reader& reader, Diagnostics& dia
 // yaml::parse_file, keeping the text for the reader: a problem inside a scalar is located in it.
 void read_file(const std::string& path, Reader& reader, Diagnostics& diag) {
   const std::uint32_t file = diag.add_file(path);
-  if (auto text = yaml::read_text_file(path, file, diag))
+  if (auto text = read_source_file(path, file, diag))
     if (auto documents = yaml::parse(*text, file, diag)) reader.read_documents(*documents, *text);
 }
 
@@ -46,9 +44,10 @@ void read_source(const LoadRequest& request, const std::string& source, Reader& 
     return;
   }
   if (source == "-") {
-    const std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
     const std::uint32_t file = diag.add_file("<stdin>");
-    if (auto documents = yaml::parse(text, file, diag)) reader.read_documents(*documents, text);
+    const auto text = read_source_stdin(file, diag);
+    if (!text) return;
+    if (auto documents = yaml::parse(*text, file, diag)) reader.read_documents(*documents, *text);
     return;
   }
   std::error_code error;
@@ -87,12 +86,6 @@ void read_source(const LoadRequest& request, const std::string& source, Reader& 
     return;
   }
   read_file(source, reader, diag);
-}
-
-std::string host_name() {
-  char buffer[256] = {};
-  if (gethostname(buffer, sizeof buffer - 1) != 0) return {};
-  return buffer;
 }
 
 TieBreak read_tie_break(const std::map<std::string, std::string>& options, Diagnostics& diag) {
@@ -150,9 +143,21 @@ std::map<std::string, std::vector<ir::IpAddr>> read_interface_addresses() {
   return addresses;
 }
 
+void check_node_name(const std::string& node) {
+  const bool felix_accepts = !node.empty() && std::all_of(node.begin(), node.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '-';
+  });
+  if (!felix_accepts)
+    throw UsageError("'" + node +
+                     "' is not a node name (--node): Felix takes letters, digits, '_', '.' and '-' "
+                     "only; give the node's name as HostEndpoints write it in spec.node");
+}
+
 ir::Ruleset load(const LoadRequest& request, Diagnostics& diag) {
   MappingOptions options;
-  options.node = request.node.empty() ? host_name() : request.node;
+  check_node_name(request.node);
+  options.node = request.node;
   options.tie_break = read_tie_break(request.options, diag);
   Model model;
   Reader reader(model, diag);

@@ -15,7 +15,7 @@ namespace fwe::calico {
 struct LoadRequest {
   // files, directories (*.yaml, *.yml, *.json, sorted), "-" for stdin, or etcd://HOST:PORT[,...]
   std::vector<std::string> sources;
-  std::string node;  // empty: this host's name
+  std::string node;  // this host's node name (core gives the lower-cased host name when --node is not)
   std::map<std::string, std::string> options;
   // The interfaces' addresses; when absent they are read from the current network namespace.
   std::optional<std::map<std::string, std::vector<ir::IpAddr>>> interface_addresses;
@@ -28,6 +28,10 @@ inline const std::vector<std::string_view> kOptionNames = {"policy-tiebreak", "e
                                                            "etcd-key", "etcd-cache"};
 
 ir::Ruleset load(const LoadRequest& request, Diagnostics& diag);
+
+// Throws UsageError unless Felix would take `node` as its host name (FelixHostname's pattern,
+// [a-zA-Z0-9_.-]+): the name also makes the path of the daemon's etcd cache, so never a '/'.
+void check_node_name(const std::string& node);
 
 // Every interface of the current network namespace with its IPv4/IPv6 addresses (getifaddrs).
 std::map<std::string, std::vector<ir::IpAddr>> read_interface_addresses();

@@ -54,7 +54,10 @@ class CalicoFrontend final : public Frontend {
   // /var/lib/fwengine (it must survive a reboot: /run does not).
   static std::string cache_file(const FrontendRequest& request) {
     auto option = request.options.find("etcd-cache");
-    if (option == request.options.end()) return "/var/lib/fwengine/etcd-cache/" + request.node + ".json";
+    if (option == request.options.end()) {
+      check_node_name(request.node);
+      return "/var/lib/fwengine/etcd-cache/" + request.node + ".json";
+    }
     return option->second == "none" ? std::string{} : option->second;
   }
 

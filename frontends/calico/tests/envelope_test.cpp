@@ -231,6 +231,18 @@ TEST_CASE("a client certificate without its key is refused whatever the source",
   CHECK_THAT(all_text(diag), Catch::Contains("--etcd-cert and --etcd-key go together"));
 }
 
+TEST_CASE("a node name Felix would not take is refused, whatever the case of one it takes", "[envelope]") {
+  LoadRequest request;
+  request.interface_addresses.emplace();
+  Diagnostics diag;
+  for (const char* bad : {"", "../../etc/x", "node 1", "n/1"}) {
+    request.node = bad;
+    CHECK_THROWS_AS(load(request, diag), UsageError);
+  }
+  request.node = "Node_1.example";
+  CHECK_NOTHROW(load(request, diag));
+}
+
 }  // namespace fwe::calico::test
 
 namespace fwe::calico::test {

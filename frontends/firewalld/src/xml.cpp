@@ -3,9 +3,9 @@
 
 #include <expat.h>
 
-#include <fstream>
-#include <iterator>
 #include <memory>
+
+#include "fwengine/source_text.hpp"
 
 namespace fwe::firewalld::xml {
 namespace {
@@ -93,13 +93,9 @@ std::optional<Element> parse(std::string_view text, std::uint32_t file, Diagnost
 
 std::optional<Element> parse_file(const std::string& path, Diagnostics& diag) {
   const std::uint32_t file = diag.add_file(path);
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    diag.error({file, 0, 0}, "cannot read " + path, "check that the file exists and is readable");
-    return std::nullopt;
-  }
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  return parse(text, file, diag);
+  const auto text = read_source_file(path, file, diag);
+  if (!text) return std::nullopt;
+  return parse(*text, file, diag);
 }
 
 }  // namespace fwe::firewalld::xml

@@ -11,12 +11,11 @@
 #include <charconv>
 #include <filesystem>
 #include <functional>
-#include <iostream>
 #include <map>
 #include <set>
-#include <sstream>
 #include <tuple>
 
+#include "fwengine/source_text.hpp"
 #include "fwengine/yaml.hpp"
 #include "policy_format.hpp"
 
@@ -142,6 +141,14 @@ struct Peeled {
   std::string_view text;  // for scalars: the text without '!'
   bool negate = false;
 };
+
+// Whether the rule's protocol field rules out protocol `number`: a list without it, or "not" a list with it.
+bool excludes_protocol(const ir::Match& match, std::uint8_t number) {
+  if (!match.protocols) return false;
+  const bool listed =
+      std::find(match.protocols->begin(), match.protocols->end(), number) != match.protocols->end();
+  return listed == match.protocol_negate;
+}
 
 // The stage a NAT or notrack action belongs in, for the check in finish().
 bool action_fits_stage(ir::ActionKind kind, ir::Stage stage) {
@@ -281,9 +288,7 @@ class PolicyReader::Impl {
 void PolicyReader::Impl::read_source(const std::string& source) {
   namespace fs = std::filesystem;
   if (source == "-") {
-    std::ostringstream text;
-    text << std::cin.rdbuf();
-    read_text(text.str(), "<stdin>");
+    if (auto text = read_source_stdin(diag_.add_file("<stdin>"), diag_)) read_text(*text, "<stdin>");
     return;
   }
   std::error_code ec;
@@ -505,8 +510,15 @@ void PolicyReader::Impl::add_set(ir::AddrSet set) {
                 "the chain is at " + diag_.where(chain->second.origin.loc) + "; rename one of them");
   auto hint = ruleset_.sets.lower_bound(set.name);
   if (hint != ruleset_.sets.end() && hint->first == set.name) {
+    // Addresses written in a rule or an endpoint make a set named after where they are.
+    const bool inline_one =
+        !set.origin.policy.starts_with("set ") || !hint->second.origin.policy.starts_with("set ");
     diag_.error(set.origin.loc, "set " + quote(set.name) + " is defined twice",
-                "the first is at " + diag_.where(hint->second.origin.loc) + "; rename one of them");
+                "the first is at " + diag_.where(hint->second.origin.loc) + "; rename one of them" +
+                    (inline_one ? " (addresses written in place are the set CHAIN.RULE.FIELD of a rule, "
+                                  "STAGE.SECTION.ENDPOINT.FIELD of an endpoint: a chain or set may not take "
+                                  "such a name)"
+                                : ""));
     return;
   }
   std::string name = set.name;
@@ -631,6 +643,11 @@ void PolicyReader::Impl::read_chains(Node& node) {
       error(key, "a chain needs a name", "write chains: {NAME: [rules...]}");
       continue;
     }
+    if (key.text().front() == '!') {  // a list of chains would read it as a negation
+      error(key, "chain name " + quote(key.text()) + " starts with '!', which negates",
+            "give the chain a name that starts with a letter");
+      continue;
+    }
     ir::Chain chain;
     chain.name = key.text();
     chain.origin = {key.loc(), chain.name, -1};
@@ -708,15 +725,15 @@ void PolicyReader::Impl::read_match(const Node& node, const std::string& owner, 
     bool v6 = value == icmpv6;
     std::string_view field = v6 ? "icmpv6" : "icmp";
     match.icmp = read_icmp(*value, field, v6);
-    std::uint8_t number = v6 ? 58 : 1;
-    if (positive_protocols_without([&](std::uint8_t p) { return p == number; })) {
+    if (excludes_protocol(match, v6 ? 58 : 1)) {
       std::string protocol_text;
       for (auto protocol : *match.protocols)
         protocol_text += (protocol_text.empty() ? "" : ", ") + ir::protocol_name(protocol);
       error(*value,
             std::string(field) + " needs protocol " + std::string(field) + ", but the rule's protocol is " +
-                protocol_text,
-            "remove protocol or add " + std::string(field) + " to it");
+                (match.protocol_negate ? "not " : "") + protocol_text,
+            match.protocol_negate ? "remove protocol or make it " + std::string(field)
+                                  : "remove protocol or add " + std::string(field) + " to it");
     }
     if (match.family == (v6 ? ir::Family::ipv4 : ir::Family::ipv6))
       error(*value,
@@ -844,9 +861,21 @@ std::optional<ir::IfacePattern> PolicyReader::Impl::read_iface(const Node& node,
           "write a prefix with '+': " + std::string(text.substr(0, text.size() - 1)) + "+");
     return std::nullopt;
   }
-  if (name.empty() || name.size() > 15 || name.find_first_of("/ \t+*") != std::string_view::npos) {
+  if (text.starts_with('!')) {
     error(node, std::string(field) + ": " + quote(text) + " is not an interface name",
-          "interface names have 1 to 15 characters without '/' or spaces; end with '+' for a prefix");
+          "a rule negates the whole field: " + std::string(field) + ": {not: [" +
+              std::string(text.substr(1)) + "]}; an endpoint cannot");
+    return std::nullopt;
+  }
+  // What Linux refuses in a name (dev_valid_name), and the quotes and backslash no backend can write.
+  const bool bad_character = std::any_of(name.begin(), name.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u <= ' ' || u == 0x7f || std::string_view("/:+*\"'\\").find(c) != std::string_view::npos;
+  });
+  if (name.empty() || name.size() > 15 || name == "." || name == ".." || bad_character) {
+    error(node, std::string(field) + ": " + quote(text) + " is not an interface name",
+          "interface names have 1 to 15 characters, none of them a space, a control character, '/', ':', a "
+          "quote or a backslash, and are not '.' or '..'; end with '+' for a prefix");
     return std::nullopt;
   }
   return ir::parse_iface(text);
@@ -1135,8 +1164,7 @@ void PolicyReader::Impl::read_action(const Node& rule_node, const ir::Match& mat
       if (const Node* with = rule_node.find("reject-with"))
         if (auto with_text = text_of(*with, "reject-with", "a reject reply"))
           if (auto reply = read_reject_with(*with, *with_text, "reject-with")) action.reject_with = *reply;
-      if (action.reject_with == "tcp-reset" && match.protocols && !match.protocol_negate &&
-          std::find(match.protocols->begin(), match.protocols->end(), 6) == match.protocols->end())
+      if (action.reject_with == "tcp-reset" && excludes_protocol(match, 6))
         error(*node, "a tcp-reset reply needs protocol tcp", "add tcp to the protocol or use an icmp reply");
       break;
     case ir::ActionKind::log:
@@ -1239,9 +1267,15 @@ void PolicyReader::Impl::read_action(const Node& rule_node, const ir::Match& mat
   }
   bool takes_port = *kind == ir::ActionKind::dnat || *kind == ir::ActionKind::snat ||
                     *kind == ir::ActionKind::redirect || *kind == ir::ActionKind::masquerade;
-  if (const Node* port = rule_node.find("to-port"); port && takes_port)
+  if (const Node* port = rule_node.find("to-port"); port && takes_port) {
     if (auto text_port = text_of(*port, "to-port", "a port or a range"))
       action.nat_port = read_port_range(*port, *text_port, "to-port");
+    // The kernel rewrites a port only in a packet it knows has one.
+    if (!match.protocols || match.protocol_negate ||
+        !std::all_of(match.protocols->begin(), match.protocols->end(), ir::protocol_has_ports))
+      error(*port, "to-port needs a protocol with ports: only their packets have a port to rewrite",
+            "add protocol: tcp, or a list of " + join(protocol_names(true), ", "));
+  }
 }
 
 std::optional<std::pair<ir::Verdict, std::string>> PolicyReader::Impl::read_verdict(const Node& node,

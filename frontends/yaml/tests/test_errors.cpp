@@ -153,6 +153,39 @@ TEST_CASE("bad inputs report file:line:col with a hint", "[errors]") {
        "bad.yaml:4:13: error: rpf: expected strict or loose, got a list"},
       {kHead + "chains:\n  c:\n    - {src: {not: \"!lan\"}, action: accept}\n",
        "bad.yaml:4:19: error: src: '!lan' is negated twice (drop either 'not' or the '!')"},
+      {kHead + "chains:\n  c:\n    - {action: dnat, to: 10.0.0.1, to-port: 8080}\n",
+       "bad.yaml:4:45: error: to-port needs a protocol with ports: only their packets have a port to rewrite "
+       "(add protocol: tcp, or a list of tcp, udp, dccp, sctp, udplite)"},
+      {kHead + "chains:\n  c:\n    - {protocol: [tcp, icmp], action: redirect, to-port: 8080}\n",
+       "bad.yaml:4:58: error: to-port needs a protocol with ports: only their packets have a port to rewrite "
+       "(add protocol: tcp, or a list of tcp, udp, dccp, sctp, udplite)"},
+      {kHead + "chains:\n  c:\n    - {protocol: \"!tcp\", action: reject, reject-with: tcp-reset}\n",
+       "bad.yaml:4:34: error: a tcp-reset reply needs protocol tcp (add tcp to the protocol or use an icmp "
+       "reply)"},
+      {kHead + "chains:\n  c:\n    - {protocol: \"!icmpv6\", icmpv6: echo-request, action: accept}\n",
+       "bad.yaml:4:37: error: icmpv6 needs protocol icmpv6, but the rule's protocol is not icmpv6 (remove "
+       "protocol "
+       "or make it icmpv6)"},
+      {kHead + "stages:\n  input:\n    - endpoints: [{iif: \"!eth0\"}]\n",
+       "bad.yaml:4:25: error: iif: '!eth0' is not an interface name (a rule negates the whole field: iif: "
+       "{not: "
+       "[eth0]}; an endpoint cannot)"},
+      {kHead + "chains:\n  c:\n    - {iif: \"eth0:1\", action: accept}\n",
+       "bad.yaml:4:13: error: iif: 'eth0:1' is not an interface name (interface names have 1 to 15 "
+       "characters, "
+       "none of them a space, a control character, '/', ':', a quote or a backslash, and are not '.' or "
+       "'..'; end "
+       "with '+' for a prefix)"},
+      {kHead + "chains:\n  c:\n    - {oif: \"..\", action: accept}\n",
+       "bad.yaml:4:13: error: oif: '..' is not an interface name (interface names have 1 to 15 characters, "
+       "none "
+       "of them a space, a control character, '/', ':', a quote or a backslash, and are not '.' or '..'; end "
+       "with "
+       "'+' for a prefix)"},
+      {kHead + "chains:\n  \"!x\": []\n",
+       "bad.yaml:3:3: error: chain name '!x' starts with '!', which negates (give the chain a name that "
+       "starts "
+       "with a letter)"},
   };
   for (const auto& c : cases) {
     INFO(c.text);

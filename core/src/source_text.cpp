@@ -1,0 +1,50 @@
+// source_text.cpp - reading a policy source whole, with a bound.
+#include "fwengine/source_text.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+
+namespace fwe {
+namespace {
+
+std::optional<std::string> cannot_read(const std::string& what, std::uint32_t file, Diagnostics& diag) {
+  diag.error({file, 0, 0}, "cannot read " + what + ": " + std::strerror(errno),
+             "check that the file exists and is readable");
+  return std::nullopt;
+}
+
+// Reads `in` (`what` names it in messages) to its end; nullopt (and an error) past kMaxSourceBytes, or
+// when reading fails.
+std::optional<std::string> read_bounded(std::istream& in, const std::string& what, std::uint32_t file,
+                                        Diagnostics& diag) {
+  std::string text;
+  char buffer[65536];
+  while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
+    const auto got = static_cast<std::size_t>(in.gcount());
+    if (text.size() + got > kMaxSourceBytes) {
+      diag.error({file, 0, 0},
+                 "holds more than " + std::to_string(kMaxSourceBytes >> 20) + " MiB: not a policy",
+                 "give the policy's own files (not a device like /dev/zero, nor an image or an archive)");
+      return std::nullopt;
+    }
+    text.append(buffer, got);
+  }
+  if (in.bad()) return cannot_read(what, file, diag);
+  return text;
+}
+
+}  // namespace
+
+std::optional<std::string> read_source_file(const std::string& path, std::uint32_t file, Diagnostics& diag) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return cannot_read("'" + path + "'", file, diag);
+  return read_bounded(in, "'" + path + "'", file, diag);
+}
+
+std::optional<std::string> read_source_stdin(std::uint32_t file, Diagnostics& diag) {
+  return read_bounded(std::cin, "standard input", file, diag);
+}
+
+}  // namespace fwe
