@@ -33,6 +33,7 @@
 #include "fwengine/canonical.hpp"
 #include "fwengine/loader.hpp"
 #include "fwengine/passes.hpp"
+#include "fwengine/source_text.hpp"
 #include "fwengine/state.hpp"
 #include "fwengine/trace.hpp"
 #include "fwengine/yaml.hpp"
@@ -338,6 +339,8 @@ std::string config_path(const Options& o) {
 std::optional<std::string> read_config_text(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) return std::nullopt;  // the reader names what it is
+  if (std::filesystem::file_size(path, ec) > kMaxSourceBytes)
+    return std::nullopt;  // and that it is too large
   std::ifstream in(path, std::ios::binary);
   if (!in) return std::nullopt;
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());

@@ -2,6 +2,7 @@
 #include "fwengine/source_text.hpp"
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -25,13 +26,15 @@ std::optional<std::string> read_bounded(std::istream& in, const std::string& wha
     const auto got = static_cast<std::size_t>(in.gcount());
     if (text.size() + got > kMaxSourceBytes) {
       diag.error({file, 0, 0},
-                 "holds more than " + std::to_string(kMaxSourceBytes >> 20) + " MiB: not a policy",
-                 "give the policy's own files (not a device like /dev/zero, nor an image or an archive)");
+                 "holds more than " + std::to_string(kMaxSourceBytes >> 20) +
+                     " MiB, more than any policy or config fwengine reads",
+                 "give the file itself, not a device like /dev/zero, an image or an archive");
       return std::nullopt;
     }
     text.append(buffer, got);
   }
-  if (in.bad()) return cannot_read(what, file, diag);
+  // std::cin, synced with stdio, marks a failed read as its end: stdin's own error flag tells.
+  if (in.bad() || (&in == &std::cin && std::ferror(stdin))) return cannot_read(what, file, diag);
   return text;
 }
 

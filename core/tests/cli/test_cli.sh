@@ -158,9 +158,14 @@ check "a node name with a '/'" 2 "$FWE" --frontend calico --node ../../tmp/x -f 
 contains "node name" "'../../tmp/x' is not a node name (--node)"
 # A source without end is not read into memory without bound.
 check "a device as a policy file" 2 "$FWE" -f /dev/zero check
-contains "bounded read" "/dev/zero: error: holds more than 64 MiB: not a policy"
+contains "bounded read" "/dev/zero: error: holds more than 64 MiB, more than any policy or config fwengine reads"
 check "a device on standard input" 2 sh -c 'exec "$1" --frontend calico --node n1 -f - check </dev/zero' sh "$FWE"
-contains "bounded stdin" "<stdin>: error: holds more than 64 MiB: not a policy"
+contains "bounded stdin" "<stdin>: error: holds more than 64 MiB"
+check "a directory on standard input" 2 sh -c 'exec "$1" -f - check </' sh "$FWE"
+contains "stdin read error" "<stdin>: error: cannot read standard input: Is a directory"
+truncate -s 65M "$work/large.conf"
+check "a config file over the bound" 2 "$FWE" --config "$work/large.conf" check
+contains "bounded config" "large.conf: error: holds more than 64 MiB"
 touch "$work/not-a-dir"
 check "migrate -o a file" 2 "$FWE" -f "$EXAMPLE" migrate --to yaml -o "$work/not-a-dir"
 contains "migrate -o" "is not a directory"

@@ -242,6 +242,21 @@ class Mapper {
                     "rename one of them or remove the duplicate");
       }
     }
+    // Felix's label inheritance (labelindex.InheritIndex): a HostEndpoint also carries the labelsToApply
+    // of the profiles it lists, for every name its own labels do not set; the first profile listed wins.
+    for (const HostEndpoint& hep : model_.host_endpoints) {
+      Labels labels = hep.labels;
+      for (const std::string& name : hep.profiles)
+        if (auto profile = profiles_.find(name); profile != profiles_.end())
+          labels.insert(profile->second->labels_to_apply.begin(), profile->second->labels_to_apply.end());
+      if (labels.size() != hep.labels.size()) inherited_labels_.emplace(&hep, std::move(labels));
+    }
+  }
+
+  // The labels every selector sees on a HostEndpoint: its own and those it inherits from its profiles.
+  const Labels& labels_of(const HostEndpoint& hep) const {
+    auto inherited = inherited_labels_.find(&hep);
+    return inherited == inherited_labels_.end() ? hep.labels : inherited->second;
   }
 
   void sort_policies() {
@@ -355,13 +370,13 @@ class Mapper {
 
   // ---- which policies apply where -----------------------------------------------------------------
   bool selects(const Policy& policy, const HostEndpoint& hep) const {
-    if (!policy.selector.selector.matches(hep.labels)) return false;
-    if (policy.namespace_selector && !scoped_match(policy.namespace_selector->selector, hep.labels, "pcns.",
-                                                   "projectcalico.org/namespace")) {
+    if (!policy.selector.selector.matches(labels_of(hep))) return false;
+    if (policy.namespace_selector && !scoped_match(policy.namespace_selector->selector, labels_of(hep),
+                                                   "pcns.", "projectcalico.org/namespace")) {
       return false;
     }
     if (policy.service_account_selector &&
-        !scoped_match(policy.service_account_selector->selector, hep.labels, "pcsa.",
+        !scoped_match(policy.service_account_selector->selector, labels_of(hep), "pcsa.",
                       "projectcalico.org/serviceaccount")) {
       return false;
     }
@@ -661,7 +676,7 @@ class Mapper {
     set.name = name;
     set.origin = origin;
     for (const HostEndpoint& hep : model_.host_endpoints) {
-      if (!selected(hep.labels)) continue;
+      if (!selected(labels_of(hep))) continue;
       for (const ir::IpAddr& ip : hep.expected_ips) set.cidrs.push_back(host_cidr(ip));
     }
     for (const NetworkSet& gns : model_.network_sets) {
@@ -711,8 +726,8 @@ class Mapper {
     for (const std::string& port_name : names) {
       std::map<std::pair<std::uint8_t, std::uint16_t>, std::vector<ir::Cidr>> targets;
       for (const HostEndpoint& hep : model_.host_endpoints) {
-        if (entity.selector && !entity.selector->selector.matches(hep.labels)) continue;
-        if (!service_accounts_match(&entity, hep.labels)) continue;
+        if (entity.selector && !entity.selector->selector.matches(labels_of(hep))) continue;
+        if (!service_accounts_match(&entity, labels_of(hep))) continue;
         for (const NamedPort& named : hep.ports) {
           if (named.name != port_name || (rule.protocol && *rule.protocol != named.protocol)) continue;
           auto& ips = targets[{named.protocol, named.port}];
@@ -846,6 +861,7 @@ class Mapper {
   std::vector<Tier> tiers_;
   std::vector<const Policy*> sorted_;
   std::map<std::string, const Profile*> profiles_;
+  std::map<const HostEndpoint*, Labels> inherited_labels_;
   std::vector<Binding> named_;
   const HostEndpoint* wildcard_ = nullptr;
 };

@@ -439,28 +439,8 @@ std::optional<Reader::Meta> Reader::read_metadata(const yaml::Node& resource, co
     meta.name_loc = name->loc();
     if (auto text = string_of(*name, "metadata.name")) meta.name = *text;
   }
-  if (const yaml::Node* labels = node->find("labels"); labels && !labels->is_null()) {
-    if (expect(*labels, yaml::Kind::mapping, "metadata.labels")) {
-      for (std::size_t i = 0; i < labels->size(); ++i) {
-        const yaml::Node& key = labels->keys()[i];
-        const yaml::Node& value = labels->values()[i];
-        if (!is_label_key(key.text())) {
-          diag_.error(key.loc(), "invalid label key '" + key.text() + "'",
-                      "a label key is [prefix/]name: name <=63 letters, digits, '-', '_', '.'");
-          ok = false;
-        }
-        auto text = string_of(value, "a label value");
-        if (!text) continue;
-        if (!is_label_value(*text)) {
-          diag_.error(
-              value.loc(), "invalid label value '" + *text + "'",
-              "a label value is <=63 letters, digits, '-', '_', '.', starting and ending alphanumeric");
-          ok = false;
-        }
-        meta.labels[key.text()] = *text;
-      }
-    }
-  }
+  if (const yaml::Node* labels = node->find("labels"); labels && !labels->is_null())
+    ok = read_labels(*labels, "metadata.labels", meta.labels) && ok;
   const yaml::Node* annotations = node->find("annotations");
   if (annotations && !annotations->is_null() &&
       expect(*annotations, yaml::Kind::mapping, "metadata.annotations")) {
@@ -1234,6 +1214,30 @@ void Reader::read_tier(const yaml::Node* spec, const Meta& meta, const Context& 
 
 // ---- Profile ---------------------------------------------------------------------------------------
 
+// A label mapping (metadata.labels, a Profile's labelsToApply) as Calico validates it: false on an error.
+bool Reader::read_labels(const yaml::Node& labels, std::string_view field, Labels& out) {
+  if (!expect(labels, yaml::Kind::mapping, field)) return false;
+  bool ok = true;
+  for (std::size_t i = 0; i < labels.size(); ++i) {
+    const yaml::Node& key = labels.keys()[i];
+    const yaml::Node& value = labels.values()[i];
+    if (!is_label_key(key.text())) {
+      diag_.error(key.loc(), "invalid label key '" + key.text() + "'",
+                  "a label key is [prefix/]name: name <=63 letters, digits, '-', '_', '.'");
+      ok = false;
+    }
+    auto text = string_of(value, "a label value");
+    if (!text) continue;
+    if (!is_label_value(*text)) {
+      diag_.error(value.loc(), "invalid label value '" + *text + "'",
+                  "a label value is <=63 letters, digits, '-', '_', '.', starting and ending alphanumeric");
+      ok = false;
+    }
+    out[key.text()] = *text;
+  }
+  return ok;
+}
+
 void Reader::read_profile(const yaml::Node* spec, const Meta& meta, const Context& ctx) {
   Profile profile;
   profile.name = meta.name;
@@ -1249,13 +1253,8 @@ void Reader::read_profile(const yaml::Node* spec, const Meta& meta, const Contex
         if (auto rule = read_rule(item, direction, ctx)) rules->push_back(std::move(*rule));
       }
     }
-    if (const yaml::Node* labels = spec->find("labelsToApply");
-        labels && !labels->is_null() && !(labels->is_mapping() && labels->size() == 0)) {
-      diag_.warning(labels->loc(),
-                    "labelsToApply of Profile '" + profile.name +
-                        "' is not supported: HostEndpoints using it keep their own labels only",
-                    "put the labels on the HostEndpoints themselves");
-    }
+    if (const yaml::Node* labels = spec->find("labelsToApply"); labels && !labels->is_null())
+      read_labels(*labels, "labelsToApply", profile.labels_to_apply);
   }
   if (diag_.error_count() != errors_before) return;
   model_.profiles.push_back(std::move(profile));

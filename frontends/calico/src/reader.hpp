@@ -31,6 +31,7 @@ class Reader {
   void read_network_set(const yaml::Node* spec, const Meta& meta);
   void read_tier(const yaml::Node* spec, const Meta& meta, const Context& ctx);
   void read_profile(const yaml::Node* spec, const Meta& meta, const Context& ctx);
+  bool read_labels(const yaml::Node& labels, std::string_view field, Labels& out);
   void read_felix_config(const yaml::Node* spec, const Meta& meta, const Context& ctx);
   std::optional<RuleSpec> read_rule(const yaml::Node& node, Direction direction, const Context& ctx);
   void read_entity(const yaml::Node& node, EntitySpec& entity);

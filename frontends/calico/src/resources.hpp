@@ -108,6 +108,7 @@ struct Profile {
   std::string name;
   SourceLoc loc;
   std::vector<RuleSpec> ingress, egress;
+  Labels labels_to_apply;  // what HostEndpoints listing the profile inherit (inherit_profile_labels)
 };
 
 struct NetworkSet {

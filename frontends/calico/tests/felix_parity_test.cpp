@@ -167,6 +167,37 @@ spec: {node: n1, interfaceName: eth0, expectedIPs: [10.0.0.10], profiles: [first
   CHECK(verdict(rs, packet("eth0", "", "10.0.0.99", "10.0.0.10", 6, 82)) == Verdict::allow);  // default-allow
 }
 
+TEST_CASE("a host endpoint inherits its profiles' labelsToApply for names its own labels do not set",
+          "[felix-parity]") {
+  const std::string host = R"(
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: h0, labels: {role: web}}
+spec: {node: n1, interfaceName: eth0, expectedIPs: [10.0.0.10], profiles: [first, second, projectcalico-default-allow]}
+)";
+  const std::string profiles = profile("first", "  labelsToApply: {role: db, env: prod}\n") +
+                               profile("second", "  labelsToApply: {env: dev, zone: a}\n");
+  // Own label first (role: web), then the first profile (env: prod), then the next (zone: a).
+  auto denies_80 = [&](const std::string& selector) {
+    const ir::Ruleset rs =
+        build(host + profiles +
+              gnp("p", "  selector: " + selector +
+                           "\n  ingress: [{action: Deny, protocol: TCP, destination: {ports: [80]}}]\n"));
+    return verdict(rs, packet("eth0", "", "10.0.0.99", "10.0.0.10", 6, 80)) == Verdict::deny;
+  };
+  CHECK(denies_80("role == 'web' && env == 'prod' && zone == 'a'"));
+  CHECK_FALSE(denies_80("role == 'db'"));
+  CHECK_FALSE(denies_80("env == 'dev'"));
+  // Rule selectors see them too: the endpoint's address is in the set of env == 'prod'.
+  const ir::Ruleset rs =
+      build(host + profiles +
+            gnp("p",
+                "  selector: all()\n  ingress: [{action: Deny, source: {selector: env == 'prod'}}, "
+                "{action: Allow}]\n"));
+  CHECK(verdict(rs, packet("eth0", "", "10.0.0.10", "10.0.0.10", 6, 80)) == Verdict::deny);
+  CHECK(verdict(rs, packet("eth0", "", "10.0.0.99", "10.0.0.10", 6, 80)) == Verdict::allow);
+}
+
 TEST_CASE("an undefined profile still denies and projectcalico-default-allow is built in", "[felix-parity]") {
   const std::string host = R"(
 apiVersion: projectcalico.org/v3

@@ -368,6 +368,13 @@ class ArgsReader {
       fail("'" + std::string(text) + "' is not a mark");
       return std::nullopt;
     }
+    // A test of bits outside the mask never holds, and a set of them differs between iptables' MARK
+    // variants; the top four bits are fwengine's own.
+    if ((*mark & ~*mask) != 0 || (*mark & ir::kReservedMarkBits) != 0) {
+      fail("mark '" + std::string(text) +
+           "' has value bits outside its mask or in 0xf0000000 (fwengine's own)");
+      return std::nullopt;
+    }
     return std::pair{static_cast<std::uint32_t>(*mark), static_cast<std::uint32_t>(*mask)};
   }
 
@@ -446,9 +453,7 @@ class ArgsReader {
       if (!text) return false;
       auto mark = mark_value(*text);
       if (!mark) return false;
-      // --set-mark V/M zeroes the mask's bits and ORs V; --set-xmark XORs: the same when V is inside M.
-      if (option == "--set-xmark" && (mark->first & ~mark->second) != 0)
-        return fail("--set-xmark with value bits outside the mask is not carried over");
+      // --set-mark V/M zeroes the mask's bits and ORs V; --set-xmark XORs: the same, V being inside M.
       a.mark_value = mark->first;
       a.mark_mask = mark->second;
       return true;

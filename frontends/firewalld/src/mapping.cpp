@@ -1254,6 +1254,15 @@ class Mapper {
         out.action.kind = ir::ActionKind::set_mark;
         out.action.mark_mask = action.mark_has_mask ? action.mark_mask : 0xffffffff;
         out.action.mark_value = action.mark & out.action.mark_mask;
+        if (out.action.mark_value & ir::kReservedMarkBits) {
+          diag_.warning(
+              rule.loc,
+              "mark is not carried over: its value sets bits of 0xf0000000, which fwengine's backends "
+              "keep for their own marks (" +
+                  rule.text + ")",
+              "mark with the lower 28 bits");
+          return std::nullopt;
+        }
         if (action.mark_has_mask) {
           diag_.warning(
               rule.loc,

@@ -4,11 +4,12 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <set>
+#include <sstream>
 #include <system_error>
 
+#include "fwengine/source_text.hpp"
 #include "rich.hpp"
 #include "values.hpp"
 #include "xml.hpp"
@@ -367,15 +368,17 @@ class Loader {
       std::error_code error;
       const fs::file_status status = fs::status(path, error);
       if (!fs::exists(status) && fs::symlink_status(path, error).type() != fs::file_type::symlink) continue;
-      std::ifstream in(path);
-      if (!fs::is_regular_file(status) || !in) {
+      if (!fs::is_regular_file(status)) {
         unreadable(path, error ? error.message() : "not a readable file");
         continue;
       }
       const std::uint32_t file = diag_.add_file(path);
+      const auto text = read_source_file(path, file, diag_);
+      if (!text) continue;
       config_.settings.loc = {file, 0, 0};
       found = true;
       std::set<std::string> seen;
+      std::istringstream in(*text);
       std::string line;
       for (std::uint32_t number = 1; std::getline(in, line); ++number) {
         read_setting(line, {file, number, 1}, seen);

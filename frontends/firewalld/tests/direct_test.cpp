@@ -85,6 +85,10 @@ TEST_CASE("direct: what is not understood is refused with the reason", "[direct]
   CHECK(refused("-s fd00::1 -j DROP") == "'fd00::1' is not an address of the rule's family");
   CHECK(refused("-j CT --helper ftp") == "'--helper' is not understood");
   CHECK(refused("-g other") == "-g (goto) is not carried over; use -j");
+  CHECK(refused("-m mark --mark 0x10/0xf -j ACCEPT") ==
+        "mark '0x10/0xf' has value bits outside its mask or in 0xf0000000 (fwengine's own)");
+  CHECK(refused("-j MARK --set-mark 0x10000000") ==
+        "mark '0x10000000' has value bits outside its mask or in 0xf0000000 (fwengine's own)");
   CHECK(refused("-p tcp --dport 22 -j DROP -j ACCEPT") == "two targets");
   CHECK(refused("-j LOG --log-prefix 'open") == "a quote is not closed");
   CHECK(refused("-j DNAT") == "DNAT needs --to-destination or --to-source");

@@ -210,8 +210,12 @@ TEST_CASE("rich NAT and mark go to their stages, zones classified the right way"
              R"(rule family="ipv4" forward-port port="80" protocol="tcp" to-port="8080" to-addr="10.0.0.5")");
   setup.rich(internal, R"(rule family="ipv4" source address="10.0.0.0/8" mark set="16/255")");
   setup.rich(setup.zone("external").body, R"(rule family="ipv6" source address="fd00::/8" masquerade)");
+  // The top four mark bits are the backends' own: this one is left out, with a warning.
+  setup.rich(internal, R"(rule family="ipv4" source address="10.9.0.0/16" mark set="0x80000000")");
   const ir::Ruleset rs = setup.build();
   CHECK(setup.count(Severity::warning, "mark with a mask") == 1);
+  CHECK(setup.count(Severity::warning, "mark is not carried over: its value sets bits of 0xf0000000") == 1);
+  CHECK(chain(rs, "prednat/zone/internal/allow").rules.size() == 1);
 
   const ir::Endpoint& mangle = endpoint(rs, ir::Stage::prednat, "internal eth0");
   CHECK(mangle.match.iif == ir::IfacePattern{"eth0", false});

@@ -1165,7 +1165,9 @@ void PolicyReader::Impl::read_action(const Node& rule_node, const ir::Match& mat
         if (auto with_text = text_of(*with, "reject-with", "a reject reply"))
           if (auto reply = read_reject_with(*with, *with_text, "reject-with")) action.reject_with = *reply;
       if (action.reject_with == "tcp-reset" && excludes_protocol(match, 6))
-        error(*node, "a tcp-reset reply needs protocol tcp", "add tcp to the protocol or use an icmp reply");
+        error(*node, "a tcp-reset reply needs protocol tcp",
+              match.protocol_negate ? "make the protocol tcp or use an icmp reply"
+                                    : "add tcp to the protocol or use an icmp reply");
       break;
     case ir::ActionKind::log:
       if (const Node* prefix = rule_node.find("prefix")) {

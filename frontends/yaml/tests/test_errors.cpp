@@ -160,7 +160,7 @@ TEST_CASE("bad inputs report file:line:col with a hint", "[errors]") {
        "bad.yaml:4:58: error: to-port needs a protocol with ports: only their packets have a port to rewrite "
        "(add protocol: tcp, or a list of tcp, udp, dccp, sctp, udplite)"},
       {kHead + "chains:\n  c:\n    - {protocol: \"!tcp\", action: reject, reject-with: tcp-reset}\n",
-       "bad.yaml:4:34: error: a tcp-reset reply needs protocol tcp (add tcp to the protocol or use an icmp "
+       "bad.yaml:4:34: error: a tcp-reset reply needs protocol tcp (make the protocol tcp or use an icmp "
        "reply)"},
       {kHead + "chains:\n  c:\n    - {protocol: \"!icmpv6\", icmpv6: echo-request, action: accept}\n",
        "bad.yaml:4:37: error: icmpv6 needs protocol icmpv6, but the rule's protocol is not icmpv6 (remove "
