@@ -137,6 +137,11 @@ bool before_routing(Stage s) {
   return s == Stage::untracked_in || s == Stage::prednat || s == Stage::dnat;
 }
 
+// Stages of the host's own packets, before any routing back in: they have no input interface.
+bool from_the_host(Stage s) {
+  return s == Stage::untracked_out || s == Stage::dnat_out || s == Stage::output;
+}
+
 // Stages whose packets came in on an interface (and are not NATed there): where rpf can be checked.
 bool has_input_interface(Stage s) {
   return s == Stage::untracked_in || s == Stage::prednat || s == Stage::input || s == Stage::forward;
@@ -151,6 +156,26 @@ std::optional<std::string> ct_status_never_holds(const std::vector<CtStatus>& st
       std::all_of(statuses.begin(), statuses.end(), [](CtStatus s) { return s == CtStatus::snat; });
   if (st == Stage::snat && only_snat) return "the connection is source-NATed only by this stage";
   return std::nullopt;
+}
+
+// An interface match that no packet of the chain's stages can meet (a chain used in several stages may
+// mean it for the others). Negated, it always holds: the kernel and trace compare an empty name.
+void warn_unmatchable_interfaces(const Chain& chain, const std::set<Stage>& stages, Diagnostics& diag) {
+  const bool no_iif = std::all_of(stages.begin(), stages.end(), from_the_host);
+  const bool no_oif = stages == std::set<Stage>{Stage::input};
+  if (!no_iif && !no_oif) return;
+  for (const auto& r : chain.rules) {
+    if (no_iif && r.match.iif && !r.match.iif_negate)
+      diag.warning(loc_of(r.origin),
+                   "iif never matches in chain '" + chain.name +
+                       "': it is used only where the host sends packets, which have no input interface",
+                   "match oif, or move the rule to a chain of input or forward");
+    if (no_oif && r.match.oif && !r.match.oif_negate)
+      diag.warning(loc_of(r.origin),
+                   "oif never matches in chain '" + chain.name +
+                       "': it is used only in input, whose packets have no output interface",
+                   "match iif, or move the rule to a chain of forward or output");
+  }
 }
 
 }  // namespace
@@ -222,6 +247,17 @@ void verify(const Ruleset& rs, Diagnostics& diag) {
                  "endpoint " + ep.name + " classifies by oif in stage " + std::string(to_string(st)) +
                      ", before routing has chosen one",
                  "classify by iif in this stage");
+    if (ep.match.iif && from_the_host(st))
+      diag.warning(loc_of(ep.origin),
+                   "endpoint " + ep.name + " classifies by iif in stage " + std::string(to_string(st)) +
+                       ", whose packets the host sends: they have no input interface, so it never matches",
+                   "classify by oif in this stage");
+    if (ep.match.oif && st == Stage::input)
+      diag.warning(loc_of(ep.origin),
+                   "endpoint " + ep.name +
+                       " classifies by oif in stage input, whose packets the host receives: they have no "
+                       "output interface, so it never matches",
+                   "classify by iif in this stage");
     if (ep.match.src_set) check_set(*ep.match.src_set, ep.origin, "endpoint " + ep.name);
     if (ep.match.dst_set) check_set(*ep.match.dst_set, ep.origin, "endpoint " + ep.name);
     for (const auto& g : ep.groups)
@@ -252,6 +288,7 @@ void verify(const Ruleset& rs, Diagnostics& diag) {
   for (const auto& [name, stages] : reachability(rs)) {
     const Chain* c = rs.find_chain(name);
     if (!c) continue;
+    warn_unmatchable_interfaces(*c, stages, diag);
     for (const auto& r : c->rules) {
       for (Stage st : stages) {
         auto k = r.action.kind;

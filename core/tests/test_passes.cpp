@@ -219,6 +219,56 @@ TEST_CASE("verify: rpf only where the packet came in on an interface") {
   CHECK(lines[3].rfind("p.yaml:8:5: error: rpf cannot be matched in stage snat", 0) == 0);
 }
 
+TEST_CASE("verify: an interface the stage's packets cannot have is a warning") {
+  Diagnostics diag;
+  auto f = diag.add_file("p.yaml");
+  Ruleset rs;
+  std::uint32_t line = 9;
+  auto add = [&](const std::string& chain, std::vector<Stage> stages, bool iif, bool negate) {
+    Rule r;
+    (iif ? r.match.iif : r.match.oif) = std::vector<IfacePattern>{{"eth0", false}};
+    (iif ? r.match.iif_negate : r.match.oif_negate) = negate;
+    r.origin.loc = {f, ++line, 5};
+    rs.chains[chain] = {chain, {r}, {}};
+    for (Stage st : stages) {
+      Endpoint ep;
+      ep.name = chain;
+      ep.groups.push_back({"g", {chain}, Verdict::continue_, {}, {}});
+      rs.stage(st).sections.push_back({"s", false, {ep}});
+    }
+  };
+  add("iif-out", {Stage::output}, true, false);                              // 10: never
+  add("iif-untracked-out", {Stage::untracked_out}, true, false);             // 11: never
+  add("iif-dnat-out", {Stage::dnat_out}, true, false);                       // 12: never
+  add("iif-snat", {Stage::snat}, true, false);                               // forwarded packets have one
+  add("iif-out-and-forward", {Stage::output, Stage::forward}, true, false);  // meant for forward
+  add("iif-out-negated", {Stage::output}, true, true);                       // always holds: no warning
+  add("oif-in", {Stage::input}, false, false);                               // 16: never
+  add("oif-in-and-output", {Stage::input, Stage::output}, false, false);
+  add("oif-forward", {Stage::forward}, false, false);
+  Endpoint by_iif, by_oif;
+  by_iif.name = "uplink";
+  by_iif.match.iif = IfacePattern{"eth0", false};
+  by_iif.origin.loc = {f, 30, 3};
+  by_oif.name = "downlink";
+  by_oif.match.oif = IfacePattern{"eth1", false};
+  by_oif.origin.loc = {f, 31, 3};
+  rs.stage(Stage::output).sections.push_back({"e", false, {by_iif}});
+  rs.stage(Stage::input).sections.push_back({"e", false, {by_oif}});
+  passes::verify(rs, diag);
+  std::vector<std::string> lines;
+  for (const auto& d : diag.all()) lines.push_back(diag.format(d));
+  std::sort(lines.begin(), lines.end());
+  REQUIRE(lines.size() == 6);
+  CHECK(diag.error_count() == 0);
+  CHECK(lines[0].rfind("p.yaml:10:5: warning: iif never matches in chain 'iif-out'", 0) == 0);
+  CHECK(lines[1].rfind("p.yaml:11:5: warning: iif never matches in chain 'iif-untracked-out'", 0) == 0);
+  CHECK(lines[2].rfind("p.yaml:12:5: warning: iif never matches in chain 'iif-dnat-out'", 0) == 0);
+  CHECK(lines[3].rfind("p.yaml:16:5: warning: oif never matches in chain 'oif-in'", 0) == 0);
+  CHECK(lines[4].rfind("p.yaml:30:3: warning: endpoint uplink classifies by iif in stage output", 0) == 0);
+  CHECK(lines[5].rfind("p.yaml:31:3: warning: endpoint downlink classifies by oif in stage input", 0) == 0);
+}
+
 TEST_CASE("capabilities: a backend without ct-status refuses it") {
   Diagnostics diag;
   Ruleset rs;

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <fcntl.h>
 #include <linux/magic.h>
 #include <linux/netlink.h>
 #include <linux/pkt_sched.h>
@@ -200,10 +201,53 @@ void forget_gone_hooks(int hooks_fd, const std::vector<Interface>& present) {
   for (__u32 index : gone) bpf_map_delete_elem(hooks_fd, &index);
 }
 
-void ensure_bpffs() {
+bool is_bpffs(const std::string& path) {
   struct statfs fs {};
-  if (statfs(kBpffs, &fs) == 0 && fs.f_type == BPF_FS_MAGIC) return;
-  // Under `ip netns exec` (fresh /sys) or on a host that never mounted it.
+  return statfs(path.c_str(), &fs) == 0 && fs.f_type == BPF_FS_MAGIC;
+}
+
+std::optional<ino_t> mount_namespace_of(pid_t pid) {
+  struct stat ns {};
+  if (stat(("/proc/" + std::to_string(pid) + "/ns/mnt").c_str(), &ns) != 0) return std::nullopt;
+  return ns.st_ino;
+}
+
+pid_t parent_of(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  const std::string line((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const auto end_of_name = line.rfind(')');  // the name may hold spaces and parentheses
+  if (end_of_name == std::string::npos) return 0;
+  std::istringstream fields(line.substr(end_of_name + 1));
+  std::string state;
+  pid_t parent = 0;
+  fields >> state >> parent;
+  return parent;
+}
+
+// Where the pins go: the bpffs on /sys/fs/bpf. `ip netns exec` gives the process a mount namespace of
+// its own with a fresh /sys, where a bpffs would be mounted for it alone and its pins gone when it
+// exits: then the host's, as the nearest process outside that namespace sees it (the shell that ran
+// ip), held open so that it stays reachable if that process ends.
+std::string bpffs_root() {
+  static const std::string root = [] {
+    if (is_bpffs(kBpffs)) return std::string(kBpffs);
+    const auto own = mount_namespace_of(getpid());
+    for (pid_t pid = getppid(); own && pid > 0; pid = parent_of(pid)) {
+      if (mount_namespace_of(pid) == own) continue;
+      const std::string seen = "/proc/" + std::to_string(pid) + "/root" + kBpffs;
+      if (!is_bpffs(seen)) break;
+      const int fd = open(seen.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);  // kept until exit
+      if (fd < 0) break;
+      return "/proc/self/fd/" + std::to_string(fd);
+    }
+    return std::string(kBpffs);
+  }();
+  return root;
+}
+
+void ensure_bpffs(const std::string& pin_dir) {
+  if (!pin_dir.starts_with(kBpffs) || is_bpffs(kBpffs)) return;
+  // A host that never mounted it, or a mount namespace of our own outside of which none is mounted.
   if (mount("bpf", kBpffs, "bpf", 0, "mode=0700") != 0)
     fail(std::string("mounting bpffs on ") + kBpffs, errno);
 }
@@ -881,8 +925,7 @@ std::uint32_t groups_up_on_port(const netlink::BridgeOptions& bridge, std::uint1
 // process is in, so two namespaces that share a bpffs (nsenter, a container given the host's
 // /sys/fs/bpf) keep apart.
 std::string pin_dir_for(const std::string& netns) {
-  return std::string(kBpffs) + "/fwengine/" +
-         std::filesystem::path(state::run_dir(netns)).filename().string();
+  return bpffs_root() + "/fwengine/" + std::filesystem::path(state::run_dir(netns)).filename().string();
 }
 
 Kernel::Kernel(const std::string& netns) : pin_dir_(pin_dir_for(netns)) {
@@ -908,7 +951,7 @@ void require_lo_forwarding() {
 void Kernel::apply(const Program& program, const std::string& ir_hash, bool rebind) {
   if (program.uses_rpf) require_lo_forwarding();
   libbpf_log().clear();
-  ensure_bpffs();
+  ensure_bpffs(pin_dir_);
   std::error_code ec;
   // A namespace's pins left by one deleted under the same name hold nothing of this one's.
   if (pins_of_another_namespace(pin_dir_)) std::filesystem::remove_all(pin_dir_, ec);

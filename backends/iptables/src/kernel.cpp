@@ -297,16 +297,23 @@ std::string transition(const std::vector<KernelTable>& now, const std::vector<Ta
         for (const auto& rule : chain.rules) fill += "-A " + chain.name + ' ' + rule + '\n';
       }
     }
-    // Hooks: keep one that is already first and exactly ours; delete every other, bottom up.
+    // Hooks: keep one that is already first, exactly ours and alone of its kind; delete every other by
+    // its spec, as positions read before the restore may have moved since (a rule someone inserted).
+    // A copy of a kept hook would make its spec delete the kept one: then both go, and it comes anew.
     std::vector<const KernelHook*> satisfied;
     std::vector<HookDef> insert;
+    auto copies = [&](const KernelHook& hook) {
+      return std::count_if(have->hooks.begin(), have->hooks.end(), [&](const KernelHook& k) {
+        return k.builtin == hook.builtin && k.spec == hook.spec;
+      });
+    };
     if (wanted) {
       for (const auto& h : wanted->hooks) {
         const KernelHook* match = nullptr;
         if (have)
           for (const auto& k : have->hooks)
             if (k.builtin == h.builtin && k.target == h.target && k.position == 1 &&
-                k.spec == hook_spec(h.target))
+                k.spec == hook_spec(h.target) && copies(k) == 1)
               match = &k;
         if (match)
           satisfied.push_back(match);
@@ -321,7 +328,7 @@ std::string transition(const std::vector<KernelTable>& now, const std::vector<Ta
       std::sort(doomed.begin(), doomed.end(), [](const KernelHook* a, const KernelHook* b) {
         return a->builtin != b->builtin ? a->builtin < b->builtin : a->position > b->position;
       });
-      for (const auto* k : doomed) hooks += "-D " + k->builtin + ' ' + std::to_string(k->position) + '\n';
+      for (const auto* k : doomed) hooks += "-D " + k->builtin + ' ' + k->spec + '\n';
     }
     for (const auto& h : insert) hooks += "-I " + h.builtin + " 1 " + hook_spec(h.target) + '\n';
     if (have) {
@@ -428,6 +435,20 @@ bool is_gate(std::string_view name) {
   return in_slot(name, 0) == kGateSet;
 }
 
+// One of the sets that match every address of a family (kAnySets), or nullptr.
+const SetDef* any_set(std::string_view name) {
+  for (const SetDef& any : kAnySets)
+    if (any.name == name) return &any;
+  return nullptr;
+}
+
+// Whether a set that matches every address of its family still does: it holds each of its networks.
+bool whole(const SetDef& any, const KernelSet& set) {
+  return std::all_of(any.members.begin(), any.members.end(), [&](const std::string& member) {
+    return std::find(set.members.begin(), set.members.end(), member) != set.members.end();
+  });
+}
+
 bool is_temporary(std::string_view name) {
   return name.substr(0, kTempSetPrefix.size()) == kTempSetPrefix;
 }
@@ -453,8 +474,8 @@ Holdings holdings(Ipset& ipset, bool members, bool counters = false) {
   h.tables[static_cast<int>(IpFamily::v6)] = v6.get();
   if (!members)
     for (auto& set : h.sets)
-      if (is_gate(set.name))
-        for (auto& gate : our_sets(ipset, true, set.name)) set = std::move(gate);
+      if (is_gate(set.name) || any_set(set.name))
+        for (auto& listed : our_sets(ipset, true, set.name)) set = std::move(listed);
   bool on[3] = {};
   // How whole a slot's ruleset is: 1 for any chain, 2 more per family whose load got as far as fwe-meta's
   // IR hash (the last chain of its filter table).
@@ -763,14 +784,18 @@ void top_up_gate(Ipset& ipset, const Holdings& now) {
   const std::string gate = in_slot(kGateSet, now.active);
   for (const auto& set : now.sets)
     if (set.name == gate)
-      for (const SetDef& any : kAnySets)
-        if (std::find(set.members.begin(), set.members.end(), any.name) == set.members.end()) {
-          IpsetResult r = ipset.create(any, any.name);  // it may have gone too
-          if (r.ok()) r = ipset.add_to_list(gate, any.name);
-          if (!r.ok())
-            throw RuntimeError("cannot put " + any.name + " back into " + gate + ": " + r.message +
-                               "\n  nothing was changed: the ruleset in effect stays, without that family");
-        }
+      for (const SetDef& any : kAnySets) {
+        const auto listed = std::find_if(now.sets.begin(), now.sets.end(),
+                                         [&](const KernelSet& k) { return k.name == any.name; });
+        const bool gated = std::find(set.members.begin(), set.members.end(), any.name) != set.members.end();
+        if (gated && listed != now.sets.end() && whole(any, *listed)) continue;
+        // (Re)creating adds what it lacks: create and add take what exists already.
+        IpsetResult r = ipset.create(any, any.name);
+        if (r.ok() && !gated) r = ipset.add_to_list(gate, any.name);
+        if (!r.ok())
+          throw RuntimeError("cannot put " + any.name + " back into " + gate + ": " + r.message +
+                             "\n  nothing was changed: the ruleset in effect stays, without that family");
+      }
 }
 
 }  // namespace
@@ -943,13 +968,18 @@ KernelState read_kernel() {
     state.drift.push_back(
         "an apply was interrupted before its switch: no ruleset of fwengine's is switched on; "
         "the next apply switches one on");
-  for (const auto& set : k.sets)
+  for (const auto& set : k.sets) {
     if (slot > 0 && slot_loaded && set.name == in_slot(kGateSet, slot))
       for (const SetDef& any : kAnySets)
         if (std::find(set.members.begin(), set.members.end(), any.name) == set.members.end())
           state.drift.push_back("ipset " + set.name + " lacks " + any.name + ": " +
                                 (any.family == IpFamily::v4 ? "IPv4" : "IPv6") +
                                 " bypasses the ruleset; the next apply puts it back");
+    if (const SetDef* any = any_set(set.name); any && !whole(*any, set))
+      state.drift.push_back("ipset " + set.name + " no longer holds every " +
+                            (any->family == IpFamily::v4 ? "IPv4" : "IPv6") +
+                            " address: what it lacks bypasses the ruleset; the next apply puts it back");
+  }
   if (leftover_chains + leftover_sets > 0)
     state.drift.push_back("an interrupted apply (or an older fwengine) left " +
                           std::to_string(leftover_chains) + " chains and " + std::to_string(leftover_sets) +

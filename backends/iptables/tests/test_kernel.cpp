@@ -404,6 +404,17 @@ TEST_CASE("a first apply clears both slots' leftovers and switches on with the o
   apply_model(render_ok(test::sample_ruleset()), "second", false);
   CHECK(test::ipset_text_now().find("add fwe2-gate fwe0-any6") != std::string::npos);
   CHECK(read_kernel().drift.empty());
+
+  // So is a set of the gate that no longer covers its family: half of IPv4 would bypass every hook.
+  REQUIRE(run_tool({"ipset", "del", "fwe0-any4", "128.0.0.0/1"}).status == 0);
+  const KernelState narrowed = read_kernel();
+  REQUIRE(narrowed.drift.size() == 1);
+  CHECK(narrowed.drift[0] ==
+        "ipset fwe0-any4 no longer holds every IPv4 address: what it lacks bypasses the ruleset; the next "
+        "apply puts it back");
+  apply_model(render_ok(test::sample_ruleset()), "second", false);
+  CHECK(test::ipset_text_now().find("add fwe0-any4 128.0.0.0/1") != std::string::npos);
+  CHECK(read_kernel().drift.empty());
 }
 
 TEST_CASE("a first apply killed while it filled the spare gate is finished by the next apply", "[root]") {

@@ -303,13 +303,25 @@ TEST_CASE("transition rewrites only what changed and removes what is gone") {
   CHECK(now[0].hooks.size() == 1);
   CHECK(now[0].hooks[0].position == 2);
   // The hook is not first: it moves to the top; fwe-old goes; nothing else is rewritten.
-  CHECK(transition(now, want, false) ==
-        "*filter\n-D INPUT 2\n-I INPUT 1 " + hook_spec("fwe-input") + "\n-F fwe-old\n-X fwe-old\nCOMMIT\n");
+  // It is deleted by its spec: a rule inserted above it since the save was read moves its position.
+  CHECK(transition(now, want, false) == "*filter\n-D INPUT " + hook_spec("fwe-input") + "\n-I INPUT 1 " +
+                                            hook_spec("fwe-input") + "\n-F fwe-old\n-X fwe-old\nCOMMIT\n");
   // Everything away.
   std::string gone = transition(now, {}, false);
-  CHECK(gone.find("-D INPUT 2\n") != std::string::npos);
+  CHECK(gone.find("-D INPUT " + hook_spec("fwe-input") + "\n") != std::string::npos);
   CHECK(gone.find("-X fwe-input\n") != std::string::npos);
   CHECK(gone.find("DOCKER") == std::string::npos);
+  // First but with a copy further down: a delete by the spec would take the first, so both go and the
+  // hook comes anew at the top.
+  std::string doubled = saved;
+  doubled.replace(doubled.find("-A INPUT -j DOCKER-USER\n"), 24, "");
+  doubled.replace(doubled.find(":fwe-old"), 0, "-A INPUT " + hook_spec("fwe-input") + "\n");
+  auto twice = parse_save(doubled);
+  REQUIRE(twice[0].hooks.size() == 2);
+  CHECK(twice[0].hooks[0].position == 1);
+  CHECK(transition(twice, want, false) == "*filter\n-D INPUT " + hook_spec("fwe-input") + "\n-D INPUT " +
+                                              hook_spec("fwe-input") + "\n-I INPUT 1 " +
+                                              hook_spec("fwe-input") + "\n-F fwe-old\n-X fwe-old\nCOMMIT\n");
 }
 
 TEST_CASE("ct-status is the conntrack match's SNAT/DNAT virtual states, apart from --ctstate states") {

@@ -194,6 +194,10 @@ KernelState NftBackend::read(Elements elements) {
     for (const ListedRule* rule : rules_of[chain.name])
       state.text += rule_line(rule->chain, rule->index, rule->comment) + '\n';
   }
+  if (listing.dormant)
+    state.drift.push_back(
+        "table inet fwengine is dormant: its chains see no packets; fwengine apply replaces it with a live "
+        "one");
   if (stamp_fields.size() != 3 && stamp_fields.size() != 4) {
     state.drift.push_back(
         "table inet fwengine has no (or several) fwengine stamps: not written by one fwengine apply");

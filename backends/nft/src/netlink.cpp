@@ -586,6 +586,8 @@ class Transaction {
 
   // Sends the batch and drains every reply. Returns false when the generation changed (retry).
   bool commit(Socket& sock) {
+    // Nothing to change: an empty batch would only get an answer nobody reads when the generation moved.
+    if (what_.empty()) return true;
     nftnl_batch_end(static_cast<char*>(nftnl_batch_buffer(batch_.get())), seq_);
     next();
     std::vector<iovec> iov(static_cast<std::size_t>(nftnl_batch_iovec_len(batch_.get())));
@@ -727,8 +729,9 @@ std::uint32_t first_seq() {
   return static_cast<std::uint32_t>(time(nullptr)) & 0x7fffffff;
 }
 
-// Whether table inet fwengine exists: GETTABLE answers with the table or with ENOENT.
-bool table_exists(Socket& sock, std::uint32_t seq) {
+// Table inet fwengine's flags (NFT_TABLE_F_*), or nothing if it does not exist: GETTABLE answers with
+// the table or with ENOENT.
+std::optional<std::uint32_t> table_flags(Socket& sock, std::uint32_t seq) {
   char buf[kRequestBuffer];
   nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETTABLE, NFPROTO_INET, 0, seq);
   TablePtr t(nftnl_table_alloc());
@@ -738,9 +741,19 @@ bool table_exists(Socket& sock, std::uint32_t seq) {
   std::vector<char> reply(1 << 16);
   ssize_t n = mnl_socket_recvfrom(sock.get(), reply.data(), reply.size());
   if (n < 0) fail("netlink receive failed");
-  int ret = mnl_cb_run(reply.data(), static_cast<std::size_t>(n), seq, sock.portid(), nullptr, nullptr);
-  if (ret >= 0) return true;
-  if (errno == ENOENT) return false;
+  std::uint32_t flags = 0;
+  int ret = mnl_cb_run(
+      reply.data(), static_cast<std::size_t>(n), seq, sock.portid(),
+      [](const nlmsghdr* answer, void* data) {
+        TablePtr table(nftnl_table_alloc());
+        if (nftnl_table_nlmsg_parse(answer, table.get()) < 0) return MNL_CB_ERROR;
+        if (nftnl_table_is_set(table.get(), NFTNL_TABLE_FLAGS))
+          *static_cast<std::uint32_t*>(data) = nftnl_table_get_u32(table.get(), NFTNL_TABLE_FLAGS);
+        return MNL_CB_OK;
+      },
+      &flags);
+  if (ret >= 0) return flags;
+  if (errno == ENOENT) return std::nullopt;
   fail("cannot read table inet fwengine");
 }
 
@@ -1011,7 +1024,10 @@ double apply_table_incremental(Connection& connection, const Table& table, const
                                const AppliedSets* previous) {
   return run_transaction(connection.socket(), [&](Transaction& tx, Socket& sock) {
     // Listed after the generation was read: a change in between makes the kernel refuse the batch.
-    if (!table_exists(sock, first_seq())) return fill_replace(tx, table, marker);
+    // A dormant table (switched off by `nft add table ... { flags dormant; }`) hooks nothing: only a
+    // new table is sure to be live.
+    const auto flags = table_flags(sock, first_seq());
+    if (!flags || (*flags & NFT_TABLE_F_DORMANT)) return fill_replace(tx, table, marker);
     Listing kernel;
     list_names(sock, first_seq(), kernel);
     list_rules(sock, first_seq() + 2, kernel);
@@ -1126,8 +1142,10 @@ Listing list_table(Connection& connection, Elements elements) {
   Socket& sock = connection.socket();
   Listing out;
   std::uint32_t seq = first_seq();
-  out.present = table_exists(sock, seq);
+  const auto flags = table_flags(sock, seq);
+  out.present = flags.has_value();
   if (!out.present) return out;
+  out.dormant = (*flags & NFT_TABLE_F_DORMANT) != 0;
   list_names(sock, seq + 1, out);
   list_rules(sock, seq + 3, out);
   out.content = content_digest(out);

@@ -91,6 +91,7 @@ inline constexpr std::string_view kMarkerPrefix = "fwengine-ir-";
 
 struct Listing {
   bool present = false;
+  bool dormant = false;  // switched off: its chains hook nothing
   // What the kernel holds, expression by expression: every rule's chain, position and expressions
   // (counters' values left out) and every base chain's hook and policy, as 16 hex digits. Chain names
   // are content digests of what apply loaded, so this is how an edit by hand inside a chain shows.

@@ -201,6 +201,33 @@ TEST_CASE("a rule edited in place by hand is drift, and the next incremental app
         "0\n");
 }
 
+TEST_CASE("a table switched off by hand (dormant) is drift, and the next incremental apply replaces it",
+          "[root]") {
+  nft_test::require_root();
+  auto result = in_scratch_netns([] {
+    auto nft = backend();
+    Diagnostics diag;
+    StateDir state;
+    const auto plan = nft->render(nft_test::small_ruleset(), diag);
+    nft->apply(*plan, {false, "aaaa", state.path});
+    shell("nft add table inet fwengine '{ flags dormant; }'");
+    std::string out = "flags: " + shell("nft list table inet fwengine | grep -c 'flags dormant' || true");
+    const KernelState dormant = nft->read_back();
+    out += std::to_string(dormant.drift.size()) +
+           " drift: " + (dormant.drift.empty() ? "" : dormant.drift[0].substr(0, 35)) + "\n";
+    nft->apply(*plan, {false, "aaaa", state.path});  // the same plan: only the table's flag differs
+    out += "applied again: " + std::to_string(nft->read_back().drift.size()) + " drift\n";
+    return out + "flags: " + shell("nft list table inet fwengine | grep -c 'flags dormant' || true");
+  });
+  INFO(result.output);
+  REQUIRE(result.exit_code == 0);
+  CHECK(result.output ==
+        "flags: 1\n"
+        "1 drift: table inet fwengine is dormant: its\n"
+        "applied again: 0 drift\n"
+        "flags: 0\n");
+}
+
 TEST_CASE("an element added to or taken out of one of our sets by hand is drift", "[root]") {
   nft_test::require_root();
   auto result = in_scratch_netns([] {

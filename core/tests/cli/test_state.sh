@@ -11,6 +11,8 @@ cleanup() {
   [ -n "$holder" ] && kill "$holder" 2>/dev/null
   [ -n "$work" ] && rm -rf "$work"
   ip netns del "$ns" 2>/dev/null
+  ip netns del "fwe-state-exec-$$" 2>/dev/null
+  rm -rf "/run/fwengine/fwe-state-exec-$$"
   [ -n "$made_default" ] && ip netns del default 2>/dev/null
   rm -rf "/run/fwengine/$ns"
 }
@@ -209,6 +211,34 @@ out=$(unshare -n sh -c 'ino=$(stat -L -c %i /proc/self/ns/net)
   rm -rf "/run/fwengine/netns-$ino"' sh "$FWE" "$work/refused.yaml" 2>&1)
 expect "a refused first apply exits 1" grep -q "^exit 1$" <<<"$out"
 expect "and leaves no state directory" test "$(grep -c '^left netns-' <<<"$out")" = 0
+
+# Inside the namespace (ip netns exec, no --netns), each backend: apply, status and flush find it by
+# name, and flush leaves nothing of ours. ip netns exec mounts a fresh /sys, where bpffs is not mounted.
+exec_ns=fwe-state-exec-$$
+ip netns add "$exec_ns"
+ip -n "$exec_ns" link set lo up
+ip -n "$exec_ns" link add eth0 type veth peer name eth0-peer
+ip -n "$exec_ns" link set eth0 up
+holds() {  # holds BACKEND: what the namespace's kernel has of fwengine's, as one line
+  case $1 in
+    iptables) ip netns exec "$exec_ns" sh -c 'iptables-legacy-save; ip6tables-legacy-save; ipset list -n' | grep -c 'fwe' ;;
+    ebpf) ip netns exec "$exec_ns" tc filter show dev eth0 ingress | grep -c 'fwe_' ;;
+  esac
+}
+for backend in iptables ebpf; do
+  "$FWE" plugins | grep -q "^$backend .*backend" || continue
+  out=$(ip netns exec "$exec_ns" "$FWE" --backend "$backend" -f "$policy" -q apply 2>&1); rc=$?
+  expect "ip netns exec: $backend apply succeeds" test "$rc" = 0
+  expect "ip netns exec: $backend holds the ruleset" test "$(holds "$backend")" -gt 0
+  expect "ip netns exec: $backend state is kept under the namespace's name" test -e "/run/fwengine/$exec_ns/state.json"
+  out=$(ip netns exec "$exec_ns" "$FWE" status 2>&1)
+  expect "ip netns exec: $backend status shows the applied hash" grep -q "IR $hash" <<<"$out"
+  out=$(ip netns exec "$exec_ns" "$FWE" --backend "$backend" flush 2>&1); rc=$?
+  expect "ip netns exec: $backend flush succeeds" test "$rc" = 0
+  expect "ip netns exec: $backend flush leaves nothing of ours" test "$(holds "$backend")" = 0
+done
+ip netns del "$exec_ns"
+rm -rf "/run/fwengine/$exec_ns"
 
 # A namespace named "default" cannot have the host's state name: --netns refuses it, and inside it
 # (ip netns exec) the state is kept as netns-<inode>. Only where no such namespace exists already.
