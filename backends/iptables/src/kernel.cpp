@@ -89,11 +89,16 @@ class SigpipeBlock {
 }  // namespace
 
 ToolResult run_tool(const std::vector<std::string>& argv, std::string_view input) {
-  int in[2], out[2], err[2];
-  if (pipe2(in, O_CLOEXEC) != 0)
-    throw RuntimeError("cannot create a pipe: " + std::string(std::strerror(errno)));
-  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0)
-    throw RuntimeError("cannot create a pipe: " + std::string(std::strerror(errno)));
+  int pipes[3][2];
+  for (int made = 0; made < 3; ++made)
+    if (pipe2(pipes[made], O_CLOEXEC) != 0) {
+      const int error = errno;
+      for (int i = 0; i < made; ++i) close(pipes[i][0]), close(pipes[i][1]);
+      throw RuntimeError("cannot create a pipe: " + std::string(std::strerror(error)));
+    }
+  auto& in = pipes[0];
+  auto& out = pipes[1];
+  auto& err = pipes[2];
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, in[0], 0);

@@ -176,6 +176,10 @@ std::string element_text(const Set& set, KeyBytes lo, KeyBytes hi, const std::st
 
 }  // namespace
 
+std::string element_key_text(const Set& set, const Element& element) {
+  return element_text(set, element.key, element.key_end.empty() ? element.key : element.key_end, {});
+}
+
 std::vector<std::string> element_texts(const Set& set) {
   std::vector<std::string> out;
   out.reserve(set.elements.size());

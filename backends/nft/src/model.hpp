@@ -87,6 +87,8 @@ std::optional<std::size_t> prefix_length(KeyBytes lo, KeyBytes hi);
 // The set's elements as nft writes them, with their comments: made from the keys when the text is
 // wanted (render, a refused rule's message), so that an apply never builds it.
 std::vector<std::string> element_texts(const Set& set);
+// One element's key (its range, for a concatenated interval set) as nft prints it, without comment.
+std::string element_key_text(const Set& set, const Element& element);
 
 // One kernel expression; which fields count depends on kind (mirrors libnftnl's expression types).
 struct Expr {

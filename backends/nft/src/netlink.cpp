@@ -519,12 +519,14 @@ class Transaction {
   void patch(const Set& set, const SetDelta& delta) {
     std::vector<const Element*> removed;
     for (const auto& element : delta.removed) removed.push_back(&element);
-    elements(NFT_MSG_DELSETELEM, set, 0, removed, "deletion of elements of set " + set.name);
+    elements(NFT_MSG_DELSETELEM, set, 0, removed, "deletion of elements of set " + set.name, Kept::copied);
     elements(NFT_MSG_NEWSETELEM, set, 0, delta.added, "elements of set " + set.name);
   }
 
+  // Whether the listed elements outlive the batch's answers (the table's) or must be copied for them.
+  enum class Kept { lasting, copied };
   void elements(std::uint16_t type, const Set& set, std::uint32_t id, const std::vector<const Element*>& list,
-                const std::string& what) {
+                const std::string& what, Kept kept = Kept::lasting) {
     for (std::size_t first = 0; first < list.size(); first += kElementsPerMessage) {
       SetPtr chunk = build_set(set, id);
       for (std::size_t i = first; i < std::min(list.size(), first + kElementsPerMessage); ++i) {
@@ -544,8 +546,20 @@ class Transaction {
         }
         nftnl_set_elem_add(chunk.get(), e);
       }
-      nftnl_set_elems_nlmsg_build_payload(message(type, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0, what),
-                                          chunk.get());
+      const std::uint32_t seq = seq_;
+      nlmsghdr* nlh = message(type, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0, what);
+      nftnl_set_elems_nlmsg_build_payload(nlh, chunk.get());
+      const auto end =
+          list.begin() + static_cast<std::ptrdiff_t>(std::min(list.size(), first + kElementsPerMessage));
+      SentElements& sent = sent_elements_[seq];
+      sent.nlh = nlh;
+      sent.set = &set;
+      for (auto it = list.begin() + static_cast<std::ptrdiff_t>(first); it != end; ++it)
+        if (kept == Kept::copied)
+          sent.copies.push_back(**it);
+        else
+          sent.elements.push_back(*it);
+      for (const auto& copy : sent.copies) sent.elements.push_back(&copy);
       next();
     }
   }
@@ -570,7 +584,8 @@ class Transaction {
     for (const auto& set : rule.anon_sets) {
       anon_ids.push_back(next_set_id_++);
       this->set(set, anon_ids.back(),
-                "anonymous set of rule #" + std::to_string(index) + " in chain " + chain);
+                (rule.comment.empty() ? "" : rule.comment + ": ") + "anonymous set of rule #" +
+                    std::to_string(index) + " in chain " + chain);
     }
     RulePtr r = build_rule(rule, chain, anon_ids, batch_names_);
     std::string what = "rule #" + std::to_string(index) + " in chain " + chain;
@@ -658,6 +673,9 @@ class Transaction {
           detail += (detail.empty() ? "" : ", ") + std::string("at expression #") + std::to_string(k + 1) +
                     " '" + kind_name(rule->second.rule->exprs.at(k).kind) + "'";
         detail += (detail.empty() ? "" : ", ") + std::string("in: ") + rule->second.rule->text();
+      } else if (auto sent = tx->sent_elements_.find(err->msg.nlmsg_seq);
+                 ack.offset && sent != tx->sent_elements_.end()) {
+        detail += (detail.empty() ? "" : ", ") + sent->second.refused(ack.offset);
       } else if (ack.offset) {
         detail += (detail.empty() ? "" : ", ") + std::string("at byte ") + std::to_string(ack.offset);
       }
@@ -688,16 +706,18 @@ class Transaction {
     return found;
   }
 
-  // Where each expression of a rule message starts: the kernel's error offset points into one.
-  static std::vector<std::uint32_t> expression_offsets(const nlmsghdr* nlh) {
+  // Where each attribute nested in the message's top-level attribute `list` starts (a rule's
+  // expressions, a set message's elements): the kernel's error offset points into one.
+  static std::vector<std::uint32_t> nested_offsets(const nlmsghdr* nlh, std::uint16_t list) {
     struct Walk {
       const nlmsghdr* nlh;
+      std::uint16_t list;
       std::vector<std::uint32_t> offsets;
-    } walk{nlh, {}};
+    } walk{nlh, list, {}};
     mnl_attr_parse(
         nlh, sizeof(nfgenmsg),
         [](const nlattr* attr, void* data) {
-          if (mnl_attr_get_type(attr) != NFTA_RULE_EXPRESSIONS) return MNL_CB_OK;
+          if (mnl_attr_get_type(attr) != static_cast<Walk*>(data)->list) return MNL_CB_OK;
           return mnl_attr_parse_nested(
               attr,
               [](const nlattr* element, void* inner) {
@@ -711,10 +731,34 @@ class Transaction {
         &walk);
     return walk.offsets;
   }
+  static std::vector<std::uint32_t> expression_offsets(const nlmsghdr* nlh) {
+    return nested_offsets(nlh, NFTA_RULE_EXPRESSIONS);
+  }
 
   struct SentRule {
     const Rule* rule;
     std::vector<std::uint32_t> expression_offsets;
+  };
+  // A message of set elements, kept until the batch's answers are read (its bytes live in the batch).
+  struct SentElements {
+    const nlmsghdr* nlh;
+    const Set* set;
+    std::vector<const Element*> elements;  // in the message's order
+    std::vector<Element> copies;           // (Kept::copied: what elements points to)
+
+    // The refused element, by where the kernel's error offset points: its place, and the origin of the
+    // rule it stands for where it has one (a merged run's element).
+    std::string refused(std::uint32_t offset) const {
+      const auto offsets = nested_offsets(nlh, NFTA_SET_ELEM_LIST_ELEMENTS);
+      std::size_t k = 0;
+      while (k + 1 < offsets.size() && k + 1 < elements.size() && offsets[k + 1] <= offset) ++k;
+      if (offsets.empty() || offsets[0] > offset || k >= elements.size())
+        return "at byte " + std::to_string(offset);
+      const std::string& stamp = elements[k]->comment;
+      std::string text = "at its element " + element_key_text(*set, *elements[k]);
+      if (!stamp.empty()) text += ", of " + (stamp.starts_with(':') ? set->comment + stamp : stamp);
+      return text;
+    }
   };
 
   BatchPtr batch_;
@@ -722,6 +766,7 @@ class Transaction {
   std::uint32_t next_set_id_ = 1;
   std::map<std::uint32_t, std::string> what_;
   std::map<std::uint32_t, SentRule> sent_rules_;
+  std::map<std::uint32_t, SentElements> sent_elements_;
   BatchNames batch_names_;
 };
 

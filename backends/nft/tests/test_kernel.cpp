@@ -317,6 +317,27 @@ TEST_CASE("a refused transaction names the origin and leaves the previous rulese
         std::string::npos);
 }
 
+TEST_CASE("a refused set element names the element and the rule it stands for", "[root]") {
+  nft_test::require_root();
+  auto result = in_scratch_netns([] {
+    return refused_after_small_table([](nft::Table& bad) {
+      REQUIRE_FALSE(bad.sets.empty());
+      nft::Set& set = bad.sets.front();
+      set.comment = "policy.yaml";
+      nft::Element wrong = set.elements.front();
+      wrong.key.resize(wrong.key.size() + 4);  // longer than the set's key: the kernel refuses it
+      wrong.comment = ":42:7";
+      set.elements.push_back(wrong);
+    });
+  });
+  INFO(result.output);
+  REQUIRE(result.exit_code == 0);
+  CHECK(result.output.rfind("unchanged\n", 0) == 0);
+  CHECK(result.output.find("elements of set ") != std::string::npos);
+  CHECK(result.output.find("at its element ") != std::string::npos);
+  CHECK(result.output.find(", of policy.yaml:42:7)") != std::string::npos);
+}
+
 TEST_CASE("a helper the kernel does not know is refused at its rule, nothing applied", "[root]") {
   nft_test::require_root();
   auto result = in_scratch_netns([] {
