@@ -107,8 +107,9 @@ ApplyReport NftBackend::apply(const Plan& plan, const ApplyOptions& options) {
   std::optional<AppliedSets> previous;
   if (!options.full && !options.state_dir.empty()) previous = AppliedSets::load(options.state_dir);
   ApplyReport report;
+  Committed committed;
   try {
-    report.transaction_ms = guarded([&] {
+    committed = guarded([&] {
       return options.full
                  ? apply_table(connection(), table, marker)
                  : apply_table_incremental(connection(), table, marker, previous ? &*previous : nullptr);
@@ -117,13 +118,14 @@ ApplyReport NftBackend::apply(const Plan& plan, const ApplyOptions& options) {
     // The record can be out of step with the kernel where no stamp shows it (an element deleted by
     // hand): a full replace needs no record. What the kernel refuses in both is refused again.
     if (options.full || !previous) throw;
-    report.transaction_ms = guarded([&] { return apply_table(connection(), table, marker); });
+    committed = guarded([&] { return apply_table(connection(), table, marker); });
   }
+  report.transaction_ms = committed.ms;
   if (!options.state_dir.empty()) AppliedSets::save(options.state_dir, table, marker);
-  // The ruleset is in place whatever this does: without the record, read-back and the next
-  // incremental apply only go without their check of the rules' content.
+  // The ruleset is in place whatever this does. Without the record, read-back reports it and the next
+  // incremental apply replaces the table, as neither can tell an edit by hand.
   try {
-    guarded([&] { record_content(connection(), marker, set_elements_digest(table)); });
+    guarded([&] { record_content(connection(), marker, set_elements_digest(table), committed.generation); });
   } catch (const RuntimeError&) {
   }
   return report;
@@ -211,7 +213,12 @@ KernelState NftBackend::read(Elements elements) {
   else if (stamp_fields[2] != rules_digest(stamps, counted_elements))
     state.drift.push_back("rules were changed or reordered since apply (digest " + stamp_fields[2] +
                           " applied, " + rules_digest(stamps, counted_elements) + " now)");
-  else if (stamp_fields.size() == 4 && stamp_fields[3].substr(0, 16) != listing.content)
+  else if (stamp_fields.size() == 3)
+    state.drift.push_back(
+        "the content of the rules was not recorded after apply (another writer changed the ruleset "
+        "meanwhile, or an older fwengine applied it): an edit by hand cannot be told; fwengine apply "
+        "replaces the table and records it");
+  else if (stamp_fields[3].substr(0, 16) != listing.content)
     state.drift.push_back(
         "rules were changed in place since apply: their matches or verdicts differ from what "
         "apply loaded (content " +

@@ -422,7 +422,10 @@ SetPtr build_set(const Set& set, std::uint32_t id) {
 class Transaction {
  public:
   Transaction(std::uint32_t first_seq, std::uint32_t genid)
-      : batch_(nftnl_batch_alloc(kBatchPage, kBatchOverrun)), begin_seq_(first_seq), seq_(first_seq) {
+      : batch_(nftnl_batch_alloc(kBatchPage, kBatchOverrun)),
+        begin_seq_(first_seq),
+        seq_(first_seq),
+        genid_(genid) {
     nlmsghdr* nlh = nftnl_batch_begin(static_cast<char*>(nftnl_batch_buffer(batch_.get())), seq_++);
     mnl_attr_put_u32(nlh, NFNL_BATCH_GENID, htonl(genid));
     next();
@@ -598,6 +601,9 @@ class Transaction {
   }
 
   std::uint32_t named_set_id() { return next_set_id_++; }
+  // The ruleset's generation when the batch was begun: what a fill may compare with.
+  std::uint32_t generation() const { return genid_; }
+  bool empty() const { return what_.empty(); }
 
   // Sends the batch and drains every reply. Returns false when the generation changed (retry).
   bool commit(Socket& sock) {
@@ -763,6 +769,7 @@ class Transaction {
 
   BatchPtr batch_;
   std::uint32_t begin_seq_, seq_;
+  std::uint32_t genid_;
   std::uint32_t next_set_id_ = 1;
   std::map<std::uint32_t, std::string> what_;
   std::map<std::uint32_t, SentRule> sent_rules_;
@@ -1022,14 +1029,16 @@ std::string content_digest(const Listing& listing) {
 // Runs fill(tx, sock) against the current generation; rebuilds and resends when it moved meanwhile.
 // Returns how long the committed batch took, from sending it to its last answer (ms).
 template <class Fill>
-double run_transaction(Socket& sock, Fill fill) {
+Committed run_transaction(Socket& sock, Fill fill) {
   for (int attempt = 0;; ++attempt) {
     std::uint32_t seq = first_seq();
-    Transaction tx(seq + 1, generation(sock, seq));
+    const std::uint32_t genid = generation(sock, seq);
+    Transaction tx(seq + 1, genid);
     fill(tx, sock);
     const auto start = std::chrono::steady_clock::now();
     if (tx.commit(sock))
-      return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+      return {std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count(),
+              tx.empty() ? genid : genid + 1};
     if (attempt + 1 == kGenidRetries)
       throw RuntimeError("nft: the ruleset kept changing under us; try again");
   }
@@ -1060,13 +1069,13 @@ bool same_hook(const std::optional<Hook>& a, const std::optional<Hook>& b) {
 
 }  // namespace
 
-double apply_table(Connection& connection, const Table& table, const std::string& marker) {
+Committed apply_table(Connection& connection, const Table& table, const std::string& marker) {
   return run_transaction(connection.socket(),
                          [&](Transaction& tx, Socket&) { fill_replace(tx, table, marker); });
 }
 
-double apply_table_incremental(Connection& connection, const Table& table, const std::string& marker,
-                               const AppliedSets* previous) {
+Committed apply_table_incremental(Connection& connection, const Table& table, const std::string& marker,
+                                  const AppliedSets* previous) {
   return run_transaction(connection.socket(), [&](Transaction& tx, Socket& sock) {
     // Listed after the generation was read: a change in between makes the kernel refuse the batch.
     // A dormant table (switched off by `nft add table ... { flags dormant; }`) hooks nothing: only a
@@ -1077,11 +1086,14 @@ double apply_table_incremental(Connection& connection, const Table& table, const
     list_names(sock, first_seq(), kernel);
     list_rules(sock, first_seq() + 2, kernel);
     // A chain's name promises its content: where a rule was edited by hand since the last apply (the
-    // content it recorded differs), no chain can be trusted by name.
+    // content it recorded differs), or no content was recorded to tell, no chain can be trusted by name.
+    bool checked = false;
     for (const auto& chain : kernel.chains)
-      if (auto [base, content] = split_marker(chain.name);
-          !content.empty() && content.substr(0, 16) != content_digest(kernel))
-        return fill_replace(tx, table, marker);
+      if (auto [base, content] = split_marker(chain.name); !content.empty()) {
+        if (content.substr(0, 16) != content_digest(kernel)) return fill_replace(tx, table, marker);
+        checked = true;
+      }
+    if (!checked) return fill_replace(tx, table, marker);
     std::set<std::string, std::less<>> want_chains, want_sets;
     for (const auto& chain : table.chains) want_chains.insert(chain.name);
     for (const auto& set : table.sets) want_sets.insert(set.name);
@@ -1151,8 +1163,10 @@ std::pair<std::string_view, std::string_view> split_marker(std::string_view chai
   return {chain_name.substr(0, dash), chain_name.substr(dash + 1)};
 }
 
-void record_content(Connection& connection, const std::string& marker, std::uint64_t set_elements) {
+void record_content(Connection& connection, const std::string& marker, std::uint64_t set_elements,
+                    std::uint32_t generation) {
   run_transaction(connection.socket(), [&](Transaction& tx, Socket& sock) {
+    if (tx.generation() != generation) return;
     Listing kernel;
     list_names(sock, first_seq(), kernel);
     list_rules(sock, first_seq() + 2, kernel);

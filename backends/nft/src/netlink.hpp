@@ -37,7 +37,11 @@ class Connection {
 // Retries when another writer changed the ruleset meanwhile (generation id). On refusal nothing is applied
 // and fwe::RuntimeError names the origin of what the kernel refused. A non-empty marker names one more,
 // empty, chain: the stamp of this apply (see NftBackend::apply).
-double apply_table(Connection& connection, const Table& table, const std::string& marker = {});
+struct Committed {
+  double ms = 0;                 // the transaction in the kernel's hands
+  std::uint32_t generation = 0;  // the ruleset generation it left (the kernel counts every commit)
+};
+Committed apply_table(Connection& connection, const Table& table, const std::string& marker = {});
 
 // The same end state in one transaction that only touches what differs from the kernel. Chain names
 // end in a digest of their content (leaving out the digests of the chains it jumps to), set names in
@@ -45,9 +49,10 @@ double apply_table(Connection& connection, const Table& table, const std::string
 // `previous`, the record of the apply the kernel holds), deletes what is gone, and renames a chain
 // whose content changed in place (callers jump to it by reference, so none of them changes) and
 // refills it. Unchanged chains and elements keep their counters. Replaces the whole table when ours
-// is absent, or when a set it would keep has no valid record. Returns the transaction's time.
-double apply_table_incremental(Connection& connection, const Table& table, const std::string& marker,
-                               const AppliedSets* previous);
+// is absent or dormant, when no content was recorded in it (so an edit by hand could not be told), or
+// when a set it would keep has no valid record.
+Committed apply_table_incremental(Connection& connection, const Table& table, const std::string& marker,
+                                  const AppliedSets* previous);
 
 // Deletes table inet fwengine if it exists; nothing else.
 void delete_table(Connection& connection);
@@ -57,8 +62,11 @@ void delete_table(Connection& connection);
 // lists it now (16 hex digits; from the kernel's own listing rather than from what was sent, which the
 // kernel encodes differently: set ids, anonymous set names, counters), then `set_elements` (16 more):
 // the named sets' elements, whose bytes the kernel lists as they were sent. Listing them here would
-// cost as much as loading them (see list_table), so only read-back checks those.
-void record_content(Connection& connection, const std::string& marker, std::uint64_t set_elements);
+// cost as much as loading them (see list_table), so only read-back checks those. Records nothing
+// unless the ruleset is still at `generation` (that of the apply): what another writer changed since
+// would be recorded as ours.
+void record_content(Connection& connection, const std::string& marker, std::uint64_t set_elements,
+                    std::uint32_t generation);
 // The marker a marker chain's name stands for, and the content recorded in it ("" before
 // record_content): "<marker>-<content>" or "<marker>".
 std::pair<std::string_view, std::string_view> split_marker(std::string_view chain_name);
