@@ -735,7 +735,13 @@ void switch_slots(Ipset& ipset, const Holdings& now, const std::vector<SetDef>& 
                        problems + "\n  " + unchanged);
   const std::string gate = in_slot(kGateSet, next);
   auto undo = [&](const std::string& failure) {
-    std::string problems = remove_slots(ipset, holdings(ipset, false), in_next);
+    // The failure is what the user must read: one while undoing it is only added to it.
+    std::string problems;
+    try {
+      problems = remove_slots(ipset, holdings(ipset, false), in_next);
+    } catch (const RuntimeError& e) {
+      problems = "\n  " + std::string(e.what());
+    }
     throw RuntimeError(
         failure +
         (problems.empty()
