@@ -61,8 +61,13 @@ std::string hook_line(std::string_view builtin, int slot, std::string_view stage
 }
 
 void load_foreign_rules() {
-  // kube-proxy-like nat chains with a DNAT, a Docker-like FORWARD chain.
+  // kube-proxy-like nat chains with a DNAT, a Docker-like FORWARD chain, and rules of others in the raw
+  // and mangle tables, which fwengine hooks too.
   const std::string v4 =
+      "*raw\n:CILIUM-PRE-raw - [0:0]\n-A PREROUTING -j CILIUM-PRE-raw\n"
+      "-A CILIUM-PRE-raw -s 198.51.100.7/32 -j ACCEPT\nCOMMIT\n"
+      "*mangle\n:KUBE-MARK - [0:0]\n-A PREROUTING -j KUBE-MARK\n"
+      "-A KUBE-MARK -p tcp -m tcp --dport 22 -j MARK --set-xmark 0x4000/0x4000\nCOMMIT\n"
       "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SEP-ABC - [0:0]\n"
       "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n"
       "-A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m tcp --dport 53 -j KUBE-SEP-ABC\n"
@@ -73,6 +78,7 @@ void load_foreign_rules() {
       "-A DOCKER-USER -j RETURN\n-A DOCKER -d 172.17.0.2/32 -p tcp -m tcp --dport 80 -j ACCEPT\nCOMMIT\n";
   REQUIRE(run_tool({"iptables-legacy-restore", "--noflush"}, v4).status == 0);
   REQUIRE(run_tool({"ip6tables-legacy-restore", "--noflush"},
+                   "*raw\n-A PREROUTING -s 2001:db8::7/128 -j ACCEPT\nCOMMIT\n"
                    "*filter\n-A INPUT -s 2001:db8::1/128 -j ACCEPT\nCOMMIT\n")
               .status == 0);
   REQUIRE(run_tool({"ipset", "create", "KUBE-NODE-IPS", "hash:ip"}).status == 0);
@@ -177,6 +183,8 @@ TEST_CASE("foreign rules stay byte for byte the same through apply, re-apply and
   CHECK(foreign_lines(test::save_text(true)) == v6);
   apply_model(render_ok(test::tiny_ruleset()), "b", false);
   CHECK(foreign_lines(test::save_text()) == v4);
+  CHECK(foreign_lines(test::save_text(true)) == v6);
+  CHECK(test::ipset_text_now().find("create KUBE-NODE-IPS hash:ip") != std::string::npos);
   // The hook sits above the foreign INPUT rule.
   std::string now = test::save_text();
   CHECK(now.find(hook_line("INPUT", 2, "input") + "\n-A INPUT -s 192.0.2.1/32 -j ACCEPT") !=
