@@ -97,6 +97,24 @@ Connection::~Connection() = default;
 
 namespace {
 
+// A listing the kernel cut short because the ruleset changed under it (NLM_F_DUMP_INTR: any table's,
+// another program's too): what it gave is no one state of the ruleset, so the caller lists again.
+struct DumpInterrupted : RuntimeError {
+  DumpInterrupted() : RuntimeError("nft: the ruleset kept changing while it was listed; try again") {}
+};
+
+// Reads what is left of an interrupted dump, so that the socket's next answer is the next request's.
+void drain_dump(Socket& sock, std::vector<char>& buf, ssize_t n) {
+  for (;;) {
+    int left = static_cast<int>(n);
+    for (auto* nlh = reinterpret_cast<const nlmsghdr*>(buf.data()); mnl_nlmsg_ok(nlh, left);
+         nlh = mnl_nlmsg_next(nlh, &left))
+      if (nlh->nlmsg_type == NLMSG_DONE || nlh->nlmsg_type == NLMSG_ERROR) return;
+    n = mnl_socket_recvfrom(sock.get(), buf.data(), buf.size());
+    if (n <= 0) return;
+  }
+}
+
 // Sends one request and runs cb on each reply until the kernel says done (or acknowledges).
 void request(Socket& sock, nlmsghdr* nlh, mnl_cb_t cb, void* data) {
   if (mnl_socket_sendto(sock.get(), nlh, nlh->nlmsg_len) < 0) fail("netlink send failed");
@@ -105,6 +123,10 @@ void request(Socket& sock, nlmsghdr* nlh, mnl_cb_t cb, void* data) {
     ssize_t n = mnl_socket_recvfrom(sock.get(), buf.data(), buf.size());
     if (n < 0) fail("netlink receive failed");
     int ret = mnl_cb_run(buf.data(), static_cast<std::size_t>(n), nlh->nlmsg_seq, sock.portid(), cb, data);
+    if (ret < 0 && errno == EINTR && (nlh->nlmsg_flags & NLM_F_DUMP)) {
+      drain_dump(sock, buf, n);
+      throw DumpInterrupted();
+    }
     if (ret < 0) fail("kernel refused the request");
     if (ret == MNL_CB_STOP) return;
   }
@@ -1034,7 +1056,12 @@ Committed run_transaction(Socket& sock, Fill fill) {
     std::uint32_t seq = first_seq();
     const std::uint32_t genid = generation(sock, seq);
     Transaction tx(seq + 1, genid);
-    fill(tx, sock);
+    try {
+      fill(tx, sock);
+    } catch (const DumpInterrupted&) {  // the batch would be refused as well: start again
+      if (attempt + 1 == kGenidRetries) throw;
+      continue;
+    }
     const auto start = std::chrono::steady_clock::now();
     if (tx.commit(sock))
       return {std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count(),
@@ -1197,7 +1224,8 @@ std::string hex16(std::uint64_t value) {
   return out;
 }
 
-Listing list_table(Connection& connection, Elements elements) {
+namespace {
+Listing list_table_once(Connection& connection, Elements elements) {
   Socket& sock = connection.socket();
   Listing out;
   std::uint32_t seq = first_seq();
@@ -1215,6 +1243,17 @@ Listing list_table(Connection& connection, Elements elements) {
       list_elements(sock, seq + 4 + static_cast<std::uint32_t>(i), out.sets[i], counted, out);
   }
   return out;
+}
+}  // namespace
+
+Listing list_table(Connection& connection, Elements elements) {
+  for (int attempt = 1;; ++attempt) {
+    try {
+      return list_table_once(connection, elements);
+    } catch (const DumpInterrupted&) {
+      if (attempt == kGenidRetries) throw;
+    }
+  }
 }
 
 std::string rules_digest(Stamps chain_and_comment, const Stamps& set_and_comment) {

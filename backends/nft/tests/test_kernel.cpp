@@ -114,6 +114,15 @@ constexpr const char* kForeignTable = R"(table ip kube-proxy-like {
 }
 )";
 
+// Another program's table in our family, hooked where ours is.
+constexpr const char* kForeignInetTable = R"(table inet docker-like {
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+		iifname "docker0" oifname != "docker0" counter accept
+	}
+}
+)";
+
 }  // namespace
 
 TEST_CASE("apply sends what nft -f of the rendered text loads", "[root]") {
@@ -304,21 +313,60 @@ TEST_CASE("apply and flush leave other tables byte-for-byte alone", "[root]") {
   nft_test::require_root();
   auto result = in_scratch_netns([] {
     load_with_nft(kForeignTable);
+    load_with_nft(kForeignInetTable);
     std::string before = shell("nft list ruleset");
     auto nft = backend();
     Diagnostics diag;
-    nft->apply(*nft->render(nft_test::small_ruleset(), diag), {});
-    std::string during = shell("nft list table ip kube-proxy-like");
+    StateDir state;
+    nft->apply(*nft->render(nft_test::small_ruleset(), diag), {false, "aaaa", state.path});
+    std::string during = shell("nft list table ip kube-proxy-like; nft list table inet docker-like");
+    // An incremental apply beside them too.
+    nft->apply(*nft->render(nft_test::kitchen_sink_ruleset(), diag), {false, "bbbb", state.path});
+    if (during != shell("nft list table ip kube-proxy-like; nft list table inet docker-like"))
+      return std::string("changed by the incremental apply");
     nft->flush();
     nft->flush();  // absent table: still fine
     std::string after = shell("nft list ruleset");
     return std::string(before == after ? "same" : "changed") + " " +
-           (during == shell("nft list table ip kube-proxy-like") ? "same" : "changed") + " " +
-           (nft->read_back().present ? "present" : "absent");
+           (during == shell("nft list table ip kube-proxy-like; nft list table inet docker-like")
+                ? "same"
+                : "changed") +
+           " " + (nft->read_back().present ? "present" : "absent");
   });
   INFO(result.output);
   REQUIRE(result.exit_code == 0);
   CHECK(result.output == "same same absent");
+}
+
+TEST_CASE("applies land while another program keeps changing its own table (generation retry)", "[root]") {
+  nft_test::require_root();
+  auto result = in_scratch_netns([] {
+    // Bounded by timeout in case this process dies before it kills it.
+    const std::string churn = shell(
+        "timeout 120 sh -c 'while :; do nft add table ip churn; nft delete table ip churn; done' "
+        ">/dev/null 2>&1 & echo $!");
+    auto nft = backend();
+    Diagnostics diag;
+    StateDir state;
+    const auto small = nft->render(nft_test::small_ruleset(), diag);
+    const auto sink = nft->render(nft_test::kitchen_sink_ruleset(), diag);
+    int landed = 0;
+    std::string error;
+    try {
+      for (int i = 0; i < 30; ++i) {
+        const bool odd = i % 2 == 1;
+        nft->apply(odd ? *sink : *small, {i % 5 == 0, odd ? "bbbb" : "aaaa", state.path});
+        landed += nft->read_back().ir_hash == (odd ? "bbbb" : "aaaa");
+      }
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    shell("kill " + churn);
+    return "landed " + std::to_string(landed) + error;
+  });
+  INFO(result.output);
+  REQUIRE(result.exit_code == 0);
+  CHECK(result.output == "landed 30");
 }
 
 TEST_CASE("a refused transaction names the origin and leaves the previous ruleset", "[root]") {
