@@ -1577,6 +1577,7 @@ class Session {
     auto reload = [&]() -> bool {
       const auto start = std::chrono::steady_clock::now();
       diag_ = diag_.fresh();
+      printed_ = 0;
       std::string failure, config_problem;
       try {
         // Back only when the changed file is not used: then the policy is read as before.
@@ -1585,6 +1586,16 @@ class Session {
         if (compile(*fe)) {
           if (auto plan = render(*be)) {
             auto lock = writer_lock();
+            // An apply --confirm waits for its confirmation: applying now would replace what is on trial
+            // and make it the ruleset to roll back to. Its confirmation or rollback decides; then the
+            // next reload applies.
+            if (auto pending = load_pending(o_.netns)) {
+              std::cerr << "fwengine: not applied: an apply --confirm waits to be confirmed (until "
+                        << pending->deadline << "); the next reload after its confirmation or rollback "
+                        << "applies IR " << hash().substr(0, 16) << '\n';
+              ++metrics.reloads_deferred;
+              return false;
+            }
             be->apply(*plan, {false, hash(), backend_state_dir(o_.netns, o_.backend)});
             if (follow_links) {  // in the kernel now, whatever the bookkeeping below does
               enforced = std::move(plan);

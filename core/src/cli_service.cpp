@@ -333,7 +333,8 @@ void write_metrics(const std::string& path, const Metrics& m) {
   };
   metric("fwengine_reloads_total", "counter", "Policy loads by the daemon, by result.");
   out << "fwengine_reloads_total{" << common << ",result=\"ok\"} " << m.reloads_ok << '\n'
-      << "fwengine_reloads_total{" << common << ",result=\"failed\"} " << m.reloads_failed << '\n';
+      << "fwengine_reloads_total{" << common << ",result=\"failed\"} " << m.reloads_failed << '\n'
+      << "fwengine_reloads_total{" << common << ",result=\"deferred\"} " << m.reloads_deferred << '\n';
   metric("fwengine_last_reload_success", "gauge",
          "1 if the last reload applied, 0 if the kernel kept the last good ruleset.");
   out << "fwengine_last_reload_success{" << common << "} " << (m.last_reload_ok ? 1 : 0) << '\n';

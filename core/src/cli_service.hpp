@@ -92,6 +92,7 @@ void notify_systemd(const std::string& message);
 struct Metrics {
   std::string netns, node;  // labels of every series: many daemons may write side by side
   std::uint64_t reloads_ok = 0, reloads_failed = 0;
+  std::uint64_t reloads_deferred = 0;  // not applied: an apply --confirm was on trial
   bool last_reload_ok = false;
   std::int64_t last_apply_unix = 0;
   double apply_seconds = 0;

@@ -22,4 +22,14 @@ mirror=${mirror:-http://deb.debian.org/debian}
 # third less of the CPU the tests leave idle.
 DEB_BUILD_OPTIONS="parallel=$(nproc) noautodbgsym" DEB_CFLAGS_STRIP=-g DEB_CXXFLAGS_STRIP=-g \
   nice -n 10 "$source_dir/packaging/build-deb.sh" "$out" "$source_dir"
+# The maintainer scripts: an upgrade restarts a running daemon once the new files are in place (no stop
+# before it), removing the package stops it, and nothing starts or enables it on install.
+scripts=$out/maintainer-scripts
+dpkg-deb -e "$(ls "$out"/fwengine_*.deb)" "$scripts"
+grep -q 'try-restart' "$scripts/postinst" || { echo "FAIL: postinst does not restart the daemon after an upgrade"; exit 1; }
+! grep -qs 'deb-systemd-invoke stop' "$scripts/preinst" || { echo "FAIL: preinst stops the daemon before an upgrade"; exit 1; }
+grep -q 'deb-systemd-invoke stop fwengine.service' "$scripts/prerm" || { echo "FAIL: prerm does not stop the daemon on removal"; exit 1; }
+! grep -qE 'deb-systemd-invoke (start|restart) |systemctl( --system)? enable' "$scripts/postinst" ||
+  { echo "FAIL: postinst starts or enables the daemon"; exit 1; }
+echo "ok   maintainer scripts: restart after upgrade, stop on removal, no start on install"
 "$source_dir/packaging/chroot-smoke.sh" "$out" "$mirror"

@@ -874,7 +874,16 @@ static __always_inline void ct_commit(const struct fwe_eval* ev) {
     ct_store(&ev->pkt, 1, &value);
     return;
   }
-  if (ev->pkt.ct != FWE_CT_NEW || ev->ct_known) return; /* a retransmitted first packet: entries exist */
+  if (ev->ct_known) {
+    /* A flow whose reply entry the LRU dropped (its original one kept fresh by the packets the host
+     * sends): without it every reply would be new. */
+    if (!ct_lookup(&ev->pkt, 1)) {
+      value.reply = 1;
+      ct_store(&ev->pkt, 1, &value);
+    }
+    return;
+  }
+  if (ev->pkt.ct != FWE_CT_NEW) return;
   ct_store(&ev->pkt, 0, &value);
   value.reply = 1;
   ct_store(&ev->pkt, 1, &value);
@@ -1038,6 +1047,10 @@ int fwe_ingress(struct __sk_buff* skb) {
    * a macvlan on top of it, perhaps in another namespace, which that device's hook sees as its own.
    * IPv4 and IPv6 drop such frames before netfilter: no stage judges them, nor counts or tracks them. */
   if (skb->pkt_type == PACKET_OTHERHOST) return FWE_PASS;
+  /* Tagged for a VLAN (the kernel takes the tag off before this hook): the VLAN device takes it next,
+   * whose hook judges it with that device as its input interface, as netfilter does; or, with no such
+   * device, the stack drops it. Priority-tagged frames (VLAN 0) stay this device's. */
+  if (skb->vlan_present && (skb->vlan_tci & 0x0fff)) return FWE_PASS;
   return judge_ingress(skb);
 }
 
@@ -1101,6 +1114,8 @@ int fwe_egress(struct __sk_buff* skb) {
   const struct fwe_port* port = bpf_map_lookup_elem(&fwe_ports, &ifindex);
   if (port) return judge_switched(skb, port);
   if (skb->ingress_ifindex != 0) return FWE_PASS; /* forwarded: decided at its ingress */
+  /* Sent through a VLAN device on top of this one: judged at that device's egress. */
+  if (skb->vlan_present && (skb->vlan_tci & 0x0fff)) return FWE_PASS;
   struct fwe_eval ev = {};
   int started = start(skb, &ev);
   if (started < 0) return unstarted(skb, &ev, started, 1);

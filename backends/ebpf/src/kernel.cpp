@@ -9,6 +9,8 @@
 #include <linux/netlink.h>
 #include <linux/pkt_sched.h>
 #include <linux/rtnetlink.h>
+#include <net/if.h>
+#include <net/if_arp.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -23,6 +25,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <iterator>
 #include <map>
 #include <memory>
@@ -105,6 +108,11 @@ using Skeleton = std::unique_ptr<fwengine_bpf, SkeletonDeleter>;
 struct Interface {
   int index;
   std::string name;
+  // Ethernet or loopback: the programs read an Ethernet header first. An IP tunnel, VPN or PPP link
+  // (WireGuard, tun, GRE, sit, ipip) has none at tc: read as if it had, its verdicts would be noise, so it
+  // gets no program, and apply warns while it is up.
+  bool framed = true;
+  bool up = false;
   // A port of a bridge, bond, team or Open vSwitch: what comes in on it goes on up to its master, where
   // netfilter sees it (or across the bridge, where netfilter does not), and what goes out on it came
   // down from there. Judged on the master only, as nft judges it; a VRF's member is judged as itself.
@@ -144,11 +152,15 @@ std::optional<BridgeNetfilter> bridge_netfilter() {
 // was interrupted by a change (NLM_F_DUMP_INTR): it is taken again.
 std::optional<std::vector<Interface>> dump_interfaces() {
   std::vector<netlink::Link> links;
+  std::map<int, ifinfomsg> headers;  // type and flags, by index
   ifinfomsg family{};
   family.ifi_family = AF_UNSPEC;
   const auto end = netlink::dump_route(RTM_GETLINK, family, [&](const nlmsghdr& message) {
     if (message.nlmsg_type != RTM_NEWLINK) return;
-    if (auto link = netlink::link_of(message)) links.push_back(std::move(*link));
+    if (auto link = netlink::link_of(message)) {
+      headers[link->index] = *static_cast<const ifinfomsg*>(NLMSG_DATA(&message));
+      links.push_back(std::move(*link));
+    }
   });
   if (end.error != 0) fail("listing interfaces", end.error);
   if (end.interrupted) return std::nullopt;
@@ -158,6 +170,9 @@ std::optional<std::vector<Interface>> dump_interfaces() {
   std::vector<Interface> out;
   for (const auto& link : links) {
     Interface& iface = out.emplace_back(Interface{link.index, link.name});
+    const ifinfomsg& header = headers[link.index];
+    iface.framed = header.ifi_type == ARPHRD_ETHER || header.ifi_type == ARPHRD_LOOPBACK;
+    iface.up = (header.ifi_flags & IFF_UP) != 0;
     if (link.master == 0 || link.master == link.index) continue;
     const auto found = by_index.find(link.master);
     const netlink::Link* master = found == by_index.end() ? nullptr : found->second;
@@ -365,6 +380,7 @@ constexpr bpf_tc_attach_point kHooks[] = {BPF_TC_INGRESS, BPF_TC_EGRESS};
 // names; on a bridge port, the one that judges what the bridge hands up on the port itself, and
 // fwe_egress where switched frames are judged.
 const char* program_for(const Interface& iface, bpf_tc_attach_point point) {
+  if (!iface.framed) return nullptr;
   const bool ingress = point == BPF_TC_INGRESS;
   if (!iface.stacked) return ingress ? kIngressName : kEgressName;
   if (iface.bridge == 0) return nullptr;
@@ -965,6 +981,11 @@ void Kernel::apply(const Program& program, const std::string& ir_hash, bool rebi
   const std::uint32_t generation = (config.active_gen & 1) ^ 1;
   const auto ifaces = interfaces();
   forget_gone_hooks(maps.hooks.fd, ifaces);
+  for (const auto& iface : ifaces)
+    if (!iface.framed && iface.up)
+      std::cerr << "fwengine: warning: ebpf: interface " << iface.name
+                << " has no Ethernet header (an IP tunnel, VPN or PPP link): its packets are not "
+                   "judged; choose --backend nft or iptables to filter it\n";
   // The interfaces netfilter names first, then the ports, then a port put under a master since the last
   // apply loses what no longer belongs on it: its master is filtered by the time a port gives up
   // fwe_ingress (for fwe_port_in, or nothing).

@@ -146,6 +146,18 @@ expect "a bad policy leaves the last good ruleset" test "$(kernel_hash "$ns")" =
 expect "status reports the failed reload" grep -q "last reload failed" <<<"$("$FWE" --netns "$ns" status)"
 expect "status --json reports it too" grep -q '"last-reload-failed": {' <<<"$("$FWE" --netns "$ns" status --json)"
 expect "the journal names the file and line" grep -q "policy.yaml:[0-9]*:[0-9]*: error" "$work/daemon.log"
+printf 'apiVersion: fwengine/v1\nchains:\n  x: [{action: jump}]\n' > "$work/live/policy.yaml"
+sleep 2
+expect "a later failed reload prints its diagnostics as well" grep -q "^[^ ]*policy.yaml:3:[0-9]*: error" "$work/daemon.log"
+# A reload while an apply --confirm is on trial applies nothing; the one after the confirmation does.
+"$FWE" --netns "$ns" -q -f "$work/a/policy.yaml" apply --confirm 60
+cp "$work/b/policy.yaml" "$work/live/policy.yaml"
+sleep 2
+expect "a reload while an apply --confirm is on trial leaves it" test "$(kernel_hash "$ns")" = "$A"
+expect "and says why" grep -q "not applied: an apply --confirm waits to be confirmed" "$work/daemon.log"
+"$FWE" --netns "$ns" -q confirm
+cp "$work/b/policy.yaml" "$work/live/policy.yaml"
+expect "the reload after the confirmation applies" wait_for_hash "$ns" "$B" 10
 kill -TERM "$daemon"; wait "$daemon"; rc=$?
 expect "SIGTERM stops the daemon cleanly" test "$rc" = 0
 expect "SIGTERM leaves the ruleset in place" test "$(kernel_hash "$ns")" = "$B"
