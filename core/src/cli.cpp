@@ -1459,18 +1459,22 @@ class Session {
     std::vector<std::string> rollback;
     const std::string unconfirmed =
         "the apply of IR " + hash().substr(0, 16) + " at " + utc_time(std::time(nullptr));
+    // The copy to keep if this is confirmed replaces the candidate only once the kernel took it: an
+    // earlier apply --confirm still waiting must not be confirmed with a policy that was never applied.
     if (confirm_within) {
       rollback = rollback_command(unconfirmed);
-      save_snapshot(candidate_snapshot_dir(o_.netns), sources_, snapshot_meta());
+      stage_snapshot(candidate_snapshot_dir(o_.netns), sources_, snapshot_meta());
     }
     auto start = std::chrono::steady_clock::now();
     ApplyReport report;
     try {
       report = be->apply(*plan, {o_.vm.count("full") > 0, hash(), backend_state_dir(o_.netns, o_.backend)});
     } catch (...) {
+      if (confirm_within) discard_snapshot(candidate_snapshot_dir(o_.netns));
       lock->remove_if_alone();  // a first apply the kernel refused leaves no state directory behind
       throw;
     }
+    if (confirm_within) commit_snapshot(candidate_snapshot_dir(o_.netns));
     auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     retire_previous_backend();
     remember_applied();
@@ -1511,8 +1515,8 @@ class Session {
     auto lock = writer_lock();
     auto pending = load_pending(o_.netns);
     if (!pending) throw nothing_pending();
+    promote_candidate(o_.netns);  // first: if it fails, the rollback is still due
     clear_pending(o_.netns);
-    promote_candidate(o_.netns);
     if (o_.json)
       std::cout << json{{"ok", true}}.dump() << '\n';
     else if (!o_.quiet)

@@ -101,6 +101,20 @@ void require_keepable(const std::vector<std::string>& sources) {
 }
 
 void save_snapshot(const std::string& dir, const std::vector<std::string>& sources, Snapshot meta) {
+  stage_snapshot(dir, sources, std::move(meta));
+  commit_snapshot(dir);
+}
+
+void commit_snapshot(const std::string& dir) {
+  replace_dir(dir + ".tmp", dir);
+}
+
+void discard_snapshot(const std::string& dir) {
+  std::error_code ec;
+  fs::remove_all(dir + ".tmp", ec);
+}
+
+void stage_snapshot(const std::string& dir, const std::vector<std::string>& sources, Snapshot meta) {
   require_keepable(sources);
   const fs::path tmp = dir + ".tmp";
   std::error_code ec;
@@ -122,7 +136,9 @@ void save_snapshot(const std::string& dir, const std::vector<std::string>& sourc
     const fs::path target = tmp / std::to_string(i) / source.filename();
     fs::create_directories(target.parent_path(), ec);
     if (fs::is_directory(source, ec)) {
-      fs::copy(source, target, fs::copy_options::recursive | fs::copy_options::skip_symlinks, ec);
+      // Symlinks followed, as the frontends follow them: a directory given by a link, a file in it that
+      // is one (a loop of links fails the copy, and so the apply, rather than keep part of the policy).
+      fs::copy(source, target, fs::copy_options::recursive, ec);
     } else {
       fs::copy_file(source, target, fs::copy_options::overwrite_existing, ec);
     }
@@ -138,7 +154,6 @@ void save_snapshot(const std::string& dir, const std::vector<std::string>& sourc
             {"frontend-options", meta.frontend_options},
             {"backend-options", meta.backend_options}};
   write_file((tmp / "snapshot.json").string(), j.dump(2) + "\n");
-  replace_dir(tmp, dir);
 }
 
 std::optional<Snapshot> load_snapshot(const std::string& dir) {

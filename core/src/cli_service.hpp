@@ -43,6 +43,12 @@ void require_keepable(const std::vector<std::string>& sources);
 // Copies the sources (files, or every regular file below a directory) into dir, replacing it whole.
 // Throws as require_keepable does.
 void save_snapshot(const std::string& dir, const std::vector<std::string>& sources, Snapshot meta);
+// save_snapshot in two steps, for a copy that may only replace dir once the kernel took the policy:
+// stage_snapshot writes it beside dir, then commit_snapshot puts it in dir's place, or discard_snapshot
+// drops it.
+void stage_snapshot(const std::string& dir, const std::vector<std::string>& sources, Snapshot meta);
+void commit_snapshot(const std::string& dir);
+void discard_snapshot(const std::string& dir);
 std::optional<Snapshot> load_snapshot(const std::string& dir);
 // Makes the candidate the good snapshot.
 void promote_candidate(const std::string& netns);

@@ -864,10 +864,12 @@ static __always_inline void ct_commit(const struct fwe_eval* ev) {
      * own way back in, untracked as the kernel's is. */
     value.untracked = 1;
     if (ev->pkt.oif == LOOPBACK_IFINDEX) ct_store(&ev->pkt, 0, &value);
-    /* Not over a tracked flow's entry: the notracked packet was its reply, which that entry notes. */
+    /* Not over a tracked flow's entry, which the kernel keeps: the notracked packet was its reply
+     * (which the entry notes), or went its original way (a notrack rule added while the flow lives),
+     * whose replies stay established. */
     struct fwe_ct_value* tracked = ct_lookup(&ev->pkt, 1);
-    if (tracked && !tracked->untracked && !tracked->reply) {
-      tracked->reply_untracked = 1;
+    if (tracked && !tracked->untracked) {
+      if (!tracked->reply) tracked->reply_untracked = 1;
       return;
     }
     value.reply = 1;

@@ -213,12 +213,7 @@ KernelState NftBackend::read(Elements elements) {
   else if (stamp_fields[2] != rules_digest(stamps, counted_elements))
     state.drift.push_back("rules were changed or reordered since apply (digest " + stamp_fields[2] +
                           " applied, " + rules_digest(stamps, counted_elements) + " now)");
-  else if (stamp_fields.size() == 3)
-    state.drift.push_back(
-        "the content of the rules was not recorded after apply (another writer changed the ruleset "
-        "meanwhile, or an older fwengine applied it): an edit by hand cannot be told; fwengine apply "
-        "replaces the table and records it");
-  else if (stamp_fields[3].substr(0, 16) != listing.content)
+  else if (stamp_fields.size() == 4 && stamp_fields[3].substr(0, 16) != listing.content)
     state.drift.push_back(
         "rules were changed in place since apply: their matches or verdicts differ from what "
         "apply loaded (content " +

@@ -84,6 +84,16 @@ expect "a later apply ends the rollback's mention" \
 "$FWE" --netns "$ns" confirm >/dev/null 2>&1
 expect "confirm with nothing pending fails" test $? = 1
 
+# Sources read through symlinks (a directory given by a link, a file in it that is a link): the copy
+# kept for the rollback follows them, as the frontends do.
+mkdir -p "$work/kept-real" "$work/kept-links"
+cp "$work/a/policy.yaml" "$work/kept-real/actual.yaml"
+ln -s "$work/kept-real/actual.yaml" "$work/kept-links/policy.yaml"
+ln -s "$work/kept-links" "$work/kept-via"
+"$FWE" --netns "$ns" -q -f "$work/kept-via" apply
+"$FWE" --netns "$ns" -q -f "$work/b/policy.yaml" apply --confirm 2
+expect "unconfirmed: a policy read through symlinks comes back" wait_for_hash "$ns" "$A" 8
+
 # The watchdog's rollback waits for the writer lock like everyone else; whoever holds it first has the
 # last word. This script holds the lock at the deadline and, under it, does what a confirm does to the
 # pending file (it leaves candidate/ as it is): the rollback that then gets the lock finds nothing to undo.
