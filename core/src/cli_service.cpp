@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -24,6 +25,7 @@
 #include <random>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include "fwengine/diagnostics.hpp"
 #include "fwengine/loader.hpp"
@@ -194,6 +196,19 @@ void clear_pending(const std::string& netns) {
   fs::remove(pending_path(netns), ec);
 }
 
+namespace {
+// Closes every descriptor above stderr: with close_range, or one by one where the kernel (before 5.9)
+// or a seccomp filter refuses it.
+void close_inherited() {
+  if (close_range(3, ~0U, 0) == 0) return;
+  std::vector<int> open_fds;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/proc/self/fd", ec))
+    if (const int fd = std::atoi(entry.path().filename().c_str()); fd > 2) open_fds.push_back(fd);
+  for (const int fd : open_fds) close(fd);  // the directory's own descriptor is gone by then: EBADF
+}
+}  // namespace
+
 pid_t spawn_rollback_watchdog(const std::string& netns, unsigned seconds,
                               const std::vector<std::string>& rollback, const std::string& unconfirmed) {
   std::random_device random;
@@ -216,8 +231,8 @@ pid_t spawn_rollback_watchdog(const std::string& netns, unsigned seconds,
     ssize_t unused = write(ready[1], &me, sizeof me);
     (void)unused;
     // Inherited descriptors include the caller's writer lock: a watchdog holding it would block
-    // `fwengine confirm` until the deadline.
-    close_range(3, ~0U, 0);
+    // `fwengine confirm` until the deadline (and its own rollback, which waits for that lock).
+    close_inherited();
     int devnull = open("/dev/null", O_RDONLY);
     int out = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
     dup2(devnull, 0);

@@ -24,21 +24,34 @@ using nlohmann::json;
 namespace {
 constexpr const char* kRunRoot = "/run/fwengine";
 
+// Root's alone, whatever the umask: what is in it decides what a rollback puts into the kernel.
 std::string ensure_dir(const std::string& netns) {
   std::string dir = run_dir(netns);
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) throw RuntimeError("cannot create " + dir + ": " + ec.message());
+  for (const std::string& path : {std::string(kRunRoot), dir})
+    if (mkdir(path.c_str(), 0700) != 0 && errno != EEXIST)
+      throw RuntimeError("cannot create " + path + ": " + std::strerror(errno));
   return dir;
 }
-// A reader sees the old or the new file, never half of one.
+// A reader sees the old or the new file, never half of one. The temporary file is made anew (O_EXCL:
+// not through a link someone put in its place); one a crash left is removed first.
 void write_atomically(const std::string& path, const json& j) {
   const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << j.dump(2, ' ', false, json::error_handler_t::replace) << '\n';  // messages quote paths and input
-    if (!out) throw RuntimeError("cannot write " + tmp);
+  const std::string text = j.dump(2, ' ', false, json::error_handler_t::replace) + '\n';  // quotes input
+  unlink(tmp.c_str());
+  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) throw RuntimeError("cannot write " + tmp + ": " + std::strerror(errno));
+  std::size_t written = 0;
+  while (written < text.size()) {
+    const ssize_t n = write(fd, text.data() + written, text.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int error = errno;
+      close(fd);
+      throw RuntimeError("cannot write " + tmp + ": " + std::strerror(error));
+    }
+    written += static_cast<std::size_t>(n);
   }
+  close(fd);
   std::error_code ec;
   fs::rename(tmp, path, ec);
   if (ec) throw RuntimeError("cannot write " + path + ": " + ec.message());
