@@ -1461,16 +1461,26 @@ class Session {
         "the apply of IR " + hash().substr(0, 16) + " at " + utc_time(std::time(nullptr));
     // The copy to keep if this is confirmed replaces the candidate only once the kernel took it: an
     // earlier apply --confirm still waiting must not be confirmed with a policy that was never applied.
+    // The watchdog is armed before the kernel changes: a kill or a hangup from then on still ends in
+    // the rollback.
+    std::optional<Pending> earlier;
+    pid_t watchdog = 0;
     if (confirm_within) {
       rollback = rollback_command(unconfirmed);
       stage_snapshot(candidate_snapshot_dir(o_.netns), sources_, snapshot_meta());
+      earlier = load_pending(o_.netns);
+      watchdog = spawn_rollback_watchdog(o_.netns, *confirm_within, rollback, unconfirmed);
     }
     auto start = std::chrono::steady_clock::now();
     ApplyReport report;
     try {
       report = be->apply(*plan, {o_.vm.count("full") > 0, hash(), backend_state_dir(o_.netns, o_.backend)});
     } catch (...) {
-      if (confirm_within) discard_snapshot(candidate_snapshot_dir(o_.netns));
+      if (confirm_within) {  // nothing changed: an earlier apply's trial goes on as it was
+        kill(watchdog, SIGTERM);
+        restore_pending(o_.netns, earlier);
+        discard_snapshot(candidate_snapshot_dir(o_.netns));
+      }
       lock->remove_if_alone();  // a first apply the kernel refused leaves no state directory behind
       throw;
     }
@@ -1480,7 +1490,6 @@ class Session {
     remember_applied();
     std::string deadline;
     if (confirm_within) {
-      spawn_rollback_watchdog(o_.netns, *confirm_within, rollback, unconfirmed);
       deadline = load_pending(o_.netns)->deadline;
     } else {
       if (o_.rollback_of.empty()) keep_as_good();  // a rollback applied good/ itself

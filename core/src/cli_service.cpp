@@ -56,10 +56,17 @@ std::string left_behind_path(const std::string& netns) {
   return state::run_dir(netns) + "/left-behind";
 }
 
+// Whole or not at all: a reader (the watchdog, status) never finds half a file.
 void write_file(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::trunc);
-  out << text;
-  if (!out) throw RuntimeError("cannot write " + path);
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text;
+    if (!out.flush()) throw RuntimeError("cannot write " + tmp);
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw RuntimeError("cannot write " + path + ": " + ec.message());
 }
 
 void replace_dir(const fs::path& from, const fs::path& to) {
@@ -189,6 +196,13 @@ std::optional<Pending> load_pending(const std::string& netns) {
   const json j = read_json(pending_path(netns));
   if (!j.is_object()) return std::nullopt;
   return Pending{j.value("token", ""), j.value("deadline", ""), j.value("watchdog", 0)};
+}
+
+void restore_pending(const std::string& netns, const std::optional<Pending>& previous) {
+  if (!previous) return clear_pending(netns);
+  const json j = {
+      {"token", previous->token}, {"deadline", previous->deadline}, {"watchdog", previous->watchdog}};
+  write_file(pending_path(netns), j.dump() + "\n");
 }
 
 void clear_pending(const std::string& netns) {

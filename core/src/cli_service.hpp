@@ -61,6 +61,9 @@ struct Pending {
 };
 std::optional<Pending> load_pending(const std::string& netns);
 void clear_pending(const std::string& netns);
+// Puts back the pending confirmation there was before (none: clears it), for an apply --confirm that
+// armed its watchdog and then failed.
+void restore_pending(const std::string& netns, const std::optional<Pending>& previous);
 
 // Starts a process in its own session (it survives the caller, its terminal and its SSH session) that
 // waits `seconds`, then - unless the pending confirmation with this token is gone - runs `rollback`
