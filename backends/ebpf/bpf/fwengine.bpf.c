@@ -269,7 +269,7 @@ struct fwe_pkt {
   __u8 src[16], dst[16];
   __u8 smac[6];
   __u8 rpf_ok; /* ingress: the reverse-path checks it passes, bits 1 << FWE_RPF_STRICT / FWE_RPF_LOOSE */
-  __u8 pad2;
+  __u8 has_flags; /* TCP: tcp_flags was read */
   __u16 l4;      /* where the transport header starts in the frame */
   __u32 frag_id; /* a fragment's datagram (struct fwe_frag_key) */
   __u8 fragment; /* FWE_FIRST_FRAGMENT, FWE_LATER_FRAGMENT's, or 0: not a fragment */
@@ -408,7 +408,10 @@ static __always_inline int parse(struct __sk_buff* skb, struct fwe_pkt* pkt) {
     __builtin_memcpy(&pkt->ct_dport, head + 2, 2);
     pkt->sport = bpf_ntohs(pkt->ct_sport);
     pkt->dport = bpf_ntohs(pkt->ct_dport);
-    if (pkt->proto == IPPROTO_TCP && (void*)(head + 14) <= data_end) pkt->tcp_flags = head[13];
+    if (pkt->proto == IPPROTO_TCP && (void*)(head + 14) <= data_end) {
+      pkt->tcp_flags = head[13];
+      pkt->has_flags = 1;
+    }
   } else if (pkt->proto == IPPROTO_ICMP || pkt->proto == IPPROTO_ICMPV6) {
     if ((void*)(head + 6) > data_end) return fragmented ? FWE_UNREADABLE : 0;
     pkt->icmp_type = head[0];
@@ -815,6 +818,43 @@ static __always_inline __u8 error_state(struct __sk_buff* skb, const struct fwe_
   return v && !v->untracked ? FWE_CT_RELATED : FWE_CT_INVALID;
 }
 
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+#define TCP_URG 0x20
+
+/* As the kernel's TCP conntrack (tcp_error): a combination of FIN, SYN, RST, ACK and URG that no TCP
+ * sends (a NULL or Xmas scan's) is invalid, with an entry or without. */
+static __always_inline int tcp_flags_invalid(const struct fwe_pkt* pkt) {
+  if (pkt->proto != IPPROTO_TCP || !pkt->has_flags) return 0;
+  switch (pkt->tcp_flags & (TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK | TCP_URG)) {
+    case TCP_SYN:
+    case TCP_SYN | TCP_URG:
+    case TCP_SYN | TCP_ACK:
+    case TCP_RST:
+    case TCP_RST | TCP_ACK:
+    case TCP_FIN | TCP_ACK:
+    case TCP_FIN | TCP_ACK | TCP_URG:
+    case TCP_ACK:
+    case TCP_ACK | TCP_URG:
+      return 0;
+    default:
+      return 1;
+  }
+}
+
+/* A packet that cannot start a flow where there is none, as the kernel's conntrack has it (tcp_new, and
+ * icmp_new's requests): a SYN+ACK, a FIN or an RST, an echo reply. A SYN starts one, and so does an ACK
+ * (nf_conntrack_tcp_loose picks a connection up midway). */
+static __always_inline int cannot_start(const struct fwe_pkt* pkt) {
+  if (pkt->proto == IPPROTO_TCP)
+    return pkt->has_flags && ((pkt->tcp_flags & (TCP_FIN | TCP_RST)) ||
+                              (pkt->tcp_flags & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK));
+  return (pkt->proto == IPPROTO_ICMP && pkt->icmp_type == 0) ||
+         (pkt->proto == IPPROTO_ICMPV6 && pkt->icmp_type == 129);
+}
+
 /* Our own conntrack: a reply of an allowed flow is established; the original direction becomes
  * established once a reply has been seen, as in the kernel's conntrack. An ICMP error is related to the
  * flow it quotes (error_state). Everything else is new. */
@@ -822,17 +862,16 @@ static __always_inline __u8 ct_state_of(struct __sk_buff* skb, struct fwe_eval* 
   const struct fwe_pkt* pkt = &ev->pkt;
   if (is_icmp_error(pkt)) return error_state(skb, pkt);
   if (ct_flowless(pkt)) return FWE_CT_NEW;
+  if (tcp_flags_invalid(pkt)) return FWE_CT_INVALID;
   struct fwe_ct_value* v = ct_lookup(pkt, 0);
-  if (!v) return FWE_CT_NEW;
+  if (!v) return cannot_start(pkt) ? FWE_CT_INVALID : FWE_CT_NEW;
   if (v->untracked) {
     /* A notracked packet back in on lo; anywhere else a later packet of a notracked flow, which the
      * kernel has no entry for: a packet of its own. */
     if (!v->reply) return ev->looped ? FWE_CT_UNTRACKED : FWE_CT_NEW;
     /* The reply of a notracked flow: the kernel has no entry, so it meets conntrack as a packet of its
-     * own, and a SYN+ACK or an echo reply cannot start a connection. */
-    int reply_only = (pkt->tcp_flags & 0x12) == 0x12 || (pkt->proto == IPPROTO_ICMP && pkt->icmp_type == 0) ||
-                     (pkt->proto == IPPROTO_ICMPV6 && pkt->icmp_type == 129);
-    return reply_only ? FWE_CT_INVALID : FWE_CT_NEW;
+     * own, which a SYN+ACK or an echo reply cannot start. */
+    return cannot_start(pkt) ? FWE_CT_INVALID : FWE_CT_NEW;
   }
   if (!v->reply) {
     ev->ct_known = 1;

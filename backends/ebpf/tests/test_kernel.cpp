@@ -18,6 +18,7 @@
 
 #include "backend.hpp"
 #include "fwengine/canonical.hpp"
+#include "fwengine/passes.hpp"
 #include "support.hpp"
 
 using namespace fwe;
@@ -452,6 +453,51 @@ TEST_CASE("a reply is new without its original and established with it", "[root]
   CHECK(trace::evaluate(rs, request).delivered);  // no input endpoint for d1: continue
   CHECK(delivered(request));
   CHECK(delivered(unsolicited));  // now the reply of an allowed flow
+}
+
+TEST_CASE("TCP flags no TCP sends, and packets that cannot start a flow, are invalid as in the kernel",
+          "[root]") {
+  enter_scratch_namespace();
+  // Input on d0: invalid dropped, everything else accepted.
+  ir::Ruleset rs;
+  rs.files = {"<command line>", "flags.yaml"};
+  ir::Rule invalid;
+  invalid.match.ct_states = std::vector<ir::CtState>{ir::CtState::invalid};
+  invalid.action.kind = ir::ActionKind::drop;
+  ir::Rule rest;
+  rest.action.kind = ir::ActionKind::accept;
+  rs.chains["flags"] = {"flags", {invalid, rest}, {}};
+  ir::Endpoint ep;
+  ep.name = "d0";
+  ep.match.iif = ir::parse_iface("d0");
+  ep.groups.push_back({"g", {"flags"}, ir::Verdict::continue_, {}, {}});
+  ep.default_verdict = ir::Verdict::drop;
+  rs.stage(ir::Stage::input).sections.push_back({"host", false, {ep}});
+  passes::normalise(rs);
+  EbpfBackend backend(PluginContext{"test"});
+  apply(backend, rs);
+  const std::string pins = pin_dir_for("test");
+  auto in = test::packet("d0", "", "10.0.0.20", "10.0.0.1", 6, 40000, 22);
+  in.src_mac.reset();
+  auto through = [&](std::uint8_t flags) {
+    test::clear_conntrack(pins);
+    return test::run_programs(in, flags);
+  };
+  constexpr std::uint8_t fin = 0x01, syn = 0x02, rst = 0x04, psh = 0x08, ack = 0x10, urg = 0x20;
+  CHECK(through(syn));                    // starts a flow
+  CHECK(through(ack));                    // picked up midway, as nf_conntrack_tcp_loose does
+  CHECK(through(ack | psh));              // PSH is left out of the check
+  CHECK_FALSE(through(syn | ack));        // no flow to answer
+  CHECK_FALSE(through(rst));              // nor to reset
+  CHECK_FALSE(through(fin | ack));        // nor to end
+  CHECK_FALSE(through(0));                // a NULL scan
+  CHECK_FALSE(through(fin | psh | urg));  // an Xmas scan
+  CHECK_FALSE(through(syn | fin));        // no TCP sends both
+  // Within a flow the end of it passes; a combination no TCP sends does not.
+  test::clear_conntrack(pins);
+  CHECK(test::run_programs(in, syn));
+  CHECK(test::run_programs(in, fin | ack));
+  CHECK_FALSE(test::run_programs(in, syn | rst));
 }
 
 TEST_CASE("read_back lists the maps as the plan lists itself, so that diff compares like with like",
