@@ -844,9 +844,9 @@ static __always_inline int tcp_flags_invalid(const struct fwe_pkt* pkt) {
   }
 }
 
-/* A packet that cannot start a flow where there is none, as the kernel's conntrack has it (tcp_new, and
- * icmp_new's requests): a SYN+ACK, a FIN or an RST, an echo reply. A SYN starts one, and so does an ACK
- * (nf_conntrack_tcp_loose picks a connection up midway). */
+/* A packet that cannot start a flow, as the kernel's conntrack has it (tcp_new, and icmp_new's requests):
+ * a SYN+ACK, a FIN or an RST, an echo reply. A SYN starts one, and so does an ACK (nf_conntrack_tcp_loose
+ * picks a connection up midway). */
 static __always_inline int cannot_start(const struct fwe_pkt* pkt) {
   if (pkt->proto == IPPROTO_TCP)
     return pkt->has_flags && ((pkt->tcp_flags & (TCP_FIN | TCP_RST)) ||
@@ -864,7 +864,10 @@ static __always_inline __u8 ct_state_of(struct __sk_buff* skb, struct fwe_eval* 
   if (ct_flowless(pkt)) return FWE_CT_NEW;
   if (tcp_flags_invalid(pkt)) return FWE_CT_INVALID;
   struct fwe_ct_value* v = ct_lookup(pkt, 0);
-  if (!v) return cannot_start(pkt) ? FWE_CT_INVALID : FWE_CT_NEW;
+  /* No entry: new, whatever it is. The kernel would take a SYN+ACK, FIN or RST (cannot_start) for
+   * invalid, but here it may be the reply of a flow another program's NAT rewrote (Docker, kube-proxy),
+   * which the kernel's conntrack knows under the addresses this map has not seen. */
+  if (!v) return FWE_CT_NEW;
   if (v->untracked) {
     /* A notracked packet back in on lo; anywhere else a later packet of a notracked flow, which the
      * kernel has no entry for: a packet of its own. */

@@ -1005,6 +1005,8 @@ void list_rules(Socket& sock, std::uint32_t seq, Listing& out) {
         auto* listing = static_cast<Listing*>(data);
         RulePtr rule(nftnl_rule_alloc());
         if (nftnl_rule_nlmsg_parse(reply, rule.get()) < 0) return MNL_CB_ERROR;
+        // The kernel filters the dump by table; a rule of another one is never counted as ours.
+        if (std::strcmp(nftnl_rule_get_str(rule.get(), NFTNL_RULE_TABLE), kTableName) != 0) return MNL_CB_OK;
         ListedRule listed;
         listed.chain = nftnl_rule_get_str(rule.get(), NFTNL_RULE_CHAIN);
         if (nftnl_rule_is_set(rule.get(), NFTNL_RULE_USERDATA)) {
