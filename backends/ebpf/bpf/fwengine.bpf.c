@@ -268,11 +268,11 @@ struct fwe_pkt {
   __u32 iif, oif, mark;
   __u8 src[16], dst[16];
   __u8 smac[6];
-  __u8 rpf_ok; /* ingress: the reverse-path checks it passes, bits 1 << FWE_RPF_STRICT / FWE_RPF_LOOSE */
+  __u8 rpf_ok;    /* ingress: the reverse-path checks it passes, bits 1 << FWE_RPF_STRICT / FWE_RPF_LOOSE */
   __u8 has_flags; /* TCP: tcp_flags was read */
-  __u16 l4;      /* where the transport header starts in the frame */
-  __u32 frag_id; /* a fragment's datagram (struct fwe_frag_key) */
-  __u8 fragment; /* FWE_FIRST_FRAGMENT, FWE_LATER_FRAGMENT's, or 0: not a fragment */
+  __u16 l4;       /* where the transport header starts in the frame */
+  __u32 frag_id;  /* a fragment's datagram (struct fwe_frag_key) */
+  __u8 fragment;  /* FWE_FIRST_FRAGMENT, FWE_LATER_FRAGMENT's, or 0: not a fragment */
 };
 
 #define FWE_FIRST_FRAGMENT 1
