@@ -102,6 +102,17 @@ std::string refused_after_small_table(const std::function<void(nft::Table&)>& sp
   return (before == list_ours() ? std::string("unchanged\n") : std::string("changed\n")) + error;
 }
 
+// The small ruleset's ssh rule edited by hand in place (nft replace rule): its port changed, its comment,
+// and so its stamp, kept.
+void edit_ssh_rule_in_place() {
+  shell(
+      "c=$(nft list table inet fwengine | grep -o 'chain c-allow-ssh[^ ]*' | cut -d' ' -f2); "
+      "line=$(nft -a list chain inet fwengine $c | grep 'dport 22 '); "
+      "rule=$(echo \"${line%% # handle*}\" | sed 's/dport 22 /dport 2323 /; s/packets [0-9]* bytes "
+      "[0-9]*//'); "
+      "nft \"replace rule inet fwengine $c handle ${line##*# handle } $rule\"");
+}
+
 std::unique_ptr<nft::NftBackend> backend() {
   return std::make_unique<nft::NftBackend>(PluginContext{});
 }
@@ -186,12 +197,7 @@ TEST_CASE("a rule edited in place by hand is drift, and the next incremental app
     nft->apply(*plan, {false, "aaaa", state.path});
     std::string out = "applied: " + std::to_string(nft->read_back().drift.size()) + " drift\n";
     // Its comment stays, so the rules' stamps and count are those of the apply: only the port differs.
-    shell(
-        "c=$(nft list table inet fwengine | grep -o 'chain c-allow-ssh[^ ]*' | cut -d' ' -f2); "
-        "line=$(nft -a list chain inet fwengine $c | grep 'dport 22 '); "
-        "rule=$(echo \"${line%% # handle*}\" | sed 's/dport 22 /dport 2323 /; s/packets [0-9]* bytes "
-        "[0-9]*//'); "
-        "nft \"replace rule inet fwengine $c handle ${line##*# handle } $rule\"");
+    edit_ssh_rule_in_place();
     const KernelState edited = nft->read_back();
     out += "edited: " + shell("nft list table inet fwengine | grep -c 'dport 2323' || true");
     out += std::to_string(edited.drift.size()) +
@@ -251,12 +257,7 @@ TEST_CASE("a table whose rules' content was not recorded is replaced by the next
         "c=$(nft list table inet fwengine | grep -o 'chain fwengine-ir-[^ ]*' | cut -d' ' -f2); "
         "nft rename chain inet fwengine $c ${c%-*}");
     // A rule edited by hand meanwhile, which no recorded content can show.
-    shell(
-        "c=$(nft list table inet fwengine | grep -o 'chain c-allow-ssh[^ ]*' | cut -d' ' -f2); "
-        "line=$(nft -a list chain inet fwengine $c | grep 'dport 22 '); "
-        "rule=$(echo \"${line%% # handle*}\" | sed 's/dport 22 /dport 2323 /; s/packets [0-9]* bytes "
-        "[0-9]*//'); "
-        "nft \"replace rule inet fwengine $c handle ${line##*# handle } $rule\"");
+    edit_ssh_rule_in_place();
     std::string out = "edited: " + shell("nft list table inet fwengine | grep -c 'dport 2323' || true");
     nft->apply(*plan, {false, "aaaa", state.path});
     out += "applied again: " + std::to_string(nft->read_back().drift.size()) + " drift\n";

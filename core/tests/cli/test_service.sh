@@ -86,16 +86,9 @@ expect "confirm with nothing pending fails" test $? = 1
 
 # A second apply --confirm the kernel refuses (a conntrack helper it does not know), while the first
 # waits: the first's trial goes on, and a confirm keeps the first's policy, not the refused one.
-cat >"$work/refused.yaml" <<'EOF'
-apiVersion: fwengine/v1
-chains:
-  helpers: [{protocol: tcp, dport: 2121, action: ct-helper, helper: no-such-helper}]
-stages:
-  input: [{endpoints: [{name: all, chains: [helpers]}]}]
-EOF
 "$FWE" --netns "$ns" -q -f "$work/a/policy.yaml" apply
 "$FWE" --netns "$ns" -q -f "$work/b/policy.yaml" apply --confirm 60
-"$FWE" --netns "$ns" -q -f "$work/refused.yaml" apply --confirm 60 >/dev/null 2>&1
+"$FWE" --netns "$ns" -q -f "$ROOT/core/tests/cli/refused-by-kernel.yaml" apply --confirm 60 >/dev/null 2>&1
 expect "a refused apply --confirm exits 1" test $? = 1
 expect "the first trial still waits" grep -q "waiting for confirmation" <<<"$("$FWE" --netns "$ns" status)"
 "$FWE" --netns "$ns" -q confirm

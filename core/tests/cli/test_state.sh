@@ -199,16 +199,9 @@ expect "and the host's state is untouched" \
   test "$(stat -c %Y.%i /run/fwengine/default/state.json 2>/dev/null || echo none)" = "$host_state"
 
 # A first apply the kernel refuses (a conntrack helper it does not know) leaves no state directory.
-cat >"$work/refused.yaml" <<'EOF'
-apiVersion: fwengine/v1
-chains:
-  helpers: [{protocol: tcp, dport: 2121, action: ct-helper, helper: no-such-helper}]
-stages:
-  input: [{endpoints: [{name: all, chains: [helpers]}]}]
-EOF
 out=$(unshare -n sh -c 'ino=$(stat -L -c %i /proc/self/ns/net)
   "$1" -q -f "$2" apply; echo "exit $?"; test -e "/run/fwengine/netns-$ino" && echo "left netns-$ino"
-  rm -rf "/run/fwengine/netns-$ino"' sh "$FWE" "$work/refused.yaml" 2>&1)
+  rm -rf "/run/fwengine/netns-$ino"' sh "$FWE" "$ROOT/core/tests/cli/refused-by-kernel.yaml" 2>&1)
 expect "a refused first apply exits 1" grep -q "^exit 1$" <<<"$out"
 expect "and leaves no state directory" test "$(grep -c '^left netns-' <<<"$out")" = 0
 
