@@ -117,6 +117,16 @@ std::unique_ptr<nft::NftBackend> backend() {
   return std::make_unique<nft::NftBackend>(PluginContext{});
 }
 
+// The small ruleset applied with a record of its sets, as apply does: where the drift tests start.
+struct SmallApplied {
+  std::unique_ptr<nft::NftBackend> nft = backend();
+  Diagnostics diag;
+  StateDir state;
+  std::unique_ptr<Plan> plan = nft->render(nft_test::small_ruleset(), diag);
+  SmallApplied() { apply(); }
+  void apply() { nft->apply(*plan, {false, "aaaa", state.path}); }
+};
+
 constexpr const char* kForeignTable = R"(table ip kube-proxy-like {
 	chain prerouting {
 		type nat hook prerouting priority dstnat; policy accept;
@@ -190,20 +200,16 @@ TEST_CASE("read_back reports drift after someone edits our table", "[root]") {
 TEST_CASE("a rule edited in place by hand is drift, and the next incremental apply puts it back", "[root]") {
   nft_test::require_root();
   auto result = in_scratch_netns([] {
-    auto nft = backend();
-    Diagnostics diag;
-    StateDir state;
-    const auto plan = nft->render(nft_test::small_ruleset(), diag);
-    nft->apply(*plan, {false, "aaaa", state.path});
-    std::string out = "applied: " + std::to_string(nft->read_back().drift.size()) + " drift\n";
+    SmallApplied small;
+    std::string out = "applied: " + std::to_string(small.nft->read_back().drift.size()) + " drift\n";
     // Its comment stays, so the rules' stamps and count are those of the apply: only the port differs.
     edit_ssh_rule_in_place();
-    const KernelState edited = nft->read_back();
+    const KernelState edited = small.nft->read_back();
     out += "edited: " + shell("nft list table inet fwengine | grep -c 'dport 2323' || true");
     out += std::to_string(edited.drift.size()) +
            " drift: " + (edited.drift.empty() ? "" : edited.drift[0].substr(0, 39)) + "\n";
-    nft->apply(*plan, {false, "aaaa", state.path});
-    out += "applied again: " + std::to_string(nft->read_back().drift.size()) + " drift\n";
+    small.apply();
+    out += "applied again: " + std::to_string(small.nft->read_back().drift.size()) + " drift\n";
     return out + shell("nft list table inet fwengine | grep -c 'dport 2323' || true");
   });
   INFO(result.output);
@@ -220,18 +226,14 @@ TEST_CASE("a table switched off by hand (dormant) is drift, and the next increme
           "[root]") {
   nft_test::require_root();
   auto result = in_scratch_netns([] {
-    auto nft = backend();
-    Diagnostics diag;
-    StateDir state;
-    const auto plan = nft->render(nft_test::small_ruleset(), diag);
-    nft->apply(*plan, {false, "aaaa", state.path});
+    SmallApplied small;
     shell("nft add table inet fwengine '{ flags dormant; }'");
     std::string out = "flags: " + shell("nft list table inet fwengine | grep -c 'flags dormant' || true");
-    const KernelState dormant = nft->read_back();
+    const KernelState dormant = small.nft->read_back();
     out += std::to_string(dormant.drift.size()) +
            " drift: " + (dormant.drift.empty() ? "" : dormant.drift[0].substr(0, 35)) + "\n";
-    nft->apply(*plan, {false, "aaaa", state.path});  // the same plan: only the table's flag differs
-    out += "applied again: " + std::to_string(nft->read_back().drift.size()) + " drift\n";
+    small.apply();  // the same plan: only the table's flag differs
+    out += "applied again: " + std::to_string(small.nft->read_back().drift.size()) + " drift\n";
     return out + "flags: " + shell("nft list table inet fwengine | grep -c 'flags dormant' || true");
   });
   INFO(result.output);
@@ -247,11 +249,7 @@ TEST_CASE("a table whose rules' content was not recorded is replaced by the next
           "[root]") {
   nft_test::require_root();
   auto result = in_scratch_netns([] {
-    auto nft = backend();
-    Diagnostics diag;
-    StateDir state;
-    const auto plan = nft->render(nft_test::small_ruleset(), diag);
-    nft->apply(*plan, {false, "aaaa", state.path});
+    SmallApplied small;
     // As an apply leaves it when another writer got in before its record: the marker without content.
     shell(
         "c=$(nft list table inet fwengine | grep -o 'chain fwengine-ir-[^ ]*' | cut -d' ' -f2); "
@@ -259,8 +257,8 @@ TEST_CASE("a table whose rules' content was not recorded is replaced by the next
     // A rule edited by hand meanwhile, which no recorded content can show.
     edit_ssh_rule_in_place();
     std::string out = "edited: " + shell("nft list table inet fwengine | grep -c 'dport 2323' || true");
-    nft->apply(*plan, {false, "aaaa", state.path});
-    out += "applied again: " + std::to_string(nft->read_back().drift.size()) + " drift\n";
+    small.apply();
+    out += "applied again: " + std::to_string(small.nft->read_back().drift.size()) + " drift\n";
     return out + shell("nft list table inet fwengine | grep -c 'dport 2323' || true");
   });
   INFO(result.output);
