@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "backend.hpp"
+#include "compile.hpp"
 #include "fwengine/canonical.hpp"
 #include "fwengine/passes.hpp"
 #include "support.hpp"
@@ -499,6 +500,36 @@ TEST_CASE("TCP flags no TCP sends are invalid as in the kernel, with a flow or w
   CHECK(test::run_programs(in, syn));
   CHECK(test::run_programs(in, fin | ack));
   CHECK_FALSE(test::run_programs(in, syn | rst));
+}
+
+TEST_CASE("a flow whose reply entry the LRU dropped gets it back from its next packet", "[root]") {
+  enter_scratch_namespace();
+  const ir::Ruleset rs = test::sample_ruleset();
+  EbpfBackend backend(PluginContext{"test"});
+  apply(backend, rs);
+  // d1's output endpoint drops by default: the host's answer leaves only as the reply of a request.
+  auto request = test::packet("d1", "", "10.1.0.5", "10.0.0.1", 6, 40000, 22);
+  request.src_mac.reset();
+  const auto answer = test::packet("", "d1", "10.0.0.1", "10.1.0.5", 6, 22, 40000);
+  REQUIRE(delivered(request));
+  REQUIRE(delivered(answer));
+  // As an eviction leaves it: the original direction's entry kept, the reply direction's gone.
+  const int ct4 = bpf_obj_get((pin_dir_for("test") + "/fwe_ct4").c_str());
+  REQUIRE(ct4 >= 0);
+  std::vector<fwe_ct4_key> keys;
+  fwe_ct4_key key{};
+  while (bpf_map_get_next_key(ct4, keys.empty() ? nullptr : &keys.back(), &key) == 0) keys.push_back(key);
+  int dropped = 0;
+  for (const auto& k : keys) {
+    fwe_ct_value value{};
+    if (bpf_map_lookup_elem(ct4, &k, &value) == 0 && value.reply && bpf_map_delete_elem(ct4, &k) == 0)
+      ++dropped;
+  }
+  REQUIRE(dropped == 1);
+  close(ct4);
+  CHECK_FALSE(delivered(answer));  // new, and d1's output takes no new packets
+  CHECK(delivered(request));       // the host's peer sends again
+  CHECK(delivered(answer));        // its reply is established again
 }
 
 TEST_CASE("read_back lists the maps as the plan lists itself, so that diff compares like with like",
