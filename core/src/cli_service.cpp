@@ -58,15 +58,7 @@ std::string left_behind_path(const std::string& netns) {
 
 // Whole or not at all: a reader (the watchdog, status) never finds half a file.
 void write_file(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    if (!out.flush()) throw RuntimeError("cannot write " + tmp);
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw RuntimeError("cannot write " + path + ": " + ec.message());
+  state::write_file_atomically(path, text);
 }
 
 void replace_dir(const fs::path& from, const fs::path& to) {
@@ -408,15 +400,8 @@ void write_metrics(const std::string& path, const Metrics& m) {
   for (const auto& c : m.counters)
     out << "fwengine_rule_bytes_total{" << common << ",chain=\"" << label_value(c.chain) << "\",rule=\""
         << c.rule << "\",origin=\"" << label_value(c.where) << "\"} " << c.bytes << '\n';
-  const std::string tmp = path + ".tmp";
-  write_file(tmp, out.str());
   // Readable by a collector that runs as another user, whatever umask the service has (0077 packaged).
-  std::error_code ec;
-  fs::permissions(
-      tmp, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read | fs::perms::others_read,
-      ec);
-  fs::rename(tmp, path, ec);
-  if (ec) throw RuntimeError("cannot write " + path + ": " + ec.message());
+  state::write_file_atomically(path, out.str(), 0644);
 }
 
 namespace {

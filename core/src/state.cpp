@@ -32,29 +32,8 @@ std::string ensure_dir(const std::string& netns) {
       throw RuntimeError("cannot create " + path + ": " + std::strerror(errno));
   return dir;
 }
-// A reader sees the old or the new file, never half of one. The temporary file is made anew (O_EXCL:
-// not through a link someone put in its place); one a crash left is removed first.
 void write_atomically(const std::string& path, const json& j) {
-  const std::string tmp = path + ".tmp";
-  const std::string text = j.dump(2, ' ', false, json::error_handler_t::replace) + '\n';  // quotes input
-  unlink(tmp.c_str());
-  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) throw RuntimeError("cannot write " + tmp + ": " + std::strerror(errno));
-  std::size_t written = 0;
-  while (written < text.size()) {
-    const ssize_t n = write(fd, text.data() + written, text.size() - written);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int error = errno;
-      close(fd);
-      throw RuntimeError("cannot write " + tmp + ": " + std::strerror(error));
-    }
-    written += static_cast<std::size_t>(n);
-  }
-  close(fd);
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw RuntimeError("cannot write " + path + ": " + ec.message());
+  write_file_atomically(path, j.dump(2, ' ', false, json::error_handler_t::replace) + '\n');  // quotes input
 }
 
 std::optional<json> read_object(const std::string& path) {
@@ -72,6 +51,30 @@ std::string now_iso() {
   return when;
 }
 }  // namespace
+
+void write_file_atomically(const std::string& path, std::string_view text, mode_t mode) {
+  const std::string tmp = path + ".tmp";
+  unlink(tmp.c_str());  // one a crash left
+  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) throw RuntimeError("cannot write " + tmp + ": " + std::strerror(errno));
+  std::size_t written = 0;
+  while (written < text.size()) {
+    const ssize_t n = write(fd, text.data() + written, text.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int error = errno;
+      close(fd);
+      throw RuntimeError("cannot write " + tmp + ": " + std::strerror(error));
+    }
+    written += static_cast<std::size_t>(n);
+  }
+  const bool moded = fchmod(fd, mode) == 0;  // whatever the umask
+  close(fd);
+  if (!moded) throw RuntimeError("cannot write " + tmp + ": " + std::strerror(errno));
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw RuntimeError("cannot write " + path + ": " + ec.message());
+}
 
 // The namespace this process is in, by name: the name `ip netns` knows it by (so that `ip netns exec X`
 // and `--netns X` share one state; not one named "default", which --netns refuses), "default" for the

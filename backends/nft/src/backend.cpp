@@ -122,8 +122,8 @@ ApplyReport NftBackend::apply(const Plan& plan, const ApplyOptions& options) {
   }
   report.transaction_ms = committed.ms;
   if (!options.state_dir.empty()) AppliedSets::save(options.state_dir, table, marker);
-  // The ruleset is in place whatever this does. Without the record, read-back reports it and the next
-  // incremental apply replaces the table, as neither can tell an edit by hand.
+  // The ruleset is in place whatever this does. Without the record, the next incremental apply
+  // replaces the table, as it cannot tell an edit by hand.
   try {
     guarded([&] { record_content(connection(), marker, set_elements_digest(table), committed.generation); });
   } catch (const RuntimeError&) {

@@ -630,7 +630,7 @@ class Transaction {
   // Sends the batch and drains every reply. Returns false when the generation changed (retry).
   bool commit(Socket& sock) {
     // Nothing to change: an empty batch would only get an answer nobody reads when the generation moved.
-    if (what_.empty()) return true;
+    if (empty()) return true;
     nftnl_batch_end(static_cast<char*>(nftnl_batch_buffer(batch_.get())), seq_);
     next();
     std::vector<iovec> iov(static_cast<std::size_t>(nftnl_batch_iovec_len(batch_.get())));

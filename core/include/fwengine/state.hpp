@@ -2,9 +2,12 @@
 // Both live under /run/fwengine/<netns>/ (tmpfs: gone at reboot, like the ruleset they describe).
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace fwe::state {
@@ -12,6 +15,11 @@ namespace fwe::state {
 // /run/fwengine/<netns>; without --netns: "default" in the host's namespace, the `ip netns` name of
 // the namespace fwengine runs in, or netns-<inode> for an anonymous one.
 std::string run_dir(const std::string& netns);
+
+// Writes path whole or not at all: a reader finds the old file or the new one. The text goes to
+// path.tmp, made anew (O_EXCL|O_NOFOLLOW: not through a link someone put in its place), given `mode`
+// whatever the umask, then renamed over path.
+void write_file_atomically(const std::string& path, std::string_view text, mode_t mode = 0600);
 
 // Serialises apply, flush and reloads per namespace. A second writer waits up to timeout, then gets a
 // RuntimeError naming the holder's pid.
