@@ -15,6 +15,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <utility>
 
 #include "backend.hpp"
 #include "compile.hpp"
@@ -61,6 +62,14 @@ void apply(EbpfBackend& backend, const ir::Ruleset& rs) {
   auto plan = backend.render(rs, diag);
   REQUIRE(plan);
   backend.apply(*plan, {.ir_hash = canonical::hash(rs)});
+}
+
+// With the sample ruleset: a request from d1's side to the host's ssh, and the host's answer. d1's
+// output endpoint drops by default: the answer leaves only as the reply of a request.
+std::pair<trace::Packet, trace::Packet> ssh_through_d1() {
+  auto request = test::packet("d1", "", "10.1.0.5", "10.0.0.1", 6, 40000, 22);
+  request.src_mac.reset();
+  return {request, test::packet("", "d1", "10.0.0.1", "10.1.0.5", 6, 22, 40000)};
 }
 
 struct Outcomes {
@@ -446,10 +455,7 @@ TEST_CASE("a reply is new without its original and established with it", "[root]
   const ir::Ruleset rs = test::sample_ruleset();
   EbpfBackend backend(PluginContext{"test"});
   apply(backend, rs);
-  // d1's output endpoint drops by default: the host's answer leaves only as the reply of a request.
-  auto request = test::packet("d1", "", "10.1.0.5", "10.0.0.1", 6, 40000, 22);
-  request.src_mac.reset();
-  auto unsolicited = test::packet("", "d1", "10.0.0.1", "10.1.0.5", 6, 22, 40000);
+  const auto [request, unsolicited] = ssh_through_d1();
   CHECK_FALSE(delivered(unsolicited));
   CHECK(trace::evaluate(rs, request).delivered);  // no input endpoint for d1: continue
   CHECK(delivered(request));
@@ -507,10 +513,7 @@ TEST_CASE("a flow whose reply entry the LRU dropped gets it back from its next p
   const ir::Ruleset rs = test::sample_ruleset();
   EbpfBackend backend(PluginContext{"test"});
   apply(backend, rs);
-  // d1's output endpoint drops by default: the host's answer leaves only as the reply of a request.
-  auto request = test::packet("d1", "", "10.1.0.5", "10.0.0.1", 6, 40000, 22);
-  request.src_mac.reset();
-  const auto answer = test::packet("", "d1", "10.0.0.1", "10.1.0.5", 6, 22, 40000);
+  const auto [request, answer] = ssh_through_d1();
   REQUIRE(delivered(request));
   REQUIRE(delivered(answer));
   // As an eviction leaves it: the original direction's entry kept, the reply direction's gone.
