@@ -224,7 +224,7 @@ def parse_macvlan(spec, where):
 
 def parse_probe(spec, where, namespaces):
     check_keys(spec, {"name", "from", "to", "src", "proto", "port", "expect", "trace", "listen", "baseline",
-                      "decided_by", "size", "answer"},
+                      "decided_by", "size", "answer", "closed_by"},
                where, required=("name", "from", "to", "proto", "expect"))
     probe = dict(spec)
     probe["to"], probe["src"] = str(spec["to"]), (str(spec["src"]) if spec.get("src") else None)
@@ -249,6 +249,8 @@ def parse_probe(spec, where, namespaces):
     if probe["baseline"] not in VERDICTS + ("skip",):
         raise ScenarioError(f"{where}.baseline: must be open, closed or skip")
     probe.setdefault("listen", True)
+    if "closed_by" in spec and (spec["expect"] != "closed" or not isinstance(spec["closed_by"], str)):
+        raise ScenarioError(f"{where}.closed_by: only for closed probes, e.g. 'refused', 'icmp 3/13' or 'timeout'")
     probe["decided_by"] = [str(text) for text in as_list(spec.get("decided_by"), f"{where}.decided_by")]
     trace = spec.get("trace", {})
     if trace is not False:
@@ -978,7 +980,8 @@ def run_case(scenario, case, backend, topology, engine, options, report, pool):
                         send_probes_checked(topology, probes, lambda probe: probe["expect"], options.timeout))
         for probe, real, traces in zip(probes, real_results, trace_futures):
             trace_verdict, decisions = combine_traces(traces)
-            ok = (real is None or real[0] == probe["expect"]) and trace_verdict in (probe["expect"], "-", "n/a")
+            ok = (real is None or (real[0] == probe["expect"] and real[1] == probe.get("closed_by", real[1]))) \
+                and trace_verdict in (probe["expect"], "-", "n/a")
             unexplained = [text for text in probe["decided_by"] if not any(text in d for d in decisions)]
             trace_shown = "error" if trace_verdict.startswith("error") else trace_verdict
             report.line(where, backend, probe["name"], probe["expect"], real_text(real) if real else "-",

@@ -53,7 +53,14 @@ enum fwe_op {
   FWE_OP_NEXT, /* side effects only (log counter, set-mark, notrack), then the next rule */
   FWE_OP_GOTO, /* go on at target (always forward) */
   FWE_OP_DONE, /* the endpoint has its verdict (accept/continue): go on at target, the next section */
-  FWE_OP_DROP, /* drop or reject: the packet ends here */
+  FWE_OP_DROP, /* drop or reject: the packet ends here (a reject answers it: fwe_rule.reject) */
+};
+
+/* What a rejected packet gets back (fwe_rule.reject). Programs older than this field drop instead. */
+enum fwe_reject {
+  FWE_REJECT_NONE,      /* a plain drop */
+  FWE_REJECT_ICMP,      /* ICMP destination unreachable (v6: ICMPv6 type 1) with reject_code4/6 */
+  FWE_REJECT_TCP_RESET, /* TCP: a reset; anything else: as FWE_REJECT_ICMP */
 };
 
 enum fwe_rule_flags {
@@ -137,9 +144,12 @@ struct fwe_rule {
   __u32 mark_mask;
   __u32 set_mark_value;
   __u32 set_mark_mask;
-  __u32 chain_id;   /* for counters: index into fwe_chains */
-  __s32 rule_index; /* for counters: rule inside the chain, -1 for rules core or the loader made up */
-  __u32 rule_pad;   /* explicit, so that no byte of a rule is unset (listing digests hash them all) */
+  __u32 chain_id;    /* for counters: index into fwe_chains */
+  __s32 rule_index;  /* for counters: rule inside the chain, -1 for rules core or the loader made up */
+  __u8 reject;       /* FWE_OP_DROP: fwe_reject */
+  __u8 reject_code4; /* the ICMP destination-unreachable code an IPv4 packet gets */
+  __u8 reject_code6; /* the ICMPv6 one an IPv6 packet gets */
+  __u8 reject_pad;   /* explicit, so that no byte of a rule is unset (listing digests hash them all) */
   __u64 proto_bits[4];
   struct fwe_addr_match src[FWE_MAX_ADDR_MATCHES];
   struct fwe_addr_match dst[FWE_MAX_ADDR_MATCHES];

@@ -255,6 +255,51 @@ struct {
   __uint(pinning, LIBBPF_PIN_BY_NAME);
 } fwe_hooks SEC(".maps");
 
+/* Bytes of a rejected packet its ICMP error quotes, at most: its IP header and the start of what it
+ * carries, which is what the sender needs to find the socket the error is for. */
+#define FWE_QUOTE_MAX 128
+/* Ethernet + IPv6 + ICMPv6 + the quote, and room to round the quote up to whole words for checksums */
+#define FWE_ANSWER_BYTES (ETH_HLEN + 40 + 8 + FWE_QUOTE_MAX + 4)
+
+/* Where a CPU builds the answer to a rejected packet (too big for the stack), and the bucket that limits
+ * the ICMP errors it sends, as the kernel limits its own (icmp_msgs_per_sec 1000, burst 50). */
+struct fwe_answer_room {
+  __u64 credit_ns;
+  __u64 last_ns;
+  __u8 pad[2]; /* so that the frame's IP header is word-aligned */
+  __u8 frame[FWE_ANSWER_BYTES];
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct fwe_answer_room);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} fwe_answer SEC(".maps");
+
+/* An answer sent into the host: a TCP reset or ICMP error for a packet the host sent that was rejected on
+ * its way out. Ports in network order; 0 for ICMP. */
+struct fwe_answer_key {
+  __u8 family;
+  __u8 proto;
+  __u16 sport, dport;
+  __u8 pad[2];
+  __u8 src[16];
+  __u8 dst[16];
+};
+
+/* Answers on their way in, with when they were sent: for a second the hooks let them through unjudged
+ * (our_answer). The kernel's own answer comes in related to the rejected packet's conntrack entry, which
+ * a packet dropped here never got. */
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 1024);
+  __type(key, struct fwe_answer_key);
+  __type(value, __u64);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} fwe_answered SEC(".maps");
+
 struct fwe_pkt {
   __u8 family; /* 4 or 6 */
   __u8 proto;
@@ -290,6 +335,7 @@ struct fwe_eval {
   __u8 ct_reply; /* a reply of a tracked flow: once past the untracked stages, its flow is replied */
   __u8 looped;   /* in on lo: the host's own packet, back with the conntrack entry it got on its way out */
   __u8 need_rpf; /* the generation has rpf rules */
+  __u8 reject, reject_code4, reject_code6; /* dropped by a reject: the rule's answer (fwe_rule) */
 };
 
 static __always_inline int has_ports(__u8 proto) {
@@ -654,6 +700,9 @@ static long step(__u32 index, void* data) {
       return 0;
     default:
       ev->dropped = 1;
+      ev->reject = r->reject;
+      ev->reject_code4 = r->reject_code4;
+      ev->reject_code6 = r->reject_code6;
       return 1;
   }
 }
@@ -1060,9 +1109,248 @@ static __always_inline int unstarted(struct __sk_buff* skb, const struct fwe_eva
   return TC_ACT_SHOT;
 }
 
-static __always_inline int finish(struct __sk_buff* skb, struct fwe_eval* ev) {
+/* Where the answer to a rejected packet goes: back out of the interface the packet came in on, or into
+ * the host, which sent it; none for a frame switched across a bridge (dropped). */
+enum fwe_answer_way { FWE_ANSWER_NONE, FWE_ANSWER_OUT, FWE_ANSWER_IN };
+
+/* Whether a rejected packet gets an answer, as the kernel's reject and icmp_send decide: not one to or
+ * from a broadcast or multicast address or from no address, not an ICMP error or redirect (no error
+ * about an error), not a reset. */
+static __always_inline int answerable(const struct __sk_buff* skb, const struct fwe_pkt* pkt) {
+  if (skb->pkt_type == PACKET_BROADCAST || skb->pkt_type == PACKET_MULTICAST) return 0;
+  if (is_icmp_error(pkt) || (pkt->proto == IPPROTO_ICMPV6 && pkt->icmp_type == 137)) return 0;
+  if (pkt->proto == IPPROTO_TCP && (pkt->tcp_flags & TCP_RST)) return 0;
+  if (pkt->family == 4) {
+    __u32 src;
+    __builtin_memcpy(&src, pkt->src, 4);
+    return src != 0 && pkt->src[0] < 224 && pkt->dst[0] < 224; /* 224/3: multicast, reserved, broadcast */
+  }
+  __u8 any = 0;
+#pragma unroll
+  for (int i = 0; i < 16; i++) any |= pkt->src[i];
+  return any != 0 && pkt->src[0] != 0xff && pkt->dst[0] != 0xff;
+}
+
+/* The ICMP bucket: one error costs 1 ms of credit, 50 ms saved up at most. */
+static __always_inline int icmp_allowed(struct fwe_answer_room* room) {
+  const __u64 cost = 1000000ull, burst = 50 * cost;
+  const __u64 now = bpf_ktime_get_ns();
+  __u64 credit = room->credit_ns + (now - room->last_ns);
+  if (credit > burst) credit = burst;
+  room->last_ns = now;
+  if (credit < cost) {
+    room->credit_ns = credit;
+    return 0;
+  }
+  room->credit_ns = credit - cost;
+  return 1;
+}
+
+static __always_inline __u16 csum_fold(__s64 sum) {
+  __u32 s = (__u32)sum;
+  s = (s & 0xffff) + (s >> 16);
+  s = (s & 0xffff) + (s >> 16);
+  return (__u16)~s;
+}
+
+/* The answer's IP header (swapped addresses) at frame + ETH_HLEN; l3_payload: the bytes behind it. */
+static __always_inline void answer_ip_header(__u8* frame, const struct fwe_pkt* pkt, __u8 proto,
+                                             __u32 l3_payload) {
+  if (pkt->family == 4) {
+    struct iphdr* ip = (void*)(frame + ETH_HLEN);
+    *(__u16*)ip = bpf_htons(0x4500 | (proto == IPPROTO_ICMP ? 0xc0 : 0)); /* ICMP: internetwork control */
+    ip->tot_len = bpf_htons(sizeof(struct iphdr) + l3_payload);
+    ip->id = 0;
+    ip->frag_off = proto == IPPROTO_TCP ? bpf_htons(0x4000) : 0; /* a reset may not be fragmented */
+    ip->ttl = 64;
+    ip->protocol = proto;
+    ip->check = 0;
+    __builtin_memcpy(&ip->saddr, pkt->dst, 4);
+    __builtin_memcpy(&ip->daddr, pkt->src, 4);
+    ip->check = csum_fold(bpf_csum_diff(0, 0, (void*)ip, sizeof(struct iphdr), 0));
+    return;
+  }
+  struct ipv6hdr* ip6 = (void*)(frame + ETH_HLEN);
+  *(__u32*)ip6 = bpf_htonl(0x60000000);
+  ip6->payload_len = bpf_htons(l3_payload);
+  ip6->nexthdr = proto;
+  ip6->hop_limit = 64;
+  __builtin_memcpy(&ip6->saddr, pkt->dst, 16);
+  __builtin_memcpy(&ip6->daddr, pkt->src, 16);
+}
+
+/* The checksum a transport header needs: its pseudo-header, then len bytes from l4 (a multiple of 4). */
+static __always_inline __u16 l4_checksum(const struct fwe_pkt* pkt, __u8 proto, __u8* l4, __u32 len,
+                                         __u32 l4_length) {
+  __s64 sum;
+  if (pkt->family == 4) {
+    if (proto == IPPROTO_ICMP)
+      return csum_fold(bpf_csum_diff(0, 0, (void*)l4, len, 0)); /* no pseudo-header */
+    __u8 pseudo[12] = {};
+    __builtin_memcpy(pseudo, pkt->dst, 4);
+    __builtin_memcpy(pseudo + 4, pkt->src, 4);
+    pseudo[9] = proto;
+    pseudo[10] = l4_length >> 8;
+    pseudo[11] = l4_length & 0xff;
+    sum = bpf_csum_diff(0, 0, (void*)pseudo, sizeof pseudo, 0);
+  } else {
+    __u8 pseudo[40] = {};
+    __builtin_memcpy(pseudo, pkt->dst, 16);
+    __builtin_memcpy(pseudo + 16, pkt->src, 16);
+    pseudo[34] = l4_length >> 8;
+    pseudo[35] = l4_length & 0xff;
+    pseudo[39] = proto;
+    sum = bpf_csum_diff(0, 0, (void*)pseudo, sizeof pseudo, 0);
+  }
+  return csum_fold(bpf_csum_diff(0, 0, (void*)l4, len, (__u32)sum));
+}
+
+/* A TCP reset for a TCP packet, as the kernel's reject makes it (nf_reject_ip_tcphdr_put): from the
+ * packet's acknowledgment number if it acknowledges, else acknowledging all it carried. Returns the
+ * frame's length, 0 if there is no answer. */
+static __always_inline __u32 reset_frame(struct __sk_buff* skb, const struct fwe_pkt* pkt, __u8* frame) {
+  __u8 th[20];
+  if (bpf_skb_load_bytes(skb, pkt->l4, th, sizeof th) < 0) return 0;
+  __u32 ip_len; /* the IP packet's length by its header */
+  if (pkt->family == 4) {
+    __u16 tot_len;
+    if (bpf_skb_load_bytes(skb, ETH_HLEN + 2, &tot_len, 2) < 0) return 0;
+    ip_len = bpf_ntohs(tot_len);
+  } else {
+    __u16 payload_len;
+    if (bpf_skb_load_bytes(skb, ETH_HLEN + 4, &payload_len, 2) < 0) return 0;
+    ip_len = 40 + bpf_ntohs(payload_len);
+  }
+  const __u32 headers = (pkt->l4 - ETH_HLEN) + (th[12] >> 4) * 4;
+  const __u32 carried = ip_len > headers ? ip_len - headers : 0;
+  const __u32 l3_len = pkt->family == 4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
+  __u8* rst = frame + ETH_HLEN + l3_len;
+  __builtin_memset(rst, 0, 20);
+  __builtin_memcpy(rst, th + 2, 2); /* ports swapped */
+  __builtin_memcpy(rst + 2, th, 2);
+  if (th[13] & TCP_ACK) {
+    __builtin_memcpy(rst + 4, th + 8, 4);
+    rst[13] = TCP_RST;
+  } else {
+    __u32 seq;
+    __builtin_memcpy(&seq, th + 4, 4);
+    seq = bpf_htonl(bpf_ntohl(seq) + carried + !!(th[13] & TCP_SYN) + !!(th[13] & TCP_FIN));
+    __builtin_memcpy(rst + 8, &seq, 4);
+    rst[13] = TCP_RST | TCP_ACK;
+  }
+  rst[12] = 5 << 4;
+  answer_ip_header(frame, pkt, IPPROTO_TCP, 20);
+  const __u16 check = l4_checksum(pkt, IPPROTO_TCP, rst, 20, 20);
+  __builtin_memcpy(rst + 16, &check, 2);
+  return ETH_HLEN + l3_len + 20;
+}
+
+/* An ICMP (v6: ICMPv6) destination unreachable with the given code, quoting the start of the packet.
+ * Returns the frame's length, 0 if there is no answer. */
+static __always_inline __u32 unreachable_frame(struct __sk_buff* skb, const struct fwe_pkt* pkt, __u8* frame,
+                                               __u8 code) {
+  const int v4 = pkt->family == 4;
+  __u32 ip_len;
+  if (v4) {
+    __u16 tot_len;
+    if (bpf_skb_load_bytes(skb, ETH_HLEN + 2, &tot_len, 2) < 0) return 0;
+    ip_len = bpf_ntohs(tot_len);
+  } else {
+    __u16 payload_len;
+    if (bpf_skb_load_bytes(skb, ETH_HLEN + 4, &payload_len, 2) < 0) return 0;
+    ip_len = 40 + bpf_ntohs(payload_len);
+  }
+  if (skb->len <= ETH_HLEN) return 0;
+  __u32 available = skb->len - ETH_HLEN;
+  if (available > ip_len) available = ip_len; /* not the link's padding */
+  if (available > FWE_QUOTE_MAX) available = FWE_QUOTE_MAX;
+  if (available < (__u32)(pkt->l4 - ETH_HLEN) + 8 && available < ip_len) return 0; /* too long a header */
+  /* Bounded again where the verifier sees it: in the register the helpers get. */
+  __u64 quote = available & 0xff;
+  asm volatile("" : "+r"(quote));
+  if (quote < 20 || quote > FWE_QUOTE_MAX) return 0;
+  const __u32 l3_len = v4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
+  __u8* icmp = frame + ETH_HLEN + l3_len;
+  __u8* quoted = icmp + 8;
+  if (bpf_skb_load_bytes(skb, ETH_HLEN, quoted, quote) < 0) return 0;
+  /* zeros up to the next whole word, which the checksum adds up */
+  quoted[quote] = 0;
+  quoted[quote + 1] = 0;
+  quoted[quote + 2] = 0;
+  __builtin_memset(icmp, 0, 8);
+  icmp[0] = v4 ? 3 : 1; /* destination unreachable */
+  icmp[1] = code;
+  const __u8 proto = v4 ? IPPROTO_ICMP : IPPROTO_ICMPV6;
+  answer_ip_header(frame, pkt, proto, 8 + quote);
+  const __u16 check = l4_checksum(pkt, proto, icmp, (8 + quote + 3) & ~3u, 8 + quote);
+  __builtin_memcpy(icmp + 2, &check, 2);
+  return ETH_HLEN + l3_len + 8 + quote;
+}
+
+/* Noted before an answer goes into the host, so that fwe_ingress lets it through (our_answer). */
+static __always_inline void expect_answer(const struct fwe_pkt* pkt, __u8 proto) {
+  struct fwe_answer_key key = {.family = pkt->family, .proto = proto};
+  if (proto == IPPROTO_TCP) {
+    key.sport = pkt->ct_dport;
+    key.dport = pkt->ct_sport;
+  }
+  __builtin_memcpy(key.src, pkt->dst, 16);
+  __builtin_memcpy(key.dst, pkt->src, 16);
+  __u64 now = bpf_ktime_get_ns();
+  bpf_map_update_elem(&fwe_answered, &key, &now, BPF_ANY);
+}
+
+/* A rejected packet becomes its own answer (a TCP reset, or an ICMP error) and goes back the way it
+ * came, as the kernel's reject answers; dropped when it gets none. */
+static __attribute__((noinline)) int answer(struct __sk_buff* skb, const struct fwe_eval* ev, __u32 way) {
+  const struct fwe_pkt* pkt = &ev->pkt;
+  if (!answerable(skb, pkt)) return TC_ACT_SHOT;
+  __u32 zero = 0;
+  struct fwe_answer_room* room = bpf_map_lookup_elem(&fwe_answer, &zero);
+  if (!room) return TC_ACT_SHOT;
+  __u8* frame = room->frame;
+  /* Ethernet: to the sender from the address it sent to */
+  if (bpf_skb_load_bytes(skb, 6, frame, 6) < 0 || bpf_skb_load_bytes(skb, 0, frame + 6, 6) < 0)
+    return TC_ACT_SHOT;
+  __u16 h_proto = (__u16)skb->protocol;
+  __builtin_memcpy(frame + 12, &h_proto, 2);
+  const int reset = ev->reject == FWE_REJECT_TCP_RESET && pkt->proto == IPPROTO_TCP;
+  if (!reset && !icmp_allowed(room)) return TC_ACT_SHOT;
+  __u32 len =
+      reset ? reset_frame(skb, pkt, frame)
+            : unreachable_frame(skb, pkt, frame, pkt->family == 4 ? ev->reject_code4 : ev->reject_code6);
+  if (len == 0 || len > FWE_ANSWER_BYTES) return TC_ACT_SHOT;
+  /* The helper made for answers: it also drops the packet's offload state (GSO, checksum). */
+  if (bpf_skb_change_tail(skb, len, 0) < 0 || bpf_skb_store_bytes(skb, 0, frame, len, 0) < 0)
+    return TC_ACT_SHOT;
+  const __u8 proto = reset ? IPPROTO_TCP : pkt->family == 4 ? IPPROTO_ICMP : IPPROTO_ICMPV6;
+  /* On lo the answer goes out to come back in, as the host's own packets do: sent straight in, it would
+   * come without the route it has (for 127.0.0.0/8, none is found). Both hooks let it pass. */
+  const int loopback = skb->ifindex == LOOPBACK_IFINDEX;
+  if (way == FWE_ANSWER_IN || loopback) expect_answer(pkt, proto);
+  return bpf_redirect(skb->ifindex, way == FWE_ANSWER_IN && !loopback ? BPF_F_INGRESS : 0);
+}
+
+/* An answer expect_answer noted in the last second, coming through now: let through. */
+static __always_inline int our_answer(const struct fwe_pkt* pkt) {
+  const int candidate = (pkt->proto == IPPROTO_TCP && (pkt->tcp_flags & TCP_RST)) ||
+                        (pkt->proto == IPPROTO_ICMP && pkt->icmp_type == 3) ||
+                        (pkt->proto == IPPROTO_ICMPV6 && pkt->icmp_type == 1);
+  if (!candidate) return 0;
+  struct fwe_answer_key key = {.family = pkt->family, .proto = pkt->proto};
+  if (pkt->proto == IPPROTO_TCP) {
+    key.sport = pkt->ct_sport;
+    key.dport = pkt->ct_dport;
+  }
+  __builtin_memcpy(key.src, pkt->src, 16);
+  __builtin_memcpy(key.dst, pkt->dst, 16);
+  __u64* sent = bpf_map_lookup_elem(&fwe_answered, &key);
+  return sent && bpf_ktime_get_ns() - *sent <= 1000000000ull;
+}
+
+static __always_inline int finish(struct __sk_buff* skb, struct fwe_eval* ev, __u32 way) {
   remember_first_fragment(ev, !ev->dropped);
-  if (ev->dropped) return TC_ACT_SHOT;
+  if (ev->dropped) return ev->reject && way != FWE_ANSWER_NONE ? answer(skb, ev, way) : TC_ACT_SHOT;
   if (ev->mark_changed) skb->mark = ev->pkt.mark;
   ct_commit(ev);
   return FWE_PASS;
@@ -1074,6 +1362,7 @@ static __always_inline int judge_ingress(struct __sk_buff* skb) {
   ev.looped = skb->ifindex == LOOPBACK_IFINDEX;
   int started = start(skb, &ev);
   if (started < 0) return unstarted(skb, &ev, started, 0);
+  if (our_answer(&ev.pkt)) return FWE_PASS;
   ev.pkt.iif = skb->ifindex;
   ev.pkt.has_mac = !ev.looped;
   ev.pkt.oif = route_out(skb, &ev.pkt);
@@ -1082,7 +1371,7 @@ static __always_inline int judge_ingress(struct __sk_buff* skb) {
     ct_see_reply(&ev);
     if (!run_stage(&ev, FWE_STAGE_PREDNAT)) run_stage(&ev, ev.pkt.oif ? FWE_STAGE_FORWARD : FWE_STAGE_INPUT);
   }
-  return finish(skb, &ev);
+  return finish(skb, &ev, FWE_ANSWER_OUT);
 }
 
 SEC("tc")
@@ -1149,7 +1438,7 @@ static __always_inline int judge_switched(struct __sk_buff* skb, const struct fw
     ct_see_reply(&ev);
     if (!run_stage(&ev, FWE_STAGE_PREDNAT)) run_stage(&ev, FWE_STAGE_FORWARD);
   }
-  return finish(skb, &ev);
+  return finish(skb, &ev, FWE_ANSWER_NONE);
 }
 
 SEC("tc")
@@ -1163,10 +1452,11 @@ int fwe_egress(struct __sk_buff* skb) {
   struct fwe_eval ev = {};
   int started = start(skb, &ev);
   if (started < 0) return unstarted(skb, &ev, started, 1);
+  if (our_answer(&ev.pkt)) return FWE_PASS;
   ev.pkt.oif = skb->ifindex;
   if (!run_stage(&ev, FWE_STAGE_UNTRACKED_OUT)) {
     ct_see_reply(&ev);
     run_stage(&ev, FWE_STAGE_OUTPUT);
   }
-  return finish(skb, &ev);
+  return finish(skb, &ev, FWE_ANSWER_IN);
 }

@@ -189,7 +189,8 @@ class Compiler {
     auto common = [](const fwe_rule& r) {
       return std::tie(r.op, r.flags, r.family, r.target, r.iif_list, r.oif_list, r.iif_negate, r.oif_negate,
                       r.ct_mask, r.ct_negate, r.icmp_flags, r.icmp_type, r.icmp_code, r.mac_mode, r.mac_count,
-                      r.mark_mode, r.mark_value, r.mark_mask, r.rpf_mode, r.rpf_negate);
+                      r.mark_mode, r.mark_value, r.mark_mask, r.rpf_mode, r.rpf_negate, r.reject,
+                      r.reject_code4, r.reject_code6);
     };
     return common(a) == common(b) && std::memcmp(a.macs, b.macs, sizeof a.macs) == 0;
   }
@@ -451,6 +452,49 @@ class Compiler {
     }
   }
 
+  // What a rejected packet gets back, by the IR's reject type (the codes nft's and iptables' reject
+  // types send; an IPv4-only type gives IPv6 admin-prohibited, as nft's icmpx fallback does).
+  bool set_reject(fwe_rule& r, const std::string& with, const Origin& origin) {
+    struct Answer {
+      std::uint8_t kind, code4, code6;
+    };
+    static const std::map<std::string, Answer, std::less<>> answers = {
+        {"", {FWE_REJECT_ICMP, 3, 4}},
+        {"icmp-port-unreachable", {FWE_REJECT_ICMP, 3, 4}},
+        {"icmp6-port-unreachable", {FWE_REJECT_ICMP, 3, 4}},
+        {"port-unreachable", {FWE_REJECT_ICMP, 3, 4}},
+        {"tcp-reset", {FWE_REJECT_TCP_RESET, 3, 4}},
+        {"icmp-host-unreachable", {FWE_REJECT_ICMP, 1, 3}},
+        {"icmp6-addr-unreachable", {FWE_REJECT_ICMP, 1, 3}},
+        {"icmp-net-unreachable", {FWE_REJECT_ICMP, 0, 0}},
+        {"icmp6-no-route", {FWE_REJECT_ICMP, 0, 0}},
+        {"icmp-admin-prohibited", {FWE_REJECT_ICMP, 13, 1}},
+        {"icmp6-adm-prohibited", {FWE_REJECT_ICMP, 13, 1}},
+        {"admin-prohibited", {FWE_REJECT_ICMP, 13, 1}},
+        {"icmp-host-prohibited", {FWE_REJECT_ICMP, 10, 1}},
+        {"icmp-net-prohibited", {FWE_REJECT_ICMP, 9, 1}},
+        {"icmp-proto-unreachable", {FWE_REJECT_ICMP, 2, 1}},
+    };
+    const auto found = answers.find(with);
+    if (found == answers.end()) {
+      diag_.error(origin.loc, "ebpf backend: unknown reject type '" + with + "'",
+                  "use icmp-port-unreachable, tcp-reset, icmp-host-prohibited, icmp-net-prohibited or "
+                  "icmp-admin-prohibited");
+      return false;
+    }
+    r.reject = found->second.kind;
+    r.reject_code4 = found->second.code4;
+    r.reject_code6 = found->second.code6;
+    return true;
+  }
+
+  // emit_verdict for a verdict that may be a reject, with its type.
+  void emit_ending(fwe_rule r, Verdict v, const std::string& reject_with, const Origin& origin,
+                   std::string what, std::vector<std::size_t>& to_end) {
+    if (v == Verdict::reject && !set_reject(r, reject_with, origin)) return;
+    emit_verdict(r, v, std::move(what), to_end);
+  }
+
   void emit_verdict(fwe_rule r, Verdict v, std::string what, std::vector<std::size_t>& to_end) {
     verdict(r, v);
     auto i = emit(r, std::move(what));
@@ -480,13 +524,13 @@ class Compiler {
       for (const auto& name : group.chains)
         if (const Chain* chain = rs_.find_chain(name)) emit_chain(*chain, 0, passes, to_end);
       if (group.on_end != Verdict::continue_)
-        emit_verdict(blank(), group.on_end,
-                     prefix + "end of group " + group.name + " " + std::string(to_string(group.on_end)),
-                     to_end);
+        emit_ending(blank(), group.on_end, group.reject_with, group.origin,
+                    prefix + "end of group " + group.name + " " + std::string(to_string(group.on_end)),
+                    to_end);
       patch(passes, here());
     }
-    emit_verdict(blank(), ep.default_verdict,
-                 prefix + "endpoint default " + std::string(to_string(ep.default_verdict)), to_end);
+    emit_ending(blank(), ep.default_verdict, ep.reject_with, ep.origin,
+                prefix + "endpoint default " + std::string(to_string(ep.default_verdict)), to_end);
   }
 
   // Inlines a chain. return goes to the chain's end; pass to the group's end (passes).
@@ -522,7 +566,7 @@ class Compiler {
           emit_verdict(r, Verdict::drop, what, to_end);
           break;
         case ActionKind::reject:
-          emit_verdict(r, Verdict::reject, what + " (as drop)", to_end);
+          emit_ending(r, Verdict::reject, a.reject_with, rule.origin, what, to_end);
           break;
         case ActionKind::log:
           r.op = FWE_OP_NEXT;
@@ -753,8 +797,8 @@ class Compiler {
   std::size_t address_runs_ = 0;
 };
 
-const char* op_name(std::uint8_t op) {
-  switch (op) {
+std::string op_name(const fwe_rule& r) {
+  switch (r.op) {
     case FWE_OP_NEXT:
       return "next";
     case FWE_OP_GOTO:
@@ -762,7 +806,9 @@ const char* op_name(std::uint8_t op) {
     case FWE_OP_DONE:
       return "done";
     default:
-      return "drop";
+      if (r.reject == FWE_REJECT_NONE) return "drop";
+      return std::string("reject ") + (r.reject == FWE_REJECT_TCP_RESET ? "tcp-reset, else " : "") +
+             "icmp 3/" + std::to_string(r.reject_code4) + " icmp6 1/" + std::to_string(r.reject_code6);
   }
 }
 
@@ -789,16 +835,10 @@ std::vector<ActionKind> supported_actions() {
 Program compile(const Ruleset& rs, Diagnostics& diag) {
   Program program;
   Compiler(rs, diag, program).run();
-  const Rule *reject = nullptr, *log = nullptr;
+  const Rule* log = nullptr;
   for (const auto& [name, chain] : rs.chains)
-    for (const auto& rule : chain.rules) {
-      if (!reject && rule.action.kind == ActionKind::reject) reject = &rule;
+    for (const auto& rule : chain.rules)
       if (!log && rule.action.kind == ActionKind::log) log = &rule;
-    }
-  if (reject)
-    program.notes.push_back(
-        {reject->origin.loc,
-         "reject (here and in every rule) is done as drop: tc sends no ICMP error or TCP reset"});
   if (log)
     program.notes.push_back(
         {log->origin.loc,
@@ -865,7 +905,7 @@ std::string Program::text() const {
         << stages[s].start + stages[s].count << ")\n";
     for (std::uint32_t pc = stages[s].start; pc < stages[s].start + stages[s].count; ++pc) {
       const fwe_rule& r = rules[pc];
-      out << "  " << pc << ": " << ((r.flags & FWE_F_INVERT) ? "unless " : "") << op_name(r.op);
+      out << "  " << pc << ": " << ((r.flags & FWE_F_INVERT) ? "unless " : "") << op_name(r);
       if (r.op == FWE_OP_GOTO || r.op == FWE_OP_DONE) out << ' ' << r.target;
       out << "  # " << sources[pc].what << '\n';
     }
@@ -974,7 +1014,7 @@ std::string Program::listing() const {
       const std::string line = listing::rule_line(static_cast<Stage>(s), chain_name(r.chain_id), r.rule_index,
                                                   listing::rule(r, bitmap_digest, set_digest));
       in_order = listing::order(in_order, listing::digest(listing::kSeed, line.data(), line.size()));
-      lines += line + "\t" + ((r.flags & FWE_F_INVERT) ? "unless " : "") + op_name(r.op) + "  # " +
+      lines += line + "\t" + ((r.flags & FWE_F_INVERT) ? "unless " : "") + op_name(r) + "  # " +
                sources[pc].what + '\n';
     }
     out += listing::order_line(static_cast<Stage>(s), stages[s].count, in_order) + '\n' + lines;

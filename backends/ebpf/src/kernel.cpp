@@ -390,7 +390,8 @@ const char* program_for(const Interface& iface, bpf_tc_attach_point point) {
 
 struct PinnedMaps {
   Fd rules, stages, config, meta, set4, set6, runs4, runs6, runs4_exact, runs6_exact, run_counters, iflists,
-      portsets, portindex, chains, wheres, counters, limits, ct4, ct6, frags, ports, hooks, netns;
+      portsets, portindex, chains, wheres, counters, limits, ct4, ct6, frags, ports, hooks, netns, answer,
+      answered;
 };
 
 int get_pinned(const std::string& dir, const char* name) {
@@ -401,7 +402,7 @@ int get_pinned(const std::string& dir, const char* name) {
 template <typename Maps>  // PinnedMaps, or const PinnedMaps
 auto named_maps(Maps& m) {
   using Map = std::pair<decltype(&m.rules), const char*>;
-  return std::array<Map, 24>{{{&m.rules, "fwe_rules_v2"},
+  return std::array<Map, 26>{{{&m.rules, "fwe_rules_v2"},
                               {&m.stages, "fwe_stages"},
                               {&m.config, "fwe_config"},
                               {&m.meta, "fwe_meta"},
@@ -424,7 +425,9 @@ auto named_maps(Maps& m) {
                               {&m.frags, "fwe_frags"},
                               {&m.ports, "fwe_ports"},
                               {&m.hooks, "fwe_hooks"},
-                              {&m.netns, "fwe_netns"}}};
+                              {&m.netns, "fwe_netns"},
+                              {&m.answer, "fwe_answer"},
+                              {&m.answered, "fwe_answered"}}};
 }
 
 bool open_pinned(const std::string& dir, PinnedMaps& m) {

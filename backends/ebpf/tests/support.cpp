@@ -613,10 +613,13 @@ TestRun test_run_frame(int prog_fd, std::vector<std::uint8_t> frame, int ifindex
   ctx.ifindex = static_cast<__u32>(ifindex);
   ctx.mark = mark;
   __sk_buff ctx_out{};
+  std::vector<std::uint8_t> out(frame.size() + 256);  // an answer can be longer than its packet
   bpf_test_run_opts opts{};
   opts.sz = sizeof opts;
   opts.data_in = frame.data();
   opts.data_size_in = static_cast<__u32>(frame.size());
+  opts.data_out = out.data();
+  opts.data_size_out = static_cast<__u32>(out.size());
   opts.ctx_in = &ctx;
   opts.ctx_size_in = sizeof ctx;
   opts.ctx_out = &ctx_out;
@@ -624,31 +627,93 @@ TestRun test_run_frame(int prog_fd, std::vector<std::uint8_t> frame, int ifindex
   opts.repeat = repeat;
   if (bpf_prog_test_run_opts(prog_fd, &opts) != 0)
     throw std::runtime_error("BPF_PROG_TEST_RUN failed on interface " + std::to_string(ifindex));
-  return {static_cast<int>(opts.retval), opts.duration, ctx_out.mark};
+  out.resize(std::min<std::size_t>(opts.data_size_out, out.size()));
+  return {static_cast<int>(opts.retval), opts.duration, ctx_out.mark, std::move(out)};
 }
 
 namespace {
 
-// True if let through; the packet's mark becomes the one the program left.
-bool run_program(trace::Packet& p, bool ingress, std::uint8_t tcp_flags) {
+// The packet's mark becomes the one the program left.
+Outcome run_program(trace::Packet& p, bool ingress, std::uint8_t tcp_flags) {
   const TestRun run = test_run(p, ingress, tcp_flags);
-  if (run.retval != TC_ACT_UNSPEC && run.retval != TC_ACT_SHOT)
-    throw std::runtime_error("unexpected tc verdict " + std::to_string(run.retval) + " on " +
-                             (ingress ? p.iif : p.oif));
   p.mark = run.mark;
-  return run.retval == TC_ACT_UNSPEC;  // passed on to the hook's next filter
+  switch (run.retval) {
+    case TC_ACT_UNSPEC:  // passed on to the hook's next filter
+      return Outcome::passed;
+    case TC_ACT_SHOT:
+      return Outcome::dropped;
+    case TC_ACT_REDIRECT:
+      return Outcome::answered;
+    default:
+      throw std::runtime_error("unexpected tc verdict " + std::to_string(run.retval) + " on " +
+                               (ingress ? p.iif : p.oif));
+  }
 }
 
 }  // namespace
 
-bool run_programs(trace::Packet p, std::uint8_t tcp_flags) {
+Outcome outcome_of(trace::Packet p, std::uint8_t tcp_flags) {
   if (!p.iif.empty()) return run_program(p, true, tcp_flags);
-  if (!run_program(p, false, tcp_flags)) return false;
-  if (p.oif != "lo") return true;
+  const Outcome out = run_program(p, false, tcp_flags);
+  if (out != Outcome::passed || p.oif != "lo") return out;
   // Back in on lo with the mark it was given on the way out.
   p.iif = "lo";
   p.oif.clear();
   return run_program(p, true, tcp_flags);
+}
+
+Outcome expected_outcome(const trace::Result& result, const trace::Packet& p, std::uint8_t tcp_flags) {
+  switch (result.final_verdict()) {
+    case Verdict::drop:
+      return Outcome::dropped;
+    case Verdict::reject: {
+      const bool icmp_error = (p.protocol == 1 && (p.icmp_type == 3 || p.icmp_type == 4 || p.icmp_type == 5 ||
+                                                   p.icmp_type == 11 || p.icmp_type == 12)) ||
+                              (p.protocol == 58 && (p.icmp_type < 128 || p.icmp_type == 137));
+      const bool reset = p.protocol == 6 && (tcp_flags & 0x04);
+      const auto group = [](const IpAddr& a) {
+        return a.family == Family::ipv4 ? a.bytes[0] >= 224 : a.bytes[0] == 0xff;
+      };
+      return icmp_error || reset || group(p.src) || group(p.dst) ? Outcome::dropped : Outcome::answered;
+    }
+    default:
+      return Outcome::passed;
+  }
+}
+
+std::string to_string(Outcome outcome) {
+  return outcome == Outcome::passed ? "passed" : outcome == Outcome::dropped ? "dropped" : "answered";
+}
+
+bool run_programs(trace::Packet p, std::uint8_t tcp_flags) {
+  return outcome_of(std::move(p), tcp_flags) == Outcome::passed;
+}
+
+Ruleset reject_ruleset() {
+  Ruleset rs;
+  rs.frontend = "test";
+  rs.files = {"<command line>", "reject.yaml"};
+  auto rejecting = [](Match match, const char* with, std::uint32_t line) {
+    Rule r = rule(std::move(match), ActionKind::reject, line);
+    r.action.reject_with = with;
+    return r;
+  };
+  Match dns;
+  dns.protocols = std::vector<std::uint8_t>{17};
+  dns.dst_port.push_back({false, {{53, 53}}});
+  add_chain(rs, "in",
+            {rejecting(tcp_dport({{23, 23}}), "tcp-reset", 1), rejecting(dns, "icmp-admin-prohibited", 2),
+             rejecting(tcp_dport({{24, 24}}), "icmp-net-prohibited", 3)});
+  Endpoint in = endpoint("d0", "d0", std::nullopt);
+  in.groups.push_back(group("in", {"in"}, Verdict::continue_));
+  in.default_verdict = Verdict::reject;
+  rs.stage(Stage::input).sections.push_back({"host", false, {in}});
+  add_chain(rs, "out", {rejecting(tcp_dport({{80, 80}}), "tcp-reset", 4)});
+  Endpoint out = endpoint("d0-out", std::nullopt, "d0");
+  out.groups.push_back(group("out", {"out"}, Verdict::continue_));
+  rs.stage(Stage::output).sections.push_back({"host", false, {out}});
+  passes::normalise(rs);
+  return rs;
 }
 
 std::size_t count_entries(const std::string& pin_dir, const char* name) {

@@ -62,6 +62,7 @@ struct TestRun {
   int retval = 0;
   std::uint32_t duration_ns = 0;
   std::uint32_t mark = 0;
+  std::vector<std::uint8_t> frame;  // the frame as the program left it (a reject's: its answer)
 };
 TestRun test_run(const trace::Packet&, bool ingress, std::uint8_t tcp_flags = kTcpSyn,
                  std::uint32_t repeat = 1);
@@ -72,11 +73,24 @@ TestRun test_run_program(int prog_fd, const trace::Packet&, int ifindex, std::ui
 TestRun test_run_frame(int prog_fd, std::vector<std::uint8_t> frame, int ifindex, std::uint32_t mark,
                        std::uint32_t repeat = 1);
 
-// What the programs fwengine attached in the current network namespace do with the packet, through
-// BPF_PROG_TEST_RUN: true if let through (TC_ACT_OK). A packet with an iif runs the ingress program of
-// iif, one without the egress program of oif; one from the host to itself (oif lo, no iif) runs lo's
-// egress program and then, let through, lo's ingress program with the mark the first one left, as it
-// loops. Throws std::runtime_error where no program is attached or the run fails.
+// What the programs fwengine attached in the current network namespace do with a packet: let it through,
+// drop it, or answer it in its place (a reject: the frame, made a TCP reset or ICMP error, goes back).
+enum class Outcome { passed, dropped, answered };
+Outcome outcome_of(trace::Packet, std::uint8_t tcp_flags = kTcpSyn);
+// The outcome a packet trace evaluated gets: a reject is answered, unless the kernel's reject would not
+// answer it either (an ICMP error, a reset, a broadcast or multicast packet).
+Outcome expected_outcome(const trace::Result&, const trace::Packet&, std::uint8_t tcp_flags = kTcpSyn);
+std::string to_string(Outcome);
+
+// A reject ruleset on d0: input rejects TCP 23 with tcp-reset, UDP 53 with icmp-admin-prohibited, TCP 24
+// with icmp-net-prohibited (IPv4 only: IPv6 gets admin-prohibited) and everything else by the endpoint's
+// default (icmp-port-unreachable); output rejects TCP 80 with tcp-reset.
+ir::Ruleset reject_ruleset();
+
+// Through outcome_of, BPF_PROG_TEST_RUN: true if let through (TC_ACT_OK). A packet with an iif runs the
+// ingress program of iif, one without the egress program of oif; one from the host to itself (oif lo, no iif)
+// runs lo's egress program and then, let through, lo's ingress program with the mark the first one left, as
+// it loops. Throws std::runtime_error where no program is attached or the run fails.
 bool run_programs(trace::Packet, std::uint8_t tcp_flags = kTcpSyn);
 
 // How many entries the map pinned as pin_dir/name holds. Throws std::runtime_error where none is pinned.

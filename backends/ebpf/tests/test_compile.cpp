@@ -5,6 +5,7 @@
 #include <iterator>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include <catch2/catch.hpp>
 
@@ -44,7 +45,7 @@ TEST_CASE("the sample ruleset compiles into forward-only stages", "[compile]") {
   CHECK(program.stages[FWE_STAGE_DNAT].count == 0);
   CHECK(program.stages[FWE_STAGE_INPUT].count > 0);
   CHECK(program.port_bitmaps.size() == 2);  // web ports and "not 53/5353"
-  CHECK(program.notes.size() == 2);         // reject as drop, log counts only
+  CHECK(program.notes.size() == 1);         // log counts only
 }
 
 TEST_CASE("jumps are inlined behind an inverted goto that skips the whole target", "[compile]") {
@@ -78,6 +79,31 @@ TEST_CASE("NAT stages, packet types and NAT status are refused with the rule's o
   CHECK(diag.all()[1].loc.line == 30);
   CHECK(diag.all()[2].message.find("snat") != std::string::npos);
   CHECK(diag.all()[2].loc.line == 77);
+}
+
+TEST_CASE("reject types become the answer's codes, and an unknown one is refused with its origin",
+          "[compile]") {
+  Diagnostics diag;
+  const Program program = compile(test::reject_ruleset(), diag);
+  REQUIRE_FALSE(diag.has_errors());
+  std::vector<std::tuple<int, int, int>> answers;
+  for (const auto& r : program.rules)
+    if (r.op == FWE_OP_DROP) answers.emplace_back(r.reject, r.reject_code4, r.reject_code6);
+  const std::vector<std::tuple<int, int, int>> expected = {{FWE_REJECT_TCP_RESET, 3, 4},
+                                                           {FWE_REJECT_ICMP, 13, 1},
+                                                           {FWE_REJECT_ICMP, 9, 1},
+                                                           {FWE_REJECT_ICMP, 3, 4},  // the endpoint's default
+                                                           {FWE_REJECT_TCP_RESET, 3, 4}};
+  CHECK(answers == expected);
+  CHECK(program.text().find("reject tcp-reset, else icmp 3/3 icmp6 1/4") != std::string::npos);
+
+  ir::Ruleset unknown = test::reject_ruleset();
+  unknown.chains["in"].rules[1].action.reject_with = "icmp-bogus";
+  Diagnostics refused;
+  compile(unknown, refused);
+  REQUIRE(refused.error_count() == 1);
+  CHECK(refused.all()[0].message.find("unknown reject type 'icmp-bogus'") != std::string::npos);
+  CHECK(refused.all()[0].loc.line == 2);
 }
 
 TEST_CASE("a ruleset beyond the rule limit is refused", "[compile]") {

@@ -108,20 +108,167 @@ Outcomes check_against_trace(EbpfBackend& backend, const ir::Ruleset& rs,
 TEST_CASE("every sample packet and its reply get trace's verdict", "[root]") {
   const SampleApplied sample;
   const ir::Ruleset& rs = sample.rs;
-  std::size_t passed = 0, dropped = 0;
+  std::size_t passed = 0, dropped = 0, answered = 0;
   for (const auto& p : test::sample_packets()) {
     test::clear_conntrack(sample.kernel.pin_dir());
     const trace::Result expected = trace::evaluate(rs, p);
-    ++(expected.delivered ? passed : dropped);
+    const test::Outcome outcome = test::expected_outcome(expected, p);
+    ++(outcome == test::Outcome::passed ? passed : outcome == test::Outcome::dropped ? dropped : answered);
     INFO(test::describe(p));
-    CHECK(delivered(p) == expected.delivered);
+    CHECK(test::to_string(test::outcome_of(p)) == test::to_string(outcome));
     if (!expected.delivered) continue;
     const trace::Packet reply = trace::reply_of(p, expected);
     INFO("reply " << test::describe(reply));
     CHECK(delivered(reply) == trace::evaluate(rs, reply).delivered);
   }
-  CHECK(passed >= 10);  // the table exercises both outcomes
+  CHECK(passed >= 10);  // the table exercises every outcome
   CHECK(dropped >= 10);
+  CHECK(answered >= 1);
+}
+
+namespace answers {
+
+std::uint16_t get16(const std::vector<std::uint8_t>& f, std::size_t at) {
+  return static_cast<std::uint16_t>(f.at(at) << 8 | f.at(at + 1));
+}
+std::uint32_t get32(const std::vector<std::uint8_t>& f, std::size_t at) {
+  return static_cast<std::uint32_t>(get16(f, at)) << 16 | get16(f, at + 2);
+}
+
+// The ones' complement sum of the bytes, folded: 0xffff over a region whose checksum is right.
+std::uint16_t sum(const std::vector<std::uint8_t>& bytes) {
+  std::uint32_t s = 0;
+  for (std::size_t i = 0; i < bytes.size(); i += 2)
+    s += static_cast<std::uint32_t>(bytes[i] << 8 | (i + 1 < bytes.size() ? bytes[i + 1] : 0));
+  while (s >> 16) s = (s & 0xffff) + (s >> 16);
+  return static_cast<std::uint16_t>(s);
+}
+
+// The transport part of an answer (behind its IP header), with the pseudo-header its checksum covers
+// (none for ICMP over IPv4), summed.
+std::uint16_t transport_sum(const std::vector<std::uint8_t>& f, bool v6) {
+  const std::size_t l4 = v6 ? 54 : 34;
+  std::vector<std::uint8_t> covered;
+  const std::uint8_t proto = f.at(v6 ? 20 : 23);
+  const auto length = static_cast<std::uint16_t>(f.size() - l4);
+  if (v6) {
+    covered.assign(f.begin() + 22, f.begin() + 54);  // source, destination
+    covered.insert(covered.end(), {0, 0, static_cast<std::uint8_t>(length >> 8),
+                                   static_cast<std::uint8_t>(length & 0xff), 0, 0, 0, proto});
+  } else if (proto != 1) {
+    covered.assign(f.begin() + 26, f.begin() + 34);
+    covered.insert(covered.end(), {0, proto, static_cast<std::uint8_t>(length >> 8),
+                                   static_cast<std::uint8_t>(length & 0xff)});
+  }
+  covered.insert(covered.end(), f.begin() + static_cast<std::ptrdiff_t>(l4), f.end());
+  return sum(covered);
+}
+
+// The frame comes back to its sender: addresses (Ethernet and IP) swapped, a valid IP header.
+void check_returned(const std::vector<std::uint8_t>& sent, const std::vector<std::uint8_t>& answer, bool v6,
+                    std::uint8_t proto) {
+  REQUIRE(answer.size() >= (v6 ? 62u : 42u));
+  CHECK(std::equal(answer.begin(), answer.begin() + 6, sent.begin() + 6));
+  CHECK(std::equal(answer.begin() + 6, answer.begin() + 12, sent.begin()));
+  CHECK(get16(answer, 12) == get16(sent, 12));
+  if (v6) {
+    CHECK(answer[14] >> 4 == 6);
+    CHECK(get16(answer, 18) == answer.size() - 54);
+    CHECK(answer[20] == proto);
+    CHECK(std::equal(answer.begin() + 22, answer.begin() + 38, sent.begin() + 38));  // from its destination
+    CHECK(std::equal(answer.begin() + 38, answer.begin() + 54, sent.begin() + 22));  // to its source
+  } else {
+    CHECK(answer[14] == 0x45);
+    CHECK(get16(answer, 16) == answer.size() - 14);
+    CHECK(answer[23] == proto);
+    CHECK(std::equal(answer.begin() + 26, answer.begin() + 30, sent.begin() + 30));
+    CHECK(std::equal(answer.begin() + 30, answer.begin() + 34, sent.begin() + 26));
+    CHECK(sum({answer.begin() + 14, answer.begin() + 34}) == 0xffff);
+  }
+  CHECK(transport_sum(answer, v6) == 0xffff);
+}
+
+struct Answered {
+  std::vector<std::uint8_t> sent, answer;
+};
+
+Answered run(const trace::Packet& p, std::uint8_t tcp_flags = test::kTcpSyn) {
+  const bool in = !p.iif.empty();
+  const std::string& ifname = in ? p.iif : p.oif;
+  const int ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
+  const int fd = Kernel::attached_program(ifindex, in);
+  REQUIRE(fd >= 0);
+  std::vector<std::uint8_t> sent = test::frame_of(p, tcp_flags);
+  const auto own = test::test_run_frame(fd, sent, ifindex, 0);
+  close(fd);
+  REQUIRE(own.retval == TC_ACT_REDIRECT);
+  std::copy(own.frame.begin() + 6, own.frame.begin() + 12, sent.begin());  // the MAC the run sent it to
+  return {sent, own.frame};
+}
+
+}  // namespace answers
+
+TEST_CASE("a rejected packet comes back as the answer the kernel's reject sends", "[root]") {
+  enter_scratch_namespace();
+  EbpfBackend backend{PluginContext{"test"}};
+  apply(backend, test::reject_ruleset());
+  using answers::get16;
+  using answers::get32;
+
+  SECTION("a SYN gets a reset that acknowledges it") {
+    const auto [sent, rst] = answers::run(test::packet("d0", "", "10.0.0.5", "10.0.0.1", 6, 40000, 23));
+    answers::check_returned(sent, rst, false, 6);
+    REQUIRE(rst.size() == 54);
+    CHECK(get16(rst, 34) == 23);
+    CHECK(get16(rst, 36) == 40000);
+    CHECK(get32(rst, 38) == 0);
+    CHECK(get32(rst, 42) == 2);  // frame_of's SYN has sequence number 1
+    CHECK(rst[46] == 0x50);
+    CHECK(rst[47] == 0x14);  // RST+ACK
+  }
+  SECTION("a packet that acknowledges gets a reset from its acknowledgment number") {
+    const auto [sent, rst] =
+        answers::run(test::packet("d0", "", "2001:db8::5", "2001:db8::1", 6, 40000, 23), test::kTcpAck);
+    answers::check_returned(sent, rst, true, 6);
+    REQUIRE(rst.size() == 74);
+    CHECK(get32(rst, 58) == get32(sent, 62));
+    CHECK(rst[67] == 0x04);  // RST alone
+  }
+  SECTION("UDP gets the rule's ICMP error, quoting the packet") {
+    const auto [sent, error] = answers::run(test::packet("d0", "", "10.0.0.5", "10.0.0.1", 17, 40000, 53));
+    answers::check_returned(sent, error, false, 1);
+    CHECK(error[34] == 3);
+    CHECK(error[35] == 13);  // admin-prohibited
+    CHECK(std::vector(error.begin() + 42, error.end()) == std::vector(sent.begin() + 14, sent.end()));
+  }
+  SECTION("IPv6 gets ICMPv6, and an IPv4-only type becomes admin-prohibited") {
+    const auto [sent, error] =
+        answers::run(test::packet("d0", "", "2001:db8::5", "2001:db8::1", 6, 40000, 24));
+    answers::check_returned(sent, error, true, 58);
+    CHECK(error[54] == 1);
+    CHECK(error[55] == 1);
+    CHECK(std::vector(error.begin() + 62, error.end()) == std::vector(sent.begin() + 14, sent.end()));
+  }
+  SECTION(
+      "the endpoint's default reject answers port unreachable; tcp-reset answers a packet the host sends") {
+    const auto [sent, error] = answers::run(test::packet("d0", "", "10.0.0.5", "10.0.0.1", 17, 40000, 9999));
+    CHECK(error.at(34) == 3);
+    CHECK(error.at(35) == 3);
+    const auto [out, rst] = answers::run(test::packet("", "d0", "10.0.0.1", "10.0.0.5", 6, 40000, 80));
+    answers::check_returned(out, rst, false, 6);
+    CHECK(rst.at(47) == 0x14);
+  }
+  SECTION("no answer to an ICMP error, a reset, or a multicast packet: dropped") {
+    auto error = test::packet("d0", "", "10.0.0.5", "10.0.0.1", 1, 0, 0);
+    error.icmp_type = 3;
+    CHECK(test::outcome_of(error) == test::Outcome::dropped);
+    CHECK(test::outcome_of(test::packet("d0", "", "10.0.0.5", "10.0.0.1", 6, 40000, 23), 0x04) ==
+          test::Outcome::dropped);
+    CHECK(test::outcome_of(test::packet("d0", "", "10.0.0.5", "239.1.1.1", 17, 40000, 5000)) ==
+          test::Outcome::dropped);
+    auto echo = test::packet("d0", "", "10.0.0.5", "10.0.0.1", 1, 0, 0);
+    CHECK(test::outcome_of(echo) == test::Outcome::answered);
+  }
 }
 
 TEST_CASE("IPv6 extension headers do not hide the transport header: trace's verdict still", "[root]") {
@@ -139,7 +286,7 @@ TEST_CASE("IPv6 extension headers do not hide the transport header: trace's verd
       const auto run =
           test::test_run_frame(fd, test::with_ipv6_extension(test::frame_of(p), kind), ifindex, p.mark);
       INFO(test::describe(p) << " behind extension header " << int(kind));
-      CHECK((run.retval == TC_ACT_SHOT) == !expected);
+      CHECK((run.retval != TC_ACT_UNSPEC) == !expected);
       ++checked;
       dropped += expected ? 0 : 1;
     }
@@ -182,8 +329,9 @@ TEST_CASE(
     auto run = [&](std::vector<std::uint8_t> f, const char* what) {
       test::clear_conntrack(sample.kernel.pin_dir());
       INFO(test::describe(p) << ": " << what);
-      return test::test_run_frame(fd, std::move(f), ifindex, p.mark).retval == TC_ACT_SHOT ? "dropped"
-                                                                                           : "passed";
+      // a rejected first fragment is answered, which drops it too
+      return test::test_run_frame(fd, std::move(f), ifindex, p.mark).retval == TC_ACT_UNSPEC ? "passed"
+                                                                                             : "dropped";
     };
     const char* verdict = expected ? "passed" : "dropped";
     const std::uint16_t id = next_id++;
@@ -230,7 +378,7 @@ TEST_CASE("a forwarded packet larger than the way out's MTU is still judged as f
     frame.resize(1600);  // beyond the 1500 bytes of the way out: fragmented or answered with Packet Too Big
     test::clear_conntrack(sample.kernel.pin_dir());
     INFO(test::describe(p));
-    CHECK((test::test_run_frame(fd, frame, ifindex, p.mark).retval != TC_ACT_SHOT) ==
+    CHECK((test::test_run_frame(fd, frame, ifindex, p.mark).retval == TC_ACT_UNSPEC) ==
           trace::evaluate(sample.rs, p).delivered);
     close(fd);
     ++checked;
@@ -359,11 +507,11 @@ TEST_CASE(
       const bool expected = trace::evaluate(rs, error).delivered;
       CHECK(expected == (state == ir::CtState::related));  // the sample accepts related, drops invalid
       INFO(test::describe(error) << (v6 ? " (IPv6)" : " (IPv4)"));
-      CHECK((test::test_run_frame(fd, frame, ifindex, 0).retval != TC_ACT_SHOT) == expected);
+      CHECK((test::test_run_frame(fd, frame, ifindex, 0).retval == TC_ACT_UNSPEC) == expected);
       ++checked;
     }
     auto passes = [&](const std::vector<std::uint8_t>& frame) {
-      return test::test_run_frame(fd, frame, ifindex, 0).retval != TC_ACT_SHOT;
+      return test::test_run_frame(fd, frame, ifindex, 0).retval == TC_ACT_UNSPEC;
     };
     // Cut short of the quoted ports: too little to relate.
     auto [error, frame] = error_about(40000, ir::CtState::invalid);
