@@ -1610,6 +1610,7 @@ class Session {
               return false;
             }
             be->apply(*plan, {false, hash(), backend_state_dir(o_.netns, o_.backend)});
+            loop.follow_log(be->watch_log());
             if (follow_links) {  // in the kernel now, whatever the bookkeeping below does
               enforced = std::move(plan);
               enforced_hash = hash();
@@ -1679,6 +1680,7 @@ class Session {
         ApplyOptions options{false, enforced_hash, backend_state_dir(o_.netns, o_.backend)};
         options.rebind = ours;
         be->apply(*enforced, options);
+        loop.follow_log(be->watch_log());
         std::cerr << "fwengine: new or changed interface(s) " << names << ": covered by IR "
                   << enforced_hash.substr(0, 16) << '\n';
         // A failure to cover earlier ones is over; a failed reload stays shown.

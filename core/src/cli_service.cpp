@@ -20,6 +20,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -670,6 +671,20 @@ void ServiceLoop::read_link_news() {
   if (lost) take_links(true);
 }
 
+void ServiceLoop::follow_log(std::unique_ptr<LogWatch> log) {
+  if (log_) write_log_lines();
+  log_ = std::move(log);
+}
+
+void ServiceLoop::write_log_lines() {
+  // journald reads "<N>" at a line's start as its priority (SyslogLevelPrefix, on by default).
+  static const bool journal = std::getenv("JOURNAL_STREAM") != nullptr;
+  for (const auto& line : log_->consume()) {
+    if (journal) std::cerr << '<' << static_cast<int>(line.level) << '>';
+    std::cerr << line.text << '\n';
+  }
+}
+
 Wake ServiceLoop::wait() {
   // The tick counts from the call: news that wakes nobody (a link going up) must not put it off.
   const auto tick_at = std::chrono::steady_clock::now() + tick_.value_or(std::chrono::milliseconds(0));
@@ -682,9 +697,12 @@ Wake ServiceLoop::wait() {
       timeout = static_cast<int>(std::max<std::chrono::milliseconds::rep>(left.count(), 0));
     }
     // A negative descriptor is ignored by poll.
-    pollfd fds[4] = {
-        {signal_fd_, POLLIN, 0}, {inotify_fd_, POLLIN, 0}, {source_fd_, POLLIN, 0}, {link_fd_, POLLIN, 0}};
-    int n = poll(fds, 4, timeout);
+    pollfd fds[5] = {{signal_fd_, POLLIN, 0},
+                     {inotify_fd_, POLLIN, 0},
+                     {source_fd_, POLLIN, 0},
+                     {link_fd_, POLLIN, 0},
+                     {log_ ? log_->fd() : -1, POLLIN, 0}};
+    int n = poll(fds, 5, timeout);
     if (n == 0) return Wake::tick;
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) throw RuntimeError(std::string("poll: ") + std::strerror(errno));
@@ -706,6 +724,10 @@ Wake ServiceLoop::wait() {
       if (!news) continue;
       watch_directories(false);
       return Wake::reload;
+    }
+    if (log_ && (fds[4].revents & POLLIN)) {
+      write_log_lines();
+      if (n == 1) continue;
     }
     if (source_fd_ >= 0 && (fds[2].revents & POLLIN)) return Wake::source;
     if (link_fd_ >= 0 && (fds[3].revents & (POLLIN | POLLERR))) {  // POLLERR: news lost (ENOBUFS)

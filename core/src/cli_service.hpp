@@ -10,10 +10,13 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
 #include <vector>
+
+#include "fwengine/plugin.hpp"
 
 #include "fwengine/netlink.hpp"
 #include "fwengine/plugin.hpp"
@@ -134,6 +137,9 @@ class ServiceLoop {
   // hands up on a port, in this network namespace: for backends that bind to interfaces when they apply.
   // The interfaces there now are the baseline.
   void follow_links();
+  // Writes the lines of the backend's log rules to stderr as they come (with their syslog level where
+  // stderr is the journal), without waking; replaces an earlier log, whose waiting lines go first.
+  void follow_log(std::unique_ptr<LogWatch> log);
   // The names of the interfaces that appeared, were renamed, changed master or changed the bridge options
   // above since the last Wake::links.
   const std::vector<std::string>& new_links() const { return new_links_; }
@@ -170,6 +176,8 @@ class ServiceLoop {
   int inotify_fd_ = -1;
   int source_fd_ = -1;
   int link_fd_ = -1;
+  std::unique_ptr<LogWatch> log_;
+  void write_log_lines();
   // By ifindex, as last seen: names, masters, kinds, and the bridge and bridge port options that decide
   // what a bridge hands up on a port (STP, group_fwd_mask, VLAN protocol, nf_call_iptables).
   std::map<int, netlink::Link> links_;

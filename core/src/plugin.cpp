@@ -14,6 +14,7 @@ std::string Plan::listing(std::string_view ir_hash) const {
   return text(ir_hash);
 }
 SourceWatch::~SourceWatch() = default;
+LogWatch::~LogWatch() = default;
 
 std::unique_ptr<SourceWatch> Frontend::watch(const FrontendRequest&) {
   return nullptr;

@@ -24,6 +24,8 @@
 #define FWE_WHERE_LEN 128
 #define FWE_GENERATIONS 2
 #define FWE_PORTSET_BYTES 8192 /* one bit per port */
+#define FWE_MAX_LOGS 255       /* log rules per generation (fwe_rule.log is a byte) */
+#define FWE_LOG_PREFIX_LEN 64  /* a log prefix with its terminating NUL */
 
 /* Stages in the order of vocab.def. */
 enum fwe_stage {
@@ -149,7 +151,7 @@ struct fwe_rule {
   __u8 reject;       /* FWE_OP_DROP: fwe_reject */
   __u8 reject_code4; /* the ICMP destination-unreachable code an IPv4 packet gets */
   __u8 reject_code6; /* the ICMPv6 one an IPv6 packet gets */
-  __u8 reject_pad;   /* explicit, so that no byte of a rule is unset (listing digests hash them all) */
+  __u8 log; /* FWE_OP_NEXT: a log rule, its fwe_logs entry + 1 (0: none); older programs count only */
   __u64 proto_bits[4];
   struct fwe_addr_match src[FWE_MAX_ADDR_MATCHES];
   struct fwe_addr_match dst[FWE_MAX_ADDR_MATCHES];
@@ -323,6 +325,28 @@ struct fwe_where_key {
 };
 struct fwe_where {
   char text[FWE_WHERE_LEN];
+};
+
+/* A log rule's prefix and syslog level: fwe_logs, key generation * FWE_MAX_LOGS + fwe_rule.log - 1. */
+struct fwe_log_rule {
+  char prefix[FWE_LOG_PREFIX_LEN];
+  __u8 level;
+  __u8 pad[3];
+};
+
+/* A packet a log rule matched, as the programs put it into the ring buffer fwe_log for fwengine to read
+ * (the kernel log's fields). */
+struct fwe_log_event {
+  struct fwe_log_rule rule;
+  __u32 iif, oif, mark, len; /* ifindexes, 0 for none */
+  __u8 family;
+  __u8 proto;
+  __u8 tcp_flags;
+  __u8 icmp_type;
+  __u8 icmp_code;
+  __u8 pad[1];
+  __u16 sport, dport; /* host order */
+  __u8 src[16], dst[16];
 };
 
 struct fwe_counter {

@@ -255,6 +255,23 @@ struct {
   __uint(pinning, LIBBPF_PIN_BY_NAME);
 } fwe_hooks SEC(".maps");
 
+/* Log rules' prefixes and levels, per generation (the loader writes them before the flip). */
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, FWE_GENERATIONS* FWE_MAX_LOGS);
+  __type(key, __u32);
+  __type(value, struct fwe_log_rule);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} fwe_logs SEC(".maps");
+
+/* The packets log rules matched (struct fwe_log_event), for fwengine daemon to write to its log. When it
+ * is full (nobody reads, or faster than the reader), a packet goes unlogged. */
+struct {
+  __uint(type, BPF_MAP_TYPE_RINGBUF);
+  __uint(max_entries, 256 * 1024);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} fwe_log SEC(".maps");
+
 /* Bytes of a rejected packet its ICMP error quotes, at most: its IP header and the start of what it
  * carries, which is what the sender needs to find the socket the error is for. */
 #define FWE_QUOTE_MAX 128
@@ -279,14 +296,23 @@ struct {
 } fwe_answer SEC(".maps");
 
 /* An answer sent into the host: a TCP reset or ICMP error for a packet the host sent that was rejected on
- * its way out. Ports in network order; 0 for ICMP. */
+ * its way out, on the interface it comes through. Ports in network order; for ICMP the error's code. */
 struct fwe_answer_key {
+  __u32 ifindex;
   __u8 family;
   __u8 proto;
   __u16 sport, dport;
-  __u8 pad[2];
+  __u8 code;
+  __u8 pad;
   __u8 src[16];
   __u8 dst[16];
+};
+
+/* When an answer was sent, and how many hooks may still let it pass: one, or on lo two (out, then in). */
+struct fwe_answer_due {
+  __u64 at_ns;
+  __u32 passes;
+  __u32 pad;
 };
 
 /* Answers on their way in, with when they were sent: for a second the hooks let them through unjudged
@@ -296,7 +322,7 @@ struct {
   __uint(type, BPF_MAP_TYPE_LRU_HASH);
   __uint(max_entries, 1024);
   __type(key, struct fwe_answer_key);
-  __type(value, __u64);
+  __type(value, struct fwe_answer_due);
   __uint(pinning, LIBBPF_PIN_BY_NAME);
 } fwe_answered SEC(".maps");
 
@@ -441,12 +467,12 @@ static __always_inline int parse(struct __sk_buff* skb, struct fwe_pkt* pkt) {
                  : has_ports(pkt->proto)                                      ? 4
                  : pkt->proto == IPPROTO_ICMP || pkt->proto == IPPROTO_ICMPV6 ? 6
                                                                               : 0;
+  pkt->l4 = (__u16)l4;
   if (l4_len == 0) return 0;
   linear(skb, l4 + l4_len); /* a shorter packet keeps what it has: the checks below see it */
   data = (void*)(long)skb->data;
   data_end = (void*)(long)skb->data_end;
   __u8* head = data + l4;
-  pkt->l4 = (__u16)l4;
   if (has_ports(pkt->proto)) {
     if ((void*)(head + 4) > data_end) return fragmented ? FWE_UNREADABLE : 0;
     pkt->has_ports = 1;
@@ -649,6 +675,32 @@ static __always_inline void count(__u32 key, __u32 bytes) {
   c->bytes += bytes;
 }
 
+/* A log rule's record of the packet, into fwe_log. */
+static __attribute__((noinline)) void log_packet(const struct fwe_eval* ev, __u8 log) {
+  __u32 key = ev->gen * FWE_MAX_LOGS + log - 1;
+  const struct fwe_log_rule* rule = bpf_map_lookup_elem(&fwe_logs, &key);
+  if (!rule) return;
+  struct fwe_log_event* event = bpf_ringbuf_reserve(&fwe_log, sizeof *event, 0);
+  if (!event) return;
+  const struct fwe_pkt* pkt = &ev->pkt;
+  __builtin_memcpy(&event->rule, rule, sizeof *rule);
+  event->iif = pkt->iif;
+  event->oif = pkt->oif;
+  event->mark = pkt->mark;
+  event->len = ev->bytes > ETH_HLEN ? ev->bytes - ETH_HLEN : 0; /* the IP packet's, as the kernel log's */
+  event->family = pkt->family;
+  event->proto = pkt->proto;
+  event->tcp_flags = pkt->has_flags ? pkt->tcp_flags : 0;
+  event->icmp_type = pkt->icmp_type;
+  event->icmp_code = pkt->icmp_code;
+  event->pad[0] = 0;
+  event->sport = pkt->has_ports ? pkt->sport : 0;
+  event->dport = pkt->has_ports ? pkt->dport : 0;
+  __builtin_memcpy(event->src, pkt->src, 16);
+  __builtin_memcpy(event->dst, pkt->dst, 16);
+  bpf_ringbuf_submit(event, 0);
+}
+
 /* One rule of the current stage; returns 1 to stop the walk. */
 static long step(__u32 index, void* data) {
   struct fwe_eval* ev = data;
@@ -681,6 +733,7 @@ static long step(__u32 index, void* data) {
   }
   switch (r->op) {
     case FWE_OP_NEXT:
+      if (r->log) log_packet(ev, r->log);
       if (r->flags & FWE_F_SET_MARK) {
         ev->pkt.mark = (ev->pkt.mark & ~r->set_mark_mask) | (r->set_mark_value & r->set_mark_mask);
         ev->mark_changed = 1;
@@ -1123,6 +1176,8 @@ static __always_inline int answerable(const struct __sk_buff* skb, const struct 
   if (pkt->family == 4) {
     __u32 src;
     __builtin_memcpy(&src, pkt->src, 4);
+    /* An IPv4 header shorter than its minimum is one the kernel drops before netfilter. */
+    if (pkt->l4 < ETH_HLEN + sizeof(struct iphdr)) return 0;
     return src != 0 && pkt->src[0] < 224 && pkt->dst[0] < 224; /* 224/3: multicast, reserved, broadcast */
   }
   __u8 any = 0;
@@ -1287,17 +1342,19 @@ static __always_inline __u32 unreachable_frame(struct __sk_buff* skb, const stru
   return ETH_HLEN + l3_len + 8 + quote;
 }
 
-/* Noted before an answer goes into the host, so that fwe_ingress lets it through (our_answer). */
-static __always_inline void expect_answer(const struct fwe_pkt* pkt, __u8 proto) {
-  struct fwe_answer_key key = {.family = pkt->family, .proto = proto};
+/* Noted before an answer goes into the host, so that the hooks it passes let it through (our_answer). */
+static __always_inline void expect_answer(const struct fwe_pkt* pkt, __u32 ifindex, __u8 proto, __u8 code) {
+  struct fwe_answer_key key = {.ifindex = ifindex, .family = pkt->family, .proto = proto};
   if (proto == IPPROTO_TCP) {
     key.sport = pkt->ct_dport;
     key.dport = pkt->ct_sport;
+  } else {
+    key.code = code;
   }
   __builtin_memcpy(key.src, pkt->dst, 16);
   __builtin_memcpy(key.dst, pkt->src, 16);
-  __u64 now = bpf_ktime_get_ns();
-  bpf_map_update_elem(&fwe_answered, &key, &now, BPF_ANY);
+  struct fwe_answer_due due = {.at_ns = bpf_ktime_get_ns(), .passes = ifindex == LOOPBACK_IFINDEX ? 2 : 1};
+  bpf_map_update_elem(&fwe_answered, &key, &due, BPF_ANY);
 }
 
 /* A rejected packet becomes its own answer (a TCP reset, or an ICMP error) and goes back the way it
@@ -1312,13 +1369,15 @@ static __attribute__((noinline)) int answer(struct __sk_buff* skb, const struct 
   /* Ethernet: to the sender from the address it sent to */
   if (bpf_skb_load_bytes(skb, 6, frame, 6) < 0 || bpf_skb_load_bytes(skb, 0, frame + 6, 6) < 0)
     return TC_ACT_SHOT;
+  /* A group address on either side: a broadcast (a directed one too: the host's own goes out to
+   * ff:ff:ff:ff:ff:ff) or multicast, which icmp_send does not answer (RTCF_BROADCAST/MULTICAST). */
+  if ((frame[0] | frame[6]) & 1) return TC_ACT_SHOT;
   __u16 h_proto = (__u16)skb->protocol;
   __builtin_memcpy(frame + 12, &h_proto, 2);
   const int reset = ev->reject == FWE_REJECT_TCP_RESET && pkt->proto == IPPROTO_TCP;
   if (!reset && !icmp_allowed(room)) return TC_ACT_SHOT;
-  __u32 len =
-      reset ? reset_frame(skb, pkt, frame)
-            : unreachable_frame(skb, pkt, frame, pkt->family == 4 ? ev->reject_code4 : ev->reject_code6);
+  const __u8 code = pkt->family == 4 ? ev->reject_code4 : ev->reject_code6;
+  __u32 len = reset ? reset_frame(skb, pkt, frame) : unreachable_frame(skb, pkt, frame, code);
   if (len == 0 || len > FWE_ANSWER_BYTES) return TC_ACT_SHOT;
   /* The helper made for answers: it also drops the packet's offload state (GSO, checksum). */
   if (bpf_skb_change_tail(skb, len, 0) < 0 || bpf_skb_store_bytes(skb, 0, frame, len, 0) < 0)
@@ -1327,25 +1386,33 @@ static __attribute__((noinline)) int answer(struct __sk_buff* skb, const struct 
   /* On lo the answer goes out to come back in, as the host's own packets do: sent straight in, it would
    * come without the route it has (for 127.0.0.0/8, none is found). Both hooks let it pass. */
   const int loopback = skb->ifindex == LOOPBACK_IFINDEX;
-  if (way == FWE_ANSWER_IN || loopback) expect_answer(pkt, proto);
+  if (way == FWE_ANSWER_IN || loopback) expect_answer(pkt, skb->ifindex, proto, code);
   return bpf_redirect(skb->ifindex, way == FWE_ANSWER_IN && !loopback ? BPF_F_INGRESS : 0);
 }
 
-/* An answer expect_answer noted in the last second, coming through now: let through. */
-static __always_inline int our_answer(const struct fwe_pkt* pkt) {
+/* An answer expect_answer noted in the last second, coming through the interface it was sent to: let
+ * through, as many times as hooks are on its way. */
+static __always_inline int our_answer(const struct __sk_buff* skb, const struct fwe_pkt* pkt) {
   const int candidate = (pkt->proto == IPPROTO_TCP && (pkt->tcp_flags & TCP_RST)) ||
                         (pkt->proto == IPPROTO_ICMP && pkt->icmp_type == 3) ||
                         (pkt->proto == IPPROTO_ICMPV6 && pkt->icmp_type == 1);
   if (!candidate) return 0;
-  struct fwe_answer_key key = {.family = pkt->family, .proto = pkt->proto};
+  struct fwe_answer_key key = {.ifindex = skb->ifindex, .family = pkt->family, .proto = pkt->proto};
   if (pkt->proto == IPPROTO_TCP) {
     key.sport = pkt->ct_sport;
     key.dport = pkt->ct_dport;
+  } else {
+    key.code = pkt->icmp_code;
   }
   __builtin_memcpy(key.src, pkt->src, 16);
   __builtin_memcpy(key.dst, pkt->dst, 16);
-  __u64* sent = bpf_map_lookup_elem(&fwe_answered, &key);
-  return sent && bpf_ktime_get_ns() - *sent <= 1000000000ull;
+  struct fwe_answer_due* due = bpf_map_lookup_elem(&fwe_answered, &key);
+  if (!due) return 0;
+  const int fresh = bpf_ktime_get_ns() - due->at_ns <= 1000000000ull;
+  const __u32 passes = due->passes; /* no atomic needed: one CPU carries an answer through its hooks */
+  due->passes = passes - 1;
+  if (!fresh || passes <= 1) bpf_map_delete_elem(&fwe_answered, &key);
+  return fresh;
 }
 
 static __always_inline int finish(struct __sk_buff* skb, struct fwe_eval* ev, __u32 way) {
@@ -1362,7 +1429,7 @@ static __always_inline int judge_ingress(struct __sk_buff* skb) {
   ev.looped = skb->ifindex == LOOPBACK_IFINDEX;
   int started = start(skb, &ev);
   if (started < 0) return unstarted(skb, &ev, started, 0);
-  if (our_answer(&ev.pkt)) return FWE_PASS;
+  if (our_answer(skb, &ev.pkt)) return FWE_PASS;
   ev.pkt.iif = skb->ifindex;
   ev.pkt.has_mac = !ev.looped;
   ev.pkt.oif = route_out(skb, &ev.pkt);
@@ -1452,7 +1519,7 @@ int fwe_egress(struct __sk_buff* skb) {
   struct fwe_eval ev = {};
   int started = start(skb, &ev);
   if (started < 0) return unstarted(skb, &ev, started, 1);
-  if (our_answer(&ev.pkt)) return FWE_PASS;
+  if (our_answer(skb, &ev.pkt)) return FWE_PASS;
   ev.pkt.oif = skb->ifindex;
   if (!run_stage(&ev, FWE_STAGE_UNTRACKED_OUT)) {
     ct_see_reply(&ev);

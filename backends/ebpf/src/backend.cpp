@@ -10,6 +10,7 @@ Capabilities EbpfBackend::capabilities() const {
   caps.actions = supported_actions();
   caps.ipv6 = true;
   caps.binds_interfaces = true;  // tc hooks per interface, and name patterns resolved to indexes
+  caps.log_prefix_max = FWE_LOG_PREFIX_LEN - 1;
   return caps;
 }
 

@@ -6,6 +6,7 @@
 #include "compile.hpp"
 #include "fwengine/plugin.hpp"
 #include "kernel.hpp"
+#include "log.hpp"
 
 namespace fwe::ebpf {
 
@@ -28,6 +29,7 @@ class EbpfBackend : public Backend {
   ApplyReport apply(const Plan& plan, const ApplyOptions& options) override;
   KernelState read_back() override { return kernel_.read_back(); }
   void flush() override { kernel_.flush(); }
+  std::unique_ptr<LogWatch> watch_log() override { return RingLog::open(kernel_.pin_dir()); }
 
  private:
   PluginContext context_;

@@ -452,6 +452,25 @@ class Compiler {
     }
   }
 
+  // The fwe_logs entry (+ 1) of a log rule's prefix and level, shared by the rules that have both alike.
+  std::uint8_t log_entry(const Action& a, const Origin& origin) {
+    const auto key = std::pair{a.log_prefix.substr(0, FWE_LOG_PREFIX_LEN - 1), a.log_level};
+    if (const auto found = log_entries_.find(key); found != log_entries_.end()) return found->second;
+    if (out_.logs.size() == FWE_MAX_LOGS) {
+      diag_.error(origin.loc,
+                  "more than " + std::to_string(FWE_MAX_LOGS) +
+                      " log prefixes and levels, more than the ebpf backend keeps",
+                  "give log rules fewer distinct prefixes, or choose --backend nft");
+      return 0;
+    }
+    fwe_log_rule& entry = out_.logs.emplace_back();
+    std::memcpy(entry.prefix, key.first.data(), key.first.size());
+    entry.level = a.log_level;
+    const auto id = static_cast<std::uint8_t>(out_.logs.size());
+    log_entries_.emplace(key, id);
+    return id;
+  }
+
   // What a rejected packet gets back, by the IR's reject type (the codes nft's and iptables' reject
   // types send; an IPv4-only type gives IPv6 admin-prohibited, as nft's icmpx fallback does).
   bool set_reject(fwe_rule& r, const std::string& with, const Origin& origin) {
@@ -570,7 +589,8 @@ class Compiler {
           break;
         case ActionKind::log:
           r.op = FWE_OP_NEXT;
-          emit(r, what + " (counted only)");
+          r.log = log_entry(a, rule.origin);
+          if (r.log) emit(r, what + " \"" + a.log_prefix + "\"");
           break;
         case ActionKind::notrack:
           r.op = FWE_OP_NEXT;
@@ -795,6 +815,7 @@ class Compiler {
   std::map<std::string, std::uint32_t> set_ids_, iface_ids_, chain_ids_;
   std::size_t runs_ = 0;
   std::size_t address_runs_ = 0;
+  std::map<std::pair<std::string, std::uint8_t>, std::uint8_t> log_entries_;
 };
 
 std::string op_name(const fwe_rule& r) {
@@ -842,8 +863,8 @@ Program compile(const Ruleset& rs, Diagnostics& diag) {
   if (log)
     program.notes.push_back(
         {log->origin.loc,
-         "log rules (this one and every other) only count packets (see status); nothing goes "
-         "to the kernel log"});
+         "log rules (this one and every other) write their lines to the log of fwengine daemon (the "
+         "service), not to the kernel log; without a daemon running they only count (see status)"});
   if (program.uses_rpf)
     program.notes.push_back(
         {{},
@@ -1005,6 +1026,7 @@ std::string Program::listing() const {
   auto bitmap_digest = [this](std::uint16_t i) {
     return listing::digest(listing::kSeed, port_bitmaps[i].data(), port_bitmaps[i].size());
   };
+  auto log_entry = [this](unsigned i) { return i < logs.size() ? logs[i] : fwe_log_rule{}; };
   for (std::size_t s = 0; s < FWE_STAGE_COUNT; ++s) {
     if (stages[s].count == 0) continue;
     std::string lines;
@@ -1012,7 +1034,7 @@ std::string Program::listing() const {
     for (std::uint32_t pc = stages[s].start; pc < stages[s].start + stages[s].count; ++pc) {
       const fwe_rule& r = rules[pc];
       const std::string line = listing::rule_line(static_cast<Stage>(s), chain_name(r.chain_id), r.rule_index,
-                                                  listing::rule(r, bitmap_digest, set_digest));
+                                                  listing::rule(r, bitmap_digest, set_digest, log_entry));
       in_order = listing::order(in_order, listing::digest(listing::kSeed, line.data(), line.size()));
       lines += line + "\t" + ((r.flags & FWE_F_INVERT) ? "unless " : "") + op_name(r) + "  # " +
                sources[pc].what + '\n';

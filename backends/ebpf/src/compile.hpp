@@ -72,7 +72,8 @@ struct Program {
   std::vector<fwe_run6_key> run6, exact6;
   std::vector<fwe_run_member> run4_members, run6_members, exact4_members, exact6_members;  // parallel
   std::size_t run_members() const { return run4.size() + run6.size() + exact4.size() + exact6.size(); }
-  // What the dataplane does differently (reject = drop, ...), at the first rule it concerns.
+  std::vector<fwe_log_rule> logs;  // fwe_logs entries: fwe_rule.log - 1 = position
+  // What the dataplane does differently (log rules' lines, ...), at the first rule it concerns.
   struct Note {
     SourceLoc where;
     std::string text;
@@ -99,10 +100,16 @@ std::uint64_t digest(std::uint64_t h, const void* bytes, std::size_t size);
 inline constexpr std::uint64_t kSeed = 1469598103934665603ull;
 // bitmap_digest(i): the digest of port bitmap i's bits; set_digest(i): of address set i's members. By
 // content, not index: a set or bitmap added early does not change the lines of the rules after it.
-template <typename BitmapDigest, typename SetDigest>
-std::uint64_t rule(fwe_rule r, BitmapDigest bitmap_digest, SetDigest set_digest) {
+// log_entry(i): a log rule's fwe_logs entry i, whose prefix and level stand in for its index.
+template <typename BitmapDigest, typename SetDigest, typename LogEntry>
+std::uint64_t rule(fwe_rule r, BitmapDigest bitmap_digest, SetDigest set_digest, LogEntry log_entry) {
   std::uint64_t h = kSeed;
   r.target = r.run_id = r.run_end = r.next_same = r.chain_id = 0;
+  if (r.log) {
+    const fwe_log_rule entry = log_entry(r.log - 1u);
+    h = digest(h, &entry, sizeof entry);
+    r.log = 1;
+  }
   for (auto* m : {&r.src[0], &r.src[1], &r.dst[0], &r.dst[1]})
     if (m->used) {
       const std::uint64_t members = set_digest(m->set_id & ((1u << kSetIndexBits) - 1));

@@ -391,7 +391,7 @@ const char* program_for(const Interface& iface, bpf_tc_attach_point point) {
 struct PinnedMaps {
   Fd rules, stages, config, meta, set4, set6, runs4, runs6, runs4_exact, runs6_exact, run_counters, iflists,
       portsets, portindex, chains, wheres, counters, limits, ct4, ct6, frags, ports, hooks, netns, answer,
-      answered;
+      answered, logs, log;
 };
 
 int get_pinned(const std::string& dir, const char* name) {
@@ -402,7 +402,7 @@ int get_pinned(const std::string& dir, const char* name) {
 template <typename Maps>  // PinnedMaps, or const PinnedMaps
 auto named_maps(Maps& m) {
   using Map = std::pair<decltype(&m.rules), const char*>;
-  return std::array<Map, 26>{{{&m.rules, "fwe_rules_v2"},
+  return std::array<Map, 28>{{{&m.rules, "fwe_rules_v2"},
                               {&m.stages, "fwe_stages"},
                               {&m.config, "fwe_config"},
                               {&m.meta, "fwe_meta"},
@@ -427,7 +427,9 @@ auto named_maps(Maps& m) {
                               {&m.hooks, "fwe_hooks"},
                               {&m.netns, "fwe_netns"},
                               {&m.answer, "fwe_answer"},
-                              {&m.answered, "fwe_answered"}}};
+                              {&m.answered, "fwe_answered"},
+                              {&m.logs, "fwe_logs"},
+                              {&m.log, "fwe_log"}}};
 }
 
 bool open_pinned(const std::string& dir, PinnedMaps& m) {
@@ -864,6 +866,10 @@ void write_tables(const Program& program, std::uint32_t generation, const Pinned
     std::strncpy(name, program.chains[i].c_str(), sizeof name - 1);
     update(m.chains.fd, &key, name, "a chain name");
   }
+  for (std::uint32_t i = 0; i < program.logs.size(); ++i) {
+    __u32 key = generation * FWE_MAX_LOGS + i;
+    update(m.logs.fd, &key, &program.logs[i], "a log prefix");
+  }
   std::vector<fwe_portindex_key> index_keys = program.port_index;
   for (auto& key : index_keys) key.gen = generation;
   if (!update_batch(m.portindex.fd, index_keys, program.port_index_first.data(), sizeof(__u32)))
@@ -1125,6 +1131,12 @@ KernelState Kernel::read_back() {
     if (bpf_map_lookup_elem(m.portsets.fd, &key, bits.data()) != 0) bits.clear();
     return bitmaps[index] = listing::digest(listing::kSeed, bits.data(), bits.size());
   };
+  auto log_entry = [&](unsigned index) {
+    fwe_log_rule entry{};
+    __u32 key = generation * FWE_MAX_LOGS + index;
+    if (index >= FWE_MAX_LOGS || bpf_map_lookup_elem(m.logs.fd, &key, &entry) != 0) entry = {};
+    return entry;
+  };
   std::string rule_lines;
   for (std::uint32_t s = 0; s < FWE_STAGE_COUNT; ++s) {
     __u32 key = generation * FWE_STAGE_COUNT + s;
@@ -1142,12 +1154,12 @@ KernelState Kernel::read_back() {
       if (bpf_map_lookup_elem(m.rules.fd, &rule_key, &rule) != 0) continue;
       if (rule.rule_index < 0) {
         add_line(listing::rule_line(static_cast<ir::Stage>(s), {}, rule.rule_index,
-                                    listing::rule(rule, bitmap_digest, set_digest)));
+                                    listing::rule(rule, bitmap_digest, set_digest, log_entry)));
         continue;
       }
       RuleCounter& c = counter_of(rule.chain_id, rule.rule_index);
       add_line(listing::rule_line(static_cast<ir::Stage>(s), c.chain, rule.rule_index,
-                                  listing::rule(rule, bitmap_digest, set_digest)));
+                                  listing::rule(rule, bitmap_digest, set_digest, log_entry)));
       if (bpf_map_lookup_elem(m.counters.fd, &rule_key, per_cpu.data()) != 0) continue;
       for (const auto& cpu : per_cpu) {
         c.packets += cpu.packets;

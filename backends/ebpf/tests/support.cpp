@@ -689,6 +689,26 @@ bool run_programs(trace::Packet p, std::uint8_t tcp_flags) {
   return outcome_of(std::move(p), tcp_flags) == Outcome::passed;
 }
 
+Ruleset log_ruleset() {
+  Ruleset rs;
+  rs.frontend = "test";
+  rs.files = {"<command line>", "log.yaml"};
+  auto logging = [](Match match, const char* prefix, std::uint8_t level, std::uint32_t line) {
+    Rule r = rule(std::move(match), ActionKind::log, line);
+    r.action.log_prefix = prefix;
+    r.action.log_level = level;
+    return r;
+  };
+  add_chain(rs, "logged",
+            {logging(tcp_dport({{23, 23}}), "fwe-telnet: ", 6, 1), logging({}, "fwe-in: ", 4, 2)});
+  Endpoint in = endpoint("d0", "d0", std::nullopt);
+  in.groups.push_back(group("logged", {"logged"}, Verdict::continue_));
+  in.default_verdict = Verdict::accept;
+  rs.stage(Stage::input).sections.push_back({"host", false, {in}});
+  passes::normalise(rs);
+  return rs;
+}
+
 Ruleset reject_ruleset() {
   Ruleset rs;
   rs.frontend = "test";

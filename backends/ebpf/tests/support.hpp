@@ -87,6 +87,10 @@ std::string to_string(Outcome);
 // default (icmp-port-unreachable); output rejects TCP 80 with tcp-reset.
 ir::Ruleset reject_ruleset();
 
+// Log rules in input on d0: "fwe-telnet: " (level 6) for TCP 23, then "fwe-in: " (level 4) for every
+// packet; the endpoint accepts.
+ir::Ruleset log_ruleset();
+
 // Through outcome_of, BPF_PROG_TEST_RUN: true if let through (TC_ACT_OK). A packet with an iif runs the
 // ingress program of iif, one without the egress program of oif; one from the host to itself (oif lo, no iif)
 // runs lo's egress program and then, let through, lo's ingress program with the mark the first one left, as

@@ -192,18 +192,38 @@ struct Answered {
   std::vector<std::uint8_t> sent, answer;
 };
 
-Answered run(const trace::Packet& p, std::uint8_t tcp_flags = test::kTcpSyn) {
+// frame_of's frame for p with `extra` bytes of payload more (the IP and UDP lengths to match).
+std::vector<std::uint8_t> longer(const trace::Packet& p, std::size_t extra) {
+  std::vector<std::uint8_t> frame = test::frame_of(p);
+  frame.resize(frame.size() + extra, 0x5a);
+  const bool v6 = p.src.family == ir::Family::ipv6;
+  const std::size_t length_at = v6 ? 18 : 16, l4 = v6 ? 54 : 34;
+  const auto length = static_cast<std::uint16_t>(get16(frame, length_at) + extra);
+  frame[length_at] = static_cast<std::uint8_t>(length >> 8);
+  frame[length_at + 1] = static_cast<std::uint8_t>(length & 0xff);
+  if (p.protocol == 17) {
+    const auto udp = static_cast<std::uint16_t>(frame.size() - l4);
+    frame[l4 + 4] = static_cast<std::uint8_t>(udp >> 8);
+    frame[l4 + 5] = static_cast<std::uint8_t>(udp & 0xff);
+  }
+  return frame;
+}
+
+Answered run_frame(const trace::Packet& p, std::vector<std::uint8_t> sent) {
   const bool in = !p.iif.empty();
   const std::string& ifname = in ? p.iif : p.oif;
   const int ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
   const int fd = Kernel::attached_program(ifindex, in);
   REQUIRE(fd >= 0);
-  std::vector<std::uint8_t> sent = test::frame_of(p, tcp_flags);
   const auto own = test::test_run_frame(fd, sent, ifindex, 0);
   close(fd);
   REQUIRE(own.retval == TC_ACT_REDIRECT);
   std::copy(own.frame.begin() + 6, own.frame.begin() + 12, sent.begin());  // the MAC the run sent it to
   return {sent, own.frame};
+}
+
+Answered run(const trace::Packet& p, std::uint8_t tcp_flags = test::kTcpSyn) {
+  return run_frame(p, test::frame_of(p, tcp_flags));
 }
 
 }  // namespace answers
@@ -258,6 +278,27 @@ TEST_CASE("a rejected packet comes back as the answer the kernel's reject sends"
     answers::check_returned(out, rst, false, 6);
     CHECK(rst.at(47) == 0x14);
   }
+  SECTION("any protocol gets its ICMP error; the quote stops at 128 bytes, an odd one is padded to sum") {
+    const auto gre = test::packet("d0", "", "10.0.0.5", "10.0.0.1", 47, 0, 0);
+    const auto [sent, error] = answers::run_frame(gre, answers::longer(gre, 200));
+    answers::check_returned(sent, error, false, 1);
+    REQUIRE(error.size() == 42 + 128);
+    CHECK(std::vector(error.begin() + 42, error.end()) == std::vector(sent.begin() + 14, sent.begin() + 142));
+    const auto odd = test::packet("d0", "", "2001:db8::5", "2001:db8::1", 17, 40000, 5000);
+    const auto [sent6, error6] = answers::run_frame(odd, answers::longer(odd, 3));
+    answers::check_returned(sent6, error6, true, 58);
+    CHECK(error6.size() == 62 + 40 + 8 + 3);
+    CHECK(error6[55] == 4);
+  }
+  SECTION("no answer to a broadcast frame, even to a unicast address (a directed broadcast)") {
+    const auto p = test::packet("d0", "", "10.0.0.5", "10.0.0.255", 17, 40000, 5000);
+    auto frame = test::frame_of(p);
+    std::fill(frame.begin(), frame.begin() + 6, 0xff);
+    const int ifindex = static_cast<int>(if_nametoindex("d0"));
+    const int fd = Kernel::attached_program(ifindex, true);
+    CHECK(test::test_run_frame(fd, frame, ifindex, 0).retval == TC_ACT_SHOT);
+    close(fd);
+  }
   SECTION("no answer to an ICMP error, a reset, or a multicast packet: dropped") {
     auto error = test::packet("d0", "", "10.0.0.5", "10.0.0.1", 1, 0, 0);
     error.icmp_type = 3;
@@ -269,6 +310,38 @@ TEST_CASE("a rejected packet comes back as the answer the kernel's reject sends"
     auto echo = test::packet("d0", "", "10.0.0.5", "10.0.0.1", 1, 0, 0);
     CHECK(test::outcome_of(echo) == test::Outcome::answered);
   }
+}
+
+TEST_CASE("log rules write the kernel log's lines, with their levels, for the daemon to read", "[root]") {
+  enter_scratch_namespace();
+  EbpfBackend backend{PluginContext{"test"}};
+  CHECK(backend.watch_log() == nullptr);  // nothing applied: nothing to read
+  apply(backend, test::log_ruleset());
+  const auto log = backend.watch_log();
+  REQUIRE(log != nullptr);
+  CHECK(log->fd() >= 0);
+  CHECK(test::run_programs(test::packet("d0", "", "10.0.0.5", "10.0.0.1", 6, 40000, 23)));
+  auto udp = test::packet("d0", "", "2001:db8::5", "2001:db8::1", 17, 5353, 53);
+  udp.mark = 0x2a;
+  CHECK(test::run_programs(udp));
+  const std::vector<LogLine> lines = log->consume();
+  REQUIRE(lines.size() == 3);
+  CHECK(lines[0].level == 6);
+  CHECK(lines[0].text ==
+        "fwe-telnet: IN=d0 OUT= SRC=10.0.0.5 DST=10.0.0.1 LEN=40 PROTO=TCP SPT=40000 DPT=23 SYN");
+  CHECK(lines[1].level == 4);
+  CHECK(lines[1].text.rfind("fwe-in: IN=d0 OUT= SRC=10.0.0.5 ", 0) == 0);
+  CHECK(lines[2].text ==
+        "fwe-in: IN=d0 OUT= SRC=2001:db8::5 DST=2001:db8::1 LEN=48 PROTO=UDP SPT=5353 DPT=53 MARK=0x2a");
+  CHECK(log->consume().empty());
+  // A changed prefix is a changed rule for diff; the same policy again lists as it did.
+  const std::string before = backend.read_back().text;
+  ir::Ruleset renamed = test::log_ruleset();
+  renamed.chains["logged"].rules[1].action.log_prefix = "fwe-other: ";
+  apply(backend, renamed);
+  CHECK(backend.read_back().text != before);
+  apply(backend, test::log_ruleset());
+  CHECK(backend.read_back().text == before);
 }
 
 TEST_CASE("IPv6 extension headers do not hide the transport header: trace's verdict still", "[root]") {

@@ -17,7 +17,7 @@
 #include "fwengine/diagnostics.hpp"
 #include "fwengine/ir.hpp"
 
-#define FWE_PLUGIN_ABI_VERSION 9u
+#define FWE_PLUGIN_ABI_VERSION 10u
 
 #define FWE_API __attribute__((visibility("default")))
 
@@ -166,6 +166,21 @@ struct KernelState {
   std::vector<std::string> drift;  // differences between the kernel and what was applied
 };
 
+// A line a backend's log rules wrote, where they do not write to the kernel log, in the kernel log's
+// form ("PREFIX IN=... OUT=... SRC=..."), with the rule's syslog level.
+struct LogLine {
+  std::uint8_t level = 4;
+  std::string text;
+};
+
+// Those lines as they come. The daemon polls fd() and calls consume() when it is readable.
+class FWE_API LogWatch {
+ public:
+  virtual ~LogWatch();
+  virtual int fd() const = 0;
+  virtual std::vector<LogLine> consume() = 0;  // the lines waiting, oldest first
+};
+
 class FWE_API Backend {
  public:
   virtual ~Backend();
@@ -181,6 +196,9 @@ class FWE_API Backend {
   virtual std::vector<RuleCounter> counters() { return read_back().counters; }
   // Removes everything this backend owns, and nothing else.
   virtual void flush() = 0;
+  // Where the lines of log rules come from when they do not go to the kernel log: after an apply, or
+  // nullptr (they go to the kernel log, or nothing is applied).
+  virtual std::unique_ptr<LogWatch> watch_log() { return nullptr; }
 };
 
 using FrontendFactory = std::unique_ptr<Frontend>(const PluginContext&);
