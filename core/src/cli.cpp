@@ -1564,6 +1564,8 @@ class Session {
     // until the next apply: the daemon binds what it enforces again as soon as one appears.
     const bool follow_links = be->capabilities().binds_interfaces;
     if (follow_links) loop.follow_links();
+    // Log rules of a ruleset in the kernel already (a restart) write their lines before the first reload.
+    loop.follow_log(be->watch_log());
     std::unique_ptr<Plan> enforced;  // the last good reload's plan, kept only to cover new interfaces
     std::string enforced_hash;
     std::optional<state::Applied> enforced_record;  // as this daemon recorded it

@@ -9,12 +9,14 @@
 #include <sys/inotify.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -676,9 +678,22 @@ void ServiceLoop::follow_log(std::unique_ptr<LogWatch> log) {
   log_ = std::move(log);
 }
 
+namespace {
+
+// Whether stderr is the journal's stream (systemd's JOURNAL_STREAM names its device and inode), where
+// "<N>" at a line's start is read as its priority (SyslogLevelPrefix, on by default).
+bool stderr_is_journal() {
+  const char* stream = std::getenv("JOURNAL_STREAM");
+  unsigned long long device = 0, inode = 0;
+  struct stat st {};
+  return stream && std::sscanf(stream, "%llu:%llu", &device, &inode) == 2 && fstat(STDERR_FILENO, &st) == 0 &&
+         st.st_dev == device && st.st_ino == inode;
+}
+
+}  // namespace
+
 void ServiceLoop::write_log_lines() {
-  // journald reads "<N>" at a line's start as its priority (SyslogLevelPrefix, on by default).
-  static const bool journal = std::getenv("JOURNAL_STREAM") != nullptr;
+  static const bool journal = stderr_is_journal();
   for (const auto& line : log_->consume()) {
     if (journal) std::cerr << '<' << static_cast<int>(line.level) << '>';
     std::cerr << line.text << '\n';

@@ -16,8 +16,6 @@
 #include <string>
 #include <vector>
 
-#include "fwengine/plugin.hpp"
-
 #include "fwengine/netlink.hpp"
 #include "fwengine/plugin.hpp"
 

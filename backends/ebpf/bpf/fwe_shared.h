@@ -338,13 +338,14 @@ struct fwe_log_rule {
  * (the kernel log's fields). */
 struct fwe_log_event {
   struct fwe_log_rule rule;
-  __u32 iif, oif, mark, len; /* ifindexes, 0 for none */
+  __u32 iif, oif, mark; /* ifindexes, 0 for none */
+  __u32 len;            /* the IP packet's length, by its header */
   __u8 family;
   __u8 proto;
   __u8 tcp_flags;
   __u8 icmp_type;
   __u8 icmp_code;
-  __u8 pad[1];
+  __u8 pad[3];
   __u16 sport, dport; /* host order */
   __u8 src[16], dst[16];
 };

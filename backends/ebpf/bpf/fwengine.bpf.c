@@ -342,6 +342,7 @@ struct fwe_pkt {
   __u8 rpf_ok;    /* ingress: the reverse-path checks it passes, bits 1 << FWE_RPF_STRICT / FWE_RPF_LOOSE */
   __u8 has_flags; /* TCP: tcp_flags was read */
   __u16 l4;       /* where the transport header starts in the frame */
+  __u16 ip_len;   /* the IP packet's length, by its header */
   __u32 frag_id;  /* a fragment's datagram (struct fwe_frag_key) */
   __u8 fragment;  /* FWE_FIRST_FRAGMENT, FWE_LATER_FRAGMENT's, or 0: not a fragment */
 };
@@ -362,6 +363,7 @@ struct fwe_eval {
   __u8 looped;   /* in on lo: the host's own packet, back with the conntrack entry it got on its way out */
   __u8 need_rpf; /* the generation has rpf rules */
   __u8 reject, reject_code4, reject_code6; /* dropped by a reject: the rule's answer (fwe_rule) */
+  __u8 stage;                              /* the stage being run */
 };
 
 static __always_inline int has_ports(__u8 proto) {
@@ -426,6 +428,7 @@ static __always_inline int parse(struct __sk_buff* skb, struct fwe_pkt* pkt) {
     __builtin_memcpy(pkt->src, &ip->saddr, 4);
     __builtin_memcpy(pkt->dst, &ip->daddr, 4);
     pkt->frag_id = ip->id;
+    pkt->ip_len = bpf_ntohs(ip->tot_len);
     /* Offset 1 (8 bytes) can only overwrite a TCP header's flags: RFC 1858's overlap. */
     if (ip->frag_off & bpf_htons(0x1fff))
       return (ip->frag_off & bpf_htons(0x1fff)) == bpf_htons(1) && ip->protocol == IPPROTO_TCP
@@ -441,6 +444,7 @@ static __always_inline int parse(struct __sk_buff* skb, struct fwe_pkt* pkt) {
     pkt->proto = ip6->nexthdr;
     __builtin_memcpy(pkt->src, &ip6->saddr, 16);
     __builtin_memcpy(pkt->dst, &ip6->daddr, 16);
+    pkt->ip_len = sizeof(struct ipv6hdr) + bpf_ntohs(ip6->payload_len);
     l4 = ETH_HLEN + sizeof(struct ipv6hdr);
     /* Copied, not read in place: rare, and a packet pointer moved in a loop is more than the verifier
      * follows. */
@@ -685,15 +689,16 @@ static __attribute__((noinline)) void log_packet(const struct fwe_eval* ev, __u8
   const struct fwe_pkt* pkt = &ev->pkt;
   __builtin_memcpy(&event->rule, rule, sizeof *rule);
   event->iif = pkt->iif;
-  event->oif = pkt->oif;
+  /* Before routing (raw, mangle prerouting) the kernel log has no output interface yet. */
+  event->oif = ev->stage == FWE_STAGE_UNTRACKED_IN || ev->stage == FWE_STAGE_PREDNAT ? 0 : pkt->oif;
   event->mark = pkt->mark;
-  event->len = ev->bytes > ETH_HLEN ? ev->bytes - ETH_HLEN : 0; /* the IP packet's, as the kernel log's */
+  event->len = pkt->ip_len;
   event->family = pkt->family;
   event->proto = pkt->proto;
   event->tcp_flags = pkt->has_flags ? pkt->tcp_flags : 0;
   event->icmp_type = pkt->icmp_type;
   event->icmp_code = pkt->icmp_code;
-  event->pad[0] = 0;
+  event->pad[0] = event->pad[1] = event->pad[2] = 0;
   event->sport = pkt->has_ports ? pkt->sport : 0;
   event->dport = pkt->has_ports ? pkt->dport : 0;
   __builtin_memcpy(event->src, pkt->src, 16);
@@ -767,6 +772,7 @@ static __always_inline int run_stage(struct fwe_eval* ev, __u32 stage) {
   if (!span || span->count == 0 || span->count > FWE_MAX_RULES) return 0;
   ev->pc = span->start;
   ev->end = span->start + span->count;
+  ev->stage = stage;
   /* The untracked stages stand for the kernel's raw hooks, before conntrack: there a packet has no
    * entry yet, so its state reads invalid (untracked once a notrack rule ran), as in trace; except a
    * looped packet, which got its entry on the way out. */

@@ -864,7 +864,8 @@ Program compile(const Ruleset& rs, Diagnostics& diag) {
     program.notes.push_back(
         {log->origin.loc,
          "log rules (this one and every other) write their lines to the log of fwengine daemon (the "
-         "service), not to the kernel log; without a daemon running they only count (see status)"});
+         "service), not to the kernel log; without a daemon running they wait in a buffer (then "
+         "packets go unlogged once it is full) and count (see status)"});
   if (program.uses_rpf)
     program.notes.push_back(
         {{},

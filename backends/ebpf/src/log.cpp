@@ -1,10 +1,10 @@
 // log.cpp - the lines of log rules, read from the ring buffer fwe_log.
 #include "log.hpp"
 
-#include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -33,43 +33,60 @@ int RingLog::fd() const {
 }
 
 int RingLog::take(void* self, void* data, std::size_t size) {
+  auto* log = static_cast<RingLog*>(self);
   if (size < sizeof(fwe_log_event)) return 0;  // not of this layout: skipped
   fwe_log_event event;
   std::memcpy(&event, data, sizeof event);
-  static_cast<RingLog*>(self)->lines_.push_back({event.rule.level, log_line(event)});
-  return 0;
+  auto name_of = [log](std::uint32_t ifindex) -> std::string {
+    if (ifindex == 0) return "";
+    auto [it, added] = log->names_.try_emplace(ifindex);
+    if (added) {
+      char name[IF_NAMESIZE] = {};
+      it->second = if_indextoname(ifindex, name) ? name : std::to_string(ifindex);
+    }
+    return it->second;
+  };
+  log->lines_.push_back({event.rule.level, log_line(event, name_of)});
+  return log->lines_.size() < kBatch ? 0 : -1;  // -1: this record taken, the rest left for later
 }
 
 std::vector<LogLine> RingLog::consume() {
+  names_.clear();
   ring_buffer__consume(ring_);
   return std::exchange(lines_, {});
 }
 
 namespace {
 
-std::string interface_name(std::uint32_t ifindex) {
-  if (ifindex == 0) return "";
-  char name[IF_NAMESIZE] = {};
-  return if_indextoname(ifindex, name) ? name : std::to_string(ifindex);
-}
-
+// As the kernel log's %pI4 and %pI6: IPv6 in full, eight groups of four digits.
 std::string address(std::uint8_t family, const std::uint8_t* bytes) {
-  char text[INET6_ADDRSTRLEN] = {};
-  inet_ntop(family == 4 ? AF_INET : AF_INET6, bytes, text, sizeof text);
-  return text;
+  char text[48] = {};
+  if (family == 4) {
+    std::snprintf(text, sizeof text, "%u.%u.%u.%u", bytes[0], bytes[1], bytes[2], bytes[3]);
+    return text;
+  }
+  std::string out;
+  for (int group = 0; group < 8; ++group) {
+    std::snprintf(text, sizeof text, "%s%02x%02x", group ? ":" : "", bytes[2 * group], bytes[2 * group + 1]);
+    out += text;
+  }
+  return out;
 }
 
 }  // namespace
 
-std::string log_line(const fwe_log_event& event) {
+std::string log_line(const fwe_log_event& event, const std::function<std::string(std::uint32_t)>& name_of) {
   std::string line(event.rule.prefix, strnlen(event.rule.prefix, sizeof event.rule.prefix));
-  line += "IN=" + interface_name(event.iif) + " OUT=" + interface_name(event.oif);
+  line += "IN=" + name_of(event.iif) + " OUT=" + name_of(event.oif);
   line += " SRC=" + address(event.family, event.src) + " DST=" + address(event.family, event.dst);
   line += " LEN=" + std::to_string(event.len);
+  const std::string ports = " SPT=" + std::to_string(event.sport) + " DPT=" + std::to_string(event.dport);
   switch (event.proto) {
     case IPPROTO_TCP:
-      line += " PROTO=TCP SPT=" + std::to_string(event.sport) + " DPT=" + std::to_string(event.dport);
-      for (const auto& [bit, name] : {std::pair{0x20, "URG"},
+      line += " PROTO=TCP" + ports;
+      for (const auto& [bit, name] : {std::pair{0x80, "CWR"},
+                                      {0x40, "ECE"},
+                                      {0x20, "URG"},
                                       {0x10, "ACK"},
                                       {0x08, "PSH"},
                                       {0x04, "RST"},
@@ -78,17 +95,24 @@ std::string log_line(const fwe_log_event& event) {
         if (event.tcp_flags & bit) line += std::string(" ") + name;
       break;
     case IPPROTO_UDP:
-      line += " PROTO=UDP SPT=" + std::to_string(event.sport) + " DPT=" + std::to_string(event.dport);
+      line += " PROTO=UDP" + ports;
+      break;
+    case IPPROTO_UDPLITE:
+      line += " PROTO=UDPLITE" + ports;
       break;
     case IPPROTO_ICMP:
     case IPPROTO_ICMPV6:
       line += std::string(" PROTO=") + (event.proto == IPPROTO_ICMP ? "ICMP" : "ICMPv6") +
               " TYPE=" + std::to_string(event.icmp_type) + " CODE=" + std::to_string(event.icmp_code);
       break;
+    case IPPROTO_ESP:
+      line += " PROTO=ESP";
+      break;
+    case IPPROTO_AH:
+      line += " PROTO=AH";
+      break;
     default:
       line += " PROTO=" + std::to_string(event.proto);
-      if (event.sport || event.dport)
-        line += " SPT=" + std::to_string(event.sport) + " DPT=" + std::to_string(event.dport);
   }
   if (event.mark != 0) {
     char mark[16];

@@ -2,6 +2,9 @@
 // kernel log gives the same packet.
 #pragma once
 
+#include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -21,7 +24,10 @@ class RingLog : public LogWatch {
   RingLog(const RingLog&) = delete;
   RingLog& operator=(const RingLog&) = delete;
   int fd() const override;
+  // At most kBatch lines: under a flood of logged packets the caller gets back to its other work
+  // between batches (fd() stays readable while records wait).
   std::vector<LogLine> consume() override;
+  static constexpr std::size_t kBatch = 1000;
 
  private:
   RingLog(int map_fd, ring_buffer* ring) : map_fd_(map_fd), ring_(ring) {}
@@ -29,11 +35,11 @@ class RingLog : public LogWatch {
   int map_fd_;
   ring_buffer* ring_;
   std::vector<LogLine> lines_;
+  std::map<std::uint32_t, std::string> names_;  // interface names, looked up once a batch
 };
 
 // "PREFIX IN=d0 OUT= SRC=... DST=... LEN=... PROTO=TCP SPT=... DPT=... SYN MARK=0x1", as nf_log
-// writes it (without the fields the programs do not read: MAC, TOS, TTL, ID, window). Interface names
-// as the current network namespace has them.
-std::string log_line(const fwe_log_event& event);
+// writes it, without the fields the programs do not read (README.md). name_of: an interface's name.
+std::string log_line(const fwe_log_event& event, const std::function<std::string(std::uint32_t)>& name_of);
 
 }  // namespace fwe::ebpf

@@ -332,7 +332,14 @@ TEST_CASE("log rules write the kernel log's lines, with their levels, for the da
   CHECK(lines[1].level == 4);
   CHECK(lines[1].text.rfind("fwe-in: IN=d0 OUT= SRC=10.0.0.5 ", 0) == 0);
   CHECK(lines[2].text ==
-        "fwe-in: IN=d0 OUT= SRC=2001:db8::5 DST=2001:db8::1 LEN=48 PROTO=UDP SPT=5353 DPT=53 MARK=0x2a");
+        "fwe-in: IN=d0 OUT= SRC=2001:0db8:0000:0000:0000:0000:0000:0005 "
+        "DST=2001:0db8:0000:0000:0000:0000:0000:0001 "
+        "LEN=48 PROTO=UDP SPT=5353 DPT=53 MARK=0x2a");
+  CHECK(log->consume().empty());
+  // A flood comes in batches, so that the daemon gets back to its other work in between.
+  test::test_run(test::packet("d0", "", "10.0.0.5", "10.0.0.1", 17, 40000, 9), true, 0, 1500);
+  CHECK(log->consume().size() == RingLog::kBatch);
+  CHECK(log->consume().size() == 1500 - RingLog::kBatch);
   CHECK(log->consume().empty());
   // A changed prefix is a changed rule for diff; the same policy again lists as it did.
   const std::string before = backend.read_back().text;

@@ -42,7 +42,10 @@ stages:
         - {name: loopback, iif: lo, default: accept}
         - {name: any, conntrack: accept-established-drop-invalid, chains: [in], default: drop}
 YAML
-JOURNAL_STREAM=0:0 "$engine" --netns "$ns" --backend ebpf -f "$work/policy.yaml" daemon 2>"$work/daemon.log" &
+# As under systemd: stderr is the journal's stream, which JOURNAL_STREAM names by device and inode.
+: >"$work/daemon.log"
+JOURNAL_STREAM=$(stat -c %d:%i "$work/daemon.log") "$engine" --netns "$ns" --backend ebpf -f "$work/policy.yaml" \
+  daemon 2>>"$work/daemon.log" &
 daemon_pid=$!
 until_true() {  # until_true SECONDS COMMAND...
   local deadline=$(($(date +%s) + $1))
