@@ -10,11 +10,7 @@ require_root_and_backend "$engine" ebpf
 ns=fwe-bpflog-$$ client=fwe-bpflogc-$$
 daemon_pid=""
 cleanup() {
-  if [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null; then
-    for _ in $(seq 50); do kill -0 "$daemon_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$daemon_pid" 2>/dev/null
-    wait "$daemon_pid" 2>/dev/null
-  fi
+  [ -n "$daemon_pid" ] && stop_process "$daemon_pid"
   "$engine" --netns "$ns" --backend ebpf -q flush >/dev/null 2>&1
   ip netns del "$ns" 2>/dev/null
   ip netns del "$client" 2>/dev/null
@@ -47,14 +43,6 @@ YAML
 JOURNAL_STREAM=$(stat -c %d:%i "$work/daemon.log") "$engine" --netns "$ns" --backend ebpf -f "$work/policy.yaml" \
   daemon 2>>"$work/daemon.log" &
 daemon_pid=$!
-until_true() {  # until_true SECONDS COMMAND...
-  local deadline=$(($(date +%s) + $1))
-  shift
-  until "$@"; do
-    [ "$(date +%s)" -ge "$deadline" ] && return 1
-    sleep 0.1
-  done
-}
 check "the daemon applies" 0 until_true 20 grep -q '^fwengine: applied IR' "$work/daemon.log" || { summary; exit 1; }
 
 connect() {  # connect PORT: a real TCP connect from the client namespace (nothing listens: it fails)

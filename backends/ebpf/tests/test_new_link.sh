@@ -15,11 +15,7 @@ require_root_and_backend "$engine" ebpf
 ns=fwe-bpfnl-$$ client=fwe-bpfnlc-$$
 daemon_pid="" listener_pid="" holder_pid=""
 cleanup() {
-  if [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null; then
-    for _ in $(seq 50); do kill -0 "$daemon_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$daemon_pid" 2>/dev/null
-    wait "$daemon_pid" 2>/dev/null
-  fi
+  [ -n "$daemon_pid" ] && stop_process "$daemon_pid"
   [ -n "$listener_pid" ] && kill "$listener_pid" 2>/dev/null
   [ -n "$holder_pid" ] && kill "$holder_pid" 2>/dev/null
   "$engine" --netns "$ns" --backend ebpf -q flush >/dev/null 2>&1
@@ -71,14 +67,6 @@ hash=$("$engine" -f "$work/policy.yaml" --json check | sed -n 's/.*"hash":"\([0-
 cp "$work/policy.yaml" "$work/live.yaml"
 "$engine" --netns "$ns" --backend ebpf --lock-timeout 1 -f "$work/live.yaml" daemon 2>"$work/daemon.log" &
 daemon_pid=$!
-until_true() {  # until_true SECONDS COMMAND...
-  local deadline=$(($(date +%s) + $1))
-  shift
-  until "$@"; do
-    [ "$(date +%s)" -ge "$deadline" ] && return 1
-    sleep 0.1
-  done
-}
 applies() { grep -c '^fwengine: applied IR' "$work/daemon.log"; }
 covers() { grep -c ': covered by IR' "$work/daemon.log"; }
 at_least() { [ "$("$1")" -ge "$2" ]; }  # at_least COUNTER N

@@ -31,6 +31,20 @@ require_root_and_backend() {  # require_root_and_backend ENGINE BACKEND
   python=/usr/bin/python3
   [ -x $python ] || python=python3
 }
+until_true() {  # until_true SECONDS COMMAND...: retries COMMAND every 0.1 s until it succeeds or time is up
+  local deadline=$(($(date +%s) + $1))
+  shift
+  until "$@"; do
+    [ "$(date +%s)" -ge "$deadline" ] && return 1
+    sleep 0.1
+  done
+}
+stop_process() {  # stop_process PID: SIGTERM, 5 s to end, then SIGKILL; reaps it (a child of this shell)
+  kill "$1" 2>/dev/null || return 0
+  for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$1" 2>/dev/null
+  wait "$1" 2>/dev/null
+}
 summary() {  # the closing line CTest logs; the exit status of the test
   echo "$passes passed, $failures failed"
   [ "$failures" = 0 ]
