@@ -1302,7 +1302,7 @@ class Session {
     if (diag_.has_errors()) return nullptr;
     auto plan = be.render(ruleset_, diag_);
     if (diag_.has_errors()) return nullptr;
-    if (!o_.quiet) print_diagnostics();  // what the backend does differently (ebpf: log only counts)
+    if (!o_.quiet) print_diagnostics();  // how the backend differs (ebpf: log lines via the daemon)
     return plan;
   }
 
