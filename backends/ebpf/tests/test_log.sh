@@ -60,5 +60,18 @@ connect 81
 line='<6>fwe-drop: IN=eth0 OUT= SRC=10.98.0.2 DST=10.98.0.1 LEN=[0-9]* PROTO=TCP SPT=[0-9]* DPT=81 SYN$'
 check "a logged packet's line, with its level, in the daemon's log" 0 until_true 10 grep -q "$line" "$work/daemon.log"
 check "a packet no log rule matched writes nothing" 1 grep -q "DPT=82" "$work/daemon.log"
+
+# With no daemon running the record waits in the kernel; a daemon started later writes it, also when its
+# own policy fails to load (it reads the buffer of the ruleset in the kernel from its start).
+stop_process "$daemon_pid"
+daemon_pid=""
+connect 81
+echo "chains: [" >"$work/broken.yaml"
+JOURNAL_STREAM=$(stat -c %d:%i "$work/daemon.log") "$engine" --netns "$ns" --backend ebpf -f "$work/broken.yaml" \
+  daemon 2>>"$work/daemon.log" &
+daemon_pid=$!
+logged() { [ "$(grep -c "DPT=81 SYN" "$work/daemon.log")" -ge 2 ]; }
+check "a daemon whose first reload fails writes the line that waited" 0 until_true 10 logged
+check "the ruleset stayed" 0 bash -c "\"$engine\" --netns $ns --backend ebpf status | grep -q 'IR '"
 [ "$failures" -gt 0 ] && cat "$work/daemon.log"
 summary
