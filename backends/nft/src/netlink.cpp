@@ -30,6 +30,7 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <thread>
 
 #include "fwengine/diagnostics.hpp"
 
@@ -55,7 +56,9 @@ using GenPtr = std::unique_ptr<nftnl_gen, Deleter<nftnl_gen_free>>;
 constexpr std::uint32_t kBatchPage = 2 * 1024 * 1024;
 constexpr std::uint32_t kBatchOverrun = 256 * 1024;
 constexpr std::size_t kElementsPerMessage = 512;  // the element list nest has a 16-bit length
-constexpr int kGenidRetries = 5;
+// Another program that changes the ruleset all the time (a loop of nft commands, a busy kube-proxy) can
+// commit between our listing and our batch again and again: each retry waits a little longer first.
+constexpr int kGenidRetries = 20;
 constexpr std::size_t kAckTruesize = 2048;  // what one ACK costs in the receive buffer (skb overhead)
 constexpr std::uint32_t kNftHostEndian = 1, kNftBigEndian = 2;  // nft's enum byteorder
 constexpr std::size_t kRequestBuffer = 8192;                    // one small request message
@@ -1050,11 +1053,17 @@ std::string content_digest(const Listing& listing) {
   return hex16(sum);
 }
 
+// Before retry `attempt` (1, 2, ...): 0.5 ms doubling to 16 ms, so that a writer in a loop lets a gap by.
+void back_off(int attempt) {
+  std::this_thread::sleep_for(std::chrono::microseconds(500) * (1 << std::min(attempt - 1, 5)));
+}
+
 // Runs fill(tx, sock) against the current generation; rebuilds and resends when it moved meanwhile.
 // Returns how long the committed batch took, from sending it to its last answer (ms).
 template <class Fill>
 Committed run_transaction(Socket& sock, Fill fill) {
   for (int attempt = 0;; ++attempt) {
+    if (attempt > 0) back_off(attempt);
     std::uint32_t seq = first_seq();
     const std::uint32_t genid = generation(sock, seq);
     Transaction tx(seq + 1, genid);
@@ -1254,6 +1263,7 @@ Listing list_table(Connection& connection, Elements elements) {
       return list_table_once(connection, elements);
     } catch (const DumpInterrupted&) {
       if (attempt == kGenidRetries) throw;
+      back_off(attempt);
     }
   }
 }
