@@ -1272,16 +1272,7 @@ static __always_inline __u16 l4_checksum(const struct fwe_pkt* pkt, __u8 proto, 
 static __always_inline __u32 reset_frame(struct __sk_buff* skb, const struct fwe_pkt* pkt, __u8* frame) {
   __u8 th[20];
   if (bpf_skb_load_bytes(skb, pkt->l4, th, sizeof th) < 0) return 0;
-  __u32 ip_len; /* the IP packet's length by its header */
-  if (pkt->family == 4) {
-    __u16 tot_len;
-    if (bpf_skb_load_bytes(skb, ETH_HLEN + 2, &tot_len, 2) < 0) return 0;
-    ip_len = bpf_ntohs(tot_len);
-  } else {
-    __u16 payload_len;
-    if (bpf_skb_load_bytes(skb, ETH_HLEN + 4, &payload_len, 2) < 0) return 0;
-    ip_len = 40 + bpf_ntohs(payload_len);
-  }
+  const __u32 ip_len = pkt->ip_len;
   const __u32 headers = (pkt->l4 - ETH_HLEN) + (th[12] >> 4) * 4;
   const __u32 carried = ip_len > headers ? ip_len - headers : 0;
   const __u32 l3_len = pkt->family == 4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
@@ -1311,16 +1302,7 @@ static __always_inline __u32 reset_frame(struct __sk_buff* skb, const struct fwe
 static __always_inline __u32 unreachable_frame(struct __sk_buff* skb, const struct fwe_pkt* pkt, __u8* frame,
                                                __u8 code) {
   const int v4 = pkt->family == 4;
-  __u32 ip_len;
-  if (v4) {
-    __u16 tot_len;
-    if (bpf_skb_load_bytes(skb, ETH_HLEN + 2, &tot_len, 2) < 0) return 0;
-    ip_len = bpf_ntohs(tot_len);
-  } else {
-    __u16 payload_len;
-    if (bpf_skb_load_bytes(skb, ETH_HLEN + 4, &payload_len, 2) < 0) return 0;
-    ip_len = 40 + bpf_ntohs(payload_len);
-  }
+  const __u32 ip_len = pkt->ip_len;
   if (skb->len <= ETH_HLEN) return 0;
   __u32 available = skb->len - ETH_HLEN;
   if (available > ip_len) available = ip_len; /* not the link's padding */
