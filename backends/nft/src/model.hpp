@@ -52,7 +52,10 @@ struct Set {
   bool interval = false;
   bool anonymous = false;
   bool counters = false;  // every element gets a counter (a merged run: hits per source rule)
-  std::uint32_t id = 0;   // batch-local id the rule's lookup refers to
+  // An anonymous verdict map: element i's verdict is `goto goto_chains[i]` (kept beside the elements, so
+  // that the many elements of plain sets carry no verdict field).
+  std::vector<std::string> goto_chains{};
+  std::uint32_t id = 0;  // batch-local id the rule's lookup refers to
   std::vector<Element> elements{};
   // A merged run's set: the file of its rules. Element stamps in that file leave it out and start with
   // ':' (read back, this comment goes before them): a shorter comment keeps each element in a smaller
@@ -100,7 +103,7 @@ struct Expr {
     cmp,        // op, data
     range,      // op, data .. data_to
     bitwise,    // len, data = mask, data_to = xor
-    lookup,     // set_name/set_id, invert
+    lookup,     // set_name/set_id, invert; dreg NFT_REG_VERDICT for a verdict map
     immediate,  // dreg, data
     verdict,    // code, chain
     counter,

@@ -244,6 +244,7 @@ nftnl_expr* build_expr(const Expr& x, const std::vector<std::uint32_t>& anon_ids
       nftnl_expr_set_str(e, NFTNL_EXPR_LOOKUP_SET, x.text.c_str());
       if (x.text == "__set%d") nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SET_ID, anon_ids.at(x.set_id));
       if (x.invert) nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
+      if (x.dreg == NFT_REG_VERDICT) nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_DREG, NFT_REG_VERDICT);
       break;
     case Expr::Kind::immediate:
       e = make("immediate");
@@ -425,8 +426,10 @@ SetPtr build_set(const Set& set, std::uint32_t id) {
   std::uint32_t flags =
       (set.interval ? static_cast<std::uint32_t>(NFT_SET_INTERVAL) : 0u) |
       (set.interval && !set.concat.empty() ? static_cast<std::uint32_t>(NFT_SET_CONCAT) : 0u) |
-      (set.anonymous ? static_cast<std::uint32_t>(NFT_SET_ANONYMOUS | NFT_SET_CONSTANT) : 0u);
+      (set.anonymous ? static_cast<std::uint32_t>(NFT_SET_ANONYMOUS | NFT_SET_CONSTANT) : 0u) |
+      (set.goto_chains.empty() ? 0u : static_cast<std::uint32_t>(NFT_SET_MAP));
   nftnl_set_set_u32(s.get(), NFTNL_SET_FLAGS, flags);
+  if (!set.goto_chains.empty()) nftnl_set_set_u32(s.get(), NFTNL_SET_DATA_TYPE, NFT_DATA_VERDICT);
   if (set.anonymous)
     nftnl_set_set_u32(s.get(), NFTNL_SET_DESC_SIZE, static_cast<std::uint32_t>(set.elements.size()));
   if (set.counters) nftnl_set_add_expr(s.get(), nftnl_expr_alloc("counter"));  // cloned into each element
@@ -566,6 +569,12 @@ class Transaction {
           nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY_END, element.key_end.data(),
                              static_cast<std::uint32_t>(element.key_end.size()));
         if (element.interval_end) nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
+        if (!set.goto_chains.empty()) {  // a verdict map is sent whole, its elements in order
+          const std::string& chain =
+              set.goto_chains.at(static_cast<std::size_t>(&element - set.elements.data()));
+          nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_VERDICT, static_cast<std::uint32_t>(NFT_GOTO));
+          nftnl_set_elem_set_str(e, NFTNL_SET_ELEM_CHAIN, batch_name(batch_names_, chain).c_str());
+        }
         if (!element.comment.empty()) {
           UdataPtr udata = comment_buffer(NFTNL_UDATA_SET_ELEM_COMMENT, element.comment);
           std::string bytes = udata_bytes(udata.get());

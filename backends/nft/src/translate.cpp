@@ -43,6 +43,10 @@ constexpr std::size_t kMaxRun = 1024;
 // one lookup (the 50,000-rule benchmark: 1 lookup, not 7; at 65,536 rules a run, peak RSS rose by 34 MiB).
 constexpr std::size_t kMaxHashRun = 8192;
 constexpr std::size_t kMaxElementsPerRule = 64;
+// From this many endpoints in a row told apart by one exact interface name each, a section dispatches
+// them with one verdict-map lookup instead of one comparison per endpoint (cheaper from here on:
+// backends/nft/README.md, "Dispatch").
+constexpr std::size_t kMinMapDispatch = 4;
 // Policy marks neither see nor change the bits the ruleset keeps for itself.
 constexpr std::uint32_t kOwnMarks = kAllowMark | kPassMark;
 
@@ -1505,13 +1509,79 @@ class Translator {
         base.rules.push_back(std::move(r));
       }
       std::vector<Chain> endpoint_chains;
-      for (const auto& ep : section.endpoints)
-        emit_dispatch(
-            base, ep,
-            emit_endpoint(stage, stage_name + "-" + std::to_string(s) + "-" + ep.name, ep, endpoint_chains));
+      std::vector<NamedEndpoint> by_name;  // a run of endpoints one map may dispatch
+      for (const auto& ep : section.endpoints) {
+        const std::size_t chain_index = endpoint_chains.size();
+        std::string target =
+            emit_endpoint(stage, stage_name + "-" + std::to_string(s) + "-" + ep.name, ep, endpoint_chains);
+        const std::optional<bool> input = told_by_name_alone(ep);
+        if (!by_name.empty() && input != by_name.front().input)
+          dispatch_by_name(base, by_name, endpoint_chains);
+        if (input)
+          by_name.push_back({&ep, std::move(target), chain_index, *input});
+        else
+          emit_dispatch(base, ep, target);
+      }
+      dispatch_by_name(base, by_name, endpoint_chains);
       table_.chains.push_back(std::move(base));
       for (auto& chain : endpoint_chains) table_.chains.push_back(std::move(chain));
     }
+  }
+
+  struct NamedEndpoint {
+    const ir::Endpoint* endpoint;
+    std::string target;       // its chain
+    std::size_t chain_index;  // of its chain in the section's endpoint chains
+    bool input;               // told by iifname (else oifname)
+  };
+
+  // Whether the endpoint is told apart by one exact interface name and nothing else, and which: true
+  // for iifname, false for oifname.
+  static std::optional<bool> told_by_name_alone(const ir::Endpoint& ep) {
+    const ir::EndpointMatch& m = ep.match;
+    if (m.iif.has_value() == m.oif.has_value() || m.src_set || m.dst_set ||
+        (m.src_mac && !m.src_mac->empty()))
+      return std::nullopt;
+    const ir::IfacePattern& name = m.iif ? *m.iif : *m.oif;
+    if (name.prefix || name.name.empty() || name.name.size() >= kIfNameSize ||
+        name.name.find_first_of("\"\\") != std::string::npos)
+      return std::nullopt;  // emit_dispatch refuses a bad name
+    return m.iif.has_value();
+  }
+
+  // Dispatches the run with one `iifname vmap` (or `oifname vmap`) rule when it is long enough, else
+  // with a goto rule each. The map counts nothing: each endpoint chain starts by counting what the map
+  // sent it, under the endpoint's origin, as its goto rule did.
+  void dispatch_by_name(Chain& base, std::vector<NamedEndpoint>& run, std::vector<Chain>& endpoint_chains) {
+    if (run.size() < kMinMapDispatch) {
+      for (const auto& named : run) emit_dispatch(base, *named.endpoint, named.target);
+      run.clear();
+      return;
+    }
+    const bool input = run.front().input;
+    Set map{.name = "__set%d", .key_type = KeyType::ifname, .key_len = kIfNameSize, .anonymous = true};
+    std::vector<std::string> entries;
+    std::set<std::string> names;
+    for (const auto& named : run) {
+      const ir::IfacePattern& name = input ? *named.endpoint->match.iif : *named.endpoint->match.oif;
+      if (!names.insert(name.name).second) continue;  // the first endpoint of that name takes all its packets
+      map.elements.push_back({ifname_bytes(name)});
+      map.goto_chains.push_back(named.target);
+      entries.push_back(ifname_text(name) + " : goto " + named.target);
+      Rule count;
+      counter(count);
+      count.comment = origin_stamp(rs_, named.endpoint->origin);
+      auto& rules = endpoint_chains[named.chain_index].rules;
+      rules.insert(rules.begin(), std::move(count));
+    }
+    Rule r;
+    r.exprs.push_back(meta_load(input ? NFT_META_IIFNAME : NFT_META_OIFNAME));
+    r.exprs.push_back({.kind = Expr::Kind::lookup, .dreg = NFT_REG_VERDICT, .text = map.name});
+    r.words.push_back(std::string(input ? "iifname" : "oifname") + " vmap { " + join(entries) + " }");
+    r.anon_sets.push_back(std::move(map));
+    r.comment = std::to_string(entries.size()) + " endpoints by interface name";
+    base.rules.push_back(std::move(r));
+    run.clear();
   }
 
   void emit_dispatch(Chain& base, const ir::Endpoint& ep, const std::string& target) {
@@ -1660,9 +1730,19 @@ void rename_references(Rule& rule, const std::map<std::string, std::string>& ren
   for (auto& e : rule.exprs)
     if (e.kind == Expr::Kind::verdict || (e.kind == Expr::Kind::lookup && e.text != "__set%d"))
       e.text = lookup(e.text);
+  for (auto& set : rule.anon_sets)
+    for (auto& chain : set.goto_chains) chain = lookup(chain);
   for (auto& word : rule.words) {
     if (word.rfind("jump ", 0) == 0 || word.rfind("goto ", 0) == 0)
       word = word.substr(0, 5) + lookup(word.substr(5));
+    else if (word.find(" vmap { ") != std::string::npos)
+      for (std::size_t at = 0; (at = word.find(" : goto ", at)) != std::string::npos;) {
+        at += 8;
+        const std::size_t end = word.find_first_of(", ", at);
+        const std::string renamed = lookup(word.substr(at, end - at));
+        word.replace(at, end - at, renamed);
+        at += renamed.size();
+      }
     else if (auto at = word.find(" @"); at != std::string::npos)
       word = word.substr(0, at + 2) + lookup(word.substr(at + 2));
   }

@@ -744,3 +744,63 @@ TEST_CASE("without a record of what the kernel holds, an incremental apply repla
   CHECK(head == "lost drift=0");  // a full replace starts every counter at zero
   CHECK(sorted_blocks(result.output.substr(head.size() + 1)) == fully_applied(merged_ports_moved()));
 }
+
+namespace {
+
+// two_sections with section 0's lo endpoint (stamped lo.yaml:2:3) behind four endpoints of other
+// names: a run the section dispatches through one verdict map.
+ir::Ruleset lo_among_named_endpoints() {
+  ir::Ruleset rs = two_sections(ir::ActionKind::allow);
+  auto& endpoints = rs.stage(ir::Stage::input).sections[0].endpoints;
+  endpoints[0].origin = nft_test::origin(2, "lo");
+  for (const char* name : {"fwe-d3", "fwe-d2", "fwe-d1", "fwe-d0"}) {
+    ir::Endpoint other = endpoints.back();
+    other.name = name;
+    other.match.iif = ir::IfacePattern{name, false};
+    other.default_verdict = ir::Verdict::drop;
+    endpoints.insert(endpoints.begin(), other);
+  }
+  return rs;
+}
+
+}  // namespace
+
+TEST_CASE("endpoints dispatched by a verdict map: loaded as nft -f loads it, counted, renamed in place",
+          "[root]") {
+  nft_test::require_root();
+  const ir::Ruleset before = lo_among_named_endpoints();
+  ir::Ruleset after = before;
+  auto& lo = after.stage(ir::Stage::input).sections[0].endpoints.back();
+  lo.groups.clear();  // its chain changes (renamed in place, the map follows): port 7 is dropped now
+  lo.default_verdict = ir::Verdict::drop;
+  Diagnostics diag;
+  const std::string listed = applied_as_nft_loads(nft::translate(before, diag));
+  CHECK(listed.find("iifname vmap { ") != std::string::npos);
+
+  auto incremental = in_scratch_netns([&] {
+    shell("ip link set lo up");
+    auto nft = backend();
+    StateDir state_dir;
+    nft->apply(*nft->render(before, diag), {false, "aaaa", state_dir.path});
+    std::string out = connect_port7();
+    std::uint64_t dispatched = 0;
+    for (const auto& c : nft->read_back().counters)
+      if (c.where == "lo.yaml:2:3") dispatched += c.packets;
+    out += dispatched > 0 ? " counted" : " not counted";
+    nft->apply(*nft->render(after, diag), {false, "bbbb", state_dir.path});
+    KernelState state = nft->read_back();
+    return out + " " + connect_port7() + " drift=" + std::to_string(state.drift.size()) + "\n" +
+           shell("nft list table inet fwengine | sed 's/packets [0-9]* bytes [0-9]*//'");
+  });
+  INFO(incremental.output);
+  REQUIRE(incremental.exit_code == 0);
+  auto full = in_scratch_netns([&] {
+    auto nft = backend();
+    nft->apply(*nft->render(after, diag), {true, "bbbb"});
+    return shell("nft list table inet fwengine | sed 's/packets [0-9]* bytes [0-9]*//'");
+  });
+  REQUIRE(full.exit_code == 0);
+  const std::string head = incremental.output.substr(0, incremental.output.find('\n'));
+  CHECK(head == "refused counted timeout drift=0");
+  CHECK(sorted_blocks(incremental.output.substr(head.size() + 1)) == sorted_blocks(full.output));
+}

@@ -805,3 +805,66 @@ TEST_CASE("ct-helper: a helper object per helper and protocol, assigned only aft
   REQUIRE(diag.error_count() == 1);
   CHECK(diag.all()[0].message.find("only be assigned after conntrack") != std::string::npos);
 }
+
+namespace {
+
+ir::Endpoint named_endpoint(std::string name, std::optional<ir::IfacePattern> iif,
+                            std::optional<ir::IfacePattern> oif = std::nullopt) {
+  ir::Endpoint ep;
+  ep.name = std::move(name);
+  ep.match.iif = std::move(iif);
+  ep.match.oif = std::move(oif);
+  ep.default_verdict = ir::Verdict::accept;
+  ep.origin = origin(static_cast<int>(ep.name.size()), ep.name);
+  return ep;
+}
+
+}  // namespace
+
+TEST_CASE("four or more endpoints in a row told apart by one interface name dispatch through a verdict map") {
+  ir::Ruleset rs;
+  rs.files = {"<command line>", "policy.yaml"};
+  auto& input = rs.stage(ir::Stage::input).sections.emplace_back(ir::Section{"s", false, {}}).endpoints;
+  for (const char* name : {"eth0", "eth1", "eth1", "eth2", "lo"})
+    input.push_back(named_endpoint(name, ir::IfacePattern{name, false}));
+  input.push_back(named_endpoint("veth", ir::IfacePattern{"veth", true}));  // a prefix ends the run
+  for (const char* name : {"a", "b", "c"})
+    input.push_back(named_endpoint(name, ir::IfacePattern{name, false}));
+  input.push_back(named_endpoint("any", std::nullopt));
+  auto& output = rs.stage(ir::Stage::output).sections.emplace_back(ir::Section{"s", false, {}}).endpoints;
+  for (const char* name : {"o1", "o2", "o3", "o4"})
+    output.push_back(named_endpoint(name, std::nullopt, ir::IfacePattern{name, false}));
+  rs.sets["admins"] = ir::AddrSet{"admins", {*ir::parse_cidr("10.0.0.0/8")}, origin(1, "set")};
+  output[2].match.src_set =
+      "admins";  // an address match too: dispatched by its own rule, between two short runs
+  nft::Table table = render(rs);
+  CHECK(texts(chain(table, "input-0")) ==
+        std::vector<std::string>{
+            "iifname vmap { \"eth0\" : goto e-input-0-eth0, \"eth1\" : goto e-input-0-eth1, \"eth2\" : goto "
+            "e-input-0-eth2, \"lo\" : goto e-input-0-lo } comment \"4 endpoints by interface name\"",
+            "iifname \"veth*\" counter goto e-input-0-veth comment \"policy.yaml:4:3 veth\"",
+            "iifname \"a\" counter goto e-input-0-a comment \"policy.yaml:1:3 a\"",
+            "iifname \"b\" counter goto e-input-0-b comment \"policy.yaml:1:3 b\"",
+            "iifname \"c\" counter goto e-input-0-c comment \"policy.yaml:1:3 c\"",
+            "counter goto e-input-0-any comment \"policy.yaml:3:3 any\""});
+  // What the map sent an endpoint is counted in its chain, under its origin; the endpoint the map never
+  // sends anything to (the second eth1) keeps its chain without that counter.
+  CHECK(texts(chain(table, "e-input-0-lo")) ==
+        std::vector<std::string>{"counter comment \"policy.yaml:2:3 lo\"",
+                                 "counter accept comment \"policy.yaml:2:3 lo\""});
+  CHECK(texts(chain(table, "e-input-0-eth2")).size() == 2);
+  std::size_t eth1_chains = 0;
+  for (const auto& c : table.chains)
+    if (c.name.starts_with("e-input-0-eth1"))
+      eth1_chains += c.rules.size();
+  CHECK(eth1_chains == 3);
+  CHECK(texts(chain(table, "output-0")).size() == 4);  // runs of 2 and 1 around the address match
+  const nft::Rule& map = chain(table, "input-0").rules.at(0);
+  REQUIRE(map.anon_sets.size() == 1);
+  CHECK(map.anon_sets[0].elements.size() == 4);
+  CHECK(without_digests(map.anon_sets[0].goto_chains[3]) == "e-input-0-lo");
+  // `nft --debug=netlink` for `iifname vmap { ... }` (nftables 1.0.6, which names the map __map%d)
+  CHECK(nft::bytecode(map, "input-0") == R"([ meta load iifname => reg 1 ]
+[ lookup reg 1 set __set%d dreg 0 ]
+)");
+}
