@@ -855,8 +855,7 @@ TEST_CASE("four or more endpoints in a row told apart by one interface name disp
   CHECK(texts(chain(table, "e-input-0-eth2")).size() == 2);
   std::size_t eth1_chains = 0;
   for (const auto& c : table.chains)
-    if (c.name.starts_with("e-input-0-eth1"))
-      eth1_chains += c.rules.size();
+    if (c.name.starts_with("e-input-0-eth1")) eth1_chains += c.rules.size();
   CHECK(eth1_chains == 3);
   CHECK(texts(chain(table, "output-0")).size() == 4);  // runs of 2 and 1 around the address match
   const nft::Rule& map = chain(table, "input-0").rules.at(0);
