@@ -492,6 +492,19 @@ class Generator:
             endpoint["default"] = self.verdict(stage)
         return endpoint
 
+    def named_endpoints(self, stage, chain_names):
+        """4 to 6 endpoints told apart by one interface name each, some names repeated: what the nft
+        backend dispatches with one verdict map (first match still wins)."""
+        key = "iif" if stage in STAGE_IIF and (stage not in STAGE_OIF or self.chance(0.5)) else "oif"
+        endpoints = []
+        for e in range(self.rng.randint(4, 6)):
+            endpoint = self.endpoint(stage, e, chain_names)
+            for other in ("iif", "oif", "src", "dst", "src-mac"):
+                endpoint.pop(other, None)
+            endpoint[key] = self.rng.choice(["eth0", "eth1", "vx0", "lo", "dum0"])
+            endpoints.append(endpoint)
+        return endpoints
+
     def stage(self, stage):
         rng = self.rng
         prefix = stage.replace("untracked-", "u").replace("-", "")
@@ -508,8 +521,11 @@ class Generator:
         rewrites = any(r["action"] in ("dnat", "redirect", "snat", "masquerade") for rules in chains.values() for r in rules)
         sections = []
         for s in range(1 if rewrites else rng.choice([1, 1, 2])):
-            section = {"name": f"{prefix}{s}", "endpoints": [self.endpoint(stage, e, chain_names)
-                                                             for e in range(rng.randint(1, 3))]}
+            if stage != "snat" and self.chance(0.15):
+                endpoints = self.named_endpoints(stage, chain_names)
+            else:
+                endpoints = [self.endpoint(stage, e, chain_names) for e in range(rng.randint(1, 3))]
+            section = {"name": f"{prefix}{s}", "endpoints": endpoints}
             if s > 0 and self.chance(0.4):
                 section["honour-allow"] = True
             sections.append(section)

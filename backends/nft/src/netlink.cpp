@@ -569,9 +569,10 @@ class Transaction {
           nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY_END, element.key_end.data(),
                              static_cast<std::uint32_t>(element.key_end.size()));
         if (element.interval_end) nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
-        if (!set.goto_chains.empty()) {  // a verdict map is sent whole, its elements in order
-          const std::string& chain =
-              set.goto_chains.at(static_cast<std::size_t>(&element - set.elements.data()));
+        if (!set.goto_chains.empty()) {
+          // A verdict map is anonymous: it is sent whole, with its rule, in the order of its elements.
+          if (list.size() != set.goto_chains.size()) fail("a verdict map must be sent whole: " + what);
+          const std::string& chain = set.goto_chains[i];
           nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_VERDICT, static_cast<std::uint32_t>(NFT_GOTO));
           nftnl_set_elem_set_str(e, NFTNL_SET_ELEM_CHAIN, batch_name(batch_names_, chain).c_str());
         }

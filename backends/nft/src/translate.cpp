@@ -109,6 +109,14 @@ std::string join(const std::vector<std::string>& items) {
   return out;
 }
 
+// `iifname vmap { "eth0" : goto e-..., ... }`: a verdict map as nft writes it.
+std::string vmap_words(const std::string& subject, const Set& map) {
+  std::vector<std::string> entries;
+  for (std::size_t i = 0; i < map.elements.size(); ++i)
+    entries.push_back(element_key_text(map, map.elements[i]) + " : goto " + map.goto_chains[i]);
+  return subject + " vmap { " + join(entries) + " }";
+}
+
 // Appends an anonymous set and the lookup of register 1 in it.
 void lookup_anon(Rule& r, Set set, bool invert, const std::string& subject) {
   set.name = "__set%d";
@@ -1549,37 +1557,39 @@ class Translator {
     return m.iif.has_value();
   }
 
-  // Dispatches the run with one `iifname vmap` (or `oifname vmap`) rule when it is long enough, else
-  // with a goto rule each. The map counts nothing: each endpoint chain starts by counting what the map
-  // sent it, under the endpoint's origin, as its goto rule did.
+  // Dispatches the run with one `iifname vmap` (or `oifname vmap`) rule when it holds enough names,
+  // else with a goto rule each. The map counts nothing: each endpoint chain starts by counting what the
+  // map sent it, under the endpoint's origin, as its goto rule did.
   void dispatch_by_name(Chain& base, std::vector<NamedEndpoint>& run, std::vector<Chain>& endpoint_chains) {
-    if (run.size() < kMinMapDispatch) {
+    const bool input = !run.empty() && run.front().input;
+    auto name_of = [&](const NamedEndpoint& named) -> const ir::IfacePattern& {
+      return input ? *named.endpoint->match.iif : *named.endpoint->match.oif;
+    };
+    std::set<std::string> names;
+    std::vector<const NamedEndpoint*> first_of_name;  // the first endpoint of a name takes all its packets
+    for (const auto& named : run)
+      if (names.insert(name_of(named).name).second) first_of_name.push_back(&named);
+    if (first_of_name.size() < kMinMapDispatch) {
       for (const auto& named : run) emit_dispatch(base, *named.endpoint, named.target);
       run.clear();
       return;
     }
-    const bool input = run.front().input;
     Set map{.name = "__set%d", .key_type = KeyType::ifname, .key_len = kIfNameSize, .anonymous = true};
-    std::vector<std::string> entries;
-    std::set<std::string> names;
-    for (const auto& named : run) {
-      const ir::IfacePattern& name = input ? *named.endpoint->match.iif : *named.endpoint->match.oif;
-      if (!names.insert(name.name).second) continue;  // the first endpoint of that name takes all its packets
-      map.elements.push_back({ifname_bytes(name)});
-      map.goto_chains.push_back(named.target);
-      entries.push_back(ifname_text(name) + " : goto " + named.target);
+    for (const NamedEndpoint* named : first_of_name) {
+      map.elements.push_back({ifname_bytes(name_of(*named))});
+      map.goto_chains.push_back(named->target);
       Rule count;
       counter(count);
-      count.comment = origin_stamp(rs_, named.endpoint->origin);
-      auto& rules = endpoint_chains[named.chain_index].rules;
+      count.comment = origin_stamp(rs_, named->endpoint->origin);
+      auto& rules = endpoint_chains[named->chain_index].rules;
       rules.insert(rules.begin(), std::move(count));
     }
     Rule r;
     r.exprs.push_back(meta_load(input ? NFT_META_IIFNAME : NFT_META_OIFNAME));
     r.exprs.push_back({.kind = Expr::Kind::lookup, .dreg = NFT_REG_VERDICT, .text = map.name});
-    r.words.push_back(std::string(input ? "iifname" : "oifname") + " vmap { " + join(entries) + " }");
+    r.words.push_back(vmap_words(input ? "iifname" : "oifname", map));
+    r.comment = std::to_string(map.elements.size()) + " interface names to their endpoints";
     r.anon_sets.push_back(std::move(map));
-    r.comment = std::to_string(entries.size()) + " endpoints by interface name";
     base.rules.push_back(std::move(r));
     run.clear();
   }
@@ -1730,19 +1740,17 @@ void rename_references(Rule& rule, const std::map<std::string, std::string>& ren
   for (auto& e : rule.exprs)
     if (e.kind == Expr::Kind::verdict || (e.kind == Expr::Kind::lookup && e.text != "__set%d"))
       e.text = lookup(e.text);
+  const Set* map = nullptr;  // a verdict map's rule has only it (dispatch_by_name)
   for (auto& set : rule.anon_sets)
-    for (auto& chain : set.goto_chains) chain = lookup(chain);
+    if (!set.goto_chains.empty()) {
+      for (auto& chain : set.goto_chains) chain = lookup(chain);
+      map = &set;
+    }
   for (auto& word : rule.words) {
     if (word.rfind("jump ", 0) == 0 || word.rfind("goto ", 0) == 0)
       word = word.substr(0, 5) + lookup(word.substr(5));
-    else if (word.find(" vmap { ") != std::string::npos)
-      for (std::size_t at = 0; (at = word.find(" : goto ", at)) != std::string::npos;) {
-        at += 8;
-        const std::size_t end = word.find_first_of(", ", at);
-        const std::string renamed = lookup(word.substr(at, end - at));
-        word.replace(at, end - at, renamed);
-        at += renamed.size();
-      }
+    else if (auto vmap = word.find(" vmap { "); map && vmap != std::string::npos)
+      word = vmap_words(word.substr(0, vmap), *map);
     else if (auto at = word.find(" @"); at != std::string::npos)
       word = word.substr(0, at + 2) + lookup(word.substr(at + 2));
   }

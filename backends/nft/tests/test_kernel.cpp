@@ -748,19 +748,27 @@ TEST_CASE("without a record of what the kernel holds, an incremental apply repla
 namespace {
 
 // two_sections with section 0's lo endpoint (stamped lo.yaml:2:3) behind four endpoints of other
-// names: a run the section dispatches through one verdict map.
+// names (stamped lo.yaml:10:3 and on): a run the section dispatches through one verdict map.
 ir::Ruleset lo_among_named_endpoints() {
   ir::Ruleset rs = two_sections(ir::ActionKind::allow);
   auto& endpoints = rs.stage(ir::Stage::input).sections[0].endpoints;
   endpoints[0].origin = nft_test::origin(2, "lo");
+  std::uint32_t line = 10;
   for (const char* name : {"fwe-d3", "fwe-d2", "fwe-d1", "fwe-d0"}) {
-    ir::Endpoint other = endpoints.back();
+    ir::Endpoint other;
     other.name = name;
     other.match.iif = ir::IfacePattern{name, false};
     other.default_verdict = ir::Verdict::drop;
+    other.origin = nft_test::origin(line++, name);
     endpoints.insert(endpoints.begin(), other);
   }
   return rs;
+}
+
+// The kernel's handle of our chain whose name starts with prefix: the same chain keeps it when renamed.
+std::string chain_handle(const std::string& prefix) {
+  return shell("nft -a list table inet fwengine | sed -n 's/^\\tchain " + prefix +
+               "[^ ]* { # handle \\([0-9]*\\)$/\\1/p'");
 }
 
 }  // namespace
@@ -783,12 +791,15 @@ TEST_CASE("endpoints dispatched by a verdict map: loaded as nft -f loads it, cou
     StateDir state_dir;
     nft->apply(*nft->render(before, diag), {false, "aaaa", state_dir.path});
     std::string out = connect_port7();
-    std::uint64_t dispatched = 0;
+    std::uint64_t dispatched = 0;  // by the counter the lo endpoint's chain starts with
     for (const auto& c : nft->read_back().counters)
-      if (c.where == "lo.yaml:2:3") dispatched += c.packets;
+      if (c.where == "lo.yaml:2:3" && c.rule == 0 && c.chain.starts_with("e-input-0-lo."))
+        dispatched += c.packets;
     out += dispatched > 0 ? " counted" : " not counted";
+    const std::string handle = chain_handle("e-input-0-lo");
     nft->apply(*nft->render(after, diag), {false, "bbbb", state_dir.path});
     KernelState state = nft->read_back();
+    out += chain_handle("e-input-0-lo") == handle && !handle.empty() ? " renamed in place" : " made anew";
     return out + " " + connect_port7() + " drift=" + std::to_string(state.drift.size()) + "\n" +
            shell("nft list table inet fwengine | sed 's/packets [0-9]* bytes [0-9]*//'");
   });
@@ -801,6 +812,6 @@ TEST_CASE("endpoints dispatched by a verdict map: loaded as nft -f loads it, cou
   });
   REQUIRE(full.exit_code == 0);
   const std::string head = incremental.output.substr(0, incremental.output.find('\n'));
-  CHECK(head == "refused counted timeout drift=0");
+  CHECK(head == "refused counted renamed in place timeout drift=0");
   CHECK(sorted_blocks(incremental.output.substr(head.size() + 1)) == sorted_blocks(full.output));
 }

@@ -841,7 +841,7 @@ TEST_CASE("four or more endpoints in a row told apart by one interface name disp
   CHECK(texts(chain(table, "input-0")) ==
         std::vector<std::string>{
             "iifname vmap { \"eth0\" : goto e-input-0-eth0, \"eth1\" : goto e-input-0-eth1, \"eth2\" : goto "
-            "e-input-0-eth2, \"lo\" : goto e-input-0-lo } comment \"4 endpoints by interface name\"",
+            "e-input-0-eth2, \"lo\" : goto e-input-0-lo } comment \"4 interface names to their endpoints\"",
             "iifname \"veth*\" counter goto e-input-0-veth comment \"policy.yaml:4:3 veth\"",
             "iifname \"a\" counter goto e-input-0-a comment \"policy.yaml:1:3 a\"",
             "iifname \"b\" counter goto e-input-0-b comment \"policy.yaml:1:3 b\"",
@@ -858,6 +858,10 @@ TEST_CASE("four or more endpoints in a row told apart by one interface name disp
     if (c.name.starts_with("e-input-0-eth1")) eth1_chains += c.rules.size();
   CHECK(eth1_chains == 3);
   CHECK(texts(chain(table, "output-0")).size() == 4);  // runs of 2 and 1 around the address match
+  // Endpoints that repeat a name count once: four endpoints of three names keep their goto rules.
+  for (const char* name : {"a", "b", "a", "c"})
+    input.push_back(named_endpoint(name, ir::IfacePattern{name, false}));
+  CHECK(texts(chain(render(rs), "input-0")).size() == 10);
   const nft::Rule& map = chain(table, "input-0").rules.at(0);
   REQUIRE(map.anon_sets.size() == 1);
   CHECK(map.anon_sets[0].elements.size() == 4);
