@@ -1,9 +1,10 @@
 #!/bin/bash
-# chroot-smoke.sh DEB_DIR [MIRROR]
+# chroot-smoke.sh DEB_DIR [MIRROR [ROOT]]
 # Installs the fwengine .deb from DEB_DIR into a throwaway Debian 12 chroot (debootstrap, minbase) and
 # runs what a fresh install must do: --version, plugins, and check on the shipped default config.
 # Needs root, debootstrap and network access to MIRROR (default http://deb.debian.org/debian).
-# Not part of the default test command: it downloads a base system.
+# ROOT: a base system debootstrap already made there (packaging/tests/deb.sh makes it while the package
+# builds); it is used up and removed like one made here.
 set -euo pipefail
 deb_dir=$(realpath "$1")
 mirror=${2:-http://deb.debian.org/debian}
@@ -13,18 +14,20 @@ debs=("$deb_dir"/fwengine_*.deb)
 deb=${debs[0]}
 [ -f "$deb" ] || { echo "$0: no fwengine_*.deb in $deb_dir" >&2; exit 2; }
 
-root=$(mktemp -d /tmp/fwengine-chroot.XXXXXX)
+root=${3:-$(mktemp -d /tmp/fwengine-chroot.XXXXXX)}
 cleanup() {
   mountpoint -q "$root/proc" && umount "$root/proc"
   rm -rf --one-file-system "$root" "$root.log"
 }
 trap cleanup EXIT
 
-echo "== debootstrap bookworm (minbase) into $root"
-debootstrap --variant=minbase bookworm "$root" "$mirror" >"$root.log" 2>&1 || {
-  tail -n 20 "$root.log" >&2
-  exit 1
-}
+if [ -z "${3:-}" ]; then
+  echo "== debootstrap bookworm (minbase) into $root"
+  debootstrap --variant=minbase bookworm "$root" "$mirror" >"$root.log" 2>&1 || {
+    tail -n 20 "$root.log" >&2
+    exit 1
+  }
+fi
 mount -t proc proc "$root/proc"
 # Nothing may start services inside the chroot.
 printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
