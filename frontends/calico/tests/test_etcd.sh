@@ -225,6 +225,8 @@ check "reboot: the kernel is empty" 0 "$engine" --netns "$netns" --backend nft -
 stop_etcd
 start_daemon
 wait_for "reboot: the cached policy is enforced while the store is down" kernel_has "198.51.100.0/24"
+# The daemon records what it applied just after the kernel took it: status reads that record.
+wait_for "reboot: the applied revision is recorded" at_revision "$cached"
 check "reboot: status" 0 "$engine" --netns "$netns" --backend nft status
 contains "reboot: status names the cached revision" "at revision $cached"
 contains "reboot: status says where the policy comes from" "enforcing the copy of revision $cached"
