@@ -1216,10 +1216,15 @@ class Translator {
     return first.substr(0, cut) + more;
   }
 
+  // A name the kernel takes (1 to 15 characters, or a prefix) that nft's text can quote.
+  static bool sendable_iface(const ir::IfacePattern& p) {
+    return p.name.size() < kIfNameSize && p.name.find_first_of("\"\\") == std::string::npos &&
+           (p.prefix || !p.name.empty());
+  }
+
   bool valid_ifaces(const std::vector<ir::IfacePattern>& patterns, const ir::Origin& origin) {
     for (const auto& p : patterns) {
-      bool bad_char = p.name.find_first_of("\"\\") != std::string::npos;
-      if (p.name.size() < kIfNameSize && !bad_char && (p.prefix || !p.name.empty())) continue;
+      if (sendable_iface(p)) continue;
       refuse(origin, "nft backend: bad interface name '" + ir::to_string(p) + "'",
              "Linux interface names have 1 to 15 characters and no quotes");
       return false;
@@ -1551,9 +1556,7 @@ class Translator {
         (m.src_mac && !m.src_mac->empty()))
       return std::nullopt;
     const ir::IfacePattern& name = m.iif ? *m.iif : *m.oif;
-    if (name.prefix || name.name.empty() || name.name.size() >= kIfNameSize ||
-        name.name.find_first_of("\"\\") != std::string::npos)
-      return std::nullopt;  // emit_dispatch refuses a bad name
+    if (name.prefix || !sendable_iface(name)) return std::nullopt;  // emit_dispatch refuses a bad name
     return m.iif.has_value();
   }
 
