@@ -32,6 +32,24 @@ REPO_DIR = INTEGRATION_DIR.parent
 AGENT_SCRIPT = INTEGRATION_DIR / "netns_agent.py"
 EXIT_SKIPPED = 77  # CTest's SKIP_RETURN_CODE: this machine cannot run namespace tests
 PSEUDO_BACKEND_TRACE = "trace"  # no kernel: probes are checked against `fwengine trace` only
+
+
+def plugin_of(backend):
+    """A backend as --backend names it: the plugin, then, after a colon, its options (ebpf:xdp=veth-up)."""
+    return backend.split(":", 1)[0]
+
+
+def backend_options_of(backend):
+    """The --backend-option KEY=VALUE list of a backend written PLUGIN:KEY=VALUE[,KEY=VALUE...]; a value
+    may hold commas too (ebpf:xdp=eth0,eth1): a part without '=' belongs to the option before it."""
+    _, _, options = backend.partition(":")
+    out = []
+    for part in options.split(","):
+        if "=" in part or not out:
+            out.append(part)
+        else:
+            out[-1] += "," + part
+    return [option for option in out if option]
 PSEUDO_BACKEND_KERNEL = "kernel"  # scenario without policy: only the pre-rules filter
 VERDICTS = ("open", "closed")
 PROTOCOLS = ("tcp", "udp", "icmp", "tcp-invalid")
@@ -721,7 +739,9 @@ class Engine:
     def policy_args(policy, backend, netns):
         args = ["--frontend", policy["frontend"]]
         if backend not in (None, PSEUDO_BACKEND_TRACE):
-            args += ["--backend", backend]
+            args += ["--backend", plugin_of(backend)]
+            for option in backend_options_of(backend):
+                args += ["--backend-option", option]
         for path in policy["files"]:
             args += ["-f", path]
         if policy["node"]:
@@ -954,7 +974,7 @@ def run_case(scenario, case, backend, topology, engine, options, report, pool):
     if policy and kernel:
         state_before = topology.kernel_state(policy["host"])
         completed = engine.apply(policy, backend, host_netns)
-        reason = case["unsupported"].get(backend)
+        reason = case["unsupported"].get(plugin_of(backend))
         if reason and completed.returncode == 2:
             report.skip(f"{where} [{backend}]", f"{reason} (apply refused it, as expected: "
                         f"{first_line(completed.stderr or completed.stdout)})", len(probes))
@@ -1004,7 +1024,7 @@ def run_case(scenario, case, backend, topology, engine, options, report, pool):
                 if changed:
                     report.failure(f"{where} [{backend}]", f"not as before apply after flush: {', '.join(changed)} "
                                    "(fwengine left something behind or changed what is not its own)")
-                kept = os.path.join("/run/fwengine", host_netns, f"backend-{backend}")
+                kept = os.path.join("/run/fwengine", host_netns, f"backend-{plugin_of(backend)}")
                 if os.path.exists(kept):
                     report.failure(f"{where} [{backend}]", f"flush left the backend's state {kept} behind")
 
@@ -1108,7 +1128,8 @@ def main():
     parser.add_argument("scenarios", nargs="+", help="scenario files or directories (searched recursively)")
     parser.add_argument("--fwengine", help="the fwengine binary; without it only topologies are checked")
     parser.add_argument("--backend", action="append", dest="backends",
-                        help="backend to apply with (repeatable); 'trace' = no kernel, trace only (default)")
+                        help="backend to apply with (repeatable), with its options as PLUGIN:KEY=VALUE[,...] "
+                             "(ebpf:xdp=veth-up); 'trace' = no kernel, trace only (default)")
     parser.add_argument("--backends-available", action="store_true",
                         help="skip, with a SKIP line, backends and frontends whose plugin is not installed")
     parser.add_argument("--timeout", type=float, default=1.0, help="seconds a probe waits for an answer")
@@ -1135,8 +1156,9 @@ def main():
         engine = Engine(Path(options.fwengine).resolve(), options.verbose)
         if options.backends_available:
             options.available = engine.plugins() or set()
-            for backend in [b for b in backends if b != PSEUDO_BACKEND_TRACE and b not in options.available]:
-                report.note("runner", f"SKIP backend {backend}: plugin libfwe_{backend}.so is not installed")
+            for backend in [b for b in backends
+                            if b != PSEUDO_BACKEND_TRACE and plugin_of(b) not in options.available]:
+                report.note("runner", f"SKIP backend {backend}: plugin libfwe_{plugin_of(backend)}.so is not installed")
                 backends.remove(backend)
     elif options.fwengine:
         report.note("runner", f"fwengine binary {options.fwengine} not found: checking topologies and probes only")

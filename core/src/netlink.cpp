@@ -111,6 +111,8 @@ std::optional<Link> link_of(const nlmsghdr& message) {
   BridgeOptions bridge;
   std::uint16_t port_mask = 0;
   std::string slave_kind;
+  int lower = 0;
+  bool lower_elsewhere = false;
   link.index = info->ifi_index;
   auto length = static_cast<int>(IFLA_PAYLOAD(&message));
   for (auto* a = IFLA_RTA(info); RTA_OK(a, length); a = RTA_NEXT(a, length)) {
@@ -120,6 +122,14 @@ std::optional<Link> link_of(const nlmsghdr& message) {
       std::uint32_t index = 0;
       std::memcpy(&index, RTA_DATA(a), sizeof index);
       link.master = static_cast<int>(index);
+    } else if (a->rta_type == IFLA_LINK && RTA_PAYLOAD(a) >= sizeof(std::uint32_t)) {
+      std::uint32_t index = 0;
+      std::memcpy(&index, RTA_DATA(a), sizeof index);
+      lower = static_cast<int>(index);
+    } else if (a->rta_type == IFLA_LINK_NETNSID) {
+      lower_elsewhere = true;
+    } else if (a->rta_type == IFLA_ADDRESS) {
+      link.address.assign(static_cast<const char*>(RTA_DATA(a)), RTA_PAYLOAD(a));
     } else if (a->rta_type == IFLA_LINKINFO) {
       auto info_length = static_cast<int>(RTA_PAYLOAD(a));
       for (auto* i = static_cast<const rtattr*>(RTA_DATA(a)); RTA_OK(i, info_length);
@@ -135,6 +145,7 @@ std::optional<Link> link_of(const nlmsghdr& message) {
   // IFLA_INFO_SLAVE_DATA as port options.
   if (link.kind == "bridge") link.bridge = bridge;
   if (slave_kind == "bridge") link.port_group_fwd_mask = port_mask;
+  if (!lower_elsewhere && lower != link.index) link.lower = lower;
   return link;
 }
 

@@ -32,6 +32,7 @@ class Message {
   Message& u32(std::uint16_t type, std::uint32_t value) { return add(type, &value, sizeof value); }
   Message& u16(std::uint16_t type, std::uint16_t value) { return add(type, &value, sizeof value); }
   Message& u8(std::uint16_t type, std::uint8_t value) { return add(type, &value, sizeof value); }
+  Message& add_bytes(std::uint16_t type, const void* data, std::size_t size) { return add(type, data, size); }
   // Attributes added until close() go inside this one.
   Message& open(std::uint16_t type) {
     open_.push_back(used_);
@@ -153,4 +154,26 @@ TEST_CASE("netlink: a dump of this namespace's links lists lo and ends complete"
   CHECK(end.error == 0);
   CHECK(end.complete());
   CHECK(std::find(names.begin(), names.end(), "lo") != names.end());
+}
+
+TEST_CASE("netlink: a link message gives the device it is stacked on and its address") {
+  const std::array<std::uint8_t, 6> mac = {0x02, 0, 0, 0, 0x10, 0x01};
+  Message vlan(RTM_NEWLINK, AF_UNSPEC, 12);
+  vlan.text(IFLA_IFNAME, "eth0.100").u32(IFLA_LINK, 2).add_bytes(IFLA_ADDRESS, mac.data(), mac.size());
+  auto link = fwe::netlink::link_of(vlan.header());
+  REQUIRE(link);
+  CHECK(link->lower == 2);
+  CHECK(link->address == std::string(reinterpret_cast<const char*>(mac.data()), mac.size()));
+  // A veth whose peer is in another namespace: its index is that namespace's, not a device here.
+  Message veth(RTM_NEWLINK, AF_UNSPEC, 5);
+  veth.u32(IFLA_LINK, 2).u32(IFLA_LINK_NETNSID, 0);
+  link = fwe::netlink::link_of(veth.header());
+  REQUIRE(link);
+  CHECK(link->lower == 0);
+  // lo and other devices name themselves.
+  Message lo(RTM_NEWLINK, AF_UNSPEC, 1);
+  lo.u32(IFLA_LINK, 1);
+  link = fwe::netlink::link_of(lo.header());
+  REQUIRE(link);
+  CHECK(link->lower == 0);
 }

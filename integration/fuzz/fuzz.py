@@ -89,7 +89,7 @@ class Runner:
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=4)
         # ebpf: probes also through BPF_PROG_TEST_RUN, with the tool built beside fwengine (not installed)
         testrun = Path(engine.binary).resolve().parent / "ebpf_testrun"
-        self.testrun = testrun if backend == "ebpf" and testrun.exists() else None
+        self.testrun = testrun if scenario.plugin_of(backend) == "ebpf" and testrun.exists() else None
 
     def write_policy(self, policy):
         self.files += 1  # a new name each time: Engine caches trace answers by command line
@@ -362,7 +362,7 @@ def load_known_failures():
 
 
 def known_for(known, case_name, backend):
-    return [k for k in known if k["case"] == case_name and backend in k["backends"]]
+    return [k for k in known if k["case"] == case_name and scenario.plugin_of(backend) in k["backends"]]
 
 
 def corpus_cases():
@@ -582,13 +582,14 @@ def main():
         return scenario.EXIT_SKIPPED
     engine = RecordingEngine(Path(options.fwengine).resolve())
     plugins = engine.plugins() or set()
-    for needed in (options.backend, "yaml"):
+    for needed in (scenario.plugin_of(options.backend), "yaml"):
         if needed not in plugins:
             print(f"SKIP: plugin libfwe_{needed}.so is not installed")
             return scenario.EXIT_SKIPPED
 
     known = load_known_failures()
-    avoid = {feature for k in known if options.backend in k["backends"] for feature in k.get("avoid", [])}
+    avoid = {feature for k in known if scenario.plugin_of(options.backend) in k["backends"]
+             for feature in k.get("avoid", [])}
     report = Report()
     started = time.monotonic()
     topology = scenario.Topology(scenario.parse_topology(spec(), "fuzz topology"), "fz")

@@ -187,6 +187,15 @@ struct fwe_config {
   __u32 active_gen;
   /* Bit g: generation g has rpf rules, so fwe_ingress looks up the route back to each packet's source. */
   __u32 rpf_gens;
+  /* Bit g: fwe_xdp may drop what generation g's untracked-in stage drops (compile.cpp: xdp_fits). */
+  __u32 xdp_gens;
+};
+
+/* An interface fwe_xdp is attached to: its own MAC address, so that frames to another (a macvlan's in
+ * another namespace, a promiscuous copy) pass unjudged, as fwe_ingress lets PACKET_OTHERHOST pass. */
+struct fwe_xdp_link {
+  __u8 mac[6];
+  __u8 pad[2];
 };
 
 /* A port of a bridge whose frames br_netfilter hands to netfilter (bridge-nf-call-iptables, -ip6tables):

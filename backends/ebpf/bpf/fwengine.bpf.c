@@ -3,7 +3,8 @@
  *
  * fwe_ingress (clsact ingress of every interface) runs untracked-in, prednat and then input or
  * forward, telling the two apart with bpf_fib_lookup. fwe_egress (clsact egress) runs untracked-out
- * and output for packets the host sends; forwarded packets were decided at ingress. Each stage is a
+ * and output for packets the host sends; forwarded packets were decided at ingress. fwe_xdp, where it
+ * is asked for, drops what untracked-in drops before the kernel makes an skb. Each stage is a
  * flat, forward-only list of rules (see fwe_shared.h) walked with bpf_loop, so the verifier checks
  * the rule step once whatever the size of the ruleset. Needs Linux >= 5.17 (bpf_loop). */
 #include <linux/bpf.h>
@@ -255,6 +256,15 @@ struct {
   __uint(pinning, LIBBPF_PIN_BY_NAME);
 } fwe_hooks SEC(".maps");
 
+/* The interfaces fwe_xdp is attached to, with their MAC addresses (written at each apply). */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 4096);
+  __type(key, __u32);
+  __type(value, struct fwe_xdp_link);
+  __uint(pinning, LIBBPF_PIN_BY_NAME);
+} fwe_xdp_links SEC(".maps");
+
 /* Log rules' prefixes and levels, per generation (the loader writes them before the flip). */
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);
@@ -352,6 +362,10 @@ struct fwe_pkt {
 /* lo's index in every network namespace. */
 #define LOOPBACK_IFINDEX 1
 
+/* Counters fwe_xdp holds back per packet; a held key with FWE_HELD_RUN is an address run member's. */
+#define FWE_XDP_HELD 8
+#define FWE_HELD_RUN 0x80000000u
+
 struct fwe_eval {
   struct fwe_pkt pkt;
   __u32 gen;
@@ -364,6 +378,10 @@ struct fwe_eval {
   __u8 need_rpf; /* the generation has rpf rules */
   __u8 reject, reject_code4, reject_code6; /* dropped by a reject: the rule's answer (fwe_rule) */
   __u8 stage;                              /* the stage being run */
+  /* fwe_xdp: the counters a packet hits are held here until it is dropped; one it passes is judged, and
+   * counted, again by fwe_ingress. held_over: more hits than there is room for (then it passes). */
+  __u8 holding, held_count, held_over;
+  __u32 held[FWE_XDP_HELD];
 };
 
 static __always_inline int has_ports(__u8 proto) {
@@ -381,11 +399,22 @@ static __always_inline int is_echo(const struct fwe_pkt* pkt) {
   return is_echo_type(pkt->proto, pkt->icmp_type);
 }
 
+/* The frame as tc (an skb) or XDP hands it over. xdp is a constant at every call, so each program keeps
+ * only its own context's fields and helpers. */
+static __always_inline void* frame_data(void* ctx, int xdp) {
+  return xdp ? (void*)(long)((struct xdp_md*)ctx)->data : (void*)(long)((struct __sk_buff*)ctx)->data;
+}
+static __always_inline void* frame_end(void* ctx, int xdp) {
+  return xdp ? (void*)(long)((struct xdp_md*)ctx)->data_end : (void*)(long)((struct __sk_buff*)ctx)->data_end;
+}
+
 /* Whether the first len bytes of the packet are in its linear area, where parse reads them in place;
- * pulls them there if not (rare: the kernel's own stack keeps headers linear). False for a packet
- * shorter than len. */
-static __always_inline int linear(struct __sk_buff* skb, __u32 len) {
-  if ((long)skb->data + len <= (long)skb->data_end) return 1;
+ * pulls them there if not (rare: the kernel's own stack keeps headers linear; XDP has no more than its
+ * first buffer). False for a packet shorter than len. */
+static __always_inline int linear(void* ctx, int xdp, __u32 len) {
+  if ((long)frame_data(ctx, xdp) + len <= (long)frame_end(ctx, xdp)) return 1;
+  if (xdp) return 0;
+  struct __sk_buff* skb = ctx;
   return len <= skb->len && bpf_skb_pull_data(skb, len) == 0;
 }
 
@@ -407,20 +436,29 @@ static __always_inline int is_ipv6_extension(__u8 next) {
 /* Fills pkt from the headers; returns -1 for what is not IPv4/IPv6 (let through untouched),
  * FWE_LATER_FRAGMENT, or FWE_UNREADABLE (also a first fragment too short to hold the transport header's
  * ports, which a later one could otherwise supply, RFC 1858). The headers are read in place: a helper call
- * and a copy per field cost more than the rest of parsing. */
-static __always_inline int parse(struct __sk_buff* skb, struct fwe_pkt* pkt) {
-  __u32 l3_len = skb->protocol == bpf_htons(ETH_P_IP)     ? sizeof(struct iphdr)
-                 : skb->protocol == bpf_htons(ETH_P_IPV6) ? sizeof(struct ipv6hdr)
-                                                          : 0;
-  if (l3_len == 0 || !linear(skb, ETH_HLEN + l3_len)) return -1;
-  void* data = (void*)(long)skb->data;
-  void* data_end = (void*)(long)skb->data_end;
+ * and a copy per field cost more than the rest of parsing. XDP (xdp = 1) reads the protocol from the
+ * frame (tc: the skb's, the VLAN tag taken off) and leaves IPv6 extension headers to tc: FWE_UNREADABLE. */
+static __always_inline int parse(void* ctx, int xdp, struct fwe_pkt* pkt) {
+  __u16 protocol;
+  if (xdp) {
+    const struct ethhdr* eth = frame_data(ctx, 1);
+    if ((void*)(eth + 1) > frame_end(ctx, 1)) return -1;
+    protocol = eth->h_proto;
+  } else {
+    protocol = (__u16)((struct __sk_buff*)ctx)->protocol;
+  }
+  __u32 l3_len = protocol == bpf_htons(ETH_P_IP)     ? sizeof(struct iphdr)
+                 : protocol == bpf_htons(ETH_P_IPV6) ? sizeof(struct ipv6hdr)
+                                                     : 0;
+  if (l3_len == 0 || !linear(ctx, xdp, ETH_HLEN + l3_len)) return -1;
+  void* data = frame_data(ctx, xdp);
+  void* data_end = frame_end(ctx, xdp);
   struct ethhdr* eth = data;
   if ((void*)(eth + 1) > data_end) return -1;
   __builtin_memcpy(pkt->smac, eth->h_source, 6);
   __u32 l4 = 0;
   int fragmented = 0; /* the first fragment of a datagram: more follow */
-  if (skb->protocol == bpf_htons(ETH_P_IP)) {
+  if (protocol == bpf_htons(ETH_P_IP)) {
     struct iphdr* ip = data + ETH_HLEN;
     if ((void*)(ip + 1) > data_end) return -1;
     pkt->family = 4;
@@ -447,11 +485,11 @@ static __always_inline int parse(struct __sk_buff* skb, struct fwe_pkt* pkt) {
     pkt->ip_len = sizeof(struct ipv6hdr) + bpf_ntohs(ip6->payload_len);
     l4 = ETH_HLEN + sizeof(struct ipv6hdr);
     /* Copied, not read in place: rare, and a packet pointer moved in a loop is more than the verifier
-     * follows. */
-    for (int i = 0; i < FWE_IPV6_EXTENSIONS && is_ipv6_extension(pkt->proto); i++) {
+     * follows. XDP leaves them to tc. */
+    for (int i = 0; !xdp && i < FWE_IPV6_EXTENSIONS && is_ipv6_extension(pkt->proto); i++) {
       __u8 ext[8];
       /* Cut short: matched as it says, unless a later fragment could bring the rest. */
-      if (bpf_skb_load_bytes(skb, l4, ext, sizeof ext) < 0) return fragmented ? FWE_UNREADABLE : 0;
+      if (bpf_skb_load_bytes(ctx, l4, ext, sizeof ext) < 0) return fragmented ? FWE_UNREADABLE : 0;
       const __u8 this_one = pkt->proto;
       pkt->proto = ext[0];
       if (this_one == IPPROTO_FRAGMENT) {
@@ -473,9 +511,9 @@ static __always_inline int parse(struct __sk_buff* skb, struct fwe_pkt* pkt) {
                                                                               : 0;
   pkt->l4 = (__u16)l4;
   if (l4_len == 0) return 0;
-  linear(skb, l4 + l4_len); /* a shorter packet keeps what it has: the checks below see it */
-  data = (void*)(long)skb->data;
-  data_end = (void*)(long)skb->data_end;
+  linear(ctx, xdp, l4 + l4_len); /* a shorter packet keeps what it has: the checks below see it */
+  data = frame_data(ctx, xdp);
+  data_end = frame_end(ctx, xdp);
   __u8* head = data + l4;
   if (has_ports(pkt->proto)) {
     if ((void*)(head + 4) > data_end) return fragmented ? FWE_UNREADABLE : 0;
@@ -623,8 +661,41 @@ static __always_inline int under_limit(const struct fwe_rule* r, const struct fw
   return 1;
 }
 
+static __always_inline void count(__u32 key, __u32 bytes) {
+  struct fwe_counter* c = bpf_map_lookup_elem(&fwe_counters, &key);
+  if (!c) return;
+  c->packets++;
+  c->bytes += bytes;
+}
+
+/* An address run member's counter: shared by all CPUs, as its LPM trie's values cannot be per-CPU. */
+static __always_inline void count_run_member(__u32 key, __u32 bytes) {
+  struct fwe_counter* hits = bpf_map_lookup_elem(&fwe_run_counters, &key);
+  if (!hits) return;
+  __sync_fetch_and_add(&hits->packets, 1);
+  __sync_fetch_and_add(&hits->bytes, bytes);
+}
+
+/* A hit: counted now, or held (fwe_xdp) until the packet is dropped. */
+static __always_inline void hit_counter(struct fwe_eval* ev, __u32 key) {
+  if (!ev->holding) {
+    if (key & FWE_HELD_RUN)
+      count_run_member(key & ~FWE_HELD_RUN, ev->bytes);
+    else
+      count(key, ev->bytes);
+    return;
+  }
+  __u8 n = ev->held_count;
+  if (n >= FWE_XDP_HELD) {
+    ev->held_over = 1;
+    return;
+  }
+  ev->held[n] = key;
+  ev->held_count = n + 1;
+}
+
 /* A global function: the verifier checks it once, on its own, instead of along every path of step(). */
-__attribute__((noinline)) int fwe_rule_matches(const struct fwe_rule* r, const struct fwe_eval* ev) {
+__attribute__((noinline)) int fwe_rule_matches(const struct fwe_rule* r, struct fwe_eval* ev) {
   if (!r || !ev) return 0;
   const struct fwe_pkt* pkt = &ev->pkt;
   if ((r->flags & FWE_F_NEED_ALLOW) && !ev->allow_mark) return 0;
@@ -661,22 +732,10 @@ __attribute__((noinline)) int fwe_rule_matches(const struct fwe_rule* r, const s
      * rate limit and are never inverted (compile.cpp). */
     struct fwe_run_member* member = run_member(r, ev);
     if (!member) return 0;
-    __u32 key = ev->gen * FWE_MAX_RUN_MEMBERS + member->counter;
-    struct fwe_counter* hits = bpf_map_lookup_elem(&fwe_run_counters, &key);
-    if (hits) {
-      __sync_fetch_and_add(&hits->packets, 1);
-      __sync_fetch_and_add(&hits->bytes, ev->bytes);
-    }
+    hit_counter(ev, (ev->gen * FWE_MAX_RUN_MEMBERS + member->counter) | FWE_HELD_RUN);
     return 1;
   }
   return !r->limit_cost_ns || under_limit(r, ev);
-}
-
-static __always_inline void count(__u32 key, __u32 bytes) {
-  struct fwe_counter* c = bpf_map_lookup_elem(&fwe_counters, &key);
-  if (!c) return;
-  c->packets++;
-  c->bytes += bytes;
 }
 
 /* A log rule's record of the packet, into fwe_log. */
@@ -729,7 +788,7 @@ static long step(__u32 index, void* data) {
     }
   }
   int hit = fwe_rule_matches(r, ev);
-  if (hit && r->rule_index >= 0) count(key, ev->bytes);
+  if (hit && r->rule_index >= 0) hit_counter(ev, key);
   if (r->flags & FWE_F_INVERT) hit = !hit;
   if (!hit) {
     int same_port = (r->flags & FWE_F_IN_RUN) && ev->pkt.has_ports && r->dport[0].lo == ev->pkt.dport;
@@ -1041,11 +1100,11 @@ static __always_inline void ct_commit(const struct fwe_eval* ev) {
   ct_store(&ev->pkt, 1, &value);
 }
 
-/* The interface a packet arriving on skb->ifindex will be forwarded to, or 0 if it is for this host
- * (or cannot be routed, in which case the kernel drops it anyway). */
-static __always_inline __u32 route_out(struct __sk_buff* skb, const struct fwe_pkt* pkt) {
+/* The interface a packet arriving on iif will be forwarded to, or 0 if it is for this host (or cannot be
+ * routed, in which case the kernel drops it anyway). ctx: the program's, skb or XDP. */
+static __always_inline __u32 route_out(void* ctx, __u32 iif, const struct fwe_pkt* pkt) {
   struct bpf_fib_lookup fib = {};
-  fib.ifindex = skb->ifindex;
+  fib.ifindex = iif;
   fib.l4_protocol = pkt->proto;
   fib.sport = pkt->ct_sport;
   fib.dport = pkt->ct_dport;
@@ -1058,7 +1117,7 @@ static __always_inline __u32 route_out(struct __sk_buff* skb, const struct fwe_p
     __builtin_memcpy(fib.ipv6_src, pkt->src, 16);
     __builtin_memcpy(fib.ipv6_dst, pkt->dst, 16);
   }
-  long rc = bpf_fib_lookup(skb, &fib, sizeof fib, 0);
+  long rc = bpf_fib_lookup(ctx, &fib, sizeof fib, 0);
   /* FRAG_NEEDED: larger than the way out's MTU, a forwarded packet all the same: fragmented, or, when it
    * may not be, answered with Packet Too Big by the forwarding path (before netfilter's forward hook,
    * which this program runs: where forward drops it, no answer goes back). */
@@ -1073,7 +1132,7 @@ static __always_inline __u32 route_out(struct __sk_buff* skb, const struct fwe_p
  * to its source is looked up as the kernel's rp_filter does: addresses swapped, as if input from lo, so
  * nothing restricts the lookup to one interface. The kernel looks nothing up unless forwarding is on for
  * lo (FWD_DISABLED); then every packet passes, rather than none (README.md). */
-static __always_inline __u8 reverse_path(struct __sk_buff* skb, const struct fwe_pkt* pkt) {
+static __always_inline __u8 reverse_path(void* ctx, const struct fwe_pkt* pkt) {
   if (pkt->iif == LOOPBACK_IFINDEX) return FWE_RPF_ALL; /* the host's own packet */
   struct bpf_fib_lookup fib = {};
   fib.ifindex = LOOPBACK_IFINDEX;
@@ -1100,7 +1159,7 @@ static __always_inline __u8 reverse_path(struct __sk_buff* skb, const struct fwe
   }
   /* No BPF_FIB_LOOKUP_SKIP_NEIGH: it needs Linux 6.3, and NO_NEIGH answers the same (the route's device
    * is filled in before the neighbour is looked for). */
-  long rc = bpf_fib_lookup(skb, &fib, sizeof fib, 0);
+  long rc = bpf_fib_lookup(ctx, &fib, sizeof fib, 0);
   if (rc == BPF_FIB_LKUP_RET_FWD_DISABLED) return FWE_RPF_ALL;
   /* FRAG_NEEDED: a route whose device's MTU is below this packet's size, a route all the same; NO_NEIGH:
    * a route whose next hop's address is not resolved yet. Local, unreachable, blackhole and prohibit
@@ -1111,7 +1170,7 @@ static __always_inline __u8 reverse_path(struct __sk_buff* skb, const struct fwe
 }
 
 static __always_inline int start(struct __sk_buff* skb, struct fwe_eval* ev) {
-  int parsed = parse(skb, &ev->pkt);
+  int parsed = parse(skb, 0, &ev->pkt);
   if (parsed < 0) return parsed;
   __u32 zero = 0;
   struct fwe_config* cfg = bpf_map_lookup_elem(&fwe_config, &zero);
@@ -1420,7 +1479,7 @@ static __always_inline int judge_ingress(struct __sk_buff* skb) {
   if (our_answer(skb, &ev.pkt)) return FWE_PASS;
   ev.pkt.iif = skb->ifindex;
   ev.pkt.has_mac = !ev.looped;
-  ev.pkt.oif = route_out(skb, &ev.pkt);
+  ev.pkt.oif = route_out(skb, skb->ifindex, &ev.pkt);
   if (ev.need_rpf) ev.pkt.rpf_ok = reverse_path(skb, &ev.pkt);
   if (!run_stage(&ev, FWE_STAGE_UNTRACKED_IN)) {
     ct_see_reply(&ev);
@@ -1514,4 +1573,46 @@ int fwe_egress(struct __sk_buff* skb) {
     run_stage(&ev, FWE_STAGE_OUTPUT);
   }
   return finish(skb, &ev, FWE_ANSWER_IN);
+}
+
+/* The counters fwe_xdp held for a packet it drops. */
+static __always_inline void count_held(struct fwe_eval* ev) {
+  ev->holding = 0;
+  for (int i = 0; i < FWE_XDP_HELD; i++)
+    if (i < ev->held_count) hit_counter(ev, ev->held[i]);
+}
+
+/* XDP, on the interfaces the backend option xdp names, where the driver runs it natively: what the
+ * untracked-in stage drops is dropped before the kernel makes an skb of it. Everything else passes on to
+ * fwe_ingress, which judges it whole, untracked-in again included: a frame to another MAC address, a
+ * VLAN-tagged one, a fragment, an IPv6 packet with extension headers, one a reject drops (its answer is
+ * made from an skb), and one that hits more counters than are held. Counters are held back until the
+ * packet is dropped, so one that passes is counted once, by fwe_ingress. The loader sets the generation's
+ * bit in xdp_gens only when its untracked-in stage judges alike here: no marks, rate limits or log rules
+ * (compile.cpp); without it, and on an interface without an fwe_xdp_links entry, everything passes. */
+SEC("xdp")
+int fwe_xdp(struct xdp_md* ctx) {
+  __u32 ifindex = ctx->ingress_ifindex;
+  const struct fwe_xdp_link* link = bpf_map_lookup_elem(&fwe_xdp_links, &ifindex);
+  if (!link) return XDP_PASS;
+  const __u8* to = frame_data(ctx, 1);
+  if ((const void*)(to + 6) > frame_end(ctx, 1)) return XDP_PASS;
+  if (!(to[0] & 1) && !same_mac(to, link->mac)) return XDP_PASS; /* PACKET_OTHERHOST at tc */
+  __u32 zero = 0;
+  const struct fwe_config* cfg = bpf_map_lookup_elem(&fwe_config, &zero);
+  if (!cfg) return XDP_PASS;
+  struct fwe_eval ev = {};
+  ev.gen = cfg->active_gen & 1;
+  if (!((cfg->xdp_gens >> ev.gen) & 1)) return XDP_PASS;
+  if (parse(ctx, 1, &ev.pkt) != 0 || ev.pkt.fragment) return XDP_PASS;
+  ev.need_rpf = (cfg->rpf_gens >> ev.gen) & 1;
+  ev.bytes = ctx->data_end - ctx->data;
+  ev.holding = 1;
+  ev.pkt.iif = ifindex;
+  ev.pkt.has_mac = 1;
+  ev.pkt.oif = route_out(ctx, ifindex, &ev.pkt);
+  if (ev.need_rpf) ev.pkt.rpf_ok = reverse_path(ctx, &ev.pkt);
+  if (!run_stage(&ev, FWE_STAGE_UNTRACKED_IN) || ev.reject || ev.held_over) return XDP_PASS;
+  count_held(&ev);
+  return XDP_DROP;
 }

@@ -875,9 +875,39 @@ Program compile(const Ruleset& rs, Diagnostics& diag) {
   return program;
 }
 
-std::uint32_t rpf_generations(const fwe_config& current, std::uint32_t generation, bool uses_rpf) {
-  const std::uint32_t in_use = current.rpf_gens & (1u << (generation ^ 1));
-  return in_use | (uses_rpf ? 1u << generation : 0u);
+void allow_xdp(Program& program) {
+  const fwe_stage_span span = program.stages[static_cast<std::size_t>(Stage::untracked_in)];
+  bool drops = false;
+  for (std::uint32_t pc = span.start; pc < span.start + span.count; ++pc) {
+    const fwe_rule& r = program.rules[pc];
+    const char* misfit = r.log                                                            ? "logs"
+                         : r.limit_cost_ns                                                ? "has a rate limit"
+                         : r.mark_mode != FWE_TRI_NONE || (r.flags & FWE_F_SET_MARK) != 0 ? "uses the mark"
+                                                                                          : nullptr;
+    if (misfit) {
+      const auto where = program.wheres.find({r.chain_id, r.rule_index});
+      program.notes.push_back({{},
+                               "xdp: fwe_xdp passes every packet on to tc: the untracked-in stage's rule " +
+                                   program.sources[pc].what +
+                                   (where == program.wheres.end() ? "" : " (" + where->second + ")") + " " +
+                                   misfit + ", which XDP cannot do as tc does"});
+      return;
+    }
+    drops = drops || (r.op == FWE_OP_DROP && r.reject == FWE_REJECT_NONE);
+  }
+  if (!drops) {
+    program.notes.push_back(
+        {{},
+         "xdp: fwe_xdp passes every packet on to tc: the untracked-in stage drops nothing "
+         "(rejects are answered at tc)"});
+    return;
+  }
+  program.xdp = true;
+}
+
+std::uint32_t generation_bits(std::uint32_t bits, std::uint32_t generation, bool on) {
+  const std::uint32_t in_use = bits & (1u << (generation ^ 1));
+  return in_use | (on ? 1u << generation : 0u);
 }
 
 fwe_rule for_generation(const fwe_rule& rule, std::uint32_t generation) {
@@ -893,6 +923,11 @@ std::string Program::text() const {
       << " interface lists, " << port_bitmaps.size() << " port bitmaps, " << run_members()
       << " address-run members\n";
   for (const auto& note : notes) out << "# note: " << note.text << '\n';
+  if (xdp) {
+    out << "# xdp: fwe_xdp drops what untracked-in drops on";
+    for (const auto& name : xdp_interfaces) out << ' ' << to_string(name);
+    out << '\n';
+  }
   for (const auto& set : sets) {
     out << "set " << set.name << " {";
     for (std::size_t i = 0; i < set.cidrs.size(); ++i) out << (i ? ", " : " ") << to_string(set.cidrs[i]);
@@ -1042,6 +1077,7 @@ std::string Program::listing() const {
     }
     out += listing::order_line(static_cast<Stage>(s), stages[s].count, in_order) + '\n' + lines;
   }
+  if (xdp) out += listing::kXdpLine + '\n';
   return out;
 }
 

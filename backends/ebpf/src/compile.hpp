@@ -80,6 +80,11 @@ struct Program {
   };
   std::vector<Note> notes;
   bool uses_rpf = false;  // the loader sets the generation's bit in fwe_config.rpf_gens
+  // Where fwe_xdp goes (backend option xdp): the loader attaches it to the interfaces these name.
+  std::vector<ir::IfacePattern> xdp_interfaces;
+  // fwe_xdp drops what the untracked-in stage drops (allow_xdp): the loader sets the generation's bit in
+  // fwe_config.xdp_gens; without it fwe_xdp passes everything on.
+  bool xdp = false;
 
   std::string text() const;
   // What `diff` compares with the kernel's read-back, which lists the maps in the same form (namespace
@@ -136,6 +141,8 @@ std::uint64_t order(std::uint64_t h, std::uint64_t rule_digest);
 std::string order_line(ir::Stage stage, std::size_t rules, std::uint64_t digest);
 // A chain's name as the kernel's map of chain names keeps it.
 std::string kept_name(const std::string& chain);
+// The line of a generation whose untracked-in drops fwe_xdp makes (Program::xdp, fwe_config.xdp_gens).
+inline const std::string kXdpLine = "xdp\tuntracked-in drops at XDP where the driver has it";
 }  // namespace listing
 
 std::vector<ir::Stage> supported_stages();
@@ -146,8 +153,15 @@ std::vector<ir::ActionKind> supported_actions();
 // dataplane cannot take. The result is only usable when diag has no new errors.
 Program compile(const ir::Ruleset&, Diagnostics&);
 
-// fwe_config.rpf_gens for writing `generation`: its own bit from the program, the one in use kept.
-std::uint32_t rpf_generations(const fwe_config& current, std::uint32_t generation, bool uses_rpf);
+// With fwe_xdp asked for (program.xdp_interfaces): sets program.xdp where the untracked-in stage drops
+// something and judges at XDP as at tc (no marks, rate limits or log rules: XDP has no skb mark, and a
+// packet it lets through is judged again at tc, where a limit would be spent and a line logged twice);
+// else a note says why not.
+void allow_xdp(Program& program);
+
+// A per-generation bit field of fwe_config (rpf_gens, xdp_gens) for writing `generation`: its own bit
+// set as `on` says, the one of the generation in use kept.
+std::uint32_t generation_bits(std::uint32_t bits, std::uint32_t generation, bool on);
 
 // The generation-specific copy of a rule: set ids tagged with the generation.
 fwe_rule for_generation(const fwe_rule&, std::uint32_t generation);

@@ -5,6 +5,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
+#include <linux/if_link.h>
 #include <linux/magic.h>
 #include <linux/netlink.h>
 #include <linux/pkt_sched.h>
@@ -52,6 +53,7 @@ constexpr __u32 kFilterPriority = 1;
 constexpr const char* kIngressName = "fwe_ingress";
 constexpr const char* kEgressName = "fwe_egress";
 constexpr const char* kPortIngressName = "fwe_port_in";
+constexpr const char* kXdpName = "fwe_xdp";
 
 bool is_ours(const std::string& program) {
   return program == kIngressName || program == kEgressName || program == kPortIngressName;
@@ -112,7 +114,13 @@ struct Interface {
   // (WireGuard, tun, GRE, sit, ipip) has none at tc: read as if it had, its verdicts would be noise, so it
   // gets no program, and apply warns while it is up.
   bool framed = true;
+  bool ethernet = false;  // not lo
   bool up = false;
+  std::string mac{};   // its address, as the kernel gives it
+  std::string kind{};  // IFLA_INFO_KIND ("veth", "bond", ...); empty for a NIC
+  // A VLAN, macvlan, ipvlan or DSA device is stacked on it: fwe_xdp stays off (why_no_xdp).
+  bool carries_uppers = false;
+  __u32 xdp_id = 0;  // the program on its native XDP hook, 0 for none
   // A port of a bridge, bond, team or Open vSwitch: what comes in on it goes on up to its master, where
   // netfilter sees it (or across the bridge, where netfilter does not), and what goes out on it came
   // down from there. Judged on the master only, as nft judges it; a VRF's member is judged as itself.
@@ -127,6 +135,12 @@ struct Interface {
 // master takes its members' packets (a bridge, bond, team, Open vSwitch, HSR, net_failover, and one
 // that reports no kind, as hv_netvsc does for its VF).
 constexpr std::string_view kMastersOfThemselves[] = {"vrf", "batadv"};
+
+// Devices stacked on a lower one that take some of its frames: a VLAN device those tagged for it (a NIC
+// that takes the tag off in hardware hands XDP the frame without it), a passthru macvlan or an ipvlan
+// those to the lower device's own MAC address, a DSA switch port those its conduit carries (with a tag
+// XDP does not read).
+constexpr std::string_view kUppers[] = {"vlan", "macvlan", "macvtap", "ipvlan", "ipvtap", "dsa"};
 
 // What br_netfilter hands to netfilter of the frames bridges switch (FWE_BRIDGED_*), by the namespace's
 // sysctls: the families on for every bridge, and whether VLAN-tagged frames go too; nullopt where the
@@ -148,17 +162,42 @@ std::optional<BridgeNetfilter> bridge_netfilter() {
                          on("bridge-nf-filter-vlan-tagged")};
 }
 
+// The id of the program on a link's native XDP hook (IFLA_XDP), 0 for none. From the dump, not from
+// bpf_xdp_query_id, which dumps every link again for each one it is asked about.
+__u32 native_xdp_program(const nlmsghdr& message) {
+  const auto* info = static_cast<const ifinfomsg*>(NLMSG_DATA(&message));
+  auto length = static_cast<int>(IFLA_PAYLOAD(&message));
+  for (auto* a = IFLA_RTA(info); RTA_OK(a, length); a = RTA_NEXT(a, length)) {
+    if (a->rta_type != IFLA_XDP) continue;
+    __u8 mode = XDP_ATTACHED_NONE;
+    __u32 id = 0, drv_id = 0;
+    auto nested_length = static_cast<int>(RTA_PAYLOAD(a));
+    for (auto* x = static_cast<const rtattr*>(RTA_DATA(a)); RTA_OK(x, nested_length);
+         x = RTA_NEXT(x, nested_length)) {
+      if (x->rta_type == IFLA_XDP_ATTACHED && RTA_PAYLOAD(x) >= 1)
+        mode = *static_cast<const __u8*>(RTA_DATA(x));
+      if (x->rta_type == IFLA_XDP_PROG_ID && RTA_PAYLOAD(x) >= 4) std::memcpy(&id, RTA_DATA(x), 4);
+      if (x->rta_type == IFLA_XDP_DRV_PROG_ID && RTA_PAYLOAD(x) >= 4) std::memcpy(&drv_id, RTA_DATA(x), 4);
+    }
+    // One mode: IFLA_XDP_PROG_ID is its program; several: each mode's own id.
+    return mode == XDP_ATTACHED_DRV ? id : mode == XDP_ATTACHED_MULTI ? drv_id : 0;
+  }
+  return 0;
+}
+
 // One RTM_GETLINK dump of the current namespace, with each master's kind; nullopt if the kernel says it
 // was interrupted by a change (NLM_F_DUMP_INTR): it is taken again.
 std::optional<std::vector<Interface>> dump_interfaces() {
   std::vector<netlink::Link> links;
   std::map<int, ifinfomsg> headers;  // type and flags, by index
+  std::map<int, __u32> xdp_ids;      // by index
   ifinfomsg family{};
   family.ifi_family = AF_UNSPEC;
   const auto end = netlink::dump_route(RTM_GETLINK, family, [&](const nlmsghdr& message) {
     if (message.nlmsg_type != RTM_NEWLINK) return;
     if (auto link = netlink::link_of(message)) {
       headers[link->index] = *static_cast<const ifinfomsg*>(NLMSG_DATA(&message));
+      xdp_ids[link->index] = native_xdp_program(message);
       links.push_back(std::move(*link));
     }
   });
@@ -172,7 +211,11 @@ std::optional<std::vector<Interface>> dump_interfaces() {
     Interface& iface = out.emplace_back(Interface{link.index, link.name});
     const ifinfomsg& header = headers[link.index];
     iface.framed = header.ifi_type == ARPHRD_ETHER || header.ifi_type == ARPHRD_LOOPBACK;
+    iface.ethernet = header.ifi_type == ARPHRD_ETHER;
     iface.up = (header.ifi_flags & IFF_UP) != 0;
+    iface.mac = link.address;
+    iface.kind = link.kind;
+    iface.xdp_id = xdp_ids[link.index];
     if (link.master == 0 || link.master == link.index) continue;
     const auto found = by_index.find(link.master);
     const netlink::Link* master = found == by_index.end() ? nullptr : found->second;
@@ -189,6 +232,10 @@ std::optional<std::vector<Interface>> dump_interfaces() {
       if (iface.switched != 0 && netfilter->vlan_tagged) iface.switched |= FWE_BRIDGED_VLAN;
     }
   }
+  for (const auto& link : links)
+    if (std::find(std::begin(kUppers), std::end(kUppers), link.kind) != std::end(kUppers) && link.lower != 0)
+      for (auto& iface : out)
+        if (iface.index == link.lower) iface.carries_uppers = true;
   return out;
 }
 
@@ -201,19 +248,20 @@ std::vector<Interface> interfaces() {
   fail("listing interfaces", EAGAIN, "they kept changing while they were listed");
 }
 
-// Interfaces that went away took their qdiscs with them. Their entries go too: interfaces come and go
-// by the thousand on a node that runs pods (the daemon applies for each), and an index the kernel
-// gives out again must not make flush remove a qdisc someone else made.
-void forget_gone_hooks(int hooks_fd, const std::vector<Interface>& present) {
+// Interfaces that went away took their qdiscs and XDP programs with them. Their entries (fwe_hooks,
+// fwe_xdp_links) go too: interfaces come and go by the thousand on a node that runs pods (the daemon
+// applies for each), and an index the kernel gives out again must not make flush remove a qdisc someone
+// else made, nor fwe_xdp judge a new interface by an old one's MAC address.
+void forget_gone_interfaces(int map_fd, const std::vector<Interface>& present) {
   std::set<__u32> live;
   for (const auto& iface : present) live.insert(static_cast<__u32>(iface.index));
   std::vector<__u32> gone;
   __u32 key = 0, next = 0;
-  for (const __u32* at = nullptr; bpf_map_get_next_key(hooks_fd, at, &next) == 0; at = &key) {
+  for (const __u32* at = nullptr; bpf_map_get_next_key(map_fd, at, &next) == 0; at = &key) {
     key = next;
     if (!live.contains(key)) gone.push_back(key);
   }
-  for (__u32 index : gone) bpf_map_delete_elem(hooks_fd, &index);
+  for (__u32 index : gone) bpf_map_delete_elem(map_fd, &index);
 }
 
 bool is_bpffs(const std::string& path) {
@@ -379,6 +427,75 @@ constexpr bpf_tc_attach_point kHooks[] = {BPF_TC_INGRESS, BPF_TC_EGRESS};
 // Which of our programs belongs on the hook, nullptr for none: on every hook of an interface netfilter
 // names; on a bridge port, the one that judges what the bridge hands up on the port itself, and
 // fwe_egress where switched frames are judged.
+// Why fwe_xdp may not go on an interface the backend option names ("" if it may): it must be an
+// Ethernet link netfilter names, with no device stacked on it that takes frames XDP could not tell from
+// its own. A bond or team hands its program to its ports, where it would find no entry.
+std::string why_no_xdp(const Interface& iface) {
+  if (!iface.ethernet || iface.mac.size() != 6) return "it is not an Ethernet link";
+  if (iface.stacked) return "it is a port, judged on its master";
+  if (iface.carries_uppers) return "a VLAN, macvlan, ipvlan or DSA device is stacked on it";
+  if (iface.kind == "bond" || iface.kind == "team") return "a " + iface.kind + " runs XDP on its ports";
+  return {};
+}
+
+bool xdp_named(const Interface& iface, const std::vector<ir::IfacePattern>& names) {
+  return std::any_of(names.begin(), names.end(), [&](const auto& n) { return n.matches(iface.name); });
+}
+
+void update(int fd, const void* key, const void* value, const char* what) {
+  if (bpf_map_update_elem(fd, key, value, BPF_ANY) != 0) fail(std::string("writing ") + what, errno);
+}
+
+// Puts fwe_xdp on the interface's native (driver) XDP hook, and its MAC address into fwe_xdp_links.
+// Returns why it could not ("" if it did): a driver without XDP, another program on the hook (fwengine
+// does not replace other software's), or one in generic mode there. tc judges the interface's packets
+// either way.
+std::string place_xdp(const Interface& iface, int prog_fd, int links_fd) {
+  const __u32 existing = iface.xdp_id;
+  if (existing != 0 && program_name(existing) != kXdpName)
+    return "another XDP program (" + program_name(existing) + ") is on it";
+  fwe_xdp_link link{};
+  std::memcpy(link.mac, iface.mac.data(), sizeof link.mac);
+  const __u32 key = static_cast<__u32>(iface.index);
+  update(links_fd, &key, &link, "fwe_xdp_links");
+  if (existing != 0 && existing == program_id(prog_fd)) return {};
+  // Only over nothing, or over our own older program: never over one another tool put there meanwhile.
+  int rc = 0;
+  if (existing == 0) {
+    rc = bpf_xdp_attach(iface.index, prog_fd, XDP_FLAGS_DRV_MODE | XDP_FLAGS_UPDATE_IF_NOEXIST, nullptr);
+  } else {
+    const Fd old(bpf_prog_get_fd_by_id(existing));
+    bpf_xdp_attach_opts opts{};
+    opts.sz = sizeof opts;
+    opts.old_prog_fd = old.fd;
+    rc = old.fd < 0 ? -errno
+                    : bpf_xdp_attach(iface.index, prog_fd, XDP_FLAGS_DRV_MODE | XDP_FLAGS_REPLACE, &opts);
+  }
+  if (rc == 0) return {};
+  bpf_map_delete_elem(links_fd, &key);
+  if (rc == -ENODEV) return {};  // gone since it was listed
+  if (rc == -EOPNOTSUPP) return "its driver runs no XDP programs";
+  if (rc == -EEXIST || rc == -EBUSY) return "another program is on its XDP hook";
+  return std::string("the kernel refused it: ") + std::strerror(-rc);
+}
+
+// Takes fwe_xdp off the interface, if it is there; another program stays.
+void remove_xdp(const Interface& iface, int links_fd) {
+  const __u32 key = static_cast<__u32>(iface.index);
+  const __u32 existing = iface.xdp_id;
+  if (existing != 0 && program_name(existing) == kXdpName) {
+    // Only ours: a program another tool put there meanwhile makes the kernel refuse (EEXIST), and stays.
+    const Fd ours(bpf_prog_get_fd_by_id(existing));
+    bpf_xdp_attach_opts opts{};
+    opts.sz = sizeof opts;
+    opts.old_prog_fd = ours.fd;
+    if (int rc = ours.fd < 0 ? 0 : bpf_xdp_detach(iface.index, XDP_FLAGS_DRV_MODE | XDP_FLAGS_REPLACE, &opts);
+        rc != 0 && rc != -ENODEV && rc != -EEXIST)
+      fail(std::string("detaching ") + kXdpName + " from " + iface.name, rc);
+  }
+  if (links_fd >= 0) bpf_map_delete_elem(links_fd, &key);
+}
+
 const char* program_for(const Interface& iface, bpf_tc_attach_point point) {
   if (!iface.framed) return nullptr;
   const bool ingress = point == BPF_TC_INGRESS;
@@ -391,7 +508,7 @@ const char* program_for(const Interface& iface, bpf_tc_attach_point point) {
 struct PinnedMaps {
   Fd rules, stages, config, meta, set4, set6, runs4, runs6, runs4_exact, runs6_exact, run_counters, iflists,
       portsets, portindex, chains, wheres, counters, limits, ct4, ct6, frags, ports, hooks, netns, answer,
-      answered, logs, log;
+      answered, logs, log, xdp_links;
 };
 
 int get_pinned(const std::string& dir, const char* name) {
@@ -402,7 +519,7 @@ int get_pinned(const std::string& dir, const char* name) {
 template <typename Maps>  // PinnedMaps, or const PinnedMaps
 auto named_maps(Maps& m) {
   using Map = std::pair<decltype(&m.rules), const char*>;
-  return std::array<Map, 28>{{{&m.rules, "fwe_rules_v2"},
+  return std::array<Map, 29>{{{&m.rules, "fwe_rules_v2"},
                               {&m.stages, "fwe_stages"},
                               {&m.config, "fwe_config"},
                               {&m.meta, "fwe_meta"},
@@ -429,7 +546,8 @@ auto named_maps(Maps& m) {
                               {&m.answer, "fwe_answer"},
                               {&m.answered, "fwe_answered"},
                               {&m.logs, "fwe_logs"},
-                              {&m.log, "fwe_log"}}};
+                              {&m.log, "fwe_log"},
+                              {&m.xdp_links, "fwe_xdp_links"}}};
 }
 
 bool open_pinned(const std::string& dir, PinnedMaps& m) {
@@ -494,7 +612,7 @@ bool uses_only(int prog_fd, const PinnedMaps& m) {
 }
 
 struct Programs {
-  Fd ingress, egress, port_ingress;
+  Fd ingress, egress, port_ingress, xdp;
   // Whether the load made the ruleset's maps anew (the first apply, or pins of another layout): nothing
   // runs on them yet, so the new generation can be made current before the programs are attached.
   bool new_maps = false;
@@ -575,12 +693,14 @@ Programs programs(const std::string& pin_dir, PinnedMaps& maps) {
   const std::string ingress_pin = pin_dir + "/" + prefix + "-ingress";
   const std::string egress_pin = pin_dir + "/" + prefix + "-egress";
   const std::string port_ingress_pin = pin_dir + "/" + prefix + "-port-ingress";
+  const std::string xdp_pin = pin_dir + "/" + prefix + "-xdp";
   {
     Programs pinned{Fd(bpf_obj_get(ingress_pin.c_str())), Fd(bpf_obj_get(egress_pin.c_str())),
-                    Fd(bpf_obj_get(port_ingress_pin.c_str()))};
+                    Fd(bpf_obj_get(port_ingress_pin.c_str())), Fd(bpf_obj_get(xdp_pin.c_str()))};
     if (pinned.ingress.fd >= 0 && pinned.egress.fd >= 0 && pinned.port_ingress.fd >= 0 &&
-        open_pinned(pin_dir, maps) && uses_only(pinned.ingress.fd, maps) &&
-        uses_only(pinned.egress.fd, maps) && uses_only(pinned.port_ingress.fd, maps)) {
+        pinned.xdp.fd >= 0 && open_pinned(pin_dir, maps) && uses_only(pinned.ingress.fd, maps) &&
+        uses_only(pinned.egress.fd, maps) && uses_only(pinned.port_ingress.fd, maps) &&
+        uses_only(pinned.xdp.fd, maps)) {
       pinned.reused = true;
       return pinned;
     }
@@ -597,18 +717,15 @@ Programs programs(const std::string& pin_dir, PinnedMaps& maps) {
   unpin_all_but_maps(pin_dir, skel->obj);
   Programs loaded{Fd(dup(bpf_program__fd(skel->progs.fwe_ingress))),
                   Fd(dup(bpf_program__fd(skel->progs.fwe_egress))),
-                  Fd(dup(bpf_program__fd(skel->progs.fwe_port_in))), new_maps};
-  if (loaded.ingress.fd < 0 || loaded.egress.fd < 0 || loaded.port_ingress.fd < 0)
+                  Fd(dup(bpf_program__fd(skel->progs.fwe_port_in))),
+                  Fd(dup(bpf_program__fd(skel->progs.fwe_xdp))), new_maps};
+  if (loaded.ingress.fd < 0 || loaded.egress.fd < 0 || loaded.port_ingress.fd < 0 || loaded.xdp.fd < 0)
     fail("keeping the loaded programs", errno);
   for (const auto& [fd, pin] :
        {std::pair{loaded.ingress.fd, &ingress_pin}, std::pair{loaded.egress.fd, &egress_pin},
-        std::pair{loaded.port_ingress.fd, &port_ingress_pin}})
+        std::pair{loaded.port_ingress.fd, &port_ingress_pin}, std::pair{loaded.xdp.fd, &xdp_pin}})
     if (bpf_obj_pin(fd, pin->c_str()) != 0) fail("pinning " + *pin, errno);
   return loaded;
-}
-
-void update(int fd, const void* key, const void* value, const char* what) {
-  if (bpf_map_update_elem(fd, key, value, BPF_ANY) != 0) fail(std::string("writing ") + what, errno);
 }
 
 void record_namespace(const PinnedMaps& m) {
@@ -989,7 +1106,8 @@ void Kernel::apply(const Program& program, const std::string& ir_hash, bool rebi
   fwe_config config = read_config(maps);
   const std::uint32_t generation = (config.active_gen & 1) ^ 1;
   const auto ifaces = interfaces();
-  forget_gone_hooks(maps.hooks.fd, ifaces);
+  forget_gone_interfaces(maps.hooks.fd, ifaces);
+  forget_gone_interfaces(maps.xdp_links.fd, ifaces);
   for (const auto& iface : ifaces)
     if (!iface.framed && iface.up)
       std::cerr << "fwengine: warning: ebpf: interface " << iface.name
@@ -1008,6 +1126,18 @@ void Kernel::apply(const Program& program, const std::string& ir_hash, bool rebi
     for (const auto& iface : ifaces)
       for (const auto point : kHooks)
         if (!program_for(iface, point)) detach(iface, point);
+    for (const auto& iface : ifaces) {
+      if (!xdp_named(iface, program.xdp_interfaces)) {
+        remove_xdp(iface, maps.xdp_links.fd);
+        continue;
+      }
+      std::string why = why_no_xdp(iface);
+      if (why.empty()) why = place_xdp(iface, progs.xdp.fd, maps.xdp_links.fd);
+      if (why.empty()) continue;
+      remove_xdp(iface, maps.xdp_links.fd);
+      std::cerr << "fwengine: note: ebpf: " << kXdpName << " is not on " << iface.name << ": " << why
+                << "; fwe_ingress judges all its packets\n";
+    }
   };
   // The generation in use already holds this IR, written for the programs in place: it stays, with its
   // counters and token buckets. The interface lists come first, so a new interface's programs find
@@ -1036,8 +1166,9 @@ void Kernel::apply(const Program& program, const std::string& ir_hash, bool rebi
   // the new generation's bit first, then the flip.
   auto flip = [&] {
     __u32 zero = 0;
-    config.rpf_gens = rpf_generations(config, generation, program.uses_rpf);
-    update(maps.config.fd, &zero, &config, "the rpf generations");
+    config.rpf_gens = generation_bits(config.rpf_gens, generation, program.uses_rpf);
+    config.xdp_gens = generation_bits(config.xdp_gens, generation, program.xdp);
+    update(maps.config.fd, &zero, &config, "the rpf and xdp generations");
     config.active_gen = generation;
     update(maps.config.fd, &zero, &config, "the active generation");
   };
@@ -1074,7 +1205,8 @@ KernelState Kernel::read_back() {
                           " were left by a namespace of this name that is gone; apply or flush removes them");
     return state;
   }
-  const std::uint32_t generation = read_config(m).active_gen & 1;
+  const fwe_config config = read_config(m);
+  const std::uint32_t generation = config.active_gen & 1;
   fwe_meta meta{};
   if (bpf_map_lookup_elem(m.meta.fd, &generation, &meta) != 0 || meta.ir_hash[0] == 0) return state;
   state.present = true;
@@ -1197,6 +1329,7 @@ KernelState Kernel::read_back() {
   add_members(m.runs6_exact.fd, fwe_run6_key{}, ir::Family::ipv6, true);
   if (run_members > 0) text << listing::runs_line(run_members, runs_digest) << '\n';
   text << rule_lines;
+  if ((config.xdp_gens >> generation) & 1) text << listing::kXdpLine << '\n';
   for (auto& [key, counter] : counters) state.counters.push_back(std::move(counter));
   const auto ifaces = interfaces();
   const auto wanted = wanted_ports(ifaces);
@@ -1229,6 +1362,19 @@ KernelState Kernel::read_back() {
       else if (belongs)
         state.drift.push_back("interface " + iface.name + ": " + belongs + " is not attached");
     }
+    const __u32 key = static_cast<__u32>(iface.index);
+    fwe_xdp_link link{};
+    const bool placed = bpf_map_lookup_elem(m.xdp_links.fd, &key, &link) == 0;
+    if (placed != (iface.xdp_id != 0 && program_name(iface.xdp_id) == kXdpName))
+      state.drift.push_back("interface " + iface.name + ": " + kXdpName +
+                            (placed ? " is gone" : " is attached") + " since the last apply; apply again");
+    else if (const std::string why = why_no_xdp(iface); placed && !why.empty())
+      state.drift.push_back("interface " + iface.name + ": " + kXdpName + " is on it, but " + why +
+                            " since the last apply; apply again");
+    else if (placed && std::memcmp(link.mac, iface.mac.data(), sizeof link.mac) != 0)
+      state.drift.push_back(
+          "interface " + iface.name + ": its MAC address changed since the last apply, so " + kXdpName +
+          " judges frames to the old one and leaves those to the new one to tc; " + "apply again");
   }
   state.text = text.str();
   return state;
@@ -1242,6 +1388,7 @@ void Kernel::flush() {
   const bool ours = !pins_of_another_namespace(pin_dir_);
   for (const auto& iface : ours ? interfaces() : std::vector<Interface>{}) {
     for (const auto point : kHooks) detach(iface, point);
+    remove_xdp(iface, -1);
     __u32 key = static_cast<__u32>(iface.index);
     __u8 created = 0;
     // A clsact fwengine made stays while another program's filters are on it (added after ours).
@@ -1265,6 +1412,12 @@ int Kernel::attached_program(int ifindex, bool ingress) {
   if (id == 0 || (ingress ? name != kIngressName && name != kPortIngressName : name != kEgressName))
     return -1;
   return bpf_prog_get_fd_by_id(id);
+}
+
+int Kernel::attached_xdp(int ifindex) {
+  __u32 id = 0;
+  if (bpf_xdp_query_id(ifindex, XDP_FLAGS_DRV_MODE, &id) != 0 || id == 0) return -1;
+  return program_name(id) == kXdpName ? bpf_prog_get_fd_by_id(id) : -1;
 }
 
 }  // namespace fwe::ebpf

@@ -36,6 +36,8 @@ class Kernel {
 
   // A new fd for the program fwengine attached to ifindex (ingress or egress), or -1.
   static int attached_program(int ifindex, bool ingress);
+  // A new fd for fwe_xdp on ifindex's native XDP hook, or -1.
+  static int attached_xdp(int ifindex);
   const std::string& pin_dir() const { return pin_dir_; }
 
  private:

@@ -11,6 +11,8 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
+#include <cstring>
 #include <optional>
 #include <stdexcept>
 
@@ -578,6 +580,20 @@ std::vector<std::uint8_t> with_ipv6_extension(std::vector<std::uint8_t> frame, s
   return frame;
 }
 
+namespace {
+
+// frame_of's frames are addressed to the interface, as the kernel tells by the MAC (eth_type_trans): a
+// frame to another one is a copy the device took in promiscuous mode, which the programs let pass.
+void address_to_interface(std::vector<std::uint8_t>& frame, int ifindex) {
+  if (frame.size() >= kToInterface.size() &&
+      std::equal(kToInterface.begin(), kToInterface.end(), frame.begin())) {
+    const MacAddr own = mac_of(ifindex);
+    std::copy(own.begin(), own.end(), frame.begin());
+  }
+}
+
+}  // namespace
+
 TestRun test_run(const trace::Packet& p, bool ingress, std::uint8_t tcp_flags, std::uint32_t repeat) {
   const std::string& ifname = ingress ? p.iif : p.oif;
   const int ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
@@ -600,15 +616,26 @@ TestRun test_run_program(int prog_fd, const trace::Packet& p, int ifindex, std::
   return test_run_frame(prog_fd, frame_of(p, tcp_flags), ifindex, p.mark, repeat);
 }
 
+int xdp_test_run(int prog_fd, std::vector<std::uint8_t> frame, int ifindex) {
+  address_to_interface(frame, ifindex);
+  xdp_md ctx{};
+  ctx.data_end = static_cast<__u32>(frame.size());
+  ctx.ingress_ifindex = static_cast<__u32>(ifindex);
+  bpf_test_run_opts opts{};
+  opts.sz = sizeof opts;
+  opts.data_in = frame.data();
+  opts.data_size_in = static_cast<__u32>(frame.size());
+  opts.ctx_in = &ctx;
+  opts.ctx_size_in = sizeof ctx;
+  if (bpf_prog_test_run_opts(prog_fd, &opts) != 0)
+    throw std::runtime_error("XDP BPF_PROG_TEST_RUN failed on interface " + std::to_string(ifindex) + ": " +
+                             std::strerror(errno));
+  return static_cast<int>(opts.retval);
+}
+
 TestRun test_run_frame(int prog_fd, std::vector<std::uint8_t> frame, int ifindex, std::uint32_t mark,
                        std::uint32_t repeat) {
-  // frame_of's frames are addressed to the interface, as the kernel tells by the MAC (eth_type_trans): a
-  // frame to another one is a copy the device took in promiscuous mode, which the program lets pass.
-  if (frame.size() >= kToInterface.size() &&
-      std::equal(kToInterface.begin(), kToInterface.end(), frame.begin())) {
-    const MacAddr own = mac_of(ifindex);
-    std::copy(own.begin(), own.end(), frame.begin());
-  }
+  address_to_interface(frame, ifindex);
   __sk_buff ctx{};
   ctx.ifindex = static_cast<__u32>(ifindex);
   ctx.mark = mark;

@@ -73,6 +73,10 @@ TestRun test_run_program(int prog_fd, const trace::Packet&, int ifindex, std::ui
 TestRun test_run_frame(int prog_fd, std::vector<std::uint8_t> frame, int ifindex, std::uint32_t mark,
                        std::uint32_t repeat = 1);
 
+// One BPF_PROG_TEST_RUN of an XDP program with the frame as if it came in on ifindex (frame_of's
+// destination MAC made the interface's own): its XDP verdict.
+int xdp_test_run(int prog_fd, std::vector<std::uint8_t> frame, int ifindex);
+
 // What the programs fwengine attached in the current network namespace do with a packet: let it through,
 // drop it, or answer it in its place (a reject: the frame, made a TCP reset or ICMP error, goes back).
 enum class Outcome { passed, dropped, answered };

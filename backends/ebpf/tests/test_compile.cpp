@@ -292,12 +292,12 @@ TEST_CASE("rpf rules carry mode and negation, and mark the program for the rever
   CHECK(program.notes.back().text.find("forwarding") != std::string::npos);
 
   // The config's bit for the generation being written follows the program; the one in use stays.
-  fwe_config in_use{0, 1};  // generation 0 active, with rpf
-  CHECK(rpf_generations(in_use, 1, true) == 3);
-  CHECK(rpf_generations(in_use, 1, false) == 1);
-  fwe_config stale{1, 1};  // generation 1 active without rpf; 0's bit is left from before
-  CHECK(rpf_generations(stale, 0, false) == 0);
-  CHECK(rpf_generations(stale, 0, true) == 1);
+  const std::uint32_t in_use = 1;  // generation 0, active, with rpf
+  CHECK(generation_bits(in_use, 1, true) == 3);
+  CHECK(generation_bits(in_use, 1, false) == 1);
+  const std::uint32_t stale = 1;  // generation 1 active without rpf; 0's bit is left from before
+  CHECK(generation_bits(stale, 0, false) == 0);
+  CHECK(generation_bits(stale, 0, true) == 1);
 }
 
 TEST_CASE("set ids carry the generation", "[compile]") {
@@ -387,4 +387,62 @@ TEST_CASE("a bridge hands up on the port the link-local groups it does not forwa
   CHECK(groups_up_on_port(bridge, port) == 0x47fd);
   bridge.group_address_last = 0x0d;
   CHECK(groups_up_on_port(bridge, port) == 0x67fc);
+}
+
+TEST_CASE("the backend option xdp names interfaces or is off, and anything else is an error at its value") {
+  auto render = [](const std::string& value) {
+    PluginContext context{"test"};
+    context.backend_options["xdp"] = value;
+    EbpfBackend backend{context};
+    Diagnostics diag;
+    auto plan = backend.render(test::sample_ruleset(), diag);
+    return plan ? dynamic_cast<const EbpfPlan&>(*plan).program() : Program{};
+  };
+  CHECK(render("off").xdp_interfaces.empty());
+  CHECK_FALSE(render("off").xdp);
+  const Program named = render("eth0,eno+");
+  REQUIRE(named.xdp_interfaces.size() == 2);
+  CHECK(named.xdp_interfaces[1] == ir::IfacePattern{"eno", true});
+  CHECK(named.xdp);
+  for (const char* bad : {"on", "", "eth0,", "eth0,,eth1", "a/b", "+", "sixteen-chars-xx", "eth 0"}) {
+    INFO(bad);
+    PluginContext context{"test"};
+    context.backend_options["xdp"] = bad;
+    EbpfBackend backend{context};
+    Diagnostics diag;
+    CHECK_FALSE(backend.render(test::sample_ruleset(), diag));
+    CHECK(diag.has_errors());
+  }
+}
+
+TEST_CASE(
+    "fwe_xdp judges an untracked-in stage that drops and judges at XDP as at tc, and a note says why not "
+    "else") {
+  Diagnostics diag;
+  ir::Ruleset rs = test::sample_ruleset();
+  Program program = compile(rs, diag);
+  allow_xdp(program);
+  CHECK(program.xdp);
+  CHECK(program.listing().find(listing::kXdpLine) != std::string::npos);
+
+  // XDP has no skb mark: a mark match anywhere in the stage keeps it off, named in a note.
+  rs.chains.at("raw-in").rules[2].match.mark_value = 1;
+  program = compile(rs, diag);
+  allow_xdp(program);
+  CHECK_FALSE(program.xdp);
+  REQUIRE_FALSE(program.notes.empty());
+  CHECK(program.notes.back().text.find("raw-in#2") != std::string::npos);
+  CHECK(program.notes.back().text.find("uses the mark") != std::string::npos);
+  CHECK(program.listing().find(listing::kXdpLine) == std::string::npos);
+
+  // Nothing to drop: no program at XDP.
+  rs = test::sample_ruleset();
+  for (auto& rule : rs.chains.at("raw-in").rules)
+    if (rule.action.kind == ir::ActionKind::drop) rule.action.kind = ir::ActionKind::notrack;
+  program = compile(rs, diag);
+  allow_xdp(program);
+  CHECK_FALSE(program.xdp);
+  CHECK(program.notes.back().text.find("drops nothing") != std::string::npos);
+  CHECK(program.notes.back().text.find("passes every packet on to tc") != std::string::npos);
+  CHECK_FALSE(diag.has_errors());
 }

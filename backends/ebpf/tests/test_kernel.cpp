@@ -3,12 +3,14 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <linux/bpf.h>
+#include <linux/if_link.h>
 #include <linux/pkt_cls.h>
 #include <net/if.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <filesystem>
@@ -542,6 +544,141 @@ TEST_CASE("a frame addressed to another MAC passes unjudged, uncounted and untra
   }
 }
 
+namespace {
+
+// The sample ruleset applied with the backend option xdp=d+ (d0, d1, ... of the scratch namespace).
+struct SampleWithXdp {
+  ir::Ruleset rs = test::sample_ruleset();
+  EbpfBackend backend{context()};
+  SampleWithXdp() {
+    enter_scratch_namespace();
+    apply(backend, rs);
+  }
+  static PluginContext context() {
+    PluginContext c{"test"};
+    c.backend_options["xdp"] = "d+";
+    return c;
+  }
+  std::uint64_t hits() {
+    std::uint64_t sum = 0;
+    for (const auto& c : backend.read_back().counters) sum += c.packets;
+    return sum;
+  }
+};
+
+bool dropped_untracked(const trace::Result& result) {
+  return std::any_of(result.stages.begin(), result.stages.end(), [](const trace::StageResult& s) {
+    return s.stage == ir::Stage::untracked_in && s.verdict == ir::Verdict::drop;
+  });
+}
+
+// A program of another tool for an XDP hook: lets everything pass.
+int other_xdp_program() {
+  bpf_insn pass[2]{};
+  pass[0].code = BPF_ALU64 | BPF_MOV | BPF_K;  // r0 = XDP_PASS
+  pass[0].dst_reg = BPF_REG_0;
+  pass[0].imm = XDP_PASS;
+  pass[1].code = BPF_JMP | BPF_EXIT;
+  return bpf_prog_load(BPF_PROG_TYPE_XDP, "other_xdp", "GPL", pass, 2, nullptr);
+}
+
+__u32 xdp_id(const char* ifname) {
+  __u32 id = 0;
+  bpf_xdp_query_id(static_cast<int>(if_nametoindex(ifname)), XDP_FLAGS_DRV_MODE, &id);
+  return id;
+}
+
+}  // namespace
+
+TEST_CASE("fwe_xdp drops what untracked-in drops, counted once, and passes the rest on to tc, as trace says",
+          "[root]") {
+  SampleWithXdp sample;
+  const std::uint64_t hits_before = sample.hits();
+  std::size_t dropped = 0, passed = 0;
+  for (const auto& p : test::sample_packets()) {
+    if (p.iif.empty() || p.iif == "lo") continue;
+    const int ifindex = static_cast<int>(if_nametoindex(p.iif.c_str()));
+    const int fd = Kernel::attached_xdp(ifindex);
+    REQUIRE(fd >= 0);
+    INFO(test::describe(p));
+    const bool drops = dropped_untracked(trace::evaluate(sample.rs, p));
+    CHECK(test::xdp_test_run(fd, test::frame_of(p), ifindex) == (drops ? XDP_DROP : XDP_PASS));
+    // Addressed to another MAC: a promiscuous copy, or a macvlan's frame; tc lets it pass unjudged too.
+    auto other = test::frame_of(p);
+    other.at(5) = 0x77;
+    CHECK(test::xdp_test_run(fd, other, ifindex) == XDP_PASS);
+    close(fd);
+    ++(drops ? dropped : passed);
+  }
+  CHECK(dropped >= 2);
+  CHECK(passed >= 6);
+  // Each drop hits one rule's counter; what passed (the mDNS notrack rule's hits among it) counts at tc.
+  CHECK(sample.hits() == hits_before + dropped);
+  CHECK(Kernel::attached_xdp(static_cast<int>(if_nametoindex("lo"))) < 0);
+  CHECK(sample.backend.read_back().drift.empty());
+  CHECK(sample.backend.read_back().text.find(listing::kXdpLine) != std::string::npos);
+
+  // Only where the option names: xdp=d1 takes it off d0.
+  PluginContext only_d1{"test"};
+  only_d1.backend_options["xdp"] = "d1";
+  EbpfBackend d1_backend{only_d1};
+  apply(d1_backend, sample.rs);
+  CHECK(xdp_id("d0") == 0);
+  CHECK(xdp_id("d1") != 0);
+  // Without the option the programs come off; flush leaves none either.
+  EbpfBackend plain{PluginContext{"test"}};
+  apply(plain, sample.rs);
+  CHECK(xdp_id("d0") == 0);
+  CHECK(xdp_id("d1") == 0);
+  CHECK(plain.read_back().text.find(listing::kXdpLine) == std::string::npos);
+  apply(sample.backend, sample.rs);
+  CHECK(xdp_id("d0") != 0);
+  Kernel("test").flush();
+  CHECK(xdp_id("d0") == 0);
+  CHECK(xdp_id("d1") == 0);
+}
+
+TEST_CASE(
+    "fwe_xdp leaves another program's XDP hook and a macvlan's lower device alone, and status tells drift",
+    "[root]") {
+  enter_scratch_namespace();
+  const int other = other_xdp_program();
+  REQUIRE(other >= 0);
+  REQUIRE(bpf_xdp_attach(static_cast<int>(if_nametoindex("d1")), other, XDP_FLAGS_DRV_MODE, nullptr) == 0);
+  const __u32 other_id = xdp_id("d1");
+  REQUIRE(other_id != 0);
+  // (macvlan: VLAN devices need the 8021q module, which not every test machine can load)
+  run("ip link add d2 type veth peer name p2 && ip link add link d2 name m2 type macvlan mode passthru");
+  run("ip link set d2 up && ip link set p2 up && ip link set m2 up");
+  const ir::Ruleset rs = test::sample_ruleset();
+  EbpfBackend backend{SampleWithXdp::context()};
+  apply(backend, rs);
+  CHECK(xdp_id("d0") != 0);
+  CHECK(xdp_id("d1") == other_id);  // another tool's, kept
+  CHECK(xdp_id("d2") == 0);         // a passthru macvlan takes d2's own MAC: tc judges d2's frames
+  CHECK(backend.read_back().drift.empty());
+
+  // A device stacked on d0 since the apply, and fwe_xdp taken off d0 by someone: status tells both.
+  run("ip link add link d0 name m0 type macvlan");
+  auto drift = backend.read_back().drift;
+  auto told = [&](const std::string& what) {
+    return std::any_of(drift.begin(), drift.end(),
+                       [&](const std::string& d) { return d.find(what) != d.npos; });
+  };
+  CHECK(told("interface d0: fwe_xdp is on it, but a VLAN, macvlan, ipvlan or DSA device is stacked on it"));
+  apply(backend, rs);
+  CHECK(xdp_id("d0") == 0);
+  run("ip link del m0");
+  apply(backend, rs);
+  REQUIRE(xdp_id("d0") != 0);
+  REQUIRE(bpf_xdp_detach(static_cast<int>(if_nametoindex("d0")), XDP_FLAGS_DRV_MODE, nullptr) == 0);
+  drift = backend.read_back().drift;
+  CHECK(told("interface d0: fwe_xdp is gone since the last apply"));
+
+  Kernel("test").flush();
+  CHECK(xdp_id("d1") == other_id);
+  close(other);
+}
 TEST_CASE("ICMP other than echo makes no flow: what the host sent does not let another type back in",
           "[root]") {
   const SampleApplied sample;
@@ -905,7 +1042,7 @@ TEST_CASE("an apply over an older layout's pins makes its maps anew and leaves n
   CHECK(pinned_map_id(dir + "/fwe_ct6") == ct6);      // conntrack whose shape still fits stays
   CHECK(pinned_map_id(dir + "/fwe_hooks") == hooks);  // and so does the record of our qdiscs
   CHECK_FALSE(std::filesystem::exists(dir + "/fwe_ct"));
-  CHECK(pinned_programs() == 3);  // ingress, egress, and a bridge port's ingress
+  CHECK(pinned_programs() == 4);  // ingress, egress, a bridge port's ingress, and XDP
   CHECK(backend.read_back().ir_hash == canonical::hash(rs));
   CHECK_FALSE(delivered(test::packet("d0", "", "10.0.0.9", "10.0.0.1", 6, 40000, 22)));
   CHECK(delivered(test::packet("d0", "", "10.0.0.20", "10.0.0.1", 1, 0, 0)));  // in-admin's echo request
@@ -948,7 +1085,7 @@ TEST_CASE("a policy change reuses the pinned programs and a program beside a rep
   EbpfBackend backend(PluginContext{"test"});
   apply(backend, rs);
   const __u32 first = attached_ingress_id();
-  CHECK(pinned_programs() == 3);  // ingress, egress, and a bridge port's ingress
+  CHECK(pinned_programs() == 4);  // ingress, egress, a bridge port's ingress, and XDP
   auto ssh = test::packet("d0", "", "10.0.0.9", "10.0.0.1", 6, 40000, 22);
   REQUIRE(delivered(ssh));
 
@@ -962,7 +1099,7 @@ TEST_CASE("a policy change reuses the pinned programs and a program beside a rep
   rs.chains["in-admin"].rules[0].action.kind = ir::ActionKind::accept;
   apply(backend, rs);
   CHECK(attached_ingress_id() != first);
-  CHECK(pinned_programs() == 3);  // ingress, egress, and a bridge port's ingress
+  CHECK(pinned_programs() == 4);  // ingress, egress, a bridge port's ingress, and XDP
   test::clear_conntrack(pin_dir_for("test"));
   CHECK(delivered(ssh));
 }

@@ -47,6 +47,8 @@ struct Link {
   int index = 0;
   std::string name;
   int master = 0;        // 0: none
+  int lower = 0;         // IFLA_LINK in this namespace (a VLAN's or macvlan's device, a veth's peer); 0: none
+  std::string address;   // IFLA_ADDRESS, its bytes (Ethernet: the MAC address)
   std::string kind;      // IFLA_INFO_KIND ("bridge", "veth", ...); empty where the kernel gives none
   BridgeOptions bridge;  // a bridge's; defaults for anything else
   // A bridge port's own option: link-local groups it forwards.
