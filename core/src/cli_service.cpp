@@ -636,10 +636,13 @@ void ServiceLoop::take_links(bool report) {
     if (report) new_links_.push_back("(unknown: news lost)");
     return;
   }
-  if (report)
+  if (report) {
     for (const auto& [index, link] : now)
       if (auto it = links_.find(index); it == links_.end() || it->second != link)
         new_links_.push_back(link.name);
+    for (const auto& [index, link] : links_)
+      if (!now.contains(index)) new_links_.push_back(link.name + " (gone)");
+  }
   links_ = std::move(now);
 }
 
@@ -658,8 +661,10 @@ void ServiceLoop::read_link_news() {
     for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
       auto news = netlink::link_of(*h);
       if (!news) continue;
+      // Gone: deleted, or moved to another namespace, where a program it carries (XDP) still reads the
+      // backend's records of it until they are bound again without it.
       if (h->nlmsg_type == RTM_DELLINK) {
-        links_.erase(news->index);
+        if (links_.erase(news->index) > 0) new_links_.push_back(news->name + " (gone)");
         continue;
       }
       // Other news of a known interface (up, down, carrier, MTU) changes nothing a backend bound.

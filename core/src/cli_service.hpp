@@ -130,7 +130,8 @@ class ServiceLoop {
   void follow(int source_fd) { source_fd_ = source_fd; }
   // Wakes with Wake::tick when nothing else happened for this long.
   void tick_every(std::chrono::milliseconds period) { tick_ = period; }
-  // Wakes with Wake::links when an interface appears, is renamed, is put under a master (a bridge, a
+  // Wakes with Wake::links when an interface appears, goes (deleted, or moved to another namespace), is
+  // renamed, changes its address or the device it is stacked on, is put under a master (a bridge, a
   // bond) or taken from one, or changes the bridge or bridge port options that decide what a bridge
   // hands up on a port, in this network namespace: for backends that bind to interfaces when they apply.
   // The interfaces there now are the baseline.
@@ -138,8 +139,8 @@ class ServiceLoop {
   // Writes the lines of the backend's log rules to stderr as they come (with their syslog level where
   // stderr is the journal), without waking; replaces an earlier log, whose waiting lines go first.
   void follow_log(std::unique_ptr<LogWatch> log);
-  // The names of the interfaces that appeared, were renamed, changed master or changed the bridge options
-  // above since the last Wake::links.
+  // The names of the interfaces that appeared, went ("NAME (gone)"), were renamed, changed master or
+  // changed the other things above since the last Wake::links.
   const std::vector<std::string>& new_links() const { return new_links_; }
   ~ServiceLoop();
   ServiceLoop(const ServiceLoop&) = delete;
@@ -181,7 +182,7 @@ class ServiceLoop {
   std::map<int, netlink::Link> links_;
   std::vector<std::string> new_links_;
   std::optional<std::chrono::milliseconds> tick_;
-  // Reads the link messages waiting; records new, renamed and re-mastered interfaces in new_links_.
+  // Reads the link messages waiting; records new, gone, renamed and re-mastered interfaces in new_links_.
   void read_link_news();
   // Compares the interfaces there now with links_ (report: record the differences in new_links_).
   void take_links(bool report);

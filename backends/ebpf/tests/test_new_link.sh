@@ -133,18 +133,21 @@ sleep 1
 equals "a link going down and up is not a new interface" "$(covers)" 2
 equals "no reload either: the policy was read once" "$(applies)" 1
 
-# An interface that goes away leaves fwe_hooks (where flush finds the qdiscs fwengine made) at the next
-# apply: its index may be given to someone else's interface later.
+# An interface that goes away leaves fwe_hooks (where flush finds the qdiscs fwengine made): the daemon
+# binds again when one goes (its index may be given to someone else's interface later; an XDP program
+# on one moved to another namespace stops judging there).
 hooked() {  # hooked IFINDEX: whether fwe_hooks holds it
   "$bpftool" map dump pinned "/sys/fs/bpf/fwengine/$ns/fwe_hooks" | grep -Eq "\"key\": $1,"
 }
 gone=$(ip -n "$ns" -o link show lan1 | cut -d: -f1)
 check "fwe_hooks records the qdisc made on lan1" 0 hooked "$gone"
 ip -n "$ns" link del lan1
+must "the daemon binds again when lan1 goes" 20 covers 3
+check "it says so" 0 grep -q "new or changed interface(s) lan1 (gone): covered by IR ${hash:0:16}" "$work/daemon.log"
+check "lan1's index has left fwe_hooks" 1 hooked "$gone"
 ip -n "$ns" link add eth2 type veth peer name eth2p
 ip -n "$ns" link set eth2 up
-must "the daemon covers eth2 when it appears" 20 covers 3
-check "lan1's index has left fwe_hooks" 1 hooked "$gone"
+must "the daemon covers eth2 when it appears" 20 covers 4
 check "eth2's qdisc is recorded" 0 hooked "$(ip -n "$ns" -o link show eth2 | cut -d: -f1)"
 
 # A cover that fails (another writer holds the lock past --lock-timeout) is shown by status, and the
@@ -157,15 +160,15 @@ check "a cover that fails is shown by status" 0 until_true 20 cover_failed
 wait "$holder_pid"
 holder_pid=""
 ip -n "$ns" link add eth5 type veth peer name eth5p
-must "the daemon covers eth5 once the lock is free" 20 covers 4
+must "the daemon covers eth5 once the lock is free" 20 covers 5
 check "the good cover clears the failure" 1 cover_failed
 # A port put under a bridge is judged as the bridge, as netfilter judges it: the daemon binds again when
 # an interface changes master, and the programs leave the port.
 ip -n "$ns" link add br0 type bridge
 ip -n "$ns" link set br0 up
-must "the daemon covers br0 when it appears" 20 covers 5
+must "the daemon covers br0 when it appears" 20 covers 6
 ip -n "$ns" link set eth5 master br0
-must "the daemon covers eth5 again when it becomes a port of br0" 20 covers 6
+must "the daemon covers eth5 again when it becomes a port of br0" 20 covers 7
 ours_on() { ip netns exec "$ns" tc filter show dev "$1" ingress | grep -q fwe_; }
 # On a port, only what judges the frames the bridge hands up on the port itself (fwe_port_in).
 judged_as_itself() { ip netns exec "$ns" tc filter show dev "$1" ingress | grep -q fwe_ingress; }
@@ -175,19 +178,19 @@ check "which keeps the judge of what stays on the port" 0 ours_on eth5
 fwe status >"$work/status.txt" 2>&1
 check "status finds no drift for the port" 1 grep -q "eth5" "$work/status.txt"
 ip -n "$ns" link set eth5 nomaster
-must "the daemon covers eth5 again when it leaves br0" 20 covers 7
+must "the daemon covers eth5 again when it leaves br0" 20 covers 8
 check "our programs are back on eth5" 0 judged_as_itself eth5
 # A port enslaved with no daemon to see it is drift until the next apply.
 kill -STOP "$daemon_pid"
 ip -n "$ns" link set eth5 master br0
 check "status shows our programs left on a port as drift" 0 bash -c "'$engine' --netns '$ns' --backend ebpf status | grep -q 'eth5: fwe_ingress is attached to a port'"
 kill -CONT "$daemon_pid"
-must "the daemon covers it once it runs again" 20 covers 8
+must "the daemon covers it once it runs again" 20 covers 9
 # The bridge's options decide which link-local groups stay on a port (fwe_ports): turning STP on keeps
 # the Bridge Group Address there. (A port's own group_fwd_mask changes with no news at all: drift.)
 no_port_drift() { ! fwe status 2>&1 | grep -q "bridge ports:"; }
 ip -n "$ns" link set br0 type bridge stp_state 1
-must "the daemon follows a change of the bridge's options" 20 covers 9
+must "the daemon follows a change of the bridge's options" 20 covers 10
 check "after which status finds no drift of the ports" 0 until_true 10 no_port_drift
 # Another writer's ruleset (an apply by hand) is not replaced when an interface appears: it stays until
 # the daemon's next reload.

@@ -3,12 +3,13 @@
 # namespaces over a veth pair (whose driver runs XDP natively): what the untracked-in stage drops is
 # dropped by fwe_xdp alone (the test takes fwe_ingress off to show it), everything else reaches tc and
 # the host, each verdict equal to trace's; every packet is counted once; a MAC address changed since the
-# apply is drift; flush takes fwe_xdp off. Root; exit 77 without.
+# apply is drift; the daemon binds again after it, and when an interface moves to another namespace
+# (which keeps its XDP hook); flush takes fwe_xdp off. Root; exit 77 without.
 set -u
 engine=$1 src=$2
 source "$src/core/tests/cli/checks.sh"
 require_root_and_backend "$engine" ebpf
-ns=fwe-xdp-$$ client=fwe-xdpc-$$
+ns=fwe-xdp-$$ client=fwe-xdpc-$$ third=fwe-xdpt-$$
 pids=() daemon_pid=""
 cleanup() {
   [ -n "$daemon_pid" ] && stop_process "$daemon_pid"
@@ -16,6 +17,7 @@ cleanup() {
   "$engine" --netns "$ns" --backend ebpf -q flush >/dev/null 2>&1
   ip netns del "$ns" 2>/dev/null
   ip netns del "$client" 2>/dev/null
+  ip netns del "$third" 2>/dev/null
   rm -rf "/run/fwengine/$ns" "$work"
 }
 trap cleanup EXIT
@@ -33,20 +35,20 @@ cat >"$work/policy.yaml" <<'EOF'
 apiVersion: fwengine/v1
 chains:
   raw:
-    - {src: [10.0.0.66/32], action: drop}
+    - {src: [10.0.0.66/32, 10.9.0.66/32], action: drop}
     - {protocol: tcp, dport: 9999, action: drop}
     - {protocol: icmp, action: notrack}
 stages:
   untracked-in:
     - endpoints:
-        - {name: wire, iif: eth0, chains: [raw], default: continue}
+        - {name: wire, iif: eth+, chains: [raw], default: continue}
   input:
     - endpoints:
-        - {name: wire, iif: eth0, default: accept}
+        - {name: wire, iif: eth+, default: accept}
 EOF
 fwe() { "$engine" --netns "$ns" --backend ebpf --backend-option xdp=eth0 -f "$work/policy.yaml" "$@"; }
-listen() {  # listen PORT: a TCP server in $ns that accepts and closes
-  ip netns exec "$ns" "$python" -c '
+listen() {  # listen PORT [NAMESPACE]: a TCP server (in $ns) that accepts and closes
+  ip netns exec "${2:-$ns}" "$python" -c '
 import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(16)
@@ -57,15 +59,15 @@ while True:
 }
 listen 8080
 listen 9999
-connect() {  # connect SOURCE PORT: open or closed, by a real TCP connect from the client to the host
+connect() {  # connect SOURCE PORT [DESTINATION]: open or closed, by a real TCP connect from the client
   ip netns exec "$client" "$python" -c '
 import socket, sys
 s = socket.socket(); s.settimeout(1.5); s.bind((sys.argv[1], 0))
 try:
-    s.connect(("10.0.0.1", int(sys.argv[2]))); print("open")
+    s.connect((sys.argv[3], int(sys.argv[2]))); print("open")
 except OSError:
     print("closed")
-' "$1" "$2"
+' "$1" "$2" "${3:-10.0.0.1}"
 }
 traced() {  # traced SOURCE PORT: trace's verdict, open or closed
   "$engine" -f "$work/policy.yaml" trace --iif eth0 --src "$1" --dst 10.0.0.1 --proto tcp --dport "$2" |
@@ -118,7 +120,7 @@ equals "no drift" "$(grep -c drift <<<"$out")" 0
 probes "after the MAC change"
 
 # The daemon follows a MAC address change: it binds its ruleset again, and fwe_xdp knows the new one.
-"$engine" --netns "$ns" --backend ebpf --backend-option xdp=eth0 -f "$work/policy.yaml" daemon 2>"$work/daemon.log" &
+"$engine" --netns "$ns" --backend ebpf --backend-option xdp=eth+ -f "$work/policy.yaml" daemon 2>"$work/daemon.log" &
 daemon_pid=$!
 applies() { grep -c '^fwengine: applied IR' "$work/daemon.log"; }
 covers() { grep -c ': covered by IR' "$work/daemon.log"; }
@@ -130,6 +132,26 @@ check "status after the daemon's rebind" 0 fwe status
 equals "no drift after the daemon's rebind" "$(grep -c drift <<<"$out")" 0
 ip -n "$client" neigh flush dev eth0
 probes "after the daemon's rebind"
+
+# An interface moved to another namespace keeps its XDP hook: the daemon binds again when it goes, which
+# drops its fwe_xdp_links entry, so that there fwe_xdp judges nothing by this namespace's rules.
+ip netns add "$third"
+ip -n "$third" link set lo up
+ip -n "$ns" link add eth9 type veth peer name eth9 netns "$client"
+ip -n "$ns" link set eth9 up
+ip -n "$client" link set eth9 up
+ip -n "$client" addr add 10.9.0.66/24 dev eth9
+covered() { grep -Eq "interface\(s\) (.*, )?$1(, .*)?: covered by IR" "$work/daemon.log"; }  # covered NAME
+check "the daemon covers eth9 when it appears" 0 until_true 20 covered eth9
+out=$(ip -n "$ns" link show eth9)
+contains "fwe_xdp is on eth9" "name fwe_xdp"
+ip -n "$ns" link set eth9 netns "$third"
+check "the daemon binds again when eth9 goes" 0 until_true 20 covered "eth9 \(gone\)"
+ip -n "$third" link set eth9 up
+ip -n "$third" addr add 10.9.0.1/24 dev eth9
+listen 8080 "$third"
+sleep 0.3
+equals "a source this namespace blocks reaches eth9 in the other one" "$(connect 10.9.0.66 8080 10.9.0.1)" open
 stop_process "$daemon_pid"
 daemon_pid=""
 
