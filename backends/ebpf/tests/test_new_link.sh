@@ -85,16 +85,7 @@ must "the daemon covers eth1 when it appears" 20 covers 1
 check "it says so" 0 grep -q "new or changed interface(s) eth1: covered by IR ${hash:0:16}" "$work/daemon.log"
 check "its programs are on eth1" 0 bash -c "ip netns exec $ns tc filter show dev eth1 ingress | grep -q fwe_"
 
-probe() {  # probe PORT: open or closed, by a real TCP connect from the client namespace
-  ip netns exec "$client" "$python" -c '
-import socket, sys
-s = socket.socket(); s.settimeout(1.5)
-try:
-    s.connect(("10.99.0.1", int(sys.argv[1]))); print("open")
-except OSError:
-    print("closed")
-' "$1"
-}
+probe() { tcp_probe "$client" 10.99.0.1 "$1"; }  # probe PORT: open or closed, from the client namespace
 traced() {  # traced IFACE PORT: trace's verdict for the same packet
   "$engine" -f "$work/policy.yaml" --json trace --iif "$1" --src 10.99.0.2 --dst 10.99.0.1 --proto tcp \
     --dport "$2" | "$python" -c 'import json, sys; print("open" if json.load(sys.stdin)["open"] else "closed")'

@@ -50,28 +50,8 @@ stages:
         - {name: vlan, oif: eth0.100, default: accept}
         - {name: parent, oif: eth0, default: drop}
 EOF
-listen() {  # listen NAMESPACE PORT: a TCP server that accepts and closes
-  ip netns exec "$1" "$python" -c '
-import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(16)
-while True:
-    s.accept()[0].close()
-' "$2" &
-  pids+=($!)
-}
-listen "$ns" 80
-listen "$client" 8080
-connect() {  # connect NAMESPACE ADDRESS PORT: open or closed, by a real TCP connect
-  ip netns exec "$1" "$python" -c '
-import socket, sys
-s = socket.socket(); s.settimeout(1.5)
-try:
-    s.connect((sys.argv[1], int(sys.argv[2]))); print("open")
-except OSError:
-    print("closed")
-' "$2" "$3"
-}
+tcp_listen "$ns" 80
+tcp_listen "$client" 8080
 traced() {  # traced ARGS...: trace's verdict, open or closed
   "$engine" -f "$work/policy.yaml" trace "$@" | sed -n 's/^verdict: //p'
 }
@@ -92,10 +72,10 @@ if [ -n "$vlans" ]; then
   for backend in nft ebpf; do
     for other in nft ebpf; do "$engine" --netns "$ns" --backend "$other" -q flush >/dev/null 2>&1; done
     check "$backend: apply" 0 "$engine" --netns "$ns" --backend "$backend" -q -f "$work/policy.yaml" apply
-    equals "$backend: in over the VLAN" "$(connect "$client" 10.100.0.1 80)" "${want[in-vlan]}"
-    equals "$backend: in over the parent" "$(connect "$client" 10.0.0.1 80)" "${want[in-parent]}"
-    equals "$backend: out over the VLAN" "$(connect "$ns" 10.100.0.2 8080)" "${want[out-vlan]}"
-    equals "$backend: out over the parent" "$(connect "$ns" 10.0.0.2 8080)" "${want[out-parent]}"
+    equals "$backend: in over the VLAN" "$(tcp_probe "$client" 10.100.0.1 80)" "${want[in-vlan]}"
+    equals "$backend: in over the parent" "$(tcp_probe "$client" 10.0.0.1 80)" "${want[in-parent]}"
+    equals "$backend: out over the VLAN" "$(tcp_probe "$ns" 10.100.0.2 8080)" "${want[out-vlan]}"
+    equals "$backend: out over the parent" "$(tcp_probe "$ns" 10.0.0.2 8080)" "${want[out-parent]}"
   done
 else
   echo "skipped: VLAN devices (this kernel has no 8021q)"

@@ -47,28 +47,9 @@ stages:
         - {name: wire, iif: eth+, default: accept}
 EOF
 fwe() { "$engine" --netns "$ns" --backend ebpf --backend-option xdp=eth0 -f "$work/policy.yaml" "$@"; }
-listen() {  # listen PORT [NAMESPACE]: a TCP server (in $ns) that accepts and closes
-  ip netns exec "${2:-$ns}" "$python" -c '
-import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(16)
-while True:
-    s.accept()[0].close()
-' "$1" &
-  pids+=($!)
-}
-listen 8080
-listen 9999
-connect() {  # connect SOURCE PORT [DESTINATION]: open or closed, by a real TCP connect from the client
-  ip netns exec "$client" "$python" -c '
-import socket, sys
-s = socket.socket(); s.settimeout(1.5); s.bind((sys.argv[1], 0))
-try:
-    s.connect((sys.argv[3], int(sys.argv[2]))); print("open")
-except OSError:
-    print("closed")
-' "$1" "$2" "${3:-10.0.0.1}"
-}
+tcp_listen "$ns" 8080
+tcp_listen "$ns" 9999
+connect() { tcp_probe "$client" 10.0.0.1 "$2" "$1"; }  # connect SOURCE PORT: from the client to the host
 traced() {  # traced SOURCE PORT: trace's verdict, open or closed
   "$engine" -f "$work/policy.yaml" trace --iif eth0 --src "$1" --dst 10.0.0.1 --proto tcp --dport "$2" |
     sed -n 's/^verdict: //p'
@@ -149,9 +130,9 @@ ip -n "$ns" link set eth9 netns "$third"
 check "the daemon binds again when eth9 goes" 0 until_true 20 covered "eth9 \(gone\)"
 ip -n "$third" link set eth9 up
 ip -n "$third" addr add 10.9.0.1/24 dev eth9
-listen 8080 "$third"
+tcp_listen "$third" 8080
 sleep 0.3
-equals "a source this namespace blocks reaches eth9 in the other one" "$(connect 10.9.0.66 8080 10.9.0.1)" open
+equals "a source this namespace blocks reaches eth9 in the other one" "$(tcp_probe "$client" 10.9.0.1 8080 10.9.0.66)" open
 stop_process "$daemon_pid"
 daemon_pid=""
 

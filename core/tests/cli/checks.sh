@@ -45,6 +45,30 @@ stop_process() {  # stop_process PID: SIGTERM, 5 s to end, then SIGKILL; reaps i
   kill -9 "$1" 2>/dev/null
   wait "$1" 2>/dev/null
 }
+# Real TCP between a test's namespaces ($python: require_root_and_backend sets it).
+tcp_listen() {  # tcp_listen NAMESPACE PORT: a server that accepts and closes, in the background; its pid
+  # goes into the caller's pids array, which its cleanup ends
+  ip netns exec "$1" "$python" -c '
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(16)
+while True:
+    s.accept()[0].close()
+' "$2" &
+  pids+=($!)
+}
+tcp_probe() {  # tcp_probe NAMESPACE ADDRESS PORT [SOURCE]: open or closed, by a real TCP connect
+  ip netns exec "$1" "$python" -c '
+import socket, sys
+s = socket.socket(); s.settimeout(1.5)
+if len(sys.argv) > 3:
+    s.bind((sys.argv[3], 0))
+try:
+    s.connect((sys.argv[1], int(sys.argv[2]))); print("open")
+except OSError:
+    print("closed")
+' "${@:2}"
+}
 summary() {  # the closing line CTest logs; the exit status of the test
   echo "$passes passed, $failures failed"
   [ "$failures" = 0 ]
