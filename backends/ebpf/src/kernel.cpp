@@ -248,10 +248,11 @@ std::vector<Interface> interfaces() {
   fail("listing interfaces", EAGAIN, "they kept changing while they were listed");
 }
 
-// Interfaces that went away took their qdiscs and XDP programs with them. Their entries (fwe_hooks,
-// fwe_xdp_links) go too: interfaces come and go by the thousand on a node that runs pods (the daemon
-// applies for each), and an index the kernel gives out again must not make flush remove a qdisc someone
-// else made, nor fwe_xdp judge a new interface by an old one's MAC address.
+// Interfaces that went away (deleted, taking their qdiscs along, or moved to another namespace, taking an
+// XDP program along) leave their entries (fwe_hooks, fwe_xdp_links): interfaces come and go by the
+// thousand on a node that runs pods (the daemon applies for each), and an index the kernel gives out
+// again must not make flush remove a qdisc someone else made, nor fwe_xdp judge another interface (or
+// the moved one, in its new namespace) by this namespace's rules.
 void forget_gone_interfaces(int map_fd, const std::vector<Interface>& present) {
   std::set<__u32> live;
   for (const auto& iface : present) live.insert(static_cast<__u32>(iface.index));
@@ -424,9 +425,6 @@ void detach(const Interface& iface, bpf_tc_attach_point point) {
 
 constexpr bpf_tc_attach_point kHooks[] = {BPF_TC_INGRESS, BPF_TC_EGRESS};
 
-// Which of our programs belongs on the hook, nullptr for none: on every hook of an interface netfilter
-// names; on a bridge port, the one that judges what the bridge hands up on the port itself, and
-// fwe_egress where switched frames are judged.
 // Why fwe_xdp may not go on an interface the backend option names ("" if it may): it must be an
 // Ethernet link netfilter names, with no device stacked on it that takes frames XDP could not tell from
 // its own. A bond or team hands its program to its ports, where it would find no entry.
@@ -496,6 +494,9 @@ void remove_xdp(const Interface& iface, int links_fd) {
   if (links_fd >= 0) bpf_map_delete_elem(links_fd, &key);
 }
 
+// Which of our programs belongs on the hook, nullptr for none: on every hook of an interface netfilter
+// names; on a bridge port, the one that judges what the bridge hands up on the port itself, and
+// fwe_egress where switched frames are judged.
 const char* program_for(const Interface& iface, bpf_tc_attach_point point) {
   if (!iface.framed) return nullptr;
   const bool ingress = point == BPF_TC_INGRESS;
