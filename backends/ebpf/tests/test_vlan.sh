@@ -20,14 +20,10 @@ cleanup() {
   rm -rf "/run/fwengine/$ns" "$work"
 }
 trap cleanup EXIT
-ip netns add "$ns" || { echo "skipped: cannot create network namespaces"; exit 77; }
-ip netns add "$client"
-for n in "$ns" "$client"; do ip -n "$n" link set lo up; done
-ip -n "$ns" link add eth0 type veth peer name eth0 netns "$client"
+host_and_client "$ns" "$client"
 vlans=yes
 for n in "$ns" "$client"; do
   ip -n "$n" link add link eth0 name eth0.100 type vlan id 100 2>/dev/null || vlans=""
-  ip -n "$n" link set eth0 up
   ip -n "$n" link set eth0.100 up 2>/dev/null
 done
 ip -n "$ns" addr add 10.0.0.1/24 dev eth0

@@ -21,11 +21,7 @@ cleanup() {
   rm -rf "/run/fwengine/$ns" "$work"
 }
 trap cleanup EXIT
-ip netns add "$ns" || { echo "skipped: cannot create network namespaces"; exit 77; }
-ip netns add "$client"
-for n in "$ns" "$client"; do ip -n "$n" link set lo up; done
-ip -n "$ns" link add eth0 type veth peer name eth0 netns "$client"
-for n in "$ns" "$client"; do ip -n "$n" link set eth0 up; done
+host_and_client "$ns" "$client"
 ip -n "$ns" addr add 10.0.0.1/24 dev eth0
 ip -n "$client" addr add 10.0.0.2/24 dev eth0
 ip -n "$client" addr add 10.0.0.66/24 dev eth0

@@ -45,6 +45,16 @@ stop_process() {  # stop_process PID: SIGTERM, 5 s to end, then SIGKILL; reaps i
   kill -9 "$1" 2>/dev/null
   wait "$1" 2>/dev/null
 }
+host_and_client() {  # host_and_client NS CLIENT: two new namespaces, lo up in each, joined by a veth pair
+  # named eth0 on both sides (up); exit 77 where namespaces cannot be made. The caller's cleanup deletes them.
+  ip netns add "$1" || { echo "skipped: cannot create network namespaces"; exit 77; }
+  ip netns add "$2"
+  ip -n "$1" link add eth0 type veth peer name eth0 netns "$2"
+  for n in "$1" "$2"; do
+    ip -n "$n" link set lo up
+    ip -n "$n" link set eth0 up
+  done
+}
 # Real TCP between a test's namespaces ($python: require_root_and_backend sets it).
 tcp_listen() {  # tcp_listen NAMESPACE PORT: a server that accepts and closes, in the background; its pid
   # goes into the caller's pids array, which its cleanup ends
