@@ -238,6 +238,14 @@ IfacePattern parse_iface(std::string_view text) {
   return {std::string(text), false};
 }
 
+bool valid_iface_name(std::string_view name) {
+  const bool bad_character = std::any_of(name.begin(), name.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u <= ' ' || u == 0x7f || std::string_view("/:+*\"'\\").find(c) != std::string_view::npos;
+  });
+  return !name.empty() && name.size() <= 15 && name != "." && name != ".." && !bad_character;
+}
+
 std::optional<MacAddr> parse_mac(std::string_view text) {
   MacAddr mac{};
   if (text.size() != 17) return std::nullopt;

@@ -1,7 +1,6 @@
 // backend.cpp - the ebpf Backend.
 #include "backend.hpp"
 
-#include <algorithm>
 #include <optional>
 #include <string_view>
 #include <vector>
@@ -19,12 +18,8 @@ std::optional<std::vector<ir::IfacePattern>> xdp_interfaces(std::string_view val
   while (true) {
     const auto comma = value.find(',');
     const std::string_view item = value.substr(0, comma);
-    const std::string_view name = item.ends_with('+') ? item.substr(0, item.size() - 1) : item;
-    const bool bad_character = std::any_of(name.begin(), name.end(), [](char c) {
-      const auto u = static_cast<unsigned char>(c);
-      return u <= ' ' || u == 0x7f || std::string_view("/:+*\"'\\,").find(c) != std::string_view::npos;
-    });
-    if (name.empty() || name.size() > 15 || name == "." || name == ".." || bad_character) return std::nullopt;
+    if (!ir::valid_iface_name(item.ends_with('+') ? item.substr(0, item.size() - 1) : item))
+      return std::nullopt;
     names.push_back(ir::parse_iface(item));
     if (comma == std::string_view::npos) return names;
     value.remove_prefix(comma + 1);

@@ -144,6 +144,10 @@ struct IfacePattern {
 };
 std::string to_string(const IfacePattern&);
 IfacePattern parse_iface(std::string_view);  // "eth+" -> {eth, prefix}
+// Whether Linux could give an interface this name (dev_valid_name: 1 to 15 characters, not "." or "..",
+// no space, control character, '/' or ':'), leaving out '+' and '*' (patterns) and the quotes and
+// backslash no backend can write. The name of a pattern is checked without its '+'.
+bool valid_iface_name(std::string_view);
 
 using MacAddr = std::array<std::uint8_t, 6>;
 std::optional<MacAddr> parse_mac(std::string_view);

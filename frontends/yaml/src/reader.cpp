@@ -867,12 +867,7 @@ std::optional<ir::IfacePattern> PolicyReader::Impl::read_iface(const Node& node,
               std::string(text.substr(1)) + "]}; an endpoint cannot");
     return std::nullopt;
   }
-  // What Linux refuses in a name (dev_valid_name), and the quotes and backslash no backend can write.
-  const bool bad_character = std::any_of(name.begin(), name.end(), [](char c) {
-    const auto u = static_cast<unsigned char>(c);
-    return u <= ' ' || u == 0x7f || std::string_view("/:+*\"'\\").find(c) != std::string_view::npos;
-  });
-  if (name.empty() || name.size() > 15 || name == "." || name == ".." || bad_character) {
+  if (!ir::valid_iface_name(name)) {
     error(node, std::string(field) + ": " + quote(text) + " is not an interface name",
           "interface names have 1 to 15 characters, none of them a space, a control character, '/', ':', a "
           "quote or a backslash, and are not '.' or '..'; end with '+' for a prefix");
