@@ -24,7 +24,7 @@ std::pair<Stamps, Stamps> stamps_of(const Table& table) {
   return {std::move(rules), std::move(elements)};
 }
 
-// "file:line:col" at the start of a rule stamp, when it has one.
+// "file:line:col" at the start of a stamp made absolute (Positions), when it has one.
 std::string where_of(const std::string& stamp) {
   std::string first = stamp.substr(0, stamp.find(' '));
   auto last_colon = first.rfind(':');
@@ -162,8 +162,8 @@ KernelState NftBackend::read(Elements elements) {
     RuleCounter counter;
     counter.chain = chain;
     counter.rule = index;
-    counter.where = where_of(stamp);
-    counter.origin.policy = stamp;
+    counter.origin.policy = listing.positions.absolute(stamp);
+    counter.where = where_of(counter.origin.policy);
     counter.packets = packets;
     counter.bytes = bytes;
     state.counters.push_back(counter);

@@ -446,6 +446,12 @@ SetPtr build_set(const Set& set, std::uint32_t id) {
   return s;
 }
 
+// A name without its content digest: what stays the same when a set or chain changes.
+std::string_view stable_part(std::string_view name) {
+  auto dot = name.rfind('.');
+  return dot == std::string_view::npos ? name : name.substr(0, dot);
+}
+
 // One batch under construction; remembers which object each sequence number carries.
 class Transaction {
  public:
@@ -459,8 +465,10 @@ class Transaction {
     next();
   }
 
-  nlmsghdr* message(std::uint16_t type, std::uint16_t flags, std::string what) {
-    what_[seq_] = std::move(what);
+  // what: the message's object, for an error; stamp (when not empty): the origin it was made for.
+  nlmsghdr* message(std::uint16_t type, std::uint16_t flags, std::string what,
+                    const std::string* stamp = nullptr) {
+    what_[seq_] = {std::move(what), stamp};
     return nftnl_nlmsg_build_hdr(static_cast<char*>(nftnl_batch_buffer(batch_.get())), type, NFPROTO_INET,
                                  flags | NLM_F_ACK, seq_++);
   }
@@ -531,19 +539,14 @@ class Transaction {
     next();
   }
 
-  void set(const Set& set, std::uint32_t id, const std::string& what) {
+  void set(const Set& set, std::uint32_t id, const std::string& what, const std::string* stamp = nullptr) {
     SetPtr s = build_set(set, id);
-    nftnl_set_nlmsg_build_payload(message(NFT_MSG_NEWSET, NLM_F_CREATE, what), s.get());
+    nftnl_set_nlmsg_build_payload(message(NFT_MSG_NEWSET, NLM_F_CREATE, what, stamp), s.get());
     next();
-    elements(set, id, "elements of " + what);
-  }
-
-  // The elements, in messages small enough for the element list nest.
-  void elements(const Set& set, std::uint32_t id, const std::string& what) {
-    std::vector<const Element*> all;
+    std::vector<const Element*> all;  // in messages small enough for the element list nest
     all.reserve(set.elements.size());
     for (const auto& element : set.elements) all.push_back(&element);
-    elements(NFT_MSG_NEWSETELEM, set, id, all, what);
+    elements(NFT_MSG_NEWSETELEM, set, id, all, "elements of " + what, Kept::lasting, stamp);
   }
 
   // An element delta of a set the kernel has: deletions and additions, in that order.
@@ -557,7 +560,7 @@ class Transaction {
   // Whether the listed elements outlive the batch's answers (the table's) or must be copied for them.
   enum class Kept { lasting, copied };
   void elements(std::uint16_t type, const Set& set, std::uint32_t id, const std::vector<const Element*>& list,
-                const std::string& what, Kept kept = Kept::lasting) {
+                const std::string& what, Kept kept = Kept::lasting, const std::string* stamp = nullptr) {
     for (std::size_t first = 0; first < list.size(); first += kElementsPerMessage) {
       SetPtr chunk = build_set(set, id);
       for (std::size_t i = first; i < std::min(list.size(), first + kElementsPerMessage); ++i) {
@@ -585,7 +588,7 @@ class Transaction {
         nftnl_set_elem_add(chunk.get(), e);
       }
       const std::uint32_t seq = seq_;
-      nlmsghdr* nlh = message(type, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0, what);
+      nlmsghdr* nlh = message(type, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0, what, stamp);
       nftnl_set_elems_nlmsg_build_payload(nlh, chunk.get());
       const auto end =
           list.begin() + static_cast<std::ptrdiff_t>(std::min(list.size(), first + kElementsPerMessage));
@@ -622,20 +625,23 @@ class Transaction {
     for (const auto& set : rule.anon_sets) {
       anon_ids.push_back(next_set_id_++);
       this->set(set, anon_ids.back(),
-                (rule.comment.empty() ? "" : rule.comment + ": ") + "anonymous set of rule #" +
-                    std::to_string(index) + " in chain " + chain);
+                "anonymous set of rule #" + std::to_string(index) + " in chain " + chain, &rule.comment);
     }
     RulePtr r = build_rule(rule, chain, anon_ids, batch_names_);
-    std::string what = "rule #" + std::to_string(index) + " in chain " + chain;
-    if (!rule.comment.empty()) what = rule.comment + ": " + what;
     std::uint32_t seq = seq_;
-    nlmsghdr* nlh = message(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, what);
+    nlmsghdr* nlh = message(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND,
+                            "rule #" + std::to_string(index) + " in chain " + chain, &rule.comment);
     nftnl_rule_nlmsg_build_payload(nlh, r.get());
     sent_rules_[seq] = {&rule, expression_offsets(nlh)};
     next();
   }
 
   std::uint32_t named_set_id() { return next_set_id_++; }
+  // Where errors find the first lines of the policies that relative stamps count from.
+  void explain_stamps_with(const Table& table) {
+    for (const auto& set : table.sets)
+      if (stable_part(set.name) == kPositionsSet) where_ = &set;
+  }
   // The ruleset's generation when the batch was begun: what a fill may compare with.
   std::uint32_t generation() const { return genid_; }
   bool empty() const { return what_.empty(); }
@@ -700,10 +706,7 @@ class Transaction {
       }
       if (pending > 0) --pending;
       if (err->error == 0) return;
-      std::string text;
-      auto it = tx->what_.find(err->msg.nlmsg_seq);
-      text = (it != tx->what_.end() ? it->second : "message " + std::to_string(err->msg.nlmsg_seq)) + ": " +
-             std::strerror(-err->error);
+      std::string text = tx->describe(err->msg.nlmsg_seq) + ": " + std::strerror(-err->error);
       ExtAck ack = extended_ack(nlh, err);
       std::string detail = ack.message;
       if (auto rule = tx->sent_rules_.find(err->msg.nlmsg_seq); rule != tx->sent_rules_.end()) {
@@ -716,7 +719,7 @@ class Transaction {
         detail += (detail.empty() ? "" : ", ") + std::string("in: ") + rule->second.rule->text();
       } else if (auto sent = tx->sent_elements_.find(err->msg.nlmsg_seq);
                  ack.offset && sent != tx->sent_elements_.end()) {
-        detail += (detail.empty() ? "" : ", ") + sent->second.refused(ack.offset);
+        detail += (detail.empty() ? "" : ", ") + sent->second.refused(ack.offset, *tx);
       } else if (ack.offset) {
         detail += (detail.empty() ? "" : ", ") + std::string("at byte ") + std::to_string(ack.offset);
       }
@@ -789,7 +792,7 @@ class Transaction {
 
     // The refused element, by where the kernel's error offset points: its place, and the origin of the
     // rule it stands for where it has one (a merged run's element).
-    std::string refused(std::uint32_t offset) const {
+    std::string refused(std::uint32_t offset, const Transaction& tx) const {
       const auto offsets = nested_offsets(nlh, NFTA_SET_ELEM_LIST_ELEMENTS);
       std::size_t k = 0;
       while (k + 1 < offsets.size() && k + 1 < elements.size() && offsets[k + 1] <= offset) ++k;
@@ -797,7 +800,8 @@ class Transaction {
         return "at byte " + std::to_string(offset);
       const std::string& stamp = elements[k]->comment;
       std::string text = "at its element " + element_key_text(*set, *elements[k]);
-      if (!stamp.empty()) text += ", of " + (stamp.starts_with(':') ? set->comment + stamp : stamp);
+      if (!stamp.empty())
+        text += ", of " + tx.readable(stamp.starts_with(':') ? set->comment + stamp : stamp);
       return text;
     }
   };
@@ -806,7 +810,26 @@ class Transaction {
   std::uint32_t begin_seq_, seq_;
   std::uint32_t genid_;
   std::uint32_t next_set_id_ = 1;
-  std::map<std::uint32_t, std::string> what_;
+  struct Described {
+    std::string what;
+    const std::string* stamp;
+  };
+  std::map<std::uint32_t, Described> what_;
+  const Set* where_ = nullptr;  // the table's `where` set, if it has one
+  mutable std::optional<Positions> positions_;
+
+  // A stamp as people read it: with its absolute line.
+  std::string readable(std::string_view stamp) const {
+    if (!where_) return std::string(stamp);
+    if (!positions_) positions_.emplace(*where_);
+    return positions_->absolute(stamp);
+  }
+  std::string describe(std::uint32_t seq) const {
+    auto it = what_.find(seq);
+    if (it == what_.end()) return "message " + std::to_string(seq);
+    const std::string* stamp = it->second.stamp;
+    return (stamp && !stamp->empty() ? readable(*stamp) + ": " : "") + it->second.what;
+  }
   std::map<std::uint32_t, SentRule> sent_rules_;
   std::map<std::uint32_t, SentElements> sent_elements_;
   BatchNames batch_names_;
@@ -925,9 +948,10 @@ void list_elements(Socket& sock, std::uint32_t seq, const std::string& name, boo
   struct Walk {
     const std::string* set;
     bool counted;
+    bool where;  // the `where` set: its elements are first lines of policies
     Listing* out;
     std::uint64_t content = 0;
-  } walk{&name, counted, &out};
+  } walk{&name, counted, stable_part(name) == kPositionsSet, &out};
   nftnl_set_elem_foreach(
       elements.get(),
       [](nftnl_set_elem* e, void* data) {
@@ -947,6 +971,11 @@ void list_elements(Socket& sock, std::uint32_t seq, const std::string& name, boo
           element.comment = parse_comment(udata, len, NFTNL_UDATA_SET_ELEM_COMMENT);
         }
         w->content += element_digest(element);
+        if (w->where) {
+          const auto* key = reinterpret_cast<const char*>(element.key.data());
+          w->out->positions.add(std::string_view(key, std::find(key, key + element.key.size(), '\0') - key),
+                                element.comment);
+        }
         if (!w->counted || element.interval_end) return 0;
         ListedElement listed{*w->set, std::move(element.comment), 0, 0};
         nftnl_set_elem_expr_foreach(
@@ -1093,6 +1122,7 @@ Committed run_transaction(Socket& sock, Fill fill) {
 }
 
 void fill_replace(Transaction& tx, const Table& table, const std::string& marker) {
+  tx.explain_stamps_with(table);
   tx.table(NFT_MSG_NEWTABLE, NLM_F_CREATE);
   tx.table(NFT_MSG_DELTABLE, 0);
   tx.table(NFT_MSG_NEWTABLE, NLM_F_CREATE);
@@ -1102,12 +1132,6 @@ void fill_replace(Transaction& tx, const Table& table, const std::string& marker
   if (!marker.empty()) tx.chain({marker, {}, {}});
   for (const auto& chain : table.chains)
     for (std::size_t i = 0; i < chain.rules.size(); ++i) tx.rule(chain.rules[i], chain.name, i);
-}
-
-// A name without its content digest: what stays the same when a set or chain changes.
-std::string_view stable_part(std::string_view name) {
-  auto dot = name.rfind('.');
-  return dot == std::string_view::npos ? name : name.substr(0, dot);
 }
 
 bool same_hook(const std::optional<Hook>& a, const std::optional<Hook>& b) {
@@ -1125,6 +1149,7 @@ Committed apply_table(Connection& connection, const Table& table, const std::str
 Committed apply_table_incremental(Connection& connection, const Table& table, const std::string& marker,
                                   const AppliedSets* previous) {
   return run_transaction(connection.socket(), [&](Transaction& tx, Socket& sock) {
+    tx.explain_stamps_with(table);
     // Listed after the generation was read: a change in between makes the kernel refuse the batch.
     // A dormant table (switched off by `nft add table ... { flags dormant; }`) hooks nothing: only a
     // new table is sure to be live.
@@ -1260,7 +1285,7 @@ Listing list_table_once(Connection& connection, Elements elements) {
   for (std::size_t i = 0; i < out.sets.size(); ++i) {
     const bool counted =
         std::find(out.counted_sets.begin(), out.counted_sets.end(), out.sets[i]) != out.counted_sets.end();
-    if (counted || elements == Elements::all)
+    if (counted || stable_part(out.sets[i]) == kPositionsSet || elements == Elements::all)
       list_elements(sock, seq + 4 + static_cast<std::uint32_t>(i), out.sets[i], counted, out);
   }
   return out;

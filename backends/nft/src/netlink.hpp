@@ -12,6 +12,7 @@
 
 #include "applied.hpp"
 #include "model.hpp"
+#include "positions.hpp"
 
 namespace fwe::nft {
 
@@ -110,11 +111,12 @@ struct Listing {
   std::map<std::string, std::string> set_comments;  // counted sets that have one (Set::comment)
   std::vector<ListedRule> rules;
   std::vector<ListedElement> elements;  // of counted_sets, interval end markers left out
+  Positions positions;                  // the first lines of policies, from the `where` set's elements
   // With Elements::all: set_digest of each named set's elements.
   std::map<std::string, std::uint64_t> set_elements;
 };
-// Which sets' elements list_table lists: those with counters (what status counts), or all named ones
-// (what proves that no element was added or removed by hand). The kernel lists an interval set's
+// Which sets' elements list_table lists: those with counters (what status counts) and `where`, or all named
+// ones (what proves that no element was added or removed by hand). The kernel lists an interval set's
 // elements by walking its tree from the start for every 32 KiB answer: 100,000 ranges take ~1 s.
 enum class Elements { counted, all };
 Listing list_table(Connection& connection, Elements elements);

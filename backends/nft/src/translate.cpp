@@ -19,6 +19,7 @@
 #include <unordered_map>
 
 #include "merge.hpp"
+#include "positions.hpp"
 
 namespace fwe::nft {
 namespace {
@@ -31,7 +32,6 @@ constexpr std::uint32_t kCtStateBits[] = {8, 2, 4, 1, 64};               // voca
 constexpr std::uint32_t kAllCtStates = 8 | 2 | 4 | 1 | 64;
 constexpr std::uint32_t kCtStatusBits[] = {IPS_DST_NAT, IPS_SRC_NAT};  // vocab.def order: dnat, snat
 constexpr std::size_t kIfNameSize = 16;
-constexpr std::size_t kMaxWhere = 80;  // of an origin stamp's 128 characters, for "file:line:col"
 // Merging: shorter runs stay rules (a set costs more than a few rules); a run's set is at most this big,
 // so that a change in a long chain re-creates one set of this size; a rule with more elements (the
 // product of its values) stays a rule with its own sets.
@@ -74,11 +74,6 @@ std::uint64_t fnv1a(std::string_view s) {
 }
 
 // ---- expression builders ------------------------------------------------------------------------
-// ":line:col" of an origin, as its stamp writes it.
-std::string position_text(const ir::Origin& origin) {
-  return ":" + std::to_string(origin.loc.line) + ":" + std::to_string(origin.loc.col);
-}
-
 Expr meta_load(std::uint32_t key) {
   return {.kind = Expr::Kind::meta_load, .key = key};
 }
@@ -509,7 +504,7 @@ static_assert(std::size(kStagePlaces) == ir::kStageCount);
 class Translator {
  public:
   Translator(const ir::Ruleset& rs, Diagnostics& diag, Counters counters)
-      : rs_(rs), diag_(diag), counters_(counters) {}
+      : rs_(rs), diag_(diag), counters_(counters), stamper_(rs) {}
 
   Table run() {
     set_index_.reserve(rs_.sets.size());
@@ -544,6 +539,7 @@ class Translator {
       emit_stage(static_cast<ir::Stage>(s));
     }
     for (auto& chain : ir_chains) table_.chains.push_back(std::move(chain));
+    if (auto where = stamper_.positions()) table_.sets.push_back(std::move(*where));
     content_address(table_);
     return std::move(table_);
   }
@@ -799,7 +795,7 @@ class Translator {
     auto p = prepare(rule);
     if (!p) return;
     const ir::Match& m = rule.match;
-    std::string stamp = origin_stamp(rs_, rule.origin);
+    std::string stamp = stamper_.stamp(rule.origin);
     for (const auto& variant : variants(p->only_family, m.src_addr, m.dst_addr)) {
       for (const auto& tail : p->tails) {
         Rule r;
@@ -899,7 +895,7 @@ class Translator {
         m.dst_port.size() > 1 || !m.ct_orig_dport.empty())
       return std::nullopt;
     Candidate c{{}, {}, {}, &rule};
-    if (!shape_only) c.member.stamp = origin_stamp(rs_, rule.origin);
+    if (!shape_only) c.member.stamp = stamper_.stamp(rule.origin);
     auto set = [&](Field f, merge::Values values) {
       c.member.values[static_cast<std::size_t>(f)] = std::move(values);
     };
@@ -994,7 +990,7 @@ class Translator {
       std::optional<Candidate> next;  // the candidate of rules[end], once made
       bool made = false;
       if (head) {
-        if (head->member.stamp.empty()) head->member.stamp = origin_stamp(rs_, head->rule->origin);
+        if (head->member.stamp.empty()) head->member.stamp = stamper_.stamp(head->rule->origin);
         merge::Member first = head->member;  // the head stays whole: emit_run reads it
         run.try_add(first);
         bool hashable = head->member.hashable();
@@ -1077,7 +1073,7 @@ class Translator {
       return false;
     };
     // The sets of each family the run has entries in (of both at once when no address is keyed).
-    const std::string_view run_file = stamp_file(head.stamp, first.rule->origin);
+    const std::string run_file = stamper_.file_text(first.rule->origin);
     std::vector<std::pair<std::optional<Family>, std::vector<merge::RunSet>>> built;
     for (const auto& family : families) {
       if (head.by_address() && lacks(*family)) continue;
@@ -1198,14 +1194,6 @@ class Translator {
         match_ports(r, false, m.dst_port[0].ports, false);
         break;
     }
-  }
-
-  // The file part of a stamp origin_stamp wrote for origin: what comes before ":line:col" (nothing
-  // without a location). Stamps that start with it are written without it, and read back with it.
-  static std::string_view stamp_file(std::string_view stamp, const ir::Origin& origin) {
-    if (origin.loc.line <= 0) return {};
-    std::size_t at = stamp.find(position_text(origin));
-    return at == std::string_view::npos ? std::string_view{} : stamp.substr(0, at);
   }
 
   // "<first rule's stamp> +<n - 1>", within nft's comment limit.
@@ -1490,7 +1478,7 @@ class Translator {
       append(r, tail.guard);
       counter(r);
       append(r, tail.action);
-      r.comment = origin_stamp(rs_, origin);
+      r.comment = stamper_.stamp(origin);
       out.rules.push_back(std::move(r));
     }
   }
@@ -1583,7 +1571,7 @@ class Translator {
       map.goto_chains.push_back(named->target);
       Rule count;
       counter(count);
-      count.comment = origin_stamp(rs_, named->endpoint->origin);
+      count.comment = stamper_.stamp(named->endpoint->origin);
       auto& rules = endpoint_chains[named->chain_index].rules;
       rules.insert(rules.begin(), std::move(count));
     }
@@ -1617,7 +1605,7 @@ class Translator {
       append(r, mac);
       counter(r);
       add(r, "goto " + target, {verdict(NFT_GOTO, target)});
-      r.comment = origin_stamp(rs_, ep.origin);
+      r.comment = stamper_.stamp(ep.origin);
       base.rules.push_back(std::move(r));
     }
   }
@@ -1626,7 +1614,7 @@ class Translator {
   std::string emit_endpoint(ir::Stage stage, const std::string& id, const ir::Endpoint& ep,
                             std::vector<Chain>& out) {
     Chain chain{names_.make("e-", id), {}, {}};
-    std::string stamp = origin_stamp(rs_, ep.origin);
+    std::string stamp = stamper_.stamp(ep.origin);
     if (!ir::is_untracked(stage) && ep.conntrack != ir::Conntrack::none) {
       Rule established;
       match_ct(established, {ir::CtState::established, ir::CtState::related}, false);
@@ -1664,14 +1652,14 @@ class Translator {
         set_mark(r, ~kPassMark, 0);
         counter(r);
         add(r, "return", {verdict(NFT_RETURN)});
-        r.comment = origin_stamp(rs_, group.origin);
+        r.comment = stamper_.stamp(group.origin);
         group_chain.rules.push_back(std::move(r));
       }
       emit_verdict(group_chain, group.on_end, group.reject_with, group.origin);
       Rule call;
       counter(call);
       add(call, "jump " + group_chain.name, {verdict(NFT_JUMP, group_chain.name)});
-      call.comment = origin_stamp(rs_, group.origin);
+      call.comment = stamper_.stamp(group.origin);
       chain.rules.push_back(std::move(call));
       groups.push_back(std::move(group_chain));
     }
@@ -1691,7 +1679,7 @@ class Translator {
     Rule r;
     counter(r);
     add(r, "jump " + it->second, {verdict(NFT_JUMP, it->second)});
-    r.comment = origin_stamp(rs_, origin);
+    r.comment = stamper_.stamp(origin);
     chain.rules.push_back(std::move(r));
     return true;
   }
@@ -1705,6 +1693,7 @@ class Translator {
   const ir::Ruleset& rs_;
   Diagnostics& diag_;
   const Counters counters_;
+  Stamper stamper_;
   std::size_t refusals_ = 0;
   struct RestMemo {
     ir::Match match;
@@ -1797,37 +1786,6 @@ void content_address(Table& table) {
 }
 
 }  // namespace
-
-// Written with few temporaries: every rule of a policy gets one.
-std::string origin_stamp(const ir::Ruleset& rs, const ir::Origin& origin) {
-  std::string stamp;
-  stamp.reserve(kMaxComment);
-  if (origin.loc.line > 0) {
-    std::string_view file =
-        origin.loc.file < rs.files.size() ? std::string_view(rs.files[origin.loc.file]) : "?";
-    const std::string pos = position_text(origin);
-    if (file.size() + pos.size() > kMaxWhere) {
-      stamp = "...";
-      file = file.substr(file.size() - kMaxWhere + 3 + pos.size());
-    }
-    stamp += file;
-    stamp += pos;
-  }
-  if (!origin.policy.empty() || origin.rule >= 0) {
-    if (!stamp.empty()) stamp += ' ';
-    stamp += origin.policy;
-    if (origin.rule >= 0) stamp += "#" + std::to_string(origin.rule);
-  }
-  if (stamp.size() > kMaxComment) {
-    std::size_t cut = kMaxComment;
-    while (cut > 0 && (static_cast<unsigned char>(stamp[cut]) & 0xc0) == 0x80) --cut;  // whole UTF-8 only
-    stamp.resize(cut);
-  }
-  for (char& c : stamp)
-    if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < ' ') c = '_';
-  if (stamp.starts_with(':')) stamp.front() = '_';  // a leading ':' marks an element stamp without its file
-  return stamp;
-}
 
 Table translate(const ir::Ruleset& ruleset, Diagnostics& diag, Counters counters) {
   return Translator(ruleset, diag, counters).run();

@@ -26,7 +26,4 @@ enum class Counters { element, rule };
 // Refusals (what nftables cannot express this way) go to diag with the rule's origin.
 Table translate(const ir::Ruleset& ruleset, Diagnostics& diag, Counters counters = Counters::element);
 
-// "file:line:col policy#rule", at most kMaxComment characters, safe inside nft's double quotes.
-std::string origin_stamp(const ir::Ruleset& ruleset, const ir::Origin& origin);
-
 }  // namespace fwe::nft

@@ -383,16 +383,16 @@ TEST_CASE("a refused transaction names the origin and leaves the previous rulese
       broken.words = {"jump", "nowhere"};
       broken.exprs.push_back(
           {.kind = nft::Expr::Kind::verdict, .key = static_cast<std::uint32_t>(-3), .text = "nowhere"});
-      broken.comment = "policy.yaml:42:7 GlobalNetworkPolicy broken#3";
+      broken.comment = "policy.yaml:+37:7 GlobalNetworkPolicy allow-ssh#3";  // set where: its first line is 5
       bad.chains.back().rules.push_back(broken);
     });
   });
   INFO(result.output);
   REQUIRE(result.exit_code == 0);
   CHECK(result.output.rfind("unchanged\n", 0) == 0);
-  CHECK(
-      result.output.find("policy.yaml:42:7 GlobalNetworkPolicy broken#3: rule #1 in chain c-failsafe-in.") !=
-      std::string::npos);
+  CHECK(result.output.find(
+            "policy.yaml:42:7 GlobalNetworkPolicy allow-ssh#3: rule #1 in chain c-failsafe-in.") !=
+        std::string::npos);
   CHECK(result.output.find(": No such file or directory (at expression #1 'immediate', in: jump nowhere") !=
         std::string::npos);
 }
@@ -406,7 +406,7 @@ TEST_CASE("a refused set element names the element and the rule it stands for", 
       set.comment = "policy.yaml";
       nft::Element wrong = set.elements.front();
       wrong.key.resize(wrong.key.size() + 4);  // longer than the set's key: the kernel refuses it
-      wrong.comment = ":42:7";
+      wrong.comment = ":+37:7 GlobalNetworkPolicy allow-ssh#0";
       set.elements.push_back(wrong);
     });
   });
@@ -415,7 +415,7 @@ TEST_CASE("a refused set element names the element and the rule it stands for", 
   CHECK(result.output.rfind("unchanged\n", 0) == 0);
   CHECK(result.output.find("elements of set ") != std::string::npos);
   CHECK(result.output.find("at its element ") != std::string::npos);
-  CHECK(result.output.find(", of policy.yaml:42:7)") != std::string::npos);
+  CHECK(result.output.find(", of policy.yaml:42:7 GlobalNetworkPolicy allow-ssh#0)") != std::string::npos);
 }
 
 TEST_CASE("a helper the kernel does not know is refused at its rule, nothing applied", "[root]") {
@@ -639,10 +639,12 @@ TEST_CASE("merged runs load as nft -f loads their text", "[root]") {
   REQUIRE_FALSE(diag.has_errors());
   std::string applied = applied_as_nft_loads(table);
   CHECK(applied.find("ip saddr . tcp dport @m-port7-0_v4.") != std::string::npos);
-  // the element's stamp without the file, which the set's comment holds
-  CHECK(applied.find("127.0.0.0/8 . 8 counter packets 0 bytes 0 comment \":6:3 port7#1\"") !=
+  // the element's stamp without the file, which the set's comment holds, two lines below its policy's
+  // first (line 4, the chain's), which set where holds
+  CHECK(applied.find("127.0.0.0/8 . 8 counter packets 0 bytes 0 comment \":+2:3 port7#1\"") !=
         std::string::npos);
   CHECK(applied.find("comment \"lo.yaml\"") != std::string::npos);
+  CHECK(applied.find("comment \"lo.yaml:4 port7\"") != std::string::npos);
 }
 
 TEST_CASE("real traffic: a merged run counts the hits of each source rule", "[root]") {
@@ -717,6 +719,61 @@ TEST_CASE("an element delta patches a set in place: its other elements keep thei
   std::string head = patched.output.substr(0, patched.output.find('\n'));
   CHECK(head == "kept drift=0 timed");
   CHECK(sorted_blocks(patched.output.substr(head.size() + 1)) == fully_applied(merged_ports_moved()));
+}
+
+namespace {
+
+// rs with every origin `lines` lines further down its file, as a policy file with lines inserted at its top.
+ir::Ruleset moved_down(ir::Ruleset rs, std::uint32_t lines) {
+  auto move = [lines](ir::Origin& origin) {
+    if (origin.loc.line > 0) origin.loc.line += lines;
+  };
+  for (auto& [name, set] : rs.sets) move(set.origin);
+  for (auto& [name, chain] : rs.chains) {
+    move(chain.origin);
+    for (auto& rule : chain.rules) move(rule.origin);
+  }
+  for (auto& stage : rs.stages)
+    for (auto& section : stage.sections)
+      for (auto& endpoint : section.endpoints) {
+        move(endpoint.origin);
+        for (auto& group : endpoint.groups) move(group.origin);
+      }
+  return rs;
+}
+
+}  // namespace
+
+TEST_CASE("lines inserted above the policies change only set where: rules and counters stay", "[root]") {
+  nft_test::require_root();
+  auto result = in_scratch_netns([&] {
+    shell("ip link set lo up");
+    auto nft = backend();
+    Diagnostics diag;
+    StateDir state;
+    nft->apply(*nft->render(merged_ports(), diag), {false, "aaaa", state.path});
+    connect_port7();
+    // the rules with their handles and counters, without set where and the apply's marker chain
+    const std::string rules =
+        "nft -a list table inet fwengine | sed -e '/set where/,/^\\t}/d' -e '/chain fwengine-ir-/,/^\\t}/d'";
+    const std::string before = shell(rules);
+    nft->apply(*nft->render(moved_down(merged_ports(), 10), diag), {false, "bbbb", state.path});
+    const std::string after = shell(rules);
+    std::uint64_t moved_hits = 0;
+    KernelState read = nft->read_back();
+    for (const auto& c : read.counters)
+      if (c.where == "lo.yaml:15:3") moved_hits += c.packets;
+    return std::string(before == after ? "rules kept" : "rules rewritten:\n" + before + after) +
+           (moved_hits > 0 ? " hits at line 15" : " no hits at line 15") +
+           " drift=" + std::to_string(read.drift.size()) + "\n" + counted_listing();
+  });
+  INFO(result.output);
+  REQUIRE(result.exit_code == 0);
+  std::string head = result.output.substr(0, result.output.find('\n'));
+  CHECK(head == "rules kept hits at line 15 drift=0");
+  CHECK(result.output.find("comment \"lo.yaml:14 port7\"") != std::string::npos);
+  CHECK(sorted_blocks(result.output.substr(head.size() + 1)) ==
+        fully_applied(moved_down(merged_ports(), 10)));
 }
 
 TEST_CASE("without a record of what the kernel holds, an incremental apply replaces the table", "[root]") {

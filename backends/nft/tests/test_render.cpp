@@ -3,10 +3,12 @@
 
 #include <linux/netfilter.h>
 
+#include <algorithm>
 #include <regex>
 
 #include "backend.hpp"
 #include "netlink.hpp"
+#include "positions.hpp"
 #include "test_support.hpp"
 #include "translate.hpp"
 
@@ -15,16 +17,35 @@ using nft_test::origin;
 
 namespace {
 
+// Names end in ".<8 hex digits>" (a digest of the content); most tests do not care which.
+std::string without_digests(const std::string& text) {
+  return std::regex_replace(text, std::regex("\\.[0-9a-f]{8}\\b"), "");
+}
+
+// The table in the lines people read, which most goldens check: every stamp with its absolute line
+// (Positions), and no `where` set. The stamps' own form has tests of its own.
+nft::Table readable(nft::Table table) {
+  auto where = std::find_if(table.sets.begin(), table.sets.end(), [](const nft::Set& set) {
+    return without_digests(set.name) == nft::kPositionsSet;
+  });
+  if (where == table.sets.end()) return table;
+  const nft::Positions positions(*where);
+  table.sets.erase(where);
+  for (auto& chain : table.chains)
+    for (auto& rule : chain.rules) rule.comment = positions.absolute(rule.comment);
+  for (auto& set : table.sets)
+    for (auto& element : set.elements)
+      element.comment = element.comment.starts_with(':')
+                            ? positions.absolute(set.comment + element.comment).substr(set.comment.size())
+                            : positions.absolute(element.comment);
+  return table;
+}
+
 nft::Table render(const ir::Ruleset& rs) {
   Diagnostics diag;
   nft::Table table = nft::translate(rs, diag);
   for (const auto& d : diag.all()) FAIL_CHECK(d.message);
-  return table;
-}
-
-// Names end in ".<8 hex digits>" (a digest of the content); most tests do not care which.
-std::string without_digests(const std::string& text) {
-  return std::regex_replace(text, std::regex("\\.[0-9a-f]{8}\\b"), "");
+  return readable(std::move(table));
 }
 
 const nft::Chain& chain(const nft::Table& table, const std::string& name) {
@@ -51,7 +72,8 @@ ir::Ruleset one_rule(ir::Rule rule) {
 }  // namespace
 
 TEST_CASE("the small ruleset renders to the golden nft text") {
-  CHECK(render(nft_test::small_ruleset()).text() == R"(table inet fwengine
+  Diagnostics diag;  // the stamps as they are sent: lines relative to their policy's, in set where
+  CHECK(nft::translate(nft_test::small_ruleset(), diag).text() == R"(table inet fwengine
 delete table inet fwengine
 table inet fwengine {
 	set s-admins_v4.c93b1f15 {
@@ -59,25 +81,29 @@ table inet fwengine {
 		flags interval
 		elements = { 10.0.0.0/8, 192.168.1.0/24 }
 	}
-	chain input-0.22324442 {
+	set where.c5de8a0c {
+		type ifname
+		elements = { "536ab8fd6ef7e71" comment "policy.yaml:20 failsafe", "5824dd4f1435a8b" comment "policy.yaml:5 GlobalNetworkPolicy allow-ssh", "8b2b45044479e54" comment "policy.yaml:3 HostEndpoint eth0", "ff2da045717a6a1" comment "policy.yaml:4 tier default" }
+	}
+	chain input-0.33714090 {
 		type filter hook input priority 0; policy accept;
-		iifname "eth0" counter goto e-input-0-eth0.372c873f comment "policy.yaml:3:3 HostEndpoint eth0"
+		iifname "eth0" counter goto e-input-0-eth0.2915061e comment "policy.yaml:+0:3 HostEndpoint eth0"
 	}
-	chain e-input-0-eth0.372c873f {
-		ct state established,related counter accept comment "policy.yaml:3:3 HostEndpoint eth0"
-		ct state invalid counter drop comment "policy.yaml:3:3 HostEndpoint eth0"
-		counter jump c-failsafe-in.e6e1492a comment "policy.yaml:3:3 HostEndpoint eth0"
-		counter jump g-input-0-eth0-0-tier.c6b7aefd comment "policy.yaml:4:3 tier default"
-		counter drop comment "policy.yaml:3:3 HostEndpoint eth0"
+	chain e-input-0-eth0.2915061e {
+		ct state established,related counter accept comment "policy.yaml:+0:3 HostEndpoint eth0"
+		ct state invalid counter drop comment "policy.yaml:+0:3 HostEndpoint eth0"
+		counter jump c-failsafe-in.9d02cf0d comment "policy.yaml:+0:3 HostEndpoint eth0"
+		counter jump g-input-0-eth0-0-tier.8c5f7276 comment "policy.yaml:+0:3 tier default"
+		counter drop comment "policy.yaml:+0:3 HostEndpoint eth0"
 	}
-	chain g-input-0-eth0-0-tier.c6b7aefd {
-		counter jump c-allow-ssh.cedb6e35 comment "policy.yaml:4:3 tier default"
+	chain g-input-0-eth0-0-tier.8c5f7276 {
+		counter jump c-allow-ssh.aaf0621b comment "policy.yaml:+0:3 tier default"
 	}
-	chain c-allow-ssh.cedb6e35 {
-		meta nfproto ipv4 meta l4proto 6 ip saddr @s-admins_v4.c93b1f15 th dport 22 counter meta mark set meta mark | 0x40000000 accept comment "policy.yaml:7:3 GlobalNetworkPolicy allow-ssh#0"
+	chain c-allow-ssh.aaf0621b {
+		meta nfproto ipv4 meta l4proto 6 ip saddr @s-admins_v4.c93b1f15 th dport 22 counter meta mark set meta mark | 0x40000000 accept comment "policy.yaml:+2:3 GlobalNetworkPolicy allow-ssh#0"
 	}
-	chain c-failsafe-in.e6e1492a {
-		meta l4proto 6 th dport 2222 counter accept comment "policy.yaml:20:3 failsafe#0"
+	chain c-failsafe-in.9d02cf0d {
+		meta l4proto 6 th dport 2222 counter accept comment "policy.yaml:+0:3 failsafe#0"
 	}
 }
 )");
@@ -328,13 +354,78 @@ TEST_CASE("names are sanitised, bounded and unique") {
 TEST_CASE("origin stamps fit nft's 128-character comments and stay quote-free") {
   ir::Ruleset rs;
   rs.files = {"<command line>", "/very/" + std::string(200, 'd') + "/policy.yaml"};
-  std::string stamp = nft::origin_stamp(rs, ir::Origin{{1, 12, 5}, "GlobalNetworkPolicy \"quoted\"", 3});
-  CHECK(stamp.size() <= nft::kMaxComment);
+  const ir::Origin quoted{{1, 12, 5}, "GlobalNetworkPolicy \"quoted\"", 3};
+  rs.chains["c"].rules.push_back({{}, {}, quoted});
+  nft::Stamper stamper(rs);
+  std::string stamp = stamper.stamp(quoted);
+  CHECK(stamp.size() + std::string_view(" +99999").size() <= nft::kMaxComment);
   CHECK(stamp.find('"') == std::string::npos);
-  CHECK(stamp.find("/policy.yaml:12:5 GlobalNetworkPolicy _quoted_#3") != std::string::npos);
-  CHECK(nft::origin_stamp(rs, ir::Origin{{}, "zone public", -1}) == "zone public");
+  CHECK(stamp.find("/policy.yaml:+0:5 GlobalNetworkPolicy _quoted_#3") != std::string::npos);
+  CHECK(stamper.stamp(ir::Origin{{}, "zone public", -1}) == "zone public");
   // a leading ':' marks an element stamp without its file (Set::comment): no whole stamp starts so
-  CHECK(nft::origin_stamp(rs, ir::Origin{{}, ":odd", 0}) == "_odd#0");
+  CHECK(stamper.stamp(ir::Origin{{}, ":odd", 0}) == "_odd#0");
+}
+
+namespace {
+// A chain whose rules come from the lines given, in policy `policy` of policy.yaml.
+ir::Ruleset stamped_rules(const std::vector<std::uint32_t>& lines, const std::string& policy) {
+  ir::Ruleset rs;
+  rs.files = {"policy.yaml"};
+  for (std::size_t i = 0; i < lines.size(); ++i)
+    rs.chains["c"].rules.push_back(
+        {{}, {}, ir::Origin{{0, lines[i], 7}, policy, static_cast<std::int32_t>(i)}});
+  return rs;
+}
+std::vector<std::string> stamps_of(const ir::Ruleset& rs, nft::Stamper& stamper) {
+  std::vector<std::string> out;
+  for (const auto& rule : rs.chains.at("c").rules) out.push_back(stamper.stamp(rule.origin));
+  return out;
+}
+}  // namespace
+
+TEST_CASE("stamps count lines from their policy's first line, which the where set holds") {
+  const ir::Ruleset rs = stamped_rules({10, 12, 15}, "web");
+  nft::Stamper stamper(rs);
+  const auto stamps = stamps_of(rs, stamper);
+  CHECK(stamps == std::vector<std::string>{"policy.yaml:+0:7 web#0", "policy.yaml:+2:7 web#1",
+                                           "policy.yaml:+5:7 web#2"});
+  auto where = stamper.positions();
+  REQUIRE(where);
+  CHECK(where->name == std::string(nft::kPositionsSet));
+  REQUIRE(where->elements.size() == 1);
+  CHECK(where->elements[0].comment == "policy.yaml:10 web");
+  CHECK(where->elements[0].key.size() == 16);
+  const nft::Positions positions(*where);
+  CHECK(positions.absolute(stamps[1]) == "policy.yaml:12:7 web#1");
+  CHECK(positions.absolute(stamps[2] + " +3") == "policy.yaml:15:7 web#2 +3");      // a merged run's rule
+  CHECK(positions.absolute("policy.yaml:12:7 web#1") == "policy.yaml:12:7 web#1");  // absolute already
+  CHECK(positions.absolute("other.yaml:+2:7 web#1") == "other.yaml:+2:7 web#1");    // no element: as is
+
+  // Lines inserted above: the same stamps, another first line.
+  const ir::Ruleset moved = stamped_rules({40, 42, 45}, "web");
+  nft::Stamper moved_stamper(moved);
+  CHECK(stamps_of(moved, moved_stamper) == stamps);
+  CHECK(moved_stamper.positions()->elements[0].comment == "policy.yaml:40 web");
+  CHECK(moved_stamper.positions()->elements[0].key == where->elements[0].key);
+}
+
+TEST_CASE("a cut policy name still finds its first line") {
+  const ir::Ruleset rs = stamped_rules({3, 9}, "GlobalNetworkPolicy " + std::string(150, 'n'));
+  nft::Stamper stamper(rs);
+  const auto stamps = stamps_of(rs, stamper);
+  CHECK(stamps[0].find('#') == std::string::npos);  // the rule numbers did not fit
+  const nft::Positions positions(*stamper.positions());
+  CHECK(positions.absolute(stamps[1]).starts_with("policy.yaml:9:7 GlobalNetworkPolicy nnn"));
+  // a policy whose name ends like a merged run's " +N" is told apart from one
+  const ir::Ruleset plus = stamped_rules({5}, "odd +3");
+  nft::Stamper plus_stamper(plus);
+  CHECK(stamps_of(plus, plus_stamper)[0] == "policy.yaml:+0:7 odd +3#0");
+  ir::Ruleset bare = stamped_rules({5}, "odd +3");
+  bare.chains.at("c").rules[0].origin.rule = -1;
+  nft::Stamper bare_stamper(bare);
+  CHECK(bare_stamper.stamp(bare.chains.at("c").rules[0].origin) == "policy.yaml:+0:7 odd_+3");
+  CHECK(nft::Positions(*bare_stamper.positions()).absolute("policy.yaml:+0:7 odd_+3") ==
+        "policy.yaml:5:7 odd_+3");
 }
 
 TEST_CASE("what nft cannot do here is refused with the rule's origin") {
@@ -469,7 +560,7 @@ TEST_CASE("counters=rule: a run's sets count nothing and carry no stamps, the me
   for (std::uint16_t i = 0; i < 4; ++i)
     b.add({"10.0." + std::to_string(i) + ".0/24"}, {std::uint16_t(1000 + i), std::uint16_t(1000 + i)});
   Diagnostics diag;
-  nft::Table per_rule = nft::translate(b.rs, diag, nft::Counters::rule);
+  nft::Table per_rule = readable(nft::translate(b.rs, diag, nft::Counters::rule));
   REQUIRE_FALSE(diag.has_errors());
   nft::Table per_element = render(b.rs);
   const nft::Set& set = set_named(per_rule, "m-c-0_v4");
