@@ -14,7 +14,8 @@ Workloads (seeded, generated into a temporary directory): N rules "source CIDR +
 rule the test traffic would hit last, default drop, written in fwengine's YAML with one chain per 100
 rules; the same as one linear nftables chain / iptables chain / ipset + one rule (the forms of
 ../shared/perf/baselines.md); and one rule with a set of S addresses. Each workload has a variant that
-differs in one rule (one set element for the set workload).
+differs in one rule (one set element for the set workload); a rule workload also has one with a comment
+line inserted at its top, which moves every rule one line down and changes nothing else.
 
 Everything runs in one throwaway network namespace `fwe-bench-<pid>`, deleted at the end, also on a
 failure or a signal. Before every timed run the namespace is emptied and given time to settle (untimed);
@@ -86,6 +87,11 @@ def set_elements(size, seed):
         elements.append(f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}/30")
     elements.append(MATCHING_CIDR)
     return elements
+
+
+def with_a_line_inserted(policy_text):
+    """The policy with a comment line at its top: every rule one line further down, nothing else."""
+    return "# a comment line inserted at the top\n" + policy_text
 
 
 def with_one_element_changed(elements):
@@ -449,6 +455,8 @@ def build_workloads(args, workdir):
         workloads.append(dict(kind="rules", size=n, label=f"N={n:,}",
                               policy=write(f"rules-{n}/policy.yaml", yaml_rules_policy(rules, title)),
                               changed=write(f"rules-{n}-changed/policy.yaml", yaml_rules_policy(changed, title)),
+                              shifted=write(f"rules-{n}-shifted/policy.yaml",
+                                            with_a_line_inserted(yaml_rules_policy(rules, title))),
                               nft_plain=write(f"rules-{n}.nft", nft_linear(rules)),
                               nft_replace=write(f"rules-{n}-changed.nft", nft_linear(changed, replace=True)),
                               ipt_plain=write(f"rules-{n}.rules", iptables_linear(rules)),
@@ -465,6 +473,7 @@ def build_workloads(args, workdir):
         workloads.append(dict(kind="set", size=s, label=f"set of {s:,}",
                               policy=write(f"set-{s}/policy.yaml", yaml_set_policy(elements, title)),
                               changed=write(f"set-{s}-changed/policy.yaml", yaml_set_policy(changed, title)),
+                              shifted=None,
                               nft_plain=write(f"set-{s}.nft", nft_interval_set(elements)),
                               nft_replace=write(f"set-{s}-changed.nft", nft_interval_set(changed, True)),
                               nft_delta=write(f"set-{s}-delta.nft",
@@ -522,6 +531,10 @@ def build_workloads(args, workdir):
             if w["nft_delta"]:
                 change.append(Contender("delta", "nft -f element delta", [Step(["nft", "-f", w["nft_delta"]])],
                                         prepare=[Step(["nft", "-f", w["nft_plain"]])]))
+            if w["shifted"]:  # every rule's line moves: the stamps must not make that a rewrite of all
+                change.append(Contender("lines", "fwengine apply, a comment line inserted at the top",
+                                        [fwe(args, w["shifted"], "nft")],
+                                        prepare=[fwe(args, policy, "nft", "--full")], fwengine=True))
             what = "one element" if w["kind"] == "set" else "one rule"
             figures.append(Figure("nft-change", f"nft: {what} changed, after a full apply", label, change))
         if "iptables" in backends:
@@ -541,6 +554,10 @@ def build_workloads(args, workdir):
                 change.append(Contender("replace", "iptables-legacy-restore linear, replace",
                                         [Step(["iptables-legacy-restore"], stdin=w["ipt_replace"])],
                                         prepare=[Step(["iptables-legacy-restore"], stdin=w["ipt_plain"])]))
+            if w["shifted"]:
+                change.append(Contender("lines", "fwengine apply, a comment line inserted at the top",
+                                        [fwe(args, w["shifted"], "iptables")],
+                                        prepare=[fwe(args, policy, "iptables", "--full")], fwengine=True))
             if w["ipset_delta"]:
                 change.append(Contender("delta", "ipset restore element delta",
                                         [Step(["ipset", "restore", "-f", w["ipset_delta"]])],
@@ -1088,6 +1105,13 @@ def targets(figures, workloads, rows, args):
                    + (" Most of the end-to-end time is not the kernel's: the whole policy is read, compiled "
                       "and rendered again before the difference is sent."
                       if kernel < 0.5 * med(f.samples, "wall_ms") else "") + where(label, f, "nft"))
+        lines = contender(fig, "lines")
+        if lines and lines.samples:
+            moved = [s for s in lines.samples if "transaction_ms" in s]
+            out[-1] += (f" A comment line inserted at the top of the policy (every rule one line down) takes "
+                        f"{med(lines.samples, 'wall_ms'):.1f} ms end to end"
+                        + (f", {med(moved, 'transaction_ms'):.2f} ms of it the kernel transaction" if moved else "")
+                        + ": only set `where` changes.")
     label = by_size.get(10000)
     fig = find(figures, "ipt-full", label)
     if fig:
