@@ -9,8 +9,10 @@
 namespace fwe::nft {
 namespace {
 
-constexpr std::size_t kIfNameSize = 16;   // the key type of `where`, as long as an interface name
-constexpr std::size_t kMaxFile = 64;      // of a stamp's 128 characters: longer names keep their end
+constexpr std::size_t kIfNameSize = 16;  // the key type of `where`, as long as an interface name
+// Of a stamp's 128 characters, the file part keeps up to 80 (longer names keep their end): what finds the
+// source, and a long one (an etcd key) names the policy itself; the label gets what is left.
+constexpr std::size_t kMaxFile = 80;
 constexpr std::size_t kMaxPosition = 16;  // ":+D:col", D up to 8 digits, col up to 5
 constexpr std::size_t kMaxRunSuffix = 8;  // " +N" that a merged run's rule adds to its first stamp
 constexpr std::uint64_t kKeyBits = (1ull << 60) - 1;  // 15 hex digits: an interface name's 15 characters

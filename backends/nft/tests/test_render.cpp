@@ -360,7 +360,9 @@ TEST_CASE("origin stamps fit nft's 128-character comments and stay quote-free") 
   std::string stamp = stamper.stamp(quoted);
   CHECK(stamp.size() + std::string_view(" +99999").size() <= nft::kMaxComment);
   CHECK(stamp.find('"') == std::string::npos);
-  CHECK(stamp.find("/policy.yaml:+0:5 GlobalNetworkPolicy _quoted_#3") != std::string::npos);
+  // the file keeps its end, the label what is left
+  CHECK(stamp.starts_with("...ddd"));
+  CHECK(stamp.find("/policy.yaml:+0:5 GlobalNetworkPolicy _") != std::string::npos);
   CHECK(stamper.stamp(ir::Origin{{}, "zone public", -1}) == "zone public");
   // a leading ':' marks an element stamp without its file (Set::comment): no whole stamp starts so
   CHECK(stamper.stamp(ir::Origin{{}, ":odd", 0}) == "_odd#0");
