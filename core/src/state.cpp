@@ -2,7 +2,9 @@
 #include "fwengine/state.hpp"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,6 +25,7 @@ using nlohmann::json;
 
 namespace {
 constexpr const char* kRunRoot = "/run/fwengine";
+constexpr const char* kCookieFile = "netns-cookie";  // the cookie of the namespace the directory is for
 
 // Root's alone, whatever the umask: what is in it decides what a rollback puts into the kernel.
 std::string ensure_dir(const std::string& netns) {
@@ -42,6 +45,27 @@ std::optional<json> read_object(const std::string& path) {
   json j = json::parse(in, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return std::nullopt;
   return j;
+}
+
+std::uint64_t recorded_cookie(const std::string& dir) {
+  std::ifstream in(dir + "/" + kCookieFile);
+  std::uint64_t cookie = 0;
+  return in >> cookie ? cookie : 0;
+}
+
+// Under the writer lock. A namespace's directory is found by its name, which a namespace made later may
+// have again (`ip netns add` after a delete; an inode `unshare -n` reuses): what one recorded for another
+// namespace (which backend applied, rollback snapshots, failures, pending confirms) is removed before
+// this one's is kept. A directory from before fwengine recorded cookies is taken as this namespace's.
+void claim(const std::string& dir, std::uint64_t ours) {
+  if (ours == 0) return;
+  const std::uint64_t theirs = recorded_cookie(dir);
+  if (theirs == ours) return;
+  std::error_code ec;
+  if (theirs != 0)
+    for (const auto& entry : fs::directory_iterator(dir, ec))
+      if (entry.path().filename() != "lock") fs::remove_all(entry.path(), ec);
+  write_file_atomically(dir + "/" + kCookieFile, std::to_string(ours) + '\n');
 }
 
 std::string now_iso() {
@@ -100,6 +124,37 @@ std::string current_netns_name() {
   return hosts ? "default" : "netns-" + std::to_string(self.st_ino);
 }
 
+std::uint64_t netns_cookie() {
+  const int probe = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  std::uint64_t cookie = 0;
+  socklen_t size = sizeof cookie;
+  if (probe >= 0 && getsockopt(probe, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &size) != 0) cookie = 0;
+  if (probe >= 0) close(probe);
+  return cookie;
+}
+
+// A thread of its own enters the namespace (setns moves only the calling thread), so the caller stays
+// where it is.
+std::uint64_t netns_cookie(const std::string& netns) {
+  if (netns.empty()) return netns_cookie();
+  if (netns.find('/') != std::string::npos) return 0;
+  const int fd = open(("/run/netns/" + netns).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  std::uint64_t cookie = 0;
+  std::thread([&] {
+    if (setns(fd, CLONE_NEWNET) == 0) cookie = netns_cookie();
+  }).join();
+  close(fd);
+  return cookie;
+}
+
+bool left_by_another_namespace(const std::string& netns) {
+  const std::uint64_t theirs = recorded_cookie(run_dir(netns));
+  if (theirs == 0) return false;
+  const std::uint64_t ours = netns_cookie(netns);
+  return ours != 0 && ours != theirs;
+}
+
 std::string run_dir(const std::string& netns) {
   return std::string(kRunRoot) + "/" + (netns.empty() ? current_netns_name() : netns);
 }
@@ -133,6 +188,7 @@ WriterLock::WriterLock(const std::string& netns, std::chrono::milliseconds timeo
     close(fd_);
     fd_ = -1;
   }
+  claim(fs::path(path_).parent_path().string(), netns_cookie(netns));
   std::string pid = std::to_string(getpid());
   if (ftruncate(fd_, 0) == 0 && pwrite(fd_, pid.data(), pid.size(), 0) < 0) {
     // The pid is only a courtesy for the next waiter's message; the lock itself is held.
@@ -143,8 +199,9 @@ void WriterLock::remove_if_alone() {
   const fs::path dir = fs::path(path_).parent_path();
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir, ec))
-    if (entry.path().filename() != "lock") return;
+    if (entry.path().filename() != "lock" && entry.path().filename() != kCookieFile) return;
   if (ec) return;
+  fs::remove(dir / kCookieFile, ec);
   fs::remove(path_, ec);
   fs::remove(dir, ec);  // fails, harmlessly, if a waiter made it anew meanwhile
 }

@@ -13,7 +13,6 @@
 #include <net/if.h>
 #include <net/if_arp.h>
 #include <sys/mount.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -559,15 +558,6 @@ bool open_pinned(const std::string& dir, PinnedMaps& m) {
   return true;
 }
 
-// The current network namespace's cookie; 0 where the kernel does not tell it (before Linux 5.14).
-std::uint64_t netns_cookie() {
-  const Fd probe(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  std::uint64_t cookie = 0;
-  socklen_t size = sizeof cookie;
-  if (probe.fd < 0 || getsockopt(probe.fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &size) != 0) return 0;
-  return cookie;
-}
-
 // Whether the pins in dir were made in another network namespace than this one: one deleted since (its
 // pins stayed), whose name this one has now. Pins from before fwengine recorded it are taken as ours.
 bool pins_of_another_namespace(const std::string& dir) {
@@ -575,7 +565,7 @@ bool pins_of_another_namespace(const std::string& dir) {
   __u32 zero = 0;
   std::uint64_t theirs = 0;
   if (recorded.fd < 0 || bpf_map_lookup_elem(recorded.fd, &zero, &theirs) != 0 || theirs == 0) return false;
-  const std::uint64_t ours = netns_cookie();
+  const std::uint64_t ours = state::netns_cookie();
   return ours != 0 && ours != theirs;
 }
 
@@ -731,7 +721,7 @@ Programs programs(const std::string& pin_dir, PinnedMaps& maps) {
 
 void record_namespace(const PinnedMaps& m) {
   __u32 zero = 0;
-  const std::uint64_t cookie = netns_cookie();
+  const std::uint64_t cookie = state::netns_cookie();
   update(m.netns.fd, &zero, &cookie, "the namespace's cookie");
 }
 

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -16,13 +17,24 @@ namespace fwe::state {
 // the namespace fwengine runs in, or netns-<inode> for an anonymous one.
 std::string run_dir(const std::string& netns);
 
+// The kernel's cookie of a network namespace (SO_NETNS_COOKIE, Linux 5.14): unlike its name or inode,
+// never given to another namespace while the host runs; 0 where the kernel does not tell it. Of the
+// calling thread's namespace, or of the one `ip netns` knows by that name ("" for the thread's).
+std::uint64_t netns_cookie();
+std::uint64_t netns_cookie(const std::string& netns);
+
+// Whether run_dir(netns) holds what fwengine recorded for another namespace that had this name before
+// (deleted since). Taking the WriterLock empties it.
+bool left_by_another_namespace(const std::string& netns);
+
 // Writes path whole or not at all: a reader finds the old file or the new one. The text goes to
 // path.tmp, made anew (O_EXCL|O_NOFOLLOW: not through a link someone put in its place), given `mode`
 // whatever the umask, then renamed over path.
 void write_file_atomically(const std::string& path, std::string_view text, mode_t mode = 0600);
 
 // Serialises apply, flush and reloads per namespace. A second writer waits up to timeout, then gets a
-// RuntimeError naming the holder's pid.
+// RuntimeError naming the holder's pid. Once held, the directory is this namespace's: what another one of the
+// same name recorded there is removed, and this one's cookie recorded.
 class WriterLock {
  public:
   WriterLock(const std::string& netns, std::chrono::milliseconds timeout);

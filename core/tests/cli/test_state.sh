@@ -188,6 +188,28 @@ out=$("$FWE" --netns "$ns" status 2>&1)
 expect "fwengine.conf's backend options are applied" grep -q "backend counters=rule)" <<<"$out"
 "$FWE" --netns "$ns" -q flush
 
+# A namespace deleted and made again under the same name is a new one: what fwengine recorded for the
+# old one (the backend it applied with, its record) is removed, not taken as the new one's.
+first_backend=nft
+"$FWE" plugins | grep -q '^iptables .*backend' && command -v iptables-legacy-save >/dev/null && first_backend=iptables
+"$FWE" --netns "$ns" --backend "$first_backend" -q -f "$policy" apply
+expect "the state records the namespace's cookie" test -s "/run/fwengine/$ns/netns-cookie"
+ip netns del "$ns"
+ip netns add "$ns"
+out=$("$FWE" --netns "$ns" --json status 2>&1)
+expect "a namespace made again under the same name has nothing applied" \
+  python3 -c 'import json,sys; d=json.loads(sys.argv[1]); sys.exit(d["applied"] is not None or d["backend"] != "nft")' "$out"
+expect "and the old one's directory is gone" test ! -e "/run/fwengine/$ns"
+"$FWE" --netns "$ns" --backend "$first_backend" -q -f "$policy" apply
+ip netns del "$ns"
+ip netns add "$ns"
+out=$("$FWE" --netns "$ns" --backend nft -f "$policy" apply 2>&1); rc=$?
+expect "an apply there switches from nothing" test "$rc" = 0 -a -z "$(grep -E 'switched|still loaded' <<<"$out")"
+out=$("$FWE" --netns "$ns" status 2>&1)
+expect "and status shows it alone" grep -q "^applied .* from yaml" <<<"$out"
+"$FWE" --netns "$ns" -q flush
+expect "a flush leaves no directory behind" test ! -e "/run/fwengine/$ns"
+
 # A namespace without a name (unshare -n, which dies with its process) keeps its state as
 # netns-<inode>, never as the host's "default", also where pid 1 is hidden.
 host_state=$(stat -c %Y.%i /run/fwengine/default/state.json 2>/dev/null || echo none)
