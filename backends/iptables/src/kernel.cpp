@@ -9,9 +9,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <future>
 #include <iostream>
 #include <map>
@@ -621,16 +623,26 @@ std::vector<TableStep> table_steps(IpFamily family, const std::string& text, int
   return steps;
 }
 
-// Replaces a set's members at one instant: a temporary set gets the new ones, then `ipset swap`.
-void swap_members(Ipset& ipset, const SetDef& set) {
-  const std::string temporary = std::string(kTempSetPrefix) + "swap";
+// Replaces a set's members at one instant: a temporary set gets the new ones, then `ipset swap`. The
+// temporary keeps the old members, to swap them back (undo_swap) or destroy them. Returns what went
+// wrong, else empty.
+std::string temporary_for(const SetDef& set) {
+  return std::string(kTempSetPrefix) + "swap" + (set.family == IpFamily::v4 ? "4" : "6");
+}
+std::string swap_members(Ipset& ipset, const SetDef& set) {
+  const std::string temporary = temporary_for(set);
   ipset.destroy(temporary);  // an interrupted apply's; absent is fine
   auto r = ipset.create(set, temporary);
   if (r.ok()) r = ipset.swap(temporary, set.name);
+  if (r.ok()) return {};
   ipset.destroy(temporary);
-  if (!r.ok())
-    throw RuntimeError("ipset could not replace the members of " + in_slot(set.name, 0) + ": " + r.message +
-                       "\n  nothing was changed: the previous ruleset is in place");
+  return "ipset could not replace the members of " + in_slot(set.name, 0) + ": " + r.message;
+}
+std::string undo_swap(Ipset& ipset, const SetDef& set) {
+  const auto r = ipset.swap(temporary_for(set), set.name);
+  ipset.destroy(temporary_for(set));
+  return r.ok() ? std::string{}
+                : "ipset could not put back the members of " + in_slot(set.name, 0) + ": " + r.message;
 }
 
 // What fwe-meta records of the sets of a slot (both families), by the model's name: their digests.
@@ -645,11 +657,13 @@ std::map<std::string, std::string> recorded_sets(const Holdings& now, int slot) 
   return out;
 }
 
-// A change that packets meet in one kernel step needs no second slot: the members of one set (swapped
-// in at once), or one table of one family (its COMMIT is all or nothing), or nothing. fwe-meta, which
-// every IR change touches in both families, is only a record: it is brought up to date after that step.
-// Returns false, having changed nothing, when the change takes more steps (or adds or removes a set), or
-// the kernel holds leftovers or the other slot's gate is on; throws when a step fails.
+// A change that packets meet in one kernel step needs no second slot: per family, the members of one set
+// (swapped in at once) or one table (its COMMIT is all or nothing), or nothing. A packet meets its own
+// family's tables and sets only, so a step in each family is still one step for every packet: a rule
+// of both families changed is one table restore in each. fwe-meta, which every IR change touches in both
+// families, is only a record: it is brought up to date after those steps. Returns false, having changed
+// nothing, when the change takes more steps (or adds or removes a set), or the kernel holds leftovers or
+// the other slot's gate is on; throws when a step fails, having taken back the other family's step.
 bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>& sets,
                     const std::vector<TableDef> (&want)[2]) {
   const int slot = now.active;
@@ -670,7 +684,10 @@ bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>
     for (auto& step : table_steps(f, text, slot))
       (step.record_only ? record_steps : rule_steps).push_back(step);
   }
-  if (rule_steps.size() > 1) return false;
+  std::array<int, 2> steps_of{};  // by IpFamily
+  auto one_step_each = [&steps_of] { return steps_of[0] <= 1 && steps_of[1] <= 1; };
+  for (const auto& step : rule_steps) ++steps_of[static_cast<int>(step.family)];
+  if (!one_step_each()) return false;
   const auto wanted_sets = placed(sets, slot);
   std::vector<std::string> have_names = set_names(now.sets, [&](int s) { return s == slot; }), want_names;
   for (const auto& set : wanted_sets) want_names.push_back(set.name);
@@ -699,12 +716,40 @@ bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>
     add_member_stamps(want_stamps, set.name, set.members, set.comments);
     if (sorted(k->members) != sorted(set.members) || have != want_stamps) changed_sets.push_back(&set);
   }
-  if (rule_steps.size() + changed_sets.size() > 1) return false;
+  for (const SetDef* set : changed_sets) ++steps_of[static_cast<int>(set->family)];
+  if (!one_step_each()) return false;
 
-  if (!changed_sets.empty()) swap_members(ipset, *changed_sets.front());
-  if (!rule_steps.empty())
-    if (auto failure = restore(rule_steps.front().family, rule_steps.front().text); !failure.empty())
+  // Each family's step in turn; a failure takes back the step before it, so that neither family is left
+  // with the new ruleset while the other keeps the old.
+  std::vector<std::function<std::string()>> undo;
+  auto fail = [&](const std::string& failure) {
+    std::string problems;
+    for (const auto& step_back : undo)
+      if (auto problem = step_back(); !problem.empty()) problems += "\n  " + problem;
+    if (problems.empty())
       throw RuntimeError(failure + "\n  nothing was changed: the previous ruleset is in place");
+    throw RuntimeError(failure +
+                       "\n  the other family's part of the change is in effect and could not be taken back:" +
+                       problems + "\n  status reports the drift; apply again to finish the change");
+  };
+  for (IpFamily f : {IpFamily::v4, IpFamily::v6}) {
+    const int i = static_cast<int>(f);
+    for (const SetDef* set : changed_sets)
+      if (set->family == f) {
+        if (auto failure = swap_members(ipset, *set); !failure.empty()) fail(failure);
+        undo.push_back([&ipset, set] { return undo_swap(ipset, *set); });
+      }
+    for (const auto& step : rule_steps)
+      if (step.family == f) {
+        if (auto failure = restore(f, step.text); !failure.empty()) fail(failure);
+        undo.push_back([&now, f, i, slot] {
+          auto in_effect = [slot](int s) { return s == slot; };
+          return restore(f, transition(select(save(f, false), in_effect),
+                                       to_defs(select(now.tables[i], in_effect)), false));
+        });
+      }
+  }
+  for (const SetDef* set : changed_sets) ipset.destroy(temporary_for(*set));  // the old members
   for (const auto& step : record_steps)
     if (auto failure = restore(step.family, step.text); !failure.empty())
       throw RuntimeError(

@@ -345,6 +345,53 @@ TEST_CASE("a change of one table stays in its slot, a wider one switches slots a
 }
 
 namespace {
+// The rule `tcp dport 22 accept` of the sample's chain web (both families) with another port.
+ir::Ruleset sample_with_ssh_port(std::uint16_t port) {
+  auto rs = test::sample_ruleset();
+  rs.chains.at("web").rules.at(0).match.dst_port.at(0).ports = {{port, port}};
+  return rs;
+}
+
+TEST_CASE("a rule of both families changed is one restore in each, in its slot", "[root]") {
+  test::enter_scratch_netns();
+  apply_model(render_ok(test::sample_ruleset()), "a", false);
+  const std::string v4 = test::save_text(), v6 = test::save_text(true), sets = test::ipset_text_now();
+  apply_model(render_ok(sample_with_ssh_port(2222)), "b", false);
+  for (bool family6 : {false, true}) {
+    const std::string now = test::save_text(family6);
+    CHECK(now.find("-A fwe1-c-web -p tcp -m multiport --dports 2222 ") != std::string::npos);
+    CHECK(our_lines(now).find("fwe2-") == std::string::npos);
+  }
+  CHECK(test::save_text().find(hook_line("INPUT", 1, "input")) != std::string::npos);
+  CHECK(test::ipset_text_now() == sets);  // slot 1's sets, no new slot's
+  auto state = read_kernel();
+  CHECK(state.ir_hash == "b");
+  CHECK(state.drift.empty());
+  for (const auto& d : state.drift) UNSCOPED_INFO(d);
+
+  // The next change's IPv6 table is refused after IPv4's went in: IPv4's is taken back.
+  const std::string b4 = test::save_text(), b6 = test::save_text(true);
+  Model bad = render_ok(sample_with_ssh_port(2223));
+  for (auto& t : bad.tables[1])
+    if (t.name == "filter")
+      for (auto& chain : t.chains)
+        if (chain.name == "fwe-c-web")
+          chain.rules.push_back(
+              "-m comment --comment \"fwe:0000000000000000 bad.yaml:9:9\" -j NO-SUCH-CHAIN");
+  try {
+    apply_model(bad, "c", false);
+    FAIL("apply should have failed");
+  } catch (const RuntimeError& e) {
+    const std::string message = e.what();
+    CHECK(message.find("ip6tables-legacy-restore failed") != std::string::npos);
+    CHECK(message.find("nothing was changed: the previous ruleset is in place") != std::string::npos);
+  }
+  CHECK(test::save_text() == b4);
+  CHECK(test::save_text(true) == b6);
+  CHECK(read_kernel().ir_hash == "b");
+  CHECK(read_kernel().drift.empty());
+}
+
 // What an apply that died before its switch leaves in a slot (2 unless said): a hooked chain and a set
 // (the hook gated by the slot's gate, which must exist).
 void load_half_of_slot(int slot = 2) {
