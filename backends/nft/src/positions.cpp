@@ -10,9 +10,9 @@ namespace fwe::nft {
 namespace {
 
 constexpr std::size_t kIfNameSize = 16;  // the key type of `where`, as long as an interface name
-// Of a stamp's 128 characters, the file part keeps up to 80 (longer names keep their end): what finds the
-// source, and a long one (an etcd key) names the policy itself; the label gets what is left.
-constexpr std::size_t kMaxFile = 80;
+// Of a stamp's 128 characters, the file part keeps up to 56 (a longer name keeps its scheme, such as
+// "etcd:", and its end), so that the label keeps at least 47: the policy's name and the rule's number.
+constexpr std::size_t kMaxFile = 56;
 constexpr std::size_t kMaxPosition = 16;  // ":+D:col", D up to 8 digits, col up to 5
 constexpr std::size_t kMaxRunSuffix = 8;  // " +N" that a merged run's rule adds to its first stamp
 constexpr std::uint64_t kKeyBits = (1ull << 60) - 1;  // 15 hex digits: an interface name's 15 characters
@@ -69,6 +69,15 @@ void cut_utf8(std::string& text, std::size_t size) {
   if (text.size() <= size) return;
   while (size > 0 && continuation(text[size])) --size;
   text.resize(size);
+}
+
+// "etcd:" of "etcd:/calico/...": lower-case letters and a colon at the start of a source's name.
+std::string scheme_of(std::string_view file) {
+  const auto colon = file.find(':');
+  if (colon == std::string_view::npos || colon == 0 || colon > 8) return {};
+  const bool letters =
+      std::all_of(file.begin(), file.begin() + colon, [](char c) { return c >= 'a' && c <= 'z'; });
+  return letters ? std::string(file.substr(0, colon + 1)) : std::string{};
 }
 
 // "file:line:col" at the start of a stamp, split: file, the line (with '+' when relative), col.
@@ -133,9 +142,10 @@ std::string Stamper::file_text(const ir::Origin& origin) const {
       origin.loc.file < ruleset_.files.size() ? ruleset_.files[origin.loc.file] : std::string("?");
   sanitize(file, true);
   if (file.size() > kMaxFile) {
-    std::size_t from = file.size() - (kMaxFile - 3);
+    const std::string head = scheme_of(file) + "...";
+    std::size_t from = file.size() - (kMaxFile - head.size());
     while (from < file.size() && continuation(file[from])) ++from;
-    file = "..." + file.substr(from);
+    file = head + file.substr(from);
   }
   return file;
 }
@@ -145,7 +155,7 @@ std::string Stamper::stamp(const ir::Origin& origin) {
   std::string out = std::move(p.file);
   if (origin.loc.line > 0) {
     auto it = first_.find(policy_key(out, p.label));
-    if (it != first_.end()) {
+    if (it != first_.end() && origin.loc.line >= it->second.line) {
       it->second.used = true;
       out += ":+" + std::to_string(origin.loc.line - it->second.line);
     } else {  // an origin the ruleset's walk did not meet: its absolute line
@@ -157,6 +167,7 @@ std::string Stamper::stamp(const ir::Origin& origin) {
     if (!out.empty()) out += ' ';
     out += p.label;
   }
+  cut_utf8(out, kMaxComment - kMaxRunSuffix);  // a line or column longer than kMaxPosition allows
   return out;
 }
 
@@ -205,7 +216,9 @@ std::string Positions::absolute(std::string_view stamp) const {
   if (std::from_chars(digits.data(), digits.data() + digits.size(), offset).ec != std::errc{} ||
       !all_digits(digits))
     return std::string(stamp);
-  const std::string_view label = where->rest.empty() ? std::string_view{} : where->rest.substr(1);
+  // The policy, also where the stamp has a run's " +N" and no label.
+  std::string_view label = policy_of(where->rest);
+  if (label.starts_with(' ')) label.remove_prefix(1);
   auto it = first_line_.find(key_text(policy_key(where->file, label)));
   if (it == first_line_.end()) return std::string(stamp);
   return std::string(where->file) + ":" + std::to_string(it->second + offset) + ":" +

@@ -362,7 +362,16 @@ TEST_CASE("origin stamps fit nft's 128-character comments and stay quote-free") 
   CHECK(stamp.find('"') == std::string::npos);
   // the file keeps its end, the label what is left
   CHECK(stamp.starts_with("...ddd"));
-  CHECK(stamp.find("/policy.yaml:+0:5 GlobalNetworkPolicy _") != std::string::npos);
+  CHECK(stamp.ends_with("/policy.yaml:+0:5 GlobalNetworkPolicy _quoted_#3"));
+  // a long store key keeps its scheme, and the label its policy and rule
+  rs.files[1] =
+      "etcd:/calico/resources/v3/projectcalico.org/globalnetworkpolicies/default.allow-ssh-from-admins";
+  nft::Stamper keyed(rs);
+  stamp = keyed.stamp(quoted);
+  CHECK(stamp.starts_with("etcd:..."));
+  CHECK(stamp.find("/default.allow-ssh-from-admins:+0:5 ") ==
+        56 - std::string_view("/default.allow-ssh-from-admins").size());
+  CHECK(stamp.ends_with(" GlobalNetworkPolicy _quoted_#3"));
   CHECK(stamper.stamp(ir::Origin{{}, "zone public", -1}) == "zone public");
   // a leading ':' marks an element stamp without its file (Set::comment): no whole stamp starts so
   CHECK(stamper.stamp(ir::Origin{{}, ":odd", 0}) == "_odd#0");
@@ -402,6 +411,8 @@ TEST_CASE("stamps count lines from their policy's first line, which the where se
   CHECK(positions.absolute(stamps[2] + " +3") == "policy.yaml:15:7 web#2 +3");      // a merged run's rule
   CHECK(positions.absolute("policy.yaml:12:7 web#1") == "policy.yaml:12:7 web#1");  // absolute already
   CHECK(positions.absolute("other.yaml:+2:7 web#1") == "other.yaml:+2:7 web#1");    // no element: as is
+  // a rule above its policy's first line (none is, today) keeps its absolute line
+  CHECK(stamper.stamp(ir::Origin{{0, 8, 7}, "web", 0}) == "policy.yaml:8:7 web#0");
 
   // Lines inserted above: the same stamps, another first line.
   const ir::Ruleset moved = stamped_rules({40, 42, 45}, "web");
@@ -428,6 +439,12 @@ TEST_CASE("a cut policy name still finds its first line") {
   CHECK(bare_stamper.stamp(bare.chains.at("c").rules[0].origin) == "policy.yaml:+0:7 odd_+3");
   CHECK(nft::Positions(*bare_stamper.positions()).absolute("policy.yaml:+0:7 odd_+3") ==
         "policy.yaml:5:7 odd_+3");
+  // a merged run's stamp with a line and no label
+  ir::Ruleset unnamed = stamped_rules({5, 7}, "");
+  for (auto& rule : unnamed.chains.at("c").rules) rule.origin.rule = -1;
+  nft::Stamper unnamed_stamper(unnamed);
+  CHECK(unnamed_stamper.stamp(unnamed.chains.at("c").rules[1].origin) == "policy.yaml:+2:7");
+  CHECK(nft::Positions(*unnamed_stamper.positions()).absolute("policy.yaml:+2:7 +4") == "policy.yaml:7:7 +4");
 }
 
 TEST_CASE("what nft cannot do here is refused with the rule's origin") {
