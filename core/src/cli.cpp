@@ -570,10 +570,10 @@ class Session {
     if (o_.etcd_aliases && o_.frontend != "calico")
       throw UsageError("--etcd-ca, --etcd-cert, --etcd-key and --etcd-cache need --frontend calico, not '" +
                        o_.frontend + "'");
-    // Unless a backend is named (--backend, the config), the one the last apply here used goes on: status,
-    // flush and diff look at what it loaded, and a plain apply does not switch away from it.
     // What a namespace deleted since left under this one's name is not this one's to go by.
     if (state::left_by_another_namespace(o_.netns)) writer_lock()->remove_if_alone();
+    // Unless a backend is named (--backend, the config), the one the last apply here used goes on: status,
+    // flush and diff look at what it loaded, and a plain apply does not switch away from it.
     if (!backend_named_)
       if (auto applied = state::load(o_.netns)) o_.backend = applied->backend;
     if (o_.backend.empty()) o_.backend = "nft";
