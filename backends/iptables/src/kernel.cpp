@@ -274,6 +274,8 @@ bool unchanged(const KernelChain& have, const ChainDef& want) {
     std::string stamp = stamp_of(have.rules[i].spec);
     if (stamp.empty() || stamp != stamp_of(want.rules[i])) return false;
     if ("fwe:" + content_hash(have.name, have.rules[i].spec) != stamp) return false;
+    // A rule moved within its policy: the same rule, but its comment must say where it is now.
+    if (origin_stamp_of(have.rules[i].spec) != origin_stamp_of(want.rules[i])) return false;
   }
   return true;
 }
@@ -375,8 +377,10 @@ std::vector<KernelTable> save(IpFamily f, bool counters = false) {
   return parse_save(r.out);
 }
 
-// Which input line a failed iptables-restore names, and what that line came from.
-std::string explain_restore_failure(const std::string& tool, const ToolResult& r, const std::string& input) {
+// Which input line a failed iptables-restore names, and what that line came from (its stamp's line made
+// absolute with the input's positions).
+std::string explain_restore_failure(const std::string& tool, const ToolResult& r, const std::string& input,
+                                    const stamps::Positions& positions) {
   std::size_t line = 0;
   for (const char* marker : {"Error occurred at line: ", "line "}) {
     auto at = r.err.find(marker);
@@ -400,25 +404,27 @@ std::string explain_restore_failure(const std::string& tool, const ToolResult& r
       message += " (the kernel refused the " + table + " table)";
     } else {
       message += ": " + text;
-      if (auto where = where_of(text); !where.empty()) message += "\n  from the rule at " + where;
+      if (auto stamp = origin_stamp_of(text); !stamp.empty())
+        message += "\n  from the rule at " + positions.absolute(stamp);
     }
   }
   return message + "\n  " + trimmed(r.err);
 }
 
 // Runs a restore; on failure returns the explanation, else empty.
-std::string restore(IpFamily f, const std::string& input) {
+std::string restore(IpFamily f, const std::string& input, const stamps::Positions& positions) {
   if (input.empty()) return {};
   std::string tool = kRestore[static_cast<int>(f)];
   auto r = run_tool({tool, "-w", "10", "--noflush"}, input);
-  return r.status == 0 ? std::string{} : explain_restore_failure(tool, r, input);
+  return r.status == 0 ? std::string{} : explain_restore_failure(tool, r, input, positions);
 }
 
 // The two families' restores (input by IpFamily) at once: each spends ~5 ms starting up before it waits
 // for the xtables lock, which then orders their commits. Returns both failures, else empty.
-std::string restore_both(const std::string (&input)[2]) {
-  auto v6 = std::async(std::launch::async, [&input] { return restore(IpFamily::v6, input[1]); });
-  std::string problems = restore(IpFamily::v4, input[0]);
+std::string restore_both(const std::string (&input)[2], const stamps::Positions& positions) {
+  auto v6 = std::async(std::launch::async,
+                       [&input, &positions] { return restore(IpFamily::v6, input[1], positions); });
+  std::string problems = restore(IpFamily::v4, input[0], positions);
   std::string v6_problem = v6.get();
   if (!v6_problem.empty()) problems += (problems.empty() ? "" : "\n") + v6_problem;
   return problems;
@@ -587,7 +593,7 @@ template <typename Keep>
 std::string remove_slots(Ipset& ipset, const Holdings& h, Keep keep, bool temporaries = true) {
   const std::string removals[2] = {removal_text(select(h.tables[0], keep)),
                                    removal_text(select(h.tables[1], keep))};
-  std::string problems = restore_both(removals);
+  std::string problems = restore_both(removals, {});  // removals name no rule
   if (!problems.empty()) problems.insert(0, "\n");
   auto doomed = set_names(h.sets, keep);
   for (const auto& set : h.sets)
@@ -665,7 +671,7 @@ std::map<std::string, std::string> recorded_sets(const Holdings& now, int slot) 
 // nothing, when the change takes more steps (or adds or removes a set), or the kernel holds leftovers or
 // the other slot's gate is on; throws when a step fails, having taken back the other family's step.
 bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>& sets,
-                    const std::vector<TableDef> (&want)[2]) {
+                    const std::vector<TableDef> (&want)[2], const stamps::Positions& positions) {
   const int slot = now.active;
   auto other = [&](int s) { return s != slot; };
   if (now.also_on > 0) return false;
@@ -741,17 +747,20 @@ bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>
       }
     for (const auto& step : rule_steps)
       if (step.family == f) {
-        if (auto failure = restore(f, step.text); !failure.empty()) fail(failure);
+        if (auto failure = restore(f, step.text, positions); !failure.empty()) fail(failure);
         undo.push_back([&now, f, i, slot] {
           auto in_effect = [slot](int s) { return s == slot; };
-          return restore(f, transition(select(save(f, false), in_effect),
-                                       to_defs(select(now.tables[i], in_effect)), false));
+          // What the kernel held: its stamps count from the previous first lines, which are not at hand.
+          return restore(
+              f,
+              transition(select(save(f, false), in_effect), to_defs(select(now.tables[i], in_effect)), false),
+              {});
         });
       }
   }
   for (const SetDef* set : changed_sets) ipset.destroy(temporary_for(*set));  // the old members
   for (const auto& step : record_steps)
-    if (auto failure = restore(step.family, step.text); !failure.empty())
+    if (auto failure = restore(step.family, step.text, positions); !failure.empty())
       throw RuntimeError(
           failure +
           "\n  the new rules are in effect, but fwe-meta (the IR hash and rules summary that status "
@@ -764,7 +773,7 @@ bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>
 // (and an interrupted apply) left is removed afterwards; a kill before the swap leaves the old ruleset
 // in effect, after it the new one.
 void switch_slots(Ipset& ipset, const Holdings& now, const std::vector<SetDef>& sets,
-                  const std::vector<TableDef> (&want)[2]) {
+                  const std::vector<TableDef> (&want)[2], const stamps::Positions& positions) {
   const int next = now.active == 1 ? 2 : 1;
   const bool gate_on = now.active == 1 || now.active == 2;
   auto in_next = [&](int s) { return s == next; };
@@ -807,7 +816,7 @@ void switch_slots(Ipset& ipset, const Holdings& now, const std::vector<SetDef>& 
   if (!r.ok()) undo(r.message);
   const std::string loads[2] = {transition({}, placed(want[0], next), true),
                                 transition({}, placed(want[1], next), true)};
-  if (auto failure = restore_both(loads); !failure.empty()) undo(failure);
+  if (auto failure = restore_both(loads, positions); !failure.empty()) undo(failure);
 
   if (gate_on) {
     r = ipset.swap(in_slot(kGateSet, now.active), gate);
@@ -861,10 +870,13 @@ void apply_model(const Model& model, std::string_view ir_hash, bool full) {
   const Holdings now = holdings(ipset, false);
   if (now.active == 1 || now.active == 2) top_up_gate(ipset, now);
   std::vector<TableDef> want[2];
-  for (IpFamily f : {IpFamily::v4, IpFamily::v6})
-    want[static_cast<int>(f)] = with_meta(model.family(f), ir_hash, model.sets, f);
-  if (!full && (now.active == 1 || now.active == 2) && apply_in_place(ipset, now, model.sets, want)) return;
-  switch_slots(ipset, now, model.sets, want);
+  for (IpFamily f : {IpFamily::v4, IpFamily::v6}) want[static_cast<int>(f)] = with_meta(model, f, ir_hash);
+  stamps::Positions positions;
+  for (const auto& first : model.first_lines) positions.add(first.key, first.text);
+  if (!full && (now.active == 1 || now.active == 2) &&
+      apply_in_place(ipset, now, model.sets, want, positions))
+    return;
+  switch_slots(ipset, now, model.sets, want, positions);
 }
 
 void flush_all() {
@@ -894,6 +906,7 @@ KernelState read_kernel() {
   const int slot = k.active;
   auto in_effect = [&](int s) { return s == slot; };
   std::string text = "# ipset restore -exist\n";
+  stamps::Positions positions;  // fwe-meta's first lines, for the counters' stamps
   if (slot > 0) text += gate_text(kGateSet, true);
   for (const auto& set : k.sets) {
     if (is_gate(set.name) || !in_effect(slot_of(set.name))) continue;
@@ -904,7 +917,7 @@ KernelState read_kernel() {
       RuleCounter counter;  // a member of a merged run: the hits of its source rule
       counter.chain = "ipset/" + def.name;
       counter.rule = static_cast<std::int32_t>(i);
-      counter.where = set.extras[i].comment;
+      counter.where = set.extras[i].comment;  // a stamp until made absolute below
       counter.packets = set.extras[i].packets;
       counter.bytes = set.extras[i].bytes;
       state.counters.push_back(std::move(counter));
@@ -943,13 +956,15 @@ KernelState read_kernel() {
               applied_summary = summary_of(rule.spec);
             } else if (auto [set, digest] = set_record_of(rule.spec); !set.empty()) {
               recorded_sets[set] = digest;
+            } else if (auto first = first_line_of(rule.spec); !first.key.empty()) {
+              positions.add(first.key, first.text);
             }
             continue;
           }
           RuleCounter counter;
           counter.chain = family + "/" + table.name + "/" + c.name;
           counter.rule = static_cast<std::int32_t>(i);
-          counter.where = where_of(rule.spec);
+          counter.where = origin_stamp_of(rule.spec);  // a stamp until made absolute below
           counter.packets = rule.packets;
           counter.bytes = rule.bytes;
           state.counters.push_back(std::move(counter));
@@ -1040,6 +1055,10 @@ KernelState read_kernel() {
     state.drift.push_back("an interrupted apply (or an older fwengine) left " +
                           std::to_string(leftover_chains) + " chains and " + std::to_string(leftover_sets) +
                           " ipsets beside the ruleset in effect; the next apply removes them");
+  for (auto& counter : state.counters) {
+    counter.origin.policy = positions.absolute(counter.where);
+    counter.where = std::string(stamps::where_of(counter.origin.policy));
+  }
   state.text = std::move(text);
   return state;
 }

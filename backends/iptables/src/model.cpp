@@ -144,7 +144,7 @@ std::string stamp_of(std::string_view spec) {
   return "fwe:" + std::string(hash);
 }
 
-std::string where_of(std::string_view spec) {
+std::string origin_stamp_of(std::string_view spec) {
   auto comment = comment_of(spec);
   auto space = comment.find(' ');
   return space == std::string_view::npos ? std::string{} : std::string(comment.substr(space + 1));
@@ -317,6 +317,19 @@ std::pair<std::string, std::string> set_record_of(std::string_view meta_spec) {
   return {std::string(comment.substr(0, space)), std::string(comment.substr(space + 1))};
 }
 
+std::string first_line_rule(const stamps::FirstLine& first) {
+  return std::string(kCommentOpen) + "fwe:where " + first.key + ' ' + first.text + '"';
+}
+
+stamps::FirstLine first_line_of(std::string_view meta_spec) {
+  auto comment = comment_of(meta_spec);
+  if (comment.substr(0, 10) != "fwe:where ") return {};
+  comment.remove_prefix(10);
+  const auto space = comment.find(' ');
+  if (space == std::string_view::npos) return {};
+  return {std::string(comment.substr(0, space)), std::string(comment.substr(space + 1))};
+}
+
 std::string ir_hash_of(std::string_view meta_spec) {
   auto comment = comment_of(meta_spec);
   if (comment.substr(0, 7) != "fwe:ir ") return {};
@@ -351,8 +364,9 @@ void add_member_stamps(std::map<std::string, std::vector<std::string>>& stamps, 
   std::sort(out.begin(), out.end());
 }
 
-std::vector<TableDef> with_meta(std::vector<TableDef> tables, std::string_view ir_hash,
-                                const std::vector<SetDef>& sets, IpFamily family) {
+std::vector<TableDef> with_meta(const Model& model, IpFamily family, std::string_view ir_hash) {
+  std::vector<TableDef> tables = model.family(family);
+  const std::vector<SetDef>& sets = model.sets;
   std::map<std::string, std::vector<std::string>> stamps;
   for (const auto& table : tables)
     for (const auto& chain : table.chains)
@@ -366,6 +380,8 @@ std::vector<TableDef> with_meta(std::vector<TableDef> tables, std::string_view i
   ChainDef meta{std::string(kMetaChain), {meta_rule(ir_hash, rules_summary(stamps))}};
   for (const auto& set : sets)
     if (set.family == family) meta.rules.push_back(set_record_rule(set));
+  if (family == IpFamily::v4)
+    for (const auto& first : model.first_lines) meta.rules.push_back(first_line_rule(first));
   filter->chains.push_back(std::move(meta));
   return tables;
 }

@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "fwengine/stamps.hpp"
+
 namespace fwe::iptables {
 
 enum class IpFamily : std::uint8_t { v4, v6 };
@@ -88,9 +90,17 @@ struct SetDef {
 inline const SetDef kAnySets[2] = {{"fwe0-any4", IpFamily::v4, {"0.0.0.0/1", "128.0.0.0/1"}},
                                    {"fwe0-any6", IpFamily::v6, {"::/1", "8000::/1"}}};
 
+// A rule's comment is "fwe:<hash16> <stamp>": xt_comment keeps 255 characters, so a stamp keeps 234, and
+// a first line's record in fwe-meta ("fwe:where <key> <file:line policy>") 229.
+inline constexpr stamps::Style kStampStyle{.max_comment = 229, .max_file = 120, .run_suffix = 0};
+
 struct Model {
   std::vector<SetDef> sets;
   std::vector<TableDef> tables[2];  // by IpFamily, in the order raw, mangle, nat, filter
+  // The first lines of the policies that the rules' and run members' stamps count their lines from:
+  // recorded in IPv4's fwe-meta (with_meta), so that a line inserted above a policy changes a record,
+  // not every rule below it.
+  std::vector<stamps::FirstLine> first_lines{};
   const std::vector<TableDef>& family(IpFamily f) const { return tables[static_cast<int>(f)]; }
 };
 
@@ -106,8 +116,8 @@ std::string stamp_of(std::string_view spec);
 // that our text and iptables-save's text of the same rule give the same hash; names count as the model
 // has them, so that a rule keeps its stamp in either slot.
 std::string content_hash(std::string_view chain, std::string_view spec);
-// The "file:line:col" part of a rule's comment, or empty.
-std::string where_of(std::string_view spec);
+// The origin stamp in a rule's comment (what follows "fwe:<hash16> "), or empty.
+std::string origin_stamp_of(std::string_view spec);
 
 // iptables-restore input for a whole family as rendered (what `render` prints): every chain declared,
 // filled, and hooked.
@@ -128,10 +138,10 @@ std::string_view protocol_file_name(std::uint8_t number);
 const std::string& protocol_name(std::uint8_t number);
 // The number of a protocol name (or of a number written out); none for anything else.
 std::optional<std::uint8_t> protocol_number(std::string_view name);
-// The tables plus fwe-meta in filter, whose first rule carries the IR hash and the rules summary of the
-// tables for read_back, and one rule per set of the family its members' digest.
-std::vector<TableDef> with_meta(std::vector<TableDef> tables, std::string_view ir_hash,
-                                const std::vector<SetDef>& sets, IpFamily family);
+// A family's tables plus fwe-meta in filter, whose first rule carries the IR hash and the rules summary
+// of the tables for read_back, then one rule per set of the family with its members' digest, and in
+// IPv4 one rule per first line the stamps count from (first_line_rule).
+std::vector<TableDef> with_meta(const Model& model, IpFamily family, std::string_view ir_hash);
 // A run set's members with their comments, sorted: they stand for rules, so the summary in fwe-meta
 // covers them as it covers a chain's stamps (under "ipset/<name>").
 void add_member_stamps(std::map<std::string, std::vector<std::string>>& stamps, std::string_view set_name,
@@ -144,6 +154,10 @@ std::string members_digest(const std::vector<std::string>& members, const std::v
 std::string set_record_rule(const SetDef& set);
 // The set name and digest of such a rule; empty names for any other rule.
 std::pair<std::string, std::string> set_record_of(std::string_view meta_spec);
+// fwe-meta's record of a policy's first line, "fwe:where KEY FILE:LINE POLICY", and the key and text
+// of such a rule (empty for any other rule).
+std::string first_line_rule(const stamps::FirstLine& first);
+stamps::FirstLine first_line_of(std::string_view meta_spec);
 // The IR hash in a fwe-meta rule, or empty.
 std::string ir_hash_of(std::string_view meta_spec);
 // "rules N digest D": the number of rules and a digest of their stamps, chain by chain in the order of

@@ -26,8 +26,6 @@
 #include <string_view>
 #include <unordered_map>
 
-#include "fwengine/trace.hpp"
-
 namespace fwe::iptables {
 
 using namespace fwe::ir;
@@ -41,9 +39,6 @@ constexpr std::size_t kMinRun = 4;
 constexpr std::size_t kMaxMembersPerRule = 64;
 constexpr std::size_t kMaxSetMembers = 65536;
 constexpr std::size_t kMultiportSlots = 15;  // multiport's limit; a range takes two
-constexpr std::size_t kMaxCommentWhere = 200;
-// What a comment's "file:line:col" keeps of a path; anything else becomes _.
-constexpr std::string_view kWhereChars = "_.-:/+@,=~";
 
 const std::set<std::uint8_t> kPortProtocols = {6, 17, 132, 136, 33};  // TCP, UDP, SCTP, UDPLite, DCCP
 const std::set<std::uint8_t> kNatPortProtocols = {6, 17, 132, 33};    // what NAT port options accept
@@ -278,8 +273,15 @@ using SetIndex = std::unordered_map<std::string_view, const AddrSet*>;
 class FamilyRenderer {
  public:
   FamilyRenderer(const Ruleset& rs, const SetIndex& set_index, Diagnostics& diag,
-                 std::set<std::string>& reported, IpFamily family, std::map<std::string, SetDef>& sets)
-      : rs_(rs), set_index_(set_index), diag_(diag), reported_(reported), family_(family), sets_(sets) {
+                 std::set<std::string>& reported, IpFamily family, std::map<std::string, SetDef>& sets,
+                 stamps::Stamper& stamper)
+      : rs_(rs),
+        set_index_(set_index),
+        diag_(diag),
+        reported_(reported),
+        family_(family),
+        sets_(sets),
+        stamper_(stamper) {
     compute_reach();
     for (const auto& def : rs.stages)
       for (const auto& section : def.sections) honour_allow_ |= section.honour_allow;
@@ -313,18 +315,8 @@ class FamilyRenderer {
     if (reported_.insert(key).second) diag_.warning(o.loc, message, hint);
   }
 
-  std::string where(const Origin& o) const {
-    if (o.loc.line == 0) return {};
-    // The file part is made once per file (sanitise leaves the digits and colons after it as they are).
-    auto [file, added] = where_files_.try_emplace(o.loc.file);
-    if (added) {
-      Origin file_only;
-      file_only.loc.file = o.loc.file;
-      file->second = sanitise(trace::where(rs_, file_only), kWhereChars);
-    }
-    std::string w = file->second + ':' + std::to_string(o.loc.line) + ':' + std::to_string(o.loc.col);
-    return w.size() > kMaxCommentWhere ? w.substr(w.size() - kMaxCommentWhere) : w;
-  }
+  // A rule's origin stamp (fwengine/stamps.hpp): its line counts from its policy's first line.
+  std::string where(const Origin& o) const { return stamper_.stamp(o); }
 
   // For every IR chain, the stages it can be reached from (groups, failsafe, jumps).
   void compute_reach() {
@@ -1294,8 +1286,8 @@ class FamilyRenderer {
   std::map<std::string, std::set<Stage>> reach_;
   std::map<std::string, std::size_t> references_;  // by groups, failsafe chains and jumps
   std::map<std::string, Table> tables_;
-  std::optional<RestMemo> rest_memo_;                                   // rest_spec's last rest
-  mutable std::unordered_map<std::uint32_t, std::string> where_files_;  // see where
+  std::optional<RestMemo> rest_memo_;  // rest_spec's last rest
+  stamps::Stamper& stamper_;
 };
 
 // A chain without rules does nothing: a jump to it comes back at once. Where a family leaves a chain
@@ -1345,11 +1337,14 @@ Model render(const Ruleset& ruleset, Diagnostics& diag) {
   SetIndex set_index;
   set_index.reserve(ruleset.sets.size());
   for (const auto& [name, set] : ruleset.sets) set_index.emplace(name, &set);
+  stamps::Stamper stamper(ruleset, kStampStyle);
   for (IpFamily f : {IpFamily::v4, IpFamily::v6}) {
-    model.tables[static_cast<int>(f)] = FamilyRenderer(ruleset, set_index, diag, reported, f, sets).run();
+    model.tables[static_cast<int>(f)] =
+        FamilyRenderer(ruleset, set_index, diag, reported, f, sets, stamper).run();
     drop_empty_chains(model.tables[static_cast<int>(f)]);
   }
   for (auto& [name, set] : sets) model.sets.push_back(std::move(set));
+  model.first_lines = stamper.first_lines();
   return model;
 }
 
@@ -1358,7 +1353,7 @@ std::string plan_text(const Model& model, std::string_view ir_hash) {
   for (IpFamily f : {IpFamily::v4, IpFamily::v6}) {
     out += f == IpFamily::v4 ? "# iptables-legacy-restore --noflush\n"
                              : "# ip6tables-legacy-restore --noflush\n";
-    out += restore_text(with_meta(model.family(f), ir_hash, model.sets, f));
+    out += restore_text(with_meta(model, f, ir_hash));
   }
   return out;
 }

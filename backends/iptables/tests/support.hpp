@@ -22,6 +22,8 @@ ir::Ruleset runs_ruleset();
 ir::Ruleset fusion_ruleset();
 // One chain of `rules` rules from distinct 10.x.y.z/32 to TCP port 5000 + i % ports, accepted: one run.
 ir::Ruleset long_run_ruleset(std::size_t rules, std::uint16_t ports);
+// The same ruleset with every origin `lines` further down its file: lines inserted above its policies.
+ir::Ruleset moved_down(ir::Ruleset rs, std::uint32_t lines);
 
 // Moves this test process into a fresh network namespace (unshare(CLONE_NEWNET)), so nothing it does
 // reaches the host's firewall. Exits with 77 (ctest: skipped) when that or iptables-legacy/ipset

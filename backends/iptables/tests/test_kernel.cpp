@@ -609,6 +609,45 @@ TEST_CASE("real traffic: a run's set counts the hits of each source rule", "[roo
   CHECK(drift[0].find("rules were deleted, added or moved since apply") != std::string::npos);
 }
 
+TEST_CASE("lines inserted above a policy rewrite no rule: counters stay, and read_back names the new lines",
+          "[root]") {
+  test::enter_scratch_netns();
+  REQUIRE(run_tool({"ip", "link", "set", "lo", "up"}).status == 0);
+  const ir::Ruleset rs = test::runs_ruleset();
+  apply_model(render_ok(rs), "before", false);
+  auto connect = [](const std::string& address, int port) {
+    return run_tool({"timeout", "2", "bash", "-c", "echo > /dev/tcp/" + address + "/" + std::to_string(port)})
+        .status;
+  };
+  REQUIRE(connect("127.0.0.2", 7002) == 1);  // a member of a run: counted
+  auto rules_but_meta = [](bool family6) {   // with their counters
+    std::string out;
+    const auto save = run_tool({family6 ? "ip6tables-legacy-save" : "iptables-legacy-save", "-c"});
+    std::istringstream in(our_lines(save.out));
+    for (std::string line; std::getline(in, line);)
+      if (line.find("-meta") == std::string::npos) out += line + '\n';
+    return out;
+  };
+  const std::string v4 = rules_but_meta(false), v6 = rules_but_meta(true), sets = test::ipset_text_now();
+
+  apply_model(render_ok(test::moved_down(rs, 4)), "after", false);
+  // Every rule and member as it was, with its counters; only fwe-meta's records changed.
+  CHECK(rules_but_meta(false) == v4);
+  CHECK(rules_but_meta(true) == v6);
+  CHECK(test::ipset_text_now() == sets);
+  KernelState state = read_kernel();
+  for (const auto& d : state.drift) UNSCOPED_INFO(d);
+  CHECK(state.drift.empty());
+  CHECK(state.ir_hash == "after");
+  std::map<std::string, std::uint64_t> hits;
+  for (const auto& c : state.counters)
+    if (c.chain.rfind("ipset/", 0) == 0) hits[c.where] += c.packets;
+  CHECK(hits["runs.yaml:20:3"] > 0);  // line 16 before
+  CHECK(hits.count("runs.yaml:16:3") == 0);
+  for (const auto& c : state.counters)
+    if (!c.where.empty()) CHECK(c.origin.policy == c.where + " test policy");
+}
+
 TEST_CASE("sets made over netlink are those ipset restore makes of the rendered text, and list the same",
           "[root]") {
   test::enter_scratch_netns();

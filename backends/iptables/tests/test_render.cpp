@@ -212,14 +212,42 @@ TEST_CASE("a conntrack helper rule carries its protocol in each of its alternati
                                  "-s 198.51.100.0/24 -p udp -j CT --helper tftp"});
 }
 
-TEST_CASE("every rule carries a stamp of its content and its origin") {
+// The first lines fwe-meta records, as read_back reads them.
+stamps::Positions recorded_positions(const Model& m) {
+  stamps::Positions positions;
+  for (const auto& t : with_meta(m, IpFamily::v4, "h1"))
+    if (const ChainDef* meta = t.find(kMetaChain))
+      for (const auto& rule : meta->rules)
+        if (auto first = first_line_of(rule); !first.key.empty()) positions.add(first.key, first.text);
+  return positions;
+}
+
+TEST_CASE("every rule carries a stamp of its content and its origin, its line counted from its policy's") {
   Model m = render_ok(test::sample_ruleset());
   const auto& web = chain(table(m, IpFamily::v4, "filter"), "fwe-c-web");
   CHECK(web.rules[0].find("-m comment --comment \"fwe:") != std::string::npos);
-  CHECK(where_of(web.rules[0]) == "policy.yaml:11:3");
+  const std::string stamp = origin_stamp_of(web.rules[0]);
+  CHECK(stamp.starts_with("policy.yaml:+"));
+  CHECK(stamp.ends_with(" test policy"));
+  CHECK(recorded_positions(m).absolute(stamp) == "policy.yaml:11:3 test policy");
   for (const auto& t : m.family(IpFamily::v4))
     for (const auto& c : t.chains)
       for (const auto& r : c.rules) CHECK(stamp_of(r) == "fwe:" + content_hash(c.name, r));
+}
+
+TEST_CASE("lines inserted above a policy change fwe-meta's record of its first line, not its rules") {
+  const ir::Ruleset rs = test::sample_ruleset();
+  Model before = render_ok(rs), after = render_ok(test::moved_down(rs, 5));
+  for (IpFamily f : {IpFamily::v4, IpFamily::v6})
+    CHECK(restore_text(before.family(f)) == restore_text(after.family(f)));
+  CHECK(restore_text(with_meta(before, IpFamily::v4, "h1")) !=
+        restore_text(with_meta(after, IpFamily::v4, "h1")));
+  // Only IPv4's fwe-meta records the first lines; the same stamp reads as the line it is on now.
+  CHECK(restore_text(with_meta(before, IpFamily::v6, "h1")) ==
+        restore_text(with_meta(after, IpFamily::v6, "h1")));
+  const std::string stamp =
+      origin_stamp_of(chain(table(after, IpFamily::v4, "filter"), "fwe-c-web").rules[0]);
+  CHECK(recorded_positions(after).absolute(stamp) == "policy.yaml:16:3 test policy");
 }
 
 TEST_CASE("chain names longer than 27 characters are shortened with a hash") {
@@ -290,7 +318,7 @@ TEST_CASE("render text is the ipset and iptables-restore input") {
 
 TEST_CASE("transition rewrites only what changed and removes what is gone") {
   Model m = render_ok(test::tiny_ruleset());
-  auto want = with_meta(m.family(IpFamily::v4), "h1", m.sets, IpFamily::v4);
+  auto want = with_meta(m, IpFamily::v4, "h1");
   // As if iptables-legacy-save showed exactly what we loaded.
   std::string saved = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n";
   for (const auto& c : want[0].chains) saved += ":" + c.name + " - [0:0]\n";
@@ -526,15 +554,18 @@ TEST_CASE(
   CHECK(sources.type == "hash:net,port");
   CHECK(sources.members == std::vector<std::string>{"10.0.0.0/24,tcp:1000", "10.0.1.0/24,tcp:1001",
                                                     "10.0.3.0/24,udp:1003", "10.0.4.0/24,tcp:1004"});
+  // Lines counted from the policy's first line (5), as rules' stamps count them.
   CHECK(sources.comments ==
-        std::vector<std::string>{"runs.yaml:10:3", "runs.yaml:11:3", "runs.yaml:13:3", "runs.yaml:14:3"});
+        std::vector<std::string>{"runs.yaml:+5:3 test policy", "runs.yaml:+6:3 test policy",
+                                 "runs.yaml:+8:3 test policy", "runs.yaml:+9:3 test policy"});
+  CHECK(recorded_positions(m).absolute(sources.comments[2]) == "runs.yaml:13:3 test policy");
   CHECK(m.sets[1].members.front() == "127.0.0.2,tcp:7002");
   std::string text = plan_text(m, "h");
   CHECK(text.find("create fwe-4r-filter-list-0 hash:net,port family inet maxelem 65536 counters comment\n") !=
         std::string::npos);
   // Restored with protocol numbers (ipset reads a name from /etc/protocols for every member), listed
   // and compared with names, as ipset lists them.
-  CHECK(text.find("add fwe-4r-filter-list-0 10.0.3.0/24,17:1003 comment \"runs.yaml:13:3\"\n") !=
+  CHECK(text.find("add fwe-4r-filter-list-0 10.0.3.0/24,17:1003 comment \"runs.yaml:+8:3 test policy\"\n") !=
         std::string::npos);
 }
 

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "applied.hpp"
+#include "fwengine/stamps.hpp"
 #include "netlink.hpp"
 #include "translate.hpp"
 
@@ -22,15 +23,6 @@ std::pair<Stamps, Stamps> stamps_of(const Table& table) {
       for (const auto& element : set.elements)
         if (!element.interval_end) elements.emplace_back(set.name, element.comment);
   return {std::move(rules), std::move(elements)};
-}
-
-// "file:line:col" at the start of a stamp made absolute (Positions), when it has one.
-std::string where_of(const std::string& stamp) {
-  std::string first = stamp.substr(0, stamp.find(' '));
-  auto last_colon = first.rfind(':');
-  if (last_colon == std::string::npos || last_colon == 0) return {};
-  auto second_colon = first.rfind(':', last_colon - 1);
-  return second_colon == std::string::npos ? std::string{} : first;
 }
 
 // Whether a set or chain has the name apply gives (content_address): NAME.<8 hex digits>. Anything else
@@ -163,7 +155,7 @@ KernelState NftBackend::read(Elements elements) {
     counter.chain = chain;
     counter.rule = index;
     counter.origin.policy = listing.positions.absolute(stamp);
-    counter.where = where_of(counter.origin.policy);
+    counter.where = stamps::where_of(counter.origin.policy);
     counter.packets = packets;
     counter.bytes = bytes;
     state.counters.push_back(counter);
