@@ -43,7 +43,7 @@ class IptablesBackend : public Backend {
   ApplyReport apply(const Plan& plan, const ApplyOptions& options) override {
     const auto* ours = dynamic_cast<const IptablesPlan*>(&plan);
     if (ours == nullptr) throw RuntimeError("the iptables backend was given another backend's plan");
-    apply_model(ours->model(), options.ir_hash, options.full);
+    apply_model(ours->model(), options.ir_hash, options.full, options.state_dir);
     return {};
   }
 

@@ -291,6 +291,10 @@ int on_type(const nlmsghdr* nlh, void* data) {
 
 }  // namespace
 
+bool IpsetResult::full() const {
+  return error == IPSET_ERR_HASH_FULL;
+}
+
 bool IpsetResult::busy() const {
   return error == IPSET_ERR_BUSY || error == IPSET_ERR_REFERENCED;
 }
@@ -367,9 +371,8 @@ IpsetResult Ipset::create(const SetDef& set, std::string_view name) {
     mnl_attr_put_u8(nlh, IPSET_ATTR_REVISION, revision(set.type, family));
     mnl_attr_put_u8(nlh, IPSET_ATTR_FAMILY, family);
     nlattr* data = mnl_attr_nest_start(nlh, IPSET_ATTR_DATA);
-    // Room for every member: the kernel refuses adds beyond maxelem.
     mnl_attr_put_u32(nlh, IPSET_ATTR_MAXELEM | kNetOrder,
-                     htonl(static_cast<std::uint32_t>(std::max<std::size_t>(65536, set.members.size()))));
+                     htonl(static_cast<std::uint32_t>(ipset_maxelem(set))));
     if (const std::uint32_t buckets = ipset_hashsize(set); buckets != 0)
       mnl_attr_put_u32(nlh, IPSET_ATTR_HASHSIZE | kNetOrder, htonl(buckets));
     if (set.type == kRunSet)
@@ -378,10 +381,25 @@ IpsetResult Ipset::create(const SetDef& set, std::string_view name) {
     mnl_attr_nest_end(nlh, data);
     if (auto result = request(nlh, what); !result.ok()) return result;
   }
-  const std::string add = "ipset add " + std::string(name);
+  return add_members(set, name);
+}
+
+IpsetResult Ipset::add_members(const SetDef& set, std::string_view name) {
+  return send_members(IPSET_CMD_ADD, set, name);
+}
+
+IpsetResult Ipset::delete_members(const SetDef& set, std::string_view name) {
+  return send_members(IPSET_CMD_DEL, set, name);
+}
+
+// Without NLM_F_EXCL the kernel takes each command as `ipset -exist` does: an add of a member that is
+// there overwrites its comment (and keeps its counters), a delete of one that is not there is no error.
+IpsetResult Ipset::send_members(int command, const SetDef& set, std::string_view name) {
+  const std::uint8_t family = nf_family(set.family);
+  const std::string what = (command == IPSET_CMD_ADD ? "ipset add " : "ipset del ") + std::string(name);
   std::size_t next = 0;
   while (next < set.members.size()) {
-    nlmsghdr* nlh = start(members_.get(), IPSET_CMD_ADD, family);
+    nlmsghdr* nlh = start(members_.get(), command, family);
     mnl_attr_put_strz(nlh, IPSET_ATTR_SETNAME, std::string(name).c_str());
     mnl_attr_put_u32(nlh, IPSET_ATTR_LINENO, 0);  // required with IPSET_ATTR_ADT
     nlattr* entries = mnl_attr_nest_start(nlh, IPSET_ATTR_ADT);
@@ -391,7 +409,7 @@ IpsetResult Ipset::create(const SetDef& set, std::string_view name) {
       if (!put_member(nlh, parse_member(set.members[next], set.family), set.family, comment)) break;
     }
     mnl_attr_nest_end(nlh, entries);
-    if (auto result = request(nlh, add + " " + set.members[first] + (next - first > 1 ? " ..." : ""));
+    if (auto result = request(nlh, what + " " + set.members[first] + (next - first > 1 ? " ..." : ""));
         !result.ok())
       return result;
   }

@@ -37,6 +37,7 @@ struct IpsetResult {
   std::string message;
   bool ok() const { return error == 0; }
   bool busy() const;  // the set is still referenced (a list:set lets go only after an RCU grace period)
+  bool full() const;  // the set holds as many members as its maxelem allows
 };
 
 // A netlink socket in the network namespace of the calling thread. Creating a set that exists with the
@@ -50,6 +51,11 @@ class Ipset {
 
   // The set, named `name`, with all its members (and their comments).
   IpsetResult create(const SetDef& set, std::string_view name);
+  // The members of `set` (with their comments) put into the set `name`, or taken out of it. Adding a
+  // member that is there replaces its comment and keeps its counters; deleting one that is not there
+  // is not an error.
+  IpsetResult add_members(const SetDef& set, std::string_view name);
+  IpsetResult delete_members(const SetDef& set, std::string_view name);
   // An empty list:set, and a set name added to one.
   IpsetResult create_list(std::string_view name);
   IpsetResult add_to_list(std::string_view list, std::string_view member);
@@ -61,6 +67,7 @@ class Ipset {
 
  private:
   nlmsghdr* start(char* buffer, int command, std::uint8_t family);
+  IpsetResult send_members(int command, const SetDef& set, std::string_view name);
   IpsetResult request(const nlmsghdr* message, std::string_view what,
                       int (*callback)(const nlmsghdr*, void*) = nullptr, void* data = nullptr);
   std::uint8_t revision(std::string_view type, std::uint8_t family);

@@ -20,6 +20,7 @@
 #include <set>
 #include <sstream>
 
+#include "applied.hpp"
 #include "fwengine/diagnostics.hpp"
 
 extern char** environ;
@@ -556,11 +557,6 @@ std::vector<TableDef> placed(std::vector<TableDef> tables, int slot) {
   return tables;
 }
 
-std::vector<SetDef> placed(std::vector<SetDef> sets, int slot) {
-  for (auto& set : sets) set.name = in_slot(set.name, slot);
-  return sets;
-}
-
 // The sets of the slots `keep` accepts (gates and the sets that match everything are no slot's).
 template <typename Keep>
 std::vector<std::string> set_names(const std::vector<KernelSet>& sets, Keep keep) {
@@ -635,21 +631,45 @@ std::vector<TableStep> table_steps(IpFamily family, const std::string& text, int
 std::string temporary_for(const SetDef& set) {
   return std::string(kTempSetPrefix) + "swap" + (set.family == IpFamily::v4 ? "4" : "6");
 }
-std::string swap_members(Ipset& ipset, const SetDef& set) {
+// (The set's kernel name is `name`, the model's name in the slot in effect.)
+std::string swap_members(Ipset& ipset, const SetDef& set, const std::string& name) {
   const std::string temporary = temporary_for(set);
   ipset.destroy(temporary);  // an interrupted apply's; absent is fine
   auto r = ipset.create(set, temporary);
-  if (r.ok()) r = ipset.swap(temporary, set.name);
+  if (r.ok()) r = ipset.swap(temporary, name);
   if (r.ok()) return {};
   ipset.destroy(temporary);
-  return "ipset could not replace the members of " + in_slot(set.name, 0) + ": " + r.message;
+  return "ipset could not replace the members of " + set.name + ": " + r.message;
 }
-std::string undo_swap(Ipset& ipset, const SetDef& set) {
-  const auto r = ipset.swap(temporary_for(set), set.name);
+std::string undo_swap(Ipset& ipset, const SetDef& set, const std::string& name) {
+  const auto r = ipset.swap(temporary_for(set), name);
   ipset.destroy(temporary_for(set));
-  return r.ok() ? std::string{}
-                : "ipset could not put back the members of " + in_slot(set.name, 0) + ": " + r.message;
+  return r.ok() ? std::string{} : "ipset could not put back the members of " + set.name + ": " + r.message;
 }
+
+// Changes a set's members where it is (member_delta: adds first, then deletes), keeping the counters
+// of the members that stay.
+IpsetResult change_members(Ipset& ipset, const std::string& name, const MemberDelta& delta) {
+  auto r = ipset.add_members(delta.add, name);
+  if (r.ok()) r = ipset.delete_members(delta.remove, name);
+  return r;
+}
+// Takes such a change back, also one that stopped half-way (re-adding and deleting are idempotent).
+std::string unchange_members(Ipset& ipset, const std::string& name, const MemberDelta& delta) {
+  auto r = ipset.add_members(delta.restore, name);
+  if (r.ok()) r = ipset.delete_members(delta.withdraw, name);
+  return r.ok() ? std::string{}
+                : "ipset could not put back the members of " + in_slot(name, 0) + ": " + r.message;
+}
+
+// A set whose members change in place: by their difference where what the kernel holds is known (from
+// the kernel's listing or the record of the last apply) and the difference is the smaller change,
+// else by a swap with a temporary set.
+struct SetChange {
+  const SetDef* set;  // the model's
+  std::string name;   // in the slot in effect
+  std::optional<MemberDelta> delta;
+};
 
 // What fwe-meta records of the sets of a slot (both families), by the model's name: their digests.
 std::map<std::string, std::string> recorded_sets(const Holdings& now, int slot) {
@@ -671,7 +691,8 @@ std::map<std::string, std::string> recorded_sets(const Holdings& now, int slot) 
 // nothing, when the change takes more steps (or adds or removes a set), or the kernel holds leftovers or
 // the other slot's gate is on; throws when a step fails, having taken back the other family's step.
 bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>& sets,
-                    const std::vector<TableDef> (&want)[2], const stamps::Positions& positions) {
+                    const std::vector<std::string>& digests, const std::vector<TableDef> (&want)[2],
+                    const stamps::Positions& positions, const AppliedSets* applied) {
   const int slot = now.active;
   auto other = [&](int s) { return s != slot; };
   if (now.also_on > 0) return false;
@@ -694,25 +715,27 @@ bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>
   auto one_step_each = [&steps_of] { return steps_of[0] <= 1 && steps_of[1] <= 1; };
   for (const auto& step : rule_steps) ++steps_of[static_cast<int>(step.family)];
   if (!one_step_each()) return false;
-  const auto wanted_sets = placed(sets, slot);
   std::vector<std::string> have_names = set_names(now.sets, [&](int s) { return s == slot; }), want_names;
-  for (const auto& set : wanted_sets) want_names.push_back(set.name);
+  for (const auto& set : sets) want_names.push_back(in_slot(set.name, slot));
   if (sorted(have_names) != sorted(want_names)) return false;
-  std::vector<const SetDef*> changed_sets;
+  std::vector<SetChange> changed_sets;
   // fwe-meta records each set's members as a digest: with a record for every set, no set is listed.
   const auto records = recorded_sets(now, slot);
-  const bool recorded = std::all_of(wanted_sets.begin(), wanted_sets.end(), [&](const SetDef& set) {
-    return records.contains(in_slot(set.name, 0));
-  });
-  const auto have_sets = wanted_sets.empty() || recorded ? std::vector<KernelSet>{} : our_sets(ipset, true);
-  for (const auto& set : wanted_sets) {
+  const bool recorded =
+      std::all_of(sets.begin(), sets.end(), [&](const SetDef& set) { return records.contains(set.name); });
+  const auto have_sets = sets.empty() || recorded ? std::vector<KernelSet>{} : our_sets(ipset, true);
+  for (std::size_t i = 0; i < sets.size(); ++i) {
+    const SetDef& set = sets[i];
+    const std::string& name = want_names[i];
     if (recorded) {
-      if (records.at(in_slot(set.name, 0)) != members_digest(set.members, set.comments))
-        changed_sets.push_back(&set);
+      const std::string& digest = records.at(set.name);
+      if (digest == digests[i]) continue;
+      const SetDef* was = applied ? applied->find(set.name, digest) : nullptr;
+      changed_sets.push_back({&set, name, was ? member_delta(*was, set) : std::nullopt});
       continue;
     }
-    auto k = std::find_if(have_sets.begin(), have_sets.end(),
-                          [&](const KernelSet& s) { return s.name == set.name; });
+    auto k =
+        std::find_if(have_sets.begin(), have_sets.end(), [&](const KernelSet& s) { return s.name == name; });
     if (k == have_sets.end() || k->family != family_name(set.family) || k->type != set.type) return false;
     // A run set's comments name the source rules, which may have moved: compare members with them.
     std::vector<std::string> kernel_comments;
@@ -720,31 +743,47 @@ bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>
     std::map<std::string, std::vector<std::string>> have, want_stamps;
     add_member_stamps(have, set.name, k->members, kernel_comments);
     add_member_stamps(want_stamps, set.name, set.members, set.comments);
-    if (sorted(k->members) != sorted(set.members) || have != want_stamps) changed_sets.push_back(&set);
+    if (sorted(k->members) != sorted(set.members) || have != want_stamps)
+      changed_sets.push_back(
+          {&set, name,
+           member_delta(SetDef{set.name, set.family, k->members, set.type, std::move(kernel_comments)},
+                        set)});
   }
-  for (const SetDef* set : changed_sets) ++steps_of[static_cast<int>(set->family)];
+  for (const auto& change : changed_sets) ++steps_of[static_cast<int>(change.set->family)];
   if (!one_step_each()) return false;
 
   // Each family's step in turn; a failure takes back the step before it, so that neither family is left
   // with the new ruleset while the other keeps the old.
   std::vector<std::function<std::string()>> undo;
+  std::vector<const SetDef*> swapped;  // whose temporary holds the old members
   auto fail = [&](const std::string& failure) {
     std::string problems;
     for (const auto& step_back : undo)
       if (auto problem = step_back(); !problem.empty()) problems += "\n  " + problem;
     if (problems.empty())
       throw RuntimeError(failure + "\n  nothing was changed: the previous ruleset is in place");
-    throw RuntimeError(failure +
-                       "\n  the other family's part of the change is in effect and could not be taken back:" +
+    throw RuntimeError(failure + "\n  part of the change is in effect and could not be taken back:" +
                        problems + "\n  status reports the drift; apply again to finish the change");
   };
   for (IpFamily f : {IpFamily::v4, IpFamily::v6}) {
     const int i = static_cast<int>(f);
-    for (const SetDef* set : changed_sets)
-      if (set->family == f) {
-        if (auto failure = swap_members(ipset, *set); !failure.empty()) fail(failure);
-        undo.push_back([&ipset, set] { return undo_swap(ipset, *set); });
+    for (const auto& change : changed_sets) {
+      if (change.set->family != f) continue;
+      const SetDef& set = *change.set;
+      if (change.delta) {
+        // Taken back also when it stops half-way.
+        undo.push_back([&ipset, &change] { return unchange_members(ipset, change.name, *change.delta); });
+        const IpsetResult r = change_members(ipset, change.name, *change.delta);
+        if (r.ok()) continue;
+        if (!r.full()) fail("ipset could not change the members of " + set.name + ": " + r.message);
+        // Its maxelem was set for the members it had when it was made: a fresh set takes the new ones.
+        if (auto problem = undo.back()(); !problem.empty()) fail(problem);
+        undo.pop_back();
       }
+      if (auto failure = swap_members(ipset, set, change.name); !failure.empty()) fail(failure);
+      undo.push_back([&ipset, &change] { return undo_swap(ipset, *change.set, change.name); });
+      swapped.push_back(&set);
+    }
     for (const auto& step : rule_steps)
       if (step.family == f) {
         if (auto failure = restore(f, step.text, positions); !failure.empty()) fail(failure);
@@ -758,13 +797,14 @@ bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>
         });
       }
   }
-  for (const SetDef* set : changed_sets) ipset.destroy(temporary_for(*set));  // the old members
-  for (const auto& step : record_steps)
-    if (auto failure = restore(step.family, step.text, positions); !failure.empty())
-      throw RuntimeError(
-          failure +
-          "\n  the new rules are in effect, but fwe-meta (the IR hash and rules summary that status "
-          "reads) is not up to date: status reports drift until the next apply");
+  for (const SetDef* set : swapped) ipset.destroy(temporary_for(*set));  // the old members
+  std::string records_of[2];  // by IpFamily: both families' restores run at once
+  for (const auto& step : record_steps) records_of[static_cast<int>(step.family)] += step.text;
+  if (auto failure = restore_both(records_of, positions); !failure.empty())
+    throw RuntimeError(
+        failure +
+        "\n  the new rules are in effect, but fwe-meta (the IR hash and rules summary that status "
+        "reads) is not up to date: status reports drift until the next apply");
   return true;
 }
 
@@ -865,18 +905,27 @@ void top_up_gate(Ipset& ipset, const Holdings& now) {
 
 }  // namespace
 
-void apply_model(const Model& model, std::string_view ir_hash, bool full) {
+void apply_model(const Model& model, std::string_view ir_hash, bool full, const std::string& state_dir) {
   Ipset ipset;
   const Holdings now = holdings(ipset, false);
   if (now.active == 1 || now.active == 2) top_up_gate(ipset, now);
+  const std::vector<std::string> digests = set_digests(model.sets);
   std::vector<TableDef> want[2];
-  for (IpFamily f : {IpFamily::v4, IpFamily::v6}) want[static_cast<int>(f)] = with_meta(model, f, ir_hash);
+  for (IpFamily f : {IpFamily::v4, IpFamily::v6})
+    want[static_cast<int>(f)] = with_meta(model, f, ir_hash, digests);
   stamps::Positions positions;
   for (const auto& first : model.first_lines) positions.add(first.key, first.text);
-  if (!full && (now.active == 1 || now.active == 2) &&
-      apply_in_place(ipset, now, model.sets, want, positions))
-    return;
-  switch_slots(ipset, now, model.sets, want, positions);
+  std::optional<AppliedSets> applied;
+  if (!full && !state_dir.empty()) applied = AppliedSets::load(state_dir);
+  if (full || (now.active != 1 && now.active != 2) ||
+      !apply_in_place(ipset, now, model.sets, digests, want, positions, applied ? &*applied : nullptr))
+    switch_slots(ipset, now, model.sets, want, positions);
+  if (state_dir.empty()) return;
+  // The record is written again only where it lacks a set as the kernel now holds it.
+  bool up_to_date = applied.has_value();
+  for (std::size_t i = 0; i < model.sets.size() && up_to_date; ++i)
+    up_to_date = applied->find(model.sets[i].name, digests[i]) != nullptr;
+  if (!up_to_date) AppliedSets::save(state_dir, model.sets, digests);
 }
 
 void flush_all() {

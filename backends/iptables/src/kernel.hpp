@@ -53,7 +53,8 @@ std::vector<TableDef> to_defs(const std::vector<KernelTable>& tables);
 std::string transition(const std::vector<KernelTable>& now, const std::vector<TableDef>& want, bool full);
 
 // ---- operations -------------------------------------------------------------------------------------
-void apply_model(const Model& model, std::string_view ir_hash, bool full);
+// state_dir (empty: none) keeps the record of the sets' members (applied.hpp) between applies.
+void apply_model(const Model& model, std::string_view ir_hash, bool full, const std::string& state_dir = {});
 void flush_all();
 KernelState read_kernel();
 

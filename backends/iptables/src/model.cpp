@@ -187,9 +187,12 @@ std::string_view family_name(IpFamily f) {
   return f == IpFamily::v4 ? "inet" : "inet6";
 }
 
+std::size_t ipset_maxelem(const SetDef& set) {
+  return std::max<std::size_t>(65536, 2 * set.members.size());
+}
+
 std::string ipset_create_line(const SetDef& set, std::string_view name) {
-  // Room for every member: ipset refuses adds beyond maxelem.
-  std::size_t maxelem = std::max<std::size_t>(65536, set.members.size());
+  const std::size_t maxelem = ipset_maxelem(set);
   const std::uint32_t hashsize = ipset_hashsize(set);
   return "create " + std::string(name) + " " + set.type + " family " + std::string(family_name(set.family)) +
          (hashsize != 0 ? " hashsize " + std::to_string(hashsize) : "") + " maxelem " +
@@ -303,9 +306,15 @@ std::string members_digest(const std::vector<std::string>& members,
   return hex16(sum);
 }
 
-std::string set_record_rule(const SetDef& set) {
-  return std::string(kCommentOpen) + "fwe:set " + set.name + ' ' + members_digest(set.members, set.comments) +
-         '"';
+std::vector<std::string> set_digests(const std::vector<SetDef>& sets) {
+  std::vector<std::string> out;
+  out.reserve(sets.size());
+  for (const auto& set : sets) out.push_back(members_digest(set.members, set.comments));
+  return out;
+}
+
+std::string set_record_rule(const SetDef& set, std::string_view digest) {
+  return std::string(kCommentOpen) + "fwe:set " + set.name + ' ' + std::string(digest) + '"';
 }
 
 std::pair<std::string, std::string> set_record_of(std::string_view meta_spec) {
@@ -364,7 +373,8 @@ void add_member_stamps(std::map<std::string, std::vector<std::string>>& stamps, 
   std::sort(out.begin(), out.end());
 }
 
-std::vector<TableDef> with_meta(const Model& model, IpFamily family, std::string_view ir_hash) {
+std::vector<TableDef> with_meta(const Model& model, IpFamily family, std::string_view ir_hash,
+                                const std::vector<std::string>& digests) {
   std::vector<TableDef> tables = model.family(family);
   const std::vector<SetDef>& sets = model.sets;
   std::map<std::string, std::vector<std::string>> stamps;
@@ -378,8 +388,8 @@ std::vector<TableDef> with_meta(const Model& model, IpFamily family, std::string
       std::find_if(tables.begin(), tables.end(), [](const TableDef& t) { return t.name == "filter"; });
   if (filter == tables.end()) filter = tables.insert(tables.end(), TableDef{"filter", {}, {}});
   ChainDef meta{std::string(kMetaChain), {meta_rule(ir_hash, rules_summary(stamps))}};
-  for (const auto& set : sets)
-    if (set.family == family) meta.rules.push_back(set_record_rule(set));
+  for (std::size_t i = 0; i < sets.size(); ++i)
+    if (sets[i].family == family) meta.rules.push_back(set_record_rule(sets[i], digests[i]));
   if (family == IpFamily::v4)
     for (const auto& first : model.first_lines) meta.rules.push_back(first_line_rule(first));
   filter->chains.push_back(std::move(meta));

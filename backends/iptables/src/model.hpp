@@ -127,6 +127,9 @@ std::string ipset_text(const std::vector<SetDef>& sets);
 // ipset restore -exist input for the two sets that match every address and a slot's gate, on or off.
 std::string gate_text(std::string_view gate, bool on);
 std::string ipset_create_line(const SetDef& set, std::string_view name);
+// The most members a set may hold: ipset refuses adds beyond it. Twice its members, so that an apply
+// that adds the new members of a changed set before it deletes the old ones has room for them.
+std::size_t ipset_maxelem(const SetDef& set);
 // The buckets a hash set starts with: about two members a bucket, or 0 for ipset's default (1,024) when
 // that is enough. A set that starts too small rehashes everything it holds each time it doubles: half of
 // the kernel's time to fill a set of 100,000 members.
@@ -141,7 +144,9 @@ std::optional<std::uint8_t> protocol_number(std::string_view name);
 // A family's tables plus fwe-meta in filter, whose first rule carries the IR hash and the rules summary
 // of the tables for read_back, then one rule per set of the family with its members' digest, and in
 // IPv4 one rule per first line the stamps count from (first_line_rule).
-std::vector<TableDef> with_meta(const Model& model, IpFamily family, std::string_view ir_hash);
+// digests: set_digests(model.sets).
+std::vector<TableDef> with_meta(const Model& model, IpFamily family, std::string_view ir_hash,
+                                const std::vector<std::string>& digests);
 // A run set's members with their comments, sorted: they stand for rules, so the summary in fwe-meta
 // covers them as it covers a chain's stamps (under "ipset/<name>").
 void add_member_stamps(std::map<std::string, std::vector<std::string>>& stamps, std::string_view set_name,
@@ -149,9 +154,11 @@ void add_member_stamps(std::map<std::string, std::vector<std::string>>& stamps, 
 std::string meta_rule(std::string_view ir_hash, std::string_view summary);
 // A digest of a set's members with their comments, whatever their order (ipset lists them in its own).
 std::string members_digest(const std::vector<std::string>& members, const std::vector<std::string>& comments);
+// members_digest of each set, in their order.
+std::vector<std::string> set_digests(const std::vector<SetDef>& sets);
 // fwe-meta's record of one set, "fwe:set NAME DIGEST" (the model's name): an apply tells which sets
 // changed from these, without listing every set's members.
-std::string set_record_rule(const SetDef& set);
+std::string set_record_rule(const SetDef& set, std::string_view digest);
 // The set name and digest of such a rule; empty names for any other rule.
 std::pair<std::string, std::string> set_record_of(std::string_view meta_spec);
 // fwe-meta's record of a policy's first line, "fwe:where KEY FILE:LINE POLICY", and the key and text

@@ -1353,7 +1353,7 @@ std::string plan_text(const Model& model, std::string_view ir_hash) {
   for (IpFamily f : {IpFamily::v4, IpFamily::v6}) {
     out += f == IpFamily::v4 ? "# iptables-legacy-restore --noflush\n"
                              : "# ip6tables-legacy-restore --noflush\n";
-    out += restore_text(with_meta(model, f, ir_hash));
+    out += restore_text(with_meta(model, f, ir_hash, set_digests(model.sets)));
   }
   return out;
 }

@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -646,6 +647,136 @@ TEST_CASE("lines inserted above a policy rewrite no rule: counters stay, and rea
   CHECK(hits.count("runs.yaml:16:3") == 0);
   for (const auto& c : state.counters)
     if (!c.where.empty()) CHECK(c.origin.policy == c.where + " test policy");
+}
+
+namespace {
+// runs_ruleset with the rule to 127.0.0.5 (line 19, a member of run set fwe-4r-filter-list-1) on `port`.
+ir::Ruleset runs_with_last_port(std::uint16_t port) {
+  auto rs = test::runs_ruleset();
+  rs.chains.at("list").rules.back().match.dst_port.at(0).ports = {{port, port}};
+  return rs;
+}
+
+// A state directory of the test's own, removed with it.
+struct StateDir {
+  std::string path = std::filesystem::temp_directory_path() / ("fwe-ipt-state-" + std::to_string(getpid()));
+  StateDir() { std::filesystem::remove_all(path); }
+  ~StateDir() { std::filesystem::remove_all(path); }
+};
+}  // namespace
+
+TEST_CASE("a set's changed members are added and deleted where it is: the others keep their counters",
+          "[root]") {
+  test::enter_scratch_netns();
+  REQUIRE(run_tool({"ip", "link", "set", "lo", "up"}).status == 0);
+  const StateDir state;
+  apply_model(render_ok(test::runs_ruleset()), "a", false, state.path);
+  REQUIRE(std::filesystem::exists(state.path + "/sets"));
+  REQUIRE(run_tool({"timeout", "2", "bash", "-c", "echo > /dev/tcp/127.0.0.2/7002"}).status == 1);
+  auto hits = [] {
+    std::map<std::string, std::uint64_t> out;
+    for (const auto& c : read_kernel().counters)
+      if (c.chain.rfind("ipset/", 0) == 0) out[c.where] += c.packets;
+    return out;
+  };
+  const std::uint64_t counted = hits()["runs.yaml:16:3"];
+  REQUIRE(counted > 0);
+  const std::string v4 = test::save_text(), v6 = test::save_text(true);
+
+  apply_model(render_ok(runs_with_last_port(7015)), "b", false, state.path);
+  std::string sets = test::ipset_text_now();
+  CHECK(sets.find("add fwe1-4r-filter-list-1 127.0.0.5,tcp:7015") != std::string::npos);
+  CHECK(sets.find("127.0.0.5,tcp:7005") == std::string::npos);
+  CHECK(sets.find("fwe2-4") == std::string::npos);
+  CHECK(hits()["runs.yaml:16:3"] == counted);  // the member that stayed kept its hits
+  auto state_now = read_kernel();
+  for (const auto& d : state_now.drift) UNSCOPED_INFO(d);
+  CHECK(state_now.drift.empty());
+  CHECK(state_now.ir_hash == "b");
+
+  // A rule moved within its policy (a line inserted above it): its member gets its new comment and
+  // keeps its counter.
+  REQUIRE(run_tool({"timeout", "2", "bash", "-c", "echo > /dev/tcp/127.0.0.5/7015"}).status == 1);
+  const std::uint64_t last = hits()["runs.yaml:19:3"];
+  REQUIRE(last > 0);
+  auto moved = runs_with_last_port(7015);
+  ++moved.chains.at("list").rules.back().origin.loc.line;
+  apply_model(render_ok(moved), "c", false, state.path);
+  CHECK(test::ipset_text_now().find("fwe2-4") == std::string::npos);
+  CHECK(hits()["runs.yaml:20:3"] == last);
+  CHECK(hits()["runs.yaml:16:3"] == counted);
+  CHECK(read_kernel().drift.empty());
+
+  // The next change's IPv6 table is refused after IPv4's members changed: they are put back.
+  sets = test::ipset_text_now();
+  const std::string c4 = test::save_text(), c6 = test::save_text(true);
+  auto refused = moved;
+  refused.chains.at("list").rules.back().match.dst_port.at(0).ports = {{7025, 7025}};
+  Model bad = render_ok(refused);
+  for (auto& t : bad.tables[1])
+    if (t.name == "filter")
+      for (auto& chain : t.chains)
+        if (chain.name == "fwe-c-list")
+          chain.rules.push_back(
+              "-m comment --comment \"fwe:0000000000000000 bad.yaml:9:9\" -j NO-SUCH-CHAIN");
+  try {
+    apply_model(bad, "d", false, state.path);
+    FAIL("apply should have failed");
+  } catch (const RuntimeError& e) {
+    const std::string message = e.what();
+    CHECK(message.find("ip6tables-legacy-restore failed") != std::string::npos);
+    CHECK(message.find("nothing was changed: the previous ruleset is in place") != std::string::npos);
+  }
+  // The members as they were, in ipset's order of the moment; the one put back counts from zero.
+  auto members = [](const std::string& text) {
+    static const std::regex counters(" packets [0-9]+ bytes [0-9]+");
+    std::istringstream in(std::regex_replace(text, counters, ""));
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    std::sort(lines.begin(), lines.end());
+    return lines;
+  };
+  CHECK(members(test::ipset_text_now()) == members(sets));
+  CHECK(test::save_text() == c4);
+  CHECK(test::save_text(true) == c6);
+  CHECK(read_kernel().ir_hash == "c");
+  CHECK(read_kernel().drift.empty());
+  CHECK(hits()["runs.yaml:16:3"] == counted);
+}
+
+TEST_CASE("a set that outgrew its maxelem gets a fresh one when its new members would not fit", "[root]") {
+  test::enter_scratch_netns();
+  const StateDir state;
+  // tiny_ruleset's set admins holding `count` hosts 10.x.y.z (z even), from the from-th on.
+  auto admins = [](std::size_t from, std::size_t count) {
+    auto rs = test::tiny_ruleset();
+    auto& cidrs = rs.sets.at("admins").cidrs;
+    cidrs.clear();
+    for (std::size_t i = from; i < from + count; ++i)
+      cidrs.push_back(*ir::parse_cidr("10." + std::to_string(i >> 15) + "." + std::to_string((i >> 7) & 255) +
+                                      "." + std::to_string((i & 127) * 2) + "/32"));
+    return rs;
+  };
+  auto entries = [] {
+    const auto listed = run_tool({"ipset", "list", "-t", "fwe1-4-admins"}).out;
+    static const std::regex number("Number of entries: ([0-9]+)");
+    std::smatch m;
+    return std::regex_search(listed, m, number) ? std::stoul(m[1]) : 0ul;
+  };
+  apply_model(render_ok(admins(0, 40000)), "a", false, state.path);  // maxelem 80,000
+  apply_model(render_ok(admins(0, 79000)), "b", false, state.path);  // 39,000 added where it is
+  CHECK(entries() == 79000);
+  CHECK(run_tool({"ipset", "list", "-t", "fwe1-4-admins"}).out.find("maxelem 80000") != std::string::npos);
+  // 2,000 more before 2,000 go would make 81,000: the set is made afresh (maxelem 158,000) and swapped in.
+  apply_model(render_ok(admins(2000, 79000)), "c", false, state.path);
+  CHECK(entries() == 79000);
+  CHECK(run_tool({"ipset", "list", "-t", "fwe1-4-admins"}).out.find("maxelem 158000") != std::string::npos);
+  CHECK(test::ipset_text_now().find("fwe2-4") == std::string::npos);
+  CHECK(test::ipset_text_now().find("fwe0-t-") == std::string::npos);
+  auto now = read_kernel();
+  for (const auto& d : now.drift) UNSCOPED_INFO(d);
+  CHECK(now.drift.empty());
+  CHECK(now.ir_hash == "c");
 }
 
 TEST_CASE("sets made over netlink are those ipset restore makes of the rendered text, and list the same",

@@ -215,7 +215,7 @@ TEST_CASE("a conntrack helper rule carries its protocol in each of its alternati
 // The first lines fwe-meta records, as read_back reads them.
 stamps::Positions recorded_positions(const Model& m) {
   stamps::Positions positions;
-  for (const auto& t : with_meta(m, IpFamily::v4, "h1"))
+  for (const auto& t : with_meta(m, IpFamily::v4, "h1", set_digests(m.sets)))
     if (const ChainDef* meta = t.find(kMetaChain))
       for (const auto& rule : meta->rules)
         if (auto first = first_line_of(rule); !first.key.empty()) positions.add(first.key, first.text);
@@ -240,11 +240,11 @@ TEST_CASE("lines inserted above a policy change fwe-meta's record of its first l
   Model before = render_ok(rs), after = render_ok(test::moved_down(rs, 5));
   for (IpFamily f : {IpFamily::v4, IpFamily::v6})
     CHECK(restore_text(before.family(f)) == restore_text(after.family(f)));
-  CHECK(restore_text(with_meta(before, IpFamily::v4, "h1")) !=
-        restore_text(with_meta(after, IpFamily::v4, "h1")));
+  CHECK(restore_text(with_meta(before, IpFamily::v4, "h1", set_digests(before.sets))) !=
+        restore_text(with_meta(after, IpFamily::v4, "h1", set_digests(after.sets))));
   // Only IPv4's fwe-meta records the first lines; the same stamp reads as the line it is on now.
-  CHECK(restore_text(with_meta(before, IpFamily::v6, "h1")) ==
-        restore_text(with_meta(after, IpFamily::v6, "h1")));
+  CHECK(restore_text(with_meta(before, IpFamily::v6, "h1", set_digests(before.sets))) ==
+        restore_text(with_meta(after, IpFamily::v6, "h1", set_digests(after.sets))));
   const std::string stamp =
       origin_stamp_of(chain(table(after, IpFamily::v4, "filter"), "fwe-c-web").rules[0]);
   CHECK(recorded_positions(after).absolute(stamp) == "policy.yaml:16:3 test policy");
@@ -318,7 +318,7 @@ TEST_CASE("render text is the ipset and iptables-restore input") {
 
 TEST_CASE("transition rewrites only what changed and removes what is gone") {
   Model m = render_ok(test::tiny_ruleset());
-  auto want = with_meta(m, IpFamily::v4, "h1");
+  auto want = with_meta(m, IpFamily::v4, "h1", set_digests(m.sets));
   // As if iptables-legacy-save showed exactly what we loaded.
   std::string saved = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n";
   for (const auto& c : want[0].chains) saved += ":" + c.name + " - [0:0]\n";

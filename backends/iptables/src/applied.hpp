@@ -1,0 +1,54 @@
+// applied.hpp - what the last apply put into each ipset, kept in the backend's state directory, so that
+// the next apply can add and delete only the members that differ instead of filling a new set and
+// swapping it in: a one-rule change to a policy merged into a run set of 50,000 members then costs the
+// kernel two members, and the other members keep their counters. Listing the members back from the
+// kernel would cost about as much as filling the set again.
+//
+// A set's record counts only while fwe-meta records the same digest for it, that is while the kernel
+// holds what the record says (a failed write, or another writer's apply, leaves a record that matches
+// no digest, and the apply swaps the set as before).
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "model.hpp"
+
+namespace fwe::iptables {
+
+class AppliedSets {
+ public:
+  // The record in dir, if there is a readable one; sets whose members do not give their digest are
+  // left out.
+  static std::optional<AppliedSets> load(const std::string& dir);
+  // Replaces the record in dir with the sets and their digests (members_digest; written aside, then
+  // renamed). Best effort: a record that could not be written leaves the previous one, whose digests
+  // no longer match fwe-meta's.
+  static void save(const std::string& dir, const std::vector<SetDef>& sets,
+                   const std::vector<std::string>& digests);
+
+  // The set as recorded (by the model's name), if the record holds it with this digest.
+  const SetDef* find(const std::string& name, std::string_view digest) const;
+
+ private:
+  struct Entry {
+    std::string digest;
+    SetDef set;
+  };
+  std::map<std::string, Entry> sets_;
+};
+
+// What turns a set's members into another's, where that is no more members than the new set has: the
+// members to add (new ones, and ones whose comment changed) and to delete, and what takes the change
+// back. Adding first and deleting after changes each address's membership once: an address that both
+// sets hold (under one member or under two that overlap) is a member throughout.
+struct MemberDelta {
+  SetDef add, remove;        // the change
+  SetDef restore, withdraw;  // its undoing: the old members and comments back, the new ones out
+};
+std::optional<MemberDelta> member_delta(const SetDef& was, const SetDef& now);
+
+}  // namespace fwe::iptables
