@@ -89,8 +89,12 @@ std::optional<Where> split_where(std::string_view stamp) {
   if (second == std::string_view::npos || second == 0) return std::nullopt;
   const auto first = where.rfind(':', second - 1);
   if (first == std::string_view::npos) return std::nullopt;
-  return Where{where.substr(0, first), where.substr(first + 1, second - first - 1), where.substr(second + 1),
-               space == std::string_view::npos ? std::string_view{} : stamp.substr(space)};
+  Where out{where.substr(0, first), where.substr(first + 1, second - first - 1), where.substr(second + 1),
+            space == std::string_view::npos ? std::string_view{} : stamp.substr(space)};
+  // A label without a line may hold colons too ("zone:public:ssh"): a position is digits.
+  const std::string_view line = out.line.starts_with('+') ? out.line.substr(1) : out.line;
+  if (line.empty() || !all_digits(line) || out.col.empty() || !all_digits(out.col)) return std::nullopt;
+  return out;
 }
 
 }  // namespace
@@ -200,8 +204,7 @@ std::string Positions::absolute(std::string_view stamp) const {
   if (!where || !where->line.starts_with('+')) return std::string(stamp);
   std::uint32_t offset = 0;
   const std::string_view digits = where->line.substr(1);
-  if (std::from_chars(digits.data(), digits.data() + digits.size(), offset).ec != std::errc{} ||
-      !all_digits(digits))
+  if (std::from_chars(digits.data(), digits.data() + digits.size(), offset).ec != std::errc{})
     return std::string(stamp);
   // The policy, also where the stamp has a run's " +N" and no label.
   std::string_view label = policy_of(where->rest);

@@ -14,6 +14,7 @@ namespace {
 
 constexpr std::string_view kHeader = "fwengine iptables sets 1";
 constexpr const char* kFileName = "/sets";
+constexpr const char* kChangingName = "/sets.changing";
 
 // The next line of text from `at` (without its '\n'); false at the end.
 bool next_line(std::string_view text, std::size_t& at, std::string_view& line) {
@@ -34,8 +35,10 @@ bool read_set(std::string_view text, std::size_t& at, std::string& digest, SetDe
   if (!(fields >> set.name >> family >> set.type >> digest >> count) || (family != "4" && family != "6"))
     return false;
   set.family = family == "4" ? IpFamily::v4 : IpFamily::v6;
-  set.members.reserve(count);
-  set.comments.reserve(count);
+  // A member's line takes at least two characters: a count the text cannot hold is not reserved.
+  const std::size_t room = std::min(count, (text.size() - at) / 2);
+  set.members.reserve(room);
+  set.comments.reserve(room);
   for (std::size_t i = 0; i < count; ++i) {
     if (!next_line(text, at, line)) return false;
     const auto tab = line.find('\t');
@@ -94,6 +97,23 @@ void AppliedSets::save(const std::string& dir, const std::vector<SetDef>& sets,
   }
   std::filesystem::rename(aside, path, ec);
   if (ec) std::filesystem::remove(aside, ec);
+}
+
+bool mark_changing(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  std::ofstream file(dir + kChangingName, std::ios::binary | std::ios::trunc);
+  return static_cast<bool>(file.flush());
+}
+
+bool changing(const std::string& dir) {
+  std::error_code ec;
+  return std::filesystem::exists(dir + kChangingName, ec);
+}
+
+void unmark_changing(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::remove(dir + kChangingName, ec);
 }
 
 const SetDef* AppliedSets::find(const std::string& name, std::string_view digest) const {

@@ -6,7 +6,8 @@
 //
 // A set's record counts only while fwe-meta records the same digest for it, that is while the kernel
 // holds what the record says (a failed write, or another writer's apply, leaves a record that matches
-// no digest, and the apply swaps the set as before).
+// no digest, and the apply swaps the set as before). fwe-meta's digests count only while no apply is
+// half-way through changing members (mark_changing below).
 #pragma once
 
 #include <map>
@@ -40,6 +41,15 @@ class AppliedSets {
   };
   std::map<std::string, Entry> sets_;
 };
+
+// The mark of an apply that changes sets' members where they are, in dir: made before the first member
+// changes and taken away once fwe-meta records the sets' new digests. An apply that finds it cannot
+// trust those digests (the one that made it was killed, or failed and could not take its change
+// back), so it loads the whole ruleset into the other slot. mark_changing is false when the mark could
+// not be made: then no member may change in place.
+bool mark_changing(const std::string& dir);
+bool changing(const std::string& dir);
+void unmark_changing(const std::string& dir);
 
 // What turns a set's members into another's, where that is no more members than the new set has: the
 // members to add (new ones, and ones whose comment changed) and to delete, and what takes the change

@@ -684,15 +684,18 @@ std::map<std::string, std::string> recorded_sets(const Holdings& now, int slot) 
 }
 
 // A change that packets meet in one kernel step needs no second slot: per family, the members of one set
-// (swapped in at once) or one table (its COMMIT is all or nothing), or nothing. A packet meets its own
-// family's tables and sets only, so a step in each family is still one step for every packet: a rule
-// of both families changed is one table restore in each. fwe-meta, which every IR change touches in both
-// families, is only a record: it is brought up to date after those steps. Returns false, having changed
-// nothing, when the change takes more steps (or adds or removes a set), or the kernel holds leftovers or
-// the other slot's gate is on; throws when a step fails, having taken back the other family's step.
+// (added and deleted where it is, or swapped) or one table (its COMMIT is all or nothing), or nothing. A
+// packet meets its own family's tables and sets only, so a step in each family is still one step for
+// every packet: a rule of both families changed is one table restore in each. fwe-meta, which every IR
+// change touches in both families, is only a record: it is brought up to date after those steps. Returns
+// false, having changed nothing, when the change takes more steps (or adds or removes a set), or the
+// kernel holds leftovers or the other slot's gate is on; throws when a step fails, having taken back the
+// other family's step.
+// Sets' members change only under the mark of state_dir (mark_changing), where there is one.
 bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>& sets,
                     const std::vector<std::string>& digests, const std::vector<TableDef> (&want)[2],
-                    const stamps::Positions& positions, const AppliedSets* applied) {
+                    const stamps::Positions& positions, const AppliedSets* applied,
+                    const std::string& state_dir) {
   const int slot = now.active;
   auto other = [&](int s) { return s != slot; };
   if (now.also_on > 0) return false;
@@ -751,6 +754,8 @@ bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>
   }
   for (const auto& change : changed_sets) ++steps_of[static_cast<int>(change.set->family)];
   if (!one_step_each()) return false;
+  const bool marked = !changed_sets.empty() && !state_dir.empty();
+  if (marked && !mark_changing(state_dir)) return false;
 
   // Each family's step in turn; a failure takes back the step before it, so that neither family is left
   // with the new ruleset while the other keeps the old.
@@ -760,8 +765,10 @@ bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>
     std::string problems;
     for (const auto& step_back : undo)
       if (auto problem = step_back(); !problem.empty()) problems += "\n  " + problem;
-    if (problems.empty())
+    if (problems.empty()) {
+      if (marked) unmark_changing(state_dir);
       throw RuntimeError(failure + "\n  nothing was changed: the previous ruleset is in place");
+    }
     throw RuntimeError(failure + "\n  part of the change is in effect and could not be taken back:" +
                        problems + "\n  status reports the drift; apply again to finish the change");
   };
@@ -776,8 +783,11 @@ bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>
         const IpsetResult r = change_members(ipset, change.name, *change.delta);
         if (r.ok()) continue;
         if (!r.full()) fail("ipset could not change the members of " + set.name + ": " + r.message);
-        // Its maxelem was set for the members it had when it was made: a fresh set takes the new ones.
-        if (auto problem = undo.back()(); !problem.empty()) fail(problem);
+        // Its maxelem was set for the members it had when it was made: a fresh set takes the new ones,
+        // once the old ones are back.
+        if (auto problem = undo.back()(); !problem.empty())
+          fail("ipset could not change the members of " + set.name + " (" + r.message +
+               "), nor put the old ones back to swap in a fresh set: " + problem);
         undo.pop_back();
       }
       if (auto failure = swap_members(ipset, set, change.name); !failure.empty()) fail(failure);
@@ -789,7 +799,8 @@ bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>
         if (auto failure = restore(f, step.text, positions); !failure.empty()) fail(failure);
         undo.push_back([&now, f, i, slot] {
           auto in_effect = [slot](int s) { return s == slot; };
-          // What the kernel held: its stamps count from the previous first lines, which are not at hand.
+          // What the kernel held. Its stamps count from the old first lines: an error putting it back shows
+          // them relative (+D).
           return restore(
               f,
               transition(select(save(f, false), in_effect), to_defs(select(now.tables[i], in_effect)), false),
@@ -804,7 +815,8 @@ bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>
     throw RuntimeError(
         failure +
         "\n  the new rules are in effect, but fwe-meta (the IR hash and rules summary that status "
-        "reads) is not up to date: status reports drift until the next apply");
+        "reads) is not up to date: status reports drift until the next apply" +
+        (marked ? std::string(", which loads the whole ruleset again") : std::string{}));
   return true;
 }
 
@@ -915,12 +927,16 @@ void apply_model(const Model& model, std::string_view ir_hash, bool full, const 
     want[static_cast<int>(f)] = with_meta(model, f, ir_hash, digests);
   stamps::Positions positions;
   for (const auto& first : model.first_lines) positions.add(first.key, first.text);
+  // An apply that stopped half-way through changing members in place leaves fwe-meta's digests untrue.
+  const bool interrupted = !state_dir.empty() && changing(state_dir);
   std::optional<AppliedSets> applied;
-  if (!full && !state_dir.empty()) applied = AppliedSets::load(state_dir);
-  if (full || (now.active != 1 && now.active != 2) ||
-      !apply_in_place(ipset, now, model.sets, digests, want, positions, applied ? &*applied : nullptr))
+  if (!full && !interrupted && !state_dir.empty()) applied = AppliedSets::load(state_dir);
+  if (full || interrupted || (now.active != 1 && now.active != 2) ||
+      !apply_in_place(ipset, now, model.sets, digests, want, positions, applied ? &*applied : nullptr,
+                      state_dir))
     switch_slots(ipset, now, model.sets, want, positions);
   if (state_dir.empty()) return;
+  unmark_changing(state_dir);
   // The record is written again only where it lacks a set as the kernel now holds it.
   bool up_to_date = applied.has_value();
   for (std::size_t i = 0; i < model.sets.size() && up_to_date; ++i)

@@ -90,8 +90,8 @@ struct SetDef {
 inline const SetDef kAnySets[2] = {{"fwe0-any4", IpFamily::v4, {"0.0.0.0/1", "128.0.0.0/1"}},
                                    {"fwe0-any6", IpFamily::v6, {"::/1", "8000::/1"}}};
 
-// A rule's comment is "fwe:<hash16> <stamp>": xt_comment keeps 255 characters, so a stamp keeps 234, and
-// a first line's record in fwe-meta ("fwe:where <key> <file:line policy>") 229.
+// xt_comment keeps 255 characters: a first line's record in fwe-meta ("fwe:where <key> <file:line policy>")
+// keeps 229, and so does a stamp (in a rule's comment, "fwe:<hash16> <stamp>", it would have room for 234).
 inline constexpr stamps::Style kStampStyle{.max_comment = 229, .max_file = 120, .run_suffix = 0};
 
 struct Model {

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <regex>
@@ -742,6 +743,29 @@ TEST_CASE("a set's changed members are added and deleted where it is: the others
   CHECK(read_kernel().ir_hash == "c");
   CHECK(read_kernel().drift.empty());
   CHECK(hits()["runs.yaml:16:3"] == counted);
+}
+
+TEST_CASE("an apply stopped half-way through changing members leaves its mark: the next switches slots",
+          "[root]") {
+  test::enter_scratch_netns();
+  const StateDir state;
+  const std::string mark = state.path + "/sets.changing";
+  apply_model(render_ok(test::runs_ruleset()), "a", false, state.path);
+  apply_model(render_ok(runs_with_last_port(7015)), "b", false, state.path);
+  CHECK(!std::filesystem::exists(mark));
+  // What a kill leaves between the members' change and fwe-meta's: members that fwe-meta's digest does
+  // not describe, and the mark.
+  REQUIRE(run_tool({"ipset", "del", "fwe1-4r-filter-list-1", "127.0.0.5,tcp:7015"}).status == 0);
+  { std::ofstream{mark}; }
+  // The same policy again: fwe-meta's digests equal the model's, yet the members are loaded afresh.
+  apply_model(render_ok(runs_with_last_port(7015)), "b", false, state.path);
+  const std::string sets = test::ipset_text_now();
+  CHECK(sets.find("add fwe2-4r-filter-list-1 127.0.0.5,tcp:7015") != std::string::npos);
+  CHECK(sets.find("fwe1-4") == std::string::npos);
+  CHECK(!std::filesystem::exists(mark));
+  auto now = read_kernel();
+  for (const auto& d : now.drift) UNSCOPED_INFO(d);
+  CHECK(now.drift.empty());
 }
 
 TEST_CASE("a set that outgrew its maxelem gets a fresh one when its new members would not fit", "[root]") {

@@ -1,9 +1,14 @@
 // test_render.cpp - rendering and state transitions, without a kernel.
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 
+#include "applied.hpp"
 #include "kernel.hpp"
 #include "render.hpp"
 #include "support.hpp"
@@ -595,4 +600,56 @@ TEST_CASE("consecutive chains of one shape are one chain whose runs merge across
   CHECK(filter.find("fwe-c-a") == nullptr);
   CHECK(filter.find("fwe-c-b") == nullptr);
   CHECK(bare(chain(filter, "fwe-c-c")).size() == 2);  // alone after d, and too short a run
+}
+
+namespace {
+SetDef record_set(std::vector<std::string> members, std::vector<std::string> comments) {
+  return {"fwe-4r-filter-list-1", IpFamily::v4, std::move(members), "hash:net,port", std::move(comments)};
+}
+}  // namespace
+
+TEST_CASE("a set's members change by their difference: added first, deleted after, and taken back") {
+  const SetDef was = record_set({"10.0.0.1,tcp:1", "10.0.0.2,tcp:2", "10.0.0.3,tcp:3", "10.0.0.4,tcp:4"},
+                                {"a:+0:1 p#0", "a:+1:1 p#1", "a:+2:1 p#2", "a:+3:1 p#3"});
+  // One member replaced, one whose rule moved a line down (its comment changed).
+  const SetDef now = record_set({"10.0.0.1,tcp:1", "10.0.0.2,tcp:2", "10.0.0.9,tcp:9", "10.0.0.4,tcp:4"},
+                                {"a:+0:1 p#0", "a:+2:1 p#1", "a:+3:1 p#2", "a:+4:1 p#3"});
+  const auto delta = member_delta(was, now);
+  REQUIRE(delta);
+  using Members = std::vector<std::string>;
+  CHECK(delta->add.members == Members{"10.0.0.2,tcp:2", "10.0.0.9,tcp:9", "10.0.0.4,tcp:4"});
+  CHECK(delta->add.comments == Members{"a:+2:1 p#1", "a:+3:1 p#2", "a:+4:1 p#3"});
+  CHECK(delta->remove.members == Members{"10.0.0.3,tcp:3"});
+  CHECK(delta->withdraw.members == Members{"10.0.0.9,tcp:9"});
+  CHECK(delta->restore.members == Members{"10.0.0.2,tcp:2", "10.0.0.4,tcp:4", "10.0.0.3,tcp:3"});
+  CHECK(delta->restore.comments == Members{"a:+1:1 p#1", "a:+3:1 p#3", "a:+2:1 p#2"});
+  // More to add and delete than the new set has: filling a fresh set is the smaller change.
+  CHECK(!member_delta(was, record_set({"10.0.0.8,tcp:8"}, {"a:+0:1 p#0"})));
+}
+
+TEST_CASE("the record of the last apply keeps only sets it can vouch for") {
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("fwe-ipt-record-" + std::to_string(getpid()))).string();
+  std::filesystem::remove_all(dir);
+  const std::vector<SetDef> sets{record_set({"10.0.0.1,tcp:1"}, {"a:+0:1 p#0"})};
+  const auto digests = set_digests(sets);
+  AppliedSets::save(dir, sets, digests);
+  auto record = AppliedSets::load(dir);
+  REQUIRE(record);
+  REQUIRE(record->find(sets[0].name, digests[0]));
+  CHECK(record->find(sets[0].name, digests[0])->members == sets[0].members);
+  CHECK(!record->find(sets[0].name, "another digest"));
+  // A count no file can hold (here, -1 read as the largest count) is a cut record, not an allocation.
+  for (const char* count : {"-1", "18446744073709551615", "99999999999"}) {
+    std::ofstream(dir + "/sets") << "fwengine iptables sets 1\nfwe-4r-filter-list-1 4 hash:net,port "
+                                 << digests[0] << ' ' << count << "\n10.0.0.1,tcp:1\ta:+0:1 p#0\n";
+    record = AppliedSets::load(dir);
+    REQUIRE(record);
+    CHECK(!record->find(sets[0].name, digests[0]));
+  }
+  // Members changed by hand no longer give the digest.
+  std::ofstream(dir + "/sets") << "fwengine iptables sets 1\nfwe-4r-filter-list-1 4 hash:net,port "
+                               << digests[0] << " 1\n10.0.0.2,tcp:1\ta:+0:1 p#0\n";
+  CHECK(!AppliedSets::load(dir)->find(sets[0].name, digests[0]));
+  std::filesystem::remove_all(dir);
 }

@@ -139,7 +139,7 @@ struct Rule {
   std::vector<Set> anon_sets{};  // created in the same batch, just before the rule
   std::vector<Expr> exprs{};
   std::vector<std::string> words{};  // nft syntax, joined by spaces
-  std::string comment{};             // its origin stamp, "file:+D:col policy#rule" (positions.hpp)
+  std::string comment{};             // its origin stamp, "file:+D:col policy#rule" (fwengine/stamps.hpp)
   std::string text() const;
 };
 
