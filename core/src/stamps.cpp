@@ -110,16 +110,7 @@ Stamper::Stamper(const ir::Ruleset& ruleset, Style style) : ruleset_(ruleset), s
       it->second.line = std::min(it->second.line, origin.loc.line);
     }
   };
-  for (const auto& [name, chain] : ruleset.chains) {
-    note(chain.origin);
-    for (const auto& rule : chain.rules) note(rule.origin);
-  }
-  for (const auto& stage : ruleset.stages)
-    for (const auto& section : stage.sections)
-      for (const auto& endpoint : section.endpoints) {
-        note(endpoint.origin);
-        for (const auto& group : endpoint.groups) note(group.origin);
-      }
+  ir::for_each_rule_origin(ruleset, note);
 }
 
 Stamper::Parts Stamper::parts(const ir::Origin& origin) const {

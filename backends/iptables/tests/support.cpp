@@ -338,16 +338,7 @@ Ruleset moved_down(Ruleset rs, std::uint32_t lines) {
   auto move = [lines](Origin& origin) {
     if (origin.loc.line > 0) origin.loc.line += lines;
   };
-  for (auto& [name, chain] : rs.chains) {
-    move(chain.origin);
-    for (auto& rule : chain.rules) move(rule.origin);
-  }
-  for (auto& stage : rs.stages)
-    for (auto& section : stage.sections)
-      for (auto& endpoint : section.endpoints) {
-        move(endpoint.origin);
-        for (auto& group : endpoint.groups) move(group.origin);
-      }
+  ir::for_each_rule_origin(rs, move);
   return rs;
 }
 

@@ -729,16 +729,7 @@ ir::Ruleset moved_down(ir::Ruleset rs, std::uint32_t lines) {
     if (origin.loc.line > 0) origin.loc.line += lines;
   };
   for (auto& [name, set] : rs.sets) move(set.origin);
-  for (auto& [name, chain] : rs.chains) {
-    move(chain.origin);
-    for (auto& rule : chain.rules) move(rule.origin);
-  }
-  for (auto& stage : rs.stages)
-    for (auto& section : stage.sections)
-      for (auto& endpoint : section.endpoints) {
-        move(endpoint.origin);
-        for (auto& group : endpoint.groups) move(group.origin);
-      }
+  ir::for_each_rule_origin(rs, move);
   return rs;
 }
 

@@ -374,6 +374,23 @@ struct Ruleset {
   const Chain* find_chain(std::string_view name) const;
 };
 
+// Calls visit(origin) for every chain, rule, endpoint and group of ruleset, const or not. Sets and failsafe
+// entries are left to the caller: only some walks want them.
+template <class R, class Visit>
+requires std::same_as<std::remove_const_t<R>, Ruleset>
+void for_each_rule_origin(R& ruleset, Visit&& visit) {
+  for (auto& [name, chain] : ruleset.chains) {
+    visit(chain.origin);
+    for (auto& rule : chain.rules) visit(rule.origin);
+  }
+  for (auto& stage : ruleset.stages)
+    for (auto& section : stage.sections)
+      for (auto& endpoint : section.endpoints) {
+        visit(endpoint.origin);
+        for (auto& group : endpoint.groups) visit(group.origin);
+      }
+}
+
 // Well-known chain names core creates for the failsafe part.
 // The packet-mark bits the backends keep for their own marks (the allow mark, a pass leaving its group,
 // ...): a policy neither tests nor sets them, so every backend sees the same mark as trace does.

@@ -572,16 +572,7 @@ std::set<std::uint32_t> referenced_files(const ir::Ruleset& ruleset) {
       files.insert(origin.loc.file);
   };
   for (const auto& [name, set] : ruleset.sets) note(set.origin);
-  for (const auto& [name, chain] : ruleset.chains) {
-    note(chain.origin);
-    for (const auto& rule : chain.rules) note(rule.origin);
-  }
-  for (const auto& stage : ruleset.stages)
-    for (const auto& section : stage.sections)
-      for (const auto& endpoint : section.endpoints) {
-        note(endpoint.origin);
-        for (const auto& group : endpoint.groups) note(group.origin);
-      }
+  ir::for_each_rule_origin(ruleset, note);
   for (const auto* entries : {&ruleset.failsafe.inbound, &ruleset.failsafe.outbound})
     for (const auto& entry : *entries) note(entry.origin);
   return files;
