@@ -3,6 +3,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <linux/bpf.h>
+#include <linux/if_addr.h>
 #include <linux/if_link.h>
 #include <linux/pkt_cls.h>
 #include <net/if.h>
@@ -12,11 +13,13 @@
 
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <thread>
 #include <utility>
 
 #include "backend.hpp"
@@ -35,6 +38,32 @@ void run(const std::string& command) {
   REQUIRE(std::system(command.c_str()) == 0);
 }
 
+bool an_address_is_tentative() {
+  std::ifstream addresses("/proc/net/if_inet6");  // this namespace's: address index length scope flags name
+  std::string address, index, length, scope, flags, name;
+  while (addresses >> address >> index >> length >> scope >> flags >> name)
+    if (std::stoul(flags, nullptr, 16) & IFA_F_TENTATIVE) return true;
+  return false;
+}
+
+std::string link_counters() {
+  std::ifstream counters("/proc/net/dev");
+  std::ostringstream text;
+  text << counters.rdbuf();
+  return text.str();
+}
+
+// The chatter above still follows a link's setup by some milliseconds (more on a loaded machine): wait
+// until every address is past DAD and no link has sent or received anything for 100 ms.
+void wait_until_links_are_quiet() {
+  for (int tries = 0; tries < 50; ++tries) {
+    const std::string before = link_counters();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (!an_address_is_tentative() && link_counters() == before) return;
+  }
+  FAIL("the scratch namespace's links were still sending after 5 s");
+}
+
 void enter_scratch_namespace() {
   if (geteuid() != 0) std::_Exit(77);  // CTest: skipped
   REQUIRE(unshare(CLONE_NEWNET | CLONE_NEWNS) == 0);
@@ -42,8 +71,10 @@ void enter_scratch_namespace() {
   REQUIRE(mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700") == 0);
   // The links of this namespace send IPv6 chatter of their own (router solicitations every 4 s, duplicate
   // address detection, MLD reports repeated up to 1 s later) through the programs, which counted it
-  // between a test's two counter reads. Quiet them: no solicitations and no DAD, MLD repeats at once.
+  // between a test's two counter reads. Quiet them: no solicitations and no DAD, MLD repeats at once, and
+  // a link-local address's DAD (and with it its MLD reports) starts at once instead of up to 1 s later.
   for (const auto& [key, value] : {std::pair{"router_solicitations", "0"},
+                                   {"router_solicitation_delay", "0"},
                                    {"accept_ra", "0"},
                                    {"dad_transmits", "0"},
                                    {"mldv1_unsolicited_report_interval", "1"},
@@ -56,6 +87,7 @@ void enter_scratch_namespace() {
   run("ip addr add 2001:db8::1/64 dev d0 nodad && ip addr add 2001:db8:1::1/64 dev d1 nodad");
   std::ofstream("/proc/sys/net/ipv4/ip_forward") << "1\n";
   std::ofstream("/proc/sys/net/ipv6/conf/all/forwarding") << "1\n";
+  wait_until_links_are_quiet();
 }
 
 // The programs' verdict for one packet: true = let through.
