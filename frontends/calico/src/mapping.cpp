@@ -52,6 +52,10 @@ struct Settings {
   std::string log_prefix = "calico-packet";
   std::vector<std::string> workload_prefixes = {"cali"};
   std::vector<std::string> excluded_interfaces = {"kube-ipvs0"};
+  // What happens to workloads' packets to the host, where a FelixConfiguration says (build_normal).
+  std::optional<ir::Verdict> endpoint_to_host;
+  std::string endpoint_to_host_source;
+  SourceLoc endpoint_to_host_loc;
 };
 
 std::vector<FailsafePort> builtin_failsafe(bool inbound) {
@@ -71,21 +75,26 @@ struct Binding {
   std::string iface;
 };
 
-// Policy-level namespaceSelector/serviceAccountSelector are label selectors on prefixed labels
-// (pcns./pcsa.); all() means "has the namespace/service-account label" (UP-GNP).
-// A selector whose every label is prefixed (Calico's PrefixVisitor): all() stays all().
-bool prefixed_match(const Selector& selector, const Labels& labels, std::string_view prefix) {
+constexpr std::string_view kNamespaceLabel = "projectcalico.org/namespace";
+constexpr std::string_view kServiceAccountLabel = "projectcalico.org/serviceaccount";
+
+// namespaceSelector and serviceAccountSelector select on prefixed labels (pcns./pcsa.: Calico's
+// PrefixVisitor). `label`, which Calico puts in place of their all() after prefixing
+// (Selector::with_all_as), is matched as it is.
+bool prefixed_match(const Selector& selector, const Labels& labels, std::string_view prefix,
+                    std::string_view label = {}) {
   Labels scoped;
   for (const auto& [key, value] : labels) {
     if (key.starts_with(prefix)) scoped[key.substr(prefix.size())] = value;
   }
+  if (auto it = labels.find(label); !label.empty() && it != labels.end())
+    scoped.insert_or_assign(it->first, it->second);
   return selector.matches(scoped);
 }
 
-bool scoped_match(const Selector& selector, const Labels& labels, std::string_view prefix,
-                  std::string_view all_label) {
-  if (selector.is_all()) return labels.contains(all_label);
-  return prefixed_match(selector, labels, prefix);
+// A selector written as "" is no selector to Calico (it checks for the empty string).
+bool written(const std::optional<SelectorField>& field) {
+  return field && !field->text.empty();
 }
 
 ir::Cidr host_cidr(const ir::IpAddr& ip) {
@@ -159,6 +168,11 @@ class Mapper {
       if (config->log_prefix && !config->log_prefix->empty()) settings.log_prefix = *config->log_prefix;
       if (config->interface_prefix) settings.workload_prefixes = split_list(*config->interface_prefix);
       if (config->interface_exclude) settings.excluded_interfaces = split_list(*config->interface_exclude);
+      if (config->endpoint_to_host) {
+        settings.endpoint_to_host = config->endpoint_to_host;
+        settings.endpoint_to_host_source = source + " defaultEndpointToHostAction";
+        settings.endpoint_to_host_loc = config->loc;
+      }
     }
     // config_params.go FilterDenyAction(): nftablesFilterDenyAction when nftablesMode is Enabled.
     settings.deny_with_reject = nftables_enabled ? nftables_reject : iptables_reject;
@@ -369,18 +383,28 @@ class Mapper {
   }
 
   // ---- which policies apply where -----------------------------------------------------------------
+  // Calico joins the policy's selector with its prefixed namespaceSelector, then with its prefixed
+  // serviceAccountSelector, and after each join replaces every all() in the text: so an all() in the
+  // policy's own selector needs the label too (globalnetworkpolicyprocessor.go).
   bool selects(const Policy& policy, const HostEndpoint& hep) const {
-    if (!policy.selector.selector.matches(labels_of(hep))) return false;
-    if (policy.namespace_selector && !scoped_match(policy.namespace_selector->selector, labels_of(hep),
-                                                   "pcns.", "projectcalico.org/namespace")) {
-      return false;
+    const Labels& labels = labels_of(hep);
+    Selector selector = policy.selector.selector;
+    const bool own = !policy.selector.text.empty();
+    if (written(policy.namespace_selector)) {
+      if (own) selector = selector.with_all_as(kNamespaceLabel, false);
+      if (!prefixed_match(policy.namespace_selector->selector.with_all_as(kNamespaceLabel, false), labels,
+                          "pcns.", kNamespaceLabel)) {
+        return false;
+      }
     }
-    if (policy.service_account_selector &&
-        !scoped_match(policy.service_account_selector->selector, labels_of(hep), "pcsa.",
-                      "projectcalico.org/serviceaccount")) {
-      return false;
+    if (written(policy.service_account_selector)) {
+      if (own) selector = selector.with_all_as(kServiceAccountLabel, false);
+      if (!prefixed_match(policy.service_account_selector->selector.with_all_as(kServiceAccountLabel, false),
+                          labels, "pcsa.", kServiceAccountLabel)) {
+        return false;
+      }
     }
-    return true;
+    return selector.matches(labels);
   }
 
   static bool in_class(const Policy& policy, PolicyClass cls, bool forward) {
@@ -440,6 +464,10 @@ class Mapper {
     for (const Binding& binding : named_) {
       section.endpoints.push_back(make_endpoint(binding, direction, PolicyClass::normal, false));
     }
+    if (direction == Direction::ingress && (wildcard_ || settings_.endpoint_to_host)) {
+      for (const std::string& prefix : settings_.workload_prefixes)
+        section.endpoints.push_back(workload_to_host(prefix));
+    }
     if (wildcard_) {
       // Felix's filter OUTPUT returns traffic to local workloads before host-endpoint dispatch, so HEP*
       // never polices it (ST, D-HEP).
@@ -455,6 +483,54 @@ class Mapper {
       section.endpoints.push_back(make_endpoint({wildcard_, ""}, direction, PolicyClass::normal, false));
     }
     add_section(stage, std::move(section));
+  }
+
+  // Felix's filter INPUT sends what workloads send to the host to its own chain before host-endpoint
+  // dispatch, so no HostEndpoint (HEP* included) polices it: after the workload's egress policy (not
+  // modelled: fwengine polices hosts, not pods), a few ICMPv6 types are accepted and then
+  // defaultEndpointToHostAction decides (static.go filterWorkloadToHostChain). Unset, the packet gets no
+  // verdict here: Felix's built-in Drop is overridden by the manifests and the operator
+  // (FELIX_DEFAULTENDPOINTTOHOSTACTION=ACCEPT), which fwengine cannot see, and Felix runs beside any pod
+  // interface to enforce its own value.
+  ir::Endpoint workload_to_host(const std::string& prefix) {
+    ir::Endpoint endpoint;
+    endpoint.name = "workload-interfaces/" + prefix;
+    endpoint.match.iif = ir::IfacePattern{prefix, true};
+    if (!settings_.endpoint_to_host) {
+      endpoint.origin = {wildcard_->loc, "FelixConfiguration interfacePrefix", -1};
+      return endpoint;
+    }
+    endpoint.origin = {settings_.endpoint_to_host_loc, settings_.endpoint_to_host_source, -1};
+    endpoint.conntrack = settings_.conntrack_invalid_check ? ir::Conntrack::accept_established_drop_invalid
+                                                           : ir::Conntrack::accept_established;
+    ir::Group group;
+    group.name = "workload-to-host";
+    group.origin = endpoint.origin;
+    group.chains.push_back(workload_icmpv6_chain());
+    endpoint.groups.push_back(std::move(group));
+    endpoint.default_verdict = settings_.endpoint_to_host.value_or(ir::Verdict::continue_);
+    return endpoint;
+  }
+
+  // ICMPv6 a workload may always send to the host, its router: multicast listener query, report and
+  // done, router solicitation, neighbour solicitation and advertisement (rules.ICMPv6Filter).
+  std::string workload_icmpv6_chain() {
+    const std::string name = "workload-to-host/icmpv6";
+    if (ruleset_.chains.contains(name)) return name;
+    ir::Chain chain;
+    chain.name = name;
+    chain.origin = {{}, "Felix workload-to-host ICMPv6", -1};
+    for (std::uint8_t type : {130, 131, 132, 133, 135, 136}) {
+      ir::Rule rule;
+      rule.match.family = ir::Family::ipv6;
+      rule.match.protocols = std::vector<std::uint8_t>{58};
+      rule.match.icmp = ir::IcmpMatch{false, true, type, std::nullopt};
+      rule.action.kind = ir::ActionKind::accept;
+      rule.origin = chain.origin;
+      chain.rules.push_back(std::move(rule));
+    }
+    ruleset_.chains.emplace(name, std::move(chain));
+    return name;
   }
 
   void build_forward() {
@@ -640,7 +716,7 @@ class Mapper {
       return false;
     }
     if (!entity->service_account_names.empty()) {
-      const auto it = labels.find("projectcalico.org/serviceaccount");
+      const auto it = labels.find(kServiceAccountLabel);
       if (it == labels.end()) return false;
       const auto& names = entity->service_account_names;
       if (std::find(names.begin(), names.end(), it->second) == names.end()) return false;
@@ -653,7 +729,7 @@ class Mapper {
                            const std::optional<SelectorField>& namespace_selector, const EntitySpec* sa,
                            const ir::Origin& origin) {
     std::string name = "sel:" + selector.selector.canonical();
-    if (namespace_selector) name += " ns:" + namespace_selector->selector.canonical();
+    if (written(namespace_selector)) name += " ns:" + namespace_selector->selector.canonical();
     if (sa) {
       name += " sa:";
       if (sa->service_account_selector) name += sa->service_account_selector->selector.canonical();
@@ -666,11 +742,10 @@ class Mapper {
     auto selected = [&](const Labels& labels) {
       if (!service_accounts_match(sa, labels)) return false;
       if (!selector.selector.matches(labels)) return false;
-      if (!namespace_selector) return true;
-      if (namespace_selector->selector.root().op == Selector::Op::global) {
-        return !labels.contains("projectcalico.org/namespace");
-      }
-      return scoped_match(namespace_selector->selector, labels, "pcns.", "projectcalico.org/namespace");
+      // A rule's namespaceSelector alone gets the replacement, of global() too (rules.go).
+      if (!written(namespace_selector)) return true;
+      return prefixed_match(namespace_selector->selector.with_all_as(kNamespaceLabel, true), labels, "pcns.",
+                            kNamespaceLabel);
     };
     ir::AddrSet set;
     set.name = name;
@@ -770,12 +845,12 @@ class Mapper {
         out.push_back({true, net_set(prefix + "/" + side + "-not-nets", entity.not_nets, origin)});
       }
       const bool sa = entity.has_service_account_constraint();
-      if (entity.selector || entity.namespace_selector || sa) {
+      if (written(entity.selector) || written(entity.namespace_selector) || sa) {
         const SelectorField all_selector{};
-        out.push_back({false, selector_set(entity.selector ? *entity.selector : all_selector,
+        out.push_back({false, selector_set(written(entity.selector) ? *entity.selector : all_selector,
                                            entity.namespace_selector, sa ? &entity : nullptr, origin)});
       }
-      if (entity.not_selector) {
+      if (written(entity.not_selector)) {
         out.push_back({true, selector_set(*entity.not_selector, std::nullopt, nullptr, origin)});
       }
     };

@@ -271,7 +271,8 @@ struct Reader::Meta {
   SourceLoc loc;       // of the resource
   SourceLoc name_loc;  // of metadata.name, or of the resource when absent
   Labels labels;
-  bool name_from_annotation = false;
+  bool calico_annotation = false;     // v1: Calico's projectcalico.org/metadata annotation was read
+  bool name_from_annotation = false;  // and it named the resource
 };
 
 // ---- generic helpers ------------------------------------------------------------------------------
@@ -453,12 +454,14 @@ std::optional<Reader::Meta> Reader::read_metadata(const yaml::Node& resource, co
                     "remove the annotation or restore the JSON Calico wrote");
         ok = false;
       } else {
+        meta.calico_annotation = true;
         if (auto it = json.find("labels"); it != json.end() && it->is_object()) {
           for (auto& [key, value] : it->items()) {
             if (value.is_string()) meta.labels[key] = value.get<std::string>();
           }
         }
-        if (auto it = json.find("name"); it != json.end() && it->is_string()) {
+        if (auto it = json.find("name");
+            it != json.end() && it->is_string() && !it->get<std::string>().empty()) {
           meta.name = it->get<std::string>();
           meta.name_from_annotation = true;
         }
@@ -976,8 +979,10 @@ void Reader::read_policy(const yaml::Node* spec, Meta meta, const Context& ctx) 
       if (auto text = string_of(*tier, "spec.tier"); text && !text->empty()) policy.tier = *text;
     }
   }
-  // v1 objects stored by calicoctl <= 3.29 carry the tier prefix in the name (RES determinePolicyName).
-  if (ctx.v1 && !meta.name_from_annotation && policy.tier == "default" && meta.name.starts_with("default.")) {
+  // v1 objects stored by calicoctl <= 3.29 carry the tier prefix in the name; Calico strips it only when
+  // its annotation is there without a name (RES determinePolicyName): a v1 object written by hand keeps it.
+  if (ctx.v1 && meta.calico_annotation && !meta.name_from_annotation && policy.tier == "default" &&
+      meta.name.starts_with("default.")) {
     meta.name = meta.name.substr(8);
   }
   policy.name = meta.name;
@@ -1459,6 +1464,20 @@ void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const C
         config.nft_deny_with_reject = value == "reject";
       } else if (!value.empty()) {
         diag_.error(node->loc(), "nftablesFilterDenyAction must be Drop or Reject", "write Drop or Reject");
+      }
+    }
+    if (const yaml::Node* node = spec->find("defaultEndpointToHostAction"); node && !node->is_null()) {
+      // Calico's pattern ^(?i)(Drop|Accept|Return)?$: "" is the default.
+      const std::string value = lower(node->text());
+      if (value == "drop") {
+        config.endpoint_to_host = ir::Verdict::drop;
+      } else if (value == "accept") {
+        config.endpoint_to_host = ir::Verdict::accept;
+      } else if (value == "return") {
+        config.endpoint_to_host = ir::Verdict::continue_;
+      } else if (!value.empty()) {
+        diag_.error(node->loc(), "defaultEndpointToHostAction must be Drop, Accept or Return",
+                    "write Drop, Accept or Return");
       }
     }
     if (const yaml::Node* node = spec->find("nftablesMode"); node && !node->is_null()) {

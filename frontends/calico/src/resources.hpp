@@ -145,6 +145,8 @@ struct FelixConfig {
   std::optional<std::string> log_prefix;
   std::optional<std::string> interface_prefix;   // workload interfaces, comma-separated prefixes
   std::optional<std::string> interface_exclude;  // names or /regex/, comma-separated
+  // defaultEndpointToHostAction: Drop, Accept, or Return (continue); "" (Felix's default) is unset.
+  std::optional<ir::Verdict> endpoint_to_host;
 };
 
 struct Model {

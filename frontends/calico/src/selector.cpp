@@ -506,10 +506,31 @@ bool contains_global(const Selector::Expr& expr) {
   return std::any_of(expr.operands.begin(), expr.operands.end(), contains_global);
 }
 
+Selector::Expr replace_all_nodes(const Selector::Expr& expr, std::string_view label, bool global_too) {
+  using Op = Selector::Op;
+  Selector::Expr has;
+  has.op = Op::has;
+  has.label = label;
+  if (expr.op == Op::all) return has;
+  if (expr.op == Op::global && global_too) {
+    Selector::Expr negated;
+    negated.op = Op::not_;
+    negated.operands.push_back(std::move(has));
+    return negated;
+  }
+  Selector::Expr out = expr;
+  for (auto& operand : out.operands) operand = replace_all_nodes(operand, label, global_too);
+  return out;
+}
+
 }  // namespace
 
 Selector::Selector() : root_(std::make_shared<const Expr>()) {}
 Selector::Selector(Expr root) : root_(std::make_shared<const Expr>(std::move(root))) {}
+
+Selector Selector::with_all_as(std::string_view label, bool global_too) const {
+  return Selector(replace_all_nodes(*root_, label, global_too));
+}
 
 std::optional<Selector> Selector::parse(std::string_view text, SelectorError& error) {
   error = {};

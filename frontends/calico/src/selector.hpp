@@ -40,6 +40,9 @@ class Selector {
   // A stable rendering: equal selectors print the same, whatever spacing or quotes they were written with.
   std::string canonical() const;
   bool uses_global() const;
+  // Calico's rewrite of a namespace or service-account selector into its v1 form (updateprocessors):
+  // every all() becomes has(label) and, with global_too, every global() becomes !has(label).
+  Selector with_all_as(std::string_view label, bool global_too) const;
   bool is_all() const { return root_->op == Op::all; }
   const Expr& root() const { return *root_; }
 

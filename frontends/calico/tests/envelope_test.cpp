@@ -78,6 +78,8 @@ metadata:
   name: default.allow-ssh
   labels:
     projectcalico.org/tier: default
+  annotations:
+    projectcalico.org/metadata: '{"creationTimestamp":null}'
 spec:
   ingress:
   - action: allow
@@ -101,11 +103,19 @@ metadata:
   annotations:
     projectcalico.org/metadata: '{"labels":{"host":"1"}}'
 spec: {node: n1, interfaceName: eth0}
+---
+apiVersion: crd.projectcalico.org/v1
+kind: GlobalNetworkPolicy
+metadata: {name: default.by-hand}
+spec: {types: [Ingress]}
 )",
                           diag);
   INFO(all_text(diag));
   REQUIRE_FALSE(diag.has_errors());
-  REQUIRE(model.policies.size() == 2);
+  REQUIRE(model.policies.size() == 3);
+  // Without Calico's annotation the name stays as written (resources.go returns before
+  // determinePolicyName).
+  CHECK(model.policies[2].name == "default.by-hand");
   const Policy& ssh = model.policies[0];
   CHECK(ssh.name == "allow-ssh");
   CHECK(ssh.applies_ingress);

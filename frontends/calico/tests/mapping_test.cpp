@@ -307,6 +307,84 @@ spec: {node: n1, interfaceName: "*"}
   CHECK(to_string(verdict(rs, packet("", "eth1", "10.0.0.10", "172.16.0.9", 6, 80))) == "DENY");
 }
 
+TEST_CASE("what pods send to the host meets no HostEndpoint, only defaultEndpointToHostAction", "[mapping]") {
+  // Felix's filter INPUT goes to cali-wl-to-host for -i cali+ before host-endpoint dispatch.
+  const std::string hall = R"(apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: hall}
+spec: {node: n1, interfaceName: "*"}
+)";
+  auto from_pod = [](std::uint16_t port) {
+    return packet("cali12345", "", "10.244.0.5", "10.0.0.10", 6, port);
+  };
+  const ir::Ruleset unset = build(hall);
+  CHECK(to_string(verdict(unset, from_pod(80))) == "NO-VERDICT");
+  CHECK(to_string(verdict(unset, from_pod(22))) == "NO-VERDICT");  // no failsafe either: no HEP
+  CHECK(to_string(verdict(unset, packet("eth1", "", "172.16.0.9", "10.0.0.10", 6, 80))) == "DENY");
+
+  for (const auto& [action, expected] :
+       {std::pair{"Drop", "DENY"}, {"accept", "ALLOW"}, {"Return", "NO-VERDICT"}}) {
+    INFO(action);
+    const std::string config =
+        felix("default", std::string("  defaultEndpointToHostAction: ") + action + "\n");
+    // With or without HEP*: Felix's jump to cali-wl-to-host does not depend on host endpoints.
+    for (const std::string& text : {hall + config, config}) {
+      const ir::Ruleset rs = build(text);
+      CHECK(to_string(verdict(rs, from_pod(80))) == expected);
+      CHECK(to_string(verdict(rs, packet("cali12345", "", "10.244.0.5", "10.0.0.10", 6, 80,
+                                         ir::CtState::established))) == "ALLOW");
+      trace::Packet solicitation = packet("cali12345", "", "fe80::1", "2001:db8::10", 58, 0);
+      solicitation.icmp_type = 135;
+      CHECK(to_string(verdict(rs, solicitation)) == "ALLOW");
+    }
+  }
+  Diagnostics diag;
+  read_yaml(felix("default", "  defaultEndpointToHostAction: Reject\n"), diag);
+  CHECK_THAT(all_text(diag), Catch::Contains("defaultEndpointToHostAction must be Drop, Accept or Return"));
+}
+
+TEST_CASE("all() next to a namespaceSelector or serviceAccountSelector is replaced as Calico does",
+          "[mapping]") {
+  const std::string heps = kH0 + R"(---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkSet
+metadata: {name: trusted, labels: {role: trusted}}
+spec: {nets: [203.0.113.0/24]}
+)";
+  auto to_h0 = [](const std::string& src, std::uint16_t port) {
+    return packet("eth0", "", src, "10.0.0.10", 6, port);
+  };
+  // Policy level: Calico joins selector and namespaceSelector, then replaces every all() in the text by
+  // has(projectcalico.org/namespace), the policy's own selector's too.
+  const ir::Ruleset rs = build(heps + gnp("a-all", R"y(  order: 1
+  selector: all()
+  namespaceSelector: "!has(team)"
+  ingress: [{action: Allow, protocol: TCP, destination: {ports: [1001]}}]
+)y") + gnp("b-not-all", R"y(  order: 2
+  selector: has(host)
+  namespaceSelector: "!all()"
+  ingress: [{action: Allow, protocol: TCP, destination: {ports: [1002]}}]
+)y") + gnp("c-sa", R"y(  order: 3
+  selector: has(host)
+  serviceAccountSelector: "!all()"
+  namespaceSelector: ""
+  ingress:
+    - action: Allow
+      protocol: TCP
+      source: {selector: role == 'trusted', namespaceSelector: "!all()"}
+      destination: {ports: [1003]}
+    - action: Allow
+      protocol: TCP
+      source: {selector: role == 'trusted', namespaceSelector: global()}
+      destination: {ports: [1004]}
+)y") + gnp("d-base", "  order: 4\n  selector: has(host)\n  ingress: [{action: Deny}]\n"));
+  CHECK(to_string(verdict(rs, to_h0("198.51.100.7", 1001))) == "DENY");   // has(namespace) selects no HEP
+  CHECK(to_string(verdict(rs, to_h0("198.51.100.7", 1002))) == "ALLOW");  // !has(namespace) selects h0
+  CHECK(to_string(verdict(rs, to_h0("203.0.113.7", 1003))) == "ALLOW");   // the set, not in a namespace
+  CHECK(to_string(verdict(rs, to_h0("203.0.113.7", 1004))) == "ALLOW");
+  CHECK(to_string(verdict(rs, to_h0("198.51.100.7", 1003))) == "DENY");
+}
+
 TEST_CASE("duplicate names are errors", "[mapping]") {
   Diagnostics diag;
   Model model = read_yaml(kH0 + "---" + kH0, diag);
