@@ -298,26 +298,17 @@ spec: {node: n1, expectedIPs: [192.0.2.1]}
 }
 
 TEST_CASE("HEP* does not police host traffic to local workloads", "[mapping]") {
-  const ir::Ruleset rs = build(R"(apiVersion: projectcalico.org/v3
-kind: HostEndpoint
-metadata: {name: hall}
-spec: {node: n1, interfaceName: "*"}
-)");
+  const ir::Ruleset rs = build(kHall);
   CHECK(to_string(verdict(rs, packet("", "cali12345", "10.0.0.10", "10.244.0.5", 6, 80))) == "NO-VERDICT");
   CHECK(to_string(verdict(rs, packet("", "eth1", "10.0.0.10", "172.16.0.9", 6, 80))) == "DENY");
 }
 
 TEST_CASE("what pods send to the host meets no HostEndpoint, only defaultEndpointToHostAction", "[mapping]") {
   // Felix's filter INPUT goes to cali-wl-to-host for -i cali+ before host-endpoint dispatch.
-  const std::string hall = R"(apiVersion: projectcalico.org/v3
-kind: HostEndpoint
-metadata: {name: hall}
-spec: {node: n1, interfaceName: "*"}
-)";
   auto from_pod = [](std::uint16_t port) {
     return packet("cali12345", "", "10.244.0.5", "10.0.0.10", 6, port);
   };
-  const ir::Ruleset unset = build(hall);
+  const ir::Ruleset unset = build(kHall);
   CHECK(to_string(verdict(unset, from_pod(80))) == "NO-VERDICT");
   CHECK(to_string(verdict(unset, from_pod(22))) == "NO-VERDICT");  // no failsafe either: no HEP
   CHECK(to_string(verdict(unset, packet("eth1", "", "172.16.0.9", "10.0.0.10", 6, 80))) == "DENY");
@@ -328,7 +319,7 @@ spec: {node: n1, interfaceName: "*"}
     const std::string config =
         felix("default", std::string("  defaultEndpointToHostAction: ") + action + "\n");
     // With or without HEP*: Felix's jump to cali-wl-to-host does not depend on host endpoints.
-    for (const std::string& text : {hall + config, config}) {
+    for (const std::string& text : {kHall + config, config}) {
       const ir::Ruleset rs = build(text);
       CHECK(to_string(verdict(rs, from_pod(80))) == expected);
       CHECK(to_string(verdict(rs, packet("cali12345", "", "10.244.0.5", "10.0.0.10", 6, 80,

@@ -232,12 +232,7 @@ TEST_CASE("§8 #13: untracked allow skips everything - a miss meets the normal d
 }
 
 TEST_CASE("§8 #14: the * HostEndpoint polices every interface, lo included", "[scenario]") {
-  const std::string hall = R"(apiVersion: projectcalico.org/v3
-kind: HostEndpoint
-metadata: {name: hall}
-spec: {node: n1, interfaceName: "*"}
-)";
-  const ir::Ruleset rs = build(hall);
+  const ir::Ruleset rs = build(kHall);
   CHECK_VERDICT(rs, in_eth0(kRemote, 80), DENY);
   CHECK_VERDICT(rs, packet("eth1", "", kRemote, kHostIp, kTcp, 80), DENY);
   CHECK_VERDICT(rs, packet("lo", "", "127.0.0.1", "127.0.0.1", kTcp, 8080), DENY);

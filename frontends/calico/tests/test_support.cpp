@@ -21,6 +21,12 @@ spec:
   expectedIPs: [10.0.0.10]
 )";
 
+const std::string kHall = R"(apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: hall}
+spec: {node: n1, interfaceName: "*"}
+)";
+
 Model read_yaml(const std::string& text, Diagnostics& diag) {
   Model model;
   const std::uint32_t file = diag.add_file("test.yaml");

@@ -35,5 +35,7 @@ Verdict reply_verdict(const ir::Ruleset& ruleset, const trace::Packet& packet);
 
 // h0 of spec §8.
 extern const std::string kH0;
+// hall: the * HostEndpoint of n1, with no labels and no profiles.
+extern const std::string kHall;
 
 }  // namespace fwe::calico::test
