@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <array>
 #include <map>
+#include <numeric>
 #include <set>
 #include <tuple>
 #include <utility>
@@ -691,9 +692,7 @@ class Mapper {
     for (const ForwardPort& fp : body.forward_ports)
       o.parts[Stage::dnat].add(Sub::allow, 0, forward_port_rule(o, nullptr, fp, std::nullopt));
     if (body.masquerade) o.parts[Stage::snat].add(Sub::allow, 0, masquerade_rule(o, *body.masquerade));
-    for (std::size_t i = 0; i < body.rules.size(); ++i) {
-      add_rich(o, body.rules[i], static_cast<std::int32_t>(i), nullptr);
-    }
+    for (std::size_t i : rich_order(body)) add_rich(o, body.rules[i], static_cast<std::int32_t>(i), nullptr);
   }
 
   void add_policy(const Policy& policy) {
@@ -707,9 +706,21 @@ class Mapper {
     }
     if (body.masquerade && reachable(o, policy, Stage::snat, *body.masquerade, "masquerade"))
       o.parts[Stage::snat].add(Sub::allow, 0, masquerade_rule(o, *body.masquerade));
-    for (std::size_t i = 0; i < body.rules.size(); ++i) {
-      add_rich(o, body.rules[i], static_cast<std::int32_t>(i), &policy);
+    for (std::size_t i : rich_order(body)) add_rich(o, body.rules[i], static_cast<std::int32_t>(i), &policy);
+  }
+
+  // The order firewalld applies a body's rich rules in (their chains keep it within a priority): 2.3 and
+  // later sort them (fw_policy.py _policy_settings, Rich_Rule.__lt__); 1.3 keeps load order, as 2.0-2.2
+  // did. Ties stay in load order.
+  std::vector<std::size_t> rich_order(const Body& body) const {
+    std::vector<std::size_t> order(body.rules.size());
+    std::iota(order.begin(), order.end(), std::size_t{0});
+    if (v2_) {
+      std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+        return body.rules[a].order < body.rules[b].order;
+      });
     }
+    return order;
   }
 
   // Whether a policy's primitive lands in a stage firewalld dispatches the policy from.

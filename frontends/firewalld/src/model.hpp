@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "fwengine/diagnostics.hpp"
@@ -102,6 +103,9 @@ struct RichRule {
   bool audit_present = false;
   RichAction action;
   std::string text;  // canonical string form (firewalld's str()), also the dedup key
+  // What firewalld 2.3+ sorts a zone's or policy's rich rules by before it applies them (Rich_Rule.__lt__):
+  // compared cell by cell.
+  std::vector<std::variant<std::int64_t, std::string>> order;
   SourceLoc loc;
 };
 

@@ -134,6 +134,75 @@ std::string canonical_text(const RawRule& r) {
   return out;
 }
 
+// The cells of Rich_Rule.__lt__'s comparisons, in its order: priority, family, source, destination,
+// element, log, audit, action. An absent part sorts first; parts of different classes sort by the class
+// name; a part's values as its dataclass holds them. Its log and action classes compare field by field
+// with an `elif` chain that is not quite lexicographic, and equal rules come in set order (which varies
+// from one firewalld process to the next): lexicographic order here, load order for ties.
+std::vector<std::variant<std::int64_t, std::string>> sort_key(const RawRule& r) {
+  std::vector<std::variant<std::int64_t, std::string>> key{r.priority, r.family.value_or("")};
+  auto absent = [&](bool is_absent) {
+    key.emplace_back(std::int64_t{is_absent ? 0 : 1});
+    return is_absent;
+  };
+  auto number = [](std::string_view text) { return parse_signed(text).value_or(0); };
+  auto limit = [&](const std::optional<RawLimit>& l) {  // Rich_Limit: burst, rate, duration
+    if (absent(!l)) return;
+    const std::size_t slash = l->value.find('/');
+    key.emplace_back(number(l->burst));
+    key.emplace_back(number(std::string_view(l->value).substr(0, slash)));
+    key.emplace_back(l->value.substr(slash + 1));
+  };
+  for (const auto* address : {&r.source, &r.destination}) {
+    if (absent(!*address)) continue;
+    key.emplace_back((*address)->address);
+    if (address == &r.source) key.emplace_back((*address)->mac);
+    key.emplace_back((*address)->ipset);
+    key.emplace_back(std::int64_t{(*address)->invert});
+  }
+  const RawPart& e = r.element;
+  static const std::map<std::string, std::pair<std::string, std::vector<std::string>>> kElements = {
+      {"forward-port", {"Rich_ForwardPort", {"port", "protocol", "to-port", "to-addr"}}},
+      {"icmp-block", {"Rich_IcmpBlock", {"name"}}},
+      {"icmp-type", {"Rich_IcmpType", {"name"}}},
+      {"masquerade", {"Rich_Masquerade", {}}},
+      {"port", {"Rich_Port", {"port", "protocol"}}},
+      {"protocol", {"Rich_Protocol", {"value"}}},
+      {"service", {"Rich_Service", {"name"}}},
+      {"source-port", {"Rich_SourcePort", {"port", "protocol"}}},
+      {"tcp-mss-clamp", {"Rich_Tcp_Mss_Clamp", {"value"}}}};
+  if (!absent(!e.present())) {
+    const auto known = kElements.find(e.name);  // check() let no other through
+    key.emplace_back(known == kElements.end() ? e.name : known->second.first);
+    if (known != kElements.end())
+      for (const std::string& field : known->second.second) key.emplace_back(attribute_or_empty(e, field));
+  }
+  if (!absent(!r.log.present())) {
+    if (r.log.name == "log") {
+      key.emplace_back(std::string("Rich_Log"));
+      key.emplace_back(attribute_or_empty(r.log, "prefix"));
+      key.emplace_back(attribute_or_empty(r.log, "level"));
+    } else {
+      key.emplace_back(std::string("Rich_NFLog"));
+      key.emplace_back(number(attribute_or_empty(r.log, "group")));
+      key.emplace_back(attribute_or_empty(r.log, "prefix"));
+      key.emplace_back(number(attribute_or_empty(r.log, "queue-size")));
+    }
+    limit(r.log.limit);
+  }
+  if (!absent(!r.audit.present())) limit(r.audit.limit);
+  if (!absent(!r.action.present())) {
+    static const std::map<std::string, std::string> kActions = {
+        {"accept", "Rich_Accept"}, {"drop", "Rich_Drop"}, {"mark", "Rich_Mark"}, {"reject", "Rich_Reject"}};
+    const auto known = kActions.find(r.action.name);
+    key.emplace_back(known == kActions.end() ? r.action.name : known->second);
+    if (r.action.name == "reject") key.emplace_back(attribute_or_empty(r.action, "type"));
+    if (r.action.name == "mark") key.emplace_back(attribute_or_empty(r.action, "set"));
+    limit(r.action.limit);
+  }
+  return key;
+}
+
 std::optional<Problem> check_limit(const std::optional<RawLimit>& raw, std::optional<RichLimit>& into) {
   if (!raw) return std::nullopt;
   const std::string* limit = &raw->value;
@@ -391,6 +460,7 @@ std::optional<Problem> check(const RawRule& r, RichRule& out) {
     if (auto p = check_limit(r.action.limit, a.limit)) return p;
   }
   out.text = canonical_text(r);
+  out.order = sort_key(r);
   return std::nullopt;
 }
 

@@ -166,7 +166,8 @@ TEST_CASE("rich rules: a limit's burst (2.2+) is the rule's burst, 5 without one
   std::vector<ir::RateLimit> limits;
   for (const ir::Rule& rule : chain(rs, "input/zone/public/allow").rules)
     if (rule.match.rate_limit) limits.push_back(*rule.match.rate_limit);
-  CHECK(limits == std::vector<ir::RateLimit>{{2, "second", 9}, {2, "second", 5}});
+  // Sorted as 2.3+ applies them: service http before ssh.
+  CHECK(limits == std::vector<ir::RateLimit>{{2, "second", 5}, {2, "second", 9}});
 }
 
 TEST_CASE("rich rules: log, limit and action land in their sub-chains", "[mapping]") {
@@ -256,9 +257,10 @@ TEST_CASE("tcp-mss-clamp: a zone's clamps what it forwards, a policy's where its
   const ir::Chain& zone = chain(rs, "forward/zone/internal/allow");
   // internal forwards within itself (an accept to eth0), then the clamps, which go on.
   CHECK(actions(zone) == std::vector{A::accept, A::tcp_mss_clamp, A::tcp_mss_clamp});
-  CHECK(zone.rules[1].action.mss == 0);  // pmtu
-  CHECK(zone.rules[1].match.family == ir::Family::ipv4);
-  CHECK(zone.rules[2].action.mss == 1400);
+  // Sorted as 2.3+ applies them: no family before ipv4.
+  CHECK(zone.rules[1].action.mss == 1400);
+  CHECK(zone.rules[2].action.mss == 0);  // pmtu
+  CHECK(zone.rules[2].match.family == ir::Family::ipv4);
   const ir::Chain& policy = chain(rs, "output/policy/out/allow");
   REQUIRE(policy.rules.size() == 1);
   CHECK(policy.rules[0].action.mss == 1300);

@@ -138,6 +138,25 @@ TEST_CASE("S17-S19 rich priorities: _pre, _deny, _allow, _post", "[scenario]") {
   CHECK(outcome(rs, to_host("10.77.0.2", 8080)) == "drop");
 }
 
+TEST_CASE("2.3+ applies rich rules sorted, 1.3 in file order", "[scenario]") {
+  const Compat compat = GENERATE(Compat::v2, Compat::v1_3);
+  Setup setup(compat);
+  Body& body = setup.zone("public").body;
+  // Written exception first; firewalld 2.3+ sorts by the source as written: "10.77.0.0/24" < "10.77.0.5".
+  setup.rich(body, R"(rule family="ipv4" priority="-10" source address="10.77.0.5" accept)");
+  setup.rich(body, R"(rule family="ipv4" priority="-10" source address="10.77.0.0/24" drop)");
+  // One sub-chain (deny), two reject types: "Rich_Drop" < "Rich_Reject", then by type.
+  setup.rich(body, R"(rule family="ipv4" port port="9090" protocol="tcp" reject type="tcp-reset")");
+  setup.rich(body, R"(rule family="ipv4" port port="9090" protocol="tcp" drop)");
+  // A priority still comes first.
+  setup.rich(body, R"(rule family="ipv4" priority="-20" source address="10.77.0.6" accept)");
+  const ir::Ruleset rs = setup.build();
+  const bool sorted = compat == Compat::v2;
+  CHECK(outcome(rs, to_host("10.77.0.5", 8080)) == (sorted ? "drop" : "open"));
+  CHECK(outcome(rs, to_host("10.77.0.6", 8080)) == "open");
+  CHECK(outcome(rs, to_host("10.78.0.2", 9090)) == (sorted ? "drop" : "reject:tcp-reset"));
+}
+
 TEST_CASE("S20-S21 inverted source and ipset source in rich rules", "[scenario]") {
   Setup setup(any_compat());
   setup.rich(setup.zone("public").body,
