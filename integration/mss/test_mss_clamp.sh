@@ -40,12 +40,13 @@ server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 server.bind((sys.argv[1], 8000))
 server.listen(1)
 print("listening", flush=True)
-server.settimeout(10)
+server.settimeout(30)
 connection, _ = server.accept()
 print(connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG), flush=True)
 PY
   local server_pid=$! i
-  for i in $(seq 50); do grep -q listening "$work/server" && break; sleep 0.1; done
+  # Up to 30 s: on a loaded CI host the server's Python has taken longer than 5 s to start listening.
+  for i in $(seq 300); do grep -q listening "$work/server" && break; sleep 0.1; done
   local client
   client=$(ip netns exec "$a" $python - "$1" <<'PY'
 import socket, sys
