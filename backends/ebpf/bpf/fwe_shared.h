@@ -288,11 +288,12 @@ struct fwe_iflist_key {
   __u32 ifindex;
 };
 
-/* A flow's direction in our conntrack, one map per family: hashing the key is a good part of what a
- * packet costs, and an IPv4 key is 16 bytes where an IPv6 one is 40. Ports are in network order; for
- * an ICMP echo the identifier stands in both. The echo type is the request's in the original
- * direction and the reply's in the reply direction, as in the kernel's tuple, so that a ping to the
- * host's own address (src == dst) has two entries. */
+/* A flow in our conntrack, one map per family: hashing the key is a good part of what a packet costs,
+ * and an IPv4 key is 16 bytes where an IPv6 one is 40. One entry holds both directions, so a packet
+ * makes one lookup and a flow's directions are never evicted apart. The key is the direction whose
+ * (address, port) tuple orders first (compared as 32-bit words); for an ICMP echo, the request's, with
+ * the identifier in both ports and the request's type in echo_type (a ping to the host's own address,
+ * src == dst, has two directions too). Ports are in network order. */
 struct fwe_ct4_key {
   __u8 proto;
   __u8 echo_type;
@@ -311,13 +312,21 @@ struct fwe_ct6_key {
   __u8 dst[16];
 };
 
+/* One direction of a flow (struct fwe_ct_value.dir): bits. */
+enum fwe_ct_dir {
+  FWE_DIR_KNOWN = 1,      /* the direction has an entry: every other bit needs this one */
+  FWE_DIR_REPLY = 2,      /* the reply direction of an allowed flow */
+  FWE_DIR_SEEN_REPLY = 4, /* original direction: a reply has been seen, later packets are established */
+  FWE_DIR_UNTRACKED = 8,  /* a notracked flow: a marker for its reply, or (out on lo) for its way back in */
+  FWE_DIR_REPLY_UNTRACKED =
+      16, /* original direction: a reply went notracked, which the kernel's entry never saw */
+};
+
 /* Conntrack entries outlive an upgrade that changes the other maps' layout (kernel.cpp keeps fwe_ct4 and
- * fwe_ct6 while their shape fits): changing what these fields mean at the same size renames the maps. */
+ * fwe_ct6 while their shape fits): changing what these fields mean at the same size renames the maps.
+ * (Until 2026-12 an entry was one direction in 4 bytes, keyed as the packet went; its maps do not fit.) */
 struct fwe_ct_value {
-  __u8 reply;           /* this entry is the reply direction of an allowed flow */
-  __u8 seen_reply;      /* original direction: a reply has been seen, later packets are established */
-  __u8 untracked;       /* a notracked flow: a marker for its reply, or (out on lo) for its way back in */
-  __u8 reply_untracked; /* original direction: a reply went notracked, which the kernel's entry never saw */
+  __u8 dir[2]; /* fwe_ct_dir bits: [0] the key's own direction, [1] the other one */
 };
 
 /* Token bucket of a rate-limited rule, in nanoseconds of credit (same key as fwe_rules). */

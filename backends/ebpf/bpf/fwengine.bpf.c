@@ -366,6 +366,13 @@ struct fwe_pkt {
 #define FWE_XDP_HELD 8
 #define FWE_HELD_RUN 0x80000000u
 
+/* Which of a flow entry's two directions (struct fwe_ct_value.dir) a packet goes (own), and which its
+ * replies go (other: the same one when both directions have one tuple, a packet from an address and port
+ * to themselves). */
+struct fwe_flow_side {
+  __u8 own, other;
+};
+
 struct fwe_eval {
   struct fwe_pkt pkt;
   __u32 gen;
@@ -373,6 +380,10 @@ struct fwe_eval {
   __u32 bytes;
   __u8 dropped, allow_mark, untracked, mark_changed;
   __u8 ct_known; /* the flow's original direction is in our conntrack already */
+  /* The packet's flow in our conntrack (flow_lookup): both directions' fwe_ct_dir bits as found (0: no
+   * entry), and which of them the packet's is. */
+  __u8 flow_dir[2];
+  struct fwe_flow_side flow;
   __u8 ct_reply; /* a reply of a tracked flow: once past the untracked stages, its flow is replied */
   __u8 looped;   /* in on lo: the host's own packet, back with the conntrack entry it got on its way out */
   __u8 need_rpf; /* the generation has rpf rules */
@@ -857,46 +868,118 @@ static __always_inline __u8 echo_peer_type(__u8 type) {
   }
 }
 
-/* Fills the fields both families' keys share (the addresses go separately). */
-#define CT_KEY_HEAD(key, pkt, reverse)                                                                   \
-  do {                                                                                                   \
-    (key).proto = (pkt)->proto;                                                                          \
-    if (is_echo(pkt)) (key).echo_type = (reverse) ? echo_peer_type((pkt)->icmp_type) : (pkt)->icmp_type; \
-    (key).sport = (reverse) ? (pkt)->ct_dport : (pkt)->ct_sport;                                         \
-    (key).dport = (reverse) ? (pkt)->ct_sport : (pkt)->ct_dport;                                         \
-  } while (0)
-
-/* The entry of the packet's flow in the given direction (reverse: the other one), or NULL. */
-static __always_inline struct fwe_ct_value* ct_lookup(const struct fwe_pkt* pkt, int reverse) {
-  if (pkt->family == 4) {
-    struct fwe_ct4_key key = {};
-    CT_KEY_HEAD(key, pkt, reverse);
-    __builtin_memcpy(key.src, reverse ? pkt->dst : pkt->src, 4);
-    __builtin_memcpy(key.dst, reverse ? pkt->src : pkt->dst, 4);
-    return bpf_map_lookup_elem(&fwe_ct4, &key);
+/* -1, 0 or 1 as a's first len bytes order before, with or after b's, compared as 32-bit words: any
+ * order does, as long as both directions of a flow agree on it. */
+static __always_inline int compare_words(const __u8* a, const __u8* b, int len) {
+#pragma unroll
+  for (int i = 0; i < 16; i += 4) {
+    if (i < len) {
+      __u32 x, y;
+      __builtin_memcpy(&x, a + i, 4);
+      __builtin_memcpy(&y, b + i, 4);
+      if (x != y) return x < y ? -1 : 1;
+    }
   }
-  struct fwe_ct6_key key = {};
-  CT_KEY_HEAD(key, pkt, reverse);
-  __builtin_memcpy(key.src, reverse ? pkt->dst : pkt->src, 16);
-  __builtin_memcpy(key.dst, reverse ? pkt->src : pkt->dst, 16);
-  return bpf_map_lookup_elem(&fwe_ct6, &key);
+  return 0;
 }
 
-static __always_inline void ct_store(const struct fwe_pkt* pkt, int reverse,
-                                     const struct fwe_ct_value* value) {
+/* Which of its flow's directions a tuple (as its packet goes) is: the key holds the direction whose
+ * (address, port) compares lower, and an echo's request. len: the address length, a constant. */
+static __always_inline struct fwe_flow_side side_of(__u8 proto, __u8 echo_type, __u16 sport, __u16 dport,
+                                                    const __u8* src, const __u8* dst, int len) {
+  int turn = 0, same = 0;
+  if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
+    turn = echo_type == 0 || echo_type == 129;
+  } else {
+    int order = compare_words(src, dst, len);
+    if (!order) order = sport < dport ? -1 : sport > dport;
+    turn = order > 0;
+    same = order == 0;
+  }
+  struct fwe_flow_side side = {.own = turn, .other = same ? turn : !turn};
+  return side;
+}
+
+/* A flow's key (struct fwe_ct4_key) from one direction's tuple, turned round when that is the key's
+ * other direction (side_of). */
+#define FLOW_KEY(key, side, proto_, echo_type_, sport_, dport_, src_, dst_, len)        \
+  do {                                                                                  \
+    (key).proto = (proto_);                                                             \
+    const int turn_ = (side).own;                                                       \
+    (key).echo_type = turn_ && ((proto_) == IPPROTO_ICMP || (proto_) == IPPROTO_ICMPV6) \
+                          ? echo_peer_type(echo_type_)                                  \
+                          : (echo_type_);                                               \
+    (key).sport = turn_ ? (dport_) : (sport_);                                          \
+    (key).dport = turn_ ? (sport_) : (dport_);                                          \
+    __builtin_memcpy((key).src, turn_ ? (dst_) : (src_), len);                          \
+    __builtin_memcpy((key).dst, turn_ ? (src_) : (dst_), len);                          \
+  } while (0)
+
+/* The packet's flow key and side. */
+#define PACKET_FLOW_KEY(key, side, pkt, len)                                                                 \
+  do {                                                                                                       \
+    const __u8 echo_ = is_echo(pkt) ? (pkt)->icmp_type : 0;                                                  \
+    side = side_of((pkt)->proto, echo_, (pkt)->ct_sport, (pkt)->ct_dport, (pkt)->src, (pkt)->dst, len);      \
+    FLOW_KEY(key, side, (pkt)->proto, echo_, (pkt)->ct_sport, (pkt)->ct_dport, (pkt)->src, (pkt)->dst, len); \
+  } while (0)
+
+/* Looks the packet's flow up, once per packet, and notes in ev what its entry held (the pointer is not
+ * kept: a map value's pointer alive across the stages multiplies the states the verifier walks). */
+static __always_inline void flow_lookup(struct fwe_eval* ev) {
+  const struct fwe_pkt* pkt = &ev->pkt;
+  struct fwe_flow_side side;
+  const struct fwe_ct_value* entry;
   if (pkt->family == 4) {
     struct fwe_ct4_key key = {};
-    CT_KEY_HEAD(key, pkt, reverse);
-    __builtin_memcpy(key.src, reverse ? pkt->dst : pkt->src, 4);
-    __builtin_memcpy(key.dst, reverse ? pkt->src : pkt->dst, 4);
-    bpf_map_update_elem(&fwe_ct4, &key, value, BPF_ANY);
+    PACKET_FLOW_KEY(key, side, pkt, 4);
+    entry = bpf_map_lookup_elem(&fwe_ct4, &key);
+  } else {
+    struct fwe_ct6_key key = {};
+    PACKET_FLOW_KEY(key, side, pkt, 16);
+    entry = bpf_map_lookup_elem(&fwe_ct6, &key);
+  }
+  ev->flow = side;
+  if (entry) {
+    ev->flow_dir[0] = entry->dir[0];
+    ev->flow_dir[1] = entry->dir[1];
+  }
+}
+
+/* The bits of one direction of the packet's flow as the lookup found them (0: none). Both are read and
+ * one is chosen: clang turns an index into an aligned slot into a bitwise or, which the verifier refuses
+ * on a pointer. */
+static __always_inline __u8 flow_dir(const struct fwe_eval* ev, __u8 which) {
+  const __u8 first = ev->flow_dir[0], second = ev->flow_dir[1];
+  return which ? second : first;
+}
+
+/* Gives the packet's direction of its flow the bits own, and its replies' direction the bits other. Not
+ * inlined: only a change of a flow's state comes here, and its keys would grow every program's stack. */
+static __attribute__((noinline)) void flow_store(struct fwe_eval* ev, __u8 own, __u8 other) {
+  __u8 first = ev->flow_dir[0], second = ev->flow_dir[1];
+  if (ev->flow.own)
+    second = own;
+  else
+    first = own;
+  if (ev->flow.other) /* in one direction, the other's bits win */
+    second = other;
+  else
+    first = other;
+  if (first == ev->flow_dir[0] && second == ev->flow_dir[1]) return;
+  ev->flow_dir[0] = first;
+  ev->flow_dir[1] = second;
+  const struct fwe_ct_value value = {.dir = {first, second}};
+  const struct fwe_pkt* pkt = &ev->pkt;
+  const __u8 echo_type = is_echo(pkt) ? pkt->icmp_type : 0;
+  if (pkt->family == 4) {
+    struct fwe_ct4_key key = {};
+    FLOW_KEY(key, ev->flow, pkt->proto, echo_type, pkt->ct_sport, pkt->ct_dport, pkt->src, pkt->dst, 4);
+    bpf_map_update_elem(&fwe_ct4, &key, &value, BPF_ANY);
     return;
   }
   struct fwe_ct6_key key = {};
-  CT_KEY_HEAD(key, pkt, reverse);
-  __builtin_memcpy(key.src, reverse ? pkt->dst : pkt->src, 16);
-  __builtin_memcpy(key.dst, reverse ? pkt->src : pkt->dst, 16);
-  bpf_map_update_elem(&fwe_ct6, &key, value, BPF_ANY);
+  FLOW_KEY(key, ev->flow, pkt->proto, echo_type, pkt->ct_sport, pkt->ct_dport, pkt->src, pkt->dst, 16);
+  bpf_map_update_elem(&fwe_ct6, &key, &value, BPF_ANY);
 }
 
 /* ICMP other than echo is no flow: its key would be the two addresses alone, so that anything one
@@ -950,17 +1033,19 @@ static __always_inline int same_address(const __u8* a, const __u8* b, int len) {
  * notracked one included), a later fragment, or too little of a packet to tell, is invalid. */
 static __always_inline __u8 error_state(struct __sk_buff* skb, const struct fwe_pkt* pkt) {
   const __u32 at = pkt->l4 + 8; /* the quoted packet, behind the ICMP header */
-  struct fwe_ct_value* v = 0;
+  struct fwe_flow_side quoted;
+  const struct fwe_ct_value* entry;
+  __u16 sport = 0, dport = 0;
+  __u8 echo_type = 0;
   if (pkt->family == 4) {
     __u8 ip[20];
     if (bpf_skb_load_bytes(skb, at, ip, sizeof ip) < 0 || (ip[0] & 0x0f) < 5) return FWE_CT_INVALID;
     if (((ip[6] & 0x1f) | ip[7]) != 0 || !same_address(ip + 12, pkt->dst, 4)) return FWE_CT_INVALID;
-    struct fwe_ct4_key key = {.proto = ip[9]};
-    __builtin_memcpy(key.src, ip + 12, 4);
-    __builtin_memcpy(key.dst, ip + 16, 4);
-    if (!quoted_flow(skb, at + (ip[0] & 0x0f) * 4, key.proto, &key.sport, &key.dport, &key.echo_type))
-      return FWE_CT_INVALID;
-    v = bpf_map_lookup_elem(&fwe_ct4, &key);
+    if (!quoted_flow(skb, at + (ip[0] & 0x0f) * 4, ip[9], &sport, &dport, &echo_type)) return FWE_CT_INVALID;
+    quoted = side_of(ip[9], echo_type, sport, dport, ip + 12, ip + 16, 4);
+    struct fwe_ct4_key key = {};
+    FLOW_KEY(key, quoted, ip[9], echo_type, sport, dport, ip + 12, ip + 16, 4);
+    entry = bpf_map_lookup_elem(&fwe_ct4, &key);
   } else {
     __u8 ip6[40];
     if (bpf_skb_load_bytes(skb, at, ip6, sizeof ip6) < 0 || !same_address(ip6 + 8, pkt->dst, 16))
@@ -976,13 +1061,15 @@ static __always_inline __u8 error_state(struct __sk_buff* skb, const struct fwe_
       next = ext[0];
     }
     if (is_ipv6_extension(next)) return FWE_CT_INVALID;
-    struct fwe_ct6_key key = {.proto = next};
-    __builtin_memcpy(key.src, ip6 + 8, 16);
-    __builtin_memcpy(key.dst, ip6 + 24, 16);
-    if (!quoted_flow(skb, l4, key.proto, &key.sport, &key.dport, &key.echo_type)) return FWE_CT_INVALID;
-    v = bpf_map_lookup_elem(&fwe_ct6, &key);
+    if (!quoted_flow(skb, l4, next, &sport, &dport, &echo_type)) return FWE_CT_INVALID;
+    quoted = side_of(next, echo_type, sport, dport, ip6 + 8, ip6 + 24, 16);
+    struct fwe_ct6_key key = {};
+    FLOW_KEY(key, quoted, next, echo_type, sport, dport, ip6 + 8, ip6 + 24, 16);
+    entry = bpf_map_lookup_elem(&fwe_ct6, &key);
   }
-  return v && !v->untracked ? FWE_CT_RELATED : FWE_CT_INVALID;
+  if (!entry) return FWE_CT_INVALID;
+  const __u8 dir = quoted.own ? entry->dir[1] : entry->dir[0];
+  return (dir & FWE_DIR_KNOWN) && !(dir & FWE_DIR_UNTRACKED) ? FWE_CT_RELATED : FWE_CT_INVALID;
 }
 
 #define TCP_FIN 0x01
@@ -1029,27 +1116,28 @@ static __always_inline __u8 ct_state_of(struct __sk_buff* skb, struct fwe_eval* 
   const struct fwe_pkt* pkt = &ev->pkt;
   if (is_icmp_error(pkt)) return error_state(skb, pkt);
   if (ct_flowless(pkt)) return FWE_CT_NEW;
+  flow_lookup(ev);
   if (tcp_flags_invalid(pkt)) return FWE_CT_INVALID;
-  struct fwe_ct_value* v = ct_lookup(pkt, 0);
+  const __u8 own = flow_dir(ev, ev->flow.own);
   /* No entry: new, whatever it is. The kernel would take a SYN+ACK, FIN or RST (cannot_start) for
    * invalid, but here it may be the reply of a flow another program's NAT rewrote (Docker, kube-proxy),
    * which the kernel's conntrack knows under the addresses this map has not seen. */
-  if (!v) return FWE_CT_NEW;
-  if (v->untracked) {
+  if (!(own & FWE_DIR_KNOWN)) return FWE_CT_NEW;
+  if (own & FWE_DIR_UNTRACKED) {
     /* A notracked packet back in on lo; anywhere else a later packet of a notracked flow, which the
      * kernel has no entry for: a packet of its own. */
-    if (!v->reply) return ev->looped ? FWE_CT_UNTRACKED : FWE_CT_NEW;
+    if (!(own & FWE_DIR_REPLY)) return ev->looped ? FWE_CT_UNTRACKED : FWE_CT_NEW;
     /* The reply of a notracked flow: the kernel has no entry, so it meets conntrack as a packet of its
      * own, which a SYN+ACK or an echo reply cannot start. */
     return cannot_start(pkt) ? FWE_CT_INVALID : FWE_CT_NEW;
   }
-  if (!v->reply) {
+  if (!(own & FWE_DIR_REPLY)) {
     ev->ct_known = 1;
-    if (v->seen_reply) return FWE_CT_ESTABLISHED;
+    if (own & FWE_DIR_SEEN_REPLY) return FWE_CT_ESTABLISHED;
     /* A TCP flow whose SYN+ACK went notracked: the kernel's entry is still waiting for it and takes
      * anything but a repeated SYN for invalid. (Otherwise new: the reply may have come under addresses
      * the kernel's NAT maps, which this map does not know.) */
-    if (v->reply_untracked && pkt->proto == IPPROTO_TCP && (pkt->tcp_flags & 0x17) != 0x02)
+    if ((own & FWE_DIR_REPLY_UNTRACKED) && pkt->proto == IPPROTO_TCP && (pkt->tcp_flags & 0x17) != 0x02)
       return FWE_CT_INVALID;
     return FWE_CT_NEW;
   }
@@ -1059,45 +1147,38 @@ static __always_inline __u8 ct_state_of(struct __sk_buff* skb, struct fwe_eval* 
 
 /* Where the kernel's conntrack comes, after the untracked stages: a reply that was not notracked there
  * makes its flow replied, so the original direction is established from now on. */
-static __always_inline void ct_see_reply(const struct fwe_eval* ev) {
+static __always_inline void ct_see_reply(struct fwe_eval* ev) {
   if (!ev->ct_reply || ev->untracked) return;
-  struct fwe_ct_value* o = ct_lookup(&ev->pkt, 1);
-  if (o && !o->seen_reply) o->seen_reply = 1;
+  const __u8 original = flow_dir(ev, ev->flow.other);
+  if (original & FWE_DIR_KNOWN) flow_store(ev, flow_dir(ev, ev->flow.own), original | FWE_DIR_SEEN_REPLY);
 }
 
-static __always_inline void ct_commit(const struct fwe_eval* ev) {
+static __always_inline void ct_commit(struct fwe_eval* ev) {
   if (ct_flowless(&ev->pkt)) return;
-  struct fwe_ct_value value = {};
+  __u8 own = flow_dir(ev, ev->flow.own), other = flow_dir(ev, ev->flow.other);
   if (ev->untracked) {
     /* A marker for its reply (which the kernel has no entry for), and, out on lo, for the packet's
      * own way back in, untracked as the kernel's is. */
-    value.untracked = 1;
-    if (ev->pkt.oif == LOOPBACK_IFINDEX) ct_store(&ev->pkt, 0, &value);
+    if (ev->pkt.oif == LOOPBACK_IFINDEX) {
+      own = FWE_DIR_KNOWN | FWE_DIR_UNTRACKED;
+      if (ev->flow.own == ev->flow.other) other = own;
+    }
     /* Not over a tracked flow's entry, which the kernel keeps: the notracked packet was its reply
      * (which the entry notes), or went its original way (a notrack rule added while the flow lives),
      * whose replies stay established. */
-    struct fwe_ct_value* tracked = ct_lookup(&ev->pkt, 1);
-    if (tracked && !tracked->untracked) {
-      if (!tracked->reply) tracked->reply_untracked = 1;
-      return;
+    if ((other & FWE_DIR_KNOWN) && !(other & FWE_DIR_UNTRACKED)) {
+      if (!(other & FWE_DIR_REPLY)) other |= FWE_DIR_REPLY_UNTRACKED;
+    } else {
+      other = FWE_DIR_KNOWN | FWE_DIR_UNTRACKED | FWE_DIR_REPLY;
     }
-    value.reply = 1;
-    ct_store(&ev->pkt, 1, &value);
+  } else if (ev->pkt.ct == FWE_CT_NEW && !ev->ct_known) {
+    /* (A known flow's reply direction is in its entry already: the two are never evicted apart.) */
+    own = FWE_DIR_KNOWN;
+    other = FWE_DIR_KNOWN | FWE_DIR_REPLY;
+  } else {
     return;
   }
-  if (ev->ct_known) {
-    /* A flow whose reply entry the LRU dropped (its original one kept fresh by the packets the host
-     * sends): without it every reply would be new. */
-    if (!ct_lookup(&ev->pkt, 1)) {
-      value.reply = 1;
-      ct_store(&ev->pkt, 1, &value);
-    }
-    return;
-  }
-  if (ev->pkt.ct != FWE_CT_NEW) return;
-  ct_store(&ev->pkt, 0, &value);
-  value.reply = 1;
-  ct_store(&ev->pkt, 1, &value);
+  flow_store(ev, own, other);
 }
 
 /* The interface a packet arriving on iif will be forwarded to, or 0 if it is for this host (or cannot be

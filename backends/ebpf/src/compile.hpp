@@ -22,7 +22,8 @@ namespace fwe::ebpf {
 
 static_assert(sizeof(fwe_rule) == 208, "fwe_rule layout changed: update both sides");
 static_assert(sizeof(fwe_lpm4_key) == 12 && sizeof(fwe_lpm6_key) == 24, "LPM key layout");
-static_assert(sizeof(fwe_ct4_key) == 16 && sizeof(fwe_ct6_key) == 40, "conntrack key layout");
+static_assert(sizeof(fwe_ct4_key) == 16 && sizeof(fwe_ct6_key) == 40 && sizeof(fwe_ct_value) == 2,
+              "conntrack layout");
 static_assert(sizeof(fwe_where_key) == 12, "origin key layout");
 static_assert(sizeof(fwe_run4_key) == 16 && sizeof(fwe_run6_key) == 28 && sizeof(fwe_run_member) == 16,
               "address run layout");

@@ -917,7 +917,8 @@ TEST_CASE("TCP flags no TCP sends are invalid as in the kernel, with a flow or w
   CHECK_FALSE(test::run_programs(in, syn | rst));
 }
 
-TEST_CASE("a flow whose reply entry the LRU dropped gets it back from its next packet", "[root]") {
+TEST_CASE("a flow is one conntrack entry for both directions, and one the LRU evicted starts again",
+          "[root]") {
   enter_scratch_namespace();
   const ir::Ruleset rs = test::sample_ruleset();
   EbpfBackend backend(PluginContext{"test"});
@@ -925,23 +926,57 @@ TEST_CASE("a flow whose reply entry the LRU dropped gets it back from its next p
   const auto [request, answer] = ssh_through_d1();
   REQUIRE(delivered(request));
   REQUIRE(delivered(answer));
-  // As an eviction leaves it: the original direction's entry kept, the reply direction's gone.
   const int ct4 = bpf_obj_get((pin_dir_for("test") + "/fwe_ct4").c_str());
   REQUIRE(ct4 >= 0);
-  std::vector<fwe_ct4_key> keys;
   fwe_ct4_key key{};
-  while (bpf_map_get_next_key(ct4, keys.empty() ? nullptr : &keys.back(), &key) == 0) keys.push_back(key);
-  int dropped = 0;
-  for (const auto& k : keys) {
-    fwe_ct_value value{};
-    if (bpf_map_lookup_elem(ct4, &k, &value) == 0 && value.reply && bpf_map_delete_elem(ct4, &k) == 0)
-      ++dropped;
-  }
-  REQUIRE(dropped == 1);
+  REQUIRE(bpf_map_get_next_key(ct4, nullptr, &key) == 0);
+  fwe_ct4_key next{};
+  CHECK(bpf_map_get_next_key(ct4, &key, &next) != 0);  // the only entry
+  fwe_ct_value value{};
+  REQUIRE(bpf_map_lookup_elem(ct4, &key, &value) == 0);
+  // One direction the original, replied; the other the reply.
+  const bool request_first = !(value.dir[0] & FWE_DIR_REPLY);
+  const std::uint8_t original = value.dir[request_first ? 0 : 1], reply = value.dir[request_first ? 1 : 0];
+  CHECK(original == (FWE_DIR_KNOWN | FWE_DIR_SEEN_REPLY));
+  CHECK(reply == (FWE_DIR_KNOWN | FWE_DIR_REPLY));
+  REQUIRE(bpf_map_delete_elem(ct4, &key) == 0);  // as an eviction leaves it: both directions gone
   close(ct4);
   CHECK_FALSE(delivered(answer));  // new, and d1's output takes no new packets
   CHECK(delivered(request));       // the host's peer sends again
   CHECK(delivered(answer));        // its reply is established again
+}
+
+TEST_CASE("a ping of the host's own address is one flow whose two directions stay apart", "[root]") {
+  // Source and destination are equal: only the echo type tells the request's direction from the reply's.
+  enter_scratch_namespace();
+  const ir::Ruleset rs = test::sample_ruleset();
+  EbpfBackend backend(PluginContext{"test"});
+  apply(backend, rs);
+  auto request = test::packet("", "lo", "10.0.0.1", "10.0.0.1", 1, 0, 0);
+  request.icmp_type = 8;
+  auto reply = request;
+  reply.icmp_type = 0;
+  REQUIRE(trace::evaluate(rs, request).delivered);
+  REQUIRE(delivered(request));  // out on lo, then in on lo
+  const int ct4 = bpf_obj_get((pin_dir_for("test") + "/fwe_ct4").c_str());
+  REQUIRE(ct4 >= 0);
+  const auto only_entry = [&] {
+    fwe_ct4_key key{}, next{};
+    REQUIRE(bpf_map_get_next_key(ct4, nullptr, &key) == 0);
+    CHECK(bpf_map_get_next_key(ct4, &key, &next) != 0);
+    CHECK(key.echo_type == 8);  // keyed by the request
+    fwe_ct_value value{};
+    REQUIRE(bpf_map_lookup_elem(ct4, &key, &value) == 0);
+    return value;
+  };
+  const fwe_ct_value requested = only_entry();
+  CHECK(requested.dir[0] == FWE_DIR_KNOWN);
+  CHECK(requested.dir[1] == (FWE_DIR_KNOWN | FWE_DIR_REPLY));
+  REQUIRE(delivered(reply));
+  const fwe_ct_value replied = only_entry();
+  CHECK(replied.dir[0] == (FWE_DIR_KNOWN | FWE_DIR_SEEN_REPLY));
+  CHECK(replied.dir[1] == (FWE_DIR_KNOWN | FWE_DIR_REPLY));
+  close(ct4);
 }
 
 TEST_CASE("read_back lists the maps as the plan lists itself, so that diff compares like with like",
