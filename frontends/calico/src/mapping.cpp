@@ -16,6 +16,7 @@
 #include <regex>
 #include <set>
 #include <tuple>
+#include <unordered_map>
 #include <utility>
 
 namespace fwe::calico {
@@ -118,6 +119,7 @@ class Mapper {
     check_policies();
     collect_profiles();
     sort_policies();
+    join_selectors();
     bind_host_endpoints();
     build_untracked(ir::Stage::untracked_in, Direction::ingress);
     build_untracked(ir::Stage::untracked_out, Direction::egress);
@@ -386,25 +388,38 @@ class Mapper {
   // Calico joins the policy's selector with its prefixed namespaceSelector, then with its prefixed
   // serviceAccountSelector, and after each join replaces every all() in the text: so an all() in the
   // policy's own selector needs the label too (globalnetworkpolicyprocessor.go).
+  struct JoinedSelectors {
+    Selector own;
+    std::optional<Selector> namespaces, service_accounts;
+  };
+
+  // Once per policy: every HostEndpoint is matched against the same replaced selectors.
+  void join_selectors() {
+    for (const Policy& policy : model_.policies) {
+      JoinedSelectors joined{policy.selector.selector, std::nullopt, std::nullopt};
+      const bool own = !policy.selector.text.empty();
+      if (written(policy.namespace_selector)) {
+        if (own) joined.own = joined.own.with_all_as(kNamespaceLabel, false);
+        joined.namespaces = policy.namespace_selector->selector.with_all_as(kNamespaceLabel, false);
+      }
+      if (written(policy.service_account_selector)) {
+        if (own) joined.own = joined.own.with_all_as(kServiceAccountLabel, false);
+        joined.service_accounts =
+            policy.service_account_selector->selector.with_all_as(kServiceAccountLabel, false);
+      }
+      joined_.emplace(&policy, std::move(joined));
+    }
+  }
+
   bool selects(const Policy& policy, const HostEndpoint& hep) const {
     const Labels& labels = labels_of(hep);
-    Selector selector = policy.selector.selector;
-    const bool own = !policy.selector.text.empty();
-    if (written(policy.namespace_selector)) {
-      if (own) selector = selector.with_all_as(kNamespaceLabel, false);
-      if (!prefixed_match(policy.namespace_selector->selector.with_all_as(kNamespaceLabel, false), labels,
-                          "pcns.", kNamespaceLabel)) {
-        return false;
-      }
-    }
-    if (written(policy.service_account_selector)) {
-      if (own) selector = selector.with_all_as(kServiceAccountLabel, false);
-      if (!prefixed_match(policy.service_account_selector->selector.with_all_as(kServiceAccountLabel, false),
-                          labels, "pcsa.", kServiceAccountLabel)) {
-        return false;
-      }
-    }
-    return selector.matches(labels);
+    const JoinedSelectors& joined = joined_.at(&policy);
+    if (joined.namespaces && !prefixed_match(*joined.namespaces, labels, "pcns.", kNamespaceLabel))
+      return false;
+    if (joined.service_accounts &&
+        !prefixed_match(*joined.service_accounts, labels, "pcsa.", kServiceAccountLabel))
+      return false;
+    return joined.own.matches(labels);
   }
 
   static bool in_class(const Policy& policy, PolicyClass cls, bool forward) {
@@ -739,13 +754,15 @@ class Mapper {
       for (const std::string& n : names) name += " name:" + n;
     }
     if (ruleset_.sets.contains(name)) return name;
+    // A rule's namespaceSelector alone gets the replacement, of global() too (rules.go).
+    const std::optional<Selector> namespaces =
+        written(namespace_selector)
+            ? std::optional(namespace_selector->selector.with_all_as(kNamespaceLabel, true))
+            : std::nullopt;
     auto selected = [&](const Labels& labels) {
       if (!service_accounts_match(sa, labels)) return false;
       if (!selector.selector.matches(labels)) return false;
-      // A rule's namespaceSelector alone gets the replacement, of global() too (rules.go).
-      if (!written(namespace_selector)) return true;
-      return prefixed_match(namespace_selector->selector.with_all_as(kNamespaceLabel, true), labels, "pcns.",
-                            kNamespaceLabel);
+      return !namespaces || prefixed_match(*namespaces, labels, "pcns.", kNamespaceLabel);
     };
     ir::AddrSet set;
     set.name = name;
@@ -935,6 +952,7 @@ class Mapper {
   ir::Ruleset ruleset_;
   std::vector<Tier> tiers_;
   std::vector<const Policy*> sorted_;
+  std::unordered_map<const Policy*, JoinedSelectors> joined_;
   std::map<std::string, const Profile*> profiles_;
   std::map<const HostEndpoint*, Labels> inherited_labels_;
   std::vector<Binding> named_;
