@@ -679,14 +679,22 @@ Outcome run_program(trace::Packet& p, bool ingress, std::uint8_t tcp_flags) {
 
 }  // namespace
 
-Outcome outcome_of(trace::Packet p, std::uint8_t tcp_flags) {
-  if (!p.iif.empty()) return run_program(p, true, tcp_flags);
+Judged judge(trace::Packet p, std::uint8_t tcp_flags) {
+  if (!p.iif.empty()) {
+    const Outcome out = run_program(p, true, tcp_flags);
+    return {out, p.mark};
+  }
   const Outcome out = run_program(p, false, tcp_flags);
-  if (out != Outcome::passed || p.oif != "lo") return out;
+  if (out != Outcome::passed || p.oif != "lo") return {out, p.mark};
   // Back in on lo with the mark it was given on the way out.
   p.iif = "lo";
   p.oif.clear();
-  return run_program(p, true, tcp_flags);
+  const Outcome back = run_program(p, true, tcp_flags);
+  return {back, p.mark};
+}
+
+Outcome outcome_of(trace::Packet p, std::uint8_t tcp_flags) {
+  return judge(std::move(p), tcp_flags).outcome;
 }
 
 Outcome expected_outcome(const trace::Result& result, const trace::Packet& p, std::uint8_t tcp_flags) {
@@ -734,6 +742,143 @@ Ruleset log_ruleset() {
   rs.stage(Stage::input).sections.push_back({"host", false, {in}});
   passes::normalise(rs);
   return rs;
+}
+
+Ruleset notrack_ruleset() {
+  Ruleset rs;
+  rs.frontend = "test";
+  rs.files = {"<command line>", "notrack.yaml"};
+  Match mdns;
+  mdns.protocols = std::vector<std::uint8_t>{17};
+  mdns.dst_port.push_back({false, {{5353, 5353}}});
+  add_chain(rs, "raw",
+            {rule(mdns, ActionKind::notrack, 1), rule(tcp_dport({{8022, 8022}}), ActionKind::notrack, 2)});
+  Endpoint raw = endpoint("raw-d0", "d0", std::nullopt);
+  raw.groups.push_back(group("raw", {"raw"}, Verdict::continue_));
+  rs.stage(Stage::untracked_in).sections.push_back({"raw", false, {raw}});
+  Rule mark = rule(tcp_dport({{8022, 8023}}), ActionKind::set_mark, 3);
+  mark.action.mark_value = 0x40;
+  mark.action.mark_mask = 0xf0;
+  add_chain(rs, "pre", {mark});
+  Endpoint pre = endpoint("pre-d0", "d0", std::nullopt);
+  pre.groups.push_back(group("pre", {"pre"}, Verdict::continue_));
+  rs.stage(Stage::prednat).sections.push_back({"pre", false, {pre}});
+  Rule mark_more = rule(tcp_dport({{8023, 8023}}), ActionKind::set_mark, 5);
+  mark_more.action.mark_value = 0x5;
+  mark_more.action.mark_mask = 0xf;
+  add_chain(
+      rs, "in",
+      {rule(mdns, ActionKind::accept, 4), mark_more, rule(tcp_dport({{8022, 8023}}), ActionKind::accept, 6)});
+  Endpoint in = endpoint("in-d0", "d0", std::nullopt);
+  in.conntrack = Conntrack::accept_established;
+  in.groups.push_back(group("in", {"in"}, Verdict::continue_));
+  in.default_verdict = Verdict::drop;
+  rs.stage(Stage::input).sections.push_back({"in", false, {in}});
+  Endpoint out = endpoint("out-d0", std::nullopt, "d0");
+  out.conntrack = Conntrack::accept_established;
+  out.default_verdict = Verdict::drop;
+  rs.stage(Stage::output).sections.push_back({"out", false, {out}});
+  passes::normalise(rs);
+  return rs;
+}
+
+std::vector<trace::Packet> notrack_packets() {
+  std::vector<trace::Packet> out;
+  for (std::uint8_t proto : {6, 17})
+    for (std::uint16_t port : {5353, 8022, 8023, 8024}) {
+      out.push_back(packet("d0", "", "10.0.0.20", "10.0.0.1", proto, 40000, port));
+      out.push_back(packet("d0", "", "2001:db8::20", "2001:db8::1", proto, 40000, port));
+    }
+  return out;
+}
+
+Ruleset negation_ruleset() {
+  Ruleset rs;
+  rs.frontend = "test";
+  rs.files = {"<command line>", "negations.yaml"};
+  add_set(rs, "lan", {"10.0.0.0/24", "2001:db8::/64"});
+  Match discard;
+  discard.protocols = std::vector<std::uint8_t>{17};
+  discard.dst_port.push_back({false, {{9, 9}}});
+  add_chain(rs, "raw-out", {rule(discard, ActionKind::drop, 1)});
+  Endpoint raw = endpoint("raw-out-d0", std::nullopt, "d0");
+  raw.groups.push_back(group("raw", {"raw-out"}, Verdict::continue_));
+  rs.stage(Stage::untracked_out).sections.push_back({"raw", false, {raw}});
+
+  Match not_d1 = tcp_dport({{7001, 7001}});
+  not_d1.iif = std::vector<IfacePattern>{parse_iface("d1")};
+  not_d1.iif_negate = true;
+  Match from_d0 = tcp_dport({{7002, 7002}});
+  from_d0.iif = std::vector<IfacePattern>{parse_iface("d0")};
+  Match not_established = tcp_dport({{7004, 7004}});
+  not_established.ct_states = std::vector<CtState>{CtState::established};
+  not_established.ct_negate = true;
+  Match unmarked = tcp_dport({{7005, 7005}});
+  unmarked.mark_value = 0x10;
+  unmarked.mark_mask = 0xff;
+  unmarked.mark_negate = true;
+  Match not_spoofer = tcp_dport({{7006, 7006}});
+  not_spoofer.src_mac = std::vector<MacAddr>{*parse_mac("02:00:00:00:00:99")};
+  not_spoofer.src_mac_negate = true;
+  add_chain(rs, "lan-in",
+            {rule(not_d1, ActionKind::accept, 2), rule(from_d0, ActionKind::accept, 3),
+             rule(not_established, ActionKind::accept, 4), rule(unmarked, ActionKind::accept, 5),
+             rule(not_spoofer, ActionKind::accept, 6)});
+  add_chain(rs, "other-in", {rule(tcp_dport({{7007, 7007}}), ActionKind::accept, 7)});
+  Endpoint lan = endpoint("lan", "d+", std::nullopt);
+  lan.match.src_set = "lan";
+  lan.match.src_mac = std::vector<MacAddr>{*parse_mac("02:00:00:00:00:01"), *parse_mac("02:00:00:00:00:99")};
+  lan.groups.push_back(group("lan", {"lan-in"}, Verdict::continue_));
+  lan.default_verdict = Verdict::drop;
+  Endpoint other = endpoint("other", "d+", std::nullopt);
+  other.groups.push_back(group("other", {"other-in"}, Verdict::continue_));
+  other.default_verdict = Verdict::drop;
+  rs.stage(Stage::input).sections.push_back({"in", false, {lan, other}});
+
+  Match not_back = tcp_dport({{7003, 7003}});
+  not_back.oif = std::vector<IfacePattern>{parse_iface("d0")};
+  not_back.oif_negate = true;
+  add_chain(rs, "fwd", {rule(not_back, ActionKind::accept, 8)});
+  Endpoint fwd = endpoint("fwd", "d+", std::nullopt);
+  fwd.groups.push_back(group("fwd", {"fwd"}, Verdict::continue_));
+  fwd.default_verdict = Verdict::drop;
+  rs.stage(Stage::forward).sections.push_back({"fwd", false, {fwd}});
+  passes::normalise(rs);
+  return rs;
+}
+
+std::vector<trace::Packet> negation_packets() {
+  std::vector<trace::Packet> out;
+  const std::pair<const char*, const char*> sides[] = {{"10.0.0.20", "10.0.0.1"},          // from lan
+                                                       {"2001:db8::20", "2001:db8::1"},    // from lan
+                                                       {"192.0.2.7", "10.0.0.1"},          // not
+                                                       {"2001:db8:9::7", "2001:db8::1"}};  // not
+  for (const char* iif : {"d0", "d1"})
+    for (const auto& [src, dst] : sides)
+      for (std::uint16_t port = 7001; port <= 7008; ++port) {
+        out.push_back(packet(iif, "", src, dst, 6, 40000, port));
+        trace::Packet marked = out.back();
+        marked.mark = 0x10;
+        out.push_back(marked);
+        for (const char* mac : {"02:00:00:00:00:99", "02:00:00:00:00:55"}) {  // the spoofer's, and no lan MAC
+          trace::Packet other_mac = out.back();
+          other_mac.mark = 0;
+          other_mac.src_mac = parse_mac(mac);
+          out.push_back(other_mac);
+        }
+      }
+  // Forwarded: 7003 passes from d0 to d1, not from d1 to d0.
+  out.push_back(packet("d0", "d1", "10.0.0.20", "10.1.0.5", 6, 40000, 7003));
+  out.push_back(packet("d1", "d0", "10.1.0.5", "10.0.0.20", 6, 40000, 7003));
+  out.push_back(packet("d0", "d1", "10.0.0.20", "10.1.0.5", 6, 40000, 7004));
+  // Sent by the host out of d0 and d1: UDP 9 out of d0 is dropped before conntrack.
+  for (const char* oif : {"d0", "d1"}) {
+    out.push_back(packet("", oif, "10.0.0.1", "10.0.0.20", 17, 40000, 9));
+    out.push_back(packet("", oif, "10.0.0.1", "10.0.0.20", 17, 40000, 10));
+  }
+  for (auto& p : out)
+    if (p.iif.empty()) p.src_mac.reset();
+  return out;
 }
 
 Ruleset reject_ruleset() {

@@ -80,6 +80,12 @@ int xdp_test_run(int prog_fd, std::vector<std::uint8_t> frame, int ifindex);
 // What the programs fwengine attached in the current network namespace do with a packet: let it through,
 // drop it, or answer it in its place (a reject: the frame, made a TCP reset or ICMP error, goes back).
 enum class Outcome { passed, dropped, answered };
+// The outcome, and the mark the packet leaves the last program with.
+struct Judged {
+  Outcome outcome;
+  std::uint32_t mark = 0;
+};
+Judged judge(trace::Packet, std::uint8_t tcp_flags = kTcpSyn);
 Outcome outcome_of(trace::Packet, std::uint8_t tcp_flags = kTcpSyn);
 // The outcome a packet trace evaluated gets: a reject is answered, unless the kernel's reject would not
 // answer it either (an ICMP error, a reset, a broadcast or multicast packet).
@@ -90,6 +96,23 @@ std::string to_string(Outcome);
 // with icmp-net-prohibited (IPv4 only: IPv6 gets admin-prohibited) and everything else by the endpoint's
 // default (icmp-port-unreachable); output rejects TCP 80 with tcp-reset.
 ir::Ruleset reject_ruleset();
+
+// Notrack and set-mark on d0: untracked-in notracks UDP 5353 and TCP 8022; prednat marks TCP 8022 and
+// 8023 with 0x40 (mask 0xf0); input accepts UDP 5353 and TCP 8022, 8023 (which it marks 0x5 in 0xf as
+// well) with established and related accepted first; output to d0 accepts established and related and
+// drops the rest. So a notracked flow's reply is new (a TCP SYN+ACK invalid) and dropped, a tracked
+// one's established. notrack_packets: the packets of these flows, and some the input drops.
+ir::Ruleset notrack_ruleset();
+std::vector<trace::Packet> notrack_packets();
+
+// Every negated match, rule-level interfaces, an endpoint matched by source set and MAC, and the
+// untracked-out stage: input on d0 or d1 from "lan" (10.0.0.0/24, 2001:db8::/64) and MAC 02:00:00:00:00:01
+// or :99 accepts TCP 7001 not from d1, 7002 from d0, 7004 not established, 7005 without mark 0x10, 7006
+// not from MAC :99, and drops anything else; what does not come from lan is accepted only to 7007;
+// forward accepts TCP 7003 not out of d0; untracked-out drops UDP 9 out of d0. negation_packets: packets
+// on each side of each match (new ones only: the not-established match is met on its matching side).
+ir::Ruleset negation_ruleset();
+std::vector<trace::Packet> negation_packets();
 
 // Log rules in input on d0: "fwe-telnet: " (level 6) for TCP 23, then "fwe-in: " (level 4) for every
 // packet; the endpoint accepts.

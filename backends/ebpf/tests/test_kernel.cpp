@@ -119,7 +119,6 @@ struct Outcomes {
   std::size_t passed = 0, dropped = 0;
 };
 
-// Applies rs and checks each packet, each the first of its flow, against trace's verdict.
 // The sample ruleset, applied in a scratch namespace of its own.
 struct SampleApplied {
   ir::Ruleset rs = test::sample_ruleset();
@@ -131,6 +130,8 @@ struct SampleApplied {
   }
 };
 
+// Applies rs and checks each packet, each the first of its flow, against trace's verdict, and the mark
+// of each one let through against the mark trace's walk leaves it with.
 Outcomes check_against_trace(EbpfBackend& backend, const ir::Ruleset& rs,
                              const std::vector<trace::Packet>& packets) {
   apply(backend, rs);
@@ -138,10 +139,13 @@ Outcomes check_against_trace(EbpfBackend& backend, const ir::Ruleset& rs,
   Outcomes out;
   for (const auto& p : packets) {
     test::clear_conntrack(kernel.pin_dir());
-    const bool expected = trace::evaluate(rs, p).delivered;
-    ++(expected ? out.passed : out.dropped);
+    const trace::Result expected = trace::evaluate(rs, p);
+    ++(expected.delivered ? out.passed : out.dropped);
     INFO(test::describe(p));
-    CHECK(delivered(p) == expected);
+    const test::Judged judged = test::judge(p);
+    CHECK((judged.outcome == test::Outcome::passed) == expected.delivered);
+    if (!expected.delivered) continue;
+    CHECK(judged.mark == expected.packet.mark);
   }
   return out;
 }
@@ -158,8 +162,10 @@ TEST_CASE("every sample packet and its reply get trace's verdict", "[root]") {
     const test::Outcome outcome = test::expected_outcome(expected, p);
     ++(outcome == test::Outcome::passed ? passed : outcome == test::Outcome::dropped ? dropped : answered);
     INFO(test::describe(p));
-    CHECK(test::to_string(test::outcome_of(p)) == test::to_string(outcome));
+    const test::Judged judged = test::judge(p);
+    CHECK(test::to_string(judged.outcome) == test::to_string(outcome));
     if (!expected.delivered) continue;
+    CHECK(judged.mark == expected.packet.mark);
     const trace::Packet reply = trace::reply_of(p, expected);
     INFO("reply " << test::describe(reply));
     CHECK(delivered(reply) == trace::evaluate(rs, reply).delivered);
@@ -857,6 +863,44 @@ TEST_CASE("a generation larger than one batch is cleared whole before it is writ
     CHECK_FALSE(delivered(test::packet("d0", "", "172.16.11.184", "10.0.0.1", 6, 40000, 5000)));
     backend.flush();
   }
+}
+
+TEST_CASE("notracked and marked flows: each packet, its mark and its reply get trace's verdict", "[root]") {
+  enter_scratch_namespace();
+  const ir::Ruleset rs = test::notrack_ruleset();
+  EbpfBackend backend(PluginContext{"test"});
+  apply(backend, rs);
+  std::size_t untracked = 0, marked = 0, replies_dropped = 0, replies_passed = 0;
+  for (const auto& p : test::notrack_packets()) {
+    test::clear_conntrack(pin_dir_for("test"));
+    const trace::Result expected = trace::evaluate(rs, p);
+    INFO(test::describe(p));
+    const test::Judged judged = test::judge(p);
+    CHECK((judged.outcome == test::Outcome::passed) == expected.delivered);
+    if (!expected.delivered) continue;
+    CHECK(judged.mark == expected.packet.mark);
+    untracked += expected.untracked ? 1 : 0;
+    marked += expected.packet.mark != 0 ? 1 : 0;
+    // The reply as the peer sends it: a TCP SYN+ACK, which cannot start a flow of its own.
+    const trace::Packet reply = trace::reply_of(p, expected);
+    INFO("reply " << test::describe(reply));
+    const bool reply_expected = trace::evaluate(rs, reply).delivered;
+    CHECK(test::run_programs(reply, test::kTcpSynAck) == reply_expected);
+    ++(reply_expected ? replies_passed : replies_dropped);
+  }
+  CHECK(untracked >= 4);        // UDP 5353 and TCP 8022, each family
+  CHECK(marked >= 4);           // TCP 8022 and 8023, each family
+  CHECK(replies_dropped >= 4);  // the notracked flows' replies: new (or invalid), and output takes no new
+  CHECK(replies_passed >= 2);   // the tracked TCP 8023's: established
+}
+
+TEST_CASE("negated matches, rule interfaces, endpoint sets and MACs, untracked-out: trace's verdicts",
+          "[root]") {
+  enter_scratch_namespace();
+  EbpfBackend backend(PluginContext{"test"});
+  const Outcomes outcomes = check_against_trace(backend, test::negation_ruleset(), test::negation_packets());
+  CHECK(outcomes.passed >= 10);
+  CHECK(outcomes.dropped >= 10);
 }
 
 TEST_CASE("a reply is new without its original and established with it", "[root]") {
