@@ -283,9 +283,12 @@ bool unchanged(const KernelChain& have, const ChainDef& want) {
 
 }  // namespace
 
-std::string transition(const std::vector<KernelTable>& now, const std::vector<TableDef>& want, bool full) {
+std::string transition(const std::vector<KernelTable>& now, const std::vector<TableDef>& want, bool full,
+                       const std::vector<KernelTable>& carried) {
   std::string out;
   for (auto name : kTableOrder) {
+    auto c_it =
+        std::find_if(carried.begin(), carried.end(), [&](const KernelTable& t) { return t.name == name; });
     auto n_it = std::find_if(now.begin(), now.end(), [&](const KernelTable& t) { return t.name == name; });
     auto w_it = std::find_if(want.begin(), want.end(), [&](const TableDef& t) { return t.name == name; });
     const KernelTable* have = n_it == now.end() ? nullptr : &*n_it;
@@ -304,7 +307,14 @@ std::string transition(const std::vector<KernelTable>& now, const std::vector<Ta
         const KernelChain* k = found == existing.end() ? nullptr : found->second;
         if (!full && k && unchanged(*k, chain)) continue;
         declare += ':' + chain.name + " - [0:0]\n";
-        for (const auto& rule : chain.rules) fill += "-A " + chain.name + ' ' + rule + '\n';
+        const KernelChain* counted = c_it == carried.end() ? nullptr : c_it->find(chain.name);
+        if (counted && counted->rules.size() != chain.rules.size()) counted = nullptr;
+        for (std::size_t i = 0; i < chain.rules.size(); ++i) {
+          if (counted)
+            fill += '[' + std::to_string(counted->rules[i].packets) + ':' +
+                    std::to_string(counted->rules[i].bytes) + "] ";
+          fill += "-A " + chain.name + ' ' + chain.rules[i] + '\n';
+        }
       }
     }
     // Hooks: keep one that is already first, exactly ours and alone of its kind; delete every other by
@@ -412,20 +422,26 @@ std::string explain_restore_failure(const std::string& tool, const ToolResult& r
   return message + "\n  " + trimmed(r.err);
 }
 
-// Runs a restore; on failure returns the explanation, else empty.
-std::string restore(IpFamily f, const std::string& input, const stamps::Positions& positions) {
+// Runs a restore (with `counters`, of the counters its rules carry); on failure returns the explanation,
+// else empty.
+std::string restore(IpFamily f, const std::string& input, const stamps::Positions& positions,
+                    bool counters = false) {
   if (input.empty()) return {};
   std::string tool = kRestore[static_cast<int>(f)];
-  auto r = run_tool({tool, "-w", "10", "--noflush"}, input);
+  std::vector<std::string> argv{tool, "-w", "10", "--noflush"};
+  if (counters) argv.push_back("--counters");
+  auto r = run_tool(argv, input);
   return r.status == 0 ? std::string{} : explain_restore_failure(tool, r, input, positions);
 }
 
 // The two families' restores (input by IpFamily) at once: each spends ~5 ms starting up before it waits
 // for the xtables lock, which then orders their commits. Returns both failures, else empty.
-std::string restore_both(const std::string (&input)[2], const stamps::Positions& positions) {
-  auto v6 = std::async(std::launch::async,
-                       [&input, &positions] { return restore(IpFamily::v6, input[1], positions); });
-  std::string problems = restore(IpFamily::v4, input[0], positions);
+std::string restore_both(const std::string (&input)[2], const stamps::Positions& positions,
+                         bool counters = false) {
+  auto v6 = std::async(std::launch::async, [&input, &positions, counters] {
+    return restore(IpFamily::v6, input[1], positions, counters);
+  });
+  std::string problems = restore(IpFamily::v4, input[0], positions, counters);
   std::string v6_problem = v6.get();
   if (!v6_problem.empty()) problems += (problems.empty() ? "" : "\n") + v6_problem;
   return problems;
@@ -820,12 +836,31 @@ bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>
   return true;
 }
 
+// The counters of the chains in slot `from` that `want` has unchanged, under their names in slot `to`:
+// a switch of slots keeps the hits of every rule it does not change.
+std::vector<KernelTable> carried(const std::vector<KernelTable>& tables, const std::vector<TableDef>& want,
+                                 int from, int to) {
+  const auto have = select(tables, [from](int s) { return s == from; });
+  std::vector<KernelTable> out;
+  for (const auto& t : placed(want, from)) {
+    auto h = std::find_if(have.begin(), have.end(), [&](const KernelTable& k) { return k.name == t.name; });
+    if (h == have.end()) continue;
+    KernelTable kept{t.name, {}, {}};
+    for (const auto& chain : t.chains)
+      if (const KernelChain* k = h->find(chain.name); k && unchanged(*k, chain))
+        kept.chains.push_back({in_slot(chain.name, to), k->rules});
+    out.push_back(std::move(kept));
+  }
+  return out;
+}
+
 // Loads the whole model into the slot not in effect, with its hooks switched off by its empty gate,
 // then swaps the gates' contents: both families and every table change at once. Whatever the old slot
 // (and an interrupted apply) left is removed afterwards; a kill before the swap leaves the old ruleset
 // in effect, after it the new one.
+// With carry, the chains it does not change keep their counters (read into `now`).
 void switch_slots(Ipset& ipset, const Holdings& now, const std::vector<SetDef>& sets,
-                  const std::vector<TableDef> (&want)[2], const stamps::Positions& positions) {
+                  const std::vector<TableDef> (&want)[2], const stamps::Positions& positions, bool carry) {
   const int next = now.active == 1 ? 2 : 1;
   const bool gate_on = now.active == 1 || now.active == 2;
   auto in_next = [&](int s) { return s == next; };
@@ -866,9 +901,12 @@ void switch_slots(Ipset& ipset, const Holdings& now, const std::vector<SetDef>& 
   for (const SetDef& set : sets)
     if (r.ok()) r = ipset.create(set, in_slot(set.name, next));
   if (!r.ok()) undo(r.message);
-  const std::string loads[2] = {transition({}, placed(want[0], next), true),
-                                transition({}, placed(want[1], next), true)};
-  if (auto failure = restore_both(loads, positions); !failure.empty()) undo(failure);
+  std::string loads[2];
+  for (int i : {0, 1})
+    loads[i] = transition(
+        {}, placed(want[i], next), true,
+        gate_on && carry ? carried(now.tables[i], want[i], now.active, next) : std::vector<KernelTable>{});
+  if (auto failure = restore_both(loads, positions, true); !failure.empty()) undo(failure);
 
   if (gate_on) {
     r = ipset.swap(in_slot(kGateSet, now.active), gate);
@@ -919,7 +957,9 @@ void top_up_gate(Ipset& ipset, const Holdings& now) {
 
 void apply_model(const Model& model, std::string_view ir_hash, bool full, const std::string& state_dir) {
   Ipset ipset;
-  const Holdings now = holdings(ipset, false);
+  // With counters: a switch of slots carries those of the chains it does not change (not a full apply,
+  // which starts every counter from zero, as a full replace does in nft).
+  const Holdings now = holdings(ipset, false, true);
   if (now.active == 1 || now.active == 2) top_up_gate(ipset, now);
   const std::vector<std::string> digests = set_digests(model.sets);
   std::vector<TableDef> want[2];
@@ -934,7 +974,7 @@ void apply_model(const Model& model, std::string_view ir_hash, bool full, const 
   if (full || interrupted || (now.active != 1 && now.active != 2) ||
       !apply_in_place(ipset, now, model.sets, digests, want, positions, applied ? &*applied : nullptr,
                       state_dir))
-    switch_slots(ipset, now, model.sets, want, positions);
+    switch_slots(ipset, now, model.sets, want, positions, !full);
   if (state_dir.empty()) return;
   unmark_changing(state_dir);
   // The record is written again only where it lacks a set as the kernel now holds it.

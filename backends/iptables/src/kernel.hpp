@@ -49,8 +49,10 @@ std::vector<TableDef> to_defs(const std::vector<KernelTable>& tables);
 // iptables-restore --noflush input that turns `now` into `want` and touches nothing else: changed chains
 // redeclared (which flushes them) and filled, hooks inserted at the top or removed, chains no longer
 // wanted flushed and deleted. Unless full, chains whose rule stamps all match are left alone. Empty
-// when nothing has to change.
-std::string transition(const std::vector<KernelTable>& now, const std::vector<TableDef>& want, bool full);
+// when nothing has to change. A chain of `carried` (by table, chain name and rule count) gives each of
+// its rules its counters, written as `[packets:bytes]` for iptables-restore --counters.
+std::string transition(const std::vector<KernelTable>& now, const std::vector<TableDef>& want, bool full,
+                       const std::vector<KernelTable>& carried = {});
 
 // ---- operations -------------------------------------------------------------------------------------
 // state_dir (empty: none) keeps the record of the sets' members (applied.hpp) between applies.

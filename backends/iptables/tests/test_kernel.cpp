@@ -611,6 +611,57 @@ TEST_CASE("real traffic: a run's set counts the hits of each source rule", "[roo
   CHECK(drift[0].find("rules were deleted, added or moved since apply") != std::string::npos);
 }
 
+TEST_CASE("a switch of slots keeps the counters of the chains it does not change", "[root]") {
+  test::enter_scratch_netns();
+  REQUIRE(run_tool({"ip", "link", "set", "lo", "up"}).status == 0);
+  const ir::Ruleset rs = test::runs_ruleset();
+  apply_model(render_ok(rs), "before", false);
+  REQUIRE(run_tool({"timeout", "2", "bash", "-c", "echo > /dev/tcp/127.0.0.2/7002"}).status == 1);  // counted
+  // Each chain of ours (but fwe-meta, a record) under its model name, with its rules' counters.
+  auto counted = [] {
+    std::map<std::string, std::vector<std::string>> chains;
+    std::istringstream in(run_tool({"iptables-legacy-save", "-c"}).out);
+    static const std::regex rule(R"(^\[(\d+:\d+)\] -A fwe[12]-(\S+) )");
+    for (std::string line; std::getline(in, line);)
+      if (std::smatch m; std::regex_search(line, m, rule) && m[2].str() != "meta")
+        chains[m[2].str()].push_back(m[1].str());
+    return chains;
+  };
+  const auto before = counted();
+  // A rule from a set of five networks appended to chain list: a set added, so the ruleset comes in the
+  // other slot; list changed, the chains that jump to it did not.
+  ir::Ruleset wider = rs;
+  wider.sets["five"] = ir::AddrSet{"five", {}, {}};
+  for (int k = 1; k <= 5; ++k)
+    wider.sets["five"].cidrs.push_back(*ir::parse_cidr("192.0.2." + std::to_string(k * 8) + "/29"));
+  ir::Rule from_five = wider.chains.at("list").rules.front();
+  from_five.match.src_addr = {{false, "five"}};
+  from_five.origin.loc.line = 30;
+  wider.chains.at("list").rules.push_back(from_five);
+  apply_model(render_ok(wider), "after", false);
+  CHECK(test::save_text().find("fwe2-") != std::string::npos);
+  CHECK(test::save_text().find("fwe1-") == std::string::npos);
+  const auto after = counted();
+  std::size_t carried = 0;
+  for (const auto& [chain, counters] : after) {
+    INFO(chain);
+    const bool changed = chain.find("list") != std::string::npos;
+    if (changed) {
+      for (const auto& c : counters) CHECK(c == "0:0");
+      continue;
+    }
+    REQUIRE(before.count(chain) == 1);
+    CHECK(counters == before.at(chain));
+    for (const auto& c : counters) carried += c != "0:0" ? 1 : 0;
+  }
+  CHECK(carried > 0);  // the hook's chain and the endpoint's had counted the connection
+  CHECK(read_kernel().drift.empty());
+  // A full apply starts every counter from zero, as a full replace does in nft.
+  apply_model(render_ok(wider), "full", true);
+  for (const auto& [chain, counters] : counted())
+    for (const auto& c : counters) CHECK(c == "0:0");
+}
+
 TEST_CASE("lines inserted above a policy rewrite no rule: counters stay, and read_back names the new lines",
           "[root]") {
   test::enter_scratch_netns();
