@@ -1239,6 +1239,17 @@ def dataplane_target(dp, args):
         text += " Not measured: " + "; ".join(refused) + "."
     if linear:
         text += " The linear rulesets, for comparison: " + "; ".join(linear) + "."
+    # fwengine's set-based ruleset against the linear ruleset of the same tool, rate over rate.
+    against = []
+    for fig in dp:
+        for ours, theirs in (("fwe-nft", "nft-linear"), ("fwe-iptables", "ipt-linear")):
+            a, b = contender(fig, ours), contender(fig, theirs)
+            if a and b and a.samples and b.samples:
+                against.append(f"{a.label} / {b.label} at {fig.size}: " +
+                               ", ".join(f"{mode} {ratio(a, b, key):.1f}×" for mode, key in MODES))
+    if against:
+        text += " Set-based against linear (the same tool's rates, fwengine's over the linear ruleset's): " + \
+            "; ".join(against) + "."
     return text
 
 
