@@ -953,10 +953,22 @@ static __always_inline __u8 flow_dir(const struct fwe_eval* ev, __u8 which) {
   return which ? second : first;
 }
 
+/* Writes the bits a packet changed onto what its flow's entry holds now, in place: another CPU may have
+ * set other bits since this packet's lookup (a reply's SEEN_REPLY beside a notracked reply's
+ * REPLY_UNTRACKED), which a write of the whole snapshot would take back. */
+static __always_inline void apply_change(struct fwe_ct_value* entry, __u8 was0, __u8 now0, __u8 was1,
+                                         __u8 now1) {
+  const __u8 changed0 = was0 ^ now0, changed1 = was1 ^ now1;
+  if (changed0) entry->dir[0] = (entry->dir[0] & ~changed0) | (now0 & changed0);
+  if (changed1) entry->dir[1] = (entry->dir[1] & ~changed1) | (now1 & changed1);
+}
+
 /* Gives the packet's direction of its flow the bits own, and its replies' direction the bits other. Not
- * inlined: only a change of a flow's state comes here, and its keys would grow every program's stack. */
+ * inlined: only a change of a flow's state comes here (a new flow, its first reply, a notracked packet),
+ * and its keys would grow every program's stack. */
 static __attribute__((noinline)) void flow_store(struct fwe_eval* ev, __u8 own, __u8 other) {
-  __u8 first = ev->flow_dir[0], second = ev->flow_dir[1];
+  const __u8 was0 = ev->flow_dir[0], was1 = ev->flow_dir[1];
+  __u8 first = was0, second = was1;
   if (ev->flow.own)
     second = own;
   else
@@ -965,21 +977,31 @@ static __attribute__((noinline)) void flow_store(struct fwe_eval* ev, __u8 own, 
     second = other;
   else
     first = other;
-  if (first == ev->flow_dir[0] && second == ev->flow_dir[1]) return;
+  if (first == was0 && second == was1) return;
   ev->flow_dir[0] = first;
   ev->flow_dir[1] = second;
   const struct fwe_ct_value value = {.dir = {first, second}};
   const struct fwe_pkt* pkt = &ev->pkt;
   const __u8 echo_type = is_echo(pkt) ? pkt->icmp_type : 0;
+  struct fwe_ct_value* entry;
   if (pkt->family == 4) {
     struct fwe_ct4_key key = {};
     FLOW_KEY(key, ev->flow, pkt->proto, echo_type, pkt->ct_sport, pkt->ct_dport, pkt->src, pkt->dst, 4);
-    bpf_map_update_elem(&fwe_ct4, &key, &value, BPF_ANY);
-    return;
+    entry = bpf_map_lookup_elem(&fwe_ct4, &key);
+    if (!entry) {
+      bpf_map_update_elem(&fwe_ct4, &key, &value, BPF_ANY);
+      return;
+    }
+  } else {
+    struct fwe_ct6_key key = {};
+    FLOW_KEY(key, ev->flow, pkt->proto, echo_type, pkt->ct_sport, pkt->ct_dport, pkt->src, pkt->dst, 16);
+    entry = bpf_map_lookup_elem(&fwe_ct6, &key);
+    if (!entry) {
+      bpf_map_update_elem(&fwe_ct6, &key, &value, BPF_ANY);
+      return;
+    }
   }
-  struct fwe_ct6_key key = {};
-  FLOW_KEY(key, ev->flow, pkt->proto, echo_type, pkt->ct_sport, pkt->ct_dport, pkt->src, pkt->dst, 16);
-  bpf_map_update_elem(&fwe_ct6, &key, &value, BPF_ANY);
+  apply_change(entry, was0, first, was1, second);
 }
 
 /* ICMP other than echo is no flow: its key would be the two addresses alone, so that anything one
