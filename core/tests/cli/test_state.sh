@@ -138,6 +138,7 @@ if "$FWE" plugins | grep -q '^firewalld .*frontend' && [ -d /usr/lib/firewalld/z
   "$FWE" --netns "$ns" -q flush
 fi
 # A backend option is part of what was applied: status names it, and the kernel holds its effect.
+rm -rf "$work"  # the diff part's (cleanup removes only the last one)
 work=$(mktemp -d)
 {
   echo "apiVersion: fwengine/v1"
