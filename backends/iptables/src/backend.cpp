@@ -9,12 +9,14 @@ namespace {
 
 class IptablesPlan : public Plan {
  public:
-  explicit IptablesPlan(Model model) : model_(std::move(model)) {}
+  IptablesPlan(Model model, Atomicity atomicity) : model_(std::move(model)), atomicity_(atomicity) {}
   std::string text(std::string_view ir_hash) const override { return plan_text(model_, ir_hash); }
   const Model& model() const { return model_; }
+  Atomicity atomicity() const { return atomicity_; }
 
  private:
   Model model_;
+  Atomicity atomicity_;
 };
 
 class IptablesBackend : public Backend {
@@ -34,16 +36,27 @@ class IptablesBackend : public Backend {
   }
 
   std::unique_ptr<Plan> render(const ir::Ruleset& ruleset, Diagnostics& diag) override {
-    reject_unknown_backend_options(context_, "iptables", {}, diag);
+    reject_unknown_backend_options(context_, "iptables", {"atomic"}, diag);
+    Atomicity atomicity = Atomicity::ruleset;
+    if (auto it = context_.backend_options.find("atomic"); it != context_.backend_options.end()) {
+      if (it->second == "table")
+        atomicity = Atomicity::table;
+      else if (it->second != "ruleset")
+        diag.error(backend_option_value_loc(diag, "iptables", "atomic"),
+                   "the iptables backend's atomic must be table or ruleset, not '" + it->second + "'",
+                   "ruleset: a change of more than one table or set loads the whole ruleset beside the old "
+                   "one and switches every table and set at one instant; table: each table and set changes "
+                   "at once, in turn, where it is, and unchanged chains are not rewritten");
+    }
     if (diag.has_errors()) return nullptr;
-    return std::make_unique<IptablesPlan>(iptables::render(ruleset, diag));
+    return std::make_unique<IptablesPlan>(iptables::render(ruleset, diag), atomicity);
   }
 
   // Several restores and ipset calls, not one transaction: no transaction time to report.
   ApplyReport apply(const Plan& plan, const ApplyOptions& options) override {
     const auto* ours = dynamic_cast<const IptablesPlan*>(&plan);
     if (ours == nullptr) throw RuntimeError("the iptables backend was given another backend's plan");
-    apply_model(ours->model(), options.ir_hash, options.full, options.state_dir);
+    apply_model(ours->model(), options.ir_hash, options.full, options.state_dir, ours->atomicity());
     return {};
   }
 

@@ -19,6 +19,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <utility>
 
 #include "applied.hpp"
 #include "fwengine/diagnostics.hpp"
@@ -699,19 +700,23 @@ std::map<std::string, std::string> recorded_sets(const Holdings& now, int slot) 
   return out;
 }
 
-// A change that packets meet in one kernel step needs no second slot: per family, the members of one set
-// (added and deleted where it is, or swapped) or one table (its COMMIT is all or nothing), or nothing. A
-// packet meets its own family's tables and sets only, so a step in each family is still one step for
-// every packet: a rule of both families changed is one table restore in each. fwe-meta, which every IR
-// change touches in both families, is only a record: it is brought up to date after those steps. Returns
-// false, having changed nothing, when the change takes more steps (or adds or removes a set), or the
-// kernel holds leftovers or the other slot's gate is on; throws when a step fails, having taken back the
-// other family's step.
+// Applies a change in the slot in effect, so that only the changed chains are rewritten: the sets the
+// new ruleset adds are made first; then per family, IPv4 first, the changed sets' members (added and
+// deleted where they are, or swapped) and the changed tables (each COMMIT all or nothing), in turn; the
+// sets it no longer has are destroyed last. With Atomicity::ruleset only a change that packets meet in
+// one kernel step stays in the slot: per family the members of one set or one table, or nothing, and no
+// set added or removed (a packet meets its own family's tables and sets only, so a step in each family
+// is still one step for every packet: a rule of both families changed is one table restore in each).
+// fwe-meta, which every IR change touches in both families, is only a record: it is brought up to date
+// after those steps. Returns false, having changed nothing, when the change needs the other slot, or
+// the kernel holds leftovers or the other slot's gate is on; throws when a step fails, having taken back
+// the steps before it.
 // Sets' members change only under the mark of state_dir (mark_changing), where there is one.
 bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>& sets,
                     const std::vector<std::string>& digests, const std::vector<TableDef> (&want)[2],
                     const stamps::Positions& positions, const AppliedSets* applied,
-                    const std::string& state_dir) {
+                    const std::string& state_dir, Atomicity atomicity) {
+  const bool one_step = atomicity == Atomicity::ruleset;
   const int slot = now.active;
   auto other = [&](int s) { return s != slot; };
   if (now.also_on > 0) return false;
@@ -733,19 +738,30 @@ bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>
   std::array<int, 2> steps_of{};  // by IpFamily
   auto one_step_each = [&steps_of] { return steps_of[0] <= 1 && steps_of[1] <= 1; };
   for (const auto& step : rule_steps) ++steps_of[static_cast<int>(step.family)];
-  if (!one_step_each()) return false;
-  std::vector<std::string> have_names = set_names(now.sets, [&](int s) { return s == slot; }), want_names;
+  if (one_step && !one_step_each()) return false;
+  const auto have_names = set_names(now.sets, [&](int s) { return s == slot; });
+  const std::set<std::string> have(have_names.begin(), have_names.end());
+  std::vector<std::string> want_names;
   for (const auto& set : sets) want_names.push_back(in_slot(set.name, slot));
-  if (sorted(have_names) != sorted(want_names)) return false;
+  const std::set<std::string> wanted(want_names.begin(), want_names.end());
+  std::vector<const SetDef*> added;
+  std::vector<std::string> removed;
+  for (std::size_t i = 0; i < sets.size(); ++i)
+    if (!have.contains(want_names[i])) added.push_back(&sets[i]);
+  for (const auto& name : have_names)
+    if (!wanted.contains(name)) removed.push_back(name);
+  if (one_step && (!added.empty() || !removed.empty())) return false;
   std::vector<SetChange> changed_sets;
   // fwe-meta records each set's members as a digest: with a record for every set, no set is listed.
   const auto records = recorded_sets(now, slot);
-  const bool recorded =
-      std::all_of(sets.begin(), sets.end(), [&](const SetDef& set) { return records.contains(set.name); });
+  const bool recorded = std::all_of(sets.begin(), sets.end(), [&](const SetDef& set) {
+    return !have.contains(in_slot(set.name, slot)) || records.contains(set.name);
+  });
   const auto have_sets = sets.empty() || recorded ? std::vector<KernelSet>{} : our_sets(ipset, true);
   for (std::size_t i = 0; i < sets.size(); ++i) {
     const SetDef& set = sets[i];
     const std::string& name = want_names[i];
+    if (!have.contains(name)) continue;  // made below
     if (recorded) {
       const std::string& digest = records.at(set.name);
       if (digest == digests[i]) continue;
@@ -769,18 +785,18 @@ bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>
                         set)});
   }
   for (const auto& change : changed_sets) ++steps_of[static_cast<int>(change.set->family)];
-  if (!one_step_each()) return false;
+  if (one_step && !one_step_each()) return false;
   const bool marked = !changed_sets.empty() && !state_dir.empty();
   if (marked && !mark_changing(state_dir)) return false;
 
-  // Each family's step in turn; a failure takes back the step before it, so that neither family is left
-  // with the new ruleset while the other keeps the old.
+  // The steps in turn; a failure takes back the steps before it, last first, so that no table or family
+  // is left with the new ruleset while another keeps the old.
   std::vector<std::function<std::string()>> undo;
   std::vector<const SetDef*> swapped;  // whose temporary holds the old members
   auto fail = [&](const std::string& failure) {
     std::string problems;
-    for (const auto& step_back : undo)
-      if (auto problem = step_back(); !problem.empty()) problems += "\n  " + problem;
+    for (auto step_back = undo.rbegin(); step_back != undo.rend(); ++step_back)
+      if (auto problem = (*step_back)(); !problem.empty()) problems += "\n  " + problem;
     if (problems.empty()) {
       if (marked) unmark_changing(state_dir);
       throw RuntimeError(failure + "\n  nothing was changed: the previous ruleset is in place");
@@ -788,6 +804,12 @@ bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>
     throw RuntimeError(failure + "\n  part of the change is in effect and could not be taken back:" +
                        problems + "\n  status reports the drift; apply again to finish the change");
   };
+  for (const SetDef* set : added) {  // no rule refers to them yet
+    const std::string name = in_slot(set->name, slot);
+    if (const IpsetResult r = ipset.create(*set, name); !r.ok())
+      fail("ipset could not make " + set->name + ": " + r.message);
+    undo.push_back([&ipset, name] { return destroy_sets(ipset, {name}); });
+  }
   for (IpFamily f : {IpFamily::v4, IpFamily::v6}) {
     const int i = static_cast<int>(f);
     for (const auto& change : changed_sets) {
@@ -810,9 +832,11 @@ bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>
       undo.push_back([&ipset, &change] { return undo_swap(ipset, *change.set, change.name); });
       swapped.push_back(&set);
     }
+    bool family_undone = false;  // one undo puts back all of the family's tables
     for (const auto& step : rule_steps)
       if (step.family == f) {
         if (auto failure = restore(f, step.text, positions); !failure.empty()) fail(failure);
+        if (std::exchange(family_undone, true)) continue;
         undo.push_back([&now, f, i, slot] {
           auto in_effect = [slot](int s) { return s == slot; };
           // What the kernel held. Its stamps count from the old first lines: an error putting it back shows
@@ -825,6 +849,11 @@ bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>
       }
   }
   for (const SetDef* set : swapped) ipset.destroy(temporary_for(*set));  // the old members
+  // No rule refers to them any more; one that could not go is a leftover the next apply removes.
+  if (auto problems = destroy_sets(ipset, removed); !problems.empty())
+    std::cerr << "fwengine: warning: the new ruleset is in effect, but sets it no longer uses could not be "
+                 "removed (the next apply tries again):"
+              << problems << '\n';
   std::string records_of[2];  // by IpFamily: both families' restores run at once
   for (const auto& step : record_steps) records_of[static_cast<int>(step.family)] += step.text;
   if (auto failure = restore_both(records_of, positions); !failure.empty())
@@ -955,7 +984,8 @@ void top_up_gate(Ipset& ipset, const Holdings& now) {
 
 }  // namespace
 
-void apply_model(const Model& model, std::string_view ir_hash, bool full, const std::string& state_dir) {
+void apply_model(const Model& model, std::string_view ir_hash, bool full, const std::string& state_dir,
+                 Atomicity atomicity) {
   Ipset ipset;
   // With counters: a switch of slots carries those of the chains it does not change (not a full apply,
   // which starts every counter from zero, as a full replace does in nft).
@@ -973,7 +1003,7 @@ void apply_model(const Model& model, std::string_view ir_hash, bool full, const 
   if (!full && !interrupted && !state_dir.empty()) applied = AppliedSets::load(state_dir);
   if (full || interrupted || (now.active != 1 && now.active != 2) ||
       !apply_in_place(ipset, now, model.sets, digests, want, positions, applied ? &*applied : nullptr,
-                      state_dir))
+                      state_dir, atomicity))
     switch_slots(ipset, now, model.sets, want, positions, !full);
   if (state_dir.empty()) return;
   unmark_changing(state_dir);
@@ -1032,6 +1062,7 @@ KernelState read_kernel() {
   // The other slot's ruleset, when its gate is on too, is reported as such below, not as leftovers.
   auto leftover = [&](int s) { return !in_effect(s) && s != k.also_on; };
   std::size_t leftover_chains = 0, leftover_sets = set_names(k.sets, leftover).size();
+  std::string family_hash[2];  // by IpFamily: the IR hash each family's fwe-meta records
   for (IpFamily f : {IpFamily::v4, IpFamily::v6}) {
     const std::string family = f == IpFamily::v4 ? "ipv4" : "ipv6";
     text += f == IpFamily::v4 ? "# iptables-legacy-restore --noflush\n"
@@ -1058,6 +1089,7 @@ KernelState read_kernel() {
           if (c.name == kMetaChain) {
             if (auto hash = ir_hash_of(rule.spec); !hash.empty()) {
               if (f == IpFamily::v4 && state.ir_hash.empty()) state.ir_hash = hash;
+              family_hash[static_cast<int>(f)] = hash;
               applied_summary = summary_of(rule.spec);
             } else if (auto [set, digest] = set_record_of(rule.spec); !set.empty()) {
               recorded_sets[set] = digest;
@@ -1124,6 +1156,12 @@ KernelState read_kernel() {
       state.drift.push_back(family + ": rules were deleted, added or moved since apply (" + applied_summary +
                             " applied, " + now_summary + " now)");
   }
+  // Each family's record is written with its own tables: an apply stopped between the families leaves
+  // one family's rules (or record) new and the other's old, which each family's summary alone cannot show.
+  if (!family_hash[0].empty() && !family_hash[1].empty() && family_hash[0] != family_hash[1])
+    state.drift.push_back("ipv4 holds IR " + family_hash[0].substr(0, 16) + ", ipv6 IR " +
+                          family_hash[1].substr(0, 16) +
+                          ": an apply stopped between the two families; the next apply finishes the change");
   bool slot_loaded = false, other_loaded = false;  // the slot whose gate is on holds chains; the other too
   for (const auto& tables : k.tables) {
     slot_loaded = slot_loaded || !select(tables, in_effect).empty();

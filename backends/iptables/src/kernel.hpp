@@ -55,8 +55,15 @@ std::string transition(const std::vector<KernelTable>& now, const std::vector<Ta
                        const std::vector<KernelTable>& carried = {});
 
 // ---- operations -------------------------------------------------------------------------------------
+// What changes at one instant when an apply changes more than one table or set of a family.
+enum class Atomicity : std::uint8_t {
+  ruleset,  // the whole ruleset is loaded into the other slot and switched on at once
+  table,    // each table's COMMIT (and each set's change) is all or nothing, in turn, where they are:
+            // unchanged chains are not rewritten, as in Felix's per-table restores
+};
 // state_dir (empty: none) keeps the record of the sets' members (applied.hpp) between applies.
-void apply_model(const Model& model, std::string_view ir_hash, bool full, const std::string& state_dir = {});
+void apply_model(const Model& model, std::string_view ir_hash, bool full, const std::string& state_dir = {},
+                 Atomicity atomicity = Atomicity::ruleset);
 void flush_all();
 KernelState read_kernel();
 

@@ -151,6 +151,9 @@ check "a frontend option and its alias" 2 "$FWE" --frontend firewalld --firewall
 contains "given twice" "--frontend-option compat is given twice ('compat=2' and 'compat=1.3'"
 check "a backend option twice" 2 "$FWE" --backend-option counters=rule --backend-option counters=element -f "$EXAMPLE" check
 contains "backend option twice" "--backend-option counters is given twice"
+check "an iptables atomic of neither ruleset nor table" 2 "$FWE" --backend iptables --backend-option atomic=tables -f "$EXAMPLE" render
+contains "atomic's values" "the iptables backend's atomic must be table or ruleset, not 'tables'"
+check "iptables atomic=table" 0 "$FWE" --backend iptables --backend-option atomic=table -f "$EXAMPLE" render
 check "an empty --backend" 2 "$FWE" --backend '' -f "$EXAMPLE" render
 contains "empty value" "--backend needs a value"
 # The node name is part of the etcd cache's path: one Felix would not take is refused before anything.
