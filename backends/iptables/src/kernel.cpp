@@ -645,8 +645,9 @@ std::vector<TableStep> table_steps(IpFamily family, const std::string& text, int
 // Replaces a set's members at one instant: a temporary set gets the new ones, then `ipset swap`. The
 // temporary keeps the old members, to swap them back (undo_swap) or destroy them. Returns what went
 // wrong, else empty.
+// One per set: an apply may swap several, and each temporary holds its set's old members until the end.
 std::string temporary_for(const SetDef& set) {
-  return std::string(kTempSetPrefix) + "swap" + (set.family == IpFamily::v4 ? "4" : "6");
+  return std::string(kTempSetPrefix) + hash16(set.name);
 }
 // (The set's kernel name is `name`, the model's name in the slot in effect.)
 std::string swap_members(Ipset& ipset, const SetDef& set, const std::string& name) {
@@ -806,8 +807,10 @@ bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>
   };
   for (const SetDef* set : added) {  // no rule refers to them yet
     const std::string name = in_slot(set->name, slot);
-    if (const IpsetResult r = ipset.create(*set, name); !r.ok())
+    if (const IpsetResult r = ipset.create(*set, name); !r.ok()) {
+      ipset.destroy(name);  // made, but its members refused
       fail("ipset could not make " + set->name + ": " + r.message);
+    }
     undo.push_back([&ipset, name] { return destroy_sets(ipset, {name}); });
   }
   for (IpFamily f : {IpFamily::v4, IpFamily::v6}) {

@@ -270,6 +270,38 @@ TEST_CASE("one set's new members are swapped in where it is, a wider change come
   CHECK(read_kernel().ir_hash == "3");
 }
 
+TEST_CASE("two sets of a family swapped, then a table refused: both sets get their old members back",
+          "[root]") {
+  const Atomicity atomicity = GENERATE(Atomicity::ruleset, Atomicity::table);
+  test::enter_scratch_netns();
+  Model good = render_ok(test::sample_ruleset());
+  good.sets.push_back({"fwe-4-one", IpFamily::v4, {"192.0.2.0/26", "192.0.2.64/26"}});
+  good.sets.push_back({"fwe-4-two", IpFamily::v4, {"198.18.0.0/24", "198.18.1.0/24"}});
+  apply_model(good, "good", false);
+  const std::string v4 = test::save_text(), v6 = test::save_text(true);
+  auto members = [] {  // in the hash seed's order
+    std::istringstream in(test::ipset_text_now());
+    std::vector<std::string> out;
+    for (std::string line; std::getline(in, line);)
+      if (line.rfind("add ", 0) == 0) out.push_back(line);
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  const auto before = members();
+  // No record of the last apply (no state directory): each changed set is swapped with a temporary.
+  Model bad = good;
+  bad.sets[bad.sets.size() - 2].members = {"192.0.2.128/26"};
+  bad.sets.back().members = {"198.18.2.0/24"};
+  for (auto& t : bad.tables[1])
+    if (t.name == "filter") t.chains[0].rules.push_back("-j NO-SUCH-CHAIN");
+  CHECK_THROWS_AS(apply_model(bad, "bad", false, {}, atomicity), RuntimeError);
+  CHECK(members() == before);
+  CHECK(test::ipset_text_now().find("fwe0-t-") == std::string::npos);
+  CHECK(test::save_text() == v4);
+  CHECK(test::save_text(true) == v6);
+  CHECK(read_kernel().drift.empty());
+}
+
 TEST_CASE("fwengine --backend iptables --netns NAME applies inside that namespace only", "[root]") {
   test::enter_scratch_netns();
   if (access(FWE_ENGINE, X_OK) != 0 || access(FWE_PLUGIN_DIR "/libfwe_yaml.so", R_OK) != 0) {
@@ -310,7 +342,7 @@ TEST_CASE("a failing table in the middle of IPv4 leaves the tables before it as 
   test::enter_scratch_netns();
   apply_model(render_ok(test::sample_ruleset()), "good", false);
   const std::string v4 = test::save_text(), v6 = test::save_text(true);
-  // raw and mangle commit before nat fails.
+  // The tables before filter (raw, mangle, nat) commit before filter fails.
   Model bad = render_ok(test::tiny_ruleset());
   for (auto& t : bad.tables[0])
     if (t.name == "filter") t.chains[0].rules.push_back("-j NO-SUCH-CHAIN");
