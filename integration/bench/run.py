@@ -905,6 +905,17 @@ def backend_plugins(args):
     return {f[0] for f in (line.split() for line in out.splitlines()) if len(f) > 1 and f[1] == "backend"}
 
 
+# The floor of every stateful ruleset: one `ct state` rule makes the kernel track every connection of the
+# namespace, which costs each new connection its conntrack entry whatever the rules are.
+NFT_CONNTRACK_ALONE = """table inet conntrack {
+  chain input {
+    type filter hook input priority 0; policy accept;
+    ct state established,related accept
+  }
+}
+"""
+
+
 def build_dataplane(args, workdir):
     """One figure per rule count: no firewall, the linear rulesets of the apply figures, and fwengine's apply
     of the same policy with each backend, all in the server namespace."""
@@ -919,8 +930,10 @@ def build_dataplane(args, workdir):
         policy.write_text(yaml_rules_policy(rules, title))
         (where / "linear.nft").write_text(nft_linear(rules))
         (where / "linear.rules").write_text(iptables_linear(rules))
+        (where / "conntrack.nft").write_text(NFT_CONNTRACK_ALONE)
         contenders = [
             Contender("none", "no firewall", []),
+            Contender("conntrack", "conntrack alone", [], prepare=[Step(["nft", "-f", where / "conntrack.nft"])]),
             Contender("nft-linear", "nft -f linear", [], prepare=[Step(["nft", "-f", where / "linear.nft"])]),
             Contender("ipt-linear", "iptables-legacy-restore linear", [],
                       prepare=[Step(["iptables-legacy-restore"], stdin=where / "linear.rules")]),
@@ -1239,6 +1252,22 @@ def dataplane_target(dp, args):
         text += " Not measured: " + "; ".join(refused) + "."
     if linear:
         text += " The linear rulesets, for comparison: " + "; ".join(linear) + "."
+    # What conntrack alone costs, and fwengine's rates over that floor.
+    floor, over_floor = [], []
+    for fig in dp:
+        ct = contender(fig, "conntrack")
+        if not (ct and ct.samples):
+            continue
+        floor.append(f"at {fig.size} " + ", ".join(f"{mode} {ratio(ct, contender(fig, 'none'), key):.2f}"
+                                                  for mode, key in MODES))
+        for c in fig.contenders:
+            if c.fwengine and c.samples:
+                over_floor.append(f"{c.label} at {fig.size}: " +
+                                  ", ".join(f"{mode} {ratio(c, ct, key):.2f}" for mode, key in MODES))
+    if floor:
+        text += (" Conntrack alone (one `ct state established,related accept` rule in nft, so that the kernel "
+                 "tracks every connection, as every stateful ruleset makes it do): " + "; ".join(floor) +
+                 "; fwengine's rates over conntrack alone's: " + "; ".join(over_floor) + ".")
     # fwengine's set-based ruleset against the linear ruleset of the same tool, rate over rate.
     against = []
     for fig in dp:
@@ -1260,7 +1289,9 @@ def dataplane_section(dp, args, plot):
              f"(untimed). The client ({CLIENT_ADDR}) connects to port {MATCHING_PORT} of the server "
              f"({SERVER_ADDR}): every packet it sends is accepted only by the policy's last rule, so a linear "
              "ruleset walks all of it. The linear rulesets are those of the apply figures (one chain, no "
-             "conntrack); \"fwengine X\" is `fwengine --backend X apply` of the same policy. Load: "
+             "conntrack); \"conntrack alone\" is one nftables rule, `ct state established,related accept` "
+             "(policy accept), which makes the kernel track every connection as every stateful ruleset does; "
+             "\"fwengine X\" is `fwengine --backend X apply` of the same policy. Load: "
              f"`tcprate` (integration/bench/tcprate.cpp), {LOAD_THREADS} client and {LOAD_THREADS} server "
              "threads, client and server thread i pinned to the same CPU, one 64-byte request and 64-byte "
              "response in flight per connection; *connect*: a new connection per request, closed by the client "

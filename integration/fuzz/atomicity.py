@@ -13,6 +13,11 @@ names) and compared with the listings taken after complete applies of A and of B
 times the measured apply time (a process start is part of it), half of them from its second half, where
 the kernel is written.
 
+With `--backend iptables:atomic=table` (the backend's option after a colon) a change is made table by
+table: then each table, compared on its own, must be A or B, the sets those of A, B or both (the new sets
+are made first and the old ones destroyed last), and where the tables are a mix `status` must report
+drift.
+
 Exit codes: 0 always A or B, 1 a mix (or a failed apply after a kill), 77 cannot run here.
 """
 
@@ -70,7 +75,11 @@ class Kernel:
     """Reads back what the backend keeps in one namespace, as comparable text."""
 
     def __init__(self, engine, backend, netns, interfaces):
-        self.engine, self.backend, self.netns, self.interfaces = engine, backend, netns, interfaces
+        self.engine, self.netns, self.interfaces = engine, netns, interfaces
+        self.backend = scenario.plugin_of(backend)
+        self.backend_args = ["--backend", self.backend]
+        for option in scenario.backend_options_of(backend):
+            self.backend_args += ["--backend-option", option]
         self.leftovers = False  # the last state() saw a switched-off slot (iptables)
 
     def exec(self, *command):
@@ -80,7 +89,7 @@ class Kernel:
     def status(self):
         """`fwengine status` as read back from the kernel (hash, drift, counters' places; not the
         applied-state file fwengine writes after the kernel, nor counter values)."""
-        completed = self.engine.run(["--backend", self.backend, "--netns", self.netns, "--json", "status"])
+        completed = self.engine.run([*self.backend_args, "--netns", self.netns, "--json", "status"])
         try:
             document = json.loads(completed.stdout)
         except ValueError:
@@ -186,6 +195,25 @@ def known_mix(state, reference, names, known_mixes):
     return None
 
 
+def table_by_table(state, reference, names):
+    """Whether a state is one that an apply made table by table may leave: every table of the two
+    families as in A or as in B, the sets those of A and B, and, where the tables are a mix, status
+    reporting drift."""
+    tables = [place for place in set(state) | set(reference[names[0]]) if place not in ("status", "ipset")]
+    if not all(any(state.get(p) == reference[n].get(p) for n in names) for p in tables):
+        return False
+    known_sets = lines_of(reference[names[0]].get("ipset")) | lines_of(reference[names[1]].get("ipset"))
+    if not lines_of(state.get("ipset")) <= known_sets:
+        return False
+    if any(all(state.get(p) == reference[n].get(p) for p in tables) for n in names):
+        return True  # one ruleset's tables, perhaps with the other's sets made or not yet destroyed
+    try:
+        present, _, drift, _ = json.loads(state["status"])
+    except ValueError:  # status failed: its message
+        return False
+    return bool(present and drift)
+
+
 def differences(state, reference):
     return sorted(place for place in set(state) | set(reference) if state.get(place) != reference.get(place))
 
@@ -226,7 +254,7 @@ def main():
         return scenario.EXIT_SKIPPED
     engine = scenario.Engine(Path(options.fwengine).resolve(), False)
     plugins = engine.plugins() or set()
-    for needed in (options.backend, "yaml"):
+    for needed in (scenario.plugin_of(options.backend), "yaml"):
         if needed not in plugins:
             print(f"SKIP: plugin libfwe_{needed}.so is not installed")
             return scenario.EXIT_SKIPPED
@@ -236,6 +264,7 @@ def main():
     kernel = Kernel(engine, options.backend, netns, ["lo", "eth0", "eth1"])
     failures = []
     known_mixes = [k for k in load_known_failures("atomicity") if options.backend in k["backends"]]
+    per_table = "atomic=table" in scenario.backend_options_of(options.backend)
 
     def fail(message):
         failures.append(message)
@@ -247,7 +276,7 @@ def main():
             files[variant].write_text(yaml.safe_dump(policy(variant, STAGES[variant]), sort_keys=False))
 
         def command(variant, verb="apply"):
-            return [str(engine.binary), "--frontend", "yaml", "--backend", options.backend, "-f", str(files[variant]),
+            return [str(engine.binary), "--frontend", "yaml", *kernel.backend_args, "-f", str(files[variant]),
                     "--netns", netns, verb]
 
         def apply(variant):
@@ -270,7 +299,8 @@ def main():
                 raise RuntimeError("A and B read back the same: the test could not tell them apart")
             duration = sorted(durations)[len(durations) // 2]
             print(f"{options.backend}: seed {seed}, apply takes ~{duration * 1000:.0f} ms; {options.kills} kills", flush=True)
-            current, outcomes = "A", {"old": 0, "new": 0, "finished": 0, "known": 0, "MIX": 0, "leftovers": 0}
+            current, outcomes = "A", {"old": 0, "new": 0, "finished": 0, "known": 0, "MIX": 0, "leftovers": 0,
+                                      "table by table": 0}
             for kill in range(options.kills):
                 target = "B" if current == "A" else "A"
                 late = rng.random() < 0.5
@@ -293,6 +323,8 @@ def main():
                     outcome = "old"
                 elif state == reference[target]:
                     outcome = "new"
+                elif per_table and table_by_table(state, reference, (current, target)):
+                    outcome = "table by table"
                 else:
                     known = known_mix(state, reference, (current, target), known_mixes)
                     outcome = "known" if known else "MIX"
@@ -323,6 +355,8 @@ def main():
             print(f"{options.backend}: {kill + 1} kills: {outcomes['old']} left the old ruleset, {outcomes['new']} the "
                   f"new one, {outcomes['finished']} finished before the kill, {outcomes['known']} known failures "
                   f"(known_failures.yaml), {outcomes['MIX']} mixes; {len(failures)} failures"
+                  + (f"; {outcomes['table by table']} left tables of both, each whole (atomic=table)"
+                     if per_table else "")
                   + (f"; {outcomes['leftovers']} left a switched-off slot that the next apply removed"
                      if outcomes["leftovers"] else ""))
         except (RuntimeError, scenario.CommandError, subprocess.TimeoutExpired) as error:
