@@ -86,6 +86,48 @@ void load_foreign_rules() {
   REQUIRE(run_tool({"ipset", "create", "KUBE-NODE-IPS", "hash:ip"}).status == 0);
 }
 
+// Each IPv4 chain of ours but fwe-meta (a record), by its kernel name, with its rules' counters.
+using ChainCounters = std::map<std::string, std::vector<std::string>>;
+ChainCounters counters_by_chain() {
+  ChainCounters chains;
+  std::istringstream in(run_tool({"iptables-legacy-save", "-c"}).out);
+  static const std::regex rule(R"(^\[(\d+:\d+)\] -A (fwe[12]-\S+) )");
+  for (std::string line; std::getline(in, line);)
+    if (std::smatch m; std::regex_search(line, m, rule) && !m[2].str().ends_with("-meta"))
+      chains[m[2].str()].push_back(m[1].str());
+  return chains;
+}
+
+// The runs ruleset with a rule from a new set of five networks appended to its chain list: a set added
+// and a chain changed.
+ir::Ruleset with_a_set_added(ir::Ruleset rs) {
+  rs.sets["five"] = ir::AddrSet{"five", {}, {}};
+  for (int k = 1; k <= 5; ++k)
+    rs.sets["five"].cidrs.push_back(*ir::parse_cidr("192.0.2." + std::to_string(k * 8) + "/29"));
+  ir::Rule from_five = rs.chains.at("list").rules.front();
+  from_five.match.src_addr = {{false, "five"}};
+  from_five.origin.loc.line = 30;
+  rs.chains.at("list").rules.push_back(from_five);
+  return rs;
+}
+
+// After with_a_set_added: the chains of list count from zero, every other chain as before. Returns how
+// many of the counters kept are not zero.
+std::size_t kept_counters(const ChainCounters& before, const ChainCounters& after) {
+  std::size_t kept = 0;
+  for (const auto& [chain, counters] : after) {
+    INFO(chain);
+    if (chain.find("list") != std::string::npos) {
+      for (const auto& c : counters) CHECK(c == "0:0");
+      continue;
+    }
+    REQUIRE(before.count(chain) == 1);
+    CHECK(counters == before.at(chain));
+    for (const auto& c : counters) kept += c != "0:0" ? 1 : 0;
+  }
+  return kept;
+}
+
 }  // namespace
 
 TEST_CASE("apply loads the ruleset and read_back finds it unchanged", "[root]") {
@@ -675,44 +717,20 @@ TEST_CASE("a switch of slots keeps the counters of the chains it does not change
   const ir::Ruleset rs = test::runs_ruleset();
   apply_model(render_ok(rs), "before", false);
   REQUIRE(run_tool({"timeout", "2", "bash", "-c", "echo > /dev/tcp/127.0.0.2/7002"}).status == 1);  // counted
-  // Each chain of ours (but fwe-meta, a record) under its model name, with its rules' counters.
+  // Under the model's names: the chains move from slot 1 to slot 2.
   auto counted = [] {
-    std::map<std::string, std::vector<std::string>> chains;
-    std::istringstream in(run_tool({"iptables-legacy-save", "-c"}).out);
-    static const std::regex rule(R"(^\[(\d+:\d+)\] -A fwe[12]-(\S+) )");
-    for (std::string line; std::getline(in, line);)
-      if (std::smatch m; std::regex_search(line, m, rule) && m[2].str() != "meta")
-        chains[m[2].str()].push_back(m[1].str());
+    ChainCounters chains;
+    for (auto& [name, counters] : counters_by_chain()) chains[in_slot(name, 0)] = std::move(counters);
     return chains;
   };
   const auto before = counted();
-  // A rule from a set of five networks appended to chain list: a set added, so the ruleset comes in the
-  // other slot; list changed, the chains that jump to it did not.
-  ir::Ruleset wider = rs;
-  wider.sets["five"] = ir::AddrSet{"five", {}, {}};
-  for (int k = 1; k <= 5; ++k)
-    wider.sets["five"].cidrs.push_back(*ir::parse_cidr("192.0.2." + std::to_string(k * 8) + "/29"));
-  ir::Rule from_five = wider.chains.at("list").rules.front();
-  from_five.match.src_addr = {{false, "five"}};
-  from_five.origin.loc.line = 30;
-  wider.chains.at("list").rules.push_back(from_five);
+  // A set added, so the ruleset comes in the other slot; list changed, the chains that jump to it did not.
+  const ir::Ruleset wider = with_a_set_added(rs);
   apply_model(render_ok(wider), "after", false);
   CHECK(test::save_text().find("fwe2-") != std::string::npos);
   CHECK(test::save_text().find("fwe1-") == std::string::npos);
-  const auto after = counted();
-  std::size_t carried = 0;
-  for (const auto& [chain, counters] : after) {
-    INFO(chain);
-    const bool changed = chain.find("list") != std::string::npos;
-    if (changed) {
-      for (const auto& c : counters) CHECK(c == "0:0");
-      continue;
-    }
-    REQUIRE(before.count(chain) == 1);
-    CHECK(counters == before.at(chain));
-    for (const auto& c : counters) carried += c != "0:0" ? 1 : 0;
-  }
-  CHECK(carried > 0);  // the hook's chain and the endpoint's had counted the connection
+  CHECK(kept_counters(before, counted()) >
+        0);  // the hook's chain and the endpoint's had counted the connection
   CHECK(read_kernel().drift.empty());
   // A full apply starts every counter from zero, as a full replace does in nft.
   apply_model(render_ok(wider), "full", true);
@@ -766,42 +784,12 @@ TEST_CASE("atomic=table: a set added leaves every unchanged chain as it was, wit
   const ir::Ruleset rs = test::runs_ruleset();
   apply_model(render_ok(rs), "before", false, {}, Atomicity::table);
   REQUIRE(run_tool({"timeout", "2", "bash", "-c", "echo > /dev/tcp/127.0.0.2/7002"}).status == 1);  // counted
-  // Each chain of ours (but fwe-meta, a record) with its rules' counters.
-  auto counted = [] {
-    std::map<std::string, std::vector<std::string>> chains;
-    std::istringstream in(run_tool({"iptables-legacy-save", "-c"}).out);
-    static const std::regex rule(R"(^\[(\d+:\d+)\] -A (fwe[12]-\S+) )");
-    for (std::string line; std::getline(in, line);)
-      if (std::smatch m; std::regex_search(line, m, rule) && m[2].str() != "fwe1-meta")
-        chains[m[2].str()].push_back(m[1].str());
-    return chains;
-  };
-  const auto before = counted();
-  // A rule from a set of five networks appended to chain list: a set added and a chain changed.
-  ir::Ruleset wider = rs;
-  wider.sets["five"] = ir::AddrSet{"five", {}, {}};
-  for (int k = 1; k <= 5; ++k)
-    wider.sets["five"].cidrs.push_back(*ir::parse_cidr("192.0.2." + std::to_string(k * 8) + "/29"));
-  ir::Rule from_five = wider.chains.at("list").rules.front();
-  from_five.match.src_addr = {{false, "five"}};
-  from_five.origin.loc.line = 30;
-  wider.chains.at("list").rules.push_back(from_five);
-  apply_model(render_ok(wider), "after", false, {}, Atomicity::table);
+  const auto before = counters_by_chain();
+  apply_model(render_ok(with_a_set_added(rs)), "after", false, {}, Atomicity::table);
   CHECK(test::ipset_text_now().find("create fwe1-4-five hash:net") != std::string::npos);
-  const auto after = counted();
-  std::size_t kept = 0;
-  for (const auto& [chain, counters] : after) {
-    INFO(chain);
-    REQUIRE(chain.rfind("fwe1-", 0) == 0);
-    if (chain.find("list") != std::string::npos) {
-      for (const auto& c : counters) CHECK(c == "0:0");
-      continue;
-    }
-    REQUIRE(before.count(chain) == 1);
-    CHECK(counters == before.at(chain));
-    for (const auto& c : counters) kept += c != "0:0" ? 1 : 0;
-  }
-  CHECK(kept > 0);  // the hook's chain and the endpoint's had counted the connection
+  const auto after = counters_by_chain();
+  for (const auto& [chain, counters] : after) CHECK(chain.rfind("fwe1-", 0) == 0);  // in its slot
+  CHECK(kept_counters(before, after) > 0);  // the hook's chain and the endpoint's had counted the connection
   auto state = read_kernel();
   CHECK(state.ir_hash == "after");
   for (const auto& d : state.drift) UNSCOPED_INFO(d);
@@ -809,7 +797,7 @@ TEST_CASE("atomic=table: a set added leaves every unchanged chain as it was, wit
   // The set goes again, where it is.
   apply_model(render_ok(rs), "again", false, {}, Atomicity::table);
   CHECK(test::ipset_text_now().find("five") == std::string::npos);
-  CHECK(counted().at("fwe1-input") == before.at("fwe1-input"));
+  CHECK(counters_by_chain().at("fwe1-input") == before.at("fwe1-input"));
   CHECK(read_kernel().drift.empty());
 }
 
