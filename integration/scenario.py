@@ -848,6 +848,7 @@ class Report:
     def __init__(self):
         self.passed = self.failed = self.skipped = 0
         self.probed = 0  # probe verdicts compared (baselines and SKIPs not counted)
+        self.unrunnable = 0  # SKIPs for what this machine or build lacks, not for what a case expects
         self.lock = threading.Lock()
 
     def line(self, where, backend, probe, expect, real, trace, ok):
@@ -870,6 +871,12 @@ class Report:
         with self.lock:
             self.skipped += count
             print(f"{where:<44} SKIP {message}", flush=True)
+
+    def cannot_run(self, where, message, count=1):
+        """A skip for a missing plugin, engine or sysctl: the run then counts as skipped, not passed."""
+        with self.lock:
+            self.unrunnable += 1
+        self.skip(where, message, count)
 
     def note(self, where, message):
         with self.lock:
@@ -1050,15 +1057,15 @@ def run_scenario(path, tag, backends, engine, options, report, pool):
             if case["policy"] is None:
                 run_case(scenario, case, PSEUDO_BACKEND_KERNEL, topology, engine, options, report, pool)
             elif engine is None:
-                report.skip(where, "no fwengine binary: policy not applied", len(case["probes"]))
+                report.cannot_run(where, "no fwengine binary: policy not applied", len(case["probes"]))
             elif options.available is not None and case["policy"]["frontend"] not in options.available:
-                report.skip(where, f"frontend plugin {case['policy']['frontend']} is not installed",
+                report.cannot_run(where, f"frontend plugin {case['policy']['frontend']} is not installed",
                             len(case["probes"]))
             else:
                 missing = next(filter(None, (topology.set_sysctls(ns, values)
                                              for ns, values in case["sysctls"].items())), None)
                 if missing:
-                    report.skip(where, f"the kernel has no sysctl {missing}", len(case["probes"]))
+                    report.cannot_run(where, f"the kernel has no sysctl {missing}", len(case["probes"]))
                     continue
                 for ns, lines in case["ip"].items():
                     topology.ip_batch(ns, lines)
@@ -1158,7 +1165,8 @@ def main():
             options.available = engine.plugins() or set()
             for backend in [b for b in backends
                             if b != PSEUDO_BACKEND_TRACE and plugin_of(b) not in options.available]:
-                report.note("runner", f"SKIP backend {backend}: plugin libfwe_{plugin_of(backend)}.so is not installed")
+                report.cannot_run("runner", f"backend {backend}: plugin libfwe_{plugin_of(backend)}.so is not installed",
+                                  count=0)
                 backends.remove(backend)
     elif options.fwengine:
         report.note("runner", f"fwengine binary {options.fwengine} not found: checking topologies and probes only")
@@ -1173,6 +1181,9 @@ def main():
     print(summary)
     if report.failed:
         return 1
+    if report.unrunnable:
+        print("skipped: part of it cannot run here (the SKIP lines above say what is missing)")
+        return EXIT_SKIPPED
     return EXIT_SKIPPED if report.skipped and not report.probed else 0
 
 

@@ -51,6 +51,23 @@ SourceLoc backend_option_value_loc(const Diagnostics& diag, std::string_view bac
   return diag.option_value_loc(backend_option_origin(backend, key));
 }
 
+std::size_t backend_option_choice(const PluginContext& context, std::string_view backend,
+                                  std::string_view key, const std::vector<std::string_view>& values,
+                                  std::string_view hint, Diagnostics& diag) {
+  const auto given = context.backend_options.find(std::string(key));
+  if (given == context.backend_options.end()) return 0;
+  if (auto at = std::find(values.begin(), values.end(), given->second); at != values.end())
+    return static_cast<std::size_t>(at - values.begin());
+  std::string named;
+  for (std::size_t i = 0; i < values.size(); ++i)
+    named += (i == 0 ? "" : i + 1 == values.size() ? " or " : ", ") + std::string(values[i]);
+  diag.error(backend_option_value_loc(diag, backend, key),
+             "the " + std::string(backend) + " backend's " + std::string(key) + " must be " + named +
+                 ", not '" + given->second + "'",
+             std::string(hint));
+  return 0;
+}
+
 bool Capabilities::supports(ir::Stage s) const {
   return std::find(stages.begin(), stages.end(), s) != stages.end();
 }

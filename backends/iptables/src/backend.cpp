@@ -1,4 +1,6 @@
 // backend.cpp - the `iptables` backend plugin: iptables-legacy + ipset, Felix-like chains (render.cpp).
+#include <array>
+
 #include "fwengine/plugin.hpp"
 #include "kernel.hpp"
 #include "render.hpp"
@@ -37,17 +39,13 @@ class IptablesBackend : public Backend {
 
   std::unique_ptr<Plan> render(const ir::Ruleset& ruleset, Diagnostics& diag) override {
     reject_unknown_backend_options(context_, "iptables", {"atomic"}, diag);
-    Atomicity atomicity = Atomicity::ruleset;
-    if (auto it = context_.backend_options.find("atomic"); it != context_.backend_options.end()) {
-      if (it->second == "table")
-        atomicity = Atomicity::table;
-      else if (it->second != "ruleset")
-        diag.error(backend_option_value_loc(diag, "iptables", "atomic"),
-                   "the iptables backend's atomic must be table or ruleset, not '" + it->second + "'",
-                   "ruleset: a change of more than one table or set loads the whole ruleset beside the old "
-                   "one and switches every table and set at one instant; table: each table and set changes "
-                   "at once, in turn, where it is, and unchanged chains are not rewritten");
-    }
+    constexpr std::array kAtomicity{Atomicity::ruleset, Atomicity::table};
+    const Atomicity atomicity = kAtomicity[backend_option_choice(
+        context_, "iptables", "atomic", {"ruleset", "table"},
+        "ruleset: a change of more than one table or set loads the whole ruleset beside the old one and "
+        "switches every table and set at one instant; table: each table and set changes at once, in turn, "
+        "where it is, and unchanged chains are not rewritten",
+        diag)];
     if (diag.has_errors()) return nullptr;
     return std::make_unique<IptablesPlan>(iptables::render(ruleset, diag), atomicity);
   }

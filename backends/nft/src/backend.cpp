@@ -2,6 +2,7 @@
 // netlink transaction replacing table inet fwengine, read_back = list it with counters and origins.
 #include "backend.hpp"
 
+#include <array>
 #include <map>
 #include <sstream>
 
@@ -73,16 +74,12 @@ Capabilities NftBackend::capabilities() const {
 
 std::unique_ptr<Plan> NftBackend::render(const ir::Ruleset& ruleset, Diagnostics& diag) {
   reject_unknown_backend_options(context_, "nft", {"counters"}, diag);
-  Counters counters = Counters::element;
-  if (auto it = context_.backend_options.find("counters"); it != context_.backend_options.end()) {
-    if (it->second == "rule")
-      counters = Counters::rule;
-    else if (it->second != "element")
-      diag.error(backend_option_value_loc(diag, "nft", "counters"),
-                 "the nft backend's counters must be element or rule, not '" + it->second + "'",
-                 "element: hits per source rule (a per-CPU counter in every set element); rule: per merged "
-                 "rule only, less kernel memory");
-  }
+  constexpr std::array kCounters{Counters::element, Counters::rule};
+  const Counters counters =
+      kCounters[backend_option_choice(context_, "nft", "counters", {"element", "rule"},
+                                      "element: hits per source rule (a per-CPU counter in every set "
+                                      "element); rule: per merged rule only, less kernel memory",
+                                      diag)];
   if (diag.has_errors()) return nullptr;
   return std::make_unique<NftPlan>(translate(ruleset, diag, counters));
 }

@@ -152,7 +152,7 @@ contains "given twice" "--frontend-option compat is given twice ('compat=2' and 
 check "a backend option twice" 2 "$FWE" --backend-option counters=rule --backend-option counters=element -f "$EXAMPLE" check
 contains "backend option twice" "--backend-option counters is given twice"
 check "an iptables atomic of neither ruleset nor table" 2 "$FWE" --backend iptables --backend-option atomic=tables -f "$EXAMPLE" render
-contains "atomic's values" "the iptables backend's atomic must be table or ruleset, not 'tables'"
+contains "atomic's values" "the iptables backend's atomic must be ruleset or table, not 'tables'"
 check "iptables atomic=table" 0 "$FWE" --backend iptables --backend-option atomic=table -f "$EXAMPLE" render
 check "an empty --backend" 2 "$FWE" --backend '' -f "$EXAMPLE" render
 contains "empty value" "--backend needs a value"

@@ -53,6 +53,12 @@ FWE_API void reject_unknown_backend_options(const PluginContext& context, std::s
 // Where the backend's option key got its value, for the backend's message about that value.
 FWE_API SourceLoc backend_option_value_loc(const Diagnostics& diag, std::string_view backend,
                                            std::string_view key);
+// The index in values of a backend option that takes one of them, values[0] when it is not given. Any
+// other value is an error where it was given, naming the values, with hint (what each one does); the
+// result is then 0.
+FWE_API std::size_t backend_option_choice(const PluginContext& context, std::string_view backend,
+                                          std::string_view key, const std::vector<std::string_view>& values,
+                                          std::string_view hint, Diagnostics& diag);
 // The name fwengine.conf's reader records a backend option's place under (Diagnostics::set_option_origin):
 // a frontend may know the same key.
 FWE_API std::string backend_option_origin(std::string_view backend, std::string_view key);
