@@ -161,6 +161,53 @@ TEST_CASE("apply loads the ruleset and read_back finds it unchanged", "[root]") 
   CHECK(test::ipset_text_now() == sets);
 }
 
+TEST_CASE("tables that hold only built-in chains are read without a save, and their policies stay",
+          "[root]") {
+  test::enter_scratch_netns();
+  apply_model(render_ok(test::tiny_ruleset()), "a", false);
+  flush_all();  // the tables stay, empty
+  REQUIRE(run_tool({"iptables-legacy", "-P", "FORWARD", "DROP"}).status == 0);
+  // Runs apply with saves that fail: an apply that started one fails too.
+  const auto bin = std::filesystem::temp_directory_path() / ("fwe-no-save-" + std::to_string(getpid()));
+  std::filesystem::create_directories(bin);
+  for (const char* tool : {"iptables-legacy-save", "ip6tables-legacy-save"}) {
+    std::ofstream(bin / tool) << "#!/bin/sh\necho 'no save here' >&2\nexit 1\n";
+    std::filesystem::permissions(bin / tool, std::filesystem::perms::owner_all);
+  }
+  const std::string path = std::getenv("PATH");
+  struct Cleanup {
+    std::string path;
+    std::filesystem::path bin;
+    ~Cleanup() {
+      setenv("PATH", path.c_str(), 1);
+      std::filesystem::remove_all(bin);
+    }
+  } cleanup{path, bin};
+  auto apply_without_saves = [&](const ir::Ruleset& rs, std::string_view hash) {
+    setenv("PATH", (bin.string() + ":" + path).c_str(), 1);
+    try {
+      apply_model(render_ok(rs), hash, false);
+    } catch (...) {
+      setenv("PATH", path.c_str(), 1);
+      throw;
+    }
+    setenv("PATH", path.c_str(), 1);
+  };
+
+  apply_without_saves(test::sample_ruleset(), "b");
+  KernelState state = read_kernel();
+  CHECK(state.ir_hash == "b");
+  CHECK(state.drift.empty());
+  for (const auto& d : state.drift) UNSCOPED_INFO(d);
+  CHECK(test::save_text().find(":FORWARD DROP") != std::string::npos);
+
+  // A chain of someone else's, in IPv6 only, is something a save must read.
+  flush_all();
+  REQUIRE(run_tool({"ip6tables-legacy", "-N", "ADMIN"}).status == 0);
+  CHECK_THROWS_WITH(apply_without_saves(test::sample_ruleset(), "c"), Catch::Contains("no save here"));
+  CHECK_FALSE(read_kernel().present);
+}
+
 TEST_CASE("read_back reports rules changed behind our back", "[root]") {
   test::enter_scratch_netns();
   apply_model(render_ok(test::tiny_ruleset()), "h", false);
