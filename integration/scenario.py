@@ -325,7 +325,7 @@ def load_scenario(path):
     for index, case in enumerate(as_list(data.get("cases"), f"{where}: cases") or [{"name": "default"}]):
         case_where = f"{where}: cases[{index}]"
         check_keys(case, {"name", "description", "policy", "probes", "expect", "decided_by", "unsupported",
-                          "sysctls", "ip"}, case_where, required=("name",))
+                          "sysctls", "sysctls_optional", "ip"}, case_where, required=("name",))
         ip_commands = {}
         for ns, lines in (case.get("ip") or {}).items():
             if ns not in namespaces:
@@ -336,6 +336,9 @@ def load_scenario(path):
             if ns not in namespaces or not isinstance(values, dict):
                 raise ScenarioError(f"{case_where}.sysctls: maps a namespace of the topology to its sysctls")
             sysctls[ns] = {str(k): str(v) for k, v in values.items()}
+        sysctls_optional = case.get("sysctls_optional", False)
+        if not isinstance(sysctls_optional, bool):
+            raise ScenarioError(f"{case_where}.sysctls_optional: must be true or false")
         policy_spec = dict(default_policy or {})
         policy_spec.update(case.get("policy") or {})
         policy = parse_policy(policy_spec, f"{case_where}.policy", namespaces) if policy_spec else None
@@ -364,7 +367,8 @@ def load_scenario(path):
             if not isinstance(owner.get("unsupported") or {}, dict):
                 raise ScenarioError(f"{owner_where}: 'unsupported' maps a backend to the reason it refuses the policy")
             unsupported.update(owner.get("unsupported") or {})
-        cases.append({"name": case["name"], "policy": policy, "probes": probes, "sysctls": sysctls, "ip": ip_commands,
+        cases.append({"name": case["name"], "policy": policy, "probes": probes, "sysctls": sysctls,
+                      "sysctls_optional": sysctls_optional, "ip": ip_commands,
                       "unsupported": {str(k): str(v) for k, v in unsupported.items()}})
     name = data.get("name") or path.stem
     return {"name": name, "path": path, "topology": topology, "pre_rules": pre_rules, "listeners": listeners,
@@ -1065,7 +1069,10 @@ def run_scenario(path, tag, backends, engine, options, report, pool):
                 missing = next(filter(None, (topology.set_sysctls(ns, values)
                                              for ns, values in case["sysctls"].items())), None)
                 if missing:
-                    report.cannot_run(where, f"the kernel has no sysctl {missing}", len(case["probes"]))
+                    # A case that needs a module the runner cannot load says so (sysctls_optional): its skip
+                    # leaves the run passing; any other case's missing sysctl makes the run a skipped one.
+                    skip = report.skip if case["sysctls_optional"] else report.cannot_run
+                    skip(where, f"the kernel has no sysctl {missing}", len(case["probes"]))
                     continue
                 for ns, lines in case["ip"].items():
                     topology.ip_batch(ns, lines)

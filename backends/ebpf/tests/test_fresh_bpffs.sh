@@ -1,26 +1,30 @@
 #!/usr/bin/env bash
 # test_fresh_bpffs.sh FWENGINE SOURCE_DIR - a host that never mounted bpffs: the ebpf backend mounts one on
 # /sys/fs/bpf itself (mode 0700), pins there, reads its ruleset back from it and flushes it; a real ping
-# from a peer namespace meets its programs (dropped, as trace says) and passes once they are flushed. Runs itself again in mount, PID and network namespaces of its
-# own (unshare) where /sys/fs/bpf holds no bpffs and no process outside them can be asked for one, so
-# that everything it mounts and attaches goes with them. Root; exit 77 without what it needs.
+# from a peer namespace meets its programs (dropped, as trace says) and passes once they are flushed.
+# Runs itself again in mount, PID and network namespaces of its own (unshare) with a fresh /sys, where
+# /sys/fs/bpf holds no bpffs and no process outside them can be asked for one, so that everything it
+# mounts and attaches goes with them. Root; exit 77 without what it needs.
 set -u
 engine=$1 src=$2
 source "$src/core/tests/cli/checks.sh"
 if [ "${3:-}" != inside ]; then
   [ "$(id -u)" = 0 ] || { echo "skipped: needs root"; exit 77; }
   "$engine" plugins | grep -q '^ebpf .*backend' || { echo "skipped: the ebpf backend is not built"; exit 77; }
-  # unshare's mounts are private: nothing done inside reaches the host's mount table.
-  unshare --mount --pid --fork --kill-child --mount-proc --net "$0" "$engine" "$src" inside
+  # Private mounts: nothing done inside reaches the host's mount table.
+  unshare --mount --propagation private --pid --fork --kill-child --mount-proc --net true ||
+    { echo "skipped: cannot make mount, PID and network namespaces"; exit 77; }
+  unshare --mount --propagation private --pid --fork --kill-child --mount-proc --net "$0" "$engine" "$src" inside
   exit $?
 fi
+# Only as PID 1 of the namespaces made above: what follows mounts over /run and /sys.
+[ $$ = 1 ] || { echo "FAIL: the inside part runs only in the namespaces the test makes"; exit 1; }
 
 # A /run of our own: pid 1 here shares our network namespace, so fwengine takes it for the host's
 # ("default") and keeps its state in /run/fwengine/default, which must not be the host's.
 mount -t tmpfs -o mode=0755 tmpfs /run || { echo "skipped: cannot mount a tmpfs on /run here"; exit 77; }
-while [ "$(stat -f -c %T /sys/fs/bpf)" = bpf_fs ]; do
-  umount -l /sys/fs/bpf || { echo "skipped: cannot unmount the bpffs in a mount namespace of our own"; exit 77; }
-done
+# A /sys of this network namespace, as `ip netns exec` makes one: no bpffs on it.
+mount -t sysfs sysfs /sys || { echo "skipped: cannot mount a sysfs on /sys here"; exit 77; }
 equals "no bpffs on /sys/fs/bpf before the apply" "$(stat -f -c %T /sys/fs/bpf)" sysfs
 
 # The peer's namespace is named on our /run, so it goes with our mount namespace.

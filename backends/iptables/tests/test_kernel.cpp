@@ -167,8 +167,10 @@ TEST_CASE("tables that hold only built-in chains are read without a save, and th
   apply_model(render_ok(test::tiny_ruleset()), "a", false);
   flush_all();  // the tables stay, empty
   REQUIRE(run_tool({"iptables-legacy", "-P", "FORWARD", "DROP"}).status == 0);
-  // Runs apply with saves that fail: an apply that started one fails too.
-  const auto bin = std::filesystem::temp_directory_path() / ("fwe-no-save-" + std::to_string(getpid()));
+  // Runs apply with saves that fail: an apply that started one fails too. (Beside the test binary, not in
+  // /tmp, which may forbid running what is in it: the real save would then be found further on in PATH.)
+  const auto bin = std::filesystem::read_symlink("/proc/self/exe").parent_path() /
+                   ("fwe-no-save-" + std::to_string(getpid()));
   std::filesystem::create_directories(bin);
   for (const char* tool : {"iptables-legacy-save", "ip6tables-legacy-save"}) {
     std::ofstream(bin / tool) << "#!/bin/sh\necho 'no save here' >&2\nexit 1\n";
