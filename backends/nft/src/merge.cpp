@@ -174,14 +174,6 @@ std::size_t Member::key_bytes() const {
   return n;
 }
 
-bool Member::hashable() const {
-  for (Field field : present(*this))
-    if (!is_address(field))
-      for (const auto& v : of(field))
-        if (v.lo != v.hi) return false;
-  return true;
-}
-
 bool Run::overlap(const Box& a, const Box& b) {
   for (std::size_t i = 0; i < a.count; ++i)
     if (a[i]->hi < b[i]->lo || b[i]->hi < a[i]->lo) return false;

@@ -79,8 +79,6 @@ struct Member {
   std::size_t boxes(ir::Family f) const;
   // The bytes of the longest key the rule's fields can form.
   std::size_t key_bytes() const;
-  // Whether every value is one key once addresses are masked to their prefix (no port range).
-  bool hashable() const;
 };
 
 // A run under construction: members in order, and an index of their elements per family.

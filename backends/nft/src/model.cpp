@@ -6,6 +6,7 @@
 #include <linux/netfilter.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <sstream>
 
@@ -28,6 +29,11 @@ std::string hook_name(std::uint32_t hooknum) {
     default:
       return "unknown";
   }
+}
+
+std::uint32_t hash_set_size(std::size_t elements) {
+  constexpr std::size_t kSmallest = 16, kLargest = std::size_t{1} << 31;
+  return static_cast<std::uint32_t>(std::bit_ceil(std::clamp(elements, kSmallest, kLargest)));
 }
 
 std::uint64_t digest_bytes(std::uint64_t h, std::string_view bytes) {
@@ -225,6 +231,7 @@ std::string Table::text() const {
     if (set.concat.empty()) out << type_name(set.key_type);
     for (std::size_t i = 0; i < set.concat.size(); ++i) out << (i ? " . " : "") << type_name(set.concat[i]);
     out << "\n";
+    if (set.size) out << "\t\tsize " << set.size << "\n";
     if (set.interval) out << "\t\tflags interval\n";
     if (set.counters) out << "\t\tcounter\n";
     if (!set.comment.empty()) out << "\t\tcomment \"" << set.comment << "\"\n";

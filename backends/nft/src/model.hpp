@@ -51,6 +51,9 @@ struct Set {
   std::vector<KeyType> concat{};  // a concatenated key: its fields (key_type and key_len unused)
   bool interval = false;
   bool anonymous = false;
+  // A named hash set: the most elements it takes (hash_set_size; 0: no limit). Told the size in advance,
+  // the kernel makes the set's hash table once instead of growing it while the elements arrive.
+  std::uint32_t size = 0;
   bool counters = false;  // every element gets a counter (a merged run: hits per source rule)
   // An anonymous verdict map: element i's verdict is `goto goto_chains[i]` (kept beside the elements, so
   // that the many elements of plain sets carry no verdict field).
@@ -63,6 +66,11 @@ struct Set {
   std::string comment{};
   std::uint64_t content = 0;  // named sets: the sum of its elements' element_digest (order-free)
 };
+
+// The size a named hash set of this many elements is declared with: the next power of two, at least 16,
+// so that the few elements an incremental apply adds or removes rarely cross it. It is part of the set's
+// declaration and so of its name: a set that outgrows its size is made anew, never patched past it.
+std::uint32_t hash_set_size(std::size_t elements);
 
 // FNV-1a's step over 8 bytes at a time (folding the high bits back down, which the multiplication
 // never carries there), then over the rest, and a separator: a stable digest, fast enough for every

@@ -432,6 +432,8 @@ SetPtr build_set(const Set& set, std::uint32_t id) {
   if (!set.goto_chains.empty()) nftnl_set_set_u32(s.get(), NFTNL_SET_DATA_TYPE, NFT_DATA_VERDICT);
   if (set.anonymous)
     nftnl_set_set_u32(s.get(), NFTNL_SET_DESC_SIZE, static_cast<std::uint32_t>(set.elements.size()));
+  else if (set.size)
+    nftnl_set_set_u32(s.get(), NFTNL_SET_DESC_SIZE, set.size);
   if (set.counters) nftnl_set_add_expr(s.get(), nftnl_expr_alloc("counter"));  // cloned into each element
   // nft reads the key byte order from here to print elements; interface names are host-order strings,
   // a concatenation has none of its own.

@@ -32,16 +32,14 @@ constexpr std::uint32_t kCtStateBits[] = {8, 2, 4, 1, 64};               // voca
 constexpr std::uint32_t kAllCtStates = 8 | 2 | 4 | 1 | 64;
 constexpr std::uint32_t kCtStatusBits[] = {IPS_DST_NAT, IPS_SRC_NAT};  // vocab.def order: dnat, snat
 constexpr std::size_t kIfNameSize = 16;
-// Merging: shorter runs stay rules (a set costs more than a few rules); a run's set is at most this big,
-// so that a change in a long chain re-creates one set of this size; a rule with more elements (the
-// product of its values) stays a rule with its own sets.
+// Merging: shorter runs stay rules (a set costs more than a few rules); a run is at most this long: an
+// interval set is then at most this big, so that a change in a long chain re-creates one set of this
+// size. A run holds its members while it grows (some 700 bytes each), so this also bounds the memory;
+// the next run of the same form joins a hash set (OpenRun), so that a long list stays one lookup (the
+// 50,000-rule benchmark: peak RSS 83 -> 77 MiB with runs of 1,024 instead of 8,192, the same ruleset).
+// A rule with more elements (the product of its values) stays a rule with its own sets.
 constexpr std::size_t kMinRun = 4;
 constexpr std::size_t kMaxRun = 1024;
-// Runs whose values are all single or address prefixes become hash sets (merge.hpp), which the kernel
-// fills fast: they may be longer. A run holds its members while it grows (some 700 bytes each), so this
-// bounds the memory; the next run of the same form joins its sets (OpenRun), so that a long list stays
-// one lookup (the 50,000-rule benchmark: 1 lookup, not 7; at 65,536 rules a run, peak RSS rose by 34 MiB).
-constexpr std::size_t kMaxHashRun = 8192;
 constexpr std::size_t kMaxElementsPerRule = 64;
 // From this many endpoints in a row told apart by one exact interface name each, a section dispatches
 // them with one verdict-map lookup instead of one comparison per endpoint (cheaper from here on:
@@ -960,7 +958,7 @@ class Translator {
   }
 
   // The last run emitted into a chain, whose sets a next run of the same form may join: a run holds its
-  // members while it grows, so kMaxHashRun bounds a run, not its sets. Joining keeps a long list of
+  // members while it grows, so kMaxRun bounds a run, not its sets. Joining keeps a long list of
   // rules one lookup per family, as if it had been one run.
   struct OpenRun {
     Shape shape;
@@ -993,15 +991,11 @@ class Translator {
         if (head->member.stamp.empty()) head->member.stamp = stamper_.stamp(head->rule->origin);
         merge::Member first = head->member;  // the head stays whole: emit_run reads it
         run.try_add(first);
-        bool hashable = head->member.hashable();
-        for (; end < rules.size() && end - i < (hashable ? kMaxHashRun : kMaxRun); ++end) {
+        for (; end < rules.size() && end - i < kMaxRun; ++end) {
           next = candidate(*rules[end], shape_only);
           made = true;
           if (!next || next->shape != head->shape) break;
-          const bool next_hashable = next->member.hashable();
-          if (!next_hashable && hashable && end - i >= kMaxRun) break;
           if (!run.try_add(next->member)) break;
-          hashable = hashable && next_hashable;
           made = false;
         }
       }
@@ -1749,16 +1743,19 @@ void rename_references(Rule& rule, const std::map<std::string, std::string>& ren
 }
 
 // Every chain gets a name ending in a digest of its content, every set one ending in a digest of its
-// declaration; a set's elements are summed up in Set::content. A chain's digest covers its own rules,
-// with the sets they look up and the chains they jump to under their final and stable names: a changed
-// chain changes its own name only. An incremental apply then adds the new sets, patches the elements
-// of the changed ones, renames a changed chain in place and refills it (whoever jumps to it follows the
-// rename), and deletes what is gone.
+// declaration (with the size of a named hash set); a set's elements are summed up in Set::content. A chain's
+// digest covers its own rules, with the sets they look up and the chains they jump to under their final and
+// stable names: a changed chain changes its own name only. An incremental apply then adds the new sets,
+// patches the elements of the changed ones, renames a changed chain in place and refills it (whoever jumps to
+// it follows the rename), and deletes what is gone.
 void content_address(Table& table) {
   std::map<std::string, std::string> renamed;
   for (auto& set : table.sets) {
+    if (!set.anonymous && !set.interval && set.goto_chains.empty())
+      set.size = hash_set_size(set.elements.size());
     std::string declaration = std::to_string(static_cast<std::uint32_t>(set.key_type));
     for (auto type : set.concat) declaration += "." + std::to_string(static_cast<std::uint32_t>(type));
+    if (set.size) declaration += " size " + std::to_string(set.size);
     if (set.interval) declaration += " interval";
     if (set.counters) declaration += " counter";
     if (!set.comment.empty()) declaration += " comment " + set.comment;

@@ -723,6 +723,63 @@ TEST_CASE("an element delta patches a set in place: its other elements keep thei
 
 namespace {
 
+// two_sections with port 7's rule followed by rules for ports 8, 9, ...: `rules` rules in all, one run
+// keyed by the port alone, so one hash set of that many elements.
+ir::Ruleset port_run(std::uint16_t rules) {
+  ir::Ruleset rs = two_sections(ir::ActionKind::accept);
+  auto& chain = rs.chains["port7"].rules;
+  for (std::uint16_t port = 8; port < 7 + rules; ++port) {
+    ir::Rule next = chain[0];
+    next.match.dst_port[0].ports = {{port, port}};
+    next.origin.loc.line = port - 2;
+    next.origin.rule = port - 7;
+    chain.push_back(next);
+  }
+  return rs;
+}
+
+// The run's set as the kernel lists it: its name without the digest, and its size.
+std::string run_set(const std::string& listing) {
+  const auto at = listing.find("set m-port7-0.");
+  const auto size = listing.find("size ", at);
+  if (at == std::string::npos || size == std::string::npos) return "none";
+  return listing.substr(at + 4, listing.find(' ', at + 4) - at - 4) + " " +
+         listing.substr(size, listing.find('\n', size) - size);
+}
+
+}  // namespace
+
+TEST_CASE("a hash set is declared with a size: patched within it, made anew past it", "[root]") {
+  nft_test::require_root();
+  auto result = in_scratch_netns([&] {
+    auto nft = backend();
+    Diagnostics diag;
+    StateDir state;
+    nft->apply(*nft->render(port_run(16), diag), {false, "aaaa", state.path});
+    const std::string full = run_set(counted_listing());
+    nft->apply(*nft->render(port_run(15), diag), {false, "cccc", state.path});
+    const std::string within = run_set(counted_listing());
+    nft->apply(*nft->render(port_run(17), diag), {false, "bbbb", state.path});  // as fully_applied
+    const std::string listing = counted_listing();
+    return full + "\n" + within + "\n" + run_set(listing) + "\n" + listing;
+  });
+  INFO(result.output);
+  REQUIRE(result.exit_code == 0);
+  std::istringstream lines(result.output);
+  std::string full, within, past;
+  std::getline(lines, full);
+  std::getline(lines, within);
+  std::getline(lines, past);
+  CHECK(full.ends_with(" size 16"));
+  CHECK(within == full);  // the same set, fewer elements
+  CHECK(past.ends_with(" size 32"));
+  CHECK(past.substr(0, past.find(' ')) != full.substr(0, full.find(' ')));  // another declaration
+  const std::string rest = result.output.substr(full.size() + within.size() + past.size() + 3);
+  CHECK(sorted_blocks(rest) == fully_applied(port_run(17)));
+}
+
+namespace {
+
 // rs with every origin `lines` lines further down its file, as a policy file with lines inserted at its top.
 ir::Ruleset moved_down(ir::Ruleset rs, std::uint32_t lines) {
   auto move = [lines](ir::Origin& origin) {
