@@ -1064,7 +1064,7 @@ def run_scenario(path, tag, backends, engine, options, report, pool):
                 report.cannot_run(where, "no fwengine binary: policy not applied", len(case["probes"]))
             elif options.available is not None and case["policy"]["frontend"] not in options.available:
                 report.cannot_run(where, f"frontend plugin {case['policy']['frontend']} is not installed",
-                            len(case["probes"]))
+                                  len(case["probes"]))
             else:
                 missing = next(filter(None, (topology.set_sysctls(ns, values)
                                              for ns, values in case["sysctls"].items())), None)

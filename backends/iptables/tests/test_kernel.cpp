@@ -176,24 +176,22 @@ TEST_CASE("tables that hold only built-in chains are read without a save, and th
     std::ofstream(bin / tool) << "#!/bin/sh\necho 'no save here' >&2\nexit 1\n";
     std::filesystem::permissions(bin / tool, std::filesystem::perms::owner_all);
   }
-  const std::string path = std::getenv("PATH");
-  struct Cleanup {
-    std::string path;
-    std::filesystem::path bin;
-    ~Cleanup() {
-      setenv("PATH", path.c_str(), 1);
-      std::filesystem::remove_all(bin);
+  struct RemovedAtEnd {
+    std::filesystem::path dir;
+    ~RemovedAtEnd() { std::filesystem::remove_all(dir); }
+  } removed{bin};
+  // The failing saves come first in PATH for as long as one of these lives (the checks in between read
+  // the kernel with the real ones).
+  struct FailingSavesFirst {
+    std::string path = std::getenv("PATH");
+    explicit FailingSavesFirst(const std::filesystem::path& dir) {
+      setenv("PATH", (dir.string() + ":" + path).c_str(), 1);
     }
-  } cleanup{path, bin};
+    ~FailingSavesFirst() { setenv("PATH", path.c_str(), 1); }
+  };
   auto apply_without_saves = [&](const ir::Ruleset& rs, std::string_view hash) {
-    setenv("PATH", (bin.string() + ":" + path).c_str(), 1);
-    try {
-      apply_model(render_ok(rs), hash, false);
-    } catch (...) {
-      setenv("PATH", path.c_str(), 1);
-      throw;
-    }
-    setenv("PATH", path.c_str(), 1);
+    FailingSavesFirst failing_saves(bin);
+    apply_model(render_ok(rs), hash, false);
   };
 
   apply_without_saves(test::sample_ruleset(), "b");
