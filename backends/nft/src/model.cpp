@@ -32,8 +32,11 @@ std::string hook_name(std::uint32_t hooknum) {
 }
 
 std::uint32_t hash_set_size(std::size_t elements) {
-  constexpr std::size_t kSmallest = 16, kLargest = std::size_t{1} << 31;
-  return static_cast<std::uint32_t>(std::bit_ceil(std::clamp(elements, kSmallest, kLargest)));
+  // The kernel gives a set of size S the next power of two of 4S/3 buckets: the size that fills that
+  // many to three quarters keeps the table as small as a growing hash would make it.
+  constexpr std::size_t kFewestBuckets = 16, kMostBuckets = std::size_t{1} << 31;
+  const std::size_t buckets = std::bit_ceil(std::clamp((elements * 4 + 2) / 3, kFewestBuckets, kMostBuckets));
+  return static_cast<std::uint32_t>(buckets / 4 * 3);
 }
 
 std::uint64_t digest_bytes(std::uint64_t h, std::string_view bytes) {

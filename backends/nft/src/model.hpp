@@ -67,9 +67,10 @@ struct Set {
   std::uint64_t content = 0;  // named sets: the sum of its elements' element_digest (order-free)
 };
 
-// The size a named hash set of this many elements is declared with: the next power of two, at least 16,
-// so that the few elements an incremental apply adds or removes rarely cross it. It is part of the set's
-// declaration and so of its name: a set that outgrows its size is made anew, never patched past it.
+// The size a named hash set of this many elements is declared with: three quarters of the kernel's
+// bucket count for it (a power of two, at least 16), so that the few elements an incremental apply adds
+// or removes rarely cross it. It is part of the set's declaration and so of its name: a set that outgrows
+// its size is made anew, never patched past it.
 std::uint32_t hash_set_size(std::size_t elements);
 
 // FNV-1a's step over 8 bytes at a time (folding the high bits back down, which the multiplication

@@ -81,9 +81,9 @@ table inet fwengine {
 		flags interval
 		elements = { 10.0.0.0/8, 192.168.1.0/24 }
 	}
-	set where.783e7c1c {
+	set where.783e7550 {
 		type ifname
-		size 16
+		size 12
 		elements = { "536ab8fd6ef7e71" comment "policy.yaml:20 failsafe", "5824dd4f1435a8b" comment "policy.yaml:5 GlobalNetworkPolicy allow-ssh", "8b2b45044479e54" comment "policy.yaml:3 HostEndpoint eth0", "ff2da045717a6a1" comment "policy.yaml:4 tier default" }
 	}
 	chain input-0.33714090 {
