@@ -68,9 +68,9 @@ struct Set {
 };
 
 // The size a named hash set of this many elements is declared with: three quarters of the kernel's
-// bucket count for it (a power of two, at least 16), so that the few elements an incremental apply adds
-// or removes rarely cross it. It is part of the set's declaration and so of its name: a set that outgrows
-// its size is made anew, never patched past it.
+// bucket count for it (a power of two, at least 16). It is part of the set's declaration and so of its
+// name: a count that crosses a step (growing past one, or shrinking to the one below) makes the set anew,
+// so that it is never patched past its size.
 std::uint32_t hash_set_size(std::size_t elements);
 
 // FNV-1a's step over 8 bytes at a time (folding the high bits back down, which the multiplication

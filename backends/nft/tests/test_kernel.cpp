@@ -738,13 +738,17 @@ ir::Ruleset port_run(std::uint16_t rules) {
   return rs;
 }
 
-// The run's set as the kernel lists it: its name without the digest, and its size.
+// The run's set as the kernel lists it: its name (with the digest) and its size ("size N" of its own
+// block: a newer nft adds "# count M" after it).
 std::string run_set(const std::string& listing) {
   const auto at = listing.find("set m-port7-0.");
+  if (at == std::string::npos) return "none";
+  const auto end = listing.find('}', at);
   const auto size = listing.find("size ", at);
-  if (at == std::string::npos || size == std::string::npos) return "none";
-  return listing.substr(at + 4, listing.find(' ', at + 4) - at - 4) + " " +
-         listing.substr(size, listing.find('\n', size) - size);
+  if (size == std::string::npos || size > end) return "none";
+  const auto digits = size + 5;
+  return listing.substr(at + 4, listing.find(' ', at + 4) - at - 4) + " size " +
+         listing.substr(digits, listing.find_first_not_of("0123456789", digits) - digits);
 }
 
 }  // namespace
