@@ -102,15 +102,41 @@ std::optional<Where> split_where(std::string_view stamp) {
 Stamper::Stamper(const ir::Ruleset& ruleset, Style style) : ruleset_(ruleset), style_(style) {
   auto note = [this](const ir::Origin& origin) {
     if (origin.loc.line == 0) return;
-    Parts p = parts(origin);
-    auto [it, fresh] = first_.try_emplace(policy_key(p.file, p.label));
-    if (fresh) {
-      it->second = {origin.loc.line, std::move(p.file), std::string(policy_of(p.label))};
-    } else {
+    const Shared* s = shared(origin);
+    Parts p;
+    if (!s) p = parts(origin);
+    auto [it, fresh] = first_.try_emplace(s ? s->key : policy_key(p.file, p.label));
+    if (!fresh) {
       it->second.line = std::min(it->second.line, origin.loc.line);
+    } else if (s) {
+      it->second = {origin.loc.line, s->file_text, s->label};
+    } else {
+      it->second = {origin.loc.line, std::move(p.file), std::string(policy_of(p.label))};
     }
   };
   ir::for_each_rule_origin(ruleset, note);
+}
+
+const Stamper::Shared* Stamper::shared(const ir::Origin& origin) {
+  if (origin.loc.line == 0 || origin.rule < 0) return nullptr;
+  if (!shared_ || shared_->file != origin.loc.file || shared_->policy != origin.policy) {
+    ir::Origin first_rule = origin;
+    first_rule.rule = 0;
+    Parts p = parts(first_rule);  // label "policy#0": the policy part as every rule's
+    Shared& s = shared_.emplace();
+    s.file = origin.loc.file;
+    s.policy = origin.policy;
+    const std::size_t room = style_.max_comment - p.file.size() - kMaxPosition - 1 - style_.run_suffix;
+    if (origin.policy.size() + 2 <= room) {  // else cut: room stays 0, and each rule takes the long way
+      s.key = policy_key(p.file, p.label);
+      s.room = room;
+      s.label = p.label.substr(0, p.label.size() - 2);
+      s.file_text = std::move(p.file);
+    }
+  }
+  // parts() cuts a label only past room; "#rule" ends the label, so no " +N" does.
+  const std::size_t digits = std::to_string(origin.rule).size();
+  return shared_->label.size() + 1 + digits <= shared_->room ? &*shared_ : nullptr;
 }
 
 Stamper::Parts Stamper::parts(const ir::Origin& origin) const {
@@ -144,19 +170,34 @@ std::string Stamper::file_text(const ir::Origin& origin) const {
 }
 
 std::string Stamper::stamp(const ir::Origin& origin) {
-  Parts p = parts(origin);
-  std::string out = std::move(p.file);
+  const Shared* s = shared(origin);
+  Parts p;
+  if (!s) p = parts(origin);
+  std::string out = s ? s->file_text : std::move(p.file);
+  out.reserve(style_.max_comment);
+  auto append_number = [&out](std::uint32_t n) {
+    char digits[10];
+    out.append(digits, std::to_chars(digits, digits + sizeof digits, n).ptr);
+  };
   if (origin.loc.line > 0) {
-    auto it = first_.find(policy_key(out, p.label));
+    auto it = first_.find(s ? s->key : policy_key(out, p.label));
     if (it != first_.end() && origin.loc.line >= it->second.line) {
       it->second.used = true;
-      out += ":+" + std::to_string(origin.loc.line - it->second.line);
+      out += ":+";
+      append_number(origin.loc.line - it->second.line);
     } else {  // an origin the ruleset's walk did not meet: its absolute line
-      out += ":" + std::to_string(origin.loc.line);
+      out += ':';
+      append_number(origin.loc.line);
     }
-    out += ":" + std::to_string(origin.loc.col);
+    out += ':';
+    append_number(origin.loc.col);
   }
-  if (!p.label.empty()) {
+  if (s) {
+    out += ' ';
+    out += s->label;
+    out += '#';
+    append_number(static_cast<std::uint32_t>(origin.rule));
+  } else if (!p.label.empty()) {
     if (!out.empty()) out += ' ';
     out += p.label;
   }

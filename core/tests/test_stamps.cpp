@@ -56,3 +56,36 @@ TEST_CASE("where_of takes a position only, not a label's colons") {
   positions.add("000000000000001", "f:3 zone:public");
   CHECK(positions.absolute("zone:+public:ssh") == "zone:+public:ssh");
 }
+
+TEST_CASE(
+    "stamps of policies met in turn, and of a long policy's rules cut or not, lead back to their lines") {
+  // The room for a label here: 128 - 11 ("policy.yaml") - 16 - 1 - 8 = 92 characters.
+  const std::string long_name(89, 'x');
+  ir::Ruleset rs;
+  rs.files = {"policy.yaml"};
+  ir::Chain a{"a", {}, origin(10, 1, "a", -1)}, b{"b", {}, origin(20, 1, "b", -1)};
+  for (std::int32_t rule : {0, 9, 10, 100}) {
+    ir::Rule r;
+    r.origin = origin(12 + static_cast<std::uint32_t>(rule), 5, long_name, rule);
+    a.rules.push_back(r);
+  }
+  ir::Rule other;
+  other.origin = origin(22, 3, "b", 0);
+  b.rules.push_back(other);
+  rs.chains.emplace("a", std::move(a));
+  rs.chains.emplace("b", std::move(b));
+  stamps::Stamper stamper(rs, kStyle);
+  const auto& rules = rs.chains.at("a").rules;
+  // In turn: a's rule, b's, a's again.
+  const std::string first = stamper.stamp(rules[0].origin);
+  CHECK(first == "policy.yaml:+0:5 " + long_name + "#0");
+  CHECK(stamper.stamp(rs.chains.at("b").rules[0].origin) ==
+        "policy.yaml:+2:3 b#0");  // b starts on its chain's line
+  CHECK(stamper.stamp(rules[1].origin) == "policy.yaml:+9:5 " + long_name + "#9");
+  CHECK(stamper.stamp(rules[2].origin) == "policy.yaml:+10:5 " + long_name + "#10");
+  const std::string cut = stamper.stamp(rules[3].origin);  // "#100" passes the room: cut to "#10"
+  CHECK(cut == "policy.yaml:+100:5 " + long_name + "#10");
+  const auto positions = positions_of(stamper);
+  CHECK(positions.absolute(first) == "policy.yaml:12:5 " + long_name + "#0");
+  CHECK(positions.absolute(cut) == "policy.yaml:112:5 " + long_name + "#10");
+}

@@ -134,10 +134,11 @@ Values protocol_values(const std::vector<std::uint8_t>& protocols) {
   return out;
 }
 
-Values address_values(const std::vector<ir::Cidr>& cidrs) {
+Values address_values(const std::vector<ir::Cidr>& cidrs, ir::Family only) {
   Values out;
   out.reserve(cidrs.size());
   for (const auto& cidr : cidrs) {
+    if (only != ir::Family::any && cidr.addr.family != only) continue;
     Value v;
     v.lo.size = static_cast<std::uint8_t>(cidr.addr.width() / 8);
     std::copy_n(cidr.addr.bytes.begin(), v.lo.size, v.lo.bytes.begin());

@@ -726,8 +726,7 @@ class Translator {
     Rule common, after_addresses;
     std::vector<Tail> tails;
   };
-  std::optional<Prepared> prepare(const ir::Rule& rule) {
-    const ir::Match& m = rule.match;
+  std::optional<Prepared> prepare(const ir::Match& m, const ir::Action& action, const ir::Origin& origin) {
     Family only_family = m.family;
     auto narrow = [&](Family f) {
       if (only_family != Family::any && only_family != f) return false;
@@ -735,19 +734,19 @@ class Translator {
       return true;
     };
     if (m.icmp && !narrow(m.icmp->v6 ? Family::ipv6 : Family::ipv4)) return std::nullopt;
-    bool nat = rule.action.kind == ir::ActionKind::dnat || rule.action.kind == ir::ActionKind::snat;
-    if (nat && rule.action.nat_addr && !narrow(rule.action.nat_addr->family)) return std::nullopt;
+    bool nat = action.kind == ir::ActionKind::dnat || action.kind == ir::ActionKind::snat;
+    if (nat && action.nat_addr && !narrow(action.nat_addr->family)) return std::nullopt;
 
-    if ((m.iif && !valid_ifaces(*m.iif, rule.origin)) || (m.oif && !valid_ifaces(*m.oif, rule.origin)))
+    if ((m.iif && !valid_ifaces(*m.iif, origin)) || (m.oif && !valid_ifaces(*m.oif, origin)))
       return std::nullopt;
     Rule common;
     if ((m.iif && !match_iface(common, true, *m.iif, m.iif_negate)) ||
         (m.oif && !match_iface(common, false, *m.oif, m.oif_negate))) {
-      refuse_iface(rule.origin);
+      refuse_iface(origin);
       return std::nullopt;
     }
     bool has_ports = !m.src_port.empty() || !m.dst_port.empty() || !m.ct_orig_dport.empty();
-    bool needs_port_protocol = has_ports || (rule.action.nat_port.has_value());
+    bool needs_port_protocol = has_ports || (action.nat_port.has_value());
     if (needs_port_protocol) {
       std::vector<std::uint8_t> protocols = port_protocols(m);
       if (protocols.empty() || (m.icmp && has_ports)) return std::nullopt;  // never matches
@@ -767,7 +766,7 @@ class Translator {
     if (m.icmp) match_icmp(after_addresses, *m.icmp);
     if (m.ct_states && !match_ct(after_addresses, *m.ct_states, m.ct_negate)) return std::nullopt;
     if (m.src_mac && !m.src_mac->empty()) match_mac(after_addresses, *m.src_mac, m.src_mac_negate);
-    if (m.pkt_type && !match_pkt_type(after_addresses, *m.pkt_type, rule.origin)) return std::nullopt;
+    if (m.pkt_type && !match_pkt_type(after_addresses, *m.pkt_type, origin)) return std::nullopt;
     if (m.mark_value) match_mark(after_addresses, *m.mark_value, m.mark_mask & ~kOwnMarks, m.mark_negate);
     if (m.ct_status) {
       if (m.ct_status->empty()) return std::nullopt;  // any of none never matches
@@ -782,16 +781,16 @@ class Translator {
     }
     if (m.rpf) match_rpf(after_addresses, *m.rpf, m.rpf_negate);
     // Last: only packets that match everything else may use up the rate.
-    if (m.rate_limit && !match_limit(after_addresses, *m.rate_limit, rule.origin)) return std::nullopt;
+    if (m.rate_limit && !match_limit(after_addresses, *m.rate_limit, origin)) return std::nullopt;
 
-    auto tails = action_tails(rule.action, rule.match, rule.origin);
+    auto tails = action_tails(action, m, origin);
     if (tails.empty()) return std::nullopt;
     return Prepared{only_family, std::move(common), std::move(after_addresses), std::move(tails)};
   }
 
   // Emits one IR rule as nft rules (one per family when it needs family-specific matches).
   void emit_rule(Chain& out, const ir::Rule& rule) {
-    auto p = prepare(rule);
+    auto p = prepare(rule.match, rule.action, rule.origin);
     if (!p) return;
     const ir::Match& m = rule.match;
     std::string stamp = stamper_.stamp(rule.origin);
@@ -858,12 +857,12 @@ class Translator {
 
   // The rest prepared, or null when it never matches or is refused. The rules of a run have the same
   // rest, so the last one is kept: most rules of a long policy need no preparing of their own.
-  std::shared_ptr<const PreparedRest> prepare_rest(const ir::Rule& rest) {
-    if (rest_memo_ && rest_memo_->match == rest.match && rest_memo_->action == rest.action &&
+  std::shared_ptr<const PreparedRest> prepare_rest(ir::Match rest, const ir::Rule& rule) {
+    if (rest_memo_ && rest_memo_->match == rest && rest_memo_->action == rule.action &&
         rest_memo_->in_postrouting == in_postrouting_ && rest_memo_->before_conntrack == before_conntrack_)
       return rest_memo_->rest;
     std::size_t refused = refusals_;
-    auto prepared = prepare(rest);
+    auto prepared = prepare(rest, rule.action, rule.origin);
     std::shared_ptr<const PreparedRest> out;
     if (prepared && refusals_ == refused) {
       auto made = std::make_shared<PreparedRest>(PreparedRest{std::move(*prepared), {}});
@@ -879,7 +878,7 @@ class Translator {
       }
       out = std::move(made);
     }
-    rest_memo_ = RestMemo{rest.match, rest.action, in_postrouting_, before_conntrack_, out};
+    rest_memo_ = RestMemo{std::move(rest), rule.action, in_postrouting_, before_conntrack_, out};
     return out;
   }
 
@@ -898,18 +897,17 @@ class Translator {
     auto set = [&](Field f, merge::Values values) {
       c.member.values[static_cast<std::size_t>(f)] = std::move(values);
     };
-    ir::Rule rest = rule;
-    ir::Match& r = rest.match;
+    bool took_iif = false, took_oif = false;
     auto exact = [](const std::vector<ir::IfacePattern>& ps) {
       return std::none_of(ps.begin(), ps.end(), [](const auto& p) { return p.prefix || p.name.empty(); });
     };
     if (m.iif && !m.iif_negate && exact(*m.iif) && valid_ifaces(*m.iif, rule.origin)) {
       set(Field::iif, merge::iface_values(*m.iif));
-      r.iif.reset();
+      took_iif = true;
     }
     if (m.oif && !m.oif_negate && exact(*m.oif) && valid_ifaces(*m.oif, rule.origin)) {
       set(Field::oif, merge::iface_values(*m.oif));
-      r.oif.reset();
+      took_oif = true;
     }
     for (bool source : {true, false})
       for (const auto& pm : source ? m.src_port : m.dst_port) {
@@ -922,40 +920,65 @@ class Translator {
     } else if (m.protocols && !m.protocol_negate) {
       c.protocols = *m.protocols;
     }
-    if (!c.protocols.empty()) {
-      set(Field::l4proto, merge::protocol_values(c.protocols));
-      r.protocols.reset();
-      r.protocol_negate = false;
-    }
-    r.src_port.clear();
-    r.dst_port.clear();
+    if (!c.protocols.empty()) set(Field::l4proto, merge::protocol_values(c.protocols));
     for (bool source : {true, false})
       for (const auto& am : source ? m.src_addr : m.dst_addr) {
         const ir::AddrSet* addresses = family_sets(am.set).source;
         // A large set is a lookup of its own already; its values would be made only to be refused.
         if (am.negate || !addresses || addresses->cidrs.size() > kMaxElementsPerRule) return std::nullopt;
-        std::vector<ir::Cidr> cidrs;
-        for (const auto& cidr : addresses->cidrs)
-          if (m.family == Family::any || cidr.addr.family == m.family) cidrs.push_back(cidr);
-        set(source ? Field::saddr : Field::daddr, merge::address_values(cidrs));
+        set(source ? Field::saddr : Field::daddr, merge::address_values(addresses->cidrs, m.family));
       }
-    if (c.member.by_address()) {  // the family becomes which sets the rule's elements go to
-      r.src_addr.clear();
-      r.dst_addr.clear();
-      r.family = Family::any;
-    }
     std::size_t boxes = c.member.by_address() ? c.member.boxes(Family::ipv4) + c.member.boxes(Family::ipv6)
                                               : c.member.boxes(Family::any);
-    if (boxes > kMaxElementsPerRule || c.member.key_bytes() == 0 ||
-        c.member.key_bytes() > merge::kMaxKeyBytes)
+    const std::size_t key_bytes = c.member.key_bytes();
+    if (boxes > kMaxElementsPerRule || key_bytes == 0 || key_bytes > merge::kMaxKeyBytes)
       return std::nullopt;  // nothing to look up, or more than a rule's share of a set or registers
-    c.shape.rest = prepare_rest(rest);
+    c.shape.rest = prepare_rest(without_lookups(m, took_iif, took_oif, !c.protocols.empty()), rule);
     if (!c.shape.rest) return std::nullopt;
     c.shape.fields.assign(merge::kFieldCount, '0');
     for (std::size_t f = 0; f < merge::kFieldCount; ++f)
       if (c.member.values[f]) c.shape.fields[f] = '1';
     if (!c.member.by_address()) c.shape.fields += ir::to_string(c.rest().only_family);
     return c;
+  }
+
+  // m without what its merged form looks up instead: ports and addresses (the family becomes which sets
+  // the elements go to), and the interfaces and protocols it took. The structured binding names every
+  // field of ir::Match, so a field added there does not compile here until it is carried over.
+  static ir::Match without_lookups(const ir::Match& m, bool took_iif, bool took_oif, bool took_protocols) {
+    [[maybe_unused]] const auto& [iif, oif, iif_negate, oif_negate, family, protocols, protocol_negate,
+                                  src_addr, dst_addr, src_port, dst_port, icmp, ct_states, ct_negate, src_mac,
+                                  src_mac_negate, pkt_type, mark_value, mark_mask, mark_negate, rate_limit,
+                                  ct_status, ct_orig_dport, rpf, rpf_negate] = m;
+    ir::Match rest;
+    if (!took_iif) {
+      rest.iif = iif;
+      rest.iif_negate = iif_negate;
+    }
+    if (!took_oif) {
+      rest.oif = oif;
+      rest.oif_negate = oif_negate;
+    }
+    rest.family = src_addr.empty() && dst_addr.empty() ? family : Family::any;
+    if (!took_protocols) {
+      rest.protocols = protocols;
+      rest.protocol_negate = protocol_negate;
+    }
+    rest.icmp = icmp;
+    rest.ct_states = ct_states;
+    rest.ct_negate = ct_negate;
+    rest.src_mac = src_mac;
+    rest.src_mac_negate = src_mac_negate;
+    rest.pkt_type = pkt_type;
+    rest.mark_value = mark_value;
+    rest.mark_mask = mark_mask;
+    rest.mark_negate = mark_negate;
+    rest.rate_limit = rate_limit;
+    rest.ct_status = ct_status;
+    rest.ct_orig_dport = ct_orig_dport;
+    rest.rpf = rpf;
+    rest.rpf_negate = rpf_negate;
+    return rest;
   }
 
   // The last run emitted into a chain, whose sets a next run of the same form may join: a run holds its

@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -53,6 +54,18 @@ class Stamper {
     std::string file, label;
   };
   Parts parts(const ir::Origin& origin) const;
+  // What the stamps of one policy's rules share, kept for the last policy met: its rules come in a row,
+  // and making these anew for each rule was most of a stamp's cost.
+  struct Shared {
+    std::uint32_t file = 0;
+    std::string policy;     // as the origins name it
+    std::string file_text;  // the stamp's file part
+    std::string label;      // the policy, sanitized: a rule's label is label + "#rule"
+    std::size_t room = 0;   // the longest label that is not cut
+    std::uint64_t key = 0;  // the policy's key
+  };
+  // The shared parts of origin's stamp, or null when its label is not "policy#rule" uncut.
+  const Shared* shared(const ir::Origin& origin);
   struct First {
     std::uint32_t line = 0;
     std::string file, policy;
@@ -61,6 +74,7 @@ class Stamper {
   const ir::Ruleset& ruleset_;
   Style style_;
   std::unordered_map<std::uint64_t, First> first_;  // by policy key
+  std::optional<Shared> shared_;
 };
 
 // The first lines of the policies: what turns stamps back into lines.
