@@ -138,22 +138,24 @@ class Kernel:
         return listing
 
 
-# The nft backend's marker chain, and the content digest a second transaction appends to its name after
-# the apply: a record for read-back, not something packets meet (backends/nft/README.md).
-NFT_MARKER_CONTENT = re.compile(r"^(fwengine-ir-[^-]+-[^-]+-[^-]+)-[0-9a-f]{16}(?:[0-9a-f]{16})?$")
+# The chain named after the nft backend's marker chain and the content digest that a second transaction
+# adds after the apply: a record for read-back, not something packets meet (backends/nft/README.md).
+NFT_MARKER_CONTENT = re.compile(r"^fwengine-ir-[^-]+-[^-]+-[^-]+-[0-9a-f]{16}(?:[0-9a-f]{16})?$")
 
 
 def normalised_nft(text):
     """nft's JSON listing without handles, objects sorted by kind and name (an incremental apply may
-    create chains in another order) but rules kept in their order within each chain. The marker chain
-    counts without its content digest: a kill between the apply and that record leaves it off."""
+    create chains in another order) but rules kept in their order within each chain. The chain that
+    records the content does not count: a kill between the apply and that record leaves it off."""
     if not text.strip():
         return []
-    objects = [strip_handles(o) for o in json.loads(text)["nftables"] if "metainfo" not in o]
-    for entry in objects:
-        chain = entry.get("chain")
-        if chain and chain.get("table") == "fwengine":
-            chain["name"] = NFT_MARKER_CONTENT.sub(r"\1", chain["name"])
+
+    def content_record(o):
+        chain = o.get("chain")
+        return chain is not None and chain.get("table") == "fwengine" and NFT_MARKER_CONTENT.match(chain["name"])
+
+    objects = [strip_handles(o) for o in json.loads(text)["nftables"]
+               if "metainfo" not in o and not content_record(o)]
     kinds = ["table", "set", "map", "chain", "rule"]
 
     def key(entry):

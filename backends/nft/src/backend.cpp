@@ -4,6 +4,7 @@
 
 #include <array>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "applied.hpp"
@@ -138,13 +139,22 @@ KernelState NftBackend::read(Elements elements) {
   KernelState state;
   state.present = listing.present;
   if (!listing.present) return state;
-  // kMarkerPrefix + "<hash>-<rules>-<digest>", then "-<content>" once the apply recorded it
-  std::vector<std::string> stamp_fields;
+  // The apply's marker chain, kMarkerPrefix + "<hash>-<rules>-<digest>", and the chain named after it
+  // + "-<content>" once the apply recorded that (an older fwengine renamed the marker instead).
+  std::set<std::string_view> markers;
+  std::vector<std::string_view> contents;
   for (const auto& chain : listing.chains)
-    if (chain.name.rfind(kMarkerPrefix, 0) == 0) {
-      std::istringstream fields(chain.name.substr(std::string_view(kMarkerPrefix).size()));
-      for (std::string field; std::getline(fields, field, '-');) stamp_fields.push_back(field);
+    if (chain.name.starts_with(kMarkerPrefix)) {
+      auto [marker, content] = split_marker(chain.name);
+      markers.insert(marker);
+      if (!content.empty()) contents.push_back(content);
     }
+  std::vector<std::string> stamp_fields;
+  if (markers.size() == 1 && contents.size() <= 1) {
+    std::istringstream fields(std::string(markers.begin()->substr(kMarkerPrefix.size())));
+    for (std::string field; std::getline(fields, field, '-');) stamp_fields.push_back(field);
+    if (!contents.empty()) stamp_fields.emplace_back(contents.front());
+  }
   Stamps stamps, counted_elements;
   auto count = [&](const std::string& chain, std::int32_t index, const std::string& stamp,
                    std::uint64_t packets, std::uint64_t bytes) {

@@ -1123,10 +1123,15 @@ Committed run_transaction(Socket& sock, Fill fill) {
   }
 }
 
-void fill_replace(Transaction& tx, const Table& table, const std::string& marker) {
+// present: whether the table is there (as listed after the transaction's generation was read). Only then
+// is it deleted: a commit that deletes leaves the kernel objects to free after an RCU grace period, and
+// the process that closes its netlink socket next waits for that (tens of ms here).
+void fill_replace(Transaction& tx, const Table& table, const std::string& marker, bool present) {
   tx.explain_stamps_with(table);
-  tx.table(NFT_MSG_NEWTABLE, NLM_F_CREATE);
-  tx.table(NFT_MSG_DELTABLE, 0);
+  if (present) {
+    tx.table(NFT_MSG_NEWTABLE, NLM_F_CREATE);
+    tx.table(NFT_MSG_DELTABLE, 0);
+  }
   tx.table(NFT_MSG_NEWTABLE, NLM_F_CREATE);
   for (const auto& helper : table.helpers) tx.helper(helper);
   for (const auto& set : table.sets) tx.set(set, tx.named_set_id(), "set " + set.name);
@@ -1144,8 +1149,9 @@ bool same_hook(const std::optional<Hook>& a, const std::optional<Hook>& b) {
 }  // namespace
 
 Committed apply_table(Connection& connection, const Table& table, const std::string& marker) {
-  return run_transaction(connection.socket(),
-                         [&](Transaction& tx, Socket&) { fill_replace(tx, table, marker); });
+  return run_transaction(connection.socket(), [&](Transaction& tx, Socket& sock) {
+    fill_replace(tx, table, marker, table_flags(sock, first_seq()).has_value());
+  });
 }
 
 Committed apply_table_incremental(Connection& connection, const Table& table, const std::string& marker,
@@ -1156,7 +1162,7 @@ Committed apply_table_incremental(Connection& connection, const Table& table, co
     // A dormant table (switched off by `nft add table ... { flags dormant; }`) hooks nothing: only a
     // new table is sure to be live.
     const auto flags = table_flags(sock, first_seq());
-    if (!flags || (*flags & NFT_TABLE_F_DORMANT)) return fill_replace(tx, table, marker);
+    if (!flags || (*flags & NFT_TABLE_F_DORMANT)) return fill_replace(tx, table, marker, flags.has_value());
     Listing kernel;
     list_names(sock, first_seq(), kernel);
     list_rules(sock, first_seq() + 2, kernel);
@@ -1165,10 +1171,10 @@ Committed apply_table_incremental(Connection& connection, const Table& table, co
     bool checked = false;
     for (const auto& chain : kernel.chains)
       if (auto [base, content] = split_marker(chain.name); !content.empty()) {
-        if (content.substr(0, 16) != content_digest(kernel)) return fill_replace(tx, table, marker);
+        if (content.substr(0, 16) != content_digest(kernel)) return fill_replace(tx, table, marker, true);
         checked = true;
       }
-    if (!checked) return fill_replace(tx, table, marker);
+    if (!checked) return fill_replace(tx, table, marker, true);
     std::set<std::string, std::less<>> want_chains, want_sets;
     for (const auto& chain : table.chains) want_chains.insert(chain.name);
     for (const auto& set : table.sets) want_sets.insert(set.name);
@@ -1189,10 +1195,10 @@ Committed apply_table_incremental(Connection& connection, const Table& table, co
     std::vector<std::pair<const Set*, SetDelta>> patches;
     for (const auto& set : table.sets) {
       if (!have_sets.count(set.name)) continue;
-      if (!recorded || !previous->has(set.name)) return fill_replace(tx, table, marker);
+      if (!recorded || !previous->has(set.name)) return fill_replace(tx, table, marker, true);
       if (previous->same(set)) continue;
       auto delta = previous->delta(set);
-      if (!delta) return fill_replace(tx, table, marker);
+      if (!delta) return fill_replace(tx, table, marker, true);
       patches.emplace_back(&set, std::move(*delta));
     }
     // Helper objects are only ever added here (a full apply drops those no rule uses any more).
@@ -1245,10 +1251,19 @@ void record_content(Connection& connection, const std::string& marker, std::uint
     Listing kernel;
     list_names(sock, first_seq(), kernel);
     list_rules(sock, first_seq() + 2, kernel);
-    const std::string content = content_digest(kernel) + hex16(set_elements);
-    for (const auto& chain : kernel.chains)
-      if (chain.name != marker + '-' + content && split_marker(chain.name).first == marker)
-        tx.rename_chain(chain.handle, chain.name, marker + '-' + content);
+    const std::string recorded = marker + '-' + content_digest(kernel) + hex16(set_elements);
+    const ListedChain* outdated = nullptr;  // a record of this marker with other content
+    for (const auto& chain : kernel.chains) {
+      if (chain.name == recorded) return;
+      if (auto [base, content] = split_marker(chain.name); base == marker && !content.empty())
+        outdated = &chain;
+    }
+    // A new chain rather than the marker renamed: a rename, like a deletion, leaves the kernel an
+    // object to free after an RCU grace period, which closing the socket then waits for.
+    if (outdated)
+      tx.rename_chain(outdated->handle, outdated->name, recorded);
+    else
+      tx.chain({recorded, {}, {}});
   });
 }
 

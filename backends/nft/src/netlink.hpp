@@ -58,8 +58,9 @@ Committed apply_table_incremental(Connection& connection, const Table& table, co
 // Deletes table inet fwengine if it exists; nothing else.
 void delete_table(Connection& connection);
 
-// After an apply whose marker chain is `marker`: renames it `marker-<content>`, so that read-back and
-// the next incremental apply can tell an edit by hand. The content is Listing::content as the kernel
+// After an apply whose marker chain is `marker`: adds the empty chain `marker-<content>` beside it, so
+// that read-back and the next incremental apply can tell an edit by hand (one of that marker with
+// other content, which no apply leaves, is renamed). The content is Listing::content as the kernel
 // lists it now (16 hex digits; from the kernel's own listing rather than from what was sent, which the
 // kernel encodes differently: set ids, anonymous set names, counters), then `set_elements` (16 more):
 // the named sets' elements, whose bytes the kernel lists as they were sent. Listing them here would
@@ -68,8 +69,8 @@ void delete_table(Connection& connection);
 // would be recorded as ours.
 void record_content(Connection& connection, const std::string& marker, std::uint64_t set_elements,
                     std::uint32_t generation);
-// The marker a marker chain's name stands for, and the content recorded in it ("" before
-// record_content): "<marker>-<content>" or "<marker>".
+// The marker a marker chain's name stands for, and the content recorded in it ("" in the marker chain
+// itself): "<marker>-<content>" or "<marker>".
 std::pair<std::string_view, std::string_view> split_marker(std::string_view chain_name);
 // The digest of the named sets' elements of `table` (Listing::set_elements once it is loaded).
 std::uint64_t set_elements_digest(const Table& table);

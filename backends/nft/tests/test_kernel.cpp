@@ -245,15 +245,49 @@ TEST_CASE("a table switched off by hand (dormant) is drift, and the next increme
         "flags: 0\n");
 }
 
+TEST_CASE("an apply into a namespace without our table deletes and renames nothing", "[root]") {
+  nft_test::require_root();
+  auto result = in_scratch_netns([] {
+    // What the kernel announces while the apply and its content record commit (line-buffered: the
+    // monitor is ended by a signal).
+    char events[] = "/tmp/fwe-nft-monitor-XXXXXX";
+    const int fd = mkstemp(events);
+    REQUIRE(fd >= 0);
+    close(fd);
+    struct Monitor {
+      std::string pid, file;
+      ~Monitor() {
+        shell("kill " + pid + " 2>/dev/null; true");
+        std::remove(file.c_str());
+      }
+    } monitor{shell(std::string("stdbuf -oL nft monitor > ") + events + " 2>&1 & echo -n $!"), events};
+    shell("sleep 0.3");  // until it listens
+    SmallApplied small;
+    shell("sleep 0.3");
+    std::ifstream in(events);
+    std::string out, line;
+    while (std::getline(in, line))
+      if (line.starts_with("delete")) out += line + "\n";
+    // The stamp chain is still there under its own name, and the content record beside it.
+    out += "marker chains: " + shell("nft list table inet fwengine | grep -c 'chain fwengine-ir-'");
+    return out + "drift: " + std::to_string(small.nft->read_back().drift.size()) + "\n";
+  });
+  INFO(result.output);
+  REQUIRE(result.exit_code == 0);
+  CHECK(result.output == "marker chains: 2\ndrift: 0\n");
+}
+
 TEST_CASE("a table whose rules' content was not recorded is replaced by the next apply, not trusted",
           "[root]") {
   nft_test::require_root();
   auto result = in_scratch_netns([] {
     SmallApplied small;
-    // As an apply leaves it when another writer got in before its record: the marker without content.
+    // As an apply leaves it when another writer got in before its record: the marker without the chain
+    // that records its content (the marker's name and 32 hex digits).
     shell(
-        "c=$(nft list table inet fwengine | grep -o 'chain fwengine-ir-[^ ]*' | cut -d' ' -f2); "
-        "nft rename chain inet fwengine $c ${c%-*}");
+        "c=$(nft list table inet fwengine | grep -o 'chain fwengine-ir-[^ ]*-[0-9a-f]\\{32\\} ' | cut -d' ' "
+        "-f2); "
+        "test -n \"$c\" && nft delete chain inet fwengine $c");
     // A rule edited by hand meanwhile, which no recorded content can show.
     edit_ssh_rule_in_place();
     std::string out = "edited: " + shell("nft list table inet fwengine | grep -c 'dport 2323' || true");
