@@ -123,7 +123,7 @@ const Stamper::Shared* Stamper::shared(const ir::Origin& origin) {
     ir::Origin first_rule = origin;
     first_rule.rule = 0;
     Parts p = parts(first_rule);  // label "policy#0": the policy part as every rule's
-    Shared& s = shared_.emplace();
+    Shared& s = shared_.emplace(Shared{});
     s.file = origin.loc.file;
     s.policy = origin.policy;
     const std::size_t room = style_.max_comment - p.file.size() - kMaxPosition - 1 - style_.run_suffix;

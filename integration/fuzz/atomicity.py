@@ -152,7 +152,8 @@ def normalised_nft(text):
 
     def content_record(o):
         chain = o.get("chain")
-        return chain is not None and chain.get("table") == "fwengine" and NFT_MARKER_CONTENT.match(chain["name"])
+        return (chain is not None and chain.get("table") == "fwengine"
+                and NFT_MARKER_CONTENT.match(chain["name"]) is not None)
 
     objects = [strip_handles(o) for o in json.loads(text)["nftables"]
                if "metainfo" not in o and not content_record(o)]

@@ -1268,7 +1268,8 @@ void record_content(Connection& connection, const std::string& marker, std::uint
 }
 
 void delete_table(Connection& connection) {
-  run_transaction(connection.socket(), [](Transaction& tx, Socket&) {
+  run_transaction(connection.socket(), [](Transaction& tx, Socket& sock) {
+    if (!table_flags(sock, first_seq())) return;  // a batch that deletes leaves a grace period to wait for
     tx.table(NFT_MSG_NEWTABLE, NLM_F_CREATE);
     tx.table(NFT_MSG_DELTABLE, 0);
   });

@@ -59,14 +59,15 @@ Committed apply_table_incremental(Connection& connection, const Table& table, co
 void delete_table(Connection& connection);
 
 // After an apply whose marker chain is `marker`: adds the empty chain `marker-<content>` beside it, so
-// that read-back and the next incremental apply can tell an edit by hand (one of that marker with
-// other content, which no apply leaves, is renamed). The content is Listing::content as the kernel
-// lists it now (16 hex digits; from the kernel's own listing rather than from what was sent, which the
-// kernel encodes differently: set ids, anonymous set names, counters), then `set_elements` (16 more):
-// the named sets' elements, whose bytes the kernel lists as they were sent. Listing them here would
-// cost as much as loading them (see list_table), so only read-back checks those. Records nothing
-// unless the ruleset is still at `generation` (that of the apply): what another writer changed since
-// would be recorded as ours.
+// that read-back and the next incremental apply can tell an edit by hand. A content chain of that
+// marker with other content (the same policy applied again after the kernel's listing of it changed,
+// as an upgrade of fwengine may do, or a table an older fwengine stamped) is renamed instead. The
+// content is Listing::content as the kernel lists it now (16 hex digits; from the kernel's own listing
+// rather than from what was sent, which the kernel encodes differently: set ids, anonymous set names,
+// counters), then `set_elements` (16 more): the named sets' elements, whose bytes the kernel lists as
+// they were sent. Listing them here would cost as much as loading them (see list_table), so only
+// read-back checks those. Records nothing unless the ruleset is still at `generation` (that of the
+// apply): what another writer changed since would be recorded as ours.
 void record_content(Connection& connection, const std::string& marker, std::uint64_t set_elements,
                     std::uint32_t generation);
 // The marker a marker chain's name stands for, and the content recorded in it ("" in the marker chain

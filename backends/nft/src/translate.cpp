@@ -944,7 +944,7 @@ class Translator {
 
   // m without what its merged form looks up instead: ports and addresses (the family becomes which sets
   // the elements go to), and the interfaces and protocols it took. The structured binding names every
-  // field of ir::Match, so a field added there does not compile here until it is carried over.
+  // field of ir::Match, so a field added there stops the build here until it is named (and so seen).
   static ir::Match without_lookups(const ir::Match& m, bool took_iif, bool took_oif, bool took_protocols) {
     [[maybe_unused]] const auto& [iif, oif, iif_negate, oif_negate, family, protocols, protocol_negate,
                                   src_addr, dst_addr, src_port, dst_port, icmp, ct_states, ct_negate, src_mac,

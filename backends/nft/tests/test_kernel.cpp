@@ -245,36 +245,58 @@ TEST_CASE("a table switched off by hand (dormant) is drift, and the next increme
         "flags: 0\n");
 }
 
-TEST_CASE("an apply into a namespace without our table deletes and renames nothing", "[root]") {
+TEST_CASE("an apply into a namespace without our table deletes nothing and keeps its stamp chain's name",
+          "[root]") {
   nft_test::require_root();
   auto result = in_scratch_netns([] {
-    // What the kernel announces while the apply and its content record commit (line-buffered: the
-    // monitor is ended by a signal).
-    char events[] = "/tmp/fwe-nft-monitor-XXXXXX";
-    const int fd = mkstemp(events);
-    REQUIRE(fd >= 0);
-    close(fd);
+    // What the kernel announces while the apply and its content record commit: the monitor writes line
+    // by line (a signal ends it), and timeout ends it should this child end without its destructors.
+    StateDir dir;
+    const std::string events = dir.path + "/events";
     struct Monitor {
-      std::string pid, file;
-      ~Monitor() {
-        shell("kill " + pid + " 2>/dev/null; true");
-        std::remove(file.c_str());
-      }
-    } monitor{shell(std::string("stdbuf -oL nft monitor > ") + events + " 2>&1 & echo -n $!"), events};
-    shell("sleep 0.3");  // until it listens
+      std::string pid;
+      ~Monitor() { shell("kill " + pid + " 2>/dev/null; true"); }
+    } monitor{shell("timeout 60 stdbuf -oL nft monitor > " + events + " 2>&1 & echo -n $!")};
+    // Until a probe table's deletion shows: the monitor listens, and what came before it is written.
+    auto probe = [&](const std::string& table) {
+      shell("for i in $(seq 50); do nft add table inet " + table + "; nft delete table inet " + table +
+            "; grep -q 'delete table inet " + table + "' " + events + " && exit 0; sleep 0.1; done; exit 1");
+    };
+    probe("fwe-probe-before");
     SmallApplied small;
-    shell("sleep 0.3");
+    probe("fwe-probe-after");
     std::ifstream in(events);
     std::string out, line;
     while (std::getline(in, line))
-      if (line.starts_with("delete")) out += line + "\n";
-    // The stamp chain is still there under its own name, and the content record beside it.
+      if (line.starts_with("delete") && line.find(" inet fwengine") != std::string::npos) out += line + "\n";
+    // A rename shows as an added chain: the stamp chain still there under its own name, with the
+    // content record beside it, tells that it was not renamed.
     out += "marker chains: " + shell("nft list table inet fwengine | grep -c 'chain fwengine-ir-'");
     return out + "drift: " + std::to_string(small.nft->read_back().drift.size()) + "\n";
   });
   INFO(result.output);
   REQUIRE(result.exit_code == 0);
   CHECK(result.output == "marker chains: 2\ndrift: 0\n");
+}
+
+TEST_CASE(
+    "a table an older fwengine stamped (its stamp chain renamed with the content) reads back and is kept",
+    "[root]") {
+  nft_test::require_root();
+  auto result = in_scratch_netns([] {
+    SmallApplied small;
+    // The older form: only the chain named with the content, no stamp chain of the marker alone.
+    shell(
+        "for c in $(nft list table inet fwengine | grep -o 'chain fwengine-ir-[^ ]*' | cut -d' ' -f2); do "
+        "echo $c | grep -qE -- '-[0-9a-f]{32}$' || nft delete chain inet fwengine $c; done");
+    std::string out = "read: " + std::to_string(small.nft->read_back().drift.size()) + " drift\n";
+    small.apply();  // the same policy again: nothing to change, the record stands
+    out += "applied again: " + std::to_string(small.nft->read_back().drift.size()) + " drift\n";
+    return out + "marker chains: " + shell("nft list table inet fwengine | grep -c 'chain fwengine-ir-'");
+  });
+  INFO(result.output);
+  REQUIRE(result.exit_code == 0);
+  CHECK(result.output == "read: 0 drift\napplied again: 0 drift\nmarker chains: 1\n");
 }
 
 TEST_CASE("a table whose rules' content was not recorded is replaced by the next apply, not trusted",

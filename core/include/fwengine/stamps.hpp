@@ -56,15 +56,18 @@ class Stamper {
   Parts parts(const ir::Origin& origin) const;
   // What the stamps of one policy's rules share, kept for the last policy met: its rules come in a row,
   // and making these anew for each rule was most of a stamp's cost.
+  // No default member initializers: clang 14 then takes it for not default-constructible inside
+  // std::optional (an NSDMI of a nested class is parsed with its enclosing class). Made as Shared{}.
   struct Shared {
-    std::uint32_t file = 0;
+    std::uint32_t file;
     std::string policy;     // as the origins name it
     std::string file_text;  // the stamp's file part
     std::string label;      // the policy, sanitized: a rule's label is label + "#rule"
-    std::size_t room = 0;   // the longest label that is not cut
-    std::uint64_t key = 0;  // the policy's key
+    std::size_t room;       // the longest label that is not cut
+    std::uint64_t key;      // the policy's key
   };
-  // The shared parts of origin's stamp, or null when its label is not "policy#rule" uncut.
+  // The shared parts of origin's stamp, or null when it has no line or rule, or its label
+  // "policy#rule" would be cut.
   const Shared* shared(const ir::Origin& origin);
   struct First {
     std::uint32_t line = 0;
