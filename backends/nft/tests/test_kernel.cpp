@@ -299,6 +299,32 @@ TEST_CASE(
   CHECK(result.output == "read: 0 drift\napplied again: 0 drift\nmarker chains: 1\n");
 }
 
+TEST_CASE("the same stamp over other set elements renames its content record, and reads back without drift",
+          "[root]") {
+  nft_test::require_root();
+  auto result = in_scratch_netns([] {
+    auto nft = backend();
+    StateDir state;
+    Diagnostics diag;
+    auto first = nft->render(nft_test::small_ruleset(), diag);
+    ir::Ruleset more = nft_test::small_ruleset();
+    more.sets.at("admins").cidrs.push_back(*ir::parse_cidr("172.16.0.0/12"));
+    auto second = nft->render(more, diag);
+    // One IR hash for both, as where a caller passes none: the stamp chain stays, its content does not.
+    const std::string markers = "nft list table inet fwengine | grep -o 'chain fwengine-ir-[^ ]*' | sort";
+    nft->apply(*first, {false, "same", state.path});
+    const std::string before = shell(markers);
+    nft->apply(*second, {false, "same", state.path});
+    const std::string after = shell(markers);
+    std::string out = before == after ? "record kept\n" : "record changed\n";
+    out += "marker chains: " + shell(markers + " | wc -l");
+    return out + "drift: " + std::to_string(nft->read_back().drift.size()) + "\n";
+  });
+  INFO(result.output);
+  REQUIRE(result.exit_code == 0);
+  CHECK(result.output == "record changed\nmarker chains: 2\ndrift: 0\n");
+}
+
 TEST_CASE("a table whose rules' content was not recorded is replaced by the next apply, not trusted",
           "[root]") {
   nft_test::require_root();
