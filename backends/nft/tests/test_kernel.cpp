@@ -11,6 +11,7 @@
 #include <functional>
 #include <map>
 #include <sstream>
+#include <string_view>
 
 #include "backend.hpp"
 #include "netlink.hpp"
@@ -116,6 +117,38 @@ void edit_ssh_rule_in_place() {
 std::unique_ptr<nft::NftBackend> backend() {
   return std::make_unique<nft::NftBackend>(PluginContext{});
 }
+
+// What the kernel announces (nft monitor) about table inet fwengine from construction on. The monitor
+// writes line by line (a signal ends it), and timeout ends it should a test's child end without its
+// destructors.
+class KernelEvents {
+ public:
+  KernelEvents() : pid_(shell("timeout 60 stdbuf -oL nft monitor > " + events_ + " 2>&1 & echo -n $!")) {
+    probe("fwe-probe-before");
+  }
+  ~KernelEvents() { shell("kill " + pid_ + " 2>/dev/null; true"); }
+  KernelEvents(const KernelEvents&) = delete;
+  KernelEvents& operator=(const KernelEvents&) = delete;
+  // The lines about our table so far that start with `verb` ("": all of them).
+  std::string ours(std::string_view verb) {
+    probe("fwe-probe-after");
+    std::ifstream in(events_);
+    std::string out, line;
+    while (std::getline(in, line))
+      if (line.starts_with(verb) && line.find(" inet fwengine") != std::string::npos) out += line + "\n";
+    return out;
+  }
+
+ private:
+  // Until a probe table's deletion shows: the monitor listens, and what came before it is written.
+  void probe(const std::string& table) {
+    shell("for i in $(seq 50); do nft add table inet " + table + "; nft delete table inet " + table +
+          "; grep -q 'delete table inet " + table + "' " + events_ + " && exit 0; sleep 0.1; done; exit 1");
+  }
+  StateDir dir_;
+  std::string events_ = dir_.path + "/events";
+  std::string pid_;
+};
 
 // The small ruleset applied with a record of its sets, as apply does: where the drift tests start.
 struct SmallApplied {
@@ -249,26 +282,9 @@ TEST_CASE("an apply into a namespace without our table deletes nothing and keeps
           "[root]") {
   nft_test::require_root();
   auto result = in_scratch_netns([] {
-    // What the kernel announces while the apply and its content record commit: the monitor writes line
-    // by line (a signal ends it), and timeout ends it should this child end without its destructors.
-    StateDir dir;
-    const std::string events = dir.path + "/events";
-    struct Monitor {
-      std::string pid;
-      ~Monitor() { shell("kill " + pid + " 2>/dev/null; true"); }
-    } monitor{shell("timeout 60 stdbuf -oL nft monitor > " + events + " 2>&1 & echo -n $!")};
-    // Until a probe table's deletion shows: the monitor listens, and what came before it is written.
-    auto probe = [&](const std::string& table) {
-      shell("for i in $(seq 50); do nft add table inet " + table + "; nft delete table inet " + table +
-            "; grep -q 'delete table inet " + table + "' " + events + " && exit 0; sleep 0.1; done; exit 1");
-    };
-    probe("fwe-probe-before");
+    KernelEvents events;
     SmallApplied small;
-    probe("fwe-probe-after");
-    std::ifstream in(events);
-    std::string out, line;
-    while (std::getline(in, line))
-      if (line.starts_with("delete") && line.find(" inet fwengine") != std::string::npos) out += line + "\n";
+    std::string out = events.ours("delete");
     // A rename shows as an added chain: the stamp chain still there under its own name, with the
     // content record beside it, tells that it was not renamed.
     out += "marker chains: " + shell("nft list table inet fwengine | grep -c 'chain fwengine-ir-'");
@@ -277,6 +293,18 @@ TEST_CASE("an apply into a namespace without our table deletes nothing and keeps
   INFO(result.output);
   REQUIRE(result.exit_code == 0);
   CHECK(result.output == "marker chains: 2\ndrift: 0\n");
+}
+
+TEST_CASE("flush where our table is not there sends nothing", "[root]") {
+  nft_test::require_root();
+  auto result = in_scratch_netns([] {
+    KernelEvents events;
+    backend()->flush();
+    return events.ours("") + "tables: " + shell("nft list tables | grep -c fwengine || true");
+  });
+  INFO(result.output);
+  REQUIRE(result.exit_code == 0);
+  CHECK(result.output == "tables: 0\n");
 }
 
 TEST_CASE(
