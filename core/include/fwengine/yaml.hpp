@@ -35,7 +35,8 @@ class Node {
   // The kind in words, for messages: "a mapping", "a list", "a string", "an integer", "null".
   std::string describe() const;
 
-  // Scalars (a null node has empty text).
+  // Scalars (a null node has empty text). A plain null form (~, null, an empty value) is a null node,
+  // never a scalar: a scalar's scalar_type() is never null.
   const std::string& text() const { return text_; }
   bool quoted() const { return quoted_; }
   ScalarType scalar_type() const;
