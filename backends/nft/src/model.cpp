@@ -214,12 +214,16 @@ std::vector<std::string> element_texts(const Set& set) {
 
 std::string Rule::text() const {
   std::string out;
-  for (const auto& word : words) {
-    if (!out.empty()) out += ' ';
-    out += word;
-  }
-  if (!comment.empty()) out += " comment \"" + comment + '"';
+  append_text(out);
   return out;
+}
+
+void Rule::append_text(std::string& out) const {
+  for (std::size_t i = 0; i < words.size(); ++i) {
+    if (i > 0) out += ' ';
+    out += words[i];
+  }
+  if (!comment.empty()) out.append(" comment \"").append(comment) += '"';
 }
 
 std::string Table::text() const {

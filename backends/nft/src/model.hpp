@@ -150,6 +150,7 @@ struct Rule {
   std::vector<std::string> words{};  // nft syntax, joined by spaces
   std::string comment{};             // its origin stamp, "file:+D:col policy#rule" (fwengine/stamps.hpp)
   std::string text() const;
+  void append_text(std::string& out) const;  // text() at the end of out
 };
 
 struct Hook {

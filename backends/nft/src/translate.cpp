@@ -1740,27 +1740,31 @@ std::string hex8(std::uint64_t h) {
   return buf;
 }
 
-void rename_references(Rule& rule, const std::map<std::string, std::string>& renamed) {
-  auto lookup = [&](const std::string& old) {
-    auto it = renamed.find(old);
-    return it == renamed.end() ? old : it->second;
+// Old names to new ones; looked up by views of the words that hold the names.
+using Renames = std::map<std::string, std::string, std::less<>>;
+
+// Renames, in place, what the rule refers to: a name `renamed` does not hold stays as it is.
+void rename_references(Rule& rule, const Renames& renamed) {
+  auto rename = [&](std::string& text, std::size_t name_at) {
+    if (auto it = renamed.find(std::string_view(text).substr(name_at)); it != renamed.end())
+      text.replace(name_at, std::string::npos, it->second);
   };
   for (auto& e : rule.exprs)
     if (e.kind == Expr::Kind::verdict || (e.kind == Expr::Kind::lookup && e.text != "__set%d"))
-      e.text = lookup(e.text);
+      rename(e.text, 0);
   const Set* map = nullptr;  // a verdict map's rule has only it (dispatch_by_name)
   for (auto& set : rule.anon_sets)
     if (!set.goto_chains.empty()) {
-      for (auto& chain : set.goto_chains) chain = lookup(chain);
+      for (auto& chain : set.goto_chains) rename(chain, 0);
       map = &set;
     }
   for (auto& word : rule.words) {
-    if (word.rfind("jump ", 0) == 0 || word.rfind("goto ", 0) == 0)
-      word = word.substr(0, 5) + lookup(word.substr(5));
-    else if (auto vmap = word.find(" vmap { "); map && vmap != std::string::npos)
+    if (word.starts_with("jump ") || word.starts_with("goto "))
+      rename(word, 5);
+    else if (std::size_t vmap = map ? word.find(" vmap { ") : std::string::npos; vmap != std::string::npos)
       word = vmap_words(word.substr(0, vmap), *map);
     else if (auto at = word.find(" @"); at != std::string::npos)
-      word = word.substr(0, at + 2) + lookup(word.substr(at + 2));
+      rename(word, at + 2);
   }
 }
 
@@ -1771,7 +1775,7 @@ void rename_references(Rule& rule, const std::map<std::string, std::string>& ren
 // patches the elements of the changed ones, renames a changed chain in place and refills it (whoever jumps to
 // it follows the rename), and deletes what is gone.
 void content_address(Table& table) {
-  std::map<std::string, std::string> renamed;
+  Renames renamed;
   for (auto& set : table.sets) {
     if (!set.anonymous && !set.interval && set.goto_chains.empty())
       set.size = hash_set_size(set.elements.size());
@@ -1786,7 +1790,7 @@ void content_address(Table& table) {
     set.content = 0;
     for (const auto& element : set.elements) set.content += element_digest(element);
   }
-  std::map<std::string, std::string> chains;
+  Renames chains;
   for (auto& chain : table.chains) {
     std::string content;
     if (chain.hook)
@@ -1794,7 +1798,8 @@ void content_address(Table& table) {
                 std::to_string(chain.hook->priority) + "\n";
     for (auto& rule : chain.rules) {
       rename_references(rule, renamed);
-      content += rule.text() + "\n";
+      rule.append_text(content);
+      content += '\n';
     }
     chains[chain.name] = chain.name + "." + hex8(fnv1a(content));
   }
