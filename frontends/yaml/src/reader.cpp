@@ -226,6 +226,8 @@ class PolicyReader::Impl {
 
   Diagnostics& diag_;
   ir::Ruleset ruleset_;
+  // Just after the set add_set put in last: where the next one most likely goes (a hint for the map).
+  std::map<std::string, ir::AddrSet, std::less<>>::iterator next_set_place_ = ruleset_.sets.end();
   std::vector<Reference> set_refs_, chain_refs_;
   std::vector<ChainUse> stage_uses_;
 
@@ -541,21 +543,24 @@ void PolicyReader::Impl::add_set(ir::AddrSet set) {
   if (auto chain = ruleset_.chains.find(set.name); chain != ruleset_.chains.end())
     diag_.error(set.origin.loc, "set " + quote(set.name) + " has the name of a chain",
                 "the chain is at " + diag_.where(chain->second.origin.loc) + "; rename one of them");
-  auto hint = ruleset_.sets.lower_bound(set.name);
-  if (hint != ruleset_.sets.end() && hint->first == set.name) {
+  // Taken only when the name is new (then the set is moved in); a rule's sets mostly go just after the
+  // previous rule's, so the place after the last insertion is tried first.
+  const std::size_t before = ruleset_.sets.size();
+  std::string name = set.name;
+  auto placed = ruleset_.sets.try_emplace(next_set_place_, std::move(name), std::move(set));
+  if (ruleset_.sets.size() == before) {
     // Addresses written in a rule or an endpoint make a set named after where they are.
     const bool inline_one =
-        !set.origin.policy.starts_with("set ") || !hint->second.origin.policy.starts_with("set ");
+        !set.origin.policy.starts_with("set ") || !placed->second.origin.policy.starts_with("set ");
     diag_.error(set.origin.loc, "set " + quote(set.name) + " is defined twice",
-                "the first is at " + diag_.where(hint->second.origin.loc) + "; rename one of them" +
+                "the first is at " + diag_.where(placed->second.origin.loc) + "; rename one of them" +
                     (inline_one ? " (addresses written in place are the set CHAIN.RULE.FIELD of a rule, "
                                   "STAGE.SECTION.ENDPOINT.FIELD of an endpoint: a chain or set may not take "
                                   "such a name)"
                                 : ""));
     return;
   }
-  std::string name = set.name;
-  ruleset_.sets.emplace_hint(hint, std::move(name), std::move(set));
+  next_set_place_ = std::next(placed);
 }
 
 // ---- failsafe -----------------------------------------------------------------------------------
