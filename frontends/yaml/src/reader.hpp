@@ -16,7 +16,8 @@ namespace fwe::yamlfe {
 // diag with its location; finish() returns what was read, which must not be used if diag has errors.
 class PolicyReader {
  public:
-  explicit PolicyReader(Diagnostics& diag);
+  // split_chains: a large mapping of chains is read in two halves on two threads (read_policy).
+  explicit PolicyReader(Diagnostics& diag, bool split_chains = false);
   ~PolicyReader();
   PolicyReader(const PolicyReader&) = delete;
   PolicyReader& operator=(const PolicyReader&) = delete;
@@ -27,12 +28,16 @@ class PolicyReader {
   void read_text(std::string_view text, const std::string& name);
   // Resolves references between sources and checks what needs the whole policy.
   ir::Ruleset finish();
+  // Whether a split reading met, in its second half, a name read before it: what the two threads
+  // read then differs from what one reads, and must not be used.
+  bool split_conflicted() const;
 
  private:
   class Impl;
   std::unique_ptr<Impl> impl_;
 };
 
+// Reads the sources as one PolicyReader does; a large mapping of chains is read on two threads.
 ir::Ruleset read_policy(const std::vector<std::string>& sources, Diagnostics& diag);
 
 }  // namespace fwe::yamlfe
