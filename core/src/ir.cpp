@@ -224,6 +224,51 @@ bool contains(const PortSet& set, std::uint16_t port) {
 }
 
 // ---- interfaces and MACs ------------------------------------------------------------------------
+// The structured binding names every field of Match: a field added there stops the build here until it
+// is named (and so seen).
+Match without(const Match& m, MatchParts parts) {
+  const auto& [iif, oif, iif_negate, oif_negate, family, protocols, protocol_negate, src_addr, dst_addr,
+               src_port, dst_port, icmp, ct_states, ct_negate, src_mac, src_mac_negate, pkt_type, mark_value,
+               mark_mask, mark_negate, rate_limit, ct_status, ct_orig_dport, rpf, rpf_negate] = m;
+  Match rest;
+  if (!parts.iif) {
+    rest.iif = iif;
+    rest.iif_negate = iif_negate;
+  }
+  if (!parts.oif) {
+    rest.oif = oif;
+    rest.oif_negate = oif_negate;
+  }
+  rest.family = family;
+  if (!parts.protocols) {
+    rest.protocols = protocols;
+    rest.protocol_negate = protocol_negate;
+  }
+  if (!parts.addresses) {
+    rest.src_addr = src_addr;
+    rest.dst_addr = dst_addr;
+  }
+  if (!parts.ports) {
+    rest.src_port = src_port;
+    rest.dst_port = dst_port;
+  }
+  rest.icmp = icmp;
+  rest.ct_states = ct_states;
+  rest.ct_negate = ct_negate;
+  rest.src_mac = src_mac;
+  rest.src_mac_negate = src_mac_negate;
+  rest.pkt_type = pkt_type;
+  rest.mark_value = mark_value;
+  rest.mark_mask = mark_mask;
+  rest.mark_negate = mark_negate;
+  rest.rate_limit = rate_limit;
+  rest.ct_status = ct_status;
+  rest.ct_orig_dport = ct_orig_dport;
+  rest.rpf = rpf;
+  rest.rpf_negate = rpf_negate;
+  return rest;
+}
+
 bool IfacePattern::matches(std::string_view ifname) const {
   return prefix ? ifname.substr(0, name.size()) == name : ifname == name;
 }

@@ -83,3 +83,40 @@ TEST_CASE("a boxed match reads like std::optional and copies deeply") {
   CHECK(m.rate_limit->rate == 10);
   CHECK_FALSE(copy == m);
 }
+
+TEST_CASE("a match without some parts keeps everything else") {
+  Match m;
+  m.iif = std::vector<IfacePattern>{{"eth0", false}};
+  m.iif_negate = true;
+  m.oif = std::vector<IfacePattern>{{"eth1", true}};
+  m.family = Family::ipv4;
+  m.protocols = std::vector<std::uint8_t>{6, 17};
+  m.protocol_negate = true;
+  m.src_addr = {{false, "lan"}};
+  m.dst_addr = {{true, "dmz"}};
+  m.src_port = {{false, {{1024, 65535}}}};
+  m.dst_port = {{false, {{22, 22}}}};
+  m.ct_states = {CtState::established};
+  m.pkt_type = "unicast";
+  m.mark_value = 1;
+  m.rate_limit = RateLimit{10, "second", 5};
+  m.ct_orig_dport = {{false, {{80, 80}}}};
+  m.rpf = RpfMode::strict;
+
+  CHECK(without(m, {}) == m);
+
+  Match expected = m;
+  expected.iif.reset();
+  expected.iif_negate = false;
+  expected.protocols.reset();
+  expected.protocol_negate = false;
+  expected.src_addr.clear();
+  expected.dst_addr.clear();
+  CHECK(without(m, {.iif = true, .protocols = true, .addresses = true}) == expected);
+
+  expected = m;
+  expected.oif.reset();
+  expected.src_port.clear();
+  expected.dst_port.clear();
+  CHECK(without(m, {.oif = true, .ports = true}) == expected);  // ct_orig_dport is not among the ports
+}

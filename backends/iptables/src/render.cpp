@@ -1066,12 +1066,8 @@ class FamilyRenderer {
     if (protocols.empty() || cidrs.size() * protocols.size() * ports > kMaxMembersPerRule)
       return std::nullopt;
 
-    Rule rest = r;
-    rest.match.src_addr.clear();
-    rest.match.dst_addr.clear();
-    rest.match.src_port.clear();
-    rest.match.dst_port.clear();
-    rest.match.protocols.reset();
+    const Rule rest{ir::without(m, {.protocols = true, .addresses = true, .ports = true}), r.action,
+                    r.origin};
     const RestMemo& prepared = rest_spec(rest, stages);
     if (!prepared.spec) return std::nullopt;
     RunForm form;

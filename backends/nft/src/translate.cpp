@@ -979,41 +979,11 @@ class Translator {
   }
 
   // m without what its merged form looks up instead: ports and addresses (the family becomes which sets
-  // the elements go to), and the interfaces and protocols it took. The structured binding names every
-  // field of ir::Match, so a field added there stops the build here until it is named (and so seen).
+  // the elements go to), and the interfaces and protocols it took.
   static ir::Match without_lookups(const ir::Match& m, bool took_iif, bool took_oif, bool took_protocols) {
-    [[maybe_unused]] const auto& [iif, oif, iif_negate, oif_negate, family, protocols, protocol_negate,
-                                  src_addr, dst_addr, src_port, dst_port, icmp, ct_states, ct_negate, src_mac,
-                                  src_mac_negate, pkt_type, mark_value, mark_mask, mark_negate, rate_limit,
-                                  ct_status, ct_orig_dport, rpf, rpf_negate] = m;
-    ir::Match rest;
-    if (!took_iif) {
-      rest.iif = iif;
-      rest.iif_negate = iif_negate;
-    }
-    if (!took_oif) {
-      rest.oif = oif;
-      rest.oif_negate = oif_negate;
-    }
-    rest.family = src_addr.empty() && dst_addr.empty() ? family : Family::any;
-    if (!took_protocols) {
-      rest.protocols = protocols;
-      rest.protocol_negate = protocol_negate;
-    }
-    rest.icmp = icmp;
-    rest.ct_states = ct_states;
-    rest.ct_negate = ct_negate;
-    rest.src_mac = src_mac;
-    rest.src_mac_negate = src_mac_negate;
-    rest.pkt_type = pkt_type;
-    rest.mark_value = mark_value;
-    rest.mark_mask = mark_mask;
-    rest.mark_negate = mark_negate;
-    rest.rate_limit = rate_limit;
-    rest.ct_status = ct_status;
-    rest.ct_orig_dport = ct_orig_dport;
-    rest.rpf = rpf;
-    rest.rpf_negate = rpf_negate;
+    ir::Match rest = ir::without(
+        m, {.iif = took_iif, .oif = took_oif, .protocols = took_protocols, .addresses = true, .ports = true});
+    if (!m.src_addr.empty() || !m.dst_addr.empty()) rest.family = Family::any;
     return rest;
   }
 

@@ -268,6 +268,14 @@ struct Match {
   friend bool operator==(const Match&, const Match&) = default;
 };
 
+// Parts of a match that a backend may look up in a set instead (a merged run of rules).
+struct MatchParts {
+  bool iif = false, oif = false, protocols = false, addresses = false, ports = false;
+};
+// m without `parts` (and their negations), the rest as it is: a merged run's rules match the rest
+// alike. Cheaper than copying m and clearing the parts, which copies them first.
+Match without(const Match& m, MatchParts parts);
+
 struct Action {
   ActionKind kind = ActionKind::accept;
   std::string reject_with;       // reject: icmp-port-unreachable (default), tcp-reset, icmp-host-prohibited,
