@@ -8,11 +8,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -106,9 +108,7 @@ void write_file_atomically(const std::string& path, std::string_view text, mode_
 // 1's; where pid 1 cannot be looked at (a container that hides it), the kernel's initial namespace, which
 // recent kernels give a fixed inode number. Failing both, a namespace is named by its inode: a stable name,
 // if not "default".
-std::string current_netns_name() {
-  struct stat self {};
-  if (stat("/proc/self/ns/net", &self) != 0) return "default";
+static std::string find_netns_name(const struct stat& self) {
   auto same = [&](const struct stat& other) {
     return other.st_ino == self.st_ino && other.st_dev == self.st_dev;
   };
@@ -122,6 +122,29 @@ std::string current_netns_name() {
   struct stat host {};
   const bool hosts = stat("/proc/1/ns/net", &host) == 0 ? same(host) : self.st_ino == kInitialNetnsInode;
   return hosts ? "default" : "netns-" + std::to_string(self.st_ino);
+}
+
+// Found again only when the process's namespace or /run/netns changed (a name added or removed changes the
+// directory's time): a command asks about ten times, and on a node with many pods the directory is long.
+// A time within the last second is not trusted: the kernel stamps times by its tick, so a change in the
+// same tick as the lookup would leave the time as it was.
+std::string current_netns_name() {
+  struct stat self {};
+  if (stat("/proc/self/ns/net", &self) != 0) return "default";
+  struct stat names {};
+  if (stat("/run/netns", &names) != 0) names = {};
+  const std::array<std::uint64_t, 6> key{self.st_dev,
+                                         self.st_ino,
+                                         names.st_dev,
+                                         names.st_ino,
+                                         static_cast<std::uint64_t>(names.st_mtim.tv_sec),
+                                         static_cast<std::uint64_t>(names.st_mtim.tv_nsec)};
+  static std::mutex guard;
+  static std::optional<std::pair<std::array<std::uint64_t, 6>, std::string>> found;
+  const std::lock_guard lock(guard);
+  const bool settled = names.st_mtim.tv_sec + 1 < std::time(nullptr);
+  if (!found || found->first != key || !settled) found.emplace(key, find_netns_name(self));
+  return found->second;
 }
 
 std::uint64_t netns_cookie() {
