@@ -23,8 +23,10 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <span>
 #include <string_view>
-#include <unordered_map>
+
+#include "fwengine/set_index.hpp"
 
 namespace fwe::iptables {
 
@@ -265,14 +267,9 @@ std::string nat_ports(const PortRange& r) {
 
 enum class Helper { accept, allow, pass, accepted };
 
-// The IR's address sets by name. Rules look their sets up several times each, and a policy of inline
-// addresses has a set per rule, whose names share long prefixes ("p00042.7.src"): the IR's ordered map
-// made that a walk of string compares, a fifth of the render of 10,000 rules.
-using SetIndex = std::unordered_map<std::string_view, const AddrSet*>;
-
 class FamilyRenderer {
  public:
-  FamilyRenderer(const Ruleset& rs, const SetIndex& set_index, Diagnostics& diag,
+  FamilyRenderer(const Ruleset& rs, const ir::SetIndex& set_index, Diagnostics& diag,
                  std::set<std::string>& reported, IpFamily family, std::map<std::string, SetDef>& sets,
                  stamps::Stamper& stamper)
       : rs_(rs),
@@ -423,16 +420,17 @@ class FamilyRenderer {
   }
 
   // ---- sets -------------------------------------------------------------------------------------
-  std::vector<Cidr> cidrs_of(const std::string& set) const {
-    std::vector<Cidr> out;
-    const Family want = family_ == IpFamily::v4 ? Family::ipv4 : Family::ipv6;
-    if (const auto it = set_index_.find(set); it != set_index_.end())
-      for (const auto& c : it->second->cidrs)
-        if (c.addr.family == want) out.push_back(c);
-    return out;
+  // The set's CIDRs of this family: normalised, a set has its IPv4 ones first.
+  std::span<const Cidr> cidrs_of(std::string_view set) const {
+    const AddrSet* found = set_index_.find(set);
+    if (!found) return {};
+    const auto ipv6 = std::partition_point(found->cidrs.begin(), found->cidrs.end(),
+                                           [](const Cidr& c) { return c.addr.family == Family::ipv4; });
+    return family_ == IpFamily::v4 ? std::span(found->cidrs.begin(), ipv6)
+                                   : std::span(ipv6, found->cidrs.end());
   }
 
-  std::string ipset(const std::string& set, const std::vector<Cidr>& cidrs) {
+  std::string ipset(const std::string& set, std::span<const Cidr> cidrs) {
     std::string name = short_name(family_ == IpFamily::v4 ? "fwe-4-" : "fwe-6-", set, kMaxSetName);
     auto [it, inserted] = sets_.try_emplace(name);
     if (inserted) {
@@ -447,7 +445,7 @@ class FamilyRenderer {
   // few addresses, expanded into alternatives, or a negated single address); the others are ipsets.
   // False when the side can never match in this family.
   bool addresses(Specs& specs, const std::vector<AddrMatch>& matches, bool source) {
-    std::vector<std::pair<const AddrMatch*, std::vector<Cidr>>> present;
+    std::vector<std::pair<const AddrMatch*, std::span<const Cidr>>> present;
     for (const auto& m : matches) {
       auto cidrs = cidrs_of(m.set);
       if (cidrs.empty()) {
@@ -458,7 +456,7 @@ class FamilyRenderer {
         if (m.negate) return false;
         continue;
       }
-      present.emplace_back(&m, std::move(cidrs));
+      present.emplace_back(&m, cidrs);
     }
     auto inline_it = std::find_if(present.begin(), present.end(), [](const auto& p) {
       return !p.first->negate && p.second.size() <= kInlineCidrs;
@@ -1050,7 +1048,7 @@ class FamilyRenderer {
     const AddrMatch& am = source_addr ? m.src_addr[0] : m.dst_addr[0];
     const PortMatch& pm = source_port ? m.src_port[0] : m.dst_port[0];
     if (am.negate || pm.negate || pm.ports.empty()) return std::nullopt;
-    std::vector<Cidr> cidrs = cidrs_of(am.set);
+    const std::span<const Cidr> cidrs = cidrs_of(am.set);
     if (cidrs.empty() || std::any_of(cidrs.begin(), cidrs.end(), [](const Cidr& c) { return c.prefix == 0; }))
       return std::nullopt;
     std::vector<std::uint8_t> protocols;
@@ -1273,7 +1271,7 @@ class FamilyRenderer {
   }
 
   const Ruleset& rs_;
-  const SetIndex& set_index_;
+  const ir::SetIndex& set_index_;
   Diagnostics& diag_;
   std::set<std::string>& reported_;
   IpFamily family_;
@@ -1330,9 +1328,7 @@ Model render(const Ruleset& ruleset, Diagnostics& diag) {
   Model model;
   std::set<std::string> reported;
   std::map<std::string, SetDef> sets;
-  SetIndex set_index;
-  set_index.reserve(ruleset.sets.size());
-  for (const auto& [name, set] : ruleset.sets) set_index.emplace(name, &set);
+  const ir::SetIndex set_index(ruleset.sets);
   stamps::Stamper stamper(ruleset, kStampStyle);
   for (IpFamily f : {IpFamily::v4, IpFamily::v6}) {
     model.tables[static_cast<int>(f)] =

@@ -11,14 +11,13 @@
 #include <linux/netfilter/nf_tables.h>
 
 #include <algorithm>
-#include <bit>
 #include <cstdio>
-#include <limits>
 #include <map>
 #include <memory>
 #include <set>
 #include <unordered_set>
 
+#include "fwengine/set_index.hpp"
 #include "merge.hpp"
 #include "positions.hpp"
 
@@ -462,42 +461,6 @@ struct Tail {
 
 void content_address(Table& table);
 
-// The ruleset's set names to their places in its order: one array of hashes and places probed in
-// turn, so that a lookup reads one cache line of it where a node-based map follows two or three
-// pointers (a policy of 50,000 rules looks up its 50,000 inline sets twice each; in a hash map that
-// was 5 % of its apply's time). The names are views of the ruleset's, which outlives the index.
-class SetIndex {
- public:
-  explicit SetIndex(const std::map<std::string, ir::AddrSet, std::less<>>& sets)
-      : slots_(std::bit_ceil(2 * sets.size() + 2)) {
-    names_.reserve(sets.size());
-    for (const auto& [name, set] : sets) {
-      const std::size_t hash = std::hash<std::string_view>{}(name);
-      std::size_t i = hash & (slots_.size() - 1);
-      while (slots_[i].place != kEmpty) i = (i + 1) & (slots_.size() - 1);
-      slots_[i] = {hash, static_cast<std::uint32_t>(names_.size())};
-      names_.push_back(name);
-    }
-  }
-  std::optional<std::uint32_t> find(std::string_view name) const {
-    const std::size_t hash = std::hash<std::string_view>{}(name);
-    for (std::size_t i = hash & (slots_.size() - 1);; i = (i + 1) & (slots_.size() - 1)) {
-      const Slot& slot = slots_[i];
-      if (slot.place == kEmpty) return std::nullopt;
-      if (slot.hash == hash && names_[slot.place] == name) return slot.place;
-    }
-  }
-
- private:
-  static constexpr std::uint32_t kEmpty = std::numeric_limits<std::uint32_t>::max();
-  struct Slot {
-    std::size_t hash = 0;
-    std::uint32_t place = kEmpty;
-  };
-  std::vector<Slot> slots_;  // at most half full: every probe ends at an empty slot
-  std::vector<std::string_view> names_;
-};
-
 class NameAllocator {
  public:
   // nft names: letters, digits, '_', '.', '-'; long or rewritten names keep a hash of the original.
@@ -716,7 +679,7 @@ class Translator {
 
   const FamilySets& family_sets(std::string_view name) const {
     static const FamilySets none;
-    auto place = set_index_.find(name);
+    auto place = set_index_.place(name);
     return place ? set_matches_[*place] : none;
   }
 
@@ -1731,7 +1694,7 @@ class Translator {
   // up several times: an index of small entries stays in cache where one of whole FamilySets would not
   // (50,000 sets: 8 % of a render, in cache misses, at 180 bytes each).
   std::vector<FamilySets> set_matches_;
-  SetIndex set_index_;
+  ir::SetIndex set_index_;
   std::map<std::string, std::string> chain_names_;
   bool in_postrouting_ = false;    // emitting for the snat stage (postrouting), where reject cannot run
   bool before_conntrack_ = false;  // emitting a chain the untracked stages use

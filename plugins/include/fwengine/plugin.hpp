@@ -191,8 +191,9 @@ class FWE_API Backend {
  public:
   virtual ~Backend();
   virtual Capabilities capabilities() const = 0;
-  // Translates a final, verified ruleset. Refuses (diagnostics with the rule's origin) what it
-  // cannot express; the ruleset's files name the origins' files.
+  // Translates a final ruleset, as core's passes leave it (normalised: each set's CIDRs sorted, IPv4
+  // first, without overlaps; verified). Refuses (diagnostics with the rule's origin) what it cannot
+  // express; the ruleset's files name the origins' files.
   virtual std::unique_ptr<Plan> render(const ir::Ruleset& ruleset, Diagnostics& diag) = 0;
   // Loads a plan atomically: all of it or, on failure, none (throws RuntimeError, kernel unchanged).
   virtual ApplyReport apply(const Plan& plan, const ApplyOptions& options) = 0;
