@@ -19,12 +19,6 @@ std::optional<std::string> compiled_hash(std::string_view text, fwe::ir::Ruleset
   return fwe::canonical::hash(ruleset);
 }
 
-std::string messages(const fwe::Diagnostics& diag) {
-  std::string out;
-  for (const auto& d : diag.all()) out += diag.format(d) + "\n";
-  return out;
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -36,7 +30,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (!written) return 0;  // something the format cannot say, reported
   fwe::Diagnostics again;
   auto hash_again = compiled_hash(*written, nullptr, again);
-  if (!hash_again) fwe::fuzz::fail("the written policy does not read back", *written + messages(again));
+  if (!hash_again) fwe::fuzz::fail("the written policy does not read back", *written + again.text());
   if (*hash_again != *hash) fwe::fuzz::fail("the written policy has another IR hash", *written);
   return 0;
 }

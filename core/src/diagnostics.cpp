@@ -73,8 +73,14 @@ SourceLoc Diagnostics::option_value_loc(std::string_view key) const {
   return origin ? origin->value_loc : SourceLoc{};
 }
 
+std::string Diagnostics::text() const {
+  std::string out;
+  for (const auto& d : items_) out += format(d) + '\n';
+  return out;
+}
+
 void Diagnostics::print(std::ostream& out) const {
-  for (const auto& d : items_) out << format(d) << '\n';
+  out << text();
 }
 
 namespace {

@@ -34,17 +34,12 @@ struct Parsed {
   std::optional<std::vector<Node>> docs;
   explicit Parsed(std::string_view text) { docs = parse(text, file, diag); }
   const Node& doc(std::size_t i = 0) const { return docs->at(i); }
-  std::string messages() const {
-    std::string out;
-    for (const auto& d : diag.all()) out += diag.format(d) + "\n";
-    return out;
-  }
 };
 
 // The single root of a one-document stream that must parse cleanly.
 Node parse_one(std::string_view text) {
   Parsed parsed(text);
-  INFO(parsed.messages());
+  INFO(parsed.diag.text());
   REQUIRE(parsed.docs);
   REQUIRE(parsed.docs->size() == 1);
   return parsed.doc();
@@ -63,7 +58,7 @@ SourceLoc at(std::uint32_t file, std::uint32_t line, std::uint32_t col) {
 
 // The only error of a stream that must fail.
 fwe::Diagnostic only_error(const Parsed& parsed) {
-  INFO(parsed.messages());
+  INFO(parsed.diag.text());
   REQUIRE_FALSE(parsed.docs);
   REQUIRE(parsed.diag.all().size() == 1);
   return parsed.diag.all().front();
@@ -247,7 +242,7 @@ TEST_CASE("yaml reader: every node has its 1-based line and column") {
 
 TEST_CASE("yaml reader: documents of a stream keep absolute line numbers") {
   Parsed parsed("# leading comment\na: 1\n---\nb: 2\n...\n---\n- c\n--- 4\n");
-  INFO(parsed.messages());
+  INFO(parsed.diag.text());
   REQUIRE(parsed.docs);
   REQUIRE(parsed.docs->size() == 4);
   CHECK(parsed.doc(0).loc() == at(parsed.file, 2, 1));
@@ -280,7 +275,7 @@ TEST_CASE("yaml reader: duplicate keys are errors at the second key") {
   }
   SECTION("nested, in flow style and in a later document; all of them are reported") {
     Parsed parsed("spec:\n  rules:\n  - {action: Allow, action: Deny}\n---\nx: 1\nx: 2\n");
-    INFO(parsed.messages());
+    INFO(parsed.diag.text());
     CHECK_FALSE(parsed.docs);
     REQUIRE(parsed.diag.all().size() == 2);
     CHECK(parsed.diag.all()[0].loc == at(1, 3, 21));
@@ -357,7 +352,7 @@ TEST_CASE("yaml reader: aliases are expanded by copy") {
       "- *web\n"               // 7
       "labels: {*n : yes}\n";  // 8
   Parsed parsed(text);
-  INFO(parsed.messages());
+  INFO(parsed.diag.text());
   REQUIRE(parsed.docs);
   const Node& root = parsed.doc();
   const Node& rules = *root.find("rules");
@@ -468,7 +463,7 @@ TEST_CASE("yaml reader: unicode text and columns in characters") {
   Parsed parsed(
       "\xEF\xBB\xBFname: caf\xC3\xA9\n\xE4\xB8\xAD\xE6\x96\x87: \"\\u00e9\\U0001F600\"\ngr\xC3\xBC\xC3\x9F: "
       "x\n");
-  INFO(parsed.messages());
+  INFO(parsed.diag.text());
   REQUIRE(parsed.docs);
   const Node& root = parsed.doc();
   CHECK(root.find("name")->text() == "caf\xC3\xA9");
@@ -485,7 +480,7 @@ namespace {
 std::string locate(const std::string& text, const std::vector<std::string>& path, std::size_t offset,
                    std::size_t document = 0) {
   Parsed parsed(text);
-  INFO(parsed.messages());
+  INFO(parsed.diag.text());
   REQUIRE(parsed.docs);
   const Node* node = &parsed.doc(document);
   for (const std::string& key : path) {
@@ -639,7 +634,7 @@ TEST_CASE("yaml reader: large streams") {
   }
   SECTION("every document, with absolute lines") {
     Parsed parsed(text);
-    INFO(parsed.messages());
+    INFO(parsed.diag.text());
     REQUIRE(parsed.docs);
     REQUIRE(parsed.docs->size() == 300);
     const Node& metadata = *parsed.doc(257).find("metadata");

@@ -56,6 +56,8 @@ class Diagnostics {
 
   // "file:line:col: error: message (hint)" - one line each, in the order reported.
   std::string format(const Diagnostic& d) const;
+  // Every report formatted, each on a line of its own.
+  std::string text() const;
   void print(std::ostream& out) const;
   // Location prefix only: "file:line:col".
   std::string where(SourceLoc loc) const;

@@ -110,7 +110,7 @@ metadata: {name: default.by-hand}
 spec: {types: [Ingress]}
 )",
                           diag);
-  INFO(all_text(diag));
+  INFO(diag.text());
   REQUIRE_FALSE(diag.has_errors());
   REQUIRE(model.policies.size() == 3);
   // Without Calico's annotation the name stays as written (resources.go returns before
@@ -187,7 +187,7 @@ TEST_CASE("sources: directories are read sorted, *.yaml/*.yml/*.json only", "[en
   Diagnostics diag;
   ir::Ruleset ruleset = load(request, diag);
   std::filesystem::remove_all(dir);
-  INFO(all_text(diag));
+  INFO(diag.text());
   REQUIRE_FALSE(diag.has_errors());
   CHECK(ruleset.frontend == "calico");
   REQUIRE(ruleset.files.size() == 4);
@@ -217,7 +217,7 @@ TEST_CASE("sources: a resource file in a directory that cannot be read is an err
   load(request, diag);
   std::filesystem::remove_all(dir);
   REQUIRE(diag.error_count() == 1);
-  CHECK_THAT(all_text(diag), Catch::Contains("b.yaml: error: cannot read '"));
+  CHECK_THAT(diag.text(), Catch::Contains("b.yaml: error: cannot read '"));
 }
 
 TEST_CASE("unknown frontend options are refused", "[envelope]") {
@@ -227,7 +227,7 @@ TEST_CASE("unknown frontend options are refused", "[envelope]") {
   request.interface_addresses.emplace();
   Diagnostics diag;
   load(request, diag);
-  CHECK_THAT(all_text(diag),
+  CHECK_THAT(diag.text(),
              Catch::Contains("unknown calico option 'policy-tiebrake' (did you mean 'policy-tiebreak'?)"));
 }
 
@@ -238,7 +238,7 @@ TEST_CASE("a client certificate without its key is refused whatever the source",
   request.interface_addresses.emplace();
   Diagnostics diag;
   load(request, diag);
-  CHECK_THAT(all_text(diag), Catch::Contains("--etcd-cert and --etcd-key go together"));
+  CHECK_THAT(diag.text(), Catch::Contains("--etcd-cert and --etcd-key go together"));
 }
 
 TEST_CASE("a node name Felix would not take is refused, whatever the case of one it takes", "[envelope]") {
@@ -267,7 +267,7 @@ TEST_CASE("sources: - reads standard input", "[envelope]") {
   Diagnostics diag;
   const ir::Ruleset ruleset = load(request, diag);
   std::cin.rdbuf(saved);
-  INFO(all_text(diag));
+  INFO(diag.text());
   REQUIRE_FALSE(diag.has_errors());
   CHECK(ruleset.files.back() == "<stdin>");
   CHECK(ruleset.stage(ir::Stage::input).sections.at(0).endpoints.at(0).name == "from-stdin");
@@ -281,7 +281,7 @@ TEST_CASE("sources: a missing file is an error", "[envelope]") {
   Diagnostics diag;
   load(request, diag);
   CHECK(diag.has_errors());
-  CHECK_THAT(all_text(diag), Catch::Contains("/nonexistent/fwe-calico.yaml"));
+  CHECK_THAT(diag.text(), Catch::Contains("/nonexistent/fwe-calico.yaml"));
 }
 
 }  // namespace fwe::calico::test

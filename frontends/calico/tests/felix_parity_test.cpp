@@ -50,7 +50,7 @@ const std::string kDenyEverywhere =
 
 Model read_ok(const std::string& text, Diagnostics& diag) {
   Model model = read_yaml(text, diag);
-  INFO(all_text(diag));
+  INFO(diag.text());
   REQUIRE_FALSE(diag.has_errors());
   return model;
 }
@@ -122,7 +122,7 @@ const std::string kOpenWeb =
 TEST_CASE("a defined Profile's rules decide for a host endpoint", "[felix-parity]") {
   Diagnostics diag;
   read_ok(kProfiledHost + kOpenWeb, diag);
-  CHECK(all_text(diag).find("skipped") == std::string::npos);
+  CHECK(diag.text().find("skipped") == std::string::npos);
   const ir::Ruleset rs = build(kProfiledHost + kOpenWeb);
   CHECK(verdict(rs, packet("eth0", "", "10.0.0.99", "10.0.0.10", 6, 80)) == Verdict::allow);
   CHECK(verdict(rs, packet("eth0", "", "10.0.0.99", "10.0.0.10", 6, 443)) == Verdict::allow);
@@ -208,7 +208,7 @@ spec: {node: n1, interfaceName: eth0, expectedIPs: [10.0.0.10], profiles: [missi
   Diagnostics diag;
   Model model = read_ok(host + kOpenWeb, diag);
   map_to_ir(model, n1_options(), diag);
-  CHECK(all_text(diag).find("profile 'missing' of HostEndpoint 'h0' is not defined") != std::string::npos);
+  CHECK(diag.text().find("profile 'missing' of HostEndpoint 'h0' is not defined") != std::string::npos);
   const ir::Ruleset rs = build(host + kOpenWeb);
   CHECK(verdict(rs, packet("eth0", "", "10.0.0.99", "10.0.0.10", 6, 80)) == Verdict::deny);
   // A dump's own projectcalico-default-allow Profile does not change the built-in one.
@@ -400,7 +400,7 @@ spec:
   Diagnostics diag;
   Model model = read_ok(text, diag);
   map_to_ir(model, options, diag);
-  const std::string out = all_text(diag);
+  const std::string out = diag.text();
   INFO(out);
   CHECK_THAT(out, Catch::Contains("test.yaml:6:18: warning: HostEndpoint 'pod' polices nothing: its "
                                   "interfaceName 'cali1234' starts with 'cali', a workload (pod) interface "
@@ -422,10 +422,10 @@ spec:
   Diagnostics diag2;
   Model model2 = read_ok(text2, diag2);
   map_to_ir(model2, options, diag2);
-  CHECK_THAT(all_text(diag2), Catch::Contains("warning: HostEndpoint 'd' polices nothing: its interfaceName "
-                                              "'dummy7' matches the interfaceExclude entry /^dummy[0-9]$/"));
-  CHECK_THAT(all_text(diag2), Catch::Contains("warning: HostEndpoint 'v' polices nothing: its interfaceName "
-                                              "'veth0' starts with 'veth'"));
+  CHECK_THAT(diag2.text(), Catch::Contains("warning: HostEndpoint 'd' polices nothing: its interfaceName "
+                                           "'dummy7' matches the interfaceExclude entry /^dummy[0-9]$/"));
+  CHECK_THAT(diag2.text(), Catch::Contains("warning: HostEndpoint 'v' polices nothing: its interfaceName "
+                                           "'veth0' starts with 'veth'"));
   const ir::Ruleset rs2 = build(text2, options);
   CHECK(to_string(verdict(rs2, in("veth0"))) == "NO-VERDICT");
   CHECK(to_string(verdict(rs2, in("dummy7"))) == "NO-VERDICT");

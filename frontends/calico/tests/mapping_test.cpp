@@ -21,7 +21,7 @@ std::string felix(const std::string& name, const std::string& spec) {
 ir::Ruleset map_only(const std::string& text, MappingOptions options = n1_options()) {
   Diagnostics diag;
   Model model = read_yaml(text, diag);
-  INFO(all_text(diag));
+  INFO(diag.text());
   REQUIRE_FALSE(diag.has_errors());
   ir::Ruleset ruleset = map_to_ir(model, options, diag);
   REQUIRE_FALSE(diag.has_errors());
@@ -331,7 +331,7 @@ TEST_CASE("what pods send to the host meets no HostEndpoint, only defaultEndpoin
   }
   Diagnostics diag;
   read_yaml(felix("default", "  defaultEndpointToHostAction: Reject\n"), diag);
-  CHECK_THAT(all_text(diag), Catch::Contains("defaultEndpointToHostAction must be Drop, Accept or Return"));
+  CHECK_THAT(diag.text(), Catch::Contains("defaultEndpointToHostAction must be Drop, Accept or Return"));
 }
 
 TEST_CASE("all() next to a namespaceSelector or serviceAccountSelector is replaced as Calico does",
@@ -380,7 +380,7 @@ TEST_CASE("duplicate names are errors", "[mapping]") {
   Diagnostics diag;
   Model model = read_yaml(kH0 + "---" + kH0, diag);
   map_to_ir(model, n1_options(), diag);
-  CHECK_THAT(all_text(diag), Catch::Contains("error: HostEndpoint 'h0' is defined twice"));
+  CHECK_THAT(diag.text(), Catch::Contains("error: HostEndpoint 'h0' is defined twice"));
 }
 
 }  // namespace fwe::calico::test

@@ -170,7 +170,7 @@ ir::Ruleset build_with_dnat(const std::string& text) {
   ir::Ruleset rs = map_to_ir(model, n1_options(), diag);
   add_native_dnat(rs, kHostIp, 30080, "172.16.0.9", 80);
   passes::run_all(rs, diag);
-  INFO(all_text(diag));
+  INFO(diag.text());
   REQUIRE_FALSE(diag.has_errors());
   return rs;
 }
@@ -251,7 +251,7 @@ spec: {node: n1, interfaceName: "*", profiles: [projectcalico-default-allow]}
   CHECK_VERDICT(rs, in_eth0(kRemote, 80), ALLOW);
   Diagnostics diag;
   map_to_ir(read_yaml(text, diag), n1_options(), diag);
-  CHECK_THAT(all_text(diag), Catch::Contains("doNotTrack policies are ignored on HostEndpoint 'hall'"));
+  CHECK_THAT(diag.text(), Catch::Contains("doNotTrack policies are ignored on HostEndpoint 'hall'"));
 }
 
 TEST_CASE("§8 #16: binding by expectedIPs - inactive HEP - smallest name wins", "[scenario]") {
@@ -397,7 +397,7 @@ ir::Ruleset tutorial() {
       {"ens160", {*ir::parse_ip("192.168.218.171")}}, {"lo", {*ir::parse_ip("127.0.0.1")}}};
   Diagnostics diag;
   ir::Ruleset rs = load(request, diag);
-  INFO(all_text(diag));
+  INFO(diag.text());
   REQUIRE_FALSE(diag.has_errors());
   passes::run_all(rs, diag);
   REQUIRE_FALSE(diag.has_errors());
@@ -460,7 +460,7 @@ spec:
   Diagnostics diag;
   ir::Ruleset rs = load(request, diag);
   std::filesystem::remove_all(dir);
-  INFO(all_text(diag));
+  INFO(diag.text());
   REQUIRE_FALSE(diag.has_errors());
   add_native_dnat(rs, "192.168.218.171", 31852, "10.233.70.9", 8080);
   add_native_dnat(rs, "192.168.218.171", 31000, "10.233.70.10", 8080);
@@ -490,7 +490,7 @@ TEST_CASE("the tutorial's HostEndpoints on another node name police nothing (#81
   request.interface_addresses.emplace();
   Diagnostics diag;
   ir::Ruleset rs = load(request, diag);
-  CHECK_THAT(all_text(diag), Catch::Contains("no HostEndpoint has spec.node 'control1'"));
+  CHECK_THAT(diag.text(), Catch::Contains("no HostEndpoint has spec.node 'control1'"));
   passes::run_all(rs, diag);
   CHECK_VERDICT(rs, to_control1("192.168.218.50", "192.168.218.171", 31000), NO_VERDICT);
 }

@@ -43,12 +43,6 @@ std::vector<std::string> formatted(const Diagnostics& diag, Severity severity) {
   return out;
 }
 
-std::string all_text(const Diagnostics& diag) {
-  std::string out;
-  for (const Diagnostic& d : diag.all()) out += diag.format(d) + "\n";
-  return out;
-}
-
 MappingOptions n1_options() {
   MappingOptions options;
   options.node = "n1";
@@ -63,11 +57,11 @@ MappingOptions n1_options() {
 ir::Ruleset build(const std::string& text, const MappingOptions& options) {
   Diagnostics diag;
   Model model = read_yaml(text, diag);
-  INFO(all_text(diag));
+  INFO(diag.text());
   REQUIRE_FALSE(diag.has_errors());
   ir::Ruleset ruleset = map_to_ir(model, options, diag);
   passes::run_all(ruleset, diag);
-  INFO(all_text(diag));
+  INFO(diag.text());
   REQUIRE_FALSE(diag.has_errors());
   return ruleset;
 }

@@ -16,7 +16,6 @@ namespace fwe::calico::test {
 Model read_yaml(const std::string& text, Diagnostics& diag);
 // Every diagnostic of a severity, formatted "file:line:col: severity: message (hint)".
 std::vector<std::string> formatted(const Diagnostics& diag, Severity severity);
-std::string all_text(const Diagnostics& diag);
 
 // Scenario base of spec §8: node n1, eth0 10.0.0.10 + 2001:db8::10, eth1 172.16.0.1, lo.
 MappingOptions n1_options();

@@ -25,7 +25,7 @@ std::string diagnose(const std::string& text) {
   Diagnostics diag;
   Model model = read_yaml(text, diag);
   if (!diag.has_errors()) map_to_ir(model, n1_options(), diag);
-  return all_text(diag);
+  return diag.text();
 }
 
 void check_error(const std::string& text, const std::string& expected) {
@@ -118,7 +118,7 @@ TEST_CASE("the default Tier: order 1 000 000 and defaultAction Deny only", "[val
   for (const char* spec : {"  order: 1000000\n  defaultAction: Deny\n", "  order: 1e6\n", "  {}\n"}) {
     Diagnostics diag;
     read_yaml(head + spec, diag);
-    INFO(spec << all_text(diag));
+    INFO(spec << diag.text());
     CHECK_FALSE(diag.has_errors());
   }
 }
@@ -150,7 +150,7 @@ TEST_CASE("the kube-admin and kube-baseline Tiers: fixed orders and defaultActio
                                   tier("kube-admins", "  order: 5\n")}) {
     Diagnostics diag;
     read_yaml(text, diag);
-    INFO(text << all_text(diag));
+    INFO(text << diag.text());
     CHECK_FALSE(diag.has_errors());
   }
 }
@@ -186,7 +186,7 @@ TEST_CASE("a quoted protocol number is the number, as Calico's Uint8OrString rea
     Model model = read_yaml(gnp("  ingress:\n  - action: Allow\n    protocol: \"6\"\n    notProtocol: '17'\n"
                                 "    destination: {ports: [8080]}\n"),
                             diag);
-    INFO(all_text(diag));
+    INFO(diag.text());
     REQUIRE_FALSE(diag.has_errors());
     REQUIRE(model.policies.size() == 1);
     REQUIRE(model.policies[0].ingress.size() == 1);
@@ -201,7 +201,7 @@ TEST_CASE("a quoted protocol number is the number, as Calico's Uint8OrString rea
   SECTION("in a HostEndpoint port") {
     Diagnostics diag;
     Model model = read_yaml(kH0 + "  ports: [{name: web, protocol: \"6\", port: 8443}]\n", diag);
-    INFO(all_text(diag));
+    INFO(diag.text());
     REQUIRE_FALSE(diag.has_errors());
     REQUIRE(model.host_endpoints.size() == 1);
     REQUIRE(model.host_endpoints[0].ports.size() == 1);
@@ -372,7 +372,7 @@ TEST_CASE("HostEndpoint spec.node and profiles follow Calico's name rule", "[val
           "  profiles: [projectcalico-default-allow, kns.default, ksa.default.a-very-long-service-account-"
           "name-that-is-longer-than-sixty-three-characters]\n",
       diag);
-  INFO(all_text(diag));
+  INFO(diag.text());
   CHECK_FALSE(diag.has_errors());
 }
 
@@ -436,7 +436,7 @@ TEST_CASE("a failsafe net with host bits is masked, as Felix's ParseCIDROrIP doe
       "  failsafeInboundHostPorts:\n  - {protocol: TCP, port: 22, net: 10.0.0.1/8}\n"
       "  failsafeOutboundHostPorts: [\"udp:[fd00::1/8]:53\"]\n",
       diag);
-  INFO(all_text(diag));
+  INFO(diag.text());
   REQUIRE_FALSE(diag.has_errors());
   REQUIRE(model.felix_configs.size() == 1);
   const auto& inbound = *model.felix_configs[0].failsafe_inbound;

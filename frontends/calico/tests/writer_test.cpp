@@ -111,7 +111,7 @@ TEST_CASE("writer: what maps reads back with the same fate for every packet of a
   Diagnostics diag;
   diag.add_file("policy.yaml");
   auto files = write_resources(original, "n1", diag);
-  INFO(all_text(diag));
+  INFO(diag.text());
   // Ports without a protocol, or with "not UDP", also match UDPLite, which Calico's ports cannot name.
   auto errors = formatted(diag, Severity::error);
   REQUIRE(errors.size() == 2);

@@ -149,16 +149,11 @@ class Setup {
   ir::Ruleset build() {
     ir::Ruleset ruleset = to_ir(config, diag);
     passes::run_all(ruleset, diag);
-    INFO(messages());
+    INFO(diag.text());
     REQUIRE_FALSE(diag.has_errors());
     return ruleset;
   }
 
-  std::string messages() const {
-    std::string out;
-    for (const Diagnostic& d : diag.all()) out += diag.format(d) + "\n";
-    return out;
-  }
   std::size_t count(Severity severity, const std::string& fragment) const {
     std::size_t n = 0;
     for (const Diagnostic& d : diag.all())

@@ -19,7 +19,7 @@ TEST_CASE("reader: the stock configuration loads without errors") {
   TempTree etc;
   Diagnostics diag;
   const Config config = test::read(etc, diag);
-  INFO(test::messages(diag));
+  INFO(diag.text());
   CHECK_FALSE(diag.has_errors());
   CHECK(config.settings.default_zone == "public");
   REQUIRE(config.zones.count("public"));
@@ -58,7 +58,7 @@ TEST_CASE("reader: an /etc object replaces the stock one wholesale") {
   etc.write("zones/notes.txt", "not a zone");
   Diagnostics diag;
   const Config config = test::read(etc, diag);
-  INFO(test::messages(diag));
+  INFO(diag.text());
   CHECK_FALSE(diag.has_errors());
   const Zone& pub = config.zones.at("public");
   CHECK(pub.body.services.empty());
@@ -95,7 +95,7 @@ TEST_CASE("reader: combined zones from zones/<dir>/*.xml") {
                            "  <forward/>\n  <rule><service name=\"http\"/><accept/></rule>\n"));
   Diagnostics diag;
   const Config config = test::read(etc, diag);
-  INFO(test::messages(diag));
+  INFO(diag.text());
   CHECK_FALSE(diag.has_errors());
   REQUIRE(config.zones.count("lab"));
   CHECK_FALSE(config.zones.count("lab/a"));
@@ -119,7 +119,7 @@ TEST_CASE("reader: service includes are kept by name and checked, cycles are har
   etc.write("zones/public.xml", test::zone_xml("  <service name=\"a\"/>\n"));
   Diagnostics diag;
   const Config config = test::read(etc, diag);
-  INFO(test::messages(diag));
+  INFO(diag.text());
   CHECK_FALSE(diag.has_errors());
   CHECK(config.services.at("b").includes == std::vector<std::string>{"a", "ssh"});
 
@@ -141,14 +141,14 @@ TEST_CASE(
   etc.write("zones/public.xml", test::zone_xml("  <service name=\"a\"/>\n"));
   Diagnostics diag;
   const Config config = test::read(etc, diag);
-  INFO(test::messages(diag));
+  INFO(diag.text());
   CHECK_FALSE(diag.has_errors());
   const Service& a = config.services.at("a");
   REQUIRE(a.ports.size() == 1);
   CHECK(a.ports[0].range == ir::PortRange{80, 90});
   CHECK(a.includes == std::vector<std::string>{"ssh"});
   CHECK_THAT(
-      test::messages(diag),
+      diag.text(),
       Catch::Contains("services/a.xml:5:3: warning: include ssh is listed twice; the repetition is ignored"));
 }
 
@@ -174,14 +174,13 @@ TEST_CASE("reader: ipsets with entries, invalid entries and timeouts") {
                                              " target=\"DROP\""));
   Diagnostics diag;
   const Config config = test::read(etc, diag);
-  INFO(test::messages(diag));
+  INFO(diag.text());
   CHECK_FALSE(diag.has_errors());
   const IpSet& allowed = config.ipsets.at("allowed");
   REQUIRE(allowed.addresses.size() == 2);
   CHECK(ir::to_string(allowed.addresses[0]) == "10.77.0.8/29");
-  CHECK_THAT(test::messages(diag), Catch::Contains("allowed.xml:5:3: warning: invalid entry 'nonsense'"));
-  CHECK_THAT(test::messages(diag),
-             Catch::Contains("allowed.xml:6:3: warning: entry 10.1.2.3 is listed twice"));
+  CHECK_THAT(diag.text(), Catch::Contains("allowed.xml:5:3: warning: invalid entry 'nonsense'"));
+  CHECK_THAT(diag.text(), Catch::Contains("allowed.xml:6:3: warning: entry 10.1.2.3 is listed twice"));
   CHECK(config.ipsets.at("v6").family == Family::ipv6);
   CHECK(config.ipsets.at("v6").addresses.size() == 1);
   CHECK(config.ipsets.at("macs").macs.size() == 1);
@@ -209,7 +208,7 @@ TEST_CASE("reader: ipset ranges become the CIDRs that cover them, what ipset ref
                                    "  <entry>fd00::1-fd00::2</entry>\n</ipset>\n");
   Diagnostics diag;
   const Config config = test::read(etc, diag);
-  INFO(test::messages(diag));
+  INFO(diag.text());
   CHECK_FALSE(diag.has_errors());
   auto cidrs = [&](const std::string& set) {
     std::vector<std::string> out;
@@ -220,7 +219,7 @@ TEST_CASE("reader: ipset ranges become the CIDRs that cover them, what ipset ref
   CHECK(cidrs("nets") == std::vector<std::string>{"10.2.0.0/24", "192.0.2.0/24"});
   CHECK(cidrs("nets6") == std::vector<std::string>{"fd00::/96"});
   CHECK(cidrs("ips6").empty());  // hash:ip takes ranges of IPv4 only
-  const std::string all = test::messages(diag);
+  const std::string all = diag.text();
   CHECK_THAT(all, Catch::Contains("ranges.xml:4:3: warning: invalid entry '0.0.0.0'"));
   CHECK_THAT(all, Catch::Contains("ranges.xml:5:3: warning: invalid entry '10.0.0.9-10.0.0.5'"));
   CHECK_THAT(all, Catch::Contains("nets.xml:4:3: warning: invalid entry '0.0.0.0/0'"));
@@ -252,7 +251,7 @@ TEST_CASE("reader: zone sources, MAC addresses, dotted masks") {
                            " target=\"ACCEPT\""));
   Diagnostics diag;
   const Config config = test::read(etc, diag);
-  INFO(test::messages(diag));
+  INFO(diag.text());
   CHECK_FALSE(diag.has_errors());
   const auto& sources = config.zones.at("trusted").sources;
   REQUIRE(sources.size() == 4);
@@ -267,12 +266,12 @@ TEST_CASE("reader: firewalld.conf keys, unknown keys and a missing DefaultZone")
             "LogDenied=all\nFirewallBackend=nftables\n");
   Diagnostics diag;
   const Config config = test::read(etc, diag);
-  INFO(test::messages(diag));
+  INFO(diag.text());
   CHECK_FALSE(diag.has_errors());
   CHECK(config.settings.default_zone == "public");
   CHECK(config.settings.log_denied == "unicast");
   CHECK_FALSE(config.settings.ipv6_rpfilter);
-  const std::string all = test::messages(diag);
+  const std::string all = diag.text();
   CHECK_THAT(all, Catch::Contains("warning: DefaultZone nosuchzone does not exist; firewalld uses public"));
   CHECK_THAT(all, Catch::Contains("firewalld.conf:5:1: warning: unknown key Frobnicate"));
   CHECK_THAT(all, Catch::Contains("firewalld.conf:6:1: warning: LogDenied is set twice"));
@@ -322,7 +321,7 @@ TEST_CASE("reader: policies and their constraints") {
                 "  <egress-zone name=\"HOST\"/>\n  <port port=\"8080\" protocol=\"tcp\"/>\n</policy>\n");
   Diagnostics diag;
   const Config config = test::read(etc, diag);
-  INFO(test::messages(diag));
+  INFO(diag.text());
   CHECK_FALSE(diag.has_errors());
   CHECK(config.policies.at("ok").target == PolicyTarget::drop);
   CHECK(config.policies.at("ok").priority == -10);
@@ -339,7 +338,7 @@ TEST_CASE("reader: policies and their constraints") {
   bad.write("policies/notarget.xml", std::string(kHeader) + "<policy>\n</policy>\n");
   Diagnostics errors;
   test::read(bad, errors);
-  const std::string all = test::messages(errors);
+  const std::string all = errors.text();
   CHECK_THAT(all, Catch::Contains("hosts.xml:2:1: error: policy hosts: HOST cannot be both"));
   CHECK_THAT(all, Catch::Contains("hosts.xml:5:3: error: policy hosts: masquerade is invalid with HOST"));
   CHECK_THAT(all, Catch::Contains("mixed.xml:2:1: error: policy mixed: ingress zones may be"));
@@ -459,7 +458,7 @@ TEST_CASE("reader: an interface or source bound to two zones") {
             test::zone_xml("  <source address=\"10.0.0.0/8\"/>\n  <interface name=\"eth0\"/>\n"));
   Diagnostics diag;
   test::read(etc, diag);
-  const std::string all = test::messages(diag);
+  const std::string all = diag.text();
   CHECK_THAT(all,
              Catch::Contains(etc.dir() +
                              "/zones/work.xml:4:3: error: interface eth0 is already bound to zone public"));
@@ -480,13 +479,13 @@ TEST_CASE("reader: compat 1.3 warns and skips where 2.x refuses") {
                 "  <rule>\n    <service name=\"http\"/>\n    <accept/>\n  </rule>\n"));
   Diagnostics v13;
   const Config config = test::read(etc, v13, Compat::v1_3);
-  INFO(test::messages(v13));
+  INFO(v13.text());
   CHECK_FALSE(v13.has_errors());
   const Zone& pub = config.zones.at("public");
   CHECK(pub.sources.empty());
   REQUIRE(pub.body.rules.size() == 1);
   CHECK(pub.body.rules[0].text == "rule service name=\"http\" accept");
-  const std::string warnings = test::messages(v13);
+  const std::string warnings = v13.text();
   CHECK_THAT(warnings, Catch::Contains("public.xml:4:3: warning: <source> has no address and no ipset"));
   CHECK_THAT(warnings,
              Catch::Contains("public.xml:5:3: warning: invalid rich rule: invalid log level 'warn'"));
@@ -512,7 +511,7 @@ TEST_CASE("reader: 2.4+ stock policies (disable, long names) load, and 1.3 refus
   etc.write("firewalld.conf", "IPv6_rpfilter=Loose\n");
   Diagnostics v2;
   const Config config = test::read(etc, v2, Compat::v2);
-  INFO(test::messages(v2));
+  INFO(v2.text());
   CHECK_FALSE(v2.has_errors());
   CHECK(config.policies.at(name).disabled);
   CHECK(config.zones.count("office-network-lan") == 1);
@@ -520,7 +519,7 @@ TEST_CASE("reader: 2.4+ stock policies (disable, long names) load, and 1.3 refus
 
   Diagnostics v13;
   test::read(etc, v13, Compat::v1_3);
-  const std::string all = test::messages(v13);
+  const std::string all = v13.text();
   CHECK_THAT(all, Catch::Contains("unknown element <disable> in a policy"));
   CHECK_THAT(all, Catch::Contains("invalid policy name '" + name + "'"));
   CHECK_THAT(all, Catch::Contains("invalid zone name 'office-network-lan'"));
@@ -548,7 +547,7 @@ TEST_CASE("reader: what cannot be read in a tree is an error, not an object less
   etc.write("policies", "a file where a directory belongs");
   Diagnostics diag;
   test::read(etc, diag);
-  const std::string all = test::messages(diag);
+  const std::string all = diag.text();
   CHECK(diag.error_count() == 3);
   CHECK_THAT(all, Catch::Contains("zones/lab.xml: error: cannot read '"));
   CHECK_THAT(all, Catch::Contains("firewalld.conf: error: cannot read '"));
@@ -562,7 +561,7 @@ TEST_CASE("reader: missing directories are errors") {
   request.config_dirs = {"/nonexistent/firewalld"};
   request.defaults_dir = "/nonexistent/stock";
   read_config(request, diag);
-  const std::string all = test::messages(diag);
+  const std::string all = diag.text();
   CHECK_THAT(
       all, Catch::Contains("error: firewalld configuration directory /nonexistent/firewalld does not exist"));
   CHECK_THAT(all, Catch::Contains("error: firewalld defaults directory /nonexistent/stock does not exist"));

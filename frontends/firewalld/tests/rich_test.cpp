@@ -17,7 +17,7 @@ std::optional<RichRule> parse(const std::string& text, Diagnostics& diag) {
 std::string canonical(const std::string& text) {
   Diagnostics diag;
   auto rule = parse(text, diag);
-  INFO(test::messages(diag));
+  INFO(diag.text());
   REQUIRE(rule);
   return rule->text;
 }
@@ -48,7 +48,7 @@ TEST_CASE("rich: a limit's burst (2.2+) is kept, in text and XML") {
       "<rule>\n  <service name=\"ssh\"/>\n  <accept><limit value=\"3/m\" burst=\"20\"/></accept>\n"
       "</rule>\n",
       diag);
-  INFO(test::messages(diag));
+  INFO(diag.text());
   REQUIRE(rule);
   REQUIRE(rule->action.limit);
   CHECK(rule->action.limit->burst == 20);
@@ -85,7 +85,7 @@ TEST_CASE("rich: parsed values") {
       "rule family=ipv4 source address=192.168.1.7/255.255.255.0 port port=ssh-http protocol=tcp "
       "log level=debug limit value=2/h accept limit value=10/s",
       diag);
-  INFO(test::messages(diag));
+  INFO(diag.text());
   REQUIRE(rule);
   CHECK(rule->family == Family::ipv4);
   CHECK(ir::to_string(*rule->source->cidr) == "192.168.1.0/24");
@@ -221,7 +221,7 @@ TEST_CASE("rich: the XML form") {
       "  <service name=\"ssh\"/>\n  <log prefix=\"p\"><limit value=\"2/minute\"/></log>\n"
       "  <reject type=\"icmp-host-prohibited\"/>\n</rule>",
       diag);
-  INFO(test::messages(diag));
+  INFO(diag.text());
   REQUIRE(rule);
   // In the XML form only yes/true invert.
   CHECK(rule->text ==

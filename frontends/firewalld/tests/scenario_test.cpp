@@ -331,7 +331,7 @@ TEST_CASE("S41-S42 a direct DROP is final, a direct ACCEPT is not", "[scenario]"
     setup.config.direct.push_back(rule);
   }
   const ir::Ruleset rs = setup.build();
-  CHECK(setup.messages().empty());
+  CHECK(setup.diag.text().empty());
   CHECK(outcome(rs, to_host("10.77.0.2", 22)) == "drop");    // S41
   CHECK(outcome(rs, to_host("10.77.0.2", 8080)) == kAdmin);  // S42: firewalld's chains still reject
 }

@@ -34,12 +34,6 @@ Config read(const TempTree& etc, Diagnostics& diag, Compat compat) {
   return read_config(request, diag);
 }
 
-std::string messages(const Diagnostics& diag) {
-  std::string out;
-  for (const auto& d : diag.all()) out += diag.format(d) + "\n";
-  return out;
-}
-
 std::string first_error(const Diagnostics& diag) {
   for (const auto& d : diag.all())
     if (d.severity == Severity::error) return diag.format(d);

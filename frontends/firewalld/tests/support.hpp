@@ -32,7 +32,6 @@ std::string zone_xml(const std::string& body, const std::string& attributes = ""
 Config read(const TempTree& etc, Diagnostics& diag, Compat compat = Compat::v2);
 
 // All diagnostics, one per line, formatted as the CLI prints them.
-std::string messages(const Diagnostics& diag);
 
 // The first error formatted, or "" when there is none.
 std::string first_error(const Diagnostics& diag);
