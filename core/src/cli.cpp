@@ -29,6 +29,7 @@
 #include <thread>
 
 #include "cli_config.hpp"
+#include "cli_memory.hpp"
 #include "cli_service.hpp"
 #include "fwengine/canonical.hpp"
 #include "fwengine/loader.hpp"
@@ -847,6 +848,7 @@ class Session {
     // Before a datastore is read: what cannot be kept for rollback is refused first.
     if (o_.command == "apply" && o_.vm.count("confirm")) require_keepable(sources_);
     hash();  // one still being worked out reads the ruleset about to be replaced
+    use_huge_pages(source_bytes(sources_, kHugePagesFrom) >= kHugePagesFrom);
     Stopwatch watch;
     ruleset_ = fe.load(request, diag_);
     phase_ms_.read = watch.lap();
@@ -2050,6 +2052,7 @@ int run(int argc, char** argv) {
   // The session (and its plugin loader) outlives the handlers: an exception thrown by a plugin has its
   // destructor in the plugin's library, which must still be loaded when the handler ends.
   std::optional<Session> session;
+  use_huge_pages(false);  // until a large policy asks for them (compile)
   try {
     session.emplace(parse_options(argc, argv));
     const int code = session->run();

@@ -11,14 +11,13 @@ extern "C" __attribute__((visibility("default"))) const char* __lsan_default_opt
 #endif
 
 #if defined(FWE_JEMALLOC)
-// jemalloc reads its options from this symbol. A first touch of a fresh 4 KiB page costs ~10 us on the
-// virtual machines we measured on (an apply of 50,000 rules faulted 23,000 times, a third of its time):
-// transparent huge pages for jemalloc's arenas turn that into some 2,000 faults, at the cost of a peak
-// RSS rounded up to whole 2 MiB pages. One arena (the engine has two busy threads at most) and huge
-// pages for metadata only once it is large keep a small apply's RSS from growing by a page per arena.
-// See docs/benchmarks.md.
+// jemalloc reads its options from this symbol. Huge pages: the system's choice until a large policy
+// asks for them (cli_memory.cpp; jemalloc's own, thp:always, would hold a small command's first
+// allocations in them too, 6 MiB of them before main). One arena (the engine has two busy threads at
+// most) and huge pages for metadata only once it is large keep a small apply's RSS from growing by a
+// page per arena. See docs/benchmarks.md.
 extern "C" {
-__attribute__((visibility("default"))) const char* malloc_conf = "thp:always,metadata_thp:auto,narenas:1";
+__attribute__((visibility("default"))) const char* malloc_conf = "metadata_thp:auto,narenas:1";
 }
 
 #include <cstdlib>
