@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 
+#include <cstdlib>
 #include <filesystem>
 
 #if defined(FWE_JEMALLOC)
@@ -28,12 +29,20 @@ void* alloc_advised(extent_hooks_t*, void* new_addr, std::size_t size, std::size
   return extent;
 }
 
-// Every arena's extents from now on, the one for oversized allocations included (made here, untouched,
-// if it is not there yet).
+// jemalloc grows its heap by mappings of 2, 2.5, 3, 3.5, 4, 5, 6 ... MiB. The kernel puts a mapping on
+// the 2 MiB grid only when its length is a whole number of 2 MiB, so the others start off it, and the
+// huge page at each seam is faulted in 4 KiB pieces: 2,000 of the 2,300 faults of a 10,000-rule apply.
+// One block of 7 MiB, taken and given back, moves that growth to the 8 MiB size class and up, all whole
+// huge pages (10,000 rules: 330 faults, 122 -> 101 ms). The block is never touched, so it costs no
+// memory; jemalloc reuses it.
+void start_growth_on_huge_pages() {
+  void* volatile block = std::malloc(7u << 20);  // volatile: the pair must not be elided
+  std::free(block);
+}
+
+// Every arena's extents from now on (main.cpp's options leave one arena, and none for large blocks).
 void advise_new_extents() {
   if (default_hooks != nullptr) return;
-  void* volatile oversized = std::malloc(16u << 20);  // volatile: the pair must not be elided
-  std::free(oversized);
   unsigned arenas = 0;
   std::size_t length = sizeof arenas;
   if (mallctl("arenas.narenas", &arenas, &length, nullptr, 0) != 0) return;
@@ -51,6 +60,7 @@ void advise_new_extents() {
     extent_hooks_t* advising = &advising_hooks;
     mallctl(name.c_str(), nullptr, nullptr, &advising, sizeof advising);
   }
+  start_growth_on_huge_pages();
 }
 #endif
 
