@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include "fwengine/ir.hpp"
+#include "fwengine/set_index.hpp"
 
 using namespace fwe::ir;
 
@@ -119,4 +120,25 @@ TEST_CASE("a match without some parts keeps everything else") {
   expected.src_port.clear();
   expected.dst_port.clear();
   CHECK(without(m, {.oif = true, .ports = true}) == expected);  // ct_orig_dport is not among the ports
+}
+
+TEST_CASE("the set index finds every set by name, and only those") {
+  Ruleset rs;
+  // Names that share long prefixes, as a policy's inline sets do, in numbers that make probes collide.
+  for (int i = 0; i < 3000; ++i) {
+    const std::string name = "p" + std::to_string(i) + ".7.src";
+    rs.sets[name] = AddrSet{name, {*parse_cidr("10.0.0." + std::to_string(i % 256) + "/32")}, {}};
+  }
+  const SetIndex index(rs.sets);
+  REQUIRE(index.size() == rs.sets.size());
+  std::uint32_t place = 0;
+  for (const auto& [name, set] : rs.sets) {
+    CHECK(index.place(name) == place);
+    CHECK(index.find(name) == &set);
+    CHECK(&index.at(place) == &set);
+    ++place;
+  }
+  CHECK_FALSE(index.place("p3000.7.src"));
+  CHECK(index.find("p1.7.sr") == nullptr);
+  CHECK(SetIndex(std::map<std::string, AddrSet, std::less<>>{}).find("any") == nullptr);
 }
