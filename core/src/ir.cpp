@@ -227,9 +227,9 @@ bool contains(const PortSet& set, std::uint16_t port) {
 // The structured binding names every field of Match: a field added there stops the build here until it
 // is named (and so seen).
 Match without(const Match& m, MatchParts parts) {
-  const auto& [iif, oif, iif_negate, oif_negate, family, protocols, protocol_negate, src_addr, dst_addr,
-               src_port, dst_port, icmp, ct_states, ct_negate, src_mac, src_mac_negate, pkt_type, mark_value,
-               mark_mask, mark_negate, rate_limit, ct_status, ct_orig_dport, rpf, rpf_negate] = m;
+  const auto& [iif, oif, protocols, src_addr, dst_addr, src_port, dst_port, ct_states, src_mac, pkt_type,
+               rate_limit, ct_status, ct_orig_dport, mark_value, mark_mask, icmp, rpf, family, iif_negate,
+               oif_negate, protocol_negate, ct_negate, src_mac_negate, mark_negate, rpf_negate] = m;
   Match rest;
   if (!parts.iif) {
     rest.iif = iif;

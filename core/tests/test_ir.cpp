@@ -85,6 +85,31 @@ TEST_CASE("a boxed match reads like std::optional and copies deeply") {
   CHECK_FALSE(copy == m);
 }
 
+TEST_CASE("a rare string reads like a string, holds nothing when empty and copies deeply") {
+  Action a;
+  CHECK(a.target.empty());
+  CHECK(a.target == "");
+  CHECK(a.target.str().empty());
+  a.target = std::string("gnp/allow-ssh");
+  CHECK(a.target == "gnp/allow-ssh");
+  CHECK(a.target == std::string_view("gnp/allow-ssh"));
+  CHECK(a.target.size() == 13);
+  CHECK(a.target.substr(0, 3) == "gnp");
+  CHECK("jump " + a.target == "jump gnp/allow-ssh");
+  CHECK(a.target + "!" == "gnp/allow-ssh!");
+  const std::string& text = a.target;
+  CHECK(text == "gnp/allow-ssh");
+
+  Action copy = a;
+  CHECK(copy == a);
+  copy.target = "other";  // the copy has storage of its own
+  CHECK(a.target == "gnp/allow-ssh");
+  CHECK_FALSE(copy == a);
+  copy.target = "";  // an empty string is no string at all: equal to one never set
+  CHECK(copy.target.empty());
+  CHECK(copy == Action{});
+}
+
 TEST_CASE("a match without some parts keeps everything else") {
   Match m;
   m.iif = std::vector<IfacePattern>{{"eth0", false}};

@@ -230,6 +230,52 @@ class Boxed {
   std::unique_ptr<T> value_;
 };
 
+// A string most rules leave empty (a reject reply, a log prefix, a jump target), held out of line: 8
+// bytes in every Action instead of 32. It reads like a const std::string and is set by assignment.
+class RareString {
+ public:
+  RareString() = default;
+  RareString(std::string value)
+      : value_(value.empty() ? nullptr : std::make_unique<std::string>(std::move(value))) {}
+  RareString(std::string_view value) : RareString(std::string(value)) {}
+  RareString(const char* value) : RareString(std::string(value)) {}
+  RareString(const RareString& other)
+      : value_(other.value_ ? std::make_unique<std::string>(*other.value_) : nullptr) {}
+  RareString(RareString&&) noexcept = default;
+  RareString& operator=(const RareString& other) {
+    if (this != &other) value_ = other.value_ ? std::make_unique<std::string>(*other.value_) : nullptr;
+    return *this;
+  }
+  RareString& operator=(RareString&&) noexcept = default;
+  ~RareString() = default;
+
+  const std::string& str() const { return value_ ? *value_ : empty_string(); }
+  operator const std::string&() const { return str(); }
+  operator std::string_view() const { return str(); }
+  bool empty() const { return value_ == nullptr; }
+  std::size_t size() const { return str().size(); }
+  const char* c_str() const { return str().c_str(); }
+  std::string substr(std::size_t pos, std::size_t count = std::string::npos) const {
+    return str().substr(pos, count);
+  }
+  std::string::const_iterator begin() const { return str().begin(); }
+  std::string::const_iterator end() const { return str().end(); }
+
+  friend bool operator==(const RareString& a, const RareString& b) { return a.str() == b.str(); }
+  friend bool operator==(const RareString& a, const std::string& b) { return a.str() == b; }
+  friend bool operator==(const RareString& a, std::string_view b) { return a.str() == b; }
+  friend bool operator==(const RareString& a, const char* b) { return a.str() == b; }
+  friend std::string operator+(const RareString& a, std::string_view b) { return a.str() + std::string(b); }
+  friend std::string operator+(std::string_view a, const RareString& b) { return std::string(a) + b.str(); }
+
+ private:
+  static const std::string& empty_string() {
+    static const std::string empty;
+    return empty;
+  }
+  std::unique_ptr<std::string> value_;
+};
+
 struct RateLimit {
   std::uint32_t rate = 0;
   std::string unit = "second";  // second, minute, hour, day
@@ -240,31 +286,28 @@ struct RateLimit {
 // All present criteria must hold. Lists of address and port matches are ANDed (Calico's nets and
 // notNets are two entries); inside one entry the set is an OR.
 struct Match {
-  Boxed<std::vector<IfacePattern>> iif, oif;  // any of the patterns
-  bool iif_negate = false, oif_negate = false;
-  Family family = Family::any;
+  Boxed<std::vector<IfacePattern>> iif, oif;           // any of the patterns
   std::optional<std::vector<std::uint8_t>> protocols;  // L4 protocol numbers, any of them
-  bool protocol_negate = false;
   std::vector<AddrMatch> src_addr, dst_addr;
   std::vector<PortMatch> src_port, dst_port;  // only match TCP/UDP/SCTP/UDPLite packets
-  std::optional<IcmpMatch> icmp;
   Boxed<std::vector<CtState>> ct_states;
-  bool ct_negate = false;
   Boxed<std::vector<MacAddr>> src_mac;
-  bool src_mac_negate = false;
-  Boxed<std::string> pkt_type;  // unicast, broadcast, multicast
-  std::optional<std::uint32_t> mark_value;
-  std::uint32_t mark_mask = 0xffffffff;
-  bool mark_negate = false;
+  Boxed<std::string> pkt_type;             // unicast, broadcast, multicast
   Boxed<RateLimit> rate_limit;             // matches while under the rate
   Boxed<std::vector<CtStatus>> ct_status;  // any of them: the connection was NATed that way
   // The destination port of the connection's original direction, before any DNAT: only packets with
   // ports match, as for dst_port.
   std::vector<PortMatch> ct_orig_dport;
+  std::optional<std::uint32_t> mark_value;
+  std::uint32_t mark_mask = 0xffffffff;
+  std::optional<IcmpMatch> icmp;
   // The host routes the packet's source back out of the interface it came in on (strict) or out of any
   // interface (loose): the reverse-path check. Negated, it holds for spoofed sources.
   std::optional<RpfMode> rpf;
-  bool rpf_negate = false;
+  Family family = Family::any;
+  // The negations sit together at the end, where they take one byte each rather than a padded word.
+  bool iif_negate = false, oif_negate = false, protocol_negate = false, ct_negate = false,
+       src_mac_negate = false, mark_negate = false, rpf_negate = false;
   friend bool operator==(const Match&, const Match&) = default;
 };
 
@@ -277,17 +320,17 @@ struct MatchParts {
 Match without(const Match& m, MatchParts parts);
 
 struct Action {
-  ActionKind kind = ActionKind::accept;
-  std::string reject_with;       // reject: icmp-port-unreachable (default), tcp-reset, icmp-host-prohibited,
+  RareString reject_with;        // reject: icmp-port-unreachable (default), tcp-reset, icmp-host-prohibited,
                                  //   icmp-net-prohibited, icmp-admin-prohibited, icmp6-adm-prohibited, ...
-  std::string log_prefix;        // log
-  std::uint8_t log_level = 4;    // log: syslog level (4 = warning)
-  std::string target;            // jump: chain name; ct-helper: helper name
+  RareString log_prefix;         // log
+  RareString target;             // jump: chain name; ct-helper: helper name
   std::uint32_t mark_value = 0;  // set-mark
   std::uint32_t mark_mask = 0xffffffff;
   std::optional<IpAddr> nat_addr;     // dnat, snat
   std::optional<PortRange> nat_port;  // dnat, redirect, snat, masquerade
   std::uint16_t mss = 0;              // tcp-mss-clamp: the MSS TCP SYNs get at most; 0: the route's MTU's
+  ActionKind kind = ActionKind::accept;
+  std::uint8_t log_level = 4;  // log: syslog level (4 = warning)
   friend bool operator==(const Action&, const Action&) = default;
 };
 
