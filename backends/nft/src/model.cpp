@@ -226,6 +226,12 @@ void Rule::append_text(std::string& out) const {
   if (!comment.empty()) out.append(" comment \"").append(comment) += '"';
 }
 
+void Chain::append(Rule rule) {
+  rule.exprs.shrink_to_fit();
+  rule.words.shrink_to_fit();
+  rules.push_back(std::move(rule));
+}
+
 std::string Table::text() const {
   std::ostringstream out;
   out << "table inet " << kTableName << "\ndelete table inet " << kTableName << "\ntable inet " << kTableName

@@ -163,6 +163,9 @@ struct Chain {
   std::string name{};
   std::optional<Hook> hook{};  // base chains only; their policy is always accept
   std::vector<Rule> rules{};
+  // Adds a finished rule with its lists cut to their length: built by appending, they held up to twice
+  // what they need (a Calico policy of 10,000 rules: 27 MB of expressions where 17 are used).
+  void append(Rule rule);
 };
 
 // A conntrack helper object (`ct helper NAME { type "ftp" protocol tcp; l3proto inet; }`), which

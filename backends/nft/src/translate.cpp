@@ -804,7 +804,7 @@ class Translator {
         counter(r);
         append(r, tail.action);
         r.comment = stamp;
-        out.rules.push_back(std::move(r));
+        out.append(std::move(r));
       }
     }
     if (rule.action.kind == ir::ActionKind::jump && may_pass(rule.action.target)) {
@@ -813,7 +813,7 @@ class Translator {
       counter(r);
       add(r, "return", {verdict(NFT_RETURN)});
       r.comment = stamp;
-      out.rules.push_back(std::move(r));
+      out.append(std::move(r));
     }
   }
 
@@ -1126,7 +1126,7 @@ class Translator {
           append(r, tail.action);
           r.comment = comment;
           if (open) open->rules.push_back(out.rules.size());
-          out.rules.push_back(std::move(r));
+          out.append(std::move(r));
         }
       }
     }
@@ -1464,7 +1464,7 @@ class Translator {
       counter(r);
       append(r, tail.action);
       r.comment = stamper_.stamp(origin);
-      out.rules.push_back(std::move(r));
+      out.append(std::move(r));
     }
   }
 
@@ -1484,7 +1484,7 @@ class Translator {
         match_ct(r, {ir::CtState::untracked}, false);
         add(r, "return", {verdict(NFT_RETURN)});
         r.comment = "turns conntrack on for this nat chain";
-        base.rules.push_back(std::move(r));
+        base.append(std::move(r));
       }
       if (section.honour_allow) {
         Rule r;
@@ -1492,7 +1492,7 @@ class Translator {
         counter(r);
         add(r, "accept", {verdict(NF_ACCEPT)});
         r.comment = "section " + sanitize_comment(section.name) + " honours allow";
-        base.rules.push_back(std::move(r));
+        base.append(std::move(r));
       }
       std::vector<Chain> endpoint_chains;
       std::vector<NamedEndpoint> by_name;  // a run of endpoints one map may dispatch
@@ -1566,7 +1566,7 @@ class Translator {
     r.words.push_back(vmap_words(input ? "iifname" : "oifname", map));
     r.comment = std::to_string(map.elements.size()) + " interface names to their endpoints";
     r.anon_sets.push_back(std::move(map));
-    base.rules.push_back(std::move(r));
+    base.append(std::move(r));
     run.clear();
   }
 
@@ -1591,7 +1591,7 @@ class Translator {
       counter(r);
       add(r, "goto " + target, {verdict(NFT_GOTO, target)});
       r.comment = stamper_.stamp(ep.origin);
-      base.rules.push_back(std::move(r));
+      base.append(std::move(r));
     }
   }
 
@@ -1606,14 +1606,14 @@ class Translator {
       counter(established);
       add(established, "accept", {verdict(NF_ACCEPT)});
       established.comment = stamp;
-      chain.rules.push_back(std::move(established));
+      chain.append(std::move(established));
       if (ep.conntrack == ir::Conntrack::accept_established_drop_invalid) {
         Rule invalid;
         match_ct(invalid, {ir::CtState::invalid}, false);
         counter(invalid);
         add(invalid, "drop", {verdict(NF_DROP)});
         invalid.comment = stamp;
-        chain.rules.push_back(std::move(invalid));
+        chain.append(std::move(invalid));
       }
     }
     if (!ep.failsafe_chain.empty() && jump_rule(chain, ep.failsafe_chain, ep.origin) &&
@@ -1622,7 +1622,7 @@ class Translator {
       counter(r);
       set_mark(r, ~kPassMark, 0);
       r.comment = stamp;
-      chain.rules.push_back(std::move(r));
+      chain.append(std::move(r));
     }
     std::vector<Chain> groups;
     for (std::size_t g = 0; g < ep.groups.size(); ++g) {
@@ -1638,14 +1638,14 @@ class Translator {
         counter(r);
         add(r, "return", {verdict(NFT_RETURN)});
         r.comment = stamper_.stamp(group.origin);
-        group_chain.rules.push_back(std::move(r));
+        group_chain.append(std::move(r));
       }
       emit_verdict(group_chain, group.on_end, group.reject_with, group.origin);
       Rule call;
       counter(call);
       add(call, "jump " + group_chain.name, {verdict(NFT_JUMP, group_chain.name)});
       call.comment = stamper_.stamp(group.origin);
-      chain.rules.push_back(std::move(call));
+      chain.append(std::move(call));
       groups.push_back(std::move(group_chain));
     }
     emit_verdict(chain, ep.default_verdict, ep.reject_with, ep.origin);
@@ -1665,7 +1665,7 @@ class Translator {
     counter(r);
     add(r, "jump " + it->second, {verdict(NFT_JUMP, it->second)});
     r.comment = stamper_.stamp(origin);
-    chain.rules.push_back(std::move(r));
+    chain.append(std::move(r));
     return true;
   }
 
