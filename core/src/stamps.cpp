@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
+#include <limits>
 #include <optional>
 
 namespace fwe::stamps {
@@ -174,7 +175,10 @@ std::string Stamper::stamp(const ir::Origin& origin) {
   Parts p;
   if (!s) p = parts(origin);
   std::string out = s ? s->file_text : std::move(p.file);
-  out.reserve(style_.max_comment);
+  // Room for this stamp, not for the longest: backends keep one per rule (50,000 rules: 11 MB at 229).
+  const std::size_t label =
+      s ? s->label.size() + 1 + std::numeric_limits<std::uint32_t>::digits10 + 1 : p.label.size();
+  out.reserve(std::min(out.size() + kMaxPosition + 1 + label, style_.max_comment));
   auto append_number = [&out](std::uint32_t n) {
     char digits[10];
     out.append(digits, std::to_chars(digits, digits + sizeof digits, n).ptr);
