@@ -104,7 +104,7 @@ std::string element_key_text(const Set& set, const Element& element);
 
 // One kernel expression; which fields count depends on kind (mirrors libnftnl's expression types).
 struct Expr {
-  enum class Kind {
+  enum class Kind : std::uint8_t {
     meta_load,  // key -> reg 1
     meta_set,   // key <- reg 1
     ct_load,    // key -> reg 1
@@ -129,19 +129,20 @@ struct Expr {
     fib,           // route lookup with flags (code) -> result (key) in reg 1
     objref,        // a stateful object of the table by type (key) and name (text): ct helper set
   };
+  // The small fields first and the lists last, packed: a Calico policy of 10,000 rules holds 100,000.
   Kind kind = Kind::counter;
+  bool invert = false;
+  bool has_level = false;
+  std::int8_t ct_dir = -1;  // ct_load of a key of one direction's tuple: IP_CT_DIR_ORIGINAL or _REPLY
+  std::uint8_t reg_addr = 0, reg_proto_min = 0, reg_proto_max = 0;  // nat/redir/masq; 0 = absent
   std::uint32_t key = 0;  // meta/ct key, payload base, cmp/range op, reject type, nat type, verdict code
   std::uint32_t offset = 0, len = 0;
   std::uint32_t dreg = 1;  // immediate, meta_load, payload (a concatenated key fills several registers)
+  std::uint32_t set_id = 0;
+  std::uint32_t burst = 0, level = 0, code = 0, family = 0;
+  std::uint64_t rate = 0, unit = 0;
   Bytes data{}, data_to{};
   std::string text{};  // lookup set name, jump/goto chain, log prefix
-  std::uint32_t set_id = 0;
-  bool invert = false;
-  std::uint64_t rate = 0, unit = 0;
-  std::uint32_t burst = 0, level = 0, code = 0, family = 0;
-  bool has_level = false;
-  std::uint32_t reg_addr = 0, reg_proto_min = 0, reg_proto_max = 0;  // nat/redir/masq; 0 = absent
-  std::int32_t ct_dir = -1;  // ct_load of a key of one direction's tuple: IP_CT_DIR_ORIGINAL or _REPLY
 };
 
 struct Rule {

@@ -117,9 +117,9 @@ void lookup_anon(Rule& r, Set set, bool invert, const std::string& subject) {
   set.anonymous = true;
   r.words.push_back(subject + (invert ? " != { " : " { ") + join(element_texts(set)) + " }");
   r.exprs.push_back({.kind = Expr::Kind::lookup,
-                     .text = set.name,
+                     .invert = invert,
                      .set_id = static_cast<std::uint32_t>(r.anon_sets.size()),
-                     .invert = invert});
+                     .text = set.name});
   r.anon_sets.push_back(std::move(set));
 }
 
@@ -224,7 +224,7 @@ void match_ports(Rule& r, bool source, const ir::PortSet& ports, bool negate) {
 // The destination port of the connection's original tuple: the one the client chose, before any DNAT.
 void match_ct_orig_dport(Rule& r, const ir::PortSet& ports, bool negate) {
   match_port_values(r, "ct original proto-dst",
-                    {.kind = Expr::Kind::ct_load, .key = NFT_CT_PROTO_DST, .ct_dir = IP_CT_DIR_ORIGINAL},
+                    {.kind = Expr::Kind::ct_load, .ct_dir = IP_CT_DIR_ORIGINAL, .key = NFT_CT_PROTO_DST},
                     ports, negate);
 }
 
@@ -250,7 +250,7 @@ void match_addr(Rule& r, Family f, bool source, const std::string& set_name, boo
   } else {
     r.words.push_back(subject + (negate ? " != @" : " @") + set_name);
   }
-  r.exprs.push_back({.kind = Expr::Kind::lookup, .text = set_name, .invert = negate});
+  r.exprs.push_back({.kind = Expr::Kind::lookup, .invert = negate, .text = set_name});
 }
 
 // One prefix, as nft writes `ip saddr 10.0.0.0/8`: load, mask (unless a full address), compare.
@@ -1241,7 +1241,7 @@ class Translator {
     std::uint32_t burst = limit.burst ? limit.burst : 5;  // nft's default
     r.words.push_back("limit rate " + std::to_string(limit.rate) + "/" + limit.unit + " burst " +
                       std::to_string(burst) + " packets");
-    r.exprs.push_back({.kind = Expr::Kind::limit, .rate = limit.rate, .unit = it->second, .burst = burst});
+    r.exprs.push_back({.kind = Expr::Kind::limit, .burst = burst, .rate = limit.rate, .unit = it->second});
     return true;
   }
 
@@ -1304,10 +1304,10 @@ class Translator {
 
   void nat_port(Rule& r, const ir::PortRange& port, std::uint32_t first_reg, Expr& nat) {
     r.exprs.push_back(immediate(first_reg, be16(port.lo)));
-    nat.reg_proto_min = first_reg;
+    nat.reg_proto_min = static_cast<std::uint8_t>(first_reg);
     if (port.hi != port.lo) {
       r.exprs.push_back(immediate(first_reg + 1, be16(port.hi)));
-      nat.reg_proto_max = first_reg + 1;
+      nat.reg_proto_max = static_cast<std::uint8_t>(first_reg + 1);
     }
     nat.code = NF_NAT_RANGE_PROTO_SPECIFIED;  // nat flags
   }
@@ -1378,9 +1378,9 @@ class Translator {
         }
         bool v4 = a.nat_addr->family == Family::ipv4;
         Expr nat{.kind = Expr::Kind::nat,
+                 .reg_addr = 1,
                  .key = static_cast<std::uint32_t>(dnat ? NFT_NAT_DNAT : NFT_NAT_SNAT),
-                 .family = static_cast<std::uint32_t>(v4 ? NFPROTO_IPV4 : NFPROTO_IPV6),
-                 .reg_addr = 1};
+                 .family = static_cast<std::uint32_t>(v4 ? NFPROTO_IPV4 : NFPROTO_IPV6)};
         r.exprs.push_back(immediate(1, addr_bytes(*a.nat_addr)));
         std::string addr = ir::to_string(*a.nat_addr);
         std::string text = std::string(dnat ? "dnat" : "snat") + (v4 ? " ip to " : " ip6 to ");
