@@ -11,11 +11,13 @@
 #include <linux/netfilter/nf_tables.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstdio>
+#include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <set>
-#include <unordered_set>
 
 #include "fwengine/set_index.hpp"
 #include "merge.hpp"
@@ -1011,14 +1013,24 @@ class Translator {
     if (open && open->joined)
       for (const auto& joined : open->sets) {
         auto& elements = table_.sets[joined.set].elements;
-        // The keys met so far, as views of the elements' own bytes (nothing moves until all are marked):
-        // a hash of them finds the repeats in one pass, where sorting 50,000 keys took 8 times as long.
-        std::unordered_set<std::string_view> seen;
-        seen.reserve(elements.size());
+        // The first element of each key met so far, in a flat hash table of twice their number (nothing
+        // moves until all are marked): one pass, where sorting 50,000 keys took 8 times as long, and no
+        // node per key (an unordered_set of them was 1.6 MB at the peak of a 50,000-rule apply).
+        constexpr std::uint32_t kFree = std::numeric_limits<std::uint32_t>::max();
+        std::vector<std::uint32_t> firsts(std::bit_ceil(elements.size() * 2), kFree);
+        const std::size_t mask = firsts.size() - 1;
+        auto view = [&](std::size_t k) {
+          const Bytes& key = elements[k].key;
+          return std::string_view(reinterpret_cast<const char*>(key.data()), key.size());
+        };
         std::vector<bool> repeated(elements.size());
         for (std::size_t k = 0; k < elements.size(); ++k) {
-          const Bytes& key = elements[k].key;
-          repeated[k] = !seen.emplace(reinterpret_cast<const char*>(key.data()), key.size()).second;
+          std::size_t slot = std::hash<std::string_view>{}(view(k)) & mask;
+          while (firsts[slot] != kFree && view(firsts[slot]) != view(k)) slot = (slot + 1) & mask;
+          if (firsts[slot] == kFree)
+            firsts[slot] = static_cast<std::uint32_t>(k);
+          else
+            repeated[k] = true;
         }
         std::size_t kept = 0;
         for (std::size_t k = 0; k < elements.size(); ++k)
