@@ -341,7 +341,7 @@ void inject_failsafe(Ruleset& rs) {
   auto net_match = [&](const FailsafeEntry& e) -> std::vector<AddrMatch> {
     if (!e.net) return {};
     std::string name = "failsafe-net-" + std::to_string(anonymous++);
-    rs.sets[name] = AddrSet{name, {*e.net}, e.origin};
+    rs.sets[name] = AddrSet{{*e.net}, e.origin};
     return {AddrMatch{false, name}};
   };
   auto make_rule = [&](const FailsafeEntry& e, bool reverse, bool net_is_source) {

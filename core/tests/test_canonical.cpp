@@ -15,7 +15,7 @@ Ruleset sample(std::string file, std::uint32_t line) {
   Ruleset rs;
   rs.frontend = "test";
   rs.files = {"<command line>", std::move(file)};
-  rs.sets["lan"] = {"lan", {*parse_cidr("10.0.0.0/8")}, {}};
+  rs.sets["lan"] = {{*parse_cidr("10.0.0.0/8")}, {}};
   Rule r;
   r.match.src_addr.push_back({false, "lan"});
   r.action.kind = ActionKind::accept;
@@ -92,7 +92,7 @@ TEST_CASE("ct-status is in the canonical form only when a rule has it") {
 
 TEST_CASE("the canonical text is nlohmann's compact dump of the same document") {
   auto rs = sample("dir/\"quoted\"\t.yaml", 7);
-  rs.sets["v6"] = {"v6", {*parse_cidr("2001:db8::/32")}, {}};
+  rs.sets["v6"] = {{*parse_cidr("2001:db8::/32")}, {}};
   Rule full;
   Match& m = full.match;
   m.iif = std::vector<IfacePattern>{parse_iface("eth+"), parse_iface("lo")};

@@ -152,7 +152,7 @@ TEST_CASE("the set index finds every set by name, and only those") {
   // Names that share long prefixes, as a policy's inline sets do, in numbers that make probes collide.
   for (int i = 0; i < 3000; ++i) {
     const std::string name = "p" + std::to_string(i) + ".7.src";
-    rs.sets[name] = AddrSet{name, {*parse_cidr("10.0.0." + std::to_string(i % 256) + "/32")}, {}};
+    rs.sets[name] = AddrSet{{*parse_cidr("10.0.0." + std::to_string(i % 256) + "/32")}, {}};
   }
   const SetIndex index(rs.sets);
   REQUIRE(index.size() == rs.sets.size());

@@ -12,7 +12,7 @@ using namespace fwe::ir;
 namespace {
 std::vector<std::string> cidrs_after_normalise(std::vector<std::string> in) {
   Ruleset rs;
-  AddrSet set{"s", {}, {}};
+  AddrSet set{{}, {}};
   for (const auto& c : in) set.cidrs.push_back(*parse_cidr(c));
   rs.sets["s"] = set;
   passes::normalise(rs);
@@ -88,10 +88,10 @@ TEST_CASE("verify reports unknown references, loops and misplaced actions at the
 
 TEST_CASE("optimise merges identical sets and drops what nothing uses") {
   Ruleset rs;
-  rs.sets["a"] = {"a", {*parse_cidr("10.0.0.0/8")}, {}};
-  rs.sets["b"] = {"b", {*parse_cidr("10.0.0.0/8")}, {}};
-  rs.sets["unused"] = {"unused", {*parse_cidr("192.0.2.0/24")}, {}};
-  rs.sets["z"] = {"z", {*parse_cidr("10.0.0.0/8")}, {}};  // a third: it goes to the first too
+  rs.sets["a"] = {{*parse_cidr("10.0.0.0/8")}, {}};
+  rs.sets["b"] = {{*parse_cidr("10.0.0.0/8")}, {}};
+  rs.sets["unused"] = {{*parse_cidr("192.0.2.0/24")}, {}};
+  rs.sets["z"] = {{*parse_cidr("10.0.0.0/8")}, {}};  // a third: it goes to the first too
   Rule r;
   r.match.src_addr.push_back({false, "b"});
   r.match.dst_addr.push_back({false, "z"});

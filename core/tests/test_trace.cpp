@@ -171,7 +171,7 @@ TEST_CASE("a later section's verdict replaces an earlier accept - drop ends the 
 
 TEST_CASE("address, port and ICMP matches, negations and families") {
   Ruleset rs = host({group({"c"})});
-  rs.sets["lan"] = {"lan", {*parse_cidr("10.0.0.0/8")}, {}};
+  rs.sets["lan"] = {{*parse_cidr("10.0.0.0/8")}, {}};
   Rule not_lan = rule(ActionKind::drop);
   not_lan.match.src_addr.push_back({true, "lan"});
   Rule ping = rule(ActionKind::accept);

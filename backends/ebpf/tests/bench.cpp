@@ -110,7 +110,7 @@ std::vector<ir::Cidr> set_cidrs(std::size_t elements) {
 ir::Ruleset ruleset(std::size_t rules, std::size_t elements, bool sources = false) {
   ir::Ruleset rs;
   rs.files = {"<command line>", "bench"};
-  rs.sets["clients"] = ir::AddrSet{"clients", set_cidrs(elements), {}};
+  rs.sets["clients"] = ir::AddrSet{set_cidrs(elements), {}};
   ir::Chain chain{"bench", {}, {}};
   for (std::size_t i = 0; i + 1 < rules; ++i) {
     ir::Rule r;
@@ -121,7 +121,7 @@ ir::Ruleset ruleset(std::size_t rules, std::size_t elements, bool sources = fals
     r.action.kind = ir::ActionKind::drop;
     if (sources) {
       const std::string set = "r" + std::to_string(i);
-      rs.sets[set] = ir::AddrSet{set, {nth_cidr(static_cast<std::uint32_t>(i))}, {}};
+      rs.sets[set] = ir::AddrSet{{nth_cidr(static_cast<std::uint32_t>(i))}, {}};
       r.match.src_addr.push_back({false, set});
     }
     chain.rules.push_back(r);

@@ -47,7 +47,6 @@ Match tcp_dport(std::vector<PortRange> ports) {
 
 void add_set(Ruleset& rs, const std::string& name, std::vector<const char*> cidrs) {
   AddrSet set;
-  set.name = name;
   for (auto* c : cidrs) set.cidrs.push_back(*parse_cidr(c));
   rs.sets[name] = set;
 }

@@ -354,7 +354,7 @@ TEST_CASE("a set used early does not change the listing's lines of the rules aft
     for (auto& endpoint : section.endpoints)
       if (!first && !endpoint.groups.empty()) first = &endpoint.groups.front();
   REQUIRE(first);
-  rs.sets["aaa-early"] = {"aaa-early", {*ir::parse_cidr("198.51.100.0/24")}, {}};
+  rs.sets["aaa-early"] = {{*ir::parse_cidr("198.51.100.0/24")}, {}};
   ir::Rule early;
   early.match.src_addr.push_back({false, "aaa-early"});
   early.action.kind = ir::ActionKind::accept;

@@ -41,7 +41,7 @@ int main() {
     std::string linear = "*filter\n";
     for (int i = 0; i < n; ++i) {
       std::string set = "host-" + std::to_string(i);
-      rs.sets[set] = {set, {*ir::parse_cidr(host(i) + "/32")}, {}};
+      rs.sets[set] = {{*ir::parse_cidr(host(i) + "/32")}, {}};
       ir::Rule r = rules.back();
       r.match.src_addr = {{false, set}};
       rules.push_back(r);

@@ -54,12 +54,12 @@ Ruleset sample_ruleset() {
   Ruleset rs;
   rs.frontend = "test";
   rs.files = {"<command line>", "policy.yaml"};
-  rs.sets["small"] = {"small", {cidr("192.0.2.0/28"), cidr("2001:db8:10::/64")}, at(2)};
-  AddrSet big{"big", {}, at(3)};
+  rs.sets["small"] = {{cidr("192.0.2.0/28"), cidr("2001:db8:10::/64")}, at(2)};
+  AddrSet big{{}, at(3)};
   for (int i = 0; i < 20; ++i) big.cidrs.push_back(cidr("198.51.100." + std::to_string(i * 8) + "/30"));
   rs.sets["big"] = big;
-  rs.sets["v6only"] = {"v6only", {cidr("2001:db8:99::/48")}, at(4)};
-  rs.sets["lan"] = {"lan", {cidr("10.0.0.0/8")}, at(5)};
+  rs.sets["v6only"] = {{cidr("2001:db8:99::/48")}, at(4)};
+  rs.sets["lan"] = {{cidr("10.0.0.0/8")}, at(5)};
 
   Chain web{"web", {}, at(10)};
   web.rules.push_back(tcp_port(11, 22, ActionKind::accept));
@@ -205,7 +205,7 @@ Ruleset tiny_ruleset(const std::string& port_chain_name) {
   Ruleset rs;
   rs.frontend = "test";
   rs.files = {"<command line>", "tiny.yaml"};
-  AddrSet admins{"admins", {}, at(1)};
+  AddrSet admins{{}, at(1)};
   for (int i = 0; i < 8; ++i) admins.cidrs.push_back(cidr("203.0.113." + std::to_string(i * 2) + "/32"));
   rs.sets["admins"] = admins;
   Chain c{port_chain_name, {}, at(2)};
@@ -233,7 +233,7 @@ Ruleset runs_ruleset() {
   auto add = [&](std::uint16_t port, const std::string& address, bool source, std::uint8_t protocol = 6) {
     std::uint32_t line = 10 + static_cast<std::uint32_t>(c.rules.size());
     std::string set = "a" + std::to_string(line);
-    rs.sets[set] = AddrSet{set, {cidr(address)}, at(line)};
+    rs.sets[set] = AddrSet{{cidr(address)}, at(line)};
     Rule r = tcp_port(line, port, ActionKind::accept);
     r.match.protocols = std::vector<std::uint8_t>{protocol};
     (source ? r.match.src_addr : r.match.dst_addr).push_back({false, set});
@@ -267,8 +267,7 @@ Ruleset long_run_ruleset(std::size_t rules, std::uint16_t ports) {
   for (std::size_t i = 0; i < rules; ++i) {
     const auto line = static_cast<std::uint32_t>(10 + i);
     const std::string set = "h" + std::to_string(i);
-    rs.sets[set] = AddrSet{set,
-                           {cidr("10." + std::to_string(i >> 16) + "." + std::to_string((i >> 8) & 255) +
+    rs.sets[set] = AddrSet{{cidr("10." + std::to_string(i >> 16) + "." + std::to_string((i >> 8) & 255) +
                                  "." + std::to_string(i & 255) + "/32")},
                            at(line)};
     Rule r = tcp_port(line, static_cast<std::uint16_t>(5000 + i % ports), ActionKind::accept);
@@ -295,7 +294,7 @@ Ruleset fusion_ruleset() {
     Chain c{name, {}, at(line++)};
     for (int i = 0; i < 2; ++i, ++line) {
       std::string set = "s" + std::to_string(line);
-      rs.sets[set] = AddrSet{set, {cidr("10.0." + std::to_string(line) + ".0/24")}, at(line)};
+      rs.sets[set] = AddrSet{{cidr("10.0." + std::to_string(line) + ".0/24")}, at(line)};
       Rule r = tcp_port(line, static_cast<std::uint16_t>(1000 + line), ActionKind::accept);
       r.match.src_addr.push_back({false, set});
       c.rules.push_back(r);

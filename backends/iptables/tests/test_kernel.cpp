@@ -101,7 +101,7 @@ ChainCounters counters_by_chain() {
 // The runs ruleset with a rule from a new set of five networks appended to its chain list: a set added
 // and a chain changed.
 ir::Ruleset with_a_set_added(ir::Ruleset rs) {
-  rs.sets["five"] = ir::AddrSet{"five", {}, {}};
+  rs.sets["five"] = ir::AddrSet{{}, {}};
   for (int k = 1; k <= 5; ++k)
     rs.sets["five"].cidrs.push_back(*ir::parse_cidr("192.0.2." + std::to_string(k * 8) + "/29"));
   ir::Rule from_five = rs.chains.at("list").rules.front();

@@ -509,7 +509,7 @@ class Translator {
 
   Table run() {
     set_matches_.reserve(rs_.sets.size());  // family_sets() hands out references into it
-    for (const auto& [name, set] : rs_.sets) add_address_set(set);
+    for (const auto& [name, set] : rs_.sets) add_address_set(name, set);
     const std::set<std::string> in_postrouting = chains_of(ir::Stage::snat);
     std::set<std::string> before_conntrack = chains_of(ir::Stage::untracked_in);
     before_conntrack.merge(chains_of(ir::Stage::untracked_out));
@@ -636,7 +636,7 @@ class Translator {
   };
 
   // The next of the ruleset's sets, in its order (set_index_'s places).
-  void add_address_set(const ir::AddrSet& set) {
+  void add_address_set(const std::string& name, const ir::AddrSet& set) {
     FamilySets& names = set_matches_.emplace_back();
     names.source = &set;
     for (Family f : {Family::ipv4, Family::ipv6}) {
@@ -658,7 +658,7 @@ class Translator {
           one_length = cidr.prefix;
         }
       bool hashed = !mixed && *one_length > 0;
-      Set out{.name = names_.make("s-", set.name + (v4 ? "_v4" : "_v6")),
+      Set out{.name = names_.make("s-", name + (v4 ? "_v4" : "_v6")),
               .key_type = v4 ? KeyType::ipv4_addr : KeyType::ipv6_addr,
               .key_len = v4 ? 4u : 16u,
               .interval = !hashed};

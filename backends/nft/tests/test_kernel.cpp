@@ -650,7 +650,7 @@ TEST_CASE("an incremental apply reaches what a full apply loads, keeping unchang
   nft_test::require_root();
   ir::Ruleset before = two_sections(ir::ActionKind::allow), after = before;
   after.stage(ir::Stage::input).sections[1].endpoints[0].default_verdict = ir::Verdict::reject;
-  after.sets["new"] = ir::AddrSet{"new", {*ir::parse_cidr("10.9.0.0/16")}, nft_test::origin(1, "set")};
+  after.sets["new"] = ir::AddrSet{{*ir::parse_cidr("10.9.0.0/16")}, nft_test::origin(1, "set")};
   ir::Rule from_new = after.chains["port7"].rules[0];
   from_new.match.dst_port = {};
   from_new.match.src_addr.push_back({false, "new"});
@@ -658,11 +658,9 @@ TEST_CASE("an incremental apply reaches what a full apply loads, keeping unchang
   after.chains["other"] = ir::Chain{"other", {from_new}, nft_test::origin(9, "other")};
   after.stage(ir::Stage::input).sections[0].endpoints[0].groups[0].chains.push_back("other");
   before.sets["shrinks"] = ir::AddrSet{
-      "shrinks",
       {*ir::parse_cidr("10.0.0.0/8"), *ir::parse_cidr("192.168.1.0/24"), *ir::parse_cidr("2001:db8::/32")},
       nft_test::origin(1, "set")};
-  after.sets["shrinks"] = ir::AddrSet{"shrinks",
-                                      {*ir::parse_cidr("10.0.0.0/9"), *ir::parse_cidr("172.16.0.0/12"),
+  after.sets["shrinks"] = ir::AddrSet{{*ir::parse_cidr("10.0.0.0/9"), *ir::parse_cidr("172.16.0.0/12"),
                                        *ir::parse_cidr("192.168.2.0/24"), *ir::parse_cidr("224.0.0.0/3")},
                                       nft_test::origin(1, "set")};
   for (auto* rs : {&before, &after}) {  // a rule that keeps the set in use while its elements change
@@ -709,8 +707,8 @@ namespace {
 // two_sections with port 7's rule followed by rules for ports 8..10 and 2001:db8::1: one merged run.
 ir::Ruleset merged_ports() {
   ir::Ruleset rs = two_sections(ir::ActionKind::allow);
-  rs.sets["lo4"] = ir::AddrSet{"lo4", {*ir::parse_cidr("127.0.0.0/8")}, nft_test::origin(2, "set")};
-  rs.sets["v6"] = ir::AddrSet{"v6", {*ir::parse_cidr("2001:db8::/64")}, nft_test::origin(2, "set")};
+  rs.sets["lo4"] = ir::AddrSet{{*ir::parse_cidr("127.0.0.0/8")}, nft_test::origin(2, "set")};
+  rs.sets["v6"] = ir::AddrSet{{*ir::parse_cidr("2001:db8::/64")}, nft_test::origin(2, "set")};
   auto& rules = rs.chains["port7"].rules;
   rules[0].match.src_addr.push_back({false, "lo4"});
   for (std::uint16_t port = 8; port <= 11; ++port) {

@@ -286,8 +286,8 @@ TEST_CASE("a one-prefix address set is an inline compare, not a named set") {
   rule.match.dst_addr.push_back({true, "host"});
   rule.action.kind = ir::ActionKind::accept;
   ir::Ruleset rs = one_rule(rule);
-  rs.sets["net"] = {"net", {*ir::parse_cidr("10.0.0.0/8")}, {}};
-  rs.sets["host"] = {"host", {*ir::parse_cidr("192.0.2.7")}, {}};
+  rs.sets["net"] = {{*ir::parse_cidr("10.0.0.0/8")}, {}};
+  rs.sets["host"] = {{*ir::parse_cidr("192.0.2.7")}, {}};
   nft::Table table = render(rs);
   CHECK(table.sets.empty());
   const auto& out = chain(table, "c-c").rules.at(0);
@@ -514,8 +514,8 @@ struct RunBuilder {
                 ir::ActionKind kind = ir::ActionKind::accept, std::uint8_t protocol = 6) {
     auto& rules = rs.chains["c"].rules;
     std::string set = "src" + std::to_string(rules.size());
-    rs.sets[set].name = set;
-    for (const auto& cidr : src) rs.sets[set].cidrs.push_back(*ir::parse_cidr(cidr));
+    auto& addresses = rs.sets[set];  // made even when src is empty
+    for (const auto& cidr : src) addresses.cidrs.push_back(*ir::parse_cidr(cidr));
     ir::Rule rule;
     rule.match.protocols = std::vector<std::uint8_t>{protocol};
     rule.match.src_addr.push_back({false, set});
@@ -800,12 +800,10 @@ TEST_CASE("an address set of prefixes of one length is a hash set looked up mask
   rule.match.dst_addr.push_back({true, "hosts"});
   rule.action.kind = ir::ActionKind::accept;
   ir::Ruleset rs = one_rule(rule);
-  rs.sets["nets"] = {"nets",
-                     {*ir::parse_cidr("10.1.0.0/16"), *ir::parse_cidr("10.2.0.0/16"),
+  rs.sets["nets"] = {{*ir::parse_cidr("10.1.0.0/16"), *ir::parse_cidr("10.2.0.0/16"),
                       *ir::parse_cidr("2001:db8:1::/48"), *ir::parse_cidr("2001:db8:2::/48")},
                      {}};
-  rs.sets["hosts"] = {"hosts",
-                      {*ir::parse_cidr("192.0.2.7"), *ir::parse_cidr("192.0.2.9"),
+  rs.sets["hosts"] = {{*ir::parse_cidr("192.0.2.7"), *ir::parse_cidr("192.0.2.9"),
                        *ir::parse_cidr("2001:db8::7"), *ir::parse_cidr("2001:db8::/64")},
                       {}};
   nft::Table table = render(rs);
@@ -945,7 +943,7 @@ TEST_CASE("four or more endpoints in a row told apart by one interface name disp
   auto& output = rs.stage(ir::Stage::output).sections.emplace_back(ir::Section{"s", false, {}}).endpoints;
   for (const char* name : {"o1", "o2", "o3", "o4"})
     output.push_back(named_endpoint(name, std::nullopt, ir::IfacePattern{name, false}));
-  rs.sets["admins"] = ir::AddrSet{"admins", {*ir::parse_cidr("10.0.0.0/8")}, origin(1, "set")};
+  rs.sets["admins"] = ir::AddrSet{{*ir::parse_cidr("10.0.0.0/8")}, origin(1, "set")};
   output[2].match.src_set =
       "admins";  // an address match too: dispatched by its own rule, between two short runs
   nft::Table table = render(rs);

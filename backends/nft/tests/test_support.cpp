@@ -23,7 +23,7 @@ Ruleset small_ruleset() {
   rs.frontend = "test";
   rs.files = {"<command line>", "policy.yaml"};
   rs.sets["admins"] =
-      AddrSet{"admins", {*parse_cidr("10.0.0.0/8"), *parse_cidr("192.168.1.0/24")}, origin(2, "set admins")};
+      AddrSet{{*parse_cidr("10.0.0.0/8"), *parse_cidr("192.168.1.0/24")}, origin(2, "set admins")};
 
   Rule ssh;
   ssh.match.protocols = std::vector<std::uint8_t>{6};
@@ -76,19 +76,15 @@ Endpoint endpoint(std::string name, std::vector<std::string> chains, Verdict on_
 
 Ruleset kitchen_sink_ruleset() {
   Ruleset rs = small_ruleset();
-  rs.sets["mixed"] = AddrSet{"mixed",
-                             {*parse_cidr("10.0.0.0/8"), *parse_cidr("172.16.0.0/12"),
+  rs.sets["mixed"] = AddrSet{{*parse_cidr("10.0.0.0/8"), *parse_cidr("172.16.0.0/12"),
                               *parse_cidr("2001:db8::/32"), *parse_cidr("fd00::/8")},
                              origin(30, "set")};
-  rs.sets["v4only"] =
-      AddrSet{"v4only", {*parse_cidr("192.168.0.0/16"), *parse_cidr("224.0.0.0/3")}, origin(31, "set")};
+  rs.sets["v4only"] = AddrSet{{*parse_cidr("192.168.0.0/16"), *parse_cidr("224.0.0.0/3")}, origin(31, "set")};
   // Prefixes of one length: hash sets looked up masked (whole addresses: unmasked).
-  rs.sets["one-length"] = AddrSet{"one-length",
-                                  {*parse_cidr("10.1.0.0/16"), *parse_cidr("10.2.0.0/16"),
+  rs.sets["one-length"] = AddrSet{{*parse_cidr("10.1.0.0/16"), *parse_cidr("10.2.0.0/16"),
                                    *parse_cidr("2001:db8:1::/48"), *parse_cidr("2001:db8:2::/48")},
                                   origin(32, "set")};
-  rs.sets["hosts"] =
-      AddrSet{"hosts", {*parse_cidr("192.0.2.7"), *parse_cidr("192.0.2.9")}, origin(33, "set")};
+  rs.sets["hosts"] = AddrSet{{*parse_cidr("192.0.2.7"), *parse_cidr("192.0.2.9")}, origin(33, "set")};
   auto mac1 = *parse_mac("02:00:00:00:00:01"), mac2 = *parse_mac("02:00:00:00:00:02");
   std::vector<Rule> rules = {
       rule(40, ActionKind::accept,

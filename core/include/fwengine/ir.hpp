@@ -121,7 +121,6 @@ bool contains(const Cidr&, const IpAddr&);
 // A named set of CIDRs, IPv4 and IPv6 together. After core's normalise pass the list is sorted
 // (IPv4 first), without overlaps or mergeable neighbours - what the kernel's interval sets require.
 struct AddrSet {
-  std::string name;
   std::vector<Cidr> cidrs;
   Origin origin;
   bool has(Family f) const;

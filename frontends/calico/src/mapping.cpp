@@ -187,7 +187,6 @@ class Mapper {
   void restrict_to_ipv4() {
     const std::string name = "calico:ipv4";
     ir::AddrSet set;
-    set.name = name;
     set.cidrs.push_back(*ir::parse_cidr("0.0.0.0/0"));
     set.origin = {settings_.ipv6_support_loc, "FelixConfiguration ipv6Support: false", -1};
     bool used = false;
@@ -765,7 +764,6 @@ class Mapper {
       return !namespaces || prefixed_match(*namespaces, labels, "pcns.", kNamespaceLabel);
     };
     ir::AddrSet set;
-    set.name = name;
     set.origin = origin;
     for (const HostEndpoint& hep : model_.host_endpoints) {
       if (!selected(labels_of(hep))) continue;
@@ -780,7 +778,6 @@ class Mapper {
 
   std::string net_set(const std::string& name, const std::vector<ir::Cidr>& nets, const ir::Origin& origin) {
     ir::AddrSet set;
-    set.name = name;
     set.cidrs = nets;
     set.origin = origin;
     ruleset_.sets.emplace(name, std::move(set));

@@ -427,17 +427,21 @@ std::optional<std::vector<CalicoRule>> Writer::convert(const ir::Rule& rule, Con
   std::array<const std::vector<ir::AddrMatch>*, 2> addrs = {&m.src_addr, &m.dst_addr};
   std::array<Side*, 2> sides = {&base.source, &base.destination};
   std::array<const ir::AddrSet*, 2> positive = {nullptr, nullptr};
+  std::array<std::string_view, 2> positive_name;
   std::array<std::vector<ir::Cidr>, 2> negated;
   for (std::size_t i = 0; i < 2; ++i) {
     for (const auto& match : *addrs[i]) {
       const ir::AddrSet* set = ruleset_.find_set(match.set);
       if (!set) continue;
       if (!match.negate && positive[i]) {
-        missing(true,
-                "several address sets ANDed on one side ('" + positive[i]->name + "', '" + set->name + "')");
+        missing(true, "several address sets ANDed on one side ('" + std::string(positive_name[i]) + "', '" +
+                          match.set + "')");
         continue;
       }
-      if (!match.negate) positive[i] = set;
+      if (!match.negate) {
+        positive[i] = set;
+        positive_name[i] = match.set;
+      }
       if (match.negate) negated[i].insert(negated[i].end(), set->cidrs.begin(), set->cidrs.end());
     }
     const auto& ports = i == 0 ? m.src_port : m.dst_port;

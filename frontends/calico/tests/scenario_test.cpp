@@ -148,7 +148,7 @@ namespace {
 void add_native_dnat(ir::Ruleset& rs, const std::string& node, std::uint16_t nodeport, const std::string& pod,
                      std::uint16_t pod_port) {
   const std::string set = "test-nodeport-" + node;
-  rs.sets[set] = ir::AddrSet{set, {*ir::parse_cidr(node + "/32")}, {}};
+  rs.sets[set] = ir::AddrSet{{*ir::parse_cidr(node + "/32")}, {}};
   ir::Rule dnat;
   dnat.match.protocols = std::vector<std::uint8_t>{kTcp};
   dnat.match.dst_addr.push_back({false, set});

@@ -40,9 +40,9 @@ ir::Ruleset tricky_ruleset() {
   ir::Ruleset rs;
   rs.frontend = "test";
   rs.files = {"<command line>", "policy.yaml"};
-  rs.sets["both"] = {"both", {*ir::parse_cidr("10.0.0.0/8"), *ir::parse_cidr("2001:db8::/32")}, {}};
-  rs.sets["v4-only"] = {"v4-only", {*ir::parse_cidr("192.168.0.0/16")}, {}};
-  rs.sets["other"] = {"other", {*ir::parse_cidr("172.16.0.0/12")}, {}};
+  rs.sets["both"] = {{*ir::parse_cidr("10.0.0.0/8"), *ir::parse_cidr("2001:db8::/32")}, {}};
+  rs.sets["v4-only"] = {{*ir::parse_cidr("192.168.0.0/16")}, {}};
+  rs.sets["other"] = {{*ir::parse_cidr("172.16.0.0/12")}, {}};
   ir::Chain main{"main", {}, {{1, 2, 1}, "chain main", -1}};
   auto add = [&](ir::Rule r) { main.rules.push_back(std::move(r)); };
   ir::Rule r = rule(ir::ActionKind::accept, 3);  // iif lo: decided per HostEndpoint

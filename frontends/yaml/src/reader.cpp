@@ -284,7 +284,7 @@ class PolicyReader::Impl {
   std::optional<ir::Cidr> read_cidr(const Node& node, std::string_view text, std::string_view field);
   std::optional<ir::PortRange> read_port_range(const Node& node, std::string_view text,
                                                std::string_view field);
-  void add_set(ir::AddrSet set);
+  void add_set(std::string name, ir::AddrSet set);
 
   void read_failsafe(const Node& node);
   void read_failsafe_entry(const Node& node, std::string_view direction, std::size_t index,
@@ -568,21 +568,20 @@ std::optional<ir::PortRange> PolicyReader::Impl::read_port_range(const Node& nod
   return ir::PortRange{static_cast<std::uint16_t>(*lo), static_cast<std::uint16_t>(*hi)};
 }
 
-void PolicyReader::Impl::add_set(ir::AddrSet set) {
+void PolicyReader::Impl::add_set(std::string name, ir::AddrSet set) {
   // Sets and chains share one name space: a rule's `jump` and a match's set reference read alike.
-  if (auto chain = ruleset_.chains.find(set.name); chain != ruleset_.chains.end())
-    diag_.error(set.origin.loc, "set " + quote(set.name) + " has the name of a chain",
+  if (auto chain = ruleset_.chains.find(name); chain != ruleset_.chains.end())
+    diag_.error(set.origin.loc, "set " + quote(name) + " has the name of a chain",
                 "the chain is at " + diag_.where(chain->second.origin.loc) + "; rename one of them");
   // Taken only when the name is new (then the set is moved in); a rule's sets mostly go just after the
   // previous rule's, so the place after the last insertion is tried first.
   const std::size_t before = ruleset_.sets.size();
-  std::string name = set.name;
   auto placed = ruleset_.sets.try_emplace(next_set_place_, std::move(name), std::move(set));
   if (ruleset_.sets.size() == before) {
     // Addresses written in a rule or an endpoint make a set named after where they are.
     const bool inline_one =
         !set.origin.policy.starts_with("set ") || !placed->second.origin.policy.starts_with("set ");
-    diag_.error(set.origin.loc, "set " + quote(set.name) + " is defined twice",
+    diag_.error(set.origin.loc, "set " + quote(placed->first) + " is defined twice",
                 "the first is at " + diag_.where(placed->second.origin.loc) + "; rename one of them" +
                     (inline_one ? " (addresses written in place are the set CHAIN.RULE.FIELD of a rule, "
                                   "STAGE.SECTION.ENDPOINT.FIELD of an endpoint: a chain or set may not take "
@@ -681,7 +680,6 @@ void PolicyReader::Impl::read_sets(const Node& node) {
       continue;
     }
     ir::AddrSet set;
-    set.name = key.text();
     set.origin = {key.loc(), "set " + key.text(), -1};
     if (value.is_sequence()) {
       for (const auto& item : value.items()) {
@@ -696,7 +694,7 @@ void PolicyReader::Impl::read_sets(const Node& node) {
     } else if (!value.is_null()) {
       type_error(value, field, "a list of addresses");
     }
-    add_set(std::move(set));
+    add_set(key.text(), std::move(set));
   }
 }
 
@@ -918,8 +916,8 @@ void PolicyReader::Impl::read_one_address(const Node& node, std::string_view fie
     out.push_back(match);
     return;
   }
+  std::string name = inline_set_name(owner, field, position);
   ir::AddrSet set;
-  set.name = inline_set_name(owner, field, position);
   set.origin = {value.loc(), owner, -1};
   if (value.is_scalar()) {
     if (auto cidr = read_cidr(value, peeled->text, field)) set.cidrs.push_back(*cidr);
@@ -934,8 +932,8 @@ void PolicyReader::Impl::read_one_address(const Node& node, std::string_view fie
           std::string(field) + ": no address here is " + std::string(family_word(family)) +
               ", so the rule with family: " + std::string(ir::to_string(family)) + " can never match",
           "fix the addresses or the family");
-  match.set = set.name;
-  add_set(std::move(set));
+  match.set = name;
+  add_set(std::move(name), std::move(set));
   out.push_back(match);
 }
 

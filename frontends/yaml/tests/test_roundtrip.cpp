@@ -64,7 +64,7 @@ TEST_CASE("a ruleset from elsewhere is written with shapes that read back the sa
   Ruleset ruleset;
   ruleset.frontend = "test";
   // A set used twice stays a named set; a strangely named one is written quoted.
-  ruleset.sets["zone public sources"] = {"zone public sources", {*parse_cidr("10.0.0.0/8")}, {}};
+  ruleset.sets["zone public sources"] = {{*parse_cidr("10.0.0.0/8")}, {}};
   Rule rule;
   rule.match.src_addr = {{false, "zone public sources"}};
   rule.match.protocols = std::vector<std::uint8_t>{6, 17};
@@ -137,7 +137,7 @@ TEST_CASE("what the format cannot say is refused with the rule's place", "[round
   using namespace fwe::ir;
   Ruleset ruleset;
   ruleset.files = {"<command line>", "zones.xml"};
-  ruleset.sets["10.0.0.0"] = {"10.0.0.0", {}, {}};
+  ruleset.sets["10.0.0.0"] = {{}, {}};
   Rule rule;
   rule.action.kind = ActionKind::reject;
   rule.action.reject_with = "icmp-bogus";
