@@ -994,8 +994,7 @@ class Translator {
           made = false;
         }
       }
-      if (end - i < kMinRun ||
-          !emit_run(out, id + "-" + std::to_string(runs), *head, run, rules.size() - i, open)) {
+      if (end - i < kMinRun || !emit_run(out, id + "-" + std::to_string(runs), *head, run, open)) {
         close_run(open);
         for (std::size_t k = i; k < end; ++k) emit_rule(out, *rules[k]);
       } else {
@@ -1046,9 +1045,8 @@ class Translator {
   // One rule per family (when addresses are matched) and reject form, looking up the run's set(s).
   // False when the rules of the run do not differ at all (then they are emitted one by one). A run keyed
   // by address whose every family has one exact-key set joins the open run when that has the same form.
-  // rules_left: the rules from the run's first to the end of the chain.
   bool emit_run(Chain& out, const std::string& id, const Candidate& first, const merge::Run& run,
-                std::size_t rules_left, std::optional<OpenRun>& open) {
+                std::optional<OpenRun>& open) {
     using merge::Field;
     const auto& members = run.members();
     std::vector<Field> keyed = merge::keyed_fields(members);
@@ -1120,9 +1118,6 @@ class Translator {
           if (open) open->sets.push_back({f, table_.sets.size(), run_set.masks});
           lookups.push_back({run_set.set.name, std::move(run_set.masks)});
           table_.sets.push_back(std::move(run_set.set));
-          // Runs after it may join: room for an element per rule left in the chain keeps the set from
-          // growing by doubling, which held each size twice while it moved (50,000 rules: 4 MB).
-          if (open) table_.sets.back().elements.reserve(rules_left);
         }
         if (!keyed_address) shared = lookups;
       }
