@@ -1012,7 +1012,7 @@ class Translator {
     if (open && open->joined)
       for (const auto& joined : open->sets) {
         auto& elements = table_.sets[joined.set].elements;
-        // The first element of each key met so far, in a flat hash table of twice their number (nothing
+        // The first element of each key met so far, in a flat hash table of 2-4 times their number (nothing
         // moves until all are marked): one pass, where sorting 50,000 keys took 8 times as long, and no
         // node per key (an unordered_set of them was 1.6 MB at the peak of a 50,000-rule apply).
         constexpr std::uint32_t kFree = std::numeric_limits<std::uint32_t>::max();
