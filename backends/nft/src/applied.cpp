@@ -1,6 +1,7 @@
-// applied.cpp - see applied.hpp. The record is binary, in the host's byte order (it never leaves the
-// host's /run): a header with the stamp chain's name, then per set its name, content digest, element
-// count and elements (flags, key, end key and the element's digest, which covers its comment too).
+// applied.cpp - see applied.hpp. The records are binary, in the host's byte order (they never leave the
+// host's /run). Sets: a header with the stamp chain's name, then per set its name, content digest,
+// element count and elements (flags, key, end key and the element's digest, which covers its comment
+// too). Content: the generation, the content chain's name, then per chain its name and rules' digest.
 #include "applied.hpp"
 
 #include <cstring>
@@ -12,6 +13,8 @@ namespace {
 
 constexpr std::string_view kMagic = "fwengine nft sets 1\n";
 constexpr const char* kFileName = "/sets";
+constexpr std::string_view kContentMagic = "fwengine nft content 1\n";
+constexpr const char* kContentFileName = "/content";
 constexpr std::size_t kMinElementBytes = 11;  // flags, two key lengths and the digest
 
 template <class T>
@@ -65,6 +68,27 @@ class Reader {
   std::size_t at_, end_;
 };
 
+// Writes bytes to dir/name aside, then renames it over the old file: a reader sees one or the other.
+void replace_file(const std::string& dir, const char* name, const std::string& bytes) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  const std::string path = dir + name, aside = path + ".tmp";
+  {
+    std::ofstream file(aside, std::ios::binary | std::ios::trunc);
+    if (!file.write(bytes.data(), static_cast<std::streamsize>(bytes.size())) || !file.flush()) return;
+  }
+  std::filesystem::rename(aside, path, ec);
+}
+
+std::optional<std::string> read_file(const std::string& path) {
+  std::ifstream file(path, std::ios::binary | std::ios::ate);
+  if (!file) return std::nullopt;
+  std::string bytes(static_cast<std::size_t>(file.tellg()), '\0');
+  file.seekg(0);
+  if (!file.read(bytes.data(), static_cast<std::streamsize>(bytes.size()))) return std::nullopt;
+  return bytes;
+}
+
 }  // namespace
 
 void AppliedSets::save(const std::string& dir, const Table& table, const std::string& marker) {
@@ -85,23 +109,14 @@ void AppliedSets::save(const std::string& dir, const Table& table, const std::st
     put(out, static_cast<std::uint64_t>(elements.size()));
     out += elements;
   }
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  const std::string path = dir + kFileName, aside = path + ".tmp";
-  {
-    std::ofstream file(aside, std::ios::binary | std::ios::trunc);
-    if (!file.write(out.data(), static_cast<std::streamsize>(out.size())) || !file.flush()) return;
-  }
-  std::filesystem::rename(aside, path, ec);
+  replace_file(dir, kFileName, out);
 }
 
 std::optional<AppliedSets> AppliedSets::load(const std::string& dir) {
-  std::ifstream file(dir + kFileName, std::ios::binary | std::ios::ate);
-  if (!file) return std::nullopt;
+  auto bytes = read_file(dir + kFileName);
+  if (!bytes) return std::nullopt;
   AppliedSets out;
-  out.bytes_.resize(static_cast<std::size_t>(file.tellg()));
-  file.seekg(0);
-  if (!file.read(out.bytes_.data(), static_cast<std::streamsize>(out.bytes_.size()))) return std::nullopt;
+  out.bytes_ = std::move(*bytes);
   if (out.bytes_.compare(0, kMagic.size(), kMagic) != 0) return std::nullopt;
   Reader in(out.bytes_, kMagic.size(), out.bytes_.size());
   std::uint32_t sets = 0;
@@ -176,6 +191,34 @@ std::optional<SetDelta> AppliedSets::delta(const Set& set) const {
     if (!at.get(flags) || !at.get_key(element.key) || !at.get_key(element.key_end)) return std::nullopt;
     element.interval_end = flags != 0;
     out.removed.push_back(std::move(element));
+  }
+  return out;
+}
+
+void ContentRecord::save(const std::string& dir) const {
+  std::string out(kContentMagic);
+  put(out, generation);
+  put_bytes(out, chain);
+  put(out, static_cast<std::uint32_t>(rules.size()));
+  for (const auto& [name, digest] : rules) {
+    put_bytes(out, name);
+    put(out, digest);
+  }
+  replace_file(dir, kContentFileName, out);
+}
+
+std::optional<ContentRecord> ContentRecord::load(const std::string& dir) {
+  auto bytes = read_file(dir + kContentFileName);
+  if (!bytes || bytes->compare(0, kContentMagic.size(), kContentMagic) != 0) return std::nullopt;
+  Reader in(*bytes, kContentMagic.size(), bytes->size());
+  ContentRecord out;
+  std::uint32_t chains = 0;
+  if (!in.get(out.generation) || !in.get_bytes(out.chain) || !in.get(chains)) return std::nullopt;
+  for (std::uint32_t i = 0; i < chains; ++i) {
+    std::string name;
+    std::uint64_t digest = 0;
+    if (!in.get_bytes(name) || !in.get(digest)) return std::nullopt;
+    out.rules.emplace_hint(out.rules.end(), std::move(name), digest);
   }
   return out;
 }

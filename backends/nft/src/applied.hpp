@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -48,6 +49,22 @@ class AppliedSets {
   std::string marker_;
   std::string bytes_;
   std::map<std::string, Entry> sets_;
+};
+
+// What the kernel held when the last apply recorded its content (see record_content): the ruleset
+// generation right after, the chain that records it, and each chain's share of Listing::content (its
+// rules; a hook's share is listed with the chain names). The kernel counts every commit in its
+// generation, so while it is still the recorded one nothing has changed since, and the next apply can
+// trust the chain names without listing every rule; the record after it then lists only the chains
+// whose rules that apply changed.
+struct ContentRecord {
+  std::uint32_t generation = 0;
+  std::string chain;                                        // "<marker>-<content>"
+  std::map<std::string, std::uint64_t, std::less<>> rules;  // chain name -> digest of its rules
+
+  // The record in dir, if there is a readable one. Like AppliedSets, best effort and replaced whole.
+  static std::optional<ContentRecord> load(const std::string& dir);
+  void save(const std::string& dir) const;
 };
 
 }  // namespace fwe::nft

@@ -95,14 +95,19 @@ ApplyReport NftBackend::apply(const Plan& plan, const ApplyOptions& options) {
   std::string marker = std::string(kMarkerPrefix) + hash + "-" +
                        std::to_string(rules.size() + elements.size()) + "-" + rules_digest(rules, elements);
   std::optional<AppliedSets> previous;
-  if (!options.full && !options.state_dir.empty()) previous = AppliedSets::load(options.state_dir);
+  std::optional<ContentRecord> content;
+  if (!options.full && !options.state_dir.empty()) {
+    previous = AppliedSets::load(options.state_dir);
+    content = ContentRecord::load(options.state_dir);
+  }
   ApplyReport report;
   Committed committed;
   try {
     committed = guarded([&] {
       return options.full
                  ? apply_table(connection(), table, marker)
-                 : apply_table_incremental(connection(), table, marker, previous ? &*previous : nullptr);
+                 : apply_table_incremental(connection(), table, marker, previous ? &*previous : nullptr,
+                                           content ? &*content : nullptr);
     });
   } catch (const RuntimeError&) {
     // The record can be out of step with the kernel where no stamp shows it (an element deleted by
@@ -115,7 +120,11 @@ ApplyReport NftBackend::apply(const Plan& plan, const ApplyOptions& options) {
   // The ruleset is in place whatever this does. Without the record, the next incremental apply
   // replaces the table, as it cannot tell an edit by hand.
   try {
-    guarded([&] { record_content(connection(), marker, set_elements_digest(table), committed.generation); });
+    auto record = guarded([&] {
+      return record_content(connection(), marker, set_elements_digest(table), committed, table,
+                            content ? &*content : nullptr);
+    });
+    if (record && !options.state_dir.empty()) record->save(options.state_dir);
   } catch (const RuntimeError&) {
   }
   return report;

@@ -1037,11 +1037,13 @@ std::uint64_t expressions_digest(const nlmsghdr* rule) {
   return h;
 }
 
-void list_rules(Socket& sock, std::uint32_t seq, Listing& out) {
+// The rules of our table, or of one chain of it.
+void list_rules(Socket& sock, std::uint32_t seq, Listing& out, const std::string& chain = {}) {
   char buf[kRequestBuffer];
   nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETRULE, NFPROTO_INET, NLM_F_DUMP, seq);
   RulePtr filter(nftnl_rule_alloc());
   nftnl_rule_set_str(filter.get(), NFTNL_RULE_TABLE, kTableName);
+  if (!chain.empty()) nftnl_rule_set_str(filter.get(), NFTNL_RULE_CHAIN, chain.c_str());
   nftnl_rule_nlmsg_build_payload(nlh, filter.get());
   request(
       sock, nlh,
@@ -1080,18 +1082,80 @@ void list_rules(Socket& sock, std::uint32_t seq, Listing& out) {
       &out);
 }
 
-// Listing::content of the chains and rules listed. Summed per rule and chain: the kernel lists chains in
-// creation order, which incremental applies change.
-std::string content_digest(const Listing& listing) {
+using ChainRules = std::map<std::string, std::uint64_t, std::less<>>;  // ContentRecord::rules
+
+std::uint64_t rule_share(const ListedRule& rule) {
+  return digest_bytes(digest_bytes(rule.expressions, rule.chain), std::to_string(rule.index));
+}
+
+// Each chain's share of Listing::content from its rules (0 for a chain without any).
+ChainRules rule_shares(const std::vector<ListedChain>& chains, const std::vector<ListedRule>& rules) {
+  ChainRules out;
+  for (const auto& chain : chains) out.emplace(chain.name, 0);
+  for (const auto& rule : rules) out[rule.chain] += rule_share(rule);
+  return out;
+}
+
+// Listing::content of the chains listed, given their rules' shares. Summed per rule and chain: the kernel
+// lists chains in creation order, which incremental applies change.
+std::string content_of(const std::vector<ListedChain>& chains, const ChainRules& rules) {
   std::uint64_t sum = 0;
-  for (const auto& chain : listing.chains)
+  for (const auto& chain : chains)
     if (chain.hook)
       sum += digest_bytes(
           kDigestSeed, chain.name + ' ' + chain.hook->type + ' ' + std::to_string(chain.hook->hooknum) + ' ' +
                            std::to_string(chain.hook->priority) + ' ' + std::to_string(chain.policy));
-  for (const auto& rule : listing.rules)
-    sum += digest_bytes(digest_bytes(rule.expressions, rule.chain), std::to_string(rule.index));
+  for (const auto& [chain, digest] : rules) sum += digest;
   return hex16(sum);
+}
+
+std::string content_digest(const Listing& listing) {
+  return content_of(listing.chains, rule_shares(listing.chains, listing.rules));
+}
+
+// Whether a rule of the chain jumps to (or goes to) a chain `unknown` says yes to.
+template <class Unknown>
+bool jumps_to(const Chain& chain, Unknown unknown) {
+  for (const auto& rule : chain.rules)
+    for (const auto& expr : rule.exprs)
+      if (expr.kind == Expr::Kind::verdict && !expr.text.empty() && unknown(expr.text)) return true;
+  return false;
+}
+
+// The rules' share of each listed chain as the kernel lists it now, after an apply of `table`. With
+// `before`, the record of what the kernel held when that apply trusted it, the chains the apply left
+// alone keep their share: those of the same name whose rules jump to no chain the record lacks (the
+// kernel lists a jump by the name its target has now, and a changed chain is renamed). The others are
+// listed one by one, or all at once when they are most.
+ChainRules rules_now(Socket& sock, const std::vector<ListedChain>& chains, const Table& table,
+                     const ContentRecord* before) {
+  ChainRules out;
+  std::vector<std::string> stale;
+  if (before) {
+    for (const auto& chain : chains)
+      if (auto it = before->rules.find(chain.name); it != before->rules.end())
+        out.emplace(chain.name, it->second);
+      else
+        stale.push_back(chain.name);
+    auto unknown = [before](std::string_view name) { return !before->rules.contains(name); };
+    for (const auto& chain : table.chains)
+      if (out.contains(chain.name) && jumps_to(chain, unknown)) {
+        out.erase(chain.name);
+        stale.push_back(chain.name);
+      }
+  }
+  if (!before || stale.size() * 2 > chains.size()) {
+    Listing all;
+    list_rules(sock, first_seq(), all);
+    return rule_shares(chains, all.rules);
+  }
+  for (std::size_t i = 0; i < stale.size(); ++i) {
+    Listing one;
+    list_rules(sock, first_seq() + static_cast<std::uint32_t>(i), one, stale[i]);
+    std::uint64_t& share = out[stale[i]];
+    for (const auto& rule : one.rules) share += rule_share(rule);
+  }
+  return out;
 }
 
 // Before retry `attempt` (1, 2, ...): 0.5 ms doubling to 16 ms, so that a writer in a loop lets a gap by.
@@ -1155,8 +1219,10 @@ Committed apply_table(Connection& connection, const Table& table, const std::str
 }
 
 Committed apply_table_incremental(Connection& connection, const Table& table, const std::string& marker,
-                                  const AppliedSets* previous) {
-  return run_transaction(connection.socket(), [&](Transaction& tx, Socket& sock) {
+                                  const AppliedSets* previous, const ContentRecord* record) {
+  bool from_record = false;
+  Committed committed = run_transaction(connection.socket(), [&](Transaction& tx, Socket& sock) {
+    from_record = false;
     tx.explain_stamps_with(table);
     // Listed after the generation was read: a change in between makes the kernel refuse the batch.
     // A dormant table (switched off by `nft add table ... { flags dormant; }`) hooks nothing: only a
@@ -1165,16 +1231,23 @@ Committed apply_table_incremental(Connection& connection, const Table& table, co
     if (!flags || (*flags & NFT_TABLE_F_DORMANT)) return fill_replace(tx, table, marker, flags.has_value());
     Listing kernel;
     list_names(sock, first_seq(), kernel);
-    list_rules(sock, first_seq() + 2, kernel);
-    // A chain's name promises its content: where a rule was edited by hand since the last apply (the
-    // content it recorded differs), or no content was recorded to tell, no chain can be trusted by name.
-    bool checked = false;
-    for (const auto& chain : kernel.chains)
-      if (auto [base, content] = split_marker(chain.name); !content.empty()) {
-        if (content.substr(0, 16) != content_digest(kernel)) return fill_replace(tx, table, marker, true);
-        checked = true;
-      }
-    if (!checked) return fill_replace(tx, table, marker, true);
+    // Nothing committed since the content was recorded: what it says still holds, unlisted.
+    const bool trusted =
+        record && record->generation == tx.generation() &&
+        std::any_of(kernel.chains.begin(), kernel.chains.end(),
+                    [record](const ListedChain& chain) { return chain.name == record->chain; });
+    if (!trusted) {
+      list_rules(sock, first_seq() + 2, kernel);
+      // A chain's name promises its content: where a rule was edited by hand since the last apply (the
+      // content it recorded differs), or no content was recorded to tell, no chain can be trusted by name.
+      bool checked = false;
+      for (const auto& chain : kernel.chains)
+        if (auto [base, content] = split_marker(chain.name); !content.empty()) {
+          if (content.substr(0, 16) != content_digest(kernel)) return fill_replace(tx, table, marker, true);
+          checked = true;
+        }
+      if (!checked) return fill_replace(tx, table, marker, true);
+    }
     std::set<std::string, std::less<>> want_chains, want_sets;
     for (const auto& chain : table.chains) want_chains.insert(chain.name);
     for (const auto& set : table.sets) want_sets.insert(set.name);
@@ -1201,6 +1274,7 @@ Committed apply_table_incremental(Connection& connection, const Table& table, co
       if (!delta) return fill_replace(tx, table, marker, true);
       patches.emplace_back(&set, std::move(*delta));
     }
+    from_record = trusted;
     // Helper objects are only ever added here (a full apply drops those no rule uses any more).
     for (const auto& helper : table.helpers) tx.helper(helper);
     if (!marker.empty() && !have_chains.count(marker)) tx.chain({marker, {}, {}});
@@ -1234,6 +1308,8 @@ Committed apply_table_incremental(Connection& connection, const Table& table, co
     for (const auto& name : kernel.sets)
       if (!want_sets.count(name)) tx.delete_set(name);
   });
+  committed.from_record = from_record;
+  return committed;
 }
 
 std::pair<std::string_view, std::string_view> split_marker(std::string_view chain_name) {
@@ -1244,14 +1320,18 @@ std::pair<std::string_view, std::string_view> split_marker(std::string_view chai
   return {chain_name.substr(0, dash), chain_name.substr(dash + 1)};
 }
 
-void record_content(Connection& connection, const std::string& marker, std::uint64_t set_elements,
-                    std::uint32_t generation) {
-  run_transaction(connection.socket(), [&](Transaction& tx, Socket& sock) {
-    if (tx.generation() != generation) return;
+std::optional<ContentRecord> record_content(Connection& connection, const std::string& marker,
+                                            std::uint64_t set_elements, const Committed& applied,
+                                            const Table& table, const ContentRecord* before) {
+  std::optional<ContentRecord> record;
+  const Committed committed = run_transaction(connection.socket(), [&](Transaction& tx, Socket& sock) {
+    record.reset();
+    if (tx.generation() != applied.generation) return;
     Listing kernel;
     list_names(sock, first_seq(), kernel);
-    list_rules(sock, first_seq() + 2, kernel);
-    const std::string recorded = marker + '-' + content_digest(kernel) + hex16(set_elements);
+    ChainRules rules = rules_now(sock, kernel.chains, table, applied.from_record ? before : nullptr);
+    const std::string recorded = marker + '-' + content_of(kernel.chains, rules) + hex16(set_elements);
+    record.emplace(ContentRecord{0, recorded, std::move(rules)});
     const ListedChain* outdated = nullptr;  // a record of this marker with other content
     for (const auto& chain : kernel.chains) {
       if (chain.name == recorded) return;
@@ -1260,11 +1340,16 @@ void record_content(Connection& connection, const std::string& marker, std::uint
     }
     // A new chain rather than the marker renamed: a rename, like a deletion, leaves the kernel an
     // object to free after an RCU grace period, which closing the socket then waits for.
-    if (outdated)
+    if (outdated) {
       tx.rename_chain(outdated->handle, outdated->name, recorded);
-    else
+      record->rules.erase(outdated->name);
+    } else {
       tx.chain({recorded, {}, {}});
+    }
+    record->rules.emplace(recorded, 0);  // no rules: the content does not change
   });
+  if (record) record->generation = committed.generation;
+  return record;
 }
 
 void delete_table(Connection& connection) {
@@ -1319,6 +1404,10 @@ Listing list_table(Connection& connection, Elements elements) {
       back_off(attempt);
     }
   }
+}
+
+std::map<std::string, std::uint64_t, std::less<>> rules_by_chain(const Listing& listing) {
+  return rule_shares(listing.chains, listing.rules);
 }
 
 std::string rules_digest(Stamps chain_and_comment, const Stamps& set_and_comment) {

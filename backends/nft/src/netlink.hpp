@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -41,6 +42,7 @@ class Connection {
 struct Committed {
   double ms = 0;                 // the transaction in the kernel's hands
   std::uint32_t generation = 0;  // the ruleset generation it left (the kernel counts every commit)
+  bool from_record = false;      // an incremental apply that trusted the ContentRecord it was given
 };
 Committed apply_table(Connection& connection, const Table& table, const std::string& marker = {});
 
@@ -51,9 +53,10 @@ Committed apply_table(Connection& connection, const Table& table, const std::str
 // whose content changed in place (callers jump to it by reference, so none of them changes) and
 // refills it. Unchanged chains and elements keep their counters. Replaces the whole table when ours
 // is absent or dormant, when no content was recorded in it (so an edit by hand could not be told), or
-// when a set it would keep has no valid record.
+// when a set it would keep has no valid record. The chain names are trusted from `record` when the
+// kernel is still at its generation; otherwise every rule is listed to check the recorded content.
 Committed apply_table_incremental(Connection& connection, const Table& table, const std::string& marker,
-                                  const AppliedSets* previous);
+                                  const AppliedSets* previous, const ContentRecord* record);
 
 // Deletes table inet fwengine if it exists; nothing else.
 void delete_table(Connection& connection);
@@ -66,10 +69,13 @@ void delete_table(Connection& connection);
 // rather than from what was sent, which the kernel encodes differently: set ids, anonymous set names,
 // counters), then `set_elements` (16 more): the named sets' elements, whose bytes the kernel lists as
 // they were sent. Listing them here would cost as much as loading them (see list_table), so only
-// read-back checks those. Records nothing unless the ruleset is still at `generation` (that of the
-// apply): what another writer changed since would be recorded as ours.
-void record_content(Connection& connection, const std::string& marker, std::uint64_t set_elements,
-                    std::uint32_t generation);
+// read-back checks those. Records nothing unless the ruleset is still at the generation `applied` left:
+// what another writer changed since would be recorded as ours. Returns the record to keep for the next
+// apply. `before` is the record `applied` trusted, if it did: then only the chains that apply of
+// `table` filled, or whose jumps it renamed, are listed, not every rule.
+std::optional<ContentRecord> record_content(Connection& connection, const std::string& marker,
+                                            std::uint64_t set_elements, const Committed& applied,
+                                            const Table& table, const ContentRecord* before);
 // The marker a marker chain's name stands for, and the content recorded in it ("" in the marker chain
 // itself): "<marker>-<content>" or "<marker>".
 std::pair<std::string_view, std::string_view> split_marker(std::string_view chain_name);
@@ -122,6 +128,9 @@ struct Listing {
 // elements by walking its tree from the start for every 32 KiB answer: 100,000 ranges take ~1 s.
 enum class Elements { counted, all };
 Listing list_table(Connection& connection, Elements elements);
+
+// Each listed chain's share of Listing::content from its rules: what ContentRecord::rules keeps.
+std::map<std::string, std::uint64_t, std::less<>> rules_by_chain(const Listing& listing);
 
 // Pairs of a chain's (a set's) name and the origin stamp of one of its rules (elements).
 using Stamps = std::vector<std::pair<std::string_view, std::string_view>>;

@@ -85,3 +85,21 @@ TEST_CASE("a damaged or foreign record is no record") {
   }
   CHECK_FALSE(AppliedSets::load(dir.path));
 }
+
+TEST_CASE("the content record reads back as written, and a damaged one is no record") {
+  TempDir dir;
+  CHECK_FALSE(ContentRecord::load(dir.path));  // none yet
+  const ContentRecord record{
+      7, "fwengine-ir-aaaa-1-0-0123", {{"c-ssh.1234abcd", 42}, {"input-0.5678abcd", 0}}};
+  record.save(dir.path);
+  const auto loaded = ContentRecord::load(dir.path);
+  REQUIRE(loaded);
+  CHECK(loaded->generation == 7);
+  CHECK(loaded->chain == record.chain);
+  CHECK(loaded->rules == record.rules);
+  const auto file = dir.path / "content";
+  std::filesystem::resize_file(file, std::filesystem::file_size(file) - 3);  // inside the last digest
+  CHECK_FALSE(ContentRecord::load(dir.path));
+  std::filesystem::resize_file(file, 5);  // inside the magic line
+  CHECK_FALSE(ContentRecord::load(dir.path));
+}

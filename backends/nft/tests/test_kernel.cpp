@@ -702,6 +702,53 @@ TEST_CASE("an incremental apply reaches what a full apply loads, keeping unchang
   CHECK(sorted_blocks(incremental.output.substr(head.size() + 1)) == sorted_blocks(full.output));
 }
 
+TEST_CASE(
+    "an incremental apply trusts the content record until another writer commits, and records what listing "
+    "every rule gives",
+    "[root]") {
+  nft_test::require_root();
+  ir::Ruleset before = two_sections(ir::ActionKind::allow), after = before;
+  after.chains["port7"].rules[0].match.dst_port[0].ports = {{8, 8}};  // renamed: its caller lists anew
+  after.stage(ir::Stage::input).sections[1].endpoints[0].default_verdict = ir::Verdict::reject;
+  auto result = in_scratch_netns([&] {
+    Diagnostics diag;
+    const nft::Table tables[] = {nft::translate(before, diag), nft::translate(after, diag)};
+    nft::Connection connection;
+    StateDir dir;
+    std::optional<nft::ContentRecord> record;
+    std::string out;
+    // tables[i] applied as the backend applies it: whether the record was trusted, and whether the
+    // record made after it is what listing the whole table gives.
+    auto apply = [&](int i) {
+      const std::string marker = "fwengine-ir-" + std::to_string(i) + "-1-0";
+      auto sets = nft::AppliedSets::load(dir.path);
+      const auto committed = nft::apply_table_incremental(
+          connection, tables[i], marker, sets ? &*sets : nullptr, record ? &*record : nullptr);
+      nft::AppliedSets::save(dir.path, tables[i], marker);
+      record = nft::record_content(connection, marker, nft::set_elements_digest(tables[i]), committed,
+                                   tables[i], record ? &*record : nullptr);
+      const nft::Listing listing = nft::list_table(connection, nft::Elements::counted);
+      const bool as_listed = record && record->rules == nft::rules_by_chain(listing) &&
+                             record->chain.substr(marker.size() + 1, 16) == listing.content;
+      out += std::string(committed.from_record ? "trusted" : "listed") +
+             (as_listed ? ", recorded as listed\n" : ", recorded otherwise\n");
+    };
+    apply(0);
+    apply(1);
+    apply(0);
+    shell("nft add table ip someone-else");
+    apply(1);
+    return out;
+  });
+  INFO(result.output);
+  REQUIRE(result.exit_code == 0);
+  CHECK(result.output ==
+        "listed, recorded as listed\n"
+        "trusted, recorded as listed\n"
+        "trusted, recorded as listed\n"
+        "listed, recorded as listed\n");
+}
+
 namespace {
 
 // two_sections with port 7's rule followed by rules for ports 8..10 and 2001:db8::1: one merged run.
