@@ -52,11 +52,11 @@ class AppliedSets {
 };
 
 // What the kernel held when the last apply recorded its content (see record_content): the ruleset
-// generation right after, the chain that records it, and each chain's share of Listing::content (its
-// rules; a hook's share is listed with the chain names). The kernel counts every commit in its
-// generation, so while it is still the recorded one nothing has changed since, and the next apply can
-// trust the chain names without listing every rule; the record after it then lists only the chains
-// whose rules that apply changed.
+// generation right after, the chain that records it, and each chain's share of Listing::content from
+// its rules (the base chains' hooks, the rest of it, are not kept: listing the chain names gives them).
+// The kernel counts every commit in its generation, so while it is still the recorded one nothing has
+// changed since, and the next apply can trust the chain names without listing every rule; the record
+// after it then lists only the chains whose rules that apply changed.
 struct ContentRecord {
   std::uint32_t generation = 0;
   std::string chain;                                        // "<marker>-<content>"

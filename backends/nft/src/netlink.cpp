@@ -1082,6 +1082,29 @@ void list_rules(Socket& sock, std::uint32_t seq, Listing& out, const std::string
       &out);
 }
 
+// The names of our table's ct helper objects.
+std::set<std::string, std::less<>> list_helpers(Socket& sock, std::uint32_t seq) {
+  char buf[kRequestBuffer];
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETOBJ, NFPROTO_INET, NLM_F_DUMP, seq);
+  ObjPtr filter(nftnl_obj_alloc());
+  nftnl_obj_set_str(filter.get(), NFTNL_OBJ_TABLE, kTableName);
+  nftnl_obj_set_u32(filter.get(), NFTNL_OBJ_TYPE, NFT_OBJECT_CT_HELPER);
+  nftnl_obj_nlmsg_build_payload(nlh, filter.get());
+  std::set<std::string, std::less<>> out;
+  request(
+      sock, nlh,
+      [](const nlmsghdr* reply, void* data) {
+        ObjPtr obj(nftnl_obj_alloc());
+        if (nftnl_obj_nlmsg_parse(reply, obj.get()) < 0) return MNL_CB_ERROR;
+        if (std::strcmp(nftnl_obj_get_str(obj.get(), NFTNL_OBJ_TABLE), kTableName) == 0)
+          static_cast<std::set<std::string, std::less<>>*>(data)->emplace(
+              nftnl_obj_get_str(obj.get(), NFTNL_OBJ_NAME));
+        return MNL_CB_OK;
+      },
+      &out);
+  return out;
+}
+
 using ChainRules = std::map<std::string, std::uint64_t, std::less<>>;  // ContentRecord::rules
 
 std::uint64_t rule_share(const ListedRule& rule) {
@@ -1146,12 +1169,12 @@ ChainRules rules_now(Socket& sock, const std::vector<ListedChain>& chains, const
   }
   if (!before || stale.size() * 2 > chains.size()) {
     Listing all;
-    list_rules(sock, first_seq(), all);
+    list_rules(sock, first_seq() + 2, all);
     return rule_shares(chains, all.rules);
   }
   for (std::size_t i = 0; i < stale.size(); ++i) {
     Listing one;
-    list_rules(sock, first_seq() + static_cast<std::uint32_t>(i), one, stale[i]);
+    list_rules(sock, first_seq() + 2 + static_cast<std::uint32_t>(i), one, stale[i]);
     std::uint64_t& share = out[stale[i]];
     for (const auto& rule : one.rules) share += rule_share(rule);
   }
@@ -1274,9 +1297,14 @@ Committed apply_table_incremental(Connection& connection, const Table& table, co
       if (!delta) return fill_replace(tx, table, marker, true);
       patches.emplace_back(&set, std::move(*delta));
     }
+    // Set only past every fill_replace above: a replace trusted nothing.
     from_record = trusted;
-    // Helper objects are only ever added here (a full apply drops those no rule uses any more).
-    for (const auto& helper : table.helpers) tx.helper(helper);
+    // Helper objects are only ever added here (a full apply drops those no rule uses any more). Only the
+    // new ones are sent: the kernel takes one it has without a change, so a batch of such would leave
+    // the generation where it was, and Committed would count a commit that never happened.
+    const auto have_helpers = list_helpers(sock, first_seq() + 4);
+    for (const auto& helper : table.helpers)
+      if (!have_helpers.contains(helper.name)) tx.helper(helper);
     if (!marker.empty() && !have_chains.count(marker)) tx.chain({marker, {}, {}});
     for (const auto& set : table.sets)
       if (!have_sets.count(set.name)) tx.set(set, tx.named_set_id(), "set " + set.name);

@@ -44,6 +44,9 @@ struct Committed {
   std::uint32_t generation = 0;  // the ruleset generation it left (the kernel counts every commit)
   bool from_record = false;      // an incremental apply that trusted the ContentRecord it was given
 };
+// `generation` assumes that a batch the kernel takes changes something: every message of ours creates,
+// deletes or changes an object. (One that changes nothing, a set element that is there already, would
+// leave the kernel a generation behind, and a writer in between would go unseen.)
 Committed apply_table(Connection& connection, const Table& table, const std::string& marker = {});
 
 // The same end state in one transaction that only touches what differs from the kernel. Chain names

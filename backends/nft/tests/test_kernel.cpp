@@ -712,7 +712,8 @@ TEST_CASE(
   after.stage(ir::Stage::input).sections[1].endpoints[0].default_verdict = ir::Verdict::reject;
   auto result = in_scratch_netns([&] {
     Diagnostics diag;
-    const nft::Table tables[] = {nft::translate(before, diag), nft::translate(after, diag)};
+    const nft::Table tables[] = {nft::translate(before, diag), nft::translate(after, diag),
+                                 nft::translate(nft_test::kitchen_sink_ruleset(), diag)};
     nft::Connection connection;
     StateDir dir;
     std::optional<nft::ContentRecord> record;
@@ -720,6 +721,7 @@ TEST_CASE(
     // tables[i] applied as the backend applies it: whether the record was trusted, and whether the
     // record made after it is what listing the whole table gives.
     auto apply = [&](int i) {
+      const std::uint32_t generation = record ? record->generation : 0;
       const std::string marker = "fwengine-ir-" + std::to_string(i) + "-1-0";
       auto sets = nft::AppliedSets::load(dir.path);
       const auto committed = nft::apply_table_incremental(
@@ -731,11 +733,15 @@ TEST_CASE(
       const bool as_listed = record && record->rules == nft::rules_by_chain(listing) &&
                              record->chain.substr(marker.size() + 1, 16) == listing.content;
       out += std::string(committed.from_record ? "trusted" : "listed") +
-             (as_listed ? ", recorded as listed\n" : ", recorded otherwise\n");
+             (as_listed ? ", recorded as listed" : ", recorded otherwise") +
+             (record && record->generation == generation ? ", nothing committed\n" : "\n");
     };
     apply(0);
     apply(1);
     apply(0);
+    // Ct helper objects, then the same again: nothing to send (a helper the kernel has is not sent).
+    apply(2);
+    apply(2);
     shell("nft add table ip someone-else");
     apply(1);
     return out;
@@ -746,6 +752,8 @@ TEST_CASE(
         "listed, recorded as listed\n"
         "trusted, recorded as listed\n"
         "trusted, recorded as listed\n"
+        "trusted, recorded as listed\n"
+        "trusted, recorded as listed, nothing committed\n"
         "listed, recorded as listed\n");
 }
 
