@@ -220,6 +220,7 @@ std::optional<ContentRecord> ContentRecord::load(const std::string& dir) {
     if (!in.get_bytes(name) || !in.get(digest)) return std::nullopt;
     out.rules.emplace_hint(out.rules.end(), std::move(name), digest);
   }
+  if (in.at() != bytes->size()) return std::nullopt;  // more than it says: not one we wrote
   return out;
 }
 

@@ -98,7 +98,9 @@ TEST_CASE("the content record reads back as written, and a damaged one is no rec
   CHECK(loaded->chain == record.chain);
   CHECK(loaded->rules == record.rules);
   const auto file = dir.path / "content";
-  std::filesystem::resize_file(file, std::filesystem::file_size(file) - 3);  // inside the last digest
+  std::filesystem::resize_file(file, std::filesystem::file_size(file) + 1);  // a byte past its end
+  CHECK_FALSE(ContentRecord::load(dir.path));
+  std::filesystem::resize_file(file, std::filesystem::file_size(file) - 4);  // inside the last digest
   CHECK_FALSE(ContentRecord::load(dir.path));
   std::filesystem::resize_file(file, 5);  // inside the magic line
   CHECK_FALSE(ContentRecord::load(dir.path));
