@@ -1,4 +1,4 @@
-// applied.cpp - see applied.hpp. The record is text: a header line, then per set a line
+// applied.cpp - see applied.hpp. The sets' record is text: a header line, then per set a line
 // "NAME FAMILY TYPE DIGEST COUNT" and COUNT lines "MEMBER<tab>COMMENT" (members and stamps hold no tab
 // or line break).
 #include "applied.hpp"
@@ -15,6 +15,8 @@ namespace {
 constexpr std::string_view kHeader = "fwengine iptables sets 1";
 constexpr const char* kFileName = "/sets";
 constexpr const char* kChangingName = "/sets.changing";
+constexpr std::string_view kTablesHeader = "fwengine iptables tables 1";
+constexpr const char* kTablesName = "/tables";
 
 // The next line of text from `at` (without its '\n'); false at the end.
 bool next_line(std::string_view text, std::size_t& at, std::string_view& line) {
@@ -49,12 +51,38 @@ bool read_set(std::string_view text, std::size_t& at, std::string& digest, SetDe
   return true;
 }
 
+// The file's whole text, if it can be read.
+std::optional<std::string> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) return std::nullopt;
+  std::string text(static_cast<std::size_t>(in.tellg()), '\0');
+  in.seekg(0);
+  if (!in.read(text.data(), static_cast<std::streamsize>(text.size()))) return std::nullopt;
+  return text;
+}
+
+// Writes text as dir + name: aside first, then renamed over it, so that a reader never sees half of it.
+void replace_file(const std::string& dir, const char* name, std::string_view text) {
+  const std::string path = dir + name, aside = path + ".new";
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  {
+    std::ofstream file(aside, std::ios::binary | std::ios::trunc);
+    if (!file.write(text.data(), static_cast<std::streamsize>(text.size())) || !file.flush()) {
+      std::filesystem::remove(aside, ec);
+      return;
+    }
+  }
+  std::filesystem::rename(aside, path, ec);
+  if (ec) std::filesystem::remove(aside, ec);
+}
+
 }  // namespace
 
 std::optional<AppliedSets> AppliedSets::load(const std::string& dir) {
-  std::ifstream in(dir + kFileName, std::ios::binary);
-  if (!in) return std::nullopt;
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto file = read_file(dir + kFileName);
+  if (!file) return std::nullopt;
+  const std::string& text = *file;
   std::size_t at = 0;
   std::string_view line;
   if (!next_line(text, at, line) || line != kHeader) return std::nullopt;
@@ -85,18 +113,37 @@ void AppliedSets::save(const std::string& dir, const std::vector<SetDef>& sets,
       out += '\n';
     }
   }
-  const std::string path = dir + kFileName, aside = path + ".new";
+  replace_file(dir, kFileName, out);
+}
+
+// The record is its header line, the fingerprint's line, a line with the two texts' sizes, then the
+// texts (IPv4's, IPv6's).
+std::optional<HeldTables> HeldTables::load(const std::string& dir) {
+  const auto file = read_file(dir + kTablesName);
+  if (!file) return std::nullopt;
+  std::size_t at = 0;
+  std::string_view header, fingerprint, sizes;
+  if (!next_line(*file, at, header) || header != kTablesHeader || !next_line(*file, at, fingerprint) ||
+      fingerprint.empty() || !next_line(*file, at, sizes))
+    return std::nullopt;
+  std::size_t size[2] = {};
+  std::istringstream fields{std::string(sizes)};
+  if (!(fields >> size[0] >> size[1]) || !fields.eof() || file->size() - at != size[0] + size[1])
+    return std::nullopt;
+  HeldTables held{std::string(fingerprint), {file->substr(at, size[0]), file->substr(at + size[0])}};
+  return held;
+}
+
+void HeldTables::save(const std::string& dir) const {
+  std::string out(kTablesHeader);
+  out += '\n' + fingerprint + '\n' + std::to_string(text[0].size()) + ' ' + std::to_string(text[1].size()) +
+         '\n' + text[0] + text[1];
+  replace_file(dir, kTablesName, out);
+}
+
+void HeldTables::forget(const std::string& dir) {
   std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  {
-    std::ofstream file(aside, std::ios::binary | std::ios::trunc);
-    if (!file.write(out.data(), static_cast<std::streamsize>(out.size())) || !file.flush()) {
-      std::filesystem::remove(aside, ec);
-      return;
-    }
-  }
-  std::filesystem::rename(aside, path, ec);
-  if (ec) std::filesystem::remove(aside, ec);
+  std::filesystem::remove(dir + kTablesName, ec);
 }
 
 bool mark_changing(const std::string& dir) {

@@ -15,7 +15,10 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cerrno>
+#include <cstddef>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -274,10 +277,10 @@ namespace {
 bool unchanged(const KernelChain& have, const ChainDef& want) {
   if (have.rules.size() != want.rules.size()) return false;
   for (std::size_t i = 0; i < want.rules.size(); ++i) {
-    if (stamp_of(want.rules[i]).empty()) {  // fwe-meta: compared as text
-      if (have.rules[i].spec != want.rules[i]) return false;
-      continue;
-    }
+    // What render writes is what a save prints: the same text has the same stamps, and its content
+    // hash is the stamp, as render made it.
+    if (have.rules[i].spec == want.rules[i]) continue;
+    if (stamp_of(want.rules[i]).empty()) return false;  // fwe-meta: compared as text
     std::string stamp = stamp_of(have.rules[i].spec);
     if (stamp.empty() || stamp != stamp_of(want.rules[i])) return false;
     if ("fwe:" + content_hash(have.name, have.rules[i].spec) != stamp) return false;
@@ -370,6 +373,116 @@ std::string transition(const std::vector<KernelTable>& now, const std::vector<Ta
     if (!body.empty()) out += "*" + std::string(name) + "\n" + body + "COMMIT\n";
   }
   return out;
+}
+
+// ---- the record of what an apply left ----------------------------------------------------------------
+
+namespace {
+
+// Mixes bytes into a running digest, eight at a time (a table of 10,000 rules is ~5 MB).
+std::uint64_t mix(std::uint64_t h, const unsigned char* bytes, std::size_t size) {
+  constexpr std::uint64_t kPrime = 0x100000001b3ull;
+  std::size_t i = 0;
+  for (; i + 8 <= size; i += 8) {
+    std::uint64_t word;
+    std::memcpy(&word, bytes + i, 8);
+    h = (std::rotl(h, 29) ^ word) * kPrime;
+  }
+  for (; i < size; ++i) h = (h ^ bytes[i]) * kPrime;
+  return h;
+}
+std::uint64_t mix(std::uint64_t h, std::string_view text) {
+  return mix(h, reinterpret_cast<const unsigned char*>(text.data()), text.size());
+}
+
+// Mixes in one family's tables as the kernel gives them to iptables-legacy-save (IPT_SO_GET_ENTRIES),
+// each rule's counters set to zero; false when a table could not be read. Only the tables the kernel
+// lists are asked for: asking for another would set it up in the namespace.
+template <typename GetInfo, typename GetEntries, typename Entry>
+bool mix_family(std::uint64_t& h, const char* names_path, int level, int sock, int info_option,
+                int entries_option) {
+  const int names = open(names_path, O_RDONLY | O_CLOEXEC);
+  if (names < 0) return errno == ENOENT;  // no table of the family was ever set up here
+  std::string listed(4096, '\0');
+  const ssize_t n = read(names, listed.data(), listed.size());
+  close(names);
+  if (n < 0 || static_cast<std::size_t>(n) == listed.size()) return false;
+  listed.resize(static_cast<std::size_t>(n));
+  h = mix(h, listed);
+  for (const auto& table : lines(listed)) {
+    GetInfo info{};
+    if (table.size() >= sizeof info.name) return false;
+    std::memcpy(info.name, table.data(), table.size());
+    // A table replaced between the two calls changes size: the kernel then refuses the second (EAGAIN).
+    for (int attempt = 0;; ++attempt) {
+      socklen_t info_size = sizeof info;
+      if (getsockopt(sock, level, info_option, &info, &info_size) != 0) return false;
+      std::vector<std::uint64_t> storage((sizeof(GetEntries) + info.size + 7) / 8);
+      auto* bytes = reinterpret_cast<unsigned char*>(storage.data());
+      GetEntries request{};
+      std::memcpy(request.name, info.name, sizeof request.name);
+      request.size = info.size;
+      std::memcpy(bytes, &request, sizeof request);
+      auto entries_size = static_cast<socklen_t>(sizeof(GetEntries) + info.size);
+      if (getsockopt(sock, level, entries_option, bytes, &entries_size) != 0) {
+        if (errno == EAGAIN && attempt < 3) continue;
+        return false;
+      }
+      unsigned char* entries = bytes + sizeof(GetEntries);
+      for (std::size_t at = 0; at < info.size;) {
+        std::uint16_t next = 0;
+        std::memcpy(&next, entries + at + offsetof(Entry, next_offset), sizeof next);
+        if (next == 0 || at + next > info.size) return false;
+        std::memset(entries + at + offsetof(Entry, counters), 0, sizeof(xt_counters));
+        at += next;
+      }
+      h = mix(h, reinterpret_cast<const unsigned char*>(&info), sizeof info);
+      h = mix(h, entries, info.size);
+      break;
+    }
+  }
+  return true;
+}
+
+// Our chains and hooks as iptables-legacy-save prints them once `tables` (in their slot) are loaded:
+// each table's hooks were inserted at the top of their built-in chains, the last first.
+std::string held_text(const std::vector<TableDef>& tables) {
+  std::string out;
+  for (const auto& table : tables) {
+    if (table.chains.empty() && table.hooks.empty()) continue;
+    out += '*' + table.name + '\n';
+    for (const auto& chain : table.chains) out += ':' + chain.name + " - [0:0]\n";
+    for (auto hook = table.hooks.rbegin(); hook != table.hooks.rend(); ++hook)
+      out += "-A " + hook->builtin + ' ' + hook_spec(hook->target) + '\n';
+    for (const auto& chain : table.chains)
+      for (const auto& rule : chain.rules) out += "-A " + chain.name + ' ' + rule + '\n';
+    out += "COMMIT\n";
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string tables_fingerprint() {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  bool whole = true;
+  for (IpFamily f : {IpFamily::v4, IpFamily::v6}) {
+    const bool v4 = f == IpFamily::v4;
+    const int sock = socket(v4 ? AF_INET : AF_INET6, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
+    if (sock < 0) return {};
+    whole = whole && (v4 ? mix_family<ipt_getinfo, ipt_get_entries, ipt_entry>(
+                               h, "/proc/thread-self/net/ip_tables_names", IPPROTO_IP, sock, IPT_SO_GET_INFO,
+                               IPT_SO_GET_ENTRIES)
+                         : mix_family<ip6t_getinfo, ip6t_get_entries, ip6t_entry>(
+                               h, "/proc/thread-self/net/ip6_tables_names", IPPROTO_IPV6, sock,
+                               IP6T_SO_GET_INFO, IP6T_SO_GET_ENTRIES));
+    close(sock);
+    h = mix(h, "|");
+  }
+  if (!whole) return {};
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
 }
 
 // ---- operations -----------------------------------------------------------------------------------
@@ -541,15 +654,21 @@ struct Holdings {
   bool empty() const { return tables[0].empty() && tables[1].empty() && sets.empty(); }
 };
 
-// With `members`, every set's members; else only the gates'.
-Holdings holdings(Ipset& ipset, bool members, bool counters = false) {
+// With `members`, every set's members; else only the gates'. Our chains are read from `held` where
+// there is one (its fingerprint checked by the caller), else with the saves.
+Holdings holdings(Ipset& ipset, bool members, bool counters = false, const HeldTables* held = nullptr) {
   Holdings h;
-  // The two families' tables are read by two processes at once: each takes ~10 ms, mostly starting
-  // up, and a save takes no lock.
-  auto v6 = std::async(std::launch::async, [counters] { return save(IpFamily::v6, counters); });
-  h.tables[static_cast<int>(IpFamily::v4)] = save(IpFamily::v4, counters);
-  h.sets = our_sets(ipset, members);
-  h.tables[static_cast<int>(IpFamily::v6)] = v6.get();
+  if (held) {
+    for (int i : {0, 1}) h.tables[i] = parse_save(held->text[i]);
+    h.sets = our_sets(ipset, members);
+  } else {
+    // The two families' tables are read by two processes at once: each takes ~10 ms, mostly starting
+    // up, and a save takes no lock.
+    auto v6 = std::async(std::launch::async, [counters] { return save(IpFamily::v6, counters); });
+    h.tables[static_cast<int>(IpFamily::v4)] = save(IpFamily::v4, counters);
+    h.sets = our_sets(ipset, members);
+    h.tables[static_cast<int>(IpFamily::v6)] = v6.get();
+  }
   if (!members)
     for (auto& set : h.sets)
       if (is_gate(set.name) || any_set(set.name))
@@ -937,9 +1056,10 @@ std::vector<KernelTable> carried(const std::vector<KernelTable>& tables, const s
 // then swaps the gates' contents: both families and every table change at once. Whatever the old slot
 // (and an interrupted apply) left is removed afterwards; a kill before the swap leaves the old ruleset
 // in effect, after it the new one.
-// With carry, the chains it does not change keep their counters (read into `now`).
-void switch_slots(Ipset& ipset, const Holdings& now, const std::vector<SetDef>& sets,
-                  const std::vector<TableDef> (&want)[2], const stamps::Positions& positions, bool carry) {
+// With carry, the chains it does not change keep their counters (read into `now`). Returns the slot now
+// in effect, kNoSlot when some of the old ruleset could not be removed.
+int switch_slots(Ipset& ipset, const Holdings& now, const std::vector<SetDef>& sets,
+                 const std::vector<TableDef> (&want)[2], const stamps::Positions& positions, bool carry) {
   const int next = now.active == 1 ? 2 : 1;
   const bool gate_on = now.active == 1 || now.active == 2;
   auto in_next = [&](int s) { return s == next; };
@@ -1005,10 +1125,13 @@ void switch_slots(Ipset& ipset, const Holdings& now, const std::vector<SetDef>& 
   // and the stale slots went above.
   if (auto problems = remove_slots(
           ipset, now, [&](int s) { return !stale(s); }, false);
-      !problems.empty())
+      !problems.empty()) {
     std::cerr << "fwengine: warning: the new ruleset is in effect, but some of the old one could not be "
                  "removed (the next apply tries again):"
               << problems << '\n';
+    return kNoSlot;
+  }
+  return next;
 }
 
 // The gate of the slot in effect holds every set that matches everything: one it lacks (an apply
@@ -1037,9 +1160,18 @@ void top_up_gate(Ipset& ipset, const Holdings& now) {
 void apply_model(const Model& model, std::string_view ir_hash, bool full, const std::string& state_dir,
                  Atomicity atomicity) {
   Ipset ipset;
+  std::optional<HeldTables> held;
+  if (!full && !state_dir.empty()) held = HeldTables::load(state_dir);
+  // The kernel's tables are fingerprinted (~15 ms at 10,000 rules) while the record is read.
+  std::future<std::string> fingerprint;
+  if (held) fingerprint = std::async(std::launch::async, tables_fingerprint);
   // With counters: a switch of slots carries those of the chains it does not change (not a full apply,
   // which starts every counter from zero, as a full replace does in nft).
-  const Holdings now = holdings(ipset, false, true);
+  Holdings now = holdings(ipset, false, true, held ? &*held : nullptr);
+  if (held && fingerprint.get() != held->fingerprint) {
+    held.reset();
+    now = holdings(ipset, false, true);
+  }
   if (now.active == 1 || now.active == 2) top_up_gate(ipset, now);
   const std::vector<std::string> digests = set_digests(model.sets);
   std::vector<TableDef> want[2];
@@ -1051,11 +1183,27 @@ void apply_model(const Model& model, std::string_view ir_hash, bool full, const 
   const bool interrupted = !state_dir.empty() && changing(state_dir);
   std::optional<AppliedSets> applied;
   if (!full && !interrupted && !state_dir.empty()) applied = AppliedSets::load(state_dir);
+  int in_effect = now.active;
   if (full || interrupted || (now.active != 1 && now.active != 2) ||
       !apply_in_place(ipset, now, model.sets, digests, want, positions, applied ? &*applied : nullptr,
-                      state_dir, atomicity))
-    switch_slots(ipset, now, model.sets, want, positions, !full);
+                      state_dir, atomicity)) {
+    // The record has no counters for the switch to carry.
+    if (held) now = holdings(ipset, false, true);
+    in_effect = switch_slots(ipset, now, model.sets, want, positions, !full);
+  }
   if (state_dir.empty()) return;
+  // What the kernel holds of ours is now the model in its slot, unless some of the old ruleset stayed;
+  // the tables are fingerprinted while its text is made.
+  HeldTables record;
+  if (in_effect != kNoSlot) {
+    fingerprint = std::async(std::launch::async, tables_fingerprint);
+    for (int i : {0, 1}) record.text[i] = held_text(placed(want[i], in_effect));
+    record.fingerprint = fingerprint.get();
+  }
+  if (record.fingerprint.empty())
+    HeldTables::forget(state_dir);
+  else
+    record.save(state_dir);
   unmark_changing(state_dir);
   // The record is written again only where it lacks a set as the kernel now holds it.
   bool up_to_date = applied.has_value();

@@ -54,6 +54,11 @@ std::vector<TableDef> to_defs(const std::vector<KernelTable>& tables);
 std::string transition(const std::vector<KernelTable>& now, const std::vector<TableDef>& want, bool full,
                        const std::vector<KernelTable>& carried = {});
 
+// A digest of every table the kernel holds in the calling thread's namespace (both families), without
+// their counters: it changes with any rule, chain or policy anyone changes. Empty when a table could not
+// be read.
+std::string tables_fingerprint();
+
 // ---- operations -------------------------------------------------------------------------------------
 // What changes at one instant when an apply changes more than one table or set of a family.
 enum class Atomicity : std::uint8_t {

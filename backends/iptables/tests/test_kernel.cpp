@@ -12,6 +12,7 @@
 #include <regex>
 #include <sstream>
 
+#include "applied.hpp"
 #include "fwengine/canonical.hpp"
 #include "kernel.hpp"
 #include "render.hpp"
@@ -21,6 +22,32 @@ using namespace fwe;
 using namespace fwe::iptables;
 
 namespace {
+
+// For as long as one lives, saves that fail come first in PATH: an apply that starts one fails too (the
+// checks around it read the kernel with the real ones). They lie beside the test binary, not in /tmp,
+// which may forbid running what is in it: the real save would then be found further on in PATH.
+class FailingSaves {
+ public:
+  FailingSaves() {
+    std::filesystem::create_directories(bin_);
+    for (const char* tool : {"iptables-legacy-save", "ip6tables-legacy-save"}) {
+      std::ofstream(bin_ / tool) << "#!/bin/sh\necho 'no save here' >&2\nexit 1\n";
+      std::filesystem::permissions(bin_ / tool, std::filesystem::perms::owner_all);
+    }
+    setenv("PATH", (bin_.string() + ":" + path_).c_str(), 1);
+  }
+  ~FailingSaves() {
+    setenv("PATH", path_.c_str(), 1);
+    std::filesystem::remove_all(bin_);
+  }
+  FailingSaves(const FailingSaves&) = delete;
+  FailingSaves& operator=(const FailingSaves&) = delete;
+
+ private:
+  std::string path_ = std::getenv("PATH");
+  std::filesystem::path bin_ = std::filesystem::read_symlink("/proc/self/exe").parent_path() /
+                               ("fwe-no-save-" + std::to_string(getpid()));
+};
 
 Model render_ok(const ir::Ruleset& rs) {
   Diagnostics diag;
@@ -167,30 +194,8 @@ TEST_CASE("tables that hold only built-in chains are read without a save, and th
   apply_model(render_ok(test::tiny_ruleset()), "a", false);
   flush_all();  // the tables stay, empty
   REQUIRE(run_tool({"iptables-legacy", "-P", "FORWARD", "DROP"}).status == 0);
-  // Runs apply with saves that fail: an apply that started one fails too. (Beside the test binary, not in
-  // /tmp, which may forbid running what is in it: the real save would then be found further on in PATH.)
-  const auto bin = std::filesystem::read_symlink("/proc/self/exe").parent_path() /
-                   ("fwe-no-save-" + std::to_string(getpid()));
-  std::filesystem::create_directories(bin);
-  for (const char* tool : {"iptables-legacy-save", "ip6tables-legacy-save"}) {
-    std::ofstream(bin / tool) << "#!/bin/sh\necho 'no save here' >&2\nexit 1\n";
-    std::filesystem::permissions(bin / tool, std::filesystem::perms::owner_all);
-  }
-  struct RemovedAtEnd {
-    std::filesystem::path dir;
-    ~RemovedAtEnd() { std::filesystem::remove_all(dir); }
-  } removed{bin};
-  // The failing saves come first in PATH for as long as one of these lives (the checks in between read
-  // the kernel with the real ones).
-  struct FailingSavesFirst {
-    std::string path = std::getenv("PATH");
-    explicit FailingSavesFirst(const std::filesystem::path& dir) {
-      setenv("PATH", (dir.string() + ":" + path).c_str(), 1);
-    }
-    ~FailingSavesFirst() { setenv("PATH", path.c_str(), 1); }
-  };
-  auto apply_without_saves = [&](const ir::Ruleset& rs, std::string_view hash) {
-    FailingSavesFirst failing_saves(bin);
+  auto apply_without_saves = [](const ir::Ruleset& rs, std::string_view hash) {
+    const FailingSaves failing;
     apply_model(render_ok(rs), hash, false);
   };
 
@@ -1124,4 +1129,83 @@ TEST_CASE("sets made over netlink are those ipset restore makes of the rendered 
   CHECK(referenced.message == "ipset destroy fwe1-4-admins: the set is in use by a kernel component");
   CHECK(ipset.swap("fwe1-4-admins", "fwe1-absent").message ==
         "ipset swap fwe1-4-admins fwe1-absent: the second set does not exist");
+}
+
+namespace {
+// Our chains, their rules and our hooks in a save's text (or a record's), one line each, sorted; no
+// counters.
+std::vector<std::string> ours_listed(std::string_view save) {
+  std::vector<std::string> out;
+  for (const auto& table : parse_save(save)) {
+    for (const auto& chain : table.chains) {
+      out.push_back(table.name + " :" + chain.name);
+      for (std::size_t i = 0; i < chain.rules.size(); ++i)
+        out.push_back(table.name + ' ' + chain.name + ' ' + std::to_string(i) + ' ' + chain.rules[i].spec);
+    }
+    for (const auto& hook : table.hooks)
+      out.push_back(table.name + ' ' + hook.builtin + ' ' + std::to_string(hook.position) + ' ' + hook.spec);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+}  // namespace
+
+TEST_CASE("an apply reads our chains from the last one's record while nobody changed the tables", "[root]") {
+  test::enter_scratch_netns();
+  REQUIRE(run_tool({"ip", "link", "set", "lo", "up"}).status == 0);
+  const StateDir state;
+  auto apply_trusting = [&](const ir::Ruleset& rs, std::string_view hash) {
+    const FailingSaves failing;
+    apply_model(render_ok(rs), hash, false, state.path);
+  };
+  // The record lists what a save lists, and was taken of the tables as they are.
+  auto check_record = [&] {
+    const auto held = HeldTables::load(state.path);
+    REQUIRE(held);
+    CHECK(held->fingerprint == tables_fingerprint());
+    CHECK(ours_listed(held->text[0]) == ours_listed(run_tool({"iptables-legacy-save"}).out));
+    CHECK(ours_listed(held->text[1]) == ours_listed(run_tool({"ip6tables-legacy-save"}).out));
+    const auto now = read_kernel();
+    for (const auto& d : now.drift) UNSCOPED_INFO(d);
+    CHECK(now.drift.empty());
+  };
+
+  apply_model(render_ok(test::sample_ruleset()), "a", false, state.path);
+  check_record();
+  // Packets our rules count change no fingerprint.
+  REQUIRE(run_tool({"timeout", "2", "bash", "-c", "echo > /dev/tcp/127.0.0.1/22"}).status == 1);
+  const std::string counted = run_tool({"iptables-legacy-save", "-c"}).out;
+  REQUIRE(counted.find(hook_line("INPUT", 1, "input")) != std::string::npos);
+  CHECK(counted.find("[0:0] " + hook_line("INPUT", 1, "input")) == std::string::npos);
+
+  apply_trusting(sample_with_ssh_port(2222), "b");  // a rule of both families changed in place
+  CHECK(test::save_text().find("-A fwe1-c-web -p tcp -m multiport --dports 2222 ") != std::string::npos);
+  CHECK(read_kernel().ir_hash == "b");
+  check_record();
+  const std::string v4 = test::save_text(), v6 = test::save_text(true);
+  apply_trusting(sample_with_ssh_port(2222), "b");  // nothing to change
+  CHECK(test::save_text() == v4);
+  CHECK(test::save_text(true) == v6);
+
+  // A switch of slots reads the counters it carries; its record holds the other slot.
+  apply_model(render_ok(test::tiny_ruleset()), "c", false, state.path);
+  CHECK(test::save_text().find(":fwe2-c-web - [0:0]") != std::string::npos);
+  check_record();
+  apply_trusting(test::tiny_ruleset(), "d");  // only fwe-meta's IR hash changes
+  CHECK(read_kernel().ir_hash == "d");
+  check_record();
+
+  // Any change by anyone else makes the next apply read the kernel, which mends ours.
+  REQUIRE(run_tool({"iptables-legacy", "-A", "fwe2-c-web", "-j", "ACCEPT"}).status == 0);
+  CHECK_THROWS_WITH(apply_trusting(test::tiny_ruleset(), "d"), Catch::Contains("no save here"));
+  apply_model(render_ok(test::tiny_ruleset()), "d", false, state.path);
+  CHECK(test::save_text().find("-A fwe2-c-web -j ACCEPT") == std::string::npos);
+  check_record();
+  REQUIRE(run_tool({"ip6tables-legacy", "-N", "ADMIN"}).status == 0);
+  CHECK_THROWS_WITH(apply_trusting(test::tiny_ruleset(), "e"), Catch::Contains("no save here"));
+  // A full apply starts from the kernel, and leaves a record too.
+  apply_model(render_ok(test::tiny_ruleset()), "e", true, state.path);
+  check_record();
+  apply_trusting(test::tiny_ruleset(), "f");
+  CHECK(read_kernel().ir_hash == "f");
 }

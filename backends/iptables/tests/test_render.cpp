@@ -654,3 +654,31 @@ TEST_CASE("the record of the last apply keeps only sets it can vouch for") {
   CHECK(!AppliedSets::load(dir)->find(sets[0].name, digests[0]));
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("the record of the tables reads back as written, and a cut or padded one is no record") {
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("fwe-ipt-tables-" + std::to_string(getpid()))).string();
+  std::filesystem::remove_all(dir);
+  CHECK(!HeldTables::load(dir));
+  const HeldTables held{"0123456789abcdef",
+                        {"*filter\n:fwe1-input - [0:0]\n-A fwe1-input -j ACCEPT\nCOMMIT\n", ""}};
+  held.save(dir);
+  auto read = HeldTables::load(dir);
+  REQUIRE(read);
+  CHECK(read->fingerprint == held.fingerprint);
+  CHECK(read->text[0] == held.text[0]);
+  CHECK(read->text[1].empty());
+  std::string file;
+  {
+    std::ifstream in(dir + "/tables");
+    file.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  for (const std::string& damaged : {file.substr(0, file.size() - 1), file + "\n"}) {
+    std::ofstream(dir + "/tables") << damaged;
+    CHECK(!HeldTables::load(dir));
+  }
+  held.save(dir);
+  HeldTables::forget(dir);
+  CHECK(!HeldTables::load(dir));
+  std::filesystem::remove_all(dir);
+}
