@@ -2,9 +2,13 @@
 #include "netlink.hpp"
 
 #include <arpa/inet.h>  // before linux/netfilter.h (redefinition of in_addr otherwise)
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <libmnl/libmnl.h>
 #include <libnftnl/batch.h>
@@ -31,6 +35,7 @@
 #include <memory>
 #include <set>
 #include <thread>
+#include <vector>
 
 #include "fwengine/diagnostics.hpp"
 
@@ -70,6 +75,16 @@ constexpr std::uint32_t kConcatTypeBits = 6;                    // nft's TYPE_BI
 
 }  // namespace
 
+namespace {
+
+// The keepers (see Socket::keep_until_exit) whose sockets are ours no more, to be reaped.
+std::vector<pid_t>& released_keepers() {
+  static std::vector<pid_t> pids;
+  return pids;
+}
+
+}  // namespace
+
 class Socket {
  public:
   Socket() : nl_(mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC)) {
@@ -79,6 +94,49 @@ class Socket {
     mnl_socket_setsockopt(nl_.get(), NETLINK_EXT_ACK, &on, sizeof on);
     timeval timeout{10, 0};  // safety net: the kernel answers every message, a hang is a bug
     setsockopt(fd(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  }
+  ~Socket() {
+    if (keeper_ < 0) return;
+    nl_.reset();  // not the last reference: the keeper holds one until it reads the end of its pipe
+    close(keeper_pipe_);
+    released_keepers().push_back(keeper_);
+  }
+  Socket(const Socket&) = delete;
+  Socket& operator=(const Socket&) = delete;
+  // The release of any nfnetlink socket waits in the kernel until the objects that the namespace's last
+  // commits replaced are freed (nf_tables flushes its destroy work, which waits for an RCU grace
+  // period): 5-10 ms on an idle host, over 100 ms on a busy one. The commit is in effect by then, so
+  // after the first batch a child (cat, reading a pipe only we write to) keeps a copy of the socket
+  // until this one is closed or the process ends, and its release is the child's: a command that
+  // committed does not wait for it as it exits. A keeper that cannot be started changes nothing.
+  void keep_until_exit() {
+    if (keeper_ >= 0) return;
+    // Keepers of connections that ended are reaped here: a process that lives on collects no zombies.
+    std::erase_if(released_keepers(), [](pid_t pid) { return waitpid(pid, nullptr, WNOHANG) != 0; });
+    int pipe_ends[2];
+    if (pipe2(pipe_ends, O_CLOEXEC) != 0) return;
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, pipe_ends[0], 0);
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    posix_spawn_file_actions_adddup2(&actions, fd(), 3);
+    posix_spawn_file_actions_addclosefrom_np(&actions, 4);
+    char name[] = "fwengine-netlink-keeper";
+    char* argv[] = {name, nullptr};
+    char* envp[] = {nullptr};
+    pid_t pid = -1;
+    int failed = ENOENT;
+    for (const char* cat : {"/bin/cat", "/usr/bin/cat"})
+      if (failed == ENOENT) failed = posix_spawn(&pid, cat, &actions, nullptr, argv, envp);
+    posix_spawn_file_actions_destroy(&actions);
+    close(pipe_ends[0]);
+    if (failed != 0) {
+      close(pipe_ends[1]);
+      return;
+    }
+    keeper_ = pid;
+    keeper_pipe_ = pipe_ends[1];
   }
   int fd() const { return mnl_socket_get_fd(nl_.get()); }
   std::uint32_t portid() const { return mnl_socket_get_portid(nl_.get()); }
@@ -93,6 +151,8 @@ class Socket {
 
  private:
   std::unique_ptr<mnl_socket, Deleter<mnl_socket_close>> nl_;
+  pid_t keeper_ = -1;
+  int keeper_pipe_ = -1;  // its write end: the keeper ends when this closes
 };
 
 Connection::Connection() : socket_(std::make_unique<Socket>()) {}
@@ -679,6 +739,7 @@ class Transaction {
         p += NLMSG_ALIGN(nlh->nlmsg_len);
       }
     }
+    sock.keep_until_exit();
     if (replies.restart) return false;
     if (!replies.errors.empty()) {
       std::string text = "nft: the kernel refused the transaction, nothing was applied:";

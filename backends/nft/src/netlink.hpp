@@ -19,9 +19,10 @@ namespace fwe::nft {
 
 class Socket;
 
-// A netlink socket to nf_tables, kept across calls. Closing one after a commit that deleted objects
-// waits until the kernel has freed them (an RCU grace period, 5-10 ms here): whoever keeps the
-// connection pays that once, when it ends, rather than inside every apply.
+// A netlink socket to nf_tables, kept across calls. The last release of one after a commit waits until
+// the kernel has freed what the commit replaced (an RCU grace period, 5-10 ms on an idle host, over 100
+// on a busy one): after its first commit a child process keeps a copy until the connection ends, so that
+// the wait is the child's, not that of the command ending (netlink.cpp, Socket).
 class Connection {
  public:
   Connection();

@@ -1087,3 +1087,61 @@ TEST_CASE("endpoints dispatched by a verdict map: loaded as nft -f loads it, cou
   CHECK(head == "refused counted renamed in place timeout drift=0");
   CHECK(sorted_blocks(incremental.output.substr(head.size() + 1)) == sorted_blocks(full.output));
 }
+
+namespace {
+// What fd 3 of each keeper this process started points to (netlink.cpp, Socket::keep_until_exit).
+std::vector<std::string> keepers_sockets() {
+  std::vector<std::string> sockets;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    std::ifstream cmdline(entry.path() / "cmdline");
+    std::string argv0;
+    std::getline(cmdline, argv0, '\0');
+    if (argv0 != "fwengine-netlink-keeper") continue;
+    std::ifstream stat_file(entry.path() / "stat");
+    const std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
+    std::istringstream after_name(stat.substr(stat.rfind(')') + 1));
+    std::string state;
+    pid_t parent = 0;
+    if (!(after_name >> state >> parent) || parent != getpid()) continue;
+    std::error_code ec;
+    sockets.push_back(std::filesystem::read_symlink(entry.path() / "fd" / "3", ec).string());
+  }
+  return sockets;
+}
+
+// Whether one of this process's own descriptors is that socket.
+bool ours(const std::string& socket) {
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    if (std::filesystem::read_symlink(entry.path(), ec).string() == socket) return true;
+  }
+  return false;
+}
+}  // namespace
+
+TEST_CASE("a connection that committed leaves its socket's last release to a keeper that ends with it",
+          "[root]") {
+  nft_test::require_root();
+  auto result = in_scratch_netns([] {
+    std::string out;
+    {
+      nft::Connection connection;
+      nft::delete_table(connection);  // nothing to delete: no batch is sent
+      out += "no commit: " + std::to_string(keepers_sockets().size()) + " keepers\n";
+      nft::apply_table(connection, small_table());
+      nft::apply_table(connection, small_table());
+      const auto sockets = keepers_sockets();
+      out += "two commits: " + std::to_string(sockets.size()) + " keepers\n";
+      for (const auto& socket : sockets)
+        out += socket.starts_with("socket:[") && ours(socket) ? "it holds our socket\n" : socket + '\n';
+    }
+    // The keeper reads the end of its pipe and exits; a zombie has no command line.
+    for (int wait = 0; wait < 200 && !keepers_sockets().empty(); ++wait) usleep(10'000);
+    out += "connection ended: " + std::to_string(keepers_sockets().size()) + " keepers\n";
+    return out;
+  });
+  INFO(result.output);
+  REQUIRE(result.exit_code == 0);
+  CHECK(result.output ==
+        "no commit: 0 keepers\ntwo commits: 1 keepers\nit holds our socket\nconnection ended: 0 keepers\n");
+}
