@@ -73,10 +73,6 @@ constexpr std::uint32_t kConcatTypeBits = 6;                    // nft's TYPE_BI
   throw RuntimeError("nft: " + what + ": " + std::strerror(errno));
 }
 
-}  // namespace
-
-namespace {
-
 // The keepers (see Socket::keep_until_exit) whose sockets are ours no more, to be reaped.
 std::vector<pid_t>& released_keepers() {
   static std::vector<pid_t> pids;
