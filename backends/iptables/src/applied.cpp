@@ -4,6 +4,7 @@
 #include "applied.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -126,9 +127,14 @@ std::optional<HeldTables> HeldTables::load(const std::string& dir) {
   if (!next_line(*file, at, header) || header != kTablesHeader || !next_line(*file, at, fingerprint) ||
       fingerprint.empty() || !next_line(*file, at, sizes))
     return std::nullopt;
+  // Two decimal sizes, a space between, that add up to the rest of the file.
   std::size_t size[2] = {};
-  std::istringstream fields{std::string(sizes)};
-  if (!(fields >> size[0] >> size[1]) || !fields.eof() || file->size() - at != size[0] + size[1])
+  const char* end = sizes.data() + sizes.size();
+  auto [after_first, first_error] = std::from_chars(sizes.data(), end, size[0]);
+  if (first_error != std::errc{} || after_first == end || *after_first != ' ') return std::nullopt;
+  auto [after_second, second_error] = std::from_chars(after_first + 1, end, size[1]);
+  const std::size_t rest = file->size() - at;
+  if (second_error != std::errc{} || after_second != end || size[0] > rest || size[1] != rest - size[0])
     return std::nullopt;
   HeldTables held{std::string(fingerprint), {file->substr(at, size[0]), file->substr(at + size[0])}};
   return held;

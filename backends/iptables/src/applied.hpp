@@ -53,10 +53,11 @@ void unmark_changing(const std::string& dir);
 
 // What the last apply left of ours in the kernel's tables, as iptables-legacy-save prints it (parse_save
 // reads it), with the digest of every table the kernel held right after it (tables_fingerprint in
-// kernel.hpp). While the tables still give that digest, nobody changed them, and the next apply takes
-// our chains from here instead of running iptables-legacy-save, which costs ~90 ms for 10,000 rules
-// that match sets (it looks up each rule's set name with a socket of its own). Counters are not
-// recorded: an apply that needs them (a switch of slots carries them) reads the kernel.
+// kernel.hpp), written only when those tables were seen to hold it. While the tables still give that
+// digest, nobody changed them, and the next apply takes our chains from here instead of running
+// iptables-legacy-save, which costs ~90 ms for 10,000 rules that match sets (it looks up each rule's
+// set name with a socket of its own). Counters are not recorded: an apply that needs them (a switch of
+// slots carries them) reads the kernel.
 struct HeldTables {
   std::string fingerprint;
   std::string text[2];  // by IpFamily

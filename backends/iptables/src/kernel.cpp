@@ -25,6 +25,7 @@
 #include <future>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <utility>
@@ -395,19 +396,120 @@ std::uint64_t mix(std::uint64_t h, std::string_view text) {
   return mix(h, reinterpret_cast<const unsigned char*>(text.data()), text.size());
 }
 
+// A name the kernel pads with NULs to `size` bytes.
+std::string_view padded(const void* bytes, std::size_t size) {
+  const auto* text = static_cast<const char*>(bytes);
+  return {text, strnlen(text, size)};
+}
+
+// Of a rule as IPT_SO_GET_ENTRIES gives it: its comment match's text, and its standard target's verdict
+// (a jump's is the offset of its chain's first entry).
+struct EntryView {
+  std::string_view comment;
+  std::optional<int> verdict;
+};
+
+// Whether a table as IPT_SO_GET_ENTRIES gives it (`entries`, `info` its sizes) holds `ours` as loaded:
+// each chain of ours that it has is one of ours.chains, each of those has the model's rules by their
+// comments, and each built-in chain starts with our hooks into it, the last inserted first. This is what
+// a record claims; another writer changing the tables while an apply runs (Docker inserting at the top
+// of FORWARD, an admin appending to a chain of ours) makes it untrue. A rule replaced under the same
+// comment is not seen.
+template <typename GetInfo, typename Entry>
+bool holds(const GetInfo& info, const unsigned char* entries, const TableDef& ours) {
+  static constexpr std::string_view kHookChains[NF_INET_NUMHOOKS] = {"PREROUTING", "INPUT", "FORWARD",
+                                                                     "OUTPUT", "POSTROUTING"};
+  // Each chain's entries, its policy (a user chain's return) last.
+  std::map<std::string_view, std::vector<EntryView>> chains;
+  std::map<std::size_t, std::string_view> chain_starting_at;
+  std::vector<EntryView>* chain = nullptr;
+  for (std::size_t at = 0; at < info.size;) {
+    const unsigned char* entry = entries + at;
+    for (unsigned hook = 0; hook < NF_INET_NUMHOOKS; ++hook)
+      if ((info.valid_hooks & (1u << hook)) != 0 && info.hook_entry[hook] == at)
+        chain = &chains[kHookChains[hook]];
+    std::uint16_t target_offset = 0, next_offset = 0;
+    std::memcpy(&target_offset, entry + offsetof(Entry, target_offset), sizeof target_offset);
+    std::memcpy(&next_offset, entry + offsetof(Entry, next_offset), sizeof next_offset);
+    xt_entry_target target{};
+    if (target_offset < sizeof(Entry) || target_offset + sizeof target > next_offset) return false;
+    std::memcpy(&target, entry + target_offset, sizeof target);
+    if (target.u.target_size < sizeof target || target_offset + target.u.target_size > next_offset)
+      return false;
+    const std::string_view target_name = padded(target.u.user.name, sizeof target.u.user.name);
+    const unsigned char* target_data = entry + target_offset + sizeof target;
+    const std::size_t target_data_size = target.u.target_size - sizeof target;
+    if (target_name == XT_ERROR_TARGET) {  // a user chain's head, or the table's end
+      const std::string_view name = padded(target_data, target_data_size);
+      chain = &chains[name];
+      chain_starting_at[at + next_offset] = name;
+      at += next_offset;
+      continue;
+    }
+    if (chain == nullptr) return false;
+    EntryView view;
+    for (std::size_t m = sizeof(Entry); m + sizeof(xt_entry_match) <= target_offset;) {
+      xt_entry_match match{};
+      std::memcpy(&match, entry + m, sizeof match);
+      if (match.u.match_size < sizeof match || m + match.u.match_size > target_offset) return false;
+      if (padded(match.u.user.name, sizeof match.u.user.name) == "comment")
+        view.comment = padded(entry + m + sizeof match, match.u.match_size - sizeof match);
+      m += match.u.match_size;
+    }
+    if (target_name == XT_STANDARD_TARGET && target_data_size >= sizeof(int)) {
+      int verdict = 0;
+      std::memcpy(&verdict, target_data, sizeof verdict);
+      view.verdict = verdict;
+    }
+    chain->push_back(view);
+    at += next_offset;
+  }
+
+  for (const auto& [name, held] : chains)
+    if (slot_of(name) != kNoSlot && ours.find(name) == nullptr) return false;
+  for (const auto& want : ours.chains) {
+    const auto held = chains.find(want.name);
+    if (held == chains.end() || held->second.size() != want.rules.size() + 1) return false;
+    for (std::size_t i = 0; i < want.rules.size(); ++i)
+      if (held->second[i].comment != comment_of(want.rules[i])) return false;
+  }
+  std::map<std::string_view, std::size_t> hooks_seen;
+  for (auto hook = ours.hooks.rbegin(); hook != ours.hooks.rend(); ++hook) {
+    const auto builtin = chains.find(hook->builtin);
+    std::size_t& seen = hooks_seen[hook->builtin];
+    if (builtin == chains.end() || seen + 1 >= builtin->second.size()) return false;
+    const EntryView& jump = builtin->second[seen++];
+    if (jump.comment != comment_of(hook_spec(hook->target)) || !jump.verdict || *jump.verdict < 0)
+      return false;
+    const auto target = chain_starting_at.find(static_cast<std::size_t>(*jump.verdict));
+    if (target == chain_starting_at.end() || target->second != hook->target) return false;
+  }
+  return true;
+}
+
 // Mixes in one family's tables as the kernel gives them to iptables-legacy-save (IPT_SO_GET_ENTRIES),
-// each rule's counters set to zero; false when a table could not be read. Only the tables the kernel
-// lists are asked for: asking for another would set it up in the namespace.
+// each rule's counters set to zero; false when a table could not be read or, given `ours` (the family's
+// tables in their slot), one does not hold them (holds). Only the tables the kernel lists are asked for:
+// asking for another would set it up in the namespace.
 template <typename GetInfo, typename GetEntries, typename Entry>
 bool mix_family(std::uint64_t& h, const char* names_path, int level, int sock, int info_option,
-                int entries_option) {
+                int entries_option, const std::vector<TableDef>* ours) {
+  // A table of ours that the kernel does not list is not loaded.
+  auto lists_ours = [&](std::string_view listed) {
+    const auto names = lines(listed);
+    return ours == nullptr || std::all_of(ours->begin(), ours->end(), [&](const TableDef& t) {
+             return (t.chains.empty() && t.hooks.empty()) ||
+                    std::find(names.begin(), names.end(), t.name) != names.end();
+           });
+  };
   const int names = open(names_path, O_RDONLY | O_CLOEXEC);
-  if (names < 0) return errno == ENOENT;  // no table of the family was ever set up here
+  if (names < 0) return errno == ENOENT && lists_ours({});  // no table was ever set up here
   std::string listed(4096, '\0');
   const ssize_t n = read(names, listed.data(), listed.size());
   close(names);
   if (n < 0 || static_cast<std::size_t>(n) == listed.size()) return false;
   listed.resize(static_cast<std::size_t>(n));
+  if (!lists_ours(listed)) return false;
   h = mix(h, listed);
   for (const auto& table : lines(listed)) {
     GetInfo info{};
@@ -436,6 +538,13 @@ bool mix_family(std::uint64_t& h, const char* names_path, int level, int sock, i
         std::memset(entries + at + offsetof(Entry, counters), 0, sizeof(xt_counters));
         at += next;
       }
+      if (ours != nullptr) {
+        const auto def =
+            std::find_if(ours->begin(), ours->end(), [&](const TableDef& t) { return t.name == table; });
+        if (!holds<GetInfo, Entry>(info, entries,
+                                   def != ours->end() ? *def : TableDef{std::string(table), {}, {}}))
+          return false;
+      }
       h = mix(h, reinterpret_cast<const unsigned char*>(&info), sizeof info);
       h = mix(h, entries, info.size);
       break;
@@ -463,7 +572,7 @@ std::string held_text(const std::vector<TableDef>& tables) {
 
 }  // namespace
 
-std::string tables_fingerprint() {
+std::string tables_fingerprint(const std::array<std::vector<TableDef>, 2>* ours) {
   std::uint64_t h = 0xcbf29ce484222325ull;
   bool whole = true;
   for (IpFamily f : {IpFamily::v4, IpFamily::v6}) {
@@ -472,10 +581,10 @@ std::string tables_fingerprint() {
     if (sock < 0) return {};
     whole = whole && (v4 ? mix_family<ipt_getinfo, ipt_get_entries, ipt_entry>(
                                h, "/proc/thread-self/net/ip_tables_names", IPPROTO_IP, sock, IPT_SO_GET_INFO,
-                               IPT_SO_GET_ENTRIES)
+                               IPT_SO_GET_ENTRIES, ours ? &(*ours)[0] : nullptr)
                          : mix_family<ip6t_getinfo, ip6t_get_entries, ip6t_entry>(
                                h, "/proc/thread-self/net/ip6_tables_names", IPPROTO_IPV6, sock,
-                               IP6T_SO_GET_INFO, IP6T_SO_GET_ENTRIES));
+                               IP6T_SO_GET_INFO, IP6T_SO_GET_ENTRIES, ours ? &(*ours)[1] : nullptr));
     close(sock);
     h = mix(h, "|");
   }
@@ -1164,7 +1273,7 @@ void apply_model(const Model& model, std::string_view ir_hash, bool full, const 
   if (!full && !state_dir.empty()) held = HeldTables::load(state_dir);
   // The kernel's tables are fingerprinted (~15 ms at 10,000 rules) while the record is read.
   std::future<std::string> fingerprint;
-  if (held) fingerprint = std::async(std::launch::async, tables_fingerprint);
+  if (held) fingerprint = std::async(std::launch::async, [] { return tables_fingerprint(); });
   // With counters: a switch of slots carries those of the chains it does not change (not a full apply,
   // which starts every counter from zero, as a full replace does in nft).
   Holdings now = holdings(ipset, false, true, held ? &*held : nullptr);
@@ -1192,13 +1301,16 @@ void apply_model(const Model& model, std::string_view ir_hash, bool full, const 
     in_effect = switch_slots(ipset, now, model.sets, want, positions, !full);
   }
   if (state_dir.empty()) return;
-  // What the kernel holds of ours is now the model in its slot, unless some of the old ruleset stayed;
-  // the tables are fingerprinted while its text is made.
+  // What the kernel holds of ours is now the model in its slot, unless some of the old ruleset stayed or
+  // another writer changed ours (or put a rule above a hook) while this apply ran; the tables are
+  // fingerprinted, and that checked, while the record's text is made.
   HeldTables record;
   if (in_effect != kNoSlot) {
-    fingerprint = std::async(std::launch::async, tables_fingerprint);
-    for (int i : {0, 1}) record.text[i] = held_text(placed(want[i], in_effect));
-    record.fingerprint = fingerprint.get();
+    const std::array<std::vector<TableDef>, 2> ours = {placed(want[0], in_effect),
+                                                       placed(want[1], in_effect)};
+    auto checked = std::async(std::launch::async, [&ours] { return tables_fingerprint(&ours); });
+    for (int i : {0, 1}) record.text[i] = held_text(ours[i]);
+    record.fingerprint = checked.get();
   }
   if (record.fingerprint.empty())
     HeldTables::forget(state_dir);

@@ -2,6 +2,7 @@
 // what it holds to what a model wants, and back when a step fails.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -56,8 +57,9 @@ std::string transition(const std::vector<KernelTable>& now, const std::vector<Ta
 
 // A digest of every table the kernel holds in the calling thread's namespace (both families), without
 // their counters: it changes with any rule, chain or policy anyone changes. Empty when a table could not
-// be read.
-std::string tables_fingerprint();
+// be read or, given `ours` (by IpFamily, in their slot), the tables do not hold them as an apply loads
+// them: our chains with their rules (by comment) and no others of ours, our hooks first in their chains.
+std::string tables_fingerprint(const std::array<std::vector<TableDef>, 2>* ours = nullptr);
 
 // ---- operations -------------------------------------------------------------------------------------
 // What changes at one instant when an apply changes more than one table or set of a family.

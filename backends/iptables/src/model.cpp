@@ -126,13 +126,13 @@ std::pair<std::size_t, std::size_t> comment_span(std::string_view spec) {
   if (close == std::string_view::npos) return {std::string_view::npos, 0};
   return {open, close + 1 - open};
 }
+}  // namespace
 
 std::string_view comment_of(std::string_view spec) {
   auto [at, len] = comment_span(spec);
   if (at == std::string_view::npos) return {};
   return spec.substr(at + kCommentOpen.size(), len - kCommentOpen.size() - 1);
 }
-}  // namespace
 
 std::string stamp_of(std::string_view spec) {
   auto comment = comment_of(spec);

@@ -110,6 +110,8 @@ inline constexpr std::string_view kTableOrder[] = {"raw", "mangle", "nat", "filt
 std::string hook_spec(std::string_view target);
 // 16 hex digits of FNV-1a 64: rule stamps and shortened names.
 std::string hash16(std::string_view text);
+// The text of a rule spec's comment (between its quotes), or empty.
+std::string_view comment_of(std::string_view spec);
 // The stamp a rule spec carries ("fwe:<hash16>"), or empty.
 std::string stamp_of(std::string_view spec);
 // The hash a rule should carry: over its chain and its spec without the comment and without quoting, so

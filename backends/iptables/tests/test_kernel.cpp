@@ -23,30 +23,47 @@ using namespace fwe::iptables;
 
 namespace {
 
-// For as long as one lives, saves that fail come first in PATH: an apply that starts one fails too (the
-// checks around it read the kernel with the real ones). They lie beside the test binary, not in /tmp,
-// which may forbid running what is in it: the real save would then be found further on in PATH.
-class FailingSaves {
+// For as long as one lives, shell scripts of the given tools' names come first in PATH, so that an apply
+// runs them (the checks around it run the real tools by their full path or after). They lie beside the
+// test binary, not in /tmp, which may forbid running what is in it: the real tool would then be found
+// further on in PATH.
+class ScriptedTools {
  public:
-  FailingSaves() {
+  explicit ScriptedTools(const std::vector<std::pair<std::string, std::string>>& scripts) {
     std::filesystem::create_directories(bin_);
-    for (const char* tool : {"iptables-legacy-save", "ip6tables-legacy-save"}) {
-      std::ofstream(bin_ / tool) << "#!/bin/sh\necho 'no save here' >&2\nexit 1\n";
+    for (const auto& [tool, script] : scripts) {
+      std::ofstream(bin_ / tool) << "#!/bin/sh\n" << script;
       std::filesystem::permissions(bin_ / tool, std::filesystem::perms::owner_all);
     }
     setenv("PATH", (bin_.string() + ":" + path_).c_str(), 1);
   }
-  ~FailingSaves() {
+  ~ScriptedTools() {
     setenv("PATH", path_.c_str(), 1);
     std::filesystem::remove_all(bin_);
   }
-  FailingSaves(const FailingSaves&) = delete;
-  FailingSaves& operator=(const FailingSaves&) = delete;
+  ScriptedTools(const ScriptedTools&) = delete;
+  ScriptedTools& operator=(const ScriptedTools&) = delete;
 
  private:
-  std::string path_ = std::getenv("PATH");
+  std::string path_ = [] {
+    const char* path = std::getenv("PATH");
+    return std::string(path != nullptr ? path : "/usr/sbin:/usr/bin:/sbin:/bin");
+  }();
   std::filesystem::path bin_ = std::filesystem::read_symlink("/proc/self/exe").parent_path() /
-                               ("fwe-no-save-" + std::to_string(getpid()));
+                               ("fwe-scripted-" + std::to_string(getpid()));
+};
+
+// Saves that fail: an apply that starts one fails too.
+ScriptedTools failing_saves() {
+  const std::string fail = "echo 'no save here' >&2\nexit 1\n";
+  return ScriptedTools({{"iptables-legacy-save", fail}, {"ip6tables-legacy-save", fail}});
+}
+
+// A state directory of the test's own, removed with it.
+struct StateDir {
+  std::string path = std::filesystem::temp_directory_path() / ("fwe-ipt-state-" + std::to_string(getpid()));
+  StateDir() { std::filesystem::remove_all(path); }
+  ~StateDir() { std::filesystem::remove_all(path); }
 };
 
 Model render_ok(const ir::Ruleset& rs) {
@@ -195,7 +212,7 @@ TEST_CASE("tables that hold only built-in chains are read without a save, and th
   flush_all();  // the tables stay, empty
   REQUIRE(run_tool({"iptables-legacy", "-P", "FORWARD", "DROP"}).status == 0);
   auto apply_without_saves = [](const ir::Ruleset& rs, std::string_view hash) {
-    const FailingSaves failing;
+    const auto failing = failing_saves();
     apply_model(render_ok(rs), hash, false);
   };
 
@@ -766,8 +783,12 @@ TEST_CASE("real traffic: a run's set counts the hits of each source rule", "[roo
 TEST_CASE("a switch of slots keeps the counters of the chains it does not change", "[root]") {
   test::enter_scratch_netns();
   REQUIRE(run_tool({"ip", "link", "set", "lo", "up"}).status == 0);
+  // With a state directory, so that the switch starts from the record of the first apply, which has no
+  // counters.
+  const StateDir state;
   const ir::Ruleset rs = test::runs_ruleset();
-  apply_model(render_ok(rs), "before", false);
+  apply_model(render_ok(rs), "before", false, state.path);
+  REQUIRE(HeldTables::load(state.path));
   REQUIRE(run_tool({"timeout", "2", "bash", "-c", "echo > /dev/tcp/127.0.0.2/7002"}).status == 1);  // counted
   // Under the model's names: the chains move from slot 1 to slot 2.
   auto counted = [] {
@@ -778,7 +799,7 @@ TEST_CASE("a switch of slots keeps the counters of the chains it does not change
   const auto before = counted();
   // A set added, so the ruleset comes in the other slot; list changed, the chains that jump to it did not.
   const ir::Ruleset wider = with_a_set_added(rs);
-  apply_model(render_ok(wider), "after", false);
+  apply_model(render_ok(wider), "after", false, state.path);
   CHECK(test::save_text().find("fwe2-") != std::string::npos);
   CHECK(test::save_text().find("fwe1-") == std::string::npos);
   CHECK(kept_counters(before, counted()) >
@@ -899,13 +920,6 @@ ir::Ruleset runs_with_last_port(std::uint16_t port) {
   rs.chains.at("list").rules.back().match.dst_port.at(0).ports = {{port, port}};
   return rs;
 }
-
-// A state directory of the test's own, removed with it.
-struct StateDir {
-  std::string path = std::filesystem::temp_directory_path() / ("fwe-ipt-state-" + std::to_string(getpid()));
-  StateDir() { std::filesystem::remove_all(path); }
-  ~StateDir() { std::filesystem::remove_all(path); }
-};
 }  // namespace
 
 TEST_CASE("a set's changed members are added and deleted where it is: the others keep their counters",
@@ -1155,7 +1169,7 @@ TEST_CASE("an apply reads our chains from the last one's record while nobody cha
   REQUIRE(run_tool({"ip", "link", "set", "lo", "up"}).status == 0);
   const StateDir state;
   auto apply_trusting = [&](const ir::Ruleset& rs, std::string_view hash) {
-    const FailingSaves failing;
+    const auto failing = failing_saves();
     apply_model(render_ok(rs), hash, false, state.path);
   };
   // The record lists what a save lists, and was taken of the tables as they are.
@@ -1208,4 +1222,48 @@ TEST_CASE("an apply reads our chains from the last one's record while nobody cha
   check_record();
   apply_trusting(test::tiny_ruleset(), "f");
   CHECK(read_kernel().ir_hash == "f");
+}
+
+TEST_CASE("an apply leaves no record of tables that another writer changed while it ran", "[root]") {
+  test::enter_scratch_netns();
+  const StateDir state;
+  const Model a = render_ok(test::sample_ruleset()), b = render_ok(sample_with_ssh_port(2222));
+  // The other writer's rule comes right after each IPv4 load of the apply (the script runs the real tool
+  // found past its own directory in PATH): each apply below changes a chain, so that it loads one.
+  auto apply_while = [&](const Model& model, const std::string& other_writer) {
+    const ScriptedTools tools(
+        {{"iptables-legacy-restore",
+          "PATH=\"${PATH#*:}\"\niptables-legacy-restore \"$@\" || exit\n" + other_writer + "\n"}});
+    apply_model(model, "a", false, state.path);
+  };
+  auto hook_first = [](std::string_view builtin, std::string_view stage) {
+    const std::string save = test::save_text();
+    return save.find("-A " + std::string(builtin) + ' ') == save.find(hook_line(builtin, 1, stage));
+  };
+  auto record_true = [&] {
+    const auto held = HeldTables::load(state.path);
+    return held && held->fingerprint == tables_fingerprint();
+  };
+
+  // Docker-like: a rule inserted above our hook.
+  apply_while(a, "iptables-legacy -I INPUT 1 -s 192.0.2.9 -j ACCEPT");
+  CHECK_FALSE(HeldTables::load(state.path));
+  CHECK_FALSE(hook_first("INPUT", "input"));
+  apply_model(a, "a", false, state.path);  // reads the kernel, and puts the hook back on top
+  CHECK(hook_first("INPUT", "input"));
+  CHECK(record_true());
+
+  // An admin's rule appended to a chain of ours.
+  apply_while(b, "iptables-legacy -A fwe1-input -s 192.0.2.9 -j ACCEPT");
+  CHECK_FALSE(HeldTables::load(state.path));
+  apply_model(b, "a", false, state.path);
+  CHECK(test::save_text().find("-A fwe1-input -s 192.0.2.9/32 -j ACCEPT") == std::string::npos);
+  CHECK(record_true());
+
+  // A chain named as ours that the model lacks, in the other family.
+  apply_while(a, "ip6tables-legacy -N fwe2-left");
+  CHECK_FALSE(HeldTables::load(state.path));
+  REQUIRE(run_tool({"ip6tables-legacy", "-X", "fwe2-left"}).status == 0);
+  apply_model(a, "a", false, state.path);
+  CHECK(record_true());
 }

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "applied.hpp"
@@ -655,7 +656,7 @@ TEST_CASE("the record of the last apply keeps only sets it can vouch for") {
   std::filesystem::remove_all(dir);
 }
 
-TEST_CASE("the record of the tables reads back as written, and a cut or padded one is no record") {
+TEST_CASE("the record of the tables reads back as written, and a cut, padded or missized one is no record") {
   const std::string dir =
       (std::filesystem::temp_directory_path() / ("fwe-ipt-tables-" + std::to_string(getpid()))).string();
   std::filesystem::remove_all(dir);
@@ -673,7 +674,18 @@ TEST_CASE("the record of the tables reads back as written, and a cut or padded o
     std::ifstream in(dir + "/tables");
     file.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }
-  for (const std::string& damaged : {file.substr(0, file.size() - 1), file + "\n"}) {
+  // Sizes that would add up to the texts' only by wrapping around.
+  const std::string sizes = std::to_string(held.text[0].size()) + " 0\n";
+  const std::size_t sizes_at = file.find(sizes);
+  REQUIRE(sizes_at != std::string::npos);
+  auto with_sizes = [&](const std::string& other) {
+    return std::string(file).replace(sizes_at, sizes.size(), other);
+  };
+  const std::string wrapping = std::to_string(std::numeric_limits<std::size_t>::max()) + ' ' +
+                               std::to_string(held.text[0].size() + 1) + '\n';
+  const std::string negative = "-1 " + std::to_string(held.text[0].size() + 1) + '\n';
+  for (const std::string& damaged :
+       {file.substr(0, file.size() - 1), file + "\n", with_sizes(wrapping), with_sizes(negative)}) {
     std::ofstream(dir + "/tables") << damaged;
     CHECK(!HeldTables::load(dir));
   }
