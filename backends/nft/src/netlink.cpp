@@ -111,22 +111,28 @@ class Socket {
     std::erase_if(released_keepers(), [](pid_t pid) { return waitpid(pid, nullptr, WNOHANG) != 0; });
     int pipe_ends[2];
     if (pipe2(pipe_ends, O_CLOEXEC) != 0) return;
+    // The keeper's fds 0-3 are made from copies above them: a process started with a standard fd closed
+    // may hold the pipe or the socket there, and an action would overwrite it before it is read.
+    const int read_end = fcntl(pipe_ends[0], F_DUPFD_CLOEXEC, 4),
+              socket_copy = fcntl(fd(), F_DUPFD_CLOEXEC, 4);
+    close(pipe_ends[0]);
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, pipe_ends[0], 0);
+    posix_spawn_file_actions_adddup2(&actions, read_end, 0);
     posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
     posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    posix_spawn_file_actions_adddup2(&actions, fd(), 3);
+    posix_spawn_file_actions_adddup2(&actions, socket_copy, 3);
     posix_spawn_file_actions_addclosefrom_np(&actions, 4);
     char name[] = "fwengine-netlink-keeper";
     char* argv[] = {name, nullptr};
     char* envp[] = {nullptr};
     pid_t pid = -1;
-    int failed = ENOENT;
+    int failed = read_end < 0 || socket_copy < 0 ? EMFILE : ENOENT;
     for (const char* cat : {"/bin/cat", "/usr/bin/cat"})
       if (failed == ENOENT) failed = posix_spawn(&pid, cat, &actions, nullptr, argv, envp);
     posix_spawn_file_actions_destroy(&actions);
-    close(pipe_ends[0]);
+    for (int copy : {read_end, socket_copy})
+      if (copy >= 0) close(copy);
     if (failed != 0) {
       close(pipe_ends[1]);
       return;
