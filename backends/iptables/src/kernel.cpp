@@ -411,7 +411,8 @@ struct EntryView {
 
 // Whether a table as IPT_SO_GET_ENTRIES gives it (`entries`, `info` its sizes) holds `ours` as loaded:
 // each chain of ours that it has is one of ours.chains, each of those has the model's rules by their
-// comments, and each built-in chain starts with our hooks into it, the last inserted first. This is what
+// comments (each rule's first comment match), and each built-in chain starts with our
+// hooks into it, the last inserted first, and has no other jump into ours. This is what
 // a record claims; another writer changing the tables while an apply runs (Docker inserting at the top
 // of FORWARD, an admin appending to a chain of ours) makes it untrue. A rule replaced under the same
 // comment is not seen.
@@ -452,7 +453,7 @@ bool holds(const GetInfo& info, const unsigned char* entries, const TableDef& ou
       xt_entry_match match{};
       std::memcpy(&match, entry + m, sizeof match);
       if (match.u.match_size < sizeof match || m + match.u.match_size > target_offset) return false;
-      if (padded(match.u.user.name, sizeof match.u.user.name) == "comment")
+      if (view.comment.empty() && padded(match.u.user.name, sizeof match.u.user.name) == "comment")
         view.comment = padded(entry + m + sizeof match, match.u.match_size - sizeof match);
       m += match.u.match_size;
     }
@@ -483,6 +484,19 @@ bool holds(const GetInfo& info, const unsigned char* entries, const TableDef& ou
       return false;
     const auto target = chain_starting_at.find(static_cast<std::size_t>(*jump.verdict));
     if (target == chain_starting_at.end() || target->second != hook->target) return false;
+  }
+  // Below the hooks, no chain but ours jumps into ours: a save would read such a jump as a hook to
+  // remove (a copy of one above it, say, without the gate).
+  for (const auto& [name, entries_of] : chains) {
+    if (slot_of(name) != kNoSlot) continue;
+    const auto hooks = hooks_seen.find(name);
+    for (std::size_t i = hooks == hooks_seen.end() ? 0 : hooks->second; i < entries_of.size(); ++i) {
+      const auto& verdict = entries_of[i].verdict;
+      const auto target = verdict && *verdict >= 0
+                              ? chain_starting_at.find(static_cast<std::size_t>(*verdict))
+                              : chain_starting_at.end();
+      if (target != chain_starting_at.end() && slot_of(target->second) != kNoSlot) return false;
+    }
   }
   return true;
 }
@@ -534,16 +548,15 @@ bool mix_family(std::uint64_t& h, const char* names_path, int level, int sock, i
       for (std::size_t at = 0; at < info.size;) {
         std::uint16_t next = 0;
         std::memcpy(&next, entries + at + offsetof(Entry, next_offset), sizeof next);
-        if (next == 0 || at + next > info.size) return false;
+        if (next < sizeof(Entry) || at + next > info.size) return false;
         std::memset(entries + at + offsetof(Entry, counters), 0, sizeof(xt_counters));
         at += next;
       }
       if (ours != nullptr) {
         const auto def =
             std::find_if(ours->begin(), ours->end(), [&](const TableDef& t) { return t.name == table; });
-        if (!holds<GetInfo, Entry>(info, entries,
-                                   def != ours->end() ? *def : TableDef{std::string(table), {}, {}}))
-          return false;
+        static const TableDef kNone{};
+        if (!holds<GetInfo, Entry>(info, entries, def != ours->end() ? *def : kNone)) return false;
       }
       h = mix(h, reinterpret_cast<const unsigned char*>(&info), sizeof info);
       h = mix(h, entries, info.size);

@@ -1228,12 +1228,13 @@ TEST_CASE("an apply leaves no record of tables that another writer changed while
   test::enter_scratch_netns();
   const StateDir state;
   const Model a = render_ok(test::sample_ruleset()), b = render_ok(sample_with_ssh_port(2222));
-  // The other writer's rule comes right after each IPv4 load of the apply (the script runs the real tool
-  // found past its own directory in PATH): each apply below changes a chain, so that it loads one.
+  // The other writer's change comes right after each IPv4 load of the apply (the script runs the real
+  // tools found past its own directory in PATH, and answers as the load did; the change is checked by its
+  // effect): each apply below changes a chain, so that it loads one.
   auto apply_while = [&](const Model& model, const std::string& other_writer) {
     const ScriptedTools tools(
         {{"iptables-legacy-restore",
-          "PATH=\"${PATH#*:}\"\niptables-legacy-restore \"$@\" || exit\n" + other_writer + "\n"}});
+          "PATH=\"${PATH#*:}\"\niptables-legacy-restore \"$@\" || exit\n" + other_writer + "\nexit 0\n"}});
     apply_model(model, "a", false, state.path);
   };
   auto hook_first = [](std::string_view builtin, std::string_view stage) {
@@ -1246,7 +1247,7 @@ TEST_CASE("an apply leaves no record of tables that another writer changed while
   };
 
   // Docker-like: a rule inserted above our hook.
-  apply_while(a, "iptables-legacy -I INPUT 1 -s 192.0.2.9 -j ACCEPT");
+  apply_while(a, "iptables-legacy -w -I INPUT 1 -s 192.0.2.9 -j ACCEPT");
   CHECK_FALSE(HeldTables::load(state.path));
   CHECK_FALSE(hook_first("INPUT", "input"));
   apply_model(a, "a", false, state.path);  // reads the kernel, and puts the hook back on top
@@ -1254,16 +1255,25 @@ TEST_CASE("an apply leaves no record of tables that another writer changed while
   CHECK(record_true());
 
   // An admin's rule appended to a chain of ours.
-  apply_while(b, "iptables-legacy -A fwe1-input -s 192.0.2.9 -j ACCEPT");
+  apply_while(b, "iptables-legacy -w -A fwe1-input -s 192.0.2.9 -j ACCEPT");
   CHECK_FALSE(HeldTables::load(state.path));
   apply_model(b, "a", false, state.path);
   CHECK(test::save_text().find("-A fwe1-input -s 192.0.2.9/32 -j ACCEPT") == std::string::npos);
   CHECK(record_true());
 
   // A chain named as ours that the model lacks, in the other family.
-  apply_while(a, "ip6tables-legacy -N fwe2-left");
+  apply_while(a, "ip6tables-legacy -w -N fwe2-left");
   CHECK_FALSE(HeldTables::load(state.path));
   REQUIRE(run_tool({"ip6tables-legacy", "-X", "fwe2-left"}).status == 0);
   apply_model(a, "a", false, state.path);
+  CHECK(record_true());
+
+  // A copy of a hook put above it, without the gate: the next apply removes both, and hooks anew.
+  apply_while(b, "iptables-legacy -w -I INPUT 1 -m comment --comment fwe:hook -j fwe1-input");
+  CHECK_FALSE(HeldTables::load(state.path));
+  apply_model(b, "a", false, state.path);
+  CHECK(hook_first("INPUT", "input"));
+  const std::string save = test::save_text();
+  CHECK(save.find("-j fwe1-input") == save.rfind("-j fwe1-input"));
   CHECK(record_true());
 }
