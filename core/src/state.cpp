@@ -102,6 +102,28 @@ void write_file_atomically(const std::string& path, std::string_view text, mode_
   if (ec) throw RuntimeError("cannot write " + path + ": " + ec.message());
 }
 
+bool replace_record(const std::string& path, std::string_view text) {
+  std::error_code ec;
+  fs::create_directories(fs::path(path).parent_path(), ec);
+  try {
+    write_file_atomically(path, text);
+    return true;
+  } catch (const RuntimeError&) {
+    fs::remove(path + ".tmp", ec);
+    fs::remove(path, ec);
+    return false;
+  }
+}
+
+std::optional<std::string> read_whole_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) return std::nullopt;
+  std::string bytes(static_cast<std::size_t>(in.tellg()), '\0');
+  in.seekg(0);
+  if (!in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()))) return std::nullopt;
+  return bytes;
+}
+
 // The namespace this process is in, by name: the name `ip netns` knows it by (so that `ip netns exec X`
 // and `--netns X` share one state; not one named "default", which --netns refuses), "default" for the
 // host's, else netns-<inode> (`unshare -n`): never the host's state for another namespace. The host's is pid

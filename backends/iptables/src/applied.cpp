@@ -10,6 +10,8 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "fwengine/state.hpp"
+
 namespace fwe::iptables {
 namespace {
 
@@ -52,36 +54,10 @@ bool read_set(std::string_view text, std::size_t& at, std::string& digest, SetDe
   return true;
 }
 
-// The file's whole text, if it can be read.
-std::optional<std::string> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) return std::nullopt;
-  std::string text(static_cast<std::size_t>(in.tellg()), '\0');
-  in.seekg(0);
-  if (!in.read(text.data(), static_cast<std::streamsize>(text.size()))) return std::nullopt;
-  return text;
-}
-
-// Writes text as dir + name: aside first, then renamed over it, so that a reader never sees half of it.
-void replace_file(const std::string& dir, const char* name, std::string_view text) {
-  const std::string path = dir + name, aside = path + ".new";
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  {
-    std::ofstream file(aside, std::ios::binary | std::ios::trunc);
-    if (!file.write(text.data(), static_cast<std::streamsize>(text.size())) || !file.flush()) {
-      std::filesystem::remove(aside, ec);
-      return;
-    }
-  }
-  std::filesystem::rename(aside, path, ec);
-  if (ec) std::filesystem::remove(aside, ec);
-}
-
 }  // namespace
 
 std::optional<AppliedSets> AppliedSets::load(const std::string& dir) {
-  const auto file = read_file(dir + kFileName);
+  const auto file = state::read_whole_file(dir + kFileName);
   if (!file) return std::nullopt;
   const std::string& text = *file;
   std::size_t at = 0;
@@ -114,13 +90,13 @@ void AppliedSets::save(const std::string& dir, const std::vector<SetDef>& sets,
       out += '\n';
     }
   }
-  replace_file(dir, kFileName, out);
+  state::replace_record(dir + kFileName, out);
 }
 
 // The record is its header line, the fingerprint's line, a line with the two texts' sizes, then the
 // texts (IPv4's, IPv6's).
 std::optional<HeldTables> HeldTables::load(const std::string& dir) {
-  const auto file = read_file(dir + kTablesName);
+  const auto file = state::read_whole_file(dir + kTablesName);
   if (!file) return std::nullopt;
   std::size_t at = 0;
   std::string_view header, fingerprint, sizes;
@@ -144,7 +120,7 @@ void HeldTables::save(const std::string& dir) const {
   std::string out(kTablesHeader);
   out += '\n' + fingerprint + '\n' + std::to_string(text[0].size()) + ' ' + std::to_string(text[1].size()) +
          '\n' + text[0] + text[1];
-  replace_file(dir, kTablesName, out);
+  state::replace_record(dir + kTablesName, out);
 }
 
 void HeldTables::forget(const std::string& dir) {

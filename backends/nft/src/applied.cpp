@@ -5,8 +5,8 @@
 #include "applied.hpp"
 
 #include <cstring>
-#include <filesystem>
-#include <fstream>
+
+#include "fwengine/state.hpp"
 
 namespace fwe::nft {
 namespace {
@@ -68,27 +68,6 @@ class Reader {
   std::size_t at_, end_;
 };
 
-// Writes bytes to dir/name aside, then renames it over the old file: a reader sees one or the other.
-void replace_file(const std::string& dir, const char* name, const std::string& bytes) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  const std::string path = dir + name, aside = path + ".tmp";
-  {
-    std::ofstream file(aside, std::ios::binary | std::ios::trunc);
-    if (!file.write(bytes.data(), static_cast<std::streamsize>(bytes.size())) || !file.flush()) return;
-  }
-  std::filesystem::rename(aside, path, ec);
-}
-
-std::optional<std::string> read_file(const std::string& path) {
-  std::ifstream file(path, std::ios::binary | std::ios::ate);
-  if (!file) return std::nullopt;
-  std::string bytes(static_cast<std::size_t>(file.tellg()), '\0');
-  file.seekg(0);
-  if (!file.read(bytes.data(), static_cast<std::streamsize>(bytes.size()))) return std::nullopt;
-  return bytes;
-}
-
 }  // namespace
 
 void AppliedSets::save(const std::string& dir, const Table& table, const std::string& marker) {
@@ -109,11 +88,11 @@ void AppliedSets::save(const std::string& dir, const Table& table, const std::st
     put(out, static_cast<std::uint64_t>(elements.size()));
     out += elements;
   }
-  replace_file(dir, kFileName, out);
+  state::replace_record(dir + kFileName, out);
 }
 
 std::optional<AppliedSets> AppliedSets::load(const std::string& dir) {
-  auto bytes = read_file(dir + kFileName);
+  auto bytes = state::read_whole_file(dir + kFileName);
   if (!bytes) return std::nullopt;
   AppliedSets out;
   out.bytes_ = std::move(*bytes);
@@ -204,11 +183,11 @@ void ContentRecord::save(const std::string& dir) const {
     put_bytes(out, name);
     put(out, digest);
   }
-  replace_file(dir, kContentFileName, out);
+  state::replace_record(dir + kContentFileName, out);
 }
 
 std::optional<ContentRecord> ContentRecord::load(const std::string& dir) {
-  auto bytes = read_file(dir + kContentFileName);
+  auto bytes = state::read_whole_file(dir + kContentFileName);
   if (!bytes || bytes->compare(0, kContentMagic.size(), kContentMagic) != 0) return std::nullopt;
   Reader in(*bytes, kContentMagic.size(), bytes->size());
   ContentRecord out;

@@ -32,6 +32,13 @@ bool left_by_another_namespace(const std::string& netns);
 // whatever the umask, then renamed over path.
 void write_file_atomically(const std::string& path, std::string_view text, mode_t mode = 0600);
 
+// A backend's record of what it applied, which only spares it reading the kernel: written as
+// write_file_atomically writes (its directory made if missing), or, where that fails, removed, so that
+// no stale record is trusted. False then.
+bool replace_record(const std::string& path, std::string_view text);
+// The whole of a file, or nothing where it cannot be read.
+std::optional<std::string> read_whole_file(const std::string& path);
+
 // Serialises apply, flush and reloads per namespace. A second writer waits up to timeout, then gets a
 // RuntimeError naming the holder's pid. Once held, the directory is this namespace's: what another one of the
 // same name recorded there is removed, and this one's cookie recorded.
