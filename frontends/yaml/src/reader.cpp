@@ -208,19 +208,12 @@ std::string stages_for(ir::ActionKind kind) {
   }
 }
 
-// Moves the entries of `from` into `into`, both maps ordered by name, trying the place after the last
-// one moved first (names of one part of a policy mostly follow each other); false when a name was
-// in both, and then what was left of `from` is dropped.
+// Moves the entries of `from` into `into`, both maps ordered by name and with no name in both, trying
+// the place after the last one moved first (names of one part of a policy mostly follow each other).
 template <class Map>
-bool move_entries(Map& from, Map& into) {
+void move_entries(Map& from, Map& into) {
   auto place = into.end();
-  while (!from.empty()) {
-    auto entry = from.extract(from.begin());
-    auto at = into.insert(place, std::move(entry));
-    if (entry) return false;  // not taken: `into` has the name
-    place = std::next(at);
-  }
-  return true;
+  while (!from.empty()) place = std::next(into.insert(place, from.extract(from.begin())));
 }
 
 }  // namespace
@@ -706,7 +699,7 @@ void PolicyReader::Impl::read_chains(Node& node) {
   std::size_t rules = 0;
   for (const Node& value : node.values()) rules += value.is_sequence() ? value.items().size() : 0;
   std::size_t split = 0;
-  if (split_chains_ && rules >= kSplitRules)
+  if (split_chains_ && !split_conflict_ && rules >= kSplitRules)
     for (std::size_t seen = 0; split < node.size() && seen < rules / 2; ++split)
       seen += node.values()[split].is_sequence() ? node.values()[split].items().size() : 0;
   if (split == 0 || split == node.size()) return read_chain_range(node, 0, node.size());
@@ -771,10 +764,14 @@ void PolicyReader::Impl::adopt(Impl& second, const Diagnostics& second_diag, std
     return std::any_of(fewer.begin(), fewer.end(),
                        [&](const auto& entry) { return more.contains(entry.first); });
   };
-  split_conflict_ =
-      clash(second.ruleset_.chains, ruleset_.chains) || clash(second.ruleset_.chains, ruleset_.sets) ||
-      clash(ruleset_.chains, second.ruleset_.sets) || !move_entries(second.ruleset_.sets, ruleset_.sets);
-  if (split_conflict_) return;
+  // Once one split met such a name, what this reader read is not what one thread reads, whatever later
+  // splits meet: the flag stays, and nothing of the second half is moved in.
+  if (clash(second.ruleset_.chains, ruleset_.chains) || clash(second.ruleset_.chains, ruleset_.sets) ||
+      clash(ruleset_.chains, second.ruleset_.sets) || clash(second.ruleset_.sets, ruleset_.sets)) {
+    split_conflict_ = true;
+    return;
+  }
+  move_entries(second.ruleset_.sets, ruleset_.sets);
   move_entries(second.ruleset_.chains, ruleset_.chains);
   for (std::size_t i = reported_before; i < second_diag.all().size(); ++i) {
     const Diagnostic& d = second_diag.all()[i];
@@ -1674,8 +1671,15 @@ bool PolicyReader::split_conflicted() const {
 
 ir::Ruleset read_policy(const std::vector<std::string>& sources, Diagnostics& diag) {
   // First with large mappings of chains read on two threads, reporting into a copy; when that met a
-  // name it could not check, once more on one thread (standard input cannot be read twice).
-  if (std::find(sources.begin(), sources.end(), "-") == sources.end()) {
+  // name it could not check, once more on one thread. So only sources that can be read twice are
+  // split: regular files, and directories (whose policy files are regular), not standard input, a
+  // pipe or a FIFO, which the second reading would find empty.
+  auto rereadable = [](const std::string& source) {
+    std::error_code ec;
+    const auto status = std::filesystem::status(source, ec);
+    return std::filesystem::is_regular_file(status) || std::filesystem::is_directory(status);
+  };
+  if (std::all_of(sources.begin(), sources.end(), rereadable)) {
     Diagnostics trial = diag;
     PolicyReader split(trial, true);
     for (const auto& source : sources) split.read_source(source);
