@@ -102,9 +102,11 @@ class Socket {
   // The release of any nfnetlink socket waits in the kernel until the objects that the namespace's last
   // commits replaced are freed (nf_tables flushes its destroy work, which waits for an RCU grace
   // period): 5-10 ms on an idle host, over 100 ms on a busy one. The commit is in effect by then, so
-  // after the first batch a child (cat, reading a pipe only we write to) keeps a copy of the socket
+  // after the first batch a child (a shell reading a pipe only we write to) keeps a copy of the socket
   // until this one is closed or the process ends, and its release is the child's: a command that
-  // committed does not wait for it as it exits. A keeper that cannot be started changes nothing.
+  // committed does not wait for it as it exits. The flush holds the namespace's commit mutex, so the
+  // child lets go half a second later, when the work is done and the flush holds no one's next
+  // transaction. A keeper that cannot be started changes nothing.
   void keep_until_exit() {
     if (keeper_ >= 0) return;
     // Keepers of connections that ended are reaped here: a process that lives on collects no zombies.
@@ -123,13 +125,13 @@ class Socket {
     posix_spawn_file_actions_adddup2(&actions, 1, 2);
     posix_spawn_file_actions_adddup2(&actions, socket_copy, 3);
     posix_spawn_file_actions_addclosefrom_np(&actions, 4);
-    char name[] = "fwengine-netlink-keeper";
-    char* argv[] = {name, nullptr};
+    char name[] = "fwengine-netlink-keeper", dash_c[] = "-c", script[] = "read -r _; /bin/sleep 0.5";
+    char* argv[] = {name, dash_c, script, nullptr};
     char* envp[] = {nullptr};
     pid_t pid = -1;
     int failed = read_end < 0 || socket_copy < 0 ? EMFILE : ENOENT;
-    for (const char* cat : {"/bin/cat", "/usr/bin/cat"})
-      if (failed == ENOENT) failed = posix_spawn(&pid, cat, &actions, nullptr, argv, envp);
+    for (const char* sh : {"/bin/sh", "/usr/bin/sh"})
+      if (failed == ENOENT) failed = posix_spawn(&pid, sh, &actions, nullptr, argv, envp);
     posix_spawn_file_actions_destroy(&actions);
     for (int copy : {read_end, socket_copy})
       if (copy >= 0) close(copy);

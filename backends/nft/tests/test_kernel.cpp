@@ -1130,7 +1130,7 @@ bool ours(const std::string& socket) {
 }
 }  // namespace
 
-TEST_CASE("a connection that committed leaves its socket's last release to a keeper that ends with it",
+TEST_CASE("a connection that committed leaves its socket's last release to a keeper that ends soon after it",
           "[root]") {
   nft_test::require_root();
   auto result = in_scratch_netns([] {
@@ -1146,8 +1146,9 @@ TEST_CASE("a connection that committed leaves its socket's last release to a kee
       for (const auto& socket : sockets)
         out += socket.starts_with("socket:[") && ours(socket) ? "it holds our socket\n" : socket + '\n';
     }
-    // The keeper reads the end of its pipe and exits; a zombie has no command line.
-    for (int wait = 0; wait < 200 && !keepers_sockets().empty(); ++wait) usleep(10'000);
+    // The keeper reads the end of its pipe, lets go half a second later and exits; a zombie has no
+    // command line.
+    for (int wait = 0; wait < 300 && !keepers_sockets().empty(); ++wait) usleep(10'000);
     out += "connection ended: " + std::to_string(keepers_sockets().size()) + " keepers\n";
     return out;
   });
