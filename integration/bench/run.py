@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import ctypes
 import datetime
+import itertools
 import json
 import os
 import platform
@@ -56,6 +57,7 @@ CHANGED_PORT = 9999  # the one-rule change: rule 0 gets this port (generated por
 RULES_PER_CHAIN = 100
 SKIP = 77  # CTest's SKIP_RETURN_CODE
 CLONE_NEWNET = 0x40000000
+CGROUP_SERIAL = itertools.count()  # each measurement's memory cgroup has a name of its own
 SETTLE_SECONDS = 0.2  # after emptying the namespace: let deferred (RCU) frees finish before timing
 FIGURES = ("apply", "read", "dataplane", "ebpf")
 APPLY_BACKENDS = ("nft", "iptables")  # the apply figures; the dataplane figures measure ebpf too
@@ -305,7 +307,19 @@ class KernelMemory:
         return int(stat.get("kernel", 0)) / 1024
 
     @staticmethod
+    def wait_empty(path, seconds=5.0):
+        """Until the processes the command left in the cgroup are gone: nft's netlink keeper lets go of
+        its socket half a second after the command's exit, and what it holds is no part of the ruleset."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            with open(f"{path}/cgroup.procs") as f:
+                if not f.read().strip():
+                    return
+            time.sleep(0.02)
+
+    @staticmethod
     def remove(path):
+        KernelMemory.wait_empty(path)
         try:
             os.rmdir(path)  # what is still charged moves to the parent
         except OSError:
@@ -630,10 +644,11 @@ def measure(figures, args, workdir):
                     time.sleep(SETTLE_SECONDS)
                 cgroup = None
                 if fig.key.endswith("-full") and args.kmem.base:
-                    cgroup = args.kmem.create(f"fwe-bench-{os.getpid()}-{run}-{c.key}")
+                    cgroup = args.kmem.create(f"fwe-bench-{os.getpid()}-{next(CGROUP_SERIAL)}-{c.key}")
                 try:
                     sample = run_steps(c.timed, args.ns, cgroup=cgroup)
                     if cgroup:
+                        args.kmem.wait_empty(cgroup)
                         time.sleep(SETTLE_SECONDS)  # deferred (RCU) frees of the transaction
                         sample["kmem_kib"] = args.kmem.read_kib(cgroup)
                         if c.fwengine:
