@@ -456,6 +456,7 @@ class Mapper {
 
   // ---- zone bindings and classification order (§2) ------------------------------------------------
   void bind_zones() {
+    catch_all_ = default_zone_;
     std::vector<Binding> sources, interfaces;
     for (const auto& [name, zone] : config_.zones) {
       std::size_t index = 0;
@@ -490,6 +491,14 @@ class Mapper {
         sources.push_back(std::move(b));
       }
       for (const ZoneInterface& iface : zone.interfaces) {
+        if (v2_ && iface.pattern.prefix && iface.pattern.name.empty()) {
+          // 2.x binds "+" as it binds the default zone's catch-all (fw.py adds "+" to the default zone):
+          // dispatched after every other binding, by zone name among the catch-alls, and without a
+          // <forward/> rule (fw_zone.py's _interface skips "+"). The first by name is the catch-all.
+          bound_zones_.insert(name);
+          if (zone.name < catch_all_->name) catch_all_ = &zone;
+          continue;
+        }
         Binding b;
         b.zone = &zone;
         b.interface = true;
@@ -1379,10 +1388,10 @@ class Mapper {
       }
       chain.rules.push_back(make_rule(match, ir::ActionKind::return_, from));
     }
-    // The default zone's catch-all ends the egress dispatch before routing too (fw_zone.py's "egress
-    // dispatch for default zone" rule is in every stage-2 chain, nat PREROUTING's included): there, where
-    // no interface binding can match yet, a packet not bound for a source-bound zone is the default zone's.
-    if (listed(default_zone_->name)) {
+    // The catch-all ends the egress dispatch before routing too (fw_zone.py's "egress dispatch for
+    // default zone" rule is in every stage-2 chain, nat PREROUTING's included): there, where no interface
+    // binding can match yet, a packet not bound for a source-bound zone is the catch-all zone's.
+    if (listed(catch_all_->name)) {
       ir::Rule jump = make_rule({}, ir::ActionKind::jump, from);
       jump.action.target = target;
       chain.rules.push_back(std::move(jump));
@@ -1661,8 +1670,10 @@ class Mapper {
                                                 by_egress ? b->out : b->in, b->zone->name + " " + b->text,
                                                 b->loc));
     }
-    section.endpoints.push_back(zone_endpoint(stage, *default_zone_, groups_of(*default_zone_), {},
-                                              default_zone_->name + " (default zone)", default_zone_->loc));
+    section.endpoints.push_back(zone_endpoint(
+        stage, *catch_all_, groups_of(*catch_all_), {},
+        catch_all_->name + (catch_all_ == default_zone_ ? " (default zone)" : " + (before the default zone)"),
+        catch_all_->loc));
     if (!is_filter(stage)) {
       // A NAT or mangle endpoint without rules decides nothing; trailing ones need not classify.
       while (!section.endpoints.empty() && section.endpoints.back().groups.empty())
@@ -1753,6 +1764,9 @@ class Mapper {
   const bool v2_;
   ir::Ruleset ruleset_;
   const Zone* default_zone_ = nullptr;
+  // The zone of the binding that matches every packet last: the default zone's, or (2.x) that of a zone
+  // bound to "+" whose name sorts before it.
+  const Zone* catch_all_ = nullptr;
   std::vector<Binding> bindings_;
   std::vector<const Binding*> ingress_order_, egress_order_;
   std::set<std::string> bound_zones_;

@@ -426,6 +426,29 @@ TEST_CASE("S56 overlapping interfaces: 1.3 lets the zone applied last win, 2.x t
   CHECK(outcome(setup.build(), to_host("10.77.0.2", 8080)) == by_mode(compat, "open", "drop"));
 }
 
+TEST_CASE("2.x binds \"+\" as the default zone's catch-all: after every other binding, first by zone name",
+          "[scenario]") {
+  // fw.py binds "+" to the default zone, and nftables.py sorts every "+" binding after the others and by
+  // zone name; fw_zone.py gives "+" no <forward/> rule.
+  Setup setup(Compat::v2);
+  setup.zone("trusted").forward = true;
+  setup.bind("trusted", "+");  // sorts after public, the default zone: never reached
+  setup.zone("work").target = ZoneTarget::drop;
+  setup.bind("work", "veth-a");
+  ir::Ruleset rs = setup.build();
+  const trace::Packet on_b = packet("veth-b", "", "10.88.0.2", "10.88.0.1", kTcp, 8080);
+  CHECK(outcome(rs, to_host("10.77.0.2", 8080)) == "drop");  // work
+  CHECK(outcome(rs, on_b) == kAdmin);                        // public's catch-all
+  // (trusted's <forward/> would accept it, were "+" a binding of its own.)
+  CHECK(outcome(rs, packet("veth-b", "veth-a", "10.88.0.2", "10.77.0.2", kTcp, 8080)) == kAdmin);
+  // "dmz" sorts before "public": its "+" takes every packet no other binding has.
+  setup.zone("dmz").target = ZoneTarget::accept;
+  setup.bind("dmz", "+");
+  rs = setup.build();
+  CHECK(outcome(rs, to_host("10.77.0.2", 8080)) == "drop");  // still work
+  CHECK(outcome(rs, on_b) == "open");
+}
+
 TEST_CASE("IPv6_rpfilter drops IPv6 from a source routed elsewhere, neighbour discovery excepted",
           "[scenario]") {
   Setup setup(any_compat());
