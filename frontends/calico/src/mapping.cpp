@@ -880,7 +880,9 @@ class Mapper {
 
     std::vector<ir::Match> matches;
     const std::optional<IcmpSpec>& icmp = rule.icmp ? rule.icmp : rule.not_icmp;
-    if (icmp) {
+    // Felix matches ICMP fields only when a type is given (its rule conversion): icmp: {} and
+    // notICMP: {} constrain nothing.
+    if (icmp && icmp->type) {
       // ICMP for IPv4 packets, ICMPv6 for IPv6 (Felix renders the rule per family).
       std::vector<ir::Family> families;
       if (rule.protocol == 1 || base.family == ir::Family::ipv4) {

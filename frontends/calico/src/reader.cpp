@@ -131,46 +131,43 @@ std::string lower(std::string_view s) {
   return out;
 }
 
-bool is_dns_label(std::string_view s) {
-  if (s.empty() || s.size() > 63) return false;
+// One '.'-separated part of a Calico name: lower-case letters, digits and '-' inside.
+bool is_name_part(std::string_view s) {
   auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
-  if (!alnum(s.front()) || !alnum(s.back())) return false;
+  if (s.empty() || !alnum(s.front()) || !alnum(s.back())) return false;
   return std::all_of(s.begin(), s.end(), [&](char c) { return alnum(c) || c == '-'; });
 }
 
-bool is_dns_subdomain(std::string_view s) {
-  if (s.empty() || s.size() > 253) return false;
-  std::size_t start = 0;
-  while (true) {
-    const std::size_t dot = s.find('.', start);
-    if (!is_dns_label(s.substr(start, dot == std::string_view::npos ? dot : dot - start))) return false;
-    if (dot == std::string_view::npos) return true;
-    start = dot + 1;
-  }
+// A DNS label (Tier names): one part, <=63 characters.
+bool is_dns_label(std::string_view s) {
+  return s.size() <= 63 && is_name_part(s);
 }
 
-// Calico's "name" validator (nameRegex): DNS labels joined by '.', of any length (HostEndpoint spec.node
+// Calico's "name" validator (nameRegex): parts joined by '.', of any length (HostEndpoint spec.node
 // and spec.profiles[]).
 bool is_calico_name(std::string_view s) {
   std::size_t start = 0;
   while (true) {
     const std::size_t dot = s.find('.', start);
-    const std::string_view label = s.substr(start, dot == std::string_view::npos ? dot : dot - start);
-    auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
-    if (label.empty() || !alnum(label.front()) || !alnum(label.back())) return false;
-    if (!std::all_of(label.begin(), label.end(), [&](char c) { return alnum(c) || c == '-'; })) return false;
+    if (!is_name_part(s.substr(start, dot == std::string_view::npos ? dot : dot - start))) return false;
     if (dot == std::string_view::npos) return true;
     start = dot + 1;
   }
 }
 
-// GlobalNetworkPolicy names: an optional "<tier>." prefix and one DNS label (VAL
+// A DNS subdomain as Calico's and Kubernetes' validators check it (resource names, label prefixes):
+// <=253 characters; no part has a length limit of its own.
+bool is_dns_subdomain(std::string_view s) {
+  return s.size() <= 253 && is_calico_name(s);
+}
+
+// GlobalNetworkPolicy names: an optional "<tier>." prefix and one part, <=253 characters in all (VAL
 // globalNetworkPolicyNameRegex).
 bool is_policy_name(std::string_view s) {
-  if (s.empty() || s.size() > 253) return false;
+  if (s.size() > 253) return false;
   const std::size_t dot = s.find('.');
-  if (dot == std::string_view::npos) return is_dns_label(s);
-  return is_dns_label(s.substr(0, dot)) && is_dns_label(s.substr(dot + 1));
+  if (dot == std::string_view::npos) return is_name_part(s);
+  return is_name_part(s.substr(0, dot)) && is_name_part(s.substr(dot + 1));
 }
 
 // Kubernetes label key: [prefix/]name; prefix a DNS subdomain, name <=63 alphanumerics with -_. inside.

@@ -262,6 +262,19 @@ spec: {node: n2, interfaceName: eth0, expectedIPs: [10.0.0.20]}
   CHECK(to_string(verdict(with_ns("team == 'x'"), from_peer)) == "DENY");
 }
 
+TEST_CASE("icmp or notICMP without a type constrains nothing, as in Felix", "[mapping]") {
+  const trace::Packet ping = [] {
+    trace::Packet p = packet("eth0", "", "10.0.0.20", "10.0.0.10", 1, 0);
+    p.icmp_type = 8;
+    return p;
+  }();
+  for (const char* field : {"icmp", "notICMP"}) {
+    const std::string rule = std::string("  ingress: [{action: Allow, protocol: ICMP, ") + field + ": {}}]\n";
+    INFO(field);
+    CHECK(to_string(verdict(map_only(kH0 + gnp("p", rule)), ping)) == "ALLOW");
+  }
+}
+
 TEST_CASE("notICMP without protocol is rendered per family", "[mapping]") {
   const ir::Ruleset rs = map_only(kH0 + gnp("p", "  ingress: [{action: Deny, notICMP: {type: 8}}]\n"));
   const ir::Chain* chain = rs.find_chain("gnp/p/ingress/normal");

@@ -103,6 +103,21 @@ TEST_CASE("names, labels and tiers (§1.7 #7)", "[validation]") {
               "test.yaml:1:1: error: GlobalNetworkPolicy 'p' is in tier 'security', which is not defined");
   check_error("apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata:\n  name: Sec\n",
               "test.yaml:4:9: error: invalid Tier name 'Sec'");
+  // Calico checks names (not Tier names) as a whole, <=253 characters: no part has 63 as its limit.
+  const std::string long_part(70, 'a');
+  for (const std::string kind : {"HostEndpoint", "GlobalNetworkPolicy", "GlobalNetworkSet"}) {
+    Diagnostics diag;
+    read_yaml("apiVersion: projectcalico.org/v3\nkind: " + kind + "\nmetadata:\n  name: " + long_part +
+                  (kind == "GlobalNetworkPolicy" ? "" : ".node-" + long_part) + "\nspec: {}\n",
+              diag);
+    INFO(kind << ": " << diag.text());
+    CHECK(diag.text().find("invalid " + kind + " name") == std::string::npos);
+  }
+  check_error("apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata:\n  name: " + long_part + "\n",
+              "test.yaml:4:9: error: invalid Tier name '" + long_part + "'");
+  check_error("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata:\n  name: " +
+                  std::string(254, 'a') + "\n",
+              "test.yaml:4:9: error: invalid GlobalNetworkSet name '" + std::string(254, 'a') + "'");
 }
 
 TEST_CASE("the default Tier: order 1 000 000 and defaultAction Deny only", "[validation]") {
