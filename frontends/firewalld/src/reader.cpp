@@ -473,7 +473,11 @@ class Loader {
     } else if (key == "RFC3964_IPv4") {
       boolean(s.rfc3964_ipv4);
     } else if (key == "StrictForwardPorts" && v2) {
-      boolean(s.strict_forward_ports);
+      // fw.py reads this key alone as "anything but no or false is yes" (firewalld_conf does not check
+      // it); an empty value keeps the default.
+      std::string v = value;
+      for (char& c : v) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (!v.empty()) s.strict_forward_ports = v != "no" && v != "false";
     } else if (std::find(kNoEffect.begin(), kNoEffect.end(), key) != kNoEffect.end() ||
                (v2 && std::find(kNoEffect2.begin(), kNoEffect2.end(), key) != kNoEffect2.end())) {
       // Accepted; no effect on which packets pass (spec §1.2).

@@ -297,6 +297,19 @@ TEST_CASE("reader: FirewallBackend=iptables with a -forward IPv6_rpfilter is ref
   CHECK_FALSE(written.has_errors());
 }
 
+TEST_CASE("reader: StrictForwardPorts is yes unless it says no or false, as fw.py reads it") {
+  TempTree etc;
+  for (const auto& [text, strict] : std::vector<std::pair<std::string, bool>>{
+           {"yes", true}, {"1", true}, {"on", true}, {"No", false}, {"FALSE", false}, {"", false}}) {
+    etc.write("firewalld.conf", "StrictForwardPorts=" + text + "\n");
+    Diagnostics diag;
+    const Config config = test::read(etc, diag, Compat::v2);
+    INFO(text << ": " << diag.text());
+    CHECK(config.settings.strict_forward_ports == strict);
+    if (!text.empty()) CHECK(diag.text().find("StrictForwardPorts") == std::string::npos);
+  }
+}
+
 TEST_CASE("reader: direct.xml is read with locations") {
   TempTree etc;
   etc.write("direct.xml", std::string(kHeader) +
