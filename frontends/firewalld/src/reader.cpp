@@ -852,15 +852,13 @@ class Loader {
     return z;
   }
 
-  // An interface or a source (as written) belongs to one zone only; the parts of one combined zone may
-  // repeat each other.
+  // An interface or a source (as written) belongs to one zone object only: the parts of a combined zone
+  // too, as firewalld's check compares their full names (io/zone.py _check_config, run on the permanent
+  // objects, where a part is <dir>/<file>).
   void check_bindings(const std::vector<const ZoneFile*>& objects) {
     std::map<std::string, std::string> interface_owner, source_owner;
-    auto final_zone = [](const std::string& name) { return name.substr(0, name.find('/')); };
     auto conflict = [&](const std::map<std::string, std::string>::iterator& it, bool fresh,
-                        const ZoneFile* zf) {
-      return !fresh && final_zone(it->second) != final_zone(zf->zone.name);
-    };
+                        const ZoneFile* zf) { return !fresh && it->second != zf->zone.name; };
     for (const ZoneFile* zf : objects) {
       for (const auto& i : zf->zone.interfaces) {
         const std::string key = ir::to_string(i.pattern);

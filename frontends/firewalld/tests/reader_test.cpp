@@ -480,6 +480,17 @@ TEST_CASE("reader: an interface or source bound to two zones") {
                            "/zones/work.xml:3:3: error: source 10.0.0.0/8 is already bound to zone public"));
 }
 
+TEST_CASE("reader: the parts of a combined zone may not repeat a binding, as firewalld checks them") {
+  TempTree etc;
+  etc.write("zones/lab/a.xml", test::zone_xml("  <interface name=\"eth1\"/>\n"));
+  etc.write("zones/lab/b.xml", test::zone_xml("  <interface name=\"eth1\"/>\n"));
+  Diagnostics diag;
+  test::read(etc, diag);
+  CHECK_THAT(diag.text(),
+             Catch::Contains(etc.dir() + "/zones/lab/b.xml:3:3: error: interface eth1 is already "
+                                         "bound to zone lab/a"));
+}
+
 TEST_CASE("reader: compat 1.3 warns and skips where 2.x refuses") {
   TempTree etc;
   etc.write("zones/public.xml",
