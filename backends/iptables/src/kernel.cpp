@@ -509,11 +509,10 @@ template <typename GetInfo, typename GetEntries, typename Entry>
 bool mix_family(std::uint64_t& h, const char* names_path, int level, int sock, int info_option,
                 int entries_option, const std::vector<TableDef>* ours) {
   // A table of ours that the kernel does not list is not loaded.
-  auto lists_ours = [&](std::string_view listed) {
-    const auto names = lines(listed);
+  auto lists_ours = [&](const std::vector<std::string>& tables) {
     return ours == nullptr || std::all_of(ours->begin(), ours->end(), [&](const TableDef& t) {
              return (t.chains.empty() && t.hooks.empty()) ||
-                    std::find(names.begin(), names.end(), t.name) != names.end();
+                    std::find(tables.begin(), tables.end(), t.name) != tables.end();
            });
   };
   const int names = open(names_path, O_RDONLY | O_CLOEXEC);
@@ -523,9 +522,10 @@ bool mix_family(std::uint64_t& h, const char* names_path, int level, int sock, i
   close(names);
   if (n < 0 || static_cast<std::size_t>(n) == listed.size()) return false;
   listed.resize(static_cast<std::size_t>(n));
-  if (!lists_ours(listed)) return false;
+  const std::vector<std::string> tables = lines(listed);
+  if (!lists_ours(tables)) return false;
   h = mix(h, listed);
-  for (const auto& table : lines(listed)) {
+  for (const auto& table : tables) {
     GetInfo info{};
     if (table.size() >= sizeof info.name) return false;
     std::memcpy(info.name, table.data(), table.size());

@@ -143,9 +143,14 @@ const std::set<std::string_view> kIpsetTypes = {
 const std::set<std::string_view> kSourceIpsetTypes = {
     "hash:ip", "hash:ip,port", "hash:ip,mark", "hash:net", "hash:net,port", "hash:net,iface", "hash:mac"};
 
-bool is_yes(std::string value) {
+std::string lowered(std::string value) {
   for (char& c : value) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return value == "yes" || value == "true";
+  return value;
+}
+
+bool is_yes(const std::string& value) {
+  const std::string v = lowered(value);
+  return v == "yes" || v == "true";
 }
 
 std::string attribute(const xml::Element& e, std::string_view key) {
@@ -421,8 +426,7 @@ class Loader {
     }
     Settings& s = config_.settings;
     auto boolean = [&](bool& into) {
-      std::string v = value;
-      for (char& c : v) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      const std::string v = lowered(value);
       if (v == "yes" || v == "true") {
         into = true;
       } else if (v == "no" || v == "false") {
@@ -454,8 +458,7 @@ class Loader {
       s.ipv6_rpfilter_text = value;
       static const std::set<std::string> kModes = {"strict", "loose", "strict-forward", "loose-forward",
                                                    "no"};
-      std::string mode = value;  // firewalld 2.x compares it lower-cased
-      for (char& c : mode) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      const std::string mode = lowered(value);  // firewalld 2.x compares it lower-cased
       if (v2 && kModes.count(mode)) {
         s.ipv6_rpfilter = mode != "no";
         s.ipv6_rpfilter_mode = mode;
@@ -464,8 +467,7 @@ class Loader {
       }
     } else if (key == "FirewallBackend") {
       s.firewall_backend_text = value;
-      std::string backend = value;  // firewalld compares it lower-cased; anything else is nftables
-      for (char& c : backend) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      const std::string backend = lowered(value);  // firewalld compares it so; anything else is nftables
       if (backend == "iptables" || backend == "nftables") {
         s.firewall_backend = backend;
         s.firewall_backend_loc = loc;
@@ -475,8 +477,7 @@ class Loader {
     } else if (key == "StrictForwardPorts" && v2) {
       // fw.py reads this key alone as "anything but no or false is yes" (firewalld_conf does not check
       // it); an empty value keeps the default.
-      std::string v = value;
-      for (char& c : v) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      const std::string v = lowered(value);
       if (!v.empty()) s.strict_forward_ports = v != "no" && v != "false";
     } else if (std::find(kNoEffect.begin(), kNoEffect.end(), key) != kNoEffect.end() ||
                (v2 && std::find(kNoEffect2.begin(), kNoEffect2.end(), key) != kNoEffect2.end())) {
