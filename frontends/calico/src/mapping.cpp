@@ -738,42 +738,74 @@ class Mapper {
     return true;
   }
 
-  // sa: the side whose serviceAccounts constrain the selector (only when it has names or a selector).
-  std::string selector_set(const SelectorField& selector,
-                           const std::optional<SelectorField>& namespace_selector, const EntitySpec* sa,
-                           const ir::Origin& origin) {
-    std::string name = "sel:" + selector.selector.canonical();
-    if (written(namespace_selector)) name += " ns:" + namespace_selector->selector.canonical();
-    if (sa) {
-      name += " sa:";
-      if (sa->service_account_selector) name += sa->service_account_selector->selector.canonical();
-      std::vector<std::string> names = sa->service_account_names;
-      std::sort(names.begin(), names.end());
-      names.erase(std::unique(names.begin(), names.end()), names.end());
-      for (const std::string& n : names) name += " name:" + n;
+  // What a side's positive selection picks: its selector (all() when only the others are written),
+  // namespaceSelector (with Calico's all() replacement, rules.go) and serviceAccounts, less what its
+  // notSelector picks. Felix folds the notSelector in whenever a side has a positive selection
+  // (rule_scanner.go combineMatchesIfPossible), so it then drops objects, not their addresses.
+  class Pick {
+   public:
+    // sa: the side whose serviceAccounts constrain the selection (only when it has names or a selector).
+    Pick(const SelectorField& selector, const std::optional<SelectorField>& namespace_selector,
+         const EntitySpec* sa, const std::optional<SelectorField>& excluded)
+        : selector_(selector.selector),
+          namespaces_(written(namespace_selector)
+                          ? std::optional(namespace_selector->selector.with_all_as(kNamespaceLabel, true))
+                          : std::nullopt),
+          sa_(sa),
+          excluded_(written(excluded) ? &excluded->selector : nullptr) {
+      key_ = "sel:" + selector.selector.canonical();
+      if (namespaces_) key_ += " ns:" + namespace_selector->selector.canonical();
+      if (sa) {
+        key_ += " sa:";
+        if (sa->service_account_selector) key_ += sa->service_account_selector->selector.canonical();
+        std::vector<std::string> names = sa->service_account_names;
+        std::sort(names.begin(), names.end());
+        names.erase(std::unique(names.begin(), names.end()), names.end());
+        for (const std::string& n : names) key_ += " name:" + n;
+      }
+      if (excluded_) key_ += " not:" + excluded_->canonical();
     }
-    if (ruleset_.sets.contains(name)) return name;
-    // A rule's namespaceSelector alone gets the replacement, of global() too (rules.go).
-    const std::optional<Selector> namespaces =
-        written(namespace_selector)
-            ? std::optional(namespace_selector->selector.with_all_as(kNamespaceLabel, true))
-            : std::nullopt;
-    auto selected = [&](const Labels& labels) {
-      if (!service_accounts_match(sa, labels)) return false;
-      if (!selector.selector.matches(labels)) return false;
-      return !namespaces || prefixed_match(*namespaces, labels, "pcns.", kNamespaceLabel);
-    };
+
+    // The side's positive selection, or nothing when it has none.
+    static std::optional<Pick> of_side(const EntitySpec& side) {
+      static const SelectorField all_selector{};
+      const bool sa = side.has_service_account_constraint();
+      if (!written(side.selector) && !written(side.namespace_selector) && !sa) return std::nullopt;
+      return Pick(written(side.selector) ? *side.selector : all_selector, side.namespace_selector,
+                  sa ? &side : nullptr, side.not_selector);
+    }
+
+    bool operator()(const Labels& labels) const {
+      if (!service_accounts_match(sa_, labels) || !selector_.matches(labels)) return false;
+      if (namespaces_ && !prefixed_match(*namespaces_, labels, "pcns.", kNamespaceLabel)) return false;
+      return !excluded_ || !excluded_->matches(labels);
+    }
+
+    const std::string& key() const { return key_; }
+
+   private:
+    const Selector& selector_;
+    std::optional<Selector> namespaces_;
+    const EntitySpec* sa_;
+    const Selector* excluded_;
+    std::string key_;
+  };
+
+  // The IP set a selection stands for: expectedIPs of every HostEndpoint it picks on any node, and the
+  // nets of every GlobalNetworkSet it picks (NPI).
+  std::string selector_set(const Pick& pick, const ir::Origin& origin) {
+    if (ruleset_.sets.contains(pick.key())) return pick.key();
     ir::AddrSet set;
     set.origin = origin;
     for (const HostEndpoint& hep : model_.host_endpoints) {
-      if (!selected(labels_of(hep))) continue;
+      if (!pick(labels_of(hep))) continue;
       for (const ir::IpAddr& ip : hep.expected_ips) set.cidrs.push_back(host_cidr(ip));
     }
     for (const NetworkSet& gns : model_.network_sets) {
-      if (selected(gns.labels)) set.cidrs.insert(set.cidrs.end(), gns.nets.begin(), gns.nets.end());
+      if (pick(gns.labels)) set.cidrs.insert(set.cidrs.end(), gns.nets.begin(), gns.nets.end());
     }
-    ruleset_.sets.emplace(name, std::move(set));
-    return name;
+    ruleset_.sets.emplace(pick.key(), std::move(set));
+    return pick.key();
   }
 
   std::string net_set(const std::string& name, const std::vector<ir::Cidr>& nets, const ir::Origin& origin) {
@@ -802,6 +834,7 @@ class Mapper {
     }
     ir::PortMatch numeric;
     std::set<std::string> names;
+    const std::optional<Pick> pick = Pick::of_side(entity);
     for (const PortSpec& port : entity.ports) {
       if (port.name) {
         names.insert(*port.name);
@@ -811,12 +844,11 @@ class Mapper {
     }
     if (!numeric.ports.empty()) alternatives.push_back({numeric, std::nullopt, 0, 0});
     // SCAN/NPI: (IP, protocol, port) of every endpoint with that port name, filtered by the rule's
-    // protocol and by the positive selector of the same side; HEPs contribute their expectedIPs.
+    // protocol and by the positive selection of the same side; HEPs contribute their expectedIPs.
     for (const std::string& port_name : names) {
       std::map<std::pair<std::uint8_t, std::uint16_t>, std::vector<ir::Cidr>> targets;
       for (const HostEndpoint& hep : model_.host_endpoints) {
-        if (entity.selector && !entity.selector->selector.matches(labels_of(hep))) continue;
-        if (!service_accounts_match(&entity, labels_of(hep))) continue;
+        if (pick && !(*pick)(labels_of(hep))) continue;
         for (const NamedPort& named : hep.ports) {
           if (named.name != port_name || (rule.protocol && *rule.protocol != named.protocol)) continue;
           auto& ips = targets[{named.protocol, named.port}];
@@ -858,14 +890,11 @@ class Mapper {
       if (!entity.not_nets.empty()) {
         out.push_back({true, net_set(prefix + "/" + side + "-not-nets", entity.not_nets, origin)});
       }
-      const bool sa = entity.has_service_account_constraint();
-      if (written(entity.selector) || written(entity.namespace_selector) || sa) {
-        const SelectorField all_selector{};
-        out.push_back({false, selector_set(written(entity.selector) ? *entity.selector : all_selector,
-                                           entity.namespace_selector, sa ? &entity : nullptr, origin)});
-      }
-      if (written(entity.not_selector)) {
-        out.push_back({true, selector_set(*entity.not_selector, std::nullopt, nullptr, origin)});
+      if (const std::optional<Pick> pick = Pick::of_side(entity)) {
+        out.push_back({false, selector_set(*pick, origin)});
+      } else if (written(entity.not_selector)) {
+        const Pick excluded(*entity.not_selector, std::nullopt, nullptr, std::nullopt);
+        out.push_back({true, selector_set(excluded, origin)});
       }
     };
     add_side(rule.source, base.src_addr, "src");

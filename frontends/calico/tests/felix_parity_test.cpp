@@ -312,6 +312,60 @@ TEST_CASE("serviceAccounts negative-only selector matches hosts and network sets
   CHECK(from(both, "192.168.5.1") == Verdict::allow);
 }
 
+TEST_CASE("a notSelector beside a positive selection drops objects, not their addresses", "[felix-parity]") {
+  // h9 is picked by role == 'db' and not labelled blocked; the blocked network set holds its address.
+  const std::string others = kSaOthers + R"(---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkSet
+metadata: {name: blocked, labels: {blocked: "1"}}
+spec: {nets: [10.0.0.0/28]}
+)";
+  auto rs = [&](const std::string& source) {
+    return build(kH0 + others +
+                 gnp("p", "  selector: all()\n  ingress:\n  - action: Allow\n    source: " + source + "\n"));
+  };
+  const ir::Ruleset folded = rs("{selector: role == 'db', notSelector: has(blocked)}");
+  CHECK(from(folded, "10.0.0.9") == Verdict::allow);
+  CHECK(from(folded, "10.0.0.3") == Verdict::deny);
+  // The same for namespaceSelector and serviceAccounts, which are positive selections too.
+  const ir::Ruleset by_sa = rs("{serviceAccounts: {selector: '!has(app)'}, notSelector: has(blocked)}");
+  CHECK(from(by_sa, "10.0.0.9") == Verdict::allow);
+  CHECK(from(by_sa, "192.168.5.1") == Verdict::allow);
+  CHECK(from(by_sa, "10.0.0.3") == Verdict::deny);
+  // Without a positive selection the notSelector stays a match on addresses (§8 #19).
+  const ir::Ruleset alone = rs("{notSelector: has(blocked)}");
+  CHECK(from(alone, "10.0.0.9") == Verdict::deny);
+  CHECK(from(alone, "203.0.113.7") == Verdict::allow);
+}
+
+TEST_CASE("named ports are looked up in the objects the folded selection picks", "[felix-parity]") {
+  // h0's own port: the set of its (address, port) pairs comes from HostEndpoints the selection picks.
+  const std::string h0 = R"(apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: h0, labels: {role: web}}
+spec:
+  node: n1
+  interfaceName: eth0
+  expectedIPs: [10.0.0.10]
+  ports: [{name: http, protocol: TCP, port: 8080}]
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkSet
+metadata: {name: blocked, labels: {blocked: "1"}}
+spec: {nets: [10.0.0.0/24]}
+)";
+  const std::string rule =
+      "  selector: all()\n  ingress:\n  - action: Allow\n    protocol: TCP\n"
+      "    destination: {selector: role == 'web', notSelector: has(blocked), ports: [http]}\n";
+  const ir::Ruleset rs = build(h0 + gnp("p", rule));
+  CHECK(verdict(rs, packet("eth0", "", "203.0.113.7", "10.0.0.10", 6, 8080)) == Verdict::allow);
+  CHECK(verdict(rs, packet("eth0", "", "203.0.113.7", "10.0.0.10", 6, 8081)) == Verdict::deny);
+  const std::string blocked_h0 =
+      std::string(h0).replace(h0.find("{role: web}"), 11, "{role: web, blocked: x}");
+  const ir::Ruleset none = build(blocked_h0 + gnp("p", rule));
+  CHECK(verdict(none, packet("eth0", "", "203.0.113.7", "10.0.0.10", 6, 8080)) == Verdict::deny);
+}
+
 // ---- 4. nftablesMode and the deny action -----------------------------------------------------------
 
 TEST_CASE("nftablesMode Enabled takes the deny action from nftablesFilterDenyAction", "[felix-parity]") {
