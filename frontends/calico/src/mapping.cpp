@@ -850,7 +850,10 @@ class Mapper {
       for (const HostEndpoint& hep : model_.host_endpoints) {
         if (pick && !(*pick)(labels_of(hep))) continue;
         for (const NamedPort& named : hep.ports) {
-          if (named.name != port_name || (rule.protocol && *rule.protocol != named.protocol)) continue;
+          if (named.name != port_name) continue;
+          // A rule without protocol looks for any protocol, which Felix's MatchesModelProtocol finds only
+          // in a port whose protocol is a name (ipset_port_protocol.go).
+          if (rule.protocol ? *rule.protocol != named.protocol : named.protocol_is_number) continue;
           auto& ips = targets[{named.protocol, named.port}];
           for (const ir::IpAddr& ip : hep.expected_ips) ips.push_back(host_cidr(ip));
         }

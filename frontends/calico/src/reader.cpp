@@ -569,6 +569,10 @@ void Reader::read_host_endpoint(const yaml::Node& spec, const Meta& meta, const 
                         "use TCP, UDP or SCTP for a named port");
           }
           port.protocol = *proto;
+          // Calico reads a protocol of digits, quoted or not, as a number (Uint8OrString).
+          const std::string& text = protocol->text();
+          port.protocol_is_number = !text.empty() && std::all_of(text.begin(), text.end(),
+                                                                 [](char c) { return c >= '0' && c <= '9'; });
         }
         auto value = number ? number->as_int() : std::nullopt;
         if (!value || *value < 1 || *value > 65535) {
@@ -1450,7 +1454,7 @@ void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const C
       const std::string value = lower(node->text());
       if (value == "reject" || value == "drop") {
         config.deny_with_reject = value == "reject";
-      } else {
+      } else if (!value.empty()) {
         diag_.error(node->loc(), "iptablesFilterDenyAction must be Drop or Reject", "write Drop or Reject");
       }
     }
@@ -1498,13 +1502,14 @@ void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const C
                       "remove the setting, or keep the host's own rules permissive for these packets");
       }
     }
-    if (const yaml::Node* node = spec->find("logPrefix"); node && node->is_scalar()) {
-      config.log_prefix = node->text();
-    }
-    if (const yaml::Node* node = spec->find("interfacePrefix"); node && node->is_scalar()) {
-      config.interface_prefix = node->text();
-    }
-    if (const yaml::Node* node = spec->find("interfaceExclude"); node && node->is_scalar()) {
+    // Calico's config processor sends an empty string field as unset: Felix keeps its default.
+    auto written_text = [&](const char* field) -> const yaml::Node* {
+      const yaml::Node* node = spec->find(field);
+      return node && node->is_scalar() && !node->text().empty() ? node : nullptr;
+    };
+    if (const yaml::Node* node = written_text("logPrefix")) config.log_prefix = node->text();
+    if (const yaml::Node* node = written_text("interfacePrefix")) config.interface_prefix = node->text();
+    if (const yaml::Node* node = written_text("interfaceExclude")) {
       config.interface_exclude = node->text();
       for (const std::string& entry : split_list(node->text())) {
         if (entry.size() < 2 || entry.front() != '/' || entry.back() != '/') continue;

@@ -88,6 +88,7 @@ struct Policy {
 struct NamedPort {
   std::string name;
   std::uint8_t protocol = 6;
+  bool protocol_is_number = false;  // 6 or "6": a rule without protocol never matches it (Felix)
   std::uint16_t port = 0;
 };
 

@@ -487,4 +487,55 @@ spec:
   CHECK(to_string(verdict(rs2, in("kube-ipvs0"))) == "DENY");
 }
 
+TEST_CASE("FelixConfiguration fields written as empty strings keep Felix's defaults", "[felix-parity]") {
+  // Calico's config processor sends "" as unset (configurationprocessor.go).
+  const std::string pod = R"(apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: pod, labels: {role: node}}
+spec: {node: n1, interfaceName: cali1234}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: ipvs, labels: {role: node}}
+spec: {node: n1, interfaceName: kube-ipvs0}
+)";
+  const std::string text =
+      pod +
+      felix("default", "  interfacePrefix: ''\n  interfaceExclude: ''\n  iptablesFilterDenyAction: ''\n") +
+      gnp("deny-all", "  selector: role == 'node'\n  ingress: [{action: Deny}]\n");
+  MappingOptions options = n1_options();
+  for (const char* iface : {"cali1234", "kube-ipvs0"}) {
+    options.interface_addresses[iface] = {*ir::parse_ip("10.0.0.10")};
+  }
+  Diagnostics diag;
+  Model model = read_ok(text, diag);
+  CHECK_FALSE(diag.has_errors());
+  const ir::Ruleset rs = build(text, options);
+  for (const char* iface : {"cali1234", "kube-ipvs0"}) {
+    INFO(iface);
+    CHECK(to_string(verdict(rs, packet(iface, "", "10.244.0.5", "10.0.0.10", 6, 8080))) == "NO-VERDICT");
+  }
+}
+
+TEST_CASE("a named port whose protocol is a number is found only by rules with a protocol",
+          "[felix-parity]") {
+  // Felix's MatchesModelProtocol: a rule without protocol looks for any protocol, which matches a port
+  // whose protocol is a name; 6 (or "6", read as a number) matches only a rule's TCP.
+  auto verdict_for = [](const std::string& port_protocol, const std::string& rule_protocol) {
+    const std::string h0 =
+        "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: h0}\n"
+        "spec:\n  node: n1\n  interfaceName: eth0\n  expectedIPs: [10.0.0.10]\n"
+        "  ports: [{name: web, protocol: " +
+        port_protocol + ", port: 8443}]\n";
+    const ir::Ruleset rs = build(h0 + gnp("p", "  selector: all()\n  ingress:\n  - action: Allow\n" +
+                                                   rule_protocol + "    destination: {ports: [web]}\n"));
+    return to_string(verdict(rs, packet("eth0", "", "203.0.113.7", "10.0.0.10", 6, 8443)));
+  };
+  CHECK(verdict_for("TCP", "") == "ALLOW");
+  CHECK(verdict_for("6", "") == "DENY");
+  CHECK(verdict_for("'6'", "") == "DENY");
+  CHECK(verdict_for("6", "    protocol: TCP\n") == "ALLOW");
+  CHECK(verdict_for("TCP", "    protocol: 6\n") == "ALLOW");
+}
+
 }  // namespace fwe::calico::test
