@@ -1393,7 +1393,9 @@ class Loader {
   void check_policy_forward_port(const Policy& p, bool to_addr, SourceLoc loc) {
     const bool egress_host =
         std::find(p.egress_zones.begin(), p.egress_zones.end(), "HOST") != p.egress_zones.end();
-    if (egress_host && to_addr)
+    // 2.2 allows it (io/policy.py _check_config since "allow forward ports w/ to-addr for
+    // egress-zone=HOST"): traffic for the host is DNATed elsewhere.
+    if (egress_host && to_addr && config_.compat == Compat::v1_3)
       diag_.error(loc, "policy " + p.name + ": a forward-port with to-addr is invalid for egress zone HOST",
                   "remove to-addr (a local redirect) or change the egress zone");
     if (!egress_host && !p.egress_zones.empty()) {

@@ -466,6 +466,20 @@ TEST_CASE("zone->HOST policies reach nat PREROUTING in 2.x only", "[mapping]") {
   }
 }
 
+TEST_CASE("2.2+: a zone->HOST forward-port with to-addr DNATs the host's traffic elsewhere", "[mapping]") {
+  Setup setup(Compat::v2);
+  setup.bind("internal", "veth-a");
+  Policy& p = setup.policy("away", {"internal"}, {"HOST"}, PolicyTarget::continue_);
+  p.body.forward_ports.push_back(
+      {{8081, 8081}, "tcp", ir::PortRange{8080, 8080}, ir::parse_ip("10.88.0.2"), setup.loc()});
+  const ir::Ruleset rs = setup.build();
+  const trace::Result moved = trace::evaluate(rs, to_host("10.77.0.2", 8081));
+  CHECK(ir::to_string(moved.packet.dst) == "10.88.0.2");
+  CHECK(moved.packet.dport == 8080);
+  CHECK(outcome(rs, moved) == "open");  // forwarded now: filter_FORWARD's ct status dnat accept
+  CHECK(outcome(rs, to_host("10.77.0.2", 8082)) == "reject:icmp-admin-prohibited");
+}
+
 TEST_CASE("2.x: before routing, a policy to the default zone applies to what no source-bound zone takes",
           "[mapping]") {
   Setup setup;

@@ -360,6 +360,29 @@ TEST_CASE("reader: policies and their constraints") {
   CHECK_THAT(all, Catch::Contains("notarget.xml:2:1: error: <policy> lacks the attribute 'target'"));
 }
 
+TEST_CASE("reader: a forward-port with to-addr to egress zone HOST is valid from 2.2 on") {
+  TempTree etc;
+  etc.write("policies/to-host.xml",
+            std::string(kHeader) +
+                "<policy target=\"CONTINUE\">\n  <ingress-zone name=\"ANY\"/>\n"
+                "  <egress-zone name=\"HOST\"/>\n"
+                "  <forward-port port=\"8080\" protocol=\"tcp\" to-addr=\"192.0.2.5\"/>\n"
+                "  <rule family=\"ipv4\"><forward-port port=\"8081\" protocol=\"tcp\" to-addr=\"192.0.2.6\"/>"
+                "</rule>\n</policy>\n");
+  Diagnostics v2;
+  test::read(etc, v2);
+  INFO(v2.text());
+  CHECK_FALSE(v2.has_errors());
+  Diagnostics v1_3;
+  test::read(etc, v1_3, Compat::v1_3);
+  INFO(v1_3.text());
+  CHECK_THAT(v1_3.text(),
+             Catch::Contains("to-host.xml:5:3: error: policy to-host: a forward-port with to-addr "
+                             "is invalid for egress zone HOST"));
+  CHECK_THAT(v1_3.text(),
+             Catch::Contains("to-host.xml:6:3: error: policy to-host: a forward-port with to-addr"));
+}
+
 TEST_CASE("reader: bad inputs are errors at file:line:col") {
   struct Case {
     const char* what;
