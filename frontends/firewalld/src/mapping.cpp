@@ -1182,6 +1182,9 @@ class Mapper {
         break;
       case RichElement::Kind::tcp_mss_clamp:
         matches.push_back(base);
+        // firewalld's clamp rule leaves out the rule's family (build_policy_tcp_mss_clamp_rules): only
+        // an address limits it to one.
+        if (!rule.source && !rule.destination) matches.back().family = ir::Family::any;
         implied = make_rule(ir::Match{}, ir::ActionKind::tcp_mss_clamp, from);
         if (element.mss_value != "pmtu")
           implied->action.mss = static_cast<std::uint16_t>(std::stoul(element.mss_value));
@@ -1213,9 +1216,20 @@ class Mapper {
           "read the kernel log instead of the nflog group");
     }
 
+    // firewalld builds no log rule for a masquerade or a tcp-mss-clamp (build_policy_masquerade_rules,
+    // build_policy_tcp_mss_clamp_rules), so nothing is logged.
+    const bool logs = rule.log && element.kind != RichElement::Kind::masquerade &&
+                      element.kind != RichElement::Kind::tcp_mss_clamp;
+    if (rule.log && !logs) {
+      diag_.warning(
+          rule.loc,
+          "the log of a masquerade or tcp-mss-clamp rule logs nothing in firewalld (" + rule.text + ")",
+          "remove the log element, or log in a rule of its own");
+    }
+
     Parts& parts = o.parts[stage];
     for (const ir::Match& match : matches) {
-      if (rule.log) {
+      if (logs) {
         ir::Rule log = make_rule(match, ir::ActionKind::log, from);
         log.action.log_prefix = rule.log->prefix;
         log.action.log_level = log_level(rule.log->level);

@@ -268,6 +268,26 @@ TEST_CASE("tcp-mss-clamp: a zone's clamps what it forwards, a policy's where its
         1);
 }
 
+TEST_CASE("rich masquerade and tcp-mss-clamp log nothing; the clamp keeps no family of its own",
+          "[mapping]") {
+  const Compat compat = GENERATE(Compat::v2, Compat::v1_3);
+  Setup setup(compat);
+  setup.bind("internal", "eth0");
+  setup.bind("external", "eth1");
+  setup.rich(setup.zone("external").body, R"(rule family="ipv4" masquerade log prefix="nat ")");
+  setup.rich(setup.zone("internal").body, R"(rule family="ipv4" tcp-mss-clamp log prefix="mss ")");
+  const ir::Ruleset rs = setup.build();
+  CHECK(setup.count(Severity::warning, "the log of a masquerade or tcp-mss-clamp rule logs nothing") == 2);
+  for (const auto& [name, chain] : rs.chains) {
+    for (const ir::Rule& rule : chain.rules) {
+      INFO(name);
+      CHECK(rule.action.kind != A::log);
+      if (rule.action.kind == A::tcp_mss_clamp) CHECK(rule.match.family == ir::Family::any);
+      if (rule.action.kind == A::masquerade) CHECK(rule.match.family == ir::Family::ipv4);
+    }
+  }
+}
+
 TEST_CASE("2.x forward dispatch: the egress zone is the exclusive classification", "[mapping]") {
   const Compat compat = GENERATE(Compat::v2, Compat::v1_3);
   Setup setup(compat);
