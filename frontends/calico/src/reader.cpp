@@ -268,8 +268,9 @@ struct Reader::Meta {
   SourceLoc loc;       // of the resource
   SourceLoc name_loc;  // of metadata.name, or of the resource when absent
   Labels labels;
-  bool calico_annotation = false;     // v1: Calico's projectcalico.org/metadata annotation was read
-  bool name_from_annotation = false;  // and it named the resource
+  bool calico_annotation = false;           // v1: Calico's projectcalico.org/metadata annotation was read
+  bool name_from_annotation = false;        // and it named the resource
+  const yaml::Node* annotations = nullptr;  // metadata.annotations, a mapping (while the document is read)
 };
 
 // ---- generic helpers ------------------------------------------------------------------------------
@@ -442,6 +443,7 @@ std::optional<Reader::Meta> Reader::read_metadata(const yaml::Node& resource, co
   const yaml::Node* annotations = node->find("annotations");
   if (annotations && !annotations->is_null() &&
       expect(*annotations, yaml::Kind::mapping, "metadata.annotations")) {
+    meta.annotations = annotations;
     const yaml::Node* calico_meta = annotations->find("projectcalico.org/metadata");
     if (ctx.v1 && calico_meta && calico_meta->is_scalar()) {
       // v1 objects written by Calico keep the user's labels (and for policies the name) in this annotation.
@@ -1522,7 +1524,85 @@ void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const C
       }
     }
   }
+  if (meta.annotations) read_felix_annotations(*meta.annotations, config);
   model_.felix_configs.push_back(std::move(config));
+}
+
+// Calico's config processor reads an annotation config.projectcalico.org/<Name> as the setting <Name>,
+// over the spec's field (configurationprocessor.go, "to work around any validation"); Felix matches
+// the name in any case and parses the value as it parses its environment (config_params.go).
+void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& config) {
+  constexpr std::string_view kPrefix = "config.projectcalico.org/";
+  const auto keys = annotations.keys();
+  const auto values = annotations.values();
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    if (!keys[i].text().starts_with(kPrefix) || !values[i].is_scalar() || values[i].text().empty()) continue;
+    const std::string name = lower(std::string_view(keys[i].text()).substr(kPrefix.size()));
+    const std::string value = lower(values[i].text());
+    // "none" sets any field to its zero value (config_params.go UpdateFrom).
+    const std::string text = value == "none" ? "" : values[i].text();
+    const SourceLoc loc = values[i].loc();
+    auto invalid = [&](const std::string& expected) {
+      diag_.error(loc, "annotation " + keys[i].text() + ": invalid value '" + values[i].text() + "'",
+                  "write " + expected);
+    };
+    auto boolean = [&]() -> std::optional<bool> {  // Felix's BoolParam
+      if (value == "true" || value == "1" || value == "yes" || value == "y" || value == "t") return true;
+      if (value == "false" || value == "0" || value == "no" || value == "n" || value == "f" ||
+          value == "none")
+        return false;
+      invalid("true or false");
+      return std::nullopt;
+    };
+    if (name == "failsafeinboundhostports" || name == "failsafeoutboundhostports") {
+      std::vector<FailsafePort> ports;
+      bool ok = true;
+      if (value != "none") {
+        for (const std::string& entry : split_list(text)) {
+          if (auto port = read_failsafe_string(entry, loc)) {
+            ports.push_back(*port);
+          } else {
+            ok = false;
+          }
+        }
+      }
+      if (ok)
+        (name == "failsafeinboundhostports" ? config.failsafe_inbound : config.failsafe_outbound) = ports;
+    } else if (name == "ipv6support") {
+      if (auto on = boolean()) config.ipv6_support = on;
+    } else if (name == "disableconntrackinvalidcheck") {
+      if (auto on = boolean()) config.disable_conntrack_invalid_check = on;
+    } else if (name == "iptablesfilterdenyaction" || name == "nftablesfilterdenyaction") {
+      if (value != "drop" && value != "reject") {
+        invalid("DROP or REJECT");
+        continue;
+      }
+      (name == "iptablesfilterdenyaction" ? config.deny_with_reject : config.nft_deny_with_reject) =
+          value == "reject";
+    } else if (name == "defaultendpointtohostaction") {
+      if (value == "drop") {
+        config.endpoint_to_host = ir::Verdict::drop;
+      } else if (value == "accept") {
+        config.endpoint_to_host = ir::Verdict::accept;
+      } else if (value == "return") {
+        config.endpoint_to_host = ir::Verdict::continue_;
+      } else {
+        invalid("DROP, ACCEPT or RETURN");
+      }
+    } else if (name == "nftablesmode") {
+      if (value == "enabled" || value == "disabled" || value == "auto") {
+        config.nftables_enabled = value == "enabled";
+      } else {
+        invalid("Enabled, Disabled or Auto");
+      }
+    } else if (name == "logprefix") {
+      config.log_prefix = text;
+    } else if (name == "interfaceprefix") {
+      config.interface_prefix = text;
+    } else if (name == "interfaceexclude") {
+      config.interface_exclude = text;
+    }
+  }
 }
 
 }  // namespace fwe::calico

@@ -517,6 +517,43 @@ spec: {node: n1, interfaceName: kube-ipvs0}
   }
 }
 
+TEST_CASE("FelixConfiguration annotations config.projectcalico.org/<Name> override the spec",
+          "[felix-parity]") {
+  // configurationprocessor.go: the annotation is the setting <Name>, in Felix's string syntax.
+  auto config = [](const std::string& annotations, const std::string& spec) {
+    return "---\napiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: default\n"
+           "  annotations:\n" +
+           annotations + "spec:\n" + spec;
+  };
+  auto ssh = [](const ir::Ruleset& rs, std::uint16_t port = 22) {
+    return to_string(verdict(rs, packet("eth0", "", "198.51.100.7", "10.0.0.10", 6, port)));
+  };
+  CHECK(ssh(build(kH0)) == "ALLOW");  // Felix's built-in failsafe ports
+  CHECK(ssh(build(kH0 + config("    config.projectcalico.org/FailsafeInboundHostPorts: none\n", "  {}\n"))) ==
+        "DENY");
+  const ir::Ruleset moved =
+      build(kH0 + config("    config.projectcalico.org/failsafeInboundHostPorts: 'tcp:2222, udp:68'\n",
+                         "  failsafeInboundHostPorts: [{protocol: TCP, port: 22}]\n"));
+  CHECK(ssh(moved) == "DENY");
+  CHECK(ssh(moved, 2222) == "ALLOW");
+  const ir::Ruleset reject = build(kH0 +
+                                   config("    config.projectcalico.org/IptablesFilterDenyAction: REJECT\n",
+                                          "  iptablesFilterDenyAction: Drop\n") +
+                                   gnp("p", "  ingress: [{action: Deny}]\n"));
+  CHECK(chain(reject, "gnp/p/ingress/normal").rules.at(0).action.kind == ir::ActionKind::reject);
+  // Other annotations, and names Felix has but fwengine does not model, are left alone.
+  Diagnostics quiet;
+  read_ok(kH0 + config("    example.com/owner: ops\n    config.projectcalico.org/RouteRefreshInterval: 10s\n",
+                       "  {}\n"),
+          quiet);
+  CHECK_FALSE(quiet.has_errors());
+  Diagnostics diag;
+  read_yaml(config("    config.projectcalico.org/Ipv6Support: maybe\n", "  {}\n"), diag);
+  CHECK_THAT(diag.text(),
+             Catch::Contains("test.yaml:7:43: error: annotation config.projectcalico.org/Ipv6Support: "
+                             "invalid value 'maybe' (write true or false)"));
+}
+
 TEST_CASE("a named port whose protocol is a number is found only by rules with a protocol",
           "[felix-parity]") {
   // Felix's MatchesModelProtocol: a rule without protocol looks for any protocol, which matches a port
