@@ -342,6 +342,19 @@ void Reader::read_item(const yaml::Node& node, bool in_list) {
   read_resource(node);
 }
 
+// Felix's filter INPUT chain starts, for every host interface, with checks of IPIP and VXLAN packets
+// when a pool (or FelixConfiguration ipipEnabled/vxlanEnabled) turns them on (rules/static.go
+// filterInputChain): accepted from Calico hosts, dropped from any other source. fwengine reads no Node
+// addresses, so it leaves them out and says so where the setting is.
+void Reader::warn_of_encapsulation(SourceLoc loc, const std::string& setting, bool ipip) {
+  diag_.warning(loc,
+                setting + " makes Felix accept " + (ipip ? "IPIP" : "VXLAN") +
+                    " packets only from Calico hosts and drop those from other sources, before any host "
+                    "endpoint policy; fwengine does not (it reads no Node addresses)",
+                std::string("write a policy rule for ") + (ipip ? "protocol 4 (IPIP)" : "UDP 4789 (VXLAN)") +
+                    " from your nodes' addresses if you rely on that check");
+}
+
 void Reader::read_resource(const yaml::Node& node) {
   check_fields(node, kResourceFields, "a Calico resource");
   const yaml::Node* api = node.find("apiVersion");
@@ -359,6 +372,12 @@ void Reader::read_resource(const yaml::Node& node) {
     const yaml::Node* meta = node.find("metadata");
     const yaml::Node* name = meta && meta->is_mapping() ? meta->find("name") : nullptr;
     const std::string what = kind + (name && name->is_scalar() ? " '" + name->text() + "'" : std::string());
+    const yaml::Node* spec = node.find("spec");
+    for (const char* field : {"ipipMode", "vxlanMode"}) {
+      const yaml::Node* mode = kind == "IPPool" && spec && spec->is_mapping() ? spec->find(field) : nullptr;
+      if (mode && mode->is_scalar() && !mode->text().empty() && lower(mode->text()) != "never")
+        warn_of_encapsulation(mode->loc(), what + ": " + field + " " + mode->text(), field[0] == 'i');
+    }
     diag_.warning(kind_node->loc(), what + " skipped: " +
                                         (one_of(kind, kNamespacedKinds)
                                              ? "namespaced resources apply to workloads, not to hosts"
@@ -1495,6 +1514,11 @@ void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const C
     }
     if (const yaml::Node* node = spec->find("ipv6Support"); node && !node->is_null()) {
       config.ipv6_support = bool_of(*node, "ipv6Support");
+    }
+    for (const char* field : {"ipipEnabled", "vxlanEnabled"}) {
+      if (const yaml::Node* node = spec->find(field); node && node->as_bool() == true)
+        warn_of_encapsulation(node->loc(), "FelixConfiguration '" + config.name + "': " + field + ": true",
+                              field[0] == 'i');
     }
     for (const char* field : {"iptablesFilterAllowAction", "iptablesMangleAllowAction",
                               "nftablesFilterAllowAction", "nftablesMangleAllowAction"}) {

@@ -486,4 +486,26 @@ TEST_CASE("namespaced and unrelated kinds are skipped with one warning each", "[
   CHECK_THAT(warnings[1], Catch::Contains("IPPool 'pool' skipped"));
 }
 
+TEST_CASE("IPIP and VXLAN turned on are warned: Felix checks their sources before any policy",
+          "[validation]") {
+  Diagnostics diag;
+  read_yaml(
+      "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pool}\n"
+      "spec: {cidr: 10.244.0.0/16, ipipMode: Never, vxlanMode: CrossSubnet}\n---\n"
+      "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\n"
+      "spec: {ipipEnabled: true, vxlanEnabled: false}\n",
+      diag);
+  CHECK_FALSE(diag.has_errors());
+  const auto warnings = formatted(diag, Severity::warning);
+  REQUIRE(warnings.size() == 3);
+  CHECK_THAT(warnings[0],
+             Catch::Contains("test.yaml:4:57: warning: IPPool 'pool': vxlanMode CrossSubnet makes "
+                             "Felix accept VXLAN packets only from Calico hosts"));
+  CHECK_THAT(warnings[1], Catch::Contains("IPPool 'pool' skipped"));
+  CHECK_THAT(warnings[2],
+             Catch::Contains("test.yaml:9:21: warning: FelixConfiguration 'default': ipipEnabled: "
+                             "true makes Felix accept IPIP packets"));
+  CHECK_THAT(warnings[2], Catch::Contains("write a policy rule for protocol 4 (IPIP)"));
+}
+
 }  // namespace fwe::calico::test
