@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 #include <system_error>
+#include <tuple>
 
 #include "fwengine/source_text.hpp"
 #include "rich.hpp"
@@ -1053,7 +1054,8 @@ class Loader {
                     "write a number");
         continue;
       }
-      if (option == "timeout" && *number > 0 && options.insert(option).second) timeout = true;
+      // firewalld compares the text: any timeout but "0" (so "00" too) hides the entries.
+      if (option == "timeout" && value != "0" && options.insert(option).second) timeout = true;
       if (option == "maxelem" && !maxelem) maxelem = std::pair{*number, e.loc};
     }
     set.has_timeout = timeout;
@@ -1072,7 +1074,35 @@ class Loader {
                   "raise maxelem, or remove entries");
       return;
     }
+    warn_of_overlap(set);
     config_.ipsets[name] = std::move(set);
+  }
+
+  // firewalld's nftables sets of addresses are interval sets without auto-merge, and nft refuses
+  // overlapping intervals: 2.x adds the entries in batches of 1,000 and only logs the failure of the batch
+  // holding an overlap (nftables.py set_restore), 1.3.3 fails the whole ipset. Its XML reader does not
+  // check for overlaps (only the D-Bus calls do), so such a file loads. fwengine keeps every entry.
+  void warn_of_overlap(const IpSet& set) {
+    if (set.addresses.size() < 2) return;
+    std::vector<ir::Cidr> sorted = set.addresses;
+    std::sort(sorted.begin(), sorted.end(), [](const ir::Cidr& a, const ir::Cidr& b) {
+      return std::tie(a.addr, a.prefix) < std::tie(b.addr, b.prefix);
+    });
+    // Sorted so, a network comes right after the widest earlier one that could hold it.
+    const ir::Cidr* widest = &sorted.front();
+    for (std::size_t i = 1; i < sorted.size(); ++i) {
+      if (!ir::contains(*widest, sorted[i].addr)) {
+        widest = &sorted[i];
+        continue;
+      }
+      diag_.warning(set.loc,
+                    "ipset " + set.name + " holds overlapping entries (" + ir::to_string(*widest) + " and " +
+                        ir::to_string(sorted[i]) +
+                        "): firewalld's nftables backend cannot load them (it leaves out the batch of "
+                        "entries that holds them, 1.3.3 the whole ipset); fwengine keeps every entry",
+                    "remove the entries that a wider one already holds");
+      return;
+    }
   }
 
   // Whether the entry is kept (firewalld ignores a repeated or invalid one, with a warning).
@@ -1090,7 +1120,9 @@ class Loader {
       kept = false;
     };
     if (set.type == "hash:mac") {
-      if (auto mac = parse_mac_address(text))
+      if (text == "00:00:00:00:00:00")
+        invalid("ipset refuses 00:00:00:00:00:00");
+      else if (auto mac = parse_mac_address(text))
         set.macs.push_back(*mac);
       else
         invalid("not a MAC address");

@@ -190,6 +190,37 @@ TEST_CASE("reader: ipsets with entries, invalid entries and timeouts") {
   CHECK(config.zones.at("drop").sources.size() == 2);
 }
 
+TEST_CASE("reader: ipset entries as firewalld checks them: overlaps, a zero MAC, a timeout of \"00\"") {
+  TempTree etc;
+  etc.write("ipsets/feed.xml", std::string(kHeader) +
+                                   "<ipset type=\"hash:net\">\n  <entry>192.0.2.0/24</entry>\n"
+                                   "  <entry>10.1.0.0/16</entry>\n  <entry>10.0.0.0/8</entry>\n</ipset>\n");
+  etc.write("ipsets/apart.xml", std::string(kHeader) +
+                                    "<ipset type=\"hash:net\">\n  <entry>10.0.0.0/16</entry>\n"
+                                    "  <entry>10.1.0.0/16</entry>\n  <entry>fd00::/8</entry>\n</ipset>\n");
+  etc.write("ipsets/macs.xml", std::string(kHeader) +
+                                   "<ipset type=\"hash:mac\">\n  <entry>00:00:00:00:00:00</entry>\n"
+                                   "  <entry>00:11:22:33:44:55</entry>\n</ipset>\n");
+  etc.write("ipsets/temp.xml", std::string(kHeader) +
+                                   "<ipset type=\"hash:ip\"><option name=\"timeout\" value=\"00\"/>"
+                                   "<entry>10.0.0.1</entry></ipset>");
+  Diagnostics diag;
+  const Config config = test::read(etc, diag);
+  const std::string text = diag.text();
+  INFO(text);
+  CHECK_FALSE(diag.has_errors());
+  CHECK_THAT(text,
+             Catch::Contains("feed.xml:2:1: warning: ipset feed holds overlapping entries (10.0.0.0/8 and "
+                             "10.1.0.0/16): firewalld's nftables backend cannot load them"));
+  CHECK(config.ipsets.at("feed").addresses.size() == 3);  // fwengine keeps them all
+  CHECK_THAT(text, !Catch::Contains("ipset apart holds overlapping"));
+  CHECK_THAT(text, Catch::Contains("macs.xml:3:3: warning: invalid entry '00:00:00:00:00:00' in ipset macs "
+                                   "(ipset refuses 00:00:00:00:00:00)"));
+  CHECK(config.ipsets.at("macs").macs.size() == 1);
+  CHECK(config.ipsets.at("temp").has_timeout);
+  CHECK(config.ipsets.at("temp").addresses.empty());
+}
+
 TEST_CASE("reader: ipset ranges become the CIDRs that cover them, what ipset refuses is ignored") {
   TempTree etc;
   etc.write("ipsets/ranges.xml",
