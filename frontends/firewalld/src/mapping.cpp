@@ -1116,7 +1116,19 @@ class Mapper {
     }
     if (element.kind == RichElement::Kind::forward_port) stage = nat_stage(policy);
     if (element.kind == RichElement::Kind::masquerade) stage = Stage::snat;
-    if (rule.action.kind == RichAction::Kind::mark) stage = Stage::prednat;
+    if (rule.action.kind == RichAction::Kind::mark) {
+      stage = Stage::prednat;
+      // firewalld has no mangle chain for a policy from HOST (fw_policy.py policy_base_chain_name
+      // raises), so it fails the whole configuration and falls back to its stock one.
+      if (policy && is(policy->ingress_zones, "HOST")) {
+        diag_.error(rule.loc,
+                    "a mark rule in policy " + policy->name +
+                        ", whose ingress zone is HOST, makes firewalld fail to load the configuration (" +
+                        rule.text + ")",
+                    "mark the host's own traffic in a policy from a zone, or remove the rule");
+        return;
+      }
+    }
     if (policy && !reachable(o, *policy, stage, rule.loc, "rich rule '" + rule.text + "'")) return;
 
     ir::Match base;

@@ -288,6 +288,16 @@ TEST_CASE("rich masquerade and tcp-mss-clamp log nothing; the clamp keeps no fam
   }
 }
 
+TEST_CASE("a mark rule in a policy from HOST is an error: firewalld fails to load it", "[mapping]") {
+  const Compat compat = GENERATE(Compat::v2, Compat::v1_3);
+  Setup setup(compat);
+  Policy& out = setup.policy("out", {"HOST"}, {"ANY"}, PolicyTarget::continue_);
+  setup.rich(out.body, R"(rule family="ipv4" destination address="10.0.0.0/8" mark set="16")");
+  to_ir(setup.config, setup.diag);
+  CHECK(setup.count(Severity::error,
+                    "a mark rule in policy out, whose ingress zone is HOST, makes firewalld fail") == 1);
+}
+
 TEST_CASE("2.x forward dispatch: the egress zone is the exclusive classification", "[mapping]") {
   const Compat compat = GENERATE(Compat::v2, Compat::v1_3);
   Setup setup(compat);
