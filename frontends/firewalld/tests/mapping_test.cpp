@@ -268,7 +268,7 @@ TEST_CASE("tcp-mss-clamp: a zone's clamps what it forwards, a policy's where its
         1);
 }
 
-TEST_CASE("rich masquerade and tcp-mss-clamp log nothing; the clamp keeps no family of its own",
+TEST_CASE("rich masquerade and tcp-mss-clamp log nothing, and the clamp keeps no family of its own",
           "[mapping]") {
   const Compat compat = GENERATE(Compat::v2, Compat::v1_3);
   Setup setup(compat);

@@ -190,7 +190,7 @@ TEST_CASE("reader: ipsets with entries, invalid entries and timeouts") {
   CHECK(config.zones.at("drop").sources.size() == 2);
 }
 
-TEST_CASE("reader: ipset entries as firewalld checks them: overlaps, a zero MAC, a timeout of \"00\"") {
+TEST_CASE("reader: ipset entries as firewalld checks them: overlaps, a zero MAC, a timeout of 00") {
   TempTree etc;
   etc.write("ipsets/feed.xml", std::string(kHeader) +
                                    "<ipset type=\"hash:net\">\n  <entry>192.0.2.0/24</entry>\n"
