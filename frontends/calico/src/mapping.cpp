@@ -752,7 +752,7 @@ class Mapper {
                           ? std::optional(namespace_selector->selector.with_all_as(kNamespaceLabel, true))
                           : std::nullopt),
           sa_(sa),
-          excluded_(written(excluded) ? &excluded->selector : nullptr) {
+          excluded_(written(excluded) ? std::optional(excluded->selector) : std::nullopt) {
       key_ = "sel:" + selector.selector.canonical();
       if (namespaces_) key_ += " ns:" + namespace_selector->selector.canonical();
       if (sa) {
@@ -784,10 +784,11 @@ class Mapper {
     const std::string& key() const { return key_; }
 
    private:
-    const Selector& selector_;
+    // Copies, so that a Pick never outlives what it was made from.
+    Selector selector_;
     std::optional<Selector> namespaces_;
-    const EntitySpec* sa_;
-    const Selector* excluded_;
+    const EntitySpec* sa_;  // a side of the model, which outlives the mapping
+    std::optional<Selector> excluded_;
     std::string key_;
   };
 

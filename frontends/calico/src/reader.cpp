@@ -1451,6 +1451,38 @@ std::optional<std::vector<FailsafePort>> Reader::read_failsafe(const yaml::Node&
   return ports;
 }
 
+namespace {
+
+// Felix's values of the settings fwengine models, lower-cased; nullopt for any other value.
+std::optional<bool> rejects(const std::string& action) {  // oneof(DROP,REJECT)
+  if (action == "reject" || action == "drop") return action == "reject";
+  return std::nullopt;
+}
+std::optional<ir::Verdict> endpoint_to_host(const std::string& action) {  // oneof(DROP,RETURN,ACCEPT)
+  if (action == "drop") return ir::Verdict::drop;
+  if (action == "accept") return ir::Verdict::accept;
+  if (action == "return") return ir::Verdict::continue_;
+  return std::nullopt;
+}
+std::optional<bool> nftables_enabled(const std::string& mode) {  // only Enabled uses the nft actions
+  if (mode == "enabled" || mode == "disabled" || mode == "auto") return mode == "enabled";
+  return std::nullopt;
+}
+
+}  // namespace
+
+void Reader::check_interface_exclude(const std::string& text, SourceLoc loc) {
+  for (const std::string& entry : split_list(text)) {
+    if (entry.size() < 2 || entry.front() != '/' || entry.back() != '/') continue;
+    try {
+      std::regex check(entry.substr(1, entry.size() - 2));
+    } catch (const std::regex_error&) {
+      diag_.error(loc, "interfaceExclude: invalid regular expression " + entry,
+                  "fix the expression between the slashes");
+    }
+  }
+}
+
 void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const Context& ctx) {
   FelixConfig config;
   config.name = meta.name;
@@ -1471,46 +1503,31 @@ void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const C
     if (const yaml::Node* node = spec->find("disableConntrackInvalidCheck"); node && !node->is_null()) {
       config.disable_conntrack_invalid_check = bool_of(*node, "disableConntrackInvalidCheck");
     }
-    if (const yaml::Node* node = spec->find("iptablesFilterDenyAction"); node && !node->is_null()) {
-      const std::string value = lower(node->text());
-      if (value == "reject" || value == "drop") {
-        config.deny_with_reject = value == "reject";
-      } else if (!value.empty()) {
-        diag_.error(node->loc(), "iptablesFilterDenyAction must be Drop or Reject", "write Drop or Reject");
+    // Calico's config processor sends an empty string field as unset: Felix keeps its default.
+    auto written_text = [&](const char* field) -> const yaml::Node* {
+      const yaml::Node* node = spec->find(field);
+      return node && node->is_scalar() && !node->text().empty() ? node : nullptr;
+    };
+    for (const char* field : {"iptablesFilterDenyAction", "nftablesFilterDenyAction"}) {
+      if (const yaml::Node* node = written_text(field)) {
+        const std::optional<bool> reject = rejects(lower(node->text()));
+        if (!reject)
+          diag_.error(node->loc(), std::string(field) + " must be Drop or Reject", "write Drop or Reject");
+        (field[0] == 'i' ? config.deny_with_reject : config.nft_deny_with_reject) = reject;
       }
     }
-    if (const yaml::Node* node = spec->find("nftablesFilterDenyAction"); node && !node->is_null()) {
-      // Calico's pattern ^(?i)(Drop|Reject)?$: "" is the default.
-      const std::string value = lower(node->text());
-      if (value == "reject" || value == "drop") {
-        config.nft_deny_with_reject = value == "reject";
-      } else if (!value.empty()) {
-        diag_.error(node->loc(), "nftablesFilterDenyAction must be Drop or Reject", "write Drop or Reject");
-      }
-    }
-    if (const yaml::Node* node = spec->find("defaultEndpointToHostAction"); node && !node->is_null()) {
-      // Calico's pattern ^(?i)(Drop|Accept|Return)?$: "" is the default.
-      const std::string value = lower(node->text());
-      if (value == "drop") {
-        config.endpoint_to_host = ir::Verdict::drop;
-      } else if (value == "accept") {
-        config.endpoint_to_host = ir::Verdict::accept;
-      } else if (value == "return") {
-        config.endpoint_to_host = ir::Verdict::continue_;
-      } else if (!value.empty()) {
+    if (const yaml::Node* node = written_text("defaultEndpointToHostAction")) {
+      config.endpoint_to_host = endpoint_to_host(lower(node->text()));
+      if (!config.endpoint_to_host)
         diag_.error(node->loc(), "defaultEndpointToHostAction must be Drop, Accept or Return",
                     "write Drop, Accept or Return");
-      }
     }
     if (const yaml::Node* node = spec->find("nftablesMode"); node && !node->is_null()) {
-      // Felix parses it case-insensitively; only Enabled makes it use the nftables actions.
-      const std::string value = lower(node->text());
-      if (value == "enabled" || value == "disabled" || value == "auto") {
-        config.nftables_enabled = value == "enabled";
-      } else {
+      // Felix parses it case-insensitively.
+      config.nftables_enabled = nftables_enabled(lower(node->text()));
+      if (!config.nftables_enabled)
         diag_.error(node->loc(), "nftablesMode must be Enabled, Disabled or Auto",
                     "write Enabled, Disabled or Auto");
-      }
     }
     if (const yaml::Node* node = spec->find("ipv6Support"); node && !node->is_null()) {
       config.ipv6_support = bool_of(*node, "ipv6Support");
@@ -1528,44 +1545,44 @@ void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const C
                       "remove the setting, or keep the host's own rules permissive for these packets");
       }
     }
-    // Calico's config processor sends an empty string field as unset: Felix keeps its default.
-    auto written_text = [&](const char* field) -> const yaml::Node* {
-      const yaml::Node* node = spec->find(field);
-      return node && node->is_scalar() && !node->text().empty() ? node : nullptr;
-    };
     if (const yaml::Node* node = written_text("logPrefix")) config.log_prefix = node->text();
     if (const yaml::Node* node = written_text("interfacePrefix")) config.interface_prefix = node->text();
     if (const yaml::Node* node = written_text("interfaceExclude")) {
       config.interface_exclude = node->text();
-      for (const std::string& entry : split_list(node->text())) {
-        if (entry.size() < 2 || entry.front() != '/' || entry.back() != '/') continue;
-        try {
-          std::regex check(entry.substr(1, entry.size() - 2));
-        } catch (const std::regex_error&) {
-          diag_.error(node->loc(), "interfaceExclude: invalid regular expression " + entry,
-                      "fix the expression between the slashes");
-        }
-      }
+      check_interface_exclude(node->text(), node->loc());
     }
   }
   if (meta.annotations) read_felix_annotations(*meta.annotations, config);
   model_.felix_configs.push_back(std::move(config));
 }
 
-// Calico's config processor reads an annotation config.projectcalico.org/<Name> as the setting <Name>,
-// over the spec's field (configurationprocessor.go, "to work around any validation"); Felix matches
-// the name in any case and parses the value as it parses its environment (config_params.go).
+// Calico's config processor sends an annotation config.projectcalico.org/<Name> in place of the spec
+// field whose Felix name is <Name> exactly ("to work around any validation", configurationprocessor.go);
+// under another spelling it is a key of its own, which Felix matches in any case (config_params.go
+// UpdateFrom). Values are Felix's strings: "none" is a field's zero value, "" is ignored.
 void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& config) {
   constexpr std::string_view kPrefix = "config.projectcalico.org/";
+  const FelixConfig from_spec = config;
   const auto keys = annotations.keys();
   const auto values = annotations.values();
   for (std::size_t i = 0; i < keys.size(); ++i) {
-    if (!keys[i].text().starts_with(kPrefix) || !values[i].is_scalar() || values[i].text().empty()) continue;
-    const std::string name = lower(std::string_view(keys[i].text()).substr(kPrefix.size()));
+    if (!keys[i].text().starts_with(kPrefix) || !values[i].is_scalar()) continue;
+    const std::string_view written = std::string_view(keys[i].text()).substr(kPrefix.size());
+    const std::string name = lower(written);
     const std::string value = lower(values[i].text());
-    // "none" sets any field to its zero value (config_params.go UpdateFrom).
-    const std::string text = value == "none" ? "" : values[i].text();
     const SourceLoc loc = values[i].loc();
+    // The setting as Felix then sees it: `exact` is its spec field's Felix name; `in_spec`, whether the
+    // spec set the field. Returns whether the annotation decides the field.
+    auto decides = [&](std::string_view exact, bool in_spec) {
+      if (written == exact) return true;
+      if (in_spec) {
+        diag_.error(keys[i].loc(),
+                    "annotation " + keys[i].text() + " and the spec both set " + std::string(exact) +
+                        ", under names that differ in case: Felix takes either one",
+                    "write the annotation as " + std::string(kPrefix) + std::string(exact));
+      }
+      return !in_spec && !value.empty();
+    };
     auto invalid = [&](const std::string& expected) {
       diag_.error(loc, "annotation " + keys[i].text() + ": invalid value '" + values[i].text() + "'",
                   "write " + expected);
@@ -1578,11 +1595,17 @@ void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& 
       invalid("true or false");
       return std::nullopt;
     };
+    // An empty value leaves the field to Felix's default (for node.<name>, to the global setting).
     if (name == "failsafeinboundhostports" || name == "failsafeoutboundhostports") {
+      const bool inbound = name == "failsafeinboundhostports";
+      auto& field = inbound ? config.failsafe_inbound : config.failsafe_outbound;
+      if (!decides(inbound ? "FailsafeInboundHostPorts" : "FailsafeOutboundHostPorts",
+                   (inbound ? from_spec.failsafe_inbound : from_spec.failsafe_outbound).has_value()))
+        continue;
       std::vector<FailsafePort> ports;
       bool ok = true;
       if (value != "none") {
-        for (const std::string& entry : split_list(text)) {
+        for (const std::string& entry : split_list(values[i].text())) {
           if (auto port = read_failsafe_string(entry, loc)) {
             ports.push_back(*port);
           } else {
@@ -1590,41 +1613,48 @@ void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& 
           }
         }
       }
-      if (ok)
-        (name == "failsafeinboundhostports" ? config.failsafe_inbound : config.failsafe_outbound) = ports;
+      field = value.empty() || !ok ? std::nullopt : std::optional(ports);
     } else if (name == "ipv6support") {
-      if (auto on = boolean()) config.ipv6_support = on;
+      if (decides("Ipv6Support", from_spec.ipv6_support.has_value()))
+        config.ipv6_support = value.empty() ? std::nullopt : boolean();
     } else if (name == "disableconntrackinvalidcheck") {
-      if (auto on = boolean()) config.disable_conntrack_invalid_check = on;
+      if (decides("DisableConntrackInvalidCheck", from_spec.disable_conntrack_invalid_check.has_value()))
+        config.disable_conntrack_invalid_check = value.empty() ? std::nullopt : boolean();
     } else if (name == "iptablesfilterdenyaction" || name == "nftablesfilterdenyaction") {
-      if (value != "drop" && value != "reject") {
-        invalid("DROP or REJECT");
+      const bool iptables = name == "iptablesfilterdenyaction";
+      auto& field = iptables ? config.deny_with_reject : config.nft_deny_with_reject;
+      if (!decides(iptables ? "IptablesFilterDenyAction" : "NftablesFilterDenyAction",
+                   (iptables ? from_spec.deny_with_reject : from_spec.nft_deny_with_reject).has_value()))
         continue;
-      }
-      (name == "iptablesfilterdenyaction" ? config.deny_with_reject : config.nft_deny_with_reject) =
-          value == "reject";
+      field = rejects(value);
+      if (!value.empty() && !field) invalid("DROP or REJECT");  // "none" too: Felix dies on it
     } else if (name == "defaultendpointtohostaction") {
-      if (value == "drop") {
-        config.endpoint_to_host = ir::Verdict::drop;
-      } else if (value == "accept") {
-        config.endpoint_to_host = ir::Verdict::accept;
-      } else if (value == "return") {
-        config.endpoint_to_host = ir::Verdict::continue_;
-      } else {
-        invalid("DROP, ACCEPT or RETURN");
-      }
+      if (!decides("DefaultEndpointToHostAction", from_spec.endpoint_to_host.has_value())) continue;
+      config.endpoint_to_host = endpoint_to_host(value);
+      if (!value.empty() && !config.endpoint_to_host) invalid("DROP, ACCEPT or RETURN");
     } else if (name == "nftablesmode") {
-      if (value == "enabled" || value == "disabled" || value == "auto") {
-        config.nftables_enabled = value == "enabled";
+      if (!decides("NFTablesMode", from_spec.nftables_enabled.has_value())) continue;
+      config.nftables_enabled = nftables_enabled(value);
+      if (!value.empty() && !config.nftables_enabled) invalid("Enabled, Disabled or Auto");
+    } else if (name == "logprefix" || name == "interfaceprefix" || name == "interfaceexclude") {
+      auto& field = name == "logprefix"         ? config.log_prefix
+                    : name == "interfaceprefix" ? config.interface_prefix
+                                                : config.interface_exclude;
+      const auto& spec_field = name == "logprefix"         ? from_spec.log_prefix
+                               : name == "interfaceprefix" ? from_spec.interface_prefix
+                                                           : from_spec.interface_exclude;
+      const std::string_view exact = name == "logprefix"         ? "LogPrefix"
+                                     : name == "interfaceprefix" ? "InterfacePrefix"
+                                                                 : "InterfaceExclude";
+      if (!decides(exact, spec_field.has_value())) continue;
+      if (value.empty()) {
+        field.reset();
+      } else if (value == "none" && name == "interfaceprefix") {
+        invalid("a comma-separated list of prefixes (Felix refuses none here)");  // non-zero, die-on-fail
       } else {
-        invalid("Enabled, Disabled or Auto");
+        field = value == "none" ? "" : values[i].text();
+        if (name == "interfaceexclude") check_interface_exclude(*field, loc);
       }
-    } else if (name == "logprefix") {
-      config.log_prefix = text;
-    } else if (name == "interfaceprefix") {
-      config.interface_prefix = text;
-    } else if (name == "interfaceexclude") {
-      config.interface_exclude = text;
     }
   }
 }

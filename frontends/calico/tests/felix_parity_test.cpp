@@ -532,10 +532,26 @@ TEST_CASE("FelixConfiguration annotations config.projectcalico.org/<Name> overri
   CHECK(ssh(build(kH0 + config("    config.projectcalico.org/FailsafeInboundHostPorts: none\n", "  {}\n"))) ==
         "DENY");
   const ir::Ruleset moved =
-      build(kH0 + config("    config.projectcalico.org/failsafeInboundHostPorts: 'tcp:2222, udp:68'\n",
+      build(kH0 + config("    config.projectcalico.org/FailsafeInboundHostPorts: 'tcp:2222, udp:68'\n",
                          "  failsafeInboundHostPorts: [{protocol: TCP, port: 22}]\n"));
   CHECK(ssh(moved) == "DENY");
   CHECK(ssh(moved, 2222) == "ALLOW");
+  // Another spelling is a key of its own, which Felix matches in any case: alone it is the setting...
+  const ir::Ruleset other_case =
+      build(kH0 + config("    config.projectcalico.org/failsafeinboundhostports: 'tcp:2222'\n", "  {}\n"));
+  CHECK(ssh(other_case) == "DENY");
+  CHECK(ssh(other_case, 2222) == "ALLOW");
+  // ... beside the spec's field it is either one in Felix: an error.
+  Diagnostics twice;
+  read_yaml(config("    config.projectcalico.org/failsafeInboundHostPorts: 'tcp:2222'\n",
+                   "  failsafeInboundHostPorts: [{protocol: TCP, port: 22}]\n"),
+            twice);
+  CHECK_THAT(twice.text(), Catch::Contains("test.yaml:7:5: error: annotation config.projectcalico.org/"
+                                           "failsafeInboundHostPorts and the spec both set "
+                                           "FailsafeInboundHostPorts, under names that differ in case"));
+  // An empty value under the exact name leaves the field to Felix's default: the built-in ports.
+  CHECK(ssh(build(kH0 + config("    config.projectcalico.org/FailsafeInboundHostPorts: ''\n",
+                               "  failsafeInboundHostPorts: []\n"))) == "ALLOW");
   const ir::Ruleset reject = build(kH0 +
                                    config("    config.projectcalico.org/IptablesFilterDenyAction: REJECT\n",
                                           "  iptablesFilterDenyAction: Drop\n") +
@@ -552,6 +568,16 @@ TEST_CASE("FelixConfiguration annotations config.projectcalico.org/<Name> overri
   CHECK_THAT(diag.text(),
              Catch::Contains("test.yaml:7:43: error: annotation config.projectcalico.org/Ipv6Support: "
                              "invalid value 'maybe' (write true or false)"));
+  // Felix refuses to run with these: InterfacePrefix none, a bad exclusion pattern.
+  Diagnostics dies;
+  read_yaml(config("    config.projectcalico.org/InterfacePrefix: none\n"
+                   "    config.projectcalico.org/InterfaceExclude: /[/\n",
+                   "  {}\n"),
+            dies);
+  CHECK_THAT(dies.text(), Catch::Contains("test.yaml:7:47: error: annotation config.projectcalico.org/"
+                                          "InterfacePrefix: invalid value 'none'"));
+  CHECK_THAT(dies.text(),
+             Catch::Contains("test.yaml:8:48: error: interfaceExclude: invalid regular expression"));
 }
 
 TEST_CASE("a named port whose protocol is a number is found only by rules with a protocol",
