@@ -1196,7 +1196,7 @@ class Mapper {
         matches.push_back(base);
         // firewalld's clamp rule leaves out the rule's family (build_policy_tcp_mss_clamp_rules): only
         // an address limits it to one.
-        if (!rule.source && !rule.destination) matches.back().family = ir::Family::any;
+        matches.back().family = ir::Family::any;
         implied = make_rule(ir::Match{}, ir::ActionKind::tcp_mss_clamp, from);
         if (element.mss_value != "pmtu")
           implied->action.mss = static_cast<std::uint16_t>(std::stoul(element.mss_value));
@@ -1229,13 +1229,16 @@ class Mapper {
     }
 
     // firewalld builds no log rule for a masquerade or a tcp-mss-clamp (build_policy_masquerade_rules,
-    // build_policy_tcp_mss_clamp_rules), so nothing is logged.
+    // build_policy_tcp_mss_clamp_rules), nor before 2.2 for a forward-port, so nothing is logged.
     const bool logs = rule.log && element.kind != RichElement::Kind::masquerade &&
-                      element.kind != RichElement::Kind::tcp_mss_clamp;
+                      element.kind != RichElement::Kind::tcp_mss_clamp &&
+                      (v2_ || element.kind != RichElement::Kind::forward_port);
     if (rule.log && !logs) {
       diag_.warning(
           rule.loc,
-          "the log of a masquerade or tcp-mss-clamp rule logs nothing in firewalld (" + rule.text + ")",
+          "the log of a masquerade, tcp-mss-clamp or (before 2.2) forward-port rule logs nothing in "
+          "firewalld (" +
+              rule.text + ")",
           "remove the log element, or log in a rule of its own");
     }
 

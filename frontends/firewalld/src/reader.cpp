@@ -8,7 +8,6 @@
 #include <set>
 #include <sstream>
 #include <system_error>
-#include <tuple>
 
 #include "fwengine/source_text.hpp"
 #include "rich.hpp"
@@ -1054,8 +1053,9 @@ class Loader {
                     "write a number");
         continue;
       }
-      // firewalld compares the text: any timeout but "0" (so "00" too) hides the entries.
-      if (option == "timeout" && value != "0" && options.insert(option).second) timeout = true;
+      // The first timeout counts (firewalld ignores a repeated option), and firewalld compares its text:
+      // any but "0" (so "00" too) hides the entries.
+      if (option == "timeout" && options.insert(option).second) timeout = value != "0";
       if (option == "maxelem" && !maxelem) maxelem = std::pair{*number, e.loc};
     }
     set.has_timeout = timeout;
@@ -1074,37 +1074,43 @@ class Loader {
                   "raise maxelem, or remove entries");
       return;
     }
-    warn_of_overlap(set);
+    check_overlaps(set);
     config_.ipsets[name] = std::move(set);
   }
 
   // firewalld's nftables sets of addresses are interval sets without auto-merge, and nft refuses
-  // overlapping intervals: 2.x adds the entries in batches of 1,000 and only logs the failure of the batch
-  // holding an overlap (nftables.py set_restore), 1.3.3 fails the whole ipset. Its XML reader does not
-  // check for overlaps (only the D-Bus calls do), so such a file loads. fwengine keeps every entry.
-  void warn_of_overlap(const IpSet& set) {
+  // overlapping intervals (the same one twice is fine). Its XML reader does not check for overlaps (only
+  // the D-Bus calls do), so such a file loads; then 2.4+ adds the entries in batches of 1,000 and only
+  // logs the failure of the batch holding an overlap (nftables.py set_restore), while 1.3.3 (and 2.0-2.3)
+  // fails the whole configuration and falls back to the stock one. The 2.x mode keeps every entry.
+  void check_overlaps(const IpSet& set) {
     if (set.addresses.size() < 2) return;
     std::vector<ir::Cidr> sorted = set.addresses;
-    std::sort(sorted.begin(), sorted.end(), [](const ir::Cidr& a, const ir::Cidr& b) {
-      return std::tie(a.addr, a.prefix) < std::tie(b.addr, b.prefix);
-    });
+    std::sort(sorted.begin(), sorted.end());
     // Sorted so, a network comes right after the widest earlier one that could hold it.
     const ir::Cidr* widest = &sorted.front();
     for (std::size_t i = 1; i < sorted.size(); ++i) {
+      if (sorted[i] == *widest) continue;
       if (!ir::contains(*widest, sorted[i].addr)) {
         widest = &sorted[i];
         continue;
       }
-      diag_.warning(set.loc,
-                    "ipset " + set.name + " holds overlapping entries (" + ir::to_string(*widest) + " and " +
-                        ir::to_string(sorted[i]) +
-                        "): firewalld's nftables backend cannot load them (it leaves out the batch of "
-                        "entries that holds them, 1.3.3 the whole ipset); fwengine keeps every entry",
-                    "remove the entries that a wider one already holds");
+      const std::string overlap = "ipset " + set.name + " holds overlapping entries (" +
+                                  ir::to_string(*widest) + " and " + ir::to_string(sorted[i]) + ")";
+      const std::string hint = "remove the entries that a wider one already holds";
+      if (config_.compat == Compat::v1_3)
+        diag_.error(set.loc,
+                    overlap + ", which firewalld 1.3.3 cannot load: it falls back to its stock configuration",
+                    hint);
+      else
+        diag_.warning(set.loc,
+                      overlap +
+                          ": firewalld's nftables backend leaves out the batch of 1,000 entries that "
+                          "holds them (2.4+); fwengine keeps every entry",
+                      hint);
       return;
     }
   }
-
   // Whether the entry is kept (firewalld ignores a repeated or invalid one, with a warning).
   bool read_ipset_entry(const xml::Element& e, IpSet& set, std::set<std::string>& seen) {
     std::string text = e.text;

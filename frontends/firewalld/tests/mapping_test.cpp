@@ -260,7 +260,9 @@ TEST_CASE("tcp-mss-clamp: a zone's clamps what it forwards, a policy's where its
   // Sorted as 2.3+ applies them: no family before ipv4.
   CHECK(zone.rules[1].action.mss == 1400);
   CHECK(zone.rules[2].action.mss == 0);  // pmtu
-  CHECK(zone.rules[2].match.family == ir::Family::ipv4);
+  // No family of its own (as firewalld builds it); its IPv4 source keeps it to IPv4.
+  CHECK(zone.rules[2].match.family == ir::Family::any);
+  CHECK(zone.rules[2].match.src_addr.size() == 1);
   const ir::Chain& policy = chain(rs, "output/policy/out/allow");
   REQUIRE(policy.rules.size() == 1);
   CHECK(policy.rules[0].action.mss == 1300);
@@ -275,17 +277,26 @@ TEST_CASE("rich masquerade and tcp-mss-clamp log nothing, and the clamp keeps no
   setup.bind("internal", "eth0");
   setup.bind("external", "eth1");
   setup.rich(setup.zone("external").body, R"(rule family="ipv4" masquerade log prefix="nat ")");
-  setup.rich(setup.zone("internal").body, R"(rule family="ipv4" tcp-mss-clamp log prefix="mss ")");
+  setup.rich(setup.zone("internal").body,
+             R"(rule family="ipv4" source mac="00:11:22:33:44:55" tcp-mss-clamp log prefix="mss ")");
+  // A forward-port's log: from 2.2 on.
+  setup.rich(setup.zone("external").body,
+             R"(rule family="ipv4" forward-port port="8080" protocol="tcp" to-port="80" log prefix="fp ")");
   const ir::Ruleset rs = setup.build();
-  CHECK(setup.count(Severity::warning, "the log of a masquerade or tcp-mss-clamp rule logs nothing") == 2);
+  CHECK(setup.count(Severity::warning, "rule logs nothing in firewalld") == (compat == Compat::v2 ? 2u : 3u));
+  std::size_t logs = 0;
   for (const auto& [name, chain] : rs.chains) {
     for (const ir::Rule& rule : chain.rules) {
       INFO(name);
-      CHECK(rule.action.kind != A::log);
+      if (rule.action.kind == A::log) {
+        CHECK(rule.action.log_prefix == "fp ");
+        ++logs;
+      }
       if (rule.action.kind == A::tcp_mss_clamp) CHECK(rule.match.family == ir::Family::any);
       if (rule.action.kind == A::masquerade) CHECK(rule.match.family == ir::Family::ipv4);
     }
   }
+  CHECK(logs == (compat == Compat::v2 ? 1u : 0u));
 }
 
 TEST_CASE("a mark rule in a policy from HOST is an error: firewalld fails to load it", "[mapping]") {

@@ -195,15 +195,21 @@ TEST_CASE("reader: ipset entries as firewalld checks them: overlaps, a zero MAC,
   etc.write("ipsets/feed.xml", std::string(kHeader) +
                                    "<ipset type=\"hash:net\">\n  <entry>192.0.2.0/24</entry>\n"
                                    "  <entry>10.1.0.0/16</entry>\n  <entry>10.0.0.0/8</entry>\n</ipset>\n");
+  // Apart, or the same network twice (nft takes that).
   etc.write("ipsets/apart.xml", std::string(kHeader) +
                                     "<ipset type=\"hash:net\">\n  <entry>10.0.0.0/16</entry>\n"
-                                    "  <entry>10.1.0.0/16</entry>\n  <entry>fd00::/8</entry>\n</ipset>\n");
+                                    "  <entry>10.1.0.0/16</entry>\n  <entry>192.0.2.1</entry>\n"
+                                    "  <entry>192.0.2.1/32</entry>\n</ipset>\n");
   etc.write("ipsets/macs.xml", std::string(kHeader) +
                                    "<ipset type=\"hash:mac\">\n  <entry>00:00:00:00:00:00</entry>\n"
                                    "  <entry>00:11:22:33:44:55</entry>\n</ipset>\n");
   etc.write("ipsets/temp.xml", std::string(kHeader) +
                                    "<ipset type=\"hash:ip\"><option name=\"timeout\" value=\"00\"/>"
                                    "<entry>10.0.0.1</entry></ipset>");
+  etc.write("ipsets/first.xml",
+            std::string(kHeader) +
+                "<ipset type=\"hash:ip\"><option name=\"timeout\" value=\"0\"/>"
+                "<option name=\"timeout\" value=\"300\"/><entry>10.0.0.1</entry></ipset>");
   Diagnostics diag;
   const Config config = test::read(etc, diag);
   const std::string text = diag.text();
@@ -211,7 +217,7 @@ TEST_CASE("reader: ipset entries as firewalld checks them: overlaps, a zero MAC,
   CHECK_FALSE(diag.has_errors());
   CHECK_THAT(text,
              Catch::Contains("feed.xml:2:1: warning: ipset feed holds overlapping entries (10.0.0.0/8 and "
-                             "10.1.0.0/16): firewalld's nftables backend cannot load them"));
+                             "10.1.0.0/16): firewalld's nftables backend leaves out the batch"));
   CHECK(config.ipsets.at("feed").addresses.size() == 3);  // fwengine keeps them all
   CHECK_THAT(text, !Catch::Contains("ipset apart holds overlapping"));
   CHECK_THAT(text, Catch::Contains("macs.xml:3:3: warning: invalid entry '00:00:00:00:00:00' in ipset macs "
@@ -219,6 +225,15 @@ TEST_CASE("reader: ipset entries as firewalld checks them: overlaps, a zero MAC,
   CHECK(config.ipsets.at("macs").macs.size() == 1);
   CHECK(config.ipsets.at("temp").has_timeout);
   CHECK(config.ipsets.at("temp").addresses.empty());
+  CHECK_FALSE(config.ipsets.at("first").has_timeout);  // the first option counts
+  CHECK(config.ipsets.at("first").addresses.size() == 1);
+  // 1.3.3 loads an ipset's entries in one nft transaction, which the overlap fails: it then falls back
+  // to its stock configuration.
+  Diagnostics v1_3;
+  test::read(etc, v1_3, Compat::v1_3);
+  CHECK_THAT(v1_3.text(),
+             Catch::Contains("feed.xml:2:1: error: ipset feed holds overlapping entries (10.0.0.0/8 "
+                             "and 10.1.0.0/16), which firewalld 1.3.3 cannot load"));
 }
 
 TEST_CASE("reader: ipset ranges become the CIDRs that cover them, what ipset refuses is ignored") {
