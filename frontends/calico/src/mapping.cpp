@@ -48,6 +48,7 @@ struct Settings {
   std::string failsafe_outbound_source = "Felix built-in failsafeOutboundHostPorts";
   bool conntrack_invalid_check = true;
   bool deny_with_reject = false;  // Felix's FilterDenyAction(): the nftables field with nftablesMode Enabled
+  bool nftables = false;          // nftablesMode: Enabled (Felix renders rules for nftables)
   bool ipv6_support = true;
   SourceLoc ipv6_support_loc;
   std::string log_prefix = "calico-packet";
@@ -178,6 +179,7 @@ class Mapper {
     }
     // config_params.go FilterDenyAction(): nftablesFilterDenyAction when nftablesMode is Enabled.
     settings.deny_with_reject = nftables_enabled ? nftables_reject : iptables_reject;
+    settings.nftables = nftables_enabled;
     return settings;
   }
 
@@ -870,6 +872,20 @@ class Mapper {
     return alternatives;
   }
 
+  // icmp and notICMP, both with a type, as Felix renders the pair: iptables "-m icmp --icmp-type T[/C]
+  // -m icmp ! --icmp-type T'[/C']"; nftables (match_builder.go) "icmp type != T' [icmp code != C']",
+  // both fields unequal. It comes down to the icmp match alone, or to no packet at all, except for a
+  // whole type less some code, which needs a match on the code alone.
+  enum class IcmpPair { icmp, never, inexpressible };
+  IcmpPair icmp_pair(const IcmpSpec& icmp, const IcmpSpec& not_icmp) const {
+    const bool same_type = icmp.type == not_icmp.type;
+    if (!not_icmp.code) return same_type ? IcmpPair::never : IcmpPair::icmp;
+    if (same_type && settings_.nftables) return IcmpPair::never;  // type != T' fails already
+    if (!same_type && !settings_.nftables) return IcmpPair::icmp;
+    if (!icmp.code) return IcmpPair::inexpressible;
+    return icmp.code == not_icmp.code ? IcmpPair::never : IcmpPair::icmp;
+  }
+
   void append_rule(ir::Chain& chain, const RuleOwner& owner, Direction direction, PolicyClass cls,
                    std::int32_t index, const RuleSpec& rule) {
     const ir::Origin origin{rule.loc, owner.kind + " " + owner.name, index};
@@ -912,10 +928,28 @@ class Mapper {
     if (!rule.destination.not_ports.empty()) base.dst_port.push_back(not_ports(rule.destination));
 
     std::vector<ir::Match> matches;
-    const std::optional<IcmpSpec>& icmp = rule.icmp ? rule.icmp : rule.not_icmp;
     // Felix matches ICMP fields only when a type is given (its rule conversion): icmp: {} and
     // notICMP: {} constrain nothing.
-    if (icmp && icmp->type) {
+    const IcmpSpec* icmp = rule.icmp && rule.icmp->type ? &*rule.icmp : nullptr;
+    const IcmpSpec* not_icmp = rule.not_icmp && rule.not_icmp->type ? &*rule.not_icmp : nullptr;
+    if (icmp && not_icmp) {
+      switch (icmp_pair(*icmp, *not_icmp)) {
+        case IcmpPair::icmp:
+          not_icmp = nullptr;
+          break;
+        case IcmpPair::never:
+          return;
+        case IcmpPair::inexpressible:
+          diag_.error(not_icmp->loc,
+                      "icmp type " + std::to_string(*icmp->type) +
+                          " (any code) with this notICMP needs a match "
+                          "on the code alone, which fwengine cannot express",
+                      "list the codes to allow in rules of their own, with icmp: {type, code}");
+          return;
+      }
+    }
+    if (not_icmp) icmp = not_icmp;
+    if (icmp) {
       // ICMP for IPv4 packets, ICMPv6 for IPv6 (Felix renders the rule per family).
       std::vector<ir::Family> families;
       if (rule.protocol == 1 || base.family == ir::Family::ipv4) {
@@ -928,8 +962,7 @@ class Mapper {
       for (ir::Family family : families) {
         ir::Match match = base;
         if (families.size() > 1) match.family = family;
-        match.icmp =
-            ir::IcmpMatch{rule.not_icmp.has_value(), family == ir::Family::ipv6, icmp->type, icmp->code};
+        match.icmp = ir::IcmpMatch{icmp == not_icmp, family == ir::Family::ipv6, icmp->type, icmp->code};
         matches.push_back(std::move(match));
       }
     } else {

@@ -714,6 +714,7 @@ std::optional<IcmpSpec> Reader::read_icmp(const yaml::Node& node) {
   if (!expect(node, yaml::Kind::mapping, "icmp")) return std::nullopt;
   check_fields(node, kIcmpFields, "icmp");
   IcmpSpec icmp;
+  icmp.loc = node.loc();
   bool ok = true;
   if (const yaml::Node* type = node.find("type")) {
     auto value = type->as_int();
@@ -959,10 +960,6 @@ void Reader::validate_rule(const RuleSpec& rule, const yaml::Node& node) {
     }
   }
   // Beyond Calico's checks: what fwengine cannot express yet.
-  if (rule.icmp && rule.not_icmp) {
-    diag_.error(loc_of("notICMP"), "icmp together with notICMP in one rule is not supported",
-                "split the rule, or express it with icmp alone");
-  }
   for (const auto* ports : {&rule.source.not_ports, &rule.destination.not_ports}) {
     for (const PortSpec& port : *ports) {
       if (port.name) {

@@ -58,6 +58,7 @@ struct EntitySpec {
 
 struct IcmpSpec {
   std::optional<std::uint8_t> type, code;
+  SourceLoc loc;
 };
 
 enum class RuleAction { allow, deny, log, pass };

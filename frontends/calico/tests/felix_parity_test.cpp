@@ -580,6 +580,43 @@ TEST_CASE("FelixConfiguration annotations config.projectcalico.org/<Name> overri
              Catch::Contains("test.yaml:8:48: error: interfaceExclude: invalid regular expression"));
 }
 
+TEST_CASE("icmp with notICMP comes down to icmp alone, or to no packet, as Felix renders the pair",
+          "[felix-parity]") {
+  auto echo = [](const std::string& icmp, const std::string& not_icmp, std::uint8_t type, std::uint8_t code,
+                 const std::string& felix_spec = "") {
+    std::string text = kH0 + gnp("p", "  ingress:\n  - action: Allow\n    protocol: ICMP\n    icmp: " + icmp +
+                                          "\n    notICMP: " + not_icmp + "\n");
+    if (!felix_spec.empty()) text += felix("default", felix_spec);
+    trace::Packet p = packet("eth0", "", "198.51.100.7", "10.0.0.10", 1, 0);
+    p.icmp_type = type;
+    p.icmp_code = code;
+    return to_string(verdict(build(text), p));
+  };
+  CHECK(echo("{type: 8}", "{type: 0}", 8, 0) == "ALLOW");  // another type: the icmp match alone
+  CHECK(echo("{type: 8}", "{type: 0}", 0, 0) == "DENY");
+  CHECK(echo("{type: 8}", "{type: 8}", 8, 0) == "DENY");  // the same type: no packet
+  CHECK(echo("{type: 3, code: 1}", "{type: 3, code: 1}", 3, 1) == "DENY");
+  CHECK(echo("{type: 3, code: 1}", "{type: 3, code: 3}", 3, 1) == "ALLOW");
+  CHECK(echo("{type: 8}", "{}", 8, 0) == "ALLOW");  // notICMP without type: no constraint
+  CHECK(echo("{}", "{type: 8}", 8, 0) == "DENY");   // icmp without type: notICMP alone
+  CHECK(echo("{}", "{type: 8}", 13, 0) == "ALLOW");
+  // nftables renders notICMP as "type != T' code != C'": both must differ.
+  const std::string nft = "  nftablesMode: Enabled\n";
+  CHECK(echo("{type: 8, code: 0}", "{type: 0, code: 0}", 8, 0) == "ALLOW");
+  CHECK(echo("{type: 8, code: 0}", "{type: 0, code: 0}", 8, 0, nft) == "DENY");
+  CHECK(echo("{type: 8}", "{type: 8, code: 1}", 8, 0, nft) == "DENY");
+  CHECK(echo("{type: 8, code: 0}", "{type: 8, code: 1}", 8, 0) == "ALLOW");
+  // A whole type less one code would need a match on the code alone.
+  Diagnostics diag;
+  Model model = read_ok(kH0 + gnp("p",
+                                  "  ingress:\n  - action: Allow\n    protocol: ICMP\n    icmp: {type: 8}\n"
+                                  "    notICMP: {type: 8, code: 1}\n"),
+                        diag);
+  map_to_ir(model, n1_options(), diag);
+  CHECK_THAT(diag.text(), Catch::Contains("test.yaml:20:14: error: icmp type 8 (any code) with this notICMP "
+                                          "needs a match on the code alone"));
+}
+
 TEST_CASE("a named port whose protocol is a number is found only by rules with a protocol",
           "[felix-parity]") {
   // Felix's MatchesModelProtocol: a rule without protocol looks for any protocol, which matches a port

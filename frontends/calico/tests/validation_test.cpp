@@ -313,10 +313,6 @@ TEST_CASE("global() in entity selectors (§1.7 #22)", "[validation]") {
 }
 
 TEST_CASE("what fwengine cannot express is refused", "[validation]") {
-  check_error(
-      ingress_rule(
-          "action: Allow\n    protocol: ICMP\n    icmp: {type: 8}\n    notICMP: {type: 8, code: 1}\n"),
-      "test.yaml:10:14: error: icmp together with notICMP in one rule is not supported");
   check_error(ingress_rule("action: Allow\n    protocol: TCP\n    destination: {notPorts: [web]}\n"),
               "test.yaml:9:30: error: named ports in notPorts are not supported");
 }
