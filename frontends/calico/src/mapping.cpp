@@ -938,6 +938,10 @@ class Mapper {
           not_icmp = nullptr;
           break;
         case IcmpPair::never:
+          diag_.warning(not_icmp->loc,
+                        "this notICMP excludes every packet the rule's icmp takes: the rule "
+                        "matches nothing",
+                        "remove the rule, or the notICMP");
           return;
         case IcmpPair::inexpressible:
           diag_.error(not_icmp->loc,

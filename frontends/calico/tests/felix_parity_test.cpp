@@ -615,6 +615,14 @@ TEST_CASE("icmp with notICMP comes down to icmp alone, or to no packet, as Felix
   map_to_ir(model, n1_options(), diag);
   CHECK_THAT(diag.text(), Catch::Contains("test.yaml:20:14: error: icmp type 8 (any code) with this notICMP "
                                           "needs a match on the code alone"));
+  Diagnostics never;
+  Model same = read_ok(kH0 + gnp("p",
+                                 "  ingress:\n  - action: Allow\n    protocol: ICMP\n    icmp: {type: 8}\n"
+                                 "    notICMP: {type: 8}\n"),
+                       never);
+  map_to_ir(same, n1_options(), never);
+  CHECK_THAT(never.text(), Catch::Contains("test.yaml:20:14: warning: this notICMP excludes every packet the "
+                                           "rule's icmp takes: the rule matches nothing"));
 }
 
 TEST_CASE("a named port whose protocol is a number is found only by rules with a protocol",
