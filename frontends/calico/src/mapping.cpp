@@ -939,15 +939,14 @@ class Mapper {
           break;
         case IcmpPair::never:
           diag_.warning(not_icmp->loc,
-                        "this notICMP excludes every packet the rule's icmp takes: the rule "
-                        "matches nothing",
+                        "this notICMP excludes every packet the rule's icmp takes: the rule matches nothing",
                         "remove the rule, or the notICMP");
           return;
         case IcmpPair::inexpressible:
           diag_.error(not_icmp->loc,
                       "icmp type " + std::to_string(*icmp->type) +
-                          " (any code) with this notICMP needs a match "
-                          "on the code alone, which fwengine cannot express",
+                          " (any code) with this notICMP needs a match on the code alone, which fwengine "
+                          "cannot express",
                       "list the codes to allow in rules of their own, with icmp: {type, code}");
           return;
       }
