@@ -819,6 +819,9 @@ class Mapper {
     return name;
   }
 
+  // Each named-port target in notPorts multiplies a rule by up to three: at most 729 rules from one.
+  static constexpr std::size_t kMaxExcludedNamedPorts = 6;
+
   // One way a side's ports can match: numbers (with the rule's protocol) or one named-port target.
   struct PortAlternative {
     std::optional<ir::PortMatch> numeric;
@@ -827,27 +830,15 @@ class Mapper {
     std::uint16_t port = 0;
   };
 
-  // Named ports in notPorts and icmp with notICMP are refused by the reader.
-  std::vector<PortAlternative> port_alternatives(const RuleSpec& rule, const EntitySpec& entity,
-                                                 const std::string& prefix, const ir::Origin& origin) {
-    std::vector<PortAlternative> alternatives;
-    if (entity.ports.empty()) {
-      alternatives.emplace_back();
-      return alternatives;
-    }
-    ir::PortMatch numeric;
-    std::set<std::string> names;
+  // The named-port targets of a side's port names (SCAN/NPI): the (IP, protocol, port) of every
+  // HostEndpoint the side's positive selection picks (any, when it has none; the same for notPorts) that
+  // names the port, filtered by the rule's protocol; a HostEndpoint contributes its expectedIPs. One
+  // address set per (name, protocol, port).
+  std::vector<PortAlternative> named_port_targets(const RuleSpec& rule, const EntitySpec& entity,
+                                                  const std::set<std::string>& names,
+                                                  const std::string& prefix, const ir::Origin& origin) {
+    std::vector<PortAlternative> out;
     const std::optional<Pick> pick = Pick::of_side(entity);
-    for (const PortSpec& port : entity.ports) {
-      if (port.name) {
-        names.insert(*port.name);
-      } else {
-        numeric.ports.push_back(port.range);
-      }
-    }
-    if (!numeric.ports.empty()) alternatives.push_back({numeric, std::nullopt, 0, 0});
-    // SCAN/NPI: (IP, protocol, port) of every endpoint with that port name, filtered by the rule's
-    // protocol and by the positive selection of the same side; HEPs contribute their expectedIPs.
     for (const std::string& port_name : names) {
       std::map<std::pair<std::uint8_t, std::uint16_t>, std::vector<ir::Cidr>> targets;
       for (const HostEndpoint& hep : model_.host_endpoints) {
@@ -866,10 +857,77 @@ class Mapper {
         const std::string set_name = prefix + "-port-" + port_name + "-" + ir::protocol_name(target.first) +
                                      "-" + std::to_string(target.second);
         net_set(set_name, ips, origin);
-        alternatives.push_back({std::nullopt, set_name, target.first, target.second});
+        out.push_back({std::nullopt, set_name, target.first, target.second});
       }
     }
+    return out;
+  }
+
+  static std::set<std::string> port_names(const std::vector<PortSpec>& ports) {
+    std::set<std::string> names;
+    for (const PortSpec& port : ports)
+      if (port.name) names.insert(*port.name);
+    return names;
+  }
+
+  std::vector<PortAlternative> port_alternatives(const RuleSpec& rule, const EntitySpec& entity,
+                                                 const std::string& prefix, const ir::Origin& origin) {
+    std::vector<PortAlternative> alternatives;
+    if (entity.ports.empty()) {
+      alternatives.emplace_back();
+      return alternatives;
+    }
+    ir::PortMatch numeric;
+    for (const PortSpec& port : entity.ports)
+      if (!port.name) numeric.ports.push_back(port.range);
+    if (!numeric.ports.empty()) alternatives.push_back({numeric, std::nullopt, 0, 0});
+    for (PortAlternative& target : named_port_targets(rule, entity, port_names(entity.ports), prefix, origin))
+      alternatives.push_back(std::move(target));
     return alternatives;
+  }
+
+  // Keeps a match to protocol `protocol` (equal) or to every other one; false when nothing is left.
+  static bool restrict_protocol(ir::Match& match, std::uint8_t protocol, bool equal) {
+    if (!match.protocols) {
+      match.protocols = std::vector<std::uint8_t>{protocol};
+      match.protocol_negate = !equal;
+      return true;
+    }
+    std::vector<std::uint8_t>& listed = *match.protocols;
+    const bool in_list = std::find(listed.begin(), listed.end(), protocol) != listed.end();
+    if (equal) {
+      if (in_list == match.protocol_negate) return false;
+      listed = {protocol};
+      match.protocol_negate = false;
+    } else if (match.protocol_negate) {
+      if (!in_list) listed.push_back(protocol);
+    } else {
+      std::erase(listed, protocol);
+      if (listed.empty()) return false;
+    }
+    return true;
+  }
+
+  // A named port in notPorts: Felix's "! --match-set <named-port set> dst,dst" keeps the packets whose
+  // (address, protocol, port) of that side is no target's. Per target, as disjoint matches (so that a Log
+  // rule logs a packet once): another protocol; the protocol but another address; or both but another port.
+  static std::vector<ir::Match> excluding(const std::vector<ir::Match>& matches,
+                                          const PortAlternative& target, bool source) {
+    std::vector<ir::Match> out;
+    for (const ir::Match& match : matches) {
+      ir::Match other_protocol = match;
+      if (restrict_protocol(other_protocol, target.protocol, false)) out.push_back(std::move(other_protocol));
+      ir::Match same_protocol = match;
+      if (!restrict_protocol(same_protocol, target.protocol, true)) continue;
+      ir::Match other_address = same_protocol;
+      (source ? other_address.src_addr : other_address.dst_addr).push_back({true, *target.named_set});
+      out.push_back(std::move(other_address));
+      ir::Match other_port = std::move(same_protocol);
+      (source ? other_port.src_addr : other_port.dst_addr).push_back({false, *target.named_set});
+      (source ? other_port.src_port : other_port.dst_port).push_back({true, {{target.port, target.port}}});
+      out.push_back(std::move(other_port));
+    }
+    return out;
   }
 
   // icmp and notICMP, both with a type, as Felix renders the pair: iptables "-m icmp --icmp-type T[/C]
@@ -919,13 +977,15 @@ class Mapper {
     };
     add_side(rule.source, base.src_addr, "src");
     add_side(rule.destination, base.dst_addr, "dst");
-    auto not_ports = [](const EntitySpec& entity) {
+    // Numbers in notPorts; named ones are excluded below, per target.
+    auto not_ports = [](const EntitySpec& entity, std::vector<ir::PortMatch>& out) {
       ir::PortMatch match{true, {}};
-      for (const PortSpec& port : entity.not_ports) match.ports.push_back(port.range);
-      return match;
+      for (const PortSpec& port : entity.not_ports)
+        if (!port.name) match.ports.push_back(port.range);
+      if (!match.ports.empty()) out.push_back(std::move(match));
     };
-    if (!rule.source.not_ports.empty()) base.src_port.push_back(not_ports(rule.source));
-    if (!rule.destination.not_ports.empty()) base.dst_port.push_back(not_ports(rule.destination));
+    not_ports(rule.source, base.src_port);
+    not_ports(rule.destination, base.dst_port);
 
     std::vector<ir::Match> matches;
     // Felix matches ICMP fields only when a type is given (its rule conversion): icmp: {} and
@@ -974,6 +1034,22 @@ class Mapper {
 
     const auto src_alternatives = port_alternatives(rule, rule.source, prefix + "/src", origin);
     const auto dst_alternatives = port_alternatives(rule, rule.destination, prefix + "/dst", origin);
+    // Named ports in notPorts: each target excluded, as one match per way a packet can miss it.
+    std::vector<std::pair<PortAlternative, bool>> excluded;  // the target, and whether it is the source's
+    for (const bool source : {true, false}) {
+      const EntitySpec& side = source ? rule.source : rule.destination;
+      for (PortAlternative& target : named_port_targets(rule, side, port_names(side.not_ports),
+                                                        prefix + (source ? "/src-not" : "/dst-not"), origin))
+        excluded.emplace_back(std::move(target), source);
+    }
+    if (excluded.size() > kMaxExcludedNamedPorts) {
+      diag_.error(rule.loc,
+                  "the named ports in this rule's notPorts stand for " + std::to_string(excluded.size()) +
+                      " (protocol, port) pairs; fwengine expands at most " +
+                      std::to_string(kMaxExcludedNamedPorts),
+                  "list fewer named ports in notPorts, or their numbers");
+      return;
+    }
     auto actions = actions_for(rule.action, cls);
     // Pass in a profile ends that profile only: the next profile runs (Felix checks only the accept mark).
     if (owner.profile && rule.action == RuleAction::pass) actions = {ir::ActionKind::return_};
@@ -1000,13 +1076,17 @@ class Mapper {
             combined.protocols = std::vector<std::uint8_t>{*named_protocol};
             combined.protocol_negate = false;
           }
-          for (ir::ActionKind kind : actions) {
-            ir::Rule out;
-            out.match = combined;
-            out.action.kind = kind;
-            if (kind == ir::ActionKind::log) out.action.log_prefix = log_prefix(owner);
-            out.origin = origin;
-            chain.rules.push_back(std::move(out));
+          std::vector<ir::Match> kept{std::move(combined)};
+          for (const auto& [target, source] : excluded) kept = excluding(kept, target, source);
+          for (const ir::Match& each : kept) {
+            for (ir::ActionKind kind : actions) {
+              ir::Rule out;
+              out.match = each;
+              out.action.kind = kind;
+              if (kind == ir::ActionKind::log) out.action.log_prefix = log_prefix(owner);
+              out.origin = origin;
+              chain.rules.push_back(std::move(out));
+            }
           }
         }
       }

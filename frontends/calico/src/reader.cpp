@@ -960,14 +960,6 @@ void Reader::validate_rule(const RuleSpec& rule, const yaml::Node& node) {
     }
   }
   // Beyond Calico's checks: what fwengine cannot express yet.
-  for (const auto* ports : {&rule.source.not_ports, &rule.destination.not_ports}) {
-    for (const PortSpec& port : *ports) {
-      if (port.name) {
-        diag_.error(port.loc, "named ports in notPorts are not supported",
-                    "list the port numbers instead of '" + *port.name + "'");
-      }
-    }
-  }
   // #18: one family across nets and notNets, and the same as ipVersion.
   std::optional<ir::Family> family;
   bool mixed = false;

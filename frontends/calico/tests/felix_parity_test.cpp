@@ -625,6 +625,51 @@ TEST_CASE("icmp with notICMP comes down to icmp alone, or to no packet, as Felix
                                            "rule's icmp takes: the rule matches nothing"));
 }
 
+TEST_CASE("a named port in notPorts keeps the packets whose address, protocol and port are no target's",
+          "[felix-parity]") {
+  // Felix: "-m set ! --match-set <named-port set> dst,dst", the set built like a positive one's.
+  const std::string h0 = R"(apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: h0, labels: {role: web}}
+spec:
+  node: n1
+  interfaceName: eth0
+  expectedIPs: [10.0.0.10]
+  ports: [{name: http, protocol: TCP, port: 8080}, {name: dns, protocol: UDP, port: 53}]
+)";
+  auto to = [](const ir::Ruleset& rs, const std::string& dst, std::uint8_t protocol, std::uint16_t port) {
+    return to_string(verdict(rs, packet("eth0", "", "203.0.113.7", dst, protocol, port)));
+  };
+  const ir::Ruleset any = build(h0 + gnp("p",
+                                         "  ingress:\n  - action: Allow\n"
+                                         "    destination: {notPorts: [http, dns]}\n"));
+  CHECK(to(any, "10.0.0.10", 6, 8080) == "DENY");
+  CHECK(to(any, "10.0.0.10", 17, 53) == "DENY");
+  CHECK(to(any, "10.0.0.10", 6, 8081) == "ALLOW");   // another port
+  CHECK(to(any, "10.0.0.10", 17, 8080) == "ALLOW");  // another protocol
+  CHECK(to(any, "10.0.0.10", 6, 53) == "ALLOW");
+  CHECK(to(any, "10.0.0.99", 6, 8080) == "ALLOW");  // another address
+  CHECK(to(any, "10.0.0.10", 1, 0) == "ALLOW");
+  // With numbers and a protocol; a Log rule logs each packet once (its matches are disjoint).
+  const ir::Ruleset tcp = build(
+      h0 + gnp("p",
+               "  ingress:\n  - action: Log\n    protocol: TCP\n    destination: {notPorts: [http, 9000]}\n"
+               "  - action: Allow\n    protocol: TCP\n    destination: {notPorts: [http, 9000]}\n"));
+  CHECK(to(tcp, "10.0.0.10", 6, 8080) == "DENY");
+  CHECK(to(tcp, "10.0.0.10", 6, 9000) == "DENY");
+  CHECK(to(tcp, "10.0.0.10", 6, 8081) == "ALLOW");
+  CHECK(to(tcp, "10.0.0.10", 17, 8081) == "DENY");
+  for (const char* dst : {"10.0.0.10", "10.0.0.99"}) {  // missed by its port, by its address
+    INFO(dst);
+    std::size_t logs = 0;
+    for (const trace::StageResult& stage :
+         trace::evaluate(tcp, packet("eth0", "", "203.0.113.7", dst, 6, 8081)).stages)
+      for (const trace::Step& step : stage.steps)
+        logs += step.rule && step.rule->action.kind == ir::ActionKind::log;
+    CHECK(logs == 1);
+  }
+}
+
 TEST_CASE("a named port whose protocol is a number is found only by rules with a protocol",
           "[felix-parity]") {
   // Felix's MatchesModelProtocol: a rule without protocol looks for any protocol, which matches a port

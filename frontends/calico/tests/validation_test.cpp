@@ -312,11 +312,6 @@ TEST_CASE("global() in entity selectors (§1.7 #22)", "[validation]") {
               "test.yaml:9:27: error: invalid selector: expected '}'");
 }
 
-TEST_CASE("what fwengine cannot express is refused", "[validation]") {
-  check_error(ingress_rule("action: Allow\n    protocol: TCP\n    destination: {notPorts: [web]}\n"),
-              "test.yaml:9:30: error: named ports in notPorts are not supported");
-}
-
 TEST_CASE("unknown fields are errors with a did-you-mean hint", "[validation]") {
   check_error(gnp("  selecter: all()\n"),
               "test.yaml:6:3: error: unknown field 'selecter' in GlobalNetworkPolicy spec (did you mean "
