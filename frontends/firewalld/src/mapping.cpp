@@ -1195,8 +1195,8 @@ class Mapper {
       case RichElement::Kind::tcp_mss_clamp:
         matches.push_back(base);
         // firewalld's clamp rule leaves out the rule's family (build_policy_tcp_mss_clamp_rules): only
-        // an address limits it to one.
-        matches.back().family = ir::Family::any;
+        // an address limits it to one (a negated one too: nft adds its family's dependency).
+        if (base.src_addr.empty() && base.dst_addr.empty()) matches.back().family = ir::Family::any;
         implied = make_rule(ir::Match{}, ir::ActionKind::tcp_mss_clamp, from);
         if (element.mss_value != "pmtu")
           implied->action.mss = static_cast<std::uint16_t>(std::stoul(element.mss_value));
@@ -1229,17 +1229,16 @@ class Mapper {
     }
 
     // firewalld builds no log rule for a masquerade or a tcp-mss-clamp (build_policy_masquerade_rules,
-    // build_policy_tcp_mss_clamp_rules), nor before 2.2 for a forward-port, so nothing is logged.
+    // build_policy_tcp_mss_clamp_rules), nor 1.3 (up to 2.0.2) for a forward-port, so nothing is logged.
     const bool logs = rule.log && element.kind != RichElement::Kind::masquerade &&
                       element.kind != RichElement::Kind::tcp_mss_clamp &&
                       (v2_ || element.kind != RichElement::Kind::forward_port);
     if (rule.log && !logs) {
-      diag_.warning(
-          rule.loc,
-          "the log of a masquerade, tcp-mss-clamp or (before 2.2) forward-port rule logs nothing in "
-          "firewalld (" +
-              rule.text + ")",
-          "remove the log element, or log in a rule of its own");
+      diag_.warning(rule.loc,
+                    "the log of a masquerade, tcp-mss-clamp or (in 1.3) forward-port rule logs nothing in "
+                    "firewalld (" +
+                        rule.text + ")",
+                    "remove the log element, or log in a rule of its own");
     }
 
     Parts& parts = o.parts[stage];

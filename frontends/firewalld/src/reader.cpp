@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <functional>
 #include <set>
+#include <span>
 #include <sstream>
 #include <system_error>
 
@@ -1066,7 +1067,11 @@ class Loader {
     }
     std::set<std::string> seen;
     std::int64_t kept = 0;
-    for (const xml::Element* e : entries) kept += read_ipset_entry(*e, set, seen) ? 1 : 0;
+    std::vector<std::size_t> entry_starts;  // where each entry's CIDRs (a range has several) start
+    for (const xml::Element* e : entries) {
+      entry_starts.push_back(set.addresses.size());
+      kept += read_ipset_entry(*e, set, seen) ? 1 : 0;
+    }
     if (maxelem && kept > maxelem->first && config_.compat == Compat::v2) {  // 2.2+ checks it
       diag_.error(maxelem->second,
                   "ipset " + name + " has " + std::to_string(kept) + " entries, more than its maxelem " +
@@ -1074,7 +1079,7 @@ class Loader {
                   "raise maxelem, or remove entries");
       return;
     }
-    check_overlaps(set);
+    check_overlaps(set, entry_starts);
     config_.ipsets[name] = std::move(set);
   }
 
@@ -1083,20 +1088,35 @@ class Loader {
   // the D-Bus calls do), so such a file loads; then 2.4+ adds the entries in batches of 1,000 and only
   // logs the failure of the batch holding an overlap (nftables.py set_restore), while 1.3.3 (and 2.0-2.3)
   // fails the whole configuration and falls back to the stock one. The 2.x mode keeps every entry.
-  void check_overlaps(const IpSet& set) {
+  void check_overlaps(const IpSet& set, const std::vector<std::size_t>& entry_starts) {
     if (set.addresses.size() < 2) return;
-    std::vector<ir::Cidr> sorted = set.addresses;
+    // Each CIDR with the entry it comes from; an entry's CIDRs ([first, next entry's first)) are adjacent.
+    auto entry_of = [&](std::size_t index) {
+      return static_cast<std::size_t>(std::upper_bound(entry_starts.begin(), entry_starts.end(), index) -
+                                      entry_starts.begin()) -
+             1;
+    };
+    auto cidrs_of = [&](std::size_t entry) {
+      const std::size_t end =
+          entry + 1 < entry_starts.size() ? entry_starts[entry + 1] : set.addresses.size();
+      return std::span(set.addresses).subspan(entry_starts[entry], end - entry_starts[entry]);
+    };
+    std::vector<std::pair<ir::Cidr, std::size_t>> sorted;
+    for (std::size_t i = 0; i < set.addresses.size(); ++i) sorted.emplace_back(set.addresses[i], entry_of(i));
     std::sort(sorted.begin(), sorted.end());
     // Sorted so, a network comes right after the widest earlier one that could hold it.
-    const ir::Cidr* widest = &sorted.front();
+    const auto* widest = &sorted.front();
     for (std::size_t i = 1; i < sorted.size(); ++i) {
-      if (sorted[i] == *widest) continue;
-      if (!ir::contains(*widest, sorted[i].addr)) {
+      if (!ir::contains(widest->first, sorted[i].first.addr)) {
         widest = &sorted[i];
         continue;
       }
+      // The same interval twice (10.0.0.1 and 10.0.0.1/32) is no overlap to nft.
+      const auto a = cidrs_of(widest->second), b = cidrs_of(sorted[i].second);
+      if (std::equal(a.begin(), a.end(), b.begin(), b.end())) continue;
       const std::string overlap = "ipset " + set.name + " holds overlapping entries (" +
-                                  ir::to_string(*widest) + " and " + ir::to_string(sorted[i]) + ")";
+                                  ir::to_string(widest->first) + " and " + ir::to_string(sorted[i].first) +
+                                  ")";
       const std::string hint = "remove the entries that a wider one already holds";
       if (config_.compat == Compat::v1_3)
         diag_.error(set.loc,

@@ -260,9 +260,7 @@ TEST_CASE("tcp-mss-clamp: a zone's clamps what it forwards, a policy's where its
   // Sorted as 2.3+ applies them: no family before ipv4.
   CHECK(zone.rules[1].action.mss == 1400);
   CHECK(zone.rules[2].action.mss == 0);  // pmtu
-  // No family of its own (as firewalld builds it); its IPv4 source keeps it to IPv4.
-  CHECK(zone.rules[2].match.family == ir::Family::any);
-  CHECK(zone.rules[2].match.src_addr.size() == 1);
+  CHECK(zone.rules[2].match.family == ir::Family::ipv4);
   const ir::Chain& policy = chain(rs, "output/policy/out/allow");
   REQUIRE(policy.rules.size() == 1);
   CHECK(policy.rules[0].action.mss == 1300);
@@ -279,7 +277,10 @@ TEST_CASE("rich masquerade and tcp-mss-clamp log nothing, and the clamp keeps no
   setup.rich(setup.zone("external").body, R"(rule family="ipv4" masquerade log prefix="nat ")");
   setup.rich(setup.zone("internal").body,
              R"(rule family="ipv4" source mac="00:11:22:33:44:55" tcp-mss-clamp log prefix="mss ")");
-  // A forward-port's log: from 2.2 on.
+  // A negated address keeps its family: nft adds the dependency to "ip saddr != ...".
+  setup.rich(setup.zone("internal").body,
+             R"(rule family="ipv4" source not address="10.0.0.0/8" tcp-mss-clamp)");
+  // A forward-port's log: not in 1.3.
   setup.rich(setup.zone("external").body,
              R"(rule family="ipv4" forward-port port="8080" protocol="tcp" to-port="80" log prefix="fp ")");
   const ir::Ruleset rs = setup.build();
@@ -292,7 +293,8 @@ TEST_CASE("rich masquerade and tcp-mss-clamp log nothing, and the clamp keeps no
         CHECK(rule.action.log_prefix == "fp ");
         ++logs;
       }
-      if (rule.action.kind == A::tcp_mss_clamp) CHECK(rule.match.family == ir::Family::any);
+      if (rule.action.kind == A::tcp_mss_clamp)
+        CHECK(rule.match.family == (rule.match.src_addr.empty() ? ir::Family::any : ir::Family::ipv4));
       if (rule.action.kind == A::masquerade) CHECK(rule.match.family == ir::Family::ipv4);
     }
   }

@@ -200,6 +200,10 @@ TEST_CASE("reader: ipset entries as firewalld checks them: overlaps, a zero MAC,
                                     "<ipset type=\"hash:net\">\n  <entry>10.0.0.0/16</entry>\n"
                                     "  <entry>10.1.0.0/16</entry>\n  <entry>192.0.2.1</entry>\n"
                                     "  <entry>192.0.2.1/32</entry>\n</ipset>\n");
+  // A range that starts at another entry overlaps it, though the range's first CIDR is that entry.
+  etc.write("ipsets/range.xml", std::string(kHeader) +
+                                    "<ipset type=\"hash:ip\">\n  <entry>10.0.0.1</entry>\n"
+                                    "  <entry>10.0.0.1-10.0.0.3</entry>\n</ipset>\n");
   etc.write("ipsets/macs.xml", std::string(kHeader) +
                                    "<ipset type=\"hash:mac\">\n  <entry>00:00:00:00:00:00</entry>\n"
                                    "  <entry>00:11:22:33:44:55</entry>\n</ipset>\n");
@@ -220,6 +224,7 @@ TEST_CASE("reader: ipset entries as firewalld checks them: overlaps, a zero MAC,
                              "10.1.0.0/16): firewalld's nftables backend leaves out the batch"));
   CHECK(config.ipsets.at("feed").addresses.size() == 3);  // fwengine keeps them all
   CHECK_THAT(text, !Catch::Contains("ipset apart holds overlapping"));
+  CHECK_THAT(text, Catch::Contains("range.xml:2:1: warning: ipset range holds overlapping entries"));
   CHECK_THAT(text, Catch::Contains("macs.xml:3:3: warning: invalid entry '00:00:00:00:00:00' in ipset macs "
                                    "(ipset refuses 00:00:00:00:00:00)"));
   CHECK(config.ipsets.at("macs").macs.size() == 1);
