@@ -48,7 +48,7 @@ struct Settings {
   std::string failsafe_outbound_source = "Felix built-in failsafeOutboundHostPorts";
   bool conntrack_invalid_check = true;
   bool deny_with_reject = false;  // Felix's FilterDenyAction(): the nftables field with nftablesMode Enabled
-  bool nftables = false;          // nftablesMode: Enabled (Felix renders rules for nftables)
+  NftablesMode nftables = NftablesMode::auto_;  // Felix's default
   bool ipv6_support = true;
   SourceLoc ipv6_support_loc;
   std::string log_prefix = "calico-packet";
@@ -145,7 +145,8 @@ class Mapper {
       if (config.name == "node." + options_.node) node = &config;
     }
     // node.<name> overrides default, field by field (D-FC precedence).
-    bool iptables_reject = false, nftables_reject = false, nftables_enabled = false;
+    bool iptables_reject = false, nftables_reject = false;
+    NftablesMode nftables = NftablesMode::auto_;
     for (const FelixConfig* config : {global, node}) {
       if (!config) continue;
       const std::string source = "FelixConfiguration " + config->name;
@@ -162,13 +163,14 @@ class Mapper {
       }
       if (config->deny_with_reject) iptables_reject = *config->deny_with_reject;
       if (config->nft_deny_with_reject) nftables_reject = *config->nft_deny_with_reject;
-      if (config->nftables_enabled) nftables_enabled = *config->nftables_enabled;
+      if (config->nftables_mode) nftables = *config->nftables_mode;
       if (config->ipv6_support) {
         settings.ipv6_support = *config->ipv6_support;
         settings.ipv6_support_loc = config->loc;
       }
-      // An empty logPrefix is the default (the field is omitempty; generateLogPrefix falls back too).
-      if (config->log_prefix && !config->log_prefix->empty()) settings.log_prefix = *config->log_prefix;
+      // An empty logPrefix (an annotation's none) is the default: generateLogPrefix falls back to it.
+      if (config->log_prefix)
+        settings.log_prefix = config->log_prefix->empty() ? "calico-packet" : *config->log_prefix;
       if (config->interface_prefix) settings.workload_prefixes = split_list(*config->interface_prefix);
       if (config->interface_exclude) settings.excluded_interfaces = split_list(*config->interface_exclude);
       if (config->endpoint_to_host) {
@@ -178,8 +180,8 @@ class Mapper {
       }
     }
     // config_params.go FilterDenyAction(): nftablesFilterDenyAction when nftablesMode is Enabled.
-    settings.deny_with_reject = nftables_enabled ? nftables_reject : iptables_reject;
-    settings.nftables = nftables_enabled;
+    settings.deny_with_reject = nftables == NftablesMode::enabled ? nftables_reject : iptables_reject;
+    settings.nftables = nftables;
     return settings;
   }
 
@@ -933,15 +935,22 @@ class Mapper {
   // icmp and notICMP, both with a type, as Felix renders the pair: iptables "-m icmp --icmp-type T[/C]
   // -m icmp ! --icmp-type T'[/C']"; nftables (match_builder.go) "icmp type != T' [icmp code != C']",
   // both fields unequal. It comes down to the icmp match alone, or to no packet at all, except for a
-  // whole type less some code, which needs a match on the code alone.
-  enum class IcmpPair { icmp, never, inexpressible };
+  // whole type less some code, which needs a match on the code alone. With nftablesMode Auto, Felix
+  // renders for the dataplane kube-proxy uses, which fwengine cannot see: the two must agree.
+  enum class IcmpPair { icmp, never, inexpressible, depends };
   IcmpPair icmp_pair(const IcmpSpec& icmp, const IcmpSpec& not_icmp) const {
-    const bool same_type = icmp.type == not_icmp.type;
-    if (!not_icmp.code) return same_type ? IcmpPair::never : IcmpPair::icmp;
-    if (same_type && settings_.nftables) return IcmpPair::never;  // type != T' fails already
-    if (!same_type && !settings_.nftables) return IcmpPair::icmp;
-    if (!icmp.code) return IcmpPair::inexpressible;
-    return icmp.code == not_icmp.code ? IcmpPair::never : IcmpPair::icmp;
+    auto rendered = [&](bool nftables) {
+      const bool same_type = icmp.type == not_icmp.type;
+      if (!not_icmp.code) return same_type ? IcmpPair::never : IcmpPair::icmp;
+      if (same_type && nftables) return IcmpPair::never;  // type != T' fails already
+      if (!same_type && !nftables) return IcmpPair::icmp;
+      if (!icmp.code) return IcmpPair::inexpressible;
+      return icmp.code == not_icmp.code ? IcmpPair::never : IcmpPair::icmp;
+    };
+    if (settings_.nftables != NftablesMode::auto_)
+      return rendered(settings_.nftables == NftablesMode::enabled);
+    const IcmpPair iptables = rendered(false);
+    return iptables == rendered(true) ? iptables : IcmpPair::depends;
   }
 
   void append_rule(ir::Chain& chain, const RuleOwner& owner, Direction direction, PolicyClass cls,
@@ -1008,6 +1017,14 @@ class Mapper {
                           " (any code) with this notICMP needs a match on the code alone, which fwengine "
                           "cannot express",
                       "list the codes to allow in rules of their own, with icmp: {type, code}");
+          return;
+        case IcmpPair::depends:
+          diag_.error(
+              not_icmp->loc,
+              "Felix renders this icmp/notICMP pair differently for iptables and for nftables, and "
+              "nftablesMode Auto picks by kube-proxy's mode",
+              "set nftablesMode to Enabled or Disabled in the FelixConfiguration, or give the notICMP "
+              "no code");
           return;
       }
     }

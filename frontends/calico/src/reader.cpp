@@ -1453,24 +1453,27 @@ std::optional<ir::Verdict> endpoint_to_host(const std::string& action) {  // one
   if (action == "return") return ir::Verdict::continue_;
   return std::nullopt;
 }
-std::optional<bool> nftables_enabled(const std::string& mode) {  // only Enabled uses the nft actions
-  if (mode == "enabled" || mode == "disabled" || mode == "auto") return mode == "enabled";
+std::optional<NftablesMode> nftables_mode(const std::string& mode) {  // oneof(Enabled,Disabled,Auto)
+  if (mode == "enabled") return NftablesMode::enabled;
+  if (mode == "disabled") return NftablesMode::disabled;
+  if (mode == "auto") return NftablesMode::auto_;
   return std::nullopt;
 }
 
-}  // namespace
-
-void Reader::check_interface_exclude(const std::string& text, SourceLoc loc) {
+// The first entry of an interfaceExclude list that is a /regular expression/ no regex compiles.
+std::optional<std::string> bad_interface_exclude(const std::string& text) {
   for (const std::string& entry : split_list(text)) {
     if (entry.size() < 2 || entry.front() != '/' || entry.back() != '/') continue;
     try {
       std::regex check(entry.substr(1, entry.size() - 2));
     } catch (const std::regex_error&) {
-      diag_.error(loc, "interfaceExclude: invalid regular expression " + entry,
-                  "fix the expression between the slashes");
+      return entry;
     }
   }
+  return std::nullopt;
 }
+
+}  // namespace
 
 void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const Context& ctx) {
   FelixConfig config;
@@ -1513,8 +1516,8 @@ void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const C
     }
     if (const yaml::Node* node = spec->find("nftablesMode"); node && !node->is_null()) {
       // Felix parses it case-insensitively.
-      config.nftables_enabled = nftables_enabled(lower(node->text()));
-      if (!config.nftables_enabled)
+      config.nftables_mode = nftables_mode(lower(node->text()));
+      if (!config.nftables_mode)
         diag_.error(node->loc(), "nftablesMode must be Enabled, Disabled or Auto",
                     "write Enabled, Disabled or Auto");
     }
@@ -1538,7 +1541,9 @@ void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const C
     if (const yaml::Node* node = written_text("interfacePrefix")) config.interface_prefix = node->text();
     if (const yaml::Node* node = written_text("interfaceExclude")) {
       config.interface_exclude = node->text();
-      check_interface_exclude(node->text(), node->loc());
+      if (auto bad = bad_interface_exclude(node->text()))
+        diag_.error(node->loc(), "interfaceExclude: invalid regular expression " + *bad,
+                    "fix the expression between the slashes");
     }
   }
   if (meta.annotations) read_felix_annotations(*meta.annotations, config);
@@ -1552,6 +1557,7 @@ void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const C
 void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& config) {
   constexpr std::string_view kPrefix = "config.projectcalico.org/";
   const FelixConfig from_spec = config;
+  std::set<std::string> decided;  // the fields an annotation set, by Felix name
   const auto keys = annotations.keys();
   const auto values = annotations.values();
   for (std::size_t i = 0; i < keys.size(); ++i) {
@@ -1563,25 +1569,38 @@ void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& 
     // The setting as Felix then sees it: `exact` is its spec field's Felix name; `in_spec`, whether the
     // spec set the field. Returns whether the annotation decides the field.
     auto decides = [&](std::string_view exact, bool in_spec) {
-      if (written == exact) return true;
-      if (in_spec) {
+      const bool exactly = written == exact;
+      // Felix drops an empty value, so only a written one competes with the spec's or another annotation's.
+      if (!exactly && value.empty()) return false;
+      if ((!exactly && in_spec) || !decided.insert(std::string(exact)).second) {
         diag_.error(keys[i].loc(),
-                    "annotation " + keys[i].text() + " and the spec both set " + std::string(exact) +
-                        ", under names that differ in case: Felix takes either one",
-                    "write the annotation as " + std::string(kPrefix) + std::string(exact));
+                    "annotation " + keys[i].text() + " sets " + std::string(exact) + ", which " +
+                        (!exactly && in_spec ? "the spec sets too, under a name that differs in case"
+                                             : "another annotation sets too") +
+                        ": Felix takes either value",
+                    "set " + std::string(exact) + " once, as " + std::string(kPrefix) + std::string(exact));
+        return false;
       }
-      return !in_spec && !value.empty();
+      return true;
     };
+    // Felix refuses to start on a bad value of a die-on-fail setting (config_params.go metadata)...
     auto invalid = [&](const std::string& expected) {
       diag_.error(loc, "annotation " + keys[i].text() + ": invalid value '" + values[i].text() + "'",
                   "write " + expected);
+    };
+    // ... and takes its default instead of a bad value of any other.
+    auto fallback = [&](const std::string& expected) {
+      diag_.warning(loc,
+                    "annotation " + keys[i].text() + ": invalid value '" + values[i].text() +
+                        "', which Felix replaces with its default",
+                    "write " + expected);
     };
     auto boolean = [&]() -> std::optional<bool> {  // Felix's BoolParam
       if (value == "true" || value == "1" || value == "yes" || value == "y" || value == "t") return true;
       if (value == "false" || value == "0" || value == "no" || value == "n" || value == "f" ||
           value == "none")
         return false;
-      invalid("true or false");
+      fallback("true or false");
       return std::nullopt;
     };
     // An empty value leaves the field to Felix's default (for node.<name>, to the global setting).
@@ -1622,9 +1641,10 @@ void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& 
       config.endpoint_to_host = endpoint_to_host(value);
       if (!value.empty() && !config.endpoint_to_host) invalid("DROP, ACCEPT or RETURN");
     } else if (name == "nftablesmode") {
-      if (!decides("NFTablesMode", from_spec.nftables_enabled.has_value())) continue;
-      config.nftables_enabled = nftables_enabled(value);
-      if (!value.empty() && !config.nftables_enabled) invalid("Enabled, Disabled or Auto");
+      if (!decides("NFTablesMode", from_spec.nftables_mode.has_value())) continue;
+      // "none" is the zero value "", which Felix renders for iptables.
+      config.nftables_mode = value == "none" ? NftablesMode::disabled : nftables_mode(value);
+      if (!value.empty() && !config.nftables_mode) fallback("Enabled, Disabled or Auto");
     } else if (name == "logprefix" || name == "interfaceprefix" || name == "interfaceexclude") {
       auto& field = name == "logprefix"         ? config.log_prefix
                     : name == "interfaceprefix" ? config.interface_prefix
@@ -1642,7 +1662,10 @@ void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& 
         invalid("a comma-separated list of prefixes (Felix refuses none here)");  // non-zero, die-on-fail
       } else {
         field = value == "none" ? "" : values[i].text();
-        if (name == "interfaceexclude") check_interface_exclude(*field, loc);
+        if (name == "interfaceexclude" && bad_interface_exclude(*field)) {
+          fallback("names or /regular expressions/, comma-separated");
+          field.reset();
+        }
       }
     }
   }

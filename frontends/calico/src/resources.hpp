@@ -135,6 +135,9 @@ struct FailsafePort {
 };
 
 // The fields of one FelixConfiguration that matter to host endpoints; absent = not set here.
+// nftablesMode: whether Felix renders its rules for nftables; Auto follows kube-proxy's mode.
+enum class NftablesMode { enabled, disabled, auto_ };
+
 struct FelixConfig {
   std::string name;
   SourceLoc loc;
@@ -142,7 +145,7 @@ struct FelixConfig {
   std::optional<bool> disable_conntrack_invalid_check;
   std::optional<bool> deny_with_reject;      // iptablesFilterDenyAction: Reject
   std::optional<bool> nft_deny_with_reject;  // nftablesFilterDenyAction: Reject
-  std::optional<bool> nftables_enabled;      // nftablesMode: Enabled (Disabled and Auto: false)
+  std::optional<NftablesMode> nftables_mode;
   std::optional<bool> ipv6_support;
   std::optional<std::string> log_prefix;
   std::optional<std::string> interface_prefix;   // workload interfaces, comma-separated prefixes

@@ -546,9 +546,22 @@ TEST_CASE("FelixConfiguration annotations config.projectcalico.org/<Name> overri
   read_yaml(config("    config.projectcalico.org/failsafeInboundHostPorts: 'tcp:2222'\n",
                    "  failsafeInboundHostPorts: [{protocol: TCP, port: 22}]\n"),
             twice);
-  CHECK_THAT(twice.text(), Catch::Contains("test.yaml:7:5: error: annotation config.projectcalico.org/"
-                                           "failsafeInboundHostPorts and the spec both set "
-                                           "FailsafeInboundHostPorts, under names that differ in case"));
+  CHECK_THAT(twice.text(),
+             Catch::Contains("test.yaml:7:5: error: annotation config.projectcalico.org/"
+                             "failsafeInboundHostPorts sets FailsafeInboundHostPorts, which the "
+                             "spec sets too, under a name that differs in case"));
+  // Two annotations for one field are either one too; an empty one is dropped, so it competes with none.
+  Diagnostics two;
+  read_yaml(config("    config.projectcalico.org/FailsafeInboundHostPorts: 'tcp:2222'\n"
+                   "    config.projectcalico.org/failsafeinboundhostports: 'tcp:22'\n"
+                   "    config.projectcalico.org/failsafeInboundHostPorts: ''\n",
+                   "  {}\n"),
+            two);
+  CHECK_THAT(two.text(),
+             Catch::Contains("test.yaml:8:5: error: annotation config.projectcalico.org/"
+                             "failsafeinboundhostports sets FailsafeInboundHostPorts, which another "
+                             "annotation sets too"));
+  CHECK(two.error_count() == 1);
   // An empty value under the exact name leaves the field to Felix's default: the built-in ports.
   CHECK(ssh(build(kH0 + config("    config.projectcalico.org/FailsafeInboundHostPorts: ''\n",
                                "  failsafeInboundHostPorts: []\n"))) == "ALLOW");
@@ -566,9 +579,9 @@ TEST_CASE("FelixConfiguration annotations config.projectcalico.org/<Name> overri
   Diagnostics diag;
   read_yaml(config("    config.projectcalico.org/Ipv6Support: maybe\n", "  {}\n"), diag);
   CHECK_THAT(diag.text(),
-             Catch::Contains("test.yaml:7:43: error: annotation config.projectcalico.org/Ipv6Support: "
-                             "invalid value 'maybe' (write true or false)"));
-  // Felix refuses to run with these: InterfacePrefix none, a bad exclusion pattern.
+             Catch::Contains("test.yaml:7:43: warning: annotation config.projectcalico.org/Ipv6Support: "
+                             "invalid value 'maybe', which Felix replaces with its default"));
+  // InterfacePrefix none stops Felix; a bad exclusion pattern is replaced with the default.
   Diagnostics dies;
   read_yaml(config("    config.projectcalico.org/InterfacePrefix: none\n"
                    "    config.projectcalico.org/InterfaceExclude: /[/\n",
@@ -576,8 +589,8 @@ TEST_CASE("FelixConfiguration annotations config.projectcalico.org/<Name> overri
             dies);
   CHECK_THAT(dies.text(), Catch::Contains("test.yaml:7:47: error: annotation config.projectcalico.org/"
                                           "InterfacePrefix: invalid value 'none'"));
-  CHECK_THAT(dies.text(),
-             Catch::Contains("test.yaml:8:48: error: interfaceExclude: invalid regular expression"));
+  CHECK_THAT(dies.text(), Catch::Contains("test.yaml:8:48: warning: annotation config.projectcalico.org/"
+                                          "InterfaceExclude: invalid value '/[/', which Felix replaces"));
 }
 
 TEST_CASE("icmp with notICMP comes down to icmp alone, or to no packet, as Felix renders the pair",
@@ -596,25 +609,38 @@ TEST_CASE("icmp with notICMP comes down to icmp alone, or to no packet, as Felix
   CHECK(echo("{type: 8}", "{type: 0}", 0, 0) == "DENY");
   CHECK(echo("{type: 8}", "{type: 8}", 8, 0) == "DENY");  // the same type: no packet
   CHECK(echo("{type: 3, code: 1}", "{type: 3, code: 1}", 3, 1) == "DENY");
-  CHECK(echo("{type: 3, code: 1}", "{type: 3, code: 3}", 3, 1) == "ALLOW");
+  const std::string iptables = "  nftablesMode: Disabled\n";
+  CHECK(echo("{type: 3, code: 1}", "{type: 3, code: 3}", 3, 1, iptables) == "ALLOW");
   CHECK(echo("{type: 8}", "{}", 8, 0) == "ALLOW");  // notICMP without type: no constraint
   CHECK(echo("{}", "{type: 8}", 8, 0) == "DENY");   // icmp without type: notICMP alone
   CHECK(echo("{}", "{type: 8}", 13, 0) == "ALLOW");
   // nftables renders notICMP as "type != T' code != C'": both must differ.
   const std::string nft = "  nftablesMode: Enabled\n";
-  CHECK(echo("{type: 8, code: 0}", "{type: 0, code: 0}", 8, 0) == "ALLOW");
+  CHECK(echo("{type: 8, code: 0}", "{type: 0, code: 0}", 8, 0, iptables) == "ALLOW");
   CHECK(echo("{type: 8, code: 0}", "{type: 0, code: 0}", 8, 0, nft) == "DENY");
   CHECK(echo("{type: 8}", "{type: 8, code: 1}", 8, 0, nft) == "DENY");
-  CHECK(echo("{type: 8, code: 0}", "{type: 8, code: 1}", 8, 0) == "ALLOW");
+  CHECK(echo("{type: 8, code: 0}", "{type: 8, code: 1}", 8, 0, iptables) == "ALLOW");
+  CHECK(echo("{type: 3, code: 1}", "{type: 3, code: 3}", 3, 1, nft) == "DENY");
   // A whole type less one code would need a match on the code alone.
   Diagnostics diag;
-  Model model = read_ok(kH0 + gnp("p",
-                                  "  ingress:\n  - action: Allow\n    protocol: ICMP\n    icmp: {type: 8}\n"
-                                  "    notICMP: {type: 8, code: 1}\n"),
+  Model model = read_ok(kH0 +
+                            gnp("p",
+                                "  ingress:\n  - action: Allow\n    protocol: ICMP\n    icmp: {type: 8}\n"
+                                "    notICMP: {type: 8, code: 1}\n") +
+                            felix("default", iptables),
                         diag);
   map_to_ir(model, n1_options(), diag);
   CHECK_THAT(diag.text(), Catch::Contains("test.yaml:20:14: error: icmp type 8 (any code) with this notICMP "
                                           "needs a match on the code alone"));
+  // With nftablesMode Auto (Felix's default) the two renderings must agree.
+  Diagnostics either;
+  Model both = read_ok(kH0 + gnp("p",
+                                 "  ingress:\n  - action: Allow\n    protocol: ICMP\n    icmp: {type: 8}\n"
+                                 "    notICMP: {type: 8, code: 1}\n"),
+                       either);
+  map_to_ir(both, n1_options(), either);
+  CHECK_THAT(either.text(), Catch::Contains("test.yaml:20:14: error: Felix renders this icmp/notICMP pair "
+                                            "differently for iptables and for nftables"));
   Diagnostics never;
   Model same = read_ok(kH0 + gnp("p",
                                  "  ingress:\n  - action: Allow\n    protocol: ICMP\n    icmp: {type: 8}\n"
