@@ -1062,7 +1062,7 @@ class Mapper {
     if (excluded.size() > kMaxExcludedNamedPorts) {
       diag_.error(rule.loc,
                   "the named ports in this rule's notPorts stand for " + std::to_string(excluded.size()) +
-                      " (protocol, port) pairs; fwengine expands at most " +
+                      " targets (a name's protocol and port); fwengine expands at most " +
                       std::to_string(kMaxExcludedNamedPorts),
                   "list fewer named ports in notPorts, or their numbers");
       return;

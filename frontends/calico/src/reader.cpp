@@ -2,6 +2,7 @@
 #include "reader.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cmath>
 #include <set>
@@ -1460,20 +1461,41 @@ std::optional<NftablesMode> nftables_mode(const std::string& mode) {  // oneof(E
   return std::nullopt;
 }
 
-// The first entry of an interfaceExclude list that is a /regular expression/ no regex compiles.
-std::optional<std::string> bad_interface_exclude(const std::string& text) {
-  for (const std::string& entry : split_list(text)) {
-    if (entry.size() < 2 || entry.front() != '/' || entry.back() != '/') continue;
+}  // namespace
+
+// How Felix reads an interfaceExclude list (RegexpPatternListParam): split at commas, untrimmed; each
+// entry an interface name (^[a-zA-Z0-9_-]{1,15}$) or a /regular expression/ without white space. Felix
+// replaces a list it cannot read with its default, kube-ipvs0 (not die-on-fail). A pattern Felix
+// takes but std::regex does not is an error: fwengine could not match it.
+void Reader::check_interface_exclude(std::optional<std::string>& list, SourceLoc loc) {
+  static const std::regex kName("^[a-zA-Z0-9_-]{1,15}$"), kPattern("^/[^\\s]+/$");
+  std::size_t start = 0;
+  while (start <= list->size()) {
+    std::size_t comma = list->find(',', start);
+    if (comma == std::string::npos) comma = list->size();
+    const std::string entry = list->substr(start, comma - start);
+    start = comma + 1;
+    if (std::regex_match(entry, kName)) continue;
+    if (!std::regex_match(entry, kPattern)) {
+      diag_.warning(loc,
+                    "interfaceExclude: '" + entry +
+                        "' is neither an interface name nor a /regular expression/, so Felix takes its "
+                        "default, kube-ipvs0, instead of the list",
+                    "separate names and /patterns/ by commas alone");
+      list = "kube-ipvs0";
+      return;
+    }
     try {
       std::regex check(entry.substr(1, entry.size() - 2));
     } catch (const std::regex_error&) {
-      return entry;
+      diag_.error(loc,
+                  "interfaceExclude: the regular expression " + entry +
+                      " does not compile (Felix takes its default, kube-ipvs0, where Go's regexp cannot "
+                      "compile it either)",
+                  "fix the expression between the slashes, in syntax both Go and ECMAScript read");
     }
   }
-  return std::nullopt;
 }
-
-}  // namespace
 
 void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const Context& ctx) {
   FelixConfig config;
@@ -1541,9 +1563,7 @@ void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const C
     if (const yaml::Node* node = written_text("interfacePrefix")) config.interface_prefix = node->text();
     if (const yaml::Node* node = written_text("interfaceExclude")) {
       config.interface_exclude = node->text();
-      if (auto bad = bad_interface_exclude(node->text()))
-        diag_.error(node->loc(), "interfaceExclude: invalid regular expression " + *bad,
-                    "fix the expression between the slashes");
+      check_interface_exclude(config.interface_exclude, node->loc());
     }
   }
   if (meta.annotations) read_felix_annotations(*meta.annotations, config);
@@ -1553,30 +1573,56 @@ void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const C
 // Calico's config processor sends an annotation config.projectcalico.org/<Name> in place of the spec
 // field whose Felix name is <Name> exactly ("to work around any validation", configurationprocessor.go);
 // under another spelling it is a key of its own, which Felix matches in any case (config_params.go
-// UpdateFrom). Values are Felix's strings: "none" is a field's zero value, "" is ignored.
+// UpdateFrom). Values are Felix's strings: "none" is a field's zero value, "" is dropped.
 void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& config) {
   constexpr std::string_view kPrefix = "config.projectcalico.org/";
-  const FelixConfig from_spec = config;
-  std::set<std::string> decided;  // the fields an annotation set, by Felix name
+  // The settings fwengine models, by their Felix names.
+  static constexpr std::array<std::string_view, 11> kNames = {"FailsafeInboundHostPorts",
+                                                              "FailsafeOutboundHostPorts",
+                                                              "Ipv6Support",
+                                                              "DisableConntrackInvalidCheck",
+                                                              "IptablesFilterDenyAction",
+                                                              "NftablesFilterDenyAction",
+                                                              "DefaultEndpointToHostAction",
+                                                              "NFTablesMode",
+                                                              "LogPrefix",
+                                                              "InterfacePrefix",
+                                                              "InterfaceExclude"};
   const auto keys = annotations.keys();
   const auto values = annotations.values();
+  // Each annotation of a modelled setting: its index and the setting's Felix name.
+  std::vector<std::pair<std::size_t, std::string_view>> found;
+  std::set<std::string_view> replaced;  // settings whose spec value an exact-name annotation replaces
   for (std::size_t i = 0; i < keys.size(); ++i) {
     if (!keys[i].text().starts_with(kPrefix) || !values[i].is_scalar()) continue;
-    const std::string_view written = std::string_view(keys[i].text()).substr(kPrefix.size());
-    const std::string name = lower(written);
+    const std::string written = lower(std::string_view(keys[i].text()).substr(kPrefix.size()));
+    for (std::string_view name : kNames) {
+      if (written != lower(name)) continue;
+      found.emplace_back(i, name);
+      if (std::string_view(keys[i].text()).substr(kPrefix.size()) == name) replaced.insert(name);
+    }
+  }
+  // Exact names first: they take the spec's place, and another spelling then competes with them only.
+  std::stable_partition(found.begin(), found.end(), [&](const auto& entry) {
+    return std::string_view(keys[entry.first].text()).substr(kPrefix.size()) == entry.second;
+  });
+  const FelixConfig from_spec = config;
+  std::set<std::string_view> decided;  // the settings an annotation's value decided
+  for (const auto& [i, exact] : found) {
+    const bool exactly = std::string_view(keys[i].text()).substr(kPrefix.size()) == exact;
     const std::string value = lower(values[i].text());
     const SourceLoc loc = values[i].loc();
-    // The setting as Felix then sees it: `exact` is its spec field's Felix name; `in_spec`, whether the
-    // spec set the field. Returns whether the annotation decides the field.
-    auto decides = [&](std::string_view exact, bool in_spec) {
-      const bool exactly = written == exact;
-      // Felix drops an empty value, so only a written one competes with the spec's or another annotation's.
-      if (!exactly && value.empty()) return false;
-      if ((!exactly && in_spec) || !decided.insert(std::string(exact)).second) {
+    // Whether this annotation decides the setting. An empty value is dropped by Felix: under the exact
+    // name it leaves the setting to the default (for node.<name>, to the global one), under another
+    // it is nothing.
+    auto decides = [&](bool in_spec) {
+      if (value.empty()) return exactly;
+      const bool spec_too = !exactly && in_spec && !replaced.contains(exact);
+      if (spec_too || !decided.insert(exact).second) {
         diag_.error(keys[i].loc(),
                     "annotation " + keys[i].text() + " sets " + std::string(exact) + ", which " +
-                        (!exactly && in_spec ? "the spec sets too, under a name that differs in case"
-                                             : "another annotation sets too") +
+                        (spec_too ? "the spec sets too, under a name that differs in case"
+                                  : "another annotation sets too") +
                         ": Felix takes either value",
                     "set " + std::string(exact) + " once, as " + std::string(kPrefix) + std::string(exact));
         return false;
@@ -1595,20 +1641,19 @@ void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& 
                         "', which Felix replaces with its default",
                     "write " + expected);
     };
-    auto boolean = [&]() -> std::optional<bool> {  // Felix's BoolParam
+    auto boolean = [&](bool default_value) -> std::optional<bool> {  // Felix's BoolParam
+      if (value.empty()) return std::nullopt;
       if (value == "true" || value == "1" || value == "yes" || value == "y" || value == "t") return true;
       if (value == "false" || value == "0" || value == "no" || value == "n" || value == "f" ||
           value == "none")
         return false;
       fallback("true or false");
-      return std::nullopt;
+      return default_value;
     };
-    // An empty value leaves the field to Felix's default (for node.<name>, to the global setting).
-    if (name == "failsafeinboundhostports" || name == "failsafeoutboundhostports") {
-      const bool inbound = name == "failsafeinboundhostports";
+    if (exact == "FailsafeInboundHostPorts" || exact == "FailsafeOutboundHostPorts") {
+      const bool inbound = exact == "FailsafeInboundHostPorts";
       auto& field = inbound ? config.failsafe_inbound : config.failsafe_outbound;
-      if (!decides(inbound ? "FailsafeInboundHostPorts" : "FailsafeOutboundHostPorts",
-                   (inbound ? from_spec.failsafe_inbound : from_spec.failsafe_outbound).has_value()))
+      if (!decides((inbound ? from_spec.failsafe_inbound : from_spec.failsafe_outbound).has_value()))
         continue;
       std::vector<FailsafePort> ports;
       bool ok = true;
@@ -1622,50 +1667,45 @@ void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& 
         }
       }
       field = value.empty() || !ok ? std::nullopt : std::optional(ports);
-    } else if (name == "ipv6support") {
-      if (decides("Ipv6Support", from_spec.ipv6_support.has_value()))
-        config.ipv6_support = value.empty() ? std::nullopt : boolean();
-    } else if (name == "disableconntrackinvalidcheck") {
-      if (decides("DisableConntrackInvalidCheck", from_spec.disable_conntrack_invalid_check.has_value()))
-        config.disable_conntrack_invalid_check = value.empty() ? std::nullopt : boolean();
-    } else if (name == "iptablesfilterdenyaction" || name == "nftablesfilterdenyaction") {
-      const bool iptables = name == "iptablesfilterdenyaction";
+    } else if (exact == "Ipv6Support") {
+      if (decides(from_spec.ipv6_support.has_value())) config.ipv6_support = boolean(true);
+    } else if (exact == "DisableConntrackInvalidCheck") {
+      if (decides(from_spec.disable_conntrack_invalid_check.has_value()))
+        config.disable_conntrack_invalid_check = boolean(false);
+    } else if (exact == "IptablesFilterDenyAction" || exact == "NftablesFilterDenyAction") {
+      const bool iptables = exact == "IptablesFilterDenyAction";
       auto& field = iptables ? config.deny_with_reject : config.nft_deny_with_reject;
-      if (!decides(iptables ? "IptablesFilterDenyAction" : "NftablesFilterDenyAction",
-                   (iptables ? from_spec.deny_with_reject : from_spec.nft_deny_with_reject).has_value()))
+      if (!decides((iptables ? from_spec.deny_with_reject : from_spec.nft_deny_with_reject).has_value()))
         continue;
       field = rejects(value);
       if (!value.empty() && !field) invalid("DROP or REJECT");  // "none" too: Felix dies on it
-    } else if (name == "defaultendpointtohostaction") {
-      if (!decides("DefaultEndpointToHostAction", from_spec.endpoint_to_host.has_value())) continue;
+    } else if (exact == "DefaultEndpointToHostAction") {
+      if (!decides(from_spec.endpoint_to_host.has_value())) continue;
       config.endpoint_to_host = endpoint_to_host(value);
       if (!value.empty() && !config.endpoint_to_host) invalid("DROP, ACCEPT or RETURN");
-    } else if (name == "nftablesmode") {
-      if (!decides("NFTablesMode", from_spec.nftables_mode.has_value())) continue;
+    } else if (exact == "NFTablesMode") {
+      if (!decides(from_spec.nftables_mode.has_value())) continue;
       // "none" is the zero value "", which Felix renders for iptables.
       config.nftables_mode = value == "none" ? NftablesMode::disabled : nftables_mode(value);
-      if (!value.empty() && !config.nftables_mode) fallback("Enabled, Disabled or Auto");
-    } else if (name == "logprefix" || name == "interfaceprefix" || name == "interfaceexclude") {
-      auto& field = name == "logprefix"         ? config.log_prefix
-                    : name == "interfaceprefix" ? config.interface_prefix
-                                                : config.interface_exclude;
-      const auto& spec_field = name == "logprefix"         ? from_spec.log_prefix
-                               : name == "interfaceprefix" ? from_spec.interface_prefix
-                                                           : from_spec.interface_exclude;
-      const std::string_view exact = name == "logprefix"         ? "LogPrefix"
-                                     : name == "interfaceprefix" ? "InterfacePrefix"
-                                                                 : "InterfaceExclude";
-      if (!decides(exact, spec_field.has_value())) continue;
+      if (!value.empty() && !config.nftables_mode) {
+        fallback("Enabled, Disabled or Auto");
+        config.nftables_mode = NftablesMode::auto_;
+      }
+    } else {
+      auto& field = exact == "LogPrefix"         ? config.log_prefix
+                    : exact == "InterfacePrefix" ? config.interface_prefix
+                                                 : config.interface_exclude;
+      const auto& spec_field = exact == "LogPrefix"         ? from_spec.log_prefix
+                               : exact == "InterfacePrefix" ? from_spec.interface_prefix
+                                                            : from_spec.interface_exclude;
+      if (!decides(spec_field.has_value())) continue;
       if (value.empty()) {
         field.reset();
-      } else if (value == "none" && name == "interfaceprefix") {
+      } else if (value == "none" && exact == "InterfacePrefix") {
         invalid("a comma-separated list of prefixes (Felix refuses none here)");  // non-zero, die-on-fail
       } else {
         field = value == "none" ? "" : values[i].text();
-        if (name == "interfaceexclude" && bad_interface_exclude(*field)) {
-          fallback("names or /regular expressions/, comma-separated");
-          field.reset();
-        }
+        if (exact == "InterfaceExclude") check_interface_exclude(field, loc);
       }
     }
   }

@@ -581,16 +581,31 @@ TEST_CASE("FelixConfiguration annotations config.projectcalico.org/<Name> overri
   CHECK_THAT(diag.text(),
              Catch::Contains("test.yaml:7:43: warning: annotation config.projectcalico.org/Ipv6Support: "
                              "invalid value 'maybe', which Felix replaces with its default"));
-  // InterfacePrefix none stops Felix; a bad exclusion pattern is replaced with the default.
+  // InterfacePrefix none stops Felix; an exclusion list Felix cannot read is replaced with its default.
   Diagnostics dies;
   read_yaml(config("    config.projectcalico.org/InterfacePrefix: none\n"
-                   "    config.projectcalico.org/InterfaceExclude: /[/\n",
+                   "    config.projectcalico.org/InterfaceExclude: 'eth0, eth1'\n",
                    "  {}\n"),
             dies);
   CHECK_THAT(dies.text(), Catch::Contains("test.yaml:7:47: error: annotation config.projectcalico.org/"
                                           "InterfacePrefix: invalid value 'none'"));
-  CHECK_THAT(dies.text(), Catch::Contains("test.yaml:8:48: warning: annotation config.projectcalico.org/"
-                                          "InterfaceExclude: invalid value '/[/', which Felix replaces"));
+  CHECK_THAT(dies.text(), Catch::Contains("test.yaml:8:48: warning: interfaceExclude: ' eth1' is neither an "
+                                          "interface name nor a /regular expression/, so Felix takes its "
+                                          "default, kube-ipvs0"));
+  // A bad value on node.<name> is Felix's default there, not the global setting.
+  const std::string node_config =
+      "---\napiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n"
+      "  name: node.n1\n  annotations:\n"
+      "    config.projectcalico.org/Ipv6Support: maybe\nspec: {}\n";
+  const ir::Ruleset v6 = build(kH0 + felix("default", "  ipv6Support: false\n") + node_config);
+  CHECK(to_string(verdict(v6, packet("eth0", "", "2001:db8::7", "2001:db8::10", 6, 22))) != "NO-VERDICT");
+  // An empty exact-name annotation takes the spec's place and is dropped: another spelling then decides.
+  const ir::Ruleset mode = build(kH0 +
+                                 config("    config.projectcalico.org/NFTablesMode: ''\n"
+                                        "    config.projectcalico.org/nftablesmode: Enabled\n",
+                                        "  nftablesMode: Disabled\n  nftablesFilterDenyAction: Reject\n") +
+                                 gnp("p", "  ingress: [{action: Deny}]\n"));
+  CHECK(chain(mode, "gnp/p/ingress/normal").rules.at(0).action.kind == ir::ActionKind::reject);
 }
 
 TEST_CASE("icmp with notICMP comes down to icmp alone, or to no packet, as Felix renders the pair",
@@ -621,34 +636,30 @@ TEST_CASE("icmp with notICMP comes down to icmp alone, or to no packet, as Felix
   CHECK(echo("{type: 8}", "{type: 8, code: 1}", 8, 0, nft) == "DENY");
   CHECK(echo("{type: 8, code: 0}", "{type: 8, code: 1}", 8, 0, iptables) == "ALLOW");
   CHECK(echo("{type: 3, code: 1}", "{type: 3, code: 3}", 3, 1, nft) == "DENY");
+  // What reading and mapping an icmp: {type: 8} rule with this notICMP says.
+  auto diagnose = [](const std::string& not_icmp, const std::string& felix_spec) {
+    std::string text = kH0 + gnp("p",
+                                 "  ingress:\n  - action: Allow\n    protocol: ICMP\n    icmp: {type: 8}\n"
+                                 "    notICMP: " +
+                                     not_icmp + "\n");
+    if (!felix_spec.empty()) text += felix("default", felix_spec);
+    Diagnostics diag;
+    Model model = read_ok(text, diag);
+    map_to_ir(model, n1_options(), diag);
+    return diag.text();
+  };
   // A whole type less one code would need a match on the code alone.
-  Diagnostics diag;
-  Model model = read_ok(kH0 +
-                            gnp("p",
-                                "  ingress:\n  - action: Allow\n    protocol: ICMP\n    icmp: {type: 8}\n"
-                                "    notICMP: {type: 8, code: 1}\n") +
-                            felix("default", iptables),
-                        diag);
-  map_to_ir(model, n1_options(), diag);
-  CHECK_THAT(diag.text(), Catch::Contains("test.yaml:20:14: error: icmp type 8 (any code) with this notICMP "
-                                          "needs a match on the code alone"));
+  CHECK_THAT(
+      diagnose("{type: 8, code: 1}", iptables),
+      Catch::Contains("test.yaml:20:14: error: icmp type 8 (any code) with this notICMP needs a match on "
+                      "the code alone"));
   // With nftablesMode Auto (Felix's default) the two renderings must agree.
-  Diagnostics either;
-  Model both = read_ok(kH0 + gnp("p",
-                                 "  ingress:\n  - action: Allow\n    protocol: ICMP\n    icmp: {type: 8}\n"
-                                 "    notICMP: {type: 8, code: 1}\n"),
-                       either);
-  map_to_ir(both, n1_options(), either);
-  CHECK_THAT(either.text(), Catch::Contains("test.yaml:20:14: error: Felix renders this icmp/notICMP pair "
-                                            "differently for iptables and for nftables"));
-  Diagnostics never;
-  Model same = read_ok(kH0 + gnp("p",
-                                 "  ingress:\n  - action: Allow\n    protocol: ICMP\n    icmp: {type: 8}\n"
-                                 "    notICMP: {type: 8}\n"),
-                       never);
-  map_to_ir(same, n1_options(), never);
-  CHECK_THAT(never.text(), Catch::Contains("test.yaml:20:14: warning: this notICMP excludes every packet the "
-                                           "rule's icmp takes: the rule matches nothing"));
+  CHECK_THAT(diagnose("{type: 8, code: 1}", ""),
+             Catch::Contains("test.yaml:20:14: error: Felix renders this icmp/notICMP pair differently for "
+                             "iptables and for nftables"));
+  CHECK_THAT(diagnose("{type: 8}", ""),
+             Catch::Contains("test.yaml:20:14: warning: this notICMP excludes every "
+                             "packet the rule's icmp takes: the rule matches nothing"));
 }
 
 TEST_CASE("a named port in notPorts keeps the packets whose address, protocol and port are no target's",
