@@ -22,6 +22,12 @@ std::string profile(const std::string& name, const std::string& spec) {
   return doc("Profile", name, spec);
 }
 
+// h0 on eth0 (10.0.0.10, node n1) with these labels and named ports, both in YAML's flow style.
+std::string h0_with_ports(const std::string& labels, const std::string& ports) {
+  return "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: h0, labels: " + labels +
+         "}\nspec:\n  node: n1\n  interfaceName: eth0\n  expectedIPs: [10.0.0.10]\n  ports: " + ports + "\n";
+}
+
 // h0 on eth0 (both families), h1 on eth1, both labelled role: node.
 const std::string kHosts = R"(
 apiVersion: projectcalico.org/v3
@@ -340,29 +346,21 @@ spec: {nets: [10.0.0.0/28]}
 
 TEST_CASE("named ports are looked up in the objects the folded selection picks", "[felix-parity]") {
   // h0's own port: the set of its (address, port) pairs comes from HostEndpoints the selection picks.
-  const std::string h0 = R"(apiVersion: projectcalico.org/v3
-kind: HostEndpoint
-metadata: {name: h0, labels: {role: web}}
-spec:
-  node: n1
-  interfaceName: eth0
-  expectedIPs: [10.0.0.10]
-  ports: [{name: http, protocol: TCP, port: 8080}]
----
+  const std::string blocked_nets = R"(---
 apiVersion: projectcalico.org/v3
 kind: GlobalNetworkSet
 metadata: {name: blocked, labels: {blocked: "1"}}
 spec: {nets: [10.0.0.0/24]}
 )";
+  const std::string http = "[{name: http, protocol: TCP, port: 8080}]";
   const std::string rule =
       "  selector: all()\n  ingress:\n  - action: Allow\n    protocol: TCP\n"
       "    destination: {selector: role == 'web', notSelector: has(blocked), ports: [http]}\n";
-  const ir::Ruleset rs = build(h0 + gnp("p", rule));
+  const ir::Ruleset rs = build(h0_with_ports("{role: web}", http) + blocked_nets + gnp("p", rule));
   CHECK(verdict(rs, packet("eth0", "", "203.0.113.7", "10.0.0.10", 6, 8080)) == Verdict::allow);
   CHECK(verdict(rs, packet("eth0", "", "203.0.113.7", "10.0.0.10", 6, 8081)) == Verdict::deny);
-  const std::string blocked_h0 =
-      std::string(h0).replace(h0.find("{role: web}"), 11, "{role: web, blocked: x}");
-  const ir::Ruleset none = build(blocked_h0 + gnp("p", rule));
+  const ir::Ruleset none =
+      build(h0_with_ports("{role: web, blocked: x}", http) + blocked_nets + gnp("p", rule));
   CHECK(verdict(none, packet("eth0", "", "203.0.113.7", "10.0.0.10", 6, 8080)) == Verdict::deny);
 }
 
@@ -665,15 +663,8 @@ TEST_CASE("icmp with notICMP comes down to icmp alone, or to no packet, as Felix
 TEST_CASE("a named port in notPorts keeps the packets whose address, protocol and port are no target's",
           "[felix-parity]") {
   // Felix: "-m set ! --match-set <named-port set> dst,dst", the set built like a positive one's.
-  const std::string h0 = R"(apiVersion: projectcalico.org/v3
-kind: HostEndpoint
-metadata: {name: h0, labels: {role: web}}
-spec:
-  node: n1
-  interfaceName: eth0
-  expectedIPs: [10.0.0.10]
-  ports: [{name: http, protocol: TCP, port: 8080}, {name: dns, protocol: UDP, port: 53}]
-)";
+  const std::string h0 = h0_with_ports(
+      "{role: web}", "[{name: http, protocol: TCP, port: 8080}, {name: dns, protocol: UDP, port: 53}]");
   auto to = [](const ir::Ruleset& rs, const std::string& dst, std::uint8_t protocol, std::uint16_t port) {
     return to_string(verdict(rs, packet("eth0", "", "203.0.113.7", dst, protocol, port)));
   };
@@ -712,11 +703,7 @@ TEST_CASE("a named port whose protocol is a number is found only by rules with a
   // Felix's MatchesModelProtocol: a rule without protocol looks for any protocol, which matches a port
   // whose protocol is a name; 6 (or "6", read as a number) matches only a rule's TCP.
   auto verdict_for = [](const std::string& port_protocol, const std::string& rule_protocol) {
-    const std::string h0 =
-        "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: h0}\n"
-        "spec:\n  node: n1\n  interfaceName: eth0\n  expectedIPs: [10.0.0.10]\n"
-        "  ports: [{name: web, protocol: " +
-        port_protocol + ", port: 8443}]\n";
+    const std::string h0 = h0_with_ports("{}", "[{name: web, protocol: " + port_protocol + ", port: 8443}]");
     const ir::Ruleset rs = build(h0 + gnp("p", "  selector: all()\n  ingress:\n  - action: Allow\n" +
                                                    rule_protocol + "    destination: {ports: [web]}\n"));
     return to_string(verdict(rs, packet("eth0", "", "203.0.113.7", "10.0.0.10", 6, 8443)));
