@@ -1608,7 +1608,9 @@ void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& 
   });
   const FelixConfig from_spec = config;
   std::set<std::string_view> decided;  // the settings an annotation's value decided
-  for (const auto& [i, exact] : found) {
+  for (const auto& entry : found) {
+    const std::size_t i = entry.first;  // named, not bound: lambdas capture them below
+    const std::string_view exact = entry.second;
     const bool exactly = std::string_view(keys[i].text()).substr(kPrefix.size()) == exact;
     const std::string value = lower(values[i].text());
     const SourceLoc loc = values[i].loc();
