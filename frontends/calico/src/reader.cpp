@@ -1590,28 +1590,28 @@ void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& 
                                                               "InterfaceExclude"};
   const auto keys = annotations.keys();
   const auto values = annotations.values();
+  auto written_name = [&](std::size_t i) { return std::string_view(keys[i].text()).substr(kPrefix.size()); };
   // Each annotation of a modelled setting: its index and the setting's Felix name.
   std::vector<std::pair<std::size_t, std::string_view>> found;
   std::set<std::string_view> replaced;  // settings whose spec value an exact-name annotation replaces
   for (std::size_t i = 0; i < keys.size(); ++i) {
     if (!keys[i].text().starts_with(kPrefix) || !values[i].is_scalar()) continue;
-    const std::string written = lower(std::string_view(keys[i].text()).substr(kPrefix.size()));
+    const std::string written = lower(written_name(i));
     for (std::string_view name : kNames) {
       if (written != lower(name)) continue;
       found.emplace_back(i, name);
-      if (std::string_view(keys[i].text()).substr(kPrefix.size()) == name) replaced.insert(name);
+      if (written_name(i) == name) replaced.insert(name);
     }
   }
   // Exact names first: they take the spec's place, and another spelling then competes with them only.
-  std::stable_partition(found.begin(), found.end(), [&](const auto& entry) {
-    return std::string_view(keys[entry.first].text()).substr(kPrefix.size()) == entry.second;
-  });
+  std::stable_partition(found.begin(), found.end(),
+                        [&](const auto& entry) { return written_name(entry.first) == entry.second; });
   const FelixConfig from_spec = config;
   std::set<std::string_view> decided;  // the settings an annotation's value decided
   for (const auto& entry : found) {
     const std::size_t i = entry.first;  // named, not bound: lambdas capture them below
     const std::string_view exact = entry.second;
-    const bool exactly = std::string_view(keys[i].text()).substr(kPrefix.size()) == exact;
+    const bool exactly = written_name(i) == exact;
     const std::string value = lower(values[i].text());
     const SourceLoc loc = values[i].loc();
     // Whether this annotation decides the setting. An empty value is dropped by Felix: under the exact
