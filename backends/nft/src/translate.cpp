@@ -43,6 +43,8 @@ constexpr std::size_t kIfNameSize = 16;
 // A rule with more elements (the product of its values) stays a rule with its own sets.
 constexpr std::size_t kMinRun = 4;
 constexpr std::size_t kMaxRun = 1024;
+// At most this many elements per rule are reserved ahead for the rules after a joined run (emit_run).
+constexpr std::size_t kReservedPerRule = 4;
 constexpr std::size_t kMaxElementsPerRule = 64;
 // From this many endpoints in a row told apart by one exact interface name each, a section dispatches
 // them with one verdict-map lookup instead of one comparison per endpoint (cheaper from here on:
@@ -994,7 +996,8 @@ class Translator {
           made = false;
         }
       }
-      if (end - i < kMinRun || !emit_run(out, id + "-" + std::to_string(runs), *head, run, open)) {
+      if (end - i < kMinRun ||
+          !emit_run(out, id + "-" + std::to_string(runs), *head, run, rules.size() - end, open)) {
         close_run(open);
         for (std::size_t k = i; k < end; ++k) emit_rule(out, *rules[k]);
       } else {
@@ -1038,6 +1041,9 @@ class Translator {
             ++kept;
           }
         elements.resize(kept);
+        // What the room reserved at the first join was not used for (the rules after the run were of
+        // another form): a quarter more than the elements is kept rather than copied.
+        if (elements.capacity() - elements.size() > elements.size() / 4) elements.shrink_to_fit();
       }
     open.reset();
   }
@@ -1046,7 +1052,7 @@ class Translator {
   // False when the rules of the run do not differ at all (then they are emitted one by one). A run keyed
   // by address whose every family has one exact-key set joins the open run when that has the same form.
   bool emit_run(Chain& out, const std::string& id, const Candidate& first, const merge::Run& run,
-                std::optional<OpenRun>& open) {
+                std::size_t rules_after, std::optional<OpenRun>& open) {
     using merge::Field;
     const auto& members = run.members();
     std::vector<Field> keyed = merge::keyed_fields(members);
@@ -1088,12 +1094,21 @@ class Translator {
           return b.second.size() == 1 && !b.second.front().set.interval;
         });
     if (joinable && joins(open, first.shape, head, keyed, built)) {
+      const std::size_t joined_members = open->members + members.size();
       for (std::size_t k = 0; k < built.size(); ++k) {
         auto& into = table_.sets[open->sets[k].set].elements;
         auto& from = built[k].second.front().set.elements;
+        // A first join is likely the start of a long list of rules of one form. Room for the rest of the
+        // chain, at the elements per rule seen so far, keeps the set from growing by doubling, which holds
+        // the old and the new buffer at once (at 50,000 rules, the peak of the whole apply); close_run
+        // gives back what was not used. Rules of many elements each (products of ports and addresses)
+        // grow as before, so that a guess never asks for far more than the chain could need.
+        const std::size_t joined_size = into.size() + from.size();
+        const std::size_t per_rule = (joined_size + joined_members - 1) / joined_members;
+        if (!open->joined && per_rule <= kReservedPerRule) into.reserve(joined_size + per_rule * rules_after);
         into.insert(into.end(), std::make_move_iterator(from.begin()), std::make_move_iterator(from.end()));
       }
-      open->members += members.size();
+      open->members = joined_members;
       open->joined = true;
       for (std::size_t r : open->rules) out.rules[r].comment = run_comment(open->head.stamp, open->members);
       return true;
