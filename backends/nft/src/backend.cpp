@@ -2,6 +2,7 @@
 // netlink transaction replacing table inet fwengine, read_back = list it with counters and origins.
 #include "backend.hpp"
 
+#include <algorithm>
 #include <array>
 #include <map>
 #include <set>
@@ -15,16 +16,36 @@
 namespace fwe::nft {
 namespace {
 
-// Every rule's chain and stamp, and every counted element's set and stamp.
+// Every rule's chain and stamp, and every counted element's set and stamp. The lists are counted first:
+// a 50,000-rule policy has as many elements, and a list grown by doubling held twice their room.
 std::pair<Stamps, Stamps> stamps_of(const Table& table) {
+  auto counted = [](const Element& element) { return !element.interval_end; };
+  std::size_t rule_count = 0, element_count = 0;
+  for (const auto& chain : table.chains) rule_count += chain.rules.size();
+  for (const auto& set : table.sets)
+    if (set.counters)
+      element_count +=
+          static_cast<std::size_t>(std::count_if(set.elements.begin(), set.elements.end(), counted));
   Stamps rules, elements;
+  rules.reserve(rule_count);
+  elements.reserve(element_count);
   for (const auto& chain : table.chains)
     for (const auto& rule : chain.rules) rules.emplace_back(chain.name, rule.comment);
   for (const auto& set : table.sets)
     if (set.counters)
       for (const auto& element : set.elements)
-        if (!element.interval_end) elements.emplace_back(set.name, element.comment);
+        if (counted(element)) elements.emplace_back(set.name, element.comment);
   return {std::move(rules), std::move(elements)};
+}
+
+// The name of the empty chain that stamps an apply (backend.hpp): a function of its own, so that the
+// stamps it digests are gone before the transaction, the peak of an apply.
+std::string marker_of(const Table& table, std::string_view ir_hash) {
+  auto [rules, elements] = stamps_of(table);
+  const std::string hash = ir_hash.empty() ? "none" : std::string(ir_hash.substr(0, 64));
+  const std::size_t count = rules.size() + elements.size();
+  return std::string(kMarkerPrefix) + hash + "-" + std::to_string(count) + "-" +
+         rules_digest(std::move(rules), elements);
 }
 
 // Whether a set or chain has the name apply gives (content_address): NAME.<8 hex digits>. Anything else
@@ -89,11 +110,8 @@ ApplyReport NftBackend::apply(const Plan& plan, const ApplyOptions& options) {
   const auto* ours = dynamic_cast<const NftPlan*>(&plan);
   if (!ours) throw RuntimeError("nft: the plan was rendered by another backend");
   const Table& table = ours->table();
-  auto [rules, elements] = stamps_of(table);
   // The kernel keeps no comment changes on tables or chains, so the stamp is a name: an empty chain.
-  std::string hash = options.ir_hash.empty() ? "none" : options.ir_hash.substr(0, 64);
-  std::string marker = std::string(kMarkerPrefix) + hash + "-" +
-                       std::to_string(rules.size() + elements.size()) + "-" + rules_digest(rules, elements);
+  const std::string marker = marker_of(table, options.ir_hash);
   std::optional<AppliedSets> previous;
   std::optional<ContentRecord> content;
   if (!options.full && !options.state_dir.empty()) {
