@@ -110,6 +110,7 @@ class Mapper {
 
   ir::Ruleset run() {
     settings_ = merge_settings();
+    warn_of_encapsulation();
     for (const FailsafePort& port : settings_.failsafe_inbound) {
       ruleset_.failsafe.inbound.push_back(failsafe_entry(port, settings_.failsafe_inbound_source));
     }
@@ -138,12 +139,8 @@ class Mapper {
     Settings settings;
     settings.failsafe_inbound = builtin_failsafe(true);
     settings.failsafe_outbound = builtin_failsafe(false);
-    const FelixConfig* global = nullptr;
-    const FelixConfig* node = nullptr;
-    for (const FelixConfig& config : model_.felix_configs) {
-      if (config.name == "default") global = &config;
-      if (config.name == "node." + options_.node) node = &config;
-    }
+    const FelixConfig* global = find_config("default");
+    const FelixConfig* node = find_config("node." + options_.node);
     // node.<name> overrides default, field by field (D-FC precedence).
     bool iptables_reject = false, nftables_reject = false;
     NftablesMode nftables = NftablesMode::auto_;
@@ -183,6 +180,43 @@ class Mapper {
     settings.deny_with_reject = nftables == NftablesMode::enabled ? nftables_reject : iptables_reject;
     settings.nftables = nftables;
     return settings;
+  }
+
+  // Felix's filter INPUT chain starts, for every host interface, with checks of IPIP and VXLAN packets
+  // when they are on (rules/static.go filterInputChain): accepted from Calico hosts, dropped from any
+  // other source. FelixConfiguration turns each on or off; left unset, an IP pool with it on turns it on
+  // (EncapsulationCalculator), and IPv6 VXLAN only ever by the pools. fwengine reads no Node addresses,
+  // so it leaves the checks out and says so where the setting that turns them on is.
+  void warn_of_encapsulation() {
+    const EncapsulationSetting* ipip = nullptr;
+    const EncapsulationSetting* vxlan = nullptr;
+    for (const FelixConfig* config : {find_config("default"), find_config("node." + options_.node)}) {
+      if (!config) continue;
+      if (config->ipip) ipip = &*config->ipip;
+      if (config->vxlan) vxlan = &*config->vxlan;
+    }
+    auto warn = [&](SourceLoc loc, const std::string& setting, bool for_ipip) {
+      diag_.warning(loc,
+                    setting + " makes Felix accept " + (for_ipip ? "IPIP" : "VXLAN") +
+                        " packets only from Calico hosts and drop those from other sources, before any "
+                        "host endpoint policy; fwengine does not (it reads no Node addresses)",
+                    std::string("write a policy rule for ") +
+                        (for_ipip ? "protocol 4 (IPIP)" : "UDP 4789 (VXLAN)") +
+                        " from your nodes' addresses if you rely on that check");
+    };
+    for (const EncapsulationSetting* setting : {ipip, vxlan})
+      if (setting && setting->value == Encapsulation::on)
+        warn(setting->loc, setting->written, setting == ipip);
+    for (const EncapsulatedPool& pool : model_.encapsulated_pools) {
+      const EncapsulationSetting* setting = pool.ipip ? ipip : pool.ipv6 ? nullptr : vxlan;
+      if (!setting || setting->value == Encapsulation::by_pools) warn(pool.loc, pool.written, pool.ipip);
+    }
+  }
+
+  const FelixConfig* find_config(const std::string& name) const {
+    for (const FelixConfig& config : model_.felix_configs)
+      if (config.name == name) return &config;
+    return nullptr;
   }
 
   // ipv6Support: false: Felix programs no IPv6 tables at all (int_dataplane.go), so IPv6 packets meet

@@ -343,19 +343,6 @@ void Reader::read_item(const yaml::Node& node, bool in_list) {
   read_resource(node);
 }
 
-// Felix's filter INPUT chain starts, for every host interface, with checks of IPIP and VXLAN packets
-// when a pool (or FelixConfiguration ipipEnabled/vxlanEnabled) turns them on (rules/static.go
-// filterInputChain): accepted from Calico hosts, dropped from any other source. fwengine reads no Node
-// addresses, so it leaves them out and says so where the setting is.
-void Reader::warn_of_encapsulation(SourceLoc loc, const std::string& setting, bool ipip) {
-  diag_.warning(loc,
-                setting + " makes Felix accept " + (ipip ? "IPIP" : "VXLAN") +
-                    " packets only from Calico hosts and drop those from other sources, before any host "
-                    "endpoint policy; fwengine does not (it reads no Node addresses)",
-                std::string("write a policy rule for ") + (ipip ? "protocol 4 (IPIP)" : "UDP 4789 (VXLAN)") +
-                    " from your nodes' addresses if you rely on that check");
-}
-
 void Reader::read_resource(const yaml::Node& node) {
   check_fields(node, kResourceFields, "a Calico resource");
   const yaml::Node* api = node.find("apiVersion");
@@ -374,10 +361,14 @@ void Reader::read_resource(const yaml::Node& node) {
     const yaml::Node* name = meta && meta->is_mapping() ? meta->find("name") : nullptr;
     const std::string what = kind + (name && name->is_scalar() ? " '" + name->text() + "'" : std::string());
     const yaml::Node* spec = node.find("spec");
+    const bool pool = kind == "IPPool" && spec && spec->is_mapping();
+    const yaml::Node* cidr = pool ? spec->find("cidr") : nullptr;
     for (const char* field : {"ipipMode", "vxlanMode"}) {
-      const yaml::Node* mode = kind == "IPPool" && spec && spec->is_mapping() ? spec->find(field) : nullptr;
+      const yaml::Node* mode = pool ? spec->find(field) : nullptr;
       if (mode && mode->is_scalar() && !mode->text().empty() && lower(mode->text()) != "never")
-        warn_of_encapsulation(mode->loc(), what + ": " + field + " " + mode->text(), field[0] == 'i');
+        model_.encapsulated_pools.push_back({mode->loc(), what + ": " + field + " " + mode->text(),
+                                             field[0] == 'i',
+                                             cidr && cidr->text().find(':') != std::string::npos});
     }
     diag_.warning(kind_node->loc(), what + " skipped: " +
                                         (one_of(kind, kNamespacedKinds)
@@ -1547,9 +1538,12 @@ void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const C
       config.ipv6_support = bool_of(*node, "ipv6Support");
     }
     for (const char* field : {"ipipEnabled", "vxlanEnabled"}) {
-      if (const yaml::Node* node = spec->find(field); node && node->as_bool() == true)
-        warn_of_encapsulation(node->loc(), "FelixConfiguration '" + config.name + "': " + field + ": true",
-                              field[0] == 'i');
+      const yaml::Node* node = spec->find(field);
+      if (!node || node->is_null()) continue;
+      if (const std::optional<bool> on = bool_of(*node, field))
+        (field[0] == 'i' ? config.ipip : config.vxlan) =
+            EncapsulationSetting{*on ? Encapsulation::on : Encapsulation::off, node->loc(),
+                                 "FelixConfiguration '" + config.name + "': " + field + ": " + node->text()};
     }
     for (const char* field : {"iptablesFilterAllowAction", "iptablesMangleAllowAction",
                               "nftablesFilterAllowAction", "nftablesMangleAllowAction"}) {
@@ -1577,7 +1571,7 @@ void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const C
 void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& config) {
   constexpr std::string_view kPrefix = "config.projectcalico.org/";
   // The settings fwengine models, by their Felix names.
-  static constexpr std::array<std::string_view, 11> kNames = {"FailsafeInboundHostPorts",
+  static constexpr std::array<std::string_view, 13> kNames = {"FailsafeInboundHostPorts",
                                                               "FailsafeOutboundHostPorts",
                                                               "Ipv6Support",
                                                               "DisableConntrackInvalidCheck",
@@ -1587,7 +1581,9 @@ void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& 
                                                               "NFTablesMode",
                                                               "LogPrefix",
                                                               "InterfacePrefix",
-                                                              "InterfaceExclude"};
+                                                              "InterfaceExclude",
+                                                              "IpInIpEnabled",
+                                                              "VXLANEnabled"};
   const auto keys = annotations.keys();
   const auto values = annotations.values();
   auto written_name = [&](std::size_t i) { return std::string_view(keys[i].text()).substr(kPrefix.size()); };
@@ -1643,12 +1639,15 @@ void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& 
                         "', which Felix replaces with its default",
                     "write " + expected);
     };
+    auto written_bool = [&]() -> std::optional<bool> {  // what Felix's BoolParam and BoolPtrParam take
+      if (value == "true" || value == "1" || value == "yes" || value == "y" || value == "t") return true;
+      if (value == "false" || value == "0" || value == "no" || value == "n" || value == "f") return false;
+      return std::nullopt;
+    };
     auto boolean = [&](bool default_value) -> std::optional<bool> {  // Felix's BoolParam
       if (value.empty()) return std::nullopt;
-      if (value == "true" || value == "1" || value == "yes" || value == "y" || value == "t") return true;
-      if (value == "false" || value == "0" || value == "no" || value == "n" || value == "f" ||
-          value == "none")
-        return false;
+      if (value == "none") return false;
+      if (auto written = written_bool()) return written;
       fallback("true or false");
       return default_value;
     };
@@ -1693,6 +1692,22 @@ void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& 
         fallback("Enabled, Disabled or Auto");
         config.nftables_mode = NftablesMode::auto_;
       }
+    } else if (exact == "IpInIpEnabled" || exact == "VXLANEnabled") {
+      const bool ipip = exact == "IpInIpEnabled";
+      auto& field = ipip ? config.ipip : config.vxlan;
+      if (!decides((ipip ? from_spec.ipip : from_spec.vxlan).has_value())) continue;
+      if (value.empty()) {
+        field.reset();
+        continue;
+      }
+      // Felix's BoolPtrParam: its zero value ("none") and its default are nil, which leaves it to the
+      // pools.
+      Encapsulation setting = Encapsulation::by_pools;
+      if (auto written = written_bool())
+        setting = *written ? Encapsulation::on : Encapsulation::off;
+      else if (value != "none")
+        fallback("true or false");
+      field = EncapsulationSetting{setting, loc, "annotation " + keys[i].text() + ": " + values[i].text()};
     } else {
       auto& field = exact == "LogPrefix"         ? config.log_prefix
                     : exact == "InterfacePrefix" ? config.interface_prefix

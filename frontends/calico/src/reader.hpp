@@ -25,7 +25,6 @@ class Reader {
 
   void read_item(const yaml::Node& node, bool in_list);
   void read_resource(const yaml::Node& node);
-  void warn_of_encapsulation(SourceLoc loc, const std::string& setting, bool ipip);
   std::optional<Meta> read_metadata(const yaml::Node& resource, const Context& ctx);
   void read_host_endpoint(const yaml::Node& spec, const Meta& meta, const Context& ctx);
   void read_policy(const yaml::Node* spec, Meta meta, const Context& ctx);

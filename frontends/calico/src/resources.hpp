@@ -138,6 +138,24 @@ struct FailsafePort {
 // nftablesMode: whether Felix renders its rules for nftables; Auto follows kube-proxy's mode.
 enum class NftablesMode { enabled, disabled, auto_ };
 
+// IPIP or VXLAN as FelixConfiguration sets it (ipipEnabled/vxlanEnabled, or the annotations IpInIpEnabled
+// and VXLANEnabled): on or off whatever the IP pools say, or, set to Felix's zero value, by the pools.
+enum class Encapsulation : std::uint8_t { by_pools, on, off };
+struct EncapsulationSetting {
+  Encapsulation value = Encapsulation::by_pools;
+  SourceLoc loc;
+  std::string written;  // for messages: "FelixConfiguration 'default': ipipEnabled: true"
+};
+
+// An IPPool whose ipipMode or vxlanMode is other than Never: IPIP (or VXLAN) on unless FelixConfiguration
+// says otherwise (Felix's EncapsulationCalculator). FelixConfiguration's VXLANEnabled is for IPv4 only.
+struct EncapsulatedPool {
+  SourceLoc loc;
+  std::string written;  // "IPPool 'pool': vxlanMode CrossSubnet"
+  bool ipip = false;    // or VXLAN
+  bool ipv6 = false;
+};
+
 struct FelixConfig {
   std::string name;
   SourceLoc loc;
@@ -152,6 +170,7 @@ struct FelixConfig {
   std::optional<std::string> interface_exclude;  // names or /regex/, comma-separated
   // defaultEndpointToHostAction: Drop, Accept, or Return (continue); "" (Felix's default) is unset.
   std::optional<ir::Verdict> endpoint_to_host;
+  std::optional<EncapsulationSetting> ipip, vxlan;
 };
 
 struct Model {
@@ -161,6 +180,7 @@ struct Model {
   std::vector<Profile> profiles;
   std::vector<Tier> tiers;
   std::vector<FelixConfig> felix_configs;
+  std::vector<EncapsulatedPool> encapsulated_pools;
 };
 
 }  // namespace fwe::calico

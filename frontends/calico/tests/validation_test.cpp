@@ -1,5 +1,7 @@
 // validation_test.cpp - every check of spec calico.md §1.7 (and the HEP/GNS/FelixConfiguration rules):
 // bad input gives "file:line:col: error: message (hint)".
+#include <algorithm>
+
 #include <catch2/catch.hpp>
 
 #include "test_support.hpp"
@@ -477,26 +479,99 @@ TEST_CASE("namespaced and unrelated kinds are skipped with one warning each", "[
   CHECK_THAT(warnings[1], Catch::Contains("IPPool 'pool' skipped"));
 }
 
+// Every warning of reading and mapping the text for node n1.
+std::vector<std::string> map_warnings(const std::string& text) {
+  Diagnostics diag;
+  Model model = read_yaml(text, diag);
+  if (!diag.has_errors()) map_to_ir(model, n1_options(), diag);
+  INFO(diag.text());
+  CHECK_FALSE(diag.has_errors());
+  return formatted(diag, Severity::warning);
+}
+
+std::string ip_pool(const std::string& spec) {
+  return "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pool}\nspec: " + spec + "\n---\n";
+}
+std::string felix_config(const std::string& name, const std::string& spec,
+                         const std::string& annotations = "") {
+  return "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: " + name +
+         (annotations.empty() ? "" : ", annotations: {" + annotations + "}") + "}\nspec: " + spec + "\n---\n";
+}
+std::size_t count_containing(const std::vector<std::string>& lines, const std::string& part) {
+  return static_cast<std::size_t>(std::count_if(
+      lines.begin(), lines.end(), [&](const std::string& l) { return l.find(part) != std::string::npos; }));
+}
+
 TEST_CASE("IPIP and VXLAN turned on are warned: Felix checks their sources before any policy",
           "[validation]") {
-  Diagnostics diag;
-  read_yaml(
-      "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pool}\n"
-      "spec: {cidr: 10.244.0.0/16, ipipMode: Never, vxlanMode: CrossSubnet}\n---\n"
-      "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\n"
-      "spec: {ipipEnabled: true, vxlanEnabled: false}\n",
-      diag);
-  CHECK_FALSE(diag.has_errors());
-  const auto warnings = formatted(diag, Severity::warning);
+  const auto warnings =
+      map_warnings(ip_pool("{cidr: 10.244.0.0/16, ipipMode: Never, vxlanMode: CrossSubnet}") +
+                   felix_config("default", "{ipipEnabled: true}"));
   REQUIRE(warnings.size() == 3);
-  CHECK_THAT(warnings[0],
-             Catch::Contains("test.yaml:4:57: warning: IPPool 'pool': vxlanMode CrossSubnet makes "
-                             "Felix accept VXLAN packets only from Calico hosts"));
-  CHECK_THAT(warnings[1], Catch::Contains("IPPool 'pool' skipped"));
-  CHECK_THAT(warnings[2],
+  CHECK_THAT(warnings[0], Catch::Contains("IPPool 'pool' skipped"));
+  CHECK_THAT(warnings[1],
              Catch::Contains("test.yaml:9:21: warning: FelixConfiguration 'default': ipipEnabled: "
                              "true makes Felix accept IPIP packets"));
-  CHECK_THAT(warnings[2], Catch::Contains("write a policy rule for protocol 4 (IPIP)"));
+  CHECK_THAT(warnings[1], Catch::Contains("write a policy rule for protocol 4 (IPIP)"));
+  CHECK_THAT(warnings[2],
+             Catch::Contains("test.yaml:4:57: warning: IPPool 'pool': vxlanMode CrossSubnet makes "
+                             "Felix accept VXLAN packets only from Calico hosts"));
+}
+
+// Felix's EncapsulationCalculator: FelixConfiguration's IpInIpEnabled and VXLANEnabled, when set, decide
+// alone; unset (or set to none, nil), the IP pools do. VXLANEnabled says nothing about IPv6 VXLAN.
+TEST_CASE("FelixConfiguration turns IPIP and VXLAN off whatever the pools say, but not IPv6 VXLAN",
+          "[validation]") {
+  const std::string pools = ip_pool("{cidr: 10.244.0.0/16, ipipMode: Always, vxlanMode: Never}") +
+                            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pool6}\n"
+                            "spec: {cidr: 'fd00:244::/64', vxlanMode: Always}\n---\n";
+  SECTION("off in the spec") {
+    const auto warnings =
+        map_warnings(pools + felix_config("default", "{ipipEnabled: false, vxlanEnabled: false}"));
+    CHECK(count_containing(warnings, "ipipMode Always makes") == 0);
+    CHECK(count_containing(warnings, "IPPool 'pool6': vxlanMode Always makes Felix accept VXLAN") == 1);
+    CHECK(count_containing(warnings, "makes Felix accept") == 1);
+  }
+  SECTION("node.n1 turns on what default turns off") {
+    const auto warnings = map_warnings(pools + felix_config("default", "{ipipEnabled: false}") +
+                                       felix_config("node.n1", "{ipipEnabled: true}"));
+    CHECK(count_containing(warnings,
+                           "FelixConfiguration 'node.n1': ipipEnabled: true makes Felix accept IPIP") == 1);
+    CHECK(count_containing(warnings, "ipipMode Always makes") == 0);
+  }
+  SECTION("a node's none leaves it to the pools again") {
+    const auto warnings =
+        map_warnings(pools + felix_config("default", "{ipipEnabled: false}") +
+                     felix_config("node.n1", "{}", "config.projectcalico.org/IpInIpEnabled: none"));
+    CHECK(count_containing(warnings, "IPPool 'pool': ipipMode Always makes Felix accept IPIP") == 1);
+  }
+  SECTION("another node's setting does not count") {
+    const auto warnings = map_warnings(pools + felix_config("node.n2", "{ipipEnabled: false}"));
+    CHECK(count_containing(warnings, "IPPool 'pool': ipipMode Always makes Felix accept IPIP") == 1);
+  }
+}
+
+TEST_CASE("The annotations IpInIpEnabled and VXLANEnabled turn IPIP and VXLAN on and off", "[validation]") {
+  SECTION("on, without a pool") {
+    const auto warnings =
+        map_warnings(felix_config("default", "{}", "config.projectcalico.org/VXLANEnabled: 'yes'"));
+    REQUIRE(count_containing(warnings, "makes Felix accept") == 1);
+    CHECK(count_containing(warnings,
+                           "annotation config.projectcalico.org/VXLANEnabled: yes makes Felix accept "
+                           "VXLAN packets") == 1);
+  }
+  SECTION("off, over the spec") {
+    const auto warnings = map_warnings(
+        felix_config("default", "{ipipEnabled: true}", "config.projectcalico.org/IpInIpEnabled: 'false'"));
+    CHECK(count_containing(warnings, "makes Felix accept") == 0);
+  }
+  SECTION("an invalid value is Felix's default: the pools decide") {
+    const auto warnings = map_warnings(
+        ip_pool("{cidr: 10.244.0.0/16, ipipMode: CrossSubnet}") +
+        felix_config("default", "{ipipEnabled: false}", "config.projectcalico.org/IpInIpEnabled: maybe"));
+    CHECK(count_containing(warnings, "invalid value 'maybe', which Felix replaces with its default") == 1);
+    CHECK(count_containing(warnings, "IPPool 'pool': ipipMode CrossSubnet makes Felix accept IPIP") == 1);
+  }
 }
 
 }  // namespace fwe::calico::test
