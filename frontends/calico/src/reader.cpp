@@ -1488,6 +1488,16 @@ void Reader::check_interface_exclude(std::optional<std::string>& list, SourceLoc
   }
 }
 
+// Felix reads InterfacePrefix as an `iface-list` (config_params.go IfaceListRegexp): names of 1 to 15
+// of [a-zA-Z0-9_-], separated by commas alone. It refuses to start on anything else (die-on-fail).
+void Reader::check_interface_prefix(const std::string& list, SourceLoc loc) {
+  static const std::regex kList("^[a-zA-Z0-9_-]{1,15}(,[a-zA-Z0-9_-]{1,15})*$");
+  if (std::regex_match(list, kList)) return;
+  diag_.error(loc,
+              "interfacePrefix '" + list + "' is not a list of interface name prefixes, which Felix refuses",
+              "write prefixes of 1 to 15 letters, digits, '_' or '-', separated by commas alone (cali,tap)");
+}
+
 void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const Context& ctx) {
   FelixConfig config;
   config.name = meta.name;
@@ -1554,7 +1564,10 @@ void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const C
       }
     }
     if (const yaml::Node* node = written_text("logPrefix")) config.log_prefix = node->text();
-    if (const yaml::Node* node = written_text("interfacePrefix")) config.interface_prefix = node->text();
+    if (const yaml::Node* node = written_text("interfacePrefix")) {
+      config.interface_prefix = node->text();
+      check_interface_prefix(node->text(), node->loc());
+    }
     if (const yaml::Node* node = written_text("interfaceExclude")) {
       config.interface_exclude = node->text();
       check_interface_exclude(config.interface_exclude, node->loc());
@@ -1723,6 +1736,7 @@ void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& 
       } else {
         field = value == "none" ? "" : values[i].text();
         if (exact == "InterfaceExclude") check_interface_exclude(field, loc);
+        if (exact == "InterfacePrefix") check_interface_prefix(*field, loc);
       }
     }
   }

@@ -35,6 +35,7 @@ class Reader {
   void read_felix_config(const yaml::Node* spec, const Meta& meta, const Context& ctx);
   void read_felix_annotations(const yaml::Node& annotations, FelixConfig& config);
   void check_interface_exclude(std::optional<std::string>& list, SourceLoc loc);
+  void check_interface_prefix(const std::string& list, SourceLoc loc);
   std::optional<RuleSpec> read_rule(const yaml::Node& node, Direction direction, const Context& ctx);
   void read_entity(const yaml::Node& node, EntitySpec& entity);
   void read_ports(const yaml::Node& node, std::vector<PortSpec>& ports);

@@ -574,4 +574,17 @@ TEST_CASE("The annotations IpInIpEnabled and VXLANEnabled turn IPIP and VXLAN on
   }
 }
 
+// Felix's iface-list: names separated by commas alone, or Felix refuses to start.
+TEST_CASE("An interfacePrefix that is not a list of names, from the spec or an annotation, is an error",
+          "[validation]") {
+  check_error(felix_config("default", "{interfacePrefix: 'cali, tap'}"),
+              "test.yaml:4:25: error: interfacePrefix 'cali, tap' is not a list of interface name prefixes");
+  check_error(felix_config("default", "{interfacePrefix: 'a-prefix-of-sixteen'}"),
+              "interfacePrefix 'a-prefix-of-sixteen' is not a list");
+  check_error(felix_config("default", "{}", "config.projectcalico.org/InterfacePrefix: 'cali,,tap'"),
+              "test.yaml:3:83: error: interfacePrefix 'cali,,tap' is not a list of interface name prefixes");
+  CHECK(diagnose(felix_config("default", "{interfacePrefix: 'cali,tap_1,veth-x'}")).find("error") ==
+        std::string::npos);
+}
+
 }  // namespace fwe::calico::test
