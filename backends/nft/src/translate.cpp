@@ -964,6 +964,7 @@ class Translator {
       Family family;
       std::size_t set;  // index in table_.sets
       std::vector<std::optional<std::size_t>> masks;
+      bool reserved = false;  // room for the rest of the chain was reserved at the first join
     };
     std::vector<Joined> sets;
     std::vector<std::size_t> rules;  // its rules in the chain, whose comments count its members
@@ -1043,7 +1044,8 @@ class Translator {
         elements.resize(kept);
         // What the room reserved at the first join was not used for (the rules after the run were of
         // another form): a quarter more than the elements is kept rather than copied.
-        if (elements.capacity() - elements.size() > elements.size() / 4) elements.shrink_to_fit();
+        if (joined.reserved && elements.capacity() - elements.size() > elements.size() / 4)
+          elements.shrink_to_fit();
       }
     open.reset();
   }
@@ -1105,7 +1107,10 @@ class Translator {
         // grow as before, so that a guess never asks for far more than the chain could need.
         const std::size_t joined_size = into.size() + from.size();
         const std::size_t per_rule = (joined_size + joined_members - 1) / joined_members;
-        if (!open->joined && per_rule <= kReservedPerRule) into.reserve(joined_size + per_rule * rules_after);
+        if (!open->joined && per_rule <= kReservedPerRule) {
+          into.reserve(joined_size + per_rule * rules_after);
+          open->sets[k].reserved = true;
+        }
         into.insert(into.end(), std::make_move_iterator(from.begin()), std::make_move_iterator(from.end()));
       }
       open->members = joined_members;

@@ -1492,6 +1492,10 @@ void Reader::check_interface_exclude(std::optional<std::string>& list, SourceLoc
 // of [a-zA-Z0-9_-], separated by commas alone. It refuses to start on anything else (die-on-fail).
 void Reader::check_interface_prefix(const std::string& list, SourceLoc loc) {
   static const std::regex kList("^[a-zA-Z0-9_-]{1,15}(,[a-zA-Z0-9_-]{1,15})*$");
+  if (lower(list) == "none") {  // the zero value, which this non-zero setting may not take
+    diag_.error(loc, "interfacePrefix none: Felix refuses to start on it", "write the prefixes (cali,tap)");
+    return;
+  }
   if (std::regex_match(list, kList)) return;
   diag_.error(loc,
               "interfacePrefix '" + list + "' is not a list of interface name prefixes, which Felix refuses",
@@ -1566,7 +1570,10 @@ void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const C
     if (const yaml::Node* node = written_text("logPrefix")) config.log_prefix = node->text();
     if (const yaml::Node* node = written_text("interfacePrefix")) {
       config.interface_prefix = node->text();
-      check_interface_prefix(node->text(), node->loc());
+      // Felix never sees a spec value that an annotation of the exact name replaces.
+      const yaml::Node* replacing =
+          meta.annotations ? meta.annotations->find("config.projectcalico.org/InterfacePrefix") : nullptr;
+      if (!replacing || !replacing->is_scalar()) check_interface_prefix(node->text(), node->loc());
     }
     if (const yaml::Node* node = written_text("interfaceExclude")) {
       config.interface_exclude = node->text();

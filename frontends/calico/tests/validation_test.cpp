@@ -579,8 +579,16 @@ TEST_CASE("An interfacePrefix that is not a list of names, from the spec or an a
           "[validation]") {
   check_error(felix_config("default", "{interfacePrefix: 'cali, tap'}"),
               "test.yaml:4:25: error: interfacePrefix 'cali, tap' is not a list of interface name prefixes");
-  check_error(felix_config("default", "{interfacePrefix: 'a-prefix-of-sixteen'}"),
-              "interfacePrefix 'a-prefix-of-sixteen' is not a list");
+  check_error(felix_config("default", "{interfacePrefix: 'cali,sixteen-chars-ab'}"),
+              "interfacePrefix 'cali,sixteen-chars-ab' is not a list");
+  check_error(felix_config("default", "{interfacePrefix: None}"),
+              "test.yaml:4:25: error: interfacePrefix none: Felix refuses to start on it");
+  // An annotation of the exact name replaces the spec's value before Felix sees it.
+  CHECK(diagnose(felix_config("default", "{interfacePrefix: 'cali, tap'}",
+                              "config.projectcalico.org/InterfacePrefix: cali"))
+            .find("error") == std::string::npos);
+  CHECK(diagnose(felix_config("default", "{interfacePrefix: 'fifteen-chars-a'}")).find("error") ==
+        std::string::npos);
   check_error(felix_config("default", "{}", "config.projectcalico.org/InterfacePrefix: 'cali,,tap'"),
               "test.yaml:3:83: error: interfacePrefix 'cali,,tap' is not a list of interface name prefixes");
   CHECK(diagnose(felix_config("default", "{interfacePrefix: 'cali,tap_1,veth-x'}")).find("error") ==
