@@ -10,6 +10,7 @@
 #include "mapping.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -139,12 +140,10 @@ class Mapper {
     Settings settings;
     settings.failsafe_inbound = builtin_failsafe(true);
     settings.failsafe_outbound = builtin_failsafe(false);
-    const FelixConfig* global = find_config("default");
-    const FelixConfig* node = find_config("node." + options_.node);
     // node.<name> overrides default, field by field (D-FC precedence).
     bool iptables_reject = false, nftables_reject = false;
     NftablesMode nftables = NftablesMode::auto_;
-    for (const FelixConfig* config : {global, node}) {
+    for (const FelixConfig* config : felix_configs()) {
       if (!config) continue;
       const std::string source = "FelixConfiguration " + config->name;
       if (config->failsafe_inbound) {
@@ -190,7 +189,7 @@ class Mapper {
   void warn_of_encapsulation() {
     const EncapsulationSetting* ipip = nullptr;
     const EncapsulationSetting* vxlan = nullptr;
-    for (const FelixConfig* config : {find_config("default"), find_config("node." + options_.node)}) {
+    for (const FelixConfig* config : felix_configs()) {
       if (!config) continue;
       if (config->ipip) ipip = &*config->ipip;
       if (config->vxlan) vxlan = &*config->vxlan;
@@ -213,10 +212,15 @@ class Mapper {
     }
   }
 
-  const FelixConfig* find_config(const std::string& name) const {
-    for (const FelixConfig& config : model_.felix_configs)
-      if (config.name == name) return &config;
-    return nullptr;
+  // The FelixConfigurations for this node, in the order they apply (a later one wins, field by field):
+  // default, then node.<name>; either may be missing (nullptr).
+  std::array<const FelixConfig*, 2> felix_configs() const {
+    std::array<const FelixConfig*, 2> configs{};
+    for (const FelixConfig& config : model_.felix_configs) {
+      if (config.name == "default") configs[0] = &config;
+      if (config.name == "node." + options_.node) configs[1] = &config;
+    }
+    return configs;
   }
 
   // ipv6Support: false: Felix programs no IPv6 tables at all (int_dataplane.go), so IPv6 packets meet
