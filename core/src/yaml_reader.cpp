@@ -620,7 +620,7 @@ bool Builder::open_collection(Kind kind, SourceLoc at, std::string_view tag, std
   }
   if (!tag.empty()) check_collection_tag(tag, kind, at);
   Frame& frame = frames_.emplace_back();
-  frame.node.kind_ = kind;
+  frame.node.become_collection(kind);
   frame.node.loc_ = at;
   frame.first_value = pending_values_.size();
   frame.first_key = pending_keys_.size();
@@ -772,6 +772,28 @@ void Builder::report_syntax_error(const SyntaxProblem& syntax) {
                std::to_string(syntax.context_mark.column + 1) + ")";
   }
   error(at, std::move(message), std::move(hint));
+}
+
+const std::string Node::kNoText;
+
+Node::Node(const Node& other) {
+  take_value(other);
+}
+
+Node::Node(Node&& other) noexcept {
+  take_value(std::move(other));
+}
+
+Node& Node::operator=(const Node& other) {
+  return *this = Node(other);
+}
+
+// Through a temporary: `other` may be a part of this node's own tree.
+Node& Node::operator=(Node&& other) noexcept {
+  Node taken(std::move(other));
+  destroy_value();
+  take_value(std::move(taken));
+  return *this;
 }
 
 std::string Node::describe() const {

@@ -811,3 +811,24 @@ TEST_CASE("yaml reader: release_value frees one value and keeps the rest") {
   CHECK(items.items()[0].is_null());
   CHECK(items.items()[1].text() == "x");
 }
+
+TEST_CASE("yaml reader: a node holds text or children, and takes a part of its own tree") {
+  STATIC_REQUIRE(sizeof(Node) <= 48);
+  Node root = parse_one("a: {b: [1, two]}\nc: text\n");
+  CHECK(root.text().empty());  // a collection has no text
+  Node scalar = *root.find("c");
+  CHECK(scalar.text() == "text");
+  CHECK(scalar.items().empty());  // nor a scalar children
+  CHECK(scalar.size() == 0);
+  scalar = root;  // a scalar becomes a mapping, and back
+  CHECK(scalar.find("c")->text() == "text");
+  scalar = *scalar.find("c");
+  CHECK(scalar.text() == "text");
+  root = *root.find("a");  // a copy of its own child
+  REQUIRE(root.is_mapping());
+  root = std::move(*root.find("b"));  // moved out of its own child
+  REQUIRE(root.is_sequence());
+  REQUIRE(root.items().size() == 2);
+  CHECK(root.items()[1].text() == "two");
+  CHECK(root.items()[1].loc().line == 1);
+}
