@@ -177,13 +177,13 @@ struct Writer {
     for (const auto& m : v) out.string(to_string(m));
     out.close_array();
   }
-  void addrs(std::string_view name, const std::vector<AddrMatch>& v) {
+  void addrs(std::string_view name, const AddrMatches& v) {
     if (v.empty()) return;
     out.key(name).open_array();
     for (const auto& a : v) out.string(a.negate ? "!" + a.set : a.set);
     out.close_array();
   }
-  void port_matches(std::string_view name, const std::vector<PortMatch>& v) {
+  void port_matches(std::string_view name, const PortMatches& v) {
     if (v.empty()) return;
     out.key(name).open_array();
     for (const auto& p : v) {

@@ -59,7 +59,7 @@ void cover(u128 lo, u128 hi, Family family, std::vector<Cidr>& out) {
   }
 }
 
-void normalise_cidrs(std::vector<Cidr>& cidrs) {
+void normalise_cidrs(SlimVector<Cidr>& cidrs) {
   std::vector<Cidr> out;
   for (Family family : {Family::ipv4, Family::ipv6}) {
     std::vector<std::pair<u128, u128>> ranges;
@@ -77,7 +77,7 @@ void normalise_cidrs(std::vector<Cidr>& cidrs) {
     }
     for (const auto& [lo, hi] : merged) cover(lo, hi, family, out);
   }
-  cidrs = std::move(out);
+  cidrs.assign(out.begin(), out.end());
 }
 
 void normalise_ports(PortSet& ports) {
@@ -338,7 +338,7 @@ void inject_failsafe(Ruleset& rs) {
   const auto& fs = rs.failsafe;
   int anonymous = 0;
   // A failsafe entry's net becomes a set of its own; the family follows from the set.
-  auto net_match = [&](const FailsafeEntry& e) -> std::vector<AddrMatch> {
+  auto net_match = [&](const FailsafeEntry& e) -> AddrMatches {
     if (!e.net) return {};
     std::string name = "failsafe-net-" + std::to_string(anonymous++);
     rs.sets[name] = AddrSet{{*e.net}, e.origin};

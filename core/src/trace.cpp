@@ -71,14 +71,14 @@ bool in_set(const Ruleset& rs, const std::string& set, const IpAddr& addr) {
   return s != nullptr && s->contains(addr);
 }
 
-bool ports_match(const std::vector<PortMatch>& matches, const Packet& p, std::uint16_t port) {
+bool ports_match(const PortMatches& matches, const Packet& p, std::uint16_t port) {
   if (matches.empty()) return true;
   if (!protocol_has_ports(p.protocol)) return false;
   return std::all_of(matches.begin(), matches.end(),
                      [&](const PortMatch& m) { return contains(m.ports, port) != m.negate; });
 }
 
-bool addrs_match(const Ruleset& rs, const std::vector<AddrMatch>& matches, const IpAddr& addr) {
+bool addrs_match(const Ruleset& rs, const AddrMatches& matches, const IpAddr& addr) {
   return std::all_of(matches.begin(), matches.end(),
                      [&](const AddrMatch& m) { return in_set(rs, m.set, addr) != m.negate; });
 }

@@ -716,7 +716,7 @@ class Compiler {
     return true;
   }
 
-  bool addrs(const std::vector<AddrMatch>& matches, fwe_addr_match* out, const Rule& rule, const char* side) {
+  bool addrs(const AddrMatches& matches, fwe_addr_match* out, const Rule& rule, const char* side) {
     if (matches.size() > FWE_MAX_ADDR_MATCHES) {
       diag_.error(rule.origin.loc,
                   std::string("the ebpf backend takes at most ") + std::to_string(FWE_MAX_ADDR_MATCHES) +
@@ -730,7 +730,7 @@ class Compiler {
     return true;
   }
 
-  bool ports(const std::vector<PortMatch>& matches, fwe_port_match* out, const Rule& rule, const char* side) {
+  bool ports(const PortMatches& matches, fwe_port_match* out, const Rule& rule, const char* side) {
     if (matches.size() > FWE_MAX_PORT_MATCHES) {
       diag_.error(rule.origin.loc,
                   std::string("the ebpf backend takes at most ") + std::to_string(FWE_MAX_PORT_MATCHES) +
@@ -777,7 +777,9 @@ class Compiler {
     auto [it, added] = set_ids_.try_emplace(name, static_cast<std::uint32_t>(out_.sets.size()));
     if (added) {
       const AddrSet* set = rs_.find_set(name);
-      out_.sets.push_back({name, set ? set->cidrs : std::vector<Cidr>{}, trace::where(rs_, user)});
+      out_.sets.push_back(
+          {name, set ? std::vector<Cidr>(set->cidrs.begin(), set->cidrs.end()) : std::vector<Cidr>{},
+           trace::where(rs_, user)});
     }
     return it->second;
   }

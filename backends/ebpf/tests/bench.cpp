@@ -110,7 +110,8 @@ std::vector<ir::Cidr> set_cidrs(std::size_t elements) {
 ir::Ruleset ruleset(std::size_t rules, std::size_t elements, bool sources = false) {
   ir::Ruleset rs;
   rs.files = {"<command line>", "bench"};
-  rs.sets["clients"] = ir::AddrSet{set_cidrs(elements), {}};
+  const std::vector<ir::Cidr> clients = set_cidrs(elements);
+  rs.sets["clients"] = ir::AddrSet{{clients.begin(), clients.end()}, {}};
   ir::Chain chain{"bench", {}, {}};
   for (std::size_t i = 0; i + 1 < rules; ++i) {
     ir::Rule r;

@@ -444,7 +444,7 @@ class FamilyRenderer {
   // Address matches of one side, ANDed. One of them may use the rule's own -s/-d (a positive one with a
   // few addresses, expanded into alternatives, or a negated single address); the others are ipsets.
   // False when the side can never match in this family.
-  bool addresses(Specs& specs, const std::vector<AddrMatch>& matches, bool source) {
+  bool addresses(Specs& specs, const AddrMatches& matches, bool source) {
     std::vector<std::pair<const AddrMatch*, std::span<const Cidr>>> present;
     for (const auto& m : matches) {
       auto cidrs = cidrs_of(m.set);

@@ -134,7 +134,7 @@ Values protocol_values(const std::vector<std::uint8_t>& protocols) {
   return out;
 }
 
-Values address_values(const std::vector<ir::Cidr>& cidrs, ir::Family only) {
+Values address_values(std::span<const ir::Cidr> cidrs, ir::Family only) {
   Values out;
   out.reserve(cidrs.size());
   for (const auto& cidr : cidrs) {

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -59,7 +60,7 @@ using Values = std::vector<Value>;
 Values iface_values(const std::vector<ir::IfacePattern>& exact_names);
 Values protocol_values(const std::vector<std::uint8_t>& protocols);
 // The cidrs of family `only` (any: all of them).
-Values address_values(const std::vector<ir::Cidr>& cidrs, ir::Family only);
+Values address_values(std::span<const ir::Cidr> cidrs, ir::Family only);
 Values port_values(const ir::PortSet& ports);
 
 // One value per field of some fields, in place: a point or box of a member's values.

@@ -688,8 +688,8 @@ class Translator {
   }
 
   // The families a rule must be written for: nullopt = one rule for both, without a family guard.
-  std::vector<std::optional<Family>> variants(Family only_family, const std::vector<ir::AddrMatch>& src,
-                                              const std::vector<ir::AddrMatch>& dst) {
+  std::vector<std::optional<Family>> variants(Family only_family, const ir::AddrMatches& src,
+                                              const ir::AddrMatches& dst) {
     bool specific = only_family != Family::any;
     std::vector<std::optional<Family>> out;
     for (Family f : {Family::ipv4, Family::ipv6}) {
@@ -706,8 +706,7 @@ class Translator {
     return out;
   }
 
-  void emit_addresses(Rule& r, Family f, const std::vector<ir::AddrMatch>& src,
-                      const std::vector<ir::AddrMatch>& dst) {
+  void emit_addresses(Rule& r, Family f, const ir::AddrMatches& src, const ir::AddrMatches& dst) {
     for (bool source : {true, false})
       for (const auto& m : source ? src : dst)
         if (const auto& fm = family_sets(m.set).of(f); fm.single)
@@ -1611,7 +1610,7 @@ class Translator {
     if (m.oif) match_iface(common, false, {*m.oif}, false);
     Rule mac;
     if (m.src_mac && !m.src_mac->empty()) match_mac(mac, *m.src_mac, false);
-    std::vector<ir::AddrMatch> src, dst;
+    ir::AddrMatches src, dst;
     if (m.src_set) src.push_back({false, *m.src_set});
     if (m.dst_set) dst.push_back({false, *m.dst_set});
     for (const auto& variant : variants(Family::any, src, dst)) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "fwengine/diagnostics.hpp"
+#include "fwengine/slim_vector.hpp"
 
 namespace fwe::ir {
 
@@ -121,7 +122,7 @@ bool contains(const Cidr&, const IpAddr&);
 // A named set of CIDRs, IPv4 and IPv6 together. After core's normalise pass the list is sorted
 // (IPv4 first), without overlaps or mergeable neighbours - what the kernel's interval sets require.
 struct AddrSet {
-  std::vector<Cidr> cidrs;
+  SlimVector<Cidr> cidrs;  // 8 bytes: a policy of 50,000 rules may hold 50,000 inline sets
   Origin origin;
   bool has(Family f) const;
   bool contains(const IpAddr&) const;
@@ -163,6 +164,9 @@ struct PortMatch {
   PortSet ports;
   friend bool operator==(const PortMatch&, const PortMatch&) = default;
 };
+// Any of them, or all for the negated ones (8 bytes each in every rule: most rules have few of them).
+using AddrMatches = SlimVector<AddrMatch>;
+using PortMatches = SlimVector<PortMatch>;
 struct IcmpMatch {
   bool negate = false;  // "icmp, but not this type/code": still only matches ICMP packets
   bool v6 = false;      // ICMPv6 (protocol 58) rather than ICMP (protocol 1)
@@ -287,8 +291,8 @@ struct RateLimit {
 struct Match {
   Boxed<std::vector<IfacePattern>> iif, oif;           // any of the patterns
   std::optional<std::vector<std::uint8_t>> protocols;  // L4 protocol numbers, any of them
-  std::vector<AddrMatch> src_addr, dst_addr;
-  std::vector<PortMatch> src_port, dst_port;  // only match TCP/UDP/SCTP/UDPLite packets
+  AddrMatches src_addr, dst_addr;
+  PortMatches src_port, dst_port;  // only match TCP/UDP/SCTP/UDPLite packets
   Boxed<std::vector<CtState>> ct_states;
   Boxed<std::vector<MacAddr>> src_mac;
   Boxed<std::string> pkt_type;             // unicast, broadcast, multicast
@@ -296,7 +300,7 @@ struct Match {
   Boxed<std::vector<CtStatus>> ct_status;  // any of them: the connection was NATed that way
   // The destination port of the connection's original direction, before any DNAT: only packets with
   // ports match, as for dst_port.
-  std::vector<PortMatch> ct_orig_dport;
+  PortMatches ct_orig_dport;
   std::optional<std::uint32_t> mark_value;
   std::uint32_t mark_mask = 0xffffffff;
   std::optional<IcmpMatch> icmp;

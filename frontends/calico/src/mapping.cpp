@@ -853,7 +853,7 @@ class Mapper {
 
   std::string net_set(const std::string& name, const std::vector<ir::Cidr>& nets, const ir::Origin& origin) {
     ir::AddrSet set;
-    set.cidrs = nets;
+    set.cidrs.assign(nets.begin(), nets.end());
     set.origin = origin;
     ruleset_.sets.emplace(name, std::move(set));
     return name;
@@ -1009,7 +1009,7 @@ class Mapper {
     for (const auto* nets : {&rule.source.nets, &rule.destination.nets}) {
       if (!nets->empty()) base.family = nets->front().addr.family;
     }
-    auto add_side = [&](const EntitySpec& entity, std::vector<ir::AddrMatch>& out, const char* side) {
+    auto add_side = [&](const EntitySpec& entity, ir::AddrMatches& out, const char* side) {
       if (!entity.nets.empty())
         out.push_back({false, net_set(prefix + "/" + side + "-nets", entity.nets, origin)});
       if (!entity.not_nets.empty()) {
@@ -1025,7 +1025,7 @@ class Mapper {
     add_side(rule.source, base.src_addr, "src");
     add_side(rule.destination, base.dst_addr, "dst");
     // Numbers in notPorts; named ones are excluded below, per target.
-    auto not_ports = [](const EntitySpec& entity, std::vector<ir::PortMatch>& out) {
+    auto not_ports = [](const EntitySpec& entity, ir::PortMatches& out) {
       ir::PortMatch match{true, {}};
       for (const PortSpec& port : entity.not_ports)
         if (!port.name) match.ports.push_back(port.range);
@@ -1114,8 +1114,7 @@ class Mapper {
           ir::Match combined = match;
           std::optional<std::uint8_t> named_protocol;
           bool possible = true;
-          auto apply = [&](const PortAlternative& alt, std::vector<ir::AddrMatch>& addrs,
-                           std::vector<ir::PortMatch>& ports) {
+          auto apply = [&](const PortAlternative& alt, ir::AddrMatches& addrs, ir::PortMatches& ports) {
             if (alt.numeric) ports.push_back(*alt.numeric);
             if (!alt.named_set) return;
             if (named_protocol && *named_protocol != alt.protocol) possible = false;

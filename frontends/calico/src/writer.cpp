@@ -19,6 +19,7 @@
 #include <cctype>
 #include <optional>
 #include <set>
+#include <span>
 #include <tuple>
 #include <vector>
 
@@ -424,7 +425,7 @@ std::optional<std::vector<CalicoRule>> Writer::convert(const ir::Rule& rule, Con
   missing(m.protocols && m.protocol_negate && m.protocols->size() > 1, "several negated protocols");
   missing(m.icmp && m.icmp->negate && !m.icmp->type, "a negated ICMP match without a type");
   CalicoRule base;
-  std::array<const std::vector<ir::AddrMatch>*, 2> addrs = {&m.src_addr, &m.dst_addr};
+  std::array<const ir::AddrMatches*, 2> addrs = {&m.src_addr, &m.dst_addr};
   std::array<Side*, 2> sides = {&base.source, &base.destination};
   std::array<const ir::AddrSet*, 2> positive = {nullptr, nullptr};
   std::array<std::string_view, 2> positive_name;
@@ -497,7 +498,7 @@ std::optional<std::vector<CalicoRule>> Writer::convert(const ir::Rule& rule, Con
     bool possible = true;
     for (std::size_t i = 0; i < 2 && possible; ++i) {
       Side& side = i == 0 ? variant.source : variant.destination;
-      auto of_family = [&](const std::vector<ir::Cidr>& cidrs) {
+      auto of_family = [&](std::span<const ir::Cidr> cidrs) {
         std::vector<ir::Cidr> kept;
         for (const auto& cidr : cidrs)
           if (cidr.addr.family == *family) kept.push_back(cidr);

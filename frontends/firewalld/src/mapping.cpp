@@ -577,7 +577,7 @@ class Mapper {
   }
 
   void add_set(const std::string& name, std::vector<ir::Cidr> cidrs, const ir::Origin& origin) {
-    ruleset_.sets[name] = ir::AddrSet{std::move(cidrs), origin};
+    ruleset_.sets[name] = ir::AddrSet{{cidrs.begin(), cidrs.end()}, origin};
   }
 
   // ---- policies: which are active, what they touch (§5.1, §5.2) -----------------------------------

@@ -127,7 +127,7 @@ TEST_CASE("classification order: sources by zone name, then interfaces", "[mappi
   CHECK(endpoint_names(rs, ir::Stage::input) == expected);
   const ir::Endpoint& first = only_section(rs, ir::Stage::input).endpoints[0];
   REQUIRE(first.match.src_set.has_value());
-  CHECK(rs.find_set(*first.match.src_set)->cidrs == std::vector{*ir::parse_cidr("10.2.0.0/16")});
+  CHECK(rs.find_set(*first.match.src_set)->cidrs == SlimVector{*ir::parse_cidr("10.2.0.0/16")});
 
   if (compat == Compat::v2) {
     // 2.x: ingress-priority sorts before everything else.
@@ -150,7 +150,7 @@ TEST_CASE("origins name the file position and the zone, service or rich rule", "
   const ir::Rule& dhcp = allow.rules.at(1);
   CHECK(dhcp.match.family == ir::Family::ipv6);
   REQUIRE(dhcp.match.dst_addr.size() == 1);
-  CHECK(rs.find_set(dhcp.match.dst_addr[0].set)->cidrs == std::vector{*ir::parse_cidr("fe80::/64")});
+  CHECK(rs.find_set(dhcp.match.dst_addr[0].set)->cidrs == SlimVector{*ir::parse_cidr("fe80::/64")});
   const ir::Rule& drop = chain(rs, "input/zone/public/deny").rules.at(0);
   CHECK(drop.origin.policy.starts_with("zone public: rule "));
   CHECK(drop.origin.rule == 0);

@@ -291,10 +291,10 @@ class PolicyReader::Impl {
   void read_rule(const Node& node, const std::string& chain, std::size_t index, ir::Rule& rule);
   void read_match(const RuleFields& fields, const std::string& owner, ir::Match& match);
   void read_addresses(const Node& node, std::string_view field, const std::string& owner, ir::Family family,
-                      std::vector<ir::AddrMatch>& out);
+                      ir::AddrMatches& out);
   void read_one_address(const Node& node, std::string_view field, const std::string& owner,
-                        std::size_t position, ir::Family family, std::vector<ir::AddrMatch>& out);
-  void read_ports(const Node& node, std::string_view field, std::vector<ir::PortMatch>& out);
+                        std::size_t position, ir::Family family, ir::AddrMatches& out);
+  void read_ports(const Node& node, std::string_view field, ir::PortMatches& out);
   std::optional<ir::PortMatch> read_one_port(const Node& node, std::string_view field);
   std::optional<std::vector<ir::IfacePattern>> read_ifaces(const Node& node, std::string_view field,
                                                            bool& negate);
@@ -885,7 +885,7 @@ void PolicyReader::Impl::read_rpf(const Node& node, ir::Match& match) {
 }
 
 void PolicyReader::Impl::read_addresses(const Node& node, std::string_view field, const std::string& owner,
-                                        ir::Family family, std::vector<ir::AddrMatch>& out) {
+                                        ir::Family family, ir::AddrMatches& out) {
   if (node.is_mapping() && node.find("all")) {
     const Node& all = *node.find("all");
     if (node.size() != 1) error(node, std::string(field) + ": 'all' must be the only field of its mapping");
@@ -899,8 +899,7 @@ void PolicyReader::Impl::read_addresses(const Node& node, std::string_view field
 }
 
 void PolicyReader::Impl::read_one_address(const Node& node, std::string_view field, const std::string& owner,
-                                          std::size_t position, ir::Family family,
-                                          std::vector<ir::AddrMatch>& out) {
+                                          std::size_t position, ir::Family family, ir::AddrMatches& out) {
   auto peeled = peel(node, field);
   if (!peeled) return;
   const Node& value = *peeled->node;
@@ -934,8 +933,7 @@ void PolicyReader::Impl::read_one_address(const Node& node, std::string_view fie
   out.push_back(match);
 }
 
-void PolicyReader::Impl::read_ports(const Node& node, std::string_view field,
-                                    std::vector<ir::PortMatch>& out) {
+void PolicyReader::Impl::read_ports(const Node& node, std::string_view field, ir::PortMatches& out) {
   if (node.is_mapping() && node.find("all")) {
     const Node& all = *node.find("all");
     if (node.size() != 1) error(node, std::string(field) + ": 'all' must be the only field of its mapping");
@@ -1467,7 +1465,7 @@ std::optional<std::string> PolicyReader::Impl::read_endpoint_set(const Node& nod
     type_error(node, field, "a set name, an address or a list of addresses");
     return std::nullopt;
   }
-  std::vector<ir::AddrMatch> matches;
+  ir::AddrMatches matches;
   read_one_address(node, field, owner, 0, ir::Family::any, matches);
   if (matches.empty()) return std::nullopt;
   return matches.front().set;

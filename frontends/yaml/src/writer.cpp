@@ -67,10 +67,9 @@ class Writer {
   void write_sets();
   void write_chains();
   void write_rule(const ir::Rule& rule, const std::string& owner);
-  void write_addresses(const std::vector<ir::AddrMatch>& matches, const std::string& owner,
-                       std::string_view side);
+  void write_addresses(const ir::AddrMatches& matches, const std::string& owner, std::string_view side);
   void write_address_term(const ir::AddrMatch& match, bool inlined);
-  void write_ports(const std::vector<ir::PortMatch>& matches);
+  void write_ports(const ir::PortMatches& matches);
   void write_icmp(const ir::IcmpMatch& icmp, const ir::Origin& origin);
   void write_action(const ir::Action& action, const ir::Origin& origin);
   void write_stages();
@@ -333,7 +332,7 @@ void Writer::write_rule(const ir::Rule& rule, const std::string& owner) {
   out_ << YAML::EndMap;
 }
 
-void Writer::write_addresses(const std::vector<ir::AddrMatch>& matches, const std::string& owner,
+void Writer::write_addresses(const ir::AddrMatches& matches, const std::string& owner,
                              std::string_view side) {
   auto inlined = [&](std::size_t i) { return inline_set(matches[i].set, inline_set_name(owner, side, i)); };
   if (matches.size() == 1) return write_address_term(matches.front(), inlined(0));
@@ -349,7 +348,7 @@ void Writer::write_address_term(const ir::AddrMatch& match, bool inlined) {
   negatable(cidrs, match.negate);
 }
 
-void Writer::write_ports(const std::vector<ir::PortMatch>& matches) {
+void Writer::write_ports(const ir::PortMatches& matches) {
   auto term = [&](const ir::PortMatch& match) {
     std::vector<std::string> ports;
     for (const auto& range : match.ports) ports.push_back(port_text(range));
