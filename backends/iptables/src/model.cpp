@@ -354,20 +354,23 @@ std::string summary_of(std::string_view meta_spec) {
 }
 
 std::string rules_summary(const std::map<std::string, std::vector<std::string>>& stamps_by_chain) {
+  // The digest of "chain:stamp,stamp,...;" for every chain, hashed piece by piece: written out, the text
+  // of 50,000 rules' stamps took 6 MB at the peak of an apply.
   std::size_t rules = 0;
-  std::string all;
+  std::uint64_t digest = fnv1a({});
   for (const auto& [chain, stamps] : stamps_by_chain) {
-    all += chain + ':';
-    for (const auto& stamp : stamps) all += stamp + ',';
-    all += ';';
+    digest = fnv1a(":", fnv1a(chain, digest));
+    for (const auto& stamp : stamps) digest = fnv1a(",", fnv1a(stamp, digest));
+    digest = fnv1a(";", digest);
     rules += stamps.size();
   }
-  return "rules " + std::to_string(rules) + " digest " + hash16(all);
+  return "rules " + std::to_string(rules) + " digest " + hex16(digest);
 }
 
 void add_member_stamps(std::map<std::string, std::vector<std::string>>& stamps, std::string_view set_name,
                        const std::vector<std::string>& members, const std::vector<std::string>& comments) {
   auto& out = stamps["ipset/" + std::string(set_name)];
+  out.reserve(out.size() + members.size());
   for (std::size_t i = 0; i < members.size(); ++i)
     out.push_back(members[i] + ' ' + (i < comments.size() ? comments[i] : std::string()));
   std::sort(out.begin(), out.end());

@@ -694,3 +694,16 @@ TEST_CASE("the record of the tables reads back as written, and a cut, padded or 
   CHECK(!HeldTables::load(dir));
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("the rules summary digests the chains' stamps as one text, whatever it is hashed in") {
+  // What fwe-meta of rulesets applied before keeps: the digest of "chain:stamp,...;" written out whole.
+  const std::map<std::string, std::vector<std::string>> stamps{
+      {"filter/fwe-input", {"fwe:0011223344556677", "fwe:8899aabbccddeeff"}},
+      {"ipset/fwe-4r-filter-p-0", {"10.0.0.0/24,6:80 :+1:7 p#0", "10.0.1.0/24,6:81 :+2:7 p#1"}},
+      {"raw/fwe-pre", {}}};
+  CHECK(rules_summary(stamps) ==
+        "rules 4 digest " +
+            hash16("filter/fwe-input:fwe:0011223344556677,fwe:8899aabbccddeeff,;"
+                   "ipset/fwe-4r-filter-p-0:10.0.0.0/24,6:80 :+1:7 p#0,10.0.1.0/24,6:81 :+2:7 p#1,;"
+                   "raw/fwe-pre:;"));
+}
