@@ -77,7 +77,7 @@ void normalise_cidrs(SlimVector<Cidr>& cidrs) {
     }
     for (const auto& [lo, hi] : merged) cover(lo, hi, family, out);
   }
-  cidrs.assign(out.begin(), out.end());
+  cidrs = SlimVector<Cidr>(out.begin(), out.end());
 }
 
 void normalise_ports(PortSet& ports) {

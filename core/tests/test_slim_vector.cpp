@@ -128,3 +128,34 @@ TEST_CASE("slim vectors compare element by element") {
   CHECK(b.back() == 5);
   CHECK_THROWS_AS(b.at(2), std::out_of_range);
 }
+
+namespace {
+
+// A value whose copy throws once `copies_left` copies were made (a std::bad_alloc, as in the IR).
+struct Fragile {
+  static inline int copies_left = 0;
+  std::string text = "a value long enough to live on the heap";
+  Fragile() = default;
+  Fragile(const Fragile& other) : text(other.text) {
+    if (copies_left-- == 0) throw std::bad_alloc();
+  }
+  Fragile(Fragile&&) noexcept = default;
+  Fragile& operator=(const Fragile&) = default;
+  Fragile& operator=(Fragile&&) noexcept = default;
+};
+
+}  // namespace
+
+TEST_CASE("a copy that throws leaves a slim vector as it was, and a half-built one freed") {
+  const std::vector<Fragile> three(3);
+  SlimVector<Fragile> slim;
+  slim.push_back(Fragile());
+  Fragile::copies_left = 1;  // the second copy throws
+  CHECK_THROWS_AS(slim.insert(slim.begin(), three.begin(), three.end()), std::bad_alloc);
+  CHECK(slim.size() == 1);
+  Fragile::copies_left = 2;
+  CHECK_THROWS_AS(SlimVector<Fragile>(three.begin(), three.end()), std::bad_alloc);  // ASan: nothing leaks
+  Fragile::copies_left = 100;
+  SlimVector<Fragile> copy(three.begin(), three.end());
+  CHECK(copy.size() == 3);
+}

@@ -38,12 +38,12 @@ class SlimVector {
   using const_iterator = const T*;
 
   SlimVector() noexcept = default;
-  SlimVector(std::initializer_list<T> values) { assign(values.begin(), values.end()); }
+  SlimVector(std::initializer_list<T> values) { build(values.begin(), values.end()); }
   template <std::input_iterator It>
   SlimVector(It first, It last) {
-    assign(first, last);
+    build(first, last);
   }
-  SlimVector(const SlimVector& other) { assign(other.begin(), other.end()); }
+  SlimVector(const SlimVector& other) { build(other.begin(), other.end()); }
   SlimVector(SlimVector&& other) noexcept : data_(std::exchange(other.data_, nullptr)) {}
   SlimVector& operator=(const SlimVector& other) {
     if (this != &other) SlimVector(other).swap(*this);
@@ -145,7 +145,12 @@ class SlimVector {
     }
     if constexpr (std::forward_iterator<It>)
       reserve(before + static_cast<size_type>(std::distance(first, last)));
-    for (; first != last; ++first) emplace_back(*first);
+    try {
+      for (; first != last; ++first) emplace_back(*first);
+    } catch (...) {  // a copy that throws leaves the vector as it was
+      erase(begin() + before, end());
+      throw;
+    }
     std::rotate(begin() + at, begin() + static_cast<difference_type>(before), end());
     return begin() + at;
   }
@@ -180,6 +185,17 @@ class SlimVector {
 
   Header* header() const noexcept { return reinterpret_cast<Header*>(data_) - 1; }
   size_type grown() const { return std::max<size_type>(1, capacity() * 2); }
+
+  // A constructor's filling: the destructor does not run when it throws, so the block is freed here.
+  template <typename It>
+  void build(It first, It last) {
+    try {
+      insert(end(), first, last);
+    } catch (...) {
+      release();
+      throw;
+    }
+  }
 
   void reallocate(size_type capacity) {
     if (capacity > UINT32_MAX) throw std::length_error("SlimVector: more than 2^32 elements");
