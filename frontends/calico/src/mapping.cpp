@@ -189,18 +189,22 @@ class Mapper {
   void warn_of_encapsulation() {
     const EncapsulationSetting* ipip = nullptr;
     const EncapsulationSetting* vxlan = nullptr;
+    std::int64_t vxlan_port = kVxlanPort;
     for (const FelixConfig* config : felix_configs()) {
       if (!config) continue;
       if (config->ipip) ipip = &*config->ipip;
       if (config->vxlan) vxlan = &*config->vxlan;
+      if (config->vxlan_port) vxlan_port = *config->vxlan_port;
     }
+    // Felix's rules take the port as uint16(VXLANPort).
+    const std::string vxlan_rule =
+        "UDP " + std::to_string(static_cast<std::uint16_t>(vxlan_port)) + " (VXLAN)";
     auto warn = [&](SourceLoc loc, const std::string& setting, bool for_ipip) {
       diag_.warning(loc,
                     setting + " makes Felix accept " + (for_ipip ? "IPIP" : "VXLAN") +
                         " packets only from Calico hosts and drop those from other sources, before any "
                         "host endpoint policy; fwengine does not (it reads no Node addresses)",
-                    std::string("write a policy rule for ") +
-                        (for_ipip ? "protocol 4 (IPIP)" : "UDP 4789 (VXLAN)") +
+                    std::string("write a policy rule for ") + (for_ipip ? "protocol 4 (IPIP)" : vxlan_rule) +
                         " from your nodes' addresses if you rely on that check");
     };
     for (const EncapsulationSetting* setting : {ipip, vxlan})

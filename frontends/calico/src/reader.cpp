@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <charconv>
 #include <cmath>
 #include <set>
 #include <utility>
@@ -1434,6 +1435,27 @@ std::optional<std::vector<FailsafePort>> Reader::read_failsafe(const yaml::Node&
 
 namespace {
 
+// An int as Felix's IntParam reads it (Go's strconv.ParseInt with base 0, lower-cased): an optional
+// sign, then decimal, 0x hex, 0o or 0 octal, or 0b binary. Go's digit separators ('_') are not taken.
+std::optional<std::int64_t> go_integer(std::string_view text) {
+  const bool negative = !text.empty() && text.front() == '-';
+  if (!text.empty() && (text.front() == '-' || text.front() == '+')) text.remove_prefix(1);
+  int base = 10;
+  if (text.size() > 2 && text[0] == '0' && (text[1] == 'x' || text[1] == 'o' || text[1] == 'b')) {
+    base = text[1] == 'x' ? 16 : text[1] == 'o' ? 8 : 2;
+    text.remove_prefix(2);
+  } else if (text.size() > 1 && text[0] == '0') {
+    base = 8;
+    text.remove_prefix(1);
+  }
+  std::uint64_t magnitude = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), magnitude, base);
+  const std::uint64_t limit = static_cast<std::uint64_t>(INT64_MAX) + (negative ? 1 : 0);
+  if (text.empty() || error != std::errc() || end != text.data() + text.size() || magnitude > limit)
+    return std::nullopt;
+  return negative ? static_cast<std::int64_t>(0 - magnitude) : static_cast<std::int64_t>(magnitude);
+}
+
 // Felix's values of the settings fwengine models, lower-cased; nullopt for any other value.
 std::optional<bool> rejects(const std::string& action) {  // oneof(DROP,REJECT)
   if (action == "reject" || action == "drop") return action == "reject";
@@ -1559,6 +1581,12 @@ void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const C
             EncapsulationSetting{*on ? Encapsulation::on : Encapsulation::off, node->loc(),
                                  "FelixConfiguration '" + config.name + "': " + field + ": " + node->text()};
     }
+    if (const yaml::Node* node = spec->find("vxlanPort"); node && !node->is_null()) {
+      config.vxlan_port = node->as_int();
+      if (!config.vxlan_port)
+        diag_.error(node->loc(), "vxlanPort must be an integer, not " + node->describe(),
+                    "write the UDP port of VXLAN packets, such as 4789 (unquoted)");
+    }
     for (const char* field : {"iptablesFilterAllowAction", "iptablesMangleAllowAction",
                               "nftablesFilterAllowAction", "nftablesMangleAllowAction"}) {
       if (const yaml::Node* node = spec->find(field); node && lower(node->text()) == "return") {
@@ -1591,7 +1619,7 @@ void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const C
 void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& config) {
   constexpr std::string_view kPrefix = "config.projectcalico.org/";
   // The settings fwengine models, by their Felix names.
-  static constexpr std::array<std::string_view, 13> kNames = {"FailsafeInboundHostPorts",
+  static constexpr std::array<std::string_view, 14> kNames = {"FailsafeInboundHostPorts",
                                                               "FailsafeOutboundHostPorts",
                                                               "Ipv6Support",
                                                               "DisableConntrackInvalidCheck",
@@ -1603,7 +1631,8 @@ void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& 
                                                               "InterfacePrefix",
                                                               "InterfaceExclude",
                                                               "IpInIpEnabled",
-                                                              "VXLANEnabled"};
+                                                              "VXLANEnabled",
+                                                              "VXLANPort"};
   const auto keys = annotations.keys();
   const auto values = annotations.values();
   auto written_name = [&](std::size_t i) { return std::string_view(keys[i].text()).substr(kPrefix.size()); };
@@ -1728,6 +1757,19 @@ void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& 
       else if (value != "none")
         fallback("true or false");
       field = EncapsulationSetting{setting, loc, "annotation " + keys[i].text() + ": " + values[i].text()};
+    } else if (exact == "VXLANPort") {
+      if (!decides(from_spec.vxlan_port.has_value())) continue;
+      if (value.empty()) {
+        config.vxlan_port.reset();
+      } else if (value == "none") {
+        config.vxlan_port = 0;  // the int's zero value
+      } else {
+        config.vxlan_port = go_integer(value);
+        if (!config.vxlan_port) {
+          fallback("the UDP port of VXLAN packets, such as 4789");
+          config.vxlan_port = kVxlanPort;
+        }
+      }
     } else {
       auto& field = exact == "LogPrefix"         ? config.log_prefix
                     : exact == "InterfacePrefix" ? config.interface_prefix

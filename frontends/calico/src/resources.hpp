@@ -156,6 +156,8 @@ struct EncapsulatedPool {
   bool ipv6 = false;
 };
 
+inline constexpr std::int64_t kVxlanPort = 4789;  // Felix's default vxlanPort
+
 struct FelixConfig {
   std::string name;
   SourceLoc loc;
@@ -171,6 +173,8 @@ struct FelixConfig {
   // defaultEndpointToHostAction: Drop, Accept, or Return (continue); "" (Felix's default) is unset.
   std::optional<ir::Verdict> endpoint_to_host;
   std::optional<EncapsulationSetting> ipip, vxlan;
+  // vxlanPort: the UDP port of VXLAN packets. Felix takes any int and uses its low 16 bits.
+  std::optional<std::int64_t> vxlan_port;
 };
 
 struct Model {

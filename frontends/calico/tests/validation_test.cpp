@@ -574,6 +574,33 @@ TEST_CASE("The annotations IpInIpEnabled and VXLANEnabled turn IPIP and VXLAN on
   }
 }
 
+// Felix's rules match VXLAN packets on uint16(VXLANPort): the warning's hint names that port.
+TEST_CASE("The VXLAN warning names the port Felix checks: vxlanPort, the node's over the default",
+          "[validation]") {
+  const std::string vxlan_on = felix_config("default", "{vxlanEnabled: true}");
+  auto hint_port = [](const std::vector<std::string>& warnings) {
+    REQUIRE(count_containing(warnings, "makes Felix accept VXLAN") == 1);
+    for (const auto& warning : warnings) {
+      const auto at = warning.find("a policy rule for UDP ");
+      if (at != std::string::npos) return warning.substr(at + 22, warning.find(' ', at + 22) - at - 22);
+    }
+    return std::string("none");
+  };
+  CHECK(hint_port(map_warnings(vxlan_on)) == "4789");
+  CHECK(hint_port(map_warnings(felix_config("default", "{vxlanEnabled: true, vxlanPort: 8472}"))) == "8472");
+  CHECK(hint_port(map_warnings(felix_config("default", "{vxlanEnabled: true, vxlanPort: 70000}"))) == "4464");
+  CHECK(hint_port(map_warnings(
+            vxlan_on + felix_config("node.n1", "{}", "config.projectcalico.org/VXLANPort: '0x1234'"))) ==
+        "4660");
+  CHECK(hint_port(map_warnings(vxlan_on + felix_config("node.n2", "{vxlanPort: 8472}"))) == "4789");
+  const auto invalid = map_warnings(
+      vxlan_on + felix_config("node.n1", "{vxlanPort: 8472}", "config.projectcalico.org/VXLANPort: abc"));
+  CHECK(count_containing(invalid, "invalid value 'abc', which Felix replaces with its default") == 1);
+  CHECK(hint_port(invalid) == "4789");
+  check_error(felix_config("default", "{vxlanPort: '8472'}"),
+              "test.yaml:4:19: error: vxlanPort must be an integer, not a string");
+}
+
 // Felix's iface-list: names separated by commas alone, or Felix refuses to start.
 TEST_CASE("An interfacePrefix that is not a list of names, from the spec or an annotation, is an error",
           "[validation]") {
