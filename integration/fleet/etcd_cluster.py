@@ -161,16 +161,28 @@ class EtcdCluster:
                                 f"{self.log_tail()}")
             time.sleep(0.2)
 
-    def leader(self):
-        """The member that leads now, asked of the running members."""
-        running = [m for m in self.members if m.running()]
-        completed = self.etcdctl("endpoint", "status", "-w", "json",
-                                 endpoints=[f"127.0.0.1:{m.client_port}" for m in running])
-        for status in json.loads(completed.stdout):
-            leader_id = status["Status"]["leader"]
-            if leader_id and leader_id == status["Status"]["header"]["member_id"]:
-                return next(m for m in running if status["Endpoint"].endswith(f":{m.client_port}"))
-        raise EtcdError("no member says it is the leader")
+    def leader(self, timeout=20):
+        """The member that leads now, asked of the running members. Just after a member came back (a
+        thawed one calls an election) there can be none for a moment: etcd's JSON then leaves out
+        "leader", and a member may not answer; asked again until one leads."""
+        deadline = time.monotonic() + timeout
+        while True:
+            running = [m for m in self.members if m.running()]
+            completed = self.etcdctl("endpoint", "status", "-w", "json", check=False,
+                                     endpoints=[f"127.0.0.1:{m.client_port}" for m in running])
+            try:
+                statuses = json.loads(completed.stdout) if completed.stdout.strip() else []
+            except json.JSONDecodeError:
+                statuses = []
+            for status in statuses:
+                state = status.get("Status", {})
+                leader_id = state.get("leader")
+                if leader_id and leader_id == state.get("header", {}).get("member_id"):
+                    return next(m for m in running if status["Endpoint"].endswith(f":{m.client_port}"))
+            if time.monotonic() > deadline:
+                raise EtcdError(f"no member says it is the leader after {timeout} s: "
+                                f"{completed.stderr.strip()}; {self.log_tail()}")
+            time.sleep(0.2)
 
     def log_tail(self, lines=5):
         tails = []
