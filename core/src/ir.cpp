@@ -8,9 +8,14 @@
 #include <cctype>
 #include <charconv>
 #include <cstdio>
+#include <ostream>
 #include <span>
 
 namespace fwe::ir {
+
+std::ostream& operator<<(std::ostream& out, const SharedString& s) {
+  return out << s.str();
+}
 
 namespace {
 template <typename Enum, std::size_t N>

@@ -1,4 +1,5 @@
 #include <catch2/catch.hpp>
+#include <sstream>
 
 #include "fwengine/ir.hpp"
 #include "fwengine/set_index.hpp"
@@ -85,7 +86,7 @@ TEST_CASE("a boxed match reads like std::optional and copies deeply") {
   CHECK_FALSE(copy == m);
 }
 
-TEST_CASE("a rare string reads like a string, holds nothing when empty and copies deeply") {
+TEST_CASE("a shared string reads like a string, holds nothing when empty and is shared by its copies") {
   Action a;
   CHECK(a.target.empty());
   CHECK(a.target == "");
@@ -102,12 +103,31 @@ TEST_CASE("a rare string reads like a string, holds nothing when empty and copie
 
   Action copy = a;
   CHECK(copy == a);
-  copy.target = "other";  // the copy has storage of its own
+  CHECK(copy.target.c_str() == a.target.c_str());  // one block for both
+  copy.target = "other";  // assigning gives the copy a block of its own; the original keeps its text
   CHECK(a.target == "gnp/allow-ssh");
   CHECK_FALSE(copy == a);
   copy.target = "";  // an empty string is no string at all: equal to one never set
   CHECK(copy.target.empty());
   CHECK(copy == Action{});
+  CHECK(SharedString(std::string("x")) == SharedString("x"));  // equal texts in two blocks are equal
+
+  // The last holder frees the block (LeakSanitizer checks that it does), whoever it is.
+  std::vector<SharedString> holders(100, SharedString("zone public"));
+  SharedString last = holders.back();
+  holders.clear();
+  CHECK(last == "zone public");
+  std::ostringstream printed;
+  printed << last;
+  CHECK(printed.str() == "zone public");
+
+  // An origin packs its policy beside the location and the rule: 24 bytes, not 56.
+  static_assert(sizeof(Origin) == 24);
+  const Origin built{{1, 2, 3}, "chain", 4};
+  CHECK(built.loc.line == 2);
+  CHECK(built.policy == "chain");
+  CHECK(built.rule == 4);
+  CHECK(Origin{}.rule == -1);
 }
 
 TEST_CASE("a match without some parts keeps everything else") {

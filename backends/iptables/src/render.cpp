@@ -674,7 +674,7 @@ class FamilyRenderer {
         for (Stage s : stages)
           if (!before_routing(s)) where += (where.empty() ? "" : ", ") + std::string(ir::to_string(s));
         error(rule.origin,
-              (rule.origin.policy.empty() ? std::string("this rule") : rule.origin.policy) +
+              (rule.origin.policy.empty() ? std::string("this rule") : rule.origin.policy.str()) +
                   " checks the reverse path (rpf) in " + where +
                   "; iptables can check it only before routing (stages untracked-in and prednat)",
               "check it in prednat instead, or choose --backend nft");

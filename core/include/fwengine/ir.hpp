@@ -3,14 +3,17 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <concepts>
 #include <cstdint>
+#include <iosfwd>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "fwengine/diagnostics.hpp"
@@ -88,11 +91,73 @@ constexpr bool is_untracked(Stage s) {
   return s == Stage::untracked_in || s == Stage::untracked_out;
 }
 
+// A string that its copies share: one counted block (none when empty), 8 bytes in every holder, and a
+// copy is no allocation. Used where many IR objects hold the same text (an origin's policy: all of a
+// chain's rules, and the inline sets of a policy of 50,000 rules) or most leave it empty (a reject reply,
+// a log prefix, a jump target). It reads like a const std::string and is set by assignment. The count
+// is atomic: a rendering backend copies origins while core hashes the same IR on another thread.
+class SharedString {
+ public:
+  SharedString() = default;
+  SharedString(std::string value) : block_(value.empty() ? nullptr : new Block{std::move(value)}) {}
+  SharedString(std::string_view value) : SharedString(std::string(value)) {}
+  SharedString(const char* value) : SharedString(std::string(value)) {}
+  SharedString(const SharedString& other) noexcept : block_(other.block_) {
+    if (block_) block_->holders.fetch_add(1, std::memory_order_relaxed);
+  }
+  SharedString(SharedString&& other) noexcept : block_(std::exchange(other.block_, nullptr)) {}
+  SharedString& operator=(SharedString other) noexcept {
+    std::swap(block_, other.block_);
+    return *this;
+  }
+  ~SharedString() {
+    if (block_ && block_->holders.fetch_sub(1, std::memory_order_acq_rel) == 1) delete block_;
+  }
+
+  const std::string& str() const { return block_ ? block_->text : empty_string(); }
+  operator const std::string&() const { return str(); }
+  operator std::string_view() const { return str(); }
+  bool empty() const { return block_ == nullptr; }
+  std::size_t size() const { return str().size(); }
+  const char* c_str() const { return str().c_str(); }
+  bool starts_with(std::string_view prefix) const { return str().starts_with(prefix); }
+  std::string substr(std::size_t pos, std::size_t count = std::string::npos) const {
+    return str().substr(pos, count);
+  }
+  std::string::const_iterator begin() const { return str().begin(); }
+  std::string::const_iterator end() const { return str().end(); }
+
+  friend bool operator==(const SharedString& a, const SharedString& b) {
+    return a.block_ == b.block_ || a.str() == b.str();
+  }
+  friend bool operator==(const SharedString& a, const std::string& b) { return a.str() == b; }
+  friend bool operator==(const SharedString& a, std::string_view b) { return a.str() == b; }
+  friend bool operator==(const SharedString& a, const char* b) { return a.str() == b; }
+  friend std::string operator+(const SharedString& a, std::string_view b) { return a.str() + std::string(b); }
+  friend std::string operator+(std::string_view a, const SharedString& b) { return std::string(a) + b.str(); }
+  friend std::ostream& operator<<(std::ostream& out, const SharedString& s);
+
+ private:
+  struct Block {
+    const std::string text;
+    std::atomic<std::uint32_t> holders{1};
+  };
+  static const std::string& empty_string() {
+    static const std::string empty;
+    return empty;
+  }
+  Block* block_ = nullptr;
+};
+
 // ---- where every piece came from ----------------------------------------------------------------
 struct Origin {
+  // Built as {loc, policy, rule}; the members are in another order, which packs them into 24 bytes.
+  Origin() = default;
+  Origin(SourceLoc loc, SharedString policy = {}, std::int32_t rule = -1)
+      : loc(loc), rule(rule), policy(std::move(policy)) {}
   SourceLoc loc;           // file indexes Ruleset::files
-  std::string policy;      // e.g. "GlobalNetworkPolicy default-rules", "zone public"
   std::int32_t rule = -1;  // index of the rule inside its policy, -1 if none
+  SharedString policy;     // e.g. "GlobalNetworkPolicy default-rules", "zone public"
 };
 
 // ---- addresses and ports ------------------------------------------------------------------------
@@ -233,52 +298,6 @@ class Boxed {
   std::unique_ptr<T> value_;
 };
 
-// A string most rules leave empty (a reject reply, a log prefix, a jump target), held out of line: 8
-// bytes in every Action instead of 32. It reads like a const std::string and is set by assignment.
-class RareString {
- public:
-  RareString() = default;
-  RareString(std::string value)
-      : value_(value.empty() ? nullptr : std::make_unique<std::string>(std::move(value))) {}
-  RareString(std::string_view value) : RareString(std::string(value)) {}
-  RareString(const char* value) : RareString(std::string(value)) {}
-  RareString(const RareString& other)
-      : value_(other.value_ ? std::make_unique<std::string>(*other.value_) : nullptr) {}
-  RareString(RareString&&) noexcept = default;
-  RareString& operator=(const RareString& other) {
-    if (this != &other) value_ = other.value_ ? std::make_unique<std::string>(*other.value_) : nullptr;
-    return *this;
-  }
-  RareString& operator=(RareString&&) noexcept = default;
-  ~RareString() = default;
-
-  const std::string& str() const { return value_ ? *value_ : empty_string(); }
-  operator const std::string&() const { return str(); }
-  operator std::string_view() const { return str(); }
-  bool empty() const { return value_ == nullptr; }
-  std::size_t size() const { return str().size(); }
-  const char* c_str() const { return str().c_str(); }
-  std::string substr(std::size_t pos, std::size_t count = std::string::npos) const {
-    return str().substr(pos, count);
-  }
-  std::string::const_iterator begin() const { return str().begin(); }
-  std::string::const_iterator end() const { return str().end(); }
-
-  friend bool operator==(const RareString& a, const RareString& b) { return a.str() == b.str(); }
-  friend bool operator==(const RareString& a, const std::string& b) { return a.str() == b; }
-  friend bool operator==(const RareString& a, std::string_view b) { return a.str() == b; }
-  friend bool operator==(const RareString& a, const char* b) { return a.str() == b; }
-  friend std::string operator+(const RareString& a, std::string_view b) { return a.str() + std::string(b); }
-  friend std::string operator+(std::string_view a, const RareString& b) { return std::string(a) + b.str(); }
-
- private:
-  static const std::string& empty_string() {
-    static const std::string empty;
-    return empty;
-  }
-  std::unique_ptr<std::string> value_;
-};
-
 struct RateLimit {
   std::uint32_t rate = 0;
   std::string unit = "second";  // second, minute, hour, day
@@ -323,10 +342,10 @@ struct MatchParts {
 Match without(const Match& m, MatchParts parts);
 
 struct Action {
-  RareString reject_with;        // reject: icmp-port-unreachable (default), tcp-reset, icmp-host-prohibited,
+  SharedString reject_with;      // reject: icmp-port-unreachable (default), tcp-reset, icmp-host-prohibited,
                                  //   icmp-net-prohibited, icmp-admin-prohibited, icmp6-adm-prohibited, ...
-  RareString log_prefix;         // log
-  RareString target;             // jump: chain name; ct-helper: helper name
+  SharedString log_prefix;       // log
+  SharedString target;           // jump: chain name; ct-helper: helper name
   std::uint32_t mark_value = 0;  // set-mark
   std::uint32_t mark_mask = 0xffffffff;
   std::optional<IpAddr> nat_addr;     // dnat, snat

@@ -681,7 +681,7 @@ class Mapper {
       // profile (the endpoint chain checks only the accept mark after each profile, endpoints.go).
       const Profile& defn = *defined->second;
       chain.origin = {defn.loc, "Profile " + profile, -1};
-      const RuleOwner owner{"Profile", "pro", profile, "", "profile/" + profile, true};
+      const RuleOwner owner{"pro", profile, "", "profile/" + profile, true};
       const auto& rules = direction == Direction::ingress ? defn.ingress : defn.egress;
       for (std::size_t i = 0; i < rules.size(); ++i) {
         append_rule(chain, owner, direction, PolicyClass::normal, static_cast<std::int32_t>(i), rules[i]);
@@ -711,8 +711,7 @@ class Mapper {
     chain.name = name;
     chain.origin = {policy.loc, "GlobalNetworkPolicy " + policy.name, -1};
     const auto& rules = direction == Direction::ingress ? policy.ingress : policy.egress;
-    const RuleOwner owner{"GlobalNetworkPolicy", "gnp", policy.name, policy.tier,
-                          "gnp/" + policy.name,  false};
+    const RuleOwner owner{"gnp", policy.name, policy.tier, "gnp/" + policy.name, false};
     for (std::size_t i = 0; i < rules.size(); ++i) {
       append_rule(chain, owner, direction, cls, static_cast<std::int32_t>(i), rules[i]);
     }
@@ -722,7 +721,6 @@ class Mapper {
 
   // Whose rules are rendered: a GlobalNetworkPolicy or a Profile.
   struct RuleOwner {
-    std::string kind;        // "GlobalNetworkPolicy", "Profile"
     std::string short_kind;  // Felix's %k: "gnp", "pro"
     std::string name;
     std::string tier;    // Felix's %t: "" for profiles
@@ -997,7 +995,7 @@ class Mapper {
 
   void append_rule(ir::Chain& chain, const RuleOwner& owner, Direction direction, PolicyClass cls,
                    std::int32_t index, const RuleSpec& rule) {
-    const ir::Origin origin{rule.loc, owner.kind + " " + owner.name, index};
+    const ir::Origin origin{rule.loc, chain.origin.policy, index};  // all of the chain's rules share its text
     const std::string prefix =
         owner.prefix + "/" + std::string(to_string(direction)) + "/" + std::to_string(index);
     if (rule.protocol && rule.not_protocol && *rule.protocol == *rule.not_protocol) return;  // never matches

@@ -288,12 +288,19 @@ class PolicyReader::Impl {
   void read_chain_range(Node& chains, std::size_t begin, std::size_t end);
   // Takes what `second` read after this one's last chain, as if this one had read it.
   void adopt(Impl& second, const Diagnostics& second_diag, std::size_t reported_before);
-  void read_rule(const Node& node, const std::string& chain, std::size_t index, ir::Rule& rule);
-  void read_match(const RuleFields& fields, const std::string& owner, ir::Match& match);
-  void read_addresses(const Node& node, std::string_view field, const std::string& owner, ir::Family family,
+  // What an inline address set belongs to: the name it is called after (inline_set_name) and the policy
+  // and rule of its origin (a rule's: its chain's policy, which all the chain's rules and sets share).
+  struct SetOwner {
+    std::string name;
+    ir::SharedString policy;
+    std::int32_t rule = -1;
+  };
+  void read_rule(const Node& node, const ir::SharedString& chain, std::size_t index, ir::Rule& rule);
+  void read_match(const RuleFields& fields, const SetOwner& owner, ir::Match& match);
+  void read_addresses(const Node& node, std::string_view field, const SetOwner& owner, ir::Family family,
                       ir::AddrMatches& out);
-  void read_one_address(const Node& node, std::string_view field, const std::string& owner,
-                        std::size_t position, ir::Family family, ir::AddrMatches& out);
+  void read_one_address(const Node& node, std::string_view field, const SetOwner& owner, std::size_t position,
+                        ir::Family family, ir::AddrMatches& out);
   void read_ports(const Node& node, std::string_view field, ir::PortMatches& out);
   std::optional<ir::PortMatch> read_one_port(const Node& node, std::string_view field);
   std::optional<std::vector<ir::IfacePattern>> read_ifaces(const Node& node, std::string_view field,
@@ -736,7 +743,7 @@ void PolicyReader::Impl::read_chain_range(Node& node, std::size_t begin, std::si
     if (value.is_sequence()) {
       chain.rules.resize(value.items().size());
       for (std::size_t r = 0; r < chain.rules.size(); ++r)
-        read_rule(value.items()[r], chain.name, r, chain.rules[r]);
+        read_rule(value.items()[r], chain.origin.policy, r, chain.rules[r]);
     } else if (!value.is_null()) {
       type_error(value, "chains." + chain.name, "a list of rules");
     }
@@ -781,17 +788,17 @@ void PolicyReader::Impl::adopt(Impl& second, const Diagnostics& second_diag, std
   chain_refs_.insert(chain_refs_.end(), second.chain_refs_.begin(), second.chain_refs_.end());
 }
 
-void PolicyReader::Impl::read_rule(const Node& node, const std::string& chain, std::size_t index,
+void PolicyReader::Impl::read_rule(const Node& node, const ir::SharedString& chain, std::size_t index,
                                    ir::Rule& rule) {
   rule.origin = {node.loc(), chain, static_cast<std::int32_t>(index)};
   if (!node.is_mapping())
     return type_error(node, "rule", "a mapping such as {protocol: tcp, dport: 22, action: accept}");
   const RuleFields fields = rule_fields(node);
-  read_match(fields, rule_owner(chain, index), rule.match);
+  read_match(fields, {rule_owner(chain, index), chain, rule.origin.rule}, rule.match);
   read_action(fields, rule.match, rule.action);
 }
 
-void PolicyReader::Impl::read_match(const RuleFields& fields, const std::string& owner, ir::Match& match) {
+void PolicyReader::Impl::read_match(const RuleFields& fields, const SetOwner& owner, ir::Match& match) {
   if (const Node* family = fields[rule_field("family")]) {
     if (auto text = text_of(*family, "family", "ipv4 or ipv6")) {
       auto names = family_names();
@@ -884,7 +891,7 @@ void PolicyReader::Impl::read_rpf(const Node& node, ir::Match& match) {
   }
 }
 
-void PolicyReader::Impl::read_addresses(const Node& node, std::string_view field, const std::string& owner,
+void PolicyReader::Impl::read_addresses(const Node& node, std::string_view field, const SetOwner& owner,
                                         ir::Family family, ir::AddrMatches& out) {
   if (node.is_mapping() && node.find("all")) {
     const Node& all = *node.find("all");
@@ -898,7 +905,7 @@ void PolicyReader::Impl::read_addresses(const Node& node, std::string_view field
   read_one_address(node, field, owner, 0, family, out);
 }
 
-void PolicyReader::Impl::read_one_address(const Node& node, std::string_view field, const std::string& owner,
+void PolicyReader::Impl::read_one_address(const Node& node, std::string_view field, const SetOwner& owner,
                                           std::size_t position, ir::Family family, ir::AddrMatches& out) {
   auto peeled = peel(node, field);
   if (!peeled) return;
@@ -912,9 +919,9 @@ void PolicyReader::Impl::read_one_address(const Node& node, std::string_view fie
     out.push_back(match);
     return;
   }
-  std::string name = inline_set_name(owner, field, position);
+  std::string name = inline_set_name(owner.name, field, position);
   ir::AddrSet set;
-  set.origin = {value.loc(), owner, -1};
+  set.origin = {value.loc(), owner.policy, owner.rule};
   if (value.is_scalar()) {
     if (auto cidr = read_cidr(value, peeled->text, field)) set.cidrs.push_back(*cidr);
   } else {
@@ -1466,7 +1473,7 @@ std::optional<std::string> PolicyReader::Impl::read_endpoint_set(const Node& nod
     return std::nullopt;
   }
   ir::AddrMatches matches;
-  read_one_address(node, field, owner, 0, ir::Family::any, matches);
+  read_one_address(node, field, {owner, owner, -1}, 0, ir::Family::any, matches);
   if (matches.empty()) return std::nullopt;
   return matches.front().set;
 }

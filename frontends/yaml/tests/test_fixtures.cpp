@@ -59,6 +59,8 @@ TEST_CASE("the example policy is a web server with failsafe SSH", "[fixtures]") 
   CHECK(https.origin.rule == 1);
   CHECK(https.origin.loc.line == 23);
   CHECK(https.origin.loc.col == 7);
+  // The chain's rules share its policy's text, one block for all of them.
+  CHECK(https.origin.policy.c_str() == ruleset.chains.at("web-server").origin.policy.c_str());
 
   const Rule& ping = ruleset.chains.at("ping").rules.at(0);
   REQUIRE(ping.match.icmp);
@@ -81,4 +83,23 @@ TEST_CASE("the NAT example puts NAT in its stages", "[fixtures]") {
   const Rule& snat = ruleset.chains.at("to-the-internet").rules.at(0);
   CHECK(snat.match.src_addr.at(0).set == "to-the-internet.0.src");
   CHECK(ruleset.sets.at("to-the-internet.0.src").cidrs.size() == 1);
+}
+
+TEST_CASE("an address written in a rule is a set whose origin is the rule's", "[fixtures]") {
+  fwe::Diagnostics diag;
+  fwe::yamlfe::PolicyReader reader(diag);
+  reader.read_text(
+      "apiVersion: fwengine/v1\nchains:\n  web:\n    - {dport: 22, action: accept}\n"
+      "    - {src: [10.0.0.0/8, 192.168.0.0/16], action: accept}\n",
+      "inline.yaml");
+  const auto ruleset = reader.finish();
+  REQUIRE(diag.error_count() == 0);
+  const fwe::ir::Rule& rule = ruleset.chains.at("web").rules.at(1);
+  REQUIRE(rule.match.src_addr.size() == 1);
+  const fwe::ir::AddrSet& set = ruleset.sets.at(rule.match.src_addr[0].set);
+  CHECK(set.origin.policy == "web");
+  CHECK(set.origin.rule == 1);
+  CHECK(set.origin.loc.line == 5);
+  CHECK(set.origin.loc.col == 13);
+  CHECK(set.origin.policy.c_str() == rule.origin.policy.c_str());  // the chain's text, not a copy
 }
