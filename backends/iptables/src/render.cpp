@@ -1132,8 +1132,10 @@ class FamilyRenderer {
     return false;
   }
 
-  void emit_run(Table& t, const std::string& chain, const std::string& id, const RunForm& head,
-                const std::vector<RunPart>& parts) {
+  // Takes the members and stamps of head and parts into the run's set: a fused chain of 50,000 rules
+  // held each rule's members and stamp until the set had copied them all.
+  void emit_run(Table& t, const std::string& chain, const std::string& id, RunForm& head,
+                std::vector<RunPart>& parts) {
     std::string name =
         short_name(family_ == IpFamily::v4 ? "fwe-4r-" : "fwe-6r-", t.def.name + "-" + id, kMaxSetName);
     SetDef& set = sets_[name];
@@ -1144,15 +1146,17 @@ class FamilyRenderer {
     for (const auto& part : parts) members += part.members.size();
     set.members.reserve(members);
     set.comments.reserve(members);
-    auto add = [&](const std::vector<RunMember>& of_rule, const std::string& where) {
-      for (const auto& m : of_rule) {
+    auto add = [&](std::vector<RunMember>& of_rule, std::string& where) {
+      for (std::size_t k = 0; k < of_rule.size(); ++k) {
+        const RunMember& m = of_rule[k];
         set.members.push_back(member_text(m.cidr) + "," + protocol_name(m.protocol) + ":" +
                               std::to_string(m.port));
-        set.comments.push_back(where);
+        set.comments.push_back(k + 1 == of_rule.size() ? std::move(where) : where);
       }
+      of_rule = std::vector<RunMember>();
     };
     add(head.members, head.where);
-    for (const auto& part : parts) add(part.members, part.where);
+    for (auto& part : parts) add(part.members, part.where);
     Spec spec = head.rest;
     spec.matches.push_back("-m set --match-set " + name + " " + head.directions);
     emit(t, chain, spec, head.target, {});
