@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 
@@ -17,10 +18,12 @@ std::optional<std::string> cannot_read(const std::string& what, std::uint32_t fi
 }
 
 // Reads `in` (`what` names it in messages) to its end; nullopt (and an error) past kMaxSourceBytes, or
-// when reading fails.
+// when reading fails. `expected`, the size a file says it has, is taken at once: a text grown by
+// doubling left 4 MB of freed blocks behind for a 3.6 MB policy, and its peak memory 6 MiB higher.
 std::optional<std::string> read_bounded(std::istream& in, const std::string& what, std::uint32_t file,
-                                        Diagnostics& diag) {
+                                        Diagnostics& diag, std::uintmax_t expected = 0) {
   std::string text;
+  if (expected > 0 && expected <= kMaxSourceBytes) text.reserve(static_cast<std::size_t>(expected));
   char buffer[65536];
   while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
     const auto got = static_cast<std::size_t>(in.gcount());
@@ -43,7 +46,10 @@ std::optional<std::string> read_bounded(std::istream& in, const std::string& wha
 std::optional<std::string> read_source_file(const std::string& path, std::uint32_t file, Diagnostics& diag) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return cannot_read("'" + path + "'", file, diag);
-  return read_bounded(in, "'" + path + "'", file, diag);
+  std::error_code ec;
+  std::uintmax_t size = std::filesystem::is_regular_file(path, ec) ? std::filesystem::file_size(path, ec) : 0;
+  if (ec) size = 0;  // a device, a pipe: read as it comes
+  return read_bounded(in, "'" + path + "'", file, diag, size);
 }
 
 std::optional<std::string> read_source_stdin(std::uint32_t file, Diagnostics& diag) {
