@@ -96,7 +96,8 @@ bool prefixed_match(const Selector& selector, const Labels& labels, std::string_
 }
 
 // A selector written as "" is no selector to Calico (it checks for the empty string).
-bool written(const std::optional<SelectorField>& field) {
+template <typename Field>  // std::optional or SideSelector
+bool written(const Field& field) {
   return field && !field->text.empty();
 }
 
@@ -789,8 +790,8 @@ class Mapper {
   class Pick {
    public:
     // sa: the side whose serviceAccounts constrain the selection (only when it has names or a selector).
-    Pick(const SelectorField& selector, const std::optional<SelectorField>& namespace_selector,
-         const EntitySpec* sa, const std::optional<SelectorField>& excluded)
+    Pick(const SelectorField& selector, const SideSelector& namespace_selector, const EntitySpec* sa,
+         const SideSelector& excluded)
         : selector_(selector.selector),
           namespaces_(written(namespace_selector)
                           ? std::optional(namespace_selector->selector.with_all_as(kNamespaceLabel, true))

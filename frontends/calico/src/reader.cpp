@@ -777,7 +777,7 @@ void Reader::read_entity(const yaml::Node& node, EntitySpec& entity) {
                   "remove the rule, or use nets for what it should match");
     }
   }
-  auto read_sel = [&](const char* field, std::optional<SelectorField>& out) {
+  auto read_sel = [&](const char* field, SideSelector& out) {
     const yaml::Node* sel = node.find(field);
     if (!sel || sel->is_null()) return;
     out = read_selector(*sel, field);
