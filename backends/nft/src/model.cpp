@@ -9,6 +9,7 @@
 #include <bit>
 #include <cstring>
 #include <sstream>
+#include <stdexcept>
 
 #include "fwengine/ir.hpp"
 
@@ -29,6 +30,13 @@ std::string hook_name(std::uint32_t hooknum) {
     default:
       return "unknown";
   }
+}
+
+RegValue::RegValue(std::span<const std::uint8_t> bytes) {
+  if (bytes.size() > kCapacity)  // a bug of the translator: no register holds it
+    throw std::length_error("nft: a register value of " + std::to_string(bytes.size()) + " bytes");
+  std::copy(bytes.begin(), bytes.end(), bytes_.begin());
+  size_ = static_cast<std::uint8_t>(bytes.size());
 }
 
 std::uint32_t hash_set_size(std::size_t elements) {
@@ -218,11 +226,17 @@ std::string Rule::text() const {
   return out;
 }
 
+void Words::append_text(std::string& out) const {
+  bool first = true;
+  each([&](std::string_view word) {
+    if (!first) out += ' ';
+    out += word;
+    first = false;
+  });
+}
+
 void Rule::append_text(std::string& out) const {
-  for (std::size_t i = 0; i < words.size(); ++i) {
-    if (i > 0) out += ' ';
-    out += words[i];
-  }
+  words.append_text(out);
   if (!comment.empty()) out.append(" comment \"").append(comment) += '"';
 }
 

@@ -2,12 +2,16 @@
 // held twice in lockstep: as the kernel's expressions (what apply sends) and as `nft -f` text (render).
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "fwengine/ir.hpp"
 
 namespace fwe::nft {
 
@@ -102,6 +106,24 @@ std::vector<std::string> element_texts(const Set& set);
 // One element's key (its range, for a concatenated interval set) as nft prints it, without comment.
 std::string element_key_text(const Set& set, const Element& element);
 
+// A value an expression compares a register with or puts in one: at most a register's 16 bytes
+// (NFT_REG_SIZE), held in place rather than in a block of its own.
+class RegValue {
+ public:
+  static constexpr std::size_t kCapacity = 16;
+  RegValue() = default;
+  RegValue(std::initializer_list<std::uint8_t> bytes) : RegValue(std::span(bytes.begin(), bytes.size())) {}
+  RegValue(const Bytes& bytes) : RegValue(std::span<const std::uint8_t>(bytes)) {}
+  explicit RegValue(std::span<const std::uint8_t> bytes);
+  const std::uint8_t* data() const { return bytes_.data(); }
+  std::size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+
+ private:
+  std::array<std::uint8_t, kCapacity> bytes_{};
+  std::uint8_t size_ = 0;
+};
+
 // One kernel expression; which fields count depends on kind (mirrors libnftnl's expression types).
 struct Expr {
   enum class Kind : std::uint8_t {
@@ -129,7 +151,7 @@ struct Expr {
     fib,           // route lookup with flags (code) -> result (key) in reg 1
     objref,        // a stateful object of the table by type (key) and name (text): ct helper set
   };
-  // The small fields first and the lists last, packed: a Calico policy of 10,000 rules holds 100,000.
+  // Packed: 104 bytes (a Calico policy of 10,000 rules holds 100,000 of them).
   Kind kind = Kind::counter;
   bool invert = false;
   bool has_level = false;
@@ -140,16 +162,43 @@ struct Expr {
   std::uint32_t dreg = 1;  // immediate, meta_load, payload (a concatenated key fills several registers)
   std::uint32_t set_id = 0;
   std::uint32_t burst = 0, level = 0, code = 0, family = 0;
+  RegValue data{}, data_to{};
   std::uint64_t rate = 0, unit = 0;
-  Bytes data{}, data_to{};
-  std::string text{};  // lookup set name, jump/goto chain, log prefix
+  ir::SharedString text{};  // lookup set name, jump/goto chain, log prefix (8 bytes: most have none)
+};
+
+// A rule's nft syntax, statement by statement, in one block: a NUL ends each (no statement holds one:
+// names and log prefixes are refused with control characters). A Calico policy of 10,000 rules has
+// 70,000 statements; as strings of their own, most took a block.
+class Words {
+ public:
+  Words() = default;
+  Words(std::initializer_list<std::string_view> words) {
+    for (std::string_view word : words) push_back(word);
+  }
+  void push_back(std::string_view word) { (joined_ += word) += '\0'; }
+  void append(const Words& more) { joined_ += more.joined_; }
+  // Each statement in turn.
+  template <typename Visit>
+  void each(Visit visit) const {
+    for (std::size_t at = 0; at < joined_.size();) {
+      const std::size_t end = joined_.find('\0', at);
+      visit(std::string_view(joined_).substr(at, end - at));
+      at = end + 1;
+    }
+  }
+  void append_text(std::string& out) const;  // as nft reads them: joined by spaces
+  void shrink_to_fit() { joined_.shrink_to_fit(); }
+
+ private:
+  std::string joined_;
 };
 
 struct Rule {
   std::vector<Set> anon_sets{};  // created in the same batch, just before the rule
   std::vector<Expr> exprs{};
-  std::vector<std::string> words{};  // nft syntax, joined by spaces
-  std::string comment{};             // its origin stamp, "file:+D:col policy#rule" (fwengine/stamps.hpp)
+  Words words{};
+  std::string comment{};  // its origin stamp, "file:+D:col policy#rule" (fwengine/stamps.hpp)
   std::string text() const;
   void append_text(std::string& out) const;  // text() at the end of out
 };

@@ -869,7 +869,7 @@ class Translator {
     if (prepared && refusals_ == refused) {
       auto made = std::make_shared<PreparedRest>(PreparedRest{std::move(*prepared), {}});
       auto words = [&](const Rule& part) {
-        for (const auto& w : part.words) made->words += "|" + w;
+        part.words.each([&](std::string_view word) { (made->words += '|') += word; });
       };
       words(made->prepared.common);
       words(made->prepared.after_addresses);
@@ -1273,7 +1273,7 @@ class Translator {
 
   static void append(Rule& to, const Rule& from) {
     std::size_t base = to.anon_sets.size();
-    to.words.insert(to.words.end(), from.words.begin(), from.words.end());
+    to.words.append(from.words);
     for (Expr e : from.exprs) {
       if (e.kind == Expr::Kind::lookup && e.text == "__set%d") e.set_id += static_cast<std::uint32_t>(base);
       to.exprs.push_back(std::move(e));
@@ -1751,21 +1751,29 @@ void rename_references(Rule& rule, const Renames& renamed) {
   };
   for (auto& e : rule.exprs)
     if (e.kind == Expr::Kind::verdict || (e.kind == Expr::Kind::lookup && e.text != "__set%d"))
-      rename(e.text, 0);
+      if (auto it = renamed.find(std::string_view(e.text)); it != renamed.end()) e.text = it->second;
   const Set* map = nullptr;  // a verdict map's rule has only it (dispatch_by_name)
   for (auto& set : rule.anon_sets)
     if (!set.goto_chains.empty()) {
       for (auto& chain : set.goto_chains) rename(chain, 0);
       map = &set;
     }
-  for (auto& word : rule.words) {
+  Words renamed_words;
+  bool changed = false;
+  rule.words.each([&](std::string_view view) {
+    std::string word(view);
     if (word.starts_with("jump ") || word.starts_with("goto "))
       rename(word, 5);
     else if (std::size_t vmap = map ? word.find(" vmap { ") : std::string::npos; vmap != std::string::npos)
       word = vmap_words(word.substr(0, vmap), *map);
     else if (auto at = word.find(" @"); at != std::string::npos)
       rename(word, at + 2);
-  }
+    changed = changed || word != view;
+    renamed_words.push_back(word);
+  });
+  if (!changed) return;
+  renamed_words.shrink_to_fit();
+  rule.words = std::move(renamed_words);
 }
 
 // Every chain gets a name ending in a digest of its content, every set one ending in a digest of its

@@ -110,6 +110,22 @@ table inet fwengine {
 )");
 }
 
+TEST_CASE("a rule's statements read back one by one and join with spaces; register values fit 16 bytes") {
+  nft::Rule rule;
+  rule.words = {"meta l4proto 6", "ip saddr @s", "accept"};
+  rule.words.push_back("log prefix \"a b\"");
+  std::vector<std::string> seen;
+  rule.words.each([&](std::string_view word) { seen.emplace_back(word); });
+  CHECK(seen == std::vector<std::string>{"meta l4proto 6", "ip saddr @s", "accept", "log prefix \"a b\""});
+  rule.comment = "x";
+  CHECK(rule.text() == "meta l4proto 6 ip saddr @s accept log prefix \"a b\" comment \"x\"");
+
+  const nft::RegValue ipv6(nft::Bytes(16, 0xff));
+  CHECK(ipv6.size() == 16);
+  CHECK(ipv6.data()[15] == 0xff);
+  CHECK_THROWS_AS(nft::RegValue(nft::Bytes(17, 0)), std::length_error);
+}
+
 TEST_CASE("stages get the hooks and priorities of docs/ir.md, one base chain per section") {
   ir::Ruleset rs;
   for (std::size_t s = 0; s < ir::kStageCount; ++s) {
