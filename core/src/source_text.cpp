@@ -46,10 +46,9 @@ std::optional<std::string> read_bounded(std::istream& in, const std::string& wha
 std::optional<std::string> read_source_file(const std::string& path, std::uint32_t file, Diagnostics& diag) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return cannot_read("'" + path + "'", file, diag);
-  std::error_code ec;
-  std::uintmax_t size = std::filesystem::is_regular_file(path, ec) ? std::filesystem::file_size(path, ec) : 0;
-  if (ec) size = 0;  // a device, a pipe: read as it comes
-  return read_bounded(in, "'" + path + "'", file, diag, size);
+  std::error_code no_size;  // a device, a pipe: read as it comes
+  const std::uintmax_t size = std::filesystem::file_size(path, no_size);
+  return read_bounded(in, "'" + path + "'", file, diag, no_size ? 0 : size);
 }
 
 std::optional<std::string> read_source_stdin(std::uint32_t file, Diagnostics& diag) {

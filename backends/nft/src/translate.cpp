@@ -80,8 +80,8 @@ std::uint64_t fnv1a(std::string_view s) {
 Expr meta_load(std::uint32_t key) {
   return {.kind = Expr::Kind::meta_load, .key = key};
 }
-Expr cmp(std::uint32_t op, Bytes data) {
-  return {.kind = Expr::Kind::cmp, .key = op, .data = std::move(data)};
+Expr cmp(std::uint32_t op, const Bytes& data) {
+  return {.kind = Expr::Kind::cmp, .key = op, .data = data};
 }
 Expr payload(std::uint32_t base, std::uint32_t offset, std::uint32_t len) {
   return {.kind = Expr::Kind::payload, .key = base, .offset = offset, .len = len};
@@ -92,12 +92,12 @@ Expr bitwise(std::uint32_t mask, std::uint32_t xor_value) {
 Expr verdict(std::int32_t code, std::string chain = {}) {
   return {.kind = Expr::Kind::verdict, .key = static_cast<std::uint32_t>(code), .text = std::move(chain)};
 }
-Expr immediate(std::uint32_t reg, Bytes data) {
-  return {.kind = Expr::Kind::immediate, .dreg = reg, .data = std::move(data)};
+Expr immediate(std::uint32_t reg, const Bytes& data) {
+  return {.kind = Expr::Kind::immediate, .dreg = reg, .data = data};
 }
 
-void add(Rule& r, std::string words, std::initializer_list<Expr> exprs) {
-  r.words.push_back(std::move(words));
+void add(Rule& r, std::string_view words, std::initializer_list<Expr> exprs) {
+  r.words.push_back(words);
   r.exprs.insert(r.exprs.end(), exprs);
 }
 
@@ -1743,7 +1743,8 @@ std::string hex8(std::uint64_t h) {
 // Old names to new ones; looked up by views of the words that hold the names.
 using Renames = std::map<std::string, std::string, std::less<>>;
 
-// Renames, in place, what the rule refers to: a name `renamed` does not hold stays as it is.
+// Renames what the rule refers to, its expressions in place and its statements anew where a name in them
+// changed: a name `renamed` does not hold stays as it is.
 void rename_references(Rule& rule, const Renames& renamed) {
   auto rename = [&](std::string& text, std::size_t name_at) {
     if (auto it = renamed.find(std::string_view(text).substr(name_at)); it != renamed.end())

@@ -110,16 +110,22 @@ table inet fwengine {
 )");
 }
 
-TEST_CASE("a rule's statements read back one by one and join with spaces; register values fit 16 bytes") {
+TEST_CASE("a rule's statements read back one by one and join with spaces") {
   nft::Rule rule;
   rule.words = {"meta l4proto 6", "ip saddr @s", "accept"};
   rule.words.push_back("log prefix \"a b\"");
+  rule.words.push_back(std::string_view("h\0x", 3));
   std::vector<std::string> seen;
   rule.words.each([&](std::string_view word) { seen.emplace_back(word); });
-  CHECK(seen == std::vector<std::string>{"meta l4proto 6", "ip saddr @s", "accept", "log prefix \"a b\""});
-  rule.comment = "x";
-  CHECK(rule.text() == "meta l4proto 6 ip saddr @s accept log prefix \"a b\" comment \"x\"");
+  CHECK(seen == std::vector<std::string>{"meta l4proto 6", "ip saddr @s", "accept", "log prefix \"a b\"",
+                                         std::string("h\0x", 3)});
+  nft::Rule plain;
+  plain.words = {"meta l4proto 6", "ip saddr @s", "accept"};
+  plain.comment = "x";
+  CHECK(plain.text() == "meta l4proto 6 ip saddr @s accept comment \"x\"");
+}
 
+TEST_CASE("a register value holds up to a register's 16 bytes") {
   const nft::RegValue ipv6(nft::Bytes(16, 0xff));
   CHECK(ipv6.size() == 16);
   CHECK(ipv6.data()[15] == 0xff);
