@@ -1759,18 +1759,24 @@ void rename_references(Rule& rule, const Renames& renamed) {
       for (auto& chain : set.goto_chains) rename(chain, 0);
       map = &set;
     }
+  // A statement is copied only where it names something renamed (every rule comes here twice).
+  auto renamed_at = [&](std::string_view word, std::size_t name_at) -> std::optional<std::string> {
+    auto it = renamed.find(word.substr(name_at));
+    if (it == renamed.end()) return std::nullopt;
+    return std::string(word.substr(0, name_at)) + it->second;
+  };
   Words renamed_words;
   bool changed = false;
-  rule.words.each([&](std::string_view view) {
-    std::string word(view);
+  rule.words.each([&](std::string_view word) {
+    std::optional<std::string> now;
     if (word.starts_with("jump ") || word.starts_with("goto "))
-      rename(word, 5);
+      now = renamed_at(word, 5);
     else if (std::size_t vmap = map ? word.find(" vmap { ") : std::string::npos; vmap != std::string::npos)
-      word = vmap_words(word.substr(0, vmap), *map);
+      now = vmap_words(std::string(word.substr(0, vmap)), *map);
     else if (auto at = word.find(" @"); at != std::string::npos)
-      rename(word, at + 2);
-    changed = changed || word != view;
-    renamed_words.push_back(word);
+      now = renamed_at(word, at + 2);
+    changed = changed || (now && *now != word);
+    renamed_words.push_back(now ? std::string_view(*now) : word);
   });
   if (!changed) return;
   renamed_words.shrink_to_fit();
