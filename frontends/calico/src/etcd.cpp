@@ -28,10 +28,11 @@ namespace {
 
 using nlohmann::json;
 
-// The kinds the frontend reads, by the plural libcalico-go names their directories with.
-constexpr std::array<std::string_view, 6> kPolicyPlurals = {
-    "hostendpoints", "globalnetworkpolicies", "globalnetworksets", "felixconfigurations", "tiers",
-    "profiles"};
+// The kinds the frontend reads, by the plural libcalico-go names their directories with (of a Node only
+// its labels, which FelixConfiguration nodeSelectors select).
+constexpr std::array<std::string_view, 7> kPolicyPlurals = {
+    "hostendpoints", "globalnetworkpolicies", "globalnetworksets", "felixconfigurations", "tiers", "profiles",
+    "nodes"};
 
 constexpr long kConnectTimeoutMs = 2000;
 constexpr long kListTimeoutMs = 10000;

@@ -111,6 +111,7 @@ class Mapper {
       : model_(model), options_(options), diag_(diag) {}
 
   ir::Ruleset run() {
+    choose_selected_config();
     settings_ = merge_settings();
     warn_of_encapsulation();
     for (const FailsafePort& port : settings_.failsafe_inbound) {
@@ -141,7 +142,7 @@ class Mapper {
     Settings settings;
     settings.failsafe_inbound = builtin_failsafe(true);
     settings.failsafe_outbound = builtin_failsafe(false);
-    // node.<name> overrides default, field by field (D-FC precedence).
+    // node.<name> overrides the selected config, which overrides default, field by field (D-FC precedence).
     bool iptables_reject = false, nftables_reject = false;
     NftablesMode nftables = NftablesMode::auto_;
     for (const FelixConfig* config : felix_configs()) {
@@ -218,14 +219,55 @@ class Mapper {
   }
 
   // The FelixConfigurations for this node, in the order they apply (a later one wins, field by field):
-  // default, then node.<name>; either may be missing (nullptr).
-  std::array<const FelixConfig*, 2> felix_configs() const {
-    std::array<const FelixConfig*, 2> configs{};
+  // default, the selector-scoped one that selects this node, then node.<name>; any may be missing
+  // (nullptr).
+  std::array<const FelixConfig*, 3> felix_configs() const {
+    std::array<const FelixConfig*, 3> configs{};
+    configs[1] = selected_config_;
     for (const FelixConfig& config : model_.felix_configs) {
       if (config.name == "default") configs[0] = &config;
-      if (config.name == "node." + options_.node) configs[1] = &config;
+      if (config.name == "node." + options_.node) configs[2] = &config;
     }
     return configs;
+  }
+
+  // Felix's choice of a selector-scoped FelixConfiguration (daemon.go loadSelectorScopedFelixConfig,
+  // calc MergeSelectorConfigs): those whose nodeSelector selects this node's labels, the oldest by
+  // creationTimestamp (then by name) of them. A node without a Node resource, or without labels (Go's nil
+  // map), is selected by none.
+  void choose_selected_config() {
+    std::vector<const FelixConfig*> scoped;
+    for (const FelixConfig& config : model_.felix_configs)
+      if (config.node_selector) scoped.push_back(&config);
+    if (scoped.empty()) return;
+    const auto node = std::find_if(model_.nodes.begin(), model_.nodes.end(),
+                                   [&](const NodeLabels& n) { return n.name == options_.node; });
+    if (node == model_.nodes.end()) {
+      diag_.note(scoped.front()->node_selector->loc,
+                 "FelixConfiguration '" + scoped.front()->name +
+                     "' is for the nodes its nodeSelector selects, and no Node '" + options_.node +
+                     "' was read: it applies to none here, as in Felix without the node's resource",
+                 "add this node to the input (kubectl get node " + options_.node +
+                     " -o yaml) so that its labels are matched");
+      return;
+    }
+    std::vector<const FelixConfig*> matching;
+    for (const FelixConfig* config : scoped)
+      if (!node->labels.empty() && config->node_selector->selector.matches(node->labels))
+        matching.push_back(config);
+    if (matching.empty()) return;
+    selected_config_ = *std::min_element(matching.begin(), matching.end(), [](auto* a, auto* b) {
+      return std::tie(a->created, a->name) < std::tie(b->created, b->name);
+    });
+    if (matching.size() > 1) {
+      std::string names;
+      for (const FelixConfig* config : matching) names += (names.empty() ? "'" : ", '") + config->name + "'";
+      diag_.warning(selected_config_->node_selector->loc,
+                    "FelixConfigurations " + names + " all select node '" + options_.node +
+                        "': Felix takes the oldest, '" + selected_config_->name + "', and so does fwengine",
+                    "make the nodeSelectors exclusive: at most one selector-scoped FelixConfiguration "
+                    "should select a node");
+    }
   }
 
   // ipv6Support: false: Felix programs no IPv6 tables at all (int_dataplane.go), so IPv6 packets meet
@@ -1153,6 +1195,7 @@ class Mapper {
   const Model& model_;
   const MappingOptions& options_;
   Diagnostics& diag_;
+  const FelixConfig* selected_config_ = nullptr;  // the selector-scoped FelixConfiguration for this node
   Settings settings_;
   ir::Ruleset ruleset_;
   std::vector<Tier> tiers_;

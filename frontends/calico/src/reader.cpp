@@ -18,6 +18,7 @@ namespace {
 
 constexpr std::string_view kApiV3 = "projectcalico.org/v3";
 constexpr std::string_view kApiV1 = "crd.projectcalico.org/v1";
+constexpr std::size_t kMaxNodeSelector = 1024;  // FelixConfigurationSpec.NodeSelector's MaxLength
 // The tiers whose order and default action Calico fixes (api tier.go: the orders, validateTier, the
 // Tier's CEL rules); a missing order reads as 1 000 000 and a missing defaultAction as Deny.
 struct StaticTier {
@@ -112,14 +113,14 @@ const std::vector<std::string_view> kFelixFields = {"nodeSelector", "useInternal
     "goGCThreshold", "goMemoryLimitMB", "goMaxProcs", "requireMTUFile", "bpfMaglevMaxEndpointsPerService",
     "bpfMaglevMaxServices"};
 const std::vector<std::string_view> kSupportedKinds = {"HostEndpoint", "GlobalNetworkPolicy",
-    "GlobalNetworkSet", "FelixConfiguration", "Tier", "Profile"};
+    "GlobalNetworkSet", "FelixConfiguration", "Tier", "Profile", "Node"};
 // Namespaced kinds apply to workloads only; a cluster dump contains them.
 const std::vector<std::string_view> kNamespacedKinds = {"NetworkPolicy", "NetworkSet", "StagedNetworkPolicy",
     "StagedKubernetesNetworkPolicy", "WorkloadEndpoint"};
 // Cluster-wide kinds with no effect on host-endpoint filtering.
 const std::vector<std::string_view> kIgnoredKinds = {"BGPConfiguration", "BGPPeer", "BGPFilter",
     "ClusterInformation", "IPPool", "IPReservation", "IPAMConfiguration", "IPAMConfig", "IPAMBlock",
-    "IPAMHandle", "BlockAffinity", "KubeControllersConfiguration", "Node", "CalicoNodeStatus",
+    "IPAMHandle", "BlockAffinity", "KubeControllersConfiguration", "CalicoNodeStatus",
     "StagedGlobalNetworkPolicy"};
 // clang-format on
 
@@ -270,6 +271,7 @@ struct Reader::Meta {
   SourceLoc loc;       // of the resource
   SourceLoc name_loc;  // of metadata.name, or of the resource when absent
   Labels labels;
+  std::string created;                      // metadata.creationTimestamp, "" when absent
   bool calico_annotation = false;           // v1: Calico's projectcalico.org/metadata annotation was read
   bool name_from_annotation = false;        // and it named the resource
   const yaml::Node* annotations = nullptr;  // metadata.annotations, a mapping (while the document is read)
@@ -356,6 +358,14 @@ void Reader::read_resource(const yaml::Node& node) {
   const std::string& kind = kind_node->text();
   const std::string api_version = api && api->is_scalar() ? api->text() : "";
   const bool calico_api = api_version == kApiV3 || api_version == kApiV1;
+  // Calico's Node (calicoctl) or the Kubernetes Node it is made from (kubectl, apiVersion v1): only its
+  // labels matter here, for FelixConfiguration nodeSelectors.
+  if (kind == "Node" && (calico_api || api_version == "v1")) {
+    Context ctx;
+    ctx.kind = kind;
+    if (auto meta = read_metadata(node, ctx)) model_.nodes.push_back({meta->name, meta->loc, meta->labels});
+    return;
+  }
 
   if (one_of(kind, kNamespacedKinds) || one_of(kind, kIgnoredKinds)) {
     const yaml::Node* meta = node.find("metadata");
@@ -452,6 +462,8 @@ std::optional<Reader::Meta> Reader::read_metadata(const yaml::Node& resource, co
   }
   if (const yaml::Node* labels = node->find("labels"); labels && !labels->is_null())
     ok = read_labels(*labels, "metadata.labels", meta.labels) && ok;
+  if (const yaml::Node* created = node->find("creationTimestamp"); created && created->is_scalar())
+    meta.created = created->text();
   const yaml::Node* annotations = node->find("annotations");
   if (annotations && !annotations->is_null() &&
       expect(*annotations, yaml::Kind::mapping, "metadata.annotations")) {
@@ -1528,10 +1540,30 @@ void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const C
   FelixConfig config;
   config.name = meta.name;
   config.loc = meta.loc;
-  if (config.name != "default" && !config.name.starts_with("node.")) {
+  config.created = meta.created;
+  // Felix takes a config that is neither global nor per-node for the nodes its nodeSelector selects
+  // (Calico 3.32); without one (or with ""), for none. The API server refuses one on the other two.
+  const bool node_scoped = config.name == "default" || config.name.starts_with("node.");
+  const yaml::Node* selector = spec ? spec->find("nodeSelector") : nullptr;
+  if (selector && (selector->is_null() || (selector->is_scalar() && selector->text().empty())))
+    selector = nullptr;
+  if (node_scoped && selector) {
+    diag_.warning(selector->loc(),
+                  "nodeSelector on FelixConfiguration '" + config.name +
+                      "': Calico's API server refuses it here and Felix ignores it",
+                  config.name == "default" ? "remove it: 'default' applies to every node"
+                                           : "remove it: '" + config.name + "' applies to its node alone");
+  } else if (!node_scoped && !selector) {
     diag_.note(meta.name_loc,
-               "FelixConfiguration '" + config.name + "' is neither 'default' nor 'node.<name>'; ignored",
-               "name it default, or node.<node name> for one host");
+               "FelixConfiguration '" + config.name +
+                   "' has no nodeSelector and is neither 'default' nor 'node.<name>': it applies to no node",
+               "add spec.nodeSelector for the nodes it is for, or name it default (every node) or node.<node "
+               "name> (one node)");
+  } else if (selector) {
+    config.node_selector = read_selector(*selector, "nodeSelector");
+    if (config.node_selector && config.node_selector->text.size() > kMaxNodeSelector)
+      diag_.error(selector->loc(), "nodeSelector is longer than Calico's API server takes (1,024 characters)",
+                  "shorten the selector");
   }
   if (spec) {
     check_fields(*spec, kFelixFields, "FelixConfiguration spec");

@@ -165,6 +165,11 @@ inline constexpr std::int64_t kVxlanPort = 4789;  // Felix's default vxlanPort
 struct FelixConfig {
   std::string name;
   SourceLoc loc;
+  // A selector-scoped FelixConfiguration (named neither default nor node.<name>) applies to the nodes its
+  // nodeSelector selects; of several, the oldest. created is metadata.creationTimestamp as Kubernetes
+  // writes it (RFC 3339 in UTC, so the text sorts by time); "" when absent: Go's zero time, the oldest.
+  std::optional<SelectorField> node_selector;
+  std::string created;
   std::optional<std::vector<FailsafePort>> failsafe_inbound, failsafe_outbound;
   std::optional<bool> disable_conntrack_invalid_check;
   std::optional<bool> deny_with_reject;      // iptablesFilterDenyAction: Reject
@@ -181,6 +186,14 @@ struct FelixConfig {
   std::optional<std::int64_t> vxlan_port;
 };
 
+// A node's labels, which selector-scoped FelixConfigurations select it by: from Calico's Node or from the
+// Kubernetes Node that Calico's is made from (both write them in metadata.labels).
+struct NodeLabels {
+  std::string name;
+  SourceLoc loc;
+  Labels labels;
+};
+
 struct Model {
   std::vector<HostEndpoint> host_endpoints;
   std::vector<Policy> policies;
@@ -188,6 +201,7 @@ struct Model {
   std::vector<Profile> profiles;
   std::vector<Tier> tiers;
   std::vector<FelixConfig> felix_configs;
+  std::vector<NodeLabels> nodes;
   std::vector<EncapsulatedPool> encapsulated_pools;
 };
 

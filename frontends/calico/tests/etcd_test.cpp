@@ -36,7 +36,8 @@ TEST_CASE("only the kinds the frontend reads are taken from the store", "[etcd]"
   CHECK(is_policy_key(p + "globalnetworksets/blocked"));
   CHECK(is_policy_key(p + "felixconfigurations/node.node1"));
   CHECK(is_policy_key(p + "tiers/security"));
-  CHECK_FALSE(is_policy_key(p + "nodes/node1"));
+  CHECK(is_policy_key(p + "nodes/node1"));  // its labels, which FelixConfiguration nodeSelectors select
+  CHECK_FALSE(is_policy_key(p + "ippools/default-ipv4-ippool"));
   CHECK_FALSE(is_policy_key(p + "networkpolicies/default/allow"));  // namespaced: workloads, not hosts
   CHECK_FALSE(is_policy_key(p + "globalnetworkpolicies/"));
   CHECK_FALSE(is_policy_key(p + "globalnetworkpolicies"));

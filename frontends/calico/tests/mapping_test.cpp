@@ -159,6 +159,91 @@ TEST_CASE("Felix settings: node.<name> over default, conntrack invalid check", "
   CHECK(h0.conntrack == ir::Conntrack::accept_established);
 }
 
+// A selector-scoped FelixConfiguration (Calico 3.32): metadata with a creation time, spec with a
+// nodeSelector.
+std::string scoped_felix(const std::string& name, const std::string& created, const std::string& selector,
+                         const std::string& spec) {
+  return "---\napiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: " + name +
+         (created.empty() ? "" : "\n  creationTimestamp: \"" + created + "\"") +
+         "\nspec:\n  nodeSelector: \"" + selector + "\"\n" + spec;
+}
+
+// n1 as `kubectl get node n1 -o yaml` prints it (Calico's Node has the same metadata).
+std::string node_n1(const std::string& labels) {
+  return "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: n1\n  labels: " + labels +
+         "\nspec: {podCIDR: 10.244.0.0/24}\nstatus: {addresses: [{type: InternalIP, address: 10.0.0.10}]}\n";
+}
+
+TEST_CASE("Felix settings: a selector-scoped config between default and node.<name>", "[mapping]") {
+  const std::string configs = kH0 +
+                              felix("default",
+                                    "  failsafeInboundHostPorts: [{protocol: TCP, port: 1}]\n"
+                                    "  failsafeOutboundHostPorts: [{protocol: UDP, port: 2}]\n") +
+                              scoped_felix("edge", "2026-01-02T03:04:05Z", "role == 'edge'",
+                                           "  failsafeInboundHostPorts: [{protocol: TCP, port: 5}]\n"
+                                           "  failsafeOutboundHostPorts: [{protocol: UDP, port: 6}]\n"
+                                           "  disableConntrackInvalidCheck: true\n") +
+                              felix("node.n1", "  failsafeInboundHostPorts: [{protocol: TCP, port: 3}]\n");
+  const ir::Ruleset rs = map_only(configs + node_n1("{role: edge, kubernetes.io/hostname: n1}"));
+  REQUIRE(rs.failsafe.inbound.size() == 1);
+  CHECK(rs.failsafe.inbound[0].port == 3);  // node.n1 over the selected config
+  REQUIRE(rs.failsafe.outbound.size() == 1);
+  CHECK(rs.failsafe.outbound[0].port == 6);  // the selected config over default
+  CHECK(rs.failsafe.outbound[0].origin.policy == "FelixConfiguration edge");
+  CHECK(rs.stage(ir::Stage::input).sections.at(0).endpoints.at(0).conntrack ==
+        ir::Conntrack::accept_established);
+
+  // Labels it does not select, no labels at all (Go's nil map selects nothing, not even all()), or no Node:
+  // default alone under node.n1.
+  for (const std::string& node : {node_n1("{role: core}"), node_n1("{}"), std::string()}) {
+    Diagnostics diag;
+    const Model model = read_yaml(configs + node, diag);
+    const ir::Ruleset other = map_to_ir(model, n1_options(), diag);
+    INFO(diag.text());
+    REQUIRE_FALSE(diag.has_errors());
+    REQUIRE(other.failsafe.outbound.size() == 1);
+    CHECK(other.failsafe.outbound[0].port == 2);
+    CHECK(other.stage(ir::Stage::input).sections.at(0).endpoints.at(0).conntrack ==
+          ir::Conntrack::accept_established_drop_invalid);
+    if (node.empty())
+      CHECK_THAT(diag.text(),
+                 Catch::Contains("test.yaml:25:17: note: FelixConfiguration 'edge' is for the nodes its "
+                                 "nodeSelector selects, and no Node 'n1' was read"));
+  }
+}
+
+TEST_CASE("Felix settings: of two selector-scoped configs for a node, the oldest", "[mapping]") {
+  auto outbound_port = [](const std::string& text, std::string& diagnostics) {
+    Diagnostics diag;
+    const Model model = read_yaml(kH0 + text + node_n1("{role: edge}"), diag);
+    const ir::Ruleset rs = map_to_ir(model, n1_options(), diag);
+    diagnostics = diag.text();
+    REQUIRE(rs.failsafe.outbound.size() == 1);
+    return rs.failsafe.outbound[0].port;
+  };
+  const std::string port7 = "  failsafeOutboundHostPorts: [{protocol: UDP, port: 7}]\n";
+  const std::string port8 = "  failsafeOutboundHostPorts: [{protocol: UDP, port: 8}]\n";
+  std::string diagnostics;
+  CHECK(outbound_port(scoped_felix("b-new", "2026-03-01T00:00:00Z", "has(role)", port7) +
+                          scoped_felix("a-old", "2026-02-01T00:00:00Z", "all()", port8),
+                      diagnostics) == 8);
+  CHECK_THAT(diagnostics,
+             Catch::Contains("warning: FelixConfigurations 'b-new', 'a-old' all select node 'n1': "
+                             "Felix takes the oldest, 'a-old', and so does fwengine"));
+  // The same time: by name. No time at all is Go's zero time, older than any.
+  CHECK(outbound_port(scoped_felix("b", "2026-03-01T00:00:00Z", "has(role)", port7) +
+                          scoped_felix("a", "2026-03-01T00:00:00Z", "has(role)", port8),
+                      diagnostics) == 8);
+  CHECK(outbound_port(scoped_felix("a", "2026-03-01T00:00:00Z", "has(role)", port8) +
+                          scoped_felix("b", "", "has(role)", port7),
+                      diagnostics) == 7);
+  // One that selects other nodes is no rival.
+  CHECK(outbound_port(scoped_felix("b", "", "role == 'core'", port7) +
+                          scoped_felix("a", "2026-03-01T00:00:00Z", "has(role)", port8),
+                      diagnostics) == 8);
+  CHECK_THAT(diagnostics, !Catch::Contains("warning"));
+}
+
 TEST_CASE("built-in failsafe lists when no FelixConfiguration sets them", "[mapping]") {
   const ir::Ruleset rs = map_only(kH0);
   CHECK(rs.failsafe.inbound.size() == 9);

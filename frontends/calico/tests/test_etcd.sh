@@ -55,7 +55,7 @@ fixture=$src/fixtures/calico/home-cluster
 node=worker1.kryukov.local
 put_fixture "$fixture"
 # Keys of kinds the frontend does not read are ignored, whatever they hold.
-put nodes/worker1 'not even JSON'
+put bgppeers/worker1 'not even JSON'
 put ippools/default '{"kind": "IPPool"}'
 
 check "files" 0 "$engine" --frontend calico -f "$fixture" --node $node -q check
@@ -68,6 +68,24 @@ contains "etcd: failover" "$want"
 check "etcd: trace" 0 "$engine" --frontend calico --source "etcd://$endpoint" --node $node trace \
   --iif ens160 --src 192.168.218.1 --dst 192.168.218.176 --proto tcp --dport 22
 contains "etcd: trace" "accept"
+# A selector-scoped FelixConfiguration (Calico 3.32) applies when this node's Node, read from the store,
+# has the labels its nodeSelector selects: its failsafe port then opens before the preDNAT drop.
+put felixconfigurations/edge '{"apiVersion": "projectcalico.org/v3", "kind": "FelixConfiguration",
+  "metadata": {"name": "edge", "creationTimestamp": "2026-11-02T09:15:00Z"},
+  "spec": {"nodeSelector": "edge == \"true\"", "failsafeInboundHostPorts": [{"protocol": "TCP", "port": 2222}]}}'
+probe_2222=(trace --iif ens160 --src 192.168.218.1 --dst 192.168.218.176 --proto tcp --dport 2222)
+check "etcd: a selector-scoped config without its Node" 0 "$engine" --frontend calico --source "etcd://$endpoint" \
+  --node $node "${probe_2222[@]}"
+contains "etcd: without the Node, the config applies to none" "no Node '$node' was read"
+contains "etcd: without the Node, port 2222 stays closed" "verdict: closed"
+put nodes/$node '{"apiVersion": "projectcalico.org/v3", "kind": "Node",
+  "metadata": {"name": "'$node'", "labels": {"edge": "true"}}, "spec": {"bgp": {"ipv4Address": "192.168.218.176/24"}}}'
+check "etcd: the Node's labels select the config" 0 "$engine" --frontend calico --source "etcd://$endpoint" \
+  --node $node "${probe_2222[@]}"
+contains "etcd: the selected config's failsafe port" "(FelixConfiguration edge)"
+contains "etcd: the selected config's failsafe port is open" "verdict: open"
+etcdctl --endpoints "$endpoint" del "$prefix/felixconfigurations/edge" >/dev/null
+etcdctl --endpoints "$endpoint" del "$prefix/nodes/$node" >/dev/null
 check "etcd: every endpoint down" 1 "$engine" --frontend calico --source "etcd://127.0.0.1:$dead_port" --node $node check
 contains "etcd: every endpoint down" "no etcd endpoint answered"
 contains "etcd: every endpoint down names the endpoint" "127.0.0.1:$dead_port"

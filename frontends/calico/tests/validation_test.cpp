@@ -502,6 +502,32 @@ std::size_t count_containing(const std::vector<std::string>& lines, const std::s
       lines.begin(), lines.end(), [&](const std::string& l) { return l.find(part) != std::string::npos; }));
 }
 
+TEST_CASE("FelixConfiguration nodeSelector: where Calico takes it, and a bad one", "[validation]") {
+  // Calico 3.32: a config named neither default nor node.<name> is for the nodes its nodeSelector selects.
+  check_error(felix_config("edge", "{nodeSelector: \"role == \"}"),
+              "test.yaml:4:31: error: invalid nodeSelector: expected a quoted string");
+  std::string long_selector = "has(a)";
+  while (long_selector.size() <= 1024) long_selector += " || has(a)";
+  check_error(
+      felix_config("edge", "{nodeSelector: \"" + long_selector + "\"}"),
+      "test.yaml:4:22: error: nodeSelector is longer than Calico's API server takes (1,024 characters)");
+  const std::string ignored =
+      diagnose(felix_config("edge", "{nodeSelector: \"\"}") + felix_config("core", "{}"));
+  CHECK_THAT(ignored,
+             Catch::Contains("test.yaml:3:18: note: FelixConfiguration 'edge' has no nodeSelector and is "
+                             "neither 'default' nor 'node.<name>': it applies to no node"));
+  CHECK_THAT(ignored, Catch::Contains("test.yaml:8:18: note: FelixConfiguration 'core' has no nodeSelector"));
+  const std::string refused = diagnose(felix_config("default", "{nodeSelector: all()}") +
+                                       felix_config("node.n1", "{nodeSelector: all()}"));
+  CHECK_THAT(refused,
+             Catch::Contains("test.yaml:4:22: warning: nodeSelector on FelixConfiguration 'default': "
+                             "Calico's API server refuses it here and Felix ignores it (remove it: "
+                             "'default' applies to every node)"));
+  CHECK_THAT(refused,
+             Catch::Contains("test.yaml:9:22: warning: nodeSelector on FelixConfiguration 'node.n1'"));
+  CHECK_THAT(refused, !Catch::Contains("error"));
+}
+
 TEST_CASE("IPIP and VXLAN turned on are warned: Felix checks their sources before any policy",
           "[validation]") {
   const auto warnings =
