@@ -790,6 +790,27 @@ class Mapper {
     return out;
   }
 
+  // Felix writes the configured deny action into raw and mangle too (rules/policy.go), where iptables
+  // refuses REJECT; fwengine drops there (its iptables backend could not load a reject either) and says
+  // how that differs from Felix.
+  void warn_of_raw_reject(SourceLoc loc, PolicyClass cls) {
+    const std::string stage = cls == PolicyClass::untracked ? "a doNotTrack" : "a preDNAT";
+    if (settings_.nftables == NftablesMode::enabled)
+      diag_.warning(loc,
+                    "Deny in " + stage +
+                        " policy: Felix rejects here (nftablesFilterDenyAction: Reject), fwengine drops: "
+                        "the packet is denied without the reply",
+                    "deny in a normal policy if the sender must get the reply");
+    else
+      diag_.warning(
+          loc,
+          "Deny in " + stage +
+              " policy with iptablesFilterDenyAction: Reject: Felix writes a reject into the raw or "
+              "mangle table, which iptables refuses (Felix then fails to program the host) and "
+              "nftables takes (Felix then rejects); fwengine drops",
+          "set iptablesFilterDenyAction to Drop, or deny in a normal policy");
+  }
+
   std::vector<ir::ActionKind> actions_for(RuleAction action, PolicyClass cls) const {
     switch (action) {
       case RuleAction::allow:
@@ -1151,6 +1172,8 @@ class Mapper {
       return;
     }
     auto actions = actions_for(rule.action, cls);
+    if (rule.action == RuleAction::deny && cls != PolicyClass::normal && settings_.deny_with_reject)
+      warn_of_raw_reject(rule.loc, cls);
     // Pass in a profile ends that profile only: the next profile runs (Felix checks only the accept mark).
     if (owner.profile && rule.action == RuleAction::pass) actions = {ir::ActionKind::return_};
     for (const ir::Match& match : matches) {

@@ -65,6 +65,36 @@ TEST_CASE("iptablesFilterDenyAction Reject and logPrefix", "[mapping]") {
   CHECK(h0.groups.at(0).on_end == ir::Verdict::reject);
 }
 
+TEST_CASE("a reject deny action in doNotTrack and preDNAT policies drops, and says how Felix differs",
+          "[mapping]") {
+  auto warnings = [](const std::string& felix_spec) {
+    Diagnostics diag;
+    const Model model = read_yaml(
+        kH0 + felix("default", felix_spec) +
+            gnp("dnt", "  doNotTrack: true\n  applyOnForward: true\n  ingress: [{action: Deny}]\n") +
+            gnp("pre", "  preDNAT: true\n  applyOnForward: true\n  ingress: [{action: Deny}]\n"),
+        diag);
+    const ir::Ruleset rs = map_to_ir(model, n1_options(), diag);
+    CHECK(actions(rs, "gnp/dnt/ingress/untracked") == std::vector{A::drop});
+    CHECK(actions(rs, "gnp/pre/ingress/prednat") == std::vector{A::drop});
+    return formatted(diag, Severity::warning);
+  };
+  const auto iptables = warnings("  iptablesFilterDenyAction: Reject\n");
+  REQUIRE(iptables.size() == 2);
+  CHECK_THAT(iptables[0],
+             Catch::Contains("warning: Deny in a doNotTrack policy with iptablesFilterDenyAction: "
+                             "Reject: Felix writes a reject into the raw or mangle table, which "
+                             "iptables refuses"));
+  CHECK_THAT(iptables[1], Catch::Contains("warning: Deny in a preDNAT policy"));
+  const auto nftables = warnings("  nftablesMode: Enabled\n  nftablesFilterDenyAction: Reject\n");
+  REQUIRE(nftables.size() == 2);
+  CHECK_THAT(nftables[0], Catch::Contains("warning: Deny in a doNotTrack policy: Felix rejects here "
+                                          "(nftablesFilterDenyAction: Reject), fwengine drops"));
+  // Reject for the other dataplane's field only: Felix drops as fwengine does.
+  CHECK(warnings("  nftablesFilterDenyAction: Reject\n").empty());
+  CHECK(warnings("  nftablesMode: Enabled\n  iptablesFilterDenyAction: Reject\n").empty());
+}
+
 TEST_CASE("rules keep their origin", "[mapping]") {
   const ir::Ruleset rs = map_only(kH0 + gnp("p", "  ingress:\n  - action: Allow\n  - action: Deny\n"));
   const ir::Chain* chain = rs.find_chain("gnp/p/ingress/normal");
