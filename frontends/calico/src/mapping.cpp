@@ -123,6 +123,7 @@ class Mapper {
     collect_tiers();
     check_policies();
     collect_profiles();
+    check_icmp_pairs();
     sort_policies();
     join_selectors();
     bind_host_endpoints();
@@ -1041,6 +1042,50 @@ class Mapper {
   // both fields unequal. It comes down to the icmp match alone, or to no packet at all, except for a
   // whole type less some code, which needs a match on the code alone. With nftablesMode Auto, Felix
   // renders for the dataplane kube-proxy uses, which fwengine cannot see: the two must agree.
+  // What an icmp/notICMP pair that fwengine cannot map or that never matches means, said of every policy
+  // and profile whether or not a HostEndpoint here uses it, so that `check` of the policy alone says it.
+  void check_icmp_pairs() {
+    auto check = [&](const std::vector<RuleSpec>& rules) {
+      for (const RuleSpec& rule : rules) {
+        if (!rule.icmp || !rule.icmp->type || !rule.not_icmp || !rule.not_icmp->type) continue;
+        const IcmpSpec& icmp = *rule.icmp;
+        const IcmpSpec& not_icmp = *rule.not_icmp;
+        switch (icmp_pair(icmp, not_icmp)) {
+          case IcmpPair::icmp:
+            break;
+          case IcmpPair::never:
+            diag_.warning(
+                not_icmp.loc,
+                "this notICMP excludes every packet the rule's icmp takes: the rule matches nothing",
+                "remove the rule, or the notICMP");
+            break;
+          case IcmpPair::inexpressible:
+            diag_.error(not_icmp.loc,
+                        "icmp type " + std::to_string(*icmp.type) +
+                            " (any code) with this notICMP needs a match on the code alone, which fwengine "
+                            "cannot express",
+                        "list the codes to allow in rules of their own, with icmp: {type, code}");
+            break;
+          case IcmpPair::depends:
+            diag_.error(not_icmp.loc,
+                        "Felix renders this icmp/notICMP pair differently for iptables and for nftables, and "
+                        "nftablesMode Auto picks by kube-proxy's mode",
+                        "set nftablesMode to Enabled or Disabled in the FelixConfiguration, or give the "
+                        "notICMP no code");
+            break;
+        }
+      }
+    };
+    for (const Policy& policy : model_.policies) {
+      check(policy.ingress);
+      check(policy.egress);
+    }
+    for (const Profile& profile : model_.profiles) {
+      check(profile.ingress);
+      check(profile.egress);
+    }
+  }
+
   enum class IcmpPair { icmp, never, inexpressible, depends };
   IcmpPair icmp_pair(const IcmpSpec& icmp, const IcmpSpec& not_icmp) const {
     auto rendered = [&](bool nftables) {
@@ -1110,25 +1155,9 @@ class Mapper {
         case IcmpPair::icmp:
           not_icmp = nullptr;
           break;
-        case IcmpPair::never:
-          diag_.warning(not_icmp->loc,
-                        "this notICMP excludes every packet the rule's icmp takes: the rule matches nothing",
-                        "remove the rule, or the notICMP");
-          return;
+        case IcmpPair::never:  // check_icmp_pairs said so, of every policy
         case IcmpPair::inexpressible:
-          diag_.error(not_icmp->loc,
-                      "icmp type " + std::to_string(*icmp->type) +
-                          " (any code) with this notICMP needs a match on the code alone, which fwengine "
-                          "cannot express",
-                      "list the codes to allow in rules of their own, with icmp: {type, code}");
-          return;
         case IcmpPair::depends:
-          diag_.error(
-              not_icmp->loc,
-              "Felix renders this icmp/notICMP pair differently for iptables and for nftables, and "
-              "nftablesMode Auto picks by kube-proxy's mode",
-              "set nftablesMode to Enabled or Disabled in the FelixConfiguration, or give the notICMP "
-              "no code");
           return;
       }
     }
