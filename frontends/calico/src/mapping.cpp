@@ -237,25 +237,38 @@ class Mapper {
   // creationTimestamp (then by name) of them. A node without a Node resource, or without labels (Go's nil
   // map), is selected by none.
   void choose_selected_config() {
+    std::set<std::string_view> names;
+    for (const FelixConfig& config : model_.felix_configs)
+      if (!names.insert(config.name).second)
+        diag_.error(config.loc, "FelixConfiguration '" + config.name + "' is defined twice",
+                    "remove one of them");
+    const NodeLabels* node = nullptr;
+    for (const NodeLabels& n : model_.nodes) {
+      if (n.name != options_.node) continue;
+      if (!node)
+        node = &n;
+      else if (n.labels != node->labels)
+        diag_.warning(n.loc, "Node '" + n.name + "' is given again with other labels: the first is used",
+                      "the first is at " + diag_.where(node->loc) + "; give the node once");
+    }
     std::vector<const FelixConfig*> scoped;
     for (const FelixConfig& config : model_.felix_configs)
       if (config.node_selector) scoped.push_back(&config);
     if (scoped.empty()) return;
-    const auto node = std::find_if(model_.nodes.begin(), model_.nodes.end(),
-                                   [&](const NodeLabels& n) { return n.name == options_.node; });
-    if (node == model_.nodes.end()) {
+    if (!node || node->labels.empty()) {
       diag_.note(scoped.front()->node_selector->loc,
                  "FelixConfiguration '" + scoped.front()->name +
-                     "' is for the nodes its nodeSelector selects, and no Node '" + options_.node +
-                     "' was read: it applies to none here, as in Felix without the node's resource",
-                 "add this node to the input (kubectl get node " + options_.node +
-                     " -o yaml) so that its labels are matched");
+                     "' is for the nodes its nodeSelector selects, " +
+                     (node ? "and Node '" + options_.node + "' has no labels"
+                           : "and no Node '" + options_.node + "' was read") +
+                     ": it applies to none here, as in Felix",
+                 "give this node's Node resource with its labels (kubectl get node " + options_.node +
+                     " -o yaml, or calicoctl get node " + options_.node + " -o yaml)");
       return;
     }
     std::vector<const FelixConfig*> matching;
     for (const FelixConfig* config : scoped)
-      if (!node->labels.empty() && config->node_selector->selector.matches(node->labels))
-        matching.push_back(config);
+      if (config->node_selector->selector.matches(node->labels)) matching.push_back(config);
     if (matching.empty()) return;
     selected_config_ = *std::min_element(matching.begin(), matching.end(), [](auto* a, auto* b) {
       return std::tie(a->created, a->name) < std::tie(b->created, b->name);
@@ -264,8 +277,9 @@ class Mapper {
       std::string names;
       for (const FelixConfig* config : matching) names += (names.empty() ? "'" : ", '") + config->name + "'";
       diag_.warning(selected_config_->node_selector->loc,
-                    "FelixConfigurations " + names + " all select node '" + options_.node +
-                        "': Felix takes the oldest, '" + selected_config_->name + "', and so does fwengine",
+                    "FelixConfigurations " + names + (matching.size() == 2 ? " both" : " all") +
+                        " select node '" + options_.node + "': Felix takes the oldest, '" +
+                        selected_config_->name + "', and so does fwengine",
                     "make the nodeSelectors exclusive: at most one selector-scoped FelixConfiguration "
                     "should select a node");
     }

@@ -18,7 +18,7 @@ namespace {
 
 constexpr std::string_view kApiV3 = "projectcalico.org/v3";
 constexpr std::string_view kApiV1 = "crd.projectcalico.org/v1";
-constexpr std::size_t kMaxNodeSelector = 1024;  // FelixConfigurationSpec.NodeSelector's MaxLength
+constexpr std::ptrdiff_t kMaxNodeSelector = 1024;  // FelixConfigurationSpec.NodeSelector's MaxLength
 // The tiers whose order and default action Calico fixes (api tier.go: the orders, validateTier, the
 // Tier's CEL rules); a missing order reads as 1 000 000 and a missing defaultAction as Deny.
 struct StaticTier {
@@ -113,7 +113,7 @@ const std::vector<std::string_view> kFelixFields = {"nodeSelector", "useInternal
     "goGCThreshold", "goMemoryLimitMB", "goMaxProcs", "requireMTUFile", "bpfMaglevMaxEndpointsPerService",
     "bpfMaglevMaxServices"};
 const std::vector<std::string_view> kSupportedKinds = {"HostEndpoint", "GlobalNetworkPolicy",
-    "GlobalNetworkSet", "FelixConfiguration", "Tier", "Profile", "Node"};
+    "GlobalNetworkSet", "FelixConfiguration", "Tier", "Profile"};
 // Namespaced kinds apply to workloads only; a cluster dump contains them.
 const std::vector<std::string_view> kNamespacedKinds = {"NetworkPolicy", "NetworkSet", "StagedNetworkPolicy",
     "StagedKubernetesNetworkPolicy", "WorkloadEndpoint"};
@@ -358,12 +358,8 @@ void Reader::read_resource(const yaml::Node& node) {
   const std::string& kind = kind_node->text();
   const std::string api_version = api && api->is_scalar() ? api->text() : "";
   const bool calico_api = api_version == kApiV3 || api_version == kApiV1;
-  // Calico's Node (calicoctl) or the Kubernetes Node it is made from (kubectl, apiVersion v1): only its
-  // labels matter here, for FelixConfiguration nodeSelectors.
-  if (kind == "Node" && (calico_api || api_version == "v1")) {
-    Context ctx;
-    ctx.kind = kind;
-    if (auto meta = read_metadata(node, ctx)) model_.nodes.push_back({meta->name, meta->loc, meta->labels});
+  if (kind == "Node") {
+    read_node(node, api_version, kind_node->loc());
     return;
   }
 
@@ -396,6 +392,7 @@ void Reader::read_resource(const yaml::Node& node) {
     std::vector<std::string_view> known = kSupportedKinds;
     known.insert(known.end(), kNamespacedKinds.begin(), kNamespacedKinds.end());
     known.insert(known.end(), kIgnoredKinds.begin(), kIgnoredKinds.end());
+    known.push_back("Node");
     std::string hint = did_you_mean(kind, known);
     if (hint.empty()) hint = "supported kinds: " + join(kSupportedKinds);
     diag_.error(kind_node->loc(), "unknown kind '" + kind + "'", hint);
@@ -483,6 +480,9 @@ std::optional<Reader::Meta> Reader::read_metadata(const yaml::Node& resource, co
             if (value.is_string()) meta.labels[key] = value.get<std::string>();
           }
         }
+        // Calico's own creation time, where its client set one; the object's when it is zero (null).
+        if (auto it = json.find("creationTimestamp"); it != json.end() && it->is_string())
+          meta.created = it->get<std::string>();
         if (auto it = json.find("name");
             it != json.end() && it->is_string() && !it->get<std::string>().empty()) {
           meta.name = it->get<std::string>();
@@ -497,6 +497,45 @@ std::optional<Reader::Meta> Reader::read_metadata(const yaml::Node& resource, co
   }
   if (!ok) return std::nullopt;
   return meta;
+}
+
+// ---- Node ------------------------------------------------------------------------------------------
+
+// Calico's Node (calicoctl, projectcalico.org/v3) or the Kubernetes Node Calico makes its own from
+// (kubectl, v1): only the labels, which FelixConfiguration nodeSelectors select. Kubernetes' Node carries
+// the labels set with calicoctl in an annotation; its own labels win over those (libcalico-go's
+// K8sNodeToCalico).
+void Reader::read_node(const yaml::Node& node, const std::string& api_version, SourceLoc kind_loc) {
+  if (api_version != "v1" && api_version != kApiV3) {
+    diag_.warning(kind_loc,
+                  "Node with apiVersion '" + api_version +
+                      "' skipped: fwengine reads the labels of Kubernetes' Node (v1) and Calico's "
+                      "(projectcalico.org/v3)",
+                  "give the Node as kubectl or calicoctl prints it");
+    return;
+  }
+  Context ctx;
+  ctx.kind = "Node";
+  auto meta = read_metadata(node, ctx);
+  if (!meta) return;
+  Labels labels;
+  const yaml::Node* calico_labels = api_version == "v1" && meta->annotations
+                                        ? meta->annotations->find("projectcalico.org/labels")
+                                        : nullptr;
+  if (calico_labels && calico_labels->is_scalar()) {
+    auto json = nlohmann::json::parse(calico_labels->text(), nullptr, false);
+    if (json.is_object()) {
+      for (auto& [key, value] : json.items())
+        if (value.is_string()) labels[key] = value.get<std::string>();
+    } else {
+      diag_.warning(calico_labels->loc(),
+                    "annotation projectcalico.org/labels is not a JSON object: ignored, as "
+                    "Calico ignores it",
+                    "restore the JSON calicoctl wrote, or remove the annotation");
+    }
+  }
+  for (auto& [key, value] : meta->labels) labels[key] = value;
+  model_.nodes.push_back({meta->name, meta->loc, std::move(labels)});
 }
 
 // ---- HostEndpoint ----------------------------------------------------------------------------------
@@ -1561,9 +1600,19 @@ void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const C
                "name> (one node)");
   } else if (selector) {
     config.node_selector = read_selector(*selector, "nodeSelector");
-    if (config.node_selector && config.node_selector->text.size() > kMaxNodeSelector)
-      diag_.error(selector->loc(), "nodeSelector is longer than Calico's API server takes (1,024 characters)",
+    const auto characters = [](std::string_view text) {  // UTF-8: every byte but continuation bytes
+      return std::count_if(text.begin(), text.end(), [](char c) { return (c & 0xC0) != 0x80; });
+    };
+    if (config.node_selector && characters(config.node_selector->text) > kMaxNodeSelector)
+      diag_.error(selector->loc(), "nodeSelector is longer than Calico's CRD takes (1,024 characters)",
                   "shorten the selector");
+    static const std::regex kKubernetesTime(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)");
+    if (!config.created.empty() && !std::regex_match(config.created, kKubernetesTime))
+      diag_.warning(meta.loc,
+                    "FelixConfiguration '" + config.name + "': creationTimestamp '" + config.created +
+                        "' is not a time as Kubernetes writes it (2026-01-02T03:04:05Z): configs that select "
+                        "one node are ranked by its text",
+                    "write it in UTC, to the second, ending in Z");
   }
   if (spec) {
     check_fields(*spec, kFelixFields, "FelixConfiguration spec");
@@ -1692,8 +1741,8 @@ void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& 
     const std::string value = lower(values[i].text());
     const SourceLoc loc = values[i].loc();
     // Whether this annotation decides the setting. An empty value is dropped by Felix: under the exact
-    // name it leaves the setting to the default (for node.<name>, to the global one), under another
-    // it is nothing.
+    // name it leaves the setting to the default (for node.<name> or a selector-scoped config, to the
+    // configs under it), under another it is nothing.
     auto decides = [&](bool in_spec) {
       if (value.empty()) return exactly;
       const bool spec_too = !exactly && in_spec && !replaced.contains(exact);

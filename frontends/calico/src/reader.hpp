@@ -26,6 +26,7 @@ class Reader {
   void read_item(const yaml::Node& node, bool in_list);
   void read_resource(const yaml::Node& node);
   std::optional<Meta> read_metadata(const yaml::Node& resource, const Context& ctx);
+  void read_node(const yaml::Node& node, const std::string& api_version, SourceLoc kind_loc);
   void read_host_endpoint(const yaml::Node& spec, const Meta& meta, const Context& ctx);
   void read_policy(const yaml::Node* spec, Meta meta, const Context& ctx);
   void read_network_set(const yaml::Node* spec, const Meta& meta);

@@ -223,8 +223,7 @@ TEST_CASE("Felix settings: a selector-scoped config between default and node.<na
   CHECK(rs.stage(ir::Stage::input).sections.at(0).endpoints.at(0).conntrack ==
         ir::Conntrack::accept_established);
 
-  // Labels it does not select, no labels at all (Go's nil map selects nothing, not even all()), or no Node:
-  // default alone under node.n1.
+  // Labels it does not select, no labels, or no Node: default alone under node.n1.
   for (const std::string& node : {node_n1("{role: core}"), node_n1("{}"), std::string()}) {
     Diagnostics diag;
     const Model model = read_yaml(configs + node, diag);
@@ -240,6 +239,77 @@ TEST_CASE("Felix settings: a selector-scoped config between default and node.<na
                  Catch::Contains("test.yaml:25:17: note: FelixConfiguration 'edge' is for the nodes its "
                                  "nodeSelector selects, and no Node 'n1' was read"));
   }
+}
+
+// The outbound failsafe port after default's 2, under a selector-scoped config's 6 when it applies.
+std::uint16_t scoped_outbound_port(const std::string& text, std::string* diagnostics = nullptr) {
+  Diagnostics diag;
+  const Model model = read_yaml(
+      kH0 + felix("default", "  failsafeOutboundHostPorts: [{protocol: UDP, port: 2}]\n") + text, diag);
+  const ir::Ruleset rs = map_to_ir(model, n1_options(), diag);
+  INFO(diag.text());
+  CHECK_FALSE(diag.has_errors());
+  if (diagnostics) *diagnostics = diag.text();
+  REQUIRE(rs.failsafe.outbound.size() == 1);
+  return rs.failsafe.outbound[0].port;
+}
+
+TEST_CASE("Felix settings: a Node's labels as Calico reads them", "[mapping]") {
+  const std::string port6 = "  failsafeOutboundHostPorts: [{protocol: UDP, port: 6}]\n";
+  const std::string all = scoped_felix("any", "", "all()", port6);
+  // No labels at all select nothing, not even all() (Felix's nil map); a note says why.
+  std::string diagnostics;
+  CHECK(scoped_outbound_port(all + node_n1("{}"), &diagnostics) == 2);
+  CHECK_THAT(diagnostics, Catch::Contains("note: FelixConfiguration 'any' is for the nodes its nodeSelector "
+                                          "selects, and Node 'n1' has no labels"));
+  CHECK(scoped_outbound_port(all + node_n1("{a: b}")) == 6);
+  // Calico's own Node, as calicoctl prints it.
+  const std::string calico_node =
+      "---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: n1\n  labels: {zone: a}\n"
+      "spec: {bgp: {ipv4Address: 10.0.0.10/24}}\n";
+  CHECK(scoped_outbound_port(scoped_felix("z", "", "zone == 'a'", port6) + calico_node) == 6);
+  // Kubernetes' Node keeps the labels set with calicoctl in an annotation; its own labels win.
+  const std::string kube_node =
+      "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: n1\n  labels: {zone: b}\n"
+      "  annotations: {projectcalico.org/labels: '{\"edge\": \"true\", \"zone\": \"a\"}'}\n";
+  CHECK(scoped_outbound_port(scoped_felix("e", "", "edge == 'true' && zone == 'b'", port6) + kube_node) == 6);
+  CHECK(scoped_outbound_port(scoped_felix("e", "", "zone == 'a'", port6) + kube_node) == 2);
+  // A Node of another apiVersion is skipped; one given again with other labels: the first.
+  CHECK(scoped_outbound_port(
+            all + "---\napiVersion: example.com/v1\nkind: Node\nmetadata: {name: n1, labels: {a: "
+                  "b}}\n",
+            &diagnostics) == 2);
+  CHECK_THAT(diagnostics, Catch::Contains("warning: Node with apiVersion 'example.com/v1' skipped"));
+  CHECK(scoped_outbound_port(scoped_felix("z", "", "zone == 'a'", port6) + calico_node + node_n1("{zone: c}"),
+                             &diagnostics) == 6);
+  CHECK_THAT(diagnostics,
+             Catch::Contains("warning: Node 'n1' is given again with other labels: the first is used"));
+}
+
+TEST_CASE("Felix settings: a selector-scoped config's annotations, and its v1 form's creation time",
+          "[mapping]") {
+  // An annotation sets a field of a selector-scoped config as of the others.
+  const std::string annotated =
+      "---\napiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata:\n  name: edge\n"
+      "  annotations: {config.projectcalico.org/FailsafeOutboundHostPorts: 'udp:9'}\n"
+      "spec: {nodeSelector: all()}\n";
+  CHECK(scoped_outbound_port(annotated + node_n1("{a: b}")) == 9);
+  // crd.projectcalico.org/v1: Calico's creation time is in its metadata annotation, the object's is a
+  // restore's. "old" was made first, though its object is the newer.
+  auto v1 = [](const std::string& name, const std::string& object_time, const std::string& calico_time,
+               int port) {
+    return "---\napiVersion: crd.projectcalico.org/v1\nkind: FelixConfiguration\nmetadata:\n  name: " + name +
+           "\n  creationTimestamp: \"" + object_time +
+           "\"\n  annotations:\n    projectcalico.org/metadata: "
+           "'{\"creationTimestamp\": \"" +
+           calico_time +
+           "\"}'\nspec:\n  nodeSelector: all()\n"
+           "  failsafeOutboundHostPorts: [{protocol: UDP, port: " +
+           std::to_string(port) + "}]\n";
+  };
+  CHECK(scoped_outbound_port(v1("new", "2026-05-01T00:00:00Z", "2026-02-01T00:00:00Z", 7) +
+                             v1("old", "2026-06-01T00:00:00Z", "2026-01-01T00:00:00Z", 8) +
+                             node_n1("{a: b}")) == 8);
 }
 
 TEST_CASE("Felix settings: of two selector-scoped configs for a node, the oldest", "[mapping]") {
@@ -258,7 +328,7 @@ TEST_CASE("Felix settings: of two selector-scoped configs for a node, the oldest
                           scoped_felix("a-old", "2026-02-01T00:00:00Z", "all()", port8),
                       diagnostics) == 8);
   CHECK_THAT(diagnostics,
-             Catch::Contains("warning: FelixConfigurations 'b-new', 'a-old' all select node 'n1': "
+             Catch::Contains("warning: FelixConfigurations 'b-new', 'a-old' both select node 'n1': "
                              "Felix takes the oldest, 'a-old', and so does fwengine"));
   // The same time: by name. No time at all is Go's zero time, older than any.
   CHECK(outbound_port(scoped_felix("b", "2026-03-01T00:00:00Z", "has(role)", port7) +

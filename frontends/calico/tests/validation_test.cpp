@@ -508,9 +508,8 @@ TEST_CASE("FelixConfiguration nodeSelector: where Calico takes it, and a bad one
               "test.yaml:4:31: error: invalid nodeSelector: expected a quoted string");
   std::string long_selector = "has(a)";
   while (long_selector.size() <= 1024) long_selector += " || has(a)";
-  check_error(
-      felix_config("edge", "{nodeSelector: \"" + long_selector + "\"}"),
-      "test.yaml:4:22: error: nodeSelector is longer than Calico's API server takes (1,024 characters)");
+  check_error(felix_config("edge", "{nodeSelector: \"" + long_selector + "\"}"),
+              "test.yaml:4:22: error: nodeSelector is longer than Calico's CRD takes (1,024 characters)");
   const std::string ignored =
       diagnose(felix_config("edge", "{nodeSelector: \"\"}") + felix_config("core", "{}"));
   CHECK_THAT(ignored,
