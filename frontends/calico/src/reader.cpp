@@ -1486,11 +1486,39 @@ std::optional<std::vector<FailsafePort>> Reader::read_failsafe(const yaml::Node&
 
 namespace {
 
+// Go's underscoreOK: with base 0, '_' may only stand between two digits, or between a base prefix
+// (0x, 0o, 0b) and a digit. text is lower-case and without its sign.
+bool go_underscores_ok(std::string_view text) {
+  const bool prefixed =
+      text.size() >= 2 && text[0] == '0' && (text[1] == 'x' || text[1] == 'o' || text[1] == 'b');
+  const bool hex = prefixed && text[1] == 'x';
+  char last = prefixed ? '0' : '^';  // '0' a digit or the prefix, '_' an underscore, '!' anything else
+  for (char c : text.substr(prefixed ? 2 : 0)) {
+    if ((c >= '0' && c <= '9') || (hex && c >= 'a' && c <= 'f')) {
+      last = '0';
+    } else if (c == '_') {
+      if (last != '0') return false;
+      last = '_';
+    } else {
+      if (last == '_') return false;
+      last = '!';
+    }
+  }
+  return last != '_';
+}
+
 // An int as Felix's IntParam reads it (Go's strconv.ParseInt with base 0, lower-cased): an optional
-// sign, then decimal, 0x hex, 0o or 0 octal, or 0b binary. Go's digit separators ('_') are not taken.
-std::optional<std::int64_t> go_integer(std::string_view text) {
+// sign, then decimal, 0x hex, 0o or 0 octal, or 0b binary, its digits maybe separated by '_'.
+std::optional<std::int64_t> go_integer(std::string_view written) {
+  std::string_view text = written;
   const bool negative = !text.empty() && text.front() == '-';
   if (!text.empty() && (text.front() == '-' || text.front() == '+')) text.remove_prefix(1);
+  std::string digits;
+  if (text.find('_') != std::string_view::npos) {
+    if (!go_underscores_ok(text)) return std::nullopt;
+    std::copy_if(text.begin(), text.end(), std::back_inserter(digits), [](char c) { return c != '_'; });
+    text = digits;
+  }
   int base = 10;
   if (text.size() > 2 && text[0] == '0' && (text[1] == 'x' || text[1] == 'o' || text[1] == 'b')) {
     base = text[1] == 'x' ? 16 : text[1] == 'o' ? 8 : 2;

@@ -618,6 +618,22 @@ TEST_CASE("The VXLAN warning names the port Felix checks: vxlanPort, the node's 
             vxlan_on + felix_config("node.n1", "{}", "config.projectcalico.org/VXLANPort: '0x1234'"))) ==
         "4660");
   CHECK(hint_port(map_warnings(vxlan_on + felix_config("node.n2", "{vxlanPort: 8472}"))) == "4789");
+  // Go's digit separators, where its ParseInt with base 0 takes them, and not elsewhere.
+  for (const auto& [written, port] : std::vector<std::pair<std::string, std::string>>{{"8_472", "8472"},
+                                                                                      {"0x_21_18", "8472"},
+                                                                                      {"0_20430", "8472"},
+                                                                                      {"0b_1", "1"},
+                                                                                      {"-0_1", "65535"},
+                                                                                      {"_8472", "4789"},
+                                                                                      {"8472_", "4789"},
+                                                                                      {"84__72", "4789"},
+                                                                                      {"0x_", "4789"},
+                                                                                      {"8_4_7_2", "8472"}}) {
+    INFO(written);
+    CHECK(hint_port(map_warnings(
+              vxlan_on + felix_config("node.n1", "{}",
+                                      "config.projectcalico.org/VXLANPort: '" + written + "'"))) == port);
+  }
   const auto invalid = map_warnings(
       vxlan_on + felix_config("node.n1", "{vxlanPort: 8472}", "config.projectcalico.org/VXLANPort: abc"));
   CHECK(count_containing(invalid, "invalid value 'abc', which Felix replaces with its default") == 1);
