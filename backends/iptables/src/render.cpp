@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <span>
@@ -198,6 +199,13 @@ struct Spec {
 };
 using Specs = std::vector<Spec>;  // alternatives: the rule matches when any of them does
 
+// What the rules of a run share (their other matches, target and directions) as text; the forms made
+// from one rest share one.
+using Shape = std::shared_ptr<const std::string>;
+bool same_shape(const Shape& a, const Shape& b) {
+  return a == b || (a && b && *a == *b);
+}
+
 void expand(Specs& specs, const std::vector<std::string>& alternatives, std::string Spec::*field) {
   Specs out;
   for (const auto& s : specs)
@@ -296,9 +304,9 @@ class FamilyRenderer {
  private:
   struct Table {
     TableDef def;
-    std::map<std::string, std::size_t> index;                       // chain name -> def.chains
-    std::set<std::string> ir_chains;                                // IR chains already rendered here
-    std::map<std::string, std::optional<std::string>> pure_shapes;  // IR chain -> pure_shape()
+    std::map<std::string, std::size_t> index;  // chain name -> def.chains
+    std::set<std::string> ir_chains;           // IR chains already rendered here
+    std::map<std::string, Shape> pure_shapes;  // IR chain -> pure_shape()
   };
 
   // ---- diagnostics ------------------------------------------------------------------------------
@@ -914,17 +922,17 @@ class FamilyRenderer {
   }
 
   // The shape all rules of a chain merge into in table t, if they do and only one group refers to it.
-  std::optional<std::string> pure_shape(Table& t, const std::string& ir_name) {
+  Shape pure_shape(Table& t, const std::string& ir_name) {
     auto [it, inserted] = t.pure_shapes.try_emplace(ir_name);
     if (!inserted) return it->second;
     const Chain* c = rs_.find_chain(ir_name);
-    if (!c || references_[ir_name] != 1) return std::nullopt;
+    if (!c || references_[ir_name] != 1) return nullptr;
     const std::set<Stage> here = stages_here(t, ir_name);
-    std::optional<std::string> shape;
+    Shape shape;
     for (const auto& r : c->rules) {
       if (absent(r)) continue;
       auto form = run_form(t, r, here);
-      if (!form || (shape && form->shape != *shape)) return t.pure_shapes[ir_name] = std::nullopt;
+      if (!form || (shape && !same_shape(form->shape, shape))) return t.pure_shapes[ir_name] = nullptr;
       shape = std::move(form->shape);
     }
     return t.pure_shapes[ir_name] = shape;
@@ -940,8 +948,8 @@ class FamilyRenderer {
         continue;
       }
       std::size_t end = i + 1;
-      if (auto shape = pure_shape(t, names[i]))
-        while (end < names.size() && pure_shape(t, names[end]) == shape) ++end;
+      if (Shape shape = pure_shape(t, names[i]))
+        while (end < names.size() && same_shape(pure_shape(t, names[end]), shape)) ++end;
       if (end - i >= 2)
         out.push_back(fused_chain(t, {names.begin() + static_cast<std::ptrdiff_t>(i),
                                       names.begin() + static_cast<std::ptrdiff_t>(end)}));
@@ -965,6 +973,11 @@ class FamilyRenderer {
     std::size_t runs = 0;
     std::optional<std::optional<RunForm>> following;  // rules[i]'s form, made when it ended a run
     for (std::size_t i = 0; i < rules.size();) {
+      // A rule that never matches in this family (its addresses are all of the other) is no rule here.
+      if (!following && absent(*rules[i])) {
+        ++i;
+        continue;
+      }
       std::optional<RunForm> head = following ? std::move(*following) : form_of(i);
       following.reset();
       std::size_t end = i + 1, taken = 1;
@@ -973,12 +986,11 @@ class FamilyRenderer {
         RunIndex index;
         index.add(*head);
         std::size_t members = head->members.size();
-        // A rule that never matches in this family (its addresses are all of the other) is no rule here.
         for (; end < rules.size(); ++end) {
-          std::optional<RunForm> next = form_of(end);
           if (absent(*rules[end])) continue;
-          if (!next || next->shape != head->shape || members + next->members.size() > kMaxSetMembers ||
-              index.overlaps(*next)) {
+          std::optional<RunForm> next = form_of(end);
+          if (!next || !same_shape(next->shape, head->shape) ||
+              members + next->members.size() > kMaxSetMembers || index.overlaps(*next)) {
             following = std::move(next);
             break;
           }
@@ -989,7 +1001,8 @@ class FamilyRenderer {
         }
       }
       if (taken < kMinRun) {
-        for (std::size_t k = i; k < end; ++k) rule(t, name, *rules[k], k, here);
+        for (std::size_t k = i; k < end; ++k)
+          if (!absent(*rules[k])) rule(t, name, *rules[k], k, here);
       } else {
         emit_run(t, name, id + "-" + std::to_string(runs++), *head, parts);
       }
@@ -1008,9 +1021,9 @@ class FamilyRenderer {
     std::uint16_t port;
   };
   struct RunForm {
-    Spec rest;           // the rule's other matches
-    std::string target;  // its verdict
-    std::string shape;   // rest, target and directions: equal for all rules of a run
+    std::shared_ptr<const Spec> rest;  // the rule's other matches
+    std::string target;                // its verdict
+    Shape shape;                       // rest, target and directions: equal for all rules of a run
     std::string directions;
     std::vector<RunMember> members;
     std::string where;
@@ -1079,16 +1092,24 @@ class FamilyRenderer {
 
     const Rule rest{ir::without(m, {.protocols = true, .addresses = true, .ports = true}), r.action,
                     r.origin};
-    const RestMemo& prepared = rest_spec(rest, stages);
+    RestMemo& prepared = rest_spec(rest, stages);
     if (!prepared.spec) return std::nullopt;
     RunForm form;
-    form.rest = *prepared.spec;
-    if (kind == ActionKind::drop)
-      form.target = "-j DROP";
-    else
-      form.target = kind == ActionKind::accept ? accept_target(t, stages) : "-g " + helper(t, Helper::allow);
+    form.rest = prepared.spec;
     form.directions = std::string(source_addr ? "src" : "dst") + (source_port ? ",src" : ",dst");
-    form.shape = prepared.text + "|" + form.target + "|" + form.directions;
+    if (prepared.table != &t || prepared.directions != form.directions) {
+      prepared.table = &t;
+      prepared.directions = form.directions;
+      if (kind == ActionKind::drop)
+        prepared.target = "-j DROP";
+      else
+        prepared.target =
+            kind == ActionKind::accept ? accept_target(t, stages) : "-g " + helper(t, Helper::allow);
+      prepared.shape =
+          std::make_shared<const std::string>(prepared.text + "|" + prepared.target + "|" + form.directions);
+    }
+    form.target = prepared.target;
+    form.shape = prepared.shape;
     for (const auto& cidr : cidrs)
       for (auto p : protocols)
         for (const auto& range : pm.ports)
@@ -1103,21 +1124,26 @@ class FamilyRenderer {
     Match match;
     Action action;
     std::set<Stage> stages;
-    std::optional<Spec> spec;
+    std::shared_ptr<const Spec> spec;
     std::string text;
+    // The target and shape its last form had, in this table and directions: most forms after it share
+    // them (the action is the rest's, so only the table and directions can differ).
+    const Table* table = nullptr;
+    std::string directions, target;
+    Shape shape;
   };
   // The rules of a run share their rest: the last one is kept, so most rules need no matching of
   // their own.
-  const RestMemo& rest_spec(const Rule& rest, const std::set<Stage>& stages) {
+  RestMemo& rest_spec(const Rule& rest, const std::set<Stage>& stages) {
     if (rest_memo_ && rest_memo_->match == rest.match && rest_memo_->action == rest.action &&
         rest_memo_->stages == stages)
       return *rest_memo_;
     const std::size_t reported = reported_.size();
     auto specs = match_specs(rest, std::nullopt, stages);
-    rest_memo_ = RestMemo{rest.match, rest.action, stages, std::nullopt, {}};
+    rest_memo_ = RestMemo{rest.match, rest.action, stages, nullptr, {}, nullptr, {}, {}, nullptr};
     if (reported_.size() == reported && specs && specs->size() == 1) {
       rest_memo_->text = specs->front().text();
-      rest_memo_->spec = std::move(specs->front());
+      rest_memo_->spec = std::make_shared<const Spec>(std::move(specs->front()));
     }
     return *rest_memo_;
   }
@@ -1157,7 +1183,7 @@ class FamilyRenderer {
     };
     add(head.members, head.where);
     for (auto& part : parts) add(part.members, part.where);
-    Spec spec = head.rest;
+    Spec spec = *head.rest;
     spec.matches.push_back("-m set --match-set " + name + " " + head.directions);
     emit(t, chain, spec, head.target, {});
   }
