@@ -28,11 +28,11 @@ namespace {
 
 using nlohmann::json;
 
-// The kinds the frontend reads, by the plural libcalico-go names their directories with (of a Node only
-// its labels, which FelixConfiguration nodeSelectors select).
-constexpr std::array<std::string_view, 7> kPolicyPlurals = {
-    "hostendpoints", "globalnetworkpolicies", "globalnetworksets", "felixconfigurations", "tiers", "profiles",
-    "nodes"};
+// The kinds the frontend reads, by the plural libcalico-go names their directories with; and of "nodes"
+// this node's alone (is_policy_key).
+constexpr std::array<std::string_view, 6> kPolicyPlurals = {
+    "hostendpoints", "globalnetworkpolicies", "globalnetworksets", "felixconfigurations", "tiers",
+    "profiles"};
 
 constexpr long kConnectTimeoutMs = 2000;
 constexpr long kListTimeoutMs = 10000;
@@ -223,12 +223,13 @@ std::string iso_now() {
 
 }  // namespace
 
-bool is_policy_key(std::string_view key) {
+bool is_policy_key(std::string_view key, std::string_view node) {
   if (!key.starts_with(kResourcePrefix)) return false;
   key.remove_prefix(kResourcePrefix.size());
   const auto slash = key.find('/');
   if (slash == std::string_view::npos || slash + 1 == key.size()) return false;
   const std::string_view plural = key.substr(0, slash);
+  if (plural == "nodes") return key.substr(slash + 1) == node;
   return std::find(kPolicyPlurals.begin(), kPolicyPlurals.end(), plural) != kPolicyPlurals.end() &&
          key.find('/', slash + 1) == std::string_view::npos;
 }
@@ -270,11 +271,12 @@ Endpoints parse_source(std::string_view source, const std::map<std::string, std:
   return endpoints;
 }
 
-Client::Client(Endpoints endpoints, int origin_netns_fd)
+Client::Client(Endpoints endpoints, int origin_netns_fd, std::string node)
     : endpoints_(std::move(endpoints)),
       // Hosts of a fleet start on different members, so that no one member serves them all.
       current_(std::random_device{}() % endpoints_.urls.size()),
-      origin_netns_fd_(origin_netns_fd) {
+      origin_netns_fd_(origin_netns_fd),
+      node_(std::move(node)) {
   init_curl_once();
 }
 
@@ -317,7 +319,7 @@ Snapshot Client::list() {
     snapshot.revision = int_field(parsed.value("header", json::object()), "revision");
     for (const auto& kv : parsed.value("kvs", json::array())) {
       std::string key = unbase64(kv.value("key", ""));
-      if (is_policy_key(key)) snapshot.resources[key] = unbase64(kv.value("value", ""));
+      if (is_policy_key(key, node_)) snapshot.resources[key] = unbase64(kv.value("value", ""));
     }
     return snapshot;
   }
@@ -353,7 +355,7 @@ void Client::watch(std::int64_t after, const OnChange& on_change, const std::ato
       for (const auto& e : result.value("events", json::array())) {
         const json kv = e.value("kv", json::object());
         Event event{unbase64(kv.value("key", "")), std::nullopt};
-        if (!is_policy_key(event.key)) continue;
+        if (!is_policy_key(event.key, node_)) continue;
         if (e.value("type", std::string("PUT")) != "DELETE") event.value = unbase64(kv.value("value", ""));
         events.push_back(std::move(event));
       }
@@ -381,7 +383,7 @@ void save_cache(const std::string& file, const Snapshot& snapshot) {
   if (written) fs::rename(tmp, file, ec);
 }
 
-std::optional<Snapshot> load_cache(const std::string& file) {
+std::optional<Snapshot> load_cache(const std::string& file, std::string_view node) {
   std::ifstream in(file);
   if (!in) return std::nullopt;
   json j = json::parse(in, nullptr, false);
@@ -390,12 +392,12 @@ std::optional<Snapshot> load_cache(const std::string& file) {
   Snapshot snapshot;
   snapshot.revision = int_field(j, "revision");
   for (const auto& [key, value] : j["resources"].items())
-    if (value.is_string() && is_policy_key(key)) snapshot.resources[key] = value.get<std::string>();
+    if (value.is_string() && is_policy_key(key, node)) snapshot.resources[key] = value.get<std::string>();
   return snapshot;
 }
 
-Watch::Watch(Endpoints endpoints, int origin_netns_fd, std::string cache_file)
-    : client_(std::move(endpoints), origin_netns_fd),
+Watch::Watch(Endpoints endpoints, int origin_netns_fd, std::string cache_file, std::string node)
+    : client_(std::move(endpoints), origin_netns_fd, std::move(node)),
       cache_file_(std::move(cache_file)),
       event_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
   if (event_fd_ < 0) throw RuntimeError("eventfd failed");
@@ -447,7 +449,7 @@ std::string Watch::fall_back_to_cache() {
     std::lock_guard lock(mutex_);
     if (snapshot_) return {};  // the store answered before: what it said is newer than any cache
   }
-  auto cached = load_cache(cache_file_);
+  auto cached = load_cache(cache_file_, client_.node());
   if (!cached) return "; no copy of an earlier policy in " + cache_file_;
   std::lock_guard lock(mutex_);
   snapshot_ = std::move(cached);

@@ -24,8 +24,9 @@ namespace fwe::calico::etcd {
 inline constexpr std::string_view kResourcePrefix = "/calico/resources/v3/projectcalico.org/";
 
 // Whether a key holds a resource of a kind the frontend reads (host endpoints, global policies and
-// sets, tiers, Felix configuration); the store holds many others (nodes, IPAM, workload endpoints).
-bool is_policy_key(std::string_view key);
+// sets, tiers, Felix configuration, and the Node named node, for its labels); the store holds many
+// others (other nodes, IPAM, workload endpoints).
+bool is_policy_key(std::string_view key, std::string_view node);
 
 // etcd://host:port[,host:port...]; TLS (https) when any of the files is given, as calicoctl's
 // etcdCACertFile / etcdCertFile / etcdKeyFile.
@@ -57,7 +58,8 @@ class Client {
  public:
   // origin_netns_fd: make sockets in that namespace (the engine may work inside another one, while
   // the store is reached from the host's); -1 for the current one.
-  Client(Endpoints endpoints, int origin_netns_fd);
+  // node: the Node resource read is this one's.
+  Client(Endpoints endpoints, int origin_netns_fd, std::string node);
 
   // Every policy resource, read from the first endpoint that answers (starting with the last good
   // one, or a random one). Throws RuntimeError naming every endpoint's failure when none answers.
@@ -70,6 +72,7 @@ class Client {
   void watch(std::int64_t after, const OnChange& on_change, const std::atomic<bool>& stop);
 
   const std::string& current_url() const { return endpoints_.urls[current_]; }
+  const std::string& node() const { return node_; }
 
  private:
   // Whether the member answers a linearizable read in time (it is alive and has a leader).
@@ -78,6 +81,7 @@ class Client {
   Endpoints endpoints_;
   std::size_t current_ = 0;
   int origin_netns_fd_;
+  std::string node_;
 };
 
 // Keeps a live copy of the store's policy on a thread of its own (list, then watch from the list's
@@ -87,7 +91,7 @@ class Client {
 // cached policy instead of nothing.
 class Watch final : public SourceWatch {
  public:
-  Watch(Endpoints endpoints, int origin_netns_fd, std::string cache_file);
+  Watch(Endpoints endpoints, int origin_netns_fd, std::string cache_file, std::string node);
   ~Watch() override;
   Watch(const Watch&) = delete;
   Watch& operator=(const Watch&) = delete;

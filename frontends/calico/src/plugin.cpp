@@ -39,7 +39,7 @@ class CalicoFrontend final : public Frontend {
       auto watched = watches_.find(source);
       auto live = watched == watches_.end() ? nullptr : watched->second.lock();
       if (!live) {
-        etcd::Client client(etcd::parse_source(source, request.options), origin_netns_fd_);
+        etcd::Client client(etcd::parse_source(source, request.options), origin_netns_fd_, request.node);
         load_request.store_snapshots[source] = client.list();
         continue;
       }
@@ -72,7 +72,7 @@ class CalicoFrontend final : public Frontend {
     }
     if (store.empty()) return nullptr;
     auto watch = std::make_shared<etcd::Watch>(etcd::parse_source(store, request.options), origin_netns_fd_,
-                                               cache_file(request));
+                                               cache_file(request), request.node);
     watches_[store] = watch;
     return std::make_unique<SharedWatch>(std::move(watch));
   }

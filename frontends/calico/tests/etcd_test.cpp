@@ -31,17 +31,20 @@ TEST_CASE("bad etcd URLs and TLS options are usage errors", "[etcd]") {
 
 TEST_CASE("only the kinds the frontend reads are taken from the store", "[etcd]") {
   const std::string p(kResourcePrefix);
-  CHECK(is_policy_key(p + "globalnetworkpolicies/default.allow-ssh"));
-  CHECK(is_policy_key(p + "hostendpoints/node1-eth0"));
-  CHECK(is_policy_key(p + "globalnetworksets/blocked"));
-  CHECK(is_policy_key(p + "felixconfigurations/node.node1"));
-  CHECK(is_policy_key(p + "tiers/security"));
-  CHECK(is_policy_key(p + "nodes/node1"));  // its labels, which FelixConfiguration nodeSelectors select
-  CHECK_FALSE(is_policy_key(p + "ippools/default-ipv4-ippool"));
-  CHECK_FALSE(is_policy_key(p + "networkpolicies/default/allow"));  // namespaced: workloads, not hosts
-  CHECK_FALSE(is_policy_key(p + "globalnetworkpolicies/"));
-  CHECK_FALSE(is_policy_key(p + "globalnetworkpolicies"));
-  CHECK_FALSE(is_policy_key("/calico/ipam/v2/host/node1"));
+  auto taken = [&](const std::string& key) { return is_policy_key(p + key, "node1"); };
+  CHECK(taken("globalnetworkpolicies/default.allow-ssh"));
+  CHECK(taken("hostendpoints/node1-eth0"));
+  CHECK(taken("globalnetworksets/blocked"));
+  CHECK(taken("felixconfigurations/node.node1"));
+  CHECK(taken("tiers/security"));
+  CHECK(taken("nodes/node1"));  // this node's labels, which FelixConfiguration nodeSelectors select
+  CHECK_FALSE(taken("nodes/node2"));
+  CHECK_FALSE(taken("nodes/node1x"));
+  CHECK_FALSE(taken("ippools/default-ipv4-ippool"));
+  CHECK_FALSE(taken("networkpolicies/default/allow"));  // namespaced: workloads, not hosts
+  CHECK_FALSE(taken("globalnetworkpolicies/"));
+  CHECK_FALSE(taken("globalnetworkpolicies"));
+  CHECK_FALSE(is_policy_key("/calico/ipam/v2/host/node1", "node1"));
 }
 
 }  // namespace fwe::calico::etcd

@@ -232,8 +232,8 @@ spec: {node: n1, interfaceName: eth0, expectedIPs: [10.0.0.10], profiles: [proje
 
 TEST_CASE("the etcd source reads profiles keys", "[felix-parity]") {
   const std::string p = "/calico/resources/v3/projectcalico.org/";
-  CHECK(etcd::is_policy_key(p + "profiles/open-web"));
-  CHECK_FALSE(etcd::is_policy_key(p + "profiles/ns/open-web"));
+  CHECK(etcd::is_policy_key(p + "profiles/open-web", "node1"));
+  CHECK_FALSE(etcd::is_policy_key(p + "profiles/ns/open-web", "node1"));
 }
 
 // ---- 3. serviceAccounts in rules -------------------------------------------------------------------

@@ -74,6 +74,9 @@ put felixconfigurations/edge '{"apiVersion": "projectcalico.org/v3", "kind": "Fe
   "metadata": {"name": "edge", "creationTimestamp": "2026-11-02T09:15:00Z"},
   "spec": {"nodeSelector": "edge == \"true\"", "failsafeInboundHostPorts": [{"protocol": "TCP", "port": 2222}]}}'
 probe_2222=(trace --iif ens160 --src 192.168.218.1 --dst 192.168.218.176 --proto tcp --dport 2222)
+# Another node's Node is not read: its labels select nothing here.
+put nodes/worker2 '{"apiVersion": "projectcalico.org/v3", "kind": "Node",
+  "metadata": {"name": "worker2", "labels": {"edge": "true"}}}'
 check "etcd: a selector-scoped config without its Node" 0 "$engine" --frontend calico --source "etcd://$endpoint" \
   --node $node "${probe_2222[@]}"
 contains "etcd: without the Node, the config applies to none" "no Node '$node' was read"
@@ -85,7 +88,7 @@ check "etcd: the Node's labels select the config" 0 "$engine" --frontend calico 
 contains "etcd: the selected config's failsafe port" "(FelixConfiguration edge)"
 contains "etcd: the selected config's failsafe port is open" "verdict: open"
 etcdctl --endpoints "$endpoint" del "$prefix/felixconfigurations/edge" >/dev/null
-etcdctl --endpoints "$endpoint" del "$prefix/nodes/$node" >/dev/null
+for key in "nodes/$node" nodes/worker2; do etcdctl --endpoints "$endpoint" del "$prefix/$key" >/dev/null; done
 check "etcd: every endpoint down" 1 "$engine" --frontend calico --source "etcd://127.0.0.1:$dead_port" --node $node check
 contains "etcd: every endpoint down" "no etcd endpoint answered"
 contains "etcd: every endpoint down names the endpoint" "127.0.0.1:$dead_port"
