@@ -52,6 +52,7 @@ struct Settings {
   NftablesMode nftables = NftablesMode::auto_;  // Felix's default
   bool ipv6_support = true;
   SourceLoc ipv6_support_loc;
+  std::string ipv6_support_source = "FelixConfiguration";
   std::string log_prefix = "calico-packet";
   std::vector<std::string> workload_prefixes = {"cali"};
   std::vector<std::string> excluded_interfaces = {"kube-ipvs0"};
@@ -143,12 +144,12 @@ class Mapper {
     Settings settings;
     settings.failsafe_inbound = builtin_failsafe(true);
     settings.failsafe_outbound = builtin_failsafe(false);
-    // node.<name> overrides the selected config, which overrides default, field by field (D-FC precedence).
+    // Each overrides the ones before it, field by field (D-FC precedence).
     bool iptables_reject = false, nftables_reject = false;
     NftablesMode nftables = NftablesMode::auto_;
     for (const FelixConfig* config : felix_configs()) {
       if (!config) continue;
-      const std::string source = "FelixConfiguration " + config->name;
+      const std::string source = source_of(*config);
       if (config->failsafe_inbound) {
         settings.failsafe_inbound = *config->failsafe_inbound;
         settings.failsafe_inbound_source = source;
@@ -166,6 +167,7 @@ class Mapper {
       if (config->ipv6_support) {
         settings.ipv6_support = *config->ipv6_support;
         settings.ipv6_support_loc = config->loc;
+        settings.ipv6_support_source = source;
       }
       // An empty logPrefix (an annotation's none) is the default: generateLogPrefix falls back to it.
       if (config->log_prefix)
@@ -219,17 +221,23 @@ class Mapper {
     }
   }
 
-  // The FelixConfigurations for this node, in the order they apply (a later one wins, field by field):
-  // default, the selector-scoped one that selects this node, then node.<name>; any may be missing
-  // (nullptr).
-  std::array<const FelixConfig*, 3> felix_configs() const {
-    std::array<const FelixConfig*, 3> configs{};
+  // Felix's settings for this node, in the order they apply (a later one wins, field by field): the
+  // FelixConfigurations default, the selector-scoped one that selects this node and node.<name>, then
+  // calico-node's environment; any may be missing (nullptr).
+  std::array<const FelixConfig*, 4> felix_configs() const {
+    std::array<const FelixConfig*, 4> configs{};
     configs[1] = selected_config_;
     for (const FelixConfig& config : model_.felix_configs) {
       if (config.name == "default") configs[0] = &config;
       if (config.name == "node." + options_.node) configs[2] = &config;
     }
+    if (model_.felix_environment) configs[3] = &*model_.felix_environment;
     return configs;
+  }
+
+  std::string source_of(const FelixConfig& config) const {
+    const bool environment = model_.felix_environment && &config == &*model_.felix_environment;
+    return environment ? "calico-node's environment" : "FelixConfiguration " + config.name;
   }
 
   // Felix's choice of a selector-scoped FelixConfiguration (daemon.go loadSelectorScopedFelixConfig,
@@ -292,7 +300,7 @@ class Mapper {
     const std::string name = "calico:ipv4";
     ir::AddrSet set;
     set.cidrs.push_back(*ir::parse_cidr("0.0.0.0/0"));
-    set.origin = {settings_.ipv6_support_loc, "FelixConfiguration ipv6Support: false", -1};
+    set.origin = {settings_.ipv6_support_loc, settings_.ipv6_support_source + " ipv6Support: false", -1};
     bool used = false;
     for (ir::StageDef& stage : ruleset_.stages) {
       for (ir::Section& section : stage.sections) {

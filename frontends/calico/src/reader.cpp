@@ -19,6 +19,22 @@ namespace {
 constexpr std::string_view kApiV3 = "projectcalico.org/v3";
 constexpr std::string_view kApiV1 = "crd.projectcalico.org/v1";
 constexpr std::ptrdiff_t kMaxNodeSelector = 1024;  // FelixConfigurationSpec.NodeSelector's MaxLength
+// The Felix settings fwengine models, by their Felix names, as annotations and environment variables
+// name them.
+constexpr std::array<std::string_view, 14> kFelixStringNames = {"FailsafeInboundHostPorts",
+                                                                "FailsafeOutboundHostPorts",
+                                                                "Ipv6Support",
+                                                                "DisableConntrackInvalidCheck",
+                                                                "IptablesFilterDenyAction",
+                                                                "NftablesFilterDenyAction",
+                                                                "DefaultEndpointToHostAction",
+                                                                "NFTablesMode",
+                                                                "LogPrefix",
+                                                                "InterfacePrefix",
+                                                                "InterfaceExclude",
+                                                                "IpInIpEnabled",
+                                                                "VXLANEnabled",
+                                                                "VXLANPort"};
 // The tiers whose order and default action Calico fixes (api tier.go: the orders, validateTier, the
 // Tier's CEL rules); a missing order reads as 1 000 000 and a missing defaultAction as Deny.
 struct StaticTier {
@@ -383,6 +399,7 @@ void Reader::read_resource(const yaml::Node& node) {
                                              : "it has no effect on host endpoint filtering"));
     return;
   }
+  if (kind == "DaemonSet" && api_version == "apps/v1" && read_calico_node(node)) return;
   if (!one_of(kind, kSupportedKinds)) {
     if (!calico_api) {
       diag_.warning(kind_node->loc(),
@@ -536,6 +553,61 @@ void Reader::read_node(const yaml::Node& node, const std::string& api_version, S
   }
   for (auto& [key, value] : meta->labels) labels[key] = value;
   model_.nodes.push_back({meta->name, meta->loc, std::move(labels)});
+}
+
+// ---- calico-node's environment ---------------------------------------------------------------------
+
+// calico-node's DaemonSet, as a cluster dump holds it: the FELIX_* variables of its calico-node container
+// are Felix's environment, over every FelixConfiguration (Calico's manifests set
+// FELIX_DEFAULTENDPOINTTOHOSTACTION and FELIX_IPV6SUPPORT there). False for any other DaemonSet.
+bool Reader::read_calico_node(const yaml::Node& daemon_set) {
+  auto field = [](const yaml::Node* node, const char* name) {
+    return node && node->is_mapping() ? node->find(name) : nullptr;
+  };
+  const yaml::Node* name = field(field(&daemon_set, "metadata"), "name");
+  if (!name || !name->is_scalar() || name->text() != "calico-node") return false;
+  if (model_.felix_environment) {
+    diag_.warning(name->loc(), "another DaemonSet calico-node: its environment is not read",
+                  "the first is at " + diag_.where(model_.felix_environment->loc) + "; give it once");
+    return true;
+  }
+  const yaml::Node* env = nullptr;
+  const yaml::Node* containers =
+      field(field(field(field(&daemon_set, "spec"), "template"), "spec"), "containers");
+  if (containers && containers->is_sequence())
+    for (const yaml::Node& container : containers->items())
+      if (const yaml::Node* container_name = field(&container, "name");
+          container_name && container_name->is_scalar() && container_name->text() == "calico-node")
+        env = field(&container, "env");
+  // Felix takes every FELIX_ variable in any case, by its lower-cased name: of two, the last.
+  std::map<std::string, FelixString> by_name;
+  if (env && env->is_sequence())
+    for (const yaml::Node& variable : env->items()) {
+      const yaml::Node* var = field(&variable, "name");
+      if (!var || !var->is_scalar() || !lower(var->text()).starts_with("felix_")) continue;
+      const std::string_view felix_name = std::string_view(var->text()).substr(6);
+      const yaml::Node* value = field(&variable, "value");
+      if (value && value->is_scalar()) {
+        by_name[lower(felix_name)] = {var, felix_name, value};
+      } else if (field(&variable, "valueFrom") &&
+                 std::any_of(
+                     kFelixStringNames.begin(), kFelixStringNames.end(),
+                     [&](std::string_view modelled) { return lower(modelled) == lower(felix_name); })) {
+        diag_.note(var->loc(),
+                   var->text() +
+                       " of calico-node takes its value from elsewhere (valueFrom), which fwengine "
+                       "does not read: the FelixConfigurations decide it",
+                   "give the value in place, or set it in a FelixConfiguration");
+      }
+    }
+  std::vector<FelixString> strings;
+  for (auto& [lowered, string] : by_name) strings.push_back(string);
+  FelixConfig config;
+  config.name = "calico-node";
+  config.loc = daemon_set.loc();
+  read_felix_strings(strings, true, config);
+  model_.felix_environment = std::move(config);
+  return true;
 }
 
 // ---- HostEndpoint ----------------------------------------------------------------------------------
@@ -1727,47 +1799,50 @@ void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const C
 // UpdateFrom). Values are Felix's strings: "none" is a field's zero value, "" is dropped.
 void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& config) {
   constexpr std::string_view kPrefix = "config.projectcalico.org/";
-  // The settings fwengine models, by their Felix names.
-  static constexpr std::array<std::string_view, 14> kNames = {"FailsafeInboundHostPorts",
-                                                              "FailsafeOutboundHostPorts",
-                                                              "Ipv6Support",
-                                                              "DisableConntrackInvalidCheck",
-                                                              "IptablesFilterDenyAction",
-                                                              "NftablesFilterDenyAction",
-                                                              "DefaultEndpointToHostAction",
-                                                              "NFTablesMode",
-                                                              "LogPrefix",
-                                                              "InterfacePrefix",
-                                                              "InterfaceExclude",
-                                                              "IpInIpEnabled",
-                                                              "VXLANEnabled",
-                                                              "VXLANPort"};
-  const auto keys = annotations.keys();
-  const auto values = annotations.values();
-  auto written_name = [&](std::size_t i) { return std::string_view(keys[i].text()).substr(kPrefix.size()); };
-  // Each annotation of a modelled setting: its index and the setting's Felix name.
+  std::vector<FelixString> strings;
+  for (std::size_t i = 0; i < annotations.size(); ++i) {
+    const yaml::Node& key = annotations.keys()[i];
+    const yaml::Node& value = annotations.values()[i];
+    if (key.text().starts_with(kPrefix) && value.is_scalar())
+      strings.push_back({&key, std::string_view(key.text()).substr(kPrefix.size()), &value});
+  }
+  read_felix_strings(strings, false, config);
+}
+
+// Felix's settings as strings: annotations (above), or the environment variables FELIX_<NAME> of
+// calico-node (each name once: read_calico_node keeps the last, as Felix does), each Felix name in any
+// case, an empty value dropped (config_params.go LoadConfigFromEnvironment, UpdateFrom).
+void Reader::read_felix_strings(const std::vector<FelixString>& strings, bool environment,
+                                FelixConfig& config) {
+  const std::string what = environment ? "environment variable " : "annotation ";
+  // An environment variable stands for its setting whatever its case: there is no spec beside it.
+  auto exact_name = [&](std::size_t i, std::string_view name) {
+    return environment || strings[i].name == name;
+  };
+  // Each string of a modelled setting: its index and the setting's Felix name.
   std::vector<std::pair<std::size_t, std::string_view>> found;
   std::set<std::string_view> replaced;  // settings whose spec value an exact-name annotation replaces
-  for (std::size_t i = 0; i < keys.size(); ++i) {
-    if (!keys[i].text().starts_with(kPrefix) || !values[i].is_scalar()) continue;
-    const std::string written = lower(written_name(i));
-    for (std::string_view name : kNames) {
+  for (std::size_t i = 0; i < strings.size(); ++i) {
+    const std::string written = lower(strings[i].name);
+    for (std::string_view name : kFelixStringNames) {
       if (written != lower(name)) continue;
       found.emplace_back(i, name);
-      if (written_name(i) == name) replaced.insert(name);
+      if (exact_name(i, name)) replaced.insert(name);
     }
   }
   // Exact names first: they take the spec's place, and another spelling then competes with them only.
   std::stable_partition(found.begin(), found.end(),
-                        [&](const auto& entry) { return written_name(entry.first) == entry.second; });
+                        [&](const auto& entry) { return exact_name(entry.first, entry.second); });
   const FelixConfig from_spec = config;
-  std::set<std::string_view> decided;  // the settings an annotation's value decided
+  std::set<std::string_view> decided;  // the settings a string's value decided
   for (const auto& entry : found) {
     const std::size_t i = entry.first;  // named, not bound: lambdas capture them below
     const std::string_view exact = entry.second;
-    const bool exactly = written_name(i) == exact;
-    const std::string value = lower(values[i].text());
-    const SourceLoc loc = values[i].loc();
+    const bool exactly = exact_name(i, exact);
+    const yaml::Node& key = *strings[i].key;
+    const yaml::Node& written_value = *strings[i].value;
+    const std::string value = lower(written_value.text());
+    const SourceLoc loc = written_value.loc();
     // Whether this annotation decides the setting. An empty value is dropped by Felix: under the exact
     // name it leaves the setting to the default (for node.<name> or a selector-scoped config, to the
     // configs under it), under another it is nothing.
@@ -1775,25 +1850,25 @@ void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& 
       if (value.empty()) return exactly;
       const bool spec_too = !exactly && in_spec && !replaced.contains(exact);
       if (spec_too || !decided.insert(exact).second) {
-        diag_.error(keys[i].loc(),
-                    "annotation " + keys[i].text() + " sets " + std::string(exact) + ", which " +
+        diag_.error(key.loc(),
+                    what + key.text() + " sets " + std::string(exact) + ", which " +
                         (spec_too ? "the spec sets too, under a name that differs in case"
-                                  : "another annotation sets too") +
+                                  : "another " + what + "sets too") +
                         ": Felix takes either value",
-                    "set " + std::string(exact) + " once, as " + std::string(kPrefix) + std::string(exact));
+                    "set " + std::string(exact) + " once, as config.projectcalico.org/" + std::string(exact));
         return false;
       }
       return true;
     };
     // Felix refuses to start on a bad value of a die-on-fail setting (config_params.go metadata)...
     auto invalid = [&](const std::string& expected) {
-      diag_.error(loc, "annotation " + keys[i].text() + ": invalid value '" + values[i].text() + "'",
+      diag_.error(loc, what + key.text() + ": invalid value '" + written_value.text() + "'",
                   "write " + expected);
     };
     // ... and takes its default instead of a bad value of any other.
     auto fallback = [&](const std::string& expected) {
       diag_.warning(loc,
-                    "annotation " + keys[i].text() + ": invalid value '" + values[i].text() +
+                    what + key.text() + ": invalid value '" + written_value.text() +
                         "', which Felix replaces with its default",
                     "write " + expected);
     };
@@ -1817,7 +1892,7 @@ void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& 
       std::vector<FailsafePort> ports;
       bool ok = true;
       if (value != "none") {
-        for (const std::string& entry : split_list(values[i].text())) {
+        for (const std::string& entry : split_list(written_value.text())) {
           if (auto port = read_failsafe_string(entry, loc)) {
             ports.push_back(*port);
           } else {
@@ -1865,7 +1940,7 @@ void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& 
         setting = *written ? Encapsulation::on : Encapsulation::off;
       else if (value != "none")
         fallback("true or false");
-      field = EncapsulationSetting{setting, loc, "annotation " + keys[i].text() + ": " + values[i].text()};
+      field = EncapsulationSetting{setting, loc, what + key.text() + ": " + written_value.text()};
     } else if (exact == "VXLANPort") {
       if (!decides(from_spec.vxlan_port.has_value())) continue;
       if (value.empty()) {
@@ -1892,7 +1967,7 @@ void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& 
       } else if (value == "none" && exact == "InterfacePrefix") {
         invalid("a comma-separated list of prefixes (Felix refuses none here)");  // non-zero, die-on-fail
       } else {
-        field = value == "none" ? "" : values[i].text();
+        field = value == "none" ? "" : written_value.text();
         if (exact == "InterfaceExclude") check_interface_exclude(field, loc);
         if (exact == "InterfacePrefix") check_interface_prefix(*field, loc);
       }

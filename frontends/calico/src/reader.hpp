@@ -35,6 +35,15 @@ class Reader {
   bool read_labels(const yaml::Node& labels, std::string_view field, Labels& out);
   void read_felix_config(const yaml::Node* spec, const Meta& meta, const Context& ctx);
   void read_felix_annotations(const yaml::Node& annotations, FelixConfig& config);
+  // A Felix setting written as a string: what names it (for messages and locations), the Felix name as
+  // written after its prefix, and the value.
+  struct FelixString {
+    const yaml::Node* key;
+    std::string_view name;
+    const yaml::Node* value;
+  };
+  void read_felix_strings(const std::vector<FelixString>& strings, bool environment, FelixConfig& config);
+  bool read_calico_node(const yaml::Node& daemon_set);
   void check_interface_exclude(std::optional<std::string>& list, SourceLoc loc);
   void check_interface_prefix(const std::string& list, SourceLoc loc);
   std::optional<RuleSpec> read_rule(const yaml::Node& node, Direction direction, const Context& ctx);

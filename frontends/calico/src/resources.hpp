@@ -201,6 +201,8 @@ struct Model {
   std::vector<Profile> profiles;
   std::vector<Tier> tiers;
   std::vector<FelixConfig> felix_configs;
+  // Felix's environment (FELIX_* of calico-node's DaemonSet), over every FelixConfiguration.
+  std::optional<FelixConfig> felix_environment;
   std::vector<NodeLabels> nodes;
   std::vector<EncapsulatedPool> encapsulated_pools;
 };

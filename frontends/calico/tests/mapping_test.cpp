@@ -344,6 +344,64 @@ TEST_CASE("Felix settings: of two selector-scoped configs for a node, the oldest
   CHECK_THAT(diagnostics, !Catch::Contains("warning"));
 }
 
+// calico-node's DaemonSet as Calico's manifest makes it, with the calico-node container's env.
+std::string calico_node(const std::string& env, const std::string& name = "calico-node") {
+  return "---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: " + name +
+         ", namespace: kube-system}\nspec:\n  template:\n    spec:\n      containers:\n"
+         "      - name: install-cni\n        env:\n        - {name: FELIX_IPV6SUPPORT, value: \"true\"}\n"
+         "      - name: calico-node\n        image: calico/node\n        env:\n" +
+         env;
+}
+
+TEST_CASE("Felix settings: calico-node's environment over every FelixConfiguration", "[mapping]") {
+  const std::string configs =
+      kH0 + felix("default", "  logPrefix: from-default\n") +
+      felix("node.n1", "  failsafeOutboundHostPorts: [{protocol: UDP, port: 3}]\n  ipv6Support: true\n") +
+      gnp("log", "  ingress: [{action: Log}]\n");
+  const std::string manifest =
+      "        - {name: CALICO_IPV4POOL_CIDR, value: 10.244.0.0/16}\n"
+      "        - {name: FELIX_IPINIPMTU, valueFrom: {configMapKeyRef: {name: calico-config, key: "
+      "veth_mtu}}}\n"
+      "        - {name: FELIX_DEFAULTENDPOINTTOHOSTACTION, value: ACCEPT}\n"
+      "        - {name: FELIX_IPV6SUPPORT, value: \"true\"}\n"
+      "        - {name: felix_ipv6support, value: \"false\"}\n"  // any case; of two, the last
+      "        - {name: FELIX_FAILSAFEOUTBOUNDHOSTPORTS, value: 'udp:9'}\n"
+      "        - {name: FELIX_LOGPREFIX, value: ''}\n";  // empty: dropped, the FelixConfigurations decide
+  Diagnostics diag;
+  const Model model = read_yaml(configs + calico_node(manifest), diag);
+  const ir::Ruleset rs = map_to_ir(model, n1_options(), diag);
+  INFO(diag.text());
+  REQUIRE_FALSE(diag.has_errors());
+  CHECK(formatted(diag, Severity::warning).empty());
+  REQUIRE(rs.failsafe.outbound.size() == 1);
+  CHECK(rs.failsafe.outbound[0].port == 9);
+  CHECK(rs.failsafe.outbound[0].origin.policy == "calico-node's environment");
+  CHECK(verdict(rs, packet("eth0", "", "2001:db8::99", "2001:db8::10", 6, 8080)) == Verdict::no_verdict);
+  CHECK(rs.find_chain("gnp/log/ingress/normal")->rules.at(0).action.log_prefix == "from-default");
+
+  // A bad value is Felix's: an error where it refuses to start, a warning where it takes its default.
+  Diagnostics bad;
+  read_yaml(calico_node("        - {name: FELIX_DEFAULTENDPOINTTOHOSTACTION, value: maybe}\n"
+                        "        - {name: FELIX_IPV6SUPPORT, value: perhaps}\n"),
+            bad);
+  CHECK_THAT(bad.text(), Catch::Contains("test.yaml:15:60: error: environment variable "
+                                         "FELIX_DEFAULTENDPOINTTOHOSTACTION: invalid value 'maybe'"));
+  CHECK_THAT(bad.text(), Catch::Contains("warning: environment variable FELIX_IPV6SUPPORT: invalid value "
+                                         "'perhaps', which Felix replaces with its default"));
+  // A modelled setting from elsewhere is left to the FelixConfigurations, with a note; another DaemonSet is
+  // no Calico resource.
+  Diagnostics other;
+  read_yaml(calico_node(
+                "        - {name: FELIX_IPV6SUPPORT, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}\n") +
+                calico_node("        - {name: FELIX_IPV6SUPPORT, value: \"false\"}\n", "kube-proxy"),
+            other);
+  CHECK_THAT(other.text(),
+             Catch::Contains("note: FELIX_IPV6SUPPORT of calico-node takes its value from elsewhere "
+                             "(valueFrom)"));
+  CHECK_THAT(other.text(), Catch::Contains("warning: kind DaemonSet (apiVersion 'apps/v1') is not a Calico "
+                                           "resource; skipped"));
+}
+
 TEST_CASE("built-in failsafe lists when no FelixConfiguration sets them", "[mapping]") {
   const ir::Ruleset rs = map_only(kH0);
   CHECK(rs.failsafe.inbound.size() == 9);
