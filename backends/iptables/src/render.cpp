@@ -429,14 +429,15 @@ class FamilyRenderer {
 
   // ---- sets -------------------------------------------------------------------------------------
   // The set's CIDRs of this family: normalised, a set has its IPv4 ones first.
-  std::span<const Cidr> cidrs_of(std::string_view set) const {
+  std::span<const Cidr> cidrs_of(std::string_view set, IpFamily family) const {
     const AddrSet* found = set_index_.find(set);
     if (!found) return {};
     const auto ipv6 = std::partition_point(found->cidrs.begin(), found->cidrs.end(),
                                            [](const Cidr& c) { return c.addr.family == Family::ipv4; });
-    return family_ == IpFamily::v4 ? std::span(found->cidrs.begin(), ipv6)
-                                   : std::span(ipv6, found->cidrs.end());
+    return family == IpFamily::v4 ? std::span(found->cidrs.begin(), ipv6)
+                                  : std::span(ipv6, found->cidrs.end());
   }
+  std::span<const Cidr> cidrs_of(std::string_view set) const { return cidrs_of(set, family_); }
 
   std::string ipset(const std::string& set, std::span<const Cidr> cidrs) {
     std::string name = short_name(family_ == IpFamily::v4 ? "fwe-4-" : "fwe-6-", set, kMaxSetName);
@@ -973,8 +974,7 @@ class FamilyRenderer {
     std::size_t runs = 0;
     std::optional<std::optional<RunForm>> following;  // rules[i]'s form, made when it ended a run
     for (std::size_t i = 0; i < rules.size();) {
-      // A rule that never matches in this family (its addresses are all of the other) is no rule here.
-      if (!following && absent(*rules[i])) {
+      if (!following && elsewhere(*rules[i])) {
         ++i;
         continue;
       }
@@ -1002,7 +1002,7 @@ class FamilyRenderer {
       }
       if (taken < kMinRun) {
         for (std::size_t k = i; k < end; ++k)
-          if (!absent(*rules[k])) rule(t, name, *rules[k], k, here);
+          if (!elsewhere(*rules[k])) rule(t, name, *rules[k], k, here);
       } else {
         emit_run(t, name, id + "-" + std::to_string(runs++), *head, parts);
       }
@@ -1149,13 +1149,19 @@ class FamilyRenderer {
   }
 
   // Whether a rule can never match in this family: a positive address match without an address of it.
-  bool absent(const Rule& r) const {
-    if (r.match.family != Family::any && (r.match.family == Family::ipv4) != (family_ == IpFamily::v4))
+  bool absent(const Rule& r, IpFamily family) const {
+    if (r.match.family != Family::any && (r.match.family == Family::ipv4) != (family == IpFamily::v4))
       return true;
     for (const auto* side : {&r.match.src_addr, &r.match.dst_addr})
       for (const auto& am : *side)
-        if (!am.negate && cidrs_of(am.set).empty()) return true;
+        if (!am.negate && cidrs_of(am.set, family).empty()) return true;
     return false;
+  }
+  bool absent(const Rule& r) const { return absent(r, family_); }
+  // A rule the other family renders, and this one need not look at: rendering it here would say
+  // nothing the other does not, and make nothing.
+  bool elsewhere(const Rule& r) const {
+    return absent(r) && !absent(r, family_ == IpFamily::v4 ? IpFamily::v6 : IpFamily::v4);
   }
 
   // Takes the members and stamps of head and parts into the run's set: a fused chain of 50,000 rules

@@ -288,6 +288,39 @@ TEST_CASE("what iptables cannot do is refused at the rule's origin") {
   CHECK(!diag.all()[0].hint.empty());
 }
 
+TEST_CASE(
+    "a rule of one family's addresses is no work in the other, but one that matches in neither is checked") {
+  auto rs = test::tiny_ruleset();
+  rs.sets["v4-only"] = ir::AddrSet{{*ir::parse_cidr("192.0.2.0/24")}, {}};
+  rs.sets["empty"] = ir::AddrSet{};
+  ir::Rule allow;
+  allow.origin = {SourceLoc{1, 10, 3}, "p", 0};
+  allow.action.kind = ir::ActionKind::allow;
+  allow.match.src_addr.push_back({false, "v4-only"});
+  rs.chains["v4"] = {"v4", {allow}, {}};
+  ir::Endpoint ep;
+  ep.name = "v4";
+  ep.groups.push_back({"g", {"v4"}, ir::Verdict::continue_, {}, {}});
+  rs.stage(ir::Stage::prednat).sections.push_back({"s", false, {ep}});
+  const Model m = render_ok(rs);
+  CHECK(table(m, IpFamily::v4, "mangle").find("fwe-allow") != nullptr);
+  CHECK(table(m, IpFamily::v6, "mangle").find("fwe-allow") == nullptr);  // no helper nothing jumps to
+
+  // A set with no address in either family (a selector that selects nothing yet): the rule makes no
+  // iptables rule, and what iptables could not do is still said.
+  ir::Rule bad = allow;
+  bad.origin.loc.line = 11;
+  bad.action.kind = ir::ActionKind::reject;
+  bad.match.src_addr = {};
+  bad.match.src_addr.push_back({false, "empty"});
+  rs.chains["v4"].rules.push_back(bad);
+  Diagnostics diag;
+  render(rs, diag);
+  REQUIRE(diag.error_count() == 1);
+  CHECK(diag.all()[0].loc.line == 11);
+  CHECK(diag.all()[0].message.find("reject in the mangle table") != std::string::npos);
+}
+
 TEST_CASE("an interface name iptables-restore cannot read as one word is refused at its origin") {
   for (const auto& [name, prefix] :
        {std::pair{"eth\"0", false}, std::pair{"eth 0", false}, std::pair{"a-very-long-name0", false},

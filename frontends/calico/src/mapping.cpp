@@ -124,7 +124,6 @@ class Mapper {
     collect_tiers();
     check_policies();
     collect_profiles();
-    check_icmp_pairs();
     sort_policies();
     join_selectors();
     bind_host_endpoints();
@@ -135,6 +134,7 @@ class Mapper {
     build_normal(ir::Stage::output, Direction::egress);
     build_forward();
     if (!settings_.ipv6_support) restrict_to_ipv4();
+    say_unused_icmp_pairs();
     return std::move(ruleset_);
   }
 
@@ -616,8 +616,8 @@ class Mapper {
   // modelled: fwengine polices hosts, not pods), a few ICMPv6 types are accepted and then
   // defaultEndpointToHostAction decides (static.go filterWorkloadToHostChain). Unset, the packet gets no
   // verdict here: Felix's built-in Drop is overridden by the manifests and the operator
-  // (FELIX_DEFAULTENDPOINTTOHOSTACTION=ACCEPT), which fwengine cannot see, and Felix runs beside any pod
-  // interface to enforce its own value.
+  // (FELIX_DEFAULTENDPOINTTOHOSTACTION=ACCEPT), which fwengine sees only when calico-node's DaemonSet is
+  // read, and Felix runs beside any pod interface to enforce its own value.
   ir::Endpoint workload_to_host(const std::string& prefix) {
     ir::Endpoint endpoint;
     endpoint.name = "workload-interfaces/" + prefix;
@@ -816,8 +816,10 @@ class Mapper {
   // Felix writes the configured deny action into raw and mangle too (rules/policy.go), where iptables
   // refuses REJECT; fwengine drops there (its iptables backend could not load a reject either) and says
   // how that differs from Felix.
-  void warn_of_raw_reject(SourceLoc loc, PolicyClass cls) {
-    const std::string stage = cls == PolicyClass::untracked ? "a doNotTrack" : "a preDNAT";
+  void warn_of_raw_reject(const std::string& chain, SourceLoc loc, PolicyClass cls) {
+    if (!raw_reject_warned_.insert(chain).second) return;  // once a policy and direction
+    const bool untracked = cls == PolicyClass::untracked;
+    const std::string stage = untracked ? "a doNotTrack" : "a preDNAT";
     if (settings_.nftables == NftablesMode::enabled)
       diag_.warning(loc,
                     "Deny in " + stage +
@@ -828,9 +830,10 @@ class Mapper {
       diag_.warning(
           loc,
           "Deny in " + stage +
-              " policy with iptablesFilterDenyAction: Reject: Felix writes a reject into the raw or "
-              "mangle table, which iptables refuses (Felix then fails to program the host) and "
-              "nftables takes (Felix then rejects); fwengine drops",
+              " policy with iptablesFilterDenyAction: Reject: Felix writes REJECT into the " +
+              (untracked ? "raw" : "mangle") +
+              " table, which iptables refuses, so Felix fails to program the host (unless nftablesMode Auto "
+              "finds nftables, where nftablesFilterDenyAction counts); fwengine drops",
           "set iptablesFilterDenyAction to Drop, or deny in a normal policy");
   }
 
@@ -1064,50 +1067,6 @@ class Mapper {
   // both fields unequal. It comes down to the icmp match alone, or to no packet at all, except for a
   // whole type less some code, which needs a match on the code alone. With nftablesMode Auto, Felix
   // renders for the dataplane kube-proxy uses, which fwengine cannot see: the two must agree.
-  // What an icmp/notICMP pair that fwengine cannot map or that never matches means, said of every policy
-  // and profile whether or not a HostEndpoint here uses it, so that `check` of the policy alone says it.
-  void check_icmp_pairs() {
-    auto check = [&](const std::vector<RuleSpec>& rules) {
-      for (const RuleSpec& rule : rules) {
-        if (!rule.icmp || !rule.icmp->type || !rule.not_icmp || !rule.not_icmp->type) continue;
-        const IcmpSpec& icmp = *rule.icmp;
-        const IcmpSpec& not_icmp = *rule.not_icmp;
-        switch (icmp_pair(icmp, not_icmp)) {
-          case IcmpPair::icmp:
-            break;
-          case IcmpPair::never:
-            diag_.warning(
-                not_icmp.loc,
-                "this notICMP excludes every packet the rule's icmp takes: the rule matches nothing",
-                "remove the rule, or the notICMP");
-            break;
-          case IcmpPair::inexpressible:
-            diag_.error(not_icmp.loc,
-                        "icmp type " + std::to_string(*icmp.type) +
-                            " (any code) with this notICMP needs a match on the code alone, which fwengine "
-                            "cannot express",
-                        "list the codes to allow in rules of their own, with icmp: {type, code}");
-            break;
-          case IcmpPair::depends:
-            diag_.error(not_icmp.loc,
-                        "Felix renders this icmp/notICMP pair differently for iptables and for nftables, and "
-                        "nftablesMode Auto picks by kube-proxy's mode",
-                        "set nftablesMode to Enabled or Disabled in the FelixConfiguration, or give the "
-                        "notICMP no code");
-            break;
-        }
-      }
-    };
-    for (const Policy& policy : model_.policies) {
-      check(policy.ingress);
-      check(policy.egress);
-    }
-    for (const Profile& profile : model_.profiles) {
-      check(profile.ingress);
-      check(profile.egress);
-    }
-  }
-
   enum class IcmpPair { icmp, never, inexpressible, depends };
   IcmpPair icmp_pair(const IcmpSpec& icmp, const IcmpSpec& not_icmp) const {
     auto rendered = [&](bool nftables) {
@@ -1122,6 +1081,54 @@ class Mapper {
       return rendered(settings_.nftables == NftablesMode::enabled);
     const IcmpPair iptables = rendered(false);
     return iptables == rendered(true) ? iptables : IcmpPair::depends;
+  }
+
+  // What an icmp/notICMP pair that fwengine cannot map, or that never matches, means; said once a rule.
+  // used: a HostEndpoint of this node has the rule's policy (or profile), whose rules Felix renders here.
+  void say_icmp_pair(const RuleSpec& rule, IcmpPair pair, bool used) {
+    if (pair == IcmpPair::icmp || !icmp_said_.insert(&rule).second) return;
+    const IcmpSpec& not_icmp = *rule.not_icmp;
+    if (pair == IcmpPair::never) {
+      diag_.warning(not_icmp.loc,
+                    "this notICMP excludes every packet the rule's icmp takes: the rule matches nothing",
+                    "remove the rule, or the notICMP");
+      return;
+    }
+    std::string message = pair == IcmpPair::inexpressible
+                              ? "icmp type " + std::to_string(*rule.icmp->type) +
+                                    " (any code) with this notICMP needs a match on the code alone, which "
+                                    "fwengine cannot express"
+                              : "Felix renders this icmp/notICMP pair differently for iptables and for "
+                                "nftables, and nftablesMode "
+                                "Auto picks by kube-proxy's mode";
+    std::string hint = pair == IcmpPair::inexpressible
+                           ? "list the codes to allow in rules of their own, with icmp: {type, code}"
+                           : "set nftablesMode to Enabled or Disabled in the FelixConfiguration, or give the "
+                             "notICMP no code";
+    if (used)
+      diag_.error(not_icmp.loc, std::move(message), std::move(hint));
+    else
+      diag_.warning(not_icmp.loc,
+                    message + " (no HostEndpoint of this node uses it; where one does, an error)",
+                    std::move(hint));
+  }
+
+  // The pairs of the policies and profiles no HostEndpoint of this node uses, said after the others, so
+  // that `check` of a policy alone finds them.
+  void say_unused_icmp_pairs() {
+    auto say = [&](const std::vector<RuleSpec>& rules) {
+      for (const RuleSpec& rule : rules)
+        if (rule.icmp && rule.icmp->type && rule.not_icmp && rule.not_icmp->type)
+          say_icmp_pair(rule, icmp_pair(*rule.icmp, *rule.not_icmp), false);
+    };
+    for (const Policy& policy : model_.policies) {
+      say(policy.ingress);
+      say(policy.egress);
+    }
+    for (const Profile& profile : model_.profiles) {
+      say(profile.ingress);
+      say(profile.egress);
+    }
   }
 
   void append_rule(ir::Chain& chain, const RuleOwner& owner, Direction direction, PolicyClass cls,
@@ -1177,9 +1184,10 @@ class Mapper {
         case IcmpPair::icmp:
           not_icmp = nullptr;
           break;
-        case IcmpPair::never:  // check_icmp_pairs said so, of every policy
+        case IcmpPair::never:
         case IcmpPair::inexpressible:
         case IcmpPair::depends:
+          say_icmp_pair(rule, icmp_pair(*icmp, *not_icmp), true);
           return;
       }
     }
@@ -1224,7 +1232,7 @@ class Mapper {
     }
     auto actions = actions_for(rule.action, cls);
     if (rule.action == RuleAction::deny && cls != PolicyClass::normal && settings_.deny_with_reject)
-      warn_of_raw_reject(rule.loc, cls);
+      warn_of_raw_reject(chain.name, rule.loc, cls);
     // Pass in a profile ends that profile only: the next profile runs (Felix checks only the accept mark).
     if (owner.profile && rule.action == RuleAction::pass) actions = {ir::ActionKind::return_};
     for (const ir::Match& match : matches) {
@@ -1270,6 +1278,8 @@ class Mapper {
   const MappingOptions& options_;
   Diagnostics& diag_;
   const FelixConfig* selected_config_ = nullptr;  // the selector-scoped FelixConfiguration for this node
+  std::set<const RuleSpec*> icmp_said_;           // rules whose icmp/notICMP pair was spoken of
+  std::set<std::string> raw_reject_warned_;       // chains whose Deny warn_of_raw_reject spoke of
   Settings settings_;
   ir::Ruleset ruleset_;
   std::vector<Tier> tiers_;

@@ -579,29 +579,38 @@ bool Reader::read_calico_node(const yaml::Node& daemon_set) {
       if (const yaml::Node* container_name = field(&container, "name");
           container_name && container_name->is_scalar() && container_name->text() == "calico-node")
         env = field(&container, "env");
-  // Felix takes every FELIX_ variable in any case, by its lower-cased name: of two, the last.
-  std::map<std::string, FelixString> by_name;
+  // Of two variables of one name Kubernetes keeps the last; Felix takes the rest in any case, by their
+  // lower-cased names, so two spellings of one setting are either's (read_felix_strings refuses them).
+  std::vector<std::pair<FelixString, const yaml::Node*>> variables;  // each name once, and its entry
+  std::map<std::string_view, std::size_t> by_name;
   if (env && env->is_sequence())
     for (const yaml::Node& variable : env->items()) {
       const yaml::Node* var = field(&variable, "name");
       if (!var || !var->is_scalar() || !lower(var->text()).starts_with("felix_")) continue;
-      const std::string_view felix_name = std::string_view(var->text()).substr(6);
       const yaml::Node* value = field(&variable, "value");
-      if (value && value->is_scalar()) {
-        by_name[lower(felix_name)] = {var, felix_name, value};
-      } else if (field(&variable, "valueFrom") &&
-                 std::any_of(
-                     kFelixStringNames.begin(), kFelixStringNames.end(),
-                     [&](std::string_view modelled) { return lower(modelled) == lower(felix_name); })) {
-        diag_.note(var->loc(),
-                   var->text() +
-                       " of calico-node takes its value from elsewhere (valueFrom), which fwengine "
-                       "does not read: the FelixConfigurations decide it",
-                   "give the value in place, or set it in a FelixConfiguration");
-      }
+      const FelixString string{var, std::string_view(var->text()).substr(6),
+                               value && value->is_scalar() && !value->is_null() ? value : nullptr};
+      auto [at, inserted] = by_name.try_emplace(var->text(), variables.size());
+      if (inserted)
+        variables.emplace_back(string, &variable);
+      else
+        variables[at->second] = {string, &variable};
     }
   std::vector<FelixString> strings;
-  for (auto& [lowered, string] : by_name) strings.push_back(string);
+  for (const auto& [string, variable] : variables) {
+    if (string.value) {
+      strings.push_back(string);
+    } else if (field(variable, "valueFrom") && std::any_of(kFelixStringNames.begin(), kFelixStringNames.end(),
+                                                           [&](std::string_view modelled) {
+                                                             return lower(modelled) == lower(string.name);
+                                                           })) {
+      diag_.note(string.key->loc(),
+                 string.key->text() +
+                     " of calico-node takes its value from elsewhere (valueFrom), which Felix reads and "
+                     "fwengine does not: fwengine leaves the setting to the FelixConfigurations",
+                 "give the value in place (value:) for fwengine to read it");
+    }
+  }
   FelixConfig config;
   config.name = "calico-node";
   config.loc = daemon_set.loc();
@@ -1850,12 +1859,14 @@ void Reader::read_felix_strings(const std::vector<FelixString>& strings, bool en
       if (value.empty()) return exactly;
       const bool spec_too = !exactly && in_spec && !replaced.contains(exact);
       if (spec_too || !decided.insert(exact).second) {
-        diag_.error(key.loc(),
-                    what + key.text() + " sets " + std::string(exact) + ", which " +
-                        (spec_too ? "the spec sets too, under a name that differs in case"
-                                  : "another " + what + "sets too") +
-                        ": Felix takes either value",
-                    "set " + std::string(exact) + " once, as config.projectcalico.org/" + std::string(exact));
+        diag_.error(
+            key.loc(),
+            what + key.text() + " sets " + std::string(exact) + ", which " +
+                (spec_too ? "the spec sets too, under a name that differs in case"
+                          : "another " + what + "sets too") +
+                ": Felix takes either value",
+            "set " + std::string(exact) + " once" +
+                (environment ? std::string() : ", as config.projectcalico.org/" + std::string(exact)));
         return false;
       }
       return true;

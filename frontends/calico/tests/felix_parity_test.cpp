@@ -658,6 +658,24 @@ TEST_CASE("icmp with notICMP comes down to icmp alone, or to no packet, as Felix
   CHECK_THAT(diagnose("{type: 8}", ""),
              Catch::Contains("test.yaml:20:14: warning: this notICMP excludes every "
                              "packet the rule's icmp takes: the rule matches nothing"));
+  // A policy or profile no HostEndpoint here uses is rendered by no Felix here: what a node that uses it
+  // would refuse is a warning, said once a rule.
+  const std::string pair =
+      "  - action: Allow\n    protocol: ICMP\n    icmp: {type: 8}\n    notICMP: {type: 8, code: 1}\n";
+  Diagnostics diag;
+  Model model =
+      read_ok(kH0 + gnp("unused", "  selector: role == 'nowhere'\n  ingress:\n" + pair + pair) +
+                  "---\napiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {name: listed-by-none}\n"
+                  "spec:\n  egress:\n" +
+                  pair + felix("default", iptables),
+              diag);
+  map_to_ir(model, n1_options(), diag);
+  const auto warnings = formatted(diag, Severity::warning);
+  CHECK_FALSE(diag.has_errors());
+  REQUIRE(warnings.size() == 3);
+  for (const std::string& warning : warnings)
+    CHECK_THAT(warning, Catch::Contains("needs a match on the code alone, which fwengine cannot express (no "
+                                        "HostEndpoint of this node uses it; where one does, an error)"));
 }
 
 TEST_CASE("a named port in notPorts keeps the packets whose address, protocol and port are no target's",

@@ -71,11 +71,12 @@ TEST_CASE("a reject deny action in doNotTrack and preDNAT policies drops, and sa
     Diagnostics diag;
     const Model model = read_yaml(
         kH0 + felix("default", felix_spec) +
-            gnp("dnt", "  doNotTrack: true\n  applyOnForward: true\n  ingress: [{action: Deny}]\n") +
+            gnp("dnt",
+                "  doNotTrack: true\n  applyOnForward: true\n  ingress: [{action: Deny}, {action: Deny}]\n") +
             gnp("pre", "  preDNAT: true\n  applyOnForward: true\n  ingress: [{action: Deny}]\n"),
         diag);
     const ir::Ruleset rs = map_to_ir(model, n1_options(), diag);
-    CHECK(actions(rs, "gnp/dnt/ingress/untracked") == std::vector{A::drop});
+    CHECK(actions(rs, "gnp/dnt/ingress/untracked") == std::vector{A::drop, A::drop});  // one warning for both
     CHECK(actions(rs, "gnp/pre/ingress/prednat") == std::vector{A::drop});
     return formatted(diag, Severity::warning);
   };
@@ -83,9 +84,9 @@ TEST_CASE("a reject deny action in doNotTrack and preDNAT policies drops, and sa
   REQUIRE(iptables.size() == 2);
   CHECK_THAT(iptables[0],
              Catch::Contains("warning: Deny in a doNotTrack policy with iptablesFilterDenyAction: "
-                             "Reject: Felix writes a reject into the raw or mangle table, which "
-                             "iptables refuses"));
-  CHECK_THAT(iptables[1], Catch::Contains("warning: Deny in a preDNAT policy"));
+                             "Reject: Felix writes REJECT into the raw table, which iptables refuses"));
+  CHECK_THAT(iptables[1], Catch::Contains("warning: Deny in a preDNAT policy with iptablesFilterDenyAction: "
+                                          "Reject: Felix writes REJECT into the mangle table"));
   const auto nftables = warnings("  nftablesMode: Enabled\n  nftablesFilterDenyAction: Reject\n");
   REQUIRE(nftables.size() == 2);
   CHECK_THAT(nftables[0], Catch::Contains("warning: Deny in a doNotTrack policy: Felix rejects here "
@@ -364,7 +365,7 @@ TEST_CASE("Felix settings: calico-node's environment over every FelixConfigurati
       "veth_mtu}}}\n"
       "        - {name: FELIX_DEFAULTENDPOINTTOHOSTACTION, value: ACCEPT}\n"
       "        - {name: FELIX_IPV6SUPPORT, value: \"true\"}\n"
-      "        - {name: felix_ipv6support, value: \"false\"}\n"  // any case; of two, the last
+      "        - {name: FELIX_IPV6SUPPORT, value: \"false\"}\n"  // of two of one name, Kubernetes's last
       "        - {name: FELIX_FAILSAFEOUTBOUNDHOSTPORTS, value: 'udp:9'}\n"
       "        - {name: FELIX_LOGPREFIX, value: ''}\n";  // empty: dropped, the FelixConfigurations decide
   Diagnostics diag;
@@ -392,6 +393,7 @@ TEST_CASE("Felix settings: calico-node's environment over every FelixConfigurati
   // no Calico resource.
   Diagnostics other;
   read_yaml(calico_node(
+                "        - {name: FELIX_IPV6SUPPORT, value: \"false\"}\n"
                 "        - {name: FELIX_IPV6SUPPORT, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}\n") +
                 calico_node("        - {name: FELIX_IPV6SUPPORT, value: \"false\"}\n", "kube-proxy"),
             other);
@@ -400,6 +402,16 @@ TEST_CASE("Felix settings: calico-node's environment over every FelixConfigurati
                              "(valueFrom)"));
   CHECK_THAT(other.text(), Catch::Contains("warning: kind DaemonSet (apiVersion 'apps/v1') is not a Calico "
                                            "resource; skipped"));
+  CHECK(other.error_count() == 0);  // the later valueFrom replaced the value: nothing is read
+  // Two spellings of one setting are two variables, whose order in the process Felix does not fix.
+  Diagnostics spellings;
+  read_yaml(calico_node("        - {name: FELIX_IPV6SUPPORT, value: \"true\"}\n"
+                        "        - {name: felix_ipv6support, value: \"false\"}\n"),
+            spellings);
+  CHECK_THAT(spellings.text(),
+             Catch::Contains("error: environment variable felix_ipv6support sets Ipv6Support, "
+                             "which another environment variable sets too: Felix takes either "
+                             "value (set Ipv6Support once)"));
 }
 
 TEST_CASE("built-in failsafe lists when no FelixConfiguration sets them", "[mapping]") {
