@@ -597,7 +597,9 @@ bool Reader::read_calico_node(const yaml::Node& daemon_set) {
         variables[at->second] = {string, &variable};
     }
   std::vector<FelixString> strings;
-  for (const auto& [string, variable] : variables) {
+  for (const auto& entry : variables) {
+    const FelixString& string = entry.first;  // named, not bound: the lambda below captures it
+    const yaml::Node* variable = entry.second;
     if (string.value) {
       strings.push_back(string);
     } else if (field(variable, "valueFrom") && std::any_of(kFelixStringNames.begin(), kFelixStringNames.end(),
@@ -1819,8 +1821,8 @@ void Reader::read_felix_annotations(const yaml::Node& annotations, FelixConfig& 
 }
 
 // Felix's settings as strings: annotations (above), or the environment variables FELIX_<NAME> of
-// calico-node (each name once: read_calico_node keeps the last, as Felix does), each Felix name in any
-// case, an empty value dropped (config_params.go LoadConfigFromEnvironment, UpdateFrom).
+// calico-node (each name once: read_calico_node keeps the last, as Kubernetes does), each Felix name in
+// any case, an empty value dropped (config_params.go LoadConfigFromEnvironment, UpdateFrom).
 void Reader::read_felix_strings(const std::vector<FelixString>& strings, bool environment,
                                 FelixConfig& config) {
   const std::string what = environment ? "environment variable " : "annotation ";
