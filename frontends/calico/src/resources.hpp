@@ -187,7 +187,7 @@ struct FelixConfig {
 };
 
 // A node's labels, which selector-scoped FelixConfigurations select it by: from Calico's Node or from the
-// Kubernetes Node that Calico's is made from (both write them in metadata.labels).
+// Kubernetes Node that Calico's is made from (Reader::read_node).
 struct NodeLabels {
   std::string name;
   SourceLoc loc;
