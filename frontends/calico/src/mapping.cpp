@@ -1099,8 +1099,7 @@ class Mapper {
                                     " (any code) with this notICMP needs a match on the code alone, which "
                                     "fwengine cannot express"
                               : "Felix renders this icmp/notICMP pair differently for iptables and for "
-                                "nftables, and nftablesMode "
-                                "Auto picks by kube-proxy's mode";
+                                "nftables, and nftablesMode Auto picks by kube-proxy's mode";
     std::string hint = pair == IcmpPair::inexpressible
                            ? "list the codes to allow in rules of their own, with icmp: {type, code}"
                            : "set nftablesMode to Enabled or Disabled in the FelixConfiguration, or give the "

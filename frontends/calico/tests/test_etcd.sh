@@ -56,6 +56,7 @@ node=worker1.kryukov.local
 put_fixture "$fixture"
 # Keys of kinds the frontend does not read are ignored, whatever they hold.
 put bgppeers/worker1 'not even JSON'
+put nodes/worker1 'not even JSON'  # another node's Node: not this one's labels
 put ippools/default '{"kind": "IPPool"}'
 
 check "files" 0 "$engine" --frontend calico -f "$fixture" --node $node -q check
