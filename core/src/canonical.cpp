@@ -180,7 +180,7 @@ struct Writer {
   void addrs(std::string_view name, const AddrMatches& v) {
     if (v.empty()) return;
     out.key(name).open_array();
-    for (const auto& a : v) out.string(a.negate ? "!" + a.set : a.set);
+    for (const auto& a : v) out.string(a.negate ? "!" + to_string(a) : to_string(a));
     out.close_array();
   }
   void port_matches(std::string_view name, const PortMatches& v) {

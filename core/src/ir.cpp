@@ -515,4 +515,14 @@ const Chain* Ruleset::find_chain(std::string_view name) const {
   return it == chains.end() ? nullptr : &it->second;
 }
 
+std::span<const Cidr> addresses(const Ruleset& rs, const AddrMatch& match) {
+  if (match.in_place()) return {&match.cidr, 1};
+  const AddrSet* set = rs.find_set(match.set_name);
+  return set ? std::span<const Cidr>(set->cidrs.data(), set->cidrs.size()) : std::span<const Cidr>();
+}
+
+std::string to_string(const AddrMatch& match) {
+  return match.in_place() ? to_string(match.cidr) : match.set_name.str();
+}
+
 }  // namespace fwe::ir

@@ -212,8 +212,9 @@ void verify(const Ruleset& rs, Diagnostics& diag) {
   };
   for (const auto& [name, chain] : rs.chains) {
     for (const auto& rule : chain.rules) {
-      for (const auto& m : rule.match.src_addr) check_set(m.set, rule.origin, "rule");
-      for (const auto& m : rule.match.dst_addr) check_set(m.set, rule.origin, "rule");
+      for (const auto* side : {&rule.match.src_addr, &rule.match.dst_addr})
+        for (const auto& m : *side)
+          if (!m.in_place()) check_set(m.set_name, rule.origin, "rule");
       if (rule.action.kind == ActionKind::jump && !rs.find_chain(rule.action.target))
         diag.error(loc_of(rule.origin), "jump to unknown chain '" + rule.action.target + "'");
       // The kernel's log lines are one line each: iptables refuses a newline, nft would cut the text.
@@ -415,8 +416,8 @@ void optimise(Ruleset& rs) {
     by_name.push_back(&entry);
   }
   std::sort(by_hash.begin(), by_hash.end());
-  std::map<std::string, std::string> rename;
-  std::vector<const Entry*> firsts;  // the distinct address lists among one hash's sets, by name
+  std::map<std::string, SharedString> rename;  // the rules renamed to one set share its name's block
+  std::vector<const Entry*> firsts;            // the distinct address lists among one hash's sets, by name
   for (std::size_t i = 0; i < by_hash.size(); ++i) {
     if (i == 0 || by_hash[i].first != by_hash[i - 1].first) firsts.clear();
     const Entry* entry = by_name[by_hash[i].second];
@@ -427,12 +428,13 @@ void optimise(Ruleset& rs) {
     else
       firsts.push_back(entry);
   }
-  auto renamed = [&](std::string& n) {
+  auto renamed = [&]<typename Name>(Name& n) {
     if (auto it = rename.find(n); it != rename.end()) n = it->second;
   };
   for_each_rule(rs, [&](Chain&, Rule& r) {
-    for (auto& m : r.match.src_addr) renamed(m.set);
-    for (auto& m : r.match.dst_addr) renamed(m.set);
+    for (auto* side : {&r.match.src_addr, &r.match.dst_addr})
+      for (auto& m : *side)
+        if (!m.in_place()) renamed(m.set_name);
   });
   for (auto& def : rs.stages)
     for (auto& section : def.sections)
@@ -449,8 +451,9 @@ void optimise(Ruleset& rs) {
   // Views of the names the rules hold; they stay put while only sets are erased.
   std::unordered_set<std::string_view> used;
   for_each_rule(rs, [&](Chain&, Rule& r) {
-    for (auto& m : r.match.src_addr) used.insert(m.set);
-    for (auto& m : r.match.dst_addr) used.insert(m.set);
+    for (auto* side : {&r.match.src_addr, &r.match.dst_addr})
+      for (auto& m : *side)
+        if (!m.in_place()) used.insert(m.set_name);
   });
   for_each_endpoint(rs, [&](Stage, const Endpoint& ep) {
     if (ep.match.src_set) used.insert(*ep.match.src_set);

@@ -71,6 +71,11 @@ bool in_set(const Ruleset& rs, const std::string& set, const IpAddr& addr) {
   return s != nullptr && s->contains(addr);
 }
 
+bool in_addresses(const Ruleset& rs, const AddrMatch& m, const IpAddr& addr) {
+  const auto cidrs = addresses(rs, m);
+  return std::any_of(cidrs.begin(), cidrs.end(), [&](const Cidr& c) { return contains(c, addr); });
+}
+
 bool ports_match(const PortMatches& matches, const Packet& p, std::uint16_t port) {
   if (matches.empty()) return true;
   if (!protocol_has_ports(p.protocol)) return false;
@@ -80,7 +85,7 @@ bool ports_match(const PortMatches& matches, const Packet& p, std::uint16_t port
 
 bool addrs_match(const Ruleset& rs, const AddrMatches& matches, const IpAddr& addr) {
   return std::all_of(matches.begin(), matches.end(),
-                     [&](const AddrMatch& m) { return in_set(rs, m.set, addr) != m.negate; });
+                     [&](const AddrMatch& m) { return in_addresses(rs, m, addr) != m.negate; });
 }
 
 bool icmp_matches(const IcmpMatch& m, const Packet& p) {

@@ -62,6 +62,18 @@ TEST_CASE("the hash changes with the policy") {
   CHECK(canonical::hash(a) != canonical::hash(c));
 }
 
+TEST_CASE("a CIDR written in place hashes apart from a set holding it") {
+  auto a = sample("a.yaml", 3);
+  auto b = a;
+  a.chains["c"].rules[0].match.src_addr = {AddrMatch(false, *parse_cidr("10.0.0.0/8"))};
+  b.sets["ten"] = AddrSet{{*parse_cidr("10.0.0.0/8")}, {}};
+  b.chains["c"].rules[0].match.src_addr = {AddrMatch(false, "ten")};
+  CHECK(canonical::hash(a) != canonical::hash(b));
+  auto c = a;
+  c.chains["c"].rules[0].match.src_addr[0].negate = true;
+  CHECK(canonical::hash(a) != canonical::hash(c));
+}
+
 TEST_CASE("the canonical form shows origins only when asked") {
   auto rs = sample("a.yaml", 3);
   auto with = canonical::to_json(rs, true);

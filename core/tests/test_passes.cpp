@@ -104,8 +104,8 @@ TEST_CASE("optimise merges identical sets and drops what nothing uses") {
   passes::optimise(rs);
   CHECK(rs.sets.size() == 1);
   CHECK(rs.chains.count("orphan") == 0);
-  CHECK(rs.chains["c"].rules[0].match.src_addr[0].set == "a");
-  CHECK(rs.chains["c"].rules[0].match.dst_addr[0].set == "a");
+  CHECK(rs.chains["c"].rules[0].match.src_addr[0].set_name == "a");
+  CHECK(rs.chains["c"].rules[0].match.dst_addr[0].set_name == "a");
 }
 
 TEST_CASE("capabilities refuse what a backend cannot do, naming the rule") {

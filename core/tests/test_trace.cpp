@@ -637,3 +637,24 @@ TEST_CASE("ct-orig-dport is the port before DNAT, for the connection's packets a
   ping.protocol = 1;
   CHECK(verdict_of(rs, ping) == Verdict::accept);
 }
+
+TEST_CASE("an address match is its set's CIDRs or the one CIDR written in place, negated alike") {
+  Ruleset rs = host({group({"c"})});
+  rs.sets["docs"] = AddrSet{{*parse_cidr("198.51.100.0/24"), *parse_cidr("203.0.113.0/24")}, {}};
+  Rule in_set = rule(ActionKind::accept);
+  in_set.match.src_addr.push_back({false, "docs"});
+  in_set.match.dst_port.push_back({false, {{22, 22}}});
+  Rule not_here = rule(ActionKind::accept);
+  not_here.match.src_addr.push_back({true, *parse_cidr("198.51.100.0/25")});
+  not_here.match.dst_port.push_back({false, {{80, 80}}});
+  rs.chains["c"] = Chain{"c", {in_set, not_here}, {}};
+  CHECK(addresses(rs, in_set.match.src_addr[0]).size() == 2);
+  CHECK(addresses(rs, not_here.match.src_addr[0]).size() == 1);
+  CHECK(to_string(not_here.match.src_addr[0]) == "198.51.100.0/25");
+  CHECK(addresses(rs, AddrMatch(false, "missing")).empty());
+  CHECK(verdict_of(rs, tcp_in(22)) == Verdict::accept);
+  CHECK(verdict_of(rs, tcp_in(80)) == Verdict::drop);  // 198.51.100.7 is in the /25
+  trace::Packet outside = tcp_in(80);
+  outside.src = *parse_ip("198.51.100.200");
+  CHECK(verdict_of(rs, outside) == Verdict::accept);
+}

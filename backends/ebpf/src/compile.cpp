@@ -726,7 +726,7 @@ class Compiler {
       return false;
     }
     for (std::size_t i = 0; i < matches.size(); ++i)
-      out[i] = {set_index(matches[i].set, rule.origin), 1, static_cast<__u8>(matches[i].negate), {}};
+      out[i] = {set_index(matches[i], rule.origin), 1, static_cast<__u8>(matches[i].negate), {}};
     return true;
   }
 
@@ -783,6 +783,13 @@ class Compiler {
     }
     return it->second;
   }
+  // A CIDR written in place is a set of its own, one for all the rules that write it.
+  std::uint32_t set_index(const AddrMatch& m, const Origin& user) {
+    if (!m.in_place()) return set_index(m.set_name, user);
+    auto [it, added] = cidr_set_ids_.try_emplace(m.cidr, static_cast<std::uint32_t>(out_.sets.size()));
+    if (added) out_.sets.push_back({to_string(m.cidr), {m.cidr}, trace::where(rs_, user)});
+    return it->second;
+  }
 
   std::uint32_t iface_list(const std::vector<IfacePattern>& patterns) {
     auto [it, added] =
@@ -815,6 +822,7 @@ class Compiler {
   Stage stage_ = Stage::input;
   const Section* section_ = nullptr;
   std::map<std::string, std::uint32_t> set_ids_, iface_ids_, chain_ids_;
+  std::map<Cidr, std::uint32_t> cidr_set_ids_;
   std::size_t runs_ = 0;
   std::size_t address_runs_ = 0;
   std::map<std::pair<std::string, std::uint8_t>, std::uint8_t> log_entries_;

@@ -145,6 +145,24 @@ TEST_CASE("more address matches than a rule holds are refused", "[compile]") {
   CHECK_FALSE(diag.all()[0].hint.empty());
 }
 
+TEST_CASE("a CIDR written in place is a set of its own, one for all the rules that write it", "[compile]") {
+  ir::Ruleset rs = test::sample_ruleset();
+  const ir::Cidr net = *ir::parse_cidr("198.18.0.0/15");
+  auto& rules = rs.chains["in-tail"].rules;
+  REQUIRE(rules.size() >= 2);
+  for (std::size_t i = 0; i < 2; ++i) rules[i].match.src_addr = {ir::AddrMatch(true, net)};
+  Diagnostics diag;
+  const Program program = compile(rs, diag);
+  REQUIRE_FALSE(diag.has_errors());
+  const auto named = std::count_if(program.sets.begin(), program.sets.end(),
+                                   [](const CompiledSet& set) { return set.name == "198.18.0.0/15"; });
+  CHECK(named == 1);
+  const auto it = std::find_if(program.sets.begin(), program.sets.end(),
+                               [](const CompiledSet& set) { return set.name == "198.18.0.0/15"; });
+  REQUIRE(it != program.sets.end());
+  CHECK(it->cidrs == std::vector<ir::Cidr>{net});
+}
+
 TEST_CASE("rate limits become a token bucket in nanoseconds", "[compile]") {
   ir::Ruleset rs = test::sample_ruleset();
   rs.chains["in-tail"].rules[0].match.rate_limit = ir::RateLimit{20, "second", 0};

@@ -428,16 +428,19 @@ class FamilyRenderer {
   }
 
   // ---- sets -------------------------------------------------------------------------------------
-  // The set's CIDRs of this family: normalised, a set has its IPv4 ones first.
-  std::span<const Cidr> cidrs_of(std::string_view set, IpFamily family) const {
-    const AddrSet* found = set_index_.find(set);
+  // The match's CIDRs of this family: normalised, a set has its IPv4 ones first.
+  std::span<const Cidr> cidrs_of(const AddrMatch& m, IpFamily family) const {
+    if (m.in_place())
+      return (m.cidr.addr.family == Family::ipv4) == (family == IpFamily::v4) ? std::span(&m.cidr, 1)
+                                                                              : std::span<const Cidr>();
+    const AddrSet* found = set_index_.find(m.set_name);
     if (!found) return {};
     const auto ipv6 = std::partition_point(found->cidrs.begin(), found->cidrs.end(),
                                            [](const Cidr& c) { return c.addr.family == Family::ipv4; });
     return family == IpFamily::v4 ? std::span(found->cidrs.begin(), ipv6)
                                   : std::span(ipv6, found->cidrs.end());
   }
-  std::span<const Cidr> cidrs_of(std::string_view set) const { return cidrs_of(set, family_); }
+  std::span<const Cidr> cidrs_of(const AddrMatch& m) const { return cidrs_of(m, family_); }
 
   std::string ipset(const std::string& set, std::span<const Cidr> cidrs) {
     std::string name = short_name(family_ == IpFamily::v4 ? "fwe-4-" : "fwe-6-", set, kMaxSetName);
@@ -456,7 +459,7 @@ class FamilyRenderer {
   bool addresses(Specs& specs, const AddrMatches& matches, bool source) {
     std::vector<std::pair<const AddrMatch*, std::span<const Cidr>>> present;
     for (const auto& m : matches) {
-      auto cidrs = cidrs_of(m.set);
+      auto cidrs = cidrs_of(m);
       if (cidrs.empty()) {
         if (!m.negate) return false;  // no address of this family is in the set
         continue;                     // every address of this family is outside it
@@ -483,7 +486,7 @@ class FamilyRenderer {
         expand(specs, alternatives, field);
       } else {
         add_match(specs, std::string("-m set ") + (m->negate ? "! " : "") + "--match-set " +
-                             ipset(m->set, cidrs) + (source ? " src" : " dst"));
+                             ipset(ir::to_string(*m), cidrs) + (source ? " src" : " dst"));
       }
     }
     return true;
@@ -1074,7 +1077,7 @@ class FamilyRenderer {
     const AddrMatch& am = source_addr ? m.src_addr[0] : m.dst_addr[0];
     const PortMatch& pm = source_port ? m.src_port[0] : m.dst_port[0];
     if (am.negate || pm.negate || pm.ports.empty()) return std::nullopt;
-    const std::span<const Cidr> cidrs = cidrs_of(am.set);
+    const std::span<const Cidr> cidrs = cidrs_of(am);
     if (cidrs.empty() || std::any_of(cidrs.begin(), cidrs.end(), [](const Cidr& c) { return c.prefix == 0; }))
       return std::nullopt;
     std::vector<std::uint8_t> protocols;
@@ -1154,7 +1157,7 @@ class FamilyRenderer {
       return true;
     for (const auto* side : {&r.match.src_addr, &r.match.dst_addr})
       for (const auto& am : *side)
-        if (!am.negate && cidrs_of(am.set, family).empty()) return true;
+        if (!am.negate && cidrs_of(am, family).empty()) return true;
     return false;
   }
   bool absent(const Rule& r) const { return absent(r, family_); }

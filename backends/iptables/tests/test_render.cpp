@@ -178,6 +178,33 @@ TEST_CASE("big sets become ipsets per family, small ones stay inline") {
   CHECK(m.sets[0].members[0] == "198.51.100.0/30");
 }
 
+TEST_CASE("a CIDR written in place is -s/-d or an ipset of its own, and a /0 is its family alone") {
+  ir::Ruleset rs = test::tiny_ruleset();
+  auto& rules = rs.chains.at("web").rules;
+  const ir::Rule like = rules.at(1);  // tcp 80, accept
+  auto with = [&](std::vector<ir::AddrMatch> src, ir::ActionKind kind) {
+    ir::Rule r = like;
+    r.match.src_addr = ir::AddrMatches(src.begin(), src.end());
+    r.action.kind = kind;
+    return r;
+  };
+  const auto net = [](const char* text) { return *ir::parse_cidr(text); };
+  rules = {with({{false, net("10.0.0.0/8")}}, ir::ActionKind::accept),
+           with({{false, net("::/0")}}, ir::ActionKind::drop),
+           with({{true, net("0.0.0.0/0")}}, ir::ActionKind::drop),
+           with({{false, net("10.0.0.0/8")}, {false, net("10.1.0.0/16")}}, ir::ActionKind::drop)};
+  Model m = render_ok(rs);
+  const auto v4 = bare(chain(table(m, IpFamily::v4, "filter"), "fwe-c-web"));
+  REQUIRE(v4.size() == 2);
+  CHECK(v4[0] == "-s 10.0.0.0/8 -p tcp -m multiport --dports 80 -g fwe-accepted");
+  // The second of two ANDed addresses is an ipset, named after the CIDR.
+  CHECK(v4[1].starts_with("-s 10.0.0.0/8 -p tcp -m set --match-set fwe-4-10.1.0.0_16_"));
+  CHECK(v4[1].ends_with(" src -m multiport --dports 80 -j DROP"));
+  const auto v6 = bare(chain(table(m, IpFamily::v6, "filter"), "fwe-c-web"));
+  CHECK(v6 == std::vector<std::string>{"-p tcp -m multiport --dports 80 -j DROP",
+                                       "-p tcp -m multiport --dports 80 -j DROP"});
+}
+
 TEST_CASE("raw, mangle and nat get notrack, allow and NAT targets") {
   Model m = render_ok(test::sample_ruleset());
   CHECK(bare(chain(table(m, IpFamily::v4, "raw"), "fwe-c-untracked")) ==

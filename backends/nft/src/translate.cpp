@@ -510,7 +510,7 @@ class Translator {
       : rs_(rs), diag_(diag), counters_(counters), stamper_(rs), set_index_(rs.sets) {}
 
   Table run() {
-    set_matches_.reserve(rs_.sets.size());  // family_sets() hands out references into it
+    set_matches_.reserve(rs_.sets.size());  // add_address_set() keeps their places
     for (const auto& [name, set] : rs_.sets) add_address_set(name, set);
     const std::set<std::string> in_postrouting = chains_of(ir::Stage::snat);
     std::set<std::string> before_conntrack = chains_of(ir::Stage::untracked_in);
@@ -632,7 +632,6 @@ class Translator {
     bool present() const { return set != kNoSet || single; }
   };
   struct FamilySets {
-    const ir::AddrSet* source = nullptr;
     FamilyMatch v4, v6;  // neither present: the set has no entries of that family
     const FamilyMatch& of(Family f) const { return f == Family::ipv4 ? v4 : v6; }
   };
@@ -640,7 +639,6 @@ class Translator {
   // The next of the ruleset's sets, in its order (set_index_'s places).
   void add_address_set(const std::string& name, const ir::AddrSet& set) {
     FamilySets& names = set_matches_.emplace_back();
-    names.source = &set;
     for (Family f : {Family::ipv4, Family::ipv6}) {
       if (!set.has(f)) continue;
       bool v4 = f == Family::ipv4;
@@ -681,10 +679,22 @@ class Translator {
     }
   }
 
-  const FamilySets& family_sets(std::string_view name) const {
-    static const FamilySets none;
-    auto place = set_index_.place(name);
-    return place ? set_matches_[*place] : none;
+  // A match's set's, or for a CIDR written in place, its own single (a /0 too: its family's every
+  // address, matched by the family alone).
+  FamilySets family_sets(const ir::AddrMatch& m) const {
+    FamilySets out;
+    if (m.in_place()) {
+      (m.cidr.addr.family == Family::ipv4 ? out.v4 : out.v6).single = &m.cidr;
+      return out;
+    }
+    auto place = set_index_.place(m.set_name);
+    return place ? set_matches_[*place] : out;
+  }
+  std::span<const ir::Cidr> cidrs_of(const ir::AddrMatch& m) const {
+    if (m.in_place()) return {&m.cidr, 1};
+    const ir::AddrSet* set = set_index_.find(m.set_name);
+    return set ? std::span<const ir::Cidr>(set->cidrs.data(), set->cidrs.size())
+               : std::span<const ir::Cidr>();
   }
 
   // The families a rule must be written for: nullopt = one rule for both, without a family guard.
@@ -696,9 +706,11 @@ class Translator {
       bool allowed = only_family == Family::any || only_family == f;
       for (const auto* side : {&src, &dst})
         for (const auto& m : *side) {
-          bool has = family_sets(m.set).of(f).present();
-          specific = specific || has;
-          if (!m.negate && !has) allowed = false;
+          const FamilyMatch fm = family_sets(m).of(f);
+          specific = specific || fm.present();
+          // Not in the family's every address: no packet of it.
+          if ((!m.negate && !fm.present()) || (m.negate && fm.single && fm.single->prefix == 0))
+            allowed = false;
         }
       if (allowed) out.emplace_back(f);
     }
@@ -708,12 +720,15 @@ class Translator {
 
   void emit_addresses(Rule& r, Family f, const ir::AddrMatches& src, const ir::AddrMatches& dst) {
     for (bool source : {true, false})
-      for (const auto& m : source ? src : dst)
-        if (const auto& fm = family_sets(m.set).of(f); fm.single)
+      for (const auto& m : source ? src : dst) {
+        const FamilyMatch fm = family_sets(m).of(f);
+        if (fm.single && fm.single->prefix > 0)
           match_prefix(r, source, *fm.single, m.negate);
-        else if (fm.present())
+        else if (fm.set != FamilyMatch::kNoSet)
           match_addr(r, f, source, table_.sets[fm.set].name, m.negate,
                      fm.mask ? std::optional<std::size_t>(fm.mask) : std::nullopt);
+        // A /0 written in place: the family's guard is all of it (variants() leaves out a negated one).
+      }
   }
 
   void refuse(const ir::Origin& origin, std::string message, std::string hint) {
@@ -925,10 +940,10 @@ class Translator {
     if (!c.protocols.empty()) set(Field::l4proto, merge::protocol_values(c.protocols));
     for (bool source : {true, false})
       for (const auto& am : source ? m.src_addr : m.dst_addr) {
-        const ir::AddrSet* addresses = family_sets(am.set).source;
+        const auto addresses = cidrs_of(am);
         // A large set is a lookup of its own already; its values would be made only to be refused.
-        if (am.negate || !addresses || addresses->cidrs.size() > kMaxElementsPerRule) return std::nullopt;
-        set(source ? Field::saddr : Field::daddr, merge::address_values(addresses->cidrs, m.family));
+        if (am.negate || addresses.empty() || addresses.size() > kMaxElementsPerRule) return std::nullopt;
+        set(source ? Field::saddr : Field::daddr, merge::address_values(addresses, m.family));
       }
     std::size_t boxes = c.member.by_address() ? c.member.boxes(Family::ipv4) + c.member.boxes(Family::ipv6)
                                               : c.member.boxes(Family::any);

@@ -769,7 +769,7 @@ ir::Ruleset merged_ports() {
   for (std::uint16_t port = 8; port <= 11; ++port) {
     ir::Rule next = rules[0];
     next.match.dst_port[0].ports = {{port, static_cast<std::uint16_t>(port == 11 ? 20 : port)}};
-    if (port == 10) next.match.src_addr[0].set = "v6";
+    if (port == 10) next.match.src_addr[0].set_name = "v6";
     next.origin.loc.line = port - 2;
     next.origin.rule = port - 7;
     rules.push_back(next);

@@ -328,6 +328,29 @@ TEST_CASE("a one-prefix address set is an inline compare, not a named set") {
 )");
 }
 
+TEST_CASE("a CIDR written in place is the same inline compare, and a /0 is its family alone") {
+  ir::Rule rule;
+  rule.match.src_addr.push_back({false, *ir::parse_cidr("10.0.0.0/8")});
+  rule.match.dst_addr.push_back({true, *ir::parse_cidr("192.0.2.7")});
+  rule.action.kind = ir::ActionKind::accept;
+  ir::Rule any_v6 = rule;
+  any_v6.match.src_addr = {ir::AddrMatch(false, *ir::parse_cidr("::/0"))};
+  any_v6.match.dst_addr.clear();
+  ir::Rule not_any_v4 = any_v6;
+  not_any_v4.match.src_addr = {ir::AddrMatch(true, *ir::parse_cidr("0.0.0.0/0"))};
+  ir::Ruleset rs = one_rule(rule);
+  rs.chains["c"].rules.push_back(any_v6);
+  rs.chains["c"].rules.push_back(not_any_v4);
+  nft::Table table = render(rs);
+  CHECK(table.sets.empty());
+  const auto rules = texts(chain(table, "c-c"));
+  REQUIRE(rules.size() == 3);
+  CHECK(rules[0].rfind("meta nfproto ipv4 ip saddr 10.0.0.0/8 ip daddr != 192.0.2.7 counter accept", 0) == 0);
+  CHECK(rules[1].rfind("meta nfproto ipv6 counter accept", 0) == 0);
+  // Outside every IPv4 address: only IPv6 packets.
+  CHECK(rules[2].rfind("meta nfproto ipv6 counter accept", 0) == 0);
+}
+
 TEST_CASE("interval sets: exclusive end elements, a zero marker, no end past the last address") {
   nft::Table table = render(nft_test::kitchen_sink_ruleset());
   const nft::Set* v4only = nullptr;

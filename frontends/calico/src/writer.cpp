@@ -427,23 +427,23 @@ std::optional<std::vector<CalicoRule>> Writer::convert(const ir::Rule& rule, Con
   CalicoRule base;
   std::array<const ir::AddrMatches*, 2> addrs = {&m.src_addr, &m.dst_addr};
   std::array<Side*, 2> sides = {&base.source, &base.destination};
-  std::array<const ir::AddrSet*, 2> positive = {nullptr, nullptr};
-  std::array<std::string_view, 2> positive_name;
+  std::array<std::optional<std::span<const ir::Cidr>>, 2> positive;
+  std::array<std::string, 2> positive_name;
   std::array<std::vector<ir::Cidr>, 2> negated;
   for (std::size_t i = 0; i < 2; ++i) {
     for (const auto& match : *addrs[i]) {
-      const ir::AddrSet* set = ruleset_.find_set(match.set);
-      if (!set) continue;
+      if (!match.in_place() && !ruleset_.find_set(match.set_name)) continue;
+      const auto cidrs = ir::addresses(ruleset_, match);
       if (!match.negate && positive[i]) {
-        missing(true, "several address sets ANDed on one side ('" + std::string(positive_name[i]) + "', '" +
-                          match.set + "')");
+        missing(true, "several address sets ANDed on one side ('" + positive_name[i] + "', '" +
+                          ir::to_string(match) + "')");
         continue;
       }
       if (!match.negate) {
-        positive[i] = set;
-        positive_name[i] = match.set;
+        positive[i] = cidrs;
+        positive_name[i] = ir::to_string(match);
       }
-      if (match.negate) negated[i].insert(negated[i].end(), set->cidrs.begin(), set->cidrs.end());
+      if (match.negate) negated[i].insert(negated[i].end(), cidrs.begin(), cidrs.end());
     }
     const auto& ports = i == 0 ? m.src_port : m.dst_port;
     bool have_positive = false;
@@ -505,7 +505,7 @@ std::optional<std::vector<CalicoRule>> Writer::convert(const ir::Rule& rule, Con
         return kept;
       };
       if (positive[i]) {
-        side.nets = of_family(positive[i]->cidrs);
+        side.nets = of_family(*positive[i]);
         possible = !side.nets.empty();  // a set without this family's addresses never matches
       }
       if (!negated[i].empty()) {

@@ -150,7 +150,7 @@ TEST_CASE("origins name the file position and the zone, service or rich rule", "
   const ir::Rule& dhcp = allow.rules.at(1);
   CHECK(dhcp.match.family == ir::Family::ipv6);
   REQUIRE(dhcp.match.dst_addr.size() == 1);
-  CHECK(rs.find_set(dhcp.match.dst_addr[0].set)->cidrs == SlimVector{*ir::parse_cidr("fe80::/64")});
+  CHECK(rs.find_set(dhcp.match.dst_addr[0].set_name)->cidrs == SlimVector{*ir::parse_cidr("fe80::/64")});
   const ir::Rule& drop = chain(rs, "input/zone/public/deny").rules.at(0);
   CHECK(drop.origin.policy.starts_with("zone public: rule "));
   CHECK(drop.origin.rule == 0);

@@ -244,6 +244,7 @@ class PolicyReader::Impl {
   // Just after the set add_set put in last: where the next one most likely goes (a hint for the map).
   std::map<std::string, ir::AddrSet, std::less<>>::iterator next_set_place_ = ruleset_.sets.end();
   std::vector<Reference> set_refs_, chain_refs_;
+  std::map<std::string, ir::SharedString, std::less<>> set_names_;  // the names rules gave sets by
   std::vector<ChainUse> stage_uses_;
   // A large mapping of chains is read in two halves at once, the second by another Impl on another
   // thread; its reading could only tell apart the names read before it when none of them is met again.
@@ -299,8 +300,9 @@ class PolicyReader::Impl {
   void read_match(const RuleFields& fields, const SetOwner& owner, ir::Match& match);
   void read_addresses(const Node& node, std::string_view field, const SetOwner& owner, ir::Family family,
                       ir::AddrMatches& out);
+  // A rule's one address or network stays in its match (one_in_place); an endpoint's is a set.
   void read_one_address(const Node& node, std::string_view field, const SetOwner& owner, std::size_t position,
-                        ir::Family family, ir::AddrMatches& out);
+                        ir::Family family, bool one_in_place, ir::AddrMatches& out);
   void read_ports(const Node& node, std::string_view field, ir::PortMatches& out);
   std::optional<ir::PortMatch> read_one_port(const Node& node, std::string_view field);
   std::optional<std::vector<ir::IfacePattern>> read_ifaces(const Node& node, std::string_view field,
@@ -899,27 +901,29 @@ void PolicyReader::Impl::read_addresses(const Node& node, std::string_view field
     if (!all.is_sequence() || all.items().empty())
       return type_error(all, std::string(field) + ".all", "a list of address matches that must all hold");
     for (std::size_t i = 0; i < all.items().size(); ++i)
-      read_one_address(all.items()[i], field, owner, i, family, out);
+      read_one_address(all.items()[i], field, owner, i, family, true, out);
     return;
   }
-  read_one_address(node, field, owner, 0, family, out);
+  read_one_address(node, field, owner, 0, family, true, out);
 }
 
 void PolicyReader::Impl::read_one_address(const Node& node, std::string_view field, const SetOwner& owner,
-                                          std::size_t position, ir::Family family, ir::AddrMatches& out) {
+                                          std::size_t position, ir::Family family, bool one_in_place,
+                                          ir::AddrMatches& out) {
   auto peeled = peel(node, field);
   if (!peeled) return;
   const Node& value = *peeled->node;
-  ir::AddrMatch match{peeled->negate, {}};
   bool is_name = value.is_scalar() && !peeled->text.empty() && !looks_like_address(peeled->text) &&
                  !ir::parse_cidr(peeled->text, false);
   if (is_name) {
-    match.set = std::string(peeled->text);
-    set_refs_.push_back({match.set, value.loc()});
-    out.push_back(match);
+    set_refs_.push_back({std::string(peeled->text), value.loc()});
+    // The rules naming one set share its name's block.
+    auto known = set_names_.find(peeled->text);
+    if (known == set_names_.end())
+      known = set_names_.emplace(std::string(peeled->text), ir::SharedString(peeled->text)).first;
+    out.push_back(ir::AddrMatch(peeled->negate, known->second));
     return;
   }
-  std::string name = inline_set_name(owner.name, field, position);
   ir::AddrSet set;
   set.origin = {value.loc(), owner.policy, owner.rule};
   if (value.is_scalar()) {
@@ -935,9 +939,13 @@ void PolicyReader::Impl::read_one_address(const Node& node, std::string_view fie
           std::string(field) + ": no address here is " + std::string(family_word(family)) +
               ", so the rule with family: " + std::string(ir::to_string(family)) + " can never match",
           "fix the addresses or the family");
-  match.set = name;
+  if (one_in_place && set.cidrs.size() == 1) {
+    out.push_back(ir::AddrMatch(peeled->negate, set.cidrs.front()));
+    return;
+  }
+  std::string name = inline_set_name(owner.name, field, position);
+  out.push_back(ir::AddrMatch(peeled->negate, ir::SharedString(name)));
   add_set(std::move(name), std::move(set));
-  out.push_back(match);
 }
 
 void PolicyReader::Impl::read_ports(const Node& node, std::string_view field, ir::PortMatches& out) {
@@ -1473,9 +1481,9 @@ std::optional<std::string> PolicyReader::Impl::read_endpoint_set(const Node& nod
     return std::nullopt;
   }
   ir::AddrMatches matches;
-  read_one_address(node, field, {owner, owner, -1}, 0, ir::Family::any, matches);
+  read_one_address(node, field, {owner, owner, -1}, 0, ir::Family::any, false, matches);
   if (matches.empty()) return std::nullopt;
-  return matches.front().set;
+  return matches.front().set_name.str();
 }
 
 void PolicyReader::Impl::read_endpoint(const Node& node, ir::Stage stage, const std::string& owner,

@@ -135,8 +135,9 @@ void Writer::find_inline_sets() {
   std::map<std::string, int> uses;
   for (const auto& [name, chain] : ruleset_.chains)
     for (const auto& rule : chain.rules) {
-      for (const auto& match : rule.match.src_addr) ++uses[match.set];
-      for (const auto& match : rule.match.dst_addr) ++uses[match.set];
+      for (const auto* side : {&rule.match.src_addr, &rule.match.dst_addr})
+        for (const auto& match : *side)
+          if (!match.in_place()) ++uses[match.set_name];
     }
   for (const auto& stage : ruleset_.stages)
     for (const auto& section : stage.sections)
@@ -153,9 +154,11 @@ void Writer::find_inline_sets() {
       std::string owner = rule_owner(chain_name, r);
       const auto& match = chain.rules[r].match;
       for (std::size_t i = 0; i < match.src_addr.size(); ++i)
-        consider(match.src_addr[i].set, inline_set_name(owner, "src", i));
+        if (!match.src_addr[i].in_place())
+          consider(match.src_addr[i].set_name, inline_set_name(owner, "src", i));
       for (std::size_t i = 0; i < match.dst_addr.size(); ++i)
-        consider(match.dst_addr[i].set, inline_set_name(owner, "dst", i));
+        if (!match.dst_addr[i].in_place())
+          consider(match.dst_addr[i].set_name, inline_set_name(owner, "dst", i));
     }
   for (std::size_t s = 0; s < ruleset_.stages.size(); ++s)
     for (std::size_t c = 0; c < ruleset_.stages[s].sections.size(); ++c)
@@ -334,7 +337,9 @@ void Writer::write_rule(const ir::Rule& rule, const std::string& owner) {
 
 void Writer::write_addresses(const ir::AddrMatches& matches, const std::string& owner,
                              std::string_view side) {
-  auto inlined = [&](std::size_t i) { return inline_set(matches[i].set, inline_set_name(owner, side, i)); };
+  auto inlined = [&](std::size_t i) {
+    return matches[i].in_place() || inline_set(matches[i].set_name, inline_set_name(owner, side, i));
+  };
   if (matches.size() == 1) return write_address_term(matches.front(), inlined(0));
   out_ << YAML::Flow << YAML::BeginMap << YAML::Key << "all" << YAML::Value << YAML::Flow << YAML::BeginSeq;
   for (std::size_t i = 0; i < matches.size(); ++i) write_address_term(matches[i], inlined(i));
@@ -342,9 +347,9 @@ void Writer::write_addresses(const ir::AddrMatches& matches, const std::string& 
 }
 
 void Writer::write_address_term(const ir::AddrMatch& match, bool inlined) {
-  if (!inlined) return str((match.negate ? "!" : "") + match.set);
+  if (!inlined) return str((match.negate ? "!" : "") + match.set_name);
   std::vector<std::string> cidrs;
-  for (const auto& cidr : ruleset_.find_set(match.set)->cidrs) cidrs.push_back(cidr_text(cidr));
+  for (const auto& cidr : ir::addresses(ruleset_, match)) cidrs.push_back(cidr_text(cidr));
   negatable(cidrs, match.negate);
 }
 

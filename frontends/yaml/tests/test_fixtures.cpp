@@ -79,10 +79,45 @@ TEST_CASE("the NAT example puts NAT in its stages", "[fixtures]") {
   CHECK(to_string(*forward.action.nat_addr) == "192.168.10.20");
   CHECK(forward.action.nat_port == PortRange{80, 80});
   CHECK(ruleset.stage(Stage::snat).sections.at(0).endpoints.at(0).match.oif == parse_iface("wan0"));
-  // An inline address becomes a set named after its place.
+  // One inline address stays in the rule's match: no set of its own.
   const Rule& snat = ruleset.chains.at("to-the-internet").rules.at(0);
-  CHECK(snat.match.src_addr.at(0).set == "to-the-internet.0.src");
-  CHECK(ruleset.sets.at("to-the-internet.0.src").cidrs.size() == 1);
+  REQUIRE(snat.match.src_addr.size() == 1);
+  CHECK(snat.match.src_addr.at(0).in_place());
+  CHECK(snat.match.src_addr.at(0).cidr == *parse_cidr("192.168.10.5"));
+  CHECK(!ruleset.sets.contains("to-the-internet.0.src"));
+}
+
+TEST_CASE("one address written in a rule stays in its match, and an endpoint's is a set", "[fixtures]") {
+  fwe::Diagnostics diag;
+  fwe::yamlfe::PolicyReader reader(diag);
+  reader.read_text(
+      "apiVersion: fwengine/v1\nsets:\n  admins: [192.0.2.0/24, 198.51.100.0/24]\nchains:\n  web:\n"
+      "    - {src: 10.0.0.0/8, action: accept}\n"
+      "    - {src: [2001:db8::/32], dst: \"!192.0.2.1\", action: accept}\n"
+      "    - {src: admins, action: accept}\n"
+      "    - {src: {all: [admins, 10.1.0.0/16]}, action: accept}\n"
+      "stages:\n  input:\n    endpoints: [{src: 10.9.0.0/16, chains: web}]\n",
+      "inline.yaml");
+  const auto ruleset = reader.finish();
+  REQUIRE(diag.text().empty());
+  const auto& rules = ruleset.chains.at("web").rules;
+  const auto in_place = [](const fwe::ir::AddrMatch& m, const char* cidr, bool negate) {
+    return m.in_place() && m.cidr == *fwe::ir::parse_cidr(cidr) && m.negate == negate;
+  };
+  CHECK(in_place(rules.at(0).match.src_addr.at(0), "10.0.0.0/8", false));
+  CHECK(in_place(rules.at(1).match.src_addr.at(0), "2001:db8::/32", false));
+  CHECK(in_place(rules.at(1).match.dst_addr.at(0), "192.0.2.1", true));
+  CHECK(rules.at(2).match.src_addr.at(0).set_name == "admins");
+  REQUIRE(rules.at(3).match.src_addr.size() == 2);
+  CHECK(rules.at(3).match.src_addr[0].set_name == "admins");
+  CHECK(in_place(rules.at(3).match.src_addr[1], "10.1.0.0/16", false));
+  // The rules naming a set share one block of its name.
+  CHECK(rules.at(2).match.src_addr[0].set_name.c_str() == rules.at(3).match.src_addr[0].set_name.c_str());
+  // Sets: the named one and the endpoint's.
+  CHECK(ruleset.sets.size() == 2);
+  const auto& endpoint = ruleset.stage(fwe::ir::Stage::input).sections.at(0).endpoints.at(0);
+  REQUIRE(endpoint.match.src_set);
+  CHECK(ruleset.sets.at(*endpoint.match.src_set).cidrs.size() == 1);
 }
 
 TEST_CASE("an address written in a rule is a set whose origin is the rule's", "[fixtures]") {
@@ -96,7 +131,7 @@ TEST_CASE("an address written in a rule is a set whose origin is the rule's", "[
   REQUIRE(diag.error_count() == 0);
   const fwe::ir::Rule& rule = ruleset.chains.at("web").rules.at(1);
   REQUIRE(rule.match.src_addr.size() == 1);
-  const fwe::ir::AddrSet& set = ruleset.sets.at(rule.match.src_addr[0].set);
+  const fwe::ir::AddrSet& set = ruleset.sets.at(rule.match.src_addr[0].set_name);
   CHECK(set.origin.policy == "web");
   CHECK(set.origin.rule == 1);
   CHECK(set.origin.loc.line == 5);

@@ -169,11 +169,9 @@ failsafe: {inbound: ["tcp:22"]}
                               short_diag);
   auto long_form = load_text(R"(apiVersion: fwengine/v1
 failsafe: {inbound: [{protocol: tcp, port: 22}]}
-sets:
-  c.0.src: [10.0.0.0/8]
 chains:
   c:
-    - {protocol: [tcp], dport: [22], src: {not: c.0.src}, action: reject, reject-with: tcp-reset}
+    - {protocol: [tcp], dport: [22], src: {not: [10.0.0.0/8]}, action: reject, reject-with: tcp-reset}
 stages:
   input:
     - endpoints: [{name: eth0, iif: eth0, groups: [{chains: [c], on-end: continue}], default: continue}]

@@ -14,8 +14,8 @@
 
 namespace {
 
-// CHAINS chains of RULES rules each (above the size that is split), each rule with an inline address;
-// `broken` rules (chain, rule) get a port no TCP packet has.
+// CHAINS chains of RULES rules each (above the size that is split), each rule with an inline set of two
+// addresses; `broken` rules (chain, rule) get a port no TCP packet has.
 std::string policy(int chains, int rules, const std::vector<std::pair<int, int>>& broken,
                    const std::string& extra_chains = "", const std::string& sets = "",
                    const std::string& chain_prefix = "c") {
@@ -24,9 +24,10 @@ std::string policy(int chains, int rules, const std::vector<std::pair<int, int>>
     text += "  " + chain_prefix + std::to_string(c) + ":\n";
     for (int r = 0; r < rules; ++r) {
       bool bad = std::find(broken.begin(), broken.end(), std::pair{c, r}) != broken.end();
-      text += "    - {protocol: tcp, src: 10." + std::to_string(c) + "." + std::to_string(r % 256) + "." +
-              std::to_string(r / 256) + ", dport: " + (bad ? "70000" : std::to_string(1000 + r)) +
-              ", action: accept}\n";
+      const std::string host =
+          std::to_string(c) + "." + std::to_string(r % 256) + "." + std::to_string(r / 256);
+      text += "    - {protocol: tcp, src: [10." + host + ", 172." + host +
+              "], dport: " + (bad ? "70000" : std::to_string(1000 + r)) + ", action: accept}\n";
     }
   }
   return text + extra_chains;
