@@ -337,13 +337,10 @@ void verify(const Ruleset& rs, Diagnostics& diag) {
 
 void inject_failsafe(Ruleset& rs) {
   const auto& fs = rs.failsafe;
-  int anonymous = 0;
-  // A failsafe entry's net becomes a set of its own; the family follows from the set.
-  auto net_match = [&](const FailsafeEntry& e) -> AddrMatches {
+  // A failsafe entry's net is its rule's address match; the family follows from it.
+  auto net_match = [](const FailsafeEntry& e) -> AddrMatches {
     if (!e.net) return {};
-    std::string name = "failsafe-net-" + std::to_string(anonymous++);
-    rs.sets[name] = AddrSet{{*e.net}, e.origin};
-    return {AddrMatch{false, name}};
+    return {AddrMatch(false, *e.net)};
   };
   auto make_rule = [&](const FailsafeEntry& e, bool reverse, bool net_is_source) {
     Rule r;

@@ -123,6 +123,7 @@ TEST_CASE("failsafe beats policy, but does not give the allow mark") {
   Diagnostics diag;
   passes::run_all(rs, diag);
   REQUIRE_FALSE(diag.has_errors());
+  CHECK(rs.sets.empty());  // an entry's net is its rule's own address match
   auto r = trace::evaluate(rs, tcp_in(22));
   CHECK(r.final_verdict() == Verdict::accept);
   CHECK_FALSE(r.allow_mark);

@@ -226,12 +226,17 @@ std::string to_string(const MacAddr&);
 struct AddrMatch {
   AddrMatch() = default;
   AddrMatch(bool negate, SharedString set) : set_name(std::move(set)), negate(negate) {}
-  AddrMatch(bool negate, const Cidr& cidr) : cidr(cidr), negate(negate) {}
-  SharedString set_name;  // a key of Ruleset::sets; empty: cidr alone
-  Cidr cidr;              // only when set_name is empty
+  AddrMatch(bool negate, const Cidr& cidr) : cidr(cidr), negate(negate), in_place_(true) {}
+  SharedString set_name;  // a key of Ruleset::sets, unless in_place()
+  Cidr cidr;              // only in_place()
   bool negate = false;
-  bool in_place() const { return set_name.empty(); }
+  bool in_place() const { return in_place_; }
   friend bool operator==(const AddrMatch&, const AddrMatch&) = default;
+
+ private:
+  // Said by the constructor alone: an empty set name stays an unknown set (verify refuses it), never a
+  // CIDR of default value (0.0.0.0/0) that would match every IPv4 packet.
+  bool in_place_ = false;
 };
 struct PortMatch {
   bool negate = false;

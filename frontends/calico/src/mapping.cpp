@@ -927,9 +927,17 @@ class Mapper {
   };
 
   // The IP set a selection stands for: expectedIPs of every HostEndpoint it picks on any node, and the
-  // nets of every GlobalNetworkSet it picks (NPI).
-  std::string selector_set(const Pick& pick, const ir::Origin& origin) {
-    if (ruleset_.sets.contains(pick.key())) return pick.key();
+  // nets of every GlobalNetworkSet it picks (NPI). The rules of one selection share its name's block.
+  ir::SharedString selector_set(const Pick& pick, const ir::Origin& origin) {
+    auto known = selector_sets_.find(pick.key());
+    if (known == selector_sets_.end()) {
+      add_selector_set(pick, origin);
+      known = selector_sets_.emplace(pick.key(), ir::SharedString(pick.key())).first;
+    }
+    return known->second;
+  }
+  void add_selector_set(const Pick& pick, const ir::Origin& origin) {
+    if (ruleset_.sets.contains(pick.key())) return;
     ir::AddrSet set;
     set.origin = origin;
     for (const HostEndpoint& hep : model_.host_endpoints) {
@@ -940,7 +948,6 @@ class Mapper {
       if (pick(gns.labels)) set.cidrs.insert(set.cidrs.end(), gns.nets.begin(), gns.nets.end());
     }
     ruleset_.sets.emplace(pick.key(), std::move(set));
-    return pick.key();
   }
 
   std::string net_set(const std::string& name, const std::vector<ir::Cidr>& nets, const ir::Origin& origin) {
@@ -1149,10 +1156,13 @@ class Mapper {
       if (!nets->empty()) base.family = nets->front().addr.family;
     }
     auto add_side = [&](const EntitySpec& entity, ir::AddrMatches& out, const char* side) {
-      if (!entity.nets.empty())
-        out.push_back({false, net_set(prefix + "/" + side + "-nets", entity.nets, origin)});
-      if (!entity.not_nets.empty()) {
-        out.push_back({true, net_set(prefix + "/" + side + "-not-nets", entity.not_nets, origin)});
+      // One network stays in the rule's match; several are a set named after the rule.
+      for (const auto& [nets, negate, suffix] :
+           {std::tuple{&entity.nets, false, "-nets"}, std::tuple{&entity.not_nets, true, "-not-nets"}}) {
+        if (nets->size() == 1)
+          out.push_back(ir::AddrMatch(negate, nets->front()));
+        else if (!nets->empty())
+          out.push_back({negate, net_set(prefix + "/" + side + suffix, *nets, origin)});
       }
       if (const std::optional<Pick> pick = Pick::of_side(entity)) {
         out.push_back({false, selector_set(*pick, origin)});
@@ -1279,6 +1289,7 @@ class Mapper {
   const FelixConfig* selected_config_ = nullptr;  // the selector-scoped FelixConfiguration for this node
   std::set<const RuleSpec*> icmp_said_;           // rules whose icmp/notICMP pair was spoken of
   std::set<std::string> raw_reject_warned_;       // chains whose Deny warn_of_raw_reject spoke of
+  std::map<std::string, ir::SharedString> selector_sets_;  // selector_set's names, by their Pick key
   Settings settings_;
   ir::Ruleset ruleset_;
   std::vector<Tier> tiers_;

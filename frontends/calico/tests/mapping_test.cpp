@@ -651,4 +651,33 @@ TEST_CASE("duplicate names are errors", "[mapping]") {
   CHECK_THAT(diag.text(), Catch::Contains("error: HostEndpoint 'h0' is defined twice"));
 }
 
+TEST_CASE("one network of nets or notNets stays in the rule, several are a set, a selection's name is shared",
+          "[mapping]") {
+  const ir::Ruleset rs = map_only(
+      kH0 + gnp("p",
+                "  ingress:\n"
+                "    - {action: Allow, source: {nets: [10.0.0.0/8], notNets: [10.1.0.0/16, 10.2.0.0/16]}}\n"
+                "    - {action: Deny, source: {notNets: [192.0.2.0/24], selector: role == 'peer'}}\n"
+                "    - {action: Allow, destination: {selector: role == 'peer'}}\n"));
+  const ir::Chain* chain = rs.find_chain("gnp/p/ingress/normal");
+  REQUIRE(chain);
+  REQUIRE(chain->rules.size() == 3);
+  const auto& first = chain->rules[0].match.src_addr;
+  REQUIRE(first.size() == 2);
+  CHECK(first[0].in_place());
+  CHECK(first[0].cidr == *ir::parse_cidr("10.0.0.0/8"));
+  CHECK_FALSE(first[0].negate);
+  CHECK_FALSE(first[1].in_place());
+  CHECK(first[1].negate);
+  CHECK(rs.find_set(first[1].set_name)->cidrs.size() == 2);
+  const auto& second = chain->rules[1].match.src_addr;
+  REQUIRE(second.size() == 2);
+  CHECK(second[0].in_place());
+  CHECK(second[0].negate);
+  CHECK_FALSE(second[1].in_place());
+  const auto& third = chain->rules[2].match.dst_addr;
+  REQUIRE(third.size() == 1);
+  CHECK(third[0].set_name.c_str() == second[1].set_name.c_str());  // one block for the selection's name
+}
+
 }  // namespace fwe::calico::test

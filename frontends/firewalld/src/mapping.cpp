@@ -811,12 +811,9 @@ class Mapper {
       if (!*dest) continue;
       const ir::Family family = (*dest)->addr.family;
       if (base.family != ir::Family::any && base.family != family) continue;
-      const std::string set =
-          "service/" + service.name + "/destination-" + std::string(ir::to_string(family));
-      add_set(set, {**dest}, {service.loc, "service " + service.name, -1});
       ir::Match match = base;
       match.family = family;
-      match.dst_addr.push_back({false, set});
+      match.dst_addr.push_back(ir::AddrMatch(false, **dest));
       bases.push_back(std::move(match));
     }
     return bases;
@@ -977,14 +974,12 @@ class Mapper {
 
   // ---- rich rules (§4.3) ------------------------------------------------------------------------------
   // A rich source or destination into the match; false if it cannot be expressed (already reported).
-  bool add_address(ir::Match& match, const std::optional<RichAddress>& address, bool source,
-                   const std::string& set_name, const ir::Origin& from, SourceLoc loc) {
+  bool add_address(ir::Match& match, const std::optional<RichAddress>& address, bool source, SourceLoc loc) {
     if (!address) return true;
     switch (address->kind) {
       case RichAddress::Kind::address: {
         if (!address->cidr) return false;
-        add_set(set_name, {*address->cidr}, from);
-        (source ? match.src_addr : match.dst_addr).push_back({address->invert, set_name});
+        (source ? match.src_addr : match.dst_addr).push_back(ir::AddrMatch(address->invert, *address->cidr));
         // `ip saddr != X` still matches only its own family.
         match.family = address->cidr->addr.family;
         return true;
@@ -1137,8 +1132,8 @@ class Mapper {
     const auto plain = [&](const std::optional<RichAddress>& address) {
       return port_ipset(address) ? std::nullopt : address;  // expanded below, with the element
     };
-    if (!add_address(base, plain(rule.destination), false, set_prefix + "/destination", from, rule.loc) ||
-        !add_address(base, plain(rule.source), true, set_prefix + "/source", from, rule.loc)) {
+    if (!add_address(base, plain(rule.destination), false, rule.loc) ||
+        !add_address(base, plain(rule.source), true, rule.loc)) {
       return;
     }
 

@@ -150,7 +150,8 @@ TEST_CASE("origins name the file position and the zone, service or rich rule", "
   const ir::Rule& dhcp = allow.rules.at(1);
   CHECK(dhcp.match.family == ir::Family::ipv6);
   REQUIRE(dhcp.match.dst_addr.size() == 1);
-  CHECK(rs.find_set(dhcp.match.dst_addr[0].set_name)->cidrs == SlimVector{*ir::parse_cidr("fe80::/64")});
+  CHECK(dhcp.match.dst_addr[0].in_place());
+  CHECK(dhcp.match.dst_addr[0].cidr == *ir::parse_cidr("fe80::/64"));
   const ir::Rule& drop = chain(rs, "input/zone/public/deny").rules.at(0);
   CHECK(drop.origin.policy.starts_with("zone public: rule "));
   CHECK(drop.origin.rule == 0);
@@ -200,6 +201,10 @@ TEST_CASE("rich rules: log, limit and action land in their sub-chains", "[mappin
   CHECK(deny.rules[0].action.reject_with == "icmp-admin-prohibited");
   CHECK(deny.rules[0].match.icmp->type == 8);
   CHECK_FALSE(deny.rules[0].match.icmp->v6);
+  // A rich rule's address is its match's own, no set.
+  REQUIRE(deny.rules[0].match.src_addr.size() == 1);
+  CHECK(deny.rules[0].match.src_addr[0].in_place());
+  CHECK(deny.rules[0].match.src_addr[0].cidr == *ir::parse_cidr("10.0.0.0/8"));
 }
 
 TEST_CASE("rich NAT and mark go to their stages, zones classified the right way", "[mapping]") {

@@ -585,9 +585,9 @@ void PolicyReader::Impl::add_set(std::string name, ir::AddrSet set) {
         !set.origin.policy.starts_with("set ") || !placed->second.origin.policy.starts_with("set ");
     diag_.error(set.origin.loc, "set " + quote(placed->first) + " is defined twice",
                 "the first is at " + diag_.where(placed->second.origin.loc) + "; rename one of them" +
-                    (inline_one ? " (addresses written in place are the set CHAIN.RULE.FIELD of a rule, "
-                                  "STAGE.SECTION.ENDPOINT.FIELD of an endpoint: a chain or set may not take "
-                                  "such a name)"
+                    (inline_one ? " (several addresses written in a rule are the set CHAIN.RULE.FIELD, "
+                                  "those of an endpoint STAGE.SECTION.ENDPOINT.FIELD: a chain or set may not "
+                                  "take such a name)"
                                 : ""));
     return;
   }

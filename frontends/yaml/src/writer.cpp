@@ -145,9 +145,12 @@ void Writer::find_inline_sets() {
         if (endpoint.match.src_set) ++uses[*endpoint.match.src_set];
         if (endpoint.match.dst_set) ++uses[*endpoint.match.dst_set];
       }
-  auto consider = [&](const std::string& name, const std::string& expected) {
+  // A rule's one address reads back in place, not as a set: a set of one is written as a set there.
+  auto consider = [&](const std::string& name, const std::string& expected, bool in_rule) {
     const ir::AddrSet* set = ruleset_.find_set(name);
-    if (name == expected && set && !set->cidrs.empty() && uses[name] == 1) inline_sets_.insert(name);
+    if (name == expected && set && !set->cidrs.empty() && !(in_rule && set->cidrs.size() == 1) &&
+        uses[name] == 1)
+      inline_sets_.insert(name);
   };
   for (const auto& [chain_name, chain] : ruleset_.chains)
     for (std::size_t r = 0; r < chain.rules.size(); ++r) {
@@ -155,18 +158,18 @@ void Writer::find_inline_sets() {
       const auto& match = chain.rules[r].match;
       for (std::size_t i = 0; i < match.src_addr.size(); ++i)
         if (!match.src_addr[i].in_place())
-          consider(match.src_addr[i].set_name, inline_set_name(owner, "src", i));
+          consider(match.src_addr[i].set_name, inline_set_name(owner, "src", i), true);
       for (std::size_t i = 0; i < match.dst_addr.size(); ++i)
         if (!match.dst_addr[i].in_place())
-          consider(match.dst_addr[i].set_name, inline_set_name(owner, "dst", i));
+          consider(match.dst_addr[i].set_name, inline_set_name(owner, "dst", i), true);
     }
   for (std::size_t s = 0; s < ruleset_.stages.size(); ++s)
     for (std::size_t c = 0; c < ruleset_.stages[s].sections.size(); ++c)
       for (std::size_t e = 0; e < ruleset_.stages[s].sections[c].endpoints.size(); ++e) {
         const auto& match = ruleset_.stages[s].sections[c].endpoints[e].match;
         std::string owner = endpoint_owner(static_cast<ir::Stage>(s), c, e);
-        if (match.src_set) consider(*match.src_set, inline_set_name(owner, "src", 0));
-        if (match.dst_set) consider(*match.dst_set, inline_set_name(owner, "dst", 0));
+        if (match.src_set) consider(*match.src_set, inline_set_name(owner, "src", 0), false);
+        if (match.dst_set) consider(*match.dst_set, inline_set_name(owner, "dst", 0), false);
       }
 }
 

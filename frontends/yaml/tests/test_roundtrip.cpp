@@ -181,3 +181,30 @@ stages:
   REQUIRE(long_diag.text().empty());
   CHECK(fwe::canonical::hash(short_form) == fwe::canonical::hash(long_form));
 }
+
+TEST_CASE("a set of one named as a rule's inline set is written as a set, and reads back one",
+          "[roundtrip]") {
+  // Written inline, its one address would read back in the rule's match, without the set.
+  fwe::Diagnostics diag;
+  const auto original = load_text(R"(apiVersion: fwengine/v1
+sets:
+  web.0.src: [10.0.0.0/8]
+  web.1.src: [192.0.2.0/24, 198.51.100.0/24]
+chains:
+  web:
+    - {src: "!web.0.src", action: accept}
+    - {src: web.1.src, action: accept}
+    - {src: {all: [10.1.0.0/16, 10.1.2.0/24]}, action: drop}
+)",
+                                  diag);
+  REQUIRE(diag.text().empty());
+  const auto written = fwe::yamlfe::write_policy(original, diag);
+  REQUIRE(written);
+  INFO(*written);
+  CHECK(written->find("web.0.src: [10.0.0.0/8]") != std::string::npos);
+  CHECK(written->find("web.1.src:") == std::string::npos);  // several addresses: written in the rule
+  fwe::Diagnostics again_diag;
+  const auto again = load_text(*written, again_diag);
+  REQUIRE(again_diag.text().empty());
+  CHECK(fwe::canonical::hash(again) == fwe::canonical::hash(original));
+}

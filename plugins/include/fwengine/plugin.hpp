@@ -17,7 +17,7 @@
 #include "fwengine/diagnostics.hpp"
 #include "fwengine/ir.hpp"
 
-#define FWE_PLUGIN_ABI_VERSION 12u
+#define FWE_PLUGIN_ABI_VERSION 13u
 
 #define FWE_API __attribute__((visibility("default")))
 
