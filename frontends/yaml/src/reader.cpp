@@ -933,8 +933,11 @@ void PolicyReader::Impl::read_one_address(const Node& node, std::string_view fie
       if (auto cidr = read_cidr(*item, item->text(), field)) set.cidrs.push_back(*cidr);
   }
   if (set.cidrs.empty()) return;
-  if (family != ir::Family::any && std::none_of(set.cidrs.begin(), set.cidrs.end(),
-                                                [&](const ir::Cidr& c) { return c.addr.family == family; }))
+  // Negated, addresses of the other family hold for every packet of this one (as Calico's notNets of
+  // a rule split by family are written by migrate).
+  if (!peeled->negate && family != ir::Family::any &&
+      std::none_of(set.cidrs.begin(), set.cidrs.end(),
+                   [&](const ir::Cidr& c) { return c.addr.family == family; }))
     error(value,
           std::string(field) + ": no address here is " + std::string(family_word(family)) +
               ", so the rule with family: " + std::string(ir::to_string(family)) + " can never match",

@@ -208,3 +208,22 @@ chains:
   REQUIRE(again_diag.text().empty());
   CHECK(fwe::canonical::hash(again) == fwe::canonical::hash(original));
 }
+
+TEST_CASE("a negated address of the other family reads, and round-trips, as migrate writes it",
+          "[roundtrip]") {
+  // Calico's notNets in a rule split by family: the IPv6 half keeps the IPv4 network, negated.
+  fwe::Diagnostics diag;
+  const auto original = load_text(R"(apiVersion: fwengine/v1
+chains:
+  c:
+    - {family: ipv6, src: "!10.0.0.0/8", action: drop}
+)",
+                                  diag);
+  REQUIRE(diag.text().empty());
+  const auto written = fwe::yamlfe::write_policy(original, diag);
+  REQUIRE(written);
+  fwe::Diagnostics again_diag;
+  const auto again = load_text(*written, again_diag);
+  REQUIRE(again_diag.text().empty());
+  CHECK(fwe::canonical::hash(again) == fwe::canonical::hash(original));
+}
