@@ -16,6 +16,21 @@ fwe::ir::Ruleset load_text(const std::string& text, fwe::Diagnostics& diag) {
   return reader.finish();
 }
 
+// Reads text, writes it and reads that back: the same hash. Returns what was written.
+std::string written_and_read_back(const std::string& text) {
+  fwe::Diagnostics diag;
+  const auto original = load_text(text, diag);
+  REQUIRE(diag.text().empty());
+  const auto written = fwe::yamlfe::write_policy(original, diag);
+  REQUIRE(written);
+  INFO(*written);
+  fwe::Diagnostics again_diag;
+  const auto again = load_text(*written, again_diag);
+  REQUIRE(again_diag.text().empty());
+  CHECK(fwe::canonical::hash(again) == fwe::canonical::hash(original));
+  return *written;
+}
+
 }  // namespace
 
 TEST_CASE("every fixture survives write and read with the same hash", "[roundtrip]") {
@@ -185,8 +200,7 @@ stages:
 TEST_CASE("a set of one named as a rule's inline set is written as a set, and reads back one",
           "[roundtrip]") {
   // Written inline, its one address would read back in the rule's match, without the set.
-  fwe::Diagnostics diag;
-  const auto original = load_text(R"(apiVersion: fwengine/v1
+  const std::string written = written_and_read_back(R"(apiVersion: fwengine/v1
 sets:
   web.0.src: [10.0.0.0/8]
   web.1.src: [192.0.2.0/24, 198.51.100.0/24]
@@ -195,35 +209,18 @@ chains:
     - {src: "!web.0.src", action: accept}
     - {src: web.1.src, action: accept}
     - {src: {all: [10.1.0.0/16, 10.1.2.0/24]}, action: drop}
-)",
-                                  diag);
-  REQUIRE(diag.text().empty());
-  const auto written = fwe::yamlfe::write_policy(original, diag);
-  REQUIRE(written);
-  INFO(*written);
-  CHECK(written->find("web.0.src: [10.0.0.0/8]") != std::string::npos);
-  CHECK(written->find("web.1.src:") == std::string::npos);  // several addresses: written in the rule
-  fwe::Diagnostics again_diag;
-  const auto again = load_text(*written, again_diag);
-  REQUIRE(again_diag.text().empty());
-  CHECK(fwe::canonical::hash(again) == fwe::canonical::hash(original));
+)");
+  INFO(written);
+  CHECK(written.find("web.0.src: [10.0.0.0/8]") != std::string::npos);
+  CHECK(written.find("web.1.src:") == std::string::npos);  // several addresses: written in the rule
 }
 
 TEST_CASE("a negated address of the other family reads, and round-trips, as migrate writes it",
           "[roundtrip]") {
   // Calico's notNets in a rule split by family: the IPv6 half keeps the IPv4 network, negated.
-  fwe::Diagnostics diag;
-  const auto original = load_text(R"(apiVersion: fwengine/v1
+  written_and_read_back(R"(apiVersion: fwengine/v1
 chains:
   c:
     - {family: ipv6, src: "!10.0.0.0/8", action: drop}
-)",
-                                  diag);
-  REQUIRE(diag.text().empty());
-  const auto written = fwe::yamlfe::write_policy(original, diag);
-  REQUIRE(written);
-  fwe::Diagnostics again_diag;
-  const auto again = load_text(*written, again_diag);
-  REQUIRE(again_diag.text().empty());
-  CHECK(fwe::canonical::hash(again) == fwe::canonical::hash(original));
+)");
 }
