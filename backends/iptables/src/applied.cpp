@@ -48,8 +48,8 @@ bool read_set(std::string_view text, std::size_t& at, std::string& digest, SetDe
     if (!next_line(text, at, line)) return false;
     const auto tab = line.find('\t');
     if (tab == std::string_view::npos) return false;
-    set.members.emplace_back(line.substr(0, tab));
-    set.comments.emplace_back(line.substr(tab + 1));
+    set.members.push_back(line.substr(0, tab));
+    set.comments.push_back(line.substr(tab + 1));
   }
   return true;
 }
@@ -152,7 +152,7 @@ const SetDef* AppliedSets::find(const std::string& name, std::string_view digest
 
 std::optional<MemberDelta> member_delta(const SetDef& was, const SetDef& now) {
   auto comment = [](const SetDef& set, std::size_t i) {
-    return i < set.comments.size() ? std::string_view(set.comments[i]) : std::string_view{};
+    return i < set.comments.size() ? set.comments[i] : std::string_view{};
   };
   auto same = [&](std::size_t i, std::size_t j) {
     return was.members[i] == now.members[j] && comment(was, i) == comment(now, j);
@@ -168,8 +168,8 @@ std::optional<MemberDelta> member_delta(const SetDef& was, const SetDef& now) {
   auto empty_like = [](const SetDef& set) { return SetDef{set.name, set.family, {}, set.type}; };
   MemberDelta delta{empty_like(now), empty_like(now), empty_like(now), empty_like(now)};
   auto put = [](SetDef& into, std::string_view member, std::string_view comment) {
-    into.members.emplace_back(member);
-    into.comments.emplace_back(comment);
+    into.members.push_back(member);
+    into.comments.push_back(comment);
   };
   std::unordered_map<std::string_view, std::string_view> old_comment;
   old_comment.reserve(was_end - head);

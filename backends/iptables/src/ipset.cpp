@@ -409,7 +409,8 @@ IpsetResult Ipset::send_members(int command, const SetDef& set, std::string_view
       if (!put_member(nlh, parse_member(set.members[next], set.family), set.family, comment)) break;
     }
     mnl_attr_nest_end(nlh, entries);
-    if (auto result = request(nlh, what + " " + set.members[first] + (next - first > 1 ? " ..." : ""));
+    if (auto result =
+            request(nlh, what + " " + std::string(set.members[first]) + (next - first > 1 ? " ..." : ""));
         !result.ok())
       return result;
   }

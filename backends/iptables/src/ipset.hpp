@@ -20,7 +20,7 @@ namespace fwe::iptables {
 // A set as the kernel holds it, its members written as `ipset save` writes them.
 struct KernelSet {
   std::string name, family;  // family: inet, inet6, or empty (list:set)
-  std::vector<std::string> members;
+  PackedStrings members;
   std::string type{kNetSet};
   // Sets with counters and comments (kRunSet): per member.
   struct Extra {

@@ -757,7 +757,7 @@ const SetDef* any_set(std::string_view name) {
 
 // Whether a set that matches every address of its family still does: it holds each of its networks.
 bool whole(const SetDef& any, const KernelSet& set) {
-  return std::all_of(any.members.begin(), any.members.end(), [&](const std::string& member) {
+  return std::all_of(any.members.begin(), any.members.end(), [&](std::string_view member) {
     return std::find(set.members.begin(), set.members.end(), member) != set.members.end();
   });
 }
@@ -902,9 +902,18 @@ std::string remove_slots(Ipset& ipset, const Holdings& h, Keep keep, bool tempor
   return problems + destroy_sets(ipset, doomed);
 }
 
-std::vector<std::string> sorted(std::vector<std::string> members) {
-  std::sort(members.begin(), members.end());
-  return members;
+std::vector<std::string_view> sorted(const PackedStrings& members) {
+  std::vector<std::string_view> out(members.begin(), members.end());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// The comments of a run set's members, as the kernel lists them.
+PackedStrings comments_of(const KernelSet& set) {
+  PackedStrings out;
+  out.reserve(set.extras.size());
+  for (const auto& extra : set.extras) out.push_back(extra.comment);
+  return out;
 }
 
 // One `*table ... COMMIT` section of restore input, and whether all it changes is fwe-meta (the IR hash
@@ -1062,8 +1071,7 @@ bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>
         std::find_if(have_sets.begin(), have_sets.end(), [&](const KernelSet& s) { return s.name == name; });
     if (k == have_sets.end() || k->family != family_name(set.family) || k->type != set.type) return false;
     // A run set's comments name the source rules, which may have moved: compare members with them.
-    std::vector<std::string> kernel_comments;
-    for (const auto& extra : k->extras) kernel_comments.push_back(extra.comment);
+    PackedStrings kernel_comments = comments_of(*k);
     std::map<std::string, std::vector<std::string>> have, want_stamps;
     add_member_stamps(have, set.name, k->members, kernel_comments);
     add_member_stamps(want_stamps, set.name, set.members, set.comments);
@@ -1395,9 +1403,7 @@ KernelState read_kernel() {
     std::map<std::string, std::vector<std::string>> stamps;  // for the rules summary in fwe-meta
     for (const auto& set : k.sets)
       if (set.type == kRunSet && in_effect(slot_of(set.name)) && set.family == family_name(f)) {
-        std::vector<std::string> comments;
-        for (const auto& extra : set.extras) comments.push_back(extra.comment);
-        add_member_stamps(stamps, in_slot(set.name, 0), set.members, comments);
+        add_member_stamps(stamps, in_slot(set.name, 0), set.members, comments_of(set));
       }
     std::string applied_summary;
     std::map<std::string, std::string> recorded_sets;  // fwe-meta's digests of the sets' members
@@ -1469,9 +1475,7 @@ KernelState read_kernel() {
           set.type == kRunSet)
         continue;
       const auto record = recorded_sets.find(in_slot(set.name, 0));
-      std::vector<std::string> comments;
-      for (const auto& extra : set.extras) comments.push_back(extra.comment);
-      if (record != recorded_sets.end() && record->second != members_digest(set.members, comments))
+      if (record != recorded_sets.end() && record->second != members_digest(set.members, comments_of(set)))
         state.drift.push_back("ipset " + record->first + ": members were added or removed since apply");
     }
     if (const std::string now_summary = rules_summary(stamps);

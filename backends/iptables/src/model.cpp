@@ -10,12 +10,36 @@
 #include <cstdio>
 #include <map>
 #include <optional>
+#include <stdexcept>
 #include <string_view>
 
 namespace fwe::iptables {
 
 namespace {
 constexpr std::string_view kCommentOpen = "-m comment --comment \"";
+}
+
+std::string_view PackedStrings::operator[](std::size_t i) const {
+  const std::size_t end = ends_[i], previous = i == 0 ? 0 : ends_[i - 1];
+  if (end == previous) return {};
+  const std::size_t block = (end - 1) / kBlock;
+  const std::size_t begin = std::max(previous, block * kBlock);
+  return std::string_view(blocks_[block].data() + (begin - block * kBlock), end - begin);
+}
+
+void PackedStrings::push_back(std::string_view item) {
+  if (item.size() > kBlock)
+    throw std::length_error("a packed string over " + std::to_string(kBlock) + " bytes");
+  if (!item.empty()) {
+    if (blocks_.empty() || blocks_.back().size() + item.size() > kBlock) blocks_.emplace_back();
+    std::vector<char>& block = blocks_.back();
+    // Doubling would give a block that fills up past kBlock twice the room it can use.
+    if (block.size() + item.size() > block.capacity())
+      block.reserve(std::min(kBlock, std::max(2 * block.capacity(), block.size() + item.size())));
+    block.insert(block.end(), item.begin(), item.end());
+  }
+  ends_.push_back(static_cast<std::uint32_t>(
+      blocks_.empty() ? 0 : (blocks_.size() - 1) * kBlock + blocks_.back().size()));
 }
 
 const ChainDef* TableDef::find(std::string_view chain) const {
@@ -210,13 +234,14 @@ namespace {
 // A member as `ipset restore` reads it fastest. ipset looks a protocol name up in /etc/protocols again
 // for every member (half of restoring 10,000 members); a number it takes as it is. Members are kept,
 // and compared, as ipset lists them: with the name.
-std::string restore_form(const std::string& member) {
+std::string restore_form(std::string_view member) {
   const std::size_t comma = member.find(',');
-  const std::size_t colon = comma == std::string::npos ? comma : member.find(':', comma + 1);
-  if (colon == std::string::npos) return member;
-  auto number = protocol_number(std::string_view(member).substr(comma + 1, colon - comma - 1));
-  if (!number) return member;
-  return member.substr(0, comma + 1) + std::to_string(*number) + member.substr(colon);
+  const std::size_t colon = comma == std::string_view::npos ? comma : member.find(':', comma + 1);
+  if (colon == std::string_view::npos) return std::string(member);
+  auto number = protocol_number(member.substr(comma + 1, colon - comma - 1));
+  if (!number) return std::string(member);
+  return std::string(member.substr(0, comma + 1)) + std::to_string(*number) +
+         std::string(member.substr(colon));
 }
 
 // /etc/protocols read once (getprotobynumber reads the file again on every call): the first name of
@@ -271,7 +296,11 @@ std::string ipset_text(const std::vector<SetDef>& sets) {
     out += ipset_create_line(set, set.name) + '\n';
     for (std::size_t i = 0; i < set.members.size(); ++i) {
       out += "add " + set.name + ' ' + restore_form(set.members[i]);
-      if (i < set.comments.size() && !set.comments[i].empty()) out += " comment \"" + set.comments[i] + '"';
+      if (i < set.comments.size() && !set.comments[i].empty()) {
+        out += " comment \"";
+        out += set.comments[i];
+        out += '"';
+      }
       out += '\n';
     }
   }
@@ -282,7 +311,7 @@ std::string gate_text(std::string_view gate, bool on) {
   std::string out;
   for (const SetDef& any : kAnySets) {
     out += "create " + any.name + " hash:net family " + std::string(family_name(any.family)) + '\n';
-    for (const auto& member : any.members) out += "add " + any.name + ' ' + member + '\n';
+    for (const auto member : any.members) out.append("add " + any.name + ' ').append(member).append(1, '\n');
   }
   out += "create " + std::string(gate) + " list:set\n";
   if (on)
@@ -296,13 +325,11 @@ std::string meta_rule(std::string_view ir_hash, std::string_view summary) {
          (summary.empty() ? "" : " " + std::string(summary)) + "\"";
 }
 
-std::string members_digest(const std::vector<std::string>& members,
-                           const std::vector<std::string>& comments) {
+std::string members_digest(const PackedStrings& members, const PackedStrings& comments) {
   // A sum of per-member digests: the same whatever order ipset lists the members in, without sorting.
   std::uint64_t sum = members.size();
   for (std::size_t i = 0; i < members.size(); ++i)
-    sum += fnv1a(i < comments.size() ? std::string_view(comments[i]) : std::string_view(),
-                 fnv1a(" ", fnv1a(members[i])));
+    sum += fnv1a(i < comments.size() ? comments[i] : std::string_view(), fnv1a(" ", fnv1a(members[i])));
   return hex16(sum);
 }
 
@@ -368,11 +395,15 @@ std::string rules_summary(const std::map<std::string, std::vector<std::string>>&
 }
 
 void add_member_stamps(std::map<std::string, std::vector<std::string>>& stamps, std::string_view set_name,
-                       const std::vector<std::string>& members, const std::vector<std::string>& comments) {
+                       const PackedStrings& members, const PackedStrings& comments) {
   auto& out = stamps["ipset/" + std::string(set_name)];
   out.reserve(out.size() + members.size());
-  for (std::size_t i = 0; i < members.size(); ++i)
-    out.push_back(members[i] + ' ' + (i < comments.size() ? comments[i] : std::string()));
+  for (std::size_t i = 0; i < members.size(); ++i) {
+    const std::string_view comment = i < comments.size() ? comments[i] : std::string_view();
+    std::string& stamp = out.emplace_back();
+    stamp.reserve(members[i].size() + 1 + comment.size());
+    stamp.append(members[i]).append(1, ' ').append(comment);
+  }
   std::sort(out.begin(), out.end());
 }
 

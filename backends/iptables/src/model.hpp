@@ -3,11 +3,15 @@
 // kernel code compares it with iptables-legacy-save output and loads the difference (kernel.cpp).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <initializer_list>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "fwengine/stamps.hpp"
@@ -75,15 +79,66 @@ struct TableDef {
 // An IR address set (hash:net, fwe-4-<name> / fwe-6-<name>), or the elements of a run of rules merged
 // into one set lookup (hash:net,port, fwe-4r-... / fwe-6r-...: a counter and the origin of its rule on
 // every member, so that hits still map to source rules).
+// Short strings one after another in blocks of at most 64 KiB: a set's 50,000 members as strings of
+// their own took a block and a 32-byte string each, 6 MB at the peak of an apply, and one block grown by
+// doubling would hold its old and new copies at once.
+class PackedStrings {
+ public:
+  class Iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;  // it yields views, not references
+    using iterator_concept = std::forward_iterator_tag;
+    using value_type = std::string_view;
+    using difference_type = std::ptrdiff_t;
+    using pointer = void;
+    using reference = std::string_view;
+    Iterator() = default;
+    Iterator(const PackedStrings* list, std::size_t at) : list_(list), at_(at) {}
+    std::string_view operator*() const { return (*list_)[at_]; }
+    Iterator& operator++() {
+      ++at_;
+      return *this;
+    }
+    Iterator operator++(int) { return std::exchange(*this, Iterator(list_, at_ + 1)); }
+    friend bool operator==(const Iterator& a, const Iterator& b) { return a.at_ == b.at_; }
+
+   private:
+    const PackedStrings* list_ = nullptr;
+    std::size_t at_ = 0;
+  };
+
+  PackedStrings() = default;
+  PackedStrings(std::initializer_list<std::string_view> items) {
+    for (auto item : items) push_back(item);
+  }
+  std::size_t size() const noexcept { return ends_.size(); }
+  bool empty() const noexcept { return ends_.empty(); }
+  std::string_view operator[](std::size_t i) const;
+  std::string_view front() const { return (*this)[0]; }
+  Iterator begin() const { return {this, 0}; }
+  Iterator end() const { return {this, size()}; }
+  // Throws std::length_error for a string over a block.
+  void push_back(std::string_view item);
+  void reserve(std::size_t items) { ends_.reserve(items); }
+  bool operator==(const PackedStrings&) const = default;
+
+ private:
+  static constexpr std::size_t kBlock = 64 * 1024;
+  std::vector<std::vector<char>> blocks_;  // a string never spans two
+  // Where each string ends, counted as if every block took kBlock bytes: a string starts where the one
+  // before it ended, or at the start of its block when that one did not have room for it.
+  std::vector<std::uint32_t> ends_;
+};
+
 inline constexpr std::string_view kNetSet = "hash:net";
 inline constexpr std::string_view kRunSet = "hash:net,port";
 struct SetDef {
   std::string name;
   IpFamily family = IpFamily::v4;
-  std::vector<std::string> members;  // "10.0.0.0/8", "10.0.0.0/8,tcp:22"; hosts without prefix (as ipset
-                                     // save prints them)
+  PackedStrings members;  // "10.0.0.0/8", "10.0.0.0/8,tcp:22"; hosts without prefix (as ipset save
+                          // prints them)
   std::string type{kNetSet};
-  std::vector<std::string> comments{};  // kRunSet: per member, where its rule comes from
+  PackedStrings comments{};  // kRunSet: per member, where its rule comes from
 };
 
 // What the gates hold while on: the two sets that match every address, by IpFamily.
@@ -152,10 +207,10 @@ std::vector<TableDef> with_meta(const Model& model, IpFamily family, std::string
 // A run set's members with their comments, sorted: they stand for rules, so the summary in fwe-meta
 // covers them as it covers a chain's stamps (under "ipset/<name>").
 void add_member_stamps(std::map<std::string, std::vector<std::string>>& stamps, std::string_view set_name,
-                       const std::vector<std::string>& members, const std::vector<std::string>& comments);
+                       const PackedStrings& members, const PackedStrings& comments);
 std::string meta_rule(std::string_view ir_hash, std::string_view summary);
 // A digest of a set's members with their comments, whatever their order (ipset lists them in its own).
-std::string members_digest(const std::vector<std::string>& members, const std::vector<std::string>& comments);
+std::string members_digest(const PackedStrings& members, const PackedStrings& comments);
 // members_digest of each set, in their order.
 std::vector<std::string> set_digests(const std::vector<SetDef>& sets);
 // fwe-meta's record of one set, "fwe:set NAME DIGEST" (the model's name): an apply tells which sets

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
@@ -965,15 +966,11 @@ class FamilyRenderer {
   }
 
   // The rules of a chain (or of chains fused into one), runs of at least kMinRun as set lookups.
-  // A run keeps its head's form and, of the rules after it, only their members and origins: the whole
+  // A run keeps its head's form and, of the rules after it, only their members and places: the whole
   // forms of a fused chain of 50,000 rules, made first, held 40 MB.
   void fill_chain(Table& t, const std::string& name, const std::string& id,
                   const std::vector<const Rule*>& rules, const std::set<Stage>& here) {
-    auto form_of = [&](std::size_t k) {
-      std::optional<RunForm> form = run_form(t, *rules[k], here);
-      if (form) form->where = where(rules[k]->origin);  // only emitted members need it
-      return form;
-    };
+    auto form_of = [&](std::size_t k) { return run_form(t, *rules[k], here); };
     std::size_t runs = 0;
     std::optional<std::optional<RunForm>> following;  // rules[i]'s form, made when it ended a run
     for (std::size_t i = 0; i < rules.size();) {
@@ -983,31 +980,43 @@ class FamilyRenderer {
       }
       std::optional<RunForm> head = following ? std::move(*following) : form_of(i);
       following.reset();
-      std::size_t end = i + 1, taken = 1;
-      std::vector<RunPart> parts;
+      std::size_t end = i + 1;
+      RunMembers run;
       if (head) {
-        RunIndex index;
-        index.add(*head);
-        std::size_t members = head->members.size();
-        for (; end < rules.size(); ++end) {
+        run.add(*head, i);
+        // Checked whenever the run doubled: a rule that overlaps an earlier one ends it, and the forms
+        // made after that rule (at most as many as before it) are made again for the next run.
+        RunOverlaps overlaps;
+        auto cut_at_overlap = [&] {
+          const std::optional<std::size_t> at = overlaps.first(run);
+          if (!at) return false;
+          end = run.places[*at];
+          run.truncate(*at);
+          following.reset();
+          return true;
+        };
+        bool cut = false;
+        for (std::size_t window = kMinRun; end < rules.size(); ++end) {
           if (absent(*rules[end])) continue;
           std::optional<RunForm> next = form_of(end);
           if (!next || !same_shape(next->shape, head->shape) ||
-              members + next->members.size() > kMaxSetMembers || index.overlaps(*next)) {
+              run.members.size() + next->members.size() > kMaxSetMembers) {
             following = std::move(next);
             break;
           }
-          index.add(*next);
-          members += next->members.size();
-          ++taken;
-          parts.push_back({std::move(next->members), std::move(next->where)});
+          run.add(*next, end);
+          if (run.rules() == window) {
+            window *= 2;
+            if ((cut = cut_at_overlap())) break;
+          }
         }
+        if (!cut) cut_at_overlap();
       }
-      if (taken < kMinRun) {
+      if (run.rules() < kMinRun) {
         for (std::size_t k = i; k < end; ++k)
           if (!elsewhere(*rules[k])) rule(t, name, *rules[k], k, here);
       } else {
-        emit_run(t, name, id + "-" + std::to_string(runs++), *head, parts);
+        emit_run(t, name, id + "-" + std::to_string(runs++), *head, run, rules);
       }
       i = end;
     }
@@ -1029,38 +1038,82 @@ class FamilyRenderer {
     Shape shape;                       // rest, target and directions: equal for all rules of a run
     std::string directions;
     std::vector<RunMember> members;
-    std::string where;
   };
-  // What a run keeps of each rule after its head.
-  struct RunPart {
+  // What a run keeps of its rules: their members, one after another, and their places in the chain
+  // (their stamps are made as the set takes them). Each rule's own members and stamp held 8 MB for a
+  // fused chain of 50,000 rules.
+  struct RunMembers {
     std::vector<RunMember> members;
-    std::string where;
+    std::vector<std::uint32_t> member_ends;  // by rule, where its members end
+    std::vector<std::uint32_t> places;       // by rule, its index in the chain's rules
+    void add(const RunForm& form, std::size_t place) {
+      members.insert(members.end(), form.members.begin(), form.members.end());
+      member_ends.push_back(static_cast<std::uint32_t>(members.size()));
+      places.push_back(static_cast<std::uint32_t>(place));
+    }
+    std::size_t rules() const { return member_ends.size(); }
+    // Keeps the first `kept` rules.
+    void truncate(std::size_t kept) {
+      members.resize(kept == 0 ? 0 : member_ends[kept - 1]);
+      member_ends.resize(kept);
+      places.resize(kept);
+    }
   };
 
-  // A packet meets at most one member of a run: no member overlaps an earlier one (same protocol and
-  // port, one address inside the other), so the order inside the run is free and each hit counts for
-  // the rule trace would name. So the members of one protocol and port never overlap (nor do a set's
-  // CIDRs: core), and only a new member's neighbours in address order can: a check costs a lookup, not
-  // a pass over the run.
-  class RunIndex {
+  // A packet meets at most one member of a run: no member overlaps one of an earlier rule (same protocol
+  // and port, one address inside the other), so the order inside the run is free and each hit counts for
+  // the rule trace would name. A run is extended first and checked after, a window of rules at a time:
+  // its members sorted by protocol, port and address, a network and those inside it follow one another,
+  // and one pass finds the first rule that overlaps an earlier one. (A tree of the members, checked as
+  // each came, took 48 bytes a member.)
+  class RunOverlaps {
    public:
-    bool overlaps(const RunForm& f) const {
-      for (const auto& m : f.members) {
-        auto it = by_key_.find({m.protocol, m.port});
-        if (it == by_key_.end()) continue;
-        const std::set<Cidr>& cidrs = it->second;
-        auto above = cidrs.lower_bound(m.cidr);
-        if (above != cidrs.end() && contains(m.cidr, above->addr)) return true;
-        if (above != cidrs.begin() && contains(*std::prev(above), m.cidr.addr)) return true;
+    // The place in the run of the first rule with a member that overlaps a member of an earlier rule.
+    std::optional<std::size_t> first(const RunMembers& run) {
+      const std::vector<RunMember>& members = run.members;
+      const std::size_t checked = sorted_.size();
+      for (std::size_t k = checked; k < members.size(); ++k) sorted_.push_back(static_cast<std::uint32_t>(k));
+      auto by_key = [&](std::uint32_t a, std::uint32_t b) { return before(members[a], members[b]); };
+      const auto new_ones = sorted_.begin() + static_cast<std::ptrdiff_t>(checked);
+      std::sort(new_ones, sorted_.end(), by_key);
+      std::inplace_merge(sorted_.begin(), new_ones, sorted_.end(), by_key);
+      auto rule_of = [&](std::uint32_t member) {
+        return static_cast<std::size_t>(
+            std::upper_bound(run.member_ends.begin(), run.member_ends.end(), member) -
+            run.member_ends.begin());
+      };
+      std::optional<std::size_t> earliest;
+      // The networks that hold the member at hand, each inside the one before: at most one per prefix
+      // length.
+      std::vector<std::pair<std::uint32_t, std::size_t>> enclosing;  // member, its rule
+      for (std::uint32_t k : sorted_) {
+        const RunMember& m = members[k];
+        while (!enclosing.empty()) {
+          const RunMember& outer = members[enclosing.back().first];
+          if (outer.protocol == m.protocol && outer.port == m.port && contains(outer.cidr, m.cidr.addr))
+            break;
+          enclosing.pop_back();
+        }
+        const std::size_t rule = rule_of(k);
+        for (const auto& [outer, outer_rule] : enclosing)
+          if (outer_rule != rule && (!earliest || std::max(rule, outer_rule) < *earliest))
+            earliest = std::max(rule, outer_rule);
+        enclosing.emplace_back(k, rule);
       }
-      return false;
-    }
-    void add(const RunForm& f) {
-      for (const auto& m : f.members) by_key_[{m.protocol, m.port}].insert(m.cidr);
+      return earliest;
     }
 
    private:
-    std::map<std::pair<std::uint8_t, std::uint16_t>, std::set<Cidr>> by_key_;
+    // By protocol, port, address and prefix (a run is of one family).
+    static bool before(const RunMember& x, const RunMember& y) {
+      if (x.protocol != y.protocol) return x.protocol < y.protocol;
+      if (x.port != y.port) return x.port < y.port;
+      if (int order =
+              std::memcmp(x.cidr.addr.bytes.data(), y.cidr.addr.bytes.data(), x.cidr.addr.bytes.size()))
+        return order < 0;
+      return x.cidr.prefix < y.cidr.prefix;
+    }
+    std::vector<std::uint32_t> sorted_;  // the members checked so far, by key
   };
 
   std::optional<RunForm> run_form(Table& t, const Rule& r, const std::set<Stage>& stages) {
@@ -1167,31 +1220,27 @@ class FamilyRenderer {
     return absent(r) && !absent(r, family_ == IpFamily::v4 ? IpFamily::v6 : IpFamily::v4);
   }
 
-  // Takes the members and stamps of head and parts into the run's set: a fused chain of 50,000 rules
-  // held each rule's members and stamp until the set had copied them all.
-  void emit_run(Table& t, const std::string& chain, const std::string& id, RunForm& head,
-                std::vector<RunPart>& parts) {
+  // The run's members and stamps, into the run's set.
+  void emit_run(Table& t, const std::string& chain, const std::string& id, const RunForm& head,
+                const RunMembers& run, const std::vector<const Rule*>& rules) {
     std::string name =
         short_name(family_ == IpFamily::v4 ? "fwe-4r-" : "fwe-6r-", t.def.name + "-" + id, kMaxSetName);
     SetDef& set = sets_[name];
     set.name = name;
     set.family = family_;
     set.type = std::string(kRunSet);
-    std::size_t members = set.members.size() + head.members.size();
-    for (const auto& part : parts) members += part.members.size();
-    set.members.reserve(members);
-    set.comments.reserve(members);
-    auto add = [&](std::vector<RunMember>& of_rule, std::string& where) {
-      for (std::size_t k = 0; k < of_rule.size(); ++k) {
-        const RunMember& m = of_rule[k];
+    set.members.reserve(set.members.size() + run.members.size());
+    set.comments.reserve(set.comments.size() + run.members.size());
+    std::size_t member = 0;
+    for (std::size_t r = 0; r < run.rules(); ++r) {
+      const std::string where = this->where(rules[run.places[r]]->origin);
+      for (; member < run.member_ends[r]; ++member) {
+        const RunMember& m = run.members[member];
         set.members.push_back(member_text(m.cidr) + "," + protocol_name(m.protocol) + ":" +
                               std::to_string(m.port));
-        set.comments.push_back(k + 1 == of_rule.size() ? std::move(where) : where);
+        set.comments.push_back(where);
       }
-      of_rule = std::vector<RunMember>();
-    };
-    add(head.members, head.where);
-    for (auto& part : parts) add(part.members, part.where);
+    }
     Spec spec = *head.rest;
     spec.matches.push_back("-m set --match-set " + name + " " + head.directions);
     emit(t, chain, spec, head.target, {});

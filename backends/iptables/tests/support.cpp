@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <iostream>
+#include <random>
 #include <sstream>
 
 #include "fwengine/passes.hpp"
@@ -285,6 +286,32 @@ Ruleset long_run_ruleset(std::size_t rules, std::uint16_t ports) {
   return rs;
 }
 
+Ruleset nested_ruleset(std::uint32_t seed, std::size_t rules) {
+  Ruleset rs;
+  rs.frontend = "test";
+  rs.files = {"<command line>", "nested.yaml"};
+  Chain c{"list", {}, at(9)};
+  std::mt19937 random(seed);
+  for (std::size_t i = 0; i < rules; ++i) {
+    const auto line = static_cast<std::uint32_t>(10 + i);
+    const std::uint32_t prefix = 16 + random() % 5 * 4, host = random() & 0xffffu & ~(0xffffffffu >> prefix);
+    Rule r = tcp_port(line, static_cast<std::uint16_t>(1000 + random() % 3), ActionKind::accept);
+    r.match.src_addr.push_back(
+        AddrMatch{false, cidr("10.0." + std::to_string(host >> 8) + "." + std::to_string(host & 255) + "/" +
+                              std::to_string(prefix))});
+    c.rules.push_back(r);
+  }
+  rs.chains["list"] = c;
+  Endpoint ep;
+  ep.name = "all";
+  ep.origin = at(5);
+  ep.groups.push_back({"main", {"list"}, Verdict::continue_, {}, at(6)});
+  ep.default_verdict = Verdict::drop;
+  rs.stage(Stage::input).sections.push_back({"host", false, {ep}});
+  finish(rs);
+  return rs;
+}
+
 Ruleset fusion_ruleset() {
   Ruleset rs;
   rs.frontend = "test";
@@ -343,6 +370,10 @@ Ruleset moved_down(Ruleset rs, std::uint32_t lines) {
 
 std::string ipset_text_now() {
   return run_tool({"ipset", "save"}).out;
+}
+
+std::vector<std::string> strings_of(const PackedStrings& list) {
+  return {list.begin(), list.end()};
 }
 
 }  // namespace fwe::iptables::test

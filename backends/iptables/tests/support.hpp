@@ -2,8 +2,10 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "fwengine/ir.hpp"
+#include "model.hpp"
 
 namespace fwe::iptables::test {
 
@@ -22,8 +24,14 @@ ir::Ruleset runs_ruleset();
 ir::Ruleset fusion_ruleset();
 // One chain of `rules` rules from distinct 10.x.y.z/32 to TCP port 5000 + i % ports, accepted: one run.
 ir::Ruleset long_run_ruleset(std::size_t rules, std::uint16_t ports);
+// One chain of `rules` rules from random networks of 10.0.0.0/16 (prefixes 16 to 32, so that many hold
+// others) to TCP port 1000, 1001 or 1002, accepted: runs that overlaps end (random with seed).
+ir::Ruleset nested_ruleset(std::uint32_t seed, std::size_t rules);
 // The same ruleset with every origin `lines` further down its file: lines inserted above its policies.
 ir::Ruleset moved_down(ir::Ruleset rs, std::uint32_t lines);
+
+// A set's members or comments as strings: what Catch2 prints when they differ.
+std::vector<std::string> strings_of(const PackedStrings& list);
 
 // Moves this test process into a fresh network namespace (unshare(CLONE_NEWNET)), so nothing it does
 // reaches the host's firewall. Exits with 77 (ctest: skipped) when that or iptables-legacy/ipset

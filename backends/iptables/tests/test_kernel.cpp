@@ -1107,21 +1107,22 @@ TEST_CASE("sets made over netlink are those ipset restore makes of the rendered 
     REQUIRE(k != listed.end());
     CHECK(k->family == family_name(set.family));
     CHECK(k->type == set.type);
-    auto members = k->members, want = set.members;
+    auto members = test::strings_of(k->members), want = test::strings_of(set.members);
     std::sort(members.begin(), members.end());
     std::sort(want.begin(), want.end());
     CHECK(members == want);
     if (set.type == kRunSet) {
       REQUIRE(k->extras.size() == set.members.size());
+      const std::vector<std::string> ours = test::strings_of(set.members);
       for (std::size_t i = 0; i < k->members.size(); ++i) {
-        auto at = std::find(set.members.begin(), set.members.end(), k->members[i]) - set.members.begin();
+        auto at = std::find(ours.begin(), ours.end(), k->members[i]) - ours.begin();
         CHECK(k->extras[i].comment == set.comments[static_cast<std::size_t>(at)]);
       }
     }
   }
   auto gate = ipset.list(true, "fwe1-gate");
   REQUIRE(gate.size() == 1);
-  CHECK(gate[0].members == std::vector<std::string>{"fwe1-4-admins"});
+  CHECK(test::strings_of(gate[0].members) == std::vector<std::string>{"fwe1-4-admins"});
   CHECK(ipset.list(false, "fwe1-absent").empty());
 
   // Made again from the text `render` prints, by the ipset tool.

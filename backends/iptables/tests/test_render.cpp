@@ -619,10 +619,11 @@ TEST_CASE(
   const SetDef& sources = m.sets[0];
   CHECK(sources.name == "fwe-4r-filter-list-0");
   CHECK(sources.type == "hash:net,port");
-  CHECK(sources.members == std::vector<std::string>{"10.0.0.0/24,tcp:1000", "10.0.1.0/24,tcp:1001",
-                                                    "10.0.3.0/24,udp:1003", "10.0.4.0/24,tcp:1004"});
+  CHECK(test::strings_of(sources.members) ==
+        std::vector<std::string>{"10.0.0.0/24,tcp:1000", "10.0.1.0/24,tcp:1001", "10.0.3.0/24,udp:1003",
+                                 "10.0.4.0/24,tcp:1004"});
   // Lines counted from the policy's first line (5), as rules' stamps count them.
-  CHECK(sources.comments ==
+  CHECK(test::strings_of(sources.comments) ==
         std::vector<std::string>{"runs.yaml:+5:3 test policy", "runs.yaml:+6:3 test policy",
                                  "runs.yaml:+8:3 test policy", "runs.yaml:+9:3 test policy"});
   CHECK(recorded_positions(m).absolute(sources.comments[2]) == "runs.yaml:13:3 test policy");
@@ -650,6 +651,64 @@ TEST_CASE("a run longer than 8,192 rules is one set, and a port all its rules sh
   }
 }
 
+TEST_CASE("packed strings give back what they took, across their blocks of 64 KiB") {
+  PackedStrings list;
+  std::vector<std::string> taken;
+  for (std::size_t i = 0; i < 5000; ++i) {
+    // Lengths 0..60: blocks end short of 64 KiB, with the next string in a block of its own.
+    taken.push_back(std::string(i % 61, static_cast<char>('a' + i % 26)));
+    list.push_back(taken.back());
+  }
+  taken.push_back(std::string(64 * 1024, 'z'));  // a whole block
+  list.push_back(taken.back());
+  taken.emplace_back();
+  list.push_back(taken.back());
+  CHECK(test::strings_of(list) == taken);
+  CHECK(list.size() == taken.size());
+  CHECK_THROWS_AS(list.push_back(std::string(64 * 1024 + 1, 'z')), std::length_error);
+  CHECK(list.size() == taken.size());
+}
+
+TEST_CASE(
+    "a run ends at the first rule with a network inside or around one of an earlier rule's, same port") {
+  for (std::uint32_t seed = 1; seed <= 20; ++seed) {
+    const ir::Ruleset rs = test::nested_ruleset(seed, 300);
+    // The runs, one rule after another: a rule that overlaps a member of the run so far starts the next.
+    const auto& rules = rs.find_chain("list")->rules;
+    auto overlap = [&](std::size_t a, std::size_t b) {
+      const ir::Cidr &x = rules[a].match.src_addr[0].cidr, &y = rules[b].match.src_addr[0].cidr;
+      return rules[a].match.dst_port == rules[b].match.dst_port &&
+             (contains(x, y.addr) || contains(y, x.addr));
+    };
+    std::vector<std::vector<std::size_t>> runs;
+    for (std::size_t k = 0; k < rules.size(); ++k) {
+      if (runs.empty() ||
+          std::any_of(runs.back().begin(), runs.back().end(), [&](std::size_t j) { return overlap(j, k); }))
+        runs.emplace_back();
+      runs.back().push_back(k);
+    }
+    std::vector<std::vector<std::string>> expected;
+    for (const auto& run : runs) {
+      if (run.size() < 4) continue;  // too short: rules of their own
+      auto& members = expected.emplace_back();
+      for (std::size_t k : run) {
+        const ir::Cidr& c = rules[k].match.src_addr[0].cidr;
+        members.push_back((c.prefix == 32 ? to_string(c.addr) : to_string(c)) +
+                          ",tcp:" + std::to_string(rules[k].match.dst_port[0].ports[0].lo));
+      }
+    }
+    const Model m = render_ok(rs);
+    std::vector<std::vector<std::string>> sets(m.sets.size());
+    for (const auto& set : m.sets) {  // named -0, -1, ... in the order of their runs
+      const std::string number = set.name.substr(set.name.rfind('-') + 1);
+      REQUIRE(std::stoul(number) < sets.size());
+      sets[std::stoul(number)] = test::strings_of(set.members);
+    }
+    INFO("seed " << seed);
+    CHECK(sets == expected);
+  }
+}
+
 TEST_CASE("consecutive chains of one shape are one chain whose runs merge across them") {
   Model m = render_ok(test::fusion_ruleset());
   const TableDef& filter = table(m, IpFamily::v4, "filter");
@@ -665,7 +724,7 @@ TEST_CASE("consecutive chains of one shape are one chain whose runs merge across
 }
 
 namespace {
-SetDef record_set(std::vector<std::string> members, std::vector<std::string> comments) {
+SetDef record_set(PackedStrings members, PackedStrings comments) {
   return {"fwe-4r-filter-list-1", IpFamily::v4, std::move(members), "hash:net,port", std::move(comments)};
 }
 }  // namespace
@@ -679,12 +738,14 @@ TEST_CASE("a set's members change by their difference: added first, deleted afte
   const auto delta = member_delta(was, now);
   REQUIRE(delta);
   using Members = std::vector<std::string>;
-  CHECK(delta->add.members == Members{"10.0.0.2,tcp:2", "10.0.0.9,tcp:9", "10.0.0.4,tcp:4"});
-  CHECK(delta->add.comments == Members{"a:+2:1 p#1", "a:+3:1 p#2", "a:+4:1 p#3"});
-  CHECK(delta->remove.members == Members{"10.0.0.3,tcp:3"});
-  CHECK(delta->withdraw.members == Members{"10.0.0.9,tcp:9"});
-  CHECK(delta->restore.members == Members{"10.0.0.2,tcp:2", "10.0.0.4,tcp:4", "10.0.0.3,tcp:3"});
-  CHECK(delta->restore.comments == Members{"a:+1:1 p#1", "a:+3:1 p#3", "a:+2:1 p#2"});
+  CHECK(test::strings_of(delta->add.members) ==
+        Members{"10.0.0.2,tcp:2", "10.0.0.9,tcp:9", "10.0.0.4,tcp:4"});
+  CHECK(test::strings_of(delta->add.comments) == Members{"a:+2:1 p#1", "a:+3:1 p#2", "a:+4:1 p#3"});
+  CHECK(test::strings_of(delta->remove.members) == Members{"10.0.0.3,tcp:3"});
+  CHECK(test::strings_of(delta->withdraw.members) == Members{"10.0.0.9,tcp:9"});
+  CHECK(test::strings_of(delta->restore.members) ==
+        Members{"10.0.0.2,tcp:2", "10.0.0.4,tcp:4", "10.0.0.3,tcp:3"});
+  CHECK(test::strings_of(delta->restore.comments) == Members{"a:+1:1 p#1", "a:+3:1 p#3", "a:+2:1 p#2"});
   // More to add and delete than the new set has: filling a fresh set is the smaller change.
   CHECK(!member_delta(was, record_set({"10.0.0.8,tcp:8"}, {"a:+0:1 p#0"})));
 }
