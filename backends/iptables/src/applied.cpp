@@ -47,7 +47,8 @@ bool read_set(std::string_view text, std::size_t& at, std::string& digest, SetDe
   for (std::size_t i = 0; i < count; ++i) {
     if (!next_line(text, at, line)) return false;
     const auto tab = line.find('\t');
-    if (tab == std::string_view::npos) return false;
+    if (tab == std::string_view::npos || std::max(tab, line.size() - tab - 1) > PackedStrings::kBlock)
+      return false;
     set.members.push_back(line.substr(0, tab));
     set.comments.push_back(line.substr(tab + 1));
   }

@@ -117,13 +117,14 @@ class PackedStrings {
   std::string_view front() const { return (*this)[0]; }
   Iterator begin() const { return {this, 0}; }
   Iterator end() const { return {this, size()}; }
+  // A block's size, and so the longest string: members and comments are short.
+  static constexpr std::size_t kBlock = 64 * 1024;
   // Throws std::length_error for a string over a block.
   void push_back(std::string_view item);
   void reserve(std::size_t items) { ends_.reserve(items); }
   bool operator==(const PackedStrings&) const = default;
 
  private:
-  static constexpr std::size_t kBlock = 64 * 1024;
   std::vector<std::vector<char>> blocks_;  // a string never spans two
   // Where each string ends, counted as if every block took kBlock bytes: a string starts where the one
   // before it ended, or at the start of its block when that one did not have room for it.

@@ -21,6 +21,8 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <iterator>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -312,11 +314,13 @@ class FamilyRenderer {
 
   // ---- diagnostics ------------------------------------------------------------------------------
   void error(const Origin& o, const std::string& message, const std::string& hint) {
+    ++reports_;
     std::string key = std::to_string(o.loc.file) + ":" + std::to_string(o.loc.line) + ":" +
                       std::to_string(o.loc.col) + message;
     if (reported_.insert(key).second) diag_.error(o.loc, message, hint);
   }
   void warning(const Origin& o, const std::string& message, const std::string& hint) {
+    ++reports_;
     std::string key = "w" + std::to_string(o.loc.file) + ":" + std::to_string(o.loc.line) + message;
     if (reported_.insert(key).second) diag_.warning(o.loc, message, hint);
   }
@@ -985,7 +989,7 @@ class FamilyRenderer {
       if (head) {
         run.add(*head, i);
         // Checked whenever the run doubled: a rule that overlaps an earlier one ends it, and the forms
-        // made after that rule (at most as many as before it) are made again for the next run.
+        // made past that rule (no more than the run holds, and a few) are made again for the next run.
         RunOverlaps overlaps;
         auto cut_at_overlap = [&] {
           const std::optional<std::size_t> at = overlaps.first(run);
@@ -1052,9 +1056,9 @@ class FamilyRenderer {
       places.push_back(static_cast<std::uint32_t>(place));
     }
     std::size_t rules() const { return member_ends.size(); }
-    // Keeps the first `kept` rules.
+    // Keeps the first `kept` rules, at least the head (which overlaps no earlier rule).
     void truncate(std::size_t kept) {
-      members.resize(kept == 0 ? 0 : member_ends[kept - 1]);
+      members.resize(member_ends[kept - 1]);
       member_ends.resize(kept);
       places.resize(kept);
     }
@@ -1072,6 +1076,7 @@ class FamilyRenderer {
     std::optional<std::size_t> first(const RunMembers& run) {
       const std::vector<RunMember>& members = run.members;
       const std::size_t checked = sorted_.size();
+      if (checked == members.size()) return std::nullopt;  // no rule since the last check, which found none
       for (std::size_t k = checked; k < members.size(); ++k) sorted_.push_back(static_cast<std::uint32_t>(k));
       auto by_key = [&](std::uint32_t a, std::uint32_t b) { return before(members[a], members[b]); };
       const auto new_ones = sorted_.begin() + static_cast<std::ptrdiff_t>(checked);
@@ -1083,27 +1088,42 @@ class FamilyRenderer {
             run.member_ends.begin());
       };
       std::optional<std::size_t> earliest;
-      // The networks that hold the member at hand, each inside the one before: at most one per prefix
-      // length.
-      std::vector<std::pair<std::uint32_t, std::size_t>> enclosing;  // member, its rule
+      // The members whose networks hold the member at hand, each inside (or equal to) the one before,
+      // with the two lowest rules among them and those before it: the member overlaps the lower one
+      // that is not its own rule.
+      struct Enclosing {
+        std::uint32_t member;
+        std::size_t lowest, second = kNoRule;
+      };
+      std::vector<Enclosing> enclosing;
       for (std::uint32_t k : sorted_) {
         const RunMember& m = members[k];
         while (!enclosing.empty()) {
-          const RunMember& outer = members[enclosing.back().first];
+          const RunMember& outer = members[enclosing.back().member];
           if (outer.protocol == m.protocol && outer.port == m.port && contains(outer.cidr, m.cidr.addr))
             break;
           enclosing.pop_back();
         }
         const std::size_t rule = rule_of(k);
-        for (const auto& [outer, outer_rule] : enclosing)
-          if (outer_rule != rule && (!earliest || std::max(rule, outer_rule) < *earliest))
-            earliest = std::max(rule, outer_rule);
-        enclosing.emplace_back(k, rule);
+        Enclosing here{k, rule};
+        if (!enclosing.empty()) {
+          const Enclosing& outer = enclosing.back();
+          const std::size_t other = outer.lowest != rule ? outer.lowest : outer.second;
+          if (other != kNoRule && (!earliest || std::max(rule, other) < *earliest))
+            earliest = std::max(rule, other);
+          // The two lowest rules of outer's and this member's, told apart.
+          std::size_t candidates[] = {outer.lowest, outer.second, rule};
+          std::sort(std::begin(candidates), std::end(candidates));
+          here.lowest = candidates[0];
+          here.second = candidates[1] != candidates[0] ? candidates[1] : candidates[2];
+        }
+        enclosing.push_back(here);
       }
       return earliest;
     }
 
    private:
+    static constexpr std::size_t kNoRule = std::numeric_limits<std::size_t>::max();
     // By protocol, port, address and prefix (a run is of one family).
     static bool before(const RunMember& x, const RunMember& y) {
       if (x.protocol != y.protocol) return x.protocol < y.protocol;
@@ -1194,10 +1214,10 @@ class FamilyRenderer {
     if (rest_memo_ && rest_memo_->match == rest.match && rest_memo_->action == rest.action &&
         rest_memo_->stages == stages)
       return *rest_memo_;
-    const std::size_t reported = reported_.size();
+    const std::size_t reports = reports_;
     auto specs = match_specs(rest, std::nullopt, stages);
     rest_memo_ = RestMemo{rest.match, rest.action, stages, nullptr, {}, nullptr, {}, {}, nullptr};
-    if (reported_.size() == reported && specs && specs->size() == 1) {
+    if (reports_ == reports && specs && specs->size() == 1) {
       rest_memo_->text = specs->front().text();
       rest_memo_->spec = std::make_shared<const Spec>(std::move(specs->front()));
     }
@@ -1379,6 +1399,9 @@ class FamilyRenderer {
   const ir::SetIndex& set_index_;
   Diagnostics& diag_;
   std::set<std::string>& reported_;
+  // Every report made, said before or not: whether matching a rule reported something, even when it
+  // was said already (reported_ then stays as it was).
+  std::size_t reports_ = 0;
   IpFamily family_;
   std::map<std::string, SetDef>& sets_;
   bool honour_allow_ = false;

@@ -294,11 +294,18 @@ Ruleset nested_ruleset(std::uint32_t seed, std::size_t rules) {
   std::mt19937 random(seed);
   for (std::size_t i = 0; i < rules; ++i) {
     const auto line = static_cast<std::uint32_t>(10 + i);
-    const std::uint32_t prefix = 16 + random() % 5 * 4, host = random() & 0xffffu & ~(0xffffffffu >> prefix);
-    Rule r = tcp_port(line, static_cast<std::uint16_t>(1000 + random() % 3), ActionKind::accept);
-    r.match.src_addr.push_back(
-        AddrMatch{false, cidr("10.0." + std::to_string(host >> 8) + "." + std::to_string(host & 255) + "/" +
-                              std::to_string(prefix))});
+    const auto port = static_cast<std::uint16_t>(1000 + random() % 3);
+    Rule r = tcp_port(line, port, ActionKind::accept);
+    if (random() % 4 == 0)
+      r.match.dst_port[0].ports.push_back(
+          {static_cast<std::uint16_t>(port + 1), static_cast<std::uint16_t>(port + 1)});
+    const std::uint32_t prefix = 16 + random() % 5 * 4;
+    const std::uint32_t host = random() & 0xffffu & ~static_cast<std::uint32_t>(0xffffffffull >> prefix);
+    const std::string address =
+        i % 10 == 9 ? "2001:db8:" + std::to_string(host % 8) + "::/" + std::to_string(48 + prefix / 4 * 4)
+                    : "10.0." + std::to_string(host >> 8) + "." + std::to_string(host & 255) + "/" +
+                          std::to_string(prefix);
+    r.match.src_addr.push_back(AddrMatch{false, cidr(address)});
     c.rules.push_back(r);
   }
   rs.chains["list"] = c;

@@ -25,7 +25,8 @@ ir::Ruleset fusion_ruleset();
 // One chain of `rules` rules from distinct 10.x.y.z/32 to TCP port 5000 + i % ports, accepted: one run.
 ir::Ruleset long_run_ruleset(std::size_t rules, std::uint16_t ports);
 // One chain of `rules` rules from random networks of 10.0.0.0/16 (prefixes 16 to 32, so that many hold
-// others) to TCP port 1000, 1001 or 1002, accepted: runs that overlaps end (random with seed).
+// others; every tenth from one of 2001:db8::/45) to TCP port 1000, 1001 or 1002 (a quarter of them to
+// the next port too), accepted: runs that overlaps end (random with seed).
 ir::Ruleset nested_ruleset(std::uint32_t seed, std::size_t rules);
 // The same ruleset with every origin `lines` further down its file: lines inserted above its policies.
 ir::Ruleset moved_down(ir::Ruleset rs, std::uint32_t lines);

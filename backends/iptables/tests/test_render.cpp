@@ -672,40 +672,53 @@ TEST_CASE("packed strings give back what they took, across their blocks of 64 Ki
 TEST_CASE(
     "a run ends at the first rule with a network inside or around one of an earlier rule's, same port") {
   for (std::uint32_t seed = 1; seed <= 20; ++seed) {
-    const ir::Ruleset rs = test::nested_ruleset(seed, 300);
-    // The runs, one rule after another: a rule that overlaps a member of the run so far starts the next.
-    const auto& rules = rs.find_chain("list")->rules;
-    auto overlap = [&](std::size_t a, std::size_t b) {
-      const ir::Cidr &x = rules[a].match.src_addr[0].cidr, &y = rules[b].match.src_addr[0].cidr;
-      return rules[a].match.dst_port == rules[b].match.dst_port &&
-             (contains(x, y.addr) || contains(y, x.addr));
-    };
-    std::vector<std::vector<std::size_t>> runs;
-    for (std::size_t k = 0; k < rules.size(); ++k) {
-      if (runs.empty() ||
-          std::any_of(runs.back().begin(), runs.back().end(), [&](std::size_t j) { return overlap(j, k); }))
-        runs.emplace_back();
-      runs.back().push_back(k);
-    }
-    std::vector<std::vector<std::string>> expected;
-    for (const auto& run : runs) {
-      if (run.size() < 4) continue;  // too short: rules of their own
-      auto& members = expected.emplace_back();
-      for (std::size_t k : run) {
-        const ir::Cidr& c = rules[k].match.src_addr[0].cidr;
-        members.push_back((c.prefix == 32 ? to_string(c.addr) : to_string(c)) +
-                          ",tcp:" + std::to_string(rules[k].match.dst_port[0].ports[0].lo));
-      }
-    }
-    const Model m = render_ok(rs);
-    std::vector<std::vector<std::string>> sets(m.sets.size());
-    for (const auto& set : m.sets) {  // named -0, -1, ... in the order of their runs
-      const std::string number = set.name.substr(set.name.rfind('-') + 1);
-      REQUIRE(std::stoul(number) < sets.size());
-      sets[std::stoul(number)] = test::strings_of(set.members);
-    }
     INFO("seed " << seed);
-    CHECK(sets == expected);
+    const ir::Ruleset rs = test::nested_ruleset(seed, 300);
+    const auto& rules = rs.find_chain("list")->rules;
+    auto members_of = [&](std::size_t k) {
+      std::vector<std::pair<ir::Cidr, std::uint16_t>> out;
+      for (const auto& range : rules[k].match.dst_port[0].ports)
+        for (std::uint32_t port = range.lo; port <= range.hi; ++port)
+          out.emplace_back(rules[k].match.src_addr[0].cidr, static_cast<std::uint16_t>(port));
+      return out;
+    };
+    auto overlap = [&](std::size_t a, std::size_t b) {
+      for (const auto& [x, x_port] : members_of(a))
+        for (const auto& [y, y_port] : members_of(b))
+          if (x_port == y_port && (contains(x, y.addr) || contains(y, x.addr))) return true;
+      return false;
+    };
+    for (const ir::Family family : {ir::Family::ipv4, ir::Family::ipv6}) {
+      // The runs of the family's rules (the others are skipped): a rule that overlaps a member of the
+      // run so far starts the next.
+      std::vector<std::vector<std::size_t>> runs;
+      for (std::size_t k = 0; k < rules.size(); ++k) {
+        if (rules[k].match.src_addr[0].cidr.addr.family != family) continue;
+        if (runs.empty() ||
+            std::any_of(runs.back().begin(), runs.back().end(), [&](std::size_t j) { return overlap(j, k); }))
+          runs.emplace_back();
+        runs.back().push_back(k);
+      }
+      std::vector<std::vector<std::string>> expected;
+      for (const auto& run : runs) {
+        if (run.size() < 4) continue;  // too short: rules of their own
+        auto& members = expected.emplace_back();
+        for (std::size_t k : run)
+          for (const auto& [c, port] : members_of(k))
+            members.push_back((c.prefix == c.addr.width() ? to_string(c.addr) : to_string(c)) +
+                              ",tcp:" + std::to_string(port));
+      }
+      const Model m = render_ok(rs);
+      const std::string prefix = family == ir::Family::ipv4 ? "fwe-4r-" : "fwe-6r-";
+      std::vector<std::vector<std::string>> sets;
+      for (const auto& set : m.sets) {  // named ...-0, -1, ... in the order of their runs
+        if (set.name.rfind(prefix, 0) != 0) continue;
+        const std::size_t number = std::stoul(set.name.substr(set.name.rfind('-') + 1));
+        if (sets.size() <= number) sets.resize(number + 1);
+        sets[number] = test::strings_of(set.members);
+      }
+      CHECK(sets == expected);
+    }
   }
 }
 
@@ -774,6 +787,17 @@ TEST_CASE("the record of the last apply keeps only sets it can vouch for") {
   std::ofstream(dir + "/sets") << "fwengine iptables sets 1\nfwe-4r-filter-list-1 4 hash:net,port "
                                << digests[0] << " 1\n10.0.0.2,tcp:1\ta:+0:1 p#0\n";
   CHECK(!AppliedSets::load(dir)->find(sets[0].name, digests[0]));
+  // A member or comment longer than any (64 KiB) is a broken record, not an error of the apply.
+  for (const bool in_member : {true, false}) {
+    const std::string longest(PackedStrings::kBlock + 1, '1');
+    std::ofstream(dir + "/sets") << "fwengine iptables sets 1\nfwe-4r-filter-list-1 4 hash:net,port "
+                                 << digests[0] << " 1\n"
+                                 << (in_member ? longest : "10.0.0.1,tcp:1") << '\t'
+                                 << (in_member ? "a:+0:1 p#0" : longest) << '\n';
+    record = AppliedSets::load(dir);
+    REQUIRE(record);
+    CHECK(!record->find(sets[0].name, digests[0]));
+  }
   std::filesystem::remove_all(dir);
 }
 
