@@ -230,7 +230,10 @@ class Compiler {
         merged.run_flags |= FWE_RUN_EXACT6;
         merged.run_prefix6 = *prefixes6.begin();
       }
-      for (const auto& [key, member] : members_) {
+      for (const auto& entry : members_) {
+        // Named, not bound: clang before 16 does not let a lambda capture a structured binding.
+        const auto& key = entry.first;
+        const auto& member = entry.second;
         const auto counter = static_cast<std::uint32_t>(out.run_members());
         const fwe_run_member value{counter, member.chain_id, member.rule_index, 0};
         const bool v4 = key.bytes[3] == 4;

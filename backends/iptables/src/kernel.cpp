@@ -535,10 +535,10 @@ bool mix_family(std::uint64_t& h, const char* names_path, int level, int sock, i
       if (getsockopt(sock, level, info_option, &info, &info_size) != 0) return false;
       std::vector<std::uint64_t> storage((sizeof(GetEntries) + info.size + 7) / 8);
       auto* bytes = reinterpret_cast<unsigned char*>(storage.data());
-      GetEntries request{};
-      std::memcpy(request.name, info.name, sizeof request.name);
-      request.size = info.size;
-      std::memcpy(bytes, &request, sizeof request);
+      // The request's name and size, written in place: an object of the type (whose entries are a
+      // zero-length array) is an extension clang refuses under -Wpedantic.
+      std::memcpy(bytes + offsetof(GetEntries, name), info.name, sizeof info.name);
+      std::memcpy(bytes + offsetof(GetEntries, size), &info.size, sizeof info.size);
       auto entries_size = static_cast<socklen_t>(sizeof(GetEntries) + info.size);
       if (getsockopt(sock, level, entries_option, bytes, &entries_size) != 0) {
         if (errno == EAGAIN && attempt < 3) continue;

@@ -351,7 +351,8 @@ TEST_CASE(
 TEST_CASE("an interface name iptables-restore cannot read as one word is refused at its origin") {
   for (const auto& [name, prefix] :
        {std::pair{"eth\"0", false}, std::pair{"eth 0", false}, std::pair{"a-very-long-name0", false},
-        std::pair{"", false}, std::pair{"abcdefghijklmno", true}}) {  // 15 and its '+'
+        std::pair{"", false}, std::pair{"abcdefghijklmno", true},  // 15 and its '+'
+        std::pair{"eth\x01", false}, std::pair{"eth\x7f", true}, std::pair{"eth/0", false}}) {
     INFO(name);
     auto rs = test::tiny_ruleset();
     ir::Rule rule;

@@ -1235,17 +1235,19 @@ class Translator {
     return first.substr(0, cut) + more;
   }
 
-  // A name the kernel takes (1 to 15 characters, or a prefix) that nft's text can quote.
+  // A name Linux could give (ir::valid_iface_name: nft's text can quote it too), or a prefix of one (empty:
+  // every interface). A frontend plugin of someone else's may hand over any bytes.
   static bool sendable_iface(const ir::IfacePattern& p) {
-    return p.name.size() < kIfNameSize && p.name.find_first_of("\"\\") == std::string::npos &&
-           (p.prefix || !p.name.empty());
+    static_assert(kIfNameSize == 16, "valid_iface_name's 15 characters and the NUL");
+    return (p.prefix && p.name.empty()) || ir::valid_iface_name(p.name);
   }
 
   bool valid_ifaces(const std::vector<ir::IfacePattern>& patterns, const ir::Origin& origin) {
     for (const auto& p : patterns) {
       if (sendable_iface(p)) continue;
       refuse(origin, "nft backend: bad interface name '" + ir::to_string(p) + "'",
-             "Linux interface names have 1 to 15 characters and no quotes");
+             "Linux interface names have 1 to 15 characters, none of them a space, a control character, "
+             "'/', ':' or a quote");
       return false;
     }
     return true;

@@ -502,7 +502,11 @@ TEST_CASE("what nft cannot do here is refused with the rule's origin") {
   bad_reject.action.reject_with = "icmp-bogus";
   ir::Rule long_iface;
   long_iface.match.iif = std::vector<ir::IfacePattern>{{"an-interface-name-too-long", false}};
-  for (const auto& rule : {helper, bad_reject, long_iface}) {
+  ir::Rule control_iface;  // a frontend of someone else's may hand over any bytes
+  control_iface.match.oif = std::vector<ir::IfacePattern>{{"eth\x01", false}};
+  ir::Rule slash_prefix;
+  slash_prefix.match.iif = std::vector<ir::IfacePattern>{{"eth/", true}};
+  for (const auto& rule : {helper, bad_reject, long_iface, control_iface, slash_prefix}) {
     Diagnostics diag;
     nft::translate(one_rule(rule), diag);
     REQUIRE(diag.error_count() == 1);
