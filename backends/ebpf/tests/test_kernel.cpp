@@ -1105,7 +1105,9 @@ std::size_t pinned_programs() {
 void replace_pinned_map(const std::string& pin) {
   const auto info = info_of<bpf_map_info>(bpf_obj_get(pin.c_str()));
   std::filesystem::remove(pin);
-  LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = info.map_flags);
+  bpf_map_create_opts opts{};  // what LIBBPF_OPTS makes, without its GNU statement expression
+  opts.sz = sizeof opts;
+  opts.map_flags = info.map_flags;
   const int fd = bpf_map_create(static_cast<bpf_map_type>(info.type), info.name, info.key_size,
                                 info.value_size, info.max_entries, &opts);
   REQUIRE(fd >= 0);
