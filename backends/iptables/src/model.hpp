@@ -76,9 +76,6 @@ struct TableDef {
   const ChainDef* find(std::string_view chain) const;
 };
 
-// An IR address set (hash:net, fwe-4-<name> / fwe-6-<name>), or the elements of a run of rules merged
-// into one set lookup (hash:net,port, fwe-4r-... / fwe-6r-...: a counter and the origin of its rule on
-// every member, so that hits still map to source rules).
 // Short strings one after another in blocks of at most 64 KiB: a set's 50,000 members as strings of
 // their own took a block and a 32-byte string each, 6 MB at the peak of an apply, and one block grown by
 // doubling would hold its old and new copies at once.
@@ -114,7 +111,6 @@ class PackedStrings {
   std::size_t size() const noexcept { return ends_.size(); }
   bool empty() const noexcept { return ends_.empty(); }
   std::string_view operator[](std::size_t i) const;
-  std::string_view front() const { return (*this)[0]; }
   Iterator begin() const { return {this, 0}; }
   Iterator end() const { return {this, size()}; }
   // A block's size, and so the longest string: members and comments are short.
@@ -131,6 +127,9 @@ class PackedStrings {
   std::vector<std::uint32_t> ends_;
 };
 
+// An IR address set (hash:net, fwe-4-<name> / fwe-6-<name>), or the elements of a run of rules merged
+// into one set lookup (hash:net,port, fwe-4r-... / fwe-6r-...: a counter and the origin of its rule on
+// every member, so that hits still map to source rules).
 inline constexpr std::string_view kNetSet = "hash:net";
 inline constexpr std::string_view kRunSet = "hash:net,port";
 struct SetDef {

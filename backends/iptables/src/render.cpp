@@ -501,15 +501,18 @@ class FamilyRenderer {
   // What iptables-restore can read as one interface word: 1 to 15 characters, no quote, backslash or
   // white space (Linux allows none of the last either).
   bool valid_iface(const IfacePattern& p, const Origin& origin) {
-    // A name Linux could give (ir::valid_iface_name), or a prefix of one (empty: every interface);
-    // iptables counts the '+' of a prefix in the 15 characters too. A frontend plugin of someone
-    // else's may hand over any bytes.
-    const bool fits = p.name.size() + (p.prefix ? 1 : 0) < 16 &&
-                      ((p.prefix && p.name.empty()) || ir::valid_iface_name(p.name));
+    // One word of iptables-restore input, whatever frontend plugin made the IR: no quote, backslash,
+    // white space or control character; iptables counts the '+' of a prefix in the 15 characters too.
+    // (A name no interface can have, such as firewalld's "eth0:1", is written and never matches.)
+    const bool fits = p.name.size() + (p.prefix ? 1 : 0) < 16 && (p.prefix || !p.name.empty()) &&
+                      std::none_of(p.name.begin(), p.name.end(), [](char c) {
+                        const auto u = static_cast<unsigned char>(c);
+                        return u <= 0x20 || u == 0x7f || c == '"' || c == '\\' || c == '\'';
+                      });
     if (!fits)
       error(origin, "iptables backend: bad interface name '" + iface_text(p) + "'",
-            "Linux interface names have 1 to 15 characters, none of them a space, a control character, "
-            "'/', ':' or a quote");
+            "Linux interface names have 1 to 15 characters, none of them a quote, a backslash, white space "
+            "or a control character");
     return fits;
   }
 

@@ -8,6 +8,7 @@
 #include <iostream>
 #include <random>
 #include <sstream>
+#include <utility>
 
 #include "fwengine/passes.hpp"
 #include "kernel.hpp"
@@ -260,6 +261,23 @@ Ruleset runs_ruleset() {
   return rs;
 }
 
+namespace {
+
+// Finishes a ruleset of one chain, "list", that the one endpoint of input jumps to.
+Ruleset with_list(Ruleset rs, Chain list) {
+  rs.chains["list"] = std::move(list);
+  Endpoint ep;
+  ep.name = "all";
+  ep.origin = at(5);
+  ep.groups.push_back({"main", {"list"}, Verdict::continue_, {}, at(6)});
+  ep.default_verdict = Verdict::drop;
+  rs.stage(Stage::input).sections.push_back({"host", false, {ep}});
+  finish(rs);
+  return rs;
+}
+
+}  // namespace
+
 Ruleset long_run_ruleset(std::size_t rules, std::uint16_t ports) {
   Ruleset rs;
   rs.frontend = "test";
@@ -275,15 +293,7 @@ Ruleset long_run_ruleset(std::size_t rules, std::uint16_t ports) {
     r.match.src_addr.push_back({false, set});
     c.rules.push_back(r);
   }
-  rs.chains["list"] = c;
-  Endpoint ep;
-  ep.name = "all";
-  ep.origin = at(5);
-  ep.groups.push_back({"main", {"list"}, Verdict::continue_, {}, at(6)});
-  ep.default_verdict = Verdict::drop;
-  rs.stage(Stage::input).sections.push_back({"host", false, {ep}});
-  finish(rs);
-  return rs;
+  return with_list(std::move(rs), std::move(c));
 }
 
 Ruleset nested_ruleset(std::uint32_t seed, std::size_t rules) {
@@ -308,15 +318,7 @@ Ruleset nested_ruleset(std::uint32_t seed, std::size_t rules) {
     r.match.src_addr.push_back(AddrMatch{false, cidr(address)});
     c.rules.push_back(r);
   }
-  rs.chains["list"] = c;
-  Endpoint ep;
-  ep.name = "all";
-  ep.origin = at(5);
-  ep.groups.push_back({"main", {"list"}, Verdict::continue_, {}, at(6)});
-  ep.default_verdict = Verdict::drop;
-  rs.stage(Stage::input).sections.push_back({"host", false, {ep}});
-  finish(rs);
-  return rs;
+  return with_list(std::move(rs), std::move(c));
 }
 
 Ruleset fusion_ruleset() {

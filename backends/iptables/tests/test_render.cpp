@@ -348,11 +348,22 @@ TEST_CASE(
   CHECK(diag.all()[0].message.find("reject in the mangle table") != std::string::npos);
 }
 
+TEST_CASE("an interface name no interface can have (firewalld takes eth0:1) is written, and never matches") {
+  auto rs = test::tiny_ruleset();
+  ir::Rule rule;
+  rule.match.iif = std::vector<ir::IfacePattern>{{"eth0:1", false}};
+  rule.action.kind = ir::ActionKind::accept;
+  rs.chains.begin()->second.rules.push_back(rule);
+  Diagnostics diag;
+  render(rs, diag);
+  CHECK_FALSE(diag.has_errors());
+}
+
 TEST_CASE("an interface name iptables-restore cannot read as one word is refused at its origin") {
   for (const auto& [name, prefix] :
        {std::pair{"eth\"0", false}, std::pair{"eth 0", false}, std::pair{"a-very-long-name0", false},
         std::pair{"", false}, std::pair{"abcdefghijklmno", true},  // 15 and its '+'
-        std::pair{"eth\x01", false}, std::pair{"eth\x7f", true}, std::pair{"eth/0", false}}) {
+        std::pair{"eth\x01", false}, std::pair{"eth\x7f", true}, std::pair{"eth\t0", false}}) {
     INFO(name);
     auto rs = test::tiny_ruleset();
     ir::Rule rule;
@@ -628,7 +639,7 @@ TEST_CASE(
         std::vector<std::string>{"runs.yaml:+5:3 test policy", "runs.yaml:+6:3 test policy",
                                  "runs.yaml:+8:3 test policy", "runs.yaml:+9:3 test policy"});
   CHECK(recorded_positions(m).absolute(sources.comments[2]) == "runs.yaml:13:3 test policy");
-  CHECK(m.sets[1].members.front() == "127.0.0.2,tcp:7002");
+  CHECK(m.sets[1].members[0] == "127.0.0.2,tcp:7002");
   std::string text = plan_text(m, "h");
   CHECK(text.find("create fwe-4r-filter-list-0 hash:net,port family inet maxelem 65536 counters comment\n") !=
         std::string::npos);

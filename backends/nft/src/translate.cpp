@@ -1235,19 +1235,23 @@ class Translator {
     return first.substr(0, cut) + more;
   }
 
-  // A name Linux could give (ir::valid_iface_name: nft's text can quote it too), or a prefix of one (empty:
-  // every interface). A frontend plugin of someone else's may hand over any bytes.
+  // A name the kernel takes (1 to 15 characters, or a prefix) that nft's text can quote: no quote,
+  // backslash or control character, whatever frontend plugin made the IR. (A name no interface can have,
+  // such as firewalld's "eth0:1", is written and never matches, as in firewalld.)
   static bool sendable_iface(const ir::IfacePattern& p) {
-    static_assert(kIfNameSize == 16, "valid_iface_name's 15 characters and the NUL");
-    return (p.prefix && p.name.empty()) || ir::valid_iface_name(p.name);
+    return p.name.size() < kIfNameSize && (p.prefix || !p.name.empty()) &&
+           std::none_of(p.name.begin(), p.name.end(), [](char c) {
+             const auto u = static_cast<unsigned char>(c);
+             return u < 0x20 || u == 0x7f || c == '"' || c == '\\';
+           });
   }
 
   bool valid_ifaces(const std::vector<ir::IfacePattern>& patterns, const ir::Origin& origin) {
     for (const auto& p : patterns) {
       if (sendable_iface(p)) continue;
       refuse(origin, "nft backend: bad interface name '" + ir::to_string(p) + "'",
-             "Linux interface names have 1 to 15 characters, none of them a space, a control character, "
-             "'/', ':' or a quote");
+             "Linux interface names have 1 to 15 characters, none of them a quote, a backslash or a control "
+             "character");
       return false;
     }
     return true;

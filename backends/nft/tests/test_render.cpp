@@ -504,15 +504,24 @@ TEST_CASE("what nft cannot do here is refused with the rule's origin") {
   long_iface.match.iif = std::vector<ir::IfacePattern>{{"an-interface-name-too-long", false}};
   ir::Rule control_iface;  // a frontend of someone else's may hand over any bytes
   control_iface.match.oif = std::vector<ir::IfacePattern>{{"eth\x01", false}};
-  ir::Rule slash_prefix;
-  slash_prefix.match.iif = std::vector<ir::IfacePattern>{{"eth/", true}};
-  for (const auto& rule : {helper, bad_reject, long_iface, control_iface, slash_prefix}) {
+  ir::Rule quoted_prefix;
+  quoted_prefix.match.iif = std::vector<ir::IfacePattern>{{"eth\"", true}};
+  for (const auto& rule : {helper, bad_reject, long_iface, control_iface, quoted_prefix}) {
     Diagnostics diag;
     nft::translate(one_rule(rule), diag);
     REQUIRE(diag.error_count() == 1);
     CHECK(diag.all()[0].loc.line == 9);
     CHECK_FALSE(diag.all()[0].hint.empty());
   }
+}
+
+TEST_CASE("an interface name no interface can have (firewalld takes eth0:1) is written, and never matches") {
+  ir::Rule alias;
+  alias.match.iif = std::vector<ir::IfacePattern>{{"eth0:1", false}};
+  alias.action.kind = ir::ActionKind::accept;
+  Diagnostics diag;
+  nft::translate(one_rule(alias), diag);
+  CHECK_FALSE(diag.has_errors());
 }
 
 TEST_CASE("reject is refused where the kernel cannot reject: snat (postrouting), also through a jump") {
