@@ -498,12 +498,10 @@ class FamilyRenderer {
   }
 
   // ---- rules ------------------------------------------------------------------------------------
-  // What iptables-restore can read as one interface word: 1 to 15 characters, no quote, backslash or
-  // white space (Linux allows none of the last either).
+  // What iptables-restore can read as one interface word, whatever frontend plugin made the IR: 1 to 15
+  // characters with a prefix's '+' counted, no quote, backslash, white space or control character. (A
+  // name no interface can have, such as firewalld's "eth0:1", is written and never matches.)
   bool valid_iface(const IfacePattern& p, const Origin& origin) {
-    // One word of iptables-restore input, whatever frontend plugin made the IR: no quote, backslash,
-    // white space or control character; iptables counts the '+' of a prefix in the 15 characters too.
-    // (A name no interface can have, such as firewalld's "eth0:1", is written and never matches.)
     const bool fits = p.name.size() + (p.prefix ? 1 : 0) < 16 && (p.prefix || !p.name.empty()) &&
                       std::none_of(p.name.begin(), p.name.end(), [](char c) {
                         const auto u = static_cast<unsigned char>(c);
