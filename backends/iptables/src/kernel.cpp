@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <future>
 #include <iostream>
@@ -902,12 +903,6 @@ std::string remove_slots(Ipset& ipset, const Holdings& h, Keep keep, bool tempor
   return problems + destroy_sets(ipset, doomed);
 }
 
-std::vector<std::string_view> sorted(const PackedStrings& members) {
-  std::vector<std::string_view> out(members.begin(), members.end());
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
 // The comments of a run set's members, as the kernel lists them.
 PackedStrings comments_of(const KernelSet& set) {
   PackedStrings out;
@@ -1072,10 +1067,10 @@ bool apply_in_place(Ipset& ipset, const Holdings& now, const std::vector<SetDef>
     if (k == have_sets.end() || k->family != family_name(set.family) || k->type != set.type) return false;
     // A run set's comments name the source rules, which may have moved: compare members with them.
     PackedStrings kernel_comments = comments_of(*k);
-    std::map<std::string, std::vector<std::string>> have, want_stamps;
-    add_member_stamps(have, set.name, k->members, kernel_comments);
-    add_member_stamps(want_stamps, set.name, set.members, set.comments);
-    if (sorted(k->members) != sorted(set.members) || have != want_stamps)
+    RuleStamps have_stamps, want_stamps;
+    have_stamps.add_members(set.name, k->members, kernel_comments);
+    want_stamps.add_members(set.name, set.members, set.comments);
+    if (have_stamps != want_stamps)
       changed_sets.push_back(
           {&set, name,
            member_delta(SetDef{set.name, set.family, k->members, set.type, std::move(kernel_comments)},
@@ -1400,11 +1395,11 @@ KernelState read_kernel() {
                               : "# ip6tables-legacy-restore --noflush\n";
     for (const auto& table : select(k.tables[static_cast<int>(f)], leftover))
       leftover_chains += table.chains.size();
-    std::map<std::string, std::vector<std::string>> stamps;  // for the rules summary in fwe-meta
+    RuleStamps stamps;                          // for the rules summary in fwe-meta
+    std::deque<PackedStrings> member_comments;  // the comments of the run sets there, which stamps holds
     for (const auto& set : k.sets)
-      if (set.type == kRunSet && in_effect(slot_of(set.name)) && set.family == family_name(f)) {
-        add_member_stamps(stamps, in_slot(set.name, 0), set.members, comments_of(set));
-      }
+      if (set.type == kRunSet && in_effect(slot_of(set.name)) && set.family == family_name(f))
+        stamps.add_members(in_slot(set.name, 0), set.members, member_comments.emplace_back(comments_of(set)));
     std::string applied_summary;
     std::map<std::string, std::string> recorded_sets;  // fwe-meta's digests of the sets' members
     for (const auto& table : select(k.tables[static_cast<int>(f)], in_effect, true)) {
@@ -1435,7 +1430,7 @@ KernelState read_kernel() {
           counter.bytes = rule.bytes;
           state.counters.push_back(std::move(counter));
           std::string stamp = stamp_of(rule.spec);
-          stamps[table.name + '/' + c.name].push_back(stamp);
+          stamps.chain(table.name + '/' + c.name).push_back(stamp);
           if (stamp.empty())
             state.drift.push_back(label + " is not fwengine's (no stamp): " + rule.spec);
           else if (stamp != "fwe:" + content_hash(c.name, rule.spec))
@@ -1478,7 +1473,7 @@ KernelState read_kernel() {
       if (record != recorded_sets.end() && record->second != members_digest(set.members, comments_of(set)))
         state.drift.push_back("ipset " + record->first + ": members were added or removed since apply");
     }
-    if (const std::string now_summary = rules_summary(stamps);
+    if (const std::string now_summary = stamps.summary();
         !applied_summary.empty() && applied_summary != now_summary)
       state.drift.push_back(family + ": rules were deleted, added or moved since apply (" + applied_summary +
                             " applied, " + now_summary + " now)");

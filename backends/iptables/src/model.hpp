@@ -204,10 +204,6 @@ std::optional<std::uint8_t> protocol_number(std::string_view name);
 // digests: set_digests(model.sets).
 std::vector<TableDef> with_meta(const Model& model, IpFamily family, std::string_view ir_hash,
                                 const std::vector<std::string>& digests);
-// A run set's members with their comments, sorted: they stand for rules, so the summary in fwe-meta
-// covers them as it covers a chain's stamps (under "ipset/<name>").
-void add_member_stamps(std::map<std::string, std::vector<std::string>>& stamps, std::string_view set_name,
-                       const PackedStrings& members, const PackedStrings& comments);
 std::string meta_rule(std::string_view ir_hash, std::string_view summary);
 // A digest of a set's members with their comments, whatever their order (ipset lists them in its own).
 std::string members_digest(const PackedStrings& members, const PackedStrings& comments);
@@ -224,10 +220,29 @@ std::string first_line_rule(const stamps::FirstLine& first);
 stamps::FirstLine first_line_of(std::string_view meta_spec);
 // The IR hash in a fwe-meta rule, or empty.
 std::string ir_hash_of(std::string_view meta_spec);
-// "rules N digest D": the number of rules and a digest of their stamps, chain by chain in the order of
-// the keys ("table/chain", model names), so that read_back finds rules deleted, added or moved since
-// apply, which per-rule stamps alone cannot show. fwe-meta's own rule does not count.
-std::string rules_summary(const std::map<std::string, std::vector<std::string>>& stamps_by_chain);
+// The stamps of a family's rules, chain by chain ("table/chain", model names), and the members of its run
+// sets with their comments ("ipset/<name>": they stand for rules, so the summary covers them as it covers
+// a chain's stamps). A member counts as the stamp "MEMBER COMMENT". Members are sorted, as ipset lists
+// them in an order of its own, and not copied: the lists given to add_members must outlive this (a
+// string each held 80 bytes a member at the peak of an apply).
+class RuleStamps {
+ public:
+  std::vector<std::string>& chain(const std::string& key) { return entries_[key].stamps; }
+  void add_members(std::string_view set_name, const PackedStrings& members, const PackedStrings& comments);
+  // "rules N digest D": the number of rules and a digest of their stamps, chain by chain in the order of
+  // the keys, so that read_back finds rules deleted, added or moved since apply, which per-rule stamps
+  // alone cannot show. fwe-meta's own rule does not count.
+  std::string summary() const;
+  // The same stamps under the same keys.
+  friend bool operator==(const RuleStamps& a, const RuleStamps& b);
+
+ private:
+  struct Entry {
+    std::vector<std::string> stamps;
+    std::vector<std::pair<std::string_view, std::string_view>> members;  // with their comments, sorted
+  };
+  std::map<std::string, Entry> entries_;
+};
 // The rules summary in a fwe-meta rule, or empty (one written before fwe-meta had it).
 std::string summary_of(std::string_view meta_spec);
 

@@ -853,14 +853,31 @@ TEST_CASE("the record of the tables reads back as written, and a cut, padded or 
 }
 
 TEST_CASE("the rules summary digests the chains' stamps as one text, whatever it is hashed in") {
-  // What fwe-meta of rulesets applied before keeps: the digest of "chain:stamp,...;" written out whole.
-  const std::map<std::string, std::vector<std::string>> stamps{
-      {"filter/fwe-input", {"fwe:0011223344556677", "fwe:8899aabbccddeeff"}},
-      {"ipset/fwe-4r-filter-p-0", {"10.0.0.0/24,6:80 :+1:7 p#0", "10.0.1.0/24,6:81 :+2:7 p#1"}},
-      {"raw/fwe-pre", {}}};
-  CHECK(rules_summary(stamps) ==
-        "rules 4 digest " +
-            hash16("filter/fwe-input:fwe:0011223344556677,fwe:8899aabbccddeeff,;"
-                   "ipset/fwe-4r-filter-p-0:10.0.0.0/24,6:80 :+1:7 p#0,10.0.1.0/24,6:81 :+2:7 p#1,;"
-                   "raw/fwe-pre:;"));
+  // What fwe-meta of rulesets applied before keeps: the digest of "chain:stamp,...;" written out whole,
+  // a run set's members as "MEMBER COMMENT" in sorted order.
+  const PackedStrings members{"10.0.1.0/24,6:81", "10.0.0.0/24,6:80", "10.0.0.0/24,6:8080",
+                              "10.0.0.0/24,6:80"};
+  const PackedStrings comments{":+2:7 p#1", ":+1:7 p#0", ":+3:7 p#2", ":+1:7 o#0"};
+  RuleStamps stamps;
+  stamps.chain("filter/fwe-input") = {"fwe:0011223344556677", "fwe:8899aabbccddeeff"};
+  stamps.add_members("fwe-4r-filter-p-0", members, comments);
+  stamps.chain("raw/fwe-pre");
+  CHECK(stamps.summary() ==
+        "rules 6 digest " + hash16("filter/fwe-input:fwe:0011223344556677,fwe:8899aabbccddeeff,;"
+                                   "ipset/fwe-4r-filter-p-0:10.0.0.0/24,6:80 :+1:7 o#0,10.0.0.0/24,6:80 "
+                                   ":+1:7 p#0,10.0.0.0/24,6:8080 :+3:7 p#2,10.0.1.0/24,6:81 :+2:7 p#1,;"
+                                   "raw/fwe-pre:;"));
+
+  // Equal: the same members with the same comments, in any order; a moved comment is a change.
+  RuleStamps listed, moved;
+  const PackedStrings listed_members{"10.0.0.0/24,6:80", "10.0.0.0/24,6:8080", "10.0.1.0/24,6:81",
+                                     "10.0.0.0/24,6:80"};
+  const PackedStrings listed_comments{":+1:7 o#0", ":+3:7 p#2", ":+2:7 p#1", ":+1:7 p#0"};
+  const PackedStrings moved_comments{":+1:7 o#0", ":+3:7 p#2", ":+2:7 p#1", ":+2:7 p#0"};
+  RuleStamps want;
+  want.add_members("s", members, comments);
+  listed.add_members("s", listed_members, listed_comments);
+  moved.add_members("s", listed_members, moved_comments);
+  CHECK(listed == want);
+  CHECK_FALSE(moved == want);
 }
