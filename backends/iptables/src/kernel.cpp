@@ -538,6 +538,8 @@ bool mix_family(std::uint64_t& h, const char* names_path, int level, int sock, i
       auto* bytes = reinterpret_cast<unsigned char*>(storage.data());
       // The request's name and size, written in place: an object of the type (whose entries are a
       // zero-length array) is an extension clang refuses under -Wpedantic.
+      static_assert(sizeof(GetEntries::name) == sizeof info.name &&
+                    sizeof(GetEntries::size) == sizeof info.size);
       std::memcpy(bytes + offsetof(GetEntries, name), info.name, sizeof info.name);
       std::memcpy(bytes + offsetof(GetEntries, size), &info.size, sizeof info.size);
       auto entries_size = static_cast<socklen_t>(sizeof(GetEntries) + info.size);
