@@ -86,5 +86,24 @@ contains "alias frontend message" "need --frontend firewalld"
 check "unknown frontend option" 2 "${FW[@]}" --frontend-option compt=2 -f "$work/empty" check
 contains "option hint" "did you mean 'compat'?"
 
+# docs/migrating-from-firewalld.md shows real outputs for its example configuration: they stay true.
+guide=$ROOT/docs/migrating-from-firewalld.md
+mkdir -p "$work/guide/zones"
+sed -n '/^```xml$/,/^```$/p' "$guide" | sed '1d;$d' >"$work/guide/zones/public.xml"
+check "the migration guide's example checks" 0 "${FW[@]}" -f "$work/guide" check
+checked=$out
+equals "as the guide shows it" "$(grep -cxF -- "$checked" "$guide")" 2
+check "the guide's example converts to YAML" 0 "${FW[@]}" -f "$work/guide" migrate --to yaml -o "$work/guide-yaml"
+check "which checks with the same IR hash" 0 "$FWE" -f "$work/guide-yaml" check
+equals "as the guide shows it" "$out" "$checked"
+check "the guide's trace" 0 "${FW[@]}" -f "$work/guide" trace --iif eth0 --src 203.0.113.9 --dst 192.0.2.10 --proto tcp --dport 22
+equals "closes the ssh of the dropped network, as the guide shows it" \
+  "$(sed "s#$work/guide/#/etc/firewalld/#" <<<"$out" | grep -cxF -f - "$guide")" "$(wc -l <<<"$out")"
+if "$FWE" plugins | grep -q '^calico '; then
+  check "the guide's example converts to Calico (exit 2: a rule it cannot write)" 2 "${FW[@]}" -f "$work/guide" --node web-1 migrate --to calico -o "$work/guide-calico"
+  check "whose resources check" 0 "$FWE" --frontend calico -f "$work/guide-calico" --node web-1 check
+  equals "as the guide shows it" "$(grep -cxF -- "$out" "$guide")" 1
+fi
+
 echo "$passes checks passed, $failures failed"
 [ "$failures" = 0 ]
