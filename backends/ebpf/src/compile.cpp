@@ -23,9 +23,10 @@ std::uint8_t ct_bit(CtState s) {
   return static_cast<std::uint8_t>(1u << static_cast<unsigned>(s));
 }
 
+// Names are written with their length: "eth+" the name and "eth" the prefix are two lists.
 std::string iface_key(const std::vector<IfacePattern>& patterns) {
   std::string key;
-  for (const auto& p : patterns) key += to_string(p) + ",";
+  for (const auto& p : patterns) key += std::to_string(p.name.size()) + (p.prefix ? '+' : '=') + p.name;
   return key;
 }
 

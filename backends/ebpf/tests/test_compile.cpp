@@ -163,6 +163,23 @@ TEST_CASE("a CIDR written in place is a set of its own, one for all the rules th
   CHECK(it->cidrs == std::vector<ir::Cidr>{net});
 }
 
+TEST_CASE("an interface named with a '+' and the prefix before it are two lists", "[compile]") {
+  ir::Ruleset rs = test::sample_ruleset();
+  auto& rules = rs.chains["in-tail"].rules;
+  REQUIRE(rules.size() >= 2);
+  rules[0].match.iif = std::vector<ir::IfacePattern>{{"eth+", false}};
+  rules[1].match.iif = std::vector<ir::IfacePattern>{{"eth", true}};
+  Diagnostics diag;
+  const Program program = compile(rs, diag);
+  REQUIRE_FALSE(diag.has_errors());
+  auto has = [&](const ir::IfacePattern& pattern) {
+    return std::count(program.iface_lists.begin(), program.iface_lists.end(),
+                      std::vector<ir::IfacePattern>{pattern});
+  };
+  CHECK(has({"eth+", false}) == 1);
+  CHECK(has({"eth", true}) == 1);
+}
+
 TEST_CASE("rate limits become a token bucket in nanoseconds", "[compile]") {
   ir::Ruleset rs = test::sample_ruleset();
   rs.chains["in-tail"].rules[0].match.rate_limit = ir::RateLimit{20, "second", 0};
