@@ -1151,8 +1151,11 @@ class Mapper {
       base.protocols = std::vector<std::uint8_t>{*rule.not_protocol};
       base.protocol_negate = true;
     }
-    // §2.1: positive nets of one family restrict the rule to that family.
-    for (const auto* nets : {&rule.source.nets, &rule.destination.nets}) {
+    // §2.1: nets of one family restrict the rule to that family, negated ones too (Felix's filterNets
+    // drops a rule for a family whose CIDRs leave any of its lists empty; the reader keeps a rule's
+    // networks to one family): `notNets: [192.168.0.0/16]` does not match IPv6 packets.
+    for (const auto* nets :
+         {&rule.source.nets, &rule.source.not_nets, &rule.destination.nets, &rule.destination.not_nets}) {
       if (!nets->empty()) base.family = nets->front().addr.family;
     }
     auto add_side = [&](const EntitySpec& entity, ir::AddrMatches& out, const char* side) {

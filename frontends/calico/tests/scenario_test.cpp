@@ -334,6 +334,18 @@ TEST_CASE("§8 #20: family filtering, ports and notPorts, named ports", "[scenar
   const ir::Ruleset a = build(kH0 + gnp("a", "  ingress: [{action: Allow, source: {nets: [10.0.0.0/8]}}]\n"));
   CHECK_VERDICT(a, in_eth0("2001:db8::5", 80, kTcp, "2001:db8::10"), DENY);
   CHECK_VERDICT(a, in_eth0("10.1.2.3", 80), ALLOW);
+  // Negated networks of one family restrict the rule too (Felix's filterNets): IPv6 meets no such rule.
+  const ir::Ruleset not_lan =
+      build(kH0 + gnp("a", "  ingress: [{action: Allow, source: {notNets: [192.168.0.0/16]}}]\n"));
+  CHECK_VERDICT(not_lan, in_eth0("2001:db8::5", 80, kTcp, "2001:db8::10"), DENY);
+  CHECK_VERDICT(not_lan, in_eth0("10.1.2.3", 80), ALLOW);
+  CHECK_VERDICT(not_lan, in_eth0("192.168.1.3", 80), DENY);
+  const ir::Ruleset deny_not_lan = build(kH0 + gnp("a", R"(  ingress:
+  - {action: Deny, destination: {notNets: [192.168.0.0/16]}}
+  - {action: Allow}
+)"));
+  CHECK_VERDICT(deny_not_lan, in_eth0("2001:db8::5", 80, kTcp, "2001:db8::10"), ALLOW);
+  CHECK_VERDICT(deny_not_lan, in_eth0(kRemote, 80), DENY);
 
   const ir::Ruleset b = build(kH0 + gnp("b", R"(  ingress:
   - action: Allow
