@@ -586,56 +586,93 @@ class Mapper {
   }
 
   void build_normal(ir::Stage stage, Direction direction) {
+    // Felix's filter INPUT sends what workloads send to the host to cali-wl-to-host before it accepts
+    // what preDNAT or doNotTrack policy allowed (static.go filterInputChain). With a
+    // defaultEndpointToHostAction, the workload endpoints decide in a section of their own that does
+    // not honour the allow mark, and accept with `allow`, which the host endpoints' section honours.
+    const bool from_workloads = direction == Direction::ingress && (wildcard_ || settings_.endpoint_to_host);
+    if (from_workloads && settings_.endpoint_to_host) {
+      ir::Section workloads{"workload-to-host", false, {}};
+      for (const std::string& prefix : settings_.workload_prefixes)
+        workloads.endpoints.push_back(workload_to_host(prefix));
+      add_section(stage, std::move(workloads));
+    }
     ir::Section section{"host-endpoints", true, {}};
     for (const Binding& binding : named_) {
       section.endpoints.push_back(make_endpoint(binding, direction, PolicyClass::normal, false));
     }
-    if (direction == Direction::ingress && (wildcard_ || settings_.endpoint_to_host)) {
+    // Here workload packets get no verdict: no HostEndpoint, HEP* included, polices them.
+    if (from_workloads && wildcard_) {
       for (const std::string& prefix : settings_.workload_prefixes)
-        section.endpoints.push_back(workload_to_host(prefix));
+        section.endpoints.push_back(workload_interfaces(prefix, Direction::ingress));
     }
     if (wildcard_) {
       // Felix's filter OUTPUT returns traffic to local workloads before host-endpoint dispatch, so HEP*
       // never polices it (ST, D-HEP).
       if (direction == Direction::egress) {
-        for (const std::string& prefix : settings_.workload_prefixes) {
-          ir::Endpoint workloads;
-          workloads.name = "workload-interfaces/" + prefix;
-          workloads.match.oif = ir::IfacePattern{prefix, true};
-          workloads.origin = {wildcard_->loc, "FelixConfiguration interfacePrefix", -1};
-          section.endpoints.push_back(std::move(workloads));
-        }
+        for (const std::string& prefix : settings_.workload_prefixes)
+          section.endpoints.push_back(workload_interfaces(prefix, Direction::egress));
       }
       section.endpoints.push_back(make_endpoint({wildcard_, ""}, direction, PolicyClass::normal, false));
     }
     add_section(stage, std::move(section));
   }
 
-  // Felix's filter INPUT sends what workloads send to the host to its own chain before host-endpoint
-  // dispatch, so no HostEndpoint (HEP* included) polices it: after the workload's egress policy (not
-  // modelled: fwengine polices hosts, not pods), a few ICMPv6 types are accepted and then
-  // defaultEndpointToHostAction decides (static.go filterWorkloadToHostChain). Unset, the packet gets no
-  // verdict here: Felix's built-in Drop is overridden by the manifests and the operator
-  // (FELIX_DEFAULTENDPOINTTOHOSTACTION=ACCEPT), which fwengine sees only when calico-node's DaemonSet is
-  // read, and Felix runs beside any pod interface to enforce its own value.
+  // What the workload interfaces (prefix+) send (ingress) or receive (egress), classified and given no
+  // verdict.
+  ir::Endpoint workload_interfaces(const std::string& prefix, Direction direction) const {
+    ir::Endpoint endpoint;
+    endpoint.name = "workload-interfaces/" + prefix;
+    (direction == Direction::ingress ? endpoint.match.iif : endpoint.match.oif) =
+        ir::IfacePattern{prefix, true};
+    endpoint.origin = {wildcard_->loc, "FelixConfiguration interfacePrefix", -1};
+    return endpoint;
+  }
+
+  // Felix's cali-wl-to-host: after the workload's egress policy (not modelled: fwengine polices hosts,
+  // not pods), conntrack, a few ICMPv6 types and then defaultEndpointToHostAction decide
+  // (static.go filterWorkloadToHostChain). What it accepts is `allow`ed, so that the host endpoints'
+  // section after it, which honours the allow mark, keeps the verdict. Unset, Felix's built-in Drop is
+  // overridden by the manifests and the operator (FELIX_DEFAULTENDPOINTTOHOSTACTION=ACCEPT), which
+  // fwengine sees only when calico-node's DaemonSet is read, and Felix runs beside any pod interface to
+  // enforce its own value: then there is no such endpoint, and workload packets get no verdict.
   ir::Endpoint workload_to_host(const std::string& prefix) {
     ir::Endpoint endpoint;
     endpoint.name = "workload-interfaces/" + prefix;
     endpoint.match.iif = ir::IfacePattern{prefix, true};
-    if (!settings_.endpoint_to_host) {
-      endpoint.origin = {wildcard_->loc, "FelixConfiguration interfacePrefix", -1};
-      return endpoint;
-    }
     endpoint.origin = {settings_.endpoint_to_host_loc, settings_.endpoint_to_host_source, -1};
-    endpoint.conntrack = settings_.conntrack_invalid_check ? ir::Conntrack::accept_established_drop_invalid
-                                                           : ir::Conntrack::accept_established;
     ir::Group group;
     group.name = "workload-to-host";
     group.origin = endpoint.origin;
+    group.chains.push_back(workload_conntrack_chain());
     group.chains.push_back(workload_icmpv6_chain());
     endpoint.groups.push_back(std::move(group));
-    endpoint.default_verdict = settings_.endpoint_to_host.value_or(ir::Verdict::continue_);
+    const ir::Verdict action = settings_.endpoint_to_host.value_or(ir::Verdict::continue_);
+    endpoint.default_verdict = action == ir::Verdict::accept ? ir::Verdict::allow : action;
     return endpoint;
+  }
+
+  // Established and related packets allowed, and invalid ones dropped when Felix checks them.
+  std::string workload_conntrack_chain() {
+    const std::string name = "workload-to-host/conntrack";
+    if (ruleset_.chains.contains(name)) return name;
+    ir::Chain chain;
+    chain.name = name;
+    chain.origin = {{}, "Felix workload-to-host conntrack", -1};
+    ir::Rule established;
+    established.match.ct_states = std::vector<ir::CtState>{ir::CtState::established, ir::CtState::related};
+    established.action.kind = ir::ActionKind::allow;
+    established.origin = chain.origin;
+    chain.rules.push_back(std::move(established));
+    if (settings_.conntrack_invalid_check) {
+      ir::Rule invalid;
+      invalid.match.ct_states = std::vector<ir::CtState>{ir::CtState::invalid};
+      invalid.action.kind = ir::ActionKind::drop;
+      invalid.origin = chain.origin;
+      chain.rules.push_back(std::move(invalid));
+    }
+    ruleset_.chains.emplace(name, std::move(chain));
+    return name;
   }
 
   // ICMPv6 a workload may always send to the host, its router: multicast listener query, report and
@@ -651,7 +688,7 @@ class Mapper {
       rule.match.family = ir::Family::ipv6;
       rule.match.protocols = std::vector<std::uint8_t>{58};
       rule.match.icmp = ir::IcmpMatch{false, true, type, std::nullopt};
-      rule.action.kind = ir::ActionKind::accept;
+      rule.action.kind = ir::ActionKind::allow;
       rule.origin = chain.origin;
       chain.rules.push_back(std::move(rule));
     }

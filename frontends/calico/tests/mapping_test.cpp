@@ -597,6 +597,24 @@ TEST_CASE("what pods send to the host meets no HostEndpoint, only defaultEndpoin
       CHECK(to_string(verdict(rs, solicitation)) == "ALLOW");
     }
   }
+  // A preDNAT policy of HEP* that allows the pods does not skip it: Felix goes to cali-wl-to-host before
+  // it accepts what preDNAT allowed. (Return then leaves the packet to INPUT's policy in Felix; here the
+  // host endpoints' section honours the allow mark: ALLOW, where a host whose INPUT policy drops would
+  // drop it.)
+  const std::string pre_pods = kHall + gnp("pre-pods",
+                                           "  preDNAT: true\n  applyOnForward: true\n"
+                                           "  ingress: [{action: Allow, source: {nets: [10.244.0.0/16]}}]\n");
+  for (const auto& [action, expected] :
+       {std::pair{"Drop", "DENY"}, {"Accept", "ALLOW"}, {"Return", "ALLOW"}}) {
+    INFO(action);
+    const ir::Ruleset rs =
+        build(pre_pods + felix("default", std::string("  defaultEndpointToHostAction: ") + action + "\n"));
+    CHECK(to_string(verdict(rs, from_pod(8080))) == expected);
+    CHECK(to_string(verdict(rs, packet("eth1", "", "10.244.1.5", "10.0.0.10", 6, 8080))) == "ALLOW");
+  }
+  // Unset, as before: no verdict of fwengine's for what it cannot know, the allow mark honoured.
+  CHECK(to_string(verdict(build(pre_pods), from_pod(8080))) == "ALLOW");
+
   Diagnostics diag;
   read_yaml(felix("default", "  defaultEndpointToHostAction: Reject\n"), diag);
   CHECK_THAT(diag.text(), Catch::Contains("defaultEndpointToHostAction must be Drop, Accept or Return"));
