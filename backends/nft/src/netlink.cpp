@@ -60,7 +60,9 @@ using GenPtr = std::unique_ptr<nftnl_gen, Deleter<nftnl_gen_free>>;
 
 constexpr std::uint32_t kBatchPage = 2 * 1024 * 1024;
 constexpr std::uint32_t kBatchOverrun = 256 * 1024;
-constexpr std::size_t kElementsPerMessage = 512;  // the element list nest has a 16-bit length
+// The bytes of elements one message carries at most: the nest that holds them has a 16-bit length, which
+// 512 elements with long comments overran (the kernel then refused the batch or read a part of it).
+constexpr std::size_t kElementBytesPerMessage = 32 * 1024;
 // Another program that changes the ruleset all the time (a loop of nft commands, a busy kube-proxy) can
 // commit between our listing and our batch again and again: each retry waits a little longer first.
 constexpr int kGenidRetries = 20;
@@ -623,14 +625,34 @@ class Transaction {
     elements(NFT_MSG_NEWSETELEM, set, 0, delta.added, "elements of set " + set.name);
   }
 
+  // The bytes an element's attributes take in a message, at most: its nest; key and key end, each a
+  // value in a nest; flags; a verdict (a code and a chain name, in two nests); the comment (a type,
+  // a length and the text with its NUL). Each attribute is padded to 4 bytes.
+  static std::size_t element_bytes(const Element& element, const std::string* chain) {
+    auto attribute = [](std::size_t payload) { return 4 + ((payload + 3) & ~std::size_t{3}); };
+    std::size_t bytes = 4 + attribute(attribute(element.key.size()));
+    if (!element.key_end.empty()) bytes += attribute(attribute(element.key_end.size()));
+    if (element.interval_end) bytes += attribute(4);
+    if (chain) bytes += attribute(attribute(attribute(4) + attribute(chain->size() + 1)));
+    if (!element.comment.empty()) bytes += attribute(2 + element.comment.size() + 1);
+    return bytes;
+  }
+
   // Whether the listed elements outlive the batch's answers (the table's) or must be copied for them.
   enum class Kept { lasting, copied };
   void elements(std::uint16_t type, const Set& set, std::uint32_t id, const std::vector<const Element*>& list,
                 const std::string& what, Kept kept = Kept::lasting, const std::string* stamp = nullptr) {
-    for (std::size_t first = 0; first < list.size(); first += kElementsPerMessage) {
+    // A verdict map is anonymous: it is sent whole, with its rule, in the order of its elements.
+    if (!set.goto_chains.empty() && list.size() != set.goto_chains.size())
+      fail("a verdict map must be sent whole: " + what);
+    for (std::size_t first = 0, end = 0; first < list.size(); first = end) {
       SetPtr chunk = build_set(set, id);
-      for (std::size_t i = first; i < std::min(list.size(), first + kElementsPerMessage); ++i) {
-        const Element& element = *list[i];
+      for (std::size_t bytes = 0; end < list.size(); ++end) {
+        const Element& element = *list[end];
+        const std::string* chain =
+            set.goto_chains.empty() ? nullptr : &batch_name(batch_names_, set.goto_chains[end]);
+        bytes += element_bytes(element, chain);
+        if (end > first && bytes > kElementBytesPerMessage) break;
         nftnl_set_elem* e = nftnl_set_elem_alloc();
         nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, element.key.data(),
                            static_cast<std::uint32_t>(element.key.size()));
@@ -638,12 +660,9 @@ class Transaction {
           nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY_END, element.key_end.data(),
                              static_cast<std::uint32_t>(element.key_end.size()));
         if (element.interval_end) nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
-        if (!set.goto_chains.empty()) {
-          // A verdict map is anonymous: it is sent whole, with its rule, in the order of its elements.
-          if (list.size() != set.goto_chains.size()) fail("a verdict map must be sent whole: " + what);
-          const std::string& chain = set.goto_chains[i];
+        if (chain) {
           nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_VERDICT, static_cast<std::uint32_t>(NFT_GOTO));
-          nftnl_set_elem_set_str(e, NFTNL_SET_ELEM_CHAIN, batch_name(batch_names_, chain).c_str());
+          nftnl_set_elem_set_str(e, NFTNL_SET_ELEM_CHAIN, chain->c_str());
         }
         if (!element.comment.empty()) {
           UdataPtr udata = comment_buffer(NFTNL_UDATA_SET_ELEM_COMMENT, element.comment);
@@ -656,12 +675,11 @@ class Transaction {
       const std::uint32_t seq = seq_;
       nlmsghdr* nlh = message(type, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0, what, stamp);
       nftnl_set_elems_nlmsg_build_payload(nlh, chunk.get());
-      const auto end =
-          list.begin() + static_cast<std::ptrdiff_t>(std::min(list.size(), first + kElementsPerMessage));
       SentElements& sent = sent_elements_[seq];
       sent.nlh = nlh;
       sent.set = &set;
-      for (auto it = list.begin() + static_cast<std::ptrdiff_t>(first); it != end; ++it)
+      for (auto it = list.begin() + static_cast<std::ptrdiff_t>(first);
+           it != list.begin() + static_cast<std::ptrdiff_t>(end); ++it)
         if (kept == Kept::copied)
           sent.copies.push_back(**it);
         else

@@ -1227,12 +1227,27 @@ class Translator {
     }
   }
 
+  // At most `limit` bytes of text, cut before a character (not inside one's UTF-8 bytes).
+  static std::string_view cut_to(std::string_view text, std::size_t limit) {
+    std::size_t cut = std::min(text.size(), limit);
+    while (cut > 0 && cut < text.size() && (static_cast<unsigned char>(text[cut]) & 0xc0) == 0x80) --cut;
+    return text.substr(0, cut);
+  }
+
   // "<first rule's stamp> +<n - 1>", within nft's comment limit.
   static std::string run_comment(const std::string& first, std::size_t n) {
     std::string more = " +" + std::to_string(n - 1);
-    std::size_t cut = std::min(first.size(), kMaxComment - more.size());
-    while (cut > 0 && cut < first.size() && (static_cast<unsigned char>(first[cut]) & 0xc0) == 0x80) --cut;
-    return first.substr(0, cut) + more;
+    return std::string(cut_to(first, kMaxComment - more.size())) + more;
+  }
+
+  // "section <name> honours allow": the name with its quotes, backslashes and control characters as _,
+  // cut to nft's comment limit.
+  static std::string honour_comment(std::string_view section) {
+    constexpr std::string_view head = "section ", tail = " honours allow";
+    std::string name;
+    for (char c : section) name += (c == '"' || c == '\\' || static_cast<unsigned char>(c) < ' ') ? '_' : c;
+    return std::string(head) + std::string(cut_to(name, kMaxComment - head.size() - tail.size())) +
+           std::string(tail);
   }
 
   // A name the kernel takes (1 to 15 characters, or a prefix) that nft's text can quote: no quote,
@@ -1543,7 +1558,7 @@ class Translator {
         test_mark_bit(r, kAllowMark);
         counter(r);
         add(r, "accept", {verdict(NF_ACCEPT)});
-        r.comment = "section " + sanitize_comment(section.name) + " honours allow";
+        r.comment = honour_comment(section.name);
         base.append(std::move(r));
       }
       std::vector<Chain> endpoint_chains;
@@ -1719,12 +1734,6 @@ class Translator {
     r.comment = stamper_.stamp(origin);
     chain.append(std::move(r));
     return true;
-  }
-
-  static std::string sanitize_comment(std::string_view text) {
-    std::string out;
-    for (char c : text) out += (c == '"' || c == '\\' || static_cast<unsigned char>(c) < ' ') ? '_' : c;
-    return out;
   }
 
   const ir::Ruleset& rs_;

@@ -810,6 +810,36 @@ TEST_CASE("merged runs load as nft -f loads their text", "[root]") {
   CHECK(applied.find("comment \"lo.yaml:4 port7\"") != std::string::npos);
 }
 
+TEST_CASE("a run of elements with long comments loads whole: each message stays within its 16-bit nest",
+          "[root]") {
+  // 600 IPv6 members with comments of ~120 characters: 512 of them to a message overran the nest that
+  // holds a message's elements, and the kernel refused the batch.
+  nft_test::require_root();
+  ir::Ruleset rs = two_sections(ir::ActionKind::accept);
+  const std::string name(110, 'c');
+  ir::Chain chain = rs.chains.extract("port7").mapped();
+  chain.name = name;
+  ir::Rule rule = chain.rules[0];
+  rule.origin.policy = name;
+  rule.match.family = ir::Family::ipv6;
+  chain.rules.clear();
+  for (std::uint16_t i = 0; i < 600; ++i) {
+    rule.match.src_addr = {
+        ir::AddrMatch(false, *ir::parse_cidr("2001:db8:0:" + std::to_string(i) + "::/64"))};
+    rule.match.dst_port[0].ports = {
+        {static_cast<std::uint16_t>(10000 + i), static_cast<std::uint16_t>(10000 + i)}};
+    rule.origin.rule = i;
+    chain.rules.push_back(rule);
+  }
+  rs.chains.emplace(name, std::move(chain));
+  rs.stage(ir::Stage::input).sections[0].endpoints[0].groups[0].chains = {name};
+  Diagnostics diag;
+  nft::Table table = nft::translate(rs, diag);
+  REQUIRE_FALSE(diag.has_errors());
+  const std::string applied = applied_as_nft_loads(table);
+  CHECK(applied.find("2001:db8:0:599:: . 10599 counter") != std::string::npos);
+}
+
 TEST_CASE("real traffic: a merged run counts the hits of each source rule", "[root]") {
   nft_test::require_root();
   auto result = in_scratch_netns([&] {

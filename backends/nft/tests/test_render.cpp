@@ -156,6 +156,20 @@ TEST_CASE("stages get the hooks and priorities of docs/ir.md, one base chain per
             "meta mark & 0x40000000 == 0x40000000 counter accept comment \"section b honours allow\""});
 }
 
+TEST_CASE("a long section name is cut in its honour rule's comment, to nft's limit") {
+  ir::Ruleset rs;
+  ir::Endpoint ep;
+  ep.name = "all";
+  rs.stage(ir::Stage::input).sections.push_back(ir::Section{"a", false, {ep}});
+  rs.stage(ir::Stage::input).sections.push_back(ir::Section{"\"" + std::string(240, 'b'), true, {}});
+  nft::Table table = render(rs);
+  const std::vector<std::string> rules = texts(chain(table, "input-1"));
+  REQUIRE(rules.size() == 1);
+  const std::string comment = "section _" + std::string(nft::kMaxComment - 23, 'b') + " honours allow";
+  CHECK(comment.size() == nft::kMaxComment);
+  CHECK(rules[0] == "meta mark & 0x40000000 == 0x40000000 counter accept comment \"" + comment + "\"");
+}
+
 TEST_CASE("an address set with both families gives one rule per family - missing families are skipped") {
   nft::Table table = render(nft_test::kitchen_sink_ruleset());
   auto rules = texts(chain(table, "c-everything"));
