@@ -112,20 +112,26 @@ void for_each_endpoint(const Ruleset& rs, F&& f) {
 }
 
 // For every chain, the stages from which it can be reached (through groups, failsafe and jumps).
+// Each (chain, stage) is visited once, whatever the depth it is first reached at (a cut at a depth lost
+// the chains below one reached deep first and shallow later), from a list rather than by recursion.
 std::map<std::string, std::set<Stage>> reachability(const Ruleset& rs) {
   std::map<std::string, std::set<Stage>> stages_of;
-  std::function<void(const std::string&, Stage, std::size_t)> visit = [&](const std::string& name, Stage st,
-                                                                          std::size_t depth) {
-    if (depth > 64 || !stages_of[name].insert(st).second) return;
-    if (const Chain* c = rs.find_chain(name))
-      for (const auto& r : c->rules)
-        if (r.action.kind == ActionKind::jump) visit(r.action.target, st, depth + 1);
+  std::vector<std::pair<const std::string*, Stage>> to_visit;
+  auto reach = [&](const std::string& name, Stage st) {
+    if (stages_of[name].insert(st).second) to_visit.emplace_back(&name, st);
   };
   for_each_endpoint(rs, [&](Stage st, const Endpoint& ep) {
-    if (!ep.failsafe_chain.empty()) visit(ep.failsafe_chain, st, 0);
+    if (!ep.failsafe_chain.empty()) reach(ep.failsafe_chain, st);
     for (const auto& g : ep.groups)
-      for (const auto& c : g.chains) visit(c, st, 0);
+      for (const auto& c : g.chains) reach(c, st);
   });
+  while (!to_visit.empty()) {
+    const auto [name, st] = to_visit.back();
+    to_visit.pop_back();
+    if (const Chain* c = rs.find_chain(*name))
+      for (const auto& r : c->rules)
+        if (r.action.kind == ActionKind::jump) reach(r.action.target, st);
+  }
   return stages_of;
 }
 
@@ -211,6 +217,11 @@ void verify(const Ruleset& rs, Diagnostics& diag) {
                  "use the lower 28 bits (" + hex(~kReservedMarkBits) + ")");
   };
   for (const auto& [name, chain] : rs.chains) {
+    // inject_failsafe makes these chains; one of the policy's would be replaced, or run as the failsafe.
+    if (name == kFailsafeIn || name == kFailsafeOut || name == kFailsafeUntrackedIn ||
+        name == kFailsafeUntrackedOut)
+      diag.error(loc_of(chain.origin), "the chain name '" + name + "' is fwengine's own: its failsafe rules",
+                 "give the chain another name");
     for (const auto& rule : chain.rules) {
       for (const auto* side : {&rule.match.src_addr, &rule.match.dst_addr})
         for (const auto& m : *side)

@@ -108,6 +108,46 @@ TEST_CASE("optimise merges identical sets and drops what nothing uses") {
   CHECK(rs.chains["c"].rules[0].match.dst_addr[0].set_name == "a");
 }
 
+TEST_CASE("optimise keeps a chain jumped to from one reached deep first and shallow after") {
+  // c0 -> c1 -> ... -> c70 -> x -> y, and top -> x: y is two jumps from top.
+  Ruleset rs;
+  auto jump = [](const std::string& target) {
+    Rule r;
+    r.action.kind = ActionKind::jump;
+    r.action.target = target;
+    return r;
+  };
+  for (int i = 0; i < 70; ++i)
+    rs.chains["c" + std::to_string(i)] = {"c" + std::to_string(i), {jump("c" + std::to_string(i + 1))}, {}};
+  rs.chains["c70"] = {"c70", {jump("x")}, {}};
+  rs.chains["x"] = {"x", {jump("y")}, {}};
+  Rule drop;
+  drop.action.kind = ActionKind::drop;
+  rs.chains["y"] = {"y", {drop}, {}};
+  rs.chains["top"] = {"top", {jump("x")}, {}};
+  Endpoint ep;
+  ep.name = "e";
+  ep.groups.push_back({"g", {"c0", "top"}, Verdict::continue_, {}, {}});
+  rs.stage(Stage::input).sections.push_back({"s", false, {ep}});
+  passes::optimise(rs);
+  CHECK(rs.chains.count("y") == 1);
+}
+
+TEST_CASE("verify refuses a chain named as core's failsafe chains") {
+  for (std::string_view name : {kFailsafeIn, kFailsafeOut, kFailsafeUntrackedIn, kFailsafeUntrackedOut}) {
+    Diagnostics diag;
+    const auto f = diag.add_file("p.yaml");
+    Ruleset rs;
+    rs.chains[std::string(name)] = {std::string(name), {}, Origin{{f, 3, 3}, "mine"}};
+    passes::verify(rs, diag);
+    REQUIRE(diag.all().size() == 1);
+    CHECK(diag.format(diag.all()[0])
+              .rfind("p.yaml:3:3: error: the chain name '" + std::string(name) +
+                         "' is fwengine's own: its failsafe rules",
+                     0) == 0);
+  }
+}
+
 TEST_CASE("capabilities refuse what a backend cannot do, naming the rule") {
   Diagnostics diag;
   auto f = diag.add_file("p.yaml");

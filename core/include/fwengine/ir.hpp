@@ -483,11 +483,11 @@ void for_each_rule_origin(R& ruleset, Visit&& visit) {
       }
 }
 
-// Well-known chain names core creates for the failsafe part.
 // The packet-mark bits the backends keep for their own marks (the allow mark, a pass leaving its group,
 // ...): a policy neither tests nor sets them, so every backend sees the same mark as trace does.
 inline constexpr std::uint32_t kReservedMarkBits = 0xf0000000;
 
+// Well-known chain names core creates for the failsafe part (no policy's chain may have them).
 inline constexpr std::string_view kFailsafeIn = "failsafe-in";
 inline constexpr std::string_view kFailsafeOut = "failsafe-out";
 inline constexpr std::string_view kFailsafeUntrackedIn = "failsafe-untracked-in";
