@@ -255,21 +255,33 @@ std::vector<std::string> port_chunks(const PortSet& ports) {
   return chunks;
 }
 
-// The rate as iptables-save prints it back: the kernel keeps an interval, and the printer picks the
-// unit, so 60/minute comes back as 1/sec. Empty when the limit match refuses the rate.
-std::optional<std::string> limit_rate(const RateLimit& limit) {
+constexpr std::uint32_t kLimitScale = 10000;     // XT_LIMIT_SCALE
+constexpr std::uint32_t kMaxLimitBurst = 10000;  // what the limit match takes
+constexpr std::uint32_t kDefaultLimitBurst = 5;
+
+// The interval the limit match keeps for a rate, in 1/10000 s; none when it refuses the rate (a unit it
+// does not know, zero, or so fast that the interval is 0).
+std::optional<std::uint32_t> limit_interval(const RateLimit& limit) {
   static const std::map<std::string, std::uint32_t> kSeconds = {
       {"second", 1}, {"minute", 60}, {"hour", 3600}, {"day", 86400}};
-  constexpr std::uint32_t kScale = 10000;  // XT_LIMIT_SCALE
   auto unit = kSeconds.find(limit.unit);
-  if (unit == kSeconds.end() || limit.rate == 0 || limit.rate / unit->second > kScale) return std::nullopt;
-  const std::uint32_t period = kScale * unit->second / limit.rate;
-  static const std::pair<std::string_view, std::uint32_t> kUnits[] = {
-      {"day", kScale * 86400}, {"hour", kScale * 3600}, {"min", kScale * 60}, {"sec", kScale}};
+  if (unit == kSeconds.end() || limit.rate == 0) return std::nullopt;
+  const std::uint32_t interval = kLimitScale * unit->second / limit.rate;
+  if (interval == 0) return std::nullopt;
+  return interval;
+}
+
+// The rate as iptables-save prints it back: the kernel keeps an interval, and the printer picks the
+// unit, so 60/minute comes back as 1/sec.
+std::string limit_rate(std::uint32_t interval) {
+  static const std::pair<std::string_view, std::uint32_t> kUnits[] = {{"day", kLimitScale * 86400},
+                                                                      {"hour", kLimitScale * 3600},
+                                                                      {"min", kLimitScale * 60},
+                                                                      {"sec", kLimitScale}};
   std::size_t i = 1;
   for (; i < std::size(kUnits); ++i)
-    if (period > kUnits[i].second || kUnits[i].second / period < kUnits[i].second % period) break;
-  return std::to_string(kUnits[i - 1].second / period) + "/" + std::string(kUnits[i - 1].first);
+    if (interval > kUnits[i].second || kUnits[i].second / interval < kUnits[i].second % interval) break;
+  return std::to_string(kUnits[i - 1].second / interval) + "/" + std::string(kUnits[i - 1].first);
 }
 
 std::string nat_ports(const PortRange& r) {
@@ -560,6 +572,11 @@ class FamilyRenderer {
     } else if (!m.protocols) {
       return true;
     }
+    if (std::find(list.begin(), list.end(), 0) != list.end()) {
+      error(origin, "iptables cannot match protocol 0: to iptables, -p 0 is every protocol",
+            "leave protocol 0 out of the rule, or use the nft backend");
+      return false;
+    }
     if (negate) {
       if (list.size() != 1) {
         error(origin, "iptables cannot match 'none of several protocols' in one rule",
@@ -619,6 +636,11 @@ class FamilyRenderer {
       }
     }
     if (m.icmp && m.icmp->type) {
+      if (!m.icmp->v6 && *m.icmp->type == 255) {
+        error(rule.origin, "iptables cannot match ICMP type 255: its icmp match reads 255 as any type",
+              "use the nft backend for this rule");
+        return std::nullopt;
+      }
       std::string value =
           std::to_string(*m.icmp->type) + (m.icmp->code ? "/" + std::to_string(*m.icmp->code) : "");
       add_match(specs, std::string(m.icmp->v6 ? "-m icmp6 " : "-m icmp ") + (m.icmp->negate ? "! " : "") +
@@ -715,16 +737,29 @@ class FamilyRenderer {
       }
     }
     if (m.rate_limit) {
-      auto rate = limit_rate(*m.rate_limit);
-      if (!rate) {
-        error(rule.origin,
-              "iptables cannot limit to " + std::to_string(m.rate_limit->rate) + "/" + m.rate_limit->unit,
-              "use 1 to 10000 per second, minute, hour or day");
+      const RateLimit& limit = *m.rate_limit;
+      const std::string rate = std::to_string(limit.rate) + "/" + limit.unit;
+      const std::uint32_t burst = limit.burst == 0 ? kDefaultLimitBurst : limit.burst;
+      const std::optional<std::uint32_t> interval = limit_interval(limit);
+      if (!interval) {
+        error(rule.origin, "iptables cannot limit to " + rate,
+              "use at most 10000 per second (600000 per minute, 36000000 per hour, 864000000 per day)");
         return std::nullopt;
       }
-      std::string text = "-m limit --limit " + *rate;
-      if (m.rate_limit->burst != 0 && m.rate_limit->burst != 5)
-        text += " --limit-burst " + std::to_string(m.rate_limit->burst);
+      if (burst > kMaxLimitBurst) {
+        error(rule.origin, "iptables cannot take a burst of " + std::to_string(burst), "use at most 10000");
+        return std::nullopt;
+      }
+      // The kernel refuses (or misreads) a bucket of interval * burst past 32 bits.
+      if (std::uint64_t{*interval} * burst > 0xffffffffu) {
+        error(rule.origin,
+              "iptables cannot limit to " + rate + " with a burst of " + std::to_string(burst) +
+                  ": the kernel's bucket would overflow",
+              "raise the rate or lower the burst");
+        return std::nullopt;
+      }
+      std::string text = "-m limit --limit " + limit_rate(*interval);
+      if (burst != kDefaultLimitBurst) text += " --limit-burst " + std::to_string(burst);
       add_match(specs, text);
     }
     return specs;
@@ -764,7 +799,17 @@ class FamilyRenderer {
     const bool nat_port = (a.kind == ActionKind::dnat || a.kind == ActionKind::redirect ||
                            a.kind == ActionKind::snat || a.kind == ActionKind::masquerade) &&
                           a.nat_port;
-    if (nat_port) required = kNatPortProtocols;
+    if (nat_port) {
+      required = kNatPortProtocols;
+      // The NAT targets take ports for TCP, UDP, SCTP and DCCP only: UDPLite packets would pass un-NATed.
+      const auto& listed = r.match.protocols;
+      const bool listed_udplite = listed && std::find(listed->begin(), listed->end(), 136) != listed->end();
+      if (!listed || listed_udplite != r.match.protocol_negate) {
+        error(r.origin, "iptables cannot NAT UDPLite packets to a port",
+              "limit the rule to tcp, udp, sctp or dccp, or use the nft backend");
+        return;
+      }
+    }
     if (a.kind == ActionKind::tcp_mss_clamp) required = std::set<std::uint8_t>{6};
     const Family family = family_ == IpFamily::v4 ? Family::ipv4 : Family::ipv6;
     if (a.nat_addr && a.nat_addr->family != family) return;  // NAT to the other family: not for us

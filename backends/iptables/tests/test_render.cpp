@@ -530,6 +530,7 @@ TEST_CASE("long port lists, rates, IPv6 reject types and NAT addresses as iptabl
   dnat.action.kind = ir::ActionKind::dnat;
   dnat.action.nat_addr = ir::parse_ip("2001:db8::5");
   dnat.action.nat_port = ir::PortRange{8080, 8090};
+  dnat.match.protocols = std::vector<std::uint8_t>{6, 17, 33, 132};
   rs.chains["nat"] = {"nat", {dnat}, {}};
   ir::Endpoint ep;
   ep.name = "all";
@@ -542,6 +543,56 @@ TEST_CASE("long port lists, rates, IPv6 reject types and NAT addresses as iptabl
                                  "-p dccp -j DNAT --to-destination [2001:db8::5]:8080-8090",
                                  "-p sctp -j DNAT --to-destination [2001:db8::5]:8080-8090"});
   CHECK(table(nat, IpFamily::v4, "nat").find("fwe-c-nat") == nullptr);  // empty in iptables
+}
+
+TEST_CASE("what iptables would read otherwise is refused at its rule") {
+  // Each rule alone in the tiny ruleset's chain: the message its render gives.
+  auto refusal = [](const ir::Rule& rule, ir::Stage stage = ir::Stage::input) {
+    auto rs = test::tiny_ruleset();
+    rs.chains.begin()->second.rules = {rule};
+    if (stage != ir::Stage::input) {  // a NAT stage, where nothing is dropped
+      rs.stage(stage).sections = std::move(rs.stage(ir::Stage::input).sections);
+      rs.stage(ir::Stage::input).sections.clear();
+      for (auto& section : rs.stage(stage).sections)
+        for (auto& ep : section.endpoints) ep.default_verdict = ir::Verdict::continue_;
+    }
+    Diagnostics diag;
+    render(rs, diag);
+    return diag.has_errors() ? diag.all()[0].message : std::string("rendered");
+  };
+  ir::Rule rule;
+  rule.action.kind = ir::ActionKind::drop;
+  rule.match.protocols = std::vector<std::uint8_t>{0};  // -p 0 is every protocol
+  CHECK(refusal(rule) == "iptables cannot match protocol 0: to iptables, -p 0 is every protocol");
+  rule.match.protocols = std::vector<std::uint8_t>{1};
+  rule.match.icmp = ir::IcmpMatch{false, false, 255, std::nullopt};  // the icmp match's "any type"
+  CHECK(refusal(rule) == "iptables cannot match ICMP type 255: its icmp match reads 255 as any type");
+  rule.match.icmp->v6 = true;  // icmp6 has no such type
+  rule.match.protocols = std::vector<std::uint8_t>{58};
+  CHECK(refusal(rule) == "rendered");
+
+  ir::Rule limited;
+  limited.action.kind = ir::ActionKind::accept;
+  limited.match.rate_limit = ir::RateLimit{600001, "minute", 0};  // an interval of 0
+  CHECK(refusal(limited) == "iptables cannot limit to 600001/minute");
+  limited.match.rate_limit = ir::RateLimit{600000, "minute", 0};
+  CHECK(refusal(limited) == "rendered");
+  limited.match.rate_limit = ir::RateLimit{10, "second", 10001};
+  CHECK(refusal(limited) == "iptables cannot take a burst of 10001");
+  limited.match.rate_limit = ir::RateLimit{1, "day", 0};  // 864000000 * 5 overflows the kernel's bucket
+  CHECK(refusal(limited) ==
+        "iptables cannot limit to 1/day with a burst of 5: the kernel's bucket would overflow");
+  limited.match.rate_limit = ir::RateLimit{1, "hour", 0};
+  CHECK(refusal(limited) == "rendered");
+
+  ir::Rule dnat;
+  dnat.action.kind = ir::ActionKind::dnat;
+  dnat.action.nat_addr = ir::parse_ip("192.0.2.5");
+  dnat.action.nat_port = ir::PortRange{8080, 8080};
+  dnat.match.protocols = std::vector<std::uint8_t>{17, 136};
+  CHECK(refusal(dnat, ir::Stage::dnat) == "iptables cannot NAT UDPLite packets to a port");
+  dnat.match.protocols = std::vector<std::uint8_t>{17};
+  CHECK(refusal(dnat, ir::Stage::dnat) == "rendered");
 }
 
 TEST_CASE("slots rename our chains and sets, and nothing in quotes") {
