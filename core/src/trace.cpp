@@ -192,6 +192,9 @@ class StageWalker {
       Verdict v = run_endpoint(*ep);
       if (v == Verdict::drop || v == Verdict::reject) return v;
       stage_verdict = v;
+      // The kernel NATs a connection once at a hook: the first rewrite ends the stage, whatever
+      // sections follow.
+      if (rewritten_) return stage_verdict;
     }
     return stage_verdict;
   }
@@ -340,6 +343,7 @@ class StageWalker {
           if (unknown || before != std::pair{packet_.dst, packet_.dport})
             packet_.ct_status[static_cast<std::size_t>(CtStatus::dnat)] = true;
           record(group, chain.name, index, &rule, what);
+          rewritten_ = true;
           return {Flow::verdict, Verdict::accept};
         }
         case ActionKind::snat:
@@ -362,6 +366,7 @@ class StageWalker {
           if (unknown || before != std::pair{packet_.src, packet_.sport})
             packet_.ct_status[static_cast<std::size_t>(CtStatus::snat)] = true;
           record(group, chain.name, index, &rule, what);
+          rewritten_ = true;
           return {Flow::verdict, Verdict::accept};
         }
       }
@@ -395,6 +400,7 @@ class StageWalker {
   const Endpoint* endpoint_ = nullptr;
   bool has_entry_ = false;
   bool templated_ = false;  // a ct-helper before conntrack attached a template
+  bool rewritten_ = false;  // a NAT rule of this stage rewrote the packet
 };
 
 bool is_nat(Stage s) {
@@ -472,6 +478,16 @@ bool to_itself(const Packet& p) {
   return p.iif.empty() && p.oif == "lo";
 }
 
+// The reply to an ICMP request conntrack tracks (echo, timestamp, information and address mask; ICMPv6
+// echo and node information), which only such a request can start; none for any other type.
+std::optional<std::uint8_t> icmp_reply_type(std::uint8_t protocol, std::uint8_t type) {
+  if (protocol == 1 && type == 8) return 0;
+  if ((protocol == 1 && (type == 13 || type == 15 || type == 17)) ||
+      (protocol == 58 && (type == 128 || type == 139)))
+    return static_cast<std::uint8_t>(type + 1);
+  return std::nullopt;
+}
+
 }  // namespace
 
 Result evaluate(const Ruleset& rs, const Packet& packet) {
@@ -511,14 +527,13 @@ Packet reply_of(const Packet& original, const Result& result) {
   }
   // An untracked original left no entry: its reply meets conntrack as a packet of its own, which a TCP
   // SYN+ACK or an echo reply cannot start.
-  const bool reply_only = reply.protocol == 6 || (reply.protocol == 1 && original.icmp_type == 8) ||
-                          (reply.protocol == 58 && original.icmp_type == 128);
+  const std::optional<std::uint8_t> icmp_reply = icmp_reply_type(reply.protocol, original.icmp_type);
+  const bool reply_only = reply.protocol == 6 || icmp_reply.has_value();
   reply.ct = !result.untracked ? CtState::established : reply_only ? CtState::invalid : CtState::new_;
   reply.mark = 0;
   reply.src_mac.reset();
   reply.src_route.reset();  // the route to the original's destination leads back where the reply comes from
-  if (reply.protocol == 1 && reply.icmp_type == 8) reply.icmp_type = 0;       // echo-request -> echo-reply
-  if (reply.protocol == 58 && reply.icmp_type == 128) reply.icmp_type = 129;  // ICMPv6 likewise
+  if (icmp_reply) reply.icmp_type = *icmp_reply;
   return reply;
 }
 

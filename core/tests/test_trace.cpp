@@ -333,6 +333,48 @@ TEST_CASE("dnat rewrites the header later stages see") {
   CHECK(to_string(r.packet.dst) == "172.16.0.9");
 }
 
+TEST_CASE("the first rewrite ends a NAT stage: later sections do not rewrite again") {
+  // The kernel sets up a connection's NAT once at a hook: nat chains after the first that rewrote are
+  // not run (nf_nat_inet_fn), in nft and iptables alike.
+  Ruleset rs = host({group({"c"})}, Verdict::accept);
+  rs.chains["c"] = {"c", {}, {}};
+  for (const char* to : {"172.16.0.9", "172.16.0.10"}) {
+    Rule dnat = rule(ActionKind::dnat, 80);
+    dnat.action.nat_addr = parse_ip(to);
+    rs.chains[to] = {to, {dnat}, {}};
+    Endpoint e;
+    e.name = to;
+    e.groups = {group({to})};
+    rs.stage(Stage::dnat).sections.push_back({to, false, {e}});
+  }
+  auto r = trace::evaluate(rs, tcp_in(80));
+  CHECK(to_string(r.packet.dst) == "172.16.0.9");
+  // A section that rewrites nothing leaves the next one its turn.
+  rs.chains["172.16.0.9"].rules[0].match.dst_port[0].ports = {{81, 81}};
+  CHECK(to_string(trace::evaluate(rs, tcp_in(80)).packet.dst) == "172.16.0.10");
+}
+
+TEST_CASE("the reply to an ICMP request conntrack tracks is its reply type, and new only as a request") {
+  Ruleset rs = host({group({"c"})}, Verdict::accept);
+  rs.chains["c"] = {"c", {}, {}};
+  for (const auto& [protocol, request, reply] :
+       {std::tuple{1, 8, 0}, {1, 13, 14}, {1, 15, 16}, {1, 17, 18}, {58, 128, 129}, {58, 139, 140}}) {
+    trace::Packet p = tcp_in(0);
+    p.protocol = static_cast<std::uint8_t>(protocol);
+    if (protocol == 58) {
+      p.src = *parse_ip("2001:db8::7");
+      p.dst = *parse_ip("2001:db8::10");
+    }
+    p.icmp_type = static_cast<std::uint8_t>(request);
+    const trace::Packet back = trace::reply_of(p, trace::evaluate(rs, p));
+    CHECK(back.icmp_type == reply);
+  }
+  trace::Packet unreachable = tcp_in(0);
+  unreachable.protocol = 1;
+  unreachable.icmp_type = 3;
+  CHECK(trace::reply_of(unreachable, trace::evaluate(rs, unreachable)).icmp_type == 3);
+}
+
 TEST_CASE("a reject step names its reject type") {
   Ruleset rs = host({group({"c"})});
   Rule reject = rule(ActionKind::reject, 22);

@@ -425,7 +425,7 @@ struct Endpoint {
 // endpoints all miss leaves the stage's verdict as it was. See docs/ir.md for how sections combine.
 struct Section {
   std::string name;
-  bool honour_allow = false;  // a packet an earlier stage allowed is accepted here at once
+  bool honour_allow = false;  // a packet an earlier stage or section allowed is accepted here at once
   std::vector<Endpoint> endpoints;
 };
 
