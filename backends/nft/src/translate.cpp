@@ -491,6 +491,8 @@ struct StagePlace {
   std::uint32_t hook;
   std::int32_t priority;
 };
+// Before the first stage of a path (untracked-in and untracked-out, at -300).
+constexpr std::int32_t kClearMarksPriority = -301;
 constexpr StagePlace kStagePlaces[] = {
     {"filter", NF_INET_PRE_ROUTING, -300},  // untracked-in (raw)
     {"filter", NF_INET_LOCAL_OUT, -300},    // untracked-out (raw)
@@ -536,6 +538,7 @@ class Translator {
       emit_chain(out, name, rules);
       ir_chains.push_back(std::move(out));
     }
+    emit_mark_clearing();
     for (std::size_t s = 0; s < ir::kStageCount; ++s) {
       in_postrouting_ = static_cast<ir::Stage>(s) == ir::Stage::snat;
       emit_stage(static_cast<ir::Stage>(s));
@@ -1532,6 +1535,27 @@ class Translator {
       append(r, tail.action);
       r.comment = stamper_.stamp(origin);
       out.append(std::move(r));
+    }
+  }
+
+  // A packet the host sends itself keeps its mark across lo, into the path it takes in again: where a
+  // section honours the allow mark, each path starts by clearing it, before any stage, as trace starts
+  // each path without it.
+  void emit_mark_clearing() {
+    const bool honoured = std::any_of(rs_.stages.begin(), rs_.stages.end(), [](const ir::StageDef& def) {
+      return std::any_of(def.sections.begin(), def.sections.end(),
+                         [](const ir::Section& section) { return section.honour_allow; });
+    });
+    if (!honoured) return;
+    for (const auto& [name, hook] : {std::pair{"clear-marks-in", NF_INET_PRE_ROUTING},
+                                     std::pair{"clear-marks-out", NF_INET_LOCAL_OUT}}) {
+      Chain base{
+          names_.make("", name), Hook{"filter", static_cast<std::uint32_t>(hook), kClearMarksPriority}, {}};
+      Rule r;
+      set_mark(r, ~kOwnMarks, 0);
+      r.comment = "a path starts without the allow mark";
+      base.append(std::move(r));
+      table_.chains.push_back(std::move(base));
     }
   }
 

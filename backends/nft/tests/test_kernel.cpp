@@ -608,6 +608,29 @@ TEST_CASE("real traffic: allow carries over to an honour_allow section, accept d
   CHECK(result.output == (kind == ir::ActionKind::allow ? "refused counted" : "timeout counted"));
 }
 
+TEST_CASE("real traffic: an allow in output does not carry over lo into input", "[root]") {
+  // The host's SYN to itself: allowed in output, then new in input, where only the honour_allow
+  // section's conntrack prelude and default drop meet it, as in trace, which starts each path afresh.
+  nft_test::require_root();
+  auto result = in_scratch_netns([&] {
+    shell("ip link set lo up");
+    ir::Ruleset rs = two_sections(ir::ActionKind::allow);
+    auto& input = rs.stage(ir::Stage::input).sections;
+    ir::Section out = input.front();
+    out.endpoints[0].match.iif.reset();
+    out.endpoints[0].match.oif = ir::IfacePattern{"lo", false};
+    rs.stage(ir::Stage::output).sections.push_back(std::move(out));
+    input.erase(input.begin());
+    auto nft = backend();
+    Diagnostics diag;
+    nft->apply(*nft->render(rs, diag), {});
+    return connect_port7();
+  });
+  INFO(result.output);
+  REQUIRE(result.exit_code == 0);
+  CHECK(result.output == "timeout");
+}
+
 namespace {
 
 // A set's elements one per line, in order: nft lists a set patched by deltas in another order.
