@@ -154,8 +154,9 @@ bool endpoint_matches(const Ruleset& rs, const EndpointMatch& m, const Packet& p
   if (m.oif && (p.oif.empty() || !m.oif->matches(p.oif))) return false;
   if (m.src_set && !in_set(rs, *m.src_set, p.src)) return false;
   if (m.dst_set && !in_set(rs, *m.dst_set, p.dst)) return false;
-  if (m.src_mac &&
-      (!p.src_mac || std::find(m.src_mac->begin(), m.src_mac->end(), *p.src_mac) == m.src_mac->end()))
+  // As for a rule's MAC match: only a packet that came in on an interface other than lo has one.
+  if (m.src_mac && (p.iif.empty() || p.iif == "lo" || !p.src_mac ||
+                    std::find(m.src_mac->begin(), m.src_mac->end(), *p.src_mac) == m.src_mac->end()))
     return false;
   return true;
 }

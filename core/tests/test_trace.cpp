@@ -277,6 +277,27 @@ TEST_CASE("a later packet of a TCP connection meets no NAT stage's allow but get
                   .delivered);
 }
 
+TEST_CASE("an endpoint bound to a source MAC takes no packet without one: host-sent, or in on lo") {
+  Ruleset rs;
+  rs.chains["c"] = {"c", {rule(ActionKind::drop)}, {}};
+  Endpoint e;
+  e.name = "by-mac";
+  e.match.src_mac = std::vector<MacAddr>{*parse_mac("02:00:00:00:00:01")};
+  e.groups = {group({"c"})};
+  rs.stage(Stage::input).sections.push_back({"s", false, {e}});
+  rs.stage(Stage::output).sections.push_back({"s", false, {e}});
+  trace::Packet in = tcp_in(22);
+  in.src_mac = parse_mac("02:00:00:00:00:01");
+  CHECK_FALSE(trace::evaluate(rs, in).delivered);
+  trace::Packet looped = in;  // what trace was told has no say: lo carries no MAC
+  looped.iif = "lo";
+  CHECK(trace::evaluate(rs, looped).delivered);
+  trace::Packet sent = in;
+  sent.iif.clear();
+  sent.oif = "eth0";
+  CHECK(trace::evaluate(rs, sent).delivered);
+}
+
 TEST_CASE("traffic to the host itself comes back in on lo with its mark and conntrack entry") {
   Ruleset rs;
   Rule mark = rule(ActionKind::set_mark);
