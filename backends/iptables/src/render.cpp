@@ -750,8 +750,10 @@ class FamilyRenderer {
         error(rule.origin, "iptables cannot take a burst of " + std::to_string(burst), "use at most 10000");
         return std::nullopt;
       }
-      // The kernel refuses (or misreads) a bucket of interval * burst past 32 bits.
-      if (std::uint64_t{*interval} * burst > 0xffffffffu) {
+      // The kernel turns interval * burst into credits in 32 bits (xt_limit's user2credits, times
+      // HZ * CREDITS_PER_JIFFY: 38400 at most, HZ 300), and refuses or misreads a bucket past that.
+      constexpr std::uint64_t kMaxBucket = 0xffffffffu / 38400 * std::uint64_t{kLimitScale};
+      if (std::uint64_t{*interval} * burst > kMaxBucket) {
         error(rule.origin,
               "iptables cannot limit to " + rate + " with a burst of " + std::to_string(burst) +
                   ": the kernel's bucket would overflow",

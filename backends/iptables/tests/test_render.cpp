@@ -582,8 +582,16 @@ TEST_CASE("what iptables would read otherwise is refused at its rule") {
   limited.match.rate_limit = ir::RateLimit{1, "day", 0};  // 864000000 * 5 overflows the kernel's bucket
   CHECK(refusal(limited) ==
         "iptables cannot limit to 1/day with a burst of 5: the kernel's bucket would overflow");
-  limited.match.rate_limit = ir::RateLimit{1, "hour", 0};
+  limited.match.rate_limit = ir::RateLimit{1, "day", 2};  // past the credits of HZ 300's 32 bits
+  CHECK(refusal(limited) ==
+        "iptables cannot limit to 1/day with a burst of 2: the kernel's bucket would overflow");
+  limited.match.rate_limit = ir::RateLimit{1, "day", 1};
   CHECK(refusal(limited) == "rendered");
+  limited.match.rate_limit = ir::RateLimit{1, "hour", 31};
+  CHECK(refusal(limited) == "rendered");
+  limited.match.rate_limit = ir::RateLimit{1, "hour", 32};
+  CHECK(refusal(limited) ==
+        "iptables cannot limit to 1/hour with a burst of 32: the kernel's bucket would overflow");
 
   ir::Rule dnat;
   dnat.action.kind = ir::ActionKind::dnat;

@@ -491,7 +491,7 @@ struct StagePlace {
   std::uint32_t hook;
   std::int32_t priority;
 };
-// Before the first stage of a path (untracked-in and untracked-out, at -300).
+// Before the first stage of the paths in (untracked-in, at -300).
 constexpr std::int32_t kClearMarksPriority = -301;
 constexpr StagePlace kStagePlaces[] = {
     {"filter", NF_INET_PRE_ROUTING, -300},  // untracked-in (raw)
@@ -1539,24 +1539,23 @@ class Translator {
   }
 
   // A packet the host sends itself keeps its mark across lo, into the path it takes in again: where a
-  // section honours the allow mark, each path starts by clearing it, before any stage, as trace starts
-  // each path without it.
+  // section honours the allow mark, what comes in on lo starts by clearing it, before any stage, as trace
+  // starts each path without it. (Packets of other interfaces, and other programs' marks on them, are
+  // left alone.)
   void emit_mark_clearing() {
     const bool honoured = std::any_of(rs_.stages.begin(), rs_.stages.end(), [](const ir::StageDef& def) {
       return std::any_of(def.sections.begin(), def.sections.end(),
                          [](const ir::Section& section) { return section.honour_allow; });
     });
     if (!honoured) return;
-    for (const auto& [name, hook] : {std::pair{"clear-marks-in", NF_INET_PRE_ROUTING},
-                                     std::pair{"clear-marks-out", NF_INET_LOCAL_OUT}}) {
-      Chain base{
-          names_.make("", name), Hook{"filter", static_cast<std::uint32_t>(hook), kClearMarksPriority}, {}};
-      Rule r;
-      set_mark(r, ~kOwnMarks, 0);
-      r.comment = "a path starts without the allow mark";
-      base.append(std::move(r));
-      table_.chains.push_back(std::move(base));
-    }
+    Chain base{
+        names_.make("", "clear-marks-lo"), Hook{"filter", NF_INET_PRE_ROUTING, kClearMarksPriority}, {}};
+    Rule r;
+    match_iface(r, true, {ir::IfacePattern{"lo", false}}, false);
+    set_mark(r, ~kOwnMarks, 0);
+    r.comment = "a path in on lo starts without the allow mark";
+    base.append(std::move(r));
+    table_.chains.push_back(std::move(base));
   }
 
   void emit_stage(ir::Stage stage) {

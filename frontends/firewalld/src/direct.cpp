@@ -175,8 +175,9 @@ class ArgsReader {
     if (option == "-p" || option == "--protocol") {
       auto text = value(option);
       if (!text) return false;
-      if (*text == "all") return !negate || fail("'! -p all' matches nothing");
       auto number = ir::parse_protocol(*text);
+      // iptables reads protocol 0 as every protocol, as it reads "all".
+      if (*text == "all" || number == 0) return !negate || fail("'! -p " + *text + "' matches nothing");
       if (!number && (*text == "icmpv6" || *text == "ipv6-icmp" || *text == "icmp6")) number = 58;
       if (!number) return fail("unknown protocol '" + *text + "'");
       m.protocols = std::vector<std::uint8_t>{*number};

@@ -70,6 +70,8 @@ TEST_CASE("direct: matches and targets as iptables reads them", "[direct]") {
             *parsed("-j DNAT --to-destination [fd00::5]:80", ir::Family::ipv6).rule.action.nat_addr) ==
         "fd00::5");
   CHECK(parsed("-j CT --notrack").rule.action.kind == ir::ActionKind::notrack);
+  // To iptables, protocol 0 is every protocol, as "all" is.
+  for (const char* any : {"-p all -j DROP", "-p 0 -j DROP"}) CHECK_FALSE(parsed(any).rule.match.protocols);
   CHECK(parsed("-m conntrack --ctstate DNAT -j ACCEPT").rule.match.ct_status ==
         std::vector{ir::CtStatus::dnat});
   auto custom = parsed("-s 10.1.0.0/16 -j my-chain");
@@ -92,6 +94,7 @@ TEST_CASE("direct: what is not understood is refused with the reason", "[direct]
   CHECK(refused("-p tcp --dport 22 -j DROP -j ACCEPT") == "two targets");
   CHECK(refused("-j LOG --log-prefix 'open") == "a quote is not closed");
   CHECK(refused("-j DNAT") == "DNAT needs --to-destination or --to-source");
+  CHECK(refused("! -p 0 -j DROP") == "'! -p 0' matches nothing");
 }
 
 TEST_CASE("direct: with FirewallBackend=iptables the ACCEPT semantics are named in a warning", "[direct]") {
