@@ -652,48 +652,46 @@ class Mapper {
     return endpoint;
   }
 
+  // A chain of Felix's own rules, made once for every workload prefix that uses it; its rules get the
+  // chain's origin.
+  template <class Rules>
+  std::string felix_chain(const std::string& name, const char* origin, Rules make_rules) {
+    if (!ruleset_.chains.contains(name)) {
+      ir::Chain chain{name, make_rules(), {{}, origin, -1}};
+      for (ir::Rule& rule : chain.rules) rule.origin = chain.origin;
+      ruleset_.chains.emplace(name, std::move(chain));
+    }
+    return name;
+  }
+
   // Established and related packets allowed, and invalid ones dropped when Felix checks them.
   std::string workload_conntrack_chain() {
-    const std::string name = "workload-to-host/conntrack";
-    if (ruleset_.chains.contains(name)) return name;
-    ir::Chain chain;
-    chain.name = name;
-    chain.origin = {{}, "Felix workload-to-host conntrack", -1};
-    ir::Rule established;
-    established.match.ct_states = std::vector<ir::CtState>{ir::CtState::established, ir::CtState::related};
-    established.action.kind = ir::ActionKind::allow;
-    established.origin = chain.origin;
-    chain.rules.push_back(std::move(established));
-    if (settings_.conntrack_invalid_check) {
-      ir::Rule invalid;
-      invalid.match.ct_states = std::vector<ir::CtState>{ir::CtState::invalid};
-      invalid.action.kind = ir::ActionKind::drop;
-      invalid.origin = chain.origin;
-      chain.rules.push_back(std::move(invalid));
-    }
-    ruleset_.chains.emplace(name, std::move(chain));
-    return name;
+    return felix_chain("workload-to-host/conntrack", "Felix workload-to-host conntrack", [&] {
+      std::vector<ir::Rule> rules(settings_.conntrack_invalid_check ? 2 : 1);
+      rules[0].match.ct_states = std::vector<ir::CtState>{ir::CtState::established, ir::CtState::related};
+      rules[0].action.kind = ir::ActionKind::allow;
+      if (rules.size() == 2) {
+        rules[1].match.ct_states = std::vector<ir::CtState>{ir::CtState::invalid};
+        rules[1].action.kind = ir::ActionKind::drop;
+      }
+      return rules;
+    });
   }
 
   // ICMPv6 a workload may always send to the host, its router: multicast listener query, report and
   // done, router solicitation, neighbour solicitation and advertisement (rules.ICMPv6Filter).
   std::string workload_icmpv6_chain() {
-    const std::string name = "workload-to-host/icmpv6";
-    if (ruleset_.chains.contains(name)) return name;
-    ir::Chain chain;
-    chain.name = name;
-    chain.origin = {{}, "Felix workload-to-host ICMPv6", -1};
-    for (std::uint8_t type : {130, 131, 132, 133, 135, 136}) {
-      ir::Rule rule;
-      rule.match.family = ir::Family::ipv6;
-      rule.match.protocols = std::vector<std::uint8_t>{58};
-      rule.match.icmp = ir::IcmpMatch{false, true, type, std::nullopt};
-      rule.action.kind = ir::ActionKind::allow;
-      rule.origin = chain.origin;
-      chain.rules.push_back(std::move(rule));
-    }
-    ruleset_.chains.emplace(name, std::move(chain));
-    return name;
+    return felix_chain("workload-to-host/icmpv6", "Felix workload-to-host ICMPv6", [] {
+      std::vector<ir::Rule> rules;
+      for (std::uint8_t type : {130, 131, 132, 133, 135, 136}) {
+        ir::Rule& rule = rules.emplace_back();
+        rule.match.family = ir::Family::ipv6;
+        rule.match.protocols = std::vector<std::uint8_t>{58};
+        rule.match.icmp = ir::IcmpMatch{false, true, type, std::nullopt};
+        rule.action.kind = ir::ActionKind::allow;
+      }
+      return rules;
+    });
   }
 
   void build_forward() {
