@@ -291,12 +291,12 @@ struct fwe_iflist_key {
 /* A flow in our conntrack, one map per family: hashing the key is a good part of what a packet costs,
  * and an IPv4 key is 16 bytes where an IPv6 one is 40. One entry holds both directions, so a packet
  * makes one lookup and a flow's directions are never evicted apart. The key is the direction whose
- * (address, port) tuple orders first (compared as 32-bit words); for an ICMP echo, the request's, with
- * the identifier in both ports and the request's type in echo_type (a ping to the host's own address,
+ * (address, port) tuple orders first (compared as 32-bit words); for an ICMP query, the request's, with
+ * the identifier in both ports and the request's type in query_type (a ping to the host's own address,
  * src == dst, has two directions too). Ports are in network order. */
 struct fwe_ct4_key {
   __u8 proto;
-  __u8 echo_type;
+  __u8 query_type;
   __u16 sport, dport;
   __u8 pad[2];
   __u8 src[4];
@@ -305,7 +305,7 @@ struct fwe_ct4_key {
 
 struct fwe_ct6_key {
   __u8 proto;
-  __u8 echo_type;
+  __u8 query_type;
   __u16 sport, dport;
   __u8 pad[2];
   __u8 src[16];

@@ -400,14 +400,22 @@ static __always_inline int has_ports(__u8 proto) {
          proto == IPPROTO_DCCP;
 }
 
-/* An ICMP echo request or reply (v4: 8, 0; v6: 128, 129). */
-static __always_inline int is_echo_type(__u8 proto, __u8 type) {
-  return (proto == IPPROTO_ICMP && (type == 8 || type == 0)) ||
-         (proto == IPPROTO_ICMPV6 && (type == 128 || type == 129));
+/* An ICMP query the kernel's conntrack tracks, or its reply, which the identifier pairs with it (v4: echo
+ * 8/0, timestamp 13/14, information 15/16, address mask 17/18; v6: echo 128/129, node information
+ * 139/140). */
+static __always_inline int is_query_type(__u8 proto, __u8 type) {
+  return (proto == IPPROTO_ICMP && (type == 8 || type == 0 || (type >= 13 && type <= 18))) ||
+         (proto == IPPROTO_ICMPV6 && (type == 128 || type == 129 || type == 139 || type == 140));
 }
 
-static __always_inline int is_echo(const struct fwe_pkt* pkt) {
-  return is_echo_type(pkt->proto, pkt->icmp_type);
+static __always_inline int is_query(const struct fwe_pkt* pkt) {
+  return is_query_type(pkt->proto, pkt->icmp_type);
+}
+
+/* Of those, a reply. */
+static __always_inline int is_query_reply(__u8 proto, __u8 type) {
+  return (proto == IPPROTO_ICMP && (type == 0 || type == 14 || type == 16 || type == 18)) ||
+         (proto == IPPROTO_ICMPV6 && (type == 129 || type == 140));
 }
 
 /* The frame as tc (an skb) or XDP hands it over. xdp is a constant at every call, so each program keeps
@@ -541,7 +549,7 @@ static __always_inline int parse(void* ctx, int xdp, struct fwe_pkt* pkt) {
     if ((void*)(head + 6) > data_end) return fragmented ? FWE_UNREADABLE : 0;
     pkt->icmp_type = head[0];
     pkt->icmp_code = head[1];
-    if (is_echo(pkt)) { /* the identifier pairs a request with its reply */
+    if (is_query(pkt)) { /* the identifier pairs a request with its reply */
       __builtin_memcpy(&pkt->ct_sport, head + 4, 2);
       pkt->ct_dport = pkt->ct_sport;
     }
@@ -661,7 +669,8 @@ static __always_inline int under_limit(const struct fwe_rule* r, const struct fw
   struct fwe_limit* limit = bpf_map_lookup_elem(&fwe_limits, &key);
   if (!limit) return 0;
   __u64 now = bpf_ktime_get_ns();
-  __u64 credit = limit->credit + (now - limit->last_ns);
+  /* Never used (last_ns 0): full, however short the time since boot that now counts. */
+  __u64 credit = limit->last_ns ? limit->credit + (now - limit->last_ns) : r->limit_burst_ns;
   if (credit > r->limit_burst_ns) credit = r->limit_burst_ns;
   limit->last_ns = now;
   if (credit < r->limit_cost_ns) {
@@ -854,17 +863,21 @@ static __always_inline int run_stage(struct fwe_eval* ev, __u32 stage) {
   return ev->dropped;
 }
 
-/* ICMP echo request <-> reply: the type the other direction of the exchange carries. */
-static __always_inline __u8 echo_peer_type(__u8 type) {
+/* ICMP query <-> reply: the type the other direction of the exchange carries. */
+static __always_inline __u8 query_peer_type(__u8 type) {
   switch (type) {
     case 8:
       return 0;
     case 0:
       return 8;
+    case 13:
+    case 15:
+    case 17:
     case 128:
-      return 129;
-    default:
-      return 128;
+    case 139:
+      return type + 1;
+    default: /* 14, 16, 18, 129, 140 */
+      return type - 1;
   }
 }
 
@@ -884,12 +897,12 @@ static __always_inline int compare_words(const __u8* a, const __u8* b, int len) 
 }
 
 /* Which of its flow's directions a tuple (as its packet goes) is: the key holds the direction whose
- * (address, port) compares lower, and an echo's request. len: the address length, a constant. */
-static __always_inline struct fwe_flow_side side_of(__u8 proto, __u8 echo_type, __u16 sport, __u16 dport,
+ * (address, port) compares lower, and an ICMP query's request. len: the address length, a constant. */
+static __always_inline struct fwe_flow_side side_of(__u8 proto, __u8 query_type, __u16 sport, __u16 dport,
                                                     const __u8* src, const __u8* dst, int len) {
   int turn = 0, same = 0;
   if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
-    turn = echo_type == 0 || echo_type == 129;
+    turn = is_query_reply(proto, query_type);
   } else {
     int order = compare_words(src, dst, len);
     if (!order) order = sport < dport ? -1 : sport > dport;
@@ -902,25 +915,26 @@ static __always_inline struct fwe_flow_side side_of(__u8 proto, __u8 echo_type, 
 
 /* A flow's key (struct fwe_ct4_key) from one direction's tuple, turned round when that is the key's
  * other direction (side_of). */
-#define FLOW_KEY(key, side, proto_, echo_type_, sport_, dport_, src_, dst_, len)        \
-  do {                                                                                  \
-    (key).proto = (proto_);                                                             \
-    const int turn_ = (side).own;                                                       \
-    (key).echo_type = turn_ && ((proto_) == IPPROTO_ICMP || (proto_) == IPPROTO_ICMPV6) \
-                          ? echo_peer_type(echo_type_)                                  \
-                          : (echo_type_);                                               \
-    (key).sport = turn_ ? (dport_) : (sport_);                                          \
-    (key).dport = turn_ ? (sport_) : (dport_);                                          \
-    __builtin_memcpy((key).src, turn_ ? (dst_) : (src_), len);                          \
-    __builtin_memcpy((key).dst, turn_ ? (src_) : (dst_), len);                          \
+#define FLOW_KEY(key, side, proto_, query_type_, sport_, dport_, src_, dst_, len)        \
+  do {                                                                                   \
+    (key).proto = (proto_);                                                              \
+    const int turn_ = (side).own;                                                        \
+    (key).query_type = turn_ && ((proto_) == IPPROTO_ICMP || (proto_) == IPPROTO_ICMPV6) \
+                           ? query_peer_type(query_type_)                                \
+                           : (query_type_);                                              \
+    (key).sport = turn_ ? (dport_) : (sport_);                                           \
+    (key).dport = turn_ ? (sport_) : (dport_);                                           \
+    __builtin_memcpy((key).src, turn_ ? (dst_) : (src_), len);                           \
+    __builtin_memcpy((key).dst, turn_ ? (src_) : (dst_), len);                           \
   } while (0)
 
 /* The packet's flow key and side. */
-#define PACKET_FLOW_KEY(key, side, pkt, len)                                                                 \
-  do {                                                                                                       \
-    const __u8 echo_ = is_echo(pkt) ? (pkt)->icmp_type : 0;                                                  \
-    side = side_of((pkt)->proto, echo_, (pkt)->ct_sport, (pkt)->ct_dport, (pkt)->src, (pkt)->dst, len);      \
-    FLOW_KEY(key, side, (pkt)->proto, echo_, (pkt)->ct_sport, (pkt)->ct_dport, (pkt)->src, (pkt)->dst, len); \
+#define PACKET_FLOW_KEY(key, side, pkt, len)                                                             \
+  do {                                                                                                   \
+    const __u8 query_ = is_query(pkt) ? (pkt)->icmp_type : 0;                                            \
+    side = side_of((pkt)->proto, query_, (pkt)->ct_sport, (pkt)->ct_dport, (pkt)->src, (pkt)->dst, len); \
+    FLOW_KEY(key, side, (pkt)->proto, query_, (pkt)->ct_sport, (pkt)->ct_dport, (pkt)->src, (pkt)->dst,  \
+             len);                                                                                       \
   } while (0)
 
 /* Looks the packet's flow up, once per packet, and notes in ev what its entry held (the pointer is not
@@ -982,11 +996,11 @@ static __attribute__((noinline)) void flow_store(struct fwe_eval* ev, __u8 own, 
   ev->flow_dir[1] = second;
   const struct fwe_ct_value value = {.dir = {first, second}};
   const struct fwe_pkt* pkt = &ev->pkt;
-  const __u8 echo_type = is_echo(pkt) ? pkt->icmp_type : 0;
+  const __u8 query_type = is_query(pkt) ? pkt->icmp_type : 0;
   struct fwe_ct_value* entry;
   if (pkt->family == 4) {
     struct fwe_ct4_key key = {};
-    FLOW_KEY(key, ev->flow, pkt->proto, echo_type, pkt->ct_sport, pkt->ct_dport, pkt->src, pkt->dst, 4);
+    FLOW_KEY(key, ev->flow, pkt->proto, query_type, pkt->ct_sport, pkt->ct_dport, pkt->src, pkt->dst, 4);
     entry = bpf_map_lookup_elem(&fwe_ct4, &key);
     if (!entry) {
       bpf_map_update_elem(&fwe_ct4, &key, &value, BPF_ANY);
@@ -994,7 +1008,7 @@ static __attribute__((noinline)) void flow_store(struct fwe_eval* ev, __u8 own, 
     }
   } else {
     struct fwe_ct6_key key = {};
-    FLOW_KEY(key, ev->flow, pkt->proto, echo_type, pkt->ct_sport, pkt->ct_dport, pkt->src, pkt->dst, 16);
+    FLOW_KEY(key, ev->flow, pkt->proto, query_type, pkt->ct_sport, pkt->ct_dport, pkt->src, pkt->dst, 16);
     entry = bpf_map_lookup_elem(&fwe_ct6, &key);
     if (!entry) {
       bpf_map_update_elem(&fwe_ct6, &key, &value, BPF_ANY);
@@ -1004,10 +1018,10 @@ static __attribute__((noinline)) void flow_store(struct fwe_eval* ev, __u8 own, 
   apply_change(entry, was0, first, was1, second);
 }
 
-/* ICMP other than echo is no flow: its key would be the two addresses alone, so that anything one
- * host sent the other would make every ICMP type back established. It is always judged as new. */
+/* ICMP other than a tracked query is no flow: its key would be the two addresses alone, so that anything
+ * one host sent the other would make every ICMP type back established. It is always judged as new. */
 static __always_inline int ct_flowless(const struct fwe_pkt* pkt) {
-  return (pkt->proto == IPPROTO_ICMP || pkt->proto == IPPROTO_ICMPV6) && !is_echo(pkt);
+  return (pkt->proto == IPPROTO_ICMP || pkt->proto == IPPROTO_ICMPV6) && !is_query(pkt);
 }
 
 /* An ICMP error (v4: unreachable, source quench, redirect, time exceeded, parameter problem; v6: any
@@ -1020,9 +1034,9 @@ static __always_inline int is_icmp_error(const struct fwe_pkt* pkt) {
 }
 
 /* The ports (network order) of the quoted packet's flow as the conntrack keys hold them, and for an
- * echo its type; 0 if too little of it is quoted to tell. */
+ * ICMP query its type; 0 if too little of it is quoted to tell. */
 static __always_inline int quoted_flow(struct __sk_buff* skb, __u32 at, __u8 proto, __u16* sport,
-                                       __u16* dport, __u8* echo_type) {
+                                       __u16* dport, __u8* query_type) {
   __u8 l4[8];
   if (has_ports(proto)) {
     if (bpf_skb_load_bytes(skb, at, l4, 4) < 0) return 0;
@@ -1032,9 +1046,9 @@ static __always_inline int quoted_flow(struct __sk_buff* skb, __u32 at, __u8 pro
   }
   if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
     if (bpf_skb_load_bytes(skb, at, l4, 8) < 0) return 0;
-    if (!is_echo_type(proto, l4[0]))
+    if (!is_query_type(proto, l4[0]))
       return 0; /* about an ICMP packet of no flow: the kernel relates it to none */
-    *echo_type = l4[0];
+    *query_type = l4[0];
     __builtin_memcpy(sport, l4 + 4, 2);
     __builtin_memcpy(dport, l4 + 4, 2);
     return 1;
@@ -1058,15 +1072,15 @@ static __always_inline __u8 error_state(struct __sk_buff* skb, const struct fwe_
   struct fwe_flow_side quoted;
   const struct fwe_ct_value* entry;
   __u16 sport = 0, dport = 0;
-  __u8 echo_type = 0;
+  __u8 query_type = 0;
   if (pkt->family == 4) {
     __u8 ip[20];
     if (bpf_skb_load_bytes(skb, at, ip, sizeof ip) < 0 || (ip[0] & 0x0f) < 5) return FWE_CT_INVALID;
     if (((ip[6] & 0x1f) | ip[7]) != 0 || !same_address(ip + 12, pkt->dst, 4)) return FWE_CT_INVALID;
-    if (!quoted_flow(skb, at + (ip[0] & 0x0f) * 4, ip[9], &sport, &dport, &echo_type)) return FWE_CT_INVALID;
-    quoted = side_of(ip[9], echo_type, sport, dport, ip + 12, ip + 16, 4);
+    if (!quoted_flow(skb, at + (ip[0] & 0x0f) * 4, ip[9], &sport, &dport, &query_type)) return FWE_CT_INVALID;
+    quoted = side_of(ip[9], query_type, sport, dport, ip + 12, ip + 16, 4);
     struct fwe_ct4_key key = {};
-    FLOW_KEY(key, quoted, ip[9], echo_type, sport, dport, ip + 12, ip + 16, 4);
+    FLOW_KEY(key, quoted, ip[9], query_type, sport, dport, ip + 12, ip + 16, 4);
     entry = bpf_map_lookup_elem(&fwe_ct4, &key);
   } else {
     __u8 ip6[40];
@@ -1083,10 +1097,10 @@ static __always_inline __u8 error_state(struct __sk_buff* skb, const struct fwe_
       next = ext[0];
     }
     if (is_ipv6_extension(next)) return FWE_CT_INVALID;
-    if (!quoted_flow(skb, l4, next, &sport, &dport, &echo_type)) return FWE_CT_INVALID;
-    quoted = side_of(next, echo_type, sport, dport, ip6 + 8, ip6 + 24, 16);
+    if (!quoted_flow(skb, l4, next, &sport, &dport, &query_type)) return FWE_CT_INVALID;
+    quoted = side_of(next, query_type, sport, dport, ip6 + 8, ip6 + 24, 16);
     struct fwe_ct6_key key = {};
-    FLOW_KEY(key, quoted, next, echo_type, sport, dport, ip6 + 8, ip6 + 24, 16);
+    FLOW_KEY(key, quoted, next, query_type, sport, dport, ip6 + 8, ip6 + 24, 16);
     entry = bpf_map_lookup_elem(&fwe_ct6, &key);
   }
   if (!entry) return FWE_CT_INVALID;
@@ -1121,14 +1135,13 @@ static __always_inline int tcp_flags_invalid(const struct fwe_pkt* pkt) {
 }
 
 /* A packet that cannot start a flow, as the kernel's conntrack has it (tcp_new, and icmp_new's requests):
- * a SYN+ACK, a FIN or an RST, an echo reply. A SYN starts one, and so does an ACK (nf_conntrack_tcp_loose
- * picks a connection up midway). */
+ * a SYN+ACK, a FIN or an RST, an ICMP query's reply. A SYN starts one, and so does an ACK
+ * (nf_conntrack_tcp_loose picks a connection up midway). */
 static __always_inline int cannot_start(const struct fwe_pkt* pkt) {
   if (pkt->proto == IPPROTO_TCP)
     return pkt->has_flags && ((pkt->tcp_flags & (TCP_FIN | TCP_RST)) ||
                               (pkt->tcp_flags & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK));
-  return (pkt->proto == IPPROTO_ICMP && pkt->icmp_type == 0) ||
-         (pkt->proto == IPPROTO_ICMPV6 && pkt->icmp_type == 129);
+  return is_query_reply(pkt->proto, pkt->icmp_type);
 }
 
 /* Our own conntrack: a reply of an allowed flow is established; the original direction becomes
@@ -1150,7 +1163,7 @@ static __always_inline __u8 ct_state_of(struct __sk_buff* skb, struct fwe_eval* 
      * kernel has no entry for: a packet of its own. */
     if (!(own & FWE_DIR_REPLY)) return ev->looped ? FWE_CT_UNTRACKED : FWE_CT_NEW;
     /* The reply of a notracked flow: the kernel has no entry, so it meets conntrack as a packet of its
-     * own, which a SYN+ACK or an echo reply cannot start. */
+     * own, which a SYN+ACK or an ICMP query's reply cannot start. */
     return cannot_start(pkt) ? FWE_CT_INVALID : FWE_CT_NEW;
   }
   if (!(own & FWE_DIR_REPLY)) {
@@ -1203,9 +1216,18 @@ static __always_inline void ct_commit(struct fwe_eval* ev) {
   flow_store(ev, own, other);
 }
 
+/* To a multicast address or to IPv4's limited broadcast (255.255.255.255). */
+static __always_inline int to_group(const struct fwe_pkt* pkt) {
+  if (pkt->family != 4) return pkt->dst[0] == 0xff;
+  return (pkt->dst[0] & 0xf0) == 0xe0 || (pkt->dst[0] & pkt->dst[1] & pkt->dst[2] & pkt->dst[3]) == 0xff;
+}
+
 /* The interface a packet arriving on iif will be forwarded to, or 0 if it is for this host (or cannot be
  * routed, in which case the kernel drops it anyway). ctx: the program's, skb or XDP. */
 static __always_inline __u32 route_out(void* ctx, __u32 iif, const struct fwe_pkt* pkt) {
+  /* The kernel's input routing takes these in (or drops them) before it looks at a route, but
+   * bpf_fib_lookup has no such case and gives them the default route's way out. */
+  if (to_group(pkt)) return 0;
   struct bpf_fib_lookup fib = {};
   fib.ifindex = iif;
   fib.l4_protocol = pkt->proto;

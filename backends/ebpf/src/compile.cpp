@@ -716,7 +716,17 @@ class Compiler {
       return false;
     }
     r.limit_cost_ns = unit->second * 1'000'000'000ull / limit.rate;
-    r.limit_burst_ns = r.limit_cost_ns * (limit.burst ? limit.burst : kDefaultBurst);
+    const std::uint32_t burst = limit.burst ? limit.burst : kDefaultBurst;
+    // The program adds the time since the last packet to the credit: past 2^62 ns that could wrap.
+    if (__builtin_mul_overflow(r.limit_cost_ns, std::uint64_t{burst}, &r.limit_burst_ns) ||
+        r.limit_burst_ns > (std::uint64_t{1} << 62)) {
+      diag_.error(rule.origin.loc,
+                  "rate limit " + std::to_string(limit.rate) + "/" + limit.unit + " with a burst of " +
+                      std::to_string(burst) +
+                      " holds more than 146 years of credit, which the ebpf backend cannot count",
+                  "give a smaller burst");
+      return false;
+    }
     return true;
   }
 

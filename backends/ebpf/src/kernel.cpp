@@ -1018,7 +1018,7 @@ void write_tables(const Program& program, std::uint32_t generation, const Pinned
     if (!update_batch(m.counters.fd, chunk, zero.data(), per_rule))
       for (const auto& key : chunk) update(m.counters.fd, &key, zero.data(), "a counter");
   }
-  const fwe_limit full{};  // last_ns 0: the first packet finds a full bucket
+  const fwe_limit full{};  // last_ns 0: never used, so full (under_limit)
   for (std::size_t i = 0; i < keys.size(); ++i)
     if (rules[i].limit_cost_ns) update(m.limits.fd, &keys[i], &full, "a rate limit");
   for (std::uint32_t s = 0; s < FWE_STAGE_COUNT; ++s) {

@@ -198,6 +198,19 @@ TEST_CASE("rate limits become a token bucket in nanoseconds", "[compile]") {
   CHECK(found);
 }
 
+TEST_CASE("a rate limit whose bucket would hold more than 2^62 ns of credit is refused", "[compile]") {
+  ir::Ruleset rs = test::sample_ruleset();
+  rs.chains["in-tail"].rules[0].match.rate_limit = ir::RateLimit{1, "day", 213504};  // wraps 64 bits
+  rs.chains["in-tail"].rules[1].match.rate_limit = ir::RateLimit{1, "day", 53376};   // just over 2^62
+  rs.chains["in-tail"].rules[2].match.rate_limit = ir::RateLimit{1, "day", 53375};   // just under
+  Diagnostics diag;
+  compile(rs, diag);
+  REQUIRE(diag.error_count() == 2);
+  CHECK(diag.all()[0].loc.line == 50);
+  CHECK(diag.all()[0].message.find("burst of 213504") != std::string::npos);
+  CHECK(diag.all()[1].loc.line == 51);
+}
+
 TEST_CASE("consecutive single-port rules become one indexed run", "[compile]") {
   Diagnostics diag;
   Program program = compile(test::port_run_ruleset(), diag);

@@ -1008,7 +1008,7 @@ TEST_CASE("a ping of the host's own address is one flow whose two directions sta
     fwe_ct4_key key{}, next{};
     REQUIRE(bpf_map_get_next_key(ct4, nullptr, &key) == 0);
     CHECK(bpf_map_get_next_key(ct4, &key, &next) != 0);
-    CHECK(key.echo_type == 8);  // keyed by the request
+    CHECK(key.query_type == 8);  // keyed by the request
     fwe_ct_value value{};
     REQUIRE(bpf_map_lookup_elem(ct4, &key, &value) == 0);
     return value;
@@ -1287,6 +1287,84 @@ TEST_CASE("a rate-limited rule matches its burst and then stops", "[root]") {
   for (bool expected : {true, true, false}) {
     test::clear_conntrack(kernel.pin_dir());
     CHECK(delivered(ping) == expected);  // then tier1's on_end drop
+  }
+}
+
+TEST_CASE("a rate-limited rule's bucket starts full, however long ago the host booted", "[root]") {
+  // A bucket of one packet a day: empty until a day after boot, had it counted its credit from boot (a
+  // machine up for less than a day, as a CI machine, shows it).
+  enter_scratch_namespace();
+  ir::Ruleset rs = test::sample_ruleset();
+  rs.chains["in-admin"].rules[1].match.rate_limit = ir::RateLimit{1, "day", 1};  // echo request: accept
+  EbpfBackend backend(PluginContext{"test"});
+  apply(backend, rs);
+  Kernel kernel("test");
+  auto ping = test::packet("d0", "", "10.0.0.20", "10.0.0.1", 1, 0, 0);
+  REQUIRE(trace::evaluate(rs, ping).delivered);
+  for (bool expected : {true, false}) {
+    test::clear_conntrack(kernel.pin_dir());
+    CHECK(delivered(ping) == expected);
+  }
+}
+
+TEST_CASE("multicast and the limited broadcast come in to the host even where a default route forwards",
+          "[root]") {
+  // bpf_fib_lookup would give them the default route's way out; the kernel's input routing takes them in.
+  const SampleApplied sample;
+  run("ip route add default via 10.1.0.2 dev d1 && ip -6 route add default via 2001:db8:1::2 dev d1");
+  std::vector<trace::Packet> packets;
+  for (const char* dst : {"224.0.0.1", "239.255.255.250", "255.255.255.255"})
+    packets.push_back(test::packet("d0", "", "10.0.0.20", dst, 1, 0, 0));
+  packets.push_back(test::packet("d0", "", "2001:db8::20", "ff02::1", 58, 0, 0));
+  for (auto& p : packets) p.icmp_type = p.src.family == ir::Family::ipv4 ? 8 : 128;
+  auto routed = test::packet("d0", "d1", "10.0.0.20", "192.0.2.5", 1, 0, 0);  // through, by the route
+  routed.icmp_type = 8;
+  packets.push_back(routed);
+  std::size_t delivered_count = 0;
+  for (const auto& p : packets) {
+    test::clear_conntrack(sample.kernel.pin_dir());
+    const bool expected = trace::evaluate(sample.rs, p).delivered;  // input accepts a ping, forward not
+    delivered_count += expected ? 1 : 0;
+    INFO(test::describe(p));
+    CHECK(delivered(p) == expected);
+  }
+  CHECK(delivered_count == 4);
+}
+
+TEST_CASE("the replies of the ICMP queries conntrack tracks are established, as in trace", "[root]") {
+  // Input on d0 takes only established and related packets; the host's requests go out freely.
+  enter_scratch_namespace();
+  ir::Ruleset rs;
+  rs.files = {"<command line>"};
+  ir::Endpoint ep;
+  ep.name = "host-d0";
+  ep.match.iif = ir::parse_iface("d0");
+  ep.conntrack = ir::Conntrack::accept_established_drop_invalid;
+  ep.default_verdict = ir::Verdict::drop;
+  rs.stage(ir::Stage::input).sections.push_back({"host", false, {ep}});
+  passes::normalise(rs);
+  EbpfBackend backend(PluginContext{"test"});
+  apply(backend, rs);
+  Kernel kernel("test");
+  // Echo, timestamp, information and address mask; ICMPv6 echo and node information.
+  const std::pair<std::uint8_t, std::uint8_t> queries[] = {{1, 8},  {1, 13},   {1, 15},
+                                                           {1, 17}, {58, 128}, {58, 139}};
+  for (const auto& [protocol, type] : queries) {
+    const bool v4 = protocol == 1;
+    auto request = test::packet("", "d0", v4 ? "10.0.0.1" : "2001:db8::1", v4 ? "10.0.0.20" : "2001:db8::20",
+                                protocol, 0, 0);
+    request.icmp_type = type;
+    test::clear_conntrack(kernel.pin_dir());
+    const trace::Result sent = trace::evaluate(rs, request);
+    REQUIRE(sent.delivered);
+    INFO(test::describe(request));
+    REQUIRE(delivered(request));
+    const trace::Packet reply = trace::reply_of(request, sent);
+    CHECK(reply.icmp_type == type + (type == 8 ? -8 : 1));
+    CHECK(trace::evaluate(rs, reply).delivered);
+    CHECK(delivered(reply));
+    test::clear_conntrack(kernel.pin_dir());  // the same reply, no request before it: new, dropped
+    CHECK_FALSE(delivered(reply));
   }
 }
 
