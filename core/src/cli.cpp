@@ -712,6 +712,11 @@ class Session {
 
   // Only the calico frontend reads a datastore; any other would look for a file called etcd://...
   bool sources_fit() {
+    // A reload reads the sources again; stdin, read once, would then give an empty policy.
+    if (o_.command == "daemon" && std::find(o_.files.begin(), o_.files.end(), "-") != o_.files.end())
+      throw UsageError(
+          "the daemon reads its policy again at every reload, which stdin cannot give: give -f "
+          "files or directories");
     // The same file twice would define everything in it twice, each at the same place.
     std::set<std::string> seen;
     for (const auto& source : o_.files) {
@@ -1356,7 +1361,8 @@ class Session {
     return lines;
   }
 
-  int diff() {
+  // With `rendered` (apply --dry-run --json), the one JSON document holds that text too.
+  int diff(const std::optional<std::string>& rendered = std::nullopt) {
     auto be = backend();
     auto plan = render(*be);
     if (!plan) return fail_input();
@@ -1376,12 +1382,10 @@ class Session {
                             shown(o_.backend_options));
     bool same = state.present && state.ir_hash == hash() && state.drift.empty();
     if (o_.json) {
-      std::cout << json_text({{"same", same},
-                              {"kernel-hash", state.ir_hash},
-                              {"policy-hash", hash()},
-                              {"drift", state.drift}},
-                             2)
-                << '\n';
+      json j = {
+          {"same", same}, {"kernel-hash", state.ir_hash}, {"policy-hash", hash()}, {"drift", state.drift}};
+      if (rendered) j["text"] = *rendered;
+      std::cout << json_text(j, 2) << '\n';
     } else if (same) {
       std::cout << "no difference: the kernel holds IR " << hash() << '\n';
     } else {
@@ -1422,21 +1426,31 @@ class Session {
     meta.frontend = o_.frontend;
     meta.backend = o_.backend;
     meta.node = o_.node;
-    meta.config = o_.config;
+    meta.config_text = o_.config_text.value_or("");
     meta.frontend_options = o_.frontend_options;
     meta.backend_options = o_.backend_options;
+    meta.plugin_dirs = o_.plugin_dirs;
     return meta;
   }
 
-  // The policy just applied becomes what a later `apply --confirm` rolls back to.
-  void keep_as_good() const {
-    bool cannot_keep = std::any_of(sources_.begin(), sources_.end(),
-                                   [](const std::string& s) { return s == "-" || is_url(s); });
+  // Copies the policy about to be applied beside good/, before the kernel changes: a copy that fails
+  // changes nothing. False for a policy that cannot be kept (stdin, a datastore).
+  bool stage_good() const {
+    if (std::any_of(sources_.begin(), sources_.end(),
+                    [](const std::string& s) { return s == "-" || is_url(s); }))
+      return false;
+    stage_snapshot(good_snapshot_dir(o_.netns), sources_, snapshot_meta());
+    return true;
+  }
+
+  // Once the kernel took it, the policy staged (or none) becomes what a later `apply --confirm` rolls
+  // back to.
+  void keep_as_good(bool staged) const {
     std::error_code ec;
-    if (cannot_keep)
-      std::filesystem::remove_all(good_snapshot_dir(o_.netns), ec);
+    if (staged)
+      commit_snapshot(good_snapshot_dir(o_.netns));
     else
-      save_snapshot(good_snapshot_dir(o_.netns), sources_, snapshot_meta());
+      std::filesystem::remove_all(good_snapshot_dir(o_.netns), ec);
   }
 
   // The command the rollback watchdog runs: apply the last good policy again, or flush when fwengine
@@ -1459,6 +1473,7 @@ class Session {
                        "); flush " + good->backend + " first");
     args.insert(args.end(), {"--backend", good->backend, "--frontend", good->frontend, "--node", good->node});
     if (!good->config.empty()) args.insert(args.end(), {"--config", good->config});
+    for (const auto& dir : good->plugin_dirs) args.insert(args.end(), {"--plugin-dir", dir});
     for (const auto& f : good->sources) args.insert(args.end(), {"-f", f});
     for (const auto& kv : good->frontend_options) args.insert(args.end(), {"--frontend-option", kv});
     for (const auto& kv : good->backend_options) args.insert(args.end(), {"--backend-option", kv});
@@ -1471,14 +1486,16 @@ class Session {
     auto plan = render(*be);
     if (!plan) return fail_input();
     if (o_.vm.count("dry-run")) {
-      std::cout << plan->text(hash());
-      return diff();
+      if (!o_.json) std::cout << plan->text(hash());
+      return diff(o_.json ? std::optional<std::string>(plan->text(hash())) : std::nullopt);
     }
     std::optional<unsigned> confirm_within;
     if (o_.vm.count("confirm")) confirm_within = o_.vm["confirm"].as<unsigned>();
     if (confirm_within) require_keepable(sources_);  // before the lock: a refusal touches nothing
     release_ruleset();
     auto lock = held_or_new_lock();
+    const bool keeps_good = !confirm_within && o_.rollback_of.empty();  // a rollback applies good/ itself
+    const bool good_staged = keeps_good && stage_good();
     std::vector<std::string> rollback;
     const std::string unconfirmed =
         "the apply of IR " + hash().substr(0, 16) + " at " + utc_time(std::time(nullptr));
@@ -1504,6 +1521,7 @@ class Session {
         restore_pending(o_.netns, earlier);
         discard_snapshot(candidate_snapshot_dir(o_.netns));
       }
+      if (good_staged) discard_snapshot(good_snapshot_dir(o_.netns));
       lock->remove_if_alone();  // a first apply the kernel refused leaves no state directory behind
       throw;
     }
@@ -1515,7 +1533,7 @@ class Session {
     if (confirm_within) {
       deadline = load_pending(o_.netns)->deadline;
     } else {
-      if (o_.rollback_of.empty()) keep_as_good();  // a rollback applied good/ itself
+      if (keeps_good) keep_as_good(good_staged);
       clear_pending(o_.netns);
     }
     const auto [chains, rules, sets, revision] = summary();
@@ -1634,6 +1652,7 @@ class Session {
               ++metrics.reloads_deferred;
               return false;
             }
+            const bool good_staged = stage_good();
             be->apply(*plan, {false, hash(), backend_state_dir(o_.netns, o_.backend)});
             loop.follow_log(be->watch_log());
             if (follow_links) {  // in the kernel now, whatever the bookkeeping below does
@@ -1644,7 +1663,7 @@ class Session {
             retire_previous_backend();
             remember_applied();
             if (follow_links) enforced_record = state::load(o_.netns);
-            keep_as_good();
+            keep_as_good(good_staged);
             // A reload that leaves a changed config unused is a failed one, though it applied the policy.
             (config_problem.empty() ? metrics.reloads_ok : metrics.reloads_failed)++;
             metrics.last_reload_ok = config_problem.empty();
@@ -1668,6 +1687,7 @@ class Session {
       } catch (const std::exception& e) {
         failure = (config_problem.empty() ? "" : config_problem + "; and ") + e.what();
       }
+      discard_snapshot(good_snapshot_dir(o_.netns));  // a copy staged for a ruleset not applied
       keep_last_good(failure);
       ++metrics.reloads_failed;
       metrics.last_reload_ok = false;
@@ -1799,11 +1819,7 @@ class Session {
     notify_systemd("STOPPING=1");
     if (o_.flush_on_stop) {
       auto lock = writer_lock();
-      be.flush();
-      state::forget(o_.netns);
-      state::forget_source(o_.netns);
-      std::error_code ec;
-      std::filesystem::remove_all(backend_state_dir(o_.netns, o_.backend), ec);
+      flush_ruleset(be);
       lock->remove_if_alone();
       std::cerr << "fwengine: stopped; flushed (flush-on-stop: true)\n";
     } else {
@@ -1940,33 +1956,37 @@ class Session {
     return c.where + (c.where.empty() ? "(" : " (") + label + ")";
   }
 
-  int flush() {
-    auto be = backend();
-    auto lock = held_or_new_lock();
-    be->flush();
+  // Removes the backend's ruleset and what fwengine recorded of it (under the writer lock). Another
+  // backend's last apply keeps its record, and what --confirm would roll back to: returns its name, if any.
+  std::string flush_ruleset(Backend& be) {
+    be.flush();
     std::error_code ec;
     std::filesystem::remove_all(backend_state_dir(o_.netns, o_.backend), ec);
-    // Another backend's last apply keeps its record (and what --confirm would roll back to).
     auto left = load_left_behind(o_.netns);
     std::erase_if(left, [&](const LeftBehind& l) { return l.backend == o_.backend; });
     save_left_behind(o_.netns, left);
     const auto applied = state::load(o_.netns);
-    const bool other = applied && applied->backend != o_.backend;
-    if (!other) {
-      state::forget(o_.netns);
-      state::forget_source(o_.netns);
-      clear_pending(o_.netns);
-      std::filesystem::remove_all(good_snapshot_dir(o_.netns), ec);
-      std::filesystem::remove_all(candidate_snapshot_dir(o_.netns), ec);
-      std::filesystem::remove(state::run_dir(o_.netns) + "/rollback.log", ec);
-      note_rollback();
-    }
+    if (applied && applied->backend != o_.backend) return applied->backend;
+    state::forget(o_.netns);
+    state::forget_source(o_.netns);
+    clear_pending(o_.netns);
+    std::filesystem::remove_all(good_snapshot_dir(o_.netns), ec);
+    std::filesystem::remove_all(candidate_snapshot_dir(o_.netns), ec);
+    std::filesystem::remove(state::run_dir(o_.netns) + "/rollback.log", ec);
+    note_rollback();
+    return {};
+  }
+
+  int flush() {
+    auto be = backend();
+    auto lock = held_or_new_lock();
+    const std::string other = flush_ruleset(*be);
     lock->remove_if_alone();
     if (!o_.quiet && !o_.json) {
       std::cout << "flushed everything fwengine owned (" << o_.backend << ")\n";
-      if (other)
-        std::cout << "note: fwengine last applied here with backend " << applied->backend
-                  << "; its ruleset stays (fwengine --backend " << applied->backend << " flush)\n";
+      if (!other.empty())
+        std::cout << "note: fwengine last applied here with backend " << other
+                  << "; its ruleset stays (fwengine --backend " << other << " flush)\n";
     }
     if (o_.json) std::cout << json{{"ok", true}}.dump() << '\n';
     return 0;

@@ -79,6 +79,23 @@ json read_json(const std::string& path) {
   return j.is_discarded() ? json() : j;
 }
 
+// Copies every regular file below `from` to the same place below `to`. Symlinks are followed, as the
+// frontends follow them: a directory given by a link, a file in it that is one (a loop of links fails
+// the copy, rather than keep part of the policy). What no frontend reads is left out: a dangling link
+// (an editor's lock file), a FIFO, a socket.
+void copy_regular_files(const fs::path& from, const fs::path& to, std::error_code& ec) {
+  fs::create_directories(to, ec);
+  for (fs::recursive_directory_iterator it(from, fs::directory_options::follow_directory_symlink, ec), end;
+       !ec && it != end; it.increment(ec)) {
+    const fs::path target = to / it->path().lexically_relative(from);  // the link's place, not its target's
+    std::error_code kind_unknown;  // a dangling link: no kind, nothing to copy
+    if (fs::is_directory(it->path(), kind_unknown))
+      fs::create_directories(target, ec);
+    else if (fs::is_regular_file(it->path(), kind_unknown))
+      fs::copy_file(it->path(), target, fs::copy_options::overwrite_existing, ec);
+  }
+}
+
 }  // namespace
 
 std::string utc_time(std::time_t at) {
@@ -140,15 +157,22 @@ void stage_snapshot(const std::string& dir, const std::vector<std::string>& sour
     const fs::path target = tmp / std::to_string(i) / source.filename();
     fs::create_directories(target.parent_path(), ec);
     if (fs::is_directory(source, ec)) {
-      // Symlinks followed, as the frontends follow them: a directory given by a link, a file in it that
-      // is one (a loop of links fails the copy, and so the apply, rather than keep part of the policy).
-      fs::copy(source, target, fs::copy_options::recursive, ec);
+      copy_regular_files(source, target, ec);
     } else {
       fs::copy_file(source, target, fs::copy_options::overwrite_existing, ec);
     }
     if (ec) throw RuntimeError("cannot keep a copy of " + source.string() + ": " + ec.message());
     meta.sources.push_back((fs::path(dir) / std::to_string(i) / source.filename()).string());
   }
+  // The config too, as it was read: one edited (or broken) while a trial runs does not change what a
+  // rollback applies.
+  const fs::path config_copy = tmp / "fwengine.conf";
+  if (meta.config_text)
+    write_file(config_copy.string(), *meta.config_text);
+  else if (!meta.config.empty())
+    fs::copy_file(meta.config, config_copy, fs::copy_options::overwrite_existing, ec);
+  if (ec) throw RuntimeError("cannot keep a copy of " + meta.config + ": " + ec.message());
+  if (meta.config_text || !meta.config.empty()) meta.config = (fs::path(dir) / "fwengine.conf").string();
   json j = {{"frontend", meta.frontend},
             {"backend", meta.backend},
             {"node", meta.node},
@@ -156,7 +180,8 @@ void stage_snapshot(const std::string& dir, const std::vector<std::string>& sour
             {"sources", meta.sources},
             {"originals", meta.originals},
             {"frontend-options", meta.frontend_options},
-            {"backend-options", meta.backend_options}};
+            {"backend-options", meta.backend_options},
+            {"plugin-dirs", meta.plugin_dirs}};
   write_file((tmp / "snapshot.json").string(), j.dump(2) + "\n");
 }
 
@@ -173,6 +198,7 @@ std::optional<Snapshot> load_snapshot(const std::string& dir) {
   if (s.originals.size() != s.sources.size()) s.originals = s.sources;  // an older snapshot
   s.frontend_options = j.value("frontend-options", std::vector<std::string>{});
   s.backend_options = j.value("backend-options", std::vector<std::string>{});
+  s.plugin_dirs = j.value("plugin-dirs", std::vector<std::string>{});
   return s;
 }
 

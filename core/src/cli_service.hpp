@@ -23,8 +23,10 @@ namespace fwe::cli {
 
 // How to load a policy again: the engine's arguments, with sources copied into a snapshot directory.
 struct Snapshot {
-  std::string frontend, backend, node, config;
-  std::vector<std::string> frontend_options, backend_options;
+  std::string frontend, backend, node;
+  std::string config;                      // the kept copy of the config (stage_snapshot makes it)
+  std::optional<std::string> config_text;  // to stage: the config as read ("" when there was none)
+  std::vector<std::string> frontend_options, backend_options, plugin_dirs;
   std::vector<std::string> sources;    // paths inside the snapshot directory
   std::vector<std::string> originals;  // the absolute paths they were copied from, one each
 };

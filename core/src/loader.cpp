@@ -1,5 +1,5 @@
 // loader.cpp - plugin discovery and loading. A plugin is refused, with a message saying why, when its
-// file or directory could be changed by someone other than root or the caller, when it lacks the
+// file or a directory above it could be changed by someone other than root or the caller, when it lacks the
 // exported descriptor or factory, or when it was built for another ABI version.
 #include "fwengine/loader.hpp"
 
@@ -21,12 +21,20 @@ constexpr const char* kDescriptorAlias = "fwe_plugin_descriptor";
 constexpr const char* kFrontendAlias = "fwe_create_frontend";
 constexpr const char* kBackendAlias = "fwe_create_backend";
 
-std::string unsafe_reason(const std::string& path) {
-  struct stat st {};
-  if (stat(path.c_str(), &st) != 0) return "cannot stat " + path;
-  if (st.st_uid != 0 && st.st_uid != geteuid()) return path + " is owned by uid " + std::to_string(st.st_uid);
-  if (st.st_mode & (S_IWGRP | S_IWOTH)) return path + " is writable by group or others";
-  return {};
+// Why someone other than root or the caller could change the plugin at `real` (a path without symlinks,
+// the one loaded): through the file, or through any directory up to / (renaming the one below it away and
+// putting another in its place). A sticky directory (/tmp) lets others add entries but not move ours.
+std::string unsafe_reason(const fs::path& real) {
+  for (fs::path p = real;; p = p.parent_path()) {
+    struct stat st {};
+    if (stat(p.c_str(), &st) != 0) return "cannot stat " + p.string();
+    if (st.st_uid != 0 && st.st_uid != geteuid())
+      return p.string() + " is owned by uid " + std::to_string(st.st_uid);
+    const bool sticky_dir = S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX) && p != real.parent_path();
+    if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !sticky_dir)
+      return p.string() + " is writable by group or others";
+    if (p == p.root_path()) return {};
+  }
 }
 
 std::string kind_name(PluginKind k) {
@@ -97,18 +105,24 @@ PluginLoader::Inspected PluginLoader::inspect_open(const std::string& path) {
     info.problem = "file not found (check --plugin-dir)";
     return inspected;
   }
-  for (const auto& p : {fs::path(path).parent_path().string(), path}) {
-    if (auto why = unsafe_reason(p); !why.empty()) {
-      info.problem =
-          "refused: " + why + " (plugins must be owned by root or you and not group/world-writable)";
-      return inspected;
-    }
+  // What is checked is what is loaded: the file its symlinks lead to, not a link someone could re-point.
+  const fs::path real = fs::canonical(path, ec);
+  if (ec) {
+    info.problem = "cannot resolve " + path + ": " + ec.message();
+    return inspected;
+  }
+  info.path = real.string();  // what a later load opens too
+  if (auto why = unsafe_reason(real); !why.empty()) {
+    info.problem = "refused: " + why +
+                   " (plugins, and the directories above them, must be owned by root or you and not "
+                   "group/world-writable)";
+    return inspected;
   }
   // Entry points are looked up in the dynamic symbol table (dlsym), which survives `strip`; Boost
   // 1.74's library_info reads only .symtab, which packaging strips.
   bool has_factory = false;
   try {
-    inspected.library = load(path);
+    inspected.library = load(info.path);
     const auto& lib = inspected.library;
     if (!lib.has(kDescriptorAlias)) {
       info.problem = std::string("missing exported symbol '") + kDescriptorAlias + "'";

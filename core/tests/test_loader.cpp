@@ -99,3 +99,34 @@ TEST_CASE("plugins others could write are refused") {
   CHECK(info.problem.find("writable by group or others") != std::string::npos);
   fs::remove_all(dir);
 }
+
+TEST_CASE("a plugin reached through a link, or below a directory others could write, is refused") {
+  const auto base = fs::temp_directory_path() / ("fwe-loader-above-" + std::to_string(getpid()));
+  const auto open_dir = base / "open", safe_dir = base / "safe", plugins = open_dir / "plugins";
+  fs::create_directories(plugins);
+  fs::create_directories(safe_dir);
+  const auto plugin = plugins / "libfwe_good.so";
+  fs::copy_file(fs::path(FWE_TEST_PLUGIN_DIR) / "libfwe_good.so", plugin,
+                fs::copy_options::overwrite_existing);
+  chmod(base.c_str(), 0755);
+  chmod(safe_dir.c_str(), 0755);
+  chmod(plugins.c_str(), 0755);
+  chmod(plugin.c_str(), 0644);
+  chmod(open_dir.c_str(), 0755);
+  CHECK(PluginLoader::inspect(plugin.string()).problem.empty());
+  chmod(open_dir.c_str(), 0777);  // anyone could move plugins/ away and put another in its place
+  auto info = PluginLoader::inspect(plugin.string());
+  CHECK(info.problem.find(open_dir.string() + " is writable by group or others") != std::string::npos);
+  // A link in a safe directory is judged by where it leads, and that is what would be loaded.
+  fs::create_symlink(plugin, safe_dir / "libfwe_good.so");
+  info = PluginLoader::inspect((safe_dir / "libfwe_good.so").string());
+  CHECK(info.problem.find(open_dir.string() + " is writable by group or others") != std::string::npos);
+  chmod(open_dir.c_str(), 01777);  // sticky, as /tmp: others add entries but cannot move ours
+  info = PluginLoader::inspect((safe_dir / "libfwe_good.so").string());
+  CHECK(info.problem.empty());
+  CHECK(info.path == plugin.string());
+  chmod(plugins.c_str(), 01777);  // but where the plugins are, anyone could add one
+  CHECK(PluginLoader::inspect(plugin.string()).problem.find("writable by group or others") !=
+        std::string::npos);
+  fs::remove_all(base);
+}

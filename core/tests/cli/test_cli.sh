@@ -172,8 +172,16 @@ contains "bounded config" "large.conf: error: holds more than 64 MiB"
 touch "$work/not-a-dir"
 check "migrate -o a file" 2 "$FWE" -f "$EXAMPLE" migrate --to yaml -o "$work/not-a-dir"
 contains "migrate -o" "is not a directory"
+# The daemon reads its sources at every reload: stdin would give an empty policy the second time.
+check "daemon from stdin" 2 "$FWE" -f - daemon </dev/null
+contains "daemon stdin" "the daemon reads its policy again at every reload, which stdin cannot give"
 # Refused before the datastore is read (nothing listens on port 1 of the loopback of a fresh namespace).
 if [ "$(id -u)" = 0 ]; then
+  # --json is one document for every command: apply --dry-run's is diff's, with the rendered text.
+  dry_run=$(unshare -n "$FWE" --json -f "$EXAMPLE" apply --dry-run 2>/dev/null)
+  equals "apply --dry-run --json is one JSON document" \
+    "$(python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["same"], "table inet fwengine" in d["text"])' <<<"$dry_run")" \
+    "False True"
   check "apply --confirm of a datastore" 2 unshare -n "$FWE" --frontend calico --source etcd://127.0.0.1:1 \
     apply --confirm 5
   contains "not kept" "cannot be kept for rollback"

@@ -107,6 +107,24 @@ ln -s "$work/kept-links" "$work/kept-via"
 "$FWE" --netns "$ns" -q -f "$work/b/policy.yaml" apply --confirm 2
 expect "unconfirmed: a policy read through symlinks comes back" wait_for_hash "$ns" "$A" 8
 
+# What no frontend reads is not copied: an editor's lock file (a dangling link) and a FIFO beside the
+# policy. The apply and the copy kept for the rollback both go through.
+mkdir -p "$work/with-lock"
+cp "$work/a/policy.yaml" "$work/with-lock/policy.yaml"
+ln -s "root@host.1234:1700000000" "$work/with-lock/.#policy.yaml"
+mkfifo "$work/with-lock/pipe"
+"$FWE" --netns "$ns" -q -f "$work/with-lock" apply
+expect "an apply beside a dangling link and a FIFO succeeds" test $? = 0
+"$FWE" --netns "$ns" -q -f "$work/b/policy.yaml" apply --confirm 2
+expect "unconfirmed: the policy beside them comes back" wait_for_hash "$ns" "$A" 8
+
+# The config in effect is kept with the policy: one broken while a trial runs does not stop its rollback.
+printf 'backend: nft\n' > "$work/trial.conf"
+"$FWE" --config "$work/trial.conf" --netns "$ns" -q -f "$work/a/policy.yaml" apply
+"$FWE" --config "$work/trial.conf" --netns "$ns" -q -f "$work/b/policy.yaml" apply --confirm 2
+printf 'backend: [oops\n' > "$work/trial.conf"
+expect "unconfirmed, its config broken meanwhile: the previous ruleset comes back" wait_for_hash "$ns" "$A" 8
+
 # The watchdog's rollback waits for the writer lock like everyone else; whoever holds it first has the
 # last word. This script holds the lock at the deadline and, under it, does what a confirm does to the
 # pending file (it leaves candidate/ as it is): the rollback that then gets the lock finds nothing to undo.
@@ -196,6 +214,17 @@ expect "without --watch a change waits for SIGHUP" test "$(kernel_hash "$ns")" =
 kill -HUP "$daemon"
 expect "SIGHUP reloads" wait_for_hash "$ns" "$B" 10
 kill -TERM "$daemon"; wait "$daemon"
+
+# flush-on-stop: the stop removes the ruleset and, as flush does, the copy an unconfirmed apply --confirm
+# would roll back to.
+printf 'flush-on-stop: true\n' > "$work/flush-on-stop.conf"
+"$FWE" --config "$work/flush-on-stop.conf" --netns "$ns" -f "$work/live" daemon 2>> "$work/daemon.log" &
+daemon=$!
+pids+=($daemon)
+expect "a daemon with flush-on-stop applies at start" wait_for_status "$ns" "${B:0:16}" 10
+kill -TERM "$daemon"; wait "$daemon"
+expect "flush-on-stop: nothing of fwengine's is loaded" grep -q "nothing of fwengine's is loaded" <<<"$("$FWE" --netns "$ns" status)"
+expect "flush-on-stop: no copy is left to roll back to" test ! -e "/run/fwengine/$ns/good"
 
 # A reload reads a changed fwengine.conf: the daemon starts again with it (same pid). A changed config
 # that would not start is not used (status says why) and the policy is read with the one in use.
