@@ -296,6 +296,33 @@ bool valid_iface_name(std::string_view name) {
   return !name.empty() && name.size() <= 15 && name != "." && name != ".." && !bad_character;
 }
 
+std::size_t line_breaking_character(std::string_view text) {
+  if (text.empty()) return 0;
+  const auto first = static_cast<unsigned char>(text[0]);
+  if (first < ' ' || first == 0x7f) return 1;
+  if (text.size() >= 2 && first == 0xc2 && (static_cast<unsigned char>(text[1]) & 0xe0) == 0x80)
+    return 2;  // U+0080 to U+009F, NEL among them
+  if (text.starts_with("\xe2\x80\xa8") || text.starts_with("\xe2\x80\xa9")) return 3;
+  return 0;
+}
+
+bool has_line_breaking_character(std::string_view text) {
+  for (std::size_t i = 0; i < text.size(); ++i)
+    if (line_breaking_character(text.substr(i))) return true;
+  return false;
+}
+
+std::string on_one_line(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size();) {
+    const std::size_t breaking = line_breaking_character(text.substr(i));
+    out += breaking ? std::string_view("?") : text.substr(i, 1);
+    i += breaking ? breaking : 1;
+  }
+  return out;
+}
+
 std::optional<MacAddr> parse_mac(std::string_view text) {
   MacAddr mac{};
   if (text.size() != 17) return std::nullopt;

@@ -216,7 +216,15 @@ void verify(const Ruleset& rs, Diagnostics& diag) {
                      ", which the backends keep for their own marks",
                  "use the lower 28 bits (" + hex(~kReservedMarkBits) + ")");
   };
+  // A name is written in the kernel's listings, in the log and in what migrate writes, each on one line.
+  auto check_name = [&](std::string_view what, const std::string& name, const Origin& o) {
+    if (has_line_breaking_character(name))
+      diag.error(loc_of(o), std::string(what) + " name '" + on_one_line(name) + "' has a control character",
+                 "name it with printable characters");
+  };
+  for (const auto& [name, set] : rs.sets) check_name("set", name, set.origin);
   for (const auto& [name, chain] : rs.chains) {
+    check_name("chain", name, chain.origin);
     // inject_failsafe makes these chains; one of the policy's would be replaced, or run as the failsafe.
     if (name == kFailsafeIn || name == kFailsafeOut || name == kFailsafeUntrackedIn ||
         name == kFailsafeUntrackedOut)
@@ -254,6 +262,8 @@ void verify(const Ruleset& rs, Diagnostics& diag) {
     }
   }
   for_each_endpoint(rs, [&](Stage st, const Endpoint& ep) {
+    check_name("endpoint", ep.name, ep.origin);
+    for (const auto& g : ep.groups) check_name("group", g.name, g.origin);
     if (ep.match.oif && before_routing(st))
       diag.error(loc_of(ep.origin),
                  "endpoint " + ep.name + " classifies by oif in stage " + std::string(to_string(st)) +

@@ -149,6 +149,32 @@ TEST_CASE("verify refuses a chain named as core's failsafe chains") {
   }
 }
 
+TEST_CASE("verify refuses names with a character that breaks a line") {
+  // A NUL, a carriage return, NEL (U+0085) and the line separator U+2028 each end a line somewhere a
+  // name is written (a YAML comment of migrate's, the kernel's listing); a tab too.
+  for (std::string bad : {std::string("x\0y", 3), std::string("a\rb"), std::string("a\tb"),
+                          std::string("a\xc2\x85"
+                                      "b"),
+                          std::string("a\xe2\x80\xa8"
+                                      "b")}) {
+    Diagnostics diag;
+    const auto f = diag.add_file("p.yaml");
+    Ruleset rs;
+    rs.chains[bad] = {bad, {}, Origin{{f, 3, 3}, "mine"}};
+    rs.sets[bad] = {{}, Origin{{f, 4, 3}, "mine"}};
+    Endpoint ep;
+    ep.name = bad;
+    ep.origin = Origin{{f, 5, 3}, "mine"};
+    ep.groups.push_back({bad, {}, Verdict::continue_, {}, Origin{{f, 6, 3}, "mine"}});
+    rs.stage(Stage::input).sections.push_back({"s", false, {ep}});
+    passes::verify(rs, diag);
+    REQUIRE(diag.error_count() == 4);
+    CHECK(diag.format(diag.all()[0]) == "p.yaml:4:3: error: set name '" + on_one_line(bad) +
+                                            "' has a control character (name it with printable characters)");
+  }
+  CHECK(on_one_line("caf\xc3\xa9 \xe2\x80\xa8!") == "caf\xc3\xa9 ?!");  // other UTF-8 stays
+}
+
 TEST_CASE("capabilities refuse what a backend cannot do, naming the rule") {
   Diagnostics diag;
   auto f = diag.add_file("p.yaml");

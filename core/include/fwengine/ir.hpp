@@ -215,6 +215,14 @@ IfacePattern parse_iface(std::string_view);  // "eth+" -> {eth, prefix}
 // backslash no backend can write. The name of a pattern is checked without its '+'.
 bool valid_iface_name(std::string_view);
 
+// The length of a character at the start of text that breaks or ends a line where fwengine writes a
+// name (a kernel listing, the log, a comment migrate writes): a C0 or C1 control character, DEL, or
+// U+2028/U+2029 (UTF-8); 0 for any other.
+std::size_t line_breaking_character(std::string_view text);
+bool has_line_breaking_character(std::string_view text);
+// text with each such character replaced by '?', for one line of a comment.
+std::string on_one_line(std::string_view text);
+
 using MacAddr = std::array<std::uint8_t, 6>;
 std::optional<MacAddr> parse_mac(std::string_view);
 std::string to_string(const MacAddr&);

@@ -56,11 +56,6 @@ std::string quoted(std::string_view text) {
 }
 
 // A comment stays on its line whatever the origin holds.
-std::string one_line(std::string text) {
-  std::replace(text.begin(), text.end(), '\n', ' ');
-  return text;
-}
-
 std::string protocol_text(std::uint8_t protocol) {
   switch (protocol) {
     case 1:
@@ -233,7 +228,7 @@ std::string Writer::where(const ir::Origin& origin) const {
     if (origin.loc.line > 0) text += ":" + std::to_string(origin.loc.line);
   }
   if (!origin.policy.empty()) text += (text.empty() ? "" : ", ") + origin.policy;
-  return one_line(text.empty() ? "no origin" : "from " + text);
+  return ir::on_one_line(text.empty() ? "no origin" : "from " + text);
 }
 
 // The HostEndpoints to write and what can make a connection NATed.
@@ -469,8 +464,9 @@ std::optional<std::vector<CalicoRule>> Writer::convert(const ir::Rule& rule, Con
   if (m.protocols && !m.protocol_negate) {
     protocols.assign(m.protocols->begin(), m.protocols->end());
   } else if (has_ports) {
-    protocols = {6, 17, 132, 136};  // the protocols ports match
-    if (m.protocols) std::erase(protocols, m.protocols->front());
+    protocols = {6, 17, 33, 132, 136};  // the protocols ports match
+    if (m.protocols)
+      for (auto left_out : *m.protocols) std::erase(protocols, left_out);
   } else if (m.protocols) {
     base.not_protocol = m.protocols->front();
   }
@@ -482,8 +478,11 @@ std::optional<std::vector<CalicoRule>> Writer::convert(const ir::Rule& rule, Con
     base.icmp = m.icmp;
   }
   std::erase_if(protocols, [&](auto p) { return has_ports && (!p || !ir::protocol_has_ports(*p)); });
-  if (has_ports && std::erase(protocols, std::uint8_t{136}) > 0)
-    cannot(rule.origin, "ports of UDPLite: Calico's ports need TCP, UDP or SCTP");
+  std::string unnamed;  // the port protocols Calico's ports cannot name
+  for (const auto& [number, name] : {std::pair<std::uint8_t, const char*>{33, "DCCP"}, {136, "UDPLite"}})
+    if (has_ports && std::erase(protocols, number) > 0)
+      unnamed += (unnamed.empty() ? "" : " and ") + std::string(name);
+  if (!unnamed.empty()) cannot(rule.origin, "ports of " + unnamed + ": Calico's ports need TCP, UDP or SCTP");
 
   // Families: Calico's nets are of one family, so a rule with addresses is written per family.
   std::vector<std::optional<ir::Family>> families = {std::nullopt};
@@ -708,6 +707,11 @@ void Writer::report_other_stages() {
           cannot(endpoint.origin, "default verdict " + std::string(ir::to_string(endpoint.default_verdict)) +
                                       " of endpoint '" + endpoint.name + "' in stage " +
                                       std::string(ir::to_string(stage)));
+        for (const auto& group : endpoint.groups)
+          if (group.on_end != ir::Verdict::continue_)
+            cannot(group.origin, "the verdict " + std::string(ir::to_string(group.on_end)) +
+                                     " at the end of group '" + group.name + "' of endpoint '" +
+                                     endpoint.name + "' in stage " + std::string(ir::to_string(stage)));
       }
   }
 }
@@ -760,7 +764,7 @@ std::string Writer::host_endpoints_text() const {
   std::string out = header("HostEndpoints");
   for (const auto& hep : host_endpoints_) {
     out += "---\n";
-    for (const auto& comment : hep.comments) out += "# " + one_line(comment) + "\n";
+    for (const auto& comment : hep.comments) out += "# " + ir::on_one_line(comment) + "\n";
     out += "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata:\n  name: " + hep.name + "\n";
     if (!hep.labels.empty()) {
       out += "  labels:\n";
@@ -787,7 +791,7 @@ std::string Writer::policies_text() const {
         if (index.size() < 2) index = "0" + index;
         out += "---\n# " + stage_name + " of " + group.interfaces.front();
         for (std::size_t i = 1; i < group.interfaces.size(); ++i) out += ", " + group.interfaces[i];
-        out += ": " + one_line(policy.comment) + "\n";
+        out += ": " + ir::on_one_line(policy.comment) + "\n";
         out +=
             "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata:\n  name: " + stage_name +
             "-" + group.label + "-" + index + "\nspec:\n";

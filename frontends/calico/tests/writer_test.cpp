@@ -112,11 +112,12 @@ TEST_CASE("writer: what maps reads back with the same fate for every packet of a
   diag.add_file("policy.yaml");
   auto files = write_resources(original, "n1", diag);
   INFO(diag.text());
-  // Ports without a protocol, or with "not UDP", also match UDPLite, which Calico's ports cannot name.
+  // Ports without a protocol, or with "not UDP", also match DCCP and UDPLite, which Calico's ports cannot
+  // name.
   auto errors = formatted(diag, Severity::error);
   REQUIRE(errors.size() == 2);
-  CHECK(errors[0].starts_with("policy.yaml:4:1: error: cannot write as calico: ports of UDPLite"));
-  CHECK(errors[1].starts_with("policy.yaml:5:1: error: cannot write as calico: ports of UDPLite"));
+  CHECK(errors[0].starts_with("policy.yaml:4:1: error: cannot write as calico: ports of DCCP and UDPLite"));
+  CHECK(errors[1].starts_with("policy.yaml:5:1: error: cannot write as calico: ports of DCCP and UDPLite"));
   auto warnings = formatted(diag, Severity::warning);
   CHECK(std::count_if(warnings.begin(), warnings.end(), [](const std::string& w) {
           return w.find("the endpoint's default: reject becomes Deny") != std::string::npos;
@@ -175,6 +176,30 @@ TEST_CASE("writer: what Calico cannot say is reported at its origin, once") {
   CHECK(has("policy.yaml:21:1: error: cannot write as calico: rate limit") == 1);
   CHECK(has("policy.yaml:22:1: error: cannot write as calico: set-mark") == 1);
   CHECK(has("policy.yaml:1:1: error: cannot write as calico: endpoint 'uplink': classified by address") == 1);
+}
+
+TEST_CASE("writer: DCCP ports, and a group's verdict where Calico has no policy, are reported") {
+  ir::Ruleset rs = tricky_ruleset();
+  ir::Rule dccp = rule(ir::ActionKind::accept, 40);
+  dccp.match.protocols = std::vector<std::uint8_t>{33};
+  dccp.match.dst_port = {ports(5004)};
+  rs.chains.at("main").rules.push_back(dccp);
+  ir::Endpoint any;
+  any.name = "early";
+  any.groups.push_back({"closed", {}, ir::Verdict::drop, {}, {{1, 41, 1}, "group closed", -1}});
+  rs.stage(ir::Stage::prednat).sections.push_back({"early", false, {any}});
+  Diagnostics diag;
+  diag.add_file("policy.yaml");
+  write_resources(rs, "n1", diag);
+  auto errors = formatted(diag, Severity::error);
+  auto has = [&](const std::string& text) {
+    return std::count_if(errors.begin(), errors.end(),
+                         [&](const std::string& e) { return e.find(text) != std::string::npos; });
+  };
+  CHECK(has("policy.yaml:40:1: error: cannot write as calico: ports of DCCP") == 1);
+  CHECK(
+      has("policy.yaml:41:1: error: cannot write as calico: the verdict drop at the end of group 'closed'") ==
+      1);
 }
 
 TEST_CASE("writer: a chain of a stage Calico has no policy for is reported once") {

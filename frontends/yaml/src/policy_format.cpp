@@ -71,4 +71,11 @@ const std::vector<std::string_view>& reject_with_names() {
   return names;
 }
 
+bool excludes_protocol(const ir::Match& match, std::uint8_t number) {
+  if (!match.protocols) return false;
+  const bool listed =
+      std::find(match.protocols->begin(), match.protocols->end(), number) != match.protocols->end();
+  return listed == match.protocol_negate;
+}
+
 }  // namespace fwe::yamlfe

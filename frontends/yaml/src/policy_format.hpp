@@ -38,6 +38,10 @@ std::optional<std::uint8_t> parse_log_level(std::string_view name);
 std::string_view log_level_name(std::uint8_t level);
 std::vector<std::string_view> log_level_names();
 
+// Whether the rule's protocol match leaves `number` out: a rule with icmp needs icmp in it, a tcp-reset
+// reply tcp.
+bool excludes_protocol(const ir::Match& match, std::uint8_t number);
+
 // Values the IR keeps as open strings but we check: packet types, rate units and reject replies.
 const std::vector<std::string_view>& pkt_type_names();
 const std::vector<std::string_view>& rate_unit_names();

@@ -166,13 +166,6 @@ struct Peeled {
 };
 
 // Whether the rule's protocol field rules out protocol `number`: a list without it, or "not" a list with it.
-bool excludes_protocol(const ir::Match& match, std::uint8_t number) {
-  if (!match.protocols) return false;
-  const bool listed =
-      std::find(match.protocols->begin(), match.protocols->end(), number) != match.protocols->end();
-  return listed == match.protocol_negate;
-}
-
 // The stage a NAT or notrack action belongs in, for the check in finish().
 bool action_fits_stage(ir::ActionKind kind, ir::Stage stage) {
   switch (kind) {

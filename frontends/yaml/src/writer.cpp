@@ -97,7 +97,7 @@ std::string Writer::where(const ir::Origin& origin) const {
   }
   if (!origin.policy.empty()) text += (origin.loc.line > 0 ? ", " : "") + origin.policy;
   if (origin.rule >= 0) text += " rule " + std::to_string(origin.rule);
-  return text;
+  return ir::on_one_line(text);  // a comment ends at a line break
 }
 
 void Writer::negatable(const std::vector<std::string>& values, bool negate) {
@@ -275,7 +275,12 @@ void Writer::write_rule(const ir::Rule& rule, const std::string& owner) {
     key(field);
     write_ports(*ports);
   }
-  if (match.icmp) write_icmp(*match.icmp, rule.origin);
+  if (match.icmp) {
+    if (excludes_protocol(match, match.icmp->v6 ? 58 : 1))
+      fail(rule.origin, std::string(match.icmp->v6 ? "icmpv6" : "icmp") +
+                            " in a rule whose protocol leaves it out (a rule that matches nothing)");
+    write_icmp(*match.icmp, rule.origin);
+  }
   if (match.ct_states) {
     if (match.ct_states->empty()) fail(rule.origin, "ct-state with no state");
     std::vector<std::string> names;
@@ -334,6 +339,9 @@ void Writer::write_rule(const ir::Rule& rule, const std::string& owner) {
     key("rpf");
     negatable({std::string(ir::to_string(*match.rpf))}, match.rpf_negate);
   }
+  if (rule.action.kind == ir::ActionKind::reject && rule.action.reject_with == "tcp-reset" &&
+      excludes_protocol(match, 6))
+    fail(rule.origin, "a tcp-reset reply in a rule whose protocol leaves tcp out");
   write_action(rule.action, rule.origin);
   out_ << YAML::EndMap;
 }
@@ -591,10 +599,10 @@ std::optional<std::string> Writer::run() {
   std::string sources;
   for (std::uint32_t file : referenced_files(ruleset_))
     sources += (sources.empty() ? "" : ", ") + ruleset_.files[file];
-  out_ << YAML::Comment("fwengine policy, written from the " +
-                        (ruleset_.frontend.empty() ? std::string("unknown") : ruleset_.frontend) +
-                        " frontend" + (sources.empty() ? std::string() : " (" + sources + ")") +
-                        "; see docs/yaml-format.md");
+  out_ << YAML::Comment(ir::on_one_line(
+      "fwengine policy, written from the " +
+      (ruleset_.frontend.empty() ? std::string("unknown") : ruleset_.frontend) + " frontend" +
+      (sources.empty() ? std::string() : " (" + sources + ")") + "; see docs/yaml-format.md"));
   out_ << YAML::BeginMap;
   key("apiVersion");
   out_ << std::string(kApiVersion);
@@ -608,7 +616,7 @@ std::optional<std::string> Writer::run() {
     return std::nullopt;
   }
   if (!ok_) return std::nullopt;
-  return std::string(out_.c_str()) + "\n";
+  return std::string(out_.c_str(), out_.size()) + "\n";
 }
 
 }  // namespace

@@ -167,6 +167,34 @@ TEST_CASE("what the format cannot say is refused with the rule's place", "[round
         "migrate to a format that can express it)");
 }
 
+TEST_CASE("a rule the reader would refuse for its protocol is refused, not written", "[roundtrip]") {
+  // What a firewalld rich rule can give: a tcp-reset reply to UDP, an ICMP type in a TCP rule.
+  using namespace fwe::ir;
+  Ruleset ruleset;
+  ruleset.files = {"<command line>", "zones.xml"};
+  Rule reset;
+  reset.match.protocols = std::vector<std::uint8_t>{17};
+  reset.action.kind = ActionKind::reject;
+  reset.action.reject_with = "tcp-reset";
+  reset.origin = {{1, 7, 3}, "zone public", 0};
+  Rule icmp;
+  icmp.match.protocols = std::vector<std::uint8_t>{6};
+  icmp.match.icmp = IcmpMatch{false, false, 8, std::nullopt};
+  icmp.action.kind = ActionKind::drop;
+  icmp.origin = {{1, 8, 3}, "zone public", 1};
+  ruleset.chains["c"] = {"c", {reset, icmp}, {}};
+  fwe::Diagnostics diag;
+  diag.add_file("zones.xml");
+  CHECK_FALSE(fwe::yamlfe::write_policy(ruleset, diag));
+  REQUIRE(diag.error_count() == 2);
+  CHECK(diag.format(diag.all()[0])
+            .starts_with("zones.xml:7:3: error: cannot write as yaml: a tcp-reset reply in a rule whose "
+                         "protocol leaves tcp out"));
+  CHECK(diag.format(diag.all()[1])
+            .starts_with(
+                "zones.xml:8:3: error: cannot write as yaml: icmp in a rule whose protocol leaves it out"));
+}
+
 TEST_CASE("short forms read exactly as their long forms", "[roundtrip]") {
   fwe::Diagnostics short_diag, long_diag;
   auto short_form = load_text(R"(apiVersion: fwengine/v1
