@@ -449,11 +449,21 @@ std::optional<bool> PolicyReader::Impl::bool_of(const Node& node, std::string_vi
 
 std::optional<std::uint64_t> PolicyReader::Impl::unsigned_of(const Node& node, std::string_view text,
                                                              std::string_view field, std::uint64_t max) {
-  auto value = parse_unsigned(text);
-  if (!value && text.starts_with('-') && node.is_scalar() &&
-      node.scalar_type() == yaml::ScalarType::integer) {
+  const bool integer = node.is_scalar() && node.scalar_type() == yaml::ScalarType::integer;
+  auto value = parse_unsigned(integer && text.starts_with('+') ? text.substr(1) : text);  // YAML's +16
+  if (!value && text.starts_with('-') && integer) {
     error(node, std::string(field) + ": " + std::string(text) + " is negative",
           "write a number from 0 to " + std::to_string(max));
+    return std::nullopt;
+  }
+  if (!value && integer) {  // more digits than 64 bits hold
+    error(node, std::string(field) + ": " + std::string(text) + " is too large",
+          "the largest value is " + std::to_string(max));
+    return std::nullopt;
+  }
+  if (!value && node.is_scalar() && node.scalar_type() == yaml::ScalarType::floating) {
+    error(node, std::string(field) + ": " + std::string(text) + " is not a whole number",
+          "write a whole number such as 10 or 0x1f");
     return std::nullopt;
   }
   if (!value && node.is_scalar() && node.scalar_type() != yaml::ScalarType::string) {

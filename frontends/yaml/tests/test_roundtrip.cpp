@@ -201,6 +201,7 @@ TEST_CASE("short forms read exactly as their long forms", "[roundtrip]") {
 chains:
   c:
     - {protocol: tcp, dport: 22, src: "!10.0.0.0/8", action: "reject:tcp-reset"}
+    - {action: set-mark, set-mark: +16}
 stages:
   input:
     endpoints: [{iif: eth0, chains: c}]
@@ -215,6 +216,7 @@ failsafe: {inbound: [{protocol: tcp, port: 22}]}
 chains:
   c:
     - {protocol: [tcp], dport: [22], src: {not: [10.0.0.0/8]}, action: reject, reject-with: tcp-reset}
+    - {action: set-mark, set-mark: 16}
 stages:
   input:
     - endpoints: [{name: eth0, iif: eth0, groups: [{chains: [c], on-end: continue}], default: continue}]
