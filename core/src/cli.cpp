@@ -1956,17 +1956,38 @@ class Session {
     return c.where + (c.where.empty() ? "(" : " (") + label + ")";
   }
 
-  // Removes the backend's ruleset and what fwengine recorded of it (under the writer lock). Another
-  // backend's last apply keeps its record, and what --confirm would roll back to: returns its name, if any.
-  std::string flush_ruleset(Backend& be) {
+  struct Flushed {
+    std::vector<std::string> left_behind;  // backends whose ruleset a switch had left, removed now
+    std::string other;                     // the backend of the last apply, when another: its record stays
+  };
+
+  // Removes the backend's ruleset, any a switch of backends could not remove, and what fwengine recorded
+  // of them (under the writer lock). Another backend's last apply keeps its record, and what --confirm
+  // would roll back to.
+  Flushed flush_ruleset(Backend& be) {
+    Flushed flushed;
     be.flush();
     std::error_code ec;
     std::filesystem::remove_all(backend_state_dir(o_.netns, o_.backend), ec);
-    auto left = load_left_behind(o_.netns);
-    std::erase_if(left, [&](const LeftBehind& l) { return l.backend == o_.backend; });
-    save_left_behind(o_.netns, left);
+    std::vector<LeftBehind> still;
+    for (auto& left : load_left_behind(o_.netns)) {
+      if (left.backend == o_.backend) continue;
+      try {
+        loader_.backend(left.backend, context())->flush();
+        std::filesystem::remove_all(backend_state_dir(o_.netns, left.backend), ec);
+        flushed.left_behind.push_back(left.backend);
+      } catch (const std::exception& e) {
+        std::cerr << "fwengine: warning: the ruleset backend " << left.backend
+                  << " left behind could not be removed (" << e.what() << "); it still filters\n";
+        still.push_back({left.backend, utc_time(std::time(nullptr)), e.what()});
+      }
+    }
+    save_left_behind(o_.netns, still);
     const auto applied = state::load(o_.netns);
-    if (applied && applied->backend != o_.backend) return applied->backend;
+    if (applied && applied->backend != o_.backend) {
+      flushed.other = applied->backend;
+      return flushed;
+    }
     state::forget(o_.netns);
     state::forget_source(o_.netns);
     clear_pending(o_.netns);
@@ -1974,19 +1995,22 @@ class Session {
     std::filesystem::remove_all(candidate_snapshot_dir(o_.netns), ec);
     std::filesystem::remove(state::run_dir(o_.netns) + "/rollback.log", ec);
     note_rollback();
-    return {};
+    return flushed;
   }
 
   int flush() {
     auto be = backend();
     auto lock = held_or_new_lock();
-    const std::string other = flush_ruleset(*be);
+    const Flushed flushed = flush_ruleset(*be);
     lock->remove_if_alone();
     if (!o_.quiet && !o_.json) {
-      std::cout << "flushed everything fwengine owned (" << o_.backend << ")\n";
-      if (!other.empty())
-        std::cout << "note: fwengine last applied here with backend " << other
-                  << "; its ruleset stays (fwengine --backend " << other << " flush)\n";
+      std::cout << "flushed everything fwengine owned (" << o_.backend;
+      for (const auto& left : flushed.left_behind)
+        std::cout << ", and the ruleset backend " << left << " left behind";
+      std::cout << ")\n";
+      if (!flushed.other.empty())
+        std::cout << "note: fwengine last applied here with backend " << flushed.other
+                  << "; its ruleset stays (fwengine --backend " << flushed.other << " flush)\n";
     }
     if (o_.json) std::cout << json{{"ok", true}}.dump() << '\n';
     return 0;

@@ -118,6 +118,15 @@ if "$FWE" plugins | grep -q '^iptables .*backend' && command -v iptables-legacy-
   out=$("$FWE" --netns "$ns" flush 2>&1)
   expect "flush without --backend removes nft's" sh -c "! ip netns exec $ns nft list table inet fwengine >/dev/null 2>&1"
   expect "and forgets the state" test ! -e "/run/fwengine/$ns/state.json"
+  # flush removes everything fwengine owns: a ruleset a switch could not remove too.
+  "$FWE" --netns "$ns" -q -f "$policy" --backend iptables apply
+  PATH="$work/failing:$PATH" "$FWE" --netns "$ns" -q -f "$policy" --backend nft apply 2>/dev/null
+  expect "a switch leaves the iptables rules behind again" test "$(ipt_rules)" -gt 0
+  out=$("$FWE" --netns "$ns" flush 2>&1)
+  expect "flush removes the ruleset left behind" test "$(ipt_rules)" = 0
+  expect "and says so" grep -q "and the ruleset backend iptables left behind" <<<"$out"
+  expect "and nft's" sh -c "! ip netns exec $ns nft list table inet fwengine >/dev/null 2>&1"
+  expect "and leaves nothing of the namespace" test ! -e "/run/fwengine/$ns"
 fi
 # NAT to other hosts where the namespace does not forward (a new one does not): a warning at apply.
 out=$("$FWE" --netns "$ns" -f "$ROOT/fixtures/yaml/nat/policy.yaml" apply 2>&1); rc=$?
