@@ -141,7 +141,11 @@ class Request {
     curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_socket_in_origin);
     curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, origin_fd);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, error_);
-    if (!endpoints.ca_file.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, endpoints.ca_file.c_str());
+    if (!endpoints.ca_file.empty()) {
+      // That CA alone: libcurl would also trust the system's store (Debian's is built with a CA path).
+      curl_easy_setopt(h, CURLOPT_CAINFO, endpoints.ca_file.c_str());
+      curl_easy_setopt(h, CURLOPT_CAPATH, nullptr);
+    }
     if (!endpoints.cert_file.empty()) curl_easy_setopt(h, CURLOPT_SSLCERT, endpoints.cert_file.c_str());
     if (!endpoints.key_file.empty()) curl_easy_setopt(h, CURLOPT_SSLKEY, endpoints.key_file.c_str());
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &Request::write);
@@ -242,7 +246,10 @@ Endpoints parse_source(std::string_view source, const std::map<std::string, std:
   Endpoints endpoints;
   auto option = [&](const char* key) {
     auto it = options.find(key);
-    return it == options.end() ? std::string{} : it->second;
+    if (it == options.end()) return std::string{};
+    // Empty (an unset shell variable): not "none", which for --etcd-ca would mean no TLS at all.
+    if (it->second.empty()) throw UsageError(std::string("--") + key + " needs a file");
+    return it->second;
   };
   endpoints.ca_file = option("etcd-ca");
   endpoints.cert_file = option("etcd-cert");
@@ -368,19 +375,36 @@ void Client::watch(std::int64_t after, const OnChange& on_change, const std::ato
   throw RuntimeError("the watch on " + url + " ended: " + (error.empty() ? "the store closed it" : error));
 }
 
-// The cache: the last policy read from the store, kept across reboots (0600, replaced atomically).
+// The cache: the last policy read from the store, kept across reboots (0600, replaced atomically and on
+// the disk before it replaces the old one: a power loss is what it is for). A cache that cannot be
+// written only costs the fallback at the next boot: nothing here throws.
 void save_cache(const std::string& file, const Snapshot& snapshot) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  fs::create_directories(fs::path(file).parent_path(), ec);
+  const fs::path dir = fs::path(file).parent_path();
+  fs::create_directories(dir, ec);
   const std::string tmp = file + ".tmp";
+  std::string text;
+  try {
+    // A value that is not UTF-8 (bytes put by hand) is kept with U+FFFD in its place, not thrown at.
+    text = json{{"revision", snapshot.revision}, {"resources", snapshot.resources}}.dump(
+               -1, ' ', false, json::error_handler_t::replace) +
+           "\n";
+  } catch (const std::exception&) {
+    return;
+  }
   int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return;  // a cache that cannot be written only costs the fallback at the next boot
-  const std::string text =
-      json{{"revision", snapshot.revision}, {"resources", snapshot.resources}}.dump() + "\n";
-  const bool written = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  if (fd < 0) return;
+  const bool written =
+      write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && fsync(fd) == 0;
   close(fd);
-  if (written) fs::rename(tmp, file, ec);
+  if (!written) return;
+  fs::rename(tmp, file, ec);
+  const int dir_fd = open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd >= 0) {
+    fsync(dir_fd);  // the rename itself
+    close(dir_fd);
+  }
 }
 
 std::optional<Snapshot> load_cache(const std::string& file, std::string_view node) {
@@ -458,10 +482,8 @@ std::string Watch::fall_back_to_cache() {
          cache_file_;
 }
 
-void Watch::keep_cache() {
-  if (cache_file_.empty()) return;
-  std::optional<Snapshot> copy = snapshot();
-  if (copy) save_cache(cache_file_, *copy);
+void Watch::keep_cache(const Snapshot& read) const {
+  if (!cache_file_.empty()) save_cache(cache_file_, read);
 }
 
 void Watch::run() {
@@ -493,7 +515,6 @@ void Watch::run() {
       message_ = "connected to " + client_.current_url();
     }
     notify();
-    keep_cache();
     try {
       client_.watch(
           listed.revision,
@@ -514,7 +535,6 @@ void Watch::run() {
             }
             if (events.empty()) return;
             notify();
-            keep_cache();
           },
           stop_);
     } catch (const Compacted&) {

@@ -100,6 +100,9 @@ class Watch final : public SourceWatch {
   SourceStatus consume() override;
   // The copy to compile; nullopt until the store has answered once.
   std::optional<Snapshot> snapshot() const;
+  // Keeps a copy that read without errors as the one a start without the store enforces: not one the
+  // daemon refused (a bad resource), which would leave a host rebooted during an outage with nothing.
+  void keep_cache(const Snapshot& read) const;
 
  private:
   void run();
@@ -107,7 +110,6 @@ class Watch final : public SourceWatch {
   void set_unreachable(const std::string& why);
   // Before the store's first answer: take the cached policy; returns what to add to the message.
   std::string fall_back_to_cache();
-  void keep_cache();
 
   Client client_;
   std::string cache_file_;  // "" for none

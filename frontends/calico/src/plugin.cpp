@@ -31,6 +31,7 @@ class CalicoFrontend final : public Frontend {
 
   ir::Ruleset load(const FrontendRequest& request, Diagnostics& diag) override {
     LoadRequest load_request;
+    std::vector<std::pair<std::shared_ptr<etcd::Watch>, std::string>> watched_sources;
     load_request.sources = request.sources;
     load_request.node = request.node;
     load_request.options = request.options;
@@ -46,8 +47,12 @@ class CalicoFrontend final : public Frontend {
       auto snapshot = live->snapshot();
       if (!snapshot) throw RuntimeError("the etcd store at " + source + " has not answered yet");
       load_request.store_snapshots[source] = std::move(*snapshot);
+      watched_sources.emplace_back(std::move(live), source);
     }
-    return calico::load(load_request, diag);
+    ir::Ruleset ruleset = calico::load(load_request, diag);
+    if (!diag.has_errors())
+      for (const auto& [watch, source] : watched_sources) watch->keep_cache(load_request.store_snapshots.at(source));
+    return ruleset;
   }
 
   // Where the daemon keeps the last policy of the store: etcd-cache=FILE, "none", or per node under
@@ -58,6 +63,7 @@ class CalicoFrontend final : public Frontend {
       check_node_name(request.node);
       return "/var/lib/fwengine/etcd-cache/" + request.node + ".json";
     }
+    if (option->second.empty()) throw UsageError("--etcd-cache needs a file, or none for no cache");
     return option->second == "none" ? std::string{} : option->second;
   }
 

@@ -27,6 +27,9 @@ TEST_CASE("bad etcd URLs and TLS options are usage errors", "[etcd]") {
   CHECK_THROWS_AS(parse_source(bad, {}), UsageError);
   CHECK_THROWS_AS(parse_source("etcd://h:1", {{"etcd-key", "k.pem"}}), UsageError);
   CHECK_THROWS_AS(parse_source("etcd://h:1", {{"etcd-cert", "c.pem"}}), UsageError);
+  // An empty CA (an unset shell variable) would have meant plain http.
+  CHECK_THROWS_WITH(parse_source("etcd://h:1", {{"etcd-ca", ""}}), "--etcd-ca needs a file");
+  CHECK(parse_source("etcd://h:1", {{"etcd-ca", "ca.pem"}}).urls == std::vector<std::string>{"https://h:1"});
 }
 
 TEST_CASE("only the kinds the frontend reads are taken from the store", "[etcd]") {

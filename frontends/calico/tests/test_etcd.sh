@@ -224,6 +224,14 @@ wait_for "daemon: a bad resource is reported" grep -q "globalnetworkpolicies/bad
 check "daemon: status shows the failure" 0 "$engine" --netns "$netns" --backend nft status
 contains "daemon: status shows the failure" "last reload failed"
 wait_for "daemon: the last good ruleset stays" kernel_has "198.51.100.0/24"
+check "daemon: the copy kept for a reboot is not the refused one" 1 grep -q "globalnetworkpolicies/bad" "$work/cache.json"
+# A value that is not UTF-8 (a Latin-1 byte put by hand) is a bad resource like any other, not a crash.
+put globalnetworkpolicies/latin1 "$(printf '{"kind": "GlobalNetworkPolicy", "metadata": {"name": "latin1",
+  "annotations": {"note": "caf\xe9"}}, "spec": {"selector": "all()"}}')"
+wait_for "daemon: a value that is not UTF-8 is reported" grep -q "globalnetworkpolicies/latin1" "$work/daemon.log"
+sleep 2  # past the watch's next list, after which the cache was written
+check "daemon: and it runs on" 0 kill -0 "$daemon_pid"
+etcdctl --endpoints "$endpoint" del "$prefix/globalnetworkpolicies/latin1" >/dev/null
 
 stop_etcd
 wait_for "daemon: a store that goes away is reported" grep -q "keeps IR" "$work/daemon.log"
