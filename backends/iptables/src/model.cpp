@@ -180,16 +180,22 @@ std::string content_hash(std::string_view chain, std::string_view spec) {
   std::string rest = spec_in_slot(spec, 0);
   auto [at, len] = comment_span(rest);
   if (at != std::string_view::npos) rest.erase(at, len);
-  bool space = false;
+  // Quoting aside, as a save may quote what we did not; but a space inside quotes is part of its argument
+  // (a log prefix "DROP " is not "DROP"), so it is kept apart from the spaces between arguments.
+  bool space = false, quoted = false;
   for (char c : rest) {
-    if (c == '"' || c == '\\') continue;
-    if (c == ' ') {
+    if (c == '\\') continue;
+    if (c == '"') {
+      quoted = !quoted;
+      continue;
+    }
+    if (c == ' ' && !quoted) {
       space = true;
       continue;
     }
     if (space && text.back() != ' ') text += ' ';
     space = false;
-    text += c;
+    text += c == ' ' ? '\x1f' : c;
   }
   return hash16(text);
 }

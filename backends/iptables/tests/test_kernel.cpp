@@ -492,6 +492,17 @@ TEST_CASE("a change of one table stays in its slot, a wider one switches slots a
   for (const auto& d : state.drift) UNSCOPED_INFO(d);
 }
 
+TEST_CASE("a log prefix changed only by a space reaches the kernel", "[root]") {
+  test::enter_scratch_netns();
+  auto rs = test::sample_ruleset();
+  apply_model(render_ok(rs), "a", false);
+  REQUIRE(test::save_text().find("--log-prefix \"fwe drop: \"") != std::string::npos);
+  rs.chains.at("log-drops").rules.at(0).action.log_prefix = "fwe drop:";  // its trailing space gone
+  apply_model(render_ok(rs), "b", false);
+  CHECK(test::save_text().find("--log-prefix \"fwe drop:\"") != std::string::npos);
+  CHECK(read_kernel().drift.empty());
+}
+
 namespace {
 // The rule `tcp dport 22 accept` of the sample's chain web (both families) with another port.
 ir::Ruleset sample_with_ssh_port(std::uint16_t port) {

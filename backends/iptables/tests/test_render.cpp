@@ -626,6 +626,14 @@ TEST_CASE("slots rename our chains and sets, and nothing in quotes") {
   CHECK(spec_in_slot(moved, 0) == spec);
   // A rule keeps its stamp in either slot.
   CHECK(content_hash("fwe1-c-web", spec_in_slot(spec, 1)) == content_hash("fwe-c-web", spec));
+  // Quoting aside (a save may leave out quotes we wrote), but not the spaces inside them: a log prefix
+  // changed by a trailing or doubled space is a changed rule, which an apply loads.
+  const auto logs = [](const char* prefix) {
+    return content_hash("fwe-c", std::string("-j LOG --log-prefix ") + prefix + " --log-level 6");
+  };
+  CHECK(logs("\"DROP\"") == logs("DROP"));
+  CHECK(logs("\"DROP \"") != logs("\"DROP\""));
+  CHECK(logs("\"a  b\"") != logs("\"a b\""));
   CHECK(hook_spec("fwe2-input") ==
         "-m set --match-set fwe2-gate src -m comment --comment \"fwe:hook\" -j fwe2-input");
 }

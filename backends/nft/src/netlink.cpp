@@ -1190,8 +1190,10 @@ std::set<std::string, std::less<>> list_helpers(Socket& sock, std::uint32_t seq)
 
 using ChainRules = std::map<std::string, std::uint64_t, std::less<>>;  // ContentRecord::rules
 
+// A rule's comment counts too: one edited by hand is a changed rule, which the next apply puts back.
 std::uint64_t rule_share(const ListedRule& rule) {
-  return digest_bytes(digest_bytes(rule.expressions, rule.chain), std::to_string(rule.index));
+  return digest_bytes(digest_bytes(digest_bytes(rule.expressions, rule.chain), std::to_string(rule.index)),
+                      rule.comment);
 }
 
 // Each chain's share of Listing::content from its rules (0 for a chain without any).

@@ -34,6 +34,16 @@ expect "status shows the applied hash" grep -q "IR $hash" <<<"$out"
 out=$("$FWE" --netns "$ns" status -v 2>&1)
 expect "status -v: a rule's line and what it is" grep -Eq "pkts  .* #[0-9]+  $policy:[0-9]+:[0-9]+ \(.+\)$" <<<"$out"
 
+# A rule's comment edited by hand (its label; the place before it kept) is put back by the next apply.
+nft_ns() { ip netns exec "$ns" nft "$@"; }
+read -r chain handle <<<"$(nft_ns -a list table inet fwengine | awk '/^\tchain /{c=$2} /tcp dport 22 counter/{print c, $NF; exit}')"
+line=$(nft_ns -a list chain inet fwengine "$chain" | grep "tcp dport 22 counter")
+rule=$(sed 's/comment "\([^ "]*\) [^"]*"/comment "\1 EDITED"/; s/packets [0-9]* bytes [0-9]*//' <<<"${line%% # handle*}")
+nft_ns "replace rule inet fwengine $chain handle $handle $rule"
+expect "a rule's comment edited by hand" test "$(nft_ns list table inet fwengine | grep -c EDITED)" = 1
+out=$("$FWE" --netns "$ns" -f "$policy" apply 2>&1)
+expect "is put back by the next apply" test "$(nft_ns list table inet fwengine | grep -c EDITED)" = 0
+
 flock "/run/fwengine/$ns/lock" sleep 5 &
 holder=$!
 sleep 0.3
