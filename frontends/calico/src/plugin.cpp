@@ -51,7 +51,8 @@ class CalicoFrontend final : public Frontend {
     }
     ir::Ruleset ruleset = calico::load(load_request, diag);
     if (!diag.has_errors())
-      for (const auto& [watch, source] : watched_sources) watch->keep_cache(load_request.store_snapshots.at(source));
+      for (const auto& [watch, source] : watched_sources)
+        watch->keep_cache(load_request.store_snapshots.at(source));
     return ruleset;
   }
 
