@@ -1276,35 +1276,33 @@ TEST_CASE("maps an interrupted upgrade left are filled and made current before a
   CHECK(dropped >= 2);
 }
 
-TEST_CASE("a rate-limited rule matches its burst and then stops", "[root]") {
+namespace {
+// The sample's echo-request accept under `limit`, applied in a scratch namespace: pings of new flows, one
+// after the other, get through as `expected` says (then tier1's on_end drops them).
+void check_limited_pings(const ir::RateLimit& limit, std::initializer_list<bool> expected) {
   enter_scratch_namespace();
   ir::Ruleset rs = test::sample_ruleset();
-  rs.chains["in-admin"].rules[1].match.rate_limit = ir::RateLimit{1, "minute", 2};  // echo request: accept
-  EbpfBackend backend(PluginContext{"test"});
-  apply(backend, rs);
-  Kernel kernel("test");
-  auto ping = test::packet("d0", "", "10.0.0.20", "10.0.0.1", 1, 0, 0);
-  for (bool expected : {true, true, false}) {
-    test::clear_conntrack(kernel.pin_dir());
-    CHECK(delivered(ping) == expected);  // then tier1's on_end drop
-  }
-}
-
-TEST_CASE("a rate-limited rule's bucket starts full, however long ago the host booted", "[root]") {
-  // A bucket of one packet a day: empty until a day after boot, had it counted its credit from boot (a
-  // machine up for less than a day, as a CI machine, shows it).
-  enter_scratch_namespace();
-  ir::Ruleset rs = test::sample_ruleset();
-  rs.chains["in-admin"].rules[1].match.rate_limit = ir::RateLimit{1, "day", 1};  // echo request: accept
+  rs.chains["in-admin"].rules[1].match.rate_limit = limit;
   EbpfBackend backend(PluginContext{"test"});
   apply(backend, rs);
   Kernel kernel("test");
   auto ping = test::packet("d0", "", "10.0.0.20", "10.0.0.1", 1, 0, 0);
   REQUIRE(trace::evaluate(rs, ping).delivered);
-  for (bool expected : {true, false}) {
+  for (bool through : expected) {
     test::clear_conntrack(kernel.pin_dir());
-    CHECK(delivered(ping) == expected);
+    CHECK(delivered(ping) == through);
   }
+}
+}  // namespace
+
+TEST_CASE("a rate-limited rule matches its burst and then stops", "[root]") {
+  check_limited_pings(ir::RateLimit{1, "minute", 2}, {true, true, false});
+}
+
+TEST_CASE("a rate-limited rule's bucket starts full, however long ago the host booted", "[root]") {
+  // A bucket of one packet a day: empty until a day after boot, had it counted its credit from boot (a
+  // machine up for less than a day, as a CI machine, shows it).
+  check_limited_pings(ir::RateLimit{1, "day", 1}, {true, false});
 }
 
 TEST_CASE("multicast and the limited broadcast come in to the host even where a default route forwards",

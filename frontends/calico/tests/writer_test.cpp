@@ -100,6 +100,19 @@ ir::Ruleset tricky_ruleset() {
   return rs;
 }
 
+// The errors writing rs as Calico resources reports, formatted.
+std::vector<std::string> write_errors(const ir::Ruleset& rs) {
+  Diagnostics diag;
+  diag.add_file("policy.yaml");
+  write_resources(rs, "n1", diag);
+  return formatted(diag, Severity::error);
+}
+
+std::ptrdiff_t count_holding(const std::vector<std::string>& errors, const std::string& text) {
+  return std::count_if(errors.begin(), errors.end(),
+                       [&](const std::string& e) { return e.find(text) != std::string::npos; });
+}
+
 ir::Ruleset read_back(const std::map<std::string, std::string>& files) {
   std::string text;
   for (const auto& [name, content] : files) text += content;
@@ -164,14 +177,8 @@ TEST_CASE("writer: what Calico cannot say is reported at its origin, once") {
   r = rule(ir::ActionKind::set_mark, 22);
   main.rules.push_back(r);
   rs.stage(ir::Stage::input).sections.front().endpoints.front().match.src_set = "other";
-  Diagnostics diag;
-  diag.add_file("policy.yaml");
-  write_resources(rs, "n1", diag);
-  auto errors = formatted(diag, Severity::error);
-  auto has = [&](const std::string& text) {
-    return std::count_if(errors.begin(), errors.end(),
-                         [&](const std::string& e) { return e.find(text) != std::string::npos; });
-  };
+  const auto errors = write_errors(rs);
+  auto has = [&](const std::string& text) { return count_holding(errors, text); };
   CHECK(has("policy.yaml:20:1: error: cannot write as calico: several address sets ANDed") == 1);
   CHECK(has("policy.yaml:21:1: error: cannot write as calico: rate limit") == 1);
   CHECK(has("policy.yaml:22:1: error: cannot write as calico: set-mark") == 1);
@@ -188,14 +195,8 @@ TEST_CASE("writer: DCCP ports, and a group's verdict where Calico has no policy,
   any.name = "early";
   any.groups.push_back({"closed", {}, ir::Verdict::drop, {}, {{1, 41, 1}, "group closed", -1}});
   rs.stage(ir::Stage::prednat).sections.push_back({"early", false, {any}});
-  Diagnostics diag;
-  diag.add_file("policy.yaml");
-  write_resources(rs, "n1", diag);
-  auto errors = formatted(diag, Severity::error);
-  auto has = [&](const std::string& text) {
-    return std::count_if(errors.begin(), errors.end(),
-                         [&](const std::string& e) { return e.find(text) != std::string::npos; });
-  };
+  const auto errors = write_errors(rs);
+  auto has = [&](const std::string& text) { return count_holding(errors, text); };
   CHECK(has("policy.yaml:40:1: error: cannot write as calico: ports of DCCP") == 1);
   CHECK(
       has("policy.yaml:41:1: error: cannot write as calico: the verdict drop at the end of group 'closed'") ==
