@@ -1495,7 +1495,14 @@ class Session {
     release_ruleset();
     auto lock = held_or_new_lock();
     const bool keeps_good = !confirm_within && o_.rollback_of.empty();  // a rollback applies good/ itself
-    const bool good_staged = keeps_good && stage_good();
+    bool good_staged = false;
+    try {
+      good_staged = keeps_good && stage_good();
+    } catch (...) {
+      discard_snapshot(good_snapshot_dir(o_.netns));
+      lock->remove_if_alone();
+      throw;
+    }
     std::vector<std::string> rollback;
     const std::string unconfirmed =
         "the apply of IR " + hash().substr(0, 16) + " at " + utc_time(std::time(nullptr));
@@ -1653,7 +1660,12 @@ class Session {
               return false;
             }
             const bool good_staged = stage_good();
-            be->apply(*plan, {false, hash(), backend_state_dir(o_.netns, o_.backend)});
+            try {
+              be->apply(*plan, {false, hash(), backend_state_dir(o_.netns, o_.backend)});
+            } catch (...) {
+              if (good_staged) discard_snapshot(good_snapshot_dir(o_.netns));  // under the lock still
+              throw;
+            }
             loop.follow_log(be->watch_log());
             if (follow_links) {  // in the kernel now, whatever the bookkeeping below does
               enforced = std::move(plan);
@@ -1687,7 +1699,6 @@ class Session {
       } catch (const std::exception& e) {
         failure = (config_problem.empty() ? "" : config_problem + "; and ") + e.what();
       }
-      discard_snapshot(good_snapshot_dir(o_.netns));  // a copy staged for a ruleset not applied
       keep_last_good(failure);
       ++metrics.reloads_failed;
       metrics.last_reload_ok = false;

@@ -79,20 +79,23 @@ json read_json(const std::string& path) {
   return j.is_discarded() ? json() : j;
 }
 
-// Copies every regular file below `from` to the same place below `to`. Symlinks are followed, as the
-// frontends follow them: a directory given by a link, a file in it that is one (a loop of links fails
-// the copy, rather than keep part of the policy). What no frontend reads is left out: a dangling link
-// (an editor's lock file), a FIFO, a socket.
+// Copies every regular file below `from` to the same place below `to`; stops at the first failure,
+// rather than keep part of the policy. Symlinks are followed, as the frontends follow them: a directory
+// given by a link, a file in it that is one. What no frontend reads is left out: a dangling link (an
+// editor's lock file), a FIFO, a socket.
 void copy_regular_files(const fs::path& from, const fs::path& to, std::error_code& ec) {
   fs::create_directories(to, ec);
-  for (fs::recursive_directory_iterator it(from, fs::directory_options::follow_directory_symlink, ec), end;
-       !ec && it != end; it.increment(ec)) {
+  if (ec) return;
+  fs::recursive_directory_iterator it(from, fs::directory_options::follow_directory_symlink, ec);
+  // (increment clears the code it is given: the body's failures have one of their own.)
+  for (const fs::recursive_directory_iterator end; !ec && it != end; it.increment(ec)) {
     const fs::path target = to / it->path().lexically_relative(from);  // the link's place, not its target's
     std::error_code kind_unknown;  // a dangling link: no kind, nothing to copy
     if (fs::is_directory(it->path(), kind_unknown))
       fs::create_directories(target, ec);
     else if (fs::is_regular_file(it->path(), kind_unknown))
       fs::copy_file(it->path(), target, fs::copy_options::overwrite_existing, ec);
+    if (ec) return;
   }
 }
 

@@ -13,7 +13,8 @@ namespace {
 
 constexpr std::string_view kMagic = "fwengine nft sets 1\n";
 constexpr const char* kFileName = "/sets";
-constexpr std::string_view kContentMagic = "fwengine nft content 1\n";
+// 2: rules' comments count in their chain's share (a record of 1 is not trusted: one full replace).
+constexpr std::string_view kContentMagic = "fwengine nft content 2\n";
 constexpr const char* kContentFileName = "/content";
 constexpr std::size_t kMinElementBytes = 11;  // flags, two key lengths and the digest
 

@@ -241,7 +241,7 @@ KernelState NftBackend::read(Elements elements) {
                           " applied, " + rules_digest(stamps, counted_elements) + " now)");
   else if (stamp_fields.size() == 4 && stamp_fields[3].substr(0, 16) != listing.content)
     state.drift.push_back(
-        "rules were changed in place since apply: their matches or verdicts differ from what "
+        "rules were changed in place since apply: their matches, verdicts or comments differ from what "
         "apply loaded (content " +
         stamp_fields[3].substr(0, 16) + " applied, " + listing.content +
         " now); fwengine apply puts them back");

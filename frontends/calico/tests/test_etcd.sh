@@ -229,7 +229,7 @@ check "daemon: the copy kept for a reboot is not the refused one" 1 grep -q "glo
 put globalnetworkpolicies/latin1 "$(printf '{"kind": "GlobalNetworkPolicy", "metadata": {"name": "latin1",
   "annotations": {"note": "caf\xe9"}}, "spec": {"selector": "all()"}}')"
 wait_for "daemon: a value that is not UTF-8 is reported" grep -q "globalnetworkpolicies/latin1" "$work/daemon.log"
-sleep 2  # past the watch's next list, after which the cache was written
+sleep 2  # past the watch's next list, after which an older fwengine wrote the cache and aborted
 check "daemon: and it runs on" 0 kill -0 "$daemon_pid"
 etcdctl --endpoints "$endpoint" del "$prefix/globalnetworkpolicies/latin1" >/dev/null
 
