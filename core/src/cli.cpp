@@ -1292,6 +1292,18 @@ class Session {
   // After an apply with another backend than the last one here: that backend's ruleset is removed, so
   // that two firewalls do not filter at once (the new one is in place first, so nothing opens between).
   // Those that earlier switches could not remove are tried again.
+  // Removes the ruleset another backend loaded here, and its state; nullopt when done, else why not.
+  std::optional<std::string> remove_ruleset_of(const std::string& backend) {
+    try {
+      loader_.backend(backend, context())->flush();
+      std::error_code ec;
+      std::filesystem::remove_all(backend_state_dir(o_.netns, backend), ec);
+      return std::nullopt;
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+  }
+
   void retire_previous_backend() {
     std::vector<LeftBehind> left;
     for (auto& l : load_left_behind(o_.netns))
@@ -1303,19 +1315,15 @@ class Session {
       left.push_back({previous->backend, {}, {}});
     std::vector<LeftBehind> still;
     for (auto& old : left) {
-      try {
-        loader_.backend(old.backend, context())->flush();
-        std::error_code ec;
-        std::filesystem::remove_all(backend_state_dir(o_.netns, old.backend), ec);
-        if (!o_.quiet)
-          std::cerr << "fwengine: switched from backend " << old.backend << " to " << o_.backend
-                    << ": the ruleset " << old.backend << " had loaded is removed\n";
-      } catch (const std::exception& e) {
+      if (auto failure = remove_ruleset_of(old.backend)) {
         std::cerr << "fwengine: warning: the ruleset backend " << old.backend
-                  << " loaded earlier could not be removed (" << e.what() << "); it still filters beside "
+                  << " loaded earlier could not be removed (" << *failure << "); it still filters beside "
                   << o_.backend << "'s: the next apply tries again, or remove it with fwengine --backend "
                   << old.backend << " flush\n";
-        still.push_back({old.backend, utc_time(std::time(nullptr)), e.what()});
+        still.push_back({old.backend, utc_time(std::time(nullptr)), *failure});
+      } else if (!o_.quiet) {
+        std::cerr << "fwengine: switched from backend " << old.backend << " to " << o_.backend
+                  << ": the ruleset " << old.backend << " had loaded is removed\n";
       }
     }
     try {
@@ -1983,14 +1991,12 @@ class Session {
     std::vector<LeftBehind> still;
     for (auto& left : load_left_behind(o_.netns)) {
       if (left.backend == o_.backend) continue;
-      try {
-        loader_.backend(left.backend, context())->flush();
-        std::filesystem::remove_all(backend_state_dir(o_.netns, left.backend), ec);
-        flushed.left_behind.push_back(left.backend);
-      } catch (const std::exception& e) {
+      if (auto failure = remove_ruleset_of(left.backend)) {
         std::cerr << "fwengine: warning: the ruleset backend " << left.backend
-                  << " left behind could not be removed (" << e.what() << "); it still filters\n";
-        still.push_back({left.backend, utc_time(std::time(nullptr)), e.what()});
+                  << " left behind could not be removed (" << *failure << "); it still filters\n";
+        still.push_back({left.backend, utc_time(std::time(nullptr)), *failure});
+      } else {
+        flushed.left_behind.push_back(left.backend);
       }
     }
     save_left_behind(o_.netns, still);
