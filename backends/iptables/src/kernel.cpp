@@ -40,8 +40,11 @@ namespace fwe::iptables {
 
 namespace {
 
-bool ours(std::string_view name) {
-  return slot_of(name) != kNoSlot;
+// A kernel name in slot 1 or 2, or of our helpers: fwe-... (slot 0) names only the model's chains and
+// sets, so in the kernel it is someone else's.
+bool is_ours(std::string_view name) {
+  const int slot = slot_of(name);
+  return slot != kNoSlot && slot != 0;
 }
 
 const std::map<std::string_view, std::vector<std::string_view>> kBuiltins = {
@@ -55,26 +58,11 @@ bool builtin(std::string_view table, std::string_view chain) {
   return it != kBuiltins.end() && std::find(it->second.begin(), it->second.end(), chain) != it->second.end();
 }
 
-std::vector<std::string> words(std::string_view text) {
-  std::vector<std::string> out;
-  std::istringstream in{std::string(text)};
-  for (std::string w; in >> w;) out.push_back(w);
-  return out;
-}
-
 std::vector<std::string> lines(std::string_view text) {
   std::vector<std::string> out;
   std::istringstream in{std::string(text)};
   for (std::string l; std::getline(in, l);) out.push_back(l);
   return out;
-}
-
-// The chain a rule jumps or goes to, or empty.
-std::string target_of(std::string_view spec) {
-  auto w = words(spec);
-  for (std::size_t i = 0; i + 1 < w.size(); ++i)
-    if (w[i] == "-j" || w[i] == "-g") return w[i + 1];
-  return {};
 }
 
 class SigpipeBlock {
@@ -223,7 +211,7 @@ std::vector<KernelTable> parse_save(std::string_view text) {
     }
     if (line[0] == ':') {
       auto name = line.substr(1, line.find(' ') - 1);
-      if (ours(name)) {
+      if (is_ours(name)) {
         index[std::string(name)] = current.chains.size();
         current.chains.push_back({std::string(name), {}});
       }
@@ -242,15 +230,16 @@ std::vector<KernelTable> parse_save(std::string_view text) {
     auto space = line.find(' ');
     std::string chain(line.substr(0, space));
     rule.spec = space == std::string_view::npos ? std::string{} : std::string(line.substr(space + 1));
-    if (ours(chain)) {
+    if (is_ours(chain)) {
       if (auto it = index.find(chain); it != index.end())
         current.chains[it->second].rules.push_back(std::move(rule));
       continue;
     }
     std::size_t position = ++positions[chain];
-    std::string target = target_of(rule.spec);
-    if (builtin(current.name, chain) && ours(target))
-      current.hooks.push_back({chain, position, rule.spec, target});
+    // The jump outside quotes: a comment may name our chain too.
+    const auto jump = jump_of(rule.spec);
+    if (jump && builtin(current.name, chain) && is_ours(jump->target))
+      current.hooks.push_back({chain, position, rule.spec, std::string(jump->target)});
   }
   return tables;
 }
@@ -468,7 +457,7 @@ bool holds(const GetInfo& info, const unsigned char* entries, const TableDef& ou
   }
 
   for (const auto& [name, held] : chains)
-    if (slot_of(name) != kNoSlot && ours.find(name) == nullptr) return false;
+    if (is_ours(name) && ours.find(name) == nullptr) return false;
   for (const auto& want : ours.chains) {
     const auto held = chains.find(want.name);
     if (held == chains.end() || held->second.size() != want.rules.size() + 1) return false;
@@ -489,14 +478,14 @@ bool holds(const GetInfo& info, const unsigned char* entries, const TableDef& ou
   // Below the hooks, no chain but ours jumps into ours: a save would read such a jump as a hook to
   // remove (a copy of one above it, say, without the gate).
   for (const auto& [name, entries_of] : chains) {
-    if (slot_of(name) != kNoSlot) continue;
+    if (is_ours(name)) continue;
     const auto hooks = hooks_seen.find(name);
     for (std::size_t i = hooks == hooks_seen.end() ? 0 : hooks->second; i < entries_of.size(); ++i) {
       const auto& verdict = entries_of[i].verdict;
       const auto target = verdict && *verdict >= 0
                               ? chain_starting_at.find(static_cast<std::size_t>(*verdict))
                               : chain_starting_at.end();
-      if (target != chain_starting_at.end() && slot_of(target->second) != kNoSlot) return false;
+      if (target != chain_starting_at.end() && is_ours(target->second)) return false;
     }
   }
   return true;
@@ -733,10 +722,10 @@ std::string restore_both(const std::string (&input)[2], const stamps::Positions&
   return problems;
 }
 
-// Our sets (fwe-*), or the one named; without members, their names, types and families.
+// Our sets (fwe0-, fwe1-, fwe2-), or the one named; without members, their names, types and families.
 std::vector<KernelSet> our_sets(Ipset& ipset, bool members, const std::string& name = {}) {
   auto sets = ipset.list(members, name);
-  std::erase_if(sets, [](const KernelSet& set) { return !ours(set.name); });
+  std::erase_if(sets, [](const KernelSet& set) { return !is_ours(set.name); });
   return sets;
 }
 
@@ -773,7 +762,7 @@ bool is_temporary(std::string_view name) {
 struct Holdings {
   std::vector<KernelTable> tables[2];  // by IpFamily
   std::vector<KernelSet> sets;
-  int active = kNoSlot;   // the slot in effect: 1 or 2 by its gate, 0 for the layout before slots
+  int active = kNoSlot;   // the slot in effect: 1 or 2 by its gate
   int also_on = kNoSlot;  // the other slot, when its gate holds members too (a hand edit)
 
   bool empty() const { return tables[0].empty() && tables[1].empty() && sets.empty(); }
@@ -821,13 +810,7 @@ Holdings holdings(Ipset& ipset, bool members, bool counters = false, const HeldT
   // loads the other slot afresh and removes this one only once the new one is in effect.
   for (int slot : {1, 2})
     if (on[slot] && (h.active == kNoSlot || whole[slot] > whole[h.active])) h.active = slot;
-  if (h.active > 0 && on[3 - h.active]) h.also_on = 3 - h.active;
-  if (h.active == kNoSlot)
-    for (const auto& tables : h.tables)
-      for (const auto& t : tables)
-        if (std::any_of(t.chains.begin(), t.chains.end(),
-                        [](const KernelChain& c) { return slot_of(c.name) == 0; }))
-          h.active = 0;
+  if (h.active != kNoSlot && on[3 - h.active]) h.also_on = 3 - h.active;
   return h;
 }
 

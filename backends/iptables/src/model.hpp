@@ -31,8 +31,8 @@ inline constexpr std::uint32_t kTransientMarks = kPassMark | kAcceptMark | kDone
 
 // The model names everything fwe-...; the kernel holds it in one of two slots, fwe1-... or fwe2-..., so
 // that a new ruleset can be loaded beside the old one and switched on at once (kernel.cpp). Names of
-// our own helpers that belong to no slot start with fwe0-. A kernel name fwe-... is slot 0: the layout
-// of fwengine before slots, which the next apply replaces.
+// our own helpers that belong to no slot start with fwe0-. Slot 0 names only the model's chains and
+// sets: a kernel name fwe-... is not ours (an admin's fwe-blocklist, say).
 inline constexpr std::string_view kPrefix = "fwe-";
 inline constexpr std::size_t kMaxChainName = 27;            // iptables' 28, less the slot digit
 inline constexpr std::size_t kMaxSetName = 30;              // ipset's 31, less the slot digit

@@ -397,38 +397,51 @@ TEST_CASE("render text is the ipset and iptables-restore input") {
 
 TEST_CASE("transition rewrites only what changed and removes what is gone") {
   Model m = render_ok(test::tiny_ruleset());
+  // In slot 1, as the kernel holds it.
   auto want = with_meta(m, IpFamily::v4, "h1", set_digests(m.sets));
-  // As if iptables-legacy-save showed exactly what we loaded.
+  for (auto& t : want)
+    for (auto& c : t.chains) {
+      c.name = in_slot(c.name, 1);
+      for (auto& r : c.rules) r = spec_in_slot(r, 1);
+    }
+  for (auto& t : want)
+    for (auto& h : t.hooks) h.target = in_slot(h.target, 1);
+  // As if iptables-legacy-save showed exactly what we loaded, beside an admin's fwe-admin chain (not
+  // ours: no slot) and a rule whose comment names our chain.
   std::string saved = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n";
   for (const auto& c : want[0].chains) saved += ":" + c.name + " - [0:0]\n";
-  saved += "-A INPUT -j DOCKER-USER\n-A INPUT " + hook_spec("fwe-input") + "\n";
+  saved += ":fwe-admin - [0:0]\n-A INPUT -m comment --comment \"see -j fwe1-input here\" -j DOCKER-USER\n";
+  saved += "-A INPUT " + hook_spec("fwe1-input") + "\n-A INPUT -j fwe-admin\n";
   for (const auto& c : want[0].chains)
     for (const auto& r : c.rules) saved += "-A " + c.name + " " + r + "\n";
-  saved += ":fwe-old - [0:0]\n-A fwe-old -j ACCEPT\nCOMMIT\n";
+  saved += "-A fwe-admin -j DROP\n:fwe1-old - [0:0]\n-A fwe1-old -j ACCEPT\nCOMMIT\n";
   auto now = parse_save(saved);
   REQUIRE(now.size() == 1);
   CHECK(now[0].hooks.size() == 1);
   CHECK(now[0].hooks[0].position == 2);
-  // The hook is not first: it moves to the top; fwe-old goes; nothing else is rewritten.
+  CHECK(now[0].chains.size() == want[0].chains.size() + 1);  // and fwe1-old
+  // The hook is not first: it moves to the top; fwe1-old goes; nothing else is rewritten.
   // It is deleted by its spec: a rule inserted above it since the save was read moves its position.
-  CHECK(transition(now, want, false) == "*filter\n-D INPUT " + hook_spec("fwe-input") + "\n-I INPUT 1 " +
-                                            hook_spec("fwe-input") + "\n-F fwe-old\n-X fwe-old\nCOMMIT\n");
-  // Everything away.
+  CHECK(transition(now, want, false) == "*filter\n-D INPUT " + hook_spec("fwe1-input") + "\n-I INPUT 1 " +
+                                            hook_spec("fwe1-input") + "\n-F fwe1-old\n-X fwe1-old\nCOMMIT\n");
+  // Everything away, but the admin's.
   std::string gone = transition(now, {}, false);
-  CHECK(gone.find("-D INPUT " + hook_spec("fwe-input") + "\n") != std::string::npos);
-  CHECK(gone.find("-X fwe-input\n") != std::string::npos);
+  CHECK(gone.find("-D INPUT " + hook_spec("fwe1-input") + "\n") != std::string::npos);
+  CHECK(gone.find("-X fwe1-input\n") != std::string::npos);
   CHECK(gone.find("DOCKER") == std::string::npos);
+  CHECK(gone.find("admin") == std::string::npos);
   // First but with a copy further down: a delete by the spec would take the first, so both go and the
   // hook comes anew at the top.
   std::string doubled = saved;
-  doubled.replace(doubled.find("-A INPUT -j DOCKER-USER\n"), 24, "");
-  doubled.replace(doubled.find(":fwe-old"), 0, "-A INPUT " + hook_spec("fwe-input") + "\n");
+  const std::size_t first = doubled.find("-A INPUT -m comment");
+  doubled.erase(first, doubled.find('\n', first) + 1 - first);
+  doubled.replace(doubled.find(":fwe1-old"), 0, "-A INPUT " + hook_spec("fwe1-input") + "\n");
   auto twice = parse_save(doubled);
   REQUIRE(twice[0].hooks.size() == 2);
   CHECK(twice[0].hooks[0].position == 1);
-  CHECK(transition(twice, want, false) == "*filter\n-D INPUT " + hook_spec("fwe-input") + "\n-D INPUT " +
-                                              hook_spec("fwe-input") + "\n-I INPUT 1 " +
-                                              hook_spec("fwe-input") + "\n-F fwe-old\n-X fwe-old\nCOMMIT\n");
+  CHECK(transition(twice, want, false) ==
+        "*filter\n-D INPUT " + hook_spec("fwe1-input") + "\n-D INPUT " + hook_spec("fwe1-input") +
+            "\n-I INPUT 1 " + hook_spec("fwe1-input") + "\n-F fwe1-old\n-X fwe1-old\nCOMMIT\n");
 }
 
 TEST_CASE("ct-status is the conntrack match's SNAT/DNAT virtual states, apart from --ctstate states") {
