@@ -48,11 +48,12 @@ std::string marker_of(const Table& table, std::string_view ir_hash) {
          rules_digest(std::move(rules), elements);
 }
 
-// Whether a set or chain has the name apply gives (content_address): NAME.<8 hex digits>. Anything else
-// in our table was made by someone else, and the next apply removes it.
+// Whether a set or chain has the name apply gives (content_address): NAME.<16 hex digits>. Anything else
+// in our table was made by someone else (or by a fwengine before 2026-12-07, with 8), and the next apply
+// removes it.
 bool named_by_apply(std::string_view name) {
   const auto dot = name.rfind('.');
-  return dot != std::string_view::npos && name.size() - dot == 9 &&
+  return dot != std::string_view::npos && name.size() - dot == 17 &&
          name.substr(dot + 1).find_first_not_of("0123456789abcdef") == std::string_view::npos;
 }
 

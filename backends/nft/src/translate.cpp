@@ -1787,9 +1787,12 @@ class Translator {
   std::set<std::string> fused_tail_;                         // chains fused to an earlier one
 };
 
-std::string hex8(std::uint64_t h) {
-  char buf[16];
-  std::snprintf(buf, sizeof buf, "%08x", static_cast<unsigned>(h & 0xffffffffu));
+// All 64 bits: an incremental apply takes a chain whose name is unchanged for unchanged, so a digest that
+// collided would keep a changed chain's old rules (at 32 bits, once in about 4 billion changed chains,
+// which a fleet reaches).
+std::string hex16(std::uint64_t h) {
+  char buf[20];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
   return buf;
 }
 
@@ -1853,7 +1856,7 @@ void content_address(Table& table) {
     if (set.interval) declaration += " interval";
     if (set.counters) declaration += " counter";
     if (!set.comment.empty()) declaration += " comment " + set.comment;
-    renamed[set.name] = set.name + "." + hex8(fnv1a(declaration));
+    renamed[set.name] = set.name + "." + hex16(fnv1a(declaration));
     set.name = renamed[set.name];
     set.content = 0;
     for (const auto& element : set.elements) set.content += element_digest(element);
@@ -1869,7 +1872,7 @@ void content_address(Table& table) {
       rule.append_text(content);
       content += '\n';
     }
-    chains[chain.name] = chain.name + "." + hex8(fnv1a(content));
+    chains[chain.name] = chain.name + "." + hex16(fnv1a(content));
   }
   for (auto& chain : table.chains) {
     chain.name = chains[chain.name];

@@ -187,7 +187,7 @@ TEST_CASE("apply sends what nft -f of the rendered text loads", "[root]") {
       nft::translate(sink ? nft_test::kitchen_sink_ruleset() : nft_test::small_ruleset(), diag);
   REQUIRE_FALSE(diag.has_errors());
   std::string applied = applied_as_nft_loads(table);
-  CHECK(applied.find("ip saddr @s-admins_v4.c93b1f15 tcp dport 22 counter packets 0 bytes 0") !=
+  CHECK(applied.find("ip saddr @s-admins_v4.7d4f95b2c93b1f15 tcp dport 22 counter packets 0 bytes 0") !=
         std::string::npos);
   CHECK(applied.find("__set") == std::string::npos);
 }

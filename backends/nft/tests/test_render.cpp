@@ -17,9 +17,9 @@ using nft_test::origin;
 
 namespace {
 
-// Names end in ".<8 hex digits>" (a digest of the content); most tests do not care which.
+// Names end in ".<16 hex digits>" (a digest of the content); most tests do not care which.
 std::string without_digests(const std::string& text) {
-  return std::regex_replace(text, std::regex("\\.[0-9a-f]{8}\\b"), "");
+  return std::regex_replace(text, std::regex("\\.[0-9a-f]{16}\\b"), "");
 }
 
 // The table in the lines people read, which most goldens check: every stamp with its absolute line
@@ -76,34 +76,34 @@ TEST_CASE("the small ruleset renders to the golden nft text") {
   CHECK(nft::translate(nft_test::small_ruleset(), diag).text() == R"(table inet fwengine
 delete table inet fwengine
 table inet fwengine {
-	set s-admins_v4.c93b1f15 {
+	set s-admins_v4.7d4f95b2c93b1f15 {
 		type ipv4_addr
 		flags interval
 		elements = { 10.0.0.0/8, 192.168.1.0/24 }
 	}
-	set where.783e7550 {
+	set where.09cfb13e783e7550 {
 		type ifname
 		size 12
 		elements = { "536ab8fd6ef7e71" comment "policy.yaml:20 failsafe", "5824dd4f1435a8b" comment "policy.yaml:5 GlobalNetworkPolicy allow-ssh", "8b2b45044479e54" comment "policy.yaml:3 HostEndpoint eth0", "ff2da045717a6a1" comment "policy.yaml:4 tier default" }
 	}
-	chain input-0.33714090 {
+	chain input-0.02da73cf33714090 {
 		type filter hook input priority 0; policy accept;
-		iifname "eth0" counter goto e-input-0-eth0.2915061e comment "policy.yaml:+0:3 HostEndpoint eth0"
+		iifname "eth0" counter goto e-input-0-eth0.da6c91bf2915061e comment "policy.yaml:+0:3 HostEndpoint eth0"
 	}
-	chain e-input-0-eth0.2915061e {
+	chain e-input-0-eth0.da6c91bf2915061e {
 		ct state established,related counter accept comment "policy.yaml:+0:3 HostEndpoint eth0"
 		ct state invalid counter drop comment "policy.yaml:+0:3 HostEndpoint eth0"
-		counter jump c-failsafe-in.9d02cf0d comment "policy.yaml:+0:3 HostEndpoint eth0"
-		counter jump g-input-0-eth0-0-tier.8c5f7276 comment "policy.yaml:+0:3 tier default"
+		counter jump c-failsafe-in.801286c39d02cf0d comment "policy.yaml:+0:3 HostEndpoint eth0"
+		counter jump g-input-0-eth0-0-tier.8b4013cc8c5f7276 comment "policy.yaml:+0:3 tier default"
 		counter drop comment "policy.yaml:+0:3 HostEndpoint eth0"
 	}
-	chain g-input-0-eth0-0-tier.8c5f7276 {
-		counter jump c-allow-ssh.aaf0621b comment "policy.yaml:+0:3 tier default"
+	chain g-input-0-eth0-0-tier.8b4013cc8c5f7276 {
+		counter jump c-allow-ssh.af148f65d725e018 comment "policy.yaml:+0:3 tier default"
 	}
-	chain c-allow-ssh.aaf0621b {
-		meta nfproto ipv4 meta l4proto 6 ip saddr @s-admins_v4.c93b1f15 th dport 22 counter meta mark set meta mark | 0x40000000 accept comment "policy.yaml:+2:3 GlobalNetworkPolicy allow-ssh#0"
+	chain c-allow-ssh.af148f65d725e018 {
+		meta nfproto ipv4 meta l4proto 6 ip saddr @s-admins_v4.7d4f95b2c93b1f15 th dport 22 counter meta mark set meta mark | 0x40000000 accept comment "policy.yaml:+2:3 GlobalNetworkPolicy allow-ssh#0"
 	}
-	chain c-failsafe-in.9d02cf0d {
+	chain c-failsafe-in.801286c39d02cf0d {
 		meta l4proto 6 th dport 2222 counter accept comment "policy.yaml:+0:3 failsafe#0"
 	}
 }
