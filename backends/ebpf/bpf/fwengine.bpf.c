@@ -385,7 +385,7 @@ struct fwe_eval {
   __u8 flow_dir[2];
   struct fwe_flow_side flow;
   __u8 ct_reply; /* a reply of a tracked flow: once past the untracked stages, its flow is replied */
-  __u8 looped;   /* in on lo: the host's own packet, back with the conntrack entry it got on its way out */
+  __u8 looped;   /* in on lo, or looped back: the host's own packet, with the entry it got on its way out */
   __u8 need_rpf; /* the generation has rpf rules */
   __u8 reject, reject_code4, reject_code6; /* dropped by a reject: the rule's answer (fwe_rule) */
   __u8 stage;                              /* the stage being run */
@@ -459,6 +459,9 @@ static __always_inline int is_ipv6_extension(__u8 next) {
  * frame (tc: the skb's, the VLAN tag taken off) and leaves IPv6 extension headers to tc: FWE_UNREADABLE. */
 static __always_inline int parse(void* ctx, int xdp, struct fwe_pkt* pkt) {
   __u16 protocol;
+  /* A copy of the host's own multicast or broadcast looped back to it (dev_loopback_xmit) starts at its IP
+   * header: it has no Ethernet header. */
+  const __u32 l2 = !xdp && ((struct __sk_buff*)ctx)->pkt_type == PACKET_LOOPBACK ? 0 : ETH_HLEN;
   if (xdp) {
     const struct ethhdr* eth = frame_data(ctx, 1);
     if ((void*)(eth + 1) > frame_end(ctx, 1)) return -1;
@@ -469,16 +472,18 @@ static __always_inline int parse(void* ctx, int xdp, struct fwe_pkt* pkt) {
   __u32 l3_len = protocol == bpf_htons(ETH_P_IP)     ? sizeof(struct iphdr)
                  : protocol == bpf_htons(ETH_P_IPV6) ? sizeof(struct ipv6hdr)
                                                      : 0;
-  if (l3_len == 0 || !linear(ctx, xdp, ETH_HLEN + l3_len)) return -1;
+  if (l3_len == 0 || !linear(ctx, xdp, l2 + l3_len)) return -1;
   void* data = frame_data(ctx, xdp);
   void* data_end = frame_end(ctx, xdp);
-  struct ethhdr* eth = data;
-  if ((void*)(eth + 1) > data_end) return -1;
-  __builtin_memcpy(pkt->smac, eth->h_source, 6);
+  if (l2) {
+    struct ethhdr* eth = data;
+    if ((void*)(eth + 1) > data_end) return -1;
+    __builtin_memcpy(pkt->smac, eth->h_source, 6);
+  }
   __u32 l4 = 0;
   int fragmented = 0; /* the first fragment of a datagram: more follow */
   if (protocol == bpf_htons(ETH_P_IP)) {
-    struct iphdr* ip = data + ETH_HLEN;
+    struct iphdr* ip = data + l2;
     if ((void*)(ip + 1) > data_end) return -1;
     pkt->family = 4;
     pkt->proto = ip->protocol;
@@ -493,16 +498,16 @@ static __always_inline int parse(void* ctx, int xdp, struct fwe_pkt* pkt) {
                  : FWE_LATER_FRAGMENT;
     fragmented = (ip->frag_off & bpf_htons(0x2000)) != 0;
     pkt->fragment = fragmented ? FWE_FIRST_FRAGMENT : 0;
-    l4 = ETH_HLEN + ip->ihl * 4;
+    l4 = l2 + ip->ihl * 4;
   } else {
-    struct ipv6hdr* ip6 = data + ETH_HLEN;
+    struct ipv6hdr* ip6 = data + l2;
     if ((void*)(ip6 + 1) > data_end) return -1;
     pkt->family = 6;
     pkt->proto = ip6->nexthdr;
     __builtin_memcpy(pkt->src, &ip6->saddr, 16);
     __builtin_memcpy(pkt->dst, &ip6->daddr, 16);
     pkt->ip_len = sizeof(struct ipv6hdr) + bpf_ntohs(ip6->payload_len);
-    l4 = ETH_HLEN + sizeof(struct ipv6hdr);
+    l4 = l2 + sizeof(struct ipv6hdr);
     /* Copied, not read in place: rare, and a packet pointer moved in a loop is more than the verifier
      * follows. XDP leaves them to tc. */
     for (int i = 0; !xdp && i < FWE_IPV6_EXTENSIONS && is_ipv6_extension(pkt->proto); i++) {
@@ -1360,7 +1365,10 @@ enum fwe_answer_way { FWE_ANSWER_NONE, FWE_ANSWER_OUT, FWE_ANSWER_IN };
  * from a broadcast or multicast address or from no address, not an ICMP error or redirect (no error
  * about an error), not a reset. */
 static __always_inline int answerable(const struct __sk_buff* skb, const struct fwe_pkt* pkt) {
-  if (skb->pkt_type == PACKET_BROADCAST || skb->pkt_type == PACKET_MULTICAST) return 0;
+  /* A looped-back copy went to a broadcast or multicast address too (a subnet's broadcast among them). */
+  if (skb->pkt_type == PACKET_BROADCAST || skb->pkt_type == PACKET_MULTICAST ||
+      skb->pkt_type == PACKET_LOOPBACK)
+    return 0;
   if (is_icmp_error(pkt) || (pkt->proto == IPPROTO_ICMPV6 && pkt->icmp_type == 137)) return 0;
   if (pkt->proto == IPPROTO_TCP && (pkt->tcp_flags & TCP_RST)) return 0;
   if (pkt->family == 4) {
@@ -1598,7 +1606,10 @@ static __always_inline int finish(struct __sk_buff* skb, struct fwe_eval* ev, __
 /* A packet that comes in on the interface it is judged as coming in on. */
 static __always_inline int judge_ingress(struct __sk_buff* skb) {
   struct fwe_eval ev = {};
-  ev.looped = skb->ifindex == LOOPBACK_IFINDEX;
+  /* In on lo, or a copy of the host's own multicast or broadcast looped back to it (PACKET_LOOPBACK, on
+   * the interface it went out on): either comes with the conntrack entry it got on its way out, and
+   * without an Ethernet source. */
+  ev.looped = skb->ifindex == LOOPBACK_IFINDEX || skb->pkt_type == PACKET_LOOPBACK;
   int started = start(skb, &ev);
   if (started < 0) return unstarted(skb, &ev, started, 0);
   if (our_answer(skb, &ev.pkt)) return FWE_PASS;

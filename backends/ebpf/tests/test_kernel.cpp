@@ -1437,3 +1437,75 @@ TEST_CASE("an rpf ruleset is refused while lo does not forward, and nothing is l
   const std::string pins = Kernel("test").pin_dir();
   CHECK((!std::filesystem::exists(pins, ec) || std::filesystem::is_empty(pins, ec)));
 }
+
+namespace {
+// Sends one UDP datagram from 10.0.0.1 out of d0 to dst:port, with the host listening there (a member of
+// the group on d0, for multicast); whether the copy the kernel loops back to the host came in on d0.
+bool looped_back(const char* dst, int port) {
+  const std::string script = R"(
+import socket, struct, sys
+dst, port = sys.argv[1], int(sys.argv[2])
+pktinfo = getattr(socket, "IP_PKTINFO", 8)
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+r.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+r.setsockopt(socket.IPPROTO_IP, pktinfo, 1)
+r.bind(("", port))
+if int(dst.split(".")[0]) >= 224:
+    r.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(dst) + socket.inet_aton("10.0.0.1"))
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("10.0.0.1"))
+s.bind(("10.0.0.1", 40000))
+s.sendto(b"x", (dst, port))
+r.settimeout(0.5)
+d0 = socket.if_nametoindex("d0")
+try:
+    while True:  # the original also reaches p0, d0's peer: only the copy in on d0 counts
+        _, ancillary, _, _ = r.recvmsg(16, 256)
+        if any(t == pktinfo and struct.unpack("i", d[:4])[0] == d0 for _, t, d in ancillary):
+            sys.exit(0)
+except socket.timeout:
+    sys.exit(1)
+)";
+  const std::string path = "/tmp/fwe-looped-" + std::to_string(getpid()) + ".py";
+  std::ofstream(path) << script;
+  const int status = std::system(("python3 " + path + " " + dst + " " + std::to_string(port)).c_str());
+  std::filesystem::remove(path);
+  return status == 0;
+}
+}  // namespace
+
+TEST_CASE(
+    "the host's own multicast and broadcast, looped back to it without an Ethernet header, get trace's "
+    "verdict",
+    "[root]") {
+  // Input on d0 takes UDP to port 5353 only.
+  enter_scratch_namespace();
+  ir::Ruleset rs;
+  rs.files = {"<command line>"};
+  ir::Rule mdns;
+  mdns.match.protocols = std::vector<std::uint8_t>{17};
+  mdns.match.dst_port.push_back({false, {{5353, 5353}}});
+  mdns.action.kind = ir::ActionKind::accept;
+  rs.chains["mdns"] = ir::Chain{"mdns", {mdns}, {}};
+  ir::Endpoint ep;
+  ep.name = "host-d0";
+  ep.match.iif = ir::parse_iface("d0");
+  ep.groups.push_back(ir::Group{"g", {"mdns"}, ir::Verdict::continue_, "", {}});
+  ep.default_verdict = ir::Verdict::drop;
+  rs.stage(ir::Stage::input).sections.push_back({"host", false, {ep}});
+  passes::normalise(rs);
+  EbpfBackend backend(PluginContext{"test"});
+  apply(backend, rs);
+  std::size_t delivered_count = 0;
+  for (const char* dst : {"239.1.2.3", "10.0.0.255"})
+    for (int port : {5353, 5354}) {
+      auto p = test::packet("d0", "", "10.0.0.1", dst, 17, 40000, static_cast<std::uint16_t>(port));
+      p.src_mac.reset();
+      const bool expected = trace::evaluate(rs, p).delivered;
+      delivered_count += expected ? 1 : 0;
+      INFO(test::describe(p));
+      CHECK(looped_back(dst, port) == expected);
+    }
+  CHECK(delivered_count == 2);
+}
