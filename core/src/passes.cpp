@@ -236,10 +236,9 @@ void verify(const Ruleset& rs, Diagnostics& diag) {
           if (!m.in_place()) check_set(m.set_name, rule.origin, "rule");
       if (rule.action.kind == ActionKind::jump && !rs.find_chain(rule.action.target))
         diag.error(loc_of(rule.origin), "jump to unknown chain '" + rule.action.target + "'");
-      // The kernel's log lines are one line each: iptables refuses a newline, nft would cut the text.
-      const auto& prefix = rule.action.log_prefix;
-      if (std::any_of(prefix.begin(), prefix.end(),
-                      [](char c) { return static_cast<unsigned char>(c) < ' ' || c == '\x7f'; }))
+      // The kernel's log lines are one line each: iptables refuses a newline, nft would cut the text, and
+      // the journal and syslog readers break a line at NEL or U+2028 too.
+      if (has_line_breaking_character(rule.action.log_prefix))
         diag.error(loc_of(rule.origin), "the log prefix has a control character (a newline, a tab, ...)",
                    "write the prefix on one line, of printable characters");
       if (rule.match.mark_value)

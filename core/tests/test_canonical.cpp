@@ -83,6 +83,15 @@ TEST_CASE("the canonical form shows origins only when asked") {
   CHECK(canonical::to_yaml(rs, true).find("a.yaml:3:3") != std::string::npos);
 }
 
+TEST_CASE("the JSON form of a policy read from a file whose name is not UTF-8 has U+FFFD in its place") {
+  auto rs = sample("p\xff\xc3.yaml", 3);
+  rs.files.push_back("caf\xc3\xa9\xed\xa0\x80.yaml");  // a lone surrogate is not UTF-8 either
+  const auto j = canonical::to_json(rs, true);
+  CHECK(j["chains"]["c"][0]["origin"]["at"] == "p\xef\xbf\xbd\xef\xbf\xbd.yaml:3:3");
+  CHECK(j["files"][2] == "caf\xc3\xa9\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd.yaml");
+  CHECK(canonical::to_yaml(rs, true).find("p\xef\xbf\xbd\xef\xbf\xbd.yaml:3:3") != std::string::npos);
+}
+
 TEST_CASE("the YAML form writes short lists of scalars on one line and long ones one item a line") {
   auto rs = sample("a.yaml", 3);
   for (int i = 0; i < 20; ++i)

@@ -86,6 +86,26 @@ TEST_CASE("verify reports unknown references, loops and misplaced actions at the
         }) == 1);
 }
 
+TEST_CASE("a log prefix is one line: C0 and C1 controls, DEL and U+2028 are refused, other UTF-8 is not") {
+  for (std::string prefix : {std::string("a\tb"), std::string("a\x7f"), std::string("a\xc2\x85"),
+                             std::string("a\xe2\x80\xa8"), std::string("caf\xc3\xa9 ")}) {
+    Diagnostics diag;
+    const auto f = diag.add_file("p.yaml");
+    Ruleset rs;
+    Rule log;
+    log.action.kind = ActionKind::log;
+    log.action.log_prefix = prefix;
+    log.origin.loc = {f, 2, 5};
+    rs.chains["a"] = {"a", {log}, {}};
+    passes::verify(rs, diag);
+    const bool refused = prefix.starts_with("a");
+    CHECK(diag.error_count() == (refused ? 1u : 0u));
+    if (refused)
+      CHECK(diag.format(diag.all()[0])
+                .starts_with("p.yaml:2:5: error: the log prefix has a control character"));
+  }
+}
+
 TEST_CASE("optimise merges identical sets and drops what nothing uses") {
   Ruleset rs;
   rs.sets["a"] = {{*parse_cidr("10.0.0.0/8")}, {}};
