@@ -260,6 +260,12 @@ Endpoints parse_source(std::string_view source, const std::map<std::string, std:
   std::string_view rest = source.substr(std::string_view("etcd://").size());
   if (rest.empty())
     throw UsageError("'" + std::string(source) + "' names no endpoint: etcd://HOST:PORT[,HOST:PORT...]");
+  // Not echoed: what comes before '@' may be a password.
+  if (rest.find('@') != std::string_view::npos)
+    throw UsageError(
+        "the etcd source names a user (USER[:PASSWORD]@HOST): fwengine does not log in to etcd "
+        "with a password, and would keep it in its state; authenticate with a client "
+        "certificate (--etcd-cert, --etcd-key)");
   for (bool more = true; more;) {
     const auto comma = rest.find(',');
     const std::string_view hostport = rest.substr(0, comma);
@@ -296,7 +302,7 @@ bool Client::answers(const std::string& url) {
   return request.perform([](std::string_view) { return true; }).empty();
 }
 
-Snapshot Client::list() {
+Snapshot Client::list(const std::atomic<bool>* stop) {
   // Serializable: the member answers from its own copy, without a round through the leader, so that a
   // fleet relisting at once (its member died) does not load the leader; the watch then follows that
   // member from the same revision, and the liveness probe (linearizable) leaves a member cut off.
@@ -305,11 +311,14 @@ Snapshot Client::list() {
   const std::string body = range.dump();
   std::string failures;
   for (std::size_t attempt = 0; attempt < endpoints_.urls.size(); ++attempt) {
+    if (stop && stop->load()) throw RuntimeError("stopped while listing the store");
     const std::size_t index = (current_ + attempt) % endpoints_.urls.size();
     const std::string& url = endpoints_.urls[index];
     std::string reply;
     Request request(endpoints_, url + "/v3/kv/range", body, &origin_netns_fd_);
     request.set_timeout(kListTimeoutMs);
+    // A stopping daemon does not wait for a member that hangs (up to kListTimeoutMs each).
+    if (stop) request.stop_when(*stop, [] { return true; });
     std::string error = request.perform([&](std::string_view part) {
       reply.append(part);
       return true;
@@ -495,8 +504,9 @@ void Watch::run() {
   while (!stop_) {
     Snapshot listed;
     try {
-      listed = client_.list();
+      listed = client_.list(&stop_);
     } catch (const std::exception& e) {
+      if (stop_) break;
       set_unreachable(e.what() + fall_back_to_cache());
       pause(backoff);
       // Doubling, with jitter: a fleet that lost its store does not come back in lockstep.

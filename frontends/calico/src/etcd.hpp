@@ -63,7 +63,9 @@ class Client {
 
   // Every policy resource, read from the first endpoint that answers (starting with the last good
   // one, or a random one). Throws RuntimeError naming every endpoint's failure when none answers.
-  Snapshot list();
+  // With `stop`, the list ends (throwing) within a second of it turning true, however long a member
+  // takes to answer.
+  Snapshot list(const std::atomic<bool>* stop = nullptr);
 
   using OnChange = std::function<void(const std::vector<Event>& events, std::int64_t revision)>;
   // Follows the changes after revision `after` on the last endpoint that answered. Returns when stop

@@ -15,9 +15,10 @@ export ETCDCTL_API=3
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 client_port=$(free_port) peer_port=$(free_port) dead_port=$(free_port)
 endpoint=127.0.0.1:$client_port
-etcd_pid="" tls_pid="" daemon_pid="" netns=""
+etcd_pid="" tls_pid="" daemon_pid="" hung_pid="" netns=""
 cleanup() {
   [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
+  [ -n "$hung_pid" ] && kill "$hung_pid" 2>/dev/null && wait "$hung_pid" 2>/dev/null
   [ -n "$etcd_pid" ] && kill "$etcd_pid" 2>/dev/null && wait "$etcd_pid" 2>/dev/null
   [ -n "$tls_pid" ] && kill "$tls_pid" 2>/dev/null && wait "$tls_pid" 2>/dev/null
   [ -n "$netns" ] && ip netns del "$netns" 2>/dev/null && rm -rf "/run/fwengine/$netns"
@@ -95,6 +96,10 @@ contains "etcd: every endpoint down" "no etcd endpoint answered"
 contains "etcd: every endpoint down names the endpoint" "127.0.0.1:$dead_port"
 check "etcd: URL without a port" 2 "$engine" --frontend calico --source etcd://localhost check
 contains "etcd: URL without a port" "is not HOST:PORT"
+check "etcd: a user and password in the URL" 2 "$engine" --frontend calico \
+  --source "etcd://root:s3cret@127.0.0.1:$dead_port" check
+contains "etcd: a user and password in the URL" "authenticate with a client certificate"
+equals "etcd: the password is not shown" "$(grep -c s3cret <<<"$out")" 0
 check "etcd: a key without its certificate" 2 "$engine" --frontend calico --source "etcd://$endpoint" --etcd-key k.pem check
 contains "etcd: a key without its certificate" "--etcd-cert and --etcd-key go together"
 check "etcd: TLS options need the calico frontend" 2 "$engine" --frontend yaml --etcd-ca ca.pem check
@@ -264,4 +269,30 @@ start_etcd
 reconnected() { [ "$(grep -c "reachable again" "$work/daemon.log")" -ge 2 ]; }  # the second outage's end
 wait_for "reboot: the store is followed again" reconnected
 stop_daemon
+
+# A member that takes the connection and never answers: a stop does not wait out the list's 10 s.
+hung_port=$(free_port)
+python3 -c '
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(4)
+held = []
+while True:
+    held.append(s.accept()[0])
+    open(sys.argv[2], "a").write("accepted\n")
+' "$hung_port" "$work/hung.log" &
+hung_pid=$!
+endpoint=127.0.0.1:$hung_port start_daemon
+wait_for "hung member: the daemon is listing it" grep -qs accepted "$work/hung.log"
+kill "$daemon_pid"
+for _ in $(seq 50); do kill -0 "$daemon_pid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$daemon_pid" 2>/dev/null; then
+  echo "FAIL hung member: SIGTERM did not end the daemon within 5 s (the list waits for its timeout)"
+  failures=$((failures + 1))
+  stop_daemon
+else
+  wait "$daemon_pid"
+  equals "hung member: SIGTERM ends the daemon cleanly" "$?" 0
+  daemon_pid=""
+fi
 summary
