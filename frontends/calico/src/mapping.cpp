@@ -60,6 +60,10 @@ struct Settings {
   std::optional<ir::Verdict> endpoint_to_host;
   std::string endpoint_to_host_source;
   SourceLoc endpoint_to_host_loc;
+  // WireGuard's UDP port per family it is on for (build_wireguard), and the setting that turned it on.
+  std::vector<std::pair<ir::Family, std::uint16_t>> wireguard;
+  std::string wireguard_source;
+  SourceLoc wireguard_loc;
 };
 
 std::vector<FailsafePort> builtin_failsafe(bool inbound) {
@@ -180,6 +184,28 @@ class Mapper {
         settings.endpoint_to_host_loc = config->loc;
       }
     }
+    bool wireguard[2] = {false, false};  // IPv4, IPv6
+    std::int64_t wireguard_port[2] = {kWireguardPort, kWireguardPortV6};
+    for (const FelixConfig* config : felix_configs()) {
+      if (!config) continue;
+      for (int v6 : {0, 1}) {
+        if (const auto& on = v6 ? config->wireguard_v6 : config->wireguard; on) {
+          wireguard[v6] = *on;
+          if (*on) {
+            settings.wireguard_source =
+                source_of(*config) + (v6 ? " wireguardEnabledV6" : " wireguardEnabled");
+            settings.wireguard_loc = config->loc;
+          }
+        }
+        if (const auto& port = v6 ? config->wireguard_port_v6 : config->wireguard_port; port)
+          wireguard_port[v6] = *port;
+      }
+    }
+    // Felix's rules take the port as uint16(WireguardListeningPort), as VXLAN's.
+    for (int v6 : {0, 1})
+      if (wireguard[v6])
+        settings.wireguard.emplace_back(v6 ? ir::Family::ipv6 : ir::Family::ipv4,
+                                        static_cast<std::uint16_t>(wireguard_port[v6]));
     // config_params.go FilterDenyAction(): nftablesFilterDenyAction when nftablesMode is Enabled.
     settings.deny_with_reject = nftables == NftablesMode::enabled ? nftables_reject : iptables_reject;
     settings.nftables = nftables;
@@ -591,6 +617,7 @@ class Mapper {
     // defaultEndpointToHostAction, the workload endpoints decide in a section of their own that does
     // not honour the allow mark, and accept with `allow`, which the host endpoints' section honours.
     const bool from_workloads = direction == Direction::ingress && (wildcard_ || settings_.endpoint_to_host);
+    build_wireguard(stage, direction);
     if (from_workloads && settings_.endpoint_to_host) {
       ir::Section workloads{"workload-to-host", false, {}};
       for (const std::string& prefix : settings_.workload_prefixes)
@@ -616,6 +643,41 @@ class Mapper {
       section.endpoints.push_back(make_endpoint({wildcard_, ""}, direction, PolicyClass::normal, false));
     }
     add_section(stage, std::move(section));
+  }
+
+  // With WireGuard on, Felix's filter INPUT accepts UDP to its port on a local address, and filter OUTPUT
+  // UDP to its port from a local address, on every interface, before any endpoint's policy
+  // (static.go FilterInputChainAllowWG, filterOutputChain): so that no host policy cuts the tunnels. The
+  // section `allow`s them, which the host endpoints' section after it honours; the workload-to-host
+  // section, which does not, allows them first itself (Felix accepts them before cali-wl-to-host).
+  void build_wireguard(ir::Stage stage, Direction direction) {
+    if (settings_.wireguard.empty()) return;
+    ir::Endpoint endpoint;
+    endpoint.name = "wireguard";
+    endpoint.origin = {settings_.wireguard_loc, settings_.wireguard_source, -1};
+    ir::Group group;
+    group.name = "wireguard";
+    group.origin = endpoint.origin;
+    group.chains.push_back(wireguard_chain(direction));
+    endpoint.groups.push_back(std::move(group));
+    add_section(stage, ir::Section{"wireguard", false, {std::move(endpoint)}});
+  }
+
+  std::string wireguard_chain(Direction direction) {
+    const bool in = direction == Direction::ingress;
+    return felix_chain(
+        in ? "wireguard-in" : "wireguard-out",
+        in ? "Felix: allow incoming WireGuard packets" : "Felix: allow outgoing WireGuard packets", [&] {
+          std::vector<ir::Rule> rules;
+          for (const auto& [family, port] : settings_.wireguard) {
+            ir::Rule& rule = rules.emplace_back();
+            rule.match.family = family;
+            rule.match.protocols = std::vector<std::uint8_t>{17};
+            rule.match.dst_port.push_back({false, {{port, port}}});
+            rule.action.kind = ir::ActionKind::allow;
+          }
+          return rules;
+        });
   }
 
   // What the workload interfaces (prefix+) send (ingress) or receive (egress), classified and given no
@@ -644,6 +706,7 @@ class Mapper {
     ir::Group group;
     group.name = "workload-to-host";
     group.origin = endpoint.origin;
+    if (!settings_.wireguard.empty()) group.chains.push_back(wireguard_chain(Direction::ingress));
     group.chains.push_back(workload_conntrack_chain());
     group.chains.push_back(workload_icmpv6_chain());
     endpoint.groups.push_back(std::move(group));

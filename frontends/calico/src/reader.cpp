@@ -21,7 +21,7 @@ constexpr std::string_view kApiV1 = "crd.projectcalico.org/v1";
 constexpr std::ptrdiff_t kMaxNodeSelector = 1024;  // FelixConfigurationSpec.NodeSelector's MaxLength
 // The Felix settings fwengine models, by their Felix names, as annotations and environment variables
 // name them.
-constexpr std::array<std::string_view, 14> kFelixStringNames = {"FailsafeInboundHostPorts",
+constexpr std::array<std::string_view, 18> kFelixStringNames = {"FailsafeInboundHostPorts",
                                                                 "FailsafeOutboundHostPorts",
                                                                 "Ipv6Support",
                                                                 "DisableConntrackInvalidCheck",
@@ -34,7 +34,11 @@ constexpr std::array<std::string_view, 14> kFelixStringNames = {"FailsafeInbound
                                                                 "InterfaceExclude",
                                                                 "IpInIpEnabled",
                                                                 "VXLANEnabled",
-                                                                "VXLANPort"};
+                                                                "VXLANPort",
+                                                                "WireguardEnabled",
+                                                                "WireguardEnabledV6",
+                                                                "WireguardListeningPort",
+                                                                "WireguardListeningPortV6"};
 // The tiers whose order and default action Calico fixes (api tier.go: the orders, validateTier, the
 // Tier's CEL rules); a missing order reads as 1 000 000 and a missing defaultAction as Deny.
 struct StaticTier {
@@ -1779,6 +1783,20 @@ void Reader::read_felix_config(const yaml::Node* spec, const Meta& meta, const C
         diag_.error(node->loc(), "vxlanPort must be an integer, not " + node->describe(),
                     "write the UDP port of VXLAN packets, such as 4789 (unquoted)");
     }
+    for (const char* field : {"wireguardEnabled", "wireguardEnabledV6"}) {
+      if (const yaml::Node* node = spec->find(field); node && !node->is_null())
+        (std::string_view(field).ends_with("V6") ? config.wireguard_v6 : config.wireguard) =
+            bool_of(*node, field);
+    }
+    for (const char* field : {"wireguardListeningPort", "wireguardListeningPortV6"}) {
+      const yaml::Node* node = spec->find(field);
+      if (!node || node->is_null()) continue;
+      auto& port = std::string_view(field).ends_with("V6") ? config.wireguard_port_v6 : config.wireguard_port;
+      port = node->as_int();
+      if (!port)
+        diag_.error(node->loc(), std::string(field) + " must be an integer, not " + node->describe(),
+                    "write the UDP port WireGuard listens on, such as 51820 (unquoted)");
+    }
     for (const char* field : {"iptablesFilterAllowAction", "iptablesMangleAllowAction",
                               "nftablesFilterAllowAction", "nftablesMangleAllowAction"}) {
       if (const yaml::Node* node = spec->find(field); node && lower(node->text()) == "return") {
@@ -1954,6 +1972,23 @@ void Reader::read_felix_strings(const std::vector<FelixString>& strings, bool en
       else if (value != "none")
         fallback("true or false");
       field = EncapsulationSetting{setting, loc, what + key.text() + ": " + written_value.text()};
+    } else if (exact == "WireguardEnabled" || exact == "WireguardEnabledV6") {
+      const bool v6 = exact.ends_with("V6");
+      if (decides((v6 ? from_spec.wireguard_v6 : from_spec.wireguard).has_value()))
+        (v6 ? config.wireguard_v6 : config.wireguard) = boolean(false);
+    } else if (exact == "WireguardListeningPort" || exact == "WireguardListeningPortV6") {
+      const bool v6 = exact.ends_with("V6");
+      auto& port = v6 ? config.wireguard_port_v6 : config.wireguard_port;
+      if (!decides((v6 ? from_spec.wireguard_port_v6 : from_spec.wireguard_port).has_value())) continue;
+      if (value.empty()) {
+        port.reset();
+      } else if (value == "none") {
+        port = 0;  // the int's zero value
+      } else if (!(port = go_integer(value))) {
+        fallback("the UDP port WireGuard listens on, such as " +
+                 std::to_string(v6 ? kWireguardPortV6 : kWireguardPort));
+        port = v6 ? kWireguardPortV6 : kWireguardPort;
+      }
     } else if (exact == "VXLANPort") {
       if (!decides(from_spec.vxlan_port.has_value())) continue;
       if (value.empty()) {

@@ -161,6 +161,9 @@ struct EncapsulatedPool {
 };
 
 inline constexpr std::int64_t kVxlanPort = 4789;  // Felix's default vxlanPort
+// Felix's default wireguardListeningPort and wireguardListeningPortV6.
+inline constexpr std::int64_t kWireguardPort = 51820;
+inline constexpr std::int64_t kWireguardPortV6 = 51821;
 
 struct FelixConfig {
   std::string name;
@@ -184,6 +187,9 @@ struct FelixConfig {
   std::optional<EncapsulationSetting> ipip, vxlan;
   // vxlanPort: the UDP port of VXLAN packets. Felix takes any int and uses its low 16 bits.
   std::optional<std::int64_t> vxlan_port;
+  // wireguardEnabled / wireguardEnabledV6 and their listening ports (low 16 bits, as vxlanPort).
+  std::optional<bool> wireguard, wireguard_v6;
+  std::optional<std::int64_t> wireguard_port, wireguard_port_v6;
 };
 
 // A node's labels, which selector-scoped FelixConfigurations select it by: from Calico's Node or from the

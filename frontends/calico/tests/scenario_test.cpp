@@ -399,6 +399,51 @@ spec:
   CHECK_FALSE(rs.failsafe.outbound[0].net);
 }
 
+TEST_CASE("wireguardEnabled: Felix accepts WireGuard's UDP port to and from the host before any policy",
+          "[scenario]") {
+  const std::string fc =
+      "---\napiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: "
+      "{name: default}\nspec:\n";
+  const std::string v6_host = "2001:db8::10", v6_remote = "2001:db8::7";
+  const ir::Ruleset off = build(kH0 + fc + "  wireguardEnabled: false\n");
+  CHECK_VERDICT(off, in_eth0(kRemote, 51820, kUdp), DENY);
+  CHECK_VERDICT(off, out_eth0(kRemote, 51820, kUdp), DENY);
+  const ir::Ruleset on = build(kH0 + fc + "  wireguardEnabled: true\n");
+  CHECK_VERDICT(on, in_eth0(kRemote, 51820, kUdp), ALLOW);
+  CHECK_VERDICT(on, out_eth0(kRemote, 51820, kUdp), ALLOW);
+  CHECK_VERDICT(on, in_eth0(kRemote, 51820, kTcp), DENY);
+  CHECK_VERDICT(on, in_eth0(v6_remote, 51820, kUdp, v6_host), DENY);  // IPv6 is wireguardEnabledV6's
+  // From a pod too, before defaultEndpointToHostAction (Felix accepts them before cali-wl-to-host).
+  const ir::Ruleset pods =
+      build(kH0 + fc + "  wireguardEnabled: true\n  defaultEndpointToHostAction: Drop\n");
+  CHECK_VERDICT(pods, packet("cali0a1b", "", "10.244.0.5", kHostIp, kUdp, 51820), ALLOW);
+  CHECK_VERDICT(pods, packet("cali0a1b", "", "10.244.0.5", kHostIp, kUdp, 51821), DENY);
+  // Before any HostEndpoint's policy, and with none at all.
+  CHECK_VERDICT(build(fc + "  wireguardEnabled: true\n"), in_eth0(kRemote, 51820, kUdp), ALLOW);
+  const ir::Ruleset v6 = build(kH0 + fc + "  wireguardEnabledV6: true\n  wireguardListeningPortV6: 51900\n");
+  CHECK_VERDICT(v6, in_eth0(v6_remote, 51900, kUdp, v6_host), ALLOW);
+  CHECK_VERDICT(v6, packet("", "eth0", v6_host, v6_remote, kUdp, 51900), ALLOW);
+  CHECK_VERDICT(v6, in_eth0(kRemote, 51900, kUdp), DENY);
+  CHECK_VERDICT(v6, in_eth0(kRemote, 51820, kUdp), DENY);
+  // calico-node's environment, in Felix's string syntax; its port as Go writes an int.
+  const std::string daemonset = R"(---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: calico-node, namespace: kube-system}
+spec:
+  template:
+    spec:
+      containers:
+      - name: calico-node
+        env:
+        - {name: FELIX_WIREGUARDENABLED, value: "true"}
+        - {name: FELIX_WIREGUARDLISTENINGPORT, value: "0xca6d"}
+)";
+  const ir::Ruleset env = build(kH0 + daemonset);
+  CHECK_VERDICT(env, in_eth0(kRemote, 51821, kUdp), ALLOW);
+  CHECK_VERDICT(env, in_eth0(kRemote, 51820, kUdp), DENY);
+}
+
 namespace {
 // The tutorial's cluster as control1 sees it (spec §8 #22-#25), read from fixtures/calico/home-cluster.
 ir::Ruleset tutorial() {
