@@ -1616,7 +1616,9 @@ static __always_inline int judge_ingress(struct __sk_buff* skb) {
   ev.pkt.iif = skb->ifindex;
   ev.pkt.has_mac = !ev.looped;
   ev.pkt.oif = route_out(skb, skb->ifindex, &ev.pkt);
-  if (ev.need_rpf) ev.pkt.rpf_ok = reverse_path(skb, &ev.pkt);
+  /* The host's own packet passes every reverse-path check, as the kernel's fib and rpfilter matches let a
+   * looped-back one pass (nft_fib_is_loopback, rpfilter_is_loopback). */
+  if (ev.need_rpf) ev.pkt.rpf_ok = ev.looped ? FWE_RPF_ALL : reverse_path(skb, &ev.pkt);
   if (!run_stage(&ev, FWE_STAGE_UNTRACKED_IN)) {
     ct_see_reply(&ev);
     if (!run_stage(&ev, FWE_STAGE_PREDNAT)) run_stage(&ev, ev.pkt.oif ? FWE_STAGE_FORWARD : FWE_STAGE_INPUT);

@@ -1479,10 +1479,20 @@ TEST_CASE(
     "the host's own multicast and broadcast, looped back to it without an Ethernet header, get trace's "
     "verdict",
     "[root]") {
-  // Input on d0 takes UDP to port 5353 only.
+  // Input on d0 takes UDP to port 5353 only; preDNAT drops what fails the strict reverse-path check, which
+  // the host's own packets pass.
   enter_scratch_namespace();
   ir::Ruleset rs;
   rs.files = {"<command line>"};
+  ir::Rule spoofed;
+  spoofed.match.rpf = ir::RpfMode::strict;
+  spoofed.match.rpf_negate = true;
+  spoofed.action.kind = ir::ActionKind::drop;
+  rs.chains["rpf"] = ir::Chain{"rpf", {spoofed}, {}};
+  ir::Endpoint all;
+  all.name = "all";
+  all.groups.push_back(ir::Group{"g", {"rpf"}, ir::Verdict::continue_, "", {}});
+  rs.stage(ir::Stage::prednat).sections.push_back({"rpf", false, {all}});
   ir::Rule mdns;
   mdns.match.protocols = std::vector<std::uint8_t>{17};
   mdns.match.dst_port.push_back({false, {{5353, 5353}}});
