@@ -323,6 +323,7 @@ Snapshot Client::list(const std::atomic<bool>* stop) {
       reply.append(part);
       return true;
     });
+    if (stop && stop->load()) throw RuntimeError("stopped while listing the store");  // the reply may be cut
     json parsed = json::parse(reply, nullptr, false);
     if (error.empty() && (parsed.is_discarded() || !parsed.is_object())) error = "the reply is not JSON";
     if (!error.empty()) {

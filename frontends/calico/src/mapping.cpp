@@ -184,28 +184,31 @@ class Mapper {
         settings.endpoint_to_host_loc = config->loc;
       }
     }
-    bool wireguard[2] = {false, false};  // IPv4, IPv6
+    // By family (IPv4, IPv6): whether WireGuard is on, its port, and the setting that decided it.
+    bool wireguard[2] = {false, false};
     std::int64_t wireguard_port[2] = {kWireguardPort, kWireguardPortV6};
+    std::string wireguard_source[2];
+    SourceLoc wireguard_loc[2];
     for (const FelixConfig* config : felix_configs()) {
       if (!config) continue;
       for (int v6 : {0, 1}) {
         if (const auto& on = v6 ? config->wireguard_v6 : config->wireguard; on) {
           wireguard[v6] = *on;
-          if (*on) {
-            settings.wireguard_source =
-                source_of(*config) + (v6 ? " wireguardEnabledV6" : " wireguardEnabled");
-            settings.wireguard_loc = config->loc;
-          }
+          wireguard_source[v6] = source_of(*config) + (v6 ? " wireguardEnabledV6" : " wireguardEnabled");
+          wireguard_loc[v6] = config->loc;
         }
         if (const auto& port = v6 ? config->wireguard_port_v6 : config->wireguard_port; port)
           wireguard_port[v6] = *port;
       }
     }
     // Felix's rules take the port as uint16(WireguardListeningPort), as VXLAN's.
-    for (int v6 : {0, 1})
-      if (wireguard[v6])
-        settings.wireguard.emplace_back(v6 ? ir::Family::ipv6 : ir::Family::ipv4,
-                                        static_cast<std::uint16_t>(wireguard_port[v6]));
+    for (int v6 : {1, 0}) {
+      if (!wireguard[v6]) continue;
+      settings.wireguard.emplace(settings.wireguard.begin(), v6 ? ir::Family::ipv6 : ir::Family::ipv4,
+                                 static_cast<std::uint16_t>(wireguard_port[v6]));
+      settings.wireguard_source = wireguard_source[v6];  // IPv4's, where both are on
+      settings.wireguard_loc = wireguard_loc[v6];
+    }
     // config_params.go FilterDenyAction(): nftablesFilterDenyAction when nftablesMode is Enabled.
     settings.deny_with_reject = nftables == NftablesMode::enabled ? nftables_reject : iptables_reject;
     settings.nftables = nftables;
@@ -645,22 +648,35 @@ class Mapper {
     add_section(stage, std::move(section));
   }
 
-  // With WireGuard on, Felix's filter INPUT accepts UDP to its port on a local address, and filter OUTPUT
-  // UDP to its port from a local address, on every interface, before any endpoint's policy
-  // (static.go FilterInputChainAllowWG, filterOutputChain): so that no host policy cuts the tunnels. The
-  // section `allow`s them, which the host endpoints' section after it honours; the workload-to-host
-  // section, which does not, allows them first itself (Felix accepts them before cali-wl-to-host).
+  // With WireGuard on, Felix's filter INPUT accepts UDP to its port on a local address, on every
+  // interface, and filter OUTPUT UDP to its port from a local address, but to workload interfaces, which it
+  // returns first; both before any endpoint's policy (static.go FilterInputChainAllowWG,
+  // filterOutputChain): so that no host policy cuts the tunnels. The section `allow`s them, which the host
+  // endpoints' section after it honours; the workload-to-host section, which does not, allows them first
+  // itself (Felix accepts them before cali-wl-to-host).
   void build_wireguard(ir::Stage stage, Direction direction) {
     if (settings_.wireguard.empty()) return;
+    const ir::Origin origin{settings_.wireguard_loc, settings_.wireguard_source, -1};
+    ir::Section section{"wireguard", false, {}};
+    if (direction == Direction::egress) {
+      for (const std::string& prefix : settings_.workload_prefixes) {
+        ir::Endpoint workloads;  // classified, no verdict
+        workloads.name = "workload-interfaces/" + prefix;
+        workloads.match.oif = ir::IfacePattern{prefix, true};
+        workloads.origin = origin;
+        section.endpoints.push_back(std::move(workloads));
+      }
+    }
     ir::Endpoint endpoint;
     endpoint.name = "wireguard";
-    endpoint.origin = {settings_.wireguard_loc, settings_.wireguard_source, -1};
+    endpoint.origin = origin;
     ir::Group group;
     group.name = "wireguard";
-    group.origin = endpoint.origin;
+    group.origin = origin;
     group.chains.push_back(wireguard_chain(direction));
     endpoint.groups.push_back(std::move(group));
-    add_section(stage, ir::Section{"wireguard", false, {std::move(endpoint)}});
+    section.endpoints.push_back(std::move(endpoint));
+    add_section(stage, std::move(section));
   }
 
   std::string wireguard_chain(Direction direction) {

@@ -413,6 +413,8 @@ TEST_CASE("wireguardEnabled: Felix accepts WireGuard's UDP port to and from the 
   CHECK_VERDICT(on, out_eth0(kRemote, 51820, kUdp), ALLOW);
   CHECK_VERDICT(on, in_eth0(kRemote, 51820, kTcp), DENY);
   CHECK_VERDICT(on, in_eth0(v6_remote, 51820, kUdp, v6_host), DENY);  // IPv6 is wireguardEnabledV6's
+  // To a workload, Felix's filter OUTPUT returns first: no verdict, as without WireGuard.
+  CHECK_VERDICT(on, packet("", "cali0a1b", kHostIp, "10.244.0.5", kUdp, 51820), NO_VERDICT);
   // From a pod too, before defaultEndpointToHostAction (Felix accepts them before cali-wl-to-host).
   const ir::Ruleset pods =
       build(kH0 + fc + "  wireguardEnabled: true\n  defaultEndpointToHostAction: Drop\n");

@@ -289,10 +289,10 @@ for _ in $(seq 50); do kill -0 "$daemon_pid" 2>/dev/null || break; sleep 0.1; do
 if kill -0 "$daemon_pid" 2>/dev/null; then
   echo "FAIL hung member: SIGTERM did not end the daemon within 5 s (the list waits for its timeout)"
   failures=$((failures + 1))
-  stop_daemon
-else
-  wait "$daemon_pid"
-  equals "hung member: SIGTERM ends the daemon cleanly" "$?" 0
-  daemon_pid=""
 fi
+wait "$daemon_pid"
+equals "hung member: SIGTERM ends the daemon cleanly" "$?" 0
+daemon_pid=""
+kill "$hung_pid" && wait "$hung_pid" 2>/dev/null
+hung_pid=""
 summary
