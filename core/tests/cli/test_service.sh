@@ -218,6 +218,9 @@ kill -TERM "$daemon"; wait "$daemon"
 # flush-on-stop: the stop removes the ruleset and, as flush does, the copy an unconfirmed apply --confirm
 # would roll back to.
 printf 'flush-on-stop: true\n' > "$work/flush-on-stop.conf"
+# The last daemon left B loaded: without a flush first, B's status could be that daemon's, and the
+# SIGTERM below could reach this one before it blocks the signal (then nothing flushes).
+"$FWE" --netns "$ns" -q flush
 "$FWE" --config "$work/flush-on-stop.conf" --netns "$ns" -f "$work/live" daemon 2>> "$work/daemon.log" &
 daemon=$!
 pids+=($daemon)
