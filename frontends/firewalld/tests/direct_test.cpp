@@ -67,7 +67,7 @@ TEST_CASE("direct: matches and targets as iptables reads them", "[direct]") {
   CHECK(parsed("-p tcp --dport 80 -j DNAT --to-destination 10.0.0.5:8080").rule.action.nat_port ==
         ir::PortRange{8080, 8080});
   CHECK(ir::to_string(
-            *parsed("-j DNAT --to-destination [fd00::5]:80", ir::Family::ipv6).rule.action.nat_addr) ==
+            *parsed("-p tcp -j DNAT --to-destination [fd00::5]:80", ir::Family::ipv6).rule.action.nat_addr) ==
         "fd00::5");
   CHECK(parsed("-j CT --notrack").rule.action.kind == ir::ActionKind::notrack);
   // To iptables, protocol 0 is every protocol, as "all" is.
@@ -95,6 +95,17 @@ TEST_CASE("direct: what is not understood is refused with the reason", "[direct]
   CHECK(refused("-j LOG --log-prefix 'open") == "a quote is not closed");
   CHECK(refused("-j DNAT") == "DNAT needs --to-destination or --to-source");
   CHECK(refused("! -p 0 -j DROP") == "'! -p 0' matches nothing");
+  // As iptables and ip6tables refuse them (firewalld then fails to load its direct rules).
+  CHECK(refused("--icmp-type 8 -j DROP") == "--icmp-type needs -p icmp first");
+  CHECK(refused("-p icmp --icmp-type 8 -j DROP", ir::Family::ipv6) ==
+        "--icmp-type is not an option of ip6tables: use --icmpv6-type in a rule of ipv=\"ipv6\"");
+  CHECK(refused("-p icmpv6 --icmpv6-type 128 -j DROP") ==
+        "--icmpv6-type is not an option of iptables: use --icmp-type in a rule of ipv=\"ipv4\"");
+  CHECK(refused("-j REDIRECT --to-ports 80") == "REDIRECT to a port needs -p tcp, udp, sctp or dccp");
+  CHECK(refused("-p udplite -j MASQUERADE --to-ports 1000-2000") ==
+        "MASQUERADE to a port needs -p tcp, udp, sctp or dccp");
+  CHECK(refused("! -p tcp -j SNAT --to-source 192.0.2.1:1000-2000") ==
+        "SNAT to a port needs -p tcp, udp, sctp or dccp");
 }
 
 TEST_CASE("direct: with FirewallBackend=iptables the ACCEPT semantics are named in a warning", "[direct]") {
