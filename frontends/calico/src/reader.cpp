@@ -166,18 +166,6 @@ bool is_dns_label(std::string_view s) {
   return s.size() <= 63 && is_name_part(s);
 }
 
-// Calico's "name" validator (nameRegex): parts joined by '.', of any length (HostEndpoint spec.node
-// and spec.profiles[]).
-bool is_calico_name(std::string_view s) {
-  std::size_t start = 0;
-  while (true) {
-    const std::size_t dot = s.find('.', start);
-    if (!is_name_part(s.substr(start, dot == std::string_view::npos ? dot : dot - start))) return false;
-    if (dot == std::string_view::npos) return true;
-    start = dot + 1;
-  }
-}
-
 // A DNS subdomain as Calico's and Kubernetes' validators check it (resource names, label prefixes):
 // <=253 characters; no part has a length limit of its own.
 bool is_dns_subdomain(std::string_view s) {
@@ -223,13 +211,6 @@ bool is_port_name(std::string_view s) {
     }
   }
   return letter;
-}
-
-bool is_interface_name(std::string_view s) {
-  if (s.empty() || s.size() > 15) return false;
-  return std::all_of(s.begin(), s.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '.' || c == '-';
-  });
 }
 
 bool all_digits(std::string_view s) {
@@ -280,6 +261,23 @@ std::string join(const std::vector<std::string_view>& words) {
 }
 
 }  // namespace
+
+bool is_calico_name(std::string_view s) {
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t dot = s.find('.', start);
+    if (!is_name_part(s.substr(start, dot == std::string_view::npos ? dot : dot - start))) return false;
+    if (dot == std::string_view::npos) return true;
+    start = dot + 1;
+  }
+}
+
+bool is_interface_name(std::string_view s) {
+  if (s.empty() || s.size() > 15) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '.' || c == '-';
+  });
+}
 
 struct Reader::Context {
   bool v1 = false;  // crd.projectcalico.org/v1: enums compare case-insensitively, raw objects lack defaults

@@ -2,12 +2,19 @@
 #pragma once
 
 #include <span>
+#include <string_view>
 
 #include "fwengine/diagnostics.hpp"
 #include "fwengine/yaml.hpp"
 #include "resources.hpp"
 
 namespace fwe::calico {
+
+// Calico's "name" validator (nameRegex): parts of lower-case letters and digits, with '-' inside, joined
+// by '.', of any length (HostEndpoint spec.node and spec.profiles[]).
+bool is_calico_name(std::string_view s);
+// What Calico takes as a HostEndpoint's interfaceName: 1-15 of letters, digits, '_', '.', '-'.
+bool is_interface_name(std::string_view s);
 
 // Reads resources from documents into a model. Every problem is reported (all at once) through diag;
 // resources with errors may be partly filled in, so callers stop when diag has errors.

@@ -231,5 +231,66 @@ TEST_CASE("writer: a chain of a stage Calico has no policy for is reported once"
       "Calico policy; review the written files)");
 }
 
+TEST_CASE("writer: what Calico's validation refuses is reported, and the files written still read back") {
+  ir::Ruleset rs = tricky_ruleset();
+  ir::Chain& main = rs.chains.at("main");
+  ir::Rule r = rule(ir::ActionKind::accept, 50);  // written from port 1
+  r.match.protocols = std::vector<std::uint8_t>{6};
+  r.match.dst_port = {{false, {{0, 1023}}}};
+  main.rules.push_back(r);
+  r = rule(ir::ActionKind::accept, 51);  // written without port 0
+  r.match.protocols = std::vector<std::uint8_t>{17};
+  r.match.src_port = {{true, {{0, 0}, {7, 7}}}};
+  main.rules.push_back(r);
+  r = rule(ir::ActionKind::accept, 52);  // port 0 alone: left out
+  r.match.protocols = std::vector<std::uint8_t>{6};
+  r.match.dst_port = {ports(0)};
+  main.rules.push_back(r);
+  r = rule(ir::ActionKind::accept, 53);
+  r.match.protocols = std::vector<std::uint8_t>{0};
+  main.rules.push_back(r);
+  r = rule(ir::ActionKind::accept, 54);
+  r.match.icmp = ir::IcmpMatch{false, false, 255, std::nullopt};
+  main.rules.push_back(r);
+  auto& endpoints = rs.stage(ir::Stage::input).sections.front().endpoints;
+  endpoints.insert(endpoints.begin(), {endpoint("odd", "vlan#1", {}, ir::Verdict::drop),
+                                       endpoint("pod", "cali0", {}, ir::Verdict::drop),
+                                       endpoint("ipvs", "kube-ipvs0", {}, ir::Verdict::drop),
+                                       endpoint("underscore", "_", {}, ir::Verdict::drop)});
+  for (auto& e : endpoints) e.origin.loc.line = 60 + static_cast<std::uint32_t>(&e - endpoints.data());
+
+  Diagnostics diag;
+  diag.add_file("policy.yaml");
+  auto files = write_resources(rs, "n1", diag);
+  const auto errors = formatted(diag, Severity::error);
+  auto has = [&](const std::string& text) { return count_holding(errors, text); };
+  CHECK(has("policy.yaml:50:1: error: cannot write as calico: port 0: Calico's ports start at 1") == 1);
+  CHECK(has("policy.yaml:51:1: error: cannot write as calico: port 0: Calico's ports start at 1") == 1);
+  CHECK(has("policy.yaml:52:1: error: cannot write as calico: port 0: Calico's ports start at 1") == 1);
+  CHECK(has("policy.yaml:53:1: error: cannot write as calico: protocol 0") == 1);
+  CHECK(has("policy.yaml:54:1: error: cannot write as calico: ICMP type 255") == 1);
+  CHECK(has("policy.yaml:60:1: error: cannot write as calico: interface 'vlan#1'") == 1);
+  CHECK(
+      has("policy.yaml:61:1: error: cannot write as calico: interface 'cali0': Felix takes it for a pod's") ==
+      1);
+  CHECK(has("policy.yaml:62:1: error: cannot write as calico: interface 'kube-ipvs0'") == 1);
+  CHECK(count_holding(formatted(diag, Severity::warning), "the '*' HostEndpoint does not cover") == 1);
+  const ir::Ruleset written = read_back(files);  // no error reading it
+  CHECK(files.at("10-hostendpoints.yaml").find("name: n1-if\n") != std::string::npos);
+  // Port 1023 is open from the rule written from port 1; port 0 is not.
+  auto fate = [&](const ir::Ruleset& ruleset, std::uint16_t dport) {
+    return trace::evaluate(ruleset, packet("eth2", "", "192.0.2.1", "10.0.0.10", 6, dport)).delivered;
+  };
+  CHECK(fate(rs, 1023));
+  CHECK(fate(written, 1023));
+  CHECK(fate(rs, 0));
+  CHECK_FALSE(fate(written, 0));
+
+  Diagnostics named;
+  named.add_file("policy.yaml");
+  write_resources(tricky_ruleset(), "Web-1", named);
+  CHECK(count_holding(formatted(named, Severity::error), "cannot write as calico: node name 'Web-1'") == 1);
+}
+
 }  // namespace
 }  // namespace fwe::calico::test
