@@ -420,43 +420,6 @@ std::string to_text(const Ruleset& rs, bool with_origins) {
   return Writer{rs, with_origins, {}}.ruleset();
 }
 
-namespace {
-// The length of the valid UTF-8 sequence text starts with (RFC 3629: no overlong form, surrogate or code
-// point past U+10FFFF), 0 for none.
-std::size_t utf8_length(std::string_view text) {
-  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(text[i]); };
-  const unsigned char first = byte(0);
-  if (first < 0x80) return 1;
-  const std::size_t length = first >= 0xc2 && first <= 0xdf   ? 2
-                             : first >= 0xe0 && first <= 0xef ? 3
-                             : first >= 0xf0 && first <= 0xf4 ? 4
-                                                              : 0;
-  if (length == 0 || text.size() < length) return 0;
-  // The second byte's range where the first allows fewer than 0x80-0xbf.
-  const unsigned char low = first == 0xe0 ? 0xa0 : first == 0xf0 ? 0x90 : 0x80;
-  const unsigned char high = first == 0xed ? 0x9f : first == 0xf4 ? 0x8f : 0xbf;
-  if (byte(1) < low || byte(1) > high) return 0;
-  for (std::size_t i = 2; i < length; ++i)
-    if ((byte(i) & 0xc0) != 0x80) return 0;
-  return length;
-}
-
-// text with each byte that starts no valid UTF-8 sequence replaced by U+FFFD: a file name need not be
-// UTF-8, and JSON must be.
-std::string with_valid_utf8(std::string text) {
-  if (std::all_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; }))
-    return text;
-  std::string out;
-  out.reserve(text.size());
-  for (std::size_t i = 0; i < text.size();) {
-    const std::size_t length = utf8_length(std::string_view(text).substr(i));
-    out.append(length ? std::string_view(text).substr(i, length) : std::string_view("\xef\xbf\xbd"));
-    i += length ? length : 1;
-  }
-  return out;
-}
-}  // namespace
-
 json to_json(const Ruleset& rs, bool with_origins) {
   return json::parse(with_valid_utf8(to_text(rs, with_origins)));
 }

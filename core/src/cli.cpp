@@ -173,8 +173,10 @@ po::options_description describe_options() {
   return all;
 }
 
+constexpr std::string_view kUsage = "fwengine [global options] [command] [command options]";
+
 void print_help(std::ostream& out) {
-  out << "usage: fwengine [global options] [command] [command options]\n\n"
+  out << "usage: " << kUsage << "\n\n"
       << "fwengine reads host firewall policy (Calico resources, firewalld configuration, or its own YAML),\n"
       << "compiles it to one IR and loads it into the kernel (nftables, iptables-legacy or "
          "eBPF).\n\nCommands:\n";
@@ -183,6 +185,33 @@ void print_help(std::ostream& out) {
       << describe_options() << '\n'
       << "Exit codes: 0 done, 1 runtime failure (nothing changed), 2 bad input or usage (nothing changed),\n"
       << "3 diff --exit-code found a difference.\n";
+}
+
+// The help as one JSON document (--json): the commands, the options, the exit codes.
+void print_help_json(std::ostream& out) {
+  json commands = json::array();
+  for (const auto& c : kCommands) commands.push_back({{"name", c.name}, {"summary", c.summary}});
+  json options = json::array();
+  const po::options_description described = describe_options();
+  for (const auto& option : described.options()) {
+    json entry = {{"name", "--" + option->long_name()},
+                  {"takes-value", option->semantic()->max_tokens() > 0},
+                  {"description", option->description()}};
+    if (const std::string shown = option->format_name(); shown.starts_with("-") && !shown.starts_with("--"))
+      entry["short"] = shown.substr(0, 2);
+    options.push_back(std::move(entry));
+  }
+  out << json{{"ok", true},
+              {"usage", kUsage},
+              {"commands", commands},
+              {"options", options},
+              {"exit-codes",
+               {{"0", "done"},
+                {"1", "runtime failure (nothing changed)"},
+                {"2", "bad input or usage (nothing changed)"},
+                {"3", "diff --exit-code found a difference"}}}}
+             .dump(2)
+      << '\n';
 }
 
 // Why dir cannot be a plugin directory ("'DIR' does not exist"); empty when it can.
@@ -238,7 +267,7 @@ Options parse_options(int argc, char** argv) {
   if (vm.count("netns") && o.netns.empty())
     throw UsageError("--netns needs a name from 'ip netns list' (leave it out for this namespace)");
   // An empty name is a mistake (an unset shell variable), not a request for the default.
-  for (const char* key : {"frontend", "backend", "node", "config"})
+  for (const char* key : {"frontend", "backend", "node", "config", "output"})
     if (vm.count(key) && str(key).empty())
       throw UsageError(std::string("--") + key + " needs a value (leave it out for the default)");
   if (vm["lock-timeout"].as<int>() < 0)
@@ -521,7 +550,7 @@ class Session {
 
   int run() {
     const std::string& c = o_.command;
-    if (c == "help") return print_help(std::cout), 0;
+    if (c == "help") return (o_.json ? print_help_json(std::cout) : print_help(std::cout)), 0;
     if (c == "version") {
       if (o_.json)
         std::cout << json{{"ok", true}, {"version", FWE_VERSION}}.dump() << '\n';
@@ -529,6 +558,10 @@ class Session {
         std::cout << "fwengine " << FWE_VERSION << '\n';
       return 0;
     }
+    // A stop while the daemon starts (the config, the plugins) waits for its loop, which then flushes
+    // as flush-on-stop asks, as at any other time: the signal's default action would end it there with
+    // the ruleset of before left in the kernel.
+    if (c == "daemon") block_service_signals();
     if (!configure()) return fail_input();
     if (c == "plugins") return plugins();
     if (!backend_fits()) return fail_input();
@@ -1205,23 +1238,30 @@ class Session {
       throw UsageError("-o " + out + " is not a directory: migrate writes one file per resource there");
     std::filesystem::create_directories(out, ec);
     if (ec) throw RuntimeError("cannot create " + out + ": " + ec.message());
-    // Policies already there are read with the migrated one by 'fwengine -f DIR': say so.
+    // Policies already there are read with the migrated one by 'fwengine -f DIR' (the frontends read
+    // these extensions there): say so.
     std::map<std::filesystem::path, std::filesystem::file_time_type> before;
-    for (const auto& entry : std::filesystem::directory_iterator(out, ec))
-      if (entry.is_regular_file() &&
-          (entry.path().extension() == ".yaml" || entry.path().extension() == ".yml"))
+    for (const auto& entry : std::filesystem::directory_iterator(out, ec)) {
+      const auto extension = entry.path().extension();
+      if (entry.is_regular_file() && (extension == ".yaml" || extension == ".yml" || extension == ".json"))
         before[entry.path()] = entry.last_write_time();
-    bool ok = writer->write(as_written_, out, diag_);
-    if (!ok || diag_.has_errors()) return fail_input();
-    print_diagnostics();
+    }
+    const bool written = writer->write(as_written_, out, diag_);
+    const bool failed = !written || diag_.has_errors();
+    if (failed)
+      fail_input();
+    else
+      print_diagnostics();
     std::vector<std::string> others;
     for (const auto& [path, when] : before)
       if (std::filesystem::last_write_time(path, ec) == when) others.push_back(path.filename().string());
-    if (!others.empty() && !o_.quiet)
+    // Also when what could not be said was reported as an error: the files were written all the same.
+    if (written && !others.empty() && !o_.quiet)
       std::cerr << "fwengine: warning: " << out << " also holds " << join(others) << ", which 'fwengine -f "
                 << out
                 << "' reads with the migrated policy: its IR differs from this one; move them away, or use "
                    "another --output directory\n";
+    if (failed) return 2;
     if (o_.json)
       std::cout << json{{"ok", true}, {"to", to}, {"output", out}, {"hash", hash()}}.dump() << '\n';
     else

@@ -27,10 +27,12 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 #include "fwengine/diagnostics.hpp"
+#include "fwengine/ir.hpp"
 #include "fwengine/loader.hpp"
 #include "fwengine/netlink.hpp"
 #include "fwengine/state.hpp"
@@ -138,6 +140,25 @@ void discard_snapshot(const std::string& dir) {
   fs::remove_all(dir + ".tmp", ec);
 }
 
+namespace {
+// name with each byte that starts no valid UTF-8 sequence written as %XX, so that snapshot.json can name
+// the copy (JSON holds UTF-8 only); alone in its directory, the copy meets no other name.
+std::string name_for_json(std::string_view name) {
+  std::string out;
+  for (std::size_t i = 0; i < name.size();) {
+    if (const std::size_t length = ir::utf8_length(name.substr(i))) {
+      out.append(name.substr(i, length));
+      i += length;
+      continue;
+    }
+    char escaped[4];
+    std::snprintf(escaped, sizeof escaped, "%%%02X", static_cast<unsigned char>(name[i++]));
+    out += escaped;
+  }
+  return out;
+}
+}  // namespace
+
 void stage_snapshot(const std::string& dir, const std::vector<std::string>& sources, Snapshot meta) {
   require_keepable(sources);
   const fs::path tmp = dir + ".tmp";
@@ -152,12 +173,15 @@ void stage_snapshot(const std::string& dir, const std::vector<std::string>& sour
     for (const auto& source : sources) {
       std::error_code ec;
       const fs::path absolute = fs::absolute(source, ec);
-      meta.originals.push_back(ec ? source : absolute.lexically_normal().string());
+      // For the record (status), as state.json has them.
+      meta.originals.push_back(ir::with_valid_utf8(ec ? source : absolute.lexically_normal().string()));
     }
   }
   for (std::size_t i = 0; i < sources.size(); ++i) {
     const fs::path source = sources[i];
-    const fs::path target = tmp / std::to_string(i) / source.filename();
+    // The copy has the file's name (a frontend may read meaning into it) as far as JSON can hold it.
+    const std::string name = name_for_json(source.filename().string());
+    const fs::path target = tmp / std::to_string(i) / name;
     fs::create_directories(target.parent_path(), ec);
     if (fs::is_directory(source, ec)) {
       copy_regular_files(source, target, ec);
@@ -165,7 +189,7 @@ void stage_snapshot(const std::string& dir, const std::vector<std::string>& sour
       fs::copy_file(source, target, fs::copy_options::overwrite_existing, ec);
     }
     if (ec) throw RuntimeError("cannot keep a copy of " + source.string() + ": " + ec.message());
-    meta.sources.push_back((fs::path(dir) / std::to_string(i) / source.filename()).string());
+    meta.sources.push_back((fs::path(dir) / std::to_string(i) / name).string());
   }
   // The config too, as it was read: one edited (or broken) while a trial runs does not change what a
   // rollback applies.
@@ -185,7 +209,15 @@ void stage_snapshot(const std::string& dir, const std::vector<std::string>& sour
             {"frontend-options", meta.frontend_options},
             {"backend-options", meta.backend_options},
             {"plugin-dirs", meta.plugin_dirs}};
-  write_file((tmp / "snapshot.json").string(), j.dump(2) + "\n");
+  std::string text;
+  try {
+    text = j.dump(2);
+  } catch (const json::type_error&) {  // these must come back exactly
+    throw RuntimeError(
+        "cannot keep the settings in effect for rollback: one of them (an option, the node name, a plugin "
+        "directory, the namespace's name) is not UTF-8 text");
+  }
+  write_file((tmp / "snapshot.json").string(), text + "\n");
 }
 
 std::optional<Snapshot> load_snapshot(const std::string& dir) {
@@ -468,7 +500,21 @@ std::optional<fs::path> through_link(const fs::path& link, const fs::path& rest)
   if (!rest.empty() && rest != ".") named /= rest;
   return named;
 }
+
+sigset_t service_signals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGHUP);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  return signals;
+}
 }  // namespace
+
+void block_service_signals() {
+  const sigset_t signals = service_signals();
+  sigprocmask(SIG_BLOCK, &signals, nullptr);
+}
 
 std::string ServiceLoop::watch_dir(const std::string& path) {
   std::error_code ec;
@@ -478,27 +524,30 @@ std::string ServiceLoop::watch_dir(const std::string& path) {
 }
 
 ServiceLoop::ServiceLoop(const std::vector<std::string>& watch_paths, const std::string& watch_file) {
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGHUP);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigprocmask(SIG_BLOCK, &signals, nullptr);
+  block_service_signals();
+  const sigset_t signals = service_signals();
   signal_fd_ = signalfd(-1, &signals, SFD_CLOEXEC);
   if (signal_fd_ < 0) throw RuntimeError(std::string("signalfd: ") + std::strerror(errno));
   if (watch_paths.empty() && watch_file.empty()) return;
   inotify_fd_ = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
   if (inotify_fd_ < 0) throw RuntimeError(std::string("inotify: ") + std::strerror(errno));
-  for (const auto& p : watch_paths) watched_dirs_.push_back(watch_dir(p));
+  // A directory is followed with everything below it; a file (one missing too, unless its path ends
+  // with '/') by the events in its directory that name it, so that a policy in /etc is not a watch of
+  // every directory there.
+  auto watch_file_by_name = [&](const std::string& path) {
+    std::error_code ec;
+    const fs::path file = fs::absolute(path, ec).lexically_normal();
+    watched_files_.push_back({file.parent_path().string(), file.filename().string()});
+  };
+  for (const auto& p : watch_paths) {
+    std::error_code ec;
+    if (fs::is_directory(p, ec) || fs::path(p).filename().empty())
+      watched_dirs_.push_back(watch_dir(p));
+    else
+      watch_file_by_name(p);
+  }
+  if (!watch_file.empty()) watch_file_by_name(watch_file);
   watch_directories(true);
-  if (watch_file.empty()) return;
-  std::error_code ec;
-  const fs::path file = fs::absolute(watch_file, ec);
-  file_dir_ = file.parent_path().string();
-  file_name_ = file.filename().string();
-  file_wd_ = inotify_add_watch(inotify_fd_, file_dir_.c_str(), kWatchEvents);
-  if (file_wd_ < 0) throw RuntimeError("cannot watch " + file_dir_ + ": " + std::strerror(errno));
-  watch_links_on_the_way(file_dir_);
 }
 
 void ServiceLoop::watch_directories(bool first) {
@@ -506,11 +555,15 @@ void ServiceLoop::watch_directories(bool first) {
   // directory awaited before may be there now.
   const auto dirs_before = std::exchange(dir_wds_, {});
   const auto awaited_before = std::exchange(awaited_, {});
-  // watch_file's directory again, should it have been replaced (its watch then went with it).
-  if (!first && !file_dir_.empty()) {
-    watch_links_on_the_way(file_dir_);
-    file_wd_ = inotify_add_watch(inotify_fd_, file_dir_.c_str(), kWatchEvents | IN_ONLYDIR);
-    if (file_wd_ < 0) await_directory(file_dir_);
+  // A watched file's directory again too, should it have been replaced (its watch then went with it).
+  for (auto& file : watched_files_) {
+    watch_links_on_the_way(file.dir);
+    file.wd = inotify_add_watch(inotify_fd_, file.dir.c_str(), kWatchEvents | IN_ONLYDIR);
+    if (file.wd >= 0) continue;
+    const int error = errno;
+    const bool missing = error == ENOENT || error == ENOTDIR;
+    if (!(missing && await_directory(file.dir)) && first)
+      throw RuntimeError("cannot watch " + file.dir + ": " + std::strerror(error));
   }
   for (const auto& dir : watched_dirs_) {
     watch_links_on_the_way(dir);
@@ -521,7 +574,11 @@ void ServiceLoop::watch_directories(bool first) {
       throw RuntimeError("cannot watch " + dir + ": " + std::strerror(error));
     // Otherwise the reload reports what is missing.
   }
-  auto wanted = [&](int wd) { return dir_wds_.contains(wd) || awaited_.contains(wd) || wd == file_wd_; };
+  auto wanted = [&](int wd) {
+    return dir_wds_.contains(wd) || awaited_.contains(wd) ||
+           std::any_of(watched_files_.begin(), watched_files_.end(),
+                       [&](auto& file) { return file.wd == wd; });
+  };
   for (const int wd : dirs_before)
     if (!wanted(wd)) unwatch(wd);
   for (const auto& [wd, names] : awaited_before)
@@ -597,8 +654,10 @@ bool ServiceLoop::drain_inotify() {
   bool news = false;
   alignas(inotify_event) char buf[4096];
   ssize_t n;
-  const auto file_names =
-      file_name_.empty() ? std::set<std::string>{} : names_on_the_way(file_dir_, file_name_);
+  // By watch: the names in its directory on the way to the files watched there.
+  std::map<int, std::set<std::string>> file_names;
+  for (const auto& file : watched_files_)
+    if (file.wd >= 0) file_names[file.wd].merge(names_on_the_way(file.dir, file.name));
   while ((n = read(inotify_fd_, buf, sizeof buf)) > 0)
     for (ssize_t at = 0; at < n;) {
       const auto* event = reinterpret_cast<const inotify_event*>(buf + at);
@@ -611,23 +670,25 @@ bool ServiceLoop::drain_inotify() {
       if ((event->mask & IN_IGNORED) && unwatched_.erase(wd)) continue;  // we removed it
       const bool everything = dir_wds_.contains(wd);
       // Not (or no longer) watched: queued before its watch was removed here.
-      if (!everything && wd != file_wd_ && !awaited_.contains(wd)) continue;
+      const auto names_here = file_names.find(wd);
+      if (!everything && names_here == file_names.end() && !awaited_.contains(wd)) continue;
       // The directory itself went: deleted (IN_IGNORED follows), or renamed, when the watch would follow
       // it to its new name. The path is watched again, perhaps with another config in it.
       if (event->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF)) {
         if (event->mask & IN_MOVE_SELF) unwatch(wd);
         dir_wds_.erase(wd);
         awaited_.erase(wd);
-        if (wd == file_wd_) file_wd_ = -1;
+        for (auto& file : watched_files_)
+          if (file.wd == wd) file.wd = -1;
         news = true;
         continue;
       }
-      // A watch of watch_file's directory, or of a directory holding a name on the way to a watched one, that
-      // is no watched directory's (the same directory gives the same watch) tells only of the names it waits
-      // for.
+      // A watch of a watched file's directory, or of a directory holding a name on the way to a watched one,
+      // that is no watched directory's (the same directory gives the same watch) tells only of the names it
+      // waits for.
       const std::string name = event->len > 0 ? event->name : "";
       const auto awaited = awaited_.find(wd);
-      news = news || everything || (wd == file_wd_ && file_names.contains(name)) ||
+      news = news || everything || (names_here != file_names.end() && names_here->second.contains(name)) ||
              (awaited != awaited_.end() && awaited->second.contains(name));
     }
   return news;
@@ -766,7 +827,7 @@ Wake ServiceLoop::wait() {
       const auto bound = std::chrono::steady_clock::now() + kDebounceBound;
       do {
         news = drain_inotify() || news;
-        if (!news) break;  // only other files beside watch_file: nothing to wait for
+        if (!news) break;  // only other files beside a watched file: nothing to wait for
         pollfd quiet{inotify_fd_, POLLIN, 0};
         if (poll(&quiet, 1, static_cast<int>(kDebounce.count())) <= 0) break;
       } while (std::chrono::steady_clock::now() < bound);

@@ -115,16 +115,21 @@ struct Metrics {
 // Replaces the file atomically, so that a collector never reads half of it.
 void write_metrics(const std::string& path, const Metrics& metrics);
 
+// Blocks SIGHUP, SIGTERM and SIGINT in the calling thread and in the threads and programs it starts
+// later: they then wait for a ServiceLoop instead of ending the process.
+void block_service_signals();
+
 enum class Wake { reload, stop, source, tick, links };
 // Blocks until SIGHUP (reload), SIGTERM/SIGINT (stop), a change under one of the watch paths (reload,
 // debounced so that a burst of writes gives one reload), news from a followed live source, or an
 // interface that appeared or was renamed (links, when followed).
 class ServiceLoop {
  public:
-  // Blocks SIGHUP, SIGTERM and SIGINT in the calling thread (and in every thread it starts later). With
-  // watch_file, also wakes (reload) when that one file changes: its directory is watched, not what is
-  // below it, and only events naming the file (or a symlink within the directory it is reached
-  // through, as in a ConfigMap) count unless a watch path shares the directory.
+  // Blocks SIGHUP, SIGTERM and SIGINT in the calling thread (and in every thread it starts later). Wakes
+  // (reload) on a change in a watch path that is a directory or anywhere below it. For one that is a
+  // file, and for watch_file, only when that file changes: its directory is watched, not what is below
+  // it, and only events naming the file (or a symlink within the directory it is reached through, as in
+  // a ConfigMap) count unless a directory watch path is the same directory.
   explicit ServiceLoop(const std::vector<std::string>& watch_paths, const std::string& watch_file = {});
   // The directory a watch path is followed by: the path itself when it is one, else the one it is in.
   static std::string watch_dir(const std::string& path);
@@ -168,10 +173,14 @@ class ServiceLoop {
   std::map<int, std::set<std::string>> awaited_;
   std::set<int> unwatched_;  // watches removed here, whose IN_IGNORED is no news
   void unwatch(int wd);
-  int file_wd_ = -1;  // the watch of watch_file's directory
-  std::string file_dir_, file_name_;
-  // Reads the events waiting; whether one is news: any under a watched directory, of watch_file's
-  // only the file's own, of a directory on the way to a watched one only the awaited name's.
+  // Files followed by name: a watch of the directory, for the events that name the file.
+  struct WatchedFile {
+    std::string dir, name;
+    int wd = -1;  // -1 while the directory is missing (awaited)
+  };
+  std::vector<WatchedFile> watched_files_;
+  // Reads the events waiting; whether one is news: any under a watched directory, of a watched file's
+  // directory only the file's own, of a directory on the way to a watched one only the awaited name's.
   bool drain_inotify();
   int signal_fd_ = -1;
   int inotify_fd_ = -1;

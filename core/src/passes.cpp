@@ -219,8 +219,10 @@ void verify(const Ruleset& rs, Diagnostics& diag) {
   // A name is written in the kernel's listings, in the log and in what migrate writes, each on one line.
   auto check_name = [&](std::string_view what, const std::string& name, const Origin& o) {
     if (has_line_breaking_character(name))
-      diag.error(loc_of(o), std::string(what) + " name '" + on_one_line(name) + "' has a control character",
-                 "name it with printable characters");
+      diag.error(
+          loc_of(o),
+          std::string(what) + " name '" + on_one_line(name) + "' has a control or line separator character",
+          "name it with printable characters");
   };
   for (const auto& [name, set] : rs.sets) check_name("set", name, set.origin);
   for (const auto& [name, chain] : rs.chains) {
@@ -239,7 +241,8 @@ void verify(const Ruleset& rs, Diagnostics& diag) {
       // The kernel's log lines are one line each: iptables refuses a newline, nft would cut the text, and
       // the journal and syslog readers break a line at NEL or U+2028 too.
       if (has_line_breaking_character(rule.action.log_prefix))
-        diag.error(loc_of(rule.origin), "the log prefix has a control character (a newline, a tab, ...)",
+        diag.error(loc_of(rule.origin),
+                   "the log prefix has a control or line separator character (a newline, a tab, U+2028, ...)",
                    "write the prefix on one line, of printable characters");
       if (rule.match.mark_value)
         check_mark(*rule.match.mark_value, rule.match.mark_mask, "mark", rule.origin);

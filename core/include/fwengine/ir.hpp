@@ -215,6 +215,14 @@ IfacePattern parse_iface(std::string_view);  // "eth+" -> {eth, prefix}
 // backslash no backend can write. The name of a pattern is checked without its '+'.
 bool valid_iface_name(std::string_view);
 
+// The length of the valid UTF-8 sequence text starts with (RFC 3629: no overlong form, surrogate or code
+// point past U+10FFFF), 0 for none.
+std::size_t utf8_length(std::string_view text);
+
+// text with each byte that starts no valid UTF-8 sequence replaced by U+FFFD: a file name need not be
+// UTF-8, and JSON must be.
+std::string with_valid_utf8(std::string text);
+
 // The length of a character at the start of text that breaks or ends a line where fwengine writes a
 // name (a kernel listing, the log, a comment migrate writes): a C0 or C1 control character, DEL, or
 // U+2028/U+2029 (UTF-8); 0 for any other.

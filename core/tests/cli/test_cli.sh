@@ -18,6 +18,14 @@ check "usage: unknown frontend" 2 "$FWE" --frontend calicoo check && contains "f
 check "confirm with nothing pending" 1 "$FWE" confirm && contains "confirm message" "nothing is waiting for confirmation"
 check "version" 0 "$FWE" --version && contains "version text" "fwengine "
 check "version --json" 0 "$FWE" --json version && contains "version document" '{"ok":true,"version":"'
+check "help --json" 0 "$FWE" --help --json
+equals "help --json is one document: every command and option, the exit codes" "$(python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+names = {c["name"] for c in d["commands"]}
+options = {o["name"]: o for o in d["options"]}
+print(d["ok"], "apply" in names and "daemon" in names, options["--file"]["short"], options["--file"]["takes-value"],
+      options["--json"]["takes-value"], sorted(d["exit-codes"]))' <<<"$out")" "True True -f True False ['0', '1', '2', '3']"
 
 # fwengine.conf's plugin-dirs reach the loader; a directory that does not exist is an error there.
 printf 'plugin-dirs: [%s]\n' "$work" > "$work/plugins.conf"
@@ -125,6 +133,14 @@ contains "Calico hint" "this is a Calico resource: read it with --frontend calic
 mkdir -p "$work/crowded" && cp "$EXAMPLE" "$work/crowded/00-default.yaml"
 check "migrate into a directory that holds a policy" 0 "$FWE" -f "$ROOT/fixtures/yaml/nat" migrate --to yaml -o "$work/crowded"
 contains "migrate warns of the other policy" "also holds 00-default.yaml"
+# Calico's files are written also when some of the policy cannot be said (exit 2), and a directory's
+# .json files are read too.
+mkdir -p "$work/crowded-calico" && echo '{}' > "$work/crowded-calico/zz-old.json"
+check "migrate --to calico with errors into a directory that holds a policy" 2 \
+  "$FWE" --node n1 -f "$ROOT/fixtures/yaml/nat" migrate --to calico -o "$work/crowded-calico"
+contains "migrate warns of the other policy there too" "also holds zz-old.json"
+check "migrate -o ''" 2 "$FWE" -f "$EXAMPLE" migrate --to yaml -o ''
+contains "an empty -o is a usage error" "--output needs a value"
 check "trace --icmp-type by name" 0 "$FWE" -f "$EXAMPLE" trace --iif eth0 --src 10.0.0.9 --dst 10.0.0.1 --proto icmp --icmp-type echo-reply
 contains "icmp type by name" "type 0 code 0"
 check "trace --icmp-type misspelt" 2 "$FWE" -f "$EXAMPLE" trace --iif eth0 --src 10.0.0.9 --dst 10.0.0.1 --proto icmp --icmp-type echo-requets

@@ -161,6 +161,17 @@ sleep 3
 expect "first apply unconfirmed: flushed again" grep -q "nothing of fwengine's is loaded" <<<"$("$FWE" --netns "$ns2" status)"
 expect "first apply unconfirmed: status says it was rolled back" wait_for_status "$ns2" "rolled back at" 5
 
+# A file whose name is not UTF-8 (the copy kept for rollback is described in JSON, which holds UTF-8
+# only): it applies, and a rollback comes back to it.
+mkdir -p "$work/odd"
+odd="$work/odd/policy-$(printf '\xff').yaml"
+cp "$work/a/policy.yaml" "$odd"
+"$FWE" --netns "$ns2" -q -f "$odd" apply
+expect "a file whose name is not UTF-8 applies" test "$(kernel_hash "$ns2")" = "$A"
+"$FWE" --netns "$ns2" -q -f "$work/b/policy.yaml" apply --confirm 1
+expect "and an unconfirmed apply after it rolls back to it" wait_for_hash "$ns2" "$A" 8
+"$FWE" --netns "$ns2" -q flush
+
 # --- daemon ------------------------------------------------------------------------------------
 "$FWE" --netns "$ns" -q flush
 expect "flush after rollbacks leaves nothing of the namespace" test ! -e "/run/fwengine/$ns"
@@ -228,6 +239,29 @@ expect "a daemon with flush-on-stop applies at start" wait_for_status "$ns" "${B
 kill -TERM "$daemon"; wait "$daemon"
 expect "flush-on-stop: nothing of fwengine's is loaded" grep -q "nothing of fwengine's is loaded" <<<"$("$FWE" --netns "$ns" status)"
 expect "flush-on-stop: no copy is left to roll back to" test ! -e "/run/fwengine/$ns/good"
+
+# A stop while the daemon starts is served once its loop runs: flush-on-stop flushes what was loaded
+# before. The daemon is held while it starts: the state of a namespace deleted since, under this one's
+# name, is removed under the writer lock, which this script holds until the SIGTERM was sent.
+"$FWE" --netns "$ns" -q -f "$work/a/policy.yaml" apply
+ip netns del "$ns" && ip netns add "$ns"
+"$FWE" --backend nft -f "$work/a/policy.yaml" render | ip netns exec "$ns" nft -f -
+exec {lock}<>"/run/fwengine/$ns/lock"
+flock "$lock"
+# Without the script's descriptor of the lock, which would hold the lock for the daemon too.
+"$FWE" --config "$work/flush-on-stop.conf" --netns "$ns" -f "$work/live" daemon {lock}>&- \
+  2>> "$work/daemon.log" &
+daemon=$!
+pids+=($daemon)
+waits_for_lock() { ls -l "/proc/$daemon/fd" 2>/dev/null | grep -q "/run/fwengine/$ns/lock"; }
+for _ in $(seq 100); do waits_for_lock && break; sleep 0.1; done
+expect "a starting daemon waits for the writer lock" waits_for_lock
+kill -TERM "$daemon"
+exec {lock}>&-
+wait "$daemon"; rc=$?
+expect "a stop while the daemon starts ends it cleanly" test "$rc" = 0
+expect "a stop while the daemon starts: flush-on-stop flushes" \
+  bash -c "! ip netns exec '$ns' nft list table inet fwengine >/dev/null 2>&1"
 
 # A reload reads a changed fwengine.conf: the daemon starts again with it (same pid). A changed config
 # that would not start is not used (status says why) and the policy is read with the one in use.
@@ -313,6 +347,26 @@ sleep 0.5
 mkdir "$work/conf" && printf 'sources: [%s]\n' "$work/a/policy.yaml" > "$work/conf/fwengine.conf"
 expect "--watch: the config in a directory made again is applied" wait_for_hash "$ns" "$A" 10
 rm -r "$work/conf.gone"
+kill -TERM "$daemon"; wait "$daemon"
+
+# A source file is followed by name: another file beside it, or below its directory, is no reload.
+mkdir -p "$work/single/below"
+cp "$work/a/policy.yaml" "$work/single/policy.yaml"
+"$FWE" --netns "$ns" -f "$work/single/policy.yaml" daemon --watch 2>> "$work/daemon.log" &
+daemon=$!
+pids+=($daemon)
+expect "daemon --watch with a source file applies it" wait_for_hash "$ns" "$A" 10
+applied=-1  # until the journal is quiet
+while [ "$applied" != "$(grep -c "applied IR" "$work/daemon.log")" ]; do
+  applied=$(grep -c "applied IR" "$work/daemon.log"); sleep 0.5
+done
+echo "not the policy" > "$work/single/notes.yaml"
+echo "not the policy" > "$work/single/below/notes.yaml"
+sleep 1.5
+expect "--watch: a file beside a source file, or below its directory, is no reload" \
+  test "$(grep -c "applied IR" "$work/daemon.log")" = "$applied"
+cp "$work/b/policy.yaml" "$work/single/policy.yaml.new" && mv "$work/single/policy.yaml.new" "$work/single/policy.yaml"
+expect "--watch: the source file replaced is applied" wait_for_hash "$ns" "$B" 10
 kill -TERM "$daemon"; wait "$daemon"
 
 # A config mounted from a Kubernetes ConfigMap: fwengine.conf -> ..data/fwengine.conf, ..data -> a
