@@ -562,6 +562,12 @@ class Session {
     // as flush-on-stop asks, as at any other time: the signal's default action would end it there with
     // the ruleset of before left in the kernel.
     if (c == "daemon") block_service_signals();
+    // A confirm needs nothing of fwengine.conf: one edited (or broken) while a trial runs must not keep
+    // it from confirming, which the rollback would then undo.
+    if (c == "confirm") {
+      origin_netns_fd_ = enter_netns(o_.netns);
+      return confirm();
+    }
     if (!configure()) return fail_input();
     if (c == "plugins") return plugins();
     if (!backend_fits()) return fail_input();
@@ -571,10 +577,9 @@ class Session {
       held_lock_ = writer_lock();
       if (!rollback_due()) return 0;
     }
-    const bool reads_policy = c != "confirm" && c != "status" && c != "flush";
+    const bool reads_policy = c != "status" && c != "flush";
     if (reads_policy && !policy_fits()) return fail_input();
     origin_netns_fd_ = enter_netns(o_.netns);
-    if (c == "confirm") return confirm();
     if (c == "daemon") return daemon();
     if (c == "status") return status();
     if (c == "flush") return flush();

@@ -124,6 +124,13 @@ printf 'backend: nft\n' > "$work/trial.conf"
 "$FWE" --config "$work/trial.conf" --netns "$ns" -q -f "$work/b/policy.yaml" apply --confirm 2
 printf 'backend: [oops\n' > "$work/trial.conf"
 expect "unconfirmed, its config broken meanwhile: the previous ruleset comes back" wait_for_hash "$ns" "$A" 8
+# Nor does a config broken meanwhile keep a confirm from confirming.
+printf 'backend: nft\n' > "$work/trial.conf"
+"$FWE" --config "$work/trial.conf" --netns "$ns" -q -f "$work/b/policy.yaml" apply --confirm 30
+printf 'backend: [oops\n' > "$work/trial.conf"
+"$FWE" --config "$work/trial.conf" --netns "$ns" -q confirm
+expect "a confirm with its config broken meanwhile confirms" test $? = 0 -a ! -e "/run/fwengine/$ns/pending-confirm"
+expect "and the ruleset stays" test "$(kernel_hash "$ns")" = "$B"
 
 # The watchdog's rollback waits for the writer lock like everyone else; whoever holds it first has the
 # last word. This script holds the lock at the deadline and, under it, does what a confirm does to the
