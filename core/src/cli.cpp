@@ -677,9 +677,7 @@ class Session {
     if (read_config_text(path) != checked)
       return "the changed " + path + " is not used: it changed again while it was checked";
     // A stop that came during the check is served by this process: the new one would start first.
-    if (sigset_t pending; sigpending(&pending) == 0 &&
-                          (sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1))
-      return "the changed " + path + " is not used: a stop is pending";
+    if (stop_pending()) return "the changed " + path + " is not used: a stop is pending";
     std::cerr << "fwengine: " << path << " changed: starting again with it\n";
     std::vector<char*> argv;
     for (auto& arg : o_.argv) argv.push_back(arg.data());
@@ -1243,14 +1241,12 @@ class Session {
       throw UsageError("-o " + out + " is not a directory: migrate writes one file per resource there");
     std::filesystem::create_directories(out, ec);
     if (ec) throw RuntimeError("cannot create " + out + ": " + ec.message());
-    // Policies already there are read with the migrated one by 'fwengine -f DIR' (the frontends read
-    // these extensions there): say so.
+    // Policies already there are read with the migrated one by 'fwengine -f DIR': say so.
     std::map<std::filesystem::path, std::filesystem::file_time_type> before;
-    for (const auto& entry : std::filesystem::directory_iterator(out, ec)) {
-      const auto extension = entry.path().extension();
-      if (entry.is_regular_file() && (extension == ".yaml" || extension == ".yml" || extension == ".json"))
+    for (const auto& entry : std::filesystem::directory_iterator(out, ec))
+      if (entry.is_regular_file() &&
+          (entry.path().extension() == ".yaml" || entry.path().extension() == ".yml"))
         before[entry.path()] = entry.last_write_time();
-    }
     const bool written = writer->write(as_written_, out, diag_);
     const bool failed = !written || diag_.has_errors();
     if (failed)
@@ -1833,6 +1829,8 @@ class Session {
         }
       }
     } else {
+      // A stop that came while the daemon started is served before it applies anything.
+      if (stop_pending()) return stop_daemon(*be);
       ready(reload());
     }
     publish();

@@ -516,6 +516,12 @@ void block_service_signals() {
   sigprocmask(SIG_BLOCK, &signals, nullptr);
 }
 
+bool stop_pending() {
+  sigset_t pending;
+  return sigpending(&pending) == 0 &&
+         (sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1);
+}
+
 std::string ServiceLoop::watch_dir(const std::string& path) {
   std::error_code ec;
   // Editors replace files by renaming: watch the directory a file is in, not the file.
@@ -555,9 +561,29 @@ void ServiceLoop::watch_directories(bool first) {
   // directory awaited before may be there now.
   const auto dirs_before = std::exchange(dir_wds_, {});
   const auto awaited_before = std::exchange(awaited_, {});
+  std::set<int> files_before;
+  for (const auto& file : watched_files_) files_before.insert(file.wd);
+  for (const auto& target : link_targets_) files_before.insert(target.wd);
+  link_targets_.clear();
+  // A source missing at start, taken for a file, that is a directory now is followed as one.
+  std::erase_if(watched_files_, [&](const WatchedFile& file) {
+    std::error_code ec;
+    const fs::path path = fs::path(file.dir) / file.name;
+    if (!fs::is_directory(path, ec)) return false;
+    watched_dirs_.push_back(path.string());
+    return true;
+  });
   // A watched file's directory again too, should it have been replaced (its watch then went with it).
   for (auto& file : watched_files_) {
     watch_links_on_the_way(file.dir);
+    // A file that is a link to one elsewhere is edited there: that directory is watched for its name too.
+    std::error_code ec;
+    const fs::path named = fs::path(file.dir) / file.name;
+    if (const fs::path target = fs::canonical(named, ec); !ec && target != named)
+      if (const int wd =
+              inotify_add_watch(inotify_fd_, target.parent_path().c_str(), kWatchEvents | IN_ONLYDIR);
+          wd >= 0)
+        link_targets_.push_back({target.parent_path().string(), target.filename().string(), wd});
     file.wd = inotify_add_watch(inotify_fd_, file.dir.c_str(), kWatchEvents | IN_ONLYDIR);
     if (file.wd >= 0) continue;
     const int error = errno;
@@ -575,12 +601,15 @@ void ServiceLoop::watch_directories(bool first) {
     // Otherwise the reload reports what is missing.
   }
   auto wanted = [&](int wd) {
+    auto watches = [&](const WatchedFile& file) { return file.wd == wd; };
     return dir_wds_.contains(wd) || awaited_.contains(wd) ||
-           std::any_of(watched_files_.begin(), watched_files_.end(),
-                       [&](auto& file) { return file.wd == wd; });
+           std::any_of(watched_files_.begin(), watched_files_.end(), watches) ||
+           std::any_of(link_targets_.begin(), link_targets_.end(), watches);
   };
   for (const int wd : dirs_before)
     if (!wanted(wd)) unwatch(wd);
+  for (const int wd : files_before)
+    if (wd >= 0 && !wanted(wd)) unwatch(wd);
   for (const auto& [wd, names] : awaited_before)
     if (!wanted(wd)) unwatch(wd);
 }
@@ -658,6 +687,8 @@ bool ServiceLoop::drain_inotify() {
   std::map<int, std::set<std::string>> file_names;
   for (const auto& file : watched_files_)
     if (file.wd >= 0) file_names[file.wd].merge(names_on_the_way(file.dir, file.name));
+  for (const auto& target : link_targets_)
+    if (target.wd >= 0) file_names[target.wd].insert(target.name);
   while ((n = read(inotify_fd_, buf, sizeof buf)) > 0)
     for (ssize_t at = 0; at < n;) {
       const auto* event = reinterpret_cast<const inotify_event*>(buf + at);
@@ -678,8 +709,9 @@ bool ServiceLoop::drain_inotify() {
         if (event->mask & IN_MOVE_SELF) unwatch(wd);
         dir_wds_.erase(wd);
         awaited_.erase(wd);
-        for (auto& file : watched_files_)
-          if (file.wd == wd) file.wd = -1;
+        for (auto* files : {&watched_files_, &link_targets_})
+          for (auto& file : *files)
+            if (file.wd == wd) file.wd = -1;
         news = true;
         continue;
       }

@@ -118,6 +118,8 @@ void write_metrics(const std::string& path, const Metrics& metrics);
 // Blocks SIGHUP, SIGTERM and SIGINT in the calling thread and in the threads and programs it starts
 // later: they then wait for a ServiceLoop instead of ending the process.
 void block_service_signals();
+// Whether a SIGTERM or SIGINT waits there: a stop not served yet.
+bool stop_pending();
 
 enum class Wake { reload, stop, source, tick, links };
 // Blocks until SIGHUP (reload), SIGTERM/SIGINT (stop), a change under one of the watch paths (reload,
@@ -179,6 +181,8 @@ class ServiceLoop {
     int wd = -1;  // -1 while the directory is missing (awaited)
   };
   std::vector<WatchedFile> watched_files_;
+  // Where those that are links lead (their watches made anew with the others'), for the target's name.
+  std::vector<WatchedFile> link_targets_;
   // Reads the events waiting; whether one is news: any under a watched directory, of a watched file's
   // directory only the file's own, of a directory on the way to a watched one only the awaited name's.
   bool drain_inotify();

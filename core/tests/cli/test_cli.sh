@@ -133,12 +133,11 @@ contains "Calico hint" "this is a Calico resource: read it with --frontend calic
 mkdir -p "$work/crowded" && cp "$EXAMPLE" "$work/crowded/00-default.yaml"
 check "migrate into a directory that holds a policy" 0 "$FWE" -f "$ROOT/fixtures/yaml/nat" migrate --to yaml -o "$work/crowded"
 contains "migrate warns of the other policy" "also holds 00-default.yaml"
-# Calico's files are written also when some of the policy cannot be said (exit 2), and a directory's
-# .json files are read too.
-mkdir -p "$work/crowded-calico" && echo '{}' > "$work/crowded-calico/zz-old.json"
+# Calico's files are written also when some of the policy cannot be said (exit 2).
+mkdir -p "$work/crowded-calico" && cp "$EXAMPLE" "$work/crowded-calico/zz-old.yaml"
 check "migrate --to calico with errors into a directory that holds a policy" 2 \
   "$FWE" --node n1 -f "$ROOT/fixtures/yaml/nat" migrate --to calico -o "$work/crowded-calico"
-contains "migrate warns of the other policy there too" "also holds zz-old.json"
+contains "migrate warns of the other policy there too" "also holds zz-old.yaml"
 check "migrate -o ''" 2 "$FWE" -f "$EXAMPLE" migrate --to yaml -o ''
 contains "an empty -o is a usage error" "--output needs a value"
 check "trace --icmp-type by name" 0 "$FWE" -f "$EXAMPLE" trace --iif eth0 --src 10.0.0.9 --dst 10.0.0.1 --proto icmp --icmp-type echo-reply

@@ -376,6 +376,32 @@ cp "$work/b/policy.yaml" "$work/single/policy.yaml.new" && mv "$work/single/poli
 expect "--watch: the source file replaced is applied" wait_for_hash "$ns" "$B" 10
 kill -TERM "$daemon"; wait "$daemon"
 
+# A source file that is a link is followed where it leads: an edit in place there is a reload.
+mkdir -p "$work/linkfile/versions"
+cp "$work/a/policy.yaml" "$work/linkfile/versions/current.yaml"
+ln -s versions/current.yaml "$work/linkfile/policy.yaml"
+"$FWE" --netns "$ns" -f "$work/linkfile/policy.yaml" daemon --watch 2>> "$work/daemon.log" &
+daemon=$!
+pids+=($daemon)
+expect "daemon --watch with a source file that is a link applies it" wait_for_hash "$ns" "$A" 10
+sleep 0.5
+cat "$work/b/policy.yaml" > "$work/linkfile/versions/current.yaml"
+expect "--watch: the file a source link leads to, edited in place, is applied" wait_for_hash "$ns" "$B" 10
+kill -TERM "$daemon"; wait "$daemon"
+
+# A source missing at start and written without a trailing '/' is awaited as a file; made a directory,
+# it is followed as one, with what is below it.
+"$FWE" --netns "$ns" -f "$work/later2" daemon --watch 2>> "$work/daemon.log" &
+daemon=$!
+pids+=($daemon)
+expect "--watch: a daemon whose source is missing reports it" wait_for_status "$ns" "cannot read '$work/later2'" 10
+mkdir -p "$work/later2" && cp "$work/a/policy.yaml" "$work/later2/policy.yaml"
+expect "--watch: the source made a directory since start is applied" wait_for_hash "$ns" "$A" 10
+sleep 0.5
+cp "$work/b/policy.yaml" "$work/later2/policy.yaml"
+expect "--watch: and a file in it changed is applied" wait_for_hash "$ns" "$B" 10
+kill -TERM "$daemon"; wait "$daemon"
+
 # A config mounted from a Kubernetes ConfigMap: fwengine.conf -> ..data/fwengine.conf, ..data -> a
 # directory per version. kubelet updates it by renaming a new ..data link over the old one.
 cm="$work/configmap"

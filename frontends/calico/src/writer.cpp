@@ -454,8 +454,8 @@ std::optional<std::vector<CalicoRule>> Writer::convert(const ir::Rule& rule, Con
         continue;
       }
       have_positive |= !match.negate;
-      // Calico's ports start at 1: a range from 0 is written from 1, and a packet with port 0 is judged
-      // without this rule.
+      // Calico's ports start at 1: a range from 0 is written from 1, so that a rule of ports no longer
+      // matches port 0, and one of notPorts matches it too.
       ir::PortSet written;
       for (const ir::PortRange& range : match.ports)
         if (range.hi > 0) written.push_back({std::max<std::uint16_t>(range.lo, 1), range.hi});
@@ -469,7 +469,9 @@ std::optional<std::vector<CalicoRule>> Writer::convert(const ir::Rule& rule, Con
         if (rule.action.kind == ir::ActionKind::log)
           lossy(rule.origin, what + ": the log rule logs less or more");
         else
-          cannot(rule.origin, what, "the rule is written without port 0; review the written files");
+          cannot(rule.origin, what,
+                 match.negate ? "the rule is written to match port 0 too; review the written files"
+                              : "the rule is written without port 0; review the written files");
       }
       target.insert(target.end(), written.begin(), written.end());
     }

@@ -146,8 +146,15 @@ class ArgsReader {
     if (!target_seen_) return "a rule without -j only counts packets";
     if (needs_notrack_) return "CT without --notrack is not carried over";
     if (needs_address_) return target_ + " needs --to-destination or --to-source";
-    // As iptables refuses it: only packets of these protocols have a port it rewrites.
-    if (out_.rule.action.nat_port && !(has_port_protocol() && out_.rule.match.protocols->front() != 136))
+    // The kernel's ICMP matches take their protocol's packets only: iptables refuses the rule otherwise.
+    const ir::Match& m = out_.rule.match;
+    if (m.icmp) {
+      const std::uint8_t icmp_protocol = m.icmp->v6 ? 58 : 1;
+      if (!(m.protocols && !m.protocol_negate && *m.protocols == std::vector{icmp_protocol}))
+        return std::string(m.icmp->v6 ? "--icmpv6-type needs -p icmpv6" : "--icmp-type needs -p icmp");
+    }
+    // fwengine rewrites the ports of these protocols only (iptables also maps ICMP's identifier).
+    if (out_.rule.action.nat_port && !(has_port_protocol() && m.protocols->front() != 136))
       return target_ + " to a port needs -p tcp, udp, sctp or dccp";
     return out_;
   }
@@ -258,14 +265,11 @@ class ArgsReader {
     }
     if (option == "--icmp-type" || option == "--icmpv6-type") {
       const bool v6 = option == "--icmpv6-type";
-      // iptables knows --icmp-type, ip6tables --icmpv6-type, each once -p has loaded its match.
+      // iptables knows --icmp-type, ip6tables --icmpv6-type (the protocol is checked at the end).
       if (family_ != (v6 ? ir::Family::ipv6 : ir::Family::ipv4))
         return fail(option + " is not an option of " + (v6 ? "iptables" : "ip6tables") + ": use " +
                     (v6 ? "--icmp-type" : "--icmpv6-type") + " in a rule of ipv=\"" + (v6 ? "ipv4" : "ipv6") +
                     "\"");
-      const std::uint8_t icmp_protocol = v6 ? 58 : 1;
-      if (!(m.protocols && !m.protocol_negate && *m.protocols == std::vector{icmp_protocol}))
-        return fail(option + " needs -p " + (v6 ? "icmpv6" : "icmp") + " first");
       auto text = value(option);
       if (!text) return false;
       if (*text == "any") return !negate || fail("'! --icmp-type any' matches nothing");

@@ -95,8 +95,11 @@ TEST_CASE("direct: what is not understood is refused with the reason", "[direct]
   CHECK(refused("-j LOG --log-prefix 'open") == "a quote is not closed");
   CHECK(refused("-j DNAT") == "DNAT needs --to-destination or --to-source");
   CHECK(refused("! -p 0 -j DROP") == "'! -p 0' matches nothing");
-  // As iptables and ip6tables refuse them (firewalld then fails to load its direct rules).
-  CHECK(refused("--icmp-type 8 -j DROP") == "--icmp-type needs -p icmp first");
+  // ICMP matches as iptables and ip6tables take them (firewalld fails to load its direct rules otherwise),
+  // and NAT ports of the protocols fwengine rewrites them of.
+  CHECK(refused("--icmp-type 8 -j DROP") == "--icmp-type needs -p icmp");
+  CHECK(refused("-p tcp --icmp-type 8 -j DROP") == "--icmp-type needs -p icmp");
+  CHECK(parsed("-m icmp --icmp-type 8 -p icmp -j DROP").rule.match.icmp->type == 8);
   CHECK(refused("-p icmp --icmp-type 8 -j DROP", ir::Family::ipv6) ==
         "--icmp-type is not an option of ip6tables: use --icmpv6-type in a rule of ipv=\"ipv6\"");
   CHECK(refused("-p icmpv6 --icmpv6-type 128 -j DROP") ==
