@@ -1083,6 +1083,10 @@ std::optional<ir::IcmpMatch> PolicyReader::Impl::read_icmp(const Node& node, std
     return std::nullopt;
   }
   check_fields(value, kIcmpFields, field == "icmp" ? "an icmp match" : "an icmpv6 match");
+  if (match.negate && !value.find("type")) {  // as 'not any'
+    error(value, std::string(field) + ": 'not' without a type never matches", "remove the rule or name a type");
+    return std::nullopt;
+  }
   if (const Node* type = value.find("type"))
     if (auto text = text_of(*type, std::string(field) + ".type", "a type name or number"))
       match.type = read_icmp_type(*type, *text, std::string(field) + ".type", v6);
