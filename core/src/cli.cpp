@@ -93,6 +93,7 @@ const std::map<std::string, std::set<std::string>>& command_options() {
       {"icmp-code", {"trace"}},
       {"state", {"trace"}},
       {"src-mac", {"trace"}},
+      {"pkt-type", {"trace"}},
       {"oif-addr", {"trace"}},
       {"iif-addr", {"trace"}},
       {"src-route", {"trace"}},
@@ -156,6 +157,8 @@ po::options_description describe_options() {
       ("icmp-code", po::value<unsigned>(), "trace: ICMP code (default 0)")
       ("state", po::value<std::string>(), "trace: new (default), established, related, invalid")
       ("src-mac", po::value<std::string>(), "trace: source MAC address")
+      ("pkt-type", po::value<std::string>(),
+       "trace: unicast, broadcast or multicast (default: from --dst for a packet in on --iif)")
       ("oif-addr", po::value<std::string>(), "trace: the output interface's address (masquerade's source)")
       ("iif-addr", po::value<std::string>(), "trace: the input interface's address (redirect's destination)")
       ("src-route", po::value<std::string>(),
@@ -1035,6 +1038,20 @@ class Session {
                          "; leave out --icmp-code, or give --icmp-type " + std::to_string(named->type));
       p.icmp_type = named->type;
       if (named->code) p.icmp_code = *named->code;
+    }
+    // What a received packet's frame was sent to, as the kernel tells it by the destination MAC: an IP
+    // multicast or the limited broadcast goes to such a MAC. A subnet's broadcast address, which trace
+    // cannot tell from a unicast one, needs --pkt-type broadcast; a packet the host sends is unicast.
+    if (vm.count("pkt-type")) {
+      p.pkt_type = str("pkt-type");
+      if (p.pkt_type != "unicast" && p.pkt_type != "broadcast" && p.pkt_type != "multicast")
+        throw UsageError("--pkt-type '" + p.pkt_type + "' must be unicast, broadcast or multicast");
+    } else if (!p.iif.empty()) {
+      const auto& b = p.dst.bytes;
+      if (p.dst.family == ir::Family::ipv4 ? (b[0] & 0xf0) == 0xe0 : b[0] == 0xff)
+        p.pkt_type = "multicast";
+      else if (p.dst.family == ir::Family::ipv4 && b[0] == 255 && b[1] == 255 && b[2] == 255 && b[3] == 255)
+        p.pkt_type = "broadcast";
     }
     if (vm.count("state")) {
       auto st = ir::parse_ct_state(str("state"));

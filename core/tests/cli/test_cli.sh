@@ -140,6 +140,21 @@ check "migrate --to calico with errors into a directory that holds a policy" 2 \
 contains "migrate warns of the other policy there too" "also holds zz-old.yaml"
 check "migrate -o ''" 2 "$FWE" -f "$EXAMPLE" migrate --to yaml -o ''
 contains "an empty -o is a usage error" "--output needs a value"
+# pkt-type: a multicast or the limited broadcast destination is sent to such a MAC; --pkt-type says so of
+# a subnet's broadcast.
+printf 'apiVersion: fwengine/v1\nchains:\n  c:\n    - {pkt-type: multicast, action: drop}\n    - {pkt-type: broadcast, action: drop}\nstages:\n  input:\n    - endpoints: [{name: any, chains: [c], default: accept}]\n' > "$work/pkt-type.yaml"
+check "trace to a multicast address" 0 "$FWE" -f "$work/pkt-type.yaml" trace --iif eth0 --src 10.0.0.1 --dst 224.0.0.251 --proto udp --dport 5353
+contains "multicast is dropped" "verdict: closed"
+check "trace to the limited broadcast" 0 "$FWE" -f "$work/pkt-type.yaml" trace --iif eth0 --src 10.0.0.1 --dst 255.255.255.255 --proto udp --dport 67
+contains "broadcast is dropped" "verdict: closed"
+check "trace to an IPv6 multicast address" 0 "$FWE" -f "$work/pkt-type.yaml" trace --iif eth0 --src fe80::1 --dst ff02::1 --proto icmpv6
+contains "IPv6 multicast is dropped" "verdict: closed"
+check "trace to a subnet's broadcast address" 0 "$FWE" -f "$work/pkt-type.yaml" trace --iif eth0 --src 10.0.0.1 --dst 10.0.0.255 --proto udp --dport 137
+contains "taken for unicast" "verdict: open"
+check "trace --pkt-type broadcast" 0 "$FWE" -f "$work/pkt-type.yaml" trace --iif eth0 --src 10.0.0.1 --dst 10.0.0.255 --proto udp --dport 137 --pkt-type broadcast
+contains "as given" "verdict: closed"
+check "trace --pkt-type misspelt" 2 "$FWE" -f "$work/pkt-type.yaml" trace --iif eth0 --src 10.0.0.1 --dst 10.0.0.255 --proto udp --dport 137 --pkt-type brodcast
+contains "pkt-type message" "must be unicast, broadcast or multicast"
 check "trace --icmp-type by name" 0 "$FWE" -f "$EXAMPLE" trace --iif eth0 --src 10.0.0.9 --dst 10.0.0.1 --proto icmp --icmp-type echo-reply
 contains "icmp type by name" "type 0 code 0"
 check "trace --icmp-type misspelt" 2 "$FWE" -f "$EXAMPLE" trace --iif eth0 --src 10.0.0.9 --dst 10.0.0.1 --proto icmp --icmp-type echo-requets
