@@ -1084,7 +1084,8 @@ std::optional<ir::IcmpMatch> PolicyReader::Impl::read_icmp(const Node& node, std
   }
   check_fields(value, kIcmpFields, field == "icmp" ? "an icmp match" : "an icmpv6 match");
   if (match.negate && !value.find("type")) {  // as 'not any'
-    error(value, std::string(field) + ": 'not' without a type never matches", "remove the rule or name a type");
+    error(value, std::string(field) + ": 'not' without a type never matches",
+          "remove the rule or name a type");
     return std::nullopt;
   }
   if (const Node* type = value.find("type"))
