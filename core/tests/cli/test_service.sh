@@ -40,6 +40,12 @@ wait_for_status() {  # wait_for_status NS PATTERN SECONDS [--json]
   done
   return 1
 }
+applies() { grep -c "applied IR" "$work/daemon.log"; }
+quiet_applies() {  # the daemons' applies so far, once their journal is quiet
+  local counted=-1
+  while [ "$counted" != "$(applies)" ]; do counted=$(applies); sleep 0.5; done
+  echo "$counted"
+}
 wait_for_hash() {  # wait_for_hash NS HASH SECONDS
   local deadline=$(( $(date +%s) + $3 ))
   while [ "$(date +%s)" -le "$deadline" ]; do
@@ -331,13 +337,10 @@ expect "daemon --watch with a config applies its sources" wait_for_hash "$ns" "$
 sleep 0.5
 printf 'sources: [%s]\n' "$work/b/policy.yaml" > "$conf.new" && mv "$conf.new" "$conf"
 expect "--watch: a changed config is applied without SIGHUP" wait_for_hash "$ns" "$B" 10
-applied=-1  # until the journal is quiet
-while [ "$applied" != "$(grep -c "applied IR" "$work/daemon.log")" ]; do
-  applied=$(grep -c "applied IR" "$work/daemon.log"); sleep 0.5
-done
+applied=$(quiet_applies)
 echo "not the config" > "$work/conf/other.txt"
 sleep 1.5
-expect "--watch: another file beside the config is no reload" test "$(grep -c "applied IR" "$work/daemon.log")" = "$applied"
+expect "--watch: another file beside the config is no reload" test "$(applies)" = "$applied"
 # An editor that moves the file away before it writes the new one: the config in use stays.
 mv "$conf" "$conf.away"
 expect "--watch: a config moved away is not used" wait_for_status "$ns" "fwengine.conf is not used: it is gone" 10
@@ -363,15 +366,11 @@ cp "$work/a/policy.yaml" "$work/single/policy.yaml"
 daemon=$!
 pids+=($daemon)
 expect "daemon --watch with a source file applies it" wait_for_hash "$ns" "$A" 10
-applied=-1  # until the journal is quiet
-while [ "$applied" != "$(grep -c "applied IR" "$work/daemon.log")" ]; do
-  applied=$(grep -c "applied IR" "$work/daemon.log"); sleep 0.5
-done
+applied=$(quiet_applies)
 echo "not the policy" > "$work/single/notes.yaml"
 echo "not the policy" > "$work/single/below/notes.yaml"
 sleep 1.5
-expect "--watch: a file beside a source file, or below its directory, is no reload" \
-  test "$(grep -c "applied IR" "$work/daemon.log")" = "$applied"
+expect "--watch: a file beside a source file, or below its directory, is no reload" test "$(applies)" = "$applied"
 cp "$work/b/policy.yaml" "$work/single/policy.yaml.new" && mv "$work/single/policy.yaml.new" "$work/single/policy.yaml"
 expect "--watch: the source file replaced is applied" wait_for_hash "$ns" "$B" 10
 kill -TERM "$daemon"; wait "$daemon"
@@ -439,12 +438,12 @@ mkdir -p "$work/next" && cp "$work/a/policy.yaml" "$work/next/policy.yaml"
 mv "$work/later" "$work/earlier" && mv "$work/next" "$work/later"
 expect "--watch: a directory renamed into the path is applied" wait_for_hash "$ns" "$A" 10
 sleep 0.5
-applied=$(grep -c "applied IR" "$work/daemon.log")
+applied=$(applies)
 cp "$work/b/policy.yaml" "$work/earlier/policy.yaml"
 echo "edited" > "$work/earlier/notes/todo.txt"
 sleep 1.5
 expect "--watch: the directory renamed away is no longer followed, nor the one below it" \
-  test "$(grep -c "applied IR" "$work/daemon.log")" = "$applied" -a "$(kernel_hash "$ns")" = "$A"
+  test "$(applies)" = "$applied" -a "$(kernel_hash "$ns")" = "$A"
 kill -TERM "$daemon"; wait "$daemon"
 
 # A source that is a link to a directory not made yet: it is applied once the directory is there.
