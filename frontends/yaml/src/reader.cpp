@@ -997,9 +997,10 @@ std::optional<ir::IfacePattern> PolicyReader::Impl::read_iface(const Node& node,
     return std::nullopt;
   }
   if (!ir::valid_iface_name(name)) {
-    error(node, std::string(field) + ": " + quote(text) + " is not an interface name",
-          "interface names have 1 to 15 characters, none of them a space, a control character, '/', ':', a "
-          "quote or a backslash, and are not '.' or '..'; end with '+' for a prefix");
+    error(
+        node, std::string(field) + ": " + quote(text) + " is not an interface name",
+        "interface names have 1 to 15 characters, none of them a space, a control character, '/', ':', '*', "
+        "a quote or a backslash, and are not '.' or '..'; a '+' only at the end, for a prefix");
     return std::nullopt;
   }
   return ir::parse_iface(text);

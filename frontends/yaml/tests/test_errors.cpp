@@ -31,6 +31,9 @@ std::string first_error(const std::string& text) {
 }
 
 const std::string kHead = "apiVersion: fwengine/v1\n";
+const std::string kIfaceHint =
+    "interface names have 1 to 15 characters, none of them a space, a control character, '/', ':', '*', a "
+    "quote or a backslash, and are not '.' or '..'; a '+' only at the end, for a prefix";
 
 }  // namespace
 
@@ -175,17 +178,9 @@ TEST_CASE("bad inputs report file:line:col with a hint", "[errors]") {
        "{not: "
        "[eth0]}; an endpoint cannot)"},
       {kHead + "chains:\n  c:\n    - {iif: \"eth0:1\", action: accept}\n",
-       "bad.yaml:4:13: error: iif: 'eth0:1' is not an interface name (interface names have 1 to 15 "
-       "characters, "
-       "none of them a space, a control character, '/', ':', a quote or a backslash, and are not '.' or "
-       "'..'; end "
-       "with '+' for a prefix)"},
+       "bad.yaml:4:13: error: iif: 'eth0:1' is not an interface name (" + kIfaceHint + ")"},
       {kHead + "chains:\n  c:\n    - {oif: \"..\", action: accept}\n",
-       "bad.yaml:4:13: error: oif: '..' is not an interface name (interface names have 1 to 15 characters, "
-       "none "
-       "of them a space, a control character, '/', ':', a quote or a backslash, and are not '.' or '..'; end "
-       "with "
-       "'+' for a prefix)"},
+       "bad.yaml:4:13: error: oif: '..' is not an interface name (" + kIfaceHint + ")"},
       {kHead + "chains:\n  \"!x\": []\n",
        "bad.yaml:3:3: error: chain name '!x' starts with '!', which negates (give the chain a name that "
        "starts "
