@@ -1046,6 +1046,8 @@ class Session {
       p.pkt_type = str("pkt-type");
       if (p.pkt_type != "unicast" && p.pkt_type != "broadcast" && p.pkt_type != "multicast")
         throw UsageError("--pkt-type '" + p.pkt_type + "' must be unicast, broadcast or multicast");
+      if (p.iif.empty() && p.pkt_type != "unicast")
+        throw UsageError("--pkt-type " + p.pkt_type + " needs --iif: what the host sends is unicast there");
     } else if (!p.iif.empty()) {
       const auto& b = p.dst.bytes;
       if (p.dst.family == ir::Family::ipv4 ? (b[0] & 0xf0) == 0xe0 : b[0] == 0xff)

@@ -534,6 +534,7 @@ Packet reply_of(const Packet& original, const Result& result) {
   reply.mark = 0;
   reply.src_mac.reset();
   reply.src_route.reset();  // the route to the original's destination leads back where the reply comes from
+  reply.pkt_type = "unicast";  // to the original's sender, as what the host sends always is
   if (icmp_reply) reply.icmp_type = *icmp_reply;
   return reply;
 }

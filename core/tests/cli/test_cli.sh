@@ -153,6 +153,11 @@ check "trace to a subnet's broadcast address" 0 "$FWE" -f "$work/pkt-type.yaml" 
 contains "taken for unicast" "verdict: open"
 check "trace --pkt-type broadcast" 0 "$FWE" -f "$work/pkt-type.yaml" trace --iif eth0 --src 10.0.0.1 --dst 10.0.0.255 --proto udp --dport 137 --pkt-type broadcast
 contains "as given" "verdict: closed"
+printf 'apiVersion: fwengine/v1\nchains:\n  c:\n    - {pkt-type: multicast, action: drop}\nstages:\n  output:\n    - endpoints: [{name: any, chains: [c], default: accept}]\n' > "$work/pkt-type-out.yaml"
+check "trace: the reply to a multicast is unicast" 0 "$FWE" -f "$work/pkt-type-out.yaml" trace --iif eth0 --src 10.0.0.1 --dst 224.0.0.251 --proto udp --dport 5353
+contains "so the output's multicast rule leaves it" "verdict: open"
+check "trace --pkt-type of what the host sends" 2 "$FWE" -f "$work/pkt-type-out.yaml" trace --oif eth0 --src 10.0.0.1 --dst 224.0.0.251 --proto udp --dport 5353 --pkt-type multicast
+contains "refused" "--pkt-type multicast needs --iif"
 check "trace --pkt-type misspelt" 2 "$FWE" -f "$work/pkt-type.yaml" trace --iif eth0 --src 10.0.0.1 --dst 10.0.0.255 --proto udp --dport 137 --pkt-type brodcast
 contains "pkt-type message" "must be unicast, broadcast or multicast"
 check "trace --icmp-type by name" 0 "$FWE" -f "$EXAMPLE" trace --iif eth0 --src 10.0.0.9 --dst 10.0.0.1 --proto icmp --icmp-type echo-reply
