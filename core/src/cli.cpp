@@ -561,9 +561,9 @@ class Session {
         std::cout << "fwengine " << FWE_VERSION << '\n';
       return 0;
     }
-    // A stop while the daemon starts (the config, the plugins) waits for its loop, which then flushes
-    // as flush-on-stop asks, as at any other time: the signal's default action would end it there with
-    // the ruleset of before left in the kernel.
+    // A stop while the daemon starts (the config, the plugins) waits until the daemon can serve it, before
+    // its first apply, and flushes as flush-on-stop asks: the signal's default action would end it there
+    // with the ruleset of before left in the kernel.
     if (c == "daemon") block_service_signals();
     // A confirm needs nothing of fwengine.conf: one edited (or broken) while a trial runs must not keep
     // it from confirming, which the rollback would then undo.
