@@ -862,6 +862,14 @@ void PolicyReader::Impl::read_match(const RuleFields& fields, const SetOwner& ow
       error(*value,
             std::string(field) + " never matches with family: " + std::string(ir::to_string(match.family)),
             v6 ? "use icmp for IPv4" : "use icmpv6 for IPv6");
+    // A port match asks for a protocol with ports, which an ICMP packet is not.
+    for (std::size_t index : {rule_field("sport"), rule_field("dport"), rule_field("ct-orig-dport")})
+      if (fields[index])
+        error(*value,
+              std::string(field) + " never matches with " + std::string(kRuleFields[index]) +
+                  ", which needs a protocol with ports (" + join(protocol_names(true), ", ") + ")",
+              "write two rules, one with " + std::string(field) + " and one with " +
+                  std::string(kRuleFields[index]));
   }
 
   if (const Node* value = fields[rule_field("ct-state")])
