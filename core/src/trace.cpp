@@ -263,9 +263,12 @@ class StageWalker {
       if (!rule_matches(rs_, rule.match, packet_)) continue;
       const auto index = static_cast<std::int32_t>(i);
       const Action& a = rule.action;
-      std::string what =
-          "rule " + std::to_string(i) + " (" + std::string(ir::to_string(a.kind)) +
-          (a.kind == ActionKind::reject && !a.reject_with.empty() ? " with " + a.reject_with : "") + ")";
+      std::string what = "rule " + std::to_string(i) + " (" + std::string(ir::to_string(a.kind));
+      // The reply this packet gets: tcp-reset resets TCP alone, an ICMP type is the packet's family's.
+      if (a.kind == ActionKind::reject && !a.reject_with.empty())
+        what += " with " + std::string(ir::reject_reply(a.reject_with, family_of(packet_), packet_.protocol)
+                                           .value_or(std::string_view(a.reject_with)));
+      what += ")";
       // trace has no clock: a rate-limited rule is taken as under its rate, and says so.
       if (const auto& limit = rule.match.rate_limit)
         what += " while under " + std::to_string(limit->rate) + "/" + limit->unit;

@@ -407,6 +407,28 @@ TEST_CASE("a reject step names its reject type") {
   CHECK(r.stages.back().steps.back().what == "rule 0 (reject with tcp-reset)");
 }
 
+TEST_CASE("a reject step names the reply this packet gets, as every backend sends it") {
+  Ruleset rs = host({group({"c"})});
+  Rule reset = rule(ActionKind::reject);
+  reset.action.reject_with = "tcp-reset";
+  Rule prohibited = rule(ActionKind::reject);
+  prohibited.action.reject_with = "icmp-host-prohibited";
+  auto last_step = [&](const Rule& r, const trace::Packet& p) {
+    rs.chains["c"] = {"c", {r}, {}};
+    return trace::evaluate(rs, p).stages.back().steps.back().what;
+  };
+  trace::Packet udp = tcp_in(53);
+  udp.protocol = 17;
+  trace::Packet udp6 = udp;
+  udp6.src = *parse_ip("2001:db8::7");
+  udp6.dst = *parse_ip("2001:db8::10");
+  CHECK(last_step(reset, tcp_in(22)) == "rule 0 (reject with tcp-reset)");
+  CHECK(last_step(reset, udp) == "rule 0 (reject with icmp-port-unreachable)");
+  CHECK(last_step(reset, udp6) == "rule 0 (reject with icmp6-port-unreachable)");
+  CHECK(last_step(prohibited, udp) == "rule 0 (reject with icmp-host-prohibited)");
+  CHECK(last_step(prohibited, udp6) == "rule 0 (reject with icmp6-adm-prohibited)");
+}
+
 TEST_CASE("dnat to a port range keeps a port in it and takes the first otherwise, as the kernel does") {
   Ruleset rs = host({group({"c"})});
   Rule dnat = rule(ActionKind::dnat);

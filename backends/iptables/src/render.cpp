@@ -162,31 +162,6 @@ std::string short_name(std::string_view prefix, std::string_view readable, std::
   return std::string(prefix) + clean.substr(0, keep) + "_" + hash16(readable).substr(0, 8);
 }
 
-struct RejectName {
-  std::string_view ir, v4, v6;
-};
-constexpr RejectName kRejects[] = {
-    {"icmp-port-unreachable", "icmp-port-unreachable", "icmp6-port-unreachable"},
-    {"port-unreachable", "icmp-port-unreachable", "icmp6-port-unreachable"},
-    {"icmp6-port-unreachable", "icmp-port-unreachable", "icmp6-port-unreachable"},
-    {"tcp-reset", "tcp-reset", "tcp-reset"},
-    {"icmp-host-prohibited", "icmp-host-prohibited", "icmp6-adm-prohibited"},
-    {"host-prohibited", "icmp-host-prohibited", "icmp6-adm-prohibited"},
-    {"icmp-net-prohibited", "icmp-net-prohibited", "icmp6-adm-prohibited"},
-    {"net-prohibited", "icmp-net-prohibited", "icmp6-adm-prohibited"},
-    {"icmp-admin-prohibited", "icmp-admin-prohibited", "icmp6-adm-prohibited"},
-    {"admin-prohibited", "icmp-admin-prohibited", "icmp6-adm-prohibited"},
-    {"icmp6-adm-prohibited", "icmp-admin-prohibited", "icmp6-adm-prohibited"},
-    {"icmp-net-unreachable", "icmp-net-unreachable", "icmp6-no-route"},
-    {"net-unreachable", "icmp-net-unreachable", "icmp6-no-route"},
-    {"icmp6-no-route", "icmp-net-unreachable", "icmp6-no-route"},
-    {"icmp-host-unreachable", "icmp-host-unreachable", "icmp6-addr-unreachable"},
-    {"host-unreachable", "icmp-host-unreachable", "icmp6-addr-unreachable"},
-    {"icmp6-addr-unreachable", "icmp-host-unreachable", "icmp6-addr-unreachable"},
-    {"icmp-proto-unreachable", "icmp-proto-unreachable", "icmp6-port-unreachable"},
-    {"prot-unreachable", "icmp-proto-unreachable", "icmp6-port-unreachable"},
-};
-
 // One rule's options before the target, in the order iptables-save prints them.
 struct Spec {
   std::string src, dst, iif, oif, proto;
@@ -767,17 +742,17 @@ class FamilyRenderer {
     return specs;
   }
 
+  // Every type but tcp-reset, which the callers give TCP alone (an ICMP type for other protocols).
   std::string reject_target(const std::string& with, const Origin& origin) {
-    std::string_view name = with.empty() ? "icmp-port-unreachable" : std::string_view(with);
-    auto it = std::find_if(std::begin(kRejects), std::end(kRejects),
-                           [&](const RejectName& r) { return r.ir == name; });
-    if (it == std::end(kRejects)) {
+    const Family family = family_ == IpFamily::v4 ? Family::ipv4 : Family::ipv6;
+    auto reply = ir::reject_reply(with, family, 0);
+    if (!reply) {
       error(origin, "iptables cannot reject with '" + with + "'",
             "use icmp-port-unreachable, tcp-reset, icmp-host-prohibited, icmp-net-prohibited or "
             "icmp-admin-prohibited");
-      it = std::begin(kRejects);
+      reply = ir::reject_reply({}, family, 0);
     }
-    return "-j REJECT --reject-with " + std::string(family_ == IpFamily::v4 ? it->v4 : it->v6);
+    return "-j REJECT --reject-with " + std::string(*reply);
   }
 
   bool check_table(const Table& t, std::string_view what, std::initializer_list<std::string_view> tables,

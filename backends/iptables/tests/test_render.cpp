@@ -169,6 +169,18 @@ TEST_CASE("IR rules become iptables rules: ports, sets, ICMP, reject, jumps") {
   CHECK(bare(chain(table(m, IpFamily::v6, "filter"), "fwe-c-passing"))[1] == "-g fwe-pass");
 }
 
+TEST_CASE("an IPv4-only reject type gives IPv6 packets adm-prohibited, as nft and ebpf do") {
+  ir::Ruleset rs = test::sample_ruleset();
+  ir::Rule& first = rs.chains["web"].rules.front();
+  first.action.kind = ir::ActionKind::reject;
+  first.action.reject_with = "icmp-proto-unreachable";
+  Model m = render_ok(rs);
+  CHECK(bare(chain(table(m, IpFamily::v4, "filter"), "fwe-c-web"))[0] ==
+        "-p tcp -m multiport --dports 22 -j REJECT --reject-with icmp-proto-unreachable");
+  CHECK(bare(chain(table(m, IpFamily::v6, "filter"), "fwe-c-web"))[0] ==
+        "-p tcp -m multiport --dports 22 -j REJECT --reject-with icmp6-adm-prohibited");
+}
+
 TEST_CASE("big sets become ipsets per family, small ones stay inline") {
   Model m = render_ok(test::sample_ruleset());
   std::vector<std::string> names;
