@@ -142,8 +142,12 @@ std::string member_text(const Cidr& c) {
   return c.prefix == c.addr.width() ? to_string(c.addr) : cidr_text(c);
 }
 
+constexpr std::size_t kMaxIfaceName = 15;  // IFNAMSIZ less its NUL
+
+// A prefix as long as the longest name Linux allows matches that name alone; iptables has no room for
+// its '+' (the word is at most 15 characters), so it is written as the name.
 std::string iface_text(const IfacePattern& p) {
-  return p.name + (p.prefix ? "+" : "");
+  return p.name + (p.prefix && p.name.size() < kMaxIfaceName ? "+" : "");
 }
 
 std::string sanitise(std::string_view text, std::string_view keep) {
@@ -485,11 +489,11 @@ class FamilyRenderer {
   }
 
   // ---- rules ------------------------------------------------------------------------------------
-  // What iptables-restore can read as one interface word, whatever frontend plugin made the IR: 1 to 15
-  // characters with a prefix's '+' counted, no quote, backslash, white space or control character. (A
-  // name no interface can have, such as firewalld's "eth0:1", is written and never matches.)
+  // What iptables-restore can read as one interface word, whatever frontend plugin made the IR: a name
+  // (or prefix) of at most 15 characters, no quote, backslash, white space or control character. (A name
+  // no interface can have, such as firewalld's "eth0:1", is written and never matches.)
   bool valid_iface(const IfacePattern& p, const Origin& origin) {
-    const bool fits = p.name.size() + (p.prefix ? 1 : 0) < 16 && (p.prefix || !p.name.empty()) &&
+    const bool fits = p.name.size() <= kMaxIfaceName && (p.prefix || !p.name.empty()) &&
                       std::none_of(p.name.begin(), p.name.end(), [](char c) {
                         const auto u = static_cast<unsigned char>(c);
                         return u <= 0x20 || u == 0x7f || c == '"' || c == '\\' || c == '\'';

@@ -374,8 +374,8 @@ TEST_CASE("an interface name no interface can have (firewalld takes eth0:1) is w
 TEST_CASE("an interface name iptables-restore cannot read as one word is refused at its origin") {
   for (const auto& [name, prefix] :
        {std::pair{"eth\"0", false}, std::pair{"eth 0", false}, std::pair{"a-very-long-name0", false},
-        std::pair{"", false}, std::pair{"abcdefghijklmno", true},  // 15 and its '+'
-        std::pair{"eth\x01", false}, std::pair{"eth\x7f", true}, std::pair{"eth\t0", false}}) {
+        std::pair{"", false}, std::pair{"abcdefghijklmnop", true}, std::pair{"eth\x01", false},
+        std::pair{"eth\x7f", true}, std::pair{"eth\t0", false}}) {
     INFO(name);
     auto rs = test::tiny_ruleset();
     ir::Rule rule;
@@ -389,6 +389,18 @@ TEST_CASE("an interface name iptables-restore cannot read as one word is refused
     CHECK(diag.all()[0].loc.line == 8);
     CHECK(diag.all()[0].message.find("bad interface name") != std::string::npos);
   }
+}
+
+TEST_CASE(
+    "a prefix of 15 characters, the longest name, is written as that name: iptables has no room for '+'") {
+  auto rs = test::tiny_ruleset();
+  ir::Rule rule;
+  rule.match.iif = std::vector<ir::IfacePattern>{{"abcdefghijklmno", true}};
+  rule.action.kind = ir::ActionKind::accept;
+  rs.chains.begin()->second.rules.push_back(rule);
+  Model m = render_ok(rs);
+  const auto rules = bare(chain(table(m, IpFamily::v4, "filter"), "fwe-c-" + rs.chains.begin()->first));
+  CHECK(std::find(rules.begin(), rules.end(), "-i abcdefghijklmno -g fwe-accepted") != rules.end());
 }
 
 TEST_CASE("render text is the ipset and iptables-restore input") {
