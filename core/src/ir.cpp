@@ -314,6 +314,21 @@ std::size_t utf8_length(std::string_view text) {
   return length;
 }
 
+std::string kernel_log_prefix(std::string_view prefix, std::size_t max_bytes) {
+  std::string out;
+  while (!prefix.empty()) {
+    const std::size_t length = std::max<std::size_t>(utf8_length(prefix), 1);
+    if (out.size() + length > max_bytes) break;
+    const auto byte = static_cast<unsigned char>(prefix.front());
+    if (length > 1)
+      out += prefix.substr(0, length);
+    else
+      out += byte == '"' ? '\'' : byte == '\\' ? '/' : byte < 0x20 || byte == 0x7f ? '_' : prefix.front();
+    prefix.remove_prefix(length);
+  }
+  return out;
+}
+
 std::string with_valid_utf8(std::string text) {
   if (std::all_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; }))
     return text;

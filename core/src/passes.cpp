@@ -511,9 +511,9 @@ void check_capabilities(const Ruleset& rs, const Capabilities& caps, const std::
       if (const auto& prefix = r.action.log_prefix;
           caps.log_prefix_max && prefix.size() > caps.log_prefix_max)
         diag.warning(r.origin.loc,
-                     "the log prefix has " + std::to_string(prefix.size()) + " characters; backend '" +
-                         backend + "' keeps the first " + std::to_string(caps.log_prefix_max) + " ('" +
-                         prefix.substr(0, caps.log_prefix_max) + "')",
+                     "the log prefix has " + std::to_string(prefix.size()) + " bytes; backend '" + backend +
+                         "' writes at most " + std::to_string(caps.log_prefix_max) + " ('" +
+                         kernel_log_prefix(prefix, caps.log_prefix_max) + "')",
                      "shorten the prefix");
       const Match& m = r.match;
       const std::pair<bool, MatchKind> used[] = {

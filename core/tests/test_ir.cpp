@@ -42,6 +42,15 @@ TEST_CASE("protocols, interfaces and MACs") {
   CHECK_FALSE(parse_mac("00:1a:2b:3c:4d"));
 }
 
+TEST_CASE("a log prefix for the kernel is cut before a character, never inside one, and writes no quote") {
+  CHECK(kernel_log_prefix("drop: ", 127) == "drop: ");
+  CHECK(kernel_log_prefix("\xc3\xa9t\xc3\xa9", 3) == "\xc3\xa9t");
+  CHECK(kernel_log_prefix("\xc3\xa9t\xc3\xa9", 4) == "\xc3\xa9t");
+  CHECK(kernel_log_prefix("\xe2\x82\xac", 2).empty());
+  CHECK(kernel_log_prefix("say \"no\" \\ now\t", 127) == "say 'no' / now_");
+  CHECK(kernel_log_prefix("\xff\xc3", 127) == "\xff\xc3");  // not UTF-8: bytes as they are
+}
+
 TEST_CASE("ICMP messages by nft's, iptables' and firewalld's names") {
   CHECK(parse_icmp_message("echo-request", false)->type == 8);
   CHECK_FALSE(parse_icmp_message("echo-request", false)->code);

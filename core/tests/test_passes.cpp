@@ -230,7 +230,7 @@ TEST_CASE("capabilities: a rule the frontend adds itself is refused saying so, a
   built_in.origin = {{}, "firewalld filter_INPUT", -1};
   Rule log;
   log.action.kind = ActionKind::log;
-  log.action.log_prefix = std::string(40, 'x');
+  log.action.log_prefix = std::string(28, 'x') + "\xc3\xa9" + std::string(10, 'x');  // é across byte 29
   log.origin.loc = {f, 6, 7};
   rs.chains["c"] = {"c", {built_in, log}, {}};
   Capabilities caps;
@@ -242,8 +242,8 @@ TEST_CASE("capabilities: a rule the frontend adds itself is refused saying so, a
             .find("(the firewalld frontend adds this rule to every policy: choose another "
                   "--backend)") != std::string::npos);
   CHECK(diag.format(diag.all()[1])
-            .rfind("p.yaml:6:7: warning: the log prefix has 40 characters; backend 'ebpf' "
-                   "keeps the first 29",
+            .rfind("p.yaml:6:7: warning: the log prefix has 40 bytes; backend 'ebpf' writes at most 29 ('" +
+                       std::string(28, 'x') + "')",
                    0) == 0);
 }
 

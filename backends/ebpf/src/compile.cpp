@@ -458,7 +458,7 @@ class Compiler {
 
   // The fwe_logs entry (+ 1) of a log rule's prefix and level, shared by the rules that have both alike.
   std::uint8_t log_entry(const Action& a, const Origin& origin) {
-    const auto key = std::pair{a.log_prefix.substr(0, FWE_LOG_PREFIX_LEN - 1), a.log_level};
+    const auto key = std::pair{ir::kernel_log_prefix(a.log_prefix, FWE_LOG_PREFIX_LEN - 1), a.log_level};
     if (const auto found = log_entries_.find(key); found != log_entries_.end()) return found->second;
     if (out_.logs.size() == FWE_MAX_LOGS) {
       diag_.error(origin.loc,

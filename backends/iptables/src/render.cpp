@@ -833,9 +833,7 @@ class FamilyRenderer {
         target = reject_target(a.reject_with, r.origin);
         break;
       case ActionKind::log: {
-        std::string prefix = a.log_prefix.substr(0, kMaxLogPrefix);
-        std::replace(prefix.begin(), prefix.end(), '"', '\'');
-        std::replace(prefix.begin(), prefix.end(), '\\', '/');
+        const std::string prefix = ir::kernel_log_prefix(a.log_prefix, kMaxLogPrefix);
         target = "-j LOG";
         if (!prefix.empty()) target += " --log-prefix \"" + prefix + "\"";
         if (a.log_level != 4) target += " --log-level " + std::to_string(a.log_level);

@@ -91,7 +91,7 @@ Capabilities NftBackend::capabilities() const {
   for (std::size_t m = 0; m < ir::kMatchKindCount; ++m) caps.matches.push_back(static_cast<ir::MatchKind>(m));
   for (std::size_t a = 0; a < ir::kActionKindCount; ++a)
     caps.actions.push_back(static_cast<ir::ActionKind>(a));
-  caps.log_prefix_max = 127;  // NF_LOG_PREFIXLEN less its terminating zero
+  caps.log_prefix_max = kMaxLogPrefix;
   return caps;
 }
 

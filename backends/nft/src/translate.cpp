@@ -1393,8 +1393,7 @@ class Translator {
       case ir::ActionKind::reject:
         return reject_tails(a.reject_with, origin);
       case ir::ActionKind::log: {
-        std::string prefix;
-        for (char c : a.log_prefix.substr(0, 127)) prefix += (c == '"' || c == '\\' || c < ' ') ? '_' : c;
+        const std::string prefix = ir::kernel_log_prefix(a.log_prefix, kMaxLogPrefix);
         Expr log{.kind = Expr::Kind::log, .text = prefix};
         std::string text = "log";
         if (!prefix.empty()) text += " prefix \"" + prefix + "\"";

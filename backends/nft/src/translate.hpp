@@ -17,6 +17,8 @@
 
 namespace fwe::nft {
 
+inline constexpr std::size_t kMaxLogPrefix = 127;  // NF_LOG_PREFIXLEN less its terminating zero
+
 // How hits are counted in a merged run's set: per element, so per source rule (the default), or only by
 // the merged rule (--backend-option counters=rule). A counted element costs the kernel 16 bytes per
 // possible CPU more (its per-CPU counter, plus accounting) and moves it to a larger allocation: 168

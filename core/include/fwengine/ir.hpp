@@ -219,6 +219,11 @@ bool valid_iface_name(std::string_view);
 // point past U+10FFFF), 0 for none.
 std::size_t utf8_length(std::string_view text);
 
+// A log prefix as every backend writes it to the kernel: at most max_bytes, cut before a character
+// rather than inside one; a quote becomes ', a backslash / and a control character _ (nft and iptables
+// write the prefix quoted, and a log line should not break).
+std::string kernel_log_prefix(std::string_view prefix, std::size_t max_bytes);
+
 // text with each byte that starts no valid UTF-8 sequence replaced by U+FFFD: a file name need not be
 // UTF-8, and JSON must be.
 std::string with_valid_utf8(std::string text);
