@@ -231,7 +231,7 @@ TEST_CASE("matches and actions render as nft writes them") {
   starts(
       4,
       "meta nfproto ipv6 meta l4proto 58 icmpv6 type != 128 counter reject with icmpx type port-unreachable");
-  starts(5, "ct state established,related,invalid,untracked counter log prefix \"ct \" level info");
+  starts(5, "ct state established,related,invalid,untracked counter log prefix \"ct \xc3\xa9 \" level info");
   starts(6,
          "iifname { \"eth0\", \"eth1\" } oifname != \"veth*\" oifname != \"lo\" counter meta mark set meta "
          "mark & "

@@ -111,7 +111,7 @@ Ruleset kitchen_sink_ruleset() {
            [](Match& m, Action& a) {
              m.ct_states = std::vector<CtState>{CtState::new_};
              m.ct_negate = true;
-             a.log_prefix = "ct ";
+             a.log_prefix = "ct \xc3\xa9 ";  // UTF-8 reaches the kernel as it is
              a.log_level = 6;
            }),
       rule(45, ActionKind::set_mark,
