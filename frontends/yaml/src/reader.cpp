@@ -552,6 +552,8 @@ std::optional<ir::Cidr> PolicyReader::Impl::read_cidr(const Node& node, std::str
 
 std::optional<ir::PortRange> PolicyReader::Impl::read_port_range(const Node& node, std::string_view text,
                                                                  std::string_view field) {
+  if (node.is_scalar() && node.scalar_type() == yaml::ScalarType::integer && text.starts_with('+'))
+    text.remove_prefix(1);  // YAML's +22
   auto dash = text.find('-');
   auto lo = parse_unsigned(text.substr(0, dash));
   auto hi = dash == std::string_view::npos ? lo : parse_unsigned(text.substr(dash + 1));
@@ -1038,11 +1040,15 @@ std::optional<std::vector<std::uint8_t>> PolicyReader::Impl::read_protocols(cons
   negate = peeled->negate;
   std::vector<std::uint8_t> out;
   auto add = [&](const Node& item, std::string_view text) {
-    if (auto number = ir::parse_protocol(text))
+    if (item.is_scalar() && item.scalar_type() == yaml::ScalarType::integer) {  // 17, 0x11, +17 alike
+      if (auto number = unsigned_of(item, text, "protocol", 255))
+        out.push_back(static_cast<std::uint8_t>(*number));
+    } else if (auto number = ir::parse_protocol(text)) {
       out.push_back(*number);
-    else
+    } else {
       error(item, "protocol: unknown protocol " + quote(text),
             hint_for(text, protocol_names(false), "protocol"));
+    }
   };
   const Node& value = *peeled->node;
   if (value.is_scalar())

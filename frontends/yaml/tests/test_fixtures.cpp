@@ -138,3 +138,25 @@ TEST_CASE("an address written in a rule is a set whose origin is the rule's", "[
   CHECK(set.origin.loc.col == 13);
   CHECK(set.origin.policy.c_str() == rule.origin.policy.c_str());  // the chain's text, not a copy
 }
+
+TEST_CASE("ports and protocols take every integer YAML 1.2 writes: +22, 0x16, 0o26", "[fixtures]") {
+  fwe::Diagnostics diag;
+  fwe::yamlfe::PolicyReader reader(diag);
+  reader.read_text(
+      "apiVersion: fwengine/v1\nchains:\n  c:\n"
+      "    - {protocol: +6, dport: +22, action: accept}\n"
+      "    - {protocol: [0x11, 0o41], sport: 0x35, dport: [0o26, '+23'], action: accept}\n",
+      "numbers.yaml");
+  const auto ruleset = reader.finish();
+  INFO(diag.text());
+  const auto& rules = ruleset.chains.at("c").rules;
+  CHECK(rules.at(0).match.protocols == std::vector<std::uint8_t>{6});
+  CHECK(rules.at(0).match.dst_port.at(0).ports == fwe::ir::PortSet{{22, 22}});
+  CHECK(rules.at(1).match.protocols == std::vector<std::uint8_t>{17, 33});
+  CHECK(rules.at(1).match.src_port.at(0).ports == fwe::ir::PortSet{{53, 53}});
+  // A quoted '+23' is a string, not YAML's integer: not a port.
+  CHECK(diag.text() ==
+        "numbers.yaml:5:59: error: dport: '+23' is not a port or port range (write a number such as 443 or a "
+        "range "
+        "such as 8000-8090; service names are not supported)\n");
+}
