@@ -90,4 +90,26 @@ equals "no drift after the path-MTU clamp" \
 read -r client_mss server_mss <<<"$(maxseg 10.71.2.2)"
 equals "path-MTU clamp on equal MTUs changes nothing ($client_mss, $server_mss)" \
   "$([ "${client_mss:-0}" -gt 1000 ] && echo yes)" yes
+
+# firewalld: a zone that forwards within itself (<forward/>) clamps those connections too, as firewalld
+# puts the rich rule's clamp before the zone's intra-zone accept. Its forward chain accepts established
+# packets first, so the SYN-ACK keeps the server's MSS: only the server's side is clamped.
+mkdir -p "$work/firewalld/zones"
+echo DefaultZone=internal >"$work/firewalld/firewalld.conf"
+cat >"$work/firewalld/zones/internal.xml" <<'XML'
+<?xml version="1.0" encoding="utf-8"?>
+<zone>
+  <interface name="to-a"/>
+  <interface name="to-b"/>
+  <forward/>
+  <rule><tcp-mss-clamp value="1000"/></rule>
+</zone>
+XML
+check "apply a firewalld zone that forwards within itself and clamps" 0 fwe -q --frontend firewalld \
+  --firewalld-defaults "$src/tests/bad-input/firewalld/_stock" -f "$work/firewalld" apply
+for server in 10.71.2.2 fd71:2::2; do
+  read -r client_mss server_mss <<<"$(maxseg $server)"
+  equals "firewalld zone, $server: the server's end at most 1000 ($client_mss, $server_mss)" \
+    "$([ "${server_mss:-0}" -gt 0 ] && [ "$server_mss" -le 1000 ] && echo yes)" yes
+done
 summary

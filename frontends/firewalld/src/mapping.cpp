@@ -689,8 +689,14 @@ class Mapper {
     Owner& o = owner("zone/" + zone.name, "zone " + zone.name, zone.loc);
     const Body& body = zone.body;
     add_filter_primitives(o, body, Stage::input, zone.icmp_block_inversion, "zone_" + zone.name + "_HOST");
+    for (const ForwardPort& fp : body.forward_ports)
+      o.parts[Stage::dnat].add(Sub::allow, 0, forward_port_rule(o, nullptr, fp, std::nullopt));
+    if (body.masquerade) o.parts[Stage::snat].add(Sub::allow, 0, masquerade_rule(o, *body.masquerade));
+    for (std::size_t i : rich_order(body)) add_rich(o, body.rules[i], static_cast<std::int32_t>(i), nullptr);
     if (zone.forward) {
-      // Intra-zone forwarding (§5.3): to the zone's own explicit bindings, never the catch-all (S50).
+      // Intra-zone forwarding (§5.3): to the zone's own explicit bindings, never the catch-all (S50). After
+      // the rich rules' tcp-mss-clamp in the same chain, as firewalld appends it when it binds the zone's
+      // interfaces and sources, after applying the zone's policies (fw_zone.py apply_zone_settings).
       for (const Binding& b : bindings_) {
         if (b.zone != &zone || !b.egress) continue;
         o.parts[Stage::forward].add(
@@ -698,10 +704,6 @@ class Mapper {
             make_rule(rule_match(b.out), ir::ActionKind::accept, origin(o, b.loc, "forward to " + b.text)));
       }
     }
-    for (const ForwardPort& fp : body.forward_ports)
-      o.parts[Stage::dnat].add(Sub::allow, 0, forward_port_rule(o, nullptr, fp, std::nullopt));
-    if (body.masquerade) o.parts[Stage::snat].add(Sub::allow, 0, masquerade_rule(o, *body.masquerade));
-    for (std::size_t i : rich_order(body)) add_rich(o, body.rules[i], static_cast<std::int32_t>(i), nullptr);
   }
 
   void add_policy(const Policy& policy) {

@@ -260,12 +260,13 @@ TEST_CASE("tcp-mss-clamp: a zone's clamps what it forwards, a policy's where its
   setup.rich(in.body, R"(rule tcp-mss-clamp)");
   const ir::Ruleset rs = setup.build();
   const ir::Chain& zone = chain(rs, "forward/zone/internal/allow");
-  // internal forwards within itself (an accept to eth0), then the clamps, which go on.
-  CHECK(actions(zone) == std::vector{A::accept, A::tcp_mss_clamp, A::tcp_mss_clamp});
+  // The clamps, which go on, then internal's forwarding within itself (an accept to eth0): a connection
+  // forwarded within the zone is clamped too, as firewalld appends that accept after the clamps.
+  CHECK(actions(zone) == std::vector{A::tcp_mss_clamp, A::tcp_mss_clamp, A::accept});
   // Sorted as 2.3+ applies them: no family before ipv4.
-  CHECK(zone.rules[1].action.mss == 1400);
-  CHECK(zone.rules[2].action.mss == 0);  // pmtu
-  CHECK(zone.rules[2].match.family == ir::Family::ipv4);
+  CHECK(zone.rules[0].action.mss == 1400);
+  CHECK(zone.rules[1].action.mss == 0);  // pmtu
+  CHECK(zone.rules[1].match.family == ir::Family::ipv4);
   const ir::Chain& policy = chain(rs, "output/policy/out/allow");
   REQUIRE(policy.rules.size() == 1);
   CHECK(policy.rules[0].action.mss == 1300);
