@@ -217,7 +217,8 @@ class Mapper {
 
   // Felix's filter INPUT chain starts, for every host interface, with checks of IPIP and VXLAN packets
   // when they are on (rules/static.go filterInputChain): accepted from Calico hosts, dropped from any
-  // other source. FelixConfiguration turns each on or off; left unset, an IP pool with it on turns it on
+  // other source; its filter OUTPUT accepts those the host sends to Calico hosts (filterOutputChain).
+  // FelixConfiguration turns each on or off; left unset, an IP pool with it on turns it on
   // (EncapsulationCalculator), and IPv6 VXLAN only ever by the pools. fwengine reads no Node addresses,
   // so it leaves the checks out and says so where the setting that turns them on is.
   void warn_of_encapsulation() {
@@ -236,10 +237,11 @@ class Mapper {
     auto warn = [&](SourceLoc loc, const std::string& setting, bool for_ipip) {
       diag_.warning(loc,
                     setting + " makes Felix accept " + (for_ipip ? "IPIP" : "VXLAN") +
-                        " packets only from Calico hosts and drop those from other sources, before any "
-                        "host endpoint policy; fwengine does not (it reads no Node addresses)",
-                    std::string("write a policy rule for ") + (for_ipip ? "protocol 4 (IPIP)" : vxlan_rule) +
-                        " from your nodes' addresses if you rely on that check");
+                        " packets only from Calico hosts and drop those from other sources, and accept "
+                        "those the host sends to Calico hosts, before any host endpoint policy; fwengine "
+                        "does neither (it reads no Node addresses)",
+                    std::string("write policy rules for ") + (for_ipip ? "protocol 4 (IPIP)" : vxlan_rule) +
+                        " from and to your nodes' addresses if you rely on them");
     };
     for (const EncapsulationSetting* setting : {ipip, vxlan})
       if (setting && setting->value == Encapsulation::on)

@@ -537,7 +537,9 @@ TEST_CASE("IPIP and VXLAN turned on are warned: Felix checks their sources befor
   CHECK_THAT(warnings[1],
              Catch::Contains("test.yaml:9:21: warning: FelixConfiguration 'default': ipipEnabled: "
                              "true makes Felix accept IPIP packets"));
-  CHECK_THAT(warnings[1], Catch::Contains("write a policy rule for protocol 4 (IPIP)"));
+  CHECK_THAT(warnings[1], Catch::Contains("and accept those the host sends to Calico hosts"));
+  CHECK_THAT(warnings[1],
+             Catch::Contains("write policy rules for protocol 4 (IPIP) from and to your nodes'"));
   CHECK_THAT(warnings[2],
              Catch::Contains("test.yaml:4:57: warning: IPPool 'pool': vxlanMode CrossSubnet makes "
                              "Felix accept VXLAN packets only from Calico hosts"));
@@ -606,8 +608,12 @@ TEST_CASE("The VXLAN warning names the port Felix checks: vxlanPort, the node's 
   auto hint_port = [](const std::vector<std::string>& warnings) {
     REQUIRE(count_containing(warnings, "makes Felix accept VXLAN") == 1);
     for (const auto& warning : warnings) {
-      const auto at = warning.find("a policy rule for UDP ");
-      if (at != std::string::npos) return warning.substr(at + 22, warning.find(' ', at + 22) - at - 22);
+      const std::string_view hint = "policy rules for UDP ";
+      const auto at = warning.find(hint);
+      if (at != std::string::npos) {
+        const auto from = at + hint.size();
+        return warning.substr(from, warning.find(' ', from) - from);
+      }
     }
     return std::string("none");
   };
