@@ -1055,6 +1055,11 @@ class Session {
       else if (p.dst.family == ir::Family::ipv4 && b[0] == 255 && b[1] == 255 && b[2] == 255 && b[3] == 255)
         p.pkt_type = "broadcast";
     }
+    // ip_forward() drops what came to a broadcast address; multicast routing does forward.
+    if (p.pkt_type == "broadcast" && !p.iif.empty() && !p.oif.empty())
+      throw UsageError(
+          "a broadcast packet is never forwarded: the kernel delivers it to the host or drops it; "
+          "leave out --oif to trace it in to the host");
     if (vm.count("state")) {
       auto st = ir::parse_ct_state(str("state"));
       if (!st || *st == ir::CtState::untracked)

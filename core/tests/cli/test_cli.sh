@@ -158,6 +158,11 @@ check "trace: the reply to a multicast is unicast" 0 "$FWE" -f "$work/pkt-type-o
 contains "so the output's multicast rule leaves it" "verdict: open"
 check "trace --pkt-type of what the host sends" 2 "$FWE" -f "$work/pkt-type-out.yaml" trace --oif eth0 --src 10.0.0.1 --dst 224.0.0.251 --proto udp --dport 5353 --pkt-type multicast
 contains "refused" "--pkt-type multicast needs --iif"
+for dst in "255.255.255.255" "10.0.0.255 --pkt-type broadcast"; do
+  check "trace: a broadcast to $dst is not forwarded" 2 "$FWE" -f "$work/pkt-type.yaml" trace --iif eth0 --oif eth1 --src 10.0.0.1 --dst $dst --proto udp --dport 67
+  contains "refused, $dst" "a broadcast packet is never forwarded"
+done
+check "trace: a multicast can be forwarded (multicast routing)" 0 "$FWE" -f "$work/pkt-type.yaml" trace --iif eth0 --oif eth1 --src 10.0.0.1 --dst 239.1.1.1 --proto udp --dport 5000
 check "trace --pkt-type misspelt" 2 "$FWE" -f "$work/pkt-type.yaml" trace --iif eth0 --src 10.0.0.1 --dst 10.0.0.255 --proto udp --dport 137 --pkt-type brodcast
 contains "pkt-type message" "must be unicast, broadcast or multicast"
 check "trace --icmp-type by name" 0 "$FWE" -f "$EXAMPLE" trace --iif eth0 --src 10.0.0.9 --dst 10.0.0.1 --proto icmp --icmp-type echo-reply
