@@ -1265,12 +1265,20 @@ class Session {
       throw UsageError("-o " + out + " is not a directory: migrate writes one file per resource there");
     std::filesystem::create_directories(out, ec);
     if (ec) throw RuntimeError("cannot create " + out + ": " + ec.message());
-    // Policies already there are read with the migrated one by 'fwengine -f DIR': say so.
+    // Policies already there are read with the migrated one by 'fwengine -f DIR': say so. A link that
+    // leads nowhere is one too: the read fails on it.
     std::map<std::filesystem::path, std::filesystem::file_time_type> before;
-    for (const auto& entry : std::filesystem::directory_iterator(out, ec))
-      if (entry.is_regular_file() &&
-          (entry.path().extension() == ".yaml" || entry.path().extension() == ".yml"))
-        before[entry.path()] = entry.last_write_time();
+    const auto dangling = [&ec](const std::filesystem::path& path) {
+      return std::filesystem::is_symlink(path, ec) && !std::filesystem::exists(path, ec);
+    };
+    std::vector<std::filesystem::path> links_to_nothing;
+    for (const auto& entry : std::filesystem::directory_iterator(out, ec)) {
+      if (entry.path().extension() != ".yaml" && entry.path().extension() != ".yml") continue;
+      if (dangling(entry.path()))
+        links_to_nothing.push_back(entry.path());
+      else if (entry.is_regular_file(ec))
+        before[entry.path()] = entry.last_write_time(ec);
+    }
     const bool written = writer->write(as_written_, out, diag_);
     const bool failed = !written || diag_.has_errors();
     if (failed)
@@ -1278,6 +1286,8 @@ class Session {
     else
       print_diagnostics();
     std::vector<std::string> others;
+    for (const auto& path : links_to_nothing)
+      if (dangling(path)) others.push_back(path.filename().string() + " (a link to nothing)");
     for (const auto& [path, when] : before)
       if (std::filesystem::last_write_time(path, ec) == when) others.push_back(path.filename().string());
     // Also when what could not be said was reported as an error: the files were written all the same.
