@@ -1265,17 +1265,21 @@ class Session {
       throw UsageError("-o " + out + " is not a directory: migrate writes one file per resource there");
     std::filesystem::create_directories(out, ec);
     if (ec) throw RuntimeError("cannot create " + out + ": " + ec.message());
-    // Policies already there are read with the migrated one by 'fwengine -f DIR': say so. A link that
-    // leads nowhere is one too: the read fails on it.
+    // Policies already there are read with the migrated one by 'fwengine -f DIR': say so. So is what
+    // that read fails on, as the frontends' directory read does: a *.yaml that is no file (a link to
+    // nothing, a FIFO) and not hidden (an editor's lock, such as Emacs's dangling .#policy.yaml).
     std::map<std::filesystem::path, std::filesystem::file_time_type> before;
-    const auto dangling = [&ec](const std::filesystem::path& path) {
-      return std::filesystem::is_symlink(path, ec) && !std::filesystem::exists(path, ec);
+    const auto unreadable = [](const std::filesystem::path& path) {
+      std::error_code status_error;
+      const auto status = std::filesystem::status(path, status_error);
+      return !std::filesystem::is_regular_file(status) && !std::filesystem::is_directory(status) &&
+             !path.filename().string().starts_with('.');
     };
-    std::vector<std::filesystem::path> links_to_nothing;
+    std::vector<std::filesystem::path> not_files;
     for (const auto& entry : std::filesystem::directory_iterator(out, ec)) {
       if (entry.path().extension() != ".yaml" && entry.path().extension() != ".yml") continue;
-      if (dangling(entry.path()))
-        links_to_nothing.push_back(entry.path());
+      if (unreadable(entry.path()))
+        not_files.push_back(entry.path());
       else if (entry.is_regular_file(ec))
         before[entry.path()] = entry.last_write_time(ec);
     }
@@ -1285,9 +1289,9 @@ class Session {
       fail_input();
     else
       print_diagnostics();
-    std::vector<std::string> others;
-    for (const auto& path : links_to_nothing)
-      if (dangling(path)) others.push_back(path.filename().string() + " (a link to nothing)");
+    std::vector<std::string> others, cannot_read;
+    for (const auto& path : not_files)  // unless the migration wrote through a link to nothing
+      if (unreadable(path)) cannot_read.push_back(path.filename().string());
     for (const auto& [path, when] : before)
       if (std::filesystem::last_write_time(path, ec) == when) others.push_back(path.filename().string());
     // Also when what could not be said was reported as an error: the files were written all the same.
@@ -1296,6 +1300,10 @@ class Session {
                 << out
                 << "' reads with the migrated policy: its IR differs from this one; move them away, or use "
                    "another --output directory\n";
+    if (written && !cannot_read.empty() && !o_.quiet)
+      std::cerr << "fwengine: warning: " << out << " also holds " << join(cannot_read)
+                << ", which 'fwengine -f " << out
+                << "' cannot read (no regular file: a link to nothing, say); remove them from it\n";
     if (failed) return 2;
     if (o_.json)
       std::cout << json{{"ok", true}, {"to", to}, {"output", out}, {"hash", hash()}}.dump() << '\n';

@@ -581,32 +581,27 @@ namespace {
 struct RejectReply {
   std::string_view with, v4, v6;
 };
-// iptables' and firewalld's short names (host-prohibited, prot-unreachable, ...) too.
+// The types nft, iptables and ebpf all take (nft's and ebpf's own tables give the same codes).
 constexpr RejectReply kRejectReplies[] = {
     {"icmp-port-unreachable", "icmp-port-unreachable", "icmp6-port-unreachable"},
     {"port-unreachable", "icmp-port-unreachable", "icmp6-port-unreachable"},
     {"icmp6-port-unreachable", "icmp-port-unreachable", "icmp6-port-unreachable"},
     {"icmp-host-prohibited", "icmp-host-prohibited", "icmp6-adm-prohibited"},
-    {"host-prohibited", "icmp-host-prohibited", "icmp6-adm-prohibited"},
     {"icmp-net-prohibited", "icmp-net-prohibited", "icmp6-adm-prohibited"},
-    {"net-prohibited", "icmp-net-prohibited", "icmp6-adm-prohibited"},
     {"icmp-admin-prohibited", "icmp-admin-prohibited", "icmp6-adm-prohibited"},
     {"admin-prohibited", "icmp-admin-prohibited", "icmp6-adm-prohibited"},
     {"icmp6-adm-prohibited", "icmp-admin-prohibited", "icmp6-adm-prohibited"},
     {"icmp-net-unreachable", "icmp-net-unreachable", "icmp6-no-route"},
-    {"net-unreachable", "icmp-net-unreachable", "icmp6-no-route"},
     {"icmp6-no-route", "icmp-net-unreachable", "icmp6-no-route"},
     {"icmp-host-unreachable", "icmp-host-unreachable", "icmp6-addr-unreachable"},
-    {"host-unreachable", "icmp-host-unreachable", "icmp6-addr-unreachable"},
     {"icmp6-addr-unreachable", "icmp-host-unreachable", "icmp6-addr-unreachable"},
     {"icmp-proto-unreachable", "icmp-proto-unreachable", "icmp6-adm-prohibited"},
-    {"prot-unreachable", "icmp-proto-unreachable", "icmp6-adm-prohibited"},
 };
 }  // namespace
 
 std::optional<std::string_view> reject_reply(std::string_view with, Family family, std::uint8_t protocol) {
   if (with == "tcp-reset") {
-    if (protocol == 6) return with;
+    if (protocol == 6) return "tcp-reset";
     with = {};
   }
   if (with.empty()) with = "icmp-port-unreachable";

@@ -239,15 +239,26 @@ class StageWalker {
       }
       if (!passed && group.on_end != Verdict::continue_) {
         record(group.name, {}, -1, nullptr,
-               "end of group " + group.name + " -> " + std::string(ir::to_string(group.on_end)),
+               "end of group " + group.name + " -> " + verdict_text(group.on_end, group.reject_with),
                &group.origin);
         return settle(group.on_end);
       }
     }
     record({}, {}, -1, nullptr,
-           "endpoint " + ep.name + " default -> " + std::string(ir::to_string(ep.default_verdict)),
+           "endpoint " + ep.name + " default -> " + verdict_text(ep.default_verdict, ep.reject_with),
            &ep.origin);
     return settle(ep.default_verdict);
+  }
+
+  // A verdict as a step names it: a reject with the reply this packet gets, tcp-reset for TCP alone and an
+  // ICMP type as the packet's family's error, as every backend sends it.
+  std::string verdict_text(Verdict v, std::string_view reject_with) const {
+    std::string text(ir::to_string(v));
+    if (v == Verdict::reject)
+      text += " with " +
+              std::string(
+                  ir::reject_reply(reject_with, family_of(packet_), packet_.protocol).value_or(reject_with));
+    return text;
   }
 
   // allow is accept plus the mark later stages honour.
@@ -263,12 +274,10 @@ class StageWalker {
       if (!rule_matches(rs_, rule.match, packet_)) continue;
       const auto index = static_cast<std::int32_t>(i);
       const Action& a = rule.action;
-      std::string what = "rule " + std::to_string(i) + " (" + std::string(ir::to_string(a.kind));
-      // The reply this packet gets: tcp-reset resets TCP alone, an ICMP type is the packet's family's.
-      if (a.kind == ActionKind::reject && !a.reject_with.empty())
-        what += " with " + std::string(ir::reject_reply(a.reject_with, family_of(packet_), packet_.protocol)
-                                           .value_or(std::string_view(a.reject_with)));
-      what += ")";
+      std::string what = "rule " + std::to_string(i) + " (" +
+                         (a.kind == ActionKind::reject ? verdict_text(Verdict::reject, a.reject_with)
+                                                       : std::string(ir::to_string(a.kind))) +
+                         ")";
       // trace has no clock: a rate-limited rule is taken as under its rate, and says so.
       if (const auto& limit = rule.match.rate_limit)
         what += " while under " + std::to_string(limit->rate) + "/" + limit->unit;

@@ -427,6 +427,19 @@ TEST_CASE("a reject step names the reply this packet gets, as every backend send
   CHECK(last_step(reset, udp6) == "rule 0 (reject with icmp6-port-unreachable)");
   CHECK(last_step(prohibited, udp) == "rule 0 (reject with icmp-host-prohibited)");
   CHECK(last_step(prohibited, udp6) == "rule 0 (reject with icmp6-adm-prohibited)");
+  CHECK(last_step(rule(ActionKind::reject), udp6) == "rule 0 (reject with icmp6-port-unreachable)");
+
+  // An endpoint's default and a group's end name theirs too.
+  Ruleset ends = host({group({"none"}, Verdict::reject)}, Verdict::reject);
+  ends.stage(Stage::input).sections[0].endpoints[0].reject_with = "icmp-host-prohibited";
+  ends.stage(Stage::input).sections[0].endpoints[0].groups[0].reject_with = "icmp-admin-prohibited";
+  CHECK(trace::evaluate(ends, udp6).stages.back().steps.back().what ==
+        "end of group none -> reject with icmp6-adm-prohibited");
+  ends.stage(Stage::input).sections[0].endpoints[0].groups.clear();
+  CHECK(trace::evaluate(ends, udp6).stages.back().steps.back().what ==
+        "endpoint eth0 default -> reject with icmp6-adm-prohibited");
+  CHECK(trace::evaluate(ends, udp).stages.back().steps.back().what ==
+        "endpoint eth0 default -> reject with icmp-host-prohibited");
 }
 
 TEST_CASE("dnat to a port range keeps a port in it and takes the first otherwise, as the kernel does") {

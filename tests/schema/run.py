@@ -18,8 +18,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jsonschema
-import yaml
+try:
+    import jsonschema
+    import yaml
+except ImportError as missing:
+    print(f"skipped: {missing.name} is not installed (Debian: python3-jsonschema, python3-yaml)")
+    sys.exit(77)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent

@@ -594,7 +594,8 @@ class Compiler {
         case ActionKind::log:
           r.op = FWE_OP_NEXT;
           r.log = log_entry(a, rule.origin);
-          if (r.log) emit(r, what + " \"" + a.log_prefix + "\"");
+          if (r.log)
+            emit(r, what + " \"" + ir::kernel_log_prefix(a.log_prefix, FWE_LOG_PREFIX_LEN - 1) + "\"");
           break;
         case ActionKind::notrack:
           r.op = FWE_OP_NEXT;

@@ -384,6 +384,19 @@ TEST_CASE("capabilities name what compile accepts", "[compile]") {
   CHECK(plan->text({}).find("stage input") != std::string::npos);
 }
 
+TEST_CASE("a log rule's listing shows the prefix the map holds", "[compile]") {
+  ir::Ruleset rs = test::sample_ruleset();
+  ir::Rule log;
+  log.action.kind = ir::ActionKind::log;
+  log.action.log_prefix = "say \"no\" \\ " + std::string(60, 'x');
+  rs.chains.begin()->second.rules.insert(rs.chains.begin()->second.rules.begin(), log);
+  Diagnostics diag;
+  const Program program = compile(rs, diag);
+  REQUIRE_FALSE(diag.has_errors());
+  CHECK(program.listing().find("\"say 'no' / " + std::string(FWE_LOG_PREFIX_LEN - 1 - 11, 'x') + "\"") !=
+        std::string::npos);
+}
+
 TEST_CASE("a set used early does not change the listing's lines of the rules after it", "[compile]") {
   auto lines_of = [](const ir::Ruleset& rs) {
     Diagnostics diag;

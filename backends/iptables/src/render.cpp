@@ -147,7 +147,7 @@ constexpr std::size_t kMaxIfaceName = 15;  // IFNAMSIZ less its NUL
 // A prefix as long as the longest name Linux allows matches that name alone; iptables has no room for
 // its '+' (the word is at most 15 characters), so it is written as the name.
 std::string iface_text(const IfacePattern& p) {
-  return p.name + (p.prefix && p.name.size() < kMaxIfaceName ? "+" : "");
+  return p.name + (p.prefix && p.name.size() != kMaxIfaceName ? "+" : "");
 }
 
 std::string sanitise(std::string_view text, std::string_view keep) {

@@ -533,7 +533,7 @@ bool protocol_has_ports(std::uint8_t);
 // What a reject of type `with` (an Action's reject_with; empty is the default) sends back to a packet of
 // `family`, by iptables' name for it: each type gives the packet's own family's error (an IPv4-only type
 // gives IPv6 adm-prohibited, as nft's icmpx does), and tcp-reset gives a TCP packet a reset and any other
-// the default error. Every backend sends these; nullopt for a type the IR does not know.
+// the default error, as every backend sends them; nullopt for a type the backends do not take.
 std::optional<std::string_view> reject_reply(std::string_view with, Family family, std::uint8_t protocol);
 
 }  // namespace fwe::ir

@@ -133,9 +133,12 @@ contains "Calico hint" "this is a Calico resource: read it with --frontend calic
 mkdir -p "$work/crowded" && cp "$EXAMPLE" "$work/crowded/00-default.yaml"
 check "migrate into a directory that holds a policy" 0 "$FWE" -f "$ROOT/fixtures/yaml/nat" migrate --to yaml -o "$work/crowded"
 contains "migrate warns of the other policy" "also holds 00-default.yaml"
+# What 'fwengine -f DIR' fails on: a link to nothing, a FIFO; not a hidden one (an editor's lock).
 mkdir -p "$work/dangling" && ln -s "$work/nothing-here" "$work/dangling/gone.yaml"
+ln -s "$work/nothing-here" "$work/dangling/.#lock.yaml" && mkfifo "$work/dangling/pipe.yaml"
 check "migrate into a directory with a link to nothing" 0 "$FWE" -f "$ROOT/fixtures/yaml/nat" migrate --to yaml -o "$work/dangling"
-contains "migrate warns of the link, which the read fails on" "also holds gone.yaml (a link to nothing)"
+contains "migrate warns of what the read fails on" "also holds gone.yaml, pipe.yaml, which 'fwengine -f $work/dangling' cannot read"
+equals "but not of an editor's lock" "$(grep -c 'lock' <<<"$out")" 0
 # Calico's files are written also when some of the policy cannot be said (exit 2).
 mkdir -p "$work/crowded-calico" && cp "$EXAMPLE" "$work/crowded-calico/zz-old.yaml"
 check "migrate --to calico with errors into a directory that holds a policy" 2 \

@@ -301,6 +301,10 @@ class PolicyReader::Impl {
   std::optional<std::vector<ir::IfacePattern>> read_ifaces(const Node& node, std::string_view field,
                                                            bool& negate);
   std::optional<ir::IfacePattern> read_iface(const Node& node, std::string_view text, std::string_view field);
+  // A protocol by name or number; a YAML integer (6, 0x6, +6) as every number field reads one, which
+  // reports what is wrong with it itself (then `reported`).
+  std::optional<std::uint8_t> protocol_of(const Node& node, std::string_view text, std::string_view field,
+                                          bool& reported);
   std::optional<std::vector<std::uint8_t>> read_protocols(const Node& node, bool& negate);
   std::optional<ir::IcmpMatch> read_icmp(const Node& node, std::string_view field, bool v6);
   std::optional<std::uint8_t> read_icmp_type(const Node& node, std::string_view text, std::string_view field,
@@ -552,8 +556,11 @@ std::optional<ir::Cidr> PolicyReader::Impl::read_cidr(const Node& node, std::str
 
 std::optional<ir::PortRange> PolicyReader::Impl::read_port_range(const Node& node, std::string_view text,
                                                                  std::string_view field) {
-  if (node.is_scalar() && node.scalar_type() == yaml::ScalarType::integer && text.starts_with('+'))
-    text.remove_prefix(1);  // YAML's +22
+  if (node.is_scalar() && node.scalar_type() == yaml::ScalarType::integer) {  // 22, 0x16, +22 alike
+    const auto port = unsigned_of(node, text, field, 65535);
+    if (!port) return std::nullopt;
+    return ir::PortRange{static_cast<std::uint16_t>(*port), static_cast<std::uint16_t>(*port)};
+  }
   auto dash = text.find('-');
   auto lo = parse_unsigned(text.substr(0, dash));
   auto hi = dash == std::string_view::npos ? lo : parse_unsigned(text.substr(dash + 1));
@@ -631,7 +638,8 @@ void PolicyReader::Impl::read_failsafe_entry(const Node& node, std::string_view 
             "write tcp:22 or {protocol: tcp, port: 22}");
       return;
     }
-    auto protocol = ir::parse_protocol(text.substr(0, colon));
+    bool reported = false;  // (a string: never)
+    auto protocol = protocol_of(node, text.substr(0, colon), field, reported);
     if (!protocol || !ir::protocol_has_ports(*protocol)) {
       error(node, field + ": " + quote(text.substr(0, colon)) + " is not a protocol with ports",
             "use one of " + join(protocol_names(true)));
@@ -652,13 +660,14 @@ void PolicyReader::Impl::read_failsafe_entry(const Node& node, std::string_view 
   check_fields(node, kFailsafeEntryFields, "a failsafe entry");
   if (const Node* protocol = node.find("protocol")) {
     if (auto text = text_of(*protocol, field + ".protocol", "a protocol name")) {
-      auto number = ir::parse_protocol(*text);
-      if (!number || !ir::protocol_has_ports(*number))
+      bool reported = false;
+      const auto number = protocol_of(*protocol, *text, field + ".protocol", reported);
+      if (number && ir::protocol_has_ports(*number))
+        entry.protocol = *number;
+      else if (!reported)
         error(*protocol, field + ".protocol: " + quote(*text) + " is not a protocol with ports",
               number ? "use one of: " + join(protocol_names(true))
                      : hint_for(*text, protocol_names(true), "protocol"));
-      else
-        entry.protocol = *number;
     }
   }
   const Node* port = node.find("port");
@@ -1034,21 +1043,30 @@ std::optional<std::vector<ir::IfacePattern>> PolicyReader::Impl::read_ifaces(con
   return out;
 }
 
+std::optional<std::uint8_t> PolicyReader::Impl::protocol_of(const Node& node, std::string_view text,
+                                                            std::string_view field, bool& reported) {
+  if (!node.is_scalar() || node.scalar_type() != yaml::ScalarType::integer) {
+    if (auto named = ir::parse_protocol(text)) return named;
+    const auto number = parse_unsigned(text);  // "0x11" as a string
+    return number && *number <= 255 ? std::optional(static_cast<std::uint8_t>(*number)) : std::nullopt;
+  }
+  const auto number = unsigned_of(node, text, field, 255);
+  reported = !number;
+  return number ? std::optional(static_cast<std::uint8_t>(*number)) : std::nullopt;
+}
+
 std::optional<std::vector<std::uint8_t>> PolicyReader::Impl::read_protocols(const Node& node, bool& negate) {
   auto peeled = peel(node, "protocol");
   if (!peeled) return std::nullopt;
   negate = peeled->negate;
   std::vector<std::uint8_t> out;
   auto add = [&](const Node& item, std::string_view text) {
-    if (item.is_scalar() && item.scalar_type() == yaml::ScalarType::integer) {  // 17, 0x11, +17 alike
-      if (auto number = unsigned_of(item, text, "protocol", 255))
-        out.push_back(static_cast<std::uint8_t>(*number));
-    } else if (auto number = ir::parse_protocol(text)) {
+    bool reported = false;
+    if (auto number = protocol_of(item, text, "protocol", reported))
       out.push_back(*number);
-    } else {
+    else if (!reported)
       error(item, "protocol: unknown protocol " + quote(text),
             hint_for(text, protocol_names(false), "protocol"));
-    }
   };
   const Node& value = *peeled->node;
   if (value.is_scalar())
@@ -1062,6 +1080,10 @@ std::optional<std::vector<std::uint8_t>> PolicyReader::Impl::read_protocols(cons
 
 std::optional<std::uint8_t> PolicyReader::Impl::read_icmp_type(const Node& node, std::string_view text,
                                                                std::string_view field, bool v6) {
+  if (node.is_scalar() && node.scalar_type() == yaml::ScalarType::integer) {  // 8, 0x8, +8 alike
+    const auto number = unsigned_of(node, text, std::string(field) + " type", 255);
+    return number ? std::optional(static_cast<std::uint8_t>(*number)) : std::nullopt;
+  }
   if (auto number = parse_unsigned(text)) {
     if (*number <= 255) return static_cast<std::uint8_t>(*number);
     error(node, std::string(field) + ": type " + std::string(text) + " is out of range",

@@ -62,7 +62,7 @@ TEST_CASE("bad inputs report file:line:col with a hint", "[errors]") {
       {kHead + "chains:\n  c:\n    - {protocol: tcp, dprot: 22, action: accept}\n",
        "bad.yaml:4:23: error: unknown field 'dprot' in a rule (did you mean 'dport'?)"},
       {kHead + "chains:\n  c:\n    - {protocol: tcp, dport: 70000, action: accept}\n",
-       "bad.yaml:4:30: error: dport: port 70000 is out of range (ports are 0 to 65535)"},
+       "bad.yaml:4:30: error: dport: 70000 is too large (the largest value is 65535)"},
       {kHead + "chains:\n  c:\n    - {protocol: tcp, dport: 90-80, action: accept}\n",
        "bad.yaml:4:30: error: dport: port range '90-80' runs backwards (write the lower port first: 80-90)"},
       {kHead + "chains:\n  c:\n    - {protocol: tcp, dport: http, action: accept}\n",

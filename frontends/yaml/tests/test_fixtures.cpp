@@ -139,13 +139,18 @@ TEST_CASE("an address written in a rule is a set whose origin is the rule's", "[
   CHECK(set.origin.policy.c_str() == rule.origin.policy.c_str());  // the chain's text, not a copy
 }
 
-TEST_CASE("ports and protocols take every integer YAML 1.2 writes: +22, 0x16, 0o26", "[fixtures]") {
+TEST_CASE("number fields take every integer YAML 1.2 writes (+22, 0x16, 0o26), strings 0x and 0o too",
+          "[fixtures]") {
   fwe::Diagnostics diag;
   fwe::yamlfe::PolicyReader reader(diag);
   reader.read_text(
       "apiVersion: fwengine/v1\nchains:\n  c:\n"
       "    - {protocol: +6, dport: +22, action: accept}\n"
-      "    - {protocol: [0x11, 0o41], sport: 0x35, dport: [0o26, '+23'], action: accept}\n",
+      "    - {protocol: [0x11, 0o41], sport: 0x35, dport: [0o26, '+23'], action: accept}\n"
+      "    - {protocol: ['0x6', udp], dport: '0x10-0x20', action: accept}\n"
+      "    - {icmp: +8, action: accept}\n"
+      "    - {icmp: {type: 0x3, code: +1}, action: accept}\n"
+      "failsafe:\n  inbound: [{protocol: 0x6, port: 0x16}, '0x11:0o103']\n",
       "numbers.yaml");
   const auto ruleset = reader.finish();
   INFO(diag.text());
@@ -154,6 +159,16 @@ TEST_CASE("ports and protocols take every integer YAML 1.2 writes: +22, 0x16, 0o
   CHECK(rules.at(0).match.dst_port.at(0).ports == fwe::ir::PortSet{{22, 22}});
   CHECK(rules.at(1).match.protocols == std::vector<std::uint8_t>{17, 33});
   CHECK(rules.at(1).match.src_port.at(0).ports == fwe::ir::PortSet{{53, 53}});
+  CHECK(rules.at(2).match.protocols == std::vector<std::uint8_t>{6, 17});
+  CHECK(rules.at(2).match.dst_port.at(0).ports == fwe::ir::PortSet{{16, 32}});
+  CHECK(rules.at(3).match.icmp->type == 8);
+  CHECK(rules.at(4).match.icmp->type == 3);
+  CHECK(rules.at(4).match.icmp->code == 1);
+  REQUIRE(ruleset.failsafe.inbound.size() == 2);
+  CHECK(ruleset.failsafe.inbound[0].protocol == 6);
+  CHECK(ruleset.failsafe.inbound[0].port == 22);
+  CHECK(ruleset.failsafe.inbound[1].protocol == 17);
+  CHECK(ruleset.failsafe.inbound[1].port == 67);
   // A quoted '+23' is a string, not YAML's integer: not a port.
   CHECK(diag.text() ==
         "numbers.yaml:5:59: error: dport: '+23' is not a port or port range (write a number such as 443 or a "
