@@ -149,4 +149,13 @@ std::optional<Link> link_of(const nlmsghdr& message) {
   return link;
 }
 
+bool kernel_has_ipv6() {
+  static const bool has = [] {
+    const int sock = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (sock >= 0) close(sock);
+    return sock >= 0 || errno != EAFNOSUPPORT;
+  }();
+  return has;
+}
+
 }  // namespace fwe::netlink

@@ -1071,10 +1071,12 @@ Kernel::Kernel(const std::string& netns) : pin_dir_(pin_dir_for(netns)) {
 
 namespace {
 // The kernel's route lookup from BPF answers only where forwarding is on for the device it is given (lo,
-// for the reverse path): without it the rpf check could decide nothing, so the ruleset is refused.
+// for the reverse path): without it the rpf check could decide nothing, so the ruleset is refused. A
+// kernel without IPv6 has no IPv6 setting (and no IPv6 packet to check).
 void require_lo_forwarding() {
-  for (const char* path :
-       {"/proc/sys/net/ipv4/conf/lo/forwarding", "/proc/sys/net/ipv6/conf/lo/forwarding"}) {
+  std::vector<const char*> paths{"/proc/sys/net/ipv4/conf/lo/forwarding"};
+  if (netlink::kernel_has_ipv6()) paths.push_back("/proc/sys/net/ipv6/conf/lo/forwarding");
+  for (const char* path : paths) {
     std::ifstream file(path);
     int value = 0;
     if (!(file >> value) || value == 0)

@@ -1,6 +1,7 @@
 // backend.cpp - the `iptables` backend plugin: iptables-legacy + ipset, Felix-like chains (render.cpp).
 #include <array>
 
+#include "fwengine/netlink.hpp"
 #include "fwengine/plugin.hpp"
 #include "kernel.hpp"
 #include "render.hpp"
@@ -47,7 +48,12 @@ class IptablesBackend : public Backend {
         "where it is, and unchanged chains are not rewritten",
         diag)];
     if (diag.has_errors()) return nullptr;
-    return std::make_unique<IptablesPlan>(iptables::render(ruleset, diag), atomicity);
+    const bool ipv6 = netlink::kernel_has_ipv6();
+    if (!ipv6)
+      diag.note({},
+                "iptables: this kernel has no IPv6 (booted with ipv6.disable=1), so ip6tables cannot "
+                "start: only the IPv4 rules are loaded, and no IPv6 packet can arrive");
+    return std::make_unique<IptablesPlan>(iptables::render(ruleset, diag, ipv6), atomicity);
   }
 
   // Several restores and ipset calls, not one transaction: no transaction time to report.

@@ -33,6 +33,7 @@
 
 #include "applied.hpp"
 #include "fwengine/diagnostics.hpp"
+#include "fwengine/netlink.hpp"
 
 extern char** environ;
 
@@ -582,15 +583,18 @@ std::string tables_fingerprint(const std::array<std::vector<TableDef>, 2>* ours)
   bool whole = true;
   for (IpFamily f : {IpFamily::v4, IpFamily::v6}) {
     const bool v4 = f == IpFamily::v4;
-    const int sock = socket(v4 ? AF_INET : AF_INET6, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
-    if (sock < 0) return {};
-    whole = whole && (v4 ? mix_family<ipt_getinfo, ipt_get_entries, ipt_entry>(
-                               h, "/proc/thread-self/net/ip_tables_names", IPPROTO_IP, sock, IPT_SO_GET_INFO,
-                               IPT_SO_GET_ENTRIES, ours ? &(*ours)[0] : nullptr)
-                         : mix_family<ip6t_getinfo, ip6t_get_entries, ip6t_entry>(
-                               h, "/proc/thread-self/net/ip6_tables_names", IPPROTO_IPV6, sock,
-                               IP6T_SO_GET_INFO, IP6T_SO_GET_ENTRIES, ours ? &(*ours)[1] : nullptr));
-    close(sock);
+    // A kernel without IPv6 has no IPv6 table to hold anything.
+    if (v4 || netlink::kernel_has_ipv6()) {
+      const int sock = socket(v4 ? AF_INET : AF_INET6, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
+      if (sock < 0) return {};
+      whole = whole && (v4 ? mix_family<ipt_getinfo, ipt_get_entries, ipt_entry>(
+                                 h, "/proc/thread-self/net/ip_tables_names", IPPROTO_IP, sock,
+                                 IPT_SO_GET_INFO, IPT_SO_GET_ENTRIES, ours ? &(*ours)[0] : nullptr)
+                           : mix_family<ip6t_getinfo, ip6t_get_entries, ip6t_entry>(
+                                 h, "/proc/thread-self/net/ip6_tables_names", IPPROTO_IPV6, sock,
+                                 IP6T_SO_GET_INFO, IP6T_SO_GET_ENTRIES, ours ? &(*ours)[1] : nullptr));
+      close(sock);
+    }
     h = mix(h, "|");
   }
   if (!whole) return {};
@@ -613,13 +617,15 @@ std::string trimmed(std::string text) {
   return text;
 }
 
-// Whether the calling thread's namespace may hold rules of the family: false only when every table the
-// kernel lists there holds nothing but its built-in chains' policies, and a save would print no rule
-// and no chain. A host or namespace without any rule (a first apply at boot, one after a flush) is then
-// read without starting the save's process (~10 ms). A table that is not listed is not asked about:
-// asking would make the kernel set it up in the namespace.
+// Whether the calling thread's namespace may hold rules of the family: false when the kernel has no
+// IPv6 and it is asked about IPv6 (ip6tables cannot start), or when every table the kernel lists there
+// holds nothing but its built-in chains' policies, and a save would print no rule and no chain. A host
+// or namespace without any rule (a first apply at boot, one after a flush) is then read without
+// starting the save's process (~10 ms). A table that is not listed is not asked about: asking would
+// make the kernel set it up in the namespace.
 bool may_hold_rules(IpFamily f) {
   const bool v4 = f == IpFamily::v4;
+  if (!v4 && !netlink::kernel_has_ipv6()) return false;
   const int names =
       open(v4 ? "/proc/thread-self/net/ip_tables_names" : "/proc/thread-self/net/ip6_tables_names",
            O_RDONLY | O_CLOEXEC);

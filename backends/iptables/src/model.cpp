@@ -422,6 +422,7 @@ bool operator==(const RuleStamps& a, const RuleStamps& b) {
 
 std::vector<TableDef> with_meta(const Model& model, IpFamily family, std::string_view ir_hash,
                                 const std::vector<std::string>& digests) {
+  if (family == IpFamily::v6 && !model.ipv6) return {};
   std::vector<TableDef> tables = model.family(family);
   const std::vector<SetDef>& sets = model.sets;
   RuleStamps stamps;

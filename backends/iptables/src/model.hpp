@@ -156,6 +156,9 @@ struct Model {
   // recorded in IPv4's fwe-meta (with_meta), so that a line inserted above a policy changes a record,
   // not every rule below it.
   std::vector<stamps::FirstLine> first_lines{};
+  // False for a kernel without IPv6 (ipv6.disable=1), where ip6tables cannot start: the model then
+  // holds no IPv6 table or set, not even fwe-meta, and nothing is loaded or read for IPv6.
+  bool ipv6 = true;
   const std::vector<TableDef>& family(IpFamily f) const { return tables[static_cast<int>(f)]; }
 };
 

@@ -1477,13 +1477,15 @@ void drop_empty_chains(std::vector<TableDef>& tables) {
 
 }  // namespace
 
-Model render(const Ruleset& ruleset, Diagnostics& diag) {
+Model render(const Ruleset& ruleset, Diagnostics& diag, bool ipv6) {
   Model model;
+  model.ipv6 = ipv6;
   std::set<std::string> reported;
   std::map<std::string, SetDef> sets;
   const ir::SetIndex set_index(ruleset.sets);
   stamps::Stamper stamper(ruleset, kStampStyle);
   for (IpFamily f : {IpFamily::v4, IpFamily::v6}) {
+    if (f == IpFamily::v6 && !ipv6) continue;
     model.tables[static_cast<int>(f)] =
         FamilyRenderer(ruleset, set_index, diag, reported, f, sets, stamper).run();
     drop_empty_chains(model.tables[static_cast<int>(f)]);

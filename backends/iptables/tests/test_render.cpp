@@ -190,6 +190,21 @@ TEST_CASE("big sets become ipsets per family, small ones stay inline") {
   CHECK(m.sets[0].members[0] == "198.51.100.0/30");
 }
 
+TEST_CASE("for a kernel without IPv6, IPv4 alone: no IPv6 table, set or fwe-meta record") {
+  const ir::Ruleset rs = test::nested_ruleset(7, 2000);  // IPv6 networks too: IPv6 sets
+  const Model both = render_ok(rs);
+  Diagnostics diag;
+  const Model v4_only = render(rs, diag, false);
+  REQUIRE_FALSE(diag.has_errors());
+  auto is_v6 = [](const SetDef& set) { return set.family == IpFamily::v6; };
+  REQUIRE(std::any_of(both.sets.begin(), both.sets.end(), is_v6));
+  CHECK(std::none_of(v4_only.sets.begin(), v4_only.sets.end(), is_v6));
+  CHECK(v4_only.family(IpFamily::v6).empty());
+  CHECK(with_meta(v4_only, IpFamily::v6, "h", set_digests(v4_only.sets)).empty());
+  CHECK(restore_text(with_meta(v4_only, IpFamily::v4, "h", set_digests(v4_only.sets))) ==
+        restore_text(with_meta(both, IpFamily::v4, "h", set_digests(both.sets))));
+}
+
 TEST_CASE("a CIDR written in place is -s/-d or an ipset of its own, and a /0 is its family alone") {
   ir::Ruleset rs = test::tiny_ruleset();
   auto& rules = rs.chains.at("web").rules;

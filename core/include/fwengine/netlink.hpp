@@ -59,4 +59,9 @@ struct Link {
 // ports (and itself, with its own index as master).
 std::optional<Link> link_of(const nlmsghdr& message);
 
+// Whether the kernel has IPv6 at all. Booted with ipv6.disable=1 (or built without IPv6) it never
+// registers the family: an AF_INET6 socket fails with EAFNOSUPPORT, ip6tables cannot start, there is no
+// /proc/sys/net/ipv6, and no IPv6 packet reaches a hook. Asked once per process.
+bool kernel_has_ipv6();
+
 }  // namespace fwe::netlink

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# test_no_ipv6.sh FWENGINE SOURCE_DIR BACKEND - a host booted with ipv6.disable=1. Every fwengine call
+# runs as on such a kernel: AF_INET6 sockets fail with EAFNOSUPPORT (without_ipv6.py) and
+# /proc/sys/net/ipv6 is empty (a tmpfs over it, in a mount namespace of the call's own). A policy with
+# IPv6 parts and an rpf check applies (iptables says it loads IPv4 alone and loads nothing into
+# ip6tables), reads back without drift, gives real IPv4 TCP the verdicts trace gives, takes a change,
+# and flushes to nothing. Root; throwaway namespaces (removed on exit); exit 77 without them.
+set -u
+engine=$1 src=$2 backend=$3
+source "$src/core/tests/cli/checks.sh"
+require_root_and_backend "$engine" "$backend"
+ns=fwe-noip6-$$ peer=fwe-noip6p-$$
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do stop_process "$pid"; done
+  "$engine" --netns "$ns" --backend "$backend" -q flush >/dev/null 2>&1
+  ip netns del "$ns" 2>/dev/null
+  ip netns del "$peer" 2>/dev/null
+  rm -rf "/run/fwengine/$ns" "$work"
+}
+trap cleanup EXIT
+host_and_client "$ns" "$peer"
+ip -n "$ns" addr add 10.73.0.1/24 dev eth0
+ip -n "$peer" addr add 10.73.0.2/24 dev eth0
+ip netns exec "$ns" sysctl -qw net.ipv4.conf.lo.forwarding=1  # ebpf's rpf check needs it
+policy=$src/integration/no-ipv6/policy.yaml
+sed 's/dport: 80,/dport: [80, 8080],/' "$policy" >"$work/changed.yaml"
+
+# fwengine ARG...: in namespace $ns, as on a kernel without IPv6.
+without_ipv6() {
+  unshare -m sh -c 'mount --make-rprivate / && mount -t tmpfs none /proc/sys/net/ipv6 && exec "$@"' sh \
+    "$python" "$src/integration/no-ipv6/without_ipv6.py" "$engine" --netns "$ns" --backend "$backend" "$@"
+}
+without_ipv6 plugins >/dev/null
+[ $? = 77 ] && { echo "skipped: cannot set a seccomp filter"; exit 77; }
+
+# Each port's real verdict against trace's, from the peer.
+probe_ports() {  # probe_ports POLICY NAME
+  local port want got
+  for port in 80 443 8080; do
+    want=$("$engine" -f "$1" trace --iif eth0 --src 10.73.0.2 --dst 10.73.0.1 --proto tcp --dport "$port" \
+      --json | "$python" -c 'import json, sys; print(json.load(sys.stdin)["verdict"])')
+    [ "$want" = accept ] && want=open || want=closed
+    got=$(tcp_probe "$peer" 10.73.0.1 "$port")
+    equals "$2: tcp port $port as trace has it" "$got" "$want"
+  done
+}
+for port in 80 443 8080; do tcp_listen "$ns" "$port"; done
+until_true 5 test "$(tcp_probe "$peer" 10.73.0.1 8080)" = open
+
+check "apply" 0 without_ipv6 -f "$policy" apply
+[ "$backend" = iptables ] && contains "apply: IPv4 alone" "only the IPv4 rules are loaded"
+check "diff: no drift" 0 without_ipv6 -f "$policy" diff
+contains "diff: no difference" "no difference"
+check "ip6tables: nothing loaded" 0 ip netns exec "$ns" ip6tables-legacy-save
+equals "ip6tables: no fwe chain" "$(grep -c fwe <<<"$out")" 0
+probe_ports "$policy" "first apply"
+check "apply a change" 0 without_ipv6 -f "$work/changed.yaml" apply
+check "diff after the change" 0 without_ipv6 -f "$work/changed.yaml" diff
+probe_ports "$work/changed.yaml" "after the change"
+check "flush" 0 without_ipv6 flush
+check "status after flush" 0 without_ipv6 status --json
+equals "status after flush: nothing of ours" \
+  "$("$python" -c 'import json, sys; print(json.loads(sys.argv[1])["present"])' "$out")" False
+summary
