@@ -155,7 +155,9 @@ po::options_description describe_options() {
       ("dport", po::value<unsigned>(), "trace: destination port")
       ("icmp-type", po::value<std::string>(), "trace: ICMP type, a name or 0-255 (default echo-request)")
       ("icmp-code", po::value<unsigned>(), "trace: ICMP code (default 0)")
-      ("state", po::value<std::string>(), "trace: new (default), established, related, invalid")
+      ("state", po::value<std::string>(),
+       "trace: new, established, related, invalid (default: what conntrack makes of a first packet; new, but "
+       "invalid or untracked for ICMP other than a request)")
       ("src-mac", po::value<std::string>(), "trace: source MAC address")
       ("pkt-type", po::value<std::string>(),
        "trace: unicast, broadcast or multicast (default: from --dst for a packet in on --iif)")
@@ -1065,6 +1067,8 @@ class Session {
       if (!st || *st == ir::CtState::untracked)
         throw UsageError("--state must be new, established, related or invalid");
       p.ct = *st;
+    } else {
+      p.ct = trace::first_packet_state(p.protocol, p.icmp_type);
     }
     if (vm.count("ct-status")) {
       std::string_view rest = vm["ct-status"].as<std::string>();

@@ -469,10 +469,11 @@ void walk(const Ruleset& rs, const std::vector<Stage>& stages, bool looped, Resu
       result.packet.dst = *result.packet.snat_dst;
       result.packet.dport = result.packet.snat_dport;
     }
-    // Before conntrack a packet has no entry: its state reads invalid (untracked once notrack ran).
+    // Before conntrack a packet has no entry: its state reads invalid (untracked once notrack ran; one
+    // that conntrack will leave untracked, ICMPv6 neighbour discovery, is not yet).
     const CtState state = result.packet.ct;
     const bool before_conntrack = is_untracked(stage) && !(looped && stage == Stage::untracked_in);
-    if (before_conntrack && state != CtState::untracked) result.packet.ct = CtState::invalid;
+    if (before_conntrack && !result.untracked) result.packet.ct = CtState::invalid;
     out.verdict = StageWalker(rs, stage, result.packet, result, out, looped && !before_conntrack).run(def);
     if (before_conntrack && !result.untracked) result.packet.ct = state;
     if (before_routing(stage)) result.packet.oif = std::move(oif);
@@ -502,6 +503,15 @@ std::optional<std::uint8_t> icmp_reply_type(std::uint8_t protocol, std::uint8_t 
 }
 
 }  // namespace
+
+CtState first_packet_state(std::uint8_t protocol, std::uint8_t icmp_type) {
+  if (protocol != 1 && protocol != 58) return CtState::new_;
+  if (icmp_reply_type(protocol, icmp_type).has_value()) return CtState::new_;  // a query conntrack tracks
+  // Router solicitation and advertisement, neighbour solicitation and advertisement, MLD (130-132, 143).
+  if (protocol == 58 && ((icmp_type >= 130 && icmp_type <= 136) || icmp_type == 143))
+    return CtState::untracked;
+  return CtState::invalid;
+}
 
 Result evaluate(const Ruleset& rs, const Packet& packet) {
   Result result;

@@ -396,6 +396,44 @@ TEST_CASE("the reply to an ICMP request conntrack tracks is its reply type, and 
   CHECK(trace::reply_of(unreachable, trace::evaluate(rs, unreachable)).icmp_type == 3);
 }
 
+TEST_CASE("a first packet's state is conntrack's: new, for ICMP only as a request, and ND untracked") {
+  using trace::first_packet_state;
+  CHECK(first_packet_state(6, 8) == CtState::new_);  // TCP: the ICMP type means nothing
+  CHECK(first_packet_state(17, 0) == CtState::new_);
+  for (std::uint8_t request : {8, 13, 15, 17}) CHECK(first_packet_state(1, request) == CtState::new_);
+  for (std::uint8_t other : {0, 3, 5, 9, 10, 11, 14, 40})
+    CHECK(first_packet_state(1, other) == CtState::invalid);
+  for (std::uint8_t request : {128, 139}) CHECK(first_packet_state(58, request) == CtState::new_);
+  for (std::uint8_t nd : {130, 131, 132, 133, 134, 135, 136, 143})
+    CHECK(first_packet_state(58, nd) == CtState::untracked);
+  for (std::uint8_t other : {1, 2, 3, 4, 129, 137, 140, 144})
+    CHECK(first_packet_state(58, other) == CtState::invalid);
+
+  // Neighbour discovery reads invalid before conntrack, as every packet, and untracked after it.
+  Ruleset rs = host({group({"c"})}, Verdict::drop);
+  Rule untracked = rule(ActionKind::accept);
+  untracked.match.ct_states = std::vector<CtState>{CtState::untracked};
+  rs.chains["c"] = {"c", {untracked}, {}};
+  Rule invalid = rule(ActionKind::drop);
+  invalid.match.ct_states = std::vector<CtState>{CtState::new_, CtState::untracked};
+  rs.chains["raw"] = {"raw", {invalid}, {}};
+  Endpoint raw;
+  raw.name = "raw";
+  raw.groups = {group({"raw"})};
+  rs.stage(Stage::untracked_in).sections.push_back({"raw", false, {raw}});
+  trace::Packet solicitation = tcp_in(0);
+  solicitation.protocol = 58;
+  solicitation.src = *parse_ip("fe80::7");
+  solicitation.dst = *parse_ip("ff02::1:ff00:10");
+  solicitation.icmp_type = 135;
+  solicitation.ct = first_packet_state(58, 135);
+  const auto r = trace::evaluate(rs, solicitation);
+  CHECK(r.delivered);
+  CHECK_FALSE(r.untracked);  // no notrack rule ran
+  solicitation.ct = CtState::new_;
+  CHECK_FALSE(trace::evaluate(rs, solicitation).delivered);  // past raw, new is no untracked
+}
+
 TEST_CASE("a reject step names its reject type") {
   Ruleset rs = host({group({"c"})});
   Rule reject = rule(ActionKind::reject, 22);

@@ -858,13 +858,14 @@ static __always_inline int run_stage(struct fwe_eval* ev, __u32 stage) {
   ev->end = span->start + span->count;
   ev->stage = stage;
   /* The untracked stages stand for the kernel's raw hooks, before conntrack: there a packet has no
-   * entry yet, so its state reads invalid (untracked once a notrack rule ran), as in trace; except a
-   * looped packet, which got its entry on the way out. */
+   * entry yet, so its state reads invalid (untracked once a notrack rule ran; one conntrack will leave
+   * untracked, neighbour discovery, is not yet), as in trace; except a looped packet, which got its
+   * entry on the way out. */
   int before_conntrack = (stage == FWE_STAGE_UNTRACKED_IN && !ev->looped) || stage == FWE_STAGE_UNTRACKED_OUT;
   __u8 state = ev->pkt.ct;
-  if (before_conntrack && state != FWE_CT_UNTRACKED) ev->pkt.ct = FWE_CT_INVALID;
+  if (before_conntrack && !ev->untracked) ev->pkt.ct = FWE_CT_INVALID;
   bpf_loop(span->count, step, ev, 0);
-  if (before_conntrack && ev->pkt.ct != FWE_CT_UNTRACKED) ev->pkt.ct = state;
+  if (before_conntrack && !ev->untracked) ev->pkt.ct = state;
   return ev->dropped;
 }
 
@@ -1024,9 +1025,18 @@ static __attribute__((noinline)) void flow_store(struct fwe_eval* ev, __u8 own, 
 }
 
 /* ICMP other than a tracked query is no flow: its key would be the two addresses alone, so that anything
- * one host sent the other would make every ICMP type back established. It is always judged as new. */
+ * one host sent the other would make every ICMP type back established. */
 static __always_inline int ct_flowless(const struct fwe_pkt* pkt) {
   return (pkt->proto == IPPROTO_ICMP || pkt->proto == IPPROTO_ICMPV6) && !is_query(pkt);
+}
+
+/* The state of flowless ICMP that is no error, as the kernel's conntrack gives it: ICMPv6 neighbour
+ * discovery and multicast listener messages (130-136, 143) it leaves untracked; the rest (a router
+ * advertisement, a redirect, a type it does not know) cannot start a connection and is invalid. */
+static __always_inline __u8 flowless_state(const struct fwe_pkt* pkt) {
+  const __u8 type = pkt->icmp_type;
+  return pkt->proto == IPPROTO_ICMPV6 && ((type >= 130 && type <= 136) || type == 143) ? FWE_CT_UNTRACKED
+                                                                                       : FWE_CT_INVALID;
 }
 
 /* An ICMP error (v4: unreachable, source quench, redirect, time exceeded, parameter problem; v6: any
@@ -1155,7 +1165,7 @@ static __always_inline int cannot_start(const struct fwe_pkt* pkt) {
 static __always_inline __u8 ct_state_of(struct __sk_buff* skb, struct fwe_eval* ev) {
   const struct fwe_pkt* pkt = &ev->pkt;
   if (is_icmp_error(pkt)) return error_state(skb, pkt);
-  if (ct_flowless(pkt)) return FWE_CT_NEW;
+  if (ct_flowless(pkt)) return flowless_state(pkt);
   flow_lookup(ev);
   if (tcp_flags_invalid(pkt)) return FWE_CT_INVALID;
   const __u8 own = flow_dir(ev, ev->flow.own);

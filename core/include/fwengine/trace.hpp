@@ -73,6 +73,13 @@ struct Result {
   ir::Verdict final_verdict() const;  // drop/reject if not delivered, else accept or continue
 };
 
+// The conntrack state the kernel gives a packet that no connection precedes (trace's default --state):
+// new, except for ICMP, where only a query conntrack tracks starts one (echo, timestamp, information
+// and address mask requests; ICMPv6 echo and node information queries). ICMPv6 neighbour discovery
+// and multicast listener messages are untracked (conntrack leaves them alone); any other ICMP (a reply,
+// an error about no connection it knows, a router advertisement, a redirect) is invalid.
+ir::CtState first_packet_state(std::uint8_t protocol, std::uint8_t icmp_type);
+
 // The path follows from the interfaces: iif only = input, oif only = output, both = forward.
 Path path_of(const Packet&);
 Result evaluate(const ir::Ruleset&, const Packet&);

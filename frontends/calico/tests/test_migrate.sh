@@ -92,7 +92,7 @@ closed --iif eth0 --src 2001:db8::2 --dst 2001:db8::1 --dport 5432
 open   --iif eth0 --src 2001:db8::2 --dst 2001:db8::1 --dport 22
 closed --iif eth0 --src 10.0.0.2 --dst 10.0.0.1 --dport 6000
 closed --iif eth0 --src 10.0.0.2 --dst 10.0.0.1 --proto icmp --icmp-type 8
-open   --iif eth0 --src 10.0.0.2 --dst 10.0.0.1 --proto icmp --icmp-type 0
+open   --iif eth0 --src 10.0.0.2 --dst 10.0.0.1 --proto icmp --icmp-type 13
 closed --iif eth0 --src 2001:db8::2 --dst 2001:db8::1 --proto icmp --icmp-type 128
 open   --iif eth0 --src 2001:db8::2 --dst 2001:db8::1 --proto icmp --icmp-type 135
 open   --iif eth1 --src 10.1.0.2 --dst 10.1.0.1 --dport 12345
