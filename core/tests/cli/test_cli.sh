@@ -139,6 +139,16 @@ ln -s "$work/nothing-here" "$work/dangling/.#lock.yaml" && mkfifo "$work/danglin
 check "migrate into a directory with a link to nothing" 0 "$FWE" -f "$ROOT/fixtures/yaml/nat" migrate --to yaml -o "$work/dangling"
 contains "migrate warns of what the read fails on" "also holds gone.yaml, pipe.yaml, which 'fwengine -f $work/dangling' cannot read"
 equals "but not of an editor's lock" "$(grep -c 'lock' <<<"$out")" 0
+# A link where migrate writes is replaced, never written through: the policy stays in -o DIR.
+mkdir -p "$work/linked" "$work/outside" && echo "kept" >"$work/outside/kept.yaml"
+ln -s "$work/outside/policy.yaml" "$work/linked/policy.yaml"
+check "migrate over a link to nothing" 0 "$FWE" -f "$ROOT/fixtures/yaml/nat" migrate --to yaml -o "$work/linked"
+equals "the link became the policy" "$(test -f "$work/linked/policy.yaml" && ! test -L "$work/linked/policy.yaml" && echo file)" file
+equals "nothing was written outside" "$(ls "$work/outside")" kept.yaml
+ln -sf "$work/outside/kept.yaml" "$work/linked/policy.yaml"
+check "migrate over a link to a file" 0 "$FWE" -f "$ROOT/fixtures/yaml/nat" migrate --to yaml -o "$work/linked"
+equals "the linked file is left alone" "$(cat "$work/outside/kept.yaml")" kept
+check "the migrated policy loads" 0 "$FWE" -f "$work/linked" check
 # Calico's files are written also when some of the policy cannot be said (exit 2).
 mkdir -p "$work/crowded-calico" && cp "$EXAMPLE" "$work/crowded-calico/zz-old.yaml"
 check "migrate --to calico with errors into a directory that holds a policy" 2 \

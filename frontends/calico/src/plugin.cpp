@@ -1,8 +1,8 @@
 // plugin.cpp - registers the Calico frontend with the engine.
 #include <filesystem>
-#include <fstream>
 
 #include "fwengine/plugin.hpp"
+#include "fwengine/state.hpp"
 
 #include "etcd.hpp"
 #include "frontend.hpp"
@@ -94,16 +94,15 @@ class CalicoFrontend final : public Frontend {
   // Writes every resource, even when some pieces could not be carried over: those are reported, and
   // the caller exits 2 when one of them is an error.
   bool write(const ir::Ruleset& ruleset, const std::string& out_dir, Diagnostics& diag) override {
-    for (const auto& [file_name, text] : write_resources(ruleset, node_, diag)) {
-      std::error_code ec;
-      std::filesystem::create_directories(out_dir, ec);
-      std::filesystem::path path = std::filesystem::path(out_dir) / file_name;
-      std::ofstream file(path);
-      if (ec || !(file << text) || !file.flush()) {
-        diag.error({}, "cannot write '" + path.string() + "'" + (ec ? ": " + ec.message() : std::string()),
-                   "check that the output directory is writable");
-        return false;
-      }
+    const auto resources = write_resources(ruleset, node_, diag);
+    try {
+      std::filesystem::create_directories(out_dir);
+      // A link in the directory is replaced, not written through: the files stay in out_dir.
+      for (const auto& [file_name, text] : resources)
+        state::write_file_atomically((std::filesystem::path(out_dir) / file_name).string(), text, 0644);
+    } catch (const std::exception& e) {  // the directory's or a file's error
+      diag.error({}, e.what(), "check that the output directory is writable");
+      return false;
     }
     return true;
   }

@@ -1,8 +1,8 @@
 // plugin.cpp - the `yaml` frontend: our own plain-YAML policy format (docs/yaml-format.md).
 #include <filesystem>
-#include <fstream>
 
 #include "fwengine/plugin.hpp"
+#include "fwengine/state.hpp"
 #include "reader.hpp"
 #include "writer.hpp"
 
@@ -30,13 +30,12 @@ class YamlFrontend final : public Frontend {
   bool write(const ir::Ruleset& ruleset, const std::string& out_dir, Diagnostics& diag) override {
     auto text = write_policy(ruleset, diag);
     if (!text) return false;
-    std::error_code ec;
-    std::filesystem::create_directories(out_dir, ec);
-    std::filesystem::path path = std::filesystem::path(out_dir) / "policy.yaml";
-    std::ofstream file(path);
-    if (ec || !(file << *text) || !file.flush()) {
-      diag.error({}, "cannot write '" + path.string() + "'" + (ec ? ": " + ec.message() : std::string()),
-                 "check that the output directory is writable");
+    try {
+      std::filesystem::create_directories(out_dir);
+      // A link in the directory is replaced, not written through: the file stays in out_dir.
+      state::write_file_atomically((std::filesystem::path(out_dir) / "policy.yaml").string(), *text, 0644);
+    } catch (const std::exception& e) {  // the directory's or the file's error
+      diag.error({}, e.what(), "check that the output directory is writable");
       return false;
     }
     return true;
