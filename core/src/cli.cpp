@@ -1281,7 +1281,7 @@ class Session {
     };
     std::vector<std::filesystem::path> not_files;
     for (const auto& entry : std::filesystem::directory_iterator(out, ec)) {
-      if (entry.path().extension() != ".yaml" && entry.path().extension() != ".yml") continue;
+      if (!writer->reads_file_named(entry.path().filename().string())) continue;
       if (unreadable(entry.path()))
         not_files.push_back(entry.path());
       else if (entry.is_regular_file(ec))

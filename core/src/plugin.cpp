@@ -3,6 +3,7 @@
 #include "fwengine/plugin.hpp"
 
 #include <algorithm>
+#include <filesystem>
 
 namespace fwe {
 
@@ -25,6 +26,11 @@ void Frontend::check_sources(const FrontendRequest&) const {}
 bool Frontend::write(const ir::Ruleset&, const std::string&, Diagnostics& diag) {
   diag.error({}, "this frontend cannot write its own format", "choose another --to");
   return false;
+}
+
+bool Frontend::reads_file_named(std::string_view name) const {
+  const auto extension = std::filesystem::path(name).extension();
+  return extension == ".yaml" || extension == ".yml";
 }
 
 std::string backend_option_origin(std::string_view backend, std::string_view key) {

@@ -130,9 +130,9 @@ check "migrate to a backend" 2 "$FWE" -f "$EXAMPLE" migrate --to nft -o "$work/t
 contains "migrate to a backend message" "'fwengine --backend nft render'"
 check "Calico resources with the yaml frontend" 2 "$FWE" -f "$ROOT/fixtures/calico/home-cluster" check
 contains "Calico hint" "this is a Calico resource: read it with --frontend calico"
-mkdir -p "$work/crowded" && cp "$EXAMPLE" "$work/crowded/00-default.yaml"
+mkdir -p "$work/crowded" && cp "$EXAMPLE" "$work/crowded/00-default.yaml" && echo '{}' >"$work/crowded/notes.json"
 check "migrate into a directory that holds a policy" 0 "$FWE" -f "$ROOT/fixtures/yaml/nat" migrate --to yaml -o "$work/crowded"
-contains "migrate warns of the other policy" "also holds 00-default.yaml"
+contains "migrate warns of the other policy" "also holds 00-default.yaml, which"
 # What 'fwengine -f DIR' fails on: a link to nothing, a FIFO; not a hidden one (an editor's lock).
 mkdir -p "$work/dangling" && ln -s "$work/nothing-here" "$work/dangling/gone.yaml"
 ln -s "$work/nothing-here" "$work/dangling/.#lock.yaml" && mkfifo "$work/dangling/pipe.yaml"
@@ -151,9 +151,10 @@ equals "the linked file is left alone" "$(cat "$work/outside/kept.yaml")" kept
 check "the migrated policy loads" 0 "$FWE" -f "$work/linked" check
 # Calico's files are written also when some of the policy cannot be said (exit 2).
 mkdir -p "$work/crowded-calico" && cp "$EXAMPLE" "$work/crowded-calico/zz-old.yaml"
+echo '{}' >"$work/crowded-calico/zz-old.json"  # the calico frontend reads *.json too
 check "migrate --to calico with errors into a directory that holds a policy" 2 \
   "$FWE" --node n1 -f "$ROOT/fixtures/yaml/nat" migrate --to calico -o "$work/crowded-calico"
-contains "migrate warns of the other policy there too" "also holds zz-old.yaml"
+contains "migrate warns of the other policy there too" "also holds zz-old.json, zz-old.yaml, which"
 check "migrate -o ''" 2 "$FWE" -f "$EXAMPLE" migrate --to yaml -o ''
 contains "an empty -o is a usage error" "--output needs a value"
 # pkt-type: a multicast or the limited broadcast destination is sent to such a MAC; --pkt-type says so of

@@ -16,12 +16,13 @@
 #include "reader.hpp"
 
 namespace fwe::calico {
-namespace {
 
-bool is_policy_file(const std::filesystem::path& path) {
-  const std::string ext = path.extension().string();
-  return ext == ".yaml" || ext == ".yml" || ext == ".json";
+bool is_resource_file_name(std::string_view name) {
+  const auto extension = std::filesystem::path(name).extension();
+  return extension == ".yaml" || extension == ".yml" || extension == ".json";
 }
+
+namespace {
 
 // Each resource of the store is read as a document of its own, named by its key in messages.
 void read_store(const etcd::Snapshot& snapshot, Reader& reader, Diagnostics& diag) {
@@ -54,7 +55,7 @@ void read_source(const LoadRequest& request, const std::string& source, Reader& 
   if (std::filesystem::is_directory(source, error)) {
     std::vector<std::filesystem::path> files;
     for (const auto& entry : std::filesystem::directory_iterator(source, error)) {
-      if (!is_policy_file(entry.path())) continue;
+      if (!is_resource_file_name(entry.path().filename().string())) continue;
       // A resource file that cannot be read is an error, not a file less: its resources would be missing.
       std::error_code status_error;
       const auto status = std::filesystem::status(entry.path(), status_error);

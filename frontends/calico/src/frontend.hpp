@@ -29,6 +29,9 @@ inline const std::vector<std::string_view> kOptionNames = {"policy-tiebreak", "e
 
 ir::Ruleset load(const LoadRequest& request, Diagnostics& diag);
 
+// Whether a directory source's file of this name holds resources: *.yaml, *.yml or *.json.
+bool is_resource_file_name(std::string_view name);
+
 // Throws UsageError unless Felix would take `node` as its host name (FelixHostname's pattern,
 // [a-zA-Z0-9_.-]+): the name also makes the path of the daemon's etcd cache, so never a '/'.
 void check_node_name(const std::string& node);

@@ -90,6 +90,7 @@ class CalicoFrontend final : public Frontend {
   }
 
   bool can_write() const override { return true; }
+  bool reads_file_named(std::string_view name) const override { return is_resource_file_name(name); }
 
   // Writes every resource, even when some pieces could not be carried over: those are reported, and
   // the caller exits 2 when one of them is an error.

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <boost/dll/alias.hpp>
@@ -105,6 +106,9 @@ class FWE_API Frontend {
   // returns false (with diagnostics) for what the format cannot express. Default: cannot write.
   virtual bool can_write() const { return false; }
   virtual bool write(const ir::Ruleset& ruleset, const std::string& out_dir, Diagnostics& diag);
+  // Whether a directory source reads its file of this name as policy: what `migrate -o DIR` warns of
+  // finding there besides what it writes. Default: *.yaml and *.yml.
+  virtual bool reads_file_named(std::string_view name) const;
 };
 
 // ---- backends -----------------------------------------------------------------------------------
