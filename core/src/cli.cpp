@@ -1068,7 +1068,7 @@ class Session {
         throw UsageError("--state must be new, established, related or invalid");
       p.ct = *st;
     } else {
-      p.ct = trace::first_packet_state(p.protocol, p.icmp_type);
+      p.ct = trace::first_packet_state(p.src.family, p.protocol, p.icmp_type);
     }
     if (vm.count("ct-status")) {
       std::string_view rest = vm["ct-status"].as<std::string>();
@@ -1294,7 +1294,7 @@ class Session {
     else
       print_diagnostics();
     std::vector<std::string> others, cannot_read;
-    for (const auto& path : not_files)  // unless the migration wrote through a link to nothing
+    for (const auto& path : not_files)  // unless the migration wrote a file of that name in its place
       if (unreadable(path)) cannot_read.push_back(path.filename().string());
     for (const auto& [path, when] : before)
       if (std::filesystem::last_write_time(path, ec) == when) others.push_back(path.filename().string());

@@ -153,7 +153,9 @@ bool kernel_has_ipv6() {
   static const bool has = [] {
     const int sock = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (sock >= 0) close(sock);
-    return sock >= 0 || errno != EAFNOSUPPORT;
+    // A sandbox refuses the family the same way (systemd's RestrictAddressFamilies=, a seccomp
+    // profile) on a kernel that has IPv6: only a kernel without it also lacks IPv6's sysctls.
+    return sock >= 0 || errno != EAFNOSUPPORT || access("/proc/sys/net/ipv6/conf", F_OK) == 0;
   }();
   return has;
 }

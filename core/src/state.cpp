@@ -78,28 +78,55 @@ std::string now_iso() {
 }
 }  // namespace
 
-void write_file_atomically(const std::string& path, std::string_view text, mode_t mode) {
-  const std::string tmp = path + ".tmp";
-  unlink(tmp.c_str());  // one a crash left
-  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) throw RuntimeError("cannot write " + tmp + ": " + std::strerror(errno));
+namespace {
+
+// Writes text to fd, gives it `mode` and closes it; 0, or the errno of the step that failed.
+int fill_and_close(int fd, std::string_view text, mode_t mode) {
   std::size_t written = 0;
   while (written < text.size()) {
     const ssize_t n = write(fd, text.data() + written, text.size() - written);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
-      const int error = errno;
+      const int error = n < 0 ? errno : EIO;
       close(fd);
-      throw RuntimeError("cannot write " + tmp + ": " + std::strerror(error));
+      return error;
     }
     written += static_cast<std::size_t>(n);
   }
-  const bool moded = fchmod(fd, mode) == 0;  // whatever the umask
+  const int error = fchmod(fd, mode) == 0 ? 0 : errno;
   close(fd);
-  if (!moded) throw RuntimeError("cannot write " + tmp + ": " + std::strerror(errno));
+  return error;
+}
+
+}  // namespace
+
+void write_file_atomically(const std::string& path, std::string_view text, mode_t mode) {
+  const std::string tmp = path + ".tmp";
+  unlink(tmp.c_str());  // one a crash left
+  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) throw RuntimeError("cannot write " + tmp + ": " + std::strerror(errno));
+  if (const int error = fill_and_close(fd, text, mode))  // the mode whatever the umask
+    throw RuntimeError("cannot write " + tmp + ": " + std::strerror(error));
   std::error_code ec;
   fs::rename(tmp, path, ec);
   if (ec) throw RuntimeError("cannot write " + path + ": " + ec.message());
+}
+
+void write_file_replacing(const std::string& path, std::string_view text) {
+  const fs::path target(path);
+  std::string tmp = (target.parent_path() / ("." + target.filename().string() + ".XXXXXX")).string();
+  const int fd = mkostemp(tmp.data(), O_CLOEXEC);
+  if (fd < 0) throw RuntimeError("cannot write " + path + ": " + std::strerror(errno));
+  const mode_t umask_now = umask(0);  // read it: umask() only sets
+  umask(umask_now);
+  std::error_code ec;
+  if (const int error = fill_and_close(fd, text, 0666 & ~umask_now))
+    ec = std::error_code(error, std::generic_category());
+  else
+    fs::rename(tmp, path, ec);
+  if (!ec) return;
+  unlink(tmp.c_str());
+  throw RuntimeError("cannot write " + path + ": " + ec.message());
 }
 
 bool replace_record(const std::string& path, std::string_view text) {

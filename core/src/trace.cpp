@@ -504,8 +504,10 @@ std::optional<std::uint8_t> icmp_reply_type(std::uint8_t protocol, std::uint8_t 
 
 }  // namespace
 
-CtState first_packet_state(std::uint8_t protocol, std::uint8_t icmp_type) {
+CtState first_packet_state(Family family, std::uint8_t protocol, std::uint8_t icmp_type) {
   if (protocol != 1 && protocol != 58) return CtState::new_;
+  // Conntrack's ICMP trackers take only their own family's: ICMPv6 in IPv4 (or ICMP in IPv6) is invalid.
+  if (protocol != (family == Family::ipv6 ? 58 : 1)) return CtState::invalid;
   if (icmp_reply_type(protocol, icmp_type).has_value()) return CtState::new_;  // a query conntrack tracks
   // Router solicitation and advertisement, neighbour solicitation and advertisement, MLD (130-132, 143).
   if (protocol == 58 && ((icmp_type >= 130 && icmp_type <= 136) || icmp_type == 143))

@@ -398,16 +398,21 @@ TEST_CASE("the reply to an ICMP request conntrack tracks is its reply type, and 
 
 TEST_CASE("a first packet's state is conntrack's: new, for ICMP only as a request, and ND untracked") {
   using trace::first_packet_state;
-  CHECK(first_packet_state(6, 8) == CtState::new_);  // TCP: the ICMP type means nothing
-  CHECK(first_packet_state(17, 0) == CtState::new_);
-  for (std::uint8_t request : {8, 13, 15, 17}) CHECK(first_packet_state(1, request) == CtState::new_);
+  CHECK(first_packet_state(Family::ipv4, 6, 8) == CtState::new_);  // TCP: the ICMP type means nothing
+  CHECK(first_packet_state(Family::ipv4, 17, 0) == CtState::new_);
+  for (std::uint8_t request : {8, 13, 15, 17})
+    CHECK(first_packet_state(Family::ipv4, 1, request) == CtState::new_);
   for (std::uint8_t other : {0, 3, 5, 9, 10, 11, 14, 40})
-    CHECK(first_packet_state(1, other) == CtState::invalid);
-  for (std::uint8_t request : {128, 139}) CHECK(first_packet_state(58, request) == CtState::new_);
+    CHECK(first_packet_state(Family::ipv4, 1, other) == CtState::invalid);
+  for (std::uint8_t request : {128, 139})
+    CHECK(first_packet_state(Family::ipv6, 58, request) == CtState::new_);
   for (std::uint8_t nd : {130, 131, 132, 133, 134, 135, 136, 143})
-    CHECK(first_packet_state(58, nd) == CtState::untracked);
+    CHECK(first_packet_state(Family::ipv6, 58, nd) == CtState::untracked);
   for (std::uint8_t other : {1, 2, 3, 4, 129, 137, 140, 144})
-    CHECK(first_packet_state(58, other) == CtState::invalid);
+    CHECK(first_packet_state(Family::ipv6, 58, other) == CtState::invalid);
+  // Conntrack's ICMP trackers refuse another family's packet.
+  CHECK(first_packet_state(Family::ipv4, 58, 135) == CtState::invalid);
+  CHECK(first_packet_state(Family::ipv6, 1, 8) == CtState::invalid);
 
   // Neighbour discovery reads invalid before conntrack, as every packet, and untracked after it.
   Ruleset rs = host({group({"c"})}, Verdict::drop);
@@ -426,7 +431,7 @@ TEST_CASE("a first packet's state is conntrack's: new, for ICMP only as a reques
   solicitation.src = *parse_ip("fe80::7");
   solicitation.dst = *parse_ip("ff02::1:ff00:10");
   solicitation.icmp_type = 135;
-  solicitation.ct = first_packet_state(58, 135);
+  solicitation.ct = first_packet_state(Family::ipv6, 58, 135);
   const auto r = trace::evaluate(rs, solicitation);
   CHECK(r.delivered);
   CHECK_FALSE(r.untracked);  // no notrack rule ran

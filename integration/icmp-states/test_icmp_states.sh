@@ -3,8 +3,10 @@
 # precedes, with real packets: each kind the kernel's conntrack tells apart (icmp_probe.py: queries,
 # their replies, router and neighbour discovery, multicast listener queries, redirects, errors about
 # nothing sent) goes from a peer namespace to the host, where a policy accepts only state new, then
-# only invalid, then only untracked. Each probe must reach the host's raw sockets exactly when trace,
-# given no --state, delivers it. Root; throwaway namespaces (removed on exit); exit 77 without them.
+# only invalid, then only untracked; then one drops new and untracked in untracked-in, before
+# conntrack, where every packet reads invalid (neighbour discovery too). Each probe must reach the
+# host's raw sockets exactly when trace, given no --state, delivers it. Root; throwaway namespaces
+# (removed on exit); exit 77 without them.
 set -u
 engine=$1 src=$2 backend=$3
 source "$src/core/tests/cli/checks.sh"
@@ -31,19 +33,24 @@ ip -n "$ns" neigh replace 10.74.0.2 lladdr "$(mac "$peer")" dev eth0 nud permane
 ip -n "$ns" neigh replace fd74::2 lladdr "$(mac "$peer")" dev eth0 nud permanent
 
 round=0
-for state in new invalid untracked; do
+for state in new invalid untracked before-conntrack; do
   round=$((round + 1))
   policy=$work/$state.yaml
+  if [ "$state" = before-conntrack ]; then
+    rule="{ct-state: [new, untracked], action: drop}" stage=untracked-in default=accept
+  else
+    rule="{ct-state: $state, action: accept}" stage=input default=drop
+  fi
   cat >"$policy" <<YAML
 apiVersion: fwengine/v1
 chains:
   by-state:
-    - {ct-state: $state, action: accept}
+    - $rule
 stages:
-  input:
+  $stage:
     - name: host
       endpoints:
-        - {name: uplink, iif: eth0, chains: [by-state], default: drop}
+        - {name: uplink, iif: eth0, chains: [by-state], default: $default}
 YAML
   check "$state: apply" 0 "$engine" --netns "$ns" --backend "$backend" -f "$policy" apply || continue
   ip netns exec "$ns" "$python" "$probe" listen >"$work/got.$state" 2>&1 &

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_no_ipv6.sh FWENGINE SOURCE_DIR BACKEND - a host booted with ipv6.disable=1. Every fwengine call
 # runs as on such a kernel: AF_INET6 sockets fail with EAFNOSUPPORT (without_ipv6.py) and
-# /proc/sys/net/ipv6 is empty (a tmpfs over it, in a mount namespace of the call's own). A policy with
+# /proc/sys/net/ipv6 is empty (a tmpfs over $ns's, in a mount namespace of the call's own; without it, a
+# sandbox on a kernel with IPv6, iptables fails as it must). A policy with
 # IPv6 parts and an rpf check applies (iptables says it loads IPv4 alone and loads nothing into
 # ip6tables), reads back without drift, gives real IPv4 TCP the verdicts trace gives, takes a change,
 # and flushes to nothing. Root; throwaway namespaces (removed on exit); exit 77 without them.
@@ -26,9 +27,11 @@ ip netns exec "$ns" sysctl -qw net.ipv4.conf.lo.forwarding=1  # ebpf's rpf check
 policy=$src/integration/no-ipv6/policy.yaml
 sed 's/dport: 80,/dport: [80, 8080],/' "$policy" >"$work/changed.yaml"
 
-# fwengine ARG...: in namespace $ns, as on a kernel without IPv6.
+# fwengine ARG...: in namespace $ns, as on a kernel without IPv6. The tmpfs is mounted from inside $ns
+# (ip netns exec gives the call a mount namespace of its own): /proc/sys/net shows the reader's
+# namespace, and a mount seen from another namespace's view would not hide $ns's.
 without_ipv6() {
-  unshare -m sh -c 'mount --make-rprivate / && mount -t tmpfs none /proc/sys/net/ipv6 && exec "$@"' sh \
+  ip netns exec "$ns" sh -c 'mount -t tmpfs none /proc/sys/net/ipv6 && exec "$@"' sh \
     "$python" "$src/integration/no-ipv6/without_ipv6.py" "$engine" --netns "$ns" --backend "$backend" "$@"
 }
 without_ipv6 plugins >/dev/null
@@ -45,6 +48,15 @@ probe_ports() {  # probe_ports POLICY NAME
     equals "$2: tcp port $port as trace has it" "$got" "$want"
   done
 }
+# A sandbox that refuses IPv6 sockets on a kernel that has IPv6 is no kernel without IPv6: there the
+# apply fails (ip6tables cannot start) rather than leave IPv6 unfiltered, and loads nothing.
+if [ "$backend" = iptables ]; then
+  check "sandbox: apply fails" 1 "$python" "$src/integration/no-ipv6/without_ipv6.py" \
+    "$engine" --netns "$ns" --backend iptables -f "$policy" apply
+  contains "sandbox: ip6tables is named" "ip6tables-legacy-restore failed"
+  check "sandbox: IPv4 untouched" 0 ip netns exec "$ns" iptables-legacy-save
+  equals "sandbox: no fwe chain" "$(grep -c fwe <<<"$out")" 0
+fi
 for port in 80 443 8080; do tcp_listen "$ns" "$port"; done
 until_true 5 test "$(tcp_probe "$peer" 10.73.0.1 8080)" = open
 

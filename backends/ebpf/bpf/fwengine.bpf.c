@@ -1024,28 +1024,38 @@ static __attribute__((noinline)) void flow_store(struct fwe_eval* ev, __u8 own, 
   apply_change(entry, was0, first, was1, second);
 }
 
+/* ICMP in its own family's packets (not ICMPv6 in IPv4, nor ICMP in IPv6, which the kernel's conntrack
+ * takes for invalid). */
+static __always_inline int own_family_icmp(const struct fwe_pkt* pkt) {
+  return pkt->proto == (pkt->family == 6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP);
+}
+
 /* ICMP other than a tracked query is no flow: its key would be the two addresses alone, so that anything
  * one host sent the other would make every ICMP type back established. */
 static __always_inline int ct_flowless(const struct fwe_pkt* pkt) {
-  return (pkt->proto == IPPROTO_ICMP || pkt->proto == IPPROTO_ICMPV6) && !is_query(pkt);
+  return (pkt->proto == IPPROTO_ICMP || pkt->proto == IPPROTO_ICMPV6) &&
+         (!own_family_icmp(pkt) || !is_query(pkt));
 }
 
 /* The state of flowless ICMP that is no error, as the kernel's conntrack gives it: ICMPv6 neighbour
- * discovery and multicast listener messages (130-136, 143) it leaves untracked; the rest (a router
- * advertisement, a redirect, a type it does not know) cannot start a connection and is invalid. */
+ * discovery and multicast listener messages (130-136, 143) it leaves untracked; the rest (an IPv4
+ * router advertisement, an ICMPv6 redirect, a type it does not know, another family's ICMP) cannot
+ * start a connection and is invalid. */
 static __always_inline __u8 flowless_state(const struct fwe_pkt* pkt) {
   const __u8 type = pkt->icmp_type;
-  return pkt->proto == IPPROTO_ICMPV6 && ((type >= 130 && type <= 136) || type == 143) ? FWE_CT_UNTRACKED
-                                                                                       : FWE_CT_INVALID;
+  return pkt->proto == IPPROTO_ICMPV6 && own_family_icmp(pkt) && ((type >= 130 && type <= 136) || type == 143)
+             ? FWE_CT_UNTRACKED
+             : FWE_CT_INVALID;
 }
 
 /* An ICMP error (v4: unreachable, source quench, redirect, time exceeded, parameter problem; v6: any
  * type below 128), which quotes the packet it is about. */
 static __always_inline int is_icmp_error(const struct fwe_pkt* pkt) {
+  if (!own_family_icmp(pkt)) return 0;
   if (pkt->proto == IPPROTO_ICMP)
     return pkt->icmp_type == 3 || pkt->icmp_type == 4 || pkt->icmp_type == 5 || pkt->icmp_type == 11 ||
            pkt->icmp_type == 12;
-  return pkt->proto == IPPROTO_ICMPV6 && pkt->icmp_type < 128;
+  return pkt->icmp_type < 128;
 }
 
 /* The ports (network order) of the quoted packet's flow as the conntrack keys hold them, and for an

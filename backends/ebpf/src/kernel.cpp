@@ -1074,15 +1074,17 @@ namespace {
 // for the reverse path): without it the rpf check could decide nothing, so the ruleset is refused. A
 // kernel without IPv6 has no IPv6 setting (and no IPv6 packet to check).
 void require_lo_forwarding() {
+  const bool ipv6 = netlink::kernel_has_ipv6();
   std::vector<const char*> paths{"/proc/sys/net/ipv4/conf/lo/forwarding"};
-  if (netlink::kernel_has_ipv6()) paths.push_back("/proc/sys/net/ipv6/conf/lo/forwarding");
+  if (ipv6) paths.push_back("/proc/sys/net/ipv6/conf/lo/forwarding");
   for (const char* path : paths) {
     std::ifstream file(path);
     int value = 0;
     if (!(file >> value) || value == 0)
       throw RuntimeError(std::string("ebpf: the rpf check needs forwarding on for lo, and ") + path +
-                         " is not 1; nothing was changed\n  set net.ipv4.conf.lo.forwarding=1 and "
-                         "net.ipv6.conf.lo.forwarding=1 (lo forwards nothing), or choose --backend nft");
+                         " is not 1; nothing was changed\n  set net.ipv4.conf.lo.forwarding=1" +
+                         (ipv6 ? " and net.ipv6.conf.lo.forwarding=1" : "") +
+                         " (lo forwards nothing), or choose --backend nft");
   }
 }
 }  // namespace

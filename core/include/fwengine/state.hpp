@@ -31,6 +31,10 @@ bool left_by_another_namespace(const std::string& netns);
 // path.tmp, made anew (O_EXCL|O_NOFOLLOW: not through a link someone put in its place), given `mode`
 // whatever the umask, then renamed over path.
 void write_file_atomically(const std::string& path, std::string_view text, mode_t mode = 0600);
+// Writes a file of the user's (migrate's output) whole or not at all: under a new hidden name beside
+// path (".NAME.XXXXXX", unique), with the mode a new file gets (0666 less the umask), then renamed over
+// path, so that a link there is replaced, not written through. The temporary file goes if a step fails.
+void write_file_replacing(const std::string& path, std::string_view text);
 
 // A backend's record of what it applied, which only spares it reading the kernel: written as
 // write_file_atomically writes (its directory made if missing), or, where that fails, removed, so that

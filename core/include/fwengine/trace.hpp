@@ -73,12 +73,13 @@ struct Result {
   ir::Verdict final_verdict() const;  // drop/reject if not delivered, else accept or continue
 };
 
-// The conntrack state the kernel gives a packet that no connection precedes (trace's default --state):
-// new, except for ICMP, where only a query conntrack tracks starts one (echo, timestamp, information
-// and address mask requests; ICMPv6 echo and node information queries). ICMPv6 neighbour discovery
-// and multicast listener messages are untracked (conntrack leaves them alone); any other ICMP (a reply,
-// an error about no connection it knows, a router advertisement, a redirect) is invalid.
-ir::CtState first_packet_state(std::uint8_t protocol, std::uint8_t icmp_type);
+// The conntrack state the kernel gives a packet of `family` that no connection precedes (trace's default
+// --state): new, except for ICMP (ICMPv6 over IPv6), where only a query conntrack tracks starts one
+// (echo, timestamp, information and address mask requests; ICMPv6 echo and node information queries).
+// ICMPv6 neighbour discovery and multicast listener messages (130-136, 143) are untracked (conntrack
+// leaves them alone); any other ICMP is invalid: a reply, an error about no connection conntrack knows,
+// an IPv4 router advertisement (9), an ICMPv6 redirect (137), ICMP in the other family's packet.
+ir::CtState first_packet_state(ir::Family family, std::uint8_t protocol, std::uint8_t icmp_type);
 
 // The path follows from the interfaces: iif only = input, oif only = output, both = forward.
 Path path_of(const Packet&);

@@ -149,6 +149,14 @@ ln -sf "$work/outside/kept.yaml" "$work/linked/policy.yaml"
 check "migrate over a link to a file" 0 "$FWE" -f "$ROOT/fixtures/yaml/nat" migrate --to yaml -o "$work/linked"
 equals "the linked file is left alone" "$(cat "$work/outside/kept.yaml")" kept
 check "the migrated policy loads" 0 "$FWE" -f "$work/linked" check
+ln -s "$work/outside/00-felixconfiguration.yaml" "$work/linked/00-felixconfiguration.yaml"
+check "migrate --to calico over a link to nothing (exit 2: rate-limited rules)" 2 \
+  "$FWE" --node n1 -f "$EXAMPLE" migrate --to calico -o "$work/linked"
+equals "calico: the link became the file" \
+  "$(test -f "$work/linked/00-felixconfiguration.yaml" && ! test -L "$work/linked/00-felixconfiguration.yaml" && echo file)" file
+equals "calico: nothing was written outside" "$(ls "$work/outside")" kept.yaml
+equals "no temporary file is left" "$(ls -A "$work/linked" | grep -c '^\.')" 0
+equals "the file has the umask's mode" "$(umask 077 && "$FWE" -f "$ROOT/fixtures/yaml/nat" migrate --to yaml -o "$work/linked" >/dev/null 2>&1 && stat -c %a "$work/linked/policy.yaml")" 600
 # Calico's files are written also when some of the policy cannot be said (exit 2).
 mkdir -p "$work/crowded-calico" && cp "$EXAMPLE" "$work/crowded-calico/zz-old.yaml"
 echo '{}' >"$work/crowded-calico/zz-old.json"  # the calico frontend reads *.json too

@@ -100,7 +100,7 @@ class CalicoFrontend final : public Frontend {
       std::filesystem::create_directories(out_dir);
       // A link in the directory is replaced, not written through: the files stay in out_dir.
       for (const auto& [file_name, text] : resources)
-        state::write_file_atomically((std::filesystem::path(out_dir) / file_name).string(), text, 0644);
+        state::write_file_replacing((std::filesystem::path(out_dir) / file_name).string(), text);
     } catch (const std::exception& e) {  // the directory's or a file's error
       diag.error({}, e.what(), "check that the output directory is writable");
       return false;

@@ -33,7 +33,7 @@ class YamlFrontend final : public Frontend {
     try {
       std::filesystem::create_directories(out_dir);
       // A link in the directory is replaced, not written through: the file stays in out_dir.
-      state::write_file_atomically((std::filesystem::path(out_dir) / "policy.yaml").string(), *text, 0644);
+      state::write_file_replacing((std::filesystem::path(out_dir) / "policy.yaml").string(), *text);
     } catch (const std::exception& e) {  // the directory's or the file's error
       diag.error({}, e.what(), "check that the output directory is writable");
       return false;
