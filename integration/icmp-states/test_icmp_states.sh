@@ -14,14 +14,7 @@ require_root_and_backend "$engine" "$backend"
 ns=fwe-icmpst-$$ peer=fwe-icmpstp-$$
 probe=$src/integration/icmp-states/icmp_probe.py
 pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do stop_process "$pid"; done
-  "$engine" --netns "$ns" --backend "$backend" -q flush >/dev/null 2>&1
-  ip netns del "$ns" 2>/dev/null
-  ip netns del "$peer" 2>/dev/null
-  rm -rf "/run/fwengine/$ns" "$work"
-}
-trap cleanup EXIT
+trap 'remove_test_namespaces "$engine" "$backend" "$ns" "$peer"' EXIT
 host_and_client "$ns" "$peer"
 ip -n "$ns" addr add 10.74.0.1/24 dev eth0 && ip -n "$ns" addr add fd74::1/64 dev eth0 nodad
 ip -n "$peer" addr add 10.74.0.2/24 dev eth0 && ip -n "$peer" addr add fd74::2/64 dev eth0 nodad

@@ -45,6 +45,16 @@ stop_process() {  # stop_process PID: SIGTERM, 5 s to end, then SIGKILL; reaps i
   kill -9 "$1" 2>/dev/null
   wait "$1" 2>/dev/null
 }
+# A kernel test's exit trap: ends the processes in $pids, removes fwengine's ruleset and state from NS
+# (the first namespace), then every namespace named, and $work.
+remove_test_namespaces() {  # remove_test_namespaces ENGINE BACKEND NS [NS...]
+  local engine=$1 backend=$2 pid name
+  shift 2
+  for pid in "${pids[@]}"; do stop_process "$pid"; done
+  "$engine" --netns "$1" --backend "$backend" -q flush >/dev/null 2>&1
+  rm -rf "/run/fwengine/$1" "$work"
+  for name in "$@"; do ip netns del "$name" 2>/dev/null; done
+}
 host_and_client() {  # host_and_client NS CLIENT: two new namespaces, lo up in each, joined by a veth pair
   # named eth0 on both sides (up); exit 77 where namespaces cannot be made. The caller's cleanup deletes them.
   ip netns add "$1" || { echo "skipped: cannot create network namespaces"; exit 77; }
