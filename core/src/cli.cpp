@@ -1251,6 +1251,12 @@ class Session {
     if (!packet.src_mac && matches_on_source_mac())
       std::cout << "note: the policy matches source MAC addresses (a firewalld MAC <source>, a src-mac "
                    "rule): without --src-mac this packet has none of them\n";
+    if (!o_.vm.count("state") && packet.ct == ir::CtState::invalid)
+      std::cout << "note: conntrack takes this ICMP message for invalid when no connection precedes it; "
+                   "--state established traces the reply of one, --state related an error about one\n";
+    else if (!o_.vm.count("state") && packet.ct == ir::CtState::untracked)
+      std::cout << "note: conntrack leaves ICMPv6 neighbour discovery and multicast listener messages "
+                   "untracked\n";
     return 0;
   }
 
