@@ -1218,6 +1218,26 @@ class Session {
     return false;
   }
 
+  // Why an ICMP message with no --state is not new, and which --state traces it within a connection.
+  static void print_state_note(const trace::Packet& p) {
+    if (p.ct == ir::CtState::untracked) {
+      std::cout << "note: conntrack leaves ICMPv6 neighbour discovery and multicast listener messages "
+                   "untracked\n";
+      return;
+    }
+    if (p.ct != ir::CtState::invalid) return;
+    const bool v4 = p.protocol == 1 && p.src.family == ir::Family::ipv4;
+    const bool v6 = p.protocol == 58 && p.src.family == ir::Family::ipv6;
+    const std::uint8_t t = p.icmp_type;
+    const bool reply = (v4 && (t == 0 || t == 14 || t == 16 || t == 18)) || (v6 && (t == 129 || t == 140));
+    const bool error = (v4 && (t == 3 || t == 4 || t == 5 || t == 11 || t == 12)) || (v6 && t < 128);
+    std::cout << "note: conntrack takes this ICMP message for invalid "
+              << (reply   ? "when no request preceded it; --state established traces the reply to one\n"
+                  : error ? "when it is about no connection conntrack knows; --state related traces an error "
+                            "about one\n"
+                          : "always: it can neither start a connection nor belong to one\n");
+  }
+
   int trace() {
     auto packet = packet_from_options();
     auto result = trace::evaluate(ruleset_, packet);
@@ -1251,12 +1271,7 @@ class Session {
     if (!packet.src_mac && matches_on_source_mac())
       std::cout << "note: the policy matches source MAC addresses (a firewalld MAC <source>, a src-mac "
                    "rule): without --src-mac this packet has none of them\n";
-    if (!o_.vm.count("state") && packet.ct == ir::CtState::invalid)
-      std::cout << "note: conntrack takes this ICMP message for invalid when no connection precedes it; "
-                   "--state established traces the reply of one, --state related an error about one\n";
-    else if (!o_.vm.count("state") && packet.ct == ir::CtState::untracked)
-      std::cout << "note: conntrack leaves ICMPv6 neighbour discovery and multicast listener messages "
-                   "untracked\n";
+    if (!o_.vm.count("state")) print_state_note(packet);
     return 0;
   }
 

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
@@ -153,9 +154,17 @@ bool kernel_has_ipv6() {
   static const bool has = [] {
     const int sock = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (sock >= 0) close(sock);
+    if (sock >= 0 || errno != EAFNOSUPPORT) return true;
     // A sandbox refuses the family the same way (systemd's RestrictAddressFamilies=, a seccomp
-    // profile) on a kernel that has IPv6: only a kernel without it also lacks IPv6's sysctls.
-    return sock >= 0 || errno != EAFNOSUPPORT || access("/proc/sys/net/ipv6/conf", F_OK) == 0;
+    // profile) on a kernel that has IPv6. The ipv6 module's own parameter says which (1: booted with
+    // ipv6.disable=1); without it (a kernel built without IPv6, or /sys hidden), a kernel without IPv6
+    // is one whose visible /proc/sys/net lacks IPv6's sysctls.
+    if (std::FILE* disable = std::fopen("/sys/module/ipv6/parameters/disable", "re")) {
+      const int flag = std::fgetc(disable);
+      std::fclose(disable);
+      if (flag == '0' || flag == '1') return flag == '0';
+    }
+    return access("/proc/sys/net", F_OK) != 0 || access("/proc/sys/net/ipv6/conf", F_OK) == 0;
   }();
   return has;
 }

@@ -10,12 +10,14 @@
 
 #include <array>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <thread>
 
 #include "fwengine/diagnostics.hpp"
@@ -80,22 +82,16 @@ std::string now_iso() {
 
 namespace {
 
-// Writes text to fd, gives it `mode` and closes it; 0, or the errno of the step that failed.
-int fill_and_close(int fd, std::string_view text, mode_t mode) {
+// Writes all of text to fd; 0, or the errno that stopped it.
+int write_all(int fd, std::string_view text) {
   std::size_t written = 0;
   while (written < text.size()) {
     const ssize_t n = write(fd, text.data() + written, text.size() - written);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int error = n < 0 ? errno : EIO;
-      close(fd);
-      return error;
-    }
+    if (n <= 0) return n < 0 ? errno : EIO;
     written += static_cast<std::size_t>(n);
   }
-  const int error = fchmod(fd, mode) == 0 ? 0 : errno;
-  close(fd);
-  return error;
+  return 0;
 }
 
 }  // namespace
@@ -105,8 +101,10 @@ void write_file_atomically(const std::string& path, std::string_view text, mode_
   unlink(tmp.c_str());  // one a crash left
   const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) throw RuntimeError("cannot write " + tmp + ": " + std::strerror(errno));
-  if (const int error = fill_and_close(fd, text, mode))  // the mode whatever the umask
-    throw RuntimeError("cannot write " + tmp + ": " + std::strerror(error));
+  int error = write_all(fd, text);
+  if (!error && fchmod(fd, mode) != 0) error = errno;  // the mode whatever the umask
+  close(fd);
+  if (error) throw RuntimeError("cannot write " + tmp + ": " + std::strerror(error));
   std::error_code ec;
   fs::rename(tmp, path, ec);
   if (ec) throw RuntimeError("cannot write " + path + ": " + ec.message());
@@ -114,13 +112,24 @@ void write_file_atomically(const std::string& path, std::string_view text, mode_
 
 void write_file_replacing(const std::string& path, std::string_view text) {
   const fs::path target(path);
-  std::string tmp = (target.parent_path() / ("." + target.filename().string() + ".XXXXXX")).string();
-  const int fd = mkostemp(tmp.data(), O_CLOEXEC);
+  const std::string stem = (target.parent_path() / ("." + target.filename().string() + ".")).string();
+  std::random_device random;
+  std::string tmp;
+  int fd = -1;
+  // Mode 0666 at creation: the kernel takes the umask (or the directory's default ACL) off it, as for
+  // any new file of the user's.
+  for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
+    char suffix[9];
+    std::snprintf(suffix, sizeof suffix, "%08x", random());
+    tmp = stem + suffix;
+    fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+    if (fd < 0 && errno != EEXIST) break;
+  }
   if (fd < 0) throw RuntimeError("cannot write " + path + ": " + std::strerror(errno));
-  const mode_t umask_now = umask(0);  // read it: umask() only sets
-  umask(umask_now);
   std::error_code ec;
-  if (const int error = fill_and_close(fd, text, 0666 & ~umask_now))
+  const int error = write_all(fd, text);
+  close(fd);
+  if (error)
     ec = std::error_code(error, std::generic_category());
   else
     fs::rename(tmp, path, ec);

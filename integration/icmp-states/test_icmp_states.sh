@@ -53,6 +53,7 @@ YAML
   ip netns exec "$peer" "$python" "$probe" send "$round" 10.74.0.1 fd74::1
   sleep 0.5
   stop_process "$listener"
+  pids=()  # ended: its pid may be another process's by exit
   while read -r number family type code; do
     if [ "$family" = 4 ]; then from=(--src 10.74.0.2 --dst 10.74.0.1 --proto icmp)
     else from=(--src fd74::2 --dst fd74::1 --proto icmpv6); fi

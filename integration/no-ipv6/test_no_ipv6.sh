@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # test_no_ipv6.sh FWENGINE SOURCE_DIR BACKEND - a host booted with ipv6.disable=1. Every fwengine call
 # runs as on such a kernel: AF_INET6 sockets fail with EAFNOSUPPORT (without_ipv6.py) and
-# /proc/sys/net/ipv6 is empty (a tmpfs over $ns's, in a mount namespace of the call's own; without it, a
-# sandbox on a kernel with IPv6, iptables fails as it must). A policy with
+# the ipv6 module's `disable` reads 1 and /proc/sys/net/ipv6 is empty (tmpfs mounts, in a mount namespace
+# of the call's own; without them, a sandbox on a kernel with IPv6, iptables fails as it must). A policy with
 # IPv6 parts and an rpf check applies (iptables says it loads IPv4 alone and loads nothing into
 # ip6tables), reads back without drift, gives real IPv4 TCP the verdicts trace gives, takes a change,
 # and flushes to nothing. Root; throwaway namespaces (removed on exit); exit 77 without them.
@@ -20,11 +20,14 @@ ip netns exec "$ns" sysctl -qw net.ipv4.conf.lo.forwarding=1  # ebpf's rpf check
 policy=$src/integration/no-ipv6/policy.yaml
 sed 's/dport: 80,/dport: [80, 8080],/' "$policy" >"$work/changed.yaml"
 
-# fwengine ARG...: in namespace $ns, as on a kernel without IPv6. The tmpfs is mounted from inside $ns
-# (ip netns exec gives the call a mount namespace of its own): /proc/sys/net shows the reader's
+# fwengine ARG...: in namespace $ns, as on a kernel booted with ipv6.disable=1, in a mount namespace of
+# its own (ip netns exec's): the ipv6 module's parameter `disable` reads 1, and IPv6's sysctls are gone.
+# The tmpfs over /proc/sys/net/ipv6 is mounted from inside $ns: /proc/sys/net shows the reader's
 # namespace, and a mount seen from another namespace's view would not hide $ns's.
 without_ipv6() {
-  ip netns exec "$ns" sh -c 'mount -t tmpfs none /proc/sys/net/ipv6 && exec "$@"' sh \
+  ip netns exec "$ns" sh -c 'mount -t tmpfs none /proc/sys/net/ipv6 &&
+    mount -t tmpfs none /sys/module/ipv6/parameters && echo 1 >/sys/module/ipv6/parameters/disable &&
+    exec "$@"' sh \
     "$python" "$src/integration/no-ipv6/without_ipv6.py" "$engine" --netns "$ns" --backend "$backend" "$@"
 }
 without_ipv6 plugins >/dev/null

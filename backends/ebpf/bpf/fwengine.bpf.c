@@ -1389,7 +1389,8 @@ static __always_inline int answerable(const struct __sk_buff* skb, const struct 
   if (skb->pkt_type == PACKET_BROADCAST || skb->pkt_type == PACKET_MULTICAST ||
       skb->pkt_type == PACKET_LOOPBACK)
     return 0;
-  if (is_icmp_error(pkt) || (pkt->proto == IPPROTO_ICMPV6 && pkt->icmp_type == 137)) return 0;
+  if (is_icmp_error(pkt) || (own_family_icmp(pkt) && pkt->proto == IPPROTO_ICMPV6 && pkt->icmp_type == 137))
+    return 0;
   if (pkt->proto == IPPROTO_TCP && (pkt->tcp_flags & TCP_RST)) return 0;
   if (pkt->family == 4) {
     __u32 src;

@@ -60,9 +60,10 @@ struct Link {
 std::optional<Link> link_of(const nlmsghdr& message);
 
 // Whether the kernel has IPv6 at all. Booted with ipv6.disable=1 (or built without IPv6) it never
-// registers the family: an AF_INET6 socket fails with EAFNOSUPPORT, ip6tables cannot start, there is no
-// /proc/sys/net/ipv6/conf, and no IPv6 packet reaches a hook. A process that a sandbox keeps from IPv6
-// sockets on a kernel with IPv6 is told it has IPv6 (and ip6tables fails there, loudly). Asked once.
+// registers the family: an AF_INET6 socket fails with EAFNOSUPPORT, ip6tables cannot start, the ipv6
+// module's parameter `disable` reads 1 (or there is no /proc/sys/net/ipv6/conf), and no IPv6 packet
+// reaches a hook. A process that a sandbox keeps from IPv6 sockets on a kernel with IPv6 is told it has
+// IPv6 (and ip6tables fails there, loudly). Asked once.
 bool kernel_has_ipv6();
 
 }  // namespace fwe::netlink

@@ -32,8 +32,9 @@ bool left_by_another_namespace(const std::string& netns);
 // whatever the umask, then renamed over path.
 void write_file_atomically(const std::string& path, std::string_view text, mode_t mode = 0600);
 // Writes a file of the user's (migrate's output) whole or not at all: under a new hidden name beside
-// path (".NAME.XXXXXX", unique), with the mode a new file gets (0666 less the umask), then renamed over
-// path, so that a link there is replaced, not written through. The temporary file goes if a step fails.
+// path (".NAME.<8 hex digits>", unique), made as any new file is (0666 less the umask, or as the
+// directory's default ACL says), then renamed over path, so that a link there is replaced, not written
+// through. The temporary file goes if a step fails.
 void write_file_replacing(const std::string& path, std::string_view text);
 
 // A backend's record of what it applied, which only spares it reading the kernel: written as

@@ -50,9 +50,9 @@ stop_process() {  # stop_process PID: SIGTERM, 5 s to end, then SIGKILL; reaps i
 remove_test_namespaces() {  # remove_test_namespaces ENGINE BACKEND NS [NS...]
   local engine=$1 backend=$2 pid name
   shift 2
-  for pid in "${pids[@]}"; do stop_process "$pid"; done
-  "$engine" --netns "$1" --backend "$backend" -q flush >/dev/null 2>&1
-  rm -rf "/run/fwengine/$1" "$work"
+  for pid in ${pids[@]+"${pids[@]}"}; do stop_process "$pid"; done
+  "$engine" --netns "${1:?}" --backend "$backend" -q flush >/dev/null 2>&1
+  rm -rf "/run/fwengine/${1:?}" "$work"
   for name in "$@"; do ip netns del "$name" 2>/dev/null; done
 }
 host_and_client() {  # host_and_client NS CLIENT: two new namespaces, lo up in each, joined by a veth pair

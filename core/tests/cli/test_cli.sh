@@ -192,7 +192,9 @@ check "trace --pkt-type misspelt" 2 "$FWE" -f "$work/pkt-type.yaml" trace --iif 
 contains "pkt-type message" "must be unicast, broadcast or multicast"
 check "trace --icmp-type by name" 0 "$FWE" -f "$EXAMPLE" trace --iif eth0 --src 10.0.0.9 --dst 10.0.0.1 --proto icmp --icmp-type echo-reply
 contains "icmp type by name" "type 0 code 0"
-contains "an echo reply alone is invalid, and trace says why" "--state established traces the reply of one"
+contains "an echo reply alone is invalid, and trace says why" "--state established traces the reply to one"
+check "trace of a router advertisement" 0 "$FWE" -f "$EXAMPLE" trace --iif eth0 --src 10.0.0.9 --dst 10.0.0.1 --proto icmp --icmp-type 9
+contains "no --state makes it valid" "it can neither start a connection nor belong to one"
 check "trace of neighbour discovery" 0 "$FWE" -f "$EXAMPLE" trace --iif eth0 --src fe80::9 --dst 2001:db8::1 --proto icmpv6 --icmp-type nd-neighbor-solicit
 contains "neighbour discovery is untracked" "(input, untracked)"
 check "trace --icmp-type misspelt" 2 "$FWE" -f "$EXAMPLE" trace --iif eth0 --src 10.0.0.9 --dst 10.0.0.1 --proto icmp --icmp-type echo-requets
